@@ -1,0 +1,82 @@
+//! Command parsing and DATA ingestion throughput: the two loops every byte from a
+//! client passes through.
+//!
+//!     cargo bench --bench ingest
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use mtad::smtp::dot::DotReceiver;
+use mtad::smtp::line::{LineEvent, LineReader};
+use smtp_proto::Request;
+
+/// A typical pipelined transaction as a client sends it.
+const COMMANDS: &[u8] = b"EHLO client.example.test\r\nMAIL FROM:<alice@src.example.test> SIZE=4096 BODY=8BITMIME\r\n\
+RCPT TO:<bob@example.test>\r\nRCPT TO:<carol@sub.example.test> NOTIFY=FAILURE\r\nDATA\r\nRSET\r\nNOOP\r\nQUIT\r\n";
+
+fn parse_commands(c: &mut Criterion) {
+    let mut group = c.benchmark_group("commands");
+    group.throughput(Throughput::Elements(8));
+    group.bench_function("frame+parse 8 commands", |b| {
+        let mut reader = LineReader::new(2048);
+        b.iter(|| {
+            let mut input = black_box(COMMANDS);
+            let mut n = 0;
+            while let Some(event) = reader.next(&mut input) {
+                assert_eq!(event, LineEvent::Line);
+                let line = reader.line();
+                if Request::parse(&mut line.iter()).is_ok() {
+                    n += 1;
+                }
+            }
+            assert_eq!(n, 8);
+        })
+    });
+    group.finish();
+}
+
+fn message(size: usize) -> Vec<u8> {
+    let mut m = b"From: a@src.test\r\nTo: b@example.test\r\nSubject: bench\r\n\r\n".to_vec();
+    let line =
+        b"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.\r\n";
+    let mut i = 0;
+    while m.len() < size {
+        if i % 50 == 0 {
+            m.extend_from_slice(b"..a stuffed dot line\r\n");
+        }
+        m.extend_from_slice(line);
+        i += 1;
+    }
+    m.extend_from_slice(b".\r\n");
+    m
+}
+
+fn ingest_data(c: &mut Criterion) {
+    let mut group = c.benchmark_group("data");
+    for size in [4 * 1024, 1024 * 1024] {
+        let msg = message(size);
+        group.throughput(Throughput::Bytes(msg.len() as u64));
+        group.bench_with_input(
+            BenchmarkId::new("dot-receiver 8K reads", size),
+            &msg,
+            |b, msg| {
+                let mut sink = Vec::with_capacity(msg.len());
+                b.iter(|| {
+                    sink.clear();
+                    let mut rx = DotReceiver::new();
+                    let mut done = false;
+                    for chunk in msg.chunks(8192) {
+                        let mut input = chunk;
+                        done = rx.ingest(&mut input, Some(&mut sink));
+                    }
+                    assert!(done && !rx.bare_eol());
+                    black_box(&sink);
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, parse_commands, ingest_data);
+criterion_main!(benches);

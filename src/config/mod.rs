@@ -1,0 +1,217 @@
+//! The configuration: one KDL (v2) file read into typed, validated settings.
+//!
+//! [`Config::load`] / [`Config::parse`] check everything the grammar can check before
+//! anything runs: unknown nodes and properties, argument counts and types, duplicate
+//! names, references to undefined sets, addresses, CIDRs, sizes, durations and reply
+//! codes. Every error is collected (never only the first), with the byte span it
+//! refers to, so [`render`] shows each one as `[mtad.kdl:3:1]` with the offending
+//! text underlined and, for misspelt names, a "did you mean" hint. A [`Config`]
+//! therefore only exists when it is entirely valid, and [`crate::policy`] compiles
+//! it without further checks.
+//!
+//! The grammar is documented in `docs/configuration.md`. In short:
+//!
+//! ```kdl
+//! server { hostname "mx.example.test"; spool "var/spool" }
+//! listen "mx" address="127.0.0.1:2525"
+//! networks "trusted" "127.0.0.0/8"
+//! domains "relay" "example.test" ".example.test"
+//! stage "rcpt" {
+//!     accept client="trusted"
+//!     accept rcpt-domain="relay"
+//!     reject 554 "5.7.1" "Relay access denied"
+//! }
+//! ```
+//!
+//! Layout: `parser` walks the KDL document, `units` reads sizes and durations,
+//! `error` holds the diagnostics, and [`Reply`] and [`Stage`] live here (re-exported
+//! by policy) so that the dependency stays one-way, config ← policy.
+
+mod error;
+mod parser;
+mod reply;
+mod stage;
+mod units;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::lookup::{DomainSet, NetworkSet};
+
+pub use error::{ConfigError, ConfigErrors, render};
+pub use reply::{MAX_REPLY_TEXT, Reply, sanitize_text};
+pub use stage::Stage;
+pub use units::{parse_duration, parse_size};
+
+/// A complete, validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file this was read from (absolute for [`Config::load`]; the display name
+    /// for [`Config::parse`]). A reload reads it again.
+    pub path: PathBuf,
+    /// The `server` block.
+    pub server: Server,
+    /// The `listen` nodes, in file order; at least one.
+    pub listeners: Vec<Listener>,
+    /// The `limits` block, with defaults for everything not written.
+    pub limits: Limits,
+    /// `networks` sets by name.
+    pub networks: BTreeMap<String, NetworkSet>,
+    /// `domains` sets by name.
+    pub domains: BTreeMap<String, DomainSet>,
+    /// The rules of `stage "rcpt"`, in order. Empty means "reject every
+    /// recipient" (the pipeline's default), never an open relay.
+    pub rcpt_rules: Vec<RuleConfig>,
+}
+
+/// The `server` block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Server {
+    /// Our name, in the banner, the EHLO reply and Received headers. Required.
+    pub hostname: String,
+    /// The spool directory. Required; a relative path is resolved against the
+    /// configuration file's directory, so the daemon's working directory never
+    /// matters.
+    pub spool: PathBuf,
+    /// Text after the hostname in the `220` greeting. Default `ESMTP`.
+    pub banner: String,
+    /// How long a shutdown waits for sessions to finish. Default 30s.
+    pub shutdown_timeout: Duration,
+}
+
+/// One `listen` node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listener {
+    /// The listener's name, unique; shown in logs and available to policy later.
+    pub name: String,
+    /// Where to listen, unique across listeners.
+    pub address: SocketAddr,
+}
+
+/// The `limits` block. Defaults follow Postfix's where Postfix has one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest message accepted, in bytes (`message-size`, default 10M = 10 MiB).
+    pub message_size: usize,
+    /// Most recipients per transaction (`recipients`, default 1000).
+    pub recipients: usize,
+    /// Longest command or text line, CRLF included (`line-length`, default 2048).
+    pub line_length: usize,
+    /// How long a session may wait for a command (`idle-timeout`, default 5m).
+    pub idle_timeout: Duration,
+    /// How long a session may wait between chunks of DATA (`data-timeout`, default 10m).
+    pub data_timeout: Duration,
+    /// Errors after which a session is disconnected (`error-limit`, default 20).
+    pub error_limit: u32,
+    /// Concurrent sessions in total (`connections`, default 1000).
+    pub connections: usize,
+    /// Concurrent sessions per client IP (`connections-per-ip`, default 50).
+    pub connections_per_ip: usize,
+    /// Free bytes the spool file system must keep: MAIL is refused with a 452 while
+    /// free space is below this or 1.5 × `message_size`, whichever is larger
+    /// (`min-free-space`, default 0 = only that margin).
+    pub min_free_space: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            message_size: 10 << 20,
+            recipients: 1000,
+            line_length: 2048,
+            idle_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
+            error_limit: 20,
+            connections: 1000,
+            connections_per_ip: 50,
+            min_free_space: 0,
+        }
+    }
+}
+
+/// One rule of a stage, as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleConfig {
+    /// What the rule decides when it matches.
+    pub action: RuleAction,
+    /// All must match (AND); none means the rule always matches.
+    pub conditions: Vec<ConditionConfig>,
+    /// Where the rule is written, reported with every decision it makes.
+    pub origin: Origin,
+}
+
+/// A rule's decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuleAction {
+    /// `accept`.
+    Accept,
+    /// `reject CODE "X.Y.Z" "text"`: codes validated, text printable ASCII.
+    Reject(Reply),
+}
+
+/// One condition of a rule (a property on the rule node).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConditionConfig {
+    /// `client="..."`: the client's IP is in a network set or literal network.
+    Client(ClientRef),
+    /// `rcpt-domain="set"`: the recipient's routing domain is in a domain set.
+    RcptDomain(String),
+}
+
+/// What a `client=` condition refers to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientRef {
+    /// A `networks` set, by name (a defined name always wins over a literal).
+    Set(String),
+    /// A literal CIDR or address (`/32` or `/128`).
+    Net(IpNet),
+}
+
+/// A place in a configuration file, 1-based; displayed as `file:line:col`.
+/// Columns count characters, not bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// The file, as named for display.
+    pub file: Arc<str>,
+    /// Line, from 1.
+    pub line: u32,
+    /// Column, from 1.
+    pub column: u32,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`. Errors are shown with `path` as
+    /// written; relative paths inside resolve against the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            file: name.clone(),
+            errors: vec![ConfigError::without_source(format!(
+                "cannot read {name}: {e}"
+            ))],
+        })?;
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        parser::parse(&name, &absolute, &text)
+    }
+
+    /// Validates `text` as if read from a file called `name`: `name` appears in
+    /// errors and rule origins, and a relative spool resolves against its parent.
+    pub fn parse(name: &str, text: &str) -> Result<Config, ConfigErrors> {
+        parser::parse(name, Path::new(name), text)
+    }
+}
+
+#[cfg(test)]
+mod tests;

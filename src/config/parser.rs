@@ -1,0 +1,1085 @@
+//! Walks the KDL document into a [`Config`], collecting every error.
+//!
+//! Two passes over the top level: the first reads the named sets (`networks`,
+//! `domains`) so that rules may refer to sets written after them; the second reads
+//! everything else. Each reader checks its node completely (type annotations,
+//! arguments, properties, children) and carries on after an error, so one run
+//! reports everything that is wrong.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
+use miette::{NamedSource, SourceSpan};
+
+use super::reply::{MAX_REPLY_TEXT, is_reply_char};
+use super::units::{parse_duration, parse_size};
+use super::{
+    ClientRef, ConditionConfig, Config, ConfigError, ConfigErrors, Limits, Listener, Origin, Reply,
+    RuleAction, RuleConfig, Server, Stage,
+};
+use crate::lookup::{DomainSet, NetworkSet};
+
+/// Top-level nodes, for "did you mean".
+const TOP_LEVEL: &[&str] = &["server", "listen", "limits", "networks", "domains", "stage"];
+const SERVER_KEYS: &[&str] = &["hostname", "spool", "banner", "shutdown-timeout"];
+const LIMIT_KEYS: &[&str] = &[
+    "message-size",
+    "recipients",
+    "line-length",
+    "idle-timeout",
+    "data-timeout",
+    "error-limit",
+    "connections",
+    "connections-per-ip",
+    "min-free-space",
+];
+const RULES: &[&str] = &["accept", "reject"];
+const CONDITIONS: &[&str] = &["client", "rcpt-domain"];
+
+/// Reads `text` (named `name` for display; `path` locates relative paths).
+pub(super) fn parse(name: &str, path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    let mut p = Parser::new(name, text);
+    let config = match KdlDocument::parse_v2(text) {
+        Ok(doc) => p.document(&doc, path),
+        Err(e) => {
+            for d in e.diagnostics {
+                let message = d.message.unwrap_or_else(|| "invalid KDL".to_owned());
+                let label = d.label.unwrap_or_else(|| "here".to_owned());
+                p.error(d.span, format!("syntax error: {message}"), label)
+                    .help = d.help;
+            }
+            None
+        }
+    };
+    match config {
+        Some(config) if p.errors.is_empty() => Ok(config),
+        _ => {
+            let mut errors = p.errors;
+            if errors.is_empty() {
+                // Every path that yields no config reports why; keep it that way.
+                errors.push(ConfigError::without_source("invalid configuration"));
+            }
+            errors.sort_by_key(|e| e.span.map(|s| s.offset()));
+            Err(ConfigErrors {
+                file: name.to_owned(),
+                errors,
+            })
+        }
+    }
+}
+
+struct Parser<'t> {
+    file: Arc<str>,
+    text: &'t str,
+    source: NamedSource<Arc<String>>,
+    /// Byte offset of the start of each line.
+    line_starts: Vec<usize>,
+    errors: Vec<ConfigError>,
+}
+
+/// What the first pass found: set names, with where they were defined.
+#[derive(Default)]
+struct Sets {
+    networks: BTreeMap<String, (NetworkSet, Origin)>,
+    domains: BTreeMap<String, (DomainSet, Origin)>,
+}
+
+impl<'t> Parser<'t> {
+    fn new(name: &str, text: &'t str) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Self {
+            file: Arc::from(name),
+            text,
+            source: NamedSource::new(name, Arc::new(text.to_owned())),
+            line_starts,
+            errors: Vec::new(),
+        }
+    }
+
+    // ---- reporting ------------------------------------------------------------
+
+    fn origin(&self, offset: usize) -> Origin {
+        let offset = offset.min(self.text.len());
+        let line = self.line_starts.partition_point(|&s| s <= offset) - 1;
+        let start = self.line_starts[line];
+        let column = self
+            .text
+            .get(start..offset)
+            .map_or(offset - start, |s| s.chars().count());
+        Origin {
+            file: self.file.clone(),
+            line: u32::try_from(line + 1).unwrap_or(u32::MAX),
+            column: u32::try_from(column + 1).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn error(
+        &mut self,
+        span: SourceSpan,
+        message: impl Into<String>,
+        label: impl Into<String>,
+    ) -> &mut ConfigError {
+        let location = self.origin(span.offset());
+        self.errors.push(ConfigError {
+            message: message.into(),
+            source_code: Some(self.source.clone()),
+            span: Some(span),
+            location: Some(location),
+            label: Some(label.into()),
+            help: None,
+        });
+        self.errors.last_mut().expect("just pushed")
+    }
+
+    /// An error about a node as a whole, pointing at its name.
+    fn node_error(
+        &mut self,
+        node: &KdlNode,
+        message: impl Into<String>,
+        label: impl Into<String>,
+    ) -> &mut ConfigError {
+        self.error(node.name().span(), message, label)
+    }
+
+    fn unknown_node(&mut self, node: &KdlNode, within: &str, known: &[&str]) {
+        let name = node.name().value();
+        let message = if within.is_empty() {
+            format!("unknown node `{name}`")
+        } else {
+            format!("unknown node `{name}` in `{within}`")
+        };
+        let help = suggest(name, known.iter().copied())
+            .unwrap_or_else(|| format!("expected one of: {}", known.join(", ")));
+        self.node_error(node, message, "unknown node").help = Some(help);
+    }
+
+    fn duplicate(&mut self, span: SourceSpan, what: String, first: &Origin) {
+        self.error(span, format!("duplicate {what}"), "defined again here")
+            .help = Some(format!("first defined at {first}"));
+    }
+
+    // ---- generic node checks --------------------------------------------------
+
+    /// Type annotations have no meaning in this grammar; refuse them rather than
+    /// silently ignore them.
+    fn check_annotations(&mut self, node: &KdlNode) {
+        if let Some(ty) = node.ty() {
+            self.error(
+                ty.span(),
+                "type annotations are not supported",
+                "annotation",
+            );
+        }
+        for entry in node.entries() {
+            if entry.ty().is_some() {
+                self.error(
+                    entry.span(),
+                    "type annotations are not supported",
+                    "annotation",
+                );
+            }
+        }
+    }
+
+    /// The positional arguments, after checking their count. `usage` shows the
+    /// expected form in the help. Returns `None` (after reporting) on a bad count.
+    fn args<'n>(
+        &mut self,
+        node: &'n KdlNode,
+        min: usize,
+        max: Option<usize>,
+        usage: &str,
+    ) -> Option<Vec<&'n KdlEntry>> {
+        let args: Vec<&KdlEntry> = node
+            .entries()
+            .iter()
+            .filter(|e| e.name().is_none())
+            .collect();
+        let name = node.name().value();
+        if args.len() < min {
+            let expected = match max {
+                Some(max) if max == min => plural(min, "argument"),
+                _ => format!("at least {}", plural(min, "argument")),
+            };
+            self.node_error(
+                node,
+                format!("`{name}` takes {expected}, found {}", args.len()),
+                "missing arguments",
+            )
+            .help = Some(format!("usage: {usage}"));
+            return None;
+        }
+        if let Some(max) = max
+            && args.len() > max
+        {
+            let extra = args[max].span();
+            let message = if max == 0 {
+                format!("`{name}` takes no arguments")
+            } else {
+                format!("`{name}` takes at most {}", plural(max, "argument"))
+            };
+            self.error(extra, message, "unexpected argument").help =
+                Some(format!("usage: {usage}"));
+            return None;
+        }
+        Some(args)
+    }
+
+    /// The properties, after reporting unknown and duplicate ones. Only known,
+    /// first occurrences are returned, in file order.
+    fn props<'n>(&mut self, node: &'n KdlNode, allowed: &[&str]) -> Vec<(&'n str, &'n KdlEntry)> {
+        let mut seen: Vec<(&str, &KdlEntry)> = Vec::new();
+        let node_name = node.name().value();
+        for entry in node.entries() {
+            let Some(key) = entry.name() else { continue };
+            let key_name = key.value();
+            if !allowed.contains(&key_name) {
+                let help = if allowed.is_empty() {
+                    format!("`{node_name}` takes no properties")
+                } else {
+                    suggest(key_name, allowed.iter().copied())
+                        .unwrap_or_else(|| format!("`{node_name}` accepts: {}", allowed.join(", ")))
+                };
+                self.error(
+                    key.span(),
+                    format!("unknown property `{key_name}` on `{node_name}`"),
+                    "unknown property",
+                )
+                .help = Some(help);
+            } else if let Some((_, first)) = seen.iter().find(|(k, _)| *k == key_name) {
+                let first = self.origin(first.span().offset());
+                self.duplicate(entry.span(), format!("property `{key_name}`"), &first);
+            } else {
+                seen.push((key_name, entry));
+            }
+        }
+        seen
+    }
+
+    fn no_children(&mut self, node: &KdlNode) {
+        if node.children().is_some() {
+            let name = node.name().value();
+            self.node_error(
+                node,
+                format!("`{name}` takes no child block"),
+                "unexpected `{ ... }`",
+            );
+        }
+    }
+
+    fn children<'n>(&mut self, node: &'n KdlNode, usage: &str) -> Option<&'n KdlDocument> {
+        let children = node.children();
+        if children.is_none() {
+            let name = node.name().value();
+            self.node_error(
+                node,
+                format!("`{name}` needs a block `{{ ... }}`"),
+                "missing block",
+            )
+            .help = Some(format!("usage: {usage}"));
+        }
+        children
+    }
+
+    /// A setting inside a block: `name VALUE`, one argument, nothing else.
+    fn setting<'n>(&mut self, node: &'n KdlNode, usage: &str) -> Option<&'n KdlEntry> {
+        self.check_annotations(node);
+        self.props(node, &[]);
+        self.no_children(node);
+        self.args(node, 1, Some(1), usage).map(|args| args[0])
+    }
+
+    // ---- values ---------------------------------------------------------------
+
+    fn string<'n>(&mut self, entry: &'n KdlEntry, what: &str) -> Option<&'n str> {
+        match entry.value() {
+            KdlValue::String(s) => Some(s),
+            other => {
+                self.error(
+                    entry.span(),
+                    format!("{what} must be a string, found {}", kind(other)),
+                    "expected a string",
+                );
+                None
+            }
+        }
+    }
+
+    /// An integer in `min..=max`.
+    fn integer(&mut self, entry: &KdlEntry, what: &str, min: u64, max: u64) -> Option<u64> {
+        match entry.value() {
+            KdlValue::Integer(n) if (i128::from(min)..=i128::from(max)).contains(n) => {
+                u64::try_from(*n).ok()
+            }
+            KdlValue::Integer(n) => {
+                let range = if max >= u64::from(u32::MAX) {
+                    format!("at least {min}")
+                } else {
+                    format!("between {min} and {max}")
+                };
+                self.error(
+                    entry.span(),
+                    format!("{what} must be {range}, found {n}"),
+                    "out of range",
+                );
+                None
+            }
+            other => {
+                self.error(
+                    entry.span(),
+                    format!("{what} must be an integer, found {}", kind(other)),
+                    "expected an integer",
+                );
+                None
+            }
+        }
+    }
+
+    /// A size: an integer number of bytes or a string with a K/M/G suffix.
+    fn size(&mut self, entry: &KdlEntry, what: &str, min: u64, max: u64) -> Option<u64> {
+        let bytes = match entry.value() {
+            KdlValue::Integer(_) => return self.integer(entry, what, min, max),
+            KdlValue::String(s) => match parse_size(s) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.error(entry.span(), format!("invalid {what}: {e}"), "invalid size")
+                        .help = Some(
+                        "write bytes, or a number with K, M or G (1024-based), e.g. \"10M\""
+                            .to_owned(),
+                    );
+                    return None;
+                }
+            },
+            other => {
+                self.error(
+                    entry.span(),
+                    format!("{what} must be a size, found {}", kind(other)),
+                    "expected a size",
+                )
+                .help = Some("e.g. 10485760 or \"10M\"".to_owned());
+                return None;
+            }
+        };
+        if !(min..=max).contains(&bytes) {
+            let range = if bytes < min {
+                format!("at least {min}")
+            } else {
+                format!("at most {max}")
+            };
+            self.error(
+                entry.span(),
+                format!("{what} must be {range} bytes, found {bytes}"),
+                "out of range",
+            );
+            return None;
+        }
+        Some(bytes)
+    }
+
+    /// A positive duration, written as a string (`"30s"`, `"5m"`).
+    fn duration(&mut self, entry: &KdlEntry, what: &str) -> Option<Duration> {
+        let text = self.string(entry, what)?;
+        match parse_duration(text) {
+            Ok(d) if d.is_zero() => {
+                self.error(
+                    entry.span(),
+                    format!("{what} must be greater than zero"),
+                    "zero",
+                );
+                None
+            }
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.error(
+                    entry.span(),
+                    format!("invalid {what}: {e}"),
+                    "invalid duration",
+                )
+                .help = Some("e.g. \"30s\", \"5m\", \"1h 30m\"".to_owned());
+                None
+            }
+        }
+    }
+
+    /// A name for a listener or set: non-empty, printable, no spaces.
+    fn name<'n>(&mut self, entry: &'n KdlEntry, what: &str) -> Option<&'n str> {
+        let name = self.string(entry, what)?;
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_graphic()) {
+            self.error(
+                entry.span(),
+                format!("{what} `{name}` must be non-empty printable ASCII without spaces"),
+                "invalid name",
+            );
+            return None;
+        }
+        Some(name)
+    }
+
+    // ---- the document ---------------------------------------------------------
+
+    fn document(&mut self, doc: &KdlDocument, path: &Path) -> Option<Config> {
+        let sets = self.sets(doc);
+
+        let mut server: Option<Server> = None;
+        let mut server_at: Option<Origin> = None;
+        let mut limits: Option<(Limits, Origin)> = None;
+        let mut listeners: Vec<(Listener, Origin)> = Vec::new();
+        let mut saw_listen = false;
+        let mut rcpt: Option<(Vec<RuleConfig>, Origin)> = None;
+
+        for node in doc.nodes() {
+            let here = self.origin(node.name().span().offset());
+            match node.name().value() {
+                "networks" | "domains" => {} // read by `sets`
+                "server" => {
+                    if let Some(first) = &server_at {
+                        let first = first.clone();
+                        self.duplicate(node.name().span(), "`server` block".into(), &first);
+                        continue;
+                    }
+                    server_at = Some(here);
+                    server = self.server(node, path);
+                }
+                "limits" => {
+                    if let Some((_, first)) = &limits {
+                        let first = first.clone();
+                        self.duplicate(node.name().span(), "`limits` block".into(), &first);
+                        continue;
+                    }
+                    let l = self.limits(node);
+                    limits = Some((l, here));
+                }
+                "listen" => {
+                    saw_listen = true;
+                    if let Some(l) = self.listen(node, &listeners) {
+                        listeners.push((l, here));
+                    }
+                }
+                "stage" => self.stage(node, &sets, &mut rcpt),
+                _ => {
+                    self.check_annotations(node);
+                    self.unknown_node(node, "", TOP_LEVEL);
+                }
+            }
+        }
+
+        let start = SourceSpan::from(0..0);
+        if server_at.is_none() {
+            self.error(start, "missing `server` block", "expected here")
+                .help = Some(
+                "add: server { hostname \"mx.example.test\"; spool \"var/spool\" }".to_owned(),
+            );
+        }
+        if !saw_listen {
+            self.error(start, "at least one `listen` is required", "expected here")
+                .help = Some("add: listen \"mx\" address=\"0.0.0.0:25\"".to_owned());
+        }
+
+        let server = server?;
+        Some(Config {
+            path: path.to_path_buf(),
+            server,
+            listeners: listeners.into_iter().map(|(l, _)| l).collect(),
+            limits: limits.map(|l| l.0).unwrap_or_default(),
+            networks: sets
+                .networks
+                .into_iter()
+                .map(|(k, (v, _))| (k, v))
+                .collect(),
+            domains: sets.domains.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+            rcpt_rules: rcpt.map(|r| r.0).unwrap_or_default(),
+        })
+    }
+
+    // ---- named sets -----------------------------------------------------------
+
+    fn sets(&mut self, doc: &KdlDocument) -> Sets {
+        let mut sets = Sets::default();
+        for node in doc.nodes() {
+            let kind = node.name().value();
+            if kind != "networks" && kind != "domains" {
+                continue;
+            }
+            self.check_annotations(node);
+            self.props(node, &[]);
+            self.no_children(node);
+            let usage = if kind == "networks" {
+                "networks NAME \"CIDR-or-IP\"..."
+            } else {
+                "domains NAME \"example.test\" \".example.test\"..."
+            };
+            let Some(args) = self.args(node, 2, None, usage) else {
+                continue;
+            };
+            let set_kind = if kind == "networks" {
+                "network set"
+            } else {
+                "domain set"
+            };
+            let name = self.name(args[0], &format!("{set_kind} name"));
+            let here = self.origin(node.name().span().offset());
+            if kind == "networks" {
+                let nets: Vec<IpNet> = args[1..].iter().filter_map(|e| self.network(e)).collect();
+                if let Some(name) = name {
+                    if name.parse::<IpNet>().is_ok() || name.parse::<IpAddr>().is_ok() {
+                        self.error(
+                            args[0].span(),
+                            format!("network set name `{name}` looks like an address"),
+                            "ambiguous name",
+                        )
+                        .help = Some("`client=` would not know whether you mean the set or the address; pick a word".to_owned());
+                    } else if let Some((_, first)) = sets.networks.get(name) {
+                        let first = first.clone();
+                        self.duplicate(args[0].span(), format!("network set `{name}`"), &first);
+                    } else {
+                        sets.networks
+                            .insert(name.to_owned(), (NetworkSet::new(nets), here));
+                    }
+                }
+            } else {
+                let entries: Vec<String> = args[1..]
+                    .iter()
+                    .filter_map(|e| self.domain_entry(e))
+                    .collect();
+                if let Some(name) = name {
+                    if let Some((_, first)) = sets.domains.get(name) {
+                        let first = first.clone();
+                        self.duplicate(args[0].span(), format!("domain set `{name}`"), &first);
+                    } else {
+                        sets.domains
+                            .insert(name.to_owned(), (DomainSet::new(entries), here));
+                    }
+                }
+            }
+        }
+        sets
+    }
+
+    /// A CIDR (`10.0.0.0/8`) or a bare address (a host network).
+    fn network(&mut self, entry: &KdlEntry) -> Option<IpNet> {
+        let text = self.string(entry, "a network")?;
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            return Some(IpNet::from(ip));
+        }
+        match text.parse::<IpNet>() {
+            Ok(net) if net.trunc() != net => {
+                self.error(
+                    entry.span(),
+                    format!("network `{text}` has host bits set"),
+                    "host bits set",
+                )
+                .help = Some(format!("did you mean `{}`?", net.trunc()));
+                None
+            }
+            Ok(net) => Some(net),
+            Err(_) => {
+                self.error(
+                    entry.span(),
+                    format!("`{text}` is not a CIDR network or IP address"),
+                    "invalid network",
+                )
+                .help =
+                    Some("e.g. \"192.0.2.0/24\", \"2001:db8::/32\" or \"192.0.2.7\"".to_owned());
+                None
+            }
+        }
+    }
+
+    /// A `domains` entry: a domain name, or `.domain` for its subdomains.
+    fn domain_entry(&mut self, entry: &KdlEntry) -> Option<String> {
+        let text = self.string(entry, "a domain")?;
+        let (dot, name) = match text.strip_prefix('.') {
+            Some(rest) => (".", rest),
+            None => ("", text),
+        };
+        let name = name.strip_suffix('.').unwrap_or(name);
+        if !is_hostname(name) {
+            self.error(
+                entry.span(),
+                format!("`{text}` is not a domain name"),
+                "invalid domain",
+            )
+            .help = Some(
+                "write `example.test` for the name itself, `.example.test` for its subdomains (ASCII; use xn-- for IDN)"
+                    .to_owned(),
+            );
+            return None;
+        }
+        Some(format!("{dot}{}", name.to_ascii_lowercase()))
+    }
+
+    // ---- server ---------------------------------------------------------------
+
+    fn server(&mut self, node: &KdlNode, path: &Path) -> Option<Server> {
+        const USAGE: &str = "server { hostname \"mx.example.test\"; spool \"var/spool\" }";
+        self.check_annotations(node);
+        self.props(node, &[]);
+        self.args(node, 0, Some(0), USAGE);
+        let children = self.children(node, USAGE)?;
+
+        let mut seen: BTreeMap<&str, Origin> = BTreeMap::new();
+        let mut hostname = None;
+        let mut spool = None;
+        let mut banner = None;
+        let mut shutdown_timeout = None;
+        for child in children.nodes() {
+            let key = child.name().value();
+            if !SERVER_KEYS.contains(&key) {
+                self.check_annotations(child);
+                self.unknown_node(child, "server", SERVER_KEYS);
+                continue;
+            }
+            let here = self.origin(child.name().span().offset());
+            if let Some(first) = seen.get(key) {
+                let first = first.clone();
+                self.duplicate(child.name().span(), format!("`{key}` in `server`"), &first);
+                continue;
+            }
+            seen.insert(key, here);
+            let Some(value) = self.setting(child, &format!("{key} \"...\"")) else {
+                continue;
+            };
+            match key {
+                "hostname" => {
+                    if let Some(h) = self.string(value, "hostname") {
+                        if is_hostname(h) {
+                            hostname = Some(h.to_owned());
+                        } else {
+                            self.error(
+                                value.span(),
+                                format!("`{h}` is not a valid hostname"),
+                                "invalid hostname",
+                            )
+                            .help = Some(
+                                "a fully-qualified name such as \"mx.example.test\"".to_owned(),
+                            );
+                        }
+                    }
+                }
+                "spool" => {
+                    if let Some(s) = self.string(value, "spool") {
+                        if s.is_empty() {
+                            self.error(value.span(), "spool must not be empty", "empty path");
+                        } else {
+                            spool = Some(resolve(path, s));
+                        }
+                    }
+                }
+                "banner" => {
+                    if let Some(b) = self.string(value, "banner") {
+                        if b.chars().all(is_reply_char) && b.len() <= MAX_REPLY_TEXT {
+                            banner = Some(b.to_owned());
+                        } else {
+                            self.error(
+                                value.span(),
+                                format!("banner must be printable ASCII of at most {MAX_REPLY_TEXT} bytes"),
+                                "invalid banner",
+                            );
+                        }
+                    }
+                }
+                "shutdown-timeout" => shutdown_timeout = self.duration(value, "shutdown-timeout"),
+                _ => unreachable!("checked against SERVER_KEYS"),
+            }
+        }
+        for (key, example) in [
+            ("hostname", "hostname \"mx.example.test\""),
+            ("spool", "spool \"var/spool\""),
+        ] {
+            if !seen.contains_key(key) {
+                self.node_error(
+                    node,
+                    format!("`server` needs `{key}`"),
+                    format!("no `{key}`"),
+                )
+                .help = Some(format!("add: {example}"));
+            }
+        }
+        Some(Server {
+            hostname: hostname?,
+            spool: spool?,
+            banner: banner.unwrap_or_else(|| "ESMTP".to_owned()),
+            shutdown_timeout: shutdown_timeout.unwrap_or(Duration::from_secs(30)),
+        })
+    }
+
+    // ---- listen ---------------------------------------------------------------
+
+    fn listen(&mut self, node: &KdlNode, existing: &[(Listener, Origin)]) -> Option<Listener> {
+        const USAGE: &str = "listen NAME address=\"IP:PORT\"";
+        self.check_annotations(node);
+        self.no_children(node);
+        let props = self.props(node, &["address"]);
+        let args = self.args(node, 1, Some(1), USAGE);
+        let name = args.and_then(|a| self.name(a[0], "listener name").map(|n| (n, a[0])));
+
+        let address = match props.iter().find(|(k, _)| *k == "address") {
+            None => {
+                self.node_error(node, "`listen` needs `address=\"IP:PORT\"`", "no address")
+                    .help = Some(format!("usage: {USAGE}"));
+                None
+            }
+            Some((_, entry)) => {
+                let text = self.string(entry, "address")?;
+                match text.parse::<SocketAddr>() {
+                    Ok(a) => Some((a, *entry)),
+                    Err(_) => {
+                        self.error(
+                            entry.span(),
+                            format!("`{text}` is not an IP:PORT address"),
+                            "invalid address",
+                        )
+                        .help = Some(
+                            "e.g. \"0.0.0.0:25\", \"127.0.0.1:2525\" or \"[::1]:587\"".to_owned(),
+                        );
+                        None
+                    }
+                }
+            }
+        };
+
+        let (name, name_entry) = name?;
+        let (address, address_entry) = address?;
+        if let Some((_, first)) = existing.iter().find(|(l, _)| l.name == name) {
+            self.duplicate(name_entry.span(), format!("listener `{name}`"), first);
+            return None;
+        }
+        if let Some((l, first)) = existing.iter().find(|(l, _)| l.address == address) {
+            self.error(
+                address_entry.span(),
+                format!("address {address} is already used by listener `{}`", l.name),
+                "address in use",
+            )
+            .help = Some(format!("first defined at {first}"));
+            return None;
+        }
+        Some(Listener {
+            name: name.to_owned(),
+            address,
+        })
+    }
+
+    // ---- limits ---------------------------------------------------------------
+
+    fn limits(&mut self, node: &KdlNode) -> Limits {
+        const USAGE: &str = "limits { message-size \"10M\"; recipients 1000; ... }";
+        let mut limits = Limits::default();
+        self.check_annotations(node);
+        self.props(node, &[]);
+        self.args(node, 0, Some(0), USAGE);
+        let Some(children) = self.children(node, USAGE) else {
+            return limits;
+        };
+        let mut seen: BTreeMap<&str, Origin> = BTreeMap::new();
+        let max_usize = usize::MAX as u64;
+        for child in children.nodes() {
+            let key = child.name().value();
+            if !LIMIT_KEYS.contains(&key) {
+                self.check_annotations(child);
+                self.unknown_node(child, "limits", LIMIT_KEYS);
+                continue;
+            }
+            let here = self.origin(child.name().span().offset());
+            if let Some(first) = seen.get(key) {
+                let first = first.clone();
+                self.duplicate(child.name().span(), format!("`{key}` in `limits`"), &first);
+                continue;
+            }
+            seen.insert(key, here);
+            let Some(v) = self.setting(child, &format!("{key} VALUE")) else {
+                continue;
+            };
+            let as_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+            match key {
+                "message-size" => {
+                    if let Some(n) = self.size(v, key, 1, max_usize) {
+                        limits.message_size = as_usize(n);
+                    }
+                }
+                "min-free-space" => {
+                    if let Some(n) = self.size(v, key, 0, u64::MAX) {
+                        limits.min_free_space = n;
+                    }
+                }
+                "recipients" => {
+                    if let Some(n) = self.integer(v, key, 1, max_usize) {
+                        limits.recipients = as_usize(n);
+                    }
+                }
+                // RFC 5321 §4.5.3.1.6: text lines of 1000 octets must be accepted.
+                "line-length" => {
+                    if let Some(n) = self.integer(v, key, 1000, max_usize) {
+                        limits.line_length = as_usize(n);
+                    }
+                }
+                "connections" => {
+                    if let Some(n) = self.integer(v, key, 1, max_usize) {
+                        limits.connections = as_usize(n);
+                    }
+                }
+                "connections-per-ip" => {
+                    if let Some(n) = self.integer(v, key, 1, max_usize) {
+                        limits.connections_per_ip = as_usize(n);
+                    }
+                }
+                "error-limit" => {
+                    if let Some(n) = self.integer(v, key, 1, u64::from(u32::MAX)) {
+                        limits.error_limit = u32::try_from(n).unwrap_or(u32::MAX);
+                    }
+                }
+                "idle-timeout" => {
+                    if let Some(d) = self.duration(v, key) {
+                        limits.idle_timeout = d;
+                    }
+                }
+                "data-timeout" => {
+                    if let Some(d) = self.duration(v, key) {
+                        limits.data_timeout = d;
+                    }
+                }
+                _ => unreachable!("checked against LIMIT_KEYS"),
+            }
+        }
+        limits
+    }
+
+    // ---- stages ---------------------------------------------------------------
+
+    fn stage(&mut self, node: &KdlNode, sets: &Sets, rcpt: &mut Option<(Vec<RuleConfig>, Origin)>) {
+        const USAGE: &str = "stage \"rcpt\" { accept ...; reject ... }";
+        self.check_annotations(node);
+        self.props(node, &[]);
+        let args = self.args(node, 1, Some(1), USAGE);
+        let children = self.children(node, USAGE);
+        let Some(args) = args else { return };
+        let Some(name) = self.string(args[0], "stage name") else {
+            return;
+        };
+        let stage = match Stage::from_name(name) {
+            Some(stage) => stage,
+            None => {
+                let known = Stage::ALL.map(Stage::as_str);
+                let help = suggest(name, known.iter().copied())
+                    .unwrap_or_else(|| format!("stages are: {}", known.join(", ")));
+                self.error(
+                    args[0].span(),
+                    format!("unknown stage `{name}`"),
+                    "unknown stage",
+                )
+                .help = Some(help);
+                return;
+            }
+        };
+        if stage != Stage::Rcpt {
+            self.error(
+                args[0].span(),
+                format!("stage `{name}` is not supported yet"),
+                "not supported yet",
+            )
+            .help = Some("only `stage \"rcpt\"` can hold rules in this version".to_owned());
+            return;
+        }
+        let here = self.origin(node.name().span().offset());
+        if let Some((_, first)) = rcpt {
+            let first = first.clone();
+            self.duplicate(args[0].span(), "`stage \"rcpt\"` block".into(), &first);
+            return;
+        }
+        let Some(children) = children else { return };
+        let rules = children
+            .nodes()
+            .iter()
+            .filter_map(|rule| self.rule(rule, sets))
+            .collect();
+        *rcpt = Some((rules, here));
+    }
+
+    fn rule(&mut self, node: &KdlNode, sets: &Sets) -> Option<RuleConfig> {
+        self.check_annotations(node);
+        let origin = self.origin(node.name().span().offset());
+        let action = match node.name().value() {
+            "accept" => {
+                const USAGE: &str = "accept [client=...] [rcpt-domain=...]";
+                self.no_children(node);
+                self.args(node, 0, Some(0), USAGE)
+                    .map(|_| RuleAction::Accept)
+            }
+            "reject" => {
+                const USAGE: &str = "reject CODE \"X.Y.Z\" \"text\" [client=...] [rcpt-domain=...]";
+                self.no_children(node);
+                self.args(node, 3, Some(3), USAGE)
+                    .and_then(|args| self.reject(&args))
+            }
+            _ => {
+                self.unknown_node(node, "stage", RULES);
+                return None;
+            }
+        };
+        let conditions: Vec<Option<ConditionConfig>> = self
+            .props(node, CONDITIONS)
+            .into_iter()
+            .map(|(key, entry)| self.condition(key, entry, sets))
+            .collect();
+        let conditions = conditions.into_iter().collect::<Option<Vec<_>>>()?;
+        Some(RuleConfig {
+            action: action?,
+            conditions,
+            origin,
+        })
+    }
+
+    fn reject(&mut self, args: &[&KdlEntry]) -> Option<RuleAction> {
+        let code = self.integer(args[0], "reply code", 400, 599);
+        let enhanced = self
+            .string(args[1], "enhanced status code")
+            .and_then(|text| {
+                let parsed = Reply::parse_enhanced(text);
+                if parsed.is_none() {
+                    self.error(
+                        args[1].span(),
+                        format!("`{text}` is not an enhanced status code"),
+                        "invalid enhanced code",
+                    )
+                    .help = Some("class.subject.detail, e.g. \"5.7.1\" (RFC 3463)".to_owned());
+                }
+                parsed
+            });
+        let text = self.string(args[2], "reply text").and_then(|text| {
+            if text.chars().all(is_reply_char) && text.len() <= MAX_REPLY_TEXT {
+                Some(text)
+            } else {
+                self.error(
+                    args[2].span(),
+                    format!("reply text must be printable ASCII of at most {MAX_REPLY_TEXT} bytes (no CR, LF or other control characters)"),
+                    "invalid reply text",
+                );
+                None
+            }
+        });
+        let (code, enhanced) = (code?, enhanced?);
+        let code = u16::try_from(code).ok()?;
+        if let Err(e) = Reply::check_codes(code, enhanced) {
+            self.error(args[1].span(), e, "does not match the reply code");
+            return None;
+        }
+        Some(RuleAction::Reject(Reply::new(code, enhanced, text?)))
+    }
+
+    fn condition(&mut self, key: &str, entry: &KdlEntry, sets: &Sets) -> Option<ConditionConfig> {
+        let value = self.string(entry, &format!("`{key}`"))?;
+        match key {
+            "client" => {
+                if sets.networks.contains_key(value) {
+                    return Some(ConditionConfig::Client(ClientRef::Set(value.to_owned())));
+                }
+                if let Ok(ip) = value.parse::<IpAddr>() {
+                    return Some(ConditionConfig::Client(ClientRef::Net(IpNet::from(ip))));
+                }
+                if let Ok(net) = value.parse::<IpNet>() {
+                    if net.trunc() != net {
+                        self.error(
+                            entry.span(),
+                            format!("network `{value}` has host bits set"),
+                            "host bits set",
+                        )
+                        .help = Some(format!("did you mean `{}`?", net.trunc()));
+                        return None;
+                    }
+                    return Some(ConditionConfig::Client(ClientRef::Net(net)));
+                }
+                let help =
+                    suggest(value, sets.networks.keys().map(String::as_str)).unwrap_or_else(|| {
+                        "define it with `networks NAME \"CIDR\"...`, or write a CIDR or IP address"
+                            .to_owned()
+                    });
+                self.error(
+                    entry.span(),
+                    format!("`{value}` is neither a defined network set nor a CIDR or IP address"),
+                    "undefined network set",
+                )
+                .help = Some(help);
+                None
+            }
+            "rcpt-domain" => {
+                if sets.domains.contains_key(value) {
+                    return Some(ConditionConfig::RcptDomain(value.to_owned()));
+                }
+                let help =
+                    suggest(value, sets.domains.keys().map(String::as_str)).unwrap_or_else(|| {
+                        "define it with `domains NAME \"example.test\"...`".to_owned()
+                    });
+                self.error(
+                    entry.span(),
+                    format!("undefined domain set `{value}`"),
+                    "undefined domain set",
+                )
+                .help = Some(help);
+                None
+            }
+            _ => unreachable!("checked against CONDITIONS"),
+        }
+    }
+}
+
+/// "did you mean `X`?" for the closest candidate, when one is close enough.
+fn suggest<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<String> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| format!("did you mean `{c}`?"))
+}
+
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("{n} {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+fn kind(value: &KdlValue) -> &'static str {
+    match value {
+        KdlValue::String(_) => "a string",
+        KdlValue::Integer(_) => "an integer",
+        KdlValue::Float(_) => "a number",
+        KdlValue::Bool(_) => "a boolean",
+        KdlValue::Null => "#null",
+    }
+}
+
+/// A DNS name: dot-separated labels of 1..=63 letters, digits and hyphens, not
+/// starting or ending with a hyphen, 253 bytes at most.
+fn is_hostname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// `value` as a path, relative ones taken from the directory of `config_path`.
+fn resolve(config_path: &Path, value: &str) -> PathBuf {
+    let value = Path::new(value);
+    if value.is_absolute() {
+        return value.to_path_buf();
+    }
+    match config_path.parent() {
+        Some(dir) => dir.join(value),
+        None => value.to_path_buf(),
+    }
+}

@@ -1,0 +1,474 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::*;
+
+const EXAMPLE: &str = r#"server {
+    hostname "mx.example.test"
+    spool "/tmp/mtad-demo/spool"
+}
+listen "mx" address="127.0.0.1:2525"
+networks "trusted" "127.0.0.0/8"
+domains "relay" "example.test" ".example.test"
+stage "rcpt" {
+    accept client="trusted"
+    accept rcpt-domain="relay"
+    reject 554 "5.7.1" "Relay access denied"
+}
+"#;
+
+/// The minimal valid prelude, for tests about one other node.
+const PRELUDE: &str = "server {\n    hostname \"mx.example.test\"\n    spool \"spool\"\n}\nlisten \"mx\" address=\"127.0.0.1:2525\"\n";
+
+fn parse(text: &str) -> Config {
+    match Config::parse("mtad.kdl", text) {
+        Ok(config) => config,
+        Err(errors) => panic!("{}", render(&errors)),
+    }
+}
+
+fn check(text: &str) -> (ConfigErrors, String) {
+    match Config::parse("mtad.kdl", text) {
+        Ok(config) => panic!("expected errors, parsed {config:#?}"),
+        Err(errors) => {
+            let rendered = render(&errors);
+            (errors, rendered)
+        }
+    }
+}
+
+fn origin(line: u32, column: u32) -> Origin {
+    Origin {
+        file: Arc::from("mtad.kdl"),
+        line,
+        column,
+    }
+}
+
+#[test]
+fn example_parses_to_expected_values() {
+    let config = parse(EXAMPLE);
+    assert_eq!(config.path, PathBuf::from("mtad.kdl"));
+    assert_eq!(
+        config.server,
+        Server {
+            hostname: "mx.example.test".into(),
+            spool: PathBuf::from("/tmp/mtad-demo/spool"),
+            banner: "ESMTP".into(),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    );
+    assert_eq!(
+        config.listeners,
+        vec![Listener {
+            name: "mx".into(),
+            address: "127.0.0.1:2525".parse::<SocketAddr>().unwrap(),
+        }]
+    );
+    assert_eq!(config.limits, Limits::default());
+    assert_eq!(
+        config.networks["trusted"],
+        NetworkSet::new(vec!["127.0.0.0/8".parse().unwrap()])
+    );
+    assert!(config.domains["relay"].contains("example.test"));
+    assert!(config.domains["relay"].contains("a.example.test"));
+    assert_eq!(
+        config.rcpt_rules,
+        vec![
+            RuleConfig {
+                action: RuleAction::Accept,
+                conditions: vec![ConditionConfig::Client(ClientRef::Set("trusted".into()))],
+                origin: origin(9, 5),
+            },
+            RuleConfig {
+                action: RuleAction::Accept,
+                conditions: vec![ConditionConfig::RcptDomain("relay".into())],
+                origin: origin(10, 5),
+            },
+            RuleConfig {
+                action: RuleAction::Reject(Reply::new(554, [5, 7, 1], "Relay access denied")),
+                conditions: vec![],
+                origin: origin(11, 5),
+            },
+        ]
+    );
+    assert_eq!(origin(9, 5).to_string(), "mtad.kdl:9:5");
+}
+
+#[test]
+fn defaults() {
+    let limits = Limits::default();
+    assert_eq!(limits.message_size, 10 * 1024 * 1024);
+    assert_eq!(limits.recipients, 1000);
+    assert_eq!(limits.line_length, 2048);
+    assert_eq!(limits.idle_timeout, Duration::from_secs(300));
+    assert_eq!(limits.data_timeout, Duration::from_secs(600));
+    assert_eq!(limits.error_limit, 20);
+    assert_eq!(limits.connections, 1000);
+    assert_eq!(limits.connections_per_ip, 50);
+    assert_eq!(limits.min_free_space, 0);
+
+    let config = parse(PRELUDE);
+    assert_eq!(config.server.banner, "ESMTP");
+    assert_eq!(config.server.shutdown_timeout, Duration::from_secs(30));
+    assert!(config.rcpt_rules.is_empty());
+    assert!(config.networks.is_empty() && config.domains.is_empty());
+}
+
+#[test]
+fn server_and_limits_settings() {
+    let config = parse(
+        r#"
+server {
+    hostname "mx.example.test"
+    spool "var/spool"
+    banner "mtad ready"
+    shutdown-timeout "1m 30s"
+}
+listen "mx" address="0.0.0.0:25"
+listen "v6" address="[::1]:587"
+limits {
+    message-size "25M"
+    recipients 50
+    line-length 4096
+    idle-timeout "300s"
+    data-timeout "2m"
+    error-limit 5
+    connections 10
+    connections-per-ip 2
+    min-free-space 1048576
+}
+"#,
+    );
+    assert_eq!(config.server.banner, "mtad ready");
+    assert_eq!(config.server.shutdown_timeout, Duration::from_secs(90));
+    // Relative to the directory of "mtad.kdl", which is "".
+    assert_eq!(config.server.spool, PathBuf::from("var/spool"));
+    assert_eq!(config.listeners.len(), 2);
+    assert_eq!(config.listeners[1].address, "[::1]:587".parse().unwrap());
+    assert_eq!(
+        config.limits,
+        Limits {
+            message_size: 25 << 20,
+            recipients: 50,
+            line_length: 4096,
+            idle_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(120),
+            error_limit: 5,
+            connections: 10,
+            connections_per_ip: 2,
+            min_free_space: 1 << 20,
+        }
+    );
+    let config = parse(&PRELUDE.replace(
+        "\n}",
+        "\n}\nlimits { message-size 1000; min-free-space \"1G\" }",
+    ));
+    assert_eq!(config.limits.message_size, 1000);
+    assert_eq!(config.limits.min_free_space, 1 << 30);
+}
+
+#[test]
+fn relative_spool_resolves_against_the_config_directory() {
+    let config = Config::parse("/etc/mtad/mtad.kdl", PRELUDE).unwrap();
+    assert_eq!(config.server.spool, PathBuf::from("/etc/mtad/spool"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mtad.kdl");
+    std::fs::write(&path, PRELUDE).unwrap();
+    let config = Config::load(&path).unwrap();
+    assert_eq!(config.server.spool, dir.path().join("spool"));
+    assert_eq!(config.path, path);
+}
+
+#[test]
+fn load_reports_unreadable_file() {
+    let err = Config::load(std::path::Path::new("/nonexistent/mtad.kdl")).unwrap_err();
+    assert_eq!(err.errors.len(), 1);
+    assert_eq!(err.to_string(), "1 error in /nonexistent/mtad.kdl");
+    assert!(render(&err).contains("cannot read /nonexistent/mtad.kdl"));
+}
+
+#[test]
+fn every_error_is_reported_with_its_location() {
+    let text = r#"server {
+    hostname "mx.example.test"
+    spool "spool"
+}
+listn "mx" address="127.0.0.1:2525"
+listen "mx" address="127.0.0.1:2525" tls="on"
+listen "mx" address="127.0.0.1:2526"
+networks "trusted" "127.0.0.0/33"
+stage "rcpt" {
+    accept client="trustd"
+    accept rcpt-domain="relay"
+    reject 650 "5.7.1" "Relay access denied"
+    reject 554 "4.7.1" "Relay access denied"
+}
+"#;
+    let (errors, rendered) = check(text);
+    let found: Vec<(String, String)> = errors
+        .errors
+        .iter()
+        .map(|e| (e.location.as_ref().unwrap().to_string(), e.message.clone()))
+        .collect();
+    let expected = [
+        ("mtad.kdl:5:1", "unknown node `listn`"),
+        ("mtad.kdl:6:38", "unknown property `tls` on `listen`"),
+        ("mtad.kdl:7:8", "duplicate listener `mx`"),
+        (
+            "mtad.kdl:8:20",
+            "`127.0.0.0/33` is not a CIDR network or IP address",
+        ),
+        (
+            "mtad.kdl:10:12",
+            "`trustd` is neither a defined network set nor a CIDR or IP address",
+        ),
+        ("mtad.kdl:11:12", "undefined domain set `relay`"),
+        (
+            "mtad.kdl:12:12",
+            "reply code must be between 400 and 599, found 650",
+        ),
+        (
+            "mtad.kdl:13:16",
+            "enhanced status code 4.7.1 does not match reply code 554: its class must be 5",
+        ),
+    ];
+    assert_eq!(
+        found,
+        expected
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect::<Vec<_>>(),
+        "{rendered}"
+    );
+    assert_eq!(errors.to_string(), "8 errors in mtad.kdl");
+    assert!(rendered.starts_with("8 errors in mtad.kdl\n"), "{rendered}");
+    for (location, _) in expected {
+        assert!(
+            rendered.contains(&format!("[{location}]")),
+            "{location} in {rendered}"
+        );
+    }
+    assert!(rendered.contains("did you mean `listen`?"), "{rendered}");
+    assert!(rendered.contains("did you mean `trusted`?"), "{rendered}");
+    assert!(
+        rendered.contains("first defined at mtad.kdl:6:1"),
+        "{rendered}"
+    );
+    // The caret line is drawn under the offending text.
+    assert!(rendered.contains("unknown node"), "{rendered}");
+    assert!(rendered.contains("listn \"mx\""), "{rendered}");
+}
+
+#[test]
+fn did_you_mean_for_properties_and_settings() {
+    let text = PRELUDE
+        .replace("address=", "adress=")
+        .replace("hostname", "hostnme");
+    let (errors, rendered) = check(&text);
+    assert!(rendered.contains("did you mean `hostname`?"), "{rendered}");
+    assert!(rendered.contains("did you mean `address`?"), "{rendered}");
+    assert!(rendered.contains("[mtad.kdl:2:5]"), "{rendered}");
+    assert!(rendered.contains("[mtad.kdl:5:13]"), "{rendered}");
+    // And the consequences: no hostname, no address.
+    assert!(
+        errors
+            .errors
+            .iter()
+            .any(|e| e.message == "`server` needs `hostname`")
+    );
+    assert!(
+        errors
+            .errors
+            .iter()
+            .any(|e| e.message.contains("needs `address"))
+    );
+}
+
+#[test]
+fn kdl_syntax_error_has_a_location() {
+    let (errors, rendered) = check("server {\n    hostname \"mx.example.test\n}\n");
+    assert!(!errors.errors.is_empty());
+    assert!(
+        errors.errors[0].message.starts_with("syntax error"),
+        "{rendered}"
+    );
+    assert!(rendered.contains("[mtad.kdl:2:"), "{rendered}");
+    let (_, rendered) = check(&format!("{PRELUDE}limits {{ message-size 1. }}\n"));
+    assert!(rendered.contains("[mtad.kdl:6:"), "{rendered}");
+}
+
+#[test]
+fn missing_required_settings() {
+    let (errors, _) = check("// nothing\n");
+    let messages: Vec<&str> = errors.errors.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "missing `server` block",
+            "at least one `listen` is required"
+        ]
+    );
+    let (errors, rendered) = check("server {\n}\nlisten \"mx\" address=\"127.0.0.1:25\"\n");
+    let messages: Vec<&str> = errors.errors.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        ["`server` needs `hostname`", "`server` needs `spool`"],
+        "{rendered}"
+    );
+    assert!(rendered.contains("[mtad.kdl:1:1]"));
+}
+
+#[test]
+fn stages() {
+    let (errors, rendered) = check(&format!(
+        "{PRELUDE}stage \"mail\" {{\n}}\nstage \"rpct\" {{\n}}\nstage \"rcpt\" {{\n}}\nstage \"rcpt\" {{\n}}\n"
+    ));
+    let messages: Vec<&str> = errors.errors.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "stage `mail` is not supported yet",
+            "unknown stage `rpct`",
+            "duplicate `stage \"rcpt\"` block",
+        ],
+        "{rendered}"
+    );
+    assert!(rendered.contains("did you mean `rcpt`?"));
+    assert!(
+        rendered.contains("first defined at mtad.kdl:10:1"),
+        "{rendered}"
+    );
+
+    // Unknown rule, children on a rule, wrong argument counts.
+    let (errors, rendered) = check(&format!(
+        "{PRELUDE}stage \"rcpt\" {{\n    acept\n    accept 1\n    reject 554 \"5.7.1\"\n    reject \"554\" \"5.7.1\" \"x\"\n    reject 554 \"5.7.1\" \"bad\\ttext\"\n    reject 554 \"5.7.1.2\" \"x\"\n}}\n"
+    ));
+    let messages: Vec<&str> = errors.errors.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "unknown node `acept` in `stage`",
+            "`accept` takes no arguments",
+            "`reject` takes 3 arguments, found 2",
+            "reply code must be an integer, found a string",
+            "reply text must be printable ASCII of at most 400 bytes (no CR, LF or other control characters)",
+            "`5.7.1.2` is not an enhanced status code",
+        ],
+        "{rendered}"
+    );
+    assert!(rendered.contains("did you mean `accept`?"));
+}
+
+#[test]
+fn rule_conditions() {
+    let config = parse(&format!(
+        "{PRELUDE}domains \"relay\" \"example.test\"\nstage \"rcpt\" {{\n    accept client=\"192.0.2.0/24\" rcpt-domain=\"relay\"\n    accept client=\"2001:db8::1\"\n    reject 450 \"4.7.1\" \"try later\" client=\"10.0.0.0/8\"\n}}\nnetworks \"late\" \"10.0.0.1\"\n"
+    ));
+    let rules = &config.rcpt_rules;
+    assert_eq!(
+        rules[0].conditions,
+        vec![
+            ConditionConfig::Client(ClientRef::Net("192.0.2.0/24".parse().unwrap())),
+            ConditionConfig::RcptDomain("relay".into()),
+        ]
+    );
+    assert_eq!(
+        rules[1].conditions,
+        vec![ConditionConfig::Client(ClientRef::Net(
+            "2001:db8::1/128".parse().unwrap()
+        ))]
+    );
+    assert_eq!(
+        rules[2].action,
+        RuleAction::Reject(Reply::new(450, [4, 7, 1], "try later"))
+    );
+    assert!(config.networks.contains_key("late"));
+
+    let (errors, rendered) = check(&format!(
+        "{PRELUDE}networks \"n\" \"10.0.0.1/8\"\nnetworks \"n\" \"10.0.0.0/8\"\nnetworks \"10.0.0.0/8\" \"10.0.0.0/8\"\ndomains \"d\" \"exa mple.test\" \"ok.test\"\nstage \"rcpt\" {{\n    accept client=\"x\" client=\"y\"\n}}\n"
+    ));
+    let messages: Vec<&str> = errors.errors.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "network `10.0.0.1/8` has host bits set",
+            "duplicate network set `n`",
+            "network set name `10.0.0.0/8` looks like an address",
+            "`exa mple.test` is not a domain name",
+            "`x` is neither a defined network set nor a CIDR or IP address",
+            "duplicate property `client`",
+        ],
+        "{rendered}"
+    );
+    assert!(rendered.contains("did you mean `10.0.0.0/8`?"));
+}
+
+#[test]
+fn bad_values() {
+    let (errors, rendered) = check(
+        r#"server {
+    hostname "not a hostname"
+    spool "spool"
+    spool "again"
+    banner "two\nlines"
+    shutdown-timeout 30
+}
+listen "mx" address="127.0.0.1"
+listen "b" address="127.0.0.1:25"
+listen "c" address="127.0.0.1:25"
+limits {
+    message-size "10X"
+    recipients 0
+    line-length 80
+    idle-timeout "soon"
+    data-timeout "0s"
+    error-limit #true
+    connections -1
+    min-free-space "1G" "2G"
+    bogus 1
+}
+"#,
+    );
+    let messages: Vec<&str> = errors.errors.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "`not a hostname` is not a valid hostname",
+            "duplicate `spool` in `server`",
+            "banner must be printable ASCII of at most 400 bytes",
+            "shutdown-timeout must be a string, found an integer",
+            "`127.0.0.1` is not an IP:PORT address",
+            "address 127.0.0.1:25 is already used by listener `b`",
+            "invalid message-size: unknown size suffix `X` (use K, M or G)",
+            "recipients must be at least 1, found 0",
+            "line-length must be at least 1000, found 80",
+            "invalid idle-timeout: `soon` is not a duration: expected number at 0",
+            "data-timeout must be greater than zero",
+            "error-limit must be an integer, found a boolean",
+            "connections must be at least 1, found -1",
+            "`min-free-space` takes at most 1 argument",
+            "unknown node `bogus` in `limits`",
+        ],
+        "{rendered}"
+    );
+}
+
+#[test]
+fn type_annotations_and_unexpected_shapes_are_refused() {
+    let (errors, rendered) = check(&format!(
+        "{PRELUDE}(x)networks \"n\" \"10.0.0.0/8\"\nlisten \"y\" address=(ip)\"127.0.0.1:26\"\nlimits\nnetworks \"m\" \"10.0.0.0/8\" {{ x }}\n"
+    ));
+    let messages: Vec<&str> = errors.errors.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "type annotations are not supported",
+            "type annotations are not supported",
+            "`limits` needs a block `{ ... }`",
+            "`networks` takes no child block",
+        ],
+        "{rendered}"
+    );
+}

@@ -1,0 +1,125 @@
+//! The operator side: what `mtactl` does. Each function prints its result to stdout
+//! and returns the error text for stderr (the binary turns it into exit status 1).
+
+use std::io::Write;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+
+use crate::config::{Config, render};
+use crate::queue::{self, QueueId, QueuedMessage};
+
+/// `mtactl check`: exit 0 with a one-line summary, or every error rendered.
+pub fn check(path: &Path) -> Result<(), String> {
+    let config = Config::load(path).map_err(|errors| render(&errors))?;
+    println!("{}", summary(&config));
+    Ok(())
+}
+
+/// The one-line summary of a valid configuration.
+pub fn summary(config: &Config) -> String {
+    format!(
+        "{}: ok ({} listener{}, {} network set{}, {} domain set{}, {} rcpt rule{})",
+        config.path.display(),
+        config.listeners.len(),
+        plural(config.listeners.len()),
+        config.networks.len(),
+        plural(config.networks.len()),
+        config.domains.len(),
+        plural(config.domains.len()),
+        config.rcpt_rules.len(),
+        plural(config.rcpt_rules.len()),
+    )
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn load(path: &Path) -> Result<Config, String> {
+    Config::load(path).map_err(|errors| render(&errors))
+}
+
+/// `mtactl queue list`.
+pub fn queue_list(path: &Path, json: bool) -> Result<(), String> {
+    let config = load(path)?;
+    let messages = queue::scan(&config.server.spool).map_err(|e| format!("mtactl: {e}"))?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        let text = serde_json::to_string_pretty(&messages).map_err(|e| e.to_string())?;
+        let _ = writeln!(out, "{text}");
+        return Ok(());
+    }
+    let _ = writeln!(
+        out,
+        "{:<16} {:>9} {:<20} SENDER -> RECIPIENTS",
+        "ID", "SIZE", "ARRIVAL"
+    );
+    for m in &messages {
+        let _ = writeln!(out, "{}", list_line(m));
+    }
+    let _ = writeln!(
+        out,
+        "-- {} message{}",
+        messages.len(),
+        plural(messages.len())
+    );
+    Ok(())
+}
+
+fn list_line(m: &QueuedMessage) -> String {
+    let sender = if m.envelope.sender.is_empty() {
+        "<>"
+    } else {
+        &m.envelope.sender
+    };
+    format!(
+        "{:<16} {:>9} {:<20} {} -> {}",
+        m.id,
+        m.size,
+        arrival(m.arrival_ms),
+        sender,
+        m.envelope.recipients.join(", ")
+    )
+}
+
+fn arrival(ms: u64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms as i64)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// `mtactl queue show ID`.
+pub fn queue_show(path: &Path, id: &str, raw: bool) -> Result<(), String> {
+    let config = load(path)?;
+    let id: QueueId = id
+        .parse()
+        .map_err(|_| format!("mtactl: {id:?} is not a queue id"))?;
+    let messages = queue::scan(&config.server.spool).map_err(|e| format!("mtactl: {e}"))?;
+    let message = messages
+        .iter()
+        .find(|m| m.id == id)
+        .ok_or_else(|| format!("mtactl: no message {id} in the queue"))?;
+    let body =
+        queue::read_body(&config.server.spool, message).map_err(|e| format!("mtactl: {e}"))?;
+    let mut out = std::io::stdout().lock();
+    if !raw {
+        let e = &message.envelope;
+        let _ = writeln!(out, "id: {}", message.id);
+        let _ = writeln!(out, "arrival: {}", arrival(message.arrival_ms));
+        let _ = writeln!(out, "size: {}", message.size);
+        let _ = writeln!(out, "sender: <{}>", e.sender);
+        for (rcpt, status) in e.recipients.iter().zip(&message.rcpt_status) {
+            let _ = writeln!(out, "recipient: <{rcpt}> {:?}", status.state);
+        }
+        let client = e.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "client: {client} helo={} listener={}",
+            e.helo, e.listener
+        );
+        let _ = writeln!(out);
+    }
+    let _ = out.write_all(&body);
+    Ok(())
+}

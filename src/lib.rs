@@ -1,0 +1,24 @@
+//! mtad — a mail relay whose policy is code.
+//!
+//! A message travels through these modules, in this order (see `docs/` and
+//! `../shared/DESIGN.md` for the whole picture):
+//!
+//! - [`config`]: reads the KDL configuration into typed, validated settings; every
+//!   error is collected and reported with file:line:col.
+//! - [`lookup`]: named sets (networks, domains) that rules refer to.
+//! - [`policy`]: compiles settings into an immutable [`policy::Pipeline`], shared by
+//!   `Arc` and consulted by each SMTP stage.
+//! - [`smtp`]: listeners and sessions; each command calls the matching stage.
+//! - [`queue`]: the spool; nothing is acknowledged before it is on stable storage.
+//! - [`control`]: the operator side (`mtactl`): config checks and queue inspection.
+//!
+//! Dependencies point one way: config ← policy ← smtp; queue knows neither smtp nor
+//! policy; control is the only module that reaches everything.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod control;
+pub mod lookup;
+pub mod policy;
+pub mod queue;
+pub mod smtp;

@@ -1,0 +1,122 @@
+//! Named sets that policy rules refer to: networks (`networks` nodes, like Postfix's
+//! `mynetworks`) and domains (`domains` nodes, like `relay_domains`).
+//!
+//! Sets are built once from validated configuration and never change afterwards: a
+//! reload builds new sets inside a new policy and swaps the whole policy. Matching is
+//! deliberately conservative, because these sets decide who may relay:
+//!
+//! - [`NetworkSet`] matches an IPv4-mapped IPv6 client (`::ffff:192.0.2.1`, which is
+//!   what a dual-stack socket reports for an IPv4 peer) against IPv4 entries, so that
+//!   `127.0.0.0/8` means the same thing whichever socket accepted the connection.
+//! - [`DomainSet`] follows Postfix's table convention: `example.test` matches exactly
+//!   that name, `.example.test` matches any subdomain of it but not the name itself.
+//!   Matching ignores ASCII case and one trailing dot.
+//!
+//! Later lookup kinds (Postfix-format files, regexp, CIDR tables, SQL) live here too.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+/// A set of IP networks, for `client=` conditions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkSet {
+    /// Aggregated (sorted, overlaps merged) networks: the scan stays short however
+    /// the operator wrote the list.
+    nets: Vec<IpNet>,
+}
+
+impl NetworkSet {
+    /// Builds a set from networks; a host address is a `/32` or `/128` network.
+    pub fn new(nets: Vec<IpNet>) -> Self {
+        let trunc: Vec<IpNet> = nets.iter().map(IpNet::trunc).collect();
+        Self {
+            nets: IpNet::aggregate(&trunc),
+        }
+    }
+
+    /// Whether `ip` lies in one of the networks.
+    ///
+    /// An IPv4-mapped IPv6 address is tried both as itself and as the IPv4 address
+    /// it carries, so it matches IPv4 entries (and `::ffff:0:0/96`-style entries).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let mapped = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
+            IpAddr::V4(_) => None,
+        };
+        self.nets
+            .iter()
+            .any(|net| net.contains(&ip) || mapped.is_some_and(|v4| net.contains(&v4)))
+    }
+
+    /// The networks, aggregated.
+    pub fn nets(&self) -> &[IpNet] {
+        &self.nets
+    }
+
+    /// Whether the set holds no network (it then matches nothing).
+    pub fn is_empty(&self) -> bool {
+        self.nets.is_empty()
+    }
+}
+
+/// A set of domain names, for `rcpt-domain=` conditions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainSet {
+    /// Names that match exactly (lowercased, without trailing dot).
+    exact: HashSet<String>,
+    /// Parents whose proper subdomains match: `.example.test` is stored as
+    /// `example.test`.
+    parents: HashSet<String>,
+}
+
+impl DomainSet {
+    /// Builds a set from entries: `name` matches exactly, `.name` matches every
+    /// subdomain of `name` (but not `name`). Entries are normalised like queries:
+    /// ASCII-lowercased, one trailing dot removed. Empty entries are ignored.
+    pub fn new(entries: Vec<String>) -> Self {
+        let mut exact = HashSet::new();
+        let mut parents = HashSet::new();
+        for entry in entries {
+            let entry = normalize(&entry);
+            if let Some(parent) = entry.strip_prefix('.') {
+                if !parent.is_empty() {
+                    parents.insert(parent.to_owned());
+                }
+            } else if !entry.is_empty() {
+                exact.insert(entry);
+            }
+        }
+        Self { exact, parents }
+    }
+
+    /// Whether `domain` is in the set. Case-insensitive; one trailing dot is ignored.
+    pub fn contains(&self, domain: &str) -> bool {
+        let domain = normalize(domain);
+        if domain.is_empty() || domain.starts_with('.') {
+            return false;
+        }
+        if self.exact.contains(&domain) {
+            return true;
+        }
+        // Every proper suffix that starts after a dot: for a.b.c, try b.c then c.
+        domain
+            .match_indices('.')
+            .any(|(i, _)| self.parents.contains(&domain[i + 1..]))
+    }
+
+    /// Whether the set holds no entry (it then matches nothing).
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.parents.is_empty()
+    }
+}
+
+/// Lowercases ASCII and strips one trailing dot.
+fn normalize(domain: &str) -> String {
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    domain.to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,232 @@
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::*;
+use crate::config::Config;
+
+const PRELUDE: &str = "server {\n    hostname \"mx.example.test\"\n    spool \"spool\"\n}\nlisten \"mx\" address=\"127.0.0.1:2525\"\n";
+
+fn pipeline(rules: &str) -> Pipeline {
+    let text = format!(
+        "{PRELUDE}networks \"trusted\" \"127.0.0.0/8\" \"2001:db8::/32\"\ndomains \"relay\" \"example.test\" \".example.test\"\nstage \"rcpt\" {{\n{rules}}}\n"
+    );
+    match Config::parse("mtad.kdl", &text) {
+        Ok(config) => Pipeline::compile(&config),
+        Err(e) => panic!("{}", crate::config::render(&e)),
+    }
+}
+
+fn rcpt(p: &Pipeline, client: &str, rcpt: &str) -> Decision {
+    p.rcpt(&RcptContext {
+        client_ip: client.parse().unwrap(),
+        rcpt,
+    })
+}
+
+fn at(line: u32, column: u32) -> Option<Origin> {
+    Some(Origin {
+        file: Arc::from("mtad.kdl"),
+        line,
+        column,
+    })
+}
+
+/// Rules start on line 9 of the generated file.
+const FIRST_RULE_LINE: u32 = 9;
+
+#[test]
+fn first_matching_rule_decides_and_is_reported() {
+    let p = pipeline(
+        "    accept client=\"trusted\"\n    accept rcpt-domain=\"relay\"\n    reject 554 \"5.7.1\" \"Relay access denied\"\n",
+    );
+    assert_eq!(p.rule_count(Stage::Rcpt), 3);
+    assert_eq!(p.rule_count(Stage::Mail), 0);
+
+    let d = rcpt(&p, "127.0.0.1", "anyone@elsewhere.test");
+    assert_eq!(d.verdict, Verdict::Accept);
+    assert_eq!(d.rule, at(FIRST_RULE_LINE, 5));
+
+    let d = rcpt(&p, "::ffff:127.0.0.1", "anyone@elsewhere.test");
+    assert_eq!(d.rule, at(FIRST_RULE_LINE, 5));
+
+    let d = rcpt(&p, "192.0.2.1", "user@sub.EXAMPLE.test.");
+    assert_eq!(d.verdict, Verdict::Accept);
+    assert_eq!(d.rule, at(FIRST_RULE_LINE + 1, 5));
+
+    let d = rcpt(&p, "192.0.2.1", "user@elsewhere.test");
+    assert_eq!(
+        d.verdict,
+        Verdict::Reject(Reply::new(554, [5, 7, 1], "Relay access denied"))
+    );
+    assert_eq!(d.rule, at(FIRST_RULE_LINE + 2, 5));
+    assert_eq!(d.rule.unwrap().to_string(), "mtad.kdl:11:5");
+}
+
+#[test]
+fn a_reject_before_an_accept_wins() {
+    let p = pipeline(
+        "    reject 550 \"5.7.1\" \"blocked\" client=\"127.0.0.2\"\n    accept client=\"trusted\"\n",
+    );
+    let d = rcpt(&p, "127.0.0.2", "a@example.test");
+    assert_eq!(
+        d.verdict,
+        Verdict::Reject(Reply::new(550, [5, 7, 1], "blocked"))
+    );
+    assert_eq!(d.rule, at(FIRST_RULE_LINE, 5));
+    assert_eq!(rcpt(&p, "127.0.0.3", "a@x.test").verdict, Verdict::Accept);
+}
+
+#[test]
+fn conditions_on_one_rule_are_anded() {
+    let p = pipeline("    accept client=\"trusted\" rcpt-domain=\"relay\"\n");
+    assert_eq!(
+        rcpt(&p, "127.0.0.1", "a@example.test").verdict,
+        Verdict::Accept
+    );
+    assert!(matches!(
+        rcpt(&p, "127.0.0.1", "a@elsewhere.test").verdict,
+        Verdict::Reject(_)
+    ));
+    assert!(matches!(
+        rcpt(&p, "192.0.2.1", "a@example.test").verdict,
+        Verdict::Reject(_)
+    ));
+}
+
+#[test]
+fn default_is_554_relay_access_denied() {
+    for p in [pipeline(""), Pipeline::default()] {
+        let d = rcpt(&p, "127.0.0.1", "user@example.test");
+        assert_eq!(d.rule, None);
+        let Verdict::Reject(reply) = d.verdict else {
+            panic!("expected a rejection");
+        };
+        assert_eq!(
+            reply.to_string(),
+            "554 5.7.1 <user@example.test>: Relay access denied"
+        );
+    }
+}
+
+#[test]
+fn echoed_recipient_is_sanitised_and_bounded() {
+    let p = pipeline("");
+    let long = format!("{}@example.test", "a".repeat(1000));
+    for address in [
+        "user@example.test\r\n250 OK",
+        "us\u{7f}er\u{e9}@example.test",
+        long.as_str(),
+    ] {
+        let Verdict::Reject(reply) = rcpt(&p, "192.0.2.1", address).verdict else {
+            panic!("expected a rejection");
+        };
+        assert!(
+            reply.text.chars().all(|c| (' '..='~').contains(&c)),
+            "{reply}"
+        );
+        assert!(reply.text.len() <= MAX_ECHOED_ADDRESS + 30, "{reply}");
+    }
+}
+
+#[test]
+fn routing_tricks_do_not_match_rcpt_domain() {
+    let p = pipeline("    accept rcpt-domain=\"relay\"\n");
+    assert_eq!(
+        rcpt(&p, "192.0.2.1", "user@example.test").verdict,
+        Verdict::Accept
+    );
+    for address in [
+        "user%foreign.test@example.test",
+        "foreign.test!user@example.test",
+        "\"user@foreign.test\"@example.test",
+        "@example.test:user@foreign.test",
+        "user",
+        "user@[127.0.0.1]",
+    ] {
+        let d = rcpt(&p, "192.0.2.1", address);
+        assert!(
+            matches!(d.verdict, Verdict::Reject(_)),
+            "{address} was accepted"
+        );
+        assert_eq!(d.rule, None, "{address}");
+    }
+    // The client rule is unaffected: trusted clients may use any address.
+    let p = pipeline("    accept client=\"trusted\"\n");
+    assert_eq!(
+        rcpt(&p, "127.0.0.1", "user%foreign.test@example.test").verdict,
+        Verdict::Accept
+    );
+}
+
+#[test]
+fn literal_networks_and_v6_clients() {
+    let p = pipeline("    accept client=\"192.0.2.0/24\"\n    accept client=\"trusted\"\n");
+    assert_eq!(
+        rcpt(&p, "192.0.2.200", "a@x.test").rule,
+        at(FIRST_RULE_LINE, 5)
+    );
+    assert_eq!(
+        rcpt(&p, "::ffff:192.0.2.1", "a@x.test").rule,
+        at(FIRST_RULE_LINE, 5)
+    );
+    assert_eq!(
+        rcpt(&p, "2001:db8::25", "a@x.test").rule,
+        at(FIRST_RULE_LINE + 1, 5)
+    );
+    assert_eq!(rcpt(&p, "2001:db9::25", "a@x.test").rule, None);
+}
+
+#[test]
+fn a_dangling_reference_fails_closed() {
+    let config = Config {
+        path: PathBuf::from("mtad.kdl"),
+        server: crate::config::Server {
+            hostname: "mx.example.test".into(),
+            spool: PathBuf::from("spool"),
+            banner: "ESMTP".into(),
+            shutdown_timeout: std::time::Duration::from_secs(30),
+        },
+        listeners: vec![],
+        limits: Default::default(),
+        networks: BTreeMap::new(),
+        domains: BTreeMap::new(),
+        rcpt_rules: vec![crate::config::RuleConfig {
+            action: crate::config::RuleAction::Accept,
+            conditions: vec![crate::config::ConditionConfig::RcptDomain("missing".into())],
+            origin: at(1, 1).unwrap(),
+        }],
+    };
+    let d = Pipeline::compile(&config).rcpt(&RcptContext {
+        client_ip: "127.0.0.1".parse().unwrap(),
+        rcpt: "a@example.test",
+    });
+    let Verdict::Reject(reply) = d.verdict else {
+        panic!("a dangling reference must not accept");
+    };
+    assert!(reply.is_temporary());
+    assert_eq!(d.rule, at(1, 1));
+}
+
+#[test]
+fn stages_and_replies() {
+    assert_eq!(Stage::ALL.len(), Stage::COUNT);
+    for (i, stage) in Stage::ALL.into_iter().enumerate() {
+        assert_eq!(stage.index(), i);
+        assert_eq!(Stage::from_name(stage.as_str()), Some(stage));
+    }
+    assert_eq!(Stage::Rcpt.to_string(), "rcpt");
+    assert_eq!(Stage::from_name("RCPT"), None);
+
+    assert_eq!(Reply::parse_enhanced("5.7.1"), Some([5, 7, 1]));
+    assert_eq!(Reply::parse_enhanced("4.3.255"), Some([4, 3, 255]));
+    assert_eq!(Reply::parse_enhanced("5.7"), None);
+    assert_eq!(Reply::parse_enhanced("5.7.256"), None);
+    assert_eq!(Reply::parse_enhanced("7.1.1"), None);
+    assert_eq!(Reply::parse_enhanced("5.7.x"), None);
+    assert!(Reply::check_codes(554, [5, 7, 1]).is_ok());
+    assert!(Reply::check_codes(451, [5, 7, 1]).is_err());
+    assert!(Reply::check_codes(250, [2, 0, 0]).is_err());
+    assert_eq!(Reply::new(451, [4, 3, 0], "a\r\nb").text, "a??b");
+    assert_eq!(Reply::new(550, [5, 1, 1], "").to_string(), "550 5.1.1");
+}

@@ -1,0 +1,372 @@
+//! The committer thread: owns the segment being written and turns many concurrent requests
+//! into one write burst and one `fdatasync` (group commit).
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+use super::index::{Index, initial_status};
+use super::record::SealedMessage;
+use super::segment::{create_segment, io_err, segment_path, sync_dir};
+use super::{BodyLocation, QueueId, QueuedMessage, RcptStatus, SpoolError, lock_index};
+
+/// A batch stops growing at this many bytes or requests (whichever first); a single larger
+/// request still goes alone.
+const MAX_BATCH_BYTES: usize = 8 << 20;
+const MAX_BATCH_REQUESTS: usize = 2048;
+
+pub(crate) enum Op {
+    Message(SealedMessage),
+    Status {
+        id: QueueId,
+        rcpt: u32,
+        status: RcptStatus,
+        bytes: Vec<u8>,
+    },
+    Remove {
+        id: QueueId,
+        bytes: Vec<u8>,
+    },
+    /// Test hook: replace the active segment's handle by a read-only one, so the next
+    /// write fails for real (EBADF) without needing root or a full disk.
+    #[cfg(test)]
+    BreakActiveSegment,
+    /// Test hook: answered once everything sent before it (rotation and garbage
+    /// collection included) is done.
+    #[cfg(test)]
+    Barrier,
+}
+
+impl Op {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Op::Message(m) => &m.bytes,
+            Op::Status { bytes, .. } | Op::Remove { bytes, .. } => bytes,
+            #[cfg(test)]
+            Op::BreakActiveSegment | Op::Barrier => &[],
+        }
+    }
+}
+
+pub(crate) struct Request {
+    pub op: Op,
+    pub reply: oneshot::Sender<Result<(), SpoolError>>,
+}
+
+struct Active {
+    seq: u64,
+    path: PathBuf,
+    file: File,
+    /// Where the next record goes: the end of the last acknowledged batch.
+    len: u64,
+}
+
+pub(crate) struct Committer {
+    dir: PathBuf,
+    index: Arc<Mutex<Index>>,
+    /// None after a failure abandoned the segment; the next batch starts a new one.
+    active: Option<Active>,
+    next_seq: u64,
+    rotate_bytes: u64,
+}
+
+/// A copy of an I/O error for each request of a failed batch (io::Error is not Clone).
+fn copy_io(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+fn fail_all(batch: Vec<Request>, op: &'static str, path: &Path, e: &io::Error) {
+    for req in batch {
+        let _ = req.reply.send(Err(io_err(op, path, copy_io(e))));
+    }
+}
+
+impl Committer {
+    /// `first_seq` must already exist (created, magic written, file and directory fsync'd).
+    pub(crate) fn new(
+        dir: PathBuf,
+        index: Arc<Mutex<Index>>,
+        first_seq: u64,
+        first_file: File,
+        rotate_bytes: u64,
+    ) -> Self {
+        let path = segment_path(&dir, first_seq);
+        Committer {
+            dir,
+            index,
+            active: Some(Active {
+                seq: first_seq,
+                path,
+                file: first_file,
+                len: super::record::MAGIC.len() as u64,
+            }),
+            next_seq: first_seq + 1,
+            rotate_bytes,
+        }
+    }
+
+    /// Runs until every sender is dropped and the channel is drained.
+    pub(crate) fn run(mut self, rx: Receiver<Request>) {
+        while let Ok(first) = rx.recv() {
+            let mut bytes = first.op.bytes().len();
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH_REQUESTS && bytes < MAX_BATCH_BYTES {
+                match rx.try_recv() {
+                    Ok(req) => {
+                        bytes += req.op.bytes().len();
+                        batch.push(req);
+                    }
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            self.process(batch);
+        }
+        tracing::debug!("spool committer stopped");
+    }
+
+    fn new_segment(&mut self) -> Result<Active, SpoolError> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let file = create_segment(&self.dir, seq)?;
+        lock_index(&self.index).add_segment(seq);
+        tracing::debug!(segment = seq, "spool: started a new segment");
+        Ok(Active {
+            seq,
+            path: segment_path(&self.dir, seq),
+            file,
+            len: super::record::MAGIC.len() as u64,
+        })
+    }
+
+    fn process(&mut self, batch: Vec<Request>) {
+        let batch = self.validate(batch);
+        if batch.is_empty() {
+            return;
+        }
+
+        let mut active = match self.active.take() {
+            Some(a) => a,
+            None => match self.new_segment() {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::error!(error = %e, "spool: cannot start a segment; refusing writes");
+                    let msg = e.to_string();
+                    for req in batch {
+                        let _ = req.reply.send(Err(SpoolError::Unavailable(msg.clone())));
+                    }
+                    return;
+                }
+            },
+        };
+
+        // Write every record, one after the other, from the end of the last good batch.
+        let start = active.len;
+        let mut offsets = Vec::with_capacity(batch.len());
+        let mut pos = start;
+        let mut write_error = None;
+        for req in &batch {
+            let bytes = req.op.bytes();
+            if let Err(e) = active.file.write_all_at(bytes, pos) {
+                write_error = Some(e);
+                break;
+            }
+            offsets.push(pos);
+            pos += bytes.len() as u64;
+        }
+        if let Some(e) = write_error {
+            tracing::error!(segment = %active.path.display(), error = %e,
+                "spool: write failed; the batch is refused");
+            // Cut the partial batch off so the segment ends with acknowledged records.
+            match active.file.set_len(start) {
+                Ok(()) => {
+                    fail_all(batch, "write segment", &active.path, &e);
+                    self.active = Some(active);
+                }
+                Err(te) => {
+                    tracing::error!(segment = %active.path.display(), error = %te,
+                        "spool: cannot truncate after a failed write; abandoning the segment \
+                         (its torn tail is cut at the next start)");
+                    fail_all(batch, "write segment", &active.path, &e);
+                }
+            }
+            return;
+        }
+
+        if let Err(e) = active.file.sync_data() {
+            // After a failed fsync the kernel may have dropped the dirty pages: nothing in
+            // this segment past the last good fsync can be trusted, so never append to it.
+            tracing::error!(segment = %active.path.display(), error = %e,
+                "spool: fsync failed; the batch is refused and a new segment will be used");
+            let _ = active.file.set_len(start);
+            fail_all(batch, "fsync segment", &active.path, &e);
+            return;
+        }
+        active.len = pos;
+
+        // Durable: update the index, then acknowledge.
+        let mut collect = false;
+        {
+            let mut index = lock_index(&self.index);
+            for (req, &offset) in batch.iter().zip(&offsets) {
+                match &req.op {
+                    Op::Message(m) => {
+                        let len = m.bytes.len() as u64;
+                        index.put_message(QueuedMessage {
+                            id: m.id,
+                            arrival_ms: m.arrival_ms,
+                            size: m.body_len,
+                            envelope: m.envelope.clone(),
+                            rcpt_status: vec![
+                                initial_status(m.arrival_ms);
+                                m.envelope.recipients.len()
+                            ],
+                            location: BodyLocation {
+                                segment: active.seq,
+                                record_offset: offset,
+                                record_len: len,
+                                body_offset: offset + m.body_start,
+                                body_len: m.body_len,
+                            },
+                        });
+                    }
+                    Op::Status {
+                        id, rcpt, status, ..
+                    } => {
+                        index.set_status(*id, *rcpt, status.clone());
+                    }
+                    Op::Remove { id, .. } => {
+                        index.remove(*id);
+                        collect = true;
+                    }
+                    #[cfg(test)]
+                    Op::BreakActiveSegment | Op::Barrier => {}
+                }
+            }
+        }
+        for req in batch {
+            let _ = req.reply.send(Ok(()));
+        }
+
+        if active.len >= self.rotate_bytes {
+            match self.new_segment() {
+                Ok(next) => {
+                    active = next;
+                    collect = true;
+                }
+                // The current segment is still sound: keep using it and retry next batch.
+                Err(e) => tracing::warn!(error = %e, "spool: cannot rotate the segment"),
+            }
+        }
+        let active_seq = active.seq;
+        self.active = Some(active);
+        if collect {
+            self.collect_garbage(active_seq);
+        }
+    }
+
+    /// Answers requests that cannot apply (unknown id, duplicate id, recipient out of
+    /// range) and returns the rest, in order. Requests of the same batch see each other.
+    fn validate(&mut self, batch: Vec<Request>) -> Vec<Request> {
+        let index = lock_index(&self.index);
+        // Effect of earlier requests in this batch: Some(recipients) = queued, None = removed.
+        let mut overlay: HashMap<QueueId, Option<usize>> = HashMap::new();
+        let lookup = |overlay: &HashMap<QueueId, Option<usize>>, id: &QueueId| match overlay.get(id)
+        {
+            Some(v) => *v,
+            None => index.messages.get(id).map(|m| m.rcpt_status.len()),
+        };
+        let mut accepted = Vec::with_capacity(batch.len());
+        for req in batch {
+            let verdict = match &req.op {
+                Op::Message(m) => match lookup(&overlay, &m.id) {
+                    Some(_) => Err(SpoolError::DuplicateId(m.id)),
+                    None => {
+                        overlay.insert(m.id, Some(m.envelope.recipients.len()));
+                        Ok(())
+                    }
+                },
+                Op::Status { id, rcpt, .. } => match lookup(&overlay, id) {
+                    None => Err(SpoolError::NotFound(*id)),
+                    Some(count) if *rcpt as usize >= count => Err(SpoolError::NoSuchRecipient {
+                        id: *id,
+                        rcpt: *rcpt,
+                        count,
+                    }),
+                    Some(_) => Ok(()),
+                },
+                Op::Remove { id, .. } => match lookup(&overlay, id) {
+                    None => Err(SpoolError::NotFound(*id)),
+                    Some(_) => {
+                        overlay.insert(*id, None);
+                        Ok(())
+                    }
+                },
+                #[cfg(test)]
+                Op::BreakActiveSegment => {
+                    let result = match &mut self.active {
+                        Some(a) => File::open(&a.path)
+                            .map(|f| a.file = f)
+                            .map_err(|e| io_err("reopen segment", &a.path, e)),
+                        None => Err(SpoolError::Closed),
+                    };
+                    let _ = req.reply.send(result);
+                    continue;
+                }
+                #[cfg(test)]
+                Op::Barrier => {
+                    let _ = req.reply.send(Ok(()));
+                    continue;
+                }
+            };
+            match verdict {
+                Ok(()) => accepted.push(req),
+                Err(e) => {
+                    let _ = req.reply.send(Err(e));
+                }
+            }
+        }
+        accepted
+    }
+
+    /// Deletes the oldest segments while none of them holds a live message, in order, with
+    /// a directory fsync after each so a crash cannot resurrect an older segment whose
+    /// cancelling records were in a newer one already gone.
+    fn collect_garbage(&mut self, active_seq: u64) {
+        let dead = lock_index(&self.index).collectable(Some(active_seq));
+        collect_segments(&self.dir, &self.index, &dead);
+    }
+}
+
+/// Deletes `dead` (oldest first) and forgets them in the index; stops at the first failure.
+pub(crate) fn collect_segments(dir: &Path, index: &Mutex<Index>, dead: &[u64]) {
+    for &seq in dead {
+        let path = segment_path(dir, seq);
+        let result = match fs::remove_file(&path) {
+            Ok(()) => sync_dir(dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("delete segment", &path, e)),
+        };
+        match result {
+            Ok(()) => {
+                lock_index(index).live.remove(&seq);
+                tracing::debug!(
+                    segment = seq,
+                    "spool: deleted a segment with no live message"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "spool: cannot delete a dead segment; will retry later");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,579 @@
+use std::collections::HashSet;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::Path;
+
+use super::segment::segment_path;
+use super::*;
+
+fn envelope(rcpts: usize) -> Envelope {
+    Envelope {
+        sender: "alice@example.org".into(),
+        recipients: (0..rcpts).map(|i| format!("rcpt{i}@example.net")).collect(),
+        listener: "mx".into(),
+        helo: "client.example.org".into(),
+        client_ip: Some("192.0.2.7".parse().unwrap()),
+        auth_user: None,
+        body_8bit: false,
+        smtputf8: false,
+    }
+}
+
+fn body_for(id: QueueId, size: usize) -> Vec<u8> {
+    let mut body = format!("Received: from test\r\nMessage-ID: <{id}@test>\r\n\r\n").into_bytes();
+    let mut i = 0u8;
+    while body.len() < size {
+        body.push(i);
+        i = i.wrapping_add(1);
+    }
+    body
+}
+
+async fn commit_one(spool: &Spool, env: &Envelope, size: usize) -> (QueueId, Vec<u8>) {
+    let id = spool.new_id();
+    let mut rec = MessageRecord::new(id, 1_700_000_000_000, env);
+    let body = body_for(id, size);
+    rec.body_mut().extend_from_slice(&body);
+    assert_eq!(rec.body(), &body[..]);
+    let got = spool.commit(rec).await.expect("commit");
+    assert_eq!(got, id);
+    (id, body)
+}
+
+fn open_rotating(dir: &Path, rotate_bytes: u64) -> (Spool, Recovery) {
+    Spool::open_with(dir, SpoolOptions { rotate_bytes }).expect("open spool")
+}
+
+fn segments(dir: &Path) -> Vec<u64> {
+    segment::list_segments(dir).unwrap()
+}
+
+fn queued_status() -> RcptStatus {
+    index::initial_status(1_700_000_000_000)
+}
+
+#[tokio::test]
+async fn commit_then_reopen_keeps_envelope_and_body() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("spool"); // does not exist yet: open creates it
+    let env = Envelope {
+        sender: "jörg@exämple.org".into(),
+        recipients: vec!["a@example.net".into(), "b@example.net".into()],
+        listener: "submission".into(),
+        helo: "[192.0.2.1]".into(),
+        client_ip: Some("2001:db8::1".parse::<IpAddr>().unwrap()),
+        auth_user: Some("jörg".into()),
+        body_8bit: true,
+        smtputf8: true,
+    };
+    let (spool, rec) = Spool::open(&dir).unwrap();
+    assert_eq!(
+        rec,
+        Recovery {
+            messages: 0,
+            discarded_tails: 0,
+            segments: 0
+        }
+    );
+    let (id, body) = commit_one(&spool, &env, 4096).await;
+    // Visible at once, before any reopen.
+    assert_eq!(spool.get(id).unwrap().envelope, env);
+    assert_eq!(spool.read_body(id).unwrap(), body);
+    drop(spool);
+
+    let (spool, rec) = Spool::open(&dir).unwrap();
+    assert_eq!(rec.messages, 1);
+    assert_eq!(rec.discarded_tails, 0);
+    let list = spool.list();
+    assert_eq!(list.len(), 1);
+    let m = &list[0];
+    assert_eq!(m.id, id);
+    assert_eq!(m.envelope, env);
+    assert_eq!(m.arrival_ms, 1_700_000_000_000);
+    assert_eq!(m.size, body.len() as u64);
+    assert_eq!(m.rcpt_status, vec![queued_status(), queued_status()]);
+    assert_eq!(spool.read_body(id).unwrap(), body);
+
+    // The read-only view agrees while the daemon runs.
+    let scanned = scan(&dir).unwrap();
+    assert_eq!(scanned.len(), 1);
+    assert_eq!(scanned[0].envelope, env);
+    assert_eq!(read_body(&dir, &scanned[0]).unwrap(), body);
+
+    // Null sender, no ip, no auth round-trip too.
+    let env2 = Envelope {
+        sender: String::new(),
+        client_ip: None,
+        ..envelope(1)
+    };
+    let (id2, body2) = commit_one(&spool, &env2, 0).await;
+    drop(spool);
+    let (spool, _) = Spool::open(&dir).unwrap();
+    assert_eq!(spool.get(id2).unwrap().envelope, env2);
+    assert_eq!(spool.read_body(id2).unwrap(), body2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_commits_survive_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(tmp.path()).unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..20 {
+        let spool = spool.clone();
+        tasks.push(tokio::spawn(async move {
+            let env = envelope(1 + t % 3);
+            let mut ids = Vec::new();
+            for _ in 0..100 {
+                ids.push(commit_one(&spool, &env, 4096).await.0);
+            }
+            ids
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let unique: HashSet<_> = all.iter().copied().collect();
+    assert_eq!(unique.len(), 2000);
+    assert_eq!(spool.list().len(), 2000);
+    drop(spool);
+
+    let (spool, rec) = Spool::open(tmp.path()).unwrap();
+    assert_eq!(rec.messages, 2000);
+    let listed: Vec<QueueId> = spool.list().iter().map(|m| m.id).collect();
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(listed, sorted);
+    for id in all.iter().step_by(97) {
+        assert_eq!(spool.read_body(*id).unwrap(), body_for(*id, 4096));
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Damage {
+    AppendGarbage,
+    TruncateLastRecord,
+    FlipCrcOfLastRecord,
+}
+
+async fn torn_tail(damage: Damage) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (spool, _) = Spool::open(dir).unwrap();
+    let mut msgs = Vec::new();
+    for _ in 0..3 {
+        msgs.push(commit_one(&spool, &envelope(2), 3000).await);
+    }
+    let locs: Vec<BodyLocation> = msgs
+        .iter()
+        .map(|(id, _)| spool.get(*id).unwrap().location)
+        .collect();
+    drop(spool);
+
+    let last = locs[2];
+    let path = segment_path(dir, last.segment);
+    let full_len = last.record_offset + last.record_len;
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), full_len);
+    let (survivors, good_len) = match damage {
+        Damage::AppendGarbage => {
+            let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+            f.write_all(b"\x07\x00garbage that is not a record")
+                .unwrap();
+            (3, full_len)
+        }
+        Damage::TruncateLastRecord => {
+            let f = OpenOptions::new().write(true).open(&path).unwrap();
+            f.set_len(last.record_offset + last.record_len / 2).unwrap();
+            (2, last.record_offset)
+        }
+        Damage::FlipCrcOfLastRecord => {
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes[last.record_offset as usize + 5] ^= 0x40;
+            std::fs::write(&path, bytes).unwrap();
+            (2, last.record_offset)
+        }
+    };
+
+    // The read-only view neither reports the torn record nor repairs anything.
+    let len_before = std::fs::metadata(&path).unwrap().len();
+    let scanned = scan(dir).unwrap();
+    assert_eq!(scanned.len(), survivors, "{damage:?}");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), len_before);
+
+    let (spool, rec) = Spool::open(dir).unwrap();
+    assert_eq!(rec.messages, survivors, "{damage:?}");
+    assert_eq!(rec.discarded_tails, 1, "{damage:?}");
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        good_len,
+        "{damage:?}"
+    );
+    for (id, body) in &msgs[..survivors] {
+        assert_eq!(&spool.read_body(*id).unwrap(), body);
+    }
+    if survivors == 2 {
+        assert!(spool.get(msgs[2].0).is_none());
+    }
+    // Writing goes on in a new segment, and the next start finds nothing torn.
+    let (id, body) = commit_one(&spool, &envelope(1), 100).await;
+    drop(spool);
+    let (spool, rec) = Spool::open(dir).unwrap();
+    assert_eq!(rec.discarded_tails, 0);
+    assert_eq!(rec.messages, survivors + 1);
+    assert_eq!(spool.read_body(id).unwrap(), body);
+}
+
+#[tokio::test]
+async fn torn_tail_garbage_appended() {
+    torn_tail(Damage::AppendGarbage).await;
+}
+
+#[tokio::test]
+async fn torn_tail_last_record_cut_short() {
+    torn_tail(Damage::TruncateLastRecord).await;
+}
+
+#[tokio::test]
+async fn torn_tail_crc_mismatch() {
+    torn_tail(Damage::FlipCrcOfLastRecord).await;
+}
+
+#[tokio::test]
+async fn segment_with_interrupted_creation_is_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (spool, _) = Spool::open(dir).unwrap();
+    let (id, body) = commit_one(&spool, &envelope(1), 500).await;
+    drop(spool);
+    // A crash between create and the magic reaching the disk.
+    std::fs::write(segment_path(dir, 9), b"MTA").unwrap();
+    std::fs::write(segment_path(dir, 10), b"").unwrap();
+    assert_eq!(scan(dir).unwrap().len(), 1);
+    let (spool, rec) = Spool::open(dir).unwrap();
+    assert_eq!(rec.messages, 1);
+    assert_eq!(rec.discarded_tails, 2);
+    assert!(!segment_path(dir, 9).exists());
+    assert!(!segment_path(dir, 10).exists());
+    assert_eq!(spool.read_body(id).unwrap(), body);
+    // The new segment still sorts after every segment that ever existed.
+    assert!(segments(dir).contains(&11));
+}
+
+#[tokio::test]
+async fn foreign_file_is_reported_not_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(segment_path(dir, 1), b"this is not a segment at all").unwrap();
+    let err = Spool::open(dir).unwrap_err();
+    assert!(matches!(err, SpoolError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("magic"), "{err}");
+}
+
+#[tokio::test]
+async fn status_and_remove_survive_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (spool, _) = Spool::open(dir).unwrap();
+    let (a, _) = commit_one(&spool, &envelope(2), 100).await;
+    let (b, _) = commit_one(&spool, &envelope(1), 100).await;
+    let delivered = RcptStatus {
+        state: RcptState::Delivered,
+        at_ms: 1_700_000_100_000,
+        attempts: 1,
+        next_attempt_ms: 0,
+        detail: "250 2.0.0 Ok: queued as 4XyZ".into(),
+    };
+    let deferred = RcptStatus {
+        state: RcptState::Deferred,
+        at_ms: 1_700_000_100_001,
+        attempts: 3,
+        next_attempt_ms: 1_700_000_700_000,
+        detail: "451 4.7.1 greylisted".into(),
+    };
+    spool.set_status(a, 1, delivered.clone()).await.unwrap();
+    spool.set_status(a, 0, deferred.clone()).await.unwrap();
+    spool.remove(b).await.unwrap();
+    assert!(spool.get(b).is_none());
+    assert_eq!(
+        spool.get(a).unwrap().rcpt_status,
+        vec![deferred.clone(), delivered.clone()]
+    );
+
+    let err = spool.set_status(a, 2, delivered.clone()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SpoolError::NoSuchRecipient {
+                rcpt: 2,
+                count: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = spool.remove(b).await.unwrap_err();
+    assert!(matches!(err, SpoolError::NotFound(id) if id == b), "{err}");
+    let err = spool.set_status(b, 0, delivered.clone()).await.unwrap_err();
+    assert!(matches!(err, SpoolError::NotFound(_)), "{err}");
+    drop(spool);
+
+    let (spool, rec) = Spool::open(dir).unwrap();
+    assert_eq!(rec.messages, 1);
+    assert!(spool.get(b).is_none());
+    assert_eq!(spool.get(a).unwrap().rcpt_status, vec![deferred, delivered]);
+    assert_eq!(scan(dir).unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn dead_segments_are_deleted_oldest_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // Rotate after every batch: each request lands in its own segment.
+    let (spool, _) = open_rotating(dir, 1);
+    let (a, _) = commit_one(&spool, &envelope(1), 100).await; // seg 1
+    let (b, _) = commit_one(&spool, &envelope(1), 100).await; // seg 2
+    assert_eq!(spool.get(a).unwrap().location.segment, 1);
+    assert_eq!(spool.get(b).unwrap().location.segment, 2);
+    spool.barrier().await;
+    assert_eq!(segments(dir), vec![1, 2, 3]);
+
+    // b's segment is dead, but the older one still holds a: nothing may go.
+    spool.remove(b).await.unwrap(); // record in seg 3
+    spool.barrier().await;
+    assert_eq!(segments(dir), vec![1, 2, 3, 4]);
+
+    // Now everything older than the active segment is dead and goes, in order.
+    spool.remove(a).await.unwrap(); // record in seg 4, then rotation to seg 5
+    spool.barrier().await;
+    assert_eq!(segments(dir), vec![5]);
+    drop(spool);
+
+    let (spool, rec) = Spool::open(dir).unwrap();
+    assert_eq!(rec.messages, 0);
+    assert_eq!(rec.segments, 1);
+    // The empty segment from the last run is collected at start.
+    assert_eq!(segments(dir), vec![6]);
+    assert!(spool.list().is_empty());
+}
+
+#[tokio::test]
+async fn records_spanning_many_segments_recover() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (spool, _) = open_rotating(dir, 16 * 1024);
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let spool = spool.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for _ in 0..40 {
+                out.push(commit_one(&spool, &envelope(1 + t), 1024).await);
+            }
+            out
+        }));
+    }
+    let mut msgs = Vec::new();
+    for t in tasks {
+        msgs.extend(t.await.unwrap());
+    }
+    // Remove a few from the middle; their segments stay (older live ones remain).
+    for (id, _) in msgs.iter().skip(50).take(10) {
+        spool.remove(*id).await.unwrap();
+    }
+    spool.barrier().await;
+    let seg_count = segments(dir).len();
+    assert!(seg_count >= 5, "only {seg_count} segments");
+    drop(spool);
+
+    let (spool, rec) = Spool::open(dir).unwrap();
+    assert_eq!(rec.messages, 150);
+    assert_eq!(rec.segments, seg_count);
+    let removed: HashSet<QueueId> = msgs.iter().skip(50).take(10).map(|m| m.0).collect();
+    for (id, body) in &msgs {
+        if removed.contains(id) {
+            assert!(spool.get(*id).is_none());
+        } else {
+            assert_eq!(&spool.read_body(*id).unwrap(), body);
+        }
+    }
+    let in_segments: HashSet<u64> = spool.list().iter().map(|m| m.location.segment).collect();
+    assert!(in_segments.len() >= 4);
+}
+
+#[tokio::test]
+async fn second_open_is_refused_while_locked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(tmp.path()).unwrap();
+    let err = Spool::open(tmp.path()).unwrap_err();
+    match &err {
+        SpoolError::Locked { dir, holder } => {
+            assert_eq!(dir, tmp.path());
+            assert_eq!(*holder, Some(std::process::id()));
+        }
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(text.contains("in use by another mtad"), "{text}");
+    // A clone keeps the lock; dropping the last handle releases it.
+    let clone = spool.clone();
+    drop(spool);
+    assert!(matches!(
+        Spool::open(tmp.path()),
+        Err(SpoolError::Locked { .. })
+    ));
+    drop(clone);
+    Spool::open(tmp.path()).unwrap();
+}
+
+#[tokio::test]
+async fn write_failure_refuses_the_batch_and_keeps_the_spool_consistent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (spool, _) = Spool::open(dir).unwrap();
+    let (a, body_a) = commit_one(&spool, &envelope(1), 2000).await;
+
+    // The committer now holds a read-only handle: the next write fails with EBADF, and so
+    // does the truncation, so the segment is abandoned.
+    spool.break_active_segment().await.unwrap();
+    let b = spool.new_id();
+    let mut rec = MessageRecord::new(b, 1, &envelope(1));
+    rec.body_mut().extend_from_slice(b"lost\r\n");
+    let err = spool.commit(rec).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SpoolError::Io {
+                op: "write segment",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("cannot write segment"), "{err}");
+    assert!(spool.get(b).is_none());
+
+    // The next commit goes to a new segment and succeeds.
+    let (c, body_c) = commit_one(&spool, &envelope(1), 2000).await;
+    assert_ne!(
+        spool.get(a).unwrap().location.segment,
+        spool.get(c).unwrap().location.segment
+    );
+    assert_eq!(spool.read_body(a).unwrap(), body_a);
+    drop(spool);
+
+    let (spool, rec) = Spool::open(dir).unwrap();
+    assert_eq!(rec.messages, 2);
+    assert_eq!(rec.discarded_tails, 0);
+    assert!(spool.get(b).is_none());
+    assert_eq!(spool.read_body(a).unwrap(), body_a);
+    assert_eq!(spool.read_body(c).unwrap(), body_c);
+}
+
+#[tokio::test]
+async fn record_buffer_rules() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(tmp.path()).unwrap();
+    let id = spool.new_id();
+    let mut rec = MessageRecord::new(id, 5, &envelope(1));
+    assert_eq!(rec.id(), id);
+    assert_eq!(rec.body_len(), 0);
+    rec.body_mut().extend_from_slice(b"refused body");
+    assert_eq!(rec.body_len(), 12);
+    rec.truncate_body();
+    assert_eq!(rec.body_len(), 0);
+    assert_eq!(rec.body(), b"");
+    rec.body_mut().extend_from_slice(b"second try\r\n");
+    spool.commit(rec).await.unwrap();
+    assert_eq!(spool.read_body(id).unwrap(), b"second try\r\n");
+
+    // The same id twice is a caller bug; the first message is kept.
+    let mut dup = MessageRecord::new(id, 5, &envelope(1));
+    dup.body_mut().extend_from_slice(b"other");
+    let err = spool.commit(dup).await.unwrap_err();
+    assert!(
+        matches!(err, SpoolError::DuplicateId(d) if d == id),
+        "{err}"
+    );
+    assert_eq!(spool.read_body(id).unwrap(), b"second try\r\n");
+
+    // Clobbering the envelope prefix through body_mut is caught.
+    let mut bad = MessageRecord::new(spool.new_id(), 5, &envelope(1));
+    bad.body_mut().clear();
+    assert!(matches!(
+        spool.commit(bad).await,
+        Err(SpoolError::InvalidRecord(_))
+    ));
+    let mut bad = MessageRecord::new(spool.new_id(), 5, &envelope(1));
+    bad.body_mut()[12] ^= 1;
+    bad.body_mut().extend_from_slice(b"x");
+    assert!(matches!(
+        spool.commit(bad).await,
+        Err(SpoolError::InvalidRecord(_))
+    ));
+
+    spool.close();
+    let mut late = MessageRecord::new(spool.new_id(), 5, &envelope(1));
+    late.body_mut().extend_from_slice(b"late");
+    assert!(matches!(spool.commit(late).await, Err(SpoolError::Closed)));
+    // Reads still work after close.
+    assert_eq!(spool.list().len(), 1);
+}
+
+#[tokio::test]
+async fn ids_increase_and_start_above_the_spool() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(tmp.path()).unwrap();
+    let mut last = spool.new_id();
+    for _ in 0..10_000 {
+        let next = spool.new_id();
+        assert!(next > last);
+        last = next;
+    }
+    // An id from the future (a clock that later went back): new ids must stay above it.
+    let future = QueueId(last.0 + (1_000_000 << 24));
+    let mut rec = MessageRecord::new(future, 1, &envelope(1));
+    rec.body_mut().extend_from_slice(b"x");
+    spool.commit(rec).await.unwrap();
+    drop(spool);
+    let (spool, _) = Spool::open(tmp.path()).unwrap();
+    assert!(spool.new_id() > future);
+}
+
+#[test]
+fn queue_id_text_form() {
+    let id = QueueId(0x0000_0065_A1B2_C3D4);
+    assert_eq!(id.to_string(), "00000065A1B2C3D4");
+    assert_eq!("00000065A1B2C3D4".parse::<QueueId>().unwrap(), id);
+    assert_eq!("00000065a1b2c3d4".parse::<QueueId>().unwrap(), id);
+    assert!("65A1B2C3D4".parse::<QueueId>().is_err());
+    assert!("+0000065A1B2C3D4".parse::<QueueId>().is_err());
+    assert!("00000065A1B2C3DG".parse::<QueueId>().is_err());
+    assert_eq!(serde_json::to_string(&id).unwrap(), "\"00000065A1B2C3D4\"");
+    let back: QueueId = serde_json::from_str("\"00000065A1B2C3D4\"").unwrap();
+    assert_eq!(back, id);
+}
+
+#[test]
+fn queued_message_serializes_without_location() {
+    let msg = QueuedMessage {
+        id: QueueId(1),
+        arrival_ms: 2,
+        size: 3,
+        envelope: envelope(1),
+        rcpt_status: vec![queued_status()],
+        location: BodyLocation::default(),
+    };
+    let json = serde_json::to_value(&msg).unwrap();
+    assert_eq!(json["id"], "0000000000000001");
+    assert_eq!(json["envelope"]["client_ip"], "192.0.2.7");
+    assert_eq!(json["rcpt_status"][0]["state"], "Queued");
+    assert!(json.get("location").is_none());
+}
+
+#[tokio::test]
+async fn free_space_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(tmp.path()).unwrap();
+    assert!(spool.free_space().unwrap() > 0);
+}

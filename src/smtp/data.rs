@@ -1,0 +1,207 @@
+//! DATA and BDAT: the message is appended straight into its spool record, refused
+//! whole when it breaks a rule (size, bare line endings), and acknowledged only after
+//! the spool says it is on stable storage (DESIGN.md §5.1).
+
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tracing::{error, info};
+
+use super::dot::{DotReceiver, has_bare_eol};
+use super::reply;
+use super::session::{Flow, Session, State};
+use crate::queue::{Envelope, MessageRecord, QueueId};
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    pub(super) fn handle_data(&mut self) -> Flow {
+        if let Some(reply) = self.transfer_out_of_sequence() {
+            return self.fail(reply);
+        }
+        if self.tx.bdat {
+            return self.fail(reply::BDAT_THEN_DATA);
+        }
+        self.start_message();
+        self.state = State::Data(DotReceiver::new());
+        self.push_ok(reply::DATA_GO_AHEAD)
+    }
+
+    pub(super) async fn handle_bdat(&mut self, size: usize, last: bool) -> Flow {
+        if let Some(reply) = self.transfer_out_of_sequence() {
+            // The chunk follows the command whatever we answer: read it to its end so
+            // none of its bytes is taken for a command.
+            if size > 0 {
+                self.state = State::SkipBdat { left: size };
+            }
+            return self.fail(reply);
+        }
+        if self.tx.record.is_none() {
+            self.start_message();
+            self.tx.bdat = true;
+        }
+        if size == 0 {
+            return self.end_of_chunk(last).await;
+        }
+        self.state = State::Bdat { left: size, last };
+        Flow::Continue
+    }
+
+    fn transfer_out_of_sequence(&self) -> Option<&'static str> {
+        if self.tx.sender.is_none() {
+            Some(reply::NEED_MAIL)
+        } else if self.tx.recipients.is_empty() {
+            Some(reply::NEED_RCPT)
+        } else {
+            None
+        }
+    }
+
+    /// Creates the spool record with our Received: header at its top.
+    fn start_message(&mut self) {
+        let id = self.core.spool.new_id();
+        let arrival = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let envelope = Envelope {
+            sender: self.tx.sender.clone().unwrap_or_default(),
+            recipients: self.tx.recipients.clone(),
+            listener: self.listener.to_string(),
+            helo: self.helo.clone().unwrap_or_default(),
+            client_ip: Some(self.peer.ip()),
+            auth_user: None,
+            body_8bit: self.tx.body_8bit,
+            smtputf8: self.tx.smtputf8,
+        };
+        let mut record = MessageRecord::new(id, arrival, &envelope);
+        let received = received_header(ReceivedInfo {
+            helo: self.helo.as_deref().unwrap_or(""),
+            ip: self.peer.ip(),
+            hostname: &self.core.hostname,
+            protocol: protocol(self.esmtp, self.tx.smtputf8),
+            id,
+            rcpt: (self.tx.recipients.len() == 1).then(|| self.tx.recipients[0].as_str()),
+        });
+        record.body_mut().extend_from_slice(received.as_bytes());
+        self.tx.record = Some(record);
+        self.tx.data_started = Some(Instant::now());
+    }
+
+    /// The reply to a BDAT chunk; the last one queues the message.
+    pub(super) async fn end_of_chunk(&mut self, last: bool) -> Flow {
+        if last {
+            let bare_eol = self
+                .tx
+                .record
+                .as_ref()
+                .is_some_and(|r| has_bare_eol(r.body()));
+            return self.finish_message(bare_eol).await;
+        }
+        if self.tx.oversized {
+            return self.fail(reply::MESSAGE_TOO_BIG);
+        }
+        let received = self.tx.record.as_ref().map_or(0, MessageRecord::body_len);
+        let text = format!("250 2.0.0 Ok: {received} octets so far\r\n");
+        self.push_ok(&text)
+    }
+
+    /// The end of DATA or of the last BDAT chunk: refuse, or queue durably and say 250.
+    pub(super) async fn finish_message(&mut self, bare_eol: bool) -> Flow {
+        let Some(record) = self.tx.record.take() else {
+            self.reset_transaction();
+            return self.fail(reply::NEED_RCPT);
+        };
+        let oversized = self.tx.oversized;
+        let recipients = self.tx.recipients.len();
+        let from = self.tx.sender.take().unwrap_or_default();
+        self.reset_transaction();
+        if oversized {
+            info!(queue_id = %record.id(), "message refused: too big");
+            return self.fail(reply::MESSAGE_TOO_BIG);
+        }
+        if bare_eol {
+            info!(queue_id = %record.id(), "message refused: bare CR or LF");
+            return self.fail(reply::BARE_EOL_DATA);
+        }
+        let size = record.body_len();
+        match self.core.spool.commit(record).await {
+            Ok(id) => {
+                self.messages += 1;
+                info!(queue_id = %id, from = %reply::sanitize(&from, 256), nrcpt = recipients, size, "queued");
+                let text = format!("250 2.0.0 Ok: queued as {id}\r\n");
+                self.push_ok(&text)
+            }
+            Err(err) => {
+                error!(%err, "spool write failed; message not accepted");
+                self.fail(reply::QUEUE_WRITE_ERROR)
+            }
+        }
+    }
+}
+
+/// `ESMTP`/`SMTP`, with `UTF8` for SMTPUTF8 transactions (RFC 3848, RFC 6531).
+fn protocol(esmtp: bool, smtputf8: bool) -> &'static str {
+    match (esmtp, smtputf8) {
+        (true, true) => "UTF8SMTP",
+        (true, false) => "ESMTP",
+        (false, _) => "SMTP",
+    }
+}
+
+pub(crate) struct ReceivedInfo<'a> {
+    pub helo: &'a str,
+    pub ip: IpAddr,
+    pub hostname: &'a str,
+    pub protocol: &'a str,
+    pub id: QueueId,
+    /// Named only when there is exactly one recipient, as Postfix does: a list of
+    /// recipients in a header would disclose the Bcc's.
+    pub rcpt: Option<&'a str>,
+}
+
+/// The trace header (RFC 5321 §4.4). Everything taken from the client is sanitised, so
+/// the header stays one header.
+pub(crate) fn received_header(info: ReceivedInfo<'_>) -> String {
+    let helo = reply::sanitize(info.helo, 255).replace(['(', ')'], "?");
+    let ip = match info.ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => format!("IPv6:{v6}"),
+        },
+    };
+    let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S +0000");
+    let mut header = format!(
+        "Received: from {helo} ([{ip}])\r\n\tby {} with {} id {}",
+        info.hostname, info.protocol, info.id
+    );
+    if let Some(rcpt) = info.rcpt {
+        let rcpt = reply::sanitize(rcpt, 256).replace(['<', '>'], "?");
+        header.push_str(&format!("\r\n\tfor <{rcpt}>"));
+    }
+    header.push_str(&format!("; {date}\r\n"));
+    header
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn received_header_is_one_header() {
+        let h = received_header(ReceivedInfo {
+            helo: "evil\r\nX-Injected: yes",
+            ip: "127.0.0.1".parse().unwrap(),
+            hostname: "mx.example.test",
+            protocol: "ESMTP",
+            id: QueueId(0xAB),
+            rcpt: Some("a@b.test\r\nBcc: x"),
+        });
+        assert!(h.starts_with("Received: from evil??X-Injected: yes ([127.0.0.1])\r\n\tby mx.example.test with ESMTP id 00000000000000AB\r\n\tfor <a@b.test??Bcc: x>; "));
+        // every line after the first is a continuation line
+        for line in h.trim_end_matches("\r\n").split("\r\n").skip(1) {
+            assert!(line.starts_with('\t'), "{line:?}");
+        }
+    }
+}

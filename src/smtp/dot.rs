@@ -1,0 +1,261 @@
+//! The DATA framer: finds the end of a message and un-stuffs dots.
+//!
+//! Only `CRLF . CRLF` ends DATA (DESIGN.md §5.4). A line starts only after a real CRLF,
+//! so a bare CR or a bare LF never starts a line, never makes a dot "leading", and never
+//! ends the message: `\n.\n`, `\n.\r\n`, `\r.\r\n`, `\r\n.\r\r\n` are all content. They
+//! are remembered ([`DotReceiver::bare_eol`]) so the session can refuse the message once
+//! the real end arrives: a stray CR or LF must not become a line break on the way out.
+//!
+//! We do not use smtp-proto's `DataReceiver` here: it ends DATA on `\r\n.\r\r\n`
+//! (it accepts any `\r\n` after a dot line), one of the smuggling lookalikes above.
+
+use memchr::memchr2;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Inside a line; the last byte was neither CR nor LF.
+    Mid,
+    /// The last byte was CR (already emitted).
+    Cr,
+    /// Just after CRLF: the next byte starts a line.
+    LineStart,
+    /// `CRLF .` seen; the dot is held back (it is dropped either way).
+    Dot,
+    /// `CRLF . CR` seen; an LF now ends the message.
+    DotCr,
+}
+
+/// Streams DATA content into a sink until the terminating `CRLF.CRLF`.
+///
+/// State survives across calls, so the terminator may be split across any number of
+/// TCP reads.
+#[derive(Debug)]
+pub struct DotReceiver {
+    state: State,
+    bare_eol: bool,
+}
+
+impl Default for DotReceiver {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DotReceiver {
+    /// A receiver positioned at the start of the first line (the DATA command itself
+    /// ended with CRLF).
+    pub fn new() -> Self {
+        Self {
+            state: State::LineStart,
+            bare_eol: false,
+        }
+    }
+
+    /// Whether a CR not followed by LF, or an LF not preceded by CR, was seen.
+    pub fn bare_eol(&self) -> bool {
+        self.bare_eol
+    }
+
+    /// Consumes bytes from `input` into `sink` (if any: `None` discards, for messages
+    /// already refused). Returns `true` when the terminator was consumed; `input` then
+    /// holds whatever followed it (pipelined commands). The terminator's dot line is not
+    /// emitted; the CRLF before it is, as the end of the last line.
+    pub fn ingest(&mut self, input: &mut &[u8], mut sink: Option<&mut Vec<u8>>) -> bool {
+        let mut rest = *input;
+        let mut emit = |bytes: &[u8]| {
+            if let Some(sink) = sink.as_deref_mut() {
+                sink.extend_from_slice(bytes);
+            }
+        };
+        while !rest.is_empty() {
+            match self.state {
+                State::Mid => match memchr2(b'\r', b'\n', rest) {
+                    None => {
+                        emit(rest);
+                        rest = &[];
+                    }
+                    Some(pos) => {
+                        emit(&rest[..=pos]);
+                        if rest[pos] == b'\r' {
+                            self.state = State::Cr;
+                        } else {
+                            self.bare_eol = true;
+                        }
+                        rest = &rest[pos + 1..];
+                    }
+                },
+                State::Cr => {
+                    let b = rest[0];
+                    match b {
+                        b'\n' => {
+                            emit(b"\n");
+                            self.state = State::LineStart;
+                            rest = &rest[1..];
+                        }
+                        b'\r' => {
+                            self.bare_eol = true;
+                            emit(b"\r");
+                            rest = &rest[1..];
+                        }
+                        _ => {
+                            self.bare_eol = true;
+                            self.state = State::Mid;
+                        }
+                    }
+                }
+                State::LineStart => {
+                    if rest[0] == b'.' {
+                        self.state = State::Dot;
+                        rest = &rest[1..];
+                    } else {
+                        self.state = State::Mid;
+                    }
+                }
+                State::Dot => {
+                    if rest[0] == b'\r' {
+                        self.state = State::DotCr;
+                        rest = &rest[1..];
+                    } else {
+                        // A stuffed dot: drop it, the rest of the line is content.
+                        self.state = State::Mid;
+                    }
+                }
+                State::DotCr => {
+                    if rest[0] == b'\n' {
+                        *input = &rest[1..];
+                        return true;
+                    }
+                    // `CRLF . CR x`: the dot is dropped, the CR is content.
+                    emit(b"\r");
+                    self.state = State::Cr;
+                }
+            }
+        }
+        *input = rest;
+        false
+    }
+}
+
+/// Whether `body` holds a CR not followed by LF or an LF not preceded by CR (for BDAT
+/// content, which is not dot-framed but is held to the same policy).
+pub fn has_bare_eol(body: &[u8]) -> bool {
+    let mut rest = body;
+    while let Some(pos) = memchr2(b'\r', b'\n', rest) {
+        if rest[pos] == b'\n' || rest.get(pos + 1) != Some(&b'\n') {
+            return true;
+        }
+        rest = &rest[pos + 2..];
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `data` in chunks of `step` bytes; returns (body, ended, leftover, bare).
+    fn run(data: &[u8], step: usize) -> (Vec<u8>, bool, Vec<u8>, bool) {
+        let mut rx = DotReceiver::new();
+        let mut out = Vec::new();
+        for chunk in data.chunks(step.max(1)) {
+            let mut input = chunk;
+            if rx.ingest(&mut input, Some(&mut out)) {
+                let consumed = chunk.len() - input.len();
+                let at = data.as_ptr() as usize;
+                let offset = chunk.as_ptr() as usize - at + consumed;
+                return (out, true, data[offset..].to_vec(), rx.bare_eol());
+            }
+            assert!(input.is_empty());
+        }
+        (out, false, Vec::new(), rx.bare_eol())
+    }
+
+    #[test]
+    fn plain_message_ends_at_crlf_dot_crlf() {
+        for step in [1, 2, 3, 7, 1000] {
+            let (body, end, rest, bare) = run(b"Subject: x\r\n\r\nhello\r\n.\r\nQUIT\r\n", step);
+            assert!(end);
+            assert_eq!(body, b"Subject: x\r\n\r\nhello\r\n");
+            assert_eq!(rest, b"QUIT\r\n");
+            assert!(!bare);
+        }
+    }
+
+    #[test]
+    fn empty_message() {
+        let (body, end, rest, _) = run(b".\r\n", 1);
+        assert!(end);
+        assert!(body.is_empty());
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn dots_are_unstuffed() {
+        let (body, end, _, bare) = run(b"..leading\r\n...\r\n.x\r\n.\r\n", 1);
+        assert!(end);
+        assert_eq!(body, b".leading\r\n..\r\nx\r\n");
+        assert!(!bare);
+    }
+
+    #[test]
+    fn smuggling_lookalikes_never_end_data() {
+        for evil in [
+            &b"a\n.\nMAIL FROM:<x@evil>\r\n"[..],
+            b"a\n.\r\nMAIL FROM:<x@evil>\r\n",
+            b"a\r.\r\nMAIL FROM:<x@evil>\r\n",
+            b"a\r\n.\r\r\nMAIL FROM:<x@evil>\r\n",
+            b"a\r\n.\n\r\nMAIL FROM:<x@evil>\r\n",
+            b"a\r\n.\rMAIL FROM:<x@evil>\r\n",
+            b"a\n\r.\r\nMAIL FROM:<x@evil>\r\n",
+        ] {
+            for step in [1, 2, 5, 1000] {
+                let (_, end, _, bare) = run(evil, step);
+                assert!(
+                    !end,
+                    "{:?} ended DATA (step {step})",
+                    String::from_utf8_lossy(evil)
+                );
+                assert!(bare, "{:?} not flagged", String::from_utf8_lossy(evil));
+            }
+        }
+    }
+
+    #[test]
+    fn content_after_lookalike_is_kept_until_real_end() {
+        let data = b"a\n.\nRSET\r\n.\r\nNOOP\r\n";
+        let (body, end, rest, bare) = run(data, 3);
+        assert!(end);
+        assert!(bare);
+        // after a bare LF the dot is not at a line start: it is content, kept as is
+        assert_eq!(body, b"a\n.\nRSET\r\n");
+        assert_eq!(rest, b"NOOP\r\n");
+    }
+
+    #[test]
+    fn a_real_end_after_a_bare_cr_ends_data_and_is_flagged() {
+        // `\r\r\n.\r\n` holds a genuine CRLF.CRLF: it ends DATA; the bare CR before it
+        // still gets the message refused.
+        let (body, end, rest, bare) = run(b"a\r\r\n.\r\nQUIT\r\n", 1);
+        assert!(end && bare);
+        assert_eq!(body, b"a\r\r\n");
+        assert_eq!(rest, b"QUIT\r\n");
+    }
+
+    #[test]
+    fn discard_sink_still_finds_end() {
+        let mut rx = DotReceiver::new();
+        let mut input = &b"xxxx\r\n.\r\nQUIT\r\n"[..];
+        assert!(rx.ingest(&mut input, None));
+        assert_eq!(input, b"QUIT\r\n");
+    }
+
+    #[test]
+    fn bare_eol_scan() {
+        assert!(!has_bare_eol(b"a\r\nb\r\n"));
+        assert!(has_bare_eol(b"a\nb"));
+        assert!(has_bare_eol(b"a\rb"));
+        assert!(has_bare_eol(b"a\r"));
+        assert!(has_bare_eol(b"a\r\r\n"));
+        assert!(!has_bare_eol(b""));
+    }
+}

@@ -1,0 +1,139 @@
+//! Command-line framing: one CRLF-terminated line at a time, bounded in length.
+//!
+//! The line is framed here (not in smtp-proto's `RequestReceiver`) so that the length
+//! limit is ours to configure and so that bare CR and bare LF are refused with a clear
+//! reply instead of being read as line ends: a client that sends `\n` alone does not get
+//! to end a command there (the same rule as in DATA, see [`super::dot`]).
+
+use memchr::memchr;
+
+/// What the reader found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LineEvent {
+    /// A complete line is in [`LineReader::line`], CRLF included.
+    Line,
+    /// The line exceeded the limit; its bytes up to and including the LF were dropped.
+    TooLong,
+    /// The line held a CR that is not followed by LF, or ended with LF alone.
+    BareEol,
+}
+
+/// Accumulates bytes into at most `max` bytes of line; never grows beyond that.
+#[derive(Debug)]
+pub struct LineReader {
+    buf: Vec<u8>,
+    max: usize,
+    overflow: bool,
+}
+
+impl LineReader {
+    /// `max` counts the whole line, CRLF included (RFC 5321 §4.5.3.1.4 asks for 512 at least).
+    pub fn new(max: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            max: max.max(8),
+            overflow: false,
+        }
+    }
+
+    /// The line found by the last [`LineEvent::Line`], CRLF included.
+    pub fn line(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Takes the line buffer out (to parse it while the session is borrowed mutably);
+    /// hand it back with [`LineReader::restore`] to keep its allocation.
+    pub fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
+    pub fn restore(&mut self, mut buf: Vec<u8>) {
+        buf.clear();
+        self.buf = buf;
+    }
+
+    /// Whether a partial line is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty() && !self.overflow
+    }
+
+    /// Consumes bytes from `input` up to the end of the next line. Returns `None` when
+    /// the input ran out first (the partial line is kept).
+    pub fn next(&mut self, input: &mut &[u8]) -> Option<LineEvent> {
+        if self.buf.last() == Some(&b'\n') {
+            self.buf.clear();
+        }
+        let rest = *input;
+        let Some(pos) = memchr(b'\n', rest) else {
+            self.append(rest);
+            *input = &[];
+            return None;
+        };
+        self.append(&rest[..=pos]);
+        *input = &rest[pos + 1..];
+        if std::mem::take(&mut self.overflow) {
+            self.buf.clear();
+            return Some(LineEvent::TooLong);
+        }
+        let body = &self.buf[..self.buf.len() - 1];
+        let ok = body.last() == Some(&b'\r') && memchr(b'\r', &body[..body.len() - 1]).is_none();
+        if ok {
+            Some(LineEvent::Line)
+        } else {
+            self.buf.clear();
+            Some(LineEvent::BareEol)
+        }
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        if self.overflow {
+            return;
+        }
+        if self.buf.len() + bytes.len() > self.max {
+            self.overflow = true;
+            self.buf.clear();
+            self.buf.shrink_to(self.max.min(1024));
+        } else {
+            self.buf.extend_from_slice(bytes);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_across_reads() {
+        let mut r = LineReader::new(64);
+        let mut a = &b"EHLO ex"[..];
+        assert_eq!(r.next(&mut a), None);
+        let mut b = &b"ample\r\nNOOP\r\n"[..];
+        assert_eq!(r.next(&mut b), Some(LineEvent::Line));
+        assert_eq!(r.line(), b"EHLO example\r\n");
+        assert_eq!(r.next(&mut b), Some(LineEvent::Line));
+        assert_eq!(r.line(), b"NOOP\r\n");
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn too_long_is_dropped_to_its_end() {
+        let mut r = LineReader::new(16);
+        let long = [b'x'; 40];
+        let mut a = &long[..];
+        assert_eq!(r.next(&mut a), None);
+        let mut b = &b"yyy\r\nNOOP\r\n"[..];
+        assert_eq!(r.next(&mut b), Some(LineEvent::TooLong));
+        assert_eq!(r.next(&mut b), Some(LineEvent::Line));
+        assert_eq!(r.line(), b"NOOP\r\n");
+    }
+
+    #[test]
+    fn bare_eol_is_refused() {
+        let mut r = LineReader::new(64);
+        for bad in [&b"NOOP\n"[..], b"NO\rOP\r\n", b"\n"] {
+            let mut i = bad;
+            assert_eq!(r.next(&mut i), Some(LineEvent::BareEol));
+        }
+    }
+}

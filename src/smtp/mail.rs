@@ -1,0 +1,61 @@
+//! MAIL FROM: sequence, SIZE, BODY, SMTPUTF8, and free spool space.
+
+use std::borrow::Cow;
+
+use smtp_proto::{MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8, MailFrom};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{debug, warn};
+
+use super::reply;
+use super::session::{Flow, Session};
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    pub(super) fn handle_mail(&mut self, from: MailFrom<Cow<'_, str>>) -> Flow {
+        if self.helo.is_none() {
+            return self.fail(reply::NEED_HELO);
+        }
+        if self.tx.sender.is_some() {
+            return self.fail(reply::NESTED_MAIL);
+        }
+        if from.flags & MAIL_BODY_BINARYMIME != 0 {
+            return self.fail(&reply::line(555, [5, 5, 4], "Unsupported BODY type"));
+        }
+        let smtputf8 = from.flags & MAIL_SMTPUTF8 != 0;
+        if !from.address.is_ascii() && !smtputf8 {
+            return self.fail(reply::NEED_SMTPUTF8);
+        }
+        let limit = self.core.limits.message_size;
+        if from.size > limit {
+            return self.fail(reply::MESSAGE_TOO_BIG);
+        }
+        if !self.enough_space() {
+            return self.fail(reply::INSUFFICIENT_STORAGE);
+        }
+        debug!(from = %from.address, size = from.size, "mail");
+        self.tx.sender = Some(from.address.into_owned());
+        self.tx.body_8bit = from.flags & MAIL_BODY_8BITMIME != 0;
+        self.tx.smtputf8 = smtputf8;
+        self.push_ok(reply::MAIL_OK)
+    }
+
+    /// Postfix's rule: refuse new mail while free space is under `min-free-space`, or
+    /// under 1.5 × the message size limit, whichever is larger — so a message we accept
+    /// can be written whole.
+    fn enough_space(&self) -> bool {
+        let limits = &self.core.limits;
+        let needed = limits
+            .min_free_space
+            .max((limits.message_size as u64).saturating_mul(3) / 2);
+        match self.core.spool.free_space() {
+            Ok(free) if free < needed => {
+                warn!(free, needed, "spool is short of free space");
+                false
+            }
+            Ok(_) => true,
+            Err(err) => {
+                warn!(%err, "cannot read the spool's free space");
+                true
+            }
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Running the server: open the spool, bind every listener, admit connections within
+//! the limits, and on SIGTERM/SIGINT stop accepting, let sessions finish up to the
+//! shutdown timeout, close the spool and return.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use super::conn::LimitHit;
+use super::session::{Session, next_session_id};
+use super::{Core, reply};
+use crate::config::Config;
+use crate::queue::{Spool, SpoolError};
+
+/// Pending connections the kernel may hold for each listener before we accept them.
+const BACKLOG: u32 = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {address} (listener \"{name}\"): {source}")]
+    Bind {
+        name: String,
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot open the spool: {0}")]
+    Spool(#[from] SpoolError),
+}
+
+/// Runs until SIGTERM or SIGINT, then shuts down gracefully.
+pub async fn serve(config: Config) -> Result<(), ServeError> {
+    let (stop, stopped) = watch::channel(false);
+    let signals = tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop.send(true);
+    });
+    let result = serve_until(config, stopped).await;
+    signals.abort();
+    result
+}
+
+/// Runs until `shutdown` turns true (the signal handler in [`serve`], or a test).
+pub async fn serve_until(
+    config: Config,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ServeError> {
+    raise_open_files_limit();
+    let spool_dir = config.server.spool.clone();
+    let (spool, recovery) = tokio::task::spawn_blocking(move || Spool::open(&spool_dir))
+        .await
+        .expect("spool open task")?;
+    info!(
+        spool = %config.server.spool.display(),
+        messages = recovery.messages,
+        segments = recovery.segments,
+        discarded_incomplete = recovery.discarded_tails,
+        "spool opened"
+    );
+
+    let mut listeners = Vec::new();
+    for l in &config.listeners {
+        let listener = bind(l.address).map_err(|source| ServeError::Bind {
+            name: l.name.clone(),
+            address: l.address,
+            source,
+        });
+        match listener {
+            Ok(listener) => listeners.push((Arc::<str>::from(l.name.as_str()), listener)),
+            Err(err) => {
+                spool.close();
+                return Err(err);
+            }
+        }
+    }
+
+    let core = Arc::new(Core::new(&config, spool.clone(), shutdown.clone()));
+    let grace = config.server.shutdown_timeout;
+    let mut loops = JoinSet::new();
+    for (name, listener) in listeners {
+        info!(listener = %name, address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
+        loops.spawn(accept_loop(
+            listener,
+            name,
+            core.clone(),
+            shutdown.clone(),
+            grace,
+        ));
+    }
+    info!(hostname = %core.hostname, "mtad started");
+    while loops.join_next().await.is_some() {}
+    drop(core);
+    tokio::task::spawn_blocking(move || spool.close())
+        .await
+        .expect("spool close task");
+    info!("mtad stopped");
+    Ok(())
+}
+
+fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(BACKLOG)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    name: Arc<str>,
+    core: Arc<Core>,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => admit(&mut sessions, stream, peer, &name, &core),
+                Err(err) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(listener = %name, %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    info!(listener = %name, sessions = sessions.len(), "stopped accepting; waiting for sessions");
+    let deadline = tokio::time::sleep(grace);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            next = sessions.join_next() => if next.is_none() { break },
+            _ = &mut deadline => {
+                warn!(listener = %name, sessions = sessions.len(), "shutdown timeout: closing the remaining sessions");
+                sessions.abort_all();
+                while sessions.join_next().await.is_some() {}
+                break;
+            }
+        }
+    }
+}
+
+fn admit(
+    sessions: &mut JoinSet<()>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    name: &Arc<str>,
+    core: &Arc<Core>,
+) {
+    let _ = stream.set_nodelay(true);
+    let ip = canonical_ip(peer.ip());
+    let peer = SocketAddr::new(ip, peer.port());
+    let id = next_session_id();
+    let span =
+        info_span!("session", id = %format_args!("{id:x}"), client = %peer, listener = %name);
+    match core.connections.try_acquire(ip, &core.limits) {
+        Ok(guard) => {
+            let session = Session::new(stream, core.clone(), peer, name.clone());
+            sessions.spawn(
+                async move {
+                    let _slot = guard;
+                    session.run().await;
+                }
+                .instrument(span),
+            );
+        }
+        Err(hit) => {
+            let text = match hit {
+                LimitHit::Total => "Error: too many connections",
+                LimitHit::PerClient => "Error: too many connections from your address",
+            };
+            let reply = reply::closing(&core.hostname, reply::TOO_MANY_ERRORS, text);
+            sessions.spawn(
+                async move {
+                    warn!(limit = ?hit, "connection refused");
+                    let mut stream = stream;
+                    let write = async {
+                        stream.write_all(reply.as_bytes()).await?;
+                        stream.shutdown().await
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
+                }
+                .instrument(span),
+            );
+        }
+    }
+}
+
+/// IPv4 clients on a dual-stack socket arrive as `::ffff:a.b.c.d`; rules and limits see
+/// the IPv4 address.
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(err) => {
+            error!(%err, "cannot install the SIGTERM handler");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => info!(signal = "SIGTERM", "shutting down"),
+        _ = tokio::signal::ctrl_c() => info!(signal = "SIGINT", "shutting down"),
+    }
+}
+
+/// Each connection is a file descriptor; the usual soft limit of 1024 would cap the
+/// server far below `limits.connections`. Raise the soft limit to the hard limit.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        warn!(%err, "cannot raise the open files limit");
+    }
+}

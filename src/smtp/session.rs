@@ -1,0 +1,403 @@
+//! One SMTP session: its state, the envelope so far, and the `ingest` loop that feeds
+//! bytes to whichever receiver the protocol state calls for. The verbs extend
+//! [`Session`] in their own files.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use smtp_proto::Request;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, timeout_at};
+use tracing::{debug, info, warn};
+
+use super::Core;
+use super::dot::DotReceiver;
+use super::line::{LineEvent, LineReader};
+use super::reply;
+use crate::policy::Pipeline;
+use crate::queue::MessageRecord;
+
+/// Bytes read from the socket at a time. Memory per idle session is this buffer plus
+/// the small line buffer; message bodies grow only while DATA is being received.
+const READ_BUFFER: usize = 8 * 1024;
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// A short id for log lines, unique within the process.
+pub fn next_session_id() -> u64 {
+    NEXT_SESSION.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Which receiver the next bytes belong to.
+pub(super) enum State {
+    /// Command lines, through the [`LineReader`].
+    Command,
+    /// DATA content, until `CRLF.CRLF`.
+    Data(DotReceiver),
+    /// A BDAT chunk: exactly `left` more bytes, then a reply.
+    Bdat { left: usize, last: bool },
+    /// A BDAT chunk that was refused up front: read to its end and dropped, so its
+    /// bytes are never read as commands.
+    SkipBdat { left: usize },
+}
+
+/// The envelope and message being built.
+#[derive(Default)]
+pub(super) struct Transaction {
+    pub sender: Option<String>,
+    pub recipients: Vec<String>,
+    pub body_8bit: bool,
+    pub smtputf8: bool,
+    /// Created when DATA or the first BDAT starts; the body is appended straight into it.
+    pub record: Option<MessageRecord>,
+    /// The message passed the size limit: the rest is read and dropped, then 552.
+    pub oversized: bool,
+    /// BDAT was used; DATA is then out of sequence.
+    pub bdat: bool,
+    /// When DATA/BDAT started, for the data deadline.
+    pub data_started: Option<Instant>,
+}
+
+/// Whether the session goes on after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Flow {
+    Continue,
+    Close,
+}
+
+pub struct Session<S> {
+    pub(super) io: S,
+    pub(super) core: Arc<Core>,
+    /// The policy snapshot this session runs with (a reload affects new sessions).
+    pub(super) policy: Arc<Pipeline>,
+    pub(super) peer: SocketAddr,
+    pub(super) listener: Arc<str>,
+    pub(super) helo: Option<String>,
+    pub(super) esmtp: bool,
+    pub(super) state: State,
+    pub(super) tx: Transaction,
+    pub(super) lines: LineReader,
+    /// Replies waiting to be written: with PIPELINING, the replies to every command in
+    /// one read go out in one write.
+    pub(super) out: Vec<u8>,
+    pub(super) errors: u32,
+    pub(super) messages: u32,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    pub fn new(io: S, core: Arc<Core>, peer: SocketAddr, listener: Arc<str>) -> Self {
+        let policy = core.policy.load_full();
+        let lines = LineReader::new(core.limits.line_length);
+        Self {
+            io,
+            core,
+            policy,
+            peer,
+            listener,
+            helo: None,
+            esmtp: false,
+            state: State::Command,
+            tx: Transaction::default(),
+            lines,
+            out: Vec::with_capacity(512),
+            errors: 0,
+            messages: 0,
+        }
+    }
+
+    /// Runs the session to its end: greeting, commands, QUIT, timeout or shutdown.
+    pub async fn run(mut self) {
+        info!("connect");
+        self.push(&self.core.greeting.clone());
+        let mut shutdown = self.core.shutdown.clone();
+        let mut buf = vec![0u8; READ_BUFFER];
+        let close_reason = loop {
+            if !self.out.is_empty() {
+                if let Err(err) = self.io.write_all(&self.out).await {
+                    break format!("write error: {err}");
+                }
+                self.out.clear();
+            }
+            let in_message = !matches!(self.state, State::Command);
+            if !in_message && *shutdown.borrow() {
+                self.push(&reply::closing(
+                    &self.core.hostname,
+                    reply::SHUTTING_DOWN,
+                    "Service shutting down, closing transmission channel",
+                ));
+                let _ = self.io.write_all(&self.out).await;
+                break "shutdown".into();
+            }
+            let (deadline, what) = self.read_deadline();
+            let read = tokio::select! {
+                biased;
+                changed = shutdown.changed(), if !in_message => {
+                    if changed.is_err() {
+                        // The server is gone; treat it as a shutdown.
+                        let _ = self.io.write_all(&self.out).await;
+                        break "server gone".into();
+                    }
+                    continue;
+                }
+                read = timeout_at(deadline, self.io.read(&mut buf)) => read,
+            };
+            let n = match read {
+                Err(_) => {
+                    self.push(&reply::closing(&self.core.hostname, reply::TIMEOUT, what));
+                    let _ = self.io.write_all(&self.out).await;
+                    break what.into();
+                }
+                Ok(Ok(0)) => break "client closed".into(),
+                Ok(Ok(n)) => n,
+                Ok(Err(err)) => break format!("read error: {err}"),
+            };
+            if self.ingest(&buf[..n]).await == Flow::Close {
+                let _ = self.io.write_all(&self.out).await;
+                break "closed by server".into();
+            }
+        };
+        if let Some(record) = self.tx.record.take() {
+            debug!(queue_id = %record.id(), "message abandoned before its end");
+        }
+        let _ = self.io.shutdown().await;
+        info!(reason = %close_reason, messages = self.messages, errors = self.errors, "disconnect");
+    }
+
+    /// When the next read must have arrived: the idle timeout, or the data deadline if
+    /// that comes first while a message is being received.
+    fn read_deadline(&self) -> (Instant, &'static str) {
+        let limits = &self.core.limits;
+        let idle = Instant::now() + limits.idle_timeout;
+        match self.tx.data_started {
+            Some(start) if !matches!(self.state, State::Command) => {
+                let data = start + limits.data_timeout;
+                if data < idle {
+                    (data, "Error: data transfer deadline exceeded")
+                } else {
+                    (idle, "Error: timeout exceeded")
+                }
+            }
+            _ => (idle, "Error: timeout exceeded"),
+        }
+    }
+
+    /// Feeds one read's worth of bytes through the protocol state machine.
+    pub(super) async fn ingest(&mut self, mut input: &[u8]) -> Flow {
+        while !input.is_empty() {
+            let flow = match &mut self.state {
+                State::Command => {
+                    let Some(event) = self.lines.next(&mut input) else {
+                        break;
+                    };
+                    let flow = match event {
+                        LineEvent::Line => {
+                            let line = self.lines.take();
+                            let flow = self.command(&line).await;
+                            self.lines.restore(line);
+                            flow
+                        }
+                        LineEvent::TooLong => self.fail(reply::LINE_TOO_LONG),
+                        LineEvent::BareEol => self.fail(reply::BARE_EOL_COMMAND),
+                    };
+                    if flow == Flow::Continue
+                        && matches!(self.state, State::Data(_))
+                        && !input.is_empty()
+                    {
+                        // RFC 2920: DATA ends a pipelined group; content sent before our
+                        // 354 means the client is not listening to us.
+                        warn!("content sent before the 354 reply");
+                        // the 354 was never seen by the client in time: take it back
+                        let go_ahead = reply::DATA_GO_AHEAD.len();
+                        if self.out.ends_with(reply::DATA_GO_AHEAD.as_bytes()) {
+                            self.out.truncate(self.out.len() - go_ahead);
+                        }
+                        self.tx.record = None;
+                        self.push(reply::PIPELINING_VIOLATION);
+                        return Flow::Close;
+                    }
+                    flow
+                }
+                State::Data(rx) => {
+                    let sink = if self.tx.oversized {
+                        None
+                    } else {
+                        self.tx.record.as_mut().map(MessageRecord::body_mut)
+                    };
+                    let done = rx.ingest(&mut input, sink);
+                    let bare_eol = rx.bare_eol();
+                    self.check_size();
+                    if done {
+                        self.state = State::Command;
+                        self.finish_message(bare_eol).await
+                    } else {
+                        Flow::Continue
+                    }
+                }
+                State::Bdat { left, last } => {
+                    let take = (*left).min(input.len());
+                    let (chunk, rest) = input.split_at(take);
+                    *left -= take;
+                    let (done, last) = (*left == 0, *last);
+                    input = rest;
+                    if !self.tx.oversized
+                        && let Some(record) = self.tx.record.as_mut()
+                    {
+                        record.body_mut().extend_from_slice(chunk);
+                    }
+                    self.check_size();
+                    if done {
+                        self.state = State::Command;
+                        self.end_of_chunk(last).await
+                    } else {
+                        Flow::Continue
+                    }
+                }
+                State::SkipBdat { left } => {
+                    let take = (*left).min(input.len());
+                    *left -= take;
+                    input = &input[take..];
+                    if *left == 0 {
+                        self.state = State::Command;
+                    }
+                    Flow::Continue
+                }
+            };
+            if flow == Flow::Close {
+                return Flow::Close;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Parses one command line and runs its verb.
+    async fn command(&mut self, line: &[u8]) -> Flow {
+        if is_http(line) {
+            warn!("HTTP request on the SMTP port");
+            self.push(reply::HTTP_REQUEST);
+            return Flow::Close;
+        }
+        let request = match Request::parse(&mut line.iter()) {
+            Ok(request) => request,
+            Err(err) => return self.syntax_error(err),
+        };
+        match request {
+            Request::Ehlo { host } => self.handle_ehlo(&host, true),
+            Request::Helo { host } => self.handle_ehlo(&host, false),
+            Request::Mail { from } => self.handle_mail(from),
+            Request::Rcpt { to } => self.handle_rcpt(to, line),
+            Request::Data => self.handle_data(),
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } => self.handle_bdat(chunk_size, is_last).await,
+            Request::Rset => self.handle_rset(),
+            Request::Noop { .. } => self.push_ok(reply::OK),
+            Request::Quit => {
+                self.push(reply::BYE);
+                Flow::Close
+            }
+            Request::Help { .. } => self.push_ok(reply::HELP),
+            Request::Vrfy { .. } => self.push_ok(reply::VRFY),
+            Request::Auth { .. } => self.fail(reply::NO_AUTH),
+            Request::Lhlo { .. } => self.fail(reply::UNKNOWN_COMMAND),
+            Request::Expn { .. }
+            | Request::Etrn { .. }
+            | Request::Atrn { .. }
+            | Request::Burl { .. }
+            | Request::StartTls => self.fail(reply::NOT_IMPLEMENTED),
+        }
+    }
+
+    fn syntax_error(&mut self, err: smtp_proto::Error) -> Flow {
+        use smtp_proto::Error as E;
+        match err {
+            E::UnknownCommand => self.fail(reply::UNKNOWN_COMMAND),
+            E::InvalidSenderAddress => self.fail(reply::BAD_SENDER),
+            E::InvalidRecipientAddress => self.fail(reply::BAD_RECIPIENT),
+            E::SyntaxError { syntax } => {
+                self.fail(&reply::line(501, [5, 5, 4], &format!("Syntax: {syntax}")))
+            }
+            E::InvalidParameter { param } => self.fail(&reply::line(
+                501,
+                [5, 5, 4],
+                &format!("Invalid parameter: {param}"),
+            )),
+            E::UnsupportedParameter { param } => self.fail(&reply::line(
+                555,
+                [5, 5, 4],
+                &format!("Unsupported parameter: {param}"),
+            )),
+            _ => self.fail(reply::UNKNOWN_COMMAND),
+        }
+    }
+
+    /// Stops storing a message that passed the size limit (the rest is still read, to
+    /// find its end) and gives its memory back.
+    fn check_size(&mut self) {
+        if self.tx.oversized {
+            return;
+        }
+        if let Some(record) = self.tx.record.as_mut()
+            && record.body_len() > self.core.limits.message_size
+        {
+            self.tx.oversized = true;
+            record.truncate_body();
+            record.body_mut().shrink_to_fit();
+        }
+    }
+
+    /// Forgets the envelope (RSET, a new EHLO, the end of a message).
+    pub(super) fn reset_transaction(&mut self) {
+        self.tx = Transaction::default();
+    }
+
+    pub(super) fn push(&mut self, reply: &str) {
+        self.out.extend_from_slice(reply.as_bytes());
+    }
+
+    pub(super) fn push_ok(&mut self, reply: &str) -> Flow {
+        self.push(reply);
+        Flow::Continue
+    }
+
+    /// Sends an error reply and counts it; too many errors end the session
+    /// (Postfix's `smtpd_hard_error_limit`).
+    pub(super) fn fail(&mut self, reply: &str) -> Flow {
+        debug!(reply = reply.trim_end(), "error reply");
+        self.push(reply);
+        self.errors += 1;
+        if self.errors >= self.core.limits.error_limit {
+            warn!(errors = self.errors, "too many errors");
+            let text = reply::closing(
+                &self.core.hostname,
+                reply::TOO_MANY_ERRORS,
+                "Error: too many errors",
+            );
+            self.push(&text);
+            return Flow::Close;
+        }
+        Flow::Continue
+    }
+}
+
+/// HTTP request lines and headers that browsers and proxies send: a sign that
+/// someone is tunnelling into the SMTP port (cross-protocol attacks), not a mail client.
+fn is_http(line: &[u8]) -> bool {
+    const PREFIXES: [&[u8]; 11] = [
+        b"GET ",
+        b"POST ",
+        b"HEAD ",
+        b"PUT ",
+        b"DELETE ",
+        b"OPTIONS ",
+        b"CONNECT ",
+        b"PATCH ",
+        b"TRACE ",
+        b"HOST:",
+        b"USER-AGENT:",
+    ];
+    PREFIXES
+        .iter()
+        .any(|p| line.len() >= p.len() && line[..p.len()].eq_ignore_ascii_case(p))
+}

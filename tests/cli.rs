@@ -1,0 +1,114 @@
+//! `mtactl check` and `mtad` on good and bad configurations.
+
+mod common;
+
+use std::process::Command;
+
+fn mtactl(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mtactl"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn every_example_config_is_valid() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples")).unwrap() {
+        let config = entry.unwrap().path().join("mtad.kdl");
+        if !config.exists() {
+            continue;
+        }
+        let out = mtactl(&["check", "--config", config.to_str().unwrap()]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            config.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(stdout.lines().count(), 1, "summary is one line: {stdout}");
+        assert!(stdout.contains(": ok ("), "{stdout}");
+        checked += 1;
+    }
+    assert!(checked >= 1);
+}
+
+const BROKEN: &str = r#"server {
+    hostname "mx.example.test"
+    spool "spool"
+}
+listn "mx" address="127.0.0.1:2525"
+listen "mx" address="127.0.0.1:2525" adress="x"
+networks "trusted" "127.0.0.0/33"
+stage "rcpt" {
+    accept client="trustd"
+    reject 250 "5.7.1" "no"
+}
+"#;
+
+#[test]
+fn check_lists_every_error_with_its_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.kdl");
+    std::fs::write(&path, BROKEN).unwrap();
+    let out = mtactl(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for (what, line) in [
+        ("listn", 5),
+        ("adress", 6),
+        ("127.0.0.0/33", 7),
+        ("trustd", 9),
+        ("250", 10),
+    ] {
+        assert!(
+            err.contains(&format!("broken.kdl:{line}:")),
+            "no location for {what} (line {line}):\n{err}"
+        );
+    }
+    assert!(err.contains("did you mean"), "{err}");
+    assert!(err.contains("listen"), "{err}");
+    // a caret or underline points at the error
+    assert!(err.contains('^') || err.contains('─'), "{err}");
+}
+
+#[test]
+fn mtad_refuses_to_start_on_a_bad_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.kdl");
+    std::fs::write(&path, BROKEN).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mtad"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("broken.kdl:5:"));
+}
+
+#[test]
+fn mtad_fails_clearly_when_the_port_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mtad.kdl");
+    std::fs::write(
+        &path,
+        common::BASIC
+            .replace("{port}", &port.to_string())
+            .replace("{spool}", dir.path().join("spool").to_str().unwrap()),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mtad"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot listen on 127.0.0.1:") && err.contains("\"mx\""),
+        "{err}"
+    );
+}

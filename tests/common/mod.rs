@@ -1,0 +1,391 @@
+//! Test harness: start the real `mtad` binary on loopback and talk SMTP to it over TCP.
+//!
+//! Tests read like sessions:
+//! ```ignore
+//! let mtad = Mtad::start(BASIC);
+//! let mut s = mtad.connect();
+//! s.expect("220 ");
+//! s.cmd("EHLO client.test", "250-");
+//! ```
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A config with the issue's relay rules. `{port}` and `{spool}` are filled in.
+pub const BASIC: &str = r#"
+server {
+    hostname "mx.example.test"
+    spool "{spool}"
+}
+listen "mx" address="127.0.0.1:{port}"
+networks "trusted" "127.0.0.0/8"
+domains "relay" "example.test" ".example.test"
+stage "rcpt" {
+    accept client="trusted"
+    accept rcpt-domain="relay"
+    reject 554 "5.7.1" "Relay access denied"
+}
+"#;
+
+/// Like [`BASIC`], but loopback is not trusted: only the relay domains are accepted.
+pub const STRICT: &str = r#"
+server {
+    hostname "mx.example.test"
+    spool "{spool}"
+}
+listen "mx" address="127.0.0.1:{port}"
+domains "relay" "example.test" ".example.test"
+stage "rcpt" {
+    accept rcpt-domain="relay"
+}
+"#;
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Mtad {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub config: PathBuf,
+    pub spool: PathBuf,
+    child: Option<Child>,
+}
+
+impl Mtad {
+    /// Writes the config (with `{port}`, `{spool}` and `{dir}` filled in) and starts mtad.
+    pub fn start(template: &str) -> Mtad {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        Self::start_in(dir, spool, template)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, spool: PathBuf, template: &str) -> Mtad {
+        let port = free_port();
+        let config = dir.path().join("mtad.kdl");
+        let text = template
+            .replace("{port}", &port.to_string())
+            .replace("{spool}", spool.to_str().unwrap())
+            .replace("{dir}", dir.path().to_str().unwrap());
+        std::fs::write(&config, text).unwrap();
+        let mut mtad = Mtad {
+            dir,
+            port,
+            config,
+            spool,
+            child: None,
+        };
+        mtad.restart();
+        mtad
+    }
+
+    /// Starts (again) on the same config and spool, and waits until it listens.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "mtad is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_mtad"))
+            .arg("--config")
+            .arg(&self.config)
+            .env("MTAD_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start mtad");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                // that probe connection shows up in the log as a session; harmless
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "mtad exited with {status} before listening; log:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mtad did not listen; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("mtad.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.port)
+    }
+
+    /// Connects and reads the greeting.
+    pub fn session(&self) -> Client {
+        let mut c = self.connect();
+        c.expect("220 ");
+        c
+    }
+
+    /// SIGTERM, then wait for the exit (at most `within`).
+    pub fn stop_within(&mut self, within: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        signal(child.id(), "TERM");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("mtad did not stop within {within:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop(&mut self) -> ExitStatus {
+        self.stop_within(Duration::from_secs(30))
+    }
+
+    /// `kill -9`: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Runs `mtactl` with these arguments (plus `--config` for this instance).
+    pub fn mtactl(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mtactl"));
+        cmd.args(args).arg("--config").arg(&self.config);
+        cmd.output().unwrap()
+    }
+
+    /// The messages in the spool, read with the same reader mtactl uses.
+    pub fn queued(&self) -> Vec<(mtad::queue::QueuedMessage, Vec<u8>)> {
+        mtad::queue::scan(&self.spool)
+            .unwrap()
+            .into_iter()
+            .map(|m| {
+                let body = mtad::queue::read_body(&self.spool, &m).unwrap();
+                (m, body)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Mtad {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A line-oriented SMTP client that checks every reply.
+pub struct Client {
+    pub reader: BufReader<TcpStream>,
+    pub stream: TcpStream,
+}
+
+impl Client {
+    pub fn connect(port: u16) -> Client {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to mtad");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            stream,
+        }
+    }
+
+    /// Sends raw bytes as they are.
+    pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
+        self.stream.write_all(bytes.as_ref()).unwrap();
+    }
+
+    /// Sends one command line (CRLF added).
+    pub fn line(&mut self, line: &str) {
+        self.send(format!("{line}\r\n"));
+    }
+
+    /// Reads one complete reply (all lines of a multi-line reply), CRLFs kept.
+    pub fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            let n = self
+                .reader
+                .read_line(&mut line)
+                .unwrap_or_else(|e| panic!("reading a reply: {e} (so far {all:?})"));
+            assert!(
+                n > 0,
+                "connection closed while reading a reply (so far {all:?})"
+            );
+            assert!(line.ends_with("\r\n"), "reply line without CRLF: {line:?}");
+            all.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return all;
+            }
+        }
+    }
+
+    /// Reads one reply and asserts it starts with `prefix`.
+    pub fn expect(&mut self, prefix: &str) -> String {
+        let reply = self.reply();
+        assert!(
+            reply.starts_with(prefix),
+            "expected {prefix:?}, got {reply:?}"
+        );
+        reply
+    }
+
+    /// Sends a command and expects a reply starting with `prefix`.
+    pub fn cmd(&mut self, line: &str, prefix: &str) -> String {
+        self.line(line);
+        self.expect(prefix)
+    }
+
+    /// Asserts the server closed the connection (after any replies already read).
+    pub fn expect_closed(&mut self) {
+        let mut rest = Vec::new();
+        match self.reader.read_to_end(&mut rest) {
+            Ok(_) => assert!(
+                rest.is_empty(),
+                "expected close, got {:?}",
+                String::from_utf8_lossy(&rest)
+            ),
+            Err(e) => assert!(
+                matches!(e.kind(), std::io::ErrorKind::ConnectionReset),
+                "expected close, got error {e}"
+            ),
+        }
+    }
+
+    /// Asserts nothing more arrives within `wait`.
+    pub fn expect_silence(&mut self, wait: Duration) {
+        self.stream.set_read_timeout(Some(wait)).unwrap();
+        let mut buf = [0u8; 256];
+        let got = self.reader.read(&mut buf);
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        match got {
+            Ok(n) => panic!(
+                "expected silence, got {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            ),
+            Err(e) => assert!(matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            )),
+        }
+    }
+
+    /// EHLO, MAIL, RCPT..., DATA, the message, and the end: returns the queue id.
+    pub fn send_message(&mut self, from: &str, rcpts: &[&str], data: &str) -> String {
+        self.cmd(&format!("MAIL FROM:<{from}>"), "250 ");
+        for r in rcpts {
+            self.cmd(&format!("RCPT TO:<{r}>"), "250 ");
+        }
+        self.cmd("DATA", "354 ");
+        self.send(data);
+        self.send(".\r\n");
+        let reply = self.expect("250 2.0.0 Ok: queued as ");
+        queue_id(&reply)
+    }
+
+    pub fn shutdown_write(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+}
+
+/// The id out of `250 2.0.0 Ok: queued as ID`.
+pub fn queue_id(reply: &str) -> String {
+    reply.trim_end().rsplit(' ').next().unwrap().to_string()
+}
+
+/// The stored message without the Received: header mtad put on top.
+pub fn without_received(body: &[u8]) -> &[u8] {
+    assert!(
+        body.starts_with(b"Received: "),
+        "no Received header on top: {:?}",
+        String::from_utf8_lossy(&body[..body.len().min(80)])
+    );
+    let mut pos = 0;
+    loop {
+        let end = pos
+            + body[pos..]
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .expect("header line end")
+            + 2;
+        pos = end;
+        if !matches!(body.get(pos), Some(b' ') | Some(b'\t')) {
+            return &body[pos..];
+        }
+    }
+}
+
+/// A tool from Debian's packages that a test needs: missing is a failure, not a skip.
+pub fn require_tool(name: &str) -> PathBuf {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/sbin"])
+    {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!(
+        "{name} is not installed: run ./run-tests (it installs the test peers) or apt-get install it"
+    );
+}
+
+/// Resident set size of a process, in KiB.
+pub fn rss_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}

@@ -1,0 +1,103 @@
+//! End to end with swaks, the client mail administrators test with.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn swaks(port: u16, args: &[&str]) -> std::process::Output {
+    let swaks = require_tool("swaks");
+    Command::new(swaks)
+        .args([
+            "--server",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--helo",
+            "client.test",
+        ])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn swaks_delivers_into_the_spool() {
+    let mtad = Mtad::start(BASIC);
+    let out = swaks(
+        mtad.port,
+        &[
+            "--from",
+            "alice@src.test",
+            "--to",
+            "bob@example.test,carol@sub.example.test",
+            "--header",
+            "Subject: swaks test",
+            "--body",
+            "Hello from swaks.\n.leading dot\n",
+        ],
+    );
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{transcript}");
+    assert!(
+        transcript.contains("250 2.0.0 Ok: queued as"),
+        "{transcript}"
+    );
+    let queued = mtad.queued();
+    assert_eq!(queued.len(), 1);
+    let (m, body) = &queued[0];
+    assert_eq!(m.envelope.sender, "alice@src.test");
+    assert_eq!(
+        m.envelope.recipients,
+        ["bob@example.test", "carol@sub.example.test"]
+    );
+    let text = String::from_utf8_lossy(without_received(body)).into_owned();
+    assert!(text.contains("Subject: swaks test\r\n"), "{text}");
+    assert!(
+        text.contains("\r\n\r\nHello from swaks.\r\n.leading dot\r\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn swaks_with_pipelining_and_an_attachment() {
+    let mtad = Mtad::start(BASIC);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("report.bin");
+    let bytes: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    std::fs::write(&file, &bytes).unwrap();
+    let out = swaks(
+        mtad.port,
+        &[
+            "--pipeline",
+            "--from",
+            "a@src.test",
+            "--to",
+            "b@example.test",
+            "--attach",
+            file.to_str().unwrap(),
+        ],
+    );
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{transcript}");
+    assert!(transcript.contains("PIPELINING"));
+    let (m, _) = &mtad.queued()[0];
+    assert!(m.size > 50_000);
+}
+
+#[test]
+fn swaks_sees_relay_access_denied() {
+    let mtad = Mtad::start(STRICT);
+    let out = swaks(
+        mtad.port,
+        &["--from", "a@src.test", "--to", "x@foreign.test"],
+    );
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        transcript.contains("554 5.7.1 <x@foreign.test>: Relay access denied"),
+        "{transcript}"
+    );
+    assert!(mtad.queued().is_empty());
+}
