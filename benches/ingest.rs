@@ -32,6 +32,18 @@ fn parse_commands(c: &mut Criterion) {
             assert_eq!(n, 8);
         })
     });
+    // Baseline: smtp-proto's own receiver, which frames and parses in one step.
+    group.bench_function("baseline smtp-proto RequestReceiver", |b| {
+        let mut receiver = smtp_proto::request::receiver::RequestReceiver::default();
+        b.iter(|| {
+            let mut input = black_box(COMMANDS).iter();
+            let mut n = 0;
+            while receiver.ingest(&mut input).is_ok() {
+                n += 1;
+            }
+            assert_eq!(n, 8);
+        })
+    });
     group.finish();
 }
 
@@ -70,6 +82,24 @@ fn ingest_data(c: &mut Criterion) {
                         done = rx.ingest(&mut input, Some(&mut sink));
                     }
                     assert!(done && !rx.bare_eol());
+                    black_box(&sink);
+                })
+            },
+        );
+        // Baseline: smtp-proto's DataReceiver (less strict: see src/smtp/dot.rs).
+        group.bench_with_input(
+            BenchmarkId::new("baseline smtp-proto DataReceiver", size),
+            &msg,
+            |b, msg| {
+                let mut sink = Vec::with_capacity(msg.len());
+                b.iter(|| {
+                    sink.clear();
+                    let mut rx = smtp_proto::request::receiver::DataReceiver::new();
+                    let mut done = false;
+                    for chunk in msg.chunks(8192) {
+                        done = rx.ingest(&mut chunk.iter(), &mut sink);
+                    }
+                    assert!(done);
                     black_box(&sink);
                 })
             },

@@ -69,12 +69,24 @@ impl DotReceiver {
         };
         while !rest.is_empty() {
             match self.state {
-                State::Mid => match memchr2(b'\r', b'\n', rest) {
-                    None => {
-                        emit(rest);
-                        rest = &[];
-                    }
-                    Some(pos) => {
+                State::Mid => {
+                    // Fast path: an ordinary CRLF followed by anything but a dot
+                    // changes nothing, so keep scanning and emit the whole run at once.
+                    let mut from = 0;
+                    loop {
+                        let Some(off) = memchr2(b'\r', b'\n', &rest[from..]) else {
+                            emit(rest);
+                            rest = &[];
+                            break;
+                        };
+                        let pos = from + off;
+                        if rest[pos] == b'\r'
+                            && rest.get(pos + 1) == Some(&b'\n')
+                            && rest.get(pos + 2).is_some_and(|&c| c != b'.')
+                        {
+                            from = pos + 2;
+                            continue;
+                        }
                         emit(&rest[..=pos]);
                         if rest[pos] == b'\r' {
                             self.state = State::Cr;
@@ -82,8 +94,9 @@ impl DotReceiver {
                             self.bare_eol = true;
                         }
                         rest = &rest[pos + 1..];
+                        break;
                     }
-                },
+                }
                 State::Cr => {
                     let b = rest[0];
                     match b {
@@ -247,6 +260,63 @@ mod tests {
         let mut input = &b"xxxx\r\n.\r\nQUIT\r\n"[..];
         assert!(rx.ingest(&mut input, None));
         assert_eq!(input, b"QUIT\r\n");
+    }
+
+    /// The definition, written plainly: lines end only at CRLF; at a line start,
+    /// `.CRLF` ends DATA and a leading dot is dropped; anything else is copied, and a
+    /// CR or LF that is not part of a CRLF is flagged.
+    fn reference(data: &[u8]) -> (Vec<u8>, bool, Vec<u8>, bool) {
+        let (mut out, mut i, mut bare) = (Vec::new(), 0, false);
+        while i < data.len() {
+            if data[i..].starts_with(b".\r\n") {
+                return (out, true, data[i + 3..].to_vec(), bare);
+            }
+            if data[i] == b'.' {
+                i += 1;
+            }
+            let end = data[i..]
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .map(|p| i + p + 2);
+            let line = &data[i..end.unwrap_or(data.len())];
+            let body = line.strip_suffix(b"\r\n").unwrap_or(line);
+            bare |= body.iter().any(|&b| b == b'\r' || b == b'\n');
+            out.extend_from_slice(line);
+            i += line.len();
+        }
+        (out, false, Vec::new(), bare)
+    }
+
+    #[test]
+    fn matches_the_reference_on_random_input_and_chunking() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 40) as usize;
+            let data: Vec<u8> = (0..len).map(|_| b"\r\n.a"[(next() % 4) as usize]).collect();
+            let step = 1 + (next() % 8) as usize;
+            let (body, end, rest, bare) = run(&data, step);
+            let (rbody, rend, rrest, rbare) = reference(&data);
+            assert_eq!(end, rend, "{data:?} step {step}");
+            if end {
+                assert_eq!(
+                    (&body, &rest, bare),
+                    (&rbody, &rrest, rbare),
+                    "{data:?} step {step}"
+                );
+            } else {
+                // unterminated: a held-back `.` or `.CR` may still be pending
+                assert!(
+                    rbody.starts_with(&body) && rbody.len() - body.len() <= 2,
+                    "{data:?} step {step}"
+                );
+            }
+        }
     }
 
     #[test]
