@@ -86,21 +86,30 @@ fn idle_timeout() {
 
 #[test]
 fn data_deadline_against_slow_senders() {
-    let mtad = Mtad::start(&with_limits("idle-timeout \"10s\"\ndata-timeout \"2s\""));
+    // a byte every 300 ms keeps a 1 s idle timeout from ever firing: only the 2 s
+    // deadline for the whole message can end this
+    let mtad = Mtad::start(&with_limits("idle-timeout \"1s\"\ndata-timeout \"2s\""));
     let mut s = mtad.session();
     s.cmd("EHLO client.test", "250");
     s.cmd("MAIL FROM:<a@src.test>", "250");
     s.cmd("RCPT TO:<b@example.test>", "250");
     s.cmd("DATA", "354");
-    // one byte every 300 ms never trips the idle timeout, but the deadline holds
     let start = std::time::Instant::now();
-    while start.elapsed() < Duration::from_secs(3) {
-        if std::io::Write::write_all(&mut s.stream, b"x").is_err() {
-            break;
-        }
+    s.stream.set_nonblocking(true).unwrap();
+    let mut peek = [0u8; 1];
+    while start.elapsed() < Duration::from_secs(5) && !matches!(s.stream.peek(&mut peek), Ok(1)) {
+        let _ = std::io::Write::write_all(&mut s.stream, b"x");
         std::thread::sleep(Duration::from_millis(300));
     }
-    s.expect("421 4.4.2");
+    s.stream.set_nonblocking(false).unwrap();
+    let reply = s.expect("421 4.4.2 mx.example.test");
+    assert!(reply.contains("deadline"), "{reply}");
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(1900) && elapsed < Duration::from_secs(4),
+        "{elapsed:?}"
+    );
+    s.expect_closed();
     assert!(mtad.queued().is_empty());
 }
 

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use smtp_proto::Request;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -112,10 +113,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.push(&self.core.greeting.clone());
         let mut shutdown = self.core.shutdown.clone();
         let mut buf = vec![0u8; READ_BUFFER];
-        let close_reason = loop {
+        // (why, whether we close first and so must linger for the client's last bytes)
+        let (close_reason, linger): (String, bool) = loop {
             if !self.out.is_empty() {
                 if let Err(err) = self.io.write_all(&self.out).await {
-                    break format!("write error: {err}");
+                    break (format!("write error: {err}"), false);
                 }
                 self.out.clear();
             }
@@ -126,8 +128,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     reply::SHUTTING_DOWN,
                     "Service shutting down, closing transmission channel",
                 ));
-                let _ = self.io.write_all(&self.out).await;
-                break "shutdown".into();
+                break ("shutdown".into(), true);
             }
             let (deadline, what) = self.read_deadline();
             let read = tokio::select! {
@@ -135,8 +136,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 changed = shutdown.changed(), if !in_message => {
                     if changed.is_err() {
                         // The server is gone; treat it as a shutdown.
-                        let _ = self.io.write_all(&self.out).await;
-                        break "server gone".into();
+                        break ("server gone".into(), true);
                     }
                     continue;
                 }
@@ -145,23 +145,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let n = match read {
                 Err(_) => {
                     self.push(&reply::closing(&self.core.hostname, reply::TIMEOUT, what));
-                    let _ = self.io.write_all(&self.out).await;
-                    break what.into();
+                    break (what.into(), true);
                 }
-                Ok(Ok(0)) => break "client closed".into(),
+                Ok(Ok(0)) => break ("client closed".into(), false),
                 Ok(Ok(n)) => n,
-                Ok(Err(err)) => break format!("read error: {err}"),
+                Ok(Err(err)) => break (format!("read error: {err}"), false),
             };
             if self.ingest(&buf[..n]).await == Flow::Close {
-                let _ = self.io.write_all(&self.out).await;
-                break "closed by server".into();
+                break ("closed by server".into(), true);
             }
         };
         if let Some(record) = self.tx.record.take() {
             debug!(queue_id = %record.id(), "message abandoned before its end");
         }
-        let _ = self.io.shutdown().await;
+        if linger {
+            self.linger(&mut buf).await;
+        }
         info!(reason = %close_reason, messages = self.messages, errors = self.errors, "disconnect");
+    }
+
+    /// Closing first: send the last replies and our FIN, then read and drop what the
+    /// client still sends, for a moment. Closing a socket with unread input makes the
+    /// kernel answer with a reset, and a reset can destroy our last reply in the
+    /// client's receive buffer before the client reads it (a "lingering close").
+    async fn linger(&mut self, buf: &mut [u8]) {
+        const LINGER: Duration = Duration::from_secs(2);
+        const MAX_DRAIN: usize = 256 * 1024;
+        let out = std::mem::take(&mut self.out);
+        let io = &mut self.io;
+        let _ = tokio::time::timeout(LINGER, async {
+            io.write_all(&out).await?;
+            io.shutdown().await?;
+            let mut drained = 0;
+            while drained < MAX_DRAIN {
+                match io.read(buf).await? {
+                    0 => break,
+                    n => drained += n,
+                }
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .await;
     }
 
     /// When the next read must have arrived: the idle timeout, or the data deadline if
