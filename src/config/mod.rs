@@ -67,7 +67,15 @@ pub struct Config {
     pub domains: BTreeMap<String, DomainSet>,
     /// The rules of `stage "rcpt"`, in order. Empty means "reject every
     /// recipient" (the pipeline's default), never an open relay.
-    pub rcpt_rules: Vec<RuleConfig>,
+    /// The ordered rules of each stage, indexed by [`Stage::index`].
+    pub stages: [Vec<RuleConfig>; Stage::COUNT],
+}
+
+impl Config {
+    /// The rules of one stage, in order.
+    pub fn rules(&self, stage: Stage) -> &[RuleConfig] {
+        &self.stages[stage.index()]
+    }
 }
 
 /// The `server` block.
@@ -142,6 +150,9 @@ pub struct RuleConfig {
     pub action: RuleAction,
     /// All must match (AND); none means the rule always matches.
     pub conditions: Vec<ConditionConfig>,
+    /// `mode="warn"`: the rule is evaluated and what it would have done is logged, but
+    /// it decides nothing (the next rule runs).
+    pub warn: bool,
     /// Where the rule is written, reported with every decision it makes.
     pub origin: Origin,
 }
@@ -149,20 +160,131 @@ pub struct RuleConfig {
 /// A rule's decision.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RuleAction {
-    /// `accept`.
+    /// `accept`: ends the stage, the command is accepted.
     Accept,
-    /// `reject CODE "X.Y.Z" "text"`: codes validated, text printable ASCII.
+    /// `reject CODE "X.Y.Z" "text"`: codes validated (4xx or 5xx), text printable ASCII.
     Reject(Reply),
+    /// `defer [CODE "X.Y.Z" "text"]`: a temporary refusal (4xx only); default
+    /// `451 4.7.1 Try again later`.
+    Defer(Reply),
+    /// `discard`: accept, then drop the message (the client sees success).
+    Discard,
+    /// `hold`: accept and keep the message in the queue, not delivered until released.
+    Hold,
+    /// `hook "file.rhai" [function="name"]`: a Rhai function decides.
+    Hook(HookConfig),
 }
 
-/// One condition of a rule (a property on the rule node).
+/// Where a hook's code is; compiled by [`crate::policy`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ConditionConfig {
+pub struct HookConfig {
+    /// Absolute (resolved against the config file's directory).
+    pub path: PathBuf,
+    /// As written in the configuration, for messages.
+    pub display: String,
+    /// Defaults to the stage's name (`rcpt`, `data`, ...).
+    pub function: Option<String>,
+}
+
+/// One condition of a rule (a property on the rule node); `not-` in front of its name
+/// negates it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConditionConfig {
+    pub negate: bool,
+    pub test: Condition,
+}
+
+/// What a condition tests. Each is available from a certain stage on (see
+/// [`Condition::available_at`]); using one earlier is a configuration error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Condition {
     /// `client="..."`: the client's IP is in a network set or literal network.
     Client(ClientRef),
-    /// `rcpt-domain="set"`: the recipient's routing domain is in a domain set.
+    /// `listener="name"`: the session came in on this listener.
+    Listener(String),
+    /// `helo="name"`: the HELO/EHLO name, case-insensitively.
+    Helo(String),
+    /// `helo-matches="regex"`.
+    HeloMatches(Pattern),
+    /// `tls=#true|#false`: the session is encrypted.
+    Tls(bool),
+    /// `authenticated=#true|#false`: the client authenticated (SMTP AUTH).
+    Authenticated(bool),
+    /// `auth-user="name"`: the authenticated user, exactly.
+    AuthUser(String),
+    /// `sender="a@b"`: the envelope sender, case-insensitively (`""` is the null sender).
+    Sender(String),
+    /// `sender-domain="domains-set"`.
+    SenderDomain(String),
+    /// `sender-matches="regex"` over the whole address.
+    SenderMatches(Pattern),
+    /// `rcpt="a@b"`: the recipient, case-insensitively.
+    Rcpt(String),
+    /// `rcpt-domain="domains-set"`: the recipient's routing domain is in a domain set.
     RcptDomain(String),
+    /// `rcpt-matches="regex"` over the whole address.
+    RcptMatches(Pattern),
+    /// `size-over="10M"`: at MAIL, the SIZE= the client declared; at DATA, the message.
+    SizeOver(u64),
+    /// `header-matches="regex"`: any header line, unfolded, as `Name: value`.
+    HeaderMatches(Pattern),
 }
+
+impl Condition {
+    /// The property name, without `not-`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Condition::Client(_) => "client",
+            Condition::Listener(_) => "listener",
+            Condition::Helo(_) => "helo",
+            Condition::HeloMatches(_) => "helo-matches",
+            Condition::Tls(_) => "tls",
+            Condition::Authenticated(_) => "authenticated",
+            Condition::AuthUser(_) => "auth-user",
+            Condition::Sender(_) => "sender",
+            Condition::SenderDomain(_) => "sender-domain",
+            Condition::SenderMatches(_) => "sender-matches",
+            Condition::Rcpt(_) => "rcpt",
+            Condition::RcptDomain(_) => "rcpt-domain",
+            Condition::RcptMatches(_) => "rcpt-matches",
+            Condition::SizeOver(_) => "size-over",
+            Condition::HeaderMatches(_) => "header-matches",
+        }
+    }
+
+    /// Whether what this condition tests exists at `stage`: the client from connect
+    /// on, the HELO name from helo on, the sender from mail on, one recipient only in
+    /// rcpt and route (data has them all), the size at mail and data, headers in data.
+    pub fn available_at(&self, stage: Stage) -> bool {
+        use Stage::*;
+        match self {
+            Condition::Client(_) | Condition::Listener(_) => true,
+            Condition::Helo(_) | Condition::HeloMatches(_) | Condition::Tls(_) => stage != Connect,
+            Condition::Authenticated(_)
+            | Condition::AuthUser(_)
+            | Condition::Sender(_)
+            | Condition::SenderDomain(_)
+            | Condition::SenderMatches(_) => matches!(stage, Mail | Rcpt | Data | Route),
+            Condition::Rcpt(_) | Condition::RcptDomain(_) | Condition::RcptMatches(_) => {
+                matches!(stage, Rcpt | Route)
+            }
+            Condition::SizeOver(_) => matches!(stage, Mail | Data),
+            Condition::HeaderMatches(_) => stage == Data,
+        }
+    }
+}
+
+/// A compiled regular expression that compares by its source (so configs can be
+/// compared in tests). Case-insensitive unless the pattern says `(?-i)`.
+#[derive(Clone, Debug)]
+pub struct Pattern(pub regex::Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+impl Eq for Pattern {}
 
 /// What a `client=` condition refers to.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -19,8 +19,8 @@ use miette::{NamedSource, SourceSpan};
 use super::reply::{MAX_REPLY_TEXT, is_reply_char};
 use super::units::{parse_duration, parse_size};
 use super::{
-    ClientRef, ConditionConfig, Config, ConfigError, ConfigErrors, Limits, Listener, Origin, Reply,
-    RuleAction, RuleConfig, Server, Stage,
+    ClientRef, Condition, ConditionConfig, Config, ConfigError, ConfigErrors, HookConfig, Limits,
+    Listener, Origin, Pattern, Reply, RuleAction, RuleConfig, Server, Stage,
 };
 use crate::lookup::{DomainSet, NetworkSet};
 
@@ -38,12 +38,55 @@ const LIMIT_KEYS: &[&str] = &[
     "connections-per-ip",
     "min-free-space",
 ];
-const RULES: &[&str] = &["accept", "reject"];
-const CONDITIONS: &[&str] = &["client", "rcpt-domain"];
+const RULES: &[&str] = &["accept", "reject", "defer", "discard", "hold", "hook"];
+const CONDITIONS: &[&str] = &[
+    "client",
+    "listener",
+    "helo",
+    "helo-matches",
+    "tls",
+    "authenticated",
+    "auth-user",
+    "sender",
+    "sender-domain",
+    "sender-matches",
+    "rcpt",
+    "rcpt-domain",
+    "rcpt-matches",
+    "size-over",
+    "header-matches",
+];
+/// Every condition with `not-` in front.
+const NEGATED_CONDITIONS: &[&str] = &[
+    "not-client",
+    "not-listener",
+    "not-helo",
+    "not-helo-matches",
+    "not-tls",
+    "not-authenticated",
+    "not-auth-user",
+    "not-sender",
+    "not-sender-domain",
+    "not-sender-matches",
+    "not-rcpt",
+    "not-rcpt-domain",
+    "not-rcpt-matches",
+    "not-size-over",
+    "not-header-matches",
+];
+
+fn availability_help(test: &Condition) -> String {
+    let stages: Vec<&str> = Stage::ALL
+        .into_iter()
+        .filter(|s| test.available_at(*s))
+        .map(Stage::as_str)
+        .collect();
+    format!("`{}` can be used in: {}", test.name(), stages.join(", "))
+}
 
 /// Reads `text` (named `name` for display; `path` locates relative paths).
 pub(super) fn parse(name: &str, path: &Path, text: &str) -> Result<Config, ConfigErrors> {
-    let mut p = Parser::new(name, text);
+    let mut p = Parser::new(name, path, text);
     let config = match KdlDocument::parse_v2(text) {
         Ok(doc) => p.document(&doc, path),
         Err(e) => {
@@ -74,6 +117,8 @@ pub(super) fn parse(name: &str, path: &Path, text: &str) -> Result<Config, Confi
 }
 
 struct Parser<'t> {
+    /// The configuration file's path: relative paths in it resolve against its directory.
+    config_path: PathBuf,
     file: Arc<str>,
     text: &'t str,
     source: NamedSource<Arc<String>>,
@@ -90,11 +135,12 @@ struct Sets {
 }
 
 impl<'t> Parser<'t> {
-    fn new(name: &str, text: &'t str) -> Self {
+    fn new(name: &str, path: &Path, text: &'t str) -> Self {
         let line_starts = std::iter::once(0)
             .chain(text.match_indices('\n').map(|(i, _)| i + 1))
             .collect();
         Self {
+            config_path: path.to_path_buf(),
             file: Arc::from(name),
             text,
             source: NamedSource::new(name, Arc::new(text.to_owned())),
@@ -432,7 +478,7 @@ impl<'t> Parser<'t> {
         let mut limits: Option<(Limits, Origin)> = None;
         let mut listeners: Vec<(Listener, Origin)> = Vec::new();
         let mut saw_listen = false;
-        let mut rcpt: Option<(Vec<RuleConfig>, Origin)> = None;
+        let mut stages: [Option<(Vec<RuleConfig>, Origin)>; Stage::COUNT] = Default::default();
 
         for node in doc.nodes() {
             let here = self.origin(node.name().span().offset());
@@ -462,7 +508,7 @@ impl<'t> Parser<'t> {
                         listeners.push((l, here));
                     }
                 }
-                "stage" => self.stage(node, &sets, &mut rcpt),
+                "stage" => self.stage(node, &sets, &mut stages),
                 _ => {
                     self.check_annotations(node);
                     self.unknown_node(node, "", TOP_LEVEL);
@@ -494,7 +540,7 @@ impl<'t> Parser<'t> {
                 .map(|(k, (v, _))| (k, v))
                 .collect(),
             domains: sets.domains.into_iter().map(|(k, (v, _))| (k, v)).collect(),
-            rcpt_rules: rcpt.map(|r| r.0).unwrap_or_default(),
+            stages: stages.map(|s| s.map(|(rules, _)| rules).unwrap_or_default()),
         })
     }
 
@@ -852,7 +898,12 @@ impl<'t> Parser<'t> {
 
     // ---- stages ---------------------------------------------------------------
 
-    fn stage(&mut self, node: &KdlNode, sets: &Sets, rcpt: &mut Option<(Vec<RuleConfig>, Origin)>) {
+    fn stage(
+        &mut self,
+        node: &KdlNode,
+        sets: &Sets,
+        stages: &mut [Option<(Vec<RuleConfig>, Origin)>; Stage::COUNT],
+    ) {
         const USAGE: &str = "stage \"rcpt\" { accept ...; reject ... }";
         self.check_annotations(node);
         self.props(node, &[]);
@@ -877,65 +928,175 @@ impl<'t> Parser<'t> {
                 return;
             }
         };
-        if stage != Stage::Rcpt {
-            self.error(
-                args[0].span(),
-                format!("stage `{name}` is not supported yet"),
-                "not supported yet",
-            )
-            .help = Some("only `stage \"rcpt\"` can hold rules in this version".to_owned());
-            return;
-        }
         let here = self.origin(node.name().span().offset());
-        if let Some((_, first)) = rcpt {
+        if let Some((_, first)) = &stages[stage.index()] {
             let first = first.clone();
-            self.duplicate(args[0].span(), "`stage \"rcpt\"` block".into(), &first);
+            self.duplicate(args[0].span(), format!("`stage \"{name}\"` block"), &first);
             return;
         }
         let Some(children) = children else { return };
         let rules = children
             .nodes()
             .iter()
-            .filter_map(|rule| self.rule(rule, sets))
+            .filter_map(|rule| self.rule(rule, sets, stage))
             .collect();
-        *rcpt = Some((rules, here));
+        stages[stage.index()] = Some((rules, here));
     }
 
-    fn rule(&mut self, node: &KdlNode, sets: &Sets) -> Option<RuleConfig> {
+    fn rule(&mut self, node: &KdlNode, sets: &Sets, stage: Stage) -> Option<RuleConfig> {
         self.check_annotations(node);
         let origin = self.origin(node.name().span().offset());
-        let action = match node.name().value() {
-            "accept" => {
-                const USAGE: &str = "accept [client=...] [rcpt-domain=...]";
-                self.no_children(node);
-                self.args(node, 0, Some(0), USAGE)
-                    .map(|_| RuleAction::Accept)
+        let verb = node.name().value();
+        if !RULES.contains(&verb) {
+            self.unknown_node(node, "stage", RULES);
+            return None;
+        }
+        self.no_children(node);
+        let action = match verb {
+            "accept" => self
+                .args(node, 0, Some(0), "accept [conditions]")
+                .map(|_| RuleAction::Accept),
+            "reject" => self
+                .args(
+                    node,
+                    3,
+                    Some(3),
+                    "reject CODE \"X.Y.Z\" \"text\" [conditions]",
+                )
+                .and_then(|args| self.reply(&args))
+                .map(RuleAction::Reject),
+            "defer" => self
+                .args(
+                    node,
+                    0,
+                    Some(3),
+                    "defer [CODE \"X.Y.Z\" \"text\"] [conditions]",
+                )
+                .and_then(|args| match args.len() {
+                    0 => Some(Reply::new(451, [4, 7, 1], "Try again later")),
+                    3 => {
+                        let reply = self.reply(&args)?;
+                        if !reply.is_temporary() {
+                            self.error(args[0].span(), "`defer` needs a 4xx code", "not 4xx")
+                                .help = Some("use `reject` for a permanent refusal".to_owned());
+                            return None;
+                        }
+                        Some(reply)
+                    }
+                    _ => {
+                        self.error(
+                            node.name().span(),
+                            "`defer` takes no arguments or all three: CODE \"X.Y.Z\" \"text\"",
+                            "wrong arguments",
+                        );
+                        None
+                    }
+                })
+                .map(RuleAction::Defer),
+            "discard" | "hold" => {
+                let usage = if verb == "discard" {
+                    "discard [conditions]"
+                } else {
+                    "hold [conditions]"
+                };
+                let args = self.args(node, 0, Some(0), usage);
+                if stage == Stage::Route {
+                    self.error(
+                        node.name().span(),
+                        format!("`{verb}` has no meaning in the route stage"),
+                        "not here",
+                    );
+                    return None;
+                }
+                args.map(|_| {
+                    if verb == "discard" {
+                        RuleAction::Discard
+                    } else {
+                        RuleAction::Hold
+                    }
+                })
             }
-            "reject" => {
-                const USAGE: &str = "reject CODE \"X.Y.Z\" \"text\" [client=...] [rcpt-domain=...]";
-                self.no_children(node);
-                self.args(node, 3, Some(3), USAGE)
-                    .and_then(|args| self.reject(&args))
-            }
-            _ => {
-                self.unknown_node(node, "stage", RULES);
-                return None;
-            }
+            "hook" => self
+                .args(
+                    node,
+                    1,
+                    Some(1),
+                    "hook \"file.rhai\" [function=\"name\"] [conditions]",
+                )
+                .and_then(|args| {
+                    let file = self.string(args[0], "hook file")?;
+                    Some(RuleAction::Hook(HookConfig {
+                        path: resolve(&self.config_path, file),
+                        display: file.to_owned(),
+                        function: None,
+                    }))
+                }),
+            _ => unreachable!("checked against RULES"),
         };
-        let conditions: Vec<Option<ConditionConfig>> = self
-            .props(node, CONDITIONS)
-            .into_iter()
-            .map(|(key, entry)| self.condition(key, entry, sets))
-            .collect();
-        let conditions = conditions.into_iter().collect::<Option<Vec<_>>>()?;
-        Some(RuleConfig {
-            action: action?,
+        let mut allowed: Vec<&str> = CONDITIONS.to_vec();
+        allowed.extend(NEGATED_CONDITIONS.iter());
+        allowed.push("mode");
+        if verb == "hook" {
+            allowed.push("function");
+        }
+        let mut warn = false;
+        let mut function = None;
+        let mut conditions = Vec::new();
+        let mut ok = true;
+        for (key, entry) in self.props(node, &allowed) {
+            match key {
+                "mode" => match self.string(entry, "`mode`") {
+                    Some("warn") => warn = true,
+                    Some("enforce") => warn = false,
+                    Some(other) => {
+                        self.error(
+                            entry.span(),
+                            format!("unknown mode `{other}`"),
+                            "unknown mode",
+                        )
+                        .help = Some(
+                            "mode is \"warn\" (log only) or \"enforce\" (the default)".to_owned(),
+                        );
+                        ok = false;
+                    }
+                    None => ok = false,
+                },
+                "function" => function = self.string(entry, "`function`").map(str::to_owned),
+                _ => {
+                    let (negate, name) = match key.strip_prefix("not-") {
+                        Some(name) => (true, name),
+                        None => (false, key),
+                    };
+                    match self.condition(name, entry, sets) {
+                        Some(test) if !test.available_at(stage) => {
+                            self.error(
+                                entry.span(),
+                                format!("`{name}` does not exist at the {stage} stage"),
+                                "not available here",
+                            )
+                            .help = Some(availability_help(&test));
+                            ok = false;
+                        }
+                        Some(test) => conditions.push(ConditionConfig { negate, test }),
+                        None => ok = false,
+                    }
+                }
+            }
+        }
+        let mut action = action?;
+        if let RuleAction::Hook(hook) = &mut action {
+            hook.function = function;
+        }
+        ok.then_some(RuleConfig {
+            action,
             conditions,
+            warn,
             origin,
         })
     }
 
-    fn reject(&mut self, args: &[&KdlEntry]) -> Option<RuleAction> {
+    /// `CODE "X.Y.Z" "text"`, checked.
+    fn reply(&mut self, args: &[&KdlEntry]) -> Option<Reply> {
         let code = self.integer(args[0], "reply code", 400, 599);
         let enhanced = self
             .string(args[1], "enhanced status code")
@@ -969,47 +1130,76 @@ impl<'t> Parser<'t> {
             self.error(args[1].span(), e, "does not match the reply code");
             return None;
         }
-        Some(RuleAction::Reject(Reply::new(code, enhanced, text?)))
+        Some(Reply::new(code, enhanced, text?))
     }
 
-    fn condition(&mut self, key: &str, entry: &KdlEntry, sets: &Sets) -> Option<ConditionConfig> {
+    fn condition(&mut self, key: &str, entry: &KdlEntry, sets: &Sets) -> Option<Condition> {
+        match key {
+            "tls" | "authenticated" => {
+                let Some(b) = entry.value().as_bool() else {
+                    self.error(
+                        entry.span(),
+                        format!(
+                            "`{key}` must be #true or #false, not {}",
+                            kind(entry.value())
+                        ),
+                        "expected a boolean",
+                    );
+                    return None;
+                };
+                return Some(if key == "tls" {
+                    Condition::Tls(b)
+                } else {
+                    Condition::Authenticated(b)
+                });
+            }
+            "size-over" => {
+                return self
+                    .size(entry, "`size-over`", 0, u64::MAX)
+                    .map(Condition::SizeOver);
+            }
+            _ => {}
+        }
         let value = self.string(entry, &format!("`{key}`"))?;
         match key {
-            "client" => {
-                if sets.networks.contains_key(value) {
-                    return Some(ConditionConfig::Client(ClientRef::Set(value.to_owned())));
-                }
-                if let Ok(ip) = value.parse::<IpAddr>() {
-                    return Some(ConditionConfig::Client(ClientRef::Net(IpNet::from(ip))));
-                }
-                if let Ok(net) = value.parse::<IpNet>() {
-                    if net.trunc() != net {
+            "listener" => Some(Condition::Listener(value.to_owned())),
+            "helo" => Some(Condition::Helo(value.to_ascii_lowercase())),
+            "auth-user" => Some(Condition::AuthUser(value.to_owned())),
+            "sender" => Some(Condition::Sender(value.to_ascii_lowercase())),
+            "rcpt" => Some(Condition::Rcpt(value.to_ascii_lowercase())),
+            "helo-matches" | "sender-matches" | "rcpt-matches" | "header-matches" => {
+                let pattern = match regex::RegexBuilder::new(value)
+                    .case_insensitive(true)
+                    .size_limit(1 << 20)
+                    .build()
+                {
+                    Ok(re) => Pattern(re),
+                    Err(e) => {
                         self.error(
                             entry.span(),
-                            format!("network `{value}` has host bits set"),
-                            "host bits set",
-                        )
-                        .help = Some(format!("did you mean `{}`?", net.trunc()));
+                            format!("invalid regular expression: {e}"),
+                            "invalid regex",
+                        );
                         return None;
                     }
-                    return Some(ConditionConfig::Client(ClientRef::Net(net)));
-                }
-                let help =
-                    suggest(value, sets.networks.keys().map(String::as_str)).unwrap_or_else(|| {
-                        "define it with `networks NAME \"CIDR\"...`, or write a CIDR or IP address"
-                            .to_owned()
-                    });
-                self.error(
-                    entry.span(),
-                    format!("`{value}` is neither a defined network set nor a CIDR or IP address"),
-                    "undefined network set",
-                )
-                .help = Some(help);
-                None
+                };
+                Some(match key {
+                    "helo-matches" => Condition::HeloMatches(pattern),
+                    "sender-matches" => Condition::SenderMatches(pattern),
+                    "rcpt-matches" => Condition::RcptMatches(pattern),
+                    _ => Condition::HeaderMatches(pattern),
+                })
             }
-            "rcpt-domain" => {
+            "client" => self
+                .client_condition(value, entry, sets)
+                .map(Condition::Client),
+            "rcpt-domain" | "sender-domain" => {
                 if sets.domains.contains_key(value) {
-                    return Some(ConditionConfig::RcptDomain(value.to_owned()));
+                    return Some(if key == "rcpt-domain" {
+                        Condition::RcptDomain(value.to_owned())
+                    } else {
+                        Condition::SenderDomain(value.to_owned())
+                    });
                 }
                 let help =
                     suggest(value, sets.domains.keys().map(String::as_str)).unwrap_or_else(|| {
@@ -1025,6 +1215,42 @@ impl<'t> Parser<'t> {
             }
             _ => unreachable!("checked against CONDITIONS"),
         }
+    }
+
+    fn client_condition(
+        &mut self,
+        value: &str,
+        entry: &KdlEntry,
+        sets: &Sets,
+    ) -> Option<ClientRef> {
+        if sets.networks.contains_key(value) {
+            return Some(ClientRef::Set(value.to_owned()));
+        }
+        if let Ok(ip) = value.parse::<IpAddr>() {
+            return Some(ClientRef::Net(IpNet::from(ip)));
+        }
+        if let Ok(net) = value.parse::<IpNet>() {
+            if net.trunc() != net {
+                self.error(
+                    entry.span(),
+                    format!("network `{value}` has host bits set"),
+                    "host bits set",
+                )
+                .help = Some(format!("did you mean `{}`?", net.trunc()));
+                return None;
+            }
+            return Some(ClientRef::Net(net));
+        }
+        let help = suggest(value, sets.networks.keys().map(String::as_str)).unwrap_or_else(|| {
+            "define it with `networks NAME \"CIDR\"...`, or write a CIDR or IP address".to_owned()
+        });
+        self.error(
+            entry.span(),
+            format!("`{value}` is neither a defined network set nor a CIDR or IP address"),
+            "undefined network set",
+        )
+        .help = Some(help);
+        None
     }
 }
 

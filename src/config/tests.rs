@@ -46,6 +46,13 @@ fn origin(line: u32, column: u32) -> Origin {
     }
 }
 
+fn cond(test: Condition) -> ConditionConfig {
+    ConditionConfig {
+        negate: false,
+        test,
+    }
+}
+
 #[test]
 fn example_parses_to_expected_values() {
     let config = parse(EXAMPLE);
@@ -74,21 +81,24 @@ fn example_parses_to_expected_values() {
     assert!(config.domains["relay"].contains("example.test"));
     assert!(config.domains["relay"].contains("a.example.test"));
     assert_eq!(
-        config.rcpt_rules,
+        config.rules(Stage::Rcpt).to_vec(),
         vec![
             RuleConfig {
                 action: RuleAction::Accept,
-                conditions: vec![ConditionConfig::Client(ClientRef::Set("trusted".into()))],
+                conditions: vec![cond(Condition::Client(ClientRef::Set("trusted".into())))],
+                warn: false,
                 origin: origin(9, 5),
             },
             RuleConfig {
                 action: RuleAction::Accept,
-                conditions: vec![ConditionConfig::RcptDomain("relay".into())],
+                conditions: vec![cond(Condition::RcptDomain("relay".into()))],
+                warn: false,
                 origin: origin(10, 5),
             },
             RuleConfig {
                 action: RuleAction::Reject(Reply::new(554, [5, 7, 1], "Relay access denied")),
                 conditions: vec![],
+                warn: false,
                 origin: origin(11, 5),
             },
         ]
@@ -112,7 +122,7 @@ fn defaults() {
     let config = parse(PRELUDE);
     assert_eq!(config.server.banner, "ESMTP");
     assert_eq!(config.server.shutdown_timeout, Duration::from_secs(30));
-    assert!(config.rcpt_rules.is_empty());
+    assert!(config.rules(Stage::Rcpt).to_vec().is_empty());
     assert!(config.networks.is_empty() && config.domains.is_empty());
 }
 
@@ -328,11 +338,7 @@ fn stages() {
     let messages: Vec<&str> = errors.errors.iter().map(|e| e.message.as_str()).collect();
     assert_eq!(
         messages,
-        [
-            "stage `mail` is not supported yet",
-            "unknown stage `rpct`",
-            "duplicate `stage \"rcpt\"` block",
-        ],
+        ["unknown stage `rpct`", "duplicate `stage \"rcpt\"` block",],
         "{rendered}"
     );
     assert!(rendered.contains("did you mean `rcpt`?"));
@@ -366,19 +372,21 @@ fn rule_conditions() {
     let config = parse(&format!(
         "{PRELUDE}domains \"relay\" \"example.test\"\nstage \"rcpt\" {{\n    accept client=\"192.0.2.0/24\" rcpt-domain=\"relay\"\n    accept client=\"2001:db8::1\"\n    reject 450 \"4.7.1\" \"try later\" client=\"10.0.0.0/8\"\n}}\nnetworks \"late\" \"10.0.0.1\"\n"
     ));
-    let rules = &config.rcpt_rules;
+    let rules = &config.rules(Stage::Rcpt).to_vec();
     assert_eq!(
         rules[0].conditions,
         vec![
-            ConditionConfig::Client(ClientRef::Net("192.0.2.0/24".parse().unwrap())),
-            ConditionConfig::RcptDomain("relay".into()),
+            cond(Condition::Client(ClientRef::Net(
+                "192.0.2.0/24".parse().unwrap()
+            ))),
+            cond(Condition::RcptDomain("relay".into())),
         ]
     );
     assert_eq!(
         rules[1].conditions,
-        vec![ConditionConfig::Client(ClientRef::Net(
+        vec![cond(Condition::Client(ClientRef::Net(
             "2001:db8::1/128".parse().unwrap()
-        ))]
+        )))]
     );
     assert_eq!(
         rules[2].action,

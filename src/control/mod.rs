@@ -18,8 +18,10 @@ pub fn check(path: &Path) -> Result<(), String> {
 
 /// The one-line summary of a valid configuration.
 pub fn summary(config: &Config) -> String {
+    let rules: usize = config.stages.iter().map(Vec::len).sum();
+    let stages = config.stages.iter().filter(|s| !s.is_empty()).count();
     format!(
-        "{}: ok ({} listener{}, {} network set{}, {} domain set{}, {} rcpt rule{})",
+        "{}: ok ({} listener{}, {} network set{}, {} domain set{}, {} rule{} in {} stage{})",
         config.path.display(),
         config.listeners.len(),
         plural(config.listeners.len()),
@@ -27,8 +29,10 @@ pub fn summary(config: &Config) -> String {
         plural(config.networks.len()),
         config.domains.len(),
         plural(config.domains.len()),
-        config.rcpt_rules.len(),
-        plural(config.rcpt_rules.len()),
+        rules,
+        plural(rules),
+        stages,
+        plural(stages),
     )
 }
 
@@ -74,12 +78,13 @@ fn list_line(m: &QueuedMessage) -> String {
         &m.envelope.sender
     };
     format!(
-        "{:<16} {:>9} {:<20} {} -> {}",
+        "{:<16} {:>9} {:<20} {} -> {}{}",
         m.id,
         m.size,
         arrival(m.arrival_ms),
         sender,
-        m.envelope.recipients.join(", ")
+        m.envelope.recipients.join(", "),
+        if m.envelope.held { " (held)" } else { "" }
     )
 }
 

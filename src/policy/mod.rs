@@ -21,80 +21,181 @@
 //!   sanitised and bounded.
 
 mod address;
+mod message;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::config::{ClientRef, ConditionConfig, Config, RuleAction, RuleConfig};
+use regex::Regex;
+use tracing::{debug, warn};
+
+use crate::config::{ClientRef, Condition, Config, RuleAction, RuleConfig};
 use crate::lookup::{DomainSet, NetworkSet};
 
 pub use crate::config::{Origin, Reply, Stage};
 pub use address::routing_domain;
+pub use message::{HeaderLine, parse_headers};
 
-/// Longest recipient echoed back in a reply, in bytes.
+/// Longest address echoed back in a reply.
 pub const MAX_ECHOED_ADDRESS: usize = 256;
 
 /// What a stage decided.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Accept (this recipient, this command).
+    /// Go ahead (the command is accepted).
     Accept,
-    /// Refuse with this reply (4xx temporary, 5xx permanent).
+    /// Refuse with this reply (4xx or 5xx).
     Reject(Reply),
-    /// No decision: the next rule runs. Never the result of a whole stage.
+    /// Refuse for now (always 4xx).
+    Defer(Reply),
+    /// Accept, then drop the message.
+    Discard,
+    /// Accept, and keep the message on hold in the queue.
+    Hold,
+    /// No decision: the next rule runs.
     Next,
 }
 
-/// A verdict and the rule that made it.
+impl Verdict {
+    /// The verb as rules write it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Verdict::Accept => "accept",
+            Verdict::Reject(_) => "reject",
+            Verdict::Defer(_) => "defer",
+            Verdict::Discard => "discard",
+            Verdict::Hold => "hold",
+            Verdict::Next => "next",
+        }
+    }
+}
+
+/// A stage's verdict and the rule that made it (`None`: no rule decided and the
+/// stage's default applied).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
-    /// What to do.
     pub verdict: Verdict,
-    /// The deciding rule's place in the configuration; `None` when no rule decided
-    /// and the stage's default applied.
     pub rule: Option<Origin>,
 }
 
-/// What the rcpt stage knows about a recipient.
+/// What a stage can see. Fields that do not exist yet at a stage are `None` / empty;
+/// the configuration refuses conditions that would read them there.
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    pub client_ip: IpAddr,
+    pub listener: &'a str,
+    pub helo: Option<&'a str>,
+    pub tls: bool,
+    pub auth_user: Option<&'a str>,
+    /// `Some("")` is the null sender.
+    pub sender: Option<&'a str>,
+    pub rcpt: Option<&'a str>,
+    /// The recipients accepted so far (all of them at data).
+    pub recipients: &'a [String],
+    /// At mail, the SIZE= the client declared (if any); at data, the message size.
+    pub size: Option<u64>,
+    /// At data, the message's header lines, unfolded.
+    pub headers: &'a [HeaderLine],
+}
+
+impl<'a> Context<'a> {
+    /// A connect-stage context: only the client is known.
+    pub fn new(client_ip: IpAddr, listener: &'a str) -> Self {
+        Self {
+            client_ip,
+            listener,
+            helo: None,
+            tls: false,
+            auth_user: None,
+            sender: None,
+            rcpt: None,
+            recipients: &[],
+            size: None,
+            headers: &[],
+        }
+    }
+}
+
+/// The context of the first policy, kept for callers that only check recipients.
 #[derive(Clone, Copy, Debug)]
 pub struct RcptContext<'a> {
-    /// The client's address as the socket reports it (IPv4-mapped IPv6 is fine).
     pub client_ip: IpAddr,
-    /// The recipient, `local@domain`, without angle brackets.
     pub rcpt: &'a str,
 }
 
-/// The compiled policy of every stage.
+/// The compiled policy: per stage, an ordered list of rules.
 #[derive(Debug, Default)]
 pub struct Pipeline {
-    /// Rules per stage, indexed by [`Stage::index`].
     stages: [Vec<Rule>; Stage::COUNT],
 }
 
 #[derive(Debug)]
 struct Rule {
-    /// `Accept` or `Reject`; never `Next`.
     verdict: Verdict,
-    /// All must match.
-    conditions: Box<[Condition]>,
+    conditions: Box<[Test]>,
+    warn: bool,
     origin: Origin,
 }
 
 #[derive(Debug)]
-enum Condition {
-    /// The client IP is in the set.
+struct Test {
+    negate: bool,
+    check: Check,
+}
+
+/// A condition with its sets resolved and its patterns compiled.
+#[derive(Debug)]
+enum Check {
     Client(Arc<NetworkSet>),
-    /// The recipient's routing domain is in the set.
+    Listener(String),
+    Helo(String),
+    HeloMatches(Regex),
+    Tls(bool),
+    Authenticated(bool),
+    AuthUser(String),
+    Sender(String),
+    SenderDomain(Arc<DomainSet>),
+    SenderMatches(Regex),
+    Rcpt(String),
     RcptDomain(Arc<DomainSet>),
+    RcptMatches(Regex),
+    SizeOver(u64),
+    HeaderMatches(Regex),
+}
+
+impl Check {
+    /// Whether the condition holds. A value the stage does not have never matches
+    /// (and so a negated condition on it does).
+    fn holds(&self, ctx: &Context<'_>) -> bool {
+        match self {
+            Check::Client(set) => set.contains(ctx.client_ip),
+            Check::Listener(name) => ctx.listener == name,
+            Check::Helo(name) => ctx.helo.is_some_and(|h| h.eq_ignore_ascii_case(name)),
+            Check::HeloMatches(re) => ctx.helo.is_some_and(|h| re.is_match(h)),
+            Check::Tls(want) => ctx.tls == *want,
+            Check::Authenticated(want) => ctx.auth_user.is_some() == *want,
+            Check::AuthUser(user) => ctx.auth_user == Some(user.as_str()),
+            Check::Sender(addr) => ctx.sender.is_some_and(|s| s.eq_ignore_ascii_case(addr)),
+            Check::SenderDomain(set) => ctx
+                .sender
+                .and_then(|s| s.rsplit_once('@'))
+                .is_some_and(|(_, d)| set.contains(d)),
+            Check::SenderMatches(re) => ctx.sender.is_some_and(|s| re.is_match(s)),
+            Check::Rcpt(addr) => ctx.rcpt.is_some_and(|r| r.eq_ignore_ascii_case(addr)),
+            Check::RcptDomain(set) => ctx
+                .rcpt
+                .and_then(routing_domain)
+                .is_some_and(|d| set.contains(&d)),
+            Check::RcptMatches(re) => ctx.rcpt.is_some_and(|r| re.is_match(r)),
+            Check::SizeOver(limit) => ctx.size.is_some_and(|s| s > *limit),
+            Check::HeaderMatches(re) => ctx.headers.iter().any(|h| re.is_match(h.line())),
+        }
+    }
 }
 
 impl Pipeline {
-    /// Compiles the rules of a validated configuration.
-    ///
-    /// Set references were checked by [`Config::parse`]. Should a hand-built
-    /// `Config` name a set that does not exist, the rule is compiled to fail closed:
-    /// reaching it answers `451 4.3.5` (try later), and an error is logged.
+    /// Compiles a validated configuration (set references were checked by config).
     pub fn compile(config: &Config) -> Pipeline {
         let networks: BTreeMap<&str, Arc<NetworkSet>> = config
             .networks
@@ -106,37 +207,64 @@ impl Pipeline {
             .iter()
             .map(|(name, set)| (name.as_str(), Arc::new(set.clone())))
             .collect();
-
         let mut pipeline = Pipeline::default();
-        pipeline.stages[Stage::Rcpt.index()] = config
-            .rcpt_rules
-            .iter()
-            .map(|rule| compile_rule(rule, &networks, &domains))
-            .collect();
+        for stage in Stage::ALL {
+            pipeline.stages[stage.index()] = config
+                .rules(stage)
+                .iter()
+                .map(|rule| compile_rule(rule, &networks, &domains))
+                .collect();
+        }
         pipeline
     }
 
-    /// Decides on one recipient: the first rule whose conditions all match, else
-    /// `554 5.7.1 <rcpt>: Relay access denied`.
-    pub fn rcpt(&self, ctx: &RcptContext<'_>) -> Decision {
-        let domain = routing_domain(ctx.rcpt);
-        for rule in &self.stages[Stage::Rcpt.index()] {
-            let matched = rule.conditions.iter().all(|c| match c {
-                Condition::Client(set) => set.contains(ctx.client_ip),
-                Condition::RcptDomain(set) => domain.as_deref().is_some_and(|d| set.contains(d)),
-            });
-            if matched {
-                tracing::debug!(rule = %rule.origin, verdict = ?rule.verdict, "rcpt rule matched");
-                return Decision {
-                    verdict: rule.verdict.clone(),
-                    rule: Some(rule.origin.clone()),
-                };
+    /// Runs one stage: the first rule whose conditions all hold and whose verdict is
+    /// not `next` decides; `mode="warn"` rules only log. With no decision, rcpt
+    /// refuses (`554 5.7.1 Relay access denied`: never an open relay) and every
+    /// other stage accepts.
+    pub fn evaluate(&self, stage: Stage, ctx: &Context<'_>) -> Decision {
+        for rule in &self.stages[stage.index()] {
+            if !rule
+                .conditions
+                .iter()
+                .all(|t| t.check.holds(ctx) != t.negate)
+            {
+                continue;
             }
+            if rule.verdict == Verdict::Next {
+                continue;
+            }
+            if rule.warn {
+                warn!(%stage, rule = %rule.origin, would = rule.verdict.name(), "warn-mode rule matched; not enforced");
+                continue;
+            }
+            debug!(%stage, rule = %rule.origin, verdict = rule.verdict.name(), "rule decided");
+            return Decision {
+                verdict: rule.verdict.clone(),
+                rule: Some(rule.origin.clone()),
+            };
         }
+        let verdict = match (stage, ctx.rcpt) {
+            (Stage::Rcpt, Some(rcpt)) => Verdict::Reject(relay_denied(rcpt)),
+            (Stage::Rcpt, None) => Verdict::Reject(relay_denied("")),
+            _ => Verdict::Accept,
+        };
         Decision {
-            verdict: Verdict::Reject(relay_denied(ctx.rcpt)),
+            verdict,
             rule: None,
         }
+    }
+
+    /// The rcpt stage for a client and one recipient.
+    pub fn rcpt(&self, ctx: &RcptContext<'_>) -> Decision {
+        let recipients: [String; 0] = [];
+        let context = Context {
+            rcpt: Some(ctx.rcpt),
+            sender: Some(""),
+            recipients: &recipients,
+            ..Context::new(ctx.client_ip, "")
+        };
+        self.evaluate(Stage::Rcpt, &context)
     }
 
     /// How many rules a stage holds.
@@ -168,32 +296,57 @@ fn compile_rule(
     let verdict = match &rule.action {
         RuleAction::Accept => Verdict::Accept,
         RuleAction::Reject(reply) => Verdict::Reject(reply.clone()),
+        RuleAction::Defer(reply) => Verdict::Defer(reply.clone()),
+        RuleAction::Discard => Verdict::Discard,
+        RuleAction::Hold => Verdict::Hold,
+        // Hooks are compiled by `build`; a pipeline made without it fails closed.
+        RuleAction::Hook(_) => {
+            Verdict::Defer(Reply::new(451, [4, 3, 0], "Error: policy hook unavailable"))
+        }
     };
     let mut conditions = Vec::with_capacity(rule.conditions.len());
     for condition in &rule.conditions {
-        let compiled = match condition {
-            ConditionConfig::Client(ClientRef::Net(net)) => {
-                Some(Condition::Client(Arc::new(NetworkSet::new(vec![*net]))))
+        let check = match &condition.test {
+            Condition::Client(ClientRef::Net(net)) => {
+                Some(Check::Client(Arc::new(NetworkSet::new(vec![*net]))))
             }
-            ConditionConfig::Client(ClientRef::Set(name)) => {
-                networks.get(name.as_str()).cloned().map(Condition::Client)
+            Condition::Client(ClientRef::Set(name)) => {
+                networks.get(name.as_str()).cloned().map(Check::Client)
             }
-            ConditionConfig::RcptDomain(name) => domains
-                .get(name.as_str())
-                .cloned()
-                .map(Condition::RcptDomain),
+            Condition::RcptDomain(name) => {
+                domains.get(name.as_str()).cloned().map(Check::RcptDomain)
+            }
+            Condition::SenderDomain(name) => {
+                domains.get(name.as_str()).cloned().map(Check::SenderDomain)
+            }
+            Condition::Listener(v) => Some(Check::Listener(v.clone())),
+            Condition::Helo(v) => Some(Check::Helo(v.clone())),
+            Condition::HeloMatches(p) => Some(Check::HeloMatches(p.0.clone())),
+            Condition::Tls(b) => Some(Check::Tls(*b)),
+            Condition::Authenticated(b) => Some(Check::Authenticated(*b)),
+            Condition::AuthUser(v) => Some(Check::AuthUser(v.clone())),
+            Condition::Sender(v) => Some(Check::Sender(v.clone())),
+            Condition::SenderMatches(p) => Some(Check::SenderMatches(p.0.clone())),
+            Condition::Rcpt(v) => Some(Check::Rcpt(v.clone())),
+            Condition::RcptMatches(p) => Some(Check::RcptMatches(p.0.clone())),
+            Condition::SizeOver(n) => Some(Check::SizeOver(*n)),
+            Condition::HeaderMatches(p) => Some(Check::HeaderMatches(p.0.clone())),
         };
-        match compiled {
-            Some(c) => conditions.push(c),
+        match check {
+            Some(check) => conditions.push(Test {
+                negate: condition.negate,
+                check,
+            }),
             None => {
                 tracing::error!(rule = %rule.origin, ?condition, "rule refers to an undefined set; it will tempfail");
                 return Rule {
-                    verdict: Verdict::Reject(Reply::new(
+                    verdict: Verdict::Defer(Reply::new(
                         451,
                         [4, 3, 5],
                         "Server configuration error",
                     )),
                     conditions: Box::new([]),
+                    warn: false,
                     origin: rule.origin.clone(),
                 };
             }
@@ -202,6 +355,7 @@ fn compile_rule(
     Rule {
         verdict,
         conditions: conditions.into_boxed_slice(),
+        warn: rule.warn,
         origin: rule.origin.clone(),
     }
 }

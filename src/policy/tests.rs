@@ -191,17 +191,25 @@ fn a_dangling_reference_fails_closed() {
         limits: Default::default(),
         networks: BTreeMap::new(),
         domains: BTreeMap::new(),
-        rcpt_rules: vec![crate::config::RuleConfig {
-            action: crate::config::RuleAction::Accept,
-            conditions: vec![crate::config::ConditionConfig::RcptDomain("missing".into())],
-            origin: at(1, 1).unwrap(),
-        }],
+        stages: {
+            let mut stages: [Vec<crate::config::RuleConfig>; Stage::COUNT] = Default::default();
+            stages[Stage::Rcpt.index()] = vec![crate::config::RuleConfig {
+                action: crate::config::RuleAction::Accept,
+                conditions: vec![crate::config::ConditionConfig {
+                    negate: false,
+                    test: crate::config::Condition::RcptDomain("missing".into()),
+                }],
+                warn: false,
+                origin: at(1, 1).unwrap(),
+            }];
+            stages
+        },
     };
     let d = Pipeline::compile(&config).rcpt(&RcptContext {
         client_ip: "127.0.0.1".parse().unwrap(),
         rcpt: "a@example.test",
     });
-    let Verdict::Reject(reply) = d.verdict else {
+    let Verdict::Defer(reply) = d.verdict else {
         panic!("a dangling reference must not accept");
     };
     assert!(reply.is_temporary());

@@ -25,7 +25,7 @@
 //!
 //! | kind | name       | payload after the version byte |
 //! |------|------------|--------------------------------|
-//! | 1    | Message    | id u64, arrival unix ms u64, flags u8 (bit0 8BITMIME body, bit1 SMTPUTF8), strings sender (`""` = null sender), listener, helo, client ip (`""` if unknown), auth user (`""` if none), u32 recipient count + one string each, u64 body length, body bytes (the message as received, `Received:` included) |
+//! | 1    | Message    | id u64, arrival unix ms u64, flags u8 (bit0 8BITMIME body, bit1 SMTPUTF8, bit2 held), strings sender (`""` = null sender), listener, helo, client ip (`""` if unknown), auth user (`""` if none), u32 recipient count + one string each, u64 body length, body bytes (the message as received, `Received:` included) |
 //! | 2    | RcptStatus | id u64, rcpt index u32, status u8 (0 queued, 1 delivered, 2 bounced, 3 deferred), at unix ms u64, attempts u32, next attempt unix ms u64, detail string |
 //! | 3    | Remove     | id u64 |
 //!
@@ -112,6 +112,8 @@ pub struct Envelope {
     pub body_8bit: bool,
     /// SMTPUTF8 was requested: addresses may be UTF-8; the next hop must support it.
     pub smtputf8: bool,
+    /// Put on hold by policy (`hold`): kept in the queue, not delivered until released.
+    pub held: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]

@@ -20,6 +20,7 @@ pub(crate) const REMOVE_VERSION: u8 = 1;
 
 const FLAG_8BITMIME: u8 = 1 << 0;
 const FLAG_SMTPUTF8: u8 = 1 << 1;
+const FLAG_HELD: u8 = 1 << 2;
 
 /// Room reserved for the body when a record is created, so a typical message is appended
 /// without reallocating.
@@ -79,6 +80,9 @@ fn encode_message_prefix(id: QueueId, arrival_ms: u64, envelope: &Envelope) -> V
     }
     if envelope.smtputf8 {
         flags |= FLAG_SMTPUTF8;
+    }
+    if envelope.held {
+        flags |= FLAG_HELD;
     }
     w.u8(flags);
     w.str(&envelope.sender);
@@ -378,6 +382,7 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Decoded, String> {
                     auth_user: if auth.is_empty() { None } else { Some(auth) },
                     body_8bit: flags & FLAG_8BITMIME != 0,
                     smtputf8: flags & FLAG_SMTPUTF8 != 0,
+                    held: flags & FLAG_HELD != 0,
                 },
                 body_start,
                 body_len,

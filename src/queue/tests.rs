@@ -17,6 +17,7 @@ fn envelope(rcpts: usize) -> Envelope {
         auth_user: None,
         body_8bit: false,
         smtputf8: false,
+        held: false,
     }
 }
 
@@ -66,6 +67,7 @@ async fn commit_then_reopen_keeps_envelope_and_body() {
         auth_user: Some("jörg".into()),
         body_8bit: true,
         smtputf8: true,
+        held: true,
     };
     let (spool, rec) = Spool::open(&dir).unwrap();
     assert_eq!(

@@ -11,7 +11,8 @@ use tracing::{error, info};
 
 use super::dot::{DotReceiver, has_bare_eol};
 use super::reply;
-use super::session::{Flow, Session, State};
+use super::session::{Disposition, Flow, Session, State};
+use crate::policy::{Context, Stage, Verdict, parse_headers};
 use crate::queue::{Envelope, MessageRecord, QueueId};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -73,6 +74,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             auth_user: None,
             body_8bit: self.tx.body_8bit,
             smtputf8: self.tx.smtputf8,
+            held: self.tx.disposition.max(self.disposition) == Disposition::Hold,
         };
         let mut record = MessageRecord::new(id, arrival, &envelope);
         let received = received_header(ReceivedInfo {
@@ -106,31 +108,67 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.push_ok(&text)
     }
 
-    /// The end of DATA or of the last BDAT chunk: refuse, or queue durably and say 250.
+    /// The end of DATA or of the last BDAT chunk: refuse, or run the data stage and
+    /// queue durably, then say 250.
     pub(super) async fn finish_message(&mut self, bare_eol: bool) -> Flow {
-        let Some(record) = self.tx.record.take() else {
+        let Some(mut record) = self.tx.record.take() else {
             self.reset_transaction();
             return self.fail(reply::NEED_RCPT);
         };
-        let oversized = self.tx.oversized;
-        let recipients = self.tx.recipients.len();
-        let from = self.tx.sender.take().unwrap_or_default();
-        self.reset_transaction();
-        if oversized {
+        if self.tx.oversized {
+            self.reset_transaction();
             info!(queue_id = %record.id(), "message refused: too big");
             return self.fail(reply::MESSAGE_TOO_BIG);
         }
         if bare_eol {
+            self.reset_transaction();
             info!(queue_id = %record.id(), "message refused: bare CR or LF");
             return self.fail(reply::BARE_EOL_DATA);
         }
+        let id = record.id();
         let size = record.body_len();
+        let (headers, _) = parse_headers(record.body());
+        let decision = self.policy.evaluate(
+            Stage::Data,
+            &Context {
+                size: Some(size as u64),
+                headers: &headers,
+                ..self.policy_context()
+            },
+        );
+        let queued = format!("250 2.0.0 Ok: queued as {id}\r\n");
+        let refused = matches!(decision.verdict, Verdict::Reject(_) | Verdict::Defer(_));
+        // an accepting verdict answers nothing yet: the 250 waits for the disk
+        let flow = self.apply(Stage::Data, decision, "");
+        let recipients = self.tx.recipients.len();
+        let from = self.tx.sender.take().unwrap_or_default();
+        let disposition = self.tx.disposition.max(self.disposition);
+        self.reset_transaction();
+        if refused {
+            return flow;
+        }
+        match disposition {
+            Disposition::Discard => {
+                info!(queue_id = %id, from = %reply::sanitize(&from, 256), nrcpt = recipients, size, "discarded by policy");
+                return self.push_ok(&queued);
+            }
+            Disposition::Hold if !record.envelope().held => {
+                let envelope = Envelope {
+                    held: true,
+                    ..record.envelope().clone()
+                };
+                let mut held = MessageRecord::new(id, record.arrival_ms(), &envelope);
+                held.body_mut().extend_from_slice(record.body());
+                record = held;
+            }
+            _ => {}
+        }
         match self.core.spool.commit(record).await {
             Ok(id) => {
                 self.messages += 1;
-                info!(queue_id = %id, from = %reply::sanitize(&from, 256), nrcpt = recipients, size, "queued");
-                let text = format!("250 2.0.0 Ok: queued as {id}\r\n");
-                self.push_ok(&text)
+                let held = disposition == Disposition::Hold;
+                info!(queue_id = %id, from = %reply::sanitize(&from, 256), nrcpt = recipients, size, held, "queued");
+                self.push_ok(&queued)
             }
             Err(err) => {
                 error!(%err, "spool write failed; message not accepted");

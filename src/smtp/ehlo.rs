@@ -5,6 +5,7 @@ use tracing::debug;
 
 use super::reply;
 use super::session::{Flow, Session};
+use crate::policy::{Context, Stage, Verdict};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Records the client's name and starts afresh (RFC 5321 §4.1.4: EHLO resets the
@@ -13,15 +14,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let host = reply::sanitize(host, 255);
         debug!(helo = %host, esmtp, "helo");
         self.reset_transaction();
-        self.helo = Some(host);
-        self.esmtp = esmtp;
-        if esmtp {
-            let ehlo = self.core.ehlo.clone();
-            self.push(&ehlo);
+        let decision = self.policy.evaluate(
+            Stage::Helo,
+            &Context {
+                helo: Some(&host),
+                ..self.policy_context()
+            },
+        );
+        let ok = if esmtp {
+            self.core.ehlo.clone()
         } else {
-            let text = format!("250 {}\r\n", self.core.hostname);
-            self.push(&text);
+            format!("250 {}\r\n", self.core.hostname)
+        };
+        let refused = matches!(decision.verdict, Verdict::Reject(_) | Verdict::Defer(_));
+        let flow = self.apply(Stage::Helo, decision, &ok);
+        if !refused {
+            // a refused HELO leaves the client without a name: it must try again
+            self.helo = Some(host);
+            self.esmtp = esmtp;
         }
-        Flow::Continue
+        flow
     }
 }

@@ -8,6 +8,7 @@ use tracing::{debug, warn};
 
 use super::reply;
 use super::session::{Flow, Session};
+use crate::policy::{Context, Stage, Verdict};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(super) fn handle_mail(&mut self, from: MailFrom<Cow<'_, str>>) -> Flow {
@@ -32,10 +33,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return self.fail(reply::INSUFFICIENT_STORAGE);
         }
         debug!(from = %from.address, size = from.size, "mail");
-        self.tx.sender = Some(from.address.into_owned());
-        self.tx.body_8bit = from.flags & MAIL_BODY_8BITMIME != 0;
-        self.tx.smtputf8 = smtputf8;
-        self.push_ok(reply::MAIL_OK)
+        let declared = (from.size > 0).then_some(from.size as u64);
+        let decision = self.policy.evaluate(
+            Stage::Mail,
+            &Context {
+                sender: Some(&from.address),
+                size: declared,
+                ..self.policy_context()
+            },
+        );
+        let refused = matches!(decision.verdict, Verdict::Reject(_) | Verdict::Defer(_));
+        let flow = self.apply(Stage::Mail, decision, reply::MAIL_OK);
+        if !refused {
+            self.tx.sender = Some(from.address.into_owned());
+            self.tx.declared_size = declared;
+            self.tx.body_8bit = from.flags & MAIL_BODY_8BITMIME != 0;
+            self.tx.smtputf8 = smtputf8;
+        } else {
+            self.tx.disposition = Default::default();
+        }
+        flow
     }
 
     /// Postfix's rule: refuse new mail while free space is under `min-free-space`, or

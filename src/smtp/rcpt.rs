@@ -8,7 +8,7 @@ use tracing::info;
 
 use super::reply;
 use super::session::{Flow, Session};
-use crate::policy::{RcptContext, Verdict};
+use crate::policy::{Context, Stage, Verdict};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(super) fn handle_rcpt(&mut self, to: RcptTo<Cow<'_, str>>, line: &[u8]) -> Flow {
@@ -33,35 +33,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if !to.address.is_ascii() && !self.tx.smtputf8 {
             return self.fail(reply::NEED_SMTPUTF8);
         }
-        let decision = self.policy.rcpt(&RcptContext {
-            client_ip: self.peer.ip(),
-            rcpt: &to.address,
-        });
-        let rule = decision
-            .rule
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_else(|| "default".into());
-        match decision.verdict {
-            Verdict::Accept => {
-                info!(rcpt = %to.address, %rule, "recipient accepted");
-                self.tx.recipients.push(to.address.into_owned());
-                self.push_ok(reply::RCPT_OK)
-            }
-            Verdict::Reject(r) => {
-                let text = reply::line(r.code, r.enhanced, &r.text);
-                info!(rcpt = %reply::sanitize(&to.address, 256), %rule, reply = text.trim_end(), "recipient refused");
-                self.fail(&text)
-            }
-            Verdict::Next => unreachable_default(self),
+        let decision = self.policy.evaluate(
+            Stage::Rcpt,
+            &Context {
+                rcpt: Some(&to.address),
+                ..self.policy_context()
+            },
+        );
+        let accepted = !matches!(decision.verdict, Verdict::Reject(_) | Verdict::Defer(_));
+        if accepted {
+            let rule = decision
+                .rule
+                .as_ref()
+                .map_or_else(|| "default".to_owned(), ToString::to_string);
+            info!(rcpt = %to.address, %rule, "recipient accepted");
         }
+        let flow = self.apply(Stage::Rcpt, decision, reply::RCPT_OK);
+        if accepted {
+            self.tx.recipients.push(to.address.into_owned());
+        }
+        flow
     }
-}
-
-/// The pipeline always ends a stage with a decision; should it ever not, the recipient
-/// is refused (fail closed), never accepted.
-fn unreachable_default<S: AsyncRead + AsyncWrite + Unpin>(session: &mut Session<S>) -> Flow {
-    session.fail("554 5.7.1 Error: Relay access denied\r\n")
 }
 
 fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {

@@ -16,7 +16,7 @@ use super::Core;
 use super::dot::DotReceiver;
 use super::line::{LineEvent, LineReader};
 use super::reply;
-use crate::policy::Pipeline;
+use crate::policy::{Context, Decision, Pipeline, Stage, Verdict};
 use crate::queue::MessageRecord;
 
 /// Bytes read from the socket at a time. Memory per idle session is this buffer plus
@@ -58,6 +58,20 @@ pub(super) struct Transaction {
     pub bdat: bool,
     /// When DATA/BDAT started, for the data deadline.
     pub data_started: Option<Instant>,
+    /// The SIZE= the client declared at MAIL, for `size-over` at the mail stage.
+    pub declared_size: Option<u64>,
+    /// What policy said should become of this message (discard, hold) so far.
+    pub disposition: Disposition,
+}
+
+/// What becomes of an accepted message. Policy may only make it stricter within a
+/// session: a discard is never turned back into a delivery.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Disposition {
+    #[default]
+    Deliver,
+    Hold,
+    Discard,
 }
 
 /// Whether the session goes on after a command.
@@ -84,6 +98,8 @@ pub struct Session<S> {
     pub(super) out: Vec<u8>,
     pub(super) errors: u32,
     pub(super) messages: u32,
+    /// Set by the connect or helo stage: applies to every message of the session.
+    pub(super) disposition: Disposition,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -104,13 +120,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             out: Vec::with_capacity(512),
             errors: 0,
             messages: 0,
+            disposition: Disposition::Deliver,
         }
     }
 
     /// Runs the session to its end: greeting, commands, QUIT, timeout or shutdown.
     pub async fn run(mut self) {
         info!("connect");
-        self.push(&self.core.greeting.clone());
+        let decision = self.policy.evaluate(Stage::Connect, &self.policy_context());
+        let greeting = self.core.greeting.clone();
+        if self.apply(Stage::Connect, decision, &greeting) == Flow::Close {
+            let mut buf = [0u8; 1024];
+            self.linger(&mut buf).await;
+            info!(reason = "refused at connect", "disconnect");
+            return;
+        }
         let mut shutdown = self.core.shutdown.clone();
         let mut buf = vec![0u8; READ_BUFFER];
         // (why, whether we close first and so must linger for the client's last bytes)
@@ -368,6 +392,56 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.tx.oversized = true;
             record.truncate_body();
             record.body_mut().shrink_to_fit();
+        }
+    }
+
+    /// What the policy may see now; the caller fills in what is stage-specific.
+    pub(super) fn policy_context(&self) -> Context<'_> {
+        Context {
+            helo: self.helo.as_deref(),
+            sender: self.tx.sender.as_deref(),
+            recipients: &self.tx.recipients,
+            size: self.tx.declared_size,
+            ..Context::new(self.peer.ip(), &self.listener)
+        }
+    }
+
+    /// Answers a command the way a stage decided: `ok` for accept (and for discard
+    /// and hold, which the client must not be able to tell apart), the rule's reply
+    /// for reject and defer. A refusal at connect ends the session.
+    pub(super) fn apply(&mut self, stage: Stage, decision: Decision, ok: &str) -> Flow {
+        let rule = decision
+            .rule
+            .as_ref()
+            .map_or_else(|| "default".to_owned(), ToString::to_string);
+        let refusal = match decision.verdict {
+            Verdict::Accept | Verdict::Next => None,
+            Verdict::Reject(r) | Verdict::Defer(r) => Some(r),
+            Verdict::Discard | Verdict::Hold => {
+                let d = if decision.verdict == Verdict::Discard {
+                    Disposition::Discard
+                } else {
+                    Disposition::Hold
+                };
+                info!(%stage, %rule, verdict = decision.verdict.name(), "policy");
+                match stage {
+                    Stage::Connect | Stage::Helo => self.disposition = self.disposition.max(d),
+                    _ => self.tx.disposition = self.tx.disposition.max(d),
+                }
+                None
+            }
+        };
+        match refusal {
+            None => self.push_ok(ok),
+            Some(r) => {
+                let text = reply::line(r.code, r.enhanced, &r.text);
+                info!(%stage, %rule, reply = text.trim_end(), "policy refused");
+                if stage == Stage::Connect {
+                    self.push(&text);
+                    return Flow::Close;
+                }
+                self.fail(&text)
+            }
         }
     }
 
