@@ -25,7 +25,9 @@ use super::{
 use crate::lookup::{DomainSet, NetworkSet};
 
 /// Top-level nodes, for "did you mean".
-const TOP_LEVEL: &[&str] = &["server", "listen", "limits", "networks", "domains", "stage"];
+const TOP_LEVEL: &[&str] = &[
+    "server", "listen", "limits", "networks", "domains", "stage", "include",
+];
 const SERVER_KEYS: &[&str] = &["hostname", "spool", "banner", "shutdown-timeout"];
 const LIMIT_KEYS: &[&str] = &[
     "message-size",
@@ -84,20 +86,17 @@ fn availability_help(test: &Condition) -> String {
     format!("`{}` can be used in: {}", test.name(), stages.join(", "))
 }
 
-/// Reads `text` (named `name` for display; `path` locates relative paths).
+/// Reads `text` (named `name` for display; `path` locates relative paths), and every
+/// file it `include`s.
 pub(super) fn parse(name: &str, path: &Path, text: &str) -> Result<Config, ConfigErrors> {
-    let mut p = Parser::new(name, path, text);
-    let config = match KdlDocument::parse_v2(text) {
-        Ok(doc) => p.document(&doc, path),
-        Err(e) => {
-            for d in e.diagnostics {
-                let message = d.message.unwrap_or_else(|| "invalid KDL".to_owned());
-                let label = d.label.unwrap_or_else(|| "here".to_owned());
-                p.error(d.span, format!("syntax error: {message}"), label)
-                    .help = d.help;
-            }
-            None
-        }
+    let root = SourceFile::new(name, path, text);
+    let mut p = Parser::new(root.clone());
+    let mut docs = Vec::new();
+    p.load(root, &mut docs, &mut Vec::new());
+    let config = if p.errors.is_empty() {
+        p.document(&docs, path)
+    } else {
+        None
     };
     match config {
         Some(config) if p.errors.is_empty() => Ok(config),
@@ -107,7 +106,15 @@ pub(super) fn parse(name: &str, path: &Path, text: &str) -> Result<Config, Confi
                 // Every path that yields no config reports why; keep it that way.
                 errors.push(ConfigError::without_source("invalid configuration"));
             }
-            errors.sort_by_key(|e| e.span.map(|s| s.offset()));
+            // in file order (the main file first, then includes as loaded), then by place
+            let order: Vec<Arc<str>> = docs.iter().map(|(f, _)| f.name.clone()).collect();
+            errors.sort_by_key(|e| {
+                let file = e.location.as_ref().map(|l| &l.file);
+                let rank = file
+                    .and_then(|f| order.iter().position(|o| o == f))
+                    .unwrap_or(0);
+                (rank, e.span.map(|s| s.offset()))
+            });
             Err(ConfigErrors {
                 file: name.to_owned(),
                 errors,
@@ -116,14 +123,39 @@ pub(super) fn parse(name: &str, path: &Path, text: &str) -> Result<Config, Confi
     }
 }
 
-struct Parser<'t> {
-    /// The configuration file's path: relative paths in it resolve against its directory.
-    config_path: PathBuf,
-    file: Arc<str>,
-    text: &'t str,
+/// One configuration file: the main one or an included one.
+struct SourceFile {
+    /// Where it is: relative paths inside it resolve against its directory.
+    path: PathBuf,
+    /// As shown in messages.
+    name: Arc<str>,
+    text: Arc<String>,
     source: NamedSource<Arc<String>>,
     /// Byte offset of the start of each line.
     line_starts: Vec<usize>,
+}
+
+impl SourceFile {
+    fn new(name: &str, path: &Path, text: &str) -> Arc<SourceFile> {
+        let text = Arc::new(text.to_owned());
+        Arc::new(SourceFile {
+            path: path.to_path_buf(),
+            name: Arc::from(name),
+            line_starts: std::iter::once(0)
+                .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect(),
+            source: NamedSource::new(name, text.clone()),
+            text,
+        })
+    }
+}
+
+/// How deep includes may nest (a guard against runaway include chains).
+const MAX_INCLUDE_DEPTH: usize = 16;
+
+struct Parser {
+    /// The file whose nodes are being read.
+    cur: Arc<SourceFile>,
     errors: Vec<ConfigError>,
 }
 
@@ -134,33 +166,95 @@ struct Sets {
     domains: BTreeMap<String, (DomainSet, Origin)>,
 }
 
-impl<'t> Parser<'t> {
-    fn new(name: &str, path: &Path, text: &'t str) -> Self {
-        let line_starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-            .collect();
+impl Parser {
+    fn new(root: Arc<SourceFile>) -> Self {
         Self {
-            config_path: path.to_path_buf(),
-            file: Arc::from(name),
-            text,
-            source: NamedSource::new(name, Arc::new(text.to_owned())),
-            line_starts,
+            cur: root,
             errors: Vec::new(),
         }
+    }
+
+    /// Parses `file` and, depth first, every file it includes: the documents come out
+    /// in the order their nodes apply. `stack` holds the include chain, for cycles.
+    fn load(
+        &mut self,
+        file: Arc<SourceFile>,
+        docs: &mut Vec<(Arc<SourceFile>, KdlDocument)>,
+        stack: &mut Vec<PathBuf>,
+    ) {
+        self.cur = file.clone();
+        let doc = match KdlDocument::parse_v2(&file.text) {
+            Ok(doc) => doc,
+            Err(e) => {
+                for d in e.diagnostics {
+                    let message = d.message.unwrap_or_else(|| "invalid KDL".to_owned());
+                    let label = d.label.unwrap_or_else(|| "here".to_owned());
+                    self.error(d.span, format!("syntax error: {message}"), label)
+                        .help = d.help;
+                }
+                return;
+            }
+        };
+        stack.push(file.path.clone());
+        let mut children = Vec::new();
+        for node in doc.nodes().iter().filter(|n| n.name().value() == "include") {
+            self.check_annotations(node);
+            self.props(node, &[]);
+            self.no_children(node);
+            let Some(args) = self.args(node, 1, Some(1), "include \"file.kdl\"") else {
+                continue;
+            };
+            let Some(name) = self.string(args[0], "include path") else {
+                continue;
+            };
+            let path = resolve(&file.path, name);
+            if stack.contains(&path) {
+                self.error(
+                    args[0].span(),
+                    format!("`{name}` includes itself (an include cycle)"),
+                    "include cycle",
+                );
+                continue;
+            }
+            if stack.len() >= MAX_INCLUDE_DEPTH {
+                self.error(
+                    args[0].span(),
+                    format!("includes nest deeper than {MAX_INCLUDE_DEPTH}"),
+                    "too deep",
+                );
+                continue;
+            }
+            match std::fs::read_to_string(&path) {
+                Ok(text) => children.push(SourceFile::new(name, &path, &text)),
+                Err(e) => {
+                    self.error(
+                        args[0].span(),
+                        format!("cannot read `{name}`: {e}"),
+                        "cannot read",
+                    );
+                }
+            }
+        }
+        docs.push((file, doc));
+        for child in children {
+            self.load(child, docs, stack);
+        }
+        stack.pop();
     }
 
     // ---- reporting ------------------------------------------------------------
 
     fn origin(&self, offset: usize) -> Origin {
-        let offset = offset.min(self.text.len());
-        let line = self.line_starts.partition_point(|&s| s <= offset) - 1;
-        let start = self.line_starts[line];
-        let column = self
+        let cur = &self.cur;
+        let offset = offset.min(cur.text.len());
+        let line = cur.line_starts.partition_point(|&s| s <= offset) - 1;
+        let start = cur.line_starts[line];
+        let column = cur
             .text
             .get(start..offset)
             .map_or(offset - start, |s| s.chars().count());
         Origin {
-            file: self.file.clone(),
+            file: cur.name.clone(),
             line: u32::try_from(line + 1).unwrap_or(u32::MAX),
             column: u32::try_from(column + 1).unwrap_or(u32::MAX),
         }
@@ -175,7 +269,7 @@ impl<'t> Parser<'t> {
         let location = self.origin(span.offset());
         self.errors.push(ConfigError {
             message: message.into(),
-            source_code: Some(self.source.clone()),
+            source_code: Some(self.cur.source.clone()),
             span: Some(span),
             location: Some(location),
             label: Some(label.into()),
@@ -470,8 +564,12 @@ impl<'t> Parser<'t> {
 
     // ---- the document ---------------------------------------------------------
 
-    fn document(&mut self, doc: &KdlDocument, path: &Path) -> Option<Config> {
-        let sets = self.sets(doc);
+    fn document(&mut self, docs: &[(Arc<SourceFile>, KdlDocument)], path: &Path) -> Option<Config> {
+        let mut sets = Sets::default();
+        for (file, doc) in docs {
+            self.cur = file.clone();
+            self.sets(doc, &mut sets);
+        }
 
         let mut server: Option<Server> = None;
         let mut server_at: Option<Origin> = None;
@@ -480,10 +578,15 @@ impl<'t> Parser<'t> {
         let mut saw_listen = false;
         let mut stages: [Option<(Vec<RuleConfig>, Origin)>; Stage::COUNT] = Default::default();
 
-        for node in doc.nodes() {
+        for (file, node) in docs
+            .iter()
+            .flat_map(|(f, d)| d.nodes().iter().map(move |n| (f, n)))
+        {
+            self.cur = file.clone();
             let here = self.origin(node.name().span().offset());
             match node.name().value() {
                 "networks" | "domains" => {} // read by `sets`
+                "include" => {}              // read by `load`
                 "server" => {
                     if let Some(first) = &server_at {
                         let first = first.clone();
@@ -517,6 +620,7 @@ impl<'t> Parser<'t> {
         }
 
         let start = SourceSpan::from(0..0);
+        self.cur = docs[0].0.clone();
         if server_at.is_none() {
             self.error(start, "missing `server` block", "expected here")
                 .help = Some(
@@ -546,8 +650,7 @@ impl<'t> Parser<'t> {
 
     // ---- named sets -----------------------------------------------------------
 
-    fn sets(&mut self, doc: &KdlDocument) -> Sets {
-        let mut sets = Sets::default();
+    fn sets(&mut self, doc: &KdlDocument, sets: &mut Sets) {
         for node in doc.nodes() {
             let kind = node.name().value();
             if kind != "networks" && kind != "domains" {
@@ -605,7 +708,6 @@ impl<'t> Parser<'t> {
                 }
             }
         }
-        sets
     }
 
     /// A CIDR (`10.0.0.0/8`) or a bare address (a host network).
@@ -1026,7 +1128,7 @@ impl<'t> Parser<'t> {
                 .and_then(|args| {
                     let file = self.string(args[0], "hook file")?;
                     Some(RuleAction::Hook(HookConfig {
-                        path: resolve(&self.config_path, file),
+                        path: resolve(&self.cur.path, file),
                         display: file.to_owned(),
                         function: None,
                     }))
