@@ -1,6 +1,7 @@
 //! `mtactl`: the operator's command line. Each subcommand is a function in
 //! [`mtad::control`]; this file only parses arguments.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -24,6 +25,10 @@ enum Command {
         #[arg(long, short, value_name = "PATH")]
         config: PathBuf,
     },
+    /// Dry-run the policy: one envelope from options, or suites of test files.
+    /// Exit 0: all accepted / all cases passed; 1: something refused / a case failed;
+    /// 2: the configuration or a test file is invalid.
+    TestPolicy(TestPolicyArgs),
     /// Inspect the queue (reads the spool directly; safe while mtad runs).
     Queue {
         #[command(subcommand)]
@@ -52,15 +57,79 @@ enum QueueCommand {
     },
 }
 
+#[derive(clap::Args)]
+struct TestPolicyArgs {
+    #[arg(long, short, value_name = "PATH")]
+    config: PathBuf,
+    /// Suite files to run instead of a single envelope.
+    files: Vec<PathBuf>,
+    /// The client's IP address.
+    #[arg(long, default_value = "127.0.0.1")]
+    client: IpAddr,
+    #[arg(long)]
+    helo: Option<String>,
+    /// The authenticated user, as if the client had used SMTP AUTH.
+    #[arg(long)]
+    auth: Option<String>,
+    /// As if the session were encrypted.
+    #[arg(long)]
+    tls: bool,
+    /// The listener the client connected to.
+    #[arg(long, default_value = "")]
+    listener: String,
+    /// The envelope sender (`""` for the null sender).
+    #[arg(long)]
+    from: Option<String>,
+    /// A recipient; repeat for more.
+    #[arg(long)]
+    rcpt: Vec<String>,
+    /// A message file (headers and body) for the data stage.
+    #[arg(long, value_name = "FILE")]
+    message: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Text,
     Json,
 }
 
+fn test_policy(args: TestPolicyArgs) -> ExitCode {
+    use mtad::control::test_policy;
+    let json = matches!(args.format, Format::Json);
+    if !args.files.is_empty() {
+        return ExitCode::from(test_policy::suite(&args.config, &args.files, json));
+    }
+    let (Some(from), false) = (args.from, args.rcpt.is_empty()) else {
+        eprintln!("mtactl test-policy: give --from and at least one --rcpt, or suite files");
+        return ExitCode::from(test_policy::EXIT_CONFIG);
+    };
+    let message = match args.message.map(std::fs::read).transpose() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("mtactl test-policy: cannot read the message: {e}");
+            return ExitCode::from(test_policy::EXIT_CONFIG);
+        }
+    };
+    let envelope = mtad::policy::DryEnvelope {
+        client_ip: Some(args.client),
+        listener: args.listener,
+        helo: args.helo,
+        tls: args.tls,
+        auth_user: args.auth,
+        sender: from,
+        recipients: args.rcpt,
+        message,
+    };
+    ExitCode::from(test_policy::single(&args.config, &envelope, json))
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.command {
+        Command::TestPolicy(a) => return test_policy(a),
         Command::Check { config } => control::check(&config),
         Command::Queue { command } => match command {
             QueueCommand::List { config, format } => {

@@ -107,7 +107,7 @@ pub(super) fn parse(name: &str, path: &Path, text: &str) -> Result<Config, Confi
                 errors.push(ConfigError::without_source("invalid configuration"));
             }
             // in file order (the main file first, then includes as loaded), then by place
-            let order: Vec<Arc<str>> = docs.iter().map(|(f, _)| f.name.clone()).collect();
+            let order: Vec<Arc<str>> = docs.iter().map(|d| d.file.name.clone()).collect();
             errors.sort_by_key(|e| {
                 let file = e.location.as_ref().map(|l| &l.file);
                 let rank = file
@@ -150,6 +150,32 @@ impl SourceFile {
     }
 }
 
+/// A parsed file and where its `include` nodes point (node index → document index).
+struct Loaded {
+    file: Arc<SourceFile>,
+    doc: KdlDocument,
+    includes: Vec<(usize, usize)>,
+}
+
+/// Every top-level node in the order it applies: an included file's nodes stand
+/// where its `include` does.
+fn ordered(docs: &[Loaded]) -> Vec<(Arc<SourceFile>, &KdlNode)> {
+    fn walk<'d>(docs: &'d [Loaded], at: usize, out: &mut Vec<(Arc<SourceFile>, &'d KdlNode)>) {
+        let loaded = &docs[at];
+        for (index, node) in loaded.doc.nodes().iter().enumerate() {
+            match loaded.includes.iter().find(|(i, _)| *i == index) {
+                Some((_, child)) => walk(docs, *child, out),
+                None => out.push((loaded.file.clone(), node)),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if !docs.is_empty() {
+        walk(docs, 0, &mut out);
+    }
+    out
+}
+
 /// How deep includes may nest (a guard against runaway include chains).
 const MAX_INCLUDE_DEPTH: usize = 16;
 
@@ -176,12 +202,7 @@ impl Parser {
 
     /// Parses `file` and, depth first, every file it includes: the documents come out
     /// in the order their nodes apply. `stack` holds the include chain, for cycles.
-    fn load(
-        &mut self,
-        file: Arc<SourceFile>,
-        docs: &mut Vec<(Arc<SourceFile>, KdlDocument)>,
-        stack: &mut Vec<PathBuf>,
-    ) {
+    fn load(&mut self, file: Arc<SourceFile>, docs: &mut Vec<Loaded>, stack: &mut Vec<PathBuf>) {
         self.cur = file.clone();
         let doc = match KdlDocument::parse_v2(&file.text) {
             Ok(doc) => doc,
@@ -197,7 +218,10 @@ impl Parser {
         };
         stack.push(file.path.clone());
         let mut children = Vec::new();
-        for node in doc.nodes().iter().filter(|n| n.name().value() == "include") {
+        for (index, node) in doc.nodes().iter().enumerate() {
+            if node.name().value() != "include" {
+                continue;
+            }
             self.check_annotations(node);
             self.props(node, &[]);
             self.no_children(node);
@@ -225,7 +249,7 @@ impl Parser {
                 continue;
             }
             match std::fs::read_to_string(&path) {
-                Ok(text) => children.push(SourceFile::new(name, &path, &text)),
+                Ok(text) => children.push((index, SourceFile::new(name, &path, &text))),
                 Err(e) => {
                     self.error(
                         args[0].span(),
@@ -235,9 +259,19 @@ impl Parser {
                 }
             }
         }
-        docs.push((file, doc));
-        for child in children {
+        let me = docs.len();
+        docs.push(Loaded {
+            file,
+            doc,
+            includes: Vec::new(),
+        });
+        for (index, child) in children {
+            let child_index = docs.len();
+            let before = docs.len();
             self.load(child, docs, stack);
+            if docs.len() > before {
+                docs[me].includes.push((index, child_index));
+            }
         }
         stack.pop();
     }
@@ -564,12 +598,9 @@ impl Parser {
 
     // ---- the document ---------------------------------------------------------
 
-    fn document(&mut self, docs: &[(Arc<SourceFile>, KdlDocument)], path: &Path) -> Option<Config> {
-        let mut sets = Sets::default();
-        for (file, doc) in docs {
-            self.cur = file.clone();
-            self.sets(doc, &mut sets);
-        }
+    fn document(&mut self, docs: &[Loaded], path: &Path) -> Option<Config> {
+        let nodes = ordered(docs);
+        let sets = self.sets(&nodes);
 
         let mut server: Option<Server> = None;
         let mut server_at: Option<Origin> = None;
@@ -578,10 +609,7 @@ impl Parser {
         let mut saw_listen = false;
         let mut stages: [Option<(Vec<RuleConfig>, Origin)>; Stage::COUNT] = Default::default();
 
-        for (file, node) in docs
-            .iter()
-            .flat_map(|(f, d)| d.nodes().iter().map(move |n| (f, n)))
-        {
+        for (file, node) in &nodes {
             self.cur = file.clone();
             let here = self.origin(node.name().span().offset());
             match node.name().value() {
@@ -620,7 +648,7 @@ impl Parser {
         }
 
         let start = SourceSpan::from(0..0);
-        self.cur = docs[0].0.clone();
+        self.cur = docs[0].file.clone();
         if server_at.is_none() {
             self.error(start, "missing `server` block", "expected here")
                 .help = Some(
@@ -650,8 +678,10 @@ impl Parser {
 
     // ---- named sets -----------------------------------------------------------
 
-    fn sets(&mut self, doc: &KdlDocument, sets: &mut Sets) {
-        for node in doc.nodes() {
+    fn sets(&mut self, nodes: &[(Arc<SourceFile>, &KdlNode)]) -> Sets {
+        let mut sets = Sets::default();
+        for (file, node) in nodes {
+            self.cur = file.clone();
             let kind = node.name().value();
             if kind != "networks" && kind != "domains" {
                 continue;
@@ -664,7 +694,7 @@ impl Parser {
             } else {
                 "domains NAME \"example.test\" \".example.test\"..."
             };
-            let Some(args) = self.args(node, 2, None, usage) else {
+            let Some(args) = self.args(node, 1, None, usage) else {
                 continue;
             };
             let set_kind = if kind == "networks" {
@@ -708,6 +738,7 @@ impl Parser {
                 }
             }
         }
+        sets
     }
 
     /// A CIDR (`10.0.0.0/8`) or a bare address (a host network).
@@ -1031,18 +1062,18 @@ impl Parser {
             }
         };
         let here = self.origin(node.name().span().offset());
-        if let Some((_, first)) = &stages[stage.index()] {
-            let first = first.clone();
-            self.duplicate(args[0].span(), format!("`stage \"{name}\"` block"), &first);
-            return;
-        }
         let Some(children) = children else { return };
-        let rules = children
+        let rules: Vec<RuleConfig> = children
             .nodes()
             .iter()
             .filter_map(|rule| self.rule(rule, sets, stage))
             .collect();
-        stages[stage.index()] = Some((rules, here));
+        // Several blocks of one stage (say, one in an included default policy) run
+        // in the order they are written.
+        match &mut stages[stage.index()] {
+            Some((existing, _)) => existing.extend(rules),
+            slot => *slot = Some((rules, here)),
+        }
     }
 
     fn rule(&mut self, node: &KdlNode, sets: &Sets, stage: Stage) -> Option<RuleConfig> {

@@ -21,6 +21,7 @@
 //!   sanitised and bounded.
 
 mod address;
+mod dry_run;
 mod message;
 
 use std::collections::BTreeMap;
@@ -35,6 +36,7 @@ use crate::lookup::{DomainSet, NetworkSet};
 
 pub use crate::config::{Origin, Reply, Stage};
 pub use address::routing_domain;
+pub use dry_run::{DryEnvelope, DryRunReport, StageResult};
 pub use message::{HeaderLine, parse_headers};
 
 /// Longest address echoed back in a reply.
@@ -77,6 +79,8 @@ impl Verdict {
 pub struct Decision {
     pub verdict: Verdict,
     pub rule: Option<Origin>,
+    /// `mode="warn"` rules that matched on the way, with what they would have done.
+    pub warned: Vec<(Origin, Verdict)>,
 }
 
 /// What a stage can see. Fields that do not exist yet at a stage are `None` / empty;
@@ -223,6 +227,7 @@ impl Pipeline {
     /// refuses (`554 5.7.1 Relay access denied`: never an open relay) and every
     /// other stage accepts.
     pub fn evaluate(&self, stage: Stage, ctx: &Context<'_>) -> Decision {
+        let mut warned = Vec::new();
         for rule in &self.stages[stage.index()] {
             if !rule
                 .conditions
@@ -236,12 +241,14 @@ impl Pipeline {
             }
             if rule.warn {
                 warn!(%stage, rule = %rule.origin, would = rule.verdict.name(), "warn-mode rule matched; not enforced");
+                warned.push((rule.origin.clone(), rule.verdict.clone()));
                 continue;
             }
             debug!(%stage, rule = %rule.origin, verdict = rule.verdict.name(), "rule decided");
             return Decision {
                 verdict: rule.verdict.clone(),
                 rule: Some(rule.origin.clone()),
+                warned,
             };
         }
         let verdict = match (stage, ctx.rcpt) {
@@ -252,6 +259,7 @@ impl Pipeline {
         Decision {
             verdict,
             rule: None,
+            warned,
         }
     }
 

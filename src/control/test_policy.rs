@@ -1,0 +1,487 @@
+//! `mtactl test-policy`: a dry run of one envelope, or a suite of test files.
+//!
+//! A suite file is KDL, one `case` per test:
+//!
+//! ```kdl
+//! case "a trusted client may relay anywhere" {
+//!     client "127.0.0.1"
+//!     from "app@example.test"
+//!     rcpt "someone@elsewhere.test"
+//!     expect "rcpt" "accept"
+//!     outcome "queued"
+//! }
+//! ```
+//!
+//! Envelope nodes: `client`, `helo`, `listener`, `auth`, `tls` (`#true`), `from`,
+//! `rcpt` (one or more), `message` (the text, `\n` line ends become CRLF) or
+//! `message-file` (relative to the suite file). Expectations: `expect STAGE VERDICT`
+//! with optional `rcpt=` (only that recipient; otherwise every recipient),
+//! `reply=` (a prefix of the reply) and `rule=` (a part of the deciding rule's
+//! `file:line:col`, or `"default"`), `outcome` (`queued`, `held`, `discarded`,
+//! `refused`), and `not-reached STAGE`.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use kdl::{KdlDocument, KdlNode};
+use serde::Serialize;
+
+use crate::config::{Config, render};
+use crate::policy::{DryEnvelope, DryRunReport, Pipeline, Stage};
+
+/// Exit statuses, as documented: everything accepted / passed, something refused /
+/// failed, the configuration (or a test file) is broken.
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_REFUSED: u8 = 1;
+pub const EXIT_CONFIG: u8 = 2;
+
+/// Loads and compiles the policy, or prints why it cannot.
+fn pipeline(config_path: &Path) -> Result<(Config, Pipeline), u8> {
+    match Config::load(config_path) {
+        Ok(config) => {
+            let pipeline = Pipeline::compile(&config);
+            Ok((config, pipeline))
+        }
+        Err(errors) => {
+            eprint!("{}", render(&errors));
+            Err(EXIT_CONFIG)
+        }
+    }
+}
+
+/// One dry run from command-line options.
+pub fn single(config_path: &Path, envelope: &DryEnvelope, json: bool) -> u8 {
+    let (_, pipeline) = match pipeline(config_path) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let report = pipeline.dry_run(envelope);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        print!("{}", render_report(&report));
+    }
+    if report.refused_anything() {
+        EXIT_REFUSED
+    } else {
+        EXIT_OK
+    }
+}
+
+/// The report as an operator reads it: a line per stage (per recipient at rcpt).
+pub fn render_report(report: &DryRunReport) -> String {
+    let mut out = String::new();
+    for s in &report.stages {
+        let stage = match &s.rcpt {
+            Some(rcpt) => format!("{} <{rcpt}>", s.stage),
+            None => s.stage.to_owned(),
+        };
+        let rule = s.rule.as_deref().unwrap_or("default");
+        let reply = s
+            .reply
+            .as_deref()
+            .map(|r| format!("  {r}"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "{stage:<32} {:<8} {rule}{reply}", s.verdict);
+        for w in &s.warnings {
+            let _ = writeln!(
+                out,
+                "{:<32} {:<8} {w} (mode=\"warn\": not enforced)",
+                "", "warn"
+            );
+        }
+    }
+    for stage in &report.not_reached {
+        let _ = writeln!(out, "{stage:<32} -        not reached");
+    }
+    let _ = writeln!(out, "outcome: {}", report.outcome);
+    out
+}
+
+// ---- suites -----------------------------------------------------------------------
+
+/// One test case, read from a suite file.
+#[derive(Debug)]
+struct Case {
+    name: String,
+    /// file:line of the case, for messages.
+    at: String,
+    envelope: DryEnvelope,
+    expects: Vec<Expect>,
+    outcome: Option<String>,
+    not_reached: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Expect {
+    stage: String,
+    verdict: String,
+    rcpt: Option<String>,
+    reply: Option<String>,
+    rule: Option<String>,
+    at: String,
+}
+
+#[derive(Serialize)]
+struct CaseResult {
+    name: String,
+    at: String,
+    passed: bool,
+    failures: Vec<String>,
+    report: DryRunReport,
+}
+
+#[derive(Serialize)]
+struct SuiteResult {
+    cases: Vec<CaseResult>,
+    passed: usize,
+    failed: usize,
+    /// Rules that decided nothing in any case.
+    never_fired: Vec<String>,
+}
+
+/// Runs every case of every file; prints a line per case, a diff per failure, the
+/// totals and the rules no case exercised.
+pub fn suite(config_path: &Path, files: &[PathBuf], json: bool) -> u8 {
+    let (_, pipeline) = match pipeline(config_path) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let mut cases = Vec::new();
+    let mut broken = false;
+    for file in files {
+        match load_cases(file) {
+            Ok(mut c) => cases.append(&mut c),
+            Err(errors) => {
+                broken = true;
+                for e in errors {
+                    eprintln!("{e}");
+                }
+            }
+        }
+    }
+    if broken {
+        return EXIT_CONFIG;
+    }
+    let mut results = Vec::new();
+    let mut fired = BTreeSet::new();
+    for case in &cases {
+        let report = pipeline.dry_run(&case.envelope);
+        fired.extend(report.fired.iter().cloned());
+        let failures = check(case, &report);
+        results.push(CaseResult {
+            name: case.name.clone(),
+            at: case.at.clone(),
+            passed: failures.is_empty(),
+            failures,
+            report,
+        });
+    }
+    let never_fired: Vec<String> = pipeline
+        .rules()
+        .filter(|(_, origin)| !fired.contains(origin))
+        .map(|(stage, origin)| format!("{origin} (stage {stage})"))
+        .collect();
+    let passed = results.iter().filter(|r| r.passed).count();
+    let failed = results.len() - passed;
+    let summary = SuiteResult {
+        cases: results,
+        passed,
+        failed,
+        never_fired,
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).unwrap_or_default()
+        );
+    } else {
+        for r in &summary.cases {
+            println!(
+                "{} {}  ({})",
+                if r.passed { "ok  " } else { "FAIL" },
+                r.name,
+                r.at
+            );
+            for f in &r.failures {
+                println!("       {f}");
+            }
+            if !r.passed {
+                for line in render_report(&r.report).lines() {
+                    println!("       | {line}");
+                }
+            }
+        }
+        println!("{passed} passed, {failed} failed");
+        if !summary.never_fired.is_empty() {
+            println!("rules no case exercised:");
+            for r in &summary.never_fired {
+                println!("  {r}");
+            }
+        }
+    }
+    if failed > 0 { EXIT_REFUSED } else { EXIT_OK }
+}
+
+/// The differences between what a case expects and what the run did.
+fn check(case: &Case, report: &DryRunReport) -> Vec<String> {
+    let mut failures = Vec::new();
+    for e in &case.expects {
+        let results: Vec<_> = report
+            .stages
+            .iter()
+            .filter(|s| s.stage == e.stage)
+            .filter(|s| match (&e.rcpt, &s.rcpt) {
+                (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
+                _ => true,
+            })
+            .collect();
+        let what = match &e.rcpt {
+            Some(r) => format!("{} <{r}>", e.stage),
+            None => e.stage.clone(),
+        };
+        if results.is_empty() {
+            failures.push(format!(
+                "{what}: expected {}, but the stage was not reached ({})",
+                e.verdict, e.at
+            ));
+            continue;
+        }
+        for s in results {
+            let rule = s.rule.as_deref().unwrap_or("default");
+            let label = match &s.rcpt {
+                Some(r) => format!("{} <{r}>", s.stage),
+                None => s.stage.to_owned(),
+            };
+            if s.verdict != e.verdict {
+                failures.push(format!(
+                    "{label}: expected {}, got {} by {rule} ({})",
+                    e.verdict, s.verdict, e.at
+                ));
+                continue;
+            }
+            if let Some(want) = &e.reply {
+                let got = s.reply.as_deref().unwrap_or("");
+                if !got.starts_with(want.as_str()) {
+                    failures.push(format!(
+                        "{label}: expected reply {want:?}..., got {got:?} ({})",
+                        e.at
+                    ));
+                }
+            }
+            if let Some(want) = &e.rule
+                && !rule.contains(want.as_str())
+            {
+                failures.push(format!(
+                    "{label}: expected rule {want}, decided by {rule} ({})",
+                    e.at
+                ));
+            }
+        }
+    }
+    if let Some(want) = &case.outcome
+        && want != report.outcome
+    {
+        failures.push(format!("outcome: expected {want}, got {}", report.outcome));
+    }
+    for stage in &case.not_reached {
+        if !report.not_reached.iter().any(|s| s == stage) {
+            failures.push(format!("{stage}: expected not to be reached, but it ran"));
+        }
+    }
+    failures
+}
+
+/// Reads a suite file. Errors are `file:line:col: message`, all of them.
+fn load_cases(path: &Path) -> Result<Vec<Case>, Vec<String>> {
+    let name = path.display().to_string();
+    let text =
+        std::fs::read_to_string(path).map_err(|e| vec![format!("{name}: cannot read: {e}")])?;
+    let at = |offset: usize| {
+        let before = &text[..offset.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!("{name}:{line}:{col}")
+    };
+    let doc = KdlDocument::parse_v2(&text).map_err(|e| {
+        e.diagnostics
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}: syntax error: {}",
+                    at(d.span.offset()),
+                    d.message.as_deref().unwrap_or("invalid KDL")
+                )
+            })
+            .collect::<Vec<_>>()
+    })?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut errors = Vec::new();
+    let mut cases = Vec::new();
+    for node in doc.nodes() {
+        let here = at(node.name().span().offset());
+        if node.name().value() != "case" {
+            errors.push(format!(
+                "{here}: unknown node `{}` (a suite holds `case` nodes)",
+                node.name().value()
+            ));
+            continue;
+        }
+        match read_case(node, &here, dir, &at) {
+            Ok(case) => cases.push(case),
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(cases)
+    } else {
+        Err(errors)
+    }
+}
+
+fn read_case(
+    node: &KdlNode,
+    here: &str,
+    dir: &Path,
+    at: &dyn Fn(usize) -> String,
+) -> Result<Case, Vec<String>> {
+    let mut errors = Vec::new();
+    let name = first_string(node).unwrap_or_else(|| {
+        errors.push(format!(
+            "{here}: `case` needs a name: case \"what it tests\" {{ ... }}"
+        ));
+        String::new()
+    });
+    let mut case = Case {
+        name,
+        at: here.to_owned(),
+        envelope: DryEnvelope::default(),
+        expects: Vec::new(),
+        outcome: None,
+        not_reached: Vec::new(),
+    };
+    let Some(children) = node.children() else {
+        errors.push(format!(
+            "{here}: `case` needs a block with the envelope and expectations"
+        ));
+        return Err(errors);
+    };
+    for child in children.nodes() {
+        let where_ = at(child.name().span().offset());
+        let strings: Vec<String> = child
+            .entries()
+            .iter()
+            .filter(|e| e.name().is_none())
+            .filter_map(|e| e.value().as_string().map(str::to_owned))
+            .collect();
+        let prop = |key: &str| {
+            child
+                .entries()
+                .iter()
+                .find(|e| e.name().is_some_and(|n| n.value() == key))
+                .and_then(|e| e.value().as_string().map(str::to_owned))
+        };
+        let one = |errors: &mut Vec<String>| match strings.as_slice() {
+            [one] => Some(one.clone()),
+            _ => {
+                errors.push(format!(
+                    "{where_}: `{}` takes one string",
+                    child.name().value()
+                ));
+                None
+            }
+        };
+        match child.name().value() {
+            "client" => {
+                if let Some(ip) = one(&mut errors) {
+                    match ip.parse::<IpAddr>() {
+                        Ok(ip) => case.envelope.client_ip = Some(ip),
+                        Err(_) => errors.push(format!("{where_}: `{ip}` is not an IP address")),
+                    }
+                }
+            }
+            "helo" => case.envelope.helo = one(&mut errors),
+            "listener" => case.envelope.listener = one(&mut errors).unwrap_or_default(),
+            "auth" => case.envelope.auth_user = one(&mut errors),
+            "tls" => {
+                case.envelope.tls = child.entries().first().and_then(|e| e.value().as_bool()).unwrap_or(true)
+            }
+            "from" => case.envelope.sender = one(&mut errors).unwrap_or_default(),
+            "rcpt" => {
+                if strings.is_empty() {
+                    errors.push(format!("{where_}: `rcpt` takes one or more addresses"));
+                }
+                case.envelope.recipients.extend(strings.iter().cloned());
+            }
+            "message" => {
+                case.envelope.message = one(&mut errors).map(|m| crlf(&m).into_bytes());
+            }
+            "message-file" => {
+                if let Some(file) = one(&mut errors) {
+                    match std::fs::read(dir.join(&file)) {
+                        Ok(bytes) => case.envelope.message = Some(bytes),
+                        Err(e) => errors.push(format!("{where_}: cannot read `{file}`: {e}")),
+                    }
+                }
+            }
+            "expect" => match strings.as_slice() {
+                [stage, verdict] => {
+                    if Stage::from_name(stage).is_none() {
+                        errors.push(format!("{where_}: unknown stage `{stage}`"));
+                    }
+                    if !["accept", "reject", "defer", "discard", "hold"].contains(&verdict.as_str()) {
+                        errors.push(format!("{where_}: unknown verdict `{verdict}`"));
+                    }
+                    case.expects.push(Expect {
+                        stage: stage.clone(),
+                        verdict: verdict.clone(),
+                        rcpt: prop("rcpt"),
+                        reply: prop("reply"),
+                        rule: prop("rule"),
+                        at: where_.clone(),
+                    });
+                }
+                _ => errors.push(format!(
+                    "{where_}: expect STAGE VERDICT [rcpt=\"a@b\"] [reply=\"554 5.7.1\"] [rule=\"file:line\"]"
+                )),
+            },
+            "outcome" => case.outcome = one(&mut errors),
+            "not-reached" => case.not_reached.extend(strings.iter().cloned()),
+            other => errors.push(format!("{where_}: unknown node `{other}` in a case")),
+        }
+    }
+    if case.envelope.recipients.is_empty() {
+        errors.push(format!("{here}: the case has no `rcpt`"));
+    }
+    if errors.is_empty() {
+        Ok(case)
+    } else {
+        Err(errors)
+    }
+}
+
+fn first_string(node: &KdlNode) -> Option<String> {
+    node.entries()
+        .iter()
+        .find(|e| e.name().is_none())
+        .and_then(|e| e.value().as_string().map(str::to_owned))
+}
+
+/// Line ends as SMTP has them: every `\n` not already after `\r` becomes CRLF.
+fn crlf(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut prev = '\0';
+    for ch in text.chars() {
+        if ch == '\n' && prev != '\r' {
+            out.push('\r');
+        }
+        out.push(ch);
+        prev = ch;
+    }
+    out
+}

@@ -1,0 +1,216 @@
+//! A dry run of the pipeline for one envelope: every stage in the order a session runs
+//! them, with the verdict and the rule that decided, and nothing sent anywhere. This
+//! is what `mtactl test-policy` prints and what its suites compare against.
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use super::{Context, Decision, Pipeline, Stage, Verdict, parse_headers};
+
+/// The envelope (and optional message) to run.
+#[derive(Clone, Debug, Default)]
+pub struct DryEnvelope {
+    pub client_ip: Option<IpAddr>,
+    pub listener: String,
+    pub helo: Option<String>,
+    pub tls: bool,
+    pub auth_user: Option<String>,
+    pub sender: String,
+    pub recipients: Vec<String>,
+    /// The message as the client would send it (headers and body); `None` runs the
+    /// data stage on an empty message.
+    pub message: Option<Vec<u8>>,
+}
+
+/// One stage's outcome (rcpt: one per recipient).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct StageResult {
+    pub stage: &'static str,
+    /// The recipient, for rcpt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rcpt: Option<String>,
+    /// accept, reject, defer, discard, hold.
+    pub verdict: &'static str,
+    /// The reply a client would get for reject and defer (`554 5.7.1 text`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply: Option<String>,
+    /// file:line:col of the rule that decided, or `None` when the stage's default applied.
+    pub rule: Option<String>,
+    /// `mode="warn"` rules that matched: `file:line:col would VERDICT`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// The whole run.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct DryRunReport {
+    pub stages: Vec<StageResult>,
+    /// Where the run stopped early (a refusal at connect, helo, mail, or every
+    /// recipient refused), the stages that were not reached.
+    pub not_reached: Vec<&'static str>,
+    /// What becomes of the message: "queued", "held", "discarded" or "refused".
+    pub outcome: &'static str,
+    /// Every rule that decided something in this run (for suite coverage).
+    #[serde(skip)]
+    pub fired: Vec<String>,
+}
+
+impl DryRunReport {
+    /// Whether anything was refused (the exit status of `test-policy`).
+    pub fn refused_anything(&self) -> bool {
+        self.stages
+            .iter()
+            .any(|s| matches!(s.verdict, "reject" | "defer"))
+    }
+}
+
+fn result(stage: Stage, rcpt: Option<&str>, decision: &Decision) -> StageResult {
+    let reply = match &decision.verdict {
+        Verdict::Reject(r) | Verdict::Defer(r) => Some(r.to_string()),
+        _ => None,
+    };
+    StageResult {
+        stage: stage.as_str(),
+        rcpt: rcpt.map(str::to_owned),
+        verdict: decision.verdict.name(),
+        reply,
+        rule: decision.rule.as_ref().map(ToString::to_string),
+        warnings: decision
+            .warned
+            .iter()
+            .map(|(origin, verdict)| format!("{origin} would {}", verdict.name()))
+            .collect(),
+    }
+}
+
+fn refuses(decision: &Decision) -> bool {
+    matches!(decision.verdict, Verdict::Reject(_) | Verdict::Defer(_))
+}
+
+impl Pipeline {
+    /// Runs connect, helo, mail, rcpt (per recipient) and data as a session would,
+    /// stopping where a session would stop.
+    pub fn dry_run(&self, env: &DryEnvelope) -> DryRunReport {
+        let client_ip = env.client_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let mut report = DryRunReport {
+            stages: Vec::new(),
+            not_reached: Vec::new(),
+            outcome: "queued",
+            fired: Vec::new(),
+        };
+        let mut hold = false;
+        let mut discard = false;
+        let mut record =
+            |report: &mut DryRunReport, stage: Stage, rcpt: Option<&str>, d: &Decision| {
+                report.stages.push(result(stage, rcpt, d));
+                if let Some(rule) = &d.rule {
+                    report.fired.push(rule.to_string());
+                }
+                report
+                    .fired
+                    .extend(d.warned.iter().map(|(o, _)| o.to_string()));
+                hold |= d.verdict == Verdict::Hold;
+                discard |= d.verdict == Verdict::Discard;
+            };
+        let stop = |report: &mut DryRunReport, after: Stage| {
+            report.outcome = "refused";
+            report.not_reached = Stage::ALL
+                .into_iter()
+                .filter(|s| *s > after && *s != Stage::Route)
+                .map(Stage::as_str)
+                .collect();
+        };
+
+        let base = Context {
+            tls: env.tls,
+            auth_user: env.auth_user.as_deref(),
+            ..Context::new(client_ip, &env.listener)
+        };
+        let d = self.evaluate(Stage::Connect, &base);
+        record(&mut report, Stage::Connect, None, &d);
+        if refuses(&d) {
+            stop(&mut report, Stage::Connect);
+            return report;
+        }
+        let helo = env.helo.as_deref().unwrap_or("client.example");
+        let with_helo = Context {
+            helo: Some(helo),
+            ..base
+        };
+        let d = self.evaluate(Stage::Helo, &with_helo);
+        record(&mut report, Stage::Helo, None, &d);
+        if refuses(&d) {
+            stop(&mut report, Stage::Helo);
+            return report;
+        }
+        let size = env.message.as_ref().map(|m| m.len() as u64);
+        let d = self.evaluate(
+            Stage::Mail,
+            &Context {
+                sender: Some(&env.sender),
+                size,
+                ..with_helo
+            },
+        );
+        record(&mut report, Stage::Mail, None, &d);
+        if refuses(&d) {
+            stop(&mut report, Stage::Mail);
+            return report;
+        }
+        let mut accepted: Vec<String> = Vec::new();
+        for rcpt in &env.recipients {
+            let d = self.evaluate(
+                Stage::Rcpt,
+                &Context {
+                    sender: Some(&env.sender),
+                    rcpt: Some(rcpt),
+                    recipients: &accepted,
+                    ..with_helo
+                },
+            );
+            record(&mut report, Stage::Rcpt, Some(rcpt), &d);
+            if !refuses(&d) {
+                accepted.push(rcpt.clone());
+            }
+        }
+        if accepted.is_empty() {
+            stop(&mut report, Stage::Rcpt);
+            return report;
+        }
+        let message = env.message.as_deref().unwrap_or(b"");
+        let (headers, _) = parse_headers(message);
+        let d = self.evaluate(
+            Stage::Data,
+            &Context {
+                sender: Some(&env.sender),
+                recipients: &accepted,
+                size: Some(message.len() as u64),
+                headers: &headers,
+                ..with_helo
+            },
+        );
+        record(&mut report, Stage::Data, None, &d);
+        if refuses(&d) {
+            stop(&mut report, Stage::Data);
+            return report;
+        }
+        report.outcome = if discard {
+            "discarded"
+        } else if hold {
+            "held"
+        } else {
+            "queued"
+        };
+        report
+    }
+
+    /// Every rule, with its stage and place, in order (for suite coverage).
+    pub fn rules(&self) -> impl Iterator<Item = (Stage, String)> + '_ {
+        Stage::ALL.into_iter().flat_map(move |stage| {
+            self.stages[stage.index()]
+                .iter()
+                .map(move |rule| (stage, rule.origin.to_string()))
+        })
+    }
+}

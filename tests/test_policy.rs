@@ -1,0 +1,234 @@
+//! `mtactl test-policy`: single dry runs, suites, exit statuses, and every example's
+//! own suite (so CI runs them all).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn mtactl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mtactl"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn every_example_ships_a_passing_suite() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut ran = 0;
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let dir = entry.unwrap().path();
+        let config = dir.join("mtad.kdl");
+        if !config.exists() {
+            continue;
+        }
+        let tests: Vec<PathBuf> = std::fs::read_dir(dir.join("tests"))
+            .unwrap_or_else(|_| panic!("{} has no tests/ suite", dir.display()))
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "kdl"))
+            .collect();
+        assert!(!tests.is_empty(), "{} has an empty suite", dir.display());
+        let mut args = vec!["test-policy", "--config", config.to_str().unwrap()];
+        args.extend(tests.iter().map(|p| p.to_str().unwrap()));
+        let out = mtactl(&args);
+        let report = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{}:\n{report}", dir.display());
+        assert!(report.contains(" passed, 0 failed"), "{report}");
+        ran += 1;
+    }
+    assert!(
+        ran >= 4,
+        "expected the quickstart and the seed examples, ran {ran}"
+    );
+}
+
+const CONFIG: &str = r#"server {
+    hostname "mx.example.test"
+    spool "spool"
+}
+listen "mx" address="127.0.0.1:2525"
+networks "trusted" "127.0.0.0/8"
+domains "relay" "example.test"
+domains "local"
+stage "data" {
+    reject 550 "5.7.0" "No spam" header-matches="^Subject:.*viagra"
+}
+include "POLICY"
+"#;
+
+fn setup() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/default.kdl");
+    let config = dir.path().join("mtad.kdl");
+    std::fs::write(&config, CONFIG.replace("POLICY", default.to_str().unwrap())).unwrap();
+    (dir, config)
+}
+
+#[test]
+fn a_single_dry_run_and_its_exit_status() {
+    let (dir, config) = setup();
+    let config = config.to_str().unwrap();
+    let ok = mtactl(&[
+        "test-policy",
+        "--config",
+        config,
+        "--client",
+        "192.0.2.1",
+        "--from",
+        "a@src.test",
+        "--rcpt",
+        "b@example.test",
+    ]);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
+    let report = text(&ok);
+    assert!(report.contains("rcpt <b@example.test>"), "{report}");
+    assert!(
+        report.contains("default.kdl:24:5"),
+        "the deciding rule is named: {report}"
+    );
+    assert!(report.contains("outcome: queued"), "{report}");
+
+    let refused = mtactl(&[
+        "test-policy",
+        "--config",
+        config,
+        "--client",
+        "192.0.2.1",
+        "--from",
+        "a@src.test",
+        "--rcpt",
+        "x@foreign.test",
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused).contains("554 5.7.1 <x@foreign.test>: Relay access denied"));
+
+    // the data stage with a message file
+    let msg = dir.path().join("spam.eml");
+    std::fs::write(&msg, "Subject: cheap viagra\r\n\r\nbuy\r\n").unwrap();
+    let spam = mtactl(&[
+        "test-policy",
+        "--config",
+        config,
+        "--from",
+        "a@src.test",
+        "--rcpt",
+        "b@example.test",
+        "--message",
+        msg.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(spam.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&spam.stdout).unwrap();
+    let data = json["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "data")
+        .unwrap();
+    assert_eq!(data["verdict"], "reject");
+    assert_eq!(data["reply"], "550 5.7.0 No spam");
+    assert!(data["rule"].as_str().unwrap().ends_with("mtad.kdl:10:5"));
+
+    // a broken config is exit 2
+    std::fs::write(
+        dir.path().join("bad.kdl"),
+        "stage \"rcpt\" {\n    acept\n}\n",
+    )
+    .unwrap();
+    let bad = mtactl(&[
+        "test-policy",
+        "--config",
+        dir.path().join("bad.kdl").to_str().unwrap(),
+        "--from",
+        "a@b",
+        "--rcpt",
+        "c@d",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad).contains("did you mean `accept`?"));
+}
+
+#[test]
+fn a_suite_reports_failures_with_a_diff_and_coverage() {
+    let (dir, config) = setup();
+    let suite = dir.path().join("suite.kdl");
+    std::fs::write(
+        &suite,
+        r#"
+case "relay domain" {
+    client "192.0.2.1"
+    from "a@src.test"
+    rcpt "b@example.test"
+    expect "rcpt" "accept"
+}
+case "wrong on purpose" {
+    client "192.0.2.1"
+    from "a@src.test"
+    rcpt "x@foreign.test"
+    expect "rcpt" "accept"
+    outcome "queued"
+}
+"#,
+    )
+    .unwrap();
+    let out = mtactl(&[
+        "test-policy",
+        "--config",
+        config.to_str().unwrap(),
+        suite.to_str().unwrap(),
+    ]);
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(report.contains("ok   relay domain"), "{report}");
+    assert!(report.contains("FAIL wrong on purpose"), "{report}");
+    assert!(
+        report.contains("rcpt <x@foreign.test>: expected accept, got reject by default"),
+        "{report}"
+    );
+    assert!(
+        report.contains("outcome: expected queued, got refused"),
+        "{report}"
+    );
+    assert!(report.contains("1 passed, 1 failed"), "{report}");
+    assert!(report.contains("rules no case exercised:"), "{report}");
+    assert!(report.contains("mtad.kdl:10:5 (stage data)"), "{report}");
+
+    let json = mtactl(&[
+        "test-policy",
+        "--config",
+        config.to_str().unwrap(),
+        suite.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["passed"], 1);
+    assert_eq!(v["failed"], 1);
+
+    // a broken suite file is exit 2, with its place
+    std::fs::write(&suite, "case \"x\" {\n    client \"not-an-ip\"\n    rcpt \"a@b\"\n    expect \"rcpt\" \"maybe\"\n}\n").unwrap();
+    let out = mtactl(&[
+        "test-policy",
+        "--config",
+        config.to_str().unwrap(),
+        suite.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out);
+    assert!(
+        err.contains("suite.kdl:2:5: `not-an-ip` is not an IP address"),
+        "{err}"
+    );
+    assert!(
+        err.contains("suite.kdl:4:5: unknown verdict `maybe`"),
+        "{err}"
+    );
+}
