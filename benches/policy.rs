@@ -11,7 +11,10 @@ use mtad::config::Config;
 use mtad::policy::{Context, Pipeline, Stage, parse_headers};
 
 fn example(name: &str) -> Config {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name).join("mtad.kdl");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name)
+        .join("mtad.kdl");
     Config::load(&path).unwrap_or_else(|e| panic!("{}", mtad::config::render(&e)))
 }
 
@@ -21,28 +24,49 @@ fn per_message(c: &mut Criterion) {
     let pipeline = Pipeline::compile(&example("mail-hub"));
     let client: IpAddr = "203.0.113.5".parse().unwrap();
     let message = b"From: a@src.test\r\nTo: user@example.local\r\nSubject: hello\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <1@src.test>\r\n\r\nbody\r\n";
-    let recipients = vec!["user@example.local".to_owned(), "other@sub.example.local".to_owned()];
+    let recipients = vec![
+        "user@example.local".to_owned(),
+        "other@sub.example.local".to_owned(),
+    ];
     c.bench_function("policy/default policy, all stages, one message", |b| {
         b.iter(|| {
             let base = Context::new(black_box(client), "mx");
-            let helo = Context { helo: Some("client.src.test"), ..base };
+            let helo = Context {
+                helo: Some("client.src.test"),
+                ..base
+            };
             assert!(!refused(pipeline.evaluate(Stage::Connect, &base)));
             assert!(!refused(pipeline.evaluate(Stage::Helo, &helo)));
-            let mail = Context { sender: Some("a@src.test"), ..helo };
+            let mail = Context {
+                sender: Some("a@src.test"),
+                ..helo
+            };
             assert!(!refused(pipeline.evaluate(Stage::Mail, &mail)));
             for (i, rcpt) in recipients.iter().enumerate() {
-                let ctx = Context { rcpt: Some(rcpt), recipients: &recipients[..i], ..mail };
+                let ctx = Context {
+                    rcpt: Some(rcpt),
+                    recipients: &recipients[..i],
+                    ..mail
+                };
                 assert!(!refused(pipeline.evaluate(Stage::Rcpt, &ctx)));
             }
             let (headers, _) = parse_headers(black_box(message));
-            let data = Context { recipients: &recipients, size: Some(message.len() as u64), headers: &headers, ..mail };
+            let data = Context {
+                recipients: &recipients,
+                size: Some(message.len() as u64),
+                headers: &headers,
+                ..mail
+            };
             assert!(!refused(pipeline.evaluate(Stage::Data, &data)));
         })
     });
 }
 
 fn refused(d: mtad::policy::Decision) -> bool {
-    matches!(d.verdict, mtad::policy::Verdict::Reject(_) | mtad::policy::Verdict::Defer(_))
+    matches!(
+        d.verdict,
+        mtad::policy::Verdict::Reject(_) | mtad::policy::Verdict::Defer(_)
+    )
 }
 
 /// Reading, validating and compiling the largest example, as `mtactl check` and a

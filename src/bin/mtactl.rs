@@ -25,6 +25,17 @@ enum Command {
         #[arg(long, short, value_name = "PATH")]
         config: PathBuf,
     },
+    /// Look KEY up in a table, like `postmap -q`: prints the value (exit 0) or nothing
+    /// (exit 1). For a networks or domains set, prints `yes` when KEY is a member.
+    /// Exit 2: the configuration is invalid or TABLE is not defined.
+    Lookup {
+        #[arg(long, short, value_name = "PATH")]
+        config: PathBuf,
+        /// A table, networks or domains name (`table:NAME`, `networks:NAME`,
+        /// `domains:NAME` when kinds share a name).
+        table: String,
+        key: String,
+    },
     /// Dry-run the policy: one envelope from options, or suites of test files.
     /// Exit 0: all accepted / all cases passed; 1: something refused / a case failed;
     /// 2: the configuration or a test file is invalid.
@@ -130,6 +141,19 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.command {
         Command::TestPolicy(a) => return test_policy(a),
+        Command::Lookup { config, table, key } => {
+            return match control::lookup(&config, &table, &key) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(message) => {
+                    eprint!("{message}");
+                    if !message.ends_with('\n') {
+                        eprintln!();
+                    }
+                    ExitCode::from(2)
+                }
+            };
+        }
         Command::Check { config } => control::check(&config),
         Command::Queue { command } => match command {
             QueueCommand::List { config, format } => {

@@ -42,7 +42,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::lookup::{DomainSet, NetworkSet};
+use crate::lookup::{DomainSet, NetworkSet, Table};
 
 pub use error::{ConfigError, ConfigErrors, render};
 pub use reply::{MAX_REPLY_TEXT, Reply, sanitize_text};
@@ -65,6 +65,9 @@ pub struct Config {
     pub networks: BTreeMap<String, NetworkSet>,
     /// `domains` sets by name.
     pub domains: BTreeMap<String, DomainSet>,
+    /// `table` nodes by name: inline maps and Postfix-format map, regexp and CIDR
+    /// files, read and checked with the configuration.
+    pub tables: BTreeMap<String, Arc<Table>>,
     /// The rules of `stage "rcpt"`, in order. Empty means "reject every
     /// recipient" (the pipeline's default), never an open relay.
     /// The ordered rules of each stage, indexed by [`Stage::index`].

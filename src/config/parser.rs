@@ -26,7 +26,7 @@ use crate::lookup::{DomainSet, NetworkSet};
 
 /// Top-level nodes, for "did you mean".
 const TOP_LEVEL: &[&str] = &[
-    "server", "listen", "limits", "networks", "domains", "stage", "include",
+    "server", "listen", "limits", "networks", "domains", "table", "stage", "include",
 ];
 const SERVER_KEYS: &[&str] = &["hostname", "spool", "banner", "shutdown-timeout"];
 const LIMIT_KEYS: &[&str] = &[
@@ -186,8 +186,13 @@ struct Parser {
 }
 
 /// What the first pass found: set names, with where they were defined.
+#[path = "tables.rs"]
+mod tables;
+
 #[derive(Default)]
 struct Sets {
+    /// `table` nodes (see `tables.rs`).
+    tables: tables::Tables,
     networks: BTreeMap<String, (NetworkSet, Origin)>,
     domains: BTreeMap<String, (DomainSet, Origin)>,
 }
@@ -613,8 +618,8 @@ impl Parser {
             self.cur = file.clone();
             let here = self.origin(node.name().span().offset());
             match node.name().value() {
-                "networks" | "domains" => {} // read by `sets`
-                "include" => {}              // read by `load`
+                "networks" | "domains" | "table" => {} // read by `sets`
+                "include" => {}                        // read by `load`
                 "server" => {
                     if let Some(first) = &server_at {
                         let first = first.clone();
@@ -672,6 +677,11 @@ impl Parser {
                 .map(|(k, (v, _))| (k, v))
                 .collect(),
             domains: sets.domains.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+            tables: sets
+                .tables
+                .into_iter()
+                .filter_map(|(k, (v, _))| Some((k, v?)))
+                .collect(),
             stages: stages.map(|s| s.map(|(rules, _)| rules).unwrap_or_default()),
         })
     }
@@ -683,6 +693,10 @@ impl Parser {
         for (file, node) in nodes {
             self.cur = file.clone();
             let kind = node.name().value();
+            if kind == "table" {
+                self.table(node, &mut sets.tables);
+                continue;
+            }
             if kind != "networks" && kind != "domains" {
                 continue;
             }

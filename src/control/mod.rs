@@ -14,6 +14,7 @@ use crate::queue::{self, QueueId, QueuedMessage};
 /// `mtactl check`: exit 0 with a one-line summary, or every error rendered.
 pub fn check(path: &Path) -> Result<(), String> {
     let config = Config::load(path).map_err(|errors| render(&errors))?;
+    print_table_warnings(&config);
     println!("{}", summary(&config));
     Ok(())
 }
@@ -129,4 +130,87 @@ pub fn queue_show(path: &Path, id: &str, raw: bool) -> Result<(), String> {
     }
     let _ = out.write_all(&body);
     Ok(())
+}
+
+/// Prints what Postfix would have warned about while reading the tables (duplicate
+/// keys in map files: the first is kept) to stderr.
+fn print_table_warnings(config: &Config) {
+    for (name, table) in &config.tables {
+        for w in table.warnings() {
+            eprintln!(
+                "mtactl: warning: table `{name}`, line {}: {}",
+                w.line, w.message
+            );
+        }
+    }
+}
+
+/// `mtactl lookup TABLE KEY`, like `postmap -q KEY TABLE`: prints the value and
+/// returns `Ok(true)`, or prints nothing and returns `Ok(false)` when there is none.
+/// `TABLE` may also name a `networks` or `domains` set: `yes` is printed when `KEY` is
+/// a member. When a name is used by several kinds, `table:NAME`, `networks:NAME` or
+/// `domains:NAME` chooses. `Err` carries the rendered configuration errors, or an
+/// unknown name with a suggestion (the binary exits 2).
+pub fn lookup(path: &Path, name: &str, key: &str) -> Result<bool, String> {
+    let config = load(path)?;
+    print_table_warnings(&config);
+    let (only, bare) = match name.split_once(':') {
+        Some((kind @ ("table" | "networks" | "domains"), rest)) => (Some(kind), rest),
+        _ => (None, name),
+    };
+    let wants = |kind: &str| only.is_none_or(|k| k == kind);
+    let mut found: Vec<&str> = Vec::new();
+    if wants("table") && config.tables.contains_key(bare) {
+        found.push("table");
+    }
+    if wants("networks") && config.networks.contains_key(bare) {
+        found.push("networks");
+    }
+    if wants("domains") && config.domains.contains_key(bare) {
+        found.push("domains");
+    }
+    let kind = match found.as_slice() {
+        [kind] => *kind,
+        [] => {
+            let names = config
+                .tables
+                .keys()
+                .chain(config.networks.keys())
+                .chain(config.domains.keys());
+            let hint = names
+                .map(|n| (strsim::jaro_winkler(bare, n), n))
+                .filter(|(score, _)| *score >= 0.8)
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|(_, n)| format!(": did you mean `{n}`?"))
+                .unwrap_or_default();
+            return Err(format!(
+                "mtactl: no table or set named `{bare}` in {}{hint}",
+                config.path.display()
+            ));
+        }
+        several => {
+            let choices: Vec<String> = several.iter().map(|k| format!("`{k}:{bare}`")).collect();
+            return Err(format!(
+                "mtactl: `{bare}` names a {}; write {}",
+                several.join(" and a "),
+                choices.join(" or ")
+            ));
+        }
+    };
+    let answer = match kind {
+        "table" => config.tables[bare].lookup(key).map(|v| v.into_owned()),
+        "networks" => key
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .filter(|ip| config.networks[bare].contains(*ip))
+            .map(|_| "yes".to_owned()),
+        _ => config.domains[bare].contains(key).then(|| "yes".to_owned()),
+    };
+    match answer {
+        Some(value) => {
+            println!("{value}");
+            Ok(true)
+        }
+        None => Ok(false),
+    }
 }

@@ -12,8 +12,14 @@
 //!   that name, `.example.test` matches any subdomain of it but not the name itself.
 //!   Matching ignores ASCII case and one trailing dot.
 //!
-//! Later lookup kinds (Postfix-format files, regexp, CIDR tables, SQL) live here too.
+//! Key → value tables (`table` nodes: inline maps and Postfix-format map, regexp and
+//! CIDR files) are in [`table`]; later kinds (SQL) live here too.
 
+mod table;
+
+pub use table::{Table, TableError, TableKind, inline_map, parse_cidr, parse_map, parse_regexp};
+
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::net::IpAddr;
 
@@ -92,13 +98,17 @@ impl DomainSet {
     }
 
     /// Whether `domain` is in the set. Case-insensitive; one trailing dot is ignored.
+    /// Allocates nothing unless `domain` has upper-case letters.
     pub fn contains(&self, domain: &str) -> bool {
-        let domain = normalize(domain);
+        let domain = normalize_query(domain);
         if domain.is_empty() || domain.starts_with('.') {
             return false;
         }
-        if self.exact.contains(&domain) {
+        if self.exact.contains(domain.as_ref()) {
             return true;
+        }
+        if self.parents.is_empty() {
+            return false;
         }
         // Every proper suffix that starts after a dot: for a.b.c, try b.c then c.
         domain
@@ -109,6 +119,16 @@ impl DomainSet {
     /// Whether the set holds no entry (it then matches nothing).
     pub fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.parents.is_empty()
+    }
+}
+
+/// Like [`normalize`], borrowing when nothing needs lowercasing.
+fn normalize_query(domain: &str) -> Cow<'_, str> {
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    if domain.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(domain.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(domain)
     }
 }
 

@@ -7,6 +7,8 @@
 pub struct HeaderLine {
     line: String,
     name_len: usize,
+    /// Where the header's raw lines (continuations and CRLF included) are in the message.
+    raw: std::ops::Range<usize>,
 }
 
 impl HeaderLine {
@@ -14,6 +16,7 @@ impl HeaderLine {
         Self {
             line: format!("{name}: {value}"),
             name_len: name.len(),
+            raw: 0..0,
         }
     }
 
@@ -50,7 +53,10 @@ pub fn parse_headers(message: &[u8]) -> (Vec<HeaderLine>, usize) {
         let text = String::from_utf8_lossy(line);
         if matches!(line[0], b' ' | b'\t') {
             match headers.last_mut() {
-                Some(last) => last.line.push_str(&text),
+                Some(last) => {
+                    last.line.push_str(&text);
+                    last.raw.end = end;
+                }
                 None => return (headers, pos),
             }
         } else {
@@ -59,6 +65,7 @@ pub fn parse_headers(message: &[u8]) -> (Vec<HeaderLine>, usize) {
                     headers.push(HeaderLine {
                         name_len: colon,
                         line: text.into_owned(),
+                        raw: pos..end,
                     });
                 }
                 _ => return (headers, pos),
@@ -67,6 +74,64 @@ pub fn parse_headers(message: &[u8]) -> (Vec<HeaderLine>, usize) {
         pos = end;
     }
     (headers, message.len())
+}
+
+/// A change a data hook asks for. Names compare case-insensitively.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderEdit {
+    /// Add `Name: value` at the end of the header block.
+    Add { name: String, value: String },
+    /// Remove every header of that name.
+    Remove { name: String },
+    /// Give the first header of that name this value (add it if there is none).
+    Replace { name: String, value: String },
+}
+
+/// The message with `edits` applied in order; the body is untouched. Names and values
+/// must already be clean (no CR/LF, names without `:` or spaces): the script host
+/// checks them.
+pub fn apply_header_edits(message: &[u8], edits: &[HeaderEdit]) -> Vec<u8> {
+    if edits.is_empty() {
+        return message.to_vec();
+    }
+    let (headers, body_start) = parse_headers(message);
+    // each original header: kept as its raw bytes, or replaced by a new line, or gone
+    let mut lines: Vec<(String, Option<Vec<u8>>)> = headers
+        .iter()
+        .map(|h| (h.name().to_owned(), Some(message[h.raw.clone()].to_vec())))
+        .collect();
+    let render = |name: &str, value: &str| format!("{name}: {value}\r\n").into_bytes();
+    for edit in edits {
+        match edit {
+            HeaderEdit::Add { name, value } => {
+                lines.push((name.clone(), Some(render(name, value))))
+            }
+            HeaderEdit::Remove { name } => {
+                for (n, raw) in &mut lines {
+                    if n.eq_ignore_ascii_case(name) {
+                        *raw = None;
+                    }
+                }
+            }
+            HeaderEdit::Replace { name, value } => {
+                match lines
+                    .iter_mut()
+                    .find(|(n, raw)| raw.is_some() && n.eq_ignore_ascii_case(name))
+                {
+                    Some((_, raw)) => *raw = Some(render(name, value)),
+                    None => lines.push((name.clone(), Some(render(name, value)))),
+                }
+            }
+        }
+    }
+    let header_end = headers.last().map_or(0, |h| h.raw.end);
+    let mut out = Vec::with_capacity(message.len() + 256);
+    for raw in lines.into_iter().filter_map(|(_, raw)| raw) {
+        out.extend_from_slice(&raw);
+    }
+    // whatever separated headers and body (the empty line), then the body
+    out.extend_from_slice(&message[header_end.min(body_start)..]);
+    out
 }
 
 #[cfg(test)]
@@ -83,6 +148,36 @@ mod tests {
         assert_eq!(headers[1].value(), "hi there");
         assert_eq!(headers[2].value(), "");
         assert_eq!(&msg[body..], b"body: not a header\r\n");
+    }
+
+    #[test]
+    fn header_edits() {
+        let msg = b"Received: from a\r\n\tby b\r\nSubject: hi\r\nX-Spam: no\r\nx-spam: maybe\r\n\r\nbody\r\n";
+        let out = apply_header_edits(
+            msg,
+            &[
+                HeaderEdit::Remove {
+                    name: "X-SPAM".into(),
+                },
+                HeaderEdit::Replace {
+                    name: "subject".into(),
+                    value: "[tagged] hi".into(),
+                },
+                HeaderEdit::Add {
+                    name: "X-Checked".into(),
+                    value: "yes".into(),
+                },
+                HeaderEdit::Replace {
+                    name: "X-New".into(),
+                    value: "1".into(),
+                },
+            ],
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Received: from a\r\n\tby b\r\nsubject: [tagged] hi\r\nX-Checked: yes\r\nX-New: 1\r\n\r\nbody\r\n"
+        );
+        assert_eq!(apply_header_edits(msg, &[]), msg);
     }
 
     #[test]

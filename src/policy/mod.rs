@@ -23,6 +23,7 @@
 mod address;
 mod dry_run;
 mod message;
+pub mod script;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -37,7 +38,7 @@ use crate::lookup::{DomainSet, NetworkSet};
 pub use crate::config::{Origin, Reply, Stage};
 pub use address::routing_domain;
 pub use dry_run::{DryEnvelope, DryRunReport, StageResult};
-pub use message::{HeaderLine, parse_headers};
+pub use message::{HeaderEdit, HeaderLine, apply_header_edits, parse_headers};
 
 /// Longest address echoed back in a reply.
 pub const MAX_ECHOED_ADDRESS: usize = 256;

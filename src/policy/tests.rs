@@ -191,6 +191,7 @@ fn a_dangling_reference_fails_closed() {
         limits: Default::default(),
         networks: BTreeMap::new(),
         domains: BTreeMap::new(),
+        tables: BTreeMap::new(),
         stages: {
             let mut stages: [Vec<crate::config::RuleConfig>; Stage::COUNT] = Default::default();
             stages[Stage::Rcpt.index()] = vec![crate::config::RuleConfig {

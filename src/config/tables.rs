@@ -1,0 +1,319 @@
+//! The `table` node: named lookup tables, inline or read from Postfix-format files.
+//!
+//! ```kdl
+//! table "transport" file="transport"                   // type="map" by default
+//! table "header_checks" type="regexp" file="header_checks"
+//! table "clients" type="cidr" file="client_access.cidr"
+//! table "routes" {                                     // inline map: KEY VALUE
+//!     "example.local" "smtp:[192.168.1.100]"
+//! }
+//! ```
+//!
+//! A table file's syntax errors are reported in that file (its own source, line,
+//! column and caret); a file that cannot be read is reported at the `file=` property.
+//! Tables are read in the first pass, with the sets, so rules may refer to them
+//! wherever they are written. (This is a child module of `parser`, for its helpers.)
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kdl::{KdlDocument, KdlEntry, KdlNode};
+use miette::{NamedSource, SourceSpan};
+
+use super::{Parser, resolve, suggest};
+use crate::config::{ConfigError, Origin};
+use crate::lookup::{
+    Table, TableError, TableKind, inline_map, parse_cidr, parse_map, parse_regexp,
+};
+
+/// Tables by name, with where each is defined. `None`: defined, but its file or
+/// entries had errors (already reported); references to it are not "undefined".
+pub(super) type Tables = BTreeMap<String, (Option<Arc<Table>>, Origin)>;
+
+const USAGE: &str =
+    "table NAME file=\"path\" [type=\"map|regexp|cidr\"], or table NAME { \"key\" \"value\"; ... }";
+const TABLE_PROPS: &[&str] = &["type", "file"];
+const TABLE_TYPES: &[&str] = &["map", "regexp", "cidr"];
+/// Postfix map types whose source files are what `type="map"` reads.
+const POSTFIX_MAP_TYPES: &[&str] = &["hash", "texthash", "btree", "lmdb", "cdb", "dbm", "sdbm"];
+
+impl Parser {
+    /// Reads one `table` node into `tables`.
+    pub(super) fn table(&mut self, node: &KdlNode, tables: &mut Tables) {
+        self.check_annotations(node);
+        let props = self.props(node, TABLE_PROPS);
+        let args = self.args(node, 1, Some(1), USAGE);
+        let name = args.as_ref().and_then(|a| self.name(a[0], "table name"));
+        let here = self.origin(node.name().span().offset());
+
+        let mut kind = Some(TableKind::Map);
+        let mut file: Option<(&str, &KdlEntry)> = None;
+        for (key, entry) in props {
+            match key {
+                "type" => kind = self.table_kind(entry),
+                _ => {
+                    if let Some(path) = self.string(entry, "file") {
+                        if path.is_empty() {
+                            self.error(entry.span(), "file must not be empty", "empty path");
+                        } else {
+                            file = Some((path, entry));
+                        }
+                    }
+                }
+            }
+        }
+
+        let table = match (file, node.children()) {
+            (Some((_, entry)), Some(_)) => {
+                self.error(
+                    entry.span(),
+                    "a table takes either `file=` or a block of entries, not both",
+                    "file and block",
+                )
+                .help = Some(format!("usage: {USAGE}"));
+                None
+            }
+            (None, None) => {
+                if props_ok(node) {
+                    self.node_error(
+                        node,
+                        "`table` needs `file=` or a block of entries",
+                        "no entries",
+                    )
+                    .help = Some(format!("usage: {USAGE}"));
+                }
+                None
+            }
+            (Some((path, entry)), None) => kind.and_then(|k| self.table_file(path, entry, k, name)),
+            (None, Some(children)) => match kind {
+                Some(TableKind::Map) => self.inline_table(children),
+                Some(other) => {
+                    self.node_error(
+                        node,
+                        format!("an inline table is a map; a {other} table must be a file"),
+                        "inline table",
+                    )
+                    .help = Some(format!(
+                        "write the lines in a file and use type=\"{other}\" file=\"...\""
+                    ));
+                    None
+                }
+                None => None,
+            },
+        };
+
+        let Some(name) = name else { return };
+        if let Some((_, first)) = tables.get(name) {
+            let first = first.clone();
+            let span = args.as_ref().map_or(node.name().span(), |a| a[0].span());
+            self.duplicate(span, format!("table `{name}`"), &first);
+            return;
+        }
+        tables.insert(name.to_owned(), (table.map(Arc::new), here));
+    }
+
+    fn table_kind(&mut self, entry: &KdlEntry) -> Option<TableKind> {
+        let text = self.string(entry, "table type")?;
+        match text {
+            "map" => Some(TableKind::Map),
+            "regexp" => Some(TableKind::Regexp),
+            "cidr" => Some(TableKind::Cidr),
+            _ => {
+                let help = if POSTFIX_MAP_TYPES.contains(&text) {
+                    format!(
+                        "`{text}:` source files are read directly: use type=\"map\" (the default) and no postmap"
+                    )
+                } else if text == "pcre" {
+                    "use type=\"regexp\": patterns are read by Rust's regex crate".to_owned()
+                } else {
+                    suggest(text, TABLE_TYPES.iter().copied())
+                        .unwrap_or_else(|| format!("expected one of: {}", TABLE_TYPES.join(", ")))
+                };
+                self.error(
+                    entry.span(),
+                    format!("unknown table type `{text}`"),
+                    "unknown type",
+                )
+                .help = Some(help);
+                None
+            }
+        }
+    }
+
+    /// Reads and parses a table file; its errors point into the file itself.
+    fn table_file(
+        &mut self,
+        path: &str,
+        entry: &KdlEntry,
+        kind: TableKind,
+        name: Option<&str>,
+    ) -> Option<Table> {
+        let full = resolve(&self.cur.path, path);
+        let text = match std::fs::read_to_string(&full) {
+            Ok(text) => text,
+            Err(e) => {
+                self.error(
+                    entry.span(),
+                    format!("cannot read table file `{path}`: {e}"),
+                    "cannot read",
+                )
+                .help = Some(format!("looked for {}", full.display()));
+                return None;
+            }
+        };
+        let parsed = match kind {
+            TableKind::Map => parse_map(&text),
+            TableKind::Regexp => parse_regexp(&text),
+            TableKind::Cidr => parse_cidr(&text),
+        };
+        match parsed {
+            Ok(table) => Some(table),
+            Err(errors) => {
+                let here = self.origin(entry.span().offset());
+                let source = NamedSource::new(path, Arc::new(text));
+                for e in errors {
+                    let what = name.map_or_else(String::new, |n| format!("table `{n}` "));
+                    self.errors.push(table_error(
+                        &source,
+                        path,
+                        e,
+                        &format!("{what}is defined at {here}"),
+                    ));
+                }
+                None
+            }
+        }
+    }
+
+    /// An inline map: each child node is `"key" "value"`.
+    fn inline_table(&mut self, children: &KdlDocument) -> Option<Table> {
+        let mut entries: Vec<(String, String)> = Vec::new();
+        let mut seen: BTreeMap<String, Origin> = BTreeMap::new();
+        let mut ok = true;
+        for child in children.nodes() {
+            self.check_annotations(child);
+            self.props(child, &[]);
+            self.no_children(child);
+            let key = child.name().value();
+            let Some(args) = self.args(child, 1, Some(1), "\"key\" \"value\"") else {
+                ok = false;
+                continue;
+            };
+            let Some(value) = self.string(args[0], "a table value") else {
+                ok = false;
+                continue;
+            };
+            if key.is_empty() || value.is_empty() {
+                let span = if key.is_empty() {
+                    child.name().span()
+                } else {
+                    args[0].span()
+                };
+                self.error(span, "table keys and values must not be empty", "empty");
+                ok = false;
+                continue;
+            }
+            let folded = key.to_lowercase();
+            let here = self.origin(child.name().span().offset());
+            if let Some(first) = seen.get(&folded) {
+                let first = first.clone();
+                self.duplicate(child.name().span(), format!("key `{folded}`"), &first);
+                ok = false;
+                continue;
+            }
+            seen.insert(folded, here);
+            entries.push((key.to_owned(), value.to_owned()));
+        }
+        ok.then(|| inline_map(entries))
+    }
+}
+
+/// Whether the node has no property at all (then "needs file=" is the useful error;
+/// otherwise the property errors already say what is wrong).
+fn props_ok(node: &KdlNode) -> bool {
+    node.entries().iter().all(|e| e.name().is_none())
+}
+
+/// A table file's error as a configuration error in that file.
+fn table_error(
+    source: &NamedSource<Arc<String>>,
+    file: &str,
+    e: TableError,
+    defined: &str,
+) -> ConfigError {
+    let help = match e.help {
+        Some(h) => format!("{h} ({defined})"),
+        None => defined.to_owned(),
+    };
+    ConfigError {
+        message: e.message,
+        source_code: Some(source.clone()),
+        span: Some(SourceSpan::from(e.byte_span.clone())),
+        location: Some(Origin {
+            file: Arc::from(file),
+            line: e.line,
+            column: e.column,
+        }),
+        label: Some("here".to_owned()),
+        help: Some(help),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigErrors};
+
+    const HEAD: &str = "server {\n    hostname \"mx.example.test\"\n    spool \"spool\"\n}\nlisten \"mx\" address=\"127.0.0.1:2525\"\n";
+
+    fn parse(body: &str) -> Result<Config, ConfigErrors> {
+        Config::parse("mtad.kdl", &format!("{HEAD}{body}"))
+    }
+
+    /// `(line, column, message)` of each error; lines count from the end of HEAD.
+    fn errors(body: &str) -> Vec<(u32, u32, String)> {
+        let errors = parse(body).expect_err("invalid");
+        errors
+            .errors
+            .iter()
+            .map(|e| {
+                let l = e.location.as_ref().expect("located");
+                (l.line - 5, l.column, e.message.clone())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn inline_tables_are_maps() {
+        let config = parse(
+            "table \"routes\" {\n    \"Example.Local\" \"smtp:[192.168.1.100]\"\n    \".example.local\" \"smtp:[mailtrans.example.local]\"\n}\n",
+        )
+        .unwrap();
+        let routes = &config.tables["routes"];
+        assert_eq!(routes.len(), 2);
+        assert_eq!(
+            routes.lookup("example.local").as_deref(),
+            Some("smtp:[192.168.1.100]")
+        );
+    }
+
+    #[test]
+    fn table_node_errors() {
+        let got = errors(
+            "table \"a\" {\n    \"k\" \"1\"\n    \"K\" \"2\"\n}\ntable \"b\" type=\"hash\" file=\"x\"\ntable \"c\" type=\"cidr\" {\n    \"k\" \"v\"\n}\ntable \"d\"\ntable \"a\" file=\"x\" {\n}\ntable \"e\" file=\"does-not-exist\"\n",
+        );
+        let want: Vec<(u32, u32)> =
+            vec![(3, 5), (5, 11), (6, 1), (9, 1), (10, 7), (10, 11), (12, 11)];
+        assert_eq!(
+            got.iter().map(|(l, c, _)| (*l, *c)).collect::<Vec<_>>(),
+            want,
+            "{got:#?}"
+        );
+        assert!(got[0].2.contains("duplicate key `k`"), "{got:?}");
+        assert!(got[1].2.contains("unknown table type `hash`"), "{got:?}");
+        assert!(got[2].2.contains("inline table is a map"), "{got:?}");
+        assert!(got[3].2.contains("needs `file=`"), "{got:?}");
+        assert!(got[4].2.contains("duplicate table `a`"), "{got:?}");
+        assert!(got[5].2.contains("not both"), "{got:?}");
+        assert!(got[6].2.contains("cannot read table file"), "{got:?}");
+    }
+}

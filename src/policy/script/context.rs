@@ -1,0 +1,588 @@
+//! The `ctx` a hook function receives, and the address and client objects it hands
+//! out.
+//!
+//! `ctx` is a custom Rhai type with registered getters, not a map: a call copies only
+//! the fields the hook actually reads (the compile-time [`super::check`] pass records
+//! them in a [`FieldSet`]), so a rcpt hook that looks at `ctx.rcpt.domain` does not pay
+//! for the header block or the recipient list. The data is owned (`'static`, as Rhai
+//! requires) and shared by `Arc`, so the clones Rhai makes when `ctx` is passed to a
+//! helper function are cheap and see the same header changes.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rhai::{Array, Dynamic, EvalAltResult, ImmutableString, Map};
+
+use super::{HeaderChange, HookInput};
+use crate::policy::{Stage, routing_domain};
+
+/// Longest header line (`Name: value`) a script may add, as RFC 5322 allows.
+pub(crate) const MAX_HEADER_LINE: usize = 998;
+/// Longest header name a script may use.
+pub(crate) const MAX_HEADER_NAME: usize = 200;
+
+/// A `ctx` field (or the data behind a `ctx` method).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Field {
+    Client,
+    Listener,
+    Stage,
+    Helo,
+    Tls,
+    TlsProtocol,
+    TlsCipher,
+    Auth,
+    Authenticated,
+    Sender,
+    Rcpt,
+    Recipients,
+    Size,
+    Headers,
+    Body,
+}
+
+use Stage::{Data, Helo, Mail, Rcpt, Route};
+
+impl Field {
+    /// Every property a script can read on `ctx`, by name.
+    pub(crate) const PROPERTIES: [(&'static str, Field); 14] = [
+        ("client", Field::Client),
+        ("listener", Field::Listener),
+        ("stage", Field::Stage),
+        ("helo", Field::Helo),
+        ("tls", Field::Tls),
+        ("tls_protocol", Field::TlsProtocol),
+        ("tls_cipher", Field::TlsCipher),
+        ("auth", Field::Auth),
+        ("authenticated", Field::Authenticated),
+        ("sender", Field::Sender),
+        ("rcpt", Field::Rcpt),
+        ("recipients", Field::Recipients),
+        ("size", Field::Size),
+        ("headers", Field::Headers),
+    ];
+
+    pub(crate) fn property(name: &str) -> Option<Field> {
+        Self::PROPERTIES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|&(_, f)| f)
+    }
+
+    /// The stages at which this field exists.
+    pub(crate) fn stages(self) -> &'static [Stage] {
+        match self {
+            Field::Client | Field::Listener | Field::Stage => &Stage::ALL,
+            Field::Helo | Field::Tls | Field::TlsProtocol | Field::TlsCipher => {
+                &[Helo, Mail, Rcpt, Data]
+            }
+            Field::Auth | Field::Authenticated => &[Mail, Rcpt, Data],
+            Field::Sender => &[Mail, Rcpt, Data, Route],
+            Field::Rcpt => &[Rcpt, Route],
+            Field::Recipients => &[Rcpt, Data],
+            Field::Size | Field::Headers | Field::Body => &[Data],
+        }
+    }
+
+    pub(crate) fn available_at(self, stage: Stage) -> bool {
+        self.stages().contains(&stage)
+    }
+
+    fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+}
+
+/// A `ctx` method: its name, the data it reads, and whether it changes headers.
+pub(crate) struct Method {
+    pub name: &'static str,
+    pub reads: Option<Field>,
+}
+
+/// Every method a script can call on `ctx`; all exist at the data stage only.
+pub(crate) const METHODS: [Method; 6] = [
+    Method {
+        name: "header",
+        reads: Some(Field::Headers),
+    },
+    Method {
+        name: "headers_named",
+        reads: Some(Field::Headers),
+    },
+    Method {
+        name: "body",
+        reads: Some(Field::Body),
+    },
+    Method {
+        name: "add_header",
+        reads: None,
+    },
+    Method {
+        name: "remove_header",
+        reads: None,
+    },
+    Method {
+        name: "replace_header",
+        reads: None,
+    },
+];
+
+/// Which fields a hook reads: only those are copied into `ctx` at each call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct FieldSet(u32);
+
+impl FieldSet {
+    pub(crate) const ALL: FieldSet = FieldSet(u32::MAX);
+
+    pub(crate) fn insert(&mut self, field: Field) {
+        self.0 |= field.bit();
+    }
+
+    pub(crate) fn contains(self, field: Field) -> bool {
+        self.0 & field.bit() != 0
+    }
+}
+
+/// An address object: `ctx.sender`, `ctx.rcpt`, the elements of `ctx.recipients`
+/// and what `mta::parse_address` returns.
+#[derive(Clone, Debug)]
+pub(crate) struct Address {
+    /// The address as given, without angle brackets.
+    pub address: ImmutableString,
+    /// Everything before the last `@` (the whole address when there is none).
+    pub local: ImmutableString,
+    /// The lowercased domain it will be routed to; empty when there is none or the
+    /// local part holds routing syntax (`%`, `!`, a quoted `@`: see
+    /// [`routing_domain`]), so a relay check in a script cannot be fooled either.
+    pub domain: ImmutableString,
+    /// The null reverse path `<>`.
+    pub is_null: bool,
+}
+
+impl Address {
+    pub(crate) fn parse(text: &str) -> Address {
+        let trimmed = text.trim();
+        let bare = trimmed
+            .strip_prefix('<')
+            .and_then(|s| s.strip_suffix('>'))
+            .unwrap_or(trimmed);
+        if bare.is_empty() {
+            return Address {
+                address: ImmutableString::new(),
+                local: ImmutableString::new(),
+                domain: ImmutableString::new(),
+                is_null: true,
+            };
+        }
+        let local = bare.rsplit_once('@').map_or(bare, |(l, _)| l);
+        Address {
+            address: bare.into(),
+            local: local.into(),
+            domain: routing_domain(bare).map_or_else(ImmutableString::new, Into::into),
+            is_null: false,
+        }
+    }
+}
+
+/// `ctx.client`.
+#[derive(Clone, Debug)]
+pub(crate) struct Client {
+    pub ip: ImmutableString,
+    pub port: i64,
+}
+
+/// The header block, copied into one string with spans: two allocations whatever
+/// the number of headers.
+#[derive(Debug, Default)]
+struct HeaderStore {
+    text: String,
+    /// (name start, name end = value start, value end) into `text`.
+    spans: Vec<(usize, usize, usize)>,
+}
+
+impl HeaderStore {
+    fn new(headers: &[(String, String)]) -> Self {
+        let len = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+        let mut store = HeaderStore {
+            text: String::with_capacity(len),
+            spans: Vec::with_capacity(headers.len()),
+        };
+        for (name, value) in headers {
+            let start = store.text.len();
+            store.text.push_str(name);
+            let mid = store.text.len();
+            // Unfold: drop the CR/LF of continuation lines, keep the whitespace.
+            let value = value.trim_start_matches([' ', '\t']);
+            store
+                .text
+                .extend(value.chars().filter(|&c| c != '\r' && c != '\n'));
+            store.spans.push((start, mid, store.text.len()));
+        }
+        store
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.spans
+            .iter()
+            .map(|&(a, b, c)| (&self.text[a..b], &self.text[b..c]))
+    }
+
+    fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
+        self.iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+}
+
+/// The data behind one call's `ctx`.
+#[derive(Debug)]
+pub(crate) struct CtxData {
+    stage: Stage,
+    client: Option<Client>,
+    listener: ImmutableString,
+    helo: ImmutableString,
+    tls: Option<(ImmutableString, ImmutableString)>,
+    auth: ImmutableString,
+    sender: Option<Address>,
+    rcpt: Option<Address>,
+    recipients: Vec<Address>,
+    size: i64,
+    headers: HeaderStore,
+    body: ImmutableString,
+    changes: Mutex<Vec<HeaderChange>>,
+    max_changes: usize,
+}
+
+/// `ctx`, as Rhai sees it (type name `Context`).
+#[derive(Clone, Debug)]
+pub(crate) struct Ctx(Arc<CtxData>);
+
+type Res<T> = Result<T, Box<EvalAltResult>>;
+
+fn script_error(message: String) -> Box<EvalAltResult> {
+    Box::new(EvalAltResult::ErrorRuntime(
+        message.into(),
+        rhai::Position::NONE,
+    ))
+}
+
+fn opt_str(s: Option<&str>) -> ImmutableString {
+    s.map_or_else(ImmutableString::new, Into::into)
+}
+
+impl Ctx {
+    /// Copies the fields in `used` (and available at the input's stage) out of the
+    /// input. `max_body` bounds `ctx.body()`; `max_changes` the header changes.
+    pub(crate) fn build(
+        input: &HookInput<'_>,
+        used: FieldSet,
+        max_body: usize,
+        max_changes: usize,
+    ) -> Ctx {
+        let stage = input.stage;
+        let want = |f: Field| used.contains(f) && f.available_at(stage);
+        let client = want(Field::Client).then(|| Client {
+            ip: input.client_ip.to_string().into(),
+            port: i64::from(input.client_port),
+        });
+        let tls = if want(Field::Tls) || want(Field::TlsProtocol) || want(Field::TlsCipher) {
+            input
+                .tls
+                .map(|(p, c)| (ImmutableString::from(p), ImmutableString::from(c)))
+        } else {
+            None
+        };
+        let recipients = if want(Field::Recipients) {
+            input.recipients.iter().map(|r| Address::parse(r)).collect()
+        } else {
+            Vec::new()
+        };
+        let body = match input.body {
+            Some(body) if want(Field::Body) => lossy_prefix(body, max_body).into(),
+            _ => ImmutableString::new(),
+        };
+        Ctx(Arc::new(CtxData {
+            stage,
+            client,
+            listener: if want(Field::Listener) {
+                input.listener.into()
+            } else {
+                ImmutableString::new()
+            },
+            helo: if want(Field::Helo) {
+                opt_str(input.helo)
+            } else {
+                ImmutableString::new()
+            },
+            tls,
+            auth: if want(Field::Auth) {
+                opt_str(input.auth_user)
+            } else {
+                ImmutableString::new()
+            },
+            sender: want(Field::Sender)
+                .then_some(input.sender)
+                .flatten()
+                .map(Address::parse),
+            rcpt: want(Field::Rcpt)
+                .then_some(input.rcpt)
+                .flatten()
+                .map(Address::parse),
+            recipients,
+            size: input
+                .size
+                .map_or(0, |s| i64::try_from(s).unwrap_or(i64::MAX)),
+            headers: if want(Field::Headers) {
+                HeaderStore::new(input.headers)
+            } else {
+                HeaderStore::default()
+            },
+            body,
+            changes: Mutex::new(Vec::new()),
+            max_changes,
+        }))
+    }
+
+    /// The header changes the script asked for, in order.
+    pub(crate) fn take_changes(&self) -> Vec<HeaderChange> {
+        std::mem::take(
+            &mut *self
+                .0
+                .changes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    fn need(&self, field: Field, name: &str) -> Res<()> {
+        if field.available_at(self.0.stage) {
+            Ok(())
+        } else {
+            Err(script_error(format!(
+                "ctx.{name} is not available in a {} hook",
+                self.0.stage
+            )))
+        }
+    }
+
+    fn need_data(&self, method: &str) -> Res<()> {
+        if self.0.stage == Stage::Data {
+            Ok(())
+        } else {
+            Err(script_error(format!(
+                "ctx.{method}() is only available in a data hook, not in a {} hook",
+                self.0.stage
+            )))
+        }
+    }
+
+    fn change(&self, change: HeaderChange) -> Res<()> {
+        let mut changes = self
+            .0
+            .changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if changes.len() >= self.0.max_changes {
+            return Err(script_error(format!(
+                "too many header changes (at most {})",
+                self.0.max_changes
+            )));
+        }
+        changes.push(change);
+        Ok(())
+    }
+}
+
+/// The first `max` bytes of `body` as text, invalid UTF-8 replaced, never more
+/// than `max` bytes once replaced.
+fn lossy_prefix(body: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(max)]);
+    if text.len() <= max {
+        return text.into_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+/// A header name a script may use: printable ASCII without `:` or space.
+fn check_header_name(name: &str) -> Res<()> {
+    if name.is_empty()
+        || name.len() > MAX_HEADER_NAME
+        || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+    {
+        return Err(script_error(format!(
+            "invalid header name {:?}: it must be 1 to {MAX_HEADER_NAME} printable ASCII characters without ':' or spaces",
+            crate::config::sanitize_text(name, 80)
+        )));
+    }
+    Ok(())
+}
+
+/// A header value made safe: CR, LF and other control characters removed (a tab
+/// becomes a space), surrounding whitespace trimmed, the whole line bounded.
+fn clean_header_value(name: &str, value: &str) -> Res<String> {
+    let clean: String = value
+        .chars()
+        .filter_map(|c| match c {
+            '\t' => Some(' '),
+            c if c.is_control() => None,
+            c => Some(c),
+        })
+        .collect();
+    let clean = clean.trim().to_owned();
+    if name.len() + 2 + clean.len() > MAX_HEADER_LINE {
+        return Err(script_error(format!(
+            "header {name} is too long: a header line is at most {MAX_HEADER_LINE} bytes"
+        )));
+    }
+    Ok(clean)
+}
+
+/// Registers `Context`, `Address` and `Client` with their getters and methods.
+pub(crate) fn register(engine: &mut rhai::Engine) {
+    engine
+        .register_type_with_name::<Ctx>("Context")
+        .register_type_with_name::<Address>("Address")
+        .register_type_with_name::<Client>("Client");
+
+    engine
+        .register_get("client", |c: &mut Ctx| -> Res<Client> {
+            c.need(Field::Client, "client")?;
+            Ok(c.0.client.clone().unwrap_or(Client {
+                ip: ImmutableString::new(),
+                port: 0,
+            }))
+        })
+        .register_get("listener", |c: &mut Ctx| c.0.listener.clone())
+        .register_get("stage", |c: &mut Ctx| {
+            ImmutableString::from(c.0.stage.as_str())
+        })
+        .register_get("helo", |c: &mut Ctx| -> Res<ImmutableString> {
+            c.need(Field::Helo, "helo")?;
+            Ok(c.0.helo.clone())
+        })
+        .register_get("tls", |c: &mut Ctx| -> Res<bool> {
+            c.need(Field::Tls, "tls")?;
+            Ok(c.0.tls.is_some())
+        })
+        .register_get("tls_protocol", |c: &mut Ctx| -> Res<ImmutableString> {
+            c.need(Field::TlsProtocol, "tls_protocol")?;
+            Ok(c.0.tls.as_ref().map(|t| t.0.clone()).unwrap_or_default())
+        })
+        .register_get("tls_cipher", |c: &mut Ctx| -> Res<ImmutableString> {
+            c.need(Field::TlsCipher, "tls_cipher")?;
+            Ok(c.0.tls.as_ref().map(|t| t.1.clone()).unwrap_or_default())
+        })
+        .register_get("auth", |c: &mut Ctx| -> Res<ImmutableString> {
+            c.need(Field::Auth, "auth")?;
+            Ok(c.0.auth.clone())
+        })
+        .register_get("authenticated", |c: &mut Ctx| -> Res<bool> {
+            c.need(Field::Authenticated, "authenticated")?;
+            Ok(!c.0.auth.is_empty())
+        })
+        .register_get("sender", |c: &mut Ctx| -> Res<Address> {
+            c.need(Field::Sender, "sender")?;
+            Ok(c.0.sender.clone().unwrap_or_else(|| Address::parse("")))
+        })
+        .register_get("rcpt", |c: &mut Ctx| -> Res<Address> {
+            c.need(Field::Rcpt, "rcpt")?;
+            Ok(c.0.rcpt.clone().unwrap_or_else(|| Address::parse("")))
+        })
+        .register_get("recipients", |c: &mut Ctx| -> Res<Array> {
+            c.need(Field::Recipients, "recipients")?;
+            Ok(c.0.recipients.iter().cloned().map(Dynamic::from).collect())
+        })
+        .register_get("size", |c: &mut Ctx| -> Res<i64> {
+            c.need(Field::Size, "size")?;
+            Ok(c.0.size)
+        })
+        .register_get("headers", |c: &mut Ctx| -> Res<Array> {
+            c.need(Field::Headers, "headers")?;
+            Ok(c.0
+                .headers
+                .iter()
+                .map(|(n, v)| {
+                    let mut map = Map::new();
+                    map.insert("name".into(), n.into());
+                    map.insert("value".into(), v.into());
+                    Dynamic::from_map(map)
+                })
+                .collect())
+        })
+        .register_fn(
+            "header",
+            |c: &mut Ctx, name: &str| -> Res<ImmutableString> {
+                c.need_data("header")?;
+                Ok(c.0
+                    .headers
+                    .named(name)
+                    .next()
+                    .map(Into::into)
+                    .unwrap_or_default())
+            },
+        )
+        .register_fn("headers_named", |c: &mut Ctx, name: &str| -> Res<Array> {
+            c.need_data("headers_named")?;
+            Ok(c.0
+                .headers
+                .named(name)
+                .map(|v| Dynamic::from(ImmutableString::from(v)))
+                .collect())
+        })
+        .register_fn("body", |c: &mut Ctx| -> Res<ImmutableString> {
+            c.need_data("body")?;
+            Ok(c.0.body.clone())
+        })
+        .register_fn(
+            "add_header",
+            |c: &mut Ctx, name: &str, value: &str| -> Res<()> {
+                c.need_data("add_header")?;
+                check_header_name(name)?;
+                let value = clean_header_value(name, value)?;
+                c.change(HeaderChange::Add {
+                    name: name.to_owned(),
+                    value,
+                })
+            },
+        )
+        .register_fn("remove_header", |c: &mut Ctx, name: &str| -> Res<()> {
+            c.need_data("remove_header")?;
+            check_header_name(name)?;
+            c.change(HeaderChange::Remove {
+                name: name.to_owned(),
+            })
+        })
+        .register_fn(
+            "replace_header",
+            |c: &mut Ctx, name: &str, value: &str| -> Res<()> {
+                c.need_data("replace_header")?;
+                check_header_name(name)?;
+                let value = clean_header_value(name, value)?;
+                c.change(HeaderChange::Replace {
+                    name: name.to_owned(),
+                    value,
+                })
+            },
+        )
+        .register_fn("to_string", |_: &mut Ctx| "Context")
+        .register_fn("to_debug", |c: &mut Ctx| format!("Context({})", c.0.stage));
+
+    engine
+        .register_get("address", |a: &mut Address| a.address.clone())
+        .register_get("local", |a: &mut Address| a.local.clone())
+        .register_get("domain", |a: &mut Address| a.domain.clone())
+        .register_get("is_null", |a: &mut Address| a.is_null)
+        .register_fn("to_string", |a: &mut Address| a.address.clone())
+        .register_fn("to_debug", |a: &mut Address| format!("<{}>", a.address));
+
+    engine
+        .register_get("ip", |c: &mut Client| c.ip.clone())
+        .register_get("port", |c: &mut Client| c.port)
+        .register_fn("to_string", |c: &mut Client| c.ip.clone())
+        .register_fn("to_debug", |c: &mut Client| {
+            format!("Client({}:{})", c.ip, c.port)
+        });
+}
