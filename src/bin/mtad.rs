@@ -33,6 +33,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let pipeline = match mtad::policy::Pipeline::build(&config) {
+        Ok(pipeline) => pipeline,
+        Err(errors) => {
+            eprint!("{}", mtad::config::render(&errors));
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -43,7 +50,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(mtad::smtp::server::serve(config)) {
+    match runtime.block_on(mtad::smtp::server::serve(config, pipeline)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(%err, "mtad cannot run");

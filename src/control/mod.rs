@@ -14,6 +14,7 @@ use crate::queue::{self, QueueId, QueuedMessage};
 /// `mtactl check`: exit 0 with a one-line summary, or every error rendered.
 pub fn check(path: &Path) -> Result<(), String> {
     let config = Config::load(path).map_err(|errors| render(&errors))?;
+    crate::policy::Pipeline::build(&config).map_err(|errors| render(&errors))?;
     print_table_warnings(&config);
     println!("{}", summary(&config));
     Ok(())

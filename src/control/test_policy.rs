@@ -18,7 +18,9 @@
 //! with optional `rcpt=` (only that recipient; otherwise every recipient),
 //! `reply=` (a prefix of the reply) and `rule=` (a part of the deciding rule's
 //! `file:line:col`, or `"default"`), `outcome` (`queued`, `held`, `discarded`,
-//! `refused`), and `not-reached STAGE`.
+//! `refused`), `not-reached STAGE`, `route RCPT TRANSPORT` (what a route hook
+//! chose for that recipient) and `header "+ Name: value"` (a header change a data
+//! hook made: `+` add, `-` remove, `=` replace).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -39,16 +41,14 @@ pub const EXIT_CONFIG: u8 = 2;
 
 /// Loads and compiles the policy, or prints why it cannot.
 fn pipeline(config_path: &Path) -> Result<(Config, Pipeline), u8> {
-    match Config::load(config_path) {
-        Ok(config) => {
-            let pipeline = Pipeline::compile(&config);
-            Ok((config, pipeline))
-        }
-        Err(errors) => {
-            eprint!("{}", render(&errors));
-            Err(EXIT_CONFIG)
-        }
-    }
+    let built = Config::load(config_path).and_then(|config| {
+        let pipeline = Pipeline::build(&config)?;
+        Ok((config, pipeline))
+    });
+    built.map_err(|errors| {
+        eprint!("{}", render(&errors));
+        EXIT_CONFIG
+    })
 }
 
 /// One dry run from command-line options.
@@ -87,7 +87,14 @@ pub fn render_report(report: &DryRunReport) -> String {
             .as_deref()
             .map(|r| format!("  {r}"))
             .unwrap_or_default();
-        let _ = writeln!(out, "{stage:<32} {:<8} {rule}{reply}", s.verdict);
+        let verdict = match &s.transport {
+            Some(t) => t.as_str(),
+            None => s.verdict,
+        };
+        let _ = writeln!(out, "{stage:<32} {verdict:<8} {rule}{reply}");
+        for change in &s.header_changes {
+            let _ = writeln!(out, "{:<32} {:<8} {change}", "", "header");
+        }
         for w in &s.warnings {
             let _ = writeln!(
                 out,
@@ -115,6 +122,10 @@ struct Case {
     expects: Vec<Expect>,
     outcome: Option<String>,
     not_reached: Vec<String>,
+    /// (recipient, transport) a route hook must choose.
+    routes: Vec<(String, String)>,
+    /// Header changes the data stage must make, as `+ Name: value`, `- Name`, `= Name: value`.
+    headers: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -289,6 +300,33 @@ fn check(case: &Case, report: &DryRunReport) -> Vec<String> {
     {
         failures.push(format!("outcome: expected {want}, got {}", report.outcome));
     }
+    for (rcpt, want) in &case.routes {
+        let got = report.stages.iter().find(|s| {
+            s.stage == "route"
+                && s.rcpt
+                    .as_deref()
+                    .is_some_and(|r| r.eq_ignore_ascii_case(rcpt))
+        });
+        match got.and_then(|s| s.transport.as_deref()) {
+            Some(t) if t == want => {}
+            Some(t) => failures.push(format!("route <{rcpt}>: expected {want}, got {t}")),
+            None => failures.push(format!(
+                "route <{rcpt}>: expected {want}, but no route rule chose one"
+            )),
+        }
+    }
+    let made: Vec<&String> = report
+        .stages
+        .iter()
+        .flat_map(|s| &s.header_changes)
+        .collect();
+    for want in &case.headers {
+        if !made.contains(&want) {
+            failures.push(format!(
+                "header: expected {want:?}, the data stage made {made:?}"
+            ));
+        }
+    }
     for stage in &case.not_reached {
         if !report.not_reached.iter().any(|s| s == stage) {
             failures.push(format!("{stage}: expected not to be reached, but it ran"));
@@ -364,6 +402,8 @@ fn read_case(
         expects: Vec::new(),
         outcome: None,
         not_reached: Vec::new(),
+        routes: Vec::new(),
+        headers: Vec::new(),
     };
     let Some(children) = node.children() else {
         errors.push(format!(
@@ -451,6 +491,11 @@ fn read_case(
                 )),
             },
             "outcome" => case.outcome = one(&mut errors),
+            "route" => match strings.as_slice() {
+                [rcpt, transport] => case.routes.push((rcpt.clone(), transport.clone())),
+                _ => errors.push(format!("{where_}: route \"RCPT\" \"TRANSPORT\"")),
+            },
+            "header" => case.headers.extend(strings.iter().cloned()),
             "not-reached" => case.not_reached.extend(strings.iter().cloned()),
             other => errors.push(format!("{where_}: unknown node `{other}` in a case")),
         }

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use super::{Context, Decision, Pipeline, Stage, Verdict, parse_headers};
+use super::{Context, Decision, HeaderChange, Pipeline, Stage, Verdict, parse_headers};
 
 /// The envelope (and optional message) to run.
 #[derive(Clone, Debug, Default)]
@@ -40,6 +40,13 @@ pub struct StageResult {
     /// `mode="warn"` rules that matched: `file:line:col would VERDICT`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Data hooks' header changes: `+ Name: value` (add), `- Name` (remove),
+    /// `= Name: value` (replace).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub header_changes: Vec<String>,
+    /// At route: the transport chosen for the recipient.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
 }
 
 /// The whole run.
@@ -81,6 +88,16 @@ fn result(stage: Stage, rcpt: Option<&str>, decision: &Decision) -> StageResult 
             .iter()
             .map(|(origin, verdict)| format!("{origin} would {}", verdict.name()))
             .collect(),
+        header_changes: decision
+            .header_changes
+            .iter()
+            .map(|c| match c {
+                HeaderChange::Add { name, value } => format!("+ {name}: {value}"),
+                HeaderChange::Remove { name } => format!("- {name}"),
+                HeaderChange::Replace { name, value } => format!("= {name}: {value}"),
+            })
+            .collect(),
+        transport: decision.transport.clone(),
     }
 }
 
@@ -187,6 +204,7 @@ impl Pipeline {
                 recipients: &accepted,
                 size: Some(message.len() as u64),
                 headers: &headers,
+                body: Some(message),
                 ..with_helo
             },
         );
@@ -194,6 +212,21 @@ impl Pipeline {
         if refuses(&d) {
             stop(&mut report, Stage::Data);
             return report;
+        }
+        // each recipient's route, once the policy has route rules
+        if self.rule_count(Stage::Route) > 0 {
+            for rcpt in &accepted {
+                let d = self.evaluate(
+                    Stage::Route,
+                    &Context {
+                        sender: Some(&env.sender),
+                        rcpt: Some(rcpt),
+                        recipients: &accepted,
+                        ..with_helo
+                    },
+                );
+                record(&mut report, Stage::Route, Some(rcpt), &d);
+            }
         }
         report.outcome = if discard {
             "discarded"

@@ -1,5 +1,8 @@
 //! The message as the data stage sees it: its header lines, unfolded, one logical
-//! header at a time (as Postfix's header_checks match them).
+//! header at a time (as Postfix's header_checks match them), and the header
+//! changes data hooks make.
+
+use super::script::HeaderChange;
 
 /// One logical header, unfolded: continuation lines joined with their leading
 /// whitespace kept, the CRLFs removed. `line()` is `Name: value` as written.
@@ -76,21 +79,10 @@ pub fn parse_headers(message: &[u8]) -> (Vec<HeaderLine>, usize) {
     (headers, message.len())
 }
 
-/// A change a data hook asks for. Names compare case-insensitively.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum HeaderEdit {
-    /// Add `Name: value` at the end of the header block.
-    Add { name: String, value: String },
-    /// Remove every header of that name.
-    Remove { name: String },
-    /// Give the first header of that name this value (add it if there is none).
-    Replace { name: String, value: String },
-}
-
 /// The message with `edits` applied in order; the body is untouched. Names and values
 /// must already be clean (no CR/LF, names without `:` or spaces): the script host
 /// checks them.
-pub fn apply_header_edits(message: &[u8], edits: &[HeaderEdit]) -> Vec<u8> {
+pub fn apply_header_edits(message: &[u8], edits: &[HeaderChange]) -> Vec<u8> {
     if edits.is_empty() {
         return message.to_vec();
     }
@@ -103,17 +95,17 @@ pub fn apply_header_edits(message: &[u8], edits: &[HeaderEdit]) -> Vec<u8> {
     let render = |name: &str, value: &str| format!("{name}: {value}\r\n").into_bytes();
     for edit in edits {
         match edit {
-            HeaderEdit::Add { name, value } => {
+            HeaderChange::Add { name, value } => {
                 lines.push((name.clone(), Some(render(name, value))))
             }
-            HeaderEdit::Remove { name } => {
+            HeaderChange::Remove { name } => {
                 for (n, raw) in &mut lines {
                     if n.eq_ignore_ascii_case(name) {
                         *raw = None;
                     }
                 }
             }
-            HeaderEdit::Replace { name, value } => {
+            HeaderChange::Replace { name, value } => {
                 match lines
                     .iter_mut()
                     .find(|(n, raw)| raw.is_some() && n.eq_ignore_ascii_case(name))
@@ -137,6 +129,7 @@ pub fn apply_header_edits(message: &[u8], edits: &[HeaderEdit]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::script::HeaderChange;
 
     #[test]
     fn unfolds_and_stops_at_the_body() {
@@ -156,18 +149,18 @@ mod tests {
         let out = apply_header_edits(
             msg,
             &[
-                HeaderEdit::Remove {
+                HeaderChange::Remove {
                     name: "X-SPAM".into(),
                 },
-                HeaderEdit::Replace {
+                HeaderChange::Replace {
                     name: "subject".into(),
                     value: "[tagged] hi".into(),
                 },
-                HeaderEdit::Add {
+                HeaderChange::Add {
                     name: "X-Checked".into(),
                     value: "yes".into(),
                 },
-                HeaderEdit::Replace {
+                HeaderChange::Replace {
                     name: "X-New".into(),
                     value: "1".into(),
                 },

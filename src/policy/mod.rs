@@ -29,16 +29,24 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use miette::SourceSpan;
 use regex::Regex;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
-use crate::config::{ClientRef, Condition, Config, RuleAction, RuleConfig};
+use crate::config::{
+    ClientRef, Condition, Config, ConfigError, ConfigErrors, RuleAction, RuleConfig,
+};
 use crate::lookup::{DomainSet, NetworkSet};
+use script::{
+    Hook, HookDecision, HookError, HookInput, HookOutput, KnownNames, Lookups, NoLookups,
+    ScriptError, ScriptHost, ScriptLimits,
+};
 
 pub use crate::config::{Origin, Reply, Stage};
 pub use address::routing_domain;
 pub use dry_run::{DryEnvelope, DryRunReport, StageResult};
-pub use message::{HeaderEdit, HeaderLine, apply_header_edits, parse_headers};
+pub use message::{HeaderLine, apply_header_edits, parse_headers};
+pub use script::HeaderChange;
 
 /// Longest address echoed back in a reply.
 pub const MAX_ECHOED_ADDRESS: usize = 256;
@@ -82,6 +90,11 @@ pub struct Decision {
     pub rule: Option<Origin>,
     /// `mode="warn"` rules that matched on the way, with what they would have done.
     pub warned: Vec<(Origin, Verdict)>,
+    /// Header changes from the data hooks that ran, in order (applied to the message
+    /// unless it is refused).
+    pub header_changes: Vec<HeaderChange>,
+    /// At the route stage, the transport a route hook chose (`smtp:[host]:port`).
+    pub transport: Option<String>,
 }
 
 /// What a stage can see. Fields that do not exist yet at a stage are `None` / empty;
@@ -89,6 +102,7 @@ pub struct Decision {
 #[derive(Clone, Copy, Debug)]
 pub struct Context<'a> {
     pub client_ip: IpAddr,
+    pub client_port: u16,
     pub listener: &'a str,
     pub helo: Option<&'a str>,
     pub tls: bool,
@@ -102,6 +116,8 @@ pub struct Context<'a> {
     pub size: Option<u64>,
     /// At data, the message's header lines, unfolded.
     pub headers: &'a [HeaderLine],
+    /// At data, the whole message as received (for hooks).
+    pub body: Option<&'a [u8]>,
 }
 
 impl<'a> Context<'a> {
@@ -109,6 +125,7 @@ impl<'a> Context<'a> {
     pub fn new(client_ip: IpAddr, listener: &'a str) -> Self {
         Self {
             client_ip,
+            client_port: 0,
             listener,
             helo: None,
             tls: false,
@@ -118,6 +135,7 @@ impl<'a> Context<'a> {
             recipients: &[],
             size: None,
             headers: &[],
+            body: None,
         }
     }
 }
@@ -129,18 +147,78 @@ pub struct RcptContext<'a> {
     pub rcpt: &'a str,
 }
 
-/// The compiled policy: per stage, an ordered list of rules.
-#[derive(Debug, Default)]
+/// The compiled policy: per stage, an ordered list of rules, the script host their
+/// hooks run in, and the sets and tables hooks may look into.
 pub struct Pipeline {
     stages: [Vec<Rule>; Stage::COUNT],
+    host: ScriptHost,
+    lookups: Arc<dyn Lookups>,
 }
 
-#[derive(Debug)]
+impl Default for Pipeline {
+    fn default() -> Self {
+        Self {
+            stages: Default::default(),
+            host: ScriptHost::default(),
+            lookups: Arc::new(NoLookups),
+        }
+    }
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("stages", &self.stages)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Rule {
-    verdict: Verdict,
+    action: Action,
     conditions: Box<[Test]>,
     warn: bool,
     origin: Origin,
+}
+
+impl std::fmt::Debug for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let action = match &self.action {
+            Action::Verdict(v) => v.name().to_owned(),
+            Action::Hook(h) => format!("hook {}:{}", h.file(), h.function()),
+        };
+        write!(f, "{} {action}", self.origin)
+    }
+}
+
+/// What a matching rule does.
+enum Action {
+    Verdict(Verdict),
+    Hook(Hook),
+}
+
+/// The policy's sets and tables, for `mta::listed` and `mta::lookup` in hooks.
+struct PolicyLookups {
+    networks: BTreeMap<String, Arc<NetworkSet>>,
+    domains: BTreeMap<String, Arc<DomainSet>>,
+    tables: BTreeMap<String, Arc<crate::lookup::Table>>,
+}
+
+impl Lookups for PolicyLookups {
+    fn in_set(&self, name: &str, value: &str) -> Option<bool> {
+        if let Some(set) = self.networks.get(name) {
+            return Some(value.parse::<IpAddr>().is_ok_and(|ip| set.contains(ip)));
+        }
+        if let Some(set) = self.domains.get(name) {
+            return Some(set.contains(value));
+        }
+        self.tables.get(name).map(|t| t.lookup(value).is_some())
+    }
+
+    fn table(&self, name: &str, key: &str) -> Option<Option<String>> {
+        self.tables
+            .get(name)
+            .map(|t| t.lookup(key).map(|v| v.into_owned()))
+    }
 }
 
 #[derive(Debug)]
@@ -200,27 +278,83 @@ impl Check {
 }
 
 impl Pipeline {
-    /// Compiles a validated configuration (set references were checked by config).
+    /// Compiles a validated configuration, hooks included; every hook error (syntax,
+    /// a context field used at the wrong stage, an unknown set...) is returned as a
+    /// configuration error with the script's file:line:col. `mtad`, `mtactl check`
+    /// and `mtactl test-policy` all compile through here.
+    pub fn build(config: &Config) -> Result<Pipeline, ConfigErrors> {
+        let mut errors = Vec::new();
+        let pipeline = Self::assemble(config, &mut |e| errors.push(e));
+        if errors.is_empty() {
+            Ok(pipeline)
+        } else {
+            Err(ConfigErrors {
+                file: config.path.display().to_string(),
+                errors,
+            })
+        }
+    }
+
+    /// Like [`Pipeline::build`], but a hook that does not compile makes its rule
+    /// answer 451 (fail closed) instead of an error: for tests and tools that have
+    /// already validated the configuration.
     pub fn compile(config: &Config) -> Pipeline {
-        let networks: BTreeMap<&str, Arc<NetworkSet>> = config
+        Self::assemble(config, &mut |e| {
+            tracing::error!(error = %e, "policy hook does not compile; its rule will tempfail");
+        })
+    }
+
+    fn assemble(config: &Config, on_error: &mut dyn FnMut(ConfigError)) -> Pipeline {
+        let networks: BTreeMap<String, Arc<NetworkSet>> = config
             .networks
             .iter()
-            .map(|(name, set)| (name.as_str(), Arc::new(set.clone())))
+            .map(|(name, set)| (name.clone(), Arc::new(set.clone())))
             .collect();
-        let domains: BTreeMap<&str, Arc<DomainSet>> = config
+        let domains: BTreeMap<String, Arc<DomainSet>> = config
             .domains
             .iter()
-            .map(|(name, set)| (name.as_str(), Arc::new(set.clone())))
+            .map(|(name, set)| (name.clone(), Arc::new(set.clone())))
             .collect();
-        let mut pipeline = Pipeline::default();
+        let host = ScriptHost::new(ScriptLimits::default());
+        let known = KnownNames::new(
+            config.networks.keys().chain(config.domains.keys()),
+            config.tables.keys(),
+        );
+        let mut stages: [Vec<Rule>; Stage::COUNT] = Default::default();
         for stage in Stage::ALL {
-            pipeline.stages[stage.index()] = config
-                .rules(stage)
-                .iter()
-                .map(|rule| compile_rule(rule, &networks, &domains))
-                .collect();
+            for rule in config.rules(stage) {
+                let hook = match &rule.action {
+                    RuleAction::Hook(h) => {
+                        match host.compile(
+                            &h.path,
+                            &h.display,
+                            h.function.as_deref(),
+                            stage,
+                            &known,
+                        ) {
+                            Ok(hook) => Some(Ok(hook)),
+                            Err(errors) => {
+                                for e in errors {
+                                    on_error(script_error(e, &rule.origin));
+                                }
+                                Some(Err(()))
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+                stages[stage.index()].push(compile_rule(rule, hook, &networks, &domains));
+            }
         }
-        pipeline
+        Pipeline {
+            stages,
+            host,
+            lookups: Arc::new(PolicyLookups {
+                networks,
+                domains,
+                tables: config.tables.clone(),
+            }),
+        }
     }
 
     /// Runs one stage: the first rule whose conditions all hold and whose verdict is
@@ -229,6 +363,7 @@ impl Pipeline {
     /// other stage accepts.
     pub fn evaluate(&self, stage: Stage, ctx: &Context<'_>) -> Decision {
         let mut warned = Vec::new();
+        let mut header_changes = Vec::new();
         for rule in &self.stages[stage.index()] {
             if !rule
                 .conditions
@@ -237,19 +372,48 @@ impl Pipeline {
             {
                 continue;
             }
-            if rule.verdict == Verdict::Next {
+            let mut transport = None;
+            let verdict = match &rule.action {
+                Action::Verdict(v) => v.clone(),
+                Action::Hook(hook) => match self.call(hook, stage, ctx) {
+                    Ok(out) => {
+                        if !rule.warn {
+                            header_changes.extend(out.header_changes);
+                        }
+                        match out.decision {
+                            HookDecision::Transport(t) => {
+                                transport = Some(t);
+                                Verdict::Accept
+                            }
+                            other => other.verdict().unwrap_or(Verdict::Next),
+                        }
+                    }
+                    Err(e) if rule.warn => {
+                        warn!(%stage, rule = %rule.origin, error = %e, "warn-mode hook failed");
+                        continue;
+                    }
+                    Err(e) => {
+                        // fail closed: a broken hook never accepts
+                        error!(%stage, rule = %rule.origin, error = %e, "policy hook failed; answering 451");
+                        Verdict::Defer(HookError::tempfail_reply())
+                    }
+                },
+            };
+            if verdict == Verdict::Next {
                 continue;
             }
             if rule.warn {
-                warn!(%stage, rule = %rule.origin, would = rule.verdict.name(), "warn-mode rule matched; not enforced");
-                warned.push((rule.origin.clone(), rule.verdict.clone()));
+                warn!(%stage, rule = %rule.origin, would = verdict.name(), "warn-mode rule matched; not enforced");
+                warned.push((rule.origin.clone(), verdict));
                 continue;
             }
-            debug!(%stage, rule = %rule.origin, verdict = rule.verdict.name(), "rule decided");
+            debug!(%stage, rule = %rule.origin, verdict = verdict.name(), "rule decided");
             return Decision {
-                verdict: rule.verdict.clone(),
+                verdict,
                 rule: Some(rule.origin.clone()),
                 warned,
+                header_changes,
+                transport,
             };
         }
         let verdict = match (stage, ctx.rcpt) {
@@ -261,7 +425,30 @@ impl Pipeline {
             verdict,
             rule: None,
             warned,
+            header_changes,
+            transport: None,
         }
+    }
+
+    fn call(&self, hook: &Hook, stage: Stage, ctx: &Context<'_>) -> Result<HookOutput, HookError> {
+        let headers: Vec<(String, String)> = ctx
+            .headers
+            .iter()
+            .map(|h| (h.name().to_owned(), h.value().to_owned()))
+            .collect();
+        let input = HookInput {
+            helo: ctx.helo,
+            tls: ctx.tls.then_some(("", "")),
+            auth_user: ctx.auth_user,
+            sender: ctx.sender,
+            rcpt: ctx.rcpt,
+            recipients: ctx.recipients,
+            size: ctx.size,
+            headers: &headers,
+            body: ctx.body,
+            ..HookInput::new(stage, ctx.client_ip, ctx.client_port, ctx.listener)
+        };
+        hook.call(&self.host, &input, &self.lookups)
     }
 
     /// The rcpt stage for a client and one recipient.
@@ -297,21 +484,42 @@ pub fn echo(text: &str) -> String {
     crate::config::sanitize_text(text, MAX_ECHOED_ADDRESS)
 }
 
+/// A script error as a configuration error: the script's own text, place and caret,
+/// and the rule that names the hook.
+fn script_error(e: ScriptError, rule: &Origin) -> ConfigError {
+    let span = e.byte_offset.map(|o| SourceSpan::from(o..o + 1));
+    ConfigError {
+        message: e.message,
+        source_code: e
+            .source_text
+            .map(|text| miette::NamedSource::new(e.file.clone(), text)),
+        span,
+        location: Some(Origin {
+            file: e.file.as_str().into(),
+            line: e.line,
+            column: e.column,
+        }),
+        label: Some("here".to_owned()),
+        help: Some(format!("in the hook named at {rule}")),
+    }
+}
+
 fn compile_rule(
     rule: &RuleConfig,
-    networks: &BTreeMap<&str, Arc<NetworkSet>>,
-    domains: &BTreeMap<&str, Arc<DomainSet>>,
+    hook: Option<Result<Hook, ()>>,
+    networks: &BTreeMap<String, Arc<NetworkSet>>,
+    domains: &BTreeMap<String, Arc<DomainSet>>,
 ) -> Rule {
-    let verdict = match &rule.action {
-        RuleAction::Accept => Verdict::Accept,
-        RuleAction::Reject(reply) => Verdict::Reject(reply.clone()),
-        RuleAction::Defer(reply) => Verdict::Defer(reply.clone()),
-        RuleAction::Discard => Verdict::Discard,
-        RuleAction::Hold => Verdict::Hold,
-        // Hooks are compiled by `build`; a pipeline made without it fails closed.
-        RuleAction::Hook(_) => {
-            Verdict::Defer(Reply::new(451, [4, 3, 0], "Error: policy hook unavailable"))
-        }
+    let action = match (&rule.action, hook) {
+        (_, Some(Ok(hook))) => Action::Hook(hook),
+        // a hook that does not compile fails closed
+        (_, Some(Err(()))) => Action::Verdict(Verdict::Defer(HookError::tempfail_reply())),
+        (RuleAction::Accept, None) => Action::Verdict(Verdict::Accept),
+        (RuleAction::Reject(reply), None) => Action::Verdict(Verdict::Reject(reply.clone())),
+        (RuleAction::Defer(reply), None) => Action::Verdict(Verdict::Defer(reply.clone())),
+        (RuleAction::Discard, None) => Action::Verdict(Verdict::Discard),
+        (RuleAction::Hold, None) => Action::Verdict(Verdict::Hold),
+        (RuleAction::Hook(_), None) => Action::Verdict(Verdict::Defer(HookError::tempfail_reply())),
     };
     let mut conditions = Vec::with_capacity(rule.conditions.len());
     for condition in &rule.conditions {
@@ -349,11 +557,11 @@ fn compile_rule(
             None => {
                 tracing::error!(rule = %rule.origin, ?condition, "rule refers to an undefined set; it will tempfail");
                 return Rule {
-                    verdict: Verdict::Defer(Reply::new(
+                    action: Action::Verdict(Verdict::Defer(Reply::new(
                         451,
                         [4, 3, 5],
                         "Server configuration error",
-                    )),
+                    ))),
                     conditions: Box::new([]),
                     warn: false,
                     origin: rule.origin.clone(),
@@ -362,7 +570,7 @@ fn compile_rule(
         }
     }
     Rule {
-        verdict,
+        action,
         conditions: conditions.into_boxed_slice(),
         warn: rule.warn,
         origin: rule.origin.clone(),

@@ -12,7 +12,7 @@ use tracing::{error, info};
 use super::dot::{DotReceiver, has_bare_eol};
 use super::reply;
 use super::session::{Disposition, Flow, Session, State};
-use crate::policy::{Context, Stage, Verdict, parse_headers};
+use crate::policy::{Context, Stage, Verdict, apply_header_edits, parse_headers};
 use crate::queue::{Envelope, MessageRecord, QueueId};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -128,14 +128,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let id = record.id();
         let size = record.body_len();
         let (headers, _) = parse_headers(record.body());
-        let decision = self.policy.evaluate(
+        let mut decision = self.policy.evaluate(
             Stage::Data,
             &Context {
                 size: Some(size as u64),
                 headers: &headers,
+                body: Some(record.body()),
                 ..self.policy_context()
             },
         );
+        let header_changes = std::mem::take(&mut decision.header_changes);
         let queued = format!("250 2.0.0 Ok: queued as {id}\r\n");
         let refused = matches!(decision.verdict, Verdict::Reject(_) | Verdict::Defer(_));
         // an accepting verdict answers nothing yet: the 250 waits for the disk
@@ -146,6 +148,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.reset_transaction();
         if refused {
             return flow;
+        }
+        if !header_changes.is_empty() {
+            let edited = apply_header_edits(record.body(), &header_changes);
+            record.truncate_body();
+            record.body_mut().extend_from_slice(&edited);
         }
         match disposition {
             Disposition::Discard => {

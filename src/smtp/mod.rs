@@ -51,7 +51,12 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(config: &Config, spool: Spool, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(
+        config: &Config,
+        pipeline: Pipeline,
+        spool: Spool,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
         let hostname = config.server.hostname.clone();
         let banner = reply::sanitize(&config.server.banner, 200);
         let greeting = format!("220 {hostname} {banner}\r\n");
@@ -65,7 +70,7 @@ impl Core {
             greeting,
             ehlo,
             limits: config.limits.clone(),
-            policy: ArcSwap::from_pointee(Pipeline::compile(config)),
+            policy: ArcSwap::from_pointee(pipeline),
             spool,
             connections: Arc::new(Connections::default()),
             shutdown,

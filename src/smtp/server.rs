@@ -16,6 +16,7 @@ use super::conn::LimitHit;
 use super::session::{Session, next_session_id};
 use super::{Core, reply};
 use crate::config::Config;
+use crate::policy::Pipeline;
 use crate::queue::{Spool, SpoolError};
 
 /// Pending connections the kernel may hold for each listener before we accept them.
@@ -33,14 +34,15 @@ pub enum ServeError {
     Spool(#[from] SpoolError),
 }
 
-/// Runs until SIGTERM or SIGINT, then shuts down gracefully.
-pub async fn serve(config: Config) -> Result<(), ServeError> {
+/// Runs until SIGTERM or SIGINT, then shuts down gracefully. `pipeline` is the
+/// policy compiled from `config` ([`Pipeline::build`]).
+pub async fn serve(config: Config, pipeline: Pipeline) -> Result<(), ServeError> {
     let (stop, stopped) = watch::channel(false);
     let signals = tokio::spawn(async move {
         wait_for_signal().await;
         let _ = stop.send(true);
     });
-    let result = serve_until(config, stopped).await;
+    let result = serve_until(config, pipeline, stopped).await;
     signals.abort();
     result
 }
@@ -48,6 +50,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
 /// Runs until `shutdown` turns true (the signal handler in [`serve`], or a test).
 pub async fn serve_until(
     config: Config,
+    pipeline: Pipeline,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
     raise_open_files_limit();
@@ -79,7 +82,12 @@ pub async fn serve_until(
         }
     }
 
-    let core = Arc::new(Core::new(&config, spool.clone(), shutdown.clone()));
+    let core = Arc::new(Core::new(
+        &config,
+        pipeline,
+        spool.clone(),
+        shutdown.clone(),
+    ));
     let grace = config.server.shutdown_timeout;
     let mut loops = JoinSet::new();
     for (name, listener) in listeners {

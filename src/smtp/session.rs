@@ -398,6 +398,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// What the policy may see now; the caller fills in what is stage-specific.
     pub(super) fn policy_context(&self) -> Context<'_> {
         Context {
+            client_port: self.peer.port(),
             helo: self.helo.as_deref(),
             sender: self.tx.sender.as_deref(),
             recipients: &self.tx.recipients,
