@@ -21,7 +21,7 @@ fn example(name: &str) -> Config {
 /// One message through every stage a session runs: connect, helo, mail, two
 /// recipients, data (with its headers parsed), as the session calls them.
 fn per_message(c: &mut Criterion) {
-    let pipeline = Pipeline::compile(&example("mail-hub"));
+    let pipeline = Pipeline::build(&example("mail-hub")).unwrap();
     let client: IpAddr = "203.0.113.5".parse().unwrap();
     let message = b"From: a@src.test\r\nTo: user@example.local\r\nSubject: hello\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <1@src.test>\r\n\r\nbody\r\n";
     let recipients = vec![
@@ -62,6 +62,51 @@ fn per_message(c: &mut Criterion) {
     });
 }
 
+/// The same message through the `scripted` example: one rcpt hook per recipient and
+/// one data hook (table lookups, header reads and changes) on top of the rules.
+fn per_message_with_hooks(c: &mut Criterion) {
+    let pipeline = Pipeline::build(&example("scripted")).unwrap();
+    let client: IpAddr = "203.0.113.5".parse().unwrap();
+    let message = b"From: ceo@example.test\r\nTo: staff@example.test\r\nSubject: all hands\r\nX-Internal-Route: a\r\nMessage-ID: <1@example.test>\r\n\r\nbody\r\n";
+    let recipients = vec!["staff@example.test".to_owned()];
+    c.bench_function(
+        "policy/scripted example, rcpt + data hooks, one message",
+        |b| {
+            b.iter(|| {
+                let base = Context::new(black_box(client), "mx");
+                let helo = Context {
+                    helo: Some("client.src.test"),
+                    ..base
+                };
+                assert!(!refused(pipeline.evaluate(Stage::Connect, &base)));
+                assert!(!refused(pipeline.evaluate(Stage::Helo, &helo)));
+                let mail = Context {
+                    sender: Some("ceo@example.test"),
+                    ..helo
+                };
+                assert!(!refused(pipeline.evaluate(Stage::Mail, &mail)));
+                let ctx = Context {
+                    rcpt: Some(&recipients[0]),
+                    recipients: &[],
+                    ..mail
+                };
+                assert!(!refused(pipeline.evaluate(Stage::Rcpt, &ctx)));
+                let (headers, _) = parse_headers(black_box(message));
+                let data = Context {
+                    recipients: &recipients,
+                    size: Some(message.len() as u64),
+                    headers: &headers,
+                    body: Some(message),
+                    ..mail
+                };
+                let d = pipeline.evaluate(Stage::Data, &data);
+                assert_eq!(d.header_changes.len(), 2);
+                assert!(!refused(d));
+            })
+        },
+    );
+}
+
 fn refused(d: mtad::policy::Decision) -> bool {
     matches!(
         d.verdict,
@@ -81,10 +126,10 @@ fn compile(c: &mut Criterion) {
     c.bench_function("policy/compile the largest example", |b| {
         b.iter(|| {
             let config = Config::load(black_box(&largest)).unwrap();
-            black_box(Pipeline::compile(&config));
+            black_box(Pipeline::build(&config).unwrap());
         })
     });
 }
 
-criterion_group!(benches, per_message, compile);
+criterion_group!(benches, per_message, per_message_with_hooks, compile);
 criterion_main!(benches);
