@@ -101,3 +101,52 @@ fn swaks_sees_relay_access_denied() {
     );
     assert!(mtad.queued().is_empty());
 }
+
+/// A hook policy, exercised by swaks: the data hook's header change is in the queued
+/// message, and a refusal reaches swaks as the script's reply.
+#[test]
+fn swaks_through_rhai_hooks() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("data.rhai"),
+        "fn data(ctx) {\n    if ctx.header(\"Subject\").contains(\"casino\") { return reject(554, \"5.7.0\", \"no gambling\"); }\n    ctx.add_header(\"X-Policy\", \"checked\");\n    next()\n}\n",
+    )
+    .unwrap();
+    let spool = dir.path().join("spool");
+    let config = format!("{BASIC}\nstage \"data\" {{\n    hook \"data.rhai\"\n}}\n");
+    let mtad = Mtad::start_in(dir, spool, &config);
+    let ok = swaks(
+        mtad.port,
+        &[
+            "--from",
+            "a@src.test",
+            "--to",
+            "b@example.test",
+            "--header",
+            "Subject: hello",
+        ],
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let refused = swaks(
+        mtad.port,
+        &[
+            "--from",
+            "a@src.test",
+            "--to",
+            "b@example.test",
+            "--header",
+            "Subject: casino night",
+        ],
+    );
+    let transcript = String::from_utf8_lossy(&refused.stdout);
+    assert!(!refused.status.success());
+    assert!(transcript.contains("554 5.7.0 no gambling"), "{transcript}");
+    let queued = mtad.queued();
+    assert_eq!(queued.len(), 1);
+    let text = String::from_utf8_lossy(&queued[0].1);
+    assert!(text.contains("\r\nX-Policy: checked\r\n"), "{text}");
+}
