@@ -134,36 +134,14 @@ fn connections_per_client_and_in_total() {
     c.expect("421 4.7.0");
     c.expect_closed();
     // another loopback address is another client; then the total limit applies
-    let from2 = bind_from("127.0.0.2", mtad.port);
-    let mut d = Client {
-        reader: std::io::BufReader::new(from2.try_clone().unwrap()),
-        stream: from2,
-    };
+    let mut d = Client::connect_from("127.0.0.2", mtad.port);
     d.expect("220 ");
-    let from3 = bind_from("127.0.0.3", mtad.port);
-    let mut e = Client {
-        reader: std::io::BufReader::new(from3.try_clone().unwrap()),
-        stream: from3,
-    };
+    let mut e = Client::connect_from("127.0.0.3", mtad.port);
     e.expect("421 4.7.0");
     // a slot comes back when a session ends
     drop(_a);
     std::thread::sleep(Duration::from_millis(200));
     mtad.session().cmd("QUIT", "221");
-}
-
-/// A TCP connection to 127.0.0.1:port from a chosen loopback source address.
-fn bind_from(source: &str, port: u16) -> std::net::TcpStream {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let src: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
-    socket.bind(&src.into()).unwrap();
-    let dst: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    socket.connect(&dst.into()).unwrap();
-    let stream: std::net::TcpStream = socket.into();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    stream
 }
 
 #[test]

@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::io::BufReader;
-use std::time::Duration;
-
 use common::*;
 
 const POLICY: &str = r#"
@@ -41,29 +38,13 @@ stage "data" {
 }
 "#;
 
-fn from(source: &str, port: u16) -> Client {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let src: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
-    socket.bind(&src.into()).unwrap();
-    let dst: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    socket.connect(&dst.into()).unwrap();
-    let stream: std::net::TcpStream = socket.into();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    Client {
-        reader: BufReader::new(stream.try_clone().unwrap()),
-        stream,
-    }
-}
-
 #[test]
 fn connect_stage_refuses_a_client_instead_of_greeting_it() {
     let mtad = Mtad::start(POLICY);
-    let mut s = from("127.0.0.9", mtad.port);
+    let mut s = Client::connect_from("127.0.0.9", mtad.port);
     s.expect("554 5.7.1 Go away");
     s.expect_closed();
-    let mut ok = from("127.0.0.8", mtad.port);
+    let mut ok = Client::connect_from("127.0.0.8", mtad.port);
     ok.expect("220 ");
 }
 
@@ -98,7 +79,7 @@ fn rcpt_stage_verdicts_negation_and_warn_mode() {
         "{}",
         mtad.log()
     );
-    let mut other = from("127.0.0.7", mtad.port);
+    let mut other = Client::connect_from("127.0.0.7", mtad.port);
     other.expect("220");
     other.cmd("EHLO client.test", "250");
     other.cmd("MAIL FROM:<a@src.test>", "250");

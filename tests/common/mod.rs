@@ -236,6 +236,25 @@ impl Client {
         }
     }
 
+    /// Connects to 127.0.0.1:`port` from the loopback address `source` (127.0.0.2,
+    /// ...), which the server sees as another client.
+    pub fn connect_from(source: &str, port: u16) -> Client {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let src: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
+        socket.bind(&src.into()).unwrap();
+        let dst: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        socket.connect(&dst.into()).unwrap();
+        let stream: TcpStream = socket.into();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        Client {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            stream,
+        }
+    }
+
     /// Sends raw bytes as they are.
     pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
         self.stream.write_all(bytes.as_ref()).unwrap();
