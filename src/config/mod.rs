@@ -30,6 +30,7 @@
 mod error;
 mod parser;
 mod reply;
+pub mod route;
 mod stage;
 mod units;
 
@@ -176,6 +177,17 @@ pub enum RuleAction {
     Hold,
     /// `hook "file.rhai" [function="name"]`: a Rhai function decides.
     Hook(HookConfig),
+    /// Route stage: `transport "PATTERN" "TRANSPORT"` — recipients matching the
+    /// pattern (`user@domain`, `domain`, `.domain`, `*`) go there.
+    Transport {
+        pattern: route::RoutePattern,
+        transport: route::Transport,
+    },
+    /// Route stage: `transport-table "NAME"` — a Postfix transport(5) table, looked up
+    /// in Postfix's order.
+    TransportTable(String),
+    /// Route stage: `relay "TRANSPORT"` — everything goes there (Postfix's relayhost).
+    Relay(route::Transport),
 }
 
 /// Where a hook's code is; compiled by [`crate::policy`].

@@ -20,7 +20,7 @@ use super::reply::{MAX_REPLY_TEXT, is_reply_char};
 use super::units::{parse_duration, parse_size};
 use super::{
     ClientRef, Condition, ConditionConfig, Config, ConfigError, ConfigErrors, HookConfig, Limits,
-    Listener, Origin, Pattern, Reply, RuleAction, RuleConfig, Server, Stage,
+    Listener, Origin, Pattern, Reply, RuleAction, RuleConfig, Server, Stage, route,
 };
 use crate::lookup::{DomainSet, NetworkSet};
 
@@ -40,7 +40,19 @@ const LIMIT_KEYS: &[&str] = &[
     "connections-per-ip",
     "min-free-space",
 ];
-const RULES: &[&str] = &["accept", "reject", "defer", "discard", "hold", "hook"];
+const RULES: &[&str] = &[
+    "accept",
+    "reject",
+    "defer",
+    "discard",
+    "hold",
+    "hook",
+    "transport",
+    "transport-table",
+    "relay",
+];
+/// The verbs of the route stage (which decides transports, not replies).
+const ROUTE_RULES: &[&str] = &["transport", "transport-table", "relay", "hook"];
 const CONDITIONS: &[&str] = &[
     "client",
     "listener",
@@ -1099,7 +1111,59 @@ impl Parser {
             return None;
         }
         self.no_children(node);
+        if (stage == Stage::Route) != ROUTE_RULES.contains(&verb) && verb != "hook" {
+            let help = if stage == Stage::Route {
+                "the route stage decides transports: transport, transport-table, relay, hook (refuse with `transport \"*\" \"error:5.1.1 text\"`)"
+            } else {
+                "transport, transport-table and relay belong in `stage \"route\"`"
+            };
+            self.error(
+                node.name().span(),
+                format!("`{verb}` has no meaning in the {stage} stage"),
+                "not here",
+            )
+            .help = Some(help.to_owned());
+            return None;
+        }
         let action = match verb {
+            "transport" => self
+                .args(
+                    node,
+                    2,
+                    Some(2),
+                    "transport \"PATTERN\" \"transport:nexthop\" [conditions]",
+                )
+                .and_then(|args| {
+                    let pattern = self.route_value(args[0], "pattern", route::RoutePattern::parse);
+                    let transport = self.route_value(args[1], "transport", route::Transport::parse);
+                    Some(RuleAction::Transport {
+                        pattern: pattern?,
+                        transport: transport?,
+                    })
+                }),
+            "relay" => self
+                .args(node, 1, Some(1), "relay \"smtp:[host]:port\" [conditions]")
+                .and_then(|args| self.route_value(args[0], "transport", route::Transport::parse))
+                .map(RuleAction::Relay),
+            "transport-table" => self
+                .args(node, 1, Some(1), "transport-table \"NAME\" [conditions]")
+                .and_then(|args| {
+                    let name = self.string(args[0], "table name")?;
+                    if sets.tables.contains_key(name) {
+                        return Some(RuleAction::TransportTable(name.to_owned()));
+                    }
+                    let help = suggest(name, sets.tables.keys().map(String::as_str))
+                        .unwrap_or_else(|| {
+                            "define it with `table NAME file=\"transport\"`".to_owned()
+                        });
+                    self.error(
+                        args[0].span(),
+                        format!("undefined table `{name}`"),
+                        "undefined table",
+                    )
+                    .help = Some(help);
+                    None
+                }),
             "accept" => self
                 .args(node, 0, Some(0), "accept [conditions]")
                 .map(|_| RuleAction::Accept),
@@ -1240,6 +1304,23 @@ impl Parser {
             warn,
             origin,
         })
+    }
+
+    /// A string argument parsed by `parse`, its error reported at the argument.
+    fn route_value<T>(
+        &mut self,
+        entry: &KdlEntry,
+        what: &str,
+        parse: fn(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let text = self.string(entry, what)?;
+        match parse(text) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.error(entry.span(), e, format!("invalid {what}"));
+                None
+            }
+        }
     }
 
     /// `CODE "X.Y.Z" "text"`, checked.

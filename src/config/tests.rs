@@ -550,3 +550,52 @@ fn stage_blocks_concatenate_in_place_across_includes() {
     // empty sets are allowed: "no trusted networks"
     assert!(config.networks["trusted"].is_empty());
 }
+
+#[test]
+fn route_stage_rules() {
+    let config = parse(&format!(
+        "{PRELUDE}table \"transport\" {{\n    \"example.local\" \":[192.168.1.100]\"\n}}\nstage \"route\" {{\n    transport \".example.local\" \"smtp:[mailtrans.example.local]\"\n    transport-table \"transport\"\n    relay \"smtp:[a.domain.test]:587\"\n}}\n"
+    ));
+    let rules = config.rules(Stage::Route);
+    assert_eq!(rules.len(), 3);
+    assert!(
+        matches!(&rules[0].action, RuleAction::Transport { transport, .. } if transport.to_string() == "smtp:[mailtrans.example.local]")
+    );
+    assert_eq!(
+        rules[1].action,
+        RuleAction::TransportTable("transport".into())
+    );
+    assert!(
+        matches!(&rules[2].action, RuleAction::Relay(t) if t.to_string() == "smtp:[a.domain.test]:587")
+    );
+
+    let (errors, rendered) = check(&format!(
+        "{PRELUDE}stage \"route\" {{\n    accept\n    transport \"a b\" \"smtp:x\"\n    relay \"smpt:[x]\"\n    transport-table \"transprot\"\n}}\nstage \"rcpt\" {{\n    relay \"smtp:[x]\"\n}}\ntable \"transport\" {{\n}}\n"
+    ));
+    let messages: Vec<&str> = errors.errors.iter().map(|e| e.message.as_str()).collect();
+    assert!(
+        messages.contains(&"`accept` has no meaning in the route stage"),
+        "{rendered}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("is not a domain, `.domain`")),
+        "{rendered}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("unknown transport `smpt`")),
+        "{rendered}"
+    );
+    assert!(
+        messages.contains(&"undefined table `transprot`"),
+        "{rendered}"
+    );
+    assert!(
+        messages.contains(&"`relay` has no meaning in the rcpt stage"),
+        "{rendered}"
+    );
+    assert!(rendered.contains("did you mean `transport`?"), "{rendered}");
+}

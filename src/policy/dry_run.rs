@@ -213,8 +213,8 @@ impl Pipeline {
             stop(&mut report, Stage::Data);
             return report;
         }
-        // each recipient's route, once the policy has route rules
-        if self.rule_count(Stage::Route) > 0 {
+        // each recipient's route (with no route rule: the recipient domain's MX)
+        {
             for rcpt in &accepted {
                 let d = self.evaluate(
                     Stage::Route,
@@ -225,6 +225,11 @@ impl Pipeline {
                         ..with_helo
                     },
                 );
+                let mut d = d;
+                if d.transport.is_none() && !refuses(&d) {
+                    let domain = rcpt.rsplit_once('@').map_or("", |(_, d)| d);
+                    d.transport = Some(format!("smtp:{}", domain.to_ascii_lowercase()));
+                }
                 record(&mut report, Stage::Route, Some(rcpt), &d);
             }
         }

@@ -25,6 +25,11 @@ mod dry_run;
 mod message;
 pub mod script;
 
+/// Transports and transport(5) lookups (defined in config, which parses them).
+pub mod route {
+    pub use crate::config::route::*;
+}
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -185,6 +190,8 @@ impl std::fmt::Debug for Rule {
         let action = match &self.action {
             Action::Verdict(v) => v.name().to_owned(),
             Action::Hook(h) => format!("hook {}:{}", h.file(), h.function()),
+            Action::Transport(p, t) => format!("transport {p:?} {t}"),
+            Action::TransportTable(_) => "transport-table".to_owned(),
         };
         write!(f, "{} {action}", self.origin)
     }
@@ -194,6 +201,10 @@ impl std::fmt::Debug for Rule {
 enum Action {
     Verdict(Verdict),
     Hook(Hook),
+    /// Route stage: recipients matching the pattern go to the transport.
+    Transport(route::RoutePattern, String),
+    /// Route stage: a transport(5) table.
+    TransportTable(Arc<crate::lookup::Table>),
 }
 
 /// The policy's sets and tables, for `mta::listed` and `mta::lookup` in hooks.
@@ -343,7 +354,13 @@ impl Pipeline {
                     }
                     _ => None,
                 };
-                stages[stage.index()].push(compile_rule(rule, hook, &networks, &domains));
+                stages[stage.index()].push(compile_rule(
+                    rule,
+                    hook,
+                    &networks,
+                    &domains,
+                    &config.tables,
+                ));
             }
         }
         Pipeline {
@@ -375,16 +392,47 @@ impl Pipeline {
             let mut transport = None;
             let verdict = match &rule.action {
                 Action::Verdict(v) => v.clone(),
+                Action::Transport(pattern, t) => {
+                    if !ctx.rcpt.is_some_and(|r| pattern.matches(r)) {
+                        continue;
+                    }
+                    transport = Some(t.clone());
+                    Verdict::Accept
+                }
+                Action::TransportTable(table) => {
+                    let Some((value, key)) =
+                        ctx.rcpt.and_then(|r| route::lookup_transport(table, r))
+                    else {
+                        continue;
+                    };
+                    match route::Transport::parse(&value) {
+                        Ok(t) => {
+                            debug!(rule = %rule.origin, %key, transport = %t, "transport table");
+                            transport = Some(t.to_string());
+                            Verdict::Accept
+                        }
+                        Err(e) => {
+                            error!(rule = %rule.origin, %key, %value, error = %e, "bad transport in table; deferring");
+                            Verdict::Defer(HookError::tempfail_reply())
+                        }
+                    }
+                }
                 Action::Hook(hook) => match self.call(hook, stage, ctx) {
                     Ok(out) => {
                         if !rule.warn {
                             header_changes.extend(out.header_changes);
                         }
                         match out.decision {
-                            HookDecision::Transport(t) => {
-                                transport = Some(t);
-                                Verdict::Accept
-                            }
+                            HookDecision::Transport(t) => match route::Transport::parse(&t) {
+                                Ok(t) => {
+                                    transport = Some(t.to_string());
+                                    Verdict::Accept
+                                }
+                                Err(e) => {
+                                    error!(%stage, rule = %rule.origin, transport = %t, error = %e, "route hook returned a bad transport; deferring");
+                                    Verdict::Defer(HookError::tempfail_reply())
+                                }
+                            },
                             other => other.verdict().unwrap_or(Verdict::Next),
                         }
                     }
@@ -509,6 +557,7 @@ fn compile_rule(
     hook: Option<Result<Hook, ()>>,
     networks: &BTreeMap<String, Arc<NetworkSet>>,
     domains: &BTreeMap<String, Arc<DomainSet>>,
+    tables: &BTreeMap<String, Arc<crate::lookup::Table>>,
 ) -> Rule {
     let action = match (&rule.action, hook) {
         (_, Some(Ok(hook))) => Action::Hook(hook),
@@ -520,6 +569,16 @@ fn compile_rule(
         (RuleAction::Discard, None) => Action::Verdict(Verdict::Discard),
         (RuleAction::Hold, None) => Action::Verdict(Verdict::Hold),
         (RuleAction::Hook(_), None) => Action::Verdict(Verdict::Defer(HookError::tempfail_reply())),
+        (RuleAction::Transport { pattern, transport }, None) => {
+            Action::Transport(pattern.clone(), transport.to_string())
+        }
+        (RuleAction::Relay(transport), None) => {
+            Action::Transport(route::RoutePattern::Any, transport.to_string())
+        }
+        (RuleAction::TransportTable(name), None) => match tables.get(name) {
+            Some(table) => Action::TransportTable(table.clone()),
+            None => Action::Verdict(Verdict::Defer(HookError::tempfail_reply())),
+        },
     };
     let mut conditions = Vec::with_capacity(rule.conditions.len());
     for condition in &rule.conditions {

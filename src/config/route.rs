@@ -1,0 +1,370 @@
+//! Where a recipient goes: Postfix's `transport:nexthop` values, and the lookup order
+//! of a transport(5) table.
+//!
+//! | value | meaning |
+//! |---|---|
+//! | `smtp:[host]:port`, `smtp:[10.0.0.5]` | SMTP to that host's address records only (no MX lookup) |
+//! | `smtp:example.com`, `smtp:example.com:2525` | SMTP to the MX hosts of that domain |
+//! | `smtp:`, `smtp` | SMTP to the MX hosts of the recipient's domain |
+//! | `:[host]`, `:example.com` | the default transport (smtp) with that next hop (seed 001) |
+//! | `relay:...` | the same as `smtp:...` (Postfix's relay transport is an smtp client) |
+//! | `lmtp:[host]:port`, `lmtp:host:port`, `lmtp:unix:/path`, `lmtp:inet:host:port` | LMTP |
+//! | `local`, `local:` | Maildir delivery for local domains |
+//! | `discard`, `discard:text` | accepted and dropped |
+//! | `error:5.1.1 text`, `error:text` | bounced with that status (default 5.0.0) |
+
+use std::fmt;
+
+use crate::lookup::Table;
+
+/// An SMTP next hop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NextHop {
+    /// The recipient's own domain, by MX.
+    RecipientDomain,
+    /// This domain, by MX (falling back to its address records).
+    Mx { domain: String, port: Option<u16> },
+    /// This host's address records only: `[host]`.
+    Host { host: String, port: Option<u16> },
+}
+
+/// Where an LMTP client connects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LmtpTarget {
+    Unix(String),
+    Inet { host: String, port: u16, mx: bool },
+}
+
+/// A parsed `transport:nexthop`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Smtp(NextHop),
+    Lmtp(LmtpTarget),
+    Local,
+    Discard(String),
+    Error { enhanced: [u8; 3], text: String },
+}
+
+impl Transport {
+    /// Parses a `transport:nexthop` value; the error says what is wrong.
+    pub fn parse(value: &str) -> Result<Transport, String> {
+        if value.contains(char::is_control) {
+            return Err("a transport must not contain control characters".into());
+        }
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(
+                "a transport must be `transport:nexthop`, without control characters".into(),
+            );
+        }
+        let (name, nexthop) = value.split_once(':').unwrap_or((value, ""));
+        match name {
+            "" | "smtp" | "relay" => parse_smtp(nexthop).map(Transport::Smtp),
+            "lmtp" => parse_lmtp(nexthop).map(Transport::Lmtp),
+            "local" => Ok(Transport::Local),
+            "discard" => Ok(Transport::Discard(nexthop.to_owned())),
+            "error" => {
+                let (code, text) = match nexthop.split_once(' ') {
+                    Some((code, text)) => (code, text),
+                    None => (nexthop, ""),
+                };
+                match super::Reply::parse_enhanced(code) {
+                    Some(enhanced) if enhanced[0] == 4 || enhanced[0] == 5 => {
+                        Ok(Transport::Error {
+                            enhanced,
+                            text: text.to_owned(),
+                        })
+                    }
+                    _ => Ok(Transport::Error {
+                        enhanced: [5, 0, 0],
+                        text: nexthop.to_owned(),
+                    }),
+                }
+            }
+            other => Err(format!(
+                "unknown transport `{other}` (smtp, relay, lmtp, local, discard, error)"
+            )),
+        }
+    }
+}
+
+fn parse_port(port: &str) -> Result<u16, String> {
+    port.parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("`{port}` is not a port number"))
+}
+
+fn valid_host(host: &str) -> bool {
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'_'))
+}
+
+fn parse_smtp(nexthop: &str) -> Result<NextHop, String> {
+    if nexthop.is_empty() {
+        return Ok(NextHop::RecipientDomain);
+    }
+    if let Some(rest) = nexthop.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("`{nexthop}`: `[` without `]`"))?;
+        if !valid_host(host) {
+            return Err(format!("`{host}` is not a host name or address"));
+        }
+        let port = match after {
+            "" => None,
+            _ => Some(parse_port(after.strip_prefix(':').ok_or_else(|| {
+                format!("`{nexthop}`: expected `:port` after `]`")
+            })?)?),
+        };
+        return Ok(NextHop::Host {
+            host: host.to_owned(),
+            port,
+        });
+    }
+    let (domain, port) = match nexthop.rsplit_once(':') {
+        Some((domain, port)) => (domain, Some(parse_port(port)?)),
+        None => (nexthop, None),
+    };
+    if !valid_host(domain) || domain.contains(':') {
+        return Err(format!("`{domain}` is not a domain"));
+    }
+    Ok(NextHop::Mx {
+        domain: domain.to_ascii_lowercase(),
+        port,
+    })
+}
+
+fn parse_lmtp(nexthop: &str) -> Result<LmtpTarget, String> {
+    if let Some(path) = nexthop.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err("`lmtp:unix:` needs a socket path".into());
+        }
+        return Ok(LmtpTarget::Unix(path.to_owned()));
+    }
+    let hop = nexthop.strip_prefix("inet:").unwrap_or(nexthop);
+    match parse_smtp(hop)? {
+        NextHop::Host { host, port } => Ok(LmtpTarget::Inet {
+            host,
+            port: port.unwrap_or(24),
+            mx: false,
+        }),
+        NextHop::Mx { domain, port } => Ok(LmtpTarget::Inet {
+            host: domain,
+            port: port.unwrap_or(24),
+            mx: false,
+        }),
+        NextHop::RecipientDomain => Err("`lmtp:` needs a next hop".into()),
+    }
+}
+
+impl fmt::Display for NextHop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let port = |p: &Option<u16>| p.map(|p| format!(":{p}")).unwrap_or_default();
+        match self {
+            NextHop::RecipientDomain => Ok(()),
+            NextHop::Mx { domain, port: p } => write!(f, "{domain}{}", port(p)),
+            NextHop::Host { host, port: p } => write!(f, "[{host}]{}", port(p)),
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Transport::Smtp(hop) => write!(f, "smtp:{hop}"),
+            Transport::Lmtp(LmtpTarget::Unix(path)) => write!(f, "lmtp:unix:{path}"),
+            Transport::Lmtp(LmtpTarget::Inet { host, port, .. }) => {
+                write!(f, "lmtp:[{host}]:{port}")
+            }
+            Transport::Local => f.write_str("local"),
+            Transport::Discard(text) if text.is_empty() => f.write_str("discard"),
+            Transport::Discard(text) => write!(f, "discard:{text}"),
+            Transport::Error {
+                enhanced: [a, b, c],
+                text,
+            } => write!(f, "error:{a}.{b}.{c} {text}"),
+        }
+    }
+}
+
+/// What a recipient pattern of a `transport` rule matches, transport(5) style.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RoutePattern {
+    /// `user@domain`: exactly that address.
+    Address(String),
+    /// `domain`: exactly that domain.
+    Domain(String),
+    /// `.domain`: any subdomain of it (not the domain itself).
+    Subdomains(String),
+    /// `*`: anything.
+    Any,
+}
+
+impl RoutePattern {
+    pub fn parse(pattern: &str) -> Result<RoutePattern, String> {
+        let p = pattern.trim().to_ascii_lowercase();
+        if p == "*" {
+            return Ok(RoutePattern::Any);
+        }
+        if p.contains('@') {
+            return match p.rsplit_once('@') {
+                Some((local, domain)) if !local.is_empty() && valid_host(domain) => {
+                    Ok(RoutePattern::Address(p))
+                }
+                _ => Err(format!("`{pattern}` is not an address")),
+            };
+        }
+        if let Some(parent) = p.strip_prefix('.') {
+            return if valid_host(parent) {
+                Ok(RoutePattern::Subdomains(parent.to_owned()))
+            } else {
+                Err(format!("`{pattern}` is not `.domain`"))
+            };
+        }
+        if valid_host(&p) {
+            Ok(RoutePattern::Domain(p))
+        } else {
+            Err(format!(
+                "`{pattern}` is not a domain, `.domain`, `user@domain` or `*`"
+            ))
+        }
+    }
+
+    /// Whether the recipient (`local@domain`) matches.
+    pub fn matches(&self, rcpt: &str) -> bool {
+        let (_, domain) = rcpt.rsplit_once('@').unwrap_or(("", ""));
+        let domain = domain.trim_end_matches('.');
+        match self {
+            RoutePattern::Any => true,
+            RoutePattern::Address(a) => a.eq_ignore_ascii_case(rcpt),
+            RoutePattern::Domain(d) => d.eq_ignore_ascii_case(domain),
+            RoutePattern::Subdomains(parent) => {
+                domain.len() > parent.len() + 1
+                    && domain[domain.len() - parent.len()..].eq_ignore_ascii_case(parent)
+                    && domain.as_bytes()[domain.len() - parent.len() - 1] == b'.'
+            }
+        }
+    }
+}
+
+/// Looks a recipient up in a transport(5) table in Postfix's order: `user@domain`
+/// (with a `+extension` removed too), `domain`, each parent as `.parent`, then `*`.
+/// Returns the value and the key that matched.
+pub fn lookup_transport(table: &Table, rcpt: &str) -> Option<(String, String)> {
+    let rcpt = rcpt.to_ascii_lowercase();
+    let (local, domain) = rcpt.rsplit_once('@').unwrap_or((rcpt.as_str(), ""));
+    let domain = domain.trim_end_matches('.');
+    let mut keys = vec![format!("{local}@{domain}")];
+    if let Some((user, _ext)) = local.split_once('+') {
+        keys.push(format!("{user}@{domain}"));
+    }
+    if !domain.is_empty() {
+        keys.push(domain.to_owned());
+        let mut rest = domain;
+        while let Some((_, parent)) = rest.split_once('.') {
+            keys.push(format!(".{parent}"));
+            rest = parent;
+        }
+    }
+    keys.push("*".to_owned());
+    keys.into_iter()
+        .find_map(|k| table.lookup(&k).map(|v| (v.into_owned(), k)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transports() {
+        let t = |s: &str| Transport::parse(s).map(|t| t.to_string());
+        assert_eq!(t("smtp:[192.168.1.100]").unwrap(), "smtp:[192.168.1.100]");
+        assert_eq!(
+            t("smtp:[a.domain.tld]:587").unwrap(),
+            "smtp:[a.domain.tld]:587"
+        );
+        assert_eq!(
+            t(":[mailtrans.example.local]").unwrap(),
+            "smtp:[mailtrans.example.local]"
+        );
+        assert_eq!(
+            t("smtp:Sub.Example.Local").unwrap(),
+            "smtp:sub.example.local"
+        );
+        assert_eq!(
+            t("relay:example.com:2525").unwrap(),
+            "smtp:example.com:2525"
+        );
+        assert_eq!(t("smtp:").unwrap(), "smtp:");
+        assert_eq!(t("smtp").unwrap(), "smtp:");
+        assert_eq!(
+            t("lmtp:unix:/run/dovecot/lmtp").unwrap(),
+            "lmtp:unix:/run/dovecot/lmtp"
+        );
+        assert_eq!(t("lmtp:[127.0.0.1]:2003").unwrap(), "lmtp:[127.0.0.1]:2003");
+        assert_eq!(
+            t("lmtp:inet:127.0.0.1:2003").unwrap(),
+            "lmtp:[127.0.0.1]:2003"
+        );
+        assert_eq!(t("local").unwrap(), "local");
+        assert_eq!(t("discard:silently").unwrap(), "discard:silently");
+        assert_eq!(
+            t("error:5.1.1 no such user").unwrap(),
+            "error:5.1.1 no such user"
+        );
+        assert_eq!(t("error:mailbox gone").unwrap(), "error:5.0.0 mailbox gone");
+        for bad in [
+            "smpt:x",
+            "smtp:[x",
+            "smtp:[x]:99999",
+            "smtp:a b",
+            "lmtp:",
+            "lmtp:unix:",
+            "smtp:x\r\n",
+        ] {
+            assert!(Transport::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn patterns() {
+        let p = |s: &str| RoutePattern::parse(s).unwrap();
+        assert!(p("example.local").matches("u@Example.Local"));
+        assert!(!p("example.local").matches("u@sub.example.local"));
+        assert!(p(".example.local").matches("u@sub.example.local"));
+        assert!(!p(".example.local").matches("u@example.local"));
+        assert!(!p(".example.local").matches("u@badexample.local"));
+        assert!(p("root@example.local").matches("ROOT@example.local"));
+        assert!(p("*").matches("anything@anywhere"));
+        assert!(RoutePattern::parse("a b").is_err());
+    }
+
+    #[test]
+    fn transport_table_lookup_order() {
+        let table = crate::lookup::parse_map(
+            "user@example.local smtp:[user-host]\nexample.local smtp:[domain-host]\n.example.local smtp:[sub-host]\n* smtp:[catch-all]\n",
+        )
+        .unwrap();
+        let hit = |r: &str| lookup_transport(&table, r).map(|(v, k)| format!("{v} via {k}"));
+        assert_eq!(
+            hit("user@example.local").unwrap(),
+            "smtp:[user-host] via user@example.local"
+        );
+        assert_eq!(
+            hit("user+tag@example.local").unwrap(),
+            "smtp:[user-host] via user@example.local"
+        );
+        assert_eq!(
+            hit("other@example.local").unwrap(),
+            "smtp:[domain-host] via example.local"
+        );
+        assert_eq!(
+            hit("x@a.b.example.local").unwrap(),
+            "smtp:[sub-host] via .example.local"
+        );
+        assert_eq!(hit("x@elsewhere.test").unwrap(), "smtp:[catch-all] via *");
+    }
+}
