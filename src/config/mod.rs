@@ -73,6 +73,10 @@ pub struct Config {
     /// recipient" (the pipeline's default), never an open relay.
     /// The ordered rules of each stage, indexed by [`Stage::index`].
     pub stages: [Vec<RuleConfig>; Stage::COUNT],
+    /// `aliases file=...`: aliases(5), for recipients in local domains.
+    pub aliases: Option<Arc<crate::lookup::Table>>,
+    /// `virtual file=...`: virtual(5), for every recipient.
+    pub virtual_aliases: Option<Arc<crate::lookup::Table>>,
 }
 
 impl Config {
@@ -93,6 +97,9 @@ pub struct Server {
     pub spool: PathBuf,
     /// Text after the hostname in the `220` greeting. Default `ESMTP`.
     pub banner: String,
+    /// The domain unqualified addresses get (`root` → `root@origin`), like Postfix's
+    /// `myorigin`. Default: the hostname.
+    pub origin: String,
     /// How long a shutdown waits for sessions to finish. Default 30s.
     pub shutdown_timeout: Duration,
 }

@@ -26,9 +26,10 @@ use crate::lookup::{DomainSet, NetworkSet};
 
 /// Top-level nodes, for "did you mean".
 const TOP_LEVEL: &[&str] = &[
-    "server", "listen", "limits", "networks", "domains", "table", "stage", "include",
+    "server", "listen", "limits", "networks", "domains", "table", "stage", "include", "aliases",
+    "virtual",
 ];
-const SERVER_KEYS: &[&str] = &["hostname", "spool", "banner", "shutdown-timeout"];
+const SERVER_KEYS: &[&str] = &["hostname", "spool", "banner", "shutdown-timeout", "origin"];
 const LIMIT_KEYS: &[&str] = &[
     "message-size",
     "recipients",
@@ -625,13 +626,41 @@ impl Parser {
         let mut listeners: Vec<(Listener, Origin)> = Vec::new();
         let mut saw_listen = false;
         let mut stages: [Option<(Vec<RuleConfig>, Origin)>; Stage::COUNT] = Default::default();
+        let mut aliases: Option<(Arc<crate::lookup::Table>, Origin)> = None;
+        let mut virtual_aliases: Option<(Arc<crate::lookup::Table>, Origin)> = None;
 
         for (file, node) in &nodes {
             self.cur = file.clone();
             let here = self.origin(node.name().span().offset());
             match node.name().value() {
                 "networks" | "domains" | "table" => {} // read by `sets`
-                "include" => {}                        // read by `load`
+                "aliases" | "virtual" => {
+                    let is_aliases = node.name().value() == "aliases";
+                    let slot = if is_aliases {
+                        &mut aliases
+                    } else {
+                        &mut virtual_aliases
+                    };
+                    if let Some((_, first)) = slot {
+                        let first = first.clone();
+                        self.duplicate(
+                            node.name().span(),
+                            format!("`{}` file", node.name().value()),
+                            &first,
+                        );
+                        continue;
+                    }
+                    let table = self.alias_file(node);
+                    let slot = if is_aliases {
+                        &mut aliases
+                    } else {
+                        &mut virtual_aliases
+                    };
+                    if let Some(table) = table {
+                        *slot = Some((table, here));
+                    }
+                }
+                "include" => {} // read by `load`
                 "server" => {
                     if let Some(first) = &server_at {
                         let first = first.clone();
@@ -695,6 +724,8 @@ impl Parser {
                 .filter_map(|(k, (v, _))| Some((k, v?)))
                 .collect(),
             stages: stages.map(|s| s.map(|(rules, _)| rules).unwrap_or_default()),
+            aliases: aliases.map(|(t, _)| t),
+            virtual_aliases: virtual_aliases.map(|(t, _)| t),
         })
     }
 
@@ -834,6 +865,7 @@ impl Parser {
         let mut spool = None;
         let mut banner = None;
         let mut shutdown_timeout = None;
+        let mut origin = None;
         for child in children.nodes() {
             let key = child.name().value();
             if !SERVER_KEYS.contains(&key) {
@@ -891,6 +923,19 @@ impl Parser {
                     }
                 }
                 "shutdown-timeout" => shutdown_timeout = self.duration(value, "shutdown-timeout"),
+                "origin" => {
+                    if let Some(o) = self.string(value, "origin") {
+                        if is_hostname(o) {
+                            origin = Some(o.to_ascii_lowercase());
+                        } else {
+                            self.error(
+                                value.span(),
+                                format!("`{o}` is not a domain"),
+                                "invalid origin",
+                            );
+                        }
+                    }
+                }
                 _ => unreachable!("checked against SERVER_KEYS"),
             }
         }
@@ -907,8 +952,10 @@ impl Parser {
                 .help = Some(format!("add: {example}"));
             }
         }
+        let hostname: String = hostname?;
         Some(Server {
-            hostname: hostname?,
+            origin: origin.unwrap_or_else(|| hostname.to_ascii_lowercase()),
+            hostname,
             spool: spool?,
             banner: banner.unwrap_or_else(|| "ESMTP".to_owned()),
             shutdown_timeout: shutdown_timeout.unwrap_or(Duration::from_secs(30)),

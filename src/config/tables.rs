@@ -23,7 +23,7 @@ use miette::{NamedSource, SourceSpan};
 use super::{Parser, resolve, suggest};
 use crate::config::{ConfigError, Origin};
 use crate::lookup::{
-    Table, TableError, TableKind, inline_map, parse_cidr, parse_map, parse_regexp,
+    Table, TableError, TableKind, inline_map, parse_aliases, parse_cidr, parse_map, parse_regexp,
 };
 
 /// Tables by name, with where each is defined. `None`: defined, but its file or
@@ -84,7 +84,14 @@ impl Parser {
                 }
                 None
             }
-            (Some((path, entry)), None) => kind.and_then(|k| self.table_file(path, entry, k, name)),
+            (Some((path, entry)), None) => kind.and_then(|k| {
+                let parse = match k {
+                    TableKind::Map => parse_map,
+                    TableKind::Regexp => parse_regexp,
+                    TableKind::Cidr => parse_cidr,
+                };
+                self.table_file(path, entry, parse, name)
+            }),
             (None, Some(children)) => match kind {
                 Some(TableKind::Map) => self.inline_table(children),
                 Some(other) => {
@@ -145,7 +152,7 @@ impl Parser {
         &mut self,
         path: &str,
         entry: &KdlEntry,
-        kind: TableKind,
+        parse: fn(&str) -> Result<Table, Vec<TableError>>,
         name: Option<&str>,
     ) -> Option<Table> {
         let full = resolve(&self.cur.path, path);
@@ -161,12 +168,7 @@ impl Parser {
                 return None;
             }
         };
-        let parsed = match kind {
-            TableKind::Map => parse_map(&text),
-            TableKind::Regexp => parse_regexp(&text),
-            TableKind::Cidr => parse_cidr(&text),
-        };
-        match parsed {
+        match parse(&text) {
             Ok(table) => Some(table),
             Err(errors) => {
                 let here = self.origin(entry.span().offset());
@@ -183,6 +185,29 @@ impl Parser {
                 None
             }
         }
+    }
+
+    /// `aliases file="aliases"` (aliases(5)) or `virtual file="virtual"` (virtual(5),
+    /// a map of address or `@domain` to addresses).
+    pub(super) fn alias_file(&mut self, node: &KdlNode) -> Option<Arc<Table>> {
+        let kind = node.name().value();
+        let usage = format!("{kind} file=\"path\"");
+        self.check_annotations(node);
+        self.no_children(node);
+        self.args(node, 0, Some(0), &usage)?;
+        let props = self.props(node, &["file"]);
+        let Some((_, entry)) = props.into_iter().find(|(k, _)| *k == "file") else {
+            self.node_error(node, format!("`{kind}` needs `file=\"path\"`"), "no file");
+            return None;
+        };
+        let path = self.string(entry, "file")?;
+        let parse = if kind == "aliases" {
+            parse_aliases
+        } else {
+            parse_map
+        };
+        self.table_file(path, entry, parse, Some(kind))
+            .map(Arc::new)
     }
 
     /// An inline map: each child node is `"key" "value"`.

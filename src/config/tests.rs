@@ -64,6 +64,7 @@ fn example_parses_to_expected_values() {
             spool: PathBuf::from("/tmp/mtad-demo/spool"),
             banner: "ESMTP".into(),
             shutdown_timeout: Duration::from_secs(30),
+            origin: "mx.example.test".into(),
         }
     );
     assert_eq!(
@@ -598,4 +599,44 @@ fn route_stage_rules() {
         "{rendered}"
     );
     assert!(rendered.contains("did you mean `transport`?"), "{rendered}");
+}
+
+#[test]
+fn aliases_and_virtual_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("mtad.kdl");
+    std::fs::write(dir.path().join("aliases"), "root: admin@example.com\n").unwrap();
+    std::fs::write(dir.path().join("virtual"), "@old.test new@example.com\n").unwrap();
+    std::fs::write(
+        &main,
+        "server {\n    hostname \"mx.example.test\"\n    spool \"spool\"\n    origin \"example.test\"\n}\nlisten \"mx\" address=\"127.0.0.1:25\"\naliases file=\"aliases\"\nvirtual file=\"virtual\"\n",
+    )
+    .unwrap();
+    let config = Config::load(&main).unwrap();
+    assert_eq!(config.server.origin, "example.test");
+    assert_eq!(
+        config.aliases.as_ref().unwrap().lookup("root").unwrap(),
+        "admin@example.com"
+    );
+    assert!(
+        config
+            .virtual_aliases
+            .as_ref()
+            .unwrap()
+            .lookup("@old.test")
+            .is_some()
+    );
+
+    // errors point into the aliases file; programs are refused
+    std::fs::write(
+        dir.path().join("aliases"),
+        "root: admin@example.com\nbackup: |/usr/local/bin/backup\n",
+    )
+    .unwrap();
+    let rendered = render(&Config::load(&main).unwrap_err());
+    assert!(rendered.contains("[aliases:2:9]"), "{rendered}");
+    assert!(
+        rendered.contains("does not deliver to commands"),
+        "{rendered}"
+    );
 }

@@ -18,8 +18,8 @@
 //! with optional `rcpt=` (only that recipient; otherwise every recipient),
 //! `reply=` (a prefix of the reply) and `rule=` (a part of the deciding rule's
 //! `file:line:col`, or `"default"`), `outcome` (`queued`, `held`, `discarded`,
-//! `refused`), `not-reached STAGE`, `route RCPT TRANSPORT` (what a route hook
-//! chose for that recipient) and `header "+ Name: value"` (a header change a data
+//! `refused`), `not-reached STAGE`, `route RCPT TRANSPORT` (the route of that
+//! recipient, or of what its aliases expanded to) and `header "+ Name: value"` (a header change a data
 //! hook made: `+` add, `-` remove, `=` replace).
 
 use std::collections::BTreeSet;
@@ -77,9 +77,10 @@ pub fn single(config_path: &Path, envelope: &DryEnvelope, json: bool) -> u8 {
 pub fn render_report(report: &DryRunReport) -> String {
     let mut out = String::new();
     for s in &report.stages {
-        let stage = match &s.rcpt {
-            Some(rcpt) => format!("{} <{rcpt}>", s.stage),
-            None => s.stage.to_owned(),
+        let stage = match (&s.rcpt, &s.alias_of) {
+            (Some(rcpt), Some(from)) => format!("{} <{from}> -> <{rcpt}>", s.stage),
+            (Some(rcpt), None) => format!("{} <{rcpt}>", s.stage),
+            _ => s.stage.to_owned(),
         };
         let rule = s.rule.as_deref().unwrap_or("default");
         let reply = s
@@ -301,11 +302,12 @@ fn check(case: &Case, report: &DryRunReport) -> Vec<String> {
         failures.push(format!("outcome: expected {want}, got {}", report.outcome));
     }
     for (rcpt, want) in &case.routes {
+        // the recipient as routed, or as accepted before alias expansion
         let got = report.stages.iter().find(|s| {
             s.stage == "route"
-                && s.rcpt
-                    .as_deref()
-                    .is_some_and(|r| r.eq_ignore_ascii_case(rcpt))
+                && [&s.rcpt, &s.alias_of]
+                    .into_iter()
+                    .any(|r| r.as_deref().is_some_and(|r| r.eq_ignore_ascii_case(rcpt)))
         });
         match got.and_then(|s| s.transport.as_deref()) {
             Some(t) if t == want => {}

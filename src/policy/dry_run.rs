@@ -47,6 +47,9 @@ pub struct StageResult {
     /// At route: the transport chosen for the recipient.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transport: Option<String>,
+    /// At route: the recipient as accepted, when alias expansion changed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias_of: Option<String>,
 }
 
 /// The whole run.
@@ -98,6 +101,7 @@ fn result(stage: Stage, rcpt: Option<&str>, decision: &Decision) -> StageResult 
             })
             .collect(),
         transport: decision.transport.clone(),
+        alias_of: None,
     }
 }
 
@@ -213,9 +217,30 @@ impl Pipeline {
             stop(&mut report, Stage::Data);
             return report;
         }
-        // each recipient's route (with no route rule: the recipient domain's MX)
+        // each recipient's route after alias expansion (with no route rule: the
+        // recipient domain's MX)
+        let mut finals: Vec<(String, Option<String>)> = Vec::new();
+        for rcpt in &accepted {
+            match self.expand(rcpt) {
+                Ok(list) => finals.extend(list.into_iter().map(|f| {
+                    let from = (!f.eq_ignore_ascii_case(rcpt)).then(|| rcpt.clone());
+                    (f, from)
+                })),
+                Err(e) => report.stages.push(StageResult {
+                    stage: Stage::Route.as_str(),
+                    rcpt: Some(rcpt.clone()),
+                    verdict: "defer",
+                    reply: Some(format!("451 4.3.0 {e}")),
+                    rule: None,
+                    warnings: Vec::new(),
+                    header_changes: Vec::new(),
+                    transport: None,
+                    alias_of: None,
+                }),
+            }
+        }
         {
-            for rcpt in &accepted {
+            for (rcpt, alias_of) in &finals {
                 let d = self.evaluate(
                     Stage::Route,
                     &Context {
@@ -231,6 +256,9 @@ impl Pipeline {
                     d.transport = Some(format!("smtp:{}", domain.to_ascii_lowercase()));
                 }
                 record(&mut report, Stage::Route, Some(rcpt), &d);
+                if let Some(last) = report.stages.last_mut() {
+                    last.alias_of = alias_of.clone();
+                }
             }
         }
         report.outcome = if discard {

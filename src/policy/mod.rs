@@ -21,6 +21,7 @@
 //!   sanitised and bounded.
 
 mod address;
+pub mod alias;
 mod dry_run;
 mod message;
 pub mod script;
@@ -158,6 +159,7 @@ pub struct Pipeline {
     stages: [Vec<Rule>; Stage::COUNT],
     host: ScriptHost,
     lookups: Arc<dyn Lookups>,
+    rewriter: alias::Rewriter,
 }
 
 impl Default for Pipeline {
@@ -166,6 +168,7 @@ impl Default for Pipeline {
             stages: Default::default(),
             host: ScriptHost::default(),
             lookups: Arc::new(NoLookups),
+            rewriter: alias::Rewriter::default(),
         }
     }
 }
@@ -363,9 +366,17 @@ impl Pipeline {
                 ));
             }
         }
+        let rewriter = alias::Rewriter {
+            origin: config.server.origin.clone(),
+            hostname: config.server.hostname.clone(),
+            local_domains: domains.get("local").cloned(),
+            aliases: config.aliases.clone(),
+            virtual_aliases: config.virtual_aliases.clone(),
+        };
         Pipeline {
             stages,
             host,
+            rewriter,
             lookups: Arc::new(PolicyLookups {
                 networks,
                 domains,
@@ -509,6 +520,12 @@ impl Pipeline {
             ..Context::new(ctx.client_ip, "")
         };
         self.evaluate(Stage::Rcpt, &context)
+    }
+
+    /// The final recipients for `rcpt` after qualification and alias expansion
+    /// ([`alias::Rewriter`]); an error means the recipient must be deferred.
+    pub fn expand(&self, rcpt: &str) -> Result<Vec<String>, String> {
+        self.rewriter.expand(rcpt)
     }
 
     /// How many rules a stage holds.

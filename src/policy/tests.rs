@@ -186,12 +186,15 @@ fn a_dangling_reference_fails_closed() {
             spool: PathBuf::from("spool"),
             banner: "ESMTP".into(),
             shutdown_timeout: std::time::Duration::from_secs(30),
+            origin: "mx.example.test".into(),
         },
         listeners: vec![],
         limits: Default::default(),
         networks: BTreeMap::new(),
         domains: BTreeMap::new(),
         tables: BTreeMap::new(),
+        aliases: None,
+        virtual_aliases: None,
         stages: {
             let mut stages: [Vec<crate::config::RuleConfig>; Stage::COUNT] = Default::default();
             stages[Stage::Rcpt.index()] = vec![crate::config::RuleConfig {

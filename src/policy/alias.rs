@@ -1,0 +1,182 @@
+//! Recipient rewriting before routing: unqualified addresses get the origin domain,
+//! then virtual(5) and aliases(5) tables expand them, recursively and loop-safe.
+//!
+//! - qualify: `root` → `root@ORIGIN` (Postfix's `myorigin`, seed 004);
+//! - virtual (every recipient): `user@domain`, then `@domain` (a catch-all);
+//! - aliases (recipients in local domains — the `domains "local"` set, the origin and
+//!   the hostname): the local part, then the local part without `+extension`.
+//!
+//! Each result is expanded again. An address that reappears on its own expansion
+//! path is kept as it is (so `root: root, admin@x` delivers to both, like Postfix),
+//! expansion deeper than [`MAX_DEPTH`] or wider than [`MAX_RESULTS`] is an error
+//! (the recipient is deferred, never silently dropped), and duplicates are removed.
+
+use std::sync::Arc;
+
+use crate::lookup::{DomainSet, Table};
+
+/// How deep aliases may nest.
+pub const MAX_DEPTH: usize = 20;
+/// How many addresses one recipient may expand to.
+pub const MAX_RESULTS: usize = 1000;
+
+/// The tables and names recipient rewriting needs, from the configuration.
+#[derive(Clone, Debug, Default)]
+pub struct Rewriter {
+    pub origin: String,
+    pub hostname: String,
+    pub local_domains: Option<Arc<DomainSet>>,
+    pub aliases: Option<Arc<Table>>,
+    pub virtual_aliases: Option<Arc<Table>>,
+}
+
+impl Rewriter {
+    /// Whether anything can change a recipient (so callers can skip the work).
+    pub fn is_identity(&self) -> bool {
+        self.aliases.is_none() && self.virtual_aliases.is_none()
+    }
+
+    fn is_local(&self, domain: &str) -> bool {
+        domain.eq_ignore_ascii_case(&self.origin)
+            || domain.eq_ignore_ascii_case(&self.hostname)
+            || self
+                .local_domains
+                .as_ref()
+                .is_some_and(|d| d.contains(domain))
+    }
+
+    /// `addr` with the origin domain added when it has none.
+    pub fn qualify(&self, addr: &str) -> String {
+        if addr.contains('@') {
+            addr.to_owned()
+        } else {
+            format!("{addr}@{}", self.origin)
+        }
+    }
+
+    /// The final recipients for `rcpt`, in order, without duplicates.
+    pub fn expand(&self, rcpt: &str) -> Result<Vec<String>, String> {
+        let mut out = Vec::new();
+        let mut path = Vec::new();
+        self.expand_into(&self.qualify(rcpt), 0, &mut path, &mut out)?;
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|a: &String| seen.insert(a.to_ascii_lowercase()));
+        Ok(out)
+    }
+
+    fn expand_into(
+        &self,
+        addr: &str,
+        depth: usize,
+        path: &mut Vec<String>,
+        out: &mut Vec<String>,
+    ) -> Result<(), String> {
+        if out.len() >= MAX_RESULTS {
+            return Err(format!(
+                "alias expansion of more than {MAX_RESULTS} addresses"
+            ));
+        }
+        let lower = addr.to_ascii_lowercase();
+        if path.contains(&lower) {
+            out.push(addr.to_owned());
+            return Ok(());
+        }
+        if depth > MAX_DEPTH {
+            return Err(format!(
+                "aliases nest deeper than {MAX_DEPTH} at <{addr}> (a loop?)"
+            ));
+        }
+        let (local, domain) = lower.rsplit_once('@').unwrap_or((lower.as_str(), ""));
+        let targets = self
+            .virtual_aliases
+            .as_ref()
+            .and_then(|t| t.lookup(&lower).or_else(|| t.lookup(&format!("@{domain}"))))
+            .or_else(|| {
+                let aliases = self.aliases.as_ref()?;
+                if !self.is_local(domain) {
+                    return None;
+                }
+                aliases.lookup(local).or_else(|| {
+                    local
+                        .split_once('+')
+                        .and_then(|(user, _)| aliases.lookup(user))
+                })
+            });
+        let Some(targets) = targets else {
+            out.push(addr.to_owned());
+            return Ok(());
+        };
+        path.push(lower);
+        for target in targets
+            .split([',', ' ', '\t'])
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            let target = self.qualify(target.trim_matches(['<', '>']));
+            self.expand_into(&target, depth + 1, path, out)?;
+        }
+        path.pop();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lookup::{parse_aliases, parse_map};
+
+    fn rewriter(aliases: &str, virtual_: &str) -> Rewriter {
+        Rewriter {
+            origin: "example.jp".into(),
+            hostname: "mail.example.jp".into(),
+            local_domains: Some(Arc::new(DomainSet::new(vec!["localhost".into()]))),
+            aliases: Some(Arc::new(parse_aliases(aliases).unwrap())),
+            virtual_aliases: Some(Arc::new(parse_map(virtual_).unwrap())),
+        }
+    }
+
+    #[test]
+    fn seed_004_root_reaches_an_external_mailbox() {
+        let r = rewriter("root: admin@example.com\npostmaster: root\n", "");
+        assert_eq!(r.expand("root").unwrap(), ["admin@example.com"]);
+        assert_eq!(
+            r.expand("postmaster@localhost").unwrap(),
+            ["admin@example.com"]
+        );
+        // not a local domain: aliases do not apply
+        assert_eq!(
+            r.expand("root@elsewhere.test").unwrap(),
+            ["root@elsewhere.test"]
+        );
+    }
+
+    #[test]
+    fn virtual_then_aliases_recursively() {
+        let r = rewriter(
+            "team: alice, bob\nalice: alice@mail.example.jp\n",
+            "sales@corp.test team@example.jp\n@old.test new@corp.test\n",
+        );
+        assert_eq!(
+            r.expand("sales@corp.test").unwrap(),
+            ["alice@mail.example.jp", "bob@example.jp"]
+        );
+        assert_eq!(r.expand("anyone@old.test").unwrap(), ["new@corp.test"]);
+        assert_eq!(
+            r.expand("ceo+news@example.jp").unwrap(),
+            ["ceo+news@example.jp"]
+        );
+    }
+
+    #[test]
+    fn loops_are_safe() {
+        let r = rewriter("root: root, admin@example.com\na: b\nb: a\n", "");
+        assert_eq!(
+            r.expand("root").unwrap(),
+            ["root@example.jp", "admin@example.com"]
+        );
+        assert_eq!(r.expand("a").unwrap(), ["a@example.jp"]);
+        let deep: String = (0..30).map(|i| format!("l{i}: l{}\n", i + 1)).collect();
+        let r = rewriter(&deep, "");
+        assert!(r.expand("l0").unwrap_err().contains("deeper than"));
+    }
+}
