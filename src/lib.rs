@@ -10,6 +10,7 @@
 //!   `Arc` and consulted by each SMTP stage.
 //! - [`smtp`]: listeners and sessions; each command calls the matching stage.
 //! - [`queue`]: the spool; nothing is acknowledged before it is on stable storage.
+//! - [`delivery`]: the outbound SMTP/LMTP client, with outcomes per recipient.
 //! - [`control`]: the operator side (`mtactl`): config checks and queue inspection.
 //!
 //! Dependencies point one way: config ← policy ← smtp; queue knows neither smtp nor
@@ -18,6 +19,7 @@
 
 pub mod config;
 pub mod control;
+pub mod delivery;
 pub mod lookup;
 pub mod policy;
 pub mod queue;

@@ -1,0 +1,661 @@
+//! One SMTP or LMTP connection and the transactions sent over it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use super::body::{BodyEncoder, CHUNK};
+use super::reply::{RawReply, ReadError, Reply, read_reply};
+
+/// How the client talks to one destination.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The name we give in EHLO/HELO/LHLO.
+    pub helo_name: String,
+    /// For the TCP connection itself.
+    pub connect_timeout: Duration,
+    /// For each command: writing it and reading its reply (the greeting too).
+    pub command_timeout: Duration,
+    /// For the whole DATA body and the final reply (or, with LMTP, all final replies).
+    pub data_timeout: Duration,
+    /// Speak LMTP (RFC 2033): LHLO, and one final reply per accepted recipient.
+    pub lmtp: bool,
+}
+
+/// What is sent in one transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Envelope<'a> {
+    /// The reverse path without `<>`; empty for the null sender (bounces).
+    pub sender: &'a str,
+    /// Forward paths without `<>`, all for this destination.
+    pub recipients: &'a [String],
+    /// The body has bytes above 127: `BODY=8BITMIME` when the server offers it.
+    pub body_8bit: bool,
+    /// The envelope or headers need SMTPUTF8 (RFC 6531).
+    pub smtputf8: bool,
+    /// The message size, for `SIZE=` and the check against the server's SIZE.
+    pub size: usize,
+}
+
+/// The result for one recipient, in the order of [`Envelope::recipients`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RcptOutcome {
+    /// The server took responsibility: never send it to this recipient again.
+    Delivered(Reply),
+    /// Try again later.
+    TempFail(Reply),
+    /// Bounce.
+    PermFail(Reply),
+}
+
+impl RcptOutcome {
+    fn from_reply(reply: Reply) -> Self {
+        if reply.is_positive() {
+            RcptOutcome::Delivered(reply)
+        } else if reply.is_permanent() {
+            RcptOutcome::PermFail(reply)
+        } else {
+            RcptOutcome::TempFail(reply)
+        }
+    }
+
+    /// The reply this outcome came from.
+    pub fn reply(&self) -> &Reply {
+        match self {
+            RcptOutcome::Delivered(r) | RcptOutcome::TempFail(r) | RcptOutcome::PermFail(r) => r,
+        }
+    }
+}
+
+/// What [`deliver`] returns when the transaction ran to its end.
+#[derive(Debug, Clone)]
+pub struct TransactionResult {
+    /// One outcome per recipient, in the envelope's order.
+    pub per_recipient: Vec<RcptOutcome>,
+    pub remote: SocketAddr,
+    /// The text of the server's 220 greeting.
+    pub greeting: String,
+}
+
+/// Why a transaction failed as a whole. Every recipient shares the failure; whether to
+/// retry is [`DeliveryError::is_permanent`].
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("timed out during {step}")]
+    Timeout { step: &'static str },
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("connection error during {step}: {source}")]
+    Io {
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server (or a check made for it, like SIZE) refused the whole transaction at
+    /// the greeting, EHLO/HELO/LHLO, MAIL or DATA.
+    #[error("{step} rejected: {reply}")]
+    Rejected {
+        step: &'static str,
+        reply: Reply,
+        permanent: bool,
+    },
+}
+
+impl DeliveryError {
+    /// Only a 5xx refusal is permanent; network trouble and 4xx are worth a retry.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            DeliveryError::Rejected {
+                permanent: true,
+                ..
+            }
+        )
+    }
+
+    fn rejected(step: &'static str, reply: Reply) -> Self {
+        let permanent = reply.is_permanent();
+        DeliveryError::Rejected {
+            step,
+            reply,
+            permanent,
+        }
+    }
+
+    fn read(step: &'static str, e: ReadError) -> Self {
+        match e {
+            ReadError::Io(source) => DeliveryError::Io { step, source },
+            ReadError::Eof => DeliveryError::Io {
+                step,
+                source: std::io::ErrorKind::UnexpectedEof.into(),
+            },
+            ReadError::Malformed(m) => DeliveryError::Protocol(format!("{step}: {m}")),
+        }
+    }
+}
+
+/// What the server's EHLO (or LHLO) reply offered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// False when the server only answered HELO.
+    pub esmtp: bool,
+    pub pipelining: bool,
+    /// `SIZE` was offered: `Some(0)` means no fixed limit.
+    pub size: Option<u64>,
+    pub eight_bit_mime: bool,
+    pub smtputf8: bool,
+    pub chunking: bool,
+    pub enhanced_status_codes: bool,
+    pub starttls: bool,
+}
+
+impl Capabilities {
+    fn parse(reply: &RawReply) -> Self {
+        let mut caps = Capabilities {
+            esmtp: true,
+            ..Capabilities::default()
+        };
+        // The first line is the server's name, the others one extension each.
+        for line in reply.lines.iter().skip(1) {
+            let mut words = line.split_ascii_whitespace();
+            let Some(keyword) = words.next() else {
+                continue;
+            };
+            match keyword.to_ascii_uppercase().as_str() {
+                "PIPELINING" => caps.pipelining = true,
+                "SIZE" => caps.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
+                "8BITMIME" => caps.eight_bit_mime = true,
+                "SMTPUTF8" => caps.smtputf8 = true,
+                "CHUNKING" => caps.chunking = true,
+                "ENHANCEDSTATUSCODES" => caps.enhanced_status_codes = true,
+                "STARTTLS" => caps.starttls = true,
+                _ => {}
+            }
+        }
+        caps
+    }
+}
+
+/// Where a connection stands between transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Greeted, not yet EHLO'd.
+    Greeted,
+    /// Ready for MAIL.
+    Ready,
+    /// A transaction failed part-way: RSET before the next one.
+    NeedsRset,
+    /// A timeout, an IO or protocol error, or a 421: nothing more can be sent.
+    Broken,
+}
+
+/// An open SMTP/LMTP connection, for one or more transactions.
+///
+/// ```ignore
+/// let mut c = SmtpConnection::connect(addr, &config).await?;
+/// c.ehlo().await?;
+/// let first = c.send_transaction(&envelope, message).await?;
+/// let second = c.send_transaction(&other, other_message).await?;
+/// c.quit().await;
+/// ```
+#[derive(Debug)]
+pub struct SmtpConnection<S = TcpStream> {
+    stream: BufReader<S>,
+    config: ClientConfig,
+    remote: SocketAddr,
+    greeting: String,
+    caps: Capabilities,
+    state: State,
+}
+
+impl SmtpConnection<TcpStream> {
+    /// Connects and reads the greeting (a non-220 greeting is [`DeliveryError::Rejected`]).
+    pub async fn connect(addr: SocketAddr, config: &ClientConfig) -> Result<Self, DeliveryError> {
+        let tcp = match tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr)).await
+        {
+            Err(_) => return Err(DeliveryError::Timeout { step: "connect" }),
+            Ok(Err(source)) => return Err(DeliveryError::Connect { addr, source }),
+            Ok(Ok(tcp)) => tcp,
+        };
+        // Commands are small and pipelined in one write: do not wait for ACKs.
+        let _ = tcp.set_nodelay(true);
+        Self::greet(tcp, addr, config).await
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> SmtpConnection<S> {
+    /// Takes over an established stream (a test's, or later a TLS one) and reads the
+    /// greeting.
+    pub async fn greet(
+        stream: S,
+        remote: SocketAddr,
+        config: &ClientConfig,
+    ) -> Result<Self, DeliveryError> {
+        let mut conn = SmtpConnection {
+            stream: BufReader::with_capacity(8 * 1024, stream),
+            config: config.clone(),
+            remote,
+            greeting: String::new(),
+            caps: Capabilities::default(),
+            state: State::Greeted,
+        };
+        let raw = conn.reply("greeting", config.command_timeout).await?;
+        let reply = raw.to_reply();
+        if reply.code != 220 {
+            conn.state = State::Broken;
+            return Err(DeliveryError::rejected("greeting", reply));
+        }
+        conn.greeting = reply.text;
+        debug!(%remote, greeting = %conn.greeting, "Connected.");
+        Ok(conn)
+    }
+
+    pub fn remote(&self) -> SocketAddr {
+        self.remote
+    }
+
+    pub fn greeting(&self) -> &str {
+        &self.greeting
+    }
+
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// False once the connection cannot carry another transaction.
+    pub fn is_usable(&self) -> bool {
+        self.state != State::Broken
+    }
+
+    /// EHLO, falling back to HELO when the server does not know EHLO (5xx); LHLO with LMTP.
+    pub async fn ehlo(&mut self) -> Result<&Capabilities, DeliveryError> {
+        let r = self.ehlo_inner().await;
+        self.note(r)?;
+        self.state = State::Ready;
+        Ok(&self.caps)
+    }
+
+    async fn ehlo_inner(&mut self) -> Result<(), DeliveryError> {
+        let verb = if self.config.lmtp { "LHLO" } else { "EHLO" };
+        let cmd = format!("{verb} {}\r\n", self.config.helo_name);
+        let raw = self.command(verb, cmd.as_bytes()).await?;
+        let reply = raw.to_reply();
+        if reply.is_positive() {
+            self.caps = Capabilities::parse(&raw);
+            return Ok(());
+        }
+        if self.config.lmtp || !reply.is_permanent() {
+            return Err(DeliveryError::rejected(verb, reply));
+        }
+        debug!(remote = %self.remote, %reply, "EHLO refused, trying HELO.");
+        let cmd = format!("HELO {}\r\n", self.config.helo_name);
+        let reply = self.command("HELO", cmd.as_bytes()).await?.to_reply();
+        if !reply.is_positive() {
+            return Err(DeliveryError::rejected("HELO", reply));
+        }
+        self.caps = Capabilities::default();
+        Ok(())
+    }
+
+    /// Sends one message to all of `envelope`'s recipients, pipelined when the server
+    /// offers PIPELINING. `Ok` holds one outcome per recipient (some may have failed at
+    /// RCPT, or with LMTP after the body); `Err` means no recipient got the message.
+    pub async fn send_transaction(
+        &mut self,
+        envelope: &Envelope<'_>,
+        message: &[u8],
+    ) -> Result<Vec<RcptOutcome>, DeliveryError> {
+        match self.state {
+            State::Broken => {
+                return Err(DeliveryError::Protocol(
+                    "the connection is no longer usable".into(),
+                ));
+            }
+            State::Greeted => {
+                self.ehlo().await?;
+            }
+            State::NeedsRset => {
+                let r = self.rset().await;
+                self.note(r)?;
+            }
+            State::Ready => {}
+        }
+        let r = self.transaction(envelope, message).await;
+        self.note(r)
+    }
+
+    /// Says QUIT and closes; errors are of no interest any more.
+    pub async fn quit(mut self) {
+        if self.state != State::Broken {
+            let _ = self.command("QUIT", b"QUIT\r\n").await;
+        }
+        let _ = self.stream.get_mut().shutdown().await;
+    }
+
+    /// Records what an error means for the connection.
+    fn note<T>(&mut self, r: Result<T, DeliveryError>) -> Result<T, DeliveryError> {
+        if let Err(e) = &r {
+            self.state = match e {
+                DeliveryError::Rejected { reply, .. } if reply.code != 421 => match self.state {
+                    State::Greeted | State::Broken => self.state,
+                    _ => State::NeedsRset,
+                },
+                _ => State::Broken,
+            };
+        }
+        r
+    }
+
+    async fn rset(&mut self) -> Result<(), DeliveryError> {
+        let reply = self.command("RSET", b"RSET\r\n").await?.to_reply();
+        if !reply.is_positive() {
+            return Err(DeliveryError::Protocol(format!("RSET refused: {reply}")));
+        }
+        self.state = State::Ready;
+        Ok(())
+    }
+
+    async fn transaction(
+        &mut self,
+        envelope: &Envelope<'_>,
+        message: &[u8],
+    ) -> Result<Vec<RcptOutcome>, DeliveryError> {
+        let n = envelope.recipients.len();
+        if n == 0 {
+            return Err(DeliveryError::Protocol(
+                "a transaction needs a recipient".into(),
+            ));
+        }
+        let mail = self.mail_command(envelope)?;
+        // Recipients we cannot even write are refused here; the others are sent.
+        let mut outcomes: Vec<Option<RcptOutcome>> = vec![None; n];
+        let mut sent = Vec::with_capacity(n);
+        let mut rcpts = Vec::new();
+        for (i, rcpt) in envelope.recipients.iter().enumerate() {
+            if valid_address(rcpt) && !rcpt.is_empty() {
+                rcpts.push(format!("RCPT TO:<{rcpt}>\r\n"));
+                sent.push(i);
+            } else {
+                let reply = Reply::local(501, (5, 1, 3), "bad recipient address syntax");
+                outcomes[i] = Some(RcptOutcome::PermFail(reply));
+            }
+        }
+        if sent.is_empty() {
+            return Ok(outcomes.into_iter().map(Option::unwrap).collect());
+        }
+
+        let mut accepted = Vec::with_capacity(sent.len());
+        if self.caps.pipelining {
+            // RFC 2920: MAIL, every RCPT and DATA in one write, then the replies in order.
+            let mut batch = mail.into_bytes();
+            for r in &rcpts {
+                batch.extend_from_slice(r.as_bytes());
+            }
+            batch.extend_from_slice(b"DATA\r\n");
+            self.write("MAIL", &batch).await?;
+            let mail_reply = self
+                .reply("MAIL", self.config.command_timeout)
+                .await?
+                .to_reply();
+            if mail_reply.code == 421 {
+                return Err(DeliveryError::rejected("MAIL", mail_reply));
+            }
+            for &i in &sent {
+                let reply = self
+                    .reply("RCPT", self.config.command_timeout)
+                    .await?
+                    .to_reply();
+                if reply.code == 421 {
+                    return Err(DeliveryError::rejected("RCPT", reply));
+                }
+                if reply.is_positive() && mail_reply.is_positive() {
+                    accepted.push(i);
+                }
+                outcomes[i] = Some(RcptOutcome::from_reply(reply));
+            }
+            let data_reply = self
+                .reply("DATA", self.config.command_timeout)
+                .await?
+                .to_reply();
+            if !mail_reply.is_positive() || accepted.is_empty() {
+                if data_reply.is_intermediate() {
+                    // A server that said 354 anyway gets an empty message it must refuse.
+                    self.command("end of data", b".\r\n").await?;
+                }
+                self.state = State::NeedsRset;
+                if !mail_reply.is_positive() {
+                    return Err(DeliveryError::rejected("MAIL", mail_reply));
+                }
+                return Ok(outcomes.into_iter().map(Option::unwrap).collect());
+            }
+            if data_reply.code != 354 {
+                return Err(DeliveryError::rejected("DATA", data_reply));
+            }
+        } else {
+            let reply = self.command("MAIL", mail.as_bytes()).await?.to_reply();
+            if !reply.is_positive() {
+                return Err(DeliveryError::rejected("MAIL", reply));
+            }
+            for (&i, cmd) in sent.iter().zip(&rcpts) {
+                let reply = self.command("RCPT", cmd.as_bytes()).await?.to_reply();
+                if reply.code == 421 {
+                    return Err(DeliveryError::rejected("RCPT", reply));
+                }
+                if reply.is_positive() {
+                    accepted.push(i);
+                }
+                outcomes[i] = Some(RcptOutcome::from_reply(reply));
+            }
+            if accepted.is_empty() {
+                self.state = State::NeedsRset;
+                return Ok(outcomes.into_iter().map(Option::unwrap).collect());
+            }
+            let reply = self.command("DATA", b"DATA\r\n").await?.to_reply();
+            if reply.code != 354 {
+                return Err(DeliveryError::rejected("DATA", reply));
+            }
+        }
+
+        // The body and the final reply (one per accepted recipient with LMTP).
+        let data_timeout = self.config.data_timeout;
+        let finals = timed("end of data", data_timeout, async {
+            self.send_body(message).await?;
+            let count = if self.config.lmtp { accepted.len() } else { 1 };
+            let mut finals = Vec::with_capacity(count);
+            for _ in 0..count {
+                let raw = read_reply(&mut self.stream)
+                    .await
+                    .map_err(|e| DeliveryError::read("end of data", e))?;
+                finals.push(raw.to_reply());
+            }
+            Ok::<_, DeliveryError>(finals)
+        })
+        .await?;
+        for (k, &i) in accepted.iter().enumerate() {
+            let reply = finals.get(k).unwrap_or(&finals[0]).clone();
+            outcomes[i] = Some(RcptOutcome::from_reply(reply));
+        }
+        // A 421 closes the connection even when it is the answer to the body.
+        self.state = if finals.iter().any(|r| r.code == 421) {
+            State::Broken
+        } else {
+            State::Ready
+        };
+        let outcomes: Vec<RcptOutcome> = outcomes.into_iter().map(Option::unwrap).collect();
+        debug!(
+            remote = %self.remote,
+            recipients = n,
+            delivered = outcomes.iter().filter(|o| matches!(o, RcptOutcome::Delivered(_))).count(),
+            "Transaction done."
+        );
+        Ok(outcomes)
+    }
+
+    /// `MAIL FROM:<sender>` with SIZE, BODY and SMTPUTF8 as the server allows, or the
+    /// refusal we can tell without asking.
+    fn mail_command(&self, envelope: &Envelope<'_>) -> Result<String, DeliveryError> {
+        let refuse = |code, enhanced, text| DeliveryError::Rejected {
+            step: "MAIL",
+            reply: Reply::local(code, enhanced, text),
+            permanent: true,
+        };
+        if !valid_address(envelope.sender) {
+            return Err(refuse(501, (5, 1, 7), "bad sender address syntax"));
+        }
+        if let Some(limit) = self.caps.size
+            && limit > 0
+            && envelope.size as u64 > limit
+        {
+            return Err(refuse(
+                552,
+                (5, 3, 4),
+                "message size exceeds fixed maximum message size advertised by server",
+            ));
+        }
+        if envelope.smtputf8 && !self.caps.smtputf8 {
+            return Err(refuse(
+                550,
+                (5, 6, 7),
+                "SMTPUTF8 support required but not offered by server",
+            ));
+        }
+        let mut cmd = format!("MAIL FROM:<{}>", envelope.sender);
+        if self.caps.size.is_some() {
+            cmd.push_str(&format!(" SIZE={}", envelope.size));
+        }
+        // An 8-bit body goes to a server without 8BITMIME as it is, like Postfix does.
+        if envelope.body_8bit && self.caps.eight_bit_mime {
+            cmd.push_str(" BODY=8BITMIME");
+        }
+        if envelope.smtputf8 {
+            cmd.push_str(" SMTPUTF8");
+        }
+        cmd.push_str("\r\n");
+        Ok(cmd)
+    }
+
+    async fn send_body(&mut self, message: &[u8]) -> Result<(), DeliveryError> {
+        let mut encoder = BodyEncoder::new();
+        let mut out = Vec::with_capacity(CHUNK + CHUNK / 2);
+        let io = |source| DeliveryError::Io {
+            step: "end of data",
+            source,
+        };
+        for chunk in message.chunks(CHUNK) {
+            out.clear();
+            encoder.encode(chunk, &mut out);
+            self.stream.get_mut().write_all(&out).await.map_err(io)?;
+        }
+        out.clear();
+        encoder.finish(&mut out);
+        let w = self.stream.get_mut();
+        w.write_all(&out).await.map_err(io)?;
+        w.flush().await.map_err(io)
+    }
+
+    /// Writes a command and reads its reply, both within the command timeout.
+    async fn command(
+        &mut self,
+        step: &'static str,
+        bytes: &[u8],
+    ) -> Result<RawReply, DeliveryError> {
+        self.write(step, bytes).await?;
+        self.reply(step, self.config.command_timeout).await
+    }
+
+    async fn write(&mut self, step: &'static str, bytes: &[u8]) -> Result<(), DeliveryError> {
+        let w = self.stream.get_mut();
+        timed(step, self.config.command_timeout, async {
+            w.write_all(bytes).await?;
+            w.flush().await
+        })
+        .await
+    }
+
+    async fn reply(
+        &mut self,
+        step: &'static str,
+        limit: Duration,
+    ) -> Result<RawReply, DeliveryError> {
+        match tokio::time::timeout(limit, read_reply(&mut self.stream)).await {
+            Err(_) => Err(DeliveryError::Timeout { step }),
+            Ok(r) => r.map_err(|e| DeliveryError::read(step, e)),
+        }
+    }
+}
+
+/// Runs `f` within `limit`, turning IO errors into [`DeliveryError::Io`] for `step`.
+async fn timed<T, E>(
+    step: &'static str,
+    limit: Duration,
+    f: impl Future<Output = Result<T, E>>,
+) -> Result<T, DeliveryError>
+where
+    E: Into<StepError>,
+{
+    match tokio::time::timeout(limit, f).await {
+        Err(_) => Err(DeliveryError::Timeout { step }),
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(match e.into() {
+            StepError::Io(source) => DeliveryError::Io { step, source },
+            StepError::Delivery(d) => d,
+        }),
+    }
+}
+
+/// The errors a timed step may end with.
+enum StepError {
+    Io(std::io::Error),
+    Delivery(DeliveryError),
+}
+
+impl From<std::io::Error> for StepError {
+    fn from(e: std::io::Error) -> Self {
+        StepError::Io(e)
+    }
+}
+
+impl From<DeliveryError> for StepError {
+    fn from(e: DeliveryError) -> Self {
+        StepError::Delivery(e)
+    }
+}
+
+/// An address we can put between `<>` without changing the command: no control
+/// characters (CR and LF above all), no angle brackets, no spaces.
+fn valid_address(a: &str) -> bool {
+    !a.bytes()
+        .any(|b| b.is_ascii_control() || b == b'<' || b == b'>' || b == b' ')
+}
+
+/// One transaction on a new connection: connect, EHLO, the transaction, QUIT.
+pub async fn deliver(
+    addr: SocketAddr,
+    config: &ClientConfig,
+    envelope: &Envelope<'_>,
+    message: &[u8],
+) -> Result<TransactionResult, DeliveryError> {
+    let mut conn = SmtpConnection::connect(addr, config).await?;
+    let result = async {
+        conn.ehlo().await?;
+        conn.send_transaction(envelope, message).await
+    }
+    .await;
+    let greeting = conn.greeting().to_string();
+    conn.quit().await;
+    Ok(TransactionResult {
+        per_recipient: result?,
+        remote: addr,
+        greeting,
+    })
+}

@@ -1,0 +1,609 @@
+//! The outbound client against real servers on loopback: Postfix's `smtp-sink` (SMTP
+//! and LMTP, with and without PIPELINING, scripted refusals) and aiosmtpd (per-recipient
+//! answers, SIZE, SMTPUTF8, LMTP replies per recipient). A missing peer fails the test.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, require_tool};
+use mtad::delivery::{ClientConfig, DeliveryError, Envelope, RcptOutcome, SmtpConnection, deliver};
+
+fn config(lmtp: bool) -> ClientConfig {
+    ClientConfig {
+        helo_name: "client.example.test".into(),
+        connect_timeout: Duration::from_secs(5),
+        command_timeout: Duration::from_secs(10),
+        data_timeout: Duration::from_secs(20),
+        lmtp,
+    }
+}
+
+fn envelope<'a>(rcpts: &'a [String], message: &[u8]) -> Envelope<'a> {
+    Envelope {
+        sender: "sender@example.test",
+        recipients: rcpts,
+        body_8bit: message.iter().any(|b| *b >= 0x80),
+        smtputf8: false,
+        size: message.len(),
+    }
+}
+
+fn rcpts(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn codes(outcomes: &[RcptOutcome]) -> Vec<(char, u16)> {
+    outcomes
+        .iter()
+        .map(|o| match o {
+            RcptOutcome::Delivered(r) => ('D', r.code),
+            RcptOutcome::TempFail(r) => ('T', r.code),
+            RcptOutcome::PermFail(r) => ('P', r.code),
+        })
+        .collect()
+}
+
+/// A message with everything that needs care on the wire: lines starting with dots, a
+/// line that is only a dot, a bare LF, a bare CR, and no final line ending.
+const TRICKY: &[u8] = b"From: sender@example.test\r\nSubject: tricky\r\n\r\nline one\r\n.leading dot\r\n..two dots\r\n.\r\nbare LF\nbare CR\rend";
+
+/// Files in `dir` once `n` of them are complete (`done` says when a file is).
+fn wait_files(dir: &Path, n: usize, done: impl Fn(&[u8]) -> bool) -> Vec<(PathBuf, Vec<u8>)> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| !p.to_string_lossy().ends_with(".tmp"))
+            .map(|p| {
+                let bytes = std::fs::read(&p).unwrap();
+                (p, bytes)
+            })
+            .collect();
+        files.sort_by_key(|(p, _)| std::fs::metadata(p).unwrap().modified().unwrap());
+        if files.len() >= n && files.iter().all(|(_, b)| done(b)) {
+            return files;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {n} complete files in {}, found {:?}",
+            dir.display(),
+            files.iter().map(|(p, _)| p).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_listening(addr: SocketAddr, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).is_err() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{what} exited before listening: {status}");
+        }
+        assert!(Instant::now() < deadline, "{what} never listened on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Postfix's smtp-sink, dumping each message into its own file.
+struct Sink {
+    child: Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Sink {
+    fn start(args: &[&str]) -> Sink {
+        let bin = require_tool("smtp-sink");
+        let dir = tempfile::tempdir().unwrap();
+        // smtp-sink drops root for -u's user, who must be able to write the dumps.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut cmd = Command::new(bin);
+        if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0 {
+            cmd.args(["-u", "postfix"]);
+        }
+        cmd.arg("-d")
+            .arg(format!("{}/%M.", dir.path().display()))
+            .args(args)
+            .arg(addr.to_string())
+            .arg("100")
+            .stdout(Stdio::null());
+        let mut child = cmd.spawn().expect("starting smtp-sink");
+        wait_listening(addr, &mut child, "smtp-sink");
+        Sink { child, addr, dir }
+    }
+
+    /// The dumps (smtp-sink's headers, then the message with LF line endings, then an
+    /// empty line), oldest first.
+    fn dumps(&self, n: usize) -> Vec<String> {
+        wait_files(self.dir.path(), n, |b| b.ends_with(b"\n\n"))
+            .into_iter()
+            .map(|(_, b)| String::from_utf8(b).unwrap())
+            .collect()
+    }
+
+    fn dump_count(&self) -> usize {
+        std::fs::read_dir(self.dir.path()).unwrap().count()
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// tests/peers/aiosmtpd_peer.py on Debian's python3 with python3-aiosmtpd.
+struct Aio {
+    child: Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Aio {
+    fn start(args: &[&str]) -> Aio {
+        // Debian's python3, where python3-aiosmtpd lives (not a pyenv one on PATH).
+        let python = Path::new("/usr/bin/python3");
+        assert!(
+            python.exists(),
+            "/usr/bin/python3 is missing: apt-get install python3-aiosmtpd (or run ./run-tests)"
+        );
+        let check = Command::new(python)
+            .args(["-c", "import aiosmtpd"])
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "aiosmtpd is not installed: apt-get install python3-aiosmtpd (or run ./run-tests)"
+        );
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/aiosmtpd_peer.py");
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(python)
+            .arg(script)
+            .arg(dir.path())
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting aiosmtpd");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .strip_prefix("ready ")
+            .unwrap_or_else(|| panic!("aiosmtpd peer did not start: {line:?}"))
+            .trim();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_listening(addr, &mut child, "aiosmtpd");
+        Aio { child, addr, dir }
+    }
+
+    /// (envelope, message) of each message received, in order.
+    fn messages(&self, n: usize) -> Vec<(String, Vec<u8>)> {
+        let files = wait_files(self.dir.path(), 2 * n, |_| true);
+        (1..=n)
+            .map(|i| {
+                let find = |ext: &str| {
+                    files
+                        .iter()
+                        .find(|(p, _)| {
+                            p.file_name().unwrap().to_string_lossy() == format!("{i}.{ext}")
+                        })
+                        .map(|(_, b)| b.clone())
+                        .unwrap_or_else(|| panic!("no message {i}.{ext}"))
+                };
+                (String::from_utf8(find("env")).unwrap(), find("eml"))
+            })
+            .collect()
+    }
+
+    fn file_count(&self) -> usize {
+        std::fs::read_dir(self.dir.path()).unwrap().count()
+    }
+}
+
+impl Drop for Aio {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The message part of a smtp-sink dump: after its three-line `Received:` header.
+fn sink_message(dump: &str) -> &str {
+    let received = dump.find("\nReceived: ").expect("no Received: in dump");
+    let mut rest = &dump[received + 1..];
+    for _ in 0..3 {
+        rest = &rest[rest.find('\n').unwrap() + 1..];
+    }
+    rest
+}
+
+#[tokio::test]
+async fn smtp_sink_pipelined_two_recipients_dots_and_line_endings() {
+    let sink = Sink::start(&[]);
+    let to = rcpts(&["one@example.test", "two@example.test"]);
+    let result = deliver(sink.addr, &config(false), &envelope(&to, TRICKY), TRICKY)
+        .await
+        .unwrap();
+    assert_eq!(codes(&result.per_recipient), [('D', 250), ('D', 250)]);
+    assert_eq!(result.remote, sink.addr);
+    assert!(result.greeting.contains("smtp-sink"), "{}", result.greeting);
+
+    let dumps = sink.dumps(1);
+    let dump = &dumps[0];
+    assert!(!dump.contains('\r'), "a CR reached the sink: {dump:?}");
+    assert!(dump.contains("X-Client-Proto: ESMTP\n"), "{dump}");
+    assert!(
+        dump.contains("X-Mail-Args: <sender@example.test>\n"),
+        "{dump}"
+    );
+    assert!(
+        dump.contains("X-Rcpt-Args: <one@example.test>\nX-Rcpt-Args: <two@example.test>\n"),
+        "{dump}"
+    );
+    assert_eq!(
+        sink_message(dump),
+        "From: sender@example.test\nSubject: tricky\n\nline one\n.leading dot\n..two dots\n.\nbare LF\nbare CR\nend\n\n"
+    );
+}
+
+#[tokio::test]
+async fn smtp_sink_reuses_one_connection_with_and_without_pipelining() {
+    for (args, pipelining) in [(&[][..], true), (&["-p"][..], false)] {
+        let sink = Sink::start(args);
+        let cfg = config(false);
+        let mut conn = SmtpConnection::connect(sink.addr, &cfg).await.unwrap();
+        let caps = conn.ehlo().await.unwrap().clone();
+        assert_eq!(caps.pipelining, pipelining, "{args:?}");
+        assert!(caps.eight_bit_mime && caps.esmtp);
+        for n in 1..=2 {
+            let msg = format!("Subject: reuse {n}\r\n\r\nbody {n} \u{e9}\r\n");
+            let to = rcpts(&[&format!("r{n}@example.test")]);
+            let out = conn
+                .send_transaction(&envelope(&to, msg.as_bytes()), msg.as_bytes())
+                .await
+                .unwrap();
+            assert_eq!(codes(&out), [('D', 250)], "{args:?} #{n}");
+        }
+        conn.quit().await;
+        let dumps = sink.dumps(2);
+        for n in 1..=2 {
+            let rcpt = format!("X-Rcpt-Args: <r{n}@example.test>\n");
+            let dump = dumps
+                .iter()
+                .find(|d| d.contains(&rcpt))
+                .unwrap_or_else(|| panic!("no message for r{n}: {dumps:?}"));
+            assert!(dump.contains(" BODY=8BITMIME\n"), "{dump}");
+            assert!(sink_message(dump).starts_with(&format!("Subject: reuse {n}\n\nbody {n} ")));
+        }
+    }
+}
+
+#[tokio::test]
+async fn smtp_sink_refused_recipients_get_their_outcome_and_no_body_is_sent() {
+    for (flag, outcome) in [("-r", ('T', 450)), ("-f", ('P', 500))] {
+        let sink = Sink::start(&[flag, "RCPT"]);
+        let cfg = config(false);
+        let mut conn = SmtpConnection::connect(sink.addr, &cfg).await.unwrap();
+        conn.ehlo().await.unwrap();
+        let to = rcpts(&["a@example.test", "b@example.test"]);
+        // Twice: the second transaction starts with RSET after the failed first.
+        for _ in 0..2 {
+            let out = conn
+                .send_transaction(&envelope(&to, TRICKY), TRICKY)
+                .await
+                .unwrap();
+            assert_eq!(codes(&out), [outcome, outcome], "{flag}");
+            assert!(conn.is_usable());
+        }
+        conn.quit().await;
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(sink.dump_count(), 0, "a message was sent to no recipient");
+    }
+}
+
+#[tokio::test]
+async fn smtp_sink_refusals_of_the_whole_transaction() {
+    let to = rcpts(&["a@example.test"]);
+    let env = envelope(&to, TRICKY);
+    for (args, step, code, permanent) in [
+        (&["-f", "MAIL"][..], "MAIL", 500, true),
+        (&["-r", "MAIL"][..], "MAIL", 450, false),
+        (&["-f", "DATA"][..], "DATA", 500, true),
+        (&["-f", "CONNECT"][..], "greeting", 500, true),
+        (&["-r", "EHLO,HELO"][..], "EHLO", 450, false),
+        (&["-Q", "RCPT"][..], "RCPT", 421, false),
+    ] {
+        let sink = Sink::start(args);
+        match deliver(sink.addr, &config(false), &env, TRICKY).await {
+            Err(DeliveryError::Rejected {
+                step: s,
+                reply,
+                permanent: p,
+            }) => {
+                assert_eq!(
+                    (s, reply.code, p),
+                    (step, code, permanent),
+                    "{args:?}: {reply}"
+                );
+            }
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn smtp_sink_refusing_the_body_fails_every_accepted_recipient() {
+    let sink = Sink::start(&["-f", "."]);
+    let to = rcpts(&["a@example.test", "b@example.test"]);
+    let out = deliver(sink.addr, &config(false), &envelope(&to, TRICKY), TRICKY)
+        .await
+        .unwrap();
+    assert_eq!(codes(&out.per_recipient), [('P', 500), ('P', 500)]);
+}
+
+#[tokio::test]
+async fn smtp_sink_without_esmtp_gets_helo() {
+    let sink = Sink::start(&["-e"]);
+    let to = rcpts(&["a@example.test"]);
+    let out = deliver(sink.addr, &config(false), &envelope(&to, TRICKY), TRICKY)
+        .await
+        .unwrap();
+    assert_eq!(codes(&out.per_recipient), [('D', 250)]);
+    let dump = &sink.dumps(1)[0];
+    assert!(dump.contains("X-Client-Proto: SMTP\n"), "{dump}");
+    // No SIZE= nor BODY= to a server that offered nothing.
+    assert!(
+        dump.contains("X-Mail-Args: <sender@example.test>\n"),
+        "{dump}"
+    );
+}
+
+#[tokio::test]
+async fn smtp_sink_lmtp() {
+    let sink = Sink::start(&["-L"]);
+    let to = rcpts(&["a@example.test", "b@example.test", "c@example.test"]);
+    let out = deliver(sink.addr, &config(true), &envelope(&to, TRICKY), TRICKY)
+        .await
+        .unwrap();
+    assert_eq!(codes(&out.per_recipient), [('D', 250); 3]);
+    let dump = &sink.dumps(1)[0];
+    assert!(dump.contains("X-Client-Proto: LMTP\n"), "{dump}");
+    assert!(sink_message(dump).ends_with("\n.\nbare LF\nbare CR\nend\n\n"));
+}
+
+#[tokio::test]
+async fn smtp_sink_slow_data_reply_times_out() {
+    let sink = Sink::start(&["-p", "-w", "5"]);
+    let mut cfg = config(false);
+    cfg.command_timeout = Duration::from_millis(500);
+    let to = rcpts(&["a@example.test"]);
+    let started = Instant::now();
+    let err = deliver(sink.addr, &cfg, &envelope(&to, TRICKY), TRICKY)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DeliveryError::Timeout { step: "DATA" }),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn aiosmtpd_per_recipient_outcomes_and_a_clean_body() {
+    for args in [&[][..], &["--pipelining"][..]] {
+        per_recipient_outcomes_and_a_clean_body(args).await;
+    }
+}
+
+async fn per_recipient_outcomes_and_a_clean_body(args: &[&str]) {
+    let aio = Aio::start(args);
+    let to = rcpts(&[
+        "ok1@example.test",
+        "temp@example.test",
+        "perm@example.test",
+        "ok2@example.test",
+    ]);
+    let mut message = TRICKY.to_vec();
+    message.extend_from_slice("\r\n8-bit: caf\u{e9}\r\n".as_bytes());
+    let out = deliver(aio.addr, &config(false), &envelope(&to, &message), &message)
+        .await
+        .unwrap();
+    assert_eq!(
+        codes(&out.per_recipient),
+        [('D', 250), ('T', 450), ('P', 550), ('D', 250)]
+    );
+    match &out.per_recipient[2] {
+        RcptOutcome::PermFail(r) => {
+            assert_eq!(r.to_string(), "550 5.1.1 no such user here");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let (env, body) = aio.messages(1).remove(0);
+    assert_eq!(
+        env,
+        format!(
+            "MAIL <sender@example.test> SIZE={} BODY=8BITMIME\nRCPT <ok1@example.test>\nRCPT <ok2@example.test>\n",
+            message.len()
+        )
+    );
+    assert_eq!(
+        body,
+        "From: sender@example.test\r\nSubject: tricky\r\n\r\nline one\r\n.leading dot\r\n..two dots\r\n.\r\nbare LF\r\nbare CR\r\nend\r\n8-bit: caf\u{e9}\r\n"
+            .as_bytes()
+    );
+}
+
+#[tokio::test]
+async fn aiosmtpd_size_is_checked_before_sending_and_the_connection_stays_usable() {
+    let aio = Aio::start(&["--size", "200"]);
+    let cfg = config(false);
+    let mut conn = SmtpConnection::connect(aio.addr, &cfg).await.unwrap();
+    assert_eq!(conn.ehlo().await.unwrap().size, Some(200));
+    let to = rcpts(&["a@example.test"]);
+    let big = vec![b'x'; 300];
+    let err = conn
+        .send_transaction(&envelope(&to, &big), &big)
+        .await
+        .unwrap_err();
+    match err {
+        DeliveryError::Rejected {
+            step: "MAIL",
+            reply,
+            permanent: true,
+        } => {
+            assert_eq!(reply.to_string().get(..9), Some("552 5.3.4"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let small = b"Subject: small\r\n\r\nfits\r\n";
+    let out = conn
+        .send_transaction(&envelope(&to, small), small)
+        .await
+        .unwrap();
+    assert_eq!(codes(&out), [('D', 250)]);
+    conn.quit().await;
+    let msgs = aio.messages(1);
+    assert_eq!(msgs[0].1, small);
+    assert_eq!(aio.file_count(), 2, "the big message reached the server");
+}
+
+#[tokio::test]
+async fn aiosmtpd_smtputf8() {
+    let to = rcpts(&["us\u{e9}r@example.test"]);
+    let message = "Subject: \u{e9}\r\n\r\nhi\r\n".as_bytes();
+    let env = Envelope {
+        smtputf8: true,
+        ..envelope(&to, message)
+    };
+    let plain = Aio::start(&[]);
+    match deliver(plain.addr, &config(false), &env, message).await {
+        Err(DeliveryError::Rejected {
+            reply,
+            permanent: true,
+            ..
+        }) => {
+            assert_eq!(reply.enhanced.unwrap().to_string(), "5.6.7");
+        }
+        other => panic!("{other:?}"),
+    }
+    let utf8 = Aio::start(&["--smtputf8"]);
+    let out = deliver(utf8.addr, &config(false), &env, message)
+        .await
+        .unwrap();
+    assert_eq!(codes(&out.per_recipient), [('D', 250)]);
+    let (env, _) = utf8.messages(1).remove(0);
+    assert!(env.contains("SMTPUTF8"), "{env}");
+}
+
+#[tokio::test]
+async fn aiosmtpd_lmtp_answers_per_recipient() {
+    let aio = Aio::start(&["--lmtp"]);
+    let to = rcpts(&[
+        "a@example.test",
+        "full@example.test",
+        "perm@example.test",
+        "b@example.test",
+    ]);
+    let out = deliver(aio.addr, &config(true), &envelope(&to, TRICKY), TRICKY)
+        .await
+        .unwrap();
+    assert_eq!(
+        codes(&out.per_recipient),
+        [('D', 250), ('T', 452), ('P', 550), ('D', 250)]
+    );
+    assert!(
+        out.per_recipient[1]
+            .reply()
+            .text
+            .contains("<full@example.test>")
+    );
+    assert!(
+        out.per_recipient[3]
+            .reply()
+            .text
+            .contains("<b@example.test>")
+    );
+}
+
+#[tokio::test]
+async fn a_silent_server_times_out_at_the_greeting() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let holder = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        drop(conn);
+    });
+    let mut cfg = config(false);
+    cfg.command_timeout = Duration::from_millis(300);
+    let to = rcpts(&["a@example.test"]);
+    let started = Instant::now();
+    let err = deliver(addr, &cfg, &envelope(&to, TRICKY), TRICKY)
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(err, DeliveryError::Timeout { step: "greeting" }),
+        "{err:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    assert!(!err.is_permanent());
+    holder.join().unwrap();
+}
+
+#[tokio::test]
+async fn nothing_listening_is_a_connect_error() {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let to = rcpts(&["a@example.test"]);
+    let err = deliver(addr, &config(false), &envelope(&to, TRICKY), TRICKY)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DeliveryError::Connect { .. }), "{err:?}");
+}
+
+/// Pipelined, every RCPT refused: the DATA sent in the same write is refused too, no
+/// body follows, and the next transaction on the connection (after RSET) goes through.
+#[tokio::test]
+async fn aiosmtpd_pipelined_with_every_recipient_refused() {
+    let aio = Aio::start(&["--pipelining"]);
+    let cfg = config(false);
+    let mut conn = SmtpConnection::connect(aio.addr, &cfg).await.unwrap();
+    assert!(conn.ehlo().await.unwrap().pipelining);
+    let refused = rcpts(&["temp@example.test", "perm@example.test"]);
+    let out = conn
+        .send_transaction(&envelope(&refused, TRICKY), TRICKY)
+        .await
+        .unwrap();
+    assert_eq!(codes(&out), [('T', 450), ('P', 550)]);
+    let to = rcpts(&["ok@example.test"]);
+    let out = conn
+        .send_transaction(&envelope(&to, TRICKY), TRICKY)
+        .await
+        .unwrap();
+    assert_eq!(codes(&out), [('D', 250)]);
+    conn.quit().await;
+    let (env, _) = aio.messages(1).remove(0);
+    assert!(env.ends_with("\nRCPT <ok@example.test>\n"), "{env}");
+    assert_eq!(aio.file_count(), 2, "the refused transaction sent a body");
+}
