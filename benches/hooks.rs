@@ -56,7 +56,10 @@ fn hooks(c: &mut Criterion) {
     input.rcpt = Some("someone@elsewhere.test");
     input.recipients = &recipients;
     let out = rcpt.call(&host, &input, &lookups).unwrap();
-    assert_eq!(out.decision, HookDecision::Next);
+    assert_eq!(
+        out.decision,
+        HookDecision::Verdict(mtad::policy::Verdict::Next)
+    );
     c.bench_function("hook_rcpt_set_check_next", |b| {
         b.iter(|| rcpt.call(&host, black_box(&input), &lookups).unwrap())
     });
@@ -86,7 +89,10 @@ fn hooks(c: &mut Criterion) {
     input.headers = &headers;
     input.body = Some(&body);
     let out = data.call(&host, &input, &lookups).unwrap();
-    assert_eq!(out.decision, HookDecision::Next);
+    assert_eq!(
+        out.decision,
+        HookDecision::Verdict(mtad::policy::Verdict::Next)
+    );
     assert_eq!(out.header_changes.len(), 1);
     c.bench_function("hook_data_header_read_add", |b| {
         b.iter(|| data.call(&host, black_box(&input), &lookups).unwrap())

@@ -444,7 +444,7 @@ impl Pipeline {
                                     Verdict::Defer(HookError::tempfail_reply())
                                 }
                             },
-                            other => other.verdict().unwrap_or(Verdict::Next),
+                            HookDecision::Verdict(v) => v,
                         }
                     }
                     Err(e) if rule.warn => {

@@ -35,7 +35,6 @@ use std::time::{Duration, Instant};
 
 use rhai::{AST, CallFnOptions, Dynamic, Engine, Position, Scope};
 
-use crate::config::Reply;
 use crate::policy::{Stage, Verdict};
 use context::{Ctx, FieldSet};
 
@@ -362,18 +361,11 @@ impl<'a> HookInput<'a> {
     }
 }
 
-/// What a hook decided.
+/// What a hook decided: a stage verdict (reject always carries a 5xx reply, defer a
+/// 4xx one), or at the route stage a transport.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HookDecision {
-    Accept,
-    /// Always a 5xx reply.
-    Reject(Reply),
-    /// Always a 4xx reply.
-    Defer(Reply),
-    Discard,
-    Hold,
-    /// No decision: the next rule runs.
-    Next,
+    Verdict(Verdict),
     /// A route hook's transport, `method:nexthop` (`smtp:[10.0.0.5]:2525`).
     Transport(String),
 }
@@ -381,15 +373,10 @@ pub enum HookDecision {
 impl HookDecision {
     /// The stage verdict this is (`None` for a transport).
     pub fn verdict(&self) -> Option<Verdict> {
-        Some(match self {
-            HookDecision::Accept => Verdict::Accept,
-            HookDecision::Reject(r) => Verdict::Reject(r.clone()),
-            HookDecision::Defer(r) => Verdict::Defer(r.clone()),
-            HookDecision::Discard => Verdict::Discard,
-            HookDecision::Hold => Verdict::Hold,
-            HookDecision::Next => Verdict::Next,
-            HookDecision::Transport(_) => return None,
-        })
+        match self {
+            HookDecision::Verdict(v) => Some(v.clone()),
+            HookDecision::Transport(_) => None,
+        }
     }
 }
 

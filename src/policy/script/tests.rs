@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::*;
+use crate::config::Reply;
 
 /// One host for the tests that use the default limits (building one compiles the
 /// stdlib).
@@ -116,19 +117,22 @@ fn call_err(stage: Stage, text: &str) -> HookError {
 #[test]
 fn each_verdict() {
     let rcpt = |body: &str| decision(Stage::Rcpt, &format!("fn rcpt(ctx) {{ {body} }}"));
-    assert_eq!(rcpt("accept()"), HookDecision::Accept);
-    assert_eq!(rcpt("next()"), HookDecision::Next);
-    assert_eq!(rcpt("discard()"), HookDecision::Discard);
-    assert_eq!(rcpt("return hold();"), HookDecision::Hold);
+    assert_eq!(rcpt("accept()"), HookDecision::Verdict(Verdict::Accept));
+    assert_eq!(rcpt("next()"), HookDecision::Verdict(Verdict::Next));
+    assert_eq!(rcpt("discard()"), HookDecision::Verdict(Verdict::Discard));
+    assert_eq!(rcpt("return hold();"), HookDecision::Verdict(Verdict::Hold));
     assert_eq!(
         rcpt(r#"reject(550, "5.7.1", "no relay")"#),
-        HookDecision::Reject(Reply::new(550, [5, 7, 1], "no relay"))
+        HookDecision::Verdict(Verdict::Reject(Reply::new(550, [5, 7, 1], "no relay")))
     );
     assert_eq!(
         rcpt(r#"defer(450, "4.7.1", "try later")"#),
-        HookDecision::Defer(Reply::new(450, [4, 7, 1], "try later"))
+        HookDecision::Verdict(Verdict::Defer(Reply::new(450, [4, 7, 1], "try later")))
     );
-    assert_eq!(HookDecision::Accept.verdict(), Some(Verdict::Accept));
+    assert_eq!(
+        HookDecision::Verdict(Verdict::Accept).verdict(),
+        Some(Verdict::Accept)
+    );
     assert_eq!(HookDecision::Transport("smtp:x".into()).verdict(), None);
 }
 
@@ -151,12 +155,16 @@ fn rcpt(ctx) {
     let out = hook.call(host(), &input(Stage::Rcpt), &lookups()).unwrap();
     assert_eq!(
         out.decision,
-        HookDecision::Reject(Reply::new(550, [5, 7, 1], "sender blocked"))
+        HookDecision::Verdict(Verdict::Reject(Reply::new(
+            550,
+            [5, 7, 1],
+            "sender blocked"
+        )))
     );
     let mut postmaster = input(Stage::Rcpt);
     postmaster.rcpt = Some("postmaster@example.test");
     let out = hook.call(host(), &postmaster, &lookups()).unwrap();
-    assert_eq!(out.decision, HookDecision::Accept);
+    assert_eq!(out.decision, HookDecision::Verdict(Verdict::Accept));
 }
 
 #[test]
@@ -189,7 +197,7 @@ fn reply_text_is_sanitised() {
             "x".repeat(500)
         ),
     );
-    let HookDecision::Reject(reply) = d else {
+    let HookDecision::Verdict(Verdict::Reject(reply)) = d else {
         panic!("{d:?}")
     };
     assert!(reply.text.starts_with("bad??250 OK??"), "{}", reply.text);
@@ -230,7 +238,7 @@ fn route(ctx) {
     other.rcpt = Some("x@nowhere.test");
     other.sender = Some("a@b.test");
     let out = hook.call(host(), &other, &lookups()).unwrap();
-    assert_eq!(out.decision, HookDecision::Next);
+    assert_eq!(out.decision, HookDecision::Verdict(Verdict::Next));
 
     let e = call_err(Stage::Route, "fn route(ctx) { accept() }");
     assert!(e.message.contains("transport string or next()"), "{e}");
@@ -266,7 +274,7 @@ fn data(ctx) {
 }"#,
     )
     .unwrap();
-    assert_eq!(out.decision, HookDecision::Next);
+    assert_eq!(out.decision, HookDecision::Verdict(Verdict::Next));
     assert_eq!(
         out.header_changes,
         vec![
@@ -349,7 +357,7 @@ fn rcpt(ctx) {
     accept()
 }"#,
     );
-    assert_eq!(d, HookDecision::Accept);
+    assert_eq!(d, HookDecision::Verdict(Verdict::Accept));
 
     // Without TLS or AUTH, and with the null sender.
     let hook = compile(
@@ -365,7 +373,7 @@ fn rcpt(ctx) {
     plain.auth_user = None;
     plain.sender = Some("");
     let out = hook.call(host(), &plain, &lookups()).unwrap();
-    assert_eq!(out.decision, HookDecision::Accept);
+    assert_eq!(out.decision, HookDecision::Verdict(Verdict::Accept));
 }
 
 #[test]
@@ -375,7 +383,7 @@ fn a_context_that_escapes_still_has_every_field() {
         Stage::Rcpt,
         r#"fn rcpt(ctx) { let a = [ctx]; if a[0].rcpt.domain == "example.test" { accept() } else { next() } }"#,
     );
-    assert_eq!(d, HookDecision::Accept);
+    assert_eq!(d, HookDecision::Verdict(Verdict::Accept));
     // And the getters still refuse fields of other stages at runtime.
     let e = call_err(
         Stage::Connect,
@@ -655,13 +663,13 @@ fn rcpt(ctx) {
     accept()
 }"#,
     );
-    assert_eq!(d, HookDecision::Accept);
+    assert_eq!(d, HookDecision::Verdict(Verdict::Accept));
     // Without an import, `mta::` still names the module.
     let d = decision(
         Stage::Rcpt,
         r#"fn rcpt(ctx) { if mta::listed("relay", ctx.rcpt.domain) { accept() } else { next() } }"#,
     );
-    assert_eq!(d, HookDecision::Accept);
+    assert_eq!(d, HookDecision::Verdict(Verdict::Accept));
 }
 
 #[test]
@@ -731,7 +739,7 @@ fn print_goes_to_the_log() {
         Stage::Connect,
         "fn connect(ctx) { print(`from ${ctx.client.ip}`); debug(ctx); next() }",
     );
-    assert_eq!(d, HookDecision::Next);
+    assert_eq!(d, HookDecision::Verdict(Verdict::Next));
 }
 
 #[test]
@@ -748,7 +756,7 @@ fn hooks_are_shared_across_threads() {
             s.spawn(|| {
                 for _ in 0..100 {
                     let out = hook.call(host(), &input(Stage::Rcpt), &lookups()).unwrap();
-                    assert_eq!(out.decision, HookDecision::Accept);
+                    assert_eq!(out.decision, HookDecision::Verdict(Verdict::Accept));
                 }
             });
         }

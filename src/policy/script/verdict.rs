@@ -11,31 +11,7 @@ use rhai::{Dynamic, EvalAltResult, Position};
 
 use super::HookDecision;
 use crate::config::Reply;
-use crate::policy::Stage;
-
-/// What a verdict constructor returns (Rhai type name `Verdict`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum ScriptVerdict {
-    Accept,
-    Reject(Reply),
-    Defer(Reply),
-    Discard,
-    Hold,
-    Next,
-}
-
-impl ScriptVerdict {
-    fn name(&self) -> &'static str {
-        match self {
-            ScriptVerdict::Accept => "accept",
-            ScriptVerdict::Reject(_) => "reject",
-            ScriptVerdict::Defer(_) => "defer",
-            ScriptVerdict::Discard => "discard",
-            ScriptVerdict::Hold => "hold",
-            ScriptVerdict::Next => "next",
-        }
-    }
-}
+use crate::policy::{Stage, Verdict};
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
 
@@ -79,25 +55,25 @@ fn reply(
 /// Registers the verdict type and its constructors as global functions.
 pub(crate) fn register(engine: &mut rhai::Engine) {
     engine
-        .register_type_with_name::<ScriptVerdict>("Verdict")
-        .register_fn("accept", || ScriptVerdict::Accept)
+        .register_type_with_name::<Verdict>("Verdict")
+        .register_fn("accept", || Verdict::Accept)
         .register_fn(
             "reject",
-            |code: i64, enhanced: &str, text: &str| -> Res<ScriptVerdict> {
-                reply("reject", code, enhanced, text, 500..=599).map(ScriptVerdict::Reject)
+            |code: i64, enhanced: &str, text: &str| -> Res<Verdict> {
+                reply("reject", code, enhanced, text, 500..=599).map(Verdict::Reject)
             },
         )
         .register_fn(
             "defer",
-            |code: i64, enhanced: &str, text: &str| -> Res<ScriptVerdict> {
-                reply("defer", code, enhanced, text, 400..=499).map(ScriptVerdict::Defer)
+            |code: i64, enhanced: &str, text: &str| -> Res<Verdict> {
+                reply("defer", code, enhanced, text, 400..=499).map(Verdict::Defer)
             },
         )
-        .register_fn("discard", || ScriptVerdict::Discard)
-        .register_fn("hold", || ScriptVerdict::Hold)
-        .register_fn("next", || ScriptVerdict::Next)
-        .register_fn("to_string", |v: &mut ScriptVerdict| v.name())
-        .register_fn("to_debug", |v: &mut ScriptVerdict| format!("{v:?}"));
+        .register_fn("discard", || Verdict::Discard)
+        .register_fn("hold", || Verdict::Hold)
+        .register_fn("next", || Verdict::Next)
+        .register_fn("to_string", |v: &mut Verdict| v.name())
+        .register_fn("to_debug", |v: &mut Verdict| format!("{v:?}"));
 }
 
 /// Longest transport a route hook may return.
@@ -109,19 +85,14 @@ pub(crate) fn decide(
     stage: Stage,
     value: Dynamic,
 ) -> Result<HookDecision, String> {
-    if value.is::<ScriptVerdict>() {
-        return match (stage, value.cast::<ScriptVerdict>()) {
-            (Stage::Route, ScriptVerdict::Next) => Ok(HookDecision::Next),
+    if value.is::<Verdict>() {
+        return match (stage, value.cast::<Verdict>()) {
+            (Stage::Route, Verdict::Next) => Ok(HookDecision::Verdict(Verdict::Next)),
             (Stage::Route, other) => Err(format!(
                 "a route hook returns a transport string or next(), not {}()",
                 other.name()
             )),
-            (_, ScriptVerdict::Accept) => Ok(HookDecision::Accept),
-            (_, ScriptVerdict::Reject(r)) => Ok(HookDecision::Reject(r)),
-            (_, ScriptVerdict::Defer(r)) => Ok(HookDecision::Defer(r)),
-            (_, ScriptVerdict::Discard) => Ok(HookDecision::Discard),
-            (_, ScriptVerdict::Hold) => Ok(HookDecision::Hold),
-            (_, ScriptVerdict::Next) => Ok(HookDecision::Next),
+            (_, verdict) => Ok(HookDecision::Verdict(verdict)),
         };
     }
     if stage == Stage::Route && value.is_string() {
