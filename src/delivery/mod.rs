@@ -9,6 +9,7 @@
 
 pub mod body;
 pub mod client;
+pub mod dns;
 pub mod reply;
 
 #[cfg(test)]
