@@ -1,6 +1,7 @@
 //! The operator side: what `mtactl` does. Each function prints its result to stdout
 //! and returns the error text for stderr (the binary turns it into exit status 1).
 
+pub mod socket;
 pub mod test_policy;
 
 use std::io::Write;

@@ -10,7 +10,10 @@
 pub mod body;
 pub mod client;
 pub mod dns;
+pub mod dsn;
+pub mod maildir;
 pub mod reply;
+pub mod tls;
 
 #[cfg(test)]
 mod tests;

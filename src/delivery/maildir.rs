@@ -1,0 +1,1 @@
+//! Maildir delivery for the `local` transport.

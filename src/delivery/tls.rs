@@ -1,0 +1,1 @@
+//! Client TLS (STARTTLS with rustls) and the TLS policy of a route.
