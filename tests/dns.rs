@@ -11,93 +11,15 @@ use std::time::{Duration, Instant};
 
 use mtad::delivery::dns::{DnsError, DnsTimeouts, MailHost, Resolver};
 
-/// dnsmasq serving `records` on 127.0.0.1:port; killed on drop.
-struct Dnsmasq {
-    child: Child,
-    addr: SocketAddr,
+mod common;
+
+use common::peers::Dnsmasq;
+
+trait Resolve {
+    fn resolver(&self) -> Resolver;
 }
 
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn dnsmasq_binary() -> PathBuf {
-    let candidates = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .map(|dir| dir.join("dnsmasq"));
-    for candidate in candidates {
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!(
-        "dnsmasq is missing: these tests need a real nameserver \
-         (apt-get install dnsmasq-base, or run ./run-tests as root)"
-    );
-}
-
-/// A port free for both UDP and TCP on 127.0.0.1.
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port for UDP and TCP");
-}
-
-impl Dnsmasq {
-    fn start(records: &[&str]) -> Dnsmasq {
-        let binary = dnsmasq_binary();
-        let port = free_port();
-        let child = Command::new(&binary)
-            .args([
-                "--no-daemon",
-                "--no-resolv",
-                "--no-hosts",
-                "--keep-in-foreground",
-                "--bind-interfaces",
-                "--listen-address=127.0.0.1",
-                "--pid-file",
-                // Every name under .test is ours: unknown ones are NXDOMAIN, not REFUSED.
-                "--local=/test/",
-            ])
-            .arg(format!("--port={port}"))
-            .args(records)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-        let mut server = Dnsmasq {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                let mut stderr = String::new();
-                if let Some(mut pipe) = server.child.stderr.take() {
-                    let _ = pipe.read_to_string(&mut stderr);
-                }
-                panic!("dnsmasq exited at start: {status} (arguments {records:?}): {stderr}");
-            }
-            if TcpStream::connect(server.addr).is_ok() {
-                return server;
-            }
-            assert!(Instant::now() < deadline, "dnsmasq did not start listening");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
+impl Resolve for Dnsmasq {
     fn resolver(&self) -> Resolver {
         Resolver::with_nameserver_and(
             self.addr,

@@ -2,25 +2,7 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
-
-fn swaks(port: u16, args: &[&str]) -> std::process::Output {
-    let swaks = require_tool("swaks");
-    Command::new(swaks)
-        .args([
-            "--server",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--helo",
-            "client.test",
-        ])
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 #[test]
 fn swaks_delivers_into_the_spool() {

@@ -77,6 +77,11 @@ pub struct Config {
     pub aliases: Option<Arc<crate::lookup::Table>>,
     /// `virtual file=...`: virtual(5), for every recipient.
     pub virtual_aliases: Option<Arc<crate::lookup::Table>>,
+    /// The `delivery` block, with defaults for everything not written.
+    pub delivery: Delivery,
+    /// `credentials NAME file=...`: Postfix sasl_passwd files (`[host]:port user:password`)
+    /// by name, for the `auth=` of route rules.
+    pub credentials: BTreeMap<String, Arc<crate::lookup::Table>>,
 }
 
 impl Config {
@@ -154,6 +159,82 @@ impl Default for Limits {
     }
 }
 
+/// The `delivery` block: the queue manager and the SMTP client. Defaults are Postfix's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// First retry delay after a temporary failure (`backoff-min`, default 5m, like
+    /// `minimal_backoff_time`); it doubles with each attempt...
+    pub backoff_min: Duration,
+    /// ...up to this (`backoff-max`, default 4000s ≈ 67m, `maximal_backoff_time`).
+    pub backoff_max: Duration,
+    /// A recipient still undeliverable this long after arrival bounces (`lifetime`,
+    /// default 5d, `maximal_queue_lifetime`).
+    pub lifetime: Duration,
+    /// Send the sender a delay warning once a message has waited this long
+    /// (`delay-warning`, default off, `delay_warning_time`).
+    pub delay_warning: Option<Duration>,
+    /// Accept and queue, but deliver only on `mtactl queue flush` (`queue-only`,
+    /// default #false; Exim's `queue_only`).
+    pub queue_only: bool,
+    /// Parallel connections to one destination (`concurrency`, default 20,
+    /// `default_destination_concurrency_limit`).
+    pub concurrency: usize,
+    /// Parallel outbound connections in all (`connections`, default 100,
+    /// `default_process_limit`).
+    pub connections: usize,
+    /// Most recipients in one transaction (`recipients`, default 50,
+    /// `smtp_destination_recipient_limit`).
+    pub recipients: usize,
+    /// Tried after a route's own fallbacks when its hosts are unreachable or answer
+    /// 4xx (`fallback-relay`, like `smtp_fallback_relay`).
+    pub fallback: Vec<route::Transport>,
+    /// The TLS policy of routes that do not set one (`tls`, default opportunistic).
+    pub tls: route::TlsPolicy,
+    /// Extra trust anchors (PEM) besides the system's, for `tls="verify"`.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Send AUTH credentials over unencrypted connections (`auth-plaintext`, default
+    /// #false: Postfix's `noplaintext`).
+    pub auth_plaintext: bool,
+    /// The DNS server to ask instead of /etc/resolv.conf's (`dns-server "IP:port"`).
+    pub dns_server: Option<SocketAddr>,
+    /// Where the `local` transport writes Maildirs (`local-base`, default `mail` next to
+    /// the spool): `{local-base}/{user}/{tmp,new,cur}`.
+    pub local_base: PathBuf,
+    /// For the TCP connection (`connect-timeout`, default 30s).
+    pub connect_timeout: Duration,
+    /// Per command, greeting and EHLO included (`command-timeout`, default 5m).
+    pub command_timeout: Duration,
+    /// For the body and its reply (`data-timeout`, default 10m).
+    pub data_timeout: Duration,
+}
+
+impl Delivery {
+    /// The defaults, with the Maildir base next to `spool`.
+    pub fn defaults_for(spool: &Path) -> Delivery {
+        Delivery {
+            backoff_min: Duration::from_secs(300),
+            backoff_max: Duration::from_secs(4000),
+            lifetime: Duration::from_secs(5 * 86400),
+            delay_warning: None,
+            queue_only: false,
+            concurrency: 20,
+            connections: 100,
+            recipients: 50,
+            fallback: Vec::new(),
+            tls: route::TlsPolicy::default(),
+            tls_ca_file: None,
+            auth_plaintext: false,
+            dns_server: None,
+            local_base: spool
+                .parent()
+                .map_or_else(|| PathBuf::from("mail"), |p| p.join("mail")),
+            connect_timeout: Duration::from_secs(30),
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
 /// One rule of a stage, as written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleConfig {
@@ -166,6 +247,9 @@ pub struct RuleConfig {
     pub warn: bool,
     /// Where the rule is written, reported with every decision it makes.
     pub origin: Origin,
+    /// Route stage: `auth=`, `tls=`, `fallback=` on `transport`, `transport-table`,
+    /// `relay` and `hook` rules.
+    pub route: route::RouteOptions,
 }
 
 /// A rule's decision.

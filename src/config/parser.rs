@@ -19,15 +19,25 @@ use miette::{NamedSource, SourceSpan};
 use super::reply::{MAX_REPLY_TEXT, is_reply_char};
 use super::units::{parse_duration, parse_size};
 use super::{
-    ClientRef, Condition, ConditionConfig, Config, ConfigError, ConfigErrors, HookConfig, Limits,
+    ClientRef, Condition, ConditionConfig, Config, ConfigError, ConfigErrors, Delivery, HookConfig, Limits,
     Listener, Origin, Pattern, Reply, RuleAction, RuleConfig, Server, Stage, route,
 };
 use crate::lookup::{DomainSet, NetworkSet};
 
 /// Top-level nodes, for "did you mean".
 const TOP_LEVEL: &[&str] = &[
-    "server", "listen", "limits", "networks", "domains", "table", "stage", "include", "aliases",
+    "server",
+    "listen",
+    "limits",
+    "networks",
+    "domains",
+    "table",
+    "stage",
+    "include",
+    "aliases",
     "virtual",
+    "delivery",
+    "credentials",
 ];
 const SERVER_KEYS: &[&str] = &["hostname", "spool", "banner", "shutdown-timeout", "origin"];
 const LIMIT_KEYS: &[&str] = &[
@@ -202,12 +212,17 @@ struct Parser {
 #[path = "tables.rs"]
 mod tables;
 
+#[path = "delivery.rs"]
+mod delivery;
+
 #[derive(Default)]
 struct Sets {
     /// `table` nodes (see `tables.rs`).
     tables: tables::Tables,
     networks: BTreeMap<String, (NetworkSet, Origin)>,
     domains: BTreeMap<String, (DomainSet, Origin)>,
+    /// `credentials` nodes.
+    credentials: delivery::Credentials,
 }
 
 impl Parser {
@@ -628,12 +643,22 @@ impl Parser {
         let mut stages: [Option<(Vec<RuleConfig>, Origin)>; Stage::COUNT] = Default::default();
         let mut aliases: Option<(Arc<crate::lookup::Table>, Origin)> = None;
         let mut virtual_aliases: Option<(Arc<crate::lookup::Table>, Origin)> = None;
+        let mut delivery: Option<(Delivery, Origin)> = None;
 
         for (file, node) in &nodes {
             self.cur = file.clone();
             let here = self.origin(node.name().span().offset());
             match node.name().value() {
-                "networks" | "domains" | "table" => {} // read by `sets`
+                "networks" | "domains" | "table" | "credentials" => {} // read by `sets`
+                "delivery" => {
+                    if let Some((_, first)) = &delivery {
+                        let first = first.clone();
+                        self.duplicate(node.name().span(), "`delivery` block".into(), &first);
+                        continue;
+                    }
+                    let d = self.delivery(node);
+                    delivery = Some((d, here));
+                }
                 "aliases" | "virtual" => {
                     let is_aliases = node.name().value() == "aliases";
                     let slot = if is_aliases {
@@ -707,6 +732,16 @@ impl Parser {
         }
 
         let server = server?;
+        let defaults = Delivery::defaults_for(&server.spool);
+        let delivery = match delivery {
+            // `local-base` not written: the default is next to the spool
+            Some((d, _)) if d.local_base.as_os_str().is_empty() => Delivery {
+                local_base: defaults.local_base,
+                ..d
+            },
+            Some((d, _)) => d,
+            None => defaults,
+        };
         Some(Config {
             path: path.to_path_buf(),
             server,
@@ -726,6 +761,12 @@ impl Parser {
             stages: stages.map(|s| s.map(|(rules, _)| rules).unwrap_or_default()),
             aliases: aliases.map(|(t, _)| t),
             virtual_aliases: virtual_aliases.map(|(t, _)| t),
+            delivery,
+            credentials: sets
+                .credentials
+                .into_iter()
+                .filter_map(|(k, (v, _))| Some((k, v?)))
+                .collect(),
         })
     }
 
@@ -738,6 +779,10 @@ impl Parser {
             let kind = node.name().value();
             if kind == "table" {
                 self.table(node, &mut sets.tables);
+                continue;
+            }
+            if kind == "credentials" {
+                self.credentials(node, &mut sets.credentials);
                 continue;
             }
             if kind != "networks" && kind != "domains" {
@@ -1297,6 +1342,10 @@ impl Parser {
         if verb == "hook" {
             allowed.push("function");
         }
+        if stage == Stage::Route {
+            allowed.extend(["auth", "fallback"]);
+        }
+        let mut route_options = route::RouteOptions::default();
         let mut warn = false;
         let mut function = None;
         let mut conditions = Vec::new();
@@ -1320,6 +1369,37 @@ impl Parser {
                     None => ok = false,
                 },
                 "function" => function = self.string(entry, "`function`").map(str::to_owned),
+                "auth" => match self.string(entry, "`auth`") {
+                    Some(name) if sets.credentials.contains_key(name) => {
+                        route_options.auth = Some(name.to_owned());
+                    }
+                    Some(name) => {
+                        let help = suggest(name, sets.credentials.keys().map(String::as_str))
+                            .unwrap_or_else(|| {
+                                "define it with `credentials NAME file=\"sasl_passwd\"`".to_owned()
+                            });
+                        self.error(
+                            entry.span(),
+                            format!("undefined credentials `{name}`"),
+                            "undefined credentials",
+                        )
+                        .help = Some(help);
+                        ok = false;
+                    }
+                    None => ok = false,
+                },
+                "fallback" => match self.route_value(entry, "fallback", route::parse_fallbacks) {
+                    Some(chain) => route_options.fallback = chain,
+                    None => ok = false,
+                },
+                // in the route stage, `tls="policy"` is the route's TLS policy;
+                // `tls=#true` stays the condition
+                "tls" if stage == Stage::Route && entry.value().is_string() => {
+                    match self.route_value(entry, "TLS policy", route::TlsPolicy::parse) {
+                        Some(t) => route_options.tls = Some(t),
+                        None => ok = false,
+                    }
+                }
                 _ => {
                     let (negate, name) = match key.strip_prefix("not-") {
                         Some(name) => (true, name),
@@ -1350,6 +1430,7 @@ impl Parser {
             conditions,
             warn,
             origin,
+            route: route_options,
         })
     }
 

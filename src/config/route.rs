@@ -190,6 +190,123 @@ impl fmt::Display for Transport {
     }
 }
 
+/// How a route uses TLS, in Postfix's terms (`smtp_tls_security_level`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsPolicy {
+    /// Never STARTTLS (`none`).
+    None,
+    /// STARTTLS when the server offers it, certificate not checked (`may`). The default.
+    #[default]
+    Opportunistic,
+    /// STARTTLS must succeed, certificate not checked (`encrypt`).
+    Required,
+    /// STARTTLS must succeed and the certificate must be valid for the next hop's name
+    /// (`secure`).
+    Verify,
+}
+
+impl TlsPolicy {
+    pub const NAMES: &'static str = "none, opportunistic, required, verify";
+
+    /// Our names, and Postfix's (`may`, `encrypt`, `secure`).
+    pub fn parse(value: &str) -> Result<TlsPolicy, String> {
+        match value.to_ascii_lowercase().as_str() {
+            "none" => Ok(TlsPolicy::None),
+            "opportunistic" | "may" => Ok(TlsPolicy::Opportunistic),
+            "required" | "encrypt" => Ok(TlsPolicy::Required),
+            "verify" | "secure" => Ok(TlsPolicy::Verify),
+            _ => Err(format!(
+                "unknown TLS policy `{value}` ({})",
+                TlsPolicy::NAMES
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsPolicy::None => "none",
+            TlsPolicy::Opportunistic => "opportunistic",
+            TlsPolicy::Required => "required",
+            TlsPolicy::Verify => "verify",
+        }
+    }
+}
+
+impl fmt::Display for TlsPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a route rule says besides the transport: `auth=`, `tls=`, `fallback=`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouteOptions {
+    /// The `credentials` set whose entry for the next hop is used for AUTH.
+    pub auth: Option<String>,
+    /// Overrides the `delivery { tls }` default.
+    pub tls: Option<TlsPolicy>,
+    /// Tried in order when the transport's hosts cannot be reached or answer 4xx
+    /// (never after a 5xx); before the global `delivery { fallback-relay }` chain.
+    pub fallback: Vec<Transport>,
+}
+
+impl RouteOptions {
+    pub fn is_empty(&self) -> bool {
+        self.auth.is_none() && self.tls.is_none() && self.fallback.is_empty()
+    }
+}
+
+/// Parses a fallback chain: transports separated by whitespace or commas.
+pub fn parse_fallbacks(value: &str) -> Result<Vec<Transport>, String> {
+    let mut out = Vec::new();
+    for part in value.split(|c: char| c.is_whitespace() || c == ',') {
+        if part.is_empty() {
+            continue;
+        }
+        match Transport::parse(part)? {
+            t @ Transport::Smtp(_) | t @ Transport::Lmtp(_) => out.push(t),
+            other => {
+                return Err(format!(
+                    "a fallback relay must be an smtp or lmtp next hop, not `{other}`"
+                ));
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err("no fallback relay given".into());
+    }
+    Ok(out)
+}
+
+/// The key a next hop has in a Postfix `sasl_passwd` file: `[host]:port`, `[host]`,
+/// `domain:port` or `domain`, as the transport wrote it. Postfix also tries the bare
+/// domain for an MX next hop; so do we (see [`credential_keys`]).
+pub fn credential_keys(transport: &Transport) -> Vec<String> {
+    match transport {
+        Transport::Smtp(NextHop::Host { host, port }) => {
+            let mut keys = Vec::new();
+            if let Some(p) = port {
+                keys.push(format!("[{host}]:{p}"));
+            }
+            keys.push(format!("[{host}]"));
+            keys
+        }
+        Transport::Smtp(NextHop::Mx { domain, port }) => {
+            let mut keys = Vec::new();
+            if let Some(p) = port {
+                keys.push(format!("{domain}:{p}"));
+            }
+            keys.push(domain.clone());
+            keys
+        }
+        Transport::Lmtp(LmtpTarget::Inet { host, port, .. }) => {
+            vec![format!("[{host}]:{port}"), format!("[{host}]")]
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// What a recipient pattern of a `transport` rule matches, transport(5) style.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RoutePattern {

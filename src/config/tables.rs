@@ -148,7 +148,7 @@ impl Parser {
     }
 
     /// Reads and parses a table file; its errors point into the file itself.
-    fn table_file(
+    pub(super) fn table_file(
         &mut self,
         path: &str,
         entry: &KdlEntry,

@@ -89,18 +89,21 @@ fn example_parses_to_expected_values() {
                 conditions: vec![cond(Condition::Client(ClientRef::Set("trusted".into())))],
                 warn: false,
                 origin: origin(9, 5),
+                route: Default::default(),
             },
             RuleConfig {
                 action: RuleAction::Accept,
                 conditions: vec![cond(Condition::RcptDomain("relay".into()))],
                 warn: false,
                 origin: origin(10, 5),
+                route: Default::default(),
             },
             RuleConfig {
                 action: RuleAction::Reject(Reply::new(554, [5, 7, 1], "Relay access denied")),
                 conditions: vec![],
                 warn: false,
                 origin: origin(11, 5),
+                route: Default::default(),
             },
         ]
     );

@@ -11,8 +11,10 @@ pub mod body;
 pub mod client;
 pub mod dns;
 pub mod dsn;
+pub mod hops;
 pub mod maildir;
 pub mod reply;
+pub mod scheduler;
 pub mod tls;
 
 #[cfg(test)]

@@ -154,6 +154,17 @@ impl Table {
     }
 
     /// Whether the table has no entry (every lookup then fails).
+    /// A map's entries (key, value), in no particular order; empty for other kinds.
+    pub fn map_entries(&self) -> impl Iterator<Item = (&str, &str)> {
+        let map = match &self.inner {
+            Inner::Map(map) => Some(map),
+            _ => None,
+        };
+        map.into_iter()
+            .flatten()
+            .map(|(k, (v, _))| (k.as_str(), v.as_str()))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -251,9 +251,8 @@ impl Pipeline {
                     },
                 );
                 let mut d = d;
-                if d.transport.is_none() && !refuses(&d) {
-                    let domain = rcpt.rsplit_once('@').map_or("", |(_, d)| d);
-                    d.transport = Some(format!("smtp:{}", domain.to_ascii_lowercase()));
+                if let super::Route::To { transport, .. } = Self::route_of(d.clone(), rcpt) {
+                    d.transport = Some(transport.to_string());
                 }
                 record(&mut report, Stage::Route, Some(rcpt), &d);
                 if let Some(last) = report.stages.last_mut() {

@@ -101,6 +101,23 @@ pub struct Decision {
     pub header_changes: Vec<HeaderChange>,
     /// At the route stage, the transport a route hook chose (`smtp:[host]:port`).
     pub transport: Option<String>,
+    /// At the route stage, the deciding rule's `auth=`, `tls=` and `fallback=`.
+    pub route: route::RouteOptions,
+}
+
+/// Where the route stage sends one recipient ([`Pipeline::route`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Deliver with this transport. An `smtp:` next hop without a host is already
+    /// resolved to the recipient's domain.
+    To {
+        transport: route::Transport,
+        options: route::RouteOptions,
+        /// The rule that decided; `None` for the default route (MX of the domain).
+        rule: Option<Origin>,
+    },
+    /// A route hook refused (bounce) or deferred (retry later); or hold (retry later).
+    Refused { reply: Reply, rule: Option<Origin> },
 }
 
 /// What a stage can see. Fields that do not exist yet at a stage are `None` / empty;
@@ -186,6 +203,7 @@ struct Rule {
     conditions: Box<[Test]>,
     warn: bool,
     origin: Origin,
+    route: route::RouteOptions,
 }
 
 impl std::fmt::Debug for Rule {
@@ -473,6 +491,7 @@ impl Pipeline {
                 warned,
                 header_changes,
                 transport,
+                route: rule.route.clone(),
             };
         }
         let verdict = match (stage, ctx.rcpt) {
@@ -486,6 +505,59 @@ impl Pipeline {
             warned,
             header_changes,
             transport: None,
+            route: route::RouteOptions::default(),
+        }
+    }
+
+    /// The route stage for one recipient (`ctx.rcpt`), at delivery time: the
+    /// deciding rule's transport and options, or the default route — the MX hosts of
+    /// the recipient's domain — when no rule decides.
+    pub fn route(&self, ctx: &Context<'_>) -> Route {
+        Self::route_of(self.evaluate(Stage::Route, ctx), ctx.rcpt.unwrap_or(""))
+    }
+
+    /// What a route-stage decision for `rcpt` means.
+    pub(crate) fn route_of(d: Decision, rcpt: &str) -> Route {
+        let recipient_domain = || route::NextHop::Mx {
+            domain: routing_domain(rcpt).unwrap_or_default().to_ascii_lowercase(),
+            port: None,
+        };
+        let transport = match (&d.verdict, &d.transport) {
+            (Verdict::Reject(reply) | Verdict::Defer(reply), _) => {
+                return Route::Refused {
+                    reply: reply.clone(),
+                    rule: d.rule,
+                };
+            }
+            (Verdict::Hold, _) => {
+                return Route::Refused {
+                    reply: Reply::new(451, [4, 3, 0], "held by the route stage"),
+                    rule: d.rule,
+                };
+            }
+            (Verdict::Discard, _) => route::Transport::Discard(String::new()),
+            (_, Some(t)) => match route::Transport::parse(t) {
+                Ok(t) => t,
+                Err(e) => {
+                    error!(rule = ?d.rule, transport = %t, error = %e, "route: bad transport; deferring");
+                    return Route::Refused {
+                        reply: HookError::tempfail_reply(),
+                        rule: d.rule,
+                    };
+                }
+            },
+            (_, None) => route::Transport::Smtp(route::NextHop::RecipientDomain),
+        };
+        let transport = match transport {
+            route::Transport::Smtp(route::NextHop::RecipientDomain) => {
+                route::Transport::Smtp(recipient_domain())
+            }
+            t => t,
+        };
+        Route::To {
+            transport,
+            options: d.route,
+            rule: d.rule,
         }
     }
 
@@ -641,6 +713,7 @@ fn compile_rule(
                     conditions: Box::new([]),
                     warn: false,
                     origin: rule.origin.clone(),
+                    route: Default::default(),
                 };
             }
         }
@@ -650,6 +723,7 @@ fn compile_rule(
         conditions: conditions.into_boxed_slice(),
         warn: rule.warn,
         origin: rule.origin.clone(),
+        route: rule.route.clone(),
     }
 }
 

@@ -195,6 +195,8 @@ fn a_dangling_reference_fails_closed() {
         tables: BTreeMap::new(),
         aliases: None,
         virtual_aliases: None,
+        delivery: crate::config::Delivery::defaults_for(std::path::Path::new("spool")),
+        credentials: BTreeMap::new(),
         stages: {
             let mut stages: [Vec<crate::config::RuleConfig>; Stage::COUNT] = Default::default();
             stages[Stage::Rcpt.index()] = vec![crate::config::RuleConfig {
@@ -205,6 +207,7 @@ fn a_dangling_reference_fails_closed() {
                 }],
                 warn: false,
                 origin: at(1, 1).unwrap(),
+                route: Default::default(),
             }];
             stages
         },

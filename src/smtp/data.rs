@@ -175,6 +175,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.messages += 1;
                 let held = disposition == Disposition::Hold;
                 info!(queue_id = %id, from = %reply::sanitize(&from, 256), nrcpt = recipients, size, held, "queued");
+                if !held {
+                    (self.core.on_queued)(id);
+                }
                 self.push_ok(&queued)
             }
             Err(err) => {

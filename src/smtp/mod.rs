@@ -27,7 +27,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, Limits};
 use crate::policy::Pipeline;
-use crate::queue::Spool;
+use crate::queue::{QueueId, Spool};
 
 pub use conn::Connections;
 pub use session::Session;
@@ -42,8 +42,11 @@ pub struct Core {
     /// The full multi-line EHLO reply, rendered once.
     pub ehlo: String,
     pub limits: Limits,
-    pub policy: ArcSwap<Pipeline>,
+    /// Shared with the delivery scheduler, which routes with the current policy.
+    pub policy: Arc<ArcSwap<Pipeline>>,
     pub spool: Spool,
+    /// Told about every message queued (the scheduler attempts it at once).
+    pub on_queued: Box<dyn Fn(QueueId) + Send + Sync>,
     pub connections: Arc<Connections>,
     /// Becomes `true` when the server stops: idle sessions say 421 and close, sessions
     /// in the middle of a message finish it first.
@@ -70,7 +73,8 @@ impl Core {
             greeting,
             ehlo,
             limits: config.limits.clone(),
-            policy: ArcSwap::from_pointee(pipeline),
+            policy: Arc::new(ArcSwap::from_pointee(pipeline)),
+            on_queued: Box::new(|_| {}),
             spool,
             connections: Arc::new(Connections::default()),
             shutdown,

@@ -16,6 +16,9 @@ use super::conn::LimitHit;
 use super::session::{Session, next_session_id};
 use super::{Core, reply};
 use crate::config::Config;
+use crate::delivery::dns::Resolver;
+use crate::delivery::hops::Outbound;
+use crate::delivery::scheduler::Scheduler;
 use crate::policy::Pipeline;
 use crate::queue::{Spool, SpoolError};
 
@@ -32,6 +35,8 @@ pub enum ServeError {
     },
     #[error("cannot open the spool: {0}")]
     Spool(#[from] SpoolError),
+    #[error("cannot set up DNS resolution: {0}")]
+    Resolver(String),
 }
 
 /// Runs until SIGTERM or SIGINT, then shuts down gracefully. `pipeline` is the
@@ -82,13 +87,32 @@ pub async fn serve_until(
         }
     }
 
-    let core = Arc::new(Core::new(
-        &config,
-        pipeline,
-        spool.clone(),
-        shutdown.clone(),
-    ));
+    let mut core = Core::new(&config, pipeline, spool.clone(), shutdown.clone());
     let grace = config.server.shutdown_timeout;
+    let resolver = match config.delivery.dns_server {
+        Some(addr) => Resolver::with_nameserver(addr),
+        None => match Resolver::system() {
+            Ok(r) => r,
+            Err(err) => {
+                spool.close();
+                return Err(ServeError::Resolver(err.to_string()));
+            }
+        },
+    };
+    let outbound = Outbound::new(
+        resolver,
+        config.delivery.clone(),
+        config.server.hostname.clone(),
+    );
+    let (scheduler, handle) = Scheduler::new(
+        spool.clone(),
+        core.policy.clone(),
+        outbound,
+        config.server.hostname.clone(),
+    );
+    core.on_queued = Box::new(move |id| handle.queued(id));
+    let core = Arc::new(core);
+    let scheduler = tokio::spawn(scheduler.run(shutdown.clone(), grace));
     let mut loops = JoinSet::new();
     for (name, listener) in listeners {
         info!(listener = %name, address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
@@ -102,6 +126,9 @@ pub async fn serve_until(
     }
     info!(hostname = %core.hostname, "mtad started");
     while loops.join_next().await.is_some() {}
+    if let Err(err) = scheduler.await {
+        error!(%err, "the scheduler task failed");
+    }
     drop(core);
     tokio::task::spawn_blocking(move || spool.close())
         .await

@@ -9,6 +9,8 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod peers;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -71,6 +73,13 @@ impl Mtad {
     pub fn start_in(dir: tempfile::TempDir, spool: PathBuf, template: &str) -> Mtad {
         let port = free_port();
         let config = dir.path().join("mtad.kdl");
+        // Tests about receiving keep their mail in the queue: nothing is delivered
+        // unless the test configures delivery itself.
+        let template = if template.contains("delivery {") {
+            template.to_owned()
+        } else {
+            format!("{template}\ndelivery {{\n    queue-only #true\n}}\n")
+        };
         let text = template
             .replace("{port}", &port.to_string())
             .replace("{spool}", spool.to_str().unwrap())
@@ -408,5 +417,22 @@ pub fn rss_kib(pid: u32, field: &str) -> u64 {
         .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// swaks against 127.0.0.1:`port`, HELO client.test, with `args`.
+pub fn swaks(port: u16, args: &[&str]) -> std::process::Output {
+    let swaks = require_tool("swaks");
+    Command::new(swaks)
+        .args([
+            "--server",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--helo",
+            "client.test",
+        ])
+        .args(args)
+        .output()
         .unwrap()
 }

@@ -1,0 +1,245 @@
+//! The `delivery` block and `credentials` nodes (a child module of `parser`, for its
+//! helpers).
+//!
+//! ```kdl
+//! delivery {
+//!     backoff-min "5m"             // minimal_backoff_time
+//!     backoff-max "4000s"          // maximal_backoff_time
+//!     lifetime "5d"                // maximal_queue_lifetime
+//!     delay-warning "4h"           // delay_warning_time (off unless set)
+//!     concurrency 20               // per destination
+//!     connections 100              // outbound, in all
+//!     recipients 50                // per transaction
+//!     fallback-relay "smtp:[backup.example.test]:587"   // smtp_fallback_relay
+//!     tls "opportunistic"          // none | opportunistic | required | verify
+//!     tls-ca-file "ca.pem"
+//!     auth-plaintext #false
+//!     queue-only #false            // deliver only on `mtactl queue flush`
+//!     dns-server "127.0.0.1:53"
+//!     local-base "/var/mail/vhosts"
+//!     connect-timeout "30s"; command-timeout "5m"; data-timeout "10m"
+//! }
+//! credentials "upstream" file="relay_password"   // sasl_passwd: [host]:port user:password
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use kdl::KdlNode;
+
+use super::{Parser, resolve};
+use crate::config::route::{TlsPolicy, parse_fallbacks};
+use crate::config::{Delivery, Origin};
+use crate::lookup::{Table, parse_map};
+
+const DELIVERY_KEYS: &[&str] = &[
+    "backoff-min",
+    "backoff-max",
+    "lifetime",
+    "delay-warning",
+    "concurrency",
+    "connections",
+    "recipients",
+    "fallback-relay",
+    "tls",
+    "tls-ca-file",
+    "auth-plaintext",
+    "queue-only",
+    "dns-server",
+    "local-base",
+    "connect-timeout",
+    "command-timeout",
+    "data-timeout",
+];
+
+/// `credentials` nodes by name, with where each is defined (`None`: its file had errors).
+pub(super) type Credentials = BTreeMap<String, (Option<Arc<Table>>, Origin)>;
+
+impl Parser {
+    /// The block, with `local_base` empty unless written (the caller fills in the
+    /// default, which depends on the spool).
+    pub(super) fn delivery(&mut self, node: &KdlNode) -> Delivery {
+        const USAGE: &str = "delivery { backoff-min \"5m\"; lifetime \"5d\"; ... }";
+        let mut d = Delivery {
+            local_base: Default::default(),
+            ..Delivery::defaults_for(Path::new(""))
+        };
+        self.check_annotations(node);
+        self.props(node, &[]);
+        self.args(node, 0, Some(0), USAGE);
+        let Some(children) = self.children(node, USAGE) else {
+            return d;
+        };
+        let mut seen: BTreeMap<&str, Origin> = BTreeMap::new();
+        for child in children.nodes() {
+            let key = child.name().value();
+            if !DELIVERY_KEYS.contains(&key) {
+                self.check_annotations(child);
+                self.unknown_node(child, "delivery", DELIVERY_KEYS);
+                continue;
+            }
+            let here = self.origin(child.name().span().offset());
+            if let Some(first) = seen.get(key) {
+                let first = first.clone();
+                self.duplicate(child.name().span(), format!("`{key}` in `delivery`"), &first);
+                continue;
+            }
+            seen.insert(key, here);
+            if key == "fallback-relay" {
+                // one or more transports, as arguments
+                self.check_annotations(child);
+                self.props(child, &[]);
+                self.no_children(child);
+                let Some(args) = self.args(child, 1, None, "fallback-relay \"smtp:[host]:port\"...")
+                else {
+                    continue;
+                };
+                for a in args {
+                    if let Some(mut chain) = self.route_value(a, "fallback relay", parse_fallbacks) {
+                        d.fallback.append(&mut chain);
+                    }
+                }
+                continue;
+            }
+            let Some(v) = self.setting(child, &format!("{key} VALUE")) else {
+                continue;
+            };
+            let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+            match key {
+                "backoff-min" => d.backoff_min = self.duration(v, key).unwrap_or(d.backoff_min),
+                "backoff-max" => d.backoff_max = self.duration(v, key).unwrap_or(d.backoff_max),
+                "lifetime" => d.lifetime = self.duration(v, key).unwrap_or(d.lifetime),
+                "delay-warning" => d.delay_warning = self.duration(v, key),
+                "connect-timeout" => {
+                    d.connect_timeout = self.duration(v, key).unwrap_or(d.connect_timeout)
+                }
+                "command-timeout" => {
+                    d.command_timeout = self.duration(v, key).unwrap_or(d.command_timeout)
+                }
+                "data-timeout" => d.data_timeout = self.duration(v, key).unwrap_or(d.data_timeout),
+                "concurrency" => {
+                    if let Some(n) = self.integer(v, key, 1, 10_000) {
+                        d.concurrency = count(n);
+                    }
+                }
+                "connections" => {
+                    if let Some(n) = self.integer(v, key, 1, 100_000) {
+                        d.connections = count(n);
+                    }
+                }
+                "recipients" => {
+                    if let Some(n) = self.integer(v, key, 1, 100_000) {
+                        d.recipients = count(n);
+                    }
+                }
+                "tls" => {
+                    if let Some(t) = self.route_value(v, "TLS policy", TlsPolicy::parse) {
+                        d.tls = t;
+                    }
+                }
+                "auth-plaintext" | "queue-only" => match v.value().as_bool() {
+                    Some(b) if key == "queue-only" => d.queue_only = b,
+                    Some(b) => d.auth_plaintext = b,
+                    None => {
+                        self.error(
+                            v.span(),
+                            format!("`{key}` must be #true or #false"),
+                            "not a boolean",
+                        );
+                    }
+                },
+                "tls-ca-file" | "local-base" => {
+                    if let Some(p) = self.string(v, key) {
+                        if p.is_empty() {
+                            self.error(v.span(), format!("{key} must not be empty"), "empty path");
+                        } else if key == "tls-ca-file" {
+                            let full = resolve(&self.cur.path, p);
+                            if let Err(e) = std::fs::metadata(&full) {
+                                self.error(
+                                    v.span(),
+                                    format!("cannot read `{p}`: {e}"),
+                                    "cannot read",
+                                )
+                                .help = Some(format!("looked for {}", full.display()));
+                            }
+                            d.tls_ca_file = Some(full);
+                        } else {
+                            d.local_base = resolve(&self.cur.path, p);
+                        }
+                    }
+                }
+                "dns-server" => {
+                    if let Some(text) = self.string(v, key) {
+                        let parsed = text.parse().or_else(|_| {
+                            text.parse::<std::net::IpAddr>()
+                                .map(|ip| std::net::SocketAddr::new(ip, 53))
+                        });
+                        match parsed {
+                            Ok(addr) => d.dns_server = Some(addr),
+                            Err(_) => {
+                                self.error(
+                                    v.span(),
+                                    format!("`{text}` is not an IP address or IP:port"),
+                                    "invalid address",
+                                );
+                            }
+                        }
+                    }
+                }
+                _ => unreachable!("checked against DELIVERY_KEYS"),
+            }
+        }
+        if d.backoff_max < d.backoff_min {
+            self.node_error(
+                node,
+                "backoff-max must not be shorter than backoff-min",
+                "backoff-max < backoff-min",
+            );
+        }
+        d
+    }
+
+    /// `credentials NAME file="path"`: a Postfix sasl_passwd file.
+    pub(super) fn credentials(&mut self, node: &KdlNode, all: &mut Credentials) {
+        const USAGE: &str = "credentials NAME file=\"sasl_passwd\"";
+        self.check_annotations(node);
+        self.no_children(node);
+        let args = self.args(node, 1, Some(1), USAGE);
+        let name = args.as_ref().and_then(|a| self.name(a[0], "credentials name"));
+        let props = self.props(node, &["file"]);
+        let here = self.origin(node.name().span().offset());
+        let table = match props.into_iter().find(|(k, _)| *k == "file") {
+            Some((_, entry)) => self.string(entry, "file").and_then(|path| {
+                let table = self.table_file(path, entry, parse_map, name)?;
+                self.check_credentials(&table, entry);
+                Some(Arc::new(table))
+            }),
+            None => {
+                self.node_error(node, "`credentials` needs `file=\"path\"`", "no file")
+                    .help = Some(format!("usage: {USAGE}"));
+                None
+            }
+        };
+        let Some(name) = name else { return };
+        if let Some((_, first)) = all.get(name) {
+            let first = first.clone();
+            self.duplicate(node.name().span(), format!("credentials `{name}`"), &first);
+            return;
+        }
+        all.insert(name.to_owned(), (table, here));
+    }
+
+    /// Every value must be `user:password`.
+    fn check_credentials(&mut self, table: &Table, entry: &kdl::KdlEntry) {
+        for (key, value) in table.map_entries() {
+            if !value.contains(':') || value.starts_with(':') {
+                self.error(
+                    entry.span(),
+                    format!("the entry for `{key}` is not `user:password`"),
+                    "in this file",
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,481 @@
+//! From a route to the hosts that get the mail: next hops resolved through DNS, the
+//! fallback chain, connection reuse and per-destination concurrency. [`Outbound::send`]
+//! delivers one message to the recipients that share a route and says what became of
+//! each.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::debug;
+
+use super::client::{ClientConfig, DeliveryError, Envelope, RcptOutcome, SmtpConnection};
+use super::dns::{DnsError, Resolver};
+use super::reply::Reply;
+use crate::config::Delivery;
+use crate::config::route::{LmtpTarget, NextHop, RouteOptions, Transport};
+
+/// How long an idle connection is kept for the next message to the same host
+/// (Postfix's `smtp_connection_cache_time_limit`).
+const IDLE_REUSE: Duration = Duration::from_secs(2);
+/// Idle connections kept per host.
+const IDLE_PER_HOST: usize = 32;
+
+/// One host to try.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Hop {
+    /// The host's name (an MX host, a `[host]`), for TLS and logs; the address
+    /// literal itself when there is no name.
+    pub name: String,
+    pub target: Target,
+    pub lmtp: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    Inet(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Hop {
+    /// Postfix's `relay=` form: `host[ip]:port`, or `host[/path]` for a socket.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.target {
+            Target::Inet(addr) => write!(f, "{}[{}]:{}", self.name, addr.ip(), addr.port()),
+            Target::Unix(path) => write!(f, "{}[{}]", self.name, path.display()),
+        }
+    }
+}
+
+/// What became of one recipient at this attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The next hop took it (or it was discarded / written to a Maildir).
+    Sent { relay: String, reply: String },
+    /// Try again later.
+    Deferred {
+        relay: String,
+        enhanced: [u8; 3],
+        detail: String,
+    },
+    /// Bounce.
+    Bounced {
+        relay: String,
+        enhanced: [u8; 3],
+        detail: String,
+    },
+}
+
+impl Outcome {
+    pub fn deferred(relay: &str, enhanced: [u8; 3], detail: impl Into<String>) -> Outcome {
+        Outcome::Deferred {
+            relay: relay.to_owned(),
+            enhanced,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn bounced(relay: &str, enhanced: [u8; 3], detail: impl Into<String>) -> Outcome {
+        Outcome::Bounced {
+            relay: relay.to_owned(),
+            enhanced,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn relay(&self) -> &str {
+        match self {
+            Outcome::Sent { relay, .. }
+            | Outcome::Deferred { relay, .. }
+            | Outcome::Bounced { relay, .. } => relay,
+        }
+    }
+
+    /// `2.0.0`, or the failure's enhanced status.
+    pub fn dsn(&self) -> [u8; 3] {
+        match self {
+            Outcome::Sent { .. } => [2, 0, 0],
+            Outcome::Deferred { enhanced, .. } | Outcome::Bounced { enhanced, .. } => *enhanced,
+        }
+    }
+
+    /// The reply or reason, as the log and `mtactl queue` show it.
+    pub fn detail(&self) -> &str {
+        match self {
+            Outcome::Sent { reply, .. } => reply,
+            Outcome::Deferred { detail, .. } | Outcome::Bounced { detail, .. } => detail,
+        }
+    }
+
+    fn from_reply(relay: &str, outcome: &RcptOutcome) -> Outcome {
+        let reply = outcome.reply();
+        match outcome {
+            RcptOutcome::Delivered(_) => Outcome::Sent {
+                relay: relay.to_owned(),
+                reply: reply.to_string(),
+            },
+            RcptOutcome::TempFail(_) => {
+                Outcome::deferred(relay, enhanced_of(reply, 4), reply.to_string())
+            }
+            RcptOutcome::PermFail(_) => {
+                Outcome::bounced(relay, enhanced_of(reply, 5), reply.to_string())
+            }
+        }
+    }
+
+    fn from_error(relay: &str, e: &DeliveryError) -> Outcome {
+        let detail = e.to_string();
+        match e {
+            DeliveryError::Rejected {
+                reply,
+                permanent: true,
+                ..
+            } => Outcome::bounced(relay, enhanced_of(reply, 5), detail),
+            DeliveryError::Rejected { reply, .. } => {
+                Outcome::deferred(relay, enhanced_of(reply, 4), detail)
+            }
+            DeliveryError::Connect { .. } => Outcome::deferred(relay, [4, 4, 1], detail),
+            DeliveryError::Timeout { .. }
+            | DeliveryError::Io { .. }
+            | DeliveryError::Protocol(_) => Outcome::deferred(relay, [4, 4, 2], detail),
+        }
+    }
+
+    fn from_dns(relay: &str, e: &DnsError) -> Outcome {
+        let enhanced = e.enhanced_code();
+        if e.is_permanent() {
+            Outcome::bounced(relay, enhanced, e.to_string())
+        } else {
+            Outcome::deferred(relay, enhanced, e.to_string())
+        }
+    }
+
+    fn is_final(&self) -> bool {
+        !matches!(self, Outcome::Deferred { .. })
+    }
+}
+
+/// The enhanced code of a reply, or `class.0.0` when it has none.
+fn enhanced_of(reply: &Reply, class: u8) -> [u8; 3] {
+    match &reply.enhanced {
+        Some(e) if e.class == class => [
+            e.class,
+            u8::try_from(e.subject).unwrap_or(0),
+            u8::try_from(e.detail).unwrap_or(0),
+        ],
+        _ => [class, 0, 0],
+    }
+}
+
+type Pooled = (SmtpConnection, Instant);
+
+/// Everything outbound deliveries share: the resolver, the client settings, idle
+/// connections, and the concurrency limits.
+pub struct Outbound {
+    resolver: Resolver,
+    settings: Delivery,
+    helo_name: String,
+    idle: Mutex<HashMap<Hop, Vec<Pooled>>>,
+    per_host: Mutex<HashMap<Target, Arc<Semaphore>>>,
+    total: Arc<Semaphore>,
+}
+
+impl Outbound {
+    pub fn new(resolver: Resolver, settings: Delivery, helo_name: String) -> Outbound {
+        let total = Arc::new(Semaphore::new(settings.connections));
+        Outbound {
+            resolver,
+            settings,
+            helo_name,
+            idle: Mutex::new(HashMap::new()),
+            per_host: Mutex::new(HashMap::new()),
+            total,
+        }
+    }
+
+    pub fn settings(&self) -> &Delivery {
+        &self.settings
+    }
+
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
+    }
+
+    /// The hosts to try for a transport, in order. SMTP and LMTP only.
+    pub async fn hops(&self, transport: &Transport) -> Result<Vec<Hop>, DnsError> {
+        match transport {
+            Transport::Smtp(NextHop::Host { host, port }) => {
+                self.host_hops(host, port.unwrap_or(25), false).await
+            }
+            Transport::Smtp(NextHop::Mx { domain, port }) => {
+                let port = port.unwrap_or(25);
+                let mut hops = Vec::new();
+                let mut last_error = None;
+                for mx in self.resolver.mail_hosts(domain).await? {
+                    match self.host_hops(&mx.name, port, false).await {
+                        Ok(mut h) => hops.append(&mut h),
+                        Err(e) => last_error = Some(e),
+                    }
+                }
+                match (hops.is_empty(), last_error) {
+                    (true, Some(e)) => Err(e),
+                    _ => Ok(hops),
+                }
+            }
+            Transport::Smtp(NextHop::RecipientDomain) => Err(DnsError::NoSuchDomain {
+                domain: String::new(),
+            }),
+            Transport::Lmtp(LmtpTarget::Inet { host, port, .. }) => {
+                self.host_hops(host, *port, true).await
+            }
+            Transport::Lmtp(LmtpTarget::Unix(path)) => Ok(vec![Hop {
+                name: "localhost".into(),
+                target: Target::Unix(PathBuf::from(path)),
+                lmtp: true,
+            }]),
+            Transport::Local | Transport::Discard(_) | Transport::Error { .. } => Ok(Vec::new()),
+        }
+    }
+
+    async fn host_hops(&self, host: &str, port: u16, lmtp: bool) -> Result<Vec<Hop>, DnsError> {
+        Ok(self
+            .resolver
+            .addresses(host)
+            .await?
+            .into_iter()
+            .map(|ip| Hop {
+                name: host.to_owned(),
+                target: Target::Inet(SocketAddr::new(ip, port)),
+                lmtp,
+            })
+            .collect())
+    }
+
+    /// Delivers `message` to `recipients`, which share `transport` and `options`: each
+    /// host of the transport in turn, then each fallback relay (the route's, then the
+    /// global ones) while recipients are left that failed temporarily. A 5xx is final:
+    /// no fallback after it. One outcome per recipient, in order.
+    pub async fn send(
+        &self,
+        transport: &Transport,
+        options: &RouteOptions,
+        envelope: &Envelope<'_>,
+        message: &[u8],
+    ) -> Vec<Outcome> {
+        let n = envelope.recipients.len();
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
+        let mut last: Vec<Option<Outcome>> = vec![None; n];
+        let chain = std::iter::once(transport)
+            .chain(options.fallback.iter())
+            .chain(self.settings.fallback.iter());
+        'chain: for (step, t) in chain.enumerate() {
+            let hops = match self.hops(t).await {
+                Ok(h) if h.is_empty() => {
+                    let o = Outcome::deferred(&t.to_string(), [4, 4, 4], format!("no hosts for {t}"));
+                    fill(&mut outcomes, &mut last, &o, false);
+                    continue;
+                }
+                Ok(h) => h,
+                Err(e) => {
+                    // A domain that does not exist or takes no mail bounces; a fallback
+                    // relay cannot change that. A DNS failure of a fallback does not
+                    // turn earlier temporary failures into a bounce.
+                    let o = Outcome::from_dns(&format!("{t}"), &e);
+                    let bounce = step == 0 && e.is_permanent();
+                    fill(&mut outcomes, &mut last, &o, bounce);
+                    if bounce {
+                        break 'chain;
+                    }
+                    continue;
+                }
+            };
+            for hop in hops {
+                let pending: Vec<usize> = (0..n).filter(|&i| outcomes[i].is_none()).collect();
+                if pending.is_empty() {
+                    break 'chain;
+                }
+                let rcpts: Vec<String> = pending
+                    .iter()
+                    .map(|&i| envelope.recipients[i].clone())
+                    .collect();
+                let sub = Envelope {
+                    recipients: &rcpts,
+                    ..*envelope
+                };
+                let relay = hop.to_string();
+                match self.transaction(&hop, options, &sub, message).await {
+                    Ok(per) => {
+                        for (&i, r) in pending.iter().zip(per.iter()) {
+                            let o = Outcome::from_reply(&relay, r);
+                            if o.is_final() {
+                                outcomes[i] = Some(o);
+                            } else {
+                                last[i] = Some(o);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let o = Outcome::from_error(&relay, &e);
+                        let permanent = e.is_permanent();
+                        for &i in &pending {
+                            if permanent {
+                                outcomes[i] = Some(o.clone());
+                            } else {
+                                last[i] = Some(o.clone());
+                            }
+                        }
+                        if permanent {
+                            break 'chain;
+                        }
+                    }
+                }
+            }
+        }
+        outcomes
+            .into_iter()
+            .zip(last)
+            .map(|(o, l)| {
+                o.or(l).unwrap_or_else(|| {
+                    Outcome::deferred(&transport.to_string(), [4, 4, 4], "no host could be tried")
+                })
+            })
+            .collect()
+    }
+
+    /// One transaction with one host, on an idle connection when there is one.
+    async fn transaction(
+        &self,
+        hop: &Hop,
+        options: &RouteOptions,
+        envelope: &Envelope<'_>,
+        message: &[u8],
+    ) -> Result<Vec<RcptOutcome>, DeliveryError> {
+        let _ = options; // TLS and AUTH per route: see the client's settings
+        let _slot = self.slot(&hop.target).await;
+        if let Some(mut conn) = self.take_idle(hop) {
+            match conn.send_transaction(envelope, message).await {
+                Ok(per) => {
+                    self.put_idle(hop, conn);
+                    return Ok(per);
+                }
+                // The server may have closed the idle connection: try a fresh one.
+                Err(DeliveryError::Io { .. } | DeliveryError::Protocol(_)) => {
+                    debug!(relay = %hop, "idle connection failed; reconnecting");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let config = self.client_config(hop);
+        let mut conn = match &hop.target {
+            Target::Inet(addr) => SmtpConnection::connect(*addr, &config).await?,
+            Target::Unix(path) => {
+                return Err(DeliveryError::Protocol(format!(
+                    "LMTP over a unix socket ({}) is not available in this build",
+                    path.display()
+                )));
+            }
+        };
+        conn.ehlo().await?;
+        let per = conn.send_transaction(envelope, message).await?;
+        self.put_idle(hop, conn);
+        Ok(per)
+    }
+
+    fn client_config(&self, hop: &Hop) -> ClientConfig {
+        ClientConfig {
+            helo_name: self.helo_name.clone(),
+            connect_timeout: self.settings.connect_timeout,
+            command_timeout: self.settings.command_timeout,
+            data_timeout: self.settings.data_timeout,
+            lmtp: hop.lmtp,
+        }
+    }
+
+    /// A permit of the host's concurrency limit and one of the total.
+    async fn slot(&self, target: &Target) -> (OwnedSemaphorePermit, OwnedSemaphorePermit) {
+        let host = {
+            let mut per_host = self.per_host.lock().unwrap_or_else(|e| e.into_inner());
+            per_host
+                .entry(target.clone())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.settings.concurrency)))
+                .clone()
+        };
+        let host = host.acquire_owned().await.expect("semaphores are never closed");
+        let total = self
+            .total
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphores are never closed");
+        (host, total)
+    }
+
+    fn take_idle(&self, hop: &Hop) -> Option<SmtpConnection> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(hop)?;
+        while let Some((conn, since)) = list.pop() {
+            if since.elapsed() < IDLE_REUSE && conn.is_usable() {
+                return Some(conn);
+            }
+            tokio::spawn(conn.quit());
+        }
+        None
+    }
+
+    fn put_idle(&self, hop: &Hop, conn: SmtpConnection) {
+        if !conn.is_usable() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.entry(hop.clone()).or_default();
+        if list.len() >= IDLE_PER_HOST {
+            tokio::spawn(conn.quit());
+            return;
+        }
+        list.push((conn, Instant::now()));
+    }
+
+    /// Says QUIT on idle connections past their reuse time. Called now and then.
+    pub fn close_idle(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        for list in idle.values_mut() {
+            let (keep, old): (Vec<Pooled>, Vec<Pooled>) = list
+                .drain(..)
+                .partition(|(c, since)| since.elapsed() < IDLE_REUSE && c.is_usable());
+            *list = keep;
+            for (conn, _) in old {
+                tokio::spawn(conn.quit());
+            }
+        }
+        idle.retain(|_, list| !list.is_empty());
+    }
+
+    /// Closes every idle connection (at shutdown).
+    pub async fn close_all(&self) {
+        let all: Vec<Pooled> = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            idle.drain().flat_map(|(_, list)| list).collect()
+        };
+        for (conn, _) in all {
+            conn.quit().await;
+        }
+    }
+}
+
+/// Records `o` for every recipient without a final outcome: as final when `bounce`,
+/// else as the latest temporary failure.
+fn fill(outcomes: &mut [Option<Outcome>], last: &mut [Option<Outcome>], o: &Outcome, bounce: bool) {
+    for (slot, l) in outcomes.iter_mut().zip(last.iter_mut()) {
+        if slot.is_none() {
+            if bounce {
+                *slot = Some(o.clone());
+            } else if l.is_none() {
+                *l = Some(o.clone());
+            }
+        }
+    }
+}

@@ -1,0 +1,841 @@
+//! The queue manager: which message is tried when, and what each attempt does.
+//!
+//! One task owns the schedule (a due time per message, in a `BTreeSet`). When a message
+//! is due it runs one *attempt* as its own task:
+//!
+//! 1. every recipient that is due (queued, or deferred with its retry time reached;
+//!    all pending ones on `flush`) is expanded through aliases and routed by the route
+//!    stage of the policy current at that moment;
+//! 2. recipients that share a route are sent together, in one transaction per host
+//!    ([`Outbound::send`]); routes run in parallel;
+//! 3. each outcome is logged in Postfix's form and recorded durably
+//!    ([`Spool::set_status`]); permanent failures are returned to the sender in one
+//!    DSN; a message whose recipients are all final is removed.
+//!
+//! A deferred recipient is retried after `backoff-min`, doubling per attempt up to
+//! `backoff-max`; past `lifetime` it bounces.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use super::client::Envelope as ClientEnvelope;
+use super::dsn;
+use super::hops::{Outbound, Outcome};
+use super::maildir;
+use crate::config::route::{RouteOptions, Transport};
+use crate::policy::{Context, Pipeline, Route};
+use crate::queue::{
+    Envelope, MessageRecord, QueueId, QueuedMessage, RcptState, RcptStatus, Spool,
+};
+
+/// What the rest of the daemon tells the scheduler.
+#[derive(Debug)]
+enum Event {
+    /// A message was just queued.
+    Queued(QueueId),
+    /// Try these now, ignoring backoff; all queued messages when empty.
+    Flush(Vec<QueueId>),
+    /// Stop scheduling this message (deleted or held).
+    Forget(QueueId),
+}
+
+/// The way to reach the scheduler. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct SchedulerHandle {
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl SchedulerHandle {
+    /// A message was queued: attempt it right away.
+    pub fn queued(&self, id: QueueId) {
+        let _ = self.events.send(Event::Queued(id));
+    }
+
+    /// Attempt these messages now (all when `ids` is empty), whatever their backoff.
+    pub fn flush(&self, ids: &[QueueId]) {
+        let _ = self.events.send(Event::Flush(ids.to_vec()));
+    }
+
+    /// Drop a message from the schedule; an attempt already running finishes.
+    pub fn forget(&self, id: QueueId) {
+        let _ = self.events.send(Event::Forget(id));
+    }
+}
+
+/// What every attempt needs.
+struct Shared {
+    spool: Spool,
+    policy: Arc<ArcSwap<Pipeline>>,
+    outbound: Outbound,
+    hostname: String,
+    handle: SchedulerHandle,
+    /// Messages a delay warning went out for (in memory: a restart may send another).
+    warned: Mutex<HashSet<QueueId>>,
+}
+
+pub struct Scheduler {
+    shared: Arc<Shared>,
+    events: mpsc::UnboundedReceiver<Event>,
+    /// Messages attempted at once.
+    parallel: usize,
+    /// Deliver only when flushed.
+    queue_only: bool,
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Scheduler {
+    pub fn new(
+        spool: Spool,
+        policy: Arc<ArcSwap<Pipeline>>,
+        outbound: Outbound,
+        hostname: String,
+    ) -> (Scheduler, SchedulerHandle) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = SchedulerHandle { events: tx };
+        let parallel = outbound.settings().connections.max(1);
+        let queue_only = outbound.settings().queue_only;
+        let shared = Arc::new(Shared {
+            spool,
+            policy,
+            outbound,
+            hostname,
+            handle: handle.clone(),
+            warned: Mutex::new(HashSet::new()),
+        });
+        (
+            Scheduler {
+                shared,
+                events: rx,
+                parallel,
+                queue_only,
+            },
+            handle.clone(),
+        )
+    }
+
+    /// Runs until `shutdown` turns true; then lets running attempts finish for up to
+    /// `grace` and closes idle connections.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>, grace: Duration) {
+        let mut plan = Plan::default();
+        for msg in self.shared.spool.list() {
+            for (i, s) in msg.rcpt_status.iter().enumerate() {
+                if s.state == RcptState::Deferred && s.detail.starts_with(IN_FLIGHT) {
+                    warn!(
+                        queue_id = %msg.id,
+                        to = %msg.envelope.recipients.get(i).map_or("", String::as_str),
+                        "delivery was under way when mtad stopped; if the next hop \
+                         had accepted it, it gets a second copy"
+                    );
+                }
+            }
+            if let Some(t) = next_due(&msg)
+                && !self.queue_only
+            {
+                plan.schedule(msg.id, t, false);
+            }
+        }
+        info!(messages = plan.len(), "scheduler started");
+        let mut tasks: JoinSet<(QueueId, Option<u64>)> = JoinSet::new();
+        loop {
+            let now = now_ms();
+            while tasks.len() < self.parallel {
+                let Some((id, force)) = plan.pop_due(now) else {
+                    break;
+                };
+                let shared = self.shared.clone();
+                tasks.spawn(async move { (id, attempt(&shared, id, force).await) });
+            }
+            let wait = plan
+                .next_time()
+                .map_or(1000, |t| t.saturating_sub(now).clamp(1, 1000));
+            tokio::select! {
+                event = self.events.recv() => match event {
+                    Some(Event::Queued(id)) if !self.queue_only => plan.schedule(id, now, false),
+                    Some(Event::Queued(_)) => {}
+                    Some(Event::Flush(ids)) => {
+                        let ids = if ids.is_empty() {
+                            self.shared.spool.list().into_iter().filter(|m| !m.envelope.held).map(|m| m.id).collect()
+                        } else {
+                            ids
+                        };
+                        for id in ids {
+                            plan.schedule(id, now, true);
+                        }
+                    }
+                    Some(Event::Forget(id)) => plan.forget(id),
+                    None => break,
+                },
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => match done {
+                    Ok((id, next)) => plan.finished(id, next.filter(|_| !self.queue_only)),
+                    Err(e) => error!(error = %e, "delivery attempt task failed"),
+                },
+                _ = tokio::time::sleep(Duration::from_millis(wait)) => {
+                    self.shared.outbound.close_idle();
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+        if !tasks.is_empty() {
+            info!(attempts = tasks.len(), "waiting for delivery attempts to finish");
+            let drain = async { while tasks.join_next().await.is_some() {} };
+            if tokio::time::timeout(grace, drain).await.is_err() {
+                warn!("shutdown timeout: abandoning the remaining delivery attempts");
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+            }
+        }
+        self.shared.outbound.close_all().await;
+    }
+}
+
+/// The schedule: due time per message, plus what is running.
+#[derive(Default)]
+struct Plan {
+    due: BTreeSet<(u64, QueueId)>,
+    when: HashMap<QueueId, u64>,
+    forced: HashSet<QueueId>,
+    running: HashSet<QueueId>,
+    /// Scheduled again while running: attempted once more right after.
+    again: HashMap<QueueId, bool>,
+}
+
+impl Plan {
+    fn len(&self) -> usize {
+        self.when.len() + self.running.len()
+    }
+
+    fn schedule(&mut self, id: QueueId, at: u64, force: bool) {
+        if self.running.contains(&id) {
+            let f = self.again.entry(id).or_insert(false);
+            *f |= force;
+            return;
+        }
+        if force {
+            self.forced.insert(id);
+        }
+        match self.when.get(&id) {
+            Some(&t) if t <= at => {}
+            Some(&t) => {
+                self.due.remove(&(t, id));
+                self.due.insert((at, id));
+                self.when.insert(id, at);
+            }
+            None => {
+                self.due.insert((at, id));
+                self.when.insert(id, at);
+            }
+        }
+    }
+
+    fn pop_due(&mut self, now: u64) -> Option<(QueueId, bool)> {
+        let &(t, id) = self.due.first()?;
+        if t > now {
+            return None;
+        }
+        self.due.pop_first();
+        self.when.remove(&id);
+        self.running.insert(id);
+        Some((id, self.forced.remove(&id)))
+    }
+
+    fn next_time(&self) -> Option<u64> {
+        self.due.first().map(|&(t, _)| t)
+    }
+
+    fn finished(&mut self, id: QueueId, next: Option<u64>) {
+        self.running.remove(&id);
+        if let Some(force) = self.again.remove(&id) {
+            self.schedule(id, 0, force);
+        } else if let Some(t) = next {
+            self.schedule(id, t, false);
+        }
+    }
+
+    fn forget(&mut self, id: QueueId) {
+        if let Some(t) = self.when.remove(&id) {
+            self.due.remove(&(t, id));
+        }
+        self.forced.remove(&id);
+        self.again.remove(&id);
+    }
+}
+
+/// The detail of a recipient whose attempt was under way when the daemon stopped (the
+/// status written just before sending).
+const IN_FLIGHT: &str = "attempt in progress";
+
+fn pending(s: &RcptStatus) -> bool {
+    matches!(s.state, RcptState::Queued | RcptState::Deferred)
+}
+
+/// When a message is next due: the earliest retry time of its pending recipients.
+fn next_due(msg: &QueuedMessage) -> Option<u64> {
+    if msg.envelope.held {
+        return None;
+    }
+    msg.rcpt_status
+        .iter()
+        .filter(|s| pending(s))
+        .map(|s| s.next_attempt_ms)
+        .min()
+}
+
+/// The retry delay after `attempts` failed attempts: `backoff-min` doubling up to
+/// `backoff-max`.
+fn backoff(settings: &crate::config::Delivery, attempts: u32) -> Duration {
+    let doublings = attempts.saturating_sub(1).min(30);
+    settings
+        .backoff_min
+        .saturating_mul(1u32 << doublings)
+        .min(settings.backoff_max)
+}
+
+/// One recipient after alias expansion: which queued recipient it came from.
+struct Leg {
+    orig: usize,
+    rcpt: String,
+    outcome: Option<Outcome>,
+}
+
+/// One attempt at one message; returns when it is due next (None: done, held or gone).
+async fn attempt(shared: &Arc<Shared>, id: QueueId, force: bool) -> Option<u64> {
+    let spool = &shared.spool;
+    let msg = spool.get(id)?;
+    if msg.envelope.held {
+        return None;
+    }
+    let now = now_ms();
+    let settings = shared.outbound.settings();
+    let due: Vec<usize> = (0..msg.rcpt_status.len())
+        .filter(|&i| {
+            let s = &msg.rcpt_status[i];
+            pending(s) && (force || s.next_attempt_ms <= now)
+        })
+        .collect();
+    if due.is_empty() {
+        return match next_due(&msg) {
+            Some(t) => Some(t),
+            None => {
+                remove(spool, id).await;
+                None
+            }
+        };
+    }
+    let body = {
+        let spool = spool.clone();
+        match tokio::task::spawn_blocking(move || spool.read_body(id)).await {
+            Ok(Ok(body)) => Arc::<[u8]>::from(body),
+            Ok(Err(e)) => {
+                error!(queue_id = %id, error = %e, "cannot read the message from the spool; retrying later");
+                return Some(now + settings.backoff_min.as_millis() as u64);
+            }
+            Err(e) => {
+                error!(queue_id = %id, error = %e, "spool read task failed");
+                return Some(now + settings.backoff_min.as_millis() as u64);
+            }
+        }
+    };
+
+    let mut legs = Vec::new();
+    let expired = now.saturating_sub(msg.arrival_ms) >= settings.lifetime.as_millis() as u64;
+    if expired {
+        for &i in &due {
+            let last = &msg.rcpt_status[i].detail;
+            let detail = format!(
+                "message expired after {} in the queue{}",
+                humantime::format_duration(Duration::from_secs(settings.lifetime.as_secs())),
+                if last.is_empty() {
+                    String::new()
+                } else {
+                    format!("; last error: {last}")
+                }
+            );
+            legs.push(Leg {
+                orig: i,
+                rcpt: msg.envelope.recipients[i].clone(),
+                outcome: Some(Outcome::bounced("none", [4, 4, 7], detail)),
+            });
+        }
+    } else {
+        route_and_send(shared, &msg, &due, &body, &mut legs).await;
+    }
+
+    finish(shared, &msg, &due, legs, &body, now).await
+}
+
+/// Expands and routes the due recipients, then sends each route's share.
+async fn route_and_send(
+    shared: &Arc<Shared>,
+    msg: &QueuedMessage,
+    due: &[usize],
+    body: &Arc<[u8]>,
+    legs: &mut Vec<Leg>,
+) {
+    let env = &msg.envelope;
+    let policy = shared.policy.load_full();
+    // (transport, options) -> legs
+    let mut routes: Vec<(Transport, RouteOptions, Vec<usize>)> = Vec::new();
+    for &i in due {
+        let rcpt = &env.recipients[i];
+        let finals = match policy.expand(rcpt) {
+            Ok(f) => f,
+            Err(e) => {
+                legs.push(Leg {
+                    orig: i,
+                    rcpt: rcpt.clone(),
+                    outcome: Some(Outcome::deferred(
+                        "none",
+                        [4, 3, 0],
+                        format!("alias expansion failed: {e}"),
+                    )),
+                });
+                continue;
+            }
+        };
+        for f in finals {
+            let ctx = Context {
+                client_port: 0,
+                helo: Some(&env.helo),
+                auth_user: env.auth_user.as_deref(),
+                sender: Some(&env.sender),
+                rcpt: Some(&f),
+                recipients: &env.recipients,
+                ..Context::new(
+                    env.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+                    &env.listener,
+                )
+            };
+            let leg = legs.len();
+            match policy.route(&ctx) {
+                Route::Refused { reply, .. } => {
+                    let detail = reply.to_string();
+                    let outcome = if reply.code >= 500 {
+                        Outcome::bounced("none", reply.enhanced, detail)
+                    } else {
+                        Outcome::deferred("none", reply.enhanced, detail)
+                    };
+                    legs.push(Leg {
+                        orig: i,
+                        rcpt: f,
+                        outcome: Some(outcome),
+                    });
+                }
+                Route::To {
+                    transport, options, ..
+                } => {
+                    legs.push(Leg {
+                        orig: i,
+                        rcpt: f,
+                        outcome: None,
+                    });
+                    match routes
+                        .iter_mut()
+                        .find(|(t, o, _)| *t == transport && *o == options)
+                    {
+                        Some((_, _, members)) => members.push(leg),
+                        None => routes.push((transport, options, vec![leg])),
+                    }
+                }
+            }
+        }
+    }
+
+    let mut sends = JoinSet::new();
+    let per_transaction = shared.outbound.settings().recipients.max(1);
+    for (transport, options, members) in routes {
+        for members in members.chunks(per_transaction) {
+            let members = members.to_vec();
+            let rcpts: Vec<String> = members.iter().map(|&l| legs[l].rcpt.clone()).collect();
+            let (shared, body, env) = (shared.clone(), body.clone(), env.clone());
+            let (transport, options) = (transport.clone(), options.clone());
+            sends.spawn(async move {
+                let outcomes =
+                    send_route(&shared, &transport, &options, &env, &rcpts, &body).await;
+                (members, outcomes)
+            });
+        }
+    }
+    while let Some(done) = sends.join_next().await {
+        match done {
+            Ok((members, outcomes)) => {
+                for (l, o) in members.into_iter().zip(outcomes) {
+                    legs[l].outcome = Some(o);
+                }
+            }
+            Err(e) => error!(queue_id = %msg.id, error = %e, "delivery task failed"),
+        }
+    }
+}
+
+/// One route's recipients: the network transports through [`Outbound::send`], the
+/// others here.
+async fn send_route(
+    shared: &Shared,
+    transport: &Transport,
+    options: &RouteOptions,
+    env: &Envelope,
+    rcpts: &[String],
+    body: &Arc<[u8]>,
+) -> Vec<Outcome> {
+    match transport {
+        Transport::Discard(text) => {
+            let reply = if text.is_empty() {
+                "discarded".to_owned()
+            } else {
+                format!("discarded: {text}")
+            };
+            rcpts
+                .iter()
+                .map(|_| Outcome::Sent {
+                    relay: "none".into(),
+                    reply: reply.clone(),
+                })
+                .collect()
+        }
+        Transport::Error { enhanced, text } => rcpts
+            .iter()
+            .map(|_| {
+                if enhanced[0] == 5 {
+                    Outcome::bounced("none", *enhanced, text.clone())
+                } else {
+                    Outcome::deferred("none", *enhanced, text.clone())
+                }
+            })
+            .collect(),
+        Transport::Local => {
+            let mut out = Vec::with_capacity(rcpts.len());
+            for rcpt in rcpts {
+                out.push(local(shared, env, rcpt, body).await);
+            }
+            out
+        }
+        Transport::Smtp(_) | Transport::Lmtp(_) => {
+            let envelope = ClientEnvelope {
+                sender: &env.sender,
+                recipients: rcpts,
+                body_8bit: env.body_8bit,
+                smtputf8: env.smtputf8,
+                size: body.len(),
+            };
+            shared
+                .outbound
+                .send(transport, options, &envelope, body)
+                .await
+        }
+    }
+}
+
+/// Maildir delivery of one recipient.
+async fn local(shared: &Shared, env: &Envelope, rcpt: &str, body: &Arc<[u8]>) -> Outcome {
+    let local_part = rcpt.rsplit_once('@').map_or(rcpt, |(l, _)| l);
+    let mailbox = match maildir::mailbox_name(local_part) {
+        Ok(m) => m,
+        Err(e) => return Outcome::bounced("local", e.enhanced_code(), e.to_string()),
+    };
+    let base = shared.outbound.settings().local_base.clone();
+    let body = body.clone();
+    let (sender, rcpt_owned, host) = (env.sender.clone(), rcpt.to_owned(), shared.hostname.clone());
+    let relay = "local";
+    let done = tokio::task::spawn_blocking(move || {
+        maildir::deliver(&base, &mailbox, &body, &sender, &rcpt_owned, &host)
+    })
+    .await;
+    match done {
+        Ok(Ok(path)) => Outcome::Sent {
+            relay: relay.into(),
+            reply: format!("delivered to maildir {}", path.display()),
+        },
+        Ok(Err(e)) if e.is_permanent() => Outcome::bounced(relay, e.enhanced_code(), e.to_string()),
+        Ok(Err(e)) => Outcome::deferred(relay, e.enhanced_code(), e.to_string()),
+        Err(e) => Outcome::deferred(relay, [4, 3, 0], format!("local delivery task failed: {e}")),
+    }
+}
+
+/// Logs and records the outcomes, bounces what failed for good, removes the message
+/// when nothing is left; returns when it is due next.
+async fn finish(
+    shared: &Arc<Shared>,
+    msg: &QueuedMessage,
+    due: &[usize],
+    legs: Vec<Leg>,
+    body: &[u8],
+    now: u64,
+) -> Option<u64> {
+    let settings = shared.outbound.settings();
+    let env = &msg.envelope;
+    let delay = Duration::from_millis(now_ms().saturating_sub(msg.arrival_ms));
+    let mut bounced: Vec<dsn::DsnRecipient> = Vec::new();
+    let mut statuses = msg.rcpt_status.clone();
+    for &i in due {
+        let mine: Vec<&Leg> = legs.iter().filter(|l| l.orig == i).collect();
+        let orig = &env.recipients[i];
+        let attempts = msg.rcpt_status[i].attempts.saturating_add(1);
+        let mut state = RcptState::Delivered;
+        let mut detail = String::new();
+        for leg in &mine {
+            let outcome = leg.outcome.clone().unwrap_or_else(|| {
+                Outcome::deferred("none", [4, 3, 0], "no delivery was attempted")
+            });
+            log_outcome(msg.id, &leg.rcpt, orig, &outcome, delay);
+            match &outcome {
+                Outcome::Sent { .. } => {}
+                Outcome::Deferred { .. } => {
+                    state = RcptState::Deferred;
+                    detail = outcome.detail().to_owned();
+                }
+                Outcome::Bounced {
+                    relay,
+                    enhanced,
+                    detail: d,
+                } => {
+                    if state == RcptState::Delivered {
+                        state = RcptState::Bounced;
+                        detail = d.clone();
+                    }
+                    bounced.push(dsn::DsnRecipient {
+                        original: orig.clone(),
+                        final_rcpt: leg.rcpt.clone(),
+                        status: *enhanced,
+                        diagnostic: Some(d.clone()),
+                        remote_mta: (relay != "none").then(|| relay.clone()),
+                        last_attempt_ms: Some(now),
+                        will_retry_until_ms: None,
+                    });
+                }
+            }
+            if state == RcptState::Delivered {
+                detail = outcome.detail().to_owned();
+            }
+        }
+        if mine.is_empty() {
+            state = RcptState::Delivered;
+            detail = "no recipients after alias expansion".into();
+        }
+        let next = match state {
+            RcptState::Deferred => now + backoff(settings, attempts).as_millis() as u64,
+            _ => 0,
+        };
+        statuses[i] = RcptStatus {
+            state,
+            at_ms: now,
+            attempts,
+            next_attempt_ms: next,
+            detail,
+        };
+    }
+
+    if !bounced.is_empty() {
+        bounce(shared, msg, dsn::DsnKind::Failure, &bounced, body, now).await;
+    }
+    let all_final = statuses.iter().all(|s| !pending(s));
+    if all_final {
+        remove(&shared.spool, msg.id).await;
+        shared
+            .warned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&msg.id);
+        return None;
+    }
+    for &i in due {
+        if let Err(e) = shared
+            .spool
+            .set_status(msg.id, i as u32, statuses[i].clone())
+            .await
+        {
+            error!(queue_id = %msg.id, error = %e, "cannot record a delivery status; the recipient may be tried again");
+        }
+    }
+    delay_warning(shared, msg, &statuses, body, now).await;
+    statuses
+        .iter()
+        .filter(|s| pending(s))
+        .map(|s| s.next_attempt_ms)
+        .min()
+}
+
+async fn remove(spool: &Spool, id: QueueId) {
+    match spool.remove(id).await {
+        Ok(()) => info!("{id}: removed"),
+        Err(e) => error!(queue_id = %id, error = %e, "cannot remove a delivered message"),
+    }
+}
+
+/// Postfix's delivery log line, so pflogsumm and friends read ours.
+fn log_outcome(id: QueueId, rcpt: &str, orig: &str, outcome: &Outcome, delay: Duration) {
+    let status = match outcome {
+        Outcome::Sent { .. } => "sent",
+        Outcome::Deferred { .. } => "deferred",
+        Outcome::Bounced { .. } => "bounced",
+    };
+    let orig_to = if orig.eq_ignore_ascii_case(rcpt) {
+        String::new()
+    } else {
+        format!(", orig_to=<{}>", crate::policy::echo(orig))
+    };
+    let [a, b, c] = outcome.dsn();
+    let line = format!(
+        "{id}: to=<{}>{orig_to}, relay={}, delay={:.2}, dsn={a}.{b}.{c}, status={status} ({})",
+        crate::policy::echo(rcpt),
+        outcome.relay(),
+        delay.as_secs_f64(),
+        crate::config::sanitize_text(outcome.detail(), 512),
+    );
+    match outcome {
+        Outcome::Sent { .. } => info!("{line}"),
+        _ => warn!("{line}"),
+    }
+}
+
+/// Sends a DSN about `rcpts` of `msg`: to its sender; for a message from the null
+/// sender, to postmaster (a double bounce), unless it is itself a notice to postmaster.
+async fn bounce(
+    shared: &Arc<Shared>,
+    msg: &QueuedMessage,
+    kind: dsn::DsnKind,
+    rcpts: &[dsn::DsnRecipient],
+    body: &[u8],
+    now: u64,
+) {
+    let env = &msg.envelope;
+    let postmaster = format!("postmaster@{}", shared.hostname);
+    let to = if env.sender.is_empty() {
+        if env
+            .recipients
+            .iter()
+            .all(|r| r.eq_ignore_ascii_case(&postmaster))
+        {
+            warn!(queue_id = %msg.id, "undeliverable notice to postmaster; dropped");
+            return;
+        }
+        postmaster
+    } else {
+        env.sender.clone()
+    };
+    let id_text = msg.id.to_string();
+    let text = dsn::build(&dsn::DsnRequest {
+        kind,
+        reporting_mta: &shared.hostname,
+        queue_id: &id_text,
+        arrival_ms: msg.arrival_ms,
+        to: &to,
+        original_sender: &env.sender,
+        recipients: rcpts,
+        original: body,
+        now_ms: now,
+    });
+    let notice = Envelope {
+        sender: String::new(),
+        recipients: vec![to.clone()],
+        listener: "bounce".into(),
+        helo: shared.hostname.clone(),
+        client_ip: None,
+        auth_user: None,
+        body_8bit: text.iter().any(|b| *b >= 0x80),
+        smtputf8: false,
+        held: false,
+    };
+    let nid = shared.spool.new_id();
+    let mut record = MessageRecord::new(nid, now, &notice);
+    record.body_mut().extend_from_slice(&text);
+    match shared.spool.commit(record).await {
+        Ok(nid) => {
+            info!("{}: sender non-delivery notification: {nid}", msg.id);
+            shared.handle.queued(nid);
+        }
+        Err(e) => error!(queue_id = %msg.id, error = %e, "cannot queue the bounce"),
+    }
+}
+
+/// Once a message has waited `delay-warning`, tells its sender (never the null sender)
+/// that it is still being retried.
+async fn delay_warning(
+    shared: &Arc<Shared>,
+    msg: &QueuedMessage,
+    statuses: &[RcptStatus],
+    body: &[u8],
+    now: u64,
+) {
+    let settings = shared.outbound.settings();
+    let Some(after) = settings.delay_warning else {
+        return;
+    };
+    if msg.envelope.sender.is_empty()
+        || now.saturating_sub(msg.arrival_ms) < after.as_millis() as u64
+    {
+        return;
+    }
+    if !shared
+        .warned
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(msg.id)
+    {
+        return;
+    }
+    let until = msg.arrival_ms + settings.lifetime.as_millis() as u64;
+    let rcpts: Vec<dsn::DsnRecipient> = statuses
+        .iter()
+        .zip(&msg.envelope.recipients)
+        .filter(|(s, _)| s.state == RcptState::Deferred)
+        .map(|(s, r)| dsn::DsnRecipient {
+            original: r.clone(),
+            final_rcpt: r.clone(),
+            status: [4, 0, 0],
+            diagnostic: Some(s.detail.clone()),
+            remote_mta: None,
+            last_attempt_ms: Some(s.at_ms),
+            will_retry_until_ms: Some(until),
+        })
+        .collect();
+    if !rcpts.is_empty() {
+        bounce(shared, msg, dsn::DsnKind::Delay, &rcpts, body, now).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum() {
+        let settings = crate::config::Delivery::defaults_for(std::path::Path::new("spool"));
+        let secs: Vec<u64> = (1..=6).map(|a| backoff(&settings, a).as_secs()).collect();
+        assert_eq!(secs, [300, 600, 1200, 2400, 4000, 4000]);
+        assert_eq!(backoff(&settings, 100).as_secs(), 4000);
+    }
+
+    #[test]
+    fn plan_runs_each_message_once_and_again_when_asked() {
+        let mut plan = Plan::default();
+        let (a, b) = (QueueId(1), QueueId(2));
+        plan.schedule(a, 100, false);
+        plan.schedule(b, 50, false);
+        plan.schedule(a, 10, false); // earlier wins
+        assert_eq!(plan.pop_due(5), None);
+        assert_eq!(plan.pop_due(60), Some((a, false)));
+        assert_eq!(plan.pop_due(60), Some((b, false)));
+        assert_eq!(plan.pop_due(1000), None);
+        // queued again while running: once more right after
+        plan.schedule(a, 0, true);
+        plan.finished(a, Some(5000));
+        assert_eq!(plan.pop_due(1), Some((a, true)));
+        plan.finished(a, None);
+        plan.finished(b, Some(70));
+        plan.forget(b);
+        assert_eq!(plan.pop_due(u64::MAX), None);
+    }
+}

@@ -1,0 +1,234 @@
+//! Real peers for delivery tests, all on loopback: Postfix's smtp-sink as a next hop,
+//! dnsmasq as the nameserver. A missing tool fails the test (./run-tests installs them).
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::require_tool;
+
+/// Files in `dir` once `n` of them are complete (`done` says when a file is), oldest
+/// first; waits up to `within`.
+pub fn wait_files_within(
+    dir: &Path,
+    n: usize,
+    within: Duration,
+    done: impl Fn(&[u8]) -> bool,
+) -> Vec<(PathBuf, Vec<u8>)> {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| !p.to_string_lossy().ends_with(".tmp"))
+            .filter_map(|p| {
+                let bytes = std::fs::read(&p).ok()?;
+                Some((p, bytes))
+            })
+            .collect();
+        files.sort_by_key(|(p, _)| {
+            std::fs::metadata(p)
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH)
+        });
+        if files.len() >= n && files.iter().all(|(_, b)| done(b)) {
+            return files;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {n} complete files in {}, found {:?}",
+            dir.display(),
+            files.iter().map(|(p, _)| p).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// [`wait_files_within`] five seconds.
+pub fn wait_files(dir: &Path, n: usize, done: impl Fn(&[u8]) -> bool) -> Vec<(PathBuf, Vec<u8>)> {
+    wait_files_within(dir, n, Duration::from_secs(5), done)
+}
+
+pub fn wait_listening(addr: SocketAddr, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).is_err() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{what} exited before listening: {status}");
+        }
+        assert!(Instant::now() < deadline, "{what} never listened on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Postfix's smtp-sink, dumping each message into its own file.
+pub struct Sink {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl Sink {
+    /// On 127.0.0.1, a free port.
+    pub fn start(args: &[&str]) -> Sink {
+        let addr: SocketAddr = format!("127.0.0.1:{}", super::free_port()).parse().unwrap();
+        Self::start_at(addr, args)
+    }
+
+    /// smtp-sink with extra `args` (`-r RCPT`: 4xx to every RCPT, `-f RCPT`: 5xx...).
+    pub fn start_at(addr: SocketAddr, args: &[&str]) -> Sink {
+        let bin = require_tool("smtp-sink");
+        let dir = tempfile::tempdir().unwrap();
+        // smtp-sink drops root for -u's user, who must be able to write the dumps.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        let mut cmd = Command::new(bin);
+        if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0 {
+            cmd.args(["-u", "postfix"]);
+        }
+        cmd.arg("-d")
+            .arg(format!("{}/%M.", dir.path().display()))
+            .args(args)
+            .arg(addr.to_string())
+            .arg("100")
+            .stdout(Stdio::null());
+        let mut child = cmd.spawn().expect("starting smtp-sink");
+        wait_listening(addr, &mut child, "smtp-sink");
+        Sink { child, addr, dir }
+    }
+
+    /// The dumps (smtp-sink's headers, then the message with LF line endings, then an
+    /// empty line), oldest first.
+    pub fn dumps(&self, n: usize) -> Vec<String> {
+        self.dumps_within(n, Duration::from_secs(5))
+    }
+
+    pub fn dumps_within(&self, n: usize, within: Duration) -> Vec<String> {
+        wait_files_within(self.dir.path(), n, within, |b| b.ends_with(b"\n\n"))
+            .into_iter()
+            .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
+            .collect()
+    }
+
+    pub fn dump_count(&self) -> usize {
+        std::fs::read_dir(self.dir.path()).unwrap().count()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Stops the sink and keeps its dumps.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The envelope recipients smtp-sink recorded in a dump (`X-Rcpt-Args:`/`RCPT` lines).
+pub fn dump_recipients(dump: &str) -> Vec<String> {
+    dump.lines()
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.strip_prefix("X-Rcpt-Args: <"))
+        .map(|l| l.split('>').next().unwrap_or("").to_owned())
+        .collect()
+}
+
+/// dnsmasq serving `records` on 127.0.0.1:port; killed on drop.
+pub struct Dnsmasq {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn dnsmasq_binary() -> PathBuf {
+    let candidates = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join("dnsmasq"));
+    for candidate in candidates {
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "dnsmasq is missing: these tests need a real nameserver \
+         (apt-get install dnsmasq-base, or run ./run-tests as root)"
+    );
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1.
+pub fn free_udp_tcp_port() -> u16 {
+    for _ in 0..100 {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port for UDP and TCP");
+}
+
+impl Dnsmasq {
+    /// dnsmasq with `records` (`--mx-host=...`, `--host-record=...`); every name under
+    /// `.test` is answered by it (unknown ones NXDOMAIN).
+    pub fn start(records: &[&str]) -> Dnsmasq {
+        let binary = dnsmasq_binary();
+        let port = free_udp_tcp_port();
+        let child = Command::new(&binary)
+            .args([
+                "--no-daemon",
+                "--no-resolv",
+                "--no-hosts",
+                "--keep-in-foreground",
+                "--bind-interfaces",
+                "--listen-address=127.0.0.1",
+                "--pid-file",
+                "--local=/test/",
+            ])
+            .arg(format!("--port={port}"))
+            .args(records)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        let mut server = Dnsmasq {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                let mut stderr = String::new();
+                if let Some(mut pipe) = server.child.stderr.take() {
+                    let _ = pipe.read_to_string(&mut stderr);
+                }
+                panic!("dnsmasq exited at start: {status} (arguments {records:?}): {stderr}");
+            }
+            if TcpStream::connect(server.addr).is_ok() {
+                return server;
+            }
+            assert!(Instant::now() < deadline, "dnsmasq did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

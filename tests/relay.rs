@@ -1,0 +1,320 @@
+//! mtad as a relay, end to end: swaks in, Postfix's smtp-sink (and dnsmasq for MX) as
+//! the next hops on loopback. Retries, bounces, fallbacks and restarts.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::peers::{Dnsmasq, Sink, dump_recipients};
+use common::*;
+
+/// A relay for everything from loopback. `{routes}` becomes the route stage and
+/// `{delivery}` the inside of the delivery block.
+const RELAY: &str = r#"
+server {
+    hostname "relay.example.test"
+    spool "{spool}"
+}
+listen "mx" address="127.0.0.1:{port}"
+networks "trusted" "127.0.0.0/8"
+stage "rcpt" {
+    accept client="trusted"
+}
+stage "route" {
+{routes}
+}
+delivery {
+    backoff-min "1s"
+    backoff-max "2s"
+    connect-timeout "2s"
+    command-timeout "5s"
+{delivery}
+}
+"#;
+
+fn relay(routes: &str, delivery: &str) -> Mtad {
+    Mtad::start(
+        &RELAY
+            .replace("{routes}", routes)
+            .replace("{delivery}", delivery),
+    )
+}
+
+fn send(mtad: &Mtad, from: &str, to: &str, subject: &str) -> String {
+    let out = swaks(
+        mtad.port,
+        &[
+            "--from",
+            from,
+            "--to",
+            to,
+            "--header",
+            &format!("Subject: {subject}"),
+            "--body",
+            "relay test body\n",
+        ],
+    );
+    let transcript = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{transcript}");
+    transcript
+}
+
+/// Waits until the log contains `needle` `n` times.
+fn wait_log(mtad: &Mtad, needle: &str, n: usize, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let log = mtad.log();
+        if log.matches(needle).count() >= n {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {n}× {needle:?} in the log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_empty_queue(mtad: &Mtad, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !mtad.queued().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the queue did not empty: {:?}\n{}",
+            mtad.queued()
+                .iter()
+                .map(|(m, _)| (&m.envelope.recipients, &m.rcpt_status))
+                .collect::<Vec<_>>(),
+            mtad.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn mail_is_relayed_to_the_next_hop_and_leaves_the_queue() {
+    let sink = Sink::start(&[]);
+    let mtad = relay(
+        &format!(r#"    transport "*" "smtp:[127.0.0.1]:{}""#, sink.port()),
+        "",
+    );
+    send(&mtad, "alice@src.test", "bob@dst.test,carol@dst.test", "first");
+    let dumps = sink.dumps(1);
+    assert_eq!(
+        dump_recipients(&dumps[0]),
+        ["bob@dst.test", "carol@dst.test"],
+        "one transaction for both: {}",
+        dumps[0]
+    );
+    assert!(dumps[0].contains("Subject: first\n"), "{}", dumps[0]);
+    assert!(dumps[0].contains("X-Mail-Args: <alice@src.test>"), "{}", dumps[0]);
+    let log = wait_log(&mtad, "status=sent", 2, Duration::from_secs(5));
+    let line = log
+        .lines()
+        .find(|l| l.contains("to=<bob@dst.test>"))
+        .unwrap();
+    assert!(
+        line.contains(&format!("relay=127.0.0.1[127.0.0.1]:{}", sink.port()))
+            && line.contains("dsn=2.0.0, status=sent (250 "),
+        "{line}"
+    );
+    wait_empty_queue(&mtad, Duration::from_secs(5));
+}
+
+#[test]
+fn a_4xx_is_retried_until_the_next_hop_takes_it() {
+    let mut sink = Sink::start(&["-r", "RCPT"]);
+    let addr = sink.addr;
+    let mtad = relay(
+        &format!(r#"    transport "*" "smtp:[127.0.0.1]:{}""#, addr.port()),
+        "",
+    );
+    send(&mtad, "alice@src.test", "bob@dst.test", "retry");
+    wait_log(&mtad, "status=deferred", 1, Duration::from_secs(5));
+    let queued = mtad.queued();
+    assert_eq!(queued.len(), 1);
+    let status = &queued[0].0.rcpt_status[0];
+    assert_eq!(status.attempts, 1, "{status:?}");
+    assert!(status.detail.contains("450") || status.detail.contains("4"), "{status:?}");
+
+    // the next hop recovers: the retry (backoff 1s) delivers
+    sink.stop();
+    let sink = Sink::start_at(addr, &[]);
+    let dumps = sink.dumps_within(1, Duration::from_secs(10));
+    assert_eq!(dump_recipients(&dumps[0]), ["bob@dst.test"]);
+    wait_empty_queue(&mtad, Duration::from_secs(5));
+}
+
+#[test]
+fn a_5xx_bounces_to_the_sender_with_the_original_headers() {
+    let refusing = Sink::start(&["-f", "RCPT"]);
+    let senders = Sink::start(&[]);
+    let mtad = relay(
+        &format!(
+            "    transport \"src.test\" \"smtp:[127.0.0.1]:{}\"\n    transport \"*\" \"smtp:[127.0.0.1]:{}\"",
+            senders.port(),
+            refusing.port()
+        ),
+        "",
+    );
+    send(&mtad, "alice@src.test", "nobody@dst.test", "doomed");
+    let dumps = senders.dumps(1);
+    let dsn = &dumps[0];
+    assert!(dsn.contains("X-Mail-Args: <>"), "bounces come from the null sender: {dsn}");
+    assert_eq!(dump_recipients(dsn), ["alice@src.test"]);
+    assert!(dsn.contains("multipart/report"), "{dsn}");
+    assert!(dsn.contains("Final-Recipient: rfc822; nobody@dst.test") || dsn.contains("Final-Recipient: rfc822;nobody@dst.test"), "{dsn}");
+    assert!(dsn.contains("Action: failed"), "{dsn}");
+    assert!(dsn.contains("Subject: doomed"), "original headers included: {dsn}");
+    assert!(!dsn.contains("relay test body"), "never the original body: {dsn}");
+    // (smtp-sink opens its dump at MAIL; no message text reached it)
+    for entry in std::fs::read_dir(refusing.dir.path()).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        assert!(!text.contains("relay test body"), "{text}");
+    }
+    let log = wait_log(&mtad, "status=bounced", 1, Duration::from_secs(5));
+    assert!(log.contains("dsn=5."), "{log}");
+    wait_empty_queue(&mtad, Duration::from_secs(5));
+}
+
+#[test]
+fn a_bounce_of_a_bounce_goes_to_postmaster() {
+    let refusing = Sink::start(&["-f", "RCPT"]);
+    let postmaster = Sink::start(&[]);
+    let mtad = relay(
+        &format!(
+            "    transport \"postmaster@relay.example.test\" \"smtp:[127.0.0.1]:{}\"\n    transport \"*\" \"smtp:[127.0.0.1]:{}\"",
+            postmaster.port(),
+            refusing.port()
+        ),
+        "",
+    );
+    send(&mtad, "<>", "nobody@dst.test", "a bounce that bounces");
+    let dumps = postmaster.dumps(1);
+    assert_eq!(dump_recipients(&dumps[0]), ["postmaster@relay.example.test"]);
+    wait_empty_queue(&mtad, Duration::from_secs(5));
+}
+
+#[test]
+fn fallback_relays_take_over_when_the_next_hop_is_down_but_not_after_a_5xx() {
+    let down = format!("127.0.0.1:{}", free_port());
+    let fallback = Sink::start(&[]);
+    let global = Sink::start(&[]);
+    let refusing = Sink::start(&["-f", "RCPT"]);
+    let mtad = relay(
+        &format!(
+            "    transport \"down.test\" \"smtp:[{down_host}]:{down_port}\" fallback=\"smtp:[127.0.0.1]:{fb}\"\n    \
+             transport \"refusing.test\" \"smtp:[127.0.0.1]:{rf}\" fallback=\"smtp:[127.0.0.1]:{fb}\"\n    \
+             transport \"*\" \"smtp:[{down_host}]:{down_port}\"",
+            down_host = "127.0.0.1",
+            down_port = down.rsplit(':').next().unwrap(),
+            fb = fallback.port(),
+            rf = refusing.port(),
+        ),
+        &format!("    fallback-relay \"smtp:[127.0.0.1]:{}\"", global.port()),
+    );
+    send(&mtad, "alice@src.test", "a@down.test", "route fallback");
+    let dumps = fallback.dumps(1);
+    assert_eq!(dump_recipients(&dumps[0]), ["a@down.test"]);
+
+    send(&mtad, "alice@src.test", "b@other.test", "global fallback");
+    let dumps = global.dumps(1);
+    assert_eq!(dump_recipients(&dumps[0]), ["b@other.test"]);
+
+    send(&mtad, "<>", "c@refusing.test", "no fallback after 5xx");
+    wait_log(&mtad, "to=<c@refusing.test>", 1, Duration::from_secs(5));
+    let log = wait_log(&mtad, "status=bounced", 1, Duration::from_secs(5));
+    assert!(log.contains("dsn=5."), "{log}");
+    // a fallback never saw c@refusing.test
+    std::thread::sleep(Duration::from_millis(200));
+    for d in fallback.dumps(1) {
+        assert!(!d.contains("c@refusing.test"), "{d}");
+    }
+}
+
+#[test]
+fn mx_routing_through_dnsmasq() {
+    let sink = Sink::start(&[]);
+    let dns = Dnsmasq::start(&[
+        "--mx-host=mx-routed.test,mx1.mx-routed.test,10",
+        "--host-record=mx1.mx-routed.test,127.0.0.1",
+        "--mx-host=nullmx.test,.,0",
+    ]);
+    let mtad = relay(
+        // smtp:domain:port — MX lookup, to the sink's port
+        "    transport \"mx-routed.test\" \"smtp:mx-routed.test:{sinkport}\"\n    transport \"src.test\" \"discard\""
+            .replace("{sinkport}", &sink.port().to_string())
+            .as_str(),
+        &format!("    dns-server \"{}\"", dns.addr),
+    );
+    send(&mtad, "alice@src.test", "user@mx-routed.test", "via MX");
+    let dumps = sink.dumps(1);
+    assert_eq!(dump_recipients(&dumps[0]), ["user@mx-routed.test"]);
+    let log = wait_log(&mtad, "status=sent", 1, Duration::from_secs(5));
+    assert!(
+        log.contains(&format!("relay=mx1.mx-routed.test[127.0.0.1]:{}", sink.port())),
+        "{log}"
+    );
+
+    // a null MX bounces at once (RFC 7505, 5.1.10); the bounce is discarded here
+    send(&mtad, "alice@src.test", "user@nullmx.test", "null MX");
+    let log = wait_log(&mtad, "dsn=5.1.10", 1, Duration::from_secs(5));
+    assert!(log.contains("to=<user@nullmx.test>"), "{log}");
+    wait_empty_queue(&mtad, Duration::from_secs(5));
+}
+
+#[test]
+fn after_a_restart_only_pending_recipients_are_tried_again() {
+    let good = Sink::start(&[]);
+    let mut busy = Sink::start(&["-r", "RCPT"]);
+    let busy_addr = busy.addr;
+    let mtad_routes = format!(
+        "    transport \"good.test\" \"smtp:[127.0.0.1]:{}\"\n    transport \"busy.test\" \"smtp:[127.0.0.1]:{}\"",
+        good.port(),
+        busy_addr.port()
+    );
+    let mut mtad = relay(&mtad_routes, "");
+    send(&mtad, "alice@src.test", "a@good.test,b@busy.test", "partial");
+    good.dumps(1);
+    wait_log(&mtad, "status=deferred", 1, Duration::from_secs(5));
+    mtad.stop();
+    let queued = mtad.queued();
+    assert_eq!(queued.len(), 1);
+    let states: Vec<_> = queued[0].0.rcpt_status.iter().map(|s| format!("{:?}", s.state)).collect();
+    assert_eq!(states, ["Delivered", "Deferred"]);
+
+    busy.stop();
+    let busy = Sink::start_at(busy_addr, &[]);
+    mtad.restart();
+    let dumps = busy.dumps_within(1, Duration::from_secs(10));
+    assert_eq!(dump_recipients(&dumps[0]), ["b@busy.test"]);
+    wait_empty_queue(&mtad, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(good.dump_count(), 1, "a@good.test got a second copy");
+}
+
+#[test]
+fn error_and_discard_transports() {
+    let senders = Sink::start(&[]);
+    let mtad = relay(
+        &format!(
+            "    transport \"gone.test\" \"error:5.1.1 this domain is gone\"\n    \
+             transport \"later.test\" \"error:4.3.2 not today\"\n    \
+             transport \"void.test\" \"discard\"\n    \
+             transport \"src.test\" \"smtp:[127.0.0.1]:{}\"",
+            senders.port()
+        ),
+        "",
+    );
+    send(&mtad, "alice@src.test", "x@gone.test", "error");
+    let dsn = &senders.dumps(1)[0];
+    assert!(dsn.contains("this domain is gone"), "{dsn}");
+    assert!(dsn.contains("Status: 5.1.1"), "{dsn}");
+
+    send(&mtad, "alice@src.test", "y@void.test", "discard");
+    wait_log(&mtad, "to=<y@void.test>, relay=none", 1, Duration::from_secs(5));
+
+    send(&mtad, "alice@src.test", "z@later.test", "deferred");
+    let log = wait_log(&mtad, "dsn=4.3.2, status=deferred (not today)", 1, Duration::from_secs(5));
+    assert!(log.contains("to=<z@later.test>"), "{log}");
+}
