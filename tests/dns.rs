@@ -3,17 +3,15 @@
 //! missing dnsmasq fails the tests (./run-tests installs Debian's dnsmasq-base).
 
 use std::collections::HashSet;
-use std::io::Read;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mtad::delivery::dns::{DnsError, DnsTimeouts, MailHost, Resolver};
 
 mod common;
 
-use common::peers::Dnsmasq;
+use common::peers::{Dnsmasq, dnsmasq_binary, free_udp_tcp_port as free_port};
 
 trait Resolve {
     fn resolver(&self) -> Resolver;

@@ -16,6 +16,7 @@
 //!     auth-plaintext #false
 //!     queue-only #false            // deliver only on `mtactl queue flush`
 //!     dns-server "127.0.0.1:53"
+//!     smtp-port 25                 // for next hops that name no port
 //!     local-base "/var/mail/vhosts"
 //!     connect-timeout "30s"; command-timeout "5m"; data-timeout "10m"
 //! }
@@ -47,6 +48,7 @@ const DELIVERY_KEYS: &[&str] = &[
     "auth-plaintext",
     "queue-only",
     "dns-server",
+    "smtp-port",
     "local-base",
     "connect-timeout",
     "command-timeout",
@@ -126,6 +128,11 @@ impl Parser {
                 "connections" => {
                     if let Some(n) = self.integer(v, key, 1, 100_000) {
                         d.connections = count(n);
+                    }
+                }
+                "smtp-port" => {
+                    if let Some(n) = self.integer(v, key, 1, 65535) {
+                        d.smtp_port = u16::try_from(n).unwrap_or(25);
                     }
                 }
                 "recipients" => {

@@ -195,6 +195,8 @@ pub struct Delivery {
     /// Send AUTH credentials over unencrypted connections (`auth-plaintext`, default
     /// #false: Postfix's `noplaintext`).
     pub auth_plaintext: bool,
+    /// The port of SMTP next hops that name none (`smtp-port`, default 25).
+    pub smtp_port: u16,
     /// The DNS server to ask instead of /etc/resolv.conf's (`dns-server "IP:port"`).
     pub dns_server: Option<SocketAddr>,
     /// Where the `local` transport writes Maildirs (`local-base`, default `mail` next to
@@ -225,6 +227,7 @@ impl Delivery {
             tls_ca_file: None,
             auth_plaintext: false,
             dns_server: None,
+            smtp_port: 25,
             local_base: spool
                 .parent()
                 .map_or_else(|| PathBuf::from("mail"), |p| p.join("mail")),

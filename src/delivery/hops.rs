@@ -209,10 +209,11 @@ impl Outbound {
     pub async fn hops(&self, transport: &Transport) -> Result<Vec<Hop>, DnsError> {
         match transport {
             Transport::Smtp(NextHop::Host { host, port }) => {
-                self.host_hops(host, port.unwrap_or(25), false).await
+                self.host_hops(host, port.unwrap_or(self.settings.smtp_port), false)
+                    .await
             }
             Transport::Smtp(NextHop::Mx { domain, port }) => {
-                let port = port.unwrap_or(25);
+                let port = port.unwrap_or(self.settings.smtp_port);
                 let mut hops = Vec::new();
                 let mut last_error = None;
                 for mx in self.resolver.mail_hosts(domain).await? {

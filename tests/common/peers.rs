@@ -157,7 +157,7 @@ impl Drop for Dnsmasq {
     }
 }
 
-fn dnsmasq_binary() -> PathBuf {
+pub fn dnsmasq_binary() -> PathBuf {
     let candidates = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default()
