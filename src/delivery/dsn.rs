@@ -84,7 +84,10 @@ pub struct DsnRequest<'a> {
 /// ending CRLF. Never panics; the output grows linearly with the number of
 /// recipients and is otherwise bounded.
 pub fn build(req: &DsnRequest) -> Vec<u8> {
-    let mta = clean_host(req.reporting_mta);
+    let mta = match clean_host(req.reporting_mta) {
+        host if host.is_empty() => "localhost".to_string(),
+        host => host,
+    };
     let queue_id = clean_token(req.queue_id);
 
     let parts = [
@@ -906,6 +909,10 @@ mod tests {
         };
         let (top, parts) = parse(&build(&req));
         assert_eq!(top.get("to"), Some("undisclosed-recipients:;"));
+        assert_eq!(
+            top.get("from"),
+            Some("Mail Delivery System <MAILER-DAEMON@localhost>")
+        );
         assert_eq!(top.get("date"), Some("Fri, 31 Dec 9999 23:59:59 +0000"));
         assert!(parts[0].body.contains("sent by <> (the null sender)"));
         let blocks = status_blocks(&parts[1]);

@@ -136,6 +136,8 @@ pub fn deliver(
         let _ = fs::remove_file(&tmp_path);
         return Err(e);
     }
+    // if this fails the file is already in new/: a retry may deliver it twice, which
+    // beats reporting success for a message a crash could still lose
     sync_dir(&new)?;
     Ok(new_path)
 }
