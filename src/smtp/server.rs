@@ -99,6 +99,9 @@ pub async fn serve_until(
             }
         },
     };
+    if let Err(err) = std::fs::create_dir_all(&config.delivery.local_base) {
+        warn!(path = %config.delivery.local_base.display(), %err, "cannot create the Maildir base of the local transport; local deliveries will be deferred");
+    }
     let outbound = Outbound::new(
         resolver,
         config.delivery.clone(),

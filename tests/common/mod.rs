@@ -96,6 +96,20 @@ impl Mtad {
         mtad
     }
 
+    /// Starts on a configuration file already written (an example copied by a test);
+    /// `port` is the listener's.
+    pub fn start_file(dir: tempfile::TempDir, config: PathBuf, spool: PathBuf, port: u16) -> Mtad {
+        let mut mtad = Mtad {
+            dir,
+            port,
+            config,
+            spool,
+            child: None,
+        };
+        mtad.restart();
+        mtad
+    }
+
     /// Starts (again) on the same config and spool, and waits until it listens. Readiness
     /// comes from mtad's own "mtad started" log line (logged once every listener is
     /// bound), not from a probe connection that would hold a connection slot.
