@@ -51,7 +51,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum QueueCommand {
-    /// List queued messages: id, size, arrival time, sender, recipients.
+    /// List queued messages: id, size, arrival time, sender, recipients (held or not),
+    /// then each recipient's state, attempts, next attempt and last reply.
     List {
         #[arg(long, short, value_name = "PATH")]
         config: PathBuf,
