@@ -252,7 +252,7 @@ impl ControlSocket {
                 }
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     match std::fs::remove_file(path) {
-                        Ok(()) => debug!(path = %path.display(), "removed a stale control socket"),
+                        Ok(()) => info!(path = %path.display(), "replaced a stale control socket"),
                         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                         Err(e) => return Err(bind_error(path, e.kind(), e)),
                     }
