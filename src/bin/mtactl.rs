@@ -7,11 +7,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use mtad::control;
+use mtad::control::socket::QueueAction;
 
 #[derive(Parser)]
 #[command(
     version,
-    about = "Operate mtad: check configuration, inspect the queue"
+    about = "Operate mtad: check configuration, inspect and manage the queue"
 )]
 struct Args {
     #[command(subcommand)]
@@ -40,7 +41,8 @@ enum Command {
     /// Exit 0: all accepted / all cases passed; 1: something refused / a case failed;
     /// 2: the configuration or a test file is invalid.
     TestPolicy(TestPolicyArgs),
-    /// Inspect the queue (reads the spool directly; safe while mtad runs).
+    /// Inspect the queue (list, show: read the spool directly, safe while mtad runs) and
+    /// act on it (flush, delete, hold, release: through the running mtad's control socket).
     Queue {
         #[command(subcommand)]
         command: QueueCommand,
@@ -49,23 +51,54 @@ enum Command {
 
 #[derive(Subcommand)]
 enum QueueCommand {
-    /// List queued messages: id, size, arrival time, sender, recipients.
+    /// List queued messages: id, size, arrival time, sender, recipients (held or not),
+    /// then each recipient's state, attempts, next attempt and last reply.
     List {
         #[arg(long, short, value_name = "PATH")]
         config: PathBuf,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
-    /// Show one message: its envelope, then the message as stored.
+    /// Show one message: its envelope and recipients' state, then the message as stored.
     Show {
         #[arg(long, short, value_name = "PATH")]
         config: PathBuf,
         /// The queue id, as printed by `queue list` and in the 250 reply.
         id: String,
         /// Print only the message, byte for byte.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "format")]
         raw: bool,
+        /// `json`: the envelope and recipients' state as JSON, without the message.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
+    /// Attempt delivery now, ignoring the retry backoff (held messages are skipped).
+    /// No ids: every message.
+    Flush(QueueIds),
+    /// Remove messages from the queue, without a bounce. Give the ids, or ALL.
+    Delete(QueueIdsRequired),
+    /// Keep messages in the queue without delivering them. No ids: every message.
+    Hold(QueueIds),
+    /// Undo hold and attempt delivery now. No ids: every held message.
+    Release(QueueIds),
+}
+
+#[derive(clap::Args)]
+struct QueueIds {
+    #[arg(long, short, value_name = "PATH")]
+    config: PathBuf,
+    /// Queue ids (16 hex digits), or ALL.
+    #[arg(value_name = "ID")]
+    ids: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct QueueIdsRequired {
+    #[arg(long, short, value_name = "PATH")]
+    config: PathBuf,
+    /// Queue ids (16 hex digits), or ALL for every message.
+    #[arg(value_name = "ID", required = true)]
+    ids: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -159,7 +192,20 @@ fn main() -> ExitCode {
             QueueCommand::List { config, format } => {
                 control::queue_list(&config, matches!(format, Format::Json))
             }
-            QueueCommand::Show { config, id, raw } => control::queue_show(&config, &id, raw),
+            QueueCommand::Show {
+                config,
+                id,
+                raw,
+                format,
+            } => control::queue_show(&config, &id, raw, matches!(format, Format::Json)),
+            QueueCommand::Flush(a) => control::queue_command(&a.config, QueueAction::Flush, &a.ids),
+            QueueCommand::Delete(a) => {
+                control::queue_command(&a.config, QueueAction::Delete, &a.ids)
+            }
+            QueueCommand::Hold(a) => control::queue_command(&a.config, QueueAction::Hold, &a.ids),
+            QueueCommand::Release(a) => {
+                control::queue_command(&a.config, QueueAction::Release, &a.ids)
+            }
         },
     };
     match result {

@@ -107,6 +107,11 @@ pub struct Server {
     pub origin: String,
     /// How long a shutdown waits for sessions to finish. Default 30s.
     pub shutdown_timeout: Duration,
+    /// The unix socket `mtactl queue flush|delete|hold|release` talk to
+    /// (`control-socket`). Whoever can connect to it administers the queue, so it is
+    /// created mode 0600. Default `control.sock` in the spool directory; a relative path
+    /// is resolved like `spool`.
+    pub control_socket: PathBuf,
 }
 
 /// One `listen` node.

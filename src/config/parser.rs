@@ -39,7 +39,14 @@ const TOP_LEVEL: &[&str] = &[
     "delivery",
     "credentials",
 ];
-const SERVER_KEYS: &[&str] = &["hostname", "spool", "banner", "shutdown-timeout", "origin"];
+const SERVER_KEYS: &[&str] = &[
+    "hostname",
+    "spool",
+    "banner",
+    "shutdown-timeout",
+    "origin",
+    "control-socket",
+];
 const LIMIT_KEYS: &[&str] = &[
     "message-size",
     "recipients",
@@ -911,6 +918,7 @@ impl Parser {
         let mut banner = None;
         let mut shutdown_timeout = None;
         let mut origin = None;
+        let mut control_socket = None;
         for child in children.nodes() {
             let key = child.name().value();
             if !SERVER_KEYS.contains(&key) {
@@ -981,6 +989,19 @@ impl Parser {
                         }
                     }
                 }
+                "control-socket" => {
+                    if let Some(s) = self.string(value, "control-socket") {
+                        if s.is_empty() {
+                            self.error(
+                                value.span(),
+                                "control-socket must not be empty",
+                                "empty path",
+                            );
+                        } else {
+                            control_socket = Some(resolve(path, s));
+                        }
+                    }
+                }
                 _ => unreachable!("checked against SERVER_KEYS"),
             }
         }
@@ -998,10 +1019,12 @@ impl Parser {
             }
         }
         let hostname: String = hostname?;
+        let spool: PathBuf = spool?;
         Some(Server {
             origin: origin.unwrap_or_else(|| hostname.to_ascii_lowercase()),
             hostname,
-            spool: spool?,
+            control_socket: control_socket.unwrap_or_else(|| spool.join("control.sock")),
+            spool,
             banner: banner.unwrap_or_else(|| "ESMTP".to_owned()),
             shutdown_timeout: shutdown_timeout.unwrap_or(Duration::from_secs(30)),
         })

@@ -62,6 +62,7 @@ fn example_parses_to_expected_values() {
         Server {
             hostname: "mx.example.test".into(),
             spool: PathBuf::from("/tmp/mtad-demo/spool"),
+            control_socket: PathBuf::from("/tmp/mtad-demo/spool/control.sock"),
             banner: "ESMTP".into(),
             shutdown_timeout: Duration::from_secs(30),
             origin: "mx.example.test".into(),
@@ -193,6 +194,36 @@ fn relative_spool_resolves_against_the_config_directory() {
     let config = Config::load(&path).unwrap();
     assert_eq!(config.server.spool, dir.path().join("spool"));
     assert_eq!(config.path, path);
+}
+
+#[test]
+fn control_socket_defaults_to_the_spool_and_resolves_like_it() {
+    let config = Config::parse("/etc/mtad/mtad.kdl", PRELUDE).unwrap();
+    assert_eq!(
+        config.server.control_socket,
+        PathBuf::from("/etc/mtad/spool/control.sock")
+    );
+    let with = |value: &str| {
+        PRELUDE.replace(
+            "    spool \"spool\"\n",
+            &format!("    spool \"spool\"\n    control-socket {value}\n"),
+        )
+    };
+    let config = Config::parse("/etc/mtad/mtad.kdl", &with("\"run/mtad.sock\"")).unwrap();
+    assert_eq!(
+        config.server.control_socket,
+        PathBuf::from("/etc/mtad/run/mtad.sock")
+    );
+    let config = Config::parse("/etc/mtad/mtad.kdl", &with("\"/run/mtad/ctl\"")).unwrap();
+    assert_eq!(config.server.control_socket, PathBuf::from("/run/mtad/ctl"));
+
+    let (_, rendered) = check(&with("\"\""));
+    assert!(
+        rendered.contains("control-socket must not be empty"),
+        "{rendered}"
+    );
+    let (_, rendered) = check(&with("42"));
+    assert!(rendered.contains("control-socket"), "{rendered}");
 }
 
 #[test]

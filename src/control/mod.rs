@@ -1,5 +1,6 @@
-//! The operator side: what `mtactl` does. Each function prints its result to stdout
-//! and returns the error text for stderr (the binary turns it into exit status 1).
+//! The operator side: what `mtactl` does, and the daemon's end of the control socket
+//! ([`socket`]). Each function here prints its result to stdout and returns the error
+//! text for stderr (the binary turns it into exit status 1).
 
 pub mod socket;
 pub mod test_policy;
@@ -10,7 +11,8 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 
 use crate::config::{Config, render};
-use crate::queue::{self, QueueId, QueuedMessage};
+use crate::queue::{self, QueueId, QueuedMessage, RcptState, RcptStatus};
+use socket::{QueueAction, Request};
 
 /// `mtactl check`: exit 0 with a one-line summary, or every error rendered.
 pub fn check(path: &Path) -> Result<(), String> {
@@ -49,7 +51,10 @@ fn load(path: &Path) -> Result<Config, String> {
     Config::load(path).map_err(|errors| render(&errors))
 }
 
-/// `mtactl queue list`.
+/// `mtactl queue list`: one line per message (id, size, arrival, sender -> recipients,
+/// `(held)`), then one indented line per recipient with its state, and its last reply
+/// in parentheses. `json`: the [`QueuedMessage`]s as a JSON array (fields in
+/// `docs/operations.md`).
 pub fn queue_list(path: &Path, json: bool) -> Result<(), String> {
     let config = load(path)?;
     let messages = queue::scan(&config.server.spool).map_err(|e| format!("mtactl: {e}"))?;
@@ -62,10 +67,16 @@ pub fn queue_list(path: &Path, json: bool) -> Result<(), String> {
     let _ = writeln!(
         out,
         "{:<16} {:>9} {:<20} SENDER -> RECIPIENTS",
-        "ID", "SIZE", "ARRIVAL"
+        "ID", "SIZE", "ARRIVAL (UTC)"
     );
     for m in &messages {
         let _ = writeln!(out, "{}", list_line(m));
+        for (rcpt, status) in m.envelope.recipients.iter().zip(&m.rcpt_status) {
+            let _ = writeln!(out, "    {rcpt}: {}", rcpt_state(status));
+            if !status.detail.is_empty() {
+                let _ = writeln!(out, "        ({})", status.detail);
+            }
+        }
     }
     let _ = writeln!(
         out,
@@ -93,14 +104,40 @@ fn list_line(m: &QueuedMessage) -> String {
     )
 }
 
+/// `queued`, `deferred, 3 attempts, next 2024-01-12 10:15:00`, `delivered 2024-01-12
+/// 10:00:02, 1 attempt`.
+fn rcpt_state(status: &RcptStatus) -> String {
+    let attempts = format!(
+        "{} attempt{}",
+        status.attempts,
+        plural(status.attempts as usize)
+    );
+    match status.state {
+        RcptState::Queued if status.attempts == 0 => "queued".to_owned(),
+        RcptState::Queued => format!(
+            "queued, {attempts}, next {}",
+            arrival(status.next_attempt_ms)
+        ),
+        RcptState::Deferred => format!(
+            "deferred, {attempts}, next {}",
+            arrival(status.next_attempt_ms)
+        ),
+        RcptState::Delivered => format!("delivered {}, {attempts}", arrival(status.at_ms)),
+        RcptState::Bounced => format!("bounced {}, {attempts}", arrival(status.at_ms)),
+    }
+}
+
+/// A unix-ms time as UTC `YYYY-MM-DD HH:MM:SS`.
 fn arrival(ms: u64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms as i64)
         .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
         .unwrap_or_else(|| ms.to_string())
 }
 
-/// `mtactl queue show ID`.
-pub fn queue_show(path: &Path, id: &str, raw: bool) -> Result<(), String> {
+/// `mtactl queue show ID`: the envelope and each recipient's state, then the message
+/// as stored; `raw`: only the message; `json`: the [`QueuedMessage`] as JSON (as one
+/// element of `queue list --format json`), without the message.
+pub fn queue_show(path: &Path, id: &str, raw: bool, json: bool) -> Result<(), String> {
     let config = load(path)?;
     let id: QueueId = id
         .parse()
@@ -110,17 +147,26 @@ pub fn queue_show(path: &Path, id: &str, raw: bool) -> Result<(), String> {
         .iter()
         .find(|m| m.id == id)
         .ok_or_else(|| format!("mtactl: no message {id} in the queue"))?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        let text = serde_json::to_string_pretty(message).map_err(|e| e.to_string())?;
+        let _ = writeln!(out, "{text}");
+        return Ok(());
+    }
     let body =
         queue::read_body(&config.server.spool, message).map_err(|e| format!("mtactl: {e}"))?;
-    let mut out = std::io::stdout().lock();
     if !raw {
         let e = &message.envelope;
         let _ = writeln!(out, "id: {}", message.id);
-        let _ = writeln!(out, "arrival: {}", arrival(message.arrival_ms));
+        let _ = writeln!(out, "arrival: {} UTC", arrival(message.arrival_ms));
         let _ = writeln!(out, "size: {}", message.size);
+        let _ = writeln!(out, "held: {}", if e.held { "yes" } else { "no" });
         let _ = writeln!(out, "sender: <{}>", e.sender);
         for (rcpt, status) in e.recipients.iter().zip(&message.rcpt_status) {
-            let _ = writeln!(out, "recipient: <{rcpt}> {:?}", status.state);
+            let _ = writeln!(out, "recipient: <{rcpt}> {}", rcpt_state(status));
+            if !status.detail.is_empty() {
+                let _ = writeln!(out, "    ({})", status.detail);
+            }
         }
         let client = e.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
         let _ = writeln!(
@@ -132,6 +178,80 @@ pub fn queue_show(path: &Path, id: &str, raw: bool) -> Result<(), String> {
     }
     let _ = out.write_all(&body);
     Ok(())
+}
+
+/// `mtactl queue flush|delete|hold|release [IDS...|ALL]`: asks the running daemon over
+/// its control socket, prints `ID: removed` (etc.) per message and a count, and fails
+/// (exit 1) if an id was not queued, a flushed id is on hold, or the daemon is not
+/// running. No ids, or `ALL`, means every message; `delete` needs one or the other
+/// spelled out (`ALL`), like `postsuper -d ALL`.
+pub fn queue_command(path: &Path, action: QueueAction, args: &[String]) -> Result<(), String> {
+    let name = action.name();
+    let all = args.iter().any(|a| a == "ALL");
+    if all && args.len() > 1 {
+        return Err(format!(
+            "mtactl queue {name}: ALL cannot be combined with queue ids"
+        ));
+    }
+    let ids = if all {
+        Vec::new()
+    } else {
+        args.iter()
+            .map(|a| a.parse::<QueueId>().map_err(|e| format!("mtactl: {e}")))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    if action == QueueAction::Delete && !all && ids.is_empty() {
+        return Err(
+            "mtactl queue delete: give the queue ids to delete, or ALL to delete every message"
+                .to_owned(),
+        );
+    }
+    let explicit = !ids.is_empty();
+    let config = load(path)?;
+    let request = Request {
+        queue: action,
+        ids,
+        all,
+    };
+    let response = socket::request(&config.server.control_socket, &request)
+        .map_err(|e| format!("mtactl: {e}"))?;
+    let (verb, summary) = match action {
+        QueueAction::Flush => ("delivery requested", "Flushed"),
+        QueueAction::Delete => ("removed", "Deleted"),
+        QueueAction::Hold => ("placed on hold", "Placed on hold"),
+        QueueAction::Release => ("released from hold", "Released from hold"),
+    };
+    let mut out = std::io::stdout().lock();
+    for id in &response.done {
+        let _ = writeln!(out, "{id}: {verb}");
+    }
+    let _ = writeln!(
+        out,
+        "{summary}: {} message{}",
+        response.done.len(),
+        plural(response.done.len())
+    );
+    let mut problems = String::new();
+    for id in &response.held {
+        if explicit {
+            problems.push_str(&format!(
+                "mtactl: {id}: on hold, not flushed (mtactl queue release {id})\n"
+            ));
+        } else {
+            let _ = writeln!(out, "{id}: on hold, not flushed");
+        }
+    }
+    for id in &response.missing {
+        problems.push_str(&format!("mtactl: {id}: no such message in the queue\n"));
+    }
+    if let Some(error) = &response.error {
+        problems.push_str(&format!("mtactl: mtad: {error}\n"));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
 }
 
 /// Prints what Postfix would have warned about while reading the tables (duplicate

@@ -184,6 +184,7 @@ fn a_dangling_reference_fails_closed() {
         server: crate::config::Server {
             hostname: "mx.example.test".into(),
             spool: PathBuf::from("spool"),
+            control_socket: PathBuf::from("spool/control.sock"),
             banner: "ESMTP".into(),
             shutdown_timeout: std::time::Duration::from_secs(30),
             origin: "mx.example.test".into(),

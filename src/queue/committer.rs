@@ -33,6 +33,11 @@ pub(crate) enum Op {
         id: QueueId,
         bytes: Vec<u8>,
     },
+    Hold {
+        id: QueueId,
+        held: bool,
+        bytes: Vec<u8>,
+    },
     /// Test hook: replace the active segment's handle by a read-only one, so the next
     /// write fails for real (EBADF) without needing root or a full disk.
     #[cfg(test)]
@@ -47,7 +52,7 @@ impl Op {
     fn bytes(&self) -> &[u8] {
         match self {
             Op::Message(m) => &m.bytes,
-            Op::Status { bytes, .. } | Op::Remove { bytes, .. } => bytes,
+            Op::Status { bytes, .. } | Op::Remove { bytes, .. } | Op::Hold { bytes, .. } => bytes,
             #[cfg(test)]
             Op::BreakActiveSegment | Op::Barrier => &[],
         }
@@ -247,6 +252,9 @@ impl Committer {
                         index.remove(*id);
                         collect = true;
                     }
+                    Op::Hold { id, held, .. } => {
+                        index.set_held(*id, *held);
+                    }
                     #[cfg(test)]
                     Op::BreakActiveSegment | Op::Barrier => {}
                 }
@@ -301,6 +309,10 @@ impl Committer {
                         rcpt: *rcpt,
                         count,
                     }),
+                    Some(_) => Ok(()),
+                },
+                Op::Hold { id, .. } => match lookup(&overlay, id) {
+                    None => Err(SpoolError::NotFound(*id)),
                     Some(_) => Ok(()),
                 },
                 Op::Remove { id, .. } => match lookup(&overlay, id) {

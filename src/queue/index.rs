@@ -63,6 +63,17 @@ impl Index {
         }
     }
 
+    /// Returns false if the message does not exist.
+    pub fn set_held(&mut self, id: QueueId, held: bool) -> bool {
+        match self.messages.get_mut(&id) {
+            Some(m) => {
+                m.envelope.held = held;
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn remove(&mut self, id: QueueId) -> bool {
         match self.messages.remove(&id) {
             Some(old) => {
@@ -111,6 +122,10 @@ impl Index {
             }
             Decoded::Remove { id } => {
                 self.remove(id);
+            }
+            // For a message removed earlier in the log: nothing to hold any more.
+            Decoded::Hold { id, held } => {
+                self.set_held(id, held);
             }
         }
     }

@@ -28,6 +28,7 @@
 //! | 1    | Message    | id u64, arrival unix ms u64, flags u8 (bit0 8BITMIME body, bit1 SMTPUTF8, bit2 held), strings sender (`""` = null sender), listener, helo, client ip (`""` if unknown), auth user (`""` if none), u32 recipient count + one string each, u64 body length, body bytes (the message as received, `Received:` included) |
 //! | 2    | RcptStatus | id u64, rcpt index u32, status u8 (0 queued, 1 delivered, 2 bounced, 3 deferred), at unix ms u64, attempts u32, next attempt unix ms u64, detail string |
 //! | 3    | Remove     | id u64 |
+//! | 4    | Hold       | id u64, held u8 (1 = put on hold, 0 = released) |
 //!
 //! The body length is redundant with `payload_len`; it is checked on reading so a bug in
 //! either cannot pass unnoticed.
@@ -37,7 +38,13 @@
 //! Segments are replayed in `seq` order, records in file order; later records win. A second
 //! Message record with the same id replaces the first entirely (that is how a future
 //! compaction moves a message to a new segment: it must re-append the status records
-//! too). Status and Remove records for an id that is not queued are ignored.
+//! too, and write the current held state in the flags). Status, Remove and Hold records
+//! for an id that is not queued are ignored. A Hold record sets the held state, replacing
+//! the Message record's flag bit2 and any earlier Hold record.
+//!
+//! Kind 4 (Hold) was added after the first release: spools without it read as before, but
+//! an mtad older than `mtactl queue hold` refuses a spool that contains one (unknown kind),
+//! as it should rather than deliver held mail.
 //!
 //! A record whose header or payload is cut short, or whose CRC does not match, is a *torn
 //! tail*: a write that was never acknowledged, interrupted by a crash. Reading that segment
@@ -373,7 +380,9 @@ struct Recovered {
 fn record_id(decoded: &record::Decoded) -> QueueId {
     match decoded {
         record::Decoded::Message(m) => m.id,
-        record::Decoded::Status { id, .. } | record::Decoded::Remove { id } => *id,
+        record::Decoded::Status { id, .. }
+        | record::Decoded::Remove { id }
+        | record::Decoded::Hold { id, .. } => *id,
     }
 }
 
@@ -586,6 +595,14 @@ impl Spool {
     pub async fn remove(&self, id: QueueId) -> Result<(), SpoolError> {
         let bytes = record::encode_remove(id);
         self.submit(Op::Remove { id, bytes }).await
+    }
+
+    /// Puts a message on hold (`held = true`: kept, not delivered) or releases it, durably.
+    /// [`SpoolError::NotFound`] if it is not queued. Always writes a record, even if the
+    /// message is already in that state.
+    pub async fn set_held(&self, id: QueueId, held: bool) -> Result<(), SpoolError> {
+        let bytes = record::encode_hold(id, held);
+        self.submit(Op::Hold { id, held, bytes }).await
     }
 
     #[cfg(test)]

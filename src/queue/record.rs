@@ -12,11 +12,13 @@ pub(crate) const HEADER_LEN: usize = 9;
 pub(crate) const KIND_MESSAGE: u8 = 1;
 pub(crate) const KIND_STATUS: u8 = 2;
 pub(crate) const KIND_REMOVE: u8 = 3;
+pub(crate) const KIND_HOLD: u8 = 4;
 
 /// Version byte at the start of each payload kind.
 pub(crate) const MESSAGE_VERSION: u8 = 1;
 pub(crate) const STATUS_VERSION: u8 = 1;
 pub(crate) const REMOVE_VERSION: u8 = 1;
+pub(crate) const HOLD_VERSION: u8 = 1;
 
 const FLAG_8BITMIME: u8 = 1 << 0;
 const FLAG_SMTPUTF8: u8 = 1 << 1;
@@ -240,6 +242,16 @@ pub(crate) fn encode_remove(id: QueueId) -> Vec<u8> {
     buf
 }
 
+pub(crate) fn encode_hold(id: QueueId, held: bool) -> Vec<u8> {
+    let mut w = Writer::record(KIND_HOLD, HEADER_LEN + 10);
+    w.u8(HOLD_VERSION);
+    w.u64(id.0);
+    w.u8(u8::from(held));
+    let mut buf = w.0;
+    seal(&mut buf);
+    buf
+}
+
 fn truncate_utf8(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
@@ -272,6 +284,10 @@ pub(crate) enum Decoded {
     },
     Remove {
         id: QueueId,
+    },
+    Hold {
+        id: QueueId,
+        held: bool,
     },
 }
 
@@ -421,6 +437,17 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Decoded, String> {
             let id = QueueId(r.u64("the queue id")?);
             r.end("remove")?;
             Ok(Decoded::Remove { id })
+        }
+        KIND_HOLD => {
+            r.version("hold", HOLD_VERSION)?;
+            let id = QueueId(r.u64("the queue id")?);
+            let held = match r.u8("the held flag")? {
+                0 => false,
+                1 => true,
+                other => return Err(format!("hold record with held flag {other} (not 0 or 1)")),
+            };
+            r.end("hold")?;
+            Ok(Decoded::Hold { id, held })
         }
         other => Err(format!(
             "unknown record kind {other} (written by a newer mtad?)"

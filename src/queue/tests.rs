@@ -328,6 +328,133 @@ async fn status_and_remove_survive_reopen() {
 }
 
 #[tokio::test]
+async fn hold_survives_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (spool, _) = Spool::open(dir).unwrap();
+    let (a, _) = commit_one(&spool, &envelope(1), 100).await;
+    let (b, _) = commit_one(&spool, &envelope(1), 100).await;
+    spool.set_held(a, true).await.unwrap();
+    assert!(spool.get(a).unwrap().envelope.held);
+    assert!(!spool.get(b).unwrap().envelope.held);
+    // Holding again is harmless.
+    spool.set_held(a, true).await.unwrap();
+    drop(spool);
+
+    let held: Vec<(QueueId, bool)> = scan(dir)
+        .unwrap()
+        .iter()
+        .map(|m| (m.id, m.envelope.held))
+        .collect();
+    assert_eq!(held, vec![(a, true), (b, false)]);
+    let (spool, rec) = Spool::open(dir).unwrap();
+    assert_eq!(rec.messages, 2);
+    assert!(spool.get(a).unwrap().envelope.held);
+    assert!(!spool.get(b).unwrap().envelope.held);
+}
+
+#[tokio::test]
+async fn release_after_hold_survives_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (spool, _) = Spool::open(dir).unwrap();
+    let (a, _) = commit_one(&spool, &envelope(1), 100).await;
+    // Held by policy at commit time (flag bit2), released by the operator.
+    let held_env = Envelope {
+        held: true,
+        ..envelope(1)
+    };
+    let (b, _) = commit_one(&spool, &held_env, 100).await;
+    spool.set_held(a, true).await.unwrap();
+    drop(spool);
+
+    let (spool, _) = Spool::open(dir).unwrap();
+    assert!(spool.get(a).unwrap().envelope.held);
+    assert!(spool.get(b).unwrap().envelope.held);
+    spool.set_held(a, false).await.unwrap();
+    spool.set_held(b, false).await.unwrap();
+    assert!(!spool.get(a).unwrap().envelope.held);
+    drop(spool);
+
+    let (spool, _) = Spool::open(dir).unwrap();
+    assert!(!spool.get(a).unwrap().envelope.held);
+    assert!(!spool.get(b).unwrap().envelope.held);
+    assert!(scan(dir).unwrap().iter().all(|m| !m.envelope.held));
+}
+
+#[tokio::test]
+async fn hold_of_an_unknown_id_is_not_found() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(tmp.path()).unwrap();
+    let (a, _) = commit_one(&spool, &envelope(1), 100).await;
+    let unknown = QueueId(a.0 + 1);
+    let err = spool.set_held(unknown, true).await.unwrap_err();
+    assert!(
+        matches!(err, SpoolError::NotFound(id) if id == unknown),
+        "{err}"
+    );
+    spool.remove(a).await.unwrap();
+    let err = spool.set_held(a, false).await.unwrap_err();
+    assert!(matches!(err, SpoolError::NotFound(id) if id == a), "{err}");
+}
+
+/// Appends already sealed records to the newest segment, as a daemon would have.
+fn append_records(dir: &Path, records: &[Vec<u8>]) {
+    let newest = *segments(dir).last().unwrap();
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(segment_path(dir, newest))
+        .unwrap();
+    for r in records {
+        f.write_all(r).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn hold_record_for_a_removed_message_is_ignored_on_replay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (spool, _) = Spool::open(dir).unwrap();
+    let (a, _) = commit_one(&spool, &envelope(1), 100).await;
+    let (b, _) = commit_one(&spool, &envelope(1), 100).await;
+    spool.remove(a).await.unwrap();
+    drop(spool);
+    // The API refuses to write these (NotFound); replay ignores them all the same, like
+    // status records for a message that is gone.
+    append_records(
+        dir,
+        &[
+            record::encode_hold(a, true),
+            record::encode_hold(QueueId(b.0 + 100), true),
+            record::encode_hold(b, true),
+        ],
+    );
+    let (spool, rec) = Spool::open(dir).unwrap();
+    assert_eq!(rec.messages, 1);
+    assert_eq!(rec.discarded_tails, 0);
+    assert!(spool.get(a).is_none());
+    assert!(spool.get(b).unwrap().envelope.held);
+}
+
+#[tokio::test]
+async fn hold_record_with_a_bad_flag_is_corruption() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (spool, _) = Spool::open(dir).unwrap();
+    let (a, _) = commit_one(&spool, &envelope(1), 100).await;
+    drop(spool);
+    let mut bad = record::encode_hold(a, true);
+    let last = bad.len() - 1;
+    bad[last] = 2;
+    let crc = record::record_crc(bad[8], &bad[9..]);
+    bad[4..8].copy_from_slice(&crc.to_le_bytes());
+    append_records(dir, &[bad]);
+    let err = Spool::open(dir).unwrap_err();
+    assert!(matches!(err, SpoolError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("held flag 2"), "{err}");
+}
+
+#[tokio::test]
 async fn dead_segments_are_deleted_oldest_first() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
