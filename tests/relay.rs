@@ -98,7 +98,12 @@ fn mail_is_relayed_to_the_next_hop_and_leaves_the_queue() {
         &format!(r#"    transport "*" "smtp:[127.0.0.1]:{}""#, sink.port()),
         "",
     );
-    send(&mtad, "alice@src.test", "bob@dst.test,carol@dst.test", "first");
+    send(
+        &mtad,
+        "alice@src.test",
+        "bob@dst.test,carol@dst.test",
+        "first",
+    );
     let dumps = sink.dumps(1);
     assert_eq!(
         dump_recipients(&dumps[0]),
@@ -107,7 +112,11 @@ fn mail_is_relayed_to_the_next_hop_and_leaves_the_queue() {
         dumps[0]
     );
     assert!(dumps[0].contains("Subject: first\n"), "{}", dumps[0]);
-    assert!(dumps[0].contains("X-Mail-Args: <alice@src.test>"), "{}", dumps[0]);
+    assert!(
+        dumps[0].contains("X-Mail-Args: <alice@src.test>"),
+        "{}",
+        dumps[0]
+    );
     let log = wait_log(&mtad, "status=sent", 2, Duration::from_secs(5));
     let line = log
         .lines()
@@ -135,7 +144,10 @@ fn a_4xx_is_retried_until_the_next_hop_takes_it() {
     assert_eq!(queued.len(), 1);
     let status = &queued[0].0.rcpt_status[0];
     assert_eq!(status.attempts, 1, "{status:?}");
-    assert!(status.detail.contains("450") || status.detail.contains("4"), "{status:?}");
+    assert!(
+        status.detail.contains("450") || status.detail.contains("4"),
+        "{status:?}"
+    );
 
     // the next hop recovers: the retry (backoff 1s) delivers
     sink.stop();
@@ -160,13 +172,26 @@ fn a_5xx_bounces_to_the_sender_with_the_original_headers() {
     send(&mtad, "alice@src.test", "nobody@dst.test", "doomed");
     let dumps = senders.dumps(1);
     let dsn = &dumps[0];
-    assert!(dsn.contains("X-Mail-Args: <>"), "bounces come from the null sender: {dsn}");
+    assert!(
+        dsn.contains("X-Mail-Args: <>"),
+        "bounces come from the null sender: {dsn}"
+    );
     assert_eq!(dump_recipients(dsn), ["alice@src.test"]);
     assert!(dsn.contains("multipart/report"), "{dsn}");
-    assert!(dsn.contains("Final-Recipient: rfc822; nobody@dst.test") || dsn.contains("Final-Recipient: rfc822;nobody@dst.test"), "{dsn}");
+    assert!(
+        dsn.contains("Final-Recipient: rfc822; nobody@dst.test")
+            || dsn.contains("Final-Recipient: rfc822;nobody@dst.test"),
+        "{dsn}"
+    );
     assert!(dsn.contains("Action: failed"), "{dsn}");
-    assert!(dsn.contains("Subject: doomed"), "original headers included: {dsn}");
-    assert!(!dsn.contains("relay test body"), "never the original body: {dsn}");
+    assert!(
+        dsn.contains("Subject: doomed"),
+        "original headers included: {dsn}"
+    );
+    assert!(
+        !dsn.contains("relay test body"),
+        "never the original body: {dsn}"
+    );
     // (smtp-sink opens its dump at MAIL; no message text reached it)
     for entry in std::fs::read_dir(refusing.dir.path()).unwrap() {
         let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
@@ -191,7 +216,10 @@ fn a_bounce_of_a_bounce_goes_to_postmaster() {
     );
     send(&mtad, "<>", "nobody@dst.test", "a bounce that bounces");
     let dumps = postmaster.dumps(1);
-    assert_eq!(dump_recipients(&dumps[0]), ["postmaster@relay.example.test"]);
+    assert_eq!(
+        dump_recipients(&dumps[0]),
+        ["postmaster@relay.example.test"]
+    );
     wait_empty_queue(&mtad, Duration::from_secs(5));
 }
 
@@ -252,7 +280,10 @@ fn mx_routing_through_dnsmasq() {
     assert_eq!(dump_recipients(&dumps[0]), ["user@mx-routed.test"]);
     let log = wait_log(&mtad, "status=sent", 1, Duration::from_secs(5));
     assert!(
-        log.contains(&format!("relay=mx1.mx-routed.test[127.0.0.1]:{}", sink.port())),
+        log.contains(&format!(
+            "relay=mx1.mx-routed.test[127.0.0.1]:{}",
+            sink.port()
+        )),
         "{log}"
     );
 
@@ -274,13 +305,23 @@ fn after_a_restart_only_pending_recipients_are_tried_again() {
         busy_addr.port()
     );
     let mut mtad = relay(&mtad_routes, "");
-    send(&mtad, "alice@src.test", "a@good.test,b@busy.test", "partial");
+    send(
+        &mtad,
+        "alice@src.test",
+        "a@good.test,b@busy.test",
+        "partial",
+    );
     good.dumps(1);
     wait_log(&mtad, "status=deferred", 1, Duration::from_secs(5));
     mtad.stop();
     let queued = mtad.queued();
     assert_eq!(queued.len(), 1);
-    let states: Vec<_> = queued[0].0.rcpt_status.iter().map(|s| format!("{:?}", s.state)).collect();
+    let states: Vec<_> = queued[0]
+        .0
+        .rcpt_status
+        .iter()
+        .map(|s| format!("{:?}", s.state))
+        .collect();
     assert_eq!(states, ["Delivered", "Deferred"]);
 
     busy.stop();
@@ -312,9 +353,19 @@ fn error_and_discard_transports() {
     assert!(dsn.contains("Status: 5.1.1"), "{dsn}");
 
     send(&mtad, "alice@src.test", "y@void.test", "discard");
-    wait_log(&mtad, "to=<y@void.test>, relay=none", 1, Duration::from_secs(5));
+    wait_log(
+        &mtad,
+        "to=<y@void.test>, relay=none",
+        1,
+        Duration::from_secs(5),
+    );
 
     send(&mtad, "alice@src.test", "z@later.test", "deferred");
-    let log = wait_log(&mtad, "dsn=4.3.2, status=deferred (not today)", 1, Duration::from_secs(5));
+    let log = wait_log(
+        &mtad,
+        "dsn=4.3.2, status=deferred (not today)",
+        1,
+        Duration::from_secs(5),
+    );
     assert!(log.contains("to=<z@later.test>"), "{log}");
 }

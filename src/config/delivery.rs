@@ -84,7 +84,11 @@ impl Parser {
             let here = self.origin(child.name().span().offset());
             if let Some(first) = seen.get(key) {
                 let first = first.clone();
-                self.duplicate(child.name().span(), format!("`{key}` in `delivery`"), &first);
+                self.duplicate(
+                    child.name().span(),
+                    format!("`{key}` in `delivery`"),
+                    &first,
+                );
                 continue;
             }
             seen.insert(key, here);
@@ -93,12 +97,14 @@ impl Parser {
                 self.check_annotations(child);
                 self.props(child, &[]);
                 self.no_children(child);
-                let Some(args) = self.args(child, 1, None, "fallback-relay \"smtp:[host]:port\"...")
+                let Some(args) =
+                    self.args(child, 1, None, "fallback-relay \"smtp:[host]:port\"...")
                 else {
                     continue;
                 };
                 for a in args {
-                    if let Some(mut chain) = self.route_value(a, "fallback relay", parse_fallbacks) {
+                    if let Some(mut chain) = self.route_value(a, "fallback relay", parse_fallbacks)
+                    {
                         d.fallback.append(&mut chain);
                     }
                 }
@@ -213,7 +219,9 @@ impl Parser {
         self.check_annotations(node);
         self.no_children(node);
         let args = self.args(node, 1, Some(1), USAGE);
-        let name = args.as_ref().and_then(|a| self.name(a[0], "credentials name"));
+        let name = args
+            .as_ref()
+            .and_then(|a| self.name(a[0], "credentials name"));
         let props = self.props(node, &["file"]);
         let here = self.origin(node.name().span().offset());
         let table = match props.into_iter().find(|(k, _)| *k == "file") {

@@ -19,8 +19,8 @@ use miette::{NamedSource, SourceSpan};
 use super::reply::{MAX_REPLY_TEXT, is_reply_char};
 use super::units::{parse_duration, parse_size};
 use super::{
-    ClientRef, Condition, ConditionConfig, Config, ConfigError, ConfigErrors, Delivery, HookConfig, Limits,
-    Listener, Origin, Pattern, Reply, RuleAction, RuleConfig, Server, Stage, route,
+    ClientRef, Condition, ConditionConfig, Config, ConfigError, ConfigErrors, Delivery, HookConfig,
+    Limits, Listener, Origin, Pattern, Reply, RuleAction, RuleConfig, Server, Stage, route,
 };
 use crate::lookup::{DomainSet, NetworkSet};
 

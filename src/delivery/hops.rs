@@ -276,7 +276,8 @@ impl Outbound {
         'chain: for (step, t) in chain.enumerate() {
             let hops = match self.hops(t).await {
                 Ok(h) if h.is_empty() => {
-                    let o = Outcome::deferred(&t.to_string(), [4, 4, 4], format!("no hosts for {t}"));
+                    let o =
+                        Outcome::deferred(&t.to_string(), [4, 4, 4], format!("no hosts for {t}"));
                     fill(&mut outcomes, &mut last, &o, false);
                     continue;
                 }
@@ -405,7 +406,10 @@ impl Outbound {
                 .or_insert_with(|| Arc::new(Semaphore::new(self.settings.concurrency)))
                 .clone()
         };
-        let host = host.acquire_owned().await.expect("semaphores are never closed");
+        let host = host
+            .acquire_owned()
+            .await
+            .expect("semaphores are never closed");
         let total = self
             .total
             .clone()

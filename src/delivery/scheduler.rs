@@ -31,9 +31,7 @@ use super::hops::{Outbound, Outcome};
 use super::maildir;
 use crate::config::route::{RouteOptions, Transport};
 use crate::policy::{Context, Pipeline, Route};
-use crate::queue::{
-    Envelope, MessageRecord, QueueId, QueuedMessage, RcptState, RcptStatus, Spool,
-};
+use crate::queue::{Envelope, MessageRecord, QueueId, QueuedMessage, RcptState, RcptStatus, Spool};
 
 /// What the rest of the daemon tells the scheduler.
 #[derive(Debug)]
@@ -66,6 +64,16 @@ impl SchedulerHandle {
     /// Drop a message from the schedule; an attempt already running finishes.
     pub fn forget(&self, id: QueueId) {
         let _ = self.events.send(Event::Forget(id));
+    }
+}
+
+impl crate::control::socket::DeliveryControl for SchedulerHandle {
+    fn flush(&self, ids: &[QueueId]) {
+        SchedulerHandle::flush(self, ids);
+    }
+
+    fn forget(&self, id: QueueId) {
+        SchedulerHandle::forget(self, id);
     }
 }
 
@@ -189,7 +197,10 @@ impl Scheduler {
             }
         }
         if !tasks.is_empty() {
-            info!(attempts = tasks.len(), "waiting for delivery attempts to finish");
+            info!(
+                attempts = tasks.len(),
+                "waiting for delivery attempts to finish"
+            );
             let drain = async { while tasks.join_next().await.is_some() {} };
             if tokio::time::timeout(grace, drain).await.is_err() {
                 warn!("shutdown timeout: abandoning the remaining delivery attempts");
@@ -370,6 +381,26 @@ async fn attempt(shared: &Arc<Shared>, id: QueueId, force: bool) -> Option<u64> 
             });
         }
     } else {
+        // Recorded before anything is sent: if mtad dies before the outcome is
+        // recorded, the next start says so (a 250 may have come in: a possible duplicate).
+        let marks = due
+            .iter()
+            .map(|&i| {
+                let s = &msg.rcpt_status[i];
+                let status = RcptStatus {
+                    state: RcptState::Deferred,
+                    at_ms: now,
+                    attempts: s.attempts,
+                    next_attempt_ms: now,
+                    detail: format!("{IN_FLIGHT}; before: {}", s.detail),
+                };
+                (i as u32, status)
+            })
+            .collect();
+        if let Err(e) = spool.set_statuses(id, marks).await {
+            error!(queue_id = %id, error = %e, "cannot record the attempt; retrying later");
+            return Some(now + settings.backoff_min.as_millis() as u64);
+        }
         route_and_send(shared, &msg, &due, &body, &mut legs).await;
     }
 
@@ -390,7 +421,12 @@ async fn route_and_send(
     let mut routes: Vec<(Transport, RouteOptions, Vec<usize>)> = Vec::new();
     for &i in due {
         let rcpt = &env.recipients[i];
-        let finals = match policy.expand(rcpt) {
+        let expanded = if env.expanded {
+            Ok(vec![rcpt.clone()])
+        } else {
+            policy.expand(rcpt)
+        };
+        let finals = match expanded {
             Ok(f) => f,
             Err(e) => {
                 legs.push(Leg {
@@ -462,8 +498,7 @@ async fn route_and_send(
             let (shared, body, env) = (shared.clone(), body.clone(), env.clone());
             let (transport, options) = (transport.clone(), options.clone());
             sends.spawn(async move {
-                let outcomes =
-                    send_route(&shared, &transport, &options, &env, &rcpts, &body).await;
+                let outcomes = send_route(&shared, &transport, &options, &env, &rcpts, &body).await;
                 (members, outcomes)
             });
         }
@@ -624,6 +659,30 @@ async fn finish(
             state = RcptState::Delivered;
             detail = "no recipients after alias expansion".into();
         }
+        // An alias that expanded to several addresses, some delivered and some not:
+        // the rest continue as a message of their own, so a retry never repeats the
+        // delivered ones.
+        let sent = mine
+            .iter()
+            .any(|l| matches!(l.outcome, Some(Outcome::Sent { .. })));
+        if state == RcptState::Deferred && sent {
+            let rest: Vec<String> = mine
+                .iter()
+                .filter(|l| matches!(l.outcome, Some(Outcome::Deferred { .. }) | None))
+                .map(|l| l.rcpt.clone())
+                .collect();
+            let retry = RcptStatus {
+                state: RcptState::Deferred,
+                at_ms: now,
+                attempts,
+                next_attempt_ms: now + backoff(settings, attempts).as_millis() as u64,
+                detail: detail.clone(),
+            };
+            if let Some(nid) = split_off(shared, msg, rest, retry, body).await {
+                state = RcptState::Delivered;
+                detail = format!("partly delivered; the rest continues as {nid}");
+            }
+        }
         let next = match state {
             RcptState::Deferred => now + backoff(settings, attempts).as_millis() as u64,
             _ => 0,
@@ -665,6 +724,43 @@ async fn finish(
         .filter(|s| pending(s))
         .map(|s| s.next_attempt_ms)
         .min()
+}
+
+/// Queues `rcpts` (final addresses) as a message of their own, with `msg`'s envelope
+/// and body; None if it could not be queued.
+async fn split_off(
+    shared: &Arc<Shared>,
+    msg: &QueuedMessage,
+    rcpts: Vec<String>,
+    retry: RcptStatus,
+    body: &[u8],
+) -> Option<QueueId> {
+    let count = rcpts.len() as u32;
+    let envelope = Envelope {
+        recipients: rcpts,
+        expanded: true,
+        ..msg.envelope.clone()
+    };
+    let mut record = MessageRecord::new(shared.spool.new_id(), msg.arrival_ms, &envelope);
+    record.body_mut().extend_from_slice(body);
+    match shared.spool.commit(record).await {
+        Ok(nid) => {
+            info!(
+                "{}: recipients left after alias expansion continue as {nid}",
+                msg.id
+            );
+            let deferred = (0..count).map(|i| (i, retry.clone())).collect();
+            if let Err(e) = shared.spool.set_statuses(nid, deferred).await {
+                warn!(queue_id = %nid, error = %e, "cannot record the retry time; trying at once");
+            }
+            shared.handle.queued(nid);
+            Some(nid)
+        }
+        Err(e) => {
+            error!(queue_id = %msg.id, error = %e, "cannot queue the recipients left; the alias is retried whole");
+            None
+        }
+    }
 }
 
 async fn remove(spool: &Spool, id: QueueId) {
@@ -747,6 +843,7 @@ async fn bounce(
         body_8bit: text.iter().any(|b| *b >= 0x80),
         smtputf8: false,
         held: false,
+        expanded: false,
     };
     let nid = shared.spool.new_id();
     let mut record = MessageRecord::new(nid, now, &notice);

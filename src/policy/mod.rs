@@ -519,7 +519,9 @@ impl Pipeline {
     /// What a route-stage decision for `rcpt` means.
     pub(crate) fn route_of(d: Decision, rcpt: &str) -> Route {
         let recipient_domain = || route::NextHop::Mx {
-            domain: routing_domain(rcpt).unwrap_or_default().to_ascii_lowercase(),
+            domain: routing_domain(rcpt)
+                .unwrap_or_default()
+                .to_ascii_lowercase(),
             port: None,
         };
         let transport = match (&d.verdict, &d.transport) {

@@ -25,7 +25,7 @@
 //!
 //! | kind | name       | payload after the version byte |
 //! |------|------------|--------------------------------|
-//! | 1    | Message    | id u64, arrival unix ms u64, flags u8 (bit0 8BITMIME body, bit1 SMTPUTF8, bit2 held), strings sender (`""` = null sender), listener, helo, client ip (`""` if unknown), auth user (`""` if none), u32 recipient count + one string each, u64 body length, body bytes (the message as received, `Received:` included) |
+//! | 1    | Message    | id u64, arrival unix ms u64, flags u8 (bit0 8BITMIME body, bit1 SMTPUTF8, bit2 held, bit3 recipients already alias-expanded), strings sender (`""` = null sender), listener, helo, client ip (`""` if unknown), auth user (`""` if none), u32 recipient count + one string each, u64 body length, body bytes (the message as received, `Received:` included) |
 //! | 2    | RcptStatus | id u64, rcpt index u32, status u8 (0 queued, 1 delivered, 2 bounced, 3 deferred), at unix ms u64, attempts u32, next attempt unix ms u64, detail string |
 //! | 3    | Remove     | id u64 |
 //! | 4    | Hold       | id u64, held u8 (1 = put on hold, 0 = released) |
@@ -121,6 +121,9 @@ pub struct Envelope {
     pub smtputf8: bool,
     /// Put on hold by policy (`hold`): kept in the queue, not delivered until released.
     pub held: bool,
+    /// The recipients are final: aliases were expanded already (a message split off
+    /// from another whose alias expansion was partly delivered). Not expanded again.
+    pub expanded: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -550,15 +553,18 @@ impl Spool {
     }
 
     async fn submit(&self, op: Op) -> Result<(), SpoolError> {
+        self.send(op)?.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    /// Hands `op` to the committer; the receiver gets its answer.
+    fn send(&self, op: Op) -> Result<oneshot::Receiver<Result<(), SpoolError>>, SpoolError> {
         let (reply, answer) = oneshot::channel();
-        {
-            let sender = self.inner.sender.read().unwrap_or_else(|e| e.into_inner());
-            let sender = sender.as_ref().ok_or(SpoolError::Closed)?;
-            sender
-                .send(Request { op, reply })
-                .map_err(|_| SpoolError::Closed)?;
-        }
-        answer.await.map_err(|_| SpoolError::Closed)?
+        let sender = self.inner.sender.read().unwrap_or_else(|e| e.into_inner());
+        let sender = sender.as_ref().ok_or(SpoolError::Closed)?;
+        sender
+            .send(Request { op, reply })
+            .map_err(|_| SpoolError::Closed)?;
+        Ok(answer)
     }
 
     /// Queues a message. When this returns Ok the record is fsync'd and so is the directory
@@ -588,6 +594,29 @@ impl Spool {
             bytes,
         })
         .await
+    }
+
+    /// Several statuses of one message at once: sent together so they share one
+    /// fsync. Stops at the first error.
+    pub async fn set_statuses(
+        &self,
+        id: QueueId,
+        statuses: Vec<(u32, RcptStatus)>,
+    ) -> Result<(), SpoolError> {
+        let mut answers = Vec::with_capacity(statuses.len());
+        for (rcpt, status) in statuses {
+            let bytes = record::encode_status(id, rcpt, &status);
+            answers.push(self.send(Op::Status {
+                id,
+                rcpt,
+                status,
+                bytes,
+            })?);
+        }
+        for answer in answers {
+            answer.await.map_err(|_| SpoolError::Closed)??;
+        }
+        Ok(())
     }
 
     /// Removes a message from the queue, durably; segments left without live messages are

@@ -23,6 +23,7 @@ pub(crate) const HOLD_VERSION: u8 = 1;
 const FLAG_8BITMIME: u8 = 1 << 0;
 const FLAG_SMTPUTF8: u8 = 1 << 1;
 const FLAG_HELD: u8 = 1 << 2;
+const FLAG_EXPANDED: u8 = 1 << 3;
 
 /// Room reserved for the body when a record is created, so a typical message is appended
 /// without reallocating.
@@ -85,6 +86,9 @@ fn encode_message_prefix(id: QueueId, arrival_ms: u64, envelope: &Envelope) -> V
     }
     if envelope.held {
         flags |= FLAG_HELD;
+    }
+    if envelope.expanded {
+        flags |= FLAG_EXPANDED;
     }
     w.u8(flags);
     w.str(&envelope.sender);
@@ -399,6 +403,7 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Decoded, String> {
                     body_8bit: flags & FLAG_8BITMIME != 0,
                     smtputf8: flags & FLAG_SMTPUTF8 != 0,
                     held: flags & FLAG_HELD != 0,
+                    expanded: flags & FLAG_EXPANDED != 0,
                 },
                 body_start,
                 body_len,

@@ -18,6 +18,7 @@ fn envelope(rcpts: usize) -> Envelope {
         body_8bit: false,
         smtputf8: false,
         held: false,
+        expanded: false,
     }
 }
 
@@ -68,6 +69,7 @@ async fn commit_then_reopen_keeps_envelope_and_body() {
         body_8bit: true,
         smtputf8: true,
         held: true,
+        expanded: true,
     };
     let (spool, rec) = Spool::open(&dir).unwrap();
     assert_eq!(

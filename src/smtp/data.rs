@@ -75,6 +75,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             body_8bit: self.tx.body_8bit,
             smtputf8: self.tx.smtputf8,
             held: self.tx.disposition.max(self.disposition) == Disposition::Hold,
+            expanded: false,
         };
         let mut record = MessageRecord::new(id, arrival, &envelope);
         let received = received_header(ReceivedInfo {

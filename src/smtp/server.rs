@@ -16,6 +16,7 @@ use super::conn::LimitHit;
 use super::session::{Session, next_session_id};
 use super::{Core, reply};
 use crate::config::Config;
+use crate::control::socket::ControlSocket;
 use crate::delivery::dns::Resolver;
 use crate::delivery::hops::Outbound;
 use crate::delivery::scheduler::Scheduler;
@@ -37,6 +38,11 @@ pub enum ServeError {
     Spool(#[from] SpoolError),
     #[error("cannot set up DNS resolution: {0}")]
     Resolver(String),
+    #[error("cannot open the control socket {}: {source}", path.display())]
+    Control {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Runs until SIGTERM or SIGINT, then shuts down gracefully. `pipeline` is the
@@ -113,6 +119,18 @@ pub async fn serve_until(
         outbound,
         config.server.hostname.clone(),
     );
+    let control = match ControlSocket::bind(&config.server.control_socket) {
+        Ok(c) => c,
+        Err(source) => {
+            spool.close();
+            return Err(ServeError::Control {
+                path: config.server.control_socket.clone(),
+                source,
+            });
+        }
+    };
+    let control =
+        tokio::spawn(control.serve(spool.clone(), Arc::new(handle.clone()), shutdown.clone()));
     core.on_queued = Box::new(move |id| handle.queued(id));
     let core = Arc::new(core);
     let scheduler = tokio::spawn(scheduler.run(shutdown.clone(), grace));
@@ -131,6 +149,11 @@ pub async fn serve_until(
     while loops.join_next().await.is_some() {}
     if let Err(err) = scheduler.await {
         error!(%err, "the scheduler task failed");
+    }
+    match control.await {
+        Ok(Err(err)) => error!(%err, "control socket"),
+        Err(err) => error!(%err, "the control socket task failed"),
+        Ok(Ok(())) => {}
     }
     drop(core);
     tokio::task::spawn_blocking(move || spool.close())
