@@ -506,8 +506,41 @@ async fn route_and_send(
     while let Some(done) = sends.join_next().await {
         match done {
             Ok((members, outcomes)) => {
+                let mut origs: Vec<usize> = members.iter().map(|&l| legs[l].orig).collect();
                 for (l, o) in members.into_iter().zip(outcomes) {
                     legs[l].outcome = Some(o);
+                }
+                // Delivered is recorded as soon as it is known, not when the slowest
+                // route of the message is done: a crash meanwhile must not send it twice.
+                origs.dedup();
+                let delivered: Vec<(u32, RcptStatus)> = origs
+                    .into_iter()
+                    .filter(|&i| {
+                        let mut mine = legs.iter().filter(|l| l.orig == i).peekable();
+                        mine.peek().is_some()
+                            && mine.all(|l| matches!(l.outcome, Some(Outcome::Sent { .. })))
+                    })
+                    .map(|i| {
+                        let detail = legs
+                            .iter()
+                            .find(|l| l.orig == i)
+                            .and_then(|l| l.outcome.as_ref())
+                            .map_or_else(String::new, |o| o.detail().to_owned());
+                        let status = RcptStatus {
+                            state: RcptState::Delivered,
+                            at_ms: now_ms(),
+                            attempts: msg.rcpt_status[i].attempts.saturating_add(1),
+                            next_attempt_ms: 0,
+                            detail,
+                        };
+                        (i as u32, status)
+                    })
+                    .collect();
+                if !delivered.is_empty()
+                    && !sends.is_empty()
+                    && let Err(e) = shared.spool.set_statuses(msg.id, delivered).await
+                {
+                    error!(queue_id = %msg.id, error = %e, "cannot record a delivery; it may be repeated");
                 }
             }
             Err(e) => error!(queue_id = %msg.id, error = %e, "delivery task failed"),
