@@ -4,8 +4,11 @@
 //!   pipelined when offered, QUIT) and [`deliver`], one transaction on a new connection.
 //! - [`body`]: the DATA body on the wire: dot-stuffed, every line ending CRLF.
 //! - [`reply`]: server replies, read with bounded memory.
+//! - [`stream`]: the connection's stream (TCP, TLS after STARTTLS, unix socket).
+//! - [`tls`]: [`TlsMode`] and [`TlsClient`], the rustls configurations (ring).
+//! - [`dns`]: next hops (MX, addresses).
 //!
-//! Scheduling, MX lookups, TLS and AUTH build on this and come later.
+//! Scheduling builds on this and comes later.
 
 pub mod body;
 pub mod client;
@@ -13,6 +16,7 @@ pub mod dns;
 pub mod dsn;
 pub mod maildir;
 pub mod reply;
+pub mod stream;
 pub mod tls;
 
 #[cfg(test)]
@@ -20,7 +24,9 @@ mod tests;
 
 pub use body::BodyEncoder;
 pub use client::{
-    Capabilities, ClientConfig, DeliveryError, Envelope, RcptOutcome, SmtpConnection,
+    Capabilities, ClientConfig, Credentials, DeliveryError, Envelope, RcptOutcome, SmtpConnection,
     TransactionResult, deliver,
 };
 pub use reply::{EnhancedCode, Reply};
+pub use stream::{ClientStream, Remote, SmtpStream};
+pub use tls::{TlsClient, TlsMode};
