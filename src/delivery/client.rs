@@ -1016,3 +1016,188 @@ pub async fn deliver(
         authenticated,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! Transcripts of STARTTLS and AUTH over an in-memory stream, for what real peers
+    //! cannot be made to do (tests/delivery_client.rs has the real ones).
+
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+
+    /// Plays `script` as the server: for each `(expect, reply)` reads one line, which
+    /// must be `expect` (none when empty), then writes `reply`. Returns the lines read.
+    fn server(
+        script: &'static [(&'static str, &'static str)],
+    ) -> (DuplexStream, tokio::task::JoinHandle<Vec<String>>) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let task = tokio::spawn(async move {
+            let (r, mut w) = tokio::io::split(server);
+            let mut r = tokio::io::BufReader::new(r);
+            let mut seen = Vec::new();
+            for (expect, reply) in script {
+                if !expect.is_empty() {
+                    let mut line = String::new();
+                    r.read_line(&mut line).await.unwrap();
+                    assert_eq!(line.trim_end(), *expect);
+                    seen.push(line);
+                }
+                w.write_all(reply.as_bytes()).await.unwrap();
+            }
+            seen
+        });
+        (client, task)
+    }
+
+    fn config(tls: TlsMode, auth: bool) -> ClientConfig {
+        ClientConfig {
+            command_timeout: Duration::from_secs(5),
+            tls,
+            tls_client: (tls != TlsMode::None).then(|| Arc::new(TlsClient::new(None).unwrap())),
+            auth: auth.then(|| Credentials {
+                user: "user".into(),
+                password: "secret".into(),
+            }),
+            auth_plaintext: true,
+            ..ClientConfig::new("client.test")
+        }
+    }
+
+    async fn ehlo(
+        script: &'static [(&'static str, &'static str)],
+        config: &ClientConfig,
+    ) -> (Result<Capabilities, DeliveryError>, Vec<String>) {
+        let (stream, server) = server(script);
+        let addr: SocketAddr = "192.0.2.1:25".parse().unwrap();
+        let mut conn = SmtpConnection::greet(stream, addr, config).await.unwrap();
+        let r = conn.ehlo().await.map(|c| c.clone());
+        drop(conn);
+        (r, server.await.unwrap())
+    }
+
+    #[test]
+    fn auth_mechanisms_are_read_in_both_forms() {
+        let raw = RawReply {
+            code: 250,
+            lines: vec![
+                "mx.test".into(),
+                "AUTH plain LOGIN".into(),
+                "AUTH=LOGIN XOAUTH2".into(),
+                "STARTTLS".into(),
+            ],
+        };
+        let caps = Capabilities::parse(&raw);
+        assert_eq!(caps.auth, ["PLAIN", "LOGIN", "XOAUTH2"]);
+        assert!(caps.starttls);
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let mut cfg = config(TlsMode::None, true);
+        cfg.auth.as_mut().unwrap().password = "hunter2".into();
+        let shown = format!("{cfg:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+    }
+
+    #[tokio::test]
+    async fn auth_plain_and_login_on_the_wire() {
+        let (r, seen) = ehlo(
+            &[
+                ("", "220 fake\r\n"),
+                ("EHLO client.test", "250-fake\r\n250 AUTH LOGIN PLAIN\r\n"),
+                // base64("\0user\0secret")
+                ("AUTH PLAIN AHVzZXIAc2VjcmV0", "235 2.7.0 ok\r\n"),
+            ],
+            &config(TlsMode::None, true),
+        )
+        .await;
+        r.unwrap();
+        assert_eq!(seen.len(), 2);
+
+        let (r, _) = ehlo(
+            &[
+                ("", "220 fake\r\n"),
+                ("EHLO client.test", "250-fake\r\n250 AUTH=LOGIN\r\n"),
+                ("AUTH LOGIN", "334 VXNlcm5hbWU6\r\n"),
+                ("dXNlcg==", "334 UGFzc3dvcmQ6\r\n"),
+                ("c2VjcmV0", "235 2.7.0 ok\r\n"),
+            ],
+            &config(TlsMode::None, true),
+        )
+        .await;
+        r.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_refused_starttls_is_a_tls_failure() {
+        let script: &[(&str, &str)] = &[
+            ("", "220 fake\r\n"),
+            ("EHLO client.test", "250-fake\r\n250 STARTTLS\r\n"),
+            ("STARTTLS", "454 4.7.0 TLS not available\r\n"),
+        ];
+        for (mode, retry) in [(TlsMode::Opportunistic, true), (TlsMode::Required, false)] {
+            let (r, _) = ehlo(script, &config(mode, false)).await;
+            let err = r.unwrap_err();
+            assert!(err.is_tls_failure() && !err.is_permanent(), "{err:?}");
+            assert_eq!(err.allows_plaintext_retry(), retry, "{mode}");
+            assert!(err.to_string().contains("454 4.7.0"), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn bytes_after_the_starttls_reply_stop_the_handshake() {
+        let (r, seen) = ehlo(
+            &[
+                ("", "220 fake\r\n"),
+                ("EHLO client.test", "250-fake\r\n250 STARTTLS\r\n"),
+                ("STARTTLS", "220 go\r\n250-fake\r\n250 AUTH PLAIN\r\n"),
+            ],
+            &config(TlsMode::Opportunistic, false),
+        )
+        .await;
+        assert!(
+            matches!(&r, Err(DeliveryError::Protocol(m)) if m.contains("injection")),
+            "{r:?}"
+        );
+        assert_eq!(seen.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn tls_settings_that_cannot_work_fail_before_starttls() {
+        let script: &[(&str, &str)] = &[
+            ("", "220 fake\r\n"),
+            ("EHLO client.test", "250-fake\r\n250 STARTTLS\r\n"),
+        ];
+        let (r, _) = ehlo(script, &config(TlsMode::Verify, false)).await;
+        assert!(r.unwrap_err().to_string().contains("(tls_name)"));
+        let mut cfg = config(TlsMode::Required, false);
+        cfg.tls_client = None;
+        let (r, _) = ehlo(script, &cfg).await;
+        assert!(r.unwrap_err().to_string().contains("no TLS client"));
+    }
+
+    #[tokio::test]
+    async fn auth_without_a_common_mechanism_or_over_plaintext() {
+        let script: &[(&str, &str)] = &[
+            ("", "220 fake\r\n"),
+            (
+                "EHLO client.test",
+                "250-fake\r\n250 AUTH CRAM-MD5 GSSAPI\r\n",
+            ),
+        ];
+        let (r, _) = ehlo(script, &config(TlsMode::None, true)).await;
+        assert_eq!(
+            r.unwrap_err().to_string(),
+            "no AUTH mechanism in common (server offers: CRAM-MD5 GSSAPI; we support: PLAIN, LOGIN)"
+        );
+        let mut cfg = config(TlsMode::None, true);
+        cfg.auth_plaintext = false;
+        let (r, seen) = ehlo(script, &cfg).await;
+        assert!(matches!(r, Err(DeliveryError::Auth { .. })));
+        assert_eq!(seen.len(), 1, "sent more than EHLO: {seen:?}");
+    }
+}
