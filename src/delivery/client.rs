@@ -1071,7 +1071,7 @@ mod tests {
         let (stream, server) = server(script);
         let addr: SocketAddr = "192.0.2.1:25".parse().unwrap();
         let mut conn = SmtpConnection::greet(stream, addr, config).await.unwrap();
-        let r = conn.ehlo().await.map(|c| c.clone());
+        let r = conn.ehlo().await.cloned();
         drop(conn);
         (r, server.await.unwrap())
     }
