@@ -1,25 +1,31 @@
 //! The outbound client against real servers on loopback: Postfix's `smtp-sink` (SMTP
 //! and LMTP, with and without PIPELINING, scripted refusals) and aiosmtpd (per-recipient
-//! answers, SIZE, SMTPUTF8, LMTP replies per recipient). A missing peer fails the test.
+//! answers, SIZE, SMTPUTF8, LMTP replies per recipient, LMTP over a unix socket,
+//! STARTTLS with certificates made here by rcgen, AUTH PLAIN and LOGIN). A missing peer
+//! fails the test.
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{free_port, require_tool};
-use mtad::delivery::{ClientConfig, DeliveryError, Envelope, RcptOutcome, SmtpConnection, deliver};
+use mtad::delivery::{
+    ClientConfig, Credentials, DeliveryError, Envelope, RcptOutcome, Remote, SmtpConnection,
+    TlsClient, TlsMode, deliver,
+};
 
 fn config(lmtp: bool) -> ClientConfig {
     ClientConfig {
-        helo_name: "client.example.test".into(),
         connect_timeout: Duration::from_secs(5),
         command_timeout: Duration::from_secs(10),
         data_timeout: Duration::from_secs(20),
         lmtp,
+        ..ClientConfig::new("client.example.test")
     }
 }
 
@@ -149,10 +155,47 @@ struct Aio {
     child: Child,
     addr: SocketAddr,
     dir: tempfile::TempDir,
+    /// Holds the unix socket, apart from the messages.
+    _socket_dir: Option<tempfile::TempDir>,
 }
 
 impl Aio {
     fn start(args: &[&str]) -> Aio {
+        let (mut child, dir, line) = Self::spawn(args);
+        let port = line
+            .strip_prefix("ready ")
+            .unwrap_or_else(|| panic!("aiosmtpd peer did not start: {line:?}"))
+            .trim();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_listening(addr, &mut child, "aiosmtpd");
+        Aio {
+            child,
+            addr,
+            dir,
+            _socket_dir: None,
+        }
+    }
+
+    /// Listening on the unix socket `DIR/lmtp.sock` instead (`addr` is unused).
+    fn start_unix(args: &[&str]) -> (Aio, PathBuf) {
+        let socket_dir = tempfile::tempdir().unwrap();
+        let path = socket_dir.path().join("lmtp.sock");
+        let mut all = vec!["--unix", path.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let (child, dir, line) = Self::spawn(&all);
+        assert_eq!(line.trim(), "ready unix", "aiosmtpd peer did not start");
+        let addr = "0.0.0.0:0".parse().unwrap();
+        let aio = Aio {
+            child,
+            addr,
+            dir,
+            _socket_dir: Some(socket_dir),
+        };
+        (aio, path)
+    }
+
+    /// Starts the peer; returns its first line of output.
+    fn spawn(args: &[&str]) -> (Child, tempfile::TempDir, String) {
         // Debian's python3, where python3-aiosmtpd lives (not a pyenv one on PATH).
         let python = Path::new("/usr/bin/python3");
         assert!(
@@ -180,13 +223,7 @@ impl Aio {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let port = line
-            .strip_prefix("ready ")
-            .unwrap_or_else(|| panic!("aiosmtpd peer did not start: {line:?}"))
-            .trim();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        wait_listening(addr, &mut child, "aiosmtpd");
-        Aio { child, addr, dir }
+        (child, dir, line)
     }
 
     /// (envelope, message) of each message received, in order.
@@ -238,7 +275,9 @@ async fn smtp_sink_pipelined_two_recipients_dots_and_line_endings() {
         .await
         .unwrap();
     assert_eq!(codes(&result.per_recipient), [('D', 250), ('D', 250)]);
-    assert_eq!(result.remote, sink.addr);
+    assert_eq!(result.remote, Remote::Inet(sink.addr));
+    assert_eq!(result.tls, None);
+    assert!(!result.authenticated);
     assert!(result.greeting.contains("smtp-sink"), "{}", result.greeting);
 
     let dumps = sink.dumps(1);
@@ -440,7 +479,7 @@ async fn per_recipient_outcomes_and_a_clean_body(args: &[&str]) {
     assert_eq!(
         env,
         format!(
-            "MAIL <sender@example.test> SIZE={} BODY=8BITMIME\nRCPT <ok1@example.test>\nRCPT <ok2@example.test>\n",
+            "TLS no\nAUTH -\nMAIL <sender@example.test> SIZE={} BODY=8BITMIME\nRCPT <ok1@example.test>\nRCPT <ok2@example.test>\n",
             message.len()
         )
     );
@@ -606,4 +645,429 @@ async fn aiosmtpd_pipelined_with_every_recipient_refused() {
     let (env, _) = aio.messages(1).remove(0);
     assert!(env.ends_with("\nRCPT <ok@example.test>\n"), "{env}");
     assert_eq!(aio.file_count(), 2, "the refused transaction sent a body");
+}
+
+/// A CA and a certificate it signed for `localhost`, `relay.test` and 127.0.0.1, as PEM
+/// files: `cert.pem` (the chain), `key.pem`, `ca.pem`.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+            IsCa, KeyPair, KeyUsagePurpose,
+        };
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "mtad test CA");
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![
+            "localhost".to_string(),
+            "relay.test".to_string(),
+            "127.0.0.1".to_string(),
+        ])
+        .unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "relay.test");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &ca).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("cert.pem"),
+            format!("{}{}", cert.pem(), ca.pem()),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_string()
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// Starts aiosmtpd offering STARTTLS with this certificate, plus `args`.
+    fn aio(&self, args: &[&str]) -> Aio {
+        let (cert, key) = (self.path("cert.pem"), self.path("key.pem"));
+        let mut all = vec!["--tls", &cert, &key];
+        all.extend_from_slice(args);
+        Aio::start(&all)
+    }
+}
+
+/// `config(false)` with TLS (`TlsClient` trusting `ca`, or only the system's roots) and
+/// AUTH as given.
+fn tls_config(
+    mode: TlsMode,
+    ca: Option<&Path>,
+    name: Option<&str>,
+    auth: Option<(&str, &str)>,
+) -> ClientConfig {
+    ClientConfig {
+        tls: mode,
+        tls_client: Some(Arc::new(TlsClient::new(ca).unwrap())),
+        tls_name: name.map(str::to_string),
+        auth: auth.map(|(user, password)| Credentials {
+            user: user.into(),
+            password: password.into(),
+        }),
+        ..config(false)
+    }
+}
+
+const HELLO: &[u8] = b"From: sender@example.test\r\nSubject: hello\r\n\r\nhello over TLS\r\n";
+
+#[tokio::test]
+async fn aiosmtpd_starttls_then_auth_plain() {
+    let pki = Pki::new();
+    let aio = pki.aio(&["--require-starttls", "--auth", "user:secret"]);
+    let cfg = tls_config(TlsMode::Required, None, None, Some(("user", "secret")));
+    let to = rcpts(&["a@example.test", "perm@example.test"]);
+    let out = deliver(aio.addr, &cfg, &envelope(&to, HELLO), HELLO)
+        .await
+        .unwrap();
+    assert_eq!(codes(&out.per_recipient), [('D', 250), ('P', 550)]);
+    assert!(out.authenticated);
+    let tls = out.tls.expect("no TLS");
+    assert!(tls.starts_with("TLSv1_"), "{tls}");
+
+    let (env, body) = aio.messages(1).remove(0);
+    assert_eq!(
+        env,
+        format!(
+            "TLS yes\nAUTH user\nMAIL <sender@example.test> SIZE={}\nRCPT <a@example.test>\n",
+            HELLO.len()
+        )
+    );
+    assert_eq!(body, HELLO);
+}
+
+#[tokio::test]
+async fn aiosmtpd_auth_login_when_plain_is_not_offered() {
+    let pki = Pki::new();
+    let aio = pki.aio(&["--auth", "user:secret", "--auth-exclude", "PLAIN"]);
+    let cfg = tls_config(TlsMode::Opportunistic, None, None, Some(("user", "secret")));
+    let mut conn = SmtpConnection::connect(aio.addr, &cfg).await.unwrap();
+    let caps = conn.ehlo().await.unwrap().clone();
+    assert!(conn.is_encrypted() && conn.is_authenticated());
+    assert_eq!(caps.auth, ["CRAM-MD5", "LOGIN"]);
+    assert!(!caps.starttls, "STARTTLS offered again after TLS");
+    let to = rcpts(&["a@example.test"]);
+    // Two transactions on the authenticated connection.
+    for _ in 0..2 {
+        let out = conn
+            .send_transaction(&envelope(&to, HELLO), HELLO)
+            .await
+            .unwrap();
+        assert_eq!(codes(&out), [('D', 250)]);
+    }
+    conn.quit().await;
+    for (env, _) in aio.messages(2) {
+        assert!(env.starts_with("TLS yes\nAUTH user\n"), "{env}");
+    }
+}
+
+#[tokio::test]
+async fn aiosmtpd_verify_mode_checks_the_certificate_and_its_name() {
+    let pki = Pki::new();
+    let aio = pki.aio(&[]);
+    let to = rcpts(&["a@example.test"]);
+    let env = envelope(&to, HELLO);
+
+    for name in ["relay.test", "localhost"] {
+        let cfg = tls_config(TlsMode::Verify, Some(&pki.ca()), Some(name), None);
+        let out = deliver(aio.addr, &cfg, &env, HELLO).await.unwrap();
+        assert_eq!(codes(&out.per_recipient), [('D', 250)], "{name}");
+        assert!(out.tls.is_some());
+    }
+
+    let failures = [
+        // The name is not in the certificate.
+        (Some(pki.ca()), Some("wrong.test"), "not valid for name"),
+        // Only the system's roots: our CA is unknown.
+        (None, Some("relay.test"), "UnknownIssuer"),
+        // Nothing to verify against.
+        (Some(pki.ca()), None, "tls_name"),
+    ];
+    for (ca, name, expected) in failures {
+        let cfg = tls_config(TlsMode::Verify, ca.as_deref(), name, None);
+        let err = deliver(aio.addr, &cfg, &env, HELLO).await.unwrap_err();
+        assert!(err.is_tls_failure(), "{name:?}: {err:?}");
+        assert!(
+            !err.is_permanent() && !err.allows_plaintext_retry(),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(expected), "{name:?}: {err}");
+    }
+    assert_eq!(aio.messages(2).len(), 2);
+    assert_eq!(
+        aio.file_count(),
+        4,
+        "a message went through a failed verification"
+    );
+
+    // Required does not check the certificate at all.
+    let cfg = tls_config(TlsMode::Required, None, Some("wrong.test"), None);
+    let out = deliver(aio.addr, &cfg, &env, HELLO).await.unwrap();
+    assert_eq!(codes(&out.per_recipient), [('D', 250)]);
+}
+
+#[tokio::test]
+async fn aiosmtpd_without_starttls_required_fails_and_opportunistic_goes_plain() {
+    let aio = Aio::start(&[]);
+    let to = rcpts(&["a@example.test"]);
+    let env = envelope(&to, HELLO);
+    for mode in [TlsMode::Required, TlsMode::Verify] {
+        let cfg = tls_config(mode, None, Some("relay.test"), None);
+        let err = deliver(aio.addr, &cfg, &env, HELLO).await.unwrap_err();
+        assert!(
+            err.to_string().contains("TLS is required (tls mode ")
+                && err
+                    .to_string()
+                    .contains("but the server does not offer STARTTLS"),
+            "{err}"
+        );
+        assert!(err.is_tls_failure() && !err.is_permanent() && !err.allows_plaintext_retry());
+    }
+    assert_eq!(aio.file_count(), 0);
+
+    let cfg = tls_config(TlsMode::Opportunistic, None, None, None);
+    let out = deliver(aio.addr, &cfg, &env, HELLO).await.unwrap();
+    assert_eq!(codes(&out.per_recipient), [('D', 250)]);
+    assert_eq!(out.tls, None);
+    let (env, _) = aio.messages(1).remove(0);
+    assert!(env.starts_with("TLS no\nAUTH -\n"), "{env}");
+}
+
+#[tokio::test]
+async fn aiosmtpd_opportunistic_uses_starttls_when_offered() {
+    let pki = Pki::new();
+    let aio = pki.aio(&[]);
+    let to = rcpts(&["a@example.test"]);
+    let cfg = tls_config(TlsMode::Opportunistic, None, None, None);
+    let out = deliver(aio.addr, &cfg, &envelope(&to, HELLO), HELLO)
+        .await
+        .unwrap();
+    assert_eq!(codes(&out.per_recipient), [('D', 250)]);
+    assert!(out.tls.is_some());
+    let (env, _) = aio.messages(1).remove(0);
+    assert!(env.starts_with("TLS yes\n"), "{env}");
+}
+
+#[tokio::test]
+async fn aiosmtpd_credentials_are_not_sent_in_plaintext_unless_allowed() {
+    let aio = Aio::start(&["--auth", "user:secret", "--auth-plaintext"]);
+    let to = rcpts(&["a@example.test"]);
+    let env = envelope(&to, HELLO);
+    let mut cfg = tls_config(TlsMode::Opportunistic, None, None, Some(("user", "secret")));
+    let err = deliver(aio.addr, &cfg, &env, HELLO).await.unwrap_err();
+    match &err {
+        DeliveryError::Auth { message, reply } => {
+            assert_eq!(
+                message,
+                "refusing to send credentials over an unencrypted connection (use tls=\"required\")"
+            );
+            assert!(reply.is_none());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!err.is_permanent() && !err.is_tls_failure());
+    assert_eq!(aio.file_count(), 0);
+
+    cfg.auth_plaintext = true;
+    let out = deliver(aio.addr, &cfg, &env, HELLO).await.unwrap();
+    assert!(out.authenticated && out.tls.is_none());
+    let (env, _) = aio.messages(1).remove(0);
+    assert!(env.starts_with("TLS no\nAUTH user\n"), "{env}");
+}
+
+#[tokio::test]
+async fn aiosmtpd_wrong_password_is_a_temporary_failure_with_the_reply() {
+    let pki = Pki::new();
+    let to = rcpts(&["a@example.test"]);
+    // PLAIN, then LOGIN.
+    for exclude in ["CRAM-MD5", "PLAIN"] {
+        let aio = pki.aio(&["--auth", "user:secret", "--auth-exclude", exclude]);
+        let cfg = tls_config(TlsMode::Required, None, None, Some(("user", "wrong")));
+        let err = deliver(aio.addr, &cfg, &envelope(&to, HELLO), HELLO)
+            .await
+            .unwrap_err();
+        match &err {
+            DeliveryError::Auth {
+                message,
+                reply: Some(reply),
+            } => {
+                assert_eq!(reply.code, 535, "{message}");
+                assert!(message.contains("535 5.7.8"), "{message}");
+                assert!(!message.contains("wrong"), "the password in {message}");
+            }
+            other => panic!("{exclude}: {other:?}"),
+        }
+        assert!(!err.is_permanent());
+        assert_eq!(aio.file_count(), 0);
+    }
+}
+
+#[tokio::test]
+async fn aiosmtpd_no_auth_mechanism_in_common() {
+    let pki = Pki::new();
+    let aio = pki.aio(&[
+        "--auth",
+        "user:secret",
+        "--auth-exclude",
+        "PLAIN",
+        "--auth-exclude",
+        "LOGIN",
+    ]);
+    let to = rcpts(&["a@example.test"]);
+    let cfg = tls_config(TlsMode::Required, None, None, Some(("user", "secret")));
+    let err = deliver(aio.addr, &cfg, &envelope(&to, HELLO), HELLO)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no AUTH mechanism in common (server offers: CRAM-MD5; we support: PLAIN, LOGIN)"
+    );
+    assert!(!err.is_permanent());
+}
+
+#[tokio::test]
+async fn aiosmtpd_lmtp_over_a_unix_socket() {
+    let (aio, socket) = Aio::start_unix(&["--lmtp"]);
+    let to = rcpts(&["a@example.test", "full@example.test", "perm@example.test"]);
+    let out = deliver(
+        socket.clone(),
+        &config(true),
+        &envelope(&to, TRICKY),
+        TRICKY,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        codes(&out.per_recipient),
+        [('D', 250), ('T', 452), ('P', 550)]
+    );
+    assert_eq!(out.remote, Remote::Unix(socket.clone()));
+    assert!(
+        out.per_recipient[0]
+            .reply()
+            .text
+            .contains("<a@example.test>")
+    );
+
+    let cfg = config(true);
+    let mut conn = SmtpConnection::connect_unix(&socket, &cfg).await.unwrap();
+    assert_eq!(
+        conn.remote().to_string(),
+        format!("unix:{}", socket.display())
+    );
+    let to = rcpts(&["b@example.test"]);
+    let out = conn
+        .send_transaction(&envelope(&to, HELLO), HELLO)
+        .await
+        .unwrap();
+    assert_eq!(codes(&out), [('D', 250)]);
+    conn.quit().await;
+    let msgs = aio.messages(2);
+    assert!(
+        msgs[1].0.ends_with("RCPT <b@example.test>\n"),
+        "{}",
+        msgs[1].0
+    );
+}
+
+/// A server that answers STARTTLS with its 220 and, in the same packet, a reply for the
+/// EHLO the client will send over TLS (CVE-2011-0411): the client must not start TLS.
+#[tokio::test]
+async fn starttls_response_injection_is_refused() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut reader = BufReader::new(conn.try_clone().unwrap());
+        let mut seen = Vec::new();
+        conn.write_all(b"220 evil ESMTP\r\n").unwrap();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            let reply: &[u8] = if line.starts_with("EHLO") {
+                b"250-evil\r\n250 STARTTLS\r\n"
+            } else if line.starts_with("STARTTLS") {
+                b"220 go ahead\r\n250-injected\r\n250 AUTH PLAIN\r\n"
+            } else {
+                b"250 ok\r\n"
+            };
+            seen.push(line);
+            conn.write_all(reply).unwrap();
+        }
+        let mut rest = Vec::new();
+        let _ = reader.read_to_end(&mut rest);
+        (seen, rest)
+    });
+    let cfg = tls_config(TlsMode::Opportunistic, None, None, None);
+    let to = rcpts(&["a@example.test"]);
+    let err = deliver(addr, &cfg, &envelope(&to, HELLO), HELLO)
+        .await
+        .unwrap_err();
+    match &err {
+        DeliveryError::Protocol(m) => assert!(m.contains("injection"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!err.allows_plaintext_retry());
+    let (seen, rest) = server.join().unwrap();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(rest.is_empty(), "a TLS handshake was started: {rest:?}");
+}
+
+/// Opportunistic TLS whose handshake fails (the server answers 220, then speaks
+/// plaintext) is a TLS failure that allows a retry without TLS.
+#[tokio::test]
+async fn a_failed_opportunistic_handshake_allows_a_plaintext_retry() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut reader = BufReader::new(conn.try_clone().unwrap());
+        conn.write_all(b"220 broken ESMTP\r\n").unwrap();
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        conn.write_all(b"250-broken\r\n250 STARTTLS\r\n").unwrap();
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        assert_eq!(line, "STARTTLS\r\n");
+        conn.write_all(b"220 go ahead\r\n").unwrap();
+        // The ClientHello arrives; answer it with nonsense.
+        let mut hello = [0u8; 5];
+        reader.read_exact(&mut hello).unwrap();
+        assert_eq!(hello[0], 0x16, "not a TLS handshake record");
+        conn.write_all(b"500 what is this?\r\n").unwrap();
+    });
+    let cfg = tls_config(TlsMode::Opportunistic, None, None, None);
+    let to = rcpts(&["a@example.test"]);
+    let err = deliver(addr, &cfg, &envelope(&to, HELLO), HELLO)
+        .await
+        .unwrap_err();
+    assert!(
+        err.is_tls_failure() && err.allows_plaintext_retry(),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("handshake failed"), "{err}");
+    server.join().unwrap();
 }

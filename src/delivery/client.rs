@@ -1,17 +1,26 @@
 //! One SMTP or LMTP connection and the transactions sent over it.
 
+use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::{TcpStream, UnixStream};
 use tracing::debug;
 
 use super::body::{BodyEncoder, CHUNK};
 use super::reply::{RawReply, ReadError, Reply, read_reply};
+use super::stream::{ClientStream, Remote, SmtpStream};
+use super::tls::{TlsClient, TlsMode};
 
-/// How the client talks to one destination.
+/// How the client talks to one destination. [`ClientConfig::new`] gives Postfix's
+/// timeouts, no TLS and no AUTH; set the other fields on what it returns.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// The name we give in EHLO/HELO/LHLO.
@@ -24,6 +33,56 @@ pub struct ClientConfig {
     pub data_timeout: Duration,
     /// Speak LMTP (RFC 2033): LHLO, and one final reply per accepted recipient.
     pub lmtp: bool,
+    /// Whether to STARTTLS after EHLO, and whether the certificate is checked.
+    pub tls: TlsMode,
+    /// The rustls configurations, shared by all connections; needed for any `tls` but
+    /// [`TlsMode::None`] (without it the delivery fails with [`DeliveryError::Tls`]).
+    pub tls_client: Option<Arc<TlsClient>>,
+    /// The server's host name (the relayhost's or the MX host's, never the recipient
+    /// domain's): sent as SNI, and what the certificate must match with
+    /// [`TlsMode::Verify`], which fails without it. With the other modes and no name, no
+    /// SNI is sent.
+    pub tls_name: Option<String>,
+    /// Authenticate (RFC 4954) before MAIL when the server offers AUTH.
+    pub auth: Option<Credentials>,
+    /// Allow sending `auth` over a connection that is not encrypted (off: the delivery
+    /// fails rather than expose the password).
+    pub auth_plaintext: bool,
+}
+
+impl ClientConfig {
+    /// Postfix's timeouts (`smtp_connect_timeout` 30 s, `smtp_helo_timeout` and the
+    /// command timeouts 300 s, `smtp_data_done_timeout` 600 s), SMTP, no TLS, no AUTH.
+    pub fn new(helo_name: impl Into<String>) -> Self {
+        ClientConfig {
+            helo_name: helo_name.into(),
+            connect_timeout: Duration::from_secs(30),
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
+            lmtp: false,
+            tls: TlsMode::None,
+            tls_client: None,
+            tls_name: None,
+            auth: None,
+            auth_plaintext: false,
+        }
+    }
+}
+
+/// A user name and password for AUTH PLAIN or LOGIN. `Debug` does not show the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// What is sent in one transaction.
@@ -76,18 +135,22 @@ impl RcptOutcome {
 pub struct TransactionResult {
     /// One outcome per recipient, in the envelope's order.
     pub per_recipient: Vec<RcptOutcome>,
-    pub remote: SocketAddr,
+    pub remote: Remote,
     /// The text of the server's 220 greeting.
     pub greeting: String,
+    /// The TLS version and cipher suite when the transaction was encrypted.
+    pub tls: Option<String>,
+    /// The client authenticated with AUTH.
+    pub authenticated: bool,
 }
 
 /// Why a transaction failed as a whole. Every recipient shares the failure; whether to
 /// retry is [`DeliveryError::is_permanent`].
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
-    #[error("cannot connect to {addr}: {source}")]
+    #[error("cannot connect to {remote}: {source}")]
     Connect {
-        addr: SocketAddr,
+        remote: Remote,
         #[source]
         source: std::io::Error,
     },
@@ -109,6 +172,24 @@ pub enum DeliveryError {
         reply: Reply,
         permanent: bool,
     },
+    /// STARTTLS was needed but not offered, was refused, or its handshake failed (the
+    /// certificate too, with [`TlsMode::Verify`]), or the TLS settings are incomplete.
+    /// Always temporary. See [`DeliveryError::allows_plaintext_retry`].
+    #[error("TLS failure: {message}")]
+    Tls {
+        message: String,
+        /// The mode was [`TlsMode::Opportunistic`]: the same host may be tried once
+        /// more with [`TlsMode::None`], as Postfix does.
+        plaintext_retry: bool,
+    },
+    /// AUTH was needed and could not be done: credentials not sent over plaintext, no
+    /// mechanism in common, or the server refused them (`reply`). Always temporary, as
+    /// Postfix defers on authentication failures.
+    #[error("{message}")]
+    Auth {
+        message: String,
+        reply: Option<Reply>,
+    },
 }
 
 impl DeliveryError {
@@ -118,6 +199,24 @@ impl DeliveryError {
             self,
             DeliveryError::Rejected {
                 permanent: true,
+                ..
+            }
+        )
+    }
+
+    /// Any [`DeliveryError::Tls`]. Whether retrying without TLS is allowed is
+    /// [`DeliveryError::allows_plaintext_retry`], not this.
+    pub fn is_tls_failure(&self) -> bool {
+        matches!(self, DeliveryError::Tls { .. })
+    }
+
+    /// A TLS failure in [`TlsMode::Opportunistic`]: the caller may retry the same host
+    /// once with [`TlsMode::None`]. Never true for `Required` or `Verify`.
+    pub fn allows_plaintext_retry(&self) -> bool {
+        matches!(
+            self,
+            DeliveryError::Tls {
+                plaintext_retry: true,
                 ..
             }
         )
@@ -157,6 +256,8 @@ pub struct Capabilities {
     pub chunking: bool,
     pub enhanced_status_codes: bool,
     pub starttls: bool,
+    /// The SASL mechanisms of `AUTH` (and of the old `AUTH=` form), uppercase.
+    pub auth: Vec<String>,
 }
 
 impl Capabilities {
@@ -171,7 +272,22 @@ impl Capabilities {
             let Some(keyword) = words.next() else {
                 continue;
             };
-            match keyword.to_ascii_uppercase().as_str() {
+            let keyword = keyword.to_ascii_uppercase();
+            // `AUTH PLAIN LOGIN`, or the pre-RFC `AUTH=PLAIN LOGIN`.
+            if let Some(first) = keyword
+                .strip_prefix("AUTH=")
+                .or_else(|| (keyword == "AUTH").then_some(""))
+            {
+                for mech in std::iter::once(first).chain(words) {
+                    let mech = mech.to_ascii_uppercase();
+                    // Bounded by the reply's size; a mechanism name is at most 20 chars.
+                    if !mech.is_empty() && mech.len() <= 20 && !caps.auth.contains(&mech) {
+                        caps.auth.push(mech);
+                    }
+                }
+                continue;
+            }
+            match keyword.as_str() {
                 "PIPELINING" => caps.pipelining = true,
                 "SIZE" => caps.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
                 "8BITMIME" => caps.eight_bit_mime = true,
@@ -209,38 +325,68 @@ enum State {
 /// c.quit().await;
 /// ```
 #[derive(Debug)]
-pub struct SmtpConnection<S = TcpStream> {
+pub struct SmtpConnection<S = ClientStream> {
     stream: BufReader<S>,
     config: ClientConfig,
-    remote: SocketAddr,
+    remote: Remote,
     greeting: String,
     caps: Capabilities,
     state: State,
+    authenticated: bool,
 }
 
-impl SmtpConnection<TcpStream> {
-    /// Connects and reads the greeting (a non-220 greeting is [`DeliveryError::Rejected`]).
+impl SmtpConnection<ClientStream> {
+    /// Connects over TCP and reads the greeting (a non-220 greeting is
+    /// [`DeliveryError::Rejected`]).
     pub async fn connect(addr: SocketAddr, config: &ClientConfig) -> Result<Self, DeliveryError> {
+        let remote = Remote::Inet(addr);
         let tcp = match tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr)).await
         {
             Err(_) => return Err(DeliveryError::Timeout { step: "connect" }),
-            Ok(Err(source)) => return Err(DeliveryError::Connect { addr, source }),
+            Ok(Err(source)) => return Err(DeliveryError::Connect { remote, source }),
             Ok(Ok(tcp)) => tcp,
         };
         // Commands are small and pipelined in one write: do not wait for ACKs.
         let _ = tcp.set_nodelay(true);
-        Self::greet(tcp, addr, config).await
+        Self::greet(ClientStream::tcp(tcp), remote, config).await
+    }
+
+    /// Connects to a unix socket (`lmtp:unix:/path`, usually with `lmtp` set) and reads
+    /// the greeting. STARTTLS is not possible over it.
+    pub async fn connect_unix(path: &Path, config: &ClientConfig) -> Result<Self, DeliveryError> {
+        let remote = Remote::Unix(path.to_path_buf());
+        let unix =
+            match tokio::time::timeout(config.connect_timeout, UnixStream::connect(path)).await {
+                Err(_) => return Err(DeliveryError::Timeout { step: "connect" }),
+                Ok(Err(source)) => return Err(DeliveryError::Connect { remote, source }),
+                Ok(Ok(unix)) => unix,
+            };
+        Self::greet(ClientStream::unix(unix), remote, config).await
+    }
+
+    /// [`SmtpConnection::connect`] or [`SmtpConnection::connect_unix`].
+    pub async fn connect_to(remote: &Remote, config: &ClientConfig) -> Result<Self, DeliveryError> {
+        match remote {
+            Remote::Inet(addr) => Self::connect(*addr, config).await,
+            Remote::Unix(path) => Self::connect_unix(path, config).await,
+        }
+    }
+
+    /// The TLS version and cipher suite, once STARTTLS succeeded.
+    pub fn tls_description(&self) -> Option<String> {
+        self.stream.get_ref().tls_description()
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> SmtpConnection<S> {
-    /// Takes over an established stream (a test's, or later a TLS one) and reads the
+impl<S: SmtpStream> SmtpConnection<S> {
+    /// Takes over an established stream (a test's in-memory one, say) and reads the
     /// greeting.
     pub async fn greet(
         stream: S,
-        remote: SocketAddr,
+        remote: impl Into<Remote>,
         config: &ClientConfig,
     ) -> Result<Self, DeliveryError> {
+        let remote = remote.into();
         let mut conn = SmtpConnection {
             stream: BufReader::with_capacity(8 * 1024, stream),
             config: config.clone(),
@@ -248,6 +394,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpConnection<S> {
             greeting: String::new(),
             caps: Capabilities::default(),
             state: State::Greeted,
+            authenticated: false,
         };
         let raw = conn.reply("greeting", config.command_timeout).await?;
         let reply = raw.to_reply();
@@ -256,12 +403,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpConnection<S> {
             return Err(DeliveryError::rejected("greeting", reply));
         }
         conn.greeting = reply.text;
-        debug!(%remote, greeting = %conn.greeting, "Connected.");
+        debug!(remote = %conn.remote, greeting = %conn.greeting, "Connected.");
         Ok(conn)
     }
 
-    pub fn remote(&self) -> SocketAddr {
-        self.remote
+    pub fn remote(&self) -> &Remote {
+        &self.remote
+    }
+
+    /// TLS protects the connection (after STARTTLS).
+    pub fn is_encrypted(&self) -> bool {
+        self.stream.get_ref().is_encrypted()
+    }
+
+    /// AUTH succeeded on this connection.
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated
     }
 
     pub fn greeting(&self) -> &str {
@@ -277,12 +434,206 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpConnection<S> {
         self.state != State::Broken
     }
 
-    /// EHLO, falling back to HELO when the server does not know EHLO (5xx); LHLO with LMTP.
+    /// EHLO, falling back to HELO when the server does not know EHLO (5xx); LHLO with
+    /// LMTP. Then, as `tls` says, STARTTLS and EHLO again; then AUTH when `auth` is set
+    /// and the server offers it. The capabilities are those of the last EHLO.
     pub async fn ehlo(&mut self) -> Result<&Capabilities, DeliveryError> {
-        let r = self.ehlo_inner().await;
+        let r = self.hello().await;
         self.note(r)?;
         self.state = State::Ready;
         Ok(&self.caps)
+    }
+
+    async fn hello(&mut self) -> Result<(), DeliveryError> {
+        self.ehlo_inner().await?;
+        if let Some((tls, name)) = self.tls_plan()? {
+            self.starttls(tls, name).await?;
+            self.ehlo_inner().await?;
+        }
+        self.authenticate().await
+    }
+
+    /// What STARTTLS needs (the rustls configuration and the server name) when it is to
+    /// be done now, `None` when it is not; an error when TLS is needed and impossible.
+    fn tls_plan(
+        &self,
+    ) -> Result<Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>, DeliveryError> {
+        let mode = self.config.tls;
+        if mode == TlsMode::None || self.stream.get_ref().is_encrypted() {
+            return Ok(None);
+        }
+        let fail = |message: String| DeliveryError::Tls {
+            message,
+            plaintext_retry: mode == TlsMode::Opportunistic,
+        };
+        let Some(tls) = self
+            .config
+            .tls_client
+            .as_ref()
+            .and_then(|c| c.config_for(mode))
+        else {
+            return Err(fail(format!(
+                "TLS mode {mode} but no TLS client is configured (ClientConfig::tls_client)"
+            )));
+        };
+        let name = match &self.config.tls_name {
+            Some(n) => {
+                let n = n.trim_end_matches('.');
+                ServerName::try_from(n.to_string())
+                    .map_err(|_| fail(format!("{n:?} is not a valid TLS server name")))?
+            }
+            None if mode == TlsMode::Verify => {
+                return Err(fail(
+                    "TLS mode verify needs the server's host name to check the certificate \
+                     against, and none is set (tls_name)"
+                        .into(),
+                ));
+            }
+            // No name: no SNI (rustls sends none for an IP address); nothing is verified.
+            None => match self.remote.ip() {
+                Some(ip) => ServerName::IpAddress(ip.into()),
+                None => ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()),
+            },
+        };
+        if !self.caps.starttls {
+            if mode == TlsMode::Opportunistic {
+                debug!(remote = %self.remote, "STARTTLS not offered, going on in plaintext.");
+                return Ok(None);
+            }
+            return Err(fail(format!(
+                "TLS is required (tls mode {mode}) but the server does not offer STARTTLS"
+            )));
+        }
+        Ok(Some((tls, name)))
+    }
+
+    /// STARTTLS, its 220, and the handshake.
+    async fn starttls(
+        &mut self,
+        tls: Arc<rustls::ClientConfig>,
+        name: ServerName<'static>,
+    ) -> Result<(), DeliveryError> {
+        let plaintext_retry = self.config.tls == TlsMode::Opportunistic;
+        let fail = |message: String| DeliveryError::Tls {
+            message,
+            plaintext_retry,
+        };
+        let injected = || {
+            DeliveryError::Protocol(
+                "the server sent data it was not asked for around STARTTLS (a response \
+                 injection attempt?); not starting TLS"
+                    .into(),
+            )
+        };
+        if !self.stream.buffer().is_empty() {
+            return Err(injected());
+        }
+        let reply = self.command("STARTTLS", b"STARTTLS\r\n").await?.to_reply();
+        if reply.code != 220 {
+            return Err(fail(format!("the server refused STARTTLS: {reply}")));
+        }
+        // Anything already read after the 220 was sent in plaintext before the
+        // handshake and must not be taken as coming over TLS (CVE-2011-0411).
+        if !self.stream.buffer().is_empty() {
+            return Err(injected());
+        }
+        let handshake = self.stream.get_mut().start_tls(tls, name);
+        match tokio::time::timeout(self.config.command_timeout, handshake).await {
+            Err(_) => Err(fail("the TLS handshake timed out".into())),
+            Ok(Err(e)) => Err(fail(format!("the TLS handshake failed: {e}"))),
+            Ok(Ok(())) => {
+                // RFC 3207: forget everything learnt before TLS.
+                self.caps = Capabilities::default();
+                self.authenticated = false;
+                Ok(())
+            }
+        }
+    }
+
+    /// AUTH PLAIN (preferred) or LOGIN when credentials are set and the server offers
+    /// AUTH; nothing when it does not (as Postfix).
+    async fn authenticate(&mut self) -> Result<(), DeliveryError> {
+        let Some(creds) = self.config.auth.clone() else {
+            return Ok(());
+        };
+        if self.authenticated {
+            return Ok(());
+        }
+        let fail = |message: String, reply: Option<Reply>| DeliveryError::Auth { message, reply };
+        if self.caps.auth.is_empty() {
+            debug!(remote = %self.remote, "AUTH not offered, going on without.");
+            return Ok(());
+        }
+        if !self.is_encrypted() && !self.config.auth_plaintext {
+            return Err(fail(
+                "refusing to send credentials over an unencrypted connection (use \
+                 tls=\"required\")"
+                    .into(),
+                None,
+            ));
+        }
+        let offers = |m: &str| self.caps.auth.iter().any(|a| a == m);
+        let mechanism = if offers("PLAIN") {
+            "PLAIN"
+        } else if offers("LOGIN") {
+            "LOGIN"
+        } else {
+            return Err(fail(
+                format!(
+                    "no AUTH mechanism in common (server offers: {}; we support: PLAIN, LOGIN)",
+                    self.caps.auth.join(" ")
+                ),
+                None,
+            ));
+        };
+        let refused = |reply: Reply| {
+            fail(
+                format!(
+                    "authentication as {:?} with {mechanism} failed: {reply}",
+                    creds.user
+                ),
+                Some(reply),
+            )
+        };
+        // Neither the password nor its base64 form is ever logged.
+        let reply = if mechanism == "PLAIN" {
+            if creds.user.contains('\0') || creds.password.contains('\0') {
+                return Err(fail(
+                    "the user name or password contains a NUL byte, which AUTH PLAIN cannot carry"
+                        .into(),
+                    None,
+                ));
+            }
+            let blob = BASE64.encode(format!("\0{}\0{}", creds.user, creds.password));
+            let mut reply = self
+                .command("AUTH", format!("AUTH PLAIN {blob}\r\n").as_bytes())
+                .await?
+                .to_reply();
+            if reply.code == 334 {
+                // A server that ignored the initial response asks for it.
+                reply = self
+                    .command("AUTH", format!("{blob}\r\n").as_bytes())
+                    .await?
+                    .to_reply();
+            }
+            reply
+        } else {
+            let mut reply = self.command("AUTH", b"AUTH LOGIN\r\n").await?.to_reply();
+            for secret in [&creds.user, &creds.password] {
+                if reply.code != 334 {
+                    return Err(refused(reply));
+                }
+                let line = format!("{}\r\n", BASE64.encode(secret));
+                reply = self.command("AUTH", line.as_bytes()).await?.to_reply();
+            }
+            reply
+        };
+        if reply.code != 235 {
+            return Err(refused(reply));
+        }
+        self.authenticated = true;
+        debug!(remote = %self.remote, user = %creds.user, mechanism, "Authenticated.");
+        Ok(())
     }
 
     async fn ehlo_inner(&mut self) -> Result<(), DeliveryError> {
@@ -638,24 +989,215 @@ fn valid_address(a: &str) -> bool {
         .any(|b| b.is_ascii_control() || b == b'<' || b == b'>' || b == b' ')
 }
 
-/// One transaction on a new connection: connect, EHLO, the transaction, QUIT.
+/// One transaction on a new connection: connect (TCP or unix socket), EHLO (with
+/// STARTTLS and AUTH as `config` says), the transaction, QUIT.
 pub async fn deliver(
-    addr: SocketAddr,
+    remote: impl Into<Remote>,
     config: &ClientConfig,
     envelope: &Envelope<'_>,
     message: &[u8],
 ) -> Result<TransactionResult, DeliveryError> {
-    let mut conn = SmtpConnection::connect(addr, config).await?;
+    let remote = remote.into();
+    let mut conn = SmtpConnection::connect_to(&remote, config).await?;
     let result = async {
         conn.ehlo().await?;
         conn.send_transaction(envelope, message).await
     }
     .await;
     let greeting = conn.greeting().to_string();
+    let tls = conn.tls_description();
+    let authenticated = conn.is_authenticated();
     conn.quit().await;
     Ok(TransactionResult {
         per_recipient: result?,
-        remote: addr,
+        remote,
         greeting,
+        tls,
+        authenticated,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! Transcripts of STARTTLS and AUTH over an in-memory stream, for what real peers
+    //! cannot be made to do (tests/delivery_client.rs has the real ones).
+
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+
+    /// Plays `script` as the server: for each `(expect, reply)` reads one line, which
+    /// must be `expect` (none when empty), then writes `reply`. Returns the lines read.
+    fn server(
+        script: &'static [(&'static str, &'static str)],
+    ) -> (DuplexStream, tokio::task::JoinHandle<Vec<String>>) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let task = tokio::spawn(async move {
+            let (r, mut w) = tokio::io::split(server);
+            let mut r = tokio::io::BufReader::new(r);
+            let mut seen = Vec::new();
+            for (expect, reply) in script {
+                if !expect.is_empty() {
+                    let mut line = String::new();
+                    r.read_line(&mut line).await.unwrap();
+                    assert_eq!(line.trim_end(), *expect);
+                    seen.push(line);
+                }
+                w.write_all(reply.as_bytes()).await.unwrap();
+            }
+            seen
+        });
+        (client, task)
+    }
+
+    fn config(tls: TlsMode, auth: bool) -> ClientConfig {
+        ClientConfig {
+            command_timeout: Duration::from_secs(5),
+            tls,
+            tls_client: (tls != TlsMode::None).then(|| Arc::new(TlsClient::new(None).unwrap())),
+            auth: auth.then(|| Credentials {
+                user: "user".into(),
+                password: "secret".into(),
+            }),
+            auth_plaintext: true,
+            ..ClientConfig::new("client.test")
+        }
+    }
+
+    async fn ehlo(
+        script: &'static [(&'static str, &'static str)],
+        config: &ClientConfig,
+    ) -> (Result<Capabilities, DeliveryError>, Vec<String>) {
+        let (stream, server) = server(script);
+        let addr: SocketAddr = "192.0.2.1:25".parse().unwrap();
+        let mut conn = SmtpConnection::greet(stream, addr, config).await.unwrap();
+        let r = conn.ehlo().await.cloned();
+        drop(conn);
+        (r, server.await.unwrap())
+    }
+
+    #[test]
+    fn auth_mechanisms_are_read_in_both_forms() {
+        let raw = RawReply {
+            code: 250,
+            lines: vec![
+                "mx.test".into(),
+                "AUTH plain LOGIN".into(),
+                "AUTH=LOGIN XOAUTH2".into(),
+                "STARTTLS".into(),
+            ],
+        };
+        let caps = Capabilities::parse(&raw);
+        assert_eq!(caps.auth, ["PLAIN", "LOGIN", "XOAUTH2"]);
+        assert!(caps.starttls);
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let mut cfg = config(TlsMode::None, true);
+        cfg.auth.as_mut().unwrap().password = "hunter2".into();
+        let shown = format!("{cfg:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+    }
+
+    #[tokio::test]
+    async fn auth_plain_and_login_on_the_wire() {
+        let (r, seen) = ehlo(
+            &[
+                ("", "220 fake\r\n"),
+                ("EHLO client.test", "250-fake\r\n250 AUTH LOGIN PLAIN\r\n"),
+                // base64("\0user\0secret")
+                ("AUTH PLAIN AHVzZXIAc2VjcmV0", "235 2.7.0 ok\r\n"),
+            ],
+            &config(TlsMode::None, true),
+        )
+        .await;
+        r.unwrap();
+        assert_eq!(seen.len(), 2);
+
+        let (r, _) = ehlo(
+            &[
+                ("", "220 fake\r\n"),
+                ("EHLO client.test", "250-fake\r\n250 AUTH=LOGIN\r\n"),
+                ("AUTH LOGIN", "334 VXNlcm5hbWU6\r\n"),
+                ("dXNlcg==", "334 UGFzc3dvcmQ6\r\n"),
+                ("c2VjcmV0", "235 2.7.0 ok\r\n"),
+            ],
+            &config(TlsMode::None, true),
+        )
+        .await;
+        r.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_refused_starttls_is_a_tls_failure() {
+        let script: &[(&str, &str)] = &[
+            ("", "220 fake\r\n"),
+            ("EHLO client.test", "250-fake\r\n250 STARTTLS\r\n"),
+            ("STARTTLS", "454 4.7.0 TLS not available\r\n"),
+        ];
+        for (mode, retry) in [(TlsMode::Opportunistic, true), (TlsMode::Required, false)] {
+            let (r, _) = ehlo(script, &config(mode, false)).await;
+            let err = r.unwrap_err();
+            assert!(err.is_tls_failure() && !err.is_permanent(), "{err:?}");
+            assert_eq!(err.allows_plaintext_retry(), retry, "{mode}");
+            assert!(err.to_string().contains("454 4.7.0"), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn bytes_after_the_starttls_reply_stop_the_handshake() {
+        let (r, seen) = ehlo(
+            &[
+                ("", "220 fake\r\n"),
+                ("EHLO client.test", "250-fake\r\n250 STARTTLS\r\n"),
+                ("STARTTLS", "220 go\r\n250-fake\r\n250 AUTH PLAIN\r\n"),
+            ],
+            &config(TlsMode::Opportunistic, false),
+        )
+        .await;
+        assert!(
+            matches!(&r, Err(DeliveryError::Protocol(m)) if m.contains("injection")),
+            "{r:?}"
+        );
+        assert_eq!(seen.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn tls_settings_that_cannot_work_fail_before_starttls() {
+        let script: &[(&str, &str)] = &[
+            ("", "220 fake\r\n"),
+            ("EHLO client.test", "250-fake\r\n250 STARTTLS\r\n"),
+        ];
+        let (r, _) = ehlo(script, &config(TlsMode::Verify, false)).await;
+        assert!(r.unwrap_err().to_string().contains("(tls_name)"));
+        let mut cfg = config(TlsMode::Required, false);
+        cfg.tls_client = None;
+        let (r, _) = ehlo(script, &cfg).await;
+        assert!(r.unwrap_err().to_string().contains("no TLS client"));
+    }
+
+    #[tokio::test]
+    async fn auth_without_a_common_mechanism_or_over_plaintext() {
+        let script: &[(&str, &str)] = &[
+            ("", "220 fake\r\n"),
+            (
+                "EHLO client.test",
+                "250-fake\r\n250 AUTH CRAM-MD5 GSSAPI\r\n",
+            ),
+        ];
+        let (r, _) = ehlo(script, &config(TlsMode::None, true)).await;
+        assert_eq!(
+            r.unwrap_err().to_string(),
+            "no AUTH mechanism in common (server offers: CRAM-MD5 GSSAPI; we support: PLAIN, LOGIN)"
+        );
+        let mut cfg = config(TlsMode::None, true);
+        cfg.auth_plaintext = false;
+        let (r, seen) = ehlo(script, &cfg).await;
+        assert!(matches!(r, Err(DeliveryError::Auth { .. })));
+        assert_eq!(seen.len(), 1, "sent more than EHLO: {seen:?}");
+    }
 }

@@ -10,11 +10,11 @@ use super::*;
 
 fn config(lmtp: bool) -> ClientConfig {
     ClientConfig {
-        helo_name: "client.test".into(),
         connect_timeout: Duration::from_secs(5),
         command_timeout: Duration::from_secs(5),
         data_timeout: Duration::from_secs(5),
         lmtp,
+        ..ClientConfig::new("client.test")
     }
 }
 

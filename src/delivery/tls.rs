@@ -1,1 +1,266 @@
 //! Client TLS (STARTTLS with rustls) and the TLS policy of a route.
+//!
+//! [`TlsMode`] is what a route asks for (Postfix's `smtp_tls_security_level`: `none`,
+//! `may`, `encrypt`, `secure`); [`TlsClient`] holds the two rustls configurations the
+//! client needs, built once and shared by every connection. Only the ring crypto
+//! provider is used, passed explicitly: nothing depends on a process-wide default.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tracing::{debug, warn};
+
+/// Whether and how a delivery uses STARTTLS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum TlsMode {
+    /// Never STARTTLS, even when offered.
+    #[default]
+    None,
+    /// STARTTLS when offered, without checking the certificate; plaintext when not
+    /// offered. A refused STARTTLS or a failed handshake fails the delivery with
+    /// [`DeliveryError::Tls`](super::DeliveryError::Tls), which allows one retry in
+    /// plaintext (Postfix's `may`).
+    Opportunistic,
+    /// STARTTLS must be offered and succeed; the certificate is not checked
+    /// (encryption without authentication, Postfix's `encrypt`).
+    Required,
+    /// Like `Required`, and the certificate must be valid for the route's host name
+    /// (`ClientConfig::tls_name`) under the system's roots or the extra CA file
+    /// (Postfix's `secure`).
+    Verify,
+}
+
+impl TlsMode {
+    /// The names accepted by [`FromStr`], canonical ones first.
+    pub const NAMES: &'static [&'static str] = &[
+        "none",
+        "opportunistic",
+        "required",
+        "verify",
+        "may",
+        "encrypt",
+        "secure",
+    ];
+
+    /// The canonical name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::None => "none",
+            TlsMode::Opportunistic => "opportunistic",
+            TlsMode::Required => "required",
+            TlsMode::Verify => "verify",
+        }
+    }
+
+    /// TLS must be in place before anything but EHLO is sent.
+    pub fn is_mandatory(self) -> bool {
+        matches!(self, TlsMode::Required | TlsMode::Verify)
+    }
+}
+
+impl fmt::Display for TlsMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TlsMode {
+    type Err = String;
+
+    /// `none`, `opportunistic` (or `may`), `required` (or `encrypt`), `verify` (or
+    /// `secure`); case-insensitive.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" => Ok(TlsMode::None),
+            "opportunistic" | "may" => Ok(TlsMode::Opportunistic),
+            "required" | "encrypt" => Ok(TlsMode::Required),
+            "verify" | "secure" => Ok(TlsMode::Verify),
+            _ => Err(format!(
+                "unknown TLS mode {s:?}: expected one of {}",
+                TlsMode::NAMES.join(", ")
+            )),
+        }
+    }
+}
+
+/// The rustls client configurations, built once (loading the system's roots is slow)
+/// and shared by every connection through an `Arc`.
+#[derive(Debug, Clone)]
+pub struct TlsClient {
+    /// Checks the certificate chain against the roots and the name: for `verify`.
+    verifying: Arc<rustls::ClientConfig>,
+    /// Accepts any certificate but still checks the handshake's signatures: for
+    /// `opportunistic` and `required`.
+    unverified: Arc<rustls::ClientConfig>,
+    /// How many trust anchors `verifying` has, for logs and tests.
+    roots: usize,
+}
+
+impl TlsClient {
+    /// Builds both configurations: the verifying one trusts the system's roots
+    /// (rustls-native-certs) and, when given, every certificate in the PEM file
+    /// `ca_file`. An unreadable or empty `ca_file` is an error naming it; unreadable
+    /// system roots are only logged (verification then fails, the other modes work).
+    pub fn new(ca_file: Option<&Path>) -> Result<TlsClient, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = RootCertStore::empty();
+
+        let native = rustls_native_certs::load_native_certs();
+        for e in &native.errors {
+            warn!(error = %e, "Cannot load some of the system's CA certificates.");
+        }
+        let (added, ignored) = roots.add_parsable_certificates(native.certs);
+        debug!(added, ignored, "System CA certificates loaded.");
+
+        if let Some(path) = ca_file {
+            let shown = path.display();
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("CA file {shown}: {e}"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("CA file {shown}: {e}"))?;
+            if certs.is_empty() {
+                return Err(format!("CA file {shown}: no CERTIFICATE in it"));
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("CA file {shown}: {e}"))?;
+            }
+        }
+
+        let count = roots.len();
+        let verifying = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS client configuration: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let unverified = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS client configuration: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate {
+                algorithms: provider.signature_verification_algorithms,
+            }))
+            .with_no_client_auth();
+        Ok(TlsClient {
+            verifying: Arc::new(verifying),
+            unverified: Arc::new(unverified),
+            roots: count,
+        })
+    }
+
+    /// The configuration for `mode`: `None` for [`TlsMode::None`].
+    pub fn config_for(&self, mode: TlsMode) -> Option<Arc<rustls::ClientConfig>> {
+        match mode {
+            TlsMode::None => None,
+            TlsMode::Opportunistic | TlsMode::Required => Some(self.unverified.clone()),
+            TlsMode::Verify => Some(self.verifying.clone()),
+        }
+    }
+
+    /// How many trust anchors verification uses (system roots plus the CA file).
+    pub fn root_count(&self) -> usize {
+        self.roots
+    }
+}
+
+/// Encryption without authentication: any certificate chain and any name are accepted,
+/// but the handshake's signatures are still checked with the certificate's key, so the
+/// peer must hold the key of the certificate it shows.
+#[derive(Debug)]
+struct AnyCertificate {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_with_postfix_aliases_and_display_canonically() {
+        for (s, mode) in [
+            ("none", TlsMode::None),
+            ("may", TlsMode::Opportunistic),
+            ("Opportunistic", TlsMode::Opportunistic),
+            ("encrypt", TlsMode::Required),
+            ("required", TlsMode::Required),
+            ("secure", TlsMode::Verify),
+            ("VERIFY", TlsMode::Verify),
+        ] {
+            assert_eq!(s.parse::<TlsMode>(), Ok(mode), "{s}");
+        }
+        assert_eq!(TlsMode::Opportunistic.to_string(), "opportunistic");
+        let err = "dane".parse::<TlsMode>().unwrap_err();
+        assert!(err.contains("\"dane\"") && err.contains("may"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_ca_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let err = TlsClient::new(Some(&missing)).unwrap_err();
+        assert!(err.contains("missing.pem"), "{err}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let err = TlsClient::new(Some(&empty)).unwrap_err();
+        assert!(
+            err.contains("empty.pem") && err.contains("no CERTIFICATE"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn modes_pick_their_configuration() {
+        let client = TlsClient::new(None).unwrap();
+        assert!(client.config_for(TlsMode::None).is_none());
+        let verify = client.config_for(TlsMode::Verify).unwrap();
+        let may = client.config_for(TlsMode::Opportunistic).unwrap();
+        assert!(!Arc::ptr_eq(&verify, &may));
+        assert!(Arc::ptr_eq(
+            &may,
+            &client.config_for(TlsMode::Required).unwrap()
+        ));
+    }
+}

@@ -1,0 +1,245 @@
+//! The byte stream under an SMTP/LMTP connection: TCP, TLS over TCP after STARTTLS, or
+//! a unix socket, and where it leads ([`Remote`]).
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tracing::debug;
+
+/// Where a connection goes: an address and port, or a unix socket (LMTP).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Remote {
+    Inet(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl Remote {
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Remote::Inet(a) => Some(a.ip()),
+            Remote::Unix(_) => None,
+        }
+    }
+
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            Remote::Inet(a) => Some(a.port()),
+            Remote::Unix(_) => None,
+        }
+    }
+
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Remote::Inet(a) => Some(*a),
+            Remote::Unix(_) => None,
+        }
+    }
+
+    /// For logs, as Postfix's `relay=`: `mx.example.com[192.0.2.1]:25`, or the socket's
+    /// path.
+    pub fn relay(&self, host: &str) -> String {
+        match self {
+            Remote::Inet(a) => format!("{host}[{}]:{}", a.ip(), a.port()),
+            Remote::Unix(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// `192.0.2.1:25`, `[2001:db8::1]:25` or `unix:/path`.
+impl fmt::Display for Remote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Remote::Inet(a) => write!(f, "{a}"),
+            Remote::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl From<SocketAddr> for Remote {
+    fn from(a: SocketAddr) -> Self {
+        Remote::Inet(a)
+    }
+}
+
+impl From<PathBuf> for Remote {
+    fn from(p: PathBuf) -> Self {
+        Remote::Unix(p)
+    }
+}
+
+impl From<&Path> for Remote {
+    fn from(p: &Path) -> Self {
+        Remote::Unix(p.to_path_buf())
+    }
+}
+
+/// What the client needs of its stream beyond reading and writing: whether it is
+/// encrypted, and turning it into a TLS stream after STARTTLS's 220.
+pub trait SmtpStream: AsyncRead + AsyncWrite + Unpin + Send {
+    /// TLS protects the stream.
+    fn is_encrypted(&self) -> bool;
+
+    /// Runs the TLS handshake as a client over this stream, which then carries TLS.
+    /// The stream must not be read or written meanwhile, and nothing may be buffered
+    /// above it. On an error the stream is unusable.
+    fn start_tls(
+        &mut self,
+        config: Arc<rustls::ClientConfig>,
+        name: ServerName<'static>,
+    ) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// A connection's stream: plain TCP, TLS over TCP, or a unix socket.
+#[derive(Debug)]
+pub struct ClientStream(Inner);
+
+#[derive(Debug)]
+enum Inner {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    Unix(UnixStream),
+    /// Between giving the TCP stream to the handshake and getting TLS back, or after
+    /// a failed handshake: every operation fails.
+    Closed,
+}
+
+impl ClientStream {
+    pub fn tcp(s: TcpStream) -> Self {
+        ClientStream(Inner::Tcp(s))
+    }
+
+    pub fn unix(s: UnixStream) -> Self {
+        ClientStream(Inner::Unix(s))
+    }
+
+    /// The negotiated protocol version and cipher suite, once TLS is up
+    /// (`TLSv1_3 TLS13_AES_256_GCM_SHA384`).
+    pub fn tls_description(&self) -> Option<String> {
+        let Inner::Tls(tls) = &self.0 else {
+            return None;
+        };
+        let (_, conn) = tls.get_ref();
+        let version = conn.protocol_version().map(|v| format!("{v:?}"));
+        let suite = conn
+            .negotiated_cipher_suite()
+            .map(|s| format!("{:?}", s.suite()));
+        Some(format!(
+            "{} {}",
+            version.as_deref().unwrap_or("TLS"),
+            suite.as_deref().unwrap_or("?")
+        ))
+    }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "the connection is closed")
+}
+
+impl SmtpStream for ClientStream {
+    fn is_encrypted(&self) -> bool {
+        matches!(self.0, Inner::Tls(_))
+    }
+
+    async fn start_tls(
+        &mut self,
+        config: Arc<rustls::ClientConfig>,
+        name: ServerName<'static>,
+    ) -> io::Result<()> {
+        let tcp = match std::mem::replace(&mut self.0, Inner::Closed) {
+            Inner::Tcp(tcp) => tcp,
+            other => {
+                let why = match other {
+                    Inner::Tls(_) => "TLS is already active",
+                    Inner::Unix(_) => "STARTTLS over a unix socket is not supported",
+                    _ => "the connection is closed",
+                };
+                self.0 = other;
+                return Err(io::Error::new(io::ErrorKind::Unsupported, why));
+            }
+        };
+        let tls = TlsConnector::from(config).connect(name, tcp).await?;
+        self.0 = Inner::Tls(Box::new(tls));
+        debug!(
+            tls = self.tls_description().unwrap_or_default(),
+            "TLS established."
+        );
+        Ok(())
+    }
+}
+
+/// In-memory streams for transcripts in tests: never encrypted, cannot start TLS.
+impl SmtpStream for tokio::io::DuplexStream {
+    fn is_encrypted(&self) -> bool {
+        false
+    }
+
+    async fn start_tls(
+        &mut self,
+        _config: Arc<rustls::ClientConfig>,
+        _name: ServerName<'static>,
+    ) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "an in-memory stream cannot start TLS",
+        ))
+    }
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().0 {
+            Inner::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Inner::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Inner::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().0 {
+            Inner::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Inner::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Inner::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().0 {
+            Inner::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Inner::Unix(s) => Pin::new(s).poll_flush(cx),
+            Inner::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().0 {
+            Inner::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Inner::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Inner::Closed => Poll::Ready(Ok(())),
+        }
+    }
+}
