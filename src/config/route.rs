@@ -191,7 +191,7 @@ impl fmt::Display for Transport {
 }
 
 /// How a route uses TLS, in Postfix's terms (`smtp_tls_security_level`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsPolicy {
     /// Never STARTTLS (`none`).
@@ -223,6 +223,11 @@ impl TlsPolicy {
         }
     }
 
+    /// TLS must be in place before anything but EHLO is sent.
+    pub fn is_mandatory(self) -> bool {
+        matches!(self, TlsPolicy::Required | TlsPolicy::Verify)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             TlsPolicy::None => "none",
@@ -230,6 +235,14 @@ impl TlsPolicy {
             TlsPolicy::Required => "required",
             TlsPolicy::Verify => "verify",
         }
+    }
+}
+
+impl std::str::FromStr for TlsPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        TlsPolicy::parse(s)
     }
 }
 

@@ -13,11 +13,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::debug;
 
-use super::client::{ClientConfig, DeliveryError, Envelope, RcptOutcome, SmtpConnection};
+use super::client::{
+    ClientConfig, Credentials, DeliveryError, Envelope, RcptOutcome, SmtpConnection,
+};
 use super::dns::{DnsError, Resolver};
 use super::reply::Reply;
+use super::tls::{TlsClient, TlsMode};
 use crate::config::Delivery;
-use crate::config::route::{LmtpTarget, NextHop, RouteOptions, Transport};
+use crate::config::route::{LmtpTarget, NextHop, RouteOptions, Transport, credential_keys};
+use crate::lookup::Table;
 
 /// How long an idle connection is kept for the next message to the same host
 /// (Postfix's `smtp_connection_cache_time_limit`).
@@ -139,6 +143,8 @@ impl Outcome {
                 Outcome::deferred(relay, enhanced_of(reply, 4), detail)
             }
             DeliveryError::Connect { .. } => Outcome::deferred(relay, [4, 4, 1], detail),
+            DeliveryError::Tls { .. } => Outcome::deferred(relay, [4, 7, 4], detail),
+            DeliveryError::Auth { .. } => Outcome::deferred(relay, [4, 7, 0], detail),
             DeliveryError::Timeout { .. }
             | DeliveryError::Io { .. }
             | DeliveryError::Protocol(_) => Outcome::deferred(relay, [4, 4, 2], detail),
@@ -173,24 +179,43 @@ fn enhanced_of(reply: &Reply, class: u8) -> [u8; 3] {
 
 type Pooled = (SmtpConnection, Instant);
 
+/// Connections are reused only for the same host with the same TLS policy and account.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct PoolKey {
+    hop: Hop,
+    tls: TlsMode,
+    auth: Option<String>,
+}
+
 /// Everything outbound deliveries share: the resolver, the client settings, idle
 /// connections, and the concurrency limits.
 pub struct Outbound {
     resolver: Resolver,
     settings: Delivery,
     helo_name: String,
-    idle: Mutex<HashMap<Hop, Vec<Pooled>>>,
+    tls: Option<Arc<TlsClient>>,
+    credentials: std::collections::BTreeMap<String, Arc<Table>>,
+    idle: Mutex<HashMap<PoolKey, Vec<Pooled>>>,
     per_host: Mutex<HashMap<Target, Arc<Semaphore>>>,
     total: Arc<Semaphore>,
 }
 
 impl Outbound {
-    pub fn new(resolver: Resolver, settings: Delivery, helo_name: String) -> Outbound {
+    /// `tls`: None when TLS cannot be used (every TLS policy but `none` then fails).
+    pub fn new(
+        resolver: Resolver,
+        settings: Delivery,
+        helo_name: String,
+        tls: Option<Arc<TlsClient>>,
+        credentials: std::collections::BTreeMap<String, Arc<Table>>,
+    ) -> Outbound {
         let total = Arc::new(Semaphore::new(settings.connections));
         Outbound {
             resolver,
             settings,
             helo_name,
+            tls,
+            credentials,
             idle: Mutex::new(HashMap::new()),
             per_host: Mutex::new(HashMap::new()),
             total,
@@ -309,7 +334,7 @@ impl Outbound {
                     ..*envelope
                 };
                 let relay = hop.to_string();
-                match self.transaction(&hop, options, &sub, message).await {
+                match self.transaction(&hop, t, options, &sub, message).await {
                     Ok(per) => {
                         for (&i, r) in pending.iter().zip(per.iter()) {
                             let o = Outcome::from_reply(&relay, r);
@@ -348,20 +373,28 @@ impl Outbound {
             .collect()
     }
 
-    /// One transaction with one host, on an idle connection when there is one.
+    /// One transaction with one host, on an idle connection when there is one. An
+    /// opportunistic STARTTLS that fails is retried once in plaintext, as Postfix does.
     async fn transaction(
         &self,
         hop: &Hop,
+        transport: &Transport,
         options: &RouteOptions,
         envelope: &Envelope<'_>,
         message: &[u8],
     ) -> Result<Vec<RcptOutcome>, DeliveryError> {
-        let _ = options; // TLS and AUTH per route: see the client's settings
+        let tls = options.tls.unwrap_or(self.settings.tls);
+        let auth = self.credentials_for(transport, options);
+        let key = PoolKey {
+            hop: hop.clone(),
+            tls,
+            auth: auth.as_ref().map(|c| c.user.clone()),
+        };
         let _slot = self.slot(&hop.target).await;
-        if let Some(mut conn) = self.take_idle(hop) {
+        if let Some(mut conn) = self.take_idle(&key) {
             match conn.send_transaction(envelope, message).await {
                 Ok(per) => {
-                    self.put_idle(hop, conn);
+                    self.put_idle(&key, conn);
                     return Ok(per);
                 }
                 // The server may have closed the idle connection: try a fresh one.
@@ -371,29 +404,80 @@ impl Outbound {
                 Err(e) => return Err(e),
             }
         }
-        let config = self.client_config(hop);
-        let mut conn = match &hop.target {
-            Target::Inet(addr) => SmtpConnection::connect(*addr, &config).await?,
-            Target::Unix(path) => {
-                return Err(DeliveryError::Protocol(format!(
-                    "LMTP over a unix socket ({}) is not available in this build",
-                    path.display()
-                )));
+        let mut config = self.client_config(hop, tls, auth);
+        let result = self.fresh(hop, &config, envelope, message).await;
+        let result = match result {
+            Err(e) if e.allows_plaintext_retry() => {
+                debug!(relay = %hop, error = %e, "STARTTLS failed; trying once in plaintext");
+                config.tls = TlsMode::None;
+                self.fresh(hop, &config, envelope, message).await
             }
+            other => other,
         };
-        conn.ehlo().await?;
-        let per = conn.send_transaction(envelope, message).await?;
-        self.put_idle(hop, conn);
+        let (per, conn) = result?;
+        if config.tls == tls {
+            self.put_idle(&key, conn);
+        } else {
+            tokio::spawn(conn.quit());
+        }
         Ok(per)
     }
 
-    fn client_config(&self, hop: &Hop) -> ClientConfig {
+    async fn fresh(
+        &self,
+        hop: &Hop,
+        config: &ClientConfig,
+        envelope: &Envelope<'_>,
+        message: &[u8],
+    ) -> Result<(Vec<RcptOutcome>, SmtpConnection), DeliveryError> {
+        let mut conn = match &hop.target {
+            Target::Inet(addr) => SmtpConnection::connect(*addr, config).await?,
+            Target::Unix(path) => SmtpConnection::connect_unix(path, config).await?,
+        };
+        let result = async {
+            conn.ehlo().await?;
+            conn.send_transaction(envelope, message).await
+        }
+        .await;
+        match result {
+            Ok(per) => Ok((per, conn)),
+            Err(e) => {
+                tokio::spawn(conn.quit());
+                Err(e)
+            }
+        }
+    }
+
+    /// The account for `transport` in the route's `credentials` file: the next hop as
+    /// the transport names it (`[host]:port`, `[host]`, `domain:port`, `domain`).
+    fn credentials_for(
+        &self,
+        transport: &Transport,
+        options: &RouteOptions,
+    ) -> Option<Credentials> {
+        let table = self.credentials.get(options.auth.as_deref()?)?;
+        let value = credential_keys(transport)
+            .iter()
+            .find_map(|k| table.lookup(k))?;
+        let (user, password) = value.split_once(':')?;
+        Some(Credentials {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        })
+    }
+
+    fn client_config(&self, hop: &Hop, tls: TlsMode, auth: Option<Credentials>) -> ClientConfig {
         ClientConfig {
-            helo_name: self.helo_name.clone(),
             connect_timeout: self.settings.connect_timeout,
             command_timeout: self.settings.command_timeout,
             data_timeout: self.settings.data_timeout,
             lmtp: hop.lmtp,
+            tls,
+            tls_client: self.tls.clone(),
+            tls_name: Some(hop.name.clone()),
+            auth,
+            auth_plaintext: self.settings.auth_plaintext,
+            ..ClientConfig::new(&self.helo_name)
         }
     }
 
@@ -419,9 +503,9 @@ impl Outbound {
         (host, total)
     }
 
-    fn take_idle(&self, hop: &Hop) -> Option<SmtpConnection> {
+    fn take_idle(&self, key: &PoolKey) -> Option<SmtpConnection> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.get_mut(hop)?;
+        let list = idle.get_mut(key)?;
         while let Some((conn, since)) = list.pop() {
             if since.elapsed() < IDLE_REUSE && conn.is_usable() {
                 return Some(conn);
@@ -431,12 +515,12 @@ impl Outbound {
         None
     }
 
-    fn put_idle(&self, hop: &Hop, conn: SmtpConnection) {
+    fn put_idle(&self, key: &PoolKey, conn: SmtpConnection) {
         if !conn.is_usable() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.entry(hop.clone()).or_default();
+        let list = idle.entry(key.clone()).or_default();
         if list.len() >= IDLE_PER_HOST {
             tokio::spawn(conn.quit());
             return;

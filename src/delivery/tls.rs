@@ -5,9 +5,7 @@
 //! client needs, built once and shared by every connection. Only the ring crypto
 //! provider is used, passed explicitly: nothing depends on a process-wide default.
 
-use std::fmt;
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -17,78 +15,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tracing::{debug, warn};
 
-/// Whether and how a delivery uses STARTTLS.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub enum TlsMode {
-    /// Never STARTTLS, even when offered.
-    #[default]
-    None,
-    /// STARTTLS when offered, without checking the certificate; plaintext when not
-    /// offered. A refused STARTTLS or a failed handshake fails the delivery with
-    /// [`DeliveryError::Tls`](super::DeliveryError::Tls), which allows one retry in
-    /// plaintext (Postfix's `may`).
-    Opportunistic,
-    /// STARTTLS must be offered and succeed; the certificate is not checked
-    /// (encryption without authentication, Postfix's `encrypt`).
-    Required,
-    /// Like `Required`, and the certificate must be valid for the route's host name
-    /// (`ClientConfig::tls_name`) under the system's roots or the extra CA file
-    /// (Postfix's `secure`).
-    Verify,
-}
-
-impl TlsMode {
-    /// The names accepted by [`FromStr`], canonical ones first.
-    pub const NAMES: &'static [&'static str] = &[
-        "none",
-        "opportunistic",
-        "required",
-        "verify",
-        "may",
-        "encrypt",
-        "secure",
-    ];
-
-    /// The canonical name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TlsMode::None => "none",
-            TlsMode::Opportunistic => "opportunistic",
-            TlsMode::Required => "required",
-            TlsMode::Verify => "verify",
-        }
-    }
-
-    /// TLS must be in place before anything but EHLO is sent.
-    pub fn is_mandatory(self) -> bool {
-        matches!(self, TlsMode::Required | TlsMode::Verify)
-    }
-}
-
-impl fmt::Display for TlsMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for TlsMode {
-    type Err = String;
-
-    /// `none`, `opportunistic` (or `may`), `required` (or `encrypt`), `verify` (or
-    /// `secure`); case-insensitive.
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "none" => Ok(TlsMode::None),
-            "opportunistic" | "may" => Ok(TlsMode::Opportunistic),
-            "required" | "encrypt" => Ok(TlsMode::Required),
-            "verify" | "secure" => Ok(TlsMode::Verify),
-            _ => Err(format!(
-                "unknown TLS mode {s:?}: expected one of {}",
-                TlsMode::NAMES.join(", ")
-            )),
-        }
-    }
-}
+/// Whether and how a delivery uses STARTTLS: the route's TLS policy.
+pub use crate::config::route::TlsPolicy as TlsMode;
 
 /// The rustls client configurations, built once (loading the system's roots is slow)
 /// and shared by every connection through an `Arc`.
@@ -233,7 +161,10 @@ mod tests {
         }
         assert_eq!(TlsMode::Opportunistic.to_string(), "opportunistic");
         let err = "dane".parse::<TlsMode>().unwrap_err();
-        assert!(err.contains("\"dane\"") && err.contains("may"), "{err}");
+        assert!(
+            err.contains("`dane`") && err.contains("opportunistic"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::control::socket::ControlSocket;
 use crate::delivery::dns::Resolver;
 use crate::delivery::hops::Outbound;
 use crate::delivery::scheduler::Scheduler;
+use crate::delivery::tls::TlsClient;
 use crate::policy::Pipeline;
 use crate::queue::{Spool, SpoolError};
 
@@ -108,10 +109,20 @@ pub async fn serve_until(
     if let Err(err) = std::fs::create_dir_all(&config.delivery.local_base) {
         warn!(path = %config.delivery.local_base.display(), %err, "cannot create the Maildir base of the local transport; local deliveries will be deferred");
     }
+    // Loading the system's trust anchors is slow: once, at start.
+    let tls = match TlsClient::new(config.delivery.tls_ca_file.as_deref()) {
+        Ok(t) => Some(Arc::new(t)),
+        Err(err) => {
+            error!(%err, "client TLS is unavailable; routes that need TLS will be deferred");
+            None
+        }
+    };
     let outbound = Outbound::new(
         resolver,
         config.delivery.clone(),
         config.server.hostname.clone(),
+        tls,
+        config.credentials.clone(),
     );
     let (scheduler, handle) = Scheduler::new(
         spool.clone(),
