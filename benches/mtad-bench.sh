@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Starts mtad the way ../shared/bench/compare-postfix.sh expects: listening on
-# 127.0.0.1:$MTAD_PORT, spool in $BENCH_DIR, accepting anything from loopback.
+# 127.0.0.1:$MTAD_PORT, spool in $BENCH_DIR, accepting anything from loopback, and
+# relaying everything to smtp:[127.0.0.1]:$SINK_PORT — or, with `accept`, keeping it.
 #
-#   ../shared/bench/compare-postfix.sh --mode accept -- benches/mtad-bench.sh
+#   ../shared/bench/compare-postfix.sh --mode relay -- benches/mtad-bench.sh
+#   ../shared/bench/compare-postfix.sh --mode accept -- benches/mtad-bench.sh accept
 #
 # Build first: cargo build --release.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-: "${MTAD_PORT:?}" "${BENCH_DIR:?}"
+: "${MTAD_PORT:?}" "${BENCH_DIR:?}" "${SINK_PORT:?}"
+queue_only='#false'
+[ "${1:-relay}" = accept ] && queue_only='#true'
 cat >"$BENCH_DIR/mtad.kdl" <<KDL
 server {
     hostname "relay.bench.test"
@@ -20,6 +24,12 @@ limits {
 networks "loopback" "127.0.0.0/8"
 stage "rcpt" {
     accept client="loopback"
+}
+stage "route" {
+    relay "smtp:[127.0.0.1]:$SINK_PORT" tls="none"
+}
+delivery {
+    queue-only $queue_only
 }
 KDL
 export MTAD_LOG=${MTAD_LOG:-warn}

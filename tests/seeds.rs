@@ -1,0 +1,230 @@
+//! The seed examples, end to end: each example directory is copied as it is, with only
+//! its listen port, spool and Maildir base moved into a temporary directory and its
+//! network pointed at loopback (dnsmasq answers for the example's domains, smtp-sink
+//! stands in for the next hops). swaks sends; the mail must arrive at the right hop.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::peers::{Dnsmasq, Sink, dump_recipients};
+use common::*;
+
+struct Example {
+    mtad: Mtad,
+    root: PathBuf,
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Copies `examples/NAME` (and `policies/`) into a temporary directory, applies `edits`
+/// to its files (file name, from, to), points it at `dns` with `smtp-port`, and starts it.
+fn start_example(
+    name: &str,
+    edits: &[(&str, &str, &str)],
+    dns: SocketAddr,
+    smtp_port: u16,
+) -> Example {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("examples").join(name);
+    copy_dir(&repo.join("examples").join(name), &root);
+    copy_dir(&repo.join("policies"), &dir.path().join("policies"));
+    for (file, from, to) in edits {
+        let path = root.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{file} has no {from:?}");
+        std::fs::write(&path, text.replace(from, to)).unwrap();
+    }
+    let config = root.join("mtad.kdl");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    let port = free_port();
+    let spool = dir.path().join("spool");
+    // the listener and the /tmp paths
+    let listen = text
+        .lines()
+        .find(|l| l.starts_with("listen "))
+        .unwrap()
+        .to_owned();
+    let addr_start = listen.find("address=\"").unwrap() + 9;
+    let addr_end = addr_start + listen[addr_start..].find('"').unwrap();
+    let new_listen = format!(
+        "{}127.0.0.1:{port}{}",
+        &listen[..addr_start],
+        &listen[addr_end..]
+    );
+    text = text.replace(&listen, &new_listen);
+    let spool_line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("spool "))
+        .unwrap()
+        .to_owned();
+    text = text.replace(&spool_line, &format!("    spool \"{}\"", spool.display()));
+    if let Some(base) = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("local-base "))
+    {
+        let base = base.to_owned();
+        text = text.replace(
+            &base,
+            &format!("    local-base \"{}\"", dir.path().join("mail").display()),
+        );
+    }
+    let extra = format!(
+        "    dns-server \"{dns}\"\n    smtp-port {smtp_port}\n    backoff-min \"1s\"\n    connect-timeout \"2s\"\n"
+    );
+    if text.contains("delivery {") {
+        text = text.replacen("delivery {\n", &format!("delivery {{\n{extra}"), 1);
+    } else {
+        text.push_str(&format!("\ndelivery {{\n{extra}}}\n"));
+    }
+    std::fs::write(&config, text).unwrap();
+    let mtad = Mtad::start_file(dir, config, spool, port);
+    Example { mtad, root }
+}
+
+fn send(mtad: &Mtad, from: &str, to: &str) {
+    let out = swaks(
+        mtad.port,
+        &["--from", from, "--to", to, "--body", "seed test\n"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// smtp-sink on 127.0.0.N:port.
+fn sink_on(n: u8, port: u16) -> Sink {
+    Sink::start_at(SocketAddr::from(([127, 0, 0, n], port)), &[])
+}
+
+#[test]
+fn seed_001_mail_hub_routes_by_the_transport_file() {
+    let port = free_port();
+    let primary = sink_on(2, port); // the seed's [192.168.1.100]
+    let mailtrans = sink_on(3, port); // [mailtrans.example.local]
+    let dns = Dnsmasq::start(&[
+        "--local=/local/",
+        "--host-record=mailtrans.example.local,127.0.0.3",
+    ]);
+    let ex = start_example(
+        "mail-hub",
+        &[("transport", "192.168.1.100", "127.0.0.2")],
+        dns.addr,
+        port,
+    );
+    send(&ex.mtad, "someone@outside.test", "user@example.local");
+    send(&ex.mtad, "someone@outside.test", "user@sub.example.local");
+    assert_eq!(
+        dump_recipients(&primary.dumps(1)[0]),
+        ["user@example.local"]
+    );
+    assert_eq!(
+        dump_recipients(&mailtrans.dumps(1)[0]),
+        ["user@sub.example.local"]
+    );
+    let _ = ex.root;
+}
+
+#[test]
+fn seed_004_null_client_forwards_root_to_the_external_mailbox() {
+    let port = free_port();
+    let mx = sink_on(4, port);
+    let dns = Dnsmasq::start(&[
+        "--local=/com/",
+        "--local=/jp/",
+        "--mx-host=example.com,mx.example.com,10",
+        "--host-record=mx.example.com,127.0.0.4",
+    ]);
+    let ex = start_example("null-client", &[], dns.addr, port);
+    // root of this host: the aliases forward it
+    send(&ex.mtad, "cron@example.jp", "root@localhost");
+    let dumps = mx.dumps(1);
+    assert_eq!(dump_recipients(&dumps[0]), ["admin@example.com"]);
+    assert!(
+        dumps[0].contains("X-Mail-Args: <cron@example.jp>"),
+        "{}",
+        dumps[0]
+    );
+    // mail for localhost stays here, in a Maildir
+    send(&ex.mtad, "cron@example.jp", "someone@localhost");
+    let maildir = ex.mtad.dir.path().join("mail");
+    wait_for_maildir(&maildir.join("someone").join("new"));
+}
+
+/// Seed 000's trap, avoided: root's mail leaves for the main domain's MX, the
+/// subdomain's users get Maildirs.
+#[test]
+fn seed_000_subdomain_server_forwards_root_and_keeps_local_mail() {
+    let port = free_port();
+    let main = sink_on(5, port);
+    let dns = Dnsmasq::start(&[
+        "--local=/jp/",
+        "--mx-host=example1155.jp,mail.example1155.jp,10",
+        "--host-record=mail.example1155.jp,127.0.0.5",
+    ]);
+    let ex = start_example("subdomain-server", &[], dns.addr, port);
+    send(
+        &ex.mtad,
+        "cron@subml.example1155.jp",
+        "root@subml.example1155.jp",
+    );
+    assert_eq!(
+        dump_recipients(&main.dumps(1)[0]),
+        ["hogeuser@example1155.jp"]
+    );
+    let log = ex.mtad.log();
+    assert!(
+        log.contains("to=<hogeuser@example1155.jp>, orig_to=<root@subml.example1155.jp>"),
+        "{log}"
+    );
+    send(
+        &ex.mtad,
+        "someone@example.test",
+        "tanaka@subml.example1155.jp",
+    );
+    let new = ex.mtad.dir.path().join("mail").join("tanaka").join("new");
+    let file = wait_for_maildir(&new);
+    let text = std::fs::read_to_string(file).unwrap();
+    assert!(
+        text.starts_with("Return-Path: <someone@example.test>\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Delivered-To: tanaka@subml.example1155.jp\n"),
+        "{text}"
+    );
+    assert!(text.contains("seed test"), "{text}");
+}
+
+fn wait_for_maildir(new: &Path) -> PathBuf {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut entries) = std::fs::read_dir(new)
+            && let Some(Ok(e)) = entries.next()
+        {
+            return e.path();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing arrived in {}",
+            new.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
