@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::peers::{Dnsmasq, Sink, dump_recipients};
+use common::peers::{Dnsmasq, Pki, Sink, dump_recipients};
 use common::*;
 
 struct Example {
@@ -152,7 +152,7 @@ fn seed_004_null_client_forwards_root_to_the_external_mailbox() {
         "--host-record=mx.example.com,127.0.0.4",
     ]);
     let ex = start_example("null-client", &[], dns.addr, port);
-    // root of this host: the aliases forward it
+    // root of this host: the aliases forward it, bare `root` (origin example.jp) too
     send(&ex.mtad, "cron@example.jp", "root@localhost");
     let dumps = mx.dumps(1);
     assert_eq!(dump_recipients(&dumps[0]), ["admin@example.com"]);
@@ -160,6 +160,16 @@ fn seed_004_null_client_forwards_root_to_the_external_mailbox() {
         dumps[0].contains("X-Mail-Args: <cron@example.jp>"),
         "{}",
         dumps[0]
+    );
+    send(&ex.mtad, "cron", "root");
+    let dumps = mx.dumps(2);
+    assert_eq!(dump_recipients(&dumps[1]), ["admin@example.com"]);
+    assert!(
+        ex.mtad
+            .log()
+            .contains("to=<admin@example.com>, orig_to=<root@example.jp>"),
+        "{}",
+        ex.mtad.log()
     );
     // mail for localhost stays here, in a Maildir
     send(&ex.mtad, "cron@example.jp", "someone@localhost");
@@ -227,4 +237,59 @@ fn wait_for_maildir(new: &Path) -> PathBuf {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Seed 003: everything goes to the relayhost on its submission port, over STARTTLS,
+/// authenticated from the seed's `relay_password` file; with the relayhost down, the
+/// fallback relay (with its own line in that file) takes the mail.
+#[test]
+fn seed_003_upstream_relay_with_starttls_auth_and_a_fallback() {
+    let pki = Pki::new();
+    let auth = ["--require-starttls", "--auth", "account:password"];
+    let upstream = pki.aio(&auth);
+    let fallback = pki.aio(&auth);
+    let (up, fb) = (upstream.addr.port(), fallback.addr.port());
+    let dns = Dnsmasq::start(&[
+        "--local=/tld/",
+        "--host-record=A.domain.tld,127.0.0.1",
+        "--host-record=smtp.another-domain.tld,127.0.0.1",
+    ]);
+    let (a, a_test) = ("A.domain.tld:587", format!("A.domain.tld:{up}"));
+    let (b, b_test) = (
+        "smtp.another-domain.tld:587",
+        format!("smtp.another-domain.tld:{fb}"),
+    );
+    let ex = start_example(
+        "upstream-relay",
+        &[
+            ("mtad.kdl", a, &a_test),
+            ("mtad.kdl", b, &b_test),
+            ("relay_password", a, &a_test),
+            ("relay_password", b, &b_test),
+        ],
+        dns.addr,
+        25,
+    );
+    send(&ex.mtad, "app@relay.domain.tld", "someone@example.com");
+    let (env, eml) = &upstream.messages(1)[0];
+    assert_eq!(
+        env.lines().collect::<Vec<_>>()[..2],
+        ["TLS yes", "AUTH account"],
+        "{env}"
+    );
+    assert!(env.contains("RCPT <someone@example.com>"), "{env}");
+    assert!(String::from_utf8_lossy(eml).contains("seed test"));
+
+    // The relayhost goes away: the fallback relay gets the next message, over TLS with
+    // its own account.
+    drop(upstream);
+    send(&ex.mtad, "app@relay.domain.tld", "other@example.net");
+    let (env, _) = &fallback.messages(1)[0];
+    assert!(env.starts_with("TLS yes\nAUTH account\n"), "{env}");
+    assert!(env.contains("RCPT <other@example.net>"), "{env}");
+    let log = ex.mtad.log();
+    assert!(
+        log.contains("to=<other@example.net>, relay=smtp.another-domain.tld[127.0.0.1]"),
+        "{log}"
+    );
 }

@@ -98,6 +98,40 @@ fn null_sender_and_bare_postmaster() {
     assert_eq!(m.envelope.recipients[0], "postmaster@mx.example.test");
 }
 
+/// A bare local part gets the origin domain (the hostname unless `server { origin }`
+/// says otherwise), as Postfix's append_at_myorigin; relay control sees the result.
+#[test]
+fn unqualified_addresses_get_the_origin_domain() {
+    let mtad = Mtad::start(&STRICT.replace("    spool", "    origin \"other.test\"\n    spool"));
+    let mut s = mtad.session();
+    s.cmd("EHLO client.test", "250");
+    s.cmd("MAIL FROM:<cron>", "250 2.1.0");
+    // other.test is not a relay domain of STRICT: refused by the rcpt rules
+    s.cmd("RCPT TO:<root>", "554 5.7.1 <root@other.test>");
+    s.cmd("RSET", "250");
+    drop(s);
+    let mtad = Mtad::start(BASIC);
+    let mut s = mtad.session();
+    s.cmd("EHLO client.test", "250");
+    s.cmd("MAIL FROM:<cron> SIZE=10", "250 2.1.0");
+    s.cmd("RCPT TO:<root>", "250 2.1.5");
+    s.cmd("rcpt to: <first.last>", "250 2.1.5");
+    // only a plain dot-atom is qualified; the rest stays a syntax error
+    s.cmd("RCPT TO:<a..b>", "501 5.1.3");
+    s.cmd("RCPT TO:<.a>", "501 5.1.3");
+    s.cmd("RCPT TO:<\"quoted\">", "501 5.1.3");
+    s.cmd("RCPT TO:<a b>", "501 ");
+    s.cmd("DATA", "354");
+    s.send("Subject: cron\r\n\r\nx\r\n.\r\n");
+    s.expect("250 2.0.0 Ok: queued as");
+    let (m, _) = &mtad.queued()[0];
+    assert_eq!(m.envelope.sender, "cron@mx.example.test");
+    assert_eq!(
+        m.envelope.recipients,
+        ["root@mx.example.test", "first.last@mx.example.test"]
+    );
+}
+
 #[test]
 fn relay_is_refused_for_foreign_recipients() {
     let mtad = Mtad::start(STRICT);

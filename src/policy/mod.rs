@@ -310,6 +310,11 @@ impl Check {
 }
 
 impl Pipeline {
+    /// The domain unqualified addresses get (`server { origin }`).
+    pub fn origin(&self) -> &str {
+        &self.rewriter.origin
+    }
+
     /// Compiles a validated configuration, hooks included; every hook error (syntax,
     /// a context field used at the wrong stage, an unknown set...) is returned as a
     /// configuration error with the script's file:line:col. `mtad`, `mtactl check`

@@ -325,8 +325,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.push(reply::HTTP_REQUEST);
             return Flow::Close;
         }
+        let qualified;
         let request = match Request::parse(&mut line.iter()) {
             Ok(request) => request,
+            Err(
+                err @ (smtp_proto::Error::InvalidSenderAddress
+                | smtp_proto::Error::InvalidRecipientAddress),
+            ) => {
+                // `RCPT TO:<root>`: a bare local part gets the origin domain, as Postfix's
+                // `append_at_myorigin` does; relay control then sees the whole address.
+                match qualify_bare_local_part(line, self.policy.origin()) {
+                    Some(q) => qualified = q,
+                    None => return self.syntax_error(err),
+                }
+                match Request::parse(&mut qualified.iter()) {
+                    Ok(request) => request,
+                    Err(err) => return self.syntax_error(err),
+                }
+            }
             Err(err) => return self.syntax_error(err),
         };
         match request {
@@ -499,4 +515,34 @@ fn is_http(line: &[u8]) -> bool {
     PREFIXES
         .iter()
         .any(|p| line.len() >= p.len() && line[..p.len()].eq_ignore_ascii_case(p))
+}
+
+/// `MAIL FROM:<user> ...` or `RCPT TO:<user> ...` with `user@origin` in the brackets,
+/// when `user` is a plain dot-atom local part (no `@`, no quotes, at most 64 octets);
+/// `None` for anything else, which stays a syntax error.
+pub(super) fn qualify_bare_local_part(line: &[u8], origin: &str) -> Option<Vec<u8>> {
+    let open = line.iter().position(|&b| b == b'<')?;
+    let verb: Vec<u8> = line[..open]
+        .iter()
+        .filter(|b| **b != b' ')
+        .map(u8::to_ascii_uppercase)
+        .collect();
+    if verb != b"MAILFROM:" && verb != b"RCPTTO:" {
+        return None;
+    }
+    let close = open + line[open..].iter().position(|&b| b == b'>')?;
+    let local = &line[open + 1..close];
+    let atext = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b);
+    let dot_atom = !local.is_empty()
+        && local.len() <= 64
+        && local.split(|&b| b == b'.').all(|atom| !atom.is_empty() && atom.iter().all(|&b| atext(b)));
+    if !dot_atom || origin.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(line.len() + origin.len() + 1);
+    out.extend_from_slice(&line[..close]);
+    out.push(b'@');
+    out.extend_from_slice(origin.as_bytes());
+    out.extend_from_slice(&line[close..]);
+    Some(out)
 }

@@ -1,7 +1,8 @@
-//! Real peers for delivery tests, all on loopback: Postfix's smtp-sink as a next hop,
+//! Real peers for delivery tests, all on loopback: Postfix's smtp-sink and aiosmtpd
+//! (tests/peers/aiosmtpd_peer.py, STARTTLS with rcgen certificates, AUTH) as next hops,
 //! dnsmasq as the nameserver. A missing tool fails the test (./run-tests installs them).
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -230,5 +231,174 @@ impl Dnsmasq {
             assert!(Instant::now() < deadline, "dnsmasq did not start listening");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// tests/peers/aiosmtpd_peer.py on Debian's python3 with python3-aiosmtpd.
+pub struct Aio {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    /// Holds the unix socket, apart from the messages.
+    _socket_dir: Option<tempfile::TempDir>,
+}
+
+impl Aio {
+    pub fn start(args: &[&str]) -> Aio {
+        let (mut child, dir, line) = Self::spawn(args);
+        let port = line
+            .strip_prefix("ready ")
+            .unwrap_or_else(|| panic!("aiosmtpd peer did not start: {line:?}"))
+            .trim();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_listening(addr, &mut child, "aiosmtpd");
+        Aio {
+            child,
+            addr,
+            dir,
+            _socket_dir: None,
+        }
+    }
+
+    /// Listening on the unix socket `DIR/lmtp.sock` instead (`addr` is unused).
+    pub fn start_unix(args: &[&str]) -> (Aio, PathBuf) {
+        let socket_dir = tempfile::tempdir().unwrap();
+        let path = socket_dir.path().join("lmtp.sock");
+        let mut all = vec!["--unix", path.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let (child, dir, line) = Self::spawn(&all);
+        assert_eq!(line.trim(), "ready unix", "aiosmtpd peer did not start");
+        let addr = "0.0.0.0:0".parse().unwrap();
+        let aio = Aio {
+            child,
+            addr,
+            dir,
+            _socket_dir: Some(socket_dir),
+        };
+        (aio, path)
+    }
+
+    /// Starts the peer; returns its first line of output.
+    pub fn spawn(args: &[&str]) -> (Child, tempfile::TempDir, String) {
+        // Debian's python3, where python3-aiosmtpd lives (not a pyenv one on PATH).
+        let python = Path::new("/usr/bin/python3");
+        assert!(
+            python.exists(),
+            "/usr/bin/python3 is missing: apt-get install python3-aiosmtpd (or run ./run-tests)"
+        );
+        let check = Command::new(python)
+            .args(["-c", "import aiosmtpd"])
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "aiosmtpd is not installed: apt-get install python3-aiosmtpd (or run ./run-tests)"
+        );
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/aiosmtpd_peer.py");
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(python)
+            .arg(script)
+            .arg(dir.path())
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting aiosmtpd");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        (child, dir, line)
+    }
+
+    /// (envelope, message) of each message received, in order.
+    pub fn messages(&self, n: usize) -> Vec<(String, Vec<u8>)> {
+        let files = wait_files(self.dir.path(), 2 * n, |_| true);
+        (1..=n)
+            .map(|i| {
+                let find = |ext: &str| {
+                    files
+                        .iter()
+                        .find(|(p, _)| {
+                            p.file_name().unwrap().to_string_lossy() == format!("{i}.{ext}")
+                        })
+                        .map(|(_, b)| b.clone())
+                        .unwrap_or_else(|| panic!("no message {i}.{ext}"))
+                };
+                (String::from_utf8(find("env")).unwrap(), find("eml"))
+            })
+            .collect()
+    }
+
+    pub fn file_count(&self) -> usize {
+        std::fs::read_dir(self.dir.path()).unwrap().count()
+    }
+}
+
+impl Drop for Aio {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A CA and a certificate it signed for `localhost`, `relay.test` and 127.0.0.1, as PEM
+/// files: `cert.pem` (the chain), `key.pem`, `ca.pem`.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+}
+
+#[allow(clippy::new_without_default)]
+impl Pki {
+    pub fn new() -> Pki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+            IsCa, KeyPair, KeyUsagePurpose,
+        };
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "mtad test CA");
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![
+            "localhost".to_string(),
+            "relay.test".to_string(),
+            "127.0.0.1".to_string(),
+        ])
+        .unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "relay.test");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &ca).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("cert.pem"),
+            format!("{}{}", cert.pem(), ca.pem()),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        Pki { dir }
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_string()
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// Starts aiosmtpd offering STARTTLS with this certificate, plus `args`.
+    pub fn aio(&self, args: &[&str]) -> Aio {
+        let (cert, key) = (self.path("cert.pem"), self.path("key.pem"));
+        let mut all = vec!["--tls", &cert, &key];
+        all.extend_from_slice(args);
+        Aio::start(&all)
     }
 }
