@@ -369,3 +369,69 @@ fn error_and_discard_transports() {
     );
     assert!(log.contains("to=<z@later.test>"), "{log}");
 }
+
+/// kill -9 while one route of a message is still in its transaction: the recipient
+/// whose 250 was recorded is never sent again; the one whose attempt was under way is
+/// sent again after the restart, and the log says it may be a second copy.
+#[test]
+fn a_crash_during_delivery_resends_only_what_was_under_way() {
+    let good = Sink::start(&[]);
+    // Takes RCPT, then sits on DATA for a minute: the attempt stays under way.
+    let mut stall = Sink::start(&["-w", "60"]);
+    let stall_addr = stall.addr;
+    let routes = format!(
+        "    transport \"good.test\" \"smtp:[127.0.0.1]:{}\"\n    transport \"slow.test\" \"smtp:[127.0.0.1]:{}\"",
+        good.port(),
+        stall_addr.port()
+    );
+    let mut mtad = Mtad::start(
+        &RELAY
+            .replace("{routes}", &routes)
+            .replace("{delivery}", "")
+            .replace("command-timeout \"5s\"", "command-timeout \"120s\""),
+    );
+    send(&mtad, "alice@src.test", "a@good.test,b@slow.test", "crash");
+    good.dumps(1);
+    // Wait until a@good.test's 250 is on disk while b@slow.test is still under way.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let queued = mtad.queued();
+        let states: Vec<String> = queued[0]
+            .0
+            .rcpt_status
+            .iter()
+            .map(|s| format!("{:?}:{}", s.state, s.detail))
+            .collect();
+        if states[0].starts_with("Delivered") {
+            assert!(
+                states[1].starts_with("Deferred:attempt in progress"),
+                "{states:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{states:?}\n{}", mtad.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    mtad.kill9();
+
+    stall.stop();
+    let slow = Sink::start_at(stall_addr, &[]);
+    mtad.restart();
+    let log = wait_log(
+        &mtad,
+        "delivery was under way when mtad stopped",
+        1,
+        Duration::from_secs(5),
+    );
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("delivery was under way"))
+        .collect();
+    assert!(warned[0].contains("b@slow.test"), "{warned:?}");
+    let dumps = slow.dumps_within(1, Duration::from_secs(10));
+    assert_eq!(dump_recipients(&dumps[0]), ["b@slow.test"]);
+    wait_empty_queue(&mtad, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(good.dump_count(), 1, "a@good.test got a second copy");
+    assert_eq!(warned.len(), 1, "{warned:?}");
+}

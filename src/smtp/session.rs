@@ -535,7 +535,9 @@ pub(super) fn qualify_bare_local_part(line: &[u8], origin: &str) -> Option<Vec<u
     let atext = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b);
     let dot_atom = !local.is_empty()
         && local.len() <= 64
-        && local.split(|&b| b == b'.').all(|atom| !atom.is_empty() && atom.iter().all(|&b| atext(b)));
+        && local
+            .split(|&b| b == b'.')
+            .all(|atom| !atom.is_empty() && atom.iter().all(|&b| atext(b)));
     if !dot_atom || origin.is_empty() {
         return None;
     }
