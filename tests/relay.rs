@@ -435,3 +435,151 @@ fn a_crash_during_delivery_resends_only_what_was_under_way() {
     assert_eq!(good.dump_count(), 1, "a@good.test got a second copy");
     assert_eq!(warned.len(), 1, "{warned:?}");
 }
+
+/// The queue id out of a swaks transcript (`250 2.0.0 Ok: queued as ID`).
+fn queued_as(transcript: &str) -> String {
+    let at = transcript.find("queued as ").expect("not queued") + "queued as ".len();
+    transcript[at..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// `mtactl ARGS` must succeed; its standard output.
+fn mtactl_ok(mtad: &Mtad, args: &[&str]) -> String {
+    let out = mtad.mtactl(args);
+    assert!(
+        out.status.success(),
+        "mtactl {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// With the real scheduler: a long backoff is cut short by `flush`, a held message is
+/// not attempted (not even by a flush) until released, and `delete` ends a message
+/// for good.
+#[test]
+fn hold_release_flush_and_delete_steer_the_scheduler() {
+    let mut busy = Sink::start(&["-r", "RCPT"]);
+    let addr = busy.addr;
+    let mtad = Mtad::start(
+        &RELAY
+            .replace(
+                "{routes}",
+                &format!(r#"    transport "*" "smtp:[127.0.0.1]:{}""#, addr.port()),
+            )
+            .replace("{delivery}", "")
+            .replace("backoff-min \"1s\"", "backoff-min \"1h\"")
+            .replace("backoff-max \"2s\"", "backoff-max \"2h\""),
+    );
+    let held = queued_as(&send(&mtad, "alice@src.test", "a@dst.test", "held"));
+    let flushed = queued_as(&send(&mtad, "alice@src.test", "b@dst.test", "flushed"));
+    let deleted = queued_as(&send(&mtad, "alice@src.test", "c@dst.test", "deleted"));
+    wait_log(&mtad, "status=deferred", 3, Duration::from_secs(5));
+    let list = mtactl_ok(&mtad, &["queue", "list"]);
+    assert_eq!(list.matches("450").count(), 3, "{list}");
+
+    mtactl_ok(&mtad, &["queue", "hold", &held]);
+    mtactl_ok(&mtad, &["queue", "delete", &deleted]);
+    busy.stop();
+    let sink = Sink::start_at(addr, &[]);
+
+    // Next attempt in an hour: only the flush brings b@dst.test's mail now. The held
+    // message is skipped by a flush of everything, and named, refused.
+    let out = mtad.mtactl(&["queue", "flush", &held]);
+    assert_eq!(out.status.code(), Some(1));
+    mtactl_ok(&mtad, &["queue", "flush"]);
+    let dumps = sink.dumps_within(1, Duration::from_secs(10));
+    assert_eq!(dump_recipients(&dumps[0]), ["b@dst.test"]);
+    wait_log(&mtad, "to=<b@dst.test>", 2, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sink.dump_count(), 1, "held or deleted mail was sent");
+    let list = mtactl_ok(&mtad, &["queue", "list"]);
+    assert!(list.contains(&held) && list.contains("(held)"), "{list}");
+    assert!(
+        !list.contains(&flushed) && !list.contains(&deleted),
+        "{list}"
+    );
+
+    // release: attempted at once, without waiting for the hour
+    mtactl_ok(&mtad, &["queue", "release", &held]);
+    let dumps = sink.dumps_within(2, Duration::from_secs(10));
+    assert_eq!(dump_recipients(&dumps[1]), ["a@dst.test"]);
+    wait_empty_queue(&mtad, Duration::from_secs(5));
+    assert_eq!(sink.dump_count(), 2);
+    // c@dst.test: its one deferred attempt before the delete, nothing after
+    assert_eq!(mtad.log().matches("to=<c@dst.test>").count(), 1);
+}
+
+/// `delay-warning`: once a message has waited that long, its sender is told once (an
+/// RFC 3464 "delayed" report) while the retries go on.
+#[test]
+fn a_delay_warning_goes_to_the_sender_once() {
+    let busy = Sink::start(&["-r", "RCPT"]);
+    let senders = Sink::start(&[]);
+    let mtad = relay(
+        &format!(
+            "    transport \"dst.test\" \"smtp:[127.0.0.1]:{}\"\n    transport \"src.test\" \"smtp:[127.0.0.1]:{}\"",
+            busy.port(),
+            senders.port()
+        ),
+        "    delay-warning \"1s\"",
+    );
+    send(&mtad, "alice@src.test", "bob@dst.test", "slow going");
+    let dumps = senders.dumps_within(1, Duration::from_secs(15));
+    let report = &dumps[0];
+    assert_eq!(dump_recipients(report), ["alice@src.test"]);
+    assert!(report.contains("X-Mail-Args: <>"), "{report}");
+    for needle in [
+        "Action: delayed",
+        "Final-Recipient: rfc822; bob@dst.test",
+        "Will-Retry-Until:",
+        "Subject: slow going",
+    ] {
+        assert!(report.contains(needle), "{needle} missing:\n{report}");
+    }
+    // more retries, no second warning
+    let n = mtad.log().matches("to=<bob@dst.test>").count();
+    wait_log(&mtad, "to=<bob@dst.test>", n + 2, Duration::from_secs(10));
+    assert_eq!(senders.dump_count(), 1);
+    assert_eq!(mtad.queued().len(), 1);
+}
+
+/// Established connections from mtad to `port` on loopback, from /proc/net/tcp.
+fn connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let remote = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[2].ends_with(&remote) && f[3] == "01"
+        })
+        .count()
+}
+
+/// `concurrency`: at most that many connections to one next hop at a time, however
+/// many messages wait for it; all of them get through.
+#[test]
+fn per_destination_concurrency_limits_connections() {
+    // Each DATA waits a second: transactions overlap if they are allowed to.
+    let sink = Sink::start(&["-w", "1"]);
+    let mtad = relay(
+        &format!(r#"    transport "*" "smtp:[127.0.0.1]:{}""#, sink.port()),
+        "    concurrency 2",
+    );
+    for i in 0..6 {
+        send(&mtad, "alice@src.test", &format!("r{i}@dst.test"), "c");
+    }
+    let mut most = 0;
+    while sink.dump_count() < 6 {
+        most = most.max(connections_to(sink.port()));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(most, 2, "connections at once");
+    wait_empty_queue(&mtad, Duration::from_secs(10));
+}
