@@ -232,3 +232,52 @@ case "wrong on purpose" {
         "{err}"
     );
 }
+
+/// A route's options are part of the dry run: seed 003's relayhost is shown with its
+/// account, TLS policy and, from a route rule, its fallbacks.
+#[test]
+fn route_options_are_shown_with_the_transport() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/upstream-relay/mtad.kdl");
+    let args = [
+        "test-policy",
+        "--config",
+        config.to_str().unwrap(),
+        "--client",
+        "127.0.0.1",
+        "--from",
+        "app@relay.domain.tld",
+        "--rcpt",
+        "someone@example.com",
+    ];
+    let out = mtactl(&args);
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    let route = report
+        .lines()
+        .position(|l| l.starts_with("route <someone@example.com>"))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(
+        report
+            .lines()
+            .nth(route)
+            .unwrap()
+            .contains("smtp:a.domain.tld:587"),
+        "{report}"
+    );
+    let options = report.lines().nth(route + 1).unwrap();
+    assert!(
+        options.contains("options") && options.contains(r#"auth="upstream" tls="required""#),
+        "{report}"
+    );
+
+    let mut json_args = args.to_vec();
+    json_args.extend(["--format", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&mtactl(&json_args).stdout).unwrap();
+    let route = json["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "route")
+        .unwrap();
+    assert_eq!(route["route_options"], r#"auth="upstream" tls="required""#);
+}

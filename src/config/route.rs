@@ -270,6 +270,30 @@ impl RouteOptions {
     }
 }
 
+/// As the route rule writes them: `auth="NAME" tls="POLICY" fallback="T1 T2"` (only
+/// those that are set).
+impl fmt::Display for RouteOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut sep = "";
+        if let Some(auth) = &self.auth {
+            write!(f, "auth=\"{auth}\"")?;
+            sep = " ";
+        }
+        if let Some(tls) = &self.tls {
+            write!(f, "{sep}tls=\"{tls}\"")?;
+            sep = " ";
+        }
+        if !self.fallback.is_empty() {
+            write!(f, "{sep}fallback=\"")?;
+            for (i, t) in self.fallback.iter().enumerate() {
+                write!(f, "{}{t}", if i == 0 { "" } else { " " })?;
+            }
+            f.write_str("\"")?;
+        }
+        Ok(())
+    }
+}
+
 /// Parses a fallback chain: transports separated by whitespace or commas.
 pub fn parse_fallbacks(value: &str) -> Result<Vec<Transport>, String> {
     let mut out = Vec::new();
@@ -407,6 +431,20 @@ pub fn lookup_transport(table: &Table, rcpt: &str) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn route_options_print_as_a_rule_writes_them() {
+        let mut o = RouteOptions::default();
+        assert_eq!(o.to_string(), "");
+        o.fallback = parse_fallbacks("smtp:[b.test]:587, smtp:c.test").unwrap();
+        assert_eq!(o.to_string(), r#"fallback="smtp:[b.test]:587 smtp:c.test""#);
+        o.auth = Some("upstream".into());
+        o.tls = Some(TlsPolicy::Verify);
+        assert_eq!(
+            o.to_string(),
+            r#"auth="upstream" tls="verify" fallback="smtp:[b.test]:587 smtp:c.test""#
+        );
+    }
 
     #[test]
     fn transports() {

@@ -93,6 +93,9 @@ pub fn render_report(report: &DryRunReport) -> String {
             None => s.verdict,
         };
         let _ = writeln!(out, "{stage:<32} {verdict:<8} {rule}{reply}");
+        if let Some(options) = &s.route_options {
+            let _ = writeln!(out, "{:<32} {:<8} {options}", "", "options");
+        }
         for change in &s.header_changes {
             let _ = writeln!(out, "{:<32} {:<8} {change}", "", "header");
         }

@@ -47,6 +47,9 @@ pub struct StageResult {
     /// At route: the transport chosen for the recipient.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transport: Option<String>,
+    /// At route: the rule's `auth=`, `tls=` and `fallback=`, as written in a rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route_options: Option<String>,
     /// At route: the recipient as accepted, when alias expansion changed it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alias_of: Option<String>,
@@ -101,6 +104,7 @@ fn result(stage: Stage, rcpt: Option<&str>, decision: &Decision) -> StageResult 
             })
             .collect(),
         transport: decision.transport.clone(),
+        route_options: (!decision.route.is_empty()).then(|| decision.route.to_string()),
         alias_of: None,
     }
 }
@@ -235,6 +239,7 @@ impl Pipeline {
                     warnings: Vec::new(),
                     header_changes: Vec::new(),
                     transport: None,
+                    route_options: None,
                     alias_of: None,
                 }),
             }
