@@ -27,6 +27,7 @@
 //! `error` holds the diagnostics, and [`Reply`] and [`Stage`] live here (re-exported
 //! by policy) so that the dependency stays one-way, config ← policy.
 
+pub mod checks;
 mod error;
 mod parser;
 mod reply;
@@ -287,6 +288,9 @@ pub enum RuleAction {
     TransportTable(String),
     /// Route stage: `relay "TRANSPORT"` — everything goes there (Postfix's relayhost).
     Relay(route::Transport),
+    /// Data stage: `header-checks` / `body-checks`, Postfix header_checks(5) and
+    /// body_checks with a regexp table.
+    Checks(checks::ChecksConfig),
 }
 
 /// Where a hook's code is; compiled by [`crate::policy`].

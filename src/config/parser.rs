@@ -23,6 +23,7 @@ use super::{
     Limits, Listener, Origin, Pattern, Reply, RuleAction, RuleConfig, Server, Stage, route,
 };
 use crate::lookup::{DomainSet, NetworkSet};
+use super::checks::Content;
 
 /// Top-level nodes, for "did you mean".
 const TOP_LEVEL: &[&str] = &[
@@ -68,6 +69,8 @@ const RULES: &[&str] = &[
     "transport",
     "transport-table",
     "relay",
+    "header-checks",
+    "body-checks",
 ];
 /// The verbs of the route stage (which decides transports, not replies).
 const ROUTE_RULES: &[&str] = &["transport", "transport-table", "relay", "hook"];
@@ -213,11 +216,17 @@ struct Parser {
     /// The file whose nodes are being read.
     cur: Arc<SourceFile>,
     errors: Vec<ConfigError>,
+    /// `table` nodes read from a file: name → (resolved path, path as written), so
+    /// that errors found later in a table's results can point into its file.
+    table_files: BTreeMap<String, (PathBuf, String)>,
 }
 
 /// What the first pass found: set names, with where they were defined.
 #[path = "tables.rs"]
 mod tables;
+
+#[path = "checks_parse.rs"]
+mod checks_parse;
 
 #[path = "delivery.rs"]
 mod delivery;
@@ -237,6 +246,7 @@ impl Parser {
         Self {
             cur: root,
             errors: Vec::new(),
+            table_files: BTreeMap::new(),
         }
     }
 
@@ -1225,7 +1235,28 @@ impl Parser {
             self.unknown_node(node, "stage", RULES);
             return None;
         }
-        self.no_children(node);
+        let checks = match verb {
+            "header-checks" => Some(Content::Header),
+            "body-checks" => Some(Content::Body),
+            _ => None,
+        };
+        if checks.is_none() {
+            self.no_children(node);
+        }
+        if let Some(content) = checks
+            && stage != Stage::Data
+        {
+            self.error(
+                node.name().span(),
+                format!("`{verb}` has no meaning in the {stage} stage"),
+                "not here",
+            )
+            .help = Some(format!(
+                "{} inspect the message: put them in `stage \"data\"`",
+                content.rule_name()
+            ));
+            return None;
+        }
         if (stage == Stage::Route) != ROUTE_RULES.contains(&verb) && verb != "hook" {
             let help = if stage == Stage::Route {
                 "the route stage decides transports: transport, transport-table, relay, hook (refuse with `transport \"*\" \"error:5.1.1 text\"`)"
@@ -1357,6 +1388,9 @@ impl Parser {
                         function: None,
                     }))
                 }),
+            "header-checks" | "body-checks" => checks
+                .and_then(|content| self.checks_rule(node, sets, content))
+                .map(RuleAction::Checks),
             _ => unreachable!("checked against RULES"),
         };
         let mut allowed: Vec<&str> = CONDITIONS.to_vec();
@@ -1364,6 +1398,9 @@ impl Parser {
         allowed.push("mode");
         if verb == "hook" {
             allowed.push("function");
+        }
+        if checks.is_some() {
+            allowed.extend(["file", "table", "size-limit"]);
         }
         if stage == Stage::Route {
             allowed.extend(["auth", "fallback"]);
@@ -1392,6 +1429,8 @@ impl Parser {
                     None => ok = false,
                 },
                 "function" => function = self.string(entry, "`function`").map(str::to_owned),
+                // read by `checks_rule`
+                "file" | "table" | "size-limit" if checks.is_some() => {}
                 "auth" => match self.string(entry, "`auth`") {
                     Some(name) if sets.credentials.contains_key(name) => {
                         route_options.auth = Some(name.to_owned());

@@ -85,6 +85,12 @@ impl Parser {
                 None
             }
             (Some((path, entry)), None) => kind.and_then(|k| {
+                if let Some(name) = name {
+                    self.table_files.insert(
+                        name.to_owned(),
+                        (resolve(&self.cur.path, path), path.to_owned()),
+                    );
+                }
                 let parse = match k {
                     TableKind::Map => parse_map,
                     TableKind::Regexp => parse_regexp,
@@ -260,7 +266,7 @@ fn props_ok(node: &KdlNode) -> bool {
 }
 
 /// A table file's error as a configuration error in that file.
-fn table_error(
+pub(super) fn table_error(
     source: &NamedSource<Arc<String>>,
     file: &str,
     e: TableError,

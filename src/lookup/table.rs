@@ -81,6 +81,19 @@ impl fmt::Display for TableError {
     }
 }
 
+/// One result of a regexp table as written, and where it is in the table's text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResultLine {
+    /// The result text, `$n` references unexpanded.
+    pub text: String,
+    /// Line, from 1 (the line [`Table::lookup_with_line`] reports for it).
+    pub line: u32,
+    /// Column of the result's first character, from 1.
+    pub column: u32,
+    /// The result's bytes in the source text.
+    pub byte_span: Range<usize>,
+}
+
 /// A lookup table: immutable once built, `Send + Sync`.
 pub struct Table {
     inner: Inner,
@@ -167,6 +180,16 @@ impl Table {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// A regexp table's result lines as written (`$n` references unexpanded), in file
+    /// order, with where each is; empty for other kinds. Callers that give results a
+    /// meaning (header_checks actions) validate them with this when the table is read.
+    pub fn results(&self) -> &[ResultLine] {
+        match &self.inner {
+            Inner::Regexp(t) => &t.results,
+            _ => &[],
+        }
     }
 
     /// What Postfix would have warned about while reading the table (duplicate keys
@@ -626,10 +649,10 @@ fn parse_ops<C>(
     errors: &mut Errors<'_>,
     mut cond: impl FnMut(&Logical<'_>, usize, &mut Errors<'_>) -> Option<Cond<C>>,
     what: &str,
-) -> (Vec<Op<C>>, usize) {
+) -> (Vec<Op<C>>, Vec<ResultLine>) {
     let mut ops: Vec<Op<C>> = Vec::new();
     let mut nesting = Nesting { open: Vec::new() };
-    let mut rules = 0;
+    let mut rules = Vec::new();
     for l in logical_lines(text) {
         let s: &str = &l.text;
         match keyword(s) {
@@ -685,7 +708,7 @@ fn parse_ops<C>(
                     continue;
                 }
                 let result = match groups {
-                    None => Template::plain(&s[range]),
+                    None => Template::plain(&s[range.clone()]),
                     Some(groups) => {
                         let groups = if negate { 0 } else { groups };
                         match Template::parse(&s[range.clone()], groups) {
@@ -706,7 +729,14 @@ fn parse_ops<C>(
                         }
                     }
                 };
-                rules += 1;
+                let span = l.source_span(range.clone());
+                let (line, column) = errors.positions.line_col(span.start);
+                rules.push(ResultLine {
+                    text: s[range].to_owned(),
+                    line,
+                    column,
+                    byte_span: span,
+                });
                 ops.push(Op::Rule {
                     cond: c,
                     negate,
@@ -736,6 +766,8 @@ struct RegexpTable {
     /// most keys match nothing, and one `is_match` over the set then decides.
     if_none_match: Option<usize>,
     rules: usize,
+    /// Every result line as written, for callers that give results a meaning.
+    results: Vec<ResultLine>,
 }
 
 impl RegexpTable {
@@ -786,7 +818,7 @@ struct Pattern {
 pub fn parse_regexp(text: &str) -> Result<Table, Vec<TableError>> {
     let mut errors = Errors::new(text);
     let mut patterns: Vec<Pattern> = Vec::new();
-    let (ops, rules) = parse_ops(
+    let (ops, results) = parse_ops(
         text,
         &mut errors,
         |l, start, errors| {
@@ -815,7 +847,8 @@ pub fn parse_regexp(text: &str) -> Result<Table, Vec<TableError>> {
             ops,
             patterns: patterns.into_iter().map(|p| p.regex).collect(),
             set,
-            rules,
+            rules: results.len(),
+            results,
         }),
         warnings: Vec::new(),
     })
@@ -1011,9 +1044,12 @@ impl CidrTable {
 /// negate it, and `if NETWORK` … `endif`. A network with host bits set is an error.
 pub fn parse_cidr(text: &str) -> Result<Table, Vec<TableError>> {
     let mut errors = Errors::new(text);
-    let (ops, rules) = parse_ops(text, &mut errors, cidr_network, "network");
+    let (ops, results) = parse_ops(text, &mut errors, cidr_network, "network");
     errors.finish(Table {
-        inner: Inner::Cidr(CidrTable { ops, rules }),
+        inner: Inner::Cidr(CidrTable {
+            ops,
+            rules: results.len(),
+        }),
         warnings: Vec::new(),
     })
 }

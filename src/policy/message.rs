@@ -32,6 +32,12 @@ impl HeaderLine {
         &self.line[..self.name_len]
     }
 
+    /// Where the header's raw lines (continuations and CRLF included) are in the
+    /// message it was parsed from (`0..0` for a header made with [`HeaderLine::new`]).
+    pub fn raw(&self) -> std::ops::Range<usize> {
+        self.raw.clone()
+    }
+
     /// The value, without the colon and the whitespace after it.
     pub fn value(&self) -> &str {
         self.line[self.name_len + 1..].trim_start_matches([' ', '\t'])

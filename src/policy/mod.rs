@@ -22,6 +22,7 @@
 
 mod address;
 pub mod alias;
+mod checks;
 mod dry_run;
 mod message;
 pub mod script;
@@ -50,6 +51,7 @@ use script::{
 
 pub use crate::config::{Origin, Reply, Stage};
 pub use address::routing_domain;
+pub use checks::{CheckMatch, ContentChecks, RawEdit, apply_raw_edits};
 pub use dry_run::{DryEnvelope, DryRunReport, StageResult};
 pub use message::{HeaderLine, apply_header_edits, parse_headers};
 pub use script::HeaderChange;
@@ -103,6 +105,9 @@ pub struct Decision {
     pub transport: Option<String>,
     /// At the route stage, the deciding rule's `auth=`, `tls=` and `fallback=`.
     pub route: route::RouteOptions,
+    /// At the data stage, what `header-checks` / `body-checks` did: raw edits (applied
+    /// before `header_changes`), REDIRECT / BCC, and every match.
+    pub checks: ContentChecks,
 }
 
 /// Where the route stage sends one recipient ([`Pipeline::route`]).
@@ -213,6 +218,7 @@ impl std::fmt::Debug for Rule {
             Action::Hook(h) => format!("hook {}:{}", h.file(), h.function()),
             Action::Transport(p, t) => format!("transport {p:?} {t}"),
             Action::TransportTable(_) => "transport-table".to_owned(),
+            Action::Checks(c) => c.content.rule_name().to_owned(),
         };
         write!(f, "{} {action}", self.origin)
     }
@@ -226,6 +232,8 @@ enum Action {
     Transport(route::RoutePattern, String),
     /// Route stage: a transport(5) table.
     TransportTable(Arc<crate::lookup::Table>),
+    /// Data stage: header_checks / body_checks.
+    Checks(crate::config::checks::ChecksConfig),
 }
 
 /// The policy's sets and tables, for `mta::listed` and `mta::lookup` in hooks.
@@ -415,6 +423,7 @@ impl Pipeline {
     pub fn evaluate(&self, stage: Stage, ctx: &Context<'_>) -> Decision {
         let mut warned = Vec::new();
         let mut header_changes = Vec::new();
+        let mut checks = checks::CheckState::default();
         for rule in &self.stages[stage.index()] {
             if !rule
                 .conditions
@@ -424,8 +433,25 @@ impl Pipeline {
                 continue;
             }
             let mut transport = None;
+            let mut decided_by = rule.origin.clone();
             let verdict = match &rule.action {
                 Action::Verdict(v) => v.clone(),
+                Action::Checks(cfg) => {
+                    // warn mode: a scratch state, so that nothing it does is kept
+                    let mut scratch = checks::CheckState {
+                        pass: checks.pass,
+                        ..Default::default()
+                    };
+                    let state = if rule.warn { &mut scratch } else { &mut checks };
+                    match checks::run(cfg, &rule.origin, ctx, state) {
+                        Some((verdict, entry)) => {
+                            decided_by = entry;
+                            verdict
+                        }
+                        None if rule.warn && scratch.hold.is_some() => Verdict::Hold,
+                        None => continue,
+                    }
+                }
                 Action::Transport(pattern, t) => {
                     if !ctx.rcpt.is_some_and(|r| pattern.matches(r)) {
                         continue;
@@ -489,14 +515,31 @@ impl Pipeline {
                 warned.push((rule.origin.clone(), verdict));
                 continue;
             }
-            debug!(%stage, rule = %rule.origin, verdict = verdict.name(), "rule decided");
+            debug!(%stage, rule = %decided_by, verdict = verdict.name(), "rule decided");
+            // a HOLD from content checks holds what is accepted
+            let (verdict, decided_by) = match (verdict, checks.hold.take()) {
+                (Verdict::Accept, Some(entry)) => (Verdict::Hold, entry),
+                (verdict, _) => (verdict, decided_by),
+            };
             return Decision {
                 verdict,
-                rule: Some(rule.origin.clone()),
+                rule: Some(decided_by),
                 warned,
                 header_changes,
                 transport,
                 route: rule.route.clone(),
+                checks: checks.out,
+            };
+        }
+        if let Some(entry) = checks.hold.take() {
+            return Decision {
+                verdict: Verdict::Hold,
+                rule: Some(entry),
+                warned,
+                header_changes,
+                transport: None,
+                route: route::RouteOptions::default(),
+                checks: checks.out,
             };
         }
         let verdict = match (stage, ctx.rcpt) {
@@ -511,6 +554,7 @@ impl Pipeline {
             header_changes,
             transport: None,
             route: route::RouteOptions::default(),
+            checks: checks.out,
         }
     }
 
@@ -671,6 +715,7 @@ fn compile_rule(
         (RuleAction::Relay(transport), None) => {
             Action::Transport(route::RoutePattern::Any, transport.to_string())
         }
+        (RuleAction::Checks(cfg), None) => Action::Checks(cfg.clone()),
         (RuleAction::TransportTable(name), None) => match tables.get(name) {
             Some(table) => Action::TransportTable(table.clone()),
             None => Action::Verdict(Verdict::Defer(HookError::tempfail_reply())),

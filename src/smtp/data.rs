@@ -12,7 +12,7 @@ use tracing::{error, info};
 use super::dot::{DotReceiver, has_bare_eol};
 use super::reply;
 use super::session::{Disposition, Flow, Session, State};
-use crate::policy::{Context, Stage, Verdict, apply_header_edits, parse_headers};
+use crate::policy::{Context, Stage, Verdict, apply_header_edits, apply_raw_edits, parse_headers};
 use crate::queue::{Envelope, MessageRecord, QueueId};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -139,6 +139,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             },
         );
         let header_changes = std::mem::take(&mut decision.header_changes);
+        let checks = std::mem::take(&mut decision.checks);
         let queued = format!("250 2.0.0 Ok: queued as {id}\r\n");
         let refused = matches!(decision.verdict, Verdict::Reject(_) | Verdict::Defer(_));
         // an accepting verdict answers nothing yet: the 250 waits for the disk
@@ -150,10 +151,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if refused {
             return flow;
         }
+        // content checks' edits first (byte ranges of the message as received), then
+        // the hooks' by-name header changes on the result
+        if !checks.edits.is_empty() {
+            let edited = apply_raw_edits(record.body(), &checks.edits);
+            record.truncate_body();
+            record.body_mut().extend_from_slice(&edited);
+        }
         if !header_changes.is_empty() {
             let edited = apply_header_edits(record.body(), &header_changes);
             record.truncate_body();
             record.body_mut().extend_from_slice(&edited);
+        }
+        if checks.changes_recipients() {
+            let envelope = record.envelope().clone();
+            let recipients = checks.recipients(&envelope.recipients);
+            info!(queue_id = %id, redirect = ?checks.redirect, bcc = ?checks.bcc, "recipients changed by content checks");
+            let envelope = Envelope {
+                recipients,
+                ..envelope
+            };
+            let mut changed = MessageRecord::new(id, record.arrival_ms(), &envelope);
+            changed.body_mut().extend_from_slice(record.body());
+            record = changed;
         }
         match disposition {
             Disposition::Discard => {

@@ -1,0 +1,275 @@
+//! Reading `header-checks` and `body-checks` rules (see [`crate::config::checks`]).
+//! A child module of `parser`, for its helpers.
+//!
+//! Errors point where the text is: a bad pattern or action in a file at its line and
+//! column in that file; an inline one at the KDL child (the pattern at the node name,
+//! the action at its argument).
+
+use std::sync::Arc;
+
+use kdl::{KdlEntry, KdlNode};
+use miette::NamedSource;
+
+use crate::config::checks::{ACTIONS, ChecksConfig, ChecksSource, Content, DEFAULT_BODY_SIZE_LIMIT};
+use super::tables::table_error;
+use super::{Parser, Sets, resolve, suggest};
+use crate::config::checks::parse_action;
+use crate::lookup::{Table, TableError, TableKind, parse_regexp};
+
+const USAGE: &str = "header-checks file=\"header_checks\" | table=\"NAME\" | { \"/pattern/\" \"ACTION\" ... } [size-limit=\"50k\" on body-checks]";
+
+/// Whether `result` is a valid action, as far as it can be known before it is
+/// expanded: a result whose action word comes from `$n` is checked on the message.
+pub(crate) fn check_result(result: &str, content: Content) -> Result<(), String> {
+    let result = result.trim();
+    let (word, rest) = match result.find(char::is_whitespace) {
+        Some(n) => (&result[..n], &result[n..]),
+        None => (result, ""),
+    };
+    if word.contains('$') {
+        return Ok(());
+    }
+    if rest.contains('$') {
+        // only the action word is known; its argument is checked on the message
+        let upper = word.to_ascii_uppercase();
+        if upper == "FILTER" || !ACTIONS.contains(&upper.as_str()) {
+            return parse_action(word, content).map(|_| ());
+        }
+        return Ok(());
+    }
+    parse_action(result, content).map(|_| ())
+}
+
+fn action_help() -> String {
+    format!(
+        "actions (header_checks(5)): {}",
+        ACTIONS
+            .iter()
+            .filter(|a| **a != "FILTER")
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+impl Parser {
+    /// The action of a `header-checks` / `body-checks` rule. Its properties other than
+    /// `file`, `table` and `size-limit` are the rule's conditions, read by `rule`.
+    pub(super) fn checks_rule(
+        &mut self,
+        node: &KdlNode,
+        sets: &Sets,
+        content: Content,
+    ) -> Option<ChecksConfig> {
+        let verb = content.rule_name();
+        self.args(node, 0, Some(0), USAGE)?;
+        let here = self.origin(node.name().span().offset());
+        let mut file: Option<&KdlEntry> = None;
+        let mut table: Option<&KdlEntry> = None;
+        let mut size_limit = DEFAULT_BODY_SIZE_LIMIT;
+        let mut ok = true;
+        for entry in node.entries() {
+            match entry.name().map(|n| n.value()) {
+                Some("file") if file.is_none() => file = Some(entry),
+                Some("table") if table.is_none() => table = Some(entry),
+                Some("size-limit") => {
+                    if content == Content::Header {
+                        self.error(
+                            entry.span(),
+                            "`size-limit` applies to body-checks only",
+                            "not here",
+                        );
+                        ok = false;
+                    } else {
+                        match self.size(entry, "size-limit", 1, 1 << 30) {
+                            Some(n) => size_limit = usize::try_from(n).unwrap_or(usize::MAX),
+                            None => ok = false,
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let sources =
+            usize::from(file.is_some()) + usize::from(table.is_some()) + usize::from(node.children().is_some());
+        if sources != 1 {
+            let message = if sources == 0 {
+                format!("`{verb}` needs `file=`, `table=` or a block of patterns")
+            } else {
+                format!("`{verb}` takes one of `file=`, `table=` or a block, not several")
+            };
+            self.node_error(node, message, "table").help = Some(format!("usage: {USAGE}"));
+            return None;
+        }
+        let defined = format!("{verb} rule at {here}");
+        let (table, source) = if let Some(entry) = file {
+            let path = self.string(entry, "file")?;
+            if path.is_empty() {
+                self.error(entry.span(), "file must not be empty", "empty path");
+                return None;
+            }
+            let table = self.table_file(path, entry, parse_regexp, None)?;
+            let full = resolve(&self.cur.path, path);
+            if !self.check_file_results(&table, content, &full, path, &defined) {
+                return None;
+            }
+            (Arc::new(table), ChecksSource::File(Arc::from(path)))
+        } else if let Some(entry) = table {
+            let name = self.string(entry, "table name")?;
+            let Some((found, origin)) = sets.tables.get(name) else {
+                let help = suggest(name, sets.tables.keys().map(String::as_str)).unwrap_or_else(
+                    || "define it with `table NAME type=\"regexp\" file=\"header_checks\"`".to_owned(),
+                );
+                self.error(
+                    entry.span(),
+                    format!("undefined table `{name}`"),
+                    "undefined table",
+                )
+                .help = Some(help);
+                return None;
+            };
+            // None: the table had errors, already reported
+            let found = found.clone()?;
+            if found.kind() != TableKind::Regexp {
+                self.error(
+                    entry.span(),
+                    format!(
+                        "`{verb}` needs a regexp table; `{name}` is a {} table",
+                        found.kind()
+                    ),
+                    "not a regexp table",
+                )
+                .help = Some(format!("`{name}` is defined at {origin}"));
+                return None;
+            }
+            let (full, display) = self
+                .table_files
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| (Default::default(), name.to_owned()));
+            if !self.check_file_results(&found, content, &full, &display, &defined) {
+                return None;
+            }
+            (found, ChecksSource::File(Arc::from(display.as_str())))
+        } else {
+            self.inline_checks(node, content)?
+        };
+        ok.then_some(ChecksConfig {
+            content,
+            table,
+            source,
+            size_limit,
+        })
+    }
+
+    /// Validates a table file's results as actions; errors point into the file.
+    fn check_file_results(
+        &mut self,
+        table: &Table,
+        content: Content,
+        full: &std::path::Path,
+        display: &str,
+        defined: &str,
+    ) -> bool {
+        let bad: Vec<TableError> = table
+            .results()
+            .iter()
+            .filter_map(|r| {
+                check_result(&r.text, content).err().map(|message| TableError {
+                    line: r.line,
+                    column: r.column,
+                    byte_span: r.byte_span.clone(),
+                    message,
+                    help: Some(action_help()),
+                })
+            })
+            .collect();
+        if bad.is_empty() {
+            return true;
+        }
+        let text = std::fs::read_to_string(full).unwrap_or_default();
+        let source = NamedSource::new(display, Arc::new(text));
+        for e in bad {
+            self.errors.push(table_error(&source, display, e, defined));
+        }
+        false
+    }
+
+    /// `header-checks { "/pattern/flags" "ACTION"; ... }`: each child is one table
+    /// line. Patterns are checked one by one (so an error is placed at its child),
+    /// then compiled together as one table.
+    fn inline_checks(&mut self, node: &KdlNode, content: Content) -> Option<(Arc<Table>, ChecksSource)> {
+        let children = node.children()?;
+        let mut text = String::new();
+        let mut origins = Vec::new();
+        let mut ok = true;
+        for child in children.nodes() {
+            self.check_annotations(child);
+            self.props(child, &[]);
+            self.no_children(child);
+            let pattern = child.name().value();
+            let Some(args) = self.args(child, 1, Some(1), "\"/pattern/flags\" \"ACTION text\"")
+            else {
+                ok = false;
+                continue;
+            };
+            let Some(action) = self.string(args[0], "an action") else {
+                ok = false;
+                continue;
+            };
+            let trimmed = pattern.trim_start();
+            let word = trimmed.split_whitespace().next().unwrap_or("");
+            if pattern.is_empty()
+                || pattern.contains(['\n', '\r'])
+                || action.contains(['\n', '\r'])
+                || trimmed.len() != pattern.len()
+                || pattern.starts_with('#')
+                || word.eq_ignore_ascii_case("endif")
+                || (word.len() >= 2 && word[..2].eq_ignore_ascii_case("if") && !pattern.starts_with('/'))
+            {
+                self.error(
+                    child.name().span(),
+                    "an inline check is one pattern such as \"/^Subject:.*viagra/\" and one action; \
+                     if/endif and line breaks need a file",
+                    "not a pattern",
+                );
+                ok = false;
+                continue;
+            }
+            let line = format!("{pattern} {action}\n");
+            if let Err(errors) = parse_regexp(&line) {
+                for e in errors {
+                    let span = if e.byte_span.start < pattern.len() {
+                        child.name().span()
+                    } else {
+                        args[0].span()
+                    };
+                    let err = self.error(span, e.message, "here");
+                    err.help = e.help;
+                }
+                ok = false;
+                continue;
+            }
+            if let Err(message) = check_result(action, content) {
+                self.error(args[0].span(), message, "bad action").help = Some(action_help());
+                ok = false;
+                continue;
+            }
+            text.push_str(&line);
+            origins.push(self.origin(child.name().span().offset()));
+        }
+        if !ok {
+            return None;
+        }
+        match parse_regexp(&text) {
+            Ok(table) => Some((Arc::new(table), ChecksSource::Inline(origins.into()))),
+            Err(errors) => {
+                // each line parsed alone; together they cannot fail, but never panic
+                for e in errors {
+                    self.node_error(node, e.message, "here");
+                }
+                None
+            }
+        }
+    }
+}
