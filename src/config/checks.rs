@@ -181,7 +181,9 @@ pub fn parse_action(result: &str, content: Content) -> Result<CheckAction, Strin
                 return Err(format!("`{upper}` needs the text of a line"));
             }
             if rest.chars().any(|c| c.is_control() && c != '\t') {
-                return Err(format!("`{upper}` text must not contain control characters"));
+                return Err(format!(
+                    "`{upper}` text must not contain control characters"
+                ));
             }
             if content == Content::Header && !is_header_line(rest) {
                 return Err(format!(
@@ -286,7 +288,10 @@ mod tests {
             header("REJECT 4.7.1 later"),
             Ok(CheckAction::Reject(Reply::new(450, [4, 7, 1], "later")))
         );
-        assert_eq!(header("discard spam"), Ok(CheckAction::Discard("spam".into())));
+        assert_eq!(
+            header("discard spam"),
+            Ok(CheckAction::Discard("spam".into()))
+        );
         assert_eq!(header("HOLD"), Ok(CheckAction::Hold(String::new())));
         assert_eq!(header("ignore"), Ok(CheckAction::Ignore));
         assert_eq!(header("OK"), Ok(CheckAction::Dunno));
@@ -294,7 +299,10 @@ mod tests {
         assert_eq!(header("strip gone"), Ok(CheckAction::Strip("gone".into())));
         assert_eq!(header("WARN  odd "), Ok(CheckAction::Warn("odd".into())));
         assert_eq!(header("INFO"), Ok(CheckAction::Info(String::new())));
-        assert_eq!(header("PASS trusted"), Ok(CheckAction::Pass("trusted".into())));
+        assert_eq!(
+            header("PASS trusted"),
+            Ok(CheckAction::Pass("trusted".into()))
+        );
         assert_eq!(
             header("PREPEND X-Seen: yes"),
             Ok(CheckAction::Prepend("X-Seen: yes".into()))

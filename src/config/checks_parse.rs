@@ -10,10 +10,12 @@ use std::sync::Arc;
 use kdl::{KdlEntry, KdlNode};
 use miette::NamedSource;
 
-use crate::config::checks::{ACTIONS, ChecksConfig, ChecksSource, Content, DEFAULT_BODY_SIZE_LIMIT};
 use super::tables::table_error;
 use super::{Parser, Sets, resolve, suggest};
 use crate::config::checks::parse_action;
+use crate::config::checks::{
+    ACTIONS, ChecksConfig, ChecksSource, Content, DEFAULT_BODY_SIZE_LIMIT,
+};
 use crate::lookup::{Table, TableError, TableKind, parse_regexp};
 
 const USAGE: &str = "header-checks file=\"header_checks\" | table=\"NAME\" | { \"/pattern/\" \"ACTION\" ... } [size-limit=\"50k\" on body-checks]";
@@ -90,8 +92,9 @@ impl Parser {
                 _ => {}
             }
         }
-        let sources =
-            usize::from(file.is_some()) + usize::from(table.is_some()) + usize::from(node.children().is_some());
+        let sources = usize::from(file.is_some())
+            + usize::from(table.is_some())
+            + usize::from(node.children().is_some());
         if sources != 1 {
             let message = if sources == 0 {
                 format!("`{verb}` needs `file=`, `table=` or a block of patterns")
@@ -117,9 +120,11 @@ impl Parser {
         } else if let Some(entry) = table {
             let name = self.string(entry, "table name")?;
             let Some((found, origin)) = sets.tables.get(name) else {
-                let help = suggest(name, sets.tables.keys().map(String::as_str)).unwrap_or_else(
-                    || "define it with `table NAME type=\"regexp\" file=\"header_checks\"`".to_owned(),
-                );
+                let help =
+                    suggest(name, sets.tables.keys().map(String::as_str)).unwrap_or_else(|| {
+                        "define it with `table NAME type=\"regexp\" file=\"header_checks\"`"
+                            .to_owned()
+                    });
                 self.error(
                     entry.span(),
                     format!("undefined table `{name}`"),
@@ -175,13 +180,15 @@ impl Parser {
             .results()
             .iter()
             .filter_map(|r| {
-                check_result(&r.text, content).err().map(|message| TableError {
-                    line: r.line,
-                    column: r.column,
-                    byte_span: r.byte_span.clone(),
-                    message,
-                    help: Some(action_help()),
-                })
+                check_result(&r.text, content)
+                    .err()
+                    .map(|message| TableError {
+                        line: r.line,
+                        column: r.column,
+                        byte_span: r.byte_span.clone(),
+                        message,
+                        help: Some(action_help()),
+                    })
             })
             .collect();
         if bad.is_empty() {
@@ -198,7 +205,11 @@ impl Parser {
     /// `header-checks { "/pattern/flags" "ACTION"; ... }`: each child is one table
     /// line. Patterns are checked one by one (so an error is placed at its child),
     /// then compiled together as one table.
-    fn inline_checks(&mut self, node: &KdlNode, content: Content) -> Option<(Arc<Table>, ChecksSource)> {
+    fn inline_checks(
+        &mut self,
+        node: &KdlNode,
+        content: Content,
+    ) -> Option<(Arc<Table>, ChecksSource)> {
         let children = node.children()?;
         let mut text = String::new();
         let mut origins = Vec::new();
@@ -225,7 +236,9 @@ impl Parser {
                 || trimmed.len() != pattern.len()
                 || pattern.starts_with('#')
                 || word.eq_ignore_ascii_case("endif")
-                || (word.len() >= 2 && word[..2].eq_ignore_ascii_case("if") && !pattern.starts_with('/'))
+                || (word.len() >= 2
+                    && word[..2].eq_ignore_ascii_case("if")
+                    && !pattern.starts_with('/'))
             {
                 self.error(
                     child.name().span(),
@@ -271,5 +284,132 @@ impl Parser {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigErrors};
+
+    const HEAD: &str = "server {\n    hostname \"mx.example.test\"\n    spool \"spool\"\n}\nlisten \"mx\" address=\"127.0.0.1:2525\"\n";
+
+    /// `(file, line, column, message)` of each error of a config (with files).
+    fn errors(body: &str, files: &[(&str, &str)]) -> Vec<(String, u32, u32, String)> {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let path = dir.path().join("mtad.kdl");
+        std::fs::write(&path, format!("{HEAD}{body}")).unwrap();
+        let errors: ConfigErrors = Config::load(&path).expect_err("invalid");
+        errors
+            .errors
+            .iter()
+            .map(|e| {
+                let l = e.location.as_ref().expect("located");
+                let file = l.file.rsplit('/').next().unwrap().to_owned();
+                (file, l.line, l.column, e.message.clone())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn file_errors_point_into_the_checks_file() {
+        let got = errors(
+            "stage \"data\" {\n    header-checks file=\"header_checks\"\n}\n",
+            &[(
+                "header_checks",
+                "# comment\n/^Received:/ IGNORE\n/^X-A:/   FROB it\n/^X-B:/ FILTER smtp:[127.0.0.1]:10026\n/^X-C: (.*)/ $1\n/^X-D: (.*)/ REJECT $1\n/^X-E:/ PREPEND not a header\n",
+            )],
+        );
+        let want = [
+            ("header_checks", 3, 11, "unknown action `FROB`"),
+            (
+                "header_checks",
+                4,
+                9,
+                "FILTER needs the content filter, which is not built yet",
+            ),
+            (
+                "header_checks",
+                7,
+                9,
+                "`PREPEND` on a header needs a header line `Name: value`, not `not a header`",
+            ),
+        ];
+        let got: Vec<(&str, u32, u32, &str)> = got
+            .iter()
+            .map(|(f, l, c, m)| (f.as_str(), *l, *c, m.as_str()))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn missing_file_and_bad_pattern_in_file() {
+        let got = errors(
+            "stage \"data\" {\n    header-checks file=\"nope\"\n    body-checks file=\"body_checks\"\n}\n",
+            &[("body_checks", "/a(/ REJECT\n")],
+        );
+        assert_eq!(got.len(), 2, "{got:?}");
+        let missing = got.iter().find(|e| e.0 == "mtad.kdl").unwrap();
+        assert_eq!((missing.1, missing.2), (7, 19));
+        assert!(
+            missing.3.contains("cannot read table file `nope`"),
+            "{got:?}"
+        );
+        let bad = got.iter().find(|e| e.0 == "body_checks").unwrap();
+        assert_eq!((bad.1, bad.2), (1, 2));
+        assert!(bad.3.contains("invalid regular expression"), "{got:?}");
+    }
+
+    #[test]
+    fn inline_errors_point_at_the_child() {
+        let got = errors(
+            "stage \"data\" {\n    header-checks {\n        \"/a(/\" \"REJECT\"\n        \"/^Subject:/\" \"FROB\"\n        \"/^X:/\" \"FILTER smtp:x\"\n        \"/^Y:/\" \"$2\"\n        \"endif\" \"DUNNO\"\n    }\n}\n",
+            &[],
+        );
+        let got: Vec<(u32, u32, &str)> = got
+            .iter()
+            .map(|(_, l, c, m)| (*l, *c, m.as_str()))
+            .collect();
+        assert_eq!(got.len(), 5, "{got:?}");
+        assert_eq!((got[0].0, got[0].1), (8, 9));
+        assert!(got[0].2.contains("invalid regular expression"));
+        assert_eq!(got[1], (9, 23, "unknown action `FROB`"));
+        assert_eq!(
+            got[2],
+            (
+                10,
+                17,
+                "FILTER needs the content filter, which is not built yet"
+            )
+        );
+        assert_eq!((got[3].0, got[3].1), (11, 17));
+        assert!(got[3].2.contains("out of range"), "{got:?}");
+        assert_eq!((got[4].0, got[4].1), (12, 9));
+    }
+
+    #[test]
+    fn table_and_placement_errors() {
+        let got = errors(
+            "table \"m\" file=\"map\"\ntable \"hc\" type=\"regexp\" file=\"hc\"\nstage \"rcpt\" {\n    header-checks table=\"hc\"\n}\nstage \"data\" {\n    header-checks table=\"m\"\n    header-checks table=\"nope\"\n    header-checks\n    header-checks table=\"hc\" size-limit=\"1k\"\n    header-checks table=\"hc\"\n}\n",
+            &[("map", "a b\n"), ("hc", "/x/ REJECT\n/y/ BOGUS\n")],
+        );
+        let mut got: Vec<(&str, u32, u32, &str)> = got
+            .iter()
+            .map(|(f, l, c, m)| (f.as_str(), *l, *c, m.as_str()))
+            .collect();
+        // errors in the table file first, then the configuration's
+        got.rotate_left(2);
+        assert_eq!(got.len(), 7, "{got:#?}");
+        assert_eq!((got[0].0, got[0].1, got[0].2), ("mtad.kdl", 9, 5));
+        assert!(got[0].3.contains("no meaning in the rcpt stage"), "{got:?}");
+        assert!(got[1].3.contains("needs a regexp table"), "{got:?}");
+        assert!(got[2].3.contains("undefined table `nope`"), "{got:?}");
+        assert!(got[3].3.contains("needs `file=`"), "{got:?}");
+        assert!(got[4].3.contains("body-checks only"), "{got:?}");
+        // a declared table's bad action is reported in its file (twice: two rules)
+        assert_eq!(got[5], ("hc", 2, 5, "unknown action `BOGUS`"));
+        assert_eq!(got[6], ("hc", 2, 5, "unknown action `BOGUS`"));
     }
 }

@@ -16,6 +16,7 @@ use ipnet::IpNet;
 use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
 use miette::{NamedSource, SourceSpan};
 
+use super::checks::Content;
 use super::reply::{MAX_REPLY_TEXT, is_reply_char};
 use super::units::{parse_duration, parse_size};
 use super::{
@@ -23,7 +24,6 @@ use super::{
     Limits, Listener, Origin, Pattern, Reply, RuleAction, RuleConfig, Server, Stage, route,
 };
 use crate::lookup::{DomainSet, NetworkSet};
-use super::checks::Content;
 
 /// Top-level nodes, for "did you mean".
 const TOP_LEVEL: &[&str] = &[

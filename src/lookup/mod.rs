@@ -19,7 +19,9 @@ mod table;
 
 mod alias;
 pub use alias::parse_aliases;
-pub use table::{ResultLine, Table, TableError, TableKind, inline_map, parse_cidr, parse_map, parse_regexp};
+pub use table::{
+    ResultLine, Table, TableError, TableKind, inline_map, parse_cidr, parse_map, parse_regexp,
+};
 
 use std::borrow::Cow;
 use std::collections::HashSet;

@@ -114,7 +114,8 @@ pub(super) fn run(
             let mut pos = body_start(message, ctx.headers);
             let mut inspected = 0usize;
             while pos < message.len() && inspected < cfg.size_limit {
-                let end = memchr::memchr(b'\n', &message[pos..]).map_or(message.len(), |i| pos + i + 1);
+                let end =
+                    memchr::memchr(b'\n', &message[pos..]).map_or(message.len(), |i| pos + i + 1);
                 let raw = &message[pos..end];
                 let line = raw.strip_suffix(b"\n").unwrap_or(raw);
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -249,7 +250,10 @@ pub fn apply_raw_edits(message: &[u8], edits: &[RawEdit]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + 256);
     let mut at = 0;
     for e in sorted {
-        let (start, end) = (e.range.start.min(message.len()), e.range.end.min(message.len()));
+        let (start, end) = (
+            e.range.start.min(message.len()),
+            e.range.end.min(message.len()),
+        );
         if start < at || end < start {
             continue;
         }
@@ -259,4 +263,196 @@ pub fn apply_raw_edits(message: &[u8], edits: &[RawEdit]) -> Vec<u8> {
     }
     out.extend_from_slice(&message[at..]);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Decision, Pipeline, Verdict, apply_header_edits, parse_headers};
+    use super::*;
+    use crate::config::{Config, Reply, Stage};
+
+    const PRELUDE: &str = "server {\n    hostname \"mx.example.test\"\n    spool \"spool\"\n}\nlisten \"mx\" address=\"127.0.0.1:2525\"\n";
+
+    fn pipeline(rules: &str) -> Pipeline {
+        let text = format!("{PRELUDE}stage \"data\" {{\n{rules}}}\n");
+        match Config::parse("mtad.kdl", &text) {
+            Ok(config) => {
+                Pipeline::build(&config).unwrap_or_else(|e| panic!("{}", crate::config::render(&e)))
+            }
+            Err(e) => panic!("{}", crate::config::render(&e)),
+        }
+    }
+
+    /// The data stage on `msg`, and the message as it would be queued.
+    fn data(p: &Pipeline, msg: &str) -> (Decision, String) {
+        let (headers, _) = parse_headers(msg.as_bytes());
+        let ctx = Context {
+            headers: &headers,
+            body: Some(msg.as_bytes()),
+            ..Context::new("127.0.0.1".parse().unwrap(), "mx")
+        };
+        let d = p.evaluate(Stage::Data, &ctx);
+        let out = apply_raw_edits(msg.as_bytes(), &d.checks.edits);
+        let out = apply_header_edits(&out, &d.header_changes);
+        (d, String::from_utf8(out).unwrap())
+    }
+
+    const MSG: &str = "Received: from a ([1.2.3.4])\r\n\tby mx with ESMTP id 1; Mon\r\nReceived: from b\r\n by c\r\nSubject: hello\r\n world\r\nX-Mailer: spamtool\r\nFrom: a@example.test\r\n\r\nline one\r\n\r\nviagra here\r\nlast\r\n";
+
+    #[test]
+    fn ignore_replace_prepend_exactly() {
+        let p = pipeline(
+            "header-checks {\n\"/^Received:/\" \"IGNORE\"\n\"/^X-Mailer:/\" \"REPLACE X-Mailer: hidden\"\n\"/^From:/\" \"PREPEND X-Checked: yes\"\n}\n",
+        );
+        let (d, out) = data(&p, MSG);
+        assert_eq!(d.verdict, Verdict::Accept);
+        assert_eq!(
+            out,
+            "Subject: hello\r\n world\r\nX-Mailer: hidden\r\nX-Checked: yes\r\nFrom: a@example.test\r\n\r\nline one\r\n\r\nviagra here\r\nlast\r\n"
+        );
+        // both Received headers matched line 1 of the inline table (mtad.kdl:8)
+        assert_eq!(d.checks.matches.len(), 4);
+        assert_eq!(d.checks.matches[0].entry.line, 8);
+        assert_eq!(d.checks.matches[1].text, "Received: from b by c");
+        assert_eq!(d.checks.matches[1].action, "IGNORE");
+    }
+
+    #[test]
+    fn folded_headers_are_matched_unfolded() {
+        let p = pipeline("header-checks {\n\"/^Subject: hello world$/\" \"REJECT\"\n}\n");
+        let (d, _) = data(&p, MSG);
+        assert_eq!(
+            d.verdict,
+            Verdict::Reject(Reply::new(550, [5, 7, 1], "Message content rejected"))
+        );
+        assert_eq!(d.rule.unwrap().line, 8);
+    }
+
+    #[test]
+    fn reject_with_and_without_enhanced_code() {
+        let p = pipeline("header-checks {\n\"/^Subject:/\" \"REJECT 5.7.0 no thanks\"\n}\n");
+        let (d, _) = data(&p, MSG);
+        assert_eq!(
+            d.verdict,
+            Verdict::Reject(Reply::new(550, [5, 7, 0], "no thanks"))
+        );
+        let p = pipeline("header-checks {\n\"/^Subject: (.*)/\" \"REJECT bad subject $1\"\n}\n");
+        let (d, _) = data(&p, MSG);
+        assert_eq!(
+            d.verdict,
+            Verdict::Reject(Reply::new(550, [5, 7, 1], "bad subject hello world"))
+        );
+    }
+
+    #[test]
+    fn first_match_per_header_then_the_next_header() {
+        let p = pipeline(
+            "header-checks {\n\"/^Subject:/\" \"DUNNO\"\n\"/^Subject:/\" \"REJECT\"\n\"/^X-Mailer:/\" \"WARN odd mailer\"\n}\n",
+        );
+        let (d, out) = data(&p, MSG);
+        assert_eq!(d.verdict, Verdict::Accept);
+        assert_eq!(out, MSG);
+        let lines: Vec<u32> = d.checks.matches.iter().map(|m| m.entry.line).collect();
+        assert_eq!(lines, [8, 10]);
+    }
+
+    #[test]
+    fn hold_then_reject_rejects_and_hold_alone_holds() {
+        let p = pipeline(
+            "header-checks {\n\"/^Subject:/\" \"HOLD look\"\n\"/^From:/\" \"REJECT 5.7.1 no\"\n}\n",
+        );
+        assert!(matches!(data(&p, MSG).0.verdict, Verdict::Reject(_)));
+        let p = pipeline("header-checks {\n\"/^Subject:/\" \"HOLD look\"\n}\naccept\n");
+        let (d, _) = data(&p, MSG);
+        assert_eq!(d.verdict, Verdict::Hold);
+        assert_eq!(d.rule.unwrap().line, 8);
+        // hold from headers, then a body REJECT: rejected, as in Postfix
+        let p = pipeline(
+            "header-checks {\n\"/^Subject:/\" \"HOLD\"\n}\nbody-checks {\n\"/viagra/\" \"REJECT\"\n}\n",
+        );
+        assert!(matches!(data(&p, MSG).0.verdict, Verdict::Reject(_)));
+    }
+
+    #[test]
+    fn pass_turns_off_further_inspection() {
+        let p = pipeline(
+            "header-checks {\n\"/^Received: from a/\" \"PASS trusted\"\n\"/^Subject:/\" \"REJECT\"\n}\nbody-checks {\n\"/viagra/\" \"REJECT\"\n}\n",
+        );
+        let (d, _) = data(&p, MSG);
+        assert_eq!(d.verdict, Verdict::Accept);
+        assert_eq!(d.checks.matches.len(), 1);
+    }
+
+    #[test]
+    fn body_lines_edits_discard_and_size_limit() {
+        let p = pipeline(
+            "body-checks {\n\"/^viagra/\" \"REPLACE [removed]\"\n\"/^last$/\" \"IGNORE\"\n\"/^line one$/\" \"PREPEND first\"\n}\n",
+        );
+        let (_, out) = data(&p, MSG);
+        assert!(
+            out.ends_with("\r\n\r\nfirst\r\nline one\r\n\r\n[removed]\r\n"),
+            "{out:?}"
+        );
+        // headers are not body lines
+        let p = pipeline("body-checks {\n\"/^Subject/\" \"DISCARD\"\n}\n");
+        assert_eq!(data(&p, MSG).0.verdict, Verdict::Accept);
+        let p = pipeline("body-checks {\n\"/viagra/\" \"DISCARD\"\n}\n");
+        assert_eq!(data(&p, MSG).0.verdict, Verdict::Discard);
+        // only the first 10 body bytes are inspected: "line one\r\n"
+        let p = pipeline("body-checks size-limit=10 {\n\"/viagra/\" \"DISCARD\"\n}\n");
+        assert_eq!(data(&p, MSG).0.verdict, Verdict::Accept);
+    }
+
+    #[test]
+    fn redirect_and_bcc() {
+        let p = pipeline(
+            "header-checks {\n\"/^Subject:/\" \"BCC audit@example.test\"\n\"/^From:/\" \"BCC audit@example.test\"\n}\n",
+        );
+        let (d, _) = data(&p, MSG);
+        let rcpts = vec!["a@example.test".to_owned()];
+        assert_eq!(
+            d.checks.recipients(&rcpts),
+            ["a@example.test", "audit@example.test"]
+        );
+        let p = pipeline(
+            "header-checks {\n\"/^Subject:/\" \"REDIRECT one@example.test\"\n\"/^From:/\" \"REDIRECT two@example.test\"\n\"/^X-Mailer:/\" \"BCC audit@example.test\"\n}\n",
+        );
+        let (d, _) = data(&p, MSG);
+        assert_eq!(d.checks.recipients(&rcpts), ["two@example.test"]);
+    }
+
+    #[test]
+    fn invalid_action_at_run_time_is_dunno_and_warn_mode_keeps_nothing() {
+        let p = pipeline("header-checks {\n\"/^X-Mailer: (.*)/\" \"$1\"\n}\n");
+        let (d, out) = data(&p, MSG);
+        assert_eq!(d.verdict, Verdict::Accept);
+        assert_eq!(out, MSG);
+        assert!(d.checks.matches[0].action.contains("treated as DUNNO"));
+        let p = pipeline(
+            "header-checks mode=\"warn\" {\n\"/^Received:/\" \"IGNORE\"\n\"/^Subject:/\" \"REJECT\"\n}\n",
+        );
+        let (d, out) = data(&p, MSG);
+        assert_eq!(d.verdict, Verdict::Accept);
+        assert_eq!(out, MSG);
+        assert_eq!(d.warned.len(), 1);
+    }
+
+    #[test]
+    fn raw_edits_never_panic() {
+        let edits = [
+            RawEdit {
+                range: 5..100,
+                text: b"x".to_vec(),
+            },
+            RawEdit {
+                range: 2..4,
+                text: Vec::new(),
+            },
+            RawEdit {
+                range: 3..3,
+                text: b"overlap".to_vec(),
+            },
+        ];
+        assert_eq!(apply_raw_edits(b"0123456789", &edits), b"014x");
+    }
 }
