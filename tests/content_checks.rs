@@ -1,0 +1,136 @@
+//! header-checks and body-checks end to end: the real daemon, swaks as the client,
+//! and the spool read back.
+
+mod common;
+
+use common::*;
+
+const HEADER_CHECKS: &str = "\
+# seed 002: hide the internal path
+/^Received:/ IGNORE
+/^Subject:.*viagra/ REJECT 5.7.1 no thanks
+/^Subject:.*plain reject/ REJECT
+/^X-Mailer:/ REPLACE X-Mailer: hidden
+/^X-Internal:/ STRIP internal header
+/^X-Redirect: yes/ REDIRECT trap@example.test
+/^X-Bcc: yes/ BCC audit@example.test
+/^X-Hold: yes/ HOLD look at this
+/^From:/ PREPEND X-Checked: yes
+";
+
+const BODY_CHECKS: &str = "\
+/^discard me$/ DISCARD
+/^secret: / REPLACE secret: [removed]
+";
+
+const CONFIG: &str = r#"
+server {
+    hostname "mx.example.test"
+    spool "{spool}"
+}
+listen "mx" address="127.0.0.1:{port}"
+networks "trusted" "127.0.0.0/8"
+stage "rcpt" {
+    accept client="trusted"
+}
+stage "data" {
+    header-checks file="header_checks"
+    body-checks file="body_checks"
+}
+"#;
+
+fn start() -> Mtad {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("header_checks"), HEADER_CHECKS).unwrap();
+    std::fs::write(dir.path().join("body_checks"), BODY_CHECKS).unwrap();
+    let spool = dir.path().join("spool");
+    Mtad::start_in(dir, spool, CONFIG)
+}
+
+fn send(mtad: &Mtad, headers: &[&str], body: &str) -> String {
+    let mut args = vec![
+        "--from",
+        "alice@src.test",
+        "--to",
+        "bob@example.test",
+        "--body",
+        body,
+    ];
+    for h in headers {
+        args.extend(["--header", h]);
+    }
+    let out = swaks(mtad.port, &args);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn rejects_a_bad_subject_with_the_table_text() {
+    let mtad = start();
+    let t = send(&mtad, &["Subject: buy viagra now"], "hi");
+    assert!(t.contains("<** 550 5.7.1 no thanks"), "{t}");
+    let t = send(&mtad, &["Subject: a plain reject"], "hi");
+    assert!(t.contains("<** 550 5.7.1 Message content rejected"), "{t}");
+    assert!(mtad.queued().is_empty());
+}
+
+#[test]
+fn a_good_message_is_queued_edited_exactly() {
+    let mtad = start();
+    let t = send(
+        &mtad,
+        &[
+            "Subject: hello",
+            "X-Mailer: spamtool 1.0",
+            "X-Internal: 10.0.0.1",
+            "Received: from inner.example.test by gw.example.test",
+        ],
+        "line one\nsecret: hunter2\nthe end",
+    );
+    assert!(t.contains("250 2.0.0 Ok: queued as"), "{t}");
+    let queued = mtad.queued();
+    assert_eq!(queued.len(), 1);
+    let (m, body) = &queued[0];
+    assert_eq!(m.envelope.recipients, ["bob@example.test"]);
+    assert!(!m.envelope.held);
+    let text = String::from_utf8_lossy(body).into_owned();
+    // mtad's own Received: and the client's are both gone
+    assert!(!text.to_ascii_lowercase().contains("received:"), "{text}");
+    assert!(!text.contains("X-Internal"), "{text}");
+    assert!(text.contains("\r\nX-Mailer: hidden\r\n"), "{text}");
+    assert!(!text.contains("spamtool"), "{text}");
+    assert!(text.contains("X-Checked: yes\r\nFrom: "), "{text}");
+    assert!(text.contains("Subject: hello\r\n"), "{text}");
+    assert!(
+        text.contains("\r\n\r\nline one\r\nsecret: [removed]\r\nthe end\r\n"),
+        "{text:?}"
+    );
+}
+
+#[test]
+fn redirect_bcc_hold_and_discard() {
+    let mtad = start();
+    let t = send(&mtad, &["X-Bcc: yes"], "one");
+    assert!(t.contains("250 2.0.0 Ok: queued as"), "{t}");
+    let t = send(&mtad, &["X-Redirect: yes", "X-Bcc: yes"], "two");
+    assert!(t.contains("250 2.0.0 Ok: queued as"), "{t}");
+    let t = send(&mtad, &["X-Hold: yes"], "three");
+    assert!(t.contains("250 2.0.0 Ok: queued as"), "{t}");
+    // discarded: the client is told it is queued, nothing is
+    let t = send(&mtad, &[], "discard me");
+    assert!(t.contains("250 2.0.0 Ok: queued as"), "{t}");
+    let mut queued = mtad.queued();
+    queued.sort_by_key(|(m, _)| m.arrival_ms);
+    assert_eq!(queued.len(), 3);
+    let body = |i: usize| String::from_utf8_lossy(&queued[i].1).into_owned();
+    assert!(body(0).contains("\r\n\r\none\r\n"), "{}", body(0));
+    assert_eq!(
+        queued[0].0.envelope.recipients,
+        ["bob@example.test", "audit@example.test"]
+    );
+    assert_eq!(queued[0].0.rcpt_status.len(), 2);
+    assert_eq!(queued[1].0.envelope.recipients, ["trap@example.test"]);
+    assert!(!queued[1].0.envelope.held);
+    assert!(queued[2].0.envelope.held);
+    assert_eq!(queued[2].0.envelope.recipients, ["bob@example.test"]);
+    assert!(mtad.log().contains("look at this"), "{}", mtad.log());
+}
