@@ -281,3 +281,89 @@ fn route_options_are_shown_with_the_transport() {
         .unwrap();
     assert_eq!(route["route_options"], r#"auth="upstream" tls="required""#);
 }
+
+#[test]
+fn content_checks_are_shown_with_their_table_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("header_checks"),
+        "/^Received:/ IGNORE\n/^X-Mailer:/ REPLACE X-Mailer: hidden\n/^X-Bcc: yes/ BCC audit@example.test\n",
+    )
+    .unwrap();
+    let config = dir.path().join("mtad.kdl");
+    std::fs::write(
+        &config,
+        "server {\n    hostname \"mx.example.test\"\n    spool \"spool\"\n}\nlisten \"mx\" address=\"127.0.0.1:2525\"\nstage \"rcpt\" {\n    accept\n}\nstage \"data\" {\n    header-checks file=\"header_checks\"\n    body-checks {\n        \"/^forbidden/\" \"REJECT 5.7.0 not here\"\n    }\n}\n",
+    )
+    .unwrap();
+    let msg = dir.path().join("m.eml");
+    std::fs::write(
+        &msg,
+        "Received: from a\r\n\tby b\r\nX-Mailer: tool\r\nX-Bcc: yes\r\nSubject: hi\r\n\r\nbody\r\n",
+    )
+    .unwrap();
+    let args = |m: &Path| {
+        vec![
+            "test-policy".to_owned(),
+            "--config".to_owned(),
+            config.to_str().unwrap().to_owned(),
+            "--from".to_owned(),
+            "a@src.test".to_owned(),
+            "--rcpt".to_owned(),
+            "b@example.test".to_owned(),
+            "--message".to_owned(),
+            m.to_str().unwrap().to_owned(),
+        ]
+    };
+    let a = args(&msg);
+    let out = mtactl(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(
+        report.contains("check    header_checks:1:1 header \"Received: from a\\tby b\" IGNORE"),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "check    header_checks:2:1 header \"X-Mailer: tool\" REPLACE X-Mailer: hidden"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains("check    bcc + audit@example.test"),
+        "{report}"
+    );
+    assert!(
+        report.contains("header   - Received: from a\tby b"),
+        "{report}"
+    );
+    assert!(report.contains("header   = X-Mailer: hidden"), "{report}");
+    // the added recipient is routed too
+    assert!(report.contains("audit@example.test"), "{report}");
+
+    let spam = dir.path().join("spam.eml");
+    std::fs::write(&spam, "Subject: x\r\n\r\nok\r\nforbidden words\r\n").unwrap();
+    let mut a = args(&spam);
+    a.extend(["--format".to_owned(), "json".to_owned()]);
+    let out = mtactl(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let data = json["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "data")
+        .unwrap();
+    assert_eq!(data["reply"], "550 5.7.0 not here");
+    assert!(
+        data["rule"].as_str().unwrap().ends_with("mtad.kdl:12:9"),
+        "{data}"
+    );
+    assert!(
+        data["checks"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("mtad.kdl:12:9 body \"forbidden words\" REJECT 5.7.0 not here"),
+        "{data}"
+    );
+}

@@ -96,6 +96,9 @@ pub fn render_report(report: &DryRunReport) -> String {
         if let Some(options) = &s.route_options {
             let _ = writeln!(out, "{:<32} {:<8} {options}", "", "options");
         }
+        for check in &s.checks {
+            let _ = writeln!(out, "{:<32} {:<8} {check}", "", "check");
+        }
         for change in &s.header_changes {
             let _ = writeln!(out, "{:<32} {:<8} {change}", "", "header");
         }

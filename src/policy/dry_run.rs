@@ -44,6 +44,10 @@ pub struct StageResult {
     /// `= Name: value` (replace).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub header_changes: Vec<String>,
+    /// Data: each content check that matched: `table:line:col header "text" ACTION`,
+    /// then `redirect -> addr` and `bcc + addr`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
     /// At route: the transport chosen for the recipient.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transport: Option<String>,
@@ -83,6 +87,33 @@ fn result(stage: Stage, rcpt: Option<&str>, decision: &Decision) -> StageResult 
         Verdict::Reject(r) | Verdict::Defer(r) => Some(r.to_string()),
         _ => None,
     };
+    let mut header_changes: Vec<String> = Vec::new();
+    let mut checks: Vec<String> = Vec::new();
+    for m in &decision.checks.matches {
+        checks.push(format!(
+            "{} {} {:?} {}",
+            m.entry,
+            m.content.as_str(),
+            m.text,
+            m.action
+        ));
+        let (word, rest) = m.action.split_once(' ').unwrap_or((&m.action, ""));
+        // content checks' edits of headers, in the notation of hooks' changes
+        if m.content == crate::config::checks::Content::Header && !m.action.contains("(invalid") {
+            match word.to_ascii_uppercase().as_str() {
+                "IGNORE" | "STRIP" => header_changes.push(format!("- {}", m.text)),
+                "REPLACE" => header_changes.push(format!("= {}", rest.trim())),
+                "PREPEND" => header_changes.push(format!("+ {}", rest.trim())),
+                _ => {}
+            }
+        }
+    }
+    if let Some(to) = &decision.checks.redirect {
+        checks.push(format!("redirect -> {to}"));
+    }
+    for b in &decision.checks.bcc {
+        checks.push(format!("bcc + {b}"));
+    }
     StageResult {
         stage: stage.as_str(),
         rcpt: rcpt.map(str::to_owned),
@@ -94,15 +125,15 @@ fn result(stage: Stage, rcpt: Option<&str>, decision: &Decision) -> StageResult 
             .iter()
             .map(|(origin, verdict)| format!("{origin} would {}", verdict.name()))
             .collect(),
-        header_changes: decision
-            .header_changes
-            .iter()
-            .map(|c| match c {
+        header_changes: header_changes
+            .into_iter()
+            .chain(decision.header_changes.iter().map(|c| match c {
                 HeaderChange::Add { name, value } => format!("+ {name}: {value}"),
                 HeaderChange::Remove { name } => format!("- {name}"),
                 HeaderChange::Replace { name, value } => format!("= {name}: {value}"),
-            })
+            }))
             .collect(),
+        checks,
         transport: decision.transport.clone(),
         route_options: (!decision.route.is_empty()).then(|| decision.route.to_string()),
         alias_of: None,
@@ -221,6 +252,10 @@ impl Pipeline {
             stop(&mut report, Stage::Data);
             return report;
         }
+        // REDIRECT / BCC from content checks: the routes are those of the new list
+        if d.checks.changes_recipients() {
+            accepted = d.checks.recipients(&accepted);
+        }
         // each recipient's route after alias expansion (with no route rule: the
         // recipient domain's MX)
         let mut finals: Vec<(String, Option<String>)> = Vec::new();
@@ -238,6 +273,7 @@ impl Pipeline {
                     rule: None,
                     warnings: Vec::new(),
                     header_changes: Vec::new(),
+                    checks: Vec::new(),
                     transport: None,
                     route_options: None,
                     alias_of: None,
