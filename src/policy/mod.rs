@@ -103,6 +103,9 @@ pub struct Decision {
     pub transport: Option<String>,
     /// At the route stage, the deciding rule's `auth=`, `tls=` and `fallback=`.
     pub route: route::RouteOptions,
+    /// At the data stage, the content filter a `filter` rule chose (the last one that
+    /// matched), with that rule.
+    pub filter: Option<(String, Origin)>,
 }
 
 /// Where the route stage sends one recipient ([`Pipeline::route`]).
@@ -177,6 +180,17 @@ pub struct Pipeline {
     host: ScriptHost,
     lookups: Arc<dyn Lookups>,
     rewriter: alias::Rewriter,
+    filters: Filters,
+}
+
+/// The content filters and which mail goes through them.
+#[derive(Clone, Debug, Default)]
+struct Filters {
+    by_name: BTreeMap<String, crate::config::ContentFilter>,
+    /// Per listener: its own filter, and whether it is a `filtered` listener.
+    listeners: BTreeMap<String, (Option<String>, bool)>,
+    /// `server { content-filter }`.
+    default: Option<String>,
 }
 
 impl Default for Pipeline {
@@ -186,6 +200,7 @@ impl Default for Pipeline {
             host: ScriptHost::default(),
             lookups: Arc::new(NoLookups),
             rewriter: alias::Rewriter::default(),
+            filters: Filters::default(),
         }
     }
 }
@@ -213,6 +228,7 @@ impl std::fmt::Debug for Rule {
             Action::Hook(h) => format!("hook {}:{}", h.file(), h.function()),
             Action::Transport(p, t) => format!("transport {p:?} {t}"),
             Action::TransportTable(_) => "transport-table".to_owned(),
+            Action::Filter(name) => format!("filter {name}"),
         };
         write!(f, "{} {action}", self.origin)
     }
@@ -226,6 +242,8 @@ enum Action {
     Transport(route::RoutePattern, String),
     /// Route stage: a transport(5) table.
     TransportTable(Arc<crate::lookup::Table>),
+    /// Data stage: the message goes through this content filter; the next rule runs.
+    Filter(String),
 }
 
 /// The policy's sets and tables, for `mta::listed` and `mta::lookup` in hooks.
@@ -310,6 +328,31 @@ impl Check {
 }
 
 impl Pipeline {
+    /// The content filter a message received on `listener` goes through: none when the
+    /// listener is `filtered` (the message is back from a filter), else the one a data
+    /// rule `chosen`, else the listener's, else `server { content-filter }`.
+    pub fn filter_for<'a>(&'a self, listener: &str, chosen: Option<&'a str>) -> Option<&'a str> {
+        let (own, filtered) = self
+            .filters
+            .listeners
+            .get(listener)
+            .map_or((None, false), |(f, filtered)| (f.as_deref(), *filtered));
+        if filtered {
+            return None;
+        }
+        chosen.or(own).or(self.filters.default.as_deref())
+    }
+
+    /// Whether a client at `ip` may be one of the content filters injecting mail back.
+    pub fn may_be_a_filter(&self, ip: std::net::IpAddr) -> bool {
+        self.filters.by_name.values().any(|f| f.may_send_from(ip))
+    }
+
+    /// The content filter of this name, as currently configured.
+    pub fn content_filter(&self, name: &str) -> Option<&crate::config::ContentFilter> {
+        self.filters.by_name.get(name)
+    }
+
     /// The domain unqualified addresses get (`server { origin }`).
     pub fn origin(&self) -> &str {
         &self.rewriter.origin
@@ -396,10 +439,20 @@ impl Pipeline {
             aliases: config.aliases.clone(),
             virtual_aliases: config.virtual_aliases.clone(),
         };
+        let filters = Filters {
+            by_name: config.content_filters.clone(),
+            listeners: config
+                .listeners
+                .iter()
+                .map(|l| (l.name.clone(), (l.content_filter.clone(), l.filtered)))
+                .collect(),
+            default: config.server.content_filter.clone(),
+        };
         Pipeline {
             stages,
             host,
             rewriter,
+            filters,
             lookups: Arc::new(PolicyLookups {
                 networks,
                 domains,
@@ -415,6 +468,7 @@ impl Pipeline {
     pub fn evaluate(&self, stage: Stage, ctx: &Context<'_>) -> Decision {
         let mut warned = Vec::new();
         let mut header_changes = Vec::new();
+        let mut filter = None;
         for rule in &self.stages[stage.index()] {
             if !rule
                 .conditions
@@ -426,6 +480,15 @@ impl Pipeline {
             let mut transport = None;
             let verdict = match &rule.action {
                 Action::Verdict(v) => v.clone(),
+                Action::Filter(name) => {
+                    if rule.warn {
+                        warn!(%stage, rule = %rule.origin, filter = %name, "warn-mode rule matched; the filter is not applied");
+                    } else {
+                        debug!(%stage, rule = %rule.origin, filter = %name, "content filter chosen");
+                        filter = Some((name.clone(), rule.origin.clone()));
+                    }
+                    continue;
+                }
                 Action::Transport(pattern, t) => {
                     if !ctx.rcpt.is_some_and(|r| pattern.matches(r)) {
                         continue;
@@ -497,6 +560,7 @@ impl Pipeline {
                 header_changes,
                 transport,
                 route: rule.route.clone(),
+                filter,
             };
         }
         let verdict = match (stage, ctx.rcpt) {
@@ -511,6 +575,7 @@ impl Pipeline {
             header_changes,
             transport: None,
             route: route::RouteOptions::default(),
+            filter,
         }
     }
 
@@ -671,6 +736,7 @@ fn compile_rule(
         (RuleAction::Relay(transport), None) => {
             Action::Transport(route::RoutePattern::Any, transport.to_string())
         }
+        (RuleAction::Filter(name), None) => Action::Filter(name.clone()),
         (RuleAction::TransportTable(name), None) => match tables.get(name) {
             Some(table) => Action::TransportTable(table.clone()),
             None => Action::Verdict(Verdict::Defer(HookError::tempfail_reply())),
