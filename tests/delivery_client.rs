@@ -36,6 +36,7 @@ fn envelope<'a>(rcpts: &'a [String], message: &[u8]) -> Envelope<'a> {
         body_8bit: message.iter().any(|b| *b >= 0x80),
         smtputf8: false,
         size: message.len(),
+        xforward: &[],
     }
 }
 

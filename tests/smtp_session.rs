@@ -367,3 +367,30 @@ fn reply_text_never_carries_client_line_breaks() {
     assert_eq!(reply.matches("\r\n").count(), 1, "{reply:?}");
     assert!(!reply.contains('\u{7f}'));
 }
+
+/// More Received: headers than `hop-count` (ours included) is a loop: 554 5.4.6, and the
+/// session goes on.
+#[test]
+fn too_many_hops_is_refused() {
+    let mtad = Mtad::start(&BASIC.replace("listen", "limits {\n    hop-count 5\n}\nlisten"));
+    let mut s = mtad.session();
+    s.cmd("EHLO client.test", "250");
+    let hops = |n: usize| {
+        (0..n)
+            .map(|i| format!("Received: from hop{i}.test by hop{}.test; date\r\n", i + 1))
+            .collect::<String>()
+    };
+    // 4 + ours = 5: fine
+    s.send_message(
+        "a@src.test",
+        &["b@example.test"],
+        &format!("{}Subject: ok\r\n\r\nx\r\n", hops(4)),
+    );
+    s.cmd("MAIL FROM:<a@src.test>", "250");
+    s.cmd("RCPT TO:<b@example.test>", "250");
+    s.cmd("DATA", "354");
+    s.send(format!("{}Subject: loop\r\n\r\nx\r\n.\r\n", hops(5)));
+    s.expect("554 5.4.6 Too many hops");
+    s.cmd("NOOP", "250");
+    assert_eq!(mtad.queued().len(), 1);
+}

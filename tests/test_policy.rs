@@ -367,3 +367,47 @@ fn content_checks_are_shown_with_their_table_line() {
         "{data}"
     );
 }
+
+/// The content filter a message would go through is part of the dry run.
+#[test]
+fn the_content_filter_decision_is_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mtad.kdl");
+    std::fs::write(
+        &config,
+        "server {\n    hostname \"mx.example.test\"\n    spool \"spool\"\n}\n\
+         listen \"mx\" address=\"127.0.0.1:2525\" content-filter=\"amavis\"\n\
+         listen \"reinject\" address=\"127.0.0.1:10025\" filtered=#true\n\
+         content-filter \"amavis\" \"smtp:[127.0.0.1]:10024\"\n\
+         content-filter \"strict\" \"smtp:[127.0.0.1]:10030\"\n\
+         networks \"trusted\" \"127.0.0.0/8\"\n\
+         stage \"rcpt\" {\n    accept client=\"trusted\"\n}\n\
+         stage \"data\" {\n    filter \"strict\" sender=\"boss@src.test\"\n}\n",
+    )
+    .unwrap();
+    let run = |listener: &str, from: &str| {
+        text(&mtactl(&[
+            "test-policy",
+            "--config",
+            config.to_str().unwrap(),
+            "--listener",
+            listener,
+            "--from",
+            from,
+            "--rcpt",
+            "b@dst.test",
+        ]))
+    };
+    let out = run("mx", "a@src.test");
+    assert!(
+        out.contains("filter: amavis smtp:[127.0.0.1]:10024 (the listener or server default)"),
+        "{out}"
+    );
+    let out = run("mx", "boss@src.test");
+    assert!(
+        out.contains("filter: strict smtp:[127.0.0.1]:10030 (") && out.contains("mtad.kdl:14:5)"),
+        "{out}"
+    );
+    let out = run("reinject", "boss@src.test");
+    assert!(!out.contains("filter:"), "{out}");
+}

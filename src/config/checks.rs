@@ -138,6 +138,9 @@ pub enum CheckAction {
     Dunno,
     /// `PASS [text]`: no further header or body inspection for this message.
     Pass(String),
+    /// `FILTER NAME`: the message goes through this content filter (the last FILTER
+    /// wins; a REDIRECT overrides it, as in Postfix).
+    Filter(String),
 }
 
 /// Action names, for error help.
@@ -147,7 +150,8 @@ pub const ACTIONS: &[&str] = &[
 ];
 
 /// Reads an action (`REJECT 5.7.1 no thanks`). Action words are case-insensitive.
-/// `FILTER` is refused: the after-queue content filter does not exist yet.
+/// `FILTER NAME` names a `content-filter` (checked against the defined ones when the
+/// configuration is read).
 pub fn parse_action(result: &str, content: Content) -> Result<CheckAction, String> {
     let result = result.trim();
     let (word, rest) = match result.find(char::is_whitespace) {
@@ -209,7 +213,14 @@ pub fn parse_action(result: &str, content: Content) -> Result<CheckAction, Strin
                 CheckAction::Bcc(text())
             })
         }
-        "FILTER" => Err("FILTER needs the content filter, which is not built yet".to_owned()),
+        "FILTER" => {
+            if rest.is_empty() || rest.contains(char::is_whitespace) {
+                return Err(format!(
+                    "`FILTER` needs the name of a `content-filter`, not `{rest}`"
+                ));
+            }
+            Ok(CheckAction::Filter(text()))
+        }
         "" => Err("empty action".to_owned()),
         _ => Err(format!("unknown action `{word}`")),
     }
@@ -330,8 +341,11 @@ mod tests {
     fn bad_actions() {
         let err = |s: &str| header(s).unwrap_err();
         assert_eq!(err("FROB"), "unknown action `FROB`");
-        assert!(err("FILTER smtp:[127.0.0.1]:10026").contains("not built yet"));
-        assert!(err("filter x:y").contains("not built yet"));
+        assert!(err("FILTER").contains("needs the name of a `content-filter`"));
+        assert_eq!(
+            parse_action("filter amavis", Content::Header),
+            Ok(CheckAction::Filter("amavis".into()))
+        );
         assert!(err("IGNORE this").contains("takes no text"));
         assert!(err("PREPEND").contains("needs the text"));
         assert!(err("PREPEND no header here").contains("header line"));

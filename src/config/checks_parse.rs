@@ -12,17 +12,21 @@ use miette::NamedSource;
 
 use super::tables::table_error;
 use super::{Parser, Sets, resolve, suggest};
-use crate::config::checks::parse_action;
 use crate::config::checks::{
     ACTIONS, ChecksConfig, ChecksSource, Content, DEFAULT_BODY_SIZE_LIMIT,
 };
+use crate::config::checks::{CheckAction, parse_action};
 use crate::lookup::{Table, TableError, TableKind, parse_regexp};
 
 const USAGE: &str = "header-checks file=\"header_checks\" | table=\"NAME\" | { \"/pattern/\" \"ACTION\" ... } [size-limit=\"50k\" on body-checks]";
 
 /// Whether `result` is a valid action, as far as it can be known before it is
 /// expanded: a result whose action word comes from `$n` is checked on the message.
-pub(crate) fn check_result(result: &str, content: Content) -> Result<(), String> {
+pub(crate) fn check_result(
+    result: &str,
+    content: Content,
+    filters: &super::filter::Filters,
+) -> Result<(), String> {
     let result = result.trim();
     let (word, rest) = match result.find(char::is_whitespace) {
         Some(n) => (&result[..n], &result[n..]),
@@ -34,24 +38,23 @@ pub(crate) fn check_result(result: &str, content: Content) -> Result<(), String>
     if rest.contains('$') {
         // only the action word is known; its argument is checked on the message
         let upper = word.to_ascii_uppercase();
-        if upper == "FILTER" || !ACTIONS.contains(&upper.as_str()) {
+        if !ACTIONS.contains(&upper.as_str()) {
             return parse_action(word, content).map(|_| ());
         }
         return Ok(());
     }
-    parse_action(result, content).map(|_| ())
+    match parse_action(result, content)? {
+        CheckAction::Filter(name) if !filters.contains_key(&name) => {
+            let hint = suggest(&name, filters.keys().map(String::as_str))
+                .map_or_else(String::new, |s| format!(" ({s})"));
+            Err(format!("no content filter named `{name}`{hint}"))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn action_help() -> String {
-    format!(
-        "actions (header_checks(5)): {}",
-        ACTIONS
-            .iter()
-            .filter(|a| **a != "FILTER")
-            .copied()
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
+    format!("actions (header_checks(5)): {}", ACTIONS.join(", "))
 }
 
 impl Parser {
@@ -113,7 +116,7 @@ impl Parser {
             }
             let table = self.table_file(path, entry, parse_regexp, None)?;
             let full = resolve(&self.cur.path, path);
-            if !self.check_file_results(&table, content, &full, path, &defined) {
+            if !self.check_file_results(&table, content, &full, path, &defined, &sets.filters) {
                 return None;
             }
             (Arc::new(table), ChecksSource::File(Arc::from(path)))
@@ -152,12 +155,12 @@ impl Parser {
                 .get(name)
                 .cloned()
                 .unwrap_or_else(|| (Default::default(), name.to_owned()));
-            if !self.check_file_results(&found, content, &full, &display, &defined) {
+            if !self.check_file_results(&found, content, &full, &display, &defined, &sets.filters) {
                 return None;
             }
             (found, ChecksSource::File(Arc::from(display.as_str())))
         } else {
-            self.inline_checks(node, content)?
+            self.inline_checks(node, content, sets)?
         };
         ok.then_some(ChecksConfig {
             content,
@@ -175,12 +178,13 @@ impl Parser {
         full: &std::path::Path,
         display: &str,
         defined: &str,
+        filters: &super::filter::Filters,
     ) -> bool {
         let bad: Vec<TableError> = table
             .results()
             .iter()
             .filter_map(|r| {
-                check_result(&r.text, content)
+                check_result(&r.text, content, filters)
                     .err()
                     .map(|message| TableError {
                         line: r.line,
@@ -209,6 +213,7 @@ impl Parser {
         &mut self,
         node: &KdlNode,
         content: Content,
+        sets: &Sets,
     ) -> Option<(Arc<Table>, ChecksSource)> {
         let children = node.children()?;
         let mut text = String::new();
@@ -263,7 +268,7 @@ impl Parser {
                 ok = false;
                 continue;
             }
-            if let Err(message) = check_result(action, content) {
+            if let Err(message) = check_result(action, content, &sets.filters) {
                 self.error(args[0].span(), message, "bad action").help = Some(action_help());
                 ok = false;
                 continue;
@@ -328,7 +333,7 @@ mod tests {
                 "header_checks",
                 4,
                 9,
-                "FILTER needs the content filter, which is not built yet",
+                "no content filter named `smtp:[127.0.0.1]:10026`",
             ),
             (
                 "header_checks",
@@ -376,14 +381,7 @@ mod tests {
         assert_eq!((got[0].0, got[0].1), (8, 9));
         assert!(got[0].2.contains("invalid regular expression"));
         assert_eq!(got[1], (9, 23, "unknown action `FROB`"));
-        assert_eq!(
-            got[2],
-            (
-                10,
-                17,
-                "FILTER needs the content filter, which is not built yet"
-            )
-        );
+        assert_eq!(got[2], (10, 17, "no content filter named `smtp:x`"));
         assert_eq!((got[3].0, got[3].1), (11, 17));
         assert!(got[3].2.contains("out of range"), "{got:?}");
         assert_eq!((got[4].0, got[4].1), (12, 9));

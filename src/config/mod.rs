@@ -83,6 +83,34 @@ pub struct Config {
     /// `credentials NAME file=...`: Postfix sasl_passwd files (`[host]:port user:password`)
     /// by name, for the `auth=` of route rules.
     pub credentials: BTreeMap<String, Arc<crate::lookup::Table>>,
+    /// `content-filter NAME "TRANSPORT"`: after-queue content filters by name.
+    pub content_filters: BTreeMap<String, ContentFilter>,
+}
+
+/// An after-queue content filter (Postfix's FILTER_README model): an SMTP or LMTP next
+/// hop that takes the whole message and injects it again, on a `filtered` listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContentFilter {
+    pub name: String,
+    pub transport: route::Transport,
+    /// `on-failure="bypass"`: when the filter is down or answers 4xx, deliver the
+    /// message unfiltered instead of keeping it queued (`retry`, the default).
+    pub bypass: bool,
+}
+
+impl ContentFilter {
+    /// Whether a client at `ip` may be this filter injecting mail back: a loopback
+    /// address, or the filter's own address when its next hop is written as one.
+    pub fn may_send_from(&self, ip: std::net::IpAddr) -> bool {
+        let host = match &self.transport {
+            route::Transport::Smtp(
+                route::NextHop::Host { host, .. } | route::NextHop::Mx { domain: host, .. },
+            )
+            | route::Transport::Lmtp(route::LmtpTarget::Inet { host, .. }) => Some(host),
+            _ => None,
+        };
+        ip.is_loopback() || host.and_then(|h| h.parse::<std::net::IpAddr>().ok()) == Some(ip)
+    }
 }
 
 impl Config {
@@ -113,6 +141,9 @@ pub struct Server {
     /// created mode 0600. Default `control.sock` in the spool directory; a relative path
     /// is resolved like `spool`.
     pub control_socket: PathBuf,
+    /// `content-filter "NAME"`: the filter for mail from every listener that is not
+    /// `filtered` and names none of its own (Postfix's `content_filter`).
+    pub content_filter: Option<String>,
 }
 
 /// One `listen` node.
@@ -122,6 +153,11 @@ pub struct Listener {
     pub name: String,
     /// Where to listen, unique across listeners.
     pub address: SocketAddr,
+    /// `content-filter="NAME"`: mail received here goes through this filter first.
+    pub content_filter: Option<String>,
+    /// `filtered=#true`: mail received here comes back from a content filter and is
+    /// never filtered again (the re-injection listener).
+    pub filtered: bool,
 }
 
 /// The `limits` block. Defaults follow Postfix's where Postfix has one.
@@ -147,6 +183,10 @@ pub struct Limits {
     /// free space is below this or 1.5 × `message_size`, whichever is larger
     /// (`min-free-space`, default 0 = only that margin).
     pub min_free_space: u64,
+    /// A message with more `Received:` headers than this (ours included) is refused
+    /// with `554 5.4.6 Too many hops`: a mail loop (`hop-count`, default 50, Postfix's
+    /// `hopcount_limit`).
+    pub hop_count: usize,
 }
 
 impl Default for Limits {
@@ -161,6 +201,7 @@ impl Default for Limits {
             connections: 1000,
             connections_per_ip: 50,
             min_free_space: 0,
+            hop_count: 50,
         }
     }
 }
@@ -291,6 +332,9 @@ pub enum RuleAction {
     /// Data stage: `header-checks` / `body-checks`, Postfix header_checks(5) and
     /// body_checks with a regexp table.
     Checks(checks::ChecksConfig),
+    /// Data stage: `filter "NAME"` — the message goes through this content filter
+    /// (instead of the listener's or the server's); decides nothing, the next rule runs.
+    Filter(String),
 }
 
 /// Where a hook's code is; compiled by [`crate::policy`].

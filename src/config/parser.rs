@@ -39,6 +39,7 @@ const TOP_LEVEL: &[&str] = &[
     "virtual",
     "delivery",
     "credentials",
+    "content-filter",
 ];
 const SERVER_KEYS: &[&str] = &[
     "hostname",
@@ -47,6 +48,7 @@ const SERVER_KEYS: &[&str] = &[
     "shutdown-timeout",
     "origin",
     "control-socket",
+    "content-filter",
 ];
 const LIMIT_KEYS: &[&str] = &[
     "message-size",
@@ -58,6 +60,7 @@ const LIMIT_KEYS: &[&str] = &[
     "connections",
     "connections-per-ip",
     "min-free-space",
+    "hop-count",
 ];
 const RULES: &[&str] = &[
     "accept",
@@ -71,6 +74,7 @@ const RULES: &[&str] = &[
     "relay",
     "header-checks",
     "body-checks",
+    "filter",
 ];
 /// The verbs of the route stage (which decides transports, not replies).
 const ROUTE_RULES: &[&str] = &["transport", "transport-table", "relay", "hook"];
@@ -230,6 +234,8 @@ mod checks_parse;
 
 #[path = "delivery.rs"]
 mod delivery;
+#[path = "filter.rs"]
+mod filter;
 
 #[derive(Default)]
 struct Sets {
@@ -239,6 +245,8 @@ struct Sets {
     domains: BTreeMap<String, (DomainSet, Origin)>,
     /// `credentials` nodes.
     credentials: delivery::Credentials,
+    /// `content-filter` nodes.
+    filters: filter::Filters,
 }
 
 impl Parser {
@@ -666,7 +674,7 @@ impl Parser {
             self.cur = file.clone();
             let here = self.origin(node.name().span().offset());
             match node.name().value() {
-                "networks" | "domains" | "table" | "credentials" => {} // read by `sets`
+                "networks" | "domains" | "table" | "credentials" | "content-filter" => {} // read by `sets`
                 "delivery" => {
                     if let Some((_, first)) = &delivery {
                         let first = first.clone();
@@ -710,7 +718,7 @@ impl Parser {
                         continue;
                     }
                     server_at = Some(here);
-                    server = self.server(node, path);
+                    server = self.server(node, path, &sets.filters);
                 }
                 "limits" => {
                     if let Some((_, first)) = &limits {
@@ -723,7 +731,7 @@ impl Parser {
                 }
                 "listen" => {
                     saw_listen = true;
-                    if let Some(l) = self.listen(node, &listeners) {
+                    if let Some(l) = self.listen(node, &listeners, &sets.filters) {
                         listeners.push((l, here));
                     }
                 }
@@ -784,6 +792,11 @@ impl Parser {
                 .into_iter()
                 .filter_map(|(k, (v, _))| Some((k, v?)))
                 .collect(),
+            content_filters: sets
+                .filters
+                .into_iter()
+                .filter_map(|(k, (v, _))| Some((k, v?)))
+                .collect(),
         })
     }
 
@@ -800,6 +813,10 @@ impl Parser {
             }
             if kind == "credentials" {
                 self.credentials(node, &mut sets.credentials);
+                continue;
+            }
+            if kind == "content-filter" {
+                self.content_filter(node, &mut sets.filters);
                 continue;
             }
             if kind != "networks" && kind != "domains" {
@@ -915,7 +932,7 @@ impl Parser {
 
     // ---- server ---------------------------------------------------------------
 
-    fn server(&mut self, node: &KdlNode, path: &Path) -> Option<Server> {
+    fn server(&mut self, node: &KdlNode, path: &Path, filters: &filter::Filters) -> Option<Server> {
         const USAGE: &str = "server { hostname \"mx.example.test\"; spool \"var/spool\" }";
         self.check_annotations(node);
         self.props(node, &[]);
@@ -929,6 +946,7 @@ impl Parser {
         let mut shutdown_timeout = None;
         let mut origin = None;
         let mut control_socket = None;
+        let mut content_filter = None;
         for child in children.nodes() {
             let key = child.name().value();
             if !SERVER_KEYS.contains(&key) {
@@ -1012,6 +1030,9 @@ impl Parser {
                         }
                     }
                 }
+                "content-filter" => {
+                    content_filter = self.filter_ref(value, filters, "content-filter");
+                }
                 _ => unreachable!("checked against SERVER_KEYS"),
             }
         }
@@ -1037,16 +1058,49 @@ impl Parser {
             spool,
             banner: banner.unwrap_or_else(|| "ESMTP".to_owned()),
             shutdown_timeout: shutdown_timeout.unwrap_or(Duration::from_secs(30)),
+            content_filter,
         })
     }
 
     // ---- listen ---------------------------------------------------------------
 
-    fn listen(&mut self, node: &KdlNode, existing: &[(Listener, Origin)]) -> Option<Listener> {
-        const USAGE: &str = "listen NAME address=\"IP:PORT\"";
+    fn listen(
+        &mut self,
+        node: &KdlNode,
+        existing: &[(Listener, Origin)],
+        filters: &filter::Filters,
+    ) -> Option<Listener> {
+        const USAGE: &str =
+            "listen NAME address=\"IP:PORT\" [content-filter=\"NAME\"] [filtered=#true]";
         self.check_annotations(node);
         self.no_children(node);
-        let props = self.props(node, &["address"]);
+        let props = self.props(node, &["address", "content-filter", "filtered"]);
+        let mut content_filter = None;
+        let mut filtered = false;
+        for (key, entry) in &props {
+            match *key {
+                "content-filter" => {
+                    content_filter = self.filter_ref(entry, filters, "content-filter");
+                }
+                "filtered" => match entry.value().as_bool() {
+                    Some(b) => filtered = b,
+                    None => {
+                        self.error(entry.span(), "filtered is #true or #false", "not a boolean");
+                    }
+                },
+                _ => {}
+            }
+        }
+        if filtered
+            && content_filter.is_some()
+            && let Some((_, entry)) = props.iter().find(|(k, _)| *k == "content-filter")
+        {
+            self.error(
+                entry.span(),
+                "a `filtered` listener takes mail back from a filter: it cannot send it to one",
+                "filter on a filtered listener",
+            );
+        }
         let args = self.args(node, 1, Some(1), USAGE);
         let name = args.and_then(|a| self.name(a[0], "listener name").map(|n| (n, a[0])));
 
@@ -1093,6 +1147,8 @@ impl Parser {
         Some(Listener {
             name: name.to_owned(),
             address,
+            content_filter,
+            filtered,
         })
     }
 
@@ -1141,6 +1197,11 @@ impl Parser {
                 "recipients" => {
                     if let Some(n) = self.integer(v, key, 1, max_usize) {
                         limits.recipients = as_usize(n);
+                    }
+                }
+                "hop-count" => {
+                    if let Some(n) = self.integer(v, key, 2, 1000) {
+                        limits.hop_count = as_usize(n);
                     }
                 }
                 // RFC 5321 §4.5.3.1.6: text lines of 1000 octets must be accepted.
@@ -1372,6 +1433,23 @@ impl Parser {
                         RuleAction::Hold
                     }
                 })
+            }
+            "filter" => {
+                let args = self.args(node, 1, Some(1), "filter \"NAME\" [conditions]");
+                if stage != Stage::Data {
+                    self.error(
+                        node.name().span(),
+                        format!("`filter` has no meaning in the {stage} stage"),
+                        "not here",
+                    )
+                    .help = Some(
+                        "a content filter is chosen for the whole message, in `stage \"data\"`"
+                            .to_owned(),
+                    );
+                    return None;
+                }
+                args.and_then(|args| self.filter_ref(args[0], &sets.filters, "filter name"))
+                    .map(RuleAction::Filter)
             }
             "hook" => self
                 .args(

@@ -66,6 +66,7 @@ fn example_parses_to_expected_values() {
             banner: "ESMTP".into(),
             shutdown_timeout: Duration::from_secs(30),
             origin: "mx.example.test".into(),
+            content_filter: None,
         }
     );
     assert_eq!(
@@ -73,6 +74,8 @@ fn example_parses_to_expected_values() {
         vec![Listener {
             name: "mx".into(),
             address: "127.0.0.1:2525".parse::<SocketAddr>().unwrap(),
+            content_filter: None,
+            filtered: false,
         }]
     );
     assert_eq!(config.limits, Limits::default());
@@ -174,6 +177,7 @@ limits {
             connections: 10,
             connections_per_ip: 2,
             min_free_space: 1 << 20,
+            hop_count: 50,
         }
     );
     let config = parse(&PRELUDE.replace(
@@ -673,4 +677,47 @@ fn aliases_and_virtual_files() {
         rendered.contains("does not deliver to commands"),
         "{rendered}"
     );
+}
+
+#[test]
+fn content_filters_and_their_references() {
+    let config = parse(
+        "server {\n    hostname \"mx.example.test\"\n    spool \"spool\"\n    content-filter \"amavis\"\n}\n\
+         listen \"mx\" address=\"127.0.0.1:2525\" content-filter=\"spamd\"\n\
+         listen \"reinject\" address=\"127.0.0.1:10025\" filtered=#true\n\
+         content-filter \"amavis\" \"smtp:[127.0.0.1]:10024\"\n\
+         content-filter \"spamd\" \"lmtp:unix:/run/spamd.sock\" on-failure=\"bypass\"\n\
+         stage \"data\" {\n    filter \"amavis\" sender=\"a@b.test\"\n}\n",
+    );
+    assert_eq!(config.server.content_filter.as_deref(), Some("amavis"));
+    assert_eq!(config.listeners[0].content_filter.as_deref(), Some("spamd"));
+    assert!(config.listeners[1].filtered);
+    let amavis = &config.content_filters["amavis"];
+    assert_eq!(amavis.transport.to_string(), "smtp:[127.0.0.1]:10024");
+    assert!(!amavis.bypass);
+    assert!(config.content_filters["spamd"].bypass);
+    assert_eq!(
+        config.rules(Stage::Data)[0].action,
+        RuleAction::Filter("amavis".into())
+    );
+
+    let (errors, rendered) = check(&format!(
+        "{PRELUDE}listen \"back\" address=\"127.0.0.1:10025\" filtered=#true content-filter=\"amavis\"\n\
+         listen \"other\" address=\"127.0.0.1:10026\" content-filter=\"amavsi\"\n\
+         content-filter \"amavis\" \"smtp:[127.0.0.1]:10024\" on-failure=\"drop\"\n\
+         content-filter \"null\" \"discard\"\n\
+         stage \"rcpt\" {{\n    filter \"amavis\"\n}}\n"
+    ));
+    let messages: Vec<&str> = errors.errors.iter().map(|e| e.message.as_str()).collect();
+    for want in [
+        "a `filtered` listener takes mail back from a filter: it cannot send it to one",
+        "no content filter named `amavsi`",
+        "on-failure is `retry` or `bypass`, not `drop`",
+        "a content filter is an SMTP or LMTP next hop, not `discard`",
+        "`filter` has no meaning in the rcpt stage",
+    ] {
+        assert!(messages.contains(&want), "{want:?} missing:\n{rendered}");
+    }
+    assert!(rendered.contains("did you mean `amavis`?"), "{rendered}");
+    assert!(rendered.contains("mtad.kdl:7:42"), "{rendered}");
 }

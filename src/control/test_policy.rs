@@ -113,6 +113,12 @@ pub fn render_report(report: &DryRunReport) -> String {
     for stage in &report.not_reached {
         let _ = writeln!(out, "{stage:<32} -        not reached");
     }
+    if let Some(filter) = &report.filter {
+        let _ = writeln!(
+            out,
+            "filter: {filter}; the routes above apply when it injects the message again"
+        );
+    }
     let _ = writeln!(out, "outcome: {}", report.outcome);
     out
 }

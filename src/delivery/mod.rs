@@ -15,6 +15,7 @@ pub mod body;
 pub mod client;
 pub mod dns;
 pub mod dsn;
+pub mod filter;
 pub mod hops;
 pub mod maildir;
 pub mod reply;

@@ -27,6 +27,7 @@ use tracing::{error, info, warn};
 
 use super::client::Envelope as ClientEnvelope;
 use super::dsn;
+use super::filter::FilterLoops;
 use super::hops::{Outbound, Outcome};
 use super::maildir;
 use crate::config::route::{RouteOptions, Transport};
@@ -86,6 +87,8 @@ struct Shared {
     handle: SchedulerHandle,
     /// Messages a delay warning went out for (in memory: a restart may send another).
     warned: Mutex<HashSet<QueueId>>,
+    /// Messages inside a content filter, to notice one coming back.
+    filter_loops: Arc<FilterLoops>,
 }
 
 pub struct Scheduler {
@@ -110,6 +113,7 @@ impl Scheduler {
         policy: Arc<ArcSwap<Pipeline>>,
         outbound: Outbound,
         hostname: String,
+        filter_loops: Arc<FilterLoops>,
     ) -> (Scheduler, SchedulerHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
         let handle = SchedulerHandle { events: tx };
@@ -122,6 +126,7 @@ impl Scheduler {
             hostname,
             handle: handle.clone(),
             warned: Mutex::new(HashSet::new()),
+            filter_loops,
         });
         (
             Scheduler {
@@ -401,7 +406,10 @@ async fn attempt(shared: &Arc<Shared>, id: QueueId, force: bool) -> Option<u64> 
             error!(queue_id = %id, error = %e, "cannot record the attempt; retrying later");
             return Some(now + settings.backoff_min.as_millis() as u64);
         }
-        route_and_send(shared, &msg, &due, &body, &mut legs).await;
+        match msg.envelope.filter.as_deref() {
+            Some(name) => filter_and_send(shared, &msg, &due, &body, &mut legs, name).await,
+            None => route_and_send(shared, &msg, &due, &body, &mut legs).await,
+        }
     }
 
     finish(shared, &msg, &due, legs, &body, now).await
@@ -498,7 +506,8 @@ async fn route_and_send(
             let (shared, body, env) = (shared.clone(), body.clone(), env.clone());
             let (transport, options) = (transport.clone(), options.clone());
             sends.spawn(async move {
-                let outcomes = send_route(&shared, &transport, &options, &env, &rcpts, &body).await;
+                let outcomes =
+                    send_route(&shared, &transport, &options, &env, &rcpts, &body, &[]).await;
                 (members, outcomes)
             });
         }
@@ -548,6 +557,138 @@ async fn route_and_send(
     }
 }
 
+/// A message that must go through its content filter first: every due recipient, as
+/// received (aliases are expanded on the way back), in one transaction to the filter,
+/// with XFORWARD. The filter's 250 ends our part: it injects the message again. A
+/// filter that is down or answers 4xx keeps the message queued, or with
+/// `on-failure="bypass"` lets it be delivered unfiltered; a 5xx bounces.
+async fn filter_and_send(
+    shared: &Arc<Shared>,
+    msg: &QueuedMessage,
+    due: &[usize],
+    body: &Arc<[u8]>,
+    legs: &mut Vec<Leg>,
+    name: &str,
+) {
+    let env = &msg.envelope;
+    let policy = shared.policy.load_full();
+    let Some(filter) = policy.content_filter(name).cloned() else {
+        error!(queue_id = %msg.id, filter = %name, "content filter is not configured (any more); the message stays queued");
+        for &i in due {
+            legs.push(Leg {
+                orig: i,
+                rcpt: env.recipients[i].clone(),
+                outcome: Some(Outcome::deferred(
+                    "none",
+                    [4, 3, 5],
+                    format!("content filter {name} is not configured"),
+                )),
+            });
+        }
+        return;
+    };
+    let rcpts: Vec<String> = due.iter().map(|&i| env.recipients[i].clone()).collect();
+    let xforward = xforward_attributes(msg, body);
+    // Recorded before sending: a filter injects the message again before it answers.
+    let (_, body_start) = crate::policy::parse_headers(body);
+    let digest = shared.filter_loops.digest(
+        &env.sender,
+        &rcpts,
+        body.get(body_start..).unwrap_or_default(),
+    );
+    shared.filter_loops.entered(name, digest);
+    let outcomes = send_route(
+        shared,
+        &filter.transport,
+        &RouteOptions::default(),
+        env,
+        &rcpts,
+        body,
+        &xforward,
+    )
+    .await;
+    if !outcomes.iter().all(|o| matches!(o, Outcome::Sent { .. })) {
+        // not (wholly) taken: nothing of it comes back as this digest
+        shared.filter_loops.came_back(digest);
+    }
+    let mut bypass = Vec::new();
+    for ((&i, rcpt), outcome) in due.iter().zip(rcpts).zip(outcomes) {
+        if filter.bypass && matches!(outcome, Outcome::Deferred { .. }) {
+            warn!(queue_id = %msg.id, filter = %name, to = %rcpt, detail = %outcome.detail(), "content filter unavailable; delivering unfiltered (on-failure=bypass)");
+            bypass.push(i);
+            continue;
+        }
+        legs.push(Leg {
+            orig: i,
+            rcpt,
+            outcome: Some(outcome),
+        });
+    }
+    if !bypass.is_empty() {
+        route_and_send(shared, msg, &bypass, body, legs).await;
+    }
+}
+
+/// What XFORWARD tells a content filter about the original client: its address and
+/// HELO name, the protocol (from our own Received: header on top of the message), the
+/// queue id. The client's name is not looked up.
+fn xforward_attributes(msg: &QueuedMessage, body: &[u8]) -> Vec<(&'static str, String)> {
+    let env = &msg.envelope;
+    let mut attrs = vec![("NAME", "[UNAVAILABLE]".to_owned())];
+    match env.client_ip {
+        Some(ip) => {
+            attrs.push(("ADDR", ip.to_string()));
+            attrs.push(("SOURCE", "REMOTE".to_owned()));
+        }
+        None => {
+            attrs.push(("ADDR", "[UNAVAILABLE]".to_owned()));
+            attrs.push(("SOURCE", "LOCAL".to_owned()));
+        }
+    }
+    if let Some(proto) = received_protocol(body) {
+        attrs.push(("PROTO", proto));
+    }
+    attrs.push((
+        "HELO",
+        if env.helo.is_empty() {
+            "[UNAVAILABLE]".to_owned()
+        } else {
+            env.helo.clone()
+        },
+    ));
+    attrs.push(("IDENT", msg.id.to_string()));
+    attrs
+}
+
+/// `ESMTP` or `SMTP`, from `... with ESMTP id ...` in the first (our) Received: header.
+fn received_protocol(body: &[u8]) -> Option<String> {
+    let head = &body[..body.len().min(1024)];
+    let text = std::str::from_utf8(head).ok().or_else(|| {
+        let end = std::str::from_utf8(head).err()?.valid_up_to();
+        std::str::from_utf8(&head[..end]).ok()
+    })?;
+    if !text.starts_with("Received:") {
+        return None;
+    }
+    let after = &text[text.find(" with ")? + 6..];
+    let proto: String = after
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    if proto.contains("SMTP") {
+        Some(
+            if proto.starts_with("ESMTP") {
+                "ESMTP"
+            } else {
+                "SMTP"
+            }
+            .to_owned(),
+        )
+    } else {
+        None
+    }
+}
+
 /// One route's recipients: the network transports through [`Outbound::send`], the
 /// others here.
 async fn send_route(
@@ -557,6 +698,7 @@ async fn send_route(
     env: &Envelope,
     rcpts: &[String],
     body: &Arc<[u8]>,
+    xforward: &[(&'static str, String)],
 ) -> Vec<Outcome> {
     match transport {
         Transport::Discard(text) => {
@@ -597,6 +739,7 @@ async fn send_route(
                 body_8bit: env.body_8bit,
                 smtputf8: env.smtputf8,
                 size: body.len(),
+                xforward,
             };
             shared
                 .outbound
@@ -877,6 +1020,7 @@ async fn bounce(
         smtputf8: false,
         held: false,
         expanded: false,
+        filter: None,
     };
     let nid = shared.spool.new_id();
     let mut record = MessageRecord::new(nid, now, &notice);

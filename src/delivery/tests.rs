@@ -63,6 +63,7 @@ fn envelope(rcpts: &[String]) -> Envelope<'_> {
         body_8bit: false,
         smtputf8: false,
         size: 10,
+        xforward: &[],
     }
 }
 
@@ -178,4 +179,74 @@ async fn ehlo_refused_falls_back_to_helo_and_injection_is_refused() {
             .any(|l| l.contains("x@test") || l.starts_with("RSET")),
         "{seen:?}"
     );
+}
+
+/// XFORWARD goes before MAIL with the attributes the server offers, in xtext; a
+/// refused XFORWARD fails the transaction; a server without XFORWARD never sees it.
+#[tokio::test]
+async fn xforward_only_what_is_offered_in_xtext() {
+    let attrs = [
+        ("NAME", "[UNAVAILABLE]".to_string()),
+        ("ADDR", "192.0.2.1".to_string()),
+        ("HELO", "evil name+=x".to_string()),
+    ];
+    let a = vec!["a@test".to_string()];
+    let env = Envelope {
+        xforward: &attrs,
+        ..envelope(&a)
+    };
+    let (stream, task) = server(&[
+        ("", "220 filter ESMTP\r\n"),
+        (
+            "EHLO client.test",
+            "250-filter\r\n250 XFORWARD ADDR HELO\r\n",
+        ),
+        (
+            "XFORWARD ADDR=192.0.2.1 HELO=evil+20name+2B+3Dx\r\n",
+            "250 2.0.0 Ok\r\n",
+        ),
+        ("MAIL FROM:<s@test>", "250 ok\r\n"),
+        ("RCPT TO:<a@test>", "250 ok\r\n"),
+        ("DATA", "354 go\r\n"),
+        ("body\r\n", ""),
+        (".\r\n", "250 2.0.0 queued\r\n"),
+        ("XFORWARD ADDR=", "550 5.5.1 not now\r\n"),
+        ("QUIT", "221 bye\r\n"),
+    ]);
+    let mut conn = SmtpConnection::greet(stream, addr(), &config(false))
+        .await
+        .unwrap();
+    let out = conn.send_transaction(&env, b"body").await.unwrap();
+    assert!(matches!(&out[..], [RcptOutcome::Delivered(_)]));
+    let err = conn.send_transaction(&env, b"body").await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            DeliveryError::Rejected {
+                step: "XFORWARD",
+                permanent: true,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    conn.quit().await;
+    task.await.unwrap();
+
+    let (stream, task) = server(&[
+        ("", "220 mx ESMTP\r\n"),
+        ("EHLO client.test", "250 mx\r\n"),
+        ("MAIL FROM:<s@test>", "250 ok\r\n"),
+        ("RCPT TO:<a@test>", "250 ok\r\n"),
+        ("DATA", "354 go\r\n"),
+        ("body\r\n", ""),
+        (".\r\n", "250 2.0.0 queued\r\n"),
+        ("QUIT", "221 bye\r\n"),
+    ]);
+    let mut conn = SmtpConnection::greet(stream, addr(), &config(false))
+        .await
+        .unwrap();
+    conn.send_transaction(&env, b"body").await.unwrap();
+    conn.quit().await;
+    task.await.unwrap();
 }

@@ -34,6 +34,8 @@ pub struct ContentChecks {
     pub bcc: Vec<String>,
     /// Every match, in order, for `mtactl test-policy` and logs.
     pub matches: Vec<CheckMatch>,
+    /// `FILTER NAME`: the last one, with the table line that said it.
+    pub filter: Option<(String, Origin)>,
 }
 
 impl ContentChecks {
@@ -219,6 +221,7 @@ fn inspect(
             text: line_of(&t),
         }),
         CheckAction::Redirect(to) => state.out.redirect = Some(to),
+        CheckAction::Filter(name) => state.out.filter = Some((name, entry.clone())),
         CheckAction::Bcc(to) => {
             if !state.out.bcc.iter().any(|b| b.eq_ignore_ascii_case(&to)) {
                 state.out.bcc.push(to);

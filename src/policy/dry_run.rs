@@ -68,6 +68,10 @@ pub struct DryRunReport {
     pub not_reached: Vec<&'static str>,
     /// What becomes of the message: "queued", "held", "discarded" or "refused".
     pub outcome: &'static str,
+    /// The content filter the message goes through before delivery: `NAME TRANSPORT`
+    /// and what chose it (a rule's place, or `listener`/`server`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
     /// Every rule that decided something in this run (for suite coverage).
     #[serde(skip)]
     pub fired: Vec<String>,
@@ -153,6 +157,7 @@ impl Pipeline {
             stages: Vec::new(),
             not_reached: Vec::new(),
             outcome: "queued",
+            filter: None,
             fired: Vec::new(),
         };
         let mut hold = false;
@@ -255,6 +260,24 @@ impl Pipeline {
         // REDIRECT / BCC from content checks: the routes are those of the new list
         if d.checks.changes_recipients() {
             accepted = d.checks.recipients(&accepted);
+        }
+        let chosen = d
+            .checks
+            .filter
+            .as_ref()
+            .filter(|_| d.checks.redirect.is_none())
+            .or(d.filter.as_ref());
+        if let Some(name) = self.filter_for(&env.listener, chosen.map(|(name, _)| name.as_str()))
+            && let Some(filter) = self.content_filter(name)
+        {
+            let by = match chosen {
+                Some((n, rule)) if n == name => {
+                    report.fired.push(rule.to_string());
+                    rule.to_string()
+                }
+                _ => "the listener or server default".to_owned(),
+            };
+            report.filter = Some(format!("{name} {} ({by})", filter.transport));
         }
         // each recipient's route after alias expansion (with no route rule: the
         // recipient domain's MX)

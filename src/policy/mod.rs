@@ -108,6 +108,9 @@ pub struct Decision {
     /// At the data stage, what `header-checks` / `body-checks` did: raw edits (applied
     /// before `header_changes`), REDIRECT / BCC, and every match.
     pub checks: ContentChecks,
+    /// At the data stage, the content filter a `filter` rule chose (the last one that
+    /// matched), with that rule.
+    pub filter: Option<(String, Origin)>,
 }
 
 /// Where the route stage sends one recipient ([`Pipeline::route`]).
@@ -182,6 +185,17 @@ pub struct Pipeline {
     host: ScriptHost,
     lookups: Arc<dyn Lookups>,
     rewriter: alias::Rewriter,
+    filters: Filters,
+}
+
+/// The content filters and which mail goes through them.
+#[derive(Clone, Debug, Default)]
+struct Filters {
+    by_name: BTreeMap<String, crate::config::ContentFilter>,
+    /// Per listener: its own filter, and whether it is a `filtered` listener.
+    listeners: BTreeMap<String, (Option<String>, bool)>,
+    /// `server { content-filter }`.
+    default: Option<String>,
 }
 
 impl Default for Pipeline {
@@ -191,6 +205,7 @@ impl Default for Pipeline {
             host: ScriptHost::default(),
             lookups: Arc::new(NoLookups),
             rewriter: alias::Rewriter::default(),
+            filters: Filters::default(),
         }
     }
 }
@@ -219,6 +234,7 @@ impl std::fmt::Debug for Rule {
             Action::Transport(p, t) => format!("transport {p:?} {t}"),
             Action::TransportTable(_) => "transport-table".to_owned(),
             Action::Checks(c) => c.content.rule_name().to_owned(),
+            Action::Filter(name) => format!("filter {name}"),
         };
         write!(f, "{} {action}", self.origin)
     }
@@ -234,6 +250,8 @@ enum Action {
     TransportTable(Arc<crate::lookup::Table>),
     /// Data stage: header_checks / body_checks.
     Checks(crate::config::checks::ChecksConfig),
+    /// Data stage: the message goes through this content filter; the next rule runs.
+    Filter(String),
 }
 
 /// The policy's sets and tables, for `mta::listed` and `mta::lookup` in hooks.
@@ -318,6 +336,31 @@ impl Check {
 }
 
 impl Pipeline {
+    /// The content filter a message received on `listener` goes through: none when the
+    /// listener is `filtered` (the message is back from a filter), else the one a data
+    /// rule `chosen`, else the listener's, else `server { content-filter }`.
+    pub fn filter_for<'a>(&'a self, listener: &str, chosen: Option<&'a str>) -> Option<&'a str> {
+        let (own, filtered) = self
+            .filters
+            .listeners
+            .get(listener)
+            .map_or((None, false), |(f, filtered)| (f.as_deref(), *filtered));
+        if filtered {
+            return None;
+        }
+        chosen.or(own).or(self.filters.default.as_deref())
+    }
+
+    /// Whether a client at `ip` may be one of the content filters injecting mail back.
+    pub fn may_be_a_filter(&self, ip: std::net::IpAddr) -> bool {
+        self.filters.by_name.values().any(|f| f.may_send_from(ip))
+    }
+
+    /// The content filter of this name, as currently configured.
+    pub fn content_filter(&self, name: &str) -> Option<&crate::config::ContentFilter> {
+        self.filters.by_name.get(name)
+    }
+
     /// The domain unqualified addresses get (`server { origin }`).
     pub fn origin(&self) -> &str {
         &self.rewriter.origin
@@ -404,10 +447,20 @@ impl Pipeline {
             aliases: config.aliases.clone(),
             virtual_aliases: config.virtual_aliases.clone(),
         };
+        let filters = Filters {
+            by_name: config.content_filters.clone(),
+            listeners: config
+                .listeners
+                .iter()
+                .map(|l| (l.name.clone(), (l.content_filter.clone(), l.filtered)))
+                .collect(),
+            default: config.server.content_filter.clone(),
+        };
         Pipeline {
             stages,
             host,
             rewriter,
+            filters,
             lookups: Arc::new(PolicyLookups {
                 networks,
                 domains,
@@ -424,6 +477,7 @@ impl Pipeline {
         let mut warned = Vec::new();
         let mut header_changes = Vec::new();
         let mut checks = checks::CheckState::default();
+        let mut filter = None;
         for rule in &self.stages[stage.index()] {
             if !rule
                 .conditions
@@ -451,6 +505,15 @@ impl Pipeline {
                         None if rule.warn && scratch.hold.is_some() => Verdict::Hold,
                         None => continue,
                     }
+                }
+                Action::Filter(name) => {
+                    if rule.warn {
+                        warn!(%stage, rule = %rule.origin, filter = %name, "warn-mode rule matched; the filter is not applied");
+                    } else {
+                        debug!(%stage, rule = %rule.origin, filter = %name, "content filter chosen");
+                        filter = Some((name.clone(), rule.origin.clone()));
+                    }
+                    continue;
                 }
                 Action::Transport(pattern, t) => {
                     if !ctx.rcpt.is_some_and(|r| pattern.matches(r)) {
@@ -529,6 +592,7 @@ impl Pipeline {
                 transport,
                 route: rule.route.clone(),
                 checks: checks.out,
+                filter,
             };
         }
         if let Some(entry) = checks.hold.take() {
@@ -540,6 +604,7 @@ impl Pipeline {
                 transport: None,
                 route: route::RouteOptions::default(),
                 checks: checks.out,
+                filter,
             };
         }
         let verdict = match (stage, ctx.rcpt) {
@@ -555,6 +620,7 @@ impl Pipeline {
             transport: None,
             route: route::RouteOptions::default(),
             checks: checks.out,
+            filter,
         }
     }
 
@@ -716,6 +782,7 @@ fn compile_rule(
             Action::Transport(route::RoutePattern::Any, transport.to_string())
         }
         (RuleAction::Checks(cfg), None) => Action::Checks(cfg.clone()),
+        (RuleAction::Filter(name), None) => Action::Filter(name.clone()),
         (RuleAction::TransportTable(name), None) => match tables.get(name) {
             Some(table) => Action::TransportTable(table.clone()),
             None => Action::Verdict(Verdict::Defer(HookError::tempfail_reply())),

@@ -188,6 +188,7 @@ fn a_dangling_reference_fails_closed() {
             banner: "ESMTP".into(),
             shutdown_timeout: std::time::Duration::from_secs(30),
             origin: "mx.example.test".into(),
+            content_filter: None,
         },
         listeners: vec![],
         limits: Default::default(),
@@ -198,6 +199,7 @@ fn a_dangling_reference_fails_closed() {
         virtual_aliases: None,
         delivery: crate::config::Delivery::defaults_for(std::path::Path::new("spool")),
         credentials: BTreeMap::new(),
+        content_filters: BTreeMap::new(),
         stages: {
             let mut stages: [Vec<crate::config::RuleConfig>; Stage::COUNT] = Default::default();
             stages[Stage::Rcpt.index()] = vec![crate::config::RuleConfig {

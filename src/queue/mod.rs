@@ -25,7 +25,7 @@
 //!
 //! | kind | name       | payload after the version byte |
 //! |------|------------|--------------------------------|
-//! | 1    | Message    | id u64, arrival unix ms u64, flags u8 (bit0 8BITMIME body, bit1 SMTPUTF8, bit2 held, bit3 recipients already alias-expanded), strings sender (`""` = null sender), listener, helo, client ip (`""` if unknown), auth user (`""` if none), u32 recipient count + one string each, u64 body length, body bytes (the message as received, `Received:` included) |
+//! | 1    | Message    | id u64, arrival unix ms u64, flags u8 (bit0 8BITMIME body, bit1 SMTPUTF8, bit2 held, bit3 recipients already alias-expanded, bit4 a content filter follows), strings sender (`""` = null sender), listener, helo, client ip (`""` if unknown), auth user (`""` if none), with bit4 the content filter's name, u32 recipient count + one string each, u64 body length, body bytes (the message as received, `Received:` included) |
 //! | 2    | RcptStatus | id u64, rcpt index u32, status u8 (0 queued, 1 delivered, 2 bounced, 3 deferred), at unix ms u64, attempts u32, next attempt unix ms u64, detail string |
 //! | 3    | Remove     | id u64 |
 //! | 4    | Hold       | id u64, held u8 (1 = put on hold, 0 = released) |
@@ -124,6 +124,9 @@ pub struct Envelope {
     /// The recipients are final: aliases were expanded already (a message split off
     /// from another whose alias expansion was partly delivered). Not expanded again.
     pub expanded: bool,
+    /// The content filter the message goes through before delivery (a
+    /// `content-filter` name); `None` once filtered or when none applies.
+    pub filter: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]

@@ -24,6 +24,7 @@ const FLAG_8BITMIME: u8 = 1 << 0;
 const FLAG_SMTPUTF8: u8 = 1 << 1;
 const FLAG_HELD: u8 = 1 << 2;
 const FLAG_EXPANDED: u8 = 1 << 3;
+const FLAG_FILTER: u8 = 1 << 4;
 
 /// Room reserved for the body when a record is created, so a typical message is appended
 /// without reallocating.
@@ -90,6 +91,9 @@ fn encode_message_prefix(id: QueueId, arrival_ms: u64, envelope: &Envelope) -> V
     if envelope.expanded {
         flags |= FLAG_EXPANDED;
     }
+    if envelope.filter.is_some() {
+        flags |= FLAG_FILTER;
+    }
     w.u8(flags);
     w.str(&envelope.sender);
     w.str(&envelope.listener);
@@ -101,6 +105,9 @@ fn encode_message_prefix(id: QueueId, arrival_ms: u64, envelope: &Envelope) -> V
             .unwrap_or_default(),
     );
     w.str(envelope.auth_user.as_deref().unwrap_or(""));
+    if let Some(filter) = &envelope.filter {
+        w.str(filter);
+    }
     w.u32(envelope.recipients.len() as u32);
     for rcpt in &envelope.recipients {
         w.str(rcpt);
@@ -139,6 +146,15 @@ impl MessageRecord {
             arrival_ms,
             envelope: envelope.clone(),
         }
+    }
+
+    /// The same message with another envelope (held, a content filter...): the body
+    /// is copied once behind the new envelope prefix.
+    pub fn with_envelope(self, envelope: &Envelope) -> Self {
+        let mut record = Self::new(self.id, self.arrival_ms, envelope);
+        record.buf.reserve(self.body().len());
+        record.buf.extend_from_slice(self.body());
+        record
     }
 
     pub fn id(&self) -> QueueId {
@@ -377,6 +393,11 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Decoded, String> {
                 )
             };
             let auth = r.string("the authenticated user")?;
+            let filter = if flags & FLAG_FILTER != 0 {
+                Some(r.string("the content filter")?)
+            } else {
+                None
+            };
             let count = r.u32("the recipient count")?;
             let mut recipients = Vec::with_capacity((count as usize).min(1024));
             for _ in 0..count {
@@ -404,6 +425,7 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Decoded, String> {
                     smtputf8: flags & FLAG_SMTPUTF8 != 0,
                     held: flags & FLAG_HELD != 0,
                     expanded: flags & FLAG_EXPANDED != 0,
+                    filter,
                 },
                 body_start,
                 body_len,

@@ -19,6 +19,7 @@ fn envelope(rcpts: usize) -> Envelope {
         smtputf8: false,
         held: false,
         expanded: false,
+        filter: None,
     }
 }
 
@@ -70,6 +71,7 @@ async fn commit_then_reopen_keeps_envelope_and_body() {
         smtputf8: true,
         held: true,
         expanded: true,
+        filter: Some("amavis".into()),
     };
     let (spool, rec) = Spool::open(&dir).unwrap();
     assert_eq!(

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::dot::{DotReceiver, has_bare_eol};
 use super::reply;
@@ -76,6 +76,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             smtputf8: self.tx.smtputf8,
             held: self.tx.disposition.max(self.disposition) == Disposition::Hold,
             expanded: false,
+            filter: None,
         };
         let mut record = MessageRecord::new(id, arrival, &envelope);
         let received = received_header(ReceivedInfo {
@@ -128,7 +129,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let id = record.id();
         let size = record.body_len();
-        let (headers, _) = parse_headers(record.body());
+        let (headers, body_start) = parse_headers(record.body());
+        let hops = headers
+            .iter()
+            .filter(|h| h.name().eq_ignore_ascii_case("Received"))
+            .count();
+        if hops > self.core.limits.hop_count {
+            self.reset_transaction();
+            warn!(queue_id = %id, hops, "message refused: too many hops (a mail loop?)");
+            return self.fail(reply::TOO_MANY_HOPS);
+        }
         let mut decision = self.policy.evaluate(
             Stage::Data,
             &Context {
@@ -140,6 +150,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         );
         let header_changes = std::mem::take(&mut decision.header_changes);
         let checks = std::mem::take(&mut decision.checks);
+        // a FILTER from content checks (unless a REDIRECT overrides it), else a rule's
+        let chosen = checks
+            .filter
+            .clone()
+            .filter(|_| checks.redirect.is_none())
+            .or(decision.filter.take());
+        let filter = self
+            .policy
+            .filter_for(
+                &self.listener,
+                chosen.as_ref().map(|(name, _)| name.as_str()),
+            )
+            .map(str::to_owned);
+        // A message from a filter's host may be one coming back from that filter.
+        let came_back = if self.policy.may_be_a_filter(self.peer.ip()) {
+            let digest = self.core.filter_loops.digest(
+                self.tx.sender.as_deref().unwrap_or_default(),
+                &self.tx.recipients,
+                record.body().get(body_start..).unwrap_or_default(),
+            );
+            self.core.filter_loops.came_back(digest)
+        } else {
+            None
+        };
         let queued = format!("250 2.0.0 Ok: queued as {id}\r\n");
         let refused = matches!(decision.verdict, Verdict::Reject(_) | Verdict::Defer(_));
         // an accepting verdict answers nothing yet: the 250 waits for the disk
@@ -163,38 +197,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             record.truncate_body();
             record.body_mut().extend_from_slice(&edited);
         }
-        if checks.changes_recipients() {
-            let envelope = record.envelope().clone();
-            let recipients = checks.recipients(&envelope.recipients);
-            info!(queue_id = %id, redirect = ?checks.redirect, bcc = ?checks.bcc, "recipients changed by content checks");
-            let envelope = Envelope {
-                recipients,
-                ..envelope
-            };
-            let mut changed = MessageRecord::new(id, record.arrival_ms(), &envelope);
-            changed.body_mut().extend_from_slice(record.body());
-            record = changed;
+        if disposition == Disposition::Discard {
+            info!(queue_id = %id, from = %reply::sanitize(&from, 256), nrcpt = recipients, size, "discarded by policy");
+            return self.push_ok(&queued);
         }
-        match disposition {
-            Disposition::Discard => {
-                info!(queue_id = %id, from = %reply::sanitize(&from, 256), nrcpt = recipients, size, "discarded by policy");
-                return self.push_ok(&queued);
+        let held = disposition == Disposition::Hold;
+        let filter = filter.filter(|name| {
+            let back = came_back.as_deref() == Some(name.as_str());
+            if back {
+                warn!(queue_id = %id, filter = %name, "this message came back from its content filter on a listener that is not `filtered`: not filtering it again (a loop)");
             }
-            Disposition::Hold if !record.envelope().held => {
-                let envelope = Envelope {
-                    held: true,
-                    ..record.envelope().clone()
-                };
-                let mut held = MessageRecord::new(id, record.arrival_ms(), &envelope);
-                held.body_mut().extend_from_slice(record.body());
-                record = held;
-            }
-            _ => {}
+            !back
+        });
+        if let Some(name) = &filter {
+            info!(queue_id = %id, filter = %name, rule = %chosen.map_or_else(|| "listener".to_owned(), |(_, r)| r.to_string()), "content filter");
+        }
+        let rcpts = checks.changes_recipients().then(|| {
+            info!(queue_id = %id, redirect = ?checks.redirect, bcc = ?checks.bcc, "recipients changed by content checks");
+            checks.recipients(&record.envelope().recipients)
+        });
+        if held != record.envelope().held || filter != record.envelope().filter || rcpts.is_some() {
+            let old = record.envelope();
+            let envelope = Envelope {
+                held,
+                filter,
+                recipients: rcpts.unwrap_or_else(|| old.recipients.clone()),
+                ..old.clone()
+            };
+            record = record.with_envelope(&envelope);
         }
         match self.core.spool.commit(record).await {
             Ok(id) => {
                 self.messages += 1;
-                let held = disposition == Disposition::Hold;
                 info!(queue_id = %id, from = %reply::sanitize(&from, 256), nrcpt = recipients, size, held, "queued");
                 if !held {
                     (self.core.on_queued)(id);

@@ -26,6 +26,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::config::{Config, Limits};
+use crate::delivery::filter::FilterLoops;
 use crate::policy::Pipeline;
 use crate::queue::{QueueId, Spool};
 
@@ -48,6 +49,9 @@ pub struct Core {
     /// Told about every message queued (the scheduler attempts it at once).
     pub on_queued: Box<dyn Fn(QueueId) + Send + Sync>,
     pub connections: Arc<Connections>,
+    /// Messages inside a content filter right now, to notice one coming back to a
+    /// listener that would filter it again (shared with the scheduler).
+    pub filter_loops: Arc<FilterLoops>,
     /// Becomes `true` when the server stops: idle sessions say 421 and close, sessions
     /// in the middle of a message finish it first.
     pub shutdown: watch::Receiver<bool>,
@@ -77,6 +81,7 @@ impl Core {
             on_queued: Box::new(|_| {}),
             spool,
             connections: Arc::new(Connections::default()),
+            filter_loops: Arc::new(FilterLoops::default()),
             shutdown,
         }
     }

@@ -129,6 +129,7 @@ pub async fn serve_until(
         core.policy.clone(),
         outbound,
         config.server.hostname.clone(),
+        core.filter_loops.clone(),
     );
     let control = match ControlSocket::bind(&config.server.control_socket) {
         Ok(c) => c,

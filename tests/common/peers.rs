@@ -402,3 +402,84 @@ impl Pki {
         Aio::start(&all)
     }
 }
+
+/// tests/peers/filter_peer.py: an after-queue content filter (aiosmtpd) that tags the
+/// message, injects it again on `reinject`, and records what it took.
+pub struct FilterPeer {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl FilterPeer {
+    /// On 127.0.0.1:`port` (0: any free port), injecting into 127.0.0.1:`reinject`.
+    pub fn start(port: u16, reinject: u16, args: &[&str]) -> FilterPeer {
+        let dir = tempfile::tempdir().unwrap();
+        let python = Path::new("/usr/bin/python3");
+        assert!(
+            python.exists(),
+            "/usr/bin/python3 is missing: apt-get install python3-aiosmtpd (or run ./run-tests)"
+        );
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/filter_peer.py");
+        let mut child = Command::new(python)
+            .arg(script)
+            .arg(dir.path())
+            .arg(port.to_string())
+            .arg(reinject.to_string())
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting the filter peer");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line
+            .strip_prefix("ready ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("filter peer did not start: {line:?}"));
+        wait_listening(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            &mut child,
+            "filter peer",
+        );
+        FilterPeer { child, port, dir }
+    }
+
+    /// (envelope with XFORWARD lines, message) of the first `n` messages it took.
+    pub fn messages(&self, n: usize) -> Vec<(String, Vec<u8>)> {
+        wait_files_within(self.dir.path(), 2 * n, Duration::from_secs(15), |_| true);
+        (1..=n)
+            .map(|i| {
+                let read = |ext: &str| {
+                    std::fs::read(self.dir.path().join(format!("{i}.{ext}")))
+                        .unwrap_or_else(|e| panic!("message {i}.{ext}: {e}"))
+                };
+                (String::from_utf8(read("env")).unwrap(), read("eml"))
+            })
+            .collect()
+    }
+
+    /// How many messages it took.
+    pub fn count(&self) -> usize {
+        std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "eml"))
+            })
+            .count()
+    }
+
+    /// Stops the filter; what it recorded stays.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for FilterPeer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
