@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::peers::{Dnsmasq, Pki, Sink, dump_recipients};
+use common::peers::{Dnsmasq, FilterPeer, Pki, Sink, dump_recipients};
 use common::*;
 
 struct Example {
@@ -292,4 +292,73 @@ fn seed_003_upstream_relay_with_starttls_auth_and_a_fallback() {
         log.contains("to=<other@example.net>, relay=smtp.another-domain.tld[127.0.0.1]"),
         "{log}"
     );
+}
+
+/// Seed 002's content parts: the mail goes through the filter (a real one standing in
+/// for amavis: it tags the message and injects it again on the re-injection port), is
+/// stripped of every Received: header on both passes, and lands in the Maildir once.
+#[test]
+fn seed_002_content_filter_and_header_checks() {
+    let reinject = free_port();
+    let amavis_port = free_port();
+    let dns = Dnsmasq::start(&["--local=/org/"]);
+    let ex = start_example(
+        "virtual-hosting",
+        &[
+            (
+                "mtad.kdl",
+                "127.0.0.1:10025",
+                &format!("127.0.0.1:{reinject}"),
+            ),
+            (
+                "mtad.kdl",
+                "smtp:[127.0.0.1]:10026",
+                &format!("smtp:[127.0.0.1]:{amavis_port}"),
+            ),
+        ],
+        dns.addr,
+        25,
+    );
+    let amavis = FilterPeer::start(amavis_port, reinject, &[]);
+    let out = swaks(
+        ex.mtad.port,
+        &[
+            "--from",
+            "someone@elsewhere.test",
+            "--to",
+            "root@server-name.hoge.org",
+            "--add-header",
+            "Received: from pc12.lan (192.168.0.12) by gw.lan",
+            "--header",
+            "Subject: seed 002",
+            "--body",
+            "seed test\n",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // root -> hoge-owner (aliases), delivered locally after the filter
+    let new = ex
+        .mtad
+        .dir
+        .path()
+        .join("mail")
+        .join("hoge-owner")
+        .join("new");
+    let file = wait_for_maildir(&new);
+    let text = std::fs::read_to_string(file).unwrap();
+    assert!(text.contains("X-Filtered-By: test-filter\n"), "{text}");
+    assert!(text.contains("Subject: [filtered] seed 002\n"), "{text}");
+    assert!(!text.contains("Received:"), "{text}");
+    assert!(text.contains("seed test"), "{text}");
+    // what amavis got had its Received headers stripped already, and XFORWARD
+    let (env, eml) = &amavis.messages(1)[0];
+    assert!(env.contains("ADDR=127.0.0.1"), "{env}");
+    assert!(!String::from_utf8_lossy(eml).contains("Received:"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(amavis.count(), 1);
+    assert_eq!(std::fs::read_dir(&new).unwrap().count(), 1);
 }

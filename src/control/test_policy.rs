@@ -139,6 +139,8 @@ struct Case {
     routes: Vec<(String, String)>,
     /// Header changes the data stage must make, as `+ Name: value`, `- Name`, `= Name: value`.
     headers: Vec<String>,
+    /// The content filter the message must go through (`none`: none).
+    filter: Option<String>,
 }
 
 #[derive(Debug)]
@@ -341,6 +343,16 @@ fn check(case: &Case, report: &DryRunReport) -> Vec<String> {
             ));
         }
     }
+    if let Some(want) = &case.filter {
+        let got = report
+            .filter
+            .as_deref()
+            .and_then(|f| f.split_whitespace().next())
+            .unwrap_or("none");
+        if got != want {
+            failures.push(format!("filter: expected {want}, got {got}"));
+        }
+    }
     for stage in &case.not_reached {
         if !report.not_reached.iter().any(|s| s == stage) {
             failures.push(format!("{stage}: expected not to be reached, but it ran"));
@@ -418,6 +430,7 @@ fn read_case(
         not_reached: Vec::new(),
         routes: Vec::new(),
         headers: Vec::new(),
+        filter: None,
     };
     let Some(children) = node.children() else {
         errors.push(format!(
@@ -510,6 +523,7 @@ fn read_case(
                 _ => errors.push(format!("{where_}: route \"RCPT\" \"TRANSPORT\"")),
             },
             "header" => case.headers.extend(strings.iter().cloned()),
+            "filter" => case.filter = one(&mut errors),
             "not-reached" => case.not_reached.extend(strings.iter().cloned()),
             other => errors.push(format!("{where_}: unknown node `{other}` in a case")),
         }
