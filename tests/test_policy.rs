@@ -338,6 +338,13 @@ fn content_checks_are_shown_with_their_table_line() {
         "{report}"
     );
     assert!(report.contains("header   = X-Mailer: hidden"), "{report}");
+    // the header block as it would be queued
+    let queued = &report[report.find("headers as queued").expect("no headers")..];
+    assert!(
+        queued.contains("\n    X-Mailer: hidden\n    X-Bcc: yes\n    Subject: hi\n"),
+        "{report}"
+    );
+    assert!(!queued.contains("Received: from"), "{report}");
     // the added recipient is routed too
     assert!(report.contains("audit@example.test"), "{report}");
 

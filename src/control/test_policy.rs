@@ -113,6 +113,15 @@ pub fn render_report(report: &DryRunReport) -> String {
     for stage in &report.not_reached {
         let _ = writeln!(out, "{stage:<32} -        not reached");
     }
+    if !report.headers.is_empty() {
+        let _ = writeln!(
+            out,
+            "headers as queued (the dry run adds no Received: of its own):"
+        );
+        for h in &report.headers {
+            let _ = writeln!(out, "    {h}");
+        }
+    }
     if let Some(filter) = &report.filter {
         let _ = writeln!(
             out,

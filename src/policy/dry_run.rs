@@ -72,6 +72,10 @@ pub struct DryRunReport {
     /// and what chose it (a rule's place, or `listener`/`server`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
+    /// With a message: its header block as it would be queued, after the content
+    /// checks' edits and the hooks' header changes (unfolded, one header per entry).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<String>,
     /// Every rule that decided something in this run (for suite coverage).
     #[serde(skip)]
     pub fired: Vec<String>,
@@ -158,6 +162,7 @@ impl Pipeline {
             not_reached: Vec::new(),
             outcome: "queued",
             filter: None,
+            headers: Vec::new(),
             fired: Vec::new(),
         };
         let mut hold = false;
@@ -258,6 +263,15 @@ impl Pipeline {
             return report;
         }
         // REDIRECT / BCC from content checks: the routes are those of the new list
+        if env.message.is_some() {
+            let edited = super::apply_raw_edits(message, &d.checks.edits);
+            let edited = super::apply_header_edits(&edited, &d.header_changes);
+            report.headers = parse_headers(&edited)
+                .0
+                .iter()
+                .map(|h| h.line().to_owned())
+                .collect();
+        }
         if d.checks.changes_recipients() {
             accepted = d.checks.recipients(&accepted);
         }
