@@ -25,6 +25,7 @@ pub mod alias;
 mod checks;
 mod dry_run;
 mod message;
+pub mod mime;
 pub mod script;
 
 /// Transports and transport(5) lookups (defined in config, which parses them).
