@@ -151,7 +151,18 @@ impl Part {
                 Some(d) => d(line),
                 None => String::from_utf8_lossy(line).into_owned(),
             };
-            let range = pos..stop;
+            // the part's last line: its line break belongs to the boundary
+            // delimiter that follows, but an edit takes it along (a replacement
+            // line ends with its own), so that the delimiter stays at a line start
+            let mut range = pos..stop;
+            if !raw.ends_with(b"\n") {
+                let after = &message[stop..];
+                range.end += if after.starts_with(b"\r\n") {
+                    2
+                } else {
+                    usize::from(after.starts_with(b"\n"))
+                };
+            }
             pos = stop;
             Some((text, Some(range)))
         }))
