@@ -783,7 +783,7 @@ fn documented_examples_compile() {
         }
         count += 1;
     }
-    assert_eq!(count, 5);
+    assert_eq!(count, 6);
 }
 
 #[test]
