@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 
-const HEADER_CHECKS: &str = "\
+const HEADER_CHECKS: &str = r##"
 # seed 002: hide the internal path
 /^Received:/ IGNORE
 /^Subject:.*viagra/ REJECT 5.7.1 no thanks
@@ -16,11 +16,13 @@ const HEADER_CHECKS: &str = "\
 /^X-Bcc: yes/ BCC audit@example.test
 /^X-Hold: yes/ HOLD look at this
 /^From:/ PREPEND X-Checked: yes
-";
+/^Content-(Type|Disposition):.*name="?.*\.(exe|scr|bat)"?/ REJECT 5.7.1 executable attachments are refused
+"##;
 
 const BODY_CHECKS: &str = "\
 /^discard me$/ DISCARD
 /^secret: / REPLACE secret: [removed]
+/cheap watches/ REJECT 5.7.1 forbidden phrase
 ";
 
 const CONFIG: &str = r#"
@@ -40,11 +42,15 @@ stage "data" {
 "#;
 
 fn start() -> Mtad {
+    start_with(CONFIG)
+}
+
+fn start_with(config: &str) -> Mtad {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("header_checks"), HEADER_CHECKS).unwrap();
     std::fs::write(dir.path().join("body_checks"), BODY_CHECKS).unwrap();
     let spool = dir.path().join("spool");
-    Mtad::start_in(dir, spool, CONFIG)
+    Mtad::start_in(dir, spool, config)
 }
 
 fn send(mtad: &Mtad, headers: &[&str], body: &str) -> String {
@@ -133,4 +139,112 @@ fn redirect_bcc_hold_and_discard() {
     assert!(queued[2].0.envelope.held);
     assert_eq!(queued[2].0.envelope.recipients, ["bob@example.test"]);
     assert!(mtad.log().contains("look at this"), "{}", mtad.log());
+}
+
+/// swaks with an `application/octet-stream` attachment named `name`.
+fn send_attachment(mtad: &Mtad, name: &str) -> String {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), b"MZ\x90\x00 not really a program").unwrap();
+    let attach = format!("@{}", file.path().display());
+    let out = swaks(
+        mtad.port,
+        &[
+            "--from",
+            "alice@src.test",
+            "--to",
+            "bob@example.test",
+            "--header",
+            "Subject: the file",
+            "--body",
+            "see attached",
+            "--attach-type",
+            "application/octet-stream",
+            "--attach-name",
+            name,
+            "--attach",
+            &attach,
+        ],
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A hand-built message, sent as DATA.
+fn send_data(mtad: &Mtad, message: &str) -> String {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), message).unwrap();
+    let data = format!("@{}", file.path().display());
+    let out = swaks(
+        mtad.port,
+        &[
+            "--from",
+            "alice@src.test",
+            "--to",
+            "bob@example.test",
+            "--data",
+            &data,
+        ],
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn executable_attachment_rejected_by_header_checks_mime_class() {
+    let mtad = start();
+    let t = send_attachment(&mtad, "evil.exe");
+    assert!(
+        t.contains("<** 550 5.7.1 executable attachments are refused"),
+        "{t}"
+    );
+    // the same message with a harmless attachment goes through
+    let t = send_attachment(&mtad, "report.pdf");
+    assert!(t.contains("250 2.0.0 Ok: queued as"), "{t}");
+    assert_eq!(mtad.queued().len(), 1);
+}
+
+#[test]
+fn executable_attachment_rejected_by_mime_header_checks() {
+    // header-checks would refuse every multipart message, but a dedicated
+    // mime-header-checks rule takes the MIME headers away from it
+    let config = CONFIG.replace(
+        "    body-checks file=\"body_checks\"\n",
+        "    mime-header-checks {\n        \"/^Content-Disposition:.*filename=\\\"?.*\\\\.(exe|scr|bat)\\\"?/\" \"REJECT 5.7.1 no programs here\"\n    }\n    header-checks {\n        \"/^Content-Type: multipart/\" \"REJECT 5.7.1 header-checks saw a MIME header\"\n    }\n",
+    );
+    let mtad = start_with(&config);
+    let t = send_attachment(&mtad, "evil.scr");
+    assert!(t.contains("<** 550 5.7.1 no programs here"), "{t}");
+    let t = send_attachment(&mtad, "fine.txt");
+    assert!(t.contains("250 2.0.0 Ok: queued as"), "{t}");
+}
+
+const MULTIPART: &str = "From: alice@src.test\r\nTo: bob@example.test\r\nSubject: parts\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"=-b1\"\r\n\r\nThis is a MIME message.\r\n--=-b1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nHello Bob, caf=C3=A9 at noon?\r\n--=-b1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{b64}\r\n--=-b1\r\nContent-Type: application/pdf; name=\"report.pdf\"\r\nContent-Disposition: attachment; filename=\"report.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKY2hlYXAgd2F0Y2hlcwo=\r\n--=-b1--\r\n";
+
+#[test]
+fn base64_text_part_with_a_forbidden_phrase_is_rejected_by_body_checks() {
+    use base64::Engine;
+    let mtad = start();
+    let b64 = base64::engine::general_purpose::STANDARD.encode("Hi,\nbuy cheap watches here\n");
+    let t = send_data(&mtad, &MULTIPART.replace("{b64}", &b64));
+    assert!(t.contains("<** 550 5.7.1 forbidden phrase"), "{t}");
+    assert!(mtad.queued().is_empty());
+}
+
+#[test]
+fn a_clean_multipart_message_is_queued_intact() {
+    use base64::Engine;
+    let mtad = start();
+    // the PDF's base64 decodes to the forbidden phrase: attachments are not body
+    // lines, so it passes
+    let b64 = base64::engine::general_purpose::STANDARD.encode("Hi,\nsee the report\n");
+    let message = MULTIPART.replace("{b64}", &b64);
+    // swaks ends the data with its own CRLF
+    let t = send_data(&mtad, message.strip_suffix("\r\n").unwrap());
+    assert!(t.contains("250 2.0.0 Ok: queued as"), "{t}");
+    let queued = mtad.queued();
+    assert_eq!(queued.len(), 1);
+    // header-checks IGNORE mtad's own Received: and PREPEND before From:; the rest,
+    // every part, is byte for byte as sent
+    assert_eq!(
+        String::from_utf8_lossy(&queued[0].1),
+        format!("X-Checked: yes\r\n{message}")
+    );
 }

@@ -418,3 +418,49 @@ fn the_content_filter_decision_is_shown() {
     let out = run("reinject", "boss@src.test");
     assert!(!out.contains("filter:"), "{out}");
 }
+
+#[test]
+fn mime_matches_name_their_class_and_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mtad.kdl");
+    std::fs::write(
+        &config,
+        "server {\n    hostname \"mx.example.test\"\n    spool \"spool\"\n}\nlisten \"mx\" address=\"127.0.0.1:2525\"\nstage \"rcpt\" {\n    accept\n}\nstage \"data\" {\n    header-checks {\n        \"/^Content-Type: multipart/\" \"INFO multipart\"\n        \"/^Content-Disposition:.*filename=.*\\\\.exe/\" \"WARN program\"\n    }\n    body-checks {\n        \"/^cheap watches$/\" \"REJECT 5.7.1 spam\"\n    }\n}\n",
+    )
+    .unwrap();
+    let msg = dir.path().join("m.eml");
+    std::fs::write(
+        &msg,
+        "Subject: hi\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\nY2hlYXAgd2F0Y2hlcwo=\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"a.exe\"\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQ\r\n--b--\r\n",
+    )
+    .unwrap();
+    let out = mtactl(&[
+        "test-policy",
+        "--config",
+        config.to_str().unwrap(),
+        "--from",
+        "a@src.test",
+        "--rcpt",
+        "b@example.test",
+        "--message",
+        msg.to_str().unwrap(),
+    ]);
+    let report = text(&out);
+    // the top-level Content-Type: a MIME header, in no part
+    assert!(
+        report.contains(
+            "mime-header \"Content-Type: multipart/mixed; boundary=\\\"b\\\"\" INFO multipart"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "mime-header part 2 (application/octet-stream \"a.exe\", base64) \"Content-Disposition: attachment; filename=\\\"a.exe\\\"\" WARN program"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains("body part 1 (text/plain, base64) \"cheap watches\" REJECT 5.7.1 spam"),
+        "{report}"
+    );
+}

@@ -30,9 +30,16 @@ pub const DEFAULT_BODY_SIZE_LIMIT: usize = 51_200;
 /// What a checks table is matched against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Content {
-    /// Each logical (unfolded) header of the top-level header block.
+    /// Each logical (unfolded) header of the top-level header block that is not a
+    /// MIME header (`header-checks`); by default also the MIME and nested classes.
     Header,
-    /// Each physical line of the body, CRLF removed.
+    /// MIME headers: `Content-*` and `MIME-Version` at the top level, and every
+    /// header of a MIME part (`mime-header-checks`, Postfix's mime_header_checks).
+    MimeHeader,
+    /// Headers of attached messages, `message/rfc822` parts
+    /// (`nested-header-checks`, Postfix's nested_header_checks).
+    NestedHeader,
+    /// Each line of each text part, decoded, CRLF removed.
     Body,
 }
 
@@ -41,16 +48,25 @@ impl Content {
     pub fn rule_name(self) -> &'static str {
         match self {
             Content::Header => "header-checks",
+            Content::MimeHeader => "mime-header-checks",
+            Content::NestedHeader => "nested-header-checks",
             Content::Body => "body-checks",
         }
     }
 
-    /// `header` or `body`, for logs and reports.
+    /// `header`, `mime-header`, `nested-header` or `body`, for logs and reports.
     pub fn as_str(self) -> &'static str {
         match self {
             Content::Header => "header",
+            Content::MimeHeader => "mime-header",
+            Content::NestedHeader => "nested-header",
             Content::Body => "body",
         }
+    }
+
+    /// Whether this matches headers (any class).
+    pub fn is_header(self) -> bool {
+        self != Content::Body
     }
 }
 
@@ -189,7 +205,7 @@ pub fn parse_action(result: &str, content: Content) -> Result<CheckAction, Strin
                     "`{upper}` text must not contain control characters"
                 ));
             }
-            if content == Content::Header && !is_header_line(rest) {
+            if content.is_header() && !is_header_line(rest) {
                 return Err(format!(
                     "`{upper}` on a header needs a header line `Name: value`, not `{rest}`"
                 ));

@@ -78,7 +78,7 @@ impl Parser {
                 Some("file") if file.is_none() => file = Some(entry),
                 Some("table") if table.is_none() => table = Some(entry),
                 Some("size-limit") => {
-                    if content == Content::Header {
+                    if content.is_header() {
                         self.error(
                             entry.span(),
                             "`size-limit` applies to body-checks only",

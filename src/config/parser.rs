@@ -73,6 +73,8 @@ const RULES: &[&str] = &[
     "transport-table",
     "relay",
     "header-checks",
+    "mime-header-checks",
+    "nested-header-checks",
     "body-checks",
     "filter",
 ];
@@ -1298,6 +1300,8 @@ impl Parser {
         }
         let checks = match verb {
             "header-checks" => Some(Content::Header),
+            "mime-header-checks" => Some(Content::MimeHeader),
+            "nested-header-checks" => Some(Content::NestedHeader),
             "body-checks" => Some(Content::Body),
             _ => None,
         };
@@ -1466,9 +1470,11 @@ impl Parser {
                         function: None,
                     }))
                 }),
-            "header-checks" | "body-checks" => checks
-                .and_then(|content| self.checks_rule(node, sets, content))
-                .map(RuleAction::Checks),
+            "header-checks" | "mime-header-checks" | "nested-header-checks" | "body-checks" => {
+                checks
+                    .and_then(|content| self.checks_rule(node, sets, content))
+                    .map(RuleAction::Checks)
+            }
             _ => unreachable!("checked against RULES"),
         };
         let mut allowed: Vec<&str> = CONDITIONS.to_vec();

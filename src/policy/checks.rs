@@ -17,6 +17,7 @@ use std::ops::Range;
 use tracing::{error, info, warn};
 
 use super::message::HeaderLine;
+use super::mime::{HeaderClass, Mime, Part, TransferEncoding};
 use super::{Context, Origin, Verdict};
 use crate::config::checks::{CheckAction, ChecksConfig, Content, parse_action};
 
@@ -73,7 +74,12 @@ pub struct CheckMatch {
     pub rule: Origin,
     /// The table line that matched (`header_checks:3:1`).
     pub entry: Origin,
+    /// The class of what matched: a top-level header, a MIME header, a header of an
+    /// attached message, a body line.
     pub content: Content,
+    /// The MIME part it is in (`part 2 (application/octet-stream "evil.exe")`);
+    /// `None` for a top-level header or the body of a non-MIME message.
+    pub part: Option<String>,
     /// The header (unfolded) or body line, shortened for reports.
     pub text: String,
     /// The action as expanded (`REJECT 5.7.1 no thanks`); an invalid one is reported
@@ -91,64 +97,135 @@ pub(super) struct CheckState {
     pub out: ContentChecks,
 }
 
+/// Which header classes a header-checks rule inspects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Classes {
+    /// Postfix's mime_header_checks default (= header_checks): no dedicated
+    /// `mime-header-checks` rule in the stage.
+    pub mime: bool,
+    /// Likewise for `nested-header-checks`.
+    pub nested: bool,
+}
+
+impl Classes {
+    /// Whether a rule on `content` inspects headers of `class`.
+    fn inspects(self, content: Content, class: HeaderClass) -> bool {
+        match (content, class) {
+            (Content::Header, HeaderClass::Primary) => true,
+            (Content::Header, HeaderClass::Mime) => self.mime,
+            (Content::Header, HeaderClass::Nested) => self.nested,
+            (Content::MimeHeader, HeaderClass::Mime) => true,
+            (Content::NestedHeader, HeaderClass::Nested) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The [`Content`] a header of `class` is reported as.
+fn class_content(class: HeaderClass) -> Content {
+    match class {
+        HeaderClass::Primary => Content::Header,
+        HeaderClass::Mime => Content::MimeHeader,
+        HeaderClass::Nested => Content::NestedHeader,
+    }
+}
+
+/// Whether the top-level headers declare a container (`multipart/*`,
+/// `message/*`): only then are there part headers to inspect.
+fn has_parts(headers: &[HeaderLine]) -> bool {
+    headers.iter().any(|h| {
+        h.name().eq_ignore_ascii_case("content-type") && {
+            let v = h.value().trim_start().to_ascii_lowercase();
+            v.starts_with("multipart/") || v.starts_with("message/")
+        }
+    })
+}
+
+/// One thing to inspect: its text, its raw bytes (when it can be edited), how it is
+/// reported.
+struct Item<'a> {
+    text: &'a str,
+    raw: Option<Range<usize>>,
+    content: Content,
+    part: Option<&'a Part>,
+}
+
 /// Runs one checks rule on the message in `ctx`. `Some((verdict, entry))` when REJECT
-/// or DISCARD ends inspection; everything else accumulates in `state`.
+/// or DISCARD ends inspection; everything else accumulates in `state`. `mime` reads
+/// the message's MIME structure, once per data stage, when it is needed.
 pub(super) fn run(
     cfg: &ChecksConfig,
     rule: &Origin,
     ctx: &Context<'_>,
+    mime: &std::cell::OnceCell<Mime>,
+    classes: Classes,
     state: &mut CheckState,
 ) -> Option<(Verdict, Origin)> {
     if state.pass {
         return None;
     }
     let message = ctx.body.unwrap_or(&[]);
-    match cfg.content {
-        Content::Header => {
-            for h in ctx.headers {
-                let raw = h.raw();
-                if let Some(end) = inspect(cfg, rule, h.line(), raw, state) {
+    let mime = || mime.get_or_init(|| Mime::parse(message));
+    if cfg.content.is_header() {
+        for h in ctx.headers {
+            let class = HeaderClass::of_top_level(h.name());
+            if !classes.inspects(cfg.content, class) {
+                continue;
+            }
+            let item = Item {
+                text: h.line(),
+                raw: Some(h.raw()),
+                content: class_content(class),
+                part: None,
+            };
+            if let Some(end) = inspect(cfg, rule, item, state) {
+                return end;
+            }
+        }
+        let wants_parts = classes.inspects(cfg.content, HeaderClass::Mime)
+            || classes.inspects(cfg.content, HeaderClass::Nested);
+        if !wants_parts || !has_parts(ctx.headers) {
+            return None;
+        }
+        let mime = mime();
+        for part in mime.parts.iter().skip(1) {
+            if !classes.inspects(cfg.content, part.class) {
+                continue;
+            }
+            for h in &part.headers {
+                let item = Item {
+                    text: h.line(),
+                    raw: part.addressable.then(|| h.raw()),
+                    content: class_content(part.class),
+                    part: Some(part),
+                };
+                if let Some(end) = inspect(cfg, rule, item, state) {
                     return end;
                 }
             }
         }
-        Content::Body => {
-            let mut pos = body_start(message, ctx.headers);
-            let mut inspected = 0usize;
-            while pos < message.len() && inspected < cfg.size_limit {
-                let end =
-                    memchr::memchr(b'\n', &message[pos..]).map_or(message.len(), |i| pos + i + 1);
-                let raw = &message[pos..end];
-                let line = raw.strip_suffix(b"\n").unwrap_or(raw);
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
-                inspected += raw.len();
-                if !line.is_empty() {
-                    let text = String::from_utf8_lossy(line);
-                    if let Some(end) = inspect(cfg, rule, &text, pos..end, state) {
-                        return end;
-                    }
-                }
-                pos = end;
+        return None;
+    }
+    let mime = mime();
+    let multipart = mime.parts.len() > 1;
+    for part in &mime.parts {
+        for (line, raw) in part.lines(message, cfg.size_limit) {
+            if line.is_empty() {
+                continue;
+            }
+            let raw = if part.addressable { raw } else { None };
+            let item = Item {
+                text: &line,
+                raw,
+                content: Content::Body,
+                part: multipart.then_some(part),
+            };
+            if let Some(end) = inspect(cfg, rule, item, state) {
+                return end;
             }
         }
     }
     None
-}
-
-/// Where the body starts: after the header block and the empty line that ends it.
-fn body_start(message: &[u8], headers: &[HeaderLine]) -> usize {
-    let end = headers.last().map_or(0, |h| h.raw().end).min(message.len());
-    if headers.is_empty() || end == 0 {
-        return super::message::parse_headers(message).1;
-    }
-    let rest = &message[end..];
-    if rest.starts_with(b"\r\n") {
-        end + 2
-    } else if rest.starts_with(b"\n") {
-        end + 1
-    } else {
-        end
-    }
 }
 
 /// Looks up one header or body line. `Some(Some(..))`: inspection ends with a
@@ -157,42 +234,65 @@ fn body_start(message: &[u8], headers: &[HeaderLine]) -> usize {
 fn inspect(
     cfg: &ChecksConfig,
     rule: &Origin,
-    text: &str,
-    raw: Range<usize>,
+    item: Item<'_>,
     state: &mut CheckState,
 ) -> Option<Option<(Verdict, Origin)>> {
+    let text = item.text;
     let (result, line) = cfg.table.lookup_with_line(text)?;
     let entry = cfg.origin(line);
-    let what = cfg.content.as_str();
+    let what = item.content.as_str();
+    let part = item.part.map(describe);
     let mut report = CheckMatch {
         rule: rule.clone(),
         entry: entry.clone(),
-        content: cfg.content,
+        content: item.content,
+        part: part.clone(),
         text: shorten(text),
         action: shorten(&result),
     };
+    let part = part.unwrap_or_default();
     let action = match parse_action(&result, cfg.content) {
         Ok(a) => a,
         Err(e) => {
-            error!(%entry, %what, action = %report.action, error = %e, "invalid content check action; treated as DUNNO");
+            error!(%entry, %what, %part, action = %report.action, error = %e, "invalid content check action; treated as DUNNO");
             report.action = format!("{} (invalid: {e}; treated as DUNNO)", report.action);
             state.out.matches.push(report);
             return None;
         }
     };
+    let edits = matches!(
+        action,
+        CheckAction::Ignore
+            | CheckAction::Strip(_)
+            | CheckAction::Prepend(_)
+            | CheckAction::Replace(_)
+    );
+    let raw = match item.raw {
+        Some(raw) => raw,
+        None if edits => {
+            warn!(%entry, %what, %part, text = %shorten(text), action = %report.action, "content check cannot edit an encoded MIME part; treated as DUNNO");
+            report.action = format!(
+                "{} (encoded part: cannot edit; treated as DUNNO)",
+                report.action
+            );
+            state.out.matches.push(report);
+            return None;
+        }
+        None => 0..0,
+    };
     state.out.matches.push(report);
     let line_of = |t: &str| format!("{t}\r\n").into_bytes();
     match action {
         CheckAction::Reject(reply) => {
-            info!(%entry, %what, text = %shorten(text), reply = %reply, "reject: content check");
+            info!(%entry, %what, %part, text = %shorten(text), reply = %reply, "reject: content check");
             return Some(Some((Verdict::Reject(reply), entry)));
         }
         CheckAction::Discard(t) => {
-            info!(%entry, %what, text = %shorten(text), reason = %t, "discard: content check");
+            info!(%entry, %what, %part, text = %shorten(text), reason = %t, "discard: content check");
             return Some(Some((Verdict::Discard, entry)));
         }
         CheckAction::Hold(t) => {
-            info!(%entry, %what, text = %shorten(text), reason = %t, "hold: content check");
+            info!(%entry, %what, %part, text = %shorten(text), reason = %t, "hold: content check");
             state.hold.get_or_insert(entry);
         }
         CheckAction::Ignore => state.out.edits.push(RawEdit {
@@ -200,17 +300,17 @@ fn inspect(
             text: Vec::new(),
         }),
         CheckAction::Strip(t) => {
-            info!(%entry, %what, text = %shorten(text), reason = %t, "strip: content check");
+            info!(%entry, %what, %part, text = %shorten(text), reason = %t, "strip: content check");
             state.out.edits.push(RawEdit {
                 range: raw,
                 text: Vec::new(),
             });
         }
         CheckAction::Warn(t) => {
-            warn!(%entry, %what, text = %shorten(text), reason = %t, "warning: content check")
+            warn!(%entry, %what, %part, text = %shorten(text), reason = %t, "warning: content check")
         }
         CheckAction::Info(t) => {
-            info!(%entry, %what, text = %shorten(text), reason = %t, "info: content check")
+            info!(%entry, %what, %part, text = %shorten(text), reason = %t, "info: content check")
         }
         CheckAction::Prepend(t) => state.out.edits.push(RawEdit {
             range: raw.start..raw.start,
@@ -229,12 +329,26 @@ fn inspect(
         }
         CheckAction::Dunno => {}
         CheckAction::Pass(t) => {
-            info!(%entry, %what, text = %shorten(text), reason = %t, "pass: content checks off for this message");
+            info!(%entry, %what, %part, text = %shorten(text), reason = %t, "pass: content checks off for this message");
             state.pass = true;
             return Some(None);
         }
     }
     None
+}
+
+/// `part 2 (application/octet-stream "evil.exe", base64)`, for reports.
+fn describe(part: &Part) -> String {
+    let mut out = format!("part {} ({}", part.index, part.content_type);
+    if let Some(name) = &part.filename {
+        out.push_str(&format!(" {:?}", shorten(name)));
+    }
+    if part.encoding != TransferEncoding::Identity {
+        out.push_str(", ");
+        out.push_str(part.encoding.as_str());
+    }
+    out.push(')');
+    out
 }
 
 /// `text` cut to [`MAX_REPORTED`] characters.
@@ -272,6 +386,7 @@ pub fn apply_raw_edits(message: &[u8], edits: &[RawEdit]) -> Vec<u8> {
 mod tests {
     use super::super::{Decision, Pipeline, Verdict, apply_header_edits, parse_headers};
     use super::*;
+    use crate::config::checks::Content;
     use crate::config::{Config, Reply, Stage};
 
     const PRELUDE: &str = "server {\n    hostname \"mx.example.test\"\n    spool \"spool\"\n}\nlisten \"mx\" address=\"127.0.0.1:2525\"\n";
@@ -438,6 +553,171 @@ mod tests {
         assert_eq!(d.verdict, Verdict::Accept);
         assert_eq!(out, MSG);
         assert_eq!(d.warned.len(), 1);
+    }
+
+    /// A multipart message: a QP text part, a base64 text part, an identity text
+    /// part, an .exe attachment, an attached message.
+    const MULTI: &str = "Received: from x\r\nFrom: a@example.test\r\nSubject: hi\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"BB\"\r\n\r\npreamble viagra\r\n--BB\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nhello caf=C3=A9 cheap=20pills\r\n--BB\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\nYnV5IGNoZWFwIHdhdGNoZXMKc2Vjb25kIGxpbmUK\r\n--BB\r\nContent-Type: text/plain\r\n\r\nplain line\r\n--BB\r\nContent-Type: application/octet-stream; name=\"evil.exe\"\r\nContent-Disposition: attachment;\r\n filename=\"evil.exe\"\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n--BB\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\nFrom: b@example.test\r\n\r\ninner body\r\n--BB--\r\n";
+
+    const EXE: &str = "\"/^Content-(Type|Disposition):.*name=\\\"?.*\\\\.(exe|scr|bat)\\\"?/\" \"REJECT 5.7.1 executable attachments are refused\"\n";
+
+    fn rejected(d: &Decision) -> bool {
+        matches!(d.verdict, Verdict::Reject(_))
+    }
+
+    #[test]
+    fn mime_headers_default_to_header_checks() {
+        let p = pipeline(&format!("header-checks {{\n{EXE}}}\n"));
+        let (d, _) = data(&p, MULTI);
+        assert_eq!(
+            d.verdict,
+            Verdict::Reject(Reply::new(
+                550,
+                [5, 7, 1],
+                "executable attachments are refused"
+            ))
+        );
+        let m = &d.checks.matches[0];
+        assert_eq!(m.content, Content::MimeHeader);
+        assert_eq!(
+            m.part.as_deref(),
+            Some("part 4 (application/octet-stream \"evil.exe\", base64)")
+        );
+        assert_eq!(
+            m.text,
+            "Content-Type: application/octet-stream; name=\"evil.exe\""
+        );
+        // nested headers too, by default
+        let p = pipeline("header-checks {\n\"/^Subject: inner/\" \"REJECT\"\n}\n");
+        let (d, _) = data(&p, MULTI);
+        assert!(rejected(&d));
+        assert_eq!(d.checks.matches[0].content, Content::NestedHeader);
+        assert_eq!(
+            d.checks.matches[0].part.as_deref(),
+            Some("part 6 (text/plain)")
+        );
+        // the top-level Content-Type is a MIME header
+        let p = pipeline("header-checks {\n\"/^Content-Type: multipart/\" \"WARN mime\"\n}\n");
+        let (d, _) = data(&p, MULTI);
+        assert_eq!(d.checks.matches[0].content, Content::MimeHeader);
+        assert_eq!(d.checks.matches[0].part, None);
+    }
+
+    #[test]
+    fn dedicated_mime_and_nested_rules_override_the_default() {
+        // a mime-header-checks rule: header-checks no longer sees MIME headers
+        let p = pipeline(&format!(
+            "header-checks {{\n{EXE}\"/^Content-Type: multipart/\" \"REJECT\"\n}}\nmime-header-checks {{\n\"/^X-Nothing/\" \"REJECT\"\n}}\n"
+        ));
+        let (d, out) = data(&p, MULTI);
+        assert_eq!(d.verdict, Verdict::Accept);
+        assert_eq!(out, MULTI);
+        let p = pipeline(&format!("mime-header-checks {{\n{EXE}}}\n"));
+        let (d, _) = data(&p, MULTI);
+        assert!(rejected(&d));
+        // the rule's class only: Subject is not a MIME header, inner headers are nested
+        let p = pipeline("mime-header-checks {\n\"/^Subject:/\" \"REJECT\"\n}\n");
+        assert_eq!(data(&p, MULTI).0.verdict, Verdict::Accept);
+        // nested: a dedicated rule sees attached messages' headers, header-checks not
+        let p = pipeline(
+            "header-checks {\n\"/^Subject: inner/\" \"REJECT\"\n}\nnested-header-checks {\n\"/^From: b@/\" \"HOLD\"\n}\n",
+        );
+        let (d, _) = data(&p, MULTI);
+        assert_eq!(d.verdict, Verdict::Hold);
+        assert_eq!(d.checks.matches.len(), 1);
+        assert_eq!(d.checks.matches[0].content, Content::NestedHeader);
+        // a non-MIME message: top-level headers only, no MIME parse needed
+        let p = pipeline("mime-header-checks {\n\"/^Subject/\" \"REJECT\"\n}\n");
+        assert_eq!(data(&p, MSG).0.verdict, Verdict::Accept);
+    }
+
+    #[test]
+    fn part_header_edits_are_exact() {
+        let p = pipeline(
+            "mime-header-checks {\n\"/^Content-Disposition: attachment/\" \"IGNORE\"\n\"/^Content-Type: application/\" \"REPLACE Content-Type: text/plain\"\n}\nnested-header-checks {\n\"/^Subject: inner/\" \"PREPEND X-Inner: yes\"\n}\n",
+        );
+        let (d, out) = data(&p, MULTI);
+        assert_eq!(d.verdict, Verdict::Accept);
+        let want = MULTI
+            .replace(
+                "Content-Type: application/octet-stream; name=\"evil.exe\"\r\nContent-Disposition: attachment;\r\n filename=\"evil.exe\"\r\n",
+                "Content-Type: text/plain\r\n",
+            )
+            .replace("Subject: inner\r\n", "X-Inner: yes\r\nSubject: inner\r\n");
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn body_checks_see_decoded_text_parts_only() {
+        // base64 text part, decoded
+        let p = pipeline("body-checks {\n\"/^buy cheap watches$/\" \"REJECT 5.7.1 spam\"\n}\n");
+        let (d, _) = data(&p, MULTI);
+        assert_eq!(
+            d.verdict,
+            Verdict::Reject(Reply::new(550, [5, 7, 1], "spam"))
+        );
+        assert_eq!(
+            d.checks.matches[0].part.as_deref(),
+            Some("part 2 (text/plain, base64)")
+        );
+        // quoted-printable, decoded (soft spaces and UTF-8)
+        let p = pipeline("body-checks {\n\"/café cheap pills/\" \"DISCARD\"\n}\n");
+        assert_eq!(data(&p, MULTI).0.verdict, Verdict::Discard);
+        // attachments' base64 and part headers are not body lines; nor is the
+        // preamble (not a text part)
+        for pattern in ["TVqQ", "^Content-", "preamble", "^--BB"] {
+            let p = pipeline(&format!("body-checks {{\n\"/{pattern}/\" \"REJECT\"\n}}\n"));
+            assert_eq!(data(&p, MULTI).0.verdict, Verdict::Accept, "{pattern}");
+        }
+        // the attached message's body is a text part
+        let p = pipeline("body-checks {\n\"/^inner body$/\" \"REJECT\"\n}\n");
+        assert!(rejected(&data(&p, MULTI).0));
+        // the size limit is per part: 5 bytes of each part still reach "plain"
+        let p = pipeline("body-checks size-limit=5 {\n\"/^plain line$/\" \"REJECT\"\n}\n");
+        assert!(rejected(&data(&p, MULTI).0));
+        let p = pipeline("body-checks size-limit=5 {\n\"/^second line$/\" \"REJECT\"\n}\n");
+        assert_eq!(data(&p, MULTI).0.verdict, Verdict::Accept);
+    }
+
+    #[test]
+    fn body_edits_on_identity_parts_and_dunno_on_encoded_ones() {
+        let p = pipeline(
+            "body-checks {\n\"/^plain line$/\" \"REPLACE [removed]\"\n\"/cheap watches/\" \"REPLACE [removed]\"\n\"/^second line$/\" \"IGNORE\"\n\"/^inner body$/\" \"PREPEND before\"\n}\n",
+        );
+        let (d, out) = data(&p, MULTI);
+        assert_eq!(d.verdict, Verdict::Accept);
+        let want = MULTI
+            .replace("\r\nplain line\r\n", "\r\n[removed]\r\n")
+            .replace("\r\ninner body\r\n", "\r\nbefore\r\ninner body\r\n");
+        assert_eq!(out, want);
+        let degraded: Vec<&str> = d
+            .checks
+            .matches
+            .iter()
+            .filter(|m| m.action.contains("cannot edit"))
+            .map(|m| m.text.as_str())
+            .collect();
+        assert_eq!(degraded, ["buy cheap watches", "second line"]);
+        assert_eq!(d.checks.edits.len(), 2);
+    }
+
+    #[test]
+    fn hostile_mime_is_bounded() {
+        let mut msg =
+            String::from("Subject: x\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n");
+        for i in 0..3000 {
+            msg.push_str(&format!(
+                "--b\r\nContent-Type: text/plain\r\nX-N: {i}\r\n\r\nline {i}\r\n"
+            ));
+        }
+        msg.push_str("--b--\r\n");
+        let p = pipeline(
+            "header-checks {\n\"/^X-N: 2999/\" \"REJECT\"\n}\nbody-checks {\n\"/^line 2999$/\" \"REJECT\"\n}\n",
+        );
+        // part 2999 is beyond the cap: not inspected
+        assert_eq!(data(&p, &msg).0.verdict, Verdict::Accept);
+        let p = pipeline("header-checks {\n\"/^X-N: 98$/\" \"REJECT\"\n}\n");
+        assert!(rejected(&data(&p, &msg).0));
     }
 
     #[test]

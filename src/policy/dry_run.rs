@@ -98,8 +98,12 @@ fn result(stage: Stage, rcpt: Option<&str>, decision: &Decision) -> StageResult 
     let mut header_changes: Vec<String> = Vec::new();
     let mut checks: Vec<String> = Vec::new();
     for m in &decision.checks.matches {
+        let part = m
+            .part
+            .as_ref()
+            .map_or_else(String::new, |p| format!(" {p}"));
         checks.push(format!(
-            "{} {} {:?} {}",
+            "{} {}{part} {:?} {}",
             m.entry,
             m.content.as_str(),
             m.text,
@@ -107,7 +111,7 @@ fn result(stage: Stage, rcpt: Option<&str>, decision: &Decision) -> StageResult 
         ));
         let (word, rest) = m.action.split_once(' ').unwrap_or((&m.action, ""));
         // content checks' edits of headers, in the notation of hooks' changes
-        if m.content == crate::config::checks::Content::Header && !m.action.contains("(invalid") {
+        if m.content.is_header() && m.part.is_none() && !m.action.contains("(") {
             match word.to_ascii_uppercase().as_str() {
                 "IGNORE" | "STRIP" => header_changes.push(format!("- {}", m.text)),
                 "REPLACE" => header_changes.push(format!("= {}", rest.trim())),

@@ -38,6 +38,11 @@ impl HeaderLine {
         self.raw.clone()
     }
 
+    /// Moves the raw range (a header parsed from a slice, placed in its message).
+    pub(crate) fn set_raw(&mut self, raw: std::ops::Range<usize>) {
+        self.raw = raw;
+    }
+
     /// The value, without the colon and the whitespace after it.
     pub fn value(&self) -> &str {
         self.line[self.name_len + 1..].trim_start_matches([' ', '\t'])

@@ -25,6 +25,7 @@ pub mod alias;
 mod checks;
 mod dry_run;
 mod message;
+pub mod mime;
 pub mod script;
 
 /// Transports and transport(5) lookups (defined in config, which parses them).
@@ -478,7 +479,20 @@ impl Pipeline {
         let mut header_changes = Vec::new();
         let mut checks = checks::CheckState::default();
         let mut filter = None;
-        for rule in &self.stages[stage.index()] {
+        let rules = &self.stages[stage.index()];
+        // Postfix's defaults: mime_header_checks and nested_header_checks are
+        // header_checks unless the stage has rules of their own
+        let dedicated = |content: crate::config::checks::Content| {
+            rules
+                .iter()
+                .any(|r| matches!(&r.action, Action::Checks(c) if c.content == content))
+        };
+        let classes = checks::Classes {
+            mime: !dedicated(crate::config::checks::Content::MimeHeader),
+            nested: !dedicated(crate::config::checks::Content::NestedHeader),
+        };
+        let mime = std::cell::OnceCell::new();
+        for rule in rules {
             if !rule
                 .conditions
                 .iter()
@@ -497,7 +511,7 @@ impl Pipeline {
                         ..Default::default()
                     };
                     let state = if rule.warn { &mut scratch } else { &mut checks };
-                    match checks::run(cfg, &rule.origin, ctx, state) {
+                    match checks::run(cfg, &rule.origin, ctx, &mime, classes, state) {
                         Some((verdict, entry)) => {
                             decided_by = entry;
                             verdict

@@ -38,6 +38,7 @@ pub(crate) enum Field {
     Size,
     Headers,
     Body,
+    Parts,
 }
 
 use Stage::{Data, Helo, Mail, Rcpt, Route};
@@ -79,7 +80,7 @@ impl Field {
             Field::Sender => &[Mail, Rcpt, Data, Route],
             Field::Rcpt => &[Rcpt, Route],
             Field::Recipients => &[Rcpt, Data],
-            Field::Size | Field::Headers | Field::Body => &[Data],
+            Field::Size | Field::Headers | Field::Body | Field::Parts => &[Data],
         }
     }
 
@@ -99,7 +100,7 @@ pub(crate) struct Method {
 }
 
 /// Every method a script can call on `ctx`; all exist at the data stage only.
-pub(crate) const METHODS: [Method; 6] = [
+pub(crate) const METHODS: [Method; 7] = [
     Method {
         name: "header",
         reads: Some(Field::Headers),
@@ -111,6 +112,10 @@ pub(crate) const METHODS: [Method; 6] = [
     Method {
         name: "body",
         reads: Some(Field::Body),
+    },
+    Method {
+        name: "parts",
+        reads: Some(Field::Parts),
     },
     Method {
         name: "add_header",
@@ -248,6 +253,7 @@ pub(crate) struct CtxData {
     size: i64,
     headers: HeaderStore,
     body: ImmutableString,
+    parts: Array,
     changes: Mutex<Vec<HeaderChange>>,
     max_changes: usize,
 }
@@ -300,6 +306,10 @@ impl Ctx {
             Some(body) if want(Field::Body) => lossy_prefix(body, max_body).into(),
             _ => ImmutableString::new(),
         };
+        let parts = match input.body {
+            Some(body) if want(Field::Parts) => parts_of(body, max_body),
+            _ => Array::new(),
+        };
         Ctx(Arc::new(CtxData {
             stage,
             client,
@@ -337,6 +347,7 @@ impl Ctx {
                 HeaderStore::default()
             },
             body,
+            parts,
             changes: Mutex::new(Vec::new()),
             max_changes,
         }))
@@ -404,6 +415,44 @@ fn lossy_prefix(body: &[u8], max: usize) -> String {
         end -= 1;
     }
     text[..end].to_owned()
+}
+
+/// `ctx.parts()`: the message's MIME parts (see [`crate::policy::mime`]), part 0
+/// the message itself, as maps. The text of text parts is decoded; all of it
+/// together is at most `max_text` bytes, as for `ctx.body()`.
+fn parts_of(message: &[u8], max_text: usize) -> Array {
+    let mime = crate::policy::mime::Mime::parse(message);
+    let mut left = max_text;
+    mime.parts
+        .iter()
+        .map(|p| {
+            let text = p.decoded_text(message, left);
+            left -= text.len().min(left);
+            let mut map = Map::new();
+            map.insert("index".into(), Dynamic::from(p.index as i64));
+            map.insert("depth".into(), Dynamic::from(p.depth as i64));
+            map.insert(
+                "content_type".into(),
+                ImmutableString::from(p.content_type.as_str()).into(),
+            );
+            map.insert(
+                "filename".into(),
+                ImmutableString::from(p.filename.as_deref().unwrap_or("")).into(),
+            );
+            map.insert(
+                "size".into(),
+                Dynamic::from(i64::try_from(p.size).unwrap_or(i64::MAX)),
+            );
+            map.insert("is_attachment".into(), Dynamic::from(p.is_attachment));
+            map.insert("is_text".into(), Dynamic::from(p.is_text));
+            map.insert(
+                "encoding".into(),
+                ImmutableString::from(p.encoding.as_str()).into(),
+            );
+            map.insert("text".into(), ImmutableString::from(text).into());
+            Dynamic::from_map(map)
+        })
+        .collect()
 }
 
 /// A header name a script may use: printable ASCII without `:` or space.
@@ -535,6 +584,10 @@ pub(crate) fn register(engine: &mut rhai::Engine) {
         .register_fn("body", |c: &mut Ctx| -> Res<ImmutableString> {
             c.need_data("body")?;
             Ok(c.0.body.clone())
+        })
+        .register_fn("parts", |c: &mut Ctx| -> Res<Array> {
+            c.need_data("parts")?;
+            Ok(c.0.parts.clone())
         })
         .register_fn(
             "add_header",

@@ -783,5 +783,46 @@ fn documented_examples_compile() {
         }
         count += 1;
     }
-    assert_eq!(count, 5);
+    assert_eq!(count, 6);
+}
+
+#[test]
+fn data_hook_reads_mime_parts() {
+    const MSG: &[u8] = b"Subject: x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8gd29ybGQK\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"Evil.EXE\"\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n--b--\r\n";
+    let hook = compile(
+        Stage::Data,
+        r#"fn data(ctx) {
+    let parts = ctx.parts();
+    if parts.len() != 3 { throw "parts " + parts.len(); }
+    if parts[0].content_type != "multipart/mixed" { throw "root " + parts[0].content_type; }
+    if parts[1].text != "hello world\n" || parts[1].is_attachment { throw "text " + parts[1].text; }
+    if parts[1].encoding != "base64" { throw "encoding"; }
+    for p in parts {
+        if p.is_attachment && p.filename.to_lower().ends_with(".exe") {
+            if p.size != 12 || p.text != "" { throw "attachment " + p.size; }
+            return reject(550, "5.7.1", "no executables: " + p.filename);
+        }
+    }
+    accept()
+}"#,
+    );
+    let mut input = input(Stage::Data);
+    input.body = Some(MSG);
+    let out = hook.call(host(), &input, &lookups()).unwrap();
+    assert_eq!(
+        out.decision,
+        HookDecision::Verdict(Verdict::Reject(Reply::new(
+            550,
+            [5, 7, 1],
+            "no executables: Evil.EXE"
+        )))
+    );
+    // parts() is checked per stage, like the other data fields
+    let errors = compile_err(Stage::Rcpt, "fn rcpt(ctx) { ctx.parts(); accept() }");
+    assert!(
+        errors[0]
+            .to_string()
+            .contains("only available in a data hook"),
+        "{errors:?}"
+    );
 }

@@ -1,0 +1,573 @@
+//! The MIME structure of a message, as content checks and data hooks see it, read
+//! with the `mail-parser` crate.
+//!
+//! [`Mime::parse`] flattens the message into a bounded list of [`Part`]s in message
+//! order: part 0 is the message itself (its headers are the top-level ones, which
+//! content checks read from `Context::headers`), then every MIME part, the parts of
+//! attached messages (`message/rfc822`) included. At most [`MAX_PARTS`] parts and
+//! [`MAX_DEPTH`] levels of nesting are kept; what lies beyond is not inspected
+//! (`truncated` says so). The parser never panics on its own account (a panic
+//! inside it would be caught and the message treated as one text part).
+//!
+//! Offsets: a part's header and body ranges are byte ranges of the message as
+//! received when `addressable` is true. A message attached with a transfer encoding
+//! (a base64 `message/rfc822`, rare) is parsed from its decoded bytes: its parts are
+//! not addressable, so nothing in them can be edited.
+
+use std::ops::Range;
+
+use mail_parser::{Encoding, Message, MessageParser, MimeHeaders, PartType};
+
+use super::message::{HeaderLine, parse_headers};
+
+/// Most parts inspected in one message (the message itself counts as one).
+pub const MAX_PARTS: usize = 100;
+/// Deepest nesting inspected (multipart in multipart, or an attached message).
+pub const MAX_DEPTH: usize = 20;
+
+/// Which header_checks class a header belongs to (Postfix's header classes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderClass {
+    /// A top-level header that is not a MIME header: `header_checks`.
+    Primary,
+    /// A MIME header: `Content-*` or `MIME-Version` at the top level, or any header
+    /// of a MIME part: `mime_header_checks`.
+    Mime,
+    /// A header of an attached message (a `message/rfc822` part's body):
+    /// `nested_header_checks`.
+    Nested,
+}
+
+impl HeaderClass {
+    /// The class of a top-level header, by name.
+    pub fn of_top_level(name: &str) -> HeaderClass {
+        let lower = name.to_ascii_lowercase();
+        if lower.starts_with("content-") || lower == "mime-version" {
+            HeaderClass::Mime
+        } else {
+            HeaderClass::Primary
+        }
+    }
+}
+
+/// A part's content transfer encoding, as far as decoding goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransferEncoding {
+    /// 7bit, 8bit, binary or none: the decoded lines are the raw lines.
+    Identity,
+    QuotedPrintable,
+    Base64,
+}
+
+impl TransferEncoding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferEncoding::Identity => "identity",
+            TransferEncoding::QuotedPrintable => "quoted-printable",
+            TransferEncoding::Base64 => "base64",
+        }
+    }
+}
+
+/// One MIME part (or the message itself, or an attached message).
+#[derive(Clone, Debug)]
+pub struct Part {
+    /// Its place in [`Mime::parts`]: 0 is the message.
+    pub index: usize,
+    pub depth: usize,
+    /// `type/subtype`, lower case (`text/plain` when none is given).
+    pub content_type: String,
+    /// The attachment's file name (Content-Disposition `filename` or Content-Type
+    /// `name`), if any.
+    pub filename: Option<String>,
+    /// Content-Disposition: attachment, or a named non-text part.
+    pub is_attachment: bool,
+    /// Whether the part is text (`text/*`, not multipart, not a message).
+    pub is_text: bool,
+    /// The class of this part's own headers; part 0's are read from the context
+    /// instead and left empty here.
+    pub class: HeaderClass,
+    /// The part's headers, unfolded; raw ranges are in the message as received when
+    /// `addressable`.
+    pub headers: Vec<HeaderLine>,
+    /// The body's raw range (meaningful when `addressable`).
+    pub body: Range<usize>,
+    pub encoding: TransferEncoding,
+    /// The declared charset of a text part.
+    pub charset: Option<String>,
+    /// Decoded body size in bytes.
+    pub size: usize,
+    /// The decoded text of a text part whose lines cannot be read raw (encoded, or
+    /// not addressable); `None` otherwise.
+    pub text: Option<String>,
+    /// Ranges refer to the message as received.
+    pub addressable: bool,
+}
+
+impl Part {
+    /// The body's decoded lines: `(text, raw range)`, the range `None` when the line
+    /// cannot be edited in place (an encoded part). At most `limit` bytes per part
+    /// (Postfix's `body_checks_size_limit`); empty for non-text parts.
+    pub fn lines<'a>(
+        &'a self,
+        message: &'a [u8],
+        limit: usize,
+    ) -> Box<dyn Iterator<Item = (String, Option<Range<usize>>)> + 'a> {
+        if !self.is_text {
+            return Box::new(std::iter::empty());
+        }
+        if let Some(text) = &self.text {
+            let mut inspected = 0usize;
+            return Box::new(
+                text.split_inclusive('\n')
+                    .take_while(move |l| {
+                        let go = inspected < limit;
+                        inspected += l.len();
+                        go
+                    })
+                    .map(|l| {
+                        let l = l.strip_suffix('\n').unwrap_or(l);
+                        (l.strip_suffix('\r').unwrap_or(l).to_owned(), None)
+                    }),
+            );
+        }
+        let decoder = self
+            .charset
+            .as_deref()
+            .filter(|c| !is_utf8(c))
+            .and_then(|c| mail_parser::decoders::charsets::map::charset_decoder(c.as_bytes()));
+        let end = self.body.end.min(message.len());
+        let mut pos = self.body.start.min(end);
+        let start = pos;
+        Box::new(std::iter::from_fn(move || {
+            if pos >= end || pos - start >= limit {
+                return None;
+            }
+            let stop = memchr::memchr(b'\n', &message[pos..end]).map_or(end, |i| pos + i + 1);
+            let raw = &message[pos..stop];
+            let line = raw.strip_suffix(b"\n").unwrap_or(raw);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let text = match decoder {
+                Some(d) => d(line),
+                None => String::from_utf8_lossy(line).into_owned(),
+            };
+            // the part's last line: its line break belongs to the boundary
+            // delimiter that follows, but an edit takes it along (a replacement
+            // line ends with its own), so that the delimiter stays at a line start
+            let mut range = pos..stop;
+            if !raw.ends_with(b"\n") {
+                let after = &message[stop..];
+                range.end += if after.starts_with(b"\r\n") {
+                    2
+                } else {
+                    usize::from(after.starts_with(b"\n"))
+                };
+            }
+            pos = stop;
+            Some((text, Some(range)))
+        }))
+    }
+
+    /// The decoded text of a text part, at most `max` bytes (cut at a character
+    /// boundary); empty for other parts.
+    pub fn decoded_text(&self, message: &[u8], max: usize) -> String {
+        let mut out = String::new();
+        if !self.is_text {
+            return out;
+        }
+        if let Some(text) = &self.text {
+            out.push_str(cut(text, max));
+            return out;
+        }
+        for (line, raw) in self.lines(message, max) {
+            let eol = raw.map_or("\n", |r| {
+                if message[..r.end.min(message.len())].ends_with(b"\r\n") {
+                    "\r\n"
+                } else if message[..r.end.min(message.len())].ends_with(b"\n") {
+                    "\n"
+                } else {
+                    ""
+                }
+            });
+            if out.len() + line.len() + eol.len() > max {
+                out.push_str(cut(&line, max.saturating_sub(out.len())));
+                break;
+            }
+            out.push_str(&line);
+            out.push_str(eol);
+        }
+        out
+    }
+}
+
+fn is_utf8(charset: &str) -> bool {
+    matches!(
+        charset.to_ascii_lowercase().as_str(),
+        "utf-8" | "utf8" | "us-ascii" | "ascii"
+    )
+}
+
+/// `text` cut at most `max` bytes, at a character boundary.
+fn cut(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// A message's parts (see the module documentation).
+#[derive(Clone, Debug, Default)]
+pub struct Mime {
+    pub parts: Vec<Part>,
+    /// Some parts were left out ([`MAX_PARTS`], [`MAX_DEPTH`]).
+    pub truncated: bool,
+}
+
+impl Mime {
+    /// Reads `message` (headers and body, as received). Never panics.
+    pub fn parse(message: &[u8]) -> Mime {
+        let mut mime = Mime::default();
+        // the parser's output nests as deep as the message does, and dropping it
+        // recurses: only as many containers as can matter reach it
+        let seen = containers_end(message, MAX_CONTAINERS);
+        if seen < message.len() {
+            mime.truncated = true;
+        }
+        let seen = &message[..seen];
+        let parsed = std::panic::catch_unwind(|| MessageParser::default().parse(seen));
+        match parsed {
+            Ok(Some(msg)) => walk(&msg, seen, 0, false, &mut mime),
+            Ok(None) => {}
+            Err(_) => tracing::error!("MIME parser panicked; message read as one text part"),
+        }
+        if mime.parts.is_empty() {
+            // not even a header block: the whole message is one text part
+            let body = parse_headers(message).1;
+            mime.parts.push(Part {
+                index: 0,
+                depth: 0,
+                content_type: "text/plain".to_owned(),
+                filename: None,
+                is_attachment: false,
+                is_text: true,
+                class: HeaderClass::Primary,
+                headers: Vec::new(),
+                body: body..message.len(),
+                encoding: TransferEncoding::Identity,
+                charset: None,
+                size: message.len() - body,
+                text: None,
+                addressable: true,
+            });
+        }
+        mime
+    }
+}
+
+/// Most container headers (`Content-Type: multipart/*` or `message/*`) handed to
+/// the parser: every level of nesting needs one.
+const MAX_CONTAINERS: usize = 2 * MAX_PARTS;
+
+/// Where the `max + 1`-th line declaring a container type starts (the message's
+/// length when there are not that many).
+fn containers_end(message: &[u8], max: usize) -> usize {
+    const NAME: &[u8] = b"content-type:";
+    let mut count = 0;
+    let mut pos = 0;
+    while pos < message.len() {
+        let end = memchr::memchr(b'\n', &message[pos..]).map_or(message.len(), |i| pos + i + 1);
+        let line = &message[pos..end];
+        if line.len() > NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME) {
+            // the type may start on a continuation line
+            let mut rest = message[pos + NAME.len()..]
+                .iter()
+                .position(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+                .map_or(&b""[..], |i| &message[pos + NAME.len() + i..]);
+            rest = &rest[..rest.len().min(10)];
+            let container = rest.len() >= 8
+                && (rest[..8].eq_ignore_ascii_case(b"message/")
+                    || rest.len() >= 10 && rest[..10].eq_ignore_ascii_case(b"multipart/"));
+            if container {
+                count += 1;
+                if count > max {
+                    return pos;
+                }
+            }
+        }
+        pos = end;
+    }
+    message.len()
+}
+
+/// Adds the parts of `msg` (the message, or one attached at `depth`) to `out`.
+fn walk(msg: &Message<'_>, top: &[u8], depth: usize, nested: bool, out: &mut Mime) {
+    let raw: &[u8] = msg.raw_message.as_ref();
+    let addressable = std::ptr::eq(raw.as_ptr(), top.as_ptr()) && raw.len() == top.len();
+    let mut depths = vec![depth; msg.parts.len()];
+    for (i, part) in msg.parts.iter().enumerate() {
+        if let PartType::Multipart(children) = &part.body {
+            let child_depth = depths[i] + 1;
+            for &c in children {
+                if let Some(d) = depths.get_mut(c as usize)
+                    && (c as usize) > i
+                {
+                    *d = child_depth;
+                }
+            }
+        }
+    }
+    for (i, part) in msg.parts.iter().enumerate() {
+        let d = depths[i];
+        if d > MAX_DEPTH {
+            out.truncated = true;
+            continue;
+        }
+        if out.parts.len() >= MAX_PARTS {
+            out.truncated = true;
+            return;
+        }
+        let index = out.parts.len();
+        let class = match (i, nested) {
+            (0, false) => HeaderClass::Primary,
+            (0, true) => HeaderClass::Nested,
+            _ => HeaderClass::Mime,
+        };
+        let header_range = (part.offset_header as usize).min(raw.len())
+            ..(part.offset_body as usize).min(raw.len());
+        let headers = if index == 0 {
+            Vec::new()
+        } else {
+            let block = &raw[header_range.clone()];
+            let (mut headers, _) = parse_headers(block);
+            for h in &mut headers {
+                let r = h.raw();
+                h.set_raw(if addressable {
+                    r.start + header_range.start..r.end + header_range.start
+                } else {
+                    0..0
+                });
+            }
+            headers
+        };
+        let ct = part.content_type();
+        let content_type = ct.map_or_else(
+            || "text/plain".to_owned(),
+            |c| match c.subtype() {
+                Some(s) => format!("{}/{}", c.ctype(), s).to_ascii_lowercase(),
+                None => c.ctype().to_ascii_lowercase(),
+            },
+        );
+        let is_text = matches!(part.body, PartType::Text(_) | PartType::Html(_));
+        let encoding = match part.encoding {
+            Encoding::None => TransferEncoding::Identity,
+            Encoding::QuotedPrintable => TransferEncoding::QuotedPrintable,
+            Encoding::Base64 => TransferEncoding::Base64,
+        };
+        let filename = part.attachment_name().map(str::to_owned);
+        let disposition_attachment = part
+            .content_disposition()
+            .is_some_and(|c| c.is_attachment());
+        let is_attachment = disposition_attachment
+            || (filename.is_some() && !is_text)
+            || matches!(part.body, PartType::Message(_) | PartType::Binary(_));
+        let body = (part.offset_body as usize).min(raw.len())
+            ..(part.offset_end as usize).clamp(part.offset_body as usize, raw.len().max(1));
+        let body = body.start..body.end.min(raw.len());
+        let text = match &part.body {
+            PartType::Text(t) | PartType::Html(t)
+                if encoding != TransferEncoding::Identity || !addressable =>
+            {
+                Some(t.to_string())
+            }
+            _ => None,
+        };
+        out.parts.push(Part {
+            index,
+            depth: d,
+            content_type,
+            filename,
+            is_attachment: is_attachment && index != 0,
+            is_text,
+            class,
+            headers,
+            body,
+            encoding,
+            charset: ct.and_then(|c| c.attribute("charset")).map(str::to_owned),
+            size: part.len(),
+            text,
+            addressable,
+        });
+        if let PartType::Message(inner) = &part.body {
+            if d + 1 > MAX_DEPTH {
+                out.truncated = true;
+            } else {
+                walk(inner, top, d + 1, true, out);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const MULTI: &str = "Received: from x\r\nFrom: a@example.test\r\nSubject: hi\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"BB\"\r\n\r\npreamble\r\n--BB\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nhello caf=C3=A9\r\nsecond line\r\n--BB\r\nContent-Type: application/octet-stream; name=\"evil.exe\"\r\nContent-Disposition: attachment;\r\n filename=\"evil.exe\"\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n--BB\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\nFrom: b@example.test\r\n\r\ninner body\r\n--BB--\r\n";
+
+    #[test]
+    fn parts_in_order_with_classes_and_offsets() {
+        let m = Mime::parse(MULTI.as_bytes());
+        let types: Vec<&str> = m.parts.iter().map(|p| p.content_type.as_str()).collect();
+        assert_eq!(
+            types,
+            [
+                "multipart/mixed",
+                "text/plain",
+                "application/octet-stream",
+                "message/rfc822",
+                "text/plain"
+            ]
+        );
+        let exe = &m.parts[2];
+        assert_eq!(exe.filename.as_deref(), Some("evil.exe"));
+        assert!(exe.is_attachment && !exe.is_text);
+        assert_eq!(exe.class, HeaderClass::Mime);
+        assert_eq!(
+            exe.headers[1].line(),
+            "Content-Disposition: attachment; filename=\"evil.exe\""
+        );
+        let r = exe.headers[1].raw();
+        assert_eq!(
+            &MULTI[r],
+            "Content-Disposition: attachment;\r\n filename=\"evil.exe\"\r\n"
+        );
+        assert_eq!(exe.size, 12);
+        let inner = &m.parts[4];
+        assert_eq!(inner.class, HeaderClass::Nested);
+        assert_eq!(inner.headers[0].line(), "Subject: inner");
+        assert_eq!(&MULTI[inner.headers[0].raw()], "Subject: inner\r\n");
+        let text = &m.parts[1];
+        assert_eq!(text.encoding, TransferEncoding::QuotedPrintable);
+        let lines: Vec<(String, Option<Range<usize>>)> =
+            text.lines(MULTI.as_bytes(), 1000).collect();
+        assert_eq!(lines[0], ("hello café".to_owned(), None));
+        assert_eq!(lines[1].0, "second line");
+        let body: Vec<String> = inner.lines(MULTI.as_bytes(), 1000).map(|l| l.0).collect();
+        assert_eq!(body, ["inner body"]);
+        assert!(!m.truncated);
+    }
+
+    #[test]
+    fn classes_of_top_level_headers() {
+        assert_eq!(HeaderClass::of_top_level("Subject"), HeaderClass::Primary);
+        assert_eq!(HeaderClass::of_top_level("content-type"), HeaderClass::Mime);
+        assert_eq!(HeaderClass::of_top_level("MIME-Version"), HeaderClass::Mime);
+    }
+
+    #[test]
+    fn non_mime_and_garbage() {
+        let m = Mime::parse(b"Subject: x\r\n\r\nline\r\n");
+        assert_eq!(m.parts.len(), 1);
+        assert!(m.parts[0].is_text);
+        let lines: Vec<String> = m.parts[0]
+            .lines(b"Subject: x\r\n\r\nline\r\n", 100)
+            .map(|l| l.0)
+            .collect();
+        assert_eq!(lines, ["line"]);
+        for junk in [
+            &b""[..],
+            b"\r\n",
+            b"--\r\n--",
+            b"\xff\xfe\x00",
+            b"Content-Type: multipart/mixed; boundary=\r\n\r\n--\r\n",
+        ] {
+            let m = Mime::parse(junk);
+            assert!(!m.parts.is_empty());
+            for p in &m.parts {
+                let _ = p.lines(junk, 1000).count();
+                let _ = p.decoded_text(junk, 1000);
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_messages_are_bounded() {
+        // thousands of parts
+        let mut msg = String::from("Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n");
+        for i in 0..5000 {
+            msg.push_str(&format!(
+                "--b\r\nContent-Type: text/plain\r\nX-N: {i}\r\n\r\npart {i}\r\n"
+            ));
+        }
+        msg.push_str("--b--\r\n");
+        let m = Mime::parse(msg.as_bytes());
+        assert_eq!(m.parts.len(), MAX_PARTS);
+        assert!(m.truncated);
+        // deep nesting of multiparts
+        let mut msg = String::new();
+        for i in 0..2000 {
+            msg.push_str(&format!(
+                "Content-Type: multipart/mixed; boundary=\"b{i}\"\r\n\r\n--b{i}\r\n"
+            ));
+        }
+        msg.push_str("Content-Type: text/plain\r\n\r\ndeep\r\n");
+        let m = Mime::parse(msg.as_bytes());
+        assert!(m.parts.len() <= MAX_PARTS);
+        assert!(m.parts.iter().all(|p| p.depth <= MAX_DEPTH));
+        assert!(m.truncated);
+        // deep nesting of attached messages
+        let mut msg = String::new();
+        for _ in 0..2000 {
+            msg.push_str("Subject: n\r\nContent-Type: message/rfc822\r\n\r\n");
+        }
+        msg.push_str("Subject: last\r\n\r\nbody\r\n");
+        let m = Mime::parse(msg.as_bytes());
+        assert!(m.parts.len() <= MAX_PARTS);
+        assert!(m.parts.iter().all(|p| p.depth <= MAX_DEPTH));
+        // a huge header
+        let mut msg =
+            String::from("Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nX-Big: ");
+        for _ in 0..100_000 {
+            msg.push_str("aaaaaaaaa\r\n ");
+        }
+        msg.push_str("\r\n\r\nbody\r\n--b--\r\n");
+        let m = Mime::parse(msg.as_bytes());
+        assert!(m.parts.len() <= 3);
+    }
+}
+
+#[cfg(test)]
+mod stack_tests {
+    use super::*;
+
+    /// Deep nesting neither overflows a small stack (parsing, walking, dropping) nor
+    /// keeps more than the caps.
+    #[test]
+    fn deep_nesting_on_a_small_stack() {
+        let mut a = String::new();
+        for _ in 0..50_000 {
+            a.push_str("Content-Type: message/rfc822\r\n\r\n");
+        }
+        a.push_str("Subject: last\r\n\r\nbody\r\n");
+        let mut b = String::new();
+        for i in 0..20_000 {
+            b.push_str(&format!(
+                "Content-Type: multipart/mixed; boundary=\"b{i}\"\r\n\r\n--b{i}\r\nContent-Type: message/rfc822\r\n\r\n"
+            ));
+        }
+        b.push_str("Subject: last\r\n\r\nbody\r\n");
+        for msg in [a, b] {
+            let handle = std::thread::Builder::new()
+                .stack_size(512 * 1024)
+                .spawn(move || {
+                    let m = Mime::parse(msg.as_bytes());
+                    assert!(m.parts.len() <= MAX_PARTS);
+                })
+                .unwrap();
+            handle.join().unwrap();
+        }
+    }
+}
