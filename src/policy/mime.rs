@@ -230,6 +230,11 @@ pub struct Mime {
 impl Mime {
     /// Reads `message` (headers and body, as received). Never panics.
     pub fn parse(message: &[u8]) -> Mime {
+        Self::simple(message).unwrap_or_else(|| Self::parse_full(message))
+    }
+
+    /// [`Mime::parse`] with the parser, whatever the message.
+    fn parse_full(message: &[u8]) -> Mime {
         let mut mime = Mime::default();
         // the parser's output nests as deep as the message does, and dropping it
         // recurses: only as many containers as can matter reach it
@@ -265,6 +270,72 @@ impl Mime {
             });
         }
         mime
+    }
+}
+
+impl Mime {
+    /// The common case without the parser: one text part, no transfer encoding, in
+    /// US-ASCII or UTF-8, not an attachment. Its lines are the raw lines. `None` for
+    /// anything else (the parser then reads it).
+    fn simple(message: &[u8]) -> Option<Mime> {
+        let (headers, body_start) = parse_headers(message);
+        let mut content_type = "text/plain".to_owned();
+        let mut charset = None;
+        for h in &headers {
+            let name = h.name();
+            if name.eq_ignore_ascii_case("content-type") {
+                let value = h.value().to_ascii_lowercase();
+                let mut params = value.split(';');
+                let ty = params.next().unwrap_or_default().trim();
+                if !ty.starts_with("text/") {
+                    return None;
+                }
+                content_type = ty.to_owned();
+                for p in params {
+                    let (key, val) = p.split_once('=').unwrap_or((p, ""));
+                    match key.trim() {
+                        "charset" => {
+                            let cs = val.trim().trim_matches('"');
+                            if !matches!(cs, "us-ascii" | "utf-8" | "utf8") {
+                                return None;
+                            }
+                            charset = Some(cs.to_owned());
+                        }
+                        "name" => return None,
+                        _ => {}
+                    }
+                }
+            } else if name.eq_ignore_ascii_case("content-transfer-encoding") {
+                if !matches!(
+                    h.value().trim().to_ascii_lowercase().as_str(),
+                    "7bit" | "8bit" | "binary"
+                ) {
+                    return None;
+                }
+            } else if name.eq_ignore_ascii_case("content-disposition") {
+                return None;
+            }
+        }
+        let body = body_start.min(message.len())..message.len();
+        Some(Mime {
+            parts: vec![Part {
+                index: 0,
+                depth: 0,
+                content_type,
+                filename: None,
+                is_attachment: false,
+                is_text: true,
+                class: HeaderClass::Primary,
+                headers: Vec::new(),
+                size: body.len(),
+                body,
+                encoding: TransferEncoding::Identity,
+                charset,
+                text: None,
+                addressable: true,
+            }],
+            truncated: false,
+        })
     }
 }
 
@@ -413,6 +484,40 @@ fn walk(msg: &Message<'_>, top: &[u8], depth: usize, nested: bool, out: &mut Mim
 
 #[cfg(test)]
 mod tests {
+    /// The shortcut for plain messages reads them as the parser does.
+    #[test]
+    fn the_plain_message_shortcut_agrees_with_the_parser() {
+        for msg in [
+            &b"Subject: hi\r\n\r\nline one\r\nline two\r\n"[..],
+            b"Content-Type: text/plain; charset=\"UTF-8\"\r\nContent-Transfer-Encoding: 8bit\r\nSubject: x\r\n\r\nh\xc3\xa9llo\r\n",
+            b"Content-Type: text/html; charset=us-ascii\r\n\r\n<p>hi</p>\r\n",
+            b"Subject: no body\r\n",
+        ] {
+            let fast = super::Mime::simple(msg).expect("a plain message");
+            let full = super::Mime::parse_full(msg);
+            assert_eq!(fast.parts.len(), 1);
+            let (f, p) = (&fast.parts[0], &full.parts[0]);
+            assert_eq!(
+                (&f.content_type, f.is_text, f.is_attachment, f.encoding, f.body.clone()),
+                (&p.content_type, p.is_text, p.is_attachment, p.encoding, p.body.clone()),
+                "{}",
+                String::from_utf8_lossy(msg)
+            );
+            assert_eq!(
+                f.lines(msg, 1 << 20).collect::<Vec<_>>(),
+                p.lines(msg, 1 << 20).collect::<Vec<_>>()
+            );
+        }
+        for msg in [
+            &b"Content-Type: text/plain; charset=iso-2022-jp\r\n\r\nx\r\n"[..],
+            b"Content-Transfer-Encoding: base64\r\n\r\naGk=\r\n",
+            b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n",
+            b"Content-Disposition: attachment; filename=a.txt\r\n\r\nx\r\n",
+        ] {
+            assert!(super::Mime::simple(msg).is_none());
+        }
+    }
+
     use super::*;
 
     pub(crate) const MULTI: &str = "Received: from x\r\nFrom: a@example.test\r\nSubject: hi\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"BB\"\r\n\r\npreamble\r\n--BB\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nhello caf=C3=A9\r\nsecond line\r\n--BB\r\nContent-Type: application/octet-stream; name=\"evil.exe\"\r\nContent-Disposition: attachment;\r\n filename=\"evil.exe\"\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n--BB\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\nFrom: b@example.test\r\n\r\ninner body\r\n--BB--\r\n";
