@@ -319,3 +319,59 @@ delivery {{
     );
     assert_eq!(filter.count(), 1);
 }
+
+/// A data hook chooses the filter for the messages it wants scanned.
+#[test]
+fn a_data_hook_chooses_the_filter() {
+    let sink = Sink::start(&[]);
+    let reinject = free_port();
+    let filter_port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let hook = dir.path().join("scan.rhai");
+    std::fs::write(
+        &hook,
+        "fn data(ctx) {\n    if ctx.header(\"Subject\").contains(\"scan me\") {\n        ctx.content_filter(\"scan\");\n    }\n    next()\n}\n",
+    )
+    .unwrap();
+    let config = format!(
+        r#"
+server {{
+    hostname "mx.example.test"
+    spool "{{spool}}"
+}}
+listen "mx" address="127.0.0.1:{{port}}"
+listen "reinject" address="127.0.0.1:{reinject}" filtered=#true
+networks "trusted" "127.0.0.0/8"
+content-filter "scan" "smtp:[127.0.0.1]:{filter_port}"
+stage "rcpt" {{
+    accept client="trusted"
+}}
+stage "data" {{
+    hook "{}"
+}}
+stage "route" {{
+    transport "*" "smtp:[127.0.0.1]:{}"
+}}
+delivery {{
+    backoff-min "1s"
+}}
+"#,
+        hook.display(),
+        sink.port()
+    );
+    let mtad = Mtad::start(&config);
+    let filter = FilterPeer::start(filter_port, reinject, &[]);
+    send(&mtad, "plain", BODY);
+    send(&mtad, "please scan me", BODY);
+    let dumps = sink.dumps_within(2, Duration::from_secs(15));
+    let subjects: Vec<&str> = dumps
+        .iter()
+        .map(|d| d.lines().find(|l| l.starts_with("Subject: ")).unwrap())
+        .collect();
+    assert!(subjects.contains(&"Subject: plain"), "{subjects:?}");
+    assert!(
+        subjects.contains(&"Subject: [filtered] please scan me"),
+        "{subjects:?}"
+    );
+    assert_eq!(filter.count(), 1);
+}

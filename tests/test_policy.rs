@@ -464,3 +464,38 @@ fn mime_matches_name_their_class_and_part() {
         "{report}"
     );
 }
+
+/// A hook naming a content filter that does not exist fails closed.
+#[test]
+fn a_hook_choosing_an_undefined_filter_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("f.rhai"),
+        "fn data(ctx) {\n    ctx.content_filter(\"nope\");\n    next()\n}\n",
+    )
+    .unwrap();
+    let config = dir.path().join("mtad.kdl");
+    std::fs::write(
+        &config,
+        "server {\n    hostname \"mx.example.test\"\n    spool \"spool\"\n}\n\
+         listen \"mx\" address=\"127.0.0.1:2525\"\n\
+         stage \"rcpt\" {\n    accept\n}\nstage \"data\" {\n    hook \"f.rhai\"\n}\n",
+    )
+    .unwrap();
+    let out = mtactl(&[
+        "test-policy",
+        "--config",
+        config.to_str().unwrap(),
+        "--from",
+        "a@src.test",
+        "--rcpt",
+        "b@dst.test",
+    ]);
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("data                             defer"),
+        "{report}"
+    );
+    assert!(report.contains("451 4."), "{report}");
+}

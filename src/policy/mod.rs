@@ -559,18 +559,34 @@ impl Pipeline {
                         if !rule.warn {
                             header_changes.extend(out.header_changes);
                         }
-                        match out.decision {
-                            HookDecision::Transport(t) => match route::Transport::parse(&t) {
-                                Ok(t) => {
-                                    transport = Some(t.to_string());
-                                    Verdict::Accept
-                                }
-                                Err(e) => {
-                                    error!(%stage, rule = %rule.origin, transport = %t, error = %e, "route hook returned a bad transport; deferring");
-                                    Verdict::Defer(HookError::tempfail_reply())
-                                }
-                            },
-                            HookDecision::Verdict(v) => v,
+                        let unknown_filter = out
+                            .filter
+                            .as_ref()
+                            .filter(|name| self.content_filter(name).is_none())
+                            .cloned();
+                        if let Some(name) = unknown_filter {
+                            // fail closed, like any other hook error
+                            error!(%stage, rule = %rule.origin, filter = %name, "hook chose a content filter that is not defined; answering 451");
+                            Verdict::Defer(HookError::tempfail_reply())
+                        } else {
+                            if !rule.warn
+                                && let Some(name) = out.filter
+                            {
+                                filter = Some((name, rule.origin.clone()));
+                            }
+                            match out.decision {
+                                HookDecision::Transport(t) => match route::Transport::parse(&t) {
+                                    Ok(t) => {
+                                        transport = Some(t.to_string());
+                                        Verdict::Accept
+                                    }
+                                    Err(e) => {
+                                        error!(%stage, rule = %rule.origin, transport = %t, error = %e, "route hook returned a bad transport; deferring");
+                                        Verdict::Defer(HookError::tempfail_reply())
+                                    }
+                                },
+                                HookDecision::Verdict(v) => v,
+                            }
                         }
                     }
                     Err(e) if rule.warn => {

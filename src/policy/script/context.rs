@@ -100,7 +100,7 @@ pub(crate) struct Method {
 }
 
 /// Every method a script can call on `ctx`; all exist at the data stage only.
-pub(crate) const METHODS: [Method; 7] = [
+pub(crate) const METHODS: [Method; 8] = [
     Method {
         name: "header",
         reads: Some(Field::Headers),
@@ -127,6 +127,10 @@ pub(crate) const METHODS: [Method; 7] = [
     },
     Method {
         name: "replace_header",
+        reads: None,
+    },
+    Method {
+        name: "content_filter",
         reads: None,
     },
 ];
@@ -256,6 +260,8 @@ pub(crate) struct CtxData {
     parts: Array,
     changes: Mutex<Vec<HeaderChange>>,
     max_changes: usize,
+    /// `ctx.content_filter(name)`: the last one.
+    filter: Mutex<Option<String>>,
 }
 
 /// `ctx`, as Rhai sees it (type name `Context`).
@@ -350,10 +356,20 @@ impl Ctx {
             parts,
             changes: Mutex::new(Vec::new()),
             max_changes,
+            filter: Mutex::new(None),
         }))
     }
 
     /// The header changes the script asked for, in order.
+    /// The content filter the script chose, if any.
+    pub(crate) fn take_filter(&self) -> Option<String> {
+        self.0
+            .filter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
     pub(crate) fn take_changes(&self) -> Vec<HeaderChange> {
         std::mem::take(
             &mut *self
@@ -620,6 +636,16 @@ pub(crate) fn register(engine: &mut rhai::Engine) {
                 })
             },
         )
+        .register_fn("content_filter", |c: &mut Ctx, name: &str| -> Res<()> {
+            c.need_data("content_filter")?;
+            if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_graphic()) {
+                return Err(script_error(format!(
+                    "ctx.content_filter(): `{name}` is not a content filter name"
+                )));
+            }
+            *c.0.filter.lock().unwrap_or_else(PoisonError::into_inner) = Some(name.to_owned());
+            Ok(())
+        })
         .register_fn("to_string", |_: &mut Ctx| "Context")
         .register_fn("to_debug", |c: &mut Ctx| format!("Context({})", c.0.stage));
 

@@ -399,6 +399,8 @@ pub struct HookOutput {
     pub decision: HookDecision,
     /// In the order the script made them (data hooks only; empty otherwise).
     pub header_changes: Vec<HeaderChange>,
+    /// `ctx.content_filter(NAME)` (data hooks): the message goes through that filter.
+    pub filter: Option<String>,
 }
 
 impl Hook {
@@ -463,6 +465,7 @@ impl Hook {
         Ok(HookOutput {
             decision,
             header_changes: ctx.take_changes(),
+            filter: ctx.take_filter(),
         })
     }
 }
