@@ -158,6 +158,10 @@ pub struct Listener {
     /// `filtered=#true`: mail received here comes back from a content filter and is
     /// never filtered again (the re-injection listener).
     pub filtered: bool,
+    /// `proxy-protocol=#true proxies="SET"`: every connection starts with a PROXY
+    /// protocol header (v1 or v2) from an address in this networks set, and the
+    /// session runs as the client it names.
+    pub proxy: Option<String>,
 }
 
 /// The `limits` block. Defaults follow Postfix's where Postfix has one.

@@ -733,7 +733,7 @@ impl Parser {
                 }
                 "listen" => {
                     saw_listen = true;
-                    if let Some(l) = self.listen(node, &listeners, &sets.filters) {
+                    if let Some(l) = self.listen(node, &listeners, &sets) {
                         listeners.push((l, here));
                     }
                 }
@@ -1070,15 +1070,27 @@ impl Parser {
         &mut self,
         node: &KdlNode,
         existing: &[(Listener, Origin)],
-        filters: &filter::Filters,
+        sets: &Sets,
     ) -> Option<Listener> {
+        let filters = &sets.filters;
         const USAGE: &str =
             "listen NAME address=\"IP:PORT\" [content-filter=\"NAME\"] [filtered=#true]";
         self.check_annotations(node);
         self.no_children(node);
-        let props = self.props(node, &["address", "content-filter", "filtered"]);
+        let props = self.props(
+            node,
+            &[
+                "address",
+                "content-filter",
+                "filtered",
+                "proxy-protocol",
+                "proxies",
+            ],
+        );
         let mut content_filter = None;
         let mut filtered = false;
+        let mut proxy_protocol = false;
+        let mut proxies: Option<(String, &KdlEntry)> = None;
         for (key, entry) in &props {
             match *key {
                 "content-filter" => {
@@ -1090,6 +1102,34 @@ impl Parser {
                         self.error(entry.span(), "filtered is #true or #false", "not a boolean");
                     }
                 },
+                "proxy-protocol" => match entry.value().as_bool() {
+                    Some(b) => proxy_protocol = b,
+                    None => {
+                        self.error(
+                            entry.span(),
+                            "proxy-protocol is #true or #false",
+                            "not a boolean",
+                        );
+                    }
+                },
+                "proxies" => {
+                    if let Some(name) = self.string(entry, "proxies") {
+                        if sets.networks.contains_key(name) {
+                            proxies = Some((name.to_owned(), *entry));
+                        } else {
+                            let help = suggest(name, sets.networks.keys().map(String::as_str))
+                                .unwrap_or_else(|| {
+                                    format!("define it: networks \"{name}\" \"10.0.0.5/32\"")
+                                });
+                            self.error(
+                                entry.span(),
+                                format!("no networks set named `{name}`"),
+                                "undefined",
+                            )
+                            .help = Some(help);
+                        }
+                    }
+                }
                 _ => {}
             }
         }
@@ -1146,11 +1186,35 @@ impl Parser {
             .help = Some(format!("first defined at {first}"));
             return None;
         }
+        let proxy = match (proxy_protocol, proxies) {
+            (true, Some((name, _))) => Some(name),
+            (false, None) => None,
+            (true, None) => {
+                self.node_error(
+                    node,
+                    "proxy-protocol=#true needs proxies=\"NETWORKS\": the load balancers' addresses",
+                    "which proxies?",
+                )
+                .help = Some(
+                    "only those may send a PROXY header: networks \"lb\" \"10.0.0.5/32\"; listen ... proxy-protocol=#true proxies=\"lb\"".to_owned(),
+                );
+                return None;
+            }
+            (false, Some((_, entry))) => {
+                self.error(
+                    entry.span(),
+                    "proxies= without proxy-protocol=#true",
+                    "no PROXY protocol",
+                );
+                return None;
+            }
+        };
         Some(Listener {
             name: name.to_owned(),
             address,
             content_filter,
             filtered,
+            proxy,
         })
     }
 

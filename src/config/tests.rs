@@ -76,6 +76,7 @@ fn example_parses_to_expected_values() {
             address: "127.0.0.1:2525".parse::<SocketAddr>().unwrap(),
             content_filter: None,
             filtered: false,
+            proxy: None,
         }]
     );
     assert_eq!(config.limits, Limits::default());
@@ -720,4 +721,30 @@ fn content_filters_and_their_references() {
     }
     assert!(rendered.contains("did you mean `amavis`?"), "{rendered}");
     assert!(rendered.contains("mtad.kdl:7:42"), "{rendered}");
+}
+
+#[test]
+fn proxy_protocol_listeners() {
+    let config = parse(&format!(
+        "{PRELUDE}listen \"lb\" address=\"127.0.0.1:2526\" proxy-protocol=#true proxies=\"lb\"\nnetworks \"lb\" \"10.0.0.5/32\"\n"
+    ));
+    assert_eq!(config.listeners[1].proxy.as_deref(), Some("lb"));
+    assert_eq!(config.listeners[0].proxy, None);
+    let (errors, rendered) = check(&format!(
+        "{PRELUDE}listen \"a\" address=\"127.0.0.1:2526\" proxy-protocol=#true\n\
+         listen \"b\" address=\"127.0.0.1:2527\" proxies=\"lb\"\n\
+         listen \"c\" address=\"127.0.0.1:2528\" proxy-protocol=#true proxies=\"lbb\"\n\
+         listen \"d\" address=\"127.0.0.1:2529\" proxy-protocol=\"yes\" proxies=\"lb\"\n\
+         networks \"lb\" \"10.0.0.5/32\"\n"
+    ));
+    let messages: Vec<&str> = errors.errors.iter().map(|e| e.message.as_str()).collect();
+    for want in [
+        "proxy-protocol=#true needs proxies=\"NETWORKS\": the load balancers' addresses",
+        "proxies= without proxy-protocol=#true",
+        "no networks set named `lbb`",
+        "proxy-protocol is #true or #false",
+    ] {
+        assert!(messages.contains(&want), "{want:?} missing:\n{rendered}");
+    }
+    assert!(rendered.contains("did you mean `lb`?"), "{rendered}");
 }

@@ -9,6 +9,7 @@
 
 pub mod dot;
 pub mod line;
+pub mod proxy;
 pub mod reply;
 pub mod server;
 

@@ -14,13 +14,14 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use super::conn::LimitHit;
 use super::session::{Session, next_session_id};
-use super::{Core, reply};
+use super::{Core, proxy, reply};
 use crate::config::Config;
 use crate::control::socket::ControlSocket;
 use crate::delivery::dns::Resolver;
 use crate::delivery::hops::Outbound;
 use crate::delivery::scheduler::Scheduler;
 use crate::delivery::tls::TlsClient;
+use crate::lookup::NetworkSet;
 use crate::policy::Pipeline;
 use crate::queue::{Spool, SpoolError};
 
@@ -86,7 +87,14 @@ pub async fn serve_until(
             source,
         });
         match listener {
-            Ok(listener) => listeners.push((Arc::<str>::from(l.name.as_str()), listener)),
+            Ok(listener) => {
+                let proxies = l
+                    .proxy
+                    .as_ref()
+                    .and_then(|set| config.networks.get(set))
+                    .map(|set| Arc::new(set.clone()));
+                listeners.push((Arc::<str>::from(l.name.as_str()), listener, proxies))
+            }
             Err(err) => {
                 spool.close();
                 return Err(err);
@@ -147,11 +155,12 @@ pub async fn serve_until(
     let core = Arc::new(core);
     let scheduler = tokio::spawn(scheduler.run(shutdown.clone(), grace));
     let mut loops = JoinSet::new();
-    for (name, listener) in listeners {
-        info!(listener = %name, address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
+    for (name, listener, proxies) in listeners {
+        info!(listener = %name, address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), proxy_protocol = proxies.is_some(), "listening");
         loops.spawn(accept_loop(
             listener,
             name,
+            proxies,
             core.clone(),
             shutdown.clone(),
             grace,
@@ -188,6 +197,7 @@ fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
 async fn accept_loop(
     listener: TcpListener,
     name: Arc<str>,
+    proxies: Option<Arc<NetworkSet>>,
     core: Arc<Core>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
@@ -196,7 +206,20 @@ async fn accept_loop(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => admit(&mut sessions, stream, peer, &name, &core),
+                Ok((stream, peer)) => match &proxies {
+                    None => admit(&mut sessions, stream, peer, &name, &core),
+                    Some(proxies) => {
+                        let id = next_session_id();
+                        let span = info_span!("proxy", id = %format_args!("{id:x}"), proxy = %peer, listener = %name);
+                        let (name, core, proxies) = (name.clone(), core.clone(), proxies.clone());
+                        sessions.spawn(
+                            async move {
+                                proxied(stream, peer, name, core, proxies).await;
+                            }
+                            .instrument(span),
+                        );
+                    }
+                },
                 Err(err) => {
                     // EMFILE and friends: back off instead of spinning.
                     warn!(listener = %name, %err, "accept failed");
@@ -222,6 +245,36 @@ async fn accept_loop(
             }
         }
     }
+}
+
+/// A connection on a PROXY protocol listener: only from a configured proxy, and only
+/// with a valid header, which names the client the session then runs as. Anything
+/// else is closed without a banner. The proxy's own address never becomes the client.
+async fn proxied(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    name: Arc<str>,
+    core: Arc<Core>,
+    proxies: Arc<NetworkSet>,
+) {
+    if !proxies.contains(canonical_ip(peer.ip())) {
+        warn!(
+            "connection to a PROXY protocol listener from an address that is not a configured proxy; closed"
+        );
+        return;
+    }
+    let client = match proxy::read_header(&mut stream).await {
+        Ok(p) => p.address(),
+        Err(err) => {
+            warn!(%err, "closed without a banner");
+            return;
+        }
+    };
+    let client = SocketAddr::new(canonical_ip(client.ip()), client.port());
+    info!(%client, "PROXY protocol header");
+    let mut sessions = JoinSet::new();
+    admit(&mut sessions, stream, client, &name, &core);
+    while sessions.join_next().await.is_some() {}
 }
 
 fn admit(
