@@ -11,6 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use ppp::{v1, v2};
+
+use super::server::canonical_ip;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// How long the proxy has to send the header.
@@ -122,7 +124,7 @@ pub fn parse_v1(header: &[u8]) -> Result<Proxied, ProxyError> {
             Proxied::Client(SocketAddr::new(IpAddr::V4(a.source_address), a.source_port))
         }
         v1::Addresses::Tcp6(a) => Proxied::Client(SocketAddr::new(
-            canonical(IpAddr::V6(a.source_address)),
+            canonical_ip(IpAddr::V6(a.source_address)),
             a.source_port,
         )),
         v1::Addresses::Unknown => Proxied::Unknown,
@@ -142,7 +144,7 @@ pub fn parse_v2(header: &[u8]) -> Result<Proxied, ProxyError> {
             a.source_port,
         ))),
         v2::Addresses::IPv6(a) => Ok(Proxied::Client(SocketAddr::new(
-            canonical(IpAddr::V6(a.source_address)),
+            canonical_ip(IpAddr::V6(a.source_address)),
             a.source_port,
         ))),
         v2::Addresses::Unspecified => Ok(Proxied::Unknown),
@@ -152,11 +154,6 @@ pub fn parse_v2(header: &[u8]) -> Result<Proxied, ProxyError> {
     }
 }
 
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 #[cfg(test)]

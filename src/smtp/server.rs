@@ -325,7 +325,7 @@ fn admit(
 
 /// IPv4 clients on a dual-stack socket arrive as `::ffff:a.b.c.d`; rules and limits see
 /// the IPv4 address.
-fn canonical_ip(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
