@@ -154,8 +154,6 @@ pub fn parse_v2(header: &[u8]) -> Result<Proxied, ProxyError> {
     }
 }
 
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
