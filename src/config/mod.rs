@@ -63,6 +63,8 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     /// The `limits` block, with defaults for everything not written.
     pub limits: Limits,
+    /// The `rate-limits` block: per client address and time window.
+    pub rate_limits: RateLimits,
     /// `networks` sets by name.
     pub networks: BTreeMap<String, NetworkSet>,
     /// `domains` sets by name.
@@ -162,6 +164,20 @@ pub struct Listener {
     /// protocol header (v1 or v2) from an address in this networks set, and the
     /// session runs as the client it names.
     pub proxy: Option<String>,
+}
+
+/// The `rate-limits` block: what one client address may do per window (Postfix's
+/// anvil `smtpd_client_*_rate_limit`), none by default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RateLimits {
+    /// New connections: (count, window).
+    pub connections: Option<(u32, Duration)>,
+    /// Messages (accepted MAIL FROM commands).
+    pub messages: Option<(u32, Duration)>,
+    /// Accepted recipients.
+    pub recipients: Option<(u32, Duration)>,
+    /// `networks` sets whose clients are never limited.
+    pub exempt: Vec<String>,
 }
 
 /// The `limits` block. Defaults follow Postfix's where Postfix has one.

@@ -40,6 +40,7 @@ const TOP_LEVEL: &[&str] = &[
     "delivery",
     "credentials",
     "content-filter",
+    "rate-limits",
 ];
 const SERVER_KEYS: &[&str] = &[
     "hostname",
@@ -238,6 +239,8 @@ mod checks_parse;
 mod delivery;
 #[path = "filter.rs"]
 mod filter;
+#[path = "rate.rs"]
+mod rate;
 
 #[derive(Default)]
 struct Sets {
@@ -665,6 +668,7 @@ impl Parser {
         let mut server: Option<Server> = None;
         let mut server_at: Option<Origin> = None;
         let mut limits: Option<(Limits, Origin)> = None;
+        let mut rate_limits: Option<(crate::config::RateLimits, Origin)> = None;
         let mut listeners: Vec<(Listener, Origin)> = Vec::new();
         let mut saw_listen = false;
         let mut stages: [Option<(Vec<RuleConfig>, Origin)>; Stage::COUNT] = Default::default();
@@ -722,6 +726,15 @@ impl Parser {
                     server_at = Some(here);
                     server = self.server(node, path, &sets.filters);
                 }
+                "rate-limits" => {
+                    if let Some((_, first)) = &rate_limits {
+                        let first = first.clone();
+                        self.duplicate(node.name().span(), "`rate-limits` block".into(), &first);
+                        continue;
+                    }
+                    let r = self.rate_limits(node, &sets);
+                    rate_limits = Some((r, here));
+                }
                 "limits" => {
                     if let Some((_, first)) = &limits {
                         let first = first.clone();
@@ -774,6 +787,7 @@ impl Parser {
             server,
             listeners: listeners.into_iter().map(|(l, _)| l).collect(),
             limits: limits.map(|l| l.0).unwrap_or_default(),
+            rate_limits: rate_limits.map(|r| r.0).unwrap_or_default(),
             networks: sets
                 .networks
                 .into_iter()

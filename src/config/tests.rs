@@ -748,3 +748,33 @@ fn proxy_protocol_listeners() {
     }
     assert!(rendered.contains("did you mean `lb`?"), "{rendered}");
 }
+
+#[test]
+fn rate_limits_block() {
+    let config = parse(&format!(
+        "{PRELUDE}networks \"office\" \"10.0.0.0/8\"\nrate-limits {{\n    connections 30 per=\"1m\"\n    recipients 500 per=\"1h\"\n    exempt \"office\"\n}}\n"
+    ));
+    let r = &config.rate_limits;
+    assert_eq!(r.connections, Some((30, Duration::from_secs(60))));
+    assert_eq!(r.messages, None);
+    assert_eq!(r.recipients, Some((500, Duration::from_secs(3600))));
+    assert_eq!(r.exempt, ["office"]);
+    assert_eq!(parse(PRELUDE).rate_limits, Default::default());
+
+    let (errors, rendered) = check(&format!(
+        "{PRELUDE}rate-limits {{\n    connections 30\n    messages 0 per=\"1h\"\n    recipients 5 per=\"2d\"\n    exempt \"ofice\"\n    mesages 3 per=\"1h\"\n}}\nnetworks \"office\" \"10.0.0.0/8\"\n"
+    ));
+    let messages: Vec<&str> = errors.errors.iter().map(|e| e.message.as_str()).collect();
+    for want in [
+        "`connections` needs per=\"DURATION\"",
+        "per must be between 1s and 24h",
+        "no networks set named `ofice`",
+        "unknown node `mesages` in `rate-limits`",
+    ] {
+        assert!(messages.contains(&want), "{want:?} missing:\n{rendered}");
+    }
+    assert!(
+        messages.iter().any(|m| m.contains("messages")),
+        "{rendered}"
+    );
+}

@@ -32,6 +32,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if !self.enough_space() {
             return self.fail(reply::INSUFFICIENT_STORAGE);
         }
+        if !self
+            .core
+            .rate
+            .allow(super::rate::Kind::Messages, self.peer.ip())
+        {
+            warn!(limit = "messages", "rate limit: MAIL refused");
+            return self.fail(reply::TOO_MANY_MESSAGES);
+        }
         debug!(from = %from.address, size = from.size, "mail");
         let declared = (from.size > 0).then_some(from.size as u64);
         let decision = self.policy.evaluate(

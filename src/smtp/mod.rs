@@ -17,6 +17,7 @@ mod conn;
 mod data;
 mod ehlo;
 mod mail;
+pub mod rate;
 mod rcpt;
 mod session;
 mod simple;
@@ -53,6 +54,8 @@ pub struct Core {
     /// Messages inside a content filter right now, to notice one coming back to a
     /// listener that would filter it again (shared with the scheduler).
     pub filter_loops: Arc<FilterLoops>,
+    /// `rate-limits`: connections, messages and recipients per client address.
+    pub rate: rate::RateLimiter,
     /// Becomes `true` when the server stops: idle sessions say 421 and close, sessions
     /// in the middle of a message finish it first.
     pub shutdown: watch::Receiver<bool>,
@@ -83,6 +86,7 @@ impl Core {
             spool,
             connections: Arc::new(Connections::default()),
             filter_loops: Arc::new(FilterLoops::default()),
+            rate: rate::RateLimiter::new(config),
             shutdown,
         }
     }

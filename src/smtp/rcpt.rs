@@ -33,6 +33,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if !to.address.is_ascii() && !self.tx.smtputf8 {
             return self.fail(reply::NEED_SMTPUTF8);
         }
+        if !self
+            .core
+            .rate
+            .allow(super::rate::Kind::Recipients, self.peer.ip())
+        {
+            tracing::warn!(limit = "recipients", "rate limit: RCPT refused");
+            return self.fail(reply::TOO_MANY_RCPTS_RATE);
+        }
         let decision = self.policy.evaluate(
             Stage::Rcpt,
             &Context {

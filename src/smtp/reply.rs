@@ -35,6 +35,10 @@ pub const PIPELINING_VIOLATION: &str =
 pub const HTTP_REQUEST: &str = "221 2.7.0 Error: this is an SMTP server, not HTTP; closing\r\n";
 
 pub const MESSAGE_TOO_BIG: &str = "552 5.3.4 Error: message file too big\r\n";
+pub const TOO_MANY_MESSAGES: &str =
+    "450 4.7.1 Error: too many messages from your address; try again later\r\n";
+pub const TOO_MANY_RCPTS_RATE: &str =
+    "450 4.7.1 Error: too many recipients from your address; try again later\r\n";
 pub const TOO_MANY_HOPS: &str = "554 5.4.6 Too many hops\r\n";
 pub const TOO_MANY_RECIPIENTS: &str = "452 4.5.3 Error: too many recipients\r\n";
 pub const INSUFFICIENT_STORAGE: &str = "452 4.3.1 Error: insufficient system storage\r\n";

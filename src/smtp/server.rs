@@ -290,6 +290,26 @@ fn admit(
     let id = next_session_id();
     let span =
         info_span!("session", id = %format_args!("{id:x}"), client = %peer, listener = %name);
+    if !core.rate.allow(super::rate::Kind::Connections, ip) {
+        let reply = reply::closing(
+            &core.hostname,
+            reply::TOO_MANY_ERRORS,
+            "Error: too many connections from your address; try again later",
+        );
+        sessions.spawn(
+            async move {
+                warn!(limit = "connections", "rate limit: connection refused");
+                let mut stream = stream;
+                let write = async {
+                    stream.write_all(reply.as_bytes()).await?;
+                    stream.shutdown().await
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
+            }
+            .instrument(span),
+        );
+        return;
+    }
     match core.connections.try_acquire(ip, &core.limits) {
         Ok(guard) => {
             let session = Session::new(stream, core.clone(), peer, name.clone());

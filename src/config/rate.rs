@@ -1,0 +1,119 @@
+//! The `rate-limits` block (a child module of `parser`, for its helpers): how much one
+//! client address may do per time window, Postfix's anvil limits.
+//!
+//! ```kdl
+//! rate-limits {
+//!     connections 30 per="1m"      // smtpd_client_connection_rate_limit
+//!     messages 100 per="1h"        // smtpd_client_message_rate_limit
+//!     recipients 500 per="1h"      // smtpd_client_recipient_rate_limit
+//!     exempt "trusted"             // networks sets never limited
+//! }
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kdl::KdlNode;
+
+use super::{Parser, Sets, suggest};
+use crate::config::{Origin, RateLimits};
+
+const KEYS: &[&str] = &["connections", "messages", "recipients", "exempt"];
+const USAGE: &str = "rate-limits { connections 30 per=\"1m\"; messages 100 per=\"1h\"; recipients 500 per=\"1h\"; exempt \"trusted\" }";
+
+impl Parser {
+    pub(super) fn rate_limits(&mut self, node: &KdlNode, sets: &Sets) -> RateLimits {
+        let mut limits = RateLimits::default();
+        self.check_annotations(node);
+        self.props(node, &[]);
+        self.args(node, 0, Some(0), USAGE);
+        let Some(children) = self.children(node, USAGE) else {
+            return limits;
+        };
+        let mut seen: BTreeMap<&str, Origin> = BTreeMap::new();
+        for child in children.nodes() {
+            let key = child.name().value();
+            self.check_annotations(child);
+            self.no_children(child);
+            if !KEYS.contains(&key) {
+                self.unknown_node(child, "rate-limits", KEYS);
+                continue;
+            }
+            let here = self.origin(child.name().span().offset());
+            if let Some(first) = seen.get(key) {
+                let first = first.clone();
+                self.duplicate(
+                    child.name().span(),
+                    format!("`{key}` in `rate-limits`"),
+                    &first,
+                );
+                continue;
+            }
+            seen.insert(key, here);
+            if key == "exempt" {
+                self.props(child, &[]);
+                let Some(args) = self.args(child, 1, None, "exempt \"NETWORKS\"...") else {
+                    continue;
+                };
+                for a in args {
+                    let Some(name) = self.string(a, "networks set") else {
+                        continue;
+                    };
+                    if sets.networks.contains_key(name) {
+                        limits.exempt.push(name.to_owned());
+                    } else {
+                        let help = suggest(name, sets.networks.keys().map(String::as_str))
+                            .unwrap_or_else(|| {
+                                format!("define it: networks \"{name}\" \"10.0.0.0/8\"")
+                            });
+                        self.error(
+                            a.span(),
+                            format!("no networks set named `{name}`"),
+                            "undefined",
+                        )
+                        .help = Some(help);
+                    }
+                }
+                continue;
+            }
+            let usage = format!("{key} COUNT per=\"DURATION\"");
+            let props = self.props(child, &["per"]);
+            let Some(args) = self.args(child, 1, Some(1), &usage) else {
+                continue;
+            };
+            let count = self.integer(args[0], key, 1, u64::from(u32::MAX));
+            let per = match props.iter().find(|(k, _)| *k == "per") {
+                Some((_, entry)) => self.duration(entry, "per").and_then(|d| {
+                    if d.is_zero() || d > Duration::from_secs(86_400) {
+                        self.error(
+                            entry.span(),
+                            "per must be between 1s and 24h",
+                            "out of range",
+                        );
+                        None
+                    } else {
+                        Some(d)
+                    }
+                }),
+                None => {
+                    self.node_error(
+                        child,
+                        format!("`{key}` needs per=\"DURATION\""),
+                        "per what?",
+                    )
+                    .help = Some(format!("usage: {usage}"));
+                    None
+                }
+            };
+            if let (Some(count), Some(per)) = (count, per) {
+                let rule = Some((u32::try_from(count).unwrap_or(u32::MAX), per));
+                match key {
+                    "connections" => limits.connections = rule,
+                    "messages" => limits.messages = rule,
+                    _ => limits.recipients = rule,
+                }
+            }
+        }
+        limits
+    }
+}

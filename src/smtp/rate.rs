@@ -1,0 +1,145 @@
+//! Per-client rate limits (`rate-limits`): fixed windows per client address, in memory.
+//! The counters are a map bounded by [`MAX_CLIENTS`]; a store shared by several nodes
+//! (Redis) would implement the same [`RateLimiter::allow`].
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::lookup::NetworkSet;
+
+/// Most client addresses tracked at once; past it, expired windows are dropped, and if
+/// all are live the oldest half goes (those clients start a new window).
+pub const MAX_CLIENTS: usize = 100_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Connections,
+    Messages,
+    Recipients,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Connections => "connections",
+            Kind::Messages => "messages",
+            Kind::Recipients => "recipients",
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct RateLimiter {
+    rules: [Option<(u32, Duration)>; 3],
+    exempt: Vec<Arc<NetworkSet>>,
+    windows: Mutex<HashMap<(Kind, IpAddr), (Instant, u32)>>,
+}
+
+impl RateLimiter {
+    pub fn new(config: &Config) -> Self {
+        let r = &config.rate_limits;
+        Self {
+            rules: [r.connections, r.messages, r.recipients],
+            exempt: r
+                .exempt
+                .iter()
+                .filter_map(|name| config.networks.get(name))
+                .map(|set| Arc::new(set.clone()))
+                .collect(),
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn rule(&self, kind: Kind) -> Option<(u32, Duration)> {
+        self.rules[kind as usize]
+    }
+
+    /// Counts one `kind` event for `ip`; `false` when it is over the limit (then it is
+    /// not counted).
+    pub fn allow(&self, kind: Kind, ip: IpAddr) -> bool {
+        self.allow_at(kind, ip, Instant::now())
+    }
+
+    fn allow_at(&self, kind: Kind, ip: IpAddr, now: Instant) -> bool {
+        let Some((limit, per)) = self.rule(kind) else {
+            return true;
+        };
+        if self.exempt.iter().any(|set| set.contains(ip)) {
+            return true;
+        }
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        if windows.len() >= MAX_CLIENTS && !windows.contains_key(&(kind, ip)) {
+            windows.retain(|(k, _), (start, _)| {
+                self.rule(*k)
+                    .is_some_and(|(_, per)| now.duration_since(*start) < per)
+            });
+            if windows.len() >= MAX_CLIENTS {
+                let mut starts: Vec<Instant> = windows.values().map(|(s, _)| *s).collect();
+                starts.sort_unstable();
+                let cut = starts[starts.len() / 2];
+                windows.retain(|_, (s, _)| *s > cut);
+            }
+        }
+        let w = windows.entry((kind, ip)).or_insert((now, 0));
+        if now.duration_since(w.0) >= per {
+            *w = (now, 0);
+        }
+        if w.1 >= limit {
+            return false;
+        }
+        w.1 += 1;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(limit: u32, per: u64, exempt: Option<&str>) -> RateLimiter {
+        RateLimiter {
+            rules: [Some((limit, Duration::from_secs(per))), None, None],
+            exempt: exempt
+                .map(|n| Arc::new(NetworkSet::new(vec![n.parse().unwrap()])))
+                .into_iter()
+                .collect(),
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    #[test]
+    fn a_fixed_window_per_client_with_exemptions() {
+        let r = limiter(2, 60, Some("10.0.0.0/8"));
+        let (a, b, t0) = (
+            "192.0.2.1".parse().unwrap(),
+            "192.0.2.2".parse().unwrap(),
+            Instant::now(),
+        );
+        assert!(r.allow_at(Kind::Connections, a, t0));
+        assert!(r.allow_at(Kind::Connections, a, t0));
+        assert!(!r.allow_at(Kind::Connections, a, t0));
+        assert!(r.allow_at(Kind::Connections, b, t0), "another client");
+        assert!(r.allow_at(Kind::Messages, a, t0), "no rule for messages");
+        // the next window
+        assert!(r.allow_at(Kind::Connections, a, t0 + Duration::from_secs(60)));
+        let inside = "10.1.2.3".parse().unwrap();
+        for _ in 0..10 {
+            assert!(r.allow_at(Kind::Connections, inside, t0));
+        }
+    }
+
+    #[test]
+    fn the_map_stays_bounded() {
+        let r = limiter(5, 3600, None);
+        let t0 = Instant::now();
+        for i in 0..(MAX_CLIENTS as u32 + 10) {
+            let ip = IpAddr::from(i.to_be_bytes());
+            let at = t0 + Duration::from_micros(u64::from(i));
+            assert!(r.allow_at(Kind::Connections, ip, at));
+        }
+        assert!(r.windows.lock().unwrap().len() <= MAX_CLIENTS);
+    }
+}
