@@ -81,5 +81,10 @@ fn connections_per_client() {
     c.expect("421 4.7.0");
     let mut c = Client::connect_from("127.0.0.5", mtad.port);
     c.expect("220 ");
-    assert!(mtad.log().contains("rate limit: connection refused"));
+    assert!(
+        mtad.log()
+            .contains("connection refused limit=\"rate limit: connections per window\""),
+        "{}",
+        mtad.log()
+    );
 }

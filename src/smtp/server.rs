@@ -290,57 +290,46 @@ fn admit(
     let id = next_session_id();
     let span =
         info_span!("session", id = %format_args!("{id:x}"), client = %peer, listener = %name);
-    if !core.rate.allow(super::rate::Kind::Connections, ip) {
-        let reply = reply::closing(
-            &core.hostname,
-            reply::TOO_MANY_ERRORS,
-            "Error: too many connections from your address; try again later",
-        );
-        sessions.spawn(
-            async move {
-                warn!(limit = "connections", "rate limit: connection refused");
-                let mut stream = stream;
-                let write = async {
-                    stream.write_all(reply.as_bytes()).await?;
-                    stream.shutdown().await
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
+    let refusal = if core.rate.allow(super::rate::Kind::Connections, ip) {
+        match core.connections.try_acquire(ip, &core.limits) {
+            Ok(guard) => {
+                let session = Session::new(stream, core.clone(), peer, name.clone());
+                sessions.spawn(
+                    async move {
+                        let _slot = guard;
+                        session.run().await;
+                    }
+                    .instrument(span),
+                );
+                return;
             }
-            .instrument(span),
-        );
-        return;
-    }
-    match core.connections.try_acquire(ip, &core.limits) {
-        Ok(guard) => {
-            let session = Session::new(stream, core.clone(), peer, name.clone());
-            sessions.spawn(
-                async move {
-                    let _slot = guard;
-                    session.run().await;
-                }
-                .instrument(span),
-            );
+            Err(LimitHit::Total) => ("Error: too many connections", "connections in total"),
+            Err(LimitHit::PerClient) => (
+                "Error: too many connections from your address",
+                "connections per client",
+            ),
         }
-        Err(hit) => {
-            let text = match hit {
-                LimitHit::Total => "Error: too many connections",
-                LimitHit::PerClient => "Error: too many connections from your address",
+    } else {
+        (
+            "Error: too many connections from your address; try again later",
+            "rate limit: connections per window",
+        )
+    };
+    // refused: say why, close
+    let (text, limit) = refusal;
+    let reply = reply::closing(&core.hostname, reply::TOO_MANY_ERRORS, text);
+    sessions.spawn(
+        async move {
+            warn!(limit, "connection refused");
+            let mut stream = stream;
+            let write = async {
+                stream.write_all(reply.as_bytes()).await?;
+                stream.shutdown().await
             };
-            let reply = reply::closing(&core.hostname, reply::TOO_MANY_ERRORS, text);
-            sessions.spawn(
-                async move {
-                    warn!(limit = ?hit, "connection refused");
-                    let mut stream = stream;
-                    let write = async {
-                        stream.write_all(reply.as_bytes()).await?;
-                        stream.shutdown().await
-                    };
-                    let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
-                }
-                .instrument(span),
-            );
+            let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
         }
-    }
+        .instrument(span),
+    );
 }
 
 /// IPv4 clients on a dual-stack socket arrive as `::ffff:a.b.c.d`; rules and limits see
