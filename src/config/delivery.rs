@@ -67,31 +67,11 @@ impl Parser {
             local_base: Default::default(),
             ..Delivery::defaults_for(Path::new(""))
         };
-        self.check_annotations(node);
-        self.props(node, &[]);
-        self.args(node, 0, Some(0), USAGE);
-        let Some(children) = self.children(node, USAGE) else {
+        let Some(children) = self.settings_block(node, "delivery", DELIVERY_KEYS, USAGE) else {
             return d;
         };
-        let mut seen: BTreeMap<&str, Origin> = BTreeMap::new();
-        for child in children.nodes() {
+        for child in children {
             let key = child.name().value();
-            if !DELIVERY_KEYS.contains(&key) {
-                self.check_annotations(child);
-                self.unknown_node(child, "delivery", DELIVERY_KEYS);
-                continue;
-            }
-            let here = self.origin(child.name().span().offset());
-            if let Some(first) = seen.get(key) {
-                let first = first.clone();
-                self.duplicate(
-                    child.name().span(),
-                    format!("`{key}` in `delivery`"),
-                    &first,
-                );
-                continue;
-            }
-            seen.insert(key, here);
             if key == "fallback-relay" {
                 // one or more transports, as arguments
                 self.check_annotations(child);

@@ -397,6 +397,46 @@ impl Parser {
         self.node_error(node, message, "unknown node").help = Some(help);
     }
 
+    /// The children of a settings block (`server`, `limits`, `delivery`,
+    /// `rate-limits`): the block itself takes no arguments or properties; an unknown
+    /// child and a second child of the same name are reported and left out. `None`
+    /// when the block has no `{ }`.
+    fn settings_block<'n>(
+        &mut self,
+        node: &'n KdlNode,
+        within: &str,
+        known: &[&str],
+        usage: &str,
+    ) -> Option<Vec<&'n KdlNode>> {
+        self.check_annotations(node);
+        self.props(node, &[]);
+        self.args(node, 0, Some(0), usage);
+        let children = self.children(node, usage)?;
+        let mut seen: BTreeMap<&str, Origin> = BTreeMap::new();
+        let mut out = Vec::new();
+        for child in children.nodes() {
+            let key = child.name().value();
+            if !known.contains(&key) {
+                self.check_annotations(child);
+                self.unknown_node(child, within, known);
+                continue;
+            }
+            let here = self.origin(child.name().span().offset());
+            if let Some(first) = seen.get(key) {
+                let first = first.clone();
+                self.duplicate(
+                    child.name().span(),
+                    format!("`{key}` in `{within}`"),
+                    &first,
+                );
+                continue;
+            }
+            seen.insert(key, here);
+            out.push(child);
+        }
+        Some(out)
+    }
+
     fn duplicate(&mut self, span: SourceSpan, what: String, first: &Origin) {
         self.error(span, format!("duplicate {what}"), "defined again here")
             .help = Some(format!("first defined at {first}"));
@@ -950,12 +990,7 @@ impl Parser {
 
     fn server(&mut self, node: &KdlNode, path: &Path, filters: &filter::Filters) -> Option<Server> {
         const USAGE: &str = "server { hostname \"mx.example.test\"; spool \"var/spool\" }";
-        self.check_annotations(node);
-        self.props(node, &[]);
-        self.args(node, 0, Some(0), USAGE);
-        let children = self.children(node, USAGE)?;
-
-        let mut seen: BTreeMap<&str, Origin> = BTreeMap::new();
+        let children = self.settings_block(node, "server", SERVER_KEYS, USAGE)?;
         let mut hostname = None;
         let mut spool = None;
         let mut banner = None;
@@ -963,20 +998,8 @@ impl Parser {
         let mut origin = None;
         let mut control_socket = None;
         let mut content_filter = None;
-        for child in children.nodes() {
+        for &child in &children {
             let key = child.name().value();
-            if !SERVER_KEYS.contains(&key) {
-                self.check_annotations(child);
-                self.unknown_node(child, "server", SERVER_KEYS);
-                continue;
-            }
-            let here = self.origin(child.name().span().offset());
-            if let Some(first) = seen.get(key) {
-                let first = first.clone();
-                self.duplicate(child.name().span(), format!("`{key}` in `server`"), &first);
-                continue;
-            }
-            seen.insert(key, here);
             let Some(value) = self.setting(child, &format!("{key} \"...\"")) else {
                 continue;
             };
@@ -1056,7 +1079,7 @@ impl Parser {
             ("hostname", "hostname \"mx.example.test\""),
             ("spool", "spool \"var/spool\""),
         ] {
-            if !seen.contains_key(key) {
+            if !children.iter().any(|c| c.name().value() == key) {
                 self.node_error(
                     node,
                     format!("`server` needs `{key}`"),
@@ -1237,28 +1260,12 @@ impl Parser {
     fn limits(&mut self, node: &KdlNode) -> Limits {
         const USAGE: &str = "limits { message-size \"10M\"; recipients 1000; ... }";
         let mut limits = Limits::default();
-        self.check_annotations(node);
-        self.props(node, &[]);
-        self.args(node, 0, Some(0), USAGE);
-        let Some(children) = self.children(node, USAGE) else {
+        let Some(children) = self.settings_block(node, "limits", LIMIT_KEYS, USAGE) else {
             return limits;
         };
-        let mut seen: BTreeMap<&str, Origin> = BTreeMap::new();
         let max_usize = usize::MAX as u64;
-        for child in children.nodes() {
+        for child in children {
             let key = child.name().value();
-            if !LIMIT_KEYS.contains(&key) {
-                self.check_annotations(child);
-                self.unknown_node(child, "limits", LIMIT_KEYS);
-                continue;
-            }
-            let here = self.origin(child.name().span().offset());
-            if let Some(first) = seen.get(key) {
-                let first = first.clone();
-                self.duplicate(child.name().span(), format!("`{key}` in `limits`"), &first);
-                continue;
-            }
-            seen.insert(key, here);
             let Some(v) = self.setting(child, &format!("{key} VALUE")) else {
                 continue;
             };

@@ -10,13 +10,12 @@
 //! }
 //! ```
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kdl::KdlNode;
 
 use super::{Parser, Sets, suggest};
-use crate::config::{Origin, RateLimits};
+use crate::config::RateLimits;
 
 const KEYS: &[&str] = &["connections", "messages", "recipients", "exempt"];
 const USAGE: &str = "rate-limits { connections 30 per=\"1m\"; messages 100 per=\"1h\"; recipients 500 per=\"1h\"; exempt \"trusted\" }";
@@ -24,32 +23,13 @@ const USAGE: &str = "rate-limits { connections 30 per=\"1m\"; messages 100 per=\
 impl Parser {
     pub(super) fn rate_limits(&mut self, node: &KdlNode, sets: &Sets) -> RateLimits {
         let mut limits = RateLimits::default();
-        self.check_annotations(node);
-        self.props(node, &[]);
-        self.args(node, 0, Some(0), USAGE);
-        let Some(children) = self.children(node, USAGE) else {
+        let Some(children) = self.settings_block(node, "rate-limits", KEYS, USAGE) else {
             return limits;
         };
-        let mut seen: BTreeMap<&str, Origin> = BTreeMap::new();
-        for child in children.nodes() {
+        for child in children {
             let key = child.name().value();
             self.check_annotations(child);
             self.no_children(child);
-            if !KEYS.contains(&key) {
-                self.unknown_node(child, "rate-limits", KEYS);
-                continue;
-            }
-            let here = self.origin(child.name().span().offset());
-            if let Some(first) = seen.get(key) {
-                let first = first.clone();
-                self.duplicate(
-                    child.name().span(),
-                    format!("`{key}` in `rate-limits`"),
-                    &first,
-                );
-                continue;
-            }
-            seen.insert(key, here);
             if key == "exempt" {
                 self.props(child, &[]);
                 let Some(args) = self.args(child, 1, None, "exempt \"NETWORKS\"...") else {
