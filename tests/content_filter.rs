@@ -10,19 +10,22 @@ use std::time::{Duration, Instant};
 use common::peers::{FilterPeer, Sink, dump_recipients};
 use common::*;
 
-/// `{reinject}`, `{filter}`, `{sink}` and `{on_failure}` to fill in; `{filter_listener}`
-/// is where the filter injects again (the `filtered` listener unless a test says not).
+/// `{reinject}`, `{filter}`, `{sink}`, `{on_failure}`, `{mx_filter}` (the main
+/// listener's `content-filter=`, if any) and `{data}` (data-stage rules) to fill in.
 const CONFIG: &str = r#"
 server {
     hostname "mx.example.test"
     spool "{spool}"
 }
-listen "mx" address="127.0.0.1:{port}" content-filter="scan"
+listen "mx" address="127.0.0.1:{port}" {mx_filter}
 listen "reinject" address="127.0.0.1:{reinject}" filtered=#true
 networks "trusted" "127.0.0.0/8"
 content-filter "scan" "smtp:[127.0.0.1]:{filter}" {on_failure}
 stage "rcpt" {
     accept client="trusted"
+}
+stage "data" {
+{data}
 }
 stage "route" {
     transport "*" "smtp:[127.0.0.1]:{sink}"
@@ -42,6 +45,11 @@ struct Setup {
 }
 
 fn setup(on_failure: &str, reinject_to_mx: bool) -> Setup {
+    setup_with(on_failure, reinject_to_mx, "content-filter=\"scan\"", "")
+}
+
+/// [`setup`] with the main listener's filter setting and data-stage rules given.
+fn setup_with(on_failure: &str, reinject_to_mx: bool, mx_filter: &str, data: &str) -> Setup {
     let sink = Sink::start(&[]);
     let reinject = free_port();
     let filter_port = free_port();
@@ -49,7 +57,9 @@ fn setup(on_failure: &str, reinject_to_mx: bool) -> Setup {
         .replace("{reinject}", &reinject.to_string())
         .replace("{filter}", &filter_port.to_string())
         .replace("{sink}", &sink.port().to_string())
-        .replace("{on_failure}", on_failure);
+        .replace("{on_failure}", on_failure)
+        .replace("{mx_filter}", mx_filter)
+        .replace("{data}", data);
     let mtad = Mtad::start(&config);
     let reinject = if reinject_to_mx { mtad.port } else { reinject };
     Setup {
@@ -269,63 +279,43 @@ fn a_message_back_from_its_filter_is_not_filtered_again() {
     );
 }
 
-/// header_checks' FILTER: on a listener without a filter, only the messages a check
-/// picks go through it.
-#[test]
-fn a_filter_action_in_header_checks_picks_the_messages() {
-    let sink = Sink::start(&[]);
-    let reinject = free_port();
-    let filter_port = free_port();
-    let config = format!(
-        r#"
-server {{
-    hostname "mx.example.test"
-    spool "{{spool}}"
-}}
-listen "mx" address="127.0.0.1:{{port}}"
-listen "reinject" address="127.0.0.1:{reinject}" filtered=#true
-networks "trusted" "127.0.0.0/8"
-content-filter "scan" "smtp:[127.0.0.1]:{filter_port}"
-stage "rcpt" {{
-    accept client="trusted"
-}}
-stage "data" {{
-    header-checks {{
-        "/^Subject: .*invoice/" "FILTER scan"
-    }}
-}}
-stage "route" {{
-    transport "*" "smtp:[127.0.0.1]:{}"
-}}
-delivery {{
-    backoff-min "1s"
-}}
-"#,
-        sink.port()
-    );
-    let mtad = Mtad::start(&config);
-    let filter = FilterPeer::start(filter_port, reinject, &[]);
-    send(&mtad, "hello", BODY);
-    send(&mtad, "your invoice", BODY);
-    let dumps = sink.dumps_within(2, Duration::from_secs(15));
+/// The two messages one goes through the filter and one does not, by subject.
+fn only_the_chosen_one_is_filtered(s: &Setup, filter: &FilterPeer, plain: &str, chosen: &str) {
+    send(&s.mtad, plain, BODY);
+    send(&s.mtad, chosen, BODY);
+    let dumps = s.sink.dumps_within(2, Duration::from_secs(15));
     let subjects: Vec<&str> = dumps
         .iter()
         .map(|d| d.lines().find(|l| l.starts_with("Subject: ")).unwrap())
         .collect();
-    assert!(subjects.contains(&"Subject: hello"), "{subjects:?}");
     assert!(
-        subjects.contains(&"Subject: [filtered] your invoice"),
+        subjects.contains(&format!("Subject: {plain}").as_str()),
+        "{subjects:?}"
+    );
+    assert!(
+        subjects.contains(&format!("Subject: [filtered] {chosen}").as_str()),
         "{subjects:?}"
     );
     assert_eq!(filter.count(), 1);
 }
 
+/// header_checks' FILTER: on a listener without a filter, only the messages a check
+/// picks go through it.
+#[test]
+fn a_filter_action_in_header_checks_picks_the_messages() {
+    let s = setup_with(
+        "",
+        false,
+        "",
+        "    header-checks {\n        \"/^Subject: .*invoice/\" \"FILTER scan\"\n    }",
+    );
+    let filter = FilterPeer::start(s.filter_port, s.reinject, &[]);
+    only_the_chosen_one_is_filtered(&s, &filter, "hello", "your invoice");
+}
+
 /// A data hook chooses the filter for the messages it wants scanned.
 #[test]
 fn a_data_hook_chooses_the_filter() {
-    let sink = Sink::start(&[]);
-    let reinject = free_port();
-    let filter_port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let hook = dir.path().join("scan.rhai");
     std::fs::write(
@@ -333,45 +323,7 @@ fn a_data_hook_chooses_the_filter() {
         "fn data(ctx) {\n    if ctx.header(\"Subject\").contains(\"scan me\") {\n        ctx.content_filter(\"scan\");\n    }\n    next()\n}\n",
     )
     .unwrap();
-    let config = format!(
-        r#"
-server {{
-    hostname "mx.example.test"
-    spool "{{spool}}"
-}}
-listen "mx" address="127.0.0.1:{{port}}"
-listen "reinject" address="127.0.0.1:{reinject}" filtered=#true
-networks "trusted" "127.0.0.0/8"
-content-filter "scan" "smtp:[127.0.0.1]:{filter_port}"
-stage "rcpt" {{
-    accept client="trusted"
-}}
-stage "data" {{
-    hook "{}"
-}}
-stage "route" {{
-    transport "*" "smtp:[127.0.0.1]:{}"
-}}
-delivery {{
-    backoff-min "1s"
-}}
-"#,
-        hook.display(),
-        sink.port()
-    );
-    let mtad = Mtad::start(&config);
-    let filter = FilterPeer::start(filter_port, reinject, &[]);
-    send(&mtad, "plain", BODY);
-    send(&mtad, "please scan me", BODY);
-    let dumps = sink.dumps_within(2, Duration::from_secs(15));
-    let subjects: Vec<&str> = dumps
-        .iter()
-        .map(|d| d.lines().find(|l| l.starts_with("Subject: ")).unwrap())
-        .collect();
-    assert!(subjects.contains(&"Subject: plain"), "{subjects:?}");
-    assert!(
-        subjects.contains(&"Subject: [filtered] please scan me"),
-        "{subjects:?}"
-    );
-    assert_eq!(filter.count(), 1);
+    let s = setup_with("", false, "", &format!("    hook \"{}\"", hook.display()));
+    let filter = FilterPeer::start(s.filter_port, s.reinject, &[]);
+    only_the_chosen_one_is_filtered(&s, &filter, "plain", "please scan me");
 }
