@@ -248,3 +248,35 @@ fn a_clean_multipart_message_is_queued_intact() {
         format!("X-Checked: yes\r\n{message}")
     );
 }
+
+/// docs/hooks.md's `ctx.parts()` example, in the daemon: swaks's attachment is seen by
+/// name, a decoded base64 text part by its text.
+#[test]
+fn a_data_hook_reads_the_mime_parts() {
+    let hooks =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/hooks.md")).unwrap();
+    let at = hooks
+        .find("fn data(ctx) {\n    for part in ctx.parts()")
+        .unwrap();
+    let script = &hooks[at..at + hooks[at..].find("```").unwrap()];
+    let config = CONFIG.replace(
+        "    header-checks file=\"header_checks\"\n    body-checks file=\"body_checks\"\n",
+        "    hook \"parts.rhai\"\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("parts.rhai"), script).unwrap();
+    let spool = dir.path().join("spool");
+    let mtad = Mtad::start_in(dir, spool, &config);
+    let t = send_attachment(&mtad, "Evil.EXE");
+    assert!(
+        t.contains("<** 550 5.7.1 executable attachments are refused: Evil.EXE"),
+        "{t}"
+    );
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode("buy cheap watches here\n");
+    let t = send_data(&mtad, &MULTIPART.replace("{b64}", &b64));
+    assert!(t.contains("<** 550 5.7.1 no thanks"), "{t}");
+    let t = send_attachment(&mtad, "report.pdf");
+    assert!(t.contains("250 2.0.0 Ok: queued as"), "{t}");
+    assert_eq!(mtad.queued().len(), 1);
+}
