@@ -327,3 +327,24 @@ fn a_data_hook_chooses_the_filter() {
     let filter = FilterPeer::start(s.filter_port, s.reinject, &[]);
     only_the_chosen_one_is_filtered(&s, &filter, "plain", "please scan me");
 }
+
+/// A filter that answers 4xx keeps the message queued; once it takes mail again, the
+/// retry delivers it, filtered.
+#[test]
+fn a_4xx_from_the_filter_is_retried() {
+    let s = setup("", false);
+    let mut busy = FilterPeer::start(s.filter_port, s.reinject, &["--temp-fail"]);
+    send(&s.mtad, "later", BODY);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.mtad.log().contains("filter busy, try again later") {
+        assert!(Instant::now() < deadline, "{}", s.mtad.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(s.sink.dump_count(), 0);
+    assert_eq!(s.mtad.queued().len(), 1);
+    busy.stop();
+    let filter = FilterPeer::start(s.filter_port, s.reinject, &[]);
+    let dump = &s.sink.dumps_within(1, Duration::from_secs(15))[0];
+    assert!(dump.contains("Subject: [filtered] later"), "{dump}");
+    assert_eq!(filter.count(), 1);
+}
