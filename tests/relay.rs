@@ -59,20 +59,8 @@ fn send(mtad: &Mtad, from: &str, to: &str, subject: &str) -> String {
     transcript
 }
 
-/// Waits until the log contains `needle` `n` times.
 fn wait_log(mtad: &Mtad, needle: &str, n: usize, within: Duration) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        let log = mtad.log();
-        if log.matches(needle).count() >= n {
-            return log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "expected {n}× {needle:?} in the log:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    mtad.wait_log(needle, n, within)
 }
 
 fn wait_empty_queue(mtad: &Mtad, within: Duration) {

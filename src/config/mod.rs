@@ -146,6 +146,57 @@ pub struct Server {
     /// `content-filter "NAME"`: the filter for mail from every listener that is not
     /// `filtered` and names none of its own (Postfix's `content_filter`).
     pub content_filter: Option<String>,
+    /// `tls-certificate` and `tls-key`: the server's certificate for every listener
+    /// that names none of its own. With one, STARTTLS is offered by default.
+    pub tls: Option<CertKey>,
+}
+
+/// A certificate chain and its private key, PEM files (checked when the configuration
+/// is loaded).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CertKey {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+}
+
+/// How a listener uses TLS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ListenerTls {
+    /// Plaintext only: STARTTLS is not offered (no certificate, or `starttls="off"`).
+    #[default]
+    Off,
+    /// STARTTLS is offered; clients may go on in plaintext (`starttls="offered"`, the
+    /// default when a certificate is configured).
+    Offered,
+    /// Nothing but EHLO, HELO, STARTTLS, NOOP, RSET and QUIT before STARTTLS
+    /// (`starttls="required"`, Postfix's `smtpd_tls_security_level = encrypt`).
+    Required,
+    /// The handshake comes first, before the banner (`implicit-tls=#true`, port 465,
+    /// Postfix's `smtpd_tls_wrappermode`).
+    Implicit,
+}
+
+impl ListenerTls {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerTls::Off => "off",
+            ListenerTls::Offered => "offered",
+            ListenerTls::Required => "required",
+            ListenerTls::Implicit => "implicit",
+        }
+    }
+}
+
+/// Whether a listener offers SMTP AUTH.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AuthMode {
+    /// AUTH is not offered (the default).
+    #[default]
+    Off,
+    /// Clients may authenticate (`auth="offered"`).
+    Offered,
+    /// MAIL is refused until the client has authenticated (`auth="required"`).
+    Required,
 }
 
 /// One `listen` node.
@@ -164,11 +215,24 @@ pub struct Listener {
     /// protocol header (v1 or v2) from an address in this networks set, and the
     /// session runs as the client it names.
     pub proxy: Option<String>,
+    /// STARTTLS offered, required, or implicit TLS.
+    pub tls: ListenerTls,
+    /// The certificate this listener presents: its own `certificate=`/`key=`, else the
+    /// server's. Always set when `tls` is not `Off`.
+    pub certificate: Option<CertKey>,
+    /// `auth="offered|required"`: SMTP AUTH (PLAIN, LOGIN).
+    pub auth: AuthMode,
+    /// `users="NAME"`: the users table AUTH checks passwords against (the only one
+    /// defined, when not named).
+    pub users: Option<String>,
+    /// `auth-plaintext=#true`: AUTH is offered before TLS too. Off by default: passwords
+    /// never cross the network in the clear (Postfix's `smtpd_tls_auth_only = yes`).
+    pub auth_plaintext: bool,
 }
 
 /// The `rate-limits` block: what one client address may do per window (Postfix's
-/// anvil `smtpd_client_*_rate_limit`), none by default.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// anvil `smtpd_client_*_rate_limit`), none by default but failed AUTH attempts.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RateLimits {
     /// New connections: (count, window).
     pub connections: Option<(u32, Duration)>,
@@ -176,8 +240,26 @@ pub struct RateLimits {
     pub messages: Option<(u32, Duration)>,
     /// Accepted recipients.
     pub recipients: Option<(u32, Duration)>,
+    /// AUTH commands (each attempt, successful or not).
+    pub auth: Option<(u32, Duration)>,
+    /// Failed AUTH attempts: once over, AUTH is refused until the window ends. On by
+    /// default (10 per 15 minutes), also without a `rate-limits` block.
+    pub auth_failures: Option<(u32, Duration)>,
     /// `networks` sets whose clients are never limited.
     pub exempt: Vec<String>,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            connections: None,
+            messages: None,
+            recipients: None,
+            auth: None,
+            auth_failures: Some((10, Duration::from_secs(15 * 60))),
+            exempt: Vec::new(),
+        }
+    }
 }
 
 /// The `limits` block. Defaults follow Postfix's where Postfix has one.
@@ -207,6 +289,9 @@ pub struct Limits {
     /// with `554 5.4.6 Too many hops`: a mail loop (`hop-count`, default 50, Postfix's
     /// `hopcount_limit`).
     pub hop_count: usize,
+    /// How long a TLS handshake (after STARTTLS, or at the start of an implicit-TLS
+    /// session) may take (`tls-handshake-timeout`, default 30s).
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -222,6 +307,7 @@ impl Default for Limits {
             connections_per_ip: 50,
             min_free_space: 0,
             hop_count: 50,
+            tls_handshake_timeout: Duration::from_secs(30),
         }
     }
 }

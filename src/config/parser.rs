@@ -20,8 +20,9 @@ use super::checks::Content;
 use super::reply::{MAX_REPLY_TEXT, is_reply_char};
 use super::units::{parse_duration, parse_size};
 use super::{
-    ClientRef, Condition, ConditionConfig, Config, ConfigError, ConfigErrors, Delivery, HookConfig,
-    Limits, Listener, Origin, Pattern, Reply, RuleAction, RuleConfig, Server, Stage, route,
+    AuthMode, CertKey, ClientRef, Condition, ConditionConfig, Config, ConfigError, ConfigErrors,
+    Delivery, HookConfig, Limits, Listener, ListenerTls, Origin, Pattern, Reply, RuleAction,
+    RuleConfig, Server, Stage, route,
 };
 use crate::lookup::{DomainSet, NetworkSet};
 
@@ -50,6 +51,8 @@ const SERVER_KEYS: &[&str] = &[
     "origin",
     "control-socket",
     "content-filter",
+    "tls-certificate",
+    "tls-key",
 ];
 const LIMIT_KEYS: &[&str] = &[
     "message-size",
@@ -62,6 +65,7 @@ const LIMIT_KEYS: &[&str] = &[
     "connections-per-ip",
     "min-free-space",
     "hop-count",
+    "tls-handshake-timeout",
 ];
 const RULES: &[&str] = &[
     "accept",
@@ -226,6 +230,20 @@ struct Parser {
     /// `table` nodes read from a file: name → (resolved path, path as written), so
     /// that errors found later in a table's results can point into its file.
     table_files: BTreeMap<String, (PathBuf, String)>,
+}
+
+/// A listener's TLS properties as written, settled by `Parser::settle_tls` once the
+/// `server` block is known (it may come after the listener).
+struct ListenTls {
+    file: Arc<SourceFile>,
+    span: SourceSpan,
+    starttls: Option<ListenerTls>,
+    starttls_at: Option<SourceSpan>,
+    implicit: Option<SourceSpan>,
+    auth_at: Option<SourceSpan>,
+    users_at: Option<SourceSpan>,
+    certificate: Option<(PathBuf, SourceSpan)>,
+    key: Option<(PathBuf, SourceSpan)>,
 }
 
 /// What the first pass found: set names, with where they were defined.
@@ -710,6 +728,7 @@ impl Parser {
         let mut limits: Option<(Limits, Origin)> = None;
         let mut rate_limits: Option<(crate::config::RateLimits, Origin)> = None;
         let mut listeners: Vec<(Listener, Origin)> = Vec::new();
+        let mut listen_tls: Vec<ListenTls> = Vec::new();
         let mut saw_listen = false;
         let mut stages: [Option<(Vec<RuleConfig>, Origin)>; Stage::COUNT] = Default::default();
         let mut aliases: Option<(Arc<crate::lookup::Table>, Origin)> = None;
@@ -786,8 +805,9 @@ impl Parser {
                 }
                 "listen" => {
                     saw_listen = true;
-                    if let Some(l) = self.listen(node, &listeners, &sets) {
+                    if let Some((l, tls)) = self.listen(node, &listeners, &sets) {
                         listeners.push((l, here));
+                        listen_tls.push(tls);
                     }
                 }
                 "stage" => self.stage(node, &sets, &mut stages),
@@ -811,6 +831,9 @@ impl Parser {
                 .help = Some("add: listen \"mx\" address=\"0.0.0.0:25\"".to_owned());
         }
 
+        for ((l, _), how) in listeners.iter_mut().zip(listen_tls) {
+            self.settle_tls(l, how, server.as_ref());
+        }
         let server = server?;
         let defaults = Delivery::defaults_for(&server.spool);
         let delivery = match delivery {
@@ -998,6 +1021,8 @@ impl Parser {
         let mut origin = None;
         let mut control_socket = None;
         let mut content_filter = None;
+        let mut tls_certificate = None;
+        let mut tls_key = None;
         for &child in &children {
             let key = child.name().value();
             let Some(value) = self.setting(child, &format!("{key} \"...\"")) else {
@@ -1072,6 +1097,8 @@ impl Parser {
                 "content-filter" => {
                     content_filter = self.filter_ref(value, filters, "content-filter");
                 }
+                "tls-certificate" => tls_certificate = self.path(value, key),
+                "tls-key" => tls_key = self.path(value, key),
                 _ => unreachable!("checked against SERVER_KEYS"),
             }
         }
@@ -1088,6 +1115,12 @@ impl Parser {
                 .help = Some(format!("add: {example}"));
             }
         }
+        let tls = self.cert_key(
+            node,
+            tls_certificate,
+            tls_key,
+            ("tls-certificate", "tls-key"),
+        );
         let hostname: String = hostname?;
         let spool: PathBuf = spool?;
         Some(Server {
@@ -1098,6 +1131,7 @@ impl Parser {
             banner: banner.unwrap_or_else(|| "ESMTP".to_owned()),
             shutdown_timeout: shutdown_timeout.unwrap_or(Duration::from_secs(30)),
             content_filter,
+            tls,
         })
     }
 
@@ -1108,10 +1142,9 @@ impl Parser {
         node: &KdlNode,
         existing: &[(Listener, Origin)],
         sets: &Sets,
-    ) -> Option<Listener> {
+    ) -> Option<(Listener, ListenTls)> {
         let filters = &sets.filters;
-        const USAGE: &str =
-            "listen NAME address=\"IP:PORT\" [content-filter=\"NAME\"] [filtered=#true]";
+        const USAGE: &str = "listen NAME address=\"IP:PORT\" [starttls=\"offered|required|off\"] [implicit-tls=#true] [auth=\"offered|required\"] [content-filter=\"NAME\"] [filtered=#true]";
         self.check_annotations(node);
         self.no_children(node);
         let props = self.props(
@@ -1122,8 +1155,29 @@ impl Parser {
                 "filtered",
                 "proxy-protocol",
                 "proxies",
+                "starttls",
+                "implicit-tls",
+                "certificate",
+                "key",
+                "auth",
+                "users",
+                "auth-plaintext",
             ],
         );
+        let mut tls = ListenTls {
+            file: self.cur.clone(),
+            span: node.name().span(),
+            starttls: None,
+            starttls_at: None,
+            implicit: None,
+            auth_at: None,
+            users_at: None,
+            certificate: None,
+            key: None,
+        };
+        let mut auth = AuthMode::Off;
+        let mut users = None;
+        let mut auth_plaintext = false;
         let mut content_filter = None;
         let mut filtered = false;
         let mut proxy_protocol = false;
@@ -1145,6 +1199,70 @@ impl Parser {
                         self.error(
                             entry.span(),
                             "proxy-protocol is #true or #false",
+                            "not a boolean",
+                        );
+                    }
+                },
+                "starttls" => {
+                    tls.starttls = match self.string(entry, "starttls") {
+                        Some("offered") => Some(ListenerTls::Offered),
+                        Some("required") => Some(ListenerTls::Required),
+                        Some("off") => Some(ListenerTls::Off),
+                        Some(other) => {
+                            self.error(
+                                entry.span(),
+                                format!("starttls is \"offered\", \"required\" or \"off\", not `{other}`"),
+                                "unknown value",
+                            );
+                            None
+                        }
+                        None => None,
+                    };
+                    tls.starttls_at = Some(entry.span());
+                }
+                "implicit-tls" => match entry.value().as_bool() {
+                    Some(b) => tls.implicit = b.then_some(entry.span()),
+                    None => {
+                        self.error(
+                            entry.span(),
+                            "implicit-tls is #true or #false",
+                            "not a boolean",
+                        );
+                    }
+                },
+                "certificate" => tls.certificate = self.path(entry, "certificate"),
+                "key" => tls.key = self.path(entry, "key"),
+                "auth" => {
+                    auth = match self.string(entry, "auth") {
+                        Some("offered") => AuthMode::Offered,
+                        Some("required") => AuthMode::Required,
+                        Some("off") => AuthMode::Off,
+                        Some(other) => {
+                            self.error(
+                                entry.span(),
+                                format!(
+                                    "auth is \"offered\", \"required\" or \"off\", not `{other}`"
+                                ),
+                                "unknown value",
+                            );
+                            AuthMode::Off
+                        }
+                        None => AuthMode::Off,
+                    };
+                    tls.auth_at = Some(entry.span());
+                }
+                "users" => {
+                    if let Some(name) = self.string(entry, "users") {
+                        users = Some(name.to_owned());
+                        tls.users_at = Some(entry.span());
+                    }
+                }
+                "auth-plaintext" => match entry.value().as_bool() {
+                    Some(b) => auth_plaintext = b,
+                    None => {
+                        self.error(
+                            entry.span(),
+                            "auth-plaintext is #true or #false",
                             "not a boolean",
                         );
                     }
@@ -1246,13 +1364,123 @@ impl Parser {
                 return None;
             }
         };
-        Some(Listener {
+        if let (Some(on), Some(_)) = (tls.implicit, tls.starttls) {
+            self.error(
+                on,
+                "implicit-tls=#true and starttls= exclude each other",
+                "TLS from the start",
+            )
+            .help = Some(
+                "an implicit-TLS listener (port 465) is encrypted before the banner; STARTTLS is for port 25 and 587".to_owned(),
+            );
+        }
+        let own = self.cert_key(
+            node,
+            tls.certificate.take(),
+            tls.key.take(),
+            ("certificate", "key"),
+        );
+        let listener = Listener {
             name: name.to_owned(),
             address,
             content_filter,
             filtered,
             proxy,
-        })
+            tls: ListenerTls::Off,
+            certificate: own,
+            auth,
+            users,
+            auth_plaintext,
+        };
+        Some((listener, tls))
+    }
+
+    /// Settles a listener's TLS once the `server` block (and its certificate) is known:
+    /// STARTTLS is offered by default when there is a certificate; asking for TLS
+    /// without one is an error at the listener.
+    fn settle_tls(&mut self, l: &mut Listener, how: ListenTls, server: Option<&Server>) {
+        if l.certificate.is_none() {
+            l.certificate = server.and_then(|s| s.tls.clone());
+        }
+        l.tls = match (how.implicit, how.starttls) {
+            (Some(_), _) => ListenerTls::Implicit,
+            (None, Some(t)) => t,
+            (None, None) if l.certificate.is_some() => ListenerTls::Offered,
+            (None, None) => ListenerTls::Off,
+        };
+        self.cur = how.file.clone();
+        if l.tls != ListenerTls::Off && l.certificate.is_none() {
+            let at = how.implicit.or(how.starttls_at).unwrap_or(how.span);
+            self.error(
+                at,
+                format!("listener `{}` uses TLS but has no certificate", l.name),
+                "no certificate",
+            )
+            .help = Some(
+                "add to `server`: tls-certificate \"cert.pem\"; tls-key \"key.pem\" (or certificate=/key= on the listener)".to_owned(),
+            );
+        }
+        if l.auth != AuthMode::Off && l.tls == ListenerTls::Off && !l.auth_plaintext {
+            let at = how.auth_at.unwrap_or(how.span);
+            self.error(
+                at,
+                format!("listener `{}` offers AUTH but no TLS: passwords would cross the network in the clear", l.name),
+                "AUTH without TLS",
+            )
+            .help = Some(
+                "configure a certificate (STARTTLS is then offered), or allow it knowingly: auth-plaintext=#true".to_owned(),
+            );
+        }
+    }
+
+    /// A file path property, resolved against the directory of the file it is in.
+    fn path(&mut self, entry: &KdlEntry, what: &str) -> Option<(PathBuf, SourceSpan)> {
+        let text = self.string(entry, what)?;
+        if text.is_empty() {
+            self.error(
+                entry.span(),
+                format!("{what} must not be empty"),
+                "empty path",
+            );
+            return None;
+        }
+        let file = self.cur.path.clone();
+        Some((resolve(&file, text), entry.span()))
+    }
+
+    /// A certificate and its key, both or neither, loaded now so that a file that is
+    /// missing, unreadable, or does not match is reported with the configuration.
+    fn cert_key(
+        &mut self,
+        node: &KdlNode,
+        certificate: Option<(PathBuf, SourceSpan)>,
+        key: Option<(PathBuf, SourceSpan)>,
+        names: (&str, &str),
+    ) -> Option<CertKey> {
+        match (certificate, key) {
+            (None, None) => None,
+            (Some((certificate, at)), Some((key, _))) => {
+                let pair = CertKey { certificate, key };
+                match crate::smtp::tls::server_config(&pair) {
+                    Ok(_) => Some(pair),
+                    Err(e) => {
+                        self.error(at, e, "cannot use this certificate");
+                        None
+                    }
+                }
+            }
+            (Some((_, at)), None) | (None, Some((_, at))) => {
+                let (c, k) = names;
+                self.error(
+                    at,
+                    format!("`{c}` and `{k}` go together"),
+                    "only one of them",
+                )
+                .help = Some(format!("{c}=\"cert.pem\" {k}=\"key.pem\""));
+                let _ = node;
+                None
+            }
+        }
     }
 
     // ---- limits ---------------------------------------------------------------
@@ -1320,6 +1548,11 @@ impl Parser {
                 "data-timeout" => {
                     if let Some(d) = self.duration(v, key) {
                         limits.data_timeout = d;
+                    }
+                }
+                "tls-handshake-timeout" => {
+                    if let Some(d) = self.duration(v, key) {
+                        limits.tls_handshake_timeout = d;
                     }
                 }
                 _ => unreachable!("checked against LIMIT_KEYS"),

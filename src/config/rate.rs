@@ -6,6 +6,8 @@
 //!     connections 30 per="1m"      // smtpd_client_connection_rate_limit
 //!     messages 100 per="1h"        // smtpd_client_message_rate_limit
 //!     recipients 500 per="1h"      // smtpd_client_recipient_rate_limit
+//!     auth 30 per="1h"             // AUTH commands (smtpd_client_auth_rate_limit)
+//!     auth-failures 10 per="15m"   // failed AUTH attempts (the default)
 //!     exempt "trusted"             // networks sets never limited
 //! }
 //! ```
@@ -17,7 +19,14 @@ use kdl::KdlNode;
 use super::{Parser, Sets, suggest};
 use crate::config::RateLimits;
 
-const KEYS: &[&str] = &["connections", "messages", "recipients", "exempt"];
+const KEYS: &[&str] = &[
+    "connections",
+    "messages",
+    "recipients",
+    "auth",
+    "auth-failures",
+    "exempt",
+];
 const USAGE: &str = "rate-limits { connections 30 per=\"1m\"; messages 100 per=\"1h\"; recipients 500 per=\"1h\"; exempt \"trusted\" }";
 
 impl Parser {
@@ -90,7 +99,9 @@ impl Parser {
                 match key {
                     "connections" => limits.connections = rule,
                     "messages" => limits.messages = rule,
-                    _ => limits.recipients = rule,
+                    "recipients" => limits.recipients = rule,
+                    "auth" => limits.auth = rule,
+                    _ => limits.auth_failures = rule,
                 }
             }
         }

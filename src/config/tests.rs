@@ -67,6 +67,7 @@ fn example_parses_to_expected_values() {
             shutdown_timeout: Duration::from_secs(30),
             origin: "mx.example.test".into(),
             content_filter: None,
+            tls: None,
         }
     );
     assert_eq!(
@@ -77,6 +78,11 @@ fn example_parses_to_expected_values() {
             content_filter: None,
             filtered: false,
             proxy: None,
+            tls: ListenerTls::Off,
+            certificate: None,
+            auth: AuthMode::Off,
+            users: None,
+            auth_plaintext: false,
         }]
     );
     assert_eq!(config.limits, Limits::default());
@@ -179,6 +185,7 @@ limits {
             connections_per_ip: 2,
             min_free_space: 1 << 20,
             hop_count: 50,
+            tls_handshake_timeout: Duration::from_secs(30),
         }
     );
     let config = parse(&PRELUDE.replace(
@@ -759,7 +766,25 @@ fn rate_limits_block() {
     assert_eq!(r.messages, None);
     assert_eq!(r.recipients, Some((500, Duration::from_secs(3600))));
     assert_eq!(r.exempt, ["office"]);
+    assert_eq!(r.auth, None);
+    // failed AUTH attempts are limited by default, with or without the block
+    assert_eq!(r.auth_failures, Some((10, Duration::from_secs(900))));
     assert_eq!(parse(PRELUDE).rate_limits, Default::default());
+    let config = parse(&format!(
+        "{PRELUDE}rate-limits {{
+    auth 20 per=\"1h\"
+    auth-failures 3 per=\"1h\"
+}}
+"
+    ));
+    assert_eq!(
+        config.rate_limits.auth,
+        Some((20, Duration::from_secs(3600)))
+    );
+    assert_eq!(
+        config.rate_limits.auth_failures,
+        Some((3, Duration::from_secs(3600)))
+    );
 
     let (errors, rendered) = check(&format!(
         "{PRELUDE}rate-limits {{\n    connections 30\n    messages 0 per=\"1h\"\n    recipients 5 per=\"2d\"\n    exempt \"ofice\"\n    mesages 3 per=\"1h\"\n}}\nnetworks \"office\" \"10.0.0.0/8\"\n"
@@ -777,4 +802,75 @@ fn rate_limits_block() {
         messages.iter().any(|m| m.contains("messages")),
         "{rendered}"
     );
+}
+
+#[test]
+fn tls_listeners() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["mx.example.test".into()]).unwrap();
+    let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&c, cert.cert.pem()).unwrap();
+    std::fs::write(&k, cert.signing_key.serialize_pem()).unwrap();
+    let (c, k) = (c.to_str().unwrap(), k.to_str().unwrap());
+    // a server certificate: STARTTLS is offered unless a listener says otherwise; the
+    // server block may come after the listeners
+    let config = parse(&format!(
+        "listen \"mx\" address=\"127.0.0.1:25\"\n\
+         listen \"sub\" address=\"127.0.0.1:587\" starttls=\"required\" auth=\"required\"\n\
+         listen \"smtps\" address=\"127.0.0.1:465\" implicit-tls=#true auth=\"offered\"\n\
+         listen \"plain\" address=\"127.0.0.1:2525\" starttls=\"off\"\n\
+         server {{\n hostname \"mx.example.test\"\n spool \"spool\"\n tls-certificate \"{c}\"\n tls-key \"{k}\"\n}}\n"
+    ));
+    let tls: Vec<ListenerTls> = config.listeners.iter().map(|l| l.tls).collect();
+    assert_eq!(
+        tls,
+        [
+            ListenerTls::Offered,
+            ListenerTls::Required,
+            ListenerTls::Implicit,
+            ListenerTls::Off
+        ]
+    );
+    assert_eq!(config.listeners[1].auth, AuthMode::Required);
+    assert_eq!(config.listeners[2].auth, AuthMode::Offered);
+    let pair = CertKey {
+        certificate: c.into(),
+        key: k.into(),
+    };
+    assert_eq!(config.listeners[0].certificate.as_ref(), Some(&pair));
+    assert_eq!(config.server.tls.as_ref(), Some(&pair));
+    // no certificate: plaintext by default
+    assert_eq!(parse(PRELUDE).listeners[0].tls, ListenerTls::Off);
+
+    let (errors, rendered) = check(&format!(
+        "{PRELUDE}listen \"a\" address=\"127.0.0.1:2526\" starttls=\"required\"\n\
+         listen \"b\" address=\"127.0.0.1:2527\" auth=\"required\"\n\
+         listen \"c\" address=\"127.0.0.1:2528\" implicit-tls=#true starttls=\"offered\" certificate=\"{c}\" key=\"{k}\"\n\
+         listen \"d\" address=\"127.0.0.1:2529\" certificate=\"{c}\"\n\
+         listen \"e\" address=\"127.0.0.1:2530\" certificate=\"{k}\" key=\"{k}\"\n\
+         listen \"f\" address=\"127.0.0.1:2531\" certificate=\"{c}\" key=\"{c}\"\n\
+         listen \"g\" address=\"127.0.0.1:2532\" starttls=\"maybe\" auth=\"yes\"\n"
+    ));
+    let messages: Vec<&str> = errors.errors.iter().map(|e| e.message.as_str()).collect();
+    for want in [
+        "listener `a` uses TLS but has no certificate",
+        "listener `b` offers AUTH but no TLS: passwords would cross the network in the clear",
+        "implicit-tls=#true and starttls= exclude each other",
+        "`certificate` and `key` go together",
+        "starttls is \"offered\", \"required\" or \"off\", not `maybe`",
+        "auth is \"offered\", \"required\" or \"off\", not `yes`",
+    ] {
+        assert!(messages.contains(&want), "{want:?} missing:\n{rendered}");
+    }
+    assert!(
+        rendered.contains("no CERTIFICATE") && rendered.contains("no PRIVATE KEY"),
+        "{rendered}"
+    );
+    // errors point at the property
+    assert!(rendered.contains("mtad.kdl:6:37"), "{rendered}");
+    // auth without TLS, knowingly
+    let config = parse(&format!(
+        "{PRELUDE}listen \"b\" address=\"127.0.0.1:2527\" auth=\"offered\" auth-plaintext=#true\n"
+    ));
+    assert!(config.listeners[1].auth_plaintext);
 }

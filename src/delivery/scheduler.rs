@@ -31,7 +31,7 @@ use super::filter::FilterLoops;
 use super::hops::{Outbound, Outcome};
 use super::maildir;
 use crate::config::route::{RouteOptions, Transport};
-use crate::policy::{Context, Pipeline, Route};
+use crate::policy::{Context, Pipeline, Route, TlsInfo};
 use crate::queue::{Envelope, MessageRecord, QueueId, QueuedMessage, RcptState, RcptStatus, Spool};
 
 /// What the rest of the daemon tells the scheduler.
@@ -449,10 +449,12 @@ async fn route_and_send(
                 continue;
             }
         };
+        let tls = env.tls.as_deref().and_then(TlsInfo::from_record);
         for f in finals {
             let ctx = Context {
                 client_port: 0,
                 helo: Some(&env.helo),
+                tls: tls.as_ref(),
                 auth_user: env.auth_user.as_deref(),
                 sender: Some(&env.sender),
                 rcpt: Some(&f),
@@ -1021,6 +1023,7 @@ async fn bounce(
         held: false,
         expanded: false,
         filter: None,
+        tls: None,
     };
     let nid = shared.spool.new_id();
     let mut record = MessageRecord::new(nid, now, &notice);

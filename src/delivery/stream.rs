@@ -1,5 +1,6 @@
 //! The byte stream under an SMTP/LMTP connection: TCP, TLS over TCP after STARTTLS, or
-//! a unix socket, and where it leads ([`Remote`]).
+//! a unix socket, and where it leads ([`Remote`]). The SMTP server's sessions use the
+//! same stream, with the server side of the handshake ([`ClientStream::accept_tls`]).
 
 use std::fmt;
 use std::future::Future;
@@ -13,8 +14,7 @@ use std::task::{Context, Poll};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 use tracing::debug;
 
 /// Where a connection goes: an address and port, or a unix socket (LMTP).
@@ -100,7 +100,8 @@ pub trait SmtpStream: AsyncRead + AsyncWrite + Unpin + Send {
     ) -> impl Future<Output = io::Result<()>> + Send;
 }
 
-/// A connection's stream: plain TCP, TLS over TCP, or a unix socket.
+/// A connection's stream: plain TCP, TLS over TCP (we are the client or the server),
+/// or a unix socket.
 #[derive(Debug)]
 pub struct ClientStream(Inner);
 
@@ -126,19 +127,52 @@ impl ClientStream {
     /// The negotiated protocol version and cipher suite, once TLS is up
     /// (`TLSv1_3 TLS13_AES_256_GCM_SHA384`).
     pub fn tls_description(&self) -> Option<String> {
+        let (version, suite) = self.tls_parameters()?;
+        Some(format!("{version} {suite}"))
+    }
+
+    /// The protocol version and cipher suite once TLS is up, as rustls names them:
+    /// (`TLSv1_3`, `TLS13_AES_256_GCM_SHA384`).
+    pub fn tls_parameters(&self) -> Option<(String, String)> {
         let Inner::Tls(tls) = &self.0 else {
             return None;
         };
         let (_, conn) = tls.get_ref();
-        let version = conn.protocol_version().map(|v| format!("{v:?}"));
+        let version = conn
+            .protocol_version()
+            .map_or_else(|| "TLS".to_owned(), |v| format!("{v:?}"));
         let suite = conn
             .negotiated_cipher_suite()
-            .map(|s| format!("{:?}", s.suite()));
-        Some(format!(
-            "{} {}",
-            version.as_deref().unwrap_or("TLS"),
-            suite.as_deref().unwrap_or("?")
-        ))
+            .map_or_else(|| "?".to_owned(), |s| format!("{:?}", s.suite()));
+        Some((version, suite))
+    }
+
+    /// Takes the TCP stream out for a handshake; refuses if TLS is up, or over a unix
+    /// socket (the stream is then left as it was).
+    fn take_tcp(&mut self) -> io::Result<TcpStream> {
+        match std::mem::replace(&mut self.0, Inner::Closed) {
+            Inner::Tcp(tcp) => Ok(tcp),
+            other => {
+                let why = match other {
+                    Inner::Tls(_) => "TLS is already active",
+                    Inner::Unix(_) => "STARTTLS over a unix socket is not supported",
+                    _ => "the connection is closed",
+                };
+                self.0 = other;
+                Err(io::Error::new(io::ErrorKind::Unsupported, why))
+            }
+        }
+    }
+
+    /// Runs the TLS handshake as the server (after our STARTTLS 220, or at once on an
+    /// implicit-TLS listener). Nothing may be buffered above the stream: bytes the
+    /// client sent before the handshake would otherwise be lost or, worse, read as if
+    /// they had been encrypted. On an error the stream is closed.
+    pub async fn accept_tls(&mut self, acceptor: &TlsAcceptor) -> io::Result<()> {
+        let tcp = self.take_tcp()?;
+        let tls = acceptor.accept(tcp).await?;
+        self.0 = Inner::Tls(Box::new(TlsStream::Server(tls)));
+        Ok(())
     }
 }
 
@@ -156,20 +190,9 @@ impl SmtpStream for ClientStream {
         config: Arc<rustls::ClientConfig>,
         name: ServerName<'static>,
     ) -> io::Result<()> {
-        let tcp = match std::mem::replace(&mut self.0, Inner::Closed) {
-            Inner::Tcp(tcp) => tcp,
-            other => {
-                let why = match other {
-                    Inner::Tls(_) => "TLS is already active",
-                    Inner::Unix(_) => "STARTTLS over a unix socket is not supported",
-                    _ => "the connection is closed",
-                };
-                self.0 = other;
-                return Err(io::Error::new(io::ErrorKind::Unsupported, why));
-            }
-        };
+        let tcp = self.take_tcp()?;
         let tls = TlsConnector::from(config).connect(name, tcp).await?;
-        self.0 = Inner::Tls(Box::new(tls));
+        self.0 = Inner::Tls(Box::new(TlsStream::Client(tls)));
         debug!(
             tls = self.tls_description().unwrap_or_default(),
             "TLS established."

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tracing::{debug, warn};
@@ -49,14 +48,7 @@ impl TlsClient {
 
         if let Some(path) = ca_file {
             let shown = path.display();
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("CA file {shown}: {e}"))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("CA file {shown}: {e}"))?;
-            if certs.is_empty() {
-                return Err(format!("CA file {shown}: no CERTIFICATE in it"));
-            }
-            for cert in certs {
+            for cert in crate::smtp::tls::read_certificates(path, "CA file")? {
                 roots
                     .add(cert)
                     .map_err(|e| format!("CA file {shown}: {e}"))?;

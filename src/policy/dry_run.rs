@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use super::{Context, Decision, HeaderChange, Pipeline, Stage, Verdict, parse_headers};
+use super::{Context, Decision, HeaderChange, Pipeline, Stage, TlsInfo, Verdict, parse_headers};
 
 /// The envelope (and optional message) to run.
 #[derive(Clone, Debug, Default)]
@@ -192,8 +192,13 @@ impl Pipeline {
                 .collect();
         };
 
+        // `--tls`: the parameters of a typical TLS 1.3 session
+        let tls = env.tls.then(|| TlsInfo {
+            protocol: "TLSv1.3".into(),
+            cipher: "TLS_AES_256_GCM_SHA384".into(),
+        });
         let base = Context {
-            tls: env.tls,
+            tls: tls.as_ref(),
             auth_user: env.auth_user.as_deref(),
             ..Context::new(client_ip, &env.listener)
         };

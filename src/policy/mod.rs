@@ -45,6 +45,7 @@ use crate::config::{
     ClientRef, Condition, Config, ConfigError, ConfigErrors, RuleAction, RuleConfig,
 };
 use crate::lookup::{DomainSet, NetworkSet};
+pub use crate::smtp::tls::TlsInfo;
 use script::{
     Hook, HookDecision, HookError, HookInput, HookOutput, KnownNames, Lookups, NoLookups,
     ScriptError, ScriptHost, ScriptLimits,
@@ -137,7 +138,8 @@ pub struct Context<'a> {
     pub client_port: u16,
     pub listener: &'a str,
     pub helo: Option<&'a str>,
-    pub tls: bool,
+    /// The session's TLS, if it is encrypted.
+    pub tls: Option<&'a TlsInfo>,
     pub auth_user: Option<&'a str>,
     /// `Some("")` is the null sender.
     pub sender: Option<&'a str>,
@@ -160,7 +162,7 @@ impl<'a> Context<'a> {
             client_port: 0,
             listener,
             helo: None,
-            tls: false,
+            tls: None,
             auth_user: None,
             sender: None,
             rcpt: None,
@@ -315,7 +317,7 @@ impl Check {
             Check::Listener(name) => ctx.listener == name,
             Check::Helo(name) => ctx.helo.is_some_and(|h| h.eq_ignore_ascii_case(name)),
             Check::HeloMatches(re) => ctx.helo.is_some_and(|h| re.is_match(h)),
-            Check::Tls(want) => ctx.tls == *want,
+            Check::Tls(want) => ctx.tls.is_some() == *want,
             Check::Authenticated(want) => ctx.auth_user.is_some() == *want,
             Check::AuthUser(user) => ctx.auth_user == Some(user.as_str()),
             Check::Sender(addr) => ctx.sender.is_some_and(|s| s.eq_ignore_ascii_case(addr)),
@@ -716,7 +718,7 @@ impl Pipeline {
             .collect();
         let input = HookInput {
             helo: ctx.helo,
-            tls: ctx.tls.then_some(("", "")),
+            tls: ctx.tls.map(|t| (t.protocol.as_str(), t.cipher.as_str())),
             auth_user: ctx.auth_user,
             sender: ctx.sender,
             rcpt: ctx.rcpt,

@@ -189,6 +189,7 @@ fn a_dangling_reference_fails_closed() {
             shutdown_timeout: std::time::Duration::from_secs(30),
             origin: "mx.example.test".into(),
             content_filter: None,
+            tls: None,
         },
         listeners: vec![],
         limits: Default::default(),

@@ -115,6 +115,9 @@ pub struct Envelope {
     pub client_ip: Option<std::net::IpAddr>,
     /// The SASL identity, if the client authenticated.
     pub auth_user: Option<String>,
+    /// `TLSv1.3 TLS_AES_256_GCM_SHA384` when the message came over TLS (for the route
+    /// stage's `tls=` and hooks).
+    pub tls: Option<String>,
     /// The body was declared 8BITMIME: delivery must not relay it to a 7-bit-only peer as is.
     pub body_8bit: bool,
     /// SMTPUTF8 was requested: addresses may be UTF-8; the next hop must support it.

@@ -25,6 +25,7 @@ const FLAG_SMTPUTF8: u8 = 1 << 1;
 const FLAG_HELD: u8 = 1 << 2;
 const FLAG_EXPANDED: u8 = 1 << 3;
 const FLAG_FILTER: u8 = 1 << 4;
+const FLAG_TLS: u8 = 1 << 5;
 
 /// Room reserved for the body when a record is created, so a typical message is appended
 /// without reallocating.
@@ -94,6 +95,9 @@ fn encode_message_prefix(id: QueueId, arrival_ms: u64, envelope: &Envelope) -> V
     if envelope.filter.is_some() {
         flags |= FLAG_FILTER;
     }
+    if envelope.tls.is_some() {
+        flags |= FLAG_TLS;
+    }
     w.u8(flags);
     w.str(&envelope.sender);
     w.str(&envelope.listener);
@@ -107,6 +111,9 @@ fn encode_message_prefix(id: QueueId, arrival_ms: u64, envelope: &Envelope) -> V
     w.str(envelope.auth_user.as_deref().unwrap_or(""));
     if let Some(filter) = &envelope.filter {
         w.str(filter);
+    }
+    if let Some(tls) = &envelope.tls {
+        w.str(tls);
     }
     w.u32(envelope.recipients.len() as u32);
     for rcpt in &envelope.recipients {
@@ -398,6 +405,11 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Decoded, String> {
             } else {
                 None
             };
+            let tls = if flags & FLAG_TLS != 0 {
+                Some(r.string("the TLS parameters")?)
+            } else {
+                None
+            };
             let count = r.u32("the recipient count")?;
             let mut recipients = Vec::with_capacity((count as usize).min(1024));
             for _ in 0..count {
@@ -426,6 +438,7 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Decoded, String> {
                     held: flags & FLAG_HELD != 0,
                     expanded: flags & FLAG_EXPANDED != 0,
                     filter,
+                    tls,
                 },
                 body_start,
                 body_len,

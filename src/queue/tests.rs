@@ -20,6 +20,7 @@ fn envelope(rcpts: usize) -> Envelope {
         held: false,
         expanded: false,
         filter: None,
+        tls: None,
     }
 }
 
@@ -72,6 +73,7 @@ async fn commit_then_reopen_keeps_envelope_and_body() {
         held: true,
         expanded: true,
         filter: Some("amavis".into()),
+        tls: Some("TLSv1.3 TLS_AES_256_GCM_SHA384".into()),
     };
     let (spool, rec) = Spool::open(&dir).unwrap();
     assert_eq!(

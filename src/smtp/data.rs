@@ -5,17 +5,17 @@
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use super::dot::{DotReceiver, has_bare_eol};
 use super::reply;
 use super::session::{Disposition, Flow, Session, State};
+use super::tls::TlsInfo;
 use crate::policy::{Context, Stage, Verdict, apply_header_edits, apply_raw_edits, parse_headers};
 use crate::queue::{Envelope, MessageRecord, QueueId};
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+impl Session {
     pub(super) fn handle_data(&mut self) -> Flow {
         if let Some(reply) = self.transfer_out_of_sequence() {
             return self.fail(reply);
@@ -68,10 +68,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let envelope = Envelope {
             sender: self.tx.sender.clone().unwrap_or_default(),
             recipients: self.tx.recipients.clone(),
-            listener: self.listener.to_string(),
+            listener: self.listen.name.to_string(),
             helo: self.helo.clone().unwrap_or_default(),
             client_ip: Some(self.peer.ip()),
-            auth_user: None,
+            auth_user: self.auth_user.clone(),
+            tls: self.tls.as_ref().map(TlsInfo::to_record),
             body_8bit: self.tx.body_8bit,
             smtputf8: self.tx.smtputf8,
             held: self.tx.disposition.max(self.disposition) == Disposition::Hold,
@@ -83,7 +84,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             helo: self.helo.as_deref().unwrap_or(""),
             ip: self.peer.ip(),
             hostname: &self.core.hostname,
-            protocol: protocol(self.esmtp, self.tx.smtputf8),
+            protocol: &protocol(
+                self.esmtp,
+                self.tx.smtputf8,
+                self.tls.is_some(),
+                self.auth_user.is_some(),
+            ),
+            tls: self.tls.as_ref(),
+            auth_user: self.auth_user.as_deref(),
             id,
             rcpt: (self.tx.recipients.len() == 1).then(|| self.tx.recipients[0].as_str()),
         });
@@ -159,7 +167,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let filter = self
             .policy
             .filter_for(
-                &self.listener,
+                &self.listen.name,
                 chosen.as_ref().map(|(name, _)| name.as_str()),
             )
             .map(str::to_owned);
@@ -229,7 +237,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         match self.core.spool.commit(record).await {
             Ok(id) => {
                 self.messages += 1;
-                info!(queue_id = %id, from = %reply::sanitize(&from, 256), nrcpt = recipients, size, held, "queued");
+                info!(queue_id = %id, from = %reply::sanitize(&from, 256), nrcpt = recipients, size, held, tls = self.tls.is_some(), auth = self.auth_user.as_deref().map(|u| reply::sanitize(u, 255)), "queued");
                 if !held {
                     (self.core.on_queued)(id);
                 }
@@ -243,13 +251,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 }
 
-/// `ESMTP`/`SMTP`, with `UTF8` for SMTPUTF8 transactions (RFC 3848, RFC 6531).
-fn protocol(esmtp: bool, smtputf8: bool) -> &'static str {
-    match (esmtp, smtputf8) {
+/// The `with` of Received: `ESMTP`/`SMTP`, `UTF8SMTP` for SMTPUTF8 transactions, and
+/// `S` for TLS and `A` for an authenticated client after it (RFC 3848, RFC 6531).
+fn protocol(esmtp: bool, smtputf8: bool, tls: bool, auth: bool) -> String {
+    let base = match (esmtp, smtputf8) {
         (true, true) => "UTF8SMTP",
         (true, false) => "ESMTP",
-        (false, _) => "SMTP",
+        (false, _) => return "SMTP".to_owned(),
+    };
+    let mut p = base.to_owned();
+    if tls {
+        p.push('S');
     }
+    if auth {
+        p.push('A');
+    }
+    p
 }
 
 pub(crate) struct ReceivedInfo<'a> {
@@ -257,6 +274,9 @@ pub(crate) struct ReceivedInfo<'a> {
     pub ip: IpAddr,
     pub hostname: &'a str,
     pub protocol: &'a str,
+    pub tls: Option<&'a TlsInfo>,
+    /// Recorded as Postfix's `smtpd_sasl_authenticated_header = yes` does.
+    pub auth_user: Option<&'a str>,
     pub id: QueueId,
     /// Named only when there is exactly one recipient, as Postfix does: a list of
     /// recipients in a header would disclose the Bcc's.
@@ -275,10 +295,21 @@ pub(crate) fn received_header(info: ReceivedInfo<'_>) -> String {
         },
     };
     let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S +0000");
-    let mut header = format!(
-        "Received: from {helo} ([{ip}])\r\n\tby {} with {} id {}",
+    let mut header = format!("Received: from {helo} ([{ip}])\r\n");
+    if let Some(tls) = info.tls {
+        header.push_str(&format!(
+            "\t(using {} with cipher {})\r\n",
+            tls.protocol, tls.cipher
+        ));
+    }
+    if let Some(user) = info.auth_user {
+        let user = reply::sanitize(user, 255).replace(['(', ')'], "?");
+        header.push_str(&format!("\t(Authenticated sender: {user})\r\n"));
+    }
+    header.push_str(&format!(
+        "\tby {} with {} id {}",
         info.hostname, info.protocol, info.id
-    );
+    ));
     if let Some(rcpt) = info.rcpt {
         let rcpt = reply::sanitize(rcpt, 256).replace(['<', '>'], "?");
         header.push_str(&format!("\r\n\tfor <{rcpt}>"));
@@ -298,6 +329,8 @@ mod tests {
             ip: "127.0.0.1".parse().unwrap(),
             hostname: "mx.example.test",
             protocol: "ESMTP",
+            tls: None,
+            auth_user: None,
             id: QueueId(0xAB),
             rcpt: Some("a@b.test\r\nBcc: x"),
         });
@@ -306,5 +339,28 @@ mod tests {
         for line in h.trim_end_matches("\r\n").split("\r\n").skip(1) {
             assert!(line.starts_with('\t'), "{line:?}");
         }
+    }
+
+    #[test]
+    fn received_records_tls_and_the_authenticated_user() {
+        let tls = TlsInfo::from_rustls("TLSv1_3", "TLS13_AES_256_GCM_SHA384");
+        let h = received_header(ReceivedInfo {
+            helo: "client.test",
+            ip: "192.0.2.1".parse().unwrap(),
+            hostname: "mx.example.test",
+            protocol: &protocol(true, false, true, true),
+            tls: Some(&tls),
+            auth_user: Some("alice\r\n(x)"),
+            id: QueueId(1),
+            rcpt: None,
+        });
+        assert!(
+            h.starts_with(
+                "Received: from client.test ([192.0.2.1])\r\n\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)\r\n\t(Authenticated sender: alice???x?)\r\n\tby mx.example.test with ESMTPSA id "
+            ),
+            "{h}"
+        );
+        assert_eq!(protocol(true, true, true, false), "UTF8SMTPS");
+        assert_eq!(protocol(false, false, true, true), "SMTP");
     }
 }

@@ -1,13 +1,12 @@
 //! EHLO and HELO.
 
-use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
 use super::reply;
 use super::session::{Flow, Session};
 use crate::policy::{Context, Stage, Verdict};
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+impl Session {
     /// Records the client's name and starts afresh (RFC 5321 §4.1.4: EHLO resets the
     /// transaction like RSET).
     pub(super) fn handle_ehlo(&mut self, host: &str, esmtp: bool) -> Flow {
@@ -22,7 +21,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             },
         );
         let ok = if esmtp {
-            self.core.ehlo.clone()
+            self.listen.ehlo(self.tls.is_some()).to_owned()
         } else {
             format!("250 {}\r\n", self.core.hostname)
         };

@@ -3,14 +3,13 @@
 use std::borrow::Cow;
 
 use smtp_proto::{MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8, MailFrom};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, warn};
 
 use super::reply;
 use super::session::{Flow, Session};
 use crate::policy::{Context, Stage, Verdict};
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+impl Session {
     pub(super) fn handle_mail(&mut self, from: MailFrom<Cow<'_, str>>) -> Flow {
         if self.helo.is_none() {
             return self.fail(reply::NEED_HELO);

@@ -21,13 +21,14 @@ pub mod rate;
 mod rcpt;
 mod session;
 mod simple;
+pub mod tls;
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use crate::config::{Config, Limits};
+use crate::config::{AuthMode, Config, Limits, Listener, ListenerTls};
 use crate::delivery::filter::FilterLoops;
 use crate::policy::Pipeline;
 use crate::queue::{QueueId, Spool};
@@ -42,8 +43,9 @@ pub struct Core {
     pub hostname: String,
     /// The full `220` greeting line. It names the host, never the software or version.
     pub greeting: String,
-    /// The full multi-line EHLO reply, rendered once.
-    pub ehlo: String,
+    /// The EHLO reply's extensions, the same for every listener (`250-PIPELINING\r\n`
+    /// ... up to the last, which [`Listen`] renders with what the listener adds).
+    pub extensions: Vec<String>,
     pub limits: Limits,
     /// Shared with the delivery scheduler, which routes with the current policy.
     pub policy: Arc<ArcSwap<Pipeline>>,
@@ -71,15 +73,19 @@ impl Core {
         let hostname = config.server.hostname.clone();
         let banner = reply::sanitize(&config.server.banner, 200);
         let greeting = format!("220 {hostname} {banner}\r\n");
-        let ehlo = format!(
-            "250-{hostname}\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n\
-             250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250 SMTPUTF8\r\n",
-            config.limits.message_size
-        );
+        let extensions = [
+            "PIPELINING".to_owned(),
+            format!("SIZE {}", config.limits.message_size),
+            "8BITMIME".to_owned(),
+            "ENHANCEDSTATUSCODES".to_owned(),
+            "CHUNKING".to_owned(),
+            "SMTPUTF8".to_owned(),
+        ]
+        .to_vec();
         Self {
             hostname,
             greeting,
-            ehlo,
+            extensions,
             limits: config.limits.clone(),
             policy: Arc::new(ArcSwap::from_pointee(pipeline)),
             on_queued: Box::new(|_| {}),
@@ -90,4 +96,68 @@ impl Core {
             shutdown,
         }
     }
+}
+
+/// What a session needs to know of its listener: its name, how it uses TLS and AUTH,
+/// and its EHLO replies, rendered once.
+pub struct Listen {
+    pub name: Arc<str>,
+    pub tls: ListenerTls,
+    /// Set when `tls` is not `Off`.
+    pub acceptor: Option<tokio_rustls::TlsAcceptor>,
+    pub auth: AuthMode,
+    pub auth_plaintext: bool,
+    /// The EHLO reply before TLS (with STARTTLS when offered) and after it.
+    ehlo_plain: String,
+    ehlo_tls: String,
+}
+
+impl Listen {
+    pub fn new(core: &Core, l: &Listener, acceptor: Option<tokio_rustls::TlsAcceptor>) -> Self {
+        let tls = if acceptor.is_some() {
+            l.tls
+        } else {
+            ListenerTls::Off
+        };
+        let auth_ext = "AUTH PLAIN LOGIN";
+        let mut plain: Vec<&str> = core.extensions.iter().map(String::as_str).collect();
+        let mut encrypted = plain.clone();
+        if matches!(tls, ListenerTls::Offered | ListenerTls::Required) {
+            plain.push("STARTTLS");
+        }
+        if l.auth != AuthMode::Off {
+            encrypted.push(auth_ext);
+            if l.auth_plaintext {
+                plain.push(auth_ext);
+            }
+        }
+        Self {
+            name: Arc::from(l.name.as_str()),
+            tls,
+            acceptor,
+            auth: l.auth,
+            auth_plaintext: l.auth_plaintext,
+            ehlo_plain: render_ehlo(&core.hostname, &plain),
+            ehlo_tls: render_ehlo(&core.hostname, &encrypted),
+        }
+    }
+
+    /// The EHLO reply for a session that is (or is not yet) encrypted.
+    pub fn ehlo(&self, encrypted: bool) -> &str {
+        if encrypted {
+            &self.ehlo_tls
+        } else {
+            &self.ehlo_plain
+        }
+    }
+}
+
+/// `250-host`, then each extension, the last with `250 `.
+fn render_ehlo(hostname: &str, extensions: &[&str]) -> String {
+    let mut out = format!("250-{hostname}\r\n");
+    for (i, e) in extensions.iter().enumerate() {
+        let sep = if i + 1 == extensions.len() { ' ' } else { '-' };
+        out.push_str(&format!("250{sep}{e}\r\n"));
+    }
+    out
 }

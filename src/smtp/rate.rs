@@ -19,21 +19,33 @@ pub enum Kind {
     Connections,
     Messages,
     Recipients,
+    Auth,
+    AuthFailures,
 }
 
 impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::Connections,
+        Kind::Messages,
+        Kind::Recipients,
+        Kind::Auth,
+        Kind::AuthFailures,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Connections => "connections",
             Kind::Messages => "messages",
             Kind::Recipients => "recipients",
+            Kind::Auth => "auth",
+            Kind::AuthFailures => "auth-failures",
         }
     }
 }
 
 #[derive(Default)]
 pub struct RateLimiter {
-    rules: [Option<(u32, Duration)>; 3],
+    rules: [Option<(u32, Duration)>; 5],
     exempt: Vec<Arc<NetworkSet>>,
     windows: Mutex<HashMap<(Kind, IpAddr), (Instant, u32)>>,
 }
@@ -42,7 +54,13 @@ impl RateLimiter {
     pub fn new(config: &Config) -> Self {
         let r = &config.rate_limits;
         Self {
-            rules: [r.connections, r.messages, r.recipients],
+            rules: [
+                r.connections,
+                r.messages,
+                r.recipients,
+                r.auth,
+                r.auth_failures,
+            ],
             exempt: r
                 .exempt
                 .iter()
@@ -61,6 +79,33 @@ impl RateLimiter {
     /// not counted).
     pub fn allow(&self, kind: Kind, ip: IpAddr) -> bool {
         self.allow_at(kind, ip, Instant::now())
+    }
+
+    /// Whether `ip` has used up its `kind` events in the current window, without
+    /// counting one (a failed AUTH is counted only once it has failed).
+    pub fn exhausted(&self, kind: Kind, ip: IpAddr) -> bool {
+        let Some((limit, _)) = self.rule(kind) else {
+            return false;
+        };
+        self.count(kind, ip).is_some_and(|n| n >= limit)
+    }
+
+    /// The `kind` events counted for `ip` in its current window: `None` when no limit
+    /// is set for `kind` (nothing is counted), `Some(0)` for an exempt client.
+    pub fn count(&self, kind: Kind, ip: IpAddr) -> Option<u32> {
+        self.count_at(kind, ip, Instant::now())
+    }
+
+    fn count_at(&self, kind: Kind, ip: IpAddr, now: Instant) -> Option<u32> {
+        let (_, per) = self.rule(kind)?;
+        if self.exempt.iter().any(|set| set.contains(ip)) {
+            return Some(0);
+        }
+        let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        Some(match windows.get(&(kind, ip)) {
+            Some((start, n)) if now.duration_since(*start) < per => *n,
+            _ => 0,
+        })
     }
 
     fn allow_at(&self, kind: Kind, ip: IpAddr, now: Instant) -> bool {
@@ -101,7 +146,13 @@ mod tests {
 
     fn limiter(limit: u32, per: u64, exempt: Option<&str>) -> RateLimiter {
         RateLimiter {
-            rules: [Some((limit, Duration::from_secs(per))), None, None],
+            rules: [
+                Some((limit, Duration::from_secs(per))),
+                None,
+                None,
+                None,
+                None,
+            ],
             exempt: exempt
                 .map(|n| Arc::new(NetworkSet::new(vec![n.parse().unwrap()])))
                 .into_iter()
@@ -123,6 +174,13 @@ mod tests {
         assert!(!r.allow_at(Kind::Connections, a, t0));
         assert!(r.allow_at(Kind::Connections, b, t0), "another client");
         assert!(r.allow_at(Kind::Messages, a, t0), "no rule for messages");
+        assert_eq!(r.count_at(Kind::Connections, a, t0), Some(2));
+        assert_eq!(r.count_at(Kind::Messages, a, t0), None);
+        assert_eq!(
+            r.count_at(Kind::Connections, a, t0 + Duration::from_secs(60)),
+            Some(0),
+            "a new window"
+        );
         // the next window
         assert!(r.allow_at(Kind::Connections, a, t0 + Duration::from_secs(60)));
         let inside = "10.1.2.3".parse().unwrap();

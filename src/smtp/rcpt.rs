@@ -3,14 +3,13 @@
 use std::borrow::Cow;
 
 use smtp_proto::RcptTo;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::info;
 
 use super::reply;
 use super::session::{Flow, Session};
 use crate::policy::{Context, Stage, Verdict};
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+impl Session {
     pub(super) fn handle_rcpt(&mut self, to: RcptTo<Cow<'_, str>>, line: &[u8]) -> Flow {
         if self.tx.sender.is_none() {
             return self.fail(reply::NEED_MAIL);

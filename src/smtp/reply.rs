@@ -20,6 +20,12 @@ pub const NEED_RCPT: &str = "503 5.5.1 Error: need RCPT command\r\n";
 pub const BDAT_THEN_DATA: &str = "503 5.5.1 Error: DATA after BDAT in the same transaction\r\n";
 pub const NO_AUTH: &str = "503 5.5.1 Error: authentication not enabled\r\n";
 
+pub const STARTTLS_GO_AHEAD: &str = "220 2.0.0 Ready to start TLS\r\n";
+pub const TLS_ALREADY_ACTIVE: &str = "554 5.5.1 Error: TLS already active\r\n";
+pub const STARTTLS_SYNTAX: &str = "501 5.5.4 Syntax: STARTTLS\r\n";
+pub const TRANSACTION_IN_PROGRESS: &str = "503 5.5.1 Error: MAIL transaction in progress\r\n";
+pub const NEED_STARTTLS: &str = "530 5.7.0 Must issue a STARTTLS command first\r\n";
+
 pub const UNKNOWN_COMMAND: &str = "500 5.5.2 Error: command not recognized\r\n";
 pub const NOT_IMPLEMENTED: &str = "502 5.5.1 Error: command not implemented\r\n";
 pub const LINE_TOO_LONG: &str = "500 5.5.2 Error: line too long\r\n";

@@ -14,7 +14,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use super::conn::LimitHit;
 use super::session::{Session, next_session_id};
-use super::{Core, proxy, reply};
+use super::{Core, Listen, proxy, reply};
 use crate::config::Config;
 use crate::control::socket::ControlSocket;
 use crate::delivery::dns::Resolver;
@@ -38,6 +38,8 @@ pub enum ServeError {
     },
     #[error("cannot open the spool: {0}")]
     Spool(#[from] SpoolError),
+    #[error("cannot use the TLS certificate of {0}")]
+    Tls(String),
     #[error("cannot set up DNS resolution: {0}")]
     Resolver(String),
     #[error("cannot open the control socket {}: {source}", path.display())]
@@ -93,7 +95,7 @@ pub async fn serve_until(
                     .as_ref()
                     .and_then(|set| config.networks.get(set))
                     .map(|set| Arc::new(set.clone()));
-                listeners.push((Arc::<str>::from(l.name.as_str()), listener, proxies))
+                listeners.push((l.clone(), listener, proxies))
             }
             Err(err) => {
                 spool.close();
@@ -102,6 +104,13 @@ pub async fn serve_until(
         }
     }
 
+    let acceptors = match super::tls::acceptors(&config) {
+        Ok(a) => a,
+        Err(err) => {
+            spool.close();
+            return Err(ServeError::Tls(err));
+        }
+    };
     let mut core = Core::new(&config, pipeline, spool.clone(), shutdown.clone());
     let grace = config.server.shutdown_timeout;
     let resolver = match config.delivery.dns_server {
@@ -155,11 +164,12 @@ pub async fn serve_until(
     let core = Arc::new(core);
     let scheduler = tokio::spawn(scheduler.run(shutdown.clone(), grace));
     let mut loops = JoinSet::new();
-    for (name, listener, proxies) in listeners {
-        info!(listener = %name, address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), proxy_protocol = proxies.is_some(), "listening");
+    for (l, listener, proxies) in listeners {
+        let listen = Arc::new(Listen::new(&core, &l, acceptors.get(&l.name).cloned()));
+        info!(listener = %l.name, address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), proxy_protocol = proxies.is_some(), tls = listen.tls.as_str(), auth = ?l.auth, "listening");
         loops.spawn(accept_loop(
             listener,
-            name,
+            listen,
             proxies,
             core.clone(),
             shutdown.clone(),
@@ -196,25 +206,26 @@ fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
 
 async fn accept_loop(
     listener: TcpListener,
-    name: Arc<str>,
+    listen: Arc<Listen>,
     proxies: Option<Arc<NetworkSet>>,
     core: Arc<Core>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
+    let name = listen.name.clone();
     let mut sessions = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => match &proxies {
-                    None => admit(&mut sessions, stream, peer, &name, &core),
+                    None => admit(&mut sessions, stream, peer, &listen, &core),
                     Some(proxies) => {
                         let id = next_session_id();
                         let span = info_span!("proxy", id = %format_args!("{id:x}"), proxy = %peer, listener = %name);
-                        let (name, core, proxies) = (name.clone(), core.clone(), proxies.clone());
+                        let (listen, core, proxies) = (listen.clone(), core.clone(), proxies.clone());
                         sessions.spawn(
                             async move {
-                                proxied(stream, peer, name, core, proxies).await;
+                                proxied(stream, peer, listen, core, proxies).await;
                             }
                             .instrument(span),
                         );
@@ -253,7 +264,7 @@ async fn accept_loop(
 async fn proxied(
     mut stream: TcpStream,
     peer: SocketAddr,
-    name: Arc<str>,
+    listen: Arc<Listen>,
     core: Arc<Core>,
     proxies: Arc<NetworkSet>,
 ) {
@@ -273,7 +284,7 @@ async fn proxied(
     let client = SocketAddr::new(canonical_ip(client.ip()), client.port());
     info!(%client, "PROXY protocol header");
     let mut sessions = JoinSet::new();
-    admit(&mut sessions, stream, client, &name, &core);
+    admit(&mut sessions, stream, client, &listen, &core);
     while sessions.join_next().await.is_some() {}
 }
 
@@ -281,9 +292,10 @@ fn admit(
     sessions: &mut JoinSet<()>,
     stream: TcpStream,
     peer: SocketAddr,
-    name: &Arc<str>,
+    listen: &Arc<Listen>,
     core: &Arc<Core>,
 ) {
+    let name = &listen.name;
     let _ = stream.set_nodelay(true);
     let ip = canonical_ip(peer.ip());
     let peer = SocketAddr::new(ip, peer.port());
@@ -293,7 +305,7 @@ fn admit(
     let refusal = if core.rate.allow(super::rate::Kind::Connections, ip) {
         match core.connections.try_acquire(ip, &core.limits) {
             Ok(guard) => {
-                let session = Session::new(stream, core.clone(), peer, name.clone());
+                let session = Session::new(stream, core.clone(), peer, listen.clone());
                 sessions.spawn(
                     async move {
                         let _slot = guard;

@@ -8,14 +8,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use smtp_proto::Request;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 use tracing::{debug, info, warn};
 
-use super::Core;
 use super::dot::DotReceiver;
 use super::line::{LineEvent, LineReader};
 use super::reply;
+use super::tls::TlsInfo;
+use super::{Core, Listen};
+use crate::config::ListenerTls;
+use crate::delivery::ClientStream;
 use crate::policy::{Context, Decision, Pipeline, Stage, Verdict};
 use crate::queue::MessageRecord;
 
@@ -79,15 +83,21 @@ pub(super) enum Disposition {
 pub(super) enum Flow {
     Continue,
     Close,
+    /// STARTTLS was accepted: send the 220, then the handshake.
+    StartTls,
 }
 
-pub struct Session<S> {
-    pub(super) io: S,
+pub struct Session {
+    pub(super) io: ClientStream,
     pub(super) core: Arc<Core>,
     /// The policy snapshot this session runs with (a reload affects new sessions).
     pub(super) policy: Arc<Pipeline>,
     pub(super) peer: SocketAddr,
-    pub(super) listener: Arc<str>,
+    pub(super) listen: Arc<Listen>,
+    /// Set once the TLS handshake is done.
+    pub(super) tls: Option<TlsInfo>,
+    /// The SASL identity once AUTH succeeded.
+    pub(super) auth_user: Option<String>,
     pub(super) helo: Option<String>,
     pub(super) esmtp: bool,
     pub(super) state: State,
@@ -102,16 +112,18 @@ pub struct Session<S> {
     pub(super) disposition: Disposition,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    pub fn new(io: S, core: Arc<Core>, peer: SocketAddr, listener: Arc<str>) -> Self {
+impl Session {
+    pub fn new(io: TcpStream, core: Arc<Core>, peer: SocketAddr, listen: Arc<Listen>) -> Self {
         let policy = core.policy.load_full();
         let lines = LineReader::new(core.limits.line_length);
         Self {
-            io,
+            io: ClientStream::tcp(io),
             core,
             policy,
             peer,
-            listener,
+            listen,
+            tls: None,
+            auth_user: None,
             helo: None,
             esmtp: false,
             state: State::Command,
@@ -127,6 +139,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Runs the session to its end: greeting, commands, QUIT, timeout or shutdown.
     pub async fn run(mut self) {
         info!("connect");
+        if self.listen.tls == ListenerTls::Implicit && !self.handshake().await {
+            return;
+        }
         let decision = self.policy.evaluate(Stage::Connect, &self.policy_context());
         let greeting = self.core.greeting.clone();
         if self.apply(Stage::Connect, decision, &greeting) == Flow::Close {
@@ -175,8 +190,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(Ok(n)) => n,
                 Ok(Err(err)) => break (format!("read error: {err}"), false),
             };
-            if self.ingest(&buf[..n]).await == Flow::Close {
-                break ("closed by server".into(), true);
+            match self.ingest(&buf[..n]).await {
+                Flow::Continue => {}
+                Flow::Close => break ("closed by server".into(), true),
+                Flow::StartTls => {
+                    if let Err(err) = self.io.write_all(&self.out).await {
+                        break (format!("write error: {err}"), false);
+                    }
+                    self.out.clear();
+                    if !self.handshake().await {
+                        break ("TLS handshake failed".into(), false);
+                    }
+                    // RFC 3207 §4.2: forget everything learnt before TLS
+                    self.helo = None;
+                    self.esmtp = false;
+                    self.auth_user = None;
+                    self.reset_transaction();
+                }
             }
         };
         if let Some(record) = self.tx.record.take() {
@@ -186,6 +216,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.linger(&mut buf).await;
         }
         info!(reason = %close_reason, messages = self.messages, errors = self.errors, "disconnect");
+    }
+
+    /// The server side of the TLS handshake, within the handshake timeout; `false` if
+    /// it failed (logged; the session then ends without another word).
+    async fn handshake(&mut self) -> bool {
+        let Some(acceptor) = self.listen.acceptor.clone() else {
+            return false;
+        };
+        let limit = self.core.limits.tls_handshake_timeout;
+        match tokio::time::timeout(limit, self.io.accept_tls(&acceptor)).await {
+            Ok(Ok(())) => {
+                let (version, suite) = self.io.tls_parameters().unwrap_or_default();
+                let tls = TlsInfo::from_rustls(&version, &suite);
+                info!(protocol = %tls.protocol, cipher = %tls.cipher, "TLS established");
+                self.tls = Some(tls);
+                true
+            }
+            Ok(Err(err)) => {
+                warn!(%err, "TLS handshake failed");
+                false
+            }
+            Err(_) => {
+                warn!(timeout = ?limit, "TLS handshake timed out");
+                false
+            }
+        }
     }
 
     /// Closing first: send the last replies and our FIN, then read and drop what the
@@ -248,6 +304,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         LineEvent::TooLong => self.fail(reply::LINE_TOO_LONG),
                         LineEvent::BareEol => self.fail(reply::BARE_EOL_COMMAND),
                     };
+                    if flow == Flow::StartTls {
+                        // CVE-2011-0411: whatever the client pipelined behind STARTTLS
+                        // was sent in plaintext and must never count as sent over TLS.
+                        if !input.is_empty() || !self.lines.is_empty() {
+                            warn!(
+                                bytes = input.len(),
+                                "plaintext sent after STARTTLS discarded"
+                            );
+                        }
+                        self.lines = LineReader::new(self.core.limits.line_length);
+                        return Flow::StartTls;
+                    }
                     if flow == Flow::Continue
                         && matches!(self.state, State::Data(_))
                         && !input.is_empty()
@@ -311,8 +379,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     Flow::Continue
                 }
             };
-            if flow == Flow::Close {
-                return Flow::Close;
+            if flow != Flow::Continue {
+                return flow;
             }
         }
         Flow::Continue
@@ -345,6 +413,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             Err(err) => return self.syntax_error(err),
         };
+        if self.listen.tls == ListenerTls::Required
+            && self.tls.is_none()
+            && !matches!(
+                request,
+                Request::Ehlo { .. }
+                    | Request::Helo { .. }
+                    | Request::StartTls
+                    | Request::Noop { .. }
+                    | Request::Rset
+                    | Request::Quit
+            )
+        {
+            return self.fail(reply::NEED_STARTTLS);
+        }
         match request {
             Request::Ehlo { host } => self.handle_ehlo(&host, true),
             Request::Helo { host } => self.handle_ehlo(&host, false),
@@ -368,8 +450,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Request::Expn { .. }
             | Request::Etrn { .. }
             | Request::Atrn { .. }
-            | Request::Burl { .. }
-            | Request::StartTls => self.fail(reply::NOT_IMPLEMENTED),
+            | Request::Burl { .. } => self.fail(reply::NOT_IMPLEMENTED),
+            Request::StartTls => self.handle_starttls(line),
         }
     }
 
@@ -416,10 +498,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Context {
             client_port: self.peer.port(),
             helo: self.helo.as_deref(),
+            tls: self.tls.as_ref(),
+            auth_user: self.auth_user.as_deref(),
             sender: self.tx.sender.as_deref(),
             recipients: &self.tx.recipients,
             size: self.tx.declared_size,
-            ..Context::new(self.peer.ip(), &self.listener)
+            ..Context::new(self.peer.ip(), &self.listen.name)
         }
     }
 

@@ -159,6 +159,22 @@ impl Mtad {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// Waits until the log contains `needle` `n` times, and returns it.
+    pub fn wait_log(&self, needle: &str, n: usize, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let log = self.log();
+            if log.matches(needle).count() >= n {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {n}× {needle:?} in the log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
@@ -276,6 +292,16 @@ impl Client {
             reader: BufReader::new(stream.try_clone().unwrap()),
             stream,
         }
+    }
+
+    /// The socket, for a TLS handshake after STARTTLS's 220 (nothing may be buffered:
+    /// the server says nothing more until the handshake).
+    pub fn into_stream(self) -> TcpStream {
+        assert!(
+            self.reader.buffer().is_empty(),
+            "bytes after the last reply"
+        );
+        self.stream
     }
 
     /// Sends raw bytes as they are.
