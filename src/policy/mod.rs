@@ -152,6 +152,17 @@ pub struct Context<'a> {
     pub headers: &'a [HeaderLine],
     /// At data, the whole message as received (for hooks).
     pub body: Option<&'a [u8]>,
+    /// The client's rate-limit counters (hooks' `ctx.rate(kind)`); `None` outside a
+    /// session.
+    pub rates: Option<&'a dyn RateView>,
+}
+
+/// Reads the rate-limit counters: how many `kind` events (`connections`, `messages`,
+/// `recipients`, `auth`, `auth-failures`) a client had in its current window; `None`
+/// when no limit of that kind is set. In memory today; a store shared by several nodes
+/// would implement it too.
+pub trait RateView: std::fmt::Debug + Sync {
+    fn count(&self, kind: crate::smtp::rate::Kind, client: IpAddr) -> Option<u32>;
 }
 
 impl<'a> Context<'a> {
@@ -170,6 +181,7 @@ impl<'a> Context<'a> {
             size: None,
             headers: &[],
             body: None,
+            rates: None,
         }
     }
 }
@@ -726,6 +738,7 @@ impl Pipeline {
             size: ctx.size,
             headers: &headers,
             body: ctx.body,
+            rates: ctx.rates,
             ..HookInput::new(stage, ctx.client_ip, ctx.client_port, ctx.listener)
         };
         hook.call(&self.host, &input, &self.lookups)

@@ -43,6 +43,20 @@ impl Kind {
     }
 }
 
+impl crate::policy::RateView for RateLimiter {
+    fn count(&self, kind: Kind, ip: IpAddr) -> Option<u32> {
+        RateLimiter::count(self, kind, ip)
+    }
+}
+
+impl std::fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("rules", &self.rules)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Default)]
 pub struct RateLimiter {
     rules: [Option<(u32, Duration)>; 5],

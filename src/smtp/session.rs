@@ -503,6 +503,7 @@ impl Session {
             sender: self.tx.sender.as_deref(),
             recipients: &self.tx.recipients,
             size: self.tx.declared_size,
+            rates: Some(&self.core.rate),
             ..Context::new(self.peer.ip(), &self.listen.name)
         }
     }

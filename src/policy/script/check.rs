@@ -362,17 +362,21 @@ impl Checker<'_> {
             return Ty::Other;
         }
         match METHODS.iter().find(|m| m.name == name) {
-            Some(method) if self.stage == Stage::Data => {
+            Some(method) if method.stages().contains(&self.stage) => {
                 if let Some(field) = method.reads {
                     self.uses.insert(field);
                 }
             }
-            Some(_) => self.error(
+            Some(method) if method.stages() == [Stage::Data] => self.error(
                 pos,
                 format!(
                     "ctx.{name}() is only available in a data hook, not in a {} hook",
                     self.stage
                 ),
+            ),
+            Some(_) => self.error(
+                pos,
+                format!("ctx.{name}() is not available in a {} hook", self.stage),
             ),
             None if Field::property(name).is_some() => {
                 self.error(

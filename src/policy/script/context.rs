@@ -14,6 +14,7 @@ use rhai::{Array, Dynamic, EvalAltResult, ImmutableString, Map};
 
 use super::{HeaderChange, HookInput};
 use crate::policy::{Stage, routing_domain};
+use crate::smtp::rate::Kind as RateKind;
 
 /// Longest header line (`Name: value`) a script may add, as RFC 5322 allows.
 pub(crate) const MAX_HEADER_LINE: usize = 998;
@@ -39,6 +40,8 @@ pub(crate) enum Field {
     Headers,
     Body,
     Parts,
+    /// `ctx.rate(kind)`: the client's rate-limit counters.
+    Rates,
 }
 
 use Stage::{Data, Helo, Mail, Rcpt, Route};
@@ -81,6 +84,7 @@ impl Field {
             Field::Rcpt => &[Rcpt, Route],
             Field::Recipients => &[Rcpt, Data],
             Field::Size | Field::Headers | Field::Body | Field::Parts => &[Data],
+            Field::Rates => &[Stage::Connect, Helo, Mail, Rcpt, Data],
         }
     }
 
@@ -93,14 +97,29 @@ impl Field {
     }
 }
 
-/// A `ctx` method: its name, the data it reads, and whether it changes headers.
+/// A `ctx` method: its name and the data it reads. A method that reads nothing, or
+/// data that exists only there, is for data hooks only.
 pub(crate) struct Method {
     pub name: &'static str,
     pub reads: Option<Field>,
 }
 
-/// Every method a script can call on `ctx`; all exist at the data stage only.
-pub(crate) const METHODS: [Method; 8] = [
+impl Method {
+    /// The stages whose hooks may call it.
+    pub(crate) fn stages(&self) -> &'static [Stage] {
+        match self.reads {
+            Some(Field::Rates) => Field::Rates.stages(),
+            _ => &[Data],
+        }
+    }
+}
+
+/// Every method a script can call on `ctx`.
+pub(crate) const METHODS: [Method; 9] = [
+    Method {
+        name: "rate",
+        reads: Some(Field::Rates),
+    },
     Method {
         name: "header",
         reads: Some(Field::Headers),
@@ -262,6 +281,8 @@ pub(crate) struct CtxData {
     max_changes: usize,
     /// `ctx.content_filter(name)`: the last one.
     filter: Mutex<Option<String>>,
+    /// `ctx.rate(kind)`, by [`RateKind::ALL`]: `-1` where no limit is set.
+    rates: [i64; 5],
 }
 
 /// `ctx`, as Rhai sees it (type name `Context`).
@@ -316,6 +337,14 @@ impl Ctx {
             Some(body) if want(Field::Parts) => parts_of(body, max_body),
             _ => Array::new(),
         };
+        let mut rates = [-1; 5];
+        if want(Field::Rates)
+            && let Some(view) = input.rates
+        {
+            for (slot, kind) in rates.iter_mut().zip(RateKind::ALL) {
+                *slot = view.count(kind, input.client_ip).map_or(-1, i64::from);
+            }
+        }
         Ctx(Arc::new(CtxData {
             stage,
             client,
@@ -357,6 +386,7 @@ impl Ctx {
             changes: Mutex::new(Vec::new()),
             max_changes,
             filter: Mutex::new(None),
+            rates,
         }))
     }
 
@@ -600,6 +630,16 @@ pub(crate) fn register(engine: &mut rhai::Engine) {
         .register_fn("body", |c: &mut Ctx| -> Res<ImmutableString> {
             c.need_data("body")?;
             Ok(c.0.body.clone())
+        })
+        .register_fn("rate", |c: &mut Ctx, kind: &str| -> Res<i64> {
+            c.need(Field::Rates, "rate()")?;
+            match RateKind::ALL.iter().position(|k| k.as_str() == kind) {
+                Some(i) => Ok(c.0.rates[i]),
+                None => Err(script_error(format!(
+                    "ctx.rate(\"{kind}\"): no such rate limit; one of {}",
+                    RateKind::ALL.map(RateKind::as_str).join(", ")
+                ))),
+            }
         })
         .register_fn("parts", |c: &mut Ctx| -> Res<Array> {
             c.need_data("parts")?;

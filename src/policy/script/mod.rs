@@ -338,6 +338,8 @@ pub struct HookInput<'a> {
     pub headers: &'a [(String, String)],
     /// The body (after the blank line), as received.
     pub body: Option<&'a [u8]>,
+    /// The client's rate-limit counters, for `ctx.rate(kind)`.
+    pub rates: Option<&'a dyn crate::policy::RateView>,
 }
 
 impl<'a> HookInput<'a> {
@@ -357,6 +359,7 @@ impl<'a> HookInput<'a> {
             size: None,
             headers: &[],
             body: None,
+            rates: None,
         }
     }
 }

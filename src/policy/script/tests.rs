@@ -826,3 +826,57 @@ fn data_hook_reads_mime_parts() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn hooks_read_the_clients_rate_counters() {
+    #[derive(Debug)]
+    struct Counts;
+    impl crate::policy::RateView for Counts {
+        fn count(&self, kind: crate::smtp::rate::Kind, client: IpAddr) -> Option<u32> {
+            use crate::smtp::rate::Kind;
+            assert_eq!(client, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)));
+            match kind {
+                Kind::Messages => Some(7),
+                Kind::AuthFailures => Some(2),
+                _ => None,
+            }
+        }
+    }
+    let hook = compile(
+        Stage::Mail,
+        r#"fn mail(ctx) {
+            if ctx.rate("messages") != 7 { throw "messages " + ctx.rate("messages"); }
+            if ctx.rate("auth-failures") != 2 { throw "auth-failures"; }
+            if ctx.rate("connections") != -1 { throw "no limit"; }
+            if ctx.rate("messages") > 5 { return defer(450, "4.7.1", "slow down"); }
+            accept()
+        }"#,
+    );
+    let mut with = input(Stage::Mail);
+    with.rates = Some(&Counts);
+    let out = hook.call(host(), &with, &lookups()).unwrap();
+    assert_eq!(
+        out.decision,
+        HookDecision::Verdict(Verdict::Defer(Reply::new(450, [4, 7, 1], "slow down")))
+    );
+    // an unknown kind is a runtime error naming the known ones
+    let hook = compile(
+        Stage::Rcpt,
+        r#"fn rcpt(ctx) { ctx.rate("mesages"); accept() }"#,
+    );
+    let err = hook
+        .call(host(), &input(Stage::Rcpt), &lookups())
+        .unwrap_err();
+    assert!(err.to_string().contains("recipients, auth"), "{err}");
+    // rate() exists from connect to data, not at route
+    let errors = compile_err(
+        Stage::Route,
+        r#"fn route(ctx) { ctx.rate("messages"); next() }"#,
+    );
+    assert!(
+        errors[0]
+            .to_string()
+            .contains("not available in a route hook"),
+        "{errors:?}"
+    );
+}
