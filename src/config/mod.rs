@@ -486,6 +486,9 @@ pub enum Condition {
     SenderDomain(String),
     /// `sender-matches="regex"` over the whole address.
     SenderMatches(Pattern),
+    /// `sender-login="TABLE"`: the client authenticated as a user the table lists as an
+    /// owner of the sender address (Postfix's `smtpd_sender_login_maps`).
+    SenderLogin(String),
     /// `rcpt="a@b"`: the recipient, case-insensitively.
     Rcpt(String),
     /// `rcpt-domain="domains-set"`: the recipient's routing domain is in a domain set.
@@ -512,6 +515,7 @@ impl Condition {
             Condition::Sender(_) => "sender",
             Condition::SenderDomain(_) => "sender-domain",
             Condition::SenderMatches(_) => "sender-matches",
+            Condition::SenderLogin(_) => "sender-login",
             Condition::Rcpt(_) => "rcpt",
             Condition::RcptDomain(_) => "rcpt-domain",
             Condition::RcptMatches(_) => "rcpt-matches",
@@ -532,7 +536,8 @@ impl Condition {
             | Condition::AuthUser(_)
             | Condition::Sender(_)
             | Condition::SenderDomain(_)
-            | Condition::SenderMatches(_) => matches!(stage, Mail | Rcpt | Data | Route),
+            | Condition::SenderMatches(_)
+            | Condition::SenderLogin(_) => matches!(stage, Mail | Rcpt | Data | Route),
             Condition::Rcpt(_) | Condition::RcptDomain(_) | Condition::RcptMatches(_) => {
                 matches!(stage, Rcpt | Route)
             }

@@ -96,6 +96,7 @@ const CONDITIONS: &[&str] = &[
     "sender",
     "sender-domain",
     "sender-matches",
+    "sender-login",
     "rcpt",
     "rcpt-domain",
     "rcpt-matches",
@@ -114,6 +115,7 @@ const NEGATED_CONDITIONS: &[&str] = &[
     "not-sender",
     "not-sender-domain",
     "not-sender-matches",
+    "not-sender-login",
     "not-rcpt",
     "not-rcpt-domain",
     "not-rcpt-matches",
@@ -1678,20 +1680,8 @@ impl Parser {
                 .args(node, 1, Some(1), "transport-table \"NAME\" [conditions]")
                 .and_then(|args| {
                     let name = self.string(args[0], "table name")?;
-                    if sets.tables.contains_key(name) {
-                        return Some(RuleAction::TransportTable(name.to_owned()));
-                    }
-                    let help = suggest(name, sets.tables.keys().map(String::as_str))
-                        .unwrap_or_else(|| {
-                            "define it with `table NAME file=\"transport\"`".to_owned()
-                        });
-                    self.error(
-                        args[0].span(),
-                        format!("undefined table `{name}`"),
-                        "undefined table",
-                    )
-                    .help = Some(help);
-                    None
+                    self.known_table(name, args[0], sets, "transport")
+                        .then(|| RuleAction::TransportTable(name.to_owned()))
                 }),
             "accept" => self
                 .args(node, 0, Some(0), "accept [conditions]")
@@ -2013,6 +2003,9 @@ impl Parser {
             "client" => self
                 .client_condition(value, entry, sets)
                 .map(Condition::Client),
+            "sender-login" => self
+                .known_table(value, entry, sets, "sender_login")
+                .then(|| Condition::SenderLogin(value.to_owned())),
             "rcpt-domain" | "sender-domain" => {
                 if sets.domains.contains_key(value) {
                     return Some(if key == "rcpt-domain" {
@@ -2035,6 +2028,29 @@ impl Parser {
             }
             _ => unreachable!("checked against CONDITIONS"),
         }
+    }
+
+    /// Whether `name` is a defined `table`; if not, an error at `entry` (with a
+    /// suggestion, or how to define one from `example_file`).
+    fn known_table(
+        &mut self,
+        name: &str,
+        entry: &KdlEntry,
+        sets: &Sets,
+        example_file: &str,
+    ) -> bool {
+        if sets.tables.contains_key(name) {
+            return true;
+        }
+        let help = suggest(name, sets.tables.keys().map(String::as_str))
+            .unwrap_or_else(|| format!("define it with `table NAME file=\"{example_file}\"`"));
+        self.error(
+            entry.span(),
+            format!("undefined table `{name}`"),
+            "undefined table",
+        )
+        .help = Some(help);
+        false
     }
 
     fn client_condition(

@@ -313,6 +313,7 @@ enum Check {
     Sender(String),
     SenderDomain(Arc<DomainSet>),
     SenderMatches(Regex),
+    SenderLogin(Arc<crate::lookup::Table>),
     Rcpt(String),
     RcptDomain(Arc<DomainSet>),
     RcptMatches(Regex),
@@ -338,6 +339,10 @@ impl Check {
                 .and_then(|s| s.rsplit_once('@'))
                 .is_some_and(|(_, d)| set.contains(d)),
             Check::SenderMatches(re) => ctx.sender.is_some_and(|s| re.is_match(s)),
+            Check::SenderLogin(table) => match (ctx.auth_user, ctx.sender) {
+                (Some(user), Some(sender)) => sender_owned_by(table, sender, user),
+                _ => false,
+            },
             Check::Rcpt(addr) => ctx.rcpt.is_some_and(|r| r.eq_ignore_ascii_case(addr)),
             Check::RcptDomain(set) => ctx
                 .rcpt
@@ -856,6 +861,7 @@ fn compile_rule(
             Condition::AuthUser(v) => Some(Check::AuthUser(v.clone())),
             Condition::Sender(v) => Some(Check::Sender(v.clone())),
             Condition::SenderMatches(p) => Some(Check::SenderMatches(p.0.clone())),
+            Condition::SenderLogin(name) => tables.get(name).cloned().map(Check::SenderLogin),
             Condition::Rcpt(v) => Some(Check::Rcpt(v.clone())),
             Condition::RcptMatches(p) => Some(Check::RcptMatches(p.0.clone())),
             Condition::SizeOver(n) => Some(Check::SizeOver(*n)),
@@ -889,6 +895,24 @@ fn compile_rule(
         origin: rule.origin.clone(),
         route: rule.route.clone(),
     }
+}
+
+/// Whether `table` lists `user` among the owners of `sender`: the entry for the whole
+/// address, else for `@domain` (Postfix's `smtpd_sender_login_maps` lookup order); a
+/// value is a list of logins separated by commas or spaces, compared without case. The
+/// null sender belongs to nobody.
+fn sender_owned_by(table: &crate::lookup::Table, sender: &str, user: &str) -> bool {
+    if sender.is_empty() {
+        return false;
+    }
+    let owners = table.lookup(sender).or_else(|| {
+        let (_, domain) = sender.rsplit_once('@')?;
+        table.lookup(&format!("@{domain}"))
+    });
+    owners.is_some_and(|o| {
+        o.split([',', ' ', '\t'])
+            .any(|login| !login.is_empty() && login.eq_ignore_ascii_case(user))
+    })
 }
 
 #[cfg(test)]

@@ -250,3 +250,55 @@ fn stages_and_replies() {
     assert_eq!(Reply::new(451, [4, 3, 0], "a\r\nb").text, "a??b");
     assert_eq!(Reply::new(550, [5, 1, 1], "").to_string(), "550 5.1.1");
 }
+
+#[test]
+fn sender_login_checks_who_owns_the_sender_address() {
+    let text = format!(
+        "{PRELUDE}table \"senders\" {{\n    \"alice@example.test\" \"alice, Bob\"\n    \"@shared.test\" \"carol\"\n}}\nstage \"mail\" {{\n    reject authenticated=#true not-sender-login=\"senders\" 553 \"5.7.1\" \"Sender address not owned by you\"\n}}\n"
+    );
+    let p = match Config::parse("mtad.kdl", &text) {
+        Ok(config) => Pipeline::compile(&config),
+        Err(e) => panic!("{}", crate::config::render(&e)),
+    };
+    let verdict = |user: Option<&str>, sender: &str| {
+        let ctx = Context {
+            auth_user: user,
+            sender: Some(sender),
+            ..Context::new("192.0.2.1".parse().unwrap(), "sub")
+        };
+        match p.evaluate(Stage::Mail, &ctx).verdict {
+            Verdict::Reject(r) => r.code,
+            _ => 250,
+        }
+    };
+    assert_eq!(verdict(Some("alice"), "alice@example.test"), 250);
+    assert_eq!(
+        verdict(Some("bob"), "Alice@Example.TEST"),
+        250,
+        "list, any case"
+    );
+    assert_eq!(verdict(Some("carol"), "anyone@shared.test"), 250, "@domain");
+    assert_eq!(verdict(Some("carol"), "alice@example.test"), 553);
+    assert_eq!(verdict(Some("alice"), "nobody@elsewhere.test"), 553);
+    assert_eq!(
+        verdict(Some("alice"), ""),
+        553,
+        "the null sender is nobody's"
+    );
+    assert_eq!(
+        verdict(None, "alice@example.test"),
+        250,
+        "not authenticated"
+    );
+    // an undefined table is a configuration error at the property
+    let err = Config::parse(
+        "mtad.kdl",
+        &format!("{PRELUDE}stage \"mail\" {{\n    reject sender-login=\"sendrs\" 553 \"5.7.1\" \"no\"\n}}\n"),
+    )
+    .unwrap_err();
+    assert!(
+        crate::config::render(&err).contains("undefined table `sendrs`"),
+        "{}",
+        crate::config::render(&err)
+    );
+}
