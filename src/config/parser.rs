@@ -41,6 +41,7 @@ const TOP_LEVEL: &[&str] = &[
     "credentials",
     "content-filter",
     "rate-limits",
+    "users",
 ];
 const SERVER_KEYS: &[&str] = &[
     "hostname",
@@ -241,6 +242,8 @@ mod delivery;
 mod filter;
 #[path = "rate.rs"]
 mod rate;
+#[path = "users.rs"]
+mod users;
 
 #[derive(Default)]
 struct Sets {
@@ -252,6 +255,8 @@ struct Sets {
     credentials: delivery::Credentials,
     /// `content-filter` nodes.
     filters: filter::Filters,
+    /// `users` nodes.
+    users: users::UsersTables,
 }
 
 impl Parser {
@@ -720,7 +725,7 @@ impl Parser {
             self.cur = file.clone();
             let here = self.origin(node.name().span().offset());
             match node.name().value() {
-                "networks" | "domains" | "table" | "credentials" | "content-filter" => {} // read by `sets`
+                "networks" | "domains" | "table" | "credentials" | "content-filter" | "users" => {} // read by `sets`
                 "delivery" => {
                     if let Some((_, first)) = &delivery {
                         let first = first.clone();
@@ -853,6 +858,11 @@ impl Parser {
                 .into_iter()
                 .filter_map(|(k, (v, _))| Some((k, v?)))
                 .collect(),
+            users: sets
+                .users
+                .into_iter()
+                .filter_map(|(k, (v, _))| Some((k, v?)))
+                .collect(),
         })
     }
 
@@ -873,6 +883,10 @@ impl Parser {
             }
             if kind == "content-filter" {
                 self.content_filter(node, &mut sets.filters);
+                continue;
+            }
+            if kind == "users" {
+                self.users(node, &mut sets.users);
                 continue;
             }
             if kind != "networks" && kind != "domains" {
