@@ -41,6 +41,15 @@ fn ok(user: &str) -> AuthOutcome {
     AuthOutcome::Ok(user.to_owned())
 }
 
+/// Verifies each `(login, password, expected)`: `Some(user)` means `Ok(user)`, `None`
+/// means `Failed`.
+async fn expect(users: &Users, cases: &[(&str, &[u8], Option<&str>)]) {
+    for (login, password, want) in cases {
+        let want = want.map_or(AuthOutcome::Failed, ok);
+        assert_eq!(users.verify(login, password).await, want, "{login}");
+    }
+}
+
 const SCHEMES: &[&str] = &[
     "ARGON2ID",
     "ARGON2I",
@@ -175,28 +184,18 @@ async fn sqlite_users_with_a_doveadm_hash() {
         dir.path(),
         "users \"mailbox\" sql=\"sqlite:db/users.db\" query=\"SELECT password FROM mailbox WHERE username = $1 AND active = 1\"\n",
     );
-    let users = &config.users["mailbox"];
     let pw = PASSWORD.as_bytes();
-    assert_eq!(
-        users.verify("alice@example.test", pw).await,
-        ok("alice@example.test")
-    );
-    assert_eq!(
-        users.verify("bob@example.test", pw).await,
-        ok("bob@example.test")
-    );
-    assert_eq!(
-        users.verify("bob@example.test", b"x").await,
-        AuthOutcome::Failed
-    );
-    assert_eq!(
-        users.verify("carol@example.test", pw).await,
-        AuthOutcome::Failed
-    );
-    assert_eq!(
-        users.verify("dave@example.test", pw).await,
-        AuthOutcome::Failed
-    );
+    expect(
+        &config.users["mailbox"],
+        &[
+            ("alice@example.test", pw, Some("alice@example.test")),
+            ("bob@example.test", pw, Some("bob@example.test")),
+            ("bob@example.test", b"x", None),
+            ("carol@example.test", pw, None), // not active
+            ("dave@example.test", pw, None),  // unknown
+        ],
+    )
+    .await;
 }
 
 /// A PostgreSQL server of Debian's in a temporary data directory, on a loopback port,
@@ -400,26 +399,34 @@ async fn postgres_users_then_the_server_stops() {
     let config = load(dir.path(), &body(pg.port));
     let users = &config.users["pg"];
     let pw = PASSWORD.as_bytes();
-    assert_eq!(
-        users.verify("alice@example.test", pw).await,
-        ok("alice@example.test")
+    expect(
+        users,
+        &[
+            ("alice@example.test", pw, Some("alice@example.test")),
+            ("Bob@Example.test", pw, Some("bob@example.test")),
+            ("alice@example.test", b"nope", None),
+            ("carol@example.test", pw, None), // not active
+            ("erin@example.test", pw, None),  // unknown
+        ],
+    )
+    .await;
+    // the same over the server's Unix socket
+    let socket = load(
+        dir.path(),
+        &format!(
+            "users \"sock\" sql=\"postgres://postgres@localhost:{}/postgres?host={}\" query=\"{query}\"\n",
+            pg.port,
+            pg.data.display()
+        ),
     );
-    assert_eq!(
-        users.verify("Bob@Example.test", pw).await,
-        ok("bob@example.test")
-    );
-    assert_eq!(
-        users.verify("alice@example.test", b"nope").await,
-        AuthOutcome::Failed
-    );
-    assert_eq!(
-        users.verify("carol@example.test", pw).await,
-        AuthOutcome::Failed
-    );
-    assert_eq!(
-        users.verify("erin@example.test", pw).await,
-        AuthOutcome::Failed
-    );
+    expect(
+        &socket.users["sock"],
+        &[
+            ("alice@example.test", pw, Some("alice@example.test")),
+            ("alice@example.test", b"x", None),
+        ],
+    )
+    .await;
     // concurrent sessions share the pool
     let many = (0..8).map(|_| users.verify("bob@example.test", pw));
     for outcome in futures_util::future::join_all(many).await {

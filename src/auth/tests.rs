@@ -12,6 +12,15 @@ const BCRYPT: &str = "{BLF-CRYPT}$2y$05$niZ17LWc.DgJyQ.C7MOKrOB0zSfdWXGPb/TnerGE
 const SHA256: &str =
     "{SHA256-CRYPT}$5$8xe.OWTH2M7gY2Kw$JUJtcmd2xlK7ngGV07/B.hiuIVqLVydRxUcQ8mBwcmC";
 
+/// Verifies each `(login, password, expected)`: `Some(user)` means `Ok(user)`, `None`
+/// means `Failed`.
+async fn expect(users: &Users, cases: &[(&str, &[u8], Option<&str>)]) {
+    for (login, password, want) in cases {
+        let want = want.map_or(AuthOutcome::Failed, |u| AuthOutcome::Ok(u.to_owned()));
+        assert_eq!(users.verify(login, password).await, want, "{login}");
+    }
+}
+
 fn file_users(text: &str) -> Users {
     Users::from_file("local", passwd::parse_passwd(text).unwrap())
 }
@@ -21,31 +30,22 @@ async fn file_users_verify() {
     let users = file_users(&format!(
         "alice@example.test:{BCRYPT}\nbob:{SHA256}\ncarol:{{PLAIN}}correct horse\n"
     ));
-    let ok = |u: &str| AuthOutcome::Ok(u.to_owned());
-    assert_eq!(
-        users.verify("alice@example.test", b"correct horse").await,
-        ok("alice@example.test")
-    );
-    assert_eq!(
-        users.verify("ALICE@Example.test", b"correct horse").await,
-        ok("alice@example.test")
-    );
-    assert_eq!(users.verify("bob", b"correct horse").await, ok("bob"));
-    assert_eq!(users.verify("carol", b"correct horse").await, ok("carol"));
-    assert_eq!(users.verify("bob", b"wrong").await, AuthOutcome::Failed);
-    assert_eq!(users.verify("bob", b"").await, AuthOutcome::Failed);
-    assert_eq!(
-        users.verify("dave", b"correct horse").await,
-        AuthOutcome::Failed
-    );
-    assert_eq!(
-        users.verify("bob\u{0}", b"correct horse").await,
-        AuthOutcome::Failed
-    );
-    assert_eq!(
-        users.verify("", b"correct horse").await,
-        AuthOutcome::Failed
-    );
+    let pw = b"correct horse";
+    expect(
+        &users,
+        &[
+            ("alice@example.test", pw, Some("alice@example.test")),
+            ("ALICE@Example.test", pw, Some("alice@example.test")),
+            ("bob", pw, Some("bob")),
+            ("carol", pw, Some("carol")),
+            ("bob", b"wrong", None),
+            ("bob", b"", None),
+            ("dave", pw, None),
+            ("bob\u{0}", pw, None),
+            ("", pw, None),
+        ],
+    )
+    .await;
     let clone = users.clone();
     assert_eq!(clone.name(), "local");
     assert!(format!("{clone:?}").contains("file_users: 3"));
@@ -121,26 +121,19 @@ async fn sqlite_users_verify() {
         "sqlite:users.db",
         "SELECT password FROM mailbox WHERE username = $1 AND active = 1",
     );
-    assert_eq!(
-        users.verify("Alice@example.test", b"correct horse").await,
-        AuthOutcome::Ok("alice@example.test".to_owned())
-    );
-    assert_eq!(
-        users.verify("alice@example.test", b"nope").await,
-        AuthOutcome::Failed
-    );
-    // inactive, NULL password, unknown: all the same failure
-    for user in [
-        "bob@example.test",
-        "carol@example.test",
-        "erin@example.test",
-    ] {
-        assert_eq!(
-            users.verify(user, b"correct horse").await,
-            AuthOutcome::Failed,
-            "{user}"
-        );
-    }
+    let pw = b"correct horse";
+    expect(
+        &users,
+        &[
+            ("Alice@example.test", pw, Some("alice@example.test")),
+            ("alice@example.test", b"nope", None),
+            // inactive, NULL password, unknown: all the same failure
+            ("bob@example.test", pw, None),
+            ("carol@example.test", pw, None),
+            ("erin@example.test", pw, None),
+        ],
+    )
+    .await;
     // a stored value that is not {SCHEME}hash: the table is broken, not the password
     match users.verify("dave@example.test", b"correct horse").await {
         AuthOutcome::Unavailable(reason) => {

@@ -186,6 +186,17 @@ mod tests {
             .collect()
     }
 
+    /// `got` is `want`: each error in `file`, at `(line, column)`, its message
+    /// containing the fragment.
+    fn same_errors(got: &[(String, u32, u32, String)], file: &str, want: &[(u32, u32, &str)]) {
+        assert_eq!(got.len(), want.len(), "{got:#?}");
+        for ((f, line, col, message), (l, c, m)) in got.iter().zip(want) {
+            assert_eq!(f, file);
+            assert_eq!((*line, *col), (*l, *c), "{message}");
+            assert!(message.contains(m), "{message} (wanted {m})");
+        }
+    }
+
     // from `doveadm pw -s SHA256-CRYPT -p 'correct horse'`
     const SHA256: &str =
         "{SHA256-CRYPT}$5$8xe.OWTH2M7gY2Kw$JUJtcmd2xlK7ngGV07/B.hiuIVqLVydRxUcQ8mBwcmC";
@@ -252,12 +263,7 @@ mod tests {
             (11, 11, "not on this host"),
             (11, 43, "the query is empty"),
         ];
-        assert_eq!(got.len(), want.len(), "{got:#?}");
-        for ((file, line, col, message), (l, c, m)) in got.iter().zip(want) {
-            assert_eq!(file, "mtad.kdl");
-            assert_eq!((*line, *col), (l, c), "{message}");
-            assert!(message.contains(m), "{message} (wanted {m})");
-        }
+        same_errors(&got, "mtad.kdl", &want);
     }
 
     #[test]
@@ -277,12 +283,7 @@ mod tests {
             (6, 21, "hash part must be 86 characters"),
             (7, 1, "upper-case"),
         ];
-        assert_eq!(got.len(), want.len(), "{got:#?}");
-        for ((file, line, col, message), (l, c, m)) in got.iter().zip(want) {
-            assert_eq!(file, "users.passwd");
-            assert_eq!((*line, *col), (l, c), "{message}");
-            assert!(message.contains(m), "{message} (wanted {m})");
-        }
+        same_errors(&got, "users.passwd", &want);
         let rendered =
             render(&load(dir.path(), "users \"local\" file=\"users.passwd\"\n").unwrap_err());
         assert!(rendered.contains("[users.passwd:4:6]"), "{rendered}");

@@ -323,7 +323,7 @@ fn postgres_checked(options: PgConnectOptions) -> Result<PgConnectOptions, Strin
                 .is_ok_and(|ip| ip.is_loopback());
         if !local {
             return Err(format!(
-                "`{host}` is not on this host: mtad talks to SQL servers without TLS, so only loopback (127.0.0.1, ::1, localhost) or a Unix socket (?host=/run/postgresql) is allowed"
+                "`{host}` is not on this host: mtad talks to SQL servers without TLS, so only loopback (127.0.0.1, ::1, localhost) or a Unix socket (postgres://USER@localhost/DB?host=/run/postgresql) is allowed"
             ));
         }
     }
@@ -495,12 +495,20 @@ mod tests {
         assert_eq!(s.kind(), SqlKind::Postgres);
         assert_eq!(s.display(), "postgres://mtad@127.0.0.1:5433/mail");
         assert!(!format!("{s:?}").contains("s3cret"));
+        let s = SqlSource::parse(
+            "postgres://mtad@localhost/mail?host=/run/postgresql",
+            config,
+            t,
+        )
+        .unwrap();
+        assert_eq!(s.display(), "postgres://mtad@/run/postgresql/mail");
         for ok in [
             "postgresql://mtad@localhost/mail",
             "postgres://mtad@[::1]:5432/mail",
-            "postgres://mtad@/mail?host=/run/postgresql",
+            "postgres://mtad@localhost/mail?host=/run/postgresql",
         ] {
-            assert!(SqlSource::parse(ok, config, t).is_ok(), "{ok}");
+            let parsed = SqlSource::parse(ok, config, t);
+            assert!(parsed.is_ok(), "{ok}: {parsed:?}");
         }
         for (bad, why) in [
             ("mysql://u@127.0.0.1/db", "not `mysql:`"),
