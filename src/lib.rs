@@ -10,6 +10,8 @@
 //!   `Arc` and consulted by each SMTP stage.
 //! - [`smtp`]: listeners and sessions; each command calls the matching stage.
 //! - [`queue`]: the spool; nothing is acknowledged before it is on stable storage.
+//! - [`auth`]: SMTP AUTH's server side: SASL PLAIN/LOGIN decoding and the `users`
+//!   tables (Dovecot passwd-files or SQL) that credentials are verified against.
 //! - [`delivery`]: the outbound SMTP/LMTP client, with outcomes per recipient.
 //! - [`control`]: the operator side (`mtactl`): config checks and queue inspection.
 //!
@@ -17,6 +19,7 @@
 //! policy; control is the only module that reaches everything.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod control;
 pub mod delivery;

@@ -87,6 +87,10 @@ pub struct Config {
     pub credentials: BTreeMap<String, Arc<crate::lookup::Table>>,
     /// `content-filter NAME "TRANSPORT"`: after-queue content filters by name.
     pub content_filters: BTreeMap<String, ContentFilter>,
+    /// `users NAME file=...` or `users NAME sql=... query=...`: what SMTP AUTH
+    /// verifies credentials against, by name. A file is read and checked with the
+    /// configuration; a database is only connected to on first use.
+    pub users: BTreeMap<String, crate::auth::Users>,
 }
 
 /// An after-queue content filter (Postfix's FILTER_README model): an SMTP or LMTP next

@@ -42,6 +42,7 @@ const TOP_LEVEL: &[&str] = &[
     "credentials",
     "content-filter",
     "rate-limits",
+    "users",
 ];
 const SERVER_KEYS: &[&str] = &[
     "hostname",
@@ -261,6 +262,8 @@ mod delivery;
 mod filter;
 #[path = "rate.rs"]
 mod rate;
+#[path = "users.rs"]
+mod users;
 
 #[derive(Default)]
 struct Sets {
@@ -272,6 +275,8 @@ struct Sets {
     credentials: delivery::Credentials,
     /// `content-filter` nodes.
     filters: filter::Filters,
+    /// `users` nodes.
+    users: users::UsersTables,
 }
 
 impl Parser {
@@ -741,7 +746,7 @@ impl Parser {
             self.cur = file.clone();
             let here = self.origin(node.name().span().offset());
             match node.name().value() {
-                "networks" | "domains" | "table" | "credentials" | "content-filter" => {} // read by `sets`
+                "networks" | "domains" | "table" | "credentials" | "content-filter" | "users" => {} // read by `sets`
                 "delivery" => {
                     if let Some((_, first)) = &delivery {
                         let first = first.clone();
@@ -878,6 +883,11 @@ impl Parser {
                 .into_iter()
                 .filter_map(|(k, (v, _))| Some((k, v?)))
                 .collect(),
+            users: sets
+                .users
+                .into_iter()
+                .filter_map(|(k, (v, _))| Some((k, v?)))
+                .collect(),
         })
     }
 
@@ -898,6 +908,10 @@ impl Parser {
             }
             if kind == "content-filter" {
                 self.content_filter(node, &mut sets.filters);
+                continue;
+            }
+            if kind == "users" {
+                self.users(node, &mut sets.users);
                 continue;
             }
             if kind != "networks" && kind != "domains" {

@@ -161,13 +161,28 @@ impl Parser {
         parse: fn(&str) -> Result<Table, Vec<TableError>>,
         name: Option<&str>,
     ) -> Option<Table> {
+        let what = name.map_or_else(String::new, |n| format!("table `{n}` "));
+        self.data_file("table file", path, entry, parse, &what)
+    }
+
+    /// Reads and parses a file named by the `file=` property `entry` (`kind` names it
+    /// in the error when it cannot be read). Its syntax errors point into the file
+    /// itself, each with a note that `what` (`table `x` `) is defined at `entry`.
+    pub(super) fn data_file<T>(
+        &mut self,
+        kind: &str,
+        path: &str,
+        entry: &KdlEntry,
+        parse: impl FnOnce(&str) -> Result<T, Vec<TableError>>,
+        what: &str,
+    ) -> Option<T> {
         let full = resolve(&self.cur.path, path);
         let text = match std::fs::read_to_string(&full) {
             Ok(text) => text,
             Err(e) => {
                 self.error(
                     entry.span(),
-                    format!("cannot read table file `{path}`: {e}"),
+                    format!("cannot read {kind} `{path}`: {e}"),
                     "cannot read",
                 )
                 .help = Some(format!("looked for {}", full.display()));
@@ -175,12 +190,11 @@ impl Parser {
             }
         };
         match parse(&text) {
-            Ok(table) => Some(table),
+            Ok(parsed) => Some(parsed),
             Err(errors) => {
                 let here = self.origin(entry.span().offset());
                 let source = NamedSource::new(path, Arc::new(text));
                 for e in errors {
-                    let what = name.map_or_else(String::new, |n| format!("table `{n}` "));
                     self.errors.push(table_error(
                         &source,
                         path,

@@ -13,8 +13,10 @@
 //!   Matching ignores ASCII case and one trailing dot.
 //!
 //! Key → value tables (`table` nodes: inline maps and Postfix-format map, regexp and
-//! CIDR files) are in [`table`]; later kinds (SQL) live here too.
+//! CIDR files) are in [`table`]; [`sql`] holds the database connections SQL-backed
+//! lookups share (the `users` SQL backend today).
 
+pub mod sql;
 mod table;
 
 mod alias;

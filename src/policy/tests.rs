@@ -202,6 +202,7 @@ fn a_dangling_reference_fails_closed() {
         delivery: crate::config::Delivery::defaults_for(std::path::Path::new("spool")),
         credentials: BTreeMap::new(),
         content_filters: BTreeMap::new(),
+        users: BTreeMap::new(),
         stages: {
             let mut stages: [Vec<crate::config::RuleConfig>; Stage::COUNT] = Default::default();
             stages[Stage::Rcpt.index()] = vec![crate::config::RuleConfig {
