@@ -7,10 +7,9 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::peers::Pki;
+use common::tls_client::*;
 use common::*;
 
 /// `mx` offers STARTTLS (the server has a certificate), `sub` requires it, `smtps` is
@@ -56,25 +55,12 @@ struct Setup {
 }
 
 fn start() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new();
-    let pki_dir = dir.path().join("pki");
-    std::fs::create_dir(&pki_dir).unwrap();
-    for f in ["cert.pem", "key.pem", "ca.pem"] {
-        std::fs::copy(pki.dir.path().join(f), pki_dir.join(f)).unwrap();
-    }
-    std::fs::write(dir.path().join("hooks.rhai"), HOOKS).unwrap();
-    let (sub, smtps) = (free_port(), free_port());
-    let spool = dir.path().join("spool");
-    let config = CONFIG
-        .replace("{port2}", &sub.to_string())
-        .replace("{port3}", &smtps.to_string());
-    let mtad = Mtad::start_in(dir, spool, &config);
+    let t = start_with_pki(CONFIG, &[("hooks.rhai", HOOKS)], 2, |_| {});
     Setup {
-        mtad,
-        pki_dir,
-        sub,
-        smtps,
+        mtad: t.mtad,
+        pki_dir: t.pki,
+        sub: t.ports[0],
+        smtps: t.ports[1],
     }
 }
 
@@ -195,65 +181,6 @@ fn openssl_s_client_starttls_session() {
     assert!(text.contains("queued as"), "{text}");
     assert!(text.contains("221 2.0.0 Bye"), "{text}");
     queued_with(&s.mtad, "via-openssl");
-}
-
-/// A rustls client that trusts the test CA.
-fn tls_config(pki_dir: &std::path::Path) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(pki_dir.join("ca.pem")).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
-}
-
-type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
-
-fn handshake(pki_dir: &std::path::Path, tcp: TcpStream) -> Tls {
-    let conn = rustls::ClientConnection::new(tls_config(pki_dir), "localhost".try_into().unwrap())
-        .unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
-    while tls.conn.is_handshaking() {
-        tls.conn.complete_io(&mut tls.sock).unwrap();
-    }
-    tls
-}
-
-/// One reply (all its lines) from a TLS stream.
-fn tls_reply(tls: &mut Tls) -> String {
-    let mut all = Vec::new();
-    let mut byte = [0u8; 1];
-    loop {
-        match tls.read(&mut byte) {
-            Ok(0) => break,
-            Ok(_) => all.push(byte[0]),
-            Err(e) => panic!("read: {e} after {:?}", String::from_utf8_lossy(&all)),
-        }
-        if all.ends_with(b"\r\n") {
-            let text = String::from_utf8_lossy(&all);
-            let last = text.trim_end().rsplit("\r\n").next().unwrap_or("");
-            if last.len() >= 4 && last.as_bytes()[3] == b' ' {
-                break;
-            }
-        }
-    }
-    String::from_utf8_lossy(&all).into_owned()
-}
-
-fn tls_cmd(tls: &mut Tls, line: &str, prefix: &str) -> String {
-    tls.write_all(format!("{line}\r\n").as_bytes()).unwrap();
-    tls.flush().unwrap();
-    let r = tls_reply(tls);
-    assert!(r.starts_with(prefix), "{line} -> {r}");
-    r
 }
 
 #[test]

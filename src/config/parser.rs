@@ -839,7 +839,7 @@ impl Parser {
         }
 
         for ((l, _), how) in listeners.iter_mut().zip(listen_tls) {
-            self.settle_tls(l, how, server.as_ref());
+            self.settle_tls(l, how, server.as_ref(), &sets.users);
         }
         let server = server?;
         let defaults = Delivery::defaults_for(&server.spool);
@@ -1414,7 +1414,13 @@ impl Parser {
     /// Settles a listener's TLS once the `server` block (and its certificate) is known:
     /// STARTTLS is offered by default when there is a certificate; asking for TLS
     /// without one is an error at the listener.
-    fn settle_tls(&mut self, l: &mut Listener, how: ListenTls, server: Option<&Server>) {
+    fn settle_tls(
+        &mut self,
+        l: &mut Listener,
+        how: ListenTls,
+        server: Option<&Server>,
+        users: &users::UsersTables,
+    ) {
         if l.certificate.is_none() {
             l.certificate = server.and_then(|s| s.tls.clone());
         }
@@ -1446,6 +1452,52 @@ impl Parser {
             .help = Some(
                 "configure a certificate (STARTTLS is then offered), or allow it knowingly: auth-plaintext=#true".to_owned(),
             );
+        }
+        match (&l.users, how.users_at) {
+            (Some(name), Some(at)) if !users.contains_key(name) => {
+                let help = suggest(name, users.keys().map(String::as_str)).unwrap_or_else(|| {
+                    format!("define it: users \"{name}\" file=\"users.passwd\"")
+                });
+                self.error(at, format!("no users table named `{name}`"), "undefined")
+                    .help = Some(help);
+            }
+            (Some(_), Some(at)) if l.auth == AuthMode::Off => {
+                self.error(
+                    at,
+                    "users= without auth=\"offered\" or \"required\"",
+                    "no AUTH",
+                );
+            }
+            (None, _) if l.auth != AuthMode::Off => {
+                let at = how.auth_at.unwrap_or(how.span);
+                if users.len() == 1 {
+                    l.users = users.keys().next().cloned();
+                } else {
+                    let (message, help) = if users.is_empty() {
+                        (
+                            format!(
+                                "listener `{}` offers AUTH but no `users` table is defined",
+                                l.name
+                            ),
+                            "define one: users \"mailboxes\" file=\"users.passwd\"".to_owned(),
+                        )
+                    } else {
+                        (
+                            format!("listener `{}` offers AUTH: say which users table", l.name),
+                            format!(
+                                "users=\"NAME\", one of: {}",
+                                users
+                                    .keys()
+                                    .map(String::as_str)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        )
+                    };
+                    self.error(at, message, "which users?").help = Some(help);
+                }
+            }
+            _ => {}
         }
     }
 

@@ -812,6 +812,9 @@ fn tls_listeners() {
     std::fs::write(&c, cert.cert.pem()).unwrap();
     std::fs::write(&k, cert.signing_key.serialize_pem()).unwrap();
     let (c, k) = (c.to_str().unwrap(), k.to_str().unwrap());
+    let users_file = dir.path().join("users");
+    std::fs::write(&users_file, "alice:{PLAIN}secret\n").unwrap();
+    let users = format!("users \"u\" file=\"{}\"\n", users_file.display());
     // a server certificate: STARTTLS is offered unless a listener says otherwise; the
     // server block may come after the listeners
     let config = parse(&format!(
@@ -819,7 +822,7 @@ fn tls_listeners() {
          listen \"sub\" address=\"127.0.0.1:587\" starttls=\"required\" auth=\"required\"\n\
          listen \"smtps\" address=\"127.0.0.1:465\" implicit-tls=#true auth=\"offered\"\n\
          listen \"plain\" address=\"127.0.0.1:2525\" starttls=\"off\"\n\
-         server {{\n hostname \"mx.example.test\"\n spool \"spool\"\n tls-certificate \"{c}\"\n tls-key \"{k}\"\n}}\n"
+         server {{\n hostname \"mx.example.test\"\n spool \"spool\"\n tls-certificate \"{c}\"\n tls-key \"{k}\"\n}}\n{users}"
     ));
     let tls: Vec<ListenerTls> = config.listeners.iter().map(|l| l.tls).collect();
     assert_eq!(
@@ -833,6 +836,8 @@ fn tls_listeners() {
     );
     assert_eq!(config.listeners[1].auth, AuthMode::Required);
     assert_eq!(config.listeners[2].auth, AuthMode::Offered);
+    // the only users table is the one AUTH uses
+    assert_eq!(config.listeners[1].users.as_deref(), Some("u"));
     let pair = CertKey {
         certificate: c.into(),
         key: k.into(),
@@ -870,7 +875,23 @@ fn tls_listeners() {
     assert!(rendered.contains("mtad.kdl:6:37"), "{rendered}");
     // auth without TLS, knowingly
     let config = parse(&format!(
-        "{PRELUDE}listen \"b\" address=\"127.0.0.1:2527\" auth=\"offered\" auth-plaintext=#true\n"
+        "{PRELUDE}listen \"b\" address=\"127.0.0.1:2527\" auth=\"offered\" auth-plaintext=#true\n{users}"
     ));
+    // which users table: named, defined, and only with AUTH
+    let (errors, rendered) = check(&format!(
+        "{PRELUDE}{users}users \"v\" file=\"{}\"\n\
+         listen \"b\" address=\"127.0.0.1:2527\" auth=\"offered\" auth-plaintext=#true\n\
+         listen \"c\" address=\"127.0.0.1:2528\" auth=\"offered\" auth-plaintext=#true users=\"w\"\n\
+         listen \"d\" address=\"127.0.0.1:2529\" users=\"u\"\n",
+        users_file.display()
+    ));
+    let messages: Vec<&str> = errors.errors.iter().map(|e| e.message.as_str()).collect();
+    for want in [
+        "listener `b` offers AUTH: say which users table",
+        "no users table named `w`",
+        "users= without auth=\"offered\" or \"required\"",
+    ] {
+        assert!(messages.contains(&want), "{want:?} missing:\n{rendered}");
+    }
     assert!(config.listeners[1].auth_plaintext);
 }

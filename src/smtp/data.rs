@@ -237,7 +237,7 @@ impl Session {
         match self.core.spool.commit(record).await {
             Ok(id) => {
                 self.messages += 1;
-                info!(queue_id = %id, from = %reply::sanitize(&from, 256), nrcpt = recipients, size, held, tls = self.tls.is_some(), auth = self.auth_user.as_deref().map(|u| reply::sanitize(u, 255)), "queued");
+                info!(queue_id = %id, from = %reply::sanitize(&from, 256), nrcpt = recipients, size, held, tls = self.tls.is_some(), auth = self.auth_user.as_deref().map(|u| tracing::field::display(reply::sanitize(u, 255))), "queued");
                 if !held {
                     (self.core.on_queued)(id);
                 }

@@ -24,6 +24,9 @@ pub struct LineReader {
     buf: Vec<u8>,
     max: usize,
     overflow: bool,
+    /// The first bytes of the last line that was too long (so that an over-long
+    /// `AUTH` line gets RFC 4954's reply).
+    long_prefix: [u8; 8],
 }
 
 impl LineReader {
@@ -33,6 +36,7 @@ impl LineReader {
             buf: Vec::new(),
             max: max.max(8),
             overflow: false,
+            long_prefix: [0; 8],
         }
     }
 
@@ -50,6 +54,13 @@ impl LineReader {
     pub fn restore(&mut self, mut buf: Vec<u8>) {
         buf.clear();
         self.buf = buf;
+    }
+
+    /// Whether the last [`LineEvent::TooLong`] line started with `prefix` (at most 8
+    /// bytes, compared without case).
+    pub fn long_line_starts(&self, prefix: &[u8]) -> bool {
+        prefix.len() <= self.long_prefix.len()
+            && self.long_prefix[..prefix.len()].eq_ignore_ascii_case(prefix)
     }
 
     /// Whether a partial line is buffered.
@@ -91,6 +102,14 @@ impl LineReader {
         }
         if self.buf.len() + bytes.len() > self.max {
             self.overflow = true;
+            self.long_prefix = [0; 8];
+            for (slot, b) in self
+                .long_prefix
+                .iter_mut()
+                .zip(self.buf.iter().chain(bytes))
+            {
+                *slot = *b;
+            }
             self.buf.clear();
             self.buf.shrink_to(self.max.min(1024));
         } else {
@@ -126,6 +145,17 @@ mod tests {
         assert_eq!(r.next(&mut b), Some(LineEvent::TooLong));
         assert_eq!(r.next(&mut b), Some(LineEvent::Line));
         assert_eq!(r.line(), b"NOOP\r\n");
+    }
+
+    #[test]
+    fn an_over_long_line_keeps_its_start() {
+        let mut r = LineReader::new(16);
+        let mut a = &b"AUTH PLAIN AAAAAAAAAAAAAAAAAAAAAAAA\r\n"[..];
+        assert_eq!(r.next(&mut a), Some(LineEvent::TooLong));
+        assert!(r.long_line_starts(b"auth "));
+        let mut b = &b"NOOP xxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n"[..];
+        assert_eq!(r.next(&mut b), Some(LineEvent::TooLong));
+        assert!(!r.long_line_starts(b"AUTH "));
     }
 
     #[test]

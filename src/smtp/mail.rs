@@ -17,6 +17,9 @@ impl Session {
         if self.tx.sender.is_some() {
             return self.fail(reply::NESTED_MAIL);
         }
+        if self.listen.auth == crate::config::AuthMode::Required && self.auth_user.is_none() {
+            return self.fail(reply::AUTH_REQUIRED);
+        }
         if from.flags & MAIL_BODY_BINARYMIME != 0 {
             return self.fail(&reply::line(555, [5, 5, 4], "Unsupported BODY type"));
         }

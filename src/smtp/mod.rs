@@ -13,6 +13,7 @@ pub mod proxy;
 pub mod reply;
 pub mod server;
 
+mod auth;
 mod conn;
 mod data;
 mod ehlo;
@@ -107,13 +108,20 @@ pub struct Listen {
     pub acceptor: Option<tokio_rustls::TlsAcceptor>,
     pub auth: AuthMode,
     pub auth_plaintext: bool,
+    /// The table AUTH verifies against (set when `auth` is not `Off`).
+    pub users: Option<crate::auth::Users>,
     /// The EHLO reply before TLS (with STARTTLS when offered) and after it.
     ehlo_plain: String,
     ehlo_tls: String,
 }
 
 impl Listen {
-    pub fn new(core: &Core, l: &Listener, acceptor: Option<tokio_rustls::TlsAcceptor>) -> Self {
+    pub fn new(
+        core: &Core,
+        l: &Listener,
+        acceptor: Option<tokio_rustls::TlsAcceptor>,
+        users: Option<crate::auth::Users>,
+    ) -> Self {
         let tls = if acceptor.is_some() {
             l.tls
         } else {
@@ -125,7 +133,12 @@ impl Listen {
         if matches!(tls, ListenerTls::Offered | ListenerTls::Required) {
             plain.push("STARTTLS");
         }
-        if l.auth != AuthMode::Off {
+        let auth = if users.is_some() {
+            l.auth
+        } else {
+            AuthMode::Off
+        };
+        if auth != AuthMode::Off {
             encrypted.push(auth_ext);
             if l.auth_plaintext {
                 plain.push(auth_ext);
@@ -135,8 +148,9 @@ impl Listen {
             name: Arc::from(l.name.as_str()),
             tls,
             acceptor,
-            auth: l.auth,
+            auth,
             auth_plaintext: l.auth_plaintext,
+            users,
             ehlo_plain: render_ehlo(&core.hostname, &plain),
             ehlo_tls: render_ehlo(&core.hostname, &encrypted),
         }

@@ -26,6 +26,22 @@ pub const STARTTLS_SYNTAX: &str = "501 5.5.4 Syntax: STARTTLS\r\n";
 pub const TRANSACTION_IN_PROGRESS: &str = "503 5.5.1 Error: MAIL transaction in progress\r\n";
 pub const NEED_STARTTLS: &str = "530 5.7.0 Must issue a STARTTLS command first\r\n";
 
+// AUTH (RFC 4954)
+pub const AUTH_OK: &str = "235 2.7.0 Authentication successful\r\n";
+pub const AUTH_EMPTY_CHALLENGE: &str = "334 \r\n";
+pub const AUTH_REQUIRED: &str = "530 5.7.0 Authentication required\r\n";
+pub const AUTH_NEEDS_TLS: &str =
+    "538 5.7.11 Encryption required for requested authentication mechanism\r\n";
+pub const ALREADY_AUTHENTICATED: &str = "503 5.5.1 Error: already authenticated\r\n";
+pub const UNKNOWN_MECHANISM: &str = "504 5.5.4 Unrecognized authentication type\r\n";
+pub const AUTH_LINE_TOO_LONG: &str = "500 5.5.6 Authentication Exchange line is too long\r\n";
+pub const AUTH_CANCELLED: &str = "501 5.7.0 Authentication cancelled\r\n";
+pub const AUTH_UNDECODABLE: &str = "501 5.5.2 Cannot decode response\r\n";
+pub const AUTH_FAILED: &str = "535 5.7.8 Error: authentication failed\r\n";
+pub const AUTH_TEMPORARY: &str = "454 4.7.0 Temporary authentication failure\r\n";
+pub const TOO_MANY_AUTH: &str =
+    "454 4.7.0 Error: too many authentication attempts from your address; try again later\r\n";
+
 pub const UNKNOWN_COMMAND: &str = "500 5.5.2 Error: command not recognized\r\n";
 pub const NOT_IMPLEMENTED: &str = "502 5.5.1 Error: command not implemented\r\n";
 pub const LINE_TOO_LONG: &str = "500 5.5.2 Error: line too long\r\n";

@@ -165,7 +165,13 @@ pub async fn serve_until(
     let scheduler = tokio::spawn(scheduler.run(shutdown.clone(), grace));
     let mut loops = JoinSet::new();
     for (l, listener, proxies) in listeners {
-        let listen = Arc::new(Listen::new(&core, &l, acceptors.get(&l.name).cloned()));
+        let users = l.users.as_ref().and_then(|u| config.users.get(u)).cloned();
+        let listen = Arc::new(Listen::new(
+            &core,
+            &l,
+            acceptors.get(&l.name).cloned(),
+            users,
+        ));
         info!(listener = %l.name, address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), proxy_protocol = proxies.is_some(), tls = listen.tls.as_str(), auth = ?l.auth, "listening");
         loops.spawn(accept_loop(
             listener,

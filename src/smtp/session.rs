@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 use tracing::{debug, info, warn};
 
+use super::auth::SaslStep;
 use super::dot::DotReceiver;
 use super::line::{LineEvent, LineReader};
 use super::reply;
@@ -98,6 +99,8 @@ pub struct Session {
     pub(super) tls: Option<TlsInfo>,
     /// The SASL identity once AUTH succeeded.
     pub(super) auth_user: Option<String>,
+    /// An AUTH exchange waiting for the client's next line.
+    pub(super) sasl: Option<SaslStep>,
     pub(super) helo: Option<String>,
     pub(super) esmtp: bool,
     pub(super) state: State,
@@ -124,6 +127,7 @@ impl Session {
             listen,
             tls: None,
             auth_user: None,
+            sasl: None,
             helo: None,
             esmtp: false,
             state: State::Command,
@@ -205,6 +209,7 @@ impl Session {
                     self.helo = None;
                     self.esmtp = false;
                     self.auth_user = None;
+                    self.sasl = None;
                     self.reset_transaction();
                 }
             }
@@ -295,11 +300,24 @@ impl Session {
                         break;
                     };
                     let flow = match event {
+                        LineEvent::Line if self.sasl.is_some() => {
+                            let line = self.lines.take();
+                            let text = String::from_utf8_lossy(&line[..line.len() - 2]);
+                            let flow = self.sasl_response(&text).await;
+                            drop(text);
+                            self.lines.restore(line);
+                            flow
+                        }
                         LineEvent::Line => {
                             let line = self.lines.take();
                             let flow = self.command(&line).await;
                             self.lines.restore(line);
                             flow
+                        }
+                        LineEvent::TooLong
+                            if self.sasl.is_some() || self.lines.long_line_starts(b"AUTH ") =>
+                        {
+                            self.sasl_line_too_long()
                         }
                         LineEvent::TooLong => self.fail(reply::LINE_TOO_LONG),
                         LineEvent::BareEol => self.fail(reply::BARE_EOL_COMMAND),
@@ -445,7 +463,10 @@ impl Session {
             }
             Request::Help { .. } => self.push_ok(reply::HELP),
             Request::Vrfy { .. } => self.push_ok(reply::VRFY),
-            Request::Auth { .. } => self.fail(reply::NO_AUTH),
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => self.handle_auth(mechanism, &initial_response).await,
             Request::Lhlo { .. } => self.fail(reply::UNKNOWN_COMMAND),
             Request::Expn { .. }
             | Request::Etrn { .. }

@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod peers;
+pub mod tls_client;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -46,12 +47,23 @@ stage "rcpt" {
 }
 "#;
 
+/// A port free on 127.0.0.1 now, and never handed out before in this test process
+/// (the kernel may give the same ephemeral port to two `bind(0)` in a row, and two
+/// listeners of one configuration on the same port would not start).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 pub struct Mtad {
