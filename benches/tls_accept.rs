@@ -87,6 +87,22 @@ async fn session(addr: SocketAddr, tls: Option<&tokio_rustls::TlsConnector>, mes
     }
 }
 
+/// The CPU time a process has used so far (user + system), from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // the fields after the command name, which is in parentheses
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// Sessions per second for `secs`, `CLIENTS` at a time.
 async fn round(
     addr: SocketAddr,
@@ -187,14 +203,28 @@ fn main() {
         ("sessions without a message", false),
     ] {
         let (mut plain, mut tls) = (Vec::new(), Vec::new());
+        // the server's CPU time per session, µs: what the load generator's own share of
+        // the cores cannot blur
+        let (mut plain_cpu, mut tls_cpu) = (0.0, 0.0);
+        let pid = mtad.id();
         for _ in 0..rounds {
-            plain.push(rt.block_on(round(addr, None, message, secs)));
-            tls.push(rt.block_on(round(addr, Some(connector.clone()), message, secs)));
+            let c0 = cpu_seconds(pid);
+            let rate = rt.block_on(round(addr, None, message, secs));
+            plain_cpu += (cpu_seconds(pid) - c0) / (rate * secs as f64);
+            plain.push(rate);
+            let c0 = cpu_seconds(pid);
+            let rate = rt.block_on(round(addr, Some(connector.clone()), message, secs));
+            tls_cpu += (cpu_seconds(pid) - c0) / (rate * secs as f64);
+            tls.push(rate);
         }
+        let (plain_cpu, tls_cpu) = (
+            plain_cpu * 1e6 / rounds as f64,
+            tls_cpu * 1e6 / rounds as f64,
+        );
         let best = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
         let (p, t) = (best(&plain), best(&tls));
         println!(
-            "{what}: plaintext {p:.0}/s, STARTTLS {t:.0}/s, STARTTLS/plaintext = {:.2} (rounds: plain {plain:.0?}, tls {tls:.0?})",
+            "{what}: plaintext {p:.0}/s, STARTTLS {t:.0}/s, STARTTLS/plaintext = {:.2} (rounds: plain {plain:.0?}, tls {tls:.0?}); mtad CPU per session: plaintext {plain_cpu:.0} µs, STARTTLS {tls_cpu:.0} µs",
             t / p
         );
     }
