@@ -20,6 +20,7 @@ mod ehlo;
 mod mail;
 pub mod rate;
 mod rcpt;
+pub mod reload;
 mod session;
 mod simple;
 pub mod tls;

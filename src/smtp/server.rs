@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use super::conn::LimitHit;
+use super::reload::Reloader;
 use super::session::{Session, next_session_id};
 use super::{Core, Listen, proxy, reply};
 use crate::config::Config;
@@ -162,6 +163,10 @@ pub async fn serve_until(
         tokio::spawn(control.serve(spool.clone(), Arc::new(handle.clone()), shutdown.clone()));
     core.on_queued = Box::new(move |id| handle.queued(id));
     let core = Arc::new(core);
+    let reloads = tokio::spawn(reload_on_sighup(
+        Arc::new(Reloader::new(&config, core.policy.clone())),
+        shutdown.clone(),
+    ));
     let scheduler = tokio::spawn(scheduler.run(shutdown.clone(), grace));
     let mut loops = JoinSet::new();
     for (l, listener, proxies) in listeners {
@@ -184,6 +189,7 @@ pub async fn serve_until(
     }
     info!(hostname = %core.hostname, "mtad started");
     while loops.join_next().await.is_some() {}
+    reloads.abort();
     if let Err(err) = scheduler.await {
         error!(%err, "the scheduler task failed");
     }
@@ -356,6 +362,33 @@ pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
+    }
+}
+
+/// SIGHUP reloads the policy (see [`Reloader`]), one reload at a time, until shutdown.
+async fn reload_on_sighup(reloader: Arc<Reloader>, mut shutdown: watch::Receiver<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(err) => {
+            error!(%err, "cannot install the SIGHUP handler; reloads are unavailable");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            got = hup.recv() => {
+                if got.is_none() {
+                    return;
+                }
+                info!(signal = "SIGHUP", "reloading the policy");
+                let r = reloader.clone();
+                if let Err(err) = tokio::task::spawn_blocking(move || r.reload()).await {
+                    error!(%err, "the reload task failed; the running policy stays");
+                }
+            }
+        }
     }
 }
 
