@@ -123,3 +123,49 @@ fn queued_mail_follows_the_new_route() {
     let dumps = new.dumps_within(1, Duration::from_secs(10));
     assert!(dumps[0].contains("Subject: moved"), "{}", dumps[0]);
 }
+
+#[test]
+fn mtactl_reload_reports_errors_and_keeps_the_running_policy() {
+    let sink = Sink::start(&[]);
+    let mtad = Mtad::start(&BEFORE.replace("{sink}", &sink.port().to_string()));
+    try_rcpt(&mtad, "x@other.test", "554 5.7.1");
+    rewrite(
+        &mtad,
+        "domains \"relay\" \"example.test\"",
+        "domains \"relay\" \"example.test\" \"other.test\"",
+    );
+    let out = mtad.mtactl(&["reload"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("reloaded"), "{stdout}");
+    try_rcpt(&mtad, "x@other.test", "250 ");
+
+    // broken: mtactl reports every error with its place, exit 1, nothing changes
+    rewrite(
+        &mtad,
+        "accept rcpt-domain=\"relay\"",
+        "accept rcpt-domain=\"rely\"",
+    );
+    let out = mtad.mtactl(&["reload"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("undefined domain set `rely`"), "{stderr}");
+    assert!(stderr.contains("mtad.kdl:9:12"), "{stderr}");
+    try_rcpt(&mtad, "x@other.test", "250 ");
+    // the daemon checks too (what if the file changed after mtactl looked): its
+    // refusal comes back over the control socket with the rendered errors
+    let socket = mtad.spool.join("control.sock");
+    let answer = mtad::control::socket::reload(&socket).unwrap();
+    assert!(!answer.ok);
+    assert!(
+        answer.errors.contains("undefined domain set `rely`"),
+        "{}",
+        answer.errors
+    );
+    assert!(mtad.log().contains("reload refused"));
+    try_rcpt(&mtad, "x@other.test", "250 ");
+}

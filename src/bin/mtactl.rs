@@ -26,6 +26,13 @@ enum Command {
         #[arg(long, short, value_name = "PATH")]
         config: PathBuf,
     },
+    /// Reload the running mtad's policy: the configuration is checked here first, then
+    /// compiled anew by mtad and swapped in. Exit 1 with every error when it is not
+    /// valid; the running policy stays.
+    Reload {
+        #[arg(long, short, value_name = "PATH")]
+        config: PathBuf,
+    },
     /// Look KEY up in a table, like `postmap -q`: prints the value (exit 0) or nothing
     /// (exit 1). For a networks or domains set, prints `yes` when KEY is a member.
     /// Exit 2: the configuration is invalid or TABLE is not defined.
@@ -188,6 +195,7 @@ fn main() -> ExitCode {
             };
         }
         Command::Check { config } => control::check(&config),
+        Command::Reload { config } => control::reload(&config),
         Command::Queue { command } => match command {
             QueueCommand::List { config, format } => {
                 control::queue_list(&config, matches!(format, Format::Json))

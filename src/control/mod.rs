@@ -23,6 +23,29 @@ pub fn check(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// `mtactl reload`: checks the configuration here first (a broken one is reported and
+/// never sent), then asks the daemon to reload and reports what it says.
+pub fn reload(path: &Path) -> Result<(), String> {
+    let config = load(path)?;
+    crate::policy::Pipeline::build(&config).map_err(|errors| render(&errors))?;
+    let answer =
+        socket::reload(&config.server.control_socket).map_err(|e| format!("mtactl: {e}"))?;
+    if !answer.ok {
+        return Err(format!(
+            "mtactl reload: mtad refused the new configuration; the running policy stays\n{}",
+            answer.errors
+        ));
+    }
+    println!("{}: reloaded", config.path.display());
+    if !answer.needs_restart.is_empty() {
+        println!(
+            "changed, taking effect at the next restart: {}",
+            answer.needs_restart.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// The one-line summary of a valid configuration.
 pub fn summary(config: &Config) -> String {
     let rules: usize = config.stages.iter().map(Vec::len).sum();

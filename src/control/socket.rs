@@ -13,8 +13,17 @@
 //! < {"ok":false,"error":"delete needs ids, or \"all\":true to delete every message","done":[],"missing":[]}
 //! ```
 //!
+//! `mtactl reload` sends `{"reload":true}` and gets [`ReloadResponse`]:
+//!
+//! ```text
+//! > {"reload":true}
+//! < {"ok":true,"needs_restart":["delivery"]}
+//! < {"ok":false,"errors":"× undefined domain set `rely` ..."}
+//! ```
+//!
 //! The daemon side is [`ControlSocket`] (bind, then serve); the scheduler is reached
-//! through [`DeliveryControl`]. The client side is [`request`], blocking, for `mtactl`.
+//! through [`DeliveryControl`], the reloader through [`ControlSocket::with_reload`]. The
+//! client side is [`request`] and [`reload`], blocking, for `mtactl`.
 
 use std::collections::BTreeSet;
 use std::io::{self, BufRead, Write};
@@ -158,6 +167,28 @@ impl From<WireResponse> for Response {
     }
 }
 
+/// `{"reload":true}`: compile the configuration anew and swap the policy in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadRequest {
+    pub reload: bool,
+}
+
+/// The answer to a [`ReloadRequest`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadResponse {
+    pub ok: bool,
+    /// The configuration errors, rendered with file:line:col, when `ok` is false.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub errors: String,
+    /// Blocks that changed but take effect at the next restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs_restart: Vec<String>,
+}
+
+/// What answers a reload request (blocking: run on the blocking pool).
+pub type ReloadFn = Arc<dyn Fn() -> ReloadResponse + Send + Sync>;
+
 /// Why [`request`] got no response.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
@@ -176,6 +207,18 @@ pub enum RequestError {
 /// Sends one request to the daemon at `path` and waits for its response (blocking; no
 /// timeout, since a `delete ALL` on a large queue takes as long as it takes).
 pub fn request(path: &Path, req: &Request) -> Result<Response, RequestError> {
+    exchange(path, req)
+}
+
+/// Asks the daemon at `path` to reload its policy (blocking, until it has).
+pub fn reload(path: &Path) -> Result<ReloadResponse, RequestError> {
+    exchange(path, &ReloadRequest { reload: true })
+}
+
+fn exchange<Q: Serialize, A: serde::de::DeserializeOwned>(
+    path: &Path,
+    req: &Q,
+) -> Result<A, RequestError> {
     let io_err = |source| RequestError::Io {
         path: path.to_path_buf(),
         source,
@@ -214,17 +257,26 @@ pub fn request(path: &Path, req: &Request) -> Result<Response, RequestError> {
 
 /// A bound control socket, not yet serving. Binding first lets the daemon fail at start
 /// (before it says it is up) when another daemon owns the path.
-#[derive(Debug)]
 pub struct ControlSocket {
     listener: UnixListener,
     path: PathBuf,
     /// (device, inode) of the socket file we created: on shutdown it is removed only if
     /// it is still ours.
     file: (u64, u64),
+    reload: Option<ReloadFn>,
 }
 
 fn bind_error(path: &Path, kind: io::ErrorKind, what: impl std::fmt::Display) -> io::Error {
     io::Error::new(kind, format!("control socket {}: {what}", path.display()))
+}
+
+impl std::fmt::Debug for ControlSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlSocket")
+            .field("path", &self.path)
+            .field("reload", &self.reload.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ControlSocket {
@@ -274,11 +326,19 @@ impl ControlSocket {
             listener,
             path: path.to_path_buf(),
             file: (meta.dev(), meta.ino()),
+            reload: None,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Answers `{"reload":true}` with `reload` (without it: an error saying reloads
+    /// are not available here).
+    pub fn with_reload(mut self, reload: ReloadFn) -> Self {
+        self.reload = Some(reload);
+        self
     }
 
     /// Answers requests until `shutdown` changes (or its sender is dropped), then removes
@@ -301,6 +361,7 @@ impl ControlSocket {
                                 stream,
                                 spool.clone(),
                                 Arc::clone(&delivery),
+                                self.reload.clone(),
                                 shutdown.clone(),
                             ));
                         }
@@ -318,6 +379,7 @@ impl ControlSocket {
             listener,
             path,
             file,
+            reload: _,
         } = self;
         drop(listener);
         match std::fs::symlink_metadata(&path) {
@@ -381,6 +443,7 @@ async fn connection(
     stream: UnixStream,
     spool: Spool,
     delivery: Arc<dyn DeliveryControl>,
+    reload: Option<ReloadFn>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (read, mut write) = stream.into_split();
@@ -405,6 +468,29 @@ async fn connection(
                 true,
             ),
             Ok(Line::Complete) if line.iter().all(u8::is_ascii_whitespace) => continue,
+            Ok(Line::Complete) if serde_json::from_slice::<ReloadRequest>(&line).is_ok() => {
+                let answer = match &reload {
+                    Some(f) => {
+                        let f = f.clone();
+                        tokio::task::spawn_blocking(move || f())
+                            .await
+                            .unwrap_or_else(|e| ReloadResponse {
+                                errors: format!("the reload failed: {e}"),
+                                ..ReloadResponse::default()
+                            })
+                    }
+                    None => ReloadResponse {
+                        errors: "this daemon cannot reload".to_owned(),
+                        ..ReloadResponse::default()
+                    },
+                };
+                let mut out = serde_json::to_vec(&answer).unwrap_or_default();
+                out.push(b'\n');
+                if write.write_all(&out).await.is_err() {
+                    return;
+                }
+                continue;
+            }
             Ok(Line::Complete) => match serde_json::from_slice::<Request>(&line) {
                 Ok(req) => (execute(&req, &spool, delivery.as_ref()).await, false),
                 Err(e) => (Response::error(format!("malformed request: {e}")), false),

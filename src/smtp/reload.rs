@@ -1,4 +1,4 @@
-//! Reloading the policy while the server runs (SIGHUP).
+//! Reloading the policy while the server runs (SIGHUP, `mtactl reload`).
 //!
 //! The configuration is read and compiled anew — rules, hooks, tables, aliases,
 //! content checks — and, only if all of it is valid, swapped in at once. On any error
@@ -17,7 +17,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, ConfigErrors, Delivery, Limits, Listener, RateLimits, Server};
+use crate::config::{Config, ConfigErrors, Delivery, Limits, Listener, RateLimits, Server, render};
+use crate::control::socket::{ReloadFn, ReloadResponse};
 use crate::policy::Pipeline;
 
 /// What a reload did.
@@ -120,5 +121,21 @@ impl Reloader {
         }
         info!(config = %self.path.display(), "policy reloaded");
         ReloadOutcome::Reloaded { needs_restart }
+    }
+
+    /// What the control socket calls for `mtactl reload`.
+    pub fn answer(self: Arc<Self>) -> ReloadFn {
+        Arc::new(move || match self.reload() {
+            ReloadOutcome::Reloaded { needs_restart } => ReloadResponse {
+                ok: true,
+                errors: String::new(),
+                needs_restart: needs_restart.into_iter().map(str::to_owned).collect(),
+            },
+            ReloadOutcome::Refused(errors) => ReloadResponse {
+                ok: false,
+                errors: render(&errors),
+                needs_restart: Vec::new(),
+            },
+        })
     }
 }

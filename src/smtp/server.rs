@@ -159,14 +159,13 @@ pub async fn serve_until(
             });
         }
     };
+    let reloader = Arc::new(Reloader::new(&config, core.policy.clone()));
+    let control = control.with_reload(reloader.clone().answer());
     let control =
         tokio::spawn(control.serve(spool.clone(), Arc::new(handle.clone()), shutdown.clone()));
     core.on_queued = Box::new(move |id| handle.queued(id));
     let core = Arc::new(core);
-    let reloads = tokio::spawn(reload_on_sighup(
-        Arc::new(Reloader::new(&config, core.policy.clone())),
-        shutdown.clone(),
-    ));
+    let reloads = tokio::spawn(reload_on_sighup(reloader, shutdown.clone()));
     let scheduler = tokio::spawn(scheduler.run(shutdown.clone(), grace));
     let mut loops = JoinSet::new();
     for (l, listener, proxies) in listeners {
