@@ -459,3 +459,69 @@ fn smtps_with_a_sqlite_users_table() {
         "{t}"
     );
 }
+
+/// AUTH on a listener whose users live in a real PostgreSQL 15 (PostfixAdmin's
+/// `mailbox` table); the database stopped mid-way: 454, never a login.
+#[test]
+fn a_postgresql_users_table_through_the_daemon() {
+    let test = "a_postgresql_users_table_through_the_daemon";
+    let Some(mut pg) = common::peers::Postgres::start(test) else {
+        return;
+    };
+    pg.sql("CREATE TABLE mailbox (username VARCHAR(255) PRIMARY KEY, password VARCHAR(255) NOT NULL, active BOOLEAN NOT NULL)");
+    pg.sql(&format!(
+        "INSERT INTO mailbox VALUES ('erin@example.test', '{}', true)",
+        doveadm_pw("SHA512-CRYPT", "erin-pw")
+    ));
+    let config = format!(
+        r#"
+server {{
+    hostname "mx.example.test"
+    spool "{{spool}}"
+    tls-certificate "pki/cert.pem"
+    tls-key "pki/key.pem"
+}}
+listen "sub" address="127.0.0.1:{{port}}" starttls="required" auth="required"
+users "pg" sql="postgres://postgres@127.0.0.1:{}/postgres" query="SELECT password FROM mailbox WHERE username = $1 AND active" timeout="2s"
+stage "rcpt" {{
+    accept authenticated=#true
+}}
+"#,
+        pg.port
+    );
+    let t = start_with_pki(&config, &[], 0, |_| {});
+    let login = |password: &str| {
+        text(&swaks(
+            t.mtad.port,
+            &[
+                "--tls",
+                "--auth",
+                "PLAIN",
+                "--auth-user",
+                "erin@example.test",
+                "--auth-password",
+                password,
+                "--from",
+                "erin@example.test",
+                "--to",
+                "friend@elsewhere.test",
+            ],
+        ))
+    };
+    let out = login("erin-pw");
+    assert!(
+        out.contains("235 2.7.0") && out.contains("queued as"),
+        "{out}"
+    );
+    assert!(login("wrong").contains("535 5.7.8"));
+    pg.stop();
+    let out = login("erin-pw");
+    assert!(
+        out.contains("454 4.7.0 Temporary authentication failure"),
+        "{out}"
+    );
+    let log = t
+        .mtad
+        .wait_log("authentication unavailable", 1, Duration::from_secs(5));
+    assert!(log.contains("users `pg`"), "{log}");
+}

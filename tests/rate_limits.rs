@@ -88,3 +88,53 @@ fn connections_per_client() {
         mtad.log()
     );
 }
+
+/// A hook reads the counters the limits keep (`ctx.rate`) and acts before the limit.
+#[test]
+fn hooks_read_the_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mail.rhai"),
+        r#"fn mail(ctx) {
+            let n = ctx.rate("messages");
+            if ctx.rate("connections") != -1 { throw "no connection limit here"; }
+            if n > 2 { return defer(450, "4.7.1", "hook: message " + n + " this hour, slow down"); }
+            next()
+        }"#,
+    )
+    .unwrap();
+    let spool = dir.path().join("spool");
+    let mtad = Mtad::start_in(
+        dir,
+        spool,
+        r#"
+server {
+    hostname "mx.example.test"
+    spool "{spool}"
+}
+listen "mx" address="127.0.0.1:{port}"
+stage "mail" {
+    hook "mail.rhai"
+}
+rate-limits {
+    messages 100 per="1h"
+}
+"#,
+    );
+    let mut s = Client::connect_from("127.0.0.4", mtad.port);
+    s.expect("220 ");
+    s.cmd("EHLO client.test", "250");
+    for _ in 0..2 {
+        s.cmd("MAIL FROM:<a@src.test>", "250");
+        s.cmd("RSET", "250");
+    }
+    s.cmd(
+        "MAIL FROM:<a@src.test>",
+        "450 4.7.1 hook: message 3 this hour, slow down",
+    );
+    // another address starts from zero
+    let mut other = Client::connect_from("127.0.0.5", mtad.port);
+    other.expect("220 ");
+    other.cmd("EHLO client.test", "250");
+    other.cmd("MAIL FROM:<a@src.test>", "250");
+}

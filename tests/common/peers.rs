@@ -483,3 +483,167 @@ impl Drop for FilterPeer {
         self.stop();
     }
 }
+
+/// A PostgreSQL server of Debian's in a temporary data directory, on a loopback port,
+/// run as the `postgres` user when we are root (initdb refuses root). Stopped on drop.
+pub struct Postgres {
+    bin: PathBuf,
+    pub data: PathBuf,
+    pub port: u16,
+    as_user: Option<&'static str>,
+    _dir: tempfile::TempDir,
+    running: bool,
+}
+
+impl Postgres {
+    /// `None` (skipped) when PostgreSQL is not installed outside CI.
+    pub fn start(test: &str) -> Option<Postgres> {
+        let bin = postgres_bin_dir();
+        if bin.is_none() {
+            // fails under CI, says how to install it otherwise
+            super::tool_or_skip("initdb", "postgresql", test)?;
+        }
+        let bin = bin.or_else(|| super::find_tool("initdb")?.parent().map(Path::to_path_buf))?;
+        let dir = tempfile::tempdir().unwrap();
+        // a directory we just made is ours: owned by uid 0 when we are root
+        let root =
+            std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(dir.path()).unwrap()) == 0;
+        let as_user = root.then_some("postgres");
+        let data = dir.path().join("data");
+        if as_user.is_some() {
+            // the postgres user must be able to reach and own its directory
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres", dir.path().to_str().unwrap()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let mut pg = Postgres {
+            bin,
+            data,
+            port: super::free_port(),
+            as_user,
+            _dir: dir,
+            running: false,
+        };
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                pg.data.to_str().unwrap(),
+                "--auth=trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            pg.port,
+            pg.data.to_str().unwrap()
+        );
+        let log = pg.data.join("server.log");
+        pg.run(
+            "pg_ctl",
+            &[
+                "-D",
+                pg.data.to_str().unwrap(),
+                "-o",
+                &options,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "start",
+            ],
+        );
+        pg.running = true;
+        Some(pg)
+    }
+
+    fn command(&self, tool: &str) -> Command {
+        let path = self.bin.join(tool);
+        match self.as_user {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(path);
+                c
+            }
+            None => Command::new(path),
+        }
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let out = self.command(tool).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn sql(&self, statement: &str) {
+        let port = self.port.to_string();
+        self.run(
+            "psql",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                statement,
+            ],
+        );
+    }
+
+    pub fn stop(&mut self) {
+        if self.running {
+            self.running = false;
+            self.run(
+                "pg_ctl",
+                &[
+                    "-D",
+                    self.data.to_str().unwrap(),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "stop",
+                ],
+            );
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if self.running {
+            self.running = false;
+            let _ = self
+                .command("pg_ctl")
+                .args(["-D", self.data.to_str().unwrap(), "-m", "immediate", "stop"])
+                .output();
+        }
+    }
+}
+
+/// Debian keeps the server binaries in /usr/lib/postgresql/VERSION/bin; the newest wins.
+fn postgres_bin_dir() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| Some(e.ok()?.path().join("bin")))
+        .filter(|bin| bin.join("initdb").exists() && bin.join("pg_ctl").exists())
+        .collect();
+    dirs.sort_by_key(|d| {
+        d.parent()
+            .and_then(|v| v.file_name()?.to_str()?.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    dirs.pop()
+}
