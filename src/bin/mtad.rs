@@ -26,15 +26,8 @@ fn main() -> ExitCode {
             EnvFilter::try_from_env("MTAD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let config = match mtad::config::Config::load(&args.config) {
-        Ok(config) => config,
-        Err(errors) => {
-            eprint!("{}", mtad::config::render(&errors));
-            return ExitCode::FAILURE;
-        }
-    };
-    let pipeline = match mtad::policy::Pipeline::build(&config) {
-        Ok(pipeline) => pipeline,
+    let (config, pipeline) = match mtad::policy::Pipeline::load(&args.config) {
+        Ok(built) => built,
         Err(errors) => {
             eprint!("{}", mtad::config::render(&errors));
             return ExitCode::FAILURE;

@@ -1131,12 +1131,7 @@ impl Parser {
                 .help = Some(format!("add: {example}"));
             }
         }
-        let tls = self.cert_key(
-            node,
-            tls_certificate,
-            tls_key,
-            ("tls-certificate", "tls-key"),
-        );
+        let tls = self.cert_key(tls_certificate, tls_key, ("tls-certificate", "tls-key"));
         let hostname: String = hostname?;
         let spool: PathBuf = spool?;
         Some(Server {
@@ -1391,7 +1386,6 @@ impl Parser {
             );
         }
         let own = self.cert_key(
-            node,
             tls.certificate.take(),
             tls.key.take(),
             ("certificate", "key"),
@@ -1520,7 +1514,6 @@ impl Parser {
     /// missing, unreadable, or does not match is reported with the configuration.
     fn cert_key(
         &mut self,
-        node: &KdlNode,
         certificate: Option<(PathBuf, SourceSpan)>,
         key: Option<(PathBuf, SourceSpan)>,
         names: (&str, &str),
@@ -1545,7 +1538,6 @@ impl Parser {
                     "only one of them",
                 )
                 .help = Some(format!("{c}=\"cert.pem\" {k}=\"key.pem\""));
-                let _ = node;
                 None
             }
         }

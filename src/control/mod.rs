@@ -16,8 +16,7 @@ use socket::{QueueAction, Request};
 
 /// `mtactl check`: exit 0 with a one-line summary, or every error rendered.
 pub fn check(path: &Path) -> Result<(), String> {
-    let config = Config::load(path).map_err(|errors| render(&errors))?;
-    crate::policy::Pipeline::build(&config).map_err(|errors| render(&errors))?;
+    let (config, _) = crate::policy::Pipeline::load(path).map_err(|errors| render(&errors))?;
     print_table_warnings(&config);
     println!("{}", summary(&config));
     Ok(())
@@ -26,8 +25,7 @@ pub fn check(path: &Path) -> Result<(), String> {
 /// `mtactl reload`: checks the configuration here first (a broken one is reported and
 /// never sent), then asks the daemon to reload and reports what it says.
 pub fn reload(path: &Path) -> Result<(), String> {
-    let config = load(path)?;
-    crate::policy::Pipeline::build(&config).map_err(|errors| render(&errors))?;
+    let (config, _) = crate::policy::Pipeline::load(path).map_err(|errors| render(&errors))?;
     let answer =
         socket::reload(&config.server.control_socket).map_err(|e| format!("mtactl: {e}"))?;
     if !answer.ok {

@@ -41,11 +41,7 @@ pub const EXIT_CONFIG: u8 = 2;
 
 /// Loads and compiles the policy, or prints why it cannot.
 fn pipeline(config_path: &Path) -> Result<(Config, Pipeline), u8> {
-    let built = Config::load(config_path).and_then(|config| {
-        let pipeline = Pipeline::build(&config)?;
-        Ok((config, pipeline))
-    });
-    built.map_err(|errors| {
+    Pipeline::load(config_path).map_err(|errors| {
         eprint!("{}", render(&errors));
         EXIT_CONFIG
     })

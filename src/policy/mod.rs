@@ -403,6 +403,14 @@ impl Pipeline {
         }
     }
 
+    /// Reads the configuration at `path` (and what it includes) and compiles it: what
+    /// mtad at start and on reload, `mtactl check`, `reload` and `test-policy` run.
+    pub fn load(path: &std::path::Path) -> Result<(Config, Pipeline), ConfigErrors> {
+        let config = Config::load(path)?;
+        let pipeline = Self::build(&config)?;
+        Ok((config, pipeline))
+    }
+
     /// Like [`Pipeline::build`], but a hook that does not compile makes its rule
     /// answer 451 (fail closed) instead of an error: for tests and tools that have
     /// already validated the configuration.

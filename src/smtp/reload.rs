@@ -92,9 +92,7 @@ impl Reloader {
     /// Reads, checks and compiles the configuration file again and swaps the policy in
     /// (blocking: it reads files and compiles hooks). Logs what it did.
     pub fn reload(&self) -> ReloadOutcome {
-        let built = Config::load(&self.path)
-            .and_then(|config| Pipeline::build(&config).map(|p| (config, p)));
-        let (config, pipeline) = match built {
+        let (config, pipeline) = match Pipeline::load(&self.path) {
             Ok(b) => b,
             Err(errors) => {
                 for e in &errors.errors {

@@ -304,7 +304,6 @@ impl Session {
                             let line = self.lines.take();
                             let text = String::from_utf8_lossy(&line[..line.len() - 2]);
                             let flow = self.sasl_response(&text).await;
-                            drop(text);
                             self.lines.restore(line);
                             flow
                         }
