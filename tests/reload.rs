@@ -1,12 +1,20 @@
-//! SIGHUP reloads the policy of a running mtad: a new session gets the new rules; a
-//! broken configuration keeps the old policy and logs every error with its place;
-//! queued mail is routed by the new policy at its next attempt.
+//! SIGHUP and `mtactl reload` reload a running mtad: a new transaction gets the new
+//! rules; a broken configuration keeps the old one and reports every error with its
+//! place; queued mail is routed by the new policy at its next attempt. A reload reaches
+//! everything mtad was started with: listeners are bound, changed and closed (sessions
+//! on a closed one go on to their end), certificates, the greeting, limits and rate
+//! limits apply to new sessions; what cannot be put in force (an address in use, a
+//! broken certificate) refuses the whole reload. Under a continuous load from
+//! smtp-source, reloads lose no session and no message.
 
 mod common;
 
-use std::time::Duration;
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use common::peers::Sink;
+use common::tls_client::{start_with_pki, starttls, tls_cmd};
 use common::*;
 
 const BEFORE: &str = r#"
@@ -62,10 +70,14 @@ fn sighup_swaps_the_policy_and_a_broken_config_keeps_the_old_one() {
         "domains \"relay\" \"example.test\"",
         "domains \"relay\" \"example.test\" \"other.test\"",
     );
-    mtad.wait_log("policy reloaded", 1, Duration::from_secs(5));
-    // the session that was open keeps its policy; a new one has the new rules
+    mtad.wait_log("configuration reloaded", 1, Duration::from_secs(5));
+    // the transaction under way keeps its policy; the session's next one and a new
+    // session have the new rules
     s.cmd("RCPT TO:<x@other.test>", "554 5.7.1");
     try_rcpt(&mtad, "x@other.test", "250 ");
+    s.cmd("RSET", "250 ");
+    s.cmd("MAIL FROM:<a@client.test>", "250 ");
+    s.cmd("RCPT TO:<x@other.test>", "250 ");
 
     // broken: a KDL error and an unknown set; nothing changes, both are logged
     rewrite_and_hup(
@@ -78,19 +90,15 @@ fn sighup_swaps_the_policy_and_a_broken_config_keeps_the_old_one() {
     assert!(log.contains("mtad.kdl:10:"), "{log}");
     assert!(log.contains("errors=2"), "{log}");
     try_rcpt(&mtad, "x@other.test", "250 ");
-    // a change the running server cannot take yet is named
+    // a change only a restart makes is named
     rewrite(
         &mtad,
         "accept rcpt-domain=\"rely\"\n    reject 554 \"5.7.1\"",
         "accept rcpt-domain=\"relay\"",
     );
-    rewrite_and_hup(
-        &mtad,
-        "queue-only #false",
-        "queue-only #false\n    backoff-min \"1s\"",
-    );
-    let log = mtad.wait_log("policy reloaded", 2, Duration::from_secs(5));
-    assert!(log.contains("blocks=delivery"), "{log}");
+    rewrite_and_hup(&mtad, "spool \"", "shutdown-timeout \"5s\"\n    spool \"");
+    let log = mtad.wait_log("configuration reloaded", 2, Duration::from_secs(5));
+    assert!(log.contains("settings=server.shutdown-timeout"), "{log}");
 }
 
 #[test]
@@ -113,7 +121,7 @@ fn queued_mail_follows_the_new_route() {
         &format!("{old_port}\""),
         &format!("{}\"", new.port()),
     );
-    mtad.wait_log("policy reloaded", 1, Duration::from_secs(5));
+    mtad.wait_log("configuration reloaded", 1, Duration::from_secs(5));
     let out = mtad.mtactl(&["queue", "flush"]);
     assert!(
         out.status.success(),
@@ -168,4 +176,217 @@ fn mtactl_reload_reports_errors_and_keeps_the_running_policy() {
     );
     assert!(mtad.log().contains("reload refused"));
     try_rcpt(&mtad, "x@other.test", "250 ");
+}
+
+/// `mtactl reload`, which must succeed.
+fn reload(mtad: &Mtad) {
+    let out = mtad.mtactl(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const LISTENERS: &str = r#"
+server {
+    hostname "mx.example.test"
+    spool "{spool}"
+    banner "ESMTP one"
+}
+listen "mx" address="127.0.0.1:{port}"
+listen "old" address="127.0.0.1:{port2}"
+domains "relay" "example.test"
+stage "rcpt" {
+    accept rcpt-domain="relay"
+}
+limits {
+    message-size "10M"
+}
+"#;
+
+#[test]
+fn listeners_certificates_greeting_and_limits_follow_a_reload() {
+    let t = start_with_pki(LISTENERS, &[], 3, |_| {});
+    let (mtad, old_port, new_port, busy_port) = (&t.mtad, t.ports[0], t.ports[1], t.ports[2]);
+    let mut before = mtad.session();
+    let ehlo = before.cmd("EHLO client.test", "250-");
+    assert!(ehlo.contains("SIZE 10485760"), "{ehlo}");
+    assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
+    // a transaction under way on the listener the reload removes
+    let mut on_old = Client::connect(old_port);
+    on_old.expect("220 ");
+    on_old.cmd("EHLO client.test", "250-");
+    on_old.cmd("MAIL FROM:<a@client.test>", "250 ");
+    on_old.cmd("RCPT TO:<x@example.test>", "250 ");
+
+    rewrite(mtad, "ESMTP one", "ESMTP two");
+    rewrite(mtad, "\"10M\"", "\"5M\"");
+    rewrite(
+        mtad,
+        &format!("listen \"old\" address=\"127.0.0.1:{old_port}\""),
+        &format!(
+            "listen \"new\" address=\"127.0.0.1:{new_port}\" certificate=\"pki/cert.pem\" key=\"pki/key.pem\""
+        ),
+    );
+    reload(mtad);
+    let log = mtad.wait_log("configuration reloaded", 1, Duration::from_secs(5));
+    assert!(log.contains("listener removed"), "{log}");
+
+    // new sessions: the new greeting and SIZE; the new listener offers STARTTLS
+    let mut c = mtad.connect();
+    assert!(c.expect("220 ").contains("ESMTP two"));
+    let ehlo = c.cmd("EHLO client.test", "250-");
+    assert!(ehlo.contains("SIZE 5242880"), "{ehlo}");
+    let mut c = Client::connect(new_port);
+    c.expect("220 ");
+    assert!(c.cmd("EHLO client.test", "250-").contains("STARTTLS"));
+    let mut tls = starttls(c, &t.pki);
+    tls_cmd(&mut tls, "EHLO client.test", "250-");
+    tls_cmd(&mut tls, "QUIT", "221 ");
+    // the removed listener takes no new connection...
+    assert!(
+        TcpStream::connect(("127.0.0.1", old_port)).is_err(),
+        "the removed listener still accepts"
+    );
+    // ...but its session goes on, and its message is queued
+    on_old.cmd("DATA", "354 ");
+    on_old.cmd("Subject: still here\r\n\r\nhi\r\n.", "250 ");
+    on_old.cmd("QUIT", "221 ");
+    // the session opened before the reload kept its settings (the old SIZE)
+    before.cmd("MAIL FROM:<a@client.test> SIZE=8000000", "250 ");
+    assert_eq!(mtad.queued().len(), 1);
+
+    // an address in use: the reload is refused as a whole, nothing changes
+    let _busy = std::net::TcpListener::bind(("127.0.0.1", busy_port)).unwrap();
+    rewrite(mtad, "ESMTP two", "ESMTP three");
+    let text = std::fs::read_to_string(&mtad.config).unwrap();
+    std::fs::write(
+        &mtad.config,
+        format!("{text}listen \"busy\" address=\"127.0.0.1:{busy_port}\"\n"),
+    )
+    .unwrap();
+    let out = mtad.mtactl(&["reload"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{busy_port}")),
+        "{stderr}"
+    );
+    assert!(mtad.connect().expect("220 ").contains("ESMTP two"));
+    assert!(TcpStream::connect(("127.0.0.1", new_port)).is_ok());
+
+    // a certificate that no longer matches its key: refused with its place
+    let text = std::fs::read_to_string(&mtad.config).unwrap();
+    let text = text.replace(
+        &format!("listen \"busy\" address=\"127.0.0.1:{busy_port}\"\n"),
+        "",
+    );
+    std::fs::write(&mtad.config, text).unwrap();
+    let pki = mtad.dir.path().join("pki");
+    std::fs::copy(pki.join("ca.pem"), pki.join("cert.pem")).unwrap();
+    let out = mtad.mtactl(&["reload"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("mtad.kdl:"), "{stderr}");
+    assert!(mtad.connect().expect("220 ").contains("ESMTP two"));
+    // STARTTLS still works with the certificate loaded before
+    let mut c = Client::connect(new_port);
+    c.expect("220 ");
+    c.cmd("EHLO client.test", "250-");
+    let mut tls = starttls(c, &t.pki);
+    tls_cmd(&mut tls, "EHLO client.test", "250-");
+}
+
+#[test]
+fn rate_limits_follow_a_reload() {
+    let mtad = Mtad::start(
+        r#"
+server {
+    hostname "mx.example.test"
+    spool "{spool}"
+}
+listen "mx" address="127.0.0.1:{port}"
+rate-limits {
+    connections 100 per="1h"
+}
+"#,
+    );
+    for _ in 0..3 {
+        let mut c = mtad.connect();
+        c.expect("220 ");
+        c.cmd("QUIT", "221 ");
+    }
+    rewrite(&mtad, "connections 100", "connections 4");
+    reload(&mtad);
+    // the three connections so far still count: one more is allowed
+    let mut c = mtad.connect();
+    c.expect("220 ");
+    c.cmd("QUIT", "221 ");
+    let mut c = mtad.connect();
+    c.expect("421 4.7.0");
+}
+
+#[test]
+fn reloads_under_continuous_load_lose_no_session_and_no_message() {
+    const MESSAGES: usize = 1500;
+    let source = require_tool("smtp-source");
+    let sink = Sink::start(&[]);
+    let config = format!("{BEFORE}// generation 0\n");
+    let mtad = Mtad::start(&config.replace("{sink}", &sink.port().to_string()));
+    let mut load = Command::new(source)
+        .args(["-4", "-s", "5", "-m", &MESSAGES.to_string(), "-l", "2048"])
+        .args(["-f", "load@client.test", "-t", "rcpt@example.test"])
+        .arg(format!("127.0.0.1:{}", mtad.port))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // reload again and again while the load runs: a changed comment (a new policy)
+    // and, every other time, an extra listener bound and closed
+    let extra = free_port();
+    let mut reloads = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while load.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "smtp-source did not finish");
+        let text = std::fs::read_to_string(&mtad.config).unwrap();
+        let mut next = text.replace(
+            &format!("// generation {reloads}"),
+            &format!("// generation {}", reloads + 1),
+        );
+        let line = format!("listen \"extra\" address=\"127.0.0.1:{extra}\"\n");
+        next = if reloads % 2 == 0 {
+            format!("{next}{line}")
+        } else {
+            next.replace(&line, "")
+        };
+        std::fs::write(&mtad.config, next).unwrap();
+        reload(&mtad);
+        reloads += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = load.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "smtp-source failed: {stderr}");
+    assert!(stderr.trim().is_empty(), "smtp-source reported: {stderr}");
+    assert!(reloads >= 5, "only {reloads} reloads during the load");
+    // every message reached the next hop
+    let dumps = sink.dumps_within(MESSAGES, Duration::from_secs(60));
+    assert_eq!(dumps.len(), MESSAGES);
+    let log = mtad.log();
+    assert_eq!(log.matches(" queued").count(), MESSAGES, "queued lines");
+    assert_eq!(log.matches("reload refused").count(), 0);
+
+    // the policy in force after the last reload decides new transactions
+    rewrite(
+        &mtad,
+        "accept rcpt-domain=\"relay\"",
+        "reject rcpt-domain=\"relay\" 550 \"5.7.1\" \"closed for the test\"",
+    );
+    reload(&mtad);
+    let mut s = mtad.session();
+    s.cmd("EHLO client.test", "250-");
+    s.cmd("MAIL FROM:<a@client.test>", "250 ");
+    s.cmd("RCPT TO:<x@example.test>", "550 5.7.1");
 }

@@ -26,10 +26,10 @@ fn main() -> ExitCode {
             EnvFilter::try_from_env("MTAD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let (config, pipeline) = match mtad::policy::Pipeline::load(&args.config) {
+    let (config, pipeline) = match mtad::control::load_live(&args.config) {
         Ok(built) => built,
-        Err(errors) => {
-            eprint!("{}", mtad::config::render(&errors));
+        Err(refusal) => {
+            eprint!("{}", refusal.render());
             return ExitCode::FAILURE;
         }
     };

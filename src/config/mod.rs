@@ -65,6 +65,8 @@ pub struct Config {
     pub limits: Limits,
     /// The `rate-limits` block: per client address and time window.
     pub rate_limits: RateLimits,
+    /// The `reload` block: watching the files, the tests a policy must pass.
+    pub reload: ReloadSettings,
     /// `networks` sets by name.
     pub networks: BTreeMap<String, NetworkSet>,
     /// `domains` sets by name.
@@ -203,6 +205,16 @@ pub enum AuthMode {
     Required,
 }
 
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Off => "off",
+            AuthMode::Offered => "offered",
+            AuthMode::Required => "required",
+        }
+    }
+}
+
 /// One `listen` node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listener {
@@ -232,6 +244,17 @@ pub struct Listener {
     /// `auth-plaintext=#true`: AUTH is offered before TLS too. Off by default: passwords
     /// never cross the network in the clear (Postfix's `smtpd_tls_auth_only = yes`).
     pub auth_plaintext: bool,
+}
+
+/// The `reload` block.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReloadSettings {
+    /// `watch`: how often to look whether a file the configuration was built from
+    /// changed, and reload if so. Off by default.
+    pub watch: Option<Duration>,
+    /// `require-tests`: test-policy suites every case of which must pass before a
+    /// policy goes live (at start and at every reload).
+    pub require_tests: Vec<PathBuf>,
 }
 
 /// The `rate-limits` block: what one client address may do per window (Postfix's

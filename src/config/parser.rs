@@ -43,6 +43,7 @@ const TOP_LEVEL: &[&str] = &[
     "content-filter",
     "rate-limits",
     "users",
+    "reload",
 ];
 const SERVER_KEYS: &[&str] = &[
     "hostname",
@@ -262,6 +263,8 @@ mod delivery;
 mod filter;
 #[path = "rate.rs"]
 mod rate;
+#[path = "reload.rs"]
+mod reload;
 #[path = "users.rs"]
 mod users;
 
@@ -734,6 +737,7 @@ impl Parser {
         let mut server_at: Option<Origin> = None;
         let mut limits: Option<(Limits, Origin)> = None;
         let mut rate_limits: Option<(crate::config::RateLimits, Origin)> = None;
+        let mut reload: Option<(crate::config::ReloadSettings, Origin)> = None;
         let mut listeners: Vec<(Listener, Origin)> = Vec::new();
         let mut listen_tls: Vec<ListenTls> = Vec::new();
         let mut saw_listen = false;
@@ -801,6 +805,15 @@ impl Parser {
                     let r = self.rate_limits(node, &sets);
                     rate_limits = Some((r, here));
                 }
+                "reload" => {
+                    if let Some((_, first)) = &reload {
+                        let first = first.clone();
+                        self.duplicate(node.name().span(), "`reload` block".into(), &first);
+                        continue;
+                    }
+                    let r = self.reload_settings(node);
+                    reload = Some((r, here));
+                }
                 "limits" => {
                     if let Some((_, first)) = &limits {
                         let first = first.clone();
@@ -858,6 +871,7 @@ impl Parser {
             listeners: listeners.into_iter().map(|(l, _)| l).collect(),
             limits: limits.map(|l| l.0).unwrap_or_default(),
             rate_limits: rate_limits.map(|r| r.0).unwrap_or_default(),
+            reload: reload.map(|r| r.0).unwrap_or_default(),
             networks: sets
                 .networks
                 .into_iter()

@@ -10,13 +10,76 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
-use crate::config::{Config, render};
+use tracing::error;
+
+use crate::config::{Config, ConfigErrors, render};
+use crate::policy::Pipeline;
 use crate::queue::{self, QueueId, QueuedMessage, RcptState, RcptStatus};
 use socket::{QueueAction, Request};
 
+/// Why a configuration cannot go live (at start or by a reload).
+#[derive(Debug)]
+pub enum Refusal {
+    /// The configuration has errors (each with its file:line:col).
+    Config(ConfigErrors),
+    /// It is valid but cannot be put in force: a listener cannot be bound, a
+    /// certificate read, a required test suite fails.
+    Other(Vec<String>),
+}
+
+impl Refusal {
+    /// Every error, as `mtactl reload` prints them.
+    pub fn render(&self) -> String {
+        match self {
+            Refusal::Config(errors) => render(errors),
+            Refusal::Other(lines) => lines.iter().map(|l| format!("{l}\n")).collect(),
+        }
+    }
+
+    /// How many errors there are.
+    pub fn count(&self) -> usize {
+        match self {
+            Refusal::Config(errors) => errors.errors.len(),
+            Refusal::Other(lines) => lines.len(),
+        }
+    }
+
+    /// Logs every error, with its place.
+    pub fn log(&self) {
+        match self {
+            Refusal::Config(errors) => {
+                for e in &errors.errors {
+                    let at = e
+                        .location
+                        .as_ref()
+                        .map_or_else(|| errors.file.clone(), ToString::to_string);
+                    error!(at = %at, error = %e.message, "reload: configuration error");
+                }
+            }
+            Refusal::Other(lines) => {
+                for l in lines {
+                    error!(error = %l, "reload: cannot put the configuration in force");
+                }
+            }
+        }
+    }
+}
+
+/// Loads and compiles the configuration at `path` and runs the test suites it requires
+/// (`reload { require-tests }`): what mtad's start, a reload and `mtactl
+/// check`/`reload` do before a policy may go live.
+pub fn load_live(path: &Path) -> Result<(Config, Pipeline), Refusal> {
+    let (config, pipeline) = Pipeline::load(path).map_err(Refusal::Config)?;
+    let cases = test_policy::required(&config, &pipeline).map_err(Refusal::Other)?;
+    if cases > 0 {
+        tracing::info!(cases, "the required test suites pass");
+    }
+    Ok((config, pipeline))
+}
+
 /// `mtactl check`: exit 0 with a one-line summary, or every error rendered.
 pub fn check(path: &Path) -> Result<(), String> {
-    let (config, _) = crate::policy::Pipeline::load(path).map_err(|errors| render(&errors))?;
+    let (config, _) = load_live(path).map_err(|refusal| refusal.render())?;
     print_table_warnings(&config);
     println!("{}", summary(&config));
     Ok(())
@@ -25,7 +88,7 @@ pub fn check(path: &Path) -> Result<(), String> {
 /// `mtactl reload`: checks the configuration here first (a broken one is reported and
 /// never sent), then asks the daemon to reload and reports what it says.
 pub fn reload(path: &Path) -> Result<(), String> {
-    let (config, _) = crate::policy::Pipeline::load(path).map_err(|errors| render(&errors))?;
+    let (config, _) = load_live(path).map_err(|refusal| refusal.render())?;
     let answer =
         socket::reload(&config.server.control_socket).map_err(|e| format!("mtactl: {e}"))?;
     if !answer.ok {

@@ -183,49 +183,16 @@ pub fn suite(config_path: &Path, files: &[PathBuf], json: bool) -> u8 {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let mut cases = Vec::new();
-    let mut broken = false;
-    for file in files {
-        match load_cases(file) {
-            Ok(mut c) => cases.append(&mut c),
-            Err(errors) => {
-                broken = true;
-                for e in errors {
-                    eprintln!("{e}");
-                }
+    let summary = match run(&pipeline, files) {
+        Ok(s) => s,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{e}");
             }
+            return EXIT_CONFIG;
         }
-    }
-    if broken {
-        return EXIT_CONFIG;
-    }
-    let mut results = Vec::new();
-    let mut fired = BTreeSet::new();
-    for case in &cases {
-        let report = pipeline.dry_run(&case.envelope);
-        fired.extend(report.fired.iter().cloned());
-        let failures = check(case, &report);
-        results.push(CaseResult {
-            name: case.name.clone(),
-            at: case.at.clone(),
-            passed: failures.is_empty(),
-            failures,
-            report,
-        });
-    }
-    let never_fired: Vec<String> = pipeline
-        .rules()
-        .filter(|(_, origin)| !fired.contains(origin))
-        .map(|(stage, origin)| format!("{origin} (stage {stage})"))
-        .collect();
-    let passed = results.iter().filter(|r| r.passed).count();
-    let failed = results.len() - passed;
-    let summary = SuiteResult {
-        cases: results,
-        passed,
-        failed,
-        never_fired,
     };
+    let (passed, failed) = (summary.passed, summary.failed);
     if json {
         println!(
             "{}",
@@ -257,6 +224,75 @@ pub fn suite(config_path: &Path, files: &[PathBuf], json: bool) -> u8 {
         }
     }
     if failed > 0 { EXIT_REFUSED } else { EXIT_OK }
+}
+
+/// Runs every case of every file against `pipeline`; `Err` with every problem when a
+/// file cannot be read or is not a valid suite.
+fn run(pipeline: &Pipeline, files: &[PathBuf]) -> Result<SuiteResult, Vec<String>> {
+    let mut cases = Vec::new();
+    let mut broken = Vec::new();
+    for file in files {
+        match load_cases(file) {
+            Ok(mut c) => cases.append(&mut c),
+            Err(mut errors) => broken.append(&mut errors),
+        }
+    }
+    if !broken.is_empty() {
+        return Err(broken);
+    }
+    let mut results = Vec::new();
+    let mut fired = BTreeSet::new();
+    for case in &cases {
+        let report = pipeline.dry_run(&case.envelope);
+        fired.extend(report.fired.iter().cloned());
+        let failures = check(case, &report);
+        results.push(CaseResult {
+            name: case.name.clone(),
+            at: case.at.clone(),
+            passed: failures.is_empty(),
+            failures,
+            report,
+        });
+    }
+    let never_fired: Vec<String> = pipeline
+        .rules()
+        .filter(|(_, origin)| !fired.contains(origin))
+        .map(|(stage, origin)| format!("{origin} (stage {stage})"))
+        .collect();
+    let passed = results.iter().filter(|r| r.passed).count();
+    Ok(SuiteResult {
+        failed: results.len() - passed,
+        cases: results,
+        passed,
+        never_fired,
+    })
+}
+
+/// The gate of `reload { require-tests ... }`: every case of the suites `config`
+/// requires must pass against `pipeline` before it goes live. `Ok` with the number of
+/// cases run; `Err` with a line per failure (the case's file:line:col first) or per
+/// broken suite.
+pub fn required(config: &Config, pipeline: &Pipeline) -> Result<usize, Vec<String>> {
+    let files = &config.reload.require_tests;
+    if files.is_empty() {
+        return Ok(0);
+    }
+    let summary = run(pipeline, files)?;
+    let failures: Vec<String> = summary
+        .cases
+        .iter()
+        .filter(|c| !c.passed)
+        .flat_map(|c| {
+            c.failures
+                .iter()
+                .map(move |f| format!("{}: required test \"{}\" fails: {f}", c.at, c.name))
+        })
+        .collect();
+    if failures.is_empty() {
+        Ok(summary.cases.len())
+    } else {
+        Err(failures)
+    }
 }
 
 /// The differences between what a case expects and what the run did.

@@ -82,7 +82,8 @@ impl crate::control::socket::DeliveryControl for SchedulerHandle {
 struct Shared {
     spool: Spool,
     policy: Arc<ArcSwap<Pipeline>>,
-    outbound: Outbound,
+    /// The delivery settings and connections; a reload puts in a new one.
+    outbound: Arc<ArcSwap<Outbound>>,
     hostname: String,
     handle: SchedulerHandle,
     /// Messages a delay warning went out for (in memory: a restart may send another).
@@ -94,10 +95,6 @@ struct Shared {
 pub struct Scheduler {
     shared: Arc<Shared>,
     events: mpsc::UnboundedReceiver<Event>,
-    /// Messages attempted at once.
-    parallel: usize,
-    /// Deliver only when flushed.
-    queue_only: bool,
 }
 
 /// Unix time in milliseconds.
@@ -107,18 +104,22 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+impl Shared {
+    fn outbound(&self) -> Arc<Outbound> {
+        self.outbound.load_full()
+    }
+}
+
 impl Scheduler {
     pub fn new(
         spool: Spool,
         policy: Arc<ArcSwap<Pipeline>>,
-        outbound: Outbound,
+        outbound: Arc<ArcSwap<Outbound>>,
         hostname: String,
         filter_loops: Arc<FilterLoops>,
     ) -> (Scheduler, SchedulerHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
         let handle = SchedulerHandle { events: tx };
-        let parallel = outbound.settings().connections.max(1);
-        let queue_only = outbound.settings().queue_only;
         let shared = Arc::new(Shared {
             spool,
             policy,
@@ -128,21 +129,15 @@ impl Scheduler {
             warned: Mutex::new(HashSet::new()),
             filter_loops,
         });
-        (
-            Scheduler {
-                shared,
-                events: rx,
-                parallel,
-                queue_only,
-            },
-            handle.clone(),
-        )
+        (Scheduler { shared, events: rx }, handle.clone())
     }
 
     /// Runs until `shutdown` turns true; then lets running attempts finish for up to
     /// `grace` and closes idle connections.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>, grace: Duration) {
         let mut plan = Plan::default();
+        // Deliver only when flushed.
+        let queue_only = || self.shared.outbound().settings().queue_only;
         for msg in self.shared.spool.list() {
             for (i, s) in msg.rcpt_status.iter().enumerate() {
                 if s.state == RcptState::Deferred && s.detail.starts_with(IN_FLIGHT) {
@@ -155,7 +150,7 @@ impl Scheduler {
                 }
             }
             if let Some(t) = next_due(&msg)
-                && !self.queue_only
+                && !queue_only()
             {
                 plan.schedule(msg.id, t, false);
             }
@@ -164,7 +159,9 @@ impl Scheduler {
         let mut tasks: JoinSet<(QueueId, Option<u64>)> = JoinSet::new();
         loop {
             let now = now_ms();
-            while tasks.len() < self.parallel {
+            // messages attempted at once
+            let parallel = self.shared.outbound().settings().connections.max(1);
+            while tasks.len() < parallel {
                 let Some((id, force)) = plan.pop_due(now) else {
                     break;
                 };
@@ -176,7 +173,7 @@ impl Scheduler {
                 .map_or(1000, |t| t.saturating_sub(now).clamp(1, 1000));
             tokio::select! {
                 event = self.events.recv() => match event {
-                    Some(Event::Queued(id)) if !self.queue_only => plan.schedule(id, now, false),
+                    Some(Event::Queued(id)) if !queue_only() => plan.schedule(id, now, false),
                     Some(Event::Queued(_)) => {}
                     Some(Event::Flush(ids)) => {
                         let ids = if ids.is_empty() {
@@ -192,11 +189,11 @@ impl Scheduler {
                     None => break,
                 },
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => match done {
-                    Ok((id, next)) => plan.finished(id, next.filter(|_| !self.queue_only)),
+                    Ok((id, next)) => plan.finished(id, next.filter(|_| !queue_only())),
                     Err(e) => error!(error = %e, "delivery attempt task failed"),
                 },
                 _ = tokio::time::sleep(Duration::from_millis(wait)) => {
-                    self.shared.outbound.close_idle();
+                    self.shared.outbound().close_idle();
                 }
                 _ = shutdown.changed() => break,
             }
@@ -213,7 +210,7 @@ impl Scheduler {
                 while tasks.join_next().await.is_some() {}
             }
         }
-        self.shared.outbound.close_all().await;
+        self.shared.outbound().close_all().await;
     }
 }
 
@@ -334,7 +331,8 @@ async fn attempt(shared: &Arc<Shared>, id: QueueId, force: bool) -> Option<u64> 
         return None;
     }
     let now = now_ms();
-    let settings = shared.outbound.settings();
+    let outbound = shared.outbound();
+    let settings = outbound.settings();
     let due: Vec<usize> = (0..msg.rcpt_status.len())
         .filter(|&i| {
             let s = &msg.rcpt_status[i];
@@ -500,7 +498,7 @@ async fn route_and_send(
     }
 
     let mut sends = JoinSet::new();
-    let per_transaction = shared.outbound.settings().recipients.max(1);
+    let per_transaction = shared.outbound().settings().recipients.max(1);
     for (transport, options, members) in routes {
         for members in members.chunks(per_transaction) {
             let members = members.to_vec();
@@ -744,7 +742,7 @@ async fn send_route(
                 xforward,
             };
             shared
-                .outbound
+                .outbound()
                 .send(transport, options, &envelope, body)
                 .await
         }
@@ -758,7 +756,7 @@ async fn local(shared: &Shared, env: &Envelope, rcpt: &str, body: &Arc<[u8]>) ->
         Ok(m) => m,
         Err(e) => return Outcome::bounced("local", e.enhanced_code(), e.to_string()),
     };
-    let base = shared.outbound.settings().local_base.clone();
+    let base = shared.outbound().settings().local_base.clone();
     let body = body.clone();
     let (sender, rcpt_owned, host) = (env.sender.clone(), rcpt.to_owned(), shared.hostname.clone());
     let relay = "local";
@@ -787,7 +785,8 @@ async fn finish(
     body: &[u8],
     now: u64,
 ) -> Option<u64> {
-    let settings = shared.outbound.settings();
+    let outbound = shared.outbound();
+    let settings = outbound.settings();
     let env = &msg.envelope;
     let delay = Duration::from_millis(now_ms().saturating_sub(msg.arrival_ms));
     let mut bounced: Vec<dsn::DsnRecipient> = Vec::new();
@@ -1046,7 +1045,8 @@ async fn delay_warning(
     body: &[u8],
     now: u64,
 ) {
-    let settings = shared.outbound.settings();
+    let outbound = shared.outbound();
+    let settings = outbound.settings();
     let Some(after) = settings.delay_warning else {
         return;
     };

@@ -194,6 +194,7 @@ fn a_dangling_reference_fails_closed() {
         listeners: vec![],
         limits: Default::default(),
         rate_limits: Default::default(),
+        reload: Default::default(),
         networks: BTreeMap::new(),
         domains: BTreeMap::new(),
         tables: BTreeMap::new(),

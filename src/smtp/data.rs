@@ -83,7 +83,7 @@ impl Session {
         let received = received_header(ReceivedInfo {
             helo: self.helo.as_deref().unwrap_or(""),
             ip: self.peer.ip(),
-            hostname: &self.core.hostname,
+            hostname: &self.listen.settings.hostname,
             protocol: &protocol(
                 self.esmtp,
                 self.tx.smtputf8,
@@ -142,7 +142,7 @@ impl Session {
             .iter()
             .filter(|h| h.name().eq_ignore_ascii_case("Received"))
             .count();
-        if hops > self.core.limits.hop_count {
+        if hops > self.listen.settings.limits.hop_count {
             self.reset_transaction();
             warn!(queue_id = %id, hops, "message refused: too many hops (a mail loop?)");
             return self.fail(reply::TOO_MANY_HOPS);

@@ -23,7 +23,7 @@ impl Session {
         let ok = if esmtp {
             self.listen.ehlo(self.tls.is_some()).to_owned()
         } else {
-            format!("250 {}\r\n", self.core.hostname)
+            format!("250 {}\r\n", self.listen.settings.hostname)
         };
         let refused = matches!(decision.verdict, Verdict::Reject(_) | Verdict::Defer(_));
         let flow = self.apply(Stage::Helo, decision, &ok);

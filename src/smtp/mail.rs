@@ -27,7 +27,7 @@ impl Session {
         if !from.address.is_ascii() && !smtputf8 {
             return self.fail(reply::NEED_SMTPUTF8);
         }
-        let limit = self.core.limits.message_size;
+        let limit = self.listen.settings.limits.message_size;
         if from.size > limit {
             return self.fail(reply::MESSAGE_TOO_BIG);
         }
@@ -43,6 +43,8 @@ impl Session {
             return self.fail(reply::TOO_MANY_MESSAGES);
         }
         debug!(from = %from.address, size = from.size, "mail");
+        // A transaction runs with the policy in force when it starts, to its end.
+        self.policy = self.core.policy.load_full();
         let declared = (from.size > 0).then_some(from.size as u64);
         let decision = self.policy.evaluate(
             Stage::Mail,
@@ -69,7 +71,7 @@ impl Session {
     /// under 1.5 × the message size limit, whichever is larger — so a message we accept
     /// can be written whole.
     fn enough_space(&self) -> bool {
-        let limits = &self.core.limits;
+        let limits = &self.listen.settings.limits;
         let needed = limits
             .min_free_space
             .max((limits.message_size as u64).saturating_mul(3) / 2);

@@ -32,23 +32,17 @@ use tokio::sync::watch;
 
 use crate::config::{AuthMode, Config, Limits, Listener, ListenerTls};
 use crate::delivery::filter::FilterLoops;
+use crate::lookup::NetworkSet;
 use crate::policy::Pipeline;
 use crate::queue::{QueueId, Spool};
 
 pub use conn::Connections;
 pub use session::Session;
 
-/// What every session of a running server shares. Built once at start; the policy
-/// inside is swapped whole when it is reloaded, and each session keeps the snapshot it
-/// started with.
+/// What every session of a running server shares, for the life of the process. What a
+/// reload may change lives elsewhere: the policy in [`Core::policy`] (swapped whole),
+/// the listener settings, limits and greeting in each [`Listen`] (rebuilt).
 pub struct Core {
-    pub hostname: String,
-    /// The full `220` greeting line. It names the host, never the software or version.
-    pub greeting: String,
-    /// The EHLO reply's extensions, the same for every listener (`250-PIPELINING\r\n`
-    /// ... up to the last, which [`Listen`] renders with what the listener adds).
-    pub extensions: Vec<String>,
-    pub limits: Limits,
     /// Shared with the delivery scheduler, which routes with the current policy.
     pub policy: Arc<ArcSwap<Pipeline>>,
     pub spool: Spool,
@@ -72,6 +66,33 @@ impl Core {
         spool: Spool,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
+        Self {
+            policy: Arc::new(ArcSwap::from_pointee(pipeline)),
+            on_queued: Box::new(|_| {}),
+            spool,
+            connections: Arc::new(Connections::default()),
+            filter_loops: Arc::new(FilterLoops::default()),
+            rate: rate::RateLimiter::new(config),
+            shutdown,
+        }
+    }
+}
+
+/// The server-wide settings a session runs with, from the `server` and `limits`
+/// blocks: built at start and by every reload, and kept by a session from its start
+/// to its end.
+pub struct Settings {
+    pub hostname: String,
+    /// The full `220` greeting line. It names the host, never the software or version.
+    pub greeting: String,
+    /// The EHLO reply's extensions, the same for every listener (`PIPELINING` ...);
+    /// [`Listen`] renders them with what the listener adds.
+    pub extensions: Vec<String>,
+    pub limits: Limits,
+}
+
+impl Settings {
+    pub fn new(config: &Config) -> Self {
         let hostname = config.server.hostname.clone();
         let banner = reply::sanitize(&config.server.banner, 200);
         let greeting = format!("220 {hostname} {banner}\r\n");
@@ -89,21 +110,16 @@ impl Core {
             greeting,
             extensions,
             limits: config.limits.clone(),
-            policy: Arc::new(ArcSwap::from_pointee(pipeline)),
-            on_queued: Box::new(|_| {}),
-            spool,
-            connections: Arc::new(Connections::default()),
-            filter_loops: Arc::new(FilterLoops::default()),
-            rate: rate::RateLimiter::new(config),
-            shutdown,
         }
     }
 }
 
 /// What a session needs to know of its listener: its name, how it uses TLS and AUTH,
-/// and its EHLO replies, rendered once.
+/// the server settings, and its EHLO replies, rendered once. A reload builds a new one
+/// for every listener; sessions already running keep theirs.
 pub struct Listen {
     pub name: Arc<str>,
+    pub settings: Arc<Settings>,
     pub tls: ListenerTls,
     /// Set when `tls` is not `Off`.
     pub acceptor: Option<tokio_rustls::TlsAcceptor>,
@@ -111,6 +127,8 @@ pub struct Listen {
     pub auth_plaintext: bool,
     /// The table AUTH verifies against (set when `auth` is not `Off`).
     pub users: Option<crate::auth::Users>,
+    /// The proxies a PROXY protocol listener accepts connections from (`proxy=`).
+    pub proxies: Option<Arc<NetworkSet>>,
     /// The EHLO reply before TLS (with STARTTLS when offered) and after it.
     ehlo_plain: String,
     ehlo_tls: String,
@@ -118,10 +136,11 @@ pub struct Listen {
 
 impl Listen {
     pub fn new(
-        core: &Core,
+        settings: Arc<Settings>,
         l: &Listener,
         acceptor: Option<tokio_rustls::TlsAcceptor>,
         users: Option<crate::auth::Users>,
+        proxies: Option<Arc<NetworkSet>>,
     ) -> Self {
         let tls = if acceptor.is_some() {
             l.tls
@@ -129,7 +148,7 @@ impl Listen {
             ListenerTls::Off
         };
         let auth_ext = "AUTH PLAIN LOGIN";
-        let mut plain: Vec<&str> = core.extensions.iter().map(String::as_str).collect();
+        let mut plain: Vec<&str> = settings.extensions.iter().map(String::as_str).collect();
         let mut encrypted = plain.clone();
         if matches!(tls, ListenerTls::Offered | ListenerTls::Required) {
             plain.push("STARTTLS");
@@ -145,16 +164,48 @@ impl Listen {
                 plain.push(auth_ext);
             }
         }
+        let ehlo_plain = render_ehlo(&settings.hostname, &plain);
+        let ehlo_tls = render_ehlo(&settings.hostname, &encrypted);
         Self {
             name: Arc::from(l.name.as_str()),
+            settings,
             tls,
             acceptor,
             auth,
             auth_plaintext: l.auth_plaintext,
             users,
-            ehlo_plain: render_ehlo(&core.hostname, &plain),
-            ehlo_tls: render_ehlo(&core.hostname, &encrypted),
+            proxies,
+            ehlo_plain,
+            ehlo_tls,
         }
+    }
+
+    /// Every listener of `config`, with its certificate's acceptor, users table and
+    /// proxies: what a start or a reload runs with. Fails if a certificate cannot be
+    /// used now (it was checked when the configuration was).
+    pub fn all(config: &Config) -> Result<Vec<(Listener, Listen)>, String> {
+        let acceptors = tls::acceptors(config)?;
+        let settings = Arc::new(Settings::new(config));
+        Ok(config
+            .listeners
+            .iter()
+            .map(|l| {
+                let users = l.users.as_ref().and_then(|u| config.users.get(u)).cloned();
+                let proxies = l
+                    .proxy
+                    .as_ref()
+                    .and_then(|set| config.networks.get(set))
+                    .map(|set| Arc::new(set.clone()));
+                let listen = Listen::new(
+                    settings.clone(),
+                    l,
+                    acceptors.get(&l.name).cloned(),
+                    users,
+                    proxies,
+                );
+                (l.clone(), listen)
+            })
+            .collect())
     }
 
     /// The EHLO reply for a session that is (or is not yet) encrypted.

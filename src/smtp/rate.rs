@@ -7,6 +7,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
+
 use crate::config::Config;
 use crate::lookup::NetworkSet;
 
@@ -52,23 +54,23 @@ impl crate::policy::RateView for RateLimiter {
 impl std::fmt::Debug for RateLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RateLimiter")
-            .field("rules", &self.rules)
+            .field("rules", &self.rules.load().limits)
             .finish_non_exhaustive()
     }
 }
 
+/// The limits of `rate-limits`, replaced whole by a reload; the counters stay.
 #[derive(Default)]
-pub struct RateLimiter {
-    rules: [Option<(u32, Duration)>; 5],
+struct Rules {
+    limits: [Option<(u32, Duration)>; 5],
     exempt: Vec<Arc<NetworkSet>>,
-    windows: Mutex<HashMap<(Kind, IpAddr), (Instant, u32)>>,
 }
 
-impl RateLimiter {
-    pub fn new(config: &Config) -> Self {
+impl Rules {
+    fn of(config: &Config) -> Self {
         let r = &config.rate_limits;
         Self {
-            rules: [
+            limits: [
                 r.connections,
                 r.messages,
                 r.recipients,
@@ -81,12 +83,36 @@ impl RateLimiter {
                 .filter_map(|name| config.networks.get(name))
                 .map(|set| Arc::new(set.clone()))
                 .collect(),
+        }
+    }
+
+    fn exempts(&self, ip: IpAddr) -> bool {
+        self.exempt.iter().any(|set| set.contains(ip))
+    }
+}
+
+#[derive(Default)]
+pub struct RateLimiter {
+    rules: ArcSwap<Rules>,
+    windows: Mutex<HashMap<(Kind, IpAddr), (Instant, u32)>>,
+}
+
+impl RateLimiter {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            rules: ArcSwap::from_pointee(Rules::of(config)),
             windows: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Takes the limits of a reloaded configuration. Counts so far are kept: a client
+    /// does not get a fresh window because the policy was reloaded.
+    pub fn reconfigure(&self, config: &Config) {
+        self.rules.store(Arc::new(Rules::of(config)));
+    }
+
     fn rule(&self, kind: Kind) -> Option<(u32, Duration)> {
-        self.rules[kind as usize]
+        self.rules.load().limits[kind as usize]
     }
 
     /// Counts one `kind` event for `ip`; `false` when it is over the limit (then it is
@@ -111,8 +137,9 @@ impl RateLimiter {
     }
 
     fn count_at(&self, kind: Kind, ip: IpAddr, now: Instant) -> Option<u32> {
-        let (_, per) = self.rule(kind)?;
-        if self.exempt.iter().any(|set| set.contains(ip)) {
+        let rules = self.rules.load();
+        let (_, per) = rules.limits[kind as usize]?;
+        if rules.exempts(ip) {
             return Some(0);
         }
         let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
@@ -123,17 +150,17 @@ impl RateLimiter {
     }
 
     fn allow_at(&self, kind: Kind, ip: IpAddr, now: Instant) -> bool {
-        let Some((limit, per)) = self.rule(kind) else {
+        let rules = self.rules.load();
+        let Some((limit, per)) = rules.limits[kind as usize] else {
             return true;
         };
-        if self.exempt.iter().any(|set| set.contains(ip)) {
+        if rules.exempts(ip) {
             return true;
         }
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         if windows.len() >= MAX_CLIENTS && !windows.contains_key(&(kind, ip)) {
             windows.retain(|(k, _), (start, _)| {
-                self.rule(*k)
-                    .is_some_and(|(_, per)| now.duration_since(*start) < per)
+                rules.limits[*k as usize].is_some_and(|(_, per)| now.duration_since(*start) < per)
             });
             if windows.len() >= MAX_CLIENTS {
                 let mut starts: Vec<Instant> = windows.values().map(|(s, _)| *s).collect();
@@ -160,17 +187,19 @@ mod tests {
 
     fn limiter(limit: u32, per: u64, exempt: Option<&str>) -> RateLimiter {
         RateLimiter {
-            rules: [
-                Some((limit, Duration::from_secs(per))),
-                None,
-                None,
-                None,
-                None,
-            ],
-            exempt: exempt
-                .map(|n| Arc::new(NetworkSet::new(vec![n.parse().unwrap()])))
-                .into_iter()
-                .collect(),
+            rules: ArcSwap::from_pointee(Rules {
+                limits: [
+                    Some((limit, Duration::from_secs(per))),
+                    None,
+                    None,
+                    None,
+                    None,
+                ],
+                exempt: exempt
+                    .map(|n| Arc::new(NetworkSet::new(vec![n.parse().unwrap()])))
+                    .into_iter()
+                    .collect(),
+            }),
             windows: Mutex::new(HashMap::new()),
         }
     }

@@ -14,7 +14,7 @@ impl Session {
         if self.tx.sender.is_none() {
             return self.fail(reply::NEED_MAIL);
         }
-        if self.tx.recipients.len() >= self.core.limits.recipients {
+        if self.tx.recipients.len() >= self.listen.settings.limits.recipients {
             return self.fail(reply::TOO_MANY_RECIPIENTS);
         }
         if to.address.is_empty() {
@@ -24,7 +24,7 @@ impl Session {
             if !contains_ignore_case(line, b"<postmaster>") {
                 return self.fail(reply::BAD_RECIPIENT);
             }
-            let address = format!("postmaster@{}", self.core.hostname);
+            let address = format!("postmaster@{}", self.listen.settings.hostname);
             info!(rcpt = %address, "recipient accepted: bare <postmaster>");
             self.tx.recipients.push(address);
             return self.push_ok(reply::RCPT_OK);

@@ -6,119 +6,155 @@
 //! keeps the policy it started with; queued mail is routed by the new one from its next
 //! attempt (the scheduler loads the policy per attempt).
 //!
-//! What the running server was built from at start — the `server` block, listeners
-//! (and their certificates and users tables), `limits`, `rate-limits` and `delivery` —
-//! is not changed by a reload yet: a reload that changes it says so in the log, and it
-//! takes effect at the next restart.
+//! The listeners are bound, updated or closed to match (a listener is its address:
+//! sessions on a listener that is closed go on to their end), their certificates and
+//! users tables read again; `server`, `limits`, `rate-limits` (the counts so far are
+//! kept) and `delivery` take effect for new sessions and attempts. Only the spool, the
+//! control socket and the shutdown timeout need a restart: a reload that changes them
+//! says so.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, ConfigErrors, Delivery, Limits, Listener, RateLimits, Server, render};
+use super::server::{Listeners, outbound};
+use super::{Core, Listen};
+use crate::config::Config;
 use crate::control::socket::{ReloadFn, ReloadResponse};
+use crate::control::{Refusal, load_live};
+use crate::delivery::hops::Outbound;
 use crate::policy::Pipeline;
 
 /// What a reload did.
 #[derive(Debug)]
 pub enum ReloadOutcome {
-    /// The new policy is live; these parts changed but need a restart.
+    /// The new configuration is live; these parts changed but need a restart.
     Reloaded { needs_restart: Vec<&'static str> },
-    /// Nothing changed: the configuration has errors.
-    Refused(ConfigErrors),
+    /// Nothing changed.
+    Refused(Refusal),
 }
 
-/// The settings the server was started with, which a reload does not change.
+/// The settings only a restart changes: the spool and the control socket.
 #[derive(Clone, PartialEq)]
 struct Fixed {
-    server: Server,
-    listeners: Vec<Listener>,
-    limits: Limits,
-    rate_limits: RateLimits,
-    delivery: Delivery,
+    spool: PathBuf,
+    control_socket: PathBuf,
+    shutdown_timeout: std::time::Duration,
 }
 
 impl Fixed {
     fn of(config: &Config) -> Self {
         Fixed {
-            server: config.server.clone(),
-            listeners: config.listeners.clone(),
-            limits: config.limits.clone(),
-            rate_limits: config.rate_limits.clone(),
-            delivery: config.delivery.clone(),
+            spool: config.server.spool.clone(),
+            control_socket: config.server.control_socket.clone(),
+            shutdown_timeout: config.server.shutdown_timeout,
         }
     }
 
     fn changed(&self, other: &Fixed) -> Vec<&'static str> {
         let mut out = Vec::new();
-        if self.server != other.server {
-            out.push("server");
+        if self.spool != other.spool {
+            out.push("server.spool");
         }
-        if self.listeners != other.listeners {
-            out.push("listen");
+        if self.control_socket != other.control_socket {
+            out.push("server.control-socket");
         }
-        if self.limits != other.limits {
-            out.push("limits");
-        }
-        if self.rate_limits != other.rate_limits {
-            out.push("rate-limits");
-        }
-        if self.delivery != other.delivery {
-            out.push("delivery");
+        if self.shutdown_timeout != other.shutdown_timeout {
+            out.push("server.shutdown-timeout");
         }
         out
     }
 }
 
+/// Reloads a running server: the policy, the listeners (with their certificates and
+/// users tables), the `server` settings sessions use, `limits`, `rate-limits` and
+/// `delivery`.
 pub struct Reloader {
     path: PathBuf,
-    policy: Arc<ArcSwap<Pipeline>>,
+    core: Arc<Core>,
+    listeners: Arc<Listeners>,
+    outbound: Arc<ArcSwap<Outbound>>,
     fixed: Fixed,
+    /// One reload at a time (SIGHUP and `mtactl reload` may come together).
+    lock: Mutex<()>,
 }
 
 impl Reloader {
-    /// `config` is what the server runs with; `policy` the slot sessions and the
-    /// scheduler load the policy from.
-    pub fn new(config: &Config, policy: Arc<ArcSwap<Pipeline>>) -> Self {
+    /// `config` is what the server runs with; `core`, `listeners` and `outbound` are
+    /// what a reload changes.
+    pub fn new(
+        config: &Config,
+        core: Arc<Core>,
+        listeners: Arc<Listeners>,
+        outbound: Arc<ArcSwap<Outbound>>,
+    ) -> Self {
         Reloader {
             path: config.path.clone(),
-            policy,
+            core,
+            listeners,
+            outbound,
             fixed: Fixed::of(config),
+            lock: Mutex::new(()),
         }
     }
 
-    /// Reads, checks and compiles the configuration file again and swaps the policy in
-    /// (blocking: it reads files and compiles hooks). Logs what it did.
+    /// Reads, checks and compiles the configuration file again and puts it in force
+    /// (blocking: it reads files, compiles hooks and binds sockets; call it from the
+    /// blocking pool of the server's runtime). Everything is prepared first; only if
+    /// all of it succeeds does anything change. Logs what it did.
     pub fn reload(&self) -> ReloadOutcome {
-        let (config, pipeline) = match Pipeline::load(&self.path) {
-            Ok(b) => b,
-            Err(errors) => {
-                for e in &errors.errors {
-                    let at = e
-                        .location
-                        .as_ref()
-                        .map_or_else(|| errors.file.clone(), ToString::to_string);
-                    error!(at = %at, error = %e.message, "reload: configuration error");
+        let _one = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let started = std::time::Instant::now();
+        match self.prepare() {
+            Ok(next) => {
+                let needs_restart = self.fixed.changed(&Fixed::of(&next.config));
+                self.commit(next);
+                if !needs_restart.is_empty() {
+                    warn!(
+                        settings = %needs_restart.join(", "),
+                        "reload: these changed and take effect at the next restart"
+                    );
                 }
-                error!(
-                    errors = errors.errors.len(),
-                    "reload refused; the running policy stays"
-                );
-                return ReloadOutcome::Refused(errors);
+                info!(config = %self.path.display(), ms = started.elapsed().as_millis() as u64, "configuration reloaded");
+                ReloadOutcome::Reloaded { needs_restart }
             }
-        };
-        self.policy.store(Arc::new(pipeline));
-        let needs_restart = self.fixed.changed(&Fixed::of(&config));
-        if !needs_restart.is_empty() {
-            warn!(
-                blocks = %needs_restart.join(", "),
-                "reload: these changed and take effect at the next restart"
-            );
+            Err(refusal) => {
+                refusal.log();
+                error!(
+                    errors = refusal.count(),
+                    "reload refused; the running configuration stays"
+                );
+                ReloadOutcome::Refused(refusal)
+            }
         }
-        info!(config = %self.path.display(), "policy reloaded");
-        ReloadOutcome::Reloaded { needs_restart }
+    }
+
+    fn prepare(&self) -> Result<Next, Refusal> {
+        let (config, pipeline) = load_live(&self.path)?;
+        let listens = Listen::all(&config).map_err(|e| Refusal::Other(vec![e]))?;
+        let outbound = outbound(&config, Some(&self.outbound.load()))
+            .map_err(|e| Refusal::Other(vec![e.to_string()]))?;
+        let bound = self
+            .listeners
+            .prepare(listens)
+            .map_err(|e| Refusal::Other(vec![e.to_string()]))?;
+        Ok(Next {
+            config,
+            pipeline,
+            outbound,
+            bound,
+        })
+    }
+
+    fn commit(&self, next: Next) {
+        self.core.policy.store(Arc::new(next.pipeline));
+        self.core.rate.reconfigure(&next.config);
+        let old = self.outbound.swap(Arc::new(next.outbound));
+        // its idle connections say QUIT; attempts still using it finish with it
+        tokio::spawn(async move { old.close_all().await });
+        self.listeners.commit(next.bound);
     }
 
     /// What the control socket calls for `mtactl reload`.
@@ -129,11 +165,19 @@ impl Reloader {
                 errors: String::new(),
                 needs_restart: needs_restart.into_iter().map(str::to_owned).collect(),
             },
-            ReloadOutcome::Refused(errors) => ReloadResponse {
+            ReloadOutcome::Refused(refusal) => ReloadResponse {
                 ok: false,
-                errors: render(&errors),
+                errors: refusal.render(),
                 needs_restart: Vec::new(),
             },
         })
     }
+}
+
+/// A configuration ready to be put in force.
+struct Next {
+    config: Config,
+    pipeline: Pipeline,
+    outbound: Outbound,
+    bound: super::server::Prepared,
 }

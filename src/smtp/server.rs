@@ -3,8 +3,10 @@
 //! shutdown timeout, close the spool and return.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -16,7 +18,7 @@ use super::conn::LimitHit;
 use super::reload::Reloader;
 use super::session::{Session, next_session_id};
 use super::{Core, Listen, proxy, reply};
-use crate::config::Config;
+use crate::config::{Config, Listener};
 use crate::control::socket::ControlSocket;
 use crate::delivery::dns::Resolver;
 use crate::delivery::hops::Outbound;
@@ -81,128 +83,253 @@ pub async fn serve_until(
         discarded_incomplete = recovery.discarded_tails,
         "spool opened"
     );
-
-    let mut listeners = Vec::new();
-    for l in &config.listeners {
-        let listener = bind(l.address).map_err(|source| ServeError::Bind {
-            name: l.name.clone(),
-            address: l.address,
-            source,
-        });
-        match listener {
-            Ok(listener) => {
-                let proxies = l
-                    .proxy
-                    .as_ref()
-                    .and_then(|set| config.networks.get(set))
-                    .map(|set| Arc::new(set.clone()));
-                listeners.push((l.clone(), listener, proxies))
-            }
-            Err(err) => {
-                spool.close();
-                return Err(err);
-            }
-        }
-    }
-
-    let acceptors = match super::tls::acceptors(&config) {
-        Ok(a) => a,
+    match start(config, pipeline, spool.clone(), shutdown).await {
+        Ok(running) => running.await,
         Err(err) => {
             spool.close();
-            return Err(ServeError::Tls(err));
+            return Err(err);
         }
-    };
-    let mut core = Core::new(&config, pipeline, spool.clone(), shutdown.clone());
-    let grace = config.server.shutdown_timeout;
-    let resolver = match config.delivery.dns_server {
-        Some(addr) => Resolver::with_nameserver(addr),
-        None => match Resolver::system() {
-            Ok(r) => r,
-            Err(err) => {
-                spool.close();
-                return Err(ServeError::Resolver(err.to_string()));
-            }
-        },
-    };
-    if let Err(err) = std::fs::create_dir_all(&config.delivery.local_base) {
-        warn!(path = %config.delivery.local_base.display(), %err, "cannot create the Maildir base of the local transport; local deliveries will be deferred");
     }
-    // Loading the system's trust anchors is slow: once, at start.
-    let tls = match TlsClient::new(config.delivery.tls_ca_file.as_deref()) {
-        Ok(t) => Some(Arc::new(t)),
-        Err(err) => {
-            error!(%err, "client TLS is unavailable; routes that need TLS will be deferred");
-            None
-        }
-    };
-    let outbound = Outbound::new(
-        resolver,
-        config.delivery.clone(),
-        config.server.hostname.clone(),
-        tls,
-        config.credentials.clone(),
-    );
-    let (scheduler, handle) = Scheduler::new(
-        spool.clone(),
-        core.policy.clone(),
-        outbound,
-        config.server.hostname.clone(),
-        core.filter_loops.clone(),
-    );
-    let control = match ControlSocket::bind(&config.server.control_socket) {
-        Ok(c) => c,
-        Err(source) => {
-            spool.close();
-            return Err(ServeError::Control {
-                path: config.server.control_socket.clone(),
-                source,
-            });
-        }
-    };
-    let reloader = Arc::new(Reloader::new(&config, core.policy.clone()));
-    let control = control.with_reload(reloader.clone().answer());
-    let control =
-        tokio::spawn(control.serve(spool.clone(), Arc::new(handle.clone()), shutdown.clone()));
-    core.on_queued = Box::new(move |id| handle.queued(id));
-    let core = Arc::new(core);
-    let reloads = tokio::spawn(reload_on_sighup(reloader, shutdown.clone()));
-    let scheduler = tokio::spawn(scheduler.run(shutdown.clone(), grace));
-    let mut loops = JoinSet::new();
-    for (l, listener, proxies) in listeners {
-        let users = l.users.as_ref().and_then(|u| config.users.get(u)).cloned();
-        let listen = Arc::new(Listen::new(
-            &core,
-            &l,
-            acceptors.get(&l.name).cloned(),
-            users,
-        ));
-        info!(listener = %l.name, address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), proxy_protocol = proxies.is_some(), tls = listen.tls.as_str(), auth = ?l.auth, "listening");
-        loops.spawn(accept_loop(
-            listener,
-            listen,
-            proxies,
-            core.clone(),
-            shutdown.clone(),
-            grace,
-        ));
-    }
-    info!(hostname = %core.hostname, "mtad started");
-    while loops.join_next().await.is_some() {}
-    reloads.abort();
-    if let Err(err) = scheduler.await {
-        error!(%err, "the scheduler task failed");
-    }
-    match control.await {
-        Ok(Err(err)) => error!(%err, "control socket"),
-        Err(err) => error!(%err, "the control socket task failed"),
-        Ok(Ok(())) => {}
-    }
-    drop(core);
     tokio::task::spawn_blocking(move || spool.close())
         .await
         .expect("spool close task");
     info!("mtad stopped");
     Ok(())
+}
+
+/// Binds the listeners and the control socket and starts the scheduler; the future
+/// returned runs until shutdown and every task has finished.
+async fn start(
+    config: Config,
+    pipeline: Pipeline,
+    spool: Spool,
+    shutdown: watch::Receiver<bool>,
+) -> Result<impl Future<Output = ()>, ServeError> {
+    let listens = Listen::all(&config).map_err(ServeError::Tls)?;
+    let mut core = Core::new(&config, pipeline, spool.clone(), shutdown.clone());
+    let grace = config.server.shutdown_timeout;
+    if let Err(err) = std::fs::create_dir_all(&config.delivery.local_base) {
+        warn!(path = %config.delivery.local_base.display(), %err, "cannot create the Maildir base of the local transport; local deliveries will be deferred");
+    }
+    let outbound = Arc::new(ArcSwap::from_pointee(outbound(&config, None)?));
+    let (scheduler, handle) = Scheduler::new(
+        spool.clone(),
+        core.policy.clone(),
+        outbound.clone(),
+        config.server.hostname.clone(),
+        core.filter_loops.clone(),
+    );
+    let control = ControlSocket::bind(&config.server.control_socket).map_err(|source| {
+        ServeError::Control {
+            path: config.server.control_socket.clone(),
+            source,
+        }
+    })?;
+    {
+        let handle = handle.clone();
+        core.on_queued = Box::new(move |id| handle.queued(id));
+    }
+    let core = Arc::new(core);
+    let listeners = Arc::new(Listeners::new(core.clone(), shutdown.clone(), grace));
+    let bound = listeners.prepare(listens)?;
+    let reloader = Arc::new(Reloader::new(
+        &config,
+        core.clone(),
+        listeners.clone(),
+        outbound,
+    ));
+    let control = control.with_reload(reloader.clone().answer());
+    let control = tokio::spawn(control.serve(spool, Arc::new(handle), shutdown.clone()));
+    let reloads = tokio::spawn(reload_on_sighup(reloader, shutdown.clone()));
+    let scheduler = tokio::spawn(scheduler.run(shutdown.clone(), grace));
+    listeners.commit(bound);
+    info!(hostname = %config.server.hostname, "mtad started");
+    Ok(async move {
+        listeners.wait().await;
+        reloads.abort();
+        if let Err(err) = scheduler.await {
+            error!(%err, "the scheduler task failed");
+        }
+        match control.await {
+            Ok(Err(err)) => error!(%err, "control socket"),
+            Err(err) => error!(%err, "the control socket task failed"),
+            Ok(Ok(())) => {}
+        }
+    })
+}
+
+/// The delivery side as `config` describes it. The client TLS trust anchors are taken
+/// from `previous` when the CA file did not change: loading the system's is slow.
+pub(crate) fn outbound(
+    config: &Config,
+    previous: Option<&Outbound>,
+) -> Result<Outbound, ServeError> {
+    let resolver = match config.delivery.dns_server {
+        Some(addr) => Resolver::with_nameserver(addr),
+        None => Resolver::system().map_err(|err| ServeError::Resolver(err.to_string()))?,
+    };
+    let tls = match previous {
+        Some(p) if p.settings().tls_ca_file == config.delivery.tls_ca_file => p.tls(),
+        _ => match TlsClient::new(config.delivery.tls_ca_file.as_deref()) {
+            Ok(t) => Some(Arc::new(t)),
+            Err(err) => {
+                error!(%err, "client TLS is unavailable; routes that need TLS will be deferred");
+                None
+            }
+        },
+    };
+    Ok(Outbound::new(
+        resolver,
+        config.delivery.clone(),
+        config.server.hostname.clone(),
+        tls,
+        config.credentials.clone(),
+    ))
+}
+
+/// The listening sockets of a running server, one per address: bound at start, and
+/// bound, updated or closed by a reload. Closing a listener stops its accepting; its
+/// sessions go on to their end.
+pub struct Listeners {
+    core: Arc<Core>,
+    shutdown: watch::Receiver<bool>,
+    grace: Duration,
+    open: Mutex<Vec<Open>>,
+    /// Every accept loop, also those a reload closed that still have sessions.
+    loops: Mutex<JoinSet<()>>,
+}
+
+/// An open listening socket.
+struct Open {
+    config: Listener,
+    bound: SocketAddr,
+    /// What its next connections run with; a reload puts in a new one.
+    listen: Arc<ArcSwap<Listen>>,
+    close: watch::Sender<bool>,
+}
+
+/// What [`Listeners::prepare`] made ready: sockets bound, nothing changed yet.
+pub struct Prepared {
+    keep: Vec<(usize, Listener, Listen)>,
+    new: Vec<(Listener, Listen, TcpListener)>,
+}
+
+/// A listener as `mtactl status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerInfo {
+    pub name: String,
+    pub address: SocketAddr,
+    pub tls: &'static str,
+    pub auth: &'static str,
+}
+
+impl Listeners {
+    pub fn new(core: Arc<Core>, shutdown: watch::Receiver<bool>, grace: Duration) -> Self {
+        Self {
+            core,
+            shutdown,
+            grace,
+            open: Mutex::new(Vec::new()),
+            loops: Mutex::new(JoinSet::new()),
+        }
+    }
+
+    /// Binds the listeners of `wanted` whose address is not open yet. Nothing changes
+    /// until [`commit`](Self::commit); on an error the sockets bound so far close.
+    pub fn prepare(&self, wanted: Vec<(Listener, Listen)>) -> Result<Prepared, ServeError> {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut prepared = Prepared {
+            keep: Vec::new(),
+            new: Vec::new(),
+        };
+        for (l, listen) in wanted {
+            match open.iter().position(|o| o.config.address == l.address) {
+                Some(i) => prepared.keep.push((i, l, listen)),
+                None => {
+                    let socket = bind(l.address).map_err(|source| ServeError::Bind {
+                        name: l.name.clone(),
+                        address: l.address,
+                        source,
+                    })?;
+                    prepared.new.push((l, listen, socket));
+                }
+            }
+        }
+        Ok(prepared)
+    }
+
+    /// Puts `prepared` in force: listeners kept take their new settings for their next
+    /// connections, listeners no longer configured stop accepting, new ones start.
+    pub fn commit(&self, prepared: Prepared) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut loops = self.loops.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = Vec::with_capacity(prepared.keep.len() + prepared.new.len());
+        let mut kept = vec![false; open.len()];
+        let mut old: Vec<Option<Open>> = open.drain(..).map(Some).collect();
+        for (i, l, listen) in prepared.keep {
+            let Some(mut o) = old[i].take() else { continue };
+            kept[i] = true;
+            if o.config != l {
+                info!(listener = %l.name, address = %o.bound, "listener changed; new connections use its new settings");
+            }
+            o.listen.store(Arc::new(listen));
+            o.config = l;
+            next.push(o);
+        }
+        for o in old.into_iter().flatten() {
+            info!(listener = %o.config.name, address = %o.bound, "listener removed; no new connections, its sessions go on");
+            let _ = o.close.send(true);
+        }
+        for (l, listen, socket) in prepared.new {
+            let bound = socket.local_addr().unwrap_or(l.address);
+            info!(listener = %l.name, address = %bound, proxy_protocol = listen.proxies.is_some(), tls = listen.tls.as_str(), auth = ?l.auth, "listening");
+            let listen = Arc::new(ArcSwap::from_pointee(listen));
+            let (close, closed) = watch::channel(false);
+            loops.spawn(accept_loop(
+                socket,
+                listen.clone(),
+                self.core.clone(),
+                self.shutdown.clone(),
+                closed,
+                self.grace,
+            ));
+            next.push(Open {
+                config: l,
+                bound,
+                listen,
+                close,
+            });
+        }
+        *open = next;
+    }
+
+    /// The open listeners.
+    pub fn list(&self) -> Vec<ListenerInfo> {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.iter()
+            .map(|o| {
+                let listen = o.listen.load();
+                ListenerInfo {
+                    name: listen.name.to_string(),
+                    address: o.bound,
+                    tls: listen.tls.as_str(),
+                    auth: listen.auth.as_str(),
+                }
+            })
+            .collect()
+    }
+
+    /// Waits for every accept loop to end (after shutdown, once their sessions have).
+    async fn wait(&self) {
+        loop {
+            let mut loops =
+                std::mem::take(&mut *self.loops.lock().unwrap_or_else(|e| e.into_inner()));
+            if loops.is_empty() {
+                return;
+            }
+            while loops.join_next().await.is_some() {}
+        }
+    }
 }
 
 fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
@@ -217,42 +344,55 @@ fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
 
 async fn accept_loop(
     listener: TcpListener,
-    listen: Arc<Listen>,
-    proxies: Option<Arc<NetworkSet>>,
+    slot: Arc<ArcSwap<Listen>>,
     core: Arc<Core>,
     mut shutdown: watch::Receiver<bool>,
+    mut close: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let name = listen.name.clone();
     let mut sessions = JoinSet::new();
-    loop {
+    let closed = loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => match &proxies {
-                    None => admit(&mut sessions, stream, peer, &listen, &core),
-                    Some(proxies) => {
-                        let id = next_session_id();
-                        let span = info_span!("proxy", id = %format_args!("{id:x}"), proxy = %peer, listener = %name);
-                        let (listen, core, proxies) = (listen.clone(), core.clone(), proxies.clone());
-                        sessions.spawn(
-                            async move {
-                                proxied(stream, peer, listen, core, proxies).await;
-                            }
-                            .instrument(span),
-                        );
+                Ok((stream, peer)) => {
+                    let listen = slot.load_full();
+                    match listen.proxies.clone() {
+                        None => admit(&mut sessions, stream, peer, &listen, &core),
+                        Some(proxies) => {
+                            let id = next_session_id();
+                            let span = info_span!("proxy", id = %format_args!("{id:x}"), proxy = %peer, listener = %listen.name);
+                            let core = core.clone();
+                            sessions.spawn(
+                                async move {
+                                    proxied(stream, peer, listen, core, proxies).await;
+                                }
+                                .instrument(span),
+                            );
+                        }
                     }
-                },
+                }
                 Err(err) => {
                     // EMFILE and friends: back off instead of spinning.
-                    warn!(listener = %name, %err, "accept failed");
+                    warn!(listener = %slot.load().name, %err, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-            _ = shutdown.changed() => break,
+            _ = shutdown.changed() => break false,
+            _ = close.changed() => break true,
+        }
+    };
+    drop(listener);
+    let name = slot.load().name.clone();
+    if closed {
+        // closed by a reload: the sessions end in their own time, unless the server stops
+        loop {
+            tokio::select! {
+                next = sessions.join_next() => if next.is_none() { return },
+                _ = shutdown.changed() => break,
+            }
         }
     }
-    drop(listener);
     info!(listener = %name, sessions = sessions.len(), "stopped accepting; waiting for sessions");
     let deadline = tokio::time::sleep(grace);
     tokio::pin!(deadline);
@@ -314,7 +454,7 @@ fn admit(
     let span =
         info_span!("session", id = %format_args!("{id:x}"), client = %peer, listener = %name);
     let refusal = if core.rate.allow(super::rate::Kind::Connections, ip) {
-        match core.connections.try_acquire(ip, &core.limits) {
+        match core.connections.try_acquire(ip, &listen.settings.limits) {
             Ok(guard) => {
                 let session = Session::new(stream, core.clone(), peer, listen.clone());
                 sessions.spawn(
@@ -340,7 +480,7 @@ fn admit(
     };
     // refused: say why, close
     let (text, limit) = refusal;
-    let reply = reply::closing(&core.hostname, reply::TOO_MANY_ERRORS, text);
+    let reply = reply::closing(&listen.settings.hostname, reply::TOO_MANY_ERRORS, text);
     sessions.spawn(
         async move {
             warn!(limit, "connection refused");

@@ -91,7 +91,9 @@ pub(super) enum Flow {
 pub struct Session {
     pub(super) io: ClientStream,
     pub(super) core: Arc<Core>,
-    /// The policy snapshot this session runs with (a reload affects new sessions).
+    /// The policy snapshot this session runs with: taken at its start for the connect
+    /// and helo stages, and again at each MAIL, so a reload applies from the next
+    /// transaction while the one under way keeps its policy to its end.
     pub(super) policy: Arc<Pipeline>,
     pub(super) peer: SocketAddr,
     pub(super) listen: Arc<Listen>,
@@ -118,7 +120,7 @@ pub struct Session {
 impl Session {
     pub fn new(io: TcpStream, core: Arc<Core>, peer: SocketAddr, listen: Arc<Listen>) -> Self {
         let policy = core.policy.load_full();
-        let lines = LineReader::new(core.limits.line_length);
+        let lines = LineReader::new(listen.settings.limits.line_length);
         Self {
             io: ClientStream::tcp(io),
             core,
@@ -147,7 +149,7 @@ impl Session {
             return;
         }
         let decision = self.policy.evaluate(Stage::Connect, &self.policy_context());
-        let greeting = self.core.greeting.clone();
+        let greeting = self.listen.settings.greeting.clone();
         if self.apply(Stage::Connect, decision, &greeting) == Flow::Close {
             let mut buf = [0u8; 1024];
             self.linger(&mut buf).await;
@@ -167,7 +169,7 @@ impl Session {
             let in_message = !matches!(self.state, State::Command);
             if !in_message && *shutdown.borrow() {
                 self.push(&reply::closing(
-                    &self.core.hostname,
+                    &self.listen.settings.hostname,
                     reply::SHUTTING_DOWN,
                     "Service shutting down, closing transmission channel",
                 ));
@@ -187,7 +189,11 @@ impl Session {
             };
             let n = match read {
                 Err(_) => {
-                    self.push(&reply::closing(&self.core.hostname, reply::TIMEOUT, what));
+                    self.push(&reply::closing(
+                        &self.listen.settings.hostname,
+                        reply::TIMEOUT,
+                        what,
+                    ));
                     break (what.into(), true);
                 }
                 Ok(Ok(0)) => break ("client closed".into(), false),
@@ -229,7 +235,7 @@ impl Session {
         let Some(acceptor) = self.listen.acceptor.clone() else {
             return false;
         };
-        let limit = self.core.limits.tls_handshake_timeout;
+        let limit = self.listen.settings.limits.tls_handshake_timeout;
         match tokio::time::timeout(limit, self.io.accept_tls(&acceptor)).await {
             Ok(Ok(())) => {
                 let (version, suite) = self.io.tls_parameters().unwrap_or_default();
@@ -276,7 +282,7 @@ impl Session {
     /// When the next read must have arrived: the idle timeout, or the data deadline if
     /// that comes first while a message is being received.
     fn read_deadline(&self) -> (Instant, &'static str) {
-        let limits = &self.core.limits;
+        let limits = &self.listen.settings.limits;
         let idle = Instant::now() + limits.idle_timeout;
         match self.tx.data_started {
             Some(start) if !matches!(self.state, State::Command) => {
@@ -330,7 +336,7 @@ impl Session {
                                 "plaintext sent after STARTTLS discarded"
                             );
                         }
-                        self.lines = LineReader::new(self.core.limits.line_length);
+                        self.lines = LineReader::new(self.listen.settings.limits.line_length);
                         return Flow::StartTls;
                     }
                     if flow == Flow::Continue
@@ -505,7 +511,7 @@ impl Session {
             return;
         }
         if let Some(record) = self.tx.record.as_mut()
-            && record.body_len() > self.core.limits.message_size
+            && record.body_len() > self.listen.settings.limits.message_size
         {
             self.tx.oversized = true;
             record.truncate_body();
@@ -587,10 +593,10 @@ impl Session {
         debug!(reply = reply.trim_end(), "error reply");
         self.push(reply);
         self.errors += 1;
-        if self.errors >= self.core.limits.error_limit {
+        if self.errors >= self.listen.settings.limits.error_limit {
             warn!(errors = self.errors, "too many errors");
             let text = reply::closing(
-                &self.core.hostname,
+                &self.listen.settings.hostname,
                 reply::TOO_MANY_ERRORS,
                 "Error: too many errors",
             );

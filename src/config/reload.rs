@@ -1,0 +1,81 @@
+//! The `reload` block (a child module of `parser`, for its helpers): how a running
+//! mtad takes a changed configuration.
+//!
+//! ```kdl
+//! reload {
+//!     watch #true                        // reload when a file it was built from changes
+//!     require-tests "tests/relay.kdl"    // test-policy suites a policy must pass to go live
+//! }
+//! ```
+
+use std::time::Duration;
+
+use kdl::KdlNode;
+
+use super::Parser;
+use crate::config::ReloadSettings;
+
+const KEYS: &[&str] = &["watch", "require-tests"];
+const USAGE: &str = "reload { watch #true; require-tests \"tests/relay.kdl\" }";
+
+/// How often `watch #true` looks at the files.
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
+impl Parser {
+    pub(super) fn reload_settings(&mut self, node: &KdlNode) -> ReloadSettings {
+        let mut settings = ReloadSettings::default();
+        let Some(children) = self.settings_block(node, "reload", KEYS, USAGE) else {
+            return settings;
+        };
+        for child in children {
+            self.check_annotations(child);
+            self.no_children(child);
+            self.props(child, &[]);
+            match child.name().value() {
+                "watch" => {
+                    let Some(args) = self.args(child, 1, Some(1), "watch #true, or watch \"5s\"")
+                    else {
+                        continue;
+                    };
+                    settings.watch = match args[0].value().as_bool() {
+                        Some(true) => Some(WATCH_INTERVAL),
+                        Some(false) => None,
+                        None => self.duration(args[0], "watch interval").and_then(|d| {
+                            if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+                                self.error(
+                                    args[0].span(),
+                                    "the watch interval must be between 100ms and 1h",
+                                    "out of range",
+                                );
+                                None
+                            } else {
+                                Some(d)
+                            }
+                        }),
+                    };
+                }
+                _ => {
+                    let Some(args) = self.args(child, 1, None, "require-tests \"SUITE.kdl\"...")
+                    else {
+                        continue;
+                    };
+                    for a in args {
+                        let Some((path, at)) = self.path(a, "test suite") else {
+                            continue;
+                        };
+                        if let Err(e) = std::fs::metadata(&path) {
+                            self.error(
+                                at,
+                                format!("cannot read the test suite {}: {e}", path.display()),
+                                "no such suite",
+                            );
+                            continue;
+                        }
+                        settings.require_tests.push(path);
+                    }
+                }
+            }
+        }
+        settings
+    }
+}
