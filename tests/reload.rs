@@ -390,3 +390,58 @@ fn reloads_under_continuous_load_lose_no_session_and_no_message() {
     s.cmd("MAIL FROM:<a@client.test>", "250 ");
     s.cmd("RCPT TO:<x@example.test>", "550 5.7.1");
 }
+
+#[test]
+fn a_policy_that_fails_its_required_tests_does_not_go_live() {
+    let sink = Sink::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("suite.kdl"),
+        r#"
+case "relay for example.test" {
+    client "192.0.2.1"
+    from "a@client.test"
+    rcpt "x@example.test"
+    expect "rcpt" "accept"
+}
+"#,
+    )
+    .unwrap();
+    let config = format!("{BEFORE}reload {{\n    require-tests \"suite.kdl\"\n}}\n")
+        .replace("{sink}", &sink.port().to_string());
+    let spool = dir.path().join("spool");
+    let mtad = Mtad::start_in(dir, spool, &config);
+    assert!(mtad.log().contains("the required test suites pass cases=1"));
+
+    // relaying for example.test would stop: the suite fails, nothing changes
+    rewrite(
+        &mtad,
+        "domains \"relay\" \"example.test\"",
+        "domains \"relay\" \"example.org\"",
+    );
+    let out = mtad.mtactl(&["reload"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("suite.kdl:2:1: required test \"relay for example.test\" fails: rcpt <x@example.test>: expected accept, got reject"),
+        "{stderr}"
+    );
+    let out = mtad.mtactl(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    signal(mtad.pid(), "HUP");
+    let log = mtad.wait_log("reload refused", 1, Duration::from_secs(5));
+    assert!(log.contains("required test"), "{log}");
+    try_rcpt(&mtad, "x@example.test", "250 ");
+    // nor does it start
+    let out = Command::new(env!("CARGO_BIN_EXE_mtad"))
+        .arg("--config")
+        .arg(&mtad.config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("required test"));
+    // a policy that passes goes live
+    rewrite(&mtad, "\"example.org\"", "\"example.org\" \"example.test\"");
+    reload(&mtad);
+    try_rcpt(&mtad, "y@example.org", "250 ");
+}
