@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::peers::{Dnsmasq, FilterPeer, Pki, Sink, dump_recipients};
+use common::peers::{Aio, Dnsmasq, FilterPeer, Pki, Sink, dump_recipients};
 use common::*;
 
 struct Example {
@@ -436,4 +436,129 @@ fn seed_002_submission_over_starttls_and_smtps() {
             "{line}"
         );
     }
+}
+
+/// Not a seed: `examples/production`, the production-style configuration (MX to an
+/// LMTP mailbox server, submission on 587 and 465 with AUTH, a test suite gating
+/// reloads), end to end with swaks, aiosmtpd (LMTP) and smtp-sink (the MX out there).
+#[test]
+fn production_example_relays_submits_and_reloads_behind_its_tests() {
+    let smtp_port = free_port();
+    let remote = sink_on(5, smtp_port);
+    let dns = Dnsmasq::start(&[
+        "--mx-host=elsewhere.test,mx.elsewhere.test,10",
+        "--host-record=mx.elsewhere.test,127.0.0.5",
+    ]);
+    let lmtp = Aio::start(&["--lmtp"]);
+    let (sub, smtps) = (free_port(), free_port());
+    let lmtp_hop = format!("lmtp:[127.0.0.1]:{}", lmtp.addr.port());
+    let ex = start_example(
+        "production",
+        &[
+            ("mtad.kdl", "0.0.0.0:587", &format!("127.0.0.1:{sub}")),
+            ("mtad.kdl", "0.0.0.0:465", &format!("127.0.0.1:{smtps}")),
+            ("mtad.kdl", "\"/run/mtad/control.sock\"", "\"control.sock\""),
+            // only 127.0.0.1 is an internal host: swaks from 127.0.0.9 is a stranger
+            (
+                "mtad.kdl",
+                "\"127.0.0.0/8\" \"10.0.0.0/24\"",
+                "\"127.0.0.1/32\"",
+            ),
+            ("mtad.kdl", "lmtp:[10.0.0.25]:24", &lmtp_hop),
+            ("tests/production.kdl", "lmtp:[10.0.0.25]:24", &lmtp_hop),
+            ("tests/production.kdl", "\"10.0.0.7\"", "\"127.0.0.1\""),
+        ],
+        dns.addr,
+        smtp_port,
+    );
+    let stranger = |port: u16, args: &[&str]| {
+        let mut all = vec!["--local-interface", "127.0.0.9"];
+        all.extend_from_slice(args);
+        let out = swaks(port, &all);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let alice = [
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        "alice@example.net",
+        "--auth-password",
+        "change this password",
+    ];
+    // inbound: the MX hands mail for example.net to the mailbox server over LMTP
+    let text = stranger(
+        ex.mtad.port,
+        &["--from", "someone@example.org", "--to", "alice@example.net"],
+    );
+    assert!(text.contains("queued as"), "{text}");
+    assert_eq!(lmtp.messages(1).len(), 1);
+    // submission: STARTTLS, AUTH, then anywhere
+    let mut args = vec![
+        "--tls",
+        "--from",
+        "alice@example.net",
+        "--to",
+        "friend@elsewhere.test",
+    ];
+    args.extend(alice);
+    let text = stranger(sub, &args);
+    assert!(
+        text.contains("235 2.7.0") && text.contains("queued as"),
+        "{text}"
+    );
+    assert_eq!(
+        dump_recipients(&remote.dumps_within(1, Duration::from_secs(10))[0]),
+        ["friend@elsewhere.test"]
+    );
+    // not without logging in, nor as someone else (465: TLS from the first byte)
+    let text = stranger(
+        sub,
+        &[
+            "--tls",
+            "--from",
+            "alice@example.net",
+            "--to",
+            "friend@elsewhere.test",
+        ],
+    );
+    assert!(text.contains("530 5.7.0"), "{text}");
+    let mut args = vec![
+        "--tls-on-connect",
+        "--from",
+        "bob@example.net",
+        "--to",
+        "friend@elsewhere.test",
+    ];
+    args.extend(alice);
+    let text = stranger(smtps, &args);
+    assert!(text.contains("553 5.7.1"), "{text}");
+
+    // a change that breaks what tests/production.kdl requires is refused
+    let config = ex.root.join("mtad.kdl");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let broken = text.replace(
+        "domains \"relay\" \"example.net\"",
+        "domains \"relay\" \"example.org\"",
+    );
+    std::fs::write(&config, &broken).unwrap();
+    let out = ex.mtad.mtactl(&["reload"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("required test \"inbound mail for example.net"),
+        "{stderr}"
+    );
+    std::fs::write(&config, &text).unwrap();
+    let out = ex.mtad.mtactl(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stranger(
+        ex.mtad.port,
+        &["--from", "someone@example.org", "--to", "alice@example.net"],
+    );
+    assert!(text.contains("queued as"), "{text}");
+    assert_eq!(lmtp.messages(2).len(), 2);
 }
