@@ -445,3 +445,105 @@ case "relay for example.test" {
     reload(&mtad);
     try_rcpt(&mtad, "y@example.org", "250 ");
 }
+
+/// One message in one session, without panicking: `Ok` once the 250 after the dot
+/// came (the message is mtad's), `Err` on anything else (refused, 421, connection
+/// closed or refused: not acknowledged, the client tries again).
+fn send_one(port: u16, subject: &str) -> Result<(), String> {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut reply = |want: &str| -> Result<(), String> {
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+                return Err("closed".into());
+            }
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return if line.starts_with(want) {
+                    Ok(())
+                } else {
+                    Err(line)
+                };
+            }
+        }
+    };
+    reply("220")?;
+    for (cmd, want) in [
+        ("EHLO load.test", "250"),
+        ("MAIL FROM:<load@client.test>", "250"),
+        ("RCPT TO:<x@example.test>", "250"),
+        ("DATA", "354"),
+    ] {
+        writer
+            .write_all(format!("{cmd}\r\n").as_bytes())
+            .map_err(|e| e.to_string())?;
+        reply(want)?;
+    }
+    writer
+        .write_all(format!("Subject: {subject}\r\n\r\nhi\r\n.\r\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    reply("250")?;
+    let _ = writer.write_all(b"QUIT\r\n");
+    Ok(())
+}
+
+#[test]
+fn a_restart_under_load_loses_no_acknowledged_message() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let sink = Sink::start(&[]);
+    let mut mtad = Mtad::start(&BEFORE.replace("{sink}", &sink.port().to_string()));
+    let port = mtad.port;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            let (stop, acked) = (stop.clone(), acked.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let subject = format!("load-{c}-{n}");
+                    match send_one(port, &subject) {
+                        Ok(()) => {
+                            acked.lock().unwrap().push(subject);
+                            n += 1;
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    signal(mtad.pid(), "TERM");
+    assert!(mtad.stop_within(Duration::from_secs(20)).success());
+    let before = acked.lock().unwrap().len();
+    mtad.restart();
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        before > 0 && acked.len() > before,
+        "load before {before}, after {}",
+        acked.len()
+    );
+    let dumps = sink.dumps_within(acked.len(), Duration::from_secs(60));
+    let arrived: std::collections::BTreeSet<String> = dumps
+        .iter()
+        .filter_map(|d| d.lines().find_map(|l| l.strip_prefix("Subject: ")))
+        .map(str::to_owned)
+        .collect();
+    let lost: Vec<&String> = acked.iter().filter(|s| !arrived.contains(*s)).collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged but never delivered: {lost:?}"
+    );
+}
