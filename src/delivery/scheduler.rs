@@ -324,6 +324,9 @@ struct Leg {
     orig: usize,
     rcpt: String,
     outcome: Option<Outcome>,
+    /// The transport's kind (`smtp`, `local`, ...), `filter` for a content filter,
+    /// `none` when no transport was reached: for `mtad_deliveries_total`.
+    transport: &'static str,
 }
 
 /// One attempt at one message; returns when it is due next (None: done, held or gone).
@@ -383,6 +386,7 @@ async fn attempt(shared: &Arc<Shared>, id: QueueId, force: bool) -> Option<u64> 
                 orig: i,
                 rcpt: msg.envelope.recipients[i].clone(),
                 outcome: Some(Outcome::bounced("none", [4, 4, 7], detail)),
+                transport: "none",
             });
         }
     } else {
@@ -445,6 +449,7 @@ async fn route_and_send(
                         [4, 3, 0],
                         format!("alias expansion failed: {e}"),
                     )),
+                    transport: "none",
                 });
                 continue;
             }
@@ -477,6 +482,7 @@ async fn route_and_send(
                         orig: i,
                         rcpt: f,
                         outcome: Some(outcome),
+                        transport: "none",
                     });
                 }
                 Route::To {
@@ -486,6 +492,7 @@ async fn route_and_send(
                         orig: i,
                         rcpt: f,
                         outcome: None,
+                        transport: transport.kind(),
                     });
                     match routes
                         .iter_mut()
@@ -585,6 +592,7 @@ async fn filter_and_send(
                     [4, 3, 5],
                     format!("content filter {name} is not configured"),
                 )),
+                transport: "filter",
             });
         }
         return;
@@ -624,6 +632,7 @@ async fn filter_and_send(
             orig: i,
             rcpt,
             outcome: Some(outcome),
+            transport: "filter",
         });
     }
     if !bypass.is_empty() {
@@ -803,6 +812,7 @@ async fn finish(
                 Outcome::deferred("none", [4, 3, 0], "no delivery was attempted")
             });
             log_outcome(msg.id, &leg.rcpt, orig, &outcome, delay);
+            crate::metrics::get().delivery(outcome.status(), leg.transport);
             match &outcome {
                 Outcome::Sent { .. } => {}
                 Outcome::Deferred { .. } => {
@@ -950,11 +960,7 @@ async fn remove(spool: &Spool, id: QueueId) {
 
 /// Postfix's delivery log line, so pflogsumm and friends read ours.
 fn log_outcome(id: QueueId, rcpt: &str, orig: &str, outcome: &Outcome, delay: Duration) {
-    let status = match outcome {
-        Outcome::Sent { .. } => "sent",
-        Outcome::Deferred { .. } => "deferred",
-        Outcome::Bounced { .. } => "bounced",
-    };
+    let status = outcome.status();
     let orig_to = if orig.eq_ignore_ascii_case(rcpt) {
         String::new()
     } else {
@@ -1024,6 +1030,7 @@ async fn bounce(
         expanded: false,
         filter: None,
         tls: None,
+        revision: Some(shared.policy.load().revision().to_owned()),
     };
     let nid = shared.spool.new_id();
     let mut record = MessageRecord::new(nid, now, &notice);

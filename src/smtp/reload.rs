@@ -106,6 +106,7 @@ impl Reloader {
                     errors = errors.errors.len(),
                     "reload refused; the running policy stays"
                 );
+                crate::metrics::get().reloaded(false);
                 return ReloadOutcome::Refused(errors);
             }
         };
@@ -118,6 +119,7 @@ impl Reloader {
             );
         }
         info!(config = %self.path.display(), "policy reloaded");
+        crate::metrics::get().reloaded(true);
         ReloadOutcome::Reloaded { needs_restart }
     }
 

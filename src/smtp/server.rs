@@ -18,6 +18,7 @@ use super::session::{Session, next_session_id};
 use super::{Core, Listen, proxy, reply};
 use crate::config::Config;
 use crate::control::socket::ControlSocket;
+use crate::control::status::{ListenerList, ListenerStatus, Observer};
 use crate::delivery::dns::Resolver;
 use crate::delivery::hops::Outbound;
 use crate::delivery::scheduler::Scheduler;
@@ -46,6 +47,11 @@ pub enum ServeError {
     #[error("cannot open the control socket {}: {source}", path.display())]
     Control {
         path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot serve metrics on {address}: {source}")]
+    Metrics {
+        address: SocketAddr,
         source: std::io::Error,
     },
 }
@@ -159,8 +165,27 @@ pub async fn serve_until(
             });
         }
     };
+    let metrics = match config.server.metrics {
+        Some(address) => match crate::metrics::http::Endpoint::bind(address).await {
+            Ok(endpoint) => Some(endpoint),
+            Err(source) => {
+                spool.close();
+                return Err(ServeError::Metrics { address, source });
+            }
+        },
+        None => None,
+    };
+    let bound = Arc::new(ListenerList::default());
+    let observer = Arc::new(Observer::new(
+        core.policy.clone(),
+        spool.clone(),
+        bound.clone(),
+    ));
+    let metrics = metrics.map(|m| tokio::spawn(m.serve(observer.metrics_fn(), shutdown.clone())));
     let reloader = Arc::new(Reloader::new(&config, core.policy.clone()));
-    let control = control.with_reload(reloader.clone().answer());
+    let control = control
+        .with_reload(reloader.clone().answer())
+        .with_status(observer.status_fn());
     let control =
         tokio::spawn(control.serve(spool.clone(), Arc::new(handle.clone()), shutdown.clone()));
     core.on_queued = Box::new(move |id| handle.queued(id));
@@ -177,6 +202,8 @@ pub async fn serve_until(
             users,
         ));
         info!(listener = %l.name, address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), proxy_protocol = proxies.is_some(), tls = listen.tls.as_str(), auth = ?l.auth, "listening");
+        let address = listener.local_addr().unwrap_or(l.address);
+        bound.bound(ListenerStatus::new(&l, address, listen.tls, listen.auth));
         loops.spawn(accept_loop(
             listener,
             listen,
@@ -186,9 +213,12 @@ pub async fn serve_until(
             grace,
         ));
     }
-    info!(hostname = %core.hostname, "mtad started");
+    info!(hostname = %core.hostname, revision = %core.policy.load().revision(), "mtad started");
     while loops.join_next().await.is_some() {}
     reloads.abort();
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     if let Err(err) = scheduler.await {
         error!(%err, "the scheduler task failed");
     }
