@@ -371,3 +371,74 @@ fn a_metrics_address_in_use_stops_the_start() {
         "{err}"
     );
 }
+
+#[test]
+fn deliveries_are_counted_by_status_and_transport() {
+    let sink = common::peers::Sink::start(&[]);
+    let metrics_port = free_port();
+    let config = r#"
+server {
+    hostname "mx.example.test"
+    spool "{spool}"
+    metrics "127.0.0.1:{metrics}"
+}
+listen "mx" address="127.0.0.1:{port}"
+domains "relay" "example.test" "gone.test"
+stage "rcpt" {
+    accept rcpt-domain="relay"
+}
+stage "route" {
+    transport "gone.test" "error:5.1.1 gone"
+    relay "smtp:[127.0.0.1]:{sink}"
+}
+delivery {
+    queue-only #false
+}
+"#
+    .replace("{metrics}", &metrics_port.to_string())
+    .replace("{sink}", &sink.port().to_string());
+    let mtad = Mtad::start(&config);
+    let mut s = mtad.session();
+    s.cmd("EHLO client.test", "250-");
+    s.send_message(
+        "a@example.test",
+        &["x@example.test", "y@gone.test"],
+        "Subject: 1\r\n\r\nhi\r\n",
+    );
+    // x@ sent, y@ bounced, and the bounce to a@ sent through the relay
+    mtad.wait_log("status=sent", 2, Duration::from_secs(20));
+    mtad.wait_log("status=bounced", 1, Duration::from_secs(20));
+    sink.dumps(2);
+    let m = scrape(metrics_port);
+    assert_eq!(
+        sample(
+            &m,
+            "mtad_deliveries_total{status=\"sent\",transport=\"smtp\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "mtad_deliveries_total{status=\"bounced\",transport=\"error\"}"
+        ),
+        1.0
+    );
+    assert!(!m.contains("status=\"deferred\""), "{m}");
+    // the route stage was evaluated at each delivery (x@, y@, the bounce)
+    assert_eq!(
+        sample(&m, "mtad_policy_evaluation_seconds_count{stage=\"route\"}"),
+        3.0
+    );
+    // nothing is left: the delivered and the bounced message are removed (just after
+    // their last log line)
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = status_json(&mtad);
+        if status["queue"] == serde_json::json!({"active": 0, "deferred": 0, "hold": 0}) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

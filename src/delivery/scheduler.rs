@@ -811,8 +811,8 @@ async fn finish(
             let outcome = leg.outcome.clone().unwrap_or_else(|| {
                 Outcome::deferred("none", [4, 3, 0], "no delivery was attempted")
             });
-            log_outcome(msg.id, &leg.rcpt, orig, &outcome, delay);
             crate::metrics::get().delivery(outcome.status(), leg.transport);
+            log_outcome(msg.id, &leg.rcpt, orig, &outcome, delay);
             match &outcome {
                 Outcome::Sent { .. } => {}
                 Outcome::Deferred { .. } => {

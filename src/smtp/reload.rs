@@ -102,11 +102,11 @@ impl Reloader {
                         .map_or_else(|| errors.file.clone(), ToString::to_string);
                     error!(at = %at, error = %e.message, "reload: configuration error");
                 }
+                crate::metrics::get().reloaded(false);
                 error!(
                     errors = errors.errors.len(),
                     "reload refused; the running policy stays"
                 );
-                crate::metrics::get().reloaded(false);
                 return ReloadOutcome::Refused(errors);
             }
         };
@@ -118,8 +118,8 @@ impl Reloader {
                 "reload: these changed and take effect at the next restart"
             );
         }
-        info!(config = %self.path.display(), "policy reloaded");
         crate::metrics::get().reloaded(true);
+        info!(config = %self.path.display(), "policy reloaded");
         ReloadOutcome::Reloaded { needs_restart }
     }
 
