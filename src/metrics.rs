@@ -151,7 +151,7 @@ impl Metrics {
             m.queue.clone(),
         );
         r.register(
-            "policy_revision",
+            "policy_revision_info",
             "The running policy's revision (value 1)",
             m.revision.clone(),
         );
@@ -335,7 +335,7 @@ mod tests {
             text.contains("mtad_queue_messages{state=\"active\"} 3\n"),
             "{text}"
         );
-        assert!(text.contains("mtad_policy_revision{revision=\"0123456789ab\"} 1\n"));
+        assert!(text.contains("mtad_policy_revision_info{revision=\"0123456789ab\"} 1\n"));
         assert!(text.ends_with("# EOF\n"));
         drop(b);
         assert_eq!(m.open_sessions("mx"), 0);

@@ -266,7 +266,7 @@ fn status_metrics_and_the_policy_revision() {
     assert_eq!(
         sample(
             &m,
-            &format!("mtad_policy_revision{{revision=\"{revision}\"}}")
+            &format!("mtad_policy_revision_info{{revision=\"{revision}\"}}")
         ),
         1.0
     );
@@ -301,7 +301,7 @@ fn status_metrics_and_the_policy_revision() {
     assert_eq!(sample(&m, "mtad_reload_failures_total"), 1.0);
     assert!(
         m.contains(&format!(
-            "mtad_policy_revision{{revision=\"{reloaded}\"}} 1\n"
+            "mtad_policy_revision_info{{revision=\"{reloaded}\"}} 1\n"
         )),
         "{m}"
     );

@@ -211,6 +211,16 @@ pub enum AuthMode {
     Required,
 }
 
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Off => "off",
+            AuthMode::Offered => "offered",
+            AuthMode::Required => "required",
+        }
+    }
+}
+
 /// One `listen` node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listener {

@@ -51,12 +51,7 @@ impl ListenerStatus {
             name: listener.name.clone(),
             address: address.to_string(),
             tls: tls.as_str().to_owned(),
-            auth: match auth {
-                AuthMode::Off => "off",
-                AuthMode::Offered => "offered",
-                AuthMode::Required => "required",
-            }
-            .to_owned(),
+            auth: auth.as_str().to_owned(),
             sessions: 0,
         }
     }
