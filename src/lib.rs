@@ -13,7 +13,9 @@
 //! - [`auth`]: SMTP AUTH's server side: SASL PLAIN/LOGIN decoding and the `users`
 //!   tables (Dovecot passwd-files or SQL) that credentials are verified against.
 //! - [`delivery`]: the outbound SMTP/LMTP client, with outcomes per recipient.
-//! - [`control`]: the operator side (`mtactl`): config checks and queue inspection.
+//! - [`control`]: the operator side (`mtactl`): config checks, queue inspection,
+//!   reload and status over the control socket.
+//! - [`metrics`]: what the daemon counts, and the Prometheus endpoint.
 //!
 //! Dependencies point one way: config ← policy ← smtp; queue knows neither smtp nor
 //! policy; control is the only module that reaches everything.
@@ -24,6 +26,7 @@ pub mod config;
 pub mod control;
 pub mod delivery;
 pub mod lookup;
+pub mod metrics;
 pub mod policy;
 pub mod queue;
 pub mod smtp;

@@ -27,8 +27,18 @@ fn every_example_config_is_valid() {
             config.display(),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(stdout.lines().count(), 1, "summary is one line: {stdout}");
-        assert!(stdout.contains(": ok ("), "{stdout}");
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(
+            lines.len(),
+            2,
+            "a summary line, then the revision: {stdout}"
+        );
+        assert!(lines[0].contains(": ok ("), "{stdout}");
+        let revision = lines[1].strip_prefix("revision: ").expect("the revision");
+        assert_eq!(revision.len(), 12, "{stdout}");
+        // the same files, the same revision
+        let again = mtactl(&["check", "--config", config.to_str().unwrap()]);
+        assert_eq!(String::from_utf8_lossy(&again.stdout), stdout);
         checked += 1;
     }
     assert!(checked >= 1);

@@ -12,7 +12,7 @@ use mtad::control::socket::QueueAction;
 #[derive(Parser)]
 #[command(
     version,
-    about = "Operate mtad: check configuration, inspect and manage the queue"
+    about = "Operate mtad: check configuration, inspect and manage the queue, ask how it is"
 )]
 struct Args {
     #[command(subcommand)]
@@ -21,7 +21,8 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate the configuration: a one-line summary, or every error with file:line:col.
+    /// Validate the configuration: a one-line summary and the policy revision, or every
+    /// error with file:line:col.
     Check {
         #[arg(long, short, value_name = "PATH")]
         config: PathBuf,
@@ -32,6 +33,14 @@ enum Command {
     Reload {
         #[arg(long, short, value_name = "PATH")]
         config: PathBuf,
+    },
+    /// Ask the running mtad how it is: uptime, policy revision, listeners and their
+    /// open sessions, messages in the queue by state (active, deferred, hold).
+    Status {
+        #[arg(long, short, value_name = "PATH")]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
     /// Look KEY up in a table, like `postmap -q`: prints the value (exit 0) or nothing
     /// (exit 1). For a networks or domains set, prints `yes` when KEY is a member.
@@ -196,6 +205,9 @@ fn main() -> ExitCode {
         }
         Command::Check { config } => control::check(&config),
         Command::Reload { config } => control::reload(&config),
+        Command::Status { config, format } => {
+            control::status(&config, matches!(format, Format::Json))
+        }
         Command::Queue { command } => match command {
             QueueCommand::List { config, format } => {
                 control::queue_list(&config, matches!(format, Format::Json))

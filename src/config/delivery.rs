@@ -148,13 +148,16 @@ impl Parser {
                             self.error(v.span(), format!("{key} must not be empty"), "empty path");
                         } else if key == "tls-ca-file" {
                             let full = resolve(&self.cur.path, p);
-                            if let Err(e) = std::fs::metadata(&full) {
-                                self.error(
-                                    v.span(),
-                                    format!("cannot read `{p}`: {e}"),
-                                    "cannot read",
-                                )
-                                .help = Some(format!("looked for {}", full.display()));
+                            match std::fs::read(&full) {
+                                Ok(bytes) => self.sources.add(&full, &bytes),
+                                Err(e) => {
+                                    self.error(
+                                        v.span(),
+                                        format!("cannot read `{p}`: {e}"),
+                                        "cannot read",
+                                    )
+                                    .help = Some(format!("looked for {}", full.display()));
+                                }
                             }
                             d.tls_ca_file = Some(full);
                         } else {

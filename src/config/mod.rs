@@ -31,6 +31,7 @@ pub mod checks;
 mod error;
 mod parser;
 mod reply;
+mod revision;
 pub mod route;
 mod stage;
 mod units;
@@ -48,6 +49,7 @@ use crate::lookup::{DomainSet, NetworkSet, Table};
 
 pub use error::{ConfigError, ConfigErrors, render};
 pub use reply::{MAX_REPLY_TEXT, Reply, sanitize_text};
+pub use revision::Sources;
 pub use stage::Stage;
 pub use units::{parse_duration, parse_size};
 
@@ -93,6 +95,9 @@ pub struct Config {
     /// verifies credentials against, by name. A file is read and checked with the
     /// configuration; a database is only connected to on first use.
     pub users: BTreeMap<String, crate::auth::Users>,
+    /// Every file read to build this configuration, with the digest of its bytes: the
+    /// policy's revision is computed from these and the hooks ([`Sources`]).
+    pub sources: Sources,
 }
 
 /// An after-queue content filter (Postfix's FILTER_README model): an SMTP or LMTP next
@@ -149,6 +154,9 @@ pub struct Server {
     /// created mode 0600. Default `control.sock` in the spool directory; a relative path
     /// is resolved like `spool`.
     pub control_socket: PathBuf,
+    /// `metrics "IP:PORT"`: where the Prometheus endpoint (`GET /metrics`, plain HTTP)
+    /// listens. Off when not written.
+    pub metrics: Option<SocketAddr>,
     /// `content-filter "NAME"`: the filter for mail from every listener that is not
     /// `filtered` and names none of its own (Postfix's `content_filter`).
     pub content_filter: Option<String>,

@@ -55,6 +55,7 @@ const SERVER_KEYS: &[&str] = &[
     "content-filter",
     "tls-certificate",
     "tls-key",
+    "metrics",
 ];
 const LIMIT_KEYS: &[&str] = &[
     "message-size",
@@ -139,6 +140,7 @@ fn availability_help(test: &Condition) -> String {
 pub(super) fn parse(name: &str, path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     let root = SourceFile::new(name, path, text);
     let mut p = Parser::new(root.clone());
+    p.sources.add(path, text.as_bytes());
     let mut docs = Vec::new();
     p.load(root, &mut docs, &mut Vec::new());
     let config = if p.errors.is_empty() {
@@ -234,6 +236,8 @@ struct Parser {
     /// `table` nodes read from a file: name → (resolved path, path as written), so
     /// that errors found later in a table's results can point into its file.
     table_files: BTreeMap<String, (PathBuf, String)>,
+    /// Every file read so far, for the policy revision.
+    sources: crate::config::Sources,
 }
 
 /// A listener's TLS properties as written, settled by `Parser::settle_tls` once the
@@ -285,6 +289,7 @@ struct Sets {
 impl Parser {
     fn new(root: Arc<SourceFile>) -> Self {
         Self {
+            sources: crate::config::Sources::new(&root.path),
             cur: root,
             errors: Vec::new(),
             table_files: BTreeMap::new(),
@@ -340,7 +345,10 @@ impl Parser {
                 continue;
             }
             match std::fs::read_to_string(&path) {
-                Ok(text) => children.push((index, SourceFile::new(name, &path, &text))),
+                Ok(text) => {
+                    self.sources.add(&path, text.as_bytes());
+                    children.push((index, SourceFile::new(name, &path, &text)));
+                }
                 Err(e) => {
                     self.error(
                         args[0].span(),
@@ -902,6 +910,7 @@ impl Parser {
                 .into_iter()
                 .filter_map(|(k, (v, _))| Some((k, v?)))
                 .collect(),
+            sources: std::mem::take(&mut self.sources),
         })
     }
 
@@ -1053,6 +1062,7 @@ impl Parser {
         let mut content_filter = None;
         let mut tls_certificate = None;
         let mut tls_key = None;
+        let mut metrics = None;
         for &child in &children {
             let key = child.name().value();
             let Some(value) = self.setting(child, &format!("{key} \"...\"")) else {
@@ -1129,6 +1139,21 @@ impl Parser {
                 }
                 "tls-certificate" => tls_certificate = self.path(value, key),
                 "tls-key" => tls_key = self.path(value, key),
+                "metrics" => {
+                    if let Some(text) = self.string(value, "metrics") {
+                        match text.parse::<SocketAddr>() {
+                            Ok(a) => metrics = Some(a),
+                            Err(_) => {
+                                self.error(
+                                    value.span(),
+                                    format!("`{text}` is not an IP:PORT address"),
+                                    "invalid address",
+                                )
+                                .help = Some("e.g. metrics \"127.0.0.1:9187\"".to_owned());
+                            }
+                        }
+                    }
+                }
                 _ => unreachable!("checked against SERVER_KEYS"),
             }
         }
@@ -1157,6 +1182,7 @@ impl Parser {
             shutdown_timeout: shutdown_timeout.unwrap_or(Duration::from_secs(30)),
             content_filter,
             tls,
+            metrics,
         })
     }
 
@@ -1537,7 +1563,11 @@ impl Parser {
             (Some((certificate, at)), Some((key, _))) => {
                 let pair = CertKey { certificate, key };
                 match crate::smtp::tls::server_config(&pair) {
-                    Ok(_) => Some(pair),
+                    Ok(_) => {
+                        self.sources.add_file(&pair.certificate);
+                        self.sources.add_file(&pair.key);
+                        Some(pair)
+                    }
                     Err(e) => {
                         self.error(at, e, "cannot use this certificate");
                         None

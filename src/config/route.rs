@@ -46,6 +46,18 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// The transport's kind, as written before the colon: `smtp`, `lmtp`, `local`,
+    /// `discard` or `error`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Transport::Smtp(_) => "smtp",
+            Transport::Lmtp(_) => "lmtp",
+            Transport::Local => "local",
+            Transport::Discard(_) => "discard",
+            Transport::Error { .. } => "error",
+        }
+    }
+
     /// Parses a `transport:nexthop` value; the error says what is wrong.
     pub fn parse(value: &str) -> Result<Transport, String> {
         if value.contains(char::is_control) {

@@ -178,7 +178,10 @@ impl Parser {
     ) -> Option<T> {
         let full = resolve(&self.cur.path, path);
         let text = match std::fs::read_to_string(&full) {
-            Ok(text) => text,
+            Ok(text) => {
+                self.sources.add(&full, text.as_bytes());
+                text
+            }
             Err(e) => {
                 self.error(
                     entry.span(),

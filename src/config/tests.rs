@@ -68,6 +68,7 @@ fn example_parses_to_expected_values() {
             origin: "mx.example.test".into(),
             content_filter: None,
             tls: None,
+            metrics: None,
         }
     );
     assert_eq!(

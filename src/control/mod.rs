@@ -3,6 +3,7 @@
 //! text for stderr (the binary turns it into exit status 1).
 
 pub mod socket;
+pub mod status;
 pub mod test_policy;
 
 use std::io::Write;
@@ -78,10 +79,30 @@ pub fn load_live(path: &Path) -> Result<(Config, Pipeline), Refusal> {
 }
 
 /// `mtactl check`: exit 0 with a one-line summary, or every error rendered.
+/// The second line is the policy's revision (what `mtactl status` reports once it runs).
 pub fn check(path: &Path) -> Result<(), String> {
-    let (config, _) = load_live(path).map_err(|refusal| refusal.render())?;
+    let (config, pipeline) = load_live(path).map_err(|refusal| refusal.render())?;
     print_table_warnings(&config);
     println!("{}", summary(&config));
+    println!("revision: {}", pipeline.revision());
+    Ok(())
+}
+
+/// `mtactl status`: asks the running daemon (over the control socket named by the
+/// configuration) and prints [`status::render`]'s text, or the JSON object with `json`.
+pub fn status(path: &Path, json: bool) -> Result<(), String> {
+    let config = load(path)?;
+    let status =
+        socket::status(&config.server.control_socket).map_err(|e| format!("mtactl: {e}"))?;
+    if !status.ok {
+        return Err(format!("mtactl status: mtad: {}", status.error));
+    }
+    if json {
+        let text = serde_json::to_string_pretty(&status).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        print!("{}", status::render(&status));
+    }
     Ok(())
 }
 
@@ -258,6 +279,9 @@ pub fn queue_show(path: &Path, id: &str, raw: bool, json: bool) -> Result<(), St
             "client: {client} helo={} listener={}",
             e.helo, e.listener
         );
+        if let Some(revision) = &e.revision {
+            let _ = writeln!(out, "policy revision: {revision}");
+        }
         let _ = writeln!(out);
     }
     let _ = out.write_all(&body);

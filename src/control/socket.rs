@@ -21,9 +21,13 @@
 //! < {"ok":false,"errors":"× undefined domain set `rely` ..."}
 //! ```
 //!
+//! `mtactl status` sends `{"status":true}` and gets a [`Status`] (see
+//! [`super::status`]).
+//!
 //! The daemon side is [`ControlSocket`] (bind, then serve); the scheduler is reached
-//! through [`DeliveryControl`], the reloader through [`ControlSocket::with_reload`]. The
-//! client side is [`request`] and [`reload`], blocking, for `mtactl`.
+//! through [`DeliveryControl`], the reloader through [`ControlSocket::with_reload`], the
+//! status through [`ControlSocket::with_status`]. The client side is [`request`],
+//! [`reload`] and [`status`], blocking, for `mtactl`.
 
 use std::collections::BTreeSet;
 use std::io::{self, BufRead, Write};
@@ -39,6 +43,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use super::status::{Status, StatusRequest};
 use crate::queue::{QueueId, Spool, SpoolError};
 
 /// Longest request line accepted, newline excluded (1 MiB: some 50,000 ids).
@@ -189,6 +194,9 @@ pub struct ReloadResponse {
 /// What answers a reload request (blocking: run on the blocking pool).
 pub type ReloadFn = Arc<dyn Fn() -> ReloadResponse + Send + Sync>;
 
+/// What answers a status request (quick: run on the runtime).
+pub type StatusFn = Arc<dyn Fn() -> Status + Send + Sync>;
+
 /// Why [`request`] got no response.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
@@ -213,6 +221,11 @@ pub fn request(path: &Path, req: &Request) -> Result<Response, RequestError> {
 /// Asks the daemon at `path` to reload its policy (blocking, until it has).
 pub fn reload(path: &Path) -> Result<ReloadResponse, RequestError> {
     exchange(path, &ReloadRequest { reload: true })
+}
+
+/// Asks the daemon at `path` how it is.
+pub fn status(path: &Path) -> Result<Status, RequestError> {
+    exchange(path, &StatusRequest { status: true })
 }
 
 fn exchange<Q: Serialize, A: serde::de::DeserializeOwned>(
@@ -264,6 +277,7 @@ pub struct ControlSocket {
     /// it is still ours.
     file: (u64, u64),
     reload: Option<ReloadFn>,
+    status: Option<StatusFn>,
 }
 
 fn bind_error(path: &Path, kind: io::ErrorKind, what: impl std::fmt::Display) -> io::Error {
@@ -275,6 +289,7 @@ impl std::fmt::Debug for ControlSocket {
         f.debug_struct("ControlSocket")
             .field("path", &self.path)
             .field("reload", &self.reload.is_some())
+            .field("status", &self.status.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -327,6 +342,7 @@ impl ControlSocket {
             path: path.to_path_buf(),
             file: (meta.dev(), meta.ino()),
             reload: None,
+            status: None,
         })
     }
 
@@ -338,6 +354,13 @@ impl ControlSocket {
     /// are not available here).
     pub fn with_reload(mut self, reload: ReloadFn) -> Self {
         self.reload = Some(reload);
+        self
+    }
+
+    /// Answers `{"status":true}` with `status` (without it: an error saying status is
+    /// not available here).
+    pub fn with_status(mut self, status: StatusFn) -> Self {
+        self.status = Some(status);
         self
     }
 
@@ -362,6 +385,7 @@ impl ControlSocket {
                                 spool.clone(),
                                 Arc::clone(&delivery),
                                 self.reload.clone(),
+                                self.status.clone(),
                                 shutdown.clone(),
                             ));
                         }
@@ -380,6 +404,7 @@ impl ControlSocket {
             path,
             file,
             reload: _,
+            status: _,
         } = self;
         drop(listener);
         match std::fs::symlink_metadata(&path) {
@@ -444,6 +469,7 @@ async fn connection(
     spool: Spool,
     delivery: Arc<dyn DeliveryControl>,
     reload: Option<ReloadFn>,
+    status: Option<StatusFn>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (read, mut write) = stream.into_split();
@@ -457,14 +483,16 @@ async fn connection(
             read = read_line(&mut reader, &mut line) => read,
             _ = shutdown.changed() => return,
         };
-        let (response, close) = match read {
+        let (out, close) = match read {
             Ok(Line::Eof) => return,
             Err(e) => {
                 debug!(error = %e, "control socket: read failed");
                 return;
             }
             Ok(Line::TooLong) => (
-                Response::error(format!("request line longer than {MAX_REQUEST_LINE} bytes")),
+                answer_line(&Response::error(format!(
+                    "request line longer than {MAX_REQUEST_LINE} bytes"
+                ))),
                 true,
             ),
             Ok(Line::Complete) if line.iter().all(u8::is_ascii_whitespace) => continue,
@@ -484,28 +512,43 @@ async fn connection(
                         ..ReloadResponse::default()
                     },
                 };
-                let mut out = serde_json::to_vec(&answer).unwrap_or_default();
-                out.push(b'\n');
-                if write.write_all(&out).await.is_err() {
-                    return;
-                }
-                continue;
+                (answer_line(&answer), false)
             }
-            Ok(Line::Complete) => match serde_json::from_slice::<Request>(&line) {
-                Ok(req) => (execute(&req, &spool, delivery.as_ref()).await, false),
-                Err(e) => (Response::error(format!("malformed request: {e}")), false),
-            },
-        };
-        let mut out = match serde_json::to_vec(&response) {
-            Ok(out) => out,
-            Err(e) => {
-                warn!(error = %e, "control socket: cannot encode a response");
-                return;
+            Ok(Line::Complete) if serde_json::from_slice::<StatusRequest>(&line).is_ok() => {
+                let answer = match &status {
+                    Some(f) => f(),
+                    None => Status {
+                        error: "this daemon cannot report its status".to_owned(),
+                        ..Status::default()
+                    },
+                };
+                (answer_line(&answer), false)
+            }
+            Ok(Line::Complete) => {
+                let response = match serde_json::from_slice::<Request>(&line) {
+                    Ok(req) => execute(&req, &spool, delivery.as_ref()).await,
+                    Err(e) => Response::error(format!("malformed request: {e}")),
+                };
+                (answer_line(&response), false)
             }
         };
-        out.push(b'\n');
+        let Some(out) = out else { return };
         if write.write_all(&out).await.is_err() || close {
             return;
+        }
+    }
+}
+
+/// One response line: `answer` as JSON, and a newline.
+fn answer_line<T: Serialize>(answer: &T) -> Option<Vec<u8>> {
+    match serde_json::to_vec(answer) {
+        Ok(mut out) => {
+            out.push(b'\n');
+            Some(out)
+        }
+        Err(e) => {
+            warn!(error = %e, "control socket: cannot encode a response");
+            None
         }
     }
 }

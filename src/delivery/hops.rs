@@ -91,6 +91,15 @@ impl Outcome {
         }
     }
 
+    /// `sent`, `deferred` or `bounced`, as the delivery log line says.
+    pub fn status(&self) -> &'static str {
+        match self {
+            Outcome::Sent { .. } => "sent",
+            Outcome::Deferred { .. } => "deferred",
+            Outcome::Bounced { .. } => "bounced",
+        }
+    }
+
     pub fn relay(&self) -> &str {
         match self {
             Outcome::Sent { relay, .. }

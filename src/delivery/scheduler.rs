@@ -321,6 +321,9 @@ struct Leg {
     orig: usize,
     rcpt: String,
     outcome: Option<Outcome>,
+    /// The transport's kind (`smtp`, `local`, ...), `filter` for a content filter,
+    /// `none` when no transport was reached: for `mtad_deliveries_total`.
+    transport: &'static str,
 }
 
 /// One attempt at one message; returns when it is due next (None: done, held or gone).
@@ -381,6 +384,7 @@ async fn attempt(shared: &Arc<Shared>, id: QueueId, force: bool) -> Option<u64> 
                 orig: i,
                 rcpt: msg.envelope.recipients[i].clone(),
                 outcome: Some(Outcome::bounced("none", [4, 4, 7], detail)),
+                transport: "none",
             });
         }
     } else {
@@ -443,6 +447,7 @@ async fn route_and_send(
                         [4, 3, 0],
                         format!("alias expansion failed: {e}"),
                     )),
+                    transport: "none",
                 });
                 continue;
             }
@@ -475,6 +480,7 @@ async fn route_and_send(
                         orig: i,
                         rcpt: f,
                         outcome: Some(outcome),
+                        transport: "none",
                     });
                 }
                 Route::To {
@@ -484,6 +490,7 @@ async fn route_and_send(
                         orig: i,
                         rcpt: f,
                         outcome: None,
+                        transport: transport.kind(),
                     });
                     match routes
                         .iter_mut()
@@ -583,6 +590,7 @@ async fn filter_and_send(
                     [4, 3, 5],
                     format!("content filter {name} is not configured"),
                 )),
+                transport: "filter",
             });
         }
         return;
@@ -622,6 +630,7 @@ async fn filter_and_send(
             orig: i,
             rcpt,
             outcome: Some(outcome),
+            transport: "filter",
         });
     }
     if !bypass.is_empty() {
@@ -801,6 +810,7 @@ async fn finish(
             let outcome = leg.outcome.clone().unwrap_or_else(|| {
                 Outcome::deferred("none", [4, 3, 0], "no delivery was attempted")
             });
+            crate::metrics::get().delivery(outcome.status(), leg.transport);
             log_outcome(msg.id, &leg.rcpt, orig, &outcome, delay);
             match &outcome {
                 Outcome::Sent { .. } => {}
@@ -949,11 +959,7 @@ async fn remove(spool: &Spool, id: QueueId) {
 
 /// Postfix's delivery log line, so pflogsumm and friends read ours.
 fn log_outcome(id: QueueId, rcpt: &str, orig: &str, outcome: &Outcome, delay: Duration) {
-    let status = match outcome {
-        Outcome::Sent { .. } => "sent",
-        Outcome::Deferred { .. } => "deferred",
-        Outcome::Bounced { .. } => "bounced",
-    };
+    let status = outcome.status();
     let orig_to = if orig.eq_ignore_ascii_case(rcpt) {
         String::new()
     } else {
@@ -1023,6 +1029,7 @@ async fn bounce(
         expanded: false,
         filter: None,
         tls: None,
+        revision: Some(shared.policy.load().revision().to_owned()),
     };
     let nid = shared.spool.new_id();
     let mut record = MessageRecord::new(nid, now, &notice);

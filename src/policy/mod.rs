@@ -201,6 +201,8 @@ pub struct Pipeline {
     lookups: Arc<dyn Lookups>,
     rewriter: alias::Rewriter,
     filters: Filters,
+    /// A hash of every file this policy was compiled from ([`Pipeline::revision`]).
+    revision: Arc<str>,
 }
 
 /// The content filters and which mail goes through them.
@@ -221,6 +223,7 @@ impl Default for Pipeline {
             lookups: Arc::new(NoLookups),
             rewriter: alias::Rewriter::default(),
             filters: Filters::default(),
+            revision: crate::config::Sources::default().revision().into(),
         }
     }
 }
@@ -381,6 +384,15 @@ impl Pipeline {
         self.filters.by_name.get(name)
     }
 
+    /// Which exact files this policy was compiled from: 12 hex digits of a SHA-256
+    /// over the bytes of the configuration, its includes, tables, certificates and
+    /// hooks (see [`crate::config::Sources`]). The same files give the same revision
+    /// on any machine. Shown by `mtactl check` and `mtactl status`, logged with every
+    /// decision and kept in each queued message's record.
+    pub fn revision(&self) -> &str {
+        &self.revision
+    }
+
     /// The domain unqualified addresses get (`server { origin }`).
     pub fn origin(&self) -> &str {
         &self.rewriter.origin
@@ -437,17 +449,22 @@ impl Pipeline {
             config.tables.keys(),
         );
         let mut stages: [Vec<Rule>; Stage::COUNT] = Default::default();
+        let mut sources = config.sources.clone();
         for stage in Stage::ALL {
             for rule in config.rules(stage) {
                 let hook = match &rule.action {
                     RuleAction::Hook(h) => {
-                        match host.compile(
-                            &h.path,
-                            &h.display,
-                            h.function.as_deref(),
-                            stage,
-                            &known,
-                        ) {
+                        let compiled = ScriptHost::read(&h.path, &h.display).and_then(|text| {
+                            sources.add(&h.path, text.as_bytes());
+                            host.compile_str(
+                                &text,
+                                &h.display,
+                                h.function.as_deref(),
+                                stage,
+                                &known,
+                            )
+                        });
+                        match compiled {
                             Ok(hook) => Some(Ok(hook)),
                             Err(errors) => {
                                 for e in errors {
@@ -489,6 +506,7 @@ impl Pipeline {
             host,
             rewriter,
             filters,
+            revision: sources.revision().into(),
             lookups: Arc::new(PolicyLookups {
                 networks,
                 domains,
@@ -501,7 +519,16 @@ impl Pipeline {
     /// not `next` decides; `mode="warn"` rules only log. With no decision, rcpt
     /// refuses (`554 5.7.1 Relay access denied`: never an open relay) and every
     /// other stage accepts.
+    ///
+    /// How long it took is recorded in `mtad_policy_evaluation_seconds`.
     pub fn evaluate(&self, stage: Stage, ctx: &Context<'_>) -> Decision {
+        let started = std::time::Instant::now();
+        let decision = self.decide(stage, ctx);
+        crate::metrics::get().evaluated(stage, started.elapsed());
+        decision
+    }
+
+    fn decide(&self, stage: Stage, ctx: &Context<'_>) -> Decision {
         let mut warned = Vec::new();
         let mut header_changes = Vec::new();
         let mut checks = checks::CheckState::default();

@@ -190,7 +190,9 @@ fn a_dangling_reference_fails_closed() {
             origin: "mx.example.test".into(),
             content_filter: None,
             tls: None,
+            metrics: None,
         },
+        sources: Default::default(),
         listeners: vec![],
         limits: Default::default(),
         rate_limits: Default::default(),
@@ -303,4 +305,83 @@ fn sender_login_checks_who_owns_the_sender_address() {
         "{}",
         crate::config::render(&err)
     );
+}
+
+/// Every kind of file a policy is compiled from takes part in its revision, which does
+/// not depend on where the files are.
+#[test]
+fn the_revision_covers_every_file_read() {
+    let cert = rcgen::generate_simple_self_signed(vec!["mx.example.test".into()]).unwrap();
+    let files: &[(&str, String)] = &[
+        (
+            "mtad.kdl",
+            r#"server {
+    hostname "mx.example.test"
+    spool "spool"
+    tls-certificate "tls/cert.pem"
+    tls-key "tls/key.pem"
+}
+listen "mx" address="127.0.0.1:2525"
+include "more.kdl"
+table "routes" file="routes.map"
+aliases file="aliases"
+stage "data" {
+    header-checks file="header_checks"
+}
+stage "rcpt" {
+    hook "hooks/rcpt.rhai"
+}
+"#
+            .into(),
+        ),
+        ("more.kdl", "domains \"relay\" \"example.test\"\n".into()),
+        ("routes.map", "example.test smtp:[127.0.0.1]:2526\n".into()),
+        ("aliases", "root: admin@example.test\n".into()),
+        ("header_checks", "/^X-Spam: yes/ REJECT spam\n".into()),
+        ("hooks/rcpt.rhai", "fn rcpt(ctx) { next() }\n".into()),
+        ("tls/cert.pem", cert.cert.pem()),
+        ("tls/key.pem", cert.signing_key.serialize_pem()),
+    ];
+    let write = |dir: &std::path::Path| {
+        for (name, text) in files {
+            let path = dir.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+    };
+    let revision = |dir: &std::path::Path| {
+        let (config, pipeline) = Pipeline::load(&dir.join("mtad.kdl"))
+            .unwrap_or_else(|e| panic!("{}", crate::config::render(&e)));
+        let mut names: Vec<&str> = config.sources.names().collect();
+        names.sort_unstable();
+        let mut want: Vec<&str> = files
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| *n != "hooks/rcpt.rhai")
+            .collect();
+        want.sort_unstable();
+        assert_eq!(names, want, "the files the configuration read");
+        pipeline.revision().to_owned()
+    };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write(a.path());
+    write(b.path());
+    let first = revision(a.path());
+    assert_eq!(
+        revision(b.path()),
+        first,
+        "another directory, the same revision"
+    );
+    assert_eq!(revision(a.path()), first, "read again, the same revision");
+    let mut seen = vec![first];
+    for (name, _) in files {
+        let path = a.path().join(name);
+        let mut bytes = std::fs::read(&path).unwrap();
+        // a trailing newline changes no meaning, only bytes
+        bytes.push(b'\n');
+        std::fs::write(&path, &bytes).unwrap();
+        let now = revision(a.path());
+        assert!(!seen.contains(&now), "{name} changed, the revision did not");
+        seen.push(now);
+    }
 }

@@ -25,7 +25,7 @@
 //!
 //! | kind | name       | payload after the version byte |
 //! |------|------------|--------------------------------|
-//! | 1    | Message    | id u64, arrival unix ms u64, flags u8 (bit0 8BITMIME body, bit1 SMTPUTF8, bit2 held, bit3 recipients already alias-expanded, bit4 a content filter follows), strings sender (`""` = null sender), listener, helo, client ip (`""` if unknown), auth user (`""` if none), with bit4 the content filter's name, u32 recipient count + one string each, u64 body length, body bytes (the message as received, `Received:` included) |
+//! | 1    | Message    | id u64, arrival unix ms u64, flags u8 (bit0 8BITMIME body, bit1 SMTPUTF8, bit2 held, bit3 recipients already alias-expanded, bit4 a content filter follows, bit5 TLS parameters follow, bit6 a policy revision follows; bit7 unused), strings sender (`""` = null sender), listener, helo, client ip (`""` if unknown), auth user (`""` if none), with bit4 the content filter's name, with bit5 the TLS parameters, with bit6 the revision of the policy that accepted the message, u32 recipient count + one string each, u64 body length, body bytes (the message as received, `Received:` included) |
 //! | 2    | RcptStatus | id u64, rcpt index u32, status u8 (0 queued, 1 delivered, 2 bounced, 3 deferred), at unix ms u64, attempts u32, next attempt unix ms u64, detail string |
 //! | 3    | Remove     | id u64 |
 //! | 4    | Hold       | id u64, held u8 (1 = put on hold, 0 = released) |
@@ -41,6 +41,10 @@
 //! too, and write the current held state in the flags). Status, Remove and Hold records
 //! for an id that is not queued are ignored. A Hold record sets the held state, replacing
 //! the Message record's flag bit2 and any earlier Hold record.
+//!
+//! //! Flag bits 5 (TLS) and 6 (revision) were added after the first release: records without
+//! them read as before. A reader refuses a record with a flag bit it does not know (written
+//! by a newer mtad) rather than misread the strings that follow.
 //!
 //! Kind 4 (Hold) was added after the first release: spools without it read as before, but
 //! an mtad older than `mtactl queue hold` refuses a spool that contains one (unknown kind),
@@ -130,6 +134,10 @@ pub struct Envelope {
     /// The content filter the message goes through before delivery (a
     /// `content-filter` name); `None` once filtered or when none applies.
     pub filter: Option<String>,
+    /// The revision of the policy that accepted the message
+    /// ([`crate::policy::Pipeline::revision`]); `None` in records written before it
+    /// was kept.
+    pub revision: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -186,6 +194,79 @@ pub struct QueuedMessage {
     pub rcpt_status: Vec<RcptStatus>,
     #[serde(skip)]
     pub location: BodyLocation,
+}
+
+/// Where a queued message stands as a whole, for `mtactl status` and the metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageState {
+    /// Waiting for its first attempt, or being attempted.
+    Active,
+    /// A recipient failed temporarily and waits for its retry.
+    Deferred,
+    /// On hold (policy `hold`, `mtactl queue hold`): not delivered until released.
+    Hold,
+}
+
+impl MessageState {
+    pub const ALL: [MessageState; 3] = [Self::Active, Self::Deferred, Self::Hold];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Deferred => "deferred",
+            Self::Hold => "hold",
+        }
+    }
+}
+
+impl QueuedMessage {
+    pub fn state(&self) -> MessageState {
+        if self.envelope.held {
+            MessageState::Hold
+        } else if self.rcpt_status.iter().any(|s| {
+            s.state == RcptState::Deferred || (s.state == RcptState::Queued && s.attempts > 0)
+        }) {
+            MessageState::Deferred
+        } else {
+            MessageState::Active
+        }
+    }
+}
+
+/// How many messages are in each [`MessageState`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QueueCounts {
+    pub active: usize,
+    pub deferred: usize,
+    pub hold: usize,
+}
+
+impl QueueCounts {
+    pub fn total(&self) -> usize {
+        self.active + self.deferred + self.hold
+    }
+
+    /// `(state name, count)` for every state.
+    pub fn by_state(&self) -> [(&'static str, usize); 3] {
+        MessageState::ALL.map(|s| (s.as_str(), self.get(s)))
+    }
+
+    pub fn get(&self, state: MessageState) -> usize {
+        match state {
+            MessageState::Active => self.active,
+            MessageState::Deferred => self.deferred,
+            MessageState::Hold => self.hold,
+        }
+    }
+
+    fn add(&mut self, state: MessageState) {
+        match state {
+            MessageState::Active => self.active += 1,
+            MessageState::Deferred => self.deferred += 1,
+            MessageState::Hold => self.hold += 1,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -659,6 +740,15 @@ impl Spool {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// Messages per state, counted without copying the index.
+    pub fn counts(&self) -> QueueCounts {
+        let mut counts = QueueCounts::default();
+        for m in lock_index(&self.inner.index).messages.values() {
+            counts.add(m.state());
+        }
+        counts
     }
 
     pub fn get(&self, id: QueueId) -> Option<QueuedMessage> {

@@ -26,6 +26,15 @@ const FLAG_HELD: u8 = 1 << 2;
 const FLAG_EXPANDED: u8 = 1 << 3;
 const FLAG_FILTER: u8 = 1 << 4;
 const FLAG_TLS: u8 = 1 << 5;
+const FLAG_REVISION: u8 = 1 << 6;
+/// Every flag this code knows; a record with another bit set is from a newer mtad.
+const KNOWN_FLAGS: u8 = FLAG_8BITMIME
+    | FLAG_SMTPUTF8
+    | FLAG_HELD
+    | FLAG_EXPANDED
+    | FLAG_FILTER
+    | FLAG_TLS
+    | FLAG_REVISION;
 
 /// Room reserved for the body when a record is created, so a typical message is appended
 /// without reallocating.
@@ -98,6 +107,9 @@ fn encode_message_prefix(id: QueueId, arrival_ms: u64, envelope: &Envelope) -> V
     if envelope.tls.is_some() {
         flags |= FLAG_TLS;
     }
+    if envelope.revision.is_some() {
+        flags |= FLAG_REVISION;
+    }
     w.u8(flags);
     w.str(&envelope.sender);
     w.str(&envelope.listener);
@@ -114,6 +126,9 @@ fn encode_message_prefix(id: QueueId, arrival_ms: u64, envelope: &Envelope) -> V
     }
     if let Some(tls) = &envelope.tls {
         w.str(tls);
+    }
+    if let Some(revision) = &envelope.revision {
+        w.str(revision);
     }
     w.u32(envelope.recipients.len() as u32);
     for rcpt in &envelope.recipients {
@@ -387,6 +402,12 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Decoded, String> {
             let id = QueueId(r.u64("the queue id")?);
             let arrival_ms = r.u64("the arrival time")?;
             let flags = r.u8("the flags")?;
+            if flags & !KNOWN_FLAGS != 0 {
+                return Err(format!(
+                    "message flags {flags:#04x} include bits this mtad does not know \
+                     (written by a newer mtad?)"
+                ));
+            }
             let sender = r.string("the sender")?;
             let listener = r.string("the listener name")?;
             let helo = r.string("the HELO name")?;
@@ -407,6 +428,11 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Decoded, String> {
             };
             let tls = if flags & FLAG_TLS != 0 {
                 Some(r.string("the TLS parameters")?)
+            } else {
+                None
+            };
+            let revision = if flags & FLAG_REVISION != 0 {
+                Some(r.string("the policy revision")?)
             } else {
                 None
             };
@@ -439,6 +465,7 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Decoded, String> {
                     expanded: flags & FLAG_EXPANDED != 0,
                     filter,
                     tls,
+                    revision,
                 },
                 body_start,
                 body_len,

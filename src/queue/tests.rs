@@ -21,6 +21,7 @@ fn envelope(rcpts: usize) -> Envelope {
         expanded: false,
         filter: None,
         tls: None,
+        revision: None,
     }
 }
 
@@ -74,6 +75,7 @@ async fn commit_then_reopen_keeps_envelope_and_body() {
         expanded: true,
         filter: Some("amavis".into()),
         tls: Some("TLSv1.3 TLS_AES_256_GCM_SHA384".into()),
+        revision: Some("0123456789ab".into()),
     };
     let (spool, rec) = Spool::open(&dir).unwrap();
     assert_eq!(
@@ -711,4 +713,55 @@ async fn free_space_is_reported() {
     let tmp = tempfile::tempdir().unwrap();
     let (spool, _) = Spool::open(tmp.path()).unwrap();
     assert!(spool.free_space().unwrap() > 0);
+}
+
+/// A Message record as the first release wrote it (no TLS, no revision), byte by byte.
+#[test]
+fn records_without_a_revision_still_read() {
+    let mut payload = vec![1u8]; // version
+    payload.extend_from_slice(&7u64.to_le_bytes()); // id
+    payload.extend_from_slice(&1_700_000_000_000u64.to_le_bytes()); // arrival
+    payload.push(0b0000_0100); // held
+    for s in ["a@example.org", "mx", "client.test", "192.0.2.1", ""] {
+        payload.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        payload.extend_from_slice(s.as_bytes());
+    }
+    payload.extend_from_slice(&1u32.to_le_bytes());
+    payload.extend_from_slice(&13u32.to_le_bytes());
+    payload.extend_from_slice(b"b@example.net");
+    payload.extend_from_slice(&4u64.to_le_bytes());
+    payload.extend_from_slice(b"hi\r\n");
+    let record::Decoded::Message(meta) = record::decode(record::KIND_MESSAGE, &payload).unwrap()
+    else {
+        panic!("not a message");
+    };
+    assert_eq!(meta.id, QueueId(7));
+    assert_eq!(meta.envelope.revision, None);
+    assert_eq!(meta.envelope.tls, None);
+    assert!(meta.envelope.held);
+    assert_eq!(meta.envelope.recipients, ["b@example.net"]);
+    assert_eq!(meta.body_len, 4);
+
+    // the same record from an mtad that knows a flag we do not: refused, not misread
+    payload[17] |= 0b1000_0000;
+    let err = record::decode(record::KIND_MESSAGE, &payload).unwrap_err();
+    assert!(err.contains("newer mtad"), "{err}");
+}
+
+#[test]
+fn the_revision_is_kept_in_the_record() {
+    let env = Envelope {
+        revision: Some("3f2a9c0d1b7e".into()),
+        ..envelope(1)
+    };
+    let mut record = MessageRecord::new(QueueId(9), 1, &env);
+    record.body_mut().extend_from_slice(b"x\r\n");
+    let sealed = record.finish().unwrap();
+    let payload = &sealed.bytes[record::HEADER_LEN..];
+    assert_eq!(payload[17] & 0b0100_0000, 0b0100_0000);
+    let record::Decoded::Message(meta) = record::decode(record::KIND_MESSAGE, payload).unwrap()
+    else {
+        panic!("not a message");
+    };
+    assert_eq!(meta.envelope, env);
 }

@@ -78,6 +78,7 @@ impl Session {
             held: self.tx.disposition.max(self.disposition) == Disposition::Hold,
             expanded: false,
             filter: None,
+            revision: Some(self.policy.revision().to_owned()),
         };
         let mut record = MessageRecord::new(id, arrival, &envelope);
         let received = received_header(ReceivedInfo {
@@ -206,7 +207,7 @@ impl Session {
             record.body_mut().extend_from_slice(&edited);
         }
         if disposition == Disposition::Discard {
-            info!(queue_id = %id, from = %reply::sanitize(&from, 256), nrcpt = recipients, size, "discarded by policy");
+            info!(queue_id = %id, from = %reply::sanitize(&from, 256), nrcpt = recipients, size, revision = %self.policy.revision(), "discarded by policy");
             return self.push_ok(&queued);
         }
         let held = disposition == Disposition::Hold;
@@ -218,7 +219,7 @@ impl Session {
             !back
         });
         if let Some(name) = &filter {
-            info!(queue_id = %id, filter = %name, rule = %chosen.map_or_else(|| "listener".to_owned(), |(_, r)| r.to_string()), "content filter");
+            info!(queue_id = %id, filter = %name, rule = %chosen.map_or_else(|| "listener".to_owned(), |(_, r)| r.to_string()), revision = %self.policy.revision(), "content filter");
         }
         let rcpts = checks.changes_recipients().then(|| {
             info!(queue_id = %id, redirect = ?checks.redirect, bcc = ?checks.bcc, "recipients changed by content checks");
@@ -237,7 +238,7 @@ impl Session {
         match self.core.spool.commit(record).await {
             Ok(id) => {
                 self.messages += 1;
-                info!(queue_id = %id, from = %reply::sanitize(&from, 256), nrcpt = recipients, size, held, tls = self.tls.is_some(), auth = self.auth_user.as_deref().map(|u| tracing::field::display(reply::sanitize(u, 255))), "queued");
+                info!(queue_id = %id, from = %reply::sanitize(&from, 256), nrcpt = recipients, size, held, tls = self.tls.is_some(), auth = self.auth_user.as_deref().map(|u| tracing::field::display(reply::sanitize(u, 255))), revision = %self.policy.revision(), "queued");
                 if !held {
                     (self.core.on_queued)(id);
                 }

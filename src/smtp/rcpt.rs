@@ -53,7 +53,7 @@ impl Session {
                 .rule
                 .as_ref()
                 .map_or_else(|| "default".to_owned(), ToString::to_string);
-            info!(rcpt = %to.address, %rule, "recipient accepted");
+            info!(rcpt = %to.address, %rule, revision = %self.policy.revision(), "recipient accepted");
         }
         let flow = self.apply(Stage::Rcpt, decision, reply::RCPT_OK);
         if accepted {

@@ -117,10 +117,12 @@ impl Reloader {
                         "reload: these changed and take effect at the next restart"
                     );
                 }
-                info!(config = %self.path.display(), ms = started.elapsed().as_millis() as u64, "configuration reloaded");
+                crate::metrics::get().reloaded(true);
+                info!(config = %self.path.display(), revision = %self.core.policy.load().revision(), ms = started.elapsed().as_millis() as u64, "configuration reloaded");
                 ReloadOutcome::Reloaded { needs_restart }
             }
             Err(refusal) => {
+                crate::metrics::get().reloaded(false);
                 refusal.log();
                 error!(
                     errors = refusal.count(),

@@ -20,6 +20,7 @@ use super::session::{Session, next_session_id};
 use super::{Core, Listen, proxy, reply};
 use crate::config::{Config, Listener};
 use crate::control::socket::ControlSocket;
+use crate::control::status::{ListenerSource, ListenerStatus, Observer};
 use crate::delivery::dns::Resolver;
 use crate::delivery::hops::Outbound;
 use crate::delivery::scheduler::Scheduler;
@@ -48,6 +49,11 @@ pub enum ServeError {
     #[error("cannot open the control socket {}: {source}", path.display())]
     Control {
         path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot serve metrics on {address}: {source}")]
+    Metrics {
+        address: SocketAddr,
         source: std::io::Error,
     },
 }
@@ -125,6 +131,14 @@ async fn start(
             source,
         }
     })?;
+    let metrics = match config.server.metrics {
+        Some(address) => Some(
+            crate::metrics::http::Endpoint::bind(address)
+                .await
+                .map_err(|source| ServeError::Metrics { address, source })?,
+        ),
+        None => None,
+    };
     {
         let handle = handle.clone();
         core.on_queued = Box::new(move |id| handle.queued(id));
@@ -132,21 +146,32 @@ async fn start(
     let core = Arc::new(core);
     let listeners = Arc::new(Listeners::new(core.clone(), shutdown.clone(), grace));
     let bound = listeners.prepare(listens)?;
+    let observer = Arc::new(Observer::new(
+        core.policy.clone(),
+        spool.clone(),
+        listeners.clone(),
+    ));
+    let metrics = metrics.map(|m| tokio::spawn(m.serve(observer.metrics_fn(), shutdown.clone())));
     let reloader = Arc::new(Reloader::new(
         &config,
         core.clone(),
         listeners.clone(),
         outbound,
     ));
-    let control = control.with_reload(reloader.clone().answer());
+    let control = control
+        .with_reload(reloader.clone().answer())
+        .with_status(observer.status_fn());
     let control = tokio::spawn(control.serve(spool, Arc::new(handle), shutdown.clone()));
     let reloads = tokio::spawn(reload_on_sighup(reloader, shutdown.clone()));
     let scheduler = tokio::spawn(scheduler.run(shutdown.clone(), grace));
     listeners.commit(bound);
-    info!(hostname = %config.server.hostname, "mtad started");
+    info!(hostname = %config.server.hostname, revision = %core.policy.load().revision(), "mtad started");
     Ok(async move {
         listeners.wait().await;
         reloads.abort();
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
         if let Err(err) = scheduler.await {
             error!(%err, "the scheduler task failed");
         }
@@ -212,15 +237,6 @@ struct Open {
 pub struct Prepared {
     keep: Vec<(usize, Listener, Listen)>,
     new: Vec<(Listener, Listen, TcpListener)>,
-}
-
-/// A listener as `mtactl status` shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ListenerInfo {
-    pub name: String,
-    pub address: SocketAddr,
-    pub tls: &'static str,
-    pub auth: &'static str,
 }
 
 impl Listeners {
@@ -303,22 +319,6 @@ impl Listeners {
         *open = next;
     }
 
-    /// The open listeners.
-    pub fn list(&self) -> Vec<ListenerInfo> {
-        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.iter()
-            .map(|o| {
-                let listen = o.listen.load();
-                ListenerInfo {
-                    name: listen.name.to_string(),
-                    address: o.bound,
-                    tls: listen.tls.as_str(),
-                    auth: listen.auth.as_str(),
-                }
-            })
-            .collect()
-    }
-
     /// Waits for every accept loop to end (after shutdown, once their sessions have).
     async fn wait(&self) {
         loop {
@@ -329,6 +329,18 @@ impl Listeners {
             }
             while loops.join_next().await.is_some() {}
         }
+    }
+}
+
+impl ListenerSource for Listeners {
+    fn listeners(&self) -> Vec<ListenerStatus> {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.iter()
+            .map(|o| {
+                let listen = o.listen.load();
+                ListenerStatus::new(&o.config, o.bound, listen.tls, listen.auth)
+            })
+            .collect()
     }
 }
 

@@ -144,6 +144,7 @@ impl Session {
 
     /// Runs the session to its end: greeting, commands, QUIT, timeout or shutdown.
     pub async fn run(mut self) {
+        let open = crate::metrics::get().session(&self.listen.name);
         info!("connect");
         if self.listen.tls == ListenerTls::Implicit && !self.handshake().await {
             return;
@@ -226,6 +227,7 @@ impl Session {
         if linger {
             self.linger(&mut buf).await;
         }
+        drop(open);
         info!(reason = %close_reason, messages = self.messages, errors = self.errors, "disconnect");
     }
 
@@ -542,6 +544,9 @@ impl Session {
             .rule
             .as_ref()
             .map_or_else(|| "default".to_owned(), ToString::to_string);
+        let revision = self.policy.revision();
+        let refused = matches!(decision.verdict, Verdict::Reject(_) | Verdict::Defer(_));
+        crate::metrics::get().decision(stage, &rule, refused);
         let refusal = match decision.verdict {
             Verdict::Accept | Verdict::Next => None,
             Verdict::Reject(r) | Verdict::Defer(r) => Some(r),
@@ -551,7 +556,7 @@ impl Session {
                 } else {
                     Disposition::Hold
                 };
-                info!(%stage, %rule, verdict = decision.verdict.name(), "policy");
+                info!(%stage, %rule, %revision, verdict = decision.verdict.name(), "policy");
                 match stage {
                     Stage::Connect | Stage::Helo => self.disposition = self.disposition.max(d),
                     _ => self.tx.disposition = self.tx.disposition.max(d),
@@ -563,7 +568,7 @@ impl Session {
             None => self.push_ok(ok),
             Some(r) => {
                 let text = reply::line(r.code, r.enhanced, &r.text);
-                info!(%stage, %rule, reply = text.trim_end(), "policy refused");
+                info!(%stage, %rule, %revision, reply = text.trim_end(), "policy refused");
                 if stage == Stage::Connect {
                     self.push(&text);
                     return Flow::Close;

@@ -208,13 +208,18 @@ impl ScriptHost {
         stage: Stage,
         known_names: &KnownNames,
     ) -> Result<Hook, Vec<ScriptError>> {
-        let text = std::fs::read_to_string(file).map_err(|e| {
+        let text = Self::read(file, display_name)?;
+        self.compile_str(&text, display_name, function, stage, known_names)
+    }
+
+    /// Reads a hook file (for [`ScriptHost::compile_str`]), the error naming it.
+    pub fn read(file: &Path, display_name: &str) -> Result<String, Vec<ScriptError>> {
+        std::fs::read_to_string(file).map_err(|e| {
             vec![ScriptError::whole_file(
                 display_name,
                 format!("cannot read hook file {}: {e}", file.display()),
             )]
-        })?;
-        self.compile_str(&text, display_name, function, stage, known_names)
+        })
     }
 
     /// [`ScriptHost::compile`] from a file's text.

@@ -1,0 +1,348 @@
+//! What the running daemon counts, for Prometheus: sessions, policy decisions and how
+//! long they took, deliveries, reloads, and the queue (see the table in
+//! `docs/operations.md`).
+//!
+//! The counters are process-wide, like the process they describe: one [`Metrics`]
+//! behind [`get`], so that the SMTP sessions, the policy, the scheduler and the reloader
+//! each record with one call and none of them has to be handed a registry. What is
+//! measured at scrape time (the queue, the policy revision) is set by whoever serves
+//! the scrape ([`crate::control::status::Observer`]) just before [`Metrics::encode`].
+//! [`http`] is the endpoint, `server { metrics "IP:PORT" }`.
+//!
+//! Labels never carry addresses or other client input: `listener` is a configured
+//! name, `stage` one of the stages, `rule` the file:line:col of a configured rule (or
+//! `default`), `transport` a transport kind, `status` and `state` fixed words.
+
+pub mod http;
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::config::Stage;
+
+/// The content type of [`Metrics::encode`]'s output (OpenMetrics text, which
+/// Prometheus reads; it also reads it when asking for its older text format).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabel {
+    listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    stage: &'static str,
+    rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabel {
+    stage: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    status: &'static str,
+    transport: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RevisionLabel {
+    revision: String,
+}
+
+type Latency = Family<StageLabel, Histogram, fn() -> Histogram>;
+
+/// Every metric mtad exposes, registered once.
+pub struct Metrics {
+    registry: Registry,
+    sessions_open: Family<ListenerLabel, Gauge>,
+    sessions: Family<ListenerLabel, Counter>,
+    accepted: Family<DecisionLabels, Counter>,
+    refused: Family<DecisionLabels, Counter>,
+    evaluation: Latency,
+    deliveries: Family<DeliveryLabels, Counter>,
+    queue: Family<StateLabel, Gauge>,
+    revision: Family<RevisionLabel, Gauge>,
+    reloads: Counter,
+    reload_failures: Counter,
+}
+
+/// The process's metrics.
+pub fn get() -> &'static Metrics {
+    static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+    &METRICS
+}
+
+/// Policy evaluation buckets, in seconds: 10µs × 4ⁿ up to about 2.6s (a declarative
+/// stage takes microseconds; a hook with a SQL lookup, milliseconds).
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_01, 4.0, 10))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh set (tests use their own; the daemon uses [`get`]).
+    pub fn new() -> Metrics {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("mtad"),
+            sessions_open: Family::default(),
+            sessions: Family::default(),
+            accepted: Family::default(),
+            refused: Family::default(),
+            evaluation: Family::new_with_constructor(latency_histogram),
+            deliveries: Family::default(),
+            queue: Family::default(),
+            revision: Family::default(),
+            reloads: Counter::default(),
+            reload_failures: Counter::default(),
+        };
+        let r = &mut m.registry;
+        r.register(
+            "sessions_open",
+            "SMTP sessions open now, per listener",
+            m.sessions_open.clone(),
+        );
+        r.register(
+            "sessions",
+            "SMTP sessions started, per listener",
+            m.sessions.clone(),
+        );
+        r.register(
+            "policy_accepted",
+            "Policy decisions that let the command through (accept, discard, hold, or no rule), per stage and deciding rule; at rcpt, one per recipient",
+            m.accepted.clone(),
+        );
+        r.register(
+            "policy_refused",
+            "Policy decisions that refused the command (reject, defer), per stage and deciding rule; at rcpt, one per recipient",
+            m.refused.clone(),
+        );
+        r.register(
+            "policy_evaluation_seconds",
+            "How long evaluating a policy stage took, hooks included",
+            m.evaluation.clone(),
+        );
+        r.register(
+            "deliveries",
+            "Delivery attempts per recipient, by status (sent, deferred, bounced) and transport",
+            m.deliveries.clone(),
+        );
+        r.register(
+            "queue_messages",
+            "Messages in the queue, by state (active, deferred, hold)",
+            m.queue.clone(),
+        );
+        r.register(
+            "policy_revision_info",
+            "The running policy's revision (value 1)",
+            m.revision.clone(),
+        );
+        r.register(
+            "reloads",
+            "Policy reloads that took effect",
+            m.reloads.clone(),
+        );
+        r.register(
+            "reload_failures",
+            "Policy reloads refused (the running policy stayed)",
+            m.reload_failures.clone(),
+        );
+        m
+    }
+
+    /// A session started on `listener`; it counts as open until the guard drops.
+    pub fn session(&self, listener: &str) -> SessionGuard {
+        let label = ListenerLabel {
+            listener: listener.to_owned(),
+        };
+        self.sessions.get_or_create(&label).inc();
+        let open = self.sessions_open.get_or_create_owned(&label);
+        open.inc();
+        SessionGuard { open }
+    }
+
+    /// Sessions open now on `listener`.
+    pub fn open_sessions(&self, listener: &str) -> u64 {
+        let label = ListenerLabel {
+            listener: listener.to_owned(),
+        };
+        self.sessions_open
+            .get(&label)
+            .map_or(0, |g| u64::try_from(g.get()).unwrap_or(0))
+    }
+
+    /// A stage decided: `rule` is the deciding rule's place (`default` when none did).
+    pub fn decision(&self, stage: Stage, rule: &str, refused: bool) {
+        let labels = DecisionLabels {
+            stage: stage.as_str(),
+            rule: rule.to_owned(),
+        };
+        let family = if refused {
+            &self.refused
+        } else {
+            &self.accepted
+        };
+        family.get_or_create(&labels).inc();
+    }
+
+    /// Evaluating `stage` took `took`.
+    pub fn evaluated(&self, stage: Stage, took: Duration) {
+        self.evaluation
+            .get_or_create(&StageLabel {
+                stage: stage.as_str(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// One recipient's delivery attempt ended with `status` (`sent`, `deferred`,
+    /// `bounced`) through a `transport` kind (`smtp`, `lmtp`, `local`, ...).
+    pub fn delivery(&self, status: &'static str, transport: &'static str) {
+        self.deliveries
+            .get_or_create(&DeliveryLabels { status, transport })
+            .inc();
+    }
+
+    /// A reload was tried: `ok` when the new policy took effect.
+    pub fn reloaded(&self, ok: bool) {
+        if ok {
+            self.reloads.inc();
+        } else {
+            self.reload_failures.inc();
+        }
+    }
+
+    /// Sets what is measured at scrape time: messages per queue state, and the
+    /// running policy's revision.
+    pub fn scraped(&self, queue: &[(&'static str, usize)], revision: &str) {
+        for &(state, n) in queue {
+            self.queue
+                .get_or_create(&StateLabel { state })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        let label = RevisionLabel {
+            revision: revision.to_owned(),
+        };
+        if self.revision.get(&label).is_none() {
+            self.revision.clear();
+            self.revision.get_or_create(&label).set(1);
+        }
+    }
+
+    /// Everything, in the OpenMetrics text format ([`CONTENT_TYPE`]).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Holds a session open in `mtad_sessions_open`.
+pub struct SessionGuard {
+    open: Gauge,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line starting with {prefix} in\n{text}"))
+    }
+
+    #[test]
+    fn counts_what_it_is_told() {
+        let m = Metrics::new();
+        let a = m.session("mx");
+        let b = m.session("mx");
+        drop(a);
+        m.decision(Stage::Rcpt, "mtad.kdl:7:5", true);
+        m.decision(Stage::Rcpt, "mtad.kdl:7:5", true);
+        m.decision(Stage::Mail, "default", false);
+        m.evaluated(Stage::Rcpt, Duration::from_micros(50));
+        m.delivery("sent", "smtp");
+        m.reloaded(true);
+        m.reloaded(false);
+        m.reloaded(false);
+        m.scraped(&[("active", 3), ("hold", 0)], "0123456789ab");
+        let text = m.encode();
+        assert_eq!(m.open_sessions("mx"), 1);
+        assert_eq!(
+            line(&text, "mtad_sessions_open{"),
+            "mtad_sessions_open{listener=\"mx\"} 1"
+        );
+        assert_eq!(
+            line(&text, "mtad_sessions_total{"),
+            "mtad_sessions_total{listener=\"mx\"} 2"
+        );
+        assert_eq!(
+            line(&text, "mtad_policy_refused_total{"),
+            "mtad_policy_refused_total{stage=\"rcpt\",rule=\"mtad.kdl:7:5\"} 2"
+        );
+        assert_eq!(
+            line(&text, "mtad_policy_accepted_total{"),
+            "mtad_policy_accepted_total{stage=\"mail\",rule=\"default\"} 1"
+        );
+        assert_eq!(
+            line(&text, "mtad_policy_evaluation_seconds_count{"),
+            "mtad_policy_evaluation_seconds_count{stage=\"rcpt\"} 1"
+        );
+        // 50µs lands in the 160µs bucket, not the 40µs one
+        assert!(
+            text.contains("mtad_policy_evaluation_seconds_bucket{le=\"0.00004\",stage=\"rcpt\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mtad_policy_evaluation_seconds_bucket{le=\"0.00016\",stage=\"rcpt\"} 1"),
+            "{text}"
+        );
+        assert_eq!(
+            line(&text, "mtad_deliveries_total{"),
+            "mtad_deliveries_total{status=\"sent\",transport=\"smtp\"} 1"
+        );
+        assert_eq!(line(&text, "mtad_reloads_total"), "mtad_reloads_total 1");
+        assert_eq!(
+            line(&text, "mtad_reload_failures_total"),
+            "mtad_reload_failures_total 2"
+        );
+        assert!(
+            text.contains("mtad_queue_messages{state=\"active\"} 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("mtad_policy_revision_info{revision=\"0123456789ab\"} 1\n"));
+        assert!(text.ends_with("# EOF\n"));
+        drop(b);
+        assert_eq!(m.open_sessions("mx"), 0);
+        // a new revision replaces the old one
+        m.scraped(&[], "ba9876543210");
+        let text = m.encode();
+        assert!(!text.contains("0123456789ab"));
+        assert!(text.contains("revision=\"ba9876543210\""));
+    }
+}
