@@ -245,6 +245,17 @@ fn listeners_certificates_greeting_and_limits_follow_a_reload() {
     let mut tls = starttls(c, &t.pki);
     tls_cmd(&mut tls, "EHLO client.test", "250-");
     tls_cmd(&mut tls, "QUIT", "221 ");
+    // mtactl status lists the listeners as they are now
+    let out = mtad.mtactl(&["status", "--format", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = status["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["mx", "new"], "{status}");
+    assert_eq!(status["listeners"][1]["tls"], "offered", "{status}");
     // the removed listener takes no new connection...
     assert!(
         TcpStream::connect(("127.0.0.1", old_port)).is_err(),
@@ -546,4 +557,68 @@ fn a_restart_under_load_loses_no_acknowledged_message() {
         lost.is_empty(),
         "acknowledged but never delivered: {lost:?}"
     );
+}
+
+#[test]
+fn watching_reloads_when_a_file_changes() {
+    let sink = Sink::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("relay.kdl"),
+        "domains \"relay\" \"example.test\"\n",
+    )
+    .unwrap();
+    let config = BEFORE
+        .replace(
+            "domains \"relay\" \"example.test\"",
+            "include \"relay.kdl\"",
+        )
+        .replace("{sink}", &sink.port().to_string());
+    let config = format!("{config}reload {{\n    watch \"100ms\"\n}}\n");
+    let spool = dir.path().join("spool");
+    let mtad = Mtad::start_in(dir, spool, &config);
+    try_rcpt(&mtad, "x@other.test", "554 5.7.1");
+    // a file the configuration includes
+    let table = mtad.dir.path().join("relay.kdl");
+    std::fs::write(
+        &table,
+        "domains \"relay\" \"example.test\" \"other.test\"\n",
+    )
+    .unwrap();
+    mtad.wait_log("configuration reloaded", 1, Duration::from_secs(10));
+    assert!(
+        mtad.log()
+            .contains("a configuration file changed; reloading")
+    );
+    try_rcpt(&mtad, "x@other.test", "250 ");
+    // only touched: nothing to reload
+    let text = std::fs::read(&table).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::write(&table, &text).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(mtad.log().matches("configuration reloaded").count(), 1);
+    // broken: refused once, not again and again
+    rewrite(
+        &mtad,
+        "accept rcpt-domain=\"relay\"",
+        "accept rcpt-domain=\"rely\"",
+    );
+    mtad.wait_log("reload refused", 1, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(mtad.log().matches("reload refused").count(), 1);
+    try_rcpt(&mtad, "x@other.test", "250 ");
+    // put back as it runs: nothing to reload; mended otherwise: reloaded
+    rewrite(
+        &mtad,
+        "accept rcpt-domain=\"rely\"",
+        "accept rcpt-domain=\"relay\"",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(mtad.log().matches("configuration reloaded").count(), 1);
+    rewrite(
+        &mtad,
+        "accept rcpt-domain=\"relay\"",
+        "accept rcpt-domain=\"relay\" // mended",
+    );
+    mtad.wait_log("configuration reloaded", 2, Duration::from_secs(10));
 }

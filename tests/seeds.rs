@@ -450,7 +450,7 @@ fn production_example_relays_submits_and_reloads_behind_its_tests() {
         "--host-record=mx.elsewhere.test,127.0.0.5",
     ]);
     let lmtp = Aio::start(&["--lmtp"]);
-    let (sub, smtps) = (free_port(), free_port());
+    let (sub, smtps, metrics) = (free_port(), free_port(), free_port());
     let lmtp_hop = format!("lmtp:[127.0.0.1]:{}", lmtp.addr.port());
     let ex = start_example(
         "production",
@@ -458,6 +458,11 @@ fn production_example_relays_submits_and_reloads_behind_its_tests() {
             ("mtad.kdl", "0.0.0.0:587", &format!("127.0.0.1:{sub}")),
             ("mtad.kdl", "0.0.0.0:465", &format!("127.0.0.1:{smtps}")),
             ("mtad.kdl", "\"/run/mtad/control.sock\"", "\"control.sock\""),
+            (
+                "mtad.kdl",
+                "127.0.0.1:9187",
+                &format!("127.0.0.1:{metrics}"),
+            ),
             // only 127.0.0.1 is an internal host: swaks from 127.0.0.9 is a stranger
             (
                 "mtad.kdl",
@@ -561,4 +566,22 @@ fn production_example_relays_submits_and_reloads_behind_its_tests() {
     );
     assert!(text.contains("queued as"), "{text}");
     assert_eq!(lmtp.messages(2).len(), 2);
+    // what runs: three listeners, and the metrics saw the refusals
+    let out = ex.mtad.mtactl(&["status"]);
+    let status = String::from_utf8_lossy(&out.stdout);
+    for name in ["mx", "submission", "submissions"] {
+        assert!(status.contains(name), "{status}");
+    }
+    let out = std::process::Command::new(require_tool("curl"))
+        .args(["-sf", &format!("http://127.0.0.1:{metrics}/metrics")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("mtad_policy_refused_total{stage=\"mail\""),
+        "{text}"
+    );
+    // the broken change never reached the daemon: mtactl refused it first
+    assert!(text.contains("mtad_reloads_total 1\n"), "{text}");
+    assert!(text.contains("mtad_reload_failures_total 0\n"), "{text}");
 }

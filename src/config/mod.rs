@@ -49,7 +49,7 @@ use crate::lookup::{DomainSet, NetworkSet, Table};
 
 pub use error::{ConfigError, ConfigErrors, render};
 pub use reply::{MAX_REPLY_TEXT, Reply, sanitize_text};
-pub use revision::Sources;
+pub use revision::{Sources, Stamp};
 pub use stage::Stage;
 pub use units::{parse_duration, parse_size};
 
@@ -253,6 +253,9 @@ pub struct Listener {
     /// never cross the network in the clear (Postfix's `smtpd_tls_auth_only = yes`).
     pub auth_plaintext: bool,
 }
+
+/// How often `reload { watch #true }` looks at the files.
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The `reload` block.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

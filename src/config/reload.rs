@@ -13,13 +13,10 @@ use std::time::Duration;
 use kdl::KdlNode;
 
 use super::Parser;
-use crate::config::ReloadSettings;
+use crate::config::{ReloadSettings, WATCH_INTERVAL};
 
 const KEYS: &[&str] = &["watch", "require-tests"];
 const USAGE: &str = "reload { watch #true; require-tests \"tests/relay.kdl\" }";
-
-/// How often `watch #true` looks at the files.
-pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
 impl Parser {
     pub(super) fn reload_settings(&mut self, node: &KdlNode) -> ReloadSettings {

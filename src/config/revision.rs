@@ -25,6 +25,17 @@ pub struct Sources {
     /// The main file's directory: names are relative to it.
     base: PathBuf,
     files: BTreeMap<String, [u8; 32]>,
+    /// Each file's modification time and length just after it was read, for
+    /// `reload { watch }` to notice a change without reading every file.
+    stamps: BTreeMap<String, Option<Stamp>>,
+}
+
+/// A file's modification time and length.
+pub type Stamp = (std::time::SystemTime, u64);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
 }
 
 impl Sources {
@@ -36,6 +47,7 @@ impl Sources {
         Sources {
             base: main.parent().map(Path::to_path_buf).unwrap_or_default(),
             files: BTreeMap::new(),
+            stamps: BTreeMap::new(),
         }
     }
 
@@ -45,10 +57,9 @@ impl Sources {
             Ok(relative) if !self.base.as_os_str().is_empty() => relative,
             _ => path,
         };
-        self.files.insert(
-            name.to_string_lossy().into_owned(),
-            Sha256::digest(bytes).into(),
-        );
+        let name = name.to_string_lossy().into_owned();
+        self.stamps.insert(name.clone(), stamp(path));
+        self.files.insert(name, Sha256::digest(bytes).into());
     }
 
     /// Reads `path` and records it (for files whose bytes are consumed by another
@@ -63,6 +74,32 @@ impl Sources {
     /// The names recorded, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.files.keys().map(String::as_str)
+    }
+
+    /// Each file's modification time and length now (`None`: cannot be read), in name
+    /// order; equal to [`stamps`](Self::stamps) when no file has been touched since.
+    pub fn stamps_now(&self) -> Vec<Option<Stamp>> {
+        self.files
+            .keys()
+            .map(|name| stamp(&self.base.join(name)))
+            .collect()
+    }
+
+    /// Each file's modification time and length when it was read, in name order.
+    pub fn stamps(&self) -> Vec<Option<Stamp>> {
+        self.files
+            .keys()
+            .map(|name| self.stamps.get(name).copied().flatten())
+            .collect()
+    }
+
+    /// Whether a file now holds other bytes than were read (or cannot be read).
+    pub fn changed(&self) -> bool {
+        self.files.iter().any(|(name, digest)| {
+            std::fs::read(self.base.join(name)).map_or(true, |bytes| {
+                <[u8; 32]>::from(Sha256::digest(&bytes)) != *digest
+            })
+        })
     }
 
     /// The revision: 12 lowercase hex digits.

@@ -203,6 +203,8 @@ pub struct Pipeline {
     filters: Filters,
     /// A hash of every file this policy was compiled from ([`Pipeline::revision`]).
     revision: Arc<str>,
+    /// Those files, for `reload { watch }`.
+    sources: Arc<crate::config::Sources>,
 }
 
 /// The content filters and which mail goes through them.
@@ -224,6 +226,7 @@ impl Default for Pipeline {
             rewriter: alias::Rewriter::default(),
             filters: Filters::default(),
             revision: crate::config::Sources::default().revision().into(),
+            sources: Arc::default(),
         }
     }
 }
@@ -393,6 +396,11 @@ impl Pipeline {
         &self.revision
     }
 
+    /// The files this policy was compiled from.
+    pub fn sources(&self) -> &crate::config::Sources {
+        &self.sources
+    }
+
     /// The domain unqualified addresses get (`server { origin }`).
     pub fn origin(&self) -> &str {
         &self.rewriter.origin
@@ -507,6 +515,7 @@ impl Pipeline {
             rewriter,
             filters,
             revision: sources.revision().into(),
+            sources: Arc::new(sources),
             lookups: Arc::new(PolicyLookups {
                 networks,
                 domains,

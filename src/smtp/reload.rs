@@ -15,13 +15,15 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use super::server::{Listeners, outbound};
 use super::{Core, Listen};
-use crate::config::Config;
+use crate::config::{Config, Stamp, WATCH_INTERVAL};
 use crate::control::socket::{ReloadFn, ReloadResponse};
 use crate::control::{Refusal, load_live};
 use crate::delivery::hops::Outbound;
@@ -79,6 +81,8 @@ pub struct Reloader {
     fixed: Fixed,
     /// One reload at a time (SIGHUP and `mtactl reload` may come together).
     lock: Mutex<()>,
+    /// `reload { watch }` of the configuration in force.
+    watch: Mutex<Option<Duration>>,
 }
 
 impl Reloader {
@@ -97,6 +101,7 @@ impl Reloader {
             outbound,
             fixed: Fixed::of(config),
             lock: Mutex::new(()),
+            watch: Mutex::new(config.reload.watch),
         }
     }
 
@@ -151,12 +156,49 @@ impl Reloader {
     }
 
     fn commit(&self, next: Next) {
+        *self.watch.lock().unwrap_or_else(|e| e.into_inner()) = next.config.reload.watch;
         self.core.policy.store(Arc::new(next.pipeline));
         self.core.rate.reconfigure(&next.config);
         let old = self.outbound.swap(Arc::new(next.outbound));
         // its idle connections say QUIT; attempts still using it finish with it
         tokio::spawn(async move { old.close_all().await });
         self.listeners.commit(next.bound);
+    }
+
+    /// `reload { watch }`: looks at the files the running policy was built from every
+    /// interval and reloads when one holds other bytes. A state of the files that was
+    /// tried (and refused, or only touched) is not tried again until they change again.
+    /// Runs until shutdown; idle while the configuration does not ask for it.
+    pub async fn watch_files(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut tried: Option<Vec<Option<Stamp>>> = None;
+        loop {
+            let interval = *self.watch.lock().unwrap_or_else(|e| e.into_inner());
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(interval.unwrap_or(WATCH_INTERVAL)) => {}
+            }
+            if interval.is_none() {
+                tried = None;
+                continue;
+            }
+            let policy = self.core.policy.load_full();
+            let now = policy.sources().stamps_now();
+            if now == policy.sources().stamps() || tried.as_ref() == Some(&now) {
+                continue;
+            }
+            tried = Some(now);
+            let me = self.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                if policy.sources().changed() {
+                    info!("a configuration file changed; reloading");
+                    me.reload();
+                }
+            })
+            .await;
+            if let Err(err) = done {
+                error!(%err, "the reload task failed; the running configuration stays");
+            }
+        }
     }
 
     /// What the control socket calls for `mtactl reload`.

@@ -162,6 +162,7 @@ async fn start(
         .with_reload(reloader.clone().answer())
         .with_status(observer.status_fn());
     let control = tokio::spawn(control.serve(spool, Arc::new(handle), shutdown.clone()));
+    let watcher = tokio::spawn(reloader.clone().watch_files(shutdown.clone()));
     let reloads = tokio::spawn(reload_on_sighup(reloader, shutdown.clone()));
     let scheduler = tokio::spawn(scheduler.run(shutdown.clone(), grace));
     listeners.commit(bound);
@@ -169,6 +170,7 @@ async fn start(
     Ok(async move {
         listeners.wait().await;
         reloads.abort();
+        watcher.abort();
         if let Some(metrics) = metrics {
             let _ = metrics.await;
         }
