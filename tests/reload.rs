@@ -105,7 +105,22 @@ fn sighup_swaps_the_policy_and_a_broken_config_keeps_the_old_one() {
 fn queued_mail_follows_the_new_route() {
     let (mut old, new) = (Sink::start(&[]), Sink::start(&[]));
     let old_port = old.port();
-    let mtad = Mtad::start(&BEFORE.replace("{sink}", &old_port.to_string()));
+    // the route comes from a transport(5) file, as in Postfix
+    let dir = tempfile::tempdir().unwrap();
+    let transport = dir.path().join("transport");
+    std::fs::write(
+        &transport,
+        format!("example.test  smtp:[127.0.0.1]:{old_port}\n"),
+    )
+    .unwrap();
+    let config = BEFORE
+        .replace(
+            "stage \"route\" {",
+            "table \"transport\" file=\"transport\"\nstage \"route\" {\n    transport-table \"transport\"",
+        )
+        .replace("{sink}", "1");
+    let spool = dir.path().join("spool");
+    let mtad = Mtad::start_in(dir, spool, &config);
     // the old next hop is gone: the message waits in the queue
     old.stop();
     let mut s = mtad.session();
@@ -116,12 +131,12 @@ fn queued_mail_follows_the_new_route() {
         "Subject: moved\r\n\r\nhi\r\n",
     );
     mtad.wait_log("status=deferred", 1, Duration::from_secs(10));
-    rewrite_and_hup(
-        &mtad,
-        &format!("{old_port}\""),
-        &format!("{}\"", new.port()),
-    );
-    mtad.wait_log("configuration reloaded", 1, Duration::from_secs(5));
+    std::fs::write(
+        &transport,
+        format!("example.test  smtp:[127.0.0.1]:{}\n", new.port()),
+    )
+    .unwrap();
+    reload(&mtad);
     let out = mtad.mtactl(&["queue", "flush"]);
     assert!(
         out.status.success(),
@@ -130,6 +145,58 @@ fn queued_mail_follows_the_new_route() {
     );
     let dumps = new.dumps_within(1, Duration::from_secs(10));
     assert!(dumps[0].contains("Subject: moved"), "{}", dumps[0]);
+}
+
+#[test]
+fn a_rhai_error_a_missing_table_or_bad_kdl_keeps_the_old_policy() {
+    let sink = Sink::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rcpt.rhai"), "fn rcpt(ctx) { accept() }\n").unwrap();
+    std::fs::write(dir.path().join("more"), "example.test ok\n").unwrap();
+    let config = BEFORE
+        .replace(
+            "accept rcpt-domain=\"relay\"",
+            "accept rcpt-domain=\"relay\"\n    hook \"rcpt.rhai\"",
+        )
+        .replace("{sink}", &sink.port().to_string());
+    let config = format!("{config}table \"more\" file=\"more\"\n");
+    let spool = dir.path().join("spool");
+    let mtad = Mtad::start_in(dir, spool, &config);
+    try_rcpt(&mtad, "x@example.test", "250 ");
+    // a table file that is gone
+    let more = mtad.dir.path().join("more");
+    std::fs::remove_file(&more).unwrap();
+    let out = mtad.mtactl(&["reload"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot read table file `more`"), "{stderr}");
+    assert!(stderr.contains("mtad.kdl:18:14"), "{stderr}");
+    signal(mtad.pid(), "HUP");
+    let log = mtad.wait_log("reload refused", 1, Duration::from_secs(5));
+    assert!(log.contains("cannot read table file"), "{log}");
+    try_rcpt(&mtad, "x@example.test", "250 ");
+    // a Rhai syntax error (hooks compile once the configuration itself is valid)
+    std::fs::write(&more, "example.test ok\n").unwrap();
+    std::fs::write(
+        mtad.dir.path().join("rcpt.rhai"),
+        "fn rcpt(ctx) { accept( }\n",
+    )
+    .unwrap();
+    let out = mtad.mtactl(&["reload"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("rcpt.rhai:1:"), "{stderr}");
+    signal(mtad.pid(), "HUP");
+    let log = mtad.wait_log("reload refused", 2, Duration::from_secs(5));
+    assert!(log.contains("rcpt.rhai:1:"), "{log}");
+    try_rcpt(&mtad, "x@example.test", "250 ");
+    // bad KDL: refused too, with its place
+    rewrite(&mtad, "stage \"rcpt\" {", "stage \"rcpt\" {{");
+    let out = mtad.mtactl(&["reload"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("mtad.kdl:"), "{stderr}");
+    try_rcpt(&mtad, "x@example.test", "250 ");
 }
 
 #[test]
