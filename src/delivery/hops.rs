@@ -235,11 +235,6 @@ impl Outbound {
         &self.settings
     }
 
-    /// The client TLS settings (trust anchors), when TLS can be used.
-    pub fn tls(&self) -> Option<Arc<TlsClient>> {
-        self.tls.clone()
-    }
-
     pub fn resolver(&self) -> &Resolver {
         &self.resolver
     }

@@ -117,7 +117,7 @@ async fn start(
     if let Err(err) = std::fs::create_dir_all(&config.delivery.local_base) {
         warn!(path = %config.delivery.local_base.display(), %err, "cannot create the Maildir base of the local transport; local deliveries will be deferred");
     }
-    let outbound = Arc::new(ArcSwap::from_pointee(outbound(&config, None)?));
+    let outbound = Arc::new(ArcSwap::from_pointee(outbound(&config)?));
     let (scheduler, handle) = Scheduler::new(
         spool.clone(),
         core.policy.clone(),
@@ -185,25 +185,19 @@ async fn start(
     })
 }
 
-/// The delivery side as `config` describes it. The client TLS trust anchors are taken
-/// from `previous` when the CA file did not change: loading the system's is slow.
-pub(crate) fn outbound(
-    config: &Config,
-    previous: Option<&Outbound>,
-) -> Result<Outbound, ServeError> {
+/// The delivery side as `config` describes it (at start, and anew at each reload: the
+/// system's trust anchors and the CA file are read again).
+pub(crate) fn outbound(config: &Config) -> Result<Outbound, ServeError> {
     let resolver = match config.delivery.dns_server {
         Some(addr) => Resolver::with_nameserver(addr),
         None => Resolver::system().map_err(|err| ServeError::Resolver(err.to_string()))?,
     };
-    let tls = match previous {
-        Some(p) if p.settings().tls_ca_file == config.delivery.tls_ca_file => p.tls(),
-        _ => match TlsClient::new(config.delivery.tls_ca_file.as_deref()) {
-            Ok(t) => Some(Arc::new(t)),
-            Err(err) => {
-                error!(%err, "client TLS is unavailable; routes that need TLS will be deferred");
-                None
-            }
-        },
+    let tls = match TlsClient::new(config.delivery.tls_ca_file.as_deref()) {
+        Ok(t) => Some(Arc::new(t)),
+        Err(err) => {
+            error!(%err, "client TLS is unavailable; routes that need TLS will be deferred");
+            None
+        }
     };
     Ok(Outbound::new(
         resolver,
