@@ -585,3 +585,49 @@ fn production_example_relays_submits_and_reloads_behind_its_tests() {
     assert!(text.contains("mtad_reloads_total 1\n"), "{text}");
     assert!(text.contains("mtad_reload_failures_total 0\n"), "{text}");
 }
+
+/// Seed 002's virtual domains from PostfixAdmin's tables (SQLite, as the example ships):
+/// unknown and inactive addresses refused at RCPT, a mailbox's mail in its Maildir
+/// after amavis. (A database that stops: tests/sql_tables.rs, on PostgreSQL and MariaDB.)
+#[test]
+fn seed_002_virtual_mailboxes_from_postfixadmin_tables() {
+    let dns = Dnsmasq::start(&["--local=/org/", "--local=/com/"]);
+    let (ex, _, reinject, amavis_port) = virtual_hosting(&dns);
+    let _amavis = FilterPeer::start(amavis_port, reinject, &[]);
+    let rcpt = |to: &str| {
+        // from 127.0.0.9: not in the example's trusted networks
+        let out = swaks(
+            ex.mtad.port,
+            &[
+                "--local-interface",
+                "127.0.0.9",
+                "--from",
+                "someone@elsewhere.test",
+                "--to",
+                to,
+                "--header",
+                &format!("Subject: to {to}"),
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for unknown in ["nobody@hoge.org", "gone@hoge.org"] {
+        let text = rcpt(unknown);
+        assert!(
+            text.contains("550 5.1.1") && text.contains("User unknown in virtual mailbox table"),
+            "{text}"
+        );
+    }
+    assert!(rcpt("user@closed.hoge.org").contains("554 5.7.1"));
+    let text = rcpt("user+news@hoge.org");
+    assert!(text.contains("queued as"), "{text}");
+    // amavis, then the Maildir the mailbox table names: {local-base}/hoge.org/user/
+    let new = ex.mtad.dir.path().join("mail/hoge.org/user/new");
+    let file = wait_for_maildir(&new);
+    let text = std::fs::read_to_string(file).unwrap();
+    assert!(
+        text.contains("Subject: [filtered] to user+news@hoge.org"),
+        "{text}"
+    );
+    assert!(text.contains("Delivered-To: user+news@hoge.org"), "{text}");
+}

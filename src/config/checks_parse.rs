@@ -123,17 +123,12 @@ impl Parser {
         } else if let Some(entry) = table {
             let name = self.string(entry, "table name")?;
             let Some((found, origin)) = sets.tables.get(name) else {
-                let help =
-                    suggest(name, sets.tables.keys().map(String::as_str)).unwrap_or_else(|| {
-                        "define it with `table NAME type=\"regexp\" file=\"header_checks\"`"
-                            .to_owned()
-                    });
-                self.error(
-                    entry.span(),
-                    format!("undefined table `{name}`"),
-                    "undefined table",
-                )
-                .help = Some(help);
+                self.undefined_table(
+                    entry,
+                    name,
+                    &sets.tables,
+                    "table NAME type=\"regexp\" file=\"header_checks\"",
+                );
                 return None;
             };
             // None: the table had errors, already reported

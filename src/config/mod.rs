@@ -84,6 +84,9 @@ pub struct Config {
     pub aliases: Option<Arc<crate::lookup::Table>>,
     /// `virtual file=...`: virtual(5), for every recipient.
     pub virtual_aliases: Option<Arc<crate::lookup::Table>>,
+    /// `virtual-mailboxes domains= table= transport=`: Postfix's virtual mailbox
+    /// domains, which addresses exist in them, and where their mail goes.
+    pub virtual_mailboxes: Option<VirtualMailboxes>,
     /// The `delivery` block, with defaults for everything not written.
     pub delivery: Delivery,
     /// `credentials NAME file=...`: Postfix sasl_passwd files (`[host]:port user:password`)
@@ -256,6 +259,19 @@ pub struct Listener {
 
 /// How often `reload { watch #true }` looks at the files.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// `virtual-mailboxes domains="SET" table="TABLE" [transport="..."]`: Postfix's
+/// `virtual_mailbox_domains`, `virtual_mailbox_maps` and `virtual_transport`.
+#[derive(Clone, Debug)]
+pub struct VirtualMailboxes {
+    /// The domain set whose recipients must exist (checked at RCPT).
+    pub domains: String,
+    /// Address → Maildir path (relative to `local-base`): the mailboxes that exist.
+    pub table: Arc<crate::lookup::Table>,
+    /// Where their mail goes; `None`: the Maildir the table gives (`virtual:PATH`).
+    pub transport: Option<String>,
+    pub origin: Origin,
+}
 
 /// The `reload` block.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -44,6 +44,7 @@ const TOP_LEVEL: &[&str] = &[
     "rate-limits",
     "users",
     "reload",
+    "virtual-mailboxes",
 ];
 const SERVER_KEYS: &[&str] = &[
     "hostname",
@@ -750,6 +751,7 @@ impl Parser {
         let mut limits: Option<(Limits, Origin)> = None;
         let mut rate_limits: Option<(crate::config::RateLimits, Origin)> = None;
         let mut reload: Option<(crate::config::ReloadSettings, Origin)> = None;
+        let mut virtual_mailboxes: Option<crate::config::VirtualMailboxes> = None;
         let mut listeners: Vec<(Listener, Origin)> = Vec::new();
         let mut listen_tls: Vec<ListenTls> = Vec::new();
         let mut saw_listen = false;
@@ -788,7 +790,7 @@ impl Parser {
                         );
                         continue;
                     }
-                    let table = self.alias_file(node);
+                    let table = self.alias_file(node, &sets.tables);
                     let slot = if is_aliases {
                         &mut aliases
                     } else {
@@ -816,6 +818,14 @@ impl Parser {
                     }
                     let r = self.rate_limits(node, &sets);
                     rate_limits = Some((r, here));
+                }
+                "virtual-mailboxes" => {
+                    if let Some(first) = &virtual_mailboxes {
+                        let first = first.origin.clone();
+                        self.duplicate(node.name().span(), "`virtual-mailboxes`".into(), &first);
+                        continue;
+                    }
+                    virtual_mailboxes = self.virtual_mailboxes(node, &sets, here);
                 }
                 "reload" => {
                     if let Some((_, first)) = &reload {
@@ -884,6 +894,7 @@ impl Parser {
             limits: limits.map(|l| l.0).unwrap_or_default(),
             rate_limits: rate_limits.map(|r| r.0).unwrap_or_default(),
             reload: reload.map(|r| r.0).unwrap_or_default(),
+            virtual_mailboxes,
             networks: sets
                 .networks
                 .into_iter()
@@ -1003,28 +1014,11 @@ impl Parser {
         }
         for (set, file, entry) in domain_tables {
             self.cur = file;
-            let Some(table) = self.string(entry, "table name") else {
-                continue;
-            };
-            match sets.tables.get(table) {
-                Some((Some(t), _)) => {
-                    if let Some((domains, _)) = sets.domains.get_mut(&set) {
-                        *domains = domains.clone().with_table(t.clone());
-                    }
-                }
-                Some((None, _)) => {} // its errors are reported
-                None => {
-                    let help = suggest(table, sets.tables.keys().map(String::as_str))
-                        .unwrap_or_else(|| {
-                            format!("define it: table \"{table}\" sql=\"...\" query=\"...\"")
-                        });
-                    self.error(
-                        entry.span(),
-                        format!("undefined table `{table}`"),
-                        "undefined table",
-                    )
-                    .help = Some(help);
-                }
+            // None: undefined (reported); Some(None): its errors are reported
+            if let Some(Some(t)) = self.table_ref(entry, &sets.tables)
+                && let Some((domains, _)) = sets.domains.get_mut(&set)
+            {
+                *domains = domains.clone().with_table(t);
             }
         }
         sets
@@ -2179,14 +2173,12 @@ impl Parser {
         if sets.tables.contains_key(name) {
             return true;
         }
-        let help = suggest(name, sets.tables.keys().map(String::as_str))
-            .unwrap_or_else(|| format!("define it with `table NAME file=\"{example_file}\"`"));
-        self.error(
-            entry.span(),
-            format!("undefined table `{name}`"),
-            "undefined table",
-        )
-        .help = Some(help);
+        self.undefined_table(
+            entry,
+            name,
+            &sets.tables,
+            &format!("table NAME file=\"{example_file}\""),
+        );
         false
     }
 

@@ -41,8 +41,14 @@ pub enum Transport {
     Smtp(NextHop),
     Lmtp(LmtpTarget),
     Local,
+    /// A virtual mailbox: the Maildir `{local-base}/PATH` (`virtual:example.com/alice/`,
+    /// the path a `virtual-mailboxes` table gives, checked like a mailbox name).
+    Virtual(String),
     Discard(String),
-    Error { enhanced: [u8; 3], text: String },
+    Error {
+        enhanced: [u8; 3],
+        text: String,
+    },
 }
 
 impl Transport {
@@ -53,6 +59,7 @@ impl Transport {
             Transport::Smtp(_) => "smtp",
             Transport::Lmtp(_) => "lmtp",
             Transport::Local => "local",
+            Transport::Virtual(_) => "virtual",
             Transport::Discard(_) => "discard",
             Transport::Error { .. } => "error",
         }
@@ -74,6 +81,10 @@ impl Transport {
             "" | "smtp" | "relay" => parse_smtp(nexthop).map(Transport::Smtp),
             "lmtp" => parse_lmtp(nexthop).map(Transport::Lmtp),
             "local" => Ok(Transport::Local),
+            "virtual" => match crate::delivery::maildir::mailbox_path(nexthop) {
+                Ok(_) => Ok(Transport::Virtual(nexthop.to_owned())),
+                Err(e) => Err(format!("virtual:{nexthop}: {e}")),
+            },
             "discard" => Ok(Transport::Discard(nexthop.to_owned())),
             "error" => {
                 let (code, text) = match nexthop.split_once(' ') {
@@ -94,7 +105,7 @@ impl Transport {
                 }
             }
             other => Err(format!(
-                "unknown transport `{other}` (smtp, relay, lmtp, local, discard, error)"
+                "unknown transport `{other}` (smtp, relay, lmtp, local, virtual, discard, error)"
             )),
         }
     }
@@ -192,6 +203,7 @@ impl fmt::Display for Transport {
                 write!(f, "lmtp:[{host}]:{port}")
             }
             Transport::Local => f.write_str("local"),
+            Transport::Virtual(path) => write!(f, "virtual:{path}"),
             Transport::Discard(text) if text.is_empty() => f.write_str("discard"),
             Transport::Discard(text) => write!(f, "discard:{text}"),
             Transport::Error {

@@ -299,15 +299,31 @@ impl Parser {
 
     /// `aliases file="aliases"` (aliases(5)) or `virtual file="virtual"` (virtual(5),
     /// a map of address or `@domain` to addresses).
-    pub(super) fn alias_file(&mut self, node: &KdlNode) -> Option<Arc<Table>> {
+    pub(super) fn alias_file(&mut self, node: &KdlNode, tables: &Tables) -> Option<Arc<Table>> {
         let kind = node.name().value();
-        let usage = format!("{kind} file=\"path\"");
+        let usage = format!("{kind} file=\"path\", or {kind} table=\"TABLE\"");
         self.check_annotations(node);
         self.no_children(node);
         self.args(node, 0, Some(0), &usage)?;
-        let props = self.props(node, &["file"]);
+        let props = self.props(node, &["file", "table"]);
+        if let Some((_, second)) = props.get(1) {
+            self.error(
+                second.span(),
+                format!("`{kind}` takes `file=` or `table=`, not both"),
+                "file and table",
+            );
+            return None;
+        }
+        if let Some((_, entry)) = props.iter().find(|(k, _)| *k == "table") {
+            // a named table: an SQL query (PostfixAdmin's alias table), or a map
+            return self.table_ref(entry, tables)?;
+        }
         let Some((_, entry)) = props.into_iter().find(|(k, _)| *k == "file") else {
-            self.node_error(node, format!("`{kind}` needs `file=\"path\"`"), "no file");
+            self.node_error(
+                node,
+                format!("`{kind}` needs `file=\"path\"` or `table=\"TABLE\"`"),
+                "no file",
+            );
             return None;
         };
         let path = self.string(entry, "file")?;
@@ -318,6 +334,105 @@ impl Parser {
         };
         self.table_file(path, entry, parse, Some(kind))
             .map(Arc::new)
+    }
+
+    /// The table `entry` names: `None` when it is not defined (reported, with a
+    /// suggestion) or not a string; `Some(None)` when it is defined but had errors
+    /// (reported where it is defined).
+    pub(super) fn table_ref(
+        &mut self,
+        entry: &KdlEntry,
+        tables: &Tables,
+    ) -> Option<Option<Arc<Table>>> {
+        let name = self.string(entry, "table name")?;
+        match tables.get(name) {
+            Some((found, _)) => Some(found.clone()),
+            None => {
+                self.undefined_table(
+                    entry,
+                    name,
+                    tables,
+                    &format!("table \"{name}\" sql=\"...\" query=\"...\""),
+                );
+                None
+            }
+        }
+    }
+
+    /// "undefined table `NAME`" at `entry`, with a near name or how to define one.
+    pub(super) fn undefined_table(
+        &mut self,
+        entry: &KdlEntry,
+        name: &str,
+        tables: &Tables,
+        define: &str,
+    ) {
+        let help = suggest(name, tables.keys().map(String::as_str))
+            .unwrap_or_else(|| format!("define it: {define}"));
+        self.error(
+            entry.span(),
+            format!("undefined table `{name}`"),
+            "undefined table",
+        )
+        .help = Some(help);
+    }
+
+    /// `virtual-mailboxes domains="SET" table="TABLE" [transport="lmtp:[host]:24"]`.
+    pub(super) fn virtual_mailboxes(
+        &mut self,
+        node: &KdlNode,
+        sets: &super::Sets,
+        here: Origin,
+    ) -> Option<crate::config::VirtualMailboxes> {
+        const USAGE: &str =
+            "virtual-mailboxes domains=\"SET\" table=\"TABLE\" [transport=\"lmtp:[host]:24\"]";
+        self.check_annotations(node);
+        self.no_children(node);
+        self.args(node, 0, Some(0), USAGE)?;
+        let props = self.props(node, &["domains", "table", "transport"]);
+        let prop = |k: &str| props.iter().find(|(key, _)| *key == k).map(|(_, e)| *e);
+        let (Some(domains), Some(table)) = (prop("domains"), prop("table")) else {
+            self.node_error(
+                node,
+                "`virtual-mailboxes` needs `domains=` and `table=`",
+                "incomplete",
+            )
+            .help = Some(format!("usage: {USAGE}"));
+            return None;
+        };
+        let set = self.string(domains, "domain set")?;
+        if !sets.domains.contains_key(set) {
+            let help = suggest(set, sets.domains.keys().map(String::as_str))
+                .unwrap_or_else(|| format!("define it: domains \"{set}\" table=\"...\""));
+            self.error(
+                domains.span(),
+                format!("undefined domain set `{set}`"),
+                "undefined",
+            )
+            .help = Some(help);
+            return None;
+        }
+        let found = self.table_ref(table, &sets.tables)??;
+        let transport = match prop("transport") {
+            Some(entry) => {
+                let text = self.string(entry, "transport")?;
+                match crate::config::route::Transport::parse(text) {
+                    _ if text == "virtual" => None,
+                    Ok(_) => Some(text.to_owned()),
+                    Err(e) => {
+                        self.error(entry.span(), e, "invalid transport");
+                        return None;
+                    }
+                }
+            }
+            None => None,
+        };
+        Some(crate::config::VirtualMailboxes {
+            domains: set.to_owned(),
+            table: found,
+            transport,
+            origin: here,
+        })
     }
 
     /// An inline map: each child node is `"key" "value"`.

@@ -273,7 +273,10 @@ impl Outbound {
                 target: Target::Unix(PathBuf::from(path)),
                 lmtp: true,
             }]),
-            Transport::Local | Transport::Discard(_) | Transport::Error { .. } => Ok(Vec::new()),
+            Transport::Local
+            | Transport::Virtual(_)
+            | Transport::Discard(_)
+            | Transport::Error { .. } => Ok(Vec::new()),
         }
     }
 

@@ -82,6 +82,30 @@ pub fn mailbox_name(local_part: &str) -> Result<String, MaildirError> {
     Ok(name)
 }
 
+/// Most directories in a virtual mailbox path (`example.com/alice/` is two).
+const MAX_DEPTH: usize = 8;
+
+/// A virtual mailbox's Maildir as a table gives it (PostfixAdmin's `maildir` column,
+/// `example.com/alice/`), relative to the Maildir base: each directory follows the
+/// rules of a mailbox name (no `..`, no leading `.`, no control characters), one
+/// trailing `/` is allowed, an absolute path is not.
+pub fn mailbox_path(value: &str) -> Result<PathBuf, MaildirError> {
+    let trimmed = value.strip_suffix('/').unwrap_or(value);
+    if trimmed.starts_with('/') {
+        return Err(MaildirError::invalid(value, "is absolute"));
+    }
+    let parts: Vec<&str> = trimmed.split('/').collect();
+    if parts.len() > MAX_DEPTH {
+        return Err(MaildirError::invalid(value, "has too many directories"));
+    }
+    let mut path = PathBuf::new();
+    for part in parts {
+        check_mailbox(part).map_err(|reason| MaildirError::invalid(value, reason))?;
+        path.push(part);
+    }
+    Ok(path)
+}
+
 /// The rules of [`mailbox_name`], also applied by [`deliver`] to what it is given.
 fn check_mailbox(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
@@ -116,15 +140,35 @@ fn check_mailbox(name: &str) -> Result<(), &'static str> {
 /// Blocking: call it from `spawn_blocking`.
 pub fn deliver(
     base: &Path,
-    mailbox: &str,
+    mailbox: impl AsRef<Path>,
     message: &[u8],
     return_path: &str,
     delivered_to: &str,
     hostname: &str,
 ) -> Result<PathBuf, MaildirError> {
-    check_mailbox(mailbox).map_err(|reason| MaildirError::invalid(mailbox, reason))?;
+    let mailbox = mailbox.as_ref();
+    let shown = mailbox.display().to_string();
+    let parts: Vec<&str> = mailbox
+        .components()
+        .map(|c| c.as_os_str().to_str().unwrap_or(""))
+        .collect();
+    if parts.is_empty() || parts.len() > MAX_DEPTH {
+        return Err(MaildirError::invalid(&shown, "is not a mailbox path"));
+    }
+    for part in &parts {
+        check_mailbox(part).map_err(|reason| MaildirError::invalid(&shown, reason))?;
+    }
+    // the directories above the Maildir (a virtual mailbox's domain), as needed
+    let mut parent = base.to_path_buf();
+    for part in &parts[..parts.len() - 1] {
+        let next = parent.join(part);
+        if ensure_dir(&next)? {
+            sync_dir(&parent)?;
+        }
+        parent = next;
+    }
     let dir = base.join(mailbox);
-    let (tmp, new) = ensure_maildir(base, &dir)?;
+    let (tmp, new) = ensure_maildir(&parent, &dir)?;
 
     let (tmp_path, file) = create_unique(&tmp, hostname)?;
     let name = tmp_path.file_name().unwrap_or_default().to_owned();
@@ -437,11 +481,43 @@ mod tests {
         }
         // deliver checks what it is given, too
         let base = tempfile::tempdir().unwrap();
-        for bad in ["../escape", "a/b", "", ".."] {
+        for bad in ["../escape", "a/../b", "", "..", "/abs", "a/.hidden"] {
             let err = deliver(base.path(), bad, MESSAGE, "", "x", "mx").unwrap_err();
             assert!(err.is_permanent(), "{bad:?}");
         }
         assert_eq!(fs::read_dir(base.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn virtual_mailbox_paths() {
+        assert_eq!(
+            mailbox_path("example.com/alice/").unwrap(),
+            Path::new("example.com/alice")
+        );
+        for bad in [
+            "/var/mail/x",
+            "a/../b",
+            "../x",
+            "a//b",
+            "",
+            "a/.x",
+            &"a/".repeat(9),
+        ] {
+            let err = mailbox_path(bad).unwrap_err();
+            assert!(err.is_permanent(), "{bad:?}");
+        }
+        // delivered into {base}/example.com/alice/new, the domain directory made too
+        let base = tempfile::tempdir().unwrap();
+        let path = deliver(
+            base.path(),
+            mailbox_path("example.com/alice/").unwrap(),
+            MESSAGE,
+            "a@b.test",
+            "alice@example.com",
+            "mx",
+        )
+        .unwrap();
+        assert!(path.starts_with(base.path().join("example.com/alice/new")));
     }
 
     #[test]

@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -737,7 +738,17 @@ async fn send_route(
         Transport::Local => {
             let mut out = Vec::with_capacity(rcpts.len());
             for rcpt in rcpts {
-                out.push(local(shared, env, rcpt, body).await);
+                let local_part = rcpt.rsplit_once('@').map_or(rcpt.as_str(), |(l, _)| l);
+                let mailbox = maildir::mailbox_name(local_part).map(PathBuf::from);
+                out.push(maildir_delivery(shared, env, rcpt, mailbox, body, "local").await);
+            }
+            out
+        }
+        Transport::Virtual(path) => {
+            let mut out = Vec::with_capacity(rcpts.len());
+            for rcpt in rcpts {
+                let mailbox = maildir::mailbox_path(path);
+                out.push(maildir_delivery(shared, env, rcpt, mailbox, body, "virtual").await);
             }
             out
         }
@@ -758,17 +769,23 @@ async fn send_route(
     }
 }
 
-/// Maildir delivery of one recipient.
-async fn local(shared: &Shared, env: &Envelope, rcpt: &str, body: &Arc<[u8]>) -> Outcome {
-    let local_part = rcpt.rsplit_once('@').map_or(rcpt, |(l, _)| l);
-    let mailbox = match maildir::mailbox_name(local_part) {
+/// Maildir delivery of one recipient into `{local-base}/{mailbox}` (`relay` names the
+/// transport in the log).
+async fn maildir_delivery(
+    shared: &Shared,
+    env: &Envelope,
+    rcpt: &str,
+    mailbox: Result<PathBuf, maildir::MaildirError>,
+    body: &Arc<[u8]>,
+    relay: &'static str,
+) -> Outcome {
+    let mailbox = match mailbox {
         Ok(m) => m,
-        Err(e) => return Outcome::bounced("local", e.enhanced_code(), e.to_string()),
+        Err(e) => return Outcome::bounced(relay, e.enhanced_code(), e.to_string()),
     };
     let base = shared.outbound().settings().local_base.clone();
     let body = body.clone();
     let (sender, rcpt_owned, host) = (env.sender.clone(), rcpt.to_owned(), shared.hostname.clone());
-    let relay = "local";
     let done = tokio::task::spawn_blocking(move || {
         maildir::deliver(&base, &mailbox, &body, &sender, &rcpt_owned, &host)
     })
@@ -780,7 +797,11 @@ async fn local(shared: &Shared, env: &Envelope, rcpt: &str, body: &Arc<[u8]>) ->
         },
         Ok(Err(e)) if e.is_permanent() => Outcome::bounced(relay, e.enhanced_code(), e.to_string()),
         Ok(Err(e)) => Outcome::deferred(relay, e.enhanced_code(), e.to_string()),
-        Err(e) => Outcome::deferred(relay, [4, 3, 0], format!("local delivery task failed: {e}")),
+        Err(e) => Outcome::deferred(
+            relay,
+            [4, 3, 0],
+            format!("{relay} delivery task failed: {e}"),
+        ),
     }
 }
 

@@ -31,6 +31,22 @@ pub struct Rewriter {
 }
 
 impl Rewriter {
+    /// Whether the virtual alias table has `addr` or its domain's catch-all
+    /// (`@domain`): the address exists as far as RCPT is concerned.
+    pub fn is_virtual_alias(&self, addr: &str) -> Result<bool, crate::lookup::LookupError> {
+        let Some(t) = &self.virtual_aliases else {
+            return Ok(false);
+        };
+        let lower = addr.to_ascii_lowercase();
+        if t.lookup(&lower)?.is_some() {
+            return Ok(true);
+        }
+        match lower.rsplit_once('@') {
+            Some((_, domain)) => Ok(t.lookup(&format!("@{domain}"))?.is_some()),
+            None => Ok(false),
+        }
+    }
+
     /// Whether anything can change a recipient (so callers can skip the work).
     pub fn is_identity(&self) -> bool {
         self.aliases.is_none() && self.virtual_aliases.is_none()

@@ -222,6 +222,17 @@ pub struct Pipeline {
     revision: Arc<str>,
     /// Those files, for `reload { watch }`.
     sources: Arc<crate::config::Sources>,
+    /// `virtual-mailboxes`: recipients checked at RCPT, routed to their mailbox.
+    mailboxes: Option<Mailboxes>,
+}
+
+/// Virtual mailbox domains, their mailboxes and transport, resolved.
+#[derive(Clone, Debug)]
+struct Mailboxes {
+    domains: Arc<DomainSet>,
+    table: Arc<crate::lookup::Table>,
+    /// `None`: the Maildir the table names (`virtual:PATH`).
+    transport: Option<String>,
 }
 
 /// The content filters and which mail goes through them.
@@ -244,6 +255,7 @@ impl Default for Pipeline {
             filters: Filters::default(),
             revision: crate::config::Sources::default().revision().into(),
             sources: Arc::default(),
+            mailboxes: None,
         }
     }
 }
@@ -536,6 +548,13 @@ impl Pipeline {
             filters,
             revision: sources.revision().into(),
             sources: Arc::new(sources),
+            mailboxes: config.virtual_mailboxes.as_ref().and_then(|m| {
+                Some(Mailboxes {
+                    domains: domains.get(&m.domains)?.clone(),
+                    table: m.table.clone(),
+                    transport: m.transport.clone(),
+                })
+            }),
             lookups: Arc::new(PolicyLookups {
                 networks,
                 domains,
@@ -552,7 +571,32 @@ impl Pipeline {
     /// How long it took is recorded in `mtad_policy_evaluation_seconds`.
     pub fn evaluate(&self, stage: Stage, ctx: &Context<'_>) -> Decision {
         let started = std::time::Instant::now();
-        let decision = self.decide(stage, ctx);
+        let mut decision = self.decide(stage, ctx);
+        if stage == Stage::Rcpt
+            && matches!(decision.verdict, Verdict::Accept | Verdict::Hold)
+            && let Some(rcpt) = ctx.rcpt
+        {
+            match self.unknown_recipient(rcpt) {
+                Ok(false) => {}
+                Ok(true) => {
+                    decision.verdict = Verdict::Reject(Reply::new(
+                        550,
+                        [5, 1, 1],
+                        &format!(
+                            "<{}>: Recipient address rejected: User unknown in virtual mailbox table",
+                            echo(rcpt)
+                        ),
+                    ));
+                    decision.rule = None;
+                }
+                Err(e) => {
+                    error!(error = %e, "virtual mailbox lookup failed; answering 451");
+                    decision.verdict =
+                        Verdict::Defer(Reply::new(451, [4, 3, 0], "Temporary lookup failure"));
+                    decision.rule = None;
+                }
+            }
+        }
         crate::metrics::get().evaluated(stage, started.elapsed());
         decision
     }
@@ -736,9 +780,23 @@ impl Pipeline {
                 filter,
             };
         }
+        let mut transport = None;
         let verdict = match (stage, ctx.rcpt) {
             (Stage::Rcpt, Some(rcpt)) => Verdict::Reject(relay_denied(rcpt)),
             (Stage::Rcpt, None) => Verdict::Reject(relay_denied("")),
+            // no route rule decided: a virtual mailbox goes to its mailbox
+            (Stage::Route, Some(rcpt)) => match self.mailbox_route(rcpt) {
+                Ok(None) => Verdict::Accept,
+                Ok(Some(Ok(t))) => {
+                    transport = Some(t);
+                    Verdict::Accept
+                }
+                Ok(Some(Err(reply))) => Verdict::Reject(reply),
+                Err(e) => {
+                    error!(error = %e, "virtual mailbox lookup failed; deferring");
+                    Verdict::Defer(Reply::new(451, [4, 3, 0], "Temporary lookup failure"))
+                }
+            },
             _ => Verdict::Accept,
         };
         Decision {
@@ -746,11 +804,78 @@ impl Pipeline {
             rule: None,
             warned,
             header_changes,
-            transport: None,
+            transport,
             route: route::RouteOptions::default(),
             checks: checks.out,
             filter,
         }
+    }
+
+    /// Whether `rcpt` is in a virtual mailbox domain and is neither a virtual alias
+    /// (the address, or its domain's catch-all) nor a mailbox (with or without its
+    /// `+extension`): Postfix's `smtpd_reject_unlisted_recipient` for those domains.
+    fn unknown_recipient(&self, rcpt: &str) -> Result<bool, LookupError> {
+        let Some(m) = &self.mailboxes else {
+            return Ok(false);
+        };
+        let Some(domain) = routing_domain(rcpt) else {
+            return Ok(false);
+        };
+        if !m.domains.contains(&domain)? || self.rewriter.is_virtual_alias(rcpt)? {
+            return Ok(false);
+        }
+        Ok(self.mailbox(rcpt)?.is_none())
+    }
+
+    /// The mailbox table's value for `rcpt` (or for it without its `+extension`).
+    fn mailbox(&self, rcpt: &str) -> Result<Option<String>, LookupError> {
+        let Some(m) = &self.mailboxes else {
+            return Ok(None);
+        };
+        if let Some(v) = m.table.lookup(rcpt)? {
+            return Ok(Some(v.into_owned()));
+        }
+        match rcpt.rsplit_once('@') {
+            Some((local, domain)) if local.contains('+') => {
+                let user = local.split('+').next().unwrap_or(local);
+                Ok(m.table
+                    .lookup(&format!("{user}@{domain}"))?
+                    .map(|v| v.into_owned()))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Where a recipient in a virtual mailbox domain goes when no route rule decides:
+    /// `None` when it is not in one; the transport (as written) of its mailbox; or a
+    /// bounce when there is no such mailbox (an alias that pointed nowhere).
+    fn mailbox_route(&self, rcpt: &str) -> Result<Option<Result<String, Reply>>, LookupError> {
+        let Some(m) = &self.mailboxes else {
+            return Ok(None);
+        };
+        match routing_domain(rcpt) {
+            Some(domain) if m.domains.contains(&domain)? => {}
+            _ => return Ok(None),
+        }
+        Ok(Some(match self.mailbox(rcpt)? {
+            None => Err(Reply::new(
+                550,
+                [5, 1, 1],
+                "User unknown in virtual mailbox table",
+            )),
+            Some(_) if m.transport.is_some() => Ok(m.transport.clone().unwrap_or_default()),
+            Some(path) => match route::Transport::parse(&format!("virtual:{path}")) {
+                Ok(t) => Ok(t.to_string()),
+                Err(e) => {
+                    error!(rcpt = %rcpt, error = %e, "the virtual mailbox table gives an unusable path");
+                    Err(Reply::new(
+                        550,
+                        [5, 3, 5],
+                        "Mailbox path in the virtual mailbox table is unusable",
+                    ))
+                }
+            },
+        }))
     }
 
     /// The route stage for one recipient (`ctx.rcpt`), at delivery time: the
