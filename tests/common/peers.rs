@@ -537,17 +537,23 @@ impl Postgres {
                 "--no-sync",
             ],
         );
+        pg.resume();
+        Some(pg)
+    }
+
+    /// Starts the server (again, after [`stop`](Self::stop)) on the same port and data.
+    pub fn resume(&mut self) {
         let options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
-            pg.port,
-            pg.data.to_str().unwrap()
+            self.port,
+            self.data.to_str().unwrap()
         );
-        let log = pg.data.join("server.log");
-        pg.run(
+        let log = self.data.join("server.log");
+        self.run(
             "pg_ctl",
             &[
                 "-D",
-                pg.data.to_str().unwrap(),
+                self.data.to_str().unwrap(),
                 "-o",
                 &options,
                 "-l",
@@ -556,8 +562,7 @@ impl Postgres {
                 "start",
             ],
         );
-        pg.running = true;
-        Some(pg)
+        self.running = true;
     }
 
     fn command(&self, tool: &str) -> Command {
