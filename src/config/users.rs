@@ -255,7 +255,7 @@ mod tests {
             (5, 11, "cannot read users file `missing.passwd`"),
             (6, 20, "`query` is for SQL users tables"),
             (6, 37, "unknown property `tls`"),
-            (7, 11, "not `mysql:`"),
+            (7, 40, "MySQL/MariaDB parameters are written ?, not $1"),
             (8, 1, "needs `query=`"),
             (9, 43, "written $1, not ?"),
             (10, 29, "no parameter"),
