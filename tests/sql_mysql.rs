@@ -102,6 +102,16 @@ async fn mariadb_lookups_read_text_integers_and_bytes() {
         Some("alice@example.test")
     );
 
+    // the key wanted twice: bound once, in a derived table (as docs/configuration.md says)
+    let twice =
+        "SELECT password FROM (SELECT ? AS k) p JOIN mailbox ON username = p.k OR local_part = p.k";
+    for key in ["alice@example.test", "alice"] {
+        assert_eq!(
+            text(&tcp, twice, key).await.as_deref(),
+            Some("{SHA512-CRYPT}$6$alice")
+        );
+    }
+
     // integers, signed and unsigned, in decimal; PostfixAdmin's TINYINT(1) `active`
     let active = "SELECT active FROM mailbox WHERE username = ?";
     assert_eq!(
