@@ -8,16 +8,17 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use mtad::lookup::LookupError;
 use mtad::policy::Stage;
 use mtad::policy::script::{HookDecision, HookInput, KnownNames, Lookups, ScriptHost};
 
 struct Sets;
 
 impl Lookups for Sets {
-    fn in_set(&self, name: &str, value: &str) -> Option<bool> {
-        (name == "relay").then(|| value == "example.test" || value.ends_with(".example.test"))
+    fn in_set(&self, name: &str, value: &str) -> Option<Result<bool, LookupError>> {
+        (name == "relay").then(|| Ok(value == "example.test" || value.ends_with(".example.test")))
     }
-    fn table(&self, _: &str, _: &str) -> Option<Option<String>> {
+    fn table(&self, _: &str, _: &str) -> Option<Result<Option<String>, LookupError>> {
         None
     }
 }

@@ -26,7 +26,7 @@ fn domain_set(c: &mut Criterion) {
         ("upper-case hit", "Customer17.Example.TEST.", true),
     ] {
         group.bench_function(what, |b| {
-            b.iter(|| assert_eq!(set.contains(black_box(name)), expect))
+            b.iter(|| assert_eq!(set.contains(black_box(name)), Ok(expect)))
         });
     }
     group.finish();
@@ -92,7 +92,7 @@ fn regexp_table(c: &mut Criterion) {
         b.iter(|| {
             let mut hits = 0;
             for h in HEADERS {
-                if table.lookup(black_box(h)).is_some() {
+                if table.lookup(black_box(h)).unwrap().is_some() {
                     hits += 1;
                 }
             }
@@ -101,7 +101,9 @@ fn regexp_table(c: &mut Criterion) {
     });
     group.bench_function("one matching header (substitution)", |b| {
         b.iter(|| {
-            let v = table.lookup(black_box("Subject: cheap casino chips"));
+            let v = table
+                .lookup(black_box("Subject: cheap casino chips"))
+                .unwrap();
             assert_eq!(v.as_deref(), Some("REJECT no casino here"));
         })
     });

@@ -238,6 +238,9 @@ struct Parser {
     table_files: BTreeMap<String, (PathBuf, String)>,
     /// Every file read so far, for the policy revision.
     sources: crate::config::Sources,
+    /// SQL sources by URL and timeout: tables and users tables on the same database
+    /// share one connection pool.
+    sql_sources: BTreeMap<(String, std::time::Duration), crate::lookup::sql::SqlSource>,
 }
 
 /// A listener's TLS properties as written, settled by `Parser::settle_tls` once the
@@ -293,6 +296,7 @@ impl Parser {
             cur: root,
             errors: Vec::new(),
             table_files: BTreeMap::new(),
+            sql_sources: BTreeMap::new(),
         }
     }
 
@@ -916,8 +920,10 @@ impl Parser {
 
     // ---- named sets -----------------------------------------------------------
 
-    fn sets(&mut self, nodes: &[(Arc<SourceFile>, &KdlNode)]) -> Sets {
+    fn sets<'n>(&mut self, nodes: &[(Arc<SourceFile>, &'n KdlNode)]) -> Sets {
         let mut sets = Sets::default();
+        // `domains NAME table="T"`: linked once every table is read
+        let mut domain_tables: Vec<(String, Arc<SourceFile>, &'n KdlEntry)> = Vec::new();
         for (file, node) in nodes {
             self.cur = file.clone();
             let kind = node.name().value();
@@ -941,12 +947,12 @@ impl Parser {
                 continue;
             }
             self.check_annotations(node);
-            self.props(node, &[]);
+            let props = self.props(node, if kind == "domains" { &["table"] } else { &[] });
             self.no_children(node);
             let usage = if kind == "networks" {
                 "networks NAME \"CIDR-or-IP\"..."
             } else {
-                "domains NAME \"example.test\" \".example.test\"..."
+                "domains NAME \"example.test\" \".example.test\"... [table=\"TABLE\"]"
             };
             let Some(args) = self.args(node, 1, None, usage) else {
                 continue;
@@ -988,7 +994,36 @@ impl Parser {
                     } else {
                         sets.domains
                             .insert(name.to_owned(), (DomainSet::new(entries), here));
+                        if let Some((_, entry)) = props.iter().find(|(k, _)| *k == "table") {
+                            domain_tables.push((name.to_owned(), file.clone(), *entry));
+                        }
                     }
+                }
+            }
+        }
+        for (set, file, entry) in domain_tables {
+            self.cur = file;
+            let Some(table) = self.string(entry, "table name") else {
+                continue;
+            };
+            match sets.tables.get(table) {
+                Some((Some(t), _)) => {
+                    if let Some((domains, _)) = sets.domains.get_mut(&set) {
+                        *domains = domains.clone().with_table(t.clone());
+                    }
+                }
+                Some((None, _)) => {} // its errors are reported
+                None => {
+                    let help = suggest(table, sets.tables.keys().map(String::as_str))
+                        .unwrap_or_else(|| {
+                            format!("define it: table \"{table}\" sql=\"...\" query=\"...\"")
+                        });
+                    self.error(
+                        entry.span(),
+                        format!("undefined table `{table}`"),
+                        "undefined table",
+                    )
+                    .help = Some(help);
                 }
             }
         }

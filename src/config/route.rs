@@ -418,8 +418,12 @@ impl RoutePattern {
 
 /// Looks a recipient up in a transport(5) table in Postfix's order: `user@domain`
 /// (with a `+extension` removed too), `domain`, each parent as `.parent`, then `*`.
-/// Returns the value and the key that matched.
-pub fn lookup_transport(table: &Table, rcpt: &str) -> Option<(String, String)> {
+/// Returns the value and the key that matched; an error when the table (a database)
+/// gives no answer.
+pub fn lookup_transport(
+    table: &Table,
+    rcpt: &str,
+) -> Result<Option<(String, String)>, crate::lookup::LookupError> {
     let rcpt = rcpt.to_ascii_lowercase();
     let (local, domain) = rcpt.rsplit_once('@').unwrap_or((rcpt.as_str(), ""));
     let domain = domain.trim_end_matches('.');
@@ -436,8 +440,12 @@ pub fn lookup_transport(table: &Table, rcpt: &str) -> Option<(String, String)> {
         }
     }
     keys.push("*".to_owned());
-    keys.into_iter()
-        .find_map(|k| table.lookup(&k).map(|v| (v.into_owned(), k)))
+    for k in keys {
+        if let Some(v) = table.lookup(&k)? {
+            return Ok(Some((v.into_owned(), k)));
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -528,7 +536,11 @@ mod tests {
             "user@example.local smtp:[user-host]\nexample.local smtp:[domain-host]\n.example.local smtp:[sub-host]\n* smtp:[catch-all]\n",
         )
         .unwrap();
-        let hit = |r: &str| lookup_transport(&table, r).map(|(v, k)| format!("{v} via {k}"));
+        let hit = |r: &str| {
+            lookup_transport(&table, r)
+                .unwrap()
+                .map(|(v, k)| format!("{v} via {k}"))
+        };
         assert_eq!(
             hit("user@example.local").unwrap(),
             "smtp:[user-host] via user@example.local"

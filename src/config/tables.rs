@@ -22,17 +22,28 @@ use miette::{NamedSource, SourceSpan};
 
 use super::{Parser, resolve, suggest};
 use crate::config::{ConfigError, Origin};
+use crate::lookup::sql_table::CacheTtl;
 use crate::lookup::{
-    Table, TableError, TableKind, inline_map, parse_aliases, parse_cidr, parse_map, parse_regexp,
+    SqlTable, Table, TableError, TableKind, inline_map, parse_aliases, parse_cidr, parse_map,
+    parse_regexp,
 };
 
 /// Tables by name, with where each is defined. `None`: defined, but its file or
 /// entries had errors (already reported); references to it are not "undefined".
 pub(super) type Tables = BTreeMap<String, (Option<Arc<Table>>, Origin)>;
 
-const USAGE: &str =
-    "table NAME file=\"path\" [type=\"map|regexp|cidr\"], or table NAME { \"key\" \"value\"; ... }";
-const TABLE_PROPS: &[&str] = &["type", "file"];
+const USAGE: &str = "table NAME file=\"path\" [type=\"map|regexp|cidr\"], table NAME { \"key\" \"value\"; ... }, or table NAME sql=\"URL\" query=\"SELECT value FROM t WHERE key = $1\"";
+const TABLE_PROPS: &[&str] = &[
+    "type",
+    "file",
+    "sql",
+    "query",
+    "timeout",
+    "cache-ttl",
+    "negative-ttl",
+];
+/// Properties only an SQL table takes.
+const SQL_PROPS: &[&str] = &["query", "timeout", "cache-ttl", "negative-ttl"];
 const TABLE_TYPES: &[&str] = &["map", "regexp", "cidr"];
 /// Postfix map types whose source files are what `type="map"` reads.
 const POSTFIX_MAP_TYPES: &[&str] = &["hash", "texthash", "btree", "lmdb", "cdb", "dbm", "sdbm"];
@@ -48,9 +59,34 @@ impl Parser {
 
         let mut kind = Some(TableKind::Map);
         let mut file: Option<(&str, &KdlEntry)> = None;
-        for (key, entry) in props {
+        let prop = |k: &str| props.iter().find(|(key, _)| *key == k).map(|(_, e)| *e);
+        if let Some(sql) = prop("sql") {
+            let table = self.sql_table(node, sql, &prop);
+            if let (Some(name), Some(table)) = (name, table) {
+                if let Some((_, first)) = tables.get(name) {
+                    let first = first.clone();
+                    let span = args.as_ref().map_or(node.name().span(), |a| a[0].span());
+                    self.duplicate(span, format!("table `{name}`"), &first);
+                    return;
+                }
+                tables.insert(name.to_owned(), (Some(Arc::new(table)), here));
+            } else if let Some(name) = name {
+                tables.entry(name.to_owned()).or_insert((None, here));
+            }
+            return;
+        }
+        for (key, entry) in &props {
+            let (key, entry) = (*key, *entry);
             match key {
                 "type" => kind = self.table_kind(entry),
+                k if SQL_PROPS.contains(&k) => {
+                    self.error(
+                        entry.span(),
+                        format!("`{k}` is for SQL tables (`sql=`)"),
+                        "not an SQL table",
+                    );
+                }
+                "sql" => {}
                 _ => {
                     if let Some(path) = self.string(entry, "file") {
                         if path.is_empty() {
@@ -92,7 +128,7 @@ impl Parser {
                     );
                 }
                 let parse = match k {
-                    TableKind::Map => parse_map,
+                    TableKind::Map | TableKind::Sql => parse_map,
                     TableKind::Regexp => parse_regexp,
                     TableKind::Cidr => parse_cidr,
                 };
@@ -123,6 +159,57 @@ impl Parser {
             return;
         }
         tables.insert(name.to_owned(), (table.map(Arc::new), here));
+    }
+
+    /// `table NAME sql="URL" query="..." [timeout=] [cache-ttl=] [negative-ttl=]`.
+    fn sql_table<'n>(
+        &mut self,
+        node: &'n KdlNode,
+        sql: &'n KdlEntry,
+        prop: &dyn Fn(&str) -> Option<&'n KdlEntry>,
+    ) -> Option<Table> {
+        for other in ["file", "type"] {
+            if let Some(entry) = prop(other) {
+                self.error(
+                    entry.span(),
+                    format!("an SQL table takes no `{other}=`"),
+                    "sql and file",
+                )
+                .help = Some(format!("usage: {USAGE}"));
+            }
+        }
+        if node.children().is_some() {
+            self.node_error(
+                node,
+                "an SQL table takes no block of entries",
+                "sql and block",
+            );
+        }
+        let mut ttl = CacheTtl::default();
+        for (key, slot) in [
+            ("cache-ttl", &mut ttl.found),
+            ("negative-ttl", &mut ttl.missing),
+        ] {
+            if let Some(entry) = prop(key) {
+                match self.duration(entry, key) {
+                    Some(d) if d <= std::time::Duration::from_secs(86_400) => *slot = d,
+                    Some(_) => {
+                        self.error(entry.span(), format!("{key} is at most 24h"), "too long");
+                    }
+                    None => {}
+                }
+            }
+        }
+        let (source, query) = self.sql_query(
+            node,
+            sql,
+            prop("query"),
+            prop("timeout"),
+            "SELECT goto FROM alias WHERE address = $1 AND active = 1",
+            "the key",
+            "the value",
+        )?;
+        Some(Table::sql(SqlTable::new(source, query, ttl)))
     }
 
     fn table_kind(&mut self, entry: &KdlEntry) -> Option<TableKind> {
@@ -339,7 +426,7 @@ mod tests {
         let routes = &config.tables["routes"];
         assert_eq!(routes.len(), 2);
         assert_eq!(
-            routes.lookup("example.local").as_deref(),
+            routes.lookup("example.local").unwrap().as_deref(),
             Some("smtp:[192.168.1.100]")
         );
     }

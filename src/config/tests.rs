@@ -91,8 +91,8 @@ fn example_parses_to_expected_values() {
         config.networks["trusted"],
         NetworkSet::new(vec!["127.0.0.0/8".parse().unwrap()])
     );
-    assert!(config.domains["relay"].contains("example.test"));
-    assert!(config.domains["relay"].contains("a.example.test"));
+    assert!(config.domains["relay"].contains("example.test").unwrap());
+    assert!(config.domains["relay"].contains("a.example.test").unwrap());
     assert_eq!(
         config.rules(Stage::Rcpt).to_vec(),
         vec![
@@ -662,7 +662,13 @@ fn aliases_and_virtual_files() {
     let config = Config::load(&main).unwrap();
     assert_eq!(config.server.origin, "example.test");
     assert_eq!(
-        config.aliases.as_ref().unwrap().lookup("root").unwrap(),
+        config
+            .aliases
+            .as_ref()
+            .unwrap()
+            .lookup("root")
+            .unwrap()
+            .unwrap(),
         "admin@example.com"
     );
     assert!(
@@ -671,6 +677,7 @@ fn aliases_and_virtual_files() {
             .as_ref()
             .unwrap()
             .lookup("@old.test")
+            .unwrap()
             .is_some()
     );
 

@@ -22,7 +22,7 @@ use super::Parser;
 use crate::auth::Users;
 use crate::auth::passwd::parse_passwd;
 use crate::config::Origin;
-use crate::lookup::sql::{DEFAULT_TIMEOUT, SqlKind, SqlSource, check_query};
+use crate::lookup::sql::{DEFAULT_TIMEOUT, SqlKind, SqlQuery, SqlSource, check_query};
 
 /// `users` nodes by name, with where each is defined (`None`: it had errors, already
 /// reported).
@@ -106,13 +106,48 @@ impl Parser {
         query: Option<&KdlEntry>,
         timeout: Option<&KdlEntry>,
     ) -> Option<Users> {
+        let (source, query) = self.sql_query(
+            node,
+            sql,
+            query,
+            timeout,
+            "SELECT password FROM mailbox WHERE username = $1 AND active = 1",
+            "the user name",
+            "the {SCHEME}hash",
+        )?;
+        Some(Users::from_sql(name, source, query))
+    }
+
+    /// `sql=`, `query=` and `timeout=` of a node that reads from a database: the
+    /// source (one per URL and timeout in a configuration, so that its pool is
+    /// shared) and the checked query. `example` is a query for the help text, `key`
+    /// what the parameter is, `column` what the one column holds.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn sql_query(
+        &mut self,
+        node: &KdlNode,
+        sql: &KdlEntry,
+        query: Option<&KdlEntry>,
+        timeout: Option<&KdlEntry>,
+        example: &str,
+        key: &str,
+        column: &str,
+    ) -> Option<(SqlSource, SqlQuery)> {
         let timeout = match timeout {
             Some(entry) => self.duration(entry, "timeout"),
             None => Some(DEFAULT_TIMEOUT),
         };
         let source = self.string(sql, "sql").and_then(|url| {
-            match SqlSource::parse(url, &self.cur.path, timeout.unwrap_or(DEFAULT_TIMEOUT)) {
-                Ok(source) => Some(source),
+            let limit = timeout.unwrap_or(DEFAULT_TIMEOUT);
+            if let Some(source) = self.sql_sources.get(&(url.to_owned(), limit)) {
+                return Some(source.clone());
+            }
+            match SqlSource::parse(url, &self.cur.path, limit) {
+                Ok(source) => {
+                    self.sql_sources
+                        .insert((url.to_owned(), limit), source.clone());
+                    Some(source)
+                }
                 Err(e) => {
                     self.error(sql.span(), e, "invalid SQL URL").help = Some(
                         "e.g. sql=\"sqlite:users.db\" or sql=\"postgres://mtad@127.0.0.1:5432/mail\""
@@ -123,10 +158,8 @@ impl Parser {
             }
         });
         let Some(query_entry) = query else {
-            self.node_error(node, "an SQL users table needs `query=`", "no query")
-                .help = Some(
-                "query=\"SELECT password FROM mailbox WHERE username = $1 AND active = 1\": one column, the {SCHEME}hash".to_owned(),
-            );
+            self.node_error(node, "an SQL table needs `query=`", "no query")
+                .help = Some(format!("query=\"{example}\": one column, {column}"));
             return None;
         };
         let text = self.string(query_entry, "query")?;
@@ -138,15 +171,14 @@ impl Parser {
         let query = match check_query(text, kind) {
             Ok(query) => query,
             Err(e) => {
-                self.error(query_entry.span(), e, "invalid query").help = Some(
-                    "the query gets the user name as $1 and returns one column, the {SCHEME}hash"
-                        .to_owned(),
-                );
+                self.error(query_entry.span(), e, "invalid query").help = Some(format!(
+                    "the query gets {key} as its parameter and returns one column, {column}"
+                ));
                 return None;
             }
         };
         timeout?;
-        Some(Users::from_sql(name, source?, query))
+        Some((source?, query))
     }
 }
 

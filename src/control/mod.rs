@@ -427,14 +427,22 @@ pub fn lookup(path: &Path, name: &str, key: &str) -> Result<bool, String> {
             ));
         }
     };
+    let failed =
+        |e: crate::lookup::LookupError| format!("mtactl: `{bare}`: temporary lookup failure: {e}");
     let answer = match kind {
-        "table" => config.tables[bare].lookup(key).map(|v| v.into_owned()),
+        "table" => config.tables[bare]
+            .lookup(key)
+            .map_err(failed)?
+            .map(|v| v.into_owned()),
         "networks" => key
             .parse::<std::net::IpAddr>()
             .ok()
             .filter(|ip| config.networks[bare].contains(*ip))
             .map(|_| "yes".to_owned()),
-        _ => config.domains[bare].contains(key).then(|| "yes".to_owned()),
+        _ => config.domains[bare]
+            .contains(key)
+            .map_err(failed)?
+            .then(|| "yes".to_owned()),
     };
     match answer {
         Some(value) => {

@@ -162,6 +162,10 @@ pub enum DeliveryError {
     Timeout { step: &'static str },
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// A table the attempt needed (the route's `credentials`, a database) could not
+    /// answer: nothing was sent.
+    #[error("temporary lookup failure: {0}")]
+    Lookup(String),
     #[error("connection error during {step}: {source}")]
     Io {
         step: &'static str,

@@ -154,6 +154,7 @@ impl Outcome {
             DeliveryError::Connect { .. } => Outcome::deferred(relay, [4, 4, 1], detail),
             DeliveryError::Tls { .. } => Outcome::deferred(relay, [4, 7, 4], detail),
             DeliveryError::Auth { .. } => Outcome::deferred(relay, [4, 7, 0], detail),
+            DeliveryError::Lookup(_) => Outcome::deferred(relay, [4, 3, 0], detail),
             DeliveryError::Timeout { .. }
             | DeliveryError::Io { .. }
             | DeliveryError::Protocol(_) => Outcome::deferred(relay, [4, 4, 2], detail),
@@ -393,7 +394,9 @@ impl Outbound {
         message: &[u8],
     ) -> Result<Vec<RcptOutcome>, DeliveryError> {
         let tls = options.tls.unwrap_or(self.settings.tls);
-        let auth = self.credentials_for(transport, options);
+        let auth = self
+            .credentials_for(transport, options)
+            .map_err(|e| DeliveryError::Lookup(e.to_string()))?;
         let key = PoolKey {
             hop: hop.clone(),
             tls,
@@ -463,16 +466,23 @@ impl Outbound {
         &self,
         transport: &Transport,
         options: &RouteOptions,
-    ) -> Option<Credentials> {
-        let table = self.credentials.get(options.auth.as_deref()?)?;
-        let value = credential_keys(transport)
-            .iter()
-            .find_map(|k| table.lookup(k))?;
-        let (user, password) = value.split_once(':')?;
-        Some(Credentials {
-            user: user.to_owned(),
-            password: password.to_owned(),
-        })
+    ) -> Result<Option<Credentials>, crate::lookup::LookupError> {
+        let Some(table) = options
+            .auth
+            .as_deref()
+            .and_then(|a| self.credentials.get(a))
+        else {
+            return Ok(None);
+        };
+        for k in credential_keys(transport) {
+            if let Some(value) = table.lookup(&k)? {
+                return Ok(value.split_once(':').map(|(user, password)| Credentials {
+                    user: user.to_owned(),
+                    password: password.to_owned(),
+                }));
+            }
+        }
+        Ok(None)
     }
 
     fn client_config(&self, hop: &Hop, tls: TlsMode, auth: Option<Credentials>) -> ClientConfig {

@@ -116,11 +116,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            t.lookup("root").unwrap(),
+            t.lookup("root").unwrap().unwrap(),
             "admin@example.com, ops@example.com"
         );
-        assert_eq!(t.lookup("POSTMASTER").unwrap(), "root");
-        assert_eq!(t.lookup("nobody"), None);
+        assert_eq!(t.lookup("POSTMASTER").unwrap().unwrap(), "root");
+        assert_eq!(t.lookup("nobody").unwrap(), None);
     }
 
     #[test]

@@ -17,10 +17,12 @@
 //! lookups share (the `users` SQL backend today).
 
 pub mod sql;
+pub mod sql_table;
 mod table;
 
 mod alias;
 pub use alias::parse_aliases;
+pub use sql_table::{LookupError, SqlTable};
 pub use table::{
     ResultLine, Table, TableError, TableKind, inline_map, parse_cidr, parse_map, parse_regexp,
 };
@@ -28,6 +30,7 @@ pub use table::{
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -73,15 +76,33 @@ impl NetworkSet {
     }
 }
 
-/// A set of domain names, for `rcpt-domain=` conditions.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A set of domain names, for `rcpt-domain=` conditions: the names written, and
+/// optionally a table (a database, like Postfix's `relay_domains = mysql:...`) whose
+/// keys are more of them.
+#[derive(Clone, Debug)]
 pub struct DomainSet {
     /// Names that match exactly (lowercased, without trailing dot).
     exact: HashSet<String>,
     /// Parents whose proper subdomains match: `.example.test` is stored as
     /// `example.test`.
     parents: HashSet<String>,
+    /// `table=`: a domain is in the set when the table has it as a key.
+    table: Option<Arc<Table>>,
 }
+
+impl PartialEq for DomainSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.exact == other.exact
+            && self.parents == other.parents
+            && match (&self.table, &other.table) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    }
+}
+
+impl Eq for DomainSet {}
 
 impl DomainSet {
     /// Builds a set from entries: `name` matches exactly, `.name` matches every
@@ -100,31 +121,48 @@ impl DomainSet {
                 exact.insert(entry);
             }
         }
-        Self { exact, parents }
+        Self {
+            exact,
+            parents,
+            table: None,
+        }
+    }
+
+    /// The set with `table`'s keys as more names (exact matches).
+    pub fn with_table(mut self, table: Arc<Table>) -> Self {
+        self.table = Some(table);
+        self
     }
 
     /// Whether `domain` is in the set. Case-insensitive; one trailing dot is ignored.
-    /// Allocates nothing unless `domain` has upper-case letters.
-    pub fn contains(&self, domain: &str) -> bool {
+    /// Allocates nothing unless `domain` has upper-case letters. An error only when
+    /// the set has a table that cannot answer (a database that is down): callers
+    /// answer "try again later", never "no".
+    pub fn contains(&self, domain: &str) -> Result<bool, LookupError> {
         let domain = normalize_query(domain);
         if domain.is_empty() || domain.starts_with('.') {
-            return false;
+            return Ok(false);
         }
         if self.exact.contains(domain.as_ref()) {
-            return true;
-        }
-        if self.parents.is_empty() {
-            return false;
+            return Ok(true);
         }
         // Every proper suffix that starts after a dot: for a.b.c, try b.c then c.
-        domain
-            .match_indices('.')
-            .any(|(i, _)| self.parents.contains(&domain[i + 1..]))
+        if !self.parents.is_empty()
+            && domain
+                .match_indices('.')
+                .any(|(i, _)| self.parents.contains(&domain[i + 1..]))
+        {
+            return Ok(true);
+        }
+        match &self.table {
+            Some(table) => Ok(table.lookup(&domain)?.is_some()),
+            None => Ok(false),
+        }
     }
 
     /// Whether the set holds no entry (it then matches nothing).
     pub fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.parents.is_empty()
+        self.exact.is_empty() && self.parents.is_empty() && self.table.is_none()
     }
 }
 

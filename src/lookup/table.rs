@@ -30,6 +30,8 @@ use std::net::IpAddr;
 use std::ops::Range;
 
 use ipnet::IpNet;
+
+use super::sql_table::{LookupError, SqlTable};
 use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
 /// Which format a table was read from.
@@ -41,6 +43,8 @@ pub enum TableKind {
     Regexp,
     /// Postfix `cidr:` tables.
     Cidr,
+    /// A database query (`sql=` and `query=`), Postfix's `mysql:`/`pgsql:`/`sqlite:`.
+    Sql,
 }
 
 impl TableKind {
@@ -50,6 +54,7 @@ impl TableKind {
             TableKind::Map => "map",
             TableKind::Regexp => "regexp",
             TableKind::Cidr => "cidr",
+            TableKind::Sql => "sql",
         }
     }
 }
@@ -104,6 +109,7 @@ enum Inner {
     Map(HashMap<String, (String, u32)>),
     Regexp(RegexpTable),
     Cidr(CidrTable),
+    Sql(SqlTable),
 }
 
 impl fmt::Debug for Table {
@@ -122,6 +128,23 @@ impl Table {
             Inner::Map(_) => TableKind::Map,
             Inner::Regexp(_) => TableKind::Regexp,
             Inner::Cidr(_) => TableKind::Cidr,
+            Inner::Sql(_) => TableKind::Sql,
+        }
+    }
+
+    /// A table answered by a database.
+    pub fn sql(table: SqlTable) -> Table {
+        Table {
+            inner: Inner::Sql(table),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The database behind an SQL table.
+    pub fn as_sql(&self) -> Option<&SqlTable> {
+        match &self.inner {
+            Inner::Sql(t) => Some(t),
+            _ => None,
         }
     }
 
@@ -130,15 +153,22 @@ impl Table {
     /// - map: the entry for the exact key, case-insensitively;
     /// - regexp: the result of the first matching line, with `$n` expanded;
     /// - cidr: `key` is parsed as an IP address (`None` if it is not one); the result
-    ///   of the first line whose network holds it.
-    pub fn lookup(&self, key: &str) -> Option<Cow<'_, str>> {
-        self.lookup_with_line(key).map(|(value, _)| value)
+    ///   of the first line whose network holds it;
+    /// - sql: the query's answer (cached), or an error when the database gives none:
+    ///   callers treat it as a temporary failure, never as "no such key".
+    pub fn lookup(&self, key: &str) -> Result<Option<Cow<'_, str>>, LookupError> {
+        match &self.inner {
+            Inner::Sql(t) => Ok(t.lookup(key)?.map(Cow::Owned)),
+            _ => Ok(self.lookup_with_line(key).map(|(value, _)| value)),
+        }
     }
 
-    /// Like [`Table::lookup`], with the line of the table file that produced the value
-    /// (for inline tables, the position of the entry, from 1).
+    /// Like [`Table::lookup`] for the file kinds, with the line of the table file that
+    /// produced the value (for inline tables, the position of the entry, from 1).
+    /// `None` for an SQL table (content checks never use one).
     pub fn lookup_with_line(&self, key: &str) -> Option<(Cow<'_, str>, u32)> {
         match &self.inner {
+            Inner::Sql(_) => None,
             Inner::Map(map) => {
                 let (value, line) = if key.bytes().any(|b| !b.is_ascii() || b.is_ascii_uppercase())
                 {
@@ -163,6 +193,7 @@ impl Table {
             Inner::Map(map) => map.len(),
             Inner::Regexp(t) => t.rules,
             Inner::Cidr(t) => t.rules,
+            Inner::Sql(_) => 0,
         }
     }
 

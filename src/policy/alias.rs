@@ -36,13 +36,13 @@ impl Rewriter {
         self.aliases.is_none() && self.virtual_aliases.is_none()
     }
 
-    fn is_local(&self, domain: &str) -> bool {
-        domain.eq_ignore_ascii_case(&self.origin)
+    fn is_local(&self, domain: &str) -> Result<bool, crate::lookup::LookupError> {
+        Ok(domain.eq_ignore_ascii_case(&self.origin)
             || domain.eq_ignore_ascii_case(&self.hostname)
-            || self
-                .local_domains
-                .as_ref()
-                .is_some_and(|d| d.contains(domain))
+            || match &self.local_domains {
+                Some(d) => d.contains(domain)?,
+                None => false,
+            })
     }
 
     /// `addr` with the origin domain added when it has none.
@@ -87,21 +87,26 @@ impl Rewriter {
             ));
         }
         let (local, domain) = lower.rsplit_once('@').unwrap_or((lower.as_str(), ""));
-        let targets = self
-            .virtual_aliases
-            .as_ref()
-            .and_then(|t| t.lookup(&lower).or_else(|| t.lookup(&format!("@{domain}"))))
-            .or_else(|| {
-                let aliases = self.aliases.as_ref()?;
-                if !self.is_local(domain) {
-                    return None;
-                }
-                aliases.lookup(local).or_else(|| {
-                    local
-                        .split_once('+')
-                        .and_then(|(user, _)| aliases.lookup(user))
-                })
-            });
+        let failed = |e: crate::lookup::LookupError| format!("temporary lookup failure: {e}");
+        let mut targets = None;
+        if let Some(t) = &self.virtual_aliases {
+            targets = match t.lookup(&lower).map_err(failed)? {
+                Some(v) => Some(v),
+                None => t.lookup(&format!("@{domain}")).map_err(failed)?,
+            };
+        }
+        if targets.is_none()
+            && let Some(aliases) = &self.aliases
+            && self.is_local(domain).map_err(failed)?
+        {
+            targets = match aliases.lookup(local).map_err(failed)? {
+                Some(v) => Some(v),
+                None => match local.split_once('+') {
+                    Some((user, _)) => aliases.lookup(user).map_err(failed)?,
+                    None => None,
+                },
+            };
+        }
         let Some(targets) = targets else {
             out.push(addr.to_owned());
             return Ok(());

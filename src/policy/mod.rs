@@ -44,7 +44,7 @@ use tracing::{debug, error, warn};
 use crate::config::{
     ClientRef, Condition, Config, ConfigError, ConfigErrors, RuleAction, RuleConfig,
 };
-use crate::lookup::{DomainSet, NetworkSet};
+use crate::lookup::{DomainSet, LookupError, NetworkSet};
 pub use crate::smtp::tls::TlsInfo;
 use script::{
     Hook, HookDecision, HookError, HookInput, HookOutput, KnownNames, Lookups, NoLookups,
@@ -113,6 +113,23 @@ pub struct Decision {
     /// At the data stage, the content filter a `filter` rule chose (the last one that
     /// matched), with that rule.
     pub filter: Option<(String, Origin)>,
+}
+
+impl Decision {
+    /// A table a rule needed could not answer (a database that is down or slow):
+    /// Postfix's `451 4.3.0 Temporary lookup failure`, never an accept nor a 5xx.
+    fn lookup_failed(rule: Origin) -> Decision {
+        Decision {
+            verdict: Verdict::Defer(Reply::new(451, [4, 3, 0], "Temporary lookup failure")),
+            rule: Some(rule),
+            warned: Vec::new(),
+            header_changes: Vec::new(),
+            transport: None,
+            route: route::RouteOptions::default(),
+            checks: ContentChecks::default(),
+            filter: None,
+        }
+    }
 }
 
 /// Where the route stage sends one recipient ([`Pipeline::route`]).
@@ -283,20 +300,22 @@ struct PolicyLookups {
 }
 
 impl Lookups for PolicyLookups {
-    fn in_set(&self, name: &str, value: &str) -> Option<bool> {
+    fn in_set(&self, name: &str, value: &str) -> Option<Result<bool, LookupError>> {
         if let Some(set) = self.networks.get(name) {
-            return Some(value.parse::<IpAddr>().is_ok_and(|ip| set.contains(ip)));
+            return Some(Ok(value.parse::<IpAddr>().is_ok_and(|ip| set.contains(ip))));
         }
         if let Some(set) = self.domains.get(name) {
             return Some(set.contains(value));
         }
-        self.tables.get(name).map(|t| t.lookup(value).is_some())
-    }
-
-    fn table(&self, name: &str, key: &str) -> Option<Option<String>> {
         self.tables
             .get(name)
-            .map(|t| t.lookup(key).map(|v| v.into_owned()))
+            .map(|t| t.lookup(value).map(|v| v.is_some()))
+    }
+
+    fn table(&self, name: &str, key: &str) -> Option<Result<Option<String>, LookupError>> {
+        self.tables
+            .get(name)
+            .map(|t| t.lookup(key).map(|v| v.map(|v| v.into_owned())))
     }
 }
 
@@ -329,9 +348,10 @@ enum Check {
 
 impl Check {
     /// Whether the condition holds. A value the stage does not have never matches
-    /// (and so a negated condition on it does).
-    fn holds(&self, ctx: &Context<'_>) -> bool {
-        match self {
+    /// (and so a negated condition on it does). An error when a table it needs (a
+    /// database) cannot answer.
+    fn holds(&self, ctx: &Context<'_>) -> Result<bool, LookupError> {
+        Ok(match self {
             Check::Client(set) => set.contains(ctx.client_ip),
             Check::Listener(name) => ctx.listener == name,
             Check::Helo(name) => ctx.helo.is_some_and(|h| h.eq_ignore_ascii_case(name)),
@@ -340,24 +360,24 @@ impl Check {
             Check::Authenticated(want) => ctx.auth_user.is_some() == *want,
             Check::AuthUser(user) => ctx.auth_user == Some(user.as_str()),
             Check::Sender(addr) => ctx.sender.is_some_and(|s| s.eq_ignore_ascii_case(addr)),
-            Check::SenderDomain(set) => ctx
-                .sender
-                .and_then(|s| s.rsplit_once('@'))
-                .is_some_and(|(_, d)| set.contains(d)),
+            Check::SenderDomain(set) => match ctx.sender.and_then(|s| s.rsplit_once('@')) {
+                Some((_, d)) => set.contains(d)?,
+                None => false,
+            },
             Check::SenderMatches(re) => ctx.sender.is_some_and(|s| re.is_match(s)),
             Check::SenderLogin(table) => match (ctx.auth_user, ctx.sender) {
-                (Some(user), Some(sender)) => sender_owned_by(table, sender, user),
+                (Some(user), Some(sender)) => sender_owned_by(table, sender, user)?,
                 _ => false,
             },
             Check::Rcpt(addr) => ctx.rcpt.is_some_and(|r| r.eq_ignore_ascii_case(addr)),
-            Check::RcptDomain(set) => ctx
-                .rcpt
-                .and_then(routing_domain)
-                .is_some_and(|d| set.contains(&d)),
+            Check::RcptDomain(set) => match ctx.rcpt.and_then(routing_domain) {
+                Some(d) => set.contains(&d)?,
+                None => false,
+            },
             Check::RcptMatches(re) => ctx.rcpt.is_some_and(|r| re.is_match(r)),
             Check::SizeOver(limit) => ctx.size.is_some_and(|s| s > *limit),
             Check::HeaderMatches(re) => ctx.headers.iter().any(|h| re.is_match(h.line())),
-        }
+        })
     }
 }
 
@@ -556,11 +576,21 @@ impl Pipeline {
         };
         let mime = std::cell::OnceCell::new();
         for rule in rules {
-            if !rule
-                .conditions
-                .iter()
-                .all(|t| t.check.holds(ctx) != t.negate)
-            {
+            let mut matched = true;
+            for t in &rule.conditions {
+                match t.check.holds(ctx) {
+                    Ok(holds) if holds != t.negate => {}
+                    Ok(_) => {
+                        matched = false;
+                        break;
+                    }
+                    Err(e) => {
+                        error!(%stage, rule = %rule.origin, error = %e, "lookup failed; answering 451");
+                        return Decision::lookup_failed(rule.origin.clone());
+                    }
+                }
+            }
+            if !matched {
                 continue;
             }
             let mut transport = None;
@@ -600,9 +630,15 @@ impl Pipeline {
                     Verdict::Accept
                 }
                 Action::TransportTable(table) => {
-                    let Some((value, key)) =
-                        ctx.rcpt.and_then(|r| route::lookup_transport(table, r))
-                    else {
+                    let found = match ctx.rcpt.map(|r| route::lookup_transport(table, r)) {
+                        Some(Ok(found)) => found,
+                        Some(Err(e)) => {
+                            error!(%stage, rule = %rule.origin, error = %e, "transport table lookup failed; deferring");
+                            return Decision::lookup_failed(rule.origin.clone());
+                        }
+                        None => None,
+                    };
+                    let Some((value, key)) = found else {
                         continue;
                     };
                     match route::Transport::parse(&value) {
@@ -945,18 +981,25 @@ fn compile_rule(
 /// address, else for `@domain` (Postfix's `smtpd_sender_login_maps` lookup order); a
 /// value is a list of logins separated by commas or spaces, compared without case. The
 /// null sender belongs to nobody.
-fn sender_owned_by(table: &crate::lookup::Table, sender: &str, user: &str) -> bool {
+fn sender_owned_by(
+    table: &crate::lookup::Table,
+    sender: &str,
+    user: &str,
+) -> Result<bool, LookupError> {
     if sender.is_empty() {
-        return false;
+        return Ok(false);
     }
-    let owners = table.lookup(sender).or_else(|| {
-        let (_, domain) = sender.rsplit_once('@')?;
-        table.lookup(&format!("@{domain}"))
-    });
-    owners.is_some_and(|o| {
+    let owners = match table.lookup(sender)? {
+        Some(o) => Some(o),
+        None => match sender.rsplit_once('@') {
+            Some((_, domain)) => table.lookup(&format!("@{domain}"))?,
+            None => None,
+        },
+    };
+    Ok(owners.is_some_and(|o| {
         o.split([',', ' ', '\t'])
             .any(|login| !login.is_empty() && login.eq_ignore_ascii_case(user))
-    })
+    }))
 }
 
 #[cfg(test)]

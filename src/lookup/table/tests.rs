@@ -13,7 +13,7 @@ fn cidr(text: &str) -> Table {
 }
 
 fn get(t: &Table, key: &str) -> Option<String> {
-    t.lookup(key).map(|v| v.into_owned())
+    t.lookup(key).unwrap().map(|v| v.into_owned())
 }
 
 /// The (line, column) of each error.

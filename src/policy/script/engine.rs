@@ -88,16 +88,22 @@ fn native_module() -> Module {
     m.set_native_fn(
         "listed",
         |nc: NativeCallContext, name: &str, value: &str| -> Res<bool> {
-            with_lookups(&nc, |l| {
-                l.in_set(name, value).ok_or_else(|| {
-                    error(
-                        &nc,
-                        format!(
-                            "mta::listed: no set or table named {:?}",
-                            sanitize_text(name, 80)
-                        ),
-                    )
-                })
+            with_lookups(&nc, |l| match l.in_set(name, value) {
+                Some(Ok(listed)) => Ok(listed),
+                Some(Err(e)) => Err(error(
+                    &nc,
+                    format!(
+                        "mta::listed: {:?}: temporary lookup failure: {e}",
+                        sanitize_text(name, 80)
+                    ),
+                )),
+                None => Err(error(
+                    &nc,
+                    format!(
+                        "mta::listed: no set or table named {:?}",
+                        sanitize_text(name, 80)
+                    ),
+                )),
             })
         },
     );
@@ -105,7 +111,14 @@ fn native_module() -> Module {
         "lookup",
         |nc: NativeCallContext, name: &str, key: &str| -> Res<ImmutableString> {
             with_lookups(&nc, |l| match l.table(name, key) {
-                Some(value) => Ok(value.map(Into::into).unwrap_or_default()),
+                Some(Ok(value)) => Ok(value.map(Into::into).unwrap_or_default()),
+                Some(Err(e)) => Err(error(
+                    &nc,
+                    format!(
+                        "mta::lookup: {:?}: temporary lookup failure: {e}",
+                        sanitize_text(name, 80)
+                    ),
+                )),
                 None => Err(error(
                     &nc,
                     format!("mta::lookup: no table named {:?}", sanitize_text(name, 80)),

@@ -27,6 +27,7 @@ mod verdict;
 #[cfg(test)]
 mod tests;
 
+use crate::lookup::LookupError;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::Path;
@@ -88,11 +89,14 @@ impl Default for ScriptLimits {
 /// belong to one compiled policy and are passed with each call.
 pub trait Lookups: Send + Sync {
     /// Whether `value` is in the set (networks or domains) or table named `name`
-    /// (for a table: whether the key exists). `None`: no such name (a script error).
-    fn in_set(&self, name: &str, value: &str) -> Option<bool>;
+    /// (for a table: whether the key exists). `None`: no such name (a script error);
+    /// `Err`: its table (a database) cannot answer (a script error too: the hook
+    /// fails closed, 451).
+    fn in_set(&self, name: &str, value: &str) -> Option<Result<bool, LookupError>>;
     /// The value for `key` in the table named `name`. Outer `None`: no such table (a
-    /// script error); inner `None`: no such key (the script sees `""`).
-    fn table(&self, name: &str, key: &str) -> Option<Option<String>>;
+    /// script error); inner `None`: no such key (the script sees `""`); `Err`: the
+    /// table cannot answer now (a script error).
+    fn table(&self, name: &str, key: &str) -> Option<Result<Option<String>, LookupError>>;
 }
 
 /// No sets or tables at all: every name is unknown.
@@ -100,10 +104,10 @@ pub trait Lookups: Send + Sync {
 pub struct NoLookups;
 
 impl Lookups for NoLookups {
-    fn in_set(&self, _: &str, _: &str) -> Option<bool> {
+    fn in_set(&self, _: &str, _: &str) -> Option<Result<bool, LookupError>> {
         None
     }
-    fn table(&self, _: &str, _: &str) -> Option<Option<String>> {
+    fn table(&self, _: &str, _: &str) -> Option<Result<Option<String>, LookupError>> {
         None
     }
 }

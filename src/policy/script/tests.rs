@@ -1,3 +1,4 @@
+use crate::lookup::LookupError;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
@@ -20,16 +21,22 @@ struct TestLookups {
 }
 
 impl Lookups for TestLookups {
-    fn in_set(&self, name: &str, value: &str) -> Option<bool> {
-        if let Some(set) = self.sets.get(name) {
-            return Some(set.contains(&value));
+    fn in_set(&self, name: &str, value: &str) -> Option<Result<bool, LookupError>> {
+        if name == "down" {
+            return Some(Err(LookupError("the database is down".into())));
         }
-        self.tables.get(name).map(|t| t.contains_key(value))
+        if let Some(set) = self.sets.get(name) {
+            return Some(Ok(set.contains(&value)));
+        }
+        self.tables.get(name).map(|t| Ok(t.contains_key(value)))
     }
-    fn table(&self, name: &str, key: &str) -> Option<Option<String>> {
+    fn table(&self, name: &str, key: &str) -> Option<Result<Option<String>, LookupError>> {
+        if name == "down" {
+            return Some(Err(LookupError("the database is down".into())));
+        }
         self.tables
             .get(name)
-            .map(|t| t.get(key).map(|v| (*v).to_owned()))
+            .map(|t| Ok(t.get(key).map(|v| (*v).to_owned())))
     }
 }
 
