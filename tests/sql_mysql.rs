@@ -35,6 +35,14 @@ CREATE TABLE alias (
     domain VARCHAR(255) NOT NULL,
     active TINYINT(1) NOT NULL DEFAULT 1
 ) DEFAULT CHARSET=utf8mb4;
+CREATE TABLE domain (
+    domain VARCHAR(255) NOT NULL PRIMARY KEY,
+    description VARCHAR(255) NOT NULL DEFAULT '',
+    transport VARCHAR(255) DEFAULT NULL,
+    active TINYINT(1) NOT NULL DEFAULT 1
+) DEFAULT CHARSET=utf8mb4;
+INSERT INTO domain (domain, transport, active) VALUES
+    ('example.test', 'virtual', 1), ('old.example.test', NULL, 0);
 CREATE TABLE shapes (
     k VARCHAR(32) NOT NULL,
     bin VARBINARY(64),
@@ -265,6 +273,87 @@ async fn mariadb_failures_are_errors_within_the_deadline_and_a_restart_is_reconn
     db.restart();
     assert_eq!(text(&tcp, password, "alice@example.test").await, alice);
     assert_eq!(text(&tcp, password, "nobody@example.test").await, None);
+}
+
+/// seed 002's virtual domains, aliases and mailboxes as `table` nodes on PostfixAdmin's
+/// tables, read by `mtactl lookup` (`SELECT 1`, an integer, answers for a set);
+/// with the server stopped, an error naming the table, never "not found".
+#[test]
+fn mtactl_lookup_reads_postfixadmin_tables_from_mariadb() {
+    let Some(mut db) = Mariadb::start("mtactl_lookup_reads_postfixadmin_tables_from_mariadb")
+    else {
+        return;
+    };
+    db.sql(SCHEMA);
+    let dir = tempfile::tempdir().unwrap();
+    let url = db.url();
+    std::fs::write(
+        dir.path().join("mtad.kdl"),
+        format!(
+            r#"server {{
+    hostname "mx.example.test"
+    spool "spool"
+}}
+listen "mx" address="127.0.0.1:2525"
+table "virtual_domains" sql="{url}" query="SELECT 1 FROM domain WHERE domain = ? AND active = 1" timeout="2s"
+table "virtual_aliases" sql="{url}" query="SELECT goto FROM alias WHERE address = ? AND active = 1" timeout="2s"
+table "virtual_mailboxes" sql="{url}" query="SELECT maildir FROM mailbox WHERE username = ? AND active = 1" timeout="2s"
+domains "virtual" table="virtual_domains"
+"#
+        ),
+    )
+    .unwrap();
+    let lookup = |table: &str, key: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mtactl"))
+            .args(["lookup", "--config"])
+            .arg(dir.path().join("mtad.kdl"))
+            .args([table, key])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for (table, key, want) in [
+        ("virtual_domains", "example.test", "1\n"),
+        ("virtual", "example.test", "yes\n"),
+        (
+            "virtual_aliases",
+            "postmaster@example.test",
+            "alice@example.test\n",
+        ),
+        (
+            "virtual_mailboxes",
+            "alice@example.test",
+            "example.test/alice/\n",
+        ),
+    ] {
+        let (code, out, err) = lookup(table, key);
+        assert_eq!(
+            (code, out.as_str()),
+            (Some(0), want),
+            "{table} {key}: {err}"
+        );
+    }
+    for (table, key) in [
+        ("virtual_domains", "old.example.test"),
+        ("virtual", "elsewhere.test"),
+        ("virtual_mailboxes", "carol@example.test"),
+    ] {
+        let (code, out, err) = lookup(table, key);
+        assert_eq!((code, out.as_str()), (Some(1), ""), "{table} {key}: {err}");
+    }
+    db.stop();
+    let (code, out, err) = lookup("virtual_aliases", "postmaster@example.test");
+    assert_eq!((code, out.as_str()), (Some(2), ""), "{err}");
+    assert!(
+        err.contains("`virtual_aliases`: temporary lookup failure"),
+        "{err}"
+    );
+    assert!(err.contains("mysql://mtad@127.0.0.1"), "{err}");
+    assert!(!err.contains(Mariadb::PASSWORD), "{err}");
 }
 
 /// Queries are checked when the configuration is read, with no server anywhere.

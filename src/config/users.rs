@@ -150,7 +150,7 @@ impl Parser {
                 }
                 Err(e) => {
                     self.error(sql.span(), e, "invalid SQL URL").help = Some(
-                        "e.g. sql=\"sqlite:users.db\" or sql=\"postgres://mtad@127.0.0.1:5432/mail\""
+                        "e.g. sql=\"sqlite:users.db\", sql=\"postgres://mtad@127.0.0.1:5432/mail\" or sql=\"mysql://mtad:PASSWORD@127.0.0.1:3306/mail\""
                             .to_owned(),
                     );
                     None
