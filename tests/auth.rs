@@ -473,6 +473,46 @@ fn a_postgresql_users_table_through_the_daemon() {
         "INSERT INTO mailbox VALUES ('erin@example.test', '{}', true)",
         doveadm_pw("SHA512-CRYPT", "erin-pw")
     ));
+    let users = format!(
+        r#"users "db" sql="postgres://postgres@127.0.0.1:{}/postgres" query="SELECT password FROM mailbox WHERE username = $1 AND active" timeout="2s""#,
+        pg.port
+    );
+    sql_users_through_the_daemon(&users, || pg.stop());
+}
+
+/// The same with MariaDB over its Unix socket, as a PostfixAdmin installation has it:
+/// its `mailbox` table, `?` for the key, a database user with a password.
+#[test]
+fn a_mariadb_users_table_through_the_daemon() {
+    let test = "a_mariadb_users_table_through_the_daemon";
+    let Some(mut db) = common::peers::Mariadb::start(test) else {
+        return;
+    };
+    db.sql(
+        "CREATE TABLE mailbox (username VARCHAR(255) NOT NULL PRIMARY KEY, password VARCHAR(255) NOT NULL, \
+         name VARCHAR(255) NOT NULL DEFAULT '', maildir VARCHAR(255) NOT NULL, quota BIGINT NOT NULL DEFAULT 0, \
+         local_part VARCHAR(255) NOT NULL, domain VARCHAR(255) NOT NULL, active TINYINT(1) NOT NULL DEFAULT 1)",
+    );
+    db.sql(&format!(
+        "INSERT INTO mailbox (username, password, maildir, local_part, domain) \
+         VALUES ('erin@example.test', '{}', 'example.test/erin/', 'erin', 'example.test')",
+        doveadm_pw("SHA512-CRYPT", "erin-pw")
+    ));
+    let users = format!(
+        r#"users "db" sql="mariadb://{}:{}@localhost/{}?socket={}" query="SELECT password FROM mailbox WHERE username = ? AND active = 1" timeout="2s""#,
+        common::peers::Mariadb::USER,
+        common::peers::Mariadb::PASSWORD,
+        common::peers::Mariadb::DATABASE,
+        db.socket.display()
+    );
+    sql_users_through_the_daemon(&users, || db.stop());
+}
+
+/// A listener requiring TLS and AUTH against `users`, the KDL node of an SQL users
+/// table named `db` holding erin@example.test with `erin-pw`: swaks logs in and
+/// relays, a wrong password is 535; after `stop` stops the database, 454 and a
+/// logged reason, never a login.
+fn sql_users_through_the_daemon(users: &str, stop: impl FnOnce()) {
     let config = format!(
         r#"
 server {{
@@ -482,12 +522,11 @@ server {{
     tls-key "pki/key.pem"
 }}
 listen "sub" address="127.0.0.1:{{port}}" starttls="required" auth="required"
-users "pg" sql="postgres://postgres@127.0.0.1:{}/postgres" query="SELECT password FROM mailbox WHERE username = $1 AND active" timeout="2s"
+{users}
 stage "rcpt" {{
     accept authenticated=#true
 }}
-"#,
-        pg.port
+"#
     );
     let t = start_with_pki(&config, &[], 0, |_| {});
     let login = |password: &str| {
@@ -514,7 +553,7 @@ stage "rcpt" {{
         "{out}"
     );
     assert!(login("wrong").contains("535 5.7.8"));
-    pg.stop();
+    stop();
     let out = login("erin-pw");
     assert!(
         out.contains("454 4.7.0 Temporary authentication failure"),
@@ -523,5 +562,5 @@ stage "rcpt" {{
     let log = t
         .mtad
         .wait_log("authentication unavailable", 1, Duration::from_secs(5));
-    assert!(log.contains("users `pg`"), "{log}");
+    assert!(log.contains("users `db`"), "{log}");
 }

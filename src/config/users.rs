@@ -150,7 +150,7 @@ impl Parser {
                 }
                 Err(e) => {
                     self.error(sql.span(), e, "invalid SQL URL").help = Some(
-                        "e.g. sql=\"sqlite:users.db\" or sql=\"postgres://mtad@127.0.0.1:5432/mail\""
+                        "e.g. sql=\"sqlite:users.db\", sql=\"postgres://mtad@127.0.0.1:5432/mail\" or sql=\"mysql://mtad:PASSWORD@127.0.0.1:3306/mail\""
                             .to_owned(),
                     );
                     None
@@ -287,7 +287,7 @@ mod tests {
             (5, 11, "cannot read users file `missing.passwd`"),
             (6, 20, "`query` is for SQL users tables"),
             (6, 37, "unknown property `tls`"),
-            (7, 11, "not `mysql:`"),
+            (7, 40, "MySQL/MariaDB parameters are written ?, not $1"),
             (8, 1, "needs `query=`"),
             (9, 43, "written $1, not ?"),
             (10, 29, "no parameter"),

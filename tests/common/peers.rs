@@ -652,3 +652,211 @@ fn postgres_bin_dir() -> Option<PathBuf> {
     });
     dirs.pop()
 }
+
+/// A MariaDB server of Debian's in a temporary data directory, on a free loopback
+/// port and a Unix socket in that directory, with real grants: [`Mariadb::USER`] may
+/// only SELECT in [`Mariadb::DATABASE`] and must give [`Mariadb::PASSWORD`]; root
+/// (no password, for [`Mariadb::sql`]) only over the socket. As root, mariadbd runs
+/// as root (`--user=root`: it refuses root otherwise). Stopped on drop.
+pub struct Mariadb {
+    server: PathBuf,
+    client: PathBuf,
+    pub port: u16,
+    /// The server's Unix socket.
+    pub socket: PathBuf,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    /// How long the first start took (data directory, server, grants).
+    pub started_in: Duration,
+}
+
+impl Mariadb {
+    pub const USER: &str = "mtad";
+    pub const PASSWORD: &str = "mtad-db-pw";
+    pub const DATABASE: &str = "mail";
+
+    /// Options shared by mariadb-install-db and mariadbd: nothing read from /etc,
+    /// durability traded for speed (the data lives as long as the test).
+    const FAST: &[&str] = &[
+        "--innodb-flush-method=nosync",
+        "--innodb-log-file-size=4M",
+        "--innodb-buffer-pool-size=16M",
+        "--innodb-doublewrite=0",
+        "--skip-name-resolve",
+    ];
+
+    /// `None` (skipped) when MariaDB is not installed outside CI.
+    pub fn start(test: &str) -> Option<Mariadb> {
+        let started = Instant::now();
+        let server = super::tool_or_skip("mariadbd", "mariadb-server", test)?;
+        let install = super::tool_or_skip("mariadb-install-db", "mariadb-server", test)?;
+        let client = super::tool_or_skip("mariadb", "mariadb-client", test)?;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut db = Mariadb {
+            server,
+            client,
+            port: super::free_port(),
+            socket: dir.path().join("mysqld.sock"),
+            dir,
+            child: None,
+            started_in: Duration::ZERO,
+        };
+        let out = Command::new(install)
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .args(db.user_arg())
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+            .args(Self::FAST)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mariadb-install-db: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        db.serve();
+        let (user, password, database) = (Self::USER, Self::PASSWORD, Self::DATABASE);
+        db.root_sql(
+            None,
+            &format!(
+                "DELETE FROM mysql.global_priv WHERE User = 'root' AND Host <> 'localhost'; \
+             CREATE DATABASE {database}; \
+             CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{password}'; \
+             CREATE USER '{user}'@'localhost' IDENTIFIED BY '{password}'; \
+             GRANT SELECT ON {database}.* TO '{user}'@'127.0.0.1', '{user}'@'localhost'; \
+             FLUSH PRIVILEGES"
+            ),
+        );
+        db.started_in = started.elapsed();
+        Some(db)
+    }
+
+    /// mariadbd refuses to run as root unless told to.
+    fn user_arg(&self) -> Option<&'static str> {
+        let root =
+            std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(self.dir.path()).unwrap()) == 0;
+        root.then_some("--user=root")
+    }
+
+    /// Starts mariadbd and waits until it answers a query over its socket.
+    fn serve(&mut self) {
+        assert!(self.child.is_none(), "mariadbd is already running");
+        let dir = self.dir.path();
+        let mut child = Command::new(&self.server)
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", dir.join("data").display()))
+            .arg(format!("--socket={}", self.socket.display()))
+            .arg(format!("--pid-file={}", dir.join("mariadbd.pid").display()))
+            .arg(format!("--log-error={}", dir.join("error.log").display()))
+            .arg(format!("--port={}", self.port))
+            .args(self.user_arg())
+            .args(["--bind-address=127.0.0.1", "--skip-log-bin"])
+            .args(Self::FAST)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "mariadbd exited before answering ({status}): {}",
+                    self.log()
+                );
+            }
+            if self
+                .root_client()
+                .arg("-e")
+                .arg("SELECT 1")
+                .output()
+                .unwrap()
+                .status
+                .success()
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mariadbd never answered: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child = Some(child);
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+
+    fn root_client(&self) -> Command {
+        let mut c = Command::new(&self.client);
+        c.arg("--no-defaults")
+            .arg(format!("--socket={}", self.socket.display()))
+            .args(["--user=root", "--batch"]);
+        c
+    }
+
+    /// `mysql://USER:PASSWORD@127.0.0.1:PORT/DATABASE`.
+    pub fn url(&self) -> String {
+        format!(
+            "mysql://{}:{}@127.0.0.1:{}/{}",
+            Self::USER,
+            Self::PASSWORD,
+            self.port,
+            Self::DATABASE
+        )
+    }
+
+    /// Runs `statements` as root in [`Mariadb::DATABASE`].
+    pub fn sql(&self, statements: &str) {
+        self.root_sql(Some(Self::DATABASE), statements);
+    }
+
+    fn root_sql(&self, database: Option<&str>, statements: &str) {
+        let mut client = self.root_client();
+        if let Some(database) = database {
+            client.arg(format!("--database={database}"));
+        }
+        let out = client.arg("-e").arg(statements).output().unwrap();
+        assert!(
+            out.status.success(),
+            "mariadb -e {statements:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Shuts the server down (SIGTERM) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            super::signal(child.id(), "TERM");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while child.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("mariadbd did not stop within 30s: {}", self.log());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Starts the stopped server again on the same port, socket and data.
+    pub fn restart(&mut self) {
+        self.serve();
+    }
+}
+
+impl Drop for Mariadb {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
