@@ -524,52 +524,6 @@ case "relay for example.test" {
     try_rcpt(&mtad, "y@example.org", "250 ");
 }
 
-/// One message in one session, without panicking: `Ok` once the 250 after the dot
-/// came (the message is mtad's), `Err` on anything else (refused, 421, connection
-/// closed or refused: not acknowledged, the client tries again).
-fn send_one(port: u16, subject: &str) -> Result<(), String> {
-    use std::io::{BufRead, BufReader, Write};
-    let stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
-    let mut reply = |want: &str| -> Result<(), String> {
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
-                return Err("closed".into());
-            }
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return if line.starts_with(want) {
-                    Ok(())
-                } else {
-                    Err(line)
-                };
-            }
-        }
-    };
-    reply("220")?;
-    for (cmd, want) in [
-        ("EHLO load.test", "250"),
-        ("MAIL FROM:<load@client.test>", "250"),
-        ("RCPT TO:<x@example.test>", "250"),
-        ("DATA", "354"),
-    ] {
-        writer
-            .write_all(format!("{cmd}\r\n").as_bytes())
-            .map_err(|e| e.to_string())?;
-        reply(want)?;
-    }
-    writer
-        .write_all(format!("Subject: {subject}\r\n\r\nhi\r\n.\r\n").as_bytes())
-        .map_err(|e| e.to_string())?;
-    reply("250")?;
-    let _ = writer.write_all(b"QUIT\r\n");
-    Ok(())
-}
-
 #[test]
 fn a_restart_under_load_loses_no_acknowledged_message() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -586,7 +540,7 @@ fn a_restart_under_load_loses_no_acknowledged_message() {
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
                     let subject = format!("load-{c}-{n}");
-                    match send_one(port, &subject) {
+                    match try_message(port, "x@example.test", &subject) {
                         Ok(()) => {
                             acked.lock().unwrap().push(subject);
                             n += 1;

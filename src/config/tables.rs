@@ -191,7 +191,14 @@ impl Parser {
             ("negative-ttl", &mut ttl.missing),
         ] {
             if let Some(entry) = prop(key) {
-                match self.duration(entry, key) {
+                // "0" turns that cache off
+                let zero = matches!(entry.value().as_string(), Some("0" | "0s"));
+                let duration = if zero {
+                    Some(std::time::Duration::ZERO)
+                } else {
+                    self.duration(entry, key)
+                };
+                match duration {
                     Some(d) if d <= std::time::Duration::from_secs(86_400) => *slot = d,
                     Some(_) => {
                         self.error(entry.span(), format!("{key} is at most 24h"), "too long");

@@ -509,3 +509,49 @@ pub fn swaks(port: u16, args: &[&str]) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// One message in one session, without panicking: `Ok` once the 250 after the dot
+/// came (the message is mtad's), `Err` on anything else (refused, 421, connection
+/// closed or refused: not acknowledged, the client tries again).
+pub fn try_message(port: u16, rcpt: &str, subject: &str) -> Result<(), String> {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut reply = |want: &str| -> Result<(), String> {
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+                return Err("closed".into());
+            }
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return if line.starts_with(want) {
+                    Ok(())
+                } else {
+                    Err(line)
+                };
+            }
+        }
+    };
+    reply("220")?;
+    for (cmd, want) in [
+        ("EHLO load.test", "250"),
+        ("MAIL FROM:<load@client.test>", "250"),
+        (&*format!("RCPT TO:<{rcpt}>"), "250"),
+        ("DATA", "354"),
+    ] {
+        writer
+            .write_all(format!("{cmd}\r\n").as_bytes())
+            .map_err(|e| e.to_string())?;
+        reply(want)?;
+    }
+    writer
+        .write_all(format!("Subject: {subject}\r\n\r\nhi\r\n.\r\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    reply("250")?;
+    let _ = writer.write_all(b"QUIT\r\n");
+    Ok(())
+}
