@@ -152,6 +152,9 @@ fn virtual_domains_and_a_database_that_stops(url: &str, ph: &str, db: &mut dyn D
     wait_until("451 while the database is down", &|| {
         temporary.load(Ordering::Relaxed) >= 3
     });
+    let out = mtad.mtactl(&["check", "--connect"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no answer from table"));
     let before = acked.lock().unwrap().len();
     db.start();
     wait_until("accepted again", &|| {

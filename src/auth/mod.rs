@@ -137,6 +137,14 @@ impl Users {
     }
 
     /// The table's name in the configuration.
+    /// The database and query of an SQL users table (`mtactl check --connect`).
+    pub fn sql(&self) -> Option<(&SqlSource, &SqlQuery)> {
+        match &self.inner.backend {
+            Backend::Sql { source, query, .. } => Some((source, query)),
+            _ => None,
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.inner.name
     }

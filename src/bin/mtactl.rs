@@ -26,6 +26,10 @@ enum Command {
     Check {
         #[arg(long, short, value_name = "PATH")]
         config: PathBuf,
+        /// Also ask every SQL database the configuration uses (tables and users
+        /// tables) one query each: exit 1 if one does not answer.
+        #[arg(long)]
+        connect: bool,
     },
     /// Reload the running mtad's policy: the configuration is checked here first, then
     /// compiled anew by mtad and swapped in. Exit 1 with every error when it is not
@@ -203,7 +207,7 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Command::Check { config } => control::check(&config),
+        Command::Check { config, connect } => control::check(&config, connect),
         Command::Reload { config } => control::reload(&config),
         Command::Status { config, format } => {
             control::status(&config, matches!(format, Format::Json))

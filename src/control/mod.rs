@@ -80,12 +80,65 @@ pub fn load_live(path: &Path) -> Result<(Config, Pipeline), Refusal> {
 
 /// `mtactl check`: exit 0 with a one-line summary, or every error rendered.
 /// The second line is the policy's revision (what `mtactl status` reports once it runs).
-pub fn check(path: &Path) -> Result<(), String> {
+pub fn check(path: &Path, connect: bool) -> Result<(), String> {
     let (config, pipeline) = load_live(path).map_err(|refusal| refusal.render())?;
     print_table_warnings(&config);
     println!("{}", summary(&config));
     println!("revision: {}", pipeline.revision());
+    if connect {
+        check_databases(&config)?;
+    }
     Ok(())
+}
+
+/// `mtactl check --connect`: one query to each SQL table and users table, with a key
+/// no row has, so that the database, the credentials and the query (its table and
+/// columns) are all tried. A line per table; `Err` when one fails.
+fn check_databases(config: &Config) -> Result<(), String> {
+    const KEY: &str = "mtactl-check@invalid.invalid";
+    let mut failed = Vec::new();
+    let mut report =
+        |what: String, shown: &str, started: std::time::Instant, r: Result<(), String>| match r {
+            Ok(()) => println!(
+                "{what}: {shown} answers ({} ms)",
+                started.elapsed().as_millis()
+            ),
+            Err(e) => {
+                println!("{what}: {e}");
+                failed.push(what);
+            }
+        };
+    for (name, table) in &config.tables {
+        if let Some(sql) = table.as_sql() {
+            let started = std::time::Instant::now();
+            let r = sql.probe(KEY).map(|_| ()).map_err(|e| e.to_string());
+            report(
+                format!("table `{name}`"),
+                sql.source().display(),
+                started,
+                r,
+            );
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("mtactl: cannot start a runtime: {e}"))?;
+    for (name, users) in &config.users {
+        if let Some((source, query)) = users.sql() {
+            let started = std::time::Instant::now();
+            let r = runtime
+                .block_on(source.lookup(query, KEY))
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            report(format!("users `{name}`"), source.display(), started, r);
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("mtactl: no answer from {}", failed.join(", ")))
+    }
 }
 
 /// `mtactl status`: asks the running daemon (over the control socket named by the

@@ -54,7 +54,7 @@ fn lookups() -> Arc<dyn Lookups> {
 }
 
 fn known() -> KnownNames {
-    KnownNames::new(["relay", "blocked-senders"], ["transport"])
+    KnownNames::new(["relay", "blocked-senders"], ["transport", "down"])
 }
 
 fn compile(stage: Stage, text: &str) -> Hook {
@@ -886,4 +886,19 @@ fn hooks_read_the_clients_rate_counters() {
             .contains("not available in a route hook"),
         "{errors:?}"
     );
+}
+
+#[test]
+fn a_table_that_cannot_answer_fails_the_hook() {
+    // a database that is down: the hook fails (the rule answers 451), it never gets ""
+    let e = call_err(
+        Stage::Rcpt,
+        "import \"mta\" as mta;\nfn rcpt(ctx) {\n  mta::lookup(\"down\", \"x\");\n  accept()\n}",
+    );
+    assert!(e.message.contains("temporary lookup failure"), "{e}");
+    let e = call_err(
+        Stage::Rcpt,
+        "import \"mta\" as mta;\nfn rcpt(ctx) {\n  if mta::listed(\"down\", \"x\") { return accept(); }\n  next()\n}",
+    );
+    assert!(e.message.contains("temporary lookup failure"), "{e}");
 }
