@@ -221,3 +221,38 @@ fn mariadb_virtual_domains_and_a_database_that_stops() {
     let url = db.url();
     virtual_domains_and_a_database_that_stops(&url, "?", &mut db);
 }
+
+/// `virtual-mailboxes ... transport="lmtp:..."`: the mailboxes live on a mailbox server
+/// (aiosmtpd speaking LMTP here), seed 002's tables in SQLite.
+#[test]
+fn virtual_mailboxes_delivered_to_a_mailbox_server_over_lmtp() {
+    let lmtp = common::peers::Aio::start(&["--lmtp"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/virtual-hosting/postfixadmin.db"),
+        dir.path().join("postfixadmin.db"),
+    )
+    .unwrap();
+    let config = config("sqlite:postfixadmin.db", "$1").replace(
+        "virtual-mailboxes domains=\"virtual\" table=\"virtual_mailboxes\"",
+        &format!(
+            "virtual-mailboxes domains=\"virtual\" table=\"virtual_mailboxes\" transport=\"lmtp:[127.0.0.1]:{}\"",
+            lmtp.addr.port()
+        ),
+    );
+    let spool = dir.path().join("spool");
+    let mtad = Mtad::start_in(dir, spool, &config);
+    let mut s = mtad.session();
+    s.cmd("EHLO client.test", "250-");
+    s.send_message(
+        "a@client.test",
+        &["postmaster@hoge.org"],
+        "Subject: to the owner\r\n\r\nhi\r\n",
+    );
+    s.cmd("MAIL FROM:<a@client.test>", "250 ");
+    s.cmd("RCPT TO:<nobody@hoge.org>", "550 5.1.1");
+    let (env, body) = &lmtp.messages(1)[0];
+    assert!(env.contains("hoge-owner@hoge.org"), "{env}");
+    assert!(String::from_utf8_lossy(body).contains("Subject: to the owner"));
+}
