@@ -45,6 +45,7 @@ const TOP_LEVEL: &[&str] = &[
     "users",
     "reload",
     "virtual-mailboxes",
+    "dkim",
 ];
 const SERVER_KEYS: &[&str] = &[
     "hostname",
@@ -267,6 +268,8 @@ mod checks_parse;
 
 #[path = "delivery.rs"]
 mod delivery;
+#[path = "dkim.rs"]
+mod dkim;
 #[path = "filter.rs"]
 mod filter;
 #[path = "rate.rs"]
@@ -759,6 +762,7 @@ impl Parser {
         let mut aliases: Option<(Arc<crate::lookup::Table>, Origin)> = None;
         let mut virtual_aliases: Option<(Arc<crate::lookup::Table>, Origin)> = None;
         let mut delivery: Option<(Delivery, Origin)> = None;
+        let mut dkim: Vec<(crate::dkim::Signer, Origin)> = Vec::new();
 
         for (file, node) in &nodes {
             self.cur = file.clone();
@@ -801,6 +805,7 @@ impl Parser {
                     }
                 }
                 "include" => {} // read by `load`
+                "dkim" => self.dkim(node, &mut dkim),
                 "server" => {
                     if let Some(first) = &server_at {
                         let first = first.clone();
@@ -925,6 +930,7 @@ impl Parser {
                 .into_iter()
                 .filter_map(|(k, (v, _))| Some((k, v?)))
                 .collect(),
+            dkim: dkim.into_iter().map(|(s, _)| s).collect(),
             sources: std::mem::take(&mut self.sources),
         })
     }

@@ -505,9 +505,23 @@ async fn route_and_send(
         }
     }
 
+    // Signed once per attempt, after every content change (they were all made before
+    // the message was queued), and only what leaves over SMTP.
+    let signed = if routes
+        .iter()
+        .any(|(t, _, _)| matches!(t, Transport::Smtp(_)))
+    {
+        dkim_signed(&policy, env, body).await
+    } else {
+        None
+    };
     let mut sends = JoinSet::new();
     let per_transaction = shared.outbound().settings().recipients.max(1);
     for (transport, options, members) in routes {
+        let body = match (&transport, &signed) {
+            (Transport::Smtp(_), Some(signed)) => signed,
+            _ => body,
+        };
         for members in members.chunks(per_transaction) {
             let members = members.to_vec();
             let rcpts: Vec<String> = members.iter().map(|&l| legs[l].rcpt.clone()).collect();
@@ -561,6 +575,37 @@ async fn route_and_send(
                 }
             }
             Err(e) => error!(queue_id = %msg.id, error = %e, "delivery task failed"),
+        }
+    }
+}
+
+/// The message with its DKIM signatures in front ([`crate::dkim::sign`]), or None
+/// when no `dkim` node signs mail from its From domain (else its sender's domain).
+/// Hashing and signing run off the async threads.
+async fn dkim_signed(
+    policy: &Arc<Pipeline>,
+    env: &Envelope,
+    body: &Arc<[u8]>,
+) -> Option<Arc<[u8]>> {
+    let all = policy.dkim_signers();
+    if all.is_empty() {
+        return None;
+    }
+    let (all, body, sender) = (all.clone(), body.clone(), env.sender.clone());
+    let task = tokio::task::spawn_blocking(move || {
+        let domain = crate::dkim::from_domain(&body)
+            .or_else(|| sender.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()))?;
+        let signers = crate::dkim::signers_for(&all, &domain);
+        if signers.is_empty() {
+            return None;
+        }
+        Some(Arc::<[u8]>::from(crate::dkim::sign(&signers, &body)))
+    });
+    match task.await {
+        Ok(signed) => signed,
+        Err(e) => {
+            error!(error = %e, "DKIM signing task failed; sending unsigned");
+            None
         }
     }
 }
