@@ -230,14 +230,18 @@ pub fn normalize(message: &[u8]) -> Vec<u8> {
 
 /// Signs `message` with each of `signers`: returns the message normalized
 /// ([`normalize`]) with one `DKIM-Signature` header per signer in front, in order
-/// (the first signer's on top). A signer that fails is logged and left out: mail
-/// is never held back for want of a signature.
-pub fn sign(signers: &[&Signer], message: &[u8]) -> Vec<u8> {
+/// (the first signer's on top), and the signers that signed. A signer that fails is
+/// logged and left out: mail is never held back for want of a signature.
+pub fn sign<'s>(signers: &[&'s Signer], message: &[u8]) -> (Vec<u8>, Vec<&'s Signer>) {
     let message = normalize(message);
     let mut headers = String::new();
+    let mut by = Vec::with_capacity(signers.len());
     for s in signers {
         match sign_one(s, &message) {
-            Ok(h) => headers.push_str(&h),
+            Ok(h) => {
+                headers.push_str(&h);
+                by.push(*s);
+            }
             Err(e) => {
                 tracing::error!(domain = %s.domain, selector = %s.selector, error = %e, "DKIM signing failed; sending without this signature")
             }
@@ -246,7 +250,7 @@ pub fn sign(signers: &[&Signer], message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(headers.len() + message.len());
     out.extend_from_slice(headers.as_bytes());
     out.extend_from_slice(&message);
-    out
+    (out, by)
 }
 
 fn sign_one(s: &Signer, message: &[u8]) -> Result<String, mail_auth::Error> {

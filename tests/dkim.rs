@@ -154,6 +154,8 @@ fn rsa_and_ed25519_signatures_of_the_domain_and_the_relay_verify_with_dkimpy() {
         report.contains("pass d=relay.example.net s=ed1 a=ed25519-sha256"),
         "{report}"
     );
+    let log = mtad.wait_log("DKIM-Signature added", 2, std::time::Duration::from_secs(5));
+    assert!(log.contains("d=example.com s=s2026 a=rsa-sha256"), "{log}");
 
     // a subdomain is signed by its parent's node; a foreign sender only by the relay
     send(&mtad, "bob@lists.example.com", "parent domain");

@@ -511,7 +511,7 @@ async fn route_and_send(
         .iter()
         .any(|(t, _, _)| matches!(t, Transport::Smtp(_)))
     {
-        dkim_signed(&policy, env, body).await
+        dkim_signed(&policy, msg.id, env, body).await
     } else {
         None
     };
@@ -584,6 +584,7 @@ async fn route_and_send(
 /// Hashing and signing run off the async threads.
 async fn dkim_signed(
     policy: &Arc<Pipeline>,
+    id: QueueId,
     env: &Envelope,
     body: &Arc<[u8]>,
 ) -> Option<Arc<[u8]>> {
@@ -599,12 +600,16 @@ async fn dkim_signed(
         if signers.is_empty() {
             return None;
         }
-        Some(Arc::<[u8]>::from(crate::dkim::sign(&signers, &body)))
+        let (signed, by) = crate::dkim::sign(&signers, &body);
+        for s in by {
+            info!(queue_id = %id, d = %s.domain, s = %s.selector, a = %s.key.algorithm(), "DKIM-Signature added");
+        }
+        Some(Arc::<[u8]>::from(signed))
     });
     match task.await {
         Ok(signed) => signed,
         Err(e) => {
-            error!(error = %e, "DKIM signing task failed; sending unsigned");
+            error!(queue_id = %id, error = %e, "DKIM signing task failed; sending unsigned");
             None
         }
     }

@@ -59,7 +59,8 @@ fn signatures_go_on_top_of_the_normalized_message() {
         signer("example.com", false, &key),
         signer("relay.test", true, &key),
     );
-    let out = sign(&[&a, &b], b"From: a@example.com\nSubject: x\n\nbody\n");
+    let (out, by) = sign(&[&a, &b], b"From: a@example.com\nSubject: x\n\nbody\n");
+    assert_eq!(by.len(), 2);
     let text = String::from_utf8(out).unwrap();
     let first = text.find("d=example.com").unwrap();
     let second = text.find("d=relay.test").unwrap();
