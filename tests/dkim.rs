@@ -220,3 +220,43 @@ fn header_checks_edits_come_before_the_signature() {
     );
     assert!(dumps[0].contains("X-Checked: yes\n"), "{}", dumps[0]);
 }
+
+/// Mail on its way to a content filter is not signed (the filter changes it); it is
+/// signed once, after it comes back, on its way out.
+#[test]
+fn mail_is_signed_after_its_content_filter_not_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let ed = keygen(dir.path(), "example.com", "ed", "ed25519");
+    let sink = Sink::start(&[]);
+    let (reinject, filter_port) = (free_port(), free_port());
+    let config = CONFIG
+        .replace(
+            "listen \"mx\" address=\"127.0.0.1:{port}\"",
+            &format!(
+                "listen \"mx\" address=\"127.0.0.1:{{port}}\" content-filter=\"scan\"\n\
+                 listen \"reinject\" address=\"127.0.0.1:{reinject}\" filtered=#true\n\
+                 content-filter \"scan\" \"smtp:[127.0.0.1]:{filter_port}\""
+            ),
+        )
+        .replace("{sink}", &sink.port().to_string())
+        .replace("{data}", "")
+        .replace(
+            "{dkim}",
+            "dkim \"example.com\" selector=\"ed\" key=\"example.com.ed.key\"",
+        );
+    let spool = dir.path().join("spool");
+    let mtad = Mtad::start_in(dir, spool, &config);
+    let filter = common::peers::FilterPeer::start(filter_port, reinject, &[]);
+    send(&mtad, "alice@example.com", "filtered");
+    let dump = &sink.dumps_within(1, std::time::Duration::from_secs(15))[0];
+    assert!(dump.contains("Subject: [filtered] filtered"), "{dump}");
+    let (_, eml) = &filter.messages(1)[0];
+    let eml = String::from_utf8_lossy(eml);
+    assert!(
+        !eml.contains("DKIM-Signature"),
+        "signed before the filter: {eml}"
+    );
+    assert_eq!(dump.matches("DKIM-Signature:").count(), 1, "{dump}");
+    let (ok, report) = dkimpy(dump, &[ed]);
+    assert!(ok, "{report}\n{dump}");
+}
