@@ -175,14 +175,22 @@ impl Signer {
 
 /// Which signers sign a message from `domain` (the From header's domain, else the
 /// envelope sender's; lower case): the one whose domain is the closest match (the
-/// domain itself, else its nearest parent), then every `always` signer, each once.
-pub fn signers_for<'s>(signers: &'s [Signer], domain: &str) -> Vec<&'s Signer> {
+/// domain itself, else its nearest parent), or the one for `route` when the route
+/// names one (`dkim="DOMAIN"`), then every `always` signer, each once.
+pub fn signers_for<'s>(
+    signers: &'s [Signer],
+    domain: &str,
+    route: Option<&str>,
+) -> Vec<&'s Signer> {
     let mut chosen: Vec<&Signer> = Vec::new();
-    if let Some(best) = signers
-        .iter()
-        .filter(|s| !s.always && s.covers(domain))
-        .max_by_key(|s| s.domain.len())
-    {
+    let best = match route {
+        Some(r) => signers.iter().find(|s| !s.always && s.domain == r),
+        None => signers
+            .iter()
+            .filter(|s| !s.always && s.covers(domain))
+            .max_by_key(|s| s.domain.len()),
+    };
+    if let Some(best) = best {
         chosen.push(best);
     }
     for s in signers.iter().filter(|s| s.always) {

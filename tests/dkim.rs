@@ -260,3 +260,46 @@ fn mail_is_signed_after_its_content_filter_not_before() {
     let (ok, report) = dkimpy(dump, &[ed]);
     assert!(ok, "{report}\n{dump}");
 }
+
+/// A route's `dkim="DOMAIN"` picks the signer for its mail, whatever the From domain.
+#[test]
+fn a_route_chooses_its_signer() {
+    let dir = tempfile::tempdir().unwrap();
+    let rsa = keygen(dir.path(), "example.org", "r1", "rsa");
+    let sink = Sink::start(&[]);
+    let mtad = start(
+        &sink,
+        "",
+        "dkim \"example.org\" selector=\"r1\" key=\"example.org.r1.key\"",
+        dir,
+    );
+    // without the route option, mail from example.com has no signer
+    send(&mtad, "alice@example.com", "unsigned");
+    assert!(
+        !sink.dumps(1)[0].contains("DKIM-Signature"),
+        "{}",
+        sink.dumps(1)[0]
+    );
+    let hop = format!("\"smtp:[127.0.0.1]:{}\"", sink.port());
+    let config = std::fs::read_to_string(&mtad.config)
+        .unwrap()
+        .replace(&hop, &format!("{hop} dkim=\"example.org\""));
+    std::fs::write(&mtad.config, config).unwrap();
+    let out = mtad.mtactl(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    send(&mtad, "alice@example.com", "signed by the route");
+    let dumps = sink.dumps(2);
+    let dump = dumps
+        .iter()
+        .find(|d| d.contains("Subject: signed by the route"))
+        .unwrap();
+    let (ok, report) = dkimpy(dump, &[rsa]);
+    assert!(
+        ok && report.contains("pass d=example.org s=r1"),
+        "{report}\n{dump}"
+    );
+}

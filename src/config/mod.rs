@@ -460,7 +460,7 @@ pub struct RuleConfig {
     pub warn: bool,
     /// Where the rule is written, reported with every decision it makes.
     pub origin: Origin,
-    /// Route stage: `auth=`, `tls=`, `fallback=` on `transport`, `transport-table`,
+    /// Route stage: `auth=`, `tls=`, `fallback=`, `dkim=` on `transport`, `transport-table`,
     /// `relay` and `hook` rules.
     pub route: route::RouteOptions,
 }

@@ -240,6 +240,8 @@ struct Parser {
     table_files: BTreeMap<String, (PathBuf, String)>,
     /// Every file read so far, for the policy revision.
     sources: crate::config::Sources,
+    /// Route rules' `dkim="DOMAIN"`, checked against the `dkim` nodes once all are read.
+    dkim_refs: Vec<(String, SourceSpan, Arc<SourceFile>)>,
     /// SQL sources by URL and timeout: tables and users tables on the same database
     /// share one connection pool.
     sql_sources: BTreeMap<(String, std::time::Duration), crate::lookup::sql::SqlSource>,
@@ -301,6 +303,7 @@ impl Parser {
             errors: Vec::new(),
             table_files: BTreeMap::new(),
             sql_sources: BTreeMap::new(),
+            dkim_refs: Vec::new(),
         }
     }
 
@@ -865,6 +868,19 @@ impl Parser {
             }
         }
 
+        for (domain, at, file) in std::mem::take(&mut self.dkim_refs) {
+            if !dkim.iter().any(|(s, _)| s.domain == domain && !s.always) {
+                self.cur = file;
+                self.error(
+                    at,
+                    format!("no `dkim` node for {domain}"),
+                    "undefined signer",
+                )
+                .help = Some(format!(
+                    "define it: dkim \"{domain}\" selector=\"SELECTOR\" key=\"FILE.pem\""
+                ));
+            }
+        }
         let start = SourceSpan::from(0..0);
         self.cur = docs[0].file.clone();
         if server_at.is_none() {
@@ -1932,7 +1948,7 @@ impl Parser {
             allowed.extend(["file", "table", "size-limit"]);
         }
         if stage == Stage::Route {
-            allowed.extend(["auth", "fallback"]);
+            allowed.extend(["auth", "fallback", "dkim"]);
         }
         let mut route_options = route::RouteOptions::default();
         let mut warn = false;
@@ -1976,6 +1992,15 @@ impl Parser {
                         )
                         .help = Some(help);
                         ok = false;
+                    }
+                    None => ok = false,
+                },
+                "dkim" => match self.string(entry, "`dkim`") {
+                    Some(domain) => {
+                        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+                        self.dkim_refs
+                            .push((domain.clone(), entry.span(), self.cur.clone()));
+                        route_options.dkim = Some(domain);
                     }
                     None => ok = false,
                 },

@@ -970,3 +970,41 @@ fn dkim_keys_are_read_and_checked_with_the_configuration() {
     assert_eq!(at("not a domain name"), (11, 6), "{rendered}");
     assert_eq!(errors.errors.len(), 6, "{rendered}");
 }
+
+#[test]
+fn a_route_names_its_dkim_signer_and_an_undefined_one_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ed, _) = crate::dkim::generate(crate::dkim::Algorithm::Ed25519, 0).unwrap();
+    std::fs::write(dir.path().join("ed.key"), ed).unwrap();
+    let load = |nodes: &str| {
+        let path = dir.path().join("mtad.kdl");
+        std::fs::write(&path, format!("{PRELUDE}{nodes}")).unwrap();
+        Config::load(&path)
+    };
+    // the route may come before the node it names
+    let config = load(
+        "stage \"route\" {\n    transport \"*\" \"smtp:[192.0.2.1]\" dkim=\"Example.ORG\"\n}\n\
+         dkim \"example.org\" selector=\"ed\" key=\"ed.key\"\n",
+    )
+    .unwrap();
+    let options = &config.rules(Stage::Route)[0].route;
+    assert_eq!(options.dkim.as_deref(), Some("example.org"));
+    assert_eq!(options.to_string(), "dkim=\"example.org\"");
+
+    let errors = load(
+        "stage \"route\" {\n    transport \"*\" \"smtp:[192.0.2.1]\" dkim=\"example.net\"\n}\n\
+         dkim \"example.org\" selector=\"ed\" key=\"ed.key\"\n",
+    )
+    .unwrap_err();
+    let rendered = render(&errors);
+    assert_eq!(errors.errors.len(), 1, "{rendered}");
+    assert!(
+        rendered.contains("no `dkim` node for example.net"),
+        "{rendered}"
+    );
+    assert_eq!(
+        errors.errors[0].location.as_ref().map(|o| o.line),
+        Some(7),
+        "{rendered}"
+    );
+}

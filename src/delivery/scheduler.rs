@@ -505,20 +505,25 @@ async fn route_and_send(
         }
     }
 
-    // Signed once per attempt, after every content change (they were all made before
-    // the message was queued), and only what leaves over SMTP.
-    let signed = if routes
-        .iter()
-        .any(|(t, _, _)| matches!(t, Transport::Smtp(_)))
-    {
-        dkim_signed(&policy, msg.id, env, body).await
-    } else {
-        None
-    };
+    // Signed once per attempt (and per `dkim=` a route names), after every content
+    // change (they were all made before the message was queued), and only what leaves
+    // over SMTP.
+    // (the route's `dkim=`, the signed message or None when nobody signs)
+    let mut signed: Vec<(Option<String>, Option<Body>)> = Vec::new();
+    for (t, o, _) in &routes {
+        if matches!(t, Transport::Smtp(_)) && !signed.iter().any(|(d, _)| *d == o.dkim) {
+            let s = dkim_signed(&policy, msg.id, env, body, o.dkim.as_deref()).await;
+            signed.push((o.dkim.clone(), s));
+        }
+    }
     let mut sends = JoinSet::new();
     let per_transaction = shared.outbound().settings().recipients.max(1);
     for (transport, options, members) in routes {
-        let body = match (&transport, &signed) {
+        let mine = signed
+            .iter()
+            .find(|(d, _)| *d == options.dkim)
+            .and_then(|(_, s)| s.as_ref());
+        let body = match (&transport, mine) {
             (Transport::Smtp(_), Some(signed)) => signed,
             _ => body,
         };
@@ -579,24 +584,30 @@ async fn route_and_send(
     }
 }
 
+/// A message's bytes, shared by the transactions that send it.
+type Body = Arc<[u8]>;
+
 /// The message with its DKIM signatures in front ([`crate::dkim::sign`]), or None
-/// when no `dkim` node signs mail from its From domain (else its sender's domain).
+/// when no `dkim` node signs mail from its From domain (else its sender's domain),
+/// or for the domain its route names.
 /// Hashing and signing run off the async threads.
 async fn dkim_signed(
     policy: &Arc<Pipeline>,
     id: QueueId,
     env: &Envelope,
     body: &Arc<[u8]>,
+    route: Option<&str>,
 ) -> Option<Arc<[u8]>> {
     let all = policy.dkim_signers();
     if all.is_empty() {
         return None;
     }
     let (all, body, sender) = (all.clone(), body.clone(), env.sender.clone());
+    let route = route.map(str::to_owned);
     let task = tokio::task::spawn_blocking(move || {
         let domain = crate::dkim::from_domain(&body)
             .or_else(|| sender.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()))?;
-        let signers = crate::dkim::signers_for(&all, &domain);
+        let signers = crate::dkim::signers_for(&all, &domain, route.as_deref());
         if signers.is_empty() {
             return None;
         }

@@ -29,7 +29,7 @@ fn the_closest_domain_signs_and_every_always_signer_too() {
         signer("relay.example.net", true, &key),
     ];
     let names = |d: &str| -> Vec<String> {
-        signers_for(&all, d)
+        signers_for(&all, d, None)
             .iter()
             .map(|s| s.domain.clone())
             .collect()
@@ -40,6 +40,11 @@ fn the_closest_domain_signs_and_every_always_signer_too() {
         ["sub.example.com", "relay.example.net"]
     );
     assert_eq!(names("notexample.com"), ["relay.example.net"]);
+    let by_route: Vec<&str> = signers_for(&all, "other.test", Some("sub.example.com"))
+        .iter()
+        .map(|s| s.domain.as_str())
+        .collect();
+    assert_eq!(by_route, ["sub.example.com", "relay.example.net"]);
 }
 
 #[test]
