@@ -103,6 +103,18 @@ fn dkimpy(dump: &str, records: &[(String, String)]) -> (bool, String) {
     (out.status.success(), report)
 }
 
+/// `mtactl test-policy` for alice@example.com → bob@dst.test: its report.
+fn test_policy(mtad: &Mtad) -> String {
+    let out = mtad.mtactl(&[
+        "test-policy",
+        "--from",
+        "alice@example.com",
+        "--rcpt",
+        "bob@dst.test",
+    ]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn start(sink: &Sink, data: &str, dkim: &str, dir: tempfile::TempDir) -> Mtad {
     let spool = dir.path().join("spool");
     let config = CONFIG
@@ -153,6 +165,14 @@ fn rsa_and_ed25519_signatures_of_the_domain_and_the_relay_verify_with_dkimpy() {
     assert!(
         report.contains("pass d=relay.example.net s=ed1 a=ed25519-sha256"),
         "{report}"
+    );
+    // mtactl test-policy says which signatures a message would get
+    let text = test_policy(&mtad);
+    assert!(
+        text.contains(
+            "dkim: d=example.com s=s2026 rsa-sha256, d=relay.example.net s=ed1 ed25519-sha256\n"
+        ),
+        "{text}"
     );
     let log = mtad.wait_log("DKIM-Signature added", 2, std::time::Duration::from_secs(5));
     assert!(log.contains("d=example.com s=s2026 a=rsa-sha256"), "{log}");
@@ -290,6 +310,11 @@ fn a_route_chooses_its_signer() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let text = test_policy(&mtad);
+    assert!(
+        text.contains("dkim: d=example.org s=r1 rsa-sha256\n"),
+        "{text}"
     );
     send(&mtad, "alice@example.com", "signed by the route");
     let dumps = sink.dumps(2);
