@@ -13,6 +13,7 @@
 //! - [`auth`]: SMTP AUTH's server side: SASL PLAIN/LOGIN decoding and the `users`
 //!   tables (Dovecot passwd-files or SQL) that credentials are verified against.
 //! - [`delivery`]: the outbound SMTP/LMTP client, with outcomes per recipient.
+//! - [`dkim`]: DKIM signing of what delivery sends (every mail-auth call is there).
 //! - [`control`]: the operator side (`mtactl`): config checks, queue inspection,
 //!   reload and status over the control socket.
 //! - [`metrics`]: what the daemon counts, and the Prometheus endpoint.
@@ -25,6 +26,7 @@ pub mod auth;
 pub mod config;
 pub mod control;
 pub mod delivery;
+pub mod dkim;
 pub mod lookup;
 pub mod metrics;
 pub mod policy;

@@ -67,6 +67,38 @@ enum Command {
         #[command(subcommand)]
         command: QueueCommand,
     },
+    /// DKIM signing keys.
+    Dkim {
+        #[command(subcommand)]
+        command: DkimCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DkimCommand {
+    /// Write a new private key to DIR/DOMAIN.SELECTOR.key (PEM, mode 0600), then print
+    /// the TXT record to publish at SELECTOR._domainkey.DOMAIN and the `dkim` line for
+    /// the configuration.
+    Keygen {
+        #[arg(long)]
+        domain: String,
+        #[arg(long)]
+        selector: String,
+        #[arg(long, value_enum, default_value_t = DkimAlgorithm::Rsa)]
+        algorithm: DkimAlgorithm,
+        /// RSA key size.
+        #[arg(long, default_value_t = 2048)]
+        bits: usize,
+        /// Where the key file goes.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DkimAlgorithm {
+    Rsa,
+    Ed25519,
 }
 
 #[derive(Subcommand)]
@@ -211,6 +243,22 @@ fn main() -> ExitCode {
         Command::Reload { config } => control::reload(&config),
         Command::Status { config, format } => {
             control::status(&config, matches!(format, Format::Json))
+        }
+        Command::Dkim {
+            command:
+                DkimCommand::Keygen {
+                    domain,
+                    selector,
+                    algorithm,
+                    bits,
+                    out,
+                },
+        } => {
+            let algorithm = match algorithm {
+                DkimAlgorithm::Rsa => mtad::dkim::Algorithm::Rsa,
+                DkimAlgorithm::Ed25519 => mtad::dkim::Algorithm::Ed25519,
+            };
+            control::dkim::keygen(&domain, &selector, algorithm, bits, &out)
         }
         Command::Queue { command } => match command {
             QueueCommand::List { config, format } => {

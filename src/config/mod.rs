@@ -98,6 +98,9 @@ pub struct Config {
     /// verifies credentials against, by name. A file is read and checked with the
     /// configuration; a database is only connected to on first use.
     pub users: BTreeMap<String, crate::auth::Users>,
+    /// `dkim DOMAIN selector= key=`: who signs outgoing mail, in file order, keys
+    /// read and checked (see [`crate::dkim`]).
+    pub dkim: Vec<crate::dkim::Signer>,
     /// Every file read to build this configuration, with the digest of its bytes: the
     /// policy's revision is computed from these and the hooks ([`Sources`]).
     pub sources: Sources,
@@ -457,7 +460,7 @@ pub struct RuleConfig {
     pub warn: bool,
     /// Where the rule is written, reported with every decision it makes.
     pub origin: Origin,
-    /// Route stage: `auth=`, `tls=`, `fallback=` on `transport`, `transport-table`,
+    /// Route stage: `auth=`, `tls=`, `fallback=`, `dkim=` on `transport`, `transport-table`,
     /// `relay` and `hook` rules.
     pub route: route::RouteOptions,
 }

@@ -45,6 +45,7 @@ const TOP_LEVEL: &[&str] = &[
     "users",
     "reload",
     "virtual-mailboxes",
+    "dkim",
 ];
 const SERVER_KEYS: &[&str] = &[
     "hostname",
@@ -239,6 +240,8 @@ struct Parser {
     table_files: BTreeMap<String, (PathBuf, String)>,
     /// Every file read so far, for the policy revision.
     sources: crate::config::Sources,
+    /// Route rules' `dkim="DOMAIN"`, checked against the `dkim` nodes once all are read.
+    dkim_refs: Vec<(String, SourceSpan, Arc<SourceFile>)>,
     /// SQL sources by URL and timeout: tables and users tables on the same database
     /// share one connection pool.
     sql_sources: BTreeMap<(String, std::time::Duration), crate::lookup::sql::SqlSource>,
@@ -267,6 +270,8 @@ mod checks_parse;
 
 #[path = "delivery.rs"]
 mod delivery;
+#[path = "dkim.rs"]
+mod dkim;
 #[path = "filter.rs"]
 mod filter;
 #[path = "rate.rs"]
@@ -298,6 +303,7 @@ impl Parser {
             errors: Vec::new(),
             table_files: BTreeMap::new(),
             sql_sources: BTreeMap::new(),
+            dkim_refs: Vec::new(),
         }
     }
 
@@ -759,6 +765,7 @@ impl Parser {
         let mut aliases: Option<(Arc<crate::lookup::Table>, Origin)> = None;
         let mut virtual_aliases: Option<(Arc<crate::lookup::Table>, Origin)> = None;
         let mut delivery: Option<(Delivery, Origin)> = None;
+        let mut dkim: Vec<(crate::dkim::Signer, Origin)> = Vec::new();
 
         for (file, node) in &nodes {
             self.cur = file.clone();
@@ -801,6 +808,7 @@ impl Parser {
                     }
                 }
                 "include" => {} // read by `load`
+                "dkim" => self.dkim(node, &mut dkim),
                 "server" => {
                     if let Some(first) = &server_at {
                         let first = first.clone();
@@ -860,6 +868,19 @@ impl Parser {
             }
         }
 
+        for (domain, at, file) in std::mem::take(&mut self.dkim_refs) {
+            if !dkim.iter().any(|(s, _)| s.domain == domain && !s.always) {
+                self.cur = file;
+                self.error(
+                    at,
+                    format!("no `dkim` node for {domain}"),
+                    "undefined signer",
+                )
+                .help = Some(format!(
+                    "define it: dkim \"{domain}\" selector=\"SELECTOR\" key=\"FILE.pem\""
+                ));
+            }
+        }
         let start = SourceSpan::from(0..0);
         self.cur = docs[0].file.clone();
         if server_at.is_none() {
@@ -925,6 +946,7 @@ impl Parser {
                 .into_iter()
                 .filter_map(|(k, (v, _))| Some((k, v?)))
                 .collect(),
+            dkim: dkim.into_iter().map(|(s, _)| s).collect(),
             sources: std::mem::take(&mut self.sources),
         })
     }
@@ -1926,7 +1948,7 @@ impl Parser {
             allowed.extend(["file", "table", "size-limit"]);
         }
         if stage == Stage::Route {
-            allowed.extend(["auth", "fallback"]);
+            allowed.extend(["auth", "fallback", "dkim"]);
         }
         let mut route_options = route::RouteOptions::default();
         let mut warn = false;
@@ -1970,6 +1992,15 @@ impl Parser {
                         )
                         .help = Some(help);
                         ok = false;
+                    }
+                    None => ok = false,
+                },
+                "dkim" => match self.string(entry, "`dkim`") {
+                    Some(domain) => {
+                        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+                        self.dkim_refs
+                            .push((domain.clone(), entry.span(), self.cur.clone()));
+                        route_options.dkim = Some(domain);
                     }
                     None => ok = false,
                 },

@@ -276,7 +276,7 @@ impl fmt::Display for TlsPolicy {
     }
 }
 
-/// What a route rule says besides the transport: `auth=`, `tls=`, `fallback=`.
+/// What a route rule says besides the transport: `auth=`, `tls=`, `fallback=`, `dkim=`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RouteOptions {
     /// The `credentials` set whose entry for the next hop is used for AUTH.
@@ -286,11 +286,14 @@ pub struct RouteOptions {
     /// Tried in order when the transport's hosts cannot be reached or answer 4xx
     /// (never after a 5xx); before the global `delivery { fallback-relay }` chain.
     pub fallback: Vec<Transport>,
+    /// `dkim="DOMAIN"`: this route's mail is signed by the `dkim` node for DOMAIN
+    /// instead of the one its From domain picks (`always` nodes sign as well).
+    pub dkim: Option<String>,
 }
 
 impl RouteOptions {
     pub fn is_empty(&self) -> bool {
-        self.auth.is_none() && self.tls.is_none() && self.fallback.is_empty()
+        self.auth.is_none() && self.tls.is_none() && self.fallback.is_empty() && self.dkim.is_none()
     }
 }
 
@@ -313,6 +316,10 @@ impl fmt::Display for RouteOptions {
                 write!(f, "{}{t}", if i == 0 { "" } else { " " })?;
             }
             f.write_str("\"")?;
+            sep = " ";
+        }
+        if let Some(dkim) = &self.dkim {
+            write!(f, "{sep}dkim=\"{dkim}\"")?;
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! ([`socket`]). Each function here prints its result to stdout and returns the error
 //! text for stderr (the binary turns it into exit status 1).
 
+pub mod dkim;
 pub mod socket;
 pub mod status;
 pub mod test_policy;

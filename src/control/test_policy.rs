@@ -124,6 +124,9 @@ pub fn render_report(report: &DryRunReport) -> String {
             "filter: {filter}; the routes above apply when it injects the message again"
         );
     }
+    if !report.dkim.is_empty() {
+        let _ = writeln!(out, "dkim: {}", report.dkim.join(", "));
+    }
     let _ = writeln!(out, "outcome: {}", report.outcome);
     out
 }

@@ -505,9 +505,28 @@ async fn route_and_send(
         }
     }
 
+    // Signed once per attempt (and per `dkim=` a route names), after every content
+    // change (they were all made before the message was queued), and only what leaves
+    // over SMTP.
+    // (the route's `dkim=`, the signed message or None when nobody signs)
+    let mut signed: Vec<(Option<String>, Option<Body>)> = Vec::new();
+    for (t, o, _) in &routes {
+        if matches!(t, Transport::Smtp(_)) && !signed.iter().any(|(d, _)| *d == o.dkim) {
+            let s = dkim_signed(&policy, msg.id, env, body, o.dkim.as_deref()).await;
+            signed.push((o.dkim.clone(), s));
+        }
+    }
     let mut sends = JoinSet::new();
     let per_transaction = shared.outbound().settings().recipients.max(1);
     for (transport, options, members) in routes {
+        let mine = signed
+            .iter()
+            .find(|(d, _)| *d == options.dkim)
+            .and_then(|(_, s)| s.as_ref());
+        let body = match (&transport, mine) {
+            (Transport::Smtp(_), Some(signed)) => signed,
+            _ => body,
+        };
         for members in members.chunks(per_transaction) {
             let members = members.to_vec();
             let rcpts: Vec<String> = members.iter().map(|&l| legs[l].rcpt.clone()).collect();
@@ -561,6 +580,48 @@ async fn route_and_send(
                 }
             }
             Err(e) => error!(queue_id = %msg.id, error = %e, "delivery task failed"),
+        }
+    }
+}
+
+/// A message's bytes, shared by the transactions that send it.
+type Body = Arc<[u8]>;
+
+/// The message with its DKIM signatures in front ([`crate::dkim::sign`]), or None
+/// when no `dkim` node signs mail from its From domain (else its sender's domain),
+/// or for the domain its route names.
+/// Hashing and signing run off the async threads.
+async fn dkim_signed(
+    policy: &Arc<Pipeline>,
+    id: QueueId,
+    env: &Envelope,
+    body: &Arc<[u8]>,
+    route: Option<&str>,
+) -> Option<Arc<[u8]>> {
+    let all = policy.dkim_signers();
+    if all.is_empty() {
+        return None;
+    }
+    let (all, body, sender) = (all.clone(), body.clone(), env.sender.clone());
+    let route = route.map(str::to_owned);
+    let task = tokio::task::spawn_blocking(move || {
+        let domain = crate::dkim::from_domain(&body)
+            .or_else(|| sender.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()))?;
+        let signers = crate::dkim::signers_for(&all, &domain, route.as_deref());
+        if signers.is_empty() {
+            return None;
+        }
+        let (signed, by) = crate::dkim::sign(&signers, &body);
+        for s in by {
+            info!(queue_id = %id, d = %s.domain, s = %s.selector, a = %s.key.algorithm(), "DKIM-Signature added");
+        }
+        Some(Arc::<[u8]>::from(signed))
+    });
+    match task.await {
+        Ok(signed) => signed,
+        Err(e) => {
+            error!(queue_id = %id, error = %e, "DKIM signing task failed; sending unsigned");
+            None
         }
     }
 }

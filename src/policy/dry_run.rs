@@ -72,6 +72,10 @@ pub struct DryRunReport {
     /// and what chose it (a rule's place, or `listener`/`server`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
+    /// The DKIM signatures the message would get on its way out over SMTP:
+    /// `d=DOMAIN s=SELECTOR ALGORITHM`, per signer (see [`crate::dkim::signers_for`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dkim: Vec<String>,
     /// With a message: its header block as it would be queued, after the content
     /// checks' edits and the hooks' header changes (unfolded, one header per entry).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -166,6 +170,7 @@ impl Pipeline {
             not_reached: Vec::new(),
             outcome: "queued",
             filter: None,
+            dkim: Vec::new(),
             headers: Vec::new(),
             fired: Vec::new(),
         };
@@ -272,9 +277,11 @@ impl Pipeline {
             return report;
         }
         // REDIRECT / BCC from content checks: the routes are those of the new list
+        let mut from_domain = None;
         if env.message.is_some() {
             let edited = super::apply_raw_edits(message, &d.checks.edits);
             let edited = super::apply_header_edits(&edited, &d.header_changes);
+            from_domain = crate::dkim::from_domain(&edited);
             report.headers = parse_headers(&edited)
                 .0
                 .iter()
@@ -326,6 +333,8 @@ impl Pipeline {
                 }),
             }
         }
+        // the `dkim=` of each SMTP route (None: the From domain's signer)
+        let mut signed_by: Vec<Option<String>> = Vec::new();
         {
             for (rcpt, alias_of) in &finals {
                 let d = self.evaluate(
@@ -338,12 +347,35 @@ impl Pipeline {
                     },
                 );
                 let mut d = d;
-                if let super::Route::To { transport, .. } = Self::route_of(d.clone(), rcpt) {
+                if let super::Route::To {
+                    transport, options, ..
+                } = Self::route_of(d.clone(), rcpt)
+                {
+                    if matches!(transport, crate::config::route::Transport::Smtp(_))
+                        && !signed_by.contains(&options.dkim)
+                    {
+                        signed_by.push(options.dkim.clone());
+                    }
                     d.transport = Some(transport.to_string());
                 }
                 record(&mut report, Stage::Route, Some(rcpt), &d);
                 if let Some(last) = report.stages.last_mut() {
                     last.alias_of = alias_of.clone();
+                }
+            }
+        }
+        let domain = from_domain.or_else(|| {
+            env.sender
+                .rsplit_once('@')
+                .map(|(_, d)| d.to_ascii_lowercase())
+        });
+        if let Some(domain) = domain {
+            for route in &signed_by {
+                for s in crate::dkim::signers_for(&self.dkim, &domain, route.as_deref()) {
+                    let line = format!("d={} s={} {}", s.domain, s.selector, s.key.algorithm());
+                    if !report.dkim.contains(&line) {
+                        report.dkim.push(line);
+                    }
                 }
             }
         }

@@ -224,6 +224,8 @@ pub struct Pipeline {
     sources: Arc<crate::config::Sources>,
     /// `virtual-mailboxes`: recipients checked at RCPT, routed to their mailbox.
     mailboxes: Option<Mailboxes>,
+    /// `dkim` nodes: who signs what delivery sends (see [`crate::dkim`]).
+    dkim: Arc<[crate::dkim::Signer]>,
 }
 
 /// Virtual mailbox domains, their mailboxes and transport, resolved.
@@ -256,6 +258,7 @@ impl Default for Pipeline {
             revision: crate::config::Sources::default().revision().into(),
             sources: Arc::default(),
             mailboxes: None,
+            dkim: Arc::new([]),
         }
     }
 }
@@ -414,6 +417,11 @@ impl Pipeline {
         self.filters.by_name.values().any(|f| f.may_send_from(ip))
     }
 
+    /// The `dkim` signers, in file order.
+    pub fn dkim_signers(&self) -> &Arc<[crate::dkim::Signer]> {
+        &self.dkim
+    }
+
     /// The content filter of this name, as currently configured.
     pub fn content_filter(&self, name: &str) -> Option<&crate::config::ContentFilter> {
         self.filters.by_name.get(name)
@@ -546,6 +554,7 @@ impl Pipeline {
             host,
             rewriter,
             filters,
+            dkim: config.dkim.clone().into(),
             revision: sources.revision().into(),
             sources: Arc::new(sources),
             mailboxes: config.virtual_mailboxes.as_ref().and_then(|m| {

@@ -207,6 +207,7 @@ fn a_dangling_reference_fails_closed() {
         credentials: BTreeMap::new(),
         content_filters: BTreeMap::new(),
         users: BTreeMap::new(),
+        dkim: Vec::new(),
         stages: {
             let mut stages: [Vec<crate::config::RuleConfig>; Stage::COUNT] = Default::default();
             stages[Stage::Rcpt.index()] = vec![crate::config::RuleConfig {

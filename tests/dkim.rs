@@ -1,0 +1,330 @@
+//! DKIM signing end to end: keys from `mtactl dkim keygen`, mtad relaying to
+//! smtp-sink, and each dump verified by python3-dkim (dkimpy, Debian's independent
+//! verifier) with the TXT records keygen printed (tests/peers/dkim_verify.py).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::peers::Sink;
+use common::*;
+
+const CONFIG: &str = r#"
+server {
+    hostname "relay.example.test"
+    spool "{spool}"
+}
+listen "mx" address="127.0.0.1:{port}"
+networks "trusted" "127.0.0.0/8"
+stage "rcpt" {
+    accept client="trusted"
+}
+{data}
+stage "route" {
+    transport "*" "smtp:[127.0.0.1]:{sink}"
+}
+delivery {
+    backoff-min "1s"
+    connect-timeout "2s"
+}
+{dkim}
+"#;
+
+/// `mtactl dkim keygen` into `dir`: returns the record's owner name and its text
+/// (the quoted 255-byte strings joined again).
+fn keygen(dir: &Path, domain: &str, selector: &str, algorithm: &str) -> (String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mtactl"))
+        .args(["dkim", "keygen", "--domain", domain, "--selector", selector])
+        .args(["--algorithm", algorithm, "--out"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = dir.join(format!("{domain}.{selector}.key"));
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "{}", key.display());
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(" IN TXT "))
+        .unwrap_or_else(|| panic!("no TXT record printed: {stdout}"));
+    assert!(
+        stdout.contains(&format!(
+            "dkim \"{domain}\" selector=\"{selector}\" key=\"{}\"",
+            key.display()
+        )),
+        "{stdout}"
+    );
+    let (name, strings) = line.split_once(" IN TXT ").unwrap();
+    assert!(
+        strings
+            .split("\" \"")
+            .all(|s| s.trim_matches('"').len() <= 255),
+        "{line}"
+    );
+    let text = strings.trim_matches('"').replace("\" \"", "");
+    assert!(
+        text.starts_with(&format!("v=DKIM1; k={algorithm}; p=")),
+        "{text}"
+    );
+    (name.trim_end_matches('.').to_owned(), text)
+}
+
+/// Verifies every signature of `dump` with dkimpy: its report, and whether all passed.
+fn dkimpy(dump: &str, records: &[(String, String)]) -> (bool, String) {
+    let python = Path::new("/usr/bin/python3");
+    let probe = Command::new(python)
+        .args(["-c", "import dkim, nacl"])
+        .output();
+    assert!(
+        probe.is_ok_and(|o| o.status.success()),
+        "python3-dkim is not installed: apt-get install python3-dkim python3-nacl (or run ./run-tests)"
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), dump).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/dkim_verify.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(file.path())
+        .args(records.iter().map(|(n, t)| format!("{n}={t}")))
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), report)
+}
+
+/// `mtactl test-policy` for alice@example.com → bob@dst.test: its report.
+fn test_policy(mtad: &Mtad) -> String {
+    let out = mtad.mtactl(&[
+        "test-policy",
+        "--from",
+        "alice@example.com",
+        "--rcpt",
+        "bob@dst.test",
+    ]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn start(sink: &Sink, data: &str, dkim: &str, dir: tempfile::TempDir) -> Mtad {
+    let spool = dir.path().join("spool");
+    let config = CONFIG
+        .replace("{sink}", &sink.port().to_string())
+        .replace("{data}", data)
+        .replace("{dkim}", dkim);
+    Mtad::start_in(dir, spool, &config)
+}
+
+fn send(mtad: &Mtad, from: &str, subject: &str) {
+    let out = swaks(
+        mtad.port,
+        &[
+            "--from",
+            from,
+            "--to",
+            "bob@dst.test",
+            "--header",
+            &format!("Subject: {subject}"),
+            "--body",
+            "signed body\n\n  with  spaces \n",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn rsa_and_ed25519_signatures_of_the_domain_and_the_relay_verify_with_dkimpy() {
+    let dir = tempfile::tempdir().unwrap();
+    let rsa = keygen(dir.path(), "example.com", "s2026", "rsa");
+    let ed = keygen(dir.path(), "relay.example.net", "ed1", "ed25519");
+    let sink = Sink::start(&[]);
+    let dkim = "dkim \"example.com\" selector=\"s2026\" key=\"example.com.s2026.key\"\n\
+         dkim \"relay.example.net\" selector=\"ed1\" key=\"relay.example.net.ed1.key\" always=#true\n";
+    let mtad = start(&sink, "", dkim, dir);
+    send(&mtad, "alice@example.com", "two signatures");
+    let dumps = sink.dumps(1);
+    let (ok, report) = dkimpy(&dumps[0], &[rsa.clone(), ed.clone()]);
+    assert!(ok, "{report}\n{}", dumps[0]);
+    assert!(
+        report.contains("pass d=example.com s=s2026 a=rsa-sha256"),
+        "{report}"
+    );
+    assert!(
+        report.contains("pass d=relay.example.net s=ed1 a=ed25519-sha256"),
+        "{report}"
+    );
+    // mtactl test-policy says which signatures a message would get
+    let text = test_policy(&mtad);
+    assert!(
+        text.contains(
+            "dkim: d=example.com s=s2026 rsa-sha256, d=relay.example.net s=ed1 ed25519-sha256\n"
+        ),
+        "{text}"
+    );
+    let log = mtad.wait_log("DKIM-Signature added", 2, std::time::Duration::from_secs(5));
+    assert!(log.contains("d=example.com s=s2026 a=rsa-sha256"), "{log}");
+
+    // a subdomain is signed by its parent's node; a foreign sender only by the relay
+    send(&mtad, "bob@lists.example.com", "parent domain");
+    send(&mtad, "carol@elsewhere.test", "foreign");
+    let dumps = sink.dumps(3);
+    let sub = dumps
+        .iter()
+        .find(|d| d.contains("Subject: parent domain"))
+        .unwrap();
+    let (ok, report) = dkimpy(sub, &[rsa.clone(), ed.clone()]);
+    assert!(
+        ok && report.contains("d=example.com") && report.contains("d=relay.example.net"),
+        "{report}"
+    );
+    let foreign = dumps
+        .iter()
+        .find(|d| d.contains("Subject: foreign"))
+        .unwrap();
+    let (ok, report) = dkimpy(foreign, &[rsa, ed]);
+    assert!(
+        ok && !report.contains("d=example.com") && report.contains("d=relay.example.net"),
+        "{report}"
+    );
+
+    // a wrong key in DNS fails: the verifier is really checking
+    let (_, other) = keygen(
+        tempfile::tempdir().unwrap().path(),
+        "example.com",
+        "s2026",
+        "rsa",
+    );
+    let (ok, report) = dkimpy(&dumps[0], &[("s2026._domainkey.example.com".into(), other)]);
+    assert!(!ok, "{report}");
+}
+
+#[test]
+fn header_checks_edits_come_before_the_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let rsa = keygen(dir.path(), "example.com", "s1", "rsa");
+    let sink = Sink::start(&[]);
+    let data = "stage \"data\" {\n    header-checks {\n        \"/^Subject:/\" \"REPLACE Subject: rewritten by header-checks\"\n        \"/^From:/\" \"PREPEND X-Checked: yes\"\n    }\n}\n";
+    let dkim = "dkim \"example.com\" selector=\"s1\" key=\"example.com.s1.key\" headers=\"From:To:Subject:Date:X-Checked\"";
+    let mtad = start(&sink, data, dkim, dir);
+    let mut client = mtad.session();
+    client.cmd("EHLO client.test", "250");
+    client.send_message(
+        "alice@example.com",
+        &["bob@dst.test"],
+        "From: Alice <alice@example.com>\r\nTo: bob@dst.test\r\nSubject: original\r\n\r\nbody  with  spaces \r\n\r\n\r\n",
+    );
+    let dumps = sink.dumps(1);
+    assert!(
+        dumps[0].contains("Subject: rewritten by header-checks\n"),
+        "{}",
+        dumps[0]
+    );
+    let (ok, report) = dkimpy(&dumps[0], &[rsa]);
+    assert!(ok, "{report}\n{}", dumps[0]);
+    assert!(
+        report.contains("pass d=example.com s=s1 a=rsa-sha256"),
+        "{report}"
+    );
+    assert!(dumps[0].contains("X-Checked: yes\n"), "{}", dumps[0]);
+}
+
+/// Mail on its way to a content filter is not signed (the filter changes it); it is
+/// signed once, after it comes back, on its way out.
+#[test]
+fn mail_is_signed_after_its_content_filter_not_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let ed = keygen(dir.path(), "example.com", "ed", "ed25519");
+    let sink = Sink::start(&[]);
+    let (reinject, filter_port) = (free_port(), free_port());
+    let config = CONFIG
+        .replace(
+            "listen \"mx\" address=\"127.0.0.1:{port}\"",
+            &format!(
+                "listen \"mx\" address=\"127.0.0.1:{{port}}\" content-filter=\"scan\"\n\
+                 listen \"reinject\" address=\"127.0.0.1:{reinject}\" filtered=#true\n\
+                 content-filter \"scan\" \"smtp:[127.0.0.1]:{filter_port}\""
+            ),
+        )
+        .replace("{sink}", &sink.port().to_string())
+        .replace("{data}", "")
+        .replace(
+            "{dkim}",
+            "dkim \"example.com\" selector=\"ed\" key=\"example.com.ed.key\"",
+        );
+    let spool = dir.path().join("spool");
+    let mtad = Mtad::start_in(dir, spool, &config);
+    let filter = common::peers::FilterPeer::start(filter_port, reinject, &[]);
+    send(&mtad, "alice@example.com", "filtered");
+    let dump = &sink.dumps_within(1, std::time::Duration::from_secs(15))[0];
+    assert!(dump.contains("Subject: [filtered] filtered"), "{dump}");
+    let (_, eml) = &filter.messages(1)[0];
+    let eml = String::from_utf8_lossy(eml);
+    assert!(
+        !eml.contains("DKIM-Signature"),
+        "signed before the filter: {eml}"
+    );
+    assert_eq!(dump.matches("DKIM-Signature:").count(), 1, "{dump}");
+    let (ok, report) = dkimpy(dump, &[ed]);
+    assert!(ok, "{report}\n{dump}");
+}
+
+/// A route's `dkim="DOMAIN"` picks the signer for its mail, whatever the From domain.
+#[test]
+fn a_route_chooses_its_signer() {
+    let dir = tempfile::tempdir().unwrap();
+    let rsa = keygen(dir.path(), "example.org", "r1", "rsa");
+    let sink = Sink::start(&[]);
+    let mtad = start(
+        &sink,
+        "",
+        "dkim \"example.org\" selector=\"r1\" key=\"example.org.r1.key\"",
+        dir,
+    );
+    // without the route option, mail from example.com has no signer
+    send(&mtad, "alice@example.com", "unsigned");
+    assert!(
+        !sink.dumps(1)[0].contains("DKIM-Signature"),
+        "{}",
+        sink.dumps(1)[0]
+    );
+    let hop = format!("\"smtp:[127.0.0.1]:{}\"", sink.port());
+    let config = std::fs::read_to_string(&mtad.config)
+        .unwrap()
+        .replace(&hop, &format!("{hop} dkim=\"example.org\""));
+    std::fs::write(&mtad.config, config).unwrap();
+    let out = mtad.mtactl(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = test_policy(&mtad);
+    assert!(
+        text.contains("dkim: d=example.org s=r1 rsa-sha256\n"),
+        "{text}"
+    );
+    send(&mtad, "alice@example.com", "signed by the route");
+    let dumps = sink.dumps(2);
+    let dump = dumps
+        .iter()
+        .find(|d| d.contains("Subject: signed by the route"))
+        .unwrap();
+    let (ok, report) = dkimpy(dump, &[rsa]);
+    assert!(
+        ok && report.contains("pass d=example.org s=r1"),
+        "{report}\n{dump}"
+    );
+}
