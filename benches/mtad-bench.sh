@@ -5,6 +5,8 @@
 #
 #   ../shared/bench/compare-postfix.sh --mode relay -- benches/mtad-bench.sh
 #   ../shared/bench/compare-postfix.sh --mode accept -- benches/mtad-bench.sh accept
+#   ../shared/bench/compare-postfix.sh --mode relay -- benches/mtad-bench.sh dkim
+#     (relay, every message DKIM-signed with a fresh RSA-2048 key for src.test)
 #
 # Build first: cargo build --release.
 set -euo pipefail
@@ -12,6 +14,12 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 : "${MTAD_PORT:?}" "${BENCH_DIR:?}" "${SINK_PORT:?}"
 queue_only='#false'
 [ "${1:-relay}" = accept ] && queue_only='#true'
+dkim=''
+if [ "${1:-relay}" = dkim ]; then
+  rm -f "$BENCH_DIR/src.test.bench.key"
+  "$here/target/release/mtactl" dkim keygen --domain src.test --selector bench --out "$BENCH_DIR" >/dev/null
+  dkim="dkim \"src.test\" selector=\"bench\" key=\"$BENCH_DIR/src.test.bench.key\""
+fi
 cat >"$BENCH_DIR/mtad.kdl" <<KDL
 server {
     hostname "relay.bench.test"
@@ -31,6 +39,7 @@ stage "route" {
 delivery {
     queue-only $queue_only
 }
+$dkim
 KDL
 export MTAD_LOG=${MTAD_LOG:-warn}
 exec "$here/target/release/mtad" --config "$BENCH_DIR/mtad.kdl"
