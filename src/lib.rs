@@ -28,6 +28,7 @@ pub mod control;
 pub mod delivery;
 pub mod dkim;
 pub mod lookup;
+pub mod mailauth;
 pub mod metrics;
 pub mod policy;
 pub mod queue;
