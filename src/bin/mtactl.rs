@@ -182,6 +182,10 @@ struct TestPolicyArgs {
     /// A message file (headers and body) for the data stage.
     #[arg(long, value_name = "FILE")]
     message: Option<PathBuf>,
+    /// DNS answers for the `authentication` checks (KDL: `txt "NAME" "TEXT"`, `a`,
+    /// `aaaa`, `mx`, `ptr`, `fail`); every other name is NXDOMAIN.
+    #[arg(long, value_name = "FILE")]
+    dns: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
 }
@@ -209,6 +213,15 @@ fn test_policy(args: TestPolicyArgs) -> ExitCode {
             return ExitCode::from(test_policy::EXIT_CONFIG);
         }
     };
+    let dns = match args.dns.as_deref().map(test_policy::dns_file).transpose() {
+        Ok(d) => d.unwrap_or_default(),
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            return ExitCode::from(test_policy::EXIT_CONFIG);
+        }
+    };
     let envelope = mtad::policy::DryEnvelope {
         client_ip: Some(args.client),
         listener: args.listener,
@@ -218,6 +231,7 @@ fn test_policy(args: TestPolicyArgs) -> ExitCode {
         sender: from,
         recipients: args.rcpt,
         message,
+        dns,
     };
     ExitCode::from(test_policy::single(&args.config, &envelope, json))
 }

@@ -101,9 +101,27 @@ pub struct Config {
     /// `dkim DOMAIN selector= key=`: who signs outgoing mail, in file order, keys
     /// read and checked (see [`crate::dkim`]).
     pub dkim: Vec<crate::dkim::Signer>,
+    /// The `authentication` block: incoming mail is checked (SPF, DKIM, DMARC, ARC,
+    /// iprev) only when it is present.
+    pub authentication: Option<Authentication>,
     /// Every file read to build this configuration, with the digest of its bytes: the
     /// policy's revision is computed from these and the hooks ([`Sources`]).
     pub sources: Sources,
+}
+
+/// The `authentication` block (see [`crate::mailauth`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Authentication {
+    /// The name our Authentication-Results headers carry; `None`: the server hostname.
+    pub authserv_id: Option<String>,
+    pub checks: crate::mailauth::Checks,
+    /// Clients whose mail is not checked (besides authenticated ones).
+    pub skip_clients: Vec<ClientRef>,
+    /// Listeners whose mail is not checked.
+    pub skip_listeners: Vec<String>,
+    /// How long the checks of one stage may take before what is left is temperror.
+    pub timeout: std::time::Duration,
+    pub origin: Origin,
 }
 
 /// An after-queue content filter (Postfix's FILTER_README model): an SMTP or LMTP next
@@ -556,6 +574,58 @@ pub enum Condition {
     SizeOver(u64),
     /// `header-matches="regex"`: any header line, unfolded, as `Name: value`.
     HeaderMatches(Pattern),
+    /// `spf=`, `spf-helo=`, `dkim=`, `dmarc=`, `arc=`, `iprev=`: that check's result
+    /// is one of these (see [`crate::mailauth`]).
+    Auth(AuthCheck, Vec<crate::mailauth::AuthResult>),
+    /// `dmarc-policy="reject"`: the DMARC policy that applies to the message is one of
+    /// these.
+    DmarcPolicy(Vec<crate::mailauth::DmarcPolicy>),
+}
+
+/// Which check an [`Condition::Auth`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthCheck {
+    Spf,
+    SpfHelo,
+    Dkim,
+    Dmarc,
+    Arc,
+    Iprev,
+}
+
+impl AuthCheck {
+    pub const ALL: [AuthCheck; 6] = [
+        AuthCheck::Spf,
+        AuthCheck::SpfHelo,
+        AuthCheck::Dkim,
+        AuthCheck::Dmarc,
+        AuthCheck::Arc,
+        AuthCheck::Iprev,
+    ];
+
+    /// The condition's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthCheck::Spf => "spf",
+            AuthCheck::SpfHelo => "spf-helo",
+            AuthCheck::Dkim => "dkim",
+            AuthCheck::Dmarc => "dmarc",
+            AuthCheck::Arc => "arc",
+            AuthCheck::Iprev => "iprev",
+        }
+    }
+
+    /// This check's result in `results`.
+    pub fn of(self, results: &crate::mailauth::AuthResults) -> crate::mailauth::AuthResult {
+        match self {
+            AuthCheck::Spf => results.spf,
+            AuthCheck::SpfHelo => results.spf_helo,
+            AuthCheck::Dkim => results.dkim,
+            AuthCheck::Dmarc => results.dmarc,
+            AuthCheck::Arc => results.arc,
+            AuthCheck::Iprev => results.iprev,
+        }
+    }
 }
 
 impl Condition {
@@ -578,6 +648,8 @@ impl Condition {
             Condition::RcptMatches(_) => "rcpt-matches",
             Condition::SizeOver(_) => "size-over",
             Condition::HeaderMatches(_) => "header-matches",
+            Condition::Auth(check, _) => check.name(),
+            Condition::DmarcPolicy(_) => "dmarc-policy",
         }
     }
 
@@ -600,6 +672,12 @@ impl Condition {
             }
             Condition::SizeOver(_) => matches!(stage, Mail | Data),
             Condition::HeaderMatches(_) => stage == Data,
+            // SPF is checked at MAIL, everything else at the end of DATA; nothing is
+            // kept for the route stage
+            Condition::Auth(AuthCheck::Spf | AuthCheck::SpfHelo, _) => {
+                matches!(stage, Mail | Rcpt | Data)
+            }
+            Condition::Auth(..) | Condition::DmarcPolicy(_) => stage == Data,
         }
     }
 }

@@ -20,7 +20,7 @@ use super::checks::Content;
 use super::reply::{MAX_REPLY_TEXT, is_reply_char};
 use super::units::{parse_duration, parse_size};
 use super::{
-    AuthMode, CertKey, ClientRef, Condition, ConditionConfig, Config, ConfigError, ConfigErrors,
+    AuthCheck, AuthMode, CertKey, ClientRef, Condition, ConditionConfig, Config, ConfigError, ConfigErrors,
     Delivery, HookConfig, Limits, Listener, ListenerTls, Origin, Pattern, Reply, RuleAction,
     RuleConfig, Server, Stage, route,
 };
@@ -46,6 +46,7 @@ const TOP_LEVEL: &[&str] = &[
     "reload",
     "virtual-mailboxes",
     "dkim",
+    "authentication",
 ];
 const SERVER_KEYS: &[&str] = &[
     "hostname",
@@ -107,6 +108,13 @@ const CONDITIONS: &[&str] = &[
     "rcpt-matches",
     "size-over",
     "header-matches",
+    "spf",
+    "spf-helo",
+    "dkim",
+    "dmarc",
+    "dmarc-policy",
+    "arc",
+    "iprev",
 ];
 /// Every condition with `not-` in front.
 const NEGATED_CONDITIONS: &[&str] = &[
@@ -126,6 +134,13 @@ const NEGATED_CONDITIONS: &[&str] = &[
     "not-rcpt-matches",
     "not-size-over",
     "not-header-matches",
+    "not-spf",
+    "not-spf-helo",
+    "not-dkim",
+    "not-dmarc",
+    "not-dmarc-policy",
+    "not-arc",
+    "not-iprev",
 ];
 
 fn availability_help(test: &Condition) -> String {
@@ -242,6 +257,13 @@ struct Parser {
     sources: crate::config::Sources,
     /// Route rules' `dkim="DOMAIN"`, checked against the `dkim` nodes once all are read.
     dkim_refs: Vec<(String, SourceSpan, Arc<SourceFile>)>,
+    /// Route rules' `arc="DOMAIN"`: the `dkim` node whose key seals.
+    arc_refs: Vec<(String, SourceSpan, Arc<SourceFile>)>,
+    /// Where rules read a check's result (`spf=`, `dmarc=`, `arc=`...): they need the
+    /// `authentication` block.
+    auth_refs: Vec<(SourceSpan, Arc<SourceFile>)>,
+    /// Listener names used before every `listen` is read (`skip-listeners`).
+    listener_refs: Vec<(String, SourceSpan, Arc<SourceFile>)>,
     /// SQL sources by URL and timeout: tables and users tables on the same database
     /// share one connection pool.
     sql_sources: BTreeMap<(String, std::time::Duration), crate::lookup::sql::SqlSource>,
@@ -270,6 +292,8 @@ mod checks_parse;
 
 #[path = "delivery.rs"]
 mod delivery;
+#[path = "authentication.rs"]
+mod authentication;
 #[path = "dkim.rs"]
 mod dkim;
 #[path = "filter.rs"]
@@ -304,6 +328,9 @@ impl Parser {
             table_files: BTreeMap::new(),
             sql_sources: BTreeMap::new(),
             dkim_refs: Vec::new(),
+            arc_refs: Vec::new(),
+            auth_refs: Vec::new(),
+            listener_refs: Vec::new(),
         }
     }
 
@@ -766,6 +793,7 @@ impl Parser {
         let mut virtual_aliases: Option<(Arc<crate::lookup::Table>, Origin)> = None;
         let mut delivery: Option<(Delivery, Origin)> = None;
         let mut dkim: Vec<(crate::dkim::Signer, Origin)> = Vec::new();
+        let mut authentication: Option<crate::config::Authentication> = None;
 
         for (file, node) in &nodes {
             self.cur = file.clone();
@@ -809,6 +837,14 @@ impl Parser {
                 }
                 "include" => {} // read by `load`
                 "dkim" => self.dkim(node, &mut dkim),
+                "authentication" => {
+                    if let Some(first) = &authentication {
+                        let first = first.origin.clone();
+                        self.duplicate(node.name().span(), "`authentication` block".into(), &first);
+                        continue;
+                    }
+                    authentication = Some(self.authentication(node, &sets));
+                }
                 "server" => {
                     if let Some(first) = &server_at {
                         let first = first.clone();
@@ -881,6 +917,40 @@ impl Parser {
                 ));
             }
         }
+        for (domain, at, file) in std::mem::take(&mut self.arc_refs) {
+            if !dkim.iter().any(|(s, _)| s.domain == domain) {
+                self.cur = file;
+                self.error(at, format!("no `dkim` node for {domain}"), "undefined sealer")
+                    .help = Some(format!(
+                    "ARC seals with a dkim node's key: dkim \"{domain}\" selector=\"SELECTOR\" key=\"FILE.pem\""
+                ));
+            }
+        }
+        if authentication.is_none() {
+            for (at, file) in std::mem::take(&mut self.auth_refs) {
+                self.cur = file;
+                self.error(
+                    at,
+                    "this needs the results of the `authentication` checks, which are off",
+                    "no authentication block",
+                )
+                .help = Some(
+                    "add `authentication { }` (every check) to check incoming mail".to_owned(),
+                );
+            }
+        }
+        for (name, at, file) in std::mem::take(&mut self.listener_refs) {
+            if !listeners.iter().any(|(l, _)| l.name == name) {
+                self.cur = file;
+                let help = suggest(&name, listeners.iter().map(|(l, _)| l.name.as_str()));
+                self.error(
+                    at,
+                    format!("no listener is named `{name}`"),
+                    "unknown listener",
+                )
+                .help = help;
+            }
+        }
         let start = SourceSpan::from(0..0);
         self.cur = docs[0].file.clone();
         if server_at.is_none() {
@@ -947,6 +1017,7 @@ impl Parser {
                 .filter_map(|(k, (v, _))| Some((k, v?)))
                 .collect(),
             dkim: dkim.into_iter().map(|(s, _)| s).collect(),
+            authentication,
             sources: std::mem::take(&mut self.sources),
         })
     }
@@ -1948,7 +2019,7 @@ impl Parser {
             allowed.extend(["file", "table", "size-limit"]);
         }
         if stage == Stage::Route {
-            allowed.extend(["auth", "fallback", "dkim"]);
+            allowed.extend(["auth", "fallback", "dkim", "arc-seal"]);
         }
         let mut route_options = route::RouteOptions::default();
         let mut warn = false;
@@ -2001,6 +2072,16 @@ impl Parser {
                         self.dkim_refs
                             .push((domain.clone(), entry.span(), self.cur.clone()));
                         route_options.dkim = Some(domain);
+                    }
+                    None => ok = false,
+                },
+                "arc-seal" => match self.string(entry, "`arc-seal`") {
+                    Some(domain) => {
+                        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+                        self.arc_refs
+                            .push((domain.clone(), entry.span(), self.cur.clone()));
+                        self.auth_refs.push((entry.span(), self.cur.clone()));
+                        route_options.arc_seal = Some(domain);
                     }
                     None => ok = false,
                 },
@@ -2133,6 +2214,16 @@ impl Parser {
             _ => {}
         }
         let value = self.string(entry, &format!("`{key}`"))?;
+        if let Some(check) = AuthCheck::ALL.into_iter().find(|c| c.name() == key) {
+            let results = self.one_or_more(value, entry, key)?;
+            self.auth_refs.push((entry.span(), self.cur.clone()));
+            return Some(Condition::Auth(check, results));
+        }
+        if key == "dmarc-policy" {
+            let policies = self.one_or_more(value, entry, key)?;
+            self.auth_refs.push((entry.span(), self.cur.clone()));
+            return Some(Condition::DmarcPolicy(policies));
+        }
         match key {
             "listener" => Some(Condition::Listener(value.to_owned())),
             "helo" => Some(Condition::Helo(value.to_ascii_lowercase())),
@@ -2211,6 +2302,31 @@ impl Parser {
             &format!("table NAME file=\"{example_file}\""),
         );
         false
+    }
+
+    /// `"fail"`, `"fail softfail"` or `"fail,softfail"`: the values an auth condition
+    /// accepts, each checked.
+    fn one_or_more<T: std::str::FromStr<Err = String>>(
+        &mut self,
+        value: &str,
+        entry: &KdlEntry,
+        key: &str,
+    ) -> Option<Vec<T>> {
+        let mut out = Vec::new();
+        for word in value.split([' ', ',']).filter(|w| !w.is_empty()) {
+            match word.parse() {
+                Ok(v) => out.push(v),
+                Err(e) => {
+                    self.error(entry.span(), format!("`{key}`: {e}"), "unknown value");
+                    return None;
+                }
+            }
+        }
+        if out.is_empty() {
+            self.error(entry.span(), format!("`{key}` needs a value"), "empty");
+            return None;
+        }
+        Some(out)
     }
 
     fn client_condition(

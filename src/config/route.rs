@@ -289,11 +289,18 @@ pub struct RouteOptions {
     /// `dkim="DOMAIN"`: this route's mail is signed by the `dkim` node for DOMAIN
     /// instead of the one its From domain picks (`always` nodes sign as well).
     pub dkim: Option<String>,
+    /// `arc-seal="DOMAIN"`: mail on this route is ARC-sealed at its arrival with the
+    /// `dkim` node for DOMAIN (its key and selector).
+    pub arc_seal: Option<String>,
 }
 
 impl RouteOptions {
     pub fn is_empty(&self) -> bool {
-        self.auth.is_none() && self.tls.is_none() && self.fallback.is_empty() && self.dkim.is_none()
+        self.auth.is_none()
+            && self.tls.is_none()
+            && self.fallback.is_empty()
+            && self.dkim.is_none()
+            && self.arc_seal.is_none()
     }
 }
 
@@ -320,6 +327,10 @@ impl fmt::Display for RouteOptions {
         }
         if let Some(dkim) = &self.dkim {
             write!(f, "{sep}dkim=\"{dkim}\"")?;
+            sep = " ";
+        }
+        if let Some(domain) = &self.arc_seal {
+            write!(f, "{sep}arc-seal=\"{domain}\"")?;
         }
         Ok(())
     }

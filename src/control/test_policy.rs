@@ -31,6 +31,7 @@ use kdl::{KdlDocument, KdlNode};
 use serde::Serialize;
 
 use crate::config::{Config, render};
+use crate::mailauth::DnsFixture;
 use crate::policy::{DryEnvelope, DryRunReport, Pipeline, Stage};
 
 /// Exit statuses, as documented: everything accepted / passed, something refused /
@@ -124,6 +125,10 @@ pub fn render_report(report: &DryRunReport) -> String {
             "filter: {filter}; the routes above apply when it injects the message again"
         );
     }
+    if let Some(auth) = &report.auth {
+        let results: Vec<String> = auth.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(out, "authentication: {}", results.join(" "));
+    }
     if !report.dkim.is_empty() {
         let _ = writeln!(out, "dkim: {}", report.dkim.join(", "));
     }
@@ -149,6 +154,8 @@ struct Case {
     headers: Vec<String>,
     /// The content filter the message must go through (`none`: none).
     filter: Option<String>,
+    /// `authentication spf="pass" dmarc="fail" ...`: results the checks must give.
+    auth: Vec<(String, String, String)>,
 }
 
 #[derive(Debug)]
@@ -397,6 +404,16 @@ fn check(case: &Case, report: &DryRunReport) -> Vec<String> {
             failures.push(format!("filter: expected {want}, got {got}"));
         }
     }
+    for (key, want, at) in &case.auth {
+        let got = report
+            .auth
+            .as_ref()
+            .and_then(|a| a.get(key.as_str()))
+            .map_or("skipped", String::as_str);
+        if got != want {
+            failures.push(format!("authentication {key}: expected {want}, got {got} ({at})"));
+        }
+    }
     for stage in &case.not_reached {
         if !report.not_reached.iter().any(|s| s == stage) {
             failures.push(format!("{stage}: expected not to be reached, but it ran"));
@@ -431,16 +448,24 @@ fn load_cases(path: &Path) -> Result<Vec<Case>, Vec<String>> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut errors = Vec::new();
     let mut cases = Vec::new();
+    // `dns { ... }` outside the cases: the answers of every case of the file
+    let mut dns = DnsFixture::default();
+    for node in doc.nodes().iter().filter(|n| n.name().value() == "dns") {
+        read_dns(node.children().map(KdlDocument::nodes).unwrap_or_default(), &mut dns, &at, &mut errors);
+    }
     for node in doc.nodes() {
         let here = at(node.name().span().offset());
-        if node.name().value() != "case" {
-            errors.push(format!(
-                "{here}: unknown node `{}` (a suite holds `case` nodes)",
-                node.name().value()
-            ));
-            continue;
+        match node.name().value() {
+            "case" => {}
+            "dns" => continue,
+            other => {
+                errors.push(format!(
+                    "{here}: unknown node `{other}` (a suite holds `case` nodes, and `dns`)"
+                ));
+                continue;
+            }
         }
-        match read_case(node, &here, dir, &at) {
+        match read_case(node, &here, dir, &at, &dns) {
             Ok(case) => cases.push(case),
             Err(mut e) => errors.append(&mut e),
         }
@@ -457,6 +482,7 @@ fn read_case(
     here: &str,
     dir: &Path,
     at: &dyn Fn(usize) -> String,
+    dns: &DnsFixture,
 ) -> Result<Case, Vec<String>> {
     let mut errors = Vec::new();
     let name = first_string(node).unwrap_or_else(|| {
@@ -475,7 +501,9 @@ fn read_case(
         routes: Vec::new(),
         headers: Vec::new(),
         filter: None,
+        auth: Vec::new(),
     };
+    case.envelope.dns = dns.clone();
     let Some(children) = node.children() else {
         errors.push(format!(
             "{here}: `case` needs a block with the envelope and expectations"
@@ -569,6 +597,31 @@ fn read_case(
             "header" => case.headers.extend(strings.iter().cloned()),
             "filter" => case.filter = one(&mut errors),
             "not-reached" => case.not_reached.extend(strings.iter().cloned()),
+            "dns" => read_dns(
+                child.children().map(KdlDocument::nodes).unwrap_or_default(),
+                &mut case.envelope.dns,
+                at,
+                &mut errors,
+            ),
+            "authentication" => {
+                for e in child.entries() {
+                    let (Some(key), Some(value)) = (e.name(), e.value().as_string()) else {
+                        errors.push(format!(
+                            "{where_}: authentication spf=\"pass\" dkim=\"pass\" dmarc=\"fail\" dmarc-policy=\"reject\" ..."
+                        ));
+                        continue;
+                    };
+                    if !AUTH_KEYS.contains(&key.value()) {
+                        errors.push(format!(
+                            "{where_}: unknown check `{}`; one of {}",
+                            key.value(),
+                            AUTH_KEYS.join(", ")
+                        ));
+                        continue;
+                    }
+                    case.auth.push((key.value().to_owned(), value.to_owned(), where_.clone()));
+                }
+            }
             other => errors.push(format!("{where_}: unknown node `{other}` in a case")),
         }
     }
@@ -577,6 +630,112 @@ fn read_case(
     }
     if errors.is_empty() {
         Ok(case)
+    } else {
+        Err(errors)
+    }
+}
+
+/// What a case's `authentication` node may name (the keys of [`DryRunReport::auth`]).
+const AUTH_KEYS: [&str; 7] = [
+    "spf",
+    "spf-helo",
+    "dkim",
+    "dmarc",
+    "dmarc-policy",
+    "arc",
+    "iprev",
+];
+
+/// Reads DNS answers for the `authentication` checks into `dns`:
+///
+/// ```kdl
+/// txt "example.com" "v=spf1 ip4:192.0.2.0/24 -all"
+/// a "mail.example.com" "192.0.2.1"       // aaaa likewise
+/// mx "example.com" 10 "mail.example.com"
+/// ptr "192.0.2.1" "mail.example.com"
+/// fail "broken.example"                  // every query fails: temperror
+/// ```
+pub fn read_dns(
+    nodes: &[KdlNode],
+    dns: &mut DnsFixture,
+    at: &dyn Fn(usize) -> String,
+    errors: &mut Vec<String>,
+) {
+    for node in nodes {
+        let where_ = at(node.name().span().offset());
+        let args: Vec<&kdl::KdlValue> = node
+            .entries()
+            .iter()
+            .filter(|e| e.name().is_none())
+            .map(|e| e.value())
+            .collect();
+        let strings: Vec<&str> = args.iter().filter_map(|v| v.as_string()).collect();
+        let kind = node.name().value();
+        let ok = match (kind, strings.as_slice(), args.len()) {
+            ("txt", [name, value], 2) => {
+                dns.txt(name, value);
+                true
+            }
+            ("a", [name, ip], 2) => match ip.parse() {
+                Ok(ip) => {
+                    dns.a(name, ip);
+                    true
+                }
+                Err(_) => false,
+            },
+            ("aaaa", [name, ip], 2) => match ip.parse() {
+                Ok(ip) => {
+                    dns.aaaa(name, ip);
+                    true
+                }
+                Err(_) => false,
+            },
+            ("mx", [name, host], 3) => match args[1].as_integer().map(u16::try_from) {
+                Some(Ok(pref)) => {
+                    dns.mx(name, pref, host);
+                    true
+                }
+                _ => false,
+            },
+            ("ptr", [ip, name], 2) => match ip.parse() {
+                Ok(ip) => {
+                    dns.ptr(ip, name);
+                    true
+                }
+                Err(_) => false,
+            },
+            ("fail", [name], 1) => {
+                dns.fail(name);
+                true
+            }
+            _ => false,
+        };
+        if !ok {
+            errors.push(format!(
+                "{where_}: `{kind}`: expected one of: txt \"NAME\" \"TEXT\"; a|aaaa \"NAME\" \"IP\"; mx \"NAME\" PREFERENCE \"HOST\"; ptr \"IP\" \"NAME\"; fail \"NAME\""
+            ));
+        }
+    }
+}
+
+/// `mtactl test-policy --dns FILE`: a KDL file of [`read_dns`] records.
+pub fn dns_file(path: &Path) -> Result<DnsFixture, Vec<String>> {
+    let name = path.display().to_string();
+    let text =
+        std::fs::read_to_string(path).map_err(|e| vec![format!("{name}: cannot read: {e}")])?;
+    let at = |offset: usize| {
+        let before = &text[..offset.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!("{name}:{line}:{col}")
+    };
+    let doc = KdlDocument::parse_v2(&text)
+        .map_err(|e| vec![format!("{name}: syntax error: {e}")])?;
+    let mut dns = DnsFixture::default();
+    let mut errors = Vec::new();
+    read_dns(doc.nodes(), &mut dns, &at, &mut errors);
+    if errors.is_empty() {
+        Ok(dns)
     } else {
         Err(errors)
     }

@@ -182,5 +182,58 @@ pub struct Peer<'a> {
     pub sender: &'a str,
 }
 
+/// Whether an Authentication-Results header value claims to come from `authserv_id`
+/// (its first token, before `;` and an optional version, any case; RFC 8601 §2.2):
+/// on mail arriving from outside, such a header is a forgery (RFC 8601 §5).
+pub fn claims(value: &str, authserv_id: &str) -> bool {
+    let mut rest = value.trim_start();
+    // CFWS before the authserv-id: comments
+    while let Some(after) = rest.strip_prefix('(') {
+        rest = after.split_once(')').map_or("", |(_, r)| r).trim_start();
+    }
+    let id = rest
+        .split(|c: char| c == ';' || c.is_whitespace() || c == '(')
+        .next()
+        .unwrap_or("");
+    id.trim_end_matches('.')
+        .eq_ignore_ascii_case(authserv_id.trim_end_matches('.'))
+}
+
+/// Removals of the Authentication-Results headers among `headers` that claim
+/// `authserv_id` ([`claims`]): forgeries on mail arriving from outside.
+pub fn forged(
+    headers: &[crate::policy::HeaderLine],
+    authserv_id: &str,
+) -> Vec<crate::policy::RawEdit> {
+    headers
+        .iter()
+        .filter(|h| {
+            h.name().eq_ignore_ascii_case("Authentication-Results")
+                && claims(h.value(), authserv_id)
+        })
+        .map(|h| crate::policy::RawEdit {
+            range: h.raw(),
+            text: Vec::new(),
+        })
+        .collect()
+}
+
 mod engine;
 pub use engine::{Checker, DnsCache, DnsFixture, SpfState, Verified};
+
+#[cfg(test)]
+mod claims_tests {
+    use super::claims;
+
+    #[test]
+    fn the_authserv_id_is_the_first_token() {
+        assert!(claims(" mx.example.test; spf=pass", "mx.example.test"));
+        assert!(claims("MX.Example.Test 1; dkim=pass", "mx.example.test"));
+        assert!(claims("mx.example.test;dkim=pass", "mx.example.test"));
+        assert!(claims("(forged) mx.example.test; none", "mx.example.test"));
+        assert!(claims("mx.example.test.; none", "mx.example.test"));
+        assert!(!claims("other.example; spf=pass", "mx.example.test"));
+        assert!(!claims("mx.example.test.evil; spf=pass", "mx.example.test"));
+        assert!(!claims("", "mx.example.test"));
+    }
+}

@@ -2,9 +2,12 @@
 //! them, with the verdict and the rule that decided, and nothing sent anywhere. This
 //! is what `mtactl test-policy` prints and what its suites compare against.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use serde::Serialize;
+
+use crate::mailauth::{AuthResult, AuthResults, Checker, Peer, SpfState, Verified};
 
 use super::{Context, Decision, HeaderChange, Pipeline, Stage, TlsInfo, Verdict, parse_headers};
 
@@ -21,6 +24,9 @@ pub struct DryEnvelope {
     /// The message as the client would send it (headers and body); `None` runs the
     /// data stage on an empty message.
     pub message: Option<Vec<u8>>,
+    /// The DNS the `authentication` checks see: these answers, every other name
+    /// NXDOMAIN. A dry run never queries the network.
+    pub dns: crate::mailauth::DnsFixture,
 }
 
 /// One stage's outcome (rcpt: one per recipient).
@@ -80,6 +86,11 @@ pub struct DryRunReport {
     /// checks' edits and the hooks' header changes (unfolded, one header per entry).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<String>,
+    /// What the `authentication` checks found (absent when the message is not
+    /// checked): `spf`, `spf-helo` from mail; `dkim`, `dmarc`, `dmarc-policy`, `arc`,
+    /// `iprev` from data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<std::collections::BTreeMap<&'static str, String>>,
     /// Every rule that decided something in this run (for suite coverage).
     #[serde(skip)]
     pub fired: Vec<String>,
@@ -156,6 +167,39 @@ fn result(stage: Stage, rcpt: Option<&str>, decision: &Decision) -> StageResult 
     }
 }
 
+/// The results as `test-policy` shows them (and suites' `auth` compares).
+fn summary(r: &AuthResults, data: bool) -> BTreeMap<&'static str, String> {
+    let mut m = BTreeMap::new();
+    m.insert("spf", r.spf.to_string());
+    m.insert("spf-helo", r.spf_helo.to_string());
+    if data {
+        m.insert("dkim", r.dkim.to_string());
+        m.insert("dmarc", r.dmarc.to_string());
+        m.insert("dmarc-policy", r.dmarc_policy.as_str().to_owned());
+        m.insert("arc", r.arc.to_string());
+        m.insert("iprev", r.iprev.to_string());
+    }
+    m
+}
+
+/// A fixture's checks that could not finish (a `fail` name the cache could not
+/// answer): what ran at DATA is temperror.
+fn temperror(spf: &SpfState, checks: crate::mailauth::Checks) -> Verified {
+    let mut v = Verified::default();
+    v.results = spf.results.clone();
+    for (on, slot) in [
+        (checks.dkim, &mut v.results.dkim),
+        (checks.dmarc, &mut v.results.dmarc),
+        (checks.arc, &mut v.results.arc),
+        (checks.iprev, &mut v.results.iprev),
+    ] {
+        if on {
+            *slot = AuthResult::TempError;
+        }
+    }
+    v
+}
+
 fn refuses(decision: &Decision) -> bool {
     matches!(decision.verdict, Verdict::Reject(_) | Verdict::Defer(_))
 }
@@ -172,6 +216,7 @@ impl Pipeline {
             filter: None,
             dkim: Vec::new(),
             headers: Vec::new(),
+            auth: None,
             fired: Vec::new(),
         };
         let mut hold = false;
@@ -225,6 +270,31 @@ impl Pipeline {
             return report;
         }
         let size = env.message.as_ref().map(|m| m.len() as u64);
+        // the `authentication` checks, with the case's DNS answers
+        let auth = self
+            .authentication()
+            .filter(|a| a.applies(client_ip, &env.listener, env.auth_user.is_some()))
+            .map(|a| (a, Checker::fixture(&env.dns)));
+        let peer = Peer {
+            ip: client_ip,
+            helo,
+            sender: &env.sender,
+        };
+        let spf = auth.as_ref().map(|(a, checker)| {
+            Checker::now(checker.spf(a.checks, peer, &a.authserv_id)).unwrap_or_else(|| {
+                let mut state = SpfState::default();
+                state.results.spf = AuthResult::TempError;
+                state.results.spf_helo = AuthResult::TempError;
+                state
+            })
+        });
+        if let Some(spf) = &spf {
+            report.auth = Some(summary(&spf.results, false));
+        }
+        let with_helo = Context {
+            auth: spf.as_ref().map(|s| &s.results),
+            ..with_helo
+        };
         let d = self.evaluate(
             Stage::Mail,
             &Context {
@@ -260,6 +330,16 @@ impl Pipeline {
         }
         let message = env.message.as_deref().unwrap_or(b"");
         let (headers, _) = parse_headers(message);
+        let verified = match (&auth, &spf) {
+            (Some((a, checker)), Some(spf)) => Some(
+                Checker::now(checker.message(a.checks, peer, spf, message, &a.authserv_id))
+                    .unwrap_or_else(|| temperror(spf, a.checks)),
+            ),
+            _ => None,
+        };
+        if let Some(v) = &verified {
+            report.auth = Some(summary(&v.results, true));
+        }
         let d = self.evaluate(
             Stage::Data,
             &Context {
@@ -268,6 +348,7 @@ impl Pipeline {
                 size: Some(message.len() as u64),
                 headers: &headers,
                 body: Some(message),
+                auth: verified.as_ref().map(|v| &v.results),
                 ..with_helo
             },
         );
@@ -279,8 +360,15 @@ impl Pipeline {
         // REDIRECT / BCC from content checks: the routes are those of the new list
         let mut from_domain = None;
         if env.message.is_some() {
-            let edited = super::apply_raw_edits(message, &d.checks.edits);
-            let edited = super::apply_header_edits(&edited, &d.header_changes);
+            let mut edits = d.checks.edits.clone();
+            if let (Some((a, _)), Some(_)) = (&auth, &verified) {
+                edits.extend(crate::mailauth::forged(&headers, &a.authserv_id));
+            }
+            let edited = super::apply_raw_edits(message, &edits);
+            let mut edited = super::apply_header_edits(&edited, &d.header_changes);
+            if let Some(v) = &verified {
+                edited.splice(0..0, v.header.bytes());
+            }
             from_domain = crate::dkim::from_domain(&edited);
             report.headers = parse_headers(&edited)
                 .0

@@ -42,9 +42,10 @@ use regex::Regex;
 use tracing::{debug, error, warn};
 
 use crate::config::{
-    ClientRef, Condition, Config, ConfigError, ConfigErrors, RuleAction, RuleConfig,
+    AuthCheck, ClientRef, Condition, Config, ConfigError, ConfigErrors, RuleAction, RuleConfig,
 };
 use crate::lookup::{DomainSet, LookupError, NetworkSet};
+use crate::mailauth::{AuthResult, AuthResults};
 pub use crate::smtp::tls::TlsInfo;
 use script::{
     Hook, HookDecision, HookError, HookInput, HookOutput, KnownNames, Lookups, NoLookups,
@@ -172,6 +173,9 @@ pub struct Context<'a> {
     /// The client's rate-limit counters (hooks' `ctx.rate(kind)`); `None` outside a
     /// session.
     pub rates: Option<&'a dyn RateView>,
+    /// What the `authentication` checks found so far (SPF from mail on, the rest at
+    /// data); `None`: nothing was checked (every result reads `skipped`).
+    pub auth: Option<&'a AuthResults>,
 }
 
 /// Reads the rate-limit counters: how many `kind` events (`connections`, `messages`,
@@ -199,6 +203,7 @@ impl<'a> Context<'a> {
             headers: &[],
             body: None,
             rates: None,
+            auth: None,
         }
     }
 }
@@ -226,6 +231,33 @@ pub struct Pipeline {
     mailboxes: Option<Mailboxes>,
     /// `dkim` nodes: who signs what delivery sends (see [`crate::dkim`]).
     dkim: Arc<[crate::dkim::Signer]>,
+    /// The `authentication` block: which incoming mail is checked, and how.
+    authentication: Option<Arc<AuthSettings>>,
+    /// Some route rule has `arc-seal=`.
+    seals: bool,
+}
+
+/// The `authentication` block, resolved (see [`crate::mailauth`]).
+#[derive(Debug)]
+pub struct AuthSettings {
+    /// The name our Authentication-Results headers carry (and forged ones claim).
+    pub authserv_id: String,
+    pub checks: crate::mailauth::Checks,
+    /// Per stage (MAIL; then DATA): the budget of the checks, after which what is
+    /// left is temperror.
+    pub timeout: std::time::Duration,
+    skip_clients: Vec<Arc<NetworkSet>>,
+    skip_listeners: Vec<String>,
+}
+
+impl AuthSettings {
+    /// Whether mail from this client on this listener is checked: not when the client
+    /// authenticated (its mail is ours), nor for `skip-clients` and `skip-listeners`.
+    pub fn applies(&self, client: IpAddr, listener: &str, authenticated: bool) -> bool {
+        !authenticated
+            && !self.skip_listeners.iter().any(|l| l == listener)
+            && !self.skip_clients.iter().any(|set| set.contains(client))
+    }
 }
 
 /// Virtual mailbox domains, their mailboxes and transport, resolved.
@@ -259,6 +291,8 @@ impl Default for Pipeline {
             sources: Arc::default(),
             mailboxes: None,
             dkim: Arc::new([]),
+            authentication: None,
+            seals: false,
         }
     }
 }
@@ -359,6 +393,8 @@ enum Check {
     RcptMatches(Regex),
     SizeOver(u64),
     HeaderMatches(Regex),
+    Auth(AuthCheck, Vec<AuthResult>),
+    DmarcPolicy(Vec<crate::mailauth::DmarcPolicy>),
 }
 
 impl Check {
@@ -392,6 +428,12 @@ impl Check {
             Check::RcptMatches(re) => ctx.rcpt.is_some_and(|r| re.is_match(r)),
             Check::SizeOver(limit) => ctx.size.is_some_and(|s| s > *limit),
             Check::HeaderMatches(re) => ctx.headers.iter().any(|h| re.is_match(h.line())),
+            Check::Auth(check, results) => {
+                results.contains(&ctx.auth.map_or(AuthResult::Skipped, |a| check.of(a)))
+            }
+            Check::DmarcPolicy(policies) => {
+                policies.contains(&ctx.auth.map(|a| a.dmarc_policy).unwrap_or_default())
+            }
         })
     }
 }
@@ -418,6 +460,33 @@ impl Pipeline {
     }
 
     /// The `dkim` signers, in file order.
+    /// The `authentication` block, when incoming mail is checked.
+    pub fn authentication(&self) -> Option<&Arc<AuthSettings>> {
+        self.authentication.as_ref()
+    }
+
+    /// The `dkim` node that ARC-seals a message: the one named by the `arc-seal=` of
+    /// the first recipient route that has one (routes as they would be chosen now;
+    /// the seal is made at arrival, once, for every recipient).
+    pub fn arc_sealer(&self, ctx: &Context<'_>, recipients: &[String]) -> Option<&crate::dkim::Signer> {
+        if !self.seals {
+            return None;
+        }
+        recipients.iter().find_map(|rcpt| {
+            let ctx = Context {
+                rcpt: Some(rcpt),
+                ..*ctx
+            };
+            match self.route(&ctx) {
+                Route::To { options, .. } => {
+                    let domain = options.arc_seal?;
+                    self.dkim.iter().find(|s| s.domain == domain)
+                }
+                _ => None,
+            }
+        })
+    }
+
     pub fn dkim_signers(&self) -> &Arc<[crate::dkim::Signer]> {
         &self.dkim
     }
@@ -549,11 +618,35 @@ impl Pipeline {
                 .collect(),
             default: config.server.content_filter.clone(),
         };
+        let authentication = config.authentication.as_ref().map(|a| {
+            Arc::new(AuthSettings {
+                authserv_id: a
+                    .authserv_id
+                    .clone()
+                    .unwrap_or_else(|| config.server.hostname.to_ascii_lowercase()),
+                checks: a.checks,
+                timeout: a.timeout,
+                skip_clients: a
+                    .skip_clients
+                    .iter()
+                    .filter_map(|c| match c {
+                        ClientRef::Net(net) => Some(Arc::new(NetworkSet::new(vec![*net]))),
+                        ClientRef::Set(name) => networks.get(name.as_str()).cloned(),
+                    })
+                    .collect(),
+                skip_listeners: a.skip_listeners.clone(),
+            })
+        });
+        let seals = stages[Stage::Route.index()]
+            .iter()
+            .any(|r| r.route.arc_seal.is_some());
         Pipeline {
             stages,
             host,
             rewriter,
             filters,
+            authentication,
+            seals,
             dkim: config.dkim.clone().into(),
             revision: sources.revision().into(),
             sources: Arc::new(sources),
@@ -958,6 +1051,7 @@ impl Pipeline {
             headers: &headers,
             body: ctx.body,
             rates: ctx.rates,
+            auth: ctx.auth,
             ..HookInput::new(stage, ctx.client_ip, ctx.client_port, ctx.listener)
         };
         hook.call(&self.host, &input, &self.lookups)
@@ -1080,6 +1174,8 @@ fn compile_rule(
             Condition::RcptMatches(p) => Some(Check::RcptMatches(p.0.clone())),
             Condition::SizeOver(n) => Some(Check::SizeOver(*n)),
             Condition::HeaderMatches(p) => Some(Check::HeaderMatches(p.0.clone())),
+            Condition::Auth(c, results) => Some(Check::Auth(*c, results.clone())),
+            Condition::DmarcPolicy(p) => Some(Check::DmarcPolicy(p.clone())),
         };
         match check {
             Some(check) => conditions.push(Test {

@@ -12,6 +12,7 @@ use super::dot::{DotReceiver, has_bare_eol};
 use super::reply;
 use super::session::{Disposition, Flow, Session, State};
 use super::tls::TlsInfo;
+use crate::mailauth::Peer;
 use crate::policy::{Context, Stage, Verdict, apply_header_edits, apply_raw_edits, parse_headers};
 use crate::queue::{Envelope, MessageRecord, QueueId};
 
@@ -148,17 +149,53 @@ impl Session {
             warn!(queue_id = %id, hops, "message refused: too many hops (a mail loop?)");
             return self.fail(reply::TOO_MANY_HOPS);
         }
-        let mut decision = self.policy.evaluate(
-            Stage::Data,
-            &Context {
-                size: Some(size as u64),
-                headers: &headers,
-                body: Some(record.body()),
-                ..self.policy_context()
-            },
-        );
+        // DKIM, ARC, DMARC and iprev on the message as received
+        let auth = self.tx.auth.take();
+        let helo = self.helo.clone().unwrap_or_default();
+        let sender = self.tx.sender.clone().unwrap_or_default();
+        let peer = Peer {
+            ip: self.peer.ip(),
+            helo: &helo,
+            sender: &sender,
+        };
+        let verified = match &auth {
+            Some(a) => {
+                let v = a
+                    .checker
+                    .message(
+                        a.settings.checks,
+                        peer,
+                        &a.spf,
+                        record.body(),
+                        &a.settings.authserv_id,
+                    )
+                    .await;
+                let r = &v.results;
+                info!(queue_id = %id, spf = %r.spf, dkim = %r.dkim, dmarc = %r.dmarc, dmarc_policy = r.dmarc_policy.as_str(), arc = %r.arc, iprev = %r.iprev, "authentication");
+                Some(v)
+            }
+            None => None,
+        };
+        let context = Context {
+            size: Some(size as u64),
+            headers: &headers,
+            body: Some(record.body()),
+            auth: verified.as_ref().map(|v| &v.results),
+            ..self.policy_context()
+        };
+        let mut decision = self.policy.evaluate(Stage::Data, &context);
+        // ARC: sealed at arrival when a recipient's route asks for it, over the message
+        // as it is queued; the chain is validated on the message as received
+        let sealer = match &verified {
+            Some(_) => self
+                .policy
+                .arc_sealer(&context, &self.tx.recipients)
+                .cloned()
+                .map(|s| (s, record.body().to_vec())),
+            None => None,
+        };
         let header_changes = std::mem::take(&mut decision.header_changes);
-        let checks = std::mem::take(&mut decision.checks);
+        let mut checks = std::mem::take(&mut decision.checks);
         // a FILTER from content checks (unless a REDIRECT overrides it), else a rule's
         let chosen = checks
             .filter
@@ -194,6 +231,14 @@ impl Session {
         if refused {
             return flow;
         }
+        // Authentication-Results that claim to be ours are forgeries: removed
+        if let (Some(a), Some(_)) = (&auth, &verified) {
+            let forged = crate::mailauth::forged(&headers, &a.settings.authserv_id);
+            if !forged.is_empty() {
+                info!(queue_id = %id, count = forged.len(), "forged Authentication-Results removed");
+            }
+            checks.edits.extend(forged);
+        }
         // content checks' edits first (byte ranges of the message as received), then
         // the hooks' by-name header changes on the result
         if !checks.edits.is_empty() {
@@ -205,6 +250,39 @@ impl Session {
             let edited = apply_header_edits(record.body(), &header_changes);
             record.truncate_body();
             record.body_mut().extend_from_slice(&edited);
+        }
+        if let Some(v) = &verified {
+            // our results on top, then the ARC set over all of it
+            let mut body = v.header.clone().into_bytes();
+            if let (Some(a), Some((signer, original))) = (&auth, &sealer) {
+                let mut sealed = body.clone();
+                sealed.extend_from_slice(record.body());
+                match a
+                    .checker
+                    .seal(
+                        a.settings.checks,
+                        peer,
+                        &a.spf,
+                        v,
+                        original,
+                        &sealed,
+                        &a.settings.authserv_id,
+                        signer,
+                    )
+                    .await
+                {
+                    Ok(set) => {
+                        info!(queue_id = %id, d = %signer.domain, s = %signer.selector, "ARC set added");
+                        body.splice(0..0, set.into_bytes());
+                    }
+                    Err(e) => {
+                        warn!(queue_id = %id, d = %signer.domain, error = %e, "cannot ARC-seal; queued without a seal")
+                    }
+                }
+            }
+            body.extend_from_slice(record.body());
+            record.truncate_body();
+            record.body_mut().extend_from_slice(&body);
         }
         if disposition == Disposition::Discard {
             info!(queue_id = %id, from = %reply::sanitize(&from, 256), nrcpt = recipients, size, revision = %self.policy.revision(), "discarded by policy");

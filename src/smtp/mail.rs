@@ -6,11 +6,12 @@ use smtp_proto::{MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8, MailFr
 use tracing::{debug, warn};
 
 use super::reply;
-use super::session::{Flow, Session};
+use super::session::{Flow, Session, TxAuth};
+use crate::mailauth::{Checker, Peer};
 use crate::policy::{Context, Stage, Verdict};
 
 impl Session {
-    pub(super) fn handle_mail(&mut self, from: MailFrom<Cow<'_, str>>) -> Flow {
+    pub(super) async fn handle_mail(&mut self, from: MailFrom<Cow<'_, str>>) -> Flow {
         if self.helo.is_none() {
             return self.fail(reply::NEED_HELO);
         }
@@ -46,11 +47,13 @@ impl Session {
         // A transaction runs with the policy in force when it starts, to its end.
         self.policy = self.core.policy.load_full();
         let declared = (from.size > 0).then_some(from.size as u64);
+        let auth = self.check_spf(&from.address).await;
         let decision = self.policy.evaluate(
             Stage::Mail,
             &Context {
                 sender: Some(&from.address),
                 size: declared,
+                auth: auth.as_ref().map(|a| &a.spf.results),
                 ..self.policy_context()
             },
         );
@@ -61,10 +64,43 @@ impl Session {
             self.tx.declared_size = declared;
             self.tx.body_8bit = from.flags & MAIL_BODY_8BITMIME != 0;
             self.tx.smtputf8 = smtputf8;
+            self.tx.auth = auth;
         } else {
             self.tx.disposition = Default::default();
         }
         flow
+    }
+
+    /// SPF for this transaction, when the `authentication` checks apply to this
+    /// client (see [`crate::policy::AuthSettings::applies`]).
+    async fn check_spf(&self, sender: &str) -> Option<TxAuth> {
+        let settings = self.policy.authentication()?.clone();
+        if !settings.applies(
+            self.peer.ip(),
+            &self.listen.name,
+            self.auth_user.is_some(),
+        ) {
+            return None;
+        }
+        let checker = Checker::live(
+            self.core.outbound.load().resolver(),
+            self.core.dns_cache.clone(),
+            settings.timeout,
+        );
+        let peer = Peer {
+            ip: self.peer.ip(),
+            helo: self.helo.as_deref().unwrap_or_default(),
+            sender,
+        };
+        let spf = checker
+            .spf(settings.checks, peer, &settings.authserv_id)
+            .await;
+        debug!(spf = %spf.results.spf, spf_helo = %spf.results.spf_helo, "SPF");
+        Some(TxAuth {
+            settings,
+            checker,
+            spf,
+        })
     }
 
     /// Postfix's rule: refuse new mail while free space is under `min-free-space`, or

@@ -57,16 +57,28 @@ pub struct Core {
     /// Becomes `true` when the server stops: idle sessions say 421 and close, sessions
     /// in the middle of a message finish it first.
     pub shutdown: watch::Receiver<bool>,
+    /// The delivery side, swapped by a reload: its resolver is the one the
+    /// `authentication` checks ask too.
+    pub outbound: Arc<ArcSwap<crate::delivery::hops::Outbound>>,
+    /// Parsed SPF, DKIM, DMARC records and addresses for the checks, kept across
+    /// reloads.
+    pub dns_cache: Arc<crate::mailauth::DnsCache>,
 }
+
+/// How many records of each kind the checks' DNS cache holds.
+const DNS_CACHE_ENTRIES: usize = 10_000;
 
 impl Core {
     pub fn new(
         config: &Config,
         pipeline: Pipeline,
         spool: Spool,
+        outbound: Arc<ArcSwap<crate::delivery::hops::Outbound>>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
+            outbound,
+            dns_cache: Arc::new(crate::mailauth::DnsCache::new(DNS_CACHE_ENTRIES)),
             policy: Arc::new(ArcSwap::from_pointee(pipeline)),
             on_queued: Box::new(|_| {}),
             spool,

@@ -112,12 +112,18 @@ async fn start(
     shutdown: watch::Receiver<bool>,
 ) -> Result<impl Future<Output = ()>, ServeError> {
     let listens = Listen::all(&config).map_err(ServeError::Tls)?;
-    let mut core = Core::new(&config, pipeline, spool.clone(), shutdown.clone());
+    let outbound = Arc::new(ArcSwap::from_pointee(outbound(&config)?));
+    let mut core = Core::new(
+        &config,
+        pipeline,
+        spool.clone(),
+        outbound.clone(),
+        shutdown.clone(),
+    );
     let grace = config.server.shutdown_timeout;
     if let Err(err) = std::fs::create_dir_all(&config.delivery.local_base) {
         warn!(path = %config.delivery.local_base.display(), %err, "cannot create the Maildir base of the local transport; local deliveries will be deferred");
     }
-    let outbound = Arc::new(ArcSwap::from_pointee(outbound(&config)?));
     let (scheduler, handle) = Scheduler::new(
         spool.clone(),
         core.policy.clone(),

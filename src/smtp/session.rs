@@ -67,6 +67,15 @@ pub(super) struct Transaction {
     pub declared_size: Option<u64>,
     /// What policy said should become of this message (discard, hold) so far.
     pub disposition: Disposition,
+    /// The `authentication` checks of this transaction, from MAIL on.
+    pub auth: Option<TxAuth>,
+}
+
+/// A transaction's checks: how they run, and SPF's outcome from MAIL.
+pub(super) struct TxAuth {
+    pub settings: Arc<crate::policy::AuthSettings>,
+    pub checker: crate::mailauth::Checker,
+    pub spf: crate::mailauth::SpfState,
 }
 
 /// What becomes of an accepted message. Policy may only make it stricter within a
@@ -455,7 +464,7 @@ impl Session {
         match request {
             Request::Ehlo { host } => self.handle_ehlo(&host, true),
             Request::Helo { host } => self.handle_ehlo(&host, false),
-            Request::Mail { from } => self.handle_mail(from),
+            Request::Mail { from } => self.handle_mail(from).await,
             Request::Rcpt { to } => self.handle_rcpt(to, line),
             Request::Data => self.handle_data(),
             Request::Bdat {
@@ -532,6 +541,7 @@ impl Session {
             recipients: &self.tx.recipients,
             size: self.tx.declared_size,
             rates: Some(&self.core.rate),
+            auth: self.tx.auth.as_ref().map(|a| &a.spf.results),
             ..Context::new(self.peer.ip(), &self.listen.name)
         }
     }

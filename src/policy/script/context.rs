@@ -42,13 +42,17 @@ pub(crate) enum Field {
     Parts,
     /// `ctx.rate(kind)`: the client's rate-limit counters.
     Rates,
+    /// `ctx.spf`, `ctx.spf_helo`: SPF's results (checked at MAIL).
+    Spf,
+    /// `ctx.dkim`, `ctx.dmarc`, `ctx.arc`, `ctx.iprev`...: the checks made at DATA.
+    MailAuth,
 }
 
 use Stage::{Data, Helo, Mail, Rcpt, Route};
 
 impl Field {
     /// Every property a script can read on `ctx`, by name.
-    pub(crate) const PROPERTIES: [(&'static str, Field); 14] = [
+    pub(crate) const PROPERTIES: [(&'static str, Field); 24] = [
         ("client", Field::Client),
         ("listener", Field::Listener),
         ("stage", Field::Stage),
@@ -63,6 +67,16 @@ impl Field {
         ("recipients", Field::Recipients),
         ("size", Field::Size),
         ("headers", Field::Headers),
+        ("spf", Field::Spf),
+        ("spf_helo", Field::Spf),
+        ("dkim", Field::MailAuth),
+        ("dkim_signatures", Field::MailAuth),
+        ("dmarc", Field::MailAuth),
+        ("dmarc_policy", Field::MailAuth),
+        ("dmarc_domain", Field::MailAuth),
+        ("arc", Field::MailAuth),
+        ("iprev", Field::MailAuth),
+        ("iprev_name", Field::MailAuth),
     ];
 
     pub(crate) fn property(name: &str) -> Option<Field> {
@@ -83,7 +97,8 @@ impl Field {
             Field::Sender => &[Mail, Rcpt, Data, Route],
             Field::Rcpt => &[Rcpt, Route],
             Field::Recipients => &[Rcpt, Data],
-            Field::Size | Field::Headers | Field::Body | Field::Parts => &[Data],
+            Field::Size | Field::Headers | Field::Body | Field::Parts | Field::MailAuth => &[Data],
+            Field::Spf => &[Mail, Rcpt, Data],
             Field::Rates => &[Stage::Connect, Helo, Mail, Rcpt, Data],
         }
     }
@@ -283,6 +298,8 @@ pub(crate) struct CtxData {
     filter: Mutex<Option<String>>,
     /// `ctx.rate(kind)`, by [`RateKind::ALL`]: `-1` where no limit is set.
     rates: [i64; 5],
+    /// The `authentication` results (every one `skipped` when nothing was checked).
+    auth_results: crate::mailauth::AuthResults,
 }
 
 /// `ctx`, as Rhai sees it (type name `Context`).
@@ -387,6 +404,11 @@ impl Ctx {
             max_changes,
             filter: Mutex::new(None),
             rates,
+            auth_results: if want(Field::Spf) || want(Field::MailAuth) {
+                input.auth.cloned().unwrap_or_default()
+            } else {
+                Default::default()
+            },
         }))
     }
 
@@ -593,6 +615,58 @@ pub(crate) fn register(engine: &mut rhai::Engine) {
         .register_get("size", |c: &mut Ctx| -> Res<i64> {
             c.need(Field::Size, "size")?;
             Ok(c.0.size)
+        })
+        .register_get("spf", |c: &mut Ctx| -> Res<ImmutableString> {
+            c.need(Field::Spf, "spf")?;
+            Ok(c.0.auth_results.spf.as_str().into())
+        })
+        .register_get("spf_helo", |c: &mut Ctx| -> Res<ImmutableString> {
+            c.need(Field::Spf, "spf_helo")?;
+            Ok(c.0.auth_results.spf_helo.as_str().into())
+        })
+        .register_get("dkim", |c: &mut Ctx| -> Res<ImmutableString> {
+            c.need(Field::MailAuth, "dkim")?;
+            Ok(c.0.auth_results.dkim.as_str().into())
+        })
+        .register_get("dkim_signatures", |c: &mut Ctx| -> Res<Array> {
+            c.need(Field::MailAuth, "dkim_signatures")?;
+            Ok(c.0
+                .auth_results
+                .dkim_signatures
+                .iter()
+                .map(|sig| {
+                    let mut map = Map::new();
+                    map.insert("result".into(), ImmutableString::from(sig.result.as_str()).into());
+                    map.insert("domain".into(), ImmutableString::from(sig.domain.as_str()).into());
+                    map.insert("selector".into(), ImmutableString::from(sig.selector.as_str()).into());
+                    map.insert("reason".into(), ImmutableString::from(sig.reason.as_str()).into());
+                    Dynamic::from_map(map)
+                })
+                .collect())
+        })
+        .register_get("dmarc", |c: &mut Ctx| -> Res<ImmutableString> {
+            c.need(Field::MailAuth, "dmarc")?;
+            Ok(c.0.auth_results.dmarc.as_str().into())
+        })
+        .register_get("dmarc_policy", |c: &mut Ctx| -> Res<ImmutableString> {
+            c.need(Field::MailAuth, "dmarc_policy")?;
+            Ok(c.0.auth_results.dmarc_policy.as_str().into())
+        })
+        .register_get("dmarc_domain", |c: &mut Ctx| -> Res<ImmutableString> {
+            c.need(Field::MailAuth, "dmarc_domain")?;
+            Ok(c.0.auth_results.dmarc_domain.as_str().into())
+        })
+        .register_get("arc", |c: &mut Ctx| -> Res<ImmutableString> {
+            c.need(Field::MailAuth, "arc")?;
+            Ok(c.0.auth_results.arc.as_str().into())
+        })
+        .register_get("iprev", |c: &mut Ctx| -> Res<ImmutableString> {
+            c.need(Field::MailAuth, "iprev")?;
+            Ok(c.0.auth_results.iprev.as_str().into())
+        })
+        .register_get("iprev_name", |c: &mut Ctx| -> Res<ImmutableString> {
+            c.need(Field::MailAuth, "iprev_name")?;
+            Ok(c.0.auth_results.iprev_name.as_str().into())
         })
         .register_get("headers", |c: &mut Ctx| -> Res<Array> {
             c.need(Field::Headers, "headers")?;

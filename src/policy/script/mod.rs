@@ -349,6 +349,8 @@ pub struct HookInput<'a> {
     pub body: Option<&'a [u8]>,
     /// The client's rate-limit counters, for `ctx.rate(kind)`.
     pub rates: Option<&'a dyn crate::policy::RateView>,
+    /// The `authentication` results so far.
+    pub auth: Option<&'a crate::mailauth::AuthResults>,
 }
 
 impl<'a> HookInput<'a> {
@@ -369,6 +371,7 @@ impl<'a> HookInput<'a> {
             headers: &[],
             body: None,
             rates: None,
+            auth: None,
         }
     }
 }
