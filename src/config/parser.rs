@@ -294,6 +294,9 @@ mod checks_parse;
 mod delivery;
 #[path = "authentication.rs"]
 mod authentication;
+#[cfg(test)]
+#[path = "authentication_tests.rs"]
+mod authentication_tests;
 #[path = "dkim.rs"]
 mod dkim;
 #[path = "filter.rs"]
@@ -2066,7 +2069,7 @@ impl Parser {
                     }
                     None => ok = false,
                 },
-                "dkim" => match self.string(entry, "`dkim`") {
+                "dkim" if stage == Stage::Route => match self.string(entry, "`dkim`") {
                     Some(domain) => {
                         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
                         self.dkim_refs

@@ -208,6 +208,7 @@ fn a_dangling_reference_fails_closed() {
         content_filters: BTreeMap::new(),
         users: BTreeMap::new(),
         dkim: Vec::new(),
+        authentication: None,
         stages: {
             let mut stages: [Vec<crate::config::RuleConfig>; Stage::COUNT] = Default::default();
             stages[Stage::Rcpt.index()] = vec![crate::config::RuleConfig {
