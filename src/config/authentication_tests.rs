@@ -58,11 +58,17 @@ fn every_setting() {
 #[test]
 fn bad_settings_are_errors_with_their_place() {
     let e = errors("authentication {\n    checks \"spf\" \"dkmi\"\n}\n");
-    assert!(e.contains("mtad.kdl:9:18") && e.contains("unknown check `dkmi`"), "{e}");
+    assert!(
+        e.contains("mtad.kdl:9:18") && e.contains("unknown check `dkmi`"),
+        "{e}"
+    );
     let e = errors("authentication {\n    checks \"dmarc\"\n}\n");
     assert!(e.contains("DMARC needs the SPF or the DKIM check"), "{e}");
     let e = errors("authentication {\n    skip-listeners \"submision\"\n}\n");
-    assert!(e.contains("no listener is named `submision`") && e.contains("submission"), "{e}");
+    assert!(
+        e.contains("no listener is named `submision`") && e.contains("submission"),
+        "{e}"
+    );
     let e = errors("authentication {\n    skip-clients \"wan\"\n}\n");
     assert!(e.contains("neither a defined network set"), "{e}");
     let e = errors("authentication {\n    timeout \"500ms\"\n}\n");
@@ -70,7 +76,10 @@ fn bad_settings_are_errors_with_their_place() {
     let e = errors("authentication {\n    authserv-id \"not a host\"\n}\n");
     assert!(e.contains("not a host name"), "{e}");
     let e = errors("authentication {\n}\nauthentication {\n}\n");
-    assert!(e.contains("duplicate") || e.contains("more than once"), "{e}");
+    assert!(
+        e.contains("duplicate") || e.contains("more than once"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -91,26 +100,42 @@ fn conditions_on_the_results() {
     );
     assert_eq!(
         data[1].conditions[0].test,
-        Condition::Auth(AuthCheck::Dkim, vec![AuthResult::Fail, AuthResult::PermError])
+        Condition::Auth(
+            AuthCheck::Dkim,
+            vec![AuthResult::Fail, AuthResult::PermError]
+        )
     );
 }
 
 #[test]
 fn conditions_are_checked() {
     // a result that does not exist
-    let e = errors("authentication {\n}\nstage \"data\" {\n    reject 550 \"5.7.1\" \"x\" dmarc=\"failed\"\n}\n");
-    assert!(e.contains("mtad.kdl:11:") && e.contains("`failed` is not a result"), "{e}");
-    let e = errors("authentication {\n}\nstage \"data\" {\n    hold dmarc-policy=\"quarantined\"\n}\n");
+    let e = errors(
+        "authentication {\n}\nstage \"data\" {\n    reject 550 \"5.7.1\" \"x\" dmarc=\"failed\"\n}\n",
+    );
+    assert!(
+        e.contains("mtad.kdl:11:") && e.contains("`failed` is not a result"),
+        "{e}"
+    );
+    let e =
+        errors("authentication {\n}\nstage \"data\" {\n    hold dmarc-policy=\"quarantined\"\n}\n");
     assert!(e.contains("not a DMARC policy"), "{e}");
     // DKIM is checked at the end of DATA: not at rcpt
-    let e = errors("authentication {\n}\nstage \"rcpt\" {\n    reject 550 \"5.7.1\" \"x\" dkim=\"fail\"\n}\n");
+    let e = errors(
+        "authentication {\n}\nstage \"rcpt\" {\n    reject 550 \"5.7.1\" \"x\" dkim=\"fail\"\n}\n",
+    );
     assert!(e.contains("`dkim` does not exist at the rcpt stage"), "{e}");
     // nor SPF at helo
-    let e = errors("authentication {\n}\nstage \"helo\" {\n    reject 550 \"5.7.1\" \"x\" spf=\"fail\"\n}\n");
+    let e = errors(
+        "authentication {\n}\nstage \"helo\" {\n    reject 550 \"5.7.1\" \"x\" spf=\"fail\"\n}\n",
+    );
     assert!(e.contains("`spf` does not exist at the helo stage"), "{e}");
     // without the block the results would always be `skipped`
     let e = errors("stage \"data\" {\n    reject 550 \"5.7.1\" \"x\" dmarc=\"fail\"\n}\n");
-    assert!(e.contains("mtad.kdl:9:") && e.contains("`authentication` checks, which are off"), "{e}");
+    assert!(
+        e.contains("mtad.kdl:9:") && e.contains("`authentication` checks, which are off"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -126,8 +151,16 @@ fn arc_seal_names_a_dkim_node() {
     let config = parse(&text);
     let route = &config.stages[crate::config::Stage::Route.index()][0];
     assert_eq!(route.route.arc_seal.as_deref(), Some("lists.example.net"));
-    assert!(route.route.to_string().contains("arc-seal=\"lists.example.net\""));
-    let e = errors(&text.replace("arc-seal=\"Lists.Example.net\"", "arc-seal=\"other.example\""));
+    assert!(
+        route
+            .route
+            .to_string()
+            .contains("arc-seal=\"lists.example.net\"")
+    );
+    let e = errors(&text.replace(
+        "arc-seal=\"Lists.Example.net\"",
+        "arc-seal=\"other.example\"",
+    ));
     assert!(e.contains("no `dkim` node for other.example"), "{e}");
     let e = errors(&text.replace("authentication {\n}\n", ""));
     assert!(e.contains("`authentication` checks, which are off"), "{e}");

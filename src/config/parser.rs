@@ -20,9 +20,9 @@ use super::checks::Content;
 use super::reply::{MAX_REPLY_TEXT, is_reply_char};
 use super::units::{parse_duration, parse_size};
 use super::{
-    AuthCheck, AuthMode, CertKey, ClientRef, Condition, ConditionConfig, Config, ConfigError, ConfigErrors,
-    Delivery, HookConfig, Limits, Listener, ListenerTls, Origin, Pattern, Reply, RuleAction,
-    RuleConfig, Server, Stage, route,
+    AuthCheck, AuthMode, CertKey, ClientRef, Condition, ConditionConfig, Config, ConfigError,
+    ConfigErrors, Delivery, HookConfig, Limits, Listener, ListenerTls, Origin, Pattern, Reply,
+    RuleAction, RuleConfig, Server, Stage, route,
 };
 use crate::lookup::{DomainSet, NetworkSet};
 
@@ -290,13 +290,13 @@ mod tables;
 #[path = "checks_parse.rs"]
 mod checks_parse;
 
-#[path = "delivery.rs"]
-mod delivery;
 #[path = "authentication.rs"]
 mod authentication;
 #[cfg(test)]
 #[path = "authentication_tests.rs"]
 mod authentication_tests;
+#[path = "delivery.rs"]
+mod delivery;
 #[path = "dkim.rs"]
 mod dkim;
 #[path = "filter.rs"]
@@ -923,8 +923,12 @@ impl Parser {
         for (domain, at, file) in std::mem::take(&mut self.arc_refs) {
             if !dkim.iter().any(|(s, _)| s.domain == domain) {
                 self.cur = file;
-                self.error(at, format!("no `dkim` node for {domain}"), "undefined sealer")
-                    .help = Some(format!(
+                self.error(
+                    at,
+                    format!("no `dkim` node for {domain}"),
+                    "undefined sealer",
+                )
+                .help = Some(format!(
                     "ARC seals with a dkim node's key: dkim \"{domain}\" selector=\"SELECTOR\" key=\"FILE.pem\""
                 ));
             }

@@ -411,7 +411,9 @@ fn check(case: &Case, report: &DryRunReport) -> Vec<String> {
             .and_then(|a| a.get(key.as_str()))
             .map_or("skipped", String::as_str);
         if got != want {
-            failures.push(format!("authentication {key}: expected {want}, got {got} ({at})"));
+            failures.push(format!(
+                "authentication {key}: expected {want}, got {got} ({at})"
+            ));
         }
     }
     for stage in &case.not_reached {
@@ -451,7 +453,12 @@ fn load_cases(path: &Path) -> Result<Vec<Case>, Vec<String>> {
     // `dns { ... }` outside the cases: the answers of every case of the file
     let mut dns = DnsFixture::default();
     for node in doc.nodes().iter().filter(|n| n.name().value() == "dns") {
-        read_dns(node.children().map(KdlDocument::nodes).unwrap_or_default(), &mut dns, &at, &mut errors);
+        read_dns(
+            node.children().map(KdlDocument::nodes).unwrap_or_default(),
+            &mut dns,
+            &at,
+            &mut errors,
+        );
     }
     for node in doc.nodes() {
         let here = at(node.name().span().offset());
@@ -729,8 +736,8 @@ pub fn dns_file(path: &Path) -> Result<DnsFixture, Vec<String>> {
         let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
         format!("{name}:{line}:{col}")
     };
-    let doc = KdlDocument::parse_v2(&text)
-        .map_err(|e| vec![format!("{name}: syntax error: {e}")])?;
+    let doc =
+        KdlDocument::parse_v2(&text).map_err(|e| vec![format!("{name}: syntax error: {e}")])?;
     let mut dns = DnsFixture::default();
     let mut errors = Vec::new();
     read_dns(doc.nodes(), &mut dns, &at, &mut errors);

@@ -129,7 +129,16 @@ impl Checker {
         authserv_id: &str,
         signer: &crate::dkim::Signer,
     ) -> Result<String, String> {
-        let _ = (checks, peer, spf, verified, original, modified, authserv_id, signer);
+        let _ = (
+            checks,
+            peer,
+            spf,
+            verified,
+            original,
+            modified,
+            authserv_id,
+            signer,
+        );
         todo!()
     }
 

@@ -468,7 +468,11 @@ impl Pipeline {
     /// The `dkim` node that ARC-seals a message: the one named by the `arc-seal=` of
     /// the first recipient route that has one (routes as they would be chosen now;
     /// the seal is made at arrival, once, for every recipient).
-    pub fn arc_sealer(&self, ctx: &Context<'_>, recipients: &[String]) -> Option<&crate::dkim::Signer> {
+    pub fn arc_sealer(
+        &self,
+        ctx: &Context<'_>,
+        recipients: &[String],
+    ) -> Option<&crate::dkim::Signer> {
         if !self.seals {
             return None;
         }

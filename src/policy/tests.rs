@@ -388,3 +388,76 @@ stage "rcpt" {
         seen.push(now);
     }
 }
+
+#[test]
+fn authentication_results_drive_rules() {
+    use crate::mailauth::{AuthResult, AuthResults, DmarcPolicy};
+    let text = format!(
+        "{PRELUDE}networks \"lan\" \"10.0.0.0/8\"\nauthentication {{\n    skip-clients \"lan\"\n}}\nstage \"mail\" {{\n    defer spf=\"temperror\" 451 \"4.7.1\" \"SPF temporary error\"\n}}\nstage \"data\" {{\n    reject dmarc=\"fail\" dmarc-policy=\"reject\" 550 \"5.7.1\" \"DMARC\"\n    hold dmarc=\"fail\" dmarc-policy=\"quarantine\"\n    discard not-dkim=\"pass\" iprev=\"fail permerror\"\n}}\n"
+    );
+    let p = Pipeline::compile(&Config::parse("mtad.kdl", &text).unwrap());
+    let settings = p.authentication().expect("checks on");
+    assert_eq!(settings.authserv_id, "mx.example.test");
+    let outsider: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+    assert!(settings.applies(outsider, "mx", false));
+    assert!(!settings.applies(outsider, "mx", true), "authenticated");
+    assert!(
+        !settings.applies("10.1.2.3".parse().unwrap(), "mx", false),
+        "skip-clients"
+    );
+
+    let data = |r: &AuthResults| {
+        p.evaluate(
+            Stage::Data,
+            &Context {
+                sender: Some("a@example.org"),
+                auth: Some(r),
+                ..Context::new(outsider, "mx")
+            },
+        )
+        .verdict
+    };
+    let mut r = AuthResults {
+        dkim: AuthResult::Pass,
+        dmarc: AuthResult::Fail,
+        dmarc_policy: DmarcPolicy::Reject,
+        ..AuthResults::default()
+    };
+    assert!(
+        matches!(data(&r), Verdict::Reject(reply) if reply.to_string().starts_with("550 5.7.1 DMARC"))
+    );
+    r.dmarc_policy = DmarcPolicy::Quarantine;
+    assert_eq!(data(&r), Verdict::Hold);
+    r.dmarc_policy = DmarcPolicy::None;
+    assert_eq!(data(&r), Verdict::Accept);
+    r.dkim = AuthResult::Fail;
+    r.iprev = AuthResult::PermError;
+    assert_eq!(data(&r), Verdict::Discard);
+    // nothing checked: every result reads `skipped`, so only negations match
+    let unchecked = p.evaluate(
+        Stage::Data,
+        &Context {
+            sender: Some("a@example.org"),
+            ..Context::new(outsider, "mx")
+        },
+    );
+    assert_eq!(unchecked.verdict, Verdict::Accept);
+
+    let mail = |spf: AuthResult| {
+        let r = AuthResults {
+            spf,
+            ..AuthResults::default()
+        };
+        p.evaluate(
+            Stage::Mail,
+            &Context {
+                sender: Some("a@example.org"),
+                auth: Some(&r),
+                ..Context::new(outsider, "mx")
+            },
+        )
+        .verdict
+    };
+    assert!(matches!(mail(AuthResult::TempError), Verdict::Defer(_)));
+    assert_eq!(mail(AuthResult::Fail), Verdict::Accept);
+}

@@ -75,11 +75,7 @@ impl Session {
     /// client (see [`crate::policy::AuthSettings::applies`]).
     async fn check_spf(&self, sender: &str) -> Option<TxAuth> {
         let settings = self.policy.authentication()?.clone();
-        if !settings.applies(
-            self.peer.ip(),
-            &self.listen.name,
-            self.auth_user.is_some(),
-        ) {
+        if !settings.applies(self.peer.ip(), &self.listen.name, self.auth_user.is_some()) {
             return None;
         }
         let checker = Checker::live(

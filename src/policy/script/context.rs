@@ -636,10 +636,22 @@ pub(crate) fn register(engine: &mut rhai::Engine) {
                 .iter()
                 .map(|sig| {
                     let mut map = Map::new();
-                    map.insert("result".into(), ImmutableString::from(sig.result.as_str()).into());
-                    map.insert("domain".into(), ImmutableString::from(sig.domain.as_str()).into());
-                    map.insert("selector".into(), ImmutableString::from(sig.selector.as_str()).into());
-                    map.insert("reason".into(), ImmutableString::from(sig.reason.as_str()).into());
+                    map.insert(
+                        "result".into(),
+                        ImmutableString::from(sig.result.as_str()).into(),
+                    );
+                    map.insert(
+                        "domain".into(),
+                        ImmutableString::from(sig.domain.as_str()).into(),
+                    );
+                    map.insert(
+                        "selector".into(),
+                        ImmutableString::from(sig.selector.as_str()).into(),
+                    );
+                    map.insert(
+                        "reason".into(),
+                        ImmutableString::from(sig.reason.as_str()).into(),
+                    );
                     Dynamic::from_map(map)
                 })
                 .collect())

@@ -902,3 +902,65 @@ fn a_table_that_cannot_answer_fails_the_hook() {
     );
     assert!(e.message.contains("temporary lookup failure"), "{e}");
 }
+
+#[test]
+fn authentication_results_in_hooks() {
+    use crate::mailauth::{AuthResult, AuthResults, DkimSignature, DmarcPolicy};
+    let results = AuthResults {
+        spf: AuthResult::SoftFail,
+        spf_helo: AuthResult::None,
+        dkim: AuthResult::Pass,
+        dkim_signatures: vec![
+            DkimSignature {
+                result: AuthResult::Fail,
+                domain: "bad.example".into(),
+                selector: "s1".into(),
+                reason: "body hash mismatch".into(),
+            },
+            DkimSignature {
+                result: AuthResult::Pass,
+                domain: "example.org".into(),
+                selector: "s2".into(),
+                reason: String::new(),
+            },
+        ],
+        dmarc: AuthResult::Fail,
+        dmarc_policy: DmarcPolicy::Quarantine,
+        dmarc_domain: "example.org".into(),
+        arc: AuthResult::None,
+        iprev: AuthResult::Pass,
+        iprev_name: "mail.example.org".into(),
+        ..AuthResults::default()
+    };
+    let hook = compile(
+        Stage::Data,
+        r#"fn data(ctx) {
+            if ctx.spf != "softfail" || ctx.spf_helo != "none" { throw "spf " + ctx.spf; }
+            if ctx.dkim != "pass" || ctx.dkim_signatures.len() != 2 { throw "dkim"; }
+            if ctx.dkim_signatures[0].domain != "bad.example" || ctx.dkim_signatures[0].result != "fail" { throw "sig"; }
+            if ctx.dkim_signatures[0].reason != "body hash mismatch" || ctx.dkim_signatures[1].selector != "s2" { throw "sig2"; }
+            if ctx.dmarc != "fail" || ctx.dmarc_policy != "quarantine" || ctx.dmarc_domain != "example.org" { throw "dmarc"; }
+            if ctx.arc != "none" || ctx.iprev != "pass" || ctx.iprev_name != "mail.example.org" { throw "arc/iprev"; }
+            hold()
+        }"#,
+    );
+    let mut with_results = input(Stage::Data);
+    with_results.auth = Some(&results);
+    let out = hook.call(host(), &with_results, &lookups()).expect("runs");
+    assert_eq!(out.decision, HookDecision::Verdict(Verdict::Hold));
+    // without checks: skipped
+    let hook = compile(
+        Stage::Mail,
+        r#"fn mail(ctx) { if ctx.spf == "skipped" { accept() } else { throw ctx.spf } }"#,
+    );
+    let out = hook
+        .call(host(), &input(Stage::Mail), &lookups())
+        .expect("runs");
+    assert_eq!(out.decision, HookDecision::Verdict(Verdict::Accept));
+    // DKIM does not exist yet at rcpt: a compile-time error
+    let errors = compile_err(
+        Stage::Rcpt,
+        "fn rcpt(ctx) { if ctx.dmarc == \"fail\" { return reject(550, \"5.7.1\", \"x\"); } next() }",
+    );
+    assert!(format!("{errors:?}").contains("dmarc"), "{errors:?}");
+}
