@@ -63,6 +63,12 @@ struct RevisionLabel {
     revision: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthLabels {
+    check: &'static str,
+    result: &'static str,
+}
+
 type Latency = Family<StageLabel, Histogram, fn() -> Histogram>;
 
 /// Every metric mtad exposes, registered once.
@@ -78,6 +84,7 @@ pub struct Metrics {
     revision: Family<RevisionLabel, Gauge>,
     reloads: Counter,
     reload_failures: Counter,
+    authentication: Family<AuthLabels, Counter>,
 }
 
 /// The process's metrics.
@@ -113,6 +120,7 @@ impl Metrics {
             revision: Family::default(),
             reloads: Counter::default(),
             reload_failures: Counter::default(),
+            authentication: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -159,6 +167,11 @@ impl Metrics {
             "reloads",
             "Policy reloads that took effect",
             m.reloads.clone(),
+        );
+        r.register(
+            "authentication_results",
+            "Results of the checks of incoming messages, by check (spf, dkim, dmarc, arc, iprev) and result",
+            m.authentication.clone(),
         );
         r.register(
             "reload_failures",
@@ -218,6 +231,27 @@ impl Metrics {
         self.deliveries
             .get_or_create(&DeliveryLabels { status, transport })
             .inc();
+    }
+
+    /// A checked message's results (checks that did not run are left out).
+    pub fn authenticated(&self, results: &crate::mailauth::AuthResults) {
+        use crate::mailauth::AuthResult;
+        for (check, result) in [
+            ("spf", results.spf),
+            ("dkim", results.dkim),
+            ("dmarc", results.dmarc),
+            ("arc", results.arc),
+            ("iprev", results.iprev),
+        ] {
+            if result != AuthResult::Skipped {
+                self.authentication
+                    .get_or_create(&AuthLabels {
+                        check,
+                        result: result.as_str(),
+                    })
+                    .inc();
+            }
+        }
     }
 
     /// A reload was tried: `ok` when the new policy took effect.

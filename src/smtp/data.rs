@@ -172,6 +172,7 @@ impl Session {
                     .await;
                 let r = &v.results;
                 info!(queue_id = %id, spf = %r.spf, dkim = %r.dkim, dmarc = %r.dmarc, dmarc_policy = r.dmarc_policy.as_str(), arc = %r.arc, iprev = %r.iprev, "authentication");
+                crate::metrics::get().authenticated(r);
                 Some(v)
             }
             None => None,
