@@ -3,8 +3,9 @@
 //! mtad signs, python3-dkim verifies mtad's ARC seals, aiosmtpd receives.
 //!
 //! The zone ([`zone`]), all under `.test`:
-//! - `good.test`: SPF passes for 127.0.0.1, no DMARC record; 127.0.0.1's PTR is
-//!   `client.good.test`, which resolves back (iprev passes);
+//! - `good.test`: SPF passes for 127.0.0.1, no DMARC record; the PTRs of 127.0.0.1
+//!   and 127.0.0.2 (`client.good.test`, `mail.good.test`) resolve back, 127.0.0.3's
+//!   (`liar.good.test`) does not;
 //! - `signed.test`: DMARC p=reject, OpenDKIM's key (selector `od1`);
 //! - `reject.test`, `quarantine.test`, `none.test`: SPF fails everywhere
 //!   (`v=spf1 -all`), DMARC p=reject, p=quarantine, p=none;
@@ -43,6 +44,10 @@ fn zone(od1_key: &str) -> Vec<String> {
         Dnsmasq::txt("good.test", "v=spf1 ip4:127.0.0.1 -all"),
         Dnsmasq::ptr(Ipv4Addr::LOCALHOST, "client.good.test"),
         "--host-record=client.good.test,127.0.0.1".to_owned(),
+        Dnsmasq::ptr(Ipv4Addr::new(127, 0, 0, 2), "mail.good.test"),
+        "--host-record=mail.good.test,127.0.0.2".to_owned(),
+        Dnsmasq::ptr(Ipv4Addr::new(127, 0, 0, 3), "liar.good.test"),
+        "--host-record=liar.good.test,127.0.0.9".to_owned(),
         Dnsmasq::txt("signed.test", "v=spf1 -all"),
         Dnsmasq::txt("_dmarc.signed.test", "v=DMARC1; p=reject"),
         Dnsmasq::txt("od1._domainkey.signed.test", od1_key),
@@ -129,8 +134,14 @@ impl World {
     /// One message from 127.0.0.1 as client.good.test, MAIL FROM `from`, to
     /// bob@dst.test: the reply to its end of data.
     fn send(&self, from: &str, message: &[u8]) -> String {
-        let mut client = self.mtad.session();
-        client.cmd("EHLO client.good.test", "250");
+        self.send_from("127.0.0.1", "client.good.test", from, message)
+    }
+
+    /// [`World::send`] from the loopback address `source`, saying EHLO `helo`.
+    fn send_from(&self, source: &str, helo: &str, from: &str, message: &[u8]) -> String {
+        let mut client = Client::connect_from(source, self.mtad.port);
+        client.expect("220 ");
+        client.cmd(&format!("EHLO {helo}"), "250");
         client.cmd(&format!("MAIL FROM:<{from}>"), "250 ");
         client.cmd("RCPT TO:<bob@dst.test>", "250 ");
         client.cmd("DATA", "354 ");
@@ -223,11 +234,14 @@ fn ours(message: &[u8]) -> String {
     ours.into_iter().next().unwrap()
 }
 
-/// What `method` says in an Authentication-Results value: `pass`, `fail`...
+/// What `method` says in an Authentication-Results value: `pass`, `fail`... (for
+/// `spf`, of the MAIL FROM identity: an `spf=` of the HELO one, `smtp.helo=`, is
+/// passed over).
 fn result<'a>(results: &'a str, method: &str) -> &'a str {
     results
         .split(';')
         .skip(1)
+        .filter(|r| !r.contains("smtp.helo="))
         .filter_map(|r| r.trim().strip_prefix(method)?.strip_prefix('='))
         .map(|r| r.split_whitespace().next().unwrap_or(""))
         .next()
@@ -400,6 +414,32 @@ fn forged_authentication_results_of_ours_are_removed() {
         all.contains(&"other.example; spf=pass smtp.mailfrom=good.test".to_owned()),
         "{all:?}"
     );
+}
+
+/// iprev asks the configured nameserver for loopback clients too: 127.0.0.2's PTR
+/// names a host that resolves back to it (pass), 127.0.0.3's one that does not
+/// (fail). (hickory answers every PTR under 127.in-addr.arpa with `localhost.`
+/// itself, RFC 6761 style, without asking: through it alone 127.0.0.2 would fail,
+/// its "name" resolving to 127.0.0.1.)
+#[test]
+fn iprev_follows_the_published_ptr_records() {
+    let world = World::start(CHECKS, "", &[]);
+    let clients = [
+        ("127.0.0.2", "mail.good.test", "pass"),
+        ("127.0.0.3", "liar.good.test", "fail"),
+    ];
+    for (n, (source, helo, want)) in clients.into_iter().enumerate() {
+        let reply = world.send_from(
+            source,
+            helo,
+            "bounces@good.test",
+            &message("alice@good.test", &format!("from {source}"), ""),
+        );
+        assert!(reply.starts_with("250 "), "{reply}");
+        let eml = world.delivered(n + 1);
+        let results = ours(&eml);
+        assert_eq!(result(&results, "iprev"), want, "{source}: {results}");
+    }
 }
 
 /// A DNS error on the sender's SPF record (REFUSED) is a temperror: the message is
