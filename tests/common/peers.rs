@@ -896,10 +896,12 @@ impl Drop for Mariadb {
 /// connection: with `Mode s` it prints the DKIM-Signature it would insert, with
 /// `Mode v` the Authentication-Results it would add. (opendkim-testmsg would be the
 /// obvious tool, but it only signs rsa-sha1, and its verifier has no configuration
-/// to point at our DNS.) Debian builds opendkim on libunbound, whose `Nameservers`
-/// take no port and which refuses to query loopback and answers `.test` itself:
-/// verification reads an unbound configuration (`ResolverConfiguration`) that
-/// forwards every name to our dnsmasq on its port and lifts both defaults.
+/// to point at our DNS.) Debian builds opendkim on libunbound: `Nameservers
+/// 127.0.0.1@PORT` would reach dnsmasq's port (unbound's syntax; `#PORT` and a bare
+/// address go to port 53), but unbound answers RFC 6761 names such as `.test` itself
+/// (NXDOMAIN, "key not found in DNS") without asking. So verification reads an
+/// unbound configuration (`ResolverConfiguration`) that forwards every name to
+/// dnsmasq, lets it query loopback and lifts the `test.` local zone.
 pub struct Opendkim {
     dir: tempfile::TempDir,
 }
@@ -958,7 +960,9 @@ fn inserted_header(stdout: &str, name: &str) -> Option<String> {
     let start = format!("hname='{name}' hvalue='");
     let at = stdout.find(&start)? + start.len();
     let value = &stdout[at..];
-    let end = value.find("'\n").unwrap_or(value.trim_end().len() - 1);
+    let end = value
+        .find("'\n")
+        .unwrap_or_else(|| value.trim_end().trim_end_matches('\'').len());
     Some(value[..end].to_owned())
 }
 
