@@ -68,6 +68,8 @@ fn zone(od1_key: &str) -> Vec<String> {
 enum Keygen {
     /// `mtactl dkim keygen` (its RSA key takes seconds in a debug build).
     Mtactl,
+    /// `mtactl dkim keygen --algorithm ed25519`.
+    MtactlEd25519,
     /// opendkim-genkey: a PKCS#8 key, which mtad reads as well.
     Opendkim,
 }
@@ -96,8 +98,12 @@ impl World {
         let keys: Vec<(String, String)> = keys
             .iter()
             .map(|&(keygen, domain, selector)| match keygen {
-                Keygen::Mtactl => {
-                    let (_, name, text) = dkim_keygen(dir.path(), domain, selector, "rsa");
+                Keygen::Mtactl | Keygen::MtactlEd25519 => {
+                    let algorithm = match keygen {
+                        Keygen::MtactlEd25519 => "ed25519",
+                        _ => "rsa",
+                    };
+                    let (_, name, text) = dkim_keygen(dir.path(), domain, selector, algorithm);
                     (name, text)
                 }
                 Keygen::Opendkim => {
@@ -283,34 +289,39 @@ fn opendkim_signs_and_verifies_with_keys_from_dnsmasq() {
     dkimpy_verify(tampered.as_bytes(), &record).unwrap_err();
 }
 
-/// What mtad DKIM-signs on its way out verifies with OpenDKIM, its key (from
-/// `mtactl dkim keygen`) read from dnsmasq; dkimpy agrees.
+/// What mtad DKIM-signs on its way out, RSA and Ed25519, verifies with OpenDKIM, the
+/// keys (from `mtactl dkim keygen`) read from dnsmasq; dkimpy agrees.
 #[test]
 fn opendkim_verifies_what_mtad_signs() {
     let world = World::start(
-        "dkim \"example.test\" selector=\"s1\" key=\"example.test.s1.key\"",
+        "dkim \"example.test\" selector=\"s1\" key=\"example.test.s1.key\"\n\
+         dkim \"relay.test\" selector=\"ed1\" key=\"relay.test.ed1.key\" always=#true",
         "",
-        &[(Keygen::Mtactl, "example.test", "s1")],
+        &[
+            (Keygen::Mtactl, "example.test", "s1"),
+            (Keygen::MtactlEd25519, "relay.test", "ed1"),
+        ],
     );
     world.accepted(
         "alice@example.test",
         &message("alice@example.test", "signed by mtad", ""),
     );
     let eml = world.delivered(1);
-    let signature = &fields(&eml, "DKIM-Signature")[0];
-    assert!(
-        signature.contains("d=example.test") && signature.contains("s=s1"),
-        "{signature}"
-    );
+    let signatures = fields(&eml, "DKIM-Signature");
+    assert_eq!(signatures.len(), 2, "{signatures:?}");
+    // every signature passed (opendkim_verify's Ok), the RSA key read whole
     let results = opendkim_verify(&eml, world.dns.addr)
         .unwrap_or_else(|e| panic!("{e}\n{}", String::from_utf8_lossy(&eml)));
-    assert!(
-        results.contains("dkim=pass") && results.contains("2048-bit key"),
-        "{results}"
-    );
-    assert!(results.contains("header.d=example.test"), "{results}");
+    assert!(results.contains("2048-bit key"), "{results}");
+    for d in ["header.d=example.test", "header.d=relay.test"] {
+        assert!(results.contains(d), "{results}");
+    }
     let report = dkimpy_verify(&eml, &world.keys).unwrap();
-    assert!(report.contains("pass d=example.test s=s1"), "{report}");
+    assert!(
+        report.contains("pass d=example.test s=s1 a=rsa-sha256")
+            && report.contains("pass d=relay.test s=ed1 a=ed25519-sha256"),
+        "{report}"
+    );
 }
 
 /// Mail OpenDKIM signed for a p=reject domain, from a sender whose SPF passes (in
