@@ -264,6 +264,11 @@ fn opendkim_signs_and_verifies_with_keys_from_dnsmasq() {
     let (key, text) = opendkim_genkey(dir.path(), "signed.test", "od1");
     assert!(text.len() > 255, "{text}");
     let dns = Dnsmasq::start(&[&Dnsmasq::txt("od1._domainkey.signed.test", &text)]);
+    let served = dns.query_txt("od1._domainkey.signed.test");
+    assert_eq!(served.len(), 1, "{served:?}");
+    assert_eq!(served[0].len(), 2, "{served:?}");
+    assert_eq!(served[0][0].len(), 255, "{served:?}");
+    assert_eq!(served[0].concat(), text);
     let signed = opendkim_sign(
         &message("alice@signed.test", "peers", ""),
         "signed.test",

@@ -216,6 +216,34 @@ impl Dnsmasq {
         format!("--server=/{zone}/#")
     }
 
+    /// The TXT records of `name` as a resolver gets them from this server (dnspython,
+    /// which python3-dkim brings): each record's character-strings, in order.
+    pub fn query_txt(&self, name: &str) -> Vec<Vec<String>> {
+        let python = python_with("dns.resolver", "python3-dnspython");
+        let script = "import sys, dns.resolver\n\
+             r = dns.resolver.Resolver(configure=False)\n\
+             r.nameservers = [sys.argv[1]]; r.port = int(sys.argv[2]); r.lifetime = 5\n\
+             for rr in r.resolve(sys.argv[3], 'TXT'):\n    \
+             print('\\t'.join(s.decode() for s in rr.strings))\n";
+        let out = Command::new(python)
+            .args(["-c", script])
+            .arg(self.addr.ip().to_string())
+            .arg(self.addr.port().to_string())
+            .arg(name)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "TXT {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| l.split('\t').map(str::to_owned).collect())
+            .collect()
+    }
+
     /// dnsmasq with `records` (`--mx-host=...`, `--host-record=...`, [`Dnsmasq::txt`],
     /// [`Dnsmasq::ptr`], [`Dnsmasq::refused`]); every name under `.test` is answered
     /// by it (unknown ones NXDOMAIN).
