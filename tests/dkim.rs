@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::peers::Sink;
 use common::*;
@@ -34,26 +33,11 @@ delivery {
 /// `mtactl dkim keygen` into `dir`: returns the record's owner name and its text
 /// (the quoted 255-byte strings joined again).
 fn keygen(dir: &Path, domain: &str, selector: &str, algorithm: &str) -> (String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mtactl"))
-        .args(["dkim", "keygen", "--domain", domain, "--selector", selector])
-        .args(["--algorithm", algorithm, "--out"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (stdout, name, text) = dkim_keygen(dir, domain, selector, algorithm);
     let key = dir.join(format!("{domain}.{selector}.key"));
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "{}", key.display());
-    let line = stdout
-        .lines()
-        .find(|l| l.contains(" IN TXT "))
-        .unwrap_or_else(|| panic!("no TXT record printed: {stdout}"));
     assert!(
         stdout.contains(&format!(
             "dkim \"{domain}\" selector=\"{selector}\" key=\"{}\"",
@@ -61,46 +45,27 @@ fn keygen(dir: &Path, domain: &str, selector: &str, algorithm: &str) -> (String,
         )),
         "{stdout}"
     );
-    let (name, strings) = line.split_once(" IN TXT ").unwrap();
+    let line = stdout.lines().find(|l| l.contains(" IN TXT ")).unwrap();
+    let strings = line.split_once(" IN TXT ").unwrap().1;
     assert!(
         strings
             .split("\" \"")
             .all(|s| s.trim_matches('"').len() <= 255),
         "{line}"
     );
-    let text = strings.trim_matches('"').replace("\" \"", "");
     assert!(
         text.starts_with(&format!("v=DKIM1; k={algorithm}; p=")),
         "{text}"
     );
-    (name.trim_end_matches('.').to_owned(), text)
+    (name, text)
 }
 
 /// Verifies every signature of `dump` with dkimpy: its report, and whether all passed.
 fn dkimpy(dump: &str, records: &[(String, String)]) -> (bool, String) {
-    let python = Path::new("/usr/bin/python3");
-    let probe = Command::new(python)
-        .args(["-c", "import dkim, nacl"])
-        .output();
-    assert!(
-        probe.is_ok_and(|o| o.status.success()),
-        "python3-dkim is not installed: apt-get install python3-dkim python3-nacl (or run ./run-tests)"
-    );
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), dump).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/dkim_verify.py");
-    let out = Command::new(python)
-        .arg(script)
-        .arg(file.path())
-        .args(records.iter().map(|(n, t)| format!("{n}={t}")))
-        .output()
-        .unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), report)
+    match common::peers::dkimpy_verify(dump.as_bytes(), records) {
+        Ok(report) => (true, report),
+        Err(report) => (false, report),
+    }
 }
 
 /// `mtactl test-policy` for alice@example.com → bob@dst.test: its report.

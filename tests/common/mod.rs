@@ -555,3 +555,34 @@ pub fn try_message(port: u16, rcpt: &str, subject: &str) -> Result<(), String> {
     let _ = writer.write_all(b"QUIT\r\n");
     Ok(())
 }
+
+/// `mtactl dkim keygen` into `dir` (the key file `DOMAIN.SELECTOR.key`): its output,
+/// the TXT record's owner name and the record's text (its quoted 255-byte strings
+/// joined again).
+pub fn dkim_keygen(
+    dir: &Path,
+    domain: &str,
+    selector: &str,
+    algorithm: &str,
+) -> (String, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mtactl"))
+        .args(["dkim", "keygen", "--domain", domain, "--selector", selector])
+        .args(["--algorithm", algorithm, "--out"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(" IN TXT "))
+        .unwrap_or_else(|| panic!("no TXT record printed: {stdout}"));
+    let (name, strings) = line.split_once(" IN TXT ").unwrap();
+    let text = strings.trim_matches('"').replace("\" \"", "");
+    let name = name.trim_end_matches('.').to_owned();
+    (stdout, name, text)
+}

@@ -189,8 +189,64 @@ pub fn free_udp_tcp_port() -> u16 {
 }
 
 impl Dnsmasq {
-    /// dnsmasq with `records` (`--mx-host=...`, `--host-record=...`); every name under
-    /// `.test` is answered by it (unknown ones NXDOMAIN).
+    /// The `--txt-record=` option for one TXT record. dnsmasq cuts a text longer than
+    /// 255 bytes into 255-byte strings of one record (a 2048-bit DKIM key's ~400
+    /// bytes included), which resolvers join again. On its command line dnsmasq
+    /// takes no quoting: every comma starts another string, so `text` may hold none
+    /// (SPF, DKIM and DMARC records need none).
+    pub fn txt(name: &str, text: &str) -> String {
+        assert!(
+            !text.contains(','),
+            "dnsmasq would split the TXT text of {name} at its commas: {text:?}"
+        );
+        format!("--txt-record={name},{text}")
+    }
+
+    /// The `--ptr-record=` option naming `ip` (127.0.0.x, for iprev) `name`.
+    pub fn ptr(ip: std::net::Ipv4Addr, name: &str) -> String {
+        let [a, b, c, d] = ip.octets();
+        format!("--ptr-record={d}.{c}.{b}.{a}.in-addr.arpa,{name}")
+    }
+
+    /// Every query for a name in `zone` answered REFUSED, at once: a DNS error that
+    /// is neither "no such name" nor "no record" (SPF's and DMARC's temperror). The
+    /// zone goes to "the standard servers", and with `--no-resolv` there are none.
+    /// (Forwarding it to a dead port instead only times out, seconds later.)
+    pub fn refused(zone: &str) -> String {
+        format!("--server=/{zone}/#")
+    }
+
+    /// The TXT records of `name` as a resolver gets them from this server (dnspython,
+    /// which python3-dkim brings): each record's character-strings, in order.
+    pub fn query_txt(&self, name: &str) -> Vec<Vec<String>> {
+        let python = python_with("dns.resolver", "python3-dnspython");
+        let script = "import sys, dns.resolver\n\
+             r = dns.resolver.Resolver(configure=False)\n\
+             r.nameservers = [sys.argv[1]]; r.port = int(sys.argv[2]); r.lifetime = 5\n\
+             for rr in r.resolve(sys.argv[3], 'TXT'):\n    \
+             print('\\t'.join(s.decode() for s in rr.strings))\n";
+        let out = Command::new(python)
+            .args(["-c", script])
+            .arg(self.addr.ip().to_string())
+            .arg(self.addr.port().to_string())
+            .arg(name)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "TXT {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| l.split('\t').map(str::to_owned).collect())
+            .collect()
+    }
+
+    /// dnsmasq with `records` (`--mx-host=...`, `--host-record=...`, [`Dnsmasq::txt`],
+    /// [`Dnsmasq::ptr`], [`Dnsmasq::refused`]); every name under `.test` is answered
+    /// by it (unknown ones NXDOMAIN).
     pub fn start(records: &[&str]) -> Dnsmasq {
         let binary = dnsmasq_binary();
         let port = free_udp_tcp_port();
@@ -859,4 +915,214 @@ impl Drop for Mariadb {
             let _ = child.wait();
         }
     }
+}
+
+/// OpenDKIM (Debian's opendkim and opendkim-tools), the DKIM filter most MTAs run
+/// beside them, as a second implementation to sign and verify against.
+///
+/// `opendkim -t FILE` runs the real filter on one message without a milter
+/// connection: with `Mode s` it prints the DKIM-Signature it would insert, with
+/// `Mode v` the Authentication-Results it would add. (opendkim-testmsg would be the
+/// obvious tool, but it only signs rsa-sha1, and its verifier has no configuration
+/// to point at our DNS.) Debian builds opendkim on libunbound: `Nameservers
+/// 127.0.0.1@PORT` would reach dnsmasq's port (unbound's syntax; `#PORT` and a bare
+/// address go to port 53), but unbound answers RFC 6761 names such as `.test` itself
+/// (NXDOMAIN, "key not found in DNS") without asking. So verification reads an
+/// unbound configuration (`ResolverConfiguration`) that forwards every name to
+/// dnsmasq, lets it query loopback and lifts the `test.` local zone.
+pub struct Opendkim {
+    dir: tempfile::TempDir,
+}
+
+impl Opendkim {
+    fn binary() -> PathBuf {
+        require_tool("opendkim")
+    }
+
+    fn new() -> Opendkim {
+        Opendkim {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Runs `opendkim -x CONF -t MESSAGE -vvv`: (success, stdout, stderr).
+    fn run(&self, conf: &str, message: &[u8]) -> (bool, String, String) {
+        let conf_path = self.dir.path().join("opendkim.conf");
+        // the keys live under /tmp, which every user can write
+        let conf = format!("Syslog no\nRequireSafeKeys false\n{conf}");
+        std::fs::write(&conf_path, conf).unwrap();
+        let message_path = self.dir.path().join("message.eml");
+        std::fs::write(&message_path, crlf(message)).unwrap();
+        let out = Command::new(Self::binary())
+            .arg("-x")
+            .arg(&conf_path)
+            .arg("-t")
+            .arg(&message_path)
+            .arg("-vvv")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// `message` with every line ending CRLF (smtp-sink dumps with LF).
+pub fn crlf(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 40);
+    for (i, &b) in message.iter().enumerate() {
+        if b == b'\n' && (i == 0 || message[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// The value of the header opendkim's test mode says it would insert
+/// (`### INSHEADER: idx=0 hname='NAME' hvalue='VALUE'`, VALUE folded over lines).
+fn inserted_header(stdout: &str, name: &str) -> Option<String> {
+    let start = format!("hname='{name}' hvalue='");
+    let at = stdout.find(&start)? + start.len();
+    let value = &stdout[at..];
+    let end = value
+        .find("'\n")
+        .unwrap_or_else(|| value.trim_end().trim_end_matches('\'').len());
+    Some(value[..end].to_owned())
+}
+
+/// `opendkim-genkey -b 2048` into `dir`: (the private key file, the TXT record's
+/// text for `SELECTOR._domainkey.DOMAIN`, its quoted strings joined).
+pub fn opendkim_genkey(dir: &Path, domain: &str, selector: &str) -> (PathBuf, String) {
+    let out = Command::new(require_tool("opendkim-genkey"))
+        .args(["-b", "2048", "-d", domain, "-s", selector, "-D"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "opendkim-genkey: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let zone = std::fs::read_to_string(dir.join(format!("{selector}.txt"))).unwrap();
+    let text: String = zone.split('"').skip(1).step_by(2).collect();
+    assert!(text.starts_with("v=DKIM1;"), "{zone}");
+    (dir.join(format!("{selector}.private")), text)
+}
+
+/// The message signed by opendkim (rsa-sha256, relaxed/relaxed, its default header
+/// list) as `domain`'s `selector` with the PEM key at `key`: its DKIM-Signature on
+/// top of the message, CRLF throughout. The From: domain must be `domain` or under it.
+pub fn opendkim_sign(message: &[u8], domain: &str, selector: &str, key: &Path) -> Vec<u8> {
+    let peer = Opendkim::new();
+    let conf = format!(
+        "Mode s\nDomain {domain}\nSubDomains yes\nSelector {selector}\nKeyFile {}\n\
+         SignatureAlgorithm rsa-sha256\nCanonicalization relaxed/relaxed\n",
+        key.display()
+    );
+    let (ok, stdout, stderr) = peer.run(&conf, message);
+    let value = inserted_header(&stdout, "DKIM-Signature")
+        .filter(|_| ok)
+        .unwrap_or_else(|| panic!("opendkim did not sign: {stdout}{stderr}"));
+    let mut signed = format!("DKIM-Signature: {}\r\n", value.replace('\n', "\r\n")).into_bytes();
+    signed.extend(crlf(message));
+    signed
+}
+
+/// Every DKIM signature of `message` verified by opendkim, the keys looked up at the
+/// nameserver `dns` (a [`Dnsmasq`]): `Ok` with opendkim's Authentication-Results
+/// when there is one signature at least and every one passed, `Err` with that and
+/// its log otherwise.
+pub fn opendkim_verify(message: &[u8], dns: SocketAddr) -> Result<String, String> {
+    let peer = Opendkim::new();
+    let unbound = peer.dir.path().join("unbound.conf");
+    std::fs::write(
+        &unbound,
+        format!(
+            "server:\n    do-not-query-localhost: no\n    local-zone: \"test.\" nodefault\n\
+             forward-zone:\n    name: \".\"\n    forward-addr: {}@{}\n",
+            dns.ip(),
+            dns.port()
+        ),
+    )
+    .unwrap();
+    let conf = format!(
+        "Mode v\nAuthservID opendkim.test\nAlwaysAddARHeader yes\nDNSTimeout 5\n\
+         ResolverConfiguration {}\n",
+        unbound.display()
+    );
+    let (ok, stdout, stderr) = peer.run(&conf, message);
+    let Some(results) = inserted_header(&stdout, "Authentication-Results") else {
+        return Err(format!("opendkim gave no results: {stdout}{stderr}"));
+    };
+    let verdicts: Vec<&str> = results
+        .split(';')
+        .filter_map(|r| r.trim().strip_prefix("dkim="))
+        .map(|r| r.split_whitespace().next().unwrap_or(""))
+        .collect();
+    if ok && !verdicts.is_empty() && verdicts.iter().all(|v| *v == "pass") {
+        Ok(results)
+    } else {
+        Err(format!("{results}\n{stderr}"))
+    }
+}
+
+/// Debian's python3 with these modules, or a failure that says what to install.
+fn python_with(modules: &str, packages: &str) -> &'static Path {
+    let python = Path::new("/usr/bin/python3");
+    let probe = Command::new(python)
+        .args(["-c", &format!("import {modules}")])
+        .output();
+    assert!(
+        probe.is_ok_and(|o| o.status.success()),
+        "python3 lacks {modules}: apt-get install {packages} (or run ./run-tests)"
+    );
+    python
+}
+
+/// Runs tests/peers/SCRIPT on `message` with `NAME=TXT` records: `Ok`/`Err` with
+/// its report by its exit status.
+fn python_verifier(
+    script: &str,
+    message: &[u8],
+    records: &[(String, String)],
+) -> Result<String, String> {
+    let python = python_with("dkim, nacl", "python3-dkim python3-nacl");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), message).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(script);
+    let out = Command::new(python)
+        .arg(script)
+        .arg(file.path())
+        .args(records.iter().map(|(n, t)| format!("{n}={t}")))
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(report)
+    } else {
+        Err(report)
+    }
+}
+
+/// Every DKIM signature of `message` verified by python3-dkim (dkimpy,
+/// tests/peers/dkim_verify.py) with `records` ((`SEL._domainkey.DOMAIN`, text)) as
+/// its DNS: one "pass d= s= a=" or "fail ..." line per signature.
+pub fn dkimpy_verify(message: &[u8], records: &[(String, String)]) -> Result<String, String> {
+    python_verifier("dkim_verify.py", message, records)
+}
+
+/// The ARC chain of `message` verified by python3-dkim (tests/peers/arc_verify.py)
+/// with `records` as its DNS: `Ok` when the chain validates (cv=pass).
+pub fn arc_verify(message: &[u8], records: &[(String, String)]) -> Result<String, String> {
+    python_verifier("arc_verify.py", message, records)
 }
