@@ -182,5 +182,12 @@ pub struct Peer<'a> {
     pub sender: &'a str,
 }
 
+mod cache;
 mod engine;
-pub use engine::{Checker, DnsCache, DnsFixture, SpfState, Verified};
+mod fixture;
+pub use cache::DnsCache;
+pub use engine::{Checker, SpfState, Verified};
+pub use fixture::DnsFixture;
+
+#[cfg(test)]
+mod tests;
