@@ -128,8 +128,9 @@ impl Checker {
     }
 
     /// Answers from `fixture` only: every other name is NXDOMAIN; never touches the
-    /// network. Its futures complete at their first poll (see [`Checker::now`]),
-    /// except for the A, AAAA, MX and PTR names given to [`DnsFixture::fail`].
+    /// network. Its futures complete at their first poll (see [`Checker::now`]); the
+    /// A, AAAA, MX and PTR names given to [`DnsFixture::fail`] reach a resolver without
+    /// nameservers, which fails at once.
     pub fn fixture(fixture: &DnsFixture) -> Checker {
         // A resolver without a nameserver: only the fixture's failing names reach it,
         // and it has nobody to ask.

@@ -26,8 +26,9 @@ use super::cache::{DnsCache, forever};
 /// error itself (SPF, DKIM and DMARC see a resolver error: `temperror`). mail-auth's
 /// cache cannot carry an error for A, AAAA, MX or PTR: those names stay a cache miss,
 /// so mail-auth asks the fixture checker's resolver, which has no nameserver and
-/// fails — or, run through [`super::Checker::now`], does not finish, which `now`
-/// reports as `None` and the caller as temperror.
+/// fails at once (no query is sent, no runtime is needed): `temperror` again. Should
+/// a hickory release ever make that lookup wait instead, [`super::Checker::now`]
+/// gives `None`, which the caller reports as temperror.
 ///
 /// A known difference from real DNS: SPF's `exists:` mechanism takes a name the
 /// fixture does not hold for an existing one (mail-auth treats any cached A or AAAA
