@@ -277,6 +277,40 @@ fn sign_one(s: &Signer, message: &[u8]) -> Result<String, mail_auth::Error> {
     Ok(signature.to_header())
 }
 
+/// ARC-seals `message` (RFC 8617) as `s`'s domain and selector with its key, over
+/// `s.headers` (relaxed/relaxed), continuing the chain `arc` (the result of verifying
+/// the message's ARC sets) with `results` as the ARC-Authentication-Results: the
+/// three headers, CRLF-terminated, to put on top. An error when the chain cannot be
+/// sealed (it ended in `cv=fail`) or none of the headers to sign is present.
+pub(crate) fn arc_seal(
+    s: &Signer,
+    message: &mail_auth::AuthenticatedMessage<'_>,
+    results: &mail_auth::AuthenticationResults<'_>,
+    arc: &mail_auth::ArcOutput<'_>,
+) -> Result<String, mail_auth::Error> {
+    use mail_auth::arc::ArcSealer;
+    fn seal<T: mail_auth::common::crypto::SigningKey<Hasher = Sha256>>(
+        key: T,
+        s: &Signer,
+        message: &mail_auth::AuthenticatedMessage<'_>,
+        results: &mail_auth::AuthenticationResults<'_>,
+        arc: &mail_auth::ArcOutput<'_>,
+    ) -> Result<String, mail_auth::Error> {
+        let set = ArcSealer::from_key(key)
+            .domain(s.domain.as_str())
+            .selector(s.selector.as_str())
+            .headers(s.headers.iter().map(String::as_str))
+            .header_canonicalization(Canonicalization::Relaxed)
+            .body_canonicalization(Canonicalization::Relaxed)
+            .seal(message, results, arc)?;
+        Ok(set.to_header())
+    }
+    match &s.key.inner {
+        KeyInner::Rsa(k) => seal(RefKey(k), s, message, results, arc),
+        KeyInner::Ed25519(k) => seal(RefKey(k), s, message, results, arc),
+    }
+}
+
 /// A borrowed key that signs like the key itself, so a [`DkimSigner`] can be built
 /// per message without copying the key.
 struct RefKey<'k, K>(&'k K);

@@ -168,6 +168,12 @@ impl Resolver {
         }
     }
 
+    /// The hickory resolver itself, for mail-auth (SPF, DKIM, DMARC, iprev). A clone
+    /// shares the original's connections and cache.
+    pub(crate) fn hickory(&self) -> TokioResolver {
+        (*self.inner).clone()
+    }
+
     /// The hosts to try for `domain`, in order: its MX records by preference, equal
     /// preferences shuffled; with no MX record, the domain itself (implicit MX,
     /// RFC 5321 5.1). A null MX (RFC 7505) is [`DnsError::NullMx`].

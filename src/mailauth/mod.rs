@@ -222,8 +222,15 @@ pub fn forged(
         .collect()
 }
 
+mod cache;
 mod engine;
-pub use engine::{Checker, DnsCache, DnsFixture, SpfState, Verified};
+mod fixture;
+pub use cache::DnsCache;
+pub use engine::{Checker, SpfState, Verified};
+pub use fixture::DnsFixture;
+
+#[cfg(test)]
+mod tests;
 
 #[cfg(test)]
 mod claims_tests {

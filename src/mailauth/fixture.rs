@@ -1,0 +1,193 @@
+//! Given DNS answers for `mtactl test-policy` and tests.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use mail_auth::common::parse::TxtRecordParser;
+use mail_auth::common::resolver::ToFqdn;
+use mail_auth::common::verify::DomainKey;
+use mail_auth::dmarc::Dmarc;
+use mail_auth::spf::Spf;
+use mail_auth::{DnssecStatus, MX, RecordSet, ResolverCache, Txt};
+
+use super::cache::{DnsCache, forever};
+
+/// Given DNS answers, for test-policy and tests.
+///
+/// Names are case-insensitive and may be given with or without the trailing dot. A
+/// TXT value is parsed the way mail-auth parses what it finds at that name: a DMARC
+/// record at `_dmarc.DOMAIN`, a DKIM key at `SELECTOR._domainkey.DOMAIN`, an SPF record
+/// anywhere else;
+/// of several values at one name the first that parses is used (as mail-auth does).
+/// Every name not given is NXDOMAIN (for A, AAAA, MX and PTR: no records).
+///
+/// [`DnsFixture::fail`] makes a name fail temporarily. For TXT the cache carries the
+/// error itself (SPF, DKIM and DMARC see a resolver error: `temperror`). mail-auth's
+/// cache cannot carry an error for A, AAAA, MX or PTR: those names stay a cache miss,
+/// so mail-auth asks the fixture checker's resolver, which has no nameserver and
+/// fails at once (no query is sent, no runtime is needed): `temperror` again. Should
+/// a hickory release ever make that lookup wait instead, [`super::Checker::now`]
+/// gives `None`, which the caller reports as temperror.
+///
+/// A known difference from real DNS: SPF's `exists:` mechanism takes a name the
+/// fixture does not hold for an existing one (mail-auth treats any cached A or AAAA
+/// answer, even an empty one, as "exists"); give `exists:` targets with
+/// [`DnsFixture::a`] only when they should match, and avoid `exists:` otherwise.
+#[derive(Clone, Debug, Default)]
+pub struct DnsFixture {
+    txt: BTreeMap<Box<str>, Vec<String>>,
+    a: BTreeMap<Box<str>, Vec<Ipv4Addr>>,
+    aaaa: BTreeMap<Box<str>, Vec<Ipv6Addr>>,
+    mx: BTreeMap<Box<str>, Vec<(u16, Box<str>)>>,
+    ptr: BTreeMap<IpAddr, Vec<Box<str>>>,
+    fail: HashSet<Box<str>>,
+}
+
+fn fqdn(name: &str) -> Box<str> {
+    name.to_fqdn().into_owned().into_boxed_str()
+}
+
+impl DnsFixture {
+    /// A TXT record (SPF, DKIM key or DMARC record, by its name) at `name`.
+    pub fn txt(&mut self, name: &str, value: &str) -> &mut Self {
+        self.txt.entry(fqdn(name)).or_default().push(value.to_owned());
+        self
+    }
+
+    /// An A record.
+    pub fn a(&mut self, name: &str, addr: Ipv4Addr) -> &mut Self {
+        self.a.entry(fqdn(name)).or_default().push(addr);
+        self
+    }
+
+    /// An AAAA record.
+    pub fn aaaa(&mut self, name: &str, addr: Ipv6Addr) -> &mut Self {
+        self.aaaa.entry(fqdn(name)).or_default().push(addr);
+        self
+    }
+
+    /// An MX record.
+    pub fn mx(&mut self, name: &str, preference: u16, exchange: &str) -> &mut Self {
+        self.mx
+            .entry(fqdn(name))
+            .or_default()
+            .push((preference, fqdn(exchange)));
+        self
+    }
+
+    /// A PTR record for `addr`.
+    pub fn ptr(&mut self, addr: IpAddr, name: &str) -> &mut Self {
+        self.ptr.entry(addr).or_default().push(fqdn(name));
+        self
+    }
+
+    /// Every query for `name` fails temporarily (SERVFAIL): temperror results. An IP
+    /// address as `name` makes its PTR query fail. See the type's doc for A, AAAA, MX
+    /// and PTR.
+    pub fn fail(&mut self, name: &str) -> &mut Self {
+        self.fail.insert(fqdn(name));
+        self
+    }
+
+    /// The closed cache holding these answers.
+    pub(super) fn cache(&self) -> DnsCache {
+        let failing_ptr: HashSet<IpAddr> = self
+            .fail
+            .iter()
+            .filter_map(|n| n.trim_end_matches('.').parse().ok())
+            .collect();
+        let cache = DnsCache::closed(&self.fail, &failing_ptr);
+        let until = forever();
+        for (name, values) in &self.txt {
+            cache.txt.insert(name.clone(), parse_txt(name, values), until);
+        }
+        for name in &self.fail {
+            cache.txt.insert(
+                name.clone(),
+                Txt::Error(mail_auth::Error::Dns(mail_auth::DnsError::Resolver(
+                    "SERVFAIL (fixture)".to_owned(),
+                ))),
+                until,
+            );
+        }
+        for (name, addrs) in &self.a {
+            cache.ipv4.insert(name.clone(), set(addrs.clone()), until);
+        }
+        for (name, addrs) in &self.aaaa {
+            cache.ipv6.insert(name.clone(), set(addrs.clone()), until);
+        }
+        for (name, hosts) in &self.mx {
+            let mut by_preference: BTreeMap<u16, Vec<Box<str>>> = BTreeMap::new();
+            for (preference, exchange) in hosts {
+                by_preference
+                    .entry(*preference)
+                    .or_default()
+                    .push(exchange.clone());
+            }
+            let mx = by_preference
+                .into_iter()
+                .map(|(preference, exchanges)| MX {
+                    exchanges: exchanges.into_boxed_slice(),
+                    preference,
+                })
+                .collect();
+            cache.mx.insert(name.clone(), set(mx), until);
+        }
+        for (addr, names) in &self.ptr {
+            cache.ptr.insert(*addr, set(names.clone()), until);
+        }
+        // A failing name is a miss in the maps too, whatever else was given for it.
+        for name in &self.fail {
+            cache.mx.remove::<str>(name);
+            cache.ipv4.remove::<str>(name);
+            cache.ipv6.remove::<str>(name);
+        }
+        for addr in &failing_ptr {
+            cache.ptr.remove(addr);
+        }
+        cache
+    }
+}
+
+fn set<T>(items: Vec<T>) -> RecordSet<T> {
+    RecordSet {
+        rrset: Arc::from(items),
+        dnssec_status: DnssecStatus::Indeterminate,
+    }
+}
+
+/// What mail-auth would cache for these values at `name`: the first that parses as
+/// the kind of record looked up there, else the last one's error.
+fn parse_txt(name: &str, values: &[String]) -> Txt {
+    fn first<T: TxtRecordParser + Into<Txt>>(values: &[String]) -> Txt {
+        let mut result = Err(mail_auth::Error::Dns(mail_auth::DnsError::InvalidRecordType));
+        for value in values {
+            result = T::parse(value.as_bytes());
+            if result.is_ok() {
+                break;
+            }
+        }
+        result.into()
+    }
+    if name.starts_with("_dmarc.") {
+        first::<Dmarc>(values)
+    } else if name.contains("._domainkey.") {
+        first::<DomainKey>(values)
+    } else {
+        first::<Spf>(values)
+    }
+}
+
+/// The fixture's raw TXT values, by FQDN, for what mail-auth does not keep parsed
+/// (DMARC's `pct=`).
+pub(super) type RawTxt = HashMap<Box<str>, Vec<String>>;
+
+impl DnsFixture {
+    pub(super) fn raw(&self) -> RawTxt {
+        self.txt
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
