@@ -180,7 +180,8 @@ impl Checker {
             (helo, mail_from)
         };
         let (helo, mail_from) = self.limit(work).await.unwrap_or_else(|| {
-            let timed_out = |d: &str| SpfOutput::new(d.to_owned()).with_result(SpfResult::TempError);
+            let timed_out =
+                |d: &str| SpfOutput::new(d.to_owned()).with_result(SpfResult::TempError);
             (timed_out(peer.helo), timed_out(mail_from_domain(peer)))
         });
         state.results.spf_helo = spf_result(helo.result());
@@ -208,7 +209,10 @@ impl Checker {
         raw: &[u8],
         authserv_id: &str,
     ) -> Verified {
-        match self.limit(self.verify(checks, peer, spf, raw, authserv_id)).await {
+        match self
+            .limit(self.verify(checks, peer, spf, raw, authserv_id))
+            .await
+        {
             Some(verified) => verified,
             None => {
                 let mut results = spf.results.clone();
@@ -349,21 +353,23 @@ impl Checker {
             .verify_dkim(params(&self.inner.cache, message))
             .await;
         out.into_iter()
-            .map(|o| match (o.result(), o.signature()) {
-                (
-                    DkimResult::Neutral(e @ mail_auth::Error::Dkim(DkimError::FailedBodyHashMatch)),
-                    Some(_),
-                ) => {
-                    let e = e.clone();
-                    let signature = message
-                        .dkim_headers
-                        .iter()
-                        .map(|h| &h.header)
-                        .find(|s| Some(*s) == o.signature())
-                        .expect("the signature is the message's");
-                    DkimOutput::fail(e).with_signature(signature)
+            .map(|o| {
+                let DkimResult::Neutral(
+                    e @ mail_auth::Error::Dkim(DkimError::FailedBodyHashMatch),
+                ) = o.result()
+                else {
+                    return o;
+                };
+                // The output's signature, borrowed for as long as the message.
+                let signature = message
+                    .dkim_headers
+                    .iter()
+                    .map(|h| &h.header)
+                    .find(|s| Some(*s) == o.signature());
+                match signature {
+                    Some(signature) => DkimOutput::fail(e.clone()).with_signature(signature),
+                    None => o,
                 }
-                _ => o,
             })
             .collect()
     }
@@ -641,9 +647,7 @@ fn arc_result(r: &DkimResult) -> AuthResult {
         DkimResult::Pass => AuthResult::Pass,
         DkimResult::None => AuthResult::None,
         DkimResult::TempError(_) => AuthResult::TempError,
-        DkimResult::Fail(_) | DkimResult::Neutral(_) | DkimResult::PermError(_) => {
-            AuthResult::Fail
-        }
+        DkimResult::Fail(_) | DkimResult::Neutral(_) | DkimResult::PermError(_) => AuthResult::Fail,
     }
 }
 

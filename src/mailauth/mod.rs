@@ -93,7 +93,11 @@ pub enum DmarcPolicy {
 }
 
 impl DmarcPolicy {
-    pub const ALL: [DmarcPolicy; 3] = [DmarcPolicy::None, DmarcPolicy::Quarantine, DmarcPolicy::Reject];
+    pub const ALL: [DmarcPolicy; 3] = [
+        DmarcPolicy::None,
+        DmarcPolicy::Quarantine,
+        DmarcPolicy::Reject,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
