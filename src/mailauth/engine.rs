@@ -200,7 +200,8 @@ impl Checker {
     /// section) has no signatures and no chain (`dkim=none`, `arc=none`) and DMARC
     /// `permerror` (no From to check). A body hash mismatch is `fail` (RFC 6376
     /// §6.1.3, PERMFAIL), where mail-auth says `neutral`. When the work takes longer
-    /// than the live timeout, every check that was on is `temperror`.
+    /// than the live timeout, every check that was on and had not finished is
+    /// `temperror`.
     pub async fn message(
         &self,
         checks: Checks,
@@ -209,13 +210,18 @@ impl Checker {
         raw: &[u8],
         authserv_id: &str,
     ) -> Verified {
-        match self
-            .limit(self.verify(checks, peer, spf, raw, authserv_id))
-            .await
-        {
-            Some(verified) => verified,
+        let mut results = spf.results.clone();
+        let work = self.verify(checks, peer, spf, raw, authserv_id, &mut results);
+        match self.limit(work).await {
+            Some((header, dmarc, iprev)) => Verified {
+                results,
+                header,
+                dmarc,
+                iprev,
+            },
             None => {
-                let mut results = spf.results.clone();
+                // What finished stays; what did not is temperror. The header says the
+                // same, without the details mail-auth would have added.
                 let mut items = Vec::new();
                 for (on, result, name) in [
                     (checks.dkim, &mut results.dkim, "dkim"),
@@ -223,9 +229,14 @@ impl Checker {
                     (checks.dmarc, &mut results.dmarc, "dmarc"),
                     (checks.iprev, &mut results.iprev, "iprev"),
                 ] {
-                    if on {
+                    if !on {
+                        continue;
+                    }
+                    if *result == AuthResult::Skipped {
                         *result = AuthResult::TempError;
                         items.push(format!("{name}=temperror (timed out)"));
+                    } else {
+                        items.push(format!("{name}={result}"));
                     }
                 }
                 let none = Outputs {
@@ -245,6 +256,8 @@ impl Checker {
         }
     }
 
+    /// The checks at DATA: fills `results` as each check finishes (so that a timeout
+    /// keeps what finished), and gives the header and the outputs [`Verified`] keeps.
     async fn verify(
         &self,
         checks: Checks,
@@ -252,10 +265,10 @@ impl Checker {
         spf: &SpfState,
         raw: &[u8],
         authserv_id: &str,
-    ) -> Verified {
+        results: &mut AuthResults,
+    ) -> (String, Option<DmarcOutput>, Option<IprevOutput>) {
         let auth = &self.inner.auth;
         let cache = &*self.inner.cache;
-        let mut results = spf.results.clone();
         let parsed = AuthenticatedMessage::parse(raw);
         let from = parsed
             .as_ref()
@@ -303,11 +316,12 @@ impl Checker {
                 None => DmarcOutput::default()
                     .with_dkim_result(DmarcResult::PermError(mail_auth::Error::ParseError)),
             };
-            results.dmarc = dmarc_result(&out.result());
-            results.dmarc_domain = out.domain().to_owned();
-            if results.dmarc == AuthResult::Fail {
+            let result = dmarc_result(&out.result());
+            if result == AuthResult::Fail {
                 results.dmarc_policy = self.applied_policy(&out).await;
             }
+            results.dmarc = result;
+            results.dmarc_domain = out.domain().to_owned();
             Some(out)
         } else {
             None
@@ -315,10 +329,10 @@ impl Checker {
 
         let iprev = if checks.iprev {
             let out = auth.verify_iprev(params(cache, peer.ip)).await;
-            results.iprev = iprev_result(&out.result);
             if out.result == IprevResult::Pass {
                 results.iprev_name = self.iprev_name(peer.ip, &out).await;
             }
+            results.iprev = iprev_result(&out.result);
             Some(out)
         } else {
             None
@@ -337,12 +351,7 @@ impl Checker {
         } else {
             header
         };
-        Verified {
-            results,
-            header,
-            dmarc,
-            iprev,
-        }
+        (header, dmarc, iprev)
     }
 
     /// Every DKIM signature's output, a body hash mismatch made a `fail`.

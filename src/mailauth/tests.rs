@@ -405,3 +405,39 @@ fn the_cache_is_bounded_and_expired_entries_are_misses() {
     assert_eq!(small.ipv4.len(), 1);
     assert!(small.ipv4.get("fresh.test.").is_some());
 }
+
+#[tokio::test]
+async fn a_live_check_that_takes_too_long_is_a_temperror() {
+    // A nameserver that never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let resolver = crate::delivery::dns::Resolver::with_nameserver(silent.local_addr().unwrap());
+    let cache = Arc::new(DnsCache::new(100));
+    let checker = Checker::live(&resolver, cache.clone(), Duration::from_millis(100));
+    let checks = Checks::default();
+    let p = peer("a@example.com");
+    let started = Instant::now();
+    let state = checker.spf(checks, p, AUTHSERV).await;
+    assert_eq!(state.results.spf, AuthResult::TempError);
+    assert_eq!(state.results.spf_helo, AuthResult::TempError);
+    assert_eq!(state.results.spf_domain, "example.com");
+    let v = checker.message(checks, p, &state, MESSAGE, AUTHSERV).await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // DKIM and ARC need no DNS for a message without signatures and finish; DMARC
+    // waits for its record, and iprev never starts.
+    assert_eq!(v.results.dkim, AuthResult::None, "{:?}", v.results);
+    assert_eq!(v.results.arc, AuthResult::None, "{:?}", v.results);
+    assert_eq!(v.results.dmarc, AuthResult::TempError, "{:?}", v.results);
+    assert_eq!(v.results.iprev, AuthResult::TempError, "{:?}", v.results);
+    for item in [
+        "spf=temperror",
+        "dkim=none",
+        "arc=none",
+        "dmarc=temperror",
+        "iprev=temperror",
+    ] {
+        assert!(v.header.contains(item), "{item}: {}", v.header);
+    }
+    assert!(v.header.ends_with("\r\n"));
+    // Nothing was answered, so nothing was cached.
+    assert!(cache.is_empty());
+}
