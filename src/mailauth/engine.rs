@@ -164,6 +164,8 @@ impl Checker {
         }
         let auth = &self.inner.auth;
         let cache = &*self.inner.cache;
+        // The HELO result survives a timeout of the MAIL FROM check.
+        let mut finished_helo = None;
         let work = async {
             let helo = auth
                 .verify_spf(params(
@@ -171,6 +173,7 @@ impl Checker {
                     SpfParameters::verify_ehlo(peer.ip, peer.helo, authserv_id),
                 ))
                 .await;
+            finished_helo = Some(helo.clone());
             let mail_from = auth
                 .verify_spf(params(
                     cache,
@@ -182,7 +185,10 @@ impl Checker {
         let (helo, mail_from) = self.limit(work).await.unwrap_or_else(|| {
             let timed_out =
                 |d: &str| SpfOutput::new(d.to_owned()).with_result(SpfResult::TempError);
-            (timed_out(peer.helo), timed_out(mail_from_domain(peer)))
+            (
+                finished_helo.unwrap_or_else(|| timed_out(peer.helo)),
+                timed_out(mail_from_domain(peer)),
+            )
         });
         state.results.spf_helo = spf_result(helo.result());
         state.results.spf = spf_result(mail_from.result());
