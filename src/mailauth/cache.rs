@@ -43,11 +43,11 @@ impl DnsCache {
     /// An open cache of at most `entries` records per type.
     pub fn new(entries: usize) -> DnsCache {
         DnsCache {
-            txt: Kind::new(entries, None),
-            mx: Kind::new(entries, None),
-            ipv4: Kind::new(entries, None),
-            ipv6: Kind::new(entries, None),
-            ptr: Kind::new(entries, None),
+            txt: Kind::new(entries),
+            mx: Kind::new(entries),
+            ipv4: Kind::new(entries),
+            ipv6: Kind::new(entries),
+            ptr: Kind::new(entries),
         }
     }
 
@@ -56,11 +56,12 @@ impl DnsCache {
     /// other types, except for the names in `failing`, whose misses stay misses so that
     /// mail-auth asks the (unreachable) resolver and gets an error.
     pub(super) fn closed(failing: &HashSet<Box<str>>, failing_ptr: &HashSet<IpAddr>) -> DnsCache {
-        let empty = || DnsCache::new(usize::MAX);
-        let mut cache = empty();
-        let nxdomain = Txt::Error(mail_auth::Error::Dns(
-            mail_auth::DnsError::RecordNotFound(ResponseCode::NXDomain),
-        ));
+        // Unbounded: it holds what the fixture gives, and mail-auth adds nothing (it
+        // inserts only what a resolver answered, and this one never answers).
+        let mut cache = DnsCache::new(usize::MAX);
+        let nxdomain = Txt::Error(mail_auth::Error::Dns(mail_auth::DnsError::RecordNotFound(
+            ResponseCode::NXDomain,
+        )));
         cache.txt.closed = Some(Closed::new(nxdomain, HashSet::new()));
         cache.mx.closed = Some(Closed::new(empty_set(), failing.clone()));
         cache.ipv4.closed = Some(Closed::new(empty_set(), failing.clone()));
@@ -116,11 +117,11 @@ pub(super) struct Kind<K, V> {
 }
 
 impl<K: Hash + Eq, V: Clone> Kind<K, V> {
-    fn new(max: usize, closed: Option<Closed<K, V>>) -> Self {
+    fn new(max: usize) -> Self {
         Kind {
             map: Mutex::new(HashMap::new()),
             max: max.max(1),
-            closed,
+            closed: None,
         }
     }
 

@@ -164,6 +164,8 @@ impl Checker {
         }
         let auth = &self.inner.auth;
         let cache = &*self.inner.cache;
+        // The HELO result survives a timeout of the MAIL FROM check.
+        let mut finished_helo = None;
         let work = async {
             let helo = auth
                 .verify_spf(params(
@@ -171,6 +173,7 @@ impl Checker {
                     SpfParameters::verify_ehlo(peer.ip, peer.helo, authserv_id),
                 ))
                 .await;
+            finished_helo = Some(helo.clone());
             let mail_from = auth
                 .verify_spf(params(
                     cache,
@@ -180,8 +183,12 @@ impl Checker {
             (helo, mail_from)
         };
         let (helo, mail_from) = self.limit(work).await.unwrap_or_else(|| {
-            let timed_out = |d: &str| SpfOutput::new(d.to_owned()).with_result(SpfResult::TempError);
-            (timed_out(peer.helo), timed_out(mail_from_domain(peer)))
+            let timed_out =
+                |d: &str| SpfOutput::new(d.to_owned()).with_result(SpfResult::TempError);
+            (
+                finished_helo.unwrap_or_else(|| timed_out(peer.helo)),
+                timed_out(mail_from_domain(peer)),
+            )
         });
         state.results.spf_helo = spf_result(helo.result());
         state.results.spf = spf_result(mail_from.result());
@@ -199,7 +206,8 @@ impl Checker {
     /// section) has no signatures and no chain (`dkim=none`, `arc=none`) and DMARC
     /// `permerror` (no From to check). A body hash mismatch is `fail` (RFC 6376
     /// §6.1.3, PERMFAIL), where mail-auth says `neutral`. When the work takes longer
-    /// than the live timeout, every check that was on is `temperror`.
+    /// than the live timeout, every check that was on and had not finished is
+    /// `temperror`.
     pub async fn message(
         &self,
         checks: Checks,
@@ -208,10 +216,18 @@ impl Checker {
         raw: &[u8],
         authserv_id: &str,
     ) -> Verified {
-        match self.limit(self.verify(checks, peer, spf, raw, authserv_id)).await {
-            Some(verified) => verified,
+        let mut results = spf.results.clone();
+        let work = self.verify(checks, peer, spf, raw, authserv_id, &mut results);
+        match self.limit(work).await {
+            Some((header, dmarc, iprev)) => Verified {
+                results,
+                header,
+                dmarc,
+                iprev,
+            },
             None => {
-                let mut results = spf.results.clone();
+                // What finished stays; what did not is temperror. The header says the
+                // same, without the details mail-auth would have added.
                 let mut items = Vec::new();
                 for (on, result, name) in [
                     (checks.dkim, &mut results.dkim, "dkim"),
@@ -219,9 +235,14 @@ impl Checker {
                     (checks.dmarc, &mut results.dmarc, "dmarc"),
                     (checks.iprev, &mut results.iprev, "iprev"),
                 ] {
-                    if on {
+                    if !on {
+                        continue;
+                    }
+                    if *result == AuthResult::Skipped {
                         *result = AuthResult::TempError;
                         items.push(format!("{name}=temperror (timed out)"));
+                    } else {
+                        items.push(format!("{name}={result}"));
                     }
                 }
                 let none = Outputs {
@@ -241,6 +262,8 @@ impl Checker {
         }
     }
 
+    /// The checks at DATA: fills `results` as each check finishes (so that a timeout
+    /// keeps what finished), and gives the header and the outputs [`Verified`] keeps.
     async fn verify(
         &self,
         checks: Checks,
@@ -248,10 +271,10 @@ impl Checker {
         spf: &SpfState,
         raw: &[u8],
         authserv_id: &str,
-    ) -> Verified {
+        results: &mut AuthResults,
+    ) -> (String, Option<DmarcOutput>, Option<IprevOutput>) {
         let auth = &self.inner.auth;
         let cache = &*self.inner.cache;
-        let mut results = spf.results.clone();
         let parsed = AuthenticatedMessage::parse(raw);
         let from = parsed
             .as_ref()
@@ -299,11 +322,12 @@ impl Checker {
                 None => DmarcOutput::default()
                     .with_dkim_result(DmarcResult::PermError(mail_auth::Error::ParseError)),
             };
-            results.dmarc = dmarc_result(&out.result());
-            results.dmarc_domain = out.domain().to_owned();
-            if results.dmarc == AuthResult::Fail {
+            let result = dmarc_result(&out.result());
+            if result == AuthResult::Fail {
                 results.dmarc_policy = self.applied_policy(&out).await;
             }
+            results.dmarc = result;
+            results.dmarc_domain = out.domain().to_owned();
             Some(out)
         } else {
             None
@@ -311,10 +335,10 @@ impl Checker {
 
         let iprev = if checks.iprev {
             let out = auth.verify_iprev(params(cache, peer.ip)).await;
-            results.iprev = iprev_result(&out.result);
             if out.result == IprevResult::Pass {
                 results.iprev_name = self.iprev_name(peer.ip, &out).await;
             }
+            results.iprev = iprev_result(&out.result);
             Some(out)
         } else {
             None
@@ -333,12 +357,7 @@ impl Checker {
         } else {
             header
         };
-        Verified {
-            results,
-            header,
-            dmarc,
-            iprev,
-        }
+        (header, dmarc, iprev)
     }
 
     /// Every DKIM signature's output, a body hash mismatch made a `fail`.
@@ -349,21 +368,23 @@ impl Checker {
             .verify_dkim(params(&self.inner.cache, message))
             .await;
         out.into_iter()
-            .map(|o| match (o.result(), o.signature()) {
-                (
-                    DkimResult::Neutral(e @ mail_auth::Error::Dkim(DkimError::FailedBodyHashMatch)),
-                    Some(_),
-                ) => {
-                    let e = e.clone();
-                    let signature = message
-                        .dkim_headers
-                        .iter()
-                        .map(|h| &h.header)
-                        .find(|s| Some(*s) == o.signature())
-                        .expect("the signature is the message's");
-                    DkimOutput::fail(e).with_signature(signature)
+            .map(|o| {
+                let DkimResult::Neutral(
+                    e @ mail_auth::Error::Dkim(DkimError::FailedBodyHashMatch),
+                ) = o.result()
+                else {
+                    return o;
+                };
+                // The output's signature, borrowed for as long as the message.
+                let signature = message
+                    .dkim_headers
+                    .iter()
+                    .map(|h| &h.header)
+                    .find(|s| Some(*s) == o.signature());
+                match signature {
+                    Some(signature) => DkimOutput::fail(e.clone()).with_signature(signature),
+                    None => o,
                 }
-                _ => o,
             })
             .collect()
     }
@@ -641,9 +662,7 @@ fn arc_result(r: &DkimResult) -> AuthResult {
         DkimResult::Pass => AuthResult::Pass,
         DkimResult::None => AuthResult::None,
         DkimResult::TempError(_) => AuthResult::TempError,
-        DkimResult::Fail(_) | DkimResult::Neutral(_) | DkimResult::PermError(_) => {
-            AuthResult::Fail
-        }
+        DkimResult::Fail(_) | DkimResult::Neutral(_) | DkimResult::PermError(_) => AuthResult::Fail,
     }
 }
 

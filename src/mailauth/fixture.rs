@@ -51,7 +51,10 @@ fn fqdn(name: &str) -> Box<str> {
 impl DnsFixture {
     /// A TXT record (SPF, DKIM key or DMARC record, by its name) at `name`.
     pub fn txt(&mut self, name: &str, value: &str) -> &mut Self {
-        self.txt.entry(fqdn(name)).or_default().push(value.to_owned());
+        self.txt
+            .entry(fqdn(name))
+            .or_default()
+            .push(value.to_owned());
         self
     }
 
@@ -100,7 +103,9 @@ impl DnsFixture {
         let cache = DnsCache::closed(&self.fail, &failing_ptr);
         let until = forever();
         for (name, values) in &self.txt {
-            cache.txt.insert(name.clone(), parse_txt(name, values), until);
+            cache
+                .txt
+                .insert(name.clone(), parse_txt(name, values), until);
         }
         for name in &self.fail {
             cache.txt.insert(
@@ -161,7 +166,9 @@ fn set<T>(items: Vec<T>) -> RecordSet<T> {
 /// the kind of record looked up there, else the last one's error.
 fn parse_txt(name: &str, values: &[String]) -> Txt {
     fn first<T: TxtRecordParser + Into<Txt>>(values: &[String]) -> Txt {
-        let mut result = Err(mail_auth::Error::Dns(mail_auth::DnsError::InvalidRecordType));
+        let mut result = Err(mail_auth::Error::Dns(
+            mail_auth::DnsError::InvalidRecordType,
+        ));
         for value in values {
             result = T::parse(value.as_bytes());
             if result.is_ok() {

@@ -40,14 +40,8 @@ fn spf(fixture: &DnsFixture, p: Peer<'_>) -> SpfState {
 fn check(fixture: &DnsFixture, sender: &str, message: &[u8]) -> Verified {
     let checker = Checker::fixture(fixture);
     let state = Checker::now(checker.spf(Checks::default(), peer(sender), AUTHSERV)).unwrap();
-    Checker::now(checker.message(
-        Checks::default(),
-        peer(sender),
-        &state,
-        message,
-        AUTHSERV,
-    ))
-    .unwrap()
+    Checker::now(checker.message(Checks::default(), peer(sender), &state, message, AUTHSERV))
+        .unwrap()
 }
 
 /// example.com: SPF for the client, its key at s1, p=reject; the client's PTR.
@@ -304,17 +298,15 @@ fn the_header_has_every_result_that_ran() {
     let state = Checker::now(checker.spf(off, peer("a@example.com"), AUTHSERV)).unwrap();
     let v = Checker::now(checker.message(off, peer("a@example.com"), &state, &signed, AUTHSERV))
         .unwrap();
-    assert_eq!(v.header, format!("Authentication-Results: {AUTHSERV}; none\r\n"));
+    assert_eq!(
+        v.header,
+        format!("Authentication-Results: {AUTHSERV}; none\r\n")
+    );
     assert_eq!(v.results, AuthResults::default());
     let only_dkim = Checks { dkim: true, ..off };
-    let v = Checker::now(checker.message(
-        only_dkim,
-        peer("a@example.com"),
-        &state,
-        &signed,
-        AUTHSERV,
-    ))
-    .unwrap();
+    let v =
+        Checker::now(checker.message(only_dkim, peer("a@example.com"), &state, &signed, AUTHSERV))
+            .unwrap();
     assert!(v.header.contains("dkim=pass"), "{}", v.header);
     assert!(!v.header.contains("spf=") && !v.header.contains("dmarc="));
     assert_eq!(v.results.dmarc, AuthResult::Skipped);
@@ -338,11 +330,10 @@ fn an_arc_sealed_message_verifies_and_a_tampered_one_does_not() {
     let mut modified = v.header.clone().into_bytes();
     modified.extend_from_slice(&signed);
     let sealer = signer("relay.test", "arc", &relay_key);
-    let set = Checker::now(checker.seal(
-        checks, p, &state, &v, &signed, &modified, AUTHSERV, &sealer,
-    ))
-    .unwrap()
-    .unwrap();
+    let set =
+        Checker::now(checker.seal(checks, p, &state, &v, &signed, &modified, AUTHSERV, &sealer))
+            .unwrap()
+            .unwrap();
     assert!(set.contains("ARC-Seal: i=1; "), "{set}");
     assert!(set.contains("cv=none"), "{set}");
     assert!(set.contains("ARC-Message-Signature: i=1; "), "{set}");
@@ -415,3 +406,38 @@ fn the_cache_is_bounded_and_expired_entries_are_misses() {
     assert!(small.ipv4.get("fresh.test.").is_some());
 }
 
+#[tokio::test]
+async fn a_live_check_that_takes_too_long_is_a_temperror() {
+    // A nameserver that never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let resolver = crate::delivery::dns::Resolver::with_nameserver(silent.local_addr().unwrap());
+    let cache = Arc::new(DnsCache::new(100));
+    let checker = Checker::live(&resolver, cache.clone(), Duration::from_millis(100));
+    let checks = Checks::default();
+    let p = peer("a@example.com");
+    let started = Instant::now();
+    let state = checker.spf(checks, p, AUTHSERV).await;
+    assert_eq!(state.results.spf, AuthResult::TempError);
+    assert_eq!(state.results.spf_helo, AuthResult::TempError);
+    assert_eq!(state.results.spf_domain, "example.com");
+    let v = checker.message(checks, p, &state, MESSAGE, AUTHSERV).await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // DKIM and ARC need no DNS for a message without signatures and finish; DMARC
+    // waits for its record, and iprev never starts.
+    assert_eq!(v.results.dkim, AuthResult::None, "{:?}", v.results);
+    assert_eq!(v.results.arc, AuthResult::None, "{:?}", v.results);
+    assert_eq!(v.results.dmarc, AuthResult::TempError, "{:?}", v.results);
+    assert_eq!(v.results.iprev, AuthResult::TempError, "{:?}", v.results);
+    for item in [
+        "spf=temperror",
+        "dkim=none",
+        "arc=none",
+        "dmarc=temperror",
+        "iprev=temperror",
+    ] {
+        assert!(v.header.contains(item), "{item}: {}", v.header);
+    }
+    assert!(v.header.ends_with("\r\n"));
+    // Nothing was answered, so nothing was cached.
+    assert!(cache.is_empty());
+}
