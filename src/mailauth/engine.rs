@@ -275,7 +275,7 @@ impl Checker {
     ) -> (String, Option<DmarcOutput>, Option<IprevOutput>) {
         let auth = &self.inner.auth;
         let cache = &*self.inner.cache;
-        let parsed = AuthenticatedMessage::parse(raw);
+        let parsed = parse(raw);
         let from = parsed
             .as_ref()
             .and_then(|m| m.from.first().cloned())
@@ -486,8 +486,8 @@ impl Checker {
         signer: &crate::dkim::Signer,
     ) -> Result<String, String> {
         let work = async {
-            let message = AuthenticatedMessage::parse(original)
-                .ok_or("the message cannot be parsed (no header section)")?;
+            let message =
+                parse(original).ok_or("the message cannot be parsed (no header section)")?;
             let dkim = if checks.dkim {
                 self.dkim(&message).await
             } else {
@@ -610,6 +610,20 @@ fn spf_result(r: SpfResult) -> AuthResult {
         SpfResult::PermError => AuthResult::PermError,
         SpfResult::None => AuthResult::None,
     }
+}
+
+/// At most this many DKIM signatures of a message are verified (the topmost, the
+/// latest added): each may cost a DNS query, and a message can carry thousands.
+/// OpenDKIM's `MaximumSignaturesToVerify` is 3; mailing lists and forwarders add
+/// theirs on top of the author's, so a few more are kept here.
+pub const MAX_DKIM_SIGNATURES: usize = 10;
+
+/// The message as mail-auth reads it, its DKIM signatures cut to
+/// [`MAX_DKIM_SIGNATURES`].
+fn parse(raw: &[u8]) -> Option<AuthenticatedMessage<'_>> {
+    let mut message = AuthenticatedMessage::parse(raw)?;
+    message.dkim_headers.truncate(MAX_DKIM_SIGNATURES);
+    Some(message)
 }
 
 fn dkim_result(r: &DkimResult) -> AuthResult {

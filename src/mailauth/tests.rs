@@ -441,3 +441,29 @@ async fn a_live_check_that_takes_too_long_is_a_temperror() {
     // Nothing was answered, so nothing was cached.
     assert!(cache.is_empty());
 }
+
+#[test]
+fn only_the_topmost_signatures_are_verified() {
+    let k = key();
+    let f = example_com(&k);
+    // 14 signatures by domains without keys on top of example.com's own
+    let junk: Vec<Signer> = (0..14)
+        .map(|i| signer(&format!("junk{i}.test"), "s", &k))
+        .collect();
+    let mut signers: Vec<&Signer> = junk.iter().collect();
+    let own = signer("example.com", "s1", &k);
+    signers.push(&own);
+    let (signed, _) = sign(&signers, MESSAGE);
+    let v = check(&f, "alice@example.com", &signed);
+    assert_eq!(v.results.dkim_signatures.len(), engine::MAX_DKIM_SIGNATURES);
+    assert!(
+        v.results
+            .dkim_signatures
+            .iter()
+            .all(|s| s.domain.starts_with("junk")),
+        "the topmost ten"
+    );
+    assert_eq!(v.results.dkim, AuthResult::PermError);
+    // SPF still aligns: DMARC passes without the 15th signature
+    assert_eq!(v.results.dmarc, AuthResult::Pass);
+}
