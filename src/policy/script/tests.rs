@@ -775,7 +775,7 @@ fn hooks_are_shared_across_threads() {
 fn documented_examples_compile() {
     let doc = include_str!("../../../docs/hooks.md");
     let known = KnownNames::new(
-        ["relay", "blocked-senders", "trusted"],
+        ["relay", "blocked-senders", "trusted", "partners"],
         ["sender-access", "transport"],
     );
     let mut count = 0;
@@ -790,7 +790,7 @@ fn documented_examples_compile() {
         }
         count += 1;
     }
-    assert_eq!(count, 6);
+    assert_eq!(count, 7);
 }
 
 #[test]
