@@ -1,6 +1,6 @@
 //! DKIM signing end to end: keys from `mtactl dkim keygen`, mtad relaying to
 //! smtp-sink, and each dump verified by python3-dkim (dkimpy, Debian's independent
-//! verifier) with the TXT records keygen printed (tests/peers/dkim_verify.py).
+//! verifier) with the TXT records keygen printed (tests/peers/dkimpy_verify.py).
 
 mod common;
 

@@ -1086,18 +1086,17 @@ fn python_with(modules: &str, packages: &str) -> &'static Path {
 /// Runs tests/peers/SCRIPT on `message` with `NAME=TXT` records: `Ok`/`Err` with
 /// its report by its exit status.
 fn python_verifier(
-    script: &str,
+    mode: &str,
     message: &[u8],
     records: &[(String, String)],
 ) -> Result<String, String> {
     let python = python_with("dkim, nacl", "python3-dkim python3-nacl");
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), message).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/peers")
-        .join(script);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/dkimpy_verify.py");
     let out = Command::new(python)
         .arg(script)
+        .arg(mode)
         .arg(file.path())
         .args(records.iter().map(|(n, t)| format!("{n}={t}")))
         .output()
@@ -1115,14 +1114,14 @@ fn python_verifier(
 }
 
 /// Every DKIM signature of `message` verified by python3-dkim (dkimpy,
-/// tests/peers/dkim_verify.py) with `records` ((`SEL._domainkey.DOMAIN`, text)) as
+/// tests/peers/dkimpy_verify.py) with `records` ((`SEL._domainkey.DOMAIN`, text)) as
 /// its DNS: one "pass d= s= a=" or "fail ..." line per signature.
 pub fn dkimpy_verify(message: &[u8], records: &[(String, String)]) -> Result<String, String> {
-    python_verifier("dkim_verify.py", message, records)
+    python_verifier("dkim", message, records)
 }
 
-/// The ARC chain of `message` verified by python3-dkim (tests/peers/arc_verify.py)
+/// The ARC chain of `message` verified by python3-dkim (tests/peers/dkimpy_verify.py)
 /// with `records` as its DNS: `Ok` when the chain validates (cv=pass).
 pub fn arc_verify(message: &[u8], records: &[(String, String)]) -> Result<String, String> {
-    python_verifier("arc_verify.py", message, records)
+    python_verifier("arc", message, records)
 }
