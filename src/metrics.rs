@@ -325,7 +325,16 @@ mod tests {
         m.reloaded(false);
         m.reloaded(false);
         m.scraped(&[("active", 3), ("hold", 0)], "0123456789ab");
+        m.authenticated(&crate::mailauth::AuthResults {
+            dmarc: crate::mailauth::AuthResult::Fail,
+            ..Default::default()
+        });
         let text = m.encode();
+        assert_eq!(
+            line(&text, "mtad_authentication_results_total{"),
+            "mtad_authentication_results_total{check=\"dmarc\",result=\"fail\"} 1",
+            "only the checks that ran"
+        );
         assert_eq!(m.open_sessions("mx"), 1);
         assert_eq!(
             line(&text, "mtad_sessions_open{"),
