@@ -499,3 +499,79 @@ fn a_hook_choosing_an_undefined_filter_fails_closed() {
     );
     assert!(report.contains("451 4."), "{report}");
 }
+
+/// `--dns FILE` gives the authentication checks their DNS: the report shows the
+/// results, our Authentication-Results on top of the queued headers (a forged one in
+/// our name gone), and a rule acting on DMARC; a broken file is an error with its
+/// place.
+#[test]
+fn authentication_checks_with_a_dns_file() {
+    let (dir, config) = setup();
+    let text_of = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{text_of}authentication {{\n}}\nstage \"data\" {{\n    reject dmarc=\"fail\" dmarc-policy=\"reject\" 550 \"5.7.1\" \"DMARC\"\n}}\n"
+        ),
+    )
+    .unwrap();
+    let dns = dir.path().join("dns.kdl");
+    std::fs::write(
+        &dns,
+        "txt \"src.test\" \"v=spf1 ip4:192.0.2.0/24 -all\"\ntxt \"_dmarc.src.test\" \"v=DMARC1; p=reject\"\n",
+    )
+    .unwrap();
+    let message = dir.path().join("m.eml");
+    std::fs::write(
+        &message,
+        "Authentication-Results: mx.example.test; dkim=pass header.d=src.test\r\nFrom: a@src.test\r\nSubject: hi\r\n\r\nhi\r\n",
+    )
+    .unwrap();
+    let run = |client: &str| {
+        mtactl(&[
+            "test-policy",
+            "--config",
+            config.to_str().unwrap(),
+            "--client",
+            client,
+            "--from",
+            "a@src.test",
+            "--rcpt",
+            "b@example.test",
+            "--message",
+            message.to_str().unwrap(),
+            "--dns",
+            dns.to_str().unwrap(),
+        ])
+    };
+    let pass = run("192.0.2.1");
+    let report = text(&pass);
+    assert_eq!(pass.status.code(), Some(0), "{report}");
+    assert!(
+        report.contains("authentication: arc=none dkim=none dmarc=pass"),
+        "{report}"
+    );
+    assert!(report.contains("spf=pass"), "{report}");
+    assert!(
+        report.contains("    Authentication-Results: mx.example.test;")
+            && !report.contains("dkim=pass header.d=src.test"),
+        "ours on top, the forged one gone: {report}"
+    );
+    let forged = run("203.0.113.9");
+    let report = text(&forged);
+    assert_eq!(forged.status.code(), Some(1), "{report}");
+    assert!(report.contains("550 5.7.1 DMARC"), "{report}");
+    assert!(
+        report.contains("dmarc=fail dmarc-policy=reject"),
+        "{report}"
+    );
+
+    std::fs::write(&dns, "txt \"src.test\"\n").unwrap();
+    let broken = run("192.0.2.1");
+    assert_eq!(broken.status.code(), Some(2));
+    assert!(
+        text(&broken).contains("dns.kdl:1:1: `txt`"),
+        "{}",
+        text(&broken)
+    );
+}

@@ -424,29 +424,48 @@ fn check(case: &Case, report: &DryRunReport) -> Vec<String> {
     failures
 }
 
-/// Reads a suite file. Errors are `file:line:col: message`, all of them.
-fn load_cases(path: &Path) -> Result<Vec<Case>, Vec<String>> {
-    let name = path.display().to_string();
-    let text =
-        std::fs::read_to_string(path).map_err(|e| vec![format!("{name}: cannot read: {e}")])?;
-    let at = |offset: usize| {
-        let before = &text[..offset.min(text.len())];
+/// A KDL file of test-policy's, read and parsed, that names places in it as
+/// `file:line:col`.
+struct KdlFile {
+    name: String,
+    text: String,
+}
+
+impl KdlFile {
+    /// Reads and parses `path`; a syntax error is `file:line:col: syntax error: ...`.
+    fn read(path: &Path) -> Result<(KdlFile, KdlDocument), Vec<String>> {
+        let name = path.display().to_string();
+        let text =
+            std::fs::read_to_string(path).map_err(|e| vec![format!("{name}: cannot read: {e}")])?;
+        let file = KdlFile { name, text };
+        let doc = KdlDocument::parse_v2(&file.text).map_err(|e| {
+            e.diagnostics
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{}: syntax error: {}",
+                        file.at(d.span.offset()),
+                        d.message.as_deref().unwrap_or("invalid KDL")
+                    )
+                })
+                .collect::<Vec<_>>()
+        })?;
+        Ok((file, doc))
+    }
+
+    /// `file:line:col` of a byte offset (columns count characters).
+    fn at(&self, offset: usize) -> String {
+        let before = &self.text[..offset.min(self.text.len())];
         let line = before.matches('\n').count() + 1;
         let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        format!("{name}:{line}:{col}")
-    };
-    let doc = KdlDocument::parse_v2(&text).map_err(|e| {
-        e.diagnostics
-            .iter()
-            .map(|d| {
-                format!(
-                    "{}: syntax error: {}",
-                    at(d.span.offset()),
-                    d.message.as_deref().unwrap_or("invalid KDL")
-                )
-            })
-            .collect::<Vec<_>>()
-    })?;
+        format!("{}:{line}:{col}", self.name)
+    }
+}
+
+/// Reads a suite file. Errors are `file:line:col: message`, all of them.
+fn load_cases(path: &Path) -> Result<Vec<Case>, Vec<String>> {
+    let (file, doc) = KdlFile::read(path)?;
+    let at = |offset: usize| file.at(offset);
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut errors = Vec::new();
     let mut cases = Vec::new();
@@ -727,17 +746,8 @@ pub fn read_dns(
 
 /// `mtactl test-policy --dns FILE`: a KDL file of [`read_dns`] records.
 pub fn dns_file(path: &Path) -> Result<DnsFixture, Vec<String>> {
-    let name = path.display().to_string();
-    let text =
-        std::fs::read_to_string(path).map_err(|e| vec![format!("{name}: cannot read: {e}")])?;
-    let at = |offset: usize| {
-        let before = &text[..offset.min(text.len())];
-        let line = before.matches('\n').count() + 1;
-        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        format!("{name}:{line}:{col}")
-    };
-    let doc =
-        KdlDocument::parse_v2(&text).map_err(|e| vec![format!("{name}: syntax error: {e}")])?;
+    let (file, doc) = KdlFile::read(path)?;
+    let at = |offset: usize| file.at(offset);
     let mut dns = DnsFixture::default();
     let mut errors = Vec::new();
     read_dns(doc.nodes(), &mut dns, &at, &mut errors);
