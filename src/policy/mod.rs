@@ -252,7 +252,8 @@ pub struct AuthSettings {
 
 impl AuthSettings {
     /// Whether mail from this client on this listener is checked: not when the client
-    /// authenticated (its mail is ours), nor for `skip-clients` and `skip-listeners`.
+    /// authenticated (its mail is ours), nor for `skip-clients` and `skip-listeners`,
+    /// nor on `filtered` listeners (content filters' re-injection).
     pub fn applies(&self, client: IpAddr, listener: &str, authenticated: bool) -> bool {
         !authenticated
             && !self.skip_listeners.iter().any(|l| l == listener)
@@ -638,7 +639,20 @@ impl Pipeline {
                         ClientRef::Set(name) => networks.get(name.as_str()).cloned(),
                     })
                     .collect(),
-                skip_listeners: a.skip_listeners.clone(),
+                // mail back from a content filter was checked when it first arrived;
+                // checked again it would look sent by the filter's host
+                skip_listeners: a
+                    .skip_listeners
+                    .iter()
+                    .cloned()
+                    .chain(
+                        config
+                            .listeners
+                            .iter()
+                            .filter(|l| l.filtered)
+                            .map(|l| l.name.clone()),
+                    )
+                    .collect(),
             })
         });
         let seals = stages[Stage::Route.index()]

@@ -393,7 +393,7 @@ stage "rcpt" {
 fn authentication_results_drive_rules() {
     use crate::mailauth::{AuthResult, AuthResults, DmarcPolicy};
     let text = format!(
-        "{PRELUDE}networks \"lan\" \"10.0.0.0/8\"\nauthentication {{\n    skip-clients \"lan\"\n}}\nstage \"mail\" {{\n    defer spf=\"temperror\" 451 \"4.7.1\" \"SPF temporary error\"\n}}\nstage \"data\" {{\n    reject dmarc=\"fail\" dmarc-policy=\"reject\" 550 \"5.7.1\" \"DMARC\"\n    hold dmarc=\"fail\" dmarc-policy=\"quarantine\"\n    discard not-dkim=\"pass\" iprev=\"fail permerror\"\n}}\n"
+        "{PRELUDE}listen \"reinject\" address=\"127.0.0.1:10025\" filtered=#true\nnetworks \"lan\" \"10.0.0.0/8\"\nauthentication {{\n    skip-clients \"lan\"\n}}\nstage \"mail\" {{\n    defer spf=\"temperror\" 451 \"4.7.1\" \"SPF temporary error\"\n}}\nstage \"data\" {{\n    reject dmarc=\"fail\" dmarc-policy=\"reject\" 550 \"5.7.1\" \"DMARC\"\n    hold dmarc=\"fail\" dmarc-policy=\"quarantine\"\n    discard not-dkim=\"pass\" iprev=\"fail permerror\"\n}}\n"
     );
     let p = Pipeline::compile(&Config::parse("mtad.kdl", &text).unwrap());
     let settings = p.authentication().expect("checks on");
@@ -401,6 +401,10 @@ fn authentication_results_drive_rules() {
     let outsider: std::net::IpAddr = "192.0.2.1".parse().unwrap();
     assert!(settings.applies(outsider, "mx", false));
     assert!(!settings.applies(outsider, "mx", true), "authenticated");
+    assert!(
+        !settings.applies(outsider, "reinject", false),
+        "back from a filter"
+    );
     assert!(
         !settings.applies("10.1.2.3".parse().unwrap(), "mx", false),
         "skip-clients"
