@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use kdl::{KdlDocument, KdlNode};
 use serde::Serialize;
 
-use crate::config::{Config, render};
+use crate::config::{AuthCheck, Config, render};
 use crate::mailauth::DnsFixture;
 use crate::policy::{DryEnvelope, DryRunReport, Pipeline, Stage};
 
@@ -637,11 +637,11 @@ fn read_case(
                         ));
                         continue;
                     };
-                    if !AUTH_KEYS.contains(&key.value()) {
+                    if !is_auth_key(key.value()) {
                         errors.push(format!(
-                            "{where_}: unknown check `{}`; one of {}",
+                            "{where_}: unknown check `{}`; one of {}, dmarc-policy",
                             key.value(),
-                            AUTH_KEYS.join(", ")
+                            AuthCheck::ALL.map(AuthCheck::name).join(", ")
                         ));
                         continue;
                     }
@@ -661,16 +661,11 @@ fn read_case(
     }
 }
 
-/// What a case's `authentication` node may name (the keys of [`DryRunReport::auth`]).
-const AUTH_KEYS: [&str; 7] = [
-    "spf",
-    "spf-helo",
-    "dkim",
-    "dmarc",
-    "dmarc-policy",
-    "arc",
-    "iprev",
-];
+/// Whether a case's `authentication` node may name `key` (the keys of
+/// [`DryRunReport::auth`]: the checks' condition names, and `dmarc-policy`).
+fn is_auth_key(key: &str) -> bool {
+    key == "dmarc-policy" || AuthCheck::ALL.iter().any(|c| c.name() == key)
+}
 
 /// Reads DNS answers for the `authentication` checks into `dns`:
 ///

@@ -252,12 +252,16 @@ impl Session {
             record.truncate_body();
             record.body_mut().extend_from_slice(&edited);
         }
+        if disposition == Disposition::Discard {
+            info!(queue_id = %id, from = %reply::sanitize(&from, 256), nrcpt = recipients, size, revision = %self.policy.revision(), "discarded by policy");
+            return self.push_ok(&queued);
+        }
         if let Some(v) = &verified {
             // our results on top, then the ARC set over all of it
-            let mut body = v.header.clone().into_bytes();
+            let mut body = Vec::with_capacity(v.header.len() + record.body_len());
+            body.extend_from_slice(v.header.as_bytes());
+            body.extend_from_slice(record.body());
             if let (Some(a), Some((signer, original))) = (&auth, &sealer) {
-                let mut sealed = body.clone();
-                sealed.extend_from_slice(record.body());
                 match a
                     .checker
                     .seal(
@@ -266,7 +270,7 @@ impl Session {
                         &a.spf,
                         v,
                         original,
-                        &sealed,
+                        &body,
                         &a.settings.authserv_id,
                         signer,
                     )
@@ -281,13 +285,8 @@ impl Session {
                     }
                 }
             }
-            body.extend_from_slice(record.body());
             record.truncate_body();
             record.body_mut().extend_from_slice(&body);
-        }
-        if disposition == Disposition::Discard {
-            info!(queue_id = %id, from = %reply::sanitize(&from, 256), nrcpt = recipients, size, revision = %self.policy.revision(), "discarded by policy");
-            return self.push_ok(&queued);
         }
         let held = disposition == Disposition::Hold;
         let filter = filter.filter(|name| {
