@@ -446,9 +446,13 @@ fn seed_002_submission_over_starttls_and_smtps() {
 fn production_example_relays_submits_and_reloads_behind_its_tests() {
     let smtp_port = free_port();
     let remote = sink_on(5, smtp_port);
+    // bank.test publishes SPF and DMARC p=reject: mail in its name from elsewhere is
+    // refused by the example's own data rule
     let dns = Dnsmasq::start(&[
         "--mx-host=elsewhere.test,mx.elsewhere.test,10",
         "--host-record=mx.elsewhere.test,127.0.0.5",
+        &Dnsmasq::txt("bank.test", "v=spf1 ip4:192.0.2.0/24 -all"),
+        &Dnsmasq::txt("_dmarc.bank.test", "v=DMARC1; p=reject"),
     ]);
     let lmtp = Aio::start(&["--lmtp"]);
     let (sub, smtps, metrics) = (free_port(), free_port(), free_port());
@@ -497,7 +501,23 @@ fn production_example_relays_submits_and_reloads_behind_its_tests() {
         &["--from", "someone@example.org", "--to", "alice@example.net"],
     );
     assert!(text.contains("queued as"), "{text}");
-    assert_eq!(lmtp.messages(1).len(), 1);
+    let inbound = lmtp.messages(1);
+    let inbound = String::from_utf8_lossy(&inbound[0].1);
+    assert!(
+        inbound.starts_with("Authentication-Results: mx.example.net;")
+            && inbound.contains("spf=none")
+            && inbound.contains("dmarc=none"),
+        "checked, with the results on top: {inbound}"
+    );
+    // a forged bank.test sender: its DMARC p=reject is enforced at the end of DATA
+    let text = stranger(
+        ex.mtad.port,
+        &["--from", "ceo@bank.test", "--to", "alice@example.net"],
+    );
+    assert!(
+        text.contains("550 5.7.1 Message rejected by the DMARC policy"),
+        "{text}"
+    );
     // submission: STARTTLS, AUTH, then anywhere
     let mut args = vec![
         "--tls",
