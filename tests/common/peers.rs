@@ -758,9 +758,11 @@ impl Mariadb {
             child: None,
             started_in: Duration::ZERO,
         };
+        std::fs::create_dir(db.tmpdir()).unwrap();
         let out = Command::new(install)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", db.tmpdir().display()))
             .args(db.user_arg())
             .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
             .args(Self::FAST)
@@ -790,6 +792,13 @@ impl Mariadb {
     }
 
     /// mariadbd refuses to run as root unless told to.
+    /// Its own temporary directory: concurrent instances sharing /tmp had their
+    /// internal temporary tables (`/tmp/#sql-temptable-...`) go missing under them,
+    /// failing `mariadb-install-db` now and then.
+    fn tmpdir(&self) -> PathBuf {
+        self.dir.path().join("tmp")
+    }
+
     fn user_arg(&self) -> Option<&'static str> {
         let root =
             std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(self.dir.path()).unwrap()) == 0;
@@ -807,6 +816,7 @@ impl Mariadb {
             .arg(format!("--pid-file={}", dir.join("mariadbd.pid").display()))
             .arg(format!("--log-error={}", dir.join("error.log").display()))
             .arg(format!("--port={}", self.port))
+            .arg(format!("--tmpdir={}", self.tmpdir().display()))
             .args(self.user_arg())
             .args(["--bind-address=127.0.0.1", "--skip-log-bin"])
             .args(Self::FAST)
