@@ -1,0 +1,434 @@
+//! The session's own defences against hostile clients, over real sockets (and swaks):
+//! replies written with a deadline, the junk-command limit, header lines sent as
+//! commands, RCPT after BDAT, text lines over RFC 5321's limit, the header-size limit,
+//! the process-wide data-memory budget, IPv6 clients keyed by /64 (through the PROXY
+//! protocol, since only loopback is here), and AUTH failures per user name.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::*;
+
+fn with_limits(limits: &str) -> String {
+    BASIC.replace(
+        "networks \"trusted\"",
+        &format!("limits {{\n{limits}\n}}\nnetworks \"trusted\""),
+    )
+}
+
+/// A client that pipelines commands and never reads its replies fills its receive
+/// window and then ours: the server's write must give up after the idle timeout, end
+/// the session and free its connection slot.
+#[test]
+fn a_client_that_never_reads_is_disconnected() {
+    let mtad = Mtad::start(&with_limits(
+        "idle-timeout \"1s\"\nconnections-per-ip 1\nerror-limit 1000000",
+    ));
+    // a small receive buffer, so the replies pile up quickly
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", mtad.port).parse().unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut flood: TcpStream = socket.into();
+    flood
+        .set_write_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    // HELP is no junk command (Postfix's list), so only the write deadline can end this;
+    // each 6 bytes sent ask for an 80-byte reply
+    let writer = std::thread::spawn(move || {
+        let batch = "HELP\r\n".repeat(1000);
+        let mut sent = 0usize;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if flood.write_all(batch.as_bytes()).is_err() {
+                break;
+            }
+            sent += batch.len();
+        }
+        (sent, flood)
+    });
+    let (sent, _flood) = writer.join().unwrap();
+    assert!(sent > 0);
+    // the slot is free again: the one connection this address may have is ours
+    let started = Instant::now();
+    loop {
+        let mut c = mtad.connect();
+        let greeting = c.reply();
+        if greeting.starts_with("220 ") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the stuck session still holds the slot: {greeting:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let log = mtad.wait_log("reason=write timeout", 1, Duration::from_secs(5));
+    assert!(
+        log.contains("the client does not read our replies"),
+        "{log}"
+    );
+}
+
+/// Postfix's `smtpd_junk_command_limit`: NOOP, RSET, VRFY, ETRN, HELO, EHLO past the
+/// limit each count as an error (after their own reply), so the error limit ends the
+/// session; a message queued starts the count again.
+#[test]
+fn junk_commands_past_the_limit_are_errors() {
+    let mtad = Mtad::start(&with_limits("junk-commands 5\nerror-limit 3"));
+    let mut s = mtad.session();
+    // junk 1..=6 are free (Postfix counts `junk++ > limit`): EHLO and 5 more
+    s.cmd("EHLO client.test", "250");
+    for _ in 0..3 {
+        s.cmd("NOOP", "250");
+        s.cmd("RSET", "250");
+    }
+    // ...the 7th and 8th are errors 1 and 2; HELP is no junk command
+    s.cmd("VRFY root", "252");
+    s.cmd("HELP", "214");
+    // a message queued starts the count again
+    s.send_message(
+        "a@src.test",
+        &["b@example.test"],
+        "Subject: x\r\n\r\nhi\r\n",
+    );
+    for _ in 0..6 {
+        s.cmd("NOOP", "250");
+    }
+    // error 3 (the limit): the reply, then 421
+    s.line("NOOP");
+    s.expect("250");
+    s.expect("421 4.7.0 mx.example.test Error: too many errors");
+    s.expect_closed();
+}
+
+/// A header line sent as a command (a client that lost sync, or one speaking another
+/// protocol) ends the session at once, as Postfix's smtpd does
+/// ("221 2.7.0 Error: I can break rules, too. Goodbye.").
+#[test]
+fn header_lines_as_commands_end_the_session() {
+    let mtad = Mtad::start(BASIC);
+    for header in [
+        "Subject: x",
+        "From: a@b.test",
+        "X-Mailer:Evil",
+        "Received: from x",
+    ] {
+        let mut s = mtad.session();
+        s.cmd("EHLO client.test", "250");
+        s.cmd("MAIL FROM:<a@src.test>", "250");
+        s.cmd(header, "221 2.7.0 Error: I can break rules, too. Goodbye.");
+        s.expect_closed();
+    }
+    // a word without a colon is just an unknown command
+    let mut s = mtad.session();
+    s.cmd("Subject x", "500 5.5.2");
+    s.cmd("X-Mailer : Evil", "500 5.5.2");
+    s.cmd("NOOP", "250");
+    assert!(mtad.log().contains("non-SMTP command"), "{}", mtad.log());
+}
+
+/// RFC 3030: every RCPT comes before the first BDAT. One after it is refused with
+/// 503, never a 250 for a recipient that is not queued.
+#[test]
+fn rcpt_after_bdat_is_refused() {
+    let mtad = Mtad::start(BASIC);
+    let mut s = mtad.session();
+    s.cmd("EHLO client.test", "250");
+    s.cmd("MAIL FROM:<a@src.test>", "250");
+    s.cmd("RCPT TO:<first@example.test>", "250");
+    let chunk = "Subject: chunked\r\n\r\n";
+    s.send(format!("BDAT {}\r\n{chunk}", chunk.len()));
+    s.expect("250");
+    s.cmd("RCPT TO:<late@example.test>", "503 5.5.1");
+    let last = "hello\r\n";
+    s.send(format!("BDAT {} LAST\r\n{last}", last.len()));
+    s.expect("250 2.0.0 Ok: queued as");
+    let queued = mtad.queued();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].0.envelope.recipients, ["first@example.test"]);
+}
+
+/// RFC 5321 §4.5.3.1.6: text lines are at most 998 octets and CRLF. A longer one is
+/// refused at the end of the data (the session goes on), through DATA (swaks) and
+/// BDAT alike; nothing is queued. A 998-octet line passes.
+#[test]
+fn text_lines_longer_than_998_octets_are_refused() {
+    let mtad = Mtad::start(BASIC);
+    let dir = tempfile::tempdir().unwrap();
+    let message = |len: usize| {
+        let path = dir.path().join(format!("m{len}"));
+        std::fs::write(
+            &path,
+            format!("Subject: long line\r\n\r\n{}\r\nend\r\n", "x".repeat(len)),
+        )
+        .unwrap();
+        path
+    };
+    let long = message(1500);
+    let out = swaks(
+        mtad.port,
+        &[
+            "--from",
+            "a@src.test",
+            "--to",
+            "b@example.test",
+            "--data",
+            long.to_str().unwrap(),
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("<** 550 5.6.0 Error: text line too long in message data"),
+        "{text}"
+    );
+    assert!(mtad.queued().is_empty());
+    let ok = message(998);
+    let out = swaks(
+        mtad.port,
+        &[
+            "--from",
+            "a@src.test",
+            "--to",
+            "b@example.test",
+            "--data",
+            ok.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(mtad.queued().len(), 1);
+    let body = &mtad.queued()[0].1;
+    assert!(String::from_utf8_lossy(body).contains(&"x".repeat(998)));
+
+    // BDAT (no BINARYMIME) carries text lines too; the session goes on after the 550
+    let mut s = mtad.session();
+    s.cmd("EHLO client.test", "250");
+    s.cmd("MAIL FROM:<a@src.test>", "250");
+    s.cmd("RCPT TO:<b@example.test>", "250");
+    let data = format!("Subject: x\r\n\r\n{}\r\n", "y".repeat(999));
+    s.send(format!("BDAT {}\r\n{}", 500, &data[..500]));
+    s.expect("250");
+    let rest = &data[500..];
+    s.send(format!("BDAT {} LAST\r\n{rest}", rest.len()));
+    s.expect("550 5.6.0");
+    s.send_message(
+        "a@src.test",
+        &["b@example.test"],
+        "Subject: fine\r\n\r\nok\r\n",
+    );
+    assert_eq!(mtad.queued().len(), 2);
+}
+
+/// `header-size`: a header section over the limit is refused with 552 after the data
+/// is read to its end, before any policy runs on it (the data hook here would answer
+/// 451 if it ran). Checked while the data streams in, so the 9 MB of `a:` lines of the
+/// issue are never stored.
+#[test]
+fn header_section_over_the_limit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("data.rhai"),
+        "fn data(ctx) { throw \"the data stage ran\"; }",
+    )
+    .unwrap();
+    let spool = dir.path().join("spool");
+    let config = with_limits("header-size \"64K\"\nmessage-size \"20M\"").replace(
+        "stage \"rcpt\"",
+        "stage \"data\" {\n    hook \"data.rhai\" function=\"data\"\n}\nstage \"rcpt\"",
+    );
+    let mtad = Mtad::start_in(dir, spool, &config);
+    let mut s = mtad.session();
+    s.cmd("EHLO client.test", "250");
+    let rss_before = rss_kib(mtad.pid(), "VmRSS:");
+    s.cmd("MAIL FROM:<a@src.test>", "250");
+    s.cmd("RCPT TO:<b@example.test>", "250");
+    s.cmd("DATA", "354");
+    let lines = "a:\r\n".repeat(64 * 1024);
+    // 36 × 256 KiB: 9 MiB of empty header fields
+    for _ in 0..36 {
+        s.send(&lines);
+    }
+    s.send("\r\nbody\r\n.\r\n");
+    s.expect("552 5.3.4 Error: message header size exceeds limit");
+    let rss_after = rss_kib(mtad.pid(), "VmRSS:");
+    assert!(
+        rss_after < rss_before + 4 * 1024,
+        "RSS grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    // within the limit it goes through to the data stage (which refuses here)
+    s.cmd("MAIL FROM:<a@src.test>", "250");
+    s.cmd("RCPT TO:<b@example.test>", "250");
+    s.cmd("DATA", "354");
+    s.send("a: 1\r\nb: 2\r\n\r\nbody\r\n.\r\n");
+    s.expect("451");
+    assert!(mtad.queued().is_empty());
+}
+
+/// `data-memory` bounds message data in flight for the whole process: while one
+/// session holds the budget, another's DATA (and BDAT) gets 451 4.3.1; once the first
+/// message is queued, the budget is back.
+#[test]
+fn data_memory_is_a_budget_for_the_whole_process() {
+    let mtad = Mtad::start(&with_limits("message-size \"1M\"\ndata-memory \"1M\""));
+    let mut first = mtad.session();
+    first.cmd("EHLO client.test", "250");
+    first.cmd("MAIL FROM:<a@src.test>", "250");
+    first.cmd("RCPT TO:<b@example.test>", "250");
+    first.cmd("DATA", "354");
+    first.send("Subject: big\r\n\r\n");
+    let line = format!("{}\r\n", "x".repeat(998));
+    for _ in 0..600 {
+        first.send(&line);
+    }
+    // the first session has ~600 KB in its buffer, which took the whole budget
+    let mut second = mtad.session();
+    second.cmd("EHLO client.test", "250");
+    second.cmd("MAIL FROM:<a@src.test>", "250");
+    second.cmd("RCPT TO:<b@example.test>", "250");
+    let started = Instant::now();
+    loop {
+        let reply = second.cmd("DATA", "");
+        if reply.starts_with("451 4.3.1 Insufficient system resources") {
+            break;
+        }
+        // the server has not read all of the first message yet
+        assert!(reply.starts_with("354"), "{reply}");
+        second.send(".\r\n");
+        second.expect("250");
+        second.cmd("MAIL FROM:<a@src.test>", "250");
+        second.cmd("RCPT TO:<b@example.test>", "250");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // BDAT too, and its chunk is read and dropped
+    second.send("BDAT 5 LAST\r\nhello");
+    second.expect("451 4.3.1");
+    second.cmd("NOOP", "250");
+    first.send(".\r\n");
+    first.expect("250 2.0.0 Ok: queued as");
+    // the budget is back: the transaction is still there, its DATA now goes ahead
+    second.cmd("DATA", "354");
+    second.send("Subject: small\r\n\r\nok\r\n.\r\n");
+    second.expect("250 2.0.0 Ok: queued as");
+    assert!(mtad.log().contains("data-memory used up"), "{}", mtad.log());
+}
+
+/// IPv6 clients are one client per /64 for `connections-per-ip` and `rate-limits`.
+/// Only loopback is here, so the clients are claimed by PROXY v1 headers from the
+/// allowed balancer: two addresses in one /64 share the limit, one in another /64
+/// does not.
+#[test]
+fn ipv6_clients_are_counted_per_64() {
+    let config = r#"
+server {
+    hostname "mx.example.test"
+    spool "{spool}"
+}
+listen "lb" address="127.0.0.1:{port}" proxy-protocol=#true proxies="lb"
+networks "lb" "127.0.0.1/32"
+limits {
+    connections-per-ip 1
+}
+rate-limits {
+    messages 1 per="1h"
+}
+domains "relay" "example.test"
+stage "rcpt" {
+    accept rcpt-domain="relay"
+}
+"#;
+    let mtad = Mtad::start(config);
+    let proxied = |client: &str| {
+        let mut c = Client::connect(mtad.port);
+        c.send(format!("PROXY TCP6 {client} ::1 40000 25\r\n"));
+        c
+    };
+    let mut a = proxied("2001:db8:1:2::1");
+    a.expect("220 ");
+    let mut b = proxied("2001:db8:1:2:ffff:eeee:dddd:cccc");
+    b.expect("421 4.7.0 mx.example.test Error: too many connections from your address");
+    let mut other = proxied("2001:db8:1:3::1");
+    other.expect("220 ");
+    // the message rate is per /64 too
+    a.cmd("EHLO client.test", "250");
+    a.cmd("MAIL FROM:<a@src.test>", "250");
+    drop(a);
+    let started = Instant::now();
+    let mut b = loop {
+        let mut b = proxied("2001:db8:1:2::99");
+        if b.reply().starts_with("220 ") {
+            break b;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "slot not freed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    b.cmd("EHLO client.test", "250");
+    b.cmd(
+        "MAIL FROM:<a@src.test>",
+        "450 4.7.1 Error: too many messages",
+    );
+    other.cmd("EHLO client.test", "250");
+    other.cmd("MAIL FROM:<a@src.test>", "250");
+}
+
+/// `auth-failures-per-user`: failures for one user name from any number of clients
+/// lock AUTH as that user (454 4.7.0, even with the right password) until the window
+/// ends; other users and the per-client limit are not touched.
+#[test]
+fn auth_failures_per_user_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("users.passwd"),
+        "alice:{PLAIN}alice-pw\nbob:{PLAIN}bob-pw\n",
+    )
+    .unwrap();
+    let spool = dir.path().join("spool");
+    let mtad = Mtad::start_in(
+        dir,
+        spool,
+        r#"
+server {
+    hostname "mx.example.test"
+    spool "{spool}"
+}
+listen "lan" address="127.0.0.1:{port}" auth="offered" auth-plaintext=#true users="mailboxes"
+users "mailboxes" file="users.passwd"
+rate-limits {
+    auth-failures 100 per="1h"
+    auth-failures-per-user 2 per="1h"
+}
+"#,
+    );
+    let plain = |user: &str, pw: &str| {
+        base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pw}"))
+    };
+    // guesses from two client addresses
+    for source in ["127.0.0.2", "127.0.0.3"] {
+        let mut c = Client::connect_from(source, mtad.port);
+        c.expect("220 ");
+        c.cmd("EHLO client.test", "250");
+        c.cmd(
+            &format!("AUTH PLAIN {}", plain("Alice", "guess")),
+            "535 5.7.8",
+        );
+    }
+    let mut c = Client::connect_from("127.0.0.4", mtad.port);
+    c.expect("220 ");
+    c.cmd("EHLO client.test", "250");
+    c.cmd(
+        &format!("AUTH PLAIN {}", plain("alice", "alice-pw")),
+        "454 4.7.0 Error: too many failed authentication attempts for this user",
+    );
+    c.cmd(&format!("AUTH PLAIN {}", plain("bob", "bob-pw")), "235 ");
+}
