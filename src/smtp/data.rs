@@ -125,6 +125,7 @@ impl Session {
         let limits = &self.listen.settings.limits;
         self.tx.text = Some(TextScan::new(limits.header_size, limits.text_line_length));
         self.tx.memory = Some(memory);
+        self.tx.received = record.body_len() as u64;
         self.tx.record = Some(record);
         self.tx.data_started = Some(Instant::now());
         true
@@ -141,7 +142,7 @@ impl Session {
                 .is_some_and(|r| has_bare_eol(r.body()));
             return self.finish_message(bare_eol).await;
         }
-        if let Some(refusal) = self.tx.refusal {
+        if let Some(refusal) = self.tx.refusal_reply(&self.listen.settings.limits) {
             return self.fail(refusal);
         }
         let received = self.tx.record.as_ref().map_or(0, MessageRecord::body_len);
@@ -159,7 +160,7 @@ impl Session {
             return self.fail(reply::NEED_RCPT);
         };
         self.tx.finish_text();
-        if let Some(refusal) = self.tx.refusal {
+        if let Some(refusal) = self.tx.refusal_reply(&self.listen.settings.limits) {
             self.reset_transaction();
             info!(queue_id = %record.id(), reply = refusal.trim_end(), "message refused");
             return self.fail(refusal);

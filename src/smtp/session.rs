@@ -65,6 +65,9 @@ pub(super) struct Transaction {
     /// The message broke a limit (size, header size, line length, memory): the rest is
     /// read and dropped, then this is the reply.
     pub refusal: Option<&'static str>,
+    /// The message's size so far (our Received: header included), also of the part
+    /// not stored because the message is refused: `message-size` is checked on it.
+    pub received: u64,
     /// The message's share of `data-memory`, held until it is queued or dropped.
     pub memory: Option<Reservation>,
     /// The header-size and line-length checks, fed as the data arrives.
@@ -130,6 +133,16 @@ impl Transaction {
             "data-memory used up: message refused"
         );
         self.refuse(reply::NO_DATA_MEMORY);
+    }
+
+    /// The reply for a message that broke a limit: being too big comes first (the
+    /// reply a client that sent too much expects), then the first limit broken.
+    pub fn refusal_reply(&self, limits: &Limits) -> Option<&'static str> {
+        if self.received > limits.message_size as u64 {
+            Some(reply::MESSAGE_TOO_BIG)
+        } else {
+            self.refusal
+        }
     }
 
     /// Body bytes stored so far (where the next check starts).
@@ -496,7 +509,9 @@ impl Session {
                     } else {
                         self.tx.record.as_mut().map(MessageRecord::body_mut)
                     };
+                    let before = rx.emitted();
                     let done = rx.ingest(&mut input, sink);
+                    self.tx.received += rx.emitted() - before;
                     let bare_eol = rx.bare_eol();
                     self.tx.check_text(from);
                     self.check_size();
@@ -513,6 +528,7 @@ impl Session {
                     *left -= take;
                     let (done, last) = (*left == 0, *last);
                     input = rest;
+                    self.tx.received += chunk.len() as u64;
                     self.tx.make_room(chunk.len(), &self.listen.settings.limits);
                     let from = self.tx.stored();
                     if self.tx.refusal.is_none()
@@ -674,8 +690,7 @@ impl Session {
     /// Stops storing a message that passed the size limit (the rest is still read, to
     /// find its end) and gives its memory back.
     fn check_size(&mut self) {
-        if self.tx.refusal.is_none() && self.tx.stored() > self.listen.settings.limits.message_size
-        {
+        if self.tx.received > self.listen.settings.limits.message_size as u64 {
             self.tx.refuse(reply::MESSAGE_TOO_BIG);
         }
     }
