@@ -421,3 +421,157 @@ rate-limits {
     );
     c.cmd(&format!("AUTH PLAIN {}", plain("bob", "bob-pw")), "235 ");
 }
+
+/// A throw-away Postfix (3.7 here) with only its smtpd listening on loopback, for
+/// side-by-side comparisons of session behaviour. Stopped when dropped.
+struct Postfix {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Postfix {
+    fn start(main_extra: &str) -> Postfix {
+        let postfix = require_tool("postfix");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let base = dir.path().to_path_buf();
+        let base = base.as_path();
+        for sub in ["etc", "spool", "data"] {
+            std::fs::create_dir_all(base.join(sub)).unwrap();
+        }
+        // the postfix user must reach its data directory
+        std::fs::set_permissions(base, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let status = std::process::Command::new("chown")
+            .args(["postfix:postfix", base.join("data").to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let b = base.display();
+        std::fs::write(
+            base.join("etc/main.cf"),
+            format!(
+                "compatibility_level = 3.6\nconfig_directory = {b}/etc\nqueue_directory = {b}/spool\n\
+                 data_directory = {b}/data\nmyhostname = pf.example.test\ninet_interfaces = 127.0.0.1\n\
+                 inet_protocols = ipv4\nmynetworks = 127.0.0.0/8\nmydestination =\nlocal_recipient_maps =\n\
+                 alias_maps =\nalias_database =\nsmtpd_peername_lookup = no\nbiff = no\n\
+                 maillog_file = {b}/maillog\nmaillog_file_prefixes = {b}\n{main_extra}\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            base.join("etc/master.cf"),
+            format!(
+                "127.0.0.1:{port} inet n - n - - smtpd\n\
+                 cleanup unix n - n - 0 cleanup\nqmgr unix n - n 300 1 qmgr\n\
+                 rewrite unix - - n - - trivial-rewrite\nbounce unix - - n - 0 bounce\n\
+                 defer unix - - n - 0 bounce\ntrace unix - - n - 0 bounce\n\
+                 proxymap unix - - n - - proxymap\nerror unix - - n - - error\n\
+                 anvil unix - - n - 1 anvil\npostlog unix-dgram n - n - 1 postlogd\n"
+            ),
+        )
+        .unwrap();
+        let etc = base.join("etc");
+        let pf = Postfix { dir, port };
+        let out = std::process::Command::new(&postfix)
+            .args(["-c", etc.to_str().unwrap(), "start"])
+            .output()
+            .unwrap();
+        let log = std::fs::read_to_string(base.join("maillog")).unwrap_or_default();
+        assert!(out.status.success(), "postfix start: {out:?}\n{log}");
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "Postfix did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        pf
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        if let Some(postfix) = find_tool("postfix") {
+            let etc = self.dir.path().join("etc");
+            let _ = std::process::Command::new(postfix)
+                .args(["-c", etc.to_str().unwrap(), "stop"])
+                .output();
+        }
+    }
+}
+
+/// Runs `commands` against a server and returns the reply codes (and the 221 text)
+/// until the server closes the connection.
+fn replies(port: u16, commands: &[&str]) -> Vec<String> {
+    let mut c = Client::connect(port);
+    c.expect("220 ");
+    let mut got = Vec::new();
+    for cmd in commands {
+        c.line(cmd);
+        let mut line = String::new();
+        // one reply (multi-line for EHLO), or the end of the session
+        loop {
+            line.clear();
+            match std::io::BufRead::read_line(&mut c.reader, &mut line) {
+                Ok(0) | Err(_) => return got,
+                Ok(_) => {}
+            }
+            if line.as_bytes().get(3) != Some(&b'-') {
+                break;
+            }
+        }
+        let code = &line[..3];
+        got.push(match code {
+            "221" | "421" => line
+                .trim_end()
+                .replace("pf.example.test", "HOST")
+                .replace("mx.example.test", "HOST"),
+            _ => code.to_owned(),
+        });
+        if code == "421" || code == "221" {
+            // Postfix says 421 before reading the next command; so do we
+            return got;
+        }
+    }
+    got
+}
+
+/// Postfix's smtpd beside mtad with the same limits: the junk-command count (which
+/// commands count, from which one on) and the end of the session are the same, and a
+/// header line sent as a command ends both sessions with the same 221.
+#[test]
+fn junk_commands_and_header_lines_as_postfix_smtpd_does() {
+    let postfix = Postfix::start("smtpd_junk_command_limit = 5\nsmtpd_hard_error_limit = 3");
+    let mtad = Mtad::start(&with_limits("junk-commands 5\nerror-limit 3"));
+    // (Postfix has no HELP: it would be an error there)
+    let mut junk = vec![
+        "EHLO client.test",
+        "MAIL FROM:<a@src.test>",
+        "RSET",
+        "VRFY root",
+    ];
+    junk.extend(["NOOP"; 12]);
+    for script in [
+        junk.clone(),
+        vec![
+            "EHLO client.test",
+            "MAIL FROM:<a@src.test>",
+            "Subject: hello",
+            "NOOP",
+        ],
+        vec!["HELO client.test", "From: a@b.test", "NOOP"],
+        vec!["EHLO client.test", "X-Mailer : Evil", "NOOP"],
+    ] {
+        let theirs = replies(postfix.port, &script);
+        let ours = replies(mtad.port, &script);
+        assert_eq!(ours, theirs, "{script:?}");
+    }
+    // the script above did reach the end of the session
+    let ours = replies(mtad.port, &junk);
+    assert_eq!(
+        ours.last().map(String::as_str),
+        Some("421 4.7.0 HOST Error: too many errors")
+    );
+}
