@@ -277,16 +277,17 @@ fn header_section_over_the_limit_is_refused() {
 /// message is queued, the budget is back.
 #[test]
 fn data_memory_is_a_budget_for_the_whole_process() {
-    let mtad = Mtad::start(&with_limits("message-size \"1M\"\ndata-memory \"1M\""));
+    // room for one message of the largest size (100 KiB), not two
+    let mtad = Mtad::start(&with_limits("message-size \"100K\"\ndata-memory \"100K\""));
     let mut first = mtad.session();
     first.cmd("EHLO client.test", "250");
     first.cmd("MAIL FROM:<a@src.test>", "250");
     first.cmd("RCPT TO:<b@example.test>", "250");
-    // a BDAT chunk is answered once it is stored: ~600 KB in a buffer that has grown
-    // (doubling) to the whole budget
+    // a BDAT chunk is answered once it is stored: 100 KB, in a buffer that grew with
+    // the budget's consent
     let mut chunk = String::from("Subject: big\r\n\r\n");
     let line = format!("{}\r\n", "x".repeat(998));
-    for _ in 0..600 {
+    for _ in 0..100 {
         chunk.push_str(&line);
     }
     first.send(format!("BDAT {}\r\n{chunk}", chunk.len()));
@@ -306,7 +307,19 @@ fn data_memory_is_a_budget_for_the_whole_process() {
     second.cmd("DATA", "354");
     second.send("Subject: small\r\n\r\nok\r\n.\r\n");
     second.expect("250 2.0.0 Ok: queued as");
-    assert_eq!(mtad.queued().len(), 2);
+    // while one session merely has DATA open (64 KiB taken), another cannot start one
+    second.cmd("MAIL FROM:<a@src.test>", "250");
+    second.cmd("RCPT TO:<b@example.test>", "250");
+    second.cmd("DATA", "354");
+    first.cmd("MAIL FROM:<a@src.test>", "250");
+    first.cmd("RCPT TO:<b@example.test>", "250");
+    first.cmd("DATA", "451 4.3.1");
+    second.send("Subject: small\r\n\r\nok\r\n.\r\n");
+    second.expect("250 2.0.0 Ok: queued as");
+    first.cmd("DATA", "354");
+    first.send("Subject: small\r\n\r\nok\r\n.\r\n");
+    first.expect("250 2.0.0 Ok: queued as");
+    assert_eq!(mtad.queued().len(), 4);
     assert!(mtad.log().contains("data-memory used up"), "{}", mtad.log());
 }
 

@@ -71,7 +71,7 @@ impl Session {
     /// share of `data-memory`; `false` (and nothing started) when the budget is used up.
     fn start_message(&mut self) -> bool {
         let limits = &self.listen.settings.limits;
-        let Some(memory) = self
+        let Some(mut memory) = self
             .core
             .data_memory
             .reserve(INITIAL_DATA_MEMORY, limits.data_memory)
@@ -120,9 +120,18 @@ impl Session {
             rcpt: (self.tx.recipients.len() == 1).then(|| self.tx.recipients[0].as_str()),
         });
         record.body_mut().extend_from_slice(received.as_bytes());
-        let buf = record.body_mut();
-        buf.reserve_exact(INITIAL_DATA_MEMORY.saturating_sub(buf.len()));
         let limits = &self.listen.settings.limits;
+        // the envelope (up to `recipients` addresses) is in the buffer too
+        let buf = record.body_mut();
+        let want = buf.len().max(INITIAL_DATA_MEMORY);
+        if !memory.grow_to(want, limits.data_memory) {
+            warn!(
+                budget = limits.data_memory,
+                "data-memory used up: DATA/BDAT refused"
+            );
+            return false;
+        }
+        buf.reserve_exact(want - buf.len());
         self.tx.text = Some(TextScan::new(limits.header_size, limits.text_line_length));
         self.tx.memory = Some(memory);
         self.tx.received = record.body_len() as u64;

@@ -124,9 +124,12 @@ impl Transaction {
             .capacity()
             .saturating_mul(2)
             .clamp(need, need.max(ceiling));
-        if memory.grow_to(target, limits.data_memory) {
-            buf.reserve_exact(target - buf.len());
-            return;
+        // near the end of the budget, no more than is needed now
+        for target in [target, need] {
+            if memory.grow_to(target, limits.data_memory) {
+                buf.reserve_exact(target - buf.len());
+                return;
+            }
         }
         warn!(
             budget = limits.data_memory,
