@@ -588,3 +588,41 @@ fn junk_commands_and_header_lines_as_postfix_smtpd_does() {
         Some("421 4.7.0 HOST Error: too many errors")
     );
 }
+
+/// A message whose buffer cannot grow within `data-memory` (others hold the rest) is
+/// read to its end and refused with 451 4.3.1; nothing of it is queued, its share is
+/// given back, and the session goes on.
+#[test]
+fn a_message_that_cannot_grow_is_refused_at_its_end() {
+    let mtad = Mtad::start(&with_limits("message-size \"100K\"\ndata-memory \"150K\""));
+    let mut holder = mtad.session();
+    holder.cmd("EHLO client.test", "250");
+    holder.cmd("MAIL FROM:<a@src.test>", "250");
+    holder.cmd("RCPT TO:<b@example.test>", "250");
+    holder.cmd("DATA", "354"); // 64 KiB of the 150 taken
+    let mut s = mtad.session();
+    s.cmd("EHLO client.test", "250");
+    s.cmd("MAIL FROM:<a@src.test>", "250");
+    s.cmd("RCPT TO:<b@example.test>", "250");
+    s.cmd("DATA", "354");
+    s.send("Subject: grows\r\n\r\n");
+    let line = format!("{}\r\n", "x".repeat(998));
+    for _ in 0..95 {
+        s.send(&line);
+    }
+    s.send(".\r\n");
+    s.expect("451 4.3.1 Insufficient system resources");
+    holder.send("Subject: small\r\n\r\nok\r\n.\r\n");
+    holder.expect("250 2.0.0 Ok: queued as");
+    // everything is given back: the same message now fits
+    s.cmd("MAIL FROM:<a@src.test>", "250");
+    s.cmd("RCPT TO:<b@example.test>", "250");
+    s.cmd("DATA", "354");
+    s.send("Subject: grows\r\n\r\n");
+    for _ in 0..95 {
+        s.send(&line);
+    }
+    s.send(".\r\n");
+    s.expect("250 2.0.0 Ok: queued as");
+    assert_eq!(mtad.queued().len(), 2);
+}
