@@ -822,10 +822,18 @@ async fn send_route(
                 size: body.len(),
                 xforward,
             };
-            shared
-                .outbound()
-                .send(transport, options, &envelope, body)
-                .await
+            // a content filter (the only sender with XFORWARD) is no mail loop
+            if xforward.is_empty() {
+                shared
+                    .outbound()
+                    .send(transport, options, &envelope, body)
+                    .await
+            } else {
+                shared
+                    .outbound()
+                    .send_to_filter(transport, &envelope, body)
+                    .await
+            }
         }
     }
 }
