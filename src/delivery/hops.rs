@@ -793,10 +793,24 @@ fn loop_name(t: &Transport, envelope: &Envelope<'_>) -> String {
     }
 }
 
-/// Whether `ip` is an address of this host: a loopback address, or one a socket can
-/// be bound to.
+/// Whether `ip` is an address of this host: a loopback address, or one the kernel
+/// routes to this host (a UDP socket "connected" to it, which sends nothing, gets it
+/// as its own source address). Not a bind test: with `ip_nonlocal_bind` any address
+/// can be bound.
 fn is_local_ip(ip: std::net::IpAddr) -> bool {
-    ip.is_loopback() || std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+    if ip.is_loopback() || ip.to_canonical().is_loopback() {
+        return true;
+    }
+    let any: std::net::IpAddr = match ip {
+        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    std::net::UdpSocket::bind(SocketAddr::new(any, 0))
+        .and_then(|s| {
+            s.connect(SocketAddr::new(ip, 9))?;
+            s.local_addr()
+        })
+        .is_ok_and(|local| local.ip() == ip)
 }
 
 /// Records `o` for every recipient without a final outcome: as final when `bounce`,
@@ -810,5 +824,46 @@ fn fill(outcomes: &mut [Option<Outcome>], last: &mut [Option<Outcome>], o: &Outc
                 *l = Some(o.clone());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_addresses_are_told_from_remote_ones() {
+        assert!(is_local_ip("127.0.0.1".parse().unwrap()));
+        assert!(is_local_ip("127.0.0.45".parse().unwrap()));
+        assert!(is_local_ip("::1".parse().unwrap()));
+        assert!(!is_local_ip("198.51.100.1".parse().unwrap()));
+        // this host's own outgoing address (when it has a route at all) is local
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        if s.connect("198.51.100.1:9").is_ok() {
+            let mine = s.local_addr().unwrap().ip();
+            assert!(is_local_ip(mine), "{mine}");
+        }
+    }
+
+    #[test]
+    fn a_next_hop_is_ourselves_on_a_listener_port_only() {
+        let settings = Delivery::defaults_for(std::path::Path::new("/nonexistent"));
+        let out = Outbound::new(
+            Resolver::with_nameserver("127.0.0.1:9".parse().unwrap()),
+            settings,
+            "mx.example.test".into(),
+            None,
+            Default::default(),
+        )
+        .with_listeners([
+            "127.0.0.1:2525".parse().unwrap(),
+            "0.0.0.0:25".parse().unwrap(),
+        ]);
+        let inet = |a: &str| Target::Inet(a.parse().unwrap());
+        assert!(out.is_self(&inet("127.0.0.1:2525")));
+        assert!(!out.is_self(&inet("127.0.0.1:10026")), "a content filter");
+        assert!(out.is_self(&inet("127.0.0.7:25")), "the wildcard listener");
+        assert!(!out.is_self(&inet("198.51.100.1:25")));
+        assert!(!out.is_self(&Target::Unix("/run/lmtp".into())));
     }
 }
