@@ -101,6 +101,10 @@ pub struct Config {
     /// `dkim DOMAIN selector= key=`: who signs outgoing mail, in file order, keys
     /// read and checked (see [`crate::dkim`]).
     pub dkim: Vec<crate::dkim::Signer>,
+    /// `dkim-internal "SET" "CIDR" ...`: the clients whose mail originates with us and
+    /// is DKIM-signed (OpenDKIM's InternalHosts), besides authenticated clients and
+    /// mtad's own mail. `None`: loopback only.
+    pub dkim_internal: Option<Vec<ClientRef>>,
     /// The `authentication` block: incoming mail is checked (SPF, DKIM, DMARC, ARC,
     /// iprev) only when it is present.
     pub authentication: Option<Authentication>,

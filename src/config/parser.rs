@@ -46,6 +46,7 @@ const TOP_LEVEL: &[&str] = &[
     "reload",
     "virtual-mailboxes",
     "dkim",
+    "dkim-internal",
     "authentication",
 ];
 const SERVER_KEYS: &[&str] = &[
@@ -801,6 +802,7 @@ impl Parser {
         let mut delivery: Option<(Delivery, Origin)> = None;
         let mut dkim: Vec<(crate::dkim::Signer, Origin)> = Vec::new();
         let mut authentication: Option<crate::config::Authentication> = None;
+        let mut dkim_internal: Option<Vec<ClientRef>> = None;
 
         for (file, node) in &nodes {
             self.cur = file.clone();
@@ -844,6 +846,7 @@ impl Parser {
                 }
                 "include" => {} // read by `load`
                 "dkim" => self.dkim(node, &mut dkim),
+                "dkim-internal" => self.dkim_internal(node, &sets, &mut dkim_internal),
                 "authentication" => {
                     if let Some(first) = &authentication {
                         let first = first.origin.clone();
@@ -1028,6 +1031,7 @@ impl Parser {
                 .filter_map(|(k, (v, _))| Some((k, v?)))
                 .collect(),
             dkim: dkim.into_iter().map(|(s, _)| s).collect(),
+            dkim_internal,
             authentication,
             sources: std::mem::take(&mut self.sources),
         })
@@ -2071,7 +2075,7 @@ impl Parser {
             allowed.extend(["file", "table", "size-limit"]);
         }
         if stage == Stage::Route {
-            allowed.extend(["auth", "fallback", "dkim", "arc-seal"]);
+            allowed.extend(["auth", "fallback", "dkim", "dkim-sign", "arc-seal"]);
         }
         let mut route_options = route::RouteOptions::default();
         let mut warn = false;
@@ -2125,6 +2129,10 @@ impl Parser {
                             .push((domain.clone(), entry.span(), self.cur.clone()));
                         route_options.dkim = Some(domain);
                     }
+                    None => ok = false,
+                },
+                "dkim-sign" => match self.route_value(entry, "dkim-sign", route::DkimSign::parse) {
+                    Some(sign) => route_options.dkim_sign = Some(sign),
                     None => ok = false,
                 },
                 "arc-seal" => match self.string(entry, "`arc-seal`") {

@@ -1065,3 +1065,32 @@ fn a_route_names_its_dkim_signer_and_an_undefined_one_is_an_error() {
         "{rendered}"
     );
 }
+
+#[test]
+fn dkim_internal_and_dkim_sign() {
+    let config = parse(&format!(
+        "{PRELUDE}networks \"lan\" \"10.0.0.0/24\"\ndkim-internal \"lan\" \"192.0.2.0/24\"\nstage \"route\" {{\n    transport \"*\" \"smtp:[relay.test]\" dkim-sign=\"always\"\n}}\n"
+    ));
+    assert_eq!(
+        config.dkim_internal,
+        Some(vec![
+            ClientRef::Set("lan".into()),
+            ClientRef::Net("192.0.2.0/24".parse().unwrap())
+        ])
+    );
+    let route = &config.rules(Stage::Route)[0].route;
+    assert_eq!(
+        route.dkim_sign,
+        Some(crate::config::route::DkimSign::Always)
+    );
+    assert_eq!(route.to_string(), "dkim-sign=\"always\"");
+    let (_, text) = check(&format!(
+        "{PRELUDE}dkim-internal \"nowhere\"\nstage \"route\" {{\n    transport \"*\" \"smtp:[relay.test]\" dkim-sign=\"sometimes\"\n}}\n"
+    ));
+    assert!(text.contains("mtad.kdl:6:"), "{text}");
+    assert!(text.contains("nowhere"), "{text}");
+    assert!(
+        text.contains("mtad.kdl:8:") && text.contains("unknown dkim-sign `sometimes`"),
+        "{text}"
+    );
+}

@@ -102,6 +102,16 @@ impl Session {
             expanded: false,
             filter: None,
             revision: Some(self.policy.revision().to_owned()),
+            // decided once, here; a content filter's re-injection gets the origin it
+            // had going in (see `finish_message`)
+            external: !self
+                .policy
+                .mail_origin(
+                    Some(self.peer.ip()),
+                    self.auth_user.as_deref(),
+                    &self.listen.name,
+                )
+                .is_ours(),
         };
         let mut record = MessageRecord::new(id, arrival, &envelope);
         let received = received_header(ReceivedInfo {
@@ -332,6 +342,13 @@ impl Session {
             record.body_mut().extend_from_slice(&body);
         }
         let held = disposition == Disposition::Hold;
+        // back from a content filter: the origin it had going in; on a `filtered`
+        // listener, unrecognised mail is not ours (see `Pipeline::mail_origin`)
+        let external = match &came_back {
+            Some((_, external)) => *external,
+            None => record.envelope().external,
+        };
+        let came_back = came_back.map(|(name, _)| name);
         let filter = filter.filter(|name| {
             let back = came_back.as_deref() == Some(name.as_str());
             if back {
@@ -346,11 +363,16 @@ impl Session {
             info!(queue_id = %id, redirect = ?checks.redirect, bcc = ?checks.bcc, "recipients changed by content checks");
             checks.recipients(&record.envelope().recipients)
         });
-        if held != record.envelope().held || filter != record.envelope().filter || rcpts.is_some() {
+        if held != record.envelope().held
+            || filter != record.envelope().filter
+            || external != record.envelope().external
+            || rcpts.is_some()
+        {
             let old = record.envelope();
             let envelope = Envelope {
                 held,
                 filter,
+                external,
                 recipients: rcpts.unwrap_or_else(|| old.recipients.clone()),
                 ..old.clone()
             };

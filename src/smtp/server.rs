@@ -211,7 +211,8 @@ pub(crate) fn outbound(config: &Config) -> Result<Outbound, ServeError> {
         config.server.hostname.clone(),
         tls,
         config.credentials.clone(),
-    ))
+    )
+    .with_listeners(config.listeners.iter().map(|l| l.address)))
 }
 
 /// The listening sockets of a running server, one per address: bound at start, and
