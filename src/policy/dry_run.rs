@@ -339,9 +339,7 @@ impl Pipeline {
         let mut from_domain = None;
         if env.message.is_some() {
             let mut edits = d.checks.edits.clone();
-            if let (Some((a, _)), Some(_)) = (&auth, &verified) {
-                edits.extend(crate::mailauth::forged(&headers, &a.authserv_id));
-            }
+            edits.extend(self.forged_auth_results(&env.listener, &headers));
             let edited = super::apply_raw_edits(message, &edits);
             let mut edited = super::apply_header_edits(&edited, &d.header_changes);
             if let Some(v) = &verified {
