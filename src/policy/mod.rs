@@ -711,6 +711,14 @@ impl Pipeline {
     /// How long it took is recorded in `mtad_policy_evaluation_seconds`.
     pub fn evaluate(&self, stage: Stage, ctx: &Context<'_>) -> Decision {
         let started = std::time::Instant::now();
+        let decision = self.judge(stage, ctx);
+        crate::metrics::get().evaluated(stage, started.elapsed());
+        decision
+    }
+
+    /// [`Pipeline::evaluate`] without counting in the metrics: for dry runs
+    /// (`mtactl test-policy`, `reload { require-tests }`), which are not traffic.
+    pub(crate) fn judge(&self, stage: Stage, ctx: &Context<'_>) -> Decision {
         let mut decision = self.decide(stage, ctx);
         if stage == Stage::Rcpt
             && matches!(decision.verdict, Verdict::Accept | Verdict::Hold)
@@ -737,7 +745,6 @@ impl Pipeline {
                 }
             }
         }
-        crate::metrics::get().evaluated(stage, started.elapsed());
         decision
     }
 
