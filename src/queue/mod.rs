@@ -551,7 +551,7 @@ fn recover(dir: &Path, mode: Mode) -> Result<Recovered, SpoolError> {
                 Mode::Daemon => {
                     stats.discarded_tails += 1;
                     let discarded_bytes = end.file_len - end.good_len;
-                    if end.tail_complete {
+                    if end.keep_tail {
                         // an interrupted write, or an acknowledged record damaged on
                         // disk: they look alike, so the bytes are kept
                         let kept = segment::keep_aside(dir, seq, end.good_len, discarded_bytes)?;

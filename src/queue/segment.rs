@@ -138,10 +138,12 @@ pub(crate) struct SegmentEnd {
     pub file_len: u64,
     /// Why reading stopped before the end of the file, if it did.
     pub torn: Option<&'static str>,
-    /// The tail from `good_len` on held a whole record whose checksum does not match:
-    /// an interrupted write, or an acknowledged record damaged on disk (the two look
-    /// alike), so its bytes are kept aside before the tail is cut.
-    pub tail_complete: bool,
+    /// The tail from `good_len` on may hold acknowledged records, so its bytes are kept
+    /// aside before it is cut: it held a whole record whose checksum does not match (an
+    /// interrupted write and an acknowledged record damaged on disk look alike), or a
+    /// record whose length runs past the end of the file followed by bytes that look
+    /// like intact records (a damaged length rather than a torn write).
+    pub keep_tail: bool,
     /// Damaged regions skipped in the middle of the segment, in file order.
     pub damaged: Vec<Damaged>,
     /// The file is too short to hold its magic (created, then a crash before the magic
@@ -302,7 +304,7 @@ pub(crate) fn read_segment(
                 good_len: 0,
                 file_len,
                 torn: Some("segment header cut short"),
-                tail_complete: false,
+                keep_tail: false,
                 damaged: Vec::new(),
                 no_magic: true,
             });
@@ -321,7 +323,7 @@ pub(crate) fn read_segment(
     let mut offset = magic_len;
     let mut payload = Vec::new();
     let mut damaged = Vec::new();
-    let mut tail_complete = false;
+    let mut keep_tail = false;
     let torn = loop {
         let remaining = file_len - offset;
         if remaining == 0 {
@@ -343,7 +345,13 @@ pub(crate) fn read_segment(
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
         let kind = header[8];
         if u64::from(len) > remaining - HEADER_LEN as u64 {
-            // What a crash leaves: the header written, the payload not (all of it)
+            // What a crash leaves: the header written, the payload not (all of it). Not
+            // searched for a next record to read on: what a torn write leaves may hold
+            // record-shaped bytes of the message being written. But if something that
+            // looks intact follows, the length may be damage instead: the bytes are kept.
+            keep_tail = resync(reader.get_ref(), offset, None, file_len)
+                .map_err(read_err)?
+                .is_some();
             break Some("record payload cut short");
         }
         payload.resize(len as usize, 0);
@@ -368,7 +376,7 @@ pub(crate) fn read_segment(
                     continue;
                 }
                 None => {
-                    tail_complete = true;
+                    keep_tail = true;
                     break Some("record checksum mismatch");
                 }
             }
@@ -385,7 +393,7 @@ pub(crate) fn read_segment(
         good_len: offset,
         file_len,
         torn,
-        tail_complete,
+        keep_tail,
         damaged,
         no_magic: false,
     })

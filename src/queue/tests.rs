@@ -1001,3 +1001,61 @@ async fn a_symlink_at_the_lock_path_is_refused_and_its_target_untouched() {
     ));
     assert!(!dangling.exists());
 }
+
+/// A length damaged so that the record seems to run past the end of the segment looks
+/// like a torn write: the tail is cut, as after a crash (reading on there could take
+/// record-shaped bytes of a message for records). But intact-looking records follow,
+/// so the cut bytes are kept in `corrupt/`, not thrown away.
+#[tokio::test]
+async fn a_length_past_the_end_followed_by_records_is_cut_but_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (spool, _) = Spool::open(dir).unwrap();
+    let mut msgs = Vec::new();
+    for _ in 0..6 {
+        msgs.push(commit_one(&spool, &envelope(1), 1500).await);
+    }
+    let victim = spool.get(msgs[3].0).unwrap().location;
+    drop(spool);
+    let path = segment_path(dir, victim.segment);
+    let original = std::fs::read(&path).unwrap();
+    let mut bytes = original.clone();
+    bytes[victim.record_offset as usize + 3] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let (spool, rec) = Spool::open(dir).unwrap();
+    assert_eq!((rec.messages, rec.discarded_tails, rec.damaged), (3, 1, 0));
+    for (id, body) in &msgs[..3] {
+        assert_eq!(&spool.read_body(*id).unwrap(), body);
+    }
+    let kept = dir.join("corrupt").join(format!(
+        "{}@{}",
+        segment::segment_name(victim.segment),
+        victim.record_offset
+    ));
+    assert_eq!(
+        std::fs::read(kept).unwrap(),
+        bytes[victim.record_offset as usize..]
+    );
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        victim.record_offset
+    );
+}
+
+/// A torn write (a record cut short at the very end) is not kept: nothing follows it.
+#[tokio::test]
+async fn a_torn_write_is_not_kept_aside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (spool, _) = Spool::open(dir).unwrap();
+    commit_one(&spool, &envelope(1), 1500).await;
+    let (id, _) = commit_one(&spool, &envelope(1), 1500).await;
+    let last = spool.get(id).unwrap().location;
+    drop(spool);
+    let path = segment_path(dir, last.segment);
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(last.record_offset + last.record_len / 2).unwrap();
+    let (_spool, rec) = Spool::open(dir).unwrap();
+    assert_eq!((rec.messages, rec.discarded_tails), (1, 1));
+    assert!(!dir.join("corrupt").exists());
+}
