@@ -8,6 +8,8 @@
 //! - `lock` — `flock`ed (exclusive, non-blocking) by the daemon for as long as it runs, so
 //!   two daemons can never append to the same spool. It contains the holder's pid, for
 //!   error messages only.
+//! - `corrupt/seg-{seq:016x}.log@{offset}` — damaged bytes found in segment `seq` at byte
+//!   `offset`, moved aside at a start (see Recovery); never read by mtad.
 //! - `seg-{seq:016x}.log` — segment files, `seq` increasing. Every daemon start begins a
 //!   new segment, and only the process that created a segment ever appends to it, so an
 //!   interrupted write can only leave damage at the *end* of a segment.
@@ -29,6 +31,7 @@
 //! | 2    | RcptStatus | id u64, rcpt index u32, status u8 (0 queued, 1 delivered, 2 bounced, 3 deferred), at unix ms u64, attempts u32, next attempt unix ms u64, detail string |
 //! | 3    | Remove     | id u64 |
 //! | 4    | Hold       | id u64, held u8 (1 = put on hold, 0 = released) |
+//! | 5    | Skip       | filler (zeros) over damaged bytes that were moved to `corrupt/` |
 //!
 //! The body length is redundant with `payload_len`; it is checked on reading so a bug in
 //! either cannot pass unnoticed.
@@ -50,12 +53,33 @@
 //! an mtad older than `mtactl queue hold` refuses a spool that contains one (unknown kind),
 //! as it should rather than deliver held mail.
 //!
-//! A record whose header or payload is cut short, or whose CRC does not match, is a *torn
-//! tail*: a write that was never acknowledged, interrupted by a crash. Reading that segment
-//! stops there; the daemon truncates the file to the last good record and fsyncs it. A
-//! file too short to hold its magic is a segment whose creation was interrupted (nothing in
-//! it was ever acknowledged) and is deleted. A record with a good CRC that cannot be decoded
-//! is reported as corruption and stops the daemon from starting: dropping it could lose mail.
+//! A record whose header is cut short, or whose stated length runs past the end of the
+//! file, is a *torn tail*: a write that was never acknowledged, interrupted by a crash.
+//! Reading that segment stops there; the daemon truncates the file to the last good record
+//! and fsyncs it (keeping the cut bytes in `corrupt/` first if intact-looking records
+//! follow: the length may be damaged instead). A file too short to hold its magic is a
+//! segment whose creation was interrupted (nothing in it was ever acknowledged) and is
+//! deleted.
+//!
+//! A record whose CRC does not match (or whose header cannot be one) is *damage*. The
+//! format has no sync marker, so the next record is looked for: where the damaged
+//! record's length says it ends, else at every later offset in turn (a header with a known
+//! kind, a plausible length and version 1, a matching CRC, a payload that decodes; at most
+//! 1 GiB checksummed). If one is found, the bytes in between are copied to `corrupt/`
+//! (fsync'd, renamed into place, directory fsync'd; an existing copy is kept), then
+//! overwritten in place by one Skip record (zeros first, the header last, fsync'd), and
+//! reading goes on: later records are never lost to damage before them. If none is
+//! found, the damage is the segment's tail: its bytes are kept in `corrupt/`, then it is
+//! cut. A region too short for a Skip record (under 10 bytes) is left and skipped again
+//! at every start. A record with a good CRC that cannot be decoded is reported as
+//! corruption and stops the daemon from starting: dropping it could lose mail.
+//!
+//! Kind 5 (Skip) was added after the first release; an mtad older than it refuses a spool
+//! that holds one (unknown kind).
+//!
+//! Every directory the spool creates is 0700 and every file 0600, set explicitly after
+//! creation (the umask does not matter); the lock file and segments are opened with
+//! `O_NOFOLLOW`.
 //!
 //! ## Writing: group commit
 //!
