@@ -924,52 +924,80 @@ fn spool_status_offset(dir: &Path, loc: &BodyLocation) -> u64 {
     offsets[i - 1]
 }
 
-/// Modes of what the spool creates, whatever the umask. The umask is the process's: set
-/// to 000 here (other tests running meanwhile only get looser modes on their own files).
-#[tokio::test]
-async fn spool_files_and_directories_are_private_whatever_the_umask() {
-    use nix::sys::stat::{Mode, umask};
+/// Modes of what the spool creates, whatever the umask. The umask belongs to the whole
+/// process, so each run is a child process (this test binary, running only
+/// [`spool_under_the_umask_of_the_environment`]) with the umask set: tests running
+/// meanwhile in this process keep theirs.
+#[test]
+fn spool_files_and_directories_are_private_whatever_the_umask() {
     use std::os::unix::fs::PermissionsExt;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("var").join("spool");
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
-    for mask in [0o000, 0o277] {
-        let _ = std::fs::remove_dir_all(tmp.path().join("var"));
-        let old = umask(Mode::from_bits_truncate(mask));
-        let opened = Spool::open(&dir);
-        umask(old);
-        let (spool, _) = opened.unwrap();
-        let (id, _) = commit_one(&spool, &envelope(1), 100).await;
-        let loc = spool.get(id).unwrap().location;
-        drop(spool);
-        assert_eq!(mode(&tmp.path().join("var")), 0o700, "umask {mask:o}");
-        assert_eq!(mode(&dir), 0o700, "umask {mask:o}");
-        assert_eq!(mode(&dir.join("lock")), 0o600, "umask {mask:o}");
-        assert_eq!(
-            mode(&segment_path(&dir, loc.segment)),
-            0o600,
-            "umask {mask:o}"
+    for mask in ["000", "277", "022"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "queue::tests::spool_under_the_umask_of_the_environment",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env("MTAD_TEST_UMASK", mask)
+            .env("MTAD_TEST_DIR", tmp.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "umask {mask}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
         );
-        // the corrupt directory and what is kept in it
-        let path = segment_path(&dir, loc.segment);
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[loc.body_offset as usize + 10] ^= 1;
-        std::fs::write(&path, &bytes).unwrap();
-        let old = umask(Mode::from_bits_truncate(mask));
-        let opened = Spool::open(&dir);
-        umask(old);
-        let (_spool, rec) = opened.unwrap();
-        assert_eq!(rec.discarded_tails, 1);
+        let dir = tmp.path().join("var").join("spool");
+        assert_eq!(mode(&tmp.path().join("var")), 0o700, "umask {mask}");
+        assert_eq!(mode(&dir), 0o700, "umask {mask}");
+        assert_eq!(mode(&dir.join("lock")), 0o600, "umask {mask}");
         let corrupt = dir.join("corrupt");
-        assert_eq!(mode(&corrupt), 0o700, "umask {mask:o}");
-        for entry in std::fs::read_dir(&corrupt).unwrap() {
-            assert_eq!(mode(&entry.unwrap().path()), 0o600, "umask {mask:o}");
+        assert_eq!(mode(&corrupt), 0o700, "umask {mask}");
+        let kept: Vec<_> = std::fs::read_dir(&corrupt).unwrap().collect();
+        assert_eq!(kept.len(), 1);
+        for entry in kept {
+            assert_eq!(mode(&entry.unwrap().path()), 0o600, "umask {mask}");
         }
-        // every segment, the new one included
-        for seq in segments(&dir) {
-            assert_eq!(mode(&segment_path(&dir, seq)), 0o600, "umask {mask:o}");
+        // the new segment at least (the damaged one, emptied, may be deleted)
+        let segs = segments(&dir);
+        assert!(!segs.is_empty(), "umask {mask}");
+        for seq in segs {
+            assert_eq!(mode(&segment_path(&dir, seq)), 0o600, "umask {mask}");
         }
     }
+}
+
+/// The child of [`spool_files_and_directories_are_private_whatever_the_umask`]: with
+/// the umask it is given, creates a spool in MTAD_TEST_DIR/var/spool, queues a message,
+/// damages it and opens the spool again (which makes `corrupt/`).
+#[tokio::test]
+#[ignore = "run as a child process by spool_files_and_directories_are_private_whatever_the_umask"]
+async fn spool_under_the_umask_of_the_environment() {
+    use nix::sys::stat::{Mode, umask};
+    let (Ok(mask), Ok(root)) = (
+        std::env::var("MTAD_TEST_UMASK"),
+        std::env::var("MTAD_TEST_DIR"),
+    ) else {
+        return;
+    };
+    umask(Mode::from_bits_truncate(
+        u32::from_str_radix(&mask, 8).unwrap() as _,
+    ));
+    let dir = Path::new(&root).join("var").join("spool");
+    let (spool, _) = Spool::open(&dir).unwrap();
+    let (id, _) = commit_one(&spool, &envelope(1), 100).await;
+    let loc = spool.get(id).unwrap().location;
+    drop(spool);
+    let path = segment_path(&dir, loc.segment);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[loc.body_offset as usize + 10] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let (_spool, rec) = Spool::open(&dir).unwrap();
+    assert_eq!(rec.discarded_tails, 1);
 }
 
 #[tokio::test]
