@@ -151,9 +151,9 @@ pub(crate) struct SegmentEnd {
     pub no_magic: bool,
 }
 
-/// How many payload bytes the search for the next intact record after a damaged one may
-/// checksum in all (candidates whose framing looks right but whose CRC is wrong). Past
-/// it the rest of the segment is handled as a damaged tail. Bounds the time a start can
+/// How many payload bytes the searches for the next intact record after a damaged one
+/// may checksum in all, per segment (candidates whose framing looks right but whose CRC
+/// is wrong). Past it the rest of the segment is handled as a damaged tail. Bounds the time a start can
 /// take on a hostile or badly damaged segment.
 const RESYNC_BUDGET: u64 = 1 << 30;
 /// The search reads the file in windows of this size.
@@ -216,20 +216,20 @@ fn intact_at(
 ///
 /// The record's own length is tried first (a bit flipped in a payload leaves the
 /// framing intact); if no intact record starts there, every later offset is tried in
-/// turn, within [`RESYNC_BUDGET`].
+/// turn, within what is left of the segment's [`RESYNC_BUDGET`].
 fn resync(
     file: &File,
     damaged: u64,
     stated: Option<u64>,
     file_len: u64,
+    budget: &mut u64,
 ) -> io::Result<Option<u64>> {
-    let mut budget = RESYNC_BUDGET;
     if let Some(stated) = stated {
         let end = damaged + stated;
         if end == file_len {
             return Ok(None);
         }
-        if let Ok(Some(_)) = intact_at(file, end, file_len, &mut budget)? {
+        if let Ok(Some(_)) = intact_at(file, end, file_len, budget)? {
             return Ok(Some(end));
         }
     }
@@ -249,7 +249,7 @@ fn resync(
             if !(1..=5).contains(&kind) || window[i + HEADER_LEN] != 1 {
                 continue;
             }
-            match intact_at(file, start + i as u64, file_len, &mut budget)? {
+            match intact_at(file, start + i as u64, file_len, budget)? {
                 Ok(Some(_)) => return Ok(Some(start + i as u64)),
                 Ok(None) => {}
                 Err(()) => {
@@ -324,6 +324,7 @@ pub(crate) fn read_segment(
     let mut payload = Vec::new();
     let mut damaged = Vec::new();
     let mut keep_tail = false;
+    let mut budget = RESYNC_BUDGET;
     let torn = loop {
         let remaining = file_len - offset;
         if remaining == 0 {
@@ -349,7 +350,7 @@ pub(crate) fn read_segment(
             // searched for a next record to read on: what a torn write leaves may hold
             // record-shaped bytes of the message being written. But if something that
             // looks intact follows, the length may be damage instead: the bytes are kept.
-            keep_tail = resync(reader.get_ref(), offset, None, file_len)
+            keep_tail = resync(reader.get_ref(), offset, None, file_len, &mut budget)
                 .map_err(read_err)?
                 .is_some();
             break Some("record payload cut short");
@@ -364,7 +365,15 @@ pub(crate) fn read_segment(
         }
         let rec_len = HEADER_LEN as u64 + u64::from(len);
         if record_crc(kind, &payload) != crc {
-            match resync(reader.get_ref(), offset, Some(rec_len), file_len).map_err(read_err)? {
+            match resync(
+                reader.get_ref(),
+                offset,
+                Some(rec_len),
+                file_len,
+                &mut budget,
+            )
+            .map_err(read_err)?
+            {
                 Some(next) => {
                     damaged.push(Damaged {
                         offset,
