@@ -122,3 +122,81 @@ fn mtad_fails_clearly_when_the_port_is_taken() {
         "{err}"
     );
 }
+
+/// Every mtactl subcommand that prints, with its standard output a pipe whose reader
+/// has gone (`mtactl queue list | head` once head has exited): a quiet exit with 141
+/// (128 + SIGPIPE, as a shell shows `yes | head`), no panic (exit 101) and nothing on
+/// stderr. The read end is closed before mtactl starts, so every write fails.
+#[test]
+fn a_closed_stdout_pipe_ends_every_subcommand_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mtad.kdl");
+    std::fs::write(
+        &config,
+        format!(
+            "server {{\n    hostname \"mx.example.test\"\n    spool \"{}\"\n}}\n\
+             listen \"mx\" address=\"127.0.0.1:2525\"\n\
+             table \"t\" {{\n    \"key\" \"value\"\n}}\n\
+             stage \"rcpt\" {{\n    accept\n}}\n",
+            dir.path().join("spool").display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("spool")).unwrap();
+    let suite = dir.path().join("suite.kdl");
+    std::fs::write(
+        &suite,
+        "case \"relay\" {\n    from \"a@src.test\"\n    rcpt \"b@dst.test\"\n    expect \"rcpt\" \"accept\"\n}\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let keys = dir.path().to_str().unwrap();
+    let runs: &[&[&str]] = &[
+        &["check", "--config", config],
+        &["lookup", "--config", config, "t", "key"],
+        &["queue", "list", "--config", config],
+        &["queue", "list", "--config", config, "--format", "json"],
+        &[
+            "test-policy",
+            "--config",
+            config,
+            "--from",
+            "a@src.test",
+            "--rcpt",
+            "b@dst.test",
+        ],
+        &["test-policy", "--config", config, suite.to_str().unwrap()],
+        &[
+            "dkim",
+            "keygen",
+            "--domain",
+            "example.test",
+            "--selector",
+            "s1",
+            "--algorithm",
+            "ed25519",
+            "--out",
+            keys,
+        ],
+    ];
+    for args in runs {
+        // the suite must be valid, or its output would be an error on stderr
+        let ok = mtactl(args);
+        assert!(
+            ok.status.success() && !ok.stdout.is_empty(),
+            "{args:?}: {ok:?}"
+        );
+        let _ = std::fs::remove_file(dir.path().join("example.test.s1.key"));
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_mtactl"))
+            .args(*args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}

@@ -432,6 +432,74 @@ fn forged_authentication_results_of_ours_are_removed() {
     );
 }
 
+/// Mail that is not checked keeps no forged header in our name either: from a client
+/// that authenticated (swaks, AUTH PLAIN) and from one in `skip-clients`, the message
+/// at the next hop has no `Authentication-Results:` of mx.example.test (and none of
+/// ours is added), while another host's stays.
+#[test]
+fn forged_authentication_results_are_removed_from_unchecked_mail_too() {
+    let users = tempfile::tempdir().unwrap();
+    let passwd = users.path().join("users.passwd");
+    std::fs::write(&passwd, "alice:{PLAIN}alice-pw\n").unwrap();
+    let lan = free_port();
+    let config = format!(
+        "authentication {{\n    authserv-id \"mx.example.test\"\n    skip-clients \"127.0.0.2/32\"\n    timeout \"5s\"\n}}\n\
+         users \"u\" file=\"{}\"\n\
+         listen \"lan\" address=\"127.0.0.1:{lan}\" auth=\"offered\" auth-plaintext=#true users=\"u\"\n",
+        passwd.display()
+    );
+    let world = World::start(&config, "", &[]);
+    let forged = "Authentication-Results: MX.example.test; dkim=pass header.d=good.test\r\n\
+                  Authentication-Results: other.example; spf=pass smtp.mailfrom=good.test\r\n";
+    let reply = world.send_from(
+        "127.0.0.2",
+        "mail.good.test",
+        "bounces@good.test",
+        &message("alice@good.test", "skipped client", forged),
+    );
+    assert!(reply.starts_with("250 "), "{reply}");
+    let out = swaks(
+        lan,
+        &[
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "alice",
+            "--auth-password",
+            "alice-pw",
+            "--from",
+            "alice@good.test",
+            "--to",
+            "bob@dst.test",
+            "--add-header",
+            "Authentication-Results: mx.example.test; dkim=pass header.d=good.test",
+            "--add-header",
+            "Authentication-Results: other.example; spf=pass smtp.mailfrom=good.test",
+            "--header",
+            "Subject: authenticated client",
+        ],
+    );
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{transcript}");
+    assert!(transcript.contains("235 "), "{transcript}");
+    let messages = world.sink.messages(2);
+    for (_, eml) in &messages {
+        let all = fields(eml, "Authentication-Results");
+        assert_eq!(
+            all,
+            ["other.example; spf=pass smtp.mailfrom=good.test"],
+            "{}",
+            String::from_utf8_lossy(eml)
+        );
+    }
+    let log = world.mtad.log();
+    assert_eq!(
+        log.matches("forged Authentication-Results removed").count(),
+        2,
+        "{log}"
+    );
+}
+
 /// iprev through the real resolver: the client's PTR names, then their addresses,
 /// which must give the client back. The tests may only use loopback clients, and
 /// hickory answers every PTR under 127.in-addr.arpa with `localhost.` and `localhost.`

@@ -442,3 +442,132 @@ delivery {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The suites of `reload { require-tests }` are dry runs inside the daemon: a reload
+/// runs them, and neither the Prometheus counters (curl on /metrics) nor the log show
+/// them as traffic — no evaluation counted, no rule, hook `print` or warn-mode line.
+#[test]
+fn required_test_suites_neither_log_nor_count() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("hooks")).unwrap();
+    std::fs::write(
+        dir.path().join("hooks/mail.rhai"),
+        r#"
+fn mail(ctx) {
+    print("suite-hook-ran " + ctx.sender.address);
+    if ctx.sender.address == "spam@bad.test" {
+        return reject(550, "5.7.1", "no thanks");
+    }
+    next()
+}
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("suite.kdl"),
+        r#"
+case "relay for example.test" {
+    client "192.0.2.1"
+    from "a@client.test"
+    rcpt "x@example.test"
+    expect "rcpt" "accept"
+}
+case "spam is refused" {
+    client "192.0.2.1"
+    from "spam@bad.test"
+    rcpt "x@example.test"
+    expect "mail" "reject"
+}
+"#,
+    )
+    .unwrap();
+    let config = CONFIG.replace(
+        "    reject 554 \"5.7.1\" \"Relay access denied\"\n}\n",
+        "    reject 554 \"5.7.1\" \"Relay access denied\"\n}\n\
+         stage \"connect\" {\n    reject mode=\"warn\" 554 \"5.7.1\" \"suite-warn-rule\"\n}\n\
+         reload {\n    require-tests \"suite.kdl\"\n}\n",
+    );
+    assert!(config.contains("require-tests"));
+    let metrics_port = free_port();
+    let spool = dir.path().join("spool");
+    let mtad = Mtad::start_in(
+        dir,
+        spool,
+        &config.replace("{metrics}", &metrics_port.to_string()),
+    );
+    assert!(
+        mtad.log().contains("the required test suites pass cases=2"),
+        "{}",
+        mtad.log()
+    );
+    let traffic = |metrics: &str| -> Vec<String> {
+        metrics
+            .lines()
+            .filter(|l| {
+                [
+                    "mtad_policy_evaluation",
+                    "mtad_policy_accepted",
+                    "mtad_policy_refused",
+                    "mtad_sessions",
+                    "mtad_authentication",
+                ]
+                .iter()
+                .any(|p| l.starts_with(p))
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    // the start ran the suite already: nothing counted for it
+    let before = traffic(&scrape(metrics_port));
+    assert!(
+        !before
+            .iter()
+            .any(|l| l.starts_with("mtad_policy_evaluation_seconds_count")),
+        "{before:#?}"
+    );
+    let log_before = mtad.log().len();
+
+    let out = mtad.mtactl(&["reload"]);
+    assert!(out.status.success(), "{out:?}");
+    mtad.wait_log("reloaded", 1, Duration::from_secs(10));
+    let after = traffic(&scrape(metrics_port));
+    assert_eq!(before, after);
+    let log = mtad.log();
+    let new = &log[log_before..];
+    assert!(
+        new.contains("the required test suites pass cases=2"),
+        "{new}"
+    );
+    for quiet in [
+        "suite-hook-ran",
+        "suite-warn-rule",
+        "warn-mode",
+        "rule decided",
+        "policy hook",
+    ] {
+        assert!(
+            !new.contains(quiet),
+            "{quiet:?} logged by the suite:\n{new}"
+        );
+    }
+    assert!(!log.contains("suite-hook-ran"), "{log}");
+
+    // real traffic still logs and counts, after the reload as before
+    let mut s = mtad.session();
+    s.cmd("EHLO client.test", "250");
+    s.cmd("MAIL FROM:<spam@bad.test>", "550 ");
+    s.cmd("QUIT", "221");
+    mtad.wait_log("suite-hook-ran spam@bad.test", 1, Duration::from_secs(5));
+    let counted = traffic(&scrape(metrics_port));
+    assert!(
+        counted
+            .iter()
+            .any(|l| l.starts_with("mtad_policy_evaluation_seconds_count{stage=\"mail\"} 1")),
+        "{counted:#?}"
+    );
+    assert!(
+        mtad.log()[log_before..].contains("warn-mode rule matched"),
+        "{}",
+        mtad.log()
+    );
+}

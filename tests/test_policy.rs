@@ -575,3 +575,53 @@ fn authentication_checks_with_a_dns_file() {
         text(&broken)
     );
 }
+
+/// The dry run removes `Authentication-Results:` in our authserv-id as the daemon does,
+/// also when the checks do not run (an authenticated client, `skip-clients`); those of
+/// other hosts stay.
+#[test]
+fn forged_authentication_results_are_removed_from_unchecked_mail_too() {
+    let (dir, config) = setup();
+    let text_of = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{text_of}authentication {{\n    skip-clients \"198.51.100.0/24\"\n}}\nstage \"rcpt\" {{\n    accept authenticated=#true\n    accept client=\"198.51.100.7\"\n}}\n"
+        ),
+    )
+    .unwrap();
+    let message = dir.path().join("m.eml");
+    std::fs::write(
+        &message,
+        "Authentication-Results: MX.example.test; dkim=pass header.d=src.test\r\n\
+         Authentication-Results: other.example; spf=pass smtp.mailfrom=src.test\r\n\
+         From: a@src.test\r\nSubject: hi\r\n\r\nhi\r\n",
+    )
+    .unwrap();
+    for extra in [
+        &["--client", "203.0.113.9", "--auth", "alice"][..],
+        &["--client", "198.51.100.7"][..],
+    ] {
+        let mut args = vec![
+            "test-policy",
+            "--config",
+            config.to_str().unwrap(),
+            "--from",
+            "a@src.test",
+            "--rcpt",
+            "b@elsewhere.test",
+            "--message",
+            message.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = mtactl(&args);
+        let report = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{extra:?}: {report}");
+        let queued = &report[report.find("headers as queued").expect("no headers")..];
+        assert!(!queued.contains("dkim=pass"), "{extra:?}: {report}");
+        assert!(
+            queued.contains("Authentication-Results: other.example; spf=pass"),
+            "{extra:?}: {report}"
+        );
+    }
+}

@@ -1,12 +1,14 @@
 //! `mtactl`: the operator's command line. Each subcommand is a function in
 //! [`mtad::control`]; this file only parses arguments.
 
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use mtad::control;
+use mtad::control::output;
 use mtad::control::socket::QueueAction;
 
 #[derive(Parser)]
@@ -203,13 +205,17 @@ fn test_policy(args: TestPolicyArgs) -> ExitCode {
         return ExitCode::from(test_policy::suite(&args.config, &args.files, json));
     }
     let (Some(from), false) = (args.from, args.rcpt.is_empty()) else {
-        eprintln!("mtactl test-policy: give --from and at least one --rcpt, or suite files");
+        output::error(format_args!(
+            "mtactl test-policy: give --from and at least one --rcpt, or suite files\n"
+        ));
         return ExitCode::from(test_policy::EXIT_CONFIG);
     };
     let message = match args.message.map(std::fs::read).transpose() {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("mtactl test-policy: cannot read the message: {e}");
+            output::error(format_args!(
+                "mtactl test-policy: cannot read the message: {e}\n"
+            ));
             return ExitCode::from(test_policy::EXIT_CONFIG);
         }
     };
@@ -217,7 +223,7 @@ fn test_policy(args: TestPolicyArgs) -> ExitCode {
         Ok(d) => d.unwrap_or_default(),
         Err(errors) => {
             for e in errors {
-                eprintln!("{e}");
+                output::error(format_args!("{e}\n"));
             }
             return ExitCode::from(test_policy::EXIT_CONFIG);
         }
@@ -238,6 +244,14 @@ fn test_policy(args: TestPolicyArgs) -> ExitCode {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let code = run(args);
+    // what is still buffered goes out now, where a closed pipe is seen (the flush at
+    // exit ignores errors)
+    let _ = output::stdout().flush();
+    code
+}
+
+fn run(args: Args) -> ExitCode {
     let result = match args.command {
         Command::TestPolicy(a) => return test_policy(a),
         Command::Lookup { config, table, key } => {
@@ -245,10 +259,7 @@ fn main() -> ExitCode {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(message) => {
-                    eprint!("{message}");
-                    if !message.ends_with('\n') {
-                        eprintln!();
-                    }
+                    complain(&message);
                     ExitCode::from(2)
                 }
             };
@@ -297,11 +308,14 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprint!("{message}");
-            if !message.ends_with('\n') {
-                eprintln!();
-            }
+            complain(&message);
             ExitCode::FAILURE
         }
     }
+}
+
+/// `message` on stderr, ending with a newline, never panicking.
+fn complain(message: &str) {
+    let newline = if message.ends_with('\n') { "" } else { "\n" };
+    output::error(format_args!("{message}{newline}"));
 }

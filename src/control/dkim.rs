@@ -43,14 +43,14 @@ pub fn keygen(
     let path: PathBuf = dir.join(format!("{domain}.{selector}.key"));
     write_private(&path, pem.as_bytes())
         .map_err(|e| format!("mtactl dkim keygen: cannot write {}: {e}", path.display()))?;
-    println!("; wrote {} ({})", path.display(), key.algorithm());
-    println!("; publish in DNS:");
-    println!(
+    outln!("; wrote {} ({})", path.display(), key.algorithm());
+    outln!("; publish in DNS:");
+    outln!(
         "{selector}._domainkey.{domain}. IN TXT {}",
         txt_strings(&key.dns_record())
     );
-    println!("; add to the configuration:");
-    println!(
+    outln!("; add to the configuration:");
+    outln!(
         "dkim \"{domain}\" selector=\"{selector}\" key=\"{}\"",
         path.display()
     );

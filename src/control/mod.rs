@@ -2,7 +2,39 @@
 //! ([`socket`]). Each function here prints its result to stdout and returns the error
 //! text for stderr (the binary turns it into exit status 1).
 
+/// `println!` for mtactl: through [`output::stdout`], which never panics (a closed
+/// pipe ends the command quietly).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!($crate::control::output::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` for mtactl, as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!($crate::control::output::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` for mtactl: never panics ([`output::error`]).
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        $crate::control::output::error(format_args!("{}\n", format_args!($($arg)*)));
+    }};
+}
+
+/// `eprint!` for mtactl, as [`errln!`].
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        $crate::control::output::error(format_args!($($arg)*));
+    }};
+}
+
 pub mod dkim;
+pub mod output;
 pub mod socket;
 pub mod status;
 pub mod test_policy;
@@ -84,8 +116,8 @@ pub fn load_live(path: &Path) -> Result<(Config, Pipeline), Refusal> {
 pub fn check(path: &Path, connect: bool) -> Result<(), String> {
     let (config, pipeline) = load_live(path).map_err(|refusal| refusal.render())?;
     print_table_warnings(&config);
-    println!("{}", summary(&config));
-    println!("revision: {}", pipeline.revision());
+    outln!("{}", summary(&config));
+    outln!("revision: {}", pipeline.revision());
     if connect {
         check_databases(&config)?;
     }
@@ -100,12 +132,12 @@ fn check_databases(config: &Config) -> Result<(), String> {
     let mut failed = Vec::new();
     let mut report =
         |what: String, shown: &str, started: std::time::Instant, r: Result<(), String>| match r {
-            Ok(()) => println!(
+            Ok(()) => outln!(
                 "{what}: {shown} answers ({} ms)",
                 started.elapsed().as_millis()
             ),
             Err(e) => {
-                println!("{what}: {e}");
+                outln!("{what}: {e}");
                 failed.push(what);
             }
         };
@@ -153,9 +185,9 @@ pub fn status(path: &Path, json: bool) -> Result<(), String> {
     }
     if json {
         let text = serde_json::to_string_pretty(&status).map_err(|e| e.to_string())?;
-        println!("{text}");
+        outln!("{text}");
     } else {
-        print!("{}", status::render(&status));
+        out!("{}", status::render(&status));
     }
     Ok(())
 }
@@ -172,9 +204,9 @@ pub fn reload(path: &Path) -> Result<(), String> {
             answer.errors
         ));
     }
-    println!("{}: reloaded", config.path.display());
+    outln!("{}: reloaded", config.path.display());
     if !answer.needs_restart.is_empty() {
-        println!(
+        outln!(
             "changed, taking effect at the next restart: {}",
             answer.needs_restart.join(", ")
         );
@@ -217,7 +249,7 @@ fn load(path: &Path) -> Result<Config, String> {
 pub fn queue_list(path: &Path, json: bool) -> Result<(), String> {
     let config = load(path)?;
     let messages = queue::scan(&config.server.spool).map_err(|e| format!("mtactl: {e}"))?;
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     if json {
         let text = serde_json::to_string_pretty(&messages).map_err(|e| e.to_string())?;
         let _ = writeln!(out, "{text}");
@@ -306,7 +338,7 @@ pub fn queue_show(path: &Path, id: &str, raw: bool, json: bool) -> Result<(), St
         .iter()
         .find(|m| m.id == id)
         .ok_or_else(|| format!("mtactl: no message {id} in the queue"))?;
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     if json {
         let text = serde_json::to_string_pretty(message).map_err(|e| e.to_string())?;
         let _ = writeln!(out, "{text}");
@@ -383,7 +415,7 @@ pub fn queue_command(path: &Path, action: QueueAction, args: &[String]) -> Resul
         QueueAction::Hold => ("placed on hold", "Placed on hold"),
         QueueAction::Release => ("released from hold", "Released from hold"),
     };
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     for id in &response.done {
         let _ = writeln!(out, "{id}: {verb}");
     }
@@ -421,9 +453,10 @@ pub fn queue_command(path: &Path, action: QueueAction, args: &[String]) -> Resul
 fn print_table_warnings(config: &Config) {
     for (name, table) in &config.tables {
         for w in table.warnings() {
-            eprintln!(
+            errln!(
                 "mtactl: warning: table `{name}`, line {}: {}",
-                w.line, w.message
+                w.line,
+                w.message
             );
         }
     }
@@ -500,7 +533,7 @@ pub fn lookup(path: &Path, name: &str, key: &str) -> Result<bool, String> {
     };
     match answer {
         Some(value) => {
-            println!("{value}");
+            outln!("{value}");
             Ok(true)
         }
         None => Ok(false),

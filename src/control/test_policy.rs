@@ -43,7 +43,7 @@ pub const EXIT_CONFIG: u8 = 2;
 /// Loads and compiles the policy, or prints why it cannot.
 fn pipeline(config_path: &Path) -> Result<(Config, Pipeline), u8> {
     Pipeline::load(config_path).map_err(|errors| {
-        eprint!("{}", render(&errors));
+        err!("{}", render(&errors));
         EXIT_CONFIG
     })
 }
@@ -56,12 +56,12 @@ pub fn single(config_path: &Path, envelope: &DryEnvelope, json: bool) -> u8 {
     };
     let report = pipeline.dry_run(envelope);
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&report).unwrap_or_default()
         );
     } else {
-        print!("{}", render_report(&report));
+        out!("{}", render_report(&report));
     }
     if report.refused_anything() {
         EXIT_REFUSED
@@ -208,39 +208,39 @@ pub fn suite(config_path: &Path, files: &[PathBuf], json: bool) -> u8 {
         Ok(s) => s,
         Err(errors) => {
             for e in errors {
-                eprintln!("{e}");
+                errln!("{e}");
             }
             return EXIT_CONFIG;
         }
     };
     let (passed, failed) = (summary.passed, summary.failed);
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&summary).unwrap_or_default()
         );
     } else {
         for r in &summary.cases {
-            println!(
+            outln!(
                 "{} {}  ({})",
                 if r.passed { "ok  " } else { "FAIL" },
                 r.name,
                 r.at
             );
             for f in &r.failures {
-                println!("       {f}");
+                outln!("       {f}");
             }
             if !r.passed {
                 for line in render_report(&r.report).lines() {
-                    println!("       | {line}");
+                    outln!("       | {line}");
                 }
             }
         }
-        println!("{passed} passed, {failed} failed");
+        outln!("{passed} passed, {failed} failed");
         if !summary.never_fired.is_empty() {
-            println!("rules no case exercised:");
+            outln!("rules no case exercised:");
             for r in &summary.never_fired {
-                println!("  {r}");
+                outln!("  {r}");
             }
         }
     }

@@ -197,7 +197,20 @@ fn refuses(decision: &Decision) -> bool {
 impl Pipeline {
     /// Runs connect, helo, mail, rcpt (per recipient) and data as a session would,
     /// stopping where a session would stop.
+    ///
+    /// A dry run is not traffic: it writes no log line (what a rule, a content check
+    /// or a hook's `print` would log goes nowhere: the report says what happened) and
+    /// counts in no metric, so the suites `reload { require-tests }` runs inside the
+    /// daemon leave its log and `/metrics` as they were. The log is silenced for this
+    /// call on this thread only (a scoped subscriber), never for the sessions running
+    /// meanwhile; the metrics are skipped by evaluating with [`Pipeline::judge`].
     pub fn dry_run(&self, env: &DryEnvelope) -> DryRunReport {
+        tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+            self.dry_run_unlogged(env)
+        })
+    }
+
+    fn dry_run_unlogged(&self, env: &DryEnvelope) -> DryRunReport {
         let client_ip = env.client_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]));
         let mut report = DryRunReport {
             stages: Vec::new(),
@@ -244,7 +257,7 @@ impl Pipeline {
             auth_user: env.auth_user.as_deref(),
             ..Context::new(client_ip, &env.listener)
         };
-        let d = self.evaluate(Stage::Connect, &base);
+        let d = self.judge(Stage::Connect, &base);
         record(&mut report, Stage::Connect, None, &d);
         if refuses(&d) {
             stop(&mut report, Stage::Connect);
@@ -255,7 +268,7 @@ impl Pipeline {
             helo: Some(helo),
             ..base
         };
-        let d = self.evaluate(Stage::Helo, &with_helo);
+        let d = self.judge(Stage::Helo, &with_helo);
         record(&mut report, Stage::Helo, None, &d);
         if refuses(&d) {
             stop(&mut report, Stage::Helo);
@@ -283,7 +296,7 @@ impl Pipeline {
             auth: spf.as_ref().map(|s| &s.results),
             ..with_helo
         };
-        let d = self.evaluate(
+        let d = self.judge(
             Stage::Mail,
             &Context {
                 sender: Some(&env.sender),
@@ -298,7 +311,7 @@ impl Pipeline {
         }
         let mut accepted: Vec<String> = Vec::new();
         for rcpt in &env.recipients {
-            let d = self.evaluate(
+            let d = self.judge(
                 Stage::Rcpt,
                 &Context {
                     sender: Some(&env.sender),
@@ -328,7 +341,7 @@ impl Pipeline {
         if let Some(v) = &verified {
             report.auth = Some(summary(&v.results, true));
         }
-        let d = self.evaluate(
+        let d = self.judge(
             Stage::Data,
             &Context {
                 sender: Some(&env.sender),
@@ -349,9 +362,7 @@ impl Pipeline {
         let mut from_domain = None;
         if env.message.is_some() {
             let mut edits = d.checks.edits.clone();
-            if let (Some((a, _)), Some(_)) = (&auth, &verified) {
-                edits.extend(crate::mailauth::forged(&headers, &a.authserv_id));
-            }
+            edits.extend(self.forged_auth_results(&env.listener, &headers));
             let edited = super::apply_raw_edits(message, &edits);
             let mut edited = super::apply_header_edits(&edited, &d.header_changes);
             if let Some(v) = &verified {
@@ -413,7 +424,7 @@ impl Pipeline {
         let mut signed_by: Vec<crate::config::route::RouteOptions> = Vec::new();
         {
             for (rcpt, alias_of) in &finals {
-                let d = self.evaluate(
+                let d = self.judge(
                     Stage::Route,
                     &Context {
                         sender: Some(&env.sender),

@@ -465,6 +465,26 @@ impl Pipeline {
         self.filters.by_name.values().any(|f| f.may_send_from(ip))
     }
 
+    /// Removals of the `Authentication-Results:` headers that claim our authserv-id
+    /// ([`crate::mailauth::forged`]), for every message whether its checks ran or not:
+    /// mail from authenticated clients, `skip-clients` and `skip-listeners` is not
+    /// checked, but a header in our name on it is a forgery all the same (RFC 8601 §5).
+    /// Mail on a `filtered` listener keeps them: it is back from a content filter with
+    /// the header we added when it first arrived. Nothing without an `authentication`
+    /// block (mtad then writes no such header, and has no authserv-id). The session and
+    /// `mtactl test-policy` both call this.
+    pub fn forged_auth_results(&self, listener: &str, headers: &[HeaderLine]) -> Vec<RawEdit> {
+        let filtered = self
+            .filters
+            .listeners
+            .get(listener)
+            .is_some_and(|(_, filtered)| *filtered);
+        match &self.authentication {
+            Some(a) if !filtered => crate::mailauth::forged(headers, &a.authserv_id),
+            _ => Vec::new(),
+        }
+    }
+
     /// The `dkim` signers, in file order.
     /// The `authentication` block, when incoming mail is checked.
     pub fn authentication(&self) -> Option<&Arc<AuthSettings>> {
@@ -704,6 +724,14 @@ impl Pipeline {
     /// How long it took is recorded in `mtad_policy_evaluation_seconds`.
     pub fn evaluate(&self, stage: Stage, ctx: &Context<'_>) -> Decision {
         let started = std::time::Instant::now();
+        let decision = self.judge(stage, ctx);
+        crate::metrics::get().evaluated(stage, started.elapsed());
+        decision
+    }
+
+    /// [`Pipeline::evaluate`] without counting in the metrics: for dry runs
+    /// (`mtactl test-policy`, `reload { require-tests }`), which are not traffic.
+    pub(crate) fn judge(&self, stage: Stage, ctx: &Context<'_>) -> Decision {
         let mut decision = self.decide(stage, ctx);
         if stage == Stage::Rcpt
             && matches!(decision.verdict, Verdict::Accept | Verdict::Hold)
@@ -730,7 +758,6 @@ impl Pipeline {
                 }
             }
         }
-        crate::metrics::get().evaluated(stage, started.elapsed());
         decision
     }
 

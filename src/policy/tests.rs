@@ -513,3 +513,30 @@ fn mail_origin_for_dkim_signing() {
     assert!(plan.signers.is_empty());
     assert_eq!(plan.unsigned.as_deref(), Some("no dkim node"));
 }
+
+/// Forged `Authentication-Results:` in our name are removed whether the checks run or
+/// not, except on `filtered` listeners (back from a content filter with ours), and not
+/// at all without an `authentication` block.
+#[test]
+fn forged_authentication_results_are_one_decision_for_all_mail() {
+    let text = format!(
+        "{PRELUDE}listen \"reinject\" address=\"127.0.0.1:10025\" filtered=#true\nlisten \"sub\" address=\"127.0.0.1:587\"\nauthentication {{\n    skip-listeners \"sub\"\n}}\n"
+    );
+    let p = Pipeline::compile(&Config::parse("mtad.kdl", &text).unwrap());
+    let message = b"Authentication-Results: mx.example.test; dkim=pass\r\n\
+        Authentication-Results: other.example; dkim=pass\r\n\
+        Subject: x\r\n\r\nbody\r\n";
+    let (headers, _) = parse_headers(message);
+    for listener in ["mx", "sub", "unknown"] {
+        let edits = p.forged_auth_results(listener, &headers);
+        let edited = apply_raw_edits(message, &edits);
+        assert_eq!(
+            edited,
+            b"Authentication-Results: other.example; dkim=pass\r\nSubject: x\r\n\r\nbody\r\n",
+            "{listener}"
+        );
+    }
+    assert!(p.forged_auth_results("reinject", &headers).is_empty());
+    let without = Pipeline::compile(&Config::parse("mtad.kdl", PRELUDE).unwrap());
+    assert!(without.forged_auth_results("mx", &headers).is_empty());
+}

@@ -127,6 +127,7 @@ impl Index {
             Decoded::Hold { id, held } => {
                 self.set_held(id, held);
             }
+            Decoded::Skip => {}
         }
     }
 

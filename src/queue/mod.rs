@@ -8,6 +8,8 @@
 //! - `lock` — `flock`ed (exclusive, non-blocking) by the daemon for as long as it runs, so
 //!   two daemons can never append to the same spool. It contains the holder's pid, for
 //!   error messages only.
+//! - `corrupt/seg-{seq:016x}.log@{offset}` — damaged bytes found in segment `seq` at byte
+//!   `offset`, moved aside at a start (see Recovery); never read by mtad.
 //! - `seg-{seq:016x}.log` — segment files, `seq` increasing. Every daemon start begins a
 //!   new segment, and only the process that created a segment ever appends to it, so an
 //!   interrupted write can only leave damage at the *end* of a segment.
@@ -29,6 +31,7 @@
 //! | 2    | RcptStatus | id u64, rcpt index u32, status u8 (0 queued, 1 delivered, 2 bounced, 3 deferred), at unix ms u64, attempts u32, next attempt unix ms u64, detail string |
 //! | 3    | Remove     | id u64 |
 //! | 4    | Hold       | id u64, held u8 (1 = put on hold, 0 = released) |
+//! | 5    | Skip       | filler (zeros) over damaged bytes that were moved to `corrupt/` |
 //!
 //! The body length is redundant with `payload_len`; it is checked on reading so a bug in
 //! either cannot pass unnoticed.
@@ -52,12 +55,33 @@
 //! an mtad older than `mtactl queue hold` refuses a spool that contains one (unknown kind),
 //! as it should rather than deliver held mail.
 //!
-//! A record whose header or payload is cut short, or whose CRC does not match, is a *torn
-//! tail*: a write that was never acknowledged, interrupted by a crash. Reading that segment
-//! stops there; the daemon truncates the file to the last good record and fsyncs it. A
-//! file too short to hold its magic is a segment whose creation was interrupted (nothing in
-//! it was ever acknowledged) and is deleted. A record with a good CRC that cannot be decoded
-//! is reported as corruption and stops the daemon from starting: dropping it could lose mail.
+//! A record whose header is cut short, or whose stated length runs past the end of the
+//! file, is a *torn tail*: a write that was never acknowledged, interrupted by a crash.
+//! Reading that segment stops there; the daemon truncates the file to the last good record
+//! and fsyncs it (keeping the cut bytes in `corrupt/` first if intact-looking records
+//! follow: the length may be damaged instead). A file too short to hold its magic is a
+//! segment whose creation was interrupted (nothing in it was ever acknowledged) and is
+//! deleted.
+//!
+//! A record whose CRC does not match (or whose header cannot be one) is *damage*. The
+//! format has no sync marker, so the next record is looked for: where the damaged
+//! record's length says it ends, else at every later offset in turn (a header with a known
+//! kind, a plausible length and version 1, a matching CRC, a payload that decodes; at most
+//! 1 GiB checksummed). If one is found, the bytes in between are copied to `corrupt/`
+//! (fsync'd, renamed into place, directory fsync'd; an existing copy is kept), then
+//! overwritten in place by one Skip record (zeros first, the header last, fsync'd), and
+//! reading goes on: later records are never lost to damage before them. If none is
+//! found, the damage is the segment's tail: its bytes are kept in `corrupt/`, then it is
+//! cut. A region too short for a Skip record (under 10 bytes) is left and skipped again
+//! at every start. A record with a good CRC that cannot be decoded is reported as
+//! corruption and stops the daemon from starting: dropping it could lose mail.
+//!
+//! Kind 5 (Skip) was added after the first release; an mtad older than it refuses a spool
+//! that holds one (unknown kind).
+//!
+//! Every directory the spool creates is 0700 and every file 0600, set explicitly after
+//! creation (the umask does not matter); the lock file and segments are opened with
+//! `O_NOFOLLOW`.
 //!
 //! ## Writing: group commit
 //!
@@ -84,7 +108,7 @@ mod segment;
 #[cfg(test)]
 mod tests;
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -293,6 +317,12 @@ pub enum SpoolError {
         holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
     )]
     Locked { dir: PathBuf, holder: Option<u32> },
+    #[error(
+        "spool: the lock file {} is a symbolic link; mtad does not follow links in its spool \
+         (remove it)",
+        path.display()
+    )]
+    LockIsLink { path: PathBuf },
     #[error("the spool is closed (mtad is shutting down)")]
     Closed,
     #[error("spool segment {} is corrupt at byte {offset}: {reason}", path.display())]
@@ -326,6 +356,9 @@ pub struct Recovery {
     pub messages: usize,
     /// Segments whose end held an interrupted (never acknowledged) write, now cut off.
     pub discarded_tails: usize,
+    /// Damaged regions in the middle of segments, skipped (every intact record after
+    /// them is read) and moved to `corrupt/`.
+    pub damaged: usize,
     /// Segment files found before the new one was started.
     pub segments: usize,
 }
@@ -402,8 +435,9 @@ impl std::fmt::Debug for Spool {
     }
 }
 
-/// `create_dir_all`, then fsync the parent of every directory it created: an
-/// acknowledged message must not vanish with a directory entry that never reached the disk.
+/// Creates the directory and its missing parents, each 0700 whatever the umask, then
+/// fsyncs the parent of every directory it created: an acknowledged message must not
+/// vanish with a directory entry that never reached the disk.
 fn create_spool_dir(dir: &Path) -> Result<(), SpoolError> {
     let mut missing = Vec::new();
     let mut cur = Some(dir);
@@ -414,7 +448,14 @@ fn create_spool_dir(dir: &Path) -> Result<(), SpoolError> {
         missing.push(d);
         cur = d.parent();
     }
-    fs::create_dir_all(dir).map_err(|e| io_err("create spool directory", dir, e))?;
+    for created in missing.iter().rev() {
+        match segment::create_private_dir(created) {
+            Ok(()) => {}
+            // made by someone else meanwhile: not ours to chmod
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && created.is_dir() => {}
+            Err(e) => return Err(io_err("create spool directory", created, e)),
+        }
+    }
     for created in missing {
         let parent = match created.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
@@ -427,13 +468,19 @@ fn create_spool_dir(dir: &Path) -> Result<(), SpoolError> {
 
 fn take_lock(dir: &Path) -> Result<Flock<File>, SpoolError> {
     let path = dir.join("lock");
-    let file = OpenOptions::new()
+    let file = segment::spool_file()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(&path)
-        .map_err(|e| io_err("open lock file", &path, e))?;
+        .map_err(|e| match e.raw_os_error() {
+            Some(code) if code == Errno::ELOOP as i32 => {
+                SpoolError::LockIsLink { path: path.clone() }
+            }
+            _ => io_err("open lock file", &path, e),
+        })?;
+    segment::make_private(&file).map_err(|e| io_err("chmod lock file", &path, e))?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => {
             let pid = format!("{}\n", std::process::id());
@@ -481,6 +528,7 @@ fn record_id(decoded: &record::Decoded) -> QueueId {
         record::Decoded::Status { id, .. }
         | record::Decoded::Remove { id }
         | record::Decoded::Hold { id, .. } => *id,
+        record::Decoded::Skip => QueueId(0),
     }
 }
 
@@ -516,25 +564,55 @@ fn recover(dir: &Path, mode: Mode) -> Result<Recovered, SpoolError> {
             }
             Err(e) => return Err(e),
         };
+        for damage in &end.damaged {
+            match mode {
+                Mode::Daemon => {
+                    stats.damaged += 1;
+                    move_aside(dir, seq, &path, damage.offset, damage.len, damage.reason)?;
+                }
+                Mode::ReadOnly => {
+                    tracing::warn!(segment = %path.display(), offset = damage.offset,
+                        bytes = damage.len, reason = damage.reason,
+                        "spool scan: damaged record in the middle of a segment, skipped; \
+                         mtad moves it to corrupt/ at its next start");
+                }
+            }
+        }
         if let Some(reason) = end.torn {
             match mode {
                 Mode::Daemon => {
                     stats.discarded_tails += 1;
-                    tracing::warn!(
-                        segment = %path.display(),
-                        offset = end.good_len,
-                        discarded_bytes = end.file_len - end.good_len,
-                        reason,
-                        "spool: discarding an interrupted write at the end of a segment \
-                         (it was never acknowledged)"
-                    );
+                    let discarded_bytes = end.file_len - end.good_len;
+                    if end.keep_tail {
+                        // an interrupted write, or an acknowledged record damaged on
+                        // disk: they look alike, so the bytes are kept
+                        let kept = segment::keep_aside(dir, seq, end.good_len, discarded_bytes)?;
+                        tracing::warn!(
+                            segment = %path.display(),
+                            offset = end.good_len,
+                            discarded_bytes,
+                            reason,
+                            kept = %kept.display(),
+                            "spool: cutting a damaged record off the end of a segment (an \
+                             interrupted write, or damage on disk); its bytes are kept"
+                        );
+                    } else {
+                        tracing::warn!(
+                            segment = %path.display(),
+                            offset = end.good_len,
+                            discarded_bytes,
+                            reason,
+                            "spool: discarding an interrupted write at the end of a segment \
+                             (it was never acknowledged)"
+                        );
+                    }
                     if end.no_magic {
                         fs::remove_file(&path)
                             .map_err(|e| io_err("delete empty segment", &path, e))?;
                         deleted_any = true;
                         continue;
                     }
-                    OpenOptions::new()
+                    segment::spool_file()
                         .write(true)
                         .open(&path)
                         .and_then(|f| {
@@ -569,6 +647,31 @@ fn recover(dir: &Path, mode: Mode) -> Result<Recovered, SpoolError> {
         max_seq: newest,
         max_id,
     })
+}
+
+/// Damaged bytes in the middle of segment `seq`: copied to `corrupt/`, then overwritten
+/// with a Skip record, with one warning. Every record before and after them was read.
+fn move_aside(
+    dir: &Path,
+    seq: u64,
+    path: &Path,
+    offset: u64,
+    len: u64,
+    reason: &'static str,
+) -> Result<(), SpoolError> {
+    let kept = segment::keep_aside(dir, seq, offset, len)?;
+    let filled = segment::fill_with_skip(path, offset, len)?;
+    tracing::warn!(
+        segment = %path.display(),
+        offset,
+        bytes = len,
+        reason,
+        kept = %kept.display(),
+        "spool: damaged record in the middle of a segment moved to corrupt/; the records \
+         after it are read{}",
+        if filled { "" } else { " (too short to overwrite: skipped again at every start)" }
+    );
+    Ok(())
 }
 
 impl Spool {
@@ -615,6 +718,7 @@ impl Spool {
             messages = stats.messages,
             segments = stats.segments,
             discarded_tails = stats.discarded_tails,
+            damaged = stats.damaged,
             "spool opened"
         );
         let spool = Spool {

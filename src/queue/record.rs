@@ -13,12 +13,15 @@ pub(crate) const KIND_MESSAGE: u8 = 1;
 pub(crate) const KIND_STATUS: u8 = 2;
 pub(crate) const KIND_REMOVE: u8 = 3;
 pub(crate) const KIND_HOLD: u8 = 4;
+/// Filler over damaged bytes that were moved to `corrupt/` (see `queue` § Recovery).
+pub(crate) const KIND_SKIP: u8 = 5;
 
 /// Version byte at the start of each payload kind.
 pub(crate) const MESSAGE_VERSION: u8 = 1;
 pub(crate) const STATUS_VERSION: u8 = 1;
 pub(crate) const REMOVE_VERSION: u8 = 1;
 pub(crate) const HOLD_VERSION: u8 = 1;
+pub(crate) const SKIP_VERSION: u8 = 1;
 
 const FLAG_8BITMIME: u8 = 1 << 0;
 const FLAG_SMTPUTF8: u8 = 1 << 1;
@@ -304,6 +307,31 @@ pub(crate) fn encode_hold(id: QueueId, held: bool) -> Vec<u8> {
     buf
 }
 
+/// The header of a Skip record `len` bytes long in all (at least `HEADER_LEN + 1`), whose
+/// payload is the version byte then zeros: what is written over damaged bytes once they
+/// are kept in `corrupt/`. The caller writes the zeros after it.
+pub(crate) fn skip_header(len: u64) -> Option<[u8; HEADER_LEN + 1]> {
+    let payload_len = u32::try_from(len.checked_sub(HEADER_LEN as u64)?).ok()?;
+    if payload_len == 0 {
+        return None;
+    }
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&[KIND_SKIP, SKIP_VERSION]);
+    let zeros = [0u8; 8192];
+    let mut left = u64::from(payload_len) - 1;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        crc.update(&zeros[..n]);
+        left -= n as u64;
+    }
+    let mut header = [0u8; HEADER_LEN + 1];
+    header[0..4].copy_from_slice(&payload_len.to_le_bytes());
+    header[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
+    header[8] = KIND_SKIP;
+    header[9] = SKIP_VERSION;
+    Some(header)
+}
+
 fn truncate_utf8(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
@@ -341,6 +369,8 @@ pub(crate) enum Decoded {
         id: QueueId,
         held: bool,
     },
+    /// Damaged bytes that were moved aside: nothing to apply.
+    Skip,
 }
 
 struct Reader<'a> {
@@ -532,6 +562,11 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Decoded, String> {
             };
             r.end("hold")?;
             Ok(Decoded::Hold { id, held })
+        }
+        KIND_SKIP => {
+            // the rest is filler, whatever it holds
+            r.version("skip", SKIP_VERSION)?;
+            Ok(Decoded::Skip)
         }
         other => Err(format!(
             "unknown record kind {other} (written by a newer mtad?)"

@@ -85,6 +85,7 @@ async fn commit_then_reopen_keeps_envelope_and_body() {
         Recovery {
             messages: 0,
             discarded_tails: 0,
+            damaged: 0,
             segments: 0
         }
     );
@@ -792,4 +793,325 @@ fn the_revision_is_kept_in_the_record() {
         panic!("not a message");
     };
     assert_eq!(meta.envelope, env);
+}
+
+/// How a record in the middle of a segment is damaged.
+#[derive(Clone, Copy, Debug)]
+enum MidDamage {
+    /// A byte of the body flipped: the framing is intact, the CRC fails.
+    Body,
+    /// The length field flipped: the next record must be found by searching.
+    Length,
+    /// The whole header zeroed (a lost sector start).
+    Header,
+}
+
+/// Ten messages written by the queue (with status records between them), then one
+/// message record in the middle damaged while the spool is closed: every other message
+/// comes back with its body and statuses, the damaged bytes are in `corrupt/`, and
+/// the next start finds a clean segment.
+async fn damaged_in_the_middle(damage: MidDamage) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (spool, _) = Spool::open(dir).unwrap();
+    let mut msgs = Vec::new();
+    for i in 0..10 {
+        let (id, body) = commit_one(&spool, &envelope(2), 2000 + 100 * i).await;
+        let deferred = RcptStatus {
+            state: RcptState::Deferred,
+            attempts: 1,
+            detail: format!("451 try later ({i})"),
+            ..queued_status()
+        };
+        spool.set_status(id, 1, deferred.clone()).await.unwrap();
+        msgs.push((id, body, deferred));
+    }
+    let victim = spool.get(msgs[4].0).unwrap().location;
+    drop(spool);
+
+    let path = segment_path(dir, victim.segment);
+    let original = std::fs::read(&path).unwrap();
+    let mut bytes = original.clone();
+    let at = victim.record_offset as usize;
+    match damage {
+        MidDamage::Body => bytes[victim.body_offset as usize + 700] ^= 0x01,
+        MidDamage::Length => bytes[at + 1] ^= 0x10,
+        MidDamage::Header => bytes[at..at + 9].fill(0),
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let damaged_bytes = bytes[at..at + victim.record_len as usize].to_vec();
+
+    // mtactl's read-only view skips the damage and changes nothing
+    assert_eq!(scan(dir).unwrap().len(), 9, "{damage:?}");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    assert!(!dir.join("corrupt").exists());
+
+    let (spool, rec) = Spool::open(dir).unwrap();
+    assert_eq!(rec.messages, 9, "{damage:?}");
+    assert_eq!(rec.damaged, 1, "{damage:?}");
+    assert_eq!(rec.discarded_tails, 0, "{damage:?}");
+    for (i, (id, body, deferred)) in msgs.iter().enumerate() {
+        if i == 4 {
+            assert!(spool.get(*id).is_none());
+            continue;
+        }
+        let m = spool
+            .get(*id)
+            .unwrap_or_else(|| panic!("{damage:?}: message {i} lost"));
+        assert_eq!(&spool.read_body(*id).unwrap(), body, "{damage:?}");
+        assert_eq!(m.rcpt_status, vec![queued_status(), deferred.clone()]);
+    }
+    // the damaged bytes, and where they came from
+    let kept =
+        dir.join("corrupt")
+            .join(format!("{}@{}", segment::segment_name(victim.segment), at));
+    assert_eq!(std::fs::read(&kept).unwrap(), damaged_bytes, "{damage:?}");
+    // the segment keeps its length (offsets of later records do not move)
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        original.len() as u64
+    );
+    drop(spool);
+
+    // repaired: nothing damaged at the next start, nothing lost, the copy unchanged
+    let (spool, rec) = Spool::open(dir).unwrap();
+    assert_eq!((rec.messages, rec.damaged), (9, 0), "{damage:?}");
+    assert_eq!(std::fs::read(&kept).unwrap(), damaged_bytes);
+    assert_eq!(std::fs::read_dir(dir.join("corrupt")).unwrap().count(), 1);
+    // and the spool goes on: new mail, removal of the old
+    let (id, body) = commit_one(&spool, &envelope(1), 100).await;
+    for (i, (old, ..)) in msgs.iter().enumerate() {
+        if i != 4 {
+            spool.remove(*old).await.unwrap();
+        }
+    }
+    drop(spool);
+    let (spool, rec) = Spool::open(dir).unwrap();
+    assert_eq!(rec.messages, 1);
+    assert_eq!(spool.read_body(id).unwrap(), body);
+}
+
+#[tokio::test]
+async fn damaged_body_in_the_middle_loses_nothing_else() {
+    damaged_in_the_middle(MidDamage::Body).await;
+}
+
+#[tokio::test]
+async fn damaged_length_in_the_middle_loses_nothing_else() {
+    damaged_in_the_middle(MidDamage::Length).await;
+}
+
+#[tokio::test]
+async fn zeroed_header_in_the_middle_loses_nothing_else() {
+    damaged_in_the_middle(MidDamage::Header).await;
+}
+
+#[tokio::test]
+async fn damaged_status_record_in_the_middle_loses_only_that_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (spool, _) = Spool::open(dir).unwrap();
+    let (a, body_a) = commit_one(&spool, &envelope(1), 300).await;
+    let bounced = RcptStatus {
+        state: RcptState::Bounced,
+        attempts: 1,
+        detail: "550 no".into(),
+        ..queued_status()
+    };
+    spool.set_status(a, 0, bounced).await.unwrap();
+    let (b, body_b) = commit_one(&spool, &envelope(1), 300).await;
+    let loc_b = spool.get(b).unwrap().location;
+    drop(spool);
+    // the status record sits between the two message records
+    let status_at = (spool_status_offset(dir, &loc_b)) as usize;
+    let path = segment_path(dir, loc_b.segment);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[status_at + 20] ^= 0x80;
+    std::fs::write(&path, &bytes).unwrap();
+    let (spool, rec) = Spool::open(dir).unwrap();
+    assert_eq!((rec.messages, rec.damaged), (2, 1));
+    assert_eq!(spool.read_body(a).unwrap(), body_a);
+    assert_eq!(spool.read_body(b).unwrap(), body_b);
+    // the bounce status is gone with its record: the recipient is tried again
+    assert_eq!(spool.get(a).unwrap().rcpt_status, vec![queued_status()]);
+}
+
+/// Offset of the record just before message `loc` in its segment (a test layout:
+/// message A, its status record, message B).
+fn spool_status_offset(dir: &Path, loc: &BodyLocation) -> u64 {
+    let mut offsets = Vec::new();
+    segment::read_segment(&segment_path(dir, loc.segment), |rec| {
+        offsets.push(rec.offset);
+        Ok(())
+    })
+    .unwrap();
+    let i = offsets
+        .iter()
+        .position(|&o| o == loc.record_offset)
+        .unwrap();
+    offsets[i - 1]
+}
+
+/// Modes of what the spool creates, whatever the umask. The umask belongs to the whole
+/// process, so each run is a child process (this test binary, running only
+/// [`spool_under_the_umask_of_the_environment`]) with the umask set: tests running
+/// meanwhile in this process keep theirs.
+#[test]
+fn spool_files_and_directories_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    for mask in ["000", "277", "022"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "queue::tests::spool_under_the_umask_of_the_environment",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env("MTAD_TEST_UMASK", mask)
+            .env("MTAD_TEST_DIR", tmp.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "umask {mask}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dir = tmp.path().join("var").join("spool");
+        assert_eq!(mode(&tmp.path().join("var")), 0o700, "umask {mask}");
+        assert_eq!(mode(&dir), 0o700, "umask {mask}");
+        assert_eq!(mode(&dir.join("lock")), 0o600, "umask {mask}");
+        let corrupt = dir.join("corrupt");
+        assert_eq!(mode(&corrupt), 0o700, "umask {mask}");
+        let kept: Vec<_> = std::fs::read_dir(&corrupt).unwrap().collect();
+        assert_eq!(kept.len(), 1);
+        for entry in kept {
+            assert_eq!(mode(&entry.unwrap().path()), 0o600, "umask {mask}");
+        }
+        // the new segment at least (the damaged one, emptied, may be deleted)
+        let segs = segments(&dir);
+        assert!(!segs.is_empty(), "umask {mask}");
+        for seq in segs {
+            assert_eq!(mode(&segment_path(&dir, seq)), 0o600, "umask {mask}");
+        }
+    }
+}
+
+/// The child of [`spool_files_and_directories_are_private_whatever_the_umask`]: with
+/// the umask it is given, creates a spool in MTAD_TEST_DIR/var/spool, queues a message,
+/// damages it and opens the spool again (which makes `corrupt/`).
+#[tokio::test]
+#[ignore = "run as a child process by spool_files_and_directories_are_private_whatever_the_umask"]
+async fn spool_under_the_umask_of_the_environment() {
+    use nix::sys::stat::{Mode, umask};
+    let (Ok(mask), Ok(root)) = (
+        std::env::var("MTAD_TEST_UMASK"),
+        std::env::var("MTAD_TEST_DIR"),
+    ) else {
+        return;
+    };
+    umask(Mode::from_bits_truncate(
+        u32::from_str_radix(&mask, 8).unwrap() as _,
+    ));
+    let dir = Path::new(&root).join("var").join("spool");
+    let (spool, _) = Spool::open(&dir).unwrap();
+    let (id, _) = commit_one(&spool, &envelope(1), 100).await;
+    let loc = spool.get(id).unwrap().location;
+    drop(spool);
+    let path = segment_path(&dir, loc.segment);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[loc.body_offset as usize + 10] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let (_spool, rec) = Spool::open(&dir).unwrap();
+    assert_eq!(rec.discarded_tails, 1);
+}
+
+#[tokio::test]
+async fn a_symlink_at_the_lock_path_is_refused_and_its_target_untouched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("spool");
+    std::fs::create_dir(&dir).unwrap();
+    let target = tmp.path().join("precious");
+    std::fs::write(&target, "do not truncate me\n").unwrap();
+    std::os::unix::fs::symlink(&target, dir.join("lock")).unwrap();
+    let err = Spool::open(&dir).unwrap_err();
+    assert!(matches!(err, SpoolError::LockIsLink { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("symbolic link") && text.contains("lock"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap(),
+        "do not truncate me\n"
+    );
+    // a dangling link is not followed to create its target either
+    let dangling = tmp.path().join("created-through-the-link");
+    std::fs::remove_file(dir.join("lock")).unwrap();
+    std::os::unix::fs::symlink(&dangling, dir.join("lock")).unwrap();
+    assert!(matches!(
+        Spool::open(&dir),
+        Err(SpoolError::LockIsLink { .. })
+    ));
+    assert!(!dangling.exists());
+}
+
+/// A length damaged so that the record seems to run past the end of the segment looks
+/// like a torn write: the tail is cut, as after a crash (reading on there could take
+/// record-shaped bytes of a message for records). But intact-looking records follow,
+/// so the cut bytes are kept in `corrupt/`, not thrown away.
+#[tokio::test]
+async fn a_length_past_the_end_followed_by_records_is_cut_but_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (spool, _) = Spool::open(dir).unwrap();
+    let mut msgs = Vec::new();
+    for _ in 0..6 {
+        msgs.push(commit_one(&spool, &envelope(1), 1500).await);
+    }
+    let victim = spool.get(msgs[3].0).unwrap().location;
+    drop(spool);
+    let path = segment_path(dir, victim.segment);
+    let original = std::fs::read(&path).unwrap();
+    let mut bytes = original.clone();
+    bytes[victim.record_offset as usize + 3] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let (spool, rec) = Spool::open(dir).unwrap();
+    assert_eq!((rec.messages, rec.discarded_tails, rec.damaged), (3, 1, 0));
+    for (id, body) in &msgs[..3] {
+        assert_eq!(&spool.read_body(*id).unwrap(), body);
+    }
+    let kept = dir.join("corrupt").join(format!(
+        "{}@{}",
+        segment::segment_name(victim.segment),
+        victim.record_offset
+    ));
+    assert_eq!(
+        std::fs::read(kept).unwrap(),
+        bytes[victim.record_offset as usize..]
+    );
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        victim.record_offset
+    );
+}
+
+/// A torn write (a record cut short at the very end) is not kept: nothing follows it.
+#[tokio::test]
+async fn a_torn_write_is_not_kept_aside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (spool, _) = Spool::open(dir).unwrap();
+    commit_one(&spool, &envelope(1), 1500).await;
+    let (id, _) = commit_one(&spool, &envelope(1), 1500).await;
+    let last = spool.get(id).unwrap().location;
+    drop(spool);
+    let path = segment_path(dir, last.segment);
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(last.record_offset + last.record_len / 2).unwrap();
+    let (_spool, rec) = Spool::open(dir).unwrap();
+    assert_eq!((rec.messages, rec.discarded_tails), (1, 1));
+    assert!(!dir.join("corrupt").exists());
 }

@@ -284,14 +284,12 @@ impl Session {
         if refused {
             return flow;
         }
-        // Authentication-Results that claim to be ours are forgeries: removed
-        if let (Some(a), Some(_)) = (&auth, &verified) {
-            let forged = crate::mailauth::forged(&headers, &a.settings.authserv_id);
-            if !forged.is_empty() {
-                info!(queue_id = %id, count = forged.len(), "forged Authentication-Results removed");
-            }
-            checks.edits.extend(forged);
+        // Authentication-Results that claim to be ours are forgeries, checked or not
+        let forged = self.policy.forged_auth_results(&self.listen.name, &headers);
+        if !forged.is_empty() {
+            info!(queue_id = %id, count = forged.len(), "forged Authentication-Results removed");
         }
+        checks.edits.extend(forged);
         // content checks' edits first (byte ranges of the message as received), then
         // the hooks' by-name header changes on the result
         if !checks.edits.is_empty() {

@@ -87,6 +87,7 @@ pub async fn serve_until(
         messages = recovery.messages,
         segments = recovery.segments,
         discarded_incomplete = recovery.discarded_tails,
+        moved_to_corrupt = recovery.damaged,
         "spool opened"
     );
     match start(config, pipeline, spool.clone(), shutdown).await {
