@@ -237,7 +237,7 @@ impl Parser {
                 || pattern.starts_with('#')
                 || word.eq_ignore_ascii_case("endif")
                 || (word.len() >= 2
-                    && word[..2].eq_ignore_ascii_case("if")
+                    && word.as_bytes()[..2].eq_ignore_ascii_case(b"if")
                     && !pattern.starts_with('/'))
             {
                 self.error(

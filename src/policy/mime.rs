@@ -18,7 +18,7 @@ use std::ops::Range;
 
 use mail_parser::{Encoding, Message, MessageParser, MimeHeaders, PartType};
 
-use super::message::{HeaderLine, parse_headers};
+use super::message::{Headers, parse_headers};
 
 /// Most parts inspected in one message (the message itself counts as one).
 pub const MAX_PARTS: usize = 100;
@@ -87,9 +87,9 @@ pub struct Part {
     /// The class of this part's own headers; part 0's are read from the context
     /// instead and left empty here.
     pub class: HeaderClass,
-    /// The part's headers, unfolded; raw ranges are in the message as received when
-    /// `addressable`.
-    pub headers: Vec<HeaderLine>,
+    /// The part's headers, as header checks see them; raw ranges are in the message
+    /// as received when `addressable`.
+    pub headers: Headers,
     /// The body's raw range (meaningful when `addressable`).
     pub body: Range<usize>,
     pub encoding: TransferEncoding,
@@ -260,7 +260,7 @@ impl Mime {
                 is_attachment: false,
                 is_text: true,
                 class: HeaderClass::Primary,
-                headers: Vec::new(),
+                headers: Headers::default(),
                 body: body..message.len(),
                 encoding: TransferEncoding::Identity,
                 charset: None,
@@ -326,7 +326,7 @@ impl Mime {
                 is_attachment: false,
                 is_text: true,
                 class: HeaderClass::Primary,
-                headers: Vec::new(),
+                headers: Headers::default(),
                 size: body.len(),
                 body,
                 encoding: TransferEncoding::Identity,
@@ -410,19 +410,11 @@ fn walk(msg: &Message<'_>, top: &[u8], depth: usize, nested: bool, out: &mut Mim
         let header_range = (part.offset_header as usize).min(raw.len())
             ..(part.offset_body as usize).min(raw.len());
         let headers = if index == 0 {
-            Vec::new()
+            Headers::default()
         } else {
+            // raw ranges only mean something when addressable (checks look first)
             let block = &raw[header_range.clone()];
-            let (mut headers, _) = parse_headers(block);
-            for h in &mut headers {
-                let r = h.raw();
-                h.set_raw(if addressable {
-                    r.start + header_range.start..r.end + header_range.start
-                } else {
-                    0..0
-                });
-            }
-            headers
+            parse_headers(block).0.shifted(header_range.start)
         };
         let ct = part.content_type();
         let content_type = ct.map_or_else(
@@ -541,10 +533,10 @@ mod tests {
         assert!(exe.is_attachment && !exe.is_text);
         assert_eq!(exe.class, HeaderClass::Mime);
         assert_eq!(
-            exe.headers[1].line(),
-            "Content-Disposition: attachment; filename=\"evil.exe\""
+            exe.headers.get(1).unwrap().line(),
+            "Content-Disposition: attachment;\n filename=\"evil.exe\""
         );
-        let r = exe.headers[1].raw();
+        let r = exe.headers.get(1).unwrap().raw();
         assert_eq!(
             &MULTI[r],
             "Content-Disposition: attachment;\r\n filename=\"evil.exe\"\r\n"
@@ -552,8 +544,11 @@ mod tests {
         assert_eq!(exe.size, 12);
         let inner = &m.parts[4];
         assert_eq!(inner.class, HeaderClass::Nested);
-        assert_eq!(inner.headers[0].line(), "Subject: inner");
-        assert_eq!(&MULTI[inner.headers[0].raw()], "Subject: inner\r\n");
+        assert_eq!(inner.headers.get(0).unwrap().line(), "Subject: inner");
+        assert_eq!(
+            &MULTI[inner.headers.get(0).unwrap().raw()],
+            "Subject: inner\r\n"
+        );
         let text = &m.parts[1];
         assert_eq!(text.encoding, TransferEncoding::QuotedPrintable);
         let lines: Vec<(String, Option<Range<usize>>)> =

@@ -56,7 +56,7 @@ pub use crate::config::{Origin, Reply, Stage};
 pub use address::routing_domain;
 pub use checks::{CheckMatch, ContentChecks, RawEdit, apply_raw_edits};
 pub use dry_run::{DryEnvelope, DryRunReport, StageResult};
-pub use message::{HeaderLine, apply_header_edits, parse_headers};
+pub use message::{HeaderLine, Headers, NO_HEADERS, apply_header_edits, parse_headers};
 pub use script::HeaderChange;
 
 /// Longest address echoed back in a reply.
@@ -166,8 +166,8 @@ pub struct Context<'a> {
     pub recipients: &'a [String],
     /// At mail, the SIZE= the client declared (if any); at data, the message size.
     pub size: Option<u64>,
-    /// At data, the message's header lines, unfolded.
-    pub headers: &'a [HeaderLine],
+    /// At data, the message's logical headers, as header_checks see them.
+    pub headers: &'a Headers,
     /// At data, the whole message as received (for hooks).
     pub body: Option<&'a [u8]>,
     /// The client's rate-limit counters (hooks' `ctx.rate(kind)`); `None` outside a
@@ -200,7 +200,7 @@ impl<'a> Context<'a> {
             rcpt: None,
             recipients: &[],
             size: None,
-            headers: &[],
+            headers: &NO_HEADERS,
             body: None,
             rates: None,
             auth: None,

@@ -266,3 +266,54 @@ fn cidr_errors_point_at_line_and_column() {
     let t = cidr("10.0.0.0/8\n  continued\n");
     assert_eq!(get(&t, "10.0.0.1").unwrap(), "continued");
 }
+
+// ---- non-ASCII text (Postfix matches bytes, as in the C locale) ----
+
+/// Compared with `postmap -q KEY regexp:FILE` (Postfix 3.7): the answers of the
+/// `postfix_agrees_on_non_ascii_patterns` test in tests/lookup.rs.
+#[test]
+fn regexp_non_ascii_patterns_match_bytes() {
+    let t = regexp("/テスト/ REJECT jp\n/^.$/ ONE\n/^..$/ TWO\n/É/ UPPER\n/[ü]/ CLASS\n");
+    assert_eq!(get(&t, "これはテストです").unwrap(), "REJECT jp");
+    assert_eq!(get(&t, "a").unwrap(), "ONE");
+    // `.` is one byte: é is two
+    assert_eq!(get(&t, "é").unwrap(), "TWO");
+    // case folding is ASCII only: É does not match é (which matches [ü] by its \xC3)
+    assert_eq!(get(&t, "xéx").unwrap(), "CLASS");
+    assert_eq!(get(&t, "xÉx").unwrap(), "UPPER");
+    // a bracket expression holds bytes: [ü] is \xC3 or \xBC, so ö (\xC3\xB6) matches
+    assert_eq!(get(&t, "xxüxx").unwrap(), "CLASS");
+    assert_eq!(get(&t, "xxöxx").unwrap(), "CLASS");
+    // a backslash before a non-ASCII character quotes it
+    let t = regexp("/a\\é/ QUOTED\n");
+    assert_eq!(get(&t, "aé").unwrap(), "QUOTED");
+    // a non-ASCII delimiter: Postfix skips the rule ("unknown regexp option"), mtad
+    // refuses it where it is
+    let e = parse_regexp("/x/ X\néabcé X\n").unwrap_err();
+    assert_eq!(places(&e), vec![(2, 1)], "{e:#?}");
+}
+
+#[test]
+fn tables_with_non_ascii_never_panic() {
+    for text in [
+        "/テスト/ REJECT\n",
+        "/é/ X\n",
+        "é\n",
+        "if /テ/\n/ス/ X\nendif\n",
+        "ifé /x/ X\n",
+        "iéf X\n",
+        "テ X\n",
+        "! é\n",
+        "/a/é X\n",
+        "/a/ $é\n",
+        "/a/ ${é}\n",
+        "/(a)/ $1é\n",
+        "\u{80}\n",
+        "i\u{301} X\n",
+    ] {
+        let _ = parse_regexp(text);
+        let _ = parse_cidr(text);
+        let _ = parse_map(text);
+        let _ = crate::lookup::parse_aliases(text);
+    }
+}
