@@ -385,14 +385,26 @@ fn trimmed_range(s: &str, from: usize) -> Range<usize> {
 // ---- map ------------------------------------------------------------------------
 
 /// Reads a `key value` table as `postmap` does: keys are lowercased, the value is the
-/// rest of the logical line with surrounding whitespace removed. A key without a value
+/// rest of the logical line with surrounding whitespace removed. A key ends at the
+/// first white space outside double quotes (`"john doe"@example.com` is one key,
+/// quotes included, as in Postfix 3.2 and later); an unbalanced quote is an error. A key without a value
 /// is an error; a repeated key keeps its first value and adds a warning.
 pub fn parse_map(text: &str) -> Result<Table, Vec<TableError>> {
     let mut errors = Errors::new(text);
     let mut map: HashMap<String, (String, u32)> = HashMap::new();
     let mut warnings = Vec::new();
     for l in logical_lines(text) {
-        let key = first_word(&l.text);
+        // a key may hold white space inside double quotes (Postfix >= 3.2):
+        // `"john doe"@example.com REJECT`
+        let (end, open_quote) = super::alias::quoted_ranges(&l.text);
+        let key = 0..end;
+        if open_quote {
+            errors
+                .at(&l, 0..l.text.len(), "unbalanced `\"` in the key")
+                .help =
+                Some("Postfix ignores such a line with a warning; close the quote".to_owned());
+            continue;
+        }
         let value = trimmed_range(&l.text, key.end);
         if value.is_empty() {
             errors

@@ -40,6 +40,31 @@ fn map_reads_keys_values_comments_and_continuations() {
     assert_eq!(t.lookup_with_line("long").unwrap().1, 6);
 }
 
+/// `postmap -q KEY texthash:FILE` and `hash:` (Postfix 3.7) give these answers;
+/// tests/postfix_tables.rs compares with postmap itself.
+#[test]
+fn map_quoted_keys_are_one_key() {
+    let t = map(
+        "\"john doe\"@example.com  REJECT quoted\n\"a b\" plain\n\"x\\\" y\"@e.com  ESC\na\"b c\"d  MID\n",
+    );
+    assert_eq!(
+        get(&t, "\"john doe\"@example.com").unwrap(),
+        "REJECT quoted"
+    );
+    assert_eq!(
+        get(&t, "\"JOHN DOE\"@example.com").unwrap(),
+        "REJECT quoted"
+    );
+    assert_eq!(get(&t, "john doe@example.com"), None);
+    assert_eq!(get(&t, "\"john"), None);
+    assert_eq!(get(&t, "\"a b\"").unwrap(), "plain");
+    assert_eq!(get(&t, "\"x\\\" y\"@e.com").unwrap(), "ESC");
+    assert_eq!(get(&t, "a\"b c\"d").unwrap(), "MID");
+    let e = parse_map("ok 1\n\"unterminated@x.com  V\n").unwrap_err();
+    assert_eq!(places(&e), vec![(2, 1)]);
+    assert!(e[0].message.contains("unbalanced"), "{e:?}");
+}
+
 #[test]
 fn map_folds_key_case() {
     let t = map("Example.LOCAL OK\r\nÉcole.test Yes\n");
