@@ -280,3 +280,63 @@ fn a_data_hook_reads_the_mime_parts() {
     assert!(t.contains("250 2.0.0 Ok: queued as"), "{t}");
     assert_eq!(mtad.queued().len(), 1);
 }
+
+/// One `X-Mailer : Evil` line (white space before the colon, RFC 5322 §4.5.3) is a
+/// header to Postfix; it used to end mtad's header block, and the attachment behind
+/// it passed the usual attachment-name REJECT.
+const SMUGGLER: &str = "From: alice@src.test\r\nTo: bob@example.test\r\nSubject: invoice\r\nX-Mailer : Evil\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"=-b1\"\r\n\r\n--=-b1\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--=-b1\r\nContent-Type: application/octet-stream\r\nContent-Disposition : attachment; filename=\"evil.exe\"\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n--=-b1--";
+
+const MIME_CHECKS_CONFIG: &str = r#"
+server {
+    hostname "mx.example.test"
+    spool "{spool}"
+}
+listen "mx" address="127.0.0.1:{port}"
+networks "trusted" "127.0.0.0/8"
+stage "rcpt" {
+    accept client="trusted"
+}
+stage "data" {
+    header-checks file="subject_checks"
+    mime-header-checks file="mime_header_checks"
+}
+"#;
+
+fn start_mime_checks() -> Mtad {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mime_header_checks"),
+        "/^Content-(Disposition|Type).*name\\s*=\\s*\"?.*\\.exe/ REJECT 5.7.1 no programs\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("subject_checks"),
+        "/^Subject:.*テスト/ REJECT 5.7.1 no tests here\n/^X-Mailer: Evil$/ WARN evil mailer\n",
+    )
+    .unwrap();
+    let spool = dir.path().join("spool");
+    Mtad::start_in(dir, spool, MIME_CHECKS_CONFIG)
+}
+
+#[test]
+fn an_attachment_behind_an_obsolete_header_is_still_checked() {
+    let mtad = start_mime_checks();
+    let t = send_data(&mtad, SMUGGLER);
+    assert!(t.contains("<** 550 5.7.1 no programs"), "{t}");
+    // the X-Mailer header was seen as Postfix shows it, without the space
+    assert!(mtad.log().contains("evil mailer"), "{}", mtad.log());
+    // the same message with a harmless name goes through
+    let t = send_data(&mtad, &SMUGGLER.replace("evil.exe", "invoice.pdf"));
+    assert!(t.contains("250 2.0.0 Ok: queued as"), "{t}");
+    assert_eq!(mtad.queued().len(), 1);
+}
+
+#[test]
+fn a_japanese_subject_is_rejected_by_a_japanese_pattern() {
+    let mtad = start_mime_checks();
+    let t = send(&mtad, &["Subject: これはテストです"], "hi");
+    assert!(t.contains("<** 550 5.7.1 no tests here"), "{t}");
+    let t = send(&mtad, &["Subject: これは本番です"], "hi");
+    assert!(t.contains("250 2.0.0 Ok: queued as"), "{t}");
+    assert_eq!(mtad.queued().len(), 1);
+}
