@@ -340,3 +340,33 @@ fn a_japanese_subject_is_rejected_by_a_japanese_pattern() {
     assert!(t.contains("250 2.0.0 Ok: queued as"), "{t}");
     assert_eq!(mtad.queued().len(), 1);
 }
+
+/// A 9 MB message of 2.25 million empty headers (`a:`), through header checks: the
+/// daemon's memory grows by a small multiple of the message, not by ~80 bytes per
+/// header (it grew by ~180 MB before headers were held as offsets).
+#[test]
+fn millions_of_tiny_headers_cost_a_small_multiple_of_the_message() {
+    let mtad = start_mime_checks();
+    let mut s = mtad.session();
+    s.cmd("EHLO client.test", "250");
+    // a warm-up message, so that the baseline includes what any message costs
+    s.cmd("MAIL FROM:<a@src.test>", "250");
+    s.cmd("RCPT TO:<b@example.test>", "250");
+    s.cmd("DATA", "354");
+    s.send("Subject: warm-up\r\n\r\nbody\r\n.\r\n");
+    s.expect("250 2.0.0");
+    let before = rss_kib(mtad.pid(), "VmHWM:");
+    s.cmd("MAIL FROM:<a@src.test>", "250");
+    s.cmd("RCPT TO:<b@example.test>", "250");
+    s.cmd("DATA", "354");
+    let headers = "a:\r\n".repeat(2_250_000);
+    s.send(&headers);
+    s.send("\r\nbody\r\n.\r\n");
+    let reply = s.reply();
+    let peak = rss_kib(mtad.pid(), "VmHWM:");
+    let grown = peak.saturating_sub(before);
+    eprintln!("9 MB of tiny headers: peak RSS grew by {grown} KiB ({reply})");
+    assert!(reply.starts_with("250 2.0.0"), "{reply}");
+    // the message itself is 8.6 MiB; its headers' text and offsets ~22 MiB
+    assert!(grown < 60 * 1024, "peak RSS grew by {grown} KiB");
+}
