@@ -238,7 +238,7 @@ impl Mime {
         let mut mime = Mime::default();
         // the parser's output nests as deep as the message does, and dropping it
         // recurses: only as many containers as can matter reach it
-        let seen = containers_end(message, MAX_CONTAINERS);
+        let seen = parser_end(message, MAX_CONTAINERS, MAX_DELIMITERS);
         if seen < message.len() {
             mime.truncated = true;
         }
@@ -343,11 +343,25 @@ impl Mime {
 /// the parser: every level of nesting needs one.
 const MAX_CONTAINERS: usize = 2 * MAX_PARTS;
 
-/// Where the `max + 1`-th line declaring a container type starts (the message's
-/// length when there are not that many).
-fn containers_end(message: &[u8], max: usize) -> usize {
+/// Most boundary delimiters handed to the parser: each part needs one, each
+/// multipart a closing one.
+const MAX_DELIMITERS: usize = 2 * MAX_PARTS + MAX_CONTAINERS;
+/// Most distinct boundaries looked for (each one is a pass over the message).
+const MAX_BOUNDARIES: usize = 32;
+
+/// How much of `message` the parser is given (see the module documentation): up to
+/// the line that declares the `max + 1`-th container type (`Content-Type:
+/// multipart/*` or `message/*`) or the `MAX_BOUNDARIES + 1`-th distinct boundary, or
+/// where the `max_delimiters + 1`-th boundary delimiter is. `mail-parser` takes `--`
+/// and a boundary anywhere, even inside a line, as a delimiter, and cannot be
+/// stopped midway: so every occurrence of a declared boundary counts, and the parser
+/// never builds more parts than this allows. Linear: one pass for the declarations,
+/// one `memmem` pass per distinct boundary.
+fn parser_end(message: &[u8], max: usize, max_delimiters: usize) -> usize {
     const NAME: &[u8] = b"content-type:";
     let mut count = 0;
+    let mut boundaries: Vec<&[u8]> = Vec::new();
+    let mut end_of_scan = message.len();
     let mut pos = 0;
     while pos < message.len() {
         let end = memchr::memchr(b'\n', &message[pos..]).map_or(message.len(), |i| pos + i + 1);
@@ -365,13 +379,70 @@ fn containers_end(message: &[u8], max: usize) -> usize {
             if container {
                 count += 1;
                 if count > max {
-                    return pos;
+                    end_of_scan = pos;
+                    break;
+                }
+                if let Some(b) = boundary_param(&message[pos..])
+                    && !boundaries.contains(&b)
+                {
+                    if boundaries.len() == MAX_BOUNDARIES {
+                        end_of_scan = pos;
+                        break;
+                    }
+                    boundaries.push(b);
                 }
             }
         }
         pos = end;
     }
-    message.len()
+    let scanned = &message[..end_of_scan];
+    // where each boundary occurs (at most max_delimiters + 1 of each): the
+    // max_delimiters + 1-th of all of them ends what the parser gets
+    let mut at: Vec<usize> = Vec::new();
+    for b in &boundaries {
+        let mut needle = Vec::with_capacity(b.len() + 2);
+        needle.extend_from_slice(b"--");
+        needle.extend_from_slice(b);
+        at.extend(memchr::memmem::find_iter(scanned, &needle).take(max_delimiters + 1));
+    }
+    if at.len() <= max_delimiters {
+        return end_of_scan;
+    }
+    at.sort_unstable();
+    let cut = at[max_delimiters];
+    // at the start of its line
+    memchr::memrchr(b'\n', &message[..cut]).map_or(0, |i| i + 1)
+}
+
+/// The `boundary=` parameter of the `Content-Type` header at the start of `header`
+/// (continuation lines included; the first 4 KiB looked at), quoted or not.
+fn boundary_param(header: &[u8]) -> Option<&[u8]> {
+    // the header's logical extent: up to a line that does not continue it
+    let mut end = 0;
+    while end < header.len() && end < 4096 {
+        let stop = memchr::memchr(b'\n', &header[end..]).map_or(header.len(), |i| end + i + 1);
+        end = stop;
+        if !matches!(header.get(end), Some(b' ' | b'\t')) {
+            break;
+        }
+    }
+    let text = &header[..end.min(header.len())];
+    const KEY: &[u8] = b"boundary=";
+    let at = text
+        .windows(KEY.len())
+        .position(|w| w.eq_ignore_ascii_case(KEY))?;
+    let value = &text[at + KEY.len()..];
+    let value = match value.strip_prefix(b"\"") {
+        Some(quoted) => &quoted[..memchr::memchr(b'"', quoted)?],
+        None => {
+            let n = value
+                .iter()
+                .position(|b| matches!(b, b';' | b' ' | b'\t' | b'\r' | b'\n'))
+                .unwrap_or(value.len());
+            &value[..n]
+        }
+    };
+    (!value.is_empty()).then_some(value)
 }
 
 /// Adds the parts of `msg` (the message, or one attached at `depth`) to `out`.
@@ -606,6 +677,31 @@ mod tests {
         let m = Mime::parse(msg.as_bytes());
         assert_eq!(m.parts.len(), MAX_PARTS);
         assert!(m.truncated);
+        // the parser itself only got the first parts: the cap applies while parsing
+        let given = parser_end(msg.as_bytes(), MAX_CONTAINERS, MAX_DELIMITERS);
+        let delimiters = msg[..given].matches("\r\n--b").count();
+        assert_eq!(delimiters, MAX_DELIMITERS, "{given}");
+        // 100k tiny parts, the boundary folded onto a continuation line
+        let mut msg = String::from("Content-Type: multipart/mixed;\r\n\tboundary=x\r\n\r\n");
+        msg.push_str(&"--x\r\n\r\n".repeat(100_000));
+        let given = parser_end(msg.as_bytes(), MAX_CONTAINERS, MAX_DELIMITERS);
+        assert!(given < 50 + 7 * (MAX_DELIMITERS + 1), "{given}");
+        let m = Mime::parse(msg.as_bytes());
+        assert_eq!(m.parts.len(), MAX_PARTS);
+        assert!(m.truncated);
+        // the parser takes a boundary inside a line for a delimiter too: counted
+        let mut msg = String::from("Content-Type: multipart/mixed; boundary=x\r\n\r\n");
+        msg.push_str(&"a--x\r\n\r\n".repeat(100_000));
+        let given = parser_end(msg.as_bytes(), MAX_CONTAINERS, MAX_DELIMITERS);
+        assert!(given < 50 + 8 * (MAX_DELIMITERS + 1), "{given}");
+        // lines that only look like delimiters of an undeclared boundary do not count
+        assert_eq!(
+            boundary_param(b"Content-Type: multipart/mixed; BOUNDARY=\"a b\"; x=y\r\n"),
+            Some(&b"a b"[..])
+        );
+        assert_eq!(boundary_param(b"Content-Type: text/plain\r\n"), None);
+        let msg = "Content-Type: multipart/mixed; boundary=q\r\n\r\n--other\r\n--other\r\n";
+        assert_eq!(parser_end(msg.as_bytes(), 10, 1), msg.len());
         // deep nesting of multiparts
         let mut msg = String::new();
         for i in 0..2000 {
