@@ -270,7 +270,7 @@ fn inspect(
     let raw = match item.raw {
         Some(raw) => raw,
         None if edits => {
-            warn!(%entry, %what, %part, text = %shorten(text), action = %report.action, "content check cannot edit an encoded MIME part; treated as DUNNO");
+            warn!(%entry, %what, %part, text = %for_log(text), action = %report.action, "content check cannot edit an encoded MIME part; treated as DUNNO");
             report.action = format!(
                 "{} (encoded part: cannot edit; treated as DUNNO)",
                 report.action
@@ -284,15 +284,15 @@ fn inspect(
     let line_of = |t: &str| format!("{t}\r\n").into_bytes();
     match action {
         CheckAction::Reject(reply) => {
-            info!(%entry, %what, %part, text = %shorten(text), reply = %reply, "reject: content check");
+            info!(%entry, %what, %part, text = %for_log(text), reply = %reply, "reject: content check");
             return Some(Some((Verdict::Reject(reply), entry)));
         }
         CheckAction::Discard(t) => {
-            info!(%entry, %what, %part, text = %shorten(text), reason = %t, "discard: content check");
+            info!(%entry, %what, %part, text = %for_log(text), reason = %t, "discard: content check");
             return Some(Some((Verdict::Discard, entry)));
         }
         CheckAction::Hold(t) => {
-            info!(%entry, %what, %part, text = %shorten(text), reason = %t, "hold: content check");
+            info!(%entry, %what, %part, text = %for_log(text), reason = %t, "hold: content check");
             state.hold.get_or_insert(entry);
         }
         CheckAction::Ignore => state.out.edits.push(RawEdit {
@@ -300,17 +300,17 @@ fn inspect(
             text: Vec::new(),
         }),
         CheckAction::Strip(t) => {
-            info!(%entry, %what, %part, text = %shorten(text), reason = %t, "strip: content check");
+            info!(%entry, %what, %part, text = %for_log(text), reason = %t, "strip: content check");
             state.out.edits.push(RawEdit {
                 range: raw,
                 text: Vec::new(),
             });
         }
         CheckAction::Warn(t) => {
-            warn!(%entry, %what, %part, text = %shorten(text), reason = %t, "warning: content check")
+            warn!(%entry, %what, %part, text = %for_log(text), reason = %t, "warning: content check")
         }
         CheckAction::Info(t) => {
-            info!(%entry, %what, %part, text = %shorten(text), reason = %t, "info: content check")
+            info!(%entry, %what, %part, text = %for_log(text), reason = %t, "info: content check")
         }
         CheckAction::Prepend(t) => state.out.edits.push(RawEdit {
             range: raw.start..raw.start,
@@ -329,7 +329,7 @@ fn inspect(
         }
         CheckAction::Dunno => {}
         CheckAction::Pass(t) => {
-            info!(%entry, %what, %part, text = %shorten(text), reason = %t, "pass: content checks off for this message");
+            info!(%entry, %what, %part, text = %for_log(text), reason = %t, "pass: content checks off for this message");
             state.pass = true;
             return Some(None);
         }
@@ -349,6 +349,12 @@ fn describe(part: &Part) -> String {
     }
     out.push(')');
     out
+}
+
+/// `text` shortened for a log line, control characters escaped (a folded header
+/// keeps its line breaks: they must not start a line of the log).
+fn for_log(text: &str) -> String {
+    shorten(text).escape_debug().to_string()
 }
 
 /// `text` cut to [`MAX_REPORTED`] characters.

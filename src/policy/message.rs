@@ -70,6 +70,17 @@ impl<'a> HeaderLine<'a> {
         self.raw.clone()
     }
 
+    /// The header unfolded: its line breaks removed, the white space after them kept
+    /// (`Subject: a\n b` → `Subject: a b`), as rules' `header-matches` and hooks see
+    /// it. Borrowed unless the header is folded.
+    pub fn unfolded(&self) -> std::borrow::Cow<'a, str> {
+        if self.line.contains('\n') {
+            std::borrow::Cow::Owned(self.line.replace('\n', ""))
+        } else {
+            std::borrow::Cow::Borrowed(self.line)
+        }
+    }
+
     /// The value, without the colon and the whitespace after it; a folded value keeps
     /// its line breaks (`\n`).
     pub fn value(&self) -> &'a str {

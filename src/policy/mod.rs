@@ -428,7 +428,7 @@ impl Check {
             },
             Check::RcptMatches(re) => ctx.rcpt.is_some_and(|r| re.is_match(r)),
             Check::SizeOver(limit) => ctx.size.is_some_and(|s| s > *limit),
-            Check::HeaderMatches(re) => ctx.headers.iter().any(|h| re.is_match(h.line())),
+            Check::HeaderMatches(re) => ctx.headers.iter().any(|h| re.is_match(&h.unfolded())),
             Check::Auth(check, results) => {
                 results.contains(&ctx.auth.map_or(AuthResult::Skipped, |a| check.of(a)))
             }
