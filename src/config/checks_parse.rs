@@ -383,6 +383,24 @@ mod tests {
     }
 
     #[test]
+    fn non_ascii_inline_patterns_load_and_bad_ones_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mtad.kdl");
+        std::fs::write(
+            &path,
+            format!("{HEAD}stage \"data\" {{\n    header-checks {{\n        \"/テスト/\" \"REJECT\"\n        \"/é/\" \"WARN e\"\n    }}\n}}\n"),
+        )
+        .unwrap();
+        Config::load(&path).unwrap_or_else(|e| panic!("{}", crate::config::render(&e)));
+        // a pattern word starting with a multi-byte character (it panicked on `if`)
+        let got = errors(
+            "stage \"data\" {\n    header-checks {\n        \"テスト\" \"REJECT\"\n        \"éf /x/\" \"REJECT\"\n    }\n}\n",
+            &[],
+        );
+        assert_eq!(got.len(), 2, "{got:?}");
+    }
+
+    #[test]
     fn table_and_placement_errors() {
         let got = errors(
             "table \"m\" file=\"map\"\ntable \"hc\" type=\"regexp\" file=\"hc\"\nstage \"rcpt\" {\n    header-checks table=\"hc\"\n}\nstage \"data\" {\n    header-checks table=\"m\"\n    header-checks table=\"nope\"\n    header-checks\n    header-checks table=\"hc\" size-limit=\"1k\"\n    header-checks table=\"hc\"\n}\n",

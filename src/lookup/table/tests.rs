@@ -342,3 +342,70 @@ fn tables_with_non_ascii_never_panic() {
         let _ = crate::lookup::parse_aliases(text);
     }
 }
+
+/// Table texts made of the pieces parsers treat specially, ASCII or not: no panic.
+#[test]
+fn random_tables_never_panic() {
+    const PIECES: &[&str] = &[
+        "/",
+        "!",
+        "if",
+        "endif",
+        " ",
+        "\t",
+        "\n",
+        "\r\n",
+        "#",
+        "$",
+        "${",
+        "$(",
+        "}",
+        ")",
+        "1",
+        "é",
+        "テ",
+        "\"",
+        "\\",
+        "[",
+        "]",
+        "(",
+        "i",
+        "m",
+        "x",
+        ":",
+        ",",
+        "a",
+        "10.0.0.0/8",
+        "::1",
+        "\u{301}",
+        "REJECT",
+    ];
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..20_000 {
+        let len = next() % 24;
+        let text: String = (0..len)
+            .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+            .collect();
+        if let Ok(t) = parse_regexp(&text) {
+            let _ = t.lookup(&text);
+        }
+        let _ = parse_cidr(&text);
+        if let Ok(t) = parse_map(&text) {
+            let _ = t.lookup(&text);
+        }
+        if let Ok(t) = crate::lookup::parse_aliases(&text) {
+            let _ = t.lookup("a");
+        }
+        let _: Vec<&str> = crate::lookup::split_addresses(&text).collect();
+        let (h, _) = crate::policy::parse_headers(text.as_bytes());
+        for h in &h {
+            let _ = (h.name(), h.value(), h.unfolded());
+        }
+    }
+}
