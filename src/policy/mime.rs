@@ -249,8 +249,23 @@ impl Mime {
             Ok(None) => {}
             Err(_) => tracing::error!("MIME parser panicked; message read as one text part"),
         }
+        // the parser reads past a line that ends the header block for Postfix (a
+        // line without a colon, say) and may find a multipart Content-Type there:
+        // for Postfix that is body text, and so it is here
+        let (headers, _) = parse_headers(message);
+        let declared = headers.iter().any(|h| {
+            h.name().eq_ignore_ascii_case("content-type") && {
+                let v = h.value().trim_start().to_ascii_lowercase();
+                v.starts_with("multipart/") || v.starts_with("message/")
+            }
+        });
+        if !declared && mime.parts.len() > 1 {
+            mime.parts.clear();
+            mime.truncated = false;
+        }
         if mime.parts.is_empty() {
-            // not even a header block: the whole message is one text part
+            // not even a header block, or none that declares parts: the whole body
+            // is one text part
             let body = parse_headers(message).1;
             mime.parts.push(Part {
                 index: 0,
@@ -662,6 +677,31 @@ mod tests {
                 let _ = p.decoded_text(junk, 1000);
             }
         }
+    }
+
+    /// `postmap -b -q -` (Postfix 3.7) shows every line after `bogus line` as a body
+    /// line: the Content-Type after it is not a header, so there are no parts.
+    #[test]
+    fn a_content_type_after_the_header_block_is_body_text() {
+        let msg = b"Subject: x\r\nbogus line\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nviagra\r\n--b--\r\n";
+        let m = Mime::parse(msg);
+        assert_eq!(m.parts.len(), 1);
+        // the parser's path too (a top-level type that is not simple text)
+        assert_eq!(Mime::parse_full(msg).parts.len(), 1);
+        let lines: Vec<String> = m.parts[0].lines(msg, 1 << 20).map(|(l, _)| l).collect();
+        assert_eq!(
+            lines,
+            [
+                "bogus line",
+                "Content-Type: multipart/mixed; boundary=b",
+                "",
+                "--b",
+                "Content-Type: text/plain",
+                "",
+                "viagra",
+                "--b--"
+            ]
+        );
     }
 
     #[test]
