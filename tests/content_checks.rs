@@ -280,3 +280,93 @@ fn a_data_hook_reads_the_mime_parts() {
     assert!(t.contains("250 2.0.0 Ok: queued as"), "{t}");
     assert_eq!(mtad.queued().len(), 1);
 }
+
+/// One `X-Mailer : Evil` line (white space before the colon, RFC 5322 §4.5.3) is a
+/// header to Postfix; it used to end mtad's header block, and the attachment behind
+/// it passed the usual attachment-name REJECT.
+const SMUGGLER: &str = "From: alice@src.test\r\nTo: bob@example.test\r\nSubject: invoice\r\nX-Mailer : Evil\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"=-b1\"\r\n\r\n--=-b1\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--=-b1\r\nContent-Type: application/octet-stream\r\nContent-Disposition : attachment; filename=\"evil.exe\"\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n--=-b1--";
+
+const MIME_CHECKS_CONFIG: &str = r#"
+server {
+    hostname "mx.example.test"
+    spool "{spool}"
+}
+listen "mx" address="127.0.0.1:{port}"
+networks "trusted" "127.0.0.0/8"
+stage "rcpt" {
+    accept client="trusted"
+}
+stage "data" {
+    header-checks file="subject_checks"
+    mime-header-checks file="mime_header_checks"
+}
+"#;
+
+fn start_mime_checks() -> Mtad {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mime_header_checks"),
+        "/^Content-(Disposition|Type).*name\\s*=\\s*\"?.*\\.exe/ REJECT 5.7.1 no programs\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("subject_checks"),
+        "/テスト/ REJECT 5.7.1 no tests here\n/^X-Mailer: Evil$/ WARN evil mailer\n",
+    )
+    .unwrap();
+    let spool = dir.path().join("spool");
+    Mtad::start_in(dir, spool, MIME_CHECKS_CONFIG)
+}
+
+#[test]
+fn an_attachment_behind_an_obsolete_header_is_still_checked() {
+    let mtad = start_mime_checks();
+    let t = send_data(&mtad, SMUGGLER);
+    assert!(t.contains("<** 550 5.7.1 no programs"), "{t}");
+    // the X-Mailer header was seen as Postfix shows it, without the space
+    assert!(mtad.log().contains("evil mailer"), "{}", mtad.log());
+    // the same message with a harmless name goes through
+    let t = send_data(&mtad, &SMUGGLER.replace("evil.exe", "invoice.pdf"));
+    assert!(t.contains("250 2.0.0 Ok: queued as"), "{t}");
+    assert_eq!(mtad.queued().len(), 1);
+}
+
+#[test]
+fn a_japanese_subject_is_rejected_by_a_japanese_pattern() {
+    let mtad = start_mime_checks();
+    let t = send(&mtad, &["Subject: これはテストです"], "hi");
+    assert!(t.contains("<** 550 5.7.1 no tests here"), "{t}");
+    let t = send(&mtad, &["Subject: これは本番です"], "hi");
+    assert!(t.contains("250 2.0.0 Ok: queued as"), "{t}");
+    assert_eq!(mtad.queued().len(), 1);
+}
+
+/// A 9 MB message of 2.25 million empty headers (`a:`), through header checks: the
+/// daemon's memory grows by a small multiple of the message, not by ~80 bytes per
+/// header (it grew by ~180 MB before headers were held as offsets).
+#[test]
+fn millions_of_tiny_headers_cost_a_small_multiple_of_the_message() {
+    let mtad = start_mime_checks();
+    let mut s = mtad.session();
+    s.cmd("EHLO client.test", "250");
+    // a warm-up message, so that the baseline includes what any message costs
+    s.cmd("MAIL FROM:<a@src.test>", "250");
+    s.cmd("RCPT TO:<b@example.test>", "250");
+    s.cmd("DATA", "354");
+    s.send("Subject: warm-up\r\n\r\nbody\r\n.\r\n");
+    s.expect("250 2.0.0");
+    let before = rss_kib(mtad.pid(), "VmHWM:");
+    s.cmd("MAIL FROM:<a@src.test>", "250");
+    s.cmd("RCPT TO:<b@example.test>", "250");
+    s.cmd("DATA", "354");
+    let headers = "a:\r\n".repeat(2_250_000);
+    s.send(&headers);
+    s.send("\r\nbody\r\n.\r\n");
+    let reply = s.reply();
+    let peak = rss_kib(mtad.pid(), "VmHWM:");
+    let grown = peak.saturating_sub(before);
+    eprintln!("9 MB of tiny headers: peak RSS grew by {grown} KiB ({reply})");
+    assert!(reply.starts_with("250 2.0.0"), "{reply}");
+    // the message itself is 8.6 MiB; its headers' text and offsets ~22 MiB
+    assert!(grown < 60 * 1024, "peak RSS grew by {grown} KiB");
+}

@@ -237,7 +237,7 @@ impl Parser {
                 || pattern.starts_with('#')
                 || word.eq_ignore_ascii_case("endif")
                 || (word.len() >= 2
-                    && word[..2].eq_ignore_ascii_case("if")
+                    && word.as_bytes()[..2].eq_ignore_ascii_case(b"if")
                     && !pattern.starts_with('/'))
             {
                 self.error(
@@ -380,6 +380,24 @@ mod tests {
         assert_eq!((got[3].0, got[3].1), (11, 17));
         assert!(got[3].2.contains("out of range"), "{got:?}");
         assert_eq!((got[4].0, got[4].1), (12, 9));
+    }
+
+    #[test]
+    fn non_ascii_inline_patterns_load_and_bad_ones_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mtad.kdl");
+        std::fs::write(
+            &path,
+            format!("{HEAD}stage \"data\" {{\n    header-checks {{\n        \"/テスト/\" \"REJECT\"\n        \"/é/\" \"WARN e\"\n    }}\n}}\n"),
+        )
+        .unwrap();
+        Config::load(&path).unwrap_or_else(|e| panic!("{}", crate::config::render(&e)));
+        // a pattern word starting with a multi-byte character (it panicked on `if`)
+        let got = errors(
+            "stage \"data\" {\n    header-checks {\n        \"テスト\" \"REJECT\"\n        \"éf /x/\" \"REJECT\"\n    }\n}\n",
+            &[],
+        );
+        assert_eq!(got.len(), 2, "{got:?}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub mod sql_table;
 mod table;
 
 mod alias;
-pub use alias::parse_aliases;
+pub use alias::{parse_aliases, split_addresses};
 pub use sql_table::{LookupError, SqlTable};
 pub use table::{
     ResultLine, Table, TableError, TableKind, inline_map, parse_cidr, parse_map, parse_regexp,

@@ -385,14 +385,26 @@ fn trimmed_range(s: &str, from: usize) -> Range<usize> {
 // ---- map ------------------------------------------------------------------------
 
 /// Reads a `key value` table as `postmap` does: keys are lowercased, the value is the
-/// rest of the logical line with surrounding whitespace removed. A key without a value
+/// rest of the logical line with surrounding whitespace removed. A key ends at the
+/// first white space outside double quotes (`"john doe"@example.com` is one key,
+/// quotes included, as in Postfix 3.2 and later); an unbalanced quote is an error. A key without a value
 /// is an error; a repeated key keeps its first value and adds a warning.
 pub fn parse_map(text: &str) -> Result<Table, Vec<TableError>> {
     let mut errors = Errors::new(text);
     let mut map: HashMap<String, (String, u32)> = HashMap::new();
     let mut warnings = Vec::new();
     for l in logical_lines(text) {
-        let key = first_word(&l.text);
+        // a key may hold white space inside double quotes (Postfix >= 3.2):
+        // `"john doe"@example.com REJECT`
+        let (end, open_quote) = super::alias::quoted_ranges(&l.text);
+        let key = 0..end;
+        if open_quote {
+            errors
+                .at(&l, 0..l.text.len(), "unbalanced `\"` in the key")
+                .help =
+                Some("Postfix ignores such a line with a warning; close the quote".to_owned());
+            continue;
+        }
         let value = trimmed_range(&l.text, key.end);
         if value.is_empty() {
             errors
@@ -523,7 +535,7 @@ fn keyword(s: &str) -> Keyword {
     let w = &s[word.clone()];
     if w.eq_ignore_ascii_case("endif") {
         Keyword::Endif
-    } else if w.len() >= 2 && w[..2].eq_ignore_ascii_case("if") {
+    } else if w.len() >= 2 && w.as_bytes()[..2].eq_ignore_ascii_case(b"if") {
         // `if /x/`, `if !/x/`; not `ifoo` (a pattern delimited by `i`, however odd)
         if w.len() == 2 || w[2..].starts_with('!') || !w.as_bytes()[2].is_ascii_alphanumeric() {
             let rest = &s[2..];
@@ -905,6 +917,17 @@ fn regexp_pattern(
         return None;
     };
     let open = i;
+    if !delim.is_ascii() {
+        // Postfix takes one byte as the delimiter and then fails on the rest
+        errors
+            .at(
+                l,
+                open..open + delim.len_utf8(),
+                format!("`{delim}` cannot delimit a pattern: use an ASCII character such as `/`"),
+            )
+            .help = Some("usage: /pattern/flags result".to_owned());
+        return None;
+    }
     let body_start = i + delim.len_utf8();
     let mut j = body_start;
     let mut close = None;
@@ -965,6 +988,7 @@ fn regexp_pattern(
     } else {
         Cow::Owned(basic_to_extended(body))
     };
+    let translated = non_ascii_as_bytes(&translated);
     let source = format!(
         "(?{}{}){}",
         if icase { "i" } else { "" },
@@ -1000,6 +1024,40 @@ fn regexp_pattern(
             None
         }
     }
+}
+
+/// Writes each non-ASCII character of a pattern as its UTF-8 bytes (`é` → `\\xC3\\xA9`):
+/// Postfix's regcomp(3) runs in the C locale, where a pattern is a string of bytes
+/// (`.` is one byte, `[é]` is either byte of é, case folding is ASCII only), and the
+/// `regex` crate without Unicode refuses non-ASCII characters as such. A backslash
+/// before a non-ASCII character only quotes it.
+fn non_ascii_as_bytes(re: &str) -> Cow<'_, str> {
+    if re.is_ascii() {
+        return Cow::Borrowed(re);
+    }
+    let mut out = String::with_capacity(re.len() * 2);
+    let mut chars = re.chars();
+    let escape = |out: &mut String, c: char| {
+        let mut buf = [0; 4];
+        for b in c.encode_utf8(&mut buf).bytes() {
+            out.push_str(&format!("\\x{b:02X}"));
+        }
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(n) if !n.is_ascii() => escape(&mut out, n),
+                Some(n) => {
+                    out.push('\\');
+                    out.push(n);
+                }
+                None => out.push('\\'),
+            },
+            c if !c.is_ascii() => escape(&mut out, c),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// Rewrites a POSIX basic regular expression in extended syntax: `\(` `\)` `\{` `\}`

@@ -205,10 +205,7 @@ pub fn claims(value: &str, authserv_id: &str) -> bool {
 
 /// Removals of the Authentication-Results headers among `headers` that claim
 /// `authserv_id` ([`claims`]): forgeries on mail arriving from outside.
-pub fn forged(
-    headers: &[crate::policy::HeaderLine],
-    authserv_id: &str,
-) -> Vec<crate::policy::RawEdit> {
+pub fn forged(headers: &crate::policy::Headers, authserv_id: &str) -> Vec<crate::policy::RawEdit> {
     headers
         .iter()
         .filter(|h| {

@@ -128,12 +128,9 @@ impl Rewriter {
             return Ok(());
         };
         path.push(lower);
-        for target in targets
-            .split([',', ' ', '\t'])
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-        {
-            let target = self.qualify(target.trim_matches(['<', '>']));
+        // a comma or space inside a quoted local part does not split
+        for target in crate::lookup::split_addresses(&targets) {
+            let target = self.qualify(target);
             self.expand_into(&target, depth + 1, path, out)?;
         }
         path.pop();
@@ -185,6 +182,22 @@ mod tests {
         assert_eq!(
             r.expand("ceo+news@example.jp").unwrap(),
             ["ceo+news@example.jp"]
+        );
+    }
+
+    #[test]
+    fn quoted_local_parts_are_one_target() {
+        let r = rewriter(
+            "root: \"a,b\"@example.com, other@example.com\n",
+            "\"john doe\"@corp.test \"j d\"@example.com, \"x,y\"@example.com\n",
+        );
+        assert_eq!(
+            r.expand("root").unwrap(),
+            ["\"a,b\"@example.com", "other@example.com"]
+        );
+        assert_eq!(
+            r.expand("\"john doe\"@corp.test").unwrap(),
+            ["\"j d\"@example.com", "\"x,y\"@example.com"]
         );
     }
 

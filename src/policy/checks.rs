@@ -16,7 +16,7 @@ use std::ops::Range;
 
 use tracing::{error, info, warn};
 
-use super::message::HeaderLine;
+use super::message::Headers;
 use super::mime::{HeaderClass, Mime, Part, TransferEncoding};
 use super::{Context, Origin, Verdict};
 use crate::config::checks::{CheckAction, ChecksConfig, Content, parse_action};
@@ -132,7 +132,7 @@ fn class_content(class: HeaderClass) -> Content {
 
 /// Whether the top-level headers declare a container (`multipart/*`,
 /// `message/*`): only then are there part headers to inspect.
-fn has_parts(headers: &[HeaderLine]) -> bool {
+fn has_parts(headers: &Headers) -> bool {
     headers.iter().any(|h| {
         h.name().eq_ignore_ascii_case("content-type") && {
             let v = h.value().trim_start().to_ascii_lowercase();
@@ -270,7 +270,7 @@ fn inspect(
     let raw = match item.raw {
         Some(raw) => raw,
         None if edits => {
-            warn!(%entry, %what, %part, text = %shorten(text), action = %report.action, "content check cannot edit an encoded MIME part; treated as DUNNO");
+            warn!(%entry, %what, %part, text = %for_log(text), action = %report.action, "content check cannot edit an encoded MIME part; treated as DUNNO");
             report.action = format!(
                 "{} (encoded part: cannot edit; treated as DUNNO)",
                 report.action
@@ -284,15 +284,15 @@ fn inspect(
     let line_of = |t: &str| format!("{t}\r\n").into_bytes();
     match action {
         CheckAction::Reject(reply) => {
-            info!(%entry, %what, %part, text = %shorten(text), reply = %reply, "reject: content check");
+            info!(%entry, %what, %part, text = %for_log(text), reply = %reply, "reject: content check");
             return Some(Some((Verdict::Reject(reply), entry)));
         }
         CheckAction::Discard(t) => {
-            info!(%entry, %what, %part, text = %shorten(text), reason = %t, "discard: content check");
+            info!(%entry, %what, %part, text = %for_log(text), reason = %t, "discard: content check");
             return Some(Some((Verdict::Discard, entry)));
         }
         CheckAction::Hold(t) => {
-            info!(%entry, %what, %part, text = %shorten(text), reason = %t, "hold: content check");
+            info!(%entry, %what, %part, text = %for_log(text), reason = %t, "hold: content check");
             state.hold.get_or_insert(entry);
         }
         CheckAction::Ignore => state.out.edits.push(RawEdit {
@@ -300,17 +300,17 @@ fn inspect(
             text: Vec::new(),
         }),
         CheckAction::Strip(t) => {
-            info!(%entry, %what, %part, text = %shorten(text), reason = %t, "strip: content check");
+            info!(%entry, %what, %part, text = %for_log(text), reason = %t, "strip: content check");
             state.out.edits.push(RawEdit {
                 range: raw,
                 text: Vec::new(),
             });
         }
         CheckAction::Warn(t) => {
-            warn!(%entry, %what, %part, text = %shorten(text), reason = %t, "warning: content check")
+            warn!(%entry, %what, %part, text = %for_log(text), reason = %t, "warning: content check")
         }
         CheckAction::Info(t) => {
-            info!(%entry, %what, %part, text = %shorten(text), reason = %t, "info: content check")
+            info!(%entry, %what, %part, text = %for_log(text), reason = %t, "info: content check")
         }
         CheckAction::Prepend(t) => state.out.edits.push(RawEdit {
             range: raw.start..raw.start,
@@ -329,7 +329,7 @@ fn inspect(
         }
         CheckAction::Dunno => {}
         CheckAction::Pass(t) => {
-            info!(%entry, %what, %part, text = %shorten(text), reason = %t, "pass: content checks off for this message");
+            info!(%entry, %what, %part, text = %for_log(text), reason = %t, "pass: content checks off for this message");
             state.pass = true;
             return Some(None);
         }
@@ -349,6 +349,12 @@ fn describe(part: &Part) -> String {
     }
     out.push(')');
     out
+}
+
+/// `text` shortened for a log line, control characters escaped (a folded header
+/// keeps its line breaks: they must not start a line of the log).
+fn for_log(text: &str) -> String {
+    shorten(text).escape_debug().to_string()
 }
 
 /// `text` cut to [`MAX_REPORTED`] characters.
@@ -431,19 +437,52 @@ mod tests {
         // both Received headers matched line 1 of the inline table (mtad.kdl:8)
         assert_eq!(d.checks.matches.len(), 4);
         assert_eq!(d.checks.matches[0].entry.line, 8);
-        assert_eq!(d.checks.matches[1].text, "Received: from b by c");
+        assert_eq!(d.checks.matches[1].text, "Received: from b\n by c");
         assert_eq!(d.checks.matches[1].action, "IGNORE");
     }
 
     #[test]
-    fn folded_headers_are_matched_unfolded() {
-        let p = pipeline("header-checks {\n\"/^Subject: hello world$/\" \"REJECT\"\n}\n");
+    fn folded_headers_keep_their_line_breaks() {
+        // as in Postfix: `Subject: hello\n world` (LF, no CR), `.` matches the LF
+        let p = pipeline(
+            "header-checks {\n\"/^Subject: hello world$/\" \"REJECT\"\n\"/^Subject: hello[[:cntrl:]] world$/\" \"REJECT\"\n}\n",
+        );
         let (d, _) = data(&p, MSG);
         assert_eq!(
             d.verdict,
             Verdict::Reject(Reply::new(550, [5, 7, 1], "Message content rejected"))
         );
-        assert_eq!(d.rule.unwrap().line, 8);
+        // the second pattern matched (mtad.kdl:9)
+        assert_eq!(d.rule.unwrap().line, 9);
+        let p = pipeline("header-checks {\n\"/[)].\\tby mx/\" \"REJECT\"\n}\n");
+        assert!(rejected(&data(&p, MSG).0));
+    }
+
+    #[test]
+    fn obsolete_white_space_before_the_colon_is_a_header() {
+        // one such line used to end the header block: the attachment behind it
+        // escaped the MIME header checks
+        let msg = MULTI.replace("From: a@", "X-Mailer : Evil\r\nFrom: a@");
+        let p = pipeline(&format!(
+            "header-checks {{\n\"/^X-Mailer: Evil$/\" \"WARN evil\"\n{EXE}}}\n"
+        ));
+        let (d, _) = data(&p, &msg);
+        assert!(rejected(&d), "{d:?}");
+        assert_eq!(d.checks.matches[0].text, "X-Mailer: Evil");
+        assert_eq!(d.checks.matches[1].content, Content::MimeHeader);
+        // inside a part too
+        let msg = MULTI.replace(
+            "Content-Type: application/octet-stream; name",
+            "X-Part : x\r\nContent-Type : application/octet-stream; name",
+        );
+        let p = pipeline(&format!("header-checks {{\n{EXE}}}\n"));
+        let (d, _) = data(&p, &msg);
+        assert!(rejected(&d), "{d:?}");
+        assert!(
+            d.checks.matches[0]
+                .text
+                .starts_with("Content-Type: application/octet-stream")
+        );
     }
 
     #[test]
@@ -454,11 +493,12 @@ mod tests {
             d.verdict,
             Verdict::Reject(Reply::new(550, [5, 7, 0], "no thanks"))
         );
-        let p = pipeline("header-checks {\n\"/^Subject: (.*)/\" \"REJECT bad subject $1\"\n}\n");
+        let p =
+            pipeline("header-checks {\n\"/^Subject: ([a-z]+)/\" \"REJECT bad subject $1\"\n}\n");
         let (d, _) = data(&p, MSG);
         assert_eq!(
             d.verdict,
-            Verdict::Reject(Reply::new(550, [5, 7, 1], "bad subject hello world"))
+            Verdict::Reject(Reply::new(550, [5, 7, 1], "bad subject hello"))
         );
     }
 

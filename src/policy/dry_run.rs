@@ -137,7 +137,9 @@ fn result(stage: Stage, rcpt: Option<&str>, decision: &Decision) -> StageResult 
         // content checks' edits of headers, in the notation of hooks' changes
         if m.content.is_header() && m.part.is_none() && !m.action.contains("(") {
             match word.to_ascii_uppercase().as_str() {
-                "IGNORE" | "STRIP" => header_changes.push(format!("- {}", m.text)),
+                "IGNORE" | "STRIP" => {
+                    header_changes.push(format!("- {}", m.text.replace('\n', "")))
+                }
                 "REPLACE" => header_changes.push(format!("= {}", rest.trim())),
                 "PREPEND" => header_changes.push(format!("+ {}", rest.trim())),
                 _ => {}
@@ -372,7 +374,7 @@ impl Pipeline {
             report.headers = parse_headers(&edited)
                 .0
                 .iter()
-                .map(|h| h.line().to_owned())
+                .map(|h| h.unfolded().into_owned())
                 .collect();
         }
         if d.checks.changes_recipients() {

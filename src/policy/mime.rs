@@ -18,7 +18,7 @@ use std::ops::Range;
 
 use mail_parser::{Encoding, Message, MessageParser, MimeHeaders, PartType};
 
-use super::message::{HeaderLine, parse_headers};
+use super::message::{Headers, parse_headers};
 
 /// Most parts inspected in one message (the message itself counts as one).
 pub const MAX_PARTS: usize = 100;
@@ -87,9 +87,9 @@ pub struct Part {
     /// The class of this part's own headers; part 0's are read from the context
     /// instead and left empty here.
     pub class: HeaderClass,
-    /// The part's headers, unfolded; raw ranges are in the message as received when
-    /// `addressable`.
-    pub headers: Vec<HeaderLine>,
+    /// The part's headers, as header checks see them; raw ranges are in the message
+    /// as received when `addressable`.
+    pub headers: Headers,
     /// The body's raw range (meaningful when `addressable`).
     pub body: Range<usize>,
     pub encoding: TransferEncoding,
@@ -238,7 +238,7 @@ impl Mime {
         let mut mime = Mime::default();
         // the parser's output nests as deep as the message does, and dropping it
         // recurses: only as many containers as can matter reach it
-        let seen = containers_end(message, MAX_CONTAINERS);
+        let seen = parser_end(message, MAX_CONTAINERS, MAX_DELIMITERS);
         if seen < message.len() {
             mime.truncated = true;
         }
@@ -249,8 +249,23 @@ impl Mime {
             Ok(None) => {}
             Err(_) => tracing::error!("MIME parser panicked; message read as one text part"),
         }
+        // the parser reads past a line that ends the header block for Postfix (a
+        // line without a colon, say) and may find a multipart Content-Type there:
+        // for Postfix that is body text, and so it is here
+        let (headers, _) = parse_headers(message);
+        let declared = headers.iter().any(|h| {
+            h.name().eq_ignore_ascii_case("content-type") && {
+                let v = h.value().trim_start().to_ascii_lowercase();
+                v.starts_with("multipart/") || v.starts_with("message/")
+            }
+        });
+        if !declared && mime.parts.len() > 1 {
+            mime.parts.clear();
+            mime.truncated = false;
+        }
         if mime.parts.is_empty() {
-            // not even a header block: the whole message is one text part
+            // not even a header block, or none that declares parts: the whole body
+            // is one text part
             let body = parse_headers(message).1;
             mime.parts.push(Part {
                 index: 0,
@@ -260,7 +275,7 @@ impl Mime {
                 is_attachment: false,
                 is_text: true,
                 class: HeaderClass::Primary,
-                headers: Vec::new(),
+                headers: Headers::default(),
                 body: body..message.len(),
                 encoding: TransferEncoding::Identity,
                 charset: None,
@@ -326,7 +341,7 @@ impl Mime {
                 is_attachment: false,
                 is_text: true,
                 class: HeaderClass::Primary,
-                headers: Vec::new(),
+                headers: Headers::default(),
                 size: body.len(),
                 body,
                 encoding: TransferEncoding::Identity,
@@ -343,11 +358,25 @@ impl Mime {
 /// the parser: every level of nesting needs one.
 const MAX_CONTAINERS: usize = 2 * MAX_PARTS;
 
-/// Where the `max + 1`-th line declaring a container type starts (the message's
-/// length when there are not that many).
-fn containers_end(message: &[u8], max: usize) -> usize {
+/// Most boundary delimiters handed to the parser: each part needs one, each
+/// multipart a closing one.
+const MAX_DELIMITERS: usize = 2 * MAX_PARTS + MAX_CONTAINERS;
+/// Most distinct boundaries looked for (each one is a pass over the message).
+const MAX_BOUNDARIES: usize = 32;
+
+/// How much of `message` the parser is given (see the module documentation): up to
+/// the line that declares the `max + 1`-th container type (`Content-Type:
+/// multipart/*` or `message/*`) or the `MAX_BOUNDARIES + 1`-th distinct boundary, or
+/// where the `max_delimiters + 1`-th boundary delimiter is. `mail-parser` takes `--`
+/// and a boundary anywhere, even inside a line, as a delimiter, and cannot be
+/// stopped midway: so every occurrence of a declared boundary counts, and the parser
+/// never builds more parts than this allows. Linear: one pass for the declarations,
+/// one `memmem` pass per distinct boundary.
+fn parser_end(message: &[u8], max: usize, max_delimiters: usize) -> usize {
     const NAME: &[u8] = b"content-type:";
     let mut count = 0;
+    let mut boundaries: Vec<&[u8]> = Vec::new();
+    let mut end_of_scan = message.len();
     let mut pos = 0;
     while pos < message.len() {
         let end = memchr::memchr(b'\n', &message[pos..]).map_or(message.len(), |i| pos + i + 1);
@@ -365,13 +394,70 @@ fn containers_end(message: &[u8], max: usize) -> usize {
             if container {
                 count += 1;
                 if count > max {
-                    return pos;
+                    end_of_scan = pos;
+                    break;
+                }
+                if let Some(b) = boundary_param(&message[pos..])
+                    && !boundaries.contains(&b)
+                {
+                    if boundaries.len() == MAX_BOUNDARIES {
+                        end_of_scan = pos;
+                        break;
+                    }
+                    boundaries.push(b);
                 }
             }
         }
         pos = end;
     }
-    message.len()
+    let scanned = &message[..end_of_scan];
+    // where each boundary occurs (at most max_delimiters + 1 of each): the
+    // max_delimiters + 1-th of all of them ends what the parser gets
+    let mut at: Vec<usize> = Vec::new();
+    for b in &boundaries {
+        let mut needle = Vec::with_capacity(b.len() + 2);
+        needle.extend_from_slice(b"--");
+        needle.extend_from_slice(b);
+        at.extend(memchr::memmem::find_iter(scanned, &needle).take(max_delimiters + 1));
+    }
+    if at.len() <= max_delimiters {
+        return end_of_scan;
+    }
+    at.sort_unstable();
+    let cut = at[max_delimiters];
+    // at the start of its line
+    memchr::memrchr(b'\n', &message[..cut]).map_or(0, |i| i + 1)
+}
+
+/// The `boundary=` parameter of the `Content-Type` header at the start of `header`
+/// (continuation lines included; the first 4 KiB looked at), quoted or not.
+fn boundary_param(header: &[u8]) -> Option<&[u8]> {
+    // the header's logical extent: up to a line that does not continue it
+    let mut end = 0;
+    while end < header.len() && end < 4096 {
+        let stop = memchr::memchr(b'\n', &header[end..]).map_or(header.len(), |i| end + i + 1);
+        end = stop;
+        if !matches!(header.get(end), Some(b' ' | b'\t')) {
+            break;
+        }
+    }
+    let text = &header[..end.min(header.len())];
+    const KEY: &[u8] = b"boundary=";
+    let at = text
+        .windows(KEY.len())
+        .position(|w| w.eq_ignore_ascii_case(KEY))?;
+    let value = &text[at + KEY.len()..];
+    let value = match value.strip_prefix(b"\"") {
+        Some(quoted) => &quoted[..memchr::memchr(b'"', quoted)?],
+        None => {
+            let n = value
+                .iter()
+                .position(|b| matches!(b, b';' | b' ' | b'\t' | b'\r' | b'\n'))
+                .unwrap_or(value.len());
+            &value[..n]
+        }
+    };
+    (!value.is_empty()).then_some(value)
 }
 
 /// Adds the parts of `msg` (the message, or one attached at `depth`) to `out`.
@@ -410,19 +496,11 @@ fn walk(msg: &Message<'_>, top: &[u8], depth: usize, nested: bool, out: &mut Mim
         let header_range = (part.offset_header as usize).min(raw.len())
             ..(part.offset_body as usize).min(raw.len());
         let headers = if index == 0 {
-            Vec::new()
+            Headers::default()
         } else {
+            // raw ranges only mean something when addressable (checks look first)
             let block = &raw[header_range.clone()];
-            let (mut headers, _) = parse_headers(block);
-            for h in &mut headers {
-                let r = h.raw();
-                h.set_raw(if addressable {
-                    r.start + header_range.start..r.end + header_range.start
-                } else {
-                    0..0
-                });
-            }
-            headers
+            parse_headers(block).0.shifted(header_range.start)
         };
         let ct = part.content_type();
         let content_type = ct.map_or_else(
@@ -541,10 +619,10 @@ mod tests {
         assert!(exe.is_attachment && !exe.is_text);
         assert_eq!(exe.class, HeaderClass::Mime);
         assert_eq!(
-            exe.headers[1].line(),
-            "Content-Disposition: attachment; filename=\"evil.exe\""
+            exe.headers.get(1).unwrap().line(),
+            "Content-Disposition: attachment;\n filename=\"evil.exe\""
         );
-        let r = exe.headers[1].raw();
+        let r = exe.headers.get(1).unwrap().raw();
         assert_eq!(
             &MULTI[r],
             "Content-Disposition: attachment;\r\n filename=\"evil.exe\"\r\n"
@@ -552,8 +630,11 @@ mod tests {
         assert_eq!(exe.size, 12);
         let inner = &m.parts[4];
         assert_eq!(inner.class, HeaderClass::Nested);
-        assert_eq!(inner.headers[0].line(), "Subject: inner");
-        assert_eq!(&MULTI[inner.headers[0].raw()], "Subject: inner\r\n");
+        assert_eq!(inner.headers.get(0).unwrap().line(), "Subject: inner");
+        assert_eq!(
+            &MULTI[inner.headers.get(0).unwrap().raw()],
+            "Subject: inner\r\n"
+        );
         let text = &m.parts[1];
         assert_eq!(text.encoding, TransferEncoding::QuotedPrintable);
         let lines: Vec<(String, Option<Range<usize>>)> =
@@ -598,6 +679,31 @@ mod tests {
         }
     }
 
+    /// `postmap -b -q -` (Postfix 3.7) shows every line after `bogus line` as a body
+    /// line: the Content-Type after it is not a header, so there are no parts.
+    #[test]
+    fn a_content_type_after_the_header_block_is_body_text() {
+        let msg = b"Subject: x\r\nbogus line\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nviagra\r\n--b--\r\n";
+        let m = Mime::parse(msg);
+        assert_eq!(m.parts.len(), 1);
+        // the parser's path too (a top-level type that is not simple text)
+        assert_eq!(Mime::parse_full(msg).parts.len(), 1);
+        let lines: Vec<String> = m.parts[0].lines(msg, 1 << 20).map(|(l, _)| l).collect();
+        assert_eq!(
+            lines,
+            [
+                "bogus line",
+                "Content-Type: multipart/mixed; boundary=b",
+                "",
+                "--b",
+                "Content-Type: text/plain",
+                "",
+                "viagra",
+                "--b--"
+            ]
+        );
+    }
+
     #[test]
     fn hostile_messages_are_bounded() {
         // thousands of parts
@@ -611,6 +717,31 @@ mod tests {
         let m = Mime::parse(msg.as_bytes());
         assert_eq!(m.parts.len(), MAX_PARTS);
         assert!(m.truncated);
+        // the parser itself only got the first parts: the cap applies while parsing
+        let given = parser_end(msg.as_bytes(), MAX_CONTAINERS, MAX_DELIMITERS);
+        let delimiters = msg[..given].matches("\r\n--b").count();
+        assert_eq!(delimiters, MAX_DELIMITERS, "{given}");
+        // 100k tiny parts, the boundary folded onto a continuation line
+        let mut msg = String::from("Content-Type: multipart/mixed;\r\n\tboundary=x\r\n\r\n");
+        msg.push_str(&"--x\r\n\r\n".repeat(100_000));
+        let given = parser_end(msg.as_bytes(), MAX_CONTAINERS, MAX_DELIMITERS);
+        assert!(given < 50 + 7 * (MAX_DELIMITERS + 1), "{given}");
+        let m = Mime::parse(msg.as_bytes());
+        assert_eq!(m.parts.len(), MAX_PARTS);
+        assert!(m.truncated);
+        // the parser takes a boundary inside a line for a delimiter too: counted
+        let mut msg = String::from("Content-Type: multipart/mixed; boundary=x\r\n\r\n");
+        msg.push_str(&"a--x\r\n\r\n".repeat(100_000));
+        let given = parser_end(msg.as_bytes(), MAX_CONTAINERS, MAX_DELIMITERS);
+        assert!(given < 50 + 8 * (MAX_DELIMITERS + 1), "{given}");
+        // lines that only look like delimiters of an undeclared boundary do not count
+        assert_eq!(
+            boundary_param(b"Content-Type: multipart/mixed; BOUNDARY=\"a b\"; x=y\r\n"),
+            Some(&b"a b"[..])
+        );
+        assert_eq!(boundary_param(b"Content-Type: text/plain\r\n"), None);
+        let msg = "Content-Type: multipart/mixed; boundary=q\r\n\r\n--other\r\n--other\r\n";
+        assert_eq!(parser_end(msg.as_bytes(), 10, 1), msg.len());
         // deep nesting of multiparts
         let mut msg = String::new();
         for i in 0..2000 {

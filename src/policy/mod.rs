@@ -57,7 +57,7 @@ pub use crate::config::{Origin, Reply, Stage};
 pub use address::routing_domain;
 pub use checks::{CheckMatch, ContentChecks, RawEdit, apply_raw_edits};
 pub use dry_run::{DryEnvelope, DryRunReport, StageResult};
-pub use message::{HeaderLine, apply_header_edits, parse_headers};
+pub use message::{HeaderLine, Headers, NO_HEADERS, apply_header_edits, parse_headers};
 pub use script::HeaderChange;
 pub use signing::{DkimPlan, MailOrigin};
 
@@ -168,8 +168,8 @@ pub struct Context<'a> {
     pub recipients: &'a [String],
     /// At mail, the SIZE= the client declared (if any); at data, the message size.
     pub size: Option<u64>,
-    /// At data, the message's header lines, unfolded.
-    pub headers: &'a [HeaderLine],
+    /// At data, the message's logical headers, as header_checks see them.
+    pub headers: &'a Headers,
     /// At data, the whole message as received (for hooks).
     pub body: Option<&'a [u8]>,
     /// The client's rate-limit counters (hooks' `ctx.rate(kind)`); `None` outside a
@@ -202,7 +202,7 @@ impl<'a> Context<'a> {
             rcpt: None,
             recipients: &[],
             size: None,
-            headers: &[],
+            headers: &NO_HEADERS,
             body: None,
             rates: None,
             auth: None,
@@ -433,7 +433,7 @@ impl Check {
             },
             Check::RcptMatches(re) => ctx.rcpt.is_some_and(|r| re.is_match(r)),
             Check::SizeOver(limit) => ctx.size.is_some_and(|s| s > *limit),
-            Check::HeaderMatches(re) => ctx.headers.iter().any(|h| re.is_match(h.line())),
+            Check::HeaderMatches(re) => ctx.headers.iter().any(|h| re.is_match(&h.unfolded())),
             Check::Auth(check, results) => {
                 results.contains(&ctx.auth.map_or(AuthResult::Skipped, |a| check.of(a)))
             }

@@ -40,6 +40,31 @@ fn map_reads_keys_values_comments_and_continuations() {
     assert_eq!(t.lookup_with_line("long").unwrap().1, 6);
 }
 
+/// `postmap -q KEY texthash:FILE` and `hash:` (Postfix 3.7) give these answers;
+/// tests/postfix_tables.rs compares with postmap itself.
+#[test]
+fn map_quoted_keys_are_one_key() {
+    let t = map(
+        "\"john doe\"@example.com  REJECT quoted\n\"a b\" plain\n\"x\\\" y\"@e.com  ESC\na\"b c\"d  MID\n",
+    );
+    assert_eq!(
+        get(&t, "\"john doe\"@example.com").unwrap(),
+        "REJECT quoted"
+    );
+    assert_eq!(
+        get(&t, "\"JOHN DOE\"@example.com").unwrap(),
+        "REJECT quoted"
+    );
+    assert_eq!(get(&t, "john doe@example.com"), None);
+    assert_eq!(get(&t, "\"john"), None);
+    assert_eq!(get(&t, "\"a b\"").unwrap(), "plain");
+    assert_eq!(get(&t, "\"x\\\" y\"@e.com").unwrap(), "ESC");
+    assert_eq!(get(&t, "a\"b c\"d").unwrap(), "MID");
+    let e = parse_map("ok 1\n\"unterminated@x.com  V\n").unwrap_err();
+    assert_eq!(places(&e), vec![(2, 1)]);
+    assert!(e[0].message.contains("unbalanced"), "{e:?}");
+}
+
 #[test]
 fn map_folds_key_case() {
     let t = map("Example.LOCAL OK\r\nÉcole.test Yes\n");
@@ -265,4 +290,122 @@ fn cidr_errors_point_at_line_and_column() {
     // a continued line is one logical line: the result `continued` is found
     let t = cidr("10.0.0.0/8\n  continued\n");
     assert_eq!(get(&t, "10.0.0.1").unwrap(), "continued");
+}
+
+// ---- non-ASCII text (Postfix matches bytes, as in the C locale) ----
+
+/// Compared with `postmap -q KEY regexp:FILE` (Postfix 3.7): the answers of the
+/// `postfix_agrees_on_non_ascii_patterns` test in tests/lookup.rs.
+#[test]
+fn regexp_non_ascii_patterns_match_bytes() {
+    let t = regexp("/テスト/ REJECT jp\n/^.$/ ONE\n/^..$/ TWO\n/É/ UPPER\n/[ü]/ CLASS\n");
+    assert_eq!(get(&t, "これはテストです").unwrap(), "REJECT jp");
+    assert_eq!(get(&t, "a").unwrap(), "ONE");
+    // `.` is one byte: é is two
+    assert_eq!(get(&t, "é").unwrap(), "TWO");
+    // case folding is ASCII only: É does not match é (which matches [ü] by its \xC3)
+    assert_eq!(get(&t, "xéx").unwrap(), "CLASS");
+    assert_eq!(get(&t, "xÉx").unwrap(), "UPPER");
+    // a bracket expression holds bytes: [ü] is \xC3 or \xBC, so ö (\xC3\xB6) matches
+    assert_eq!(get(&t, "xxüxx").unwrap(), "CLASS");
+    assert_eq!(get(&t, "xxöxx").unwrap(), "CLASS");
+    // a backslash before a non-ASCII character quotes it
+    let t = regexp("/a\\é/ QUOTED\n");
+    assert_eq!(get(&t, "aé").unwrap(), "QUOTED");
+    // a non-ASCII delimiter: Postfix skips the rule ("unknown regexp option"), mtad
+    // refuses it where it is
+    let e = parse_regexp("/x/ X\néabcé X\n").unwrap_err();
+    assert_eq!(places(&e), vec![(2, 1)], "{e:#?}");
+}
+
+#[test]
+fn tables_with_non_ascii_never_panic() {
+    for text in [
+        "/テスト/ REJECT\n",
+        "/é/ X\n",
+        "é\n",
+        "if /テ/\n/ス/ X\nendif\n",
+        "ifé /x/ X\n",
+        "iéf X\n",
+        "テ X\n",
+        "! é\n",
+        "/a/é X\n",
+        "/a/ $é\n",
+        "/a/ ${é}\n",
+        "/(a)/ $1é\n",
+        "\u{80}\n",
+        "i\u{301} X\n",
+    ] {
+        let _ = parse_regexp(text);
+        let _ = parse_cidr(text);
+        let _ = parse_map(text);
+        let _ = crate::lookup::parse_aliases(text);
+    }
+}
+
+/// Table texts made of the pieces parsers treat specially, ASCII or not: no panic.
+#[test]
+fn random_tables_never_panic() {
+    const PIECES: &[&str] = &[
+        "/",
+        "!",
+        "if",
+        "endif",
+        " ",
+        "\t",
+        "\n",
+        "\r\n",
+        "#",
+        "$",
+        "${",
+        "$(",
+        "}",
+        ")",
+        "1",
+        "é",
+        "テ",
+        "\"",
+        "\\",
+        "[",
+        "]",
+        "(",
+        "i",
+        "m",
+        "x",
+        ":",
+        ",",
+        "a",
+        "10.0.0.0/8",
+        "::1",
+        "\u{301}",
+        "REJECT",
+    ];
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..20_000 {
+        let len = next() % 24;
+        let text: String = (0..len)
+            .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+            .collect();
+        if let Ok(t) = parse_regexp(&text) {
+            let _ = t.lookup(&text);
+        }
+        let _ = parse_cidr(&text);
+        if let Ok(t) = parse_map(&text) {
+            let _ = t.lookup(&text);
+        }
+        if let Ok(t) = crate::lookup::parse_aliases(&text) {
+            let _ = t.lookup("a");
+        }
+        let _: Vec<&str> = crate::lookup::split_addresses(&text).collect();
+        let (h, _) = crate::policy::parse_headers(text.as_bytes());
+        for h in &h {
+            let _ = (h.name(), h.value(), h.unfolded());
+        }
+    }
 }
