@@ -1165,10 +1165,15 @@ impl Pipeline {
             }
         };
         for f in &finals {
-            match self.route(&Context {
-                rcpt: Some(f),
-                ..*ctx
-            }) {
+            // (not counted in the route stage's metrics: those are deliveries')
+            let d = self.decide(
+                Stage::Route,
+                &Context {
+                    rcpt: Some(f),
+                    ..*ctx
+                },
+            );
+            match self.checked_route(d, f) {
                 Route::To {
                     transport: route::Transport::Error { enhanced, text },
                     ..
