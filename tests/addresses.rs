@@ -161,7 +161,11 @@ fn a_quoted_dot_atom_is_the_same_address_in_the_daemon_and_the_dry_run() {
             "quoted\n",
         ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let dumps = sink.dumps(1);
     assert_eq!(dump_recipients(&dumps[0]), ["remote@relay.test"]);
     assert!(!mtad.dir.path().join("mail").join("\"root\"").exists());
@@ -245,19 +249,47 @@ fn address_literals_get_the_relay_decision_and_bad_domains_a_501() {
             "550 5.1.1 <nosuchuser@mx.example.test>: Recipient address rejected: User unknown in local recipient table",
         ),
         // not addresses
-        ("127.0.0.1", "user@-bad.example", "501 5.1.3 Bad recipient address syntax"),
-        ("127.0.0.1", "user@bad-.example", "501 5.1.3 Bad recipient address syntax"),
-        ("127.0.0.1", "user@", "501 5.1.3 Bad recipient address syntax"),
-        ("127.0.0.1", "user@a..b", "501 5.1.3 Bad recipient address syntax"),
-        ("127.0.0.1", "a..b@relay.test", "501 5.1.3 Bad recipient address syntax"),
-        ("127.0.0.1", "user@[300.1.2.3]", "501 5.1.3 Bad recipient address syntax"),
+        (
+            "127.0.0.1",
+            "user@-bad.example",
+            "501 5.1.3 Bad recipient address syntax",
+        ),
+        (
+            "127.0.0.1",
+            "user@bad-.example",
+            "501 5.1.3 Bad recipient address syntax",
+        ),
+        (
+            "127.0.0.1",
+            "user@",
+            "501 5.1.3 Bad recipient address syntax",
+        ),
+        (
+            "127.0.0.1",
+            "user@a..b",
+            "501 5.1.3 Bad recipient address syntax",
+        ),
+        (
+            "127.0.0.1",
+            "a..b@relay.test",
+            "501 5.1.3 Bad recipient address syntax",
+        ),
+        (
+            "127.0.0.1",
+            "user@[300.1.2.3]",
+            "501 5.1.3 Bad recipient address syntax",
+        ),
         (
             "127.0.0.1",
             &format!("user@{}.relay.test", "a".repeat(64)),
             "501 5.1.3 Bad recipient address syntax",
         ),
     ] {
-        assert_eq!(rcpt_line(&rcpt_reply(&mtad, client, to)), want, "{to} from {client}");
+        assert_eq!(
+            rcpt_line(&rcpt_reply(&mtad, client, to)),
+            want,
+            "{to} from {client}"
+        );
         let (verdict, reply) = dry_rcpt(&dry_run(&mtad, client, &[to]));
         if want.starts_with("250") {
             assert_eq!(verdict, "accept", "{to} from {client}");
@@ -289,9 +321,18 @@ fn duplicate_recipients_are_delivered_once() {
             "dup\n",
         ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let first = sink.dumps(1);
-    assert_eq!(dump_recipients(&first[0]), ["bob@relay.test"], "{}", first[0]);
+    assert_eq!(
+        dump_recipients(&first[0]),
+        ["bob@relay.test"],
+        "{}",
+        first[0]
+    );
     // an alias that expands to an address also given directly
     let out = common::swaks(
         mtad.port,
@@ -304,11 +345,20 @@ fn duplicate_recipients_are_delivered_once() {
             "dup\n",
         ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let dumps = sink.dumps(2);
     let mut second = dump_recipients(&dumps[1]);
     second.sort();
-    assert_eq!(second, ["bob@relay.test", "remote@relay.test"], "{}", dumps[1]);
+    assert_eq!(
+        second,
+        ["bob@relay.test", "remote@relay.test"],
+        "{}",
+        dumps[1]
+    );
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(sink.dump_count(), 2, "one transaction per message");
     // the dry run shows the same: one route per final address

@@ -413,14 +413,26 @@ delivery {
     );
     std::fs::write(&mtad.config, text).unwrap();
     let out = mtad.mtactl(&["reload"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = mtad.mtactl(&["queue", "flush"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // x@ sent, y@ bounced, and the bounce to a@ sent through the relay (flushed too)
     mtad.wait_log("status=bounced", 1, Duration::from_secs(20));
     mtad.wait_log("status=sent", 1, Duration::from_secs(20));
     let out = mtad.mtactl(&["queue", "flush"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     mtad.wait_log("status=sent", 2, Duration::from_secs(20));
     sink.dumps(2);
     let m = scrape(metrics_port);

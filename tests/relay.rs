@@ -349,7 +349,14 @@ fn error_and_discard_transports() {
     ] {
         let out = common::swaks(
             mtad.port,
-            &["--from", "alice@src.test", "--to", to, "--quit-after", "RCPT"],
+            &[
+                "--from",
+                "alice@src.test",
+                "--to",
+                to,
+                "--quit-after",
+                "RCPT",
+            ],
         );
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains(want), "{text}");

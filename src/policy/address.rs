@@ -379,7 +379,10 @@ mod tests {
             ("\"john doe\"@x.test", "\"john doe\"@x.test"),
             ("\"a\\\"b\"@x.test", "\"a\\\"b\"@x.test"),
             ("\"a..b\"@x.test", "\"a..b\"@x.test"),
-            ("\"user@foreign.test\"@relay.test", "\"user@foreign.test\"@relay.test"),
+            (
+                "\"user@foreign.test\"@relay.test",
+                "\"user@foreign.test\"@relay.test",
+            ),
             ("user@[192.0.2.1]", "user@[192.0.2.1]"),
             ("user@[ipv6:2001:DB8:0::1]", "user@[IPv6:2001:db8::1]"),
             ("root", "root"),

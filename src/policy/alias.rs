@@ -244,6 +244,29 @@ mod tests {
     }
 
     #[test]
+    fn addresses_are_canonical_and_quoted_targets_are_one_address() {
+        let r = rewriter(
+            "root: admin@example.com\npostmaster: \"root\"\n",
+            "jd@corp.test \"jd, sales\"@Corp.Test, <bob@corp.test>\n",
+        );
+        // a quoted dot-atom is the plain address, in the input and in a target
+        assert_eq!(
+            r.expand("\"root\"@Example.JP").unwrap(),
+            ["admin@example.com"]
+        );
+        assert_eq!(r.expand("postmaster").unwrap(), ["admin@example.com"]);
+        // a comma inside quotes does not split a target
+        assert_eq!(
+            split_targets("\"jd, sales\"@corp.test, <bob@corp.test> \"a\\\"b\"@x"),
+            ["\"jd, sales\"@corp.test", "bob@corp.test", "\"a\\\"b\"@x"]
+        );
+        assert_eq!(
+            r.expand("\"jd\"@Corp.test").unwrap(),
+            ["\"jd, sales\"@corp.test", "bob@corp.test"]
+        );
+    }
+
+    #[test]
     fn loops_are_safe() {
         let r = rewriter("root: root, admin@example.com\na: b\nb: a\n", "");
         assert_eq!(

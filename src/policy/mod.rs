@@ -1314,12 +1314,10 @@ impl Pipeline {
                 address: format!("{local}@{}", self.rewriter.origin.to_ascii_lowercase()),
                 bare_postmaster: false,
             },
-            Some(address::Domain::Literal(ip)) if self.own_addresses.contains(&ip) => {
-                Recipient {
-                    address: format!("{local}@{hostname}"),
-                    bare_postmaster: false,
-                }
-            }
+            Some(address::Domain::Literal(ip)) if self.own_addresses.contains(&ip) => Recipient {
+                address: format!("{local}@{hostname}"),
+                bare_postmaster: false,
+            },
             Some(_) => Recipient {
                 address: parsed.canonical(),
                 bare_postmaster: false,

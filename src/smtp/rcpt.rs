@@ -27,8 +27,8 @@ impl Session {
         if self.tx.recipients.len() >= self.listen.settings.limits.recipients {
             return self.fail(reply::TOO_MANY_RECIPIENTS);
         }
-        let Some(written) = path(line)
-            .and_then(|(start, end)| std::str::from_utf8(&line[start..end]).ok())
+        let Some(written) =
+            path(line).and_then(|(start, end)| std::str::from_utf8(&line[start..end]).ok())
         else {
             return self.fail(reply::BAD_RECIPIENT);
         };
@@ -157,7 +157,10 @@ mod tests {
     fn paths() {
         let p = |l: &str| path(l.as_bytes()).map(|(s, e)| l[s..e].to_owned());
         assert_eq!(p("RCPT TO:<a@b>\r\n").as_deref(), Some("<a@b>"));
-        assert_eq!(p("rcpt to: <a@b> NOTIFY=NEVER\r\n").as_deref(), Some("<a@b>"));
+        assert_eq!(
+            p("rcpt to: <a@b> NOTIFY=NEVER\r\n").as_deref(),
+            Some("<a@b>")
+        );
         assert_eq!(
             p("RCPT TO:<\"a>b\"@x.test>\r\n").as_deref(),
             Some("<\"a>b\"@x.test>")

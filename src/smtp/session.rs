@@ -439,7 +439,9 @@ impl Session {
                 // `MAIL FROM:<root>`: a bare local part gets the origin domain, as
                 // Postfix's `append_at_myorigin` does.
                 let placeholder = match err {
-                    smtp_proto::Error::InvalidRecipientAddress => super::rcpt::with_placeholder(line),
+                    smtp_proto::Error::InvalidRecipientAddress => {
+                        super::rcpt::with_placeholder(line)
+                    }
                     _ => None,
                 };
                 match placeholder.or_else(|| qualify_bare_local_part(line, self.policy.origin())) {
