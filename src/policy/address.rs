@@ -31,8 +31,9 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// The longest address (as written, angle brackets included) that is parsed at all.
-pub const MAX_ADDRESS: usize = 512;
+/// The longest path (as written, angle brackets included) that is an address at all:
+/// RFC 5321 §4.5.3.1.3's 256 octets.
+pub const MAX_ADDRESS: usize = 256;
 /// The longest domain name (RFC 1035, without the trailing dot).
 pub const MAX_DOMAIN: usize = 253;
 /// The longest label of a domain name.
