@@ -370,3 +370,176 @@ fn duplicate_recipients_are_delivered_once() {
     let finals: Vec<String> = dry_routes(&report).into_iter().map(|r| r.0).collect();
     assert_eq!(finals, ["bob@relay.test", "remote@relay.test"], "{report}");
 }
+
+/// A throw-away Postfix (smtpd on 127.0.0.1:port) with the same domains, aliases and
+/// error: route as [`CONFIG`]; stopped on drop.
+struct Postfix {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Postfix {
+    fn start() -> Option<Postfix> {
+        let is_root =
+            std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
+        if !is_root || common::find_tool("postfix").is_none() {
+            eprintln!("skipped: needs root and Postfix");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = common::free_port();
+        let pf = dir.path();
+        for d in ["etc", "spool", "data"] {
+            std::fs::create_dir(pf.join(d)).unwrap();
+        }
+        let chown = std::process::Command::new("chown")
+            .args(["postfix:postfix"])
+            .arg(pf.join("data"))
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        let p = pf.display();
+        std::fs::write(
+            pf.join("etc/main.cf"),
+            format!(
+                "compatibility_level = 3.6
+config_directory = {p}/etc
+queue_directory = {p}/spool
+data_directory = {p}/data
+myhostname = mx.example.test
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.1/32
+mydestination = example.test, mx.example.test
+alias_maps = inline:{{ root=remote@relay.test, ghost=nosuchuser@example.test }}
+alias_database =
+relay_domains = relay.test
+transport_maps = inline:{{ {{ gone.relay.test = error:5.1.1 this domain is gone }} }}
+relayhost = [127.0.0.1]:1
+defer_transports = smtp relay
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+smtpd_peername_lookup = no
+smtpd_tls_security_level = none
+biff = no
+maillog_file_prefixes = {p}
+maillog_file = {p}/maillog
+"
+            ),
+        )
+        .unwrap();
+        let mut master = format!("127.0.0.1:{port} inet n - n - - smtpd\n");
+        for line in [
+            "pickup unix n - n 60 1 pickup",
+            "cleanup unix n - n - 0 cleanup",
+            "qmgr unix n - n 300 1 qmgr",
+            "rewrite unix - - n - - trivial-rewrite",
+            "bounce unix - - n - 0 bounce",
+            "defer unix - - n - 0 bounce",
+            "trace unix - - n - 0 bounce",
+            "verify unix - - n - 1 verify",
+            "flush unix n - n 1000? 0 flush",
+            "proxymap unix - - n - - proxymap",
+            "smtp unix - - n - - smtp",
+            "relay unix - - n - - smtp",
+            "showq unix n - n - - showq",
+            "error unix - - n - - error",
+            "retry unix - - n - - error",
+            "discard unix - - n - - discard",
+            "anvil unix - - n - 1 anvil",
+            "scache unix - - n - 1 scache",
+            "postlog unix-dgram n - n - 1 postlogd",
+        ] {
+            master.push_str(line);
+            master.push('\n');
+        }
+        std::fs::write(pf.join("etc/master.cf"), master).unwrap();
+        let out = std::process::Command::new("postfix")
+            .arg("-c")
+            .arg(pf.join("etc"))
+            .arg("start")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "Postfix did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Postfix { dir, port })
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("postfix")
+            .arg("-c")
+            .arg(self.dir.path().join("etc"))
+            .arg("stop")
+            .output();
+    }
+}
+
+/// The answer to RCPT from a server on `port` (swaks from `client`).
+fn rcpt_answer(port: u16, client: &str, to: &str) -> String {
+    let out = std::process::Command::new("swaks")
+        .args(["--server", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--local-interface", client, "--helo", "client.test"])
+        .args(["--from", "someone@elsewhere.test", "--to", to])
+        .args(["--quit-after", "RCPT"])
+        .output()
+        .unwrap();
+    rcpt_line(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The same RCPTs to a real Postfix 3.7 and to mtad, configured alike: the same
+/// answers, word for word, except where mtad is stricter on purpose (documented in
+/// configuration.md, "Recipient addresses").
+#[test]
+fn rcpt_answers_are_postfixs() {
+    require_tool("swaks");
+    let Some(postfix) = Postfix::start() else {
+        return;
+    };
+    let mtad = start(common::free_port());
+    for to in [
+        "\"root\"@example.test",
+        "root@example.test",
+        "daemon@example.test",
+        "nosuchuser@example.test",
+        "x@gone.relay.test",
+        "user@-bad.example",
+        "user@",
+        "user@[192.0.2.1]",
+        "root@[127.0.0.1]",
+        "bob@relay.test",
+        "x@foreign.test",
+    ] {
+        let theirs = rcpt_answer(postfix.port, "127.0.0.2", to);
+        let ours = rcpt_answer(mtad.port, "127.0.0.2", to);
+        assert_eq!(ours, theirs, "{to}");
+    }
+    // stricter than Postfix: an alias to an unknown local user is refused at RCPT
+    // (Postfix accepts it and bounces it later), and so is a local part that is not
+    // RFC 5321 syntax
+    for (to, ours_want) in [
+        (
+            "ghost@example.test",
+            "550 5.1.1 <ghost@example.test>: Recipient address rejected: User unknown in local recipient table",
+        ),
+        ("a..b@relay.test", "501 5.1.3 Bad recipient address syntax"),
+    ] {
+        assert_eq!(
+            rcpt_answer(postfix.port, "127.0.0.2", to),
+            "250 2.1.5 Ok",
+            "{to}"
+        );
+        assert_eq!(rcpt_answer(mtad.port, "127.0.0.2", to), ours_want, "{to}");
+    }
+}
