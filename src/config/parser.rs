@@ -64,6 +64,10 @@ const LIMIT_KEYS: &[&str] = &[
     "message-size",
     "recipients",
     "line-length",
+    "text-line-length",
+    "header-size",
+    "junk-commands",
+    "data-memory",
     "idle-timeout",
     "data-timeout",
     "error-limit",
@@ -1725,6 +1729,7 @@ impl Parser {
             return limits;
         };
         let max_usize = usize::MAX as u64;
+        let mut data_memory = None;
         for child in children {
             let key = child.name().value();
             let Some(v) = self.setting(child, &format!("{key} VALUE")) else {
@@ -1758,6 +1763,27 @@ impl Parser {
                         limits.line_length = as_usize(n);
                     }
                 }
+                // RFC 5321 §4.5.3.1.6 again: 1000 octets with the CRLF
+                "text-line-length" => {
+                    if let Some(n) = self.integer(v, key, 1000, max_usize) {
+                        limits.text_line_length = as_usize(n);
+                    }
+                }
+                "header-size" => {
+                    if let Some(n) = self.size(v, key, 1024, max_usize) {
+                        limits.header_size = as_usize(n);
+                    }
+                }
+                "junk-commands" => {
+                    if let Some(n) = self.integer(v, key, 1, u64::from(u32::MAX)) {
+                        limits.junk_commands = u32::try_from(n).unwrap_or(u32::MAX);
+                    }
+                }
+                "data-memory" => {
+                    if let Some(n) = self.size(v, key, 1, max_usize) {
+                        data_memory = Some((as_usize(n), v.span()));
+                    }
+                }
                 "connections" => {
                     if let Some(n) = self.integer(v, key, 1, max_usize) {
                         limits.connections = as_usize(n);
@@ -1789,6 +1815,25 @@ impl Parser {
                     }
                 }
                 _ => unreachable!("checked against LIMIT_KEYS"),
+            }
+        }
+        match data_memory {
+            // one message of the largest size must fit
+            Some((n, at)) if n < limits.message_size => {
+                self.error(
+                    at,
+                    format!(
+                        "data-memory must be at least message-size ({} bytes)",
+                        limits.message_size
+                    ),
+                    "too small",
+                );
+            }
+            Some((n, _)) => limits.data_memory = n,
+            None => {
+                limits.data_memory = limits
+                    .data_memory
+                    .max(limits.message_size.saturating_mul(4))
             }
         }
         limits

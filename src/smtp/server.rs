@@ -468,7 +468,11 @@ fn admit(
     let span =
         info_span!("session", id = %format_args!("{id:x}"), client = %peer, listener = %name);
     let refusal = if core.rate.allow(super::rate::Kind::Connections, ip) {
-        match core.connections.try_acquire(ip, &listen.settings.limits) {
+        // `connections-per-ip` counts clients as the rate limits do (an IPv6 /64)
+        match core
+            .connections
+            .try_acquire(core.rate.key(ip), &listen.settings.limits)
+        {
             Ok(guard) => {
                 let session = Session::new(stream, core.clone(), peer, listen.clone());
                 sessions.spawn(
