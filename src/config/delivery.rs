@@ -18,6 +18,7 @@
 //!     dns-server "127.0.0.1:53"
 //!     smtp-port 25                 // for next hops that name no port
 //!     local-base "/var/mail/vhosts"
+//!     local-recipients "passwd" "aliases"   // local_recipient_maps (the default); "any": no check
 //!     connect-timeout "30s"; command-timeout "5m"; data-timeout "10m"
 //! }
 //! credentials "upstream" file="relay_password"   // sasl_passwd: [host]:port user:password
@@ -31,7 +32,7 @@ use kdl::KdlNode;
 
 use super::{Parser, resolve};
 use crate::config::route::{TlsPolicy, parse_fallbacks};
-use crate::config::{Delivery, Origin};
+use crate::config::{Delivery, LocalRecipients, Origin};
 use crate::lookup::{Table, parse_map};
 
 const DELIVERY_KEYS: &[&str] = &[
@@ -50,6 +51,7 @@ const DELIVERY_KEYS: &[&str] = &[
     "dns-server",
     "smtp-port",
     "local-base",
+    "local-recipients",
     "connect-timeout",
     "command-timeout",
     "data-timeout",
@@ -61,7 +63,7 @@ pub(super) type Credentials = BTreeMap<String, (Option<Arc<Table>>, Origin)>;
 impl Parser {
     /// The block, with `local_base` empty unless written (the caller fills in the
     /// default, which depends on the spool).
-    pub(super) fn delivery(&mut self, node: &KdlNode) -> Delivery {
+    pub(super) fn delivery(&mut self, node: &KdlNode, tables: &super::tables::Tables) -> Delivery {
         const USAGE: &str = "delivery { backoff-min \"5m\"; lifetime \"5d\"; ... }";
         let mut d = Delivery {
             local_base: Default::default(),
@@ -88,6 +90,10 @@ impl Parser {
                         d.fallback.append(&mut chain);
                     }
                 }
+                continue;
+            }
+            if key == "local-recipients" {
+                d.local_recipients = self.local_recipients(child, tables);
                 continue;
             }
             let Some(v) = self.setting(child, &format!("{key} VALUE")) else {
@@ -194,6 +200,58 @@ impl Parser {
             );
         }
         d
+    }
+
+    /// `local-recipients "passwd" "aliases" "TABLE"...` or `local-recipients "any"`.
+    fn local_recipients(
+        &mut self,
+        child: &KdlNode,
+        tables: &super::tables::Tables,
+    ) -> Option<Vec<LocalRecipients>> {
+        const USAGE: &str = "local-recipients \"passwd\" \"aliases\" \"TABLE\"... (or \"any\")";
+        let default = Some(vec![LocalRecipients::Passwd, LocalRecipients::Aliases]);
+        self.check_annotations(child);
+        self.props(child, &[]);
+        self.no_children(child);
+        let Some(args) = self.args(child, 1, None, USAGE) else {
+            return default;
+        };
+        let mut out = Vec::new();
+        for a in args {
+            let Some(word) = self.string(a, "local-recipients source") else {
+                continue;
+            };
+            match word {
+                "any" if out.is_empty() && child.entries().len() == 1 => return None,
+                "any" => {
+                    self.error(
+                        a.span(),
+                        "`any` (no check) cannot be combined with other sources",
+                        "alone or not at all",
+                    );
+                }
+                "passwd" => out.push(LocalRecipients::Passwd),
+                "aliases" => out.push(LocalRecipients::Aliases),
+                name if tables.contains_key(name) => {
+                    out.push(LocalRecipients::Table(name.to_owned()))
+                }
+                name => {
+                    let help = super::suggest(
+                        name,
+                        ["passwd", "aliases", "any"]
+                            .into_iter()
+                            .chain(tables.keys().map(String::as_str)),
+                    );
+                    self.error(
+                        a.span(),
+                        format!("`{name}` is not `passwd`, `aliases`, `any` nor a table"),
+                        "unknown source",
+                    )
+                    .help = help.or_else(|| Some(format!("usage: {USAGE}")));
+                }
+            }
+        }
+        Some(out)
     }
 
     /// `credentials NAME file="path"`: a Postfix sasl_passwd file.

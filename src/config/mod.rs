@@ -461,12 +461,30 @@ pub struct Delivery {
     /// Where the `local` transport writes Maildirs (`local-base`, default `mail` next to
     /// the spool): `{local-base}/{user}/{tmp,new,cur}`.
     pub local_base: PathBuf,
+    /// Who exists for the `local` transport (`local-recipients`, Postfix's
+    /// `local_recipient_maps`); `None` (`local-recipients "any"`): every name. Default:
+    /// the system's users and the aliases, like Postfix's
+    /// `proxy:unix:passwd.byname $alias_maps`.
+    pub local_recipients: Option<Vec<LocalRecipients>>,
     /// For the TCP connection (`connect-timeout`, default 30s).
     pub connect_timeout: Duration,
     /// Per command, greeting and EHLO included (`command-timeout`, default 5m).
     pub command_timeout: Duration,
     /// For the body and its reply (`data-timeout`, default 10m).
     pub data_timeout: Duration,
+}
+
+/// One source of `delivery { local-recipients }`: where a local recipient must be
+/// found to exist.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LocalRecipients {
+    /// `"passwd"`: a user of this system (getpwnam(3), Postfix's `unix:passwd.byname`).
+    Passwd,
+    /// `"aliases"`: a key of the `aliases` file.
+    Aliases,
+    /// The name of a `table`: `user@domain`, then `user` (each also without its
+    /// `+extension`).
+    Table(String),
 }
 
 impl Delivery {
@@ -490,6 +508,7 @@ impl Delivery {
             local_base: spool
                 .parent()
                 .map_or_else(|| PathBuf::from("mail"), |p| p.join("mail")),
+            local_recipients: Some(vec![LocalRecipients::Passwd, LocalRecipients::Aliases]),
             connect_timeout: Duration::from_secs(30),
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),

@@ -815,7 +815,7 @@ impl Parser {
                         self.duplicate(node.name().span(), "`delivery` block".into(), &first);
                         continue;
                     }
-                    let d = self.delivery(node);
+                    let d = self.delivery(node, &sets.tables);
                     delivery = Some((d, here));
                 }
                 "aliases" | "virtual" => {

@@ -316,6 +316,21 @@ pub fn required(config: &Config, pipeline: &Pipeline) -> Result<usize, Vec<Strin
     }
 }
 
+/// Whether a suite's `rcpt=`/`route` address names the recipient the run reports
+/// (in canonical form: `"root"@host` is `root@host`, case aside; a bare `root` is
+/// `root@` any domain, as the run qualifies it with the origin).
+fn same_recipient(want: &str, got: &str) -> bool {
+    let want = crate::policy::canonical_or_same(want);
+    if want.eq_ignore_ascii_case(got) {
+        return true;
+    }
+    !want.contains('@')
+        && got.len() > want.len()
+        && got.as_bytes()[want.len()] == b'@'
+        && got.is_char_boundary(want.len())
+        && got[..want.len()].eq_ignore_ascii_case(&want)
+}
+
 /// The differences between what a case expects and what the run did.
 fn check(case: &Case, report: &DryRunReport) -> Vec<String> {
     let mut failures = Vec::new();
@@ -325,7 +340,7 @@ fn check(case: &Case, report: &DryRunReport) -> Vec<String> {
             .iter()
             .filter(|s| s.stage == e.stage)
             .filter(|s| match (&e.rcpt, &s.rcpt) {
-                (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
+                (Some(want), Some(got)) => same_recipient(want, got),
                 _ => true,
             })
             .collect();
@@ -383,7 +398,7 @@ fn check(case: &Case, report: &DryRunReport) -> Vec<String> {
             s.stage == "route"
                 && [&s.rcpt, &s.alias_of]
                     .into_iter()
-                    .any(|r| r.as_deref().is_some_and(|r| r.eq_ignore_ascii_case(rcpt)))
+                    .any(|r| r.as_deref().is_some_and(|r| same_recipient(rcpt, r)))
         });
         match got.and_then(|s| s.transport.as_deref()) {
             Some(t) if t == want => {}

@@ -430,6 +430,10 @@ async fn route_and_send(
     let policy = shared.policy.load_full();
     // (transport, options) -> legs
     let mut routes: Vec<(Transport, RouteOptions, Vec<usize>)> = Vec::new();
+    // every address this attempt delivers to, lowercased: an address reached twice
+    // (an alias and the address itself, two aliases) is delivered once, as Postfix's
+    // duplicate filter does
+    let mut reached: std::collections::HashSet<String> = std::collections::HashSet::new();
     for &i in due {
         let rcpt = &env.recipients[i];
         let expanded = if env.expanded {
@@ -455,6 +459,20 @@ async fn route_and_send(
         };
         let tls = env.tls.as_deref().and_then(TlsInfo::from_record);
         for f in finals {
+            if !reached.insert(f.to_ascii_lowercase()) {
+                info!(queue_id = %msg.id, rcpt = %f, "duplicate recipient: delivered once");
+                legs.push(Leg {
+                    orig: i,
+                    rcpt: f,
+                    outcome: Some(Outcome::Sent {
+                        relay: "none".into(),
+                        reply: "duplicate of another recipient of this message, delivered once"
+                            .into(),
+                    }),
+                    transport: "none",
+                });
+                continue;
+            }
             let ctx = Context {
                 client_port: 0,
                 helo: Some(&env.helo),

@@ -13,6 +13,7 @@
 
 use std::sync::Arc;
 
+use super::address::{self, canonical_or_same};
 use crate::lookup::{DomainSet, Table};
 
 /// How deep aliases may nest.
@@ -37,7 +38,7 @@ impl Rewriter {
         let Some(t) = &self.virtual_aliases else {
             return Ok(false);
         };
-        let lower = addr.to_ascii_lowercase();
+        let lower = canonical_or_same(addr).to_ascii_lowercase();
         if t.lookup(&lower)?.is_some() {
             return Ok(true);
         }
@@ -61,17 +62,30 @@ impl Rewriter {
             })
     }
 
-    /// `addr` with the origin domain added when it has none.
+    /// `addr` in canonical form ([`crate::policy::address`]), with the origin domain
+    /// added when it has none. What does not parse as an address (an alias target
+    /// such as `|command`) is kept as it is.
     pub fn qualify(&self, addr: &str) -> String {
-        if addr.contains('@') {
-            addr.to_owned()
-        } else {
-            format!("{addr}@{}", self.origin)
+        match address::parse(addr) {
+            Ok(p) if p.domain.is_none() => format!(
+                "{}@{}",
+                address::quote_local(&p.local),
+                self.origin.to_ascii_lowercase()
+            ),
+            Ok(p) => p.canonical(),
+            Err(_) if addr.contains('@') => addr.to_owned(),
+            Err(_) => format!("{addr}@{}", self.origin),
         }
     }
 
-    /// The final recipients for `rcpt`, in order, without duplicates.
+    /// The final recipients for `rcpt`, in order, without duplicates (compared
+    /// without case, in canonical form: Postfix's duplicate filter).
     pub fn expand(&self, rcpt: &str) -> Result<Vec<String>, String> {
+        self.expand_checked(rcpt).map_err(|e| e.to_string())
+    }
+
+    /// [`Rewriter::expand`], telling a table that could not answer from a limit.
+    pub fn expand_checked(&self, rcpt: &str) -> Result<Vec<String>, ExpandError> {
         let mut out = Vec::new();
         let mut path = Vec::new();
         self.expand_into(&self.qualify(rcpt), 0, &mut path, &mut out)?;
@@ -86,11 +100,11 @@ impl Rewriter {
         depth: usize,
         path: &mut Vec<String>,
         out: &mut Vec<String>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ExpandError> {
         if out.len() >= MAX_RESULTS {
-            return Err(format!(
+            return Err(ExpandError::Limit(format!(
                 "alias expansion of more than {MAX_RESULTS} addresses"
-            ));
+            )));
         }
         let lower = addr.to_ascii_lowercase();
         if path.contains(&lower) {
@@ -98,12 +112,12 @@ impl Rewriter {
             return Ok(());
         }
         if depth > MAX_DEPTH {
-            return Err(format!(
+            return Err(ExpandError::Limit(format!(
                 "aliases nest deeper than {MAX_DEPTH} at <{addr}> (a loop?)"
-            ));
+            )));
         }
-        let (local, domain) = lower.rsplit_once('@').unwrap_or((lower.as_str(), ""));
-        let failed = |e: crate::lookup::LookupError| format!("temporary lookup failure: {e}");
+        let (local, domain) = address::split(&lower);
+        let failed = ExpandError::Lookup;
         let mut targets = None;
         if let Some(t) = &self.virtual_aliases {
             targets = match t.lookup(&lower).map_err(failed)? {
@@ -118,8 +132,10 @@ impl Rewriter {
             targets = match aliases.lookup(local).map_err(failed)? {
                 Some(v) => Some(v),
                 None => match local.split_once('+') {
-                    Some((user, _)) => aliases.lookup(user).map_err(failed)?,
-                    None => None,
+                    Some((user, _)) if !user.starts_with('"') => {
+                        aliases.lookup(user).map_err(failed)?
+                    }
+                    _ => None,
                 },
             };
         }
@@ -135,6 +151,24 @@ impl Rewriter {
         }
         path.pop();
         Ok(())
+    }
+}
+
+/// Why a recipient could not be expanded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExpandError {
+    /// A table could not answer (a database that is down): try again later.
+    Lookup(crate::lookup::LookupError),
+    /// Too deep or too wide.
+    Limit(String),
+}
+
+impl std::fmt::Display for ExpandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExpandError::Lookup(e) => write!(f, "temporary lookup failure: {e}"),
+            ExpandError::Limit(text) => f.write_str(text),
+        }
     }
 }
 
@@ -198,6 +232,30 @@ mod tests {
         assert_eq!(
             r.expand("\"john doe\"@corp.test").unwrap(),
             ["\"j d\"@example.com", "\"x,y\"@example.com"]
+        );
+    }
+
+    #[test]
+    fn addresses_are_canonical_and_quoted_targets_are_one_address() {
+        let r = rewriter(
+            "root: admin@example.com\npostmaster: \"root\"\n",
+            "jd@corp.test \"jd, sales\"@Corp.Test, <bob@corp.test>\n",
+        );
+        // a quoted dot-atom is the plain address, in the input and in a target
+        assert_eq!(
+            r.expand("\"root\"@Example.JP").unwrap(),
+            ["admin@example.com"]
+        );
+        assert_eq!(r.expand("postmaster").unwrap(), ["admin@example.com"]);
+        // a comma inside quotes does not split a target
+        assert_eq!(
+            crate::lookup::split_addresses("\"jd, sales\"@corp.test, <bob@corp.test> \"a\\\"b\"@x")
+                .collect::<Vec<_>>(),
+            ["\"jd, sales\"@corp.test", "bob@corp.test", "\"a\\\"b\"@x"]
+        );
+        assert_eq!(
+            r.expand("\"jd\"@Corp.test").unwrap(),
+            ["\"jd, sales\"@corp.test", "bob@corp.test"]
         );
     }
 

@@ -312,19 +312,37 @@ impl Pipeline {
             return report;
         }
         let mut accepted: Vec<String> = Vec::new();
-        for rcpt in &env.recipients {
-            let d = self.judge(
-                Stage::Rcpt,
-                &Context {
-                    sender: Some(&env.sender),
-                    rcpt: Some(rcpt),
-                    recipients: &accepted,
-                    ..with_helo
-                },
-            );
-            record(&mut report, Stage::Rcpt, Some(rcpt), &d);
-            if !refuses(&d) {
-                accepted.push(rcpt.clone());
+        for written in &env.recipients {
+            // read as the session reads RCPT TO: canonical form, or a 501
+            let d = match self.recipient(written) {
+                Err(reply) => {
+                    let d = Decision::built_in(Verdict::Reject(reply));
+                    record(&mut report, Stage::Rcpt, Some(written), &d);
+                    continue;
+                }
+                Ok(r) if r.bare_postmaster => {
+                    let d = Decision::built_in(Verdict::Accept);
+                    record(&mut report, Stage::Rcpt, Some(&r.address), &d);
+                    (r.address, d)
+                }
+                Ok(r) => {
+                    let d = self.judge(
+                        Stage::Rcpt,
+                        &Context {
+                            sender: Some(&env.sender),
+                            rcpt: Some(&r.address),
+                            recipients: &accepted,
+                            ..with_helo
+                        },
+                    );
+                    record(&mut report, Stage::Rcpt, Some(&r.address), &d);
+                    (r.address, d)
+                }
+            };
+            let (rcpt, d) = d;
+            // the same recipient twice is one recipient (Postfix's duplicate filter)
+            if !refuses(&d) && !accepted.iter().any(|a| a.eq_ignore_ascii_case(&rcpt)) {
+                accepted.push(rcpt);
             }
         }
         if accepted.is_empty() {
@@ -403,10 +421,17 @@ impl Pipeline {
         let mut finals: Vec<(String, Option<String>)> = Vec::new();
         for rcpt in &accepted {
             match self.expand(rcpt) {
-                Ok(list) => finals.extend(list.into_iter().map(|f| {
-                    let from = (!f.eq_ignore_ascii_case(rcpt)).then(|| rcpt.clone());
-                    (f, from)
-                })),
+                // an address reached twice (given twice, or given and reached through
+                // an alias) is delivered once, as the scheduler does
+                Ok(list) => {
+                    for f in list {
+                        if finals.iter().any(|(g, _)| g.eq_ignore_ascii_case(&f)) {
+                            continue;
+                        }
+                        let from = (!f.eq_ignore_ascii_case(rcpt)).then(|| rcpt.clone());
+                        finals.push((f, from));
+                    }
+                }
                 Err(e) => report.stages.push(StageResult {
                     stage: Stage::Route.as_str(),
                     rcpt: Some(rcpt.clone()),
@@ -436,18 +461,30 @@ impl Pipeline {
                     },
                 );
                 let mut d = d;
-                if let super::Route::To {
-                    transport, options, ..
-                } = Self::route_of(d.clone(), rcpt)
-                {
-                    if matches!(transport, crate::config::route::Transport::Smtp(_))
-                        && !signed_by
-                            .iter()
-                            .any(|o| o.dkim == options.dkim && o.dkim_sign == options.dkim_sign)
-                    {
-                        signed_by.push(options.clone());
+                match self.checked_route(d.clone(), rcpt) {
+                    super::Route::To {
+                        transport, options, ..
+                    } => {
+                        if matches!(transport, crate::config::route::Transport::Smtp(_))
+                            && !signed_by
+                                .iter()
+                                .any(|o| o.dkim == options.dkim && o.dkim_sign == options.dkim_sign)
+                        {
+                            signed_by.push(options.clone());
+                        }
+                        d.transport = Some(transport.to_string());
                     }
-                    d.transport = Some(transport.to_string());
+                    // the built-in checks (an unknown local user): what delivery does
+                    super::Route::Refused { reply, rule: None }
+                        if matches!(d.verdict, Verdict::Accept) =>
+                    {
+                        d.verdict = if reply.code >= 500 {
+                            Verdict::Reject(reply)
+                        } else {
+                            Verdict::Defer(reply)
+                        };
+                    }
+                    super::Route::Refused { .. } => {}
                 }
                 record(&mut report, Stage::Route, Some(rcpt), &d);
                 if let Some(last) = report.stages.last_mut() {

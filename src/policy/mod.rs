@@ -20,7 +20,7 @@
 //! - reply text is printable ASCII only, and the recipient echoed in a reply is
 //!   sanitised and bounded.
 
-mod address;
+pub mod address;
 pub mod alias;
 mod checks;
 mod dry_run;
@@ -55,6 +55,7 @@ use script::{
 
 pub use crate::config::{Origin, Reply, Stage};
 pub use address::routing_domain;
+pub use address::{canonical as canonical_address, canonical_or_same};
 pub use checks::{CheckMatch, ContentChecks, RawEdit, apply_raw_edits};
 pub use dry_run::{DryEnvelope, DryRunReport, StageResult};
 pub use message::{HeaderLine, Headers, NO_HEADERS, apply_header_edits, parse_headers};
@@ -119,6 +120,20 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// A verdict no rule made (a built-in check).
+    pub(crate) fn built_in(verdict: Verdict) -> Decision {
+        Decision {
+            verdict,
+            rule: None,
+            warned: Vec::new(),
+            header_changes: Vec::new(),
+            transport: None,
+            route: route::RouteOptions::default(),
+            checks: ContentChecks::default(),
+            filter: None,
+        }
+    }
+
     /// A table a rule needed could not answer (a database that is down or slow):
     /// Postfix's `451 4.3.0 Temporary lookup failure`, never an accept nor a 5xx.
     fn lookup_failed(rule: Origin) -> Decision {
@@ -239,6 +254,19 @@ pub struct Pipeline {
     authentication: Option<Arc<AuthSettings>>,
     /// Some route rule has `arc-seal=`.
     seals: bool,
+    /// This server's own addresses (listeners', and the interfaces' when a listener
+    /// binds them all): `user@[one of them]` is `user@hostname` (RFC 1123 §5.2.17).
+    own_addresses: Arc<[IpAddr]>,
+    /// `delivery { local-recipients }`, resolved; `None`: every name exists.
+    local_recipients: Option<Arc<[LocalSource]>>,
+}
+
+/// Where a recipient of the `local` transport must be found ([`crate::config::LocalRecipients`]).
+#[derive(Clone, Debug)]
+enum LocalSource {
+    Passwd,
+    Aliases,
+    Table(Arc<crate::lookup::Table>),
 }
 
 /// The `authentication` block, resolved (see [`crate::mailauth`]).
@@ -299,6 +327,8 @@ impl Default for Pipeline {
             dkim_internal: None,
             authentication: None,
             seals: false,
+            own_addresses: Arc::new([]),
+            local_recipients: None,
         }
     }
 }
@@ -473,7 +503,7 @@ impl Pipeline {
     /// the header we added when it first arrived. Nothing without an `authentication`
     /// block (mtad then writes no such header, and has no authserv-id). The session and
     /// `mtactl test-policy` both call this.
-    pub fn forged_auth_results(&self, listener: &str, headers: &[HeaderLine]) -> Vec<RawEdit> {
+    pub fn forged_auth_results(&self, listener: &str, headers: &Headers) -> Vec<RawEdit> {
         let filtered = self
             .filters
             .listeners
@@ -683,7 +713,21 @@ impl Pipeline {
         let seals = stages[Stage::Route.index()]
             .iter()
             .any(|r| r.route.arc_seal.is_some());
+        let local_recipients = config.delivery.local_recipients.as_ref().map(|sources| {
+            sources
+                .iter()
+                .filter_map(|s| match s {
+                    crate::config::LocalRecipients::Passwd => Some(LocalSource::Passwd),
+                    crate::config::LocalRecipients::Aliases => Some(LocalSource::Aliases),
+                    crate::config::LocalRecipients::Table(name) => {
+                        config.tables.get(name).cloned().map(LocalSource::Table)
+                    }
+                })
+                .collect::<Arc<[LocalSource]>>()
+        });
         Pipeline {
+            own_addresses: own_addresses(config).into(),
+            local_recipients,
             stages,
             host,
             rewriter,
@@ -738,7 +782,12 @@ impl Pipeline {
             && let Some(rcpt) = ctx.rcpt
         {
             match self.unknown_recipient(rcpt) {
-                Ok(false) => {}
+                Ok(false) => {
+                    if let Some(verdict) = self.undeliverable(ctx, rcpt) {
+                        decision.verdict = verdict;
+                        decision.rule = None;
+                    }
+                }
                 Ok(true) => {
                     decision.verdict = Verdict::Reject(Reply::new(
                         550,
@@ -1042,16 +1091,167 @@ impl Pipeline {
     /// deciding rule's transport and options, or the default route — the MX hosts of
     /// the recipient's domain — when no rule decides.
     pub fn route(&self, ctx: &Context<'_>) -> Route {
-        Self::route_of(self.evaluate(Stage::Route, ctx), ctx.rcpt.unwrap_or(""))
+        self.checked_route(self.evaluate(Stage::Route, ctx), ctx.rcpt.unwrap_or(""))
+    }
+
+    /// What a route-stage decision for `rcpt` means ([`Pipeline::route_of`]), with the
+    /// recipients of the `local` transport checked against `local-recipients`: an
+    /// unknown user is `550 5.1.1 User unknown in local recipient table`, never a new
+    /// Maildir. The route the scheduler delivers by, the dry run shows, and RCPT checks.
+    pub(crate) fn checked_route(&self, d: Decision, rcpt: &str) -> Route {
+        let route = Self::route_of(d, rcpt);
+        if let Route::To {
+            transport: route::Transport::Local,
+            ..
+        } = &route
+        {
+            match self.local_recipient_exists(rcpt) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Route::Refused {
+                        reply: Reply::new(550, [5, 1, 1], "User unknown in local recipient table"),
+                        rule: None,
+                    };
+                }
+                Err(e) => {
+                    error!(rcpt = %echo(rcpt), error = %e, "local recipient lookup failed; deferring");
+                    return Route::Refused {
+                        reply: Reply::new(451, [4, 3, 0], "Temporary lookup failure"),
+                        rule: None,
+                    };
+                }
+            }
+        }
+        route
+    }
+
+    /// Whether `rcpt` (canonical) is a user the `local` transport may deliver to:
+    /// found in one of the `local-recipients` sources (Postfix's
+    /// `local_recipient_maps`), by its local part lowercased, with and without its
+    /// `+extension` (and, in a table, as `user@domain` first). `postmaster` and
+    /// `mailer-daemon` always exist, as in Postfix.
+    fn local_recipient_exists(&self, rcpt: &str) -> Result<bool, LookupError> {
+        let Some(sources) = &self.local_recipients else {
+            return Ok(true);
+        };
+        let (written, domain) = address::split(rcpt);
+        let local = address::parse(rcpt)
+            .map(|p| p.local)
+            .unwrap_or_else(|_| written.to_owned())
+            .to_lowercase();
+        if local == "postmaster" || local == "mailer-daemon" {
+            return Ok(true);
+        }
+        let mut names = vec![local.clone()];
+        if let Some((user, _)) = local.split_once('+')
+            && !user.is_empty()
+        {
+            names.push(user.to_owned());
+        }
+        let domain = domain.to_ascii_lowercase();
+        for source in sources.iter() {
+            for name in &names {
+                let key = address::quote_local(name);
+                let found = match source {
+                    LocalSource::Passwd => passwd_user(name)?,
+                    LocalSource::Aliases => match &self.rewriter.aliases {
+                        Some(t) => t.lookup(&key)?.is_some(),
+                        None => false,
+                    },
+                    LocalSource::Table(t) => {
+                        t.lookup(&format!("{key}@{domain}"))?.is_some() || t.lookup(&key)?.is_some()
+                    }
+                };
+                if found {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// At RCPT, for a recipient the rcpt stage accepted: the refusal it gets when it
+    /// cannot be delivered, instead of a bounce later (backscatter). The recipient is
+    /// expanded as delivery would expand it, and each address it becomes is routed as
+    /// delivery would route it ([`Pipeline::route`]); it is refused when one of them
+    /// goes to an `error:` transport (with the transport's status and text), or is
+    /// refused by the built-in checks (an unknown virtual mailbox or local user, a
+    /// lookup that failed: 451). Routes decided by rules otherwise (a route hook's
+    /// refusal, a hold) are left to delivery.
+    fn undeliverable(&self, ctx: &Context<'_>, rcpt: &str) -> Option<Verdict> {
+        let finals = match self.rewriter.expand_checked(rcpt) {
+            Ok(finals) => finals,
+            Err(alias::ExpandError::Lookup(e)) => {
+                error!(rcpt = %echo(rcpt), error = %e, "alias lookup failed; answering 451");
+                return Some(Verdict::Defer(Reply::new(
+                    451,
+                    [4, 3, 0],
+                    "Temporary lookup failure",
+                )));
+            }
+            // too deep or too wide: delivery defers it, as it always did
+            Err(alias::ExpandError::Limit(_)) => return None,
+        };
+        let rejected = |code: u16, enhanced: [u8; 3], text: &str| {
+            let reply = Reply::new(
+                code,
+                enhanced,
+                &format!("<{}>: Recipient address rejected: {text}", echo(rcpt)),
+            );
+            if code >= 500 {
+                Verdict::Reject(reply)
+            } else {
+                Verdict::Defer(reply)
+            }
+        };
+        for f in &finals {
+            // (not counted in the route stage's metrics: those are deliveries')
+            let d = self.decide(
+                Stage::Route,
+                &Context {
+                    rcpt: Some(f),
+                    ..*ctx
+                },
+            );
+            match self.checked_route(d, f) {
+                Route::To {
+                    transport: route::Transport::Error { enhanced, text },
+                    ..
+                } => {
+                    let code = if enhanced[0] == 4 { 450 } else { 550 };
+                    let text = if text.trim().is_empty() {
+                        "undeliverable address"
+                    } else {
+                        text.trim()
+                    };
+                    return Some(rejected(code, enhanced, text));
+                }
+                Route::Refused { reply, rule: None } => {
+                    if reply.code >= 500 {
+                        return Some(rejected(550, reply.enhanced, &reply.text));
+                    }
+                    return Some(Verdict::Defer(reply));
+                }
+                _ => {}
+            }
+        }
+        None
     }
 
     /// What a route-stage decision for `rcpt` means.
     pub(crate) fn route_of(d: Decision, rcpt: &str) -> Route {
-        let recipient_domain = || route::NextHop::Mx {
-            domain: routing_domain(rcpt)
-                .unwrap_or_default()
-                .to_ascii_lowercase(),
-            port: None,
+        // an address literal is its own next hop: that address, no MX lookup
+        let recipient_domain = || match address::literal(rcpt) {
+            Some(ip) => route::NextHop::Host {
+                host: ip.to_string(),
+                port: None,
+            },
+            None => route::NextHop::Mx {
+                domain: routing_domain(rcpt)
+                    .unwrap_or_default()
+                    .to_ascii_lowercase(),
+                port: None,
+            },
         };
         let transport = match (&d.verdict, &d.transport) {
             (Verdict::Reject(reply) | Verdict::Defer(reply), _) => {
@@ -1127,6 +1327,44 @@ impl Pipeline {
         self.evaluate(Stage::Rcpt, &context)
     }
 
+    /// A recipient as a client or a suite wrote it (an SMTP path with or without its
+    /// angle brackets, or an address) in the canonical form that everything after
+    /// compares and looks up ([`address`]): a quoted dot-atom unquoted
+    /// (`"root"@host` is `root@host`), the domain lowercased; a bare local part
+    /// qualified with the origin (`root` → `root@ORIGIN`, Postfix's
+    /// `append_at_myorigin`), except `postmaster` (RFC 5321 §4.5.1), which is ours:
+    /// `postmaster@HOSTNAME`; an address literal naming one of this server's addresses
+    /// is `user@HOSTNAME` (RFC 1123 §5.2.17). What is not an address (`user@`,
+    /// `user@-bad.example`, `a..b@x`, a label over 63 bytes, `<>`) is
+    /// `501 5.1.3 Bad recipient address syntax`. The session at RCPT and the dry run
+    /// both read recipients through here.
+    pub fn recipient(&self, written: &str) -> Result<Recipient, Reply> {
+        let parsed = address::parse(written.trim()).map_err(|e| {
+            debug!(rcpt = %echo(written), error = %e, "bad recipient address syntax");
+            Reply::new(501, [5, 1, 3], "Bad recipient address syntax")
+        })?;
+        let local = address::quote_local(&parsed.local);
+        let hostname = self.rewriter.hostname.to_ascii_lowercase();
+        Ok(match parsed.domain {
+            None if parsed.local.eq_ignore_ascii_case("postmaster") => Recipient {
+                address: format!("postmaster@{hostname}"),
+                bare_postmaster: true,
+            },
+            None => Recipient {
+                address: format!("{local}@{}", self.rewriter.origin.to_ascii_lowercase()),
+                bare_postmaster: false,
+            },
+            Some(address::Domain::Literal(ip)) if self.own_addresses.contains(&ip) => Recipient {
+                address: format!("{local}@{hostname}"),
+                bare_postmaster: false,
+            },
+            Some(_) => Recipient {
+                address: parsed.canonical(),
+                bare_postmaster: false,
+            },
+        })
+    }
+
     /// The final recipients for `rcpt` after qualification and alias expansion
     /// ([`alias::Rewriter`]); an error means the recipient must be deferred.
     pub fn expand(&self, rcpt: &str) -> Result<Vec<String>, String> {
@@ -1137,6 +1375,56 @@ impl Pipeline {
     pub fn rule_count(&self, stage: Stage) -> usize {
         self.stages[stage.index()].len()
     }
+}
+
+/// A recipient read by [`Pipeline::recipient`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recipient {
+    /// In canonical form.
+    pub address: String,
+    /// A bare `<postmaster>`: always accepted (RFC 5321 §4.5.1), no rule applies.
+    pub bare_postmaster: bool,
+}
+
+/// Whether `name` is a user of this system (getpwnam(3)).
+fn passwd_user(name: &str) -> Result<bool, LookupError> {
+    if name.is_empty() || name.contains('\0') {
+        return Ok(false);
+    }
+    nix::unistd::User::from_name(name)
+        .map(|u| u.is_some())
+        .map_err(|e| LookupError(format!("getpwnam({name}): {e}")))
+}
+
+/// This server's own addresses: every listener's, and, when one listens on all of
+/// them (`0.0.0.0`, `[::]`), every interface's.
+fn own_addresses(config: &Config) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    let mut all = false;
+    for l in &config.listeners {
+        let ip = l.address.ip();
+        if ip.is_unspecified() {
+            all = true;
+        } else if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    if all && let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+        for a in addrs {
+            let Some(sa) = a.address else { continue };
+            let ip = if let Some(v4) = sa.as_sockaddr_in() {
+                IpAddr::V4(v4.ip())
+            } else if let Some(v6) = sa.as_sockaddr_in6() {
+                IpAddr::V6(v6.ip())
+            } else {
+                continue;
+            };
+            if !out.contains(&ip) {
+                out.push(ip);
+            }
+        }
+    }
+    out
 }
 
 /// The default refusal of the rcpt stage, Postfix's wording.
@@ -1228,7 +1516,8 @@ fn compile_rule(
             Condition::Sender(v) => Some(Check::Sender(v.clone())),
             Condition::SenderMatches(p) => Some(Check::SenderMatches(p.0.clone())),
             Condition::SenderLogin(name) => tables.get(name).cloned().map(Check::SenderLogin),
-            Condition::Rcpt(v) => Some(Check::Rcpt(v.clone())),
+            // compared in canonical form: `rcpt "\"root\"@x"` is root@x
+            Condition::Rcpt(v) => Some(Check::Rcpt(address::canonical_or_same(v))),
             Condition::RcptMatches(p) => Some(Check::RcptMatches(p.0.clone())),
             Condition::SizeOver(n) => Some(Check::SizeOver(*n)),
             Condition::HeaderMatches(p) => Some(Check::HeaderMatches(p.0.clone())),

@@ -1,4 +1,10 @@
-//! RCPT TO: the recipient limit, `<postmaster>`, and the rcpt stage of the policy.
+//! RCPT TO: the recipient limit, `<postmaster>`, the recipient's syntax and canonical
+//! form, and the rcpt stage of the policy.
+//!
+//! smtp-proto reads the verb and the parameters; the path itself is read again from
+//! the line by [`crate::policy::Pipeline::recipient`] — the function the dry run uses
+//! too — because smtp-proto drops the quotes of a quoted local part and refuses
+//! address literals (`user@[192.0.2.1]`), which must get the relay decision instead.
 
 use std::borrow::Cow;
 
@@ -7,10 +13,14 @@ use tracing::info;
 
 use super::reply;
 use super::session::{Flow, Session};
-use crate::policy::{Context, Stage, Verdict};
+use crate::policy::{Context, Stage, Verdict, echo};
+
+/// What smtp-proto is given in place of a path it cannot read, so that it still
+/// checks the verb and the parameters.
+const PLACEHOLDER: &[u8] = b"<placeholder@placeholder.invalid>";
 
 impl Session {
-    pub(super) fn handle_rcpt(&mut self, to: RcptTo<Cow<'_, str>>, line: &[u8]) -> Flow {
+    pub(super) fn handle_rcpt(&mut self, _to: RcptTo<Cow<'_, str>>, line: &[u8]) -> Flow {
         if self.tx.sender.is_none() {
             return self.fail(reply::NEED_MAIL);
         }
@@ -22,19 +32,26 @@ impl Session {
         if self.tx.recipients.len() >= self.listen.settings.limits.recipients {
             return self.fail(reply::TOO_MANY_RECIPIENTS);
         }
-        if to.address.is_empty() {
-            // smtp-proto reads both `<>` and `<postmaster>` as "". RFC 5321 §4.5.1: a
-            // server must accept mail for a bare `<postmaster>`; it is ours, so no relay
-            // rule applies.
-            if !contains_ignore_case(line, b"<postmaster>") {
-                return self.fail(reply::BAD_RECIPIENT);
+        let Some(written) =
+            path(line).and_then(|(start, end)| std::str::from_utf8(&line[start..end]).ok())
+        else {
+            return self.fail(reply::BAD_RECIPIENT);
+        };
+        let rcpt = match self.policy.recipient(written) {
+            Ok(r) => r,
+            Err(reply) => {
+                info!(rcpt = %echo(written), "recipient refused: bad address syntax");
+                return self.fail(&format!("{reply}\r\n"));
             }
-            let address = format!("postmaster@{}", self.listen.settings.hostname);
-            info!(rcpt = %address, "recipient accepted: bare <postmaster>");
-            self.tx.recipients.push(address);
+        };
+        if rcpt.bare_postmaster {
+            // RFC 5321 §4.5.1: a server must accept mail for a bare `<postmaster>`;
+            // it is ours, so no relay rule applies.
+            info!(rcpt = %rcpt.address, "recipient accepted: bare <postmaster>");
+            self.add_recipient(rcpt.address);
             return self.push_ok(reply::RCPT_OK);
         }
-        if !to.address.is_ascii() && !self.tx.smtputf8 {
+        if !written.is_ascii() && !self.tx.smtputf8 {
             return self.fail(reply::NEED_SMTPUTF8);
         }
         if !self
@@ -48,7 +65,7 @@ impl Session {
         let decision = self.policy.evaluate(
             Stage::Rcpt,
             &Context {
-                rcpt: Some(&to.address),
+                rcpt: Some(&rcpt.address),
                 ..self.policy_context()
             },
         );
@@ -58,17 +75,116 @@ impl Session {
                 .rule
                 .as_ref()
                 .map_or_else(|| "default".to_owned(), ToString::to_string);
-            info!(rcpt = %to.address, %rule, revision = %self.policy.revision(), "recipient accepted");
+            info!(rcpt = %rcpt.address, %rule, revision = %self.policy.revision(), "recipient accepted");
         }
         let flow = self.apply(Stage::Rcpt, decision, reply::RCPT_OK);
         if accepted {
-            self.tx.recipients.push(to.address.into_owned());
+            self.add_recipient(rcpt.address);
         }
         flow
     }
+
+    /// Adds an accepted recipient to the transaction, once: the same address given
+    /// again (compared without case, in canonical form) is one recipient, as
+    /// Postfix's duplicate filter makes it. The client gets its 250 either way.
+    fn add_recipient(&mut self, address: String) {
+        if self
+            .tx
+            .recipients
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(&address))
+        {
+            info!(rcpt = %address, "duplicate recipient: delivered once");
+            return;
+        }
+        self.tx.recipients.push(address);
+    }
 }
 
-fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
+/// Where the path of a `RCPT TO:` line is: after the colon (and any spaces), up to
+/// the `>` that closes it outside a quoted string, or up to the next space when it has
+/// no angle brackets. `None`: not a `RCPT TO:` line, or no end.
+pub(super) fn path(line: &[u8]) -> Option<(usize, usize)> {
+    let colon = line.iter().position(|&b| b == b':')?;
+    let verb: Vec<u8> = line[..colon]
+        .iter()
+        .filter(|b| **b != b' ')
+        .map(u8::to_ascii_uppercase)
+        .collect();
+    if verb != b"RCPTTO" {
+        return None;
+    }
+    let start = colon
+        + 1
+        + line[colon + 1..]
+            .iter()
+            .position(|&b| b != b' ')
+            .unwrap_or(line.len() - colon - 1);
+    let rest = &line[start..];
+    if rest.first() != Some(&b'<') {
+        let len = rest
+            .iter()
+            .position(|&b| matches!(b, b' ' | b'\r' | b'\n'))
+            .unwrap_or(rest.len());
+        return (len > 0).then_some((start, start + len));
+    }
+    let (mut quoted, mut escaped) = (false, false);
+    for (i, &b) in rest.iter().enumerate() {
+        match b {
+            b'\r' | b'\n' => return None,
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b'>' if !quoted => return Some((start, start + i + 1)),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A `RCPT TO:` line whose path smtp-proto could not read, with a placeholder in its
+/// place (the parameters kept), so that the verb and parameters are still checked
+/// and [`Session::handle_rcpt`] reads the path itself.
+pub(super) fn with_placeholder(line: &[u8]) -> Option<Vec<u8>> {
+    let (start, end) = path(line)?;
+    let mut out = Vec::with_capacity(line.len() + PLACEHOLDER.len());
+    out.extend_from_slice(&line[..start]);
+    out.extend_from_slice(PLACEHOLDER);
+    out.extend_from_slice(&line[end..]);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        let p = |l: &str| path(l.as_bytes()).map(|(s, e)| l[s..e].to_owned());
+        assert_eq!(p("RCPT TO:<a@b>\r\n").as_deref(), Some("<a@b>"));
+        assert_eq!(
+            p("rcpt to: <a@b> NOTIFY=NEVER\r\n").as_deref(),
+            Some("<a@b>")
+        );
+        assert_eq!(
+            p("RCPT TO:<\"a>b\"@x.test>\r\n").as_deref(),
+            Some("<\"a>b\"@x.test>")
+        );
+        assert_eq!(
+            p("RCPT TO:<\"a\\\">b\"@x.test>\r\n").as_deref(),
+            Some("<\"a\\\">b\"@x.test>")
+        );
+        assert_eq!(p("RCPT TO:a@b\r\n").as_deref(), Some("a@b"));
+        assert_eq!(p("RCPT TO:<a@b\r\n"), None);
+        assert_eq!(p("MAIL FROM:<a@b>\r\n"), None);
+        assert_eq!(p("RCPT TO:\r\n"), None);
+    }
+
+    #[test]
+    fn placeholder_keeps_parameters() {
+        assert_eq!(
+            with_placeholder(b"RCPT TO:<u@[192.0.2.1]> NOTIFY=NEVER\r\n").as_deref(),
+            Some(&b"RCPT TO:<placeholder@placeholder.invalid> NOTIFY=NEVER\r\n"[..])
+        );
+    }
 }

@@ -586,9 +586,17 @@ impl Session {
                 err @ (smtp_proto::Error::InvalidSenderAddress
                 | smtp_proto::Error::InvalidRecipientAddress),
             ) => {
-                // `RCPT TO:<root>`: a bare local part gets the origin domain, as Postfix's
-                // `append_at_myorigin` does; relay control then sees the whole address.
-                match qualify_bare_local_part(line, self.policy.origin()) {
+                // RCPT: smtp-proto cannot read every path (an address literal, a
+                // bare local part); the policy reads it (rcpt.rs), smtp-proto the rest.
+                // `MAIL FROM:<root>`: a bare local part gets the origin domain, as
+                // Postfix's `append_at_myorigin` does.
+                let placeholder = match err {
+                    smtp_proto::Error::InvalidRecipientAddress => {
+                        super::rcpt::with_placeholder(line)
+                    }
+                    _ => None,
+                };
+                match placeholder.or_else(|| qualify_bare_local_part(line, self.policy.origin())) {
                     Some(q) => qualified = q,
                     None => return self.syntax_error(err),
                 }
