@@ -68,7 +68,7 @@ fn hooks(c: &mut Criterion) {
     let data = host
         .compile_str(DATA, "data.rhai", None, Stage::Data, &known)
         .unwrap();
-    let headers: Vec<(String, String)> = [
+    let headers: Vec<mtad::policy::HeaderLine> = [
         ("Received", "from client.test (client.test [192.0.2.1])\r\n\tby mx.example.test with ESMTP; Mon, 1 Jan 2024 00:00:00 +0000"),
         ("From", "Sender <sender@client.test>"),
         ("To", "Someone <someone@example.test>"),
@@ -80,7 +80,7 @@ fn hooks(c: &mut Criterion) {
         ("X-Spam-Flag", "NO"),
     ]
     .iter()
-    .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+    .map(|(n, v)| mtad::policy::HeaderLine::new(n, v))
     .collect();
     let body = vec![b'x'; 20_000];
     let mut input = HookInput::new(Stage::Data, ip, 40000, "mx");

@@ -26,6 +26,7 @@ mod checks;
 mod dry_run;
 mod message;
 pub mod mime;
+mod panics;
 pub mod script;
 
 /// Transports and transport(5) lookups (defined in config, which parses them).
@@ -120,9 +121,17 @@ impl Decision {
     /// A table a rule needed could not answer (a database that is down or slow):
     /// Postfix's `451 4.3.0 Temporary lookup failure`, never an accept nor a 5xx.
     fn lookup_failed(rule: Origin) -> Decision {
+        Decision::deferred(
+            Reply::new(451, [4, 3, 0], "Temporary lookup failure"),
+            Some(rule),
+        )
+    }
+
+    /// A deferral by `rule`, and nothing else.
+    fn deferred(reply: Reply, rule: Option<Origin>) -> Decision {
         Decision {
-            verdict: Verdict::Defer(Reply::new(451, [4, 3, 0], "Temporary lookup failure")),
-            rule: Some(rule),
+            verdict: Verdict::Defer(reply),
+            rule,
             warned: Vec::new(),
             header_changes: Vec::new(),
             transport: None,
@@ -168,7 +177,9 @@ pub struct Context<'a> {
     pub size: Option<u64>,
     /// At data, the message's header lines, unfolded.
     pub headers: &'a [HeaderLine],
-    /// At data, the whole message as received (for hooks).
+    /// At data, the whole message as received, headers and body (what content
+    /// checks read; hooks get `ctx.body()`, what follows the header block, and
+    /// `ctx.parts()` from all of it).
     pub body: Option<&'a [u8]>,
     /// The client's rate-limit counters (hooks' `ctx.rate(kind)`); `None` outside a
     /// session.
@@ -689,9 +700,40 @@ impl Pipeline {
     /// other stage accepts.
     ///
     /// How long it took is recorded in `mtad_policy_evaluation_seconds`.
+    ///
+    /// This is the one entry of every runner (SMTP sessions, the scheduler's route
+    /// stage, `mtactl test-policy`): a panic anywhere inside is caught here and
+    /// answers `451 4.3.0` for this transaction (a deferral at the route stage),
+    /// logged with the rule that was running and the panic's place; the thread
+    /// (a tokio worker and its other sessions, the dry run) goes on.
     pub fn evaluate(&self, stage: Stage, ctx: &Context<'_>) -> Decision {
         let started = std::time::Instant::now();
-        let mut decision = self.decide(stage, ctx);
+        let at_rule = std::cell::Cell::new(None);
+        let decision = panics::catch(|| self.evaluate_unguarded(stage, ctx, &at_rule))
+            .unwrap_or_else(|panic| {
+                let rule = at_rule
+                    .get()
+                    .and_then(|i| self.stages[stage.index()].get(i));
+                error!(
+                    %stage,
+                    rule = %rule.map_or_else(|| "(none)".to_owned(), |r| format!("{r:?}")),
+                    panic = %crate::logsafe::esc(&panic),
+                    "policy evaluation panicked; answering 451"
+                );
+                Decision::deferred(HookError::tempfail_reply(), rule.map(|r| r.origin.clone()))
+            });
+        crate::metrics::get().evaluated(stage, started.elapsed());
+        decision
+    }
+
+    /// [`Pipeline::evaluate`] without the guard; `at_rule` follows the rule running.
+    fn evaluate_unguarded(
+        &self,
+        stage: Stage,
+        ctx: &Context<'_>,
+        at_rule: &std::cell::Cell<Option<usize>>,
+    ) -> Decision {
+        let mut decision = self.decide(stage, ctx, at_rule);
         if stage == Stage::Rcpt
             && matches!(decision.verdict, Verdict::Accept | Verdict::Hold)
             && let Some(rcpt) = ctx.rcpt
@@ -717,11 +759,15 @@ impl Pipeline {
                 }
             }
         }
-        crate::metrics::get().evaluated(stage, started.elapsed());
         decision
     }
 
-    fn decide(&self, stage: Stage, ctx: &Context<'_>) -> Decision {
+    fn decide(
+        &self,
+        stage: Stage,
+        ctx: &Context<'_>,
+        at_rule: &std::cell::Cell<Option<usize>>,
+    ) -> Decision {
         let mut warned = Vec::new();
         let mut header_changes = Vec::new();
         let mut checks = checks::CheckState::default();
@@ -739,7 +785,8 @@ impl Pipeline {
             nested: !dedicated(crate::config::checks::Content::NestedHeader),
         };
         let mime = std::cell::OnceCell::new();
-        for rule in rules {
+        for (index, rule) in rules.iter().enumerate() {
+            at_rule.set(Some(index));
             let mut matched = true;
             for t in &rule.conditions {
                 match t.check.holds(ctx) {
@@ -1053,11 +1100,6 @@ impl Pipeline {
     }
 
     fn call(&self, hook: &Hook, stage: Stage, ctx: &Context<'_>) -> Result<HookOutput, HookError> {
-        let headers: Vec<(String, String)> = ctx
-            .headers
-            .iter()
-            .map(|h| (h.name().to_owned(), h.value().to_owned()))
-            .collect();
         let input = HookInput {
             helo: ctx.helo,
             tls: ctx.tls.map(|t| (t.protocol.as_str(), t.cipher.as_str())),
@@ -1066,8 +1108,9 @@ impl Pipeline {
             rcpt: ctx.rcpt,
             recipients: ctx.recipients,
             size: ctx.size,
-            headers: &headers,
-            body: ctx.body,
+            headers: ctx.headers,
+            body: ctx.body.map(|m| body_of(m, ctx.headers)),
+            message: ctx.body,
             rates: ctx.rates,
             auth: ctx.auth,
             ..HookInput::new(stage, ctx.client_ip, ctx.client_port, ctx.listener)
@@ -1106,6 +1149,17 @@ pub fn relay_denied(rcpt: &str) -> Reply {
         [5, 7, 1],
         &format!("<{}>: Relay access denied", echo(rcpt)),
     )
+}
+
+/// The body of `message`: what follows the empty line that ends its header block
+/// (`headers`, parsed from it), the same for the daemon and the dry run. Without
+/// headers, the whole message (less a leading empty line) is body.
+fn body_of<'m>(message: &'m [u8], headers: &[HeaderLine]) -> &'m [u8] {
+    let end = headers.last().map_or(0, |h| h.raw().end);
+    let rest = message.get(end..).unwrap_or_default();
+    rest.strip_prefix(b"\r\n")
+        .or_else(|| rest.strip_prefix(b"\n"))
+        .unwrap_or(rest)
 }
 
 /// `text` made safe to echo inside a reply: printable ASCII (anything else becomes

@@ -79,7 +79,7 @@ const HEADERS: &[(&str, &str)] = &[
 
 fn input(stage: Stage) -> HookInput<'static> {
     static RECIPIENTS: OnceLock<Vec<String>> = OnceLock::new();
-    static HDRS: OnceLock<Vec<(String, String)>> = OnceLock::new();
+    static HDRS: OnceLock<Vec<crate::policy::HeaderLine>> = OnceLock::new();
     let mut input = HookInput::new(stage, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)), 40001, "mx");
     input.helo = Some("client.test");
     input.tls = Some(("TLSv1.3", "TLS_AES_128_GCM_SHA256"));
@@ -96,7 +96,7 @@ fn input(stage: Stage) -> HookInput<'static> {
     input.headers = HDRS.get_or_init(|| {
         HEADERS
             .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .map(|(n, v)| crate::policy::HeaderLine::new(n, v))
             .collect()
     });
     input.body = Some(b"Hi there\r\nbye\r\n");
@@ -814,7 +814,7 @@ fn data_hook_reads_mime_parts() {
 }"#,
     );
     let mut input = input(Stage::Data);
-    input.body = Some(MSG);
+    input.message = Some(MSG);
     let out = hook.call(host(), &input, &lookups()).unwrap();
     assert_eq!(
         out.decision,

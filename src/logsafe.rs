@@ -1,0 +1,99 @@
+//! Values from clients and scripts, made safe to log.
+//!
+//! Log lines are records: one event, one line. A value a client or a script chose
+//! (HELO name, addresses, AUTH user names, header values, a hook's error message or
+//! thrown string, a next hop's reply) may hold CR, LF or terminal escapes; written
+//! as it is (tracing's `%value`), it forges log lines. Log such values through
+//! [`esc`]: `warn!(helo = %esc(&helo), ...)`.
+//!
+//! The escaping is reversible and plain: `\r`, `\n`, `\t`, `\\`, other control
+//! characters (C0, DEL, C1) and the Unicode line and paragraph separators as
+//! `\u{..}` (Rust's `escape_default` forms). Printable text, non-ASCII included, is
+//! kept. A value is cut at [`MAX_LOGGED`] characters (`...` marks the cut), so
+//! one value cannot make a log line of megabytes.
+
+use std::fmt::{self, Display, Write as _};
+
+/// Most characters of one escaped value (before escaping).
+pub const MAX_LOGGED: usize = 2048;
+
+/// A value that displays escaped (see the module documentation).
+#[derive(Clone, Copy, Debug)]
+pub struct Escaped<T>(pub T);
+
+/// `value`, displayed escaped.
+pub fn esc<T: Display>(value: T) -> Escaped<T> {
+    Escaped(value)
+}
+
+/// `text` escaped, as a `String`.
+pub fn escape(text: &str) -> String {
+    esc(text).to_string()
+}
+
+impl<T: Display> Display for Escaped<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = EscapingWriter { f, left: MAX_LOGGED };
+        match write!(out, "{}", self.0) {
+            // the cut: stop formatting, mark it
+            Err(_) if out.left == 0 => out.f.write_str("..."),
+            r => r,
+        }
+    }
+}
+
+struct EscapingWriter<'a, 'b> {
+    f: &'a mut fmt::Formatter<'b>,
+    left: usize,
+}
+
+impl fmt::Write for EscapingWriter<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
+            if self.left == 0 {
+                return Err(fmt::Error);
+            }
+            self.left -= 1;
+            match c {
+                '\\' => self.f.write_str("\\\\")?,
+                c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => {
+                    write!(self.f, "{}", c.escape_default())?
+                }
+                c => self.f.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_breaks_and_controls_are_escaped() {
+        assert_eq!(
+            escape("a\r\nfake line\t\u{1b}[31m\\ é\u{2028}"),
+            "a\\r\\nfake line\\t\\u{1b}[31m\\\\ é\\u{2028}"
+        );
+        assert_eq!(escape("plain text"), "plain text");
+    }
+
+    #[test]
+    fn any_display_and_long_values_are_cut() {
+        let long = "x".repeat(MAX_LOGGED + 10);
+        let shown = esc(&long).to_string();
+        assert_eq!(shown.len(), MAX_LOGGED + 3);
+        assert!(shown.ends_with("x..."));
+        let exact = "y".repeat(MAX_LOGGED);
+        assert_eq!(esc(&exact).to_string(), exact);
+        struct Two;
+        impl Display for Two {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "one\n")?;
+                write!(f, "two")
+            }
+        }
+        assert_eq!(esc(Two).to_string(), "one\\ntwo");
+    }
+}
