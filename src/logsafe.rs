@@ -11,8 +11,12 @@
 //! `\u{..}` (Rust's `escape_default` forms). Printable text, non-ASCII included, is
 //! kept. A value is cut at [`MAX_LOGGED`] characters (`...` marks the cut), so
 //! one value cannot make a log line of megabytes.
+//!
+//! Behind it, the daemon's log writer is [`OneLine`]: whatever an event holds (a
+//! value logged without [`esc`], a multi-line error), it is written as one line.
 
 use std::fmt::{self, Display, Write as _};
+use std::io;
 
 /// Most characters of one escaped value (before escaping).
 pub const MAX_LOGGED: usize = 2048;
@@ -66,9 +70,54 @@ impl fmt::Write for EscapingWriter<'_, '_> {
     }
 }
 
+/// A log writer that keeps each event on one line: tracing's formatter writes an
+/// event, ending in `\n`, with one `write`; any other CR or LF in it is written as
+/// `\r` / `\n`. Use as `fmt().with_writer(|| OneLine(std::io::stderr()))`.
+#[derive(Debug)]
+pub struct OneLine<W>(pub W);
+
+impl<W: io::Write> io::Write for OneLine<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let body = buf.strip_suffix(b"\n").unwrap_or(buf);
+        if memchr::memchr2(b'\r', b'\n', body).is_none() {
+            self.0.write_all(buf)?;
+            return Ok(buf.len());
+        }
+        let mut out = Vec::with_capacity(buf.len() + 16);
+        for &b in body {
+            match b {
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b => out.push(b),
+            }
+        }
+        if body.len() < buf.len() {
+            out.push(b'\n');
+        }
+        self.0.write_all(&out)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_line_per_event() {
+        use std::io::Write as _;
+        let mut w = OneLine(Vec::new());
+        w.write_all(b"ERROR x=a\r\nfake line\n").unwrap();
+        w.write_all(b"INFO plain\n").unwrap();
+        assert_eq!(
+            String::from_utf8(w.0).unwrap(),
+            "ERROR x=a\\r\\nfake line\nINFO plain\n"
+        );
+    }
 
     #[test]
     fn line_breaks_and_controls_are_escaped() {

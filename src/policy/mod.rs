@@ -45,6 +45,7 @@ use tracing::{debug, error, warn};
 use crate::config::{
     AuthCheck, ClientRef, Condition, Config, ConfigError, ConfigErrors, RuleAction, RuleConfig,
 };
+use crate::logsafe::esc;
 use crate::lookup::{DomainSet, LookupError, NetworkSet};
 use crate::mailauth::{AuthResult, AuthResults};
 pub use crate::smtp::tls::TlsInfo;
@@ -717,7 +718,7 @@ impl Pipeline {
                 error!(
                     %stage,
                     rule = %rule.map_or_else(|| "(none)".to_owned(), |r| format!("{r:?}")),
-                    panic = %crate::logsafe::esc(&panic),
+                    panic = %esc(&panic),
                     "policy evaluation panicked; answering 451"
                 );
                 Decision::deferred(HookError::tempfail_reply(), rule.map(|r| r.origin.clone()))
@@ -752,7 +753,7 @@ impl Pipeline {
                     decision.rule = None;
                 }
                 Err(e) => {
-                    error!(error = %e, "virtual mailbox lookup failed; answering 451");
+                    error!(error = %esc(&e), "virtual mailbox lookup failed; answering 451");
                     decision.verdict =
                         Verdict::Defer(Reply::new(451, [4, 3, 0], "Temporary lookup failure"));
                     decision.rule = None;
@@ -796,7 +797,7 @@ impl Pipeline {
                         break;
                     }
                     Err(e) => {
-                        error!(%stage, rule = %rule.origin, error = %e, "lookup failed; answering 451");
+                        error!(%stage, rule = %rule.origin, error = %esc(&e), "lookup failed; answering 451");
                         return Decision::lookup_failed(rule.origin.clone());
                     }
                 }
@@ -826,9 +827,9 @@ impl Pipeline {
                 }
                 Action::Filter(name) => {
                     if rule.warn {
-                        warn!(%stage, rule = %rule.origin, filter = %name, "warn-mode rule matched; the filter is not applied");
+                        warn!(%stage, rule = %rule.origin, filter = %esc(name), "warn-mode rule matched; the filter is not applied");
                     } else {
-                        debug!(%stage, rule = %rule.origin, filter = %name, "content filter chosen");
+                        debug!(%stage, rule = %rule.origin, filter = %esc(name), "content filter chosen");
                         filter = Some((name.clone(), rule.origin.clone()));
                     }
                     continue;
@@ -844,7 +845,7 @@ impl Pipeline {
                     let found = match ctx.rcpt.map(|r| route::lookup_transport(table, r)) {
                         Some(Ok(found)) => found,
                         Some(Err(e)) => {
-                            error!(%stage, rule = %rule.origin, error = %e, "transport table lookup failed; deferring");
+                            error!(%stage, rule = %rule.origin, error = %esc(&e), "transport table lookup failed; deferring");
                             return Decision::lookup_failed(rule.origin.clone());
                         }
                         None => None,
@@ -854,12 +855,12 @@ impl Pipeline {
                     };
                     match route::Transport::parse(&value) {
                         Ok(t) => {
-                            debug!(rule = %rule.origin, %key, transport = %t, "transport table");
+                            debug!(rule = %rule.origin, key = %esc(&key), transport = %esc(&t), "transport table");
                             transport = Some(t.to_string());
                             Verdict::Accept
                         }
                         Err(e) => {
-                            error!(rule = %rule.origin, %key, %value, error = %e, "bad transport in table; deferring");
+                            error!(rule = %rule.origin, key = %esc(&key), value = %esc(&value), error = %esc(&e), "bad transport in table; deferring");
                             Verdict::Defer(HookError::tempfail_reply())
                         }
                     }
@@ -876,7 +877,7 @@ impl Pipeline {
                             .cloned();
                         if let Some(name) = unknown_filter {
                             // fail closed, like any other hook error
-                            error!(%stage, rule = %rule.origin, filter = %name, "hook chose a content filter that is not defined; answering 451");
+                            error!(%stage, rule = %rule.origin, filter = %esc(&name), "hook chose a content filter that is not defined; answering 451");
                             Verdict::Defer(HookError::tempfail_reply())
                         } else {
                             if !rule.warn
@@ -891,7 +892,7 @@ impl Pipeline {
                                         Verdict::Accept
                                     }
                                     Err(e) => {
-                                        error!(%stage, rule = %rule.origin, transport = %t, error = %e, "route hook returned a bad transport; deferring");
+                                        error!(%stage, rule = %rule.origin, transport = %esc(&t), error = %esc(&e), "route hook returned a bad transport; deferring");
                                         Verdict::Defer(HookError::tempfail_reply())
                                     }
                                 },
@@ -900,12 +901,12 @@ impl Pipeline {
                         }
                     }
                     Err(e) if rule.warn => {
-                        warn!(%stage, rule = %rule.origin, error = %e, "warn-mode hook failed");
+                        warn!(%stage, rule = %rule.origin, error = %esc(&e), "warn-mode hook failed");
                         continue;
                     }
                     Err(e) => {
                         // fail closed: a broken hook never accepts
-                        error!(%stage, rule = %rule.origin, error = %e, "policy hook failed; answering 451");
+                        error!(%stage, rule = %rule.origin, error = %esc(&e), "policy hook failed; answering 451");
                         Verdict::Defer(HookError::tempfail_reply())
                     }
                 },
@@ -960,7 +961,7 @@ impl Pipeline {
                 }
                 Ok(Some(Err(reply))) => Verdict::Reject(reply),
                 Err(e) => {
-                    error!(error = %e, "virtual mailbox lookup failed; deferring");
+                    error!(error = %esc(&e), "virtual mailbox lookup failed; deferring");
                     Verdict::Defer(Reply::new(451, [4, 3, 0], "Temporary lookup failure"))
                 }
             },
@@ -1034,7 +1035,7 @@ impl Pipeline {
             Some(path) => match route::Transport::parse(&format!("virtual:{path}")) {
                 Ok(t) => Ok(t.to_string()),
                 Err(e) => {
-                    error!(rcpt = %rcpt, error = %e, "the virtual mailbox table gives an unusable path");
+                    error!(rcpt = %esc(rcpt), error = %esc(&e), "the virtual mailbox table gives an unusable path");
                     Err(Reply::new(
                         550,
                         [5, 3, 5],
@@ -1077,7 +1078,7 @@ impl Pipeline {
             (_, Some(t)) => match route::Transport::parse(t) {
                 Ok(t) => t,
                 Err(e) => {
-                    error!(rule = ?d.rule, transport = %t, error = %e, "route: bad transport; deferring");
+                    error!(rule = ?d.rule, transport = %esc(t), error = %esc(&e), "route: bad transport; deferring");
                     return Route::Refused {
                         reply: HookError::tempfail_reply(),
                         rule: d.rule,

@@ -7,6 +7,7 @@ use tracing::info;
 
 use super::reply;
 use super::session::{Flow, Session};
+use crate::logsafe::esc;
 use crate::policy::{Context, Stage, Verdict};
 
 impl Session {
@@ -25,7 +26,7 @@ impl Session {
                 return self.fail(reply::BAD_RECIPIENT);
             }
             let address = format!("postmaster@{}", self.listen.settings.hostname);
-            info!(rcpt = %address, "recipient accepted: bare <postmaster>");
+            info!(rcpt = %esc(&address), "recipient accepted: bare <postmaster>");
             self.tx.recipients.push(address);
             return self.push_ok(reply::RCPT_OK);
         }
@@ -53,7 +54,7 @@ impl Session {
                 .rule
                 .as_ref()
                 .map_or_else(|| "default".to_owned(), ToString::to_string);
-            info!(rcpt = %to.address, %rule, revision = %self.policy.revision(), "recipient accepted");
+            info!(rcpt = %esc(&to.address), %rule, revision = %self.policy.revision(), "recipient accepted");
         }
         let flow = self.apply(Stage::Rcpt, decision, reply::RCPT_OK);
         if accepted {
