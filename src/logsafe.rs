@@ -37,7 +37,10 @@ pub fn escape(text: &str) -> String {
 
 impl<T: Display> Display for Escaped<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut out = EscapingWriter { f, left: MAX_LOGGED };
+        let mut out = EscapingWriter {
+            f,
+            left: MAX_LOGGED,
+        };
         match write!(out, "{}", self.0) {
             // the cut: stop formatting, mark it
             Err(_) if out.left == 0 => out.f.write_str("..."),

@@ -204,9 +204,9 @@ fn block_on<T: Send + 'static>(
     fut: impl Future<Output = T> + Send + 'static,
     limit: Duration,
 ) -> Option<T> {
-    let limit = WAIT_UNTIL
-        .get()
-        .map_or(limit, |u| limit.min(u.saturating_duration_since(Instant::now())));
+    let limit = WAIT_UNTIL.get().map_or(limit, |u| {
+        limit.min(u.saturating_duration_since(Instant::now()))
+    });
     let runtime = sql_runtime()?;
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     runtime.spawn(async move {

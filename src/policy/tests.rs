@@ -579,8 +579,5 @@ fn hooks_read_the_body_after_the_header_block() {
         Verdict::Reject(_)
     ));
     // no header block at all: it is all body
-    assert!(matches!(
-        data(b"INVOICE.zip\r\n"),
-        Verdict::Reject(_)
-    ));
+    assert!(matches!(data(b"INVOICE.zip\r\n"), Verdict::Reject(_)));
 }

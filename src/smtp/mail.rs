@@ -7,8 +7,8 @@ use tracing::{debug, warn};
 
 use super::reply;
 use super::session::{Flow, Session, TxAuth};
-use crate::mailauth::{Checker, Peer};
 use crate::logsafe::esc;
+use crate::mailauth::{Checker, Peer};
 use crate::policy::{Context, Stage, Verdict};
 
 impl Session {

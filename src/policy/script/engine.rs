@@ -182,8 +182,7 @@ fn native_module() -> Module {
 fn restrict_builtins(engine: &mut Engine, limits: &ScriptLimits) {
     fn no_sleep() -> Box<EvalAltResult> {
         Box::new(EvalAltResult::ErrorRuntime(
-            "sleep() is not available in hooks: a hook must answer within its time limit"
-                .into(),
+            "sleep() is not available in hooks: a hook must answer within its time limit".into(),
             rhai::Position::NONE,
         ))
     }
@@ -272,7 +271,9 @@ pub(crate) fn build(limits: &ScriptLimits) -> Engine {
     restrict_builtins(&mut engine, limits);
     // the unit tests' way to make policy evaluation panic (see policy::tests)
     #[cfg(test)]
-    engine.register_fn("test_panic", |message: &str| -> bool { panic!("{message}") });
+    engine.register_fn("test_panic", |message: &str| -> bool {
+        panic!("{message}")
+    });
     verdict::register(&mut engine);
     context::register(&mut engine);
 

@@ -979,7 +979,10 @@ fn sleep_is_not_available_in_hooks() {
     ] {
         let started = std::time::Instant::now();
         let e = call_err(Stage::Rcpt, &format!("fn rcpt(ctx) {{ {call}; accept() }}"));
-        assert!(e.message.contains("sleep() is not available"), "{call}: {e}");
+        assert!(
+            e.message.contains("sleep() is not available"),
+            "{call}: {e}"
+        );
         assert_eq!(e.line, 1, "{call}: {e}");
         assert!(
             started.elapsed() < Duration::from_secs(2),
@@ -992,7 +995,12 @@ fn sleep_is_not_available_in_hooks() {
 /// `replace` built its result before the size check: 64 KiB × 64 KiB bytes.
 #[test]
 fn replace_cannot_build_a_huge_string() {
-    for (find, with) in [("\"a\"", "t"), ("\"\"", "t"), ("'a'", "t"), ("'a'", "\"bb\"")] {
+    for (find, with) in [
+        ("\"a\"", "t"),
+        ("\"\"", "t"),
+        ("'a'", "t"),
+        ("'a'", "\"bb\""),
+    ] {
         let script = format!(
             "fn rcpt(ctx) {{ let s = \"\"; s.pad(60000, 'a'); let t = \"\"; t.pad(60000, 'b'); s.replace({find}, {with}); accept() }}"
         );
@@ -1038,9 +1046,7 @@ fn slow_lookups_stop_at_the_deadline() {
         .unwrap();
     let lookups: Arc<dyn Lookups> = Arc::new(SlowLookups(Duration::from_millis(20)));
     let started = std::time::Instant::now();
-    let e = hook
-        .call(&host, &input(Stage::Rcpt), &lookups)
-        .unwrap_err();
+    let e = hook.call(&host, &input(Stage::Rcpt), &lookups).unwrap_err();
     // without the checks: ~50 loop turns (256 operations) of 40 ms before the clock
     // is read, 2 s
     assert!(
@@ -1070,7 +1076,9 @@ fn many_headers_are_not_copied_into_an_array() {
             .call(&host, &input, &lookups())
     };
     // one header by name: a scan, no array
-    let out = run("fn data(ctx) { if ctx.header(\"subject\") != \"last\" { throw \"subject\"; } accept() }");
+    let out = run(
+        "fn data(ctx) { if ctx.header(\"subject\") != \"last\" { throw \"subject\"; } accept() }",
+    );
     assert!(out.is_ok(), "{out:?}");
     // all of them: refused before the array is built
     let e = run("fn data(ctx) { let n = ctx.headers.len(); accept() }").unwrap_err();
