@@ -252,6 +252,7 @@ fn rcpt(ctx) {
 
 const HARD_DATA: &str = r#"
 fn data(ctx) {
+    if ctx.recipients[0].local == "plain" { return accept(); }
     let b = ctx.body();
     if b.contains("Subject") || b.contains("Received") {
         return reject(550, "5.7.1", "headers seen as body");
