@@ -142,7 +142,7 @@ mod tests {
         struct Two;
         impl Display for Two {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "one\n")?;
+                f.write_str("one\n")?;
                 write!(f, "two")
             }
         }

@@ -63,8 +63,10 @@ pub struct ScriptLimits {
     pub max_modules: usize,
     /// Header changes one data hook call may make.
     pub max_header_changes: usize,
-    /// Wall-clock time per call. Checked between operations: a single slow native
-    /// call (a lookup) finishes first.
+    /// Wall-clock time per call, from its start. Checked between operations, and
+    /// by native functions whose work grows with the message or that wait before
+    /// they start; a lookup's wait for a database ends at the deadline (see
+    /// `engine::with_lookups`).
     pub wall_time: Duration,
 }
 
