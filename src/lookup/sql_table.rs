@@ -264,6 +264,28 @@ mod tests {
     }
 
     #[test]
+    fn a_wait_limit_ends_the_wait_early() {
+        let slow = || async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            1
+        };
+        let started = Instant::now();
+        let answer = {
+            let _limit = WaitLimit::set(Instant::now() + Duration::from_millis(50));
+            block_on(slow(), Duration::from_secs(10))
+        };
+        assert_eq!(answer, None);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        // gone with its guard
+        assert_eq!(WAIT_UNTIL.get(), None);
+        assert_eq!(block_on(async { 2 }, Duration::from_secs(10)), Some(2));
+    }
+
+    #[test]
     fn answers_and_caches_found_and_missing_keys() {
         let dir = tempfile::tempdir().unwrap();
         let t = sqlite_table(dir.path(), CacheTtl::default());
