@@ -293,3 +293,148 @@ fn a_route_chooses_its_signer() {
         "{report}\n{dump}"
     );
 }
+
+/// Mail from outside that we only forward (a `virtual` alias to another domain) is
+/// not signed with our key, whatever its From says: else anyone could have a forged
+/// `From: ceo@example.com` signed by us and pass DMARC. The same message from a
+/// `dkim-internal` client is signed (dkimpy verifies it); a route can opt in with
+/// `dkim-sign="always"`. mtactl test-policy gives the reason.
+#[test]
+fn forwarded_mail_from_outside_is_not_signed_mail_from_inside_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let rsa = keygen(dir.path(), "example.com", "s2026", "rsa");
+    std::fs::write(
+        dir.path().join("virtual"),
+        "fwd@example.com bob@dst.test\nsigned@example.com carol@always.test\n",
+    )
+    .unwrap();
+    let sink = Sink::start(&[]);
+    let config = format!(
+        r#"
+server {{
+    hostname "relay.example.test"
+    spool "{{spool}}"
+}}
+listen "mx" address="127.0.0.1:{{port}}"
+networks "inside" "127.0.0.1/32"
+domains "ours" "example.com"
+dkim-internal "inside"
+virtual file="{{dir}}/virtual"
+stage "rcpt" {{
+    accept client="inside"
+    accept rcpt-domain="ours"
+}}
+stage "route" {{
+    transport "always.test" "smtp:[127.0.0.1]:{sink}" dkim-sign="always"
+    transport "*" "smtp:[127.0.0.1]:{sink}"
+}}
+delivery {{
+    backoff-min "1s"
+    connect-timeout "2s"
+}}
+dkim "example.com" selector="s2026" key="example.com.s2026.key"
+"#,
+        sink = sink.port()
+    );
+    let spool = dir.path().join("spool");
+    let mtad = Mtad::start_in(dir, spool, &config);
+    let from_outside = |rcpt: &str, subject: &str| {
+        let out = swaks(
+            mtad.port,
+            &[
+                "--local-interface",
+                "127.0.0.9",
+                "--from",
+                "ceo@example.com",
+                "--to",
+                rcpt,
+                "--header",
+                &format!("Subject: {subject}"),
+                "--body",
+                "forged\n",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    };
+    from_outside("fwd@example.com", "from outside");
+    let dumps = sink.dumps(1);
+    assert_eq!(dump_recipients_of(&dumps[0]), ["bob@dst.test"]);
+    assert!(
+        !dumps[0].contains("DKIM-Signature:"),
+        "mail from outside left signed: {}",
+        dumps[0]
+    );
+    // from inside, the same forwarding: signed, and the signature verifies
+    let out = swaks(
+        mtad.port,
+        &[
+            "--from",
+            "ceo@example.com",
+            "--to",
+            "fwd@example.com",
+            "--header",
+            "Subject: from inside",
+            "--body",
+            "ours\n",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let dumps = sink.dumps(2);
+    let inside = dumps
+        .iter()
+        .find(|d| d.contains("Subject: from inside"))
+        .unwrap();
+    let (ok, report) = dkimpy(inside, std::slice::from_ref(&rsa));
+    assert!(
+        ok && report.contains("pass d=example.com s=s2026"),
+        "{report}\n{inside}"
+    );
+    // a route with dkim-sign="always" signs mail from outside too
+    from_outside("signed@example.com", "always signed");
+    let dumps = sink.dumps(3);
+    let always = dumps
+        .iter()
+        .find(|d| d.contains("Subject: always signed"))
+        .unwrap();
+    let (ok, report) = dkimpy(always, &[rsa]);
+    assert!(ok && report.contains("pass d=example.com"), "{report}");
+
+    // the dry run says the same, and why
+    let policy = |client: &str| {
+        let out = mtad.mtactl(&[
+            "test-policy",
+            "--client",
+            client,
+            "--from",
+            "ceo@example.com",
+            "--rcpt",
+            "fwd@example.com",
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = policy("127.0.0.9");
+    assert!(
+        text.contains("dkim: not signed: not mail from us\n")
+            && text.contains("dkim-origin: external client 127.0.0.9 (not in dkim-internal)\n")
+            && !text.contains("dkim: d="),
+        "{text}"
+    );
+    let text = policy("127.0.0.1");
+    assert!(
+        text.contains("dkim: d=example.com s=s2026 rsa-sha256\n")
+            && text.contains("dkim-origin: ours: internal client 127.0.0.1 (dkim-internal)\n"),
+        "{text}"
+    );
+}
+
+fn dump_recipients_of(dump: &str) -> Vec<String> {
+    common::peers::dump_recipients(dump)
+}

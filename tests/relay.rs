@@ -571,3 +571,201 @@ fn per_destination_concurrency_limits_connections() {
     assert_eq!(most, 2, "connections at once");
     wait_empty_queue(&mtad, Duration::from_secs(10));
 }
+
+/// Postfix ≥ 3.5: a transport(5) value may list several next hops, tried in order.
+/// The first is down, the second takes the mail; the same list in a KDL `transport`
+/// rule. `postmap -q` shows that Postfix reads the whole list as the value.
+#[test]
+fn a_transport_with_several_next_hops_tries_them_in_order() {
+    let down = free_port();
+    let sink = Sink::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("transport");
+    let value = format!("smtp:[127.0.0.1]:{down}, [127.0.0.1]:{}", sink.port());
+    std::fs::write(&table, format!("table.test {value}\n")).unwrap();
+    // (postmap needs a main.cf; an empty one is all defaults)
+    std::fs::write(dir.path().join("main.cf"), "").unwrap();
+    let postmap = std::process::Command::new(require_tool("postmap"))
+        .arg("-c")
+        .arg(dir.path())
+        .args(["-q", "table.test"])
+        .arg(format!("texthash:{}", table.display()))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&postmap.stdout).trim(), value);
+    let mtad = Mtad::start(
+        &RELAY
+            .replace(
+                "stage \"route\"",
+                &format!("table \"transport\" file=\"{}\"\nstage \"route\"", table.display()),
+            )
+            .replace(
+                "{routes}",
+                &format!(
+                    "    transport \"rule.test\" \"smtp:[127.0.0.1]:{down} [127.0.0.1]:{}\"\n    transport-table \"transport\"",
+                    sink.port()
+                ),
+            )
+            .replace("{delivery}", ""),
+    );
+    send(&mtad, "<>", "a@table.test", "from the table");
+    send(&mtad, "<>", "b@rule.test", "from the rule");
+    let dumps = sink.dumps(2);
+    let mut rcpts: Vec<String> = dumps.iter().flat_map(|d| dump_recipients(d)).collect();
+    rcpts.sort();
+    assert_eq!(rcpts, ["a@table.test", "b@rule.test"]);
+    wait_empty_queue(&mtad, Duration::from_secs(5));
+    // mtactl test-policy shows the list as the route
+    let out = mtad.mtactl(&[
+        "test-policy",
+        "--client",
+        "127.0.0.1",
+        "--from",
+        "",
+        "--rcpt",
+        "a@table.test",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("[127.0.0.1]:{down}, [127.0.0.1]:{}", sink.port())),
+        "{text}"
+    );
+}
+
+/// Postfix smtp_connect.c: "Don't bounce mail after a host lookup problem with a
+/// relayhost or with a fallback relay". A relay whose name does not resolve
+/// (NXDOMAIN from dnsmasq) hands the mail to the fallback relay; with no fallback (or
+/// a fallback that does not resolve either) the mail is deferred with 4.3.5, not
+/// bounced.
+#[test]
+fn a_relay_name_that_does_not_resolve_defers_and_the_fallback_takes_the_mail() {
+    let fallback = Sink::start(&[]);
+    let senders = Sink::start(&[]);
+    let dns = Dnsmasq::start(&["--host-record=exists.test,127.0.0.1"]);
+    let mtad = relay(
+        &format!(
+            "    transport \"src.test\" \"smtp:[127.0.0.1]:{senders}\"\n    \
+             transport \"fb.test\" \"smtp:[typo-relay.test]:{senders}\" fallback=\"smtp:[127.0.0.1]:{fb}\"\n    \
+             transport \"nofb.test\" \"smtp:[typo-relay.test]:{senders}\"\n    \
+             transport \"badfb.test\" \"smtp:[typo-relay.test]\" fallback=\"smtp:[typo-fallback.test]\"\n    \
+             relay \"smtp:[typo-relay.test]:{senders}\"",
+            senders = senders.port(),
+            fb = fallback.port(),
+        ),
+        &format!("    dns-server \"{}\"", dns.addr),
+    );
+    send(&mtad, "alice@src.test", "a@fb.test", "fallback takes it");
+    let dumps = fallback.dumps(1);
+    assert_eq!(dump_recipients(&dumps[0]), ["a@fb.test"]);
+
+    send(&mtad, "alice@src.test", "b@nofb.test", "no fallback");
+    send(&mtad, "alice@src.test", "c@badfb.test", "bad fallback");
+    send(&mtad, "alice@src.test", "d@relayed.test", "relayhost");
+    let log = wait_log(&mtad, "status=deferred", 3, Duration::from_secs(10));
+    for rcpt in ["b@nofb.test", "c@badfb.test", "d@relayed.test"] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("to=<{rcpt}>")) && l.contains("status=deferred"))
+            .unwrap_or_else(|| panic!("{rcpt}: {log}"));
+        assert!(line.contains("dsn=4.3.5"), "{line}");
+        assert!(line.contains("no such domain"), "{line}");
+    }
+    assert!(!log.contains("status=bounced"), "{log}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(senders.dump_count(), 0, "no bounce was sent");
+    let queued = mtad.queued();
+    assert_eq!(queued.len(), 3, "{log}");
+}
+
+/// The recipient's own domain that does not exist still bounces at once (5.1.2):
+/// only next hops from the configuration are a configuration problem.
+#[test]
+fn a_recipient_domain_that_does_not_exist_still_bounces() {
+    let senders = Sink::start(&[]);
+    let dns = Dnsmasq::start(&["--host-record=exists.test,127.0.0.1"]);
+    let mtad = relay(
+        &format!(
+            "    transport \"src.test\" \"smtp:[127.0.0.1]:{}\"",
+            senders.port()
+        ),
+        &format!("    dns-server \"{}\"", dns.addr),
+    );
+    send(&mtad, "alice@src.test", "a@nowhere.test", "no such domain");
+    let log = wait_log(&mtad, "status=bounced", 1, Duration::from_secs(5));
+    assert!(log.contains("dsn=5.1.2"), "{log}");
+    let dumps = senders.dumps(1);
+    assert_eq!(dump_recipients(&dumps[0]), ["alice@src.test"]);
+}
+
+/// Postfix: "mail for X loops back to myself" (5.4.6). A route to our own listener, and
+/// an MX host that is ourselves, bounce at once instead of going round; the bounce
+/// reaches the sender.
+#[test]
+fn mail_that_loops_back_to_this_server_bounces_with_5_4_6() {
+    let senders = Sink::start(&[]);
+    let dns = Dnsmasq::start(&[
+        "--mx-host=self-mx.test,mx.self-mx.test,10",
+        "--host-record=mx.self-mx.test,127.0.0.1",
+    ]);
+    let mtad = relay(
+        &format!(
+            "    transport \"src.test\" \"smtp:[127.0.0.1]:{}\"\n    \
+             transport \"loop.test\" \"smtp:[127.0.0.1]:{{port}}\"\n    \
+             transport \"self-mx.test\" \"smtp:self-mx.test:{{port}}\"",
+            senders.port()
+        ),
+        &format!("    dns-server \"{}\"", dns.addr),
+    );
+    send(&mtad, "alice@src.test", "a@loop.test", "loop");
+    send(&mtad, "alice@src.test", "b@self-mx.test", "loop by MX");
+    let log = wait_log(&mtad, "status=bounced", 2, Duration::from_secs(5));
+    for (rcpt, name) in [
+        ("a@loop.test", format!("[127.0.0.1]:{}", mtad.port)),
+        ("b@self-mx.test", "self-mx.test".to_owned()),
+    ] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("to=<{rcpt}>")) && l.contains("status=bounced"))
+            .unwrap_or_else(|| panic!("{rcpt}: {log}"));
+        assert!(
+            line.contains("dsn=5.4.6")
+                && line.contains(&format!("mail for {name} loops back to myself")),
+            "{line}"
+        );
+    }
+    // received once each: never handed to ourselves
+    assert_eq!(log.matches("}: connect").count(), 2, "{log}");
+    let dumps = senders.dumps(2);
+    for d in &dumps {
+        assert!(d.contains("loops back to myself"), "{d}");
+    }
+}
+
+/// A host on port 25 that answers EHLO with our own hostname is ourselves under
+/// another address (Postfix smtp_proto.c): 5.4.6, the message is not sent to it.
+#[test]
+fn a_next_hop_that_greets_with_our_hostname_on_port_25_is_a_loop() {
+    let senders = Sink::start(&[]);
+    // a second mtad with the same hostname, on 127.0.0.45:25
+    let twin = Mtad::start(
+        &RELAY
+            .replace("listen \"mx\" address=\"127.0.0.1:{port}\"", "listen \"mx\" address=\"127.0.0.45:25\"\nlisten \"local\" address=\"127.0.0.1:{port}\"")
+            .replace("{routes}", "")
+            .replace("{delivery}", "    queue-only #true"),
+    );
+    let mtad = relay(
+        &format!(
+            "    transport \"src.test\" \"smtp:[127.0.0.1]:{}\"\n    \
+             transport \"twin.test\" \"smtp:[127.0.0.45]:25\"",
+            senders.port()
+        ),
+        "",
+    );
+    send(&mtad, "alice@src.test", "a@twin.test", "to my twin");
+    let log = wait_log(&mtad, "status=bounced", 1, Duration::from_secs(5));
+    assert!(
+        log.contains("dsn=5.4.6") && log.contains("mail for [127.0.0.45]:25 loops back to myself"),
+        "{log}"
+    );
+    assert!(twin.queued().is_empty(), "the twin got nothing");
+}

@@ -188,7 +188,7 @@ impl Users {
                 },
             },
         };
-        match check(stored, password).await {
+        match check(stored, password, SLOT_WAIT).await {
             Ok(true) if known => AuthOutcome::Ok(login),
             Ok(_) => AuthOutcome::Failed,
             Err(reason) => AuthOutcome::Unavailable(format!("users `{}`: {reason}", self.name())),
@@ -196,12 +196,27 @@ impl Users {
     }
 }
 
-/// Verifies on the blocking pool, at most [`SLOTS`] at once.
-async fn check(stored: Arc<StoredPassword>, password: &[u8]) -> Result<bool, String> {
-    let _slot = SLOTS
-        .acquire()
-        .await
-        .map_err(|_| "verification slots closed".to_owned())?;
+/// How long an AUTH waits for a verification slot before it gives up with a
+/// temporary failure (`454 4.7.0`): a flood of attempts must not queue sessions
+/// behind it without end.
+const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Verifies on the blocking pool, at most [`SLOTS`] at once, after waiting at most
+/// `wait` for a slot.
+async fn check(
+    stored: Arc<StoredPassword>,
+    password: &[u8],
+    wait: std::time::Duration,
+) -> Result<bool, String> {
+    let _slot = match tokio::time::timeout(wait, SLOTS.acquire()).await {
+        Ok(slot) => slot.map_err(|_| "verification slots closed".to_owned())?,
+        Err(_) => {
+            return Err(format!(
+                "no password verification slot free within {}s (too many AUTH at once)",
+                wait.as_secs_f32()
+            ));
+        }
+    };
     let password = sasl::Password::new(password.to_vec());
     tokio::task::spawn_blocking(move || stored.verify(password.as_bytes()))
         .await

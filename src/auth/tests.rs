@@ -187,3 +187,17 @@ async fn broken_sql_is_unavailable_never_ok() {
         }
     }
 }
+
+/// With every verification slot taken, an AUTH waits a bounded time and then is a
+/// temporary failure, never a session stuck behind the queue.
+#[tokio::test]
+async fn the_wait_for_a_verification_slot_is_bounded() {
+    let all = u32::try_from(SLOTS.available_permits()).unwrap();
+    let held = SLOTS.acquire_many(all).await.unwrap();
+    let started = std::time::Instant::now();
+    let got = check(STAND_IN_HASH.clone(), b"guess", Duration::from_millis(200)).await;
+    drop(held);
+    let reason = got.expect_err("no slot: a temporary failure");
+    assert!(reason.contains("no password verification slot"), "{reason}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}

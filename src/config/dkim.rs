@@ -5,6 +5,7 @@
 //! dkim "example.com" selector="s2026" key="dkim/example.com.s2026.key"
 //! dkim "relay.example.net" selector="r1" key="dkim/relay.key" always=#true
 //! dkim "example.org" selector="ed" key="dkim/example.org.key" headers="From:To:Subject:Date"
+//! dkim-internal "trusted" "192.0.2.0/24"   // whose mail is ours (default: loopback)
 //! ```
 //!
 //! The algorithm follows from the key (RSA or Ed25519). Keys are read and checked
@@ -17,13 +18,39 @@ use std::sync::Arc;
 
 use kdl::KdlNode;
 
-use super::{Parser, is_hostname};
-use crate::config::Origin;
+use super::{Parser, Sets, is_hostname};
+use crate::config::{ClientRef, Origin};
 use crate::dkim::{DEFAULT_HEADERS, Key, Signer};
 
 const USAGE: &str = "dkim \"DOMAIN\" selector=\"SELECTOR\" key=\"FILE.pem\" [headers=\"From:To:...\"] [always=#true]";
 
 impl Parser {
+    /// `dkim-internal "SET" "CIDR" ...`: the clients whose mail originates with us
+    /// (OpenDKIM's InternalHosts). Several nodes add up.
+    pub(super) fn dkim_internal(
+        &mut self,
+        node: &KdlNode,
+        sets: &Sets,
+        all: &mut Option<Vec<ClientRef>>,
+    ) {
+        const USAGE: &str = "dkim-internal \"NETWORKS-SET\" \"CIDR\" ...";
+        self.check_annotations(node);
+        self.no_children(node);
+        self.props(node, &[]);
+        let Some(args) = self.args(node, 1, None, USAGE) else {
+            return;
+        };
+        let list = all.get_or_insert_with(Vec::new);
+        for a in args {
+            let Some(value) = self.string(a, "client") else {
+                continue;
+            };
+            if let Some(c) = self.client_condition(value, a, sets) {
+                list.push(c);
+            }
+        }
+    }
+
     /// Reads one `dkim` node into `all`, reporting a second node for the same domain
     /// and selector.
     pub(super) fn dkim(&mut self, node: &KdlNode, all: &mut Vec<(Signer, Origin)>) {

@@ -101,6 +101,10 @@ pub struct Config {
     /// `dkim DOMAIN selector= key=`: who signs outgoing mail, in file order, keys
     /// read and checked (see [`crate::dkim`]).
     pub dkim: Vec<crate::dkim::Signer>,
+    /// `dkim-internal "SET" "CIDR" ...`: the clients whose mail originates with us and
+    /// is DKIM-signed (OpenDKIM's InternalHosts), besides authenticated clients and
+    /// mtad's own mail. `None`: loopback only.
+    pub dkim_internal: Option<Vec<ClientRef>>,
     /// The `authentication` block: incoming mail is checked (SPF, DKIM, DMARC, ARC,
     /// iprev) only when it is present.
     pub authentication: Option<Authentication>,
@@ -320,6 +324,13 @@ pub struct RateLimits {
     /// Failed AUTH attempts: once over, AUTH is refused until the window ends. On by
     /// default (10 per 15 minutes), also without a `rate-limits` block.
     pub auth_failures: Option<(u32, Duration)>,
+    /// Failed AUTH attempts for one user name, from any client (`auth-failures-per-user`):
+    /// once over, AUTH as that user is refused until the window ends. Off by default
+    /// (anyone who knows a user name could lock that user out).
+    pub auth_failures_per_user: Option<(u32, Duration)>,
+    /// IPv6 clients are counted by this prefix (`ipv6-prefix`, default 64): one
+    /// customer's /64 is one client, for these limits and for `connections-per-ip`.
+    pub ipv6_prefix: u8,
     /// `networks` sets whose clients are never limited.
     pub exempt: Vec<String>,
 }
@@ -332,6 +343,8 @@ impl Default for RateLimits {
             recipients: None,
             auth: None,
             auth_failures: Some((10, Duration::from_secs(15 * 60))),
+            auth_failures_per_user: None,
+            ipv6_prefix: 64,
             exempt: Vec::new(),
         }
     }
@@ -344,8 +357,22 @@ pub struct Limits {
     pub message_size: usize,
     /// Most recipients per transaction (`recipients`, default 1000).
     pub recipients: usize,
-    /// Longest command or text line, CRLF included (`line-length`, default 2048).
+    /// Longest command line, CRLF included (`line-length`, default 2048).
     pub line_length: usize,
+    /// Longest text line of message data, CRLF included (`text-line-length`, default
+    /// 1000, RFC 5321 §4.5.3.1.6): a message with a longer line is refused whole.
+    pub text_line_length: usize,
+    /// Largest header section of a message, in bytes (`header-size`, default 100K,
+    /// the value of Postfix's `header_size_limit`): a message over it is refused whole.
+    pub header_size: usize,
+    /// NOOP, RSET, VRFY, ETRN, HELO and EHLO a session may send (`junk-commands`,
+    /// default 100, Postfix's `smtpd_junk_command_limit`) before each one more counts
+    /// as an error; a message queued starts the count again.
+    pub junk_commands: u32,
+    /// Memory for message data being received, for the whole process (`data-memory`,
+    /// default 256M or 4 × `message-size`, whichever is larger): past it, DATA and
+    /// BDAT get `451 4.3.1`.
+    pub data_memory: usize,
     /// How long a session may wait for a command (`idle-timeout`, default 5m).
     pub idle_timeout: Duration,
     /// How long a session may wait between chunks of DATA (`data-timeout`, default 10m).
@@ -375,6 +402,10 @@ impl Default for Limits {
             message_size: 10 << 20,
             recipients: 1000,
             line_length: 2048,
+            text_line_length: 1000,
+            header_size: 100 << 10,
+            junk_commands: 100,
+            data_memory: 256 << 20,
             idle_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),
             error_limit: 20,

@@ -46,6 +46,7 @@ const TOP_LEVEL: &[&str] = &[
     "reload",
     "virtual-mailboxes",
     "dkim",
+    "dkim-internal",
     "authentication",
 ];
 const SERVER_KEYS: &[&str] = &[
@@ -64,6 +65,10 @@ const LIMIT_KEYS: &[&str] = &[
     "message-size",
     "recipients",
     "line-length",
+    "text-line-length",
+    "header-size",
+    "junk-commands",
+    "data-memory",
     "idle-timeout",
     "data-timeout",
     "error-limit",
@@ -797,6 +802,7 @@ impl Parser {
         let mut delivery: Option<(Delivery, Origin)> = None;
         let mut dkim: Vec<(crate::dkim::Signer, Origin)> = Vec::new();
         let mut authentication: Option<crate::config::Authentication> = None;
+        let mut dkim_internal: Option<Vec<ClientRef>> = None;
 
         for (file, node) in &nodes {
             self.cur = file.clone();
@@ -840,6 +846,7 @@ impl Parser {
                 }
                 "include" => {} // read by `load`
                 "dkim" => self.dkim(node, &mut dkim),
+                "dkim-internal" => self.dkim_internal(node, &sets, &mut dkim_internal),
                 "authentication" => {
                     if let Some(first) = &authentication {
                         let first = first.origin.clone();
@@ -1024,6 +1031,7 @@ impl Parser {
                 .filter_map(|(k, (v, _))| Some((k, v?)))
                 .collect(),
             dkim: dkim.into_iter().map(|(s, _)| s).collect(),
+            dkim_internal,
             authentication,
             sources: std::mem::take(&mut self.sources),
         })
@@ -1725,6 +1733,7 @@ impl Parser {
             return limits;
         };
         let max_usize = usize::MAX as u64;
+        let mut data_memory = None;
         for child in children {
             let key = child.name().value();
             let Some(v) = self.setting(child, &format!("{key} VALUE")) else {
@@ -1758,6 +1767,27 @@ impl Parser {
                         limits.line_length = as_usize(n);
                     }
                 }
+                // RFC 5321 §4.5.3.1.6 again: 1000 octets with the CRLF
+                "text-line-length" => {
+                    if let Some(n) = self.integer(v, key, 1000, max_usize) {
+                        limits.text_line_length = as_usize(n);
+                    }
+                }
+                "header-size" => {
+                    if let Some(n) = self.size(v, key, 1024, max_usize) {
+                        limits.header_size = as_usize(n);
+                    }
+                }
+                "junk-commands" => {
+                    if let Some(n) = self.integer(v, key, 1, u64::from(u32::MAX)) {
+                        limits.junk_commands = u32::try_from(n).unwrap_or(u32::MAX);
+                    }
+                }
+                "data-memory" => {
+                    if let Some(n) = self.size(v, key, 1, max_usize) {
+                        data_memory = Some((as_usize(n), v.span()));
+                    }
+                }
                 "connections" => {
                     if let Some(n) = self.integer(v, key, 1, max_usize) {
                         limits.connections = as_usize(n);
@@ -1789,6 +1819,25 @@ impl Parser {
                     }
                 }
                 _ => unreachable!("checked against LIMIT_KEYS"),
+            }
+        }
+        match data_memory {
+            // one message of the largest size must fit
+            Some((n, at)) if n < limits.message_size => {
+                self.error(
+                    at,
+                    format!(
+                        "data-memory must be at least message-size ({} bytes)",
+                        limits.message_size
+                    ),
+                    "too small",
+                );
+            }
+            Some((n, _)) => limits.data_memory = n,
+            None => {
+                limits.data_memory = limits
+                    .data_memory
+                    .max(limits.message_size.saturating_mul(4))
             }
         }
         limits
@@ -2026,7 +2075,7 @@ impl Parser {
             allowed.extend(["file", "table", "size-limit"]);
         }
         if stage == Stage::Route {
-            allowed.extend(["auth", "fallback", "dkim", "arc-seal"]);
+            allowed.extend(["auth", "fallback", "dkim", "dkim-sign", "arc-seal"]);
         }
         let mut route_options = route::RouteOptions::default();
         let mut warn = false;
@@ -2080,6 +2129,10 @@ impl Parser {
                             .push((domain.clone(), entry.span(), self.cur.clone()));
                         route_options.dkim = Some(domain);
                     }
+                    None => ok = false,
+                },
+                "dkim-sign" => match self.route_value(entry, "dkim-sign", route::DkimSign::parse) {
+                    Some(sign) => route_options.dkim_sign = Some(sign),
                     None => ok = false,
                 },
                 "arc-seal" => match self.string(entry, "`arc-seal`") {

@@ -8,6 +8,8 @@
 //!     recipients 500 per="1h"      // smtpd_client_recipient_rate_limit
 //!     auth 30 per="1h"             // AUTH commands (smtpd_client_auth_rate_limit)
 //!     auth-failures 10 per="15m"   // failed AUTH attempts (the default)
+//!     auth-failures-per-user 20 per="1h"  // failed AUTH attempts per user name
+//!     ipv6-prefix 64               // IPv6 clients are counted per /64 (the default)
 //!     exempt "trusted"             // networks sets never limited
 //! }
 //! ```
@@ -25,6 +27,8 @@ const KEYS: &[&str] = &[
     "recipients",
     "auth",
     "auth-failures",
+    "auth-failures-per-user",
+    "ipv6-prefix",
     "exempt",
 ];
 const USAGE: &str = "rate-limits { connections 30 per=\"1m\"; messages 100 per=\"1h\"; recipients 500 per=\"1h\"; exempt \"trusted\" }";
@@ -65,6 +69,15 @@ impl Parser {
                 }
                 continue;
             }
+            if key == "ipv6-prefix" {
+                self.props(child, &[]);
+                if let Some(args) = self.args(child, 1, Some(1), "ipv6-prefix 64")
+                    && let Some(n) = self.integer(args[0], key, 1, 128)
+                {
+                    limits.ipv6_prefix = u8::try_from(n).unwrap_or(128);
+                }
+                continue;
+            }
             let usage = format!("{key} COUNT per=\"DURATION\"");
             let props = self.props(child, &["per"]);
             let Some(args) = self.args(child, 1, Some(1), &usage) else {
@@ -101,6 +114,7 @@ impl Parser {
                     "messages" => limits.messages = rule,
                     "recipients" => limits.recipients = rule,
                     "auth" => limits.auth = rule,
+                    "auth-failures-per-user" => limits.auth_failures_per_user = rule,
                     _ => limits.auth_failures = rule,
                 }
             }

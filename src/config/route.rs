@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `smtp:[host]:port`, `smtp:[10.0.0.5]` | SMTP to that host's address records only (no MX lookup) |
 //! | `smtp:example.com`, `smtp:example.com:2525` | SMTP to the MX hosts of that domain |
+//! | `smtp:[a.example]:25, [b.example]:25` | several next hops, tried in order (Postfix ≥ 3.5) |
 //! | `smtp:`, `smtp` | SMTP to the MX hosts of the recipient's domain |
 //! | `:[host]`, `:example.com` | the default transport (smtp) with that next hop (seed 001) |
 //! | `relay:...` | the same as `smtp:...` (Postfix's relay transport is an smtp client) |
@@ -26,6 +27,20 @@ pub enum NextHop {
     Mx { domain: String, port: Option<u16> },
     /// This host's address records only: `[host]`.
     Host { host: String, port: Option<u16> },
+    /// Several next hops, tried in order, each an [`NextHop::Mx`] or a
+    /// [`NextHop::Host`] (Postfix ≥ 3.5: `smtp:a.example, [b.example]:25`). Never
+    /// nested, never fewer than two.
+    List(Vec<NextHop>),
+}
+
+impl NextHop {
+    /// The destinations to try, in order: the list's, or this one alone.
+    pub fn destinations(&self) -> Vec<NextHop> {
+        match self {
+            NextHop::List(all) => all.clone(),
+            one => vec![one.clone()],
+        }
+    }
 }
 
 /// Where an LMTP client connects.
@@ -52,6 +67,19 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// The single next hops to try, in order: one transport per destination of a
+    /// next-hop list (`smtp:a.example, b.example`), else this transport alone.
+    pub fn destinations(&self) -> Vec<Transport> {
+        match self {
+            Transport::Smtp(hop) => hop
+                .destinations()
+                .into_iter()
+                .map(Transport::Smtp)
+                .collect(),
+            other => vec![other.clone()],
+        }
+    }
+
     /// The transport's kind, as written before the colon: `smtp`, `lmtp`, `local`,
     /// `discard` or `error`.
     pub fn kind(&self) -> &'static str {
@@ -125,7 +153,25 @@ fn valid_host(host: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'_'))
 }
 
+/// A next hop, or a list of them separated by commas or white space (Postfix ≥ 3.5).
 fn parse_smtp(nexthop: &str) -> Result<NextHop, String> {
+    let parts: Vec<&str> = nexthop
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|p| !p.is_empty())
+        .collect();
+    match parts.as_slice() {
+        [] if nexthop.is_empty() => Ok(NextHop::RecipientDomain),
+        [] => Err(format!("`{nexthop}`: no next hop in the list")),
+        [one] => parse_one_smtp(one),
+        many => many
+            .iter()
+            .map(|p| parse_one_smtp(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map(NextHop::List),
+    }
+}
+
+fn parse_one_smtp(nexthop: &str) -> Result<NextHop, String> {
     if nexthop.is_empty() {
         return Ok(NextHop::RecipientDomain);
     }
@@ -169,6 +215,10 @@ fn parse_lmtp(nexthop: &str) -> Result<LmtpTarget, String> {
     }
     let hop = nexthop.strip_prefix("inet:").unwrap_or(nexthop);
     match parse_smtp(hop)? {
+        NextHop::List(_) => Err(format!(
+            "`lmtp:{nexthop}`: a list of next hops is supported for smtp only; \
+             use fallback=\"...\" for the others"
+        )),
         NextHop::Host { host, port } => Ok(LmtpTarget::Inet {
             host,
             port: port.unwrap_or(24),
@@ -190,6 +240,12 @@ impl fmt::Display for NextHop {
             NextHop::RecipientDomain => Ok(()),
             NextHop::Mx { domain, port: p } => write!(f, "{domain}{}", port(p)),
             NextHop::Host { host, port: p } => write!(f, "[{host}]{}", port(p)),
+            NextHop::List(all) => {
+                for (i, hop) in all.iter().enumerate() {
+                    write!(f, "{}{hop}", if i == 0 { "" } else { ", " })?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -276,7 +332,42 @@ impl fmt::Display for TlsPolicy {
     }
 }
 
-/// What a route rule says besides the transport: `auth=`, `tls=`, `fallback=`, `dkim=`.
+/// `dkim-sign=` on a route: which of its mail is DKIM-signed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DkimSign {
+    /// Mail that originates with us (an authenticated client, a `dkim-internal`
+    /// client, mtad's own bounces); not mail from outside that we forward. The default.
+    #[default]
+    Internal,
+    /// Every message, whatever its origin (a relay that signs for its clients).
+    Always,
+    /// None.
+    Never,
+}
+
+impl DkimSign {
+    pub const NAMES: &'static str = "internal, always, never";
+
+    pub fn parse(value: &str) -> Result<DkimSign, String> {
+        match value {
+            "internal" => Ok(DkimSign::Internal),
+            "always" => Ok(DkimSign::Always),
+            "never" => Ok(DkimSign::Never),
+            _ => Err(format!("unknown dkim-sign `{value}` ({})", DkimSign::NAMES)),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DkimSign::Internal => "internal",
+            DkimSign::Always => "always",
+            DkimSign::Never => "never",
+        }
+    }
+}
+
+/// What a route rule says besides the transport: `auth=`, `tls=`, `fallback=`, `dkim=`,
+/// `dkim-sign=`, `arc-seal=`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RouteOptions {
     /// The `credentials` set whose entry for the next hop is used for AUTH.
@@ -289,6 +380,9 @@ pub struct RouteOptions {
     /// `dkim="DOMAIN"`: this route's mail is signed by the `dkim` node for DOMAIN
     /// instead of the one its From domain picks (`always` nodes sign as well).
     pub dkim: Option<String>,
+    /// `dkim-sign="always|never|internal"`: which of this route's mail is signed
+    /// (`None`: internal, mail that originates with us).
+    pub dkim_sign: Option<DkimSign>,
     /// `arc-seal="DOMAIN"`: mail on this route is ARC-sealed at its arrival with the
     /// `dkim` node for DOMAIN (its key and selector).
     pub arc_seal: Option<String>,
@@ -300,6 +394,7 @@ impl RouteOptions {
             && self.tls.is_none()
             && self.fallback.is_empty()
             && self.dkim.is_none()
+            && self.dkim_sign.is_none()
             && self.arc_seal.is_none()
     }
 }
@@ -327,6 +422,10 @@ impl fmt::Display for RouteOptions {
         }
         if let Some(dkim) = &self.dkim {
             write!(f, "{sep}dkim=\"{dkim}\"")?;
+            sep = " ";
+        }
+        if let Some(sign) = &self.dkim_sign {
+            write!(f, "{sep}dkim-sign=\"{}\"", sign.as_str())?;
             sep = " ";
         }
         if let Some(domain) = &self.arc_seal {
@@ -538,13 +637,39 @@ mod tests {
             "smpt:x",
             "smtp:[x",
             "smtp:[x]:99999",
-            "smtp:a b",
+            "smtp:a b:x",
+            "smtp:[a], [b",
+            "lmtp:[a]:24, [b]:24",
             "lmtp:",
             "lmtp:unix:",
             "smtp:x\r\n",
         ] {
             assert!(Transport::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn next_hop_lists() {
+        let t = Transport::parse("smtp:[a.example]:25, [b.example]:25").unwrap();
+        assert_eq!(t.to_string(), "smtp:[a.example]:25, [b.example]:25");
+        assert_eq!(Transport::parse(&t.to_string()).unwrap(), t);
+        let each: Vec<String> = t.destinations().iter().map(|d| d.to_string()).collect();
+        assert_eq!(each, ["smtp:[a.example]:25", "smtp:[b.example]:25"]);
+        // commas or white space, a domain (MX) among them (transport(5))
+        let t = Transport::parse("smtp:bar.example foo.example,[10.0.0.1]").unwrap();
+        let each: Vec<String> = t.destinations().iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            each,
+            ["smtp:bar.example", "smtp:foo.example", "smtp:[10.0.0.1]"]
+        );
+        // one destination with a trailing separator is that destination
+        assert_eq!(
+            Transport::parse("smtp:[a.example],").unwrap().to_string(),
+            "smtp:[a.example]"
+        );
+        // credentials are looked up per destination
+        assert!(credential_keys(&t).is_empty());
+        assert_eq!(credential_keys(&t.destinations()[2]), ["[10.0.0.1]"]);
     }
 
     #[test]

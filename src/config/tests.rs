@@ -179,6 +179,11 @@ limits {
             message_size: 25 << 20,
             recipients: 50,
             line_length: 4096,
+            text_line_length: 1000,
+            header_size: 100 << 10,
+            junk_commands: 100,
+            // 256 MiB or 4 × message-size, whichever is larger
+            data_memory: 256 << 20,
             idle_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(120),
             error_limit: 5,
@@ -195,6 +200,41 @@ limits {
     ));
     assert_eq!(config.limits.message_size, 1000);
     assert_eq!(config.limits.min_free_space, 1 << 30);
+    let config = parse(&PRELUDE.replace(
+        "\n}",
+        "\n}\nlimits { message-size \"100M\"; header-size \"64K\"; text-line-length 2000; junk-commands 5 }",
+    ));
+    let l = &config.limits;
+    assert_eq!(
+        (
+            l.data_memory,
+            l.header_size,
+            l.text_line_length,
+            l.junk_commands
+        ),
+        (400 << 20, 64 << 10, 2000, 5)
+    );
+    let config = parse(&PRELUDE.replace(
+        "\n}",
+        "\n}\nlimits { message-size \"1M\"; data-memory \"3M\" }",
+    ));
+    assert_eq!(config.limits.data_memory, 3 << 20);
+}
+
+#[test]
+fn data_memory_holds_one_message_at_least() {
+    let (_, text) = check(&PRELUDE.replace(
+        "\n}",
+        "\n}\nlimits { message-size \"10M\"; data-memory \"1M\"; text-line-length 999 }",
+    ));
+    assert!(
+        text.contains("data-memory must be at least message-size"),
+        "{text}"
+    );
+    assert!(
+        text.contains("text-line-length must be at least 1000"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -793,6 +833,23 @@ fn rate_limits_block() {
         config.rate_limits.auth_failures,
         Some((3, Duration::from_secs(3600)))
     );
+    assert_eq!(config.rate_limits.ipv6_prefix, 64);
+    assert_eq!(config.rate_limits.auth_failures_per_user, None);
+    let config = parse(&format!(
+        "{PRELUDE}rate-limits {{\n    auth-failures-per-user 20 per=\"1h\"\n    ipv6-prefix 56\n}}\n"
+    ));
+    assert_eq!(
+        config.rate_limits.auth_failures_per_user,
+        Some((20, Duration::from_secs(3600)))
+    );
+    assert_eq!(config.rate_limits.ipv6_prefix, 56);
+    let (_, rendered) = check(&format!(
+        "{PRELUDE}rate-limits {{\n    ipv6-prefix 129\n}}\n"
+    ));
+    assert!(
+        rendered.contains("ipv6-prefix must be between 1 and 128"),
+        "{rendered}"
+    );
 
     let (errors, rendered) = check(&format!(
         "{PRELUDE}rate-limits {{\n    connections 30\n    messages 0 per=\"1h\"\n    recipients 5 per=\"2d\"\n    exempt \"ofice\"\n    mesages 3 per=\"1h\"\n}}\nnetworks \"office\" \"10.0.0.0/8\"\n"
@@ -1006,5 +1063,34 @@ fn a_route_names_its_dkim_signer_and_an_undefined_one_is_an_error() {
         errors.errors[0].location.as_ref().map(|o| o.line),
         Some(7),
         "{rendered}"
+    );
+}
+
+#[test]
+fn dkim_internal_and_dkim_sign() {
+    let config = parse(&format!(
+        "{PRELUDE}networks \"lan\" \"10.0.0.0/24\"\ndkim-internal \"lan\" \"192.0.2.0/24\"\nstage \"route\" {{\n    transport \"*\" \"smtp:[relay.test]\" dkim-sign=\"always\"\n}}\n"
+    ));
+    assert_eq!(
+        config.dkim_internal,
+        Some(vec![
+            ClientRef::Set("lan".into()),
+            ClientRef::Net("192.0.2.0/24".parse().unwrap())
+        ])
+    );
+    let route = &config.rules(Stage::Route)[0].route;
+    assert_eq!(
+        route.dkim_sign,
+        Some(crate::config::route::DkimSign::Always)
+    );
+    assert_eq!(route.to_string(), "dkim-sign=\"always\"");
+    let (_, text) = check(&format!(
+        "{PRELUDE}dkim-internal \"nowhere\"\nstage \"route\" {{\n    transport \"*\" \"smtp:[relay.test]\" dkim-sign=\"sometimes\"\n}}\n"
+    ));
+    assert!(text.contains("mtad.kdl:6:"), "{text}");
+    assert!(text.contains("nowhere"), "{text}");
+    assert!(
+        text.contains("mtad.kdl:8:") && text.contains("unknown dkim-sign `sometimes`"),
+        "{text}"
     );
 }

@@ -132,6 +132,17 @@ pub fn render_report(report: &DryRunReport) -> String {
     if !report.dkim.is_empty() {
         let _ = writeln!(out, "dkim: {}", report.dkim.join(", "));
     }
+    if !report.dkim_unsigned.is_empty() {
+        let label = if report.dkim.is_empty() {
+            "dkim: not signed"
+        } else {
+            "dkim: not signed on some routes"
+        };
+        let _ = writeln!(out, "{label}: {}", report.dkim_unsigned.join("; "));
+    }
+    if let Some(origin) = &report.dkim_origin {
+        let _ = writeln!(out, "dkim-origin: {origin}");
+    }
     let _ = writeln!(out, "outcome: {}", report.outcome);
     out
 }

@@ -48,6 +48,10 @@ pub struct ClientConfig {
     /// Allow sending `auth` over a connection that is not encrypted (off: the delivery
     /// fails rather than expose the password).
     pub auth_plaintext: bool,
+    /// Fail with [`DeliveryError::Loop`] when the server's EHLO reply names
+    /// `helo_name` (Postfix checks this on port 25 only: other ports on this host are
+    /// content filters and such, which may well share the host's name).
+    pub loop_detect: bool,
 }
 
 impl ClientConfig {
@@ -65,6 +69,7 @@ impl ClientConfig {
             tls_name: None,
             auth: None,
             auth_plaintext: false,
+            loop_detect: false,
         }
     }
 }
@@ -198,6 +203,11 @@ pub enum DeliveryError {
         message: String,
         reply: Option<Reply>,
     },
+    /// The server answered EHLO with our own hostname: the mail would come back to
+    /// us (Postfix: "host X replied to HELO/EHLO with my own hostname"). Only checked
+    /// when [`ClientConfig::loop_detect`] is set.
+    #[error("host replied to EHLO with my own hostname {name}")]
+    Loop { name: String },
 }
 
 impl DeliveryError {
@@ -660,6 +670,14 @@ impl<S: SmtpStream> SmtpConnection<S> {
         let reply = raw.to_reply();
         if reply.is_positive() {
             self.caps = Capabilities::parse(&raw);
+            if self.config.loop_detect {
+                let name = reply.text.split_whitespace().next().unwrap_or("");
+                if name.eq_ignore_ascii_case(self.config.helo_name.trim_end_matches('.')) {
+                    return Err(DeliveryError::Loop {
+                        name: name.to_owned(),
+                    });
+                }
+            }
             return Ok(());
         }
         if self.config.lmtp || !reply.is_permanent() {

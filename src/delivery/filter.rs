@@ -11,16 +11,28 @@
 //! not filtered again. Anyone else sending the same message is filtered as usual; so is
 //! a second identical copy once the first has come back. Entries are forgotten after
 //! [`FilterLoops::TTL`], and there are at most [`FilterLoops::CAPACITY`].
+//!
+//! The entry also keeps whether the message was ours ([`crate::policy::MailOrigin`]):
+//! the copy that comes back from the filter's host keeps that origin, so a message
+//! from outside is not signed as ours after its trip through the filter.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// One message inside a filter.
+struct Inside {
+    filter: String,
+    /// It was not ours (`Envelope::external`).
+    external: bool,
+    at: Instant,
+}
+
 /// Messages inside a content filter right now, by digest.
 #[derive(Default)]
 pub struct FilterLoops {
-    inside: Mutex<HashMap<u64, Vec<(String, Instant)>>>,
+    inside: Mutex<HashMap<u64, Vec<Inside>>>,
     hasher: RandomState,
 }
 
@@ -44,13 +56,14 @@ impl FilterLoops {
         h.finish()
     }
 
-    /// `filter` took the message with this digest.
-    pub fn entered(&self, filter: &str, digest: u64) {
+    /// `filter` took the message with this digest; `external`: it is not ours
+    /// (`Envelope::external`).
+    pub fn entered(&self, filter: &str, digest: u64, external: bool) {
         let now = Instant::now();
         let mut inside = self.inside.lock().unwrap_or_else(|e| e.into_inner());
         if inside.len() >= Self::CAPACITY {
             inside.retain(|_, v| {
-                v.retain(|(_, at)| now.duration_since(*at) < Self::TTL);
+                v.retain(|i| now.duration_since(i.at) < Self::TTL);
                 !v.is_empty()
             });
             if inside.len() >= Self::CAPACITY {
@@ -58,20 +71,25 @@ impl FilterLoops {
                 inside.clear();
             }
         }
-        inside
-            .entry(digest)
-            .or_default()
-            .push((filter.to_owned(), now));
+        inside.entry(digest).or_default().push(Inside {
+            filter: filter.to_owned(),
+            external,
+            at: now,
+        });
     }
 
     /// A message with this digest arrived from a filter's host: the filter it came
-    /// back from, if it was inside one (the entry is used up).
-    pub fn came_back(&self, digest: u64) -> Option<String> {
+    /// back from, and whether it was from outside, if it was inside one (the entry is
+    /// used up).
+    pub fn came_back(&self, digest: u64) -> Option<(String, bool)> {
         let now = Instant::now();
         let mut inside = self.inside.lock().unwrap_or_else(|e| e.into_inner());
         let entries = inside.get_mut(&digest)?;
-        entries.retain(|(_, at)| now.duration_since(*at) < Self::TTL);
-        let found = (!entries.is_empty()).then(|| entries.remove(0).0);
+        entries.retain(|i| now.duration_since(i.at) < Self::TTL);
+        let found = (!entries.is_empty()).then(|| {
+            let i = entries.remove(0);
+            (i.filter, i.external)
+        });
         if entries.is_empty() {
             inside.remove(&digest);
         }
@@ -93,10 +111,10 @@ mod tests {
         assert_ne!(d, loops.digest("alice@src.test", &rcpts, b"other\r\n"));
         assert_ne!(d, loops.digest("mallory@src.test", &rcpts, b"hello\r\n"));
         assert_eq!(loops.came_back(d), None);
-        loops.entered("scan", d);
-        loops.entered("scan", d);
-        assert_eq!(loops.came_back(d).as_deref(), Some("scan"));
-        assert_eq!(loops.came_back(d).as_deref(), Some("scan"));
+        loops.entered("scan", d, true);
+        loops.entered("scan", d, false);
+        assert_eq!(loops.came_back(d), Some(("scan".to_owned(), true)));
+        assert_eq!(loops.came_back(d), Some(("scan".to_owned(), false)));
         assert_eq!(loops.came_back(d), None);
     }
 }

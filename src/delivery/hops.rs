@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::client::{
     ClientConfig, Credentials, DeliveryError, Envelope, RcptOutcome, SmtpConnection,
@@ -154,6 +154,7 @@ impl Outcome {
             DeliveryError::Connect { .. } => Outcome::deferred(relay, [4, 4, 1], detail),
             DeliveryError::Tls { .. } => Outcome::deferred(relay, [4, 7, 4], detail),
             DeliveryError::Auth { .. } => Outcome::deferred(relay, [4, 7, 0], detail),
+            DeliveryError::Loop { .. } => Outcome::deferred(relay, [4, 4, 6], detail),
             DeliveryError::Lookup(_) => Outcome::deferred(relay, [4, 3, 0], detail),
             DeliveryError::Timeout { .. }
             | DeliveryError::Io { .. }
@@ -208,6 +209,9 @@ pub struct Outbound {
     idle: Mutex<HashMap<PoolKey, Vec<Pooled>>>,
     per_host: Mutex<HashMap<Target, Arc<Semaphore>>>,
     total: Arc<Semaphore>,
+    /// Our own listening sockets: a next hop that is one of them is mail that loops
+    /// back to us ([`Outbound::with_listeners`]).
+    own: Vec<SocketAddr>,
 }
 
 impl Outbound {
@@ -229,7 +233,28 @@ impl Outbound {
             idle: Mutex::new(HashMap::new()),
             per_host: Mutex::new(HashMap::new()),
             total,
+            own: Vec::new(),
         }
+    }
+
+    /// The addresses this server listens on (a wildcard address stands for every
+    /// address of this host): a next hop among them is a mail loop.
+    pub fn with_listeners(mut self, own: impl IntoIterator<Item = SocketAddr>) -> Outbound {
+        self.own = own.into_iter().collect();
+        self
+    }
+
+    /// Whether connecting to `target` would reach one of our own listeners: the same
+    /// port, and the same address, or any address of this host for a listener on the
+    /// wildcard address.
+    fn is_self(&self, target: &Target) -> bool {
+        let Target::Inet(addr) = target else {
+            return false;
+        };
+        self.own.iter().any(|l| {
+            l.port() == addr.port()
+                && (l.ip() == addr.ip() || (l.ip().is_unspecified() && is_local_ip(addr.ip())))
+        })
     }
 
     pub fn settings(&self) -> &Delivery {
@@ -242,17 +267,43 @@ impl Outbound {
 
     /// The hosts to try for a transport, in order. SMTP and LMTP only.
     pub async fn hops(&self, transport: &Transport) -> Result<Vec<Hop>, DnsError> {
+        Ok(self
+            .ranked_hops(transport)
+            .await?
+            .into_iter()
+            .map(|(hop, _)| hop)
+            .collect())
+    }
+
+    /// [`Outbound::hops`], each with its MX preference (0 for a host that is not an MX
+    /// host). A next-hop list gives the hosts of its destinations in turn.
+    async fn ranked_hops(&self, transport: &Transport) -> Result<Vec<(Hop, u16)>, DnsError> {
+        let zero = |hops: Vec<Hop>| hops.into_iter().map(|h| (h, 0)).collect::<Vec<_>>();
         match transport {
-            Transport::Smtp(NextHop::Host { host, port }) => {
+            Transport::Smtp(NextHop::Host { host, port }) => Ok(zero(
                 self.host_hops(host, port.unwrap_or(self.settings.smtp_port), false)
-                    .await
-            }
+                    .await?,
+            )),
             Transport::Smtp(NextHop::Mx { domain, port }) => {
                 let port = port.unwrap_or(self.settings.smtp_port);
                 let mut hops = Vec::new();
                 let mut last_error = None;
                 for mx in self.resolver.mail_hosts(domain).await? {
                     match self.host_hops(&mx.name, port, false).await {
+                        Ok(h) => hops.extend(h.into_iter().map(|h| (h, mx.preference))),
+                        Err(e) => last_error = Some(e),
+                    }
+                }
+                match (hops.is_empty(), last_error) {
+                    (true, Some(e)) => Err(e),
+                    _ => Ok(hops),
+                }
+            }
+            Transport::Smtp(NextHop::List(all)) => {
+                let mut hops = Vec::new();
+                let mut last_error = None;
+                for one in all {
+                    match Box::pin(self.ranked_hops(&Transport::Smtp(one.clone()))).await {
                         Ok(mut h) => hops.append(&mut h),
                         Err(e) => last_error = Some(e),
                     }
@@ -266,13 +317,16 @@ impl Outbound {
                 domain: String::new(),
             }),
             Transport::Lmtp(LmtpTarget::Inet { host, port, .. }) => {
-                self.host_hops(host, *port, true).await
+                Ok(zero(self.host_hops(host, *port, true).await?))
             }
-            Transport::Lmtp(LmtpTarget::Unix(path)) => Ok(vec![Hop {
-                name: "localhost".into(),
-                target: Target::Unix(PathBuf::from(path)),
-                lmtp: true,
-            }]),
+            Transport::Lmtp(LmtpTarget::Unix(path)) => Ok(vec![(
+                Hop {
+                    name: "localhost".into(),
+                    target: Target::Unix(PathBuf::from(path)),
+                    lmtp: true,
+                },
+                0,
+            )]),
             Transport::Local
             | Transport::Virtual(_)
             | Transport::Discard(_)
@@ -295,9 +349,19 @@ impl Outbound {
     }
 
     /// Delivers `message` to `recipients`, which share `transport` and `options`: each
-    /// host of the transport in turn, then each fallback relay (the route's, then the
-    /// global ones) while recipients are left that failed temporarily. A 5xx is final:
-    /// no fallback after it. One outcome per recipient, in order.
+    /// destination of the transport in turn (a next-hop list's in order, each one's
+    /// hosts in turn), then each fallback relay (the route's, then the global ones)
+    /// while recipients are left that failed temporarily. A 5xx is final: no fallback
+    /// after it. One outcome per recipient, in order.
+    ///
+    /// Postfix's rules for next hops that do not resolve and for mail loops
+    /// (smtp_connect.c, smtp_addr.c) apply: a configured next hop (a relay, a
+    /// transport's host, a fallback relay) whose name does not resolve is a
+    /// configuration problem, deferred (4.3.5) after the fallback relays were tried;
+    /// only the recipient's own domain bounces when it does not exist. A next hop that
+    /// is this server (one of its listeners, or a host on port 25 that greets with our
+    /// hostname) is a loop: `5.4.6 mail for X loops back to myself`, no fallback tried;
+    /// for a fallback relay, 4.3.5.
     pub async fn send(
         &self,
         transport: &Transport,
@@ -305,14 +369,62 @@ impl Outbound {
         envelope: &Envelope<'_>,
         message: &[u8],
     ) -> Vec<Outcome> {
+        self.deliver(transport, options, envelope, message, true)
+            .await
+    }
+
+    /// [`Outbound::send`] to a content filter: no loop detection (a filter is another
+    /// service on this host by design; its loops are [`super::filter::FilterLoops`]').
+    pub async fn send_to_filter(
+        &self,
+        transport: &Transport,
+        envelope: &Envelope<'_>,
+        message: &[u8],
+    ) -> Vec<Outcome> {
+        self.deliver(
+            transport,
+            &RouteOptions::default(),
+            envelope,
+            message,
+            false,
+        )
+        .await
+    }
+
+    async fn deliver(
+        &self,
+        transport: &Transport,
+        options: &RouteOptions,
+        envelope: &Envelope<'_>,
+        message: &[u8],
+        loop_detect: bool,
+    ) -> Vec<Outcome> {
         let n = envelope.recipients.len();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
         let mut last: Vec<Option<Outcome>> = vec![None; n];
-        let chain = std::iter::once(transport)
-            .chain(options.fallback.iter())
-            .chain(self.settings.fallback.iter());
-        'chain: for (step, t) in chain.enumerate() {
-            let hops = match self.hops(t).await {
+        let primary = transport.destinations();
+        let n_primary = primary.len();
+        let chain: Vec<Transport> = primary
+            .into_iter()
+            .chain(options.fallback.iter().flat_map(Transport::destinations))
+            .chain(
+                self.settings
+                    .fallback
+                    .iter()
+                    .flat_map(Transport::destinations),
+            )
+            .collect();
+        // the MX hosts of the recipients' own domain (the default route)
+        let own_domain = match transport {
+            Transport::Smtp(NextHop::Mx { domain, .. }) => envelope.recipients.iter().all(|r| {
+                r.rsplit_once('@')
+                    .is_some_and(|(_, d)| d.trim_end_matches('.').eq_ignore_ascii_case(domain))
+            }),
+            _ => false,
+        };
+        'chain: for (step, t) in chain.iter().enumerate() {
+            let fallback = step >= n_primary;
+            let hops = match self.ranked_hops(t).await {
                 Ok(h) if h.is_empty() => {
                     let o =
                         Outcome::deferred(&t.to_string(), [4, 4, 4], format!("no hosts for {t}"));
@@ -320,20 +432,73 @@ impl Outbound {
                     continue;
                 }
                 Ok(h) => h,
-                Err(e) => {
+                Err(e) if e.is_permanent() && step == 0 && own_domain => {
                     // A domain that does not exist or takes no mail bounces; a fallback
-                    // relay cannot change that. A DNS failure of a fallback does not
-                    // turn earlier temporary failures into a bounce.
-                    let o = Outcome::from_dns(&format!("{t}"), &e);
-                    let bounce = step == 0 && e.is_permanent();
-                    fill(&mut outcomes, &mut last, &o, bounce);
-                    if bounce {
-                        break 'chain;
-                    }
+                    // relay cannot change that.
+                    let o = Outcome::from_dns(&t.to_string(), &e);
+                    fill(&mut outcomes, &mut last, &o, true);
+                    break 'chain;
+                }
+                Err(e) if e.is_permanent() => {
+                    // "Don't bounce mail after a host lookup problem with a relayhost
+                    // or with a fallback relay" (Postfix): a next hop from the
+                    // configuration that does not resolve is a configuration problem.
+                    warn!(next_hop = %t, error = %e, "a configured next hop does not resolve: configuration problem; deferring");
+                    let o = Outcome::deferred(
+                        &t.to_string(),
+                        [4, 3, 5],
+                        format!("{e} (configuration problem: next hop {t})"),
+                    );
+                    fill(&mut outcomes, &mut last, &o, false);
+                    continue;
+                }
+                Err(e) => {
+                    let o = Outcome::from_dns(&t.to_string(), &e);
+                    fill(&mut outcomes, &mut last, &o, false);
                     continue;
                 }
             };
-            for hop in hops {
+            // The hosts before the first that is ourselves (Postfix truncates an MX
+            // list there: only more preferred hosts may take the mail). None: a loop.
+            let best = hops.first().map_or(0, |(_, p)| *p);
+            let mut hops = hops;
+            let mut final_step = false;
+            if loop_detect && let Some(me) = hops.iter().position(|(h, _)| self.is_self(&h.target))
+            {
+                let my_pref = hops[me].1;
+                hops.truncate(me);
+                hops.retain(|(_, p)| *p < my_pref);
+                final_step = true;
+                if hops.is_empty() {
+                    let o = if fallback {
+                        warn!(next_hop = %t, "mail for a fallback relay loops back to myself: configuration problem; deferring");
+                        Outcome::deferred(
+                            &t.to_string(),
+                            [4, 3, 5],
+                            format!("mail for {t} loops back to myself (configuration problem)"),
+                        )
+                    } else if my_pref == best {
+                        Outcome::bounced(
+                            &t.to_string(),
+                            [5, 4, 6],
+                            format!("mail for {} loops back to myself", loop_name(t, envelope)),
+                        )
+                    } else {
+                        Outcome::deferred(
+                            &t.to_string(),
+                            [4, 4, 4],
+                            format!(
+                                "unable to find primary relay for {}",
+                                loop_name(t, envelope)
+                            ),
+                        )
+                    };
+                    let bounce = matches!(o, Outcome::Bounced { .. });
+                    fill(&mut outcomes, &mut last, &o, bounce);
+                    break 'chain;
+                }
+            }
+            for (hop, pref) in hops {
                 let pending: Vec<usize> = (0..n).filter(|&i| outcomes[i].is_none()).collect();
                 if pending.is_empty() {
                     break 'chain;
@@ -347,7 +512,10 @@ impl Outbound {
                     ..*envelope
                 };
                 let relay = hop.to_string();
-                match self.transaction(&hop, t, options, &sub, message).await {
+                let result = self
+                    .transaction(&hop, t, options, &sub, message, loop_detect)
+                    .await;
+                match result {
                     Ok(per) => {
                         for (&i, r) in pending.iter().zip(per.iter()) {
                             let o = Outcome::from_reply(&relay, r);
@@ -356,6 +524,34 @@ impl Outbound {
                             } else {
                                 last[i] = Some(o);
                             }
+                        }
+                    }
+                    Err(DeliveryError::Loop { name }) => {
+                        // Postfix: 5.4.6 from a best MX (or a host without MX), else
+                        // 4.4.6 and the next host; no fallback relay after it.
+                        warn!(relay = %relay, %name, "host replied to EHLO with my own hostname");
+                        let text =
+                            format!("mail for {} loops back to myself", loop_name(t, envelope));
+                        let o = if fallback {
+                            Outcome::deferred(
+                                &relay,
+                                [4, 3, 5],
+                                format!("{text} (configuration problem)"),
+                            )
+                        } else if pref == best {
+                            Outcome::bounced(&relay, [5, 4, 6], text)
+                        } else {
+                            Outcome::deferred(&relay, [4, 4, 6], text)
+                        };
+                        final_step = true;
+                        if matches!(o, Outcome::Bounced { .. }) {
+                            for &i in &pending {
+                                outcomes[i] = Some(o.clone());
+                            }
+                            break 'chain;
+                        }
+                        for &i in &pending {
+                            last[i] = Some(o.clone());
                         }
                     }
                     Err(e) => {
@@ -373,6 +569,9 @@ impl Outbound {
                         }
                     }
                 }
+            }
+            if final_step {
+                break 'chain;
             }
         }
         outcomes
@@ -395,6 +594,7 @@ impl Outbound {
         options: &RouteOptions,
         envelope: &Envelope<'_>,
         message: &[u8],
+        loop_detect: bool,
     ) -> Result<Vec<RcptOutcome>, DeliveryError> {
         let tls = options.tls.unwrap_or(self.settings.tls);
         let auth = self
@@ -420,6 +620,9 @@ impl Outbound {
             }
         }
         let mut config = self.client_config(hop, tls, auth);
+        // Postfix's SMTP_MISC_FLAG_LOOP_DETECT: SMTP to port 25 only.
+        config.loop_detect =
+            loop_detect && !hop.lmtp && matches!(hop.target, Target::Inet(a) if a.port() == 25);
         let result = self.fresh(hop, &config, envelope, message).await;
         let result = match result {
             Err(e) if e.allows_plaintext_retry() => {
@@ -577,6 +780,39 @@ impl Outbound {
     }
 }
 
+/// The destination a loop is reported for, as Postfix names it: the recipients'
+/// domain for an MX next hop of that domain, else the next hop.
+fn loop_name(t: &Transport, envelope: &Envelope<'_>) -> String {
+    match t {
+        Transport::Smtp(NextHop::Mx { domain, .. }) => domain.clone(),
+        Transport::Smtp(hop) => hop.to_string(),
+        other => match envelope.recipients.first().and_then(|r| r.rsplit_once('@')) {
+            Some((_, d)) => d.to_owned(),
+            None => other.to_string(),
+        },
+    }
+}
+
+/// Whether `ip` is an address of this host: a loopback address, or one the kernel
+/// routes to this host (a UDP socket "connected" to it, which sends nothing, gets it
+/// as its own source address). Not a bind test: with `ip_nonlocal_bind` any address
+/// can be bound.
+fn is_local_ip(ip: std::net::IpAddr) -> bool {
+    if ip.is_loopback() || ip.to_canonical().is_loopback() {
+        return true;
+    }
+    let any: std::net::IpAddr = match ip {
+        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    std::net::UdpSocket::bind(SocketAddr::new(any, 0))
+        .and_then(|s| {
+            s.connect(SocketAddr::new(ip, 9))?;
+            s.local_addr()
+        })
+        .is_ok_and(|local| local.ip() == ip)
+}
+
 /// Records `o` for every recipient without a final outcome: as final when `bounce`,
 /// else as the latest temporary failure.
 fn fill(outcomes: &mut [Option<Outcome>], last: &mut [Option<Outcome>], o: &Outcome, bounce: bool) {
@@ -588,5 +824,46 @@ fn fill(outcomes: &mut [Option<Outcome>], last: &mut [Option<Outcome>], o: &Outc
                 *l = Some(o.clone());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_addresses_are_told_from_remote_ones() {
+        assert!(is_local_ip("127.0.0.1".parse().unwrap()));
+        assert!(is_local_ip("127.0.0.45".parse().unwrap()));
+        assert!(is_local_ip("::1".parse().unwrap()));
+        assert!(!is_local_ip("198.51.100.1".parse().unwrap()));
+        // this host's own outgoing address (when it has a route at all) is local
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        if s.connect("198.51.100.1:9").is_ok() {
+            let mine = s.local_addr().unwrap().ip();
+            assert!(is_local_ip(mine), "{mine}");
+        }
+    }
+
+    #[test]
+    fn a_next_hop_is_ourselves_on_a_listener_port_only() {
+        let settings = Delivery::defaults_for(std::path::Path::new("/nonexistent"));
+        let out = Outbound::new(
+            Resolver::with_nameserver("127.0.0.1:9".parse().unwrap()),
+            settings,
+            "mx.example.test".into(),
+            None,
+            Default::default(),
+        )
+        .with_listeners([
+            "127.0.0.1:2525".parse().unwrap(),
+            "0.0.0.0:25".parse().unwrap(),
+        ]);
+        let inet = |a: &str| Target::Inet(a.parse().unwrap());
+        assert!(out.is_self(&inet("127.0.0.1:2525")));
+        assert!(!out.is_self(&inet("127.0.0.1:10026")), "a content filter");
+        assert!(out.is_self(&inet("127.0.0.7:25")), "the wildcard listener");
+        assert!(!out.is_self(&inet("198.51.100.1:25")));
+        assert!(!out.is_self(&Target::Unix("/run/lmtp".into())));
     }
 }

@@ -24,14 +24,14 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::client::Envelope as ClientEnvelope;
 use super::dsn;
 use super::filter::FilterLoops;
 use super::hops::{Outbound, Outcome};
 use super::maildir;
-use crate::config::route::{RouteOptions, Transport};
+use crate::config::route::{DkimSign, RouteOptions, Transport};
 use crate::policy::{Context, Pipeline, Route, TlsInfo};
 use crate::queue::{Envelope, MessageRecord, QueueId, QueuedMessage, RcptState, RcptStatus, Spool};
 
@@ -505,15 +505,17 @@ async fn route_and_send(
         }
     }
 
-    // Signed once per attempt (and per `dkim=` a route names), after every content
-    // change (they were all made before the message was queued), and only what leaves
-    // over SMTP.
-    // (the route's `dkim=`, the signed message or None when nobody signs)
-    let mut signed: Vec<(Option<String>, Option<Body>)> = Vec::new();
+    // Signed once per attempt (and per `dkim=`/`dkim-sign=` a route has), after every
+    // content change (they were all made before the message was queued), and only
+    // what leaves over SMTP; which mail is signed: `Pipeline::dkim_plan`.
+    // (the route's signing options, the signed message or None when nobody signs)
+    type SignKey = (Option<String>, Option<DkimSign>);
+    let key = |o: &RouteOptions| -> SignKey { (o.dkim.clone(), o.dkim_sign) };
+    let mut signed: Vec<(SignKey, Option<Body>)> = Vec::new();
     for (t, o, _) in &routes {
-        if matches!(t, Transport::Smtp(_)) && !signed.iter().any(|(d, _)| *d == o.dkim) {
-            let s = dkim_signed(&policy, msg.id, env, body, o.dkim.as_deref()).await;
-            signed.push((o.dkim.clone(), s));
+        if matches!(t, Transport::Smtp(_)) && !signed.iter().any(|(k, _)| *k == key(o)) {
+            let s = dkim_signed(&policy, msg.id, env, body, o).await;
+            signed.push((key(o), s));
         }
     }
     let mut sends = JoinSet::new();
@@ -521,7 +523,7 @@ async fn route_and_send(
     for (transport, options, members) in routes {
         let mine = signed
             .iter()
-            .find(|(d, _)| *d == options.dkim)
+            .find(|(k, _)| *k == key(&options))
             .and_then(|(_, s)| s.as_ref());
         let body = match (&transport, mine) {
             (Transport::Smtp(_), Some(signed)) => signed,
@@ -588,30 +590,30 @@ async fn route_and_send(
 type Body = Arc<[u8]>;
 
 /// The message with its DKIM signatures in front ([`crate::dkim::sign`]), or None
-/// when no `dkim` node signs mail from its From domain (else its sender's domain),
-/// or for the domain its route names.
-/// Hashing and signing run off the async threads.
+/// when it is not signed on a route with these options ([`Pipeline::dkim_plan`]: mail
+/// that originates with us, by the `dkim` node of its From domain, else its sender's,
+/// or the one the route names). Hashing and signing run off the async threads.
 async fn dkim_signed(
     policy: &Arc<Pipeline>,
     id: QueueId,
     env: &Envelope,
     body: &Arc<[u8]>,
-    route: Option<&str>,
+    options: &RouteOptions,
 ) -> Option<Arc<[u8]>> {
-    let all = policy.dkim_signers();
-    if all.is_empty() {
+    if policy.dkim_signers().is_empty() {
         return None;
     }
-    let (all, body, sender) = (all.clone(), body.clone(), env.sender.clone());
-    let route = route.map(str::to_owned);
+    let (policy, body, sender) = (policy.clone(), body.clone(), env.sender.clone());
+    let (ours, options) = (!env.external, options.clone());
     let task = tokio::task::spawn_blocking(move || {
         let domain = crate::dkim::from_domain(&body)
-            .or_else(|| sender.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()))?;
-        let signers = crate::dkim::signers_for(&all, &domain, route.as_deref());
-        if signers.is_empty() {
+            .or_else(|| sender.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()));
+        let plan = policy.dkim_plan(ours, domain.as_deref(), &options);
+        if let Some(why) = &plan.unsigned {
+            debug!(queue_id = %id, reason = %why, "not DKIM-signed");
             return None;
         }
-        let (signed, by) = crate::dkim::sign(&signers, &body);
+        let (signed, by) = crate::dkim::sign(&plan.signers, &body);
         for s in by {
             info!(queue_id = %id, d = %s.domain, s = %s.selector, a = %s.key.algorithm(), "DKIM-Signature added");
         }
@@ -666,7 +668,7 @@ async fn filter_and_send(
         &rcpts,
         body.get(body_start..).unwrap_or_default(),
     );
-    shared.filter_loops.entered(name, digest);
+    shared.filter_loops.entered(name, digest, env.external);
     let outcomes = send_route(
         shared,
         &filter.transport,
@@ -822,10 +824,18 @@ async fn send_route(
                 size: body.len(),
                 xforward,
             };
-            shared
-                .outbound()
-                .send(transport, options, &envelope, body)
-                .await
+            // a content filter (the only sender with XFORWARD) is no mail loop
+            if xforward.is_empty() {
+                shared
+                    .outbound()
+                    .send(transport, options, &envelope, body)
+                    .await
+            } else {
+                shared
+                    .outbound()
+                    .send_to_filter(transport, &envelope, body)
+                    .await
+            }
         }
     }
 }
@@ -1112,6 +1122,8 @@ async fn bounce(
         filter: None,
         tls: None,
         revision: Some(shared.policy.load().revision().to_owned()),
+        // written by us, from MAILER-DAEMON at our hostname: ours, signed as such
+        external: false,
     };
     let nid = shared.spool.new_id();
     let mut record = MessageRecord::new(nid, now, &notice);

@@ -83,6 +83,14 @@ pub struct DryRunReport {
     /// `d=DOMAIN s=SELECTOR ALGORITHM`, per signer (see [`crate::dkim::signers_for`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dkim: Vec<String>,
+    /// Where the message comes from for DKIM signing ([`super::MailOrigin`]), when a
+    /// `dkim` node exists and the message leaves over SMTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dkim_origin: Option<String>,
+    /// Why a route's mail is not signed (`not mail from us`, `no dkim node for
+    /// DOMAIN`, ...), one per reason.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dkim_unsigned: Vec<String>,
     /// With a message: its header block as it would be queued, after the content
     /// checks' edits and the hooks' header changes (unfolded, one header per entry).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -197,6 +205,8 @@ impl Pipeline {
             outcome: "queued",
             filter: None,
             dkim: Vec::new(),
+            dkim_origin: None,
+            dkim_unsigned: Vec::new(),
             headers: Vec::new(),
             auth: None,
             fired: Vec::new(),
@@ -399,8 +409,8 @@ impl Pipeline {
                 }),
             }
         }
-        // the `dkim=` of each SMTP route (None: the From domain's signer)
-        let mut signed_by: Vec<Option<String>> = Vec::new();
+        // the signing options of each SMTP route
+        let mut signed_by: Vec<crate::config::route::RouteOptions> = Vec::new();
         {
             for (rcpt, alias_of) in &finals {
                 let d = self.evaluate(
@@ -418,9 +428,11 @@ impl Pipeline {
                 } = Self::route_of(d.clone(), rcpt)
                 {
                     if matches!(transport, crate::config::route::Transport::Smtp(_))
-                        && !signed_by.contains(&options.dkim)
+                        && !signed_by
+                            .iter()
+                            .any(|o| o.dkim == options.dkim && o.dkim_sign == options.dkim_sign)
                     {
-                        signed_by.push(options.dkim.clone());
+                        signed_by.push(options.clone());
                     }
                     d.transport = Some(transport.to_string());
                 }
@@ -435,13 +447,22 @@ impl Pipeline {
                 .rsplit_once('@')
                 .map(|(_, d)| d.to_ascii_lowercase())
         });
-        if let Some(domain) = domain {
+        // the origin as the daemon records it at receipt, and the scheduler's choice
+        if !self.dkim.is_empty() && !signed_by.is_empty() {
+            let origin = self.mail_origin(env.client_ip, env.auth_user.as_deref(), &env.listener);
+            report.dkim_origin = Some(origin.to_string());
             for route in &signed_by {
-                for s in crate::dkim::signers_for(&self.dkim, &domain, route.as_deref()) {
+                let plan = self.dkim_plan(origin.is_ours(), domain.as_deref(), route);
+                for s in plan.signers {
                     let line = format!("d={} s={} {}", s.domain, s.selector, s.key.algorithm());
                     if !report.dkim.contains(&line) {
                         report.dkim.push(line);
                     }
+                }
+                if let Some(why) = plan.unsigned
+                    && !report.dkim_unsigned.contains(&why)
+                {
+                    report.dkim_unsigned.push(why);
                 }
             }
         }

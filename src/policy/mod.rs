@@ -28,6 +28,7 @@ mod message;
 pub mod mime;
 mod panics;
 pub mod script;
+mod signing;
 
 /// Transports and transport(5) lookups (defined in config, which parses them).
 pub mod route {
@@ -60,6 +61,7 @@ pub use checks::{CheckMatch, ContentChecks, RawEdit, apply_raw_edits};
 pub use dry_run::{DryEnvelope, DryRunReport, StageResult};
 pub use message::{HeaderLine, apply_header_edits, parse_headers};
 pub use script::HeaderChange;
+pub use signing::{DkimPlan, MailOrigin};
 
 /// Longest address echoed back in a reply.
 pub const MAX_ECHOED_ADDRESS: usize = 256;
@@ -243,6 +245,8 @@ pub struct Pipeline {
     mailboxes: Option<Mailboxes>,
     /// `dkim` nodes: who signs what delivery sends (see [`crate::dkim`]).
     dkim: Arc<[crate::dkim::Signer]>,
+    /// `dkim-internal`: the clients whose mail is ours; `None`: loopback.
+    dkim_internal: Option<Arc<[Arc<NetworkSet>]>>,
     /// The `authentication` block: which incoming mail is checked, and how.
     authentication: Option<Arc<AuthSettings>>,
     /// Some route rule has `arc-seal=`.
@@ -304,6 +308,7 @@ impl Default for Pipeline {
             sources: Arc::default(),
             mailboxes: None,
             dkim: Arc::new([]),
+            dkim_internal: None,
             authentication: None,
             seals: false,
         }
@@ -678,6 +683,14 @@ impl Pipeline {
             authentication,
             seals,
             dkim: config.dkim.clone().into(),
+            dkim_internal: config.dkim_internal.as_ref().map(|list| {
+                list.iter()
+                    .filter_map(|c| match c {
+                        ClientRef::Net(net) => Some(Arc::new(NetworkSet::new(vec![*net]))),
+                        ClientRef::Set(name) => networks.get(name.as_str()).cloned(),
+                    })
+                    .collect()
+            }),
             revision: sources.revision().into(),
             sources: Arc::new(sources),
             mailboxes: config.virtual_mailboxes.as_ref().and_then(|m| {

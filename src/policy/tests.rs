@@ -208,6 +208,7 @@ fn a_dangling_reference_fails_closed() {
         content_filters: BTreeMap::new(),
         users: BTreeMap::new(),
         dkim: Vec::new(),
+        dkim_internal: None,
         authentication: None,
         stages: {
             let mut stages: [Vec<crate::config::RuleConfig>; Stage::COUNT] = Default::default();
@@ -580,4 +581,51 @@ fn hooks_read_the_body_after_the_header_block() {
     ));
     // no header block at all: it is all body
     assert!(matches!(data(b"INVOICE.zip\r\n"), Verdict::Reject(_)));
+}
+
+#[test]
+fn mail_origin_for_dkim_signing() {
+    let compile = |extra: &str| {
+        let text = format!(
+            "{PRELUDE}listen \"reinject\" address=\"127.0.0.1:10025\" filtered=#true\nnetworks \"lan\" \"10.0.0.0/24\"\n{extra}"
+        );
+        match Config::parse("mtad.kdl", &text) {
+            Ok(config) => Pipeline::compile(&config),
+            Err(e) => panic!("{}", crate::config::render(&e)),
+        }
+    };
+    let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+    // default: loopback only (OpenDKIM's InternalHosts default)
+    let p = compile("");
+    assert_eq!(
+        p.mail_origin(ip("127.0.0.1"), None, "mx"),
+        MailOrigin::Internal("127.0.0.1".parse().unwrap())
+    );
+    assert!(p.mail_origin(ip("::1"), None, "mx").is_ours());
+    let outside = p.mail_origin(ip("198.51.100.7"), None, "mx");
+    assert!(!outside.is_ours());
+    assert_eq!(
+        outside.to_string(),
+        "external client 198.51.100.7 (not in dkim-internal)"
+    );
+    assert!(!p.mail_origin(ip("10.0.0.5"), None, "mx").is_ours());
+    assert_eq!(
+        p.mail_origin(ip("198.51.100.7"), Some("alice"), "mx"),
+        MailOrigin::Authenticated
+    );
+    assert_eq!(p.mail_origin(None, None, "mx"), MailOrigin::Local);
+    // a filter's re-injection is not ours by its address
+    assert_eq!(
+        p.mail_origin(ip("127.0.0.1"), None, "reinject"),
+        MailOrigin::Filtered
+    );
+    // dkim-internal replaces the default
+    let p = compile("dkim-internal \"lan\" \"192.0.2.1\"\n");
+    assert!(p.mail_origin(ip("10.0.0.5"), None, "mx").is_ours());
+    assert!(p.mail_origin(ip("192.0.2.1"), None, "mx").is_ours());
+    assert!(!p.mail_origin(ip("127.0.0.1"), None, "mx").is_ours());
+    // without a dkim node nothing is signed, whatever the origin
+    let plan = p.dkim_plan(true, Some("example.com"), &route::RouteOptions::default());
+    assert!(plan.signers.is_empty());
+    assert_eq!(plan.unsigned.as_deref(), Some("no dkim node"));
 }

@@ -25,7 +25,7 @@
 //!
 //! | kind | name       | payload after the version byte |
 //! |------|------------|--------------------------------|
-//! | 1    | Message    | id u64, arrival unix ms u64, flags u8 (bit0 8BITMIME body, bit1 SMTPUTF8, bit2 held, bit3 recipients already alias-expanded, bit4 a content filter follows, bit5 TLS parameters follow, bit6 a policy revision follows; bit7 unused), strings sender (`""` = null sender), listener, helo, client ip (`""` if unknown), auth user (`""` if none), with bit4 the content filter's name, with bit5 the TLS parameters, with bit6 the revision of the policy that accepted the message, u32 recipient count + one string each, u64 body length, body bytes (the message as received, `Received:` included) |
+//! | 1    | Message    | id u64, arrival unix ms u64, flags u8 (bit0 8BITMIME body, bit1 SMTPUTF8, bit2 held, bit3 recipients already alias-expanded, bit4 a content filter follows, bit5 TLS parameters follow, bit6 a policy revision follows, bit7 a u32 of further flags follows: bit0 the message is not ours, not DKIM-signed), strings sender (`""` = null sender), listener, helo, client ip (`""` if unknown), auth user (`""` if none), with bit4 the content filter's name, with bit5 the TLS parameters, with bit6 the revision of the policy that accepted the message, u32 recipient count + one string each, u64 body length, body bytes (the message as received, `Received:` included) |
 //! | 2    | RcptStatus | id u64, rcpt index u32, status u8 (0 queued, 1 delivered, 2 bounced, 3 deferred), at unix ms u64, attempts u32, next attempt unix ms u64, detail string |
 //! | 3    | Remove     | id u64 |
 //! | 4    | Hold       | id u64, held u8 (1 = put on hold, 0 = released) |
@@ -44,7 +44,9 @@
 //!
 //! //! Flag bits 5 (TLS) and 6 (revision) were added after the first release: records without
 //! them read as before. A reader refuses a record with a flag bit it does not know (written
-//! by a newer mtad) rather than misread the strings that follow.
+//! by a newer mtad) rather than misread the strings that follow. Bit7 (further flags, for
+//! now only "not ours": mail from outside, not DKIM-signed) is set only on the records that
+//! need it, so the others stay readable by an older mtad; its u32 follows the flags byte.
 //!
 //! Kind 4 (Hold) was added after the first release: spools without it read as before, but
 //! an mtad older than `mtactl queue hold` refuses a spool that contains one (unknown kind),
@@ -138,6 +140,12 @@ pub struct Envelope {
     /// ([`crate::policy::Pipeline::revision`]); `None` in records written before it
     /// was kept.
     pub revision: Option<String>,
+    /// The message does not originate with us: it came from a client that neither
+    /// authenticated nor is in `dkim-internal` (see [`crate::policy::MailOrigin`]),
+    /// so it is not DKIM-signed unless a route says `dkim-sign="always"`. Decided at
+    /// receipt; false for mtad's own mail (bounces) and for records written before it
+    /// was kept.
+    pub external: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]

@@ -27,15 +27,15 @@ const FLAG_EXPANDED: u8 = 1 << 3;
 const FLAG_FILTER: u8 = 1 << 4;
 const FLAG_TLS: u8 = 1 << 5;
 const FLAG_REVISION: u8 = 1 << 6;
-/// Every flag this code knows; a record with another bit set is from a newer mtad.
-const KNOWN_FLAGS: u8 = FLAG_8BITMIME
-    | FLAG_SMTPUTF8
-    | FLAG_HELD
-    | FLAG_EXPANDED
-    | FLAG_FILTER
-    | FLAG_TLS
-    | FLAG_REVISION;
-
+/// A `u32` of further flags (`XFLAG_*`) follows the flags byte: room for flags after
+/// the byte was full. Set only when one of them is, so other records stay readable by
+/// an mtad that predates it.
+const FLAG_MORE: u8 = 1 << 7;
+/// The message does not originate with us (`Envelope::external`): not DKIM-signed.
+/// Clear in records written before it existed, which were signed as before.
+const XFLAG_EXTERNAL: u32 = 1 << 0;
+/// Every further flag this code knows.
+const KNOWN_XFLAGS: u32 = XFLAG_EXTERNAL;
 /// Room reserved for the body when a record is created, so a typical message is appended
 /// without reallocating.
 const INITIAL_BODY_CAPACITY: usize = 16 * 1024;
@@ -110,7 +110,17 @@ fn encode_message_prefix(id: QueueId, arrival_ms: u64, envelope: &Envelope) -> V
     if envelope.revision.is_some() {
         flags |= FLAG_REVISION;
     }
+    let mut more = 0;
+    if envelope.external {
+        more |= XFLAG_EXTERNAL;
+    }
+    if more != 0 {
+        flags |= FLAG_MORE;
+    }
     w.u8(flags);
+    if more != 0 {
+        w.u32(more);
+    }
     w.str(&envelope.sender);
     w.str(&envelope.listener);
     w.str(&envelope.helo);
@@ -402,9 +412,15 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Decoded, String> {
             let id = QueueId(r.u64("the queue id")?);
             let arrival_ms = r.u64("the arrival time")?;
             let flags = r.u8("the flags")?;
-            if flags & !KNOWN_FLAGS != 0 {
+            // every bit of the flags byte is known: a newer mtad's flags are in `more`
+            let more = if flags & FLAG_MORE != 0 {
+                r.u32("the further flags")?
+            } else {
+                0
+            };
+            if more & !KNOWN_XFLAGS != 0 {
                 return Err(format!(
-                    "message flags {flags:#04x} include bits this mtad does not know \
+                    "message flags {more:#010x} include bits this mtad does not know \
                      (written by a newer mtad?)"
                 ));
             }
@@ -466,6 +482,7 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Decoded, String> {
                     filter,
                     tls,
                     revision,
+                    external: more & XFLAG_EXTERNAL != 0,
                 },
                 body_start,
                 body_len,

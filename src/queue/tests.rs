@@ -22,6 +22,7 @@ fn envelope(rcpts: usize) -> Envelope {
         filter: None,
         tls: None,
         revision: None,
+        external: false,
     }
 }
 
@@ -76,6 +77,7 @@ async fn commit_then_reopen_keeps_envelope_and_body() {
         filter: Some("amavis".into()),
         tls: Some("TLSv1.3 TLS_AES_256_GCM_SHA384".into()),
         revision: Some("0123456789ab".into()),
+        external: true,
     };
     let (spool, rec) = Spool::open(&dir).unwrap();
     assert_eq!(
@@ -742,10 +744,36 @@ fn records_without_a_revision_still_read() {
     assert_eq!(meta.envelope.recipients, ["b@example.net"]);
     assert_eq!(meta.body_len, 4);
 
+    assert!(!meta.envelope.external, "old records were signed: ours");
+
     // the same record from an mtad that knows a flag we do not: refused, not misread
-    payload[17] |= 0b1000_0000;
-    let err = record::decode(record::KIND_MESSAGE, &payload).unwrap_err();
+    let mut newer = payload.clone();
+    newer[17] |= 0b1000_0000;
+    newer.splice(18..18, 0x8000_0000u32.to_le_bytes());
+    let err = record::decode(record::KIND_MESSAGE, &newer).unwrap_err();
     assert!(err.contains("newer mtad"), "{err}");
+}
+
+/// Mail from outside (not DKIM-signed) is marked in a word of further flags, which
+/// only such records carry: the others are byte for byte what older mtad wrote.
+#[test]
+fn the_external_origin_is_kept_in_the_record() {
+    for external in [true, false] {
+        let env = Envelope {
+            external,
+            ..envelope(2)
+        };
+        let mut record = MessageRecord::new(QueueId(9), 1, &env);
+        record.body_mut().extend_from_slice(b"x\r\n");
+        let sealed = record.finish().unwrap();
+        let payload = &sealed.bytes[record::HEADER_LEN..];
+        assert_eq!(payload[17] & 0b1000_0000 != 0, external);
+        let record::Decoded::Message(meta) = record::decode(record::KIND_MESSAGE, payload).unwrap()
+        else {
+            panic!("not a message");
+        };
+        assert_eq!(meta.envelope, env);
+    }
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! AUTH is offered only where the listener says so, and only under TLS unless it
 //! allows plaintext. Failed attempts count against the client's `auth-failures` rate
 //! limit (on by default); once it is used up, AUTH is refused for the rest of the
-//! window even with the right password. Logs name the user and the mechanism, never a
+//! window even with the right password. With `auth-failures-per-user`, failures are
+//! also counted per user name, from whatever client. Logs name the user and the mechanism, never a
 //! password.
 
 use tracing::{info, warn};
@@ -139,6 +140,11 @@ impl Session {
         let Some(users) = self.listen.users.clone() else {
             return self.fail(reply::NO_AUTH);
         };
+        if self.core.rate.user_exhausted(&user) {
+            warn!(user = %reply::sanitize(&user, 255), limit = "auth-failures-per-user", "rate limit: AUTH refused");
+            self.auth_failed(mechanism, Some(&user), "too many failures for this user");
+            return self.fail(reply::TOO_MANY_AUTH_USER);
+        }
         match users.verify(&user, password.as_bytes()).await {
             AuthOutcome::Ok(name) => {
                 info!(user = %reply::sanitize(&name, 255), mechanism, "authenticated");
@@ -166,6 +172,9 @@ impl Session {
             "authentication failed"
         );
         let _ = self.core.rate.allow(Kind::AuthFailures, self.peer.ip());
+        if let Some(user) = user {
+            self.core.rate.user_failed(&user);
+        }
     }
 }
 

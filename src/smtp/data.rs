@@ -9,8 +9,9 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use super::dot::{DotReceiver, has_bare_eol};
+use super::inflight::TextScan;
 use super::reply;
-use super::session::{Disposition, Flow, Session, State};
+use super::session::{Disposition, Flow, INITIAL_DATA_MEMORY, Session, State};
 use super::tls::TlsInfo;
 use crate::mailauth::Peer;
 use crate::policy::{Context, Stage, Verdict, apply_header_edits, apply_raw_edits, parse_headers};
@@ -24,7 +25,9 @@ impl Session {
         if self.tx.bdat {
             return self.fail(reply::BDAT_THEN_DATA);
         }
-        self.start_message();
+        if !self.start_message() {
+            return self.fail(reply::NO_DATA_MEMORY);
+        }
         self.state = State::Data(DotReceiver::new());
         self.push_ok(reply::DATA_GO_AHEAD)
     }
@@ -39,7 +42,12 @@ impl Session {
             return self.fail(reply);
         }
         if self.tx.record.is_none() {
-            self.start_message();
+            if !self.start_message() {
+                if size > 0 {
+                    self.state = State::SkipBdat { left: size };
+                }
+                return self.fail(reply::NO_DATA_MEMORY);
+            }
             self.tx.bdat = true;
         }
         if size == 0 {
@@ -59,8 +67,22 @@ impl Session {
         }
     }
 
-    /// Creates the spool record with our Received: header at its top.
-    fn start_message(&mut self) {
+    /// Creates the spool record with our Received: header at its top, with its first
+    /// share of `data-memory`; `false` (and nothing started) when the budget is used up.
+    fn start_message(&mut self) -> bool {
+        let limits = &self.listen.settings.limits;
+        let Some(mut memory) = self
+            .core
+            .data_memory
+            .reserve(INITIAL_DATA_MEMORY, limits.data_memory)
+        else {
+            warn!(
+                budget = limits.data_memory,
+                in_use = self.core.data_memory.used(),
+                "data-memory used up: DATA/BDAT refused"
+            );
+            return false;
+        };
         let id = self.core.spool.new_id();
         let arrival = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -80,6 +102,16 @@ impl Session {
             expanded: false,
             filter: None,
             revision: Some(self.policy.revision().to_owned()),
+            // decided once, here; a content filter's re-injection gets the origin it
+            // had going in (see `finish_message`)
+            external: !self
+                .policy
+                .mail_origin(
+                    Some(self.peer.ip()),
+                    self.auth_user.as_deref(),
+                    &self.listen.name,
+                )
+                .is_ours(),
         };
         let mut record = MessageRecord::new(id, arrival, &envelope);
         let received = received_header(ReceivedInfo {
@@ -98,13 +130,30 @@ impl Session {
             rcpt: (self.tx.recipients.len() == 1).then(|| self.tx.recipients[0].as_str()),
         });
         record.body_mut().extend_from_slice(received.as_bytes());
+        let limits = &self.listen.settings.limits;
+        // the envelope (up to `recipients` addresses) is in the buffer too
+        let buf = record.body_mut();
+        let want = buf.len().max(INITIAL_DATA_MEMORY);
+        if !memory.grow_to(want, limits.data_memory) {
+            warn!(
+                budget = limits.data_memory,
+                "data-memory used up: DATA/BDAT refused"
+            );
+            return false;
+        }
+        buf.reserve_exact(want - buf.len());
+        self.tx.text = Some(TextScan::new(limits.header_size, limits.text_line_length));
+        self.tx.memory = Some(memory);
+        self.tx.received = record.body_len() as u64;
         self.tx.record = Some(record);
         self.tx.data_started = Some(Instant::now());
+        true
     }
 
     /// The reply to a BDAT chunk; the last one queues the message.
     pub(super) async fn end_of_chunk(&mut self, last: bool) -> Flow {
         if last {
+            self.tx.finish_text();
             let bare_eol = self
                 .tx
                 .record
@@ -112,8 +161,8 @@ impl Session {
                 .is_some_and(|r| has_bare_eol(r.body()));
             return self.finish_message(bare_eol).await;
         }
-        if self.tx.oversized {
-            return self.fail(reply::MESSAGE_TOO_BIG);
+        if let Some(refusal) = self.tx.refusal_reply(&self.listen.settings.limits) {
+            return self.fail(refusal);
         }
         let received = self.tx.record.as_ref().map_or(0, MessageRecord::body_len);
         let text = format!("250 2.0.0 Ok: {received} octets so far\r\n");
@@ -123,14 +172,17 @@ impl Session {
     /// The end of DATA or of the last BDAT chunk: refuse, or run the data stage and
     /// queue durably, then say 250.
     pub(super) async fn finish_message(&mut self, bare_eol: bool) -> Flow {
+        // the message's share of data-memory is held until it is queued or refused
+        let _memory = self.tx.memory.take();
         let Some(mut record) = self.tx.record.take() else {
             self.reset_transaction();
             return self.fail(reply::NEED_RCPT);
         };
-        if self.tx.oversized {
+        self.tx.finish_text();
+        if let Some(refusal) = self.tx.refusal_reply(&self.listen.settings.limits) {
             self.reset_transaction();
-            info!(queue_id = %record.id(), "message refused: too big");
-            return self.fail(reply::MESSAGE_TOO_BIG);
+            info!(queue_id = %record.id(), reply = refusal.trim_end(), "message refused");
+            return self.fail(refusal);
         }
         if bare_eol {
             self.reset_transaction();
@@ -254,6 +306,7 @@ impl Session {
         }
         if disposition == Disposition::Discard {
             info!(queue_id = %id, from = %reply::sanitize(&from, 256), nrcpt = recipients, size, revision = %self.policy.revision(), "discarded by policy");
+            self.junk = 0;
             return self.push_ok(&queued);
         }
         if let Some(v) = &verified {
@@ -289,6 +342,13 @@ impl Session {
             record.body_mut().extend_from_slice(&body);
         }
         let held = disposition == Disposition::Hold;
+        // back from a content filter: the origin it had going in; on a `filtered`
+        // listener, unrecognised mail is not ours (see `Pipeline::mail_origin`)
+        let external = match &came_back {
+            Some((_, external)) => *external,
+            None => record.envelope().external,
+        };
+        let came_back = came_back.map(|(name, _)| name);
         let filter = filter.filter(|name| {
             let back = came_back.as_deref() == Some(name.as_str());
             if back {
@@ -303,11 +363,16 @@ impl Session {
             info!(queue_id = %id, redirect = ?checks.redirect, bcc = ?checks.bcc, "recipients changed by content checks");
             checks.recipients(&record.envelope().recipients)
         });
-        if held != record.envelope().held || filter != record.envelope().filter || rcpts.is_some() {
+        if held != record.envelope().held
+            || filter != record.envelope().filter
+            || external != record.envelope().external
+            || rcpts.is_some()
+        {
             let old = record.envelope();
             let envelope = Envelope {
                 held,
                 filter,
+                external,
                 recipients: rcpts.unwrap_or_else(|| old.recipients.clone()),
                 ..old.clone()
             };
@@ -316,6 +381,8 @@ impl Session {
         match self.core.spool.commit(record).await {
             Ok(id) => {
                 self.messages += 1;
+                // as Postfix: a message received starts the junk count again
+                self.junk = 0;
                 info!(queue_id = %id, from = %reply::sanitize(&from, 256), nrcpt = recipients, size, held, tls = self.tls.is_some(), auth = self.auth_user.as_deref().map(|u| tracing::field::display(reply::sanitize(u, 255))), revision = %self.policy.revision(), "queued");
                 if !held {
                     (self.core.on_queued)(id);

@@ -33,6 +33,8 @@ enum State {
 pub struct DotReceiver {
     state: State,
     bare_eol: bool,
+    /// Content bytes so far, whether a sink kept them or not.
+    emitted: u64,
 }
 
 impl Default for DotReceiver {
@@ -48,6 +50,7 @@ impl DotReceiver {
         Self {
             state: State::LineStart,
             bare_eol: false,
+            emitted: 0,
         }
     }
 
@@ -56,13 +59,21 @@ impl DotReceiver {
         self.bare_eol
     }
 
+    /// Content bytes so far (dot-stuffing undone), also those given to no sink: the
+    /// size of a message that is being dropped.
+    pub fn emitted(&self) -> u64 {
+        self.emitted
+    }
+
     /// Consumes bytes from `input` into `sink` (if any: `None` discards, for messages
     /// already refused). Returns `true` when the terminator was consumed; `input` then
     /// holds whatever followed it (pipelined commands). The terminator's dot line is not
     /// emitted; the CRLF before it is, as the end of the last line.
     pub fn ingest(&mut self, input: &mut &[u8], mut sink: Option<&mut Vec<u8>>) -> bool {
         let mut rest = *input;
+        let mut emitted = 0u64;
         let mut emit = |bytes: &[u8]| {
+            emitted += bytes.len() as u64;
             if let Some(sink) = sink.as_deref_mut() {
                 sink.extend_from_slice(bytes);
             }
@@ -136,6 +147,7 @@ impl DotReceiver {
                 State::DotCr => {
                     if rest[0] == b'\n' {
                         *input = &rest[1..];
+                        self.emitted += emitted;
                         return true;
                     }
                     // `CRLF . CR x`: the dot is dropped, the CR is content.
@@ -145,6 +157,7 @@ impl DotReceiver {
             }
         }
         *input = rest;
+        self.emitted += emitted;
         false
     }
 }

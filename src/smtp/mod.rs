@@ -17,6 +17,7 @@ mod auth;
 mod conn;
 mod data;
 mod ehlo;
+pub mod inflight;
 mod mail;
 pub mod rate;
 mod rcpt;
@@ -54,6 +55,8 @@ pub struct Core {
     pub filter_loops: Arc<FilterLoops>,
     /// `rate-limits`: connections, messages and recipients per client address.
     pub rate: rate::RateLimiter,
+    /// `limits { data-memory }`: message data being received, in all sessions.
+    pub data_memory: Arc<inflight::DataMemory>,
     /// Becomes `true` when the server stops: idle sessions say 421 and close, sessions
     /// in the middle of a message finish it first.
     pub shutdown: watch::Receiver<bool>,
@@ -85,6 +88,7 @@ impl Core {
             connections: Arc::new(Connections::default()),
             filter_loops: Arc::new(FilterLoops::default()),
             rate: rate::RateLimiter::new(config),
+            data_memory: Arc::default(),
             shutdown,
         }
     }

@@ -15,6 +15,11 @@ impl Session {
         if self.tx.sender.is_none() {
             return self.fail(reply::NEED_MAIL);
         }
+        if self.tx.bdat {
+            // RFC 3030: the envelope is complete once the first chunk is sent; a 250
+            // here would name a recipient that is never queued
+            return self.fail(reply::RCPT_AFTER_BDAT);
+        }
         if self.tx.recipients.len() >= self.listen.settings.limits.recipients {
             return self.fail(reply::TOO_MANY_RECIPIENTS);
         }

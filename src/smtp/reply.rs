@@ -39,6 +39,8 @@ pub const AUTH_CANCELLED: &str = "501 5.7.0 Authentication cancelled\r\n";
 pub const AUTH_UNDECODABLE: &str = "501 5.5.2 Cannot decode response\r\n";
 pub const AUTH_FAILED: &str = "535 5.7.8 Error: authentication failed\r\n";
 pub const AUTH_TEMPORARY: &str = "454 4.7.0 Temporary authentication failure\r\n";
+pub const TOO_MANY_AUTH_USER: &str =
+    "454 4.7.0 Error: too many failed authentication attempts for this user; try again later\r\n";
 pub const TOO_MANY_AUTH: &str =
     "454 4.7.0 Error: too many authentication attempts from your address; try again later\r\n";
 
@@ -57,6 +59,12 @@ pub const PIPELINING_VIOLATION: &str =
 pub const HTTP_REQUEST: &str = "221 2.7.0 Error: this is an SMTP server, not HTTP; closing\r\n";
 
 pub const MESSAGE_TOO_BIG: &str = "552 5.3.4 Error: message file too big\r\n";
+pub const HEADER_TOO_BIG: &str = "552 5.3.4 Error: message header size exceeds limit\r\n";
+pub const TEXT_LINE_TOO_LONG: &str = "550 5.6.0 Error: text line too long in message data\r\n";
+pub const NO_DATA_MEMORY: &str = "451 4.3.1 Insufficient system resources\r\n";
+pub const RCPT_AFTER_BDAT: &str =
+    "503 5.5.1 Error: RCPT after BDAT; all recipients go before the first chunk\r\n";
+pub const NON_SMTP_COMMAND: &str = "221 2.7.0 Error: I can break rules, too. Goodbye.\r\n";
 pub const TOO_MANY_MESSAGES: &str =
     "450 4.7.1 Error: too many messages from your address; try again later\r\n";
 pub const TOO_MANY_RCPTS_RATE: &str =

@@ -211,7 +211,8 @@ pub(crate) fn outbound(config: &Config) -> Result<Outbound, ServeError> {
         config.server.hostname.clone(),
         tls,
         config.credentials.clone(),
-    ))
+    )
+    .with_listeners(config.listeners.iter().map(|l| l.address)))
 }
 
 /// The listening sockets of a running server, one per address: bound at start, and
@@ -468,7 +469,11 @@ fn admit(
     let span =
         info_span!("session", id = %format_args!("{id:x}"), client = %peer, listener = %name);
     let refusal = if core.rate.allow(super::rate::Kind::Connections, ip) {
-        match core.connections.try_acquire(ip, &listen.settings.limits) {
+        // `connections-per-ip` counts clients as the rate limits do (an IPv6 /64)
+        match core
+            .connections
+            .try_acquire(core.rate.key(ip), &listen.settings.limits)
+        {
             Ok(guard) => {
                 let session = Session::new(stream, core.clone(), peer, listen.clone());
                 sessions.spawn(

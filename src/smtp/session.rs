@@ -15,11 +15,12 @@ use tracing::{debug, info, warn};
 
 use super::auth::SaslStep;
 use super::dot::DotReceiver;
+use super::inflight::{Reservation, TextError, TextScan};
 use super::line::{LineEvent, LineReader};
 use super::reply;
 use super::tls::TlsInfo;
 use super::{Core, Listen};
-use crate::config::ListenerTls;
+use crate::config::{Limits, ListenerTls};
 use crate::delivery::ClientStream;
 use crate::policy::{Context, Decision, Pipeline, Stage, Verdict};
 use crate::queue::MessageRecord;
@@ -27,6 +28,10 @@ use crate::queue::MessageRecord;
 /// Bytes read from the socket at a time. Memory per idle session is this buffer plus
 /// the small line buffer; message bodies grow only while DATA is being received.
 const READ_BUFFER: usize = 8 * 1024;
+
+/// What a message takes of `data-memory` when its data starts; it grows from there as
+/// the data arrives.
+pub(super) const INITIAL_DATA_MEMORY: usize = 64 * 1024;
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -57,8 +62,16 @@ pub(super) struct Transaction {
     pub smtputf8: bool,
     /// Created when DATA or the first BDAT starts; the body is appended straight into it.
     pub record: Option<MessageRecord>,
-    /// The message passed the size limit: the rest is read and dropped, then 552.
-    pub oversized: bool,
+    /// The message broke a limit (size, header size, line length, memory): the rest is
+    /// read and dropped, then this is the reply.
+    pub refusal: Option<&'static str>,
+    /// The message's size so far (our Received: header included), also of the part
+    /// not stored because the message is refused: `message-size` is checked on it.
+    pub received: u64,
+    /// The message's share of `data-memory`, held until it is queued or dropped.
+    pub memory: Option<Reservation>,
+    /// The header-size and line-length checks, fed as the data arrives.
+    pub text: Option<TextScan>,
     /// BDAT was used; DATA is then out of sequence.
     pub bdat: bool,
     /// When DATA/BDAT started, for the data deadline.
@@ -69,6 +82,104 @@ pub(super) struct Transaction {
     pub disposition: Disposition,
     /// The `authentication` checks of this transaction, from MAIL on.
     pub auth: Option<TxAuth>,
+}
+
+impl Transaction {
+    /// Refuses the message being received with `reply` at its end: what was stored is
+    /// dropped and its memory given back; the rest of the data will be read and dropped.
+    pub fn refuse(&mut self, reply: &'static str) {
+        if self.refusal.is_some() {
+            return;
+        }
+        self.refusal = Some(reply);
+        if let Some(record) = self.record.as_mut() {
+            record.truncate_body();
+            let buf = record.body_mut();
+            buf.shrink_to_fit();
+            if let Some(memory) = self.memory.as_mut() {
+                memory.shrink_to(buf.capacity());
+            }
+        }
+    }
+
+    /// Makes room for `n` more bytes of data within the `data-memory` budget before
+    /// they are stored (so the buffer never grows unaccounted), or refuses the message
+    /// with `451 4.3.1`.
+    fn make_room(&mut self, n: usize, limits: &Limits) {
+        if self.refusal.is_some() {
+            return;
+        }
+        let (Some(record), Some(memory)) = (self.record.as_mut(), self.memory.as_mut()) else {
+            return;
+        };
+        let prefix = record.body_mut().len() - record.body_len();
+        let buf = record.body_mut();
+        let need = buf.len().saturating_add(n);
+        if need <= buf.capacity() {
+            return;
+        }
+        // double as a Vec would, but never past what the size limit lets in
+        let ceiling = prefix + limits.message_size + READ_BUFFER;
+        let target = buf
+            .capacity()
+            .saturating_mul(2)
+            .clamp(need, need.max(ceiling));
+        // near the end of the budget, no more than is needed now
+        for target in [target, need] {
+            if memory.grow_to(target, limits.data_memory) {
+                buf.reserve_exact(target - buf.len());
+                return;
+            }
+        }
+        warn!(
+            budget = limits.data_memory,
+            "data-memory used up: message refused"
+        );
+        self.refuse(reply::NO_DATA_MEMORY);
+    }
+
+    /// The reply for a message that broke a limit: being too big comes first (the
+    /// reply a client that sent too much expects), then the first limit broken.
+    pub fn refusal_reply(&self, limits: &Limits) -> Option<&'static str> {
+        if self.received > limits.message_size as u64 {
+            Some(reply::MESSAGE_TOO_BIG)
+        } else {
+            self.refusal
+        }
+    }
+
+    /// Body bytes stored so far (where the next check starts).
+    fn stored(&self) -> usize {
+        self.record.as_ref().map_or(0, MessageRecord::body_len)
+    }
+
+    /// Runs the text checks over the data stored since `from`.
+    fn check_text(&mut self, from: usize) {
+        if self.refusal.is_some() {
+            return;
+        }
+        let (Some(record), Some(scan)) = (self.record.as_ref(), self.text.as_mut()) else {
+            return;
+        };
+        scan.feed(record.body().get(from..).unwrap_or_default());
+        self.refuse_for_text();
+    }
+
+    /// The end of the data: its last line is measured too.
+    pub fn finish_text(&mut self) {
+        if let Some(scan) = self.text.as_mut() {
+            scan.finish();
+        }
+        self.refuse_for_text();
+    }
+
+    fn refuse_for_text(&mut self) {
+        match self.text.as_ref().and_then(|s| s.error) {
+            Some(TextError::HeaderTooBig) => self.refuse(reply::HEADER_TOO_BIG),
+            Some(TextError::LineTooLong) => self.refuse(reply::TEXT_LINE_TOO_LONG),
+            None => {}
+        }
+    }
 }
 
 /// A transaction's checks: how they run, and SPF's outcome from MAIL.
@@ -121,6 +232,8 @@ pub struct Session {
     /// one read go out in one write.
     pub(super) out: Vec<u8>,
     pub(super) errors: u32,
+    /// NOOP, RSET, VRFY, ETRN, HELO, EHLO since the last message (`junk-commands`).
+    pub(super) junk: u32,
     pub(super) messages: u32,
     /// Set by the connect or helo stage: applies to every message of the session.
     pub(super) disposition: Disposition,
@@ -146,6 +259,7 @@ impl Session {
             lines,
             out: Vec::with_capacity(512),
             errors: 0,
+            junk: 0,
             messages: 0,
             disposition: Disposition::Deliver,
         }
@@ -170,11 +284,8 @@ impl Session {
         let mut buf = vec![0u8; READ_BUFFER];
         // (why, whether we close first and so must linger for the client's last bytes)
         let (close_reason, linger): (String, bool) = loop {
-            if !self.out.is_empty() {
-                if let Err(err) = self.io.write_all(&self.out).await {
-                    break (format!("write error: {err}"), false);
-                }
-                self.out.clear();
+            if let Err(why) = self.write_out().await {
+                break (why, false);
             }
             let in_message = !matches!(self.state, State::Command);
             if !in_message && *shutdown.borrow() {
@@ -214,10 +325,9 @@ impl Session {
                 Flow::Continue => {}
                 Flow::Close => break ("closed by server".into(), true),
                 Flow::StartTls => {
-                    if let Err(err) = self.io.write_all(&self.out).await {
-                        break (format!("write error: {err}"), false);
+                    if let Err(why) = self.write_out().await {
+                        break (why, false);
                     }
-                    self.out.clear();
                     if !self.handshake().await {
                         break ("TLS handshake failed".into(), false);
                     }
@@ -238,6 +348,32 @@ impl Session {
         }
         drop(open);
         info!(reason = %close_reason, messages = self.messages, errors = self.errors, "disconnect");
+    }
+
+    /// Writes the pending replies, within the idle timeout: a client that sends and
+    /// never reads (its receive window full) must not hold a session, and its slot,
+    /// forever. `Err` says why the session ends.
+    async fn write_out(&mut self) -> Result<(), String> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let limit = self.listen.settings.limits.idle_timeout;
+        let (io, out) = (&mut self.io, &self.out);
+        let write = async {
+            io.write_all(out).await?;
+            io.flush().await
+        };
+        match tokio::time::timeout(limit, write).await {
+            Ok(Ok(())) => {
+                self.out.clear();
+                Ok(())
+            }
+            Ok(Err(err)) => Err(format!("write error: {err}")),
+            Err(_) => {
+                warn!(timeout = ?limit, pending = self.out.len(), "the client does not read our replies");
+                Err("write timeout".into())
+            }
+        }
     }
 
     /// The server side of the TLS handshake, within the handshake timeout; `false` if
@@ -369,13 +505,18 @@ impl Session {
                     flow
                 }
                 State::Data(rx) => {
-                    let sink = if self.tx.oversized {
+                    self.tx.make_room(input.len(), &self.listen.settings.limits);
+                    let from = self.tx.stored();
+                    let sink = if self.tx.refusal.is_some() {
                         None
                     } else {
                         self.tx.record.as_mut().map(MessageRecord::body_mut)
                     };
+                    let before = rx.emitted();
                     let done = rx.ingest(&mut input, sink);
+                    self.tx.received += rx.emitted() - before;
                     let bare_eol = rx.bare_eol();
+                    self.tx.check_text(from);
                     self.check_size();
                     if done {
                         self.state = State::Command;
@@ -390,11 +531,15 @@ impl Session {
                     *left -= take;
                     let (done, last) = (*left == 0, *last);
                     input = rest;
-                    if !self.tx.oversized
+                    self.tx.received += chunk.len() as u64;
+                    self.tx.make_room(chunk.len(), &self.listen.settings.limits);
+                    let from = self.tx.stored();
+                    if self.tx.refusal.is_none()
                         && let Some(record) = self.tx.record.as_mut()
                     {
                         record.body_mut().extend_from_slice(chunk);
                     }
+                    self.tx.check_text(from);
                     self.check_size();
                     if done {
                         self.state = State::Command;
@@ -425,6 +570,13 @@ impl Session {
         if is_http(line) {
             warn!("HTTP request on the SMTP port");
             self.push(reply::HTTP_REQUEST);
+            return Flow::Close;
+        }
+        if is_header(line) {
+            // a client that lost sync, or another protocol: as Postfix's smtpd does
+            let text = String::from_utf8_lossy(&line[..line.len().saturating_sub(2)]);
+            warn!(command = %reply::sanitize(&text, 100), "non-SMTP command (a header line)");
+            self.push(reply::NON_SMTP_COMMAND);
             return Flow::Close;
         }
         let qualified;
@@ -461,7 +613,18 @@ impl Session {
         {
             return self.fail(reply::NEED_STARTTLS);
         }
-        match request {
+        // Postfix's smtpd_junk_command_limit: these count, and past the limit each is
+        // an error too (after its own reply)
+        let junk = matches!(
+            request,
+            Request::Ehlo { .. }
+                | Request::Helo { .. }
+                | Request::Rset
+                | Request::Noop { .. }
+                | Request::Vrfy { .. }
+                | Request::Etrn { .. }
+        );
+        let flow = match request {
             Request::Ehlo { host } => self.handle_ehlo(&host, true),
             Request::Helo { host } => self.handle_ehlo(&host, false),
             Request::Mail { from } => self.handle_mail(from).await,
@@ -489,7 +652,19 @@ impl Session {
             | Request::Atrn { .. }
             | Request::Burl { .. } => self.fail(reply::NOT_IMPLEMENTED),
             Request::StartTls => self.handle_starttls(line),
+        };
+        if junk && flow == Flow::Continue {
+            let over = self.junk > self.listen.settings.limits.junk_commands;
+            self.junk = self.junk.saturating_add(1);
+            if over {
+                debug!(
+                    junk = self.junk,
+                    "junk command over the limit: counted as an error"
+                );
+                return self.count_error();
+            }
         }
+        flow
     }
 
     fn syntax_error(&mut self, err: smtp_proto::Error) -> Flow {
@@ -518,15 +693,8 @@ impl Session {
     /// Stops storing a message that passed the size limit (the rest is still read, to
     /// find its end) and gives its memory back.
     fn check_size(&mut self) {
-        if self.tx.oversized {
-            return;
-        }
-        if let Some(record) = self.tx.record.as_mut()
-            && record.body_len() > self.listen.settings.limits.message_size
-        {
-            self.tx.oversized = true;
-            record.truncate_body();
-            record.body_mut().shrink_to_fit();
+        if self.tx.received > self.listen.settings.limits.message_size as u64 {
+            self.tx.refuse(reply::MESSAGE_TOO_BIG);
         }
     }
 
@@ -607,6 +775,11 @@ impl Session {
     pub(super) fn fail(&mut self, reply: &str) -> Flow {
         debug!(reply = reply.trim_end(), "error reply");
         self.push(reply);
+        self.count_error()
+    }
+
+    /// Counts an error (its reply is already out); too many end the session.
+    pub(super) fn count_error(&mut self) -> Flow {
         self.errors += 1;
         if self.errors >= self.listen.settings.limits.error_limit {
             warn!(errors = self.errors, "too many errors");
@@ -641,6 +814,19 @@ fn is_http(line: &[u8]) -> bool {
     PREFIXES
         .iter()
         .any(|p| line.len() >= p.len() && line[..p.len()].eq_ignore_ascii_case(p))
+}
+
+/// A header line sent as a command (`Subject: x`): its first word is a field name
+/// and a colon, as Postfix's `is_header()` reads it. No SMTP verb has a colon.
+fn is_header(line: &[u8]) -> bool {
+    let word = line
+        .split(|&b| b == b' ' || b == b'\t' || b == b'\r' || b == b'\n')
+        .next()
+        .unwrap_or_default();
+    match word.iter().position(|&b| b == b':') {
+        Some(colon) if colon > 0 => word[..colon].iter().all(|&b| (0x21..=0x7e).contains(&b)),
+        _ => false,
+    }
 }
 
 /// `MAIL FROM:<user> ...` or `RCPT TO:<user> ...` with `user@origin` in the brackets,
