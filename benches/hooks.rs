@@ -68,8 +68,11 @@ fn hooks(c: &mut Criterion) {
     let data = host
         .compile_str(DATA, "data.rhai", None, Stage::Data, &known)
         .unwrap();
-    let headers: Vec<(String, String)> = [
-        ("Received", "from client.test (client.test [192.0.2.1])\r\n\tby mx.example.test with ESMTP; Mon, 1 Jan 2024 00:00:00 +0000"),
+    let headers = mtad::policy::Headers::from_pairs([
+        (
+            "Received",
+            "from client.test (client.test [192.0.2.1])\r\n\tby mx.example.test with ESMTP; Mon, 1 Jan 2024 00:00:00 +0000",
+        ),
         ("From", "Sender <sender@client.test>"),
         ("To", "Someone <someone@example.test>"),
         ("Subject", "A message of ordinary size"),
@@ -78,10 +81,7 @@ fn hooks(c: &mut Criterion) {
         ("MIME-Version", "1.0"),
         ("Content-Type", "text/plain; charset=utf-8"),
         ("X-Spam-Flag", "NO"),
-    ]
-    .iter()
-    .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-    .collect();
+    ]);
     let body = vec![b'x'; 20_000];
     let mut input = HookInput::new(Stage::Data, ip, 40000, "mx");
     input.sender = Some("sender@client.test");

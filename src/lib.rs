@@ -17,6 +17,7 @@
 //! - [`control`]: the operator side (`mtactl`): config checks, queue inspection,
 //!   reload and status over the control socket.
 //! - [`metrics`]: what the daemon counts, and the Prometheus endpoint.
+//! - [`logsafe`]: escaping for logged values that come from clients and scripts.
 //!
 //! Dependencies point one way: config ← policy ← smtp; queue knows neither smtp nor
 //! policy; control is the only module that reaches everything.
@@ -27,6 +28,7 @@ pub mod config;
 pub mod control;
 pub mod delivery;
 pub mod dkim;
+pub mod logsafe;
 pub mod lookup;
 pub mod mailauth;
 pub mod metrics;

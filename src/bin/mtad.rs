@@ -19,7 +19,8 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        // one event, one line, whatever a value holds (see mtad::logsafe)
+        .with_writer(|| mtad::logsafe::OneLine(std::io::stderr()))
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(

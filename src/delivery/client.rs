@@ -430,7 +430,7 @@ impl<S: SmtpStream> SmtpConnection<S> {
             return Err(DeliveryError::rejected("greeting", reply));
         }
         conn.greeting = reply.text;
-        debug!(remote = %conn.remote, greeting = %conn.greeting, "Connected.");
+        debug!(remote = %conn.remote, greeting = %crate::logsafe::esc(&conn.greeting), "Connected.");
         Ok(conn)
     }
 
@@ -683,7 +683,7 @@ impl<S: SmtpStream> SmtpConnection<S> {
         if self.config.lmtp || !reply.is_permanent() {
             return Err(DeliveryError::rejected(verb, reply));
         }
-        debug!(remote = %self.remote, %reply, "EHLO refused, trying HELO.");
+        debug!(remote = %self.remote, reply = %crate::logsafe::esc(&reply), "EHLO refused, trying HELO.");
         let cmd = format!("HELO {}\r\n", self.config.helo_name);
         let reply = self.command("HELO", cmd.as_bytes()).await?.to_reply();
         if !reply.is_positive() {

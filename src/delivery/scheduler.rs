@@ -704,7 +704,7 @@ async fn filter_and_send(
     let mut bypass = Vec::new();
     for ((&i, rcpt), outcome) in due.iter().zip(rcpts).zip(outcomes) {
         if filter.bypass && matches!(outcome, Outcome::Deferred { .. }) {
-            warn!(queue_id = %msg.id, filter = %name, to = %rcpt, detail = %outcome.detail(), "content filter unavailable; delivering unfiltered (on-failure=bypass)");
+            warn!(queue_id = %msg.id, filter = %name, to = %crate::logsafe::esc(rcpt), detail = %crate::logsafe::esc(outcome.detail()), "content filter unavailable; delivering unfiltered (on-failure=bypass)");
             bypass.push(i);
             continue;
         }

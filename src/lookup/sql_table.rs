@@ -16,6 +16,7 @@
 //! [`LookupError`] within the source's timeout, which callers turn into a temporary
 //! failure (451 4.3.0 in SMTP, a deferral in delivery), never an accept nor a 5xx.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Mutex, OnceLock};
@@ -171,11 +172,41 @@ fn sql_runtime() -> Option<&'static tokio::runtime::Runtime> {
         .as_ref()
 }
 
-/// Runs `fut` on the SQL runtime and waits for it, at most `limit`.
+thread_local! {
+    /// The latest a lookup on this thread may wait until ([`WaitLimit`]).
+    static WAIT_UNTIL: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Caps how long SQL lookups made on this thread wait for their answer, for as long
+/// as it lives (restoring the previous cap when dropped): a Rhai hook's lookups end
+/// at the hook's deadline instead of the source's `timeout` (the query itself goes on
+/// in the SQL runtime and its answer is dropped). A lookup past the cap is a
+/// [`LookupError`], like a timeout.
+pub struct WaitLimit(Option<Instant>);
+
+impl WaitLimit {
+    pub fn set(until: Instant) -> WaitLimit {
+        let outer = WAIT_UNTIL.get();
+        WAIT_UNTIL.set(Some(outer.map_or(until, |o| o.min(until))));
+        WaitLimit(outer)
+    }
+}
+
+impl Drop for WaitLimit {
+    fn drop(&mut self) {
+        WAIT_UNTIL.set(self.0);
+    }
+}
+
+/// Runs `fut` on the SQL runtime and waits for it, at most `limit` (and not past
+/// this thread's [`WaitLimit`]).
 fn block_on<T: Send + 'static>(
     fut: impl Future<Output = T> + Send + 'static,
     limit: Duration,
 ) -> Option<T> {
+    let limit = WAIT_UNTIL.get().map_or(limit, |u| {
+        limit.min(u.saturating_duration_since(Instant::now()))
+    });
     let runtime = sql_runtime()?;
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     runtime.spawn(async move {
@@ -230,6 +261,28 @@ mod tests {
                     sqlx::query(s).execute(&mut c).await.unwrap();
                 }
             });
+    }
+
+    #[test]
+    fn a_wait_limit_ends_the_wait_early() {
+        let slow = || async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            1
+        };
+        let started = Instant::now();
+        let answer = {
+            let _limit = WaitLimit::set(Instant::now() + Duration::from_millis(50));
+            block_on(slow(), Duration::from_secs(10))
+        };
+        assert_eq!(answer, None);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        // gone with its guard
+        assert_eq!(WAIT_UNTIL.get(), None);
+        assert_eq!(block_on(async { 2 }, Duration::from_secs(10)), Some(2));
     }
 
     #[test]

@@ -126,6 +126,21 @@ impl Headers {
         (0..self.len()).map(|i| self.at(i))
     }
 
+    /// Headers from `(name, value)` pairs, as [`parse_headers`] reads `Name: value`
+    /// lines (a value may be folded with CRLF and white space). For tests and
+    /// benchmarks that need headers without a message.
+    pub fn from_pairs<'p>(pairs: impl IntoIterator<Item = (&'p str, &'p str)>) -> Headers {
+        let mut text = Vec::new();
+        for (name, value) in pairs {
+            text.extend_from_slice(name.as_bytes());
+            text.extend_from_slice(b": ");
+            text.extend_from_slice(value.as_bytes());
+            text.extend_from_slice(b"\r\n");
+        }
+        text.extend_from_slice(b"\r\n");
+        parse_headers(&text).0
+    }
+
     /// The same headers, their raw offsets moved by `offset` (headers parsed from a
     /// slice, placed in the message).
     pub(crate) fn shifted(mut self, offset: usize) -> Self {

@@ -26,6 +26,7 @@ mod checks;
 mod dry_run;
 mod message;
 pub mod mime;
+mod panics;
 pub mod script;
 mod signing;
 
@@ -45,6 +46,7 @@ use tracing::{debug, error, warn};
 use crate::config::{
     AuthCheck, ClientRef, Condition, Config, ConfigError, ConfigErrors, RuleAction, RuleConfig,
 };
+use crate::logsafe::esc;
 use crate::lookup::{DomainSet, LookupError, NetworkSet};
 use crate::mailauth::{AuthResult, AuthResults};
 pub use crate::smtp::tls::TlsInfo;
@@ -137,9 +139,17 @@ impl Decision {
     /// A table a rule needed could not answer (a database that is down or slow):
     /// Postfix's `451 4.3.0 Temporary lookup failure`, never an accept nor a 5xx.
     fn lookup_failed(rule: Origin) -> Decision {
+        Decision::deferred(
+            Reply::new(451, [4, 3, 0], "Temporary lookup failure"),
+            Some(rule),
+        )
+    }
+
+    /// A deferral by `rule`, and nothing else.
+    fn deferred(reply: Reply, rule: Option<Origin>) -> Decision {
         Decision {
-            verdict: Verdict::Defer(Reply::new(451, [4, 3, 0], "Temporary lookup failure")),
-            rule: Some(rule),
+            verdict: Verdict::Defer(reply),
+            rule,
             warned: Vec::new(),
             header_changes: Vec::new(),
             transport: None,
@@ -185,7 +195,9 @@ pub struct Context<'a> {
     pub size: Option<u64>,
     /// At data, the message's logical headers, as header_checks see them.
     pub headers: &'a Headers,
-    /// At data, the whole message as received (for hooks).
+    /// At data, the whole message as received, headers and body (what content
+    /// checks read; hooks get `ctx.body()`, what follows the header block, and
+    /// `ctx.parts()` from all of it).
     pub body: Option<&'a [u8]>,
     /// The client's rate-limit counters (hooks' `ctx.rate(kind)`); `None` outside a
     /// session.
@@ -766,6 +778,12 @@ impl Pipeline {
     /// other stage accepts.
     ///
     /// How long it took is recorded in `mtad_policy_evaluation_seconds`.
+    ///
+    /// This is the one entry of every runner (SMTP sessions, the scheduler's route
+    /// stage, `mtactl test-policy`): a panic anywhere inside is caught here and
+    /// answers `451 4.3.0` for this transaction (a deferral at the route stage),
+    /// logged with the rule that was running and the panic's place; the thread
+    /// (a tokio worker and its other sessions, the dry run) goes on.
     pub fn evaluate(&self, stage: Stage, ctx: &Context<'_>) -> Decision {
         let started = std::time::Instant::now();
         let decision = self.judge(stage, ctx);
@@ -775,8 +793,31 @@ impl Pipeline {
 
     /// [`Pipeline::evaluate`] without counting in the metrics: for dry runs
     /// (`mtactl test-policy`, `reload { require-tests }`), which are not traffic.
+    /// The panic guard is here, so that dry runs have it too.
     pub(crate) fn judge(&self, stage: Stage, ctx: &Context<'_>) -> Decision {
-        let mut decision = self.decide(stage, ctx);
+        let at_rule = std::cell::Cell::new(None);
+        panics::catch(|| self.evaluate_unguarded(stage, ctx, &at_rule)).unwrap_or_else(|panic| {
+            let rule = at_rule
+                .get()
+                .and_then(|i| self.stages[stage.index()].get(i));
+            error!(
+                %stage,
+                rule = %rule.map_or_else(|| "(none)".to_owned(), |r| format!("{r:?}")),
+                panic = %esc(&panic),
+                "policy evaluation panicked; answering 451"
+            );
+            Decision::deferred(HookError::tempfail_reply(), rule.map(|r| r.origin.clone()))
+        })
+    }
+
+    /// [`Pipeline::judge`] without the guard; `at_rule` follows the rule running.
+    fn evaluate_unguarded(
+        &self,
+        stage: Stage,
+        ctx: &Context<'_>,
+        at_rule: &std::cell::Cell<Option<usize>>,
+    ) -> Decision {
+        let mut decision = self.decide(stage, ctx, at_rule);
         if stage == Stage::Rcpt
             && matches!(decision.verdict, Verdict::Accept | Verdict::Hold)
             && let Some(rcpt) = ctx.rcpt
@@ -800,7 +841,7 @@ impl Pipeline {
                     decision.rule = None;
                 }
                 Err(e) => {
-                    error!(error = %e, "virtual mailbox lookup failed; answering 451");
+                    error!(error = %esc(&e), "virtual mailbox lookup failed; answering 451");
                     decision.verdict =
                         Verdict::Defer(Reply::new(451, [4, 3, 0], "Temporary lookup failure"));
                     decision.rule = None;
@@ -810,7 +851,12 @@ impl Pipeline {
         decision
     }
 
-    fn decide(&self, stage: Stage, ctx: &Context<'_>) -> Decision {
+    fn decide(
+        &self,
+        stage: Stage,
+        ctx: &Context<'_>,
+        at_rule: &std::cell::Cell<Option<usize>>,
+    ) -> Decision {
         let mut warned = Vec::new();
         let mut header_changes = Vec::new();
         let mut checks = checks::CheckState::default();
@@ -828,7 +874,8 @@ impl Pipeline {
             nested: !dedicated(crate::config::checks::Content::NestedHeader),
         };
         let mime = std::cell::OnceCell::new();
-        for rule in rules {
+        for (index, rule) in rules.iter().enumerate() {
+            at_rule.set(Some(index));
             let mut matched = true;
             for t in &rule.conditions {
                 match t.check.holds(ctx) {
@@ -838,7 +885,7 @@ impl Pipeline {
                         break;
                     }
                     Err(e) => {
-                        error!(%stage, rule = %rule.origin, error = %e, "lookup failed; answering 451");
+                        error!(%stage, rule = %rule.origin, error = %esc(&e), "lookup failed; answering 451");
                         return Decision::lookup_failed(rule.origin.clone());
                     }
                 }
@@ -868,9 +915,9 @@ impl Pipeline {
                 }
                 Action::Filter(name) => {
                     if rule.warn {
-                        warn!(%stage, rule = %rule.origin, filter = %name, "warn-mode rule matched; the filter is not applied");
+                        warn!(%stage, rule = %rule.origin, filter = %esc(name), "warn-mode rule matched; the filter is not applied");
                     } else {
-                        debug!(%stage, rule = %rule.origin, filter = %name, "content filter chosen");
+                        debug!(%stage, rule = %rule.origin, filter = %esc(name), "content filter chosen");
                         filter = Some((name.clone(), rule.origin.clone()));
                     }
                     continue;
@@ -886,7 +933,7 @@ impl Pipeline {
                     let found = match ctx.rcpt.map(|r| route::lookup_transport(table, r)) {
                         Some(Ok(found)) => found,
                         Some(Err(e)) => {
-                            error!(%stage, rule = %rule.origin, error = %e, "transport table lookup failed; deferring");
+                            error!(%stage, rule = %rule.origin, error = %esc(&e), "transport table lookup failed; deferring");
                             return Decision::lookup_failed(rule.origin.clone());
                         }
                         None => None,
@@ -896,12 +943,12 @@ impl Pipeline {
                     };
                     match route::Transport::parse(&value) {
                         Ok(t) => {
-                            debug!(rule = %rule.origin, %key, transport = %t, "transport table");
+                            debug!(rule = %rule.origin, key = %esc(&key), transport = %esc(&t), "transport table");
                             transport = Some(t.to_string());
                             Verdict::Accept
                         }
                         Err(e) => {
-                            error!(rule = %rule.origin, %key, %value, error = %e, "bad transport in table; deferring");
+                            error!(rule = %rule.origin, key = %esc(&key), value = %esc(&value), error = %esc(&e), "bad transport in table; deferring");
                             Verdict::Defer(HookError::tempfail_reply())
                         }
                     }
@@ -918,7 +965,7 @@ impl Pipeline {
                             .cloned();
                         if let Some(name) = unknown_filter {
                             // fail closed, like any other hook error
-                            error!(%stage, rule = %rule.origin, filter = %name, "hook chose a content filter that is not defined; answering 451");
+                            error!(%stage, rule = %rule.origin, filter = %esc(&name), "hook chose a content filter that is not defined; answering 451");
                             Verdict::Defer(HookError::tempfail_reply())
                         } else {
                             if !rule.warn
@@ -933,7 +980,7 @@ impl Pipeline {
                                         Verdict::Accept
                                     }
                                     Err(e) => {
-                                        error!(%stage, rule = %rule.origin, transport = %t, error = %e, "route hook returned a bad transport; deferring");
+                                        error!(%stage, rule = %rule.origin, transport = %esc(&t), error = %esc(&e), "route hook returned a bad transport; deferring");
                                         Verdict::Defer(HookError::tempfail_reply())
                                     }
                                 },
@@ -942,12 +989,12 @@ impl Pipeline {
                         }
                     }
                     Err(e) if rule.warn => {
-                        warn!(%stage, rule = %rule.origin, error = %e, "warn-mode hook failed");
+                        warn!(%stage, rule = %rule.origin, error = %esc(&e), "warn-mode hook failed");
                         continue;
                     }
                     Err(e) => {
                         // fail closed: a broken hook never accepts
-                        error!(%stage, rule = %rule.origin, error = %e, "policy hook failed; answering 451");
+                        error!(%stage, rule = %rule.origin, error = %esc(&e), "policy hook failed; answering 451");
                         Verdict::Defer(HookError::tempfail_reply())
                     }
                 },
@@ -1002,7 +1049,7 @@ impl Pipeline {
                 }
                 Ok(Some(Err(reply))) => Verdict::Reject(reply),
                 Err(e) => {
-                    error!(error = %e, "virtual mailbox lookup failed; deferring");
+                    error!(error = %esc(&e), "virtual mailbox lookup failed; deferring");
                     Verdict::Defer(Reply::new(451, [4, 3, 0], "Temporary lookup failure"))
                 }
             },
@@ -1076,7 +1123,7 @@ impl Pipeline {
             Some(path) => match route::Transport::parse(&format!("virtual:{path}")) {
                 Ok(t) => Ok(t.to_string()),
                 Err(e) => {
-                    error!(rcpt = %rcpt, error = %e, "the virtual mailbox table gives an unusable path");
+                    error!(rcpt = %esc(rcpt), error = %esc(&e), "the virtual mailbox table gives an unusable path");
                     Err(Reply::new(
                         550,
                         [5, 3, 5],
@@ -1212,6 +1259,7 @@ impl Pipeline {
                     rcpt: Some(f),
                     ..*ctx
                 },
+                &std::cell::Cell::new(None),
             );
             match self.checked_route(d, f) {
                 Route::To {
@@ -1270,7 +1318,7 @@ impl Pipeline {
             (_, Some(t)) => match route::Transport::parse(t) {
                 Ok(t) => t,
                 Err(e) => {
-                    error!(rule = ?d.rule, transport = %t, error = %e, "route: bad transport; deferring");
+                    error!(rule = ?d.rule, transport = %esc(t), error = %esc(&e), "route: bad transport; deferring");
                     return Route::Refused {
                         reply: HookError::tempfail_reply(),
                         rule: d.rule,
@@ -1293,11 +1341,6 @@ impl Pipeline {
     }
 
     fn call(&self, hook: &Hook, stage: Stage, ctx: &Context<'_>) -> Result<HookOutput, HookError> {
-        let headers: Vec<(String, String)> = ctx
-            .headers
-            .iter()
-            .map(|h| (h.name().to_owned(), h.value().to_owned()))
-            .collect();
         let input = HookInput {
             helo: ctx.helo,
             tls: ctx.tls.map(|t| (t.protocol.as_str(), t.cipher.as_str())),
@@ -1306,8 +1349,9 @@ impl Pipeline {
             rcpt: ctx.rcpt,
             recipients: ctx.recipients,
             size: ctx.size,
-            headers: &headers,
-            body: ctx.body,
+            headers: ctx.headers,
+            body: ctx.body.map(|m| body_of(m, ctx.headers)),
+            message: ctx.body,
             rates: ctx.rates,
             auth: ctx.auth,
             ..HookInput::new(stage, ctx.client_ip, ctx.client_port, ctx.listener)
@@ -1434,6 +1478,17 @@ pub fn relay_denied(rcpt: &str) -> Reply {
         [5, 7, 1],
         &format!("<{}>: Relay access denied", echo(rcpt)),
     )
+}
+
+/// The body of `message`: what follows the empty line that ends its header block
+/// (`headers`, parsed from it), the same for the daemon and the dry run. Without
+/// headers, the whole message (less a leading empty line) is body.
+fn body_of<'m>(message: &'m [u8], headers: &Headers) -> &'m [u8] {
+    let end = headers.iter().next_back().map_or(0, |h| h.raw().end);
+    let rest = message.get(end..).unwrap_or_default();
+    rest.strip_prefix(b"\r\n")
+        .or_else(|| rest.strip_prefix(b"\n"))
+        .unwrap_or(rest)
 }
 
 /// `text` made safe to echo inside a reply: printable ASCII (anything else becomes

@@ -467,6 +467,122 @@ fn authentication_results_drive_rules() {
     assert_eq!(mail(AuthResult::Fail), Verdict::Accept);
 }
 
+/// A pipeline whose `stage` has one rule, `hook "h.rhai"` with `script`.
+fn hook_pipeline(stage: &str, script: &str) -> (tempfile::TempDir, Pipeline) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("h.rhai"), script).unwrap();
+    let config = dir.path().join("mtad.kdl");
+    std::fs::write(
+        &config,
+        format!(
+            "{PRELUDE}networks \"trusted\" \"127.0.0.0/8\"\nstage \"rcpt\" {{\n    accept client=\"trusted\"\n}}\nstage \"{stage}\" {{\n    hook \"h.rhai\"\n}}\n"
+        ),
+    )
+    .unwrap();
+    let (_, p) =
+        Pipeline::load(&config).unwrap_or_else(|e| panic!("{}", crate::config::render(&e)));
+    (dir, p)
+}
+
+/// Issue 17: a panic inside evaluation (there: Rhai's `sleep(1e300)`) killed the
+/// worker, or exited the dry run with 101. It is a 451 for that transaction.
+#[test]
+fn a_panic_in_evaluation_is_a_temporary_failure() {
+    let (_dir, p) = hook_pipeline(
+        "data",
+        "fn data(ctx) { if ctx.header(\"Subject\") == \"boom\" { test_panic(\"bad\\r\\nfake line\"); } accept() }",
+    );
+    // below evaluate, the panic is real
+    let host = ScriptHost::default();
+    let raw = host
+        .compile_str(
+            "fn data(ctx) { test_panic(\"x\") }",
+            "h.rhai",
+            None,
+            Stage::Data,
+            &KnownNames::default(),
+        )
+        .unwrap();
+    let input = HookInput::new(Stage::Data, "192.0.2.1".parse().unwrap(), 1, "mx");
+    let lookups: Arc<dyn Lookups> = Arc::new(NoLookups);
+    assert!(
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            raw.call(&host, &input, &lookups)
+        }))
+        .is_err()
+    );
+
+    let headers = Headers::from_pairs([("Subject", "boom")]);
+    let ctx = Context {
+        sender: Some("a@example.org"),
+        headers: &headers,
+        body: Some(b"Subject: boom\r\n\r\nx\r\n"),
+        ..Context::new("192.0.2.1".parse().unwrap(), "mx")
+    };
+    let d = p.evaluate(Stage::Data, &ctx);
+    assert_eq!(d.verdict, Verdict::Defer(HookError::tempfail_reply()));
+    let rule = d.rule.expect("the rule that was running");
+    assert!(rule.file.ends_with("mtad.kdl") && rule.line == 11, "{rule}");
+    // the thread goes on: the same pipeline answers again
+    let calm = Headers::from_pairs([("Subject", "hello")]);
+    let d = p.evaluate(
+        Stage::Data,
+        &Context {
+            headers: &calm,
+            ..ctx
+        },
+    );
+    assert_eq!(d.verdict, Verdict::Accept);
+
+    // the route stage: a deferral, never a crashed scheduler
+    let (_dir, p) = hook_pipeline("route", "fn route(ctx) { test_panic(\"x\"); next() }");
+    let route = p.route(&Context {
+        sender: Some("a@example.org"),
+        rcpt: Some("b@example.test"),
+        ..Context::new("192.0.2.1".parse().unwrap(), "mx")
+    });
+    assert!(
+        matches!(&route, Route::Refused { reply, .. } if reply.code == 451),
+        "{route:?}"
+    );
+}
+
+/// Issue 17: `ctx.body()` was the whole message (headers included).
+#[test]
+fn hooks_read_the_body_after_the_header_block() {
+    let (_dir, p) = hook_pipeline(
+        "data",
+        r#"fn data(ctx) {
+    let b = ctx.body();
+    if b.contains("INVOICE.zip") { return reject(550, "5.7.1", "invoice"); }
+    if b.contains("Subject") || b.contains("Received") { throw "headers in the body: " + b; }
+    accept()
+}"#,
+    );
+    let data = |message: &[u8]| {
+        let (headers, _) = parse_headers(message);
+        p.evaluate(
+            Stage::Data,
+            &Context {
+                sender: Some("a@example.org"),
+                headers: &headers,
+                body: Some(message),
+                ..Context::new("192.0.2.1".parse().unwrap(), "mx")
+            },
+        )
+        .verdict
+    };
+    let received = b"Received: from x\r\n\tby y\r\nSubject: INVOICE.zip\r\n\r\nhello\r\n";
+    assert_eq!(data(received), Verdict::Accept);
+    assert_eq!(data(b"Subject: hi\n\nhello\n"), Verdict::Accept);
+    assert!(matches!(
+        data(b"Subject: hi\r\n\r\nsee INVOICE.zip\r\n"),
+        Verdict::Reject(_)
+    ));
+    // no header block at all: it is all body
+    assert!(matches!(data(b"INVOICE.zip\r\n"), Verdict::Reject(_)));
+}
+
 #[test]
 fn mail_origin_for_dkim_signing() {
     let compile = |extra: &str| {

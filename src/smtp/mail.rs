@@ -7,6 +7,7 @@ use tracing::{debug, warn};
 
 use super::reply;
 use super::session::{Flow, Session, TxAuth};
+use crate::logsafe::esc;
 use crate::mailauth::{Checker, Peer};
 use crate::policy::{Context, Stage, Verdict};
 
@@ -43,7 +44,7 @@ impl Session {
             warn!(limit = "messages", "rate limit: MAIL refused");
             return self.fail(reply::TOO_MANY_MESSAGES);
         }
-        debug!(from = %from.address, size = from.size, "mail");
+        debug!(from = %esc(&from.address), size = from.size, "mail");
         // A transaction runs with the policy in force when it starts, to its end.
         self.policy = self.core.policy.load_full();
         let declared = (from.size > 0).then_some(from.size as u64);

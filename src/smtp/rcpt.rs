@@ -13,7 +13,8 @@ use tracing::info;
 
 use super::reply;
 use super::session::{Flow, Session};
-use crate::policy::{Context, Stage, Verdict, echo};
+use crate::logsafe::esc;
+use crate::policy::{Context, Stage, Verdict};
 
 /// What smtp-proto is given in place of a path it cannot read, so that it still
 /// checks the verb and the parameters.
@@ -40,14 +41,14 @@ impl Session {
         let rcpt = match self.policy.recipient(written) {
             Ok(r) => r,
             Err(reply) => {
-                info!(rcpt = %echo(written), "recipient refused: bad address syntax");
+                info!(rcpt = %esc(written), "recipient refused: bad address syntax");
                 return self.fail(&format!("{reply}\r\n"));
             }
         };
         if rcpt.bare_postmaster {
             // RFC 5321 §4.5.1: a server must accept mail for a bare `<postmaster>`;
             // it is ours, so no relay rule applies.
-            info!(rcpt = %rcpt.address, "recipient accepted: bare <postmaster>");
+            info!(rcpt = %esc(&rcpt.address), "recipient accepted: bare <postmaster>");
             self.add_recipient(rcpt.address);
             return self.push_ok(reply::RCPT_OK);
         }
@@ -75,7 +76,7 @@ impl Session {
                 .rule
                 .as_ref()
                 .map_or_else(|| "default".to_owned(), ToString::to_string);
-            info!(rcpt = %rcpt.address, %rule, revision = %self.policy.revision(), "recipient accepted");
+            info!(rcpt = %esc(&rcpt.address), %rule, revision = %self.policy.revision(), "recipient accepted");
         }
         let flow = self.apply(Stage::Rcpt, decision, reply::RCPT_OK);
         if accepted {

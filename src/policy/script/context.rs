@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use rhai::{Array, Dynamic, EvalAltResult, ImmutableString, Map};
 
+use super::engine::check_time;
 use super::{HeaderChange, HookInput};
 use crate::policy::{Stage, routing_domain};
 use crate::smtp::rate::Kind as RateKind;
@@ -233,40 +234,43 @@ pub(crate) struct Client {
     pub port: i64,
 }
 
-/// The header block, copied into one string with spans: two allocations whatever
-/// the number of headers.
+/// The header block, copied once into one string: `Name:value\n` per header,
+/// values unfolded (CR and LF removed; `\n` therefore only ends a record, and a name
+/// has no `:`). One allocation the size of the header block, whatever the number of
+/// headers: no per-header allocation, no index; lookups scan it (they check the
+/// call's deadline first, see [`super::engine::check_time`]).
 #[derive(Debug, Default)]
 struct HeaderStore {
     text: String,
-    /// (name start, name end = value start, value end) into `text`.
-    spans: Vec<(usize, usize, usize)>,
+    count: usize,
 }
 
 impl HeaderStore {
-    fn new(headers: &[(String, String)]) -> Self {
-        let len = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+    fn new(headers: &crate::policy::Headers) -> Self {
+        let len = headers.iter().map(|h| h.line().len() + 1).sum();
         let mut store = HeaderStore {
             text: String::with_capacity(len),
-            spans: Vec::with_capacity(headers.len()),
+            count: headers.len(),
         };
-        for (name, value) in headers {
-            let start = store.text.len();
-            store.text.push_str(name);
-            let mid = store.text.len();
+        for h in headers {
+            store.text.push_str(h.name());
+            store.text.push(':');
             // Unfold: drop the CR/LF of continuation lines, keep the whitespace.
-            let value = value.trim_start_matches([' ', '\t']);
-            store
-                .text
-                .extend(value.chars().filter(|&c| c != '\r' && c != '\n'));
-            store.spans.push((start, mid, store.text.len()));
+            store.text.extend(
+                h.value()
+                    .trim_start_matches([' ', '\t'])
+                    .chars()
+                    .filter(|&c| c != '\r' && c != '\n'),
+            );
+            store.text.push('\n');
         }
         store
     }
 
     fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.spans
-            .iter()
-            .map(|&(a, b, c)| (&self.text[a..b], &self.text[b..c]))
+        self.text
+            .split_terminator('\n')
+            .map(|record| record.split_once(':').unwrap_or((record, "")))
     }
 
     fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
@@ -274,6 +278,17 @@ impl HeaderStore {
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v)
     }
+}
+
+/// An array of `n` elements would pass the script's `max_array_size`: refused before
+/// it is built (Rhai checks sizes only once a native function returns).
+fn check_array(n: usize, max: usize, what: &str) -> Res<()> {
+    if max > 0 && n > max {
+        return Err(script_error(format!(
+            "{what}: {n} elements, more than the array size limit ({max})"
+        )));
+    }
+    Ok(())
 }
 
 /// The data behind one call's `ctx`.
@@ -290,6 +305,8 @@ pub(crate) struct CtxData {
     recipients: Vec<Address>,
     size: i64,
     headers: HeaderStore,
+    /// The array size limit, for the arrays `ctx` hands out.
+    max_array: usize,
     body: ImmutableString,
     parts: Array,
     changes: Mutex<Vec<HeaderChange>>,
@@ -321,12 +338,14 @@ fn opt_str(s: Option<&str>) -> ImmutableString {
 
 impl Ctx {
     /// Copies the fields in `used` (and available at the input's stage) out of the
-    /// input. `max_body` bounds `ctx.body()`; `max_changes` the header changes.
+    /// input. `max_body` bounds `ctx.body()`; `max_changes` the header changes;
+    /// `max_array` the arrays `ctx` gives (`headers`, `headers_named`).
     pub(crate) fn build(
         input: &HookInput<'_>,
         used: FieldSet,
         max_body: usize,
         max_changes: usize,
+        max_array: usize,
     ) -> Ctx {
         let stage = input.stage;
         let want = |f: Field| used.contains(f) && f.available_at(stage);
@@ -350,8 +369,8 @@ impl Ctx {
             Some(body) if want(Field::Body) => lossy_prefix(body, max_body).into(),
             _ => ImmutableString::new(),
         };
-        let parts = match input.body {
-            Some(body) if want(Field::Parts) => parts_of(body, max_body),
+        let parts = match input.message {
+            Some(message) if want(Field::Parts) => parts_of(message, max_body),
             _ => Array::new(),
         };
         let mut rates = [-1; 5];
@@ -398,6 +417,7 @@ impl Ctx {
             } else {
                 HeaderStore::default()
             },
+            max_array,
             body,
             parts,
             changes: Mutex::new(Vec::new()),
@@ -610,6 +630,8 @@ pub(crate) fn register(engine: &mut rhai::Engine) {
         })
         .register_get("recipients", |c: &mut Ctx| -> Res<Array> {
             c.need(Field::Recipients, "recipients")?;
+            check_time()?;
+            check_array(c.0.recipients.len(), c.0.max_array, "ctx.recipients")?;
             Ok(c.0.recipients.iter().cloned().map(Dynamic::from).collect())
         })
         .register_get("size", |c: &mut Ctx| -> Res<i64> {
@@ -682,6 +704,12 @@ pub(crate) fn register(engine: &mut rhai::Engine) {
         })
         .register_get("headers", |c: &mut Ctx| -> Res<Array> {
             c.need(Field::Headers, "headers")?;
+            check_time()?;
+            check_array(
+                c.0.headers.count,
+                c.0.max_array,
+                "ctx.headers (use ctx.header(name) or ctx.headers_named(name))",
+            )?;
             Ok(c.0
                 .headers
                 .iter()
@@ -697,6 +725,7 @@ pub(crate) fn register(engine: &mut rhai::Engine) {
             "header",
             |c: &mut Ctx, name: &str| -> Res<ImmutableString> {
                 c.need_data("header")?;
+                check_time()?;
                 Ok(c.0
                     .headers
                     .named(name)
@@ -707,6 +736,12 @@ pub(crate) fn register(engine: &mut rhai::Engine) {
         )
         .register_fn("headers_named", |c: &mut Ctx, name: &str| -> Res<Array> {
             c.need_data("headers_named")?;
+            check_time()?;
+            check_array(
+                c.0.headers.named(name).count(),
+                c.0.max_array,
+                "ctx.headers_named()",
+            )?;
             Ok(c.0
                 .headers
                 .named(name)

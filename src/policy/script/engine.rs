@@ -62,6 +62,32 @@ fn past_deadline() -> bool {
     DEADLINE.get().is_some_and(|d| Instant::now() >= d)
 }
 
+/// The deadline of the hook call running on this thread, if any.
+pub(crate) fn deadline() -> Option<Instant> {
+    DEADLINE.get()
+}
+
+/// The error that stops a script whose time is up (what `on_progress` returns,
+/// as an error a native function can give).
+fn out_of_time() -> Box<EvalAltResult> {
+    Box::new(EvalAltResult::ErrorTerminated(
+        Dynamic::from(WALL_TIME_TOKEN),
+        rhai::Position::NONE,
+    ))
+}
+
+/// For native functions whose work grows with the message (header scans, lookups):
+/// stop at entry when the call's time is up. `on_progress` only looks at the clock
+/// between operations, every [`CLOCK_EVERY`] of them; a script calling such a
+/// function in a loop would otherwise run that many calls past its deadline.
+pub(crate) fn check_time() -> Result<(), Box<EvalAltResult>> {
+    if past_deadline() {
+        Err(out_of_time())
+    } else {
+        Ok(())
+    }
+}
+
 type Res<T> = Result<T, Box<EvalAltResult>>;
 
 /// An error from a native function, at the call (Rhai leaves calls through a
@@ -73,12 +99,23 @@ fn error(nc: &NativeCallContext, message: String) -> Box<EvalAltResult> {
     ))
 }
 
+/// Runs a lookup for a hook. A lookup is one native call, which `on_progress`
+/// cannot interrupt: its wait for a database (an SQL table) is capped at the hook's
+/// deadline (see [`crate::lookup::sql_table::WaitLimit`]), and a lookup that ends
+/// past the deadline is the wall-time error, whatever it found. Tables in files and
+/// sets answer from memory.
 fn with_lookups<T>(nc: &NativeCallContext, f: impl FnOnce(&dyn Lookups) -> Res<T>) -> Res<T> {
+    check_time()?;
     let state = nc
         .tag()
         .and_then(|tag| tag.read_lock::<CallState>())
         .ok_or_else(|| error(nc, "sets and tables are not available here".to_owned()))?;
-    f(&*state.lookups)
+    let result = {
+        let _limit = deadline().map(crate::lookup::sql_table::WaitLimit::set);
+        f(&*state.lookups)
+    };
+    check_time()?;
+    result
 }
 
 /// The native functions of `mta`.
@@ -129,6 +166,79 @@ fn native_module() -> Module {
     m
 }
 
+/// Rhai built-ins that would escape the limits, replaced by safe versions. Functions
+/// registered on the engine itself are found before those of its packages, so these
+/// shadow the standard library's (also through `call(Fn("sleep"), ..)`).
+///
+/// - `sleep` blocks the thread (a hook runs inside an SMTP session): it is an error.
+///   (Rhai's float `sleep` also panics on a huge value.)
+/// - `replace` builds its result before Rhai checks the string size: a 64 KiB
+///   string whose every character is replaced by a 64 KiB one is 4 GiB. Here the
+///   result's length is computed first and refused past `max_string_size`.
+///
+/// Everything else that allocates in proportion to an argument (`pad` on strings,
+/// arrays and blobs, `blob(n)`) checks the limits itself before allocating; loops
+/// and ranges count operations.
+fn restrict_builtins(engine: &mut Engine, limits: &ScriptLimits) {
+    fn no_sleep() -> Box<EvalAltResult> {
+        Box::new(EvalAltResult::ErrorRuntime(
+            "sleep() is not available in hooks: a hook must answer within its time limit".into(),
+            rhai::Position::NONE,
+        ))
+    }
+    engine
+        .register_fn("sleep", |_: rhai::INT| -> Res<()> { Err(no_sleep()) })
+        .register_fn("sleep", |_: rhai::FLOAT| -> Res<()> { Err(no_sleep()) });
+    let max = limits.max_string_size;
+    let replace = move |s: &mut ImmutableString, find: &str, with: &str| -> Res<()> {
+        if s.is_empty() {
+            return Ok(());
+        }
+        if with.len() > find.len() {
+            let count = if find.is_empty() {
+                s.chars().count() + 1
+            } else {
+                s.matches(find).count()
+            };
+            let len = count
+                .saturating_mul(with.len() - find.len())
+                .saturating_add(s.len());
+            if max > 0 && len > max {
+                return Err(Box::new(EvalAltResult::ErrorDataTooLarge(
+                    "Length of string".into(),
+                    rhai::Position::NONE,
+                )));
+            }
+        }
+        *s = s.replace(find, with).into();
+        Ok(())
+    };
+    engine
+        .register_fn("replace", replace)
+        .register_fn(
+            "replace",
+            move |s: &mut ImmutableString, find: &str, with: char| {
+                replace(s, find, with.encode_utf8(&mut [0; 4]))
+            },
+        )
+        .register_fn(
+            "replace",
+            move |s: &mut ImmutableString, find: char, with: &str| {
+                replace(s, find.encode_utf8(&mut [0; 4]), with)
+            },
+        )
+        .register_fn(
+            "replace",
+            move |s: &mut ImmutableString, find: char, with: char| {
+                replace(
+                    s,
+                    find.encode_utf8(&mut [0; 4]),
+                    with.encode_utf8(&mut [0; 4]),
+                )
+            },
+        );
+}
+
 /// Builds the sandboxed engine with the verdicts, the context types and `mta`.
 pub(crate) fn build(limits: &ScriptLimits) -> Engine {
     let mut engine = Engine::new();
@@ -157,6 +267,12 @@ pub(crate) fn build(limits: &ScriptLimits) -> Engine {
             pos.line().unwrap_or(0),
             sanitize_text(text, 400)
         );
+    });
+    restrict_builtins(&mut engine, limits);
+    // the unit tests' way to make policy evaluation panic (see policy::tests)
+    #[cfg(test)]
+    engine.register_fn("test_panic", |message: &str| -> bool {
+        panic!("{message}")
     });
     verdict::register(&mut engine);
     context::register(&mut engine);

@@ -63,8 +63,10 @@ pub struct ScriptLimits {
     pub max_modules: usize,
     /// Header changes one data hook call may make.
     pub max_header_changes: usize,
-    /// Wall-clock time per call. Checked between operations: a single slow native
-    /// call (a lookup) finishes first.
+    /// Wall-clock time per call, from its start. Checked between operations, and
+    /// by native functions whose work grows with the message or that wait before
+    /// they start; a lookup's wait for a database ends at the deadline (see
+    /// `engine::with_lookups`).
     pub wall_time: Duration,
 }
 
@@ -343,10 +345,14 @@ pub struct HookInput<'a> {
     pub recipients: &'a [String],
     /// Message size in bytes (data).
     pub size: Option<u64>,
-    /// The header block as `(name, value)`, in order; folded values are unfolded.
-    pub headers: &'a [(String, String)],
-    /// The body (after the blank line), as received.
+    /// The header block, in order (the call copies it only for a hook that reads
+    /// headers, once, unfolded).
+    pub headers: &'a crate::policy::Headers,
+    /// The body: what follows the empty line that ends the header block, as
+    /// received (`ctx.body()`).
     pub body: Option<&'a [u8]>,
+    /// The whole message, headers and body (for `ctx.parts()`).
+    pub message: Option<&'a [u8]>,
     /// The client's rate-limit counters, for `ctx.rate(kind)`.
     pub rates: Option<&'a dyn crate::policy::RateView>,
     /// The `authentication` results so far.
@@ -368,8 +374,9 @@ impl<'a> HookInput<'a> {
             rcpt: None,
             recipients: &[],
             size: None,
-            headers: &[],
+            headers: &crate::policy::NO_HEADERS,
             body: None,
+            message: None,
             rates: None,
             auth: None,
         }
@@ -418,6 +425,20 @@ pub struct HookOutput {
     pub filter: Option<String>,
 }
 
+/// Runs `f` (a hook call, which may compute for its whole wall-time budget) without
+/// holding a tokio worker: on the server's multi-threaded runtime, inside
+/// `block_in_place`, so that the worker's other sessions move to another thread
+/// instead of waiting behind the hook. Elsewhere (`mtactl test-policy`, which is
+/// synchronous, a single-threaded runtime) `f` just runs.
+fn off_the_workers<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 impl Hook {
     /// The file as the configuration names it.
     pub fn file(&self) -> &str {
@@ -449,12 +470,26 @@ impl Hook {
                 hook.function, hook.stage, input.stage
             )));
         }
+        off_the_workers(|| self.run(host, input, lookups))
+    }
+
+    /// [`Hook::call`] on the calling thread.
+    fn run(
+        &self,
+        host: &ScriptHost,
+        input: &HookInput<'_>,
+        lookups: &Arc<dyn Lookups>,
+    ) -> Result<HookOutput, HookError> {
+        let hook = &*self.inner;
         let HostInner { engine, limits } = &*host.inner;
+        // the budget counts from here: copying the context (MIME parts) is part of it
+        let deadline = engine::DeadlineGuard::set(Instant::now() + limits.wall_time);
         let ctx = Ctx::build(
             input,
             hook.uses,
             limits.max_string_size,
             limits.max_header_changes,
+            limits.max_array_size,
         );
         let state = engine::CallState {
             lookups: Arc::clone(lookups),
@@ -463,16 +498,14 @@ impl Hook {
             .with_tag(Dynamic::from(state))
             .eval_ast(true)
             .rewind_scope(true);
-        let result = {
-            let _deadline = engine::DeadlineGuard::set(Instant::now() + limits.wall_time);
-            engine.call_fn_with_options::<Dynamic>(
-                options,
-                &mut Scope::new(),
-                &hook.ast,
-                &hook.function,
-                (ctx.clone(),),
-            )
-        };
+        let result = engine.call_fn_with_options::<Dynamic>(
+            options,
+            &mut Scope::new(),
+            &hook.ast,
+            &hook.function,
+            (ctx.clone(),),
+        );
+        drop(deadline);
         let value =
             result.map_err(|e| HookError::from_rhai(&hook.file, e, limits, hook.position))?;
         let decision = verdict::decide(engine, hook.stage, value)

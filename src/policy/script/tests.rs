@@ -79,7 +79,7 @@ const HEADERS: &[(&str, &str)] = &[
 
 fn input(stage: Stage) -> HookInput<'static> {
     static RECIPIENTS: OnceLock<Vec<String>> = OnceLock::new();
-    static HDRS: OnceLock<Vec<(String, String)>> = OnceLock::new();
+    static HDRS: OnceLock<crate::policy::Headers> = OnceLock::new();
     let mut input = HookInput::new(stage, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)), 40001, "mx");
     input.helo = Some("client.test");
     input.tls = Some(("TLSv1.3", "TLS_AES_128_GCM_SHA256"));
@@ -93,12 +93,8 @@ fn input(stage: Stage) -> HookInput<'static> {
         ]
     });
     input.size = Some(1234);
-    input.headers = HDRS.get_or_init(|| {
-        HEADERS
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect()
-    });
+    input.headers =
+        HDRS.get_or_init(|| crate::policy::Headers::from_pairs(HEADERS.iter().copied()));
     input.body = Some(b"Hi there\r\nbye\r\n");
     input
 }
@@ -814,7 +810,7 @@ fn data_hook_reads_mime_parts() {
 }"#,
     );
     let mut input = input(Stage::Data);
-    input.body = Some(MSG);
+    input.message = Some(MSG);
     let out = hook.call(host(), &input, &lookups()).unwrap();
     assert_eq!(
         out.decision,
@@ -963,4 +959,149 @@ fn authentication_results_in_hooks() {
         "fn rcpt(ctx) { if ctx.dmarc == \"fail\" { return reject(550, \"5.7.1\", \"x\"); } next() }",
     );
     assert!(format!("{errors:?}").contains("dmarc"), "{errors:?}");
+}
+
+/// Issue 17: a hook could block its thread with Rhai's `sleep` (3 s and then
+/// accept; `sleep(1e300)` panicked, `sleep(9.3e18)` never returned).
+#[test]
+fn sleep_is_not_available_in_hooks() {
+    for call in [
+        "sleep(3)",
+        "sleep(1e300)",
+        "sleep(9.3e18)",
+        "sleep(0.5)",
+        "call(Fn(\"sleep\"), 3)",
+        "Fn(\"sleep\").call(2.5)",
+    ] {
+        let started = std::time::Instant::now();
+        let e = call_err(Stage::Rcpt, &format!("fn rcpt(ctx) {{ {call}; accept() }}"));
+        assert!(
+            e.message.contains("sleep() is not available"),
+            "{call}: {e}"
+        );
+        assert_eq!(e.line, 1, "{call}: {e}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{call} took {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+/// `replace` built its result before the size check: 64 KiB × 64 KiB bytes.
+#[test]
+fn replace_cannot_build_a_huge_string() {
+    for (find, with) in [
+        ("\"a\"", "t"),
+        ("\"\"", "t"),
+        ("'a'", "t"),
+        ("'a'", "\"bb\""),
+    ] {
+        let script = format!(
+            "fn rcpt(ctx) {{ let s = \"\"; s.pad(60000, 'a'); let t = \"\"; t.pad(60000, 'b'); s.replace({find}, {with}); accept() }}"
+        );
+        let e = call_err(Stage::Rcpt, &script);
+        assert!(e.message.contains("too large"), "{find} {with}: {e}");
+    }
+    // within the limit it replaces as Rhai does
+    decision(
+        Stage::Rcpt,
+        "fn rcpt(ctx) { let s = \"a-b\"; s.replace(\"-\", \"==\"); s.replace('a', 'c'); s.replace('b', \"dd\"); if s != \"c==dd\" { throw s; } accept() }",
+    );
+}
+
+/// Lookups answer slowly (a database): each one is a native call that `on_progress`
+/// cannot interrupt, so the deadline is checked around each.
+struct SlowLookups(Duration);
+
+impl Lookups for SlowLookups {
+    fn in_set(&self, _: &str, _: &str) -> Option<Result<bool, LookupError>> {
+        std::thread::sleep(self.0);
+        Some(Ok(false))
+    }
+    fn table(&self, _: &str, _: &str) -> Option<Result<Option<String>, LookupError>> {
+        std::thread::sleep(self.0);
+        Some(Ok(None))
+    }
+}
+
+#[test]
+fn slow_lookups_stop_at_the_deadline() {
+    let host = ScriptHost::new(ScriptLimits {
+        wall_time: Duration::from_millis(100),
+        ..ScriptLimits::default()
+    });
+    let hook = host
+        .compile_str(
+            "fn rcpt(ctx) { for i in 0..1000 { mta::lookup(\"t\", `k${i}`); mta::listed(\"t\", \"x\"); } accept() }",
+            "slow.rhai",
+            None,
+            Stage::Rcpt,
+            &KnownNames::default(),
+        )
+        .unwrap();
+    let lookups: Arc<dyn Lookups> = Arc::new(SlowLookups(Duration::from_millis(20)));
+    let started = std::time::Instant::now();
+    let e = hook.call(&host, &input(Stage::Rcpt), &lookups).unwrap_err();
+    // without the checks: ~50 loop turns (256 operations) of 40 ms before the clock
+    // is read, 2 s
+    assert!(
+        started.elapsed() < Duration::from_millis(600),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(e.message.contains("more than 100 ms"), "{e}");
+}
+
+#[test]
+fn many_headers_are_not_copied_into_an_array() {
+    let values: Vec<String> = (0..50_000).map(|i| i.to_string()).collect();
+    let many = crate::policy::Headers::from_pairs(
+        values
+            .iter()
+            .map(|v| ("a", v.as_str()))
+            .chain([("Subject", "last")]),
+    );
+    let mut input = input(Stage::Data);
+    input.headers = &many;
+    // a generous clock: the machine may be loaded, and this is not about time
+    let host = ScriptHost::new(ScriptLimits {
+        wall_time: Duration::from_secs(30),
+        ..ScriptLimits::default()
+    });
+    let run = |text: &str| {
+        host.compile_str(text, "test.rhai", None, Stage::Data, &known())
+            .unwrap()
+            .call(&host, &input, &lookups())
+    };
+    // one header by name: a scan, no array
+    let out = run(
+        "fn data(ctx) { if ctx.header(\"subject\") != \"last\" { throw \"subject\"; } accept() }",
+    );
+    assert!(out.is_ok(), "{out:?}");
+    // all of them: refused before the array is built
+    let e = run("fn data(ctx) { let n = ctx.headers.len(); accept() }").unwrap_err();
+    assert!(e.message.contains("more than the array size limit"), "{e}");
+    let e = run("fn data(ctx) { let n = ctx.headers_named(\"A\").len(); accept() }").unwrap_err();
+    assert!(e.message.contains("more than the array size limit"), "{e}");
+    // a few: as before
+    let out = run(
+        "fn data(ctx) { let h = ctx.headers_named(\"subject\"); if h != [\"last\"] { throw h; } accept() }",
+    );
+    assert!(out.is_ok(), "{out:?}");
+}
+
+#[test]
+fn headers_are_unfolded_in_order() {
+    decision(
+        Stage::Data,
+        r#"fn data(ctx) {
+    let h = ctx.headers;
+    if h.len() != 4 { throw "len " + h.len(); }
+    if h[0].name != "Received" || h[0].value != "from a\tby b" { throw "received " + h[0].value; }
+    if h[1].value != "Hello" || h[3].name != "x-spam" { throw "order"; }
+    if ctx.headers_named("X-SPAM") != ["yes", "maybe"] { throw "named"; }
+    accept()
+}"#,
+    );
 }
