@@ -10,6 +10,7 @@
 #   fuzz/run.sh repro TARGET FILE...  run inputs through a target and show what it says
 #   fuzz/run.sh list                  the targets
 #
+# FUZZ_TARGETS="a b" limits all/ci/seeds to those targets.
 # Instrumentation is what cargo-afl does, without cargo-afl: rustc's SanitizerCoverage
 # pass (stable `-C passes=sancov-module`, trace-pc-guard and trace-compares) linked
 # against AFL++'s runtime object, and the `afl` crate's persistent-mode harness. The
@@ -27,6 +28,10 @@ here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
 
 TARGETS=(smtp proxy message table checks config suite hook)
+# FUZZ_TARGETS="smtp proxy" restricts `all`, `ci` and `seeds` to those targets
+if [ -n "${FUZZ_TARGETS:-}" ]; then
+  read -r -a TARGETS <<<"$FUZZ_TARGETS"
+fi
 
 # ms per input before afl calls it a hang: the targets that compile a policy per input
 # (config, checks) or run a suite's dry runs get more than the parsers
