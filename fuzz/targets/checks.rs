@@ -1,0 +1,4 @@
+//! See `src/checks.rs`.
+fn main() {
+    afl::fuzz!(|data: &[u8]| mtad_fuzz::checks::run(data));
+}

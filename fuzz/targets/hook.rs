@@ -1,0 +1,4 @@
+//! See `src/hook.rs`.
+fn main() {
+    afl::fuzz!(|data: &[u8]| mtad_fuzz::hook::run(data));
+}

@@ -1,0 +1,4 @@
+//! See `src/suite.rs`.
+fn main() {
+    afl::fuzz!(|data: &[u8]| mtad_fuzz::suite::run(data));
+}
