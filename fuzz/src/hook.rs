@@ -77,14 +77,13 @@ pub fn run(data: &[u8]) {
     if !rcpt.is_empty() {
         recipients.push(rcpt.clone());
     }
-    let headers: Vec<(String, String)> = text(b.field())
-        .lines()
-        .map(|l| match l.split_once(':') {
-            Some((n, v)) => (n.to_owned(), v.trim_start().to_owned()),
-            None => (l.to_owned(), String::new()),
-        })
-        .collect();
-    let body = b.rest();
+    // the message as the data stage has it: a header block, parsed as the daemon
+    // parses it, then the body
+    let mut message = b.field().to_vec();
+    message.extend_from_slice(b"\r\n");
+    message.extend_from_slice(b.rest());
+    let (headers, body_start) = mtad::policy::parse_headers(&message);
+    let body = message.get(body_start..).unwrap_or_default();
 
     let f = fixed();
     let hook = match f
@@ -123,6 +122,7 @@ pub fn run(data: &[u8]) {
     input.size = Some(body.len() as u64);
     input.headers = &headers;
     input.body = Some(body);
+    input.message = Some(&message);
     match hook.call(&f.host, &input, &f.lookups) {
         Ok(out) => {
             let _ = format!("{:?}", out.decision);

@@ -66,13 +66,13 @@ pub fn run(data: &[u8]) {
     // as the script host passes them: names that are one token
     let clean =
         |name: &str| !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
-    if let Some(h) = headers.first().filter(|h| clean(h.name())) {
+    if let Some(h) = headers.iter().next().filter(|h| clean(h.name())) {
         changes.push(HeaderChange::Replace {
             name: h.name().to_owned(),
             value: "replaced".into(),
         });
     }
-    if let Some(h) = headers.last().filter(|h| clean(h.name())) {
+    if let Some(h) = headers.iter().next_back().filter(|h| clean(h.name())) {
         changes.push(HeaderChange::Remove {
             name: h.name().to_owned(),
         });
