@@ -292,6 +292,11 @@ server {
     spool "{spool}"
 }
 listen "mx" address="127.0.0.1:{port}"
+// the header section's own limit (100K by default) raised, so that the memory test
+// below reaches policy evaluation
+limits {
+    header-size "10M"
+}
 networks "trusted" "127.0.0.0/8"
 stage "rcpt" {
     accept client="trusted"
