@@ -123,47 +123,75 @@ pub fn split_addresses(value: &str) -> impl Iterator<Item = &str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The characters of `text` with their offsets, and whether each stands outside
+/// double quotes (a backslash quotes the next character, as in Postfix's
+/// `mystrtokdq`; quotes and backslashes themselves are not outside); then, once,
+/// `None` with whether a quote was left open.
+fn unquoted(text: &str) -> impl Iterator<Item = Result<(usize, char, bool), bool>> + '_ {
+    let (mut quoted, mut escaped) = (false, false);
+    let mut chars = text.char_indices();
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let Some((i, c)) = chars.next() else {
+            done = true;
+            return Some(Err(quoted));
+        };
+        let outside = if escaped {
+            escaped = false;
+            false
+        } else if c == '\\' {
+            escaped = true;
+            false
+        } else if c == '"' {
+            quoted = !quoted;
+            false
+        } else {
+            !quoted
+        };
+        Some(Ok((i, c, outside)))
+    })
+}
+
 /// `text` split at the characters `sep` accepts outside double quotes (a backslash
 /// quotes the next character, as in Postfix's `mystrtokdq`).
 pub(crate) fn split_on(text: &str, sep: impl Fn(char) -> bool) -> impl Iterator<Item = &str> {
     let mut rest = Some(text);
     std::iter::from_fn(move || {
         let s = rest?;
-        let (mut quoted, mut escaped) = (false, false);
-        for (i, c) in s.char_indices() {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                quoted = !quoted;
-            } else if !quoted && sep(c) {
-                rest = Some(&s[i + c.len_utf8()..]);
-                return Some(&s[..i]);
+        let cut = unquoted(s).find_map(|x| match x {
+            Ok((i, c, true)) if sep(c) => Some(i),
+            _ => None,
+        });
+        match cut {
+            Some(i) => {
+                let c = s[i..].chars().next().map_or(1, char::len_utf8);
+                rest = Some(&s[i + c..]);
+                Some(&s[..i])
+            }
+            None => {
+                rest = None;
+                Some(s)
             }
         }
-        rest = None;
-        Some(s)
     })
 }
 
 /// Where the first white space outside double quotes is in `text` (its length when
 /// there is none), and whether a quote is left open (Postfix: "unbalanced `\"`").
 pub(crate) fn quoted_ranges(text: &str) -> (usize, bool) {
-    let (mut quoted, mut escaped) = (false, false);
     let mut end = None;
-    for (i, c) in text.char_indices() {
-        if escaped {
-            escaped = false;
-        } else if c == '\\' {
-            escaped = true;
-        } else if c == '"' {
-            quoted = !quoted;
-        } else if !quoted && c.is_whitespace() && end.is_none() {
-            end = Some(i);
+    let mut open = false;
+    for x in unquoted(text) {
+        match x {
+            Ok((i, c, true)) if c.is_whitespace() && end.is_none() => end = Some(i),
+            Ok(_) => {}
+            Err(quoted) => open = quoted,
         }
     }
-    (end.unwrap_or(text.len()), quoted)
+    (end.unwrap_or(text.len()), open)
 }
 
 #[cfg(test)]
