@@ -336,6 +336,28 @@ fn an_attachment_behind_an_obsolete_header_is_still_checked() {
     assert_eq!(mtad.queued().len(), 1);
 }
 
+/// An attachment placed after 150 harmless parts (past the 100 parts mtad inspects)
+/// does not pass unseen: the message is refused whole, with swaks as the client.
+#[test]
+fn an_attachment_past_the_part_cap_is_not_waved_through() {
+    let mtad = start_mime_checks();
+    let mut msg = String::from(
+        "From: alice@src.test\r\nTo: bob@example.test\r\nSubject: parts\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"=-b1\"\r\n\r\n",
+    );
+    for i in 0..150 {
+        msg.push_str(&format!(
+            "--=-b1\r\nContent-Type: text/plain\r\n\r\npart {i}\r\n"
+        ));
+    }
+    let tail = "--=-b1\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"evil.exe\"\r\n\r\nTVqQAAMAAAAEAAAA\r\n--=-b1--";
+    let t = send_data(&mtad, &(msg + tail));
+    assert!(
+        t.contains("<** 554 5.6.0 Message content rejected: too many MIME parts to inspect"),
+        "{t}"
+    );
+    assert!(mtad.queued().is_empty());
+}
+
 #[test]
 fn a_japanese_subject_is_rejected_by_a_japanese_pattern() {
     let mtad = start_mime_checks();

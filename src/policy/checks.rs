@@ -188,6 +188,9 @@ pub(super) fn run(
             return None;
         }
         let mime = mime();
+        if let Some(end) = uninspected(mime, rule) {
+            return Some(end);
+        }
         for part in mime.parts.iter().skip(1) {
             if !classes.inspects(cfg.content, part.class) {
                 continue;
@@ -207,6 +210,9 @@ pub(super) fn run(
         return None;
     }
     let mime = mime();
+    if let Some(end) = uninspected(mime, rule) {
+        return Some(end);
+    }
     let multipart = mime.parts.len() > 1;
     for part in &mime.parts {
         for (line, raw) in part.lines(message, cfg.size_limit) {
@@ -226,6 +232,29 @@ pub(super) fn run(
         }
     }
     None
+}
+
+/// A message with more MIME parts (or deeper nesting) than mtad inspects, checked by a
+/// rule that reads parts: refused, since what lies past the caps would pass unseen (an
+/// attachment as part 101). Postfix inspects every part; mtad caps the parts for
+/// memory and refuses rather than let such a message through unchecked.
+fn uninspected(mime: &Mime, rule: &Origin) -> Option<(Verdict, Origin)> {
+    if !mime.truncated {
+        return None;
+    }
+    warn!(
+        rule = %rule,
+        parts = mime.parts.len(),
+        "message refused: more MIME parts or nesting than content checks inspect"
+    );
+    Some((
+        Verdict::Reject(crate::config::Reply::new(
+            554,
+            [5, 6, 0],
+            "Message content rejected: too many MIME parts to inspect",
+        )),
+        rule.clone(),
+    ))
 }
 
 /// Looks up one header or body line. `Some(Some(..))`: inspection ends with a
@@ -605,6 +634,60 @@ mod tests {
         matches!(d.verdict, Verdict::Reject(_))
     }
 
+    /// An attachment past the part cap is not waved through: a message whose parts
+    /// are not all inspected is refused by a rule that reads parts.
+    #[test]
+    fn parts_past_the_cap_are_not_waved_through() {
+        let mut msg = String::from(
+            "From: a@example.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"BB\"\r\n\r\n",
+        );
+        for i in 0..150 {
+            msg.push_str(&format!(
+                "--BB\r\nContent-Type: text/plain\r\n\r\npart {i}\r\n"
+            ));
+        }
+        msg.push_str("--BB\r\nContent-Type: application/octet-stream; name=\"evil.exe\"\r\n\r\nTVqQ\r\n--BB--\r\n");
+        let too_many = Verdict::Reject(Reply::new(
+            554,
+            [5, 6, 0],
+            "Message content rejected: too many MIME parts to inspect",
+        ));
+        for rules in [
+            format!("mime-header-checks {{\n{EXE}}}\n"),
+            "body-checks {\n\"/nothing like this/\" \"REJECT\"\n}\n".to_owned(),
+        ] {
+            let (d, _) = data(&pipeline(&rules), &msg);
+            assert_eq!(d.verdict, too_many, "{rules}");
+        }
+        // a rule that reads part headers refuses it even if no pattern would match
+        let p = pipeline(
+            "header-checks {\n\"/^Subject: nothing/\" \"REJECT\"\n}\nmime-header-checks {\n\"/^X-None/\" \"WARN\"\n}\n",
+        );
+        let (d, _) = data(&p, &msg);
+        assert_eq!(d.verdict, too_many, "mime-header-checks read parts");
+        // below the cap, the same kind of message is inspected part by part
+        let few = msg.replacen("--BB\r\nContent-Type: text/plain\r\n\r\npart 0\r\n", "", 1);
+        let few: String = few
+            .split("--BB\r\nContent-Type: text/plain")
+            .enumerate()
+            .filter(|(i, _)| *i == 0 || *i > 140)
+            .map(|(_, s)| s)
+            .collect::<Vec<_>>()
+            .join("--BB\r\nContent-Type: text/plain");
+        let (d, _) = data(
+            &pipeline(&format!("mime-header-checks {{\n{EXE}}}\n")),
+            &few,
+        );
+        assert_eq!(
+            d.verdict,
+            Verdict::Reject(Reply::new(
+                550,
+                [5, 7, 1],
+                "executable attachments are refused"
+            ))
+        );
+    }
+
     #[test]
     fn mime_headers_default_to_header_checks() {
         let p = pipeline(&format!("header-checks {{\n{EXE}}}\n"));
@@ -754,8 +837,16 @@ mod tests {
         let p = pipeline(
             "header-checks {\n\"/^X-N: 2999/\" \"REJECT\"\n}\nbody-checks {\n\"/^line 2999$/\" \"REJECT\"\n}\n",
         );
-        // part 2999 is beyond the cap: not inspected
-        assert_eq!(data(&p, &msg).0.verdict, Verdict::Accept);
+        // part 2999 is beyond the cap: not inspected, so the message is refused rather
+        // than let through unchecked
+        assert_eq!(
+            data(&p, &msg).0.verdict,
+            Verdict::Reject(Reply::new(
+                554,
+                [5, 6, 0],
+                "Message content rejected: too many MIME parts to inspect"
+            ))
+        );
         let p = pipeline("header-checks {\n\"/^X-N: 98$/\" \"REJECT\"\n}\n");
         assert!(rejected(&data(&p, &msg).0));
     }
