@@ -30,6 +30,9 @@ table "mailboxes" {
 }
 virtual-mailboxes domains="vdomains" table="mailboxes"
 aliases file="aliases"
+stage "mail" {
+    reject sender="blocked@elsewhere.test" 550 "5.7.1" "sender blocked"
+}
 stage "rcpt" {
     accept client="trusted"
     accept rcpt-domain="relay"
@@ -184,6 +187,46 @@ fn a_quoted_dot_atom_is_the_same_address_in_the_daemon_and_the_dry_run() {
     // and a quoted escaped dot-atom, in the dry run too
     let report = dry_run(&mtad, "127.0.0.1", &["<\"ro\\ot\"@Example.TEST>"]);
     assert_eq!(dry_routes(&report)[0].1, "root@example.test", "{report}");
+}
+
+/// The sender is read in the same canonical form: a quoted dot-atom and an upper-case
+/// domain meet a `sender=` rule written plainly, in the daemon and the dry run alike.
+#[test]
+fn a_quoted_sender_meets_the_rule_for_its_plain_form() {
+    require_tool("swaks");
+    let mtad = start(common::free_port());
+    let out = std::process::Command::new("swaks")
+        .args(["--server", "127.0.0.1", "--port", &mtad.port.to_string()])
+        .args(["--helo", "client.test", "--to", "remote@relay.test"])
+        .args([
+            "--from",
+            "\"blocked\"@Elsewhere.TEST",
+            "--quit-after",
+            "MAIL",
+        ])
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert!(t.contains("<** 550 5.7.1 sender blocked"), "{t}");
+    let out = mtad.mtactl(&[
+        "test-policy",
+        "--format",
+        "json",
+        "--client",
+        "127.0.0.1",
+        "--from",
+        "\"blocked\"@Elsewhere.TEST",
+        "--rcpt",
+        "remote@relay.test",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mail = report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "mail")
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(mail["verdict"], "reject", "{report}");
 }
 
 #[test]

@@ -213,6 +213,19 @@ impl Pipeline {
     }
 
     fn dry_run_unlogged(&self, env: &DryEnvelope) -> DryRunReport {
+        // the sender as the session reads MAIL FROM (one canonical form); the
+        // envelope is copied only when that changes it
+        let sender = super::address::canonical_or_same(&env.sender);
+        let canonical;
+        let env = if sender == env.sender {
+            env
+        } else {
+            canonical = DryEnvelope {
+                sender,
+                ..env.clone()
+            };
+            &canonical
+        };
         let client_ip = env.client_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]));
         let mut report = DryRunReport {
             stages: Vec::new(),

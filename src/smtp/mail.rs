@@ -44,15 +44,17 @@ impl Session {
             warn!(limit = "messages", "rate limit: MAIL refused");
             return self.fail(reply::TOO_MANY_MESSAGES);
         }
-        debug!(from = %esc(&from.address), size = from.size, "mail");
+        // one canonical form, as recipients have (the dry run reads it the same way)
+        let sender = crate::policy::address::canonical_or_same(&from.address);
+        debug!(from = %esc(&sender), size = from.size, "mail");
         // A transaction runs with the policy in force when it starts, to its end.
         self.policy = self.core.policy.load_full();
         let declared = (from.size > 0).then_some(from.size as u64);
-        let auth = self.check_spf(&from.address).await;
+        let auth = self.check_spf(&sender).await;
         let decision = self.policy.evaluate(
             Stage::Mail,
             &Context {
-                sender: Some(&from.address),
+                sender: Some(&sender),
                 size: declared,
                 auth: auth.as_ref().map(|a| &a.spf.results),
                 ..self.policy_context()
@@ -61,7 +63,7 @@ impl Session {
         let refused = matches!(decision.verdict, Verdict::Reject(_) | Verdict::Defer(_));
         let flow = self.apply(Stage::Mail, decision, reply::MAIL_OK);
         if !refused {
-            self.tx.sender = Some(from.address.into_owned());
+            self.tx.sender = Some(sender);
             self.tx.declared_size = declared;
             self.tx.body_8bit = from.flags & MAIL_BODY_8BITMIME != 0;
             self.tx.smtputf8 = smtputf8;
