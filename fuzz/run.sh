@@ -6,7 +6,8 @@
 #   fuzz/run.sh all SECONDS           fuzz every target in turn, SECONDS each, then a summary
 #   fuzz/run.sh ci [SECONDS]          build, then every target for SECONDS (default 20);
 #                                     exits 1 if any crash or hang was found
-#   fuzz/run.sh seeds                 run every seed through its target once (no fuzzing)
+#   fuzz/run.sh seeds                 run every seed and crashes/ reproducer through its
+#                                     target once (no fuzzing; fixed bugs stay fixed)
 #   fuzz/run.sh repro TARGET FILE...  run inputs through a target and show what it says
 #   fuzz/run.sh list                  the targets
 #
@@ -66,7 +67,6 @@ is_target() {
 build() {
   need_afl
   local flags=(
-    -C debug-assertions -C overflow_checks
     -C passes=sancov-module
     -C llvm-args=-sanitizer-coverage-level=3
     -C llvm-args=-sanitizer-coverage-trace-pc-guard
@@ -156,7 +156,9 @@ fuzz_all() {
 seeds() {
   local t f bad=0
   for t in "${TARGETS[@]}"; do
-    for f in "$here/seeds/$t"/*; do
+    # the seeds, and the reproducers of every crash found so far (fixed: they must pass)
+    for f in "$here/seeds/$t"/* "$here/crashes/$t"/*; do
+      [ -e "$f" ] || continue
       if ! TMPDIR="${TMPDIR:-/tmp}" timeout 10 "$(bin_of "$t")" <"$f" >/dev/null 2>"$here/target/seed.err"; then
         echo "seed ${f#"$here"/} fails $t:" >&2
         tail -n 5 "$here/target/seed.err" >&2
@@ -164,7 +166,7 @@ seeds() {
       fi
     done
   done
-  [ $bad = 0 ] && echo "fuzz/run.sh: every seed runs through its target" >&2
+  [ $bad = 0 ] && echo "fuzz/run.sh: every seed and reproducer runs through its target" >&2
   return $bad
 }
 
