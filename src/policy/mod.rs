@@ -148,14 +148,8 @@ impl Decision {
     /// A deferral by `rule`, and nothing else.
     fn deferred(reply: Reply, rule: Option<Origin>) -> Decision {
         Decision {
-            verdict: Verdict::Defer(reply),
             rule,
-            warned: Vec::new(),
-            header_changes: Vec::new(),
-            transport: None,
-            route: route::RouteOptions::default(),
-            checks: ContentChecks::default(),
-            filter: None,
+            ..Decision::built_in(Verdict::Defer(reply))
         }
     }
 }
