@@ -6,6 +6,9 @@
 #   fuzz/run.sh all SECONDS           fuzz every target in turn, SECONDS each, then a summary
 #   fuzz/run.sh ci [SECONDS]          build, then every target for SECONDS (default 20);
 #                                     exits 1 if any crash or hang was found
+#   fuzz/run.sh hours [CPU_SECONDS]   fuzz every target until it has used CPU_SECONDS of CPU
+#                                     (default 3600: the issue's CPU-hour), resuming where
+#                                     an earlier run stopped (kept in fuzz/long/TARGET)
 #   fuzz/run.sh seeds                 run every seed and crashes/ reproducer through its
 #                                     target once (no fuzzing; fixed bugs stay fixed)
 #   fuzz/run.sh repro TARGET FILE...  run inputs through a target and show what it says
@@ -138,6 +141,65 @@ fuzz_one() {
   return 0
 }
 
+# Fuzzes $1 until it has used $2 seconds of CPU (user + system time of afl-fuzz and the
+# target, measured by time(1), not wall time: the machine is shared and afl runs at nice
+# 19). Work is kept in long/TARGET, so an interrupted run resumes (afl's `-i -`) and the
+# CPU already spent counts. Prints one summary line; returns 1 if anything was found.
+fuzz_hours_one() {
+  local target="$1" want="$2"
+  is_target "$target" || die "no target \`$target\`"
+  local bin out spent execs chunk input rc cpu
+  bin="$(bin_of "$target")"
+  [ -x "$bin" ] || die "$bin is not built: fuzz/run.sh build"
+  out="$here/long/$target"
+  mkdir -p "$out"
+  spent="$(cat "$out/cpu_seconds" 2>/dev/null || echo 0)"
+  execs="$(cat "$out/execs" 2>/dev/null || echo 0)"
+  local dict=()
+  [ -f "$here/dict/$target.dict" ] && dict=(-x "$here/dict/$target.dict")
+  while [ "$spent" -lt "$want" ]; do
+    chunk=$((want - spent))
+    [ "$chunk" -gt 600 ] && chunk=600
+    [ "$chunk" -lt 10 ] && chunk=10
+    input="$here/seeds/$target"
+    [ -d "$out/default/queue" ] && input=-
+    mkdir -p "$out/tmp"
+    echo "fuzz/run.sh: $target: ${spent}s of ${want}s CPU; fuzzing ${chunk}s more" >&2
+    rc=0
+    TMPDIR="$out/tmp" AFL_NO_UI=1 AFL_NO_AFFINITY=1 AFL_SKIP_CPUFREQ=1 \
+      AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_QUIET=1 AFL_NO_CRASH_README=1 \
+      AFL_AUTORESUME=1 /usr/bin/time -o "$out/chunk.time" -f '%U %S' \
+      nice -n "${FUZZ_NICE:-19}" "$AFL_FUZZ" -i "$input" -o "$out" \
+      -V "$chunk" -m "$FUZZ_MEM" -t "${FUZZ_TIMEOUT:-$(timeout_of "$target")}" "${dict[@]}" \
+      -- "$bin" >"$out/afl.log" 2>&1 || rc=$?
+    if [ $rc -ne 0 ]; then
+      echo "fuzz/run.sh: afl-fuzz failed on $target; the end of its log:" >&2
+      tail -n 30 "$out/afl.log" >&2
+      return 2
+    fi
+    cpu="$(awk '{ printf "%d", $1 + $2 }' "$out/chunk.time")"
+    spent=$((spent + cpu))
+    execs=$((execs + $(stat "$out/default/fuzzer_stats" execs_done)))
+    echo "$spent" >"$out/cpu_seconds"
+    echo "$execs" >"$out/execs"
+  done
+  rm -rf "$out/tmp"
+  local crashes hangs corpus
+  crashes="$(find "$out/default/crashes" -name 'id*' 2>/dev/null | wc -l)"
+  hangs="$(find "$out/default/hangs" -name 'id*' 2>/dev/null | wc -l)"
+  corpus="$(find "$out/default/queue" -maxdepth 1 -name 'id*' 2>/dev/null | wc -l)"
+  printf '%-8s %8ss CPU %12s execs %6s paths %4s crashes %4s hangs\n' \
+    "$target" "$spent" "$execs" "$corpus" "$crashes" "$hangs"
+  if [ "$crashes" != 0 ] || [ "$hangs" != 0 ]; then
+    local keep="$here/findings/$target"
+    mkdir -p "$keep"
+    cp "$out"/default/crashes/id* "$out"/default/hangs/id* "$keep"/ 2>/dev/null || true
+    echo "fuzz/run.sh: $target: $crashes crash(es), $hangs hang(s): inputs in ${keep#"$here"/}/" >&2
+    return 1
+  fi
+  return 0
+}
+
 # Fuzzes every target in turn; a summary table at the end. 1 if anything was found.
 fuzz_all() {
   local seconds="$1" found=0 lines=() t line rc
@@ -199,12 +261,26 @@ case "${1:-}" in
     seeds
     fuzz_all "${2:-20}"
     ;;
+  hours)
+    found=0
+    lines=()
+    for t in "${TARGETS[@]}"; do
+      rc=0
+      line="$(fuzz_hours_one "$t" "${2:-3600}")" || rc=$?
+      [ $rc -ge 2 ] && exit $rc
+      [ $rc -ne 0 ] && found=1
+      lines+=("$line")
+    done
+    echo "== summary: ${2:-3600}s of CPU per target =="
+    printf '%s\n' "${lines[@]}"
+    exit $found
+    ;;
   all)
     [ $# -eq 2 ] || die "usage: fuzz/run.sh all SECONDS"
     fuzz_all "$2"
     ;;
   "" | -h | --help)
-    sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'
     ;;
   *)
     [ $# -eq 2 ] || die "usage: fuzz/run.sh TARGET SECONDS"
