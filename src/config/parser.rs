@@ -800,7 +800,7 @@ impl Parser {
         let mut aliases: Option<(Arc<crate::lookup::Table>, Origin)> = None;
         let mut virtual_aliases: Option<(Arc<crate::lookup::Table>, Origin)> = None;
         let mut delivery: Option<(Delivery, Origin)> = None;
-        let mut dkim: Vec<(crate::dkim::Signer, Origin)> = Vec::new();
+        let mut dkim: Vec<(crate::mailauth::dkim::Signer, Origin)> = Vec::new();
         let mut authentication: Option<crate::config::Authentication> = None;
         let mut dkim_internal: Option<Vec<ClientRef>> = None;
 
@@ -1699,7 +1699,7 @@ impl Parser {
             (None, None) => None,
             (Some((certificate, at)), Some((key, _))) => {
                 let pair = CertKey { certificate, key };
-                match crate::smtp::tls::server_config(&pair) {
+                match crate::net::tls::server_config(&pair) {
                     Ok(_) => {
                         self.sources.add_file(&pair.certificate);
                         self.sources.add_file(&pair.key);

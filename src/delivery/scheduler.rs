@@ -28,11 +28,11 @@ use tracing::{debug, error, info, warn};
 
 use super::client::Envelope as ClientEnvelope;
 use super::dsn;
-use super::filter::FilterLoops;
 use super::hops::{Outbound, Outcome};
 use super::maildir;
 use crate::config::route::{DkimSign, RouteOptions, Transport};
 use crate::policy::{Context, Pipeline, Route, TlsInfo};
+use crate::queue::FilterLoops;
 use crate::queue::{Envelope, MessageRecord, QueueId, QueuedMessage, RcptState, RcptStatus, Spool};
 
 /// What the rest of the daemon tells the scheduler.
@@ -66,16 +66,6 @@ impl SchedulerHandle {
     /// Drop a message from the schedule; an attempt already running finishes.
     pub fn forget(&self, id: QueueId) {
         let _ = self.events.send(Event::Forget(id));
-    }
-}
-
-impl crate::control::socket::DeliveryControl for SchedulerHandle {
-    fn flush(&self, ids: &[QueueId]) {
-        SchedulerHandle::flush(self, ids);
-    }
-
-    fn forget(&self, id: QueueId) {
-        SchedulerHandle::forget(self, id);
     }
 }
 
@@ -607,7 +597,7 @@ async fn route_and_send(
 /// A message's bytes, shared by the transactions that send it.
 type Body = Arc<[u8]>;
 
-/// The message with its DKIM signatures in front ([`crate::dkim::sign`]), or None
+/// The message with its DKIM signatures in front ([`crate::mailauth::dkim::sign`]), or None
 /// when it is not signed on a route with these options ([`Pipeline::dkim_plan`]: mail
 /// that originates with us, by the `dkim` node of its From domain, else its sender's,
 /// or the one the route names). Hashing and signing run off the async threads.
@@ -624,14 +614,14 @@ async fn dkim_signed(
     let (policy, body, sender) = (policy.clone(), body.clone(), env.sender.clone());
     let (ours, options) = (!env.external, options.clone());
     let task = tokio::task::spawn_blocking(move || {
-        let domain = crate::dkim::from_domain(&body)
+        let domain = crate::mailauth::dkim::from_domain(&body)
             .or_else(|| sender.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()));
         let plan = policy.dkim_plan(ours, domain.as_deref(), &options);
         if let Some(why) = &plan.unsigned {
             debug!(queue_id = %id, reason = %why, "not DKIM-signed");
             return None;
         }
-        let (signed, by) = crate::dkim::sign(&plan.signers, &body);
+        let (signed, by) = crate::mailauth::dkim::sign(&plan.signers, &body);
         for s in by {
             info!(queue_id = %id, d = %s.domain, s = %s.selector, a = %s.key.algorithm(), "DKIM-Signature added");
         }

@@ -80,7 +80,7 @@ pub struct DryRunReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
     /// The DKIM signatures the message would get on its way out over SMTP:
-    /// `d=DOMAIN s=SELECTOR ALGORITHM`, per signer (see [`crate::dkim::signers_for`]).
+    /// `d=DOMAIN s=SELECTOR ALGORITHM`, per signer (see [`crate::mailauth::dkim::signers_for`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dkim: Vec<String>,
     /// Where the message comes from for DKIM signing ([`super::MailOrigin`]), when a
@@ -401,7 +401,7 @@ impl Pipeline {
             if let Some(v) = &verified {
                 edited.splice(0..0, v.header.bytes());
             }
-            from_domain = crate::dkim::from_domain(&edited);
+            from_domain = crate::mailauth::dkim::from_domain(&edited);
             report.headers = parse_headers(&edited)
                 .0
                 .iter()

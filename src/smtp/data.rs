@@ -12,8 +12,8 @@ use super::dot::{DotReceiver, has_bare_eol};
 use super::inflight::TextScan;
 use super::reply;
 use super::session::{Disposition, Flow, INITIAL_DATA_MEMORY, Session, State};
-use super::tls::TlsInfo;
 use crate::mailauth::Peer;
+use crate::net::tls::TlsInfo;
 use crate::policy::{Context, Stage, Verdict, apply_header_edits, apply_raw_edits, parse_headers};
 use crate::queue::{Envelope, MessageRecord, QueueId};
 
