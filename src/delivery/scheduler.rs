@@ -16,7 +16,6 @@
 //! `backoff-max`; past `lifetime` it bounces.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,7 +30,7 @@ use super::dsn;
 use super::hops::{Outbound, Outcome};
 use super::maildir;
 use crate::config::route::{DkimSign, RouteOptions, Transport};
-use crate::policy::{Context, Pipeline, Route, TlsInfo};
+use crate::policy::{Pipeline, Route, RouteInput, RoutedOutcome, TlsInfo};
 use crate::queue::FilterLoops;
 use crate::queue::{Envelope, MessageRecord, QueueId, QueuedMessage, RcptState, RcptStatus, Spool};
 
@@ -420,36 +419,31 @@ async fn route_and_send(
     let policy = shared.policy.load_full();
     // (transport, options) -> legs
     let mut routes: Vec<(Transport, RouteOptions, Vec<usize>)> = Vec::new();
-    // every address this attempt delivers to, lowercased: an address reached twice
-    // (an alias and the address itself, two aliases) is delivered once, as Postfix's
-    // duplicate filter does
-    let mut reached: std::collections::HashSet<String> = std::collections::HashSet::new();
-    for &i in due {
-        let rcpt = &env.recipients[i];
-        let expanded = if env.expanded {
-            Ok(vec![rcpt.clone()])
-        } else {
-            policy.expand(rcpt)
-        };
-        let finals = match expanded {
-            Ok(f) => f,
-            Err(e) => {
-                legs.push(Leg {
-                    orig: i,
-                    rcpt: rcpt.clone(),
-                    outcome: Some(Outcome::deferred(
-                        "none",
-                        [4, 3, 0],
-                        format!("alias expansion failed: {e}"),
-                    )),
-                    transport: "none",
-                });
-                continue;
-            }
-        };
-        let tls = env.tls.as_deref().and_then(TlsInfo::from_record);
-        for f in finals {
-            if !reached.insert(f.to_ascii_lowercase()) {
+    let tls = env.tls.as_deref().and_then(TlsInfo::from_record);
+    let input = RouteInput {
+        client_ip: env.client_ip,
+        listener: &env.listener,
+        helo: &env.helo,
+        tls: tls.as_ref(),
+        auth_user: env.auth_user.as_deref(),
+        sender: &env.sender,
+        recipients: &env.recipients,
+        expanded: env.expanded,
+    };
+    for routed in policy.route_all(&input, due, true) {
+        let (i, f) = (routed.index, routed.rcpt);
+        match routed.outcome {
+            RoutedOutcome::ExpandFailed(e) => legs.push(Leg {
+                orig: i,
+                rcpt: f,
+                outcome: Some(Outcome::deferred(
+                    "none",
+                    [4, 3, 0],
+                    format!("alias expansion failed: {e}"),
+                )),
+                transport: "none",
+            }),
+            RoutedOutcome::Duplicate => {
                 info!(queue_id = %msg.id, rcpt = %f, "duplicate recipient: delivered once");
                 legs.push(Leg {
                     orig: i,
@@ -461,53 +455,40 @@ async fn route_and_send(
                     }),
                     transport: "none",
                 });
-                continue;
             }
-            let ctx = Context {
-                client_port: 0,
-                helo: Some(&env.helo),
-                tls: tls.as_ref(),
-                auth_user: env.auth_user.as_deref(),
-                sender: Some(&env.sender),
-                rcpt: Some(&f),
-                recipients: &env.recipients,
-                ..Context::new(
-                    env.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-                    &env.listener,
-                )
-            };
-            let leg = legs.len();
-            match policy.route(&ctx) {
-                Route::Refused { reply, .. } => {
-                    let detail = reply.to_string();
-                    let outcome = if reply.code >= 500 {
-                        Outcome::bounced("none", reply.enhanced, detail)
-                    } else {
-                        Outcome::deferred("none", reply.enhanced, detail)
-                    };
-                    legs.push(Leg {
-                        orig: i,
-                        rcpt: f,
-                        outcome: Some(outcome),
-                        transport: "none",
-                    });
-                }
+            RoutedOutcome::Route(Route::Refused { reply, .. }, _) => {
+                let detail = reply.to_string();
+                let outcome = if reply.code >= 500 {
+                    Outcome::bounced("none", reply.enhanced, detail)
+                } else {
+                    Outcome::deferred("none", reply.enhanced, detail)
+                };
+                legs.push(Leg {
+                    orig: i,
+                    rcpt: f,
+                    outcome: Some(outcome),
+                    transport: "none",
+                });
+            }
+            RoutedOutcome::Route(
                 Route::To {
                     transport, options, ..
-                } => {
-                    legs.push(Leg {
-                        orig: i,
-                        rcpt: f,
-                        outcome: None,
-                        transport: transport.kind(),
-                    });
-                    match routes
-                        .iter_mut()
-                        .find(|(t, o, _)| *t == transport && *o == options)
-                    {
-                        Some((_, _, members)) => members.push(leg),
-                        None => routes.push((transport, options, vec![leg])),
-                    }
+                },
+                _,
+            ) => {
+                let leg = legs.len();
+                legs.push(Leg {
+                    orig: i,
+                    rcpt: f,
+                    outcome: None,
+                    transport: transport.kind(),
+                });
+                match routes
+                    .iter_mut()
+                    .find(|(t, o, _)| *t == transport && *o == options)
+                {
+                    Some((_, _, members)) => members.push(leg),
+                    None => routes.push((transport, options, vec![leg])),
                 }
             }
         }

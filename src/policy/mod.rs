@@ -24,6 +24,7 @@ pub mod address;
 pub mod alias;
 mod checks;
 mod dry_run;
+mod outcome;
 mod panics;
 mod rate;
 pub mod script;
@@ -64,6 +65,7 @@ pub use address::routing_domain;
 pub use address::{canonical as canonical_address, canonical_or_same};
 pub use checks::{CheckMatch, ContentChecks};
 pub use dry_run::{DryEnvelope, DryRunReport, StageResult};
+pub use outcome::{Acceptance, RouteInput, Routed, RoutedOutcome};
 pub use rate::{RateKind, RateView};
 pub use signing::{DkimPlan, MailOrigin};
 
