@@ -626,3 +626,56 @@ fn forged_authentication_results_are_removed_from_unchecked_mail_too() {
         );
     }
 }
+
+/// A hook that fails: the dry run shows the daemon's 451 and, under it, the hook's
+/// error with its file:line:col (docs/test-policy.md), in text and in JSON.
+#[test]
+fn a_failing_hook_shows_its_error_and_place() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rcpt.rhai"),
+        "fn rcpt(ctx) {\n    if ctx.rcpt.local == \"boom\" { let x = [1]; return x[5]; }\n    next()\n}\n",
+    )
+    .unwrap();
+    let config = dir.path().join("mtad.kdl");
+    std::fs::write(
+        &config,
+        "server {\n    hostname \"mx.example.test\"\n    spool \"spool\"\n}\n\
+         listen \"mx\" address=\"127.0.0.1:2525\"\n\
+         stage \"rcpt\" {\n    hook \"rcpt.rhai\" function=\"rcpt\"\n    reject 554 \"5.7.1\" \"Relay access denied\"\n}\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let args = ["test-policy", "--config", config, "--from", "a@b.example"];
+    let out = mtactl(&[&args[..], &["--rcpt", "boom@x.example"]].concat());
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    let rcpt = report
+        .lines()
+        .position(|l| l.starts_with("rcpt <boom@x.example>"))
+        .unwrap();
+    let lines: Vec<&str> = report.lines().collect();
+    assert!(
+        lines[rcpt].contains("defer")
+            && lines[rcpt].ends_with("451 4.3.0 Temporary local problem, try again later"),
+        "{report}"
+    );
+    let error = lines[rcpt + 1].trim_start();
+    assert!(
+        error.starts_with("error    ")
+            && error.contains("rcpt.rhai:2:57: Array index 5 out of bounds"),
+        "{report}"
+    );
+    let out = mtactl(&[&args[..], &["--rcpt", "boom@x.example", "--format", "json"]].concat());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stage = &json["stages"][3];
+    assert_eq!(stage["stage"], "rcpt", "{json}");
+    assert!(
+        stage["error"].as_str().unwrap().contains("rcpt.rhai:2:57"),
+        "{json}"
+    );
+    // a recipient the hook lets through has no error
+    let out = mtactl(&[&args[..], &["--rcpt", "fine@x.example", "--format", "json"]].concat());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(json["stages"][3].get("error").is_none(), "{json}");
+}

@@ -90,6 +90,9 @@ pub fn render_report(report: &DryRunReport) -> String {
             None => s.verdict,
         };
         let _ = writeln!(out, "{stage:<32} {verdict:<8} {rule}{reply}");
+        if let Some(error) = &s.error {
+            let _ = writeln!(out, "{:<32} {:<8} {error}", "", "error");
+        }
         if let Some(options) = &s.route_options {
             let _ = writeln!(out, "{:<32} {:<8} {options}", "", "options");
         }
@@ -486,6 +489,15 @@ impl KdlFile {
         let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
         format!("{}:{line}:{col}", self.name)
     }
+}
+
+/// Every case of a suite file as an envelope to run, with its name and file:line:col
+/// (what the agreement test runs through a live daemon too).
+pub fn envelopes(path: &Path) -> Result<Vec<(String, String, DryEnvelope)>, Vec<String>> {
+    Ok(load_cases(path)?
+        .into_iter()
+        .map(|c| (c.name, c.at, c.envelope))
+        .collect())
 }
 
 /// Reads a suite file. Errors are `file:line:col: message`, all of them.

@@ -44,6 +44,10 @@ pub struct StageResult {
     pub reply: Option<String>,
     /// file:line:col of the rule that decided, or `None` when the stage's default applied.
     pub rule: Option<String>,
+    /// Why the rule failed closed with a 451 (a hook's error with its file:line:col and
+    /// cause, a table that cannot answer): what the daemon logs beside the reply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// `mode="warn"` rules that matched: `file:line:col would VERDICT`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -158,6 +162,7 @@ fn result(stage: Stage, rcpt: Option<&str>, decision: &Decision) -> StageResult 
         verdict: decision.verdict.name(),
         reply,
         rule: decision.rule.as_ref().map(ToString::to_string),
+        error: decision.error.clone(),
         warnings: decision
             .warned
             .iter()
@@ -216,12 +221,20 @@ impl Pipeline {
         // the sender as the session reads MAIL FROM (one canonical form); the
         // envelope is copied only when that changes it
         let sender = super::address::canonical_or_same(&env.sender);
+        // no listener named: the first one, where a client reaching the server's main
+        // address connects (a session is always on some listener)
+        let listener = if env.listener.is_empty() {
+            self.default_listener()
+        } else {
+            &env.listener
+        };
         let canonical;
-        let env = if sender == env.sender {
+        let env = if sender == env.sender && listener == env.listener {
             env
         } else {
             canonical = DryEnvelope {
                 sender,
+                listener: listener.to_owned(),
                 ..env.clone()
             };
             &canonical
@@ -450,8 +463,10 @@ impl Pipeline {
                     stage: Stage::Route.as_str(),
                     rcpt: Some(rcpt),
                     verdict: "defer",
-                    reply: Some(format!("451 4.3.0 {e}")),
+                    // what the scheduler records for the recipient
+                    reply: Some(format!("451 4.3.0 alias expansion failed: {e}")),
                     rule: None,
+                    error: None,
                     warnings: Vec::new(),
                     header_changes: Vec::new(),
                     checks: Vec::new(),

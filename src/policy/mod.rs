@@ -124,6 +124,10 @@ pub struct Decision {
     /// At the data stage, the content filter a `filter` rule chose (the last one that
     /// matched), with that rule.
     pub filter: Option<(String, Origin)>,
+    /// Why the deciding rule failed closed (a hook's error with its file:line:col and
+    /// cause, a table that cannot answer, a bad transport): what the log says beside
+    /// the 451, and what `mtactl test-policy` shows.
+    pub error: Option<String>,
 }
 
 impl Decision {
@@ -138,16 +142,20 @@ impl Decision {
             route: route::RouteOptions::default(),
             checks: ContentChecks::default(),
             filter: None,
+            error: None,
         }
     }
 
     /// A table a rule needed could not answer (a database that is down or slow):
     /// Postfix's `451 4.3.0 Temporary lookup failure`, never an accept nor a 5xx.
-    fn lookup_failed(rule: Origin) -> Decision {
-        Decision::deferred(
-            Reply::new(451, [4, 3, 0], "Temporary lookup failure"),
-            Some(rule),
-        )
+    fn lookup_failed(rule: Origin, why: &dyn std::fmt::Display) -> Decision {
+        Decision {
+            error: Some(format!("lookup failed: {why}")),
+            ..Decision::deferred(
+                Reply::new(451, [4, 3, 0], "Temporary lookup failure"),
+                Some(rule),
+            )
+        }
     }
 
     /// A deferral by `rule`, and nothing else.
@@ -311,6 +319,9 @@ struct Filters {
     by_name: BTreeMap<String, crate::config::ContentFilter>,
     /// Per listener: its own filter, and whether it is a `filtered` listener.
     listeners: BTreeMap<String, (Option<String>, bool)>,
+    /// The first listener of the configuration: where a dry run without a listener
+    /// connects, as a client reaching the server's main address would.
+    first_listener: Option<String>,
     /// `server { content-filter }`.
     default: Option<String>,
 }
@@ -491,6 +502,11 @@ impl Pipeline {
             return None;
         }
         chosen.or(own).or(self.filters.default.as_deref())
+    }
+
+    /// The listener a dry run uses when it names none: the configuration's first.
+    pub fn default_listener(&self) -> &str {
+        self.filters.first_listener.as_deref().unwrap_or("")
     }
 
     /// Whether a client at `ip` may be one of the content filters injecting mail back.
@@ -679,6 +695,7 @@ impl Pipeline {
                 .iter()
                 .map(|l| (l.name.clone(), (l.content_filter.clone(), l.filtered)))
                 .collect(),
+            first_listener: config.listeners.first().map(|l| l.name.clone()),
             default: config.server.content_filter.clone(),
         };
         let authentication = config.authentication.as_ref().map(|a| {
@@ -797,7 +814,10 @@ impl Pipeline {
                 panic = %esc(&panic),
                 "policy evaluation panicked; answering 451"
             );
-            Decision::deferred(HookError::tempfail_reply(), rule.map(|r| r.origin.clone()))
+            Decision {
+                error: Some(format!("policy evaluation panicked: {}", esc(&panic))),
+                ..Decision::deferred(HookError::tempfail_reply(), rule.map(|r| r.origin.clone()))
+            }
         })
     }
 
@@ -852,6 +872,7 @@ impl Pipeline {
         let mut header_changes = Vec::new();
         let mut checks = checks::CheckState::default();
         let mut filter = None;
+        let mut error: Option<String> = None;
         let rules = &self.stages[stage.index()];
         // Postfix's defaults: mime_header_checks and nested_header_checks are
         // header_checks unless the stage has rules of their own
@@ -877,7 +898,7 @@ impl Pipeline {
                     }
                     Err(e) => {
                         error!(%stage, rule = %rule.origin, error = %esc(&e), "lookup failed; answering 451");
-                        return Decision::lookup_failed(rule.origin.clone());
+                        return Decision::lookup_failed(rule.origin.clone(), &e);
                     }
                 }
             }
@@ -925,7 +946,7 @@ impl Pipeline {
                         Some(Ok(found)) => found,
                         Some(Err(e)) => {
                             error!(%stage, rule = %rule.origin, error = %esc(&e), "transport table lookup failed; deferring");
-                            return Decision::lookup_failed(rule.origin.clone());
+                            return Decision::lookup_failed(rule.origin.clone(), &e);
                         }
                         None => None,
                     };
@@ -940,6 +961,9 @@ impl Pipeline {
                         }
                         Err(e) => {
                             error!(rule = %rule.origin, key = %esc(&key), value = %esc(&value), error = %esc(&e), "bad transport in table; deferring");
+                            error = Some(format!(
+                                "bad transport {value:?} for {key:?} in the table: {e}"
+                            ));
                             Verdict::Defer(HookError::tempfail_reply())
                         }
                     }
@@ -957,6 +981,9 @@ impl Pipeline {
                         if let Some(name) = unknown_filter {
                             // fail closed, like any other hook error
                             error!(%stage, rule = %rule.origin, filter = %esc(&name), "hook chose a content filter that is not defined; answering 451");
+                            error = Some(format!(
+                                "the hook chose the content filter {name:?}, which is not defined"
+                            ));
                             Verdict::Defer(HookError::tempfail_reply())
                         } else {
                             if !rule.warn
@@ -972,6 +999,9 @@ impl Pipeline {
                                     }
                                     Err(e) => {
                                         error!(%stage, rule = %rule.origin, transport = %esc(&t), error = %esc(&e), "route hook returned a bad transport; deferring");
+                                        error = Some(format!(
+                                            "the hook returned the bad transport {t:?}: {e}"
+                                        ));
                                         Verdict::Defer(HookError::tempfail_reply())
                                     }
                                 },
@@ -986,6 +1016,7 @@ impl Pipeline {
                     Err(e) => {
                         // fail closed: a broken hook never accepts
                         error!(%stage, rule = %rule.origin, error = %esc(&e), "policy hook failed; answering 451");
+                        error = Some(e.to_string());
                         Verdict::Defer(HookError::tempfail_reply())
                     }
                 },
@@ -1013,6 +1044,7 @@ impl Pipeline {
                 route: rule.route.clone(),
                 checks: checks.out,
                 filter,
+                error,
             };
         }
         if let Some(entry) = checks.hold.take() {
@@ -1025,6 +1057,7 @@ impl Pipeline {
                 route: route::RouteOptions::default(),
                 checks: checks.out,
                 filter,
+                error,
             };
         }
         let mut transport = None;
@@ -1055,6 +1088,7 @@ impl Pipeline {
             route: route::RouteOptions::default(),
             checks: checks.out,
             filter,
+            error,
         }
     }
 
