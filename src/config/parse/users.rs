@@ -188,7 +188,7 @@ mod tests {
 
     const HEAD: &str = "server {\n    hostname \"mx.example.test\"\n    spool \"spool\"\n}\nlisten \"mx\" address=\"127.0.0.1:2525\"\n";
 
-    fn load(dir: &std::path::Path, body: &str) -> Result<Config, ConfigErrors> {
+    pub(super) fn load(dir: &std::path::Path, body: &str) -> Result<Config, ConfigErrors> {
         let path = dir.join("mtad.kdl");
         std::fs::write(&path, format!("{HEAD}{body}")).unwrap();
         Config::load(&path)
