@@ -18,6 +18,8 @@
 //!   reload and status over the control socket.
 //! - [`metrics`]: what the daemon counts, and the Prometheus endpoint.
 //! - [`logsafe`]: escaping for logged values that come from clients and scripts.
+//! - [`position`]: byte offsets → file:line:col, for every message that points into
+//!   a file we read (configuration, tables, test suites). A leaf.
 //!
 //! Dependencies point one way: config ← policy ← smtp; queue knows neither smtp nor
 //! policy; control is the only module that reaches everything.
@@ -33,5 +35,6 @@ pub mod lookup;
 pub mod mailauth;
 pub mod metrics;
 pub mod policy;
+pub mod position;
 pub mod queue;
 pub mod smtp;

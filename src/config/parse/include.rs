@@ -45,7 +45,7 @@ impl Parser {
         stack: &mut Vec<PathBuf>,
     ) {
         self.cur = file.clone();
-        let doc = match KdlDocument::parse_v2(&file.text) {
+        let doc = match KdlDocument::parse_v2(file.text.text()) {
             Ok(doc) => doc,
             Err(e) => {
                 for d in e.diagnostics {

@@ -31,6 +31,7 @@ use crate::config::{
     Server, Stage,
 };
 use crate::lookup::{DomainSet, NetworkSet};
+use crate::position::Positions;
 use include::{Loaded, ordered};
 use listen::ListenTls;
 
@@ -102,10 +103,9 @@ struct SourceFile {
     path: PathBuf,
     /// As shown in messages.
     name: Arc<str>,
-    text: Arc<String>,
+    /// The text, and where its lines start (for `Origin`s).
+    text: Positions<Arc<String>>,
     source: NamedSource<Arc<String>>,
-    /// Byte offset of the start of each line.
-    line_starts: Vec<usize>,
 }
 
 impl SourceFile {
@@ -114,11 +114,8 @@ impl SourceFile {
         Arc::new(SourceFile {
             path: path.to_path_buf(),
             name: Arc::from(name),
-            line_starts: std::iter::once(0)
-                .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-                .collect(),
             source: NamedSource::new(name, text.clone()),
-            text,
+            text: Positions::new(text),
         })
     }
 }

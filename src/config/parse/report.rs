@@ -6,19 +6,13 @@ use miette::SourceSpan;
 use super::{Parser, suggest};
 use crate::config::{ConfigError, Origin};
 impl Parser {
+    /// Where `offset` is in the file being read.
     pub(super) fn origin(&self, offset: usize) -> Origin {
-        let cur = &self.cur;
-        let offset = offset.min(cur.text.len());
-        let line = cur.line_starts.partition_point(|&s| s <= offset) - 1;
-        let start = cur.line_starts[line];
-        let column = cur
-            .text
-            .get(start..offset)
-            .map_or(offset - start, |s| s.chars().count());
+        let (line, column) = self.cur.text.line_col(offset);
         Origin {
-            file: cur.name.clone(),
-            line: u32::try_from(line + 1).unwrap_or(u32::MAX),
-            column: u32::try_from(column + 1).unwrap_or(u32::MAX),
+            file: self.cur.name.clone(),
+            line,
+            column,
         }
     }
 
