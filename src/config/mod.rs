@@ -48,10 +48,10 @@ use ipnet::IpNet;
 use crate::lookup::{DomainSet, NetworkSet, Table};
 
 pub use error::{ConfigError, ConfigErrors, render};
-pub use reply::{MAX_REPLY_TEXT, Reply, sanitize_text};
+pub use reply::{MAX_REPLY_TEXT, Reply, ReplyCodeError, sanitize_text};
 pub use revision::{Sources, Stamp};
 pub use stage::Stage;
-pub use units::{parse_duration, parse_size};
+pub use units::{DurationError, SizeError, parse_duration, parse_size};
 
 /// A complete, validated configuration.
 #[derive(Clone, Debug)]

@@ -376,17 +376,17 @@ impl Parser {
     }
 
     /// A string argument parsed by `parse`, its error reported at the argument.
-    pub(super) fn route_value<T>(
+    pub(super) fn route_value<T, E: std::fmt::Display>(
         &mut self,
         entry: &KdlEntry,
         what: &str,
-        parse: fn(&str) -> Result<T, String>,
+        parse: fn(&str) -> Result<T, E>,
     ) -> Option<T> {
         let text = self.string(entry, what)?;
         match parse(text) {
             Ok(v) => Some(v),
             Err(e) => {
-                self.error(entry.span(), e, format!("invalid {what}"));
+                self.error(entry.span(), e.to_string(), format!("invalid {what}"));
                 None
             }
         }
@@ -424,7 +424,11 @@ impl Parser {
         let (code, enhanced) = (code?, enhanced?);
         let code = u16::try_from(code).ok()?;
         if let Err(e) = Reply::check_codes(code, enhanced) {
-            self.error(args[1].span(), e, "does not match the reply code");
+            self.error(
+                args[1].span(),
+                e.to_string(),
+                "does not match the reply code",
+            );
             return None;
         }
         Some(Reply::new(code, enhanced, text?))
