@@ -792,6 +792,3 @@ impl Config {
         parse::parse(name, Path::new(name), text)
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -18,6 +18,11 @@
 //!   `authentication`: the node or block of that name;
 //! - `stages`: `stage` blocks and their rules; `conditions`: the conditions of rules;
 //!   `checks`: `header-checks` and `body-checks` rules.
+//!
+//! Tests: `tests/` reads whole configurations through [`Config::parse`], one file per
+//! part of the grammar (`tests/listen.rs` for `listen`...) and `tests/mod.rs` for the
+//! whole (the example, defaults, how errors are reported); a few readers keep small
+//! tests of their own beside them (`tables`, `checks`, `users`, `authentication/tests.rs`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -162,6 +167,9 @@ mod sets;
 mod stages;
 mod tables;
 mod users;
+
+#[cfg(test)]
+mod tests;
 /// What the first pass found: set names, with where they were defined.
 #[derive(Default)]
 struct Sets {
