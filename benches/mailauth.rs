@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use mtad::dkim::{Algorithm, DEFAULT_HEADERS, Signer, generate, sign};
+use mtad::mailauth::dkim::{Algorithm, DEFAULT_HEADERS, Signer, generate, sign};
 use mtad::mailauth::{AuthResult, Checker, Checks, DnsFixture, Peer};
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);

@@ -141,8 +141,8 @@ fuzz_one() {
   return 0
 }
 
-# Fuzzes $1 until it has used $2 seconds of CPU (user + system time of afl-fuzz and the
-# target, measured by time(1), not wall time: the machine is shared and afl runs at nice
+# Fuzzes $1 until it has used $2 seconds of CPU (user + system time of afl-fuzz, its fork
+# server and the target, sampled by fuzz/cputree.py; not wall time: the machine is shared and afl runs at nice
 # 19). Work is kept in long/TARGET, so an interrupted run resumes (afl's `-i -`) and the
 # CPU already spent counts. Prints one summary line; returns 1 if anything was found.
 fuzz_hours_one() {
@@ -165,21 +165,23 @@ fuzz_hours_one() {
     [ -d "$out/default/queue" ] && input=-
     mkdir -p "$out/tmp"
     echo "fuzz/run.sh: $target: ${spent}s of ${want}s CPU; fuzzing ${chunk}s more" >&2
-    rc=0
     TMPDIR="$out/tmp" AFL_NO_UI=1 AFL_NO_AFFINITY=1 AFL_SKIP_CPUFREQ=1 \
       AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_QUIET=1 AFL_NO_CRASH_README=1 \
-      AFL_AUTORESUME=1 /usr/bin/time -o "$out/chunk.time" -f '%U %S' \
-      nice -n "${FUZZ_NICE:-19}" "$AFL_FUZZ" -i "$input" -o "$out" \
+      AFL_AUTORESUME=1 nice -n "${FUZZ_NICE:-19}" "$AFL_FUZZ" -i "$input" -o "$out" \
       -V "$chunk" -m "$FUZZ_MEM" -t "${FUZZ_TIMEOUT:-$(timeout_of "$target")}" "${dict[@]}" \
-      -- "$bin" >"$out/afl.log" 2>&1 || rc=$?
+      -- "$bin" >"$out/afl.log" 2>&1 &
+    local pid=$!
+    cpu="$(python3 "$here/cputree.py" "$pid")"
+    rc=0
+    wait "$pid" || rc=$?
     if [ $rc -ne 0 ]; then
       echo "fuzz/run.sh: afl-fuzz failed on $target; the end of its log:" >&2
       tail -n 30 "$out/afl.log" >&2
       return 2
     fi
-    cpu="$(awk '{ printf "%d", $1 + $2 }' "$out/chunk.time")"
     spent=$((spent + cpu))
-    execs=$((execs + $(stat "$out/default/fuzzer_stats" execs_done)))
+    # afl keeps its own counters across resumed runs
+    execs="$(stat "$out/default/fuzzer_stats" execs_done)"
     echo "$spent" >"$out/cpu_seconds"
     echo "$execs" >"$out/execs"
   done

@@ -5,35 +5,61 @@
 //!
 //! - [`config`]: reads the KDL configuration into typed, validated settings; every
 //!   error is collected and reported with file:line:col.
-//! - [`lookup`]: named sets (networks, domains) that rules refer to.
+//! - [`lookup`]: named sets (networks, domains) and tables (inline, Postfix-format
+//!   files, regexp, CIDR, SQL) that rules refer to.
 //! - [`policy`]: compiles settings into an immutable [`policy::Pipeline`], shared by
-//!   `Arc` and consulted by each SMTP stage.
+//!   `Arc` and consulted by each SMTP stage; every decision is a function there.
 //! - [`smtp`]: listeners and sessions; each command calls the matching stage.
-//! - [`queue`]: the spool; nothing is acknowledged before it is on stable storage.
+//! - [`queue`]: the spool; nothing is acknowledged before it is on stable storage. It
+//!   is where inbound and outbound meet (also the content-filter loop record).
+//! - [`delivery`]: the scheduler and the outbound SMTP/LMTP/Maildir transports, with
+//!   outcomes per recipient.
 //! - [`auth`]: SMTP AUTH's server side: SASL PLAIN/LOGIN decoding and the `users`
 //!   tables (Dovecot passwd-files or SQL) that credentials are verified against.
-//! - [`delivery`]: the outbound SMTP/LMTP client, with outcomes per recipient.
-//! - [`dkim`]: DKIM signing of what delivery sends (every mail-auth call is there).
-//! - [`control`]: the operator side (`mtactl`): config checks, queue inspection,
-//!   reload and status over the control socket.
+//! - [`mailauth`]: every mail-auth call: SPF, DKIM, DMARC, ARC and iprev checks of
+//!   incoming mail, DKIM signing and ARC sealing of outgoing mail.
+//! - [`net`] and [`message`]: leaves that others share: the resolver, TLS material and
+//!   streams; headers, edits and MIME.
 //! - [`metrics`]: what the daemon counts, and the Prometheus endpoint.
+//! - [`control`]: the operator side and the composition root: the daemon's wiring
+//!   ([`control::daemon`]), reload, the control socket, `mtactl`.
 //! - [`logsafe`]: escaping for logged values that come from clients and scripts.
 //! - [`position`]: byte offsets → file:line:col, for every message that points into
 //!   a file we read (configuration, tables, test suites). A leaf.
 //!
-//! Dependencies point one way: config ← policy ← smtp; queue knows neither smtp nor
-//! policy; control is the only module that reaches everything.
+//! # One-way doors
+//!
+//! A module may import only those before it in this list (leaves first), never one
+//! after it; `tests/architecture.rs` checks every `crate::` path against the same table:
+//!
+//! | module | may import |
+//! | --- | --- |
+//! | `logsafe`, `message`, `net`, `position` | nothing |
+//! | `lookup` | logsafe, message, net, position |
+//! | `queue` | logsafe, message |
+//! | `auth` | logsafe, lookup |
+//! | `mailauth` | logsafe, lookup, message, net |
+//! | `config` | the above but queue |
+//! | `metrics` | logsafe, config, mailauth |
+//! | `policy` | the above but queue |
+//! | `smtp`, `delivery` | the above and queue; never each other, nor control |
+//! | `control` | everything |
+//!
+//! So config ← policy ← smtp/delivery ← control; queue, lookup, net, message and position know
+//! none of the modules above them; smtp and delivery meet only through the queue and
+//! the wiring in control.
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod config;
 pub mod control;
 pub mod delivery;
-pub mod dkim;
 pub mod logsafe;
 pub mod lookup;
 pub mod mailauth;
+pub mod message;
 pub mod metrics;
+pub mod net;
 pub mod policy;
 pub mod position;
 pub mod queue;

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mtad::delivery::dns::{DnsError, DnsTimeouts, MailHost, Resolver};
+use mtad::net::dns::{DnsError, DnsTimeouts, MailHost, Resolver};
 
 mod common;
 

@@ -280,8 +280,8 @@ fn run(args: Args) -> ExitCode {
                 },
         } => {
             let algorithm = match algorithm {
-                DkimAlgorithm::Rsa => mtad::dkim::Algorithm::Rsa,
-                DkimAlgorithm::Ed25519 => mtad::dkim::Algorithm::Ed25519,
+                DkimAlgorithm::Rsa => mtad::mailauth::dkim::Algorithm::Rsa,
+                DkimAlgorithm::Ed25519 => mtad::mailauth::dkim::Algorithm::Ed25519,
             };
             control::dkim::keygen(&domain, &selector, algorithm, bits, &out)
                 .map_err(control::CommandError::from)

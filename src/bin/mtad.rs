@@ -44,7 +44,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(mtad::smtp::server::serve(config, pipeline)) {
+    match runtime.block_on(mtad::control::daemon::serve(config, pipeline)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(%err, "mtad cannot run");

@@ -47,6 +47,7 @@ use ipnet::IpNet;
 
 use crate::lookup::{DomainSet, NetworkSet, Table};
 
+pub use crate::net::tls::CertKey;
 pub use error::{ConfigError, ConfigErrors, render};
 pub use reply::{MAX_REPLY_TEXT, Reply, ReplyCodeError, sanitize_text};
 pub use revision::{Sources, Stamp};
@@ -99,8 +100,8 @@ pub struct Config {
     /// configuration; a database is only connected to on first use.
     pub users: BTreeMap<String, crate::auth::Users>,
     /// `dkim DOMAIN selector= key=`: who signs outgoing mail, in file order, keys
-    /// read and checked (see [`crate::dkim`]).
-    pub dkim: Vec<crate::dkim::Signer>,
+    /// read and checked (see [`crate::mailauth::dkim`]).
+    pub dkim: Vec<crate::mailauth::dkim::Signer>,
     /// `dkim-internal "SET" "CIDR" ...`: the clients whose mail originates with us and
     /// is DKIM-signed (OpenDKIM's InternalHosts), besides authenticated clients and
     /// mtad's own mail. `None`: loopback only.
@@ -191,14 +192,6 @@ pub struct Server {
     /// `tls-certificate` and `tls-key`: the server's certificate for every listener
     /// that names none of its own. With one, STARTTLS is offered by default.
     pub tls: Option<CertKey>,
-}
-
-/// A certificate chain and its private key, PEM files (checked when the configuration
-/// is loaded).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct CertKey {
-    pub certificate: PathBuf,
-    pub key: PathBuf,
 }
 
 /// How a listener uses TLS.

@@ -15,6 +15,7 @@
 //! | `error:5.1.1 text`, `error:text` | bounced with that status (default 5.0.0) |
 
 use std::fmt;
+use std::path::PathBuf;
 
 use crate::lookup::Table;
 
@@ -144,7 +145,7 @@ fn parse_transport(value: &str) -> Result<Transport, String> {
         "" | "smtp" | "relay" => parse_smtp(nexthop).map(Transport::Smtp),
         "lmtp" => parse_lmtp(nexthop).map(Transport::Lmtp),
         "local" => Ok(Transport::Local),
-        "virtual" => match crate::delivery::maildir::mailbox_path(nexthop) {
+        "virtual" => match mailbox_path(nexthop) {
             Ok(_) => Ok(Transport::Virtual(nexthop.to_owned())),
             Err(e) => Err(format!("virtual:{nexthop}: {e}")),
         },
@@ -608,6 +609,52 @@ pub fn lookup_transport(
         }
     }
     Ok(None)
+}
+
+/// The longest mailbox name, in bytes (RFC 5321's limit for a local part).
+pub const MAX_MAILBOX: usize = 64;
+/// Most directories in a virtual mailbox path (`example.com/alice/` is two).
+pub const MAX_DEPTH: usize = 8;
+
+/// A virtual mailbox's Maildir as a table gives it (PostfixAdmin's `maildir` column,
+/// `example.com/alice/`), relative to the Maildir base: each directory follows the
+/// rules of a mailbox name (no `..`, no leading `.`, no control characters), one
+/// trailing `/` is allowed, an absolute path is not.
+pub fn mailbox_path(value: &str) -> Result<PathBuf, &'static str> {
+    let trimmed = value.strip_suffix('/').unwrap_or(value);
+    if trimmed.starts_with('/') {
+        return Err("is absolute");
+    }
+    let parts: Vec<&str> = trimmed.split('/').collect();
+    if parts.len() > MAX_DEPTH {
+        return Err("has too many directories");
+    }
+    let mut path = PathBuf::new();
+    for part in parts {
+        check_mailbox(part)?;
+        path.push(part);
+    }
+    Ok(path)
+}
+
+/// The rules of a mailbox directory name (delivery's `mailbox_name` applies them to a
+/// local part, and `deliver` to what it is given).
+pub fn check_mailbox(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        Err("empty")
+    } else if name.len() > MAX_MAILBOX {
+        Err("longer than 64 bytes")
+    } else if name.contains('/') {
+        Err("contains '/'")
+    } else if name.chars().any(char::is_control) {
+        Err("contains a control character")
+    } else if name.starts_with('.') {
+        Err("starts with '.'")
+    } else if name.contains("..") {
+        Err("contains '..'")
+    } else {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

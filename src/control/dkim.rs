@@ -4,7 +4,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::dkim::{Algorithm, generate, txt_strings};
+use crate::mailauth::dkim::{Algorithm, generate, txt_strings};
 
 /// Writes `DIR/DOMAIN.SELECTOR.key` (PEM, mode 0600, never over an existing file) and
 /// prints the TXT record and the configuration line. `bits` is for RSA only.

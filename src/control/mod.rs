@@ -33,8 +33,10 @@ macro_rules! err {
     }};
 }
 
+pub mod daemon;
 pub mod dkim;
 pub mod output;
+pub mod reload;
 pub mod socket;
 pub mod status;
 pub mod test_policy;

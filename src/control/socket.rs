@@ -62,6 +62,17 @@ pub trait DeliveryControl: Send + Sync + 'static {
     fn forget(&self, id: QueueId);
 }
 
+/// The scheduler is what the socket flushes and forgets through.
+impl DeliveryControl for crate::delivery::scheduler::SchedulerHandle {
+    fn flush(&self, ids: &[QueueId]) {
+        crate::delivery::scheduler::SchedulerHandle::flush(self, ids);
+    }
+
+    fn forget(&self, id: QueueId) {
+        crate::delivery::scheduler::SchedulerHandle::forget(self, id);
+    }
+}
+
 /// What a request does to the messages it names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

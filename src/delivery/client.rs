@@ -16,8 +16,8 @@ use tracing::debug;
 
 use super::body::{BodyEncoder, CHUNK};
 use super::reply::{RawReply, ReadError, Reply, read_reply};
-use super::stream::{ClientStream, Remote, SmtpStream};
 use super::tls::{TlsClient, TlsMode};
+use crate::net::stream::{ClientStream, Remote, SmtpStream};
 
 /// How the client talks to one destination. [`ClientConfig::new`] gives Postfix's
 /// timeouts, no TLS and no AUTH; set the other fields on what it returns.

@@ -16,12 +16,12 @@ use tracing::{debug, warn};
 use super::client::{
     ClientConfig, Credentials, DeliveryError, Envelope, RcptOutcome, SmtpConnection,
 };
-use super::dns::{DnsError, Resolver};
 use super::reply::Reply;
 use super::tls::{TlsClient, TlsMode};
 use crate::config::Delivery;
 use crate::config::route::{LmtpTarget, NextHop, RouteOptions, Transport, credential_keys};
 use crate::lookup::Table;
+use crate::net::dns::{DnsError, Resolver};
 
 /// How long an idle connection is kept for the next message to the same host
 /// (Postfix's `smtp_connection_cache_time_limit`).
@@ -374,7 +374,7 @@ impl Outbound {
     }
 
     /// [`Outbound::send`] to a content filter: no loop detection (a filter is another
-    /// service on this host by design; its loops are [`super::filter::FilterLoops`]').
+    /// service on this host by design; its loops are [`crate::queue::FilterLoops`]').
     pub async fn send_to_filter(
         &self,
         transport: &Transport,

@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The longest mailbox name, in bytes (RFC 5321's limit for a local part).
-pub const MAX_MAILBOX: usize = 64;
+use crate::config::route;
+pub use crate::config::route::MAX_MAILBOX;
+
 /// The longest value written in the Return-Path and Delivered-To lines, in bytes.
 const MAX_HEADER_VALUE: usize = 512;
 
@@ -78,51 +79,15 @@ impl MaildirError {
 pub fn mailbox_name(local_part: &str) -> Result<String, MaildirError> {
     let base = local_part.split('+').next().unwrap_or_default();
     let name = base.to_lowercase();
-    check_mailbox(&name).map_err(|reason| MaildirError::invalid(local_part, reason))?;
+    route::check_mailbox(&name).map_err(|reason| MaildirError::invalid(local_part, reason))?;
     Ok(name)
 }
 
-/// Most directories in a virtual mailbox path (`example.com/alice/` is two).
-const MAX_DEPTH: usize = 8;
-
 /// A virtual mailbox's Maildir as a table gives it (PostfixAdmin's `maildir` column,
-/// `example.com/alice/`), relative to the Maildir base: each directory follows the
-/// rules of a mailbox name (no `..`, no leading `.`, no control characters), one
-/// trailing `/` is allowed, an absolute path is not.
+/// `example.com/alice/`), relative to the Maildir base (the rules are
+/// [`crate::config::route::mailbox_path`]'s, which `virtual:` transports are checked with).
 pub fn mailbox_path(value: &str) -> Result<PathBuf, MaildirError> {
-    let trimmed = value.strip_suffix('/').unwrap_or(value);
-    if trimmed.starts_with('/') {
-        return Err(MaildirError::invalid(value, "is absolute"));
-    }
-    let parts: Vec<&str> = trimmed.split('/').collect();
-    if parts.len() > MAX_DEPTH {
-        return Err(MaildirError::invalid(value, "has too many directories"));
-    }
-    let mut path = PathBuf::new();
-    for part in parts {
-        check_mailbox(part).map_err(|reason| MaildirError::invalid(value, reason))?;
-        path.push(part);
-    }
-    Ok(path)
-}
-
-/// The rules of [`mailbox_name`], also applied by [`deliver`] to what it is given.
-fn check_mailbox(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        Err("empty")
-    } else if name.len() > MAX_MAILBOX {
-        Err("longer than 64 bytes")
-    } else if name.contains('/') {
-        Err("contains '/'")
-    } else if name.chars().any(char::is_control) {
-        Err("contains a control character")
-    } else if name.starts_with('.') {
-        Err("starts with '.'")
-    } else if name.contains("..") {
-        Err("contains '..'")
-    } else {
-        Ok(())
-    }
+    route::mailbox_path(value).map_err(|reason| MaildirError::invalid(value, reason))
 }
 
 /// Delivers `message` (as queued: CRLF line endings) into the Maildir
@@ -152,11 +117,11 @@ pub fn deliver(
         .components()
         .map(|c| c.as_os_str().to_str().unwrap_or(""))
         .collect();
-    if parts.is_empty() || parts.len() > MAX_DEPTH {
+    if parts.is_empty() || parts.len() > route::MAX_DEPTH {
         return Err(MaildirError::invalid(&shown, "is not a mailbox path"));
     }
     for part in &parts {
-        check_mailbox(part).map_err(|reason| MaildirError::invalid(&shown, reason))?;
+        route::check_mailbox(part).map_err(|reason| MaildirError::invalid(&shown, reason))?;
     }
     // the directories above the Maildir (a virtual mailbox's domain), as needed
     let mut parent = base.to_path_buf();

@@ -4,33 +4,30 @@
 //!   pipelined when offered, QUIT) and [`deliver`], one transaction on a new connection.
 //! - [`body`]: the DATA body on the wire: dot-stuffed, every line ending CRLF.
 //! - [`reply`]: server replies, read with bounded memory.
-//! - [`stream`]: the connection's stream (TCP, TLS after STARTTLS, unix socket).
+//! - [`crate::net::stream`]: the connection's stream (TCP, TLS after STARTTLS, unix socket).
 //! - [`tls`]: [`TlsMode`] and [`TlsClient`], the rustls configurations (ring).
-//! - [`dns`]: next hops (MX, addresses).
+//! - [`crate::net::dns`]: next hops (MX, addresses).
 //! - [`hops`]: from a route to hosts: the fallback chain, connection reuse, concurrency.
 //! - [`scheduler`]: the queue manager: attempts, retries, bounces, the delivery log.
 //! - [`dsn`]: bounces and delay warnings (RFC 3464); [`maildir`]: the `local` transport.
 
 pub mod body;
 pub mod client;
-pub mod dns;
 pub mod dsn;
-pub mod filter;
 pub mod hops;
 pub mod maildir;
 pub mod reply;
 pub mod scheduler;
-pub mod stream;
 pub mod tls;
 
 #[cfg(test)]
 mod tests;
 
+pub use crate::net::stream::{ClientStream, Remote, SmtpStream};
 pub use body::BodyEncoder;
 pub use client::{
     Capabilities, ClientConfig, Credentials, DeliveryError, Envelope, RcptOutcome, SmtpConnection,
     TransactionResult, deliver,
 };
 pub use reply::{EnhancedCode, Reply};
-pub use stream::{ClientStream, Remote, SmtpStream};
 pub use tls::{TlsClient, TlsMode};

@@ -16,7 +16,6 @@
 //! `backoff-max`; past `lifetime` it bounces.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,11 +27,11 @@ use tracing::{debug, error, info, warn};
 
 use super::client::Envelope as ClientEnvelope;
 use super::dsn;
-use super::filter::FilterLoops;
 use super::hops::{Outbound, Outcome};
 use super::maildir;
 use crate::config::route::{DkimSign, RouteOptions, Transport};
-use crate::policy::{Context, Pipeline, Route, TlsInfo};
+use crate::policy::{Pipeline, Route, RouteInput, RoutedOutcome, TlsInfo};
+use crate::queue::FilterLoops;
 use crate::queue::{Envelope, MessageRecord, QueueId, QueuedMessage, RcptState, RcptStatus, Spool};
 
 /// What the rest of the daemon tells the scheduler.
@@ -66,16 +65,6 @@ impl SchedulerHandle {
     /// Drop a message from the schedule; an attempt already running finishes.
     pub fn forget(&self, id: QueueId) {
         let _ = self.events.send(Event::Forget(id));
-    }
-}
-
-impl crate::control::socket::DeliveryControl for SchedulerHandle {
-    fn flush(&self, ids: &[QueueId]) {
-        SchedulerHandle::flush(self, ids);
-    }
-
-    fn forget(&self, id: QueueId) {
-        SchedulerHandle::forget(self, id);
     }
 }
 
@@ -430,36 +419,31 @@ async fn route_and_send(
     let policy = shared.policy.load_full();
     // (transport, options) -> legs
     let mut routes: Vec<(Transport, RouteOptions, Vec<usize>)> = Vec::new();
-    // every address this attempt delivers to, lowercased: an address reached twice
-    // (an alias and the address itself, two aliases) is delivered once, as Postfix's
-    // duplicate filter does
-    let mut reached: std::collections::HashSet<String> = std::collections::HashSet::new();
-    for &i in due {
-        let rcpt = &env.recipients[i];
-        let expanded = if env.expanded {
-            Ok(vec![rcpt.clone()])
-        } else {
-            policy.expand(rcpt)
-        };
-        let finals = match expanded {
-            Ok(f) => f,
-            Err(e) => {
-                legs.push(Leg {
-                    orig: i,
-                    rcpt: rcpt.clone(),
-                    outcome: Some(Outcome::deferred(
-                        "none",
-                        [4, 3, 0],
-                        format!("alias expansion failed: {e}"),
-                    )),
-                    transport: "none",
-                });
-                continue;
-            }
-        };
-        let tls = env.tls.as_deref().and_then(TlsInfo::from_record);
-        for f in finals {
-            if !reached.insert(f.to_ascii_lowercase()) {
+    let tls = env.tls.as_deref().and_then(TlsInfo::from_record);
+    let input = RouteInput {
+        client_ip: env.client_ip,
+        listener: &env.listener,
+        helo: &env.helo,
+        tls: tls.as_ref(),
+        auth_user: env.auth_user.as_deref(),
+        sender: &env.sender,
+        recipients: &env.recipients,
+        expanded: env.expanded,
+    };
+    for routed in policy.route_all(&input, due, true) {
+        let (i, f) = (routed.index, routed.rcpt);
+        match routed.outcome {
+            RoutedOutcome::ExpandFailed(e) => legs.push(Leg {
+                orig: i,
+                rcpt: f,
+                outcome: Some(Outcome::deferred(
+                    "none",
+                    [4, 3, 0],
+                    format!("alias expansion failed: {e}"),
+                )),
+                transport: "none",
+            }),
+            RoutedOutcome::Duplicate => {
                 info!(queue_id = %msg.id, rcpt = %f, "duplicate recipient: delivered once");
                 legs.push(Leg {
                     orig: i,
@@ -471,53 +455,40 @@ async fn route_and_send(
                     }),
                     transport: "none",
                 });
-                continue;
             }
-            let ctx = Context {
-                client_port: 0,
-                helo: Some(&env.helo),
-                tls: tls.as_ref(),
-                auth_user: env.auth_user.as_deref(),
-                sender: Some(&env.sender),
-                rcpt: Some(&f),
-                recipients: &env.recipients,
-                ..Context::new(
-                    env.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-                    &env.listener,
-                )
-            };
-            let leg = legs.len();
-            match policy.route(&ctx) {
-                Route::Refused { reply, .. } => {
-                    let detail = reply.to_string();
-                    let outcome = if reply.code >= 500 {
-                        Outcome::bounced("none", reply.enhanced, detail)
-                    } else {
-                        Outcome::deferred("none", reply.enhanced, detail)
-                    };
-                    legs.push(Leg {
-                        orig: i,
-                        rcpt: f,
-                        outcome: Some(outcome),
-                        transport: "none",
-                    });
-                }
+            RoutedOutcome::Route(Route::Refused { reply, .. }, _) => {
+                let detail = reply.to_string();
+                let outcome = if reply.code >= 500 {
+                    Outcome::bounced("none", reply.enhanced, detail)
+                } else {
+                    Outcome::deferred("none", reply.enhanced, detail)
+                };
+                legs.push(Leg {
+                    orig: i,
+                    rcpt: f,
+                    outcome: Some(outcome),
+                    transport: "none",
+                });
+            }
+            RoutedOutcome::Route(
                 Route::To {
                     transport, options, ..
-                } => {
-                    legs.push(Leg {
-                        orig: i,
-                        rcpt: f,
-                        outcome: None,
-                        transport: transport.kind(),
-                    });
-                    match routes
-                        .iter_mut()
-                        .find(|(t, o, _)| *t == transport && *o == options)
-                    {
-                        Some((_, _, members)) => members.push(leg),
-                        None => routes.push((transport, options, vec![leg])),
-                    }
+                },
+                _,
+            ) => {
+                let leg = legs.len();
+                legs.push(Leg {
+                    orig: i,
+                    rcpt: f,
+                    outcome: None,
+                    transport: transport.kind(),
+                });
+                match routes
+                    .iter_mut()
+                    .find(|(t, o, _)| *t == transport && *o == options)
+                {
+                    Some((_, _, members)) => members.push(leg),
+                    None => routes.push((transport, options, vec![leg])),
                 }
             }
         }
@@ -607,7 +578,7 @@ async fn route_and_send(
 /// A message's bytes, shared by the transactions that send it.
 type Body = Arc<[u8]>;
 
-/// The message with its DKIM signatures in front ([`crate::dkim::sign`]), or None
+/// The message with its DKIM signatures in front ([`crate::mailauth::dkim::sign`]), or None
 /// when it is not signed on a route with these options ([`Pipeline::dkim_plan`]: mail
 /// that originates with us, by the `dkim` node of its From domain, else its sender's,
 /// or the one the route names). Hashing and signing run off the async threads.
@@ -624,14 +595,14 @@ async fn dkim_signed(
     let (policy, body, sender) = (policy.clone(), body.clone(), env.sender.clone());
     let (ours, options) = (!env.external, options.clone());
     let task = tokio::task::spawn_blocking(move || {
-        let domain = crate::dkim::from_domain(&body)
+        let domain = crate::mailauth::dkim::from_domain(&body)
             .or_else(|| sender.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()));
         let plan = policy.dkim_plan(ours, domain.as_deref(), &options);
         if let Some(why) = &plan.unsigned {
             debug!(queue_id = %id, reason = %why, "not DKIM-signed");
             return None;
         }
-        let (signed, by) = crate::dkim::sign(&plan.signers, &body);
+        let (signed, by) = crate::mailauth::dkim::sign(&plan.signers, &body);
         for s in by {
             info!(queue_id = %id, d = %s.domain, s = %s.selector, a = %s.key.algorithm(), "DKIM-Signature added");
         }

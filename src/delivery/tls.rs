@@ -48,7 +48,7 @@ impl TlsClient {
 
         if let Some(path) = ca_file {
             let shown = path.display();
-            for cert in crate::smtp::tls::read_certificates(path, "CA file")? {
+            for cert in crate::net::tls::read_certificates(path, "CA file")? {
                 roots
                     .add(cert)
                     .map_err(|e| format!("CA file {shown}: {e}"))?;

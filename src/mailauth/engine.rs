@@ -1,7 +1,7 @@
 //! The checks themselves, with mail-auth: SPF at MAIL, the rest at DATA, ARC sealing.
 //!
 //! Every mail-auth call that verifies something lives here (signing lives in
-//! `crate::dkim`); the rest of mtad sees [`AuthResults`] and header text only.
+//! `crate::mailauth::dkim`); the rest of mtad sees [`AuthResults`] and header text only.
 
 use std::collections::hash_map::RandomState;
 use std::future::Future;
@@ -113,7 +113,7 @@ impl Checker {
     /// Queries through `resolver` (the shared one), with `cache` in front; each of
     /// [`Checker::spf`] and [`Checker::message`] gives up after `timeout` (temperror).
     pub fn live(
-        resolver: &crate::delivery::dns::Resolver,
+        resolver: &crate::net::dns::Resolver,
         cache: Arc<DnsCache>,
         timeout: Duration,
     ) -> Checker {
@@ -483,7 +483,7 @@ impl Checker {
         original: &[u8],
         modified: &[u8],
         authserv_id: &str,
-        signer: &crate::dkim::Signer,
+        signer: &crate::mailauth::dkim::Signer,
     ) -> Result<String, String> {
         let work = async {
             let message =
@@ -511,7 +511,8 @@ impl Checker {
             let results = auth_results(authserv_id, peer, spf, &outputs, &from);
             let modified = AuthenticatedMessage::parse(modified)
                 .ok_or("the modified message cannot be parsed (no header section)")?;
-            crate::dkim::arc_seal(signer, &modified, &results, &arc).map_err(|e| e.to_string())
+            crate::mailauth::dkim::arc_seal(signer, &modified, &results, &arc)
+                .map_err(|e| e.to_string())
         };
         match self.limit(work).await {
             Some(Ok(headers)) => Ok(headers),

@@ -7,6 +7,9 @@
 //! (`spf=`, `dkim=`, `dmarc=`, ...) and hooks (`ctx.spf`, ...) see, and what the one
 //! `Authentication-Results:` header we add says.
 //!
+//! Outgoing mail is signed here too ([`dkim`]: DKIM signatures and ARC seals on what
+//! delivery sends), so that every call into mail-auth is in this module.
+//!
 //! DNS goes through the shared hickory resolver (the one delivery uses) with a cache of
 //! parsed records in front ([`DnsCache`]); mail-auth reads the cache before it asks
 //! anything. A [`DnsFixture`] fills that cache with given answers and makes every other
@@ -205,14 +208,17 @@ pub fn claims(value: &str, authserv_id: &str) -> bool {
 
 /// Removals of the Authentication-Results headers among `headers` that claim
 /// `authserv_id` ([`claims`]): forgeries on mail arriving from outside.
-pub fn forged(headers: &crate::policy::Headers, authserv_id: &str) -> Vec<crate::policy::RawEdit> {
+pub fn forged(
+    headers: &crate::message::Headers,
+    authserv_id: &str,
+) -> Vec<crate::message::RawEdit> {
     headers
         .iter()
         .filter(|h| {
             h.name().eq_ignore_ascii_case("Authentication-Results")
                 && claims(h.value(), authserv_id)
         })
-        .map(|h| crate::policy::RawEdit {
+        .map(|h| crate::message::RawEdit {
             range: h.raw(),
             text: Vec::new(),
         })
@@ -220,6 +226,7 @@ pub fn forged(headers: &crate::policy::Headers, authserv_id: &str) -> Vec<crate:
 }
 
 mod cache;
+pub mod dkim;
 mod engine;
 mod fixture;
 pub use cache::DnsCache;

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use mail_auth::ResolverCache as _;
 
 use super::*;
-use crate::dkim::{Algorithm, DEFAULT_HEADERS, Key, Signer, generate, sign};
+use crate::mailauth::dkim::{Algorithm, DEFAULT_HEADERS, Key, Signer, generate, sign};
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const AUTHSERV: &str = "mx.relay.test";
@@ -410,7 +410,7 @@ fn the_cache_is_bounded_and_expired_entries_are_misses() {
 async fn a_live_check_that_takes_too_long_is_a_temperror() {
     // A nameserver that never answers.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let resolver = crate::delivery::dns::Resolver::with_nameserver(silent.local_addr().unwrap());
+    let resolver = crate::net::dns::Resolver::with_nameserver(silent.local_addr().unwrap());
     let cache = Arc::new(DnsCache::new(100));
     let checker = Checker::live(&resolver, cache.clone(), Duration::from_millis(100));
     let checks = Checks::default();

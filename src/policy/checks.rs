@@ -16,10 +16,11 @@ use std::ops::Range;
 
 use tracing::{error, info, warn};
 
-use super::message::Headers;
-use super::mime::{HeaderClass, Mime, Part, TransferEncoding};
 use super::{Context, Origin, Verdict};
 use crate::config::checks::{CheckAction, ChecksConfig, Content, parse_action};
+use crate::message::Headers;
+use crate::message::RawEdit;
+use crate::message::mime::{HeaderClass, Mime, Part, TransferEncoding};
 
 /// Longest inspected text kept in a [`CheckMatch`] for reports.
 const MAX_REPORTED: usize = 200;
@@ -58,13 +59,6 @@ impl ContentChecks {
     pub fn changes_recipients(&self) -> bool {
         self.redirect.is_some() || !self.bcc.is_empty()
     }
-}
-
-/// `message[range]` becomes `text` (empty text: removed; empty range: inserted).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RawEdit {
-    pub range: Range<usize>,
-    pub text: Vec<u8>,
 }
 
 /// One table match: which table line matched which header or body line.
@@ -394,32 +388,11 @@ fn shorten(text: &str) -> String {
     }
 }
 
-/// The message with `edits` applied. Edits are sorted by position (stable: two edits
-/// at one place keep their order); an edit overlapping an earlier one is dropped.
-pub fn apply_raw_edits(message: &[u8], edits: &[RawEdit]) -> Vec<u8> {
-    let mut sorted: Vec<&RawEdit> = edits.iter().collect();
-    sorted.sort_by_key(|e| e.range.start);
-    let mut out = Vec::with_capacity(message.len() + 256);
-    let mut at = 0;
-    for e in sorted {
-        let (start, end) = (
-            e.range.start.min(message.len()),
-            e.range.end.min(message.len()),
-        );
-        if start < at || end < start {
-            continue;
-        }
-        out.extend_from_slice(&message[at..start]);
-        out.extend_from_slice(&e.text);
-        at = end;
-    }
-    out.extend_from_slice(&message[at..]);
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::{Decision, Pipeline, Verdict, apply_header_edits, parse_headers};
+    use super::super::{
+        Decision, Pipeline, Verdict, apply_header_edits, apply_raw_edits, parse_headers,
+    };
     use super::*;
     use crate::config::checks::Content;
     use crate::config::{Config, Reply, Stage};

@@ -80,7 +80,7 @@ pub struct DryRunReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
     /// The DKIM signatures the message would get on its way out over SMTP:
-    /// `d=DOMAIN s=SELECTOR ALGORITHM`, per signer (see [`crate::dkim::signers_for`]).
+    /// `d=DOMAIN s=SELECTOR ALGORITHM`, per signer (see [`crate::mailauth::dkim::signers_for`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dkim: Vec<String>,
     /// Where the message comes from for DKIM signing ([`super::MailOrigin`]), when a
@@ -391,63 +391,64 @@ impl Pipeline {
             stop(&mut report, Stage::Data);
             return report;
         }
-        // REDIRECT / BCC from content checks: the routes are those of the new list
+        // what becomes of the message, as the session decides it
+        let accepted_msg = self.accept(&env.listener, &d, &headers, &accepted);
         let mut from_domain = None;
         if env.message.is_some() {
-            let mut edits = d.checks.edits.clone();
-            edits.extend(self.forged_auth_results(&env.listener, &headers));
-            let edited = super::apply_raw_edits(message, &edits);
-            let mut edited = super::apply_header_edits(&edited, &d.header_changes);
+            let mut edited = accepted_msg
+                .apply(message)
+                .unwrap_or_else(|| message.to_vec());
             if let Some(v) = &verified {
                 edited.splice(0..0, v.header.bytes());
             }
-            from_domain = crate::dkim::from_domain(&edited);
+            from_domain = crate::mailauth::dkim::from_domain(&edited);
             report.headers = parse_headers(&edited)
                 .0
                 .iter()
                 .map(|h| h.unfolded().into_owned())
                 .collect();
         }
-        if d.checks.changes_recipients() {
-            accepted = d.checks.recipients(&accepted);
+        if let Some(rcpts) = accepted_msg.recipients {
+            accepted = rcpts;
         }
-        let chosen = d
-            .checks
-            .filter
-            .as_ref()
-            .filter(|_| d.checks.redirect.is_none())
-            .or(d.filter.as_ref());
-        if let Some(name) = self.filter_for(&env.listener, chosen.map(|(name, _)| name.as_str()))
+        if let Some((name, by)) = &accepted_msg.filter
             && let Some(filter) = self.content_filter(name)
         {
-            let by = match chosen {
-                Some((n, rule)) if n == name => {
+            let by = match by {
+                Some(rule) => {
                     report.fired.push(rule.to_string());
                     rule.to_string()
                 }
-                _ => "the listener or server default".to_owned(),
+                None => "the listener or server default".to_owned(),
             };
             report.filter = Some(format!("{name} {} ({by})", filter.transport));
         }
         // each recipient's route after alias expansion (with no route rule: the
-        // recipient domain's MX)
-        let mut finals: Vec<(String, Option<String>)> = Vec::new();
-        for rcpt in &accepted {
-            match self.expand(rcpt) {
-                // an address reached twice (given twice, or given and reached through
-                // an alias) is delivered once, as the scheduler does
-                Ok(list) => {
-                    for f in list {
-                        if finals.iter().any(|(g, _)| g.eq_ignore_ascii_case(&f)) {
-                            continue;
-                        }
-                        let from = (!f.eq_ignore_ascii_case(rcpt)).then(|| rcpt.clone());
-                        finals.push((f, from));
-                    }
-                }
-                Err(e) => report.stages.push(StageResult {
+        // recipient domain's MX), as the scheduler routes it at the first attempt
+        let tls_record = tls.as_ref();
+        let input = super::RouteInput {
+            client_ip: Some(client_ip),
+            listener: &env.listener,
+            helo,
+            tls: tls_record,
+            auth_user: env.auth_user.as_deref(),
+            sender: &env.sender,
+            recipients: &accepted,
+            expanded: false,
+        };
+        let due: Vec<usize> = (0..accepted.len()).collect();
+        // the signing options of each SMTP route
+        let mut signed_by: Vec<crate::config::route::RouteOptions> = Vec::new();
+        for routed in self.route_all(&input, &due, false) {
+            let original = &accepted[routed.index];
+            let rcpt = routed.rcpt;
+            let alias_of = (!rcpt.eq_ignore_ascii_case(original)).then(|| original.clone());
+            match routed.outcome {
+                // an address reached twice is delivered once
+                super::RoutedOutcome::Duplicate => {}
+                super::RoutedOutcome::ExpandFailed(e) => report.stages.push(StageResult {
                     stage: Stage::Route.as_str(),
-                    rcpt: Some(rcpt.clone()),
+                    rcpt: Some(rcpt),
                     verdict: "defer",
                     reply: Some(format!("451 4.3.0 {e}")),
                     rule: None,
@@ -458,50 +459,36 @@ impl Pipeline {
                     route_options: None,
                     alias_of: None,
                 }),
-            }
-        }
-        // the signing options of each SMTP route
-        let mut signed_by: Vec<crate::config::route::RouteOptions> = Vec::new();
-        {
-            for (rcpt, alias_of) in &finals {
-                let d = self.judge(
-                    Stage::Route,
-                    &Context {
-                        sender: Some(&env.sender),
-                        rcpt: Some(rcpt),
-                        recipients: &accepted,
-                        ..with_helo
-                    },
-                );
-                let mut d = d;
-                match self.checked_route(d.clone(), rcpt) {
-                    super::Route::To {
-                        transport, options, ..
-                    } => {
-                        if matches!(transport, crate::config::route::Transport::Smtp(_))
-                            && !signed_by
-                                .iter()
-                                .any(|o| o.dkim == options.dkim && o.dkim_sign == options.dkim_sign)
-                        {
-                            signed_by.push(options.clone());
+                super::RoutedOutcome::Route(route, mut d) => {
+                    match route {
+                        super::Route::To {
+                            transport, options, ..
+                        } => {
+                            if matches!(transport, crate::config::route::Transport::Smtp(_))
+                                && !signed_by.iter().any(|o| {
+                                    o.dkim == options.dkim && o.dkim_sign == options.dkim_sign
+                                })
+                            {
+                                signed_by.push(options.clone());
+                            }
+                            d.transport = Some(transport.to_string());
                         }
-                        d.transport = Some(transport.to_string());
+                        // the built-in checks (an unknown local user): what delivery does
+                        super::Route::Refused { reply, rule: None }
+                            if matches!(d.verdict, Verdict::Accept) =>
+                        {
+                            d.verdict = if reply.code >= 500 {
+                                Verdict::Reject(reply)
+                            } else {
+                                Verdict::Defer(reply)
+                            };
+                        }
+                        super::Route::Refused { .. } => {}
                     }
-                    // the built-in checks (an unknown local user): what delivery does
-                    super::Route::Refused { reply, rule: None }
-                        if matches!(d.verdict, Verdict::Accept) =>
-                    {
-                        d.verdict = if reply.code >= 500 {
-                            Verdict::Reject(reply)
-                        } else {
-                            Verdict::Defer(reply)
-                        };
+                    record(&mut report, Stage::Route, Some(&rcpt), &d);
+                    if let Some(last) = report.stages.last_mut() {
+                        last.alias_of = alias_of;
                     }
-                    super::Route::Refused { .. } => {}
-                }
-                record(&mut report, Stage::Route, Some(rcpt), &d);
-                if let Some(last) = report.stages.last_mut() {
-                    last.alias_of = alias_of.clone();
                 }
             }
         }

@@ -24,9 +24,9 @@ pub mod address;
 pub mod alias;
 mod checks;
 mod dry_run;
-mod message;
-pub mod mime;
+mod outcome;
 mod panics;
+mod rate;
 pub mod script;
 mod signing;
 
@@ -49,19 +49,24 @@ use crate::config::{
 use crate::logsafe::esc;
 use crate::lookup::{DomainSet, LookupError, NetworkSet};
 use crate::mailauth::{AuthResult, AuthResults};
-pub use crate::smtp::tls::TlsInfo;
+pub use crate::net::tls::TlsInfo;
 use script::{
     Hook, HookDecision, HookError, HookInput, HookOutput, KnownNames, Lookups, NoLookups,
     ScriptError, ScriptHost, ScriptLimits,
 };
 
 pub use crate::config::{Origin, Reply, Stage};
+pub use crate::message::mime;
+pub use crate::message::{
+    HeaderChange, HeaderLine, Headers, NO_HEADERS, RawEdit, apply_header_edits, apply_raw_edits,
+    parse_headers,
+};
 pub use address::routing_domain;
 pub use address::{canonical as canonical_address, canonical_or_same};
-pub use checks::{CheckMatch, ContentChecks, RawEdit, apply_raw_edits};
+pub use checks::{CheckMatch, ContentChecks};
 pub use dry_run::{DryEnvelope, DryRunReport, StageResult};
-pub use message::{HeaderLine, Headers, NO_HEADERS, apply_header_edits, parse_headers};
-pub use script::HeaderChange;
+pub use outcome::{Acceptance, RouteInput, Routed, RoutedOutcome};
+pub use rate::{RateKind, RateView};
 pub use signing::{DkimPlan, MailOrigin};
 
 /// Longest address echoed back in a reply.
@@ -201,14 +206,6 @@ pub struct Context<'a> {
     pub auth: Option<&'a AuthResults>,
 }
 
-/// Reads the rate-limit counters: how many `kind` events (`connections`, `messages`,
-/// `recipients`, `auth`, `auth-failures`) a client had in its current window; `None`
-/// when no limit of that kind is set. In memory today; a store shared by several nodes
-/// would implement it too.
-pub trait RateView: std::fmt::Debug + Sync {
-    fn count(&self, kind: crate::smtp::rate::Kind, client: IpAddr) -> Option<u32>;
-}
-
 impl<'a> Context<'a> {
     /// A connect-stage context: only the client is known.
     pub fn new(client_ip: IpAddr, listener: &'a str) -> Self {
@@ -252,8 +249,8 @@ pub struct Pipeline {
     sources: Arc<crate::config::Sources>,
     /// `virtual-mailboxes`: recipients checked at RCPT, routed to their mailbox.
     mailboxes: Option<Mailboxes>,
-    /// `dkim` nodes: who signs what delivery sends (see [`crate::dkim`]).
-    dkim: Arc<[crate::dkim::Signer]>,
+    /// `dkim` nodes: who signs what delivery sends (see [`crate::mailauth::dkim`]).
+    dkim: Arc<[crate::mailauth::dkim::Signer]>,
     /// `dkim-internal`: the clients whose mail is ours; `None`: loopback.
     dkim_internal: Option<Arc<[Arc<NetworkSet>]>>,
     /// The `authentication` block: which incoming mail is checked, and how.
@@ -534,7 +531,7 @@ impl Pipeline {
         &self,
         ctx: &Context<'_>,
         recipients: &[String],
-    ) -> Option<&crate::dkim::Signer> {
+    ) -> Option<&crate::mailauth::dkim::Signer> {
         if !self.seals {
             return None;
         }
@@ -553,7 +550,7 @@ impl Pipeline {
         })
     }
 
-    pub fn dkim_signers(&self) -> &Arc<[crate::dkim::Signer]> {
+    pub fn dkim_signers(&self) -> &Arc<[crate::mailauth::dkim::Signer]> {
         &self.dkim
     }
 

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 
 use super::Pipeline;
 use crate::config::route::{DkimSign, RouteOptions};
-use crate::dkim::Signer;
+use crate::mailauth::dkim::Signer;
 
 /// Where a message comes from, as far as DKIM signing is concerned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,7 +60,7 @@ impl fmt::Display for MailOrigin {
 /// What signing a message on one route comes to.
 #[derive(Debug, PartialEq, Eq)]
 pub struct DkimPlan<'p> {
-    /// The signers, in order (see [`crate::dkim::signers_for`]); empty: unsigned.
+    /// The signers, in order (see [`crate::mailauth::dkim::signers_for`]); empty: unsigned.
     pub signers: Vec<&'p Signer>,
     /// Why nothing is signed, when nothing is.
     pub unsigned: Option<String>,
@@ -71,7 +71,7 @@ impl Pipeline {
     /// receipt): authenticated clients, local injection and `dkim-internal` clients
     /// are ours. On a `filtered` listener the origin is the one the message had when
     /// it went into the filter; the caller knows it when the message is recognised
-    /// ([`crate::delivery::filter::FilterLoops`]), else it is [`MailOrigin::Filtered`].
+    /// ([`crate::queue::FilterLoops`]), else it is [`MailOrigin::Filtered`].
     pub fn mail_origin(
         &self,
         client: Option<IpAddr>,
@@ -130,7 +130,7 @@ impl Pipeline {
         let Some(domain) = domain else {
             return unsigned("no From or sender domain".into());
         };
-        let signers = crate::dkim::signers_for(&self.dkim, domain, route.dkim.as_deref());
+        let signers = crate::mailauth::dkim::signers_for(&self.dkim, domain, route.dkim.as_deref());
         if signers.is_empty() {
             return unsigned(format!("no dkim node for {domain}"));
         }

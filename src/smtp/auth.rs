@@ -9,12 +9,12 @@
 
 use tracing::{info, warn};
 
-use super::rate::Kind;
 use super::reply;
 use super::session::{Flow, Session};
 use crate::auth::AuthOutcome;
 use crate::auth::sasl::{self, Password, SaslError};
 use crate::config::AuthMode;
+use crate::policy::RateKind as Kind;
 
 /// Where an AUTH exchange stands while it waits for the client's next line.
 #[derive(Debug)]

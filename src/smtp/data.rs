@@ -12,9 +12,9 @@ use super::dot::{DotReceiver, has_bare_eol};
 use super::inflight::TextScan;
 use super::reply;
 use super::session::{Disposition, Flow, INITIAL_DATA_MEMORY, Session, State};
-use super::tls::TlsInfo;
 use crate::mailauth::Peer;
-use crate::policy::{Context, Stage, Verdict, apply_header_edits, apply_raw_edits, parse_headers};
+use crate::net::tls::TlsInfo;
+use crate::policy::{Context, Stage, Verdict, parse_headers};
 use crate::queue::{Envelope, MessageRecord, QueueId};
 
 impl Session {
@@ -236,7 +236,7 @@ impl Session {
             auth: verified.as_ref().map(|v| &v.results),
             ..self.policy_context()
         };
-        let mut decision = self.policy.evaluate(Stage::Data, &context);
+        let decision = self.policy.evaluate(Stage::Data, &context);
         // ARC: sealed at arrival when a recipient's route asks for it, over the message
         // as it is queued; the chain is validated on the message as received
         let sealer = match &verified {
@@ -247,21 +247,6 @@ impl Session {
                 .map(|s| (s, record.body().to_vec())),
             None => None,
         };
-        let header_changes = std::mem::take(&mut decision.header_changes);
-        let mut checks = std::mem::take(&mut decision.checks);
-        // a FILTER from content checks (unless a REDIRECT overrides it), else a rule's
-        let chosen = checks
-            .filter
-            .clone()
-            .filter(|_| checks.redirect.is_none())
-            .or(decision.filter.take());
-        let filter = self
-            .policy
-            .filter_for(
-                &self.listen.name,
-                chosen.as_ref().map(|(name, _)| name.as_str()),
-            )
-            .map(str::to_owned);
         // A message from a filter's host may be one coming back from that filter.
         let came_back = if self.policy.may_be_a_filter(self.peer.ip()) {
             let digest = self.core.filter_loops.digest(
@@ -275,30 +260,24 @@ impl Session {
         };
         let queued = format!("250 2.0.0 Ok: queued as {id}\r\n");
         let refused = matches!(decision.verdict, Verdict::Reject(_) | Verdict::Defer(_));
+        // what becomes of the message: decided by policy, as in `mtactl test-policy`
+        let accepted = (!refused).then(|| {
+            self.policy
+                .accept(&self.listen.name, &decision, &headers, &self.tx.recipients)
+        });
         // an accepting verdict answers nothing yet: the 250 waits for the disk
         let flow = self.apply(Stage::Data, decision, "");
         let recipients = self.tx.recipients.len();
         let from = self.tx.sender.take().unwrap_or_default();
         let disposition = self.tx.disposition.max(self.disposition);
         self.reset_transaction();
-        if refused {
+        let Some(accepted) = accepted else {
             return flow;
+        };
+        if accepted.forged > 0 {
+            info!(queue_id = %id, count = accepted.forged, "forged Authentication-Results removed");
         }
-        // Authentication-Results that claim to be ours are forgeries, checked or not
-        let forged = self.policy.forged_auth_results(&self.listen.name, &headers);
-        if !forged.is_empty() {
-            info!(queue_id = %id, count = forged.len(), "forged Authentication-Results removed");
-        }
-        checks.edits.extend(forged);
-        // content checks' edits first (byte ranges of the message as received), then
-        // the hooks' by-name header changes on the result
-        if !checks.edits.is_empty() {
-            let edited = apply_raw_edits(record.body(), &checks.edits);
-            record.truncate_body();
-            record.body_mut().extend_from_slice(&edited);
-        }
-        if !header_changes.is_empty() {
-            let edited = apply_header_edits(record.body(), &header_changes);
+        if let Some(edited) = accepted.apply(record.body()) {
             record.truncate_body();
             record.body_mut().extend_from_slice(&edited);
         }
@@ -347,6 +326,10 @@ impl Session {
             None => record.envelope().external,
         };
         let came_back = came_back.map(|(name, _)| name);
+        let (filter, chosen_by) = match accepted.filter {
+            Some((name, by)) => (Some(name), by),
+            None => (None, None),
+        };
         let filter = filter.filter(|name| {
             let back = came_back.as_deref() == Some(name.as_str());
             if back {
@@ -355,12 +338,12 @@ impl Session {
             !back
         });
         if let Some(name) = &filter {
-            info!(queue_id = %id, filter = %name, rule = %chosen.map_or_else(|| "listener".to_owned(), |(_, r)| r.to_string()), revision = %self.policy.revision(), "content filter");
+            info!(queue_id = %id, filter = %name, rule = %chosen_by.map_or_else(|| "listener".to_owned(), |r| r.to_string()), revision = %self.policy.revision(), "content filter");
         }
-        let rcpts = checks.changes_recipients().then(|| {
-            info!(queue_id = %id, redirect = ?checks.redirect, bcc = ?checks.bcc, "recipients changed by content checks");
-            checks.recipients(&record.envelope().recipients)
-        });
+        let rcpts = accepted.recipients;
+        if rcpts.is_some() {
+            info!(queue_id = %id, recipients = ?rcpts, "recipients changed by content checks");
+        }
         if held != record.envelope().held
             || filter != record.envelope().filter
             || external != record.envelope().external

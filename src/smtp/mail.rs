@@ -39,7 +39,7 @@ impl Session {
         if !self
             .core
             .rate
-            .allow(super::rate::Kind::Messages, self.peer.ip())
+            .allow(crate::policy::RateKind::Messages, self.peer.ip())
         {
             warn!(limit = "messages", "rate limit: MAIL refused");
             return self.fail(reply::TOO_MANY_MESSAGES);
@@ -82,7 +82,7 @@ impl Session {
             return None;
         }
         let checker = Checker::live(
-            self.core.outbound.load().resolver(),
+            &self.core.resolver.load(),
             self.core.dns_cache.clone(),
             settings.timeout,
         );

@@ -1,7 +1,7 @@
 //! The SMTP server: listeners, sessions, and one file per verb.
 //!
 //! - [`server`]: binds the listeners, enforces connection limits, runs sessions and
-//!   shuts down gracefully.
+//!   shuts down gracefully (the daemon around them is [`crate::control::daemon`]).
 //! - `session`: the [`Session`](session::Session) state and its `ingest` loop; the verbs
 //!   extend it in `ehlo`, `mail`, `rcpt`, `data` (DATA and BDAT) and `simple` (the rest).
 //! - [`line`] and [`dot`]: the framers for command lines and DATA content.
@@ -21,7 +21,6 @@ pub mod inflight;
 mod mail;
 pub mod rate;
 mod rcpt;
-pub mod reload;
 mod session;
 mod simple;
 pub mod tls;
@@ -32,9 +31,10 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::config::{AuthMode, Config, Limits, Listener, ListenerTls};
-use crate::delivery::filter::FilterLoops;
 use crate::lookup::NetworkSet;
+use crate::net::dns::Resolver;
 use crate::policy::Pipeline;
+use crate::queue::FilterLoops;
 use crate::queue::{QueueId, Spool};
 
 pub use conn::Connections;
@@ -60,9 +60,9 @@ pub struct Core {
     /// Becomes `true` when the server stops: idle sessions say 421 and close, sessions
     /// in the middle of a message finish it first.
     pub shutdown: watch::Receiver<bool>,
-    /// The delivery side, swapped by a reload: its resolver is the one the
-    /// `authentication` checks ask too.
-    pub outbound: Arc<ArcSwap<crate::delivery::hops::Outbound>>,
+    /// The resolver the `authentication` checks ask (delivery's, swapped with it by a
+    /// reload).
+    pub resolver: Arc<ArcSwap<Resolver>>,
     /// Parsed SPF, DKIM, DMARC records and addresses for the checks, kept across
     /// reloads.
     pub dns_cache: Arc<crate::mailauth::DnsCache>,
@@ -76,11 +76,11 @@ impl Core {
         config: &Config,
         pipeline: Pipeline,
         spool: Spool,
-        outbound: Arc<ArcSwap<crate::delivery::hops::Outbound>>,
+        resolver: Arc<ArcSwap<Resolver>>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
-            outbound,
+            resolver,
             dns_cache: Arc::new(crate::mailauth::DnsCache::new(DNS_CACHE_ENTRIES)),
             policy: Arc::new(ArcSwap::from_pointee(pipeline)),
             on_queued: Box::new(|_| {}),

@@ -16,39 +16,11 @@ use arc_swap::ArcSwap;
 
 use crate::config::Config;
 use crate::lookup::NetworkSet;
+use crate::policy::RateKind as Kind;
 
 /// Most client addresses tracked at once; past it, expired windows are dropped, and if
 /// all are live the oldest half goes (those clients start a new window).
 pub const MAX_CLIENTS: usize = 100_000;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Kind {
-    Connections,
-    Messages,
-    Recipients,
-    Auth,
-    AuthFailures,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 5] = [
-        Kind::Connections,
-        Kind::Messages,
-        Kind::Recipients,
-        Kind::Auth,
-        Kind::AuthFailures,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Connections => "connections",
-            Kind::Messages => "messages",
-            Kind::Recipients => "recipients",
-            Kind::Auth => "auth",
-            Kind::AuthFailures => "auth-failures",
-        }
-    }
-}
 
 impl crate::policy::RateView for RateLimiter {
     fn count(&self, kind: Kind, ip: IpAddr) -> Option<u32> {

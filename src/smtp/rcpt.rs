@@ -58,7 +58,7 @@ impl Session {
         if !self
             .core
             .rate
-            .allow(super::rate::Kind::Recipients, self.peer.ip())
+            .allow(crate::policy::RateKind::Recipients, self.peer.ip())
         {
             tracing::warn!(limit = "recipients", "rate limit: RCPT refused");
             return self.fail(reply::TOO_MANY_RCPTS_RATE);

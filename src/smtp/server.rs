@@ -1,6 +1,7 @@
-//! Running the server: open the spool, bind every listener, admit connections within
-//! the limits, and on SIGTERM/SIGINT stop accepting, let sessions finish up to the
-//! shutdown timeout, close the spool and return.
+//! The listeners of a running server: bind every listening address, admit connections
+//! within the limits, run a session for each, and on shutdown stop accepting and let
+//! sessions finish up to the shutdown timeout. The daemon around them (spool,
+//! scheduler, control socket, reload, signals) is wired in [`crate::control::daemon`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -12,209 +13,16 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use super::conn::LimitHit;
-use super::reload::Reloader;
 use super::session::{Session, next_session_id};
 use super::{Core, Listen, proxy, reply};
-use crate::config::{Config, Listener};
-use crate::control::socket::ControlSocket;
-use crate::control::status::{ListenerSource, ListenerStatus, Observer};
-use crate::delivery::dns::Resolver;
-use crate::delivery::hops::Outbound;
-use crate::delivery::scheduler::Scheduler;
-use crate::delivery::tls::TlsClient;
+use crate::config::Listener;
 use crate::lookup::NetworkSet;
-use crate::policy::Pipeline;
-use crate::queue::{Spool, SpoolError};
 
 /// Pending connections the kernel may hold for each listener before we accept them.
 const BACKLOG: u32 = 4096;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("cannot listen on {address} (listener \"{name}\"): {source}")]
-    Bind {
-        name: String,
-        address: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("cannot open the spool: {0}")]
-    Spool(#[from] SpoolError),
-    #[error("cannot use the TLS certificate of {0}")]
-    Tls(String),
-    #[error("cannot set up DNS resolution: {0}")]
-    Resolver(String),
-    #[error("cannot open the control socket {}: {source}", path.display())]
-    Control {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot serve metrics on {address}: {source}")]
-    Metrics {
-        address: SocketAddr,
-        source: std::io::Error,
-    },
-}
-
-/// Runs until SIGTERM or SIGINT, then shuts down gracefully. `pipeline` is the
-/// policy compiled from `config` ([`Pipeline::build`]).
-pub async fn serve(config: Config, pipeline: Pipeline) -> Result<(), ServeError> {
-    let (stop, stopped) = watch::channel(false);
-    let signals = tokio::spawn(async move {
-        wait_for_signal().await;
-        let _ = stop.send(true);
-    });
-    let result = serve_until(config, pipeline, stopped).await;
-    signals.abort();
-    result
-}
-
-/// Runs until `shutdown` turns true (the signal handler in [`serve`], or a test).
-pub async fn serve_until(
-    config: Config,
-    pipeline: Pipeline,
-    shutdown: watch::Receiver<bool>,
-) -> Result<(), ServeError> {
-    raise_open_files_limit();
-    let spool_dir = config.server.spool.clone();
-    let (spool, recovery) = tokio::task::spawn_blocking(move || Spool::open(&spool_dir))
-        .await
-        .expect("spool open task")?;
-    info!(
-        spool = %config.server.spool.display(),
-        messages = recovery.messages,
-        segments = recovery.segments,
-        discarded_incomplete = recovery.discarded_tails,
-        moved_to_corrupt = recovery.damaged,
-        "spool opened"
-    );
-    match start(config, pipeline, spool.clone(), shutdown).await {
-        Ok(running) => running.await,
-        Err(err) => {
-            spool.close();
-            return Err(err);
-        }
-    }
-    tokio::task::spawn_blocking(move || spool.close())
-        .await
-        .expect("spool close task");
-    info!("mtad stopped");
-    Ok(())
-}
-
-/// Binds the listeners and the control socket and starts the scheduler; the future
-/// returned runs until shutdown and every task has finished.
-async fn start(
-    config: Config,
-    pipeline: Pipeline,
-    spool: Spool,
-    shutdown: watch::Receiver<bool>,
-) -> Result<impl Future<Output = ()>, ServeError> {
-    let listens = Listen::all(&config).map_err(ServeError::Tls)?;
-    let outbound = Arc::new(ArcSwap::from_pointee(outbound(&config)?));
-    let mut core = Core::new(
-        &config,
-        pipeline,
-        spool.clone(),
-        outbound.clone(),
-        shutdown.clone(),
-    );
-    let grace = config.server.shutdown_timeout;
-    if let Err(err) = std::fs::create_dir_all(&config.delivery.local_base) {
-        warn!(path = %config.delivery.local_base.display(), %err, "cannot create the Maildir base of the local transport; local deliveries will be deferred");
-    }
-    let (scheduler, handle) = Scheduler::new(
-        spool.clone(),
-        core.policy.clone(),
-        outbound.clone(),
-        config.server.hostname.clone(),
-        core.filter_loops.clone(),
-    );
-    let control = ControlSocket::bind(&config.server.control_socket).map_err(|source| {
-        ServeError::Control {
-            path: config.server.control_socket.clone(),
-            source,
-        }
-    })?;
-    let metrics = match config.server.metrics {
-        Some(address) => Some(
-            crate::metrics::http::Endpoint::bind(address)
-                .await
-                .map_err(|source| ServeError::Metrics { address, source })?,
-        ),
-        None => None,
-    };
-    {
-        let handle = handle.clone();
-        core.on_queued = Box::new(move |id| handle.queued(id));
-    }
-    let core = Arc::new(core);
-    let listeners = Arc::new(Listeners::new(core.clone(), shutdown.clone(), grace));
-    let bound = listeners.prepare(listens)?;
-    let observer = Arc::new(Observer::new(
-        core.policy.clone(),
-        spool.clone(),
-        listeners.clone(),
-    ));
-    let metrics = metrics.map(|m| tokio::spawn(m.serve(observer.metrics_fn(), shutdown.clone())));
-    let reloader = Arc::new(Reloader::new(
-        &config,
-        core.clone(),
-        listeners.clone(),
-        outbound,
-    ));
-    let control = control
-        .with_reload(reloader.clone().answer())
-        .with_status(observer.status_fn());
-    let control = tokio::spawn(control.serve(spool, Arc::new(handle), shutdown.clone()));
-    let watcher = tokio::spawn(reloader.clone().watch_files(shutdown.clone()));
-    let reloads = tokio::spawn(reload_on_sighup(reloader, shutdown.clone()));
-    let scheduler = tokio::spawn(scheduler.run(shutdown.clone(), grace));
-    listeners.commit(bound);
-    info!(hostname = %config.server.hostname, revision = %core.policy.load().revision(), "mtad started");
-    Ok(async move {
-        listeners.wait().await;
-        reloads.abort();
-        watcher.abort();
-        if let Some(metrics) = metrics {
-            let _ = metrics.await;
-        }
-        if let Err(err) = scheduler.await {
-            error!(%err, "the scheduler task failed");
-        }
-        match control.await {
-            Ok(Err(err)) => error!(%err, "control socket"),
-            Err(err) => error!(%err, "the control socket task failed"),
-            Ok(Ok(())) => {}
-        }
-    })
-}
-
-/// The delivery side as `config` describes it (at start, and anew at each reload: the
-/// system's trust anchors and the CA file are read again).
-pub(crate) fn outbound(config: &Config) -> Result<Outbound, ServeError> {
-    let resolver = match config.delivery.dns_server {
-        Some(addr) => Resolver::with_nameserver(addr),
-        None => Resolver::system().map_err(|err| ServeError::Resolver(err.to_string()))?,
-    };
-    let tls = match TlsClient::new(config.delivery.tls_ca_file.as_deref()) {
-        Ok(t) => Some(Arc::new(t)),
-        Err(err) => {
-            error!(%err, "client TLS is unavailable; routes that need TLS will be deferred");
-            None
-        }
-    };
-    Ok(Outbound::new(
-        resolver,
-        config.delivery.clone(),
-        config.server.hostname.clone(),
-        tls,
-        config.credentials.clone(),
-    )
-    .with_listeners(config.listeners.iter().map(|l| l.address)))
-}
 
 /// The listening sockets of a running server, one per address: bound at start, and
 /// bound, updated or closed by a reload. Closing a listener stops its accepting; its
@@ -256,7 +64,7 @@ impl Listeners {
 
     /// Binds the listeners of `wanted` whose address is not open yet. Nothing changes
     /// until [`commit`](Self::commit); on an error the sockets bound so far close.
-    pub fn prepare(&self, wanted: Vec<(Listener, Listen)>) -> Result<Prepared, ServeError> {
+    pub fn prepare(&self, wanted: Vec<(Listener, Listen)>) -> Result<Prepared, BindError> {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let mut prepared = Prepared {
             keep: Vec::new(),
@@ -266,7 +74,7 @@ impl Listeners {
             match open.iter().position(|o| o.config.address == l.address) {
                 Some(i) => prepared.keep.push((i, l, listen)),
                 None => {
-                    let socket = bind(l.address).map_err(|source| ServeError::Bind {
+                    let socket = bind(l.address).map_err(|source| BindError {
                         name: l.name.clone(),
                         address: l.address,
                         source,
@@ -324,7 +132,7 @@ impl Listeners {
     }
 
     /// Waits for every accept loop to end (after shutdown, once their sessions have).
-    async fn wait(&self) {
+    pub async fn wait(&self) {
         loop {
             let mut loops =
                 std::mem::take(&mut *self.loops.lock().unwrap_or_else(|e| e.into_inner()));
@@ -334,18 +142,41 @@ impl Listeners {
             while loops.join_next().await.is_some() {}
         }
     }
-}
 
-impl ListenerSource for Listeners {
-    fn listeners(&self) -> Vec<ListenerStatus> {
+    /// The listeners open now, with what their next connections run with (for status).
+    pub fn open(&self) -> Vec<OpenListener> {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         open.iter()
             .map(|o| {
                 let listen = o.listen.load();
-                ListenerStatus::new(&o.config, o.bound, listen.tls, listen.auth)
+                OpenListener {
+                    config: o.config.clone(),
+                    bound: o.bound,
+                    tls: listen.tls,
+                    auth: listen.auth,
+                }
             })
             .collect()
     }
+}
+
+/// A listener that is open, as [`Listeners::open`] describes it.
+pub struct OpenListener {
+    pub config: Listener,
+    /// The address it is bound to (the configured one, with the port the kernel chose
+    /// for port 0).
+    pub bound: SocketAddr,
+    pub tls: crate::config::ListenerTls,
+    pub auth: crate::config::AuthMode,
+}
+
+/// A listener's address cannot be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {address} (listener \"{name}\"): {source}")]
+pub struct BindError {
+    pub name: String,
+    pub address: SocketAddr,
+    pub source: std::io::Error,
 }
 
 fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
@@ -469,7 +300,7 @@ fn admit(
     let id = next_session_id();
     let span =
         info_span!("session", id = %format_args!("{id:x}"), client = %peer, listener = %name);
-    let refusal = if core.rate.allow(super::rate::Kind::Connections, ip) {
+    let refusal = if core.rate.allow(crate::policy::RateKind::Connections, ip) {
         // `connections-per-ip` counts clients as the rate limits do (an IPv6 /64)
         match core
             .connections
@@ -521,59 +352,5 @@ pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
-    }
-}
-
-/// SIGHUP reloads the policy (see [`Reloader`]), one reload at a time, until shutdown.
-async fn reload_on_sighup(reloader: Arc<Reloader>, mut shutdown: watch::Receiver<bool>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(err) => {
-            error!(%err, "cannot install the SIGHUP handler; reloads are unavailable");
-            return;
-        }
-    };
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            got = hup.recv() => {
-                if got.is_none() {
-                    return;
-                }
-                info!(signal = "SIGHUP", "reloading the policy");
-                let r = reloader.clone();
-                if let Err(err) = tokio::task::spawn_blocking(move || r.reload()).await {
-                    error!(%err, "the reload task failed; the running policy stays");
-                }
-            }
-        }
-    }
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(err) => {
-            error!(%err, "cannot install the SIGTERM handler");
-            return std::future::pending().await;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => info!(signal = "SIGTERM", "shutting down"),
-        _ = tokio::signal::ctrl_c() => info!(signal = "SIGINT", "shutting down"),
-    }
-}
-
-/// Each connection is a file descriptor; the usual soft limit of 1024 would cap the
-/// server far below `limits.connections`. Raise the soft limit to the hard limit.
-fn raise_open_files_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && soft < hard
-        && let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
-    {
-        warn!(%err, "cannot raise the open files limit");
     }
 }

@@ -18,10 +18,10 @@ use super::dot::DotReceiver;
 use super::inflight::{Reservation, TextError, TextScan};
 use super::line::{LineEvent, LineReader};
 use super::reply;
-use super::tls::TlsInfo;
 use super::{Core, Listen};
 use crate::config::{Limits, ListenerTls};
-use crate::delivery::ClientStream;
+use crate::net::stream::ClientStream;
+use crate::net::tls::TlsInfo;
 use crate::policy::{Context, Decision, Pipeline, Stage, Verdict};
 use crate::queue::MessageRecord;
 

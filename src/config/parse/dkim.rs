@@ -20,7 +20,7 @@ use kdl::KdlNode;
 
 use super::{Parser, Sets, is_hostname};
 use crate::config::{ClientRef, Origin};
-use crate::dkim::{DEFAULT_HEADERS, Key, Signer};
+use crate::mailauth::dkim::{DEFAULT_HEADERS, Key, Signer};
 
 const USAGE: &str = "dkim \"DOMAIN\" selector=\"SELECTOR\" key=\"FILE.pem\" [headers=\"From:To:...\"] [always=#true]";
 

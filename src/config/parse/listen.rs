@@ -397,7 +397,7 @@ impl Parser {
             (None, None) => None,
             (Some((certificate, at)), Some((key, _))) => {
                 let pair = CertKey { certificate, key };
-                match crate::smtp::tls::server_config(&pair) {
+                match crate::net::tls::server_config(&pair) {
                     Ok(_) => {
                         self.sources.add_file(&pair.certificate);
                         self.sources.add_file(&pair.key);

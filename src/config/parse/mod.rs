@@ -219,7 +219,7 @@ impl Parser {
         let mut aliases: Option<(Arc<crate::lookup::Table>, Origin)> = None;
         let mut virtual_aliases: Option<(Arc<crate::lookup::Table>, Origin)> = None;
         let mut delivery: Option<(Delivery, Origin)> = None;
-        let mut dkim: Vec<(crate::dkim::Signer, Origin)> = Vec::new();
+        let mut dkim: Vec<(crate::mailauth::dkim::Signer, Origin)> = Vec::new();
         let mut authentication: Option<crate::config::Authentication> = None;
         let mut dkim_internal: Option<Vec<ClientRef>> = None;
 

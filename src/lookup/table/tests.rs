@@ -403,7 +403,7 @@ fn random_tables_never_panic() {
             let _ = t.lookup("a");
         }
         let _: Vec<&str> = crate::lookup::split_addresses(&text).collect();
-        let (h, _) = crate::policy::parse_headers(text.as_bytes());
+        let (h, _) = crate::message::parse_headers(text.as_bytes());
         for h in &h {
             let _ = (h.name(), h.value(), h.unfolded());
         }

@@ -14,8 +14,8 @@ use rhai::{Array, Dynamic, EvalAltResult, ImmutableString, Map};
 
 use super::engine::check_time;
 use super::{HeaderChange, HookInput};
+use crate::policy::RateKind;
 use crate::policy::{Stage, routing_domain};
-use crate::smtp::rate::Kind as RateKind;
 
 /// Longest header line (`Name: value`) a script may add, as RFC 5322 allows.
 pub(crate) const MAX_HEADER_LINE: usize = 998;

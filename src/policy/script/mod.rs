@@ -39,6 +39,7 @@ use rhai::{AST, CallFnOptions, Dynamic, Engine, Position, Scope};
 use crate::policy::{Stage, Verdict};
 use context::{Ctx, FieldSet};
 
+pub use crate::message::HeaderChange;
 pub use error::{HookError, ScriptError};
 
 /// The sandbox's limits. Every call is bounded by all of them; exceeding one is a
@@ -400,19 +401,6 @@ impl HookDecision {
             HookDecision::Transport(_) => None,
         }
     }
-}
-
-/// A header change a data hook asked for. Names are matched without regard to ASCII
-/// case; values are already free of CR, LF and control characters.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum HeaderChange {
-    /// Add a header (at the top, like a trace header, or wherever the writer puts
-    /// added headers).
-    Add { name: String, value: String },
-    /// Remove every header of this name.
-    Remove { name: String },
-    /// Replace the first header of this name, or add it if there is none.
-    Replace { name: String, value: String },
 }
 
 /// A successful hook call.

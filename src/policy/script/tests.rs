@@ -835,8 +835,8 @@ fn hooks_read_the_clients_rate_counters() {
     #[derive(Debug)]
     struct Counts;
     impl crate::policy::RateView for Counts {
-        fn count(&self, kind: crate::smtp::rate::Kind, client: IpAddr) -> Option<u32> {
-            use crate::smtp::rate::Kind;
+        fn count(&self, kind: crate::policy::RateKind, client: IpAddr) -> Option<u32> {
+            use crate::policy::RateKind as Kind;
             assert_eq!(client, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)));
             match kind {
                 Kind::Messages => Some(7),

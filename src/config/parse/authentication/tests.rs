@@ -141,7 +141,8 @@ fn conditions_are_checked() {
 #[test]
 fn arc_seal_names_a_dkim_node() {
     let dir = tempfile::tempdir().unwrap();
-    let (pem, _) = crate::dkim::generate(crate::dkim::Algorithm::Ed25519, 0).unwrap();
+    let (pem, _) =
+        crate::mailauth::dkim::generate(crate::mailauth::dkim::Algorithm::Ed25519, 0).unwrap();
     let key = dir.path().join("k.pem");
     std::fs::write(&key, pem).unwrap();
     let text = format!(

@@ -5,8 +5,10 @@ use super::*;
 #[test]
 fn dkim_keys_are_read_and_checked_with_the_configuration() {
     let dir = tempfile::tempdir().unwrap();
-    let (rsa, _) = crate::dkim::generate(crate::dkim::Algorithm::Rsa, 2048).unwrap();
-    let (ed, _) = crate::dkim::generate(crate::dkim::Algorithm::Ed25519, 0).unwrap();
+    let (rsa, _) =
+        crate::mailauth::dkim::generate(crate::mailauth::dkim::Algorithm::Rsa, 2048).unwrap();
+    let (ed, _) =
+        crate::mailauth::dkim::generate(crate::mailauth::dkim::Algorithm::Ed25519, 0).unwrap();
     std::fs::write(dir.path().join("rsa.key"), rsa).unwrap();
     std::fs::write(dir.path().join("ed.key"), ed).unwrap();
     std::fs::write(dir.path().join("bad.key"), "not a key\n").unwrap();
@@ -26,12 +28,15 @@ fn dkim_keys_are_read_and_checked_with_the_configuration() {
         (a.domain.as_str(), a.selector.as_str(), a.always),
         ("example.com", "s2026", false)
     );
-    assert_eq!(a.key.algorithm(), crate::dkim::Algorithm::Rsa);
+    assert_eq!(a.key.algorithm(), crate::mailauth::dkim::Algorithm::Rsa);
     assert_eq!(a.headers[0], "From");
-    assert_eq!(a.headers.len(), crate::dkim::DEFAULT_HEADERS.len());
+    assert_eq!(
+        a.headers.len(),
+        crate::mailauth::dkim::DEFAULT_HEADERS.len()
+    );
     assert_eq!(
         (b.key.algorithm(), b.always),
-        (crate::dkim::Algorithm::Ed25519, true)
+        (crate::mailauth::dkim::Algorithm::Ed25519, true)
     );
     assert_eq!(b.headers, ["From", "Subject"]);
     // the keys are part of the policy's revision
@@ -72,7 +77,8 @@ fn dkim_keys_are_read_and_checked_with_the_configuration() {
 #[test]
 fn a_route_names_its_dkim_signer_and_an_undefined_one_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let (ed, _) = crate::dkim::generate(crate::dkim::Algorithm::Ed25519, 0).unwrap();
+    let (ed, _) =
+        crate::mailauth::dkim::generate(crate::mailauth::dkim::Algorithm::Ed25519, 0).unwrap();
     std::fs::write(dir.path().join("ed.key"), ed).unwrap();
     let load = |nodes: &str| {
         let path = dir.path().join("mtad.kdl");

@@ -21,13 +21,14 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use super::server::{Listeners, outbound};
-use super::{Core, Listen};
+use super::daemon::outbound;
+use super::socket::{ReloadFn, ReloadResponse};
+use super::{Refusal, load_live};
 use crate::config::{Config, Stamp, WATCH_INTERVAL};
-use crate::control::socket::{ReloadFn, ReloadResponse};
-use crate::control::{Refusal, load_live};
 use crate::delivery::hops::Outbound;
 use crate::policy::Pipeline;
+use crate::smtp::server::Listeners;
+use crate::smtp::{Core, Listen};
 
 /// What a reload did.
 #[derive(Debug)]
@@ -158,6 +159,9 @@ impl Reloader {
         *self.watch.lock().unwrap_or_else(|e| e.into_inner()) = next.config.reload.watch;
         self.core.policy.store(Arc::new(next.pipeline));
         self.core.rate.reconfigure(&next.config);
+        self.core
+            .resolver
+            .store(Arc::new(next.outbound.resolver().clone()));
         let old = self.outbound.swap(Arc::new(next.outbound));
         // its idle connections say QUIT; attempts still using it finish with it
         tokio::spawn(async move { old.close_all().await });
@@ -222,5 +226,5 @@ struct Next {
     config: Config,
     pipeline: Pipeline,
     outbound: Outbound,
-    bound: super::server::Prepared,
+    bound: crate::smtp::server::Prepared,
 }

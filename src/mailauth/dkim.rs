@@ -213,7 +213,7 @@ pub fn from_domain(message: &[u8]) -> Option<String> {
 }
 
 /// The message as it goes on the wire: a bare CR or LF becomes CRLF, and the last
-/// line ends with CRLF (like [`crate::delivery::BodyEncoder`], without dot-stuffing).
+/// line ends with CRLF (like `BodyEncoder` in delivery, without dot-stuffing).
 pub fn normalize(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 2);
     let mut i = 0;

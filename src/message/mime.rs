@@ -18,7 +18,7 @@ use std::ops::Range;
 
 use mail_parser::{Encoding, Message, MessageParser, MimeHeaders, PartType};
 
-use super::message::{Headers, parse_headers};
+use super::headers::{Headers, parse_headers};
 
 /// Most parts inspected in one message (the message itself counts as one).
 pub const MAX_PARTS: usize = 100;

@@ -12,7 +12,7 @@
 //! a second identical copy once the first has come back. Entries are forgotten after
 //! [`FilterLoops::TTL`], and there are at most [`FilterLoops::CAPACITY`].
 //!
-//! The entry also keeps whether the message was ours ([`crate::policy::MailOrigin`]):
+//! The entry also keeps whether the message was ours (`MailOrigin` in policy):
 //! the copy that comes back from the filter's host keeps that origin, so a message
 //! from outside is not signed as ours after its trip through the filter.
 

@@ -19,8 +19,6 @@
 //! size) and two 32-bit offsets per header, whatever the number of headers, so a
 //! message of millions of tiny headers costs a small multiple of its own size.
 
-use super::script::HeaderChange;
-
 /// The top-level (or a MIME part's) headers of a message (see the module
 /// documentation). Iterate with [`Headers::iter`] or `for h in &headers`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -271,81 +269,10 @@ fn push_text(text: &mut String, bytes: &[u8]) {
     }
 }
 
-/// The message with `edits` applied in order; the body is untouched. Names and values
-/// must already be clean (no CR/LF, names without `:` or spaces): the script host
-/// checks them.
-pub fn apply_header_edits(message: &[u8], edits: &[HeaderChange]) -> Vec<u8> {
-    if edits.is_empty() {
-        return message.to_vec();
-    }
-    let (headers, body_start) = parse_headers(message);
-    // each original header: kept as its raw bytes, replaced by a new line, or gone
-    // (one byte per header, and only the changed ones hold text)
-    let mut removed = vec![false; headers.len()];
-    let mut replaced: std::collections::HashMap<usize, Vec<u8>> = Default::default();
-    // headers added, in order: (name, the line, or None once removed)
-    let mut added: Vec<(String, Option<Vec<u8>>)> = Vec::new();
-    let render = |name: &str, value: &str| format!("{name}: {value}\r\n").into_bytes();
-    for edit in edits {
-        match edit {
-            HeaderChange::Add { name, value } => {
-                added.push((name.clone(), Some(render(name, value))))
-            }
-            HeaderChange::Remove { name } => {
-                for (i, h) in headers.iter().enumerate() {
-                    if h.name().eq_ignore_ascii_case(name) {
-                        removed[i] = true;
-                        replaced.remove(&i);
-                    }
-                }
-                for (n, line) in &mut added {
-                    if n.eq_ignore_ascii_case(name) {
-                        *line = None;
-                    }
-                }
-            }
-            HeaderChange::Replace { name, value } => {
-                let original = headers
-                    .iter()
-                    .enumerate()
-                    .position(|(i, h)| !removed[i] && h.name().eq_ignore_ascii_case(name));
-                if let Some(i) = original {
-                    replaced.insert(i, render(name, value));
-                } else {
-                    match added
-                        .iter_mut()
-                        .find(|(n, line)| line.is_some() && n.eq_ignore_ascii_case(name))
-                    {
-                        Some((_, line)) => *line = Some(render(name, value)),
-                        None => added.push((name.clone(), Some(render(name, value)))),
-                    }
-                }
-            }
-        }
-    }
-    let header_end = headers.iter().next_back().map_or(0, |h| h.raw().end);
-    let mut out = Vec::with_capacity(message.len() + 256);
-    for (i, h) in headers.iter().enumerate() {
-        if removed[i] {
-            continue;
-        }
-        match replaced.get(&i) {
-            Some(line) => out.extend_from_slice(line),
-            None => out.extend_from_slice(&message[h.raw()]),
-        }
-    }
-    for line in added.into_iter().filter_map(|(_, line)| line) {
-        out.extend_from_slice(&line);
-    }
-    // whatever separated headers and body (the empty line), then the body
-    out.extend_from_slice(&message[header_end.min(body_start)..]);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::script::HeaderChange;
+    use crate::message::{HeaderChange, apply_header_edits};
 
     #[test]
     fn unfolds_and_stops_at_the_body() {

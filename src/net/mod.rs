@@ -1,0 +1,10 @@
+//! The network pieces that the session, delivery, mail authentication and the
+//! configuration checks share: the DNS resolver ([`dns`]), TLS material and what a
+//! session records of its handshake ([`tls`]), and the byte streams SMTP runs over
+//! ([`stream`]).
+//!
+//! A leaf: it knows no other module of mtad.
+
+pub mod dns;
+pub mod stream;
+pub mod tls;
