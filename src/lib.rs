@@ -24,6 +24,8 @@
 //! - [`control`]: the operator side and the composition root: the daemon's wiring
 //!   ([`control::daemon`]), reload, the control socket, `mtactl`.
 //! - [`logsafe`]: escaping for logged values that come from clients and scripts.
+//! - [`position`]: byte offsets → file:line:col, for every message that points into
+//!   a file we read (configuration, tables, test suites). A leaf.
 //!
 //! # One-way doors
 //!
@@ -32,8 +34,8 @@
 //!
 //! | module | may import |
 //! | --- | --- |
-//! | `logsafe`, `message`, `net` | nothing |
-//! | `lookup` | logsafe, message, net |
+//! | `logsafe`, `message`, `net`, `position` | nothing |
+//! | `lookup` | logsafe, message, net, position |
 //! | `queue` | logsafe, message |
 //! | `auth` | logsafe, lookup |
 //! | `mailauth` | logsafe, lookup, message, net |
@@ -43,7 +45,7 @@
 //! | `smtp`, `delivery` | the above and queue; never each other, nor control |
 //! | `control` | everything |
 //!
-//! So config ← policy ← smtp/delivery ← control; queue, lookup, net and message know
+//! So config ← policy ← smtp/delivery ← control; queue, lookup, net, message and position know
 //! none of the modules above them; smtp and delivery meet only through the queue and
 //! the wiring in control.
 #![forbid(unsafe_code)]
@@ -59,5 +61,6 @@ pub mod message;
 pub mod metrics;
 pub mod net;
 pub mod policy;
+pub mod position;
 pub mod queue;
 pub mod smtp;

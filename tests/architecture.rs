@@ -16,40 +16,44 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("logsafe", &[]),
     ("message", &[]),
     ("net", &[]),
-    ("lookup", &["logsafe", "message", "net"]),
+    ("position", &[]),
+    ("lookup", &["logsafe", "message", "net", "position"]),
     ("queue", &["logsafe", "message"]),
     ("auth", &["logsafe", "lookup"]),
     ("mailauth", &["logsafe", "lookup", "message", "net"]),
     (
         "config",
-        &["logsafe", "lookup", "auth", "mailauth", "message", "net"],
+        &[
+            "logsafe", "lookup", "auth", "mailauth", "message", "net", "position",
+        ],
     ),
     ("metrics", &["logsafe", "config", "mailauth"]),
     (
         "policy",
         &[
-            "logsafe", "lookup", "auth", "mailauth", "message", "net", "config", "metrics",
+            "logsafe", "lookup", "auth", "mailauth", "message", "net", "position", "config",
+            "metrics",
         ],
     ),
     (
         "smtp",
         &[
-            "logsafe", "lookup", "auth", "mailauth", "message", "net", "config", "metrics",
-            "policy", "queue",
+            "logsafe", "lookup", "auth", "mailauth", "message", "net", "position", "config",
+            "metrics", "policy", "queue",
         ],
     ),
     (
         "delivery",
         &[
-            "logsafe", "lookup", "auth", "mailauth", "message", "net", "config", "metrics",
-            "policy", "queue",
+            "logsafe", "lookup", "auth", "mailauth", "message", "net", "position", "config",
+            "metrics", "policy", "queue",
         ],
     ),
     (
         "control",
         &[
-            "logsafe", "lookup", "auth", "mailauth", "message", "net", "config", "metrics",
-            "policy", "queue", "smtp", "delivery",
+            "logsafe", "lookup", "auth", "mailauth", "message", "net", "position", "config",
+            "metrics", "policy", "queue", "smtp", "delivery",
         ],
     ),
 ];

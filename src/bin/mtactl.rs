@@ -259,7 +259,7 @@ fn run(args: Args) -> ExitCode {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(message) => {
-                    complain(&message);
+                    complain(&message.to_string());
                     ExitCode::from(2)
                 }
             };
@@ -284,6 +284,7 @@ fn run(args: Args) -> ExitCode {
                 DkimAlgorithm::Ed25519 => mtad::mailauth::dkim::Algorithm::Ed25519,
             };
             control::dkim::keygen(&domain, &selector, algorithm, bits, &out)
+                .map_err(control::CommandError::from)
         }
         Command::Queue { command } => match command {
             QueueCommand::List { config, format } => {
@@ -308,7 +309,7 @@ fn run(args: Args) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            complain(&message);
+            complain(&message.to_string());
             ExitCode::FAILURE
         }
     }

@@ -165,10 +165,31 @@ pub const ACTIONS: &[&str] = &[
     "REDIRECT", "BCC", "DUNNO", "OK", "PASS", "FILTER",
 ];
 
+/// Why a check's result is not an action (see [`parse_action`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    #[error("`{action}` takes no text (found `{found}`)")]
+    TakesNoText { action: String, found: String },
+    #[error("`{action}` needs the text of a line")]
+    NeedsText { action: String },
+    #[error("`{action}` text must not contain control characters")]
+    ControlCharacters { action: String },
+    #[error("`{action}` on a header needs a header line `Name: value`, not `{found}`")]
+    NotAHeaderLine { action: String, found: String },
+    #[error("`{action}` needs one address user@domain, not `{found}`")]
+    NotAnAddress { action: String, found: String },
+    #[error("`FILTER` needs the name of a `content-filter`, not `{found}`")]
+    NotAFilterName { found: String },
+    #[error("empty action")]
+    Empty,
+    #[error("unknown action `{word}`")]
+    Unknown { word: String },
+}
+
 /// Reads an action (`REJECT 5.7.1 no thanks`). Action words are case-insensitive.
 /// `FILTER NAME` names a `content-filter` (checked against the defined ones when the
 /// configuration is read).
-pub fn parse_action(result: &str, content: Content) -> Result<CheckAction, String> {
+pub fn parse_action(result: &str, content: Content) -> Result<CheckAction, ActionError> {
     let result = result.trim();
     let (word, rest) = match result.find(char::is_whitespace) {
         Some(n) => (&result[..n], result[n..].trim_start()),
@@ -179,10 +200,10 @@ pub fn parse_action(result: &str, content: Content) -> Result<CheckAction, Strin
         if rest.is_empty() {
             Ok(action)
         } else {
-            Err(format!(
-                "`{}` takes no text (found `{rest}`)",
-                word.to_ascii_uppercase()
-            ))
+            Err(ActionError::TakesNoText {
+                action: word.to_ascii_uppercase(),
+                found: rest.to_owned(),
+            })
         }
     };
     match word.to_ascii_uppercase().as_str() {
@@ -198,17 +219,16 @@ pub fn parse_action(result: &str, content: Content) -> Result<CheckAction, Strin
         "PREPEND" | "REPLACE" => {
             let upper = word.to_ascii_uppercase();
             if rest.is_empty() {
-                return Err(format!("`{upper}` needs the text of a line"));
+                return Err(ActionError::NeedsText { action: upper });
             }
             if rest.chars().any(|c| c.is_control() && c != '\t') {
-                return Err(format!(
-                    "`{upper}` text must not contain control characters"
-                ));
+                return Err(ActionError::ControlCharacters { action: upper });
             }
             if content.is_header() && !is_header_line(rest) {
-                return Err(format!(
-                    "`{upper}` on a header needs a header line `Name: value`, not `{rest}`"
-                ));
+                return Err(ActionError::NotAHeaderLine {
+                    action: upper,
+                    found: rest.to_owned(),
+                });
             }
             Ok(if upper == "PREPEND" {
                 CheckAction::Prepend(text())
@@ -219,9 +239,10 @@ pub fn parse_action(result: &str, content: Content) -> Result<CheckAction, Strin
         "REDIRECT" | "BCC" => {
             let upper = word.to_ascii_uppercase();
             if !is_address(rest) {
-                return Err(format!(
-                    "`{upper}` needs one address user@domain, not `{rest}`"
-                ));
+                return Err(ActionError::NotAnAddress {
+                    action: upper,
+                    found: rest.to_owned(),
+                });
             }
             Ok(if upper == "REDIRECT" {
                 CheckAction::Redirect(text())
@@ -231,14 +252,16 @@ pub fn parse_action(result: &str, content: Content) -> Result<CheckAction, Strin
         }
         "FILTER" => {
             if rest.is_empty() || rest.contains(char::is_whitespace) {
-                return Err(format!(
-                    "`FILTER` needs the name of a `content-filter`, not `{rest}`"
-                ));
+                return Err(ActionError::NotAFilterName {
+                    found: rest.to_owned(),
+                });
             }
             Ok(CheckAction::Filter(text()))
         }
-        "" => Err("empty action".to_owned()),
-        _ => Err(format!("unknown action `{word}`")),
+        "" => Err(ActionError::Empty),
+        _ => Err(ActionError::Unknown {
+            word: word.to_owned(),
+        }),
     }
 }
 
@@ -289,8 +312,9 @@ fn is_address(text: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// The action, or the text of its error (what users see).
     fn header(s: &str) -> Result<CheckAction, String> {
-        parse_action(s, Content::Header)
+        parse_action(s, Content::Header).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -23,13 +23,13 @@
 //! }
 //! ```
 //!
-//! Layout: `parser` walks the KDL document, `units` reads sizes and durations,
+//! Layout: `parse` walks the KDL document (one file per part of the grammar), `units` reads sizes and durations,
 //! `error` holds the diagnostics, and [`Reply`] and [`Stage`] live here (re-exported
 //! by policy) so that the dependency stays one-way, config ← policy.
 
 pub mod checks;
 mod error;
-mod parser;
+mod parse;
 mod reply;
 mod revision;
 pub mod route;
@@ -49,10 +49,10 @@ use crate::lookup::{DomainSet, NetworkSet, Table};
 
 pub use crate::net::tls::CertKey;
 pub use error::{ConfigError, ConfigErrors, render};
-pub use reply::{MAX_REPLY_TEXT, Reply, sanitize_text};
+pub use reply::{MAX_REPLY_TEXT, Reply, ReplyCodeError, sanitize_text};
 pub use revision::{Sources, Stamp};
 pub use stage::Stage;
-pub use units::{parse_duration, parse_size};
+pub use units::{DurationError, SizeError, parse_duration, parse_size};
 
 /// A complete, validated configuration.
 #[derive(Clone, Debug)]
@@ -776,15 +776,12 @@ impl Config {
             ))],
         })?;
         let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-        parser::parse(&name, &absolute, &text)
+        parse::parse(&name, &absolute, &text)
     }
 
     /// Validates `text` as if read from a file called `name`: `name` appears in
     /// errors and rule origins, and a relative spool resolves against its parent.
     pub fn parse(name: &str, text: &str) -> Result<Config, ConfigErrors> {
-        parser::parse(name, Path::new(name), text)
+        parse::parse(name, Path::new(name), text)
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -39,16 +39,13 @@ impl Reply {
 
     /// Whether `code` and `enhanced` make a negative reply policy may send: a 4xx or
     /// 5xx code whose enhanced class is its first digit.
-    pub fn check_codes(code: u16, enhanced: [u8; 3]) -> Result<(), String> {
+    pub fn check_codes(code: u16, enhanced: [u8; 3]) -> Result<(), ReplyCodeError> {
         if !(400..=599).contains(&code) {
-            return Err(format!("reply code {code} is not a 4xx or 5xx code"));
+            return Err(ReplyCodeError::NotNegative { code });
         }
         let class = (code / 100) as u8;
         if enhanced[0] != class {
-            return Err(format!(
-                "enhanced status code {}.{}.{} does not match reply code {code}: its class must be {class}",
-                enhanced[0], enhanced[1], enhanced[2]
-            ));
+            return Err(ReplyCodeError::ClassMismatch { code, enhanced });
         }
         Ok(())
     }
@@ -88,6 +85,18 @@ impl fmt::Display for Reply {
     }
 }
 
+/// Codes that do not make a negative reply (see [`Reply::check_codes`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyCodeError {
+    #[error("reply code {code} is not a 4xx or 5xx code")]
+    NotNegative { code: u16 },
+    #[error(
+        "enhanced status code {}.{}.{} does not match reply code {code}: its class must be {}",
+        enhanced[0], enhanced[1], enhanced[2], code / 100
+    )]
+    ClassMismatch { code: u16, enhanced: [u8; 3] },
+}
+
 /// Makes `text` safe for a reply line: every character outside printable ASCII
 /// (CR, LF, other controls, DEL, non-ASCII) becomes `?`, and the result is cut to at
 /// most `max` bytes.
@@ -101,4 +110,20 @@ pub fn sanitize_text(text: &str, max: usize) -> String {
 /// Printable ASCII, the character set of RFC 5321 reply text (plus space).
 pub(crate) fn is_reply_char(c: char) -> bool {
     matches!(c, ' '..='~')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reply;
+
+    #[test]
+    fn code_errors_say_what_is_wrong() {
+        let e = Reply::check_codes(250, [2, 0, 0]).unwrap_err();
+        assert_eq!(e.to_string(), "reply code 250 is not a 4xx or 5xx code");
+        let e = Reply::check_codes(451, [5, 7, 1]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "enhanced status code 5.7.1 does not match reply code 451: its class must be 4"
+        );
+    }
 }

@@ -101,6 +101,18 @@ impl Refusal {
     }
 }
 
+/// An `mtactl` command that failed: the text is what it prints on stderr (rendered
+/// configuration errors, or `mtactl: ...` lines), before it exits non-zero.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CommandError(String);
+
+impl From<String> for CommandError {
+    fn from(text: String) -> Self {
+        CommandError(text)
+    }
+}
+
 /// Loads and compiles the configuration at `path` and runs the test suites it requires
 /// (`reload { require-tests }`): what mtad's start, a reload and `mtactl
 /// check`/`reload` do before a policy may go live.
@@ -115,7 +127,7 @@ pub fn load_live(path: &Path) -> Result<(Config, Pipeline), Refusal> {
 
 /// `mtactl check`: exit 0 with a one-line summary, or every error rendered.
 /// The second line is the policy's revision (what `mtactl status` reports once it runs).
-pub fn check(path: &Path, connect: bool) -> Result<(), String> {
+pub fn check(path: &Path, connect: bool) -> Result<(), CommandError> {
     let (config, pipeline) = load_live(path).map_err(|refusal| refusal.render())?;
     print_table_warnings(&config);
     outln!("{}", summary(&config));
@@ -178,12 +190,15 @@ fn check_databases(config: &Config) -> Result<(), String> {
 
 /// `mtactl status`: asks the running daemon (over the control socket named by the
 /// configuration) and prints [`status::render`]'s text, or the JSON object with `json`.
-pub fn status(path: &Path, json: bool) -> Result<(), String> {
+pub fn status(path: &Path, json: bool) -> Result<(), CommandError> {
     let config = load(path)?;
     let status =
         socket::status(&config.server.control_socket).map_err(|e| format!("mtactl: {e}"))?;
     if !status.ok {
-        return Err(format!("mtactl status: mtad: {}", status.error));
+        return Err(CommandError(format!(
+            "mtactl status: mtad: {}",
+            status.error
+        )));
     }
     if json {
         let text = serde_json::to_string_pretty(&status).map_err(|e| e.to_string())?;
@@ -196,15 +211,15 @@ pub fn status(path: &Path, json: bool) -> Result<(), String> {
 
 /// `mtactl reload`: checks the configuration here first (a broken one is reported and
 /// never sent), then asks the daemon to reload and reports what it says.
-pub fn reload(path: &Path) -> Result<(), String> {
+pub fn reload(path: &Path) -> Result<(), CommandError> {
     let (config, _) = load_live(path).map_err(|refusal| refusal.render())?;
     let answer =
         socket::reload(&config.server.control_socket).map_err(|e| format!("mtactl: {e}"))?;
     if !answer.ok {
-        return Err(format!(
+        return Err(CommandError(format!(
             "mtactl reload: mtad refused the new configuration; the running policy stays\n{}",
             answer.errors
-        ));
+        )));
     }
     outln!("{}: reloaded", config.path.display());
     if !answer.needs_restart.is_empty() {
@@ -248,7 +263,7 @@ fn load(path: &Path) -> Result<Config, String> {
 /// `(held)`), then one indented line per recipient with its state, and its last reply
 /// in parentheses. `json`: the [`QueuedMessage`]s as a JSON array (fields in
 /// `docs/operations.md`).
-pub fn queue_list(path: &Path, json: bool) -> Result<(), String> {
+pub fn queue_list(path: &Path, json: bool) -> Result<(), CommandError> {
     let config = load(path)?;
     let messages = queue::scan(&config.server.spool).map_err(|e| format!("mtactl: {e}"))?;
     let mut out = output::stdout();
@@ -330,7 +345,7 @@ fn arrival(ms: u64) -> String {
 /// `mtactl queue show ID`: the envelope and each recipient's state, then the message
 /// as stored; `raw`: only the message; `json`: the [`QueuedMessage`] as JSON (as one
 /// element of `queue list --format json`), without the message.
-pub fn queue_show(path: &Path, id: &str, raw: bool, json: bool) -> Result<(), String> {
+pub fn queue_show(path: &Path, id: &str, raw: bool, json: bool) -> Result<(), CommandError> {
     let config = load(path)?;
     let id: QueueId = id
         .parse()
@@ -381,13 +396,17 @@ pub fn queue_show(path: &Path, id: &str, raw: bool, json: bool) -> Result<(), St
 /// (exit 1) if an id was not queued, a flushed id is on hold, or the daemon is not
 /// running. No ids, or `ALL`, means every message; `delete` needs one or the other
 /// spelled out (`ALL`), like `postsuper -d ALL`.
-pub fn queue_command(path: &Path, action: QueueAction, args: &[String]) -> Result<(), String> {
+pub fn queue_command(
+    path: &Path,
+    action: QueueAction,
+    args: &[String],
+) -> Result<(), CommandError> {
     let name = action.name();
     let all = args.iter().any(|a| a == "ALL");
     if all && args.len() > 1 {
-        return Err(format!(
+        return Err(CommandError(format!(
             "mtactl queue {name}: ALL cannot be combined with queue ids"
-        ));
+        )));
     }
     let ids = if all {
         Vec::new()
@@ -399,7 +418,8 @@ pub fn queue_command(path: &Path, action: QueueAction, args: &[String]) -> Resul
     if action == QueueAction::Delete && !all && ids.is_empty() {
         return Err(
             "mtactl queue delete: give the queue ids to delete, or ALL to delete every message"
-                .to_owned(),
+                .to_owned()
+                .into(),
         );
     }
     let explicit = !ids.is_empty();
@@ -446,7 +466,7 @@ pub fn queue_command(path: &Path, action: QueueAction, args: &[String]) -> Resul
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(problems)
+        Err(CommandError(problems))
     }
 }
 
@@ -470,7 +490,7 @@ fn print_table_warnings(config: &Config) {
 /// a member. When a name is used by several kinds, `table:NAME`, `networks:NAME` or
 /// `domains:NAME` chooses. `Err` carries the rendered configuration errors, or an
 /// unknown name with a suggestion (the binary exits 2).
-pub fn lookup(path: &Path, name: &str, key: &str) -> Result<bool, String> {
+pub fn lookup(path: &Path, name: &str, key: &str) -> Result<bool, CommandError> {
     let config = load(path)?;
     print_table_warnings(&config);
     let (only, bare) = match name.split_once(':') {
@@ -502,18 +522,18 @@ pub fn lookup(path: &Path, name: &str, key: &str) -> Result<bool, String> {
                 .max_by(|a, b| a.0.total_cmp(&b.0))
                 .map(|(_, n)| format!(": did you mean `{n}`?"))
                 .unwrap_or_default();
-            return Err(format!(
+            return Err(CommandError(format!(
                 "mtactl: no table or set named `{bare}` in {}{hint}",
                 config.path.display()
-            ));
+            )));
         }
         several => {
             let choices: Vec<String> = several.iter().map(|k| format!("`{k}:{bare}`")).collect();
-            return Err(format!(
+            return Err(CommandError(format!(
                 "mtactl: `{bare}` names a {}; write {}",
                 several.join(" and a "),
                 choices.join(" or ")
-            ));
+            )));
         }
     };
     let failed =

@@ -33,6 +33,7 @@ use serde::Serialize;
 use crate::config::{AuthCheck, Config, render};
 use crate::mailauth::DnsFixture;
 use crate::policy::{DryEnvelope, DryRunReport, Pipeline, Stage};
+use crate::position::Positions;
 
 /// Exit statuses, as documented: everything accepted / passed, something refused /
 /// failed, the configuration (or a test file) is broken.
@@ -457,7 +458,7 @@ fn check(case: &Case, report: &DryRunReport) -> Vec<String> {
 /// `file:line:col`.
 struct KdlFile {
     name: String,
-    text: String,
+    text: Positions,
 }
 
 impl KdlFile {
@@ -466,8 +467,11 @@ impl KdlFile {
         let name = path.display().to_string();
         let text =
             std::fs::read_to_string(path).map_err(|e| vec![format!("{name}: cannot read: {e}")])?;
-        let file = KdlFile { name, text };
-        let doc = KdlDocument::parse_v2(&file.text).map_err(|e| {
+        let file = KdlFile {
+            name,
+            text: Positions::new(text),
+        };
+        let doc = KdlDocument::parse_v2(file.text.text()).map_err(|e| {
             e.diagnostics
                 .iter()
                 .map(|d| {
@@ -484,10 +488,7 @@ impl KdlFile {
 
     /// `file:line:col` of a byte offset (columns count characters).
     fn at(&self, offset: usize) -> String {
-        let before = &self.text[..offset.min(self.text.len())];
-        let line = before.matches('\n').count() + 1;
-        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        format!("{}:{line}:{col}", self.name)
+        self.text.at(&self.name, offset)
     }
 }
 

@@ -150,7 +150,16 @@ impl SqlSource {
     /// Checks `url` and prepares its connection options, without connecting.
     /// `config_path` is the configuration file, against whose directory a relative
     /// SQLite path resolves. The error is one sentence for the `sql=` property.
-    pub fn parse(url: &str, config_path: &Path, timeout: Duration) -> Result<SqlSource, String> {
+    pub fn parse(
+        url: &str,
+        config_path: &Path,
+        timeout: Duration,
+    ) -> Result<SqlSource, InvalidSqlUrl> {
+        Self::parse_url(url, config_path, timeout).map_err(InvalidSqlUrl)
+    }
+
+    /// [`SqlSource::parse`], its error as text.
+    fn parse_url(url: &str, config_path: &Path, timeout: Duration) -> Result<SqlSource, String> {
         let (display, connect) = match SqlKind::of_url(url) {
             Some(SqlKind::Sqlite) => {
                 let rest = url.strip_prefix("sqlite:").unwrap_or_default();
@@ -492,7 +501,24 @@ fn local_without_tls(
 /// (with MySQL's backslash escapes), quoted identifiers (MySQL's backticks too) and
 /// comments (MySQL's `#` too) are skipped. The error is one sentence for the
 /// `query=` property.
-pub fn check_query(query: &str, kind: SqlKind) -> Result<SqlQuery, String> {
+pub fn check_query(query: &str, kind: SqlKind) -> Result<SqlQuery, InvalidQuery> {
+    query_parameters(query, kind).map_err(InvalidQuery)
+}
+
+/// An `sql=` URL that mtad cannot use (its syntax, a TLS setting, a host that is not
+/// this one); the text is one sentence for the `sql=` property.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidSqlUrl(String);
+
+/// A `query=` whose parameters are not exactly one key in a form the database
+/// understands; the text is one sentence for the `query=` property.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidQuery(String);
+
+/// [`check_query`], its error as text.
+fn query_parameters(query: &str, kind: SqlKind) -> Result<SqlQuery, String> {
     if query.trim().is_empty() {
         return Err("the query is empty".to_owned());
     }
@@ -689,7 +715,7 @@ mod tests {
             ("SELECT p FROM u WHERE a = 1 # ?", my, "no parameter"),
             ("SELECT `?` FROM u", my, "no parameter"),
         ] {
-            let e = check_query(q, kind).expect_err(q);
+            let e = check_query(q, kind).expect_err(q).to_string();
             assert!(e.contains(why), "{q}: {e}");
         }
     }
@@ -763,7 +789,7 @@ mod tests {
             ("postgres://u@10.0.0.5/mail", "not on this host"),
             ("postgres://u@127.0.0.1/mail?sslmode=require", "TLS"),
         ] {
-            let e = SqlSource::parse(bad, config, t).expect_err(bad);
+            let e = SqlSource::parse(bad, config, t).expect_err(bad).to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
     }

@@ -32,6 +32,7 @@ use std::ops::Range;
 use ipnet::IpNet;
 
 use super::sql_table::{LookupError, SqlTable};
+use crate::position::Positions;
 use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
 /// Which format a table was read from.
@@ -232,32 +233,6 @@ impl Table {
 
 // ---- line handling --------------------------------------------------------------
 
-/// Where lines start in a text, to turn byte offsets into line:column.
-struct Positions<'t> {
-    text: &'t str,
-    line_starts: Vec<usize>,
-}
-
-impl<'t> Positions<'t> {
-    fn new(text: &'t str) -> Self {
-        let line_starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-            .collect();
-        Self { text, line_starts }
-    }
-
-    fn line_col(&self, offset: usize) -> (u32, u32) {
-        let offset = offset.min(self.text.len());
-        let line = self.line_starts.partition_point(|&s| s <= offset) - 1;
-        let start = self.line_starts[line];
-        let column = self
-            .text
-            .get(start..offset)
-            .map_or(offset - start, |s| s.chars().count());
-        (to_u32(line + 1), to_u32(column + 1))
-    }
-}
-
 fn to_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
@@ -324,7 +299,7 @@ fn logical_lines(text: &str) -> Vec<Logical<'_>> {
 
 /// Collects errors with positions.
 struct Errors<'t> {
-    positions: Positions<'t>,
+    positions: Positions<&'t str>,
     errors: Vec<TableError>,
 }
 

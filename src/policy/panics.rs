@@ -16,17 +16,30 @@ use std::sync::Once;
 
 thread_local! {
     /// `Some` while a [`catch`] runs on this thread: what the last panic said.
-    static CAUGHT: RefCell<Option<Option<String>>> = const { RefCell::new(None) };
+    static CAUGHT: RefCell<Option<Option<Panicked>>> = const { RefCell::new(None) };
 }
 
-/// Runs `f`; a panic is `Err` with its place and message (`src/x.rs:12:5: text`).
-pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+/// A panic that [`catch`] caught: `src/x.rs:12:5: text`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{place}: {message}")]
+pub(crate) struct Panicked {
+    /// file:line:col of the Rust source, or `(unknown place)`.
+    pub place: String,
+    /// The panic's message, or `(no message)`.
+    pub message: String,
+}
+
+/// Runs `f`; a panic is `Err` with its place and message.
+pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Panicked> {
     install();
     let outer = CAUGHT.with(|c| c.replace(Some(None)));
     let result = std::panic::catch_unwind(AssertUnwindSafe(f));
     let caught = CAUGHT.with(|c| c.replace(outer)).flatten();
     result.map_err(|payload| {
-        caught.unwrap_or_else(|| format!("(unknown place): {}", message(payload.as_ref())))
+        caught.unwrap_or_else(|| Panicked {
+            place: "(unknown place)".to_owned(),
+            message: message(payload.as_ref()).to_owned(),
+        })
     })
 }
 
@@ -51,7 +64,10 @@ fn install() {
                                 || "(unknown place)".to_owned(),
                                 |l| format!("{}:{}:{}", l.file(), l.line(), l.column()),
                             );
-                            *last = Some(format!("{place}: {}", message(info.payload())));
+                            *last = Some(Panicked {
+                                place,
+                                message: message(info.payload()).to_owned(),
+                            });
                             true
                         }
                         None => false,
@@ -72,16 +88,18 @@ mod tests {
 
     #[test]
     fn a_panic_is_an_error_with_its_place() {
-        let err = catch(|| -> u32 { panic!("boom {}", 7) }).unwrap_err();
+        let err = catch(|| -> u32 { panic!("boom {}", 7) })
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("src/policy/panics.rs:"), "{err}");
         assert!(err.ends_with(": boom 7"), "{err}");
         assert_eq!(catch(|| 5), Ok(5));
         // nested: the inner catch does not end the outer one
         let outer = catch(|| {
             let inner = catch(|| -> () { panic!("inner") });
-            assert!(inner.unwrap_err().ends_with("inner"));
+            assert_eq!(inner.unwrap_err().message, "inner");
             panic!("outer")
         });
-        assert!(outer.unwrap_err().ends_with("outer"));
+        assert_eq!(outer.unwrap_err().message, "outer");
     }
 }

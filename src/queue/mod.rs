@@ -547,10 +547,10 @@ fn recover(dir: &Path, mode: Mode) -> Result<Recovered, SpoolError> {
     for &seq in &seqs {
         let path = segment_path(dir, seq);
         let read = read_segment(&path, |rec| {
-            let decoded = decode(rec.kind, rec.payload).map_err(|reason| SpoolError::Corrupt {
+            let decoded = decode(rec.kind, rec.payload).map_err(|e| SpoolError::Corrupt {
                 path: path.clone(),
                 offset: rec.offset,
-                reason,
+                reason: e.to_string(),
             })?;
             max_id = max_id.max(record_id(&decoded).0);
             index.apply(seq, rec.offset, rec.len, decoded);

@@ -431,7 +431,18 @@ impl<'a> Reader<'a> {
 /// Decodes a payload whose CRC already matched. An error here is not a torn write but a
 /// record this code cannot understand (a bug or a newer format), so the caller must not
 /// silently drop it.
-pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Decoded, String> {
+pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Decoded, DecodeError> {
+    decode_record(kind, payload).map_err(DecodeError)
+}
+
+/// A record whose CRC matched but whose contents this mtad cannot read (a bug, or a
+/// format written by a newer mtad); the text says what did not fit.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct DecodeError(String);
+
+/// [`decode`], its error as text.
+fn decode_record(kind: u8, payload: &[u8]) -> Result<Decoded, String> {
     let mut r = Reader {
         buf: payload,
         pos: 0,

@@ -751,7 +751,9 @@ fn records_without_a_revision_still_read() {
     let mut newer = payload.clone();
     newer[17] |= 0b1000_0000;
     newer.splice(18..18, 0x8000_0000u32.to_le_bytes());
-    let err = record::decode(record::KIND_MESSAGE, &newer).unwrap_err();
+    let err = record::decode(record::KIND_MESSAGE, &newer)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("newer mtad"), "{err}");
 }
 

@@ -427,7 +427,7 @@ impl Parser {
                     _ if text == "virtual" => None,
                     Ok(_) => Some(text.to_owned()),
                     Err(e) => {
-                        self.error(entry.span(), e, "invalid transport");
+                        self.error(entry.span(), e.to_string(), "invalid transport");
                         return None;
                     }
                 }

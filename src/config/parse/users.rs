@@ -149,7 +149,7 @@ impl Parser {
                     Some(source)
                 }
                 Err(e) => {
-                    self.error(sql.span(), e, "invalid SQL URL").help = Some(
+                    self.error(sql.span(), e.to_string(), "invalid SQL URL").help = Some(
                         "e.g. sql=\"sqlite:users.db\", sql=\"postgres://mtad@127.0.0.1:5432/mail\" or sql=\"mysql://mtad:PASSWORD@127.0.0.1:3306/mail\""
                             .to_owned(),
                     );
@@ -171,7 +171,8 @@ impl Parser {
         let query = match check_query(text, kind) {
             Ok(query) => query,
             Err(e) => {
-                self.error(query_entry.span(), e, "invalid query").help = Some(format!(
+                self.error(query_entry.span(), e.to_string(), "invalid query")
+                    .help = Some(format!(
                     "the query gets {key} as its parameter and returns one column, {column}"
                 ));
                 return None;
@@ -188,7 +189,7 @@ mod tests {
 
     const HEAD: &str = "server {\n    hostname \"mx.example.test\"\n    spool \"spool\"\n}\nlisten \"mx\" address=\"127.0.0.1:2525\"\n";
 
-    fn load(dir: &std::path::Path, body: &str) -> Result<Config, ConfigErrors> {
+    pub(super) fn load(dir: &std::path::Path, body: &str) -> Result<Config, ConfigErrors> {
         let path = dir.join("mtad.kdl");
         std::fs::write(&path, format!("{HEAD}{body}")).unwrap();
         Config::load(&path)

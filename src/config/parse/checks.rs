@@ -39,11 +39,13 @@ pub(crate) fn check_result(
         // only the action word is known; its argument is checked on the message
         let upper = word.to_ascii_uppercase();
         if !ACTIONS.contains(&upper.as_str()) {
-            return parse_action(word, content).map(|_| ());
+            return parse_action(word, content)
+                .map(|_| ())
+                .map_err(|e| e.to_string());
         }
         return Ok(());
     }
-    match parse_action(result, content)? {
+    match parse_action(result, content).map_err(|e| e.to_string())? {
         CheckAction::Filter(name) if !filters.contains_key(&name) => {
             let hint = suggest(&name, filters.keys().map(String::as_str))
                 .map_or_else(String::new, |s| format!(" ({s})"));

@@ -150,3 +150,6 @@ impl Parser {
         auth
     }
 }
+
+#[cfg(test)]
+mod tests;
