@@ -366,6 +366,21 @@ fn every_top_level_module_is_in_the_table() {
 }
 
 #[test]
+fn a_module_is_its_files() {
+    // no `#[path]`: a file's place says which module it is
+    let mut files = Vec::new();
+    rust_files(&source_dir(), &mut files);
+    for file in files {
+        let code = strip(&std::fs::read_to_string(&file).unwrap());
+        assert!(
+            !code.contains("#[path"),
+            "{}: #[path] attaches a file to a module its place does not name",
+            file.display()
+        );
+    }
+}
+
+#[test]
 fn the_table_has_no_cycle() {
     // each module imports only modules listed before it
     let mut seen: BTreeSet<&str> = BTreeSet::new();
