@@ -351,12 +351,10 @@ impl TlsPolicy {
 }
 
 impl std::str::FromStr for TlsPolicy {
-    // Still text: a test in delivery/tls.rs (which moves in this issue) reads it as
-    // a `String`; `TlsPolicy::parse` is the named-error form.
-    type Err = String;
+    type Err = UnknownTlsPolicy;
 
-    fn from_str(s: &str) -> Result<Self, String> {
-        TlsPolicy::parse(s).map_err(|e| e.to_string())
+    fn from_str(s: &str) -> Result<Self, UnknownTlsPolicy> {
+        TlsPolicy::parse(s)
     }
 }
 

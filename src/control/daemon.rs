@@ -32,7 +32,7 @@ pub enum ServeError {
     #[error("cannot open the spool: {0}")]
     Spool(#[from] SpoolError),
     #[error("cannot use the TLS certificate of {0}")]
-    Tls(String),
+    Tls(#[from] crate::smtp::tls::ListenerTlsError),
     #[error("cannot set up DNS resolution: {0}")]
     Resolver(String),
     #[error("cannot open the control socket {}: {source}", path.display())]

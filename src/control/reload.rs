@@ -141,7 +141,7 @@ impl Reloader {
 
     fn prepare(&self) -> Result<Next, Refusal> {
         let (config, pipeline) = load_live(&self.path)?;
-        let listens = Listen::all(&config).map_err(|e| Refusal::Other(vec![e]))?;
+        let listens = Listen::all(&config).map_err(|e| Refusal::Other(vec![e.to_string()]))?;
         let outbound = outbound(&config).map_err(|e| Refusal::Other(vec![e.to_string()]))?;
         let bound = self
             .listeners

@@ -35,7 +35,7 @@ impl TlsClient {
     /// (rustls-native-certs) and, when given, every certificate in the PEM file
     /// `ca_file`. An unreadable or empty `ca_file` is an error naming it; unreadable
     /// system roots are only logged (verification then fails, the other modes work).
-    pub fn new(ca_file: Option<&Path>) -> Result<TlsClient, String> {
+    pub fn new(ca_file: Option<&Path>) -> Result<TlsClient, TlsClientError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = RootCertStore::empty();
 
@@ -48,22 +48,24 @@ impl TlsClient {
 
         if let Some(path) = ca_file {
             let shown = path.display();
-            for cert in crate::net::tls::read_certificates(path, "CA file")? {
+            let certs = crate::net::tls::read_certificates(path, "CA file")
+                .map_err(|e| TlsClientError(e.to_string()))?;
+            for cert in certs {
                 roots
                     .add(cert)
-                    .map_err(|e| format!("CA file {shown}: {e}"))?;
+                    .map_err(|e| TlsClientError(format!("CA file {shown}: {e}")))?;
             }
         }
 
         let count = roots.len();
         let verifying = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS client configuration: {e}"))?
+            .map_err(|e| TlsClientError(format!("TLS client configuration: {e}")))?
             .with_root_certificates(roots)
             .with_no_client_auth();
         let unverified = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS client configuration: {e}"))?
+            .map_err(|e| TlsClientError(format!("TLS client configuration: {e}")))?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyCertificate {
                 algorithms: provider.signature_verification_algorithms,
@@ -90,6 +92,12 @@ impl TlsClient {
         self.roots
     }
 }
+
+/// The client's TLS cannot be set up: the CA file (named) cannot be read or holds no
+/// certificate, or rustls refuses the configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsClientError(String);
 
 /// Encryption without authentication: any certificate chain and any name are accepted,
 /// but the handshake's signatures are still checked with the certificate's key, so the
@@ -152,7 +160,7 @@ mod tests {
             assert_eq!(s.parse::<TlsMode>(), Ok(mode), "{s}");
         }
         assert_eq!(TlsMode::Opportunistic.to_string(), "opportunistic");
-        let err = "dane".parse::<TlsMode>().unwrap_err();
+        let err = "dane".parse::<TlsMode>().unwrap_err().to_string();
         assert!(
             err.contains("`dane`") && err.contains("opportunistic"),
             "{err}"
@@ -163,11 +171,11 @@ mod tests {
     fn a_bad_ca_file_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.pem");
-        let err = TlsClient::new(Some(&missing)).unwrap_err();
+        let err = TlsClient::new(Some(&missing)).unwrap_err().to_string();
         assert!(err.contains("missing.pem"), "{err}");
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").unwrap();
-        let err = TlsClient::new(Some(&empty)).unwrap_err();
+        let err = TlsClient::new(Some(&empty)).unwrap_err().to_string();
         assert!(
             err.contains("empty.pem") && err.contains("no CERTIFICATE"),
             "{err}"

@@ -21,10 +21,20 @@ pub struct CertKey {
     pub key: PathBuf,
 }
 
+/// A certificate or key file that cannot be used; the text names the file and what is
+/// wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsFileError(String);
+
 /// Reads a certificate chain and its key into a server configuration; the error names
 /// the file and what is wrong with it.
-pub fn server_config(pair: &CertKey) -> Result<Arc<rustls::ServerConfig>, String> {
-    let certs = read_certificates(&pair.certificate, "certificate file")?;
+pub fn server_config(pair: &CertKey) -> Result<Arc<rustls::ServerConfig>, TlsFileError> {
+    build_server_config(pair).map_err(TlsFileError)
+}
+
+fn build_server_config(pair: &CertKey) -> Result<Arc<rustls::ServerConfig>, String> {
+    let certs = certificates(&pair.certificate, "certificate file")?;
     let key = read_key(&pair.key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
@@ -44,7 +54,14 @@ pub fn server_config(pair: &CertKey) -> Result<Arc<rustls::ServerConfig>, String
 
 /// Every certificate in a PEM file, at least one; errors start with `what` and the path
 /// (also for the delivery client's CA file).
-pub fn read_certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn read_certificates(
+    path: &Path,
+    what: &str,
+) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
+    certificates(path, what).map_err(TlsFileError)
+}
+
+fn certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let shown = path.display();
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("{what} {shown}: {e}"))?
@@ -135,19 +152,21 @@ mod tests {
             key: k.to_path_buf(),
         };
         assert!(server_config(&pair(&c, &k)).is_ok());
-        let err = server_config(&pair(&c, &k2)).unwrap_err();
+        let err = server_config(&pair(&c, &k2)).unwrap_err().to_string();
         assert!(err.contains("do not go together"), "{err}");
-        let err = server_config(&pair(&junk, &k)).unwrap_err();
+        let err = server_config(&pair(&junk, &k)).unwrap_err().to_string();
         assert!(
             err.contains("junk.pem") && err.contains("no CERTIFICATE"),
             "{err}"
         );
-        let err = server_config(&pair(&c, &junk)).unwrap_err();
+        let err = server_config(&pair(&c, &junk)).unwrap_err().to_string();
         assert!(
             err.contains("junk.pem") && err.contains("no PRIVATE KEY"),
             "{err}"
         );
-        let err = server_config(&pair(&dir.path().join("missing"), &k)).unwrap_err();
+        let err = server_config(&pair(&dir.path().join("missing"), &k))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("missing"), "{err}");
     }
 }

@@ -199,7 +199,7 @@ impl Listen {
     /// Every listener of `config`, with its certificate's acceptor, users table and
     /// proxies: what a start or a reload runs with. Fails if a certificate cannot be
     /// used now (it was checked when the configuration was).
-    pub fn all(config: &Config) -> Result<Vec<(Listener, Listen)>, String> {
+    pub fn all(config: &Config) -> Result<Vec<(Listener, Listen)>, tls::ListenerTlsError> {
         let acceptors = tls::acceptors(config)?;
         let settings = Arc::new(Settings::new(config));
         Ok(config

@@ -5,12 +5,21 @@ use std::collections::HashMap;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
-use crate::net::tls::{CertKey, server_config};
+use crate::net::tls::{CertKey, TlsFileError, server_config};
+
+/// A listener's certificate cannot be used now (it was when the configuration was
+/// checked: a file changed or went away).
+#[derive(Debug, thiserror::Error)]
+#[error("listener \"{listener}\": {source}")]
+pub struct ListenerTlsError {
+    pub listener: String,
+    pub source: TlsFileError,
+}
 
 /// One acceptor per distinct certificate, built at start for every listener that uses
 /// TLS. A file that cannot be read now (it was fine when the configuration was
 /// checked) is an error naming the listener.
-pub fn acceptors(config: &Config) -> Result<HashMap<String, TlsAcceptor>, String> {
+pub fn acceptors(config: &Config) -> Result<HashMap<String, TlsAcceptor>, ListenerTlsError> {
     let mut built: HashMap<&CertKey, TlsAcceptor> = HashMap::new();
     let mut out = HashMap::new();
     for l in &config.listeners {
@@ -18,9 +27,11 @@ pub fn acceptors(config: &Config) -> Result<HashMap<String, TlsAcceptor>, String
         let acceptor = match built.get(pair) {
             Some(a) => a.clone(),
             None => {
-                let a = TlsAcceptor::from(
-                    server_config(pair).map_err(|e| format!("listener \"{}\": {e}", l.name))?,
-                );
+                let a =
+                    TlsAcceptor::from(server_config(pair).map_err(|source| ListenerTlsError {
+                        listener: l.name.clone(),
+                        source,
+                    })?);
                 built.insert(pair, a.clone());
                 a
             }

@@ -404,7 +404,7 @@ impl Parser {
                         Some(pair)
                     }
                     Err(e) => {
-                        self.error(at, e, "cannot use this certificate");
+                        self.error(at, e.to_string(), "cannot use this certificate");
                         None
                     }
                 }
