@@ -32,19 +32,6 @@ struct Live {
     tls_only: Vec<String>,
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// The value of `key="..."` in `line`, and where it stands.
 fn property(line: &str, key: &str) -> Option<(usize, usize, String)> {
     let start = line.find(&format!(" {key}=\""))? + key.len() + 3;

@@ -17,19 +17,6 @@ struct Example {
     root: PathBuf,
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// Copies `examples/NAME` (and `policies/`) into a temporary directory, applies `edits`
 /// to its files (file name, from, to), points it at `dns` with `smtp-port`, and starts it.
 fn start_example(

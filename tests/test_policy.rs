@@ -466,23 +466,30 @@ fn mime_matches_name_their_class_and_part() {
     );
 }
 
-/// A hook naming a content filter that does not exist fails closed.
-#[test]
-fn a_hook_choosing_an_undefined_filter_fails_closed() {
+/// A configuration of one listener and `stages`, beside the hook file `name`.
+fn with_hook(name: &str, hook: &str, stages: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("f.rhai"),
-        "fn data(ctx) {\n    ctx.content_filter(\"nope\");\n    next()\n}\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join(name), hook).unwrap();
     let config = dir.path().join("mtad.kdl");
     std::fs::write(
         &config,
-        "server {\n    hostname \"mx.example.test\"\n    spool \"spool\"\n}\n\
-         listen \"mx\" address=\"127.0.0.1:2525\"\n\
-         stage \"rcpt\" {\n    accept\n}\nstage \"data\" {\n    hook \"f.rhai\"\n}\n",
+        format!(
+            "server {{\n    hostname \"mx.example.test\"\n    spool \"spool\"\n}}\n\
+             listen \"mx\" address=\"127.0.0.1:2525\"\n{stages}"
+        ),
     )
     .unwrap();
+    (dir, config)
+}
+
+/// A hook naming a content filter that does not exist fails closed.
+#[test]
+fn a_hook_choosing_an_undefined_filter_fails_closed() {
+    let (_dir, config) = with_hook(
+        "f.rhai",
+        "fn data(ctx) {\n    ctx.content_filter(\"nope\");\n    next()\n}\n",
+        "stage \"rcpt\" {\n    accept\n}\nstage \"data\" {\n    hook \"f.rhai\"\n}\n",
+    );
     let out = mtactl(&[
         "test-policy",
         "--config",
@@ -631,20 +638,11 @@ fn forged_authentication_results_are_removed_from_unchecked_mail_too() {
 /// error with its file:line:col (docs/test-policy.md), in text and in JSON.
 #[test]
 fn a_failing_hook_shows_its_error_and_place() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("rcpt.rhai"),
+    let (_dir, config) = with_hook(
+        "rcpt.rhai",
         "fn rcpt(ctx) {\n    if ctx.rcpt.local == \"boom\" { let x = [1]; return x[5]; }\n    next()\n}\n",
-    )
-    .unwrap();
-    let config = dir.path().join("mtad.kdl");
-    std::fs::write(
-        &config,
-        "server {\n    hostname \"mx.example.test\"\n    spool \"spool\"\n}\n\
-         listen \"mx\" address=\"127.0.0.1:2525\"\n\
-         stage \"rcpt\" {\n    hook \"rcpt.rhai\" function=\"rcpt\"\n    reject 554 \"5.7.1\" \"Relay access denied\"\n}\n",
-    )
-    .unwrap();
+        "stage \"rcpt\" {\n    hook \"rcpt.rhai\" function=\"rcpt\"\n    reject 554 \"5.7.1\" \"Relay access denied\"\n}\n",
+    );
     let config = config.to_str().unwrap();
     let args = ["test-policy", "--config", config, "--from", "a@b.example"];
     let out = mtactl(&[&args[..], &["--rcpt", "boom@x.example"]].concat());

@@ -50,6 +50,20 @@ stage "rcpt" {
 /// A port free on 127.0.0.1 now, and never handed out before in this test process
 /// (the kernel may give the same ephemeral port to two `bind(0)` in a row, and two
 /// listeners of one configuration on the same port would not start).
+/// Copies the directory `from` to `to`, recursively (an example, before a test edits it).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
