@@ -100,7 +100,7 @@ fn per_message_with_hooks(c: &mut Criterion) {
                     ..mail
                 };
                 let d = pipeline.evaluate(Stage::Data, &data);
-                assert_eq!(d.header_changes.len(), 2);
+                assert_eq!(d.data().unwrap().header_changes.len(), 2);
                 assert!(!refused(d));
             })
         },

@@ -418,8 +418,8 @@ mod tests {
             ..Context::new("127.0.0.1".parse().unwrap(), "mx")
         };
         let d = p.evaluate(Stage::Data, &ctx);
-        let out = apply_raw_edits(msg.as_bytes(), &d.checks.edits);
-        let out = apply_header_edits(&out, &d.header_changes);
+        let out = apply_raw_edits(msg.as_bytes(), &d.data().unwrap().checks.edits);
+        let out = apply_header_edits(&out, &d.data().unwrap().header_changes);
         (d, String::from_utf8(out).unwrap())
     }
 
@@ -437,10 +437,13 @@ mod tests {
             "Subject: hello\r\n world\r\nX-Mailer: hidden\r\nX-Checked: yes\r\nFrom: a@example.test\r\n\r\nline one\r\n\r\nviagra here\r\nlast\r\n"
         );
         // both Received headers matched line 1 of the inline table (mtad.kdl:8)
-        assert_eq!(d.checks.matches.len(), 4);
-        assert_eq!(d.checks.matches[0].entry.line, 8);
-        assert_eq!(d.checks.matches[1].text, "Received: from b\n by c");
-        assert_eq!(d.checks.matches[1].action, "IGNORE");
+        assert_eq!(d.data().unwrap().checks.matches.len(), 4);
+        assert_eq!(d.data().unwrap().checks.matches[0].entry.line, 8);
+        assert_eq!(
+            d.data().unwrap().checks.matches[1].text,
+            "Received: from b\n by c"
+        );
+        assert_eq!(d.data().unwrap().checks.matches[1].action, "IGNORE");
     }
 
     #[test]
@@ -470,8 +473,11 @@ mod tests {
         ));
         let (d, _) = data(&p, &msg);
         assert!(rejected(&d), "{d:?}");
-        assert_eq!(d.checks.matches[0].text, "X-Mailer: Evil");
-        assert_eq!(d.checks.matches[1].content, Content::MimeHeader);
+        assert_eq!(d.data().unwrap().checks.matches[0].text, "X-Mailer: Evil");
+        assert_eq!(
+            d.data().unwrap().checks.matches[1].content,
+            Content::MimeHeader
+        );
         // inside a part too
         let msg = MULTI.replace(
             "Content-Type: application/octet-stream; name",
@@ -481,7 +487,7 @@ mod tests {
         let (d, _) = data(&p, &msg);
         assert!(rejected(&d), "{d:?}");
         assert!(
-            d.checks.matches[0]
+            d.data().unwrap().checks.matches[0]
                 .text
                 .starts_with("Content-Type: application/octet-stream")
         );
@@ -512,7 +518,14 @@ mod tests {
         let (d, out) = data(&p, MSG);
         assert_eq!(d.verdict, Verdict::Accept);
         assert_eq!(out, MSG);
-        let lines: Vec<u32> = d.checks.matches.iter().map(|m| m.entry.line).collect();
+        let lines: Vec<u32> = d
+            .data()
+            .unwrap()
+            .checks
+            .matches
+            .iter()
+            .map(|m| m.entry.line)
+            .collect();
         assert_eq!(lines, [8, 10]);
     }
 
@@ -540,7 +553,7 @@ mod tests {
         );
         let (d, _) = data(&p, MSG);
         assert_eq!(d.verdict, Verdict::Accept);
-        assert_eq!(d.checks.matches.len(), 1);
+        assert_eq!(d.data().unwrap().checks.matches.len(), 1);
     }
 
     #[test]
@@ -571,14 +584,17 @@ mod tests {
         let (d, _) = data(&p, MSG);
         let rcpts = vec!["a@example.test".to_owned()];
         assert_eq!(
-            d.checks.recipients(&rcpts),
+            d.data().unwrap().checks.recipients(&rcpts),
             ["a@example.test", "audit@example.test"]
         );
         let p = pipeline(
             "header-checks {\n\"/^Subject:/\" \"REDIRECT one@example.test\"\n\"/^From:/\" \"REDIRECT two@example.test\"\n\"/^X-Mailer:/\" \"BCC audit@example.test\"\n}\n",
         );
         let (d, _) = data(&p, MSG);
-        assert_eq!(d.checks.recipients(&rcpts), ["two@example.test"]);
+        assert_eq!(
+            d.data().unwrap().checks.recipients(&rcpts),
+            ["two@example.test"]
+        );
     }
 
     #[test]
@@ -587,7 +603,11 @@ mod tests {
         let (d, out) = data(&p, MSG);
         assert_eq!(d.verdict, Verdict::Accept);
         assert_eq!(out, MSG);
-        assert!(d.checks.matches[0].action.contains("treated as DUNNO"));
+        assert!(
+            d.data().unwrap().checks.matches[0]
+                .action
+                .contains("treated as DUNNO")
+        );
         let p = pipeline(
             "header-checks mode=\"warn\" {\n\"/^Received:/\" \"IGNORE\"\n\"/^Subject:/\" \"REJECT\"\n}\n",
         );
@@ -673,7 +693,7 @@ mod tests {
                 "executable attachments are refused"
             ))
         );
-        let m = &d.checks.matches[0];
+        let m = &d.data().unwrap().checks.matches[0];
         assert_eq!(m.content, Content::MimeHeader);
         assert_eq!(
             m.part.as_deref(),
@@ -687,16 +707,22 @@ mod tests {
         let p = pipeline("header-checks {\n\"/^Subject: inner/\" \"REJECT\"\n}\n");
         let (d, _) = data(&p, MULTI);
         assert!(rejected(&d));
-        assert_eq!(d.checks.matches[0].content, Content::NestedHeader);
         assert_eq!(
-            d.checks.matches[0].part.as_deref(),
+            d.data().unwrap().checks.matches[0].content,
+            Content::NestedHeader
+        );
+        assert_eq!(
+            d.data().unwrap().checks.matches[0].part.as_deref(),
             Some("part 6 (text/plain)")
         );
         // the top-level Content-Type is a MIME header
         let p = pipeline("header-checks {\n\"/^Content-Type: multipart/\" \"WARN mime\"\n}\n");
         let (d, _) = data(&p, MULTI);
-        assert_eq!(d.checks.matches[0].content, Content::MimeHeader);
-        assert_eq!(d.checks.matches[0].part, None);
+        assert_eq!(
+            d.data().unwrap().checks.matches[0].content,
+            Content::MimeHeader
+        );
+        assert_eq!(d.data().unwrap().checks.matches[0].part, None);
     }
 
     #[test]
@@ -720,8 +746,11 @@ mod tests {
         );
         let (d, _) = data(&p, MULTI);
         assert_eq!(d.verdict, Verdict::Hold);
-        assert_eq!(d.checks.matches.len(), 1);
-        assert_eq!(d.checks.matches[0].content, Content::NestedHeader);
+        assert_eq!(d.data().unwrap().checks.matches.len(), 1);
+        assert_eq!(
+            d.data().unwrap().checks.matches[0].content,
+            Content::NestedHeader
+        );
         // a non-MIME message: top-level headers only, no MIME parse needed
         let p = pipeline("mime-header-checks {\n\"/^Subject/\" \"REJECT\"\n}\n");
         assert_eq!(data(&p, MSG).0.verdict, Verdict::Accept);
@@ -753,7 +782,7 @@ mod tests {
             Verdict::Reject(Reply::new(550, [5, 7, 1], "spam"))
         );
         assert_eq!(
-            d.checks.matches[0].part.as_deref(),
+            d.data().unwrap().checks.matches[0].part.as_deref(),
             Some("part 2 (text/plain, base64)")
         );
         // quoted-printable, decoded (soft spaces and UTF-8)
@@ -787,6 +816,8 @@ mod tests {
             .replace("\r\ninner body\r\n", "\r\nbefore\r\ninner body\r\n");
         assert_eq!(out, want);
         let degraded: Vec<&str> = d
+            .data()
+            .unwrap()
             .checks
             .matches
             .iter()
@@ -794,7 +825,7 @@ mod tests {
             .map(|m| m.text.as_str())
             .collect();
         assert_eq!(degraded, ["buy cheap watches", "second line"]);
-        assert_eq!(d.checks.edits.len(), 2);
+        assert_eq!(d.data().unwrap().checks.edits.len(), 2);
     }
 
     #[test]

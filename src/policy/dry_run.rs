@@ -10,7 +10,9 @@ use serde::Serialize;
 use crate::config::AuthCheck;
 use crate::mailauth::{AuthResults, Checker, Peer};
 
-use super::{Context, Decision, HeaderChange, Pipeline, Stage, TlsInfo, Verdict, parse_headers};
+use super::{
+    Context, DataOutput, Decision, HeaderChange, Pipeline, Stage, TlsInfo, Verdict, parse_headers,
+};
 
 /// The envelope (and optional message) to run.
 #[derive(Clone, Debug, Default)]
@@ -125,7 +127,9 @@ fn result(stage: Stage, rcpt: Option<&str>, decision: &Decision) -> StageResult 
     };
     let mut header_changes: Vec<String> = Vec::new();
     let mut checks: Vec<String> = Vec::new();
-    for m in &decision.checks.matches {
+    let none = DataOutput::default();
+    let data = decision.data().unwrap_or(&none);
+    for m in &data.checks.matches {
         let part = m
             .part
             .as_ref()
@@ -150,10 +154,10 @@ fn result(stage: Stage, rcpt: Option<&str>, decision: &Decision) -> StageResult 
             }
         }
     }
-    if let Some(to) = &decision.checks.redirect {
+    if let Some(to) = &data.checks.redirect {
         checks.push(format!("redirect -> {to}"));
     }
-    for b in &decision.checks.bcc {
+    for b in &data.checks.bcc {
         checks.push(format!("bcc + {b}"));
     }
     StageResult {
@@ -170,15 +174,18 @@ fn result(stage: Stage, rcpt: Option<&str>, decision: &Decision) -> StageResult 
             .collect(),
         header_changes: header_changes
             .into_iter()
-            .chain(decision.header_changes.iter().map(|c| match c {
+            .chain(data.header_changes.iter().map(|c| match c {
                 HeaderChange::Add { name, value } => format!("+ {name}: {value}"),
                 HeaderChange::Remove { name } => format!("- {name}"),
                 HeaderChange::Replace { name, value } => format!("= {name}: {value}"),
             }))
             .collect(),
         checks,
-        transport: decision.transport.clone(),
-        route_options: (!decision.route.is_empty()).then(|| decision.route.to_string()),
+        transport: decision.route_output().and_then(|r| r.transport.clone()),
+        route_options: decision
+            .route_output()
+            .filter(|r| !r.options.is_empty())
+            .map(|r| r.options.to_string()),
         alias_of: None,
     }
 }
@@ -486,7 +493,10 @@ impl Pipeline {
                             {
                                 signed_by.push(options.clone());
                             }
-                            d.transport = Some(transport.to_string());
+                            d.output = super::Output::Route(super::RouteOutput {
+                                transport: Some(transport.to_string()),
+                                options,
+                            });
                         }
                         // the built-in checks (an unknown local user): what delivery does
                         super::Route::Refused { reply, rule: None }

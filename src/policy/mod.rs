@@ -111,23 +111,47 @@ pub struct Decision {
     pub rule: Option<Origin>,
     /// `mode="warn"` rules that matched on the way, with what they would have done.
     pub warned: Vec<(Origin, Verdict)>,
-    /// Header changes from the data hooks that ran, in order (applied to the message
-    /// unless it is refused).
-    pub header_changes: Vec<HeaderChange>,
-    /// At the route stage, the transport a route hook chose (`smtp:[host]:port`).
-    pub transport: Option<String>,
-    /// At the route stage, the deciding rule's `auth=`, `tls=` and `fallback=`.
-    pub route: route::RouteOptions,
-    /// At the data stage, what `header-checks` / `body-checks` did: raw edits (applied
-    /// before `header_changes`), REDIRECT / BCC, and every match.
-    pub checks: ContentChecks,
-    /// At the data stage, the content filter a `filter` rule chose (the last one that
-    /// matched), with that rule.
-    pub filter: Option<(String, Origin)>,
     /// Why the deciding rule failed closed (a hook's error with its file:line:col and
     /// cause, a table that cannot answer, a bad transport): what the log says beside
     /// the 451, and what `mtactl test-policy` shows.
     pub error: Option<String>,
+    /// What the stage made besides its verdict: only the data and route stages make
+    /// anything.
+    pub output: Output,
+}
+
+/// What a stage makes besides its verdict.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Output {
+    /// Connect, helo, mail and rcpt make nothing else.
+    #[default]
+    None,
+    Data(DataOutput),
+    Route(RouteOutput),
+}
+
+/// What the data stage made, for [`Pipeline::accept`] to turn into what becomes of the
+/// message.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DataOutput {
+    /// Header changes from the data hooks that ran, in order (applied to the message
+    /// unless it is refused).
+    pub header_changes: Vec<HeaderChange>,
+    /// What `header-checks` / `body-checks` did: raw edits (applied before
+    /// `header_changes`), REDIRECT / BCC, and every match.
+    pub checks: ContentChecks,
+    /// The content filter a `filter` rule or a hook chose (the last one), with its rule.
+    pub filter: Option<(String, Origin)>,
+}
+
+/// What the route stage's deciding rule chose, for [`Pipeline::route`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouteOutput {
+    /// The transport a rule or a route hook chose (`smtp:[host]:port`); `None`: the
+    /// default route.
+    pub transport: Option<String>,
+    /// The deciding rule's `auth=`, `tls=`, `fallback=`, `dkim=` ...
+    pub options: route::RouteOptions,
 }
 
 impl Decision {
@@ -137,12 +161,24 @@ impl Decision {
             verdict,
             rule: None,
             warned: Vec::new(),
-            header_changes: Vec::new(),
-            transport: None,
-            route: route::RouteOptions::default(),
-            checks: ContentChecks::default(),
-            filter: None,
             error: None,
+            output: Output::None,
+        }
+    }
+
+    /// The data stage's output (`None` at the other stages).
+    pub fn data(&self) -> Option<&DataOutput> {
+        match &self.output {
+            Output::Data(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The route stage's output (`None` at the other stages).
+    pub fn route_output(&self) -> Option<&RouteOutput> {
+        match &self.output {
+            Output::Route(r) => Some(r),
+            _ => None,
         }
     }
 
@@ -164,6 +200,30 @@ impl Decision {
             rule,
             ..Decision::built_in(Verdict::Defer(reply))
         }
+    }
+}
+
+/// A stage's output from what its rules made: the data stage's, the route stage's, or
+/// nothing.
+fn output(
+    stage: Stage,
+    header_changes: Vec<HeaderChange>,
+    checks: ContentChecks,
+    filter: Option<(String, Origin)>,
+    transport: Option<String>,
+    options: &route::RouteOptions,
+) -> Output {
+    match stage {
+        Stage::Data => Output::Data(DataOutput {
+            header_changes,
+            checks,
+            filter,
+        }),
+        Stage::Route => Output::Route(RouteOutput {
+            transport,
+            options: options.clone(),
+        }),
+        _ => Output::None,
     }
 }
 
@@ -1039,12 +1099,15 @@ impl Pipeline {
                 verdict,
                 rule: Some(decided_by),
                 warned,
-                header_changes,
-                transport,
-                route: rule.route.clone(),
-                checks: checks.out,
-                filter,
                 error,
+                output: output(
+                    stage,
+                    header_changes,
+                    checks.out,
+                    filter,
+                    transport,
+                    &rule.route,
+                ),
             };
         }
         if let Some(entry) = checks.hold.take() {
@@ -1052,12 +1115,15 @@ impl Pipeline {
                 verdict: Verdict::Hold,
                 rule: Some(entry),
                 warned,
-                header_changes,
-                transport: None,
-                route: route::RouteOptions::default(),
-                checks: checks.out,
-                filter,
                 error,
+                output: output(
+                    stage,
+                    header_changes,
+                    checks.out,
+                    filter,
+                    None,
+                    &route::RouteOptions::default(),
+                ),
             };
         }
         let mut transport = None;
@@ -1083,12 +1149,15 @@ impl Pipeline {
             verdict,
             rule: None,
             warned,
-            header_changes,
-            transport,
-            route: route::RouteOptions::default(),
-            checks: checks.out,
-            filter,
             error,
+            output: output(
+                stage,
+                header_changes,
+                checks.out,
+                filter,
+                transport,
+                &route::RouteOptions::default(),
+            ),
         }
     }
 
@@ -1326,7 +1395,11 @@ impl Pipeline {
                 port: None,
             },
         };
-        let transport = match (&d.verdict, &d.transport) {
+        let (transport, options) = match d.output {
+            Output::Route(r) => (r.transport, r.options),
+            _ => (None, route::RouteOptions::default()),
+        };
+        let transport = match (&d.verdict, &transport) {
             (Verdict::Reject(reply) | Verdict::Defer(reply), _) => {
                 return Route::Refused {
                     reply: reply.clone(),
@@ -1360,7 +1433,7 @@ impl Pipeline {
         };
         Route::To {
             transport,
-            options: d.route,
+            options,
             rule: d.rule,
         }
     }

@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use super::{Context, Decision, Headers, Origin, Pipeline, Route, Stage, TlsInfo};
+use super::{Context, DataOutput, Decision, Headers, Origin, Pipeline, Route, Stage, TlsInfo};
 use crate::message::{HeaderChange, RawEdit, apply_header_edits, apply_raw_edits};
 
 /// What becomes of a message the data stage did not refuse.
@@ -63,7 +63,9 @@ impl Pipeline {
         headers: &Headers,
         recipients: &[String],
     ) -> Acceptance {
-        let checks = &decision.checks;
+        let none = DataOutput::default();
+        let data = decision.data().unwrap_or(&none);
+        let checks = &data.checks;
         let mut edits = checks.edits.clone();
         let forged = self.forged_auth_results(listener, headers);
         let forged_count = forged.len();
@@ -72,7 +74,7 @@ impl Pipeline {
             .filter
             .as_ref()
             .filter(|_| checks.redirect.is_none())
-            .or(decision.filter.as_ref());
+            .or(data.filter.as_ref());
         let filter = self
             .filter_for(listener, chosen.map(|(name, _)| name.as_str()))
             .map(|name| {
@@ -83,7 +85,7 @@ impl Pipeline {
             });
         Acceptance {
             edits,
-            header_changes: decision.header_changes.clone(),
+            header_changes: data.header_changes.clone(),
             recipients: checks
                 .changes_recipients()
                 .then(|| checks.recipients(recipients)),
