@@ -302,6 +302,9 @@ fn run(
     for case in &cases {
         let (failures, report, transcript) = if case.session.is_some() {
             let played = sessions.next().unwrap_or_else(|| Err("not run".to_owned()));
+            if let Ok(p) = &played {
+                fired.extend(p.fired.iter().cloned());
+            }
             let (failures, lines) = check_session(played);
             (failures, None, lines)
         } else {
@@ -387,7 +390,9 @@ fn run_sessions(config: &Config, cases: &[Case]) -> Vec<Result<Played, String>> 
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start a runtime for the sessions: {e}"))?;
+        // not traffic: no log line, no metric (as the envelope dry run)
         let _quiet = tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
+        crate::metrics::detach_thread();
         runtime.block_on(async {
             let spool = transcript::open_spool(&dir.0.join("spool"))?;
             let mut out = Vec::new();

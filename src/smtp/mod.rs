@@ -72,6 +72,9 @@ pub struct Core {
     /// Set for a session run in memory ([`transcript`]): the checks answer from these
     /// records only, never from `resolver`.
     pub dns_fixture: Option<crate::mailauth::DnsFixture>,
+    /// Set for a session run in memory: every rule that decided (its `file:line:col`),
+    /// for a suite's coverage.
+    pub fired: Option<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 /// How many records of each kind the checks' DNS cache holds.
@@ -102,6 +105,7 @@ impl Core {
             resolver,
             dns_cache: Arc::new(crate::mailauth::DnsCache::new(DNS_CACHE_ENTRIES)),
             dns_fixture: None,
+            fired: None,
             policy: Arc::new(ArcSwap::new(pipeline.into())),
             on_queued: Box::new(|_| {}),
             spool,

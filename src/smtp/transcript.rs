@@ -307,6 +307,8 @@ impl fmt::Display for Mismatch {
 pub struct Played {
     pub replies: Vec<Exchange>,
     pub mismatch: Option<Mismatch>,
+    /// In memory: the rules that decided (`file:line:col`), for a suite's coverage.
+    pub fired: Vec<String>,
 }
 
 impl Played {
@@ -582,12 +584,18 @@ pub async fn in_memory(memory: Memory<'_>, transcript: &Transcript) -> Result<Pl
         shutdown,
     );
     core.dns_fixture = Some(memory.dns);
+    core.fired = Some(Default::default());
+    let core = Arc::new(core);
     let (client, server) = tokio::io::duplex(64 * 1024);
-    let session = Session::new(server, Arc::new(core), memory.client, Arc::new(listen));
+    let session = Session::new(server, core.clone(), memory.client, Arc::new(listen));
     let task = tokio::spawn(session.run());
-    let played = play(client, transcript, implicit, memory.timeout).await;
+    let mut played = play(client, transcript, implicit, memory.timeout).await;
     // the client is gone: the session reads its end and stops
     let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    if let Some(fired) = &core.fired {
+        let fired = fired.lock().unwrap_or_else(|e| e.into_inner());
+        played.fired = fired.iter().cloned().collect();
+    }
     Ok(played)
 }
 
