@@ -23,6 +23,7 @@
 //! send-bdat "Subject: hi\n\nbody\n" last=#true   // "BDAT <size> LAST" and the chunk
 //! starttls                                 // STARTTLS, its 220, the TLS handshake
 //! send-raw "NOOP\n"                        // bytes as written: no CRLF added
+//! send-raw ".\r\nQUIT\r\n" replies=2        // ... that `replies` replies answer (1)
 //! closed                                   // the server has closed the connection
 //! ```
 //!
@@ -187,9 +188,14 @@ impl Transcript {
             let before = t.steps.len();
             t = match (name, strings.len() == args) {
                 ("send", true) if args > 0 && props == 0 => t.send(&strings),
-                ("send-raw", true) if args == 1 && props == 0 => {
-                    t.send_raw(strings[0].as_bytes(), 1)
-                }
+                ("send-raw", true) if args == 1 => match node.get("replies") {
+                    None if props == 0 => t.send_raw(strings[0].as_bytes(), 1),
+                    Some(n) if props == 1 => match n.as_integer().map(usize::try_from) {
+                        Some(Ok(n)) => t.send_raw(strings[0].as_bytes(), n),
+                        _ => t,
+                    },
+                    _ => t,
+                },
                 ("send-message", true) if args == 1 && props == 0 => t.send_message(strings[0]),
                 ("send-bdat", true) if args == 1 => match flag("last") {
                     None if props == 0 => t.send_bdat(crlf(strings[0]).as_bytes(), false),
@@ -205,7 +211,7 @@ impl Transcript {
             };
             if t.steps.len() == before {
                 errors.push(format!(
-                    "{here}: `{name}`: expected one of: send \"LINE\"...; send-raw \"BYTES\"; \
+                    "{here}: `{name}`: expected one of: send \"LINE\"...; send-raw \"BYTES\" [replies=N]; \
                      send-message \"TEXT\"; send-bdat \"CHUNK\" [last=#true]; expect \"REPLY\"...; \
                      starttls; closed"
                 ));
