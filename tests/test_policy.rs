@@ -683,3 +683,43 @@ fn the_documented_session_case_passes_and_a_wrong_expectation_fails() {
         text(&out)
     );
 }
+
+/// `reload { require-tests }` runs session cases too (at start, at reload and in
+/// `mtactl check`): a failing one keeps the policy from going live.
+#[test]
+fn a_required_session_case_gates_the_policy() {
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/test-policy.md"
+    ))
+    .unwrap();
+    let at = docs.find("case \"pipelined RCPTs, one refused\"").unwrap();
+    let case = &docs[at..at + docs[at..].find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let quickstart = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/quickstart/mtad.kdl"
+    ))
+    .unwrap();
+    let config = dir.path().join("mtad.kdl");
+    std::fs::write(
+        &config,
+        format!("{quickstart}reload {{\n    require-tests \"suite.kdl\"\n}}\n"),
+    )
+    .unwrap();
+    let check = |suite: &str| {
+        std::fs::write(dir.path().join("suite.kdl"), suite).unwrap();
+        mtactl(&["check", "--config", config.to_str().unwrap()])
+    };
+    let out = check(case);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = check(&case.replace("\"554 5.7.1 Relay access denied\"", "\"250\""));
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "required test \"pipelined RCPTs, one refused\" fails: session: after \"RCPT TO:<x@foreign.test>\""
+        ),
+        "{}",
+        text(&out)
+    );
+}

@@ -869,6 +869,32 @@ mod tests {
         assert!(!played.replies[4].reply.text().contains("STARTTLS"));
     }
 
+    #[tokio::test]
+    async fn auth_is_reached_as_a_client_reaches_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users");
+        std::fs::write(&users, "alice:{PLAIN}secret\n").unwrap();
+        let mut config = config(&format!("users \"u\" file=\"{}\"\n", users.display()));
+        // the listener, as `auth="offered" auth-plaintext=#true` makes it
+        config.listeners[0].auth = crate::config::AuthMode::Offered;
+        config.listeners[0].auth_plaintext = true;
+        config.listeners[0].users = Some("u".into());
+        let t = parse(
+            r#"
+            expect "220"
+            send "EHLO client.example"
+            expect "250-mx.example.test"
+            send "AUTH PLAIN AGFsaWNlAHdyb25n"
+            expect "535 5.7.8"
+            send "AUTH PLAIN AGFsaWNlAHNlY3JldA=="
+            expect "235 2.7.0"
+            "#,
+        );
+        let played = run(&config, "192.0.2.1", &t).await;
+        assert_eq!(played.mismatch, None, "{:#?}", played.replies);
+        assert!(played.replies[1].reply.text().contains("\n250 AUTH PLAIN LOGIN"));
+    }
+
     #[test]
     fn a_bad_node_is_an_error_with_its_place() {
         let errors = Transcript::parse("expect \"220\"\nsend-bdat \"x\" last=1\nsned \"EHLO x\"\n")
