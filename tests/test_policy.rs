@@ -688,11 +688,8 @@ fn the_documented_session_case_passes_and_a_wrong_expectation_fails() {
 /// `mtactl check`): a failing one keeps the policy from going live.
 #[test]
 fn a_required_session_case_gates_the_policy() {
-    let docs = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/docs/test-policy.md"
-    ))
-    .unwrap();
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/test-policy.md"))
+        .unwrap();
     let at = docs.find("case \"pipelined RCPTs, one refused\"").unwrap();
     let case = &docs[at..at + docs[at..].find("```").unwrap()];
     let dir = tempfile::tempdir().unwrap();

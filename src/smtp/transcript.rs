@@ -892,7 +892,12 @@ mod tests {
         );
         let played = run(&config, "192.0.2.1", &t).await;
         assert_eq!(played.mismatch, None, "{:#?}", played.replies);
-        assert!(played.replies[1].reply.text().contains("\n250 AUTH PLAIN LOGIN"));
+        assert!(
+            played.replies[1]
+                .reply
+                .text()
+                .contains("\n250 AUTH PLAIN LOGIN")
+        );
     }
 
     #[test]
