@@ -439,9 +439,7 @@ fn check_session(played: Result<Played, String>) -> (Vec<String>, Vec<String>) {
     };
     let mut lines = Vec::new();
     for e in &played.replies {
-        if !e.sent.starts_with('(') || e.sent == "(connect)" {
-            lines.push(format!("> {}", e.sent));
-        }
+        lines.push(format!("> {}", e.sent));
         for l in &e.reply.lines {
             lines.push(format!("< {l}"));
         }

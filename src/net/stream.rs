@@ -307,8 +307,9 @@ impl ServerStream {
     pub async fn accept_tls(&mut self, acceptor: &TlsAcceptor) -> io::Result<()> {
         let plain = match std::mem::replace(&mut self.0, ServerInner::Closed) {
             ServerInner::Plain(io) => io,
-            other => {
-                self.0 = other;
+            ServerInner::Closed => return Err(closed()),
+            tls => {
+                self.0 = tls;
                 return Err(io::Error::new(
                     io::ErrorKind::Unsupported,
                     "TLS is already active",
