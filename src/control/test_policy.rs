@@ -394,7 +394,8 @@ fn run_sessions(config: &Config, cases: &[Case]) -> Vec<Result<Played, String>> 
         let _quiet = tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
         crate::metrics::detach_thread();
         runtime.block_on(async {
-            let spool = transcript::open_spool(&dir.0.join("spool"))?;
+            let spool = transcript::open_spool(&dir.0.join("spool"))
+                .map_err(|e| format!("cannot open a spool for the sessions: {e}"))?;
             let mut out = Vec::new();
             for case in &sessions {
                 let Some(t) = &case.session else { continue };

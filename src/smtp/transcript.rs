@@ -178,15 +178,11 @@ impl Transcript {
                 .filter_map(|e| e.value().as_string())
                 .collect();
             let args = node.entries().iter().filter(|e| e.name().is_none()).count();
-            let flag = |key: &str| {
-                node.entries()
-                    .iter()
-                    .find(|e| e.name().is_some_and(|n| n.value() == key))
-                    .map(|e| e.value().as_bool())
-            };
             let props = node.entries().iter().filter(|e| e.name().is_some()).count();
             let before = t.steps.len();
-            t = match (name, strings.len() == args) {
+            // every argument a string, no block
+            let plain = strings.len() == args && node.children().is_none();
+            t = match (name, plain) {
                 ("send", true) if args > 0 && props == 0 => t.send(&strings),
                 ("send-raw", true) if args == 1 => match node.get("replies") {
                     None if props == 0 => t.send_raw(strings[0].as_bytes(), 1),
@@ -197,7 +193,7 @@ impl Transcript {
                     _ => t,
                 },
                 ("send-message", true) if args == 1 && props == 0 => t.send_message(strings[0]),
-                ("send-bdat", true) if args == 1 => match flag("last") {
+                ("send-bdat", true) if args == 1 => match node.get("last").map(|v| v.as_bool()) {
                     None if props == 0 => t.send_bdat(crlf(strings[0]).as_bytes(), false),
                     Some(Some(last)) if props == 1 => {
                         t.send_bdat(crlf(strings[0]).as_bytes(), last)
@@ -205,8 +201,8 @@ impl Transcript {
                     _ => t,
                 },
                 ("expect", true) if args > 0 && props == 0 => t.expect(&strings),
-                ("starttls", _) if args == 0 && props == 0 => t.starttls(),
-                ("closed", _) if args == 0 && props == 0 => t.closed(),
+                ("starttls", true) if args == 0 && props == 0 => t.starttls(),
+                ("closed", true) if args == 0 && props == 0 => t.closed(),
                 _ => t,
             };
             if t.steps.len() == before {
@@ -605,11 +601,10 @@ pub async fn in_memory(memory: Memory<'_>, transcript: &Transcript) -> Result<Pl
     Ok(played)
 }
 
-/// `spool`, opened for an in-memory session (its lock taken, as the daemon's).
-pub fn open_spool(dir: &Path) -> Result<Spool, String> {
-    Spool::open(dir)
-        .map(|(spool, _)| spool)
-        .map_err(|e| format!("{}: {e}", dir.display()))
+/// The spool in `dir` (created if missing), opened for in-memory sessions as the
+/// daemon opens its own (its lock taken).
+pub fn open_spool(dir: &Path) -> Result<Spool, crate::queue::SpoolError> {
+    Spool::open(dir).map(|(spool, _)| spool)
 }
 
 /// A client TLS configuration that takes any certificate: a transcript tests the
@@ -867,6 +862,18 @@ mod tests {
         assert!(played.replies[1].reply.text().contains("\n250 STARTTLS"));
         assert_eq!(played.replies[4].sent, "EHLO client.example");
         assert!(!played.replies[4].reply.text().contains("STARTTLS"));
+
+        // an implicit-TLS listener: the handshake comes before the greeting
+        let mut implicit = config;
+        implicit.listeners[0].tls = ListenerTls::Implicit;
+        let t = parse("expect \"220\"\nsend \"EHLO c.example\"\nexpect \"250-mx\"\nstarttls\n");
+        let played = run(&implicit, "192.0.2.1", &t).await;
+        let mismatch = played.mismatch.clone().expect("no STARTTLS over TLS");
+        assert!(!played.replies[1].reply.text().contains("STARTTLS"));
+        assert_eq!(
+            (mismatch.sent.as_str(), mismatch.expected.as_str()),
+            ("STARTTLS", "220")
+        );
     }
 
     #[tokio::test]
