@@ -140,21 +140,31 @@ fn unqualified_addresses_get_the_origin_domain() {
 #[test]
 fn relay_is_refused_for_foreign_recipients() {
     let mtad = Mtad::start(STRICT);
-    let mut s = mtad.session();
-    s.cmd("EHLO client.test", "250");
-    s.cmd("MAIL FROM:<a@src.test>", "250");
-    s.cmd("RCPT TO:<b@example.test>", "250 2.1.5");
-    s.cmd("RCPT TO:<b@sub.example.test>", "250 2.1.5");
-    s.cmd(
-        "RCPT TO:<x@foreign.test>",
-        "554 5.7.1 <x@foreign.test>: Relay access denied",
+    mtad.transcript(
+        r#"
+        expect "220"
+        send "EHLO client.test"
+        expect "250"
+        send "MAIL FROM:<a@src.test>"
+        expect "250"
+        send "RCPT TO:<b@example.test>"
+        expect "250 2.1.5"
+        send "RCPT TO:<b@sub.example.test>"
+        expect "250 2.1.5"
+        send "RCPT TO:<x@foreign.test>"
+        expect "554 5.7.1 <x@foreign.test>: Relay access denied"
+        // the percent hack, a bang path and a quoted @ cannot borrow a relay domain
+        send "RCPT TO:<x%foreign.test@example.test>"
+        expect "554 5.7.1"
+        send "RCPT TO:<foreign.test!x@example.test>"
+        expect "554 5.7.1"
+        send "RCPT TO:<\"x@foreign.test\"@example.test>"
+        expect "554 5.7.1"
+        // a source route is stripped: the destination is the last hop
+        send "RCPT TO:<@example.test:x@foreign.test>"
+        expect "554 5.7.1"
+        "#,
     );
-    // the percent hack, a bang path and a quoted @ cannot borrow a relay domain
-    s.cmd("RCPT TO:<x%foreign.test@example.test>", "554 5.7.1");
-    s.cmd("RCPT TO:<foreign.test!x@example.test>", "554 5.7.1");
-    s.cmd("RCPT TO:<\"x@foreign.test\"@example.test>", "554 5.7.1");
-    // a source route is stripped: the destination is the last hop
-    s.cmd("RCPT TO:<@example.test:x@foreign.test>", "554 5.7.1");
 }
 
 #[test]
@@ -201,21 +211,24 @@ fn http_requests_end_the_session() {
 #[test]
 fn pipelined_commands_get_replies_in_order() {
     let mtad = Mtad::start(BASIC);
-    let mut s = mtad.session();
-    s.cmd("EHLO client.test", "250");
-    s.send("MAIL FROM:<a@src.test>\r\nRCPT TO:<b@example.test>\r\nRCPT TO:<c@example.test>\r\nDATA\r\n");
-    s.expect("250 2.1.0");
-    s.expect("250 2.1.5");
-    s.expect("250 2.1.5");
-    s.expect("354 ");
-    s.send(format!(
-        "{MSG}.\r\nMAIL FROM:<a@src.test>\r\nRCPT TO:<d@example.test>\r\nQUIT\r\n"
-    ));
-    s.expect("250 2.0.0 Ok: queued as");
-    s.expect("250 2.1.0");
-    s.expect("250 2.1.5");
-    s.expect("221 ");
-    s.expect_closed();
+    let played = mtad.transcript(
+        r#"
+        expect "220"
+        send "EHLO client.test"
+        expect "250"
+        send "MAIL FROM:<a@src.test>" "RCPT TO:<b@example.test>" "RCPT TO:<c@example.test>" "DATA"
+        expect "250 2.1.0" "250 2.1.5" "250 2.1.5" "354 "
+        // the end of the data, and the next transaction, in one write
+        send-raw "From: a@src.test\r\nTo: b@example.test\r\nSubject: hi\r\n\r\nhello\r\n.\r\nMAIL FROM:<a@src.test>\r\nRCPT TO:<d@example.test>\r\nQUIT\r\n" replies=4
+        expect "250 2.0.0 Ok: queued as" "250 2.1.0" "250 2.1.5" "221 "
+        closed
+        "#,
+    );
+    assert_eq!(
+        played.codes(),
+        [220, 250, 250, 250, 250, 354, 250, 250, 250, 221]
+    );
+    assert_eq!(mtad.queued().len(), 1);
 }
 
 #[test]

@@ -677,3 +677,97 @@ fn a_failing_hook_shows_its_error_and_place() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(json["stages"][3].get("error").is_none(), "{json}");
 }
+
+/// docs/test-policy.md's session case, as a suite of examples/quickstart: it passes;
+/// with one expectation wrong it fails, naming the step's place, the command, the
+/// reply expected and the reply got; a session case that holds an envelope is a
+/// broken suite.
+#[test]
+fn the_documented_session_case_passes_and_a_wrong_expectation_fails() {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/test-policy.md"))
+        .unwrap();
+    let at = docs.find("case \"pipelined RCPTs, one refused\"").unwrap();
+    let case = &docs[at..at + docs[at..].find("```").unwrap()];
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/mtad.kdl");
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("session.kdl");
+    let run = |text: &str| {
+        std::fs::write(&suite, text).unwrap();
+        mtactl(&[
+            "test-policy",
+            "--config",
+            config.to_str().unwrap(),
+            suite.to_str().unwrap(),
+        ])
+    };
+
+    let out = run(case);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("1 passed, 0 failed"), "{}", text(&out));
+    // the session's rcpt rules count as exercised
+    assert!(!text(&out).contains("mtad.kdl:13:5"), "{}", text(&out));
+
+    let wrong = case.replace("\"554 5.7.1 Relay access denied\"", "\"250\"");
+    assert_ne!(wrong, case);
+    let out = run(&wrong);
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    let line = wrong
+        .lines()
+        .position(|l| l.contains("expect \"250\" \"250 2.1.5\" \"250\""))
+        .unwrap()
+        + 1;
+    let want = format!(
+        "session: after \"RCPT TO:<x@foreign.test>\": expected \"250\"..., got \"554 5.7.1 Relay access denied\" ({}:{line}:9)",
+        suite.display()
+    );
+    assert!(report.contains(&want), "{want}\n{report}");
+    assert!(report.contains("| > EHLO client.example"), "{report}");
+    assert!(report.contains("0 passed, 1 failed"), "{report}");
+
+    let broken = case.replace("    session {", "    from \"a@src.test\"\n    session {");
+    let out = run(&broken);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains(":3:5: a `session` case holds `client`"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// `reload { require-tests }` runs session cases too (at start, at reload and in
+/// `mtactl check`): a failing one keeps the policy from going live.
+#[test]
+fn a_required_session_case_gates_the_policy() {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/test-policy.md"))
+        .unwrap();
+    let at = docs.find("case \"pipelined RCPTs, one refused\"").unwrap();
+    let case = &docs[at..at + docs[at..].find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let quickstart = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/quickstart/mtad.kdl"
+    ))
+    .unwrap();
+    let config = dir.path().join("mtad.kdl");
+    std::fs::write(
+        &config,
+        format!("{quickstart}reload {{\n    require-tests \"suite.kdl\"\n}}\n"),
+    )
+    .unwrap();
+    let check = |suite: &str| {
+        std::fs::write(dir.path().join("suite.kdl"), suite).unwrap();
+        mtactl(&["check", "--config", config.to_str().unwrap()])
+    };
+    let out = check(case);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = check(&case.replace("\"554 5.7.1 Relay access denied\"", "\"250\""));
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "required test \"pipelined RCPTs, one refused\" fails: session: after \"RCPT TO:<x@foreign.test>\""
+        ),
+        "{}",
+        text(&out)
+    );
+}

@@ -21,11 +21,29 @@
 //! `refused`), `not-reached STAGE`, `route RCPT TRANSPORT` (the route of that
 //! recipient, or of what its aliases expanded to) and `header "+ Name: value"` (a header change a data
 //! hook made: `+` add, `-` remove, `=` replace).
+//!
+//! A case may hold a `session { ... }` instead of an envelope: a transcript
+//! ([`crate::smtp::transcript`]) that the real session code plays in memory, with
+//! `client "IP" [listener="NAME"]` (and `listener`, `dns`) beside it:
+//!
+//! ```kdl
+//! case "pipelined RCPTs, one refused" {
+//!     client "192.0.2.1" listener="mx"
+//!     session {
+//!         expect "220"
+//!         send "EHLO client.example"
+//!         expect "250"
+//!         send "MAIL FROM:<a@src.test>" "RCPT TO:<x@example.test>" "RCPT TO:<y@foreign.test>"
+//!         expect "250" "250" "554 5.7.1 Relay access denied"
+//!     }
+//! }
+//! ```
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use kdl::{KdlDocument, KdlNode};
 use serde::Serialize;
@@ -34,6 +52,7 @@ use crate::config::{AuthCheck, Config, render};
 use crate::mailauth::DnsFixture;
 use crate::policy::{DryEnvelope, DryRunReport, Pipeline, Stage};
 use crate::position::Positions;
+use crate::smtp::transcript::{self, Played, Transcript, crlf};
 
 /// Exit statuses, as documented: everything accepted / passed, something refused /
 /// failed, the configuration (or a test file) is broken.
@@ -171,6 +190,9 @@ struct Case {
     filter: Option<String>,
     /// `authentication spf="pass" dmarc="fail" ...`: results the checks must give.
     auth: Vec<(String, String, String)>,
+    /// `session { ... }`: a transcript played against the real session instead of the
+    /// envelope's dry run.
+    session: Option<Transcript>,
 }
 
 #[derive(Debug)]
@@ -189,7 +211,12 @@ struct CaseResult {
     at: String,
     passed: bool,
     failures: Vec<String>,
-    report: DryRunReport,
+    /// An envelope case's dry run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    report: Option<DryRunReport>,
+    /// A session case's exchanges: `> command` and `< reply` lines.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    transcript: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -204,11 +231,11 @@ struct SuiteResult {
 /// Runs every case of every file; prints a line per case, a diff per failure, the
 /// totals and the rules no case exercised.
 pub fn suite(config_path: &Path, files: &[PathBuf], json: bool) -> u8 {
-    let (_, pipeline) = match pipeline(config_path) {
+    let (config, pipeline) = match pipeline(config_path) {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let summary = match run(&pipeline, files) {
+    let summary = match run(&config, &pipeline, files) {
         Ok(s) => s,
         Err(errors) => {
             for e in errors {
@@ -235,7 +262,11 @@ pub fn suite(config_path: &Path, files: &[PathBuf], json: bool) -> u8 {
                 outln!("       {f}");
             }
             if !r.passed {
-                for line in render_report(&r.report).lines() {
+                let report = r.report.as_ref().map(render_report).unwrap_or_default();
+                for line in report
+                    .lines()
+                    .chain(r.transcript.iter().map(String::as_str))
+                {
                     outln!("       | {line}");
                 }
             }
@@ -251,9 +282,13 @@ pub fn suite(config_path: &Path, files: &[PathBuf], json: bool) -> u8 {
     if failed > 0 { EXIT_REFUSED } else { EXIT_OK }
 }
 
-/// Runs every case of every file against `pipeline`; `Err` with every problem when a
-/// file cannot be read or is not a valid suite.
-fn run(pipeline: &Pipeline, files: &[PathBuf]) -> Result<SuiteResult, Vec<String>> {
+/// Runs every case of every file against `pipeline` (compiled from `config`); `Err`
+/// with every problem when a file cannot be read or is not a valid suite.
+fn run(
+    config: &Config,
+    pipeline: &Pipeline,
+    files: &[PathBuf],
+) -> Result<SuiteResult, Vec<String>> {
     let mut cases = Vec::new();
     let mut broken = Vec::new();
     for file in files {
@@ -265,18 +300,29 @@ fn run(pipeline: &Pipeline, files: &[PathBuf]) -> Result<SuiteResult, Vec<String
     if !broken.is_empty() {
         return Err(broken);
     }
+    let mut sessions = run_sessions(config, &cases).into_iter();
     let mut results = Vec::new();
     let mut fired = BTreeSet::new();
     for case in &cases {
-        let report = pipeline.dry_run(&case.envelope);
-        fired.extend(report.fired.iter().cloned());
-        let failures = check(case, &report);
+        let (failures, report, transcript) = if case.session.is_some() {
+            let played = sessions.next().unwrap_or_else(|| Err("not run".to_owned()));
+            if let Ok(p) = &played {
+                fired.extend(p.fired.iter().cloned());
+            }
+            let (failures, lines) = check_session(played);
+            (failures, None, lines)
+        } else {
+            let report = pipeline.dry_run(&case.envelope);
+            fired.extend(report.fired.iter().cloned());
+            (check(case, &report), Some(report), Vec::new())
+        };
         results.push(CaseResult {
             name: case.name.clone(),
             at: case.at.clone(),
             passed: failures.is_empty(),
             failures,
             report,
+            transcript,
         });
     }
     let never_fired: Vec<String> = pipeline
@@ -302,7 +348,7 @@ pub fn required(config: &Config, pipeline: &Pipeline) -> Result<usize, Vec<Strin
     if files.is_empty() {
         return Ok(0);
     }
-    let summary = run(pipeline, files)?;
+    let summary = run(config, pipeline, files)?;
     let failures: Vec<String> = summary
         .cases
         .iter()
@@ -317,6 +363,128 @@ pub fn required(config: &Config, pipeline: &Pipeline) -> Result<usize, Vec<Strin
         Ok(summary.cases.len())
     } else {
         Err(failures)
+    }
+}
+
+/// How long a session case waits for each reply.
+const SESSION_REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Plays the session cases among `cases`, in order, each against the real session code
+/// in memory (a fresh server state each: rate limits and connection counts start at
+/// zero), with a spool in a temporary directory that is removed afterwards.
+///
+/// They run on a thread of their own, with a runtime of their own: the suites run from
+/// `mtactl` (no runtime) and from a start or reload of mtad (inside one), and the
+/// sessions' log lines are not the daemon's.
+fn run_sessions(config: &Config, cases: &[Case]) -> Vec<Result<Played, String>> {
+    let sessions: Vec<&Case> = cases.iter().filter(|c| c.session.is_some()).collect();
+    if sessions.is_empty() {
+        return Vec::new();
+    }
+    let all_fail = |why: String| sessions.iter().map(|_| Err(why.clone())).collect();
+    let dir = match TempDir::new() {
+        Ok(d) => d,
+        Err(e) => return all_fail(format!("cannot create a spool for the sessions: {e}")),
+    };
+    // compiled again for the sessions, which share it with a server state of their
+    // own; `config` has been validated (its pipeline built) already
+    let pipeline = Arc::new(Pipeline::compile(config));
+    let work = || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start a runtime for the sessions: {e}"))?;
+        // not traffic: no log line, no metric (as the envelope dry run)
+        let _quiet = tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
+        crate::metrics::detach_thread();
+        runtime.block_on(async {
+            let spool = transcript::open_spool(&dir.0.join("spool"))
+                .map_err(|e| format!("cannot open a spool for the sessions: {e}"))?;
+            let mut out = Vec::new();
+            for case in &sessions {
+                let Some(t) = &case.session else { continue };
+                let ip = case
+                    .envelope
+                    .client_ip
+                    .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+                let memory = transcript::Memory {
+                    config,
+                    pipeline: pipeline.clone(),
+                    listener: &case.envelope.listener,
+                    client: SocketAddr::new(ip, 40000),
+                    dns: case.envelope.dns.clone(),
+                    spool: spool.clone(),
+                    timeout: SESSION_REPLY_TIMEOUT,
+                };
+                out.push(
+                    transcript::in_memory(memory, t)
+                        .await
+                        .map_err(|e| e.to_string()),
+                );
+            }
+            Ok::<_, String>(out)
+        })
+    };
+    let result = std::thread::scope(|s| {
+        s.spawn(work)
+            .join()
+            .unwrap_or_else(|_| Err("the sessions' thread panicked".to_owned()))
+    });
+    match result {
+        Ok(out) => out,
+        Err(why) => all_fail(why),
+    }
+}
+
+/// A session case's failures (its mismatch) and its exchanges, as `> sent` / `< reply`.
+fn check_session(played: Result<Played, String>) -> (Vec<String>, Vec<String>) {
+    let played = match played {
+        Ok(p) => p,
+        Err(why) => return (vec![format!("session: {why}")], Vec::new()),
+    };
+    let mut lines = Vec::new();
+    for e in &played.replies {
+        lines.push(format!("> {}", e.sent));
+        for l in &e.reply.lines {
+            lines.push(format!("< {l}"));
+        }
+    }
+    let failures = played
+        .mismatch
+        .iter()
+        .map(|m| format!("session: {m}"))
+        .collect();
+    (failures, lines)
+}
+
+/// A directory under the system's temporary directory, removed with what it holds when
+/// dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> std::io::Result<TempDir> {
+        let base = std::env::temp_dir();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        for attempt in 0..100u32 {
+            let dir = base.join(format!(
+                "mtactl-test-policy-{}-{nanos:x}-{attempt}",
+                std::process::id()
+            ));
+            match std::fs::create_dir(&dir) {
+                Ok(()) => return Ok(TempDir(dir)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(std::io::Error::other("no free name"))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -567,6 +735,7 @@ fn read_case(
         headers: Vec::new(),
         filter: None,
         auth: Vec::new(),
+        session: None,
     };
     case.envelope.dns = dns.clone();
     let Some(children) = node.children() else {
@@ -575,6 +744,9 @@ fn read_case(
         ));
         return Err(errors);
     };
+    // the places of the nodes a session case may not hold (the session sends its own
+    // envelope, and says what it expects itself)
+    let mut envelope_nodes = Vec::new();
     for child in children.nodes() {
         let where_ = at(child.name().span().offset());
         let strings: Vec<String> = child
@@ -600,8 +772,25 @@ fn read_case(
                 None
             }
         };
-        match child.name().value() {
+        let name = child.name().value();
+        if !["client", "listener", "dns", "session"].contains(&name) {
+            envelope_nodes.push(where_.clone());
+        }
+        match name {
+            "session" => {
+                let nodes = child.children().map(KdlDocument::nodes).unwrap_or_default();
+                match Transcript::from_kdl(nodes, at) {
+                    Ok(t) if t.steps.is_empty() => {
+                        errors.push(format!("{where_}: `session` needs a block of steps"));
+                    }
+                    Ok(t) => case.session = Some(t),
+                    Err(mut e) => errors.append(&mut e),
+                }
+            }
             "client" => {
+                if let Some(listener) = prop("listener") {
+                    case.envelope.listener = listener;
+                }
                 if let Some(ip) = one(&mut errors) {
                     match ip.parse::<IpAddr>() {
                         Ok(ip) => case.envelope.client_ip = Some(ip),
@@ -690,7 +879,14 @@ fn read_case(
             other => errors.push(format!("{where_}: unknown node `{other}` in a case")),
         }
     }
-    if case.envelope.recipients.is_empty() {
+    if case.session.is_some() {
+        for place in envelope_nodes {
+            errors.push(format!(
+                "{place}: a `session` case holds `client`, `listener`, `dns` and the `session` itself; \
+                 its envelope and expectations are in the transcript"
+            ));
+        }
+    } else if case.envelope.recipients.is_empty() {
         errors.push(format!("{here}: the case has no `rcpt`"));
     }
     if errors.is_empty() {
@@ -797,18 +993,4 @@ fn first_string(node: &KdlNode) -> Option<String> {
         .iter()
         .find(|e| e.name().is_none())
         .and_then(|e| e.value().as_string().map(str::to_owned))
-}
-
-/// Line ends as SMTP has them: every `\n` not already after `\r` becomes CRLF.
-fn crlf(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 16);
-    let mut prev = '\0';
-    for ch in text.chars() {
-        if ch == '\n' && prev != '\r' {
-            out.push('\r');
-        }
-        out.push(ch);
-        prev = ch;
-    }
-    out
 }

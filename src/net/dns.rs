@@ -129,6 +129,13 @@ impl Resolver {
         Ok(Self::build(config, timeouts, ResolveHosts::Auto))
     }
 
+    /// No nameserver and no `/etc/hosts`: every query fails at once, and nothing goes
+    /// to the network (a session run in memory, whose checks answer from a fixture).
+    pub fn offline() -> Resolver {
+        let config = ResolverConfig::from_name_servers(Vec::new());
+        Self::build(config, DnsTimeouts::default(), ResolveHosts::Never)
+    }
+
     /// One nameserver (UDP, TCP when a reply is truncated), default timeouts. `/etc/hosts`
     /// is not read.
     pub fn with_nameserver(addr: SocketAddr) -> Resolver {

@@ -1,6 +1,8 @@
-//! The byte stream under an SMTP/LMTP connection: TCP, TLS over TCP after STARTTLS, or
-//! a unix socket, and where it leads ([`Remote`]). The SMTP server's sessions use the
-//! same stream, with the server side of the handshake ([`ClientStream::accept_tls`]).
+//! The byte streams SMTP runs over. Delivery's connections ([`ClientStream`]): TCP, TLS
+//! over TCP after STARTTLS, or a unix socket, and where they lead ([`Remote`]). The
+//! SMTP server's sessions ([`ServerStream`]): any byte stream (a TCP connection, an
+//! in-memory pipe for a dry run or a test), with TLS over it after STARTTLS or at once
+//! on an implicit-TLS listener.
 
 use std::fmt;
 use std::future::Future;
@@ -100,8 +102,7 @@ pub trait SmtpStream: AsyncRead + AsyncWrite + Unpin + Send {
     ) -> impl Future<Output = io::Result<()>> + Send;
 }
 
-/// A connection's stream: plain TCP, TLS over TCP (we are the client or the server),
-/// or a unix socket.
+/// A delivery connection's stream: plain TCP, TLS over TCP, or a unix socket.
 #[derive(Debug)]
 pub struct ClientStream(Inner);
 
@@ -162,17 +163,6 @@ impl ClientStream {
                 Err(io::Error::new(io::ErrorKind::Unsupported, why))
             }
         }
-    }
-
-    /// Runs the TLS handshake as the server (after our STARTTLS 220, or at once on an
-    /// implicit-TLS listener). Nothing may be buffered above the stream: bytes the
-    /// client sent before the handshake would otherwise be lost or, worse, read as if
-    /// they had been encrypted. On an error the stream is closed.
-    pub async fn accept_tls(&mut self, acceptor: &TlsAcceptor) -> io::Result<()> {
-        let tcp = self.take_tcp()?;
-        let tls = acceptor.accept(tcp).await?;
-        self.0 = Inner::Tls(Box::new(TlsStream::Server(tls)));
-        Ok(())
     }
 }
 
@@ -263,6 +253,131 @@ impl AsyncWrite for ClientStream {
             Inner::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Inner::Unix(s) => Pin::new(s).poll_shutdown(cx),
             Inner::Closed => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+// ---- the server side --------------------------------------------------------------
+
+/// Any stream a server session can run over: a TCP connection, one end of
+/// [`tokio::io::duplex`], a unix socket. `Sync` too, because the verbs hold `&Session`
+/// across their awaits and the daemon runs sessions on a multi-threaded runtime (every
+/// tokio stream is).
+pub trait ServerIo: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static> ServerIo for T {}
+
+/// A server session's stream: what the listener accepted (or a test's in-memory pipe),
+/// then TLS over it once STARTTLS or an implicit-TLS listener ran the handshake.
+///
+/// The transport is boxed, not a type parameter of the session: a session makes one
+/// read or write call per buffer (8 KiB), so the indirect call costs nothing worth
+/// measuring, while a generic `Session<S>` would put a type parameter on every verb's
+/// `impl` block and compile the whole session once per stream type.
+pub struct ServerStream(ServerInner);
+
+enum ServerInner {
+    Plain(Box<dyn ServerIo>),
+    Tls(Box<tokio_rustls::server::TlsStream<Box<dyn ServerIo>>>),
+    /// During the handshake, or after a failed one: every operation fails.
+    Closed,
+}
+
+impl fmt::Debug for ServerStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.0 {
+            ServerInner::Plain(_) => "plain",
+            ServerInner::Tls(_) => "tls",
+            ServerInner::Closed => "closed",
+        };
+        f.debug_tuple("ServerStream").field(&state).finish()
+    }
+}
+
+impl ServerStream {
+    pub fn new(io: impl ServerIo) -> Self {
+        ServerStream(ServerInner::Plain(Box::new(io)))
+    }
+
+    /// Runs the TLS handshake as the server (after our STARTTLS 220, or at once on an
+    /// implicit-TLS listener). Nothing may be buffered above the stream: bytes the
+    /// client sent before the handshake would otherwise be lost or, worse, read as if
+    /// they had been encrypted. On an error the stream is closed; if TLS is already up,
+    /// the stream is left as it was.
+    pub async fn accept_tls(&mut self, acceptor: &TlsAcceptor) -> io::Result<()> {
+        let plain = match std::mem::replace(&mut self.0, ServerInner::Closed) {
+            ServerInner::Plain(io) => io,
+            ServerInner::Closed => return Err(closed()),
+            tls => {
+                self.0 = tls;
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "TLS is already active",
+                ));
+            }
+        };
+        let tls = acceptor.accept(plain).await?;
+        self.0 = ServerInner::Tls(Box::new(tls));
+        Ok(())
+    }
+
+    /// The protocol version and cipher suite once TLS is up, as rustls names them:
+    /// (`TLSv1_3`, `TLS13_AES_256_GCM_SHA384`).
+    pub fn tls_parameters(&self) -> Option<(String, String)> {
+        let ServerInner::Tls(tls) = &self.0 else {
+            return None;
+        };
+        let (_, conn) = tls.get_ref();
+        let version = conn
+            .protocol_version()
+            .map_or_else(|| "TLS".to_owned(), |v| format!("{v:?}"));
+        let suite = conn
+            .negotiated_cipher_suite()
+            .map_or_else(|| "?".to_owned(), |s| format!("{:?}", s.suite()));
+        Some((version, suite))
+    }
+}
+
+impl AsyncRead for ServerStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().0 {
+            ServerInner::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ServerInner::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            ServerInner::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+}
+
+impl AsyncWrite for ServerStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().0 {
+            ServerInner::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ServerInner::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            ServerInner::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().0 {
+            ServerInner::Plain(s) => Pin::new(s).poll_flush(cx),
+            ServerInner::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            ServerInner::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().0 {
+            ServerInner::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ServerInner::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            ServerInner::Closed => Poll::Ready(Ok(())),
         }
     }
 }

@@ -8,7 +8,7 @@ use tracing::{debug, warn};
 use super::reply;
 use super::session::{Flow, Session, TxAuth};
 use crate::logsafe::esc;
-use crate::mailauth::{Checker, Peer};
+use crate::mailauth::Peer;
 use crate::policy::{Context, Stage, Verdict};
 
 impl Session {
@@ -81,11 +81,7 @@ impl Session {
         if !settings.applies(self.peer.ip(), &self.listen.name, self.auth_user.is_some()) {
             return None;
         }
-        let checker = Checker::live(
-            &self.core.resolver.load(),
-            self.core.dns_cache.clone(),
-            settings.timeout,
-        );
+        let checker = self.core.checker(settings.timeout);
         let peer = Peer {
             ip: self.peer.ip(),
             helo: self.helo.as_deref().unwrap_or_default(),

@@ -6,6 +6,8 @@
 //!   extend it in `ehlo`, `mail`, `rcpt`, `data` (DATA and BDAT) and `simple` (the rest).
 //! - [`line`] and [`dot`]: the framers for command lines and DATA content.
 //! - [`reply`]: every reply we send, by name.
+//! - [`transcript`]: a whole session played in memory (or against a live daemon) from
+//!   a transcript of lines to send and replies to expect.
 
 pub mod dot;
 pub mod line;
@@ -24,6 +26,7 @@ mod rcpt;
 mod session;
 mod simple;
 pub mod tls;
+pub mod transcript;
 
 use std::sync::Arc;
 
@@ -66,15 +69,34 @@ pub struct Core {
     /// Parsed SPF, DKIM, DMARC records and addresses for the checks, kept across
     /// reloads.
     pub dns_cache: Arc<crate::mailauth::DnsCache>,
+    /// Set for a session run in memory ([`transcript`]): the checks answer from these
+    /// records only, never from `resolver`.
+    pub dns_fixture: Option<crate::mailauth::DnsFixture>,
+    /// Set for a session run in memory: every rule that decided (its `file:line:col`),
+    /// for a suite's coverage.
+    pub fired: Option<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 /// How many records of each kind the checks' DNS cache holds.
 const DNS_CACHE_ENTRIES: usize = 10_000;
 
 impl Core {
+    /// The checker for one transaction's `authentication` checks: the live resolver
+    /// behind the shared cache, or the fixture of a session run in memory.
+    pub fn checker(&self, timeout: std::time::Duration) -> crate::mailauth::Checker {
+        match &self.dns_fixture {
+            Some(fixture) => crate::mailauth::Checker::fixture(fixture),
+            None => crate::mailauth::Checker::live(
+                &self.resolver.load(),
+                self.dns_cache.clone(),
+                timeout,
+            ),
+        }
+    }
+
     pub fn new(
         config: &Config,
-        pipeline: Pipeline,
+        pipeline: impl Into<Arc<Pipeline>>,
         spool: Spool,
         resolver: Arc<ArcSwap<Resolver>>,
         shutdown: watch::Receiver<bool>,
@@ -82,7 +104,9 @@ impl Core {
         Self {
             resolver,
             dns_cache: Arc::new(crate::mailauth::DnsCache::new(DNS_CACHE_ENTRIES)),
-            policy: Arc::new(ArcSwap::from_pointee(pipeline)),
+            dns_fixture: None,
+            fired: None,
+            policy: Arc::new(ArcSwap::new(pipeline.into())),
             on_queued: Box::new(|_| {}),
             spool,
             connections: Arc::new(Connections::default()),

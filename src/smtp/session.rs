@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use smtp_proto::Request;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 use tracing::{debug, info, warn};
 
@@ -20,7 +19,7 @@ use super::line::{LineEvent, LineReader};
 use super::reply;
 use super::{Core, Listen};
 use crate::config::{Limits, ListenerTls};
-use crate::net::stream::ClientStream;
+use crate::net::stream::{ServerIo, ServerStream};
 use crate::net::tls::TlsInfo;
 use crate::policy::{Context, Decision, Pipeline, Stage, Verdict};
 use crate::queue::MessageRecord;
@@ -209,7 +208,7 @@ pub(super) enum Flow {
 }
 
 pub struct Session {
-    pub(super) io: ClientStream,
+    pub(super) io: ServerStream,
     pub(super) core: Arc<Core>,
     /// The policy snapshot this session runs with: taken at its start for the connect
     /// and helo stages, and again at each MAIL, so a reload applies from the next
@@ -240,11 +239,13 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(io: TcpStream, core: Arc<Core>, peer: SocketAddr, listen: Arc<Listen>) -> Self {
+    /// A session over `io`: what a listener accepted, or one end of an in-memory pipe
+    /// ([`super::transcript`]); `peer` is the client as policy sees it.
+    pub fn new(io: impl ServerIo, core: Arc<Core>, peer: SocketAddr, listen: Arc<Listen>) -> Self {
         let policy = core.policy.load_full();
         let lines = LineReader::new(listen.settings.limits.line_length);
         Self {
-            io: ClientStream::tcp(io),
+            io: ServerStream::new(io),
             core,
             policy,
             peer,
@@ -733,6 +734,10 @@ impl Session {
         let revision = self.policy.revision();
         let refused = matches!(decision.verdict, Verdict::Reject(_) | Verdict::Defer(_));
         crate::metrics::get().decision(stage, &rule, refused);
+        if let (Some(fired), Some(origin)) = (&self.core.fired, &decision.rule) {
+            let mut fired = fired.lock().unwrap_or_else(|e| e.into_inner());
+            fired.insert(origin.to_string());
+        }
         let refusal = match decision.verdict {
             Verdict::Accept | Verdict::Next => None,
             Verdict::Reject(r) | Verdict::Defer(r) => Some(r),

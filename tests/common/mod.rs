@@ -7,6 +7,16 @@
 //! s.expect("220 ");
 //! s.cmd("EHLO client.test", "250-");
 //! ```
+//!
+//! or as transcripts, in the form of `mtactl test-policy`'s `session` cases (the same
+//! code plays them; `mtad::smtp::transcript` runs them in memory too):
+//! ```ignore
+//! mtad.transcript(r#"
+//!     expect "220"
+//!     send "EHLO client.test"
+//!     expect "250-"
+//! "#);
+//! ```
 #![allow(dead_code)]
 
 pub mod peers;
@@ -209,6 +219,15 @@ impl Mtad {
         Client::connect(self.port)
     }
 
+    /// Plays `transcript` (the nodes of a test-policy `session` block: `send`,
+    /// `expect`, `send-message`, `send-bdat`, `starttls`, `closed`) against this mtad
+    /// over TCP from 127.0.0.1; panics on a mismatch, showing every exchange.
+    pub fn transcript(&self, transcript: &str) -> Played {
+        let played = play_tcp(self.port, false, transcript);
+        assert_played(&played);
+        played
+    }
+
     /// Connects and reads the greeting.
     pub fn session(&self) -> Client {
         let mut c = self.connect();
@@ -270,6 +289,43 @@ impl Drop for Mtad {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+pub use mtad::smtp::transcript::{Played, Transcript};
+
+/// Plays a transcript written as the nodes of a test-policy `session` block against
+/// 127.0.0.1:`port` (`implicit_tls`: the TLS handshake first), as
+/// `mtad::smtp::transcript::in_memory` plays it against the session in memory.
+pub fn play_tcp(port: u16, implicit_tls: bool, transcript: &str) -> Played {
+    let transcript = Transcript::parse(transcript).unwrap_or_else(|e| panic!("{e:?}"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        mtad::smtp::transcript::play(
+            stream,
+            &transcript,
+            implicit_tls,
+            mtad::smtp::transcript::REPLY_TIMEOUT,
+        )
+        .await
+    })
+}
+
+/// Panics with the mismatch and every exchange if the play had one.
+pub fn assert_played(played: &Played) {
+    if let Some(m) = &played.mismatch {
+        let exchanges: Vec<String> = played
+            .replies
+            .iter()
+            .map(|e| format!("> {}\n< {}", e.sent, e.reply.text().replace('\n', "\n< ")))
+            .collect();
+        panic!("{m}\n{}", exchanges.join("\n"));
     }
 }
 
