@@ -8,10 +8,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::RootCertStore;
 use tracing::{debug, warn};
 
 /// Whether and how a delivery uses STARTTLS: the route's TLS policy.
@@ -63,14 +60,8 @@ impl TlsClient {
             .map_err(|e| TlsClientError(format!("TLS client configuration: {e}")))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let unverified = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsClientError(format!("TLS client configuration: {e}")))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate {
-                algorithms: provider.signature_verification_algorithms,
-            }))
-            .with_no_client_auth();
+        let unverified = crate::net::tls::unverified_client_config(provider)
+            .map_err(|e| TlsClientError(format!("TLS client configuration: {e}")))?;
         Ok(TlsClient {
             verifying: Arc::new(verifying),
             unverified: Arc::new(unverified),
@@ -98,49 +89,6 @@ impl TlsClient {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct TlsClientError(String);
-
-/// Encryption without authentication: any certificate chain and any name are accepted,
-/// but the handshake's signatures are still checked with the certificate's key, so the
-/// peer must hold the key of the certificate it shows.
-#[derive(Debug)]
-struct AnyCertificate {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -40,9 +40,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use kdl::KdlNode;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
@@ -226,10 +224,9 @@ impl Transcript {
     /// Reads a transcript written as the nodes of a `session` block (a test's string);
     /// places are `line:col` in `text`.
     pub fn parse(text: &str) -> Result<Transcript, Vec<String>> {
+        let positions = crate::position::Positions::new(text);
         let at = |offset: usize| {
-            let before = &text[..offset.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            let (line, col) = positions.line_col(offset);
             format!("{line}:{col}")
         };
         let doc = kdl::KdlDocument::parse_v2(text).map_err(|e| {
@@ -612,55 +609,10 @@ pub fn open_spool(dir: &Path) -> Result<Spool, crate::queue::SpoolError> {
 /// session, not the certificate's chain (the handshake's signatures are still checked).
 fn any_certificate() -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let algorithms = provider.signature_verification_algorithms;
     Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default versions")
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate { algorithms }))
-            .with_no_client_auth(),
+        crate::net::tls::unverified_client_config(provider)
+            .expect("ring supports the default versions"),
     )
-}
-
-#[derive(Debug)]
-struct AnyCertificate {
-    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
 }
 
 /// Line ends as SMTP has them: every `\n` not already after `\r` becomes CRLF.
