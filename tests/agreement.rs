@@ -342,6 +342,10 @@ aliases file="aliases"
 delivery {{
     local-recipients "aliases" "passwd"
 }}
+stage "data" {{
+    reject header-matches="^Received: from no-trace-header" 550 "5.7.1" "not traced"
+    reject header-matches="^Received: from hidden\\.example \\(\\[10\\..*by mx\\.example\\.test with ESMTP" 550 "5.7.1" "our trace header seen"
+}}
 stage "rcpt" {{
     hook "fails.rhai" function="rcpt"
     accept client="trusted"
@@ -383,6 +387,22 @@ stage "rcpt" {{
         "someone@elsewhere.example",
     ];
     let mut cases = Vec::new();
+    // a data rule that reads the Received: header mtad itself adds: the daemon's
+    // session and the dry run both write it before the data stage runs
+    let mut traced = env("10.1.2.3", &["someone@relay.example"]);
+    traced.helo = Some("hidden.example".into());
+    cases.push((
+        "our Received: header".to_owned(),
+        "tricky".to_owned(),
+        traced.clone(),
+    ));
+    let report = pipeline.dry_run(&traced);
+    let data = report.stages.iter().find(|s| s.stage == "data").unwrap();
+    assert_eq!(
+        data.reply.as_deref(),
+        Some("550 5.7.1 our trace header seen"),
+        "{report:?}"
+    );
     for client in ["203.0.113.9", "10.1.2.3"] {
         for rcpt in tricky {
             cases.push((

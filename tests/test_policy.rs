@@ -367,8 +367,16 @@ fn content_checks_are_shown_with_their_table_line() {
         data["rule"].as_str().unwrap().ends_with("mtad.kdl:12:9"),
         "{data}"
     );
+    // (our own Received: is inspected first, as the daemon's checks see it)
     assert!(
         data["checks"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("header_checks:1:1 header \"Received: from client.example ([127.0.0.1])"),
+        "{data}"
+    );
+    assert!(
+        data["checks"][1]
             .as_str()
             .unwrap()
             .ends_with("mtad.kdl:12:9 body \"forbidden words\" REJECT 5.7.0 not here"),

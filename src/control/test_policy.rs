@@ -134,10 +134,7 @@ pub fn render_report(report: &DryRunReport) -> String {
         let _ = writeln!(out, "{stage:<32} -        not reached");
     }
     if !report.headers.is_empty() {
-        let _ = writeln!(
-            out,
-            "headers as queued (the dry run adds no Received: of its own):"
-        );
+        let _ = writeln!(out, "headers as queued:");
         for h in &report.headers {
             let _ = writeln!(out, "    {h}");
         }

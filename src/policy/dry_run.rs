@@ -204,6 +204,9 @@ fn summary(r: &AuthResults, data: bool) -> BTreeMap<&'static str, String> {
     m
 }
 
+/// The queue id in the dry run's Received: header (the daemon's are 16 hex digits too).
+const DRY_RUN_ID: &str = "0000000000000000";
+
 fn refuses(decision: &Decision) -> bool {
     matches!(decision.verdict, Verdict::Reject(_) | Verdict::Defer(_))
 }
@@ -382,7 +385,21 @@ impl Pipeline {
             stop(&mut report, Stage::Rcpt);
             return report;
         }
-        let message = env.message.as_deref().unwrap_or(b"");
+        // the message as the daemon holds it when the data stage runs: our Received:
+        // on top (content checks and hooks see it; the queue id is a placeholder)
+        let mut received = super::trace::received_header(super::trace::ReceivedInfo {
+            helo,
+            ip: client_ip,
+            hostname: &self.rewriter.hostname,
+            protocol: &super::trace::protocol(true, false, tls.is_some(), env.auth_user.is_some()),
+            tls: tls.as_ref(),
+            auth_user: env.auth_user.as_deref(),
+            id: DRY_RUN_ID,
+            rcpt: (accepted.len() == 1).then(|| accepted[0].as_str()),
+        })
+        .into_bytes();
+        received.extend_from_slice(env.message.as_deref().unwrap_or(b""));
+        let message = &received[..];
         let (headers, _) = parse_headers(message);
         let verified = match (&auth, &spf) {
             (Some((a, checker)), Some(spf)) => Some(

@@ -29,6 +29,7 @@ mod panics;
 mod rate;
 pub mod script;
 mod signing;
+pub mod trace;
 
 /// Transports and transport(5) lookups (defined in config, which parses them).
 pub mod route {

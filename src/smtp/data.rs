@@ -2,7 +2,6 @@
 //! whole when it breaks a rule (size, bare line endings), and acknowledged only after
 //! the spool says it is on stable storage (DESIGN.md §5.1).
 
-use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
@@ -14,8 +13,9 @@ use super::reply;
 use super::session::{Disposition, Flow, INITIAL_DATA_MEMORY, Session, State};
 use crate::mailauth::Peer;
 use crate::net::tls::TlsInfo;
+use crate::policy::trace::{ReceivedInfo, protocol, received_header};
 use crate::policy::{Context, Stage, Verdict, parse_headers};
-use crate::queue::{Envelope, MessageRecord, QueueId};
+use crate::queue::{Envelope, MessageRecord};
 
 impl Session {
     pub(super) fn handle_data(&mut self) -> Flow {
@@ -126,7 +126,7 @@ impl Session {
             ),
             tls: self.tls.as_ref(),
             auth_user: self.auth_user.as_deref(),
-            id,
+            id: &id.to_string(),
             rcpt: (self.tx.recipients.len() == 1).then(|| self.tx.recipients[0].as_str()),
         });
         record.body_mut().extend_from_slice(received.as_bytes());
@@ -375,119 +375,5 @@ impl Session {
                 self.fail(reply::QUEUE_WRITE_ERROR)
             }
         }
-    }
-}
-
-/// The `with` of Received: `ESMTP`/`SMTP`, `UTF8SMTP` for SMTPUTF8 transactions, and
-/// `S` for TLS and `A` for an authenticated client after it (RFC 3848, RFC 6531).
-fn protocol(esmtp: bool, smtputf8: bool, tls: bool, auth: bool) -> String {
-    let base = match (esmtp, smtputf8) {
-        (true, true) => "UTF8SMTP",
-        (true, false) => "ESMTP",
-        (false, _) => return "SMTP".to_owned(),
-    };
-    let mut p = base.to_owned();
-    if tls {
-        p.push('S');
-    }
-    if auth {
-        p.push('A');
-    }
-    p
-}
-
-pub(crate) struct ReceivedInfo<'a> {
-    pub helo: &'a str,
-    pub ip: IpAddr,
-    pub hostname: &'a str,
-    pub protocol: &'a str,
-    pub tls: Option<&'a TlsInfo>,
-    /// Recorded as Postfix's `smtpd_sasl_authenticated_header = yes` does.
-    pub auth_user: Option<&'a str>,
-    pub id: QueueId,
-    /// Named only when there is exactly one recipient, as Postfix does: a list of
-    /// recipients in a header would disclose the Bcc's.
-    pub rcpt: Option<&'a str>,
-}
-
-/// The trace header (RFC 5321 §4.4). Everything taken from the client is sanitised, so
-/// the header stays one header.
-pub(crate) fn received_header(info: ReceivedInfo<'_>) -> String {
-    let helo = reply::sanitize(info.helo, 255).replace(['(', ')'], "?");
-    let ip = match info.ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => format!("IPv6:{v6}"),
-        },
-    };
-    let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S +0000");
-    let mut header = format!("Received: from {helo} ([{ip}])\r\n");
-    if let Some(tls) = info.tls {
-        header.push_str(&format!(
-            "\t(using {} with cipher {})\r\n",
-            tls.protocol, tls.cipher
-        ));
-    }
-    if let Some(user) = info.auth_user {
-        let user = reply::sanitize(user, 255).replace(['(', ')'], "?");
-        header.push_str(&format!("\t(Authenticated sender: {user})\r\n"));
-    }
-    header.push_str(&format!(
-        "\tby {} with {} id {}",
-        info.hostname, info.protocol, info.id
-    ));
-    if let Some(rcpt) = info.rcpt {
-        let rcpt = reply::sanitize(rcpt, 256).replace(['<', '>'], "?");
-        header.push_str(&format!("\r\n\tfor <{rcpt}>"));
-    }
-    header.push_str(&format!("; {date}\r\n"));
-    header
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn received_header_is_one_header() {
-        let h = received_header(ReceivedInfo {
-            helo: "evil\r\nX-Injected: yes",
-            ip: "127.0.0.1".parse().unwrap(),
-            hostname: "mx.example.test",
-            protocol: "ESMTP",
-            tls: None,
-            auth_user: None,
-            id: QueueId(0xAB),
-            rcpt: Some("a@b.test\r\nBcc: x"),
-        });
-        assert!(h.starts_with("Received: from evil??X-Injected: yes ([127.0.0.1])\r\n\tby mx.example.test with ESMTP id 00000000000000AB\r\n\tfor <a@b.test??Bcc: x>; "));
-        // every line after the first is a continuation line
-        for line in h.trim_end_matches("\r\n").split("\r\n").skip(1) {
-            assert!(line.starts_with('\t'), "{line:?}");
-        }
-    }
-
-    #[test]
-    fn received_records_tls_and_the_authenticated_user() {
-        let tls = TlsInfo::from_rustls("TLSv1_3", "TLS13_AES_256_GCM_SHA384");
-        let h = received_header(ReceivedInfo {
-            helo: "client.test",
-            ip: "192.0.2.1".parse().unwrap(),
-            hostname: "mx.example.test",
-            protocol: &protocol(true, false, true, true),
-            tls: Some(&tls),
-            auth_user: Some("alice\r\n(x)"),
-            id: QueueId(1),
-            rcpt: None,
-        });
-        assert!(
-            h.starts_with(
-                "Received: from client.test ([192.0.2.1])\r\n\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)\r\n\t(Authenticated sender: alice???x?)\r\n\tby mx.example.test with ESMTPSA id "
-            ),
-            "{h}"
-        );
-        assert_eq!(protocol(true, true, true, false), "UTF8SMTPS");
-        assert_eq!(protocol(false, false, true, true), "SMTP");
     }
 }
