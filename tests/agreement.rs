@@ -403,6 +403,27 @@ stage "rcpt" {{
         Some("550 5.7.1 our trace header seen"),
         "{report:?}"
     );
+    // a mail loop: 50 Received: headers and ours is one hop too many (hop-count 50)
+    let mut looped = env("10.1.2.3", &["someone@relay.example"]);
+    looped.message = Some(
+        "Received: from a by b; x\r\n"
+            .repeat(50)
+            .into_bytes()
+            .into_iter()
+            .chain(b"Subject: loop\r\n\r\nbody\r\n".iter().copied())
+            .collect(),
+    );
+    let report = pipeline.dry_run(&looped);
+    let data = report.stages.iter().find(|s| s.stage == "data").unwrap();
+    assert_eq!(
+        data.reply.as_deref(),
+        Some("554 5.4.6 Too many hops"),
+        "{report:?}"
+    );
+    cases.push(("a mail loop".to_owned(), "tricky".to_owned(), looped));
+    let mut one_less = env("10.1.2.3", &["someone@relay.example"]);
+    one_less.message = Some(b"Received: from a by b; x\r\n".repeat(49));
+    cases.push(("49 hops and ours".to_owned(), "tricky".to_owned(), one_less));
     for client in ["203.0.113.9", "10.1.2.3"] {
         for rcpt in tricky {
             cases.push((

@@ -401,6 +401,13 @@ impl Pipeline {
         received.extend_from_slice(env.message.as_deref().unwrap_or(b""));
         let message = &received[..];
         let (headers, _) = parse_headers(message);
+        // a mail loop is refused before the data stage, as the session does
+        if let Some((_, reply)) = self.too_many_hops(&headers) {
+            let d = Decision::built_in(Verdict::Reject(reply));
+            record(&mut report, Stage::Data, None, &d);
+            stop(&mut report, Stage::Data);
+            return report;
+        }
         let verified = match (&auth, &spf) {
             (Some((a, checker)), Some(spf)) => Some(
                 Checker::now(checker.message(a.checks, peer, spf, message, &a.authserv_id))

@@ -331,6 +331,8 @@ pub struct Pipeline {
     own_addresses: Arc<[IpAddr]>,
     /// `delivery { local-recipients }`, resolved; `None`: every name exists.
     local_recipients: Option<Arc<[LocalSource]>>,
+    /// `limits { hop-count }`: the most Received: headers a message may have.
+    hop_count: usize,
 }
 
 /// Where a recipient of the `local` transport must be found ([`crate::config::LocalRecipients`]).
@@ -404,6 +406,7 @@ impl Default for Pipeline {
             seals: false,
             own_addresses: Arc::new([]),
             local_recipients: None,
+            hop_count: crate::config::Limits::default().hop_count,
         }
     }
 }
@@ -563,6 +566,18 @@ impl Pipeline {
             return None;
         }
         chosen.or(own).or(self.filters.default.as_deref())
+    }
+
+    /// A message with more `Received:` headers than `limits { hop-count }` (ours
+    /// included) is in a mail loop: `554 5.4.6 Too many hops`, before the data stage
+    /// runs (Postfix's `hopcount_limit`). `Some((hops, reply))` when it is; the session
+    /// and the dry run both ask here.
+    pub fn too_many_hops(&self, headers: &Headers) -> Option<(usize, Reply)> {
+        let hops = headers
+            .iter()
+            .filter(|h| h.name().eq_ignore_ascii_case("Received"))
+            .count();
+        (hops > self.hop_count).then(|| (hops, Reply::new(554, [5, 4, 6], "Too many hops")))
     }
 
     /// The listener a dry run uses when it names none: the configuration's first.
@@ -808,6 +823,7 @@ impl Pipeline {
         });
         Pipeline {
             own_addresses: own_addresses(config).into(),
+            hop_count: config.limits.hop_count,
             local_recipients,
             stages,
             host,

@@ -192,14 +192,10 @@ impl Session {
         let id = record.id();
         let size = record.body_len();
         let (headers, body_start) = parse_headers(record.body());
-        let hops = headers
-            .iter()
-            .filter(|h| h.name().eq_ignore_ascii_case("Received"))
-            .count();
-        if hops > self.listen.settings.limits.hop_count {
+        if let Some((hops, reply)) = self.policy.too_many_hops(&headers) {
             self.reset_transaction();
             warn!(queue_id = %id, hops, "message refused: too many hops (a mail loop?)");
-            return self.fail(reply::TOO_MANY_HOPS);
+            return self.fail(&format!("{reply}\r\n"));
         }
         // DKIM, ARC, DMARC and iprev on the message as received
         let auth = self.tx.auth.take();

@@ -69,7 +69,6 @@ pub const TOO_MANY_MESSAGES: &str =
     "450 4.7.1 Error: too many messages from your address; try again later\r\n";
 pub const TOO_MANY_RCPTS_RATE: &str =
     "450 4.7.1 Error: too many recipients from your address; try again later\r\n";
-pub const TOO_MANY_HOPS: &str = "554 5.4.6 Too many hops\r\n";
 pub const TOO_MANY_RECIPIENTS: &str = "452 4.5.3 Error: too many recipients\r\n";
 pub const INSUFFICIENT_STORAGE: &str = "452 4.3.1 Error: insufficient system storage\r\n";
 pub const QUEUE_WRITE_ERROR: &str = "451 4.3.0 Error: queue file write error\r\n";
