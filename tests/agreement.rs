@@ -1,23 +1,26 @@
 //! The dry run and the daemon agree: every case of every example suite, and a set of
 //! tricky envelopes (bare names, quoted local parts, address literals, invalid domains,
-//! unknown users, a hook that fails), run through `Pipeline::dry_run` and through a live
-//! mtad over TCP, must get the same replies at every stage: the same refusal, word for
-//! word, or an acceptance in both.
+//! unknown users, a hook that fails, a mail loop, our own Received: header), run
+//! through `Pipeline::dry_run` and through mtad's session, must get the same replies at
+//! every stage: the same refusal, word for word, or an acceptance in both.
 //!
-//! The live daemon runs the example's own configuration, with only its listeners moved
-//! to loopback ports that take a PROXY header from loopback (so that the case's client
-//! address is the one the policy sees), its spool and Maildirs in a temporary directory,
-//! and delivery kept in the queue. Cases the live daemon cannot be driven into from here
-//! are counted and named, never silently passed: a client that must log in (AUTH needs
-//! the user's password), a TLS session, and a client whose mail the `authentication`
-//! checks would look up in DNS (the dry run answers from the case's fixture; the daemon
-//! would ask a real resolver).
+//! The session is a live mtad over TCP, running the example's own configuration with
+//! only its listeners moved to loopback ports that take a PROXY header from loopback
+//! (so that the case's client address is the one the policy sees), its spool and
+//! Maildirs in a temporary directory, and delivery kept in the queue. Two kinds of case
+//! run the same session code in memory instead (`smtp::transcript`): an encrypted
+//! session (STARTTLS, or an implicit-TLS listener, with the listener's own
+//! certificate), and a client the `authentication` checks look up in DNS (the case's
+//! DNS fixture answers; a live daemon would ask a real resolver). The cases that
+//! cannot be driven from here are counted and named, never silently passed: a client
+//! that must log in (AUTH needs the user's password).
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use common::*;
 use mtad::config::Config;
@@ -30,6 +33,8 @@ struct Live {
     ports: BTreeMap<String, u16>,
     /// Listeners a plain client cannot talk to (implicit TLS, or STARTTLS required).
     tls_only: Vec<String>,
+    /// Those of them with implicit TLS.
+    implicit: Vec<String>,
 }
 
 /// The value of `key="..."` in `line`, and where it stands.
@@ -44,6 +49,7 @@ fn start_live(dir: tempfile::TempDir, config: PathBuf) -> Live {
     let text = std::fs::read_to_string(&config).unwrap();
     let mut ports = BTreeMap::new();
     let mut tls_only = Vec::new();
+    let mut implicit = Vec::new();
     let spool = dir.path().join("spool");
     let mut out = String::new();
     let mut main_port = 0;
@@ -72,6 +78,9 @@ fn start_live(dir: tempfile::TempDir, config: PathBuf) -> Live {
             }
             if line.contains("implicit-tls=#true") || line.contains("starttls=\"required\"") {
                 tls_only.push(name.clone());
+            }
+            if line.contains("implicit-tls=#true") {
+                implicit.push(name.clone());
             }
             ports.insert(name, port);
         } else if trimmed.starts_with("spool ") {
@@ -103,6 +112,7 @@ fn start_live(dir: tempfile::TempDir, config: PathBuf) -> Live {
         mtad,
         ports,
         tls_only,
+        implicit,
     }
 }
 
@@ -173,6 +183,100 @@ fn live_session(port: u16, env: &DryEnvelope) -> Vec<(String, Option<String>, St
     got
 }
 
+/// The same stages as [`live_session`], from the real session code run in memory
+/// (`smtp::transcript`) with the case's DNS fixture and the listener's own TLS: for the
+/// cases whose `authentication` checks must not ask a real resolver, and the cases of
+/// an encrypted session (`starttls`: STARTTLS first; an implicit-TLS listener is
+/// encrypted from the start). The commands sent follow
+/// what the dry run did (a refused stage ends the session, DATA only with a
+/// recipient accepted); the replies are what the session answered.
+fn memory_session(
+    config: &Config,
+    pipeline: &Arc<Pipeline>,
+    env: &DryEnvelope,
+    dry: &[(String, Option<String>, String)],
+    starttls: bool,
+) -> Vec<(String, Option<String>, String)> {
+    use mtad::smtp::transcript::{Memory, Transcript, in_memory, open_spool};
+    let ip = env.client_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let accepted = |stage: &str| dry.iter().any(|(s, _, d)| s == stage && d.starts_with('('));
+    let mut t = Transcript::new().expect(&[""]);
+    let mut stages = vec![("connect".to_owned(), None)];
+    let helo = env.helo.as_deref().unwrap_or("client.example");
+    if accepted("connect") && starttls {
+        // encrypted first, as the case says (an implicit-TLS listener is already)
+        t = t
+            .send(&[format!("EHLO {helo}")])
+            .expect(&["250"])
+            .starttls();
+        stages.push(("tls-ehlo".to_owned(), None));
+        stages.push(("starttls".to_owned(), None));
+    }
+    if accepted("connect") {
+        t = t.send(&[format!("EHLO {helo}")]).expect(&[""]);
+        stages.push(("helo".to_owned(), None));
+    }
+    if accepted("connect") && accepted("helo") {
+        t = t
+            .send(&[format!("MAIL FROM:<{}>", env.sender)])
+            .expect(&[""]);
+        stages.push(("mail".to_owned(), None));
+    }
+    if accepted("connect") && accepted("helo") && accepted("mail") {
+        for rcpt in &env.recipients {
+            t = t.send(&[format!("RCPT TO:<{rcpt}>")]).expect(&[""]);
+            stages.push(("rcpt".to_owned(), Some(rcpt.clone())));
+        }
+        if accepted("rcpt") {
+            let message =
+                String::from_utf8_lossy(env.message.as_deref().unwrap_or_default()).into_owned();
+            t = t
+                .send(&["DATA"])
+                .expect(&[""])
+                .send_message(&message)
+                .expect(&[""]);
+            stages.push(("data-go-ahead".to_owned(), None));
+            stages.push(("data".to_owned(), None));
+        }
+    }
+    let spool_dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let played = runtime
+        .block_on(in_memory(
+            Memory {
+                config,
+                pipeline: pipeline.clone(),
+                listener: &env.listener,
+                client: std::net::SocketAddr::new(ip, 40000),
+                dns: env.dns.clone(),
+                spool: open_spool(spool_dir.path()).unwrap(),
+                timeout: std::time::Duration::from_secs(20),
+            },
+            &t,
+        ))
+        .unwrap();
+    if let Some(m) = &played.mismatch {
+        panic!("the in-memory session: {m:?} after {:?}", played.replies);
+    }
+    stages
+        .into_iter()
+        .zip(played.replies)
+        .filter(|((stage, _), _)| {
+            !matches!(stage.as_str(), "data-go-ahead" | "tls-ehlo" | "starttls")
+        })
+        .map(|((stage, rcpt), e)| {
+            (
+                stage,
+                rcpt,
+                e.reply.text().lines().next().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
 /// The dry run's stages before routing, as (stage, rcpt, what a client would read):
 /// the reply of a refusal, or the class of an acceptance.
 fn dry_session(report: &DryRunReport) -> Vec<(String, Option<String>, String)> {
@@ -203,12 +307,14 @@ fn agrees(dry: &str, live: &str) -> bool {
 /// Runs `cases` through `pipeline` and the live daemon; returns the disagreements and
 /// the cases not run live (with why).
 fn compare(
-    pipeline: &Pipeline,
+    config: &Config,
+    pipeline: &Arc<Pipeline>,
     live: &Live,
     cases: &[(String, String, DryEnvelope)],
-) -> (Vec<String>, Vec<String>) {
+) -> (Vec<String>, Vec<String>, usize) {
     let mut wrong = Vec::new();
     let mut skipped = Vec::new();
+    let mut in_memory = 0;
     for (name, at, env) in cases {
         let mut env = env.clone();
         if env.listener.is_empty() {
@@ -216,15 +322,10 @@ fn compare(
         }
         let env = &env;
         let ip = env.client_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let encrypted = env.tls || live.tls_only.contains(&env.listener);
+        let implicit = live.implicit.contains(&env.listener);
         let why = if env.auth_user.is_some() {
             Some("AUTH (needs the user's password)")
-        } else if env.tls || live.tls_only.contains(&env.listener) {
-            Some("TLS")
-        } else if pipeline
-            .authentication()
-            .is_some_and(|a| a.applies(ip, &env.listener, false))
-        {
-            Some("authentication checks (DNS fixture)")
         } else if !live.ports.contains_key(&env.listener) {
             Some("no such listener")
         } else {
@@ -235,7 +336,18 @@ fn compare(
             continue;
         }
         let dry = dry_session(&pipeline.dry_run(env));
-        let got = live_session(live.ports[&env.listener], env);
+        // the `authentication` checks answer from the case's DNS fixture: the session
+        // runs in memory with it, never against a real resolver
+        let got = if encrypted
+            || pipeline
+                .authentication()
+                .is_some_and(|a| a.applies(ip, &env.listener, false))
+        {
+            in_memory += 1;
+            memory_session(config, pipeline, env, &dry, encrypted && !implicit)
+        } else {
+            live_session(live.ports[&env.listener], env)
+        };
         let mut line = Vec::new();
         let n = dry.len().max(got.len());
         for i in 0..n {
@@ -254,7 +366,7 @@ fn compare(
             wrong.push(format!("{at} \"{name}\":\n{}", line.join("\n")));
         }
     }
-    (wrong, skipped)
+    (wrong, skipped, in_memory)
 }
 
 fn example_suites(root: &Path) -> Vec<PathBuf> {
@@ -277,7 +389,7 @@ fn every_example_case_gets_the_same_replies_from_the_dry_run_and_the_daemon() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    let (mut wrong, mut skipped, mut ran) = (Vec::new(), Vec::new(), 0);
+    let (mut wrong, mut skipped, mut ran, mut memory) = (Vec::new(), Vec::new(), 0, 0);
     for name in &names {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("examples").join(name);
@@ -286,7 +398,7 @@ fn every_example_case_gets_the_same_replies_from_the_dry_run_and_the_daemon() {
         let config_path = root.join("mtad.kdl");
         // the policy as the example states it (before the listeners move)
         let config = Config::load(&config_path).unwrap_or_else(|e| panic!("{name}: {e:?}"));
-        let pipeline = Pipeline::build(&config).unwrap();
+        let pipeline = Arc::new(Pipeline::build(&config).unwrap());
         let mut cases = Vec::new();
         for suite in example_suites(&root) {
             cases.extend(
@@ -295,14 +407,15 @@ fn every_example_case_gets_the_same_replies_from_the_dry_run_and_the_daemon() {
             );
         }
         let live = start_live(dir, config_path);
-        let (w, s) = compare(&pipeline, &live, &cases);
+        let (w, s, m) = compare(&config, &pipeline, &live, &cases);
         ran += cases.len() - s.len();
+        memory += m;
         wrong.extend(w);
         skipped.extend(s);
         drop(live);
     }
     eprintln!(
-        "agreement: {ran} example cases run live, {} not (why, each):\n  {}",
+        "agreement: {ran} example cases run ({memory} of them in memory: TLS, or DNS from their fixture), {} not (why, each):\n  {}",
         skipped.len(),
         skipped.join("\n  ")
     );
@@ -358,7 +471,7 @@ stage "rcpt" {{
     )
     .unwrap();
     let loaded = Config::load(&config).unwrap_or_else(|e| panic!("{e:?}"));
-    let pipeline = Pipeline::build(&loaded).unwrap();
+    let pipeline = Arc::new(Pipeline::build(&loaded).unwrap());
     let env = |client: &str, rcpts: &[&str]| DryEnvelope {
         client_ip: Some(client.parse().unwrap()),
         listener: "mx".into(),
@@ -434,7 +547,7 @@ stage "rcpt" {{
         }
     }
     let live = start_live(dir, config);
-    let (wrong, skipped) = compare(&pipeline, &live, &cases);
+    let (wrong, skipped, _) = compare(&loaded, &pipeline, &live, &cases);
     assert!(skipped.is_empty(), "{skipped:?}");
     assert!(
         wrong.is_empty(),

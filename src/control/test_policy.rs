@@ -657,11 +657,13 @@ impl KdlFile {
     }
 }
 
-/// Every case of a suite file as an envelope to run, with its name and file:line:col
-/// (what the agreement test runs through a live daemon too).
+/// Every envelope case of a suite file (not the session transcripts, which run the
+/// session itself), with its name and file:line:col: what the agreement test runs
+/// through a live daemon too.
 pub fn envelopes(path: &Path) -> Result<Vec<(String, String, DryEnvelope)>, Vec<String>> {
     Ok(load_cases(path)?
         .into_iter()
+        .filter(|c| c.session.is_none())
         .map(|c| (c.name, c.at, c.envelope))
         .collect())
 }
