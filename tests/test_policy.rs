@@ -779,3 +779,44 @@ fn a_required_session_case_gates_the_policy() {
         text(&out)
     );
 }
+
+/// A listener the configuration does not have cannot hold a session: `--listener` and a
+/// suite case naming one are errors that say which listeners there are.
+#[test]
+fn an_unknown_listener_is_an_error() {
+    let (dir, config) = setup();
+    let config = config.to_str().unwrap();
+    let out = mtactl(&[
+        "test-policy",
+        "--config",
+        config,
+        "--listener",
+        "submision",
+        "--from",
+        "a@src.test",
+        "--rcpt",
+        "b@example.test",
+    ]);
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{report}");
+    assert!(
+        report
+            .contains("--listener \"submision\": no such listener (the configuration has \"mx\")"),
+        "{report}"
+    );
+    let suite = dir.path().join("suite.kdl");
+    std::fs::write(
+        &suite,
+        "case \"typo\" {\n    listener \"submision\"\n    from \"a@src.test\"\n    rcpt \"b@example.test\"\n    expect \"rcpt\" \"accept\"\n}\n\
+         case \"named\" {\n    listener \"mx\"\n    from \"a@src.test\"\n    rcpt \"b@example.test\"\n    expect \"rcpt\" \"accept\"\n}\n",
+    )
+    .unwrap();
+    let out = mtactl(&["test-policy", "--config", config, suite.to_str().unwrap()]);
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("listener \"submision\": no such listener"),
+        "{report}"
+    );
+    assert!(report.contains("1 passed, 1 failed"), "{report}");
+}

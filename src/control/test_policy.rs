@@ -70,10 +70,14 @@ fn pipeline(config_path: &Path) -> Result<(Config, Pipeline), u8> {
 
 /// One dry run from command-line options.
 pub fn single(config_path: &Path, envelope: &DryEnvelope, json: bool) -> u8 {
-    let (_, pipeline) = match pipeline(config_path) {
+    let (config, pipeline) = match pipeline(config_path) {
         Ok(p) => p,
         Err(code) => return code,
     };
+    if let Some(why) = unknown_listener(&config, &envelope.listener) {
+        err!("mtactl: --listener {why}");
+        return EXIT_CONFIG;
+    }
     let report = pipeline.dry_run(envelope);
     if json {
         outln!(
@@ -88,6 +92,23 @@ pub fn single(config_path: &Path, envelope: &DryEnvelope, json: bool) -> u8 {
     } else {
         EXIT_OK
     }
+}
+
+/// Why `name` cannot be the listener of a dry run: `None` when the configuration has
+/// it (or no listener is named: the first one is used).
+fn unknown_listener(config: &Config, name: &str) -> Option<String> {
+    if name.is_empty() || config.listeners.iter().any(|l| l.name == name) {
+        return None;
+    }
+    let known: Vec<String> = config
+        .listeners
+        .iter()
+        .map(|l| format!("\"{}\"", l.name))
+        .collect();
+    Some(format!(
+        "\"{name}\": no such listener (the configuration has {})",
+        known.join(", ")
+    ))
 }
 
 /// The report as an operator reads it: a line per stage (per recipient at rcpt).
@@ -308,6 +329,9 @@ fn run(
             }
             let (failures, lines) = check_session(played);
             (failures, None, lines)
+        } else if let Some(why) = unknown_listener(config, &case.envelope.listener) {
+            // no session can be on a listener that does not exist
+            (vec![format!("listener {why}")], None, Vec::new())
         } else {
             let report = pipeline.dry_run(&case.envelope);
             fired.extend(report.fired.iter().cloned());
