@@ -436,6 +436,7 @@ fn run_sessions(config: &Config, cases: &[Case]) -> Vec<Result<Played, String>> 
                     dns: case.envelope.dns.clone(),
                     spool: spool.clone(),
                     timeout: SESSION_REPLY_TIMEOUT,
+                    authenticated: None,
                 };
                 out.push(
                     transcript::in_memory(memory, t)

@@ -220,6 +220,10 @@ pub struct Session {
     pub(super) tls: Option<TlsInfo>,
     /// The SASL identity once AUTH succeeded.
     pub(super) auth_user: Option<String>,
+    /// An in-memory session's given identity ([`super::transcript::Memory`]'s
+    /// `authenticated`, a dry run's `--auth`): it holds from the start and again after
+    /// STARTTLS. Always `None` for a network client, who logs in with AUTH.
+    pub(super) logged_in_as: Option<String>,
     /// An AUTH exchange waiting for the client's next line.
     pub(super) sasl: Option<SaslStep>,
     pub(super) helo: Option<String>,
@@ -252,6 +256,7 @@ impl Session {
             listen,
             tls: None,
             auth_user: None,
+            logged_in_as: None,
             sasl: None,
             helo: None,
             esmtp: false,
@@ -332,10 +337,12 @@ impl Session {
                     if !self.handshake().await {
                         break ("TLS handshake failed".into(), false);
                     }
-                    // RFC 3207 §4.2: forget everything learnt before TLS
+                    // RFC 3207 §4.2: forget everything learnt before TLS (an in-memory
+                    // session started as a user is that user again, as a client logs
+                    // in again after STARTTLS)
                     self.helo = None;
                     self.esmtp = false;
-                    self.auth_user = None;
+                    self.auth_user = self.logged_in_as.clone();
                     self.sasl = None;
                     self.reset_transaction();
                 }

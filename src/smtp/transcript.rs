@@ -551,6 +551,10 @@ pub struct Memory<'a> {
     pub spool: Spool,
     /// How long to wait for each reply.
     pub timeout: Duration,
+    /// The session starts as if the client had logged in (SASL) as this user: what a
+    /// dry run's `--auth USER` means, without the user's password. Only an in-memory
+    /// session can start this way.
+    pub authenticated: Option<String>,
 }
 
 /// Why an in-memory session could not start.
@@ -587,7 +591,9 @@ pub async fn in_memory(memory: Memory<'_>, transcript: &Transcript) -> Result<Pl
     core.fired = Some(Default::default());
     let core = Arc::new(core);
     let (client, server) = tokio::io::duplex(64 * 1024);
-    let session = Session::new(server, core.clone(), memory.client, Arc::new(listen));
+    let mut session = Session::new(server, core.clone(), memory.client, Arc::new(listen));
+    session.auth_user = memory.authenticated.clone();
+    session.logged_in_as = memory.authenticated;
     let task = tokio::spawn(session.run());
     let mut played = play(client, transcript, implicit, memory.timeout).await;
     // the client is gone: the session reads its end and stops
@@ -692,6 +698,7 @@ mod tests {
             dns: DnsFixture::default(),
             spool: open_spool(&dir.path().join("spool")).unwrap(),
             timeout: Duration::from_secs(5),
+            authenticated: None,
         };
         in_memory(memory, transcript).await.unwrap()
     }
