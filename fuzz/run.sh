@@ -131,6 +131,13 @@ fuzz_one() {
   [ "$corpus" = 0 ] && corpus="$(stat "$stats" paths_total)"
   printf '%-8s %8ss %12s execs %8s/s %6s paths %4s crashes %4s hangs\n' \
     "$target" "$secs" "$execs" "$(stat "$stats" execs_per_sec)" "$corpus" "$crashes" "$hangs"
+  keep_findings "$target" "$out" "$crashes" "$hangs"
+}
+
+# Copies what a run in $2 found for target $1 ($3 crashes, $4 hangs) to findings/TARGET;
+# returns 1 if it found anything.
+keep_findings() {
+  local target="$1" out="$2" crashes="$3" hangs="$4"
   if [ "$crashes" != 0 ] || [ "$hangs" != 0 ]; then
     local keep="$here/findings/$target"
     mkdir -p "$keep"
@@ -192,29 +199,28 @@ fuzz_hours_one() {
   corpus="$(find "$out/default/queue" -maxdepth 1 -name 'id*' 2>/dev/null | wc -l)"
   printf '%-8s %8ss CPU %12s execs %6s paths %4s crashes %4s hangs\n' \
     "$target" "$spent" "$execs" "$corpus" "$crashes" "$hangs"
-  if [ "$crashes" != 0 ] || [ "$hangs" != 0 ]; then
-    local keep="$here/findings/$target"
-    mkdir -p "$keep"
-    cp "$out"/default/crashes/id* "$out"/default/hangs/id* "$keep"/ 2>/dev/null || true
-    echo "fuzz/run.sh: $target: $crashes crash(es), $hangs hang(s): inputs in ${keep#"$here"/}/" >&2
-    return 1
-  fi
-  return 0
+  keep_findings "$target" "$out" "$crashes" "$hangs"
 }
 
-# Fuzzes every target in turn; a summary table at the end. 1 if anything was found.
-fuzz_all() {
-  local seconds="$1" found=0 lines=() t line rc
+# Runs `$1 TARGET $2` for every target in turn; a summary table at the end ($3 says
+# what $2 is). 1 if anything was found.
+each() {
+  local run="$1" seconds="$2" what="$3" found=0 lines=() t line rc
   for t in "${TARGETS[@]}"; do
     rc=0
-    line="$(fuzz_one "$t" "$seconds")" || rc=$?
+    line="$("$run" "$t" "$seconds")" || rc=$?
     [ $rc -ge 2 ] && return $rc
     [ $rc -ne 0 ] && found=1
     lines+=("$line")
   done
-  echo "== summary: ${seconds}s per target =="
+  echo "== summary: ${seconds}${what} per target =="
   printf '%s\n' "${lines[@]}"
   return $found
+}
+
+# Fuzzes every target in turn for $1 seconds (wall time).
+fuzz_all() {
+  each fuzz_one "$1" "s"
 }
 
 seeds() {
@@ -264,18 +270,7 @@ case "${1:-}" in
     fuzz_all "${2:-20}"
     ;;
   hours)
-    found=0
-    lines=()
-    for t in "${TARGETS[@]}"; do
-      rc=0
-      line="$(fuzz_hours_one "$t" "${2:-3600}")" || rc=$?
-      [ $rc -ge 2 ] && exit $rc
-      [ $rc -ne 0 ] && found=1
-      lines+=("$line")
-    done
-    echo "== summary: ${2:-3600}s of CPU per target =="
-    printf '%s\n' "${lines[@]}"
-    exit $found
+    each fuzz_hours_one "${2:-3600}" "s of CPU"
     ;;
   all)
     [ $# -eq 2 ] || die "usage: fuzz/run.sh all SECONDS"
