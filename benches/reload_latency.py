@@ -105,7 +105,7 @@ delivery {{
 ''')
         log = open(f"{d}/log", "w")
         proc = subprocess.Popen([binary, "--config", cfg], stderr=log,
-                                env=dict(os.environ, MTAD_LOG="warn,mtad::smtp::reload=info"))
+                                env=dict(os.environ, MTAD_LOG="warn,mtad::control::reload=info"))
         try:
             for _ in range(200):
                 try:

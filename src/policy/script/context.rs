@@ -505,11 +505,11 @@ fn lossy_prefix(body: &[u8], max: usize) -> String {
     text[..end].to_owned()
 }
 
-/// `ctx.parts()`: the message's MIME parts (see [`crate::policy::mime`]), part 0
+/// `ctx.parts()`: the message's MIME parts (see [`crate::message::mime`]), part 0
 /// the message itself, as maps. The text of text parts is decoded; all of it
 /// together is at most `max_text` bytes, as for `ctx.body()`.
 fn parts_of(message: &[u8], max_text: usize) -> Array {
-    let mime = crate::policy::mime::Mime::parse(message);
+    let mime = crate::message::mime::Mime::parse(message);
     let mut left = max_text;
     mime.parts
         .iter()
