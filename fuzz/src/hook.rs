@@ -82,7 +82,7 @@ pub fn run(data: &[u8]) {
     let mut message = b.field().to_vec();
     message.extend_from_slice(b"\r\n");
     message.extend_from_slice(b.rest());
-    let (headers, body_start) = mtad::policy::parse_headers(&message);
+    let (headers, body_start) = mtad::message::parse_headers(&message);
     let body = message.get(body_start..).unwrap_or_default();
 
     let f = fixed();

@@ -7,8 +7,8 @@
 //!
 //! Input: the message, as received (headers and body).
 
-use mtad::policy::mime::{MAX_DEPTH, MAX_PARTS, Mime};
-use mtad::policy::{HeaderChange, RawEdit, apply_header_edits, apply_raw_edits, parse_headers};
+use mtad::message::mime::{MAX_DEPTH, MAX_PARTS, Mime};
+use mtad::message::{HeaderChange, RawEdit, apply_header_edits, apply_raw_edits, parse_headers};
 
 const LIMIT: usize = 64 * 1024;
 
