@@ -689,6 +689,16 @@ mod tests {
     }
 
     async fn run(config: &Config, client: &str, transcript: &Transcript) -> Played {
+        run_as(config, client, None, transcript).await
+    }
+
+    /// [`run`] for a session that starts as a logged-in user (`authenticated`).
+    async fn run_as(
+        config: &Config,
+        client: &str,
+        authenticated: Option<&str>,
+        transcript: &Transcript,
+    ) -> Played {
         let dir = tempfile::tempdir().unwrap();
         let memory = Memory {
             config,
@@ -698,7 +708,7 @@ mod tests {
             dns: DnsFixture::default(),
             spool: open_spool(&dir.path().join("spool")).unwrap(),
             timeout: Duration::from_secs(5),
-            authenticated: None,
+            authenticated: authenticated.map(str::to_owned),
         };
         in_memory(memory, transcript).await.unwrap()
     }
@@ -865,6 +875,42 @@ mod tests {
                 .text()
                 .contains("\n250 AUTH PLAIN LOGIN")
         );
+    }
+
+    /// A session started as a logged-in user (a dry run's `--auth`) is that user from
+    /// the start and again after STARTTLS, which makes a network client log in again;
+    /// a session started as nobody is refused where AUTH is required.
+    #[tokio::test]
+    async fn a_session_may_start_logged_in_and_stays_so_after_starttls() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["mx.example.test".into()]).unwrap();
+        let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&c, cert.cert.pem()).unwrap();
+        std::fs::write(&k, cert.signing_key.serialize_pem()).unwrap();
+        let users = dir.path().join("users");
+        std::fs::write(&users, "alice:{PLAIN}secret\n").unwrap();
+        let mut config = config_with(
+            &format!(
+                " tls-certificate \"{}\"\n tls-key \"{}\"\n",
+                c.display(),
+                k.display()
+            ),
+            &format!("users \"u\" file=\"{}\"\n", users.display()),
+        );
+        config.listeners[0].auth = crate::config::AuthMode::Required;
+        config.listeners[0].users = Some("u".into());
+        let t = |mail: &str| {
+            parse(&format!(
+                "expect \"220\"\nsend \"EHLO c.example\"\nexpect \"250\"\nstarttls\n\
+                 send \"EHLO c.example\"\nexpect \"250\"\n\
+                 send \"MAIL FROM:<alice@example.test>\"\nexpect \"{mail}\"\n"
+            ))
+        };
+        // from outside the trusted network: only a logged-in client may send
+        let played = run_as(&config, "192.0.2.1", Some("alice"), &t("250")).await;
+        assert_eq!(played.mismatch, None, "{:#?}", played.replies);
+        let played = run_as(&config, "192.0.2.1", None, &t("530 5.7.0")).await;
+        assert_eq!(played.mismatch, None, "{:#?}", played.replies);
     }
 
     #[test]
