@@ -109,6 +109,9 @@ pub struct Config {
     /// The `authentication` block: incoming mail is checked (SPF, DKIM, DMARC, ARC,
     /// iprev) only when it is present.
     pub authentication: Option<Authentication>,
+    /// The `local-submission` block: programs on this host submit mail through the
+    /// `sendmail` command into its maildrop. `None`: local submission is off.
+    pub local_submission: Option<LocalSubmission>,
     /// Every file read to build this configuration, with the digest of its bytes: the
     /// policy's revision is computed from these and the hooks ([`Sources`]).
     pub sources: Sources,
@@ -289,6 +292,27 @@ pub struct VirtualMailboxes {
     /// Where their mail goes; `None`: the Maildir the table gives (`virtual:PATH`).
     pub transport: Option<String>,
     pub origin: Origin,
+}
+
+/// The `local-submission` block: where the `sendmail` command drops messages for the
+/// daemon to pick up, and who may submit which senders (see `docs/local-submission.md`).
+#[derive(Clone, Debug)]
+pub struct LocalSubmission {
+    /// The maildrop directory: created by the daemon, mode 1730, owned by its user
+    /// and `group`, never world-writable.
+    pub maildrop: PathBuf,
+    /// The group the `sendmail` program is setgid to (Postfix's `postdrop` group):
+    /// the only one, besides the daemon's user, that may create files in the maildrop.
+    /// `None`: only the daemon's user (and root) can submit.
+    pub group: Option<String>,
+    /// Postfix's `authorized_submit_users`: login names (or `uid:N`) that may submit.
+    /// `None`: everyone (Postfix's default, `static:anyone`).
+    pub authorized_users: Option<Vec<String>>,
+    /// Postfix's `local_login_sender_maps`: a table from a login name (or `uid:N`)
+    /// to the envelope senders it may claim (`*` any, `<>` the null sender, `@domain`,
+    /// addresses; separated by spaces or commas). `None`: any sender (Postfix's
+    /// default, `static:*`).
+    pub sender_logins: Option<Arc<Table>>,
 }
 
 /// The `reload` block.

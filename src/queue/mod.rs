@@ -104,6 +104,7 @@ mod committer;
 mod filter_loops;
 mod id;
 mod index;
+pub mod maildrop;
 mod record;
 mod segment;
 #[cfg(test)]

@@ -62,6 +62,7 @@ const TOP_LEVEL: &[&str] = &[
     "dkim",
     "dkim-internal",
     "authentication",
+    "local-submission",
 ];
 
 /// Reads `text` (named `name` for display; `path` locates relative paths), and every
@@ -165,6 +166,7 @@ mod report;
 mod server;
 mod sets;
 mod stages;
+mod submission;
 mod tables;
 mod users;
 
@@ -222,6 +224,7 @@ impl Parser {
         let mut dkim: Vec<(crate::mailauth::dkim::Signer, Origin)> = Vec::new();
         let mut authentication: Option<crate::config::Authentication> = None;
         let mut dkim_internal: Option<Vec<ClientRef>> = None;
+        let mut local_submission: Option<(Option<crate::config::LocalSubmission>, Origin)> = None;
 
         for (file, node) in &nodes {
             self.cur = file.clone();
@@ -326,6 +329,14 @@ impl Parser {
                     }
                 }
                 "stage" => self.stage(node, &sets, &mut stages),
+                "local-submission" => {
+                    if let Some((_, first)) = &local_submission {
+                        let first = first.clone();
+                        self.duplicate(node.name().span(), "`local-submission` block".into(), &first);
+                        continue;
+                    }
+                    local_submission = Some((self.local_submission(node, &sets.tables), here));
+                }
                 _ => {
                     self.check_annotations(node);
                     self.unknown_node(node, "", TOP_LEVEL);
@@ -452,6 +463,7 @@ impl Parser {
             dkim: dkim.into_iter().map(|(s, _)| s).collect(),
             dkim_internal,
             authentication,
+            local_submission: local_submission.and_then(|(l, _)| l),
             sources: std::mem::take(&mut self.sources),
         })
     }
