@@ -22,6 +22,7 @@
 
 pub mod address;
 pub mod alias;
+pub mod local;
 mod checks;
 mod dry_run;
 mod outcome;
