@@ -40,6 +40,8 @@ pub enum ServeError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("local-submission: {0}")]
+    Maildrop(#[from] crate::queue::maildrop::MaildropError),
     #[error("cannot serve metrics on {address}: {source}")]
     Metrics {
         address: std::net::SocketAddr,
@@ -79,7 +81,21 @@ pub async fn serve_until(
         moved_to_corrupt = recovery.damaged,
         "spool opened"
     );
-    match start(config, pipeline, spool.clone(), shutdown).await {
+    // before the scheduler runs: a pickup cut off by a crash is finished or undone
+    let maildrop = match &config.local_submission {
+        Some(settings) => match super::pickup::open(settings) {
+            Ok(m) => {
+                super::pickup::recover(&m, &spool);
+                Some(m)
+            }
+            Err(err) => {
+                spool.close();
+                return Err(err.into());
+            }
+        },
+        None => None,
+    };
+    match start(config, pipeline, spool.clone(), maildrop, shutdown).await {
         Ok(running) => running.await,
         Err(err) => {
             spool.close();
@@ -99,6 +115,7 @@ async fn start(
     config: Config,
     pipeline: Pipeline,
     spool: Spool,
+    maildrop: Option<crate::queue::maildrop::Maildrop>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<impl Future<Output = ()>, ServeError> {
     let listens = Listen::all(&config).map_err(ServeError::Tls)?;
@@ -134,6 +151,10 @@ async fn start(
         let handle = handle.clone();
         core.on_queued = Box::new(move |id| handle.queued(id));
     }
+    let pickup = maildrop.map(|m| {
+        let handle = handle.clone();
+        super::pickup::Pickup::new(&config, &core, m, Box::new(move |id| handle.queued(id)))
+    });
     let core = Arc::new(core);
     let listeners = Arc::new(Listeners::new(core.clone(), shutdown.clone(), grace));
     let bound = listeners.prepare(listens)?;
@@ -156,10 +177,14 @@ async fn start(
     let watcher = tokio::spawn(reloader.clone().watch_files(shutdown.clone()));
     let reloads = tokio::spawn(reload_on_sighup(reloader, shutdown.clone()));
     let scheduler = tokio::spawn(scheduler.run(shutdown.clone(), grace));
+    let pickup = pickup.map(|p| tokio::spawn(p.run(shutdown.clone())));
     listeners.commit(bound);
     info!(hostname = %config.server.hostname, revision = %core.policy.load().revision(), "mtad started");
     Ok(async move {
         listeners.wait().await;
+        if let Some(pickup) = pickup {
+            let _ = pickup.await;
+        }
         reloads.abort();
         watcher.abort();
         if let Some(metrics) = metrics {

@@ -36,6 +36,7 @@ macro_rules! err {
 pub mod daemon;
 pub mod dkim;
 pub mod output;
+pub mod pickup;
 pub mod reload;
 pub mod socket;
 pub mod status;

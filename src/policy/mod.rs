@@ -255,6 +255,8 @@ pub struct Context<'a> {
     /// The session's TLS, if it is encrypted.
     pub tls: Option<&'a TlsInfo>,
     pub auth_user: Option<&'a str>,
+    /// Who submitted the message through `sendmail` (the listener is then `local`).
+    pub submitter: Option<&'a local::Submitter>,
     /// `Some("")` is the null sender.
     pub sender: Option<&'a str>,
     pub rcpt: Option<&'a str>,
@@ -286,6 +288,7 @@ impl<'a> Context<'a> {
             helo: None,
             tls: None,
             auth_user: None,
+            submitter: None,
             sender: None,
             rcpt: None,
             recipients: &[],
@@ -334,6 +337,8 @@ pub struct Pipeline {
     local_recipients: Option<Arc<[LocalSource]>>,
     /// `limits { hop-count }`: the most Received: headers a message may have.
     hop_count: usize,
+    /// `local-submission`: who may submit through `sendmail`, which senders.
+    local_submission: Option<Arc<crate::config::LocalSubmission>>,
 }
 
 /// Where a recipient of the `local` transport must be found ([`crate::config::LocalRecipients`]).
@@ -404,6 +409,7 @@ impl Default for Pipeline {
             dkim: Arc::new([]),
             dkim_internal: None,
             authentication: None,
+            local_submission: None,
             seals: false,
             own_addresses: Arc::new([]),
             local_recipients: None,
@@ -666,6 +672,11 @@ impl Pipeline {
         &self.sources
     }
 
+    /// The `local-submission` block: `None` when local submission is off.
+    pub fn local_submission(&self) -> Option<&crate::config::LocalSubmission> {
+        self.local_submission.as_deref()
+    }
+
     /// The domain unqualified addresses get (`server { origin }`).
     pub fn origin(&self) -> &str {
         &self.rewriter.origin
@@ -823,6 +834,7 @@ impl Pipeline {
                 .collect::<Arc<[LocalSource]>>()
         });
         Pipeline {
+            local_submission: config.local_submission.clone().map(Arc::new),
             own_addresses: own_addresses(config).into(),
             hop_count: config.limits.hop_count,
             local_recipients,
@@ -1461,6 +1473,7 @@ impl Pipeline {
             helo: ctx.helo,
             tls: ctx.tls.map(|t| (t.protocol.as_str(), t.cipher.as_str())),
             auth_user: ctx.auth_user,
+            submitter: ctx.submitter,
             sender: ctx.sender,
             rcpt: ctx.rcpt,
             recipients: ctx.recipients,

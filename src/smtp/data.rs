@@ -13,7 +13,7 @@ use super::reply;
 use super::session::{Disposition, Flow, INITIAL_DATA_MEMORY, Session, State};
 use crate::mailauth::Peer;
 use crate::net::tls::TlsInfo;
-use crate::policy::trace::{ReceivedInfo, protocol, received_header};
+use crate::policy::trace::{ReceivedInfo, local_received_header, protocol, received_header};
 use crate::policy::{Context, Stage, Verdict, parse_headers};
 use crate::queue::{Envelope, MessageRecord};
 
@@ -83,17 +83,22 @@ impl Session {
             );
             return false;
         };
-        let id = self.core.spool.new_id();
+        let id = self
+            .next_id
+            .take()
+            .unwrap_or_else(|| self.core.spool.new_id());
         let arrival = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        // a local submission has no client address: its origin is `Local` (ours)
+        let client_ip = self.submitter.is_none().then(|| self.peer.ip());
         let envelope = Envelope {
             sender: self.tx.sender.clone().unwrap_or_default(),
             recipients: self.tx.recipients.clone(),
             listener: self.listen.name.to_string(),
             helo: self.helo.clone().unwrap_or_default(),
-            client_ip: Some(self.peer.ip()),
+            client_ip,
             auth_user: self.auth_user.clone(),
             tls: self.tls.as_ref().map(TlsInfo::to_record),
             body_8bit: self.tx.body_8bit,
@@ -107,14 +112,16 @@ impl Session {
             external: !self
                 .policy
                 .mail_origin(
-                    Some(self.peer.ip()),
+                    client_ip,
                     self.auth_user.as_deref(),
                     &self.listen.name,
                 )
                 .is_ours(),
         };
         let mut record = MessageRecord::new(id, arrival, &envelope);
-        let received = received_header(ReceivedInfo {
+        let received = match &self.submitter {
+            Some(who) => local_received_header(&self.listen.settings.hostname, who.uid, &id.to_string()),
+            None => received_header(ReceivedInfo {
             helo: self.helo.as_deref().unwrap_or(""),
             ip: self.peer.ip(),
             hostname: &self.listen.settings.hostname,
@@ -128,7 +135,8 @@ impl Session {
             auth_user: self.auth_user.as_deref(),
             id: &id.to_string(),
             rcpt: (self.tx.recipients.len() == 1).then(|| self.tx.recipients[0].as_str()),
-        });
+        }),
+        };
         record.body_mut().extend_from_slice(received.as_bytes());
         let limits = &self.listen.settings.limits;
         // the envelope (up to `recipients` addresses) is in the buffer too

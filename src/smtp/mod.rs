@@ -17,6 +17,7 @@ pub mod server;
 
 mod auth;
 mod conn;
+pub mod local;
 mod data;
 mod ehlo;
 pub mod inflight;

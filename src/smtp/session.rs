@@ -240,6 +240,12 @@ pub struct Session {
     pub(super) messages: u32,
     /// Set by the connect or helo stage: applies to every message of the session.
     pub(super) disposition: Disposition,
+    /// A local submission's submitter ([`super::local`]): rules and hooks see it, and
+    /// the trace header is pickup's.
+    pub(super) submitter: Option<crate::policy::local::Submitter>,
+    /// The queue id the next message gets, chosen by the caller (the pickup claims
+    /// its drop file for it before the message is queued).
+    pub(super) next_id: Option<crate::queue::QueueId>,
 }
 
 impl Session {
@@ -268,6 +274,8 @@ impl Session {
             junk: 0,
             messages: 0,
             disposition: Disposition::Deliver,
+            submitter: None,
+            next_id: None,
         }
     }
 
@@ -721,6 +729,7 @@ impl Session {
             helo: self.helo.as_deref(),
             tls: self.tls.as_ref(),
             auth_user: self.auth_user.as_deref(),
+            submitter: self.submitter.as_ref(),
             sender: self.tx.sender.as_deref(),
             recipients: &self.tx.recipients,
             size: self.tx.declared_size,

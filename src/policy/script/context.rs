@@ -47,13 +47,15 @@ pub(crate) enum Field {
     Spf,
     /// `ctx.dkim`, `ctx.dmarc`, `ctx.arc`, `ctx.iprev`...: the checks made at DATA.
     MailAuth,
+    /// `ctx.local_user`, `ctx.uid`: who submitted a message through `sendmail`.
+    Submitter,
 }
 
 use Stage::{Data, Helo, Mail, Rcpt, Route};
 
 impl Field {
     /// Every property a script can read on `ctx`, by name.
-    pub(crate) const PROPERTIES: [(&'static str, Field); 24] = [
+    pub(crate) const PROPERTIES: [(&'static str, Field); 26] = [
         ("client", Field::Client),
         ("listener", Field::Listener),
         ("stage", Field::Stage),
@@ -78,6 +80,8 @@ impl Field {
         ("arc", Field::MailAuth),
         ("iprev", Field::MailAuth),
         ("iprev_name", Field::MailAuth),
+        ("local_user", Field::Submitter),
+        ("uid", Field::Submitter),
     ];
 
     pub(crate) fn property(name: &str) -> Option<Field> {
@@ -100,7 +104,7 @@ impl Field {
             Field::Recipients => &[Rcpt, Data],
             Field::Size | Field::Headers | Field::Body | Field::Parts | Field::MailAuth => &[Data],
             Field::Spf => &[Mail, Rcpt, Data],
-            Field::Rates => &[Stage::Connect, Helo, Mail, Rcpt, Data],
+            Field::Rates | Field::Submitter => &[Stage::Connect, Helo, Mail, Rcpt, Data],
         }
     }
 
@@ -300,6 +304,10 @@ pub(crate) struct CtxData {
     helo: ImmutableString,
     tls: Option<(ImmutableString, ImmutableString)>,
     auth: ImmutableString,
+    /// `ctx.local_user` (the login, or `uid:N`; `""` for mail that did not come
+    /// through `sendmail`) and `ctx.uid` (`-1` then).
+    local_user: ImmutableString,
+    uid: i64,
     sender: Option<Address>,
     rcpt: Option<Address>,
     recipients: Vec<Address>,
@@ -400,6 +408,11 @@ impl Ctx {
             } else {
                 ImmutableString::new()
             },
+            local_user: match input.submitter {
+                Some(s) if want(Field::Submitter) => s.name().into(),
+                _ => ImmutableString::new(),
+            },
+            uid: input.submitter.map_or(-1, |s| i64::from(s.uid)),
             sender: want(Field::Sender)
                 .then_some(input.sender)
                 .flatten()
@@ -615,6 +628,14 @@ pub(crate) fn register(engine: &mut rhai::Engine) {
         .register_get("auth", |c: &mut Ctx| -> Res<ImmutableString> {
             c.need(Field::Auth, "auth")?;
             Ok(c.0.auth.clone())
+        })
+        .register_get("local_user", |c: &mut Ctx| -> Res<ImmutableString> {
+            c.need(Field::Submitter, "local_user")?;
+            Ok(c.0.local_user.clone())
+        })
+        .register_get("uid", |c: &mut Ctx| -> Res<i64> {
+            c.need(Field::Submitter, "uid")?;
+            Ok(c.0.uid)
         })
         .register_get("authenticated", |c: &mut Ctx| -> Res<bool> {
             c.need(Field::Authenticated, "authenticated")?;

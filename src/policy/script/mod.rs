@@ -339,6 +339,8 @@ pub struct HookInput<'a> {
     /// `(protocol, cipher)` when the session is under TLS.
     pub tls: Option<(&'a str, &'a str)>,
     pub auth_user: Option<&'a str>,
+    /// Who submitted the message through `sendmail` (local submissions only).
+    pub submitter: Option<&'a crate::policy::local::Submitter>,
     /// The reverse path without angle brackets (`""` for the null sender).
     pub sender: Option<&'a str>,
     pub rcpt: Option<&'a str>,
@@ -371,6 +373,7 @@ impl<'a> HookInput<'a> {
             helo: None,
             tls: None,
             auth_user: None,
+            submitter: None,
             sender: None,
             rcpt: None,
             recipients: &[],
