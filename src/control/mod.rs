@@ -38,6 +38,7 @@ pub mod dkim;
 pub mod output;
 pub mod pickup;
 pub mod reload;
+pub mod sendmail;
 pub mod socket;
 pub mod status;
 pub mod test_policy;

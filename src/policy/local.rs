@@ -76,9 +76,7 @@ pub enum SubmitRefusal {
     Off,
     #[error("user {0} is not allowed to submit mail (local-submission {{ authorized-users }})")]
     NotAuthorized(String),
-    #[error(
-        "user {user} may not send as <{sender}> (local-submission {{ sender-logins }})"
-    )]
+    #[error("user {user} may not send as <{sender}> (local-submission {{ sender-logins }})")]
     Sender { user: String, sender: String },
     #[error("cannot check which senders {user} may use: {error}")]
     Lookup { user: String, error: String },
@@ -286,7 +284,8 @@ pub fn cleanup_local(m: &LocalMessage<'_>, site: &Site<'_>) -> Result<Cleaned, C
         }
     }
     let before = headers.len();
-    headers.retain(|(n, _)| !n.eq_ignore_ascii_case("bcc") && !n.eq_ignore_ascii_case("resent-bcc"));
+    headers
+        .retain(|(n, _)| !n.eq_ignore_ascii_case("bcc") && !n.eq_ignore_ascii_case("resent-bcc"));
     if headers.len() != before {
         edits.push("removed Bcc:".to_owned());
     }
@@ -339,7 +338,9 @@ pub fn cleanup_local(m: &LocalMessage<'_>, site: &Site<'_>) -> Result<Cleaned, C
     }
     message.extend_from_slice(b"\r\n");
     message.extend_from_slice(body);
-    let body_8bit = m.body_8bit.unwrap_or_else(|| text.iter().any(|b| *b >= 0x80));
+    let body_8bit = m
+        .body_8bit
+        .unwrap_or_else(|| text.iter().any(|b| *b >= 0x80));
     let smtputf8 = m.smtputf8
         || !sender.is_ascii()
         || recipients.iter().any(|r| !r.is_ascii())
@@ -713,7 +714,10 @@ mod tests {
 
     #[test]
     fn full_name_and_sender_patterns() {
-        assert_eq!(full_name_from_gecos("& Smith,,,", "bob").as_deref(), Some("Bob Smith"));
+        assert_eq!(
+            full_name_from_gecos("& Smith,,,", "bob").as_deref(),
+            Some("Bob Smith")
+        );
         assert_eq!(full_name_from_gecos(",,,", "bob"), None);
         assert!(sender_matches("*", "x@y"));
         assert!(sender_matches("<>", ""));

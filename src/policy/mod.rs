@@ -22,9 +22,9 @@
 
 pub mod address;
 pub mod alias;
-pub mod local;
 mod checks;
 mod dry_run;
+pub mod local;
 mod outcome;
 mod panics;
 mod rate;

@@ -502,7 +502,10 @@ mod tests {
             id
         });
         let claimed = drop.claim(&path, id).unwrap();
-        assert_eq!(drop.scan().unwrap(), vec![Entry::Claimed(claimed.clone(), id)]);
+        assert_eq!(
+            drop.scan().unwrap(),
+            vec![Entry::Claimed(claimed.clone(), id)]
+        );
         let back = drop.unclaim(&claimed).unwrap();
         assert_eq!(back, path);
         drop.remove(&[back]).unwrap();

@@ -111,31 +111,29 @@ impl Session {
             // had going in (see `finish_message`)
             external: !self
                 .policy
-                .mail_origin(
-                    client_ip,
-                    self.auth_user.as_deref(),
-                    &self.listen.name,
-                )
+                .mail_origin(client_ip, self.auth_user.as_deref(), &self.listen.name)
                 .is_ours(),
         };
         let mut record = MessageRecord::new(id, arrival, &envelope);
         let received = match &self.submitter {
-            Some(who) => local_received_header(&self.listen.settings.hostname, who.uid, &id.to_string()),
+            Some(who) => {
+                local_received_header(&self.listen.settings.hostname, who.uid, &id.to_string())
+            }
             None => received_header(ReceivedInfo {
-            helo: self.helo.as_deref().unwrap_or(""),
-            ip: self.peer.ip(),
-            hostname: &self.listen.settings.hostname,
-            protocol: &protocol(
-                self.esmtp,
-                self.tx.smtputf8,
-                self.tls.is_some(),
-                self.auth_user.is_some(),
-            ),
-            tls: self.tls.as_ref(),
-            auth_user: self.auth_user.as_deref(),
-            id: &id.to_string(),
-            rcpt: (self.tx.recipients.len() == 1).then(|| self.tx.recipients[0].as_str()),
-        }),
+                helo: self.helo.as_deref().unwrap_or(""),
+                ip: self.peer.ip(),
+                hostname: &self.listen.settings.hostname,
+                protocol: &protocol(
+                    self.esmtp,
+                    self.tx.smtputf8,
+                    self.tls.is_some(),
+                    self.auth_user.is_some(),
+                ),
+                tls: self.tls.as_ref(),
+                auth_user: self.auth_user.as_deref(),
+                id: &id.to_string(),
+                rcpt: (self.tx.recipients.len() == 1).then(|| self.tx.recipients[0].as_str()),
+            }),
         };
         record.body_mut().extend_from_slice(received.as_bytes());
         let limits = &self.listen.settings.limits;

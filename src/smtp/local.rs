@@ -88,10 +88,7 @@ pub async fn inject(core: Arc<Core>, listen: Arc<Listen>, m: Injection<'_>) -> I
     out
 }
 
-async fn play(
-    client: tokio::io::DuplexStream,
-    m: &Injection<'_>,
-) -> std::io::Result<Injected> {
+async fn play(client: tokio::io::DuplexStream, m: &Injection<'_>) -> std::io::Result<Injected> {
     let (read, mut write) = tokio::io::split(client);
     let mut read = BufReader::new(read.take(1 << 20));
     let mut out = Injected::default();
@@ -122,7 +119,9 @@ async fn play(
     }
     let mut accepted = 0;
     for r in m.recipients {
-        write.write_all(format!("RCPT TO:<{r}>\r\n").as_bytes()).await?;
+        write
+            .write_all(format!("RCPT TO:<{r}>\r\n").as_bytes())
+            .await?;
         let answer = reply(&mut read).await?;
         if answer.starts_with('2') {
             accepted += 1;

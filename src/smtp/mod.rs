@@ -17,10 +17,10 @@ pub mod server;
 
 mod auth;
 mod conn;
-pub mod local;
 mod data;
 mod ehlo;
 pub mod inflight;
+pub mod local;
 mod mail;
 pub mod rate;
 mod rcpt;

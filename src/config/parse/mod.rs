@@ -332,7 +332,11 @@ impl Parser {
                 "local-submission" => {
                     if let Some((_, first)) = &local_submission {
                         let first = first.clone();
-                        self.duplicate(node.name().span(), "`local-submission` block".into(), &first);
+                        self.duplicate(
+                            node.name().span(),
+                            "`local-submission` block".into(),
+                            &first,
+                        );
                         continue;
                     }
                     local_submission = Some((self.local_submission(node, &sets.tables), here));

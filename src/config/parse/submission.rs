@@ -17,7 +17,8 @@ use super::tables::Tables;
 use crate::config::LocalSubmission;
 
 const KEYS: &[&str] = &["maildrop", "group", "authorized-users", "sender-logins"];
-const USAGE: &str = "local-submission { maildrop \"/var/spool/mtad/maildrop\"; group \"mtad-drop\" }";
+const USAGE: &str =
+    "local-submission { maildrop \"/var/spool/mtad/maildrop\"; group \"mtad-drop\" }";
 
 impl Parser {
     pub(super) fn local_submission(
@@ -66,11 +67,7 @@ impl Parser {
                         if uid.is_some_and(|n| n.parse::<u32>().is_ok()) || is_user_name(name) {
                             users.push(name.to_owned());
                         } else {
-                            self.error(
-                                a.span(),
-                                "not a login name or uid:NUMBER",
-                                "invalid user",
-                            );
+                            self.error(a.span(), "not a login name or uid:NUMBER", "invalid user");
                         }
                     }
                     authorized_users = Some(users);

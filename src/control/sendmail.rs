@@ -1,0 +1,841 @@
+//! `sendmail` (also `mailq` and `newaliases`): the command every program on a Unix
+//! host hands its mail to, with Postfix's options and meanings. This module parses
+//! the command line ([`Invocation::parse`]) and runs it ([`run`]); `src/bin/sendmail.rs`
+//! only calls them. How the message reaches the daemon: [`crate::queue::maildrop`];
+//! the security model: `docs/local-submission.md`.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::policy::local::{
+    CleanupError, LocalMessage, Site, SubmitRefusal, Submitter, cleanup_local, may_submit,
+};
+use crate::queue::maildrop::{self, Dropped, MaildropError};
+
+/// The configuration read when `-C` does not name another.
+pub const DEFAULT_CONFIG: &str = "/etc/mtad/mtad.kdl";
+
+/// sysexits.h, as sendmail(8) exits.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const USAGE: u8 = 64;
+    pub const DATAERR: u8 = 65;
+    pub const UNAVAILABLE: u8 = 69;
+    pub const SOFTWARE: u8 = 70;
+    pub const CANTCREAT: u8 = 73;
+    pub const IOERR: u8 = 74;
+    pub const TEMPFAIL: u8 = 75;
+    pub const NOPERM: u8 = 77;
+    pub const CONFIG: u8 = 78;
+}
+
+/// What the command was asked to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `-bm` (the default): read a message and submit it.
+    Deliver,
+    /// `-bs`: SMTP on standard input and output.
+    Smtp,
+    /// `-bp`, or the name `mailq`: list the queue.
+    List,
+    /// `-bi`, `-I`, or the name `newaliases`: check the aliases, make mtad reload.
+    Aliases,
+    /// `-bv`: say where each recipient would go, send nothing.
+    Verify,
+    /// `-q`: attempt every queued message now.
+    Flush,
+}
+
+/// A parsed command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invocation {
+    pub mode: Mode,
+    pub config: PathBuf,
+    /// `-f`/`-r`.
+    pub sender: Option<String>,
+    /// `-F`.
+    pub full_name: Option<String>,
+    pub recipients: Vec<String>,
+    /// `-t`.
+    pub extract: bool,
+    /// `-i`/`-oi`: a line with a lone dot does not end the message.
+    pub ignore_dots: bool,
+    /// `-B 8BITMIME|7BIT`.
+    pub body_8bit: Option<bool>,
+    /// `-N`, `-R`, `-V` as given.
+    pub notify: Option<String>,
+    pub ret: Option<String>,
+    pub envid: Option<String>,
+    pub verbose: bool,
+    /// Options accepted and ignored, or unknown: said on stderr.
+    pub warnings: Vec<String>,
+}
+
+/// A command line that cannot be run.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(String);
+
+/// Options that take a value (`-fVALUE` or `-f VALUE`), as Postfix's getopt string.
+const WITH_VALUE: &str = "ABCFLNORVXbefhoprq";
+
+impl Invocation {
+    /// Parses `args` (without argv[0]); `name` is argv[0]'s file name, which picks
+    /// the mode for `mailq` and `newaliases`.
+    pub fn parse(name: &str, args: &[OsString]) -> Result<Invocation, UsageError> {
+        let mut inv = Invocation {
+            mode: match name {
+                "mailq" => Mode::List,
+                "newaliases" => Mode::Aliases,
+                _ => Mode::Deliver,
+            },
+            config: PathBuf::from(DEFAULT_CONFIG),
+            sender: None,
+            full_name: None,
+            recipients: Vec::new(),
+            extract: false,
+            ignore_dots: false,
+            body_8bit: None,
+            notify: None,
+            ret: None,
+            envid: None,
+            verbose: false,
+            warnings: Vec::new(),
+        };
+        let mut i = 0;
+        while i < args.len() {
+            let arg = args[i]
+                .to_str()
+                .ok_or_else(|| UsageError("an argument is not valid UTF-8".into()))?;
+            i += 1;
+            if arg == "--" {
+                break;
+            }
+            if !arg.starts_with('-') || arg == "-" {
+                i -= 1;
+                break;
+            }
+            let mut chars = arg[1..].char_indices();
+            while let Some((at, opt)) = chars.next() {
+                let value = if WITH_VALUE.contains(opt) {
+                    let rest = &arg[1 + at + opt.len_utf8()..];
+                    if !rest.is_empty() {
+                        Some(rest.to_owned())
+                    } else if opt == 'q' {
+                        // -q alone is a flush; -qINTERVAL too
+                        Some(String::new())
+                    } else if i < args.len() {
+                        i += 1;
+                        Some(
+                            args[i - 1]
+                                .to_str()
+                                .ok_or_else(|| UsageError("an argument is not valid UTF-8".into()))?
+                                .to_owned(),
+                        )
+                    } else {
+                        return Err(UsageError(format!("option -{opt} needs a value")));
+                    }
+                } else {
+                    None
+                };
+                inv.option(opt, value.as_deref())?;
+                if value.is_some() {
+                    break;
+                }
+            }
+        }
+        for a in &args[i..] {
+            let a = a
+                .to_str()
+                .ok_or_else(|| UsageError("a recipient is not valid UTF-8".into()))?;
+            // Postfix accepts "a, b" as two recipients
+            inv.recipients.extend(
+                a.split(',')
+                    .map(str::trim)
+                    .filter(|r| !r.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+        Ok(inv)
+    }
+
+    fn option(&mut self, opt: char, value: Option<&str>) -> Result<(), UsageError> {
+        let v = value.unwrap_or_default();
+        match opt {
+            'b' => {
+                self.mode = match v {
+                    "m" => Mode::Deliver,
+                    "s" => Mode::Smtp,
+                    "p" => Mode::List,
+                    "i" => Mode::Aliases,
+                    "v" => Mode::Verify,
+                    "d" | "D" => {
+                        return Err(UsageError(
+                            "-bd: sendmail does not run the daemon; start mtad".into(),
+                        ));
+                    }
+                    other => return Err(UsageError(format!("unsupported mode: -b{other}"))),
+                }
+            }
+            'I' => self.mode = Mode::Aliases,
+            'q' => {
+                if v.is_empty() || v.chars().next().is_some_and(|c| c.is_ascii_digit()) {
+                    self.mode = Mode::Flush;
+                } else {
+                    self.warnings.push(format!(
+                        "-q{v}: only -q (flush everything) is supported; flushing everything"
+                    ));
+                    self.mode = Mode::Flush;
+                }
+            }
+            'C' => self.config = PathBuf::from(v),
+            'f' | 'r' => self.sender = Some(v.trim().to_owned()),
+            'F' => self.full_name = Some(v.to_owned()),
+            't' => self.extract = true,
+            'i' => self.ignore_dots = true,
+            'o' => match v.chars().next() {
+                Some('i') => self.ignore_dots = true,
+                // -oem, -oee, -odi, -odb, -oQ...: accepted and ignored, as Postfix does
+                _ => {}
+            },
+            'B' => {
+                self.body_8bit = match v.to_ascii_uppercase().as_str() {
+                    "8BITMIME" => Some(true),
+                    "7BIT" => Some(false),
+                    _ => {
+                        return Err(UsageError(format!(
+                            "-B{v}: the body type is 8BITMIME or 7BIT"
+                        )));
+                    }
+                }
+            }
+            'N' => self.notify = Some(v.to_owned()),
+            'R' => self.ret = Some(v.to_owned()),
+            'V' => self.envid = Some(v.to_owned()),
+            'v' => self.verbose = true,
+            // accepted and ignored, as Postfix does
+            'A' | 'L' | 'O' | 'X' | 'e' | 'h' | 'p' | 'G' | 'U' | 'c' | 'm' | 'n' | 'x' => {}
+            other => self
+                .warnings
+                .push(format!("-{other} option ignored (unknown)")),
+        }
+        Ok(())
+    }
+}
+
+/// What `sendmail` knows of the configuration. The whole configuration when this user
+/// may read it (root, mtad's user); else the few settings submission needs, read from
+/// the main file alone (a DKIM key or a TLS key is rightly not readable by everyone):
+/// then the sender-logins table is checked by the daemon only.
+pub enum Settings {
+    Full(Box<(Config, crate::policy::Pipeline)>),
+    Light(Light),
+}
+
+/// The settings of the main file that submission needs.
+#[derive(Clone, Debug, Default)]
+pub struct Light {
+    pub maildrop: Option<PathBuf>,
+    pub authorized_users: Option<Vec<String>>,
+    pub sender_logins: bool,
+    pub origin: Option<String>,
+    pub hostname: Option<String>,
+    pub message_size: Option<u64>,
+    pub spool: Option<PathBuf>,
+}
+
+impl Settings {
+    pub fn load(path: &Path) -> Result<Settings, String> {
+        match crate::policy::Pipeline::load(path) {
+            Ok(both) => Ok(Settings::Full(Box::new(both))),
+            Err(full) => match light(path) {
+                Ok(l) if l.maildrop.is_some() => Ok(Settings::Light(l)),
+                _ => Err(full.to_string()),
+            },
+        }
+    }
+
+    fn maildrop(&self) -> Option<&Path> {
+        match self {
+            Settings::Full(b) => b.0.local_submission.as_ref().map(|l| l.maildrop.as_path()),
+            Settings::Light(l) => l.maildrop.as_deref(),
+        }
+    }
+
+    fn origin_and_hostname(&self) -> (String, String) {
+        match self {
+            Settings::Full(b) => (b.0.server.origin.clone(), b.0.server.hostname.clone()),
+            Settings::Light(l) => {
+                let host = l.hostname.clone().unwrap_or_else(|| "localhost".into());
+                (l.origin.clone().unwrap_or_else(|| host.clone()), host)
+            }
+        }
+    }
+
+    fn message_size(&self) -> u64 {
+        match self {
+            Settings::Full(b) => b.0.limits.message_size as u64,
+            Settings::Light(l) => l
+                .message_size
+                .unwrap_or(crate::config::Limits::default().message_size as u64),
+        }
+    }
+
+    fn may_submit(&self, who: &Submitter, sender: Option<&str>) -> Result<(), SubmitRefusal> {
+        match self {
+            Settings::Full(b) => may_submit(b.0.local_submission.as_ref(), who, sender),
+            Settings::Light(l) => {
+                let settings = crate::config::LocalSubmission {
+                    maildrop: l.maildrop.clone().unwrap_or_default(),
+                    group: None,
+                    authorized_users: l.authorized_users.clone(),
+                    sender_logins: None,
+                };
+                may_submit(Some(&settings), who, sender)
+            }
+        }
+    }
+}
+
+/// The main file's `local-submission`, `server` and `limits` settings, without
+/// reading any other file.
+fn light(path: &Path) -> Result<Light, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let doc: kdl::KdlDocument = text.parse().map_err(|e: kdl::KdlError| e.to_string())?;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let mut l = Light::default();
+    let first_string = |n: &kdl::KdlNode| {
+        n.entries()
+            .iter()
+            .find(|e| e.name().is_none())
+            .and_then(|e| e.value().as_string())
+            .map(str::to_owned)
+    };
+    for node in doc.nodes() {
+        let children = node.children().map(|c| c.nodes()).unwrap_or_default();
+        match node.name().value() {
+            "local-submission" => {
+                for c in children {
+                    match c.name().value() {
+                        "maildrop" => l.maildrop = first_string(c).map(|p| dir.join(p)),
+                        "authorized-users" => {
+                            l.authorized_users = Some(
+                                c.entries()
+                                    .iter()
+                                    .filter_map(|e| e.value().as_string().map(str::to_owned))
+                                    .collect(),
+                            )
+                        }
+                        "sender-logins" => l.sender_logins = true,
+                        _ => {}
+                    }
+                }
+            }
+            "server" => {
+                for c in children {
+                    match c.name().value() {
+                        "origin" => l.origin = first_string(c),
+                        "hostname" => l.hostname = first_string(c),
+                        "spool" => l.spool = first_string(c).map(|p| dir.join(p)),
+                        _ => {}
+                    }
+                }
+            }
+            "limits" => {
+                for c in children {
+                    if c.name().value() == "message-size"
+                        && let Some(s) = first_string(c)
+                    {
+                        l.message_size = crate::config::parse_size(&s).ok();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(l)
+}
+
+/// Runs `inv`: the exit status (sysexits.h). Errors are said on `err` in words.
+pub fn run(inv: &Invocation, input: &mut dyn Read, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    for w in &inv.warnings {
+        let _ = writeln!(err, "sendmail: warning: {w}");
+    }
+    let settings = match Settings::load(&inv.config) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(
+                err,
+                "sendmail: cannot read the configuration {}: {e}",
+                inv.config.display()
+            );
+            return exit::CONFIG;
+        }
+    };
+    match inv.mode {
+        Mode::Deliver => deliver(inv, &settings, input, err),
+        Mode::Verify => verify(inv, &settings, out, err),
+        Mode::Flush => flush(inv, err),
+        Mode::List => list(&settings, out, err),
+        Mode::Aliases => aliases(inv, &settings, out, err),
+        Mode::Smtp => {
+            let _ = writeln!(
+                err,
+                "sendmail: -bs is not supported yet: submit with a message on standard input, or over SMTP to mtad's listener"
+            );
+            exit::UNAVAILABLE
+        }
+    }
+}
+
+fn deliver(inv: &Invocation, settings: &Settings, input: &mut dyn Read, err: &mut dyn Write) -> u8 {
+    let Some(dir) = settings.maildrop() else {
+        let _ = writeln!(err, "sendmail: {}", SubmitRefusal::Off);
+        return exit::UNAVAILABLE;
+    };
+    if inv.recipients.is_empty() && !inv.extract {
+        let _ = writeln!(
+            err,
+            "sendmail: recipient addresses must be given on the command line or with -t"
+        );
+        return exit::USAGE;
+    }
+    let uid = nix::unistd::getuid().as_raw();
+    let who = Submitter::from_uid(uid);
+    if let Err(refusal) = settings.may_submit(&who, inv.sender.as_deref()) {
+        let _ = writeln!(err, "sendmail: {refusal}");
+        return exit::NOPERM;
+    }
+    let limit = settings.message_size();
+    let message = match read_message(input, inv.ignore_dots, limit) {
+        Ok(m) => m,
+        Err(ReadError::TooBig) => {
+            let _ = writeln!(
+                err,
+                "sendmail: the message is larger than the limit of {limit} bytes (limits {{ message-size }})"
+            );
+            return exit::DATAERR;
+        }
+        Err(ReadError::Io(e)) => {
+            let _ = writeln!(err, "sendmail: cannot read the message: {e}");
+            return exit::IOERR;
+        }
+    };
+    // the daemon cleans up again with the queue id; here, only to refuse now what
+    // it would refuse then
+    let (origin, hostname) = settings.origin_and_hostname();
+    let check = cleanup_local(
+        &LocalMessage {
+            submitter: &who,
+            sender: inv.sender.as_deref(),
+            recipients: &inv.recipients,
+            extract: inv.extract,
+            full_name: inv.full_name.as_deref(),
+            body_8bit: inv.body_8bit,
+            smtputf8: false,
+            message: &message,
+        },
+        &Site {
+            origin: &origin,
+            hostname: &hostname,
+            queue_id: "0",
+            now: chrono::Local::now().fixed_offset(),
+        },
+    );
+    match check {
+        Ok(_) => {}
+        Err(e @ CleanupError::NoRecipients) => {
+            let _ = writeln!(err, "sendmail: {e}");
+            return exit::USAGE;
+        }
+        Err(e) => {
+            let _ = writeln!(err, "sendmail: {e}");
+            return exit::DATAERR;
+        }
+    }
+    let dropped = Dropped {
+        sender: inv.sender.clone(),
+        recipients: inv.recipients.clone(),
+        extract: inv.extract,
+        full_name: inv.full_name.clone(),
+        body_8bit: inv.body_8bit,
+        smtputf8: false,
+        notify: inv.notify.clone(),
+        envid: inv.envid.clone(),
+        message,
+    };
+    match maildrop::write(dir, &dropped) {
+        Ok(path) => {
+            if inv.verbose {
+                let _ = writeln!(
+                    err,
+                    "sendmail: queued in the maildrop as {}",
+                    path.display()
+                );
+            }
+            exit::OK
+        }
+        Err(MaildropError::Write { dir, source })
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            let _ = writeln!(
+                err,
+                "sendmail: not allowed to write to the maildrop {}: {source} (sendmail must be setgid to the local-submission group; see docs/local-submission.md)",
+                dir.display()
+            );
+            exit::NOPERM
+        }
+        Err(e @ MaildropError::WorldWritable(_)) => {
+            let _ = writeln!(err, "sendmail: {e}");
+            exit::CONFIG
+        }
+        Err(e @ MaildropError::BadValue(_)) => {
+            let _ = writeln!(err, "sendmail: {e}");
+            exit::USAGE
+        }
+        Err(e) => {
+            let _ = writeln!(err, "sendmail: {e}");
+            exit::CANTCREAT
+        }
+    }
+}
+
+enum ReadError {
+    TooBig,
+    Io(std::io::Error),
+}
+
+/// Standard input up to its end, or (without `-i`) up to a line that is a lone dot.
+fn read_message(input: &mut dyn Read, ignore_dots: bool, limit: u64) -> Result<Vec<u8>, ReadError> {
+    let mut all = Vec::new();
+    input
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut all)
+        .map_err(ReadError::Io)?;
+    if !ignore_dots {
+        let mut start = 0;
+        while start < all.len() {
+            let end = memchr::memchr(b'\n', &all[start..]).map_or(all.len(), |i| start + i);
+            let line = &all[start..end];
+            if line == b"." || line == b".\r" {
+                all.truncate(start);
+                return Ok(all);
+            }
+            start = end + 1;
+        }
+    }
+    if all.len() as u64 > limit {
+        return Err(ReadError::TooBig);
+    }
+    Ok(all)
+}
+
+/// `-bv`: each recipient as the policy would route it, nothing sent.
+fn verify(inv: &Invocation, settings: &Settings, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let Settings::Full(both) = settings else {
+        let _ = writeln!(
+            err,
+            "sendmail: -bv needs to read the whole configuration (run it as root or mtad's user)"
+        );
+        return exit::NOPERM;
+    };
+    let pipeline = &both.1;
+    if inv.recipients.is_empty() {
+        let _ = writeln!(err, "sendmail: -bv: give the addresses to verify");
+        return exit::USAGE;
+    }
+    let mut status = exit::OK;
+    for written in &inv.recipients {
+        let rcpt = match pipeline.recipient(written) {
+            Ok(r) => r.address,
+            Err(reply) => {
+                let _ = writeln!(out, "{written}: undeliverable: {reply}");
+                status = exit::DATAERR;
+                continue;
+            }
+        };
+        let finals = match pipeline.expand(&rcpt) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = writeln!(out, "<{rcpt}>: deferred: {e}");
+                status = exit::TEMPFAIL;
+                continue;
+            }
+        };
+        for f in finals {
+            let ctx = crate::policy::Context {
+                sender: Some(""),
+                rcpt: Some(&f),
+                ..crate::policy::Context::new(
+                    std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                    crate::smtp::local::LISTENER,
+                )
+            };
+            let via = if f == rcpt {
+                String::new()
+            } else {
+                format!(" (via <{rcpt}>)")
+            };
+            match pipeline.route(&ctx) {
+                crate::policy::Route::To {
+                    transport, rule, ..
+                } => {
+                    let by = rule.map(|r| format!(", rule {r}")).unwrap_or_default();
+                    let _ = writeln!(out, "<{f}>{via}: deliverable via {transport}{by}");
+                }
+                crate::policy::Route::Refused { reply, .. } => {
+                    let _ = writeln!(out, "<{f}>{via}: undeliverable: {reply}");
+                    status = exit::DATAERR;
+                }
+            }
+        }
+    }
+    status
+}
+
+/// `-q`: every queued message attempted now, through the running mtad.
+fn flush(inv: &Invocation, err: &mut dyn Write) -> u8 {
+    match super::queue_command(
+        &inv.config,
+        crate::control::socket::QueueAction::Flush,
+        &["ALL".to_owned()],
+    ) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            let _ = writeln!(err, "sendmail: -q: {e}");
+            exit::UNAVAILABLE
+        }
+    }
+}
+
+/// `-bp` / `mailq`: the queue, then what waits in the maildrop. A minimal listing
+/// in Postfix's layout until `control::mailq` (the full one) is wired here.
+fn list(settings: &Settings, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let Settings::Full(both) = settings else {
+        let _ = writeln!(
+            err,
+            "sendmail: mailq needs to read the configuration and the spool (run it as root or mtad's user)"
+        );
+        return exit::NOPERM;
+    };
+    let config = &both.0;
+    let messages = match crate::queue::scan(&config.server.spool) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = writeln!(err, "mailq: cannot read the spool: {e}");
+            return exit::UNAVAILABLE;
+        }
+    };
+    let mut text = String::new();
+    let mut bytes = 0u64;
+    let mut count = 0usize;
+    for m in &messages {
+        let when = chrono::DateTime::from_timestamp_millis(m.arrival_ms as i64)
+            .map(|t| {
+                t.with_timezone(&chrono::Local)
+                    .format("%a %b %e %H:%M:%S")
+                    .to_string()
+            })
+            .unwrap_or_default();
+        let sender = if m.envelope.sender.is_empty() {
+            "MAILER-DAEMON"
+        } else {
+            &m.envelope.sender
+        };
+        let mark = if m.envelope.held { '!' } else { ' ' };
+        text.push_str(&format!(
+            "{:<16}{mark} {:>8} {when}  {sender}\n",
+            m.id.to_string(),
+            m.size
+        ));
+        for r in &m.envelope.recipients {
+            text.push_str(&format!("{:47}{r}\n", ""));
+        }
+        text.push('\n');
+        bytes += m.size as u64;
+        count += 1;
+    }
+    if let Some(ls) = &config.local_submission
+        && let Ok(drop) = crate::queue::maildrop::Maildrop::open(&ls.maildrop, None)
+        && let Ok(entries) = drop.scan()
+    {
+        for e in entries {
+            let Ok(sub) = drop.read(e.path(), config.limits.message_size as u64) else {
+                continue;
+            };
+            let name = e.path().file_name().and_then(|n| n.to_str()).unwrap_or("?");
+            let sender = sub
+                .dropped
+                .sender
+                .clone()
+                .unwrap_or_else(|| Submitter::from_uid(sub.uid).name());
+            let size = sub.dropped.message.len();
+            text.push_str(&format!(
+                "{name:<16}* {size:>8} (maildrop, not picked up yet)  {sender}\n"
+            ));
+            for r in &sub.dropped.recipients {
+                text.push_str(&format!("{:47}{r}\n", ""));
+            }
+            text.push('\n');
+            bytes += size as u64;
+            count += 1;
+        }
+    }
+    if count == 0 {
+        let _ = writeln!(out, "Mail queue is empty");
+    } else {
+        let _ = writeln!(
+            out,
+            "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------"
+        );
+        let _ = out.write_all(text.as_bytes());
+        let _ = writeln!(
+            out,
+            "-- {} Kbytes in {count} Request{}.",
+            bytes / 1024,
+            if count == 1 { "" } else { "s" }
+        );
+    }
+    exit::OK
+}
+
+/// `-bi` / `newaliases`: the aliases files were checked with the configuration (it
+/// would not load otherwise); a running mtad reloads to take them.
+fn aliases(inv: &Invocation, settings: &Settings, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let Settings::Full(both) = settings else {
+        let _ = writeln!(
+            err,
+            "newaliases: needs to read the whole configuration (run it as root or mtad's user)"
+        );
+        return exit::NOPERM;
+    };
+    let socket = &both.0.server.control_socket;
+    if !socket.exists() {
+        let _ = writeln!(
+            out,
+            "newaliases: the aliases are valid; mtad is not running and reads them when it starts"
+        );
+        return exit::OK;
+    }
+    match super::reload(&inv.config) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            let _ = writeln!(err, "newaliases: {e}");
+            exit::UNAVAILABLE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(name: &str, args: &[&str]) -> Invocation {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        Invocation::parse(name, &args).unwrap()
+    }
+
+    #[test]
+    fn the_command_lines_real_programs_use() {
+        // Debian cron
+        let i = parse(
+            "sendmail",
+            &["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"],
+        );
+        assert_eq!(i.full_name.as_deref(), Some("CronDaemon"));
+        assert!(i.ignore_dots && !i.extract);
+        assert_eq!(i.body_8bit, Some(true));
+        assert_eq!(i.recipients, ["root"]);
+        assert!(i.warnings.is_empty());
+        // cronie
+        let i = parse(
+            "sendmail",
+            &["-FCronDaemon", "-i", "-odi", "-oem", "-oi", "-t"],
+        );
+        assert!(i.ignore_dots && i.extract && i.recipients.is_empty());
+        // PHP, logwatch
+        let i = parse("sendmail", &["-t", "-i"]);
+        assert!(i.extract && i.ignore_dots);
+        let i = parse("sendmail", &["-t"]);
+        assert!(i.extract && !i.ignore_dots);
+        // mdadm
+        let i = parse("sendmail", &["-t", "-f", "mdadm@example.org"]);
+        assert_eq!(i.sender.as_deref(), Some("mdadm@example.org"));
+        // bsd-mailx, s-nail
+        let i = parse("sendmail", &["-i", "--", "root", "-not-an-option@x.test"]);
+        assert_eq!(i.recipients, ["root", "-not-an-option@x.test"]);
+        // mailutils
+        let i = parse("sendmail", &["-oi", "-f", "ADDR", "-t"]);
+        assert_eq!(i.sender.as_deref(), Some("ADDR"));
+        assert!(i.extract && i.ignore_dots);
+        // PHP's fifth argument
+        let i = parse("sendmail", &["-t", "-i", "-fbounce@example.org"]);
+        assert_eq!(i.sender.as_deref(), Some("bounce@example.org"));
+    }
+
+    #[test]
+    fn modes_and_names() {
+        assert_eq!(parse("mailq", &[]).mode, Mode::List);
+        assert_eq!(parse("newaliases", &[]).mode, Mode::Aliases);
+        assert_eq!(parse("sendmail", &["-bp"]).mode, Mode::List);
+        assert_eq!(parse("sendmail", &["-bi"]).mode, Mode::Aliases);
+        assert_eq!(parse("sendmail", &["-I"]).mode, Mode::Aliases);
+        assert_eq!(parse("sendmail", &["-bs"]).mode, Mode::Smtp);
+        assert_eq!(parse("sendmail", &["-bv", "root"]).mode, Mode::Verify);
+        assert_eq!(parse("sendmail", &["-q"]).mode, Mode::Flush);
+        assert_eq!(parse("sendmail", &["-bm", "x"]).mode, Mode::Deliver);
+        let i = parse(
+            "sendmail",
+            &[
+                "-C",
+                "/tmp/x.kdl",
+                "-ti",
+                "-N",
+                "never",
+                "-V",
+                "env",
+                "-R",
+                "hdrs",
+                "-v",
+                "a",
+            ],
+        );
+        assert_eq!(i.config, PathBuf::from("/tmp/x.kdl"));
+        assert!(i.extract && i.ignore_dots && i.verbose);
+        assert_eq!(i.notify.as_deref(), Some("never"));
+        assert_eq!(i.envid.as_deref(), Some("env"));
+        assert_eq!(i.ret.as_deref(), Some("hdrs"));
+        let i = parse("sendmail", &["-Z", "a, b"]);
+        assert_eq!(i.warnings.len(), 1);
+        assert_eq!(i.recipients, ["a", "b"]);
+        let bad = Invocation::parse("sendmail", &[OsString::from("-f")]);
+        assert!(bad.is_err());
+        assert!(Invocation::parse("sendmail", &[OsString::from("-bd")]).is_err());
+        assert!(Invocation::parse("sendmail", &[OsString::from("-Bwhat")]).is_err());
+    }
+
+    #[test]
+    fn the_lone_dot() {
+        let text = b"Subject: x\n\na\n.\nafter\n";
+        let m = read_message(&mut &text[..], false, 1000).ok().unwrap();
+        assert_eq!(m, b"Subject: x\n\na\n");
+        let m = read_message(&mut &text[..], true, 1000).ok().unwrap();
+        assert_eq!(m, text);
+        let crlf = b"a\r\n.\r\nb";
+        assert_eq!(
+            read_message(&mut &crlf[..], false, 1000).ok().unwrap(),
+            b"a\r\n"
+        );
+        let dots = b"..\n. \n";
+        assert_eq!(
+            read_message(&mut &dots[..], false, 1000).ok().unwrap(),
+            dots
+        );
+        assert!(matches!(
+            read_message(&mut &text[..], true, 5),
+            Err(ReadError::TooBig)
+        ));
+    }
+}

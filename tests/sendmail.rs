@@ -1,0 +1,452 @@
+//! Local submission end to end: the real `sendmail` binary (as cron, bsd-mailx,
+//! s-nail, PHP, mdadm and mailutils run it), the maildrop, the daemon's pickup, the
+//! policy and delivery to smtp-sink, with the headers checked as delivered.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::Mtad;
+use common::peers::{Sink, dump_recipients};
+
+const SENDMAIL: &str = env!("CARGO_BIN_EXE_sendmail");
+
+/// Loopback trusted (the pickup's session comes from 127.0.0.1), everything relayed
+/// to smtp-sink, DKIM not configured. `{sink}` is the sink's port.
+const LOCAL: &str = r#"
+server {
+    hostname "host.example.test"
+    origin "example.test"
+    spool "{spool}"
+}
+listen "mx" address="127.0.0.1:{port}"
+networks "trusted" "127.0.0.0/8"
+stage "rcpt" {
+    accept client="trusted"
+}
+stage "route" {
+    relay "smtp:[127.0.0.1]:{sink}"
+}
+local-submission {
+    maildrop "{dir}/maildrop"
+    {extra}
+}
+table "login-senders" {
+    "root" "*"
+    "nobody" "nobody@example.test, @apps.example.test"
+}
+delivery {
+    queue-only #false
+}
+"#;
+
+fn start(sink: &Sink, extra: &str) -> Mtad {
+    let t = LOCAL
+        .replace("{sink}", &sink.port().to_string())
+        .replace("{extra}", extra);
+    Mtad::start(&t)
+}
+
+/// Runs our sendmail with `-C` and `args`, `input` on stdin.
+fn sendmail(mtad: &Mtad, args: &[&str], input: &str) -> Output {
+    run_with_stdin(
+        Command::new(SENDMAIL)
+            .arg("-C")
+            .arg(&mtad.config)
+            .args(args),
+        input,
+    )
+}
+
+fn run_with_stdin(cmd: &mut Command, input: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}; stderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A sh script that runs our sendmail with this configuration and whatever argv it
+/// is given (for programs whose sendmail path takes no options of ours).
+fn wrapper(mtad: &Mtad) -> PathBuf {
+    let path = mtad.dir.path().join("sendmail-wrapper");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {dir}/argv.log\nexec {SENDMAIL} -C {config} \"$@\"\n",
+            dir = mtad.dir.path().display(),
+            config = mtad.config.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path
+}
+
+fn argv_log(mtad: &Mtad) -> String {
+    std::fs::read_to_string(mtad.dir.path().join("argv.log")).unwrap_or_default()
+}
+
+/// The message as delivered (after smtp-sink's own `X-` lines).
+fn message_of(dump: &str) -> &str {
+    let mut rest = dump;
+    while ["X-Client-", "X-Helo-", "X-Mail-", "X-Rcpt-"]
+        .iter()
+        .any(|p| rest.starts_with(p))
+    {
+        rest = rest.split_once('\n').map_or("", |(_, r)| r);
+    }
+    rest
+}
+
+/// The header block of a delivered message.
+fn headers_of(dump: &str) -> String {
+    let m = message_of(dump);
+    m.split_once("\n\n").map_or(m, |(h, _)| h).to_owned()
+}
+
+fn header<'a>(headers: &'a str, name: &str) -> Vec<&'a str> {
+    headers
+        .lines()
+        .filter_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then_some(v.trim())
+        })
+        .collect()
+}
+
+/// Date, Message-ID, a qualified From; no Bcc; our pickup's Received.
+fn assert_cleaned(dump: &str, from: &str) {
+    let h = headers_of(dump);
+    assert_eq!(header(&h, "Date").len(), 1, "one Date:\n{h}");
+    assert_eq!(header(&h, "Message-ID").len(), 1, "one Message-ID:\n{h}");
+    let f = header(&h, "From");
+    assert_eq!(f.len(), 1, "one From:\n{h}");
+    assert!(
+        f[0].contains(from),
+        "From: {} should hold {from}\n{h}",
+        f[0]
+    );
+    assert!(header(&h, "Bcc").is_empty(), "no Bcc:\n{h}");
+    assert!(
+        h.contains("(mtad, from userid 0)"),
+        "pickup's Received:\n{h}"
+    );
+}
+
+#[test]
+fn debian_cron_argv() {
+    let sink = Sink::start(&[]);
+    let mtad = start(&sink, "");
+    let out = sendmail(
+        &mtad,
+        &["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"],
+        "From: root (Cron Daemon)\nTo: root\nSubject: Cron <root@host> run-parts\nContent-Type: text/plain; charset=UTF-8\n\nhello from cron\n.\nafter the dot\n",
+    );
+    ok(&out);
+    let dumps = sink.dumps(1);
+    assert_eq!(dump_recipients(&dumps[0]), ["root@example.test"]);
+    assert_cleaned(&dumps[0], "root@example.test");
+    let h = headers_of(&dumps[0]);
+    assert_eq!(header(&h, "To"), ["root@example.test"]);
+    // -i: the lone dot did not end the message
+    assert!(message_of(&dumps[0]).contains("after the dot"));
+    let log = mtad.wait_log("pickup", 1, Duration::from_secs(5));
+    assert!(log.contains("uid=0"), "{log}");
+    assert!(log.contains("from=<root@example.test>"), "{log}");
+}
+
+#[test]
+fn cronie_argv_and_the_lone_dot_without_i() {
+    let sink = Sink::start(&[]);
+    let mtad = start(&sink, "");
+    ok(&sendmail(
+        &mtad,
+        &["-FCronDaemon", "-i", "-odi", "-oem", "-oi", "-t"],
+        "To: root\nSubject: cronie\n\nbody\n",
+    ));
+    let dumps = sink.dumps(1);
+    assert_eq!(dump_recipients(&dumps[0]), ["root@example.test"]);
+    assert_cleaned(&dumps[0], "CronDaemon <root@example.test>");
+    // logwatch's argv: -t alone, so a lone dot ends the message
+    ok(&sendmail(
+        &mtad,
+        &["-t"],
+        "To: admin@example.org\nBcc: secret@example.org\nSubject: logwatch\n\nkept\n.\ndropped\n",
+    ));
+    let dumps = sink.dumps(2);
+    let d = dumps.iter().find(|d| d.contains("logwatch")).unwrap();
+    let mut r = dump_recipients(d);
+    r.sort();
+    assert_eq!(r, ["admin@example.org", "secret@example.org"]);
+    assert_cleaned(d, "root@example.test");
+    assert!(message_of(d).contains("kept") && !message_of(d).contains("dropped"));
+}
+
+#[test]
+fn mdadm_and_mailutils_argv() {
+    let sink = Sink::start(&[]);
+    let mtad = start(&sink, "");
+    ok(&sendmail(
+        &mtad,
+        &["-t", "-f", "mdadm@example.test"],
+        "From: mdadm monitoring <mdadm@example.test>\nTo: root\nSubject: Fail event on /dev/md0\n\nA Fail event\n",
+    ));
+    ok(&sendmail(
+        &mtad,
+        &["-oi", "-f", "backup", "-t"],
+        "To: ops@example.org\nSubject: mailutils\n\nhi\n",
+    ));
+    let dumps = sink.dumps(2);
+    let md = dumps.iter().find(|d| d.contains("Fail event")).unwrap();
+    assert!(md.contains("X-Mail-From: mdadm@example.test") || md.contains("mdadm@example.test"));
+    assert_cleaned(md, "mdadm@example.test");
+    let mu = dumps.iter().find(|d| d.contains("mailutils")).unwrap();
+    // a bare -f sender is qualified with the origin, in the envelope and in From:
+    assert_cleaned(mu, "backup@example.test");
+}
+
+#[test]
+fn bsd_mailx_and_s_nail() {
+    let mailx = common::require_tool("bsd-mailx");
+    let snail = common::require_tool("s-nail");
+    let sink = Sink::start(&[]);
+    let mtad = start(&sink, "");
+    let wrap = wrapper(&mtad);
+    let rc = mtad.dir.path().join("mailrc");
+    std::fs::write(&rc, format!("set sendmail={}\n", wrap.display())).unwrap();
+    let out = run_with_stdin(
+        Command::new(&mailx)
+            .env("MAILRC", &rc)
+            .args(["-n", "-s", "hi from bsd-mailx", "root"]),
+        "x\n",
+    );
+    ok(&out);
+    let out = run_with_stdin(
+        Command::new(&snail).args([
+            "-:/",
+            "-S",
+            &format!("mta={}", wrap.display()),
+            "-s",
+            "hi from s-nail",
+            "root",
+        ]),
+        "x\n",
+    );
+    ok(&out);
+    let dumps = sink.dumps(2);
+    for subject in ["hi from bsd-mailx", "hi from s-nail"] {
+        let d = dumps
+            .iter()
+            .find(|d| d.contains(subject))
+            .unwrap_or_else(|| panic!("{subject} not delivered: {dumps:?}"));
+        assert_eq!(dump_recipients(d), ["root@example.test"], "{d}");
+        assert_cleaned(d, "root@example.test");
+    }
+    let argv = argv_log(&mtad);
+    assert!(argv.contains("-i -t"), "bsd-mailx's argv: {argv}");
+    assert!(argv.contains("-i -- root"), "s-nail's argv: {argv}");
+}
+
+#[test]
+fn php_mail() {
+    let php = common::require_tool("php");
+    let sink = Sink::start(&[]);
+    let mtad = start(&sink, "");
+    let path = format!("{SENDMAIL} -C {} -t -i", mtad.config.display());
+    let out = Command::new(&php)
+        .arg("-d")
+        .arg(format!("sendmail_path={path}"))
+        .arg("-r")
+        .arg(r#"exit(mail("user@example.org", "from php", "body\n.\nmore", "Bcc: hidden@example.org", "-fapp@example.test") ? 0 : 1);"#)
+        .output()
+        .unwrap();
+    ok(&out);
+    let dumps = sink.dumps(1);
+    let mut r = dump_recipients(&dumps[0]);
+    r.sort();
+    assert_eq!(r, ["hidden@example.org", "user@example.org"]);
+    assert_cleaned(&dumps[0], "app@example.test");
+    assert!(
+        message_of(&dumps[0]).contains("more"),
+        "-i keeps the dot line"
+    );
+}
+
+#[test]
+fn stopped_daemon_then_start() {
+    let sink = Sink::start(&[]);
+    let mut mtad = start(&sink, "");
+    mtad.stop();
+    ok(&sendmail(
+        &mtad,
+        &["-i", "--", "root"],
+        "Subject: while stopped\n\nx\n",
+    ));
+    assert_eq!(sink.dump_count(), 0);
+    mtad.restart();
+    let dumps = sink.dumps(1);
+    assert!(dumps[0].contains("while stopped"));
+    assert_cleaned(&dumps[0], "root@example.test");
+}
+
+/// kill -9 at every moment around the pickup: each message is delivered exactly once.
+#[test]
+fn kill9_around_pickup_delivers_once() {
+    let sink = Sink::start(&[]);
+    let mut mtad = start(&sink, "");
+    const N: usize = 12;
+    for i in 0..N {
+        ok(&sendmail(
+            &mtad,
+            &["-i", "root"],
+            &format!("Subject: kill9 message {i:02}\n\nx\n"),
+        ));
+        // a different moment each time: before, during and after the pickup
+        std::thread::sleep(Duration::from_millis((i as u64 * 7) % 40));
+        mtad.kill9();
+        mtad.restart();
+    }
+    let dumps = sink.dumps_within(N, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    let dumps_after = sink.dumps(dumps.len());
+    for i in 0..N {
+        let subject = format!("Subject: kill9 message {i:02}\n");
+        let n = dumps_after.iter().filter(|d| d.contains(&subject)).count();
+        assert_eq!(n, 1, "message {i} delivered {n} times");
+    }
+    assert_eq!(sink.dump_count(), N);
+    let left = std::fs::read_dir(mtad.dir.path().join("maildrop"))
+        .unwrap()
+        .count();
+    assert_eq!(left, 0, "the maildrop is empty");
+}
+
+fn as_nobody(mtad: &Mtad, bin: &Path, args: &[&str]) -> Output {
+    let setpriv = common::require_tool("setpriv");
+    run_with_stdin(
+        Command::new(setpriv)
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin)
+            .arg("-C")
+            .arg(&mtad.config)
+            .args(args),
+        "Subject: from nobody\n\nx\n",
+    )
+}
+
+/// The directory and config readable by nobody (a tempdir is 0700).
+fn open_up(mtad: &Mtad) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(mtad.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&mtad.config, std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+#[test]
+fn who_may_submit_and_which_senders() {
+    let sink = Sink::start(&[]);
+    let mtad = start(
+        &sink,
+        r#"group "mail"
+    authorized-users "root" "nobody"
+    sender-logins "login-senders""#,
+    );
+    open_up(&mtad);
+    // a setgid copy, as installed: group mail (the maildrop's group)
+    let bin = mtad.dir.path().join("sendmail");
+    std::fs::copy(SENDMAIL, &bin).unwrap();
+    std::os::unix::fs::chown(&bin, Some(0), Some(8)).unwrap();
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o2755)).unwrap();
+    let meta = std::fs::metadata(mtad.dir.path().join("maildrop")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::mode(&meta) & 0o7777, 0o1730);
+    assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), 8);
+
+    // a sender nobody may not claim
+    let out = as_nobody(&mtad, &bin, &["-f", "root@example.test", "ops@example.org"]);
+    assert_eq!(out.status.code(), Some(77), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("user nobody may not send as <root@example.test>"),
+        "{err}"
+    );
+    // one it may: submitted, delivered, its uid recorded
+    let out = as_nobody(
+        &mtad,
+        &bin,
+        &["-f", "cron@apps.example.test", "ops@example.org"],
+    );
+    ok(&out);
+    let dumps = sink.dumps(1);
+    assert!(
+        dumps[0].contains("X-Mail-From: cron@apps.example.test")
+            || dumps[0].contains("cron@apps.example.test")
+    );
+    assert!(headers_of(&dumps[0]).contains("(mtad, from userid 65534)"));
+    mtad.wait_log("uid=65534", 1, Duration::from_secs(5));
+
+    // not in authorized-users
+    let mut text = std::fs::read_to_string(&mtad.config).unwrap();
+    text = text.replace(
+        "authorized-users \"root\" \"nobody\"",
+        "authorized-users \"root\"",
+    );
+    std::fs::write(&mtad.config, text).unwrap();
+    let out = as_nobody(&mtad, &bin, &["ops@example.org"]);
+    assert_eq!(out.status.code(), Some(77), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("user nobody is not allowed to submit mail"),
+        "{err}"
+    );
+}
+
+#[test]
+fn usage_errors_and_verify() {
+    let sink = Sink::start(&[]);
+    let mtad = start(&sink, "");
+    let out = sendmail(&mtad, &[], "Subject: x\n\n");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("recipient addresses must be given"));
+    let out = sendmail(&mtad, &["-t"], "Subject: no recipients\n\n");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no recipient addresses found"));
+    let out = sendmail(&mtad, &["-Z", "-i", "root"], "Subject: x\n\n");
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning: -Z option ignored"));
+    let out = Command::new(SENDMAIL)
+        .args(["-C", "/nonexistent/mtad.kdl", "root"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let out = sendmail(&mtad, &["-bv", "root", "someone@example.org"], "");
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "<root@example.test>: deliverable via smtp:[127.0.0.1]:{}",
+            sink.port()
+        )),
+        "{text}"
+    );
+    assert_eq!(sink.dumps(1).len(), 1, "only the -Z message was sent");
+}
