@@ -450,3 +450,50 @@ fn usage_errors_and_verify() {
     );
     assert_eq!(sink.dumps(1).len(), 1, "only the -Z message was sent");
 }
+
+/// A pickup cut short (the file claimed for a queue id, then a crash): at the next
+/// start the file is removed when its message is in the spool, and picked up again
+/// when it is not; never both.
+#[test]
+fn a_claimed_file_is_finished_or_undone_at_start() {
+    use mtad::queue::maildrop::{Dropped, encode};
+    let mut sink = Sink::start(&[]);
+    // nothing can be delivered: what is queued stays in the spool
+    sink.stop();
+    let mut mtad = start(&sink, "");
+    let mut s = mtad.session();
+    s.cmd("EHLO client.test", "250");
+    let reply = s.send_message("a@example.test", &["b@example.org"], "Subject: queued\r\n\r\nx\r\n");
+    let queued_id = common::queue_id(&reply);
+    drop(s);
+    mtad.stop();
+    let drop_dir = mtad.dir.path().join("maildrop");
+    let file = |subject: &str| {
+        encode(&Dropped {
+            recipients: vec!["root".into()],
+            message: format!("Subject: {subject}\n\nx\n").into_bytes(),
+            ..Dropped::default()
+        })
+        .unwrap()
+    };
+    // claimed for the message that is in the spool: it was queued; just remove it
+    std::fs::write(drop_dir.join(format!("a.1.0@{queued_id}")), file("queued")).unwrap();
+    // claimed for an id the spool never had: pick it up again
+    std::fs::write(drop_dir.join("b.1.0@00000000000000AB"), file("not yet")).unwrap();
+    mtad.restart();
+    mtad.wait_log("pickup", 1, Duration::from_secs(10));
+    let queued = mtad.queued();
+    let subjects: Vec<String> = queued
+        .iter()
+        .map(|(_, body)| {
+            let text = String::from_utf8_lossy(body);
+            text.lines()
+                .find_map(|l| l.strip_prefix("Subject: ").map(str::to_owned))
+                .unwrap_or_default()
+        })
+        .collect();
+    let mut sorted = subjects.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["not yet", "queued"], "{subjects:?}");
+    assert_eq!(std::fs::read_dir(&drop_dir).unwrap().count(), 0);
+}

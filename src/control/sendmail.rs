@@ -117,8 +117,7 @@ impl Invocation {
                 i -= 1;
                 break;
             }
-            let mut chars = arg[1..].char_indices();
-            while let Some((at, opt)) = chars.next() {
+            for (at, opt) in arg[1..].char_indices() {
                 let value = if WITH_VALUE.contains(opt) {
                     let rest = &arg[1 + at + opt.len_utf8()..];
                     if !rest.is_empty() {
@@ -195,11 +194,12 @@ impl Invocation {
             'F' => self.full_name = Some(v.to_owned()),
             't' => self.extract = true,
             'i' => self.ignore_dots = true,
-            'o' => match v.chars().next() {
-                Some('i') => self.ignore_dots = true,
-                // -oem, -oee, -odi, -odb, -oQ...: accepted and ignored, as Postfix does
-                _ => {}
-            },
+            // -oi; -oem, -oee, -odi, -odb, -oQ...: accepted and ignored, as Postfix does
+            'o' => {
+                if v.starts_with('i') {
+                    self.ignore_dots = true;
+                }
+            }
             'B' => {
                 self.body_8bit = match v.to_ascii_uppercase().as_str() {
                     "8BITMIME" => Some(true),
@@ -654,7 +654,7 @@ fn list(settings: &Settings, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             text.push_str(&format!("{:47}{r}\n", ""));
         }
         text.push('\n');
-        bytes += m.size as u64;
+        bytes += m.size;
         count += 1;
     }
     if let Some(ls) = &config.local_submission

@@ -75,6 +75,13 @@ pub fn received_header(info: ReceivedInfo<'_>) -> String {
     header
 }
 
+/// The trace header of a message submitted through `sendmail`, as Postfix's pickup
+/// writes it: `Received: by HOST (mtad, from userid UID)` with the queue id and date.
+pub fn local_received_header(hostname: &str, uid: u32, id: &str) -> String {
+    let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S +0000");
+    format!("Received: by {hostname} (mtad, from userid {uid})\r\n\tid {id}; {date}\r\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,11 +127,4 @@ mod tests {
         assert_eq!(protocol(true, true, true, false), "UTF8SMTPS");
         assert_eq!(protocol(false, false, true, true), "SMTP");
     }
-}
-
-/// The trace header of a message submitted through `sendmail`, as Postfix's pickup
-/// writes it: `Received: by HOST (mtad, from userid UID)` with the queue id and date.
-pub fn local_received_header(hostname: &str, uid: u32, id: &str) -> String {
-    let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S +0000");
-    format!("Received: by {hostname} (mtad, from userid {uid})\r\n\tid {id}; {date}\r\n")
 }
