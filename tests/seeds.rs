@@ -60,6 +60,16 @@ fn start_example(
         .unwrap()
         .to_owned();
     text = text.replace(&spool_line, &format!("    spool \"{}\"", spool.display()));
+    if let Some(line) = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("maildrop "))
+    {
+        let line = line.to_owned();
+        text = text.replace(
+            &line,
+            &format!("    maildrop \"{}\"", dir.path().join("maildrop").display()),
+        );
+    }
     if let Some(base) = text
         .lines()
         .find(|l| l.trim_start().starts_with("local-base "))
@@ -93,6 +103,52 @@ fn send(mtad: &Mtad, from: &str, to: &str) {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+/// `echo x | mail -s SUBJECT RCPT` with bsd-mailx, its sendmail being ours with the
+/// example's configuration, as a local program on the example's host would run it.
+fn mail_s(ex: &Example, subject: &str, rcpt: &str) {
+    let mailx = require_tool("bsd-mailx");
+    let wrapper = ex.mtad.dir.path().join("sendmail");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec {} -C {} \"$@\"\n",
+            env!("CARGO_BIN_EXE_sendmail"),
+            ex.mtad.config.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let rc = ex.mtad.dir.path().join("mailrc");
+    std::fs::write(&rc, format!("set sendmail={}\n", wrapper.display())).unwrap();
+    let mut child = std::process::Command::new(mailx)
+        .env("MAILRC", &rc)
+        .args(["-n", "-s", subject, rcpt])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(b"x\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "mail -s: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The header lines of a smtp-sink dump's message (after smtp-sink's own `X-` lines).
+fn dump_header<'a>(dump: &'a str, name: &str) -> Option<&'a str> {
+    dump.lines()
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
 }
 
 /// smtp-sink on 127.0.0.N:port.
@@ -158,6 +214,28 @@ fn seed_004_null_client_forwards_root_to_the_external_mailbox() {
         "{}",
         ex.mtad.log()
     );
+    // a local program's `echo x | mail -s hi root`: cleaned up, forwarded, signed
+    mail_s(&ex, "hi", "root");
+    let dumps = mx.dumps(3);
+    let d = dumps
+        .iter()
+        .find(|d| d.contains("Subject: hi"))
+        .expect("mail -s delivered");
+    assert_eq!(dump_recipients(d), ["admin@example.com"]);
+    assert!(d.contains("X-Mail-Args: <root@example.jp>"), "{d}");
+    assert!(dump_header(d, "Date").is_some(), "{d}");
+    assert!(
+        dump_header(d, "Message-ID").is_some_and(|m| m.ends_with("@example.jp>")),
+        "{d}"
+    );
+    assert!(
+        dump_header(d, "From").is_some_and(|f| f.contains("<root@example.jp>")),
+        "{d}"
+    );
+    assert!(
+        dump_header(d, "DKIM-Signature").is_some_and(|s| s.contains("d=example.jp")),
+        "{d}"
+    );
     // mail for localhost stays here, in a Maildir
     send(&ex.mtad, "cron@example.jp", "someone@localhost");
     let maildir = ex.mtad.dir.path().join("mail");
@@ -207,6 +285,18 @@ fn seed_000_subdomain_server_forwards_root_and_keeps_local_mail() {
         "{text}"
     );
     assert!(text.contains("seed test"), "{text}");
+    // a local program's `mail -s` to root leaves for the main server too
+    mail_s(&ex, "disk report", "root");
+    let dumps = main.dumps(2);
+    let d = dumps
+        .iter()
+        .find(|d| d.contains("Subject: disk report"))
+        .unwrap();
+    assert_eq!(dump_recipients(d), ["hogeuser@example1155.jp"]);
+    assert!(
+        dump_header(d, "From").is_some_and(|f| f.contains("<root@subml.example1155.jp>")),
+        "{d}"
+    );
 }
 
 fn wait_for_maildir(new: &Path) -> PathBuf {
@@ -266,6 +356,14 @@ fn seed_003_upstream_relay_with_starttls_auth_and_a_fallback() {
     );
     assert!(env.contains("RCPT <someone@example.com>"), "{env}");
     assert!(String::from_utf8_lossy(eml).contains("seed test"));
+    // a local program's `mail -s` goes the same way: to the relayhost, authenticated
+    mail_s(&ex, "from this host", "ops@example.com");
+    let (env, eml) = &upstream.messages(2)[1];
+    assert!(env.starts_with("TLS yes\nAUTH account\n"), "{env}");
+    assert!(env.contains("RCPT <ops@example.com>"), "{env}");
+    let eml = String::from_utf8_lossy(eml);
+    assert!(eml.contains("Subject: from this host"), "{eml}");
+    assert!(eml.contains("From: root <root@relay.domain.tld>"), "{eml}");
 
     // The relayhost goes away: the fallback relay gets the next message, over TLS with
     // its own account.

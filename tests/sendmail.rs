@@ -463,7 +463,11 @@ fn a_claimed_file_is_finished_or_undone_at_start() {
     let mut mtad = start(&sink, "");
     let mut s = mtad.session();
     s.cmd("EHLO client.test", "250");
-    let reply = s.send_message("a@example.test", &["b@example.org"], "Subject: queued\r\n\r\nx\r\n");
+    let reply = s.send_message(
+        "a@example.test",
+        &["b@example.org"],
+        "Subject: queued\r\n\r\nx\r\n",
+    );
     let queued_id = common::queue_id(&reply);
     drop(s);
     mtad.stop();
