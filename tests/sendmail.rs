@@ -501,3 +501,68 @@ fn a_claimed_file_is_finished_or_undone_at_start() {
     assert_eq!(sorted, ["not yet", "queued"], "{subjects:?}");
     assert_eq!(std::fs::read_dir(&drop_dir).unwrap().count(), 0);
 }
+
+/// Rules single local submissions out by their listener, hooks see who submitted.
+#[test]
+fn rules_and_hooks_see_the_submitter() {
+    let sink = Sink::start(&[]);
+    let t = LOCAL
+        .replace("{sink}", &sink.port().to_string())
+        .replace("{extra}", "")
+        .replace(
+            "stage \"rcpt\" {",
+            "stage \"data\" {\n    hook \"data.rhai\"\n}\nstage \"mail\" {\n    reject 550 \"5.7.1\" \"no mail from local programs to there\" listener=\"sendmail\" sender=\"blocked@example.test\"\n}\nstage \"rcpt\" {",
+        );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("data.rhai"),
+        "fn data(ctx) {\n    if ctx.listener == \"sendmail\" {\n        ctx.add_header(\"X-Submitted-By\", ctx.local_user + \" \" + ctx.uid);\n    }\n    next()\n}\n",
+    )
+    .unwrap();
+    let spool = dir.path().join("spool");
+    let mtad = Mtad::start_in(dir, spool, &t);
+    ok(&sendmail(&mtad, &["-i", "root"], "Subject: tagged\n\nx\n"));
+    let dumps = sink.dumps(1);
+    assert!(
+        headers_of(&dumps[0]).contains("X-Submitted-By: root 0"),
+        "{}",
+        dumps[0]
+    );
+    // refused by a rule after sendmail exited 0: the sender gets a bounce (root here)
+    ok(&sendmail(
+        &mtad,
+        &["-i", "-f", "blocked@example.test", "root"],
+        "Subject: blocked\n\nx\n",
+    ));
+    mtad.wait_log("maildrop: message refused by policy", 1, Duration::from_secs(5));
+    let dumps = sink.dumps(2);
+    let bounce = dumps.iter().find(|d| d.contains("Undelivered Mail")).unwrap();
+    assert_eq!(dump_recipients(bounce), ["blocked@example.test"]);
+    assert!(bounce.contains("no mail from local programs to there"), "{bounce}");
+}
+
+/// The configuration snippets of docs/local-submission.md and docs/configuration.md
+/// are valid.
+#[test]
+fn documented_configuration_parses() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (doc, nth) in [("docs/local-submission.md", 0), ("docs/configuration.md", 0)] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap();
+        let blocks: Vec<&str> = text
+            .split("```kdl\n")
+            .skip(1)
+            .map(|b| b.split("```").next().unwrap())
+            .filter(|b| b.contains("local-submission {"))
+            .collect();
+        let snippet = blocks[nth];
+        let mut config = format!(
+            "server {{\n    hostname \"h.example.test\"\n    spool \"/tmp/x\"\n}}\nlisten \"mx\" address=\"127.0.0.1:2525\"\n{snippet}"
+        );
+        if !snippet.contains("table \"login-senders\"") {
+            config.push_str("table \"login-senders\" {\n    \"root\" \"*\"\n}\n");
+        }
+        if let Err(e) = mtad::config::Config::parse("doc.kdl", &config) {
+            panic!("{doc}: {e}\n{config}");
+        }
+    }
+}
