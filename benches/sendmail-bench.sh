@@ -105,9 +105,12 @@ stage "route" {
 local-submission {
     maildrop "$WORK/mtad/maildrop"
 }
+delivery {
+    backoff-min "1s"     // smtp-sink sometimes resets a connection under load: retry soon
+}
 EOF
   rm -rf "$WORK/mtad/spool" "$WORK/mtad/maildrop"
-  MTAD_LOG=warn "$MTAD" --config "$WORK/mtad/mtad.kdl" >"$WORK/mtad.log" 2>&1 & MTAD_PID=$!
+  MTAD_LOG=${MTAD_LOG:-warn} "$MTAD" --config "$WORK/mtad/mtad.kdl" >>"$WORK/mtad.log" 2>&1 & MTAD_PID=$!
   wait_port "$MTAD_PORT" || { echo "mtad did not start; see $WORK/mtad.log" >&2; exit 1; }
 }
 

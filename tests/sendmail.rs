@@ -534,11 +534,21 @@ fn rules_and_hooks_see_the_submitter() {
         &["-i", "-f", "blocked@example.test", "root"],
         "Subject: blocked\n\nx\n",
     ));
-    mtad.wait_log("maildrop: message refused by policy", 1, Duration::from_secs(5));
+    mtad.wait_log(
+        "maildrop: message refused by policy",
+        1,
+        Duration::from_secs(5),
+    );
     let dumps = sink.dumps(2);
-    let bounce = dumps.iter().find(|d| d.contains("Undelivered Mail")).unwrap();
+    let bounce = dumps
+        .iter()
+        .find(|d| d.contains("Undelivered Mail"))
+        .unwrap();
     assert_eq!(dump_recipients(bounce), ["blocked@example.test"]);
-    assert!(bounce.contains("no mail from local programs to there"), "{bounce}");
+    assert!(
+        bounce.contains("no mail from local programs to there"),
+        "{bounce}"
+    );
 }
 
 /// The configuration snippets of docs/local-submission.md and docs/configuration.md
@@ -546,7 +556,10 @@ fn rules_and_hooks_see_the_submitter() {
 #[test]
 fn documented_configuration_parses() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for (doc, nth) in [("docs/local-submission.md", 0), ("docs/configuration.md", 0)] {
+    for (doc, nth) in [
+        ("docs/local-submission.md", 0),
+        ("docs/configuration.md", 0),
+    ] {
         let text = std::fs::read_to_string(root.join(doc)).unwrap();
         let blocks: Vec<&str> = text
             .split("```kdl\n")
@@ -565,4 +578,47 @@ fn documented_configuration_parses() {
             panic!("{doc}: {e}\n{config}");
         }
     }
+}
+
+/// `sendmail -bs`, spoken to by swaks over a pipe (`--pipe`), as mail libraries do.
+#[test]
+fn smtp_on_stdin_with_swaks() {
+    let swaks = common::require_tool("swaks");
+    let sink = Sink::start(&[]);
+    let mtad = start(&sink, "");
+    let out = Command::new(swaks)
+        .arg("--pipe")
+        .arg(format!("{SENDMAIL} -C {} -bs", mtad.config.display()))
+        .args([
+            "--from",
+            "app@example.test",
+            "--to",
+            "root,other@example.org",
+        ])
+        .args([
+            "--header",
+            "Subject: over -bs",
+            "--body",
+            "line one\n.dotted\n",
+        ])
+        .output()
+        .unwrap();
+    ok(&out);
+    let talk = String::from_utf8_lossy(&out.stdout);
+    assert!(talk.contains("250 2.0.0 Ok: queued"), "{talk}");
+    let dumps = sink.dumps(1);
+    let mut r = dump_recipients(&dumps[0]);
+    r.sort();
+    assert_eq!(r, ["other@example.org", "root@example.test"]);
+    assert!(
+        dumps[0].contains("X-Mail-Args: <app@example.test>"),
+        "{}",
+        dumps[0]
+    );
+    assert!(
+        message_of(&dumps[0]).contains("\n.dotted\n"),
+        "{}",
+        dumps[0]
+    );
+    assert!(headers_of(&dumps[0]).contains("(mtad, from userid 0)"));
 }

@@ -5,7 +5,7 @@
 //! the security model: `docs/local-submission.md`.
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
@@ -380,13 +380,7 @@ pub fn run(inv: &Invocation, input: &mut dyn Read, out: &mut dyn Write, err: &mu
         Mode::Flush => flush(inv, err),
         Mode::List => list(&settings, out, err),
         Mode::Aliases => aliases(inv, &settings, out, err),
-        Mode::Smtp => {
-            let _ = writeln!(
-                err,
-                "sendmail: -bs is not supported yet: submit with a message on standard input, or over SMTP to mtad's listener"
-            );
-            exit::UNAVAILABLE
-        }
+        Mode::Smtp => smtp(&settings, &mut std::io::BufReader::new(input), out, err),
     }
 }
 
@@ -498,6 +492,193 @@ fn deliver(inv: &Invocation, settings: &Settings, input: &mut dyn Read, err: &mu
         Err(e) => {
             let _ = writeln!(err, "sendmail: {e}");
             exit::CANTCREAT
+        }
+    }
+}
+
+/// `-bs`: SMTP on standard input and output, as Postfix's `sendmail -bs` runs a
+/// stand-alone smtpd: each message is checked and dropped in the maildrop like one read
+/// with `-bm`, and `250` means it is there, durably. The session's own policy is the
+/// daemon's, at pickup (this process cannot write the spool): so every recipient is
+/// taken here, and what the policy refuses later comes back as a bounce.
+fn smtp(
+    settings: &Settings,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    const MAX_LINE: u64 = 2048;
+    let Some(dir) = settings.maildrop() else {
+        let _ = writeln!(out, "421 4.3.0 {}\r", SubmitRefusal::Off);
+        let _ = writeln!(err, "sendmail: {}", SubmitRefusal::Off);
+        return exit::UNAVAILABLE;
+    };
+    let (_, hostname) = settings.origin_and_hostname();
+    let who = Submitter::from_uid(nix::unistd::getuid().as_raw());
+    let limit = settings.message_size();
+    let say = |out: &mut dyn Write, text: &str| -> bool {
+        out.write_all(text.as_bytes()).is_ok()
+            && out.write_all(b"\r\n").is_ok()
+            && out.flush().is_ok()
+    };
+    if !say(out, &format!("220 {hostname} ESMTP mtad (sendmail -bs)")) {
+        return exit::IOERR;
+    }
+    let mut sender: Option<String> = None;
+    let mut recipients: Vec<String> = Vec::new();
+    let mut body_8bit = None;
+    let mut smtputf8 = false;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match (&mut *input).take(MAX_LINE).read_until(b'\n', &mut line) {
+            Ok(0) => return exit::OK,
+            Ok(_) => {}
+            Err(e) => {
+                let _ = writeln!(err, "sendmail: -bs: {e}");
+                return exit::IOERR;
+            }
+        }
+        if !line.ends_with(b"\n") {
+            say(out, "500 5.5.2 Line too long");
+            return exit::DATAERR;
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches(['\r', '\n']);
+        let (verb, arg) = text.split_once(' ').unwrap_or((text, ""));
+        let reply = match verb.to_ascii_uppercase().as_str() {
+            "HELO" => format!("250 {hostname}"),
+            "EHLO" => format!(
+                "250-{hostname}\r\n250-PIPELINING\r\n250-SIZE {limit}\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES"
+            ),
+            "NOOP" => "250 2.0.0 Ok".to_owned(),
+            "RSET" => {
+                (sender, body_8bit, smtputf8) = (None, None, false);
+                recipients.clear();
+                "250 2.0.0 Ok".to_owned()
+            }
+            "VRFY" => "252 2.0.0 Send some mail, I'll try my best".to_owned(),
+            "QUIT" => {
+                say(out, "221 2.0.0 Bye");
+                return exit::OK;
+            }
+            "MAIL" if sender.is_some() => "503 5.5.1 Error: nested MAIL command".to_owned(),
+            "MAIL" => match path_of(arg, "FROM:") {
+                Some((path, params)) => {
+                    let claimed = (!path.is_empty()).then_some(path.as_str());
+                    match settings.may_submit(&who, claimed.or(Some(""))) {
+                        Err(refusal) => format!("553 5.7.1 {refusal}"),
+                        Ok(()) => {
+                            let params = params.to_ascii_uppercase();
+                            body_8bit = if params.contains("BODY=8BITMIME") {
+                                Some(true)
+                            } else if params.contains("BODY=7BIT") {
+                                Some(false)
+                            } else {
+                                None
+                            };
+                            smtputf8 = params.contains("SMTPUTF8");
+                            sender = Some(path);
+                            "250 2.1.0 Ok".to_owned()
+                        }
+                    }
+                }
+                None => "501 5.5.4 Syntax: MAIL FROM:<address>".to_owned(),
+            },
+            "RCPT" if sender.is_none() => "503 5.5.1 Error: need MAIL command".to_owned(),
+            "RCPT" if recipients.len() >= maildrop::MAX_RECIPIENTS => {
+                "452 4.5.3 Error: too many recipients".to_owned()
+            }
+            "RCPT" => match path_of(arg, "TO:") {
+                Some((path, _)) if !path.is_empty() => {
+                    recipients.push(path);
+                    "250 2.1.5 Ok".to_owned()
+                }
+                _ => "501 5.5.4 Syntax: RCPT TO:<address>".to_owned(),
+            },
+            "DATA" if recipients.is_empty() => "503 5.5.1 Error: need RCPT command".to_owned(),
+            "DATA" => {
+                if !say(out, "354 End data with <CR><LF>.<CR><LF>") {
+                    return exit::IOERR;
+                }
+                let message = match read_data(input, limit) {
+                    Ok(Some(m)) => m,
+                    Ok(None) => {
+                        say(out, "552 5.3.4 Error: message file too big");
+                        (sender, body_8bit, smtputf8) = (None, None, false);
+                        recipients.clear();
+                        continue;
+                    }
+                    Err(e) => {
+                        let _ = writeln!(err, "sendmail: -bs: {e}");
+                        return exit::IOERR;
+                    }
+                };
+                let dropped = Dropped {
+                    sender: sender.take(),
+                    recipients: std::mem::take(&mut recipients),
+                    body_8bit: body_8bit.take(),
+                    smtputf8: std::mem::take(&mut smtputf8),
+                    message,
+                    ..Dropped::default()
+                };
+                match maildrop::write(dir, &dropped) {
+                    Ok(_) => "250 2.0.0 Ok: queued".to_owned(),
+                    Err(e) => {
+                        let _ = writeln!(err, "sendmail: -bs: {e}");
+                        "451 4.3.0 Error: queue file write error".to_owned()
+                    }
+                }
+            }
+            _ => "502 5.5.2 Error: command not recognized".to_owned(),
+        };
+        if !say(out, &reply) {
+            return exit::IOERR;
+        }
+    }
+}
+
+/// `FROM:<path> params` → (path, params); `None` when it is not that.
+fn path_of(arg: &str, keyword: &str) -> Option<(String, String)> {
+    let rest = arg.trim_start();
+    if rest.len() < keyword.len() || !rest[..keyword.len()].eq_ignore_ascii_case(keyword) {
+        return None;
+    }
+    let rest = rest[keyword.len()..].trim_start();
+    let rest = rest.strip_prefix('<')?;
+    let end = rest.find('>')?;
+    let path = rest[..end].to_owned();
+    if path.contains(['\r', '\n', '\0']) {
+        return None;
+    }
+    Some((path, rest[end + 1..].trim().to_owned()))
+}
+
+/// DATA's lines up to the lone dot, dot-unstuffed; `None` when over `limit` (read to
+/// its end all the same).
+fn read_data(input: &mut dyn BufRead, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let mut message = Vec::new();
+    let mut over = false;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if (&mut *input).take(1 << 16).read_until(b'\n', &mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the input ended inside DATA",
+            ));
+        }
+        if line == b".\r\n" || line == b".\n" {
+            return Ok((!over).then_some(message));
+        }
+        // RFC 5321 §4.5.2: a leading dot was added by the client
+        let text = line.strip_prefix(b".").unwrap_or(&line);
+        if message.len() as u64 + text.len() as u64 > limit {
+            over = true;
+            message.clear();
+        }
+        if !over {
+            message.extend_from_slice(text);
         }
     }
 }
