@@ -595,9 +595,7 @@ async fn dkim_signed(
     let (policy, body, sender) = (policy.clone(), body.clone(), env.sender.clone());
     let (ours, options) = (!env.external, options.clone());
     let task = tokio::task::spawn_blocking(move || {
-        let domain = crate::mailauth::dkim::from_domain(&body)
-            .or_else(|| sender.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()));
-        let plan = policy.dkim_plan(ours, domain.as_deref(), &options);
+        let plan = policy.message_dkim_plan(ours, &body, &sender, &options);
         if let Some(why) = &plan.unsigned {
             debug!(queue_id = %id, reason = %why, "not DKIM-signed");
             return None;
