@@ -281,7 +281,7 @@ fn memory_session(
 
 /// `mtactl test-policy`'s dry run of `env`.
 fn dry_run(config: &Config, pipeline: &Arc<Pipeline>, env: &DryEnvelope) -> DryRunReport {
-    mtad::smtp::dry_run::offline(|o| o.dry_run(config, pipeline, env))
+    mtad::smtp::dry_run::offline(|o| mtad::control::test_policy::dry_run(o, config, pipeline, env))
         .unwrap()
         .unwrap_or_else(|e| panic!("{e}"))
 }

@@ -38,7 +38,9 @@ pub fn run(data: &[u8]) {
     };
     // the real session in memory, as `mtactl test-policy` runs it
     if let Ok(Ok(report)) =
-        mtad::smtp::dry_run::offline(|o| o.dry_run(&config, &pipeline, &envelope))
+        mtad::smtp::dry_run::offline(|o| {
+        mtad::control::test_policy::dry_run(o, &config, &pipeline, &envelope)
+    })
     {
         let _ = mtad::control::test_policy::render_report(&report);
     }

@@ -49,10 +49,12 @@ use kdl::{KdlDocument, KdlNode};
 use serde::Serialize;
 
 use crate::config::{AuthCheck, Config, render};
+use crate::delivery::scheduler::route_input;
 use crate::mailauth::DnsFixture;
+use crate::net::tls::TlsInfo;
 use crate::policy::{DryEnvelope, DryRunReport, Pipeline, Stage};
 use crate::position::Positions;
-use crate::smtp::dry_run::{Offline, offline};
+use crate::smtp::dry_run::{DryRunError, Offline, offline};
 use crate::smtp::transcript::{Played, Transcript, crlf};
 
 /// Exit statuses, as documented: everything accepted / passed, something refused /
@@ -80,7 +82,7 @@ pub fn single(config_path: &Path, envelope: &DryEnvelope, json: bool) -> u8 {
         return EXIT_CONFIG;
     }
     let pipeline = Arc::new(pipeline);
-    let report = match offline(|o| o.dry_run(&config, &pipeline, envelope)) {
+    let report = match offline(|o| dry_run(o, &config, &pipeline, envelope)) {
         Ok(Ok(report)) => report,
         Ok(Err(e)) | Err(e) => {
             err!("mtactl: the dry run: {e}");
@@ -100,6 +102,32 @@ pub fn single(config_path: &Path, envelope: &DryEnvelope, json: bool) -> u8 {
     } else {
         EXIT_OK
     }
+}
+
+/// The dry run of `env` against `pipeline` (compiled from `config`): mtad's session in
+/// memory ([`crate::smtp::dry_run`]) up to the message queued, then the route stage on
+/// the queued envelope as the scheduler runs it at the first attempt
+/// ([`crate::delivery::scheduler::route_input`], [`Pipeline::report_routes`]).
+pub fn dry_run(
+    o: &Offline,
+    config: &Config,
+    pipeline: &Arc<Pipeline>,
+    env: &DryEnvelope,
+) -> Result<DryRunReport, DryRunError> {
+    let session = o.dry_run(config, pipeline, env)?;
+    let mut report = session.report;
+    if let Some((msg, body)) = &session.queued {
+        let queued = &msg.envelope;
+        let tls = queued.tls.as_deref().and_then(TlsInfo::from_record);
+        let input = route_input(queued, tls.as_ref());
+        let origin = pipeline.mail_origin(
+            queued.client_ip,
+            queued.auth_user.as_deref(),
+            &queued.listener,
+        );
+        pipeline.report_routes(&mut report, &input, !queued.external, origin, body);
+    }
+    Ok(report)
 }
 
 /// Why `name` cannot be the listener of a dry run: `None` when the configuration has
@@ -391,7 +419,7 @@ fn run_case(o: &Offline, config: &Config, pipeline: &Arc<Pipeline>, case: &Case)
         let (failures, lines) = check_session(played);
         return (failures, None, lines, rules);
     }
-    match o.dry_run(config, pipeline, &case.envelope) {
+    match dry_run(o, config, pipeline, &case.envelope) {
         Ok(report) => {
             let rules = report.fired.clone();
             (check(case, &report), Some(report), Vec::new(), rules)

@@ -6,9 +6,10 @@
 //! the transaction go on. The session answers as the daemon would (it is the daemon's
 //! code, with the listener's settings from the configuration), queues what it accepts
 //! in a spool of the dry run's own, and records each decision it applies
-//! ([`super::Tapped`]). The report is then what the session answered and decided, the
-//! message as it was queued, and the route stage run on the queued envelope
-//! ([`Pipeline::report_routes`]) — never a second implementation of any of it.
+//! ([`super::Tapped`]). The report is then what the session answered and decided and
+//! the message as it was queued; `control::test_policy::dry_run` adds the route stage
+//! run on the queued envelope as the scheduler runs it — never a second implementation
+//! of any of it.
 //!
 //! `--tls` and `--auth USER` start the session as if the client had negotiated TLS or
 //! logged in; the `authentication` checks answer from the case's DNS fixture; nothing
@@ -24,8 +25,8 @@ use super::transcript::{Client, Memory, MemoryError, Played, Reply, Transcript, 
 use crate::config::Config;
 use crate::mailauth::DnsFixture;
 use crate::net::tls::TlsInfo;
-use crate::policy::{DryEnvelope, DryRunReport, Pipeline, RouteInput, Stage, StageResult};
-use crate::queue::{QueueId, Spool};
+use crate::policy::{DryEnvelope, DryRunReport, Pipeline, Stage, StageResult};
+use crate::queue::{QueueId, QueuedMessage, Spool};
 
 /// How long a dry run waits for each reply of the session.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -93,13 +94,13 @@ pub fn offline<T: Send>(work: impl FnOnce(&Offline) -> T + Send) -> Result<T, Dr
 }
 
 impl Offline {
-    /// One envelope's dry run against `pipeline` (compiled from `config`).
+    /// One envelope's session against `pipeline` (compiled from `config`).
     pub fn dry_run(
         &self,
         config: &Config,
         pipeline: &Arc<Pipeline>,
         env: &DryEnvelope,
-    ) -> Result<DryRunReport, DryRunError> {
+    ) -> Result<DrySession, DryRunError> {
         self.runtime
             .block_on(dry_run(config, pipeline, self.spool.clone(), env))
     }
@@ -132,15 +133,24 @@ impl Offline {
     }
 }
 
-/// The dry run of `env`: the session in memory, then the report (see the module's
-/// documentation). Must run inside a tokio runtime; queues into `spool` and takes the
+/// A dry run's session: the report of every stage up to the end of DATA, and the
+/// message as it was queued (its record and its bytes), if it was.
+#[derive(Debug)]
+pub struct DrySession {
+    pub report: DryRunReport,
+    pub queued: Option<(QueuedMessage, Vec<u8>)>,
+}
+
+/// The session part of the dry run of `env` (see the module's documentation): the
+/// route stage is the caller's ([`crate::control::test_policy::dry_run`] runs the
+/// scheduler's). Must run inside a tokio runtime; queues into `spool` and takes the
 /// message out again.
 pub async fn dry_run(
     config: &Config,
     pipeline: &Arc<Pipeline>,
     spool: Spool,
     env: &DryEnvelope,
-) -> Result<DryRunReport, DryRunError> {
+) -> Result<DrySession, DryRunError> {
     let helo = env.helo.as_deref().unwrap_or("client.example");
     one_line("the HELO name", helo)?;
     one_line("the sender", &env.sender)?;
@@ -183,12 +193,18 @@ pub async fn dry_run(
     drop(started.stop);
     let (mut report, filter_by) = (run.report, run.filter_by);
     let Some(id) = queued else {
-        return Ok(report);
+        return Ok(DrySession {
+            report,
+            queued: None,
+        });
     };
     // what the session queued: the message as the scheduler will find it
     let Some(msg) = spool.get(id) else {
         report.outcome = "discarded";
-        return Ok(report);
+        return Ok(DrySession {
+            report,
+            queued: None,
+        });
     };
     let body = spool
         .read_body(id)
@@ -202,8 +218,7 @@ pub async fn dry_run(
             .map(|h| h.unfolded().into_owned())
             .collect();
     }
-    let queued = &msg.envelope;
-    if let Some(name) = &queued.filter
+    if let Some(name) = &msg.envelope.filter
         && let Some(filter) = pipeline.content_filter(name)
     {
         let by = match filter_by {
@@ -215,24 +230,10 @@ pub async fn dry_run(
         };
         report.filter = Some(format!("{name} {} ({by})", filter.transport));
     }
-    let tls = queued.tls.as_deref().and_then(TlsInfo::from_record);
-    let input = RouteInput {
-        client_ip: queued.client_ip,
-        listener: &queued.listener,
-        helo: &queued.helo,
-        tls: tls.as_ref(),
-        auth_user: queued.auth_user.as_deref(),
-        sender: &queued.sender,
-        recipients: &queued.recipients,
-        expanded: queued.expanded,
-    };
-    let origin = pipeline.mail_origin(
-        queued.client_ip,
-        queued.auth_user.as_deref(),
-        &queued.listener,
-    );
-    pipeline.report_routes(&mut report, &input, !queued.external, origin, &body);
-    Ok(report)
+    Ok(DrySession {
+        report,
+        queued: Some((msg, body)),
+    })
 }
 
 /// `value` as one command line's part, or why not.
