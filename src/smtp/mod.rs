@@ -8,6 +8,8 @@
 //! - [`reply`]: every reply we send, by name.
 //! - [`transcript`]: a whole session played in memory (or against a live daemon) from
 //!   a transcript of lines to send and replies to expect.
+//! - [`dry_run`]: `mtactl test-policy`'s dry run: an envelope sent to the real session in
+//!   memory, reported from what it answered, decided ([`Tapped`]) and queued.
 
 pub mod dot;
 pub mod line;
