@@ -407,6 +407,22 @@ async fn attempt(shared: &Arc<Shared>, id: QueueId, force: bool) -> Option<u64> 
     finish(shared, &msg, &due, legs, &body, now).await
 }
 
+/// What the route stage sees of a queued message (`tls`: its `tls` record, read with
+/// [`TlsInfo::from_record`]): the scheduler routes with it at every attempt, and
+/// `mtactl test-policy` reports the routes of the message its dry run queued with it.
+pub fn route_input<'a>(env: &'a Envelope, tls: Option<&'a TlsInfo>) -> RouteInput<'a> {
+    RouteInput {
+        client_ip: env.client_ip,
+        listener: &env.listener,
+        helo: &env.helo,
+        tls,
+        auth_user: env.auth_user.as_deref(),
+        sender: &env.sender,
+        recipients: &env.recipients,
+        expanded: env.expanded,
+    }
+}
+
 /// Expands and routes the due recipients, then sends each route's share.
 async fn route_and_send(
     shared: &Arc<Shared>,
@@ -420,16 +436,7 @@ async fn route_and_send(
     // (transport, options) -> legs
     let mut routes: Vec<(Transport, RouteOptions, Vec<usize>)> = Vec::new();
     let tls = env.tls.as_deref().and_then(TlsInfo::from_record);
-    let input = RouteInput {
-        client_ip: env.client_ip,
-        listener: &env.listener,
-        helo: &env.helo,
-        tls: tls.as_ref(),
-        auth_user: env.auth_user.as_deref(),
-        sender: &env.sender,
-        recipients: &env.recipients,
-        expanded: env.expanded,
-    };
+    let input = route_input(env, tls.as_ref());
     for routed in policy.route_all(&input, due, true) {
         let (i, f) = (routed.index, routed.rcpt);
         match routed.outcome {
@@ -595,9 +602,7 @@ async fn dkim_signed(
     let (policy, body, sender) = (policy.clone(), body.clone(), env.sender.clone());
     let (ours, options) = (!env.external, options.clone());
     let task = tokio::task::spawn_blocking(move || {
-        let domain = crate::mailauth::dkim::from_domain(&body)
-            .or_else(|| sender.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()));
-        let plan = policy.dkim_plan(ours, domain.as_deref(), &options);
+        let plan = policy.message_dkim_plan(ours, &body, &sender, &options);
         if let Some(why) = &plan.unsigned {
             debug!(queue_id = %id, reason = %why, "not DKIM-signed");
             return None;

@@ -227,6 +227,10 @@ impl Session {
                 let r = &v.results;
                 info!(queue_id = %id, spf = %r.spf, dkim = %r.dkim, dmarc = %r.dmarc, dmarc_policy = r.dmarc_policy.as_str(), arc = %r.arc, iprev = %r.iprev, "authentication");
                 crate::metrics::get().authenticated(r);
+                self.core.tap(|| super::Tapped::Auth {
+                    results: r.clone(),
+                    data: true,
+                });
                 Some(v)
             }
             None => None,
@@ -340,6 +344,10 @@ impl Session {
             !back
         });
         if let Some(name) = &filter {
+            self.core.tap(|| super::Tapped::Filter {
+                name: name.clone(),
+                by: chosen_by.clone(),
+            });
             info!(queue_id = %id, filter = %name, rule = %chosen_by.map_or_else(|| "listener".to_owned(), |r| r.to_string()), revision = %self.policy.revision(), "content filter");
         }
         let rcpts = accepted.recipients;

@@ -750,10 +750,10 @@ impl Session {
         let revision = self.policy.revision();
         let refused = matches!(decision.verdict, Verdict::Reject(_) | Verdict::Defer(_));
         crate::metrics::get().decision(stage, &rule, refused);
-        if let (Some(fired), Some(origin)) = (&self.core.fired, &decision.rule) {
-            let mut fired = fired.lock().unwrap_or_else(|e| e.into_inner());
-            fired.insert(origin.to_string());
-        }
+        self.core.tap(|| super::Tapped::Decision {
+            stage,
+            decision: Box::new(decision.clone()),
+        });
         let refusal = match decision.verdict {
             Verdict::Accept | Verdict::Next => None,
             Verdict::Reject(r) | Verdict::Defer(r) => Some(r),
