@@ -225,7 +225,7 @@ fn seed_004_null_client_forwards_root_to_the_external_mailbox() {
     assert!(d.contains("X-Mail-Args: <root@example.jp>"), "{d}");
     assert!(dump_header(d, "Date").is_some(), "{d}");
     assert!(
-        dump_header(d, "Message-ID").is_some_and(|m| m.ends_with("@example.jp>")),
+        dump_header(d, "Message-Id").is_some_and(|m| m.ends_with("@example.jp>")),
         "{d}"
     );
     assert!(

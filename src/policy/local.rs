@@ -293,9 +293,24 @@ pub fn cleanup_local(m: &LocalMessage<'_>, site: &Site<'_>) -> Result<Cleaned, C
         return Err(CleanupError::NoRecipients);
     }
 
-    // missing headers, appended in Postfix's order
+    // missing headers, appended in Postfix's order (Message-Id, Date, From)
     let prefix = if resent { "Resent-" } else { "" };
     let has = |hs: &[(String, String)], n: &str| hs.iter().any(|(h, _)| h.eq_ignore_ascii_case(n));
+    if !has(&headers, &format!("{prefix}Message-ID")) {
+        let value = format!(
+            " <{}.{}@{}>",
+            site.now.format("%Y%m%d%H%M%S"),
+            site.queue_id,
+            site.hostname
+        );
+        edits.push(format!("added {prefix}Message-Id:{value}"));
+        headers.push((format!("{prefix}Message-Id"), value));
+    }
+    if !has(&headers, &format!("{prefix}Date")) {
+        let value = format!(" {}", site.now.format("%a, %e %b %Y %H:%M:%S %z"));
+        edits.push(format!("added {prefix}Date:{value}"));
+        headers.push((format!("{prefix}Date"), value));
+    }
     if !has(&headers, &format!("{prefix}From")) {
         let full = m
             .full_name
@@ -312,21 +327,6 @@ pub fn cleanup_local(m: &LocalMessage<'_>, site: &Site<'_>) -> Result<Cleaned, C
         };
         edits.push(format!("added {prefix}From:{value}"));
         headers.push((format!("{prefix}From"), value));
-    }
-    if !has(&headers, &format!("{prefix}Date")) {
-        let value = format!(" {}", site.now.format("%a, %e %b %Y %H:%M:%S %z"));
-        edits.push(format!("added {prefix}Date:{value}"));
-        headers.push((format!("{prefix}Date"), value));
-    }
-    if !has(&headers, &format!("{prefix}Message-ID")) {
-        let value = format!(
-            " <{}.{}@{}>",
-            site.now.format("%Y%m%d%H%M%S"),
-            site.queue_id,
-            site.hostname
-        );
-        edits.push(format!("added {prefix}Message-ID:{value}"));
-        headers.push((format!("{prefix}Message-ID"), value));
     }
 
     let mut message = Vec::with_capacity(text.len() + 256);
@@ -641,10 +641,13 @@ mod tests {
         .unwrap()
     }
 
+    /// What Postfix 3.7's sendmail + pickup + cleanup delivered for the same input and
+    /// argv (`-FCronDaemon -i -B8BITMIME -oem root`, myorigin = example.jp), Received:
+    /// aside and its Date's `(UTC)` comment left out.
     #[test]
-    fn cron_style_message_gets_the_missing_headers() {
+    fn cron_style_message_as_postfix_cleans_it_up() {
         let c = run(
-            "From: root (Cron Daemon)\nTo: root\nSubject: Cron <root@h> ls\n\nout\n",
+            "From: root (Cron Daemon)\nTo: root\nCc: a@x.test, bob\nBcc: hidden\nSubject: Cron <root@h> ls\n\nout\n",
             &["root"],
             false,
             None,
@@ -654,8 +657,17 @@ mod tests {
         let text = String::from_utf8(c.message).unwrap();
         assert_eq!(
             text,
-            "From: root@example.jp (Cron Daemon)\r\nTo: root@example.jp\r\nSubject: Cron <root@h> ls\r\n\
-             Date: Sat,  5 Dec 2026 04:05:06 +0000\r\nMessage-ID: <20261205040506.0123ABCD@mail.example.jp>\r\n\r\nout\r\n"
+            "From: root@example.jp (Cron Daemon)\r\nTo: root@example.jp\r\nCc: a@x.test, bob@example.jp\r\n\
+             Subject: Cron <root@h> ls\r\nMessage-Id: <20261205040506.0123ABCD@mail.example.jp>\r\n\
+             Date: Sat,  5 Dec 2026 04:05:06 +0000\r\n\r\nout\r\n"
+        );
+        // Postfix, `printf 'just text\n' | sendmail root`: the headers it adds, then the
+        // empty line, then the text
+        let c = run("just text\n", &["root"], false, None);
+        assert_eq!(
+            String::from_utf8(c.message).unwrap(),
+            "Message-Id: <20261205040506.0123ABCD@mail.example.jp>\r\nDate: Sat,  5 Dec 2026 04:05:06 +0000\r\n\
+             From: root <root@example.jp>\r\n\r\njust text\r\n"
         );
     }
 
