@@ -622,3 +622,55 @@ fn smtp_on_stdin_with_swaks() {
     );
     assert!(headers_of(&dumps[0]).contains("(mtad, from userid 0)"));
 }
+
+/// The names `mailq` and `newaliases` (argv[0]) and `-bp`/`-bi`: the maildrop's
+/// messages are listed while mtad is down; newaliases makes a running mtad reload.
+#[test]
+fn mailq_and_newaliases_by_name() {
+    let sink = Sink::start(&[]);
+    let mut mtad = start(&sink, "");
+    let mailq = mtad.dir.path().join("mailq");
+    let newaliases = mtad.dir.path().join("newaliases");
+    std::os::unix::fs::symlink(SENDMAIL, &mailq).unwrap();
+    std::os::unix::fs::symlink(SENDMAIL, &newaliases).unwrap();
+    let config = mtad.config.clone();
+    let run = |bin: &Path| Command::new(bin).arg("-C").arg(&config).output().unwrap();
+    mtad.stop();
+    ok(&sendmail(
+        &mtad,
+        &["-i", "someone@example.org"],
+        "Subject: waiting\n\nx\n",
+    ));
+    let out = run(&mailq);
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("root@example.test") || text.contains("root"),
+        "{text}"
+    );
+    assert!(text.contains("someone@example.org"), "{text}");
+    assert!(text.contains("-- 0 Kbytes in 1 Request."), "{text}");
+    let same = sendmail(&mtad, &["-bp"], "");
+    assert_eq!(same.stdout, out.stdout);
+    let out = run(&newaliases);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("mtad is not running"));
+    mtad.restart();
+    sink.dumps(1);
+    let out = run(&newaliases);
+    ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("reloaded"),
+        "{out:?}"
+    );
+    // delivered: the queue is empty
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = String::from_utf8_lossy(&run(&mailq).stdout).into_owned();
+        if text.contains("Mail queue is empty") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

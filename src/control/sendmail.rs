@@ -791,8 +791,9 @@ fn flush(inv: &Invocation, err: &mut dyn Write) -> u8 {
     }
 }
 
-/// `-bp` / `mailq`: the queue, then what waits in the maildrop. A minimal listing
-/// in Postfix's layout until `control::mailq` (the full one) is wired here.
+/// `-bp` / `mailq`: what waits in the maildrop (first and unmarked, as Postfix's
+/// showq lists its maildrop), then the queue. A minimal listing in Postfix's layout
+/// until `control::mailq` (the full one) is wired here.
 fn list(settings: &Settings, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     let Settings::Full(both) = settings else {
         let _ = writeln!(
@@ -812,32 +813,6 @@ fn list(settings: &Settings, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     let mut text = String::new();
     let mut bytes = 0u64;
     let mut count = 0usize;
-    for m in &messages {
-        let when = chrono::DateTime::from_timestamp_millis(m.arrival_ms as i64)
-            .map(|t| {
-                t.with_timezone(&chrono::Local)
-                    .format("%a %b %e %H:%M:%S")
-                    .to_string()
-            })
-            .unwrap_or_default();
-        let sender = if m.envelope.sender.is_empty() {
-            "MAILER-DAEMON"
-        } else {
-            &m.envelope.sender
-        };
-        let mark = if m.envelope.held { '!' } else { ' ' };
-        text.push_str(&format!(
-            "{:<16}{mark} {:>8} {when}  {sender}\n",
-            m.id.to_string(),
-            m.size
-        ));
-        for r in &m.envelope.recipients {
-            text.push_str(&format!("{:47}{r}\n", ""));
-        }
-        text.push('\n');
-        bytes += m.size;
-        count += 1;
-    }
     if let Some(ls) = &config.local_submission
         && let Ok(drop) = crate::queue::maildrop::Maildrop::open(&ls.maildrop, None)
         && let Ok(entries) = drop.scan()
@@ -863,6 +838,32 @@ fn list(settings: &Settings, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             bytes += size as u64;
             count += 1;
         }
+    }
+    for m in &messages {
+        let when = chrono::DateTime::from_timestamp_millis(m.arrival_ms as i64)
+            .map(|t| {
+                t.with_timezone(&chrono::Local)
+                    .format("%a %b %e %H:%M:%S")
+                    .to_string()
+            })
+            .unwrap_or_default();
+        let sender = if m.envelope.sender.is_empty() {
+            "MAILER-DAEMON"
+        } else {
+            &m.envelope.sender
+        };
+        let mark = if m.envelope.held { '!' } else { ' ' };
+        text.push_str(&format!(
+            "{:<16}{mark} {:>8} {when}  {sender}\n",
+            m.id.to_string(),
+            m.size
+        ));
+        for r in &m.envelope.recipients {
+            text.push_str(&format!("{:47}{r}\n", ""));
+        }
+        text.push('\n');
+        bytes += m.size;
+        count += 1;
     }
     if count == 0 {
         let _ = writeln!(out, "Mail queue is empty");
