@@ -674,3 +674,48 @@ fn mailq_and_newaliases_by_name() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// logwatch `--output mail`: its report, piped to its `mailer` (`sendmail -t`), reaches
+/// the sink cleaned up. logwatch reads its mailer from /etc/logwatch/conf, so that
+/// directory is replaced in a private mount namespace (the host's stays untouched).
+#[test]
+fn logwatch_output_mail() {
+    let logwatch = common::require_tool("logwatch");
+    let unshare = common::require_tool("unshare");
+    let sink = Sink::start(&[]);
+    let mtad = start(&sink, "");
+    let wrap = wrapper(&mtad);
+    let dir = mtad.dir.path();
+    std::fs::create_dir_all(dir.join("logwatch/conf")).unwrap();
+    std::fs::create_dir_all(dir.join("logwatch/logs")).unwrap();
+    std::fs::write(
+        dir.join("logwatch/conf/logwatch.conf"),
+        format!("mailer = \"{} -t\"\n", wrap.display()),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("logwatch/logs/mail.log"),
+        "Dec  5 05:55:53 host postfix/pickup[23824]: 09F8B98E102: uid=0 from=<root>\n",
+    )
+    .unwrap();
+    let script = format!(
+        "mount --bind {conf} /etc/logwatch/conf && exec {logwatch} --service postfix --logdir {logs} --range all --output mail --mailto root --detail High",
+        conf = dir.join("logwatch/conf").display(),
+        logs = dir.join("logwatch/logs").display(),
+        logwatch = logwatch.display(),
+    );
+    let out = Command::new(unshare)
+        .args(["-m", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    ok(&out);
+    assert!(argv_log(&mtad).contains("-t"), "{}", argv_log(&mtad));
+    let dumps = sink.dumps(1);
+    assert_eq!(dump_recipients(&dumps[0]), ["root@example.test"]);
+    assert!(
+        headers_of(&dumps[0]).contains("Subject: Logwatch for"),
+        "{}",
+        dumps[0]
+    );
+    assert_cleaned(&dumps[0], "root@example.test");
+}
