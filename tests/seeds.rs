@@ -109,21 +109,7 @@ fn send(mtad: &Mtad, from: &str, to: &str) {
 /// example's configuration, as a local program on the example's host would run it.
 fn mail_s(ex: &Example, subject: &str, rcpt: &str) {
     let mailx = require_tool("bsd-mailx");
-    let wrapper = ex.mtad.dir.path().join("sendmail");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec {} -C {} \"$@\"\n",
-            env!("CARGO_BIN_EXE_sendmail"),
-            ex.mtad.config.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let wrapper = sendmail_wrapper(ex.mtad.dir.path(), &ex.mtad.config);
     let rc = ex.mtad.dir.path().join("mailrc");
     std::fs::write(&rc, format!("set sendmail={}\n", wrapper.display())).unwrap();
     let mut child = std::process::Command::new(mailx)

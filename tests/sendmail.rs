@@ -86,21 +86,8 @@ fn ok(out: &Output) {
     );
 }
 
-/// A sh script that runs our sendmail with this configuration and whatever argv it
-/// is given (for programs whose sendmail path takes no options of ours).
 fn wrapper(mtad: &Mtad) -> PathBuf {
-    let path = mtad.dir.path().join("sendmail-wrapper");
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\necho \"$@\" >> {dir}/argv.log\nexec {SENDMAIL} -C {config} \"$@\"\n",
-            dir = mtad.dir.path().display(),
-            config = mtad.config.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    path
+    common::sendmail_wrapper(mtad.dir.path(), &mtad.config)
 }
 
 fn argv_log(mtad: &Mtad) -> String {

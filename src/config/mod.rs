@@ -197,6 +197,25 @@ pub struct Server {
     pub tls: Option<CertKey>,
 }
 
+impl Listener {
+    /// A listener named `name` on `address` with nothing on: no TLS, no AUTH, no
+    /// proxy, no content filter (the built-in `sendmail` listener, tests).
+    pub fn plain(name: &str, address: SocketAddr) -> Listener {
+        Listener {
+            name: name.to_owned(),
+            address,
+            content_filter: None,
+            filtered: false,
+            proxy: None,
+            tls: ListenerTls::Off,
+            certificate: None,
+            auth: AuthMode::Off,
+            users: None,
+            auth_plaintext: false,
+        }
+    }
+}
+
 /// How a listener uses TLS.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ListenerTls {

@@ -713,16 +713,29 @@ fn read_message(input: &mut dyn Read, ignore_dots: bool, limit: u64) -> Result<V
     Ok(all)
 }
 
+/// The whole configuration, or a word on `err` that `what` needs it.
+fn full<'s>(
+    settings: &'s Settings,
+    what: &str,
+    err: &mut dyn Write,
+) -> Option<&'s (Config, crate::policy::Pipeline)> {
+    match settings {
+        Settings::Full(both) => Some(both),
+        Settings::Light(_) => {
+            let _ = writeln!(
+                err,
+                "sendmail: {what} needs to read the whole configuration (run it as root or mtad's user)"
+            );
+            None
+        }
+    }
+}
+
 /// `-bv`: each recipient as the policy would route it, nothing sent.
 fn verify(inv: &Invocation, settings: &Settings, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
-    let Settings::Full(both) = settings else {
-        let _ = writeln!(
-            err,
-            "sendmail: -bv needs to read the whole configuration (run it as root or mtad's user)"
-        );
+    let Some((_, pipeline)) = full(settings, "-bv", err) else {
         return exit::NOPERM;
     };
-    let pipeline = &both.1;
     if inv.recipients.is_empty() {
         let _ = writeln!(err, "sendmail: -bv: give the addresses to verify");
         return exit::USAGE;
@@ -795,14 +808,9 @@ fn flush(inv: &Invocation, err: &mut dyn Write) -> u8 {
 /// showq lists its maildrop), then the queue. A minimal listing in Postfix's layout
 /// until `control::mailq` (the full one) is wired here.
 fn list(settings: &Settings, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
-    let Settings::Full(both) = settings else {
-        let _ = writeln!(
-            err,
-            "sendmail: mailq needs to read the configuration and the spool (run it as root or mtad's user)"
-        );
+    let Some((config, _)) = full(settings, "mailq", err) else {
         return exit::NOPERM;
     };
-    let config = &both.0;
     let messages = match crate::queue::scan(&config.server.spool) {
         Ok(m) => m,
         Err(e) => {
@@ -886,14 +894,10 @@ fn list(settings: &Settings, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
 /// `-bi` / `newaliases`: the aliases files were checked with the configuration (it
 /// would not load otherwise); a running mtad reloads to take them.
 fn aliases(inv: &Invocation, settings: &Settings, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
-    let Settings::Full(both) = settings else {
-        let _ = writeln!(
-            err,
-            "newaliases: needs to read the whole configuration (run it as root or mtad's user)"
-        );
+    let Some((config, _)) = full(settings, "newaliases", err) else {
         return exit::NOPERM;
     };
-    let socket = &both.0.server.control_socket;
+    let socket = &config.server.control_socket;
     if !socket.exists() {
         let _ = writeln!(
             out,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use super::{Core, Listen, Session, Settings};
-use crate::config::{AuthMode, Listener, ListenerTls};
+use crate::config::Listener;
 use crate::policy::local::Submitter;
 use crate::queue::QueueId;
 
@@ -50,18 +50,10 @@ pub struct Injected {
 
 /// The built-in listener's settings: no TLS, no AUTH.
 pub fn listen(settings: Arc<Settings>) -> Listen {
-    let listener = Listener {
-        name: LISTENER.to_owned(),
-        address: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
-        content_filter: None,
-        filtered: false,
-        proxy: None,
-        tls: ListenerTls::Off,
-        certificate: None,
-        auth: AuthMode::Off,
-        users: None,
-        auth_plaintext: false,
-    };
+    let listener = Listener::plain(
+        LISTENER,
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+    );
     Listen::new(settings, &listener, None, None, None)
 }
 

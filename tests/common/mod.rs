@@ -656,3 +656,22 @@ pub fn dkim_keygen(
     let name = name.trim_end_matches('.').to_owned();
     (stdout, name, text)
 }
+
+/// A sh script in `dir` that runs our `sendmail` with `-C config` and whatever argv it
+/// is given (for programs whose sendmail path takes no options of ours: bsd-mailx,
+/// s-nail, logwatch), logging each argv to `dir/argv.log`.
+pub fn sendmail_wrapper(dir: &Path, config: &Path) -> PathBuf {
+    let path = dir.join("sendmail-wrapper");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {dir}/argv.log\nexec {bin} -C {config} \"$@\"\n",
+            dir = dir.display(),
+            bin = env!("CARGO_BIN_EXE_sendmail"),
+            config = config.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path
+}
