@@ -160,7 +160,7 @@ fn debian_cron_argv() {
     assert!(message_of(&dumps[0]).contains("after the dot"));
     let log = mtad.wait_log("pickup", 1, Duration::from_secs(5));
     assert!(log.contains("uid=0"), "{log}");
-    assert!(log.contains("from=<root@example.test>"), "{log}");
+    assert!(log.contains(": uid=0 from=<root>"), "{log}");
 }
 
 #[test]
@@ -297,12 +297,23 @@ fn stopped_daemon_then_start() {
     assert_cleaned(&dumps[0], "root@example.test");
 }
 
-/// kill -9 at every moment around the pickup: each message is delivered exactly once.
+/// kill -9 at every moment around the pickup: each message is queued exactly once,
+/// then delivered once. (The kills happen while delivery is off: a kill between a
+/// remote's 250 and our record of it makes any MTA send again, Postfix too; that
+/// window is the scheduler's, not the pickup's.)
 #[test]
 fn kill9_around_pickup_delivers_once() {
     let sink = Sink::start(&[]);
     let mut mtad = start(&sink, "");
-    const N: usize = 12;
+    let live = std::fs::read_to_string(&mtad.config).unwrap();
+    std::fs::write(
+        &mtad.config,
+        live.replace("queue-only #false", "queue-only #true"),
+    )
+    .unwrap();
+    mtad.stop();
+    mtad.restart();
+    const N: usize = 16;
     for i in 0..N {
         ok(&sendmail(
             &mtad,
@@ -310,23 +321,50 @@ fn kill9_around_pickup_delivers_once() {
             &format!("Subject: kill9 message {i:02}\n\nx\n"),
         ));
         // a different moment each time: before, during and after the pickup
-        std::thread::sleep(Duration::from_millis((i as u64 * 7) % 40));
+        std::thread::sleep(Duration::from_millis((i as u64 * 3) % 20));
         mtad.kill9();
         mtad.restart();
     }
-    let dumps = sink.dumps_within(N, Duration::from_secs(30));
-    std::thread::sleep(Duration::from_secs(2));
-    let dumps_after = sink.dumps(dumps.len());
+    // everything picked up: each message queued once, the maildrop empty
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let subjects = loop {
+        let subjects: Vec<String> = mtad
+            .queued()
+            .iter()
+            .filter_map(|(_, body)| {
+                String::from_utf8_lossy(body)
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Subject: ").map(str::to_owned))
+            })
+            .collect();
+        if subjects.len() >= N || std::time::Instant::now() > deadline {
+            break subjects;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     for i in 0..N {
-        let subject = format!("Subject: kill9 message {i:02}\n");
-        let n = dumps_after.iter().filter(|d| d.contains(&subject)).count();
-        assert_eq!(n, 1, "message {i} delivered {n} times");
+        let subject = format!("kill9 message {i:02}");
+        let n = subjects.iter().filter(|s| **s == subject).count();
+        assert_eq!(n, 1, "message {i} queued {n} times: {subjects:?}");
     }
-    assert_eq!(sink.dump_count(), N);
+    assert_eq!(subjects.len(), N);
+    let log = mtad.log();
+    eprintln!(
+        "kills: {N}; pickups cut short, finished at the next start: {}, undone: {}",
+        log.matches("already queued; removing the file").count(),
+        log.matches("not queued before the stop").count()
+    );
     let left = std::fs::read_dir(mtad.dir.path().join("maildrop"))
         .unwrap()
         .count();
     assert_eq!(left, 0, "the maildrop is empty");
+    // and delivered once each
+    mtad.stop();
+    std::fs::write(&mtad.config, live).unwrap();
+    mtad.restart();
+    let dumps = sink.dumps_within(N, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(sink.dump_count(), N, "{dumps:?}");
 }
 
 fn as_nobody(mtad: &Mtad, bin: &Path, args: &[&str]) -> Output {

@@ -20,6 +20,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, LocalSubmission};
 use crate::logsafe::esc;
+use crate::maillog::{Addr, Agent};
 use crate::policy::local::{LocalMessage, Site, Submitter, cleanup_local, may_submit};
 use crate::queue::maildrop::{Entry, Maildrop, MaildropError};
 use crate::queue::{QueueId, Spool};
@@ -235,8 +236,15 @@ impl Pickup {
                 return;
             }
         };
-        // as Postfix's pickup logs it: `ID: uid=0 from=<root>`
-        info!(queue_id = %id, uid = submitted.uid, from = %format!("<{}>", esc(&cleaned.sender)), "pickup");
+        // as Postfix's pickup logs it, the sender as submitted: `ID: uid=0 from=<root>`
+        let given = d.sender.clone().unwrap_or_else(|| who.name());
+        crate::mail!(
+            Agent::Pickup,
+            INFO,
+            "{id}: uid={} from=<{}>",
+            submitted.uid,
+            Addr(&given)
+        );
         let injected = inject(
             self.core.clone(),
             self.listen.clone(),

@@ -897,7 +897,7 @@ async fn finish(
                 Outcome::deferred("none", [4, 3, 0], "no delivery was attempted")
             });
             crate::metrics::get().delivery(outcome.status(), leg.transport);
-            log_outcome(msg.id, &leg.rcpt, orig, &outcome, delay);
+            log_outcome(msg.id, &leg.rcpt, orig, &outcome, delay, leg.transport);
             match &outcome {
                 Outcome::Sent { .. } => {}
                 Outcome::Deferred { .. } => {
@@ -1038,13 +1038,23 @@ async fn split_off(
 
 async fn remove(spool: &Spool, id: QueueId) {
     match spool.remove(id).await {
-        Ok(()) => info!("{id}: removed"),
+        Ok(()) => crate::mail!(crate::maillog::Agent::Qmgr, INFO, "{id}: removed"),
         Err(e) => error!(queue_id = %id, error = %e, "cannot remove a delivered message"),
     }
 }
 
-/// Postfix's delivery log line, so pflogsumm and friends read ours.
-fn log_outcome(id: QueueId, rcpt: &str, orig: &str, outcome: &Outcome, delay: Duration) {
+/// Postfix's delivery log line, so pflogsumm and friends read ours, written as the
+/// Postfix program that delivers over `transport` (`smtp`, `lmtp`, `local`, ...;
+/// `error` for a recipient refused before any transport, `smtp` for a content filter).
+fn log_outcome(
+    id: QueueId,
+    rcpt: &str,
+    orig: &str,
+    outcome: &Outcome,
+    delay: Duration,
+    transport: &str,
+) {
+    use crate::maillog::Agent;
     let status = outcome.status();
     let orig_to = if orig.eq_ignore_ascii_case(rcpt) {
         String::new()
@@ -1059,9 +1069,17 @@ fn log_outcome(id: QueueId, rcpt: &str, orig: &str, outcome: &Outcome, delay: Du
         delay.as_secs_f64(),
         crate::config::sanitize_text(outcome.detail(), 512),
     );
+    let agent = match transport {
+        "lmtp" => Agent::Lmtp,
+        "local" => Agent::Local,
+        "virtual" => Agent::Virtual,
+        "discard" => Agent::Discard,
+        "none" => Agent::Error,
+        _ => Agent::Smtp,
+    };
     match outcome {
-        Outcome::Sent { .. } => info!("{line}"),
-        _ => warn!("{line}"),
+        Outcome::Sent { .. } => crate::mail!(agent, INFO, "{line}"),
+        _ => crate::mail!(agent, WARN, "{line}"),
     }
 }
 

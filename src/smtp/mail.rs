@@ -57,6 +57,7 @@ impl Session {
                 data: false,
             });
         }
+        self.address_in_hand = Some(sender.clone());
         let decision = self.policy.evaluate(
             Stage::Mail,
             &Context {
