@@ -107,11 +107,13 @@ enum DkimAlgorithm {
 enum QueueCommand {
     /// List queued messages: id, size, arrival time, sender, recipients (held or not),
     /// then each recipient's state, attempts, next attempt and last reply.
+    /// `--format postfix`: Postfix's `mailq` listing (what our `mailq` prints), with
+    /// postqueue's exit status.
     List {
         #[arg(long, short, value_name = "PATH")]
         config: PathBuf,
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = ListFormat::Text)]
+        format: ListFormat,
     },
     /// Show one message: its envelope and recipients' state, then the message as stored.
     Show {
@@ -196,6 +198,14 @@ struct TestPolicyArgs {
 enum Format {
     Text,
     Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ListFormat {
+    Text,
+    Json,
+    /// Postfix's `mailq` / `postqueue -p` listing.
+    Postfix,
 }
 
 fn test_policy(args: TestPolicyArgs) -> ExitCode {
@@ -287,8 +297,12 @@ fn run(args: Args) -> ExitCode {
                 .map_err(control::CommandError::from)
         }
         Command::Queue { command } => match command {
+            QueueCommand::List {
+                config,
+                format: ListFormat::Postfix,
+            } => return ExitCode::from(control::mailq::mailq(&config)),
             QueueCommand::List { config, format } => {
-                control::queue_list(&config, matches!(format, Format::Json))
+                control::queue_list(&config, matches!(format, ListFormat::Json))
             }
             QueueCommand::Show {
                 config,

@@ -35,6 +35,7 @@ macro_rules! err {
 
 pub mod daemon;
 pub mod dkim;
+pub mod mailq;
 pub mod output;
 pub mod reload;
 pub mod socket;
