@@ -433,7 +433,8 @@ mod tests {
             message(4, false, vec![("new@x", status(RcptState::Queued, 0, ""))]),
         ];
         let entries = from_spool(&messages);
-        let summary: Vec<(String, Mark, Vec<(&str, &str)>)> = entries
+        type Summary<'a> = (String, Mark, Vec<(&'a str, &'a str)>);
+        let summary: Vec<Summary> = entries
             .iter()
             .map(|e| {
                 let r = e
