@@ -69,6 +69,13 @@ enum Command {
         #[command(subcommand)]
         command: QueueCommand,
     },
+    /// Check every aliases file the configuration names (errors with file:line:col,
+    /// exit 78) and make the running mtad reload so the aliases take effect, like
+    /// `newaliases`. Silent on success, also when mtad is not running.
+    Newaliases {
+        #[arg(long, short, value_name = "PATH")]
+        config: PathBuf,
+    },
     /// DKIM signing keys.
     Dkim {
         #[command(subcommand)]
@@ -275,6 +282,9 @@ fn run(args: Args) -> ExitCode {
             };
         }
         Command::Check { config, connect } => control::check(&config, connect),
+        Command::Newaliases { config } => {
+            return ExitCode::from(control::newaliases::newaliases(&config));
+        }
         Command::Reload { config } => control::reload(&config),
         Command::Status { config, format } => {
             control::status(&config, matches!(format, Format::Json))

@@ -31,16 +31,9 @@ use std::path::Path;
 
 use chrono::{DateTime, Local, TimeZone};
 
+use super::sysexits::{EX_CONFIG, EX_OK, EX_UNAVAILABLE};
 use crate::config::{Config, render};
 use crate::queue::{self, MessageState, QueuedMessage};
-
-/// sysexits.h: the command completed.
-pub const EX_OK: u8 = 0;
-/// sysexits.h: a service is unavailable (postqueue's status when it cannot read the
-/// queue).
-pub const EX_UNAVAILABLE: u8 = 69;
-/// sysexits.h: a configuration error.
-pub const EX_CONFIG: u8 = 78;
 
 /// The id column: 16 hex digits and the status character (Postfix's long-id layout).
 const ID_WIDTH: usize = 17;
