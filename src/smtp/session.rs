@@ -240,6 +240,9 @@ pub struct Session {
     pub(super) messages: u32,
     /// Set by the connect or helo stage: applies to every message of the session.
     pub(super) disposition: Disposition,
+    /// This client's bare LFs are read as CRLF (`bare-newline="normalize"`), in
+    /// commands and in DATA.
+    pub(super) normalize_lf: bool,
 }
 
 impl Session {
@@ -247,7 +250,9 @@ impl Session {
     /// ([`super::transcript`]); `peer` is the client as policy sees it.
     pub fn new(io: impl ServerIo, core: Arc<Core>, peer: SocketAddr, listen: Arc<Listen>) -> Self {
         let policy = core.policy.load_full();
-        let lines = LineReader::new(listen.settings.limits.line_length);
+        let normalize_lf = listen.normalize_lf.applies_to(peer.ip());
+        let lines =
+            LineReader::new(listen.settings.limits.line_length).normalize_bare_lf(normalize_lf);
         Self {
             io: ServerStream::new(io),
             core,
@@ -268,6 +273,7 @@ impl Session {
             junk: 0,
             messages: 0,
             disposition: Disposition::Deliver,
+            normalize_lf,
         }
     }
 
@@ -491,7 +497,8 @@ impl Session {
                                 "plaintext sent after STARTTLS discarded"
                             );
                         }
-                        self.lines = LineReader::new(self.listen.settings.limits.line_length);
+                        self.lines = LineReader::new(self.listen.settings.limits.line_length)
+                            .normalize_bare_lf(self.normalize_lf);
                         return Flow::StartTls;
                     }
                     if flow == Flow::Continue
@@ -524,9 +531,16 @@ impl Session {
                     let done = rx.ingest(&mut input, sink);
                     self.tx.received += rx.emitted() - before;
                     let bare_eol = rx.bare_eol();
+                    let normalized = rx.normalized();
                     self.tx.check_text(from);
                     self.check_size();
                     if done {
+                        if normalized > 0 {
+                            debug!(
+                                bare_lf = normalized,
+                                "bare <LF> in the message read as <CR><LF>"
+                            );
+                        }
                         self.state = State::Command;
                         self.finish_message(bare_eol).await
                     } else {

@@ -98,6 +98,7 @@ fn example_parses_to_expected_values() {
             auth: AuthMode::Off,
             users: None,
             auth_plaintext: false,
+            bare_newline: BareNewline::Reject,
         }]
     );
     assert_eq!(config.limits, Limits::default());
