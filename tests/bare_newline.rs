@@ -65,6 +65,14 @@ fn php(port: u16, from: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+fn check(config: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mtactl"))
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
 fn start() -> (Mtad, u16) {
     let apps = free_port();
     let mtad = Mtad::start(&CONFIG.replace("{apps}", &apps.to_string()));
@@ -162,11 +170,7 @@ fn bare_newline_configuration_errors_have_their_place() {
          listen \"c\" address=\"127.0.0.1:2603\" bare-newline=\"normalize\" bare-newline-clients=\"aps\"\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_mtactl"))
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = check(&config);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     for expected in [
@@ -204,11 +208,7 @@ fn the_documented_example_checks() {
         format!("server {{\n    hostname \"mx.example.test\"\n    spool \"spool\"\n}}\n{snippet}"),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_mtactl"))
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = check(&config);
     assert!(
         out.status.success(),
         "{}",

@@ -8,10 +8,11 @@
 mod common;
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::peers::Postfix;
 use common::*;
 
 const MTAD: &str = r#"
@@ -36,118 +37,55 @@ delivery {
 }
 "#;
 
-/// A throw-away Postfix: its own config and queue directories, no listener of its own
-/// (mail goes in with its sendmail/postdrop), stopped when dropped.
-struct Postfix {
-    dir: tempfile::TempDir,
+/// Postfix's side: no smtpd (mail goes in with its sendmail), the same two next hops,
+/// long queue ids, and nothing retried while the test looks.
+fn postfix(silent: u16, closed: u16) -> Postfix {
+    Postfix::start(
+        &format!(
+            "mydestination =\n\
+             myhostname = pf.example.test\n\
+             alias_maps =\n\
+             alias_database =\n\
+             enable_long_queue_ids = yes\n\
+             minimal_backoff_time = 10m\n\
+             queue_run_delay = 10m\n\
+             smtp_helo_timeout = 120s\n\
+             transport_maps = inline:{{ slow.test=smtp:[127.0.0.1]:{silent}, \
+             down.test=smtp:[127.0.0.1]:{closed} }}"
+        ),
+        false,
+    )
 }
 
-impl Postfix {
-    fn start(silent: u16, closed: u16) -> Postfix {
-        require_tool("postfix");
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path();
-        for d in ["etc", "queue", "data"] {
-            std::fs::create_dir(p.join(d)).unwrap();
-        }
-        run(Command::new("chown").arg("postfix").arg(p.join("data")));
-        std::fs::write(
-            p.join("etc/master.cf"),
-            [
-                "pickup unix n - n 60 1 pickup",
-                "cleanup unix n - n - 0 cleanup",
-                "qmgr unix n - n 300 1 qmgr",
-                "rewrite unix - - n - - trivial-rewrite",
-                "bounce unix - - n - 0 bounce",
-                "defer unix - - n - 0 bounce",
-                "trace unix - - n - 0 bounce",
-                "smtp unix - - n - - smtp",
-                "showq unix n - n - - showq",
-                "error unix - - n - - error",
-                "retry unix - - n - - error",
-                "postlog unix-dgram n - n - 1 postlogd",
-                "",
-            ]
-            .join("\n"),
-        )
+/// Submits with Postfix's sendmail (postdrop, then pickup).
+fn postfix_send(pf: &Postfix, from: &str, rcpts: &[&str]) {
+    let mut child = Command::new("/usr/sbin/sendmail")
+        .arg("-C")
+        .arg(pf.etc())
+        .arg("-f")
+        .arg(from)
+        .args(rcpts)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("Postfix's sendmail");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Subject: mailq\n\nhello\n")
         .unwrap();
-        let d = p.display();
-        std::fs::write(
-            p.join("etc/main.cf"),
-            format!(
-                "compatibility_level = 3.6\n\
-                 queue_directory = {d}/queue\n\
-                 data_directory = {d}/data\n\
-                 maillog_file = {d}/maillog\n\
-                 maillog_file_prefixes = {d}\n\
-                 inet_interfaces = loopback-only\n\
-                 inet_protocols = ipv4\n\
-                 mydestination =\n\
-                 myhostname = pf.example.test\n\
-                 alias_maps =\n\
-                 alias_database =\n\
-                 enable_long_queue_ids = yes\n\
-                 minimal_backoff_time = 10m\n\
-                 queue_run_delay = 10m\n\
-                 smtp_helo_timeout = 120s\n\
-                 transport_maps = inline:{{ slow.test=smtp:[127.0.0.1]:{silent}, \
-                 down.test=smtp:[127.0.0.1]:{closed} }}\n"
-            ),
-        )
-        .unwrap();
-        let pf = Postfix { dir };
-        run(Command::new("postfix").arg("-c").arg(pf.etc()).arg("start"));
-        pf
-    }
-
-    fn etc(&self) -> PathBuf {
-        self.dir.path().join("etc")
-    }
-
-    /// Submits with Postfix's sendmail (postdrop, then pickup).
-    fn send(&self, from: &str, rcpts: &[&str]) {
-        let mut child = Command::new("/usr/sbin/sendmail")
-            .arg("-C")
-            .arg(self.etc())
-            .arg("-f")
-            .arg(from)
-            .args(rcpts)
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .expect("Postfix's sendmail");
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"Subject: mailq\n\nhello\n")
-            .unwrap();
-        assert!(child.wait().unwrap().success());
-    }
-
-    fn mailq(&self) -> Output {
-        Command::new("postqueue")
-            .arg("-c")
-            .arg(self.etc())
-            .arg("-p")
-            .env("TZ", "UTC")
-            .output()
-            .unwrap()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("maillog")).unwrap_or_default()
-    }
+    assert!(child.wait().unwrap().success());
 }
 
-impl Drop for Postfix {
-    fn drop(&mut self) {
-        let _ = Command::new("postfix")
-            .arg("-c")
-            .arg(self.etc())
-            .arg("stop")
-            .output();
-    }
+fn postfix_mailq(pf: &Postfix) -> Output {
+    Command::new("postqueue")
+        .arg("-c")
+        .arg(pf.etc())
+        .arg("-p")
+        .env("TZ", "UTC")
+        .output()
+        .unwrap()
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -261,7 +199,7 @@ fn mailq_has_postfix_shape_line_for_line() {
     });
     let closed_port = free_port();
 
-    let postfix = Postfix::start(silent_port, closed_port);
+    let postfix = postfix(silent_port, closed_port);
     let mtad = Mtad::start(
         &MTAD
             .replace("{silent}", &silent_port.to_string())
@@ -270,7 +208,7 @@ fn mailq_has_postfix_shape_line_for_line() {
 
     // an empty queue, word for word
     let ours = mtad_mailq(&mtad.config);
-    let theirs = postfix.mailq();
+    let theirs = postfix_mailq(&postfix);
     assert_eq!(
         String::from_utf8_lossy(&ours.stdout),
         String::from_utf8_lossy(&theirs.stdout)
@@ -289,10 +227,10 @@ fn mailq_has_postfix_shape_line_for_line() {
         let mut c = mtad.session();
         c.cmd("EHLO client.test", "250");
         ids.push(c.send_message(from, rcpts, "Subject: mailq\r\n\r\nhello\r\n"));
-        postfix.send(if from.is_empty() { "<>" } else { from }, rcpts);
+        postfix_send(&postfix, if from.is_empty() { "<>" } else { from }, rcpts);
     }
     let ours_now = || String::from_utf8_lossy(&mtad_mailq(&mtad.config).stdout).into_owned();
-    let theirs_now = || String::from_utf8_lossy(&postfix.mailq().stdout).into_owned();
+    let theirs_now = || String::from_utf8_lossy(&postfix_mailq(&postfix).stdout).into_owned();
     let settled = |t: &str| marked(t, '*') == 1 && deferred_with_reason(t, 3);
     wait_for("mtad's queue", ours_now, settled);
     let pf = wait_for("Postfix's queue", theirs_now, settled);
