@@ -24,6 +24,8 @@
 //! - [`control`]: the operator side and the composition root: the daemon's wiring
 //!   ([`control::daemon`]), reload, the control socket, `mtactl`.
 //! - [`logsafe`]: escaping for logged values that come from clients and scripts.
+//! - [`maillog`]: the mail log in Postfix's line grammar (what pflogsumm, logwatch and
+//!   fail2ban read), and the output that writes it as Postfix's log is written.
 //! - [`position`]: byte offsets → file:line:col, for every message that points into
 //!   a file we read (configuration, tables, test suites). A leaf.
 //!
@@ -35,14 +37,15 @@
 //! | module | may import |
 //! | --- | --- |
 //! | `logsafe`, `message`, `net`, `position` | nothing |
+//! | `maillog` | logsafe |
 //! | `lookup` | logsafe, message, net, position |
 //! | `queue` | logsafe, message |
 //! | `auth` | logsafe, lookup |
 //! | `mailauth` | logsafe, lookup, message, net |
 //! | `config` | the above but queue |
 //! | `metrics` | logsafe, config, mailauth |
-//! | `policy` | the above but queue |
-//! | `smtp`, `delivery` | the above and queue; never each other, nor control |
+//! | `policy` | the above but queue, and maillog |
+//! | `smtp`, `delivery` | the above, queue and maillog; never each other, nor control |
 //! | `control` | everything |
 //!
 //! So config ← policy ← smtp/delivery ← control; queue, lookup, net, message and position know
@@ -57,6 +60,7 @@ pub mod delivery;
 pub mod logsafe;
 pub mod lookup;
 pub mod mailauth;
+pub mod maillog;
 pub mod message;
 pub mod metrics;
 pub mod net;

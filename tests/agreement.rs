@@ -255,6 +255,7 @@ fn memory_session(
                 spool: open_spool(spool_dir.path()).unwrap(),
                 timeout: std::time::Duration::from_secs(20),
                 authenticated: env.auth_user.clone(),
+                tls: None,
             },
             &t,
         ))
@@ -276,6 +277,13 @@ fn memory_session(
             )
         })
         .collect()
+}
+
+/// `mtactl test-policy`'s dry run of `env`.
+fn dry_run(config: &Config, pipeline: &Arc<Pipeline>, env: &DryEnvelope) -> DryRunReport {
+    mtad::smtp::dry_run::offline(|o| mtad::control::test_policy::dry_run(o, config, pipeline, env))
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The dry run's stages before routing, as (stage, rcpt, what a client would read):
@@ -334,7 +342,7 @@ fn compare(
             skipped.push(format!("{at} \"{name}\": {why}"));
             continue;
         }
-        let dry = dry_session(&pipeline.dry_run(env));
+        let dry = dry_session(&dry_run(config, pipeline, env));
         // the `authentication` checks answer from the case's DNS fixture: the session
         // runs in memory with it, never against a real resolver
         let got = if encrypted
@@ -512,7 +520,7 @@ stage "rcpt" {{
         "tricky".to_owned(),
         traced.clone(),
     ));
-    let report = pipeline.dry_run(&traced);
+    let report = dry_run(&loaded, &pipeline, &traced);
     let data = report.stages.iter().find(|s| s.stage == "data").unwrap();
     assert_eq!(
         data.reply.as_deref(),
@@ -529,7 +537,7 @@ stage "rcpt" {{
             .chain(b"Subject: loop\r\n\r\nbody\r\n".iter().copied())
             .collect(),
     );
-    let report = pipeline.dry_run(&looped);
+    let report = dry_run(&loaded, &pipeline, &looped);
     let data = report.stages.iter().find(|s| s.stage == "data").unwrap();
     assert_eq!(
         data.reply.as_deref(),
@@ -559,7 +567,11 @@ stage "rcpt" {{
     );
     // the failing hook: the dry run shows the error the daemon logs, file:line:col and
     // cause
-    let report = pipeline.dry_run(&env("203.0.113.9", &["boom@relay.example"]));
+    let report = dry_run(
+        &loaded,
+        &pipeline,
+        &env("203.0.113.9", &["boom@relay.example"]),
+    );
     let rcpt = report.stages.iter().find(|s| s.stage == "rcpt").unwrap();
     let error = rcpt
         .error

@@ -17,6 +17,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("message", &[]),
     ("net", &[]),
     ("position", &[]),
+    ("maillog", &["logsafe"]),
     ("lookup", &["logsafe", "message", "net", "position"]),
     ("queue", &["logsafe", "message"]),
     ("auth", &["logsafe", "lookup"]),
@@ -32,28 +33,28 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "policy",
         &[
             "logsafe", "lookup", "auth", "mailauth", "message", "net", "position", "config",
-            "metrics",
+            "metrics", "maillog",
         ],
     ),
     (
         "smtp",
         &[
             "logsafe", "lookup", "auth", "mailauth", "message", "net", "position", "config",
-            "metrics", "policy", "queue",
+            "metrics", "policy", "queue", "maillog",
         ],
     ),
     (
         "delivery",
         &[
             "logsafe", "lookup", "auth", "mailauth", "message", "net", "position", "config",
-            "metrics", "policy", "queue",
+            "metrics", "policy", "queue", "maillog",
         ],
     ),
     (
         "control",
         &[
             "logsafe", "lookup", "auth", "mailauth", "message", "net", "position", "config",
-            "metrics", "policy", "queue", "smtp", "delivery",
+            "metrics", "policy", "queue", "smtp", "delivery", "maillog",
         ],
     ),
 ];

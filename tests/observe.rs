@@ -159,14 +159,14 @@ fn status_metrics_and_the_policy_revision() {
     assert!(held.contains("placed on hold"), "{held}");
 
     // the decision log lines and the queued messages carry the revision
-    let log = mtad.wait_log("policy refused", 2, Duration::from_secs(5));
+    let log = mtad.wait_log("NOQUEUE: reject", 2, Duration::from_secs(5));
     let rcpt_rule = format!("{config}:14:5");
     let mail_rule = format!("{config}:10:5");
     for needles in [
-        &[first.as_str(), "queued"][..],
+        &[first.as_str(), "(queue active)"][..],
         &["recipient accepted", "x@example.test"],
-        &["policy refused", "stage=rcpt", &rcpt_rule],
-        &["policy refused", "stage=mail", &mail_rule],
+        &["NOQUEUE: reject: RCPT", "stage=rcpt", &rcpt_rule],
+        &["NOQUEUE: reject: MAIL", "stage=mail", &mail_rule],
     ] {
         let line = log_line(&log, needles);
         assert!(line.contains(&format!("revision={revision}")), "{line}");
@@ -315,9 +315,9 @@ fn status_metrics_and_the_policy_revision() {
         &["z@example.test"],
         "Subject: 3\r\n\r\nhi\r\n",
     );
-    let log = mtad.wait_log(&format!("queue_id={third}"), 1, Duration::from_secs(5));
+    let log = mtad.wait_log(&format!("{third}: from="), 1, Duration::from_secs(5));
     assert!(
-        log_line(&log, &[&third, "queued"]).contains(&format!("revision={reloaded}")),
+        log_line(&log, &[&third, "(queue active)"]).contains(&format!("revision={reloaded}")),
         "{log}"
     );
     let revisions: Vec<(String, Option<String>)> = mtad

@@ -415,8 +415,13 @@ fn seed_002_submission_over_starttls_and_smtps() {
     // both wait for amavis in the queue; the seed's header_checks strip every
     // Received: (mtad's own included), so the log is where the login shows
     assert_eq!(ex.mtad.queued().len(), 2);
-    let log = ex.mtad.wait_log("queued", 2, Duration::from_secs(3));
-    let queued: Vec<&str> = log.lines().filter(|l| l.contains(" queued")).collect();
+    let log = ex
+        .mtad
+        .wait_log("(queue active)", 2, Duration::from_secs(3));
+    let queued: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("(queue active)"))
+        .collect();
     assert_eq!(queued.len(), 2, "{log}");
     for line in queued {
         assert!(

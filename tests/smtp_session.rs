@@ -75,7 +75,8 @@ fn a_message_is_queued_with_a_received_header() {
     );
     assert_eq!(without_received(body), MSG.as_bytes());
     assert!(
-        mtad.log().contains(&format!("queue_id={id}")),
+        mtad.log()
+            .contains(&format!("{id}: client=unknown[127.0.0.1]")),
         "log lacks the queue id"
     );
 }

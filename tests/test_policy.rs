@@ -820,3 +820,73 @@ fn an_unknown_listener_is_an_error() {
     );
     assert!(report.contains("1 passed, 1 failed"), "{report}");
 }
+
+/// The dry run is the daemon's session: what the session refuses before any rule runs
+/// (a listener that wants AUTH, the recipient limit) is refused in the dry run with the
+/// session's reply, and an envelope field that would be a second command line is an
+/// error, not a command.
+#[test]
+fn the_dry_run_answers_what_the_session_answers_before_any_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/default.kdl");
+    let config = dir.path().join("mtad.kdl");
+    std::fs::write(
+        &config,
+        CONFIG
+            .replace("POLICY", default.to_str().unwrap())
+            .replace(
+                "listen \"mx\" address=\"127.0.0.1:2525\"\n",
+                "listen \"mx\" address=\"127.0.0.1:2525\"\n\
+                 listen \"submission\" address=\"127.0.0.1:2587\" auth=\"required\" auth-plaintext=#true users=\"users\"\n\
+                 users \"users\" file=\"users\"\n\
+                 limits {\n    recipients 2\n}\n",
+            ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("users"), "alice:{PLAIN}secret\n").unwrap();
+    let config = config.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["test-policy", "--config", config, "--from", "a@src.test"];
+        args.extend_from_slice(extra);
+        let out = mtactl(&args);
+        (out.status.code(), text(&out))
+    };
+    // three recipients from a trusted client: the third is over the limit
+    let (code, report) = run(&[
+        "--rcpt",
+        "a@example.test",
+        "--rcpt",
+        "b@example.test",
+        "--rcpt",
+        "c@example.test",
+    ]);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(
+        report.contains("rcpt <c@example.test>")
+            && report.contains("452 4.5.3 Error: too many recipients"),
+        "{report}"
+    );
+    assert!(report.contains("outcome: queued"), "{report}");
+    // AUTH required, not logged in: MAIL gets the session's 530
+    let (code, report) = run(&["--listener", "submission", "--rcpt", "a@example.test"]);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(
+        report.contains("530 5.7.0 Authentication required"),
+        "{report}"
+    );
+    assert!(report.contains("outcome: refused"), "{report}");
+    // ... logged in: accepted
+    let (code, report) = run(&[
+        "--listener",
+        "submission",
+        "--auth",
+        "alice",
+        "--rcpt",
+        "someone@elsewhere.test",
+    ]);
+    assert_eq!(code, Some(0), "{report}");
+    // a line break in an address is not a second command
+    let (code, report) = run(&["--rcpt", "a@example.test\r\nRSET"]);
+    assert_eq!(code, Some(2), "{report}");
+    assert!(report.contains("a line break"), "{report}");
+}

@@ -107,6 +107,7 @@ fn the_session_in_memory_and_the_daemon_give_the_same_replies() {
             spool: transcript::open_spool(&memory_spool.path().join("spool")).unwrap(),
             timeout: Duration::from_secs(10),
             authenticated: None,
+            tls: None,
         };
         transcript::in_memory(memory, &transcript).await.unwrap()
     });

@@ -24,7 +24,7 @@ pub fn run(data: &[u8]) {
         crate::kdl_string(&body.to_string_lossy()),
     );
     let name = crate::data_dir().join("mtad.kdl");
-    let Some((_, pipeline)) = crate::config::check(&name.to_string_lossy(), &text) else {
+    let Some((config, pipeline)) = crate::config::check(&name.to_string_lossy(), &text) else {
         return;
     };
     let envelope = DryEnvelope {
@@ -36,6 +36,12 @@ pub fn run(data: &[u8]) {
         message: Some(message.to_vec()),
         ..DryEnvelope::default()
     };
-    let report = pipeline.dry_run(&envelope);
-    let _ = mtad::control::test_policy::render_report(&report);
+    // the real session in memory, as `mtactl test-policy` runs it
+    if let Ok(Ok(report)) =
+        mtad::smtp::dry_run::offline(|o| {
+        mtad::control::test_policy::dry_run(o, &config, &pipeline, &envelope)
+    })
+    {
+        let _ = mtad::control::test_policy::render_report(&report);
+    }
 }

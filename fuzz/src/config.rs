@@ -7,6 +7,8 @@
 
 use mtad::config::{Config, render};
 use mtad::control::test_policy;
+use std::sync::Arc;
+
 use mtad::policy::Pipeline;
 
 pub fn run(data: &[u8]) {
@@ -18,7 +20,7 @@ pub fn run(data: &[u8]) {
 
 /// Parses, compiles and renders like `mtactl check` (shared with the other targets
 /// that go through a configuration).
-pub fn check(name: &str, text: &str) -> Option<(Config, Pipeline)> {
+pub fn check(name: &str, text: &str) -> Option<(Config, Arc<Pipeline>)> {
     let config = match Config::parse(name, text) {
         Ok(config) => config,
         Err(errors) => {
@@ -28,7 +30,7 @@ pub fn check(name: &str, text: &str) -> Option<(Config, Pipeline)> {
     };
     let _ = mtad::control::summary(&config);
     let pipeline = match Pipeline::build(&config) {
-        Ok(p) => p,
+        Ok(p) => Arc::new(p),
         Err(errors) => {
             let _ = render(&errors);
             return None;

@@ -4,18 +4,18 @@
 //! tables) exactly as `reload { require-tests }` runs its suites
 //! (`test_policy::required`): every case's dry run, then every expectation checked.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use mtad::config::Config;
 use mtad::control::test_policy;
 use mtad::policy::Pipeline;
 
-fn policy() -> &'static Mutex<(Config, Pipeline)> {
-    static POLICY: OnceLock<Mutex<(Config, Pipeline)>> = OnceLock::new();
+fn policy() -> &'static Mutex<(Config, Arc<Pipeline>)> {
+    static POLICY: OnceLock<Mutex<(Config, Arc<Pipeline>)>> = OnceLock::new();
     POLICY.get_or_init(|| {
         let path = crate::data_dir().join("mtad.kdl");
         match Pipeline::load(&path) {
-            Ok(p) => Mutex::new(p),
+            Ok((config, pipeline)) => Mutex::new((config, Arc::new(pipeline))),
             Err(e) => panic!(
                 "fuzz/data/mtad.kdl does not load:\n{}",
                 mtad::config::render(&e)

@@ -14,19 +14,51 @@ struct Args {
     /// The KDL configuration file.
     #[arg(long, short, value_name = "PATH")]
     config: PathBuf,
+    /// How the log on stderr is written: `text` (mtad's own, with every field), or
+    /// `postfix` (Postfix's mail log lines, `Mmm dd HH:MM:SS host NAME/smtpd[pid]: ...`,
+    /// what pflogsumm, logwatch and fail2ban read).
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    log_format: LogFormat,
+    /// With `--log-format postfix`: the program name before `/smtpd` (`postfix` makes
+    /// filters written for Postfix match unchanged).
+    #[arg(long, value_name = "NAME", default_value = "mtad")]
+    syslog_name: String,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Postfix,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        // one event, one line, whatever a value holds (see mtad::logsafe)
-        .with_writer(|| mtad::logsafe::OneLine(std::io::stderr()))
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            EnvFilter::try_from_env("MTAD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    let filter = || EnvFilter::try_from_env("MTAD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    match args.log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            // one event, one line, whatever a value holds (see mtad::logsafe)
+            .with_writer(|| mtad::logsafe::OneLine(std::io::stderr()))
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_env_filter(filter())
+            .init(),
+        LogFormat::Postfix => {
+            use tracing_subscriber::layer::SubscriberExt as _;
+            use tracing_subscriber::util::SubscriberInitExt as _;
+            let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "localhost".to_owned());
+            tracing_subscriber::registry()
+                .with(filter())
+                .with(mtad::maillog::PostfixFormat {
+                    name: args.syslog_name.clone(),
+                    hostname,
+                    pid: std::process::id(),
+                    writer: std::io::stderr,
+                })
+                .init()
+        }
+    }
     let (config, pipeline) = match mtad::control::load_live(&args.config) {
         Ok(built) => built,
         Err(refusal) => {

@@ -49,7 +49,7 @@ pub enum ServeError {
 
 /// Runs until SIGTERM or SIGINT, then shuts down gracefully. `pipeline` is the
 /// policy compiled from `config` ([`Pipeline::build`]).
-pub async fn serve(config: Config, pipeline: Pipeline) -> Result<(), ServeError> {
+pub async fn serve(config: Config, pipeline: impl Into<Arc<Pipeline>>) -> Result<(), ServeError> {
     let (stop, stopped) = watch::channel(false);
     let signals = tokio::spawn(async move {
         wait_for_signal().await;
@@ -63,7 +63,7 @@ pub async fn serve(config: Config, pipeline: Pipeline) -> Result<(), ServeError>
 /// Runs until `shutdown` turns true (the signal handler in [`serve`], or a test).
 pub async fn serve_until(
     config: Config,
-    pipeline: Pipeline,
+    pipeline: impl Into<Arc<Pipeline>>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
     raise_open_files_limit();
@@ -97,7 +97,7 @@ pub async fn serve_until(
 /// returned runs until shutdown and every task has finished.
 async fn start(
     config: Config,
-    pipeline: Pipeline,
+    pipeline: impl Into<Arc<Pipeline>>,
     spool: Spool,
     shutdown: watch::Receiver<bool>,
 ) -> Result<impl Future<Output = ()>, ServeError> {

@@ -120,8 +120,9 @@ impl From<String> for CommandError {
 /// Loads and compiles the configuration at `path` and runs the test suites it requires
 /// (`reload { require-tests }`): what mtad's start, a reload and `mtactl
 /// check`/`reload` do before a policy may go live.
-pub fn load_live(path: &Path) -> Result<(Config, Pipeline), Refusal> {
+pub fn load_live(path: &Path) -> Result<(Config, Arc<Pipeline>), Refusal> {
     let (config, pipeline) = Pipeline::load(path).map_err(Refusal::Config)?;
+    let pipeline = Arc::new(pipeline);
     let cases = test_policy::required(&config, &pipeline).map_err(Refusal::Other)?;
     if cases > 0 {
         tracing::info!(cases, "the required test suites pass");

@@ -157,7 +157,7 @@ impl Reloader {
 
     fn commit(&self, next: Next) {
         *self.watch.lock().unwrap_or_else(|e| e.into_inner()) = next.config.reload.watch;
-        self.core.policy.store(Arc::new(next.pipeline));
+        self.core.policy.store(next.pipeline);
         self.core.rate.reconfigure(&next.config);
         self.core
             .resolver
@@ -224,7 +224,7 @@ impl Reloader {
 /// A configuration ready to be put in force.
 struct Next {
     config: Config,
-    pipeline: Pipeline,
+    pipeline: Arc<Pipeline>,
     outbound: Outbound,
     bound: crate::smtp::server::Prepared,
 }

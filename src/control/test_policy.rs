@@ -41,7 +41,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -49,10 +49,13 @@ use kdl::{KdlDocument, KdlNode};
 use serde::Serialize;
 
 use crate::config::{AuthCheck, Config, render};
+use crate::delivery::scheduler::route_input;
 use crate::mailauth::DnsFixture;
+use crate::net::tls::TlsInfo;
 use crate::policy::{DryEnvelope, DryRunReport, Pipeline, Stage};
 use crate::position::Positions;
-use crate::smtp::transcript::{self, Played, Transcript, crlf};
+use crate::smtp::dry_run::{DryRunError, Offline, offline};
+use crate::smtp::transcript::{Played, Transcript, crlf};
 
 /// Exit statuses, as documented: everything accepted / passed, something refused /
 /// failed, the configuration (or a test file) is broken.
@@ -78,7 +81,14 @@ pub fn single(config_path: &Path, envelope: &DryEnvelope, json: bool) -> u8 {
         err!("mtactl: --listener {why}");
         return EXIT_CONFIG;
     }
-    let report = pipeline.dry_run(envelope);
+    let pipeline = Arc::new(pipeline);
+    let report = match offline(|o| dry_run(o, &config, &pipeline, envelope)) {
+        Ok(Ok(report)) => report,
+        Ok(Err(e)) | Err(e) => {
+            err!("mtactl: the dry run: {e}");
+            return EXIT_CONFIG;
+        }
+    };
     if json {
         outln!(
             "{}",
@@ -92,6 +102,32 @@ pub fn single(config_path: &Path, envelope: &DryEnvelope, json: bool) -> u8 {
     } else {
         EXIT_OK
     }
+}
+
+/// The dry run of `env` against `pipeline` (compiled from `config`): mtad's session in
+/// memory ([`crate::smtp::dry_run`]) up to the message queued, then the route stage on
+/// the queued envelope as the scheduler runs it at the first attempt
+/// ([`crate::delivery::scheduler::route_input`], [`Pipeline::report_routes`]).
+pub fn dry_run(
+    o: &Offline,
+    config: &Config,
+    pipeline: &Arc<Pipeline>,
+    env: &DryEnvelope,
+) -> Result<DryRunReport, DryRunError> {
+    let session = o.dry_run(config, pipeline, env)?;
+    let mut report = session.report;
+    if let Some((msg, body)) = &session.queued {
+        let queued = &msg.envelope;
+        let tls = queued.tls.as_deref().and_then(TlsInfo::from_record);
+        let input = route_input(queued, tls.as_ref());
+        let origin = pipeline.mail_origin(
+            queued.client_ip,
+            queued.auth_user.as_deref(),
+            &queued.listener,
+        );
+        pipeline.report_routes(&mut report, &input, !queued.external, origin, body);
+    }
+    Ok(report)
 }
 
 /// Why `name` cannot be the listener of a dry run: `None` when the configuration has
@@ -253,7 +289,7 @@ pub fn suite(config_path: &Path, files: &[PathBuf], json: bool) -> u8 {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let summary = match run(&config, &pipeline, files) {
+    let summary = match run(&config, &Arc::new(pipeline), files) {
         Ok(s) => s,
         Err(errors) => {
             for e in errors {
@@ -302,9 +338,13 @@ pub fn suite(config_path: &Path, files: &[PathBuf], json: bool) -> u8 {
 
 /// Runs every case of every file against `pipeline` (compiled from `config`); `Err`
 /// with every problem when a file cannot be read or is not a valid suite.
+///
+/// Every case is the real session in memory ([`crate::smtp::dry_run`]): an envelope
+/// case is sent as a client would send it, a `session` case is played as written;
+/// each with a fresh server state (rate limits and connection counts start at zero).
 fn run(
     config: &Config,
-    pipeline: &Pipeline,
+    pipeline: &Arc<Pipeline>,
     files: &[PathBuf],
 ) -> Result<SuiteResult, Vec<String>> {
     let mut cases = Vec::new();
@@ -318,25 +358,20 @@ fn run(
     if !broken.is_empty() {
         return Err(broken);
     }
-    let mut sessions = run_sessions(config, &cases).into_iter();
+    let ran = offline(|o| {
+        cases
+            .iter()
+            .map(|case| run_case(o, config, pipeline, case))
+            .collect::<Vec<_>>()
+    });
+    let ran = match ran {
+        Ok(r) => r,
+        Err(e) => return Err(vec![format!("the suites cannot run: {e}")]),
+    };
     let mut results = Vec::new();
     let mut fired = BTreeSet::new();
-    for case in &cases {
-        let (failures, report, transcript) = if case.session.is_some() {
-            let played = sessions.next().unwrap_or_else(|| Err("not run".to_owned()));
-            if let Ok(p) = &played {
-                fired.extend(p.fired.iter().cloned());
-            }
-            let (failures, lines) = check_session(played);
-            (failures, None, lines)
-        } else if let Some(why) = unknown_listener(config, &case.envelope.listener) {
-            // no session can be on a listener that does not exist
-            (vec![format!("listener {why}")], None, Vec::new())
-        } else {
-            let report = pipeline.dry_run(&case.envelope);
-            fired.extend(report.fired.iter().cloned());
-            (check(case, &report), Some(report), Vec::new())
-        };
+    for (case, (failures, report, transcript, rules)) in cases.iter().zip(ran) {
+        fired.extend(rules);
         results.push(CaseResult {
             name: case.name.clone(),
             at: case.at.clone(),
@@ -360,11 +395,49 @@ fn run(
     })
 }
 
+/// One case, run: its failures, its report (an envelope case) or exchanges (a
+/// session case), and the rules that decided something in it.
+type CaseRun = (Vec<String>, Option<DryRunReport>, Vec<String>, Vec<String>);
+
+fn run_case(o: &Offline, config: &Config, pipeline: &Arc<Pipeline>, case: &Case) -> CaseRun {
+    if let Some(why) = unknown_listener(config, &case.envelope.listener) {
+        // no session can be on a listener that does not exist
+        return (
+            vec![format!("listener {why}")],
+            None,
+            Vec::new(),
+            Vec::new(),
+        );
+    }
+    if let Some(t) = &case.session {
+        let env = &case.envelope;
+        let ip = env.client_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let played = o
+            .session(config, pipeline, &env.listener, ip, env.dns.clone(), t)
+            .map_err(|e| e.to_string());
+        let rules = played.as_ref().map(|p| p.fired.clone()).unwrap_or_default();
+        let (failures, lines) = check_session(played);
+        return (failures, None, lines, rules);
+    }
+    match dry_run(o, config, pipeline, &case.envelope) {
+        Ok(report) => {
+            let rules = report.fired.clone();
+            (check(case, &report), Some(report), Vec::new(), rules)
+        }
+        Err(e) => (
+            vec![format!("the dry run: {e}")],
+            None,
+            Vec::new(),
+            Vec::new(),
+        ),
+    }
+}
+
 /// The gate of `reload { require-tests ... }`: every case of the suites `config`
 /// requires must pass against `pipeline` before it goes live. `Ok` with the number of
 /// cases run; `Err` with a line per failure (the case's file:line:col first) or per
 /// broken suite.
-pub fn required(config: &Config, pipeline: &Pipeline) -> Result<usize, Vec<String>> {
+pub fn required(config: &Config, pipeline: &Arc<Pipeline>) -> Result<usize, Vec<String>> {
     let files = &config.reload.require_tests;
     if files.is_empty() {
         return Ok(0);
@@ -387,77 +460,6 @@ pub fn required(config: &Config, pipeline: &Pipeline) -> Result<usize, Vec<Strin
     }
 }
 
-/// How long a session case waits for each reply.
-const SESSION_REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Plays the session cases among `cases`, in order, each against the real session code
-/// in memory (a fresh server state each: rate limits and connection counts start at
-/// zero), with a spool in a temporary directory that is removed afterwards.
-///
-/// They run on a thread of their own, with a runtime of their own: the suites run from
-/// `mtactl` (no runtime) and from a start or reload of mtad (inside one), and the
-/// sessions' log lines are not the daemon's.
-fn run_sessions(config: &Config, cases: &[Case]) -> Vec<Result<Played, String>> {
-    let sessions: Vec<&Case> = cases.iter().filter(|c| c.session.is_some()).collect();
-    if sessions.is_empty() {
-        return Vec::new();
-    }
-    let all_fail = |why: String| sessions.iter().map(|_| Err(why.clone())).collect();
-    let dir = match TempDir::new() {
-        Ok(d) => d,
-        Err(e) => return all_fail(format!("cannot create a spool for the sessions: {e}")),
-    };
-    // compiled again for the sessions, which share it with a server state of their
-    // own; `config` has been validated (its pipeline built) already
-    let pipeline = Arc::new(Pipeline::compile(config));
-    let work = || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start a runtime for the sessions: {e}"))?;
-        // not traffic: no log line, no metric (as the envelope dry run)
-        let _quiet = tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
-        crate::metrics::detach_thread();
-        runtime.block_on(async {
-            let spool = transcript::open_spool(&dir.0.join("spool"))
-                .map_err(|e| format!("cannot open a spool for the sessions: {e}"))?;
-            let mut out = Vec::new();
-            for case in &sessions {
-                let Some(t) = &case.session else { continue };
-                let ip = case
-                    .envelope
-                    .client_ip
-                    .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-                let memory = transcript::Memory {
-                    config,
-                    pipeline: pipeline.clone(),
-                    listener: &case.envelope.listener,
-                    client: SocketAddr::new(ip, 40000),
-                    dns: case.envelope.dns.clone(),
-                    spool: spool.clone(),
-                    timeout: SESSION_REPLY_TIMEOUT,
-                    authenticated: None,
-                };
-                out.push(
-                    transcript::in_memory(memory, t)
-                        .await
-                        .map_err(|e| e.to_string()),
-                );
-            }
-            Ok::<_, String>(out)
-        })
-    };
-    let result = std::thread::scope(|s| {
-        s.spawn(work)
-            .join()
-            .unwrap_or_else(|_| Err("the sessions' thread panicked".to_owned()))
-    });
-    match result {
-        Ok(out) => out,
-        Err(why) => all_fail(why),
-    }
-}
-
 /// A session case's failures (its mismatch) and its exchanges, as `> sent` / `< reply`.
 fn check_session(played: Result<Played, String>) -> (Vec<String>, Vec<String>) {
     let played = match played {
@@ -477,37 +479,6 @@ fn check_session(played: Result<Played, String>) -> (Vec<String>, Vec<String>) {
         .map(|m| format!("session: {m}"))
         .collect();
     (failures, lines)
-}
-
-/// A directory under the system's temporary directory, removed with what it holds when
-/// dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> std::io::Result<TempDir> {
-        let base = std::env::temp_dir();
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        for attempt in 0..100u32 {
-            let dir = base.join(format!(
-                "mtactl-test-policy-{}-{nanos:x}-{attempt}",
-                std::process::id()
-            ));
-            match std::fs::create_dir(&dir) {
-                Ok(()) => return Ok(TempDir(dir)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(std::io::Error::other("no free name"))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Whether a suite's `rcpt=`/`route` address names the recipient the run reports

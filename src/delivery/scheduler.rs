@@ -389,6 +389,22 @@ async fn attempt(shared: &Arc<Shared>, id: QueueId, force: bool) -> Option<u64> 
     finish(shared, &msg, &due, legs, &body, now).await
 }
 
+/// What the route stage sees of a queued message (`tls`: its `tls` record, read with
+/// [`TlsInfo::from_record`]): the scheduler routes with it at every attempt, and
+/// `mtactl test-policy` reports the routes of the message its dry run queued with it.
+pub fn route_input<'a>(env: &'a Envelope, tls: Option<&'a TlsInfo>) -> RouteInput<'a> {
+    RouteInput {
+        client_ip: env.client_ip,
+        listener: &env.listener,
+        helo: &env.helo,
+        tls,
+        auth_user: env.auth_user.as_deref(),
+        sender: &env.sender,
+        recipients: &env.recipients,
+        expanded: env.expanded,
+    }
+}
+
 /// Expands and routes the due recipients, then sends each route's share.
 async fn route_and_send(
     shared: &Arc<Shared>,
@@ -402,16 +418,7 @@ async fn route_and_send(
     // (transport, options) -> legs
     let mut routes: Vec<(Transport, RouteOptions, Vec<usize>)> = Vec::new();
     let tls = env.tls.as_deref().and_then(TlsInfo::from_record);
-    let input = RouteInput {
-        client_ip: env.client_ip,
-        listener: &env.listener,
-        helo: &env.helo,
-        tls: tls.as_ref(),
-        auth_user: env.auth_user.as_deref(),
-        sender: &env.sender,
-        recipients: &env.recipients,
-        expanded: env.expanded,
-    };
+    let input = route_input(env, tls.as_ref());
     for routed in policy.route_all(&input, due, true) {
         let (i, f) = (routed.index, routed.rcpt);
         match routed.outcome {
@@ -577,9 +584,7 @@ async fn dkim_signed(
     let (policy, body, sender) = (policy.clone(), body.clone(), env.sender.clone());
     let (ours, options) = (!env.external, options.clone());
     let task = tokio::task::spawn_blocking(move || {
-        let domain = crate::mailauth::dkim::from_domain(&body)
-            .or_else(|| sender.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()));
-        let plan = policy.dkim_plan(ours, domain.as_deref(), &options);
+        let plan = policy.message_dkim_plan(ours, &body, &sender, &options);
         if let Some(why) = &plan.unsigned {
             debug!(queue_id = %id, reason = %why, "not DKIM-signed");
             return None;
@@ -874,7 +879,7 @@ async fn finish(
                 Outcome::deferred("none", [4, 3, 0], "no delivery was attempted")
             });
             crate::metrics::get().delivery(outcome.status(), leg.transport);
-            log_outcome(msg.id, &leg.rcpt, orig, &outcome, delay);
+            log_outcome(msg.id, &leg.rcpt, orig, &outcome, delay, leg.transport);
             match &outcome {
                 Outcome::Sent { .. } => {}
                 Outcome::Deferred { .. } => {
@@ -1015,13 +1020,23 @@ async fn split_off(
 
 async fn remove(spool: &Spool, id: QueueId) {
     match spool.remove(id).await {
-        Ok(()) => info!("{id}: removed"),
+        Ok(()) => crate::mail!(crate::maillog::Agent::Qmgr, INFO, "{id}: removed"),
         Err(e) => error!(queue_id = %id, error = %e, "cannot remove a delivered message"),
     }
 }
 
-/// Postfix's delivery log line, so pflogsumm and friends read ours.
-fn log_outcome(id: QueueId, rcpt: &str, orig: &str, outcome: &Outcome, delay: Duration) {
+/// Postfix's delivery log line, so pflogsumm and friends read ours, written as the
+/// Postfix program that delivers over `transport` (`smtp`, `lmtp`, `local`, ...;
+/// `error` for a recipient refused before any transport, `smtp` for a content filter).
+fn log_outcome(
+    id: QueueId,
+    rcpt: &str,
+    orig: &str,
+    outcome: &Outcome,
+    delay: Duration,
+    transport: &str,
+) {
+    use crate::maillog::Agent;
     let status = outcome.status();
     let orig_to = if orig.eq_ignore_ascii_case(rcpt) {
         String::new()
@@ -1036,9 +1051,17 @@ fn log_outcome(id: QueueId, rcpt: &str, orig: &str, outcome: &Outcome, delay: Du
         delay.as_secs_f64(),
         crate::config::sanitize_text(outcome.detail(), 512),
     );
+    let agent = match transport {
+        "lmtp" => Agent::Lmtp,
+        "local" => Agent::Local,
+        "virtual" => Agent::Virtual,
+        "discard" => Agent::Discard,
+        "none" => Agent::Error,
+        _ => Agent::Smtp,
+    };
     match outcome {
-        Outcome::Sent { .. } => info!("{line}"),
-        _ => warn!("{line}"),
+        Outcome::Sent { .. } => crate::mail!(agent, INFO, "{line}"),
+        _ => crate::mail!(agent, WARN, "{line}"),
     }
 }
 

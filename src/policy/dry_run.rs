@@ -1,6 +1,10 @@
-//! A dry run of the pipeline for one envelope: every stage in the order a session runs
-//! them, with the verdict and the rule that decided, and nothing sent anywhere. This
-//! is what `mtactl test-policy` prints and what its suites compare against.
+//! What a dry run reports: every stage in the order a session runs them, with the
+//! verdict, the reply and the rule that decided, then each recipient's route. This is
+//! what `mtactl test-policy` prints and what its suites compare against.
+//!
+//! The run itself is the real SMTP session, in memory ([`crate::smtp::dry_run`]): this
+//! module only turns what the session decided ([`Decision`]s) and what the route stage
+//! decides for the queued message ([`Pipeline::route_all`]) into a report.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -8,11 +12,9 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::config::AuthCheck;
-use crate::mailauth::{AuthResults, Checker, Peer};
+use crate::mailauth::AuthResults;
 
-use super::{
-    Context, DataOutput, Decision, HeaderChange, Pipeline, Stage, TlsInfo, Verdict, parse_headers,
-};
+use super::{DataOutput, Decision, HeaderChange, Pipeline, RouteInput, Stage, Verdict};
 
 /// The envelope (and optional message) to run.
 #[derive(Clone, Debug, Default)]
@@ -112,145 +114,10 @@ pub struct DryRunReport {
 }
 
 impl DryRunReport {
-    /// Whether anything was refused (the exit status of `test-policy`).
-    pub fn refused_anything(&self) -> bool {
-        self.stages
-            .iter()
-            .any(|s| matches!(s.verdict, "reject" | "defer"))
-    }
-}
-
-fn result(stage: Stage, rcpt: Option<&str>, decision: &Decision) -> StageResult {
-    let reply = match &decision.verdict {
-        Verdict::Reject(r) | Verdict::Defer(r) => Some(r.to_string()),
-        _ => None,
-    };
-    let mut header_changes: Vec<String> = Vec::new();
-    let mut checks: Vec<String> = Vec::new();
-    let none = DataOutput::default();
-    let data = decision.data().unwrap_or(&none);
-    for m in &data.checks.matches {
-        let part = m
-            .part
-            .as_ref()
-            .map_or_else(String::new, |p| format!(" {p}"));
-        checks.push(format!(
-            "{} {}{part} {:?} {}",
-            m.entry,
-            m.content.as_str(),
-            m.text,
-            m.action
-        ));
-        let (word, rest) = m.action.split_once(' ').unwrap_or((&m.action, ""));
-        // content checks' edits of headers, in the notation of hooks' changes
-        if m.content.is_header() && m.part.is_none() && !m.action.contains("(") {
-            match word.to_ascii_uppercase().as_str() {
-                "IGNORE" | "STRIP" => {
-                    header_changes.push(format!("- {}", m.text.replace('\n', "")))
-                }
-                "REPLACE" => header_changes.push(format!("= {}", rest.trim())),
-                "PREPEND" => header_changes.push(format!("+ {}", rest.trim())),
-                _ => {}
-            }
-        }
-    }
-    if let Some(to) = &data.checks.redirect {
-        checks.push(format!("redirect -> {to}"));
-    }
-    for b in &data.checks.bcc {
-        checks.push(format!("bcc + {b}"));
-    }
-    StageResult {
-        stage: stage.as_str(),
-        rcpt: rcpt.map(str::to_owned),
-        verdict: decision.verdict.name(),
-        reply,
-        rule: decision.rule.as_ref().map(ToString::to_string),
-        error: decision.error.clone(),
-        warnings: decision
-            .warned
-            .iter()
-            .map(|(origin, verdict)| format!("{origin} would {}", verdict.name()))
-            .collect(),
-        header_changes: header_changes
-            .into_iter()
-            .chain(data.header_changes.iter().map(|c| match c {
-                HeaderChange::Add { name, value } => format!("+ {name}: {value}"),
-                HeaderChange::Remove { name } => format!("- {name}"),
-                HeaderChange::Replace { name, value } => format!("= {name}: {value}"),
-            }))
-            .collect(),
-        checks,
-        transport: decision.route_output().and_then(|r| r.transport.clone()),
-        route_options: decision
-            .route_output()
-            .filter(|r| !r.options.is_empty())
-            .map(|r| r.options.to_string()),
-        alias_of: None,
-    }
-}
-
-/// The results as `test-policy` shows them (and suites' `authentication` compares):
-/// SPF's from mail on, the others from data.
-fn summary(r: &AuthResults, data: bool) -> BTreeMap<&'static str, String> {
-    let mut m: BTreeMap<&'static str, String> = AuthCheck::ALL
-        .into_iter()
-        .filter(|c| data || matches!(c, AuthCheck::Spf | AuthCheck::SpfHelo))
-        .map(|c| (c.name(), c.of(r).to_string()))
-        .collect();
-    if data {
-        m.insert("dmarc-policy", r.dmarc_policy.as_str().to_owned());
-    }
-    m
-}
-
-/// The queue id in the dry run's Received: header (the daemon's are 16 hex digits too).
-const DRY_RUN_ID: &str = "0000000000000000";
-
-fn refuses(decision: &Decision) -> bool {
-    matches!(decision.verdict, Verdict::Reject(_) | Verdict::Defer(_))
-}
-
-impl Pipeline {
-    /// Runs connect, helo, mail, rcpt (per recipient) and data as a session would,
-    /// stopping where a session would stop.
-    ///
-    /// A dry run is not traffic: it writes no log line (what a rule, a content check
-    /// or a hook's `print` would log goes nowhere: the report says what happened) and
-    /// counts in no metric, so the suites `reload { require-tests }` runs inside the
-    /// daemon leave its log and `/metrics` as they were. The log is silenced for this
-    /// call on this thread only (a scoped subscriber), never for the sessions running
-    /// meanwhile; the metrics are skipped by evaluating with [`Pipeline::judge`].
-    pub fn dry_run(&self, env: &DryEnvelope) -> DryRunReport {
-        tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
-            self.dry_run_unlogged(env)
-        })
-    }
-
-    fn dry_run_unlogged(&self, env: &DryEnvelope) -> DryRunReport {
-        // the sender as the session reads MAIL FROM (one canonical form); the
-        // envelope is copied only when that changes it
-        let sender = super::address::canonical_or_same(&env.sender);
-        // no listener named: the first one, where a client reaching the server's main
-        // address connects (a session is always on some listener)
-        let listener = if env.listener.is_empty() {
-            self.default_listener()
-        } else {
-            &env.listener
-        };
-        let canonical;
-        let env = if sender == env.sender && listener == env.listener {
-            env
-        } else {
-            canonical = DryEnvelope {
-                sender,
-                listener: listener.to_owned(),
-                ..env.clone()
-            };
-            &canonical
-        };
-        let client_ip = env.client_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]));
-        let mut report = DryRunReport {
+    /// A report with nothing in it yet (the message queued, unless a stage says
+    /// otherwise).
+    pub fn new() -> Self {
+        DryRunReport {
             stages: Vec::new(),
             not_reached: Vec::new(),
             outcome: "queued",
@@ -261,250 +128,192 @@ impl Pipeline {
             headers: Vec::new(),
             auth: None,
             fired: Vec::new(),
-        };
-        let mut hold = false;
-        let mut discard = false;
-        let mut record =
-            |report: &mut DryRunReport, stage: Stage, rcpt: Option<&str>, d: &Decision| {
-                report.stages.push(result(stage, rcpt, d));
-                if let Some(rule) = &d.rule {
-                    report.fired.push(rule.to_string());
-                }
-                report
-                    .fired
-                    .extend(d.warned.iter().map(|(o, _)| o.to_string()));
-                hold |= d.verdict == Verdict::Hold;
-                discard |= d.verdict == Verdict::Discard;
-            };
-        let stop = |report: &mut DryRunReport, after: Stage| {
-            report.outcome = "refused";
-            report.not_reached = Stage::ALL
-                .into_iter()
-                .filter(|s| *s > after && *s != Stage::Route)
-                .map(Stage::as_str)
-                .collect();
-        };
+        }
+    }
 
-        // `--tls`: the parameters of a typical TLS 1.3 session
-        let tls = env.tls.then(|| TlsInfo {
-            protocol: "TLSv1.3".into(),
-            cipher: "TLS_AES_256_GCM_SHA384".into(),
-        });
-        let base = Context {
-            tls: tls.as_ref(),
-            auth_user: env.auth_user.as_deref(),
-            ..Context::new(client_ip, &env.listener)
-        };
-        let d = self.judge(Stage::Connect, &base);
-        record(&mut report, Stage::Connect, None, &d);
-        if refuses(&d) {
-            stop(&mut report, Stage::Connect);
-            return report;
+    /// Whether anything was refused (the exit status of `test-policy`).
+    pub fn refused_anything(&self) -> bool {
+        self.stages
+            .iter()
+            .any(|s| matches!(s.verdict, "reject" | "defer"))
+    }
+
+    /// The run stopped after `stage` refused: the message is refused and the later
+    /// stages (but route, which only queued mail reaches) were not reached.
+    pub fn stopped_after(&mut self, stage: Stage) {
+        self.outcome = "refused";
+        self.not_reached = Stage::ALL
+            .into_iter()
+            .filter(|s| *s > stage && *s != Stage::Route)
+            .map(Stage::as_str)
+            .collect();
+    }
+
+    /// Adds a stage's result, and the rules that decided it to [`DryRunReport::fired`].
+    pub fn push(&mut self, result: StageResult, decision: Option<&Decision>) {
+        if let Some(d) = decision {
+            if let Some(rule) = &d.rule {
+                self.fired.push(rule.to_string());
+            }
+            self.fired
+                .extend(d.warned.iter().map(|(o, _)| o.to_string()));
         }
-        let helo = env.helo.as_deref().unwrap_or("client.example");
-        let with_helo = Context {
-            helo: Some(helo),
-            ..base
-        };
-        let d = self.judge(Stage::Helo, &with_helo);
-        record(&mut report, Stage::Helo, None, &d);
-        if refuses(&d) {
-            stop(&mut report, Stage::Helo);
-            return report;
+        self.stages.push(result);
+    }
+
+    /// What the `authentication` checks found, as `test-policy` shows them (and suites'
+    /// `authentication` compares): SPF's from MAIL on, the others from the end of DATA.
+    pub fn set_auth(&mut self, r: &AuthResults, data: bool) {
+        let mut m: BTreeMap<&'static str, String> = AuthCheck::ALL
+            .into_iter()
+            .filter(|c| data || matches!(c, AuthCheck::Spf | AuthCheck::SpfHelo))
+            .map(|c| (c.name(), c.of(r).to_string()))
+            .collect();
+        if data {
+            m.insert("dmarc-policy", r.dmarc_policy.as_str().to_owned());
         }
-        let size = env.message.as_ref().map(|m| m.len() as u64);
-        // the `authentication` checks, with the case's DNS answers
-        let auth = self
-            .authentication()
-            .filter(|a| a.applies(client_ip, &env.listener, env.auth_user.is_some()))
-            .map(|a| (a, Checker::fixture(&env.dns)));
-        let peer = Peer {
-            ip: client_ip,
-            helo,
-            sender: &env.sender,
+        self.auth = Some(m);
+    }
+}
+
+impl Default for DryRunReport {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StageResult {
+    /// A stage's result from the decision a session applied: `reply` is what the client
+    /// was answered (shown for a refusal). A refusal the session made before any rule
+    /// ran (a syntax error, a limit) has no decision: its verdict is the reply's class.
+    pub fn of(
+        stage: Stage,
+        rcpt: Option<&str>,
+        decision: Option<&Decision>,
+        reply: Option<&str>,
+    ) -> StageResult {
+        let by_reply = || match reply.and_then(|r| r.as_bytes().first()) {
+            Some(b'4') => "defer",
+            Some(b'5') => "reject",
+            _ => "accept",
         };
-        // (a fixture checker finishes at its first poll: `Checker::now` is Some)
-        let spf = auth.as_ref().map(|(a, checker)| {
-            Checker::now(checker.spf(a.checks, peer, &a.authserv_id)).unwrap_or_default()
-        });
-        if let Some(spf) = &spf {
-            report.auth = Some(summary(&spf.results, false));
-        }
-        let with_helo = Context {
-            auth: spf.as_ref().map(|s| &s.results),
-            ..with_helo
+        let none = DataOutput::default();
+        let (verdict, data) = match decision {
+            // the session answers what the decision says, unless something after it
+            // (the spool) failed: the reply is what the client got
+            Some(d) if !refuses(d) && matches!(by_reply(), "defer" | "reject") => {
+                (by_reply(), &none)
+            }
+            Some(d) => (d.verdict.name(), d.data().unwrap_or(&none)),
+            None => (by_reply(), &none),
         };
-        let d = self.judge(
-            Stage::Mail,
-            &Context {
-                sender: Some(&env.sender),
-                size,
-                ..with_helo
-            },
-        );
-        record(&mut report, Stage::Mail, None, &d);
-        if refuses(&d) {
-            stop(&mut report, Stage::Mail);
-            return report;
-        }
-        let mut accepted: Vec<String> = Vec::new();
-        for written in &env.recipients {
-            // read as the session reads RCPT TO: canonical form, or a 501
-            let d = match self.recipient(written) {
-                Err(reply) => {
-                    let d = Decision::built_in(Verdict::Reject(reply));
-                    record(&mut report, Stage::Rcpt, Some(written), &d);
-                    continue;
+        let reply = matches!(verdict, "reject" | "defer")
+            .then(|| reply.map(str::to_owned))
+            .flatten();
+        let mut header_changes: Vec<String> = Vec::new();
+        let mut checks: Vec<String> = Vec::new();
+        for m in &data.checks.matches {
+            let part = m
+                .part
+                .as_ref()
+                .map_or_else(String::new, |p| format!(" {p}"));
+            checks.push(format!(
+                "{} {}{part} {:?} {}",
+                m.entry,
+                m.content.as_str(),
+                m.text,
+                m.action
+            ));
+            let (word, rest) = m.action.split_once(' ').unwrap_or((&m.action, ""));
+            // content checks' edits of headers, in the notation of hooks' changes
+            if m.content.is_header() && m.part.is_none() && !m.action.contains("(") {
+                match word.to_ascii_uppercase().as_str() {
+                    "IGNORE" | "STRIP" => {
+                        header_changes.push(format!("- {}", m.text.replace('\n', "")))
+                    }
+                    "REPLACE" => header_changes.push(format!("= {}", rest.trim())),
+                    "PREPEND" => header_changes.push(format!("+ {}", rest.trim())),
+                    _ => {}
                 }
-                Ok(r) if r.bare_postmaster => {
-                    let d = Decision::built_in(Verdict::Accept);
-                    record(&mut report, Stage::Rcpt, Some(&r.address), &d);
-                    (r.address, d)
-                }
-                Ok(r) => {
-                    let d = self.judge(
-                        Stage::Rcpt,
-                        &Context {
-                            sender: Some(&env.sender),
-                            rcpt: Some(&r.address),
-                            recipients: &accepted,
-                            ..with_helo
-                        },
-                    );
-                    record(&mut report, Stage::Rcpt, Some(&r.address), &d);
-                    (r.address, d)
-                }
-            };
-            let (rcpt, d) = d;
-            // the same recipient twice is one recipient (Postfix's duplicate filter)
-            if !refuses(&d) && !accepted.iter().any(|a| a.eq_ignore_ascii_case(&rcpt)) {
-                accepted.push(rcpt);
             }
         }
-        if accepted.is_empty() {
-            stop(&mut report, Stage::Rcpt);
-            return report;
+        if let Some(to) = &data.checks.redirect {
+            checks.push(format!("redirect -> {to}"));
         }
-        // the message as the daemon holds it when the data stage runs: our Received:
-        // on top (content checks and hooks see it; the queue id is a placeholder)
-        let mut received = super::trace::received_header(super::trace::ReceivedInfo {
-            helo,
-            ip: client_ip,
-            hostname: &self.rewriter.hostname,
-            protocol: &super::trace::protocol(true, false, tls.is_some(), env.auth_user.is_some()),
-            tls: tls.as_ref(),
-            auth_user: env.auth_user.as_deref(),
-            id: DRY_RUN_ID,
-            rcpt: (accepted.len() == 1).then(|| accepted[0].as_str()),
-        })
-        .into_bytes();
-        received.extend_from_slice(env.message.as_deref().unwrap_or(b""));
-        let message = &received[..];
-        let (headers, _) = parse_headers(message);
-        // a mail loop is refused before the data stage, as the session does
-        if let Some((_, reply)) = self.too_many_hops(&headers) {
-            let d = Decision::built_in(Verdict::Reject(reply));
-            record(&mut report, Stage::Data, None, &d);
-            stop(&mut report, Stage::Data);
-            return report;
+        for b in &data.checks.bcc {
+            checks.push(format!("bcc + {b}"));
         }
-        let verified = match (&auth, &spf) {
-            (Some((a, checker)), Some(spf)) => Some(
-                Checker::now(checker.message(a.checks, peer, spf, message, &a.authserv_id))
-                    .unwrap_or_default(),
-            ),
-            _ => None,
-        };
-        if let Some(v) = &verified {
-            report.auth = Some(summary(&v.results, true));
+        StageResult {
+            stage: stage.as_str(),
+            rcpt: rcpt.map(str::to_owned),
+            verdict,
+            reply,
+            rule: decision.and_then(|d| d.rule.as_ref().map(ToString::to_string)),
+            error: decision.and_then(|d| d.error.clone()),
+            warnings: decision
+                .map(|d| {
+                    d.warned
+                        .iter()
+                        .map(|(origin, verdict)| format!("{origin} would {}", verdict.name()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            header_changes: header_changes
+                .into_iter()
+                .chain(data.header_changes.iter().map(|c| match c {
+                    HeaderChange::Add { name, value } => format!("+ {name}: {value}"),
+                    HeaderChange::Remove { name } => format!("- {name}"),
+                    HeaderChange::Replace { name, value } => format!("= {name}: {value}"),
+                }))
+                .collect(),
+            checks,
+            transport: decision
+                .and_then(|d| d.route_output())
+                .and_then(|r| r.transport.clone()),
+            route_options: decision
+                .and_then(|d| d.route_output())
+                .filter(|r| !r.options.is_empty())
+                .map(|r| r.options.to_string()),
+            alias_of: None,
         }
-        let d = self.judge(
-            Stage::Data,
-            &Context {
-                sender: Some(&env.sender),
-                recipients: &accepted,
-                size: Some(message.len() as u64),
-                headers: &headers,
-                body: Some(message),
-                auth: verified.as_ref().map(|v| &v.results),
-                ..with_helo
-            },
-        );
-        record(&mut report, Stage::Data, None, &d);
-        if refuses(&d) {
-            stop(&mut report, Stage::Data);
-            return report;
-        }
-        // what becomes of the message, as the session decides it
-        let accepted_msg = self.accept(&env.listener, &d, &headers, &accepted);
-        let mut from_domain = None;
-        if env.message.is_some() {
-            let mut edited = accepted_msg
-                .apply(message)
-                .unwrap_or_else(|| message.to_vec());
-            if let Some(v) = &verified {
-                edited.splice(0..0, v.header.bytes());
-            }
-            from_domain = crate::mailauth::dkim::from_domain(&edited);
-            report.headers = parse_headers(&edited)
-                .0
-                .iter()
-                .map(|h| h.unfolded().into_owned())
-                .collect();
-        }
-        if let Some(rcpts) = accepted_msg.recipients {
-            accepted = rcpts;
-        }
-        if let Some((name, by)) = &accepted_msg.filter
-            && let Some(filter) = self.content_filter(name)
-        {
-            let by = match by {
-                Some(rule) => {
-                    report.fired.push(rule.to_string());
-                    rule.to_string()
-                }
-                None => "the listener or server default".to_owned(),
-            };
-            report.filter = Some(format!("{name} {} ({by})", filter.transport));
-        }
-        // each recipient's route after alias expansion (with no route rule: the
-        // recipient domain's MX), as the scheduler routes it at the first attempt
-        let tls_record = tls.as_ref();
-        let input = super::RouteInput {
-            client_ip: Some(client_ip),
-            listener: &env.listener,
-            helo,
-            tls: tls_record,
-            auth_user: env.auth_user.as_deref(),
-            sender: &env.sender,
-            recipients: &accepted,
-            expanded: false,
-        };
-        let due: Vec<usize> = (0..accepted.len()).collect();
+    }
+}
+
+fn refuses(decision: &Decision) -> bool {
+    matches!(decision.verdict, Verdict::Reject(_) | Verdict::Defer(_))
+}
+
+impl Pipeline {
+    /// Reports each recipient's route of a queued message, as the scheduler routes it at
+    /// its first attempt ([`Pipeline::route_all`], with no route rule: the recipient
+    /// domain's MX), and the DKIM signatures each SMTP route gives `message`
+    /// ([`Pipeline::message_dkim_plan`]; `ours`: the origin recorded at receipt,
+    /// `origin` how it was decided). Evaluated with [`Pipeline::judge`]: no log line,
+    /// no metric.
+    pub fn report_routes(
+        &self,
+        report: &mut DryRunReport,
+        input: &RouteInput<'_>,
+        ours: bool,
+        origin: super::MailOrigin,
+        message: &[u8],
+    ) {
+        let due: Vec<usize> = (0..input.recipients.len()).collect();
         // the signing options of each SMTP route
         let mut signed_by: Vec<crate::config::route::RouteOptions> = Vec::new();
-        for routed in self.route_all(&input, &due, false) {
-            let original = &accepted[routed.index];
+        for routed in self.route_all(input, &due, false) {
+            let original = &input.recipients[routed.index];
             let rcpt = routed.rcpt;
             let alias_of = (!rcpt.eq_ignore_ascii_case(original)).then(|| original.clone());
             match routed.outcome {
                 // an address reached twice is delivered once
                 super::RoutedOutcome::Duplicate => {}
-                super::RoutedOutcome::ExpandFailed(e) => report.stages.push(StageResult {
-                    stage: Stage::Route.as_str(),
-                    rcpt: Some(rcpt),
-                    verdict: "defer",
+                super::RoutedOutcome::ExpandFailed(e) => {
                     // what the scheduler records for the recipient
-                    reply: Some(format!("451 4.3.0 alias expansion failed: {e}")),
-                    rule: None,
-                    error: None,
-                    warnings: Vec::new(),
-                    header_changes: Vec::new(),
-                    checks: Vec::new(),
-                    transport: None,
-                    route_options: None,
-                    alias_of: None,
-                }),
+                    let reply = format!("451 4.3.0 alias expansion failed: {e}");
+                    let result = StageResult::of(Stage::Route, Some(&rcpt), None, Some(&reply));
+                    report.push(result, None);
+                }
                 super::RoutedOutcome::Route(route, mut d) => {
                     match route {
                         super::Route::To {
@@ -534,45 +343,35 @@ impl Pipeline {
                         }
                         super::Route::Refused { .. } => {}
                     }
-                    record(&mut report, Stage::Route, Some(&rcpt), &d);
-                    if let Some(last) = report.stages.last_mut() {
-                        last.alias_of = alias_of;
-                    }
+                    let reply = match &d.verdict {
+                        Verdict::Reject(r) | Verdict::Defer(r) => Some(r.to_string()),
+                        _ => None,
+                    };
+                    let mut result =
+                        StageResult::of(Stage::Route, Some(&rcpt), Some(&d), reply.as_deref());
+                    result.alias_of = alias_of;
+                    report.push(result, Some(&d));
                 }
             }
         }
-        let domain = from_domain.or_else(|| {
-            env.sender
-                .rsplit_once('@')
-                .map(|(_, d)| d.to_ascii_lowercase())
-        });
-        // the origin as the daemon records it at receipt, and the scheduler's choice
-        if !self.dkim.is_empty() && !signed_by.is_empty() {
-            let origin = self.mail_origin(env.client_ip, env.auth_user.as_deref(), &env.listener);
-            report.dkim_origin = Some(origin.to_string());
-            for route in &signed_by {
-                let plan = self.dkim_plan(origin.is_ours(), domain.as_deref(), route);
-                for s in plan.signers {
-                    let line = format!("d={} s={} {}", s.domain, s.selector, s.key.algorithm());
-                    if !report.dkim.contains(&line) {
-                        report.dkim.push(line);
-                    }
-                }
-                if let Some(why) = plan.unsigned
-                    && !report.dkim_unsigned.contains(&why)
-                {
-                    report.dkim_unsigned.push(why);
+        if self.dkim.is_empty() || signed_by.is_empty() {
+            return;
+        }
+        report.dkim_origin = Some(origin.to_string());
+        for route in &signed_by {
+            let plan = self.message_dkim_plan(ours, message, input.sender, route);
+            for s in plan.signers {
+                let line = format!("d={} s={} {}", s.domain, s.selector, s.key.algorithm());
+                if !report.dkim.contains(&line) {
+                    report.dkim.push(line);
                 }
             }
+            if let Some(why) = plan.unsigned
+                && !report.dkim_unsigned.contains(&why)
+            {
+                report.dkim_unsigned.push(why);
+            }
         }
-        report.outcome = if discard {
-            "discarded"
-        } else if hold {
-            "held"
-        } else {
-            "queued"
-        };
-        report
     }
 
     /// Every rule, with its stage and place, in order (for suite coverage).

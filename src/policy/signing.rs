@@ -103,6 +103,21 @@ impl Pipeline {
         }
     }
 
+    /// The DKIM signatures a queued `message` (from `sender`) gets on a route: by the
+    /// domain of its From header, else of its envelope sender ([`Pipeline::dkim_plan`]).
+    /// What the scheduler signs at each attempt and the dry run reports.
+    pub fn message_dkim_plan(
+        &self,
+        ours: bool,
+        message: &[u8],
+        sender: &str,
+        route: &RouteOptions,
+    ) -> DkimPlan<'_> {
+        let domain = crate::mailauth::dkim::from_domain(message)
+            .or_else(|| sender.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()));
+        self.dkim_plan(ours, domain.as_deref(), route)
+    }
+
     /// The DKIM signatures a message gets on a route: `ours` is its recorded origin,
     /// `domain` the domain of its From header (else of its envelope sender). Mail that
     /// is not ours is signed only on a route with `dkim-sign="always"`; a route with

@@ -149,6 +149,7 @@ impl Session {
             AuthOutcome::Ok(name) => {
                 info!(user = %reply::sanitize(&name, 255), mechanism, "authenticated");
                 self.auth_user = Some(name);
+                self.commands.succeeded("auth");
                 self.push_ok(reply::AUTH_OK)
             }
             AuthOutcome::Failed => {
@@ -165,11 +166,16 @@ impl Session {
     /// Logs a failed attempt (never the password) and counts it against the client.
     fn auth_failed(&mut self, mechanism: &str, user: Option<&str>, why: &str) {
         let user = user.map(|u| reply::sanitize(u, 255));
-        warn!(
+        // Postfix's line (fail2ban's `postfix[mode=auth]` reads it), our extras after
+        crate::mail!(
+            crate::maillog::Agent::Smtpd,
+            WARN,
             user = user.as_deref().unwrap_or(""),
             mechanism,
             reason = why,
-            "authentication failed"
+            "warning: {}: SASL {} authentication failed: authentication failure",
+            crate::maillog::Client(self.peer.ip()),
+            mechanism.to_ascii_uppercase()
         );
         let _ = self.core.rate.allow(Kind::AuthFailures, self.peer.ip());
         if let Some(user) = user {

@@ -12,6 +12,7 @@ use super::inflight::TextScan;
 use super::reply;
 use super::session::{Disposition, Flow, INITIAL_DATA_MEMORY, Session, State};
 use crate::mailauth::Peer;
+use crate::maillog::{Addr, Agent, Client};
 use crate::net::tls::TlsInfo;
 use crate::policy::trace::{ReceivedInfo, protocol, received_header};
 use crate::policy::{Context, Stage, Verdict, parse_headers};
@@ -174,6 +175,13 @@ impl Session {
     pub(super) async fn finish_message(&mut self, bare_eol: bool) -> Flow {
         // the message's share of data-memory is held until it is queued or refused
         let _memory = self.tx.memory.take();
+        // DATA succeeds with its message (BDAT's last chunk is counted with its reply)
+        let bdat = self.tx.bdat;
+        let data_succeeded = |s: &mut Self| {
+            if !bdat {
+                s.commands.succeeded("data");
+            }
+        };
         let Some(mut record) = self.tx.record.take() else {
             self.reset_transaction();
             return self.fail(reply::NEED_RCPT);
@@ -192,6 +200,11 @@ impl Session {
         let id = record.id();
         let size = record.body_len();
         let (headers, body_start) = parse_headers(record.body());
+        // for the log: the message's own id, as Postfix's cleanup logs it
+        let message_id = headers
+            .iter()
+            .find(|h| h.name().eq_ignore_ascii_case("Message-ID"))
+            .map(|h| h.value().trim().to_owned());
         if let Some((hops, reply)) = self.policy.too_many_hops(&headers) {
             self.reset_transaction();
             warn!(queue_id = %id, hops, "message refused: too many hops (a mail loop?)");
@@ -221,6 +234,10 @@ impl Session {
                 let r = &v.results;
                 info!(queue_id = %id, spf = %r.spf, dkim = %r.dkim, dmarc = %r.dmarc, dmarc_policy = r.dmarc_policy.as_str(), arc = %r.arc, iprev = %r.iprev, "authentication");
                 crate::metrics::get().authenticated(r);
+                self.core.tap(|| super::Tapped::Auth {
+                    results: r.clone(),
+                    data: true,
+                });
                 Some(v)
             }
             None => None,
@@ -261,8 +278,25 @@ impl Session {
             self.policy
                 .accept(&self.listen.name, &decision, &headers, &self.tx.recipients)
         });
+        let refusal = match &decision.verdict {
+            Verdict::Reject(r) | Verdict::Defer(r) => {
+                Some(reply::line(r.code, r.enhanced, &r.text))
+            }
+            _ => None,
+        };
+        let summary = self.envelope_summary(Stage::Data, None);
         // an accepting verdict answers nothing yet: the 250 waits for the disk
         let flow = self.apply(Stage::Data, decision, "");
+        if let Some(text) = refusal {
+            // Postfix's end-of-data reject line
+            crate::mail!(
+                Agent::Smtpd,
+                INFO,
+                "{id}: reject: END-OF-MESSAGE from {}: {}; {summary}",
+                Client(self.peer.ip()),
+                text.trim_end()
+            );
+        }
         let recipients = self.tx.recipients.len();
         let from = self.tx.sender.take().unwrap_or_default();
         let disposition = self.tx.disposition.max(self.disposition);
@@ -278,8 +312,15 @@ impl Session {
             record.body_mut().extend_from_slice(&edited);
         }
         if disposition == Disposition::Discard {
-            info!(queue_id = %id, from = %reply::sanitize(&from, 256), nrcpt = recipients, size, revision = %self.policy.revision(), "discarded by policy");
+            crate::mail!(
+                Agent::Smtpd,
+                INFO,
+                revision = %self.policy.revision(),
+                "{id}: discard: END-OF-MESSAGE from {}: discarded by policy; {summary}",
+                Client(self.peer.ip())
+            );
             self.junk = 0;
+            data_succeeded(self);
             return self.push_ok(&queued);
         }
         if let Some(v) = &verified {
@@ -334,6 +375,10 @@ impl Session {
             !back
         });
         if let Some(name) = &filter {
+            self.core.tap(|| super::Tapped::Filter {
+                name: name.clone(),
+                by: chosen_by.clone(),
+            });
             info!(queue_id = %id, filter = %name, rule = %chosen_by.map_or_else(|| "listener".to_owned(), |r| r.to_string()), revision = %self.policy.revision(), "content filter");
         }
         let rcpts = accepted.recipients;
@@ -360,10 +405,39 @@ impl Session {
                 self.messages += 1;
                 // as Postfix: a message received starts the junk count again
                 self.junk = 0;
-                info!(queue_id = %id, from = %reply::sanitize(&from, 256), nrcpt = recipients, size, held, tls = self.tls.is_some(), auth = self.auth_user.as_deref().map(|u| tracing::field::display(reply::sanitize(u, 255))), revision = %self.policy.revision(), "queued");
+                // Postfix's lines for a message received: pflogsumm counts the
+                // client= line, and reads the sender and size from the qmgr line
+                crate::mail!(
+                    Agent::Smtpd,
+                    INFO,
+                    "{id}: client={}",
+                    Client(self.peer.ip())
+                );
+                if let Some(mid) = &message_id {
+                    let mid = mid.trim_start_matches('<').trim_end_matches('>');
+                    crate::mail!(Agent::Cleanup, INFO, "{id}: message-id=<{}>", Addr(mid));
+                }
+                if held {
+                    crate::mail!(
+                        Agent::Cleanup,
+                        INFO,
+                        "{id}: hold: END-OF-MESSAGE from {}: held by policy; {summary}",
+                        Client(self.peer.ip())
+                    );
+                }
+                crate::mail!(
+                    Agent::Qmgr,
+                    INFO,
+                    tls = self.tls.is_some(),
+                    auth = self.auth_user.as_deref().map(|u| tracing::field::display(reply::sanitize(u, 255))),
+                    revision = %self.policy.revision(),
+                    "{id}: from=<{}>, size={size}, nrcpt={recipients} (queue active)",
+                    Addr(&from)
+                );
                 if !held {
                     (self.core.on_queued)(id);
                 }
+                data_succeeded(self);
                 self.push_ok(&queued)
             }
             Err(err) => {

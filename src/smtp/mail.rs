@@ -51,6 +51,13 @@ impl Session {
         self.policy = self.core.policy.load_full();
         let declared = (from.size > 0).then_some(from.size as u64);
         let auth = self.check_spf(&sender).await;
+        if let Some(a) = &auth {
+            self.core.tap(|| super::Tapped::Auth {
+                results: a.spf.results.clone(),
+                data: false,
+            });
+        }
+        self.address_in_hand = Some(sender.clone());
         let decision = self.policy.evaluate(
             Stage::Mail,
             &Context {

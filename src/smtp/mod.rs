@@ -8,6 +8,8 @@
 //! - [`reply`]: every reply we send, by name.
 //! - [`transcript`]: a whole session played in memory (or against a live daemon) from
 //!   a transcript of lines to send and replies to expect.
+//! - [`dry_run`]: `mtactl test-policy`'s dry run: an envelope sent to the real session in
+//!   memory, reported from what it answered, decided ([`Tapped`]) and queued.
 
 pub mod dot;
 pub mod line;
@@ -18,6 +20,7 @@ pub mod server;
 mod auth;
 mod conn;
 mod data;
+pub mod dry_run;
 mod ehlo;
 pub mod inflight;
 mod mail;
@@ -72,9 +75,51 @@ pub struct Core {
     /// Set for a session run in memory ([`transcript`]): the checks answer from these
     /// records only, never from `resolver`.
     pub dns_fixture: Option<crate::mailauth::DnsFixture>,
-    /// Set for a session run in memory: every rule that decided (its `file:line:col`),
-    /// for a suite's coverage.
-    pub fired: Option<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    /// Set for a session run in memory: what the session decided, in order, for a dry
+    /// run's report and a suite's coverage ([`Tapped`]).
+    pub tap: Option<std::sync::Mutex<Vec<Tapped>>>,
+}
+
+/// What an in-memory session records as it decides ([`Core::tap`]): the dry run
+/// reports these beside the replies the client got, so that `mtactl test-policy`
+/// shows what the daemon decided, not what a second implementation thinks it would.
+#[derive(Clone, Debug)]
+pub enum Tapped {
+    /// A stage's decision, as [`Session`] applied it to the command just read.
+    Decision {
+        stage: crate::policy::Stage,
+        decision: Box<crate::policy::Decision>,
+    },
+    /// What the `authentication` checks found: at MAIL (SPF), or at the end of DATA
+    /// (`data`: DKIM, DMARC, ARC, iprev too).
+    Auth {
+        results: crate::mailauth::AuthResults,
+        data: bool,
+    },
+    /// The content filter the accepted message goes through, and the rule (or table
+    /// line) that chose it; `None`: the listener's or the server's default.
+    Filter {
+        name: String,
+        by: Option<crate::policy::Origin>,
+    },
+}
+
+impl Core {
+    /// Records `what` when this is a session run in memory; nothing otherwise (the
+    /// daemon pays one branch).
+    pub(crate) fn tap(&self, what: impl FnOnce() -> Tapped) {
+        if let Some(tap) = &self.tap {
+            tap.lock().unwrap_or_else(|e| e.into_inner()).push(what());
+        }
+    }
+
+    /// Takes what was recorded since the last call.
+    pub fn drain_tap(&self) -> Vec<Tapped> {
+        match &self.tap {
+            Some(tap) => std::mem::take(&mut *tap.lock().unwrap_or_else(|e| e.into_inner())),
+            None => Vec::new(),
+        }
+    }
 }
 
 /// How many records of each kind the checks' DNS cache holds.
@@ -105,7 +150,7 @@ impl Core {
             resolver,
             dns_cache: Arc::new(crate::mailauth::DnsCache::new(DNS_CACHE_ENTRIES)),
             dns_fixture: None,
-            fired: None,
+            tap: None,
             policy: Arc::new(ArcSwap::new(pipeline.into())),
             on_queued: Box::new(|_| {}),
             spool,

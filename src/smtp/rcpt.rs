@@ -63,6 +63,7 @@ impl Session {
             tracing::warn!(limit = "recipients", "rate limit: RCPT refused");
             return self.fail(reply::TOO_MANY_RCPTS_RATE);
         }
+        self.address_in_hand = Some(rcpt.address.clone());
         let decision = self.policy.evaluate(
             Stage::Rcpt,
             &Context {

@@ -19,6 +19,7 @@ use super::line::{LineEvent, LineReader};
 use super::reply;
 use super::{Core, Listen};
 use crate::config::{Limits, ListenerTls};
+use crate::maillog::{Agent, Client};
 use crate::net::stream::{ServerIo, ServerStream};
 use crate::net::tls::TlsInfo;
 use crate::policy::{Context, Decision, Pipeline, Stage, Verdict};
@@ -243,6 +244,10 @@ pub struct Session {
     /// This client's bare LFs are read as CRLF (`bare-newline="normalize"`), in
     /// commands and in DATA.
     pub(super) normalize_lf: bool,
+    /// The commands so far, for the `disconnect` line.
+    pub(super) commands: crate::maillog::Commands,
+    /// The address of the MAIL or RCPT being decided, for the log line of a refusal.
+    pub(super) address_in_hand: Option<String>,
 }
 
 impl Session {
@@ -274,13 +279,20 @@ impl Session {
             messages: 0,
             disposition: Disposition::Deliver,
             normalize_lf,
+            commands: Default::default(),
+            address_in_hand: None,
         }
     }
 
     /// Runs the session to its end: greeting, commands, QUIT, timeout or shutdown.
     pub async fn run(mut self) {
         let open = crate::metrics::get().session(&self.listen.name);
-        info!("connect");
+        crate::mail!(
+            Agent::Smtpd,
+            INFO,
+            "connect from {}",
+            Client(self.peer.ip())
+        );
         if self.listen.tls == ListenerTls::Implicit && !self.handshake().await {
             return;
         }
@@ -289,7 +301,14 @@ impl Session {
         if self.apply(Stage::Connect, decision, &greeting) == Flow::Close {
             let mut buf = [0u8; 1024];
             self.linger(&mut buf).await;
-            info!(reason = "refused at connect", "disconnect");
+            crate::mail!(
+                Agent::Smtpd,
+                INFO,
+                reason = "refused at connect",
+                "disconnect from {}{}",
+                Client(self.peer.ip()),
+                self.commands
+            );
             return;
         }
         let mut shutdown = self.core.shutdown.clone();
@@ -361,7 +380,16 @@ impl Session {
             self.linger(&mut buf).await;
         }
         drop(open);
-        info!(reason = %close_reason, messages = self.messages, errors = self.errors, "disconnect");
+        crate::mail!(
+            Agent::Smtpd,
+            INFO,
+            reason = %close_reason,
+            messages = self.messages,
+            errors = self.errors,
+            "disconnect from {}{}",
+            Client(self.peer.ip()),
+            self.commands
+        );
     }
 
     /// Writes the pending replies, within the idle timeout: a client that sends and
@@ -654,6 +682,8 @@ impl Session {
                 | Request::Vrfy { .. }
                 | Request::Etrn { .. }
         );
+        let name = command_name(&request);
+        let before = self.out.len();
         let flow = match request {
             Request::Ehlo { host } => self.handle_ehlo(&host, true),
             Request::Helo { host } => self.handle_ehlo(&host, false),
@@ -683,6 +713,13 @@ impl Session {
             | Request::Burl { .. } => self.fail(reply::NOT_IMPLEMENTED),
             Request::StartTls => self.handle_starttls(line),
         };
+        // a 2xx succeeded (3xx too, but for DATA and AUTH, whose success comes later)
+        let ok = match self.out.get(before) {
+            Some(b'2') => true,
+            Some(b'3') => !matches!(name, "data" | "auth"),
+            _ => false,
+        };
+        self.commands.count(name, ok);
         if junk && flow == Flow::Continue {
             let over = self.junk > self.listen.settings.limits.junk_commands;
             self.junk = self.junk.saturating_add(1);
@@ -699,6 +736,7 @@ impl Session {
 
     fn syntax_error(&mut self, err: smtp_proto::Error) -> Flow {
         use smtp_proto::Error as E;
+        self.commands.count("unknown", false);
         match err {
             E::UnknownCommand => self.fail(reply::UNKNOWN_COMMAND),
             E::InvalidSenderAddress => self.fail(reply::BAD_SENDER),
@@ -755,10 +793,10 @@ impl Session {
         let revision = self.policy.revision();
         let refused = matches!(decision.verdict, Verdict::Reject(_) | Verdict::Defer(_));
         crate::metrics::get().decision(stage, &rule, refused);
-        if let (Some(fired), Some(origin)) = (&self.core.fired, &decision.rule) {
-            let mut fired = fired.lock().unwrap_or_else(|e| e.into_inner());
-            fired.insert(origin.to_string());
-        }
+        self.core.tap(|| super::Tapped::Decision {
+            stage,
+            decision: Box::new(decision.clone()),
+        });
         let refusal = match decision.verdict {
             Verdict::Accept | Verdict::Next => None,
             Verdict::Reject(r) | Verdict::Defer(r) => Some(r),
@@ -780,7 +818,29 @@ impl Session {
             None => self.push_ok(ok),
             Some(r) => {
                 let text = reply::line(r.code, r.enhanced, &r.text);
-                info!(%stage, %rule, %revision, reply = text.trim_end(), "policy refused");
+                let address = self.address_in_hand.take();
+                // Postfix's reject line (pflogsumm, logwatch and fail2ban read it); the
+                // data stage's names the queue id, in data.rs
+                if stage != Stage::Data {
+                    crate::mail!(
+                        Agent::Smtpd,
+                        INFO,
+                        %stage,
+                        %rule,
+                        %revision,
+                        "NOQUEUE: reject: {} from {}: {}; {}",
+                        match stage {
+                            Stage::Connect => "CONNECT",
+                            Stage::Helo if self.esmtp => "EHLO",
+                            Stage::Helo => "HELO",
+                            Stage::Mail => "MAIL",
+                            _ => "RCPT",
+                        },
+                        Client(self.peer.ip()),
+                        text.trim_end(),
+                        self.envelope_summary(stage, address.as_deref())
+                    );
+                }
                 if stage == Stage::Connect {
                     self.push(&text);
                     return Flow::Close;
@@ -788,6 +848,31 @@ impl Session {
                 self.fail(&text)
             }
         }
+    }
+
+    /// The end of Postfix's reject, hold and discard lines: `from=<a@b> to=<c@d>
+    /// proto=ESMTP helo=<name>` (no `to=` without a recipient); `address`: the one
+    /// `stage` is deciding (MAIL's sender, RCPT's recipient).
+    pub(super) fn envelope_summary(&self, stage: Stage, address: Option<&str>) -> String {
+        use crate::maillog::Addr;
+        let mut out = String::new();
+        let (from, to) = match stage {
+            Stage::Mail => (address, None),
+            Stage::Rcpt => (self.tx.sender.as_deref(), address),
+            _ => (self.tx.sender.as_deref(), None),
+        };
+        if let Some(from) = from {
+            out.push_str(&format!("from=<{}> ", Addr(from)));
+        }
+        if let Some(to) = to.or(self.tx.recipients.first().map(String::as_str)) {
+            out.push_str(&format!("to=<{}> ", Addr(to)));
+        }
+        let proto = if self.esmtp { "ESMTP" } else { "SMTP" };
+        out.push_str(&format!(
+            "proto={proto} helo=<{}>",
+            Addr(self.helo.as_deref().unwrap_or(""))
+        ));
+        out
     }
 
     /// Forgets the envelope (RSET, a new EHLO, the end of a message).
@@ -826,6 +911,30 @@ impl Session {
             return Flow::Close;
         }
         Flow::Continue
+    }
+}
+
+/// A command's name in the `disconnect` line, as Postfix's smtpd names them.
+fn command_name(request: &Request<std::borrow::Cow<'_, str>>) -> &'static str {
+    match request {
+        Request::Ehlo { .. } => "ehlo",
+        Request::Helo { .. } => "helo",
+        Request::Lhlo { .. } => "lhlo",
+        Request::Mail { .. } => "mail",
+        Request::Rcpt { .. } => "rcpt",
+        Request::Data => "data",
+        Request::Bdat { .. } => "bdat",
+        Request::Rset => "rset",
+        Request::Noop { .. } => "noop",
+        Request::Quit => "quit",
+        Request::Help { .. } => "help",
+        Request::Vrfy { .. } => "vrfy",
+        Request::Expn { .. } => "expn",
+        Request::Etrn { .. } => "etrn",
+        Request::Atrn { .. } => "atrn",
+        Request::Burl { .. } => "burl",
+        Request::Auth { .. } => "auth",
+        Request::StartTls => "starttls",
     }
 }
 

@@ -119,7 +119,7 @@ impl Transcript {
     /// A message's content after DATA's 354: line ends made CRLF, dot-stuffed, ended
     /// with `.`; one reply answers it.
     pub fn send_message(self, text: &str) -> Self {
-        let bytes = dot_stuff(&crlf(text));
+        let bytes = data_content(text.as_bytes());
         let label = format!("(message, {} bytes)", bytes.len());
         self.push(Action::Send {
             bytes,
@@ -329,11 +329,7 @@ pub async fn play<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let mut client = Client {
-        io: ClientIo::Plain(stream),
-        buf: Vec::new(),
-        timeout,
-    };
+    let mut client = Client::new(stream, timeout);
     let mut played = Played::default();
     let mut pending: std::collections::VecDeque<String> = ["(connect)".to_owned()].into();
     if implicit_tls && let Err(e) = client.handshake().await {
@@ -415,27 +411,36 @@ where
 /// Why no reply came: the connection was closed.
 const CLOSED: &str = "(the connection was closed)";
 
-struct Client<S> {
+pub(super) struct Client<S> {
     io: ClientIo<S>,
     /// Bytes read and not yet part of a whole reply.
     buf: Vec<u8>,
     timeout: Duration,
 }
 
-enum ClientIo<S> {
+pub(super) enum ClientIo<S> {
     Plain(S),
     Tls(Box<tokio_rustls::client::TlsStream<S>>),
     Gone,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
-    async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+    /// A client over `stream`, waiting at most `timeout` for each reply.
+    pub(super) fn new(stream: S, timeout: Duration) -> Self {
+        Client {
+            io: ClientIo::Plain(stream),
+            buf: Vec::new(),
+            timeout,
+        }
+    }
+
+    pub(super) async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.io.write_all(bytes).await?;
         self.io.flush().await
     }
 
     /// The next whole reply; `Err` says why none came.
-    async fn reply(&mut self) -> Result<Reply, String> {
+    pub(super) async fn reply(&mut self) -> Result<Reply, String> {
         let mut chunk = [0u8; 4096];
         loop {
             if let Some(reply) = take_reply(&mut self.buf) {
@@ -456,7 +461,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
         }
     }
 
-    async fn handshake(&mut self) -> io::Result<()> {
+    pub(super) async fn handshake(&mut self) -> io::Result<()> {
         if !self.buf.is_empty() {
             return Err(io::Error::other(format!(
                 "bytes before the handshake: {:?}",
@@ -555,6 +560,10 @@ pub struct Memory<'a> {
     /// dry run's `--auth USER` means, without the user's password. Only an in-memory
     /// session can start this way.
     pub authenticated: Option<String>,
+    /// The session starts as if the client had negotiated TLS with these parameters
+    /// (a dry run's `--tls`, on any listener). Ignored on an implicit-TLS listener,
+    /// where the client's handshake comes first anyway.
+    pub tls: Option<crate::net::tls::TlsInfo>,
 }
 
 /// Why an in-memory session could not start.
@@ -570,6 +579,37 @@ pub enum MemoryError {
 /// as the client: every reply, in order, and the first mismatch. Must run inside a
 /// tokio runtime.
 pub async fn in_memory(memory: Memory<'_>, transcript: &Transcript) -> Result<Played, MemoryError> {
+    let started = start(memory)?;
+    let mut played = play(
+        started.client,
+        transcript,
+        started.implicit,
+        started.timeout,
+    )
+    .await;
+    // the client is gone: the session reads its end and stops
+    let _ = tokio::time::timeout(Duration::from_secs(5), started.task).await;
+    drop(started.stop);
+    played.fired = fired(&started.core.drain_tap());
+    Ok(played)
+}
+
+/// A session started in memory ([`start`]): the client's end of the pipe and the
+/// server's state, whose [`Core::tap`] records what the session decides.
+pub(super) struct Started {
+    pub client: tokio::io::DuplexStream,
+    pub core: Arc<Core>,
+    pub task: tokio::task::JoinHandle<()>,
+    /// The listener is implicit TLS: the client's handshake comes first.
+    pub implicit: bool,
+    pub timeout: Duration,
+    /// The server's stop signal: the session runs while it is held.
+    pub stop: watch::Sender<bool>,
+}
+
+/// Starts the real [`Session`] on `memory`'s listener over an in-memory pipe, as the
+/// daemon starts one for a connection (with a server state of its own).
+pub(super) fn start(memory: Memory<'_>) -> Result<Started, MemoryError> {
     let listeners =
         Listen::all(memory.config).map_err(|e| MemoryError::Listeners(e.to_string()))?;
     let listen = listeners
@@ -578,7 +618,7 @@ pub async fn in_memory(memory: Memory<'_>, transcript: &Transcript) -> Result<Pl
         .find(|l| memory.listener.is_empty() || *l.name == *memory.listener)
         .ok_or_else(|| MemoryError::NoListener(memory.listener.to_owned()))?;
     let implicit = listen.tls == ListenerTls::Implicit;
-    let (_stop, shutdown) = watch::channel(false);
+    let (stop, shutdown) = watch::channel(false);
     let resolver = Arc::new(arc_swap::ArcSwap::from_pointee(Resolver::offline()));
     let mut core = Core::new(
         memory.config,
@@ -588,21 +628,48 @@ pub async fn in_memory(memory: Memory<'_>, transcript: &Transcript) -> Result<Pl
         shutdown,
     );
     core.dns_fixture = Some(memory.dns);
-    core.fired = Some(Default::default());
+    core.tap = Some(Default::default());
     let core = Arc::new(core);
     let (client, server) = tokio::io::duplex(64 * 1024);
     let mut session = Session::new(server, core.clone(), memory.client, Arc::new(listen));
     session.auth_user = memory.authenticated.clone();
     session.logged_in_as = memory.authenticated;
-    let task = tokio::spawn(session.run());
-    let mut played = play(client, transcript, implicit, memory.timeout).await;
-    // the client is gone: the session reads its end and stops
-    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-    if let Some(fired) = &core.fired {
-        let fired = fired.lock().unwrap_or_else(|e| e.into_inner());
-        played.fired = fired.iter().cloned().collect();
+    if !implicit && let Some(tls) = memory.tls {
+        session.tls = Some(tls);
     }
-    Ok(played)
+    let task = tokio::spawn(session.run());
+    Ok(Started {
+        client,
+        core,
+        task,
+        implicit,
+        timeout: memory.timeout,
+        stop,
+    })
+}
+
+/// The rules that decided something in these records (`file:line:col`, each once, in
+/// order): a stage's rule, the `mode="warn"` rules that matched, the rule that chose a
+/// content filter. A suite's coverage counts them.
+pub fn fired(tapped: &[super::Tapped]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |o: &crate::policy::Origin| {
+        let o = o.to_string();
+        if !out.contains(&o) {
+            out.push(o);
+        }
+    };
+    for t in tapped {
+        match t {
+            super::Tapped::Decision { decision, .. } => {
+                decision.rule.iter().for_each(&mut add);
+                decision.warned.iter().for_each(|(o, _)| add(o));
+            }
+            super::Tapped::Filter { by: Some(o), .. } => add(o),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The spool in `dir` (created if missing), opened for in-memory sessions as the
@@ -635,17 +702,22 @@ pub fn crlf(text: &str) -> String {
     out
 }
 
-/// DATA content as sent: a leading `.` doubled on every line, a CRLF added if the
-/// text does not end with one, then `.` CRLF.
-fn dot_stuff(text: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len() + 8);
+/// DATA content as sent: line ends made CRLF ([`crlf`]), a leading `.` doubled on
+/// every line, a CRLF added if the content does not end with one, then `.` CRLF.
+pub fn data_content(content: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(content.len() + content.len() / 32 + 8);
     let mut at_line_start = true;
-    for &b in text.as_bytes() {
+    let mut prev = 0u8;
+    for &b in content {
         if at_line_start && b == b'.' {
             out.push(b'.');
         }
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
         out.push(b);
         at_line_start = b == b'\n';
+        prev = b;
     }
     if !out.is_empty() && !out.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
@@ -709,6 +781,7 @@ mod tests {
             spool: open_spool(&dir.path().join("spool")).unwrap(),
             timeout: Duration::from_secs(5),
             authenticated: authenticated.map(str::to_owned),
+            tls: None,
         };
         in_memory(memory, transcript).await.unwrap()
     }
@@ -924,7 +997,9 @@ mod tests {
 
     #[test]
     fn message_content_is_dot_stuffed_and_ended() {
-        assert_eq!(dot_stuff("a\r\n.b\r\n"), b"a\r\n..b\r\n.\r\n");
-        assert_eq!(dot_stuff("a"), b"a\r\n.\r\n");
+        assert_eq!(data_content(b"a\r\n.b\r\n"), b"a\r\n..b\r\n.\r\n");
+        assert_eq!(data_content(b"a"), b"a\r\n.\r\n");
+        assert_eq!(data_content(b"a\n.b\n"), b"a\r\n..b\r\n.\r\n");
+        assert_eq!(data_content(b""), b".\r\n");
     }
 }

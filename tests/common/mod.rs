@@ -96,6 +96,8 @@ pub struct Mtad {
     pub config: PathBuf,
     pub spool: PathBuf,
     child: Option<Child>,
+    /// More arguments for `mtad` (`--log-format postfix`).
+    pub args: Vec<String>,
 }
 
 impl Mtad {
@@ -127,6 +129,7 @@ impl Mtad {
             config,
             spool,
             child: None,
+            args: Vec::new(),
         };
         mtad.restart();
         mtad
@@ -141,6 +144,7 @@ impl Mtad {
             config,
             spool,
             child: None,
+            args: Vec::new(),
         };
         mtad.restart();
         mtad
@@ -160,6 +164,7 @@ impl Mtad {
         let child = Command::new(env!("CARGO_BIN_EXE_mtad"))
             .arg("--config")
             .arg(&self.config)
+            .args(&self.args)
             .env("MTAD_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

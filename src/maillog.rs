@@ -1,0 +1,306 @@
+//! The mail log: what happens to each connection and message, in Postfix's line
+//! grammar, so that the tools administrators run on a Postfix host (pflogsumm,
+//! logwatch, fail2ban's `postfix` filters, `grep QUEUEID`) read mtad's log as they read
+//! Postfix's.
+//!
+//! A line is a tracing event with the target [`TARGET`], its Postfix program in the
+//! field `agent` (`smtpd`, `cleanup`, `qmgr`, `smtp`, ...), and the line itself as the
+//! message. The outputs ([`crate::control::log`]) write it as Postfix would:
+//! `mtad/smtpd[PID]: 4A2F...: client=unknown[192.0.2.1]` (the `mtad` part is
+//! `log { syslog-name }`); mtad's extras (the deciding rule, the policy revision) come
+//! at the end of a line, after what Postfix writes there.
+//!
+//! The lines, in the order a message sees them:
+//!
+//! ```text
+//! smtpd:   connect from unknown[192.0.2.1]
+//! smtpd:   NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 554 5.7.1 <x@y>: Relay access denied; from=<a@b> to=<x@y> proto=ESMTP helo=<c>
+//! smtpd:   QID: client=unknown[192.0.2.1]
+//! cleanup: QID: message-id=<...>
+//! qmgr:    QID: from=<a@b>, size=N, nrcpt=N (queue active)
+//! smtpd:   disconnect from unknown[192.0.2.1] ehlo=1 mail=1 rcpt=1/2 data=1 quit=1 commands=5/6
+//! smtp:    QID: to=<x@y>, relay=mx.y[192.0.2.9]:25, delay=0.2, delays=0.01/0/0.1/0.09, dsn=2.0.0, status=sent (250 ok)
+//! qmgr:    QID: removed
+//! ```
+
+use std::fmt;
+use std::net::IpAddr;
+
+/// The tracing target of mail log lines.
+pub const TARGET: &str = "mail";
+
+/// The Postfix program a line is written as (the part after `mtad/`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Agent {
+    /// The SMTP server: connections, refusals, receptions.
+    Smtpd,
+    /// Message content: its Message-ID, content refusals.
+    Cleanup,
+    /// The queue: a message's sender and size when it is queued, its removal.
+    Qmgr,
+    /// Delivery over SMTP.
+    Smtp,
+    /// Delivery over LMTP.
+    Lmtp,
+    /// Delivery to a local Maildir.
+    Local,
+    /// Delivery to a virtual mailbox.
+    Virtual,
+    /// The `discard` transport.
+    Discard,
+    /// The `error:` transport, and recipients refused at delivery.
+    Error,
+    /// Bounces and delay notices.
+    Bounce,
+    /// Local submission (the `sendmail` command's maildrop).
+    Pickup,
+    /// The daemon itself: start, stop, reload.
+    Master,
+}
+
+impl Agent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Agent::Smtpd => "smtpd",
+            Agent::Cleanup => "cleanup",
+            Agent::Qmgr => "qmgr",
+            Agent::Smtp => "smtp",
+            Agent::Lmtp => "lmtp",
+            Agent::Local => "local",
+            Agent::Virtual => "virtual",
+            Agent::Discard => "discard",
+            Agent::Error => "error",
+            Agent::Bounce => "bounce",
+            Agent::Pickup => "pickup",
+            Agent::Master => "master",
+        }
+    }
+}
+
+impl fmt::Display for Agent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Writes one mail log line: `mail!(Agent::Smtpd, INFO, "connect from {}", client)`.
+#[macro_export]
+macro_rules! mail {
+    ($agent:expr, $level:ident, $($arg:tt)+) => {
+        ::tracing::event!(
+            target: "mail",
+            ::tracing::Level::$level,
+            agent = $crate::maillog::Agent::as_str($agent),
+            $($arg)+
+        )
+    };
+}
+
+/// A client as Postfix names it: `host[ip]`, where the host is the verified name of
+/// the address, `unknown` when it has none (mtad does not look client names up).
+pub struct Client(pub IpAddr);
+
+impl fmt::Display for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown[{}]", self.0)
+    }
+}
+
+/// An address in a log line's `<...>`: printable, no `>` or line break, at most 256
+/// characters (a client chose it).
+pub struct Addr<'a>(pub &'a str);
+
+impl fmt::Display for Addr<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, c) in self.0.chars().enumerate() {
+            if i >= 256 {
+                return f.write_str("...");
+            }
+            match c {
+                '>' | '<' => f.write_str("?")?,
+                c if c.is_control() => f.write_str("?")?,
+                c => fmt::Write::write_char(f, c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How many of each command a session got, and how many of them succeeded: the
+/// `ehlo=1 mail=1 rcpt=1/2 ... commands=5/6` of Postfix's `disconnect` line.
+#[derive(Clone, Debug, Default)]
+pub struct Commands {
+    /// (name, succeeded, total), in the order first seen.
+    counts: Vec<(&'static str, u32, u32)>,
+}
+
+impl Commands {
+    /// Counts one `name` command; `ok`: it succeeded.
+    pub fn count(&mut self, name: &'static str, ok: bool) {
+        match self.counts.iter_mut().find(|(n, _, _)| *n == name) {
+            Some((_, good, total)) => {
+                *good += u32::from(ok);
+                *total += 1;
+            }
+            None => self.counts.push((name, u32::from(ok), 1)),
+        }
+    }
+
+    /// A command counted as failed earlier succeeded after all (DATA: its 354 is not
+    /// yet success; the message's 250 is).
+    pub fn succeeded(&mut self, name: &'static str) {
+        if let Some((_, good, total)) = self.counts.iter_mut().find(|(n, _, _)| *n == name)
+            && *good < *total
+        {
+            *good += 1;
+        }
+    }
+}
+
+impl fmt::Display for Commands {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let part = |f: &mut fmt::Formatter<'_>, name: &str, good: u32, total: u32| {
+            if good == total {
+                write!(f, " {name}={good}")
+            } else {
+                write!(f, " {name}={good}/{total}")
+            }
+        };
+        let (mut good, mut total) = (0, 0);
+        for &(name, g, t) in &self.counts {
+            part(f, name, g, t)?;
+            good += g;
+            total += t;
+        }
+        part(f, "commands", good, total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_counts_read_as_postfix_writes_them() {
+        let mut c = Commands::default();
+        for (name, ok) in [
+            ("ehlo", true),
+            ("mail", true),
+            ("rcpt", true),
+            ("rcpt", false),
+            ("data", false),
+            ("quit", true),
+        ] {
+            c.count(name, ok);
+        }
+        c.succeeded("data");
+        assert_eq!(
+            c.to_string(),
+            " ehlo=1 mail=1 rcpt=1/2 data=1 quit=1 commands=5/6"
+        );
+        assert_eq!(Commands::default().to_string(), " commands=0");
+    }
+
+    #[test]
+    fn addresses_cannot_break_a_line_or_its_brackets() {
+        assert_eq!(Addr("a>b\r\n@x").to_string(), "a?b??@x");
+        assert_eq!(
+            Client("192.0.2.1".parse().unwrap()).to_string(),
+            "unknown[192.0.2.1]"
+        );
+    }
+}
+
+/// Writes every event as a line of a Postfix mail log (what `maillog_file` and syslog
+/// hold): `Mmm dd HH:MM:SS HOST NAME/AGENT[PID]: TEXT`. A mail log line's agent is its
+/// own; any other event's is the part of mtad that logged it (`smtpd` for sessions,
+/// `qmgr` for the scheduler, `master` for the rest), its text the message with the
+/// event's fields after it, a warning or error prefixed `warning: ` or `error: ` as
+/// Postfix prefixes them.
+pub struct PostfixFormat<W> {
+    /// `log { syslog-name }`: `mtad` unless set (`postfix` makes stock filters match).
+    pub name: String,
+    pub hostname: String,
+    pub pid: u32,
+    pub writer: W,
+}
+
+impl<S, W> tracing_subscriber::Layer<S> for PostfixFormat<W>
+where
+    S: tracing::Subscriber,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + 'static,
+{
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let meta = event.metadata();
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let agent = match fields.agent.take() {
+            Some(agent) if meta.target() == TARGET => agent,
+            _ => agent_of(meta.target()).to_owned(),
+        };
+        let prefix = match *meta.level() {
+            tracing::Level::ERROR => "error: ",
+            tracing::Level::WARN if meta.target() != TARGET => "warning: ",
+            _ => "",
+        };
+        let now = chrono::Local::now().format("%b %e %H:%M:%S");
+        let line = format!(
+            "{now} {} {}/{agent}[{}]: {prefix}{}{}\n",
+            self.hostname, self.name, self.pid, fields.message, fields.rest
+        );
+        // one event, one line, whatever a value holds
+        let mut out = crate::logsafe::OneLine(self.writer.make_writer());
+        let _ = std::io::Write::write_all(&mut out, line.as_bytes());
+    }
+}
+
+/// The Postfix program that stands for the part of mtad an event comes from.
+fn agent_of(target: &str) -> &'static str {
+    if target.starts_with("mtad::smtp") {
+        "smtpd"
+    } else if target.starts_with("mtad::delivery") {
+        "qmgr"
+    } else if target.starts_with("mtad::policy") || target.starts_with("mtad::mailauth") {
+        "cleanup"
+    } else {
+        "master"
+    }
+}
+
+#[derive(Default)]
+struct Fields {
+    message: String,
+    agent: Option<String>,
+    /// ` key=value` for every other field.
+    rest: String,
+}
+
+impl tracing::field::Visit for Fields {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        match field.name() {
+            "message" => self.message.push_str(value),
+            "agent" => self.agent = Some(value.to_owned()),
+            name => {
+                use std::fmt::Write as _;
+                let _ = write!(self.rest, " {name}={value}");
+            }
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+        use std::fmt::Write as _;
+        match field.name() {
+            "message" => {
+                let _ = write!(self.message, "{value:?}");
+            }
+            "agent" => self.agent = Some(format!("{value:?}")),
+            name => {
+                let _ = write!(self.rest, " {name}={value:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The mail log in Postfix's grammar (`mtad --log-format postfix`), read by the tools
+//! administrators run on a Postfix host: pflogsumm counts a scripted day of traffic
+//! right, and fail2ban's shipped `postfix` filter matches every refusal and AUTH
+//! failure it should and nothing else.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::peers::Sink;
+use common::*;
+
+const CONFIG: &str = r#"
+server {
+    hostname "relay.example.test"
+    spool "{spool}"
+}
+listen "mx" address="127.0.0.1:{port}" auth="offered" auth-plaintext=#true users="users"
+users "users" file="{dir}/users"
+networks "trusted" "127.0.0.1/32"
+stage "rcpt" {
+    accept client="trusted"
+}
+stage "route" {
+    transport "sink.test" "smtp:[127.0.0.1]:{sink}"
+    transport "later.test" "smtp:[127.0.0.1]:9"
+    transport "gone.test" "smtp:[127.0.0.1]:{refusing}"
+}
+delivery {
+    backoff-min "1h"
+    connect-timeout "2s"
+}
+"#;
+
+/// A day: two messages delivered, one deferred, one bounced (its notice delivered to
+/// its sender: a third delivery), a relay attempt refused, a wrong password.
+#[test]
+fn pflogsumm_and_fail2ban_read_the_mail_log() {
+    let sink = Sink::start(&[]);
+    // 5xx to every RCPT: a bounce at delivery
+    let refusing = Sink::start(&["-f", "RCPT"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("users"), "alice:{PLAIN}secret\n").unwrap();
+    let spool = dir.path().join("spool");
+    let config = CONFIG
+        .replace("{sink}", &sink.addr.port().to_string())
+        .replace("{refusing}", &refusing.addr.port().to_string());
+    let mut mtad = Mtad::start_in(dir, spool, &config);
+    mtad.stop();
+    // from now on, the log is Postfix's
+    std::fs::write(mtad.log_path(), "").unwrap();
+    mtad.args = vec!["--log-format".into(), "postfix".into()];
+    mtad.restart();
+
+    for (from, to) in [
+        ("a@src.test", "one@sink.test"),
+        ("b@src.test", "two@sink.test"),
+        ("c@src.test", "x@later.test"),
+        ("bounce-me@sink.test", "y@gone.test"),
+    ] {
+        let out = swaks(
+            mtad.port,
+            &["--from", from, "--to", to, "--body", "a day of mail\n"],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // a client outside the trusted network tries to relay
+    let mut c = Client::connect_from("127.0.0.2", mtad.port);
+    c.expect("220");
+    c.cmd("EHLO outside.example", "250");
+    c.cmd("MAIL FROM:<spammer@outside.example>", "250");
+    c.cmd("RCPT TO:<victim@elsewhere.example>", "554 5.7.1");
+    c.cmd("QUIT", "221");
+    // and guesses a password
+    let mut c = Client::connect_from("127.0.0.3", mtad.port);
+    c.expect("220");
+    c.cmd("EHLO guesser.example", "250");
+    c.cmd("AUTH PLAIN AGFsaWNlAHdyb25n", "535");
+    c.cmd("QUIT", "221");
+
+    mtad.wait_log("status=sent", 3, Duration::from_secs(20));
+    mtad.wait_log("status=deferred", 1, Duration::from_secs(20));
+    mtad.wait_log("status=bounced", 1, Duration::from_secs(20));
+    mtad.wait_log("removed", 4, Duration::from_secs(20));
+    mtad.stop();
+    let log = mtad.log();
+    // every line is a Postfix log line: `Mmm dd HH:MM:SS host mtad/agent[pid]: text`
+    for line in log.lines() {
+        let rest = line.get(16..).unwrap_or_default();
+        let program = rest.split_once(' ').map(|(_, p)| p).unwrap_or_default();
+        let agent = program.strip_prefix("mtad/").unwrap_or_default();
+        let (name, pid) = agent.split_once('[').unwrap_or_default();
+        assert!(
+            !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_lowercase())
+                && pid
+                    .split_once("]: ")
+                    .is_some_and(|(p, _)| p.parse::<u32>().is_ok()),
+            "not a Postfix log line: {line:?}"
+        );
+    }
+    let file = mtad.dir.path().join("mail.log");
+    std::fs::write(&file, &log).unwrap();
+
+    let pflogsumm = require_tool("pflogsumm");
+    let out = Command::new(pflogsumm)
+        .args(["--syslog-name=mtad", "--problems-first"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{report}");
+    let count = |what: &str| -> u64 {
+        report
+            .lines()
+            .find_map(|l| {
+                let mut words = l.split_whitespace();
+                let n = words.next()?.parse().ok()?;
+                (words.next()? == what).then_some(n)
+            })
+            .unwrap_or_else(|| panic!("no {what} line in:\n{report}\nfrom the log:\n{log}"))
+    };
+    assert_eq!(
+        (
+            count("received"),
+            count("delivered"),
+            count("deferred"),
+            count("bounced"),
+            count("rejected")
+        ),
+        (4, 3, 1, 1, 1),
+        "{report}\nfrom the log:\n{log}"
+    );
+    assert!(report.contains("a@src.test"), "senders: {report}");
+    assert!(report.contains("one@sink.test"), "recipients: {report}");
+
+    // fail2ban's shipped filter, with the daemon name ours (docs/operations.md)
+    let regex = require_tool("fail2ban-regex");
+    let out = Command::new(regex)
+        .arg("--print-all-matched")
+        .arg(&file)
+        .arg(r#"postfix[mode=aggressive, _daemon="mtad/\w+"]"#)
+        .output()
+        .unwrap();
+    let matched = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{matched}");
+    // the relay attempt, the failed AUTH and the session that only failed AUTH (as
+    // Postfix's `disconnect ... auth=0/1` line is matched); nothing of the good client
+    assert!(
+        matched.contains(", 3 matched,"),
+        "fail2ban matched otherwise:\n{matched}\nfrom the log:\n{log}"
+    );
+    let hits: Vec<&str> = matched
+        .lines()
+        .filter(|l| l.starts_with("|  ") && l.contains(" mtad/") && l.contains("]: "))
+        .collect();
+    assert_eq!(hits.len(), 3, "{matched}");
+    assert!(
+        hits.iter().all(|l| !l.contains("[127.0.0.1]")) && hits[0].contains("Relay access denied"),
+        "{matched}"
+    );
+}
