@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::peers::{Sink, dump_recipients};
+use common::peers::{Postfix, Sink, dump_recipients};
 use common::{Mtad, require_tool};
 
 /// Local domains (example.test, mx.example.test) with aliases and the `local`
@@ -415,118 +415,23 @@ fn duplicate_recipients_are_delivered_once() {
 }
 
 /// A throw-away Postfix (smtpd on 127.0.0.1:port) with the same domains, aliases and
-/// error: route as [`CONFIG`]; stopped on drop.
-struct Postfix {
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Postfix {
-    fn start() -> Option<Postfix> {
-        let is_root =
-            std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
-        if !is_root || common::find_tool("postfix").is_none() {
-            eprintln!("skipped: needs root and Postfix");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let port = common::free_port();
-        let pf = dir.path();
-        for d in ["etc", "spool", "data"] {
-            std::fs::create_dir(pf.join(d)).unwrap();
-        }
-        let chown = std::process::Command::new("chown")
-            .args(["postfix:postfix"])
-            .arg(pf.join("data"))
-            .status()
-            .unwrap();
-        assert!(chown.success());
-        let p = pf.display();
-        std::fs::write(
-            pf.join("etc/main.cf"),
-            format!(
-                "compatibility_level = 3.6
-config_directory = {p}/etc
-queue_directory = {p}/spool
-data_directory = {p}/data
-myhostname = mx.example.test
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
+/// error: route as [`CONFIG`].
+fn postfix() -> Postfix {
+    Postfix::start(
+        "myhostname = mx.example.test
 mynetworks = 127.0.0.1/32
 mydestination = example.test, mx.example.test
-alias_maps = inline:{{ root=remote@relay.test, ghost=nosuchuser@example.test }}
+alias_maps = inline:{ root=remote@relay.test, ghost=nosuchuser@example.test }
 alias_database =
 relay_domains = relay.test
-transport_maps = inline:{{ {{ gone.relay.test = error:5.1.1 this domain is gone }} }}
+transport_maps = inline:{ { gone.relay.test = error:5.1.1 this domain is gone } }
 relayhost = [127.0.0.1]:1
 defer_transports = smtp relay
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 smtpd_peername_lookup = no
-smtpd_tls_security_level = none
-biff = no
-maillog_file_prefixes = {p}
-maillog_file = {p}/maillog
-"
-            ),
-        )
-        .unwrap();
-        let mut master = format!("127.0.0.1:{port} inet n - n - - smtpd\n");
-        for line in [
-            "pickup unix n - n 60 1 pickup",
-            "cleanup unix n - n - 0 cleanup",
-            "qmgr unix n - n 300 1 qmgr",
-            "rewrite unix - - n - - trivial-rewrite",
-            "bounce unix - - n - 0 bounce",
-            "defer unix - - n - 0 bounce",
-            "trace unix - - n - 0 bounce",
-            "verify unix - - n - 1 verify",
-            "flush unix n - n 1000? 0 flush",
-            "proxymap unix - - n - - proxymap",
-            "smtp unix - - n - - smtp",
-            "relay unix - - n - - smtp",
-            "showq unix n - n - - showq",
-            "error unix - - n - - error",
-            "retry unix - - n - - error",
-            "discard unix - - n - - discard",
-            "anvil unix - - n - 1 anvil",
-            "scache unix - - n - 1 scache",
-            "postlog unix-dgram n - n - 1 postlogd",
-        ] {
-            master.push_str(line);
-            master.push('\n');
-        }
-        std::fs::write(pf.join("etc/master.cf"), master).unwrap();
-        let out = std::process::Command::new("postfix")
-            .arg("-c")
-            .arg(pf.join("etc"))
-            .arg("start")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "Postfix did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(Postfix { dir, port })
-    }
-}
-
-impl Drop for Postfix {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("postfix")
-            .arg("-c")
-            .arg(self.dir.path().join("etc"))
-            .arg("stop")
-            .output();
-    }
+smtpd_tls_security_level = none",
+        true,
+    )
 }
 
 /// The answer to RCPT from a server on `port` (swaks from `client`).
@@ -547,9 +452,7 @@ fn rcpt_answer(port: u16, client: &str, to: &str) -> String {
 #[test]
 fn rcpt_answers_are_postfixs() {
     require_tool("swaks");
-    let Some(postfix) = Postfix::start() else {
-        return;
-    };
+    let postfix = postfix();
     let mtad = start(common::free_port());
     for to in [
         "\"root\"@example.test",

@@ -677,16 +677,19 @@ fn mailq_and_newaliases_by_name() {
     assert!(text.contains("-- 0 Kbytes in 1 Request."), "{text}");
     let same = sendmail(&mtad, &["-bp"], "");
     assert_eq!(same.stdout, out.stdout);
+    // newaliases: silent on success, as Postfix's; with mtad down, nothing to reload
     let out = run(&newaliases);
     ok(&out);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("mtad is not running"));
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
     mtad.restart();
     sink.dumps(1);
+    let reloads = mtad.log().matches("reload").count();
     let out = run(&newaliases);
     ok(&out);
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("reloaded"),
-        "{out:?}"
+        mtad.log().matches("reload").count() > reloads,
+        "{}",
+        mtad.log()
     );
     // delivered: the queue is empty
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -5,7 +5,8 @@
 //! their announced size, AUTH responses through mtad's SASL decoders.
 //!
 //! Input: one byte for the line-length limit, one for how the stream is cut into
-//! reads, then the bytes a client sends. The stream is fed twice: cut into reads, and
+//! reads (its high bit: the session normalizes bare LF, as for a client of a
+//! `bare-newline="normalize"` listener), then the bytes a client sends. The stream is fed twice: cut into reads, and
 //! in one piece. Besides "no panic", two properties are checked:
 //! - framing does not depend on how TCP cuts the stream (the same lines, the same
 //!   message bodies, the same verdicts on bare CR/LF either way);
@@ -50,6 +51,8 @@ enum State {
 struct Session {
     lines: LineReader,
     max: usize,
+    /// Bare LFs are read as CRLF, in commands and in DATA.
+    normalize_lf: bool,
     state: State,
     /// An AUTH exchange waits for the next line: PLAIN or LOGIN's user / password.
     sasl: Option<u8>,
@@ -57,10 +60,11 @@ struct Session {
 }
 
 impl Session {
-    fn new(max: usize) -> Self {
+    fn new(max: usize, normalize_lf: bool) -> Self {
         Session {
-            lines: LineReader::new(max),
+            lines: LineReader::new(max).normalize_bare_lf(normalize_lf),
             max: max.max(8),
+            normalize_lf,
             state: State::Command,
             sasl: None,
             events: Vec::new(),
@@ -151,7 +155,10 @@ impl Session {
             Ok(request) => {
                 self.events.push(Event::Command(format!("{request:?}")));
                 match request {
-                    Request::Data => self.state = State::Data(DotReceiver::new(), Vec::new()),
+                    Request::Data => {
+                        self.state =
+                            State::Data(DotReceiver::normalizing(self.normalize_lf), Vec::new())
+                    }
                     Request::Bdat {
                         chunk_size,
                         is_last,
@@ -222,12 +229,13 @@ pub fn run(data: &[u8]) {
     // 8..=1028 bytes: mtad's minimum and around the default of 1000
     let max = 8 + usize::from(data[0]) * 4;
     let mut cut = u32::from(data[1]) | 1;
+    let normalize_lf = data[1] & 0x80 != 0;
     let stream = &data[2..];
 
-    let mut whole = Session::new(max);
+    let mut whole = Session::new(max, normalize_lf);
     whole.ingest(stream);
 
-    let mut pieces = Session::new(max);
+    let mut pieces = Session::new(max, normalize_lf);
     let mut rest = stream;
     while !rest.is_empty() {
         // a small pseudo-random read size, 1..=64, from the second byte

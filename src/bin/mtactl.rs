@@ -69,6 +69,13 @@ enum Command {
         #[command(subcommand)]
         command: QueueCommand,
     },
+    /// Check every aliases file the configuration names (errors with file:line:col,
+    /// exit 78) and make the running mtad reload so the aliases take effect, like
+    /// `newaliases`. Silent on success, also when mtad is not running.
+    Newaliases {
+        #[arg(long, short, value_name = "PATH")]
+        config: PathBuf,
+    },
     /// DKIM signing keys.
     Dkim {
         #[command(subcommand)]
@@ -107,11 +114,13 @@ enum DkimAlgorithm {
 enum QueueCommand {
     /// List queued messages: id, size, arrival time, sender, recipients (held or not),
     /// then each recipient's state, attempts, next attempt and last reply.
+    /// `--format postfix`: Postfix's `mailq` listing (what our `mailq` prints), with
+    /// postqueue's exit status.
     List {
         #[arg(long, short, value_name = "PATH")]
         config: PathBuf,
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = ListFormat::Text)]
+        format: ListFormat,
     },
     /// Show one message: its envelope and recipients' state, then the message as stored.
     Show {
@@ -198,6 +207,14 @@ enum Format {
     Json,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum ListFormat {
+    Text,
+    Json,
+    /// Postfix's `mailq` / `postqueue -p` listing.
+    Postfix,
+}
+
 fn test_policy(args: TestPolicyArgs) -> ExitCode {
     use mtad::control::test_policy;
     let json = matches!(args.format, Format::Json);
@@ -265,6 +282,9 @@ fn run(args: Args) -> ExitCode {
             };
         }
         Command::Check { config, connect } => control::check(&config, connect),
+        Command::Newaliases { config } => {
+            return ExitCode::from(control::newaliases::newaliases(&config));
+        }
         Command::Reload { config } => control::reload(&config),
         Command::Status { config, format } => {
             control::status(&config, matches!(format, Format::Json))
@@ -287,8 +307,12 @@ fn run(args: Args) -> ExitCode {
                 .map_err(control::CommandError::from)
         }
         Command::Queue { command } => match command {
+            QueueCommand::List {
+                config,
+                format: ListFormat::Postfix,
+            } => return ExitCode::from(control::mailq::mailq(&config)),
             QueueCommand::List { config, format } => {
-                control::queue_list(&config, matches!(format, Format::Json))
+                control::queue_list(&config, matches!(format, ListFormat::Json))
             }
             QueueCommand::Show {
                 config,

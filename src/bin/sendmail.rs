@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         Ok(inv) => inv,
         Err(e) => {
             eprintln!("{name}: {e}");
-            return ExitCode::from(exit::USAGE);
+            return ExitCode::from(exit::EX_USAGE);
         }
     };
     let code = run(

@@ -212,6 +212,7 @@ impl Listener {
             auth: AuthMode::Off,
             users: None,
             auth_plaintext: false,
+            bare_newline: BareNewline::Reject,
         }
     }
 }
@@ -295,6 +296,24 @@ pub struct Listener {
     /// `auth-plaintext=#true`: AUTH is offered before TLS too. Off by default: passwords
     /// never cross the network in the clear (Postfix's `smtpd_tls_auth_only = yes`).
     pub auth_plaintext: bool,
+    /// `bare-newline="reject|normalize"` and `bare-newline-clients="NETWORKS"`: what a
+    /// line ending in LF alone gets from this listener.
+    pub bare_newline: BareNewline,
+}
+
+/// What a listener does with a command or message line that ends in LF alone (and
+/// with a bare CR, which is refused either way).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum BareNewline {
+    /// Refused: 500 for a command, 550 for the message (the default).
+    #[default]
+    Reject,
+    /// Read as if it ended in CRLF, and stored so (Postfix 3.9's
+    /// `smtpd_forbid_bare_newline = normalize`), for the clients in this networks set
+    /// (`bare-newline-clients=`, like Postfix's `smtpd_forbid_bare_newline_exclusions`),
+    /// or every client when `None`; the others are refused as with `Reject`. DATA still
+    /// ends only at a real CRLF.CRLF.
+    Normalize { clients: Option<String> },
 }
 
 /// How often `reload { watch #true }` looks at the files.

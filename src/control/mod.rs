@@ -35,12 +35,15 @@ macro_rules! err {
 
 pub mod daemon;
 pub mod dkim;
+pub mod mailq;
+pub mod newaliases;
 pub mod output;
 pub mod pickup;
 pub mod reload;
 pub mod sendmail;
 pub mod socket;
 pub mod status;
+pub mod sysexits;
 pub mod test_policy;
 
 use std::io::Write;
@@ -217,22 +220,43 @@ pub fn status(path: &Path, json: bool) -> Result<(), CommandError> {
 /// never sent), then asks the daemon to reload and reports what it says.
 pub fn reload(path: &Path) -> Result<(), CommandError> {
     let (config, _) = load_live(path).map_err(|refusal| refusal.render())?;
-    let answer =
-        socket::reload(&config.server.control_socket).map_err(|e| format!("mtactl: {e}"))?;
-    if !answer.ok {
-        return Err(CommandError(format!(
-            "mtactl reload: mtad refused the new configuration; the running policy stays\n{}",
-            answer.errors
-        )));
-    }
+    let needs_restart = ask_reload(&config).map_err(|e| match e {
+        ReloadError::Request(e) => format!("mtactl: {e}"),
+        ReloadError::Refused(errors) => format!(
+            "mtactl reload: mtad refused the new configuration; the running policy stays\n{errors}"
+        ),
+    })?;
     outln!("{}: reloaded", config.path.display());
-    if !answer.needs_restart.is_empty() {
+    if !needs_restart.is_empty() {
         outln!(
             "changed, taking effect at the next restart: {}",
-            answer.needs_restart.join(", ")
+            needs_restart.join(", ")
         );
     }
     Ok(())
+}
+
+/// Why [`ask_reload`] did not reload.
+#[derive(Debug)]
+pub enum ReloadError {
+    /// The daemon could not be asked (it is not running: `RequestError::NotRunning`).
+    Request(socket::RequestError),
+    /// The daemon refused the configuration (every error, rendered); its running
+    /// policy stays.
+    Refused(String),
+}
+
+/// Asks the mtad running with `config` (over its control socket) to reload, as
+/// `mtactl reload` and `newaliases` do once they have checked the configuration
+/// themselves. `Ok`: reloaded, with the settings that take effect only at the next
+/// restart.
+pub fn ask_reload(config: &Config) -> Result<Vec<String>, ReloadError> {
+    let answer = socket::reload(&config.server.control_socket).map_err(ReloadError::Request)?;
+    if answer.ok {
+        Ok(answer.needs_restart)
+    } else {
+        Err(ReloadError::Refused(answer.errors))
+    }
 }
 
 /// The one-line summary of a valid configuration.
@@ -475,17 +499,38 @@ pub fn queue_command(
 }
 
 /// Prints what Postfix would have warned about while reading the tables (duplicate
-/// keys in map files: the first is kept) to stderr.
+/// keys in map files, duplicate aliases: the first is kept) to stderr.
 fn print_table_warnings(config: &Config) {
-    for (name, table) in &config.tables {
-        for w in table.warnings() {
-            errln!(
-                "mtactl: warning: table `{name}`, line {}: {}",
-                w.line,
-                w.message
-            );
-        }
+    for w in table_warnings(config) {
+        errln!("mtactl: warning: {w}");
     }
+}
+
+/// What Postfix would have warned about while reading the tables, the aliases and the
+/// virtual(5) file: `table `NAME`, line N: ...`, `aliases file, line N: ...`.
+pub fn table_warnings(config: &Config) -> Vec<String> {
+    let named = config
+        .tables
+        .iter()
+        .map(|(name, table)| (format!("table `{name}`"), table.as_ref()));
+    // `aliases table="NAME"` is one of the named tables: its warnings are there
+    let own_file =
+        |t: &&Arc<crate::lookup::Table>| !config.tables.values().any(|named| Arc::ptr_eq(named, t));
+    let files = [
+        ("aliases file", config.aliases.as_ref()),
+        ("virtual file", config.virtual_aliases.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(what, table)| Some((what.to_owned(), table.filter(own_file)?.as_ref())));
+    named
+        .chain(files)
+        .flat_map(|(what, table)| {
+            table
+                .warnings()
+                .iter()
+                .map(move |w| format!("{what}, line {}: {}", w.line, w.message))
+        })
+        .collect()
 }
 
 /// `mtactl lookup TABLE KEY`, like `postmap -q KEY TABLE`: prints the value and

@@ -18,18 +18,8 @@ use crate::queue::maildrop::{self, Dropped, MaildropError};
 pub const DEFAULT_CONFIG: &str = "/etc/mtad/mtad.kdl";
 
 /// sysexits.h, as sendmail(8) exits.
-pub mod exit {
-    pub const OK: u8 = 0;
-    pub const USAGE: u8 = 64;
-    pub const DATAERR: u8 = 65;
-    pub const UNAVAILABLE: u8 = 69;
-    pub const SOFTWARE: u8 = 70;
-    pub const CANTCREAT: u8 = 73;
-    pub const IOERR: u8 = 74;
-    pub const TEMPFAIL: u8 = 75;
-    pub const NOPERM: u8 = 77;
-    pub const CONFIG: u8 = 78;
-}
+pub use super::sysexits as exit;
+use super::sysexits::*;
 
 /// What the command was asked to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -371,7 +361,7 @@ pub fn run(inv: &Invocation, input: &mut dyn Read, out: &mut dyn Write, err: &mu
                 "sendmail: cannot read the configuration {}: {e}",
                 inv.config.display()
             );
-            return exit::CONFIG;
+            return EX_CONFIG;
         }
     };
     match inv.mode {
@@ -379,7 +369,7 @@ pub fn run(inv: &Invocation, input: &mut dyn Read, out: &mut dyn Write, err: &mu
         Mode::Verify => verify(inv, &settings, out, err),
         Mode::Flush => flush(inv, err),
         Mode::List => list(&settings, out, err),
-        Mode::Aliases => aliases(inv, &settings, out, err),
+        Mode::Aliases => aliases(inv, err),
         Mode::Smtp => smtp(&settings, &mut std::io::BufReader::new(input), out, err),
     }
 }
@@ -387,20 +377,20 @@ pub fn run(inv: &Invocation, input: &mut dyn Read, out: &mut dyn Write, err: &mu
 fn deliver(inv: &Invocation, settings: &Settings, input: &mut dyn Read, err: &mut dyn Write) -> u8 {
     let Some(dir) = settings.maildrop() else {
         let _ = writeln!(err, "sendmail: {}", SubmitRefusal::Off);
-        return exit::UNAVAILABLE;
+        return EX_UNAVAILABLE;
     };
     if inv.recipients.is_empty() && !inv.extract {
         let _ = writeln!(
             err,
             "sendmail: recipient addresses must be given on the command line or with -t"
         );
-        return exit::USAGE;
+        return EX_USAGE;
     }
     let uid = nix::unistd::getuid().as_raw();
     let who = Submitter::from_uid(uid);
     if let Err(refusal) = settings.may_submit(&who, inv.sender.as_deref()) {
         let _ = writeln!(err, "sendmail: {refusal}");
-        return exit::NOPERM;
+        return EX_NOPERM;
     }
     let limit = settings.message_size();
     let message = match read_message(input, inv.ignore_dots, limit) {
@@ -410,11 +400,11 @@ fn deliver(inv: &Invocation, settings: &Settings, input: &mut dyn Read, err: &mu
                 err,
                 "sendmail: the message is larger than the limit of {limit} bytes (limits {{ message-size }})"
             );
-            return exit::DATAERR;
+            return EX_DATAERR;
         }
         Err(ReadError::Io(e)) => {
             let _ = writeln!(err, "sendmail: cannot read the message: {e}");
-            return exit::IOERR;
+            return EX_IOERR;
         }
     };
     // the daemon cleans up again with the queue id; here, only to refuse now what
@@ -442,11 +432,11 @@ fn deliver(inv: &Invocation, settings: &Settings, input: &mut dyn Read, err: &mu
         Ok(_) => {}
         Err(e @ CleanupError::NoRecipients) => {
             let _ = writeln!(err, "sendmail: {e}");
-            return exit::USAGE;
+            return EX_USAGE;
         }
         Err(e) => {
             let _ = writeln!(err, "sendmail: {e}");
-            return exit::DATAERR;
+            return EX_DATAERR;
         }
     }
     let dropped = Dropped {
@@ -469,7 +459,7 @@ fn deliver(inv: &Invocation, settings: &Settings, input: &mut dyn Read, err: &mu
                     path.display()
                 );
             }
-            exit::OK
+            EX_OK
         }
         Err(MaildropError::Write { dir, source })
             if source.kind() == std::io::ErrorKind::PermissionDenied =>
@@ -479,19 +469,19 @@ fn deliver(inv: &Invocation, settings: &Settings, input: &mut dyn Read, err: &mu
                 "sendmail: not allowed to write to the maildrop {}: {source} (sendmail must be setgid to the local-submission group; see docs/local-submission.md)",
                 dir.display()
             );
-            exit::NOPERM
+            EX_NOPERM
         }
         Err(e @ MaildropError::WorldWritable(_)) => {
             let _ = writeln!(err, "sendmail: {e}");
-            exit::CONFIG
+            EX_CONFIG
         }
         Err(e @ MaildropError::BadValue(_)) => {
             let _ = writeln!(err, "sendmail: {e}");
-            exit::USAGE
+            EX_USAGE
         }
         Err(e) => {
             let _ = writeln!(err, "sendmail: {e}");
-            exit::CANTCREAT
+            EX_CANTCREAT
         }
     }
 }
@@ -511,7 +501,7 @@ fn smtp(
     let Some(dir) = settings.maildrop() else {
         let _ = writeln!(out, "421 4.3.0 {}\r", SubmitRefusal::Off);
         let _ = writeln!(err, "sendmail: {}", SubmitRefusal::Off);
-        return exit::UNAVAILABLE;
+        return EX_UNAVAILABLE;
     };
     let (_, hostname) = settings.origin_and_hostname();
     let who = Submitter::from_uid(nix::unistd::getuid().as_raw());
@@ -522,7 +512,7 @@ fn smtp(
             && out.flush().is_ok()
     };
     if !say(out, &format!("220 {hostname} ESMTP mtad (sendmail -bs)")) {
-        return exit::IOERR;
+        return EX_IOERR;
     }
     let mut sender: Option<String> = None;
     let mut recipients: Vec<String> = Vec::new();
@@ -532,16 +522,16 @@ fn smtp(
     loop {
         line.clear();
         match (&mut *input).take(MAX_LINE).read_until(b'\n', &mut line) {
-            Ok(0) => return exit::OK,
+            Ok(0) => return EX_OK,
             Ok(_) => {}
             Err(e) => {
                 let _ = writeln!(err, "sendmail: -bs: {e}");
-                return exit::IOERR;
+                return EX_IOERR;
             }
         }
         if !line.ends_with(b"\n") {
             say(out, "500 5.5.2 Line too long");
-            return exit::DATAERR;
+            return EX_DATAERR;
         }
         let text = String::from_utf8_lossy(&line);
         let text = text.trim_end_matches(['\r', '\n']);
@@ -560,7 +550,7 @@ fn smtp(
             "VRFY" => "252 2.0.0 Send some mail, I'll try my best".to_owned(),
             "QUIT" => {
                 say(out, "221 2.0.0 Bye");
-                return exit::OK;
+                return EX_OK;
             }
             "MAIL" if sender.is_some() => "503 5.5.1 Error: nested MAIL command".to_owned(),
             "MAIL" => match path_of(arg, "FROM:") {
@@ -599,7 +589,7 @@ fn smtp(
             "DATA" if recipients.is_empty() => "503 5.5.1 Error: need RCPT command".to_owned(),
             "DATA" => {
                 if !say(out, "354 End data with <CR><LF>.<CR><LF>") {
-                    return exit::IOERR;
+                    return EX_IOERR;
                 }
                 let message = match read_data(input, limit) {
                     Ok(Some(m)) => m,
@@ -611,7 +601,7 @@ fn smtp(
                     }
                     Err(e) => {
                         let _ = writeln!(err, "sendmail: -bs: {e}");
-                        return exit::IOERR;
+                        return EX_IOERR;
                     }
                 };
                 let dropped = Dropped {
@@ -633,7 +623,7 @@ fn smtp(
             _ => "502 5.5.2 Error: command not recognized".to_owned(),
         };
         if !say(out, &reply) {
-            return exit::IOERR;
+            return EX_IOERR;
         }
     }
 }
@@ -734,19 +724,19 @@ fn full<'s>(
 /// `-bv`: each recipient as the policy would route it, nothing sent.
 fn verify(inv: &Invocation, settings: &Settings, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     let Some((_, pipeline)) = full(settings, "-bv", err) else {
-        return exit::NOPERM;
+        return EX_NOPERM;
     };
     if inv.recipients.is_empty() {
         let _ = writeln!(err, "sendmail: -bv: give the addresses to verify");
-        return exit::USAGE;
+        return EX_USAGE;
     }
-    let mut status = exit::OK;
+    let mut status = EX_OK;
     for written in &inv.recipients {
         let rcpt = match pipeline.recipient(written) {
             Ok(r) => r.address,
             Err(reply) => {
                 let _ = writeln!(out, "{written}: undeliverable: {reply}");
-                status = exit::DATAERR;
+                status = EX_DATAERR;
                 continue;
             }
         };
@@ -754,7 +744,7 @@ fn verify(inv: &Invocation, settings: &Settings, out: &mut dyn Write, err: &mut 
             Ok(f) => f,
             Err(e) => {
                 let _ = writeln!(out, "<{rcpt}>: deferred: {e}");
-                status = exit::TEMPFAIL;
+                status = EX_TEMPFAIL;
                 continue;
             }
         };
@@ -781,7 +771,7 @@ fn verify(inv: &Invocation, settings: &Settings, out: &mut dyn Write, err: &mut 
                 }
                 crate::policy::Route::Refused { reply, .. } => {
                     let _ = writeln!(out, "<{f}>{via}: undeliverable: {reply}");
-                    status = exit::DATAERR;
+                    status = EX_DATAERR;
                 }
             }
         }
@@ -796,120 +786,85 @@ fn flush(inv: &Invocation, err: &mut dyn Write) -> u8 {
         crate::control::socket::QueueAction::Flush,
         &["ALL".to_owned()],
     ) {
-        Ok(()) => exit::OK,
+        Ok(()) => EX_OK,
         Err(e) => {
             let _ = writeln!(err, "sendmail: -q: {e}");
-            exit::UNAVAILABLE
+            EX_UNAVAILABLE
         }
     }
 }
 
-/// `-bp` / `mailq`: what waits in the maildrop (first and unmarked, as Postfix's
-/// showq lists its maildrop), then the queue. A minimal listing in Postfix's layout
-/// until `control::mailq` (the full one) is wired here.
+/// `-bp` / `mailq`: [`super::mailq`]'s listing, with what waits in the maildrop first
+/// and unmarked, as Postfix's showq lists its maildrop (the id is the drop file's name).
 fn list(settings: &Settings, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     let Some((config, _)) = full(settings, "mailq", err) else {
-        return exit::NOPERM;
+        return EX_NOPERM;
     };
-    let messages = match crate::queue::scan(&config.server.spool) {
-        Ok(m) => m,
+    let mut entries = maildrop_entries(config);
+    match super::mailq::entries(config) {
+        Ok(spool) => entries.extend(spool),
         Err(e) => {
-            let _ = writeln!(err, "mailq: cannot read the spool: {e}");
-            return exit::UNAVAILABLE;
-        }
-    };
-    let mut text = String::new();
-    let mut bytes = 0u64;
-    let mut count = 0usize;
-    if let Some(ls) = &config.local_submission
-        && let Ok(drop) = crate::queue::maildrop::Maildrop::open(&ls.maildrop, None)
-        && let Ok(entries) = drop.scan()
-    {
-        for e in entries {
-            let Ok(sub) = drop.read(e.path(), config.limits.message_size as u64) else {
-                continue;
-            };
-            let name = e.path().file_name().and_then(|n| n.to_str()).unwrap_or("?");
-            let sender = sub
-                .dropped
-                .sender
-                .clone()
-                .unwrap_or_else(|| Submitter::from_uid(sub.uid).name());
-            let size = sub.dropped.message.len();
-            text.push_str(&format!(
-                "{name:<16}* {size:>8} (maildrop, not picked up yet)  {sender}\n"
-            ));
-            for r in &sub.dropped.recipients {
-                text.push_str(&format!("{:47}{r}\n", ""));
-            }
-            text.push('\n');
-            bytes += size as u64;
-            count += 1;
+            let _ = writeln!(err, "mailq: {e}");
+            return e.exit_code();
         }
     }
-    for m in &messages {
-        let when = chrono::DateTime::from_timestamp_millis(m.arrival_ms as i64)
-            .map(|t| {
-                t.with_timezone(&chrono::Local)
-                    .format("%a %b %e %H:%M:%S")
-                    .to_string()
-            })
-            .unwrap_or_default();
-        let sender = if m.envelope.sender.is_empty() {
-            "MAILER-DAEMON"
-        } else {
-            &m.envelope.sender
-        };
-        let mark = if m.envelope.held { '!' } else { ' ' };
-        text.push_str(&format!(
-            "{:<16}{mark} {:>8} {when}  {sender}\n",
-            m.id.to_string(),
-            m.size
-        ));
-        for r in &m.envelope.recipients {
-            text.push_str(&format!("{:47}{r}\n", ""));
+    match super::mailq::render_listing(&entries, &mut &mut *out) {
+        Ok(()) => EX_OK,
+        Err(e) => {
+            let _ = writeln!(err, "mailq: {e}");
+            EX_IOERR
         }
-        text.push('\n');
-        bytes += m.size;
-        count += 1;
     }
-    if count == 0 {
-        let _ = writeln!(out, "Mail queue is empty");
-    } else {
-        let _ = writeln!(
-            out,
-            "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------"
-        );
-        let _ = out.write_all(text.as_bytes());
-        let _ = writeln!(
-            out,
-            "-- {} Kbytes in {count} Request{}.",
-            bytes / 1024,
-            if count == 1 { "" } else { "s" }
-        );
-    }
-    exit::OK
 }
 
-/// `-bi` / `newaliases`: the aliases files were checked with the configuration (it
-/// would not load otherwise); a running mtad reloads to take them.
-fn aliases(inv: &Invocation, settings: &Settings, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
-    let Some((config, _)) = full(settings, "newaliases", err) else {
-        return exit::NOPERM;
+/// The maildrop's complete files as `mailq` entries, oldest first.
+fn maildrop_entries(config: &Config) -> Vec<super::mailq::Entry> {
+    use super::mailq::{Entry, Mark, Pending};
+    let Some(ls) = &config.local_submission else {
+        return Vec::new();
     };
-    let socket = &config.server.control_socket;
-    if !socket.exists() {
-        let _ = writeln!(
-            out,
-            "newaliases: the aliases are valid; mtad is not running and reads them when it starts"
-        );
-        return exit::OK;
-    }
-    match super::reload(&inv.config) {
-        Ok(()) => exit::OK,
+    let Ok(drop) = crate::queue::maildrop::Maildrop::open(&ls.maildrop, None) else {
+        return Vec::new();
+    };
+    let limit = config.limits.message_size as u64;
+    drop.scan()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| {
+            let sub = drop.read(e.path(), limit).ok()?;
+            let id = e.path().file_name()?.to_str()?.to_owned();
+            let d = sub.dropped;
+            Some(Entry {
+                id,
+                mark: Mark::None,
+                size: d.message.len() as u64,
+                arrival: sub.mtime,
+                sender: d
+                    .sender
+                    .clone()
+                    .unwrap_or_else(|| Submitter::from_uid(sub.uid).name()),
+                recipients: d
+                    .recipients
+                    .iter()
+                    .map(|r| Pending {
+                        address: r.clone(),
+                        reason: String::new(),
+                    })
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+/// `-bi` / `newaliases`: [`super::newaliases::check_and_reload`], silent on success as
+/// Postfix's is.
+fn aliases(inv: &Invocation, err: &mut dyn Write) -> u8 {
+    let warn = |w: &str| eprintln!("newaliases: warning: {w}");
+    match super::newaliases::check_and_reload(&inv.config, warn) {
+        Ok(_) => EX_OK,
         Err(e) => {
-            let _ = writeln!(err, "newaliases: {e}");
-            exit::UNAVAILABLE
+            let _ = writeln!(err, "{e}");
+            e.exit_code()
         }
     }
 }

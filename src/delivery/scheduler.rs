@@ -130,7 +130,7 @@ impl Scheduler {
         let queue_only = || self.shared.outbound().settings().queue_only;
         for msg in self.shared.spool.list() {
             for (i, s) in msg.rcpt_status.iter().enumerate() {
-                if s.state == RcptState::Deferred && s.detail.starts_with(IN_FLIGHT) {
+                if s.in_flight() {
                     warn!(
                         queue_id = %msg.id,
                         to = %msg.envelope.recipients.get(i).map_or("", String::as_str),
@@ -276,14 +276,6 @@ impl Plan {
     }
 }
 
-/// The detail of a recipient whose attempt was under way when the daemon stopped (the
-/// status written just before sending).
-const IN_FLIGHT: &str = "attempt in progress";
-
-fn pending(s: &RcptStatus) -> bool {
-    matches!(s.state, RcptState::Queued | RcptState::Deferred)
-}
-
 /// When a message is next due: the earliest retry time of its pending recipients.
 fn next_due(msg: &QueuedMessage) -> Option<u64> {
     if msg.envelope.held {
@@ -291,7 +283,7 @@ fn next_due(msg: &QueuedMessage) -> Option<u64> {
     }
     msg.rcpt_status
         .iter()
-        .filter(|s| pending(s))
+        .filter(|s| s.pending())
         .map(|s| s.next_attempt_ms)
         .min()
 }
@@ -329,7 +321,7 @@ async fn attempt(shared: &Arc<Shared>, id: QueueId, force: bool) -> Option<u64> 
     let due: Vec<usize> = (0..msg.rcpt_status.len())
         .filter(|&i| {
             let s = &msg.rcpt_status[i];
-            pending(s) && (force || s.next_attempt_ms <= now)
+            s.pending() && (force || s.next_attempt_ms <= now)
         })
         .collect();
     if due.is_empty() {
@@ -382,17 +374,7 @@ async fn attempt(shared: &Arc<Shared>, id: QueueId, force: bool) -> Option<u64> 
         // recorded, the next start says so (a 250 may have come in: a possible duplicate).
         let marks = due
             .iter()
-            .map(|&i| {
-                let s = &msg.rcpt_status[i];
-                let status = RcptStatus {
-                    state: RcptState::Deferred,
-                    at_ms: now,
-                    attempts: s.attempts,
-                    next_attempt_ms: now,
-                    detail: format!("{IN_FLIGHT}; before: {}", s.detail),
-                };
-                (i as u32, status)
-            })
+            .map(|&i| (i as u32, msg.rcpt_status[i].attempt_started(now)))
             .collect();
         if let Err(e) = spool.set_statuses(id, marks).await {
             error!(queue_id = %id, error = %e, "cannot record the attempt; retrying later");
@@ -972,7 +954,7 @@ async fn finish(
     if !bounced.is_empty() {
         bounce(shared, msg, dsn::DsnKind::Failure, &bounced, body, now).await;
     }
-    let all_final = statuses.iter().all(|s| !pending(s));
+    let all_final = statuses.iter().all(|s| !s.pending());
     if all_final {
         remove(&shared.spool, msg.id).await;
         shared
@@ -994,7 +976,7 @@ async fn finish(
     delay_warning(shared, msg, &statuses, body, now).await;
     statuses
         .iter()
-        .filter(|s| pending(s))
+        .filter(|s| s.pending())
         .map(|s| s.next_attempt_ms)
         .min()
 }

@@ -7,6 +7,8 @@
 //! (`|program`), a file (`/path`) or an `:include:` list are refused: mtad does not
 //! run programs or write files on behalf of an alias.
 
+use std::collections::HashMap;
+
 use super::table::{Table, TableError, inline_map};
 
 /// Parses an aliases(5) file. Every error is returned, each with its place.
@@ -16,12 +18,32 @@ pub fn parse_aliases(text: &str) -> Result<Table, Vec<TableError>> {
     // (line number, byte offset of its start, the logical line so far)
     let mut logical: Option<(u32, usize, String)> = None;
     let mut offset = 0;
-    let flush = |entry: Option<(u32, usize, String)>,
-                 entries: &mut Vec<(String, String)>,
-                 errors: &mut Vec<TableError>| {
+    // the first line of each name, for the duplicate warning (the first entry wins, as
+    // in Postfix's postalias, which warns too)
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    let mut warnings = Vec::new();
+    let mut flush = |entry: Option<(u32, usize, String)>,
+                     entries: &mut Vec<(String, String)>,
+                     errors: &mut Vec<TableError>| {
         if let Some((line, start, text)) = entry {
             match parse_entry(&text) {
-                Ok((name, targets)) => entries.push((name, targets.join(", "))),
+                Ok((name, _)) if seen.contains_key(&name) => {
+                    let first = seen[&name];
+                    let end = text.find(':').unwrap_or(0);
+                    warnings.push(TableError {
+                        line,
+                        column: 1,
+                        byte_span: start..start + end.max(1),
+                        message: format!(
+                            "duplicate alias `{name}`, ignored (first defined on line {first})"
+                        ),
+                        help: None,
+                    });
+                }
+                Ok((name, targets)) => {
+                    seen.insert(name.clone(), line);
+                    entries.push((name, targets.join(", ")));
+                }
                 Err((column, message)) => {
                     // the column is a byte offset within the first physical line
                     let first_line = text.split('\n').next().unwrap_or("").len();
@@ -66,7 +88,7 @@ pub fn parse_aliases(text: &str) -> Result<Table, Vec<TableError>> {
     }
     flush(logical.take(), &mut entries, &mut errors);
     if errors.is_empty() {
-        Ok(inline_map(entries))
+        Ok(inline_map(entries).with_warnings(warnings))
     } else {
         Err(errors)
     }
@@ -210,6 +232,21 @@ mod tests {
         );
         assert_eq!(t.lookup("POSTMASTER").unwrap().unwrap(), "root");
         assert_eq!(t.lookup("nobody").unwrap(), None);
+    }
+
+    /// postalias warns `duplicate entry: "dup"` and keeps the first; so do we, with
+    /// the line of each.
+    #[test]
+    fn a_duplicate_alias_is_a_warning_and_the_first_wins() {
+        let t = parse_aliases("dup: a@b\nother: x@y\nDup: c@d\n").unwrap();
+        assert_eq!(t.lookup("dup").unwrap().unwrap(), "a@b");
+        let w = t.warnings();
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].line, 3);
+        assert_eq!(
+            w[0].message,
+            "duplicate alias `dup`, ignored (first defined on line 1)"
+        );
     }
 
     /// `postalias -q root hash:aliases` (Postfix 3.7) answers

@@ -229,6 +229,11 @@ impl Table {
     pub fn warnings(&self) -> &[TableError] {
         &self.warnings
     }
+
+    /// The same table, with what its reader would warn about.
+    pub(crate) fn with_warnings(self, warnings: Vec<TableError>) -> Table {
+        Table { warnings, ..self }
+    }
 }
 
 // ---- line handling --------------------------------------------------------------

@@ -199,6 +199,48 @@ pub struct RcptStatus {
     pub detail: String,
 }
 
+/// The start of the detail of a recipient whose attempt is under way (written just
+/// before anything is sent, see [`RcptStatus::attempt_started`]): if mtad stops before
+/// the outcome is recorded, the next start sees it.
+const IN_FLIGHT: &str = "attempt in progress";
+/// What follows [`IN_FLIGHT`] when there was an earlier reason.
+const IN_FLIGHT_BEFORE: &str = "attempt in progress; before: ";
+
+impl RcptStatus {
+    /// The status recorded just before an attempt starts: deferred, due now, with the
+    /// earlier reason kept after the in-flight marker.
+    pub fn attempt_started(&self, now_ms: u64) -> RcptStatus {
+        RcptStatus {
+            state: RcptState::Deferred,
+            at_ms: now_ms,
+            attempts: self.attempts,
+            next_attempt_ms: now_ms,
+            detail: format!("{IN_FLIGHT_BEFORE}{}", self.detail),
+        }
+    }
+
+    /// An attempt was under way when this status was written (and, if the daemon is not
+    /// running any more, never finished).
+    pub fn in_flight(&self) -> bool {
+        self.state == RcptState::Deferred && self.detail.starts_with(IN_FLIGHT)
+    }
+
+    /// Still to be delivered: neither delivered nor bounced.
+    pub fn pending(&self) -> bool {
+        matches!(self.state, RcptState::Queued | RcptState::Deferred)
+    }
+
+    /// The last reason the recipient is not delivered yet, without the in-flight marker
+    /// (`""` if none): what `mailq` shows in parentheses.
+    pub fn reason(&self) -> &str {
+        if self.in_flight() {
+            self.detail.strip_prefix(IN_FLIGHT_BEFORE).unwrap_or("")
+        } else {
+            &self.detail
+        }
+    }
+}
+
 /// Where a message's record and body are on disk. Only meaningful to this module and to
 /// [`read_body`]; a message moved by compaction gets a new location.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -259,6 +301,8 @@ impl QueuedMessage {
     pub fn state(&self) -> MessageState {
         if self.envelope.held {
             MessageState::Hold
+        } else if self.rcpt_status.iter().any(RcptStatus::in_flight) {
+            MessageState::Active
         } else if self.rcpt_status.iter().any(|s| {
             s.state == RcptState::Deferred || (s.state == RcptState::Queued && s.attempts > 0)
         }) {

@@ -29,7 +29,7 @@ impl Session {
         if !self.start_message() {
             return self.fail(reply::NO_DATA_MEMORY);
         }
-        self.state = State::Data(DotReceiver::new());
+        self.state = State::Data(DotReceiver::normalizing(self.normalize_lf));
         self.push_ok(reply::DATA_GO_AHEAD)
     }
 

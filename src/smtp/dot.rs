@@ -6,6 +6,13 @@
 //! are remembered ([`DotReceiver::bare_eol`]) so the session can refuse the message once
 //! the real end arrives: a stray CR or LF must not become a line break on the way out.
 //!
+//! With `bare-newline="normalize"` (Postfix 3.9's `smtpd_forbid_bare_newline =
+//! normalize`) a bare LF is read as a line end and stored as CRLF instead
+//! ([`DotReceiver::normalizing`]): the line after it starts a line for dot-unstuffing,
+//! but a dot line there never ends DATA, since only a real `CRLF . CRLF` does (`\n.\n`
+//! and `\n.\r\n` are a line with its stuffing dot dropped: an empty line). A bare CR
+//! is still flagged.
+//!
 //! We do not use smtp-proto's `DataReceiver` here: it ends DATA on `\r\n.\r\r\n`
 //! (it accepts any `\r\n` after a dot line), one of the smuggling lookalikes above.
 
@@ -19,6 +26,9 @@ enum State {
     Cr,
     /// Just after CRLF: the next byte starts a line.
     LineStart,
+    /// Just after a bare LF read as a line end (normalizing): the next byte starts a
+    /// line, but a dot line here does not end the message.
+    LooseLineStart,
     /// `CRLF .` seen; the dot is held back (it is dropped either way).
     Dot,
     /// `CRLF . CR` seen; an LF now ends the message.
@@ -35,6 +45,10 @@ pub struct DotReceiver {
     bare_eol: bool,
     /// Content bytes so far, whether a sink kept them or not.
     emitted: u64,
+    /// A bare LF is a line end, stored as CRLF (instead of flagged).
+    normalize_lf: bool,
+    /// How many bare LFs were stored as CRLF.
+    normalized: u64,
 }
 
 impl Default for DotReceiver {
@@ -51,7 +65,23 @@ impl DotReceiver {
             state: State::LineStart,
             bare_eol: false,
             emitted: 0,
+            normalize_lf: false,
+            normalized: 0,
         }
+    }
+
+    /// A receiver that reads a bare LF as a line end and stores it as CRLF (`true`),
+    /// or flags it ([`DotReceiver::bare_eol`], as [`DotReceiver::new`]).
+    pub fn normalizing(normalize_lf: bool) -> Self {
+        Self {
+            normalize_lf,
+            ..Self::new()
+        }
+    }
+
+    /// How many bare LFs were stored as CRLF so far.
+    pub fn normalized(&self) -> u64 {
+        self.normalized
     }
 
     /// Whether a CR not followed by LF, or an LF not preceded by CR, was seen.
@@ -98,10 +128,16 @@ impl DotReceiver {
                             from = pos + 2;
                             continue;
                         }
-                        emit(&rest[..=pos]);
                         if rest[pos] == b'\r' {
+                            emit(&rest[..=pos]);
                             self.state = State::Cr;
+                        } else if self.normalize_lf {
+                            emit(&rest[..pos]);
+                            emit(b"\r\n");
+                            self.normalized += 1;
+                            self.state = State::LooseLineStart;
                         } else {
+                            emit(&rest[..=pos]);
                             self.bare_eol = true;
                         }
                         rest = &rest[pos + 1..];
@@ -134,6 +170,14 @@ impl DotReceiver {
                     } else {
                         self.state = State::Mid;
                     }
+                }
+                State::LooseLineStart => {
+                    // a stuffing dot is dropped; the rest of the line is content, even
+                    // a CRLF right after it
+                    if rest[0] == b'.' {
+                        rest = &rest[1..];
+                    }
+                    self.state = State::Mid;
                 }
                 State::Dot => {
                     if rest[0] == b'\r' {
@@ -194,6 +238,50 @@ mod tests {
             assert!(input.is_empty());
         }
         (out, false, Vec::new(), rx.bare_eol())
+    }
+
+    /// As [`run`], normalizing bare LF; also returns how many were normalized.
+    fn run_normalizing(data: &[u8], step: usize) -> (Vec<u8>, bool, Vec<u8>, bool, u64) {
+        let mut rx = DotReceiver::normalizing(true);
+        let mut out = Vec::new();
+        for chunk in data.chunks(step.max(1)) {
+            let mut input = chunk;
+            if rx.ingest(&mut input, Some(&mut out)) {
+                let offset =
+                    chunk.as_ptr() as usize - data.as_ptr() as usize + chunk.len() - input.len();
+                let rest = data[offset..].to_vec();
+                return (out, true, rest, rx.bare_eol(), rx.normalized());
+            }
+        }
+        (out, false, Vec::new(), rx.bare_eol(), rx.normalized())
+    }
+
+    #[test]
+    fn normalizing_stores_bare_lf_as_crlf_and_still_ends_only_at_crlf_dot_crlf() {
+        for step in [1, 2, 3, 1000] {
+            // what PHP libraries send: LF lines, then a real CRLF . CRLF
+            let (body, end, rest, bare, n) = run_normalizing(
+                b"Subject: x\nFrom: a@b\n\nline\n..dot\n\r\n.\r\nQUIT\r\n",
+                step,
+            );
+            assert!(end && !bare);
+            assert_eq!(body, b"Subject: x\r\nFrom: a@b\r\n\r\nline\r\n.dot\r\n\r\n");
+            assert_eq!(rest, b"QUIT\r\n");
+            assert_eq!(n, 5);
+            // the lookalikes do not end it: a dot line after a bare LF, or ended by one
+            for evil in [&b"a\n.\r\n"[..], b"a\n.\n", b"a\r\n.\n", b"a\n.\r\r\n"] {
+                let (body, end, _, _, _) = run_normalizing(evil, step);
+                assert!(!end, "{:?} ended DATA", String::from_utf8_lossy(evil));
+                assert!(!body.contains(&b'.'), "the stuffing dot is dropped");
+            }
+            let (body, end, rest, bare, _) = run_normalizing(b"a\n.\r\nb\r\n.\r\n", step);
+            assert!(end && !bare && rest.is_empty());
+            assert_eq!(body, b"a\r\n\r\nb\r\n");
+            // a bare CR is still flagged
+            let (body, end, _, bare, _) = run_normalizing(b"a\rb\n\r\n.\r\n", step);
+            assert!(end && bare);
+            assert_eq!(body, b"a\rb\r\n\r\n");
+        }
     }
 
     #[test]

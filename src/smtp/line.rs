@@ -4,6 +4,11 @@
 //! limit is ours to configure and so that bare CR and bare LF are refused with a clear
 //! reply instead of being read as line ends: a client that sends `\n` alone does not get
 //! to end a command there (the same rule as in DATA, see [`super::dot`]).
+//!
+//! Unless the listener normalizes bare LF for this client (`bare-newline="normalize"`,
+//! Postfix 3.9's `smtpd_forbid_bare_newline = normalize`): then a line that ends with
+//! LF alone is read as if it ended with CRLF (the CR is added). A bare CR is refused
+//! either way.
 
 use memchr::memchr;
 
@@ -27,6 +32,8 @@ pub struct LineReader {
     /// The first bytes of the last line that was too long (so that an over-long
     /// `AUTH` line gets RFC 4954's reply).
     long_prefix: [u8; 8],
+    /// A line that ends with LF alone ends there, as if with CRLF.
+    normalize_lf: bool,
 }
 
 impl LineReader {
@@ -37,7 +44,15 @@ impl LineReader {
             max: max.max(8),
             overflow: false,
             long_prefix: [0; 8],
+            normalize_lf: false,
         }
+    }
+
+    /// The same reader, reading a line that ends with LF alone as if it ended with
+    /// CRLF (`true`), or refusing it ([`LineEvent::BareEol`], the default).
+    pub fn normalize_bare_lf(mut self, normalize: bool) -> Self {
+        self.normalize_lf = normalize;
+        self
     }
 
     /// The line found by the last [`LineEvent::Line`], CRLF included.
@@ -89,6 +104,20 @@ impl LineReader {
         let body = &self.buf[..self.buf.len() - 1];
         let ok = body.last() == Some(&b'\r') && memchr(b'\r', &body[..body.len() - 1]).is_none();
         if ok {
+            Some(LineEvent::Line)
+        } else if self.normalize_lf && memchr(b'\r', body).is_none() {
+            if self.buf.len() >= self.max {
+                // with its CR the line would be over the limit
+                self.long_prefix = [0; 8];
+                for (slot, b) in self.long_prefix.iter_mut().zip(&self.buf) {
+                    *slot = *b;
+                }
+                self.buf.clear();
+                return Some(LineEvent::TooLong);
+            }
+            // `LINE\n` read as `LINE\r\n`
+            let end = self.buf.len() - 1;
+            self.buf.insert(end, b'\r');
             Some(LineEvent::Line)
         } else {
             self.buf.clear();
@@ -155,6 +184,30 @@ mod tests {
         assert!(r.long_line_starts(b"auth "));
         let mut b = &b"NOOP xxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n"[..];
         assert_eq!(r.next(&mut b), Some(LineEvent::TooLong));
+        assert!(!r.long_line_starts(b"AUTH "));
+    }
+
+    #[test]
+    fn normalized_a_line_ending_with_lf_alone_gets_its_cr_and_a_bare_cr_is_still_refused() {
+        let mut r = LineReader::new(64).normalize_bare_lf(true);
+        let mut i = &b"EHLO php.example\nNOOP\r\n\nNO\rOP\nNO\rOP\r\nQUIT\n"[..];
+        assert_eq!(r.next(&mut i), Some(LineEvent::Line));
+        assert_eq!(r.line(), b"EHLO php.example\r\n");
+        assert_eq!(r.next(&mut i), Some(LineEvent::Line));
+        assert_eq!(r.line(), b"NOOP\r\n");
+        assert_eq!(r.next(&mut i), Some(LineEvent::Line));
+        assert_eq!(r.line(), b"\r\n");
+        assert_eq!(r.next(&mut i), Some(LineEvent::BareEol));
+        assert_eq!(r.next(&mut i), Some(LineEvent::BareEol));
+        assert_eq!(r.next(&mut i), Some(LineEvent::Line));
+        assert_eq!(r.line(), b"QUIT\r\n");
+        assert!(i.is_empty());
+        // the limit counts the CR the line is given
+        let mut r = LineReader::new(8).normalize_bare_lf(true);
+        let mut i = &b"AUTH xx\nNOOP xx\n"[..];
+        assert_eq!(r.next(&mut i), Some(LineEvent::TooLong));
+        assert!(r.long_line_starts(b"AUTH "));
+        assert_eq!(r.next(&mut i), Some(LineEvent::TooLong));
         assert!(!r.long_line_starts(b"AUTH "));
     }
 

@@ -54,7 +54,15 @@ pub fn listen(settings: Arc<Settings>) -> Listen {
         LISTENER,
         SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
     );
-    Listen::new(settings, &listener, None, None, None)
+    // the pickup sends CRLF only (cleanup made it so)
+    Listen::new(
+        settings,
+        &listener,
+        None,
+        None,
+        None,
+        super::NormalizeLf::Nobody,
+    )
 }
 
 /// Runs one local submission through a session on [`LISTENER`].

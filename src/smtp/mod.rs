@@ -37,7 +37,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use crate::config::{AuthMode, Config, Limits, Listener, ListenerTls};
+use crate::config::{AuthMode, BareNewline, Config, Limits, Listener, ListenerTls};
 use crate::lookup::NetworkSet;
 use crate::net::dns::Resolver;
 use crate::policy::Pipeline;
@@ -215,6 +215,8 @@ pub struct Listen {
     pub users: Option<crate::auth::Users>,
     /// The proxies a PROXY protocol listener accepts connections from (`proxy=`).
     pub proxies: Option<Arc<NetworkSet>>,
+    /// Whose bare LFs are read as CRLF (`bare-newline="normalize"`).
+    pub normalize_lf: NormalizeLf,
     /// The EHLO reply before TLS (with STARTTLS when offered) and after it.
     ehlo_plain: String,
     ehlo_tls: String,
@@ -227,6 +229,7 @@ impl Listen {
         acceptor: Option<tokio_rustls::TlsAcceptor>,
         users: Option<crate::auth::Users>,
         proxies: Option<Arc<NetworkSet>>,
+        normalize_lf: NormalizeLf,
     ) -> Self {
         let tls = if acceptor.is_some() {
             l.tls
@@ -261,6 +264,7 @@ impl Listen {
             auth_plaintext: l.auth_plaintext,
             users,
             proxies,
+            normalize_lf,
             ehlo_plain,
             ehlo_tls,
         }
@@ -282,12 +286,22 @@ impl Listen {
                     .as_ref()
                     .and_then(|set| config.networks.get(set))
                     .map(|set| Arc::new(set.clone()));
+                let normalize_lf = match &l.bare_newline {
+                    BareNewline::Reject => NormalizeLf::Nobody,
+                    BareNewline::Normalize { clients: None } => NormalizeLf::Everyone,
+                    BareNewline::Normalize { clients: Some(set) } => {
+                        config.networks.get(set).map_or(NormalizeLf::Nobody, |set| {
+                            NormalizeLf::Clients(Arc::new(set.clone()))
+                        })
+                    }
+                };
                 let listen = Listen::new(
                     settings.clone(),
                     l,
                     acceptors.get(&l.name).cloned(),
                     users,
                     proxies,
+                    normalize_lf,
                 );
                 (l.clone(), listen)
             })
@@ -300,6 +314,28 @@ impl Listen {
             &self.ehlo_tls
         } else {
             &self.ehlo_plain
+        }
+    }
+}
+
+/// Whose bare LFs a listener reads as CRLF: [`BareNewline`] with its networks set.
+#[derive(Clone, Debug)]
+pub enum NormalizeLf {
+    /// Every bare LF is refused (the default).
+    Nobody,
+    Everyone,
+    /// The clients in this set; the others' are refused.
+    Clients(Arc<NetworkSet>),
+}
+
+impl NormalizeLf {
+    /// Whether the client at `ip` (as policy sees it: after PROXY) gets its bare LFs
+    /// read as CRLF.
+    pub fn applies_to(&self, ip: std::net::IpAddr) -> bool {
+        match self {
+            NormalizeLf::Nobody => false,
+            NormalizeLf::Everyone => true,
+            NormalizeLf::Clients(set) => set.contains(server::canonical_ip(ip)),
         }
     }
 }

@@ -247,6 +247,9 @@ pub struct Session {
     /// The queue id the next message gets, chosen by the caller (the pickup claims
     /// its drop file for it before the message is queued).
     pub(super) next_id: Option<crate::queue::QueueId>,
+    /// This client's bare LFs are read as CRLF (`bare-newline="normalize"`), in
+    /// commands and in DATA.
+    pub(super) normalize_lf: bool,
     /// The commands so far, for the `disconnect` line.
     pub(super) commands: crate::maillog::Commands,
     /// The address of the MAIL or RCPT being decided, for the log line of a refusal.
@@ -258,7 +261,9 @@ impl Session {
     /// ([`super::transcript`]); `peer` is the client as policy sees it.
     pub fn new(io: impl ServerIo, core: Arc<Core>, peer: SocketAddr, listen: Arc<Listen>) -> Self {
         let policy = core.policy.load_full();
-        let lines = LineReader::new(listen.settings.limits.line_length);
+        let normalize_lf = listen.normalize_lf.applies_to(peer.ip());
+        let lines =
+            LineReader::new(listen.settings.limits.line_length).normalize_bare_lf(normalize_lf);
         Self {
             io: ServerStream::new(io),
             core,
@@ -281,6 +286,7 @@ impl Session {
             disposition: Disposition::Deliver,
             submitter: None,
             next_id: None,
+            normalize_lf,
             commands: Default::default(),
             address_in_hand: None,
         }
@@ -536,7 +542,8 @@ impl Session {
                                 "plaintext sent after STARTTLS discarded"
                             );
                         }
-                        self.lines = LineReader::new(self.listen.settings.limits.line_length);
+                        self.lines = LineReader::new(self.listen.settings.limits.line_length)
+                            .normalize_bare_lf(self.normalize_lf);
                         return Flow::StartTls;
                     }
                     if flow == Flow::Continue
@@ -569,9 +576,16 @@ impl Session {
                     let done = rx.ingest(&mut input, sink);
                     self.tx.received += rx.emitted() - before;
                     let bare_eol = rx.bare_eol();
+                    let normalized = rx.normalized();
                     self.tx.check_text(from);
                     self.check_size();
                     if done {
+                        if normalized > 0 {
+                            debug!(
+                                bare_lf = normalized,
+                                "bare <LF> in the message read as <CR><LF>"
+                            );
+                        }
                         self.state = State::Command;
                         self.finish_message(bare_eol).await
                     } else {

@@ -1135,3 +1135,116 @@ pub fn dkimpy_verify(message: &[u8], records: &[(String, String)]) -> Result<Str
 pub fn arc_verify(message: &[u8], records: &[(String, String)]) -> Result<String, String> {
     python_verifier("arc", message, records)
 }
+
+/// A throw-away Postfix, for comparisons: its own config and queue directories in a
+/// tempdir, `main_cf` after the settings every instance needs (directories, log file,
+/// IPv4 on loopback), the services tests use in master.cf, and with `smtpd` an SMTP
+/// server on 127.0.0.1:[`Postfix::port`]. Started by `postfix start` (as root);
+/// stopped on drop.
+pub struct Postfix {
+    pub dir: tempfile::TempDir,
+    /// The smtpd's port (0 without one).
+    pub port: u16,
+}
+
+impl Postfix {
+    pub fn start(main_cf: &str, smtpd: bool) -> Postfix {
+        let postfix = require_tool("postfix");
+        let dir = tempfile::tempdir().unwrap();
+        let pf = dir.path();
+        for d in ["etc", "spool", "data"] {
+            std::fs::create_dir(pf.join(d)).unwrap();
+        }
+        let chown = Command::new("chown")
+            .arg("postfix:postfix")
+            .arg(pf.join("data"))
+            .status()
+            .unwrap();
+        assert!(chown.success(), "chown postfix (tests run as root)");
+        let p = pf.display();
+        std::fs::write(
+            pf.join("etc/main.cf"),
+            format!(
+                "compatibility_level = 3.6\n\
+                 config_directory = {p}/etc\n\
+                 queue_directory = {p}/spool\n\
+                 data_directory = {p}/data\n\
+                 maillog_file_prefixes = {p}\n\
+                 maillog_file = {p}/maillog\n\
+                 inet_interfaces = 127.0.0.1\n\
+                 inet_protocols = ipv4\n\
+                 biff = no\n\
+                 {main_cf}\n"
+            ),
+        )
+        .unwrap();
+        let port = if smtpd { super::free_port() } else { 0 };
+        let mut master = if smtpd {
+            format!("127.0.0.1:{port} inet n - n - - smtpd\n")
+        } else {
+            String::new()
+        };
+        for line in [
+            "pickup unix n - n 60 1 pickup",
+            "cleanup unix n - n - 0 cleanup",
+            "qmgr unix n - n 300 1 qmgr",
+            "rewrite unix - - n - - trivial-rewrite",
+            "bounce unix - - n - 0 bounce",
+            "defer unix - - n - 0 bounce",
+            "trace unix - - n - 0 bounce",
+            "verify unix - - n - 1 verify",
+            "flush unix n - n 1000? 0 flush",
+            "proxymap unix - - n - - proxymap",
+            "smtp unix - - n - - smtp",
+            "relay unix - - n - - smtp",
+            "showq unix n - n - - showq",
+            "error unix - - n - - error",
+            "retry unix - - n - - error",
+            "discard unix - - n - - discard",
+            "anvil unix - - n - 1 anvil",
+            "scache unix - - n - 1 scache",
+            "postlog unix-dgram n - n - 1 postlogd",
+        ] {
+            master.push_str(line);
+            master.push('\n');
+        }
+        std::fs::write(pf.join("etc/master.cf"), master).unwrap();
+        let out = Command::new(postfix)
+            .arg("-c")
+            .arg(pf.join("etc"))
+            .arg("start")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "postfix start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let started = Postfix { dir, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while smtpd && TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "Postfix did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        started
+    }
+
+    /// The configuration directory, for `-c`/`-C`.
+    pub fn etc(&self) -> PathBuf {
+        self.dir.path().join("etc")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("maillog")).unwrap_or_default()
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = Command::new("postfix")
+            .arg("-c")
+            .arg(self.etc())
+            .arg("stop")
+            .output();
+    }
+}

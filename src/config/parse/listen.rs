@@ -8,7 +8,7 @@ use kdl::{KdlEntry, KdlNode};
 use miette::SourceSpan;
 
 use super::{Parser, Sets, SourceFile, resolve, suggest, users};
-use crate::config::{AuthMode, CertKey, Listener, ListenerTls, Origin, Server};
+use crate::config::{AuthMode, BareNewline, CertKey, Listener, ListenerTls, Origin, Server};
 /// `server` block is known (it may come after the listener).
 pub(super) struct ListenTls {
     file: Arc<SourceFile>,
@@ -30,7 +30,7 @@ impl Parser {
         sets: &Sets,
     ) -> Option<(Listener, ListenTls)> {
         let filters = &sets.filters;
-        const USAGE: &str = "listen NAME address=\"IP:PORT\" [starttls=\"offered|required|off\"] [implicit-tls=#true] [auth=\"offered|required\"] [content-filter=\"NAME\"] [filtered=#true]";
+        const USAGE: &str = "listen NAME address=\"IP:PORT\" [starttls=\"offered|required|off\"] [implicit-tls=#true] [auth=\"offered|required\"] [content-filter=\"NAME\"] [filtered=#true] [bare-newline=\"reject|normalize\"] [bare-newline-clients=\"NETWORKS\"]";
         self.check_annotations(node);
         self.no_children(node);
         let props = self.props(
@@ -48,6 +48,8 @@ impl Parser {
                 "auth",
                 "users",
                 "auth-plaintext",
+                "bare-newline",
+                "bare-newline-clients",
             ],
         );
         let mut tls = ListenTls {
@@ -68,6 +70,8 @@ impl Parser {
         let mut filtered = false;
         let mut proxy_protocol = false;
         let mut proxies: Option<(String, &KdlEntry)> = None;
+        let mut normalize: Option<&KdlEntry> = None;
+        let mut bare_clients: Option<(String, &KdlEntry)> = None;
         for (key, entry) in &props {
             match *key {
                 "content-filter" => {
@@ -154,21 +158,27 @@ impl Parser {
                     }
                 },
                 "proxies" => {
-                    if let Some(name) = self.string(entry, "proxies") {
-                        if sets.networks.contains_key(name) {
-                            proxies = Some((name.to_owned(), *entry));
-                        } else {
-                            let help = suggest(name, sets.networks.keys().map(String::as_str))
-                                .unwrap_or_else(|| {
-                                    format!("define it: networks \"{name}\" \"10.0.0.5/32\"")
-                                });
-                            self.error(
-                                entry.span(),
-                                format!("no networks set named `{name}`"),
-                                "undefined",
-                            )
-                            .help = Some(help);
-                        }
+                    if let Some(name) = self.network_set_ref(entry, "proxies", sets) {
+                        proxies = Some((name, *entry));
+                    }
+                }
+                "bare-newline" => match self.string(entry, "bare-newline") {
+                    Some("normalize") => normalize = Some(*entry),
+                    Some("reject") | None => {}
+                    Some(other) => {
+                        self.error(
+                            entry.span(),
+                            format!("bare-newline is \"reject\" or \"normalize\", not `{other}`"),
+                            "unknown value",
+                        )
+                        .help = Some(
+                            "\"normalize\" reads a line ending in LF alone as if it ended in CRLF (Postfix's smtpd_forbid_bare_newline = normalize)".to_owned(),
+                        );
+                    }
+                },
+                "bare-newline-clients" => {
+                    if let Some(name) = self.network_set_ref(entry, "bare-newline-clients", sets) {
+                        bare_clients = Some((name, *entry));
                     }
                 }
                 _ => {}
@@ -184,6 +194,23 @@ impl Parser {
                 "filter on a filtered listener",
             );
         }
+        let bare_newline = match (normalize, bare_clients) {
+            (Some(_), clients) => BareNewline::Normalize {
+                clients: clients.map(|(name, _)| name),
+            },
+            (None, None) => BareNewline::Reject,
+            (None, Some((_, entry))) => {
+                self.error(
+                    entry.span(),
+                    "bare-newline-clients= without bare-newline=\"normalize\"",
+                    "nothing to normalize",
+                )
+                .help = Some(
+                    "bare-newline=\"normalize\" bare-newline-clients=\"trusted\": these clients' bare LFs are read as CRLF, the others' refused".to_owned(),
+                );
+                BareNewline::Reject
+            }
+        };
         let args = self.args(node, 1, Some(1), USAGE);
         let name = args.and_then(|a| self.name(a[0], "listener name").map(|n| (n, a[0])));
 
@@ -276,6 +303,7 @@ impl Parser {
             auth,
             users,
             auth_plaintext,
+            bare_newline,
         };
         Some((listener, tls))
     }
@@ -368,6 +396,24 @@ impl Parser {
             }
             _ => {}
         }
+    }
+
+    /// The networks set a listener property names (`proxies=`, `bare-newline-clients=`):
+    /// `None` when it is not defined (reported, with a near name or how to define one).
+    fn network_set_ref(&mut self, entry: &KdlEntry, what: &str, sets: &Sets) -> Option<String> {
+        let name = self.string(entry, what)?;
+        if sets.networks.contains_key(name) {
+            return Some(name.to_owned());
+        }
+        let help = suggest(name, sets.networks.keys().map(String::as_str))
+            .unwrap_or_else(|| format!("define it: networks \"{name}\" \"10.0.0.5/32\""));
+        self.error(
+            entry.span(),
+            format!("no networks set named `{name}`"),
+            "undefined",
+        )
+        .help = Some(help);
+        None
     }
 
     /// A file path property, resolved against the directory of the file it is in.
