@@ -510,17 +510,25 @@ fn a_claimed_file_is_finished_or_undone_at_start() {
     // claimed for an id the spool never had: pick it up again
     std::fs::write(drop_dir.join("b.1.0@00000000000000AB"), file("not yet")).unwrap();
     mtad.restart();
-    mtad.wait_log("pickup", 1, Duration::from_secs(10));
-    let queued = mtad.queued();
-    let subjects: Vec<String> = queued
-        .iter()
-        .map(|(_, body)| {
-            let text = String::from_utf8_lossy(body);
-            text.lines()
-                .find_map(|l| l.strip_prefix("Subject: ").map(str::to_owned))
-                .unwrap_or_default()
-        })
-        .collect();
+    // the pickup logs before it queues and removes the file: wait for both
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let subjects = loop {
+        let subjects: Vec<String> = mtad
+            .queued()
+            .iter()
+            .map(|(_, body)| {
+                let text = String::from_utf8_lossy(body);
+                text.lines()
+                    .find_map(|l| l.strip_prefix("Subject: ").map(str::to_owned))
+                    .unwrap_or_default()
+            })
+            .collect();
+        let left = std::fs::read_dir(&drop_dir).unwrap().count();
+        if (subjects.len() >= 2 && left == 0) || std::time::Instant::now() > deadline {
+            break subjects;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let mut sorted = subjects.clone();
     sorted.sort();
     assert_eq!(sorted, ["not yet", "queued"], "{subjects:?}");
