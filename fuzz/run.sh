@@ -8,7 +8,10 @@
 #                                     exits 1 if any crash or hang was found
 #   fuzz/run.sh hours [CPU_SECONDS]   fuzz every target until it has used CPU_SECONDS of CPU
 #                                     (default 3600: the issue's CPU-hour), resuming where
-#                                     an earlier run stopped (kept in fuzz/long/TARGET)
+#                                     an earlier run stopped (kept in fuzz/long/TARGET, or
+#                                     in a new checkout from fuzz/progress and fuzz/corpus)
+#   fuzz/run.sh save                  keep long/'s CPU, execs and corpus in fuzz/progress/
+#                                     and fuzz/corpus/ (committed) for the next checkout
 #   fuzz/run.sh seeds                 run every seed and crashes/ reproducer through its
 #                                     target once (no fuzzing; fixed bugs stay fixed)
 #   fuzz/run.sh repro TARGET FILE...  run inputs through a target and show what it says
@@ -160,6 +163,15 @@ fuzz_hours_one() {
   [ -x "$bin" ] || die "$bin is not built: fuzz/run.sh build"
   out="$here/long/$target"
   mkdir -p "$out"
+  # a new checkout: the CPU, execs and corpus an earlier session saved (`save`)
+  local saved="$here/progress/$target" before=0
+  if [ ! -f "$out/cpu_seconds" ] && [ -f "$saved" ]; then
+    read -r spent before <"$saved"
+    echo "$spent" >"$out/cpu_seconds"
+    echo "$before" >"$out/execs_before"
+    echo "$before" >"$out/execs"
+  fi
+  before="$(cat "$out/execs_before" 2>/dev/null || echo 0)"
   spent="$(cat "$out/cpu_seconds" 2>/dev/null || echo 0)"
   execs="$(cat "$out/execs" 2>/dev/null || echo 0)"
   local dict=()
@@ -169,6 +181,7 @@ fuzz_hours_one() {
     [ "$chunk" -gt 600 ] && chunk=600
     [ "$chunk" -lt 10 ] && chunk=10
     input="$here/seeds/$target"
+    [ -d "$here/corpus/$target" ] && input="$here/corpus/$target"
     [ -d "$out/default/queue" ] && input=-
     mkdir -p "$out/tmp"
     echo "fuzz/run.sh: $target: ${spent}s of ${want}s CPU; fuzzing ${chunk}s more" >&2
@@ -188,7 +201,7 @@ fuzz_hours_one() {
     fi
     spent=$((spent + cpu))
     # afl keeps its own counters across resumed runs
-    execs="$(stat "$out/default/fuzzer_stats" execs_done)"
+    execs=$((before + $(stat "$out/default/fuzzer_stats" execs_done)))
     echo "$spent" >"$out/cpu_seconds"
     echo "$execs" >"$out/execs"
   done
@@ -200,6 +213,28 @@ fuzz_hours_one() {
   printf '%-8s %8ss CPU %12s execs %6s paths %4s crashes %4s hangs\n' \
     "$target" "$spent" "$execs" "$corpus" "$crashes" "$hangs"
   keep_findings "$target" "$out" "$crashes" "$hangs"
+}
+
+# Keeps what the long runs in long/ have done where git keeps it, for the next checkout:
+# progress/TARGET (`CPU_SECONDS EXECS`) and corpus/TARGET (afl's queue), from which
+# `hours` resumes. Refuses while a target has findings (they must be looked at first).
+save_progress() {
+  local t out n
+  for t in "${TARGETS[@]}"; do
+    out="$here/long/$t"
+    [ -f "$out/cpu_seconds" ] || continue
+    n="$(find "$out/default/crashes" "$out/default/hangs" -name 'id*' 2>/dev/null | wc -l)"
+    [ "$n" = 0 ] || die "$t has $n finding(s) in long/$t: look at them before saving"
+    mkdir -p "$here/progress"
+    echo "$(cat "$out/cpu_seconds") $(cat "$out/execs" 2>/dev/null || echo 0)" >"$here/progress/$t.tmp"
+    mv "$here/progress/$t.tmp" "$here/progress/$t"
+    if [ -d "$out/default/queue" ]; then
+      rm -rf "$here/corpus/$t"
+      mkdir -p "$here/corpus/$t"
+      find "$out/default/queue" -maxdepth 1 -type f -name 'id*' -exec cp {} "$here/corpus/$t/" \;
+    fi
+    echo "fuzz/run.sh: $t: $(cut -d' ' -f1 "$here/progress/$t")s of CPU saved, $(find "$here/corpus/$t" -type f | wc -l) inputs" >&2
+  done
 }
 
 # Runs `$1 TARGET $2` for every target in turn; a summary table at the end ($3 says
@@ -272,12 +307,15 @@ case "${1:-}" in
   hours)
     each fuzz_hours_one "${2:-3600}" "s of CPU"
     ;;
+  save)
+    save_progress
+    ;;
   all)
     [ $# -eq 2 ] || die "usage: fuzz/run.sh all SECONDS"
     fuzz_all "$2"
     ;;
   "" | -h | --help)
-    sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,32p' "$here/run.sh" | sed 's/^# \{0,1\}//'
     ;;
   *)
     [ $# -eq 2 ] || die "usage: fuzz/run.sh TARGET SECONDS"
