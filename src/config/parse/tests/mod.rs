@@ -87,19 +87,10 @@ fn example_parses_to_expected_values() {
     );
     assert_eq!(
         config.listeners,
-        vec![Listener {
-            name: "mx".into(),
-            address: "127.0.0.1:2525".parse::<SocketAddr>().unwrap(),
-            content_filter: None,
-            filtered: false,
-            proxy: None,
-            tls: ListenerTls::Off,
-            certificate: None,
-            auth: AuthMode::Off,
-            users: None,
-            auth_plaintext: false,
-            bare_newline: BareNewline::Reject,
-        }]
+        vec![Listener::plain(
+            "mx",
+            "127.0.0.1:2525".parse::<SocketAddr>().unwrap()
+        )]
     );
     assert_eq!(config.limits, Limits::default());
     assert_eq!(
