@@ -256,6 +256,7 @@ fn memory_session(
                 timeout: std::time::Duration::from_secs(20),
                 authenticated: env.auth_user.clone(),
                 tls: None,
+                local: None,
             },
             &t,
         ))

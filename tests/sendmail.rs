@@ -536,12 +536,13 @@ fn a_claimed_file_is_finished_or_undone_at_start() {
 }
 
 /// Rules single local submissions out by their listener, hooks see who submitted.
-#[test]
-fn rules_and_hooks_see_the_submitter() {
-    let sink = Sink::start(&[]);
+/// [`LOCAL`] with a data hook that tags local submissions with their submitter
+/// (`X-Submitted-By: root 0`) and a mail rule on the `sendmail` listener refusing the
+/// sender `blocked@example.test`.
+fn with_rules_for_sendmail(sink: &Sink, extra: &str) -> Mtad {
     let t = LOCAL
         .replace("{sink}", &sink.port().to_string())
-        .replace("{extra}", "")
+        .replace("{extra}", extra)
         .replace(
             "stage \"rcpt\" {",
             "stage \"data\" {\n    hook \"data.rhai\"\n}\nstage \"mail\" {\n    reject 550 \"5.7.1\" \"no mail from local programs to there\" listener=\"sendmail\" sender=\"blocked@example.test\"\n}\nstage \"rcpt\" {",
@@ -553,7 +554,13 @@ fn rules_and_hooks_see_the_submitter() {
     )
     .unwrap();
     let spool = dir.path().join("spool");
-    let mtad = Mtad::start_in(dir, spool, &t);
+    Mtad::start_in(dir, spool, &t)
+}
+
+#[test]
+fn rules_and_hooks_see_the_submitter() {
+    let sink = Sink::start(&[]);
+    let mtad = with_rules_for_sendmail(&sink, "");
     ok(&sendmail(&mtad, &["-i", "root"], "Subject: tagged\n\nx\n"));
     let dumps = sink.dumps(1);
     assert!(
@@ -754,4 +761,144 @@ fn logwatch_output_mail() {
         dumps[0]
     );
     assert_cleaned(&dumps[0], "root@example.test");
+}
+
+/// `mtactl test-policy --local USER` shows what the pickup does with the same
+/// submission: cleanup's edits, the stages on the `sendmail` listener (a hook seeing
+/// the submitter, a rule refusing a sender) and the headers as queued, which are the
+/// headers delivered after the real `sendmail` and pickup (the times and ids aside);
+/// a user the policy does not allow is refused before any stage, as `sendmail` refuses.
+#[test]
+fn test_policy_local_shows_what_the_pickup_does() {
+    let sink = Sink::start(&[]);
+    let mtad = with_rules_for_sendmail(
+        &sink,
+        "authorized-users \"root\"\n    sender-logins \"login-senders\"",
+    );
+    let message = "To: root, ops@example.org\nBcc: hidden@example.org\nSubject: agree\n\nbody\n";
+    let eml = mtad.dir.path().join("m.eml");
+    std::fs::write(&eml, message).unwrap();
+
+    // the real thing: sendmail -t, the pickup, delivery
+    ok(&sendmail(&mtad, &["-t", "-i"], message));
+    let dumps = sink.dumps(1);
+    let delivered = headers_of(&dumps[0]);
+
+    let mtactl = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mtactl"))
+            .arg("test-policy")
+            .arg("--config")
+            .arg(&mtad.config)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, report) = mtactl(&[
+        "--local",
+        "root",
+        "--extract",
+        "--message",
+        eml.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{report}");
+    for edit in [
+        "cleanup                          edit     qualified To: root, ops@example.org → root@example.test, ops@example.org",
+        "cleanup                          edit     removed Bcc:",
+        "cleanup                          edit     added Date: ",
+        "cleanup                          edit     added From: root <root@example.test>",
+        "rcpt <hidden@example.org>        accept",
+    ] {
+        assert!(report.contains(edit), "{edit:?} in\n{report}");
+    }
+    // the headers as queued are the headers delivered, times and ids aside
+    let varying = |h: &str| {
+        h.starts_with("Received:") || h.starts_with("Date:") || h.starts_with("Message-Id:")
+    };
+    let queued: Vec<&str> = report
+        .split_once("headers as queued:\n")
+        .unwrap()
+        .1
+        .lines()
+        .map_while(|l| l.strip_prefix("    "))
+        .filter(|h| !varying(h))
+        .collect();
+    let delivered: Vec<String> = delivered
+        .replace("\n\t", "\t")
+        .replace("\n ", " ")
+        .lines()
+        .filter(|h| !varying(h))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(queued, delivered, "{report}");
+    assert!(queued.contains(&"X-Submitted-By: root 0"), "{report}");
+
+    // a rule on the sendmail listener refuses this sender: at mail, with its reply
+    let (code, report) = mtactl(&[
+        "--local",
+        "root",
+        "--from",
+        "blocked@example.test",
+        "--rcpt",
+        "root",
+    ]);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(
+        report.contains("550 5.7.1 no mail from local programs to there"),
+        "{report}"
+    );
+    assert!(report.contains("mtad.kdl:"), "{report}");
+
+    // nobody may not submit: refused before any stage, in sendmail's words
+    let (code, report) = mtactl(&["--local", "nobody", "--rcpt", "root"]);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(
+        report.contains("submit")
+            && report.contains("sendmail: user nobody is not allowed to submit mail"),
+        "{report}"
+    );
+    assert!(report.contains("outcome: refused"), "{report}");
+
+    // the same as a suite
+    let suite = mtad.dir.path().join("local.kdl");
+    std::fs::write(
+        &suite,
+        r#"
+case "cron's mail is cleaned up and tagged" {
+    local "root" extract=#true
+    message "To: root\nSubject: cron\n\nx\n"
+    cleanup "added Date:" "qualified To: root"
+    header "+ X-Submitted-By: root 0"
+    outcome "queued"
+}
+case "nobody may not submit" {
+    local "nobody"
+    rcpt "root"
+    expect "submit" "reject" reply="sendmail: user nobody" rule="local-submission"
+    outcome "refused"
+}
+case "a cleanup that cannot be" {
+    local "root" extract=#true
+    message "Subject: no recipients\n\nx\n"
+    expect "submit" "reject" rule="cleanup"
+}
+case "a client node in a local case" {
+    local "root"
+    client "192.0.2.1"
+    rcpt "root"
+}
+"#,
+    )
+    .unwrap();
+    let (code, out) = mtactl(&[suite.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{out}");
+    let bad = std::fs::read_to_string(&suite).unwrap();
+    let cut = bad.find("case \"a client node").unwrap();
+    std::fs::write(&suite, &bad[..cut]).unwrap();
+    let (code, out) = mtactl(&[suite.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("3 passed"), "{out}");
 }

@@ -108,6 +108,7 @@ fn the_session_in_memory_and_the_daemon_give_the_same_replies() {
             timeout: Duration::from_secs(10),
             authenticated: None,
             tls: None,
+            local: None,
         };
         transcript::in_memory(memory, &transcript).await.unwrap()
     });

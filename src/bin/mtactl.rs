@@ -184,9 +184,16 @@ struct TestPolicyArgs {
     /// The listener the client connected to.
     #[arg(long, default_value = "")]
     listener: String,
-    /// The envelope sender (`""` for the null sender).
+    /// The envelope sender (`""` for the null sender); with --local, sendmail's `-f`.
     #[arg(long)]
     from: Option<String>,
+    /// A local submission instead of an SMTP client: what `sendmail` run by USER would
+    /// submit (cleanup's edits, then the `sendmail` listener's stages).
+    #[arg(long, value_name = "USER", conflicts_with_all = ["auth", "tls", "helo", "listener", "dns"])]
+    local: Option<String>,
+    /// With --local: recipients from the message's To/Cc/Bcc too (sendmail's `-t`).
+    #[arg(long, requires = "local")]
+    extract: bool,
     /// A recipient; repeat for more.
     #[arg(long)]
     rcpt: Vec<String>,
@@ -221,11 +228,26 @@ fn test_policy(args: TestPolicyArgs) -> ExitCode {
     if !args.files.is_empty() {
         return ExitCode::from(test_policy::suite(&args.config, &args.files, json));
     }
-    let (Some(from), false) = (args.from, args.rcpt.is_empty()) else {
-        output::error(format_args!(
-            "mtactl test-policy: give --from and at least one --rcpt, or suite files\n"
-        ));
-        return ExitCode::from(test_policy::EXIT_CONFIG);
+    let local = args.local.map(|user| mtad::policy::LocalDry {
+        user,
+        sender: args.from.clone(),
+        extract: args.extract,
+    });
+    let from = match (&local, args.from) {
+        (Some(l), _) if args.rcpt.is_empty() && !l.extract => {
+            output::error(format_args!(
+                "mtactl test-policy: --local needs at least one --rcpt, or --extract\n"
+            ));
+            return ExitCode::from(test_policy::EXIT_CONFIG);
+        }
+        (Some(_), _) => String::new(),
+        (None, Some(from)) if !args.rcpt.is_empty() => from,
+        (None, _) => {
+            output::error(format_args!(
+                "mtactl test-policy: give --from and at least one --rcpt, or suite files\n"
+            ));
+            return ExitCode::from(test_policy::EXIT_CONFIG);
+        }
     };
     let message = match args.message.map(std::fs::read).transpose() {
         Ok(m) => m,
@@ -255,6 +277,7 @@ fn test_policy(args: TestPolicyArgs) -> ExitCode {
         recipients: args.rcpt,
         message,
         dns,
+        local,
     };
     ExitCode::from(test_policy::single(&args.config, &envelope, json))
 }

@@ -2,10 +2,10 @@
 //! when the daemon runs (inotify), at its start when it did not, and every minute in
 //! any case (should a wake-up be missed).
 //!
-//! For each complete drop file: its owner is the submitter; the submission policy is
-//! checked again for that uid (`sendmail` checks it too, but the daemon trusts only
-//! the file's owner); the file is claimed for a new queue id; [`cleanup_local`] makes
-//! the message what Postfix's cleanup makes of local mail; a session on the built-in
+//! For each complete drop file: its owner is the submitter; [`accept_local`] checks
+//! the submission policy again for that uid (`sendmail` checks it too, but the daemon
+//! trusts only the file's owner) and makes the message what Postfix's cleanup makes
+//! of local mail, with a new queue id; the file is claimed for that id; a session on the built-in
 //! listener `sendmail` ([`crate::smtp::local`]) runs it through the policy and queues
 //! it; the file is removed, and only then is the scheduler told. See
 //! [`crate::queue::maildrop`] for why a crash anywhere in this neither loses nor
@@ -21,10 +21,10 @@ use tracing::{error, info, warn};
 use crate::config::{Config, LocalSubmission};
 use crate::logsafe::esc;
 use crate::maillog::{Addr, Agent};
-use crate::policy::local::{LocalMessage, Site, Submitter, cleanup_local, may_submit};
+use crate::policy::local::{LocalMessage, LocalRefusal, Site, Submitter, accept_local};
 use crate::queue::maildrop::{Entry, Maildrop, MaildropError};
 use crate::queue::{QueueId, Spool};
-use crate::smtp::local::{Injected, Injection, inject};
+use crate::smtp::local::{EVERY_REFUSED, Injected, Injection, inject};
 use crate::smtp::{Core, Listen, Settings};
 
 /// How often the maildrop is scanned when no wake-up came (Postfix's pickup: 60s).
@@ -195,22 +195,11 @@ impl Pickup {
         let d = &submitted.dropped;
         let who = Submitter::from_uid(submitted.uid);
         let policy = self.core.policy.load_full();
-        if let Err(refusal) = may_submit(policy.local_submission(), &who, d.sender.as_deref()) {
-            warn!(%file, uid = submitted.uid, reason = %refusal, "maildrop: submission refused; removed");
-            let _ = self.maildrop.remove(&[path.to_path_buf()]);
-            return;
-        }
         let id = self.core.spool.new_id();
-        let claimed = match self.maildrop.claim(path, id) {
-            Ok(c) => c,
-            Err(err) => {
-                error!(%file, %err, "maildrop: cannot claim the file; it stays");
-                return;
-            }
-        };
         let now = chrono::Local::now().fixed_offset();
         let id_text = id.to_string();
-        let cleaned = cleanup_local(
+        let accepted = accept_local(
+            policy.local_submission(),
             &LocalMessage {
                 submitter: &who,
                 sender: d.sender.as_deref(),
@@ -228,11 +217,22 @@ impl Pickup {
                 now,
             },
         );
-        let cleaned = match cleaned {
+        let cleaned = match accepted {
+            Ok(c) => c,
+            Err(refusal) => {
+                let what = match refusal {
+                    LocalRefusal::Submit(_) => "submission refused",
+                    LocalRefusal::Cleanup(_) => "message refused",
+                };
+                warn!(%file, uid = submitted.uid, reason = %refusal, "maildrop: {what}; removed");
+                let _ = self.maildrop.remove(&[path.to_path_buf()]);
+                return;
+            }
+        };
+        let claimed = match self.maildrop.claim(path, id) {
             Ok(c) => c,
             Err(err) => {
-                warn!(queue_id = %id, uid = submitted.uid, reason = %err, "maildrop: message refused; removed");
-                let _ = self.maildrop.remove(&[claimed]);
+                error!(%file, %err, "maildrop: cannot claim the file; it stays");
                 return;
             }
         };
@@ -339,8 +339,6 @@ impl Pickup {
         }
     }
 }
-
-const EVERY_REFUSED: &str = "every recipient was refused";
 
 /// inotify on the maildrop (a file closed after writing, or moved in), read by a
 /// thread that wakes the pickup; it stops within a second of the pickup's end.

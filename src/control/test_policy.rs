@@ -14,13 +14,16 @@
 //!
 //! Envelope nodes: `client`, `helo`, `listener`, `auth`, `tls` (`#true`), `from`,
 //! `rcpt` (one or more), `message` (the text, `\n` line ends become CRLF) or
-//! `message-file` (relative to the suite file). Expectations: `expect STAGE VERDICT`
+//! `message-file` (relative to the suite file); `local "USER" [extract=#true]` makes
+//! the case a local submission (`sendmail` run by USER; `from` is its `-f`).
+//! Expectations: `expect STAGE VERDICT`
 //! with optional `rcpt=` (only that recipient; otherwise every recipient),
 //! `reply=` (a prefix of the reply) and `rule=` (a part of the deciding rule's
 //! `file:line:col`, or `"default"`), `outcome` (`queued`, `held`, `discarded`,
 //! `refused`), `not-reached STAGE`, `route RCPT TRANSPORT` (the route of that
 //! recipient, or of what its aliases expanded to) and `header "+ Name: value"` (a header change a data
-//! hook made: `+` add, `-` remove, `=` replace).
+//! hook made: `+` add, `-` remove, `=` replace) and `cleanup "added Date:"` (a part of
+//! an edit a local submission's cleanup made).
 //!
 //! A case may hold a `session { ... }` instead of an envelope: a transcript
 //! ([`crate::smtp::transcript`]) that the real session code plays in memory, with
@@ -150,6 +153,9 @@ fn unknown_listener(config: &Config, name: &str) -> Option<String> {
 /// The report as an operator reads it: a line per stage (per recipient at rcpt).
 pub fn render_report(report: &DryRunReport) -> String {
     let mut out = String::new();
+    for edit in &report.cleanup {
+        let _ = writeln!(out, "{:<32} {:<8} {edit}", "cleanup", "edit");
+    }
     for s in &report.stages {
         let stage = match (&s.rcpt, &s.alias_of) {
             (Some(rcpt), Some(from)) => format!("{} <{from}> -> <{rcpt}>", s.stage),
@@ -240,6 +246,8 @@ struct Case {
     routes: Vec<(String, String)>,
     /// Header changes the data stage must make, as `+ Name: value`, `- Name`, `= Name: value`.
     headers: Vec<String>,
+    /// Parts of the edits a local submission's cleanup must make (`added Date:`).
+    cleanup: Vec<String>,
     /// The content filter the message must go through (`none`: none).
     filter: Option<String>,
     /// `authentication spf="pass" dmarc="fail" ...`: results the checks must give.
@@ -585,6 +593,14 @@ fn check(case: &Case, report: &DryRunReport) -> Vec<String> {
             ));
         }
     }
+    for want in &case.cleanup {
+        if !report.cleanup.iter().any(|e| e.contains(want.as_str())) {
+            failures.push(format!(
+                "cleanup: expected an edit with {want:?}, cleanup made {:?}",
+                report.cleanup
+            ));
+        }
+    }
     if let Some(want) = &case.filter {
         let got = report
             .filter
@@ -728,10 +744,15 @@ fn read_case(
         not_reached: Vec::new(),
         routes: Vec::new(),
         headers: Vec::new(),
+        cleanup: Vec::new(),
         filter: None,
         auth: Vec::new(),
         session: None,
     };
+    // `from` is sendmail's -f in a `local` case: known once every node is read
+    let mut from = None;
+    // the places of nodes a `local` case may not hold
+    let mut client_nodes = Vec::new();
     case.envelope.dns = dns.clone();
     let Some(children) = node.children() else {
         errors.push(format!(
@@ -771,6 +792,9 @@ fn read_case(
         if !["client", "listener", "dns", "session"].contains(&name) {
             envelope_nodes.push(where_.clone());
         }
+        if ["client", "listener", "helo", "auth", "tls", "dns"].contains(&name) {
+            client_nodes.push((name.to_owned(), where_.clone()));
+        }
         match name {
             "session" => {
                 let nodes = child.children().map(KdlDocument::nodes).unwrap_or_default();
@@ -799,7 +823,20 @@ fn read_case(
             "tls" => {
                 case.envelope.tls = child.entries().first().and_then(|e| e.value().as_bool()).unwrap_or(true)
             }
-            "from" => case.envelope.sender = one(&mut errors).unwrap_or_default(),
+            "from" => from = one(&mut errors),
+            "local" => {
+                case.envelope.local = one(&mut errors).map(|user| crate::policy::LocalDry {
+                    user,
+                    sender: None,
+                    extract: child
+                        .entries()
+                        .iter()
+                        .find(|e| e.name().is_some_and(|n| n.value() == "extract"))
+                        .and_then(|e| e.value().as_bool())
+                        .unwrap_or(false),
+                });
+            }
+            "cleanup" => case.cleanup.extend(strings.iter().cloned()),
             "rcpt" => {
                 if strings.is_empty() {
                     errors.push(format!("{where_}: `rcpt` takes one or more addresses"));
@@ -819,7 +856,7 @@ fn read_case(
             }
             "expect" => match strings.as_slice() {
                 [stage, verdict] => {
-                    if Stage::from_name(stage).is_none() {
+                    if Stage::from_name(stage).is_none() && stage != "submit" {
                         errors.push(format!("{where_}: unknown stage `{stage}`"));
                     }
                     if !["accept", "reject", "defer", "discard", "hold"].contains(&verdict.as_str()) {
@@ -881,8 +918,22 @@ fn read_case(
                  its envelope and expectations are in the transcript"
             ));
         }
+    } else if let Some(local) = &mut case.envelope.local {
+        local.sender = from;
+        for (name, place) in client_nodes {
+            errors.push(format!(
+                "{place}: a `local` case is a submission through sendmail; `{name}` is an SMTP client's"
+            ));
+        }
+        if case.envelope.recipients.is_empty() && !local.extract {
+            errors.push(format!(
+                "{here}: the case has no `rcpt` (nor `local \"USER\" extract=#true`)"
+            ));
+        }
     } else if case.envelope.recipients.is_empty() {
         errors.push(format!("{here}: the case has no `rcpt`"));
+    } else {
+        case.envelope.sender = from.unwrap_or_default();
     }
     if errors.is_empty() {
         Ok(case)

@@ -32,10 +32,26 @@ pub struct DryEnvelope {
     /// The DNS the `authentication` checks see: these answers, every other name
     /// NXDOMAIN. A dry run never queries the network.
     pub dns: crate::mailauth::DnsFixture,
+    /// A local submission instead of an SMTP client (`--local USER`): what `sendmail`
+    /// run by that user would submit. `client_ip`, `listener`, `helo`, `tls`,
+    /// `auth_user` and `sender` do not apply; the recipients are `sendmail`'s
+    /// command-line recipients.
+    pub local: Option<LocalDry>,
+}
+
+/// The submission of a [`DryEnvelope::local`] dry run, as `sendmail`'s options give it.
+#[derive(Clone, Debug, Default)]
+pub struct LocalDry {
+    /// The submitting user's login (the password database must know it).
+    pub user: String,
+    /// `-f`: the envelope sender as given; `None`: the user's own address.
+    pub sender: Option<String>,
+    /// `-t`: recipients from the message's To/Cc/Bcc too.
+    pub extract: bool,
 }
 
 /// One stage's outcome (rcpt: one per recipient).
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct StageResult {
     pub stage: &'static str,
     /// The recipient, for rcpt.
@@ -99,6 +115,10 @@ pub struct DryRunReport {
     /// DOMAIN`, ...), one per reason.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dkim_unsigned: Vec<String>,
+    /// A local submission's cleanup: each edit (`added Date:`, `qualified To: root →
+    /// root@example.jp`), in the order made.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cleanup: Vec<String>,
     /// With a message: its header block as it would be queued, after the content
     /// checks' edits and the hooks' header changes (unfolded, one header per entry).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -125,6 +145,7 @@ impl DryRunReport {
             dkim: Vec::new(),
             dkim_origin: None,
             dkim_unsigned: Vec::new(),
+            cleanup: Vec::new(),
             headers: Vec::new(),
             auth: None,
             fired: Vec::new(),
@@ -145,6 +166,24 @@ impl DryRunReport {
         self.not_reached = Stage::ALL
             .into_iter()
             .filter(|s| *s > stage && *s != Stage::Route)
+            .map(Stage::as_str)
+            .collect();
+    }
+
+    /// A local submission was refused before any stage: by the `local-submission`
+    /// policy (`by`) or by cleanup, with the words `sendmail` would say.
+    pub fn refused_at_submission(&mut self, by: &str, why: String) {
+        self.stages.push(StageResult {
+            stage: "submit",
+            verdict: "reject",
+            reply: Some(why),
+            rule: Some(by.to_owned()),
+            ..StageResult::default()
+        });
+        self.outcome = "refused";
+        self.not_reached = Stage::ALL
+            .into_iter()
+            .filter(|s| *s != Stage::Route)
             .map(Stage::as_str)
             .collect();
     }

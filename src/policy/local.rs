@@ -205,6 +205,28 @@ pub enum CleanupError {
     BadAddress(String, String),
 }
 
+/// Why a local submission is not taken: the policy refuses the submitter (or the
+/// sender they claim), or cleanup the message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LocalRefusal {
+    #[error(transparent)]
+    Submit(#[from] SubmitRefusal),
+    #[error(transparent)]
+    Cleanup(#[from] CleanupError),
+}
+
+/// What becomes of a dropped message, decided in one place for the pickup and
+/// `mtactl test-policy --local`: whether its submitter may submit it as its sender
+/// ([`may_submit`]), then the message after [`cleanup_local`].
+pub fn accept_local(
+    settings: Option<&LocalSubmission>,
+    m: &LocalMessage<'_>,
+    site: &Site<'_>,
+) -> Result<Cleaned, LocalRefusal> {
+    may_submit(settings, m.submitter, m.sender)?;
+    Ok(cleanup_local(m, site)?)
+}
+
 /// Headers whose addresses are qualified (Postfix's header address rewriting).
 const ADDRESS_HEADERS: &[&str] = &[
     "from",

@@ -66,7 +66,7 @@ pub use crate::message::{
 pub use address::routing_domain;
 pub use address::{canonical as canonical_address, canonical_or_same};
 pub use checks::{CheckMatch, ContentChecks};
-pub use dry_run::{DryEnvelope, DryRunReport, StageResult};
+pub use dry_run::{DryEnvelope, DryRunReport, LocalDry, StageResult};
 pub use outcome::{Acceptance, RouteInput, Routed, RoutedOutcome};
 pub use rate::{RateKind, RateView};
 pub use signing::{DkimPlan, MailOrigin};

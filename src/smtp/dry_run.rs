@@ -21,11 +21,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Tapped;
+use super::local::LISTENER;
+use super::transaction::{Ended, NoReply, Transaction, converse, path};
 use super::transcript::{Client, Memory, MemoryError, Played, Reply, Transcript, start};
 use crate::config::Config;
 use crate::mailauth::DnsFixture;
 use crate::net::tls::TlsInfo;
-use crate::policy::{DryEnvelope, DryRunReport, Pipeline, Stage, StageResult};
+use crate::policy::local::{Cleaned, LocalMessage, LocalRefusal, Site, Submitter, accept_local};
+use crate::policy::{DryEnvelope, DryRunReport, LocalDry, Pipeline, Stage, StageResult};
 use crate::queue::{QueueId, QueuedMessage, Spool};
 
 /// How long a dry run waits for each reply of the session.
@@ -50,6 +53,9 @@ pub enum DryRunError {
     /// The session did not answer a command (it closed, or took too long).
     #[error("the session gave no reply to {sent:?}: {why}")]
     NoReply { sent: String, why: String },
+    /// `--local USER` names a user the password database does not know.
+    #[error("--local {0}: no such user on this system")]
+    NoUser(String),
     #[error("cannot start the dry run: {0}")]
     Setup(String),
 }
@@ -127,6 +133,7 @@ impl Offline {
             timeout: REPLY_TIMEOUT,
             authenticated: None,
             tls: None,
+            local: None,
         };
         self.runtime
             .block_on(super::transcript::in_memory(memory, transcript))
@@ -151,52 +158,121 @@ pub async fn dry_run(
     spool: Spool,
     env: &DryEnvelope,
 ) -> Result<DrySession, DryRunError> {
-    let helo = env.helo.as_deref().unwrap_or("client.example");
-    one_line("the HELO name", helo)?;
-    one_line("the sender", &env.sender)?;
-    for r in &env.recipients {
-        one_line("a recipient", r)?;
-    }
-    let client_ip = env.client_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]));
-    let started = start(Memory {
-        config,
-        pipeline: pipeline.clone(),
-        listener: &env.listener,
-        client: SocketAddr::new(client_ip, 40000),
-        dns: env.dns.clone(),
-        spool: spool.clone(),
-        timeout: REPLY_TIMEOUT,
-        authenticated: env.auth_user.clone(),
-        tls: env.tls.then(as_if_tls),
-    })?;
+    let mut report = DryRunReport::new();
+    let (memory, cleaned);
+    let t = match &env.local {
+        None => {
+            let helo = env.helo.as_deref().unwrap_or("client.example");
+            one_line("the HELO name", helo)?;
+            one_line("the sender", &env.sender)?;
+            for r in &env.recipients {
+                one_line("a recipient", r)?;
+            }
+            let client_ip = env.client_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+            memory = Memory {
+                config,
+                pipeline: pipeline.clone(),
+                listener: &env.listener,
+                client: SocketAddr::new(client_ip, 40000),
+                dns: env.dns.clone(),
+                spool: spool.clone(),
+                timeout: REPLY_TIMEOUT,
+                authenticated: env.auth_user.clone(),
+                tls: env.tls.then(as_if_tls),
+                local: None,
+            };
+            let message = env.message.as_deref().unwrap_or_default();
+            Transaction {
+                helo,
+                sender: &env.sender,
+                recipients: &env.recipients,
+                message,
+                size: env.message.is_some(),
+                body_8bit: !message.is_ascii(),
+                smtputf8: !env.sender.is_ascii() || env.recipients.iter().any(|r| !r.is_ascii()),
+            }
+        }
+        Some(local) => {
+            let id = spool.new_id();
+            let (who, accepted) = local_submission(config, pipeline, env, local, id)?;
+            cleaned = match accepted {
+                Ok(c) => c,
+                Err(refusal) => {
+                    let by = match refusal {
+                        LocalRefusal::Submit(_) => "local-submission",
+                        LocalRefusal::Cleanup(_) => "cleanup",
+                    };
+                    report.refused_at_submission(by, format!("sendmail: {refusal}"));
+                    return Ok(DrySession {
+                        report,
+                        queued: None,
+                    });
+                }
+            };
+            report.cleanup = cleaned.edits.clone();
+            memory = Memory {
+                config,
+                pipeline: pipeline.clone(),
+                listener: LISTENER,
+                client: SocketAddr::new(IpAddr::from([127, 0, 0, 1]), 0),
+                dns: env.dns.clone(),
+                spool: spool.clone(),
+                timeout: REPLY_TIMEOUT,
+                authenticated: None,
+                tls: None,
+                local: Some((who, id)),
+            };
+            // what the pickup sends ([`super::local::inject`])
+            Transaction {
+                helo: "localhost",
+                sender: &cleaned.sender,
+                recipients: &cleaned.recipients,
+                message: &cleaned.message,
+                size: true,
+                body_8bit: cleaned.body_8bit,
+                smtputf8: cleaned.smtputf8,
+            }
+        }
+    };
+    let started = start(memory)?;
     let core = started.core.clone();
-    let mut run = Run {
-        client: Client::new(started.client, started.timeout),
+    let mut client = Client::new(started.client, started.timeout);
+    if started.implicit {
+        client.handshake().await.map_err(|e| DryRunError::NoReply {
+            sent: "(a TLS handshake)".into(),
+            why: e.to_string(),
+        })?;
+    }
+    let mut heard = Heard {
         core: &core,
         pipeline,
-        report: DryRunReport::new(),
+        report,
         filter_by: None,
     };
-    if started.implicit {
-        run.client
-            .handshake()
-            .await
-            .map_err(|e| DryRunError::NoReply {
-                sent: "(a TLS handshake)".into(),
-                why: e.to_string(),
-            })?;
-    }
-    let queued = run.converse(env, helo).await?;
-    let _ = run.client.write(b"QUIT\r\n").await;
-    drop(run.client);
+    let ended = converse(&mut client, &t, |stage, rcpt, reply| {
+        heard.stage(stage, rcpt, reply)
+    })
+    .await?;
+    let _ = client.write(b"QUIT\r\n").await;
+    drop(client);
     let _ = tokio::time::timeout(Duration::from_secs(5), started.task).await;
     drop(started.stop);
-    let (mut report, filter_by) = (run.report, run.filter_by);
-    let Some(id) = queued else {
-        return Ok(DrySession {
-            report,
-            queued: None,
-        });
+    let (mut report, filter_by) = (heard.report, heard.filter_by);
+    let id = match ended {
+        Ended::Accepted(Some(id)) => id,
+        Ended::Accepted(None) => {
+            return Ok(DrySession {
+                report,
+                queued: None,
+            });
+        }
+        Ended::Refused(stage) => {
+            report.stopped_after(stage);
+            return Ok(DrySession {
+                report,
+                queued: None,
+            });
+        }
     };
     // what the session queued: the message as the scheduler will find it
     let Some(msg) = spool.get(id) else {
@@ -236,6 +312,43 @@ pub async fn dry_run(
     })
 }
 
+/// What the pickup would make of `local`'s submission, with `id` as the queue id:
+/// the submitter, and [`accept_local`]'s answer.
+fn local_submission(
+    config: &Config,
+    pipeline: &Pipeline,
+    env: &DryEnvelope,
+    local: &LocalDry,
+    id: QueueId,
+) -> Result<(Submitter, Result<Cleaned, LocalRefusal>), DryRunError> {
+    let user = nix::unistd::User::from_name(&local.user)
+        .ok()
+        .flatten()
+        .ok_or_else(|| DryRunError::NoUser(local.user.clone()))?;
+    let who = Submitter::from_uid(user.uid.as_raw());
+    let id_text = id.to_string();
+    let accepted = accept_local(
+        pipeline.local_submission(),
+        &LocalMessage {
+            submitter: &who,
+            sender: local.sender.as_deref(),
+            recipients: &env.recipients,
+            extract: local.extract,
+            full_name: None,
+            body_8bit: None,
+            smtputf8: false,
+            message: env.message.as_deref().unwrap_or_default(),
+        },
+        &Site {
+            origin: pipeline.origin(),
+            hostname: &config.server.hostname,
+            queue_id: &id_text,
+            now: chrono::Local::now().fixed_offset(),
+        },
+    );
+    Ok((who, accepted))
+}
+
 /// `value` as one command line's part, or why not.
 fn one_line(field: &'static str, value: &str) -> Result<(), DryRunError> {
     if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
@@ -247,18 +360,8 @@ fn one_line(field: &'static str, value: &str) -> Result<(), DryRunError> {
     Ok(())
 }
 
-/// An address as written in a command: in angle brackets unless it has them.
-fn path(address: &str) -> String {
-    if address.starts_with('<') {
-        address.to_owned()
-    } else {
-        format!("<{address}>")
-    }
-}
-
-/// One dry run's conversation.
-struct Run<'a> {
-    client: Client<tokio::io::DuplexStream>,
+/// What the dry run makes of the session's replies.
+struct Heard<'a> {
     core: &'a super::Core,
     pipeline: &'a Pipeline,
     report: DryRunReport,
@@ -266,104 +369,9 @@ struct Run<'a> {
     filter_by: Option<crate::policy::Origin>,
 }
 
-impl Run<'_> {
-    /// Sends the envelope and the message as a client would, stopping where a client
-    /// must; `Some(id)` when the message was accepted (the queue id of the 250).
-    async fn converse(
-        &mut self,
-        env: &DryEnvelope,
-        helo: &str,
-    ) -> Result<Option<QueueId>, DryRunError> {
-        let greeting = self.reply("(connect)").await?;
-        if !self.stage(Stage::Connect, None, &greeting) {
-            return Ok(None);
-        }
-        let ehlo = self.command(&format!("EHLO {helo}")).await?;
-        if !self.stage(Stage::Helo, None, &ehlo) {
-            return Ok(None);
-        }
-        let eight_bit = env.message.as_deref().is_some_and(|m| !m.is_ascii());
-        let utf8 = !env.sender.is_ascii() || env.recipients.iter().any(|r| !r.is_ascii());
-        let mut mail = format!("MAIL FROM:{}", path(&env.sender));
-        if let Some(m) = &env.message {
-            mail.push_str(&format!(" SIZE={}", m.len()));
-        }
-        if eight_bit {
-            mail.push_str(" BODY=8BITMIME");
-        }
-        if utf8 {
-            mail.push_str(" SMTPUTF8");
-        }
-        let reply = self.command(&mail).await?;
-        if !self.stage(Stage::Mail, None, &reply) {
-            return Ok(None);
-        }
-        let mut accepted = 0;
-        for rcpt in &env.recipients {
-            let reply = self.command(&format!("RCPT TO:{}", path(rcpt))).await?;
-            // the recipient as the session reads it (canonical form), for the report
-            let taken = match self.pipeline.recipient(&path(rcpt)) {
-                Ok(r) => r.address,
-                Err(_) => rcpt.clone(),
-            };
-            if self.stage(Stage::Rcpt, Some(&taken), &reply) {
-                accepted += 1;
-            }
-        }
-        if accepted == 0 {
-            self.report.stopped_after(Stage::Rcpt);
-            return Ok(None);
-        }
-        let go_ahead = self.command("DATA").await?;
-        if go_ahead.code != 354 {
-            self.stage(Stage::Data, None, &go_ahead);
-            return Ok(None);
-        }
-        let content = super::transcript::data_content(env.message.as_deref().unwrap_or_default());
-        self.client
-            .write(&content)
-            .await
-            .map_err(|e| DryRunError::NoReply {
-                sent: "(the message)".into(),
-                why: e.to_string(),
-            })?;
-        let end = self.reply("(the message)").await?;
-        if !self.stage(Stage::Data, None, &end) {
-            return Ok(None);
-        }
-        // "250 2.0.0 Ok: queued as ID"
-        Ok(end
-            .text()
-            .rsplit(' ')
-            .next()
-            .and_then(|id| id.parse::<QueueId>().ok()))
-    }
-
-    async fn command(&mut self, line: &str) -> Result<Reply, DryRunError> {
-        self.client
-            .write(format!("{line}\r\n").as_bytes())
-            .await
-            .map_err(|e| DryRunError::NoReply {
-                sent: line.to_owned(),
-                why: e.to_string(),
-            })?;
-        self.reply(line).await
-    }
-
-    async fn reply(&mut self, sent: &str) -> Result<Reply, DryRunError> {
-        self.client
-            .reply()
-            .await
-            .map_err(|why| DryRunError::NoReply {
-                sent: sent.to_owned(),
-                why,
-            })
-    }
-
-    /// Reports a stage from the reply the session gave and what it decided meanwhile;
-    /// whether the transaction goes on. A refusal at connect, HELO, MAIL or the end of
-    /// DATA ends the run there (a recipient's does not).
-    fn stage(&mut self, stage: Stage, rcpt: Option<&str>, reply: &Reply) -> bool {
+impl Heard<'_> {
+    /// Reports a stage from the reply the session gave and what it decided meanwhile.
+    fn stage(&mut self, stage: Stage, rcpt: Option<&str>, reply: &Reply) {
         let mut decision = None;
         for t in self.core.drain_tap() {
             match t {
@@ -377,13 +385,22 @@ impl Run<'_> {
                 Tapped::Decision { .. } => {}
             }
         }
+        // the recipient as the session reads it (canonical form)
+        let rcpt = rcpt.map(|r| match self.pipeline.recipient(&path(r)) {
+            Ok(taken) => taken.address,
+            Err(_) => r.to_owned(),
+        });
         let text = reply.text();
-        let result = StageResult::of(stage, rcpt, decision.as_ref(), Some(&text));
-        let went_on = !matches!(result.verdict, "reject" | "defer");
+        let result = StageResult::of(stage, rcpt.as_deref(), decision.as_ref(), Some(&text));
         self.report.push(result, decision.as_ref());
-        if !went_on && stage != Stage::Rcpt {
-            self.report.stopped_after(stage);
+    }
+}
+
+impl From<NoReply> for DryRunError {
+    fn from(e: NoReply) -> Self {
+        DryRunError::NoReply {
+            sent: e.sent,
+            why: e.why,
         }
-        went_on
     }
 }

@@ -9,10 +9,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-
+use super::transaction::{Ended, NoReply, Transaction, converse};
+use super::transcript::Client;
 use super::{Core, Listen, Session, Settings};
 use crate::config::Listener;
+use crate::policy::Stage;
 use crate::policy::local::Submitter;
 use crate::queue::QueueId;
 
@@ -20,8 +21,11 @@ use crate::queue::QueueId;
 /// service): `listener="sendmail"` in a rule, `ctx.listener` in a hook.
 pub const LISTENER: &str = "sendmail";
 
-/// How long one local submission may take in the session.
+/// How long one local submission may wait for each reply of the session.
 const TIMEOUT: Duration = Duration::from_secs(300);
+
+/// [`Injected::failed`] when the session refused every recipient.
+pub const EVERY_REFUSED: &str = "every recipient was refused";
 
 /// A message to inject: its envelope after cleanup, the submitter, and the queue id
 /// it must get.
@@ -88,93 +92,35 @@ pub async fn inject(core: Arc<Core>, listen: Arc<Listen>, m: Injection<'_>) -> I
     out
 }
 
-async fn play(client: tokio::io::DuplexStream, m: &Injection<'_>) -> std::io::Result<Injected> {
-    let (read, mut write) = tokio::io::split(client);
-    let mut read = BufReader::new(read.take(1 << 20));
+/// The pickup's side of the session: the transaction, and what the session said.
+async fn play(client: tokio::io::DuplexStream, m: &Injection<'_>) -> Result<Injected, NoReply> {
+    let mut client = Client::new(client, TIMEOUT);
     let mut out = Injected::default();
-    let greeting = reply(&mut read).await?;
-    if !greeting.starts_with('2') {
-        out.failed = Some(greeting);
-        return Ok(out);
+    let mut last = None;
+    let ended = converse(
+        &mut client,
+        &Transaction {
+            helo: "localhost",
+            sender: m.sender,
+            recipients: m.recipients,
+            message: m.message,
+            size: true,
+            body_8bit: m.body_8bit,
+            smtputf8: m.smtputf8,
+        },
+        |stage, rcpt, reply| match (stage, rcpt) {
+            (Stage::Rcpt, Some(rcpt)) if reply.code >= 300 => {
+                out.refused.push((rcpt.to_owned(), reply.text()));
+            }
+            _ => last = Some(reply.text()),
+        },
+    )
+    .await?;
+    match ended {
+        Ended::Accepted(_) => out.queued = true,
+        Ended::Refused(Stage::Rcpt) => out.failed = Some(EVERY_REFUSED.to_owned()),
+        Ended::Refused(_) => out.failed = last,
     }
-    write.write_all(b"EHLO localhost\r\n").await?;
-    let ehlo = reply(&mut read).await?;
-    if !ehlo.starts_with('2') {
-        out.failed = Some(ehlo);
-        return Ok(out);
-    }
-    let mut mail = format!("MAIL FROM:<{}>", m.sender);
-    if m.body_8bit {
-        mail.push_str(" BODY=8BITMIME");
-    }
-    if m.smtputf8 {
-        mail.push_str(" SMTPUTF8");
-    }
-    mail.push_str("\r\n");
-    write.write_all(mail.as_bytes()).await?;
-    let answer = reply(&mut read).await?;
-    if !answer.starts_with('2') {
-        out.failed = Some(answer);
-        return quit(write, out).await;
-    }
-    let mut accepted = 0;
-    for r in m.recipients {
-        write
-            .write_all(format!("RCPT TO:<{r}>\r\n").as_bytes())
-            .await?;
-        let answer = reply(&mut read).await?;
-        if answer.starts_with('2') {
-            accepted += 1;
-        } else {
-            out.refused.push((r.clone(), answer));
-        }
-    }
-    if accepted == 0 {
-        out.failed = Some("every recipient was refused".to_owned());
-        return quit(write, out).await;
-    }
-    write
-        .write_all(format!("BDAT {} LAST\r\n", m.message.len()).as_bytes())
-        .await?;
-    write.write_all(m.message).await?;
-    let answer = reply(&mut read).await?;
-    if answer.starts_with('2') {
-        out.queued = true;
-    } else {
-        out.failed = Some(answer);
-    }
-    quit(write, out).await
-}
-
-async fn quit(
-    mut write: tokio::io::WriteHalf<tokio::io::DuplexStream>,
-    out: Injected,
-) -> std::io::Result<Injected> {
-    let _ = write.write_all(b"QUIT\r\n").await;
-    let _ = write.shutdown().await;
+    let _ = client.write(b"QUIT\r\n").await;
     Ok(out)
-}
-
-/// One reply, its lines joined with `\n` (without the line ends).
-async fn reply(
-    read: &mut BufReader<tokio::io::Take<tokio::io::ReadHalf<tokio::io::DuplexStream>>>,
-) -> std::io::Result<String> {
-    let mut text = String::new();
-    loop {
-        let mut line = String::new();
-        if read.read_line(&mut line).await? == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the session closed",
-            ));
-        }
-        let line = line.trim_end();
-        if !text.is_empty() {
-            text.push('\n');
-        }
-        text.push_str(line);
-        if line.as_bytes().get(3) != Some(&b'-') {
-            return Ok(text);
-        }
-    }
 }

@@ -30,6 +30,7 @@ mod rcpt;
 mod session;
 mod simple;
 pub mod tls;
+mod transaction;
 pub mod transcript;
 
 use std::sync::Arc;

@@ -564,6 +564,10 @@ pub struct Memory<'a> {
     /// (a dry run's `--tls`, on any listener). Ignored on an implicit-TLS listener,
     /// where the client's handshake comes first anyway.
     pub tls: Option<crate::net::tls::TlsInfo>,
+    /// The session is a local submission's, on the built-in listener
+    /// [`super::local::LISTENER`] (`listener` is then ignored): who submitted, and the
+    /// queue id the message gets (the one cleanup wrote into its `Message-ID:`).
+    pub local: Option<(crate::policy::local::Submitter, crate::queue::QueueId)>,
 }
 
 /// Why an in-memory session could not start.
@@ -610,13 +614,15 @@ pub(super) struct Started {
 /// Starts the real [`Session`] on `memory`'s listener over an in-memory pipe, as the
 /// daemon starts one for a connection (with a server state of its own).
 pub(super) fn start(memory: Memory<'_>) -> Result<Started, MemoryError> {
-    let listeners =
-        Listen::all(memory.config).map_err(|e| MemoryError::Listeners(e.to_string()))?;
-    let listen = listeners
-        .into_iter()
-        .map(|(_, listen)| listen)
-        .find(|l| memory.listener.is_empty() || *l.name == *memory.listener)
-        .ok_or_else(|| MemoryError::NoListener(memory.listener.to_owned()))?;
+    let listen = match &memory.local {
+        Some(_) => super::local::listen(Arc::new(super::Settings::new(memory.config))),
+        None => Listen::all(memory.config)
+            .map_err(|e| MemoryError::Listeners(e.to_string()))?
+            .into_iter()
+            .map(|(_, listen)| listen)
+            .find(|l| memory.listener.is_empty() || *l.name == *memory.listener)
+            .ok_or_else(|| MemoryError::NoListener(memory.listener.to_owned()))?,
+    };
     let implicit = listen.tls == ListenerTls::Implicit;
     let (stop, shutdown) = watch::channel(false);
     let resolver = Arc::new(arc_swap::ArcSwap::from_pointee(Resolver::offline()));
@@ -636,6 +642,10 @@ pub(super) fn start(memory: Memory<'_>) -> Result<Started, MemoryError> {
     session.logged_in_as = memory.authenticated;
     if !implicit && let Some(tls) = memory.tls {
         session.tls = Some(tls);
+    }
+    if let Some((submitter, id)) = memory.local {
+        session.submitter = Some(submitter);
+        session.next_id = Some(id);
     }
     let task = tokio::spawn(session.run());
     Ok(Started {
@@ -782,6 +792,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             authenticated: authenticated.map(str::to_owned),
             tls: None,
+            local: None,
         };
         in_memory(memory, transcript).await.unwrap()
     }
