@@ -25,7 +25,7 @@
 //!   ([`control::daemon`]), reload, the control socket, `mtactl`.
 //! - [`logsafe`]: escaping for logged values that come from clients and scripts.
 //! - [`maillog`]: the mail log in Postfix's line grammar (what pflogsumm, logwatch and
-//!   fail2ban read), and the output that writes it as Postfix's log is written.
+//!   fail2ban read); [`control::log`] writes it to stderr, syslog or the journal.
 //! - [`position`]: byte offsets → file:line:col, for every message that points into
 //!   a file we read (configuration, tables, test suites). A leaf.
 //!

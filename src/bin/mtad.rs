@@ -1,11 +1,12 @@
-//! `mtad --config PATH`: the mail relay daemon, in the foreground, logging to stderr.
+//! `mtad --config PATH`: the mail relay daemon, in the foreground, logging where the
+//! `log` block and the options below say (stderr unless told).
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
+use mtad::config::{LogFormat, LogOutput};
+use mtad::control::log;
 
 /// A mail relay whose policy is code.
 #[derive(Parser)]
@@ -14,58 +15,45 @@ struct Args {
     /// The KDL configuration file.
     #[arg(long, short, value_name = "PATH")]
     config: PathBuf,
-    /// How the log on stderr is written: `text` (mtad's own, with every field), or
+    /// Where the log goes: `stderr`, `syslog` (`/dev/log`, facility `mail`), or
+    /// `journal` (systemd-journald's native protocol). Wins over `log { output }`.
+    #[arg(long, value_name = "OUTPUT", value_parser = log::parse_output)]
+    log_output: Option<LogOutput>,
+    /// How the log on stderr is written: `text` (mtad's own, with every field),
     /// `postfix` (Postfix's mail log lines, `Mmm dd HH:MM:SS host NAME/smtpd[pid]: ...`,
-    /// what pflogsumm, logwatch and fail2ban read).
-    #[arg(long, value_name = "FORMAT", default_value = "text")]
-    log_format: LogFormat,
-    /// With `--log-format postfix`: the program name before `/smtpd` (`postfix` makes
-    /// filters written for Postfix match unchanged).
-    #[arg(long, value_name = "NAME", default_value = "mtad")]
-    syslog_name: String,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Postfix,
+    /// what pflogsumm, logwatch and fail2ban read), or `json` (an object per line).
+    /// Implies `--log-output stderr`; wins over `log { format }`.
+    #[arg(long, value_name = "FORMAT", value_parser = log::parse_format)]
+    log_format: Option<LogFormat>,
+    /// The program name before `/smtpd` in every output but `text` (`postfix` makes
+    /// filters written for Postfix match unchanged). Wins over `log { syslog-name }`;
+    /// `mtad` unless set.
+    #[arg(long, value_name = "NAME", value_parser = log::parse_syslog_name)]
+    syslog_name: Option<String>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = || EnvFilter::try_from_env("MTAD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    match args.log_format {
-        LogFormat::Text => tracing_subscriber::fmt()
-            // one event, one line, whatever a value holds (see mtad::logsafe)
-            .with_writer(|| mtad::logsafe::OneLine(std::io::stderr()))
-            .with_target(false)
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_env_filter(filter())
-            .init(),
-        LogFormat::Postfix => {
-            use tracing_subscriber::layer::SubscriberExt as _;
-            use tracing_subscriber::util::SubscriberInitExt as _;
-            let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_owned())
-                .unwrap_or_else(|_| "localhost".to_owned());
-            tracing_subscriber::registry()
-                .with(filter())
-                .with(mtad::maillog::PostfixFormat {
-                    name: args.syslog_name.clone(),
-                    hostname,
-                    pid: std::process::id(),
-                    writer: std::io::stderr,
-                })
-                .init()
-        }
-    }
-    let (config, pipeline) = match mtad::control::load_live(&args.config) {
+    let overrides = log::Overrides {
+        output: args.log_output,
+        format: args.log_format,
+        syslog_name: args.syslog_name,
+    };
+    // until the `log` block is read, stderr: configuration errors are seen where mtad runs
+    let early = overrides.early();
+    let loaded = mtad::control::load_live(&args.config);
+    drop(early);
+    let (config, pipeline) = match loaded {
         Ok(built) => built,
         Err(refusal) => {
             eprint!("{}", refusal.render());
             return ExitCode::FAILURE;
         }
     };
+    if let Err(err) = overrides.apply(&config.log).and_then(|l| log::init(&l)) {
+        eprintln!("mtad: {err}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

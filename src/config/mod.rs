@@ -70,6 +70,8 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// The `reload` block: watching the files, the tests a policy must pass.
     pub reload: ReloadSettings,
+    /// The `log` block: where the log goes and how it is written (read at start only).
+    pub log: LogSettings,
     /// `networks` sets by name.
     pub networks: BTreeMap<String, NetworkSet>,
     /// `domains` sets by name.
@@ -362,6 +364,152 @@ pub struct ReloadSettings {
     /// `require-tests`: test-policy suites every case of which must pass before a
     /// policy goes live (at start and at every reload).
     pub require_tests: Vec<PathBuf>,
+}
+
+/// The `log` block: where mtad's log goes (stderr, syslog, the systemd journal) and
+/// how it is written. The command line's `--log-output`, `--log-format` and
+/// `--syslog-name` win over it; it is read when mtad starts (a reload does not
+/// change where the log goes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogSettings {
+    /// `output`: stderr unless set.
+    pub output: LogOutput,
+    /// `format`: how stderr lines are written (syslog and the journal always get
+    /// Postfix's line text). `text` unless set.
+    pub format: LogFormat,
+    /// `syslog-name`: the program name before `/smtpd` (Postfix's `syslog_name`),
+    /// in every output but `text`. `mtad` unless set.
+    pub syslog_name: String,
+    /// `syslog-facility`: `mail` unless set (Postfix's `syslog_facility`); also the
+    /// journal's `SYSLOG_FACILITY`.
+    pub facility: Facility,
+    /// `syslog-socket`: where syslog lines are sent, `/dev/log` unless set.
+    pub syslog_socket: PathBuf,
+    /// `journal-socket`: journald's native socket, `/run/systemd/journal/socket`
+    /// unless set.
+    pub journal_socket: PathBuf,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            output: LogOutput::Stderr,
+            format: LogFormat::Text,
+            syslog_name: "mtad".to_owned(),
+            facility: Facility::MAIL,
+            syslog_socket: PathBuf::from("/dev/log"),
+            journal_socket: PathBuf::from("/run/systemd/journal/socket"),
+        }
+    }
+}
+
+/// A `syslog-name`: what Postfix's `syslog_name` may hold and a log line can carry
+/// unescaped, 1 to 64 letters, digits, `.`, `_`, `-` and `/` (`postfix/submission`).
+pub fn valid_syslog_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && !name.starts_with('/')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'))
+}
+
+/// Where the log goes (`log { output }`, `mtad --log-output`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogOutput {
+    Stderr,
+    /// RFC 3164 datagrams to the syslog socket, as Postfix's `syslog(3)` sends them.
+    Syslog,
+    /// systemd-journald's native protocol, a datagram of fields per event.
+    Journal,
+}
+
+/// How stderr lines are written (`log { format }`, `mtad --log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// mtad's own: level, message and every field.
+    Text,
+    /// Postfix's mail log lines: `Mmm dd HH:MM:SS host NAME/smtpd[pid]: ...`.
+    Postfix,
+    /// One JSON object per event, with every field (for log pipelines).
+    Json,
+}
+
+impl LogOutput {
+    pub const WORDS: &[&str] = &["stderr", "syslog", "journal"];
+
+    pub fn from_word(word: &str) -> Option<LogOutput> {
+        match word {
+            "stderr" => Some(LogOutput::Stderr),
+            "syslog" => Some(LogOutput::Syslog),
+            "journal" => Some(LogOutput::Journal),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        Self::WORDS[self as usize]
+    }
+}
+
+impl LogFormat {
+    pub const WORDS: &[&str] = &["text", "postfix", "json"];
+
+    pub fn from_word(word: &str) -> Option<LogFormat> {
+        match word {
+            "text" => Some(LogFormat::Text),
+            "postfix" => Some(LogFormat::Postfix),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        Self::WORDS[self as usize]
+    }
+}
+
+/// A syslog facility (RFC 5424's numbers), by its `syslog.conf` name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Facility(pub u8);
+
+impl Facility {
+    pub const MAIL: Facility = Facility(2);
+    /// The names a user process may log under, with their numbers.
+    pub const NAMES: &[(&str, u8)] = &[
+        ("user", 1),
+        ("mail", 2),
+        ("daemon", 3),
+        ("auth", 4),
+        ("syslog", 5),
+        ("lpr", 6),
+        ("news", 7),
+        ("uucp", 8),
+        ("cron", 9),
+        ("authpriv", 10),
+        ("ftp", 11),
+        ("local0", 16),
+        ("local1", 17),
+        ("local2", 18),
+        ("local3", 19),
+        ("local4", 20),
+        ("local5", 21),
+        ("local6", 22),
+        ("local7", 23),
+    ];
+
+    pub fn from_name(name: &str) -> Option<Facility> {
+        Self::NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|&(_, code)| Facility(code))
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|&&(_, code)| code == self.0)
+            .map_or("user", |(n, _)| n)
+    }
 }
 
 /// The `rate-limits` block: what one client address may do per window (Postfix's

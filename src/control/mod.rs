@@ -35,6 +35,7 @@ macro_rules! err {
 
 pub mod daemon;
 pub mod dkim;
+pub mod log;
 pub mod mailq;
 pub mod newaliases;
 pub mod output;

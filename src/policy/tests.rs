@@ -197,6 +197,7 @@ fn a_dangling_reference_fails_closed() {
         limits: Default::default(),
         rate_limits: Default::default(),
         reload: Default::default(),
+        log: Default::default(),
         virtual_mailboxes: None,
         networks: BTreeMap::new(),
         domains: BTreeMap::new(),

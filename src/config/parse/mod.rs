@@ -14,7 +14,7 @@
 //!   (annotations, arguments, properties, children) and the values of its entries;
 //! - `sets`: the first pass (`networks`, `domains`, and the nodes read with them:
 //!   `tables`, `delivery` (credentials), `filter`, `users`);
-//! - `server`, `listen`, `limits`, `delivery`, `rate`, `reload`, `dkim`,
+//! - `server`, `listen`, `limits`, `delivery`, `rate`, `reload`, `log`, `dkim`,
 //!   `authentication`: the node or block of that name;
 //! - `stages`: `stage` blocks and their rules; `conditions`: the conditions of rules;
 //!   `checks`: `header-checks` and `body-checks` rules.
@@ -58,6 +58,7 @@ const TOP_LEVEL: &[&str] = &[
     "rate-limits",
     "users",
     "reload",
+    "log",
     "virtual-mailboxes",
     "dkim",
     "dkim-internal",
@@ -159,6 +160,7 @@ mod filter;
 mod include;
 mod limits;
 mod listen;
+mod log;
 mod node;
 mod rate;
 mod reload;
@@ -213,6 +215,7 @@ impl Parser {
         let mut limits: Option<(Limits, Origin)> = None;
         let mut rate_limits: Option<(crate::config::RateLimits, Origin)> = None;
         let mut reload: Option<(crate::config::ReloadSettings, Origin)> = None;
+        let mut log: Option<(crate::config::LogSettings, Origin)> = None;
         let mut virtual_mailboxes: Option<crate::config::VirtualMailboxes> = None;
         let mut listeners: Vec<(Listener, Origin)> = Vec::new();
         let mut listen_tls: Vec<ListenTls> = Vec::new();
@@ -302,6 +305,15 @@ impl Parser {
                         continue;
                     }
                     virtual_mailboxes = self.virtual_mailboxes(node, &sets, here);
+                }
+                "log" => {
+                    if let Some((_, first)) = &log {
+                        let first = first.clone();
+                        self.duplicate(node.name().span(), "`log` block".into(), &first);
+                        continue;
+                    }
+                    let l = self.log_settings(node);
+                    log = Some((l, here));
                 }
                 "reload" => {
                     if let Some((_, first)) = &reload {
@@ -433,6 +445,7 @@ impl Parser {
             limits: limits.map(|l| l.0).unwrap_or_default(),
             rate_limits: rate_limits.map(|r| r.0).unwrap_or_default(),
             reload: reload.map(|r| r.0).unwrap_or_default(),
+            log: log.map(|l| l.0).unwrap_or_default(),
             virtual_mailboxes,
             networks: sets
                 .networks

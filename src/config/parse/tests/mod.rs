@@ -62,6 +62,7 @@ mod dkim;
 mod filter;
 mod include;
 mod listen;
+mod log;
 mod rate;
 mod server;
 mod stages;
