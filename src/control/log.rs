@@ -128,10 +128,12 @@ impl Overrides {
     pub fn early(&self) -> tracing::subscriber::DefaultGuard {
         let mut settings = self.apply(&LogSettings::default()).unwrap_or_default();
         settings.output = LogOutput::Stderr;
+        // tracing's own set_default: tracing-subscriber's would take the `log` crate's
+        // logger, which `init` takes for good
         let subscriber = tracing_subscriber::registry().with(filter());
         match settings.format {
-            LogFormat::Text => subscriber.with(text_layer()).set_default(),
-            _ => subscriber.with(Output::stderr(&settings)).set_default(),
+            LogFormat::Text => tracing::subscriber::set_default(subscriber.with(text_layer())),
+            _ => tracing::subscriber::set_default(subscriber.with(Output::stderr(&settings))),
         }
     }
 }
