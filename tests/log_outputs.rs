@@ -474,3 +474,24 @@ fn configuration_errors_reach_stderr_whatever_the_log_output() {
         mtad.stderr()
     );
 }
+
+/// docs/configuration.md's `log` example is a valid configuration, and says what the
+/// parser does.
+#[test]
+fn documented_log_block_parses() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("docs/configuration.md")).unwrap();
+    let snippet = text
+        .split("```kdl\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .find(|b| b.starts_with("log {"))
+        .expect("a log example in docs/configuration.md");
+    let config = format!(
+        "server {{\n    hostname \"h.example.test\"\n    spool \"/tmp/x\"\n}}\nlisten \"mx\" address=\"127.0.0.1:2525\"\n{snippet}"
+    );
+    let config = mtad::config::Config::parse("doc.kdl", &config)
+        .unwrap_or_else(|e| panic!("{e}\n{config}"));
+    assert_eq!(config.log.output, mtad::config::LogOutput::Syslog);
+    assert_eq!(config.log.facility.name(), "mail");
+}
