@@ -490,8 +490,8 @@ fn documented_log_block_parses() {
     let config = format!(
         "server {{\n    hostname \"h.example.test\"\n    spool \"/tmp/x\"\n}}\nlisten \"mx\" address=\"127.0.0.1:2525\"\n{snippet}"
     );
-    let config = mtad::config::Config::parse("doc.kdl", &config)
-        .unwrap_or_else(|e| panic!("{e}\n{config}"));
+    let config =
+        mtad::config::Config::parse("doc.kdl", &config).unwrap_or_else(|e| panic!("{e}\n{config}"));
     assert_eq!(config.log.output, mtad::config::LogOutput::Syslog);
     assert_eq!(config.log.facility.name(), "mail");
 }

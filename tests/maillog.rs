@@ -104,6 +104,21 @@ fn pflogsumm_and_fail2ban_read_the_mail_log() {
             "not a Postfix log line: {line:?}"
         );
     }
+    // every delivery line has Postfix's delays=a/b/c/d, four numbers of seconds
+    let deliveries: Vec<&str> = log.lines().filter(|l| l.contains(" status=")).collect();
+    assert_eq!(deliveries.len(), 5, "{log}");
+    for line in deliveries {
+        let delays = line
+            .split(", ")
+            .find_map(|f| f.strip_prefix("delays="))
+            .unwrap_or_else(|| panic!("no delays= in {line}"));
+        let parts: Vec<f64> = delays.split('/').map(|p| p.parse().unwrap()).collect();
+        assert_eq!(parts.len(), 4, "{line}");
+    }
+    assert!(
+        log.contains("mtad/bounce[") && log.contains(": sender non-delivery notification: "),
+        "{log}"
+    );
     let file = mtad.dir.path().join("mail.log");
     std::fs::write(&file, &log).unwrap();
 

@@ -544,6 +544,14 @@ fn a_delay_warning_goes_to_the_sender_once() {
     ] {
         assert!(report.contains(needle), "{needle} missing:\n{report}");
     }
+    // logged as Postfix's bounce daemon logs it
+    let log = wait_log(
+        &mtad,
+        "sender delay notification: ",
+        1,
+        Duration::from_secs(5),
+    );
+    assert!(!log.contains("sender non-delivery notification"), "{log}");
     // more retries, no second warning
     let n = mtad.log().matches("to=<bob@dst.test>").count();
     wait_log(&mtad, "to=<bob@dst.test>", n + 2, Duration::from_secs(10));

@@ -762,6 +762,8 @@ impl<S: SmtpStream> SmtpConnection<S> {
                 "a transaction needs a recipient".into(),
             ));
         }
+        // what came before (connect, greeting, EHLO, TLS, AUTH) was connection setup
+        super::delays::connection_ready();
         let mail = self.mail_command(envelope)?;
         self.xforward(envelope).await?;
         // Recipients we cannot even write are refused here; the others are sent.

@@ -13,6 +13,7 @@
 
 pub mod body;
 pub mod client;
+pub mod delays;
 pub mod dsn;
 pub mod hops;
 pub mod maildir;

@@ -26,6 +26,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use super::client::Envelope as ClientEnvelope;
+use super::delays::{self, Delays, Timing};
 use super::dsn;
 use super::hops::{Outbound, Outcome};
 use super::maildir;
@@ -306,6 +307,8 @@ struct Leg {
     /// The transport's kind (`smtp`, `local`, ...), `filter` for a content filter,
     /// `none` when no transport was reached: for `mtad_deliveries_total`.
     transport: &'static str,
+    /// The transport call's moments (None: decided without one), for `delays=`.
+    timing: Option<Timing>,
 }
 
 /// One attempt at one message; returns when it is due next (None: done, held or gone).
@@ -316,6 +319,7 @@ async fn attempt(shared: &Arc<Shared>, id: QueueId, force: bool) -> Option<u64> 
         return None;
     }
     let now = now_ms();
+    let picked = std::time::Instant::now();
     let outbound = shared.outbound();
     let settings = outbound.settings();
     let due: Vec<usize> = (0..msg.rcpt_status.len())
@@ -367,6 +371,7 @@ async fn attempt(shared: &Arc<Shared>, id: QueueId, force: bool) -> Option<u64> 
                 rcpt: msg.envelope.recipients[i].clone(),
                 outcome: Some(Outcome::bounced("none", [4, 4, 7], detail)),
                 transport: "none",
+                timing: None,
             });
         }
     } else {
@@ -386,7 +391,7 @@ async fn attempt(shared: &Arc<Shared>, id: QueueId, force: bool) -> Option<u64> 
         }
     }
 
-    finish(shared, &msg, &due, legs, &body, now).await
+    finish(shared, &msg, &due, legs, &body, (now, picked)).await
 }
 
 /// What the route stage sees of a queued message (`tls`: its `tls` record, read with
@@ -431,6 +436,7 @@ async fn route_and_send(
                     format!("alias expansion failed: {e}"),
                 )),
                 transport: "none",
+                timing: None,
             }),
             RoutedOutcome::Duplicate => {
                 info!(queue_id = %msg.id, rcpt = %f, "duplicate recipient: delivered once");
@@ -443,6 +449,7 @@ async fn route_and_send(
                             .into(),
                     }),
                     transport: "none",
+                    timing: None,
                 });
             }
             RoutedOutcome::Route(Route::Refused { reply, .. }, _) => {
@@ -457,6 +464,7 @@ async fn route_and_send(
                     rcpt: f,
                     outcome: Some(outcome),
                     transport: "none",
+                    timing: None,
                 });
             }
             RoutedOutcome::Route(
@@ -471,6 +479,7 @@ async fn route_and_send(
                     rcpt: f,
                     outcome: None,
                     transport: transport.kind(),
+                    timing: None,
                 });
                 match routes
                     .iter_mut()
@@ -513,18 +522,27 @@ async fn route_and_send(
             let (shared, body, env) = (shared.clone(), body.clone(), env.clone());
             let (transport, options) = (transport.clone(), options.clone());
             sends.spawn(async move {
-                let outcomes =
-                    send_route(&shared, &transport, &options, &env, &rcpts, &body, &[]).await;
-                (members, outcomes)
+                let (outcomes, timing) = delays::timed(send_route(
+                    &shared,
+                    &transport,
+                    &options,
+                    &env,
+                    &rcpts,
+                    &body,
+                    &[],
+                ))
+                .await;
+                (members, outcomes, timing)
             });
         }
     }
     while let Some(done) = sends.join_next().await {
         match done {
-            Ok((members, outcomes)) => {
+            Ok((members, outcomes, timing)) => {
                 let mut origs: Vec<usize> = members.iter().map(|&l| legs[l].orig).collect();
                 for (l, o) in members.into_iter().zip(outcomes) {
                     legs[l].outcome = Some(o);
+                    legs[l].timing = Some(timing);
                 }
                 // Delivered is recorded as soon as it is known, not when the slowest
                 // route of the message is done: a crash meanwhile must not send it twice.
@@ -631,6 +649,7 @@ async fn filter_and_send(
                     format!("content filter {name} is not configured"),
                 )),
                 transport: "filter",
+                timing: None,
             });
         }
         return;
@@ -645,7 +664,7 @@ async fn filter_and_send(
         body.get(body_start..).unwrap_or_default(),
     );
     shared.filter_loops.entered(name, digest, env.external);
-    let outcomes = send_route(
+    let (outcomes, timing) = delays::timed(send_route(
         shared,
         &filter.transport,
         &RouteOptions::default(),
@@ -653,7 +672,7 @@ async fn filter_and_send(
         &rcpts,
         body,
         &xforward,
-    )
+    ))
     .await;
     if !outcomes.iter().all(|o| matches!(o, Outcome::Sent { .. })) {
         // not (wholly) taken: nothing of it comes back as this digest
@@ -671,6 +690,7 @@ async fn filter_and_send(
             rcpt,
             outcome: Some(outcome),
             transport: "filter",
+            timing: Some(timing),
         });
     }
     if !bypass.is_empty() {
@@ -860,12 +880,14 @@ async fn finish(
     due: &[usize],
     legs: Vec<Leg>,
     body: &[u8],
-    now: u64,
+    (now, picked): (u64, std::time::Instant),
 ) -> Option<u64> {
     let outbound = shared.outbound();
     let settings = outbound.settings();
     let env = &msg.envelope;
     let delay = Duration::from_millis(now_ms().saturating_sub(msg.arrival_ms));
+    let queued_for = Duration::from_millis(now.saturating_sub(msg.arrival_ms));
+    let decided = std::time::Instant::now();
     let mut bounced: Vec<dsn::DsnRecipient> = Vec::new();
     let mut statuses = msg.rcpt_status.clone();
     for &i in due {
@@ -879,7 +901,17 @@ async fn finish(
                 Outcome::deferred("none", [4, 3, 0], "no delivery was attempted")
             });
             crate::metrics::get().delivery(outcome.status(), leg.transport);
-            log_outcome(msg.id, &leg.rcpt, orig, &outcome, delay, leg.transport);
+            let connects = matches!(leg.transport, "smtp" | "lmtp" | "filter");
+            let timing = leg.timing.unwrap_or_else(|| Timing::none(decided));
+            let delays = Delays::of(queued_for, picked, timing, connects);
+            log_outcome(
+                msg.id,
+                &leg.rcpt,
+                orig,
+                &outcome,
+                (delay, delays),
+                leg.transport,
+            );
             match &outcome {
                 Outcome::Sent { .. } => {}
                 Outcome::Deferred { .. } => {
@@ -1033,7 +1065,7 @@ fn log_outcome(
     rcpt: &str,
     orig: &str,
     outcome: &Outcome,
-    delay: Duration,
+    (delay, delays): (Duration, Delays),
     transport: &str,
 ) {
     use crate::maillog::Agent;
@@ -1045,10 +1077,10 @@ fn log_outcome(
     };
     let [a, b, c] = outcome.dsn();
     let line = format!(
-        "{id}: to=<{}>{orig_to}, relay={}, delay={:.2}, dsn={a}.{b}.{c}, status={status} ({})",
+        "{id}: to=<{}>{orig_to}, relay={}, delay={}, delays={delays}, dsn={a}.{b}.{c}, status={status} ({})",
         crate::policy::echo(rcpt),
         outcome.relay(),
-        delay.as_secs_f64(),
+        delays::Seconds(delay),
         crate::config::sanitize_text(outcome.detail(), 512),
     );
     let agent = match transport {
@@ -1124,7 +1156,16 @@ async fn bounce(
     record.body_mut().extend_from_slice(&text);
     match shared.spool.commit(record).await {
         Ok(nid) => {
-            info!("{}: sender non-delivery notification: {nid}", msg.id);
+            let what = match kind {
+                dsn::DsnKind::Failure => "non-delivery",
+                dsn::DsnKind::Delay => "delay",
+            };
+            crate::mail!(
+                crate::maillog::Agent::Bounce,
+                INFO,
+                "{}: sender {what} notification: {nid}",
+                msg.id
+            );
             shared.handle.queued(nid);
         }
         Err(e) => error!(queue_id = %msg.id, error = %e, "cannot queue the bounce"),
