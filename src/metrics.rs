@@ -11,7 +11,10 @@
 //!
 //! Labels never carry addresses or other client input: `listener` is a configured
 //! name, `stage` one of the stages, `rule` the file:line:col of a configured rule (or
-//! `default`), `transport` a transport kind, `status` and `state` fixed words.
+//! `default`), `transport` a transport kind, `status`, `state` and `direction` fixed
+//! words. The one exception, `domain` of `mtad_deferrals_total`, is bounded: the first
+//! [`MAX_DEFERRAL_DOMAINS`] recipient domains deferred get a label of their own (a
+//! domain name's characters only), every later one counts as `other`.
 
 pub mod http;
 
@@ -69,6 +72,24 @@ struct AuthLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DomainLabel {
+    domain: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransportLabel {
+    transport: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabel {
+    direction: &'static str,
+}
+
+/// How many recipient domains `mtad_deferrals_total` names; the rest are `other`.
+pub const MAX_DEFERRAL_DOMAINS: usize = 50;
+
 type Latency = Family<StageLabel, Histogram, fn() -> Histogram>;
 
 /// Every metric mtad exposes, registered once.
@@ -85,6 +106,14 @@ pub struct Metrics {
     reloads: Counter,
     reload_failures: Counter,
     authentication: Family<AuthLabels, Counter>,
+    oldest: Gauge,
+    deferrals: Family<DomainLabel, Counter>,
+    /// The domains with a label of their own in `deferrals`.
+    deferral_domains: std::sync::Mutex<std::collections::HashSet<String>>,
+    received_bytes: Family<ListenerLabel, Counter>,
+    delivered_bytes: Family<TransportLabel, Counter>,
+    tls_failures: Family<DirectionLabel, Counter>,
+    auth_failures: Family<ListenerLabel, Counter>,
 }
 
 /// The process's metrics; on a thread that [`detach_thread`] detached, a scratch set
@@ -134,6 +163,13 @@ impl Metrics {
             reloads: Counter::default(),
             reload_failures: Counter::default(),
             authentication: Family::default(),
+            oldest: Gauge::default(),
+            deferrals: Family::default(),
+            deferral_domains: std::sync::Mutex::default(),
+            received_bytes: Family::default(),
+            delivered_bytes: Family::default(),
+            tls_failures: Family::default(),
+            auth_failures: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -190,6 +226,36 @@ impl Metrics {
             "reload_failures",
             "Policy reloads refused (the running policy stayed)",
             m.reload_failures.clone(),
+        );
+        r.register(
+            "queue_oldest_message_age_seconds",
+            "How long the oldest message in the queue has been there (0 when it is empty)",
+            m.oldest.clone(),
+        );
+        r.register(
+            "deferrals",
+            "Recipients deferred, by recipient domain (the first 50 domains; the rest as other)",
+            m.deferrals.clone(),
+        );
+        r.register(
+            "received_bytes",
+            "Bytes of the messages queued, per listener (local submission: pickup)",
+            m.received_bytes.clone(),
+        );
+        r.register(
+            "delivered_bytes",
+            "Bytes delivered, a message's size once per recipient sent, by transport",
+            m.delivered_bytes.clone(),
+        );
+        r.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed, by direction (inbound: a client of ours, outbound: a next hop)",
+            m.tls_failures.clone(),
+        );
+        r.register(
+            "auth_failures",
+            "SMTP AUTH attempts that failed (wrong credentials), per listener",
+            m.auth_failures.clone(),
         );
         m
     }
@@ -267,6 +333,59 @@ impl Metrics {
         }
     }
 
+    /// A recipient at `domain` was deferred.
+    pub fn deferral(&self, domain: &str) {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let named = !domain.is_empty()
+            && domain.len() <= 253
+            && domain
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+            && {
+                let mut known = self
+                    .deferral_domains
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                known.contains(&domain)
+                    || (known.len() < MAX_DEFERRAL_DOMAINS && known.insert(domain.clone()))
+            };
+        let domain = if named { domain } else { "other".to_owned() };
+        self.deferrals.get_or_create(&DomainLabel { domain }).inc();
+    }
+
+    /// A message of `bytes` was queued from `listener`.
+    pub fn received(&self, listener: &str, bytes: u64) {
+        self.received_bytes
+            .get_or_create(&ListenerLabel {
+                listener: listener.to_owned(),
+            })
+            .inc_by(bytes);
+    }
+
+    /// A message of `bytes` was delivered to one recipient over `transport`.
+    pub fn delivered(&self, transport: &'static str, bytes: u64) {
+        self.delivered_bytes
+            .get_or_create(&TransportLabel { transport })
+            .inc_by(bytes);
+    }
+
+    /// A TLS handshake failed: `inbound` with a client, else with a next hop.
+    pub fn tls_failed(&self, inbound: bool) {
+        let direction = if inbound { "inbound" } else { "outbound" };
+        self.tls_failures
+            .get_or_create(&DirectionLabel { direction })
+            .inc();
+    }
+
+    /// An AUTH attempt on `listener` failed.
+    pub fn auth_failed(&self, listener: &str) {
+        self.auth_failures
+            .get_or_create(&ListenerLabel {
+                listener: listener.to_owned(),
+            })
+            .inc();
+    }
+
     /// A reload was tried: `ok` when the new policy took effect.
     pub fn reloaded(&self, ok: bool) {
         if ok {
@@ -276,9 +395,11 @@ impl Metrics {
         }
     }
 
-    /// Sets what is measured at scrape time: messages per queue state, and the
-    /// running policy's revision.
-    pub fn scraped(&self, queue: &[(&'static str, usize)], revision: &str) {
+    /// Sets what is measured at scrape time: messages per queue state, the age of
+    /// the oldest, and the running policy's revision.
+    pub fn scraped(&self, queue: &[(&'static str, usize)], oldest: Duration, revision: &str) {
+        self.oldest
+            .set(i64::try_from(oldest.as_secs()).unwrap_or(i64::MAX));
         for &(state, n) in queue {
             self.queue
                 .get_or_create(&StateLabel { state })
@@ -317,6 +438,29 @@ impl Drop for SessionGuard {
 mod tests {
     use super::*;
 
+    #[test]
+    fn deferral_domains_are_bounded() {
+        let m = Metrics::new();
+        for i in 0..MAX_DEFERRAL_DOMAINS + 10 {
+            m.deferral(&format!("d{i}.example"));
+        }
+        m.deferral("D0.Example.");
+        m.deferral("bad\"domain");
+        m.deferral("");
+        let text = m.encode();
+        let labels: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("mtad_deferrals_total{"))
+            .collect();
+        assert_eq!(labels.len(), MAX_DEFERRAL_DOMAINS + 1, "{text}");
+        assert!(text.contains("mtad_deferrals_total{domain=\"d0.example\"} 2\n"));
+        // 10 past the cap, and two that are no domain names
+        assert!(
+            text.contains("mtad_deferrals_total{domain=\"other\"} 12\n"),
+            "{text}"
+        );
+    }
+
     fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
         text.lines()
             .find(|l| l.starts_with(prefix))
@@ -337,7 +481,16 @@ mod tests {
         m.reloaded(true);
         m.reloaded(false);
         m.reloaded(false);
-        m.scraped(&[("active", 3), ("hold", 0)], "0123456789ab");
+        m.scraped(
+            &[("active", 3), ("hold", 0)],
+            Duration::from_secs(90),
+            "0123456789ab",
+        );
+        m.received("mx", 1000);
+        m.received("mx", 24);
+        m.delivered("smtp", 1024);
+        m.tls_failed(true);
+        m.auth_failed("mx");
         m.authenticated(&crate::mailauth::AuthResults {
             dmarc: crate::mailauth::AuthResult::Fail,
             ..Default::default()
@@ -392,11 +545,20 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("mtad_policy_revision_info{revision=\"0123456789ab\"} 1\n"));
+        for sample in [
+            "mtad_queue_oldest_message_age_seconds 90\n",
+            "mtad_received_bytes_total{listener=\"mx\"} 1024\n",
+            "mtad_delivered_bytes_total{transport=\"smtp\"} 1024\n",
+            "mtad_tls_handshake_failures_total{direction=\"inbound\"} 1\n",
+            "mtad_auth_failures_total{listener=\"mx\"} 1\n",
+        ] {
+            assert!(text.contains(sample), "{sample} in {text}");
+        }
         assert!(text.ends_with("# EOF\n"));
         drop(b);
         assert_eq!(m.open_sessions("mx"), 0);
         // a new revision replaces the old one
-        m.scraped(&[], "ba9876543210");
+        m.scraped(&[], Duration::ZERO, "ba9876543210");
         let text = m.encode();
         assert!(!text.contains("0123456789ab"));
         assert!(text.contains("revision=\"ba9876543210\""));

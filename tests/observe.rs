@@ -296,9 +296,14 @@ fn status_metrics_and_the_policy_revision() {
     signal(mtad.pid(), "HUP");
     mtad.wait_log("reload refused", 1, Duration::from_secs(10));
     assert_eq!(status_json(&mtad)["revision"], reloaded.as_str());
+    // `mtactl reload` refuses the same file before asking: counted and logged alike
+    let out = mtad.mtactl(&["reload"]);
+    assert!(!out.status.success());
+    mtad.wait_log("reload refused", 2, Duration::from_secs(10));
+    assert!(mtad.log().contains("by=\"mtactl\""), "{}", mtad.log());
     let m = scrape(metrics_port);
     assert_eq!(sample(&m, "mtad_reloads_total"), 1.0);
-    assert_eq!(sample(&m, "mtad_reload_failures_total"), 1.0);
+    assert_eq!(sample(&m, "mtad_reload_failures_total"), 2.0);
     assert!(
         m.contains(&format!(
             "mtad_policy_revision_info{{revision=\"{reloaded}\"}} 1\n"
@@ -595,5 +600,104 @@ case "spam is refused" {
         mtad.log()[log_before..].contains("warn-mode rule matched"),
         "{}",
         mtad.log()
+    );
+}
+
+/// The issue-20 additions, scraped with curl: the oldest message's age, deferrals by
+/// recipient domain, bytes received and delivered, failed TLS handshakes and AUTH.
+#[test]
+fn queue_age_bytes_deferrals_and_failures_are_counted() {
+    let sink = common::peers::Sink::start(&[]);
+    let metrics_port = free_port();
+    let config = r#"
+server {
+    hostname "mx.example.test"
+    spool "{spool}"
+    metrics "127.0.0.1:{metrics}"
+    tls-certificate "{dir}/pki/cert.pem"
+    tls-key "{dir}/pki/key.pem"
+}
+listen "mx" address="127.0.0.1:{port}" auth="offered" auth-plaintext=#true users="users"
+users "users" file="{dir}/users"
+networks "trusted" "127.0.0.1/32"
+stage "rcpt" {
+    accept client="trusted"
+}
+stage "route" {
+    transport "sink.test" "smtp:[127.0.0.1]:{sink}"
+    transport "later.test" "smtp:[127.0.0.1]:9"
+}
+delivery {
+    backoff-min "1h"
+    connect-timeout "2s"
+}
+"#
+    .replace("{metrics}", &metrics_port.to_string())
+    .replace("{sink}", &sink.port().to_string());
+    let t = common::tls_client::start_with_pki(
+        &config,
+        &[("users", "alice:{PLAIN}secret\n")],
+        0,
+        |_| {},
+    );
+    let mtad = t.mtad;
+    let m = scrape(metrics_port);
+    assert_eq!(sample(&m, "mtad_queue_oldest_message_age_seconds"), 0.0);
+    for to in ["one@sink.test", "x@later.test", "y@Later.Test"] {
+        let out = swaks(
+            mtad.port,
+            &["--from", "a@src.test", "--to", to, "--body", "bytes\n"],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // a wrong password, and a handshake that is not TLS
+    let mut c = mtad.session();
+    c.cmd("EHLO guesser.example", "250");
+    c.cmd("AUTH PLAIN AGFsaWNlAHdyb25n", "535");
+    c.cmd("STARTTLS", "220");
+    c.send(b"this is not a TLS ClientHello\r\n");
+    // mtad answers with a TLS alert, then closes
+    let mut rest = Vec::new();
+    let _ = c.into_stream().read_to_end(&mut rest);
+    let log = mtad.wait_log("status=deferred", 2, Duration::from_secs(20));
+    mtad.wait_log("status=sent", 1, Duration::from_secs(20));
+    mtad.wait_log("TLS handshake failed", 1, Duration::from_secs(5));
+    let sizes: Vec<u64> = log
+        .lines()
+        .filter_map(|l| l.split_once(", size=")?.1.split(',').next()?.parse().ok())
+        .collect();
+    assert_eq!(sizes.len(), 3, "{log}");
+    let first = sizes[0];
+    // two still queued; the older of them arrived at least a second ago by now
+    std::thread::sleep(Duration::from_millis(1100));
+    let m = scrape(metrics_port);
+    assert!(
+        sample(&m, "mtad_queue_oldest_message_age_seconds") >= 1.0,
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "mtad_received_bytes_total{listener=\"mx\"}"),
+        sizes.iter().sum::<u64>() as f64
+    );
+    assert_eq!(
+        sample(&m, "mtad_delivered_bytes_total{transport=\"smtp\"}"),
+        first as f64
+    );
+    // one label for the domain, whatever its case
+    assert_eq!(
+        sample(&m, "mtad_deferrals_total{domain=\"later.test\"}"),
+        2.0
+    );
+    assert_eq!(sample(&m, "mtad_auth_failures_total{listener=\"mx\"}"), 1.0);
+    assert_eq!(
+        sample(
+            &m,
+            "mtad_tls_handshake_failures_total{direction=\"inbound\"}"
+        ),
+        1.0
     );
 }

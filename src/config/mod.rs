@@ -989,6 +989,17 @@ impl Config {
         parse::parse(&name, &absolute, &text)
     }
 
+    /// The control socket the file at `path` names (`server { control-socket }`, or
+    /// `control.sock` in its `spool`), read as far as the file can be read even when it
+    /// is not a valid configuration: how `mtactl reload` tells the running daemon about
+    /// a configuration it refused. `None` when the file is not KDL or its `server`
+    /// block is in another file.
+    pub fn control_socket_of(path: &Path) -> Option<PathBuf> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        parse::control_socket_of(&absolute, &text)
+    }
+
     /// Validates `text` as if read from a file called `name`: `name` appears in
     /// errors and rule origins, and a relative spool resolves against its parent.
     pub fn parse(name: &str, text: &str) -> Result<Config, ConfigErrors> {

@@ -220,7 +220,15 @@ pub fn status(path: &Path, json: bool) -> Result<(), CommandError> {
 /// `mtactl reload`: checks the configuration here first (a broken one is reported and
 /// never sent), then asks the daemon to reload and reports what it says.
 pub fn reload(path: &Path) -> Result<(), CommandError> {
-    let (config, _) = load_live(path).map_err(|refusal| refusal.render())?;
+    let (config, _) = load_live(path)
+        .inspect_err(|refusal| {
+            // counted by the daemon as a refused SIGHUP is (if it runs, and the file says
+            // where its control socket is)
+            if let Some(socket) = Config::control_socket_of(path) {
+                let _ = socket::reload_refused(&socket, refusal.count());
+            }
+        })
+        .map_err(|refusal| refusal.render())?;
     let needs_restart = ask_reload(&config).map_err(|e| match e {
         ReloadError::Request(e) => format!("mtactl: {e}"),
         ReloadError::Refused(errors) => format!(

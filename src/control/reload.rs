@@ -128,12 +128,8 @@ impl Reloader {
                 ReloadOutcome::Reloaded { needs_restart }
             }
             Err(refusal) => {
-                crate::metrics::get().reloaded(false);
                 refusal.log();
-                error!(
-                    errors = refusal.count(),
-                    "reload refused; the running configuration stays"
-                );
+                refused(refusal.count(), "mtad");
                 ReloadOutcome::Refused(refusal)
             }
         }
@@ -219,6 +215,17 @@ impl Reloader {
             },
         })
     }
+}
+
+/// A reload was refused, by this daemon (`by` = `mtad`: a `SIGHUP`, `mtactl reload`,
+/// a watched file) or by `mtactl reload` before asking (`mtactl`): counted in
+/// `mtad_reload_failures_total` and logged alike.
+pub fn refused(errors: usize, by: &str) {
+    crate::metrics::get().reloaded(false);
+    error!(
+        errors,
+        by, "reload refused; the running configuration stays"
+    );
 }
 
 /// A configuration ready to be put in force.

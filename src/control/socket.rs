@@ -21,6 +21,11 @@
 //! < {"ok":false,"errors":"× undefined domain set `rely` ..."}
 //! ```
 //!
+//! A configuration `mtactl reload` refused itself (it never sends one that does not
+//! load) is still a refused reload: `{"reload_refused":3}` (the number of errors) makes
+//! the daemon count and log it as it counts and logs a refused `SIGHUP`, and is
+//! answered `{"ok":true}`.
+//!
 //! `mtactl status` sends `{"status":true}` and gets a [`Status`] (see
 //! [`super::status`]).
 //!
@@ -190,6 +195,13 @@ pub struct ReloadRequest {
     pub reload: bool,
 }
 
+/// `{"reload_refused":N}`: `mtactl reload` refused the configuration (N errors).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadRefusedRequest {
+    pub reload_refused: usize,
+}
+
 /// The answer to a [`ReloadRequest`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReloadResponse {
@@ -232,6 +244,17 @@ pub fn request(path: &Path, req: &Request) -> Result<Response, RequestError> {
 /// Asks the daemon at `path` to reload its policy (blocking, until it has).
 pub fn reload(path: &Path) -> Result<ReloadResponse, RequestError> {
     exchange(path, &ReloadRequest { reload: true })
+}
+
+/// Tells the daemon at `path` that `mtactl reload` refused a configuration with
+/// `errors` errors (blocking).
+pub fn reload_refused(path: &Path, errors: usize) -> Result<ReloadResponse, RequestError> {
+    exchange(
+        path,
+        &ReloadRefusedRequest {
+            reload_refused: errors,
+        },
+    )
 }
 
 /// Asks the daemon at `path` how it is.
@@ -524,6 +547,16 @@ async fn connection(
                     },
                 };
                 (answer_line(&answer), false)
+            }
+            Ok(Line::Complete) if serde_json::from_slice::<ReloadRefusedRequest>(&line).is_ok() => {
+                if let Ok(refused) = serde_json::from_slice::<ReloadRefusedRequest>(&line) {
+                    super::reload::refused(refused.reload_refused, "mtactl");
+                }
+                let ok = ReloadResponse {
+                    ok: true,
+                    ..ReloadResponse::default()
+                };
+                (answer_line(&ok), false)
             }
             Ok(Line::Complete) if serde_json::from_slice::<StatusRequest>(&line).is_ok() => {
                 let answer = match &status {

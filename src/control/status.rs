@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
@@ -135,8 +135,15 @@ impl Observer {
     /// The Prometheus exposition, with the queue and the revision measured now.
     pub fn metrics(&self) -> String {
         let metrics = crate::metrics::get();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let oldest = self.spool.oldest_arrival_ms().map_or(Duration::ZERO, |at| {
+            now.saturating_sub(Duration::from_millis(at))
+        });
         metrics.scraped(
             &self.spool.counts().by_state(),
+            oldest,
             self.policy.load().revision(),
         );
         metrics.encode()

@@ -566,8 +566,14 @@ impl<S: SmtpStream> SmtpConnection<S> {
         }
         let handshake = self.stream.get_mut().start_tls(tls, name);
         match tokio::time::timeout(self.config.command_timeout, handshake).await {
-            Err(_) => Err(fail("the TLS handshake timed out".into())),
-            Ok(Err(e)) => Err(fail(format!("the TLS handshake failed: {e}"))),
+            Err(_) => {
+                crate::metrics::get().tls_failed(false);
+                Err(fail("the TLS handshake timed out".into()))
+            }
+            Ok(Err(e)) => {
+                crate::metrics::get().tls_failed(false);
+                Err(fail(format!("the TLS handshake failed: {e}")))
+            }
             Ok(Ok(())) => {
                 // RFC 3207: forget everything learnt before TLS.
                 self.caps = Capabilities::default();

@@ -900,7 +900,17 @@ async fn finish(
             let outcome = leg.outcome.clone().unwrap_or_else(|| {
                 Outcome::deferred("none", [4, 3, 0], "no delivery was attempted")
             });
-            crate::metrics::get().delivery(outcome.status(), leg.transport);
+            let metrics = crate::metrics::get();
+            metrics.delivery(outcome.status(), leg.transport);
+            match &outcome {
+                Outcome::Sent { .. } if leg.transport != "none" => {
+                    metrics.delivered(leg.transport, body.len() as u64);
+                }
+                Outcome::Deferred { .. } => {
+                    metrics.deferral(leg.rcpt.rsplit_once('@').map_or("", |(_, d)| d));
+                }
+                _ => {}
+            }
             let connects = matches!(leg.transport, "smtp" | "lmtp" | "filter");
             let timing = leg.timing.unwrap_or_else(|| Timing::none(decided));
             let delays = Delays::of(queued_for, picked, timing, connects);

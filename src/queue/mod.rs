@@ -910,6 +910,16 @@ impl Spool {
         counts
     }
 
+    /// When the oldest message in the queue arrived (ms since the epoch); None when
+    /// the queue is empty.
+    pub fn oldest_arrival_ms(&self) -> Option<u64> {
+        lock_index(&self.inner.index)
+            .messages
+            .values()
+            .map(|m| m.arrival_ms)
+            .min()
+    }
+
     pub fn get(&self, id: QueueId) -> Option<QueuedMessage> {
         lock_index(&self.inner.index).messages.get(&id).cloned()
     }

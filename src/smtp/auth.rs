@@ -177,6 +177,7 @@ impl Session {
             crate::maillog::Client(self.peer.ip()),
             mechanism.to_ascii_uppercase()
         );
+        crate::metrics::get().auth_failed(&self.listen.name);
         let _ = self.core.rate.allow(Kind::AuthFailures, self.peer.ip());
         if let Some(user) = user {
             self.core.rate.user_failed(&user);

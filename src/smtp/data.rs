@@ -409,6 +409,7 @@ impl Session {
         match self.core.spool.commit(record).await {
             Ok(id) => {
                 self.messages += 1;
+                crate::metrics::get().received(&self.listen.name, size as u64);
                 // as Postfix: a message received starts the junk count again
                 self.junk = 0;
                 // Postfix's lines for a message received: pflogsumm counts the

@@ -451,10 +451,12 @@ impl Session {
                 true
             }
             Ok(Err(err)) => {
+                crate::metrics::get().tls_failed(true);
                 warn!(%err, "TLS handshake failed");
                 false
             }
             Err(_) => {
+                crate::metrics::get().tls_failed(true);
                 warn!(timeout = ?limit, "TLS handshake timed out");
                 false
             }

@@ -39,6 +39,7 @@ use crate::lookup::{DomainSet, NetworkSet};
 use crate::position::Positions;
 use include::{Loaded, ordered};
 use listen::ListenTls;
+pub(in crate::config) use server::control_socket_of;
 
 /// Top-level nodes, for "did you mean".
 const TOP_LEVEL: &[&str] = &[

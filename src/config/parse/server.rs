@@ -164,3 +164,25 @@ impl Parser {
         })
     }
 }
+
+/// [`crate::config::Config::control_socket_of`]: the first `server` block's
+/// `control-socket`, or `control.sock` in its `spool`, resolved as [`Parser::server`]
+/// resolves them.
+pub(in crate::config) fn control_socket_of(path: &Path, text: &str) -> Option<PathBuf> {
+    let doc = kdl::KdlDocument::parse_v2(text).ok()?;
+    let server = doc.nodes().iter().find(|n| n.name().value() == "server")?;
+    let setting = |key: &str| {
+        server
+            .children()?
+            .nodes()
+            .iter()
+            .find(|n| n.name().value() == key)?
+            .entries()
+            .first()?
+            .value()
+            .as_string()
+            .filter(|s| !s.is_empty())
+            .map(|s| resolve(path, s))
+    };
+    setting("control-socket").or_else(|| Some(setting("spool")?.join("control.sock")))
+}
