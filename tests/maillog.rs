@@ -1,7 +1,7 @@
 //! The mail log in Postfix's grammar (`mtad --log-format postfix`), read by the tools
 //! administrators run on a Postfix host: pflogsumm counts a scripted day of traffic
-//! right, and fail2ban's shipped `postfix` filter matches every refusal and AUTH
-//! failure it should and nothing else.
+//! right, logwatch's `postfix` service summarises it, and fail2ban's shipped `postfix`
+//! filter matches every refusal and AUTH failure it should and nothing else.
 
 mod common;
 
@@ -154,6 +154,33 @@ fn pflogsumm_and_fail2ban_read_the_mail_log() {
     assert!(report.contains("a@src.test"), "senders: {report}");
     assert!(report.contains("one@sink.test"), "recipients: {report}");
 
+    // logwatch: the same day, summarised
+    let report = logwatch(mtad.dir.path());
+    let count = |what: &str| -> u64 {
+        report
+            .lines()
+            .find_map(|l| {
+                let (n, rest) = l.trim_start().split_once(char::is_whitespace)?;
+                (rest.trim_start().starts_with(what)).then(|| n.parse().ok())?
+            })
+            .unwrap_or_else(|| panic!("no {what} line in:\n{report}\nfrom the log:\n{log}"))
+    };
+    assert_eq!(
+        [
+            count("Accepted"),
+            count("Rejected"),
+            count("5xx Reject relay denied"),
+            count("Sent via SMTP"),
+            count("Deferred"),
+            count("Bounced"),
+            count("Notifications sent"),
+            count("SASL authentication failed"),
+            count("Removed from queue"),
+        ],
+        [4, 1, 1, 3, 1, 1, 1, 1, 4],
+        "{report}"
+    );
+
     // fail2ban's shipped filter, with the daemon name ours (docs/operations.md)
     let regex = require_tool("fail2ban-regex");
     let out = Command::new(regex)
@@ -179,4 +206,62 @@ fn pflogsumm_and_fail2ban_read_the_mail_log() {
         hits.iter().all(|l| !l.contains("[127.0.0.1]")) && hits[0].contains("Relay access denied"),
         "{matched}"
     );
+
+    // the `postfix-sasl` jail's filter: the AUTH failure, and nothing else of the day
+    let out = Command::new(require_tool("fail2ban-regex"))
+        .arg("--print-all-matched")
+        .arg(&file)
+        .arg(r#"postfix[mode=auth, _daemon="mtad/\w+"]"#)
+        .output()
+        .unwrap();
+    let matched = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{matched}");
+    let hits: Vec<&str> = matched
+        .lines()
+        .filter(|l| l.starts_with("|  ") && l.contains(" mtad/") && l.contains("]: "))
+        .collect();
+    assert!(matched.contains(", 1 matched,"), "{matched}");
+    assert!(
+        hits.len() == 1
+            && hits[0].contains("warning: unknown[127.0.0.3]: SASL PLAIN authentication failed"),
+        "{matched}"
+    );
+}
+
+/// logwatch's `postfix` service on `dir/mail.log`, with the two override files that
+/// let it read `mtad/` lines (docs/operations.md), bind-mounted over
+/// /etc/logwatch/conf in a mount namespace of its own: the host's /etc is untouched.
+fn logwatch(dir: &std::path::Path) -> String {
+    let conf = dir.join("logwatch-conf");
+    std::fs::create_dir_all(conf.join("services")).unwrap();
+    std::fs::create_dir_all(conf.join("logfiles")).unwrap();
+    std::fs::write(conf.join("services/postfix.conf"), logwatch_override()).unwrap();
+    let logwatch = require_tool("logwatch");
+    let out = Command::new(require_tool("unshare"))
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount --bind '{}' /etc/logwatch/conf && exec '{}' --service postfix --logdir '{}' --range all --output stdout --detail High",
+            conf.display(),
+            logwatch.display(),
+            dir.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What docs/operations.md tells administrators to put in
+/// /etc/logwatch/conf/services/postfix.conf (its code block that sets `*OnlyService`).
+fn logwatch_override() -> String {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
+        .unwrap();
+    doc.split("```\n")
+        .find(|block| block.starts_with("*OnlyService"))
+        .expect("the logwatch override in docs/operations.md")
+        .to_owned()
 }
