@@ -39,12 +39,14 @@ pub enum ReloadOutcome {
     Refused(Refusal),
 }
 
-/// The settings only a restart changes: the spool and the control socket.
+/// The settings only a restart changes: the spool, the control socket, where the
+/// log goes.
 #[derive(Clone, PartialEq)]
 struct Fixed {
     spool: PathBuf,
     control_socket: PathBuf,
     shutdown_timeout: std::time::Duration,
+    log: crate::config::LogSettings,
 }
 
 impl Fixed {
@@ -53,6 +55,7 @@ impl Fixed {
             spool: config.server.spool.clone(),
             control_socket: config.server.control_socket.clone(),
             shutdown_timeout: config.server.shutdown_timeout,
+            log: config.log.clone(),
         }
     }
 
@@ -66,6 +69,9 @@ impl Fixed {
         }
         if self.shutdown_timeout != other.shutdown_timeout {
             out.push("server.shutdown-timeout");
+        }
+        if self.log != other.log {
+            out.push("log");
         }
         out
     }
