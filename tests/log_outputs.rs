@@ -495,3 +495,25 @@ fn documented_log_block_parses() {
     assert_eq!(config.log.output, mtad::config::LogOutput::Syslog);
     assert_eq!(config.log.facility.name(), "mail");
 }
+
+/// A reload does not move the log: a changed `log` block is reported as waiting for
+/// the next restart, and the log goes on where it went.
+#[test]
+fn a_changed_log_block_waits_for_the_restart() {
+    let mtad = Mtad::start(&CONFIG.replace("{dir}/users", "/dev/null"));
+    let text = std::fs::read_to_string(&mtad.config).unwrap() + "log {\n    format \"json\"\n}\n";
+    std::fs::write(&mtad.config, text).unwrap();
+    let out = mtad.mtactl(&["reload"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("changed, taking effect at the next restart: log"),
+        "{stdout}"
+    );
+    let log = mtad.wait_log("configuration reloaded", 1, Duration::from_secs(10));
+    assert!(!log.lines().any(|l| l.starts_with('{')), "{log}");
+}
