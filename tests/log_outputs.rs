@@ -63,6 +63,19 @@ impl Daemon {
         Daemon { child, port, dir }
     }
 
+    /// Waits until stderr holds `needle`.
+    fn wait_stderr(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.stderr().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
@@ -215,17 +228,9 @@ fn syslog_lines_reach_a_syslog_socket_with_facility_and_severity() {
 #[test]
 fn json_lines_parse_with_every_field() {
     let mut mtad = Daemon::start("", &["--log-format", "json"]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !mtad.stderr().contains("mtad started") {
-        assert!(Instant::now() < deadline, "{}", mtad.stderr());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    mtad.wait_stderr("mtad started");
     mtad.traffic();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !mtad.stderr().contains("authentication failed") {
-        assert!(Instant::now() < deadline, "{}", mtad.stderr());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    mtad.wait_stderr("authentication failed");
     mtad.stop();
     let log = mtad.dir.path().join("stderr.log");
     // python3's json: every line an object; what the rest of the test checks, printed
@@ -462,11 +467,7 @@ fn configuration_errors_reach_stderr_whatever_the_log_output() {
             "postfix",
         ],
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !mtad.stderr().contains("mtad started") {
-        assert!(Instant::now() < deadline, "{}", mtad.stderr());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    mtad.wait_stderr("mtad started");
     mtad.stop();
     assert!(
         mtad.stderr().contains(" postfix/master["),

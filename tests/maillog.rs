@@ -183,25 +183,13 @@ fn pflogsumm_and_fail2ban_read_the_mail_log() {
     );
 
     // fail2ban's shipped filter, with the daemon name ours (docs/operations.md)
-    let regex = require_tool("fail2ban-regex");
-    let out = Command::new(regex)
-        .arg("--print-all-matched")
-        .arg(&file)
-        .arg(r#"postfix[mode=aggressive, _daemon="mtad/\w+"]"#)
-        .output()
-        .unwrap();
-    let matched = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{matched}");
+    let (matched, hits) = fail2ban(&file, r#"postfix[mode=aggressive, _daemon="mtad/\w+"]"#);
     // the relay attempt, the failed AUTH and the session that only failed AUTH (as
     // Postfix's `disconnect ... auth=0/1` line is matched); nothing of the good client
     assert!(
         matched.contains(", 3 matched,"),
         "fail2ban matched otherwise:\n{matched}\nfrom the log:\n{log}"
     );
-    let hits: Vec<&str> = matched
-        .lines()
-        .filter(|l| l.starts_with("|  ") && l.contains(" mtad/") && l.contains("]: "))
-        .collect();
     assert_eq!(hits.len(), 3, "{matched}");
     assert!(
         hits.iter().all(|l| !l.contains("[127.0.0.1]")) && hits[0].contains("Relay access denied"),
@@ -209,18 +197,7 @@ fn pflogsumm_and_fail2ban_read_the_mail_log() {
     );
 
     // the `postfix-sasl` jail's filter: the AUTH failure, and nothing else of the day
-    let out = Command::new(require_tool("fail2ban-regex"))
-        .arg("--print-all-matched")
-        .arg(&file)
-        .arg(r#"postfix[mode=auth, _daemon="mtad/\w+"]"#)
-        .output()
-        .unwrap();
-    let matched = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{matched}");
-    let hits: Vec<&str> = matched
-        .lines()
-        .filter(|l| l.starts_with("|  ") && l.contains(" mtad/") && l.contains("]: "))
-        .collect();
+    let (matched, hits) = fail2ban(&file, r#"postfix[mode=auth, _daemon="mtad/\w+"]"#);
     assert!(matched.contains(", 1 matched,"), "{matched}");
     assert!(
         hits.len() == 1
@@ -462,4 +439,23 @@ delivery {{
     assert_eq!(lw_ours, lw_theirs);
     let expected: Vec<u64> = theirs.iter().map(|(_, n)| *n).collect();
     assert_eq!(expected[..5], [4, 3, 1, 1, 1], "{theirs:?}");
+}
+
+/// `fail2ban-regex --print-all-matched FILE FILTER`: its report, and the mtad lines it
+/// matched.
+fn fail2ban(file: &std::path::Path, filter: &str) -> (String, Vec<String>) {
+    let out = Command::new(require_tool("fail2ban-regex"))
+        .arg("--print-all-matched")
+        .arg(file)
+        .arg(filter)
+        .output()
+        .unwrap();
+    let matched = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{matched}");
+    let hits = matched
+        .lines()
+        .filter(|l| l.starts_with("|  ") && l.contains(" mtad/") && l.contains("]: "))
+        .map(str::to_owned)
+        .collect();
+    (matched, hits)
 }
