@@ -678,9 +678,11 @@ fn production_example_relays_submits_and_reloads_behind_its_tests() {
         text.contains("mtad_policy_refused_total{stage=\"mail\""),
         "{text}"
     );
-    // the broken change never reached the daemon: mtactl refused it first
+    // the broken change never went live: mtactl refused it first, and told the
+    // daemon, which counted it as it counts a refused SIGHUP
     assert!(text.contains("mtad_reloads_total 1\n"), "{text}");
-    assert!(text.contains("mtad_reload_failures_total 0\n"), "{text}");
+    assert!(text.contains("mtad_reload_failures_total 1\n"), "{text}");
+    assert!(ex.mtad.log().contains("by=\"mtactl\""), "{}", ex.mtad.log());
 }
 
 /// Seed 002's virtual domains from PostfixAdmin's tables (SQLite, as the example ships):
