@@ -171,8 +171,10 @@ fn a_rhai_error_a_missing_table_or_bad_kdl_keeps_the_old_policy() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot read table file `more`"), "{stderr}");
     assert!(stderr.contains("mtad.kdl:18:14"), "{stderr}");
+    // mtactl told the daemon, which counted and logged it; then a SIGHUP's own refusal
     signal(mtad.pid(), "HUP");
-    let log = mtad.wait_log("reload refused", 1, Duration::from_secs(5));
+    let log = mtad.wait_log("reload refused", 2, Duration::from_secs(5));
+    assert!(log.contains("by=\"mtactl\"") && log.contains("by=\"mtad\""), "{log}");
     assert!(log.contains("cannot read table file"), "{log}");
     try_rcpt(&mtad, "x@example.test", "250 ");
     // a Rhai syntax error (hooks compile once the configuration itself is valid)
@@ -187,7 +189,7 @@ fn a_rhai_error_a_missing_table_or_bad_kdl_keeps_the_old_policy() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("rcpt.rhai:1:"), "{stderr}");
     signal(mtad.pid(), "HUP");
-    let log = mtad.wait_log("reload refused", 2, Duration::from_secs(5));
+    let log = mtad.wait_log("reload refused", 4, Duration::from_secs(5));
     assert!(log.contains("rcpt.rhai:1:"), "{log}");
     try_rcpt(&mtad, "x@example.test", "250 ");
     // bad KDL: refused too, with its place
