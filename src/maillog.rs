@@ -20,6 +20,7 @@
 //! qmgr:    QID: from=<a@b>, size=N, nrcpt=N (queue active)
 //! smtpd:   disconnect from unknown[192.0.2.1] ehlo=1 mail=1 rcpt=1/2 data=1 quit=1 commands=5/6
 //! smtp:    QID: to=<x@y>, relay=mx.y[192.0.2.9]:25, delay=0.2, delays=0.01/0/0.1/0.09, dsn=2.0.0, status=sent (250 ok)
+//! bounce:  QID: sender non-delivery notification: QID2     (or: sender delay notification)
 //! qmgr:    QID: removed
 //! ```
 
