@@ -3,7 +3,7 @@
 
 use std::io::Write as _;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -17,6 +17,10 @@ use mtad::control::socket::QueueAction;
     about = "Operate mtad: check configuration, inspect and manage the queue, ask how it is"
 )]
 struct Args {
+    /// The configuration file. Default: the file $MTAD_CONFIG names, else
+    /// /etc/mtad/mtad.kdl.
+    #[arg(long, short, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,8 +30,6 @@ enum Command {
     /// Validate the configuration: a one-line summary and the policy revision, or every
     /// error with file:line:col.
     Check {
-        #[arg(long, short, value_name = "PATH")]
-        config: PathBuf,
         /// Also ask every SQL database the configuration uses (tables and users
         /// tables) one query each: exit 1 if one does not answer.
         #[arg(long)]
@@ -36,15 +38,10 @@ enum Command {
     /// Reload the running mtad's policy: the configuration is checked here first, then
     /// compiled anew by mtad and swapped in. Exit 1 with every error when it is not
     /// valid; the running policy stays.
-    Reload {
-        #[arg(long, short, value_name = "PATH")]
-        config: PathBuf,
-    },
+    Reload,
     /// Ask the running mtad how it is: uptime, policy revision, listeners and their
     /// open sessions, messages in the queue by state (active, deferred, hold).
     Status {
-        #[arg(long, short, value_name = "PATH")]
-        config: PathBuf,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
@@ -52,8 +49,6 @@ enum Command {
     /// (exit 1). For a networks or domains set, prints `yes` when KEY is a member.
     /// Exit 2: the configuration is invalid or TABLE is not defined.
     Lookup {
-        #[arg(long, short, value_name = "PATH")]
-        config: PathBuf,
         /// A table, networks or domains name (`table:NAME`, `networks:NAME`,
         /// `domains:NAME` when kinds share a name).
         table: String,
@@ -72,10 +67,7 @@ enum Command {
     /// Check every aliases file the configuration names (errors with file:line:col,
     /// exit 78) and make the running mtad reload so the aliases take effect, like
     /// `newaliases`. Silent on success, also when mtad is not running.
-    Newaliases {
-        #[arg(long, short, value_name = "PATH")]
-        config: PathBuf,
-    },
+    Newaliases,
     /// DKIM signing keys.
     Dkim {
         #[command(subcommand)]
@@ -117,15 +109,11 @@ enum QueueCommand {
     /// `--format postfix`: Postfix's `mailq` listing (what our `mailq` prints), with
     /// postqueue's exit status.
     List {
-        #[arg(long, short, value_name = "PATH")]
-        config: PathBuf,
         #[arg(long, value_enum, default_value_t = ListFormat::Text)]
         format: ListFormat,
     },
     /// Show one message: its envelope and recipients' state, then the message as stored.
     Show {
-        #[arg(long, short, value_name = "PATH")]
-        config: PathBuf,
         /// The queue id, as printed by `queue list` and in the 250 reply.
         id: String,
         /// Print only the message, byte for byte.
@@ -148,8 +136,6 @@ enum QueueCommand {
 
 #[derive(clap::Args)]
 struct QueueIds {
-    #[arg(long, short, value_name = "PATH")]
-    config: PathBuf,
     /// Queue ids (16 hex digits), or ALL.
     #[arg(value_name = "ID")]
     ids: Vec<String>,
@@ -157,8 +143,6 @@ struct QueueIds {
 
 #[derive(clap::Args)]
 struct QueueIdsRequired {
-    #[arg(long, short, value_name = "PATH")]
-    config: PathBuf,
     /// Queue ids (16 hex digits), or ALL for every message.
     #[arg(value_name = "ID", required = true)]
     ids: Vec<String>,
@@ -166,8 +150,6 @@ struct QueueIdsRequired {
 
 #[derive(clap::Args)]
 struct TestPolicyArgs {
-    #[arg(long, short, value_name = "PATH")]
-    config: PathBuf,
     /// Suite files to run instead of a single envelope.
     files: Vec<PathBuf>,
     /// The client's IP address.
@@ -222,11 +204,11 @@ enum ListFormat {
     Postfix,
 }
 
-fn test_policy(args: TestPolicyArgs) -> ExitCode {
+fn test_policy(config: &Path, args: TestPolicyArgs) -> ExitCode {
     use mtad::control::test_policy;
     let json = matches!(args.format, Format::Json);
     if !args.files.is_empty() {
-        return ExitCode::from(test_policy::suite(&args.config, &args.files, json));
+        return ExitCode::from(test_policy::suite(config, &args.files, json));
     }
     let local = args.local.map(|user| mtad::policy::LocalDry {
         user,
@@ -279,7 +261,7 @@ fn test_policy(args: TestPolicyArgs) -> ExitCode {
         dns,
         local,
     };
-    ExitCode::from(test_policy::single(&args.config, &envelope, json))
+    ExitCode::from(test_policy::single(config, &envelope, json))
 }
 
 fn main() -> ExitCode {
@@ -292,10 +274,22 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> ExitCode {
+    if let Command::Dkim { command } = args.command {
+        return finish(dkim(command));
+    }
+    let config = match control::config_path::resolve(args.config.as_deref(), "--config PATH") {
+        Ok(path) => path,
+        Err(e) => {
+            complain(&format!("mtactl: {e}"));
+            return ExitCode::from(config_error_status(&args.command));
+        }
+    };
+    let config = config.as_path();
     let result = match args.command {
-        Command::TestPolicy(a) => return test_policy(a),
-        Command::Lookup { config, table, key } => {
-            return match control::lookup(&config, &table, &key) {
+        Command::Dkim { .. } => unreachable!("answered above"),
+        Command::TestPolicy(a) => return test_policy(config, a),
+        Command::Lookup { table, key } => {
+            return match control::lookup(config, &table, &key) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(message) => {
@@ -304,55 +298,66 @@ fn run(args: Args) -> ExitCode {
                 }
             };
         }
-        Command::Check { config, connect } => control::check(&config, connect),
-        Command::Newaliases { config } => {
-            return ExitCode::from(control::newaliases::newaliases(&config));
+        Command::Check { connect } => control::check(config, connect),
+        Command::Newaliases => {
+            return ExitCode::from(control::newaliases::newaliases(config));
         }
-        Command::Reload { config } => control::reload(&config),
-        Command::Status { config, format } => {
-            control::status(&config, matches!(format, Format::Json))
-        }
-        Command::Dkim {
-            command:
-                DkimCommand::Keygen {
-                    domain,
-                    selector,
-                    algorithm,
-                    bits,
-                    out,
-                },
-        } => {
-            let algorithm = match algorithm {
-                DkimAlgorithm::Rsa => mtad::mailauth::dkim::Algorithm::Rsa,
-                DkimAlgorithm::Ed25519 => mtad::mailauth::dkim::Algorithm::Ed25519,
-            };
-            control::dkim::keygen(&domain, &selector, algorithm, bits, &out)
-                .map_err(control::CommandError::from)
-        }
+        Command::Reload => control::reload(config),
+        Command::Status { format } => control::status(config, matches!(format, Format::Json)),
         Command::Queue { command } => match command {
             QueueCommand::List {
-                config,
                 format: ListFormat::Postfix,
-            } => return ExitCode::from(control::mailq::mailq(&config)),
-            QueueCommand::List { config, format } => {
-                control::queue_list(&config, matches!(format, ListFormat::Json))
+            } => return ExitCode::from(control::mailq::mailq(config)),
+            QueueCommand::List { format } => {
+                control::queue_list(config, matches!(format, ListFormat::Json))
             }
-            QueueCommand::Show {
-                config,
-                id,
-                raw,
-                format,
-            } => control::queue_show(&config, &id, raw, matches!(format, Format::Json)),
-            QueueCommand::Flush(a) => control::queue_command(&a.config, QueueAction::Flush, &a.ids),
-            QueueCommand::Delete(a) => {
-                control::queue_command(&a.config, QueueAction::Delete, &a.ids)
+            QueueCommand::Show { id, raw, format } => {
+                control::queue_show(config, &id, raw, matches!(format, Format::Json))
             }
-            QueueCommand::Hold(a) => control::queue_command(&a.config, QueueAction::Hold, &a.ids),
+            QueueCommand::Flush(a) => control::queue_command(config, QueueAction::Flush, &a.ids),
+            QueueCommand::Delete(a) => control::queue_command(config, QueueAction::Delete, &a.ids),
+            QueueCommand::Hold(a) => control::queue_command(config, QueueAction::Hold, &a.ids),
             QueueCommand::Release(a) => {
-                control::queue_command(&a.config, QueueAction::Release, &a.ids)
+                control::queue_command(config, QueueAction::Release, &a.ids)
             }
         },
     };
+    finish(result)
+}
+
+/// The exit status of `command` when its configuration is not there: what it exits
+/// with for an invalid one.
+fn config_error_status(command: &Command) -> u8 {
+    match command {
+        Command::Lookup { .. } | Command::TestPolicy(_) => 2,
+        Command::Newaliases
+        | Command::Queue {
+            command: QueueCommand::List {
+                format: ListFormat::Postfix,
+            },
+        } => mtad::control::sysexits::EX_CONFIG,
+        _ => 1,
+    }
+}
+
+fn dkim(command: DkimCommand) -> Result<(), control::CommandError> {
+    let DkimCommand::Keygen {
+        domain,
+        selector,
+        algorithm,
+        bits,
+        out,
+    } = command;
+    let algorithm = match algorithm {
+        DkimAlgorithm::Rsa => mtad::mailauth::dkim::Algorithm::Rsa,
+        DkimAlgorithm::Ed25519 => mtad::mailauth::dkim::Algorithm::Ed25519,
+    };
+    control::dkim::keygen(&domain, &selector, algorithm, bits, &out)
+        .map_err(control::CommandError::from)
+}
+
+/// Exit 0, or 1 with the error on stderr.
+fn finish(result: Result<(), control::CommandError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
