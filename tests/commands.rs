@@ -145,3 +145,98 @@ fn mtad_config_names_the_configuration_and_the_command_line_wins() {
     assert!(!text(&out.stderr).contains("no configuration"), "{out:?}");
     assert!(text(&out.stdout).contains("Mail queue is empty"), "{out:?}");
 }
+
+#[test]
+fn version_names_the_program_the_version_and_the_commit() {
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(commit.status.success(), "tests run in a git checkout");
+    let commit = text(&commit.stdout).trim().to_owned();
+    for (program, name) in [
+        (env!("CARGO_BIN_EXE_mtactl"), "mtactl"),
+        (env!("CARGO_BIN_EXE_mtad"), "mtad"),
+    ] {
+        let out = Command::new(program).arg("--version").output().unwrap();
+        assert!(out.status.success());
+        let line = text(&out.stdout);
+        let expected = format!("{name} {} (commit {commit}", env!("CARGO_PKG_VERSION"));
+        // `-dirty` while the tree has changes, as it may in a working copy
+        assert!(
+            line == format!("{expected})\n") || line == format!("{expected}-dirty)\n"),
+            "{line:?}, expected {expected:?}"
+        );
+    }
+}
+
+/// Every option and argument of every `mtactl` command, and of `mtad`, has a line of
+/// help: read from `--help` as the user sees it.
+#[test]
+fn every_option_has_help() {
+    fn check(program: &str, path: &mut Vec<String>, missing: &mut Vec<String>) {
+        let out = Command::new(program)
+            .args(path.iter())
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{path:?}: {out:?}");
+        let help = text(&out.stdout);
+        let mut section = "";
+        let mut commands = Vec::new();
+        // (section, name, has help) per entry; in clap's long layout (when any help
+        // is long) the help is on the lines below, indented by 10
+        let mut entries: Vec<(String, String, bool)> = Vec::new();
+        for line in help.lines() {
+            if line.is_empty() {
+                continue;
+            }
+            if !line.starts_with(' ') {
+                section = line;
+                continue;
+            }
+            let entry = line.trim_start();
+            if entry.is_empty() {
+                continue;
+            }
+            if line.len() - entry.len() >= 10 {
+                if let Some(last) = entries.last_mut() {
+                    // not help: the default, the possible values and their list
+                    let generated = ["[default", "[possible", "Possible values:", "- "];
+                    last.2 |= !generated.iter().any(|g| entry.starts_with(g));
+                }
+                continue;
+            }
+            // the name (`-c, --config <PATH>`, `<ID>...`) ends at two spaces
+            let (name, rest) = entry.split_once("  ").unwrap_or((entry, ""));
+            let rest = rest.trim_start();
+            let described =
+                !rest.is_empty() && !rest.starts_with("[default") && !rest.starts_with("[possible");
+            entries.push((section.to_owned(), name.to_owned(), described));
+        }
+        for (section, name, described) in entries {
+            match section.as_str() {
+                "Commands:" if name == "help" => {}
+                "Commands:" | "Options:" | "Arguments:" => {
+                    if section == "Commands:" {
+                        commands.push(name.clone());
+                    }
+                    if !described {
+                        missing.push(format!("{path:?} {name}"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for c in commands {
+            path.push(c);
+            check(program, path, missing);
+            path.pop();
+        }
+    }
+    let mut missing = Vec::new();
+    check(env!("CARGO_BIN_EXE_mtactl"), &mut Vec::new(), &mut missing);
+    check(env!("CARGO_BIN_EXE_mtad"), &mut Vec::new(), &mut missing);
+    assert!(missing.is_empty(), "no help for: {missing:#?}");
+}

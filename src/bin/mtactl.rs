@@ -13,7 +13,8 @@ use mtad::control::socket::QueueAction;
 
 #[derive(Parser)]
 #[command(
-    version,
+    name = "mtactl",
+    version = mtad::control::VERSION,
     about = "Operate mtad: check configuration, inspect and manage the queue, ask how it is"
 )]
 struct Args {
@@ -106,11 +107,14 @@ enum DkimAlgorithm {
 enum QueueCommand {
     /// List queued messages: id, size, arrival time, sender, recipients (held or not),
     /// then each recipient's state, attempts, next attempt and last reply.
-    /// `--format postfix`: Postfix's `mailq` listing (what our `mailq` prints), with
-    /// postqueue's exit status.
     List {
+        /// `postfix`: Postfix's `mailq` / `postqueue -p` listing, with postqueue's exit
+        /// status; `postfix-json`: one JSON object per message with `postqueue -j`'s
+        /// field names.
         #[arg(long, value_enum, default_value_t = ListFormat::Text)]
         format: ListFormat,
+        #[command(flatten)]
+        states: States,
     },
     /// Show one message: its envelope and recipients' state, then the message as stored.
     Show {
@@ -123,11 +127,34 @@ enum QueueCommand {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Pending recipients by domain and age, like Postfix's `qshape`: a column of
+    /// totals, then buckets of minutes since arrival (5 10 20 ... 1280 1280+). Counts
+    /// the active queue unless --state says otherwise (`qshape deferred` is
+    /// `--state deferred`).
+    Shape {
+        #[command(flatten)]
+        states: States,
+        /// Count each message's sender domain instead (qshape -s).
+        #[arg(long)]
+        senders: bool,
+        /// The first bucket's width in minutes (qshape -t).
+        #[arg(long, value_name = "MINUTES", default_value_t = 5,
+              value_parser = clap::value_parser!(u64).range(1..=525_600))]
+        bucket_minutes: u64,
+        /// How many age buckets (qshape -b); the last holds everything older.
+        #[arg(long, value_name = "N", default_value_t = 10,
+              value_parser = clap::value_parser!(u64).range(1..=100))]
+        buckets: u64,
+        /// Buckets of equal width instead of doubling ones (qshape -l).
+        #[arg(long)]
+        linear: bool,
+    },
     /// Attempt delivery now, ignoring the retry backoff (held messages are skipped).
     /// No ids: every message.
     Flush(QueueIds),
-    /// Remove messages from the queue, without a bounce. Give the ids, or ALL.
-    Delete(QueueIdsRequired),
+    /// Remove messages from the queue, without a bounce. Give the ids, `-`, ALL, or
+    /// --state.
+    Delete(QueueIds),
     /// Keep messages in the queue without delivering them. No ids: every message.
     Hold(QueueIds),
     /// Undo hold and attempt delivery now. No ids: every held message.
@@ -136,16 +163,41 @@ enum QueueCommand {
 
 #[derive(clap::Args)]
 struct QueueIds {
-    /// Queue ids (16 hex digits), or ALL.
+    /// Queue ids (16 hex digits), ALL, or `-`: the ids on standard input, one per line
+    /// (as `postsuper -d -`).
     #[arg(value_name = "ID")]
     ids: Vec<String>,
+    #[command(flatten)]
+    states: States,
 }
 
 #[derive(clap::Args)]
-struct QueueIdsRequired {
-    /// Queue ids (16 hex digits), or ALL for every message.
-    #[arg(value_name = "ID", required = true)]
-    ids: Vec<String>,
+struct States {
+    /// Only messages in this state (repeat for more): active (not tried yet or being
+    /// delivered), deferred (waiting for a retry), hold.
+    #[arg(long = "state", value_name = "STATE", value_enum)]
+    states: Vec<State>,
+}
+
+impl States {
+    fn get(&self) -> Vec<mtad::queue::MessageState> {
+        use mtad::queue::MessageState;
+        self.states
+            .iter()
+            .map(|s| match s {
+                State::Active => MessageState::Active,
+                State::Deferred => MessageState::Deferred,
+                State::Hold => MessageState::Hold,
+            })
+            .collect()
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum State {
+    Active,
+    Deferred,
+    Hold,
 }
 
 #[derive(clap::Args)]
@@ -202,6 +254,8 @@ enum ListFormat {
     Json,
     /// Postfix's `mailq` / `postqueue -p` listing.
     Postfix,
+    /// `postqueue -j`: JSON lines.
+    PostfixJson,
 }
 
 fn test_policy(config: &Path, args: TestPolicyArgs) -> ExitCode {
@@ -306,20 +360,37 @@ fn run(args: Args) -> ExitCode {
         Command::Status { format } => control::status(config, matches!(format, Format::Json)),
         Command::Queue { command } => match command {
             QueueCommand::List {
-                format: ListFormat::Postfix,
-            } => return ExitCode::from(control::mailq::mailq(config)),
-            QueueCommand::List { format } => {
-                control::queue_list(config, matches!(format, ListFormat::Json))
+                format: format @ (ListFormat::Postfix | ListFormat::PostfixJson),
+                states,
+            } => {
+                let json = matches!(format, ListFormat::PostfixJson);
+                return ExitCode::from(control::mailq::mailq(config, &states.get(), json));
+            }
+            QueueCommand::List { format, states } => {
+                control::queue_list(config, matches!(format, ListFormat::Json), &states.get())
             }
             QueueCommand::Show { id, raw, format } => {
                 control::queue_show(config, &id, raw, matches!(format, Format::Json))
             }
-            QueueCommand::Flush(a) => control::queue_command(config, QueueAction::Flush, &a.ids),
-            QueueCommand::Delete(a) => control::queue_command(config, QueueAction::Delete, &a.ids),
-            QueueCommand::Hold(a) => control::queue_command(config, QueueAction::Hold, &a.ids),
-            QueueCommand::Release(a) => {
-                control::queue_command(config, QueueAction::Release, &a.ids)
+            QueueCommand::Shape {
+                states,
+                senders,
+                bucket_minutes,
+                buckets,
+                linear,
+            } => {
+                let shape = control::qshape::Shape {
+                    bucket_minutes,
+                    buckets: usize::try_from(buckets).unwrap_or(100),
+                    linear,
+                    senders,
+                };
+                control::queue_shape(config, &shape, &states.get())
             }
+            QueueCommand::Flush(a) => queue_action(config, QueueAction::Flush, a),
+            QueueCommand::Delete(a) => queue_action(config, QueueAction::Delete, a),
+            QueueCommand::Hold(a) => queue_action(config, QueueAction::Hold, a),
+            QueueCommand::Release(a) => queue_action(config, QueueAction::Release, a),
         },
     };
     finish(result)
@@ -332,12 +403,29 @@ fn config_error_status(command: &Command) -> u8 {
         Command::Lookup { .. } | Command::TestPolicy(_) => 2,
         Command::Newaliases
         | Command::Queue {
-            command: QueueCommand::List {
-                format: ListFormat::Postfix,
-            },
+            command:
+                QueueCommand::List {
+                    format: ListFormat::Postfix | ListFormat::PostfixJson,
+                    ..
+                },
         } => mtad::control::sysexits::EX_CONFIG,
         _ => 1,
     }
+}
+
+fn queue_action(
+    config: &Path,
+    action: QueueAction,
+    a: QueueIds,
+) -> Result<(), control::CommandError> {
+    let states = a.states.get();
+    control::queue_command_reading(
+        config,
+        action,
+        &a.ids,
+        &states,
+        &mut std::io::stdin().lock(),
+    )
 }
 
 fn dkim(command: DkimCommand) -> Result<(), control::CommandError> {

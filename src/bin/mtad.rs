@@ -9,7 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 /// A mail relay whose policy is code.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = "mtad", version = mtad::control::VERSION, about)]
 struct Args {
     /// The KDL configuration file. Default: the file $MTAD_CONFIG names, else
     /// /etc/mtad/mtad.kdl.

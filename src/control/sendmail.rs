@@ -790,6 +790,7 @@ fn flush(config: &Path, err: &mut dyn Write) -> u8 {
         config,
         crate::control::socket::QueueAction::Flush,
         &["ALL".to_owned()],
+        &[],
     ) {
         Ok(()) => EX_OK,
         Err(e) => {
@@ -824,7 +825,7 @@ fn list(settings: &Settings, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
 
 /// The maildrop's complete files as `mailq` entries, oldest first.
 fn maildrop_entries(config: &Config) -> Vec<super::mailq::Entry> {
-    use super::mailq::{Entry, Mark, Pending};
+    use super::mailq::{Entry, Pending, Queue};
     let Some(ls) = &config.local_submission else {
         return Vec::new();
     };
@@ -841,7 +842,7 @@ fn maildrop_entries(config: &Config) -> Vec<super::mailq::Entry> {
             let d = sub.dropped;
             Some(Entry {
                 id,
-                mark: Mark::None,
+                queue: Queue::Maildrop,
                 size: d.message.len() as u64,
                 arrival: sub.mtime,
                 sender: d
