@@ -240,3 +240,137 @@ fn every_option_has_help() {
     check(env!("CARGO_BIN_EXE_mtad"), &mut Vec::new(), &mut missing);
     assert!(missing.is_empty(), "no help for: {missing:#?}");
 }
+
+const RELAY: &str = r#"
+server {
+    hostname "relay.example.test"
+    spool "{spool}"
+}
+listen "mx" address="127.0.0.1:{port}"
+networks "trusted" "127.0.0.0/8"
+stage "rcpt" {
+    accept client="trusted"
+}
+"#;
+
+/// `mtactl ARGS --config ...` with `stdin` on its standard input.
+fn mtactl_with_input(mtad: &common::Mtad, args: &[&str], stdin: &[u8]) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mtactl"))
+        .args(args)
+        .arg("--config")
+        .arg(&mtad.config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn queued_ids(mtad: &common::Mtad) -> Vec<String> {
+    let mut ids: Vec<String> = mtad
+        .queued()
+        .iter()
+        .map(|(m, _)| m.id.to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn queue_ids_come_from_stdin_and_states_choose_messages() {
+    let mtad = common::Mtad::start(RELAY); // queue-only: nothing leaves
+    let mut ids = Vec::new();
+    for rcpt in ["a@one.test", "b@two.test", "c@two.test"] {
+        let mut c = mtad.session();
+        c.cmd("EHLO client.test", "250");
+        ids.push(c.send_message("s@src.test", &[rcpt], "Subject: x\r\n\r\nx\r\n"));
+    }
+    let out = mtad.mtactl(&["queue", "hold", &ids[1]]);
+    assert!(out.status.success(), "{out:?}");
+
+    // `-` with nothing on stdin touches nothing (no ids would mean every message)
+    let out = mtactl_with_input(&mtad, &["queue", "hold", "-"], b"");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout), "Placed on hold: 0 messages\n");
+
+    // the held message's id, found by the JSON lines and python3, deleted through stdin
+    let listed = mtad.mtactl(&[
+        "queue",
+        "list",
+        "--format",
+        "postfix-json",
+        "--state",
+        "hold",
+    ]);
+    assert!(listed.status.success(), "{listed:?}");
+    let mut python = Command::new("python3")
+        .args([
+            "-c",
+            "import json,sys\nfor l in sys.stdin: print(json.loads(l)['queue_id'])",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    {
+        use std::io::Write as _;
+        python
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&listed.stdout)
+            .unwrap();
+    }
+    let held = python.wait_with_output().unwrap();
+    assert_eq!(text(&held.stdout), format!("{}\n", ids[1]));
+    let out = mtactl_with_input(&mtad, &["queue", "delete", "-"], &held.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        text(&out.stdout),
+        format!("{}: removed\nDeleted: 1 message\n", ids[1])
+    );
+    assert_eq!(queued_ids(&mtad), vec![ids[0].clone(), ids[2].clone()]);
+
+    // blank lines and blanks around ids are fine; an unknown id is said
+    let input = format!("\n  {}  \n\nFFFFFFFFFFFFFFFF\n", ids[0]);
+    let out = mtactl_with_input(&mtad, &["queue", "hold", "-"], input.as_bytes());
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(text(&out.stdout).contains(&format!("{}: placed on hold", ids[0])));
+    assert_eq!(
+        text(&out.stderr),
+        "mtactl: FFFFFFFFFFFFFFFF: no such message in the queue\n"
+    );
+    // not an id: nothing is sent
+    let out = mtactl_with_input(&mtad, &["queue", "delete", "-"], b"nonsense\n");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(queued_ids(&mtad).len(), 2);
+
+    // --state: `postsuper -d ALL hold`
+    let out = mtad.mtactl(&["queue", "list", "--state", "active"]);
+    let listing = text(&out.stdout);
+    assert!(
+        listing.contains(&ids[2]) && !listing.contains(&ids[0]),
+        "{listing}"
+    );
+    let out = mtad.mtactl(&["queue", "delete", "--state", "hold"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        text(&out.stdout),
+        format!("{}: removed\nDeleted: 1 message\n", ids[0])
+    );
+    assert_eq!(queued_ids(&mtad), vec![ids[2].clone()]);
+
+    // the shape of what is left: one recipient in two.test, in the first bucket
+    let out = mtad.mtactl(&["queue", "shape"]);
+    let table = text(&out.stdout);
+    assert!(
+        table
+            .lines()
+            .nth(2)
+            .is_some_and(|l| l.trim_start().starts_with("two.test  1  1  0")),
+        "{table}"
+    );
+}

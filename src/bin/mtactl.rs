@@ -43,6 +43,7 @@ enum Command {
     /// Ask the running mtad how it is: uptime, policy revision, listeners and their
     /// open sessions, messages in the queue by state (active, deferred, hold).
     Status {
+        /// `json`: the same as one JSON object.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
@@ -53,6 +54,7 @@ enum Command {
         /// A table, networks or domains name (`table:NAME`, `networks:NAME`,
         /// `domains:NAME` when kinds share a name).
         table: String,
+        /// What to look up: an address, a domain, an IP address (as `postmap -q`).
         key: String,
     },
     /// Dry-run the policy: one envelope from options, or suites of test files.
@@ -82,10 +84,13 @@ enum DkimCommand {
     /// the TXT record to publish at SELECTOR._domainkey.DOMAIN and the `dkim` line for
     /// the configuration.
     Keygen {
+        /// The signing domain (`d=`).
         #[arg(long)]
         domain: String,
+        /// The selector (`s=`): the key is published at SELECTOR._domainkey.DOMAIN.
         #[arg(long)]
         selector: String,
+        /// The key type.
         #[arg(long, value_enum, default_value_t = DkimAlgorithm::Rsa)]
         algorithm: DkimAlgorithm,
         /// RSA key size.
@@ -207,6 +212,7 @@ struct TestPolicyArgs {
     /// The client's IP address.
     #[arg(long, default_value = "127.0.0.1")]
     client: IpAddr,
+    /// The name the client gives in HELO/EHLO.
     #[arg(long)]
     helo: Option<String>,
     /// The authenticated user, as if the client had used SMTP AUTH.
@@ -238,6 +244,7 @@ struct TestPolicyArgs {
     /// `aaaa`, `mx`, `ptr`, `fail`); every other name is NXDOMAIN.
     #[arg(long, value_name = "FILE")]
     dns: Option<PathBuf>,
+    /// `json`: the verdicts (or the suite's results) as JSON.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
 }

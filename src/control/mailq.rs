@@ -35,6 +35,9 @@ use super::sysexits::{EX_CONFIG, EX_OK, EX_UNAVAILABLE};
 use crate::config::{Config, render};
 use crate::queue::{self, MessageState, QueuedMessage};
 
+/// How the null sender is shown (Postfix's `empty_address_recipient`), in the listing
+/// and in the JSON lines alike.
+const NULL_SENDER: &str = "MAILER-DAEMON";
 /// The id column: 16 hex digits and the status character (Postfix's long-id layout).
 const ID_WIDTH: usize = 17;
 /// Postfix's `L_HEADINGS`, in its `L_STRING_FORMAT` (`%-17s %8s %-19s %s`).
@@ -164,7 +167,7 @@ where
         }
         total = total.saturating_add(e.size);
         let sender = if e.sender.is_empty() {
-            "MAILER-DAEMON"
+            NULL_SENDER
         } else {
             &e.sender
         };
@@ -210,7 +213,8 @@ where
 /// Writes one JSON object per line, as `postqueue -j` does, with its field names
 /// (so monitoring written for Postfix reads ours): `queue_name`, `queue_id`,
 /// `arrival_time` (unix seconds), `message_size`, `forced_expire` (always `false`:
-/// mtad has no `postsuper -e`), `sender` (`""` for the null sender), `recipients`
+/// mtad has no `postsuper -e`), `sender` (`MAILER-DAEMON` for the null sender, as
+/// Postfix writes it), `recipients`
 /// (`address`, and `delay_reason` only when there is one). Spacing as Postfix's.
 pub fn render_json_lines(entries: &[Entry], out: &mut impl Write) -> io::Result<()> {
     let quote = |s: &str| serde_json::Value::from(s).to_string();
@@ -237,7 +241,11 @@ pub fn render_json_lines(entries: &[Entry], out: &mut impl Write) -> io::Result<
             quote(&e.id),
             e.arrival,
             e.size,
-            quote(&e.sender),
+            quote(if e.sender.is_empty() {
+                NULL_SENDER
+            } else {
+                &e.sender
+            }),
             recipients.join(", ")
         )?;
     }
