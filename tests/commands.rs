@@ -374,3 +374,156 @@ fn queue_ids_come_from_stdin_and_states_choose_messages() {
         "{table}"
     );
 }
+
+/// `mtactl config --full` of every example, written next to it, passes `mtactl check`
+/// and reads back as the same configuration: the same settings, listeners, sets, tables
+/// and rules (but for where each rule is written).
+#[test]
+fn the_full_configuration_reads_back_as_the_same() {
+    use mtad::config::Config;
+    use mtad::config::settings::SETTINGS;
+    let mut checked = 0;
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples")).unwrap() {
+        let original = entry.unwrap().path().join("mtad.kdl");
+        if !original.exists() {
+            continue;
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_mtactl"))
+            .args(["config", "--full", "--config"])
+            .arg(&original)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}: {out:?}", original.display());
+        // beside the original, so that relative paths resolve alike; removed on drop
+        let copy = tempfile::Builder::new()
+            .prefix(".full-")
+            .suffix(".kdl")
+            .tempfile_in(original.parent().unwrap())
+            .unwrap();
+        std::fs::write(copy.path(), &out.stdout).unwrap();
+        let check = Command::new(env!("CARGO_BIN_EXE_mtactl"))
+            .args(["check", "--config"])
+            .arg(copy.path())
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{}: {}\n{}",
+            original.display(),
+            text(&check.stderr),
+            text(&out.stdout)
+        );
+        let a = Config::load(&original).unwrap();
+        let b = Config::load(copy.path()).unwrap();
+        for s in SETTINGS {
+            assert_eq!(
+                (s.get)(&a),
+                (s.get)(&b),
+                "{}: {}",
+                original.display(),
+                s.name()
+            );
+        }
+        assert_eq!(a.listeners, b.listeners, "{}", original.display());
+        let keys = |c: &Config| {
+            (
+                c.networks.keys().cloned().collect::<Vec<_>>(),
+                c.domains.keys().cloned().collect::<Vec<_>>(),
+                c.tables.keys().cloned().collect::<Vec<_>>(),
+                c.users.keys().cloned().collect::<Vec<_>>(),
+                c.content_filters.clone(),
+                c.authentication.as_ref().map(|x| x.checks.clone()),
+                c.dkim.len(),
+            )
+        };
+        assert_eq!(keys(&a), keys(&b), "{}", original.display());
+        let rules = |c: &Config| {
+            c.stages
+                .iter()
+                .map(|rules| {
+                    rules
+                        .iter()
+                        // as Debug: a table compares by identity, its Debug by content
+                        .map(|r| {
+                            format!("{:?} {:?} {} {:?}", r.action, r.conditions, r.warn, r.route)
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(rules(&a), rules(&b), "{}", original.display());
+        checked += 1;
+    }
+    assert!(checked >= 5, "{checked} examples");
+}
+
+/// Where our defaults are Postfix's (docs/operations.md says which), they are the
+/// values the installed Postfix's `postconf -d` prints.
+#[test]
+fn defaults_said_to_be_postfix_s_are_postfix_s() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mtad.kdl");
+    std::fs::write(&config, CONFIG).unwrap();
+    let pairs = [
+        ("limits.recipients", "smtpd_recipient_limit"),
+        ("limits.header-size", "header_size_limit"),
+        ("limits.junk-commands", "smtpd_junk_command_limit"),
+        ("limits.error-limit", "smtpd_hard_error_limit"),
+        ("limits.hop-count", "hopcount_limit"),
+        ("limits.idle-timeout", "smtpd_timeout"),
+        ("delivery.backoff-min", "minimal_backoff_time"),
+        ("delivery.backoff-max", "maximal_backoff_time"),
+        ("delivery.lifetime", "maximal_queue_lifetime"),
+        (
+            "delivery.concurrency",
+            "default_destination_concurrency_limit",
+        ),
+        ("delivery.connections", "default_process_limit"),
+        ("delivery.recipients", "smtp_destination_recipient_limit"),
+        ("delivery.connect-timeout", "smtp_connect_timeout"),
+    ];
+    let ours = Command::new(env!("CARGO_BIN_EXE_mtactl"))
+        .args(["config", "--defaults", "--value-only", "--config"])
+        .arg(&config)
+        .args(pairs.map(|(o, _)| o))
+        .output()
+        .unwrap();
+    assert!(ours.status.success(), "{ours:?}");
+    let theirs = Command::new("postconf")
+        .args(["-d", "-h", "-x"])
+        .args(pairs.map(|(_, p)| p))
+        .output()
+        .expect("Postfix's postconf");
+    assert!(theirs.status.success(), "{theirs:?}");
+    // Postfix's times: a number and a unit (s by default)
+    let seconds = |v: &str| -> u64 {
+        let v = v.trim();
+        let (n, unit) = v.split_at(v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len()));
+        let n: u64 = n.parse().unwrap_or_else(|_| panic!("{v:?}"));
+        n * match unit {
+            "" | "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86400,
+            "w" => 7 * 86400,
+            _ => panic!("{v:?}"),
+        }
+    };
+    for (((o, p), ours), theirs) in pairs
+        .iter()
+        .zip(text(&ours.stdout).lines())
+        .zip(text(&theirs.stdout).lines())
+    {
+        let ours_n = match ours.parse::<u64>() {
+            Ok(n) => n,
+            Err(_) => mtad::config::parse_duration(ours).unwrap().as_secs(),
+        };
+        assert_eq!(
+            ours_n,
+            seconds(theirs),
+            "{o} = {ours}, Postfix's {p} = {theirs}"
+        );
+    }
+    assert_eq!(text(&ours.stdout).lines().count(), pairs.len());
+    assert_eq!(text(&theirs.stdout).lines().count(), pairs.len());
+}

@@ -36,6 +36,26 @@ enum Command {
         #[arg(long)]
         connect: bool,
     },
+    /// Print the settings (the server, limits, rate-limits, reload and delivery blocks)
+    /// as mtad reads them, like `postconf`: every value, defaults made explicit.
+    Config {
+        /// Settings to print, as BLOCK.KEY (`limits.message-size`): `NAME = VALUE`.
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+        /// The defaults instead of the values in force (`postconf -d`).
+        #[arg(long, short, conflicts_with_all = ["changed", "full"])]
+        defaults: bool,
+        /// Only the settings whose value differs from the default (`postconf -n`).
+        #[arg(long, short = 'n', conflicts_with = "full")]
+        changed: bool,
+        /// With NAMEs: only the values, one a line (`postconf -h`).
+        #[arg(long, short = 'H', requires = "names")]
+        value_only: bool,
+        /// The whole configuration as one KDL file that `mtactl check` accepts: the
+        /// settings explicit, then every other node of the main file as written.
+        #[arg(long, conflicts_with = "names")]
+        full: bool,
+    },
     /// Reload the running mtad's policy: the configuration is checked here first, then
     /// compiled anew by mtad and swapped in. Exit 1 with every error when it is not
     /// valid; the running policy stays.
@@ -364,6 +384,22 @@ fn run(args: Args) -> ExitCode {
             return ExitCode::from(control::newaliases::newaliases(config));
         }
         Command::Reload => control::reload(config),
+        Command::Config { full: true, .. } => control::show_config::full(config),
+        Command::Config {
+            names,
+            defaults,
+            changed,
+            value_only,
+            ..
+        } => {
+            use mtad::config::settings::Which;
+            let which = match (defaults, changed) {
+                (true, _) => Which::Defaults,
+                (_, true) => Which::Changed,
+                _ => Which::Effective,
+            };
+            control::show_config::show(config, which, &names, value_only)
+        }
         Command::Status { format } => control::status(config, matches!(format, Format::Json)),
         Command::Queue { command } => match command {
             QueueCommand::List {

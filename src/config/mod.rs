@@ -29,7 +29,7 @@
 
 pub mod checks;
 mod error;
-pub(crate) mod parse;
+mod parse;
 mod reply;
 mod revision;
 pub mod route;

@@ -43,6 +43,7 @@ pub mod pickup;
 pub mod qshape;
 pub mod reload;
 pub mod sendmail;
+pub mod show_config;
 pub mod socket;
 pub mod status;
 pub mod sysexits;

@@ -530,7 +530,8 @@ fn resolve(config_path: &Path, value: &str) -> PathBuf {
 }
 
 /// The keys of each settings block, as the readers accept them (for
-/// [`crate::config::settings`], whose table must name each one).
+/// [`crate::config::settings`], whose table must name each one: tested there).
+#[cfg(test)]
 pub(crate) fn setting_keys() -> [(&'static str, &'static [&'static str]); 5] {
     [
         ("server", server::SERVER_KEYS),
