@@ -432,7 +432,7 @@ fn the_full_configuration_reads_back_as_the_same() {
                 c.tables.keys().cloned().collect::<Vec<_>>(),
                 c.users.keys().cloned().collect::<Vec<_>>(),
                 c.content_filters.clone(),
-                c.authentication.as_ref().map(|x| x.checks.clone()),
+                c.authentication.as_ref().map(|x| x.checks),
                 c.dkim.len(),
             )
         };
