@@ -527,3 +527,30 @@ fn defaults_said_to_be_postfix_s_are_postfix_s() {
     assert_eq!(text(&ours.stdout).lines().count(), pairs.len());
     assert_eq!(text(&theirs.stdout).lines().count(), pairs.len());
 }
+
+/// The transcript under "Which configuration" in docs/operations.md is what the
+/// programs print.
+#[test]
+fn the_documented_messages_are_printed() {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
+        .unwrap();
+    let section = &docs[docs.find("## Which configuration").unwrap()..];
+    let start = section.find("```text\n").unwrap() + "```text\n".len();
+    let block = &section[start..start + section[start..].find("```").unwrap()];
+    let lines: Vec<&str> = block.lines().collect();
+    assert_eq!(lines.len(), 4, "{block}");
+    for pair in lines.chunks(2) {
+        let command = pair[0].strip_prefix("$ ").unwrap();
+        let (env, command) = match command.strip_prefix("MTAD_CONFIG=") {
+            Some(rest) => {
+                let (path, command) = rest.split_once(' ').unwrap();
+                (Some(Path::new(path)), command)
+            }
+            None => (None, command),
+        };
+        let words: Vec<&str> = command.split_whitespace().collect();
+        assert_eq!(words[0], "mtactl");
+        let out = without_default(env!("CARGO_BIN_EXE_mtactl"), &words[1..], env);
+        assert_eq!(text(&out.stderr), format!("{}\n", pair[1]), "{command}");
+    }
+}

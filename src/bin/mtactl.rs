@@ -179,7 +179,7 @@ enum QueueCommand {
     Flush(QueueIds),
     /// Remove messages from the queue, without a bounce. Give the ids, `-`, ALL, or
     /// --state.
-    Delete(QueueIds),
+    Delete(DeleteIds),
     /// Keep messages in the queue without delivering them. No ids: every message.
     Hold(QueueIds),
     /// Undo hold and attempt delivery now. No ids: every held message.
@@ -191,6 +191,16 @@ struct QueueIds {
     /// Queue ids (16 hex digits), ALL, or `-`: the ids on standard input, one per line
     /// (as `postsuper -d -`).
     #[arg(value_name = "ID")]
+    ids: Vec<String>,
+    #[command(flatten)]
+    states: States,
+}
+
+#[derive(clap::Args)]
+struct DeleteIds {
+    /// Queue ids (16 hex digits), ALL for every message, or `-`: the ids on standard
+    /// input, one per line (as `postsuper -d -`).
+    #[arg(value_name = "ID", required_unless_present = "states")]
     ids: Vec<String>,
     #[command(flatten)]
     states: States,
@@ -431,7 +441,9 @@ fn run(args: Args) -> ExitCode {
                 control::queue_shape(config, &shape, &states.get())
             }
             QueueCommand::Flush(a) => queue_action(config, QueueAction::Flush, a),
-            QueueCommand::Delete(a) => queue_action(config, QueueAction::Delete, a),
+            QueueCommand::Delete(DeleteIds { ids, states }) => {
+                queue_action(config, QueueAction::Delete, QueueIds { ids, states })
+            }
             QueueCommand::Hold(a) => queue_action(config, QueueAction::Hold, a),
             QueueCommand::Release(a) => queue_action(config, QueueAction::Release, a),
         },
