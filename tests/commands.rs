@@ -241,32 +241,15 @@ fn every_option_has_help() {
     assert!(missing.is_empty(), "no help for: {missing:#?}");
 }
 
-const RELAY: &str = r#"
-server {
-    hostname "relay.example.test"
-    spool "{spool}"
-}
-listen "mx" address="127.0.0.1:{port}"
-networks "trusted" "127.0.0.0/8"
-stage "rcpt" {
-    accept client="trusted"
-}
-"#;
-
 /// `mtactl ARGS --config ...` with `stdin` on its standard input.
 fn mtactl_with_input(mtad: &common::Mtad, args: &[&str], stdin: &[u8]) -> Output {
-    use std::io::Write as _;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mtactl"))
-        .args(args)
-        .arg("--config")
-        .arg(&mtad.config)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
+    common::run_with_input(
+        Command::new(env!("CARGO_BIN_EXE_mtactl"))
+            .args(args)
+            .arg("--config")
+            .arg(&mtad.config),
+        stdin,
+    )
 }
 
 fn queued_ids(mtad: &common::Mtad) -> Vec<String> {
@@ -281,7 +264,7 @@ fn queued_ids(mtad: &common::Mtad) -> Vec<String> {
 
 #[test]
 fn queue_ids_come_from_stdin_and_states_choose_messages() {
-    let mtad = common::Mtad::start(RELAY); // queue-only: nothing leaves
+    let mtad = common::Mtad::start(common::BASIC); // queue-only: nothing leaves
     let mut ids = Vec::new();
     for rcpt in ["a@one.test", "b@two.test", "c@two.test"] {
         let mut c = mtad.session();
@@ -297,34 +280,16 @@ fn queue_ids_come_from_stdin_and_states_choose_messages() {
     assert_eq!(text(&out.stdout), "Placed on hold: 0 messages\n");
 
     // the held message's id, found by the JSON lines and python3, deleted through stdin
-    let listed = mtad.mtactl(&[
-        "queue",
-        "list",
-        "--format",
-        "postfix-json",
-        "--state",
-        "hold",
-    ]);
+    let listed = mtad.mtactl(&["queue", "list", "--format=postfix-json", "--state=hold"]);
     assert!(listed.status.success(), "{listed:?}");
-    let mut python = Command::new("python3")
-        .args([
+    let held = common::run_with_input(
+        Command::new("python3").args([
             "-c",
             "import json,sys\nfor l in sys.stdin: print(json.loads(l)['queue_id'])",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    {
-        use std::io::Write as _;
-        python
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(&listed.stdout)
-            .unwrap();
-    }
-    let held = python.wait_with_output().unwrap();
+        ]),
+        &listed.stdout,
+    );
+    assert!(held.status.success(), "python3: {held:?}");
     assert_eq!(text(&held.stdout), format!("{}\n", ids[1]));
     let out = mtactl_with_input(&mtad, &["queue", "delete", "-"], &held.stdout);
     assert!(out.status.success(), "{out:?}");
@@ -383,11 +348,7 @@ fn the_full_configuration_reads_back_as_the_same() {
     use mtad::config::Config;
     use mtad::config::settings::SETTINGS;
     let mut checked = 0;
-    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples")).unwrap() {
-        let original = entry.unwrap().path().join("mtad.kdl");
-        if !original.exists() {
-            continue;
-        }
+    for original in common::example_configs() {
         let out = Command::new(env!("CARGO_BIN_EXE_mtactl"))
             .args(["config", "--full", "--config"])
             .arg(&original)

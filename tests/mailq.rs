@@ -310,10 +310,8 @@ fn mailq_has_postfix_shape_line_for_line() {
         .args([
             "queue",
             "list",
-            "--format",
-            "postfix-json",
-            "--state",
-            "hold",
+            "--format=postfix-json",
+            "--state=hold",
             "--config",
         ])
         .arg(&mtad.config));
@@ -353,8 +351,8 @@ fn mailq_has_postfix_shape_line_for_line() {
 /// types of their values, and each recipient's address and fields; sorted (Postfix
 /// lists in hash order).
 fn json_fields(lines: &[u8]) -> String {
-    let mut child = Command::new("python3")
-        .args([
+    let out = run_with_input(
+        Command::new("python3").args([
             "-c",
             r#"
 import json, sys
@@ -366,14 +364,9 @@ for line in sys.stdin:
     out.append(f"{o['queue_name']} {o['sender']} {fields} {rcpts}")
 print("\n".join(sorted(out)))
 "#,
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    use std::io::Write as _;
-    child.stdin.take().unwrap().write_all(lines).unwrap();
-    let out = child.wait_with_output().unwrap();
+        ]),
+        lines,
+    );
     assert!(out.status.success(), "python3: {out:?}");
     String::from_utf8(out.stdout).unwrap()
 }

@@ -117,307 +117,83 @@ fn rate(r: Option<(u32, Duration)>) -> Value {
     opt(r, |(n, per)| Value::Rate(n, per))
 }
 
+fn list<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> Value {
+    Value::List(items.map(|i| i.to_string()).collect())
+}
+/// `local-recipients`: its sources, or `"any"` for none.
+fn local_recipients(c: &Config) -> Value {
+    match &c.delivery.local_recipients {
+        None => Value::List(vec!["any".to_owned()]),
+        Some(sources) => list(sources.iter().map(|s| match s {
+            LocalRecipients::Passwd => "passwd",
+            LocalRecipients::Aliases => "aliases",
+            LocalRecipients::Table(name) => name.as_str(),
+        })),
+    }
+}
+
+/// A row of [`SETTINGS`].
+const fn s(block: &'static str, key: &'static str, get: fn(&Config) -> Value) -> Setting {
+    Setting { block, key, get }
+}
+
 /// Every setting, block by block, keys in the order the documentation lists them.
+#[rustfmt::skip]
 pub const SETTINGS: &[Setting] = &[
-    Setting {
-        block: "server",
-        key: "hostname",
-        get: |c| text(&c.server.hostname),
-    },
-    Setting {
-        block: "server",
-        key: "spool",
-        get: |c| path(&c.server.spool),
-    },
-    Setting {
-        block: "server",
-        key: "banner",
-        get: |c| text(&c.server.banner),
-    },
-    Setting {
-        block: "server",
-        key: "origin",
-        get: |c| text(&c.server.origin),
-    },
-    Setting {
-        block: "server",
-        key: "shutdown-timeout",
-        get: |c| Value::Duration(c.server.shutdown_timeout),
-    },
-    Setting {
-        block: "server",
-        key: "control-socket",
-        get: |c| path(&c.server.control_socket),
-    },
-    Setting {
-        block: "server",
-        key: "content-filter",
-        get: |c| opt(c.server.content_filter.as_deref(), text),
-    },
-    Setting {
-        block: "server",
-        key: "tls-certificate",
-        get: |c| opt(c.server.tls.as_ref(), |t| path(&t.certificate)),
-    },
-    Setting {
-        block: "server",
-        key: "tls-key",
-        get: |c| opt(c.server.tls.as_ref(), |t| path(&t.key)),
-    },
-    Setting {
-        block: "server",
-        key: "metrics",
-        get: |c| opt(c.server.metrics, |a| Value::Text(a.to_string())),
-    },
-    Setting {
-        block: "limits",
-        key: "message-size",
-        get: |c| int(c.limits.message_size),
-    },
-    Setting {
-        block: "limits",
-        key: "recipients",
-        get: |c| int(c.limits.recipients),
-    },
-    Setting {
-        block: "limits",
-        key: "line-length",
-        get: |c| int(c.limits.line_length),
-    },
-    Setting {
-        block: "limits",
-        key: "text-line-length",
-        get: |c| int(c.limits.text_line_length),
-    },
-    Setting {
-        block: "limits",
-        key: "header-size",
-        get: |c| int(c.limits.header_size),
-    },
-    Setting {
-        block: "limits",
-        key: "junk-commands",
-        get: |c| int(c.limits.junk_commands),
-    },
-    Setting {
-        block: "limits",
-        key: "data-memory",
-        get: |c| int(c.limits.data_memory),
-    },
-    Setting {
-        block: "limits",
-        key: "idle-timeout",
-        get: |c| Value::Duration(c.limits.idle_timeout),
-    },
-    Setting {
-        block: "limits",
-        key: "data-timeout",
-        get: |c| Value::Duration(c.limits.data_timeout),
-    },
-    Setting {
-        block: "limits",
-        key: "error-limit",
-        get: |c| int(c.limits.error_limit),
-    },
-    Setting {
-        block: "limits",
-        key: "connections",
-        get: |c| int(c.limits.connections),
-    },
-    Setting {
-        block: "limits",
-        key: "connections-per-ip",
-        get: |c| int(c.limits.connections_per_ip),
-    },
-    Setting {
-        block: "limits",
-        key: "min-free-space",
-        get: |c| int(c.limits.min_free_space),
-    },
-    Setting {
-        block: "limits",
-        key: "hop-count",
-        get: |c| int(c.limits.hop_count),
-    },
-    Setting {
-        block: "limits",
-        key: "tls-handshake-timeout",
-        get: |c| Value::Duration(c.limits.tls_handshake_timeout),
-    },
-    Setting {
-        block: "rate-limits",
-        key: "connections",
-        get: |c| rate(c.rate_limits.connections),
-    },
-    Setting {
-        block: "rate-limits",
-        key: "messages",
-        get: |c| rate(c.rate_limits.messages),
-    },
-    Setting {
-        block: "rate-limits",
-        key: "recipients",
-        get: |c| rate(c.rate_limits.recipients),
-    },
-    Setting {
-        block: "rate-limits",
-        key: "auth",
-        get: |c| rate(c.rate_limits.auth),
-    },
-    Setting {
-        block: "rate-limits",
-        key: "auth-failures",
-        get: |c| rate(c.rate_limits.auth_failures),
-    },
-    Setting {
-        block: "rate-limits",
-        key: "auth-failures-per-user",
-        get: |c| rate(c.rate_limits.auth_failures_per_user),
-    },
-    Setting {
-        block: "rate-limits",
-        key: "ipv6-prefix",
-        get: |c| int(c.rate_limits.ipv6_prefix),
-    },
-    Setting {
-        block: "rate-limits",
-        key: "exempt",
-        get: |c| Value::List(c.rate_limits.exempt.clone()),
-    },
-    Setting {
-        block: "reload",
-        key: "watch",
-        // `watch #false` is the default, and can be written
-        get: |c| c.reload.watch.map_or(Value::Bool(false), Value::Duration),
-    },
-    Setting {
-        block: "reload",
-        key: "require-tests",
-        get: |c| {
-            Value::List(
-                c.reload
-                    .require_tests
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect(),
-            )
-        },
-    },
-    Setting {
-        block: "delivery",
-        key: "backoff-min",
-        get: |c| Value::Duration(c.delivery.backoff_min),
-    },
-    Setting {
-        block: "delivery",
-        key: "backoff-max",
-        get: |c| Value::Duration(c.delivery.backoff_max),
-    },
-    Setting {
-        block: "delivery",
-        key: "lifetime",
-        get: |c| Value::Duration(c.delivery.lifetime),
-    },
-    Setting {
-        block: "delivery",
-        key: "delay-warning",
-        get: |c| opt(c.delivery.delay_warning, Value::Duration),
-    },
-    Setting {
-        block: "delivery",
-        key: "concurrency",
-        get: |c| int(c.delivery.concurrency),
-    },
-    Setting {
-        block: "delivery",
-        key: "connections",
-        get: |c| int(c.delivery.connections),
-    },
-    Setting {
-        block: "delivery",
-        key: "recipients",
-        get: |c| int(c.delivery.recipients),
-    },
-    Setting {
-        block: "delivery",
-        key: "fallback-relay",
-        get: |c| {
-            Value::List(
-                c.delivery
-                    .fallback
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect(),
-            )
-        },
-    },
-    Setting {
-        block: "delivery",
-        key: "tls",
-        get: |c| text(c.delivery.tls.as_str()),
-    },
-    Setting {
-        block: "delivery",
-        key: "tls-ca-file",
-        get: |c| opt(c.delivery.tls_ca_file.as_deref(), path),
-    },
-    Setting {
-        block: "delivery",
-        key: "auth-plaintext",
-        get: |c| Value::Bool(c.delivery.auth_plaintext),
-    },
-    Setting {
-        block: "delivery",
-        key: "queue-only",
-        get: |c| Value::Bool(c.delivery.queue_only),
-    },
-    Setting {
-        block: "delivery",
-        key: "dns-server",
-        get: |c| opt(c.delivery.dns_server, |a| Value::Text(a.to_string())),
-    },
-    Setting {
-        block: "delivery",
-        key: "smtp-port",
-        get: |c| int(c.delivery.smtp_port),
-    },
-    Setting {
-        block: "delivery",
-        key: "local-base",
-        get: |c| path(&c.delivery.local_base),
-    },
-    Setting {
-        block: "delivery",
-        key: "local-recipients",
-        get: |c| match &c.delivery.local_recipients {
-            None => Value::List(vec!["any".to_owned()]),
-            Some(sources) => Value::List(
-                sources
-                    .iter()
-                    .map(|s| match s {
-                        LocalRecipients::Passwd => "passwd".to_owned(),
-                        LocalRecipients::Aliases => "aliases".to_owned(),
-                        LocalRecipients::Table(name) => name.clone(),
-                    })
-                    .collect(),
-            ),
-        },
-    },
-    Setting {
-        block: "delivery",
-        key: "connect-timeout",
-        get: |c| Value::Duration(c.delivery.connect_timeout),
-    },
-    Setting {
-        block: "delivery",
-        key: "command-timeout",
-        get: |c| Value::Duration(c.delivery.command_timeout),
-    },
-    Setting {
-        block: "delivery",
-        key: "data-timeout",
-        get: |c| Value::Duration(c.delivery.data_timeout),
-    },
+    s("server", "hostname", |c| text(&c.server.hostname)),
+    s("server", "spool", |c| path(&c.server.spool)),
+    s("server", "banner", |c| text(&c.server.banner)),
+    s("server", "origin", |c| text(&c.server.origin)),
+    s("server", "shutdown-timeout", |c| Value::Duration(c.server.shutdown_timeout)),
+    s("server", "control-socket", |c| path(&c.server.control_socket)),
+    s("server", "content-filter", |c| opt(c.server.content_filter.as_deref(), text)),
+    s("server", "tls-certificate", |c| opt(c.server.tls.as_ref(), |t| path(&t.certificate))),
+    s("server", "tls-key", |c| opt(c.server.tls.as_ref(), |t| path(&t.key))),
+    s("server", "metrics", |c| opt(c.server.metrics, |a| Value::Text(a.to_string()))),
+    s("limits", "message-size", |c| int(c.limits.message_size)),
+    s("limits", "recipients", |c| int(c.limits.recipients)),
+    s("limits", "line-length", |c| int(c.limits.line_length)),
+    s("limits", "text-line-length", |c| int(c.limits.text_line_length)),
+    s("limits", "header-size", |c| int(c.limits.header_size)),
+    s("limits", "junk-commands", |c| int(c.limits.junk_commands)),
+    s("limits", "data-memory", |c| int(c.limits.data_memory)),
+    s("limits", "idle-timeout", |c| Value::Duration(c.limits.idle_timeout)),
+    s("limits", "data-timeout", |c| Value::Duration(c.limits.data_timeout)),
+    s("limits", "error-limit", |c| int(c.limits.error_limit)),
+    s("limits", "connections", |c| int(c.limits.connections)),
+    s("limits", "connections-per-ip", |c| int(c.limits.connections_per_ip)),
+    s("limits", "min-free-space", |c| int(c.limits.min_free_space)),
+    s("limits", "hop-count", |c| int(c.limits.hop_count)),
+    s("limits", "tls-handshake-timeout", |c| Value::Duration(c.limits.tls_handshake_timeout)),
+    s("rate-limits", "connections", |c| rate(c.rate_limits.connections)),
+    s("rate-limits", "messages", |c| rate(c.rate_limits.messages)),
+    s("rate-limits", "recipients", |c| rate(c.rate_limits.recipients)),
+    s("rate-limits", "auth", |c| rate(c.rate_limits.auth)),
+    s("rate-limits", "auth-failures", |c| rate(c.rate_limits.auth_failures)),
+    s("rate-limits", "auth-failures-per-user", |c| rate(c.rate_limits.auth_failures_per_user)),
+    s("rate-limits", "ipv6-prefix", |c| int(c.rate_limits.ipv6_prefix)),
+    s("rate-limits", "exempt", |c| Value::List(c.rate_limits.exempt.clone())),
+    s("reload", "watch", |c| c.reload.watch.map_or(Value::Bool(false), Value::Duration)),
+    s("reload", "require-tests", |c| list(c.reload.require_tests.iter().map(|p| p.display()))),
+    s("delivery", "backoff-min", |c| Value::Duration(c.delivery.backoff_min)),
+    s("delivery", "backoff-max", |c| Value::Duration(c.delivery.backoff_max)),
+    s("delivery", "lifetime", |c| Value::Duration(c.delivery.lifetime)),
+    s("delivery", "delay-warning", |c| opt(c.delivery.delay_warning, Value::Duration)),
+    s("delivery", "concurrency", |c| int(c.delivery.concurrency)),
+    s("delivery", "connections", |c| int(c.delivery.connections)),
+    s("delivery", "recipients", |c| int(c.delivery.recipients)),
+    s("delivery", "fallback-relay", |c| list(c.delivery.fallback.iter())),
+    s("delivery", "tls", |c| text(c.delivery.tls.as_str())),
+    s("delivery", "tls-ca-file", |c| opt(c.delivery.tls_ca_file.as_deref(), path)),
+    s("delivery", "auth-plaintext", |c| Value::Bool(c.delivery.auth_plaintext)),
+    s("delivery", "queue-only", |c| Value::Bool(c.delivery.queue_only)),
+    s("delivery", "dns-server", |c| opt(c.delivery.dns_server, |a| Value::Text(a.to_string()))),
+    s("delivery", "smtp-port", |c| int(c.delivery.smtp_port)),
+    s("delivery", "local-base", |c| path(&c.delivery.local_base)),
+    s("delivery", "local-recipients", local_recipients),
+    s("delivery", "connect-timeout", |c| Value::Duration(c.delivery.connect_timeout)),
+    s("delivery", "command-timeout", |c| Value::Duration(c.delivery.command_timeout)),
+    s("delivery", "data-timeout", |c| Value::Duration(c.delivery.data_timeout)),
 ];
 
 /// The setting named `block.key`.
