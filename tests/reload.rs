@@ -174,7 +174,10 @@ fn a_rhai_error_a_missing_table_or_bad_kdl_keeps_the_old_policy() {
     // mtactl told the daemon, which counted and logged it; then a SIGHUP's own refusal
     signal(mtad.pid(), "HUP");
     let log = mtad.wait_log("reload refused", 2, Duration::from_secs(5));
-    assert!(log.contains("by=\"mtactl\"") && log.contains("by=\"mtad\""), "{log}");
+    assert!(
+        log.contains("by=\"mtactl\"") && log.contains("by=\"mtad\""),
+        "{log}"
+    );
     assert!(log.contains("cannot read table file"), "{log}");
     try_rcpt(&mtad, "x@example.test", "250 ");
     // a Rhai syntax error (hooks compile once the configuration itself is valid)

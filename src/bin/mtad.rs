@@ -1,4 +1,4 @@
-//! `mtad --config PATH`: the mail relay daemon, in the foreground, logging where the
+//! `mtad [--config PATH]`: the mail relay daemon, in the foreground, logging where the
 //! `log` block and the options below say (stderr unless told).
 
 use std::path::PathBuf;
@@ -10,11 +10,12 @@ use mtad::control::log;
 
 /// A mail relay whose policy is code.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = "mtad", version = mtad::control::VERSION, about)]
 struct Args {
-    /// The KDL configuration file.
+    /// The KDL configuration file. Default: the file $MTAD_CONFIG names, else
+    /// /etc/mtad/mtad.kdl.
     #[arg(long, short, value_name = "PATH")]
-    config: PathBuf,
+    config: Option<PathBuf>,
     /// Where the log goes: `stderr`, `syslog` (`/dev/log`, facility `mail`), or
     /// `journal` (systemd-journald's native protocol). Wins over `log { output }`.
     #[arg(long, value_name = "OUTPUT", value_parser = log::parse_output)]
@@ -41,7 +42,14 @@ fn main() -> ExitCode {
     };
     // until the `log` block is read, stderr: configuration errors are seen where mtad runs
     let early = overrides.early();
-    let loaded = mtad::control::load_live(&args.config);
+    let path = match mtad::control::config_path::resolve(args.config.as_deref(), "--config PATH") {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("mtad: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let loaded = mtad::control::load_live(&path);
     drop(early);
     let (config, pipeline) = match loaded {
         Ok(built) => built,

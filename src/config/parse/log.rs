@@ -17,7 +17,7 @@ use kdl::KdlNode;
 use super::{Parser, suggest};
 use crate::config::{Facility, LogFormat, LogOutput, LogSettings, valid_syslog_name};
 
-const KEYS: &[&str] = &[
+pub(crate) const KEYS: &[&str] = &[
     "output",
     "format",
     "syslog-name",
