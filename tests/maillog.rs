@@ -47,36 +47,8 @@ fn pflogsumm_and_fail2ban_read_the_mail_log() {
     let config = CONFIG
         .replace("{sink}", &sink.addr.port().to_string())
         .replace("{refusing}", &refusing.addr.port().to_string());
-    let mut mtad = Mtad::start_in(dir, spool, &config);
-    mtad.stop();
-    // from now on, the log is Postfix's
-    std::fs::write(mtad.log_path(), "").unwrap();
-    mtad.args = vec!["--log-format".into(), "postfix".into()];
-    mtad.restart();
-
-    for (from, to) in [
-        ("a@src.test", "one@sink.test"),
-        ("b@src.test", "two@sink.test"),
-        ("c@src.test", "x@later.test"),
-        ("bounce-me@sink.test", "y@gone.test"),
-    ] {
-        let out = swaks(
-            mtad.port,
-            &["--from", from, "--to", to, "--body", "a day of mail\n"],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
-    // a client outside the trusted network tries to relay
-    let mut c = Client::connect_from("127.0.0.2", mtad.port);
-    c.expect("220");
-    c.cmd("EHLO outside.example", "250");
-    c.cmd("MAIL FROM:<spammer@outside.example>", "250");
-    c.cmd("RCPT TO:<victim@elsewhere.example>", "554 5.7.1");
-    c.cmd("QUIT", "221");
+    let mut mtad = postfix_logging(Mtad::start_in(dir, spool, &config));
+    day(mtad.port);
     // and guesses a password
     let mut c = Client::connect_from("127.0.0.3", mtad.port);
     c.expect("220");
@@ -298,36 +270,7 @@ delivery {{
     );
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
-    let mut mtad = Mtad::start_in(dir, spool, &config);
-    mtad.stop();
-    std::fs::write(mtad.log_path(), "").unwrap();
-    mtad.args = vec!["--log-format".into(), "postfix".into()];
-    mtad.restart();
-
-    let day = |port: u16| {
-        for (from, to) in [
-            ("a@src.test", "one@sink.test"),
-            ("b@src.test", "two@sink.test"),
-            ("c@src.test", "x@later.test"),
-            ("bounce-me@sink.test", "y@gone.test"),
-        ] {
-            let out = swaks(
-                port,
-                &["--from", from, "--to", to, "--body", "a day of mail\n"],
-            );
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stdout)
-            );
-        }
-        let mut c = Client::connect_from("127.0.0.2", port);
-        c.expect("220");
-        c.cmd("EHLO outside.example", "250");
-        c.cmd("MAIL FROM:<spammer@outside.example>", "250");
-        c.cmd("RCPT TO:<victim@elsewhere.example>", "554 5.7.1");
-        c.cmd("QUIT", "221");
-    };
+    let mut mtad = postfix_logging(Mtad::start_in(dir, spool, &config));
     day(postfix.port);
     day(mtad.port);
     // every message done with: 3 sent (the notice too), the deferral, the bounce
@@ -458,4 +401,42 @@ fn fail2ban(file: &std::path::Path, filter: &str) -> (String, Vec<String>) {
         .map(str::to_owned)
         .collect();
     (matched, hits)
+}
+
+/// `mtad` restarted with `--log-format postfix` and an empty log: from now on, the
+/// log is Postfix's.
+fn postfix_logging(mut mtad: Mtad) -> Mtad {
+    mtad.stop();
+    std::fs::write(mtad.log_path(), "").unwrap();
+    mtad.args = vec!["--log-format".into(), "postfix".into()];
+    mtad.restart();
+    mtad
+}
+
+/// The day's traffic on `port`: four messages (two for the sink, one for a next hop
+/// that refuses connections, one for a next hop that refuses the recipient), then a
+/// client outside the trusted network that tries to relay.
+fn day(port: u16) {
+    for (from, to) in [
+        ("a@src.test", "one@sink.test"),
+        ("b@src.test", "two@sink.test"),
+        ("c@src.test", "x@later.test"),
+        ("bounce-me@sink.test", "y@gone.test"),
+    ] {
+        let out = swaks(
+            port,
+            &["--from", from, "--to", to, "--body", "a day of mail\n"],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let mut c = Client::connect_from("127.0.0.2", port);
+    c.expect("220");
+    c.cmd("EHLO outside.example", "250");
+    c.cmd("MAIL FROM:<spammer@outside.example>", "250");
+    c.cmd("RCPT TO:<victim@elsewhere.example>", "554 5.7.1");
+    c.cmd("QUIT", "221");
 }
