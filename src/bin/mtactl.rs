@@ -81,6 +81,10 @@ enum Command {
         #[command(subcommand)]
         command: DkimCommand,
     },
+    /// Write the man pages and shell completions of mtactl and sendmail, and
+    /// mtad.kdl(5), under DIR (the package's /usr/share; see mtad::control::manual).
+    #[command(hide = true)]
+    GenerateDocs { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -303,6 +307,14 @@ fn run(args: Args) -> ExitCode {
                     ExitCode::from(2)
                 }
             };
+        }
+        Command::GenerateDocs { dir } => {
+            let cmd = <Args as clap::CommandFactory>::command();
+            control::manual::write_command("mtactl", cmd, &dir)
+                .and_then(|_| control::manual::write_command("sendmail", control::sendmail::command(), &dir))
+                .and_then(|_| control::manual::write_config_page(&dir))
+                .map(|_| ())
+                .map_err(|e| control::CommandError::from(format!("mtactl: {e}")))
         }
         Command::Check { config, connect } => control::check(&config, connect),
         Command::Newaliases { config } => {

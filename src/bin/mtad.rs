@@ -12,8 +12,8 @@ use tracing_subscriber::EnvFilter;
 #[command(version, about)]
 struct Args {
     /// The KDL configuration file.
-    #[arg(long, short, value_name = "PATH")]
-    config: PathBuf,
+    #[arg(long, short, value_name = "PATH", required_unless_present = "generate_docs")]
+    config: Option<PathBuf>,
     /// How the log on stderr is written: `text` (mtad's own, with every field), or
     /// `postfix` (Postfix's mail log lines, `Mmm dd HH:MM:SS host NAME/smtpd[pid]: ...`,
     /// what pflogsumm, logwatch and fail2ban read).
@@ -23,6 +23,14 @@ struct Args {
     /// filters written for Postfix match unchanged).
     #[arg(long, value_name = "NAME", default_value = "mtad")]
     syslog_name: String,
+    /// Run as root. Without it mtad started as root binds its ports and becomes
+    /// `server { user }`, or refuses to start when the configuration names none.
+    #[arg(long)]
+    allow_root: bool,
+    /// Write mtad(8) and mtad's shell completions under DIR and exit (the package's
+    /// /usr/share; see mtad::control::manual).
+    #[arg(long, value_name = "DIR", hide = true, exclusive = true)]
+    generate_docs: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -33,6 +41,16 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(dir) = &args.generate_docs {
+        let cmd = <Args as clap::CommandFactory>::command();
+        return match mtad::control::manual::write_command("mtad", cmd, dir) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("mtad: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let filter = || EnvFilter::try_from_env("MTAD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     match args.log_format {
         LogFormat::Text => tracing_subscriber::fmt()
@@ -59,7 +77,10 @@ fn main() -> ExitCode {
                 .init()
         }
     }
-    let (config, pipeline) = match mtad::control::load_live(&args.config) {
+    let Some(path) = &args.config else {
+        return ExitCode::FAILURE; // clap requires it without --generate-docs
+    };
+    let (config, pipeline) = match mtad::control::load_live(path) {
         Ok(built) => built,
         Err(refusal) => {
             eprint!("{}", refusal.render());
@@ -76,7 +97,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(mtad::control::daemon::serve(config, pipeline)) {
+    match runtime.block_on(mtad::control::daemon::serve(
+        config,
+        pipeline,
+        args.allow_root,
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(%err, "mtad cannot run");

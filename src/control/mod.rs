@@ -36,9 +36,12 @@ macro_rules! err {
 pub mod daemon;
 pub mod dkim;
 pub mod mailq;
+pub mod manual;
 pub mod newaliases;
+pub mod notify;
 pub mod output;
 pub mod pickup;
+pub mod privileges;
 pub mod reload;
 pub mod sendmail;
 pub mod socket;

@@ -20,6 +20,7 @@ const SERVER_KEYS: &[&str] = &[
     "tls-certificate",
     "tls-key",
     "metrics",
+    "user",
 ];
 
 impl Parser {
@@ -41,6 +42,7 @@ impl Parser {
         let mut tls_certificate = None;
         let mut tls_key = None;
         let mut metrics = None;
+        let mut user = None;
         for &child in &children {
             let key = child.name().value();
             let Some(value) = self.setting(child, &format!("{key} \"...\"")) else {
@@ -132,6 +134,22 @@ impl Parser {
                         }
                     }
                 }
+                "user" => {
+                    if let Some(name) = self.string(value, "user") {
+                        if is_user_name(name) {
+                            user = Some(name.to_owned());
+                        } else {
+                            self.error(
+                                value.span(),
+                                format!("`{name}` is not a user name"),
+                                "invalid user name",
+                            )
+                            .help = Some(
+                                "the name of a system account, e.g. user \"mtad\"".to_owned(),
+                            );
+                        }
+                    }
+                }
                 _ => unreachable!("checked against SERVER_KEYS"),
             }
         }
@@ -161,6 +179,19 @@ impl Parser {
             content_filter,
             tls,
             metrics,
+            user,
         })
     }
+}
+
+/// A name as `adduser` accepts it for a system account (letters, digits, `_`, `-`,
+/// `.`; not starting with `-`; at most 32 bytes), so that it can only ever name an
+/// account, never an option or a path.
+fn is_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
