@@ -161,7 +161,9 @@ impl Mtad {
             .append(true)
             .open(self.log_path())
             .unwrap();
+        // the tests run as root here and in CI; mtad refuses root unless told
         let child = Command::new(env!("CARGO_BIN_EXE_mtad"))
+            .arg("--allow-root")
             .arg("--config")
             .arg(&self.config)
             .args(&self.args)
