@@ -43,7 +43,7 @@ done
 
 step "dpkg -i"
 dpkg -i "$deb"
-dpkg-query -W -f '${db:Status-Abbrev}' mtad | grep -q '^ii' || fail "mtad is not installed"
+[ "$(dpkg-query -W -f '${db:Status-Abbrev}' mtad)" = "ii " ] || fail "mtad is not installed"
 dpkg -L mtad >/tmp/files
 
 step "what it installed"
@@ -59,7 +59,7 @@ for link in /usr/lib/sendmail /usr/bin/mailq /usr/bin/newaliases; do
 done
 grep -qx /etc/mtad/mtad.kdl /var/lib/dpkg/info/mtad.conffiles || fail "mtad.kdl is not a conffile"
 for b in /usr/sbin/mtad /usr/bin/mtactl /usr/sbin/sendmail; do
-  file -b "$b" | grep -q 'not stripped' && fail "$b is not stripped"
+  case "$(file -b "$b")" in *"not stripped"*) fail "$b is not stripped" ;; esac
   [ "$(stat -c %s "$b")" -lt 100000000 ] || fail "$b is $(stat -c %s "$b") bytes"
 done
 # nothing secret and world-readable: no key or password file at all
@@ -68,8 +68,11 @@ if grep -Ei '\.(key|pem|passwd)$|password' /tmp/files; then fail "key or passwor
 for page in "8 mtad" "1 mtactl" "1 sendmail" "5 mtad.kdl" "1 mailq" "1 mtactl-queue-list"; do
   man -w $page >/dev/null || fail "no man page $page"
 done
-MANWIDTH=80 man 5 mtad.kdl 2>/dev/null | grep -q 'local-submission' || fail "mtad.kdl(5) lacks local-submission"
-MANWIDTH=80 man 8 mtad 2>/dev/null | grep -q -- '--allow-root' || fail "mtad(8) lacks --allow-root"
+# (whole outputs to grep: grep -q would close the pipe early, and pipefail see a SIGPIPE)
+page=$(MANWIDTH=80 man 5 mtad.kdl 2>/dev/null)
+grep -q 'local-submission' <<<"$page" || fail "mtad.kdl(5) lacks local-submission"
+page=$(MANWIDTH=80 man 8 mtad 2>/dev/null)
+grep -q -- '--allow-root' <<<"$page" || fail "mtad(8) lacks --allow-root"
 bash -c '. /usr/share/bash-completion/completions/mtactl && complete -p mtactl' >/dev/null \
   || fail "the bash completion of mtactl does not load"
 [ -f /usr/share/zsh/vendor-completions/_mtactl ] && [ -f /usr/share/fish/vendor_completions.d/mtactl.fish ] \
@@ -125,7 +128,8 @@ for subject in "by swaks" "by mail as root" "by mail as nobody"; do
   grep -lq "^Subject: $subject" /var/spool/mtad/mail/root/new/* || fail "no message \"$subject\""
 done
 grep -q '^From: .*nobody@localhost' /var/spool/mtad/mail/root/new/* || fail "nobody's From: is not nobody@localhost"
-mailq | grep -q 'Mail queue is empty' || fail "mailq: $(mailq)"
+queue=$(mailq)
+grep -q 'Mail queue is empty' <<<"$queue" || fail "mailq: $queue"
 
 step "ExecReload: $(unit ExecReload)"
 "${as_unit[@]}" $(unit ExecReload) || fail "ExecReload failed"
@@ -150,7 +154,7 @@ wait $mtad_pid || fail "mtad exited with $? on SIGTERM"
 
 step "dpkg --purge (bsd-mailx and logwatch depend on an MTA: forced, as for Postfix above)"
 dpkg --purge --force-depends mtad
-dpkg-query -W -f '${db:Status-Abbrev}' mtad 2>/dev/null | grep -q '^ii' && fail "mtad is still installed"
+[ "$(dpkg-query -W -f '${db:Status-Abbrev}' mtad 2>/dev/null)" != "ii " ] || fail "mtad is still installed"
 getent passwd mtad && fail "the mtad user is left"
 getent group mtad && fail "the mtad group is left"
 getent group mtad-drop && fail "the mtad-drop group is left"

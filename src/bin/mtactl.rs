@@ -311,7 +311,9 @@ fn run(args: Args) -> ExitCode {
         Command::GenerateDocs { dir } => {
             let cmd = <Args as clap::CommandFactory>::command();
             control::manual::write_command("mtactl", cmd, &dir)
-                .and_then(|_| control::manual::write_command("sendmail", control::sendmail::command(), &dir))
+                .and_then(|_| {
+                    control::manual::write_command("sendmail", control::sendmail::command(), &dir)
+                })
                 .and_then(|_| control::manual::write_config_page(&dir))
                 .map(|_| ())
                 .map_err(|e| control::CommandError::from(format!("mtactl: {e}")))

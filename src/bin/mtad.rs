@@ -12,7 +12,12 @@ use tracing_subscriber::EnvFilter;
 #[command(version, about)]
 struct Args {
     /// The KDL configuration file.
-    #[arg(long, short, value_name = "PATH", required_unless_present = "generate_docs")]
+    #[arg(
+        long,
+        short,
+        value_name = "PATH",
+        required_unless_present = "generate_docs"
+    )]
     config: Option<PathBuf>,
     /// How the log on stderr is written: `text` (mtad's own, with every field), or
     /// `postfix` (Postfix's mail log lines, `Mmm dd HH:MM:SS host NAME/smtpd[pid]: ...`,

@@ -12,9 +12,9 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use super::notify;
 use super::privileges::{self, PrivilegeError};
 use super::reload::Reloader;
-use super::notify;
 use super::socket::ControlSocket;
 use super::status::{ListenerSource, ListenerStatus, Observer};
 use crate::config::Config;
@@ -110,7 +110,16 @@ pub async fn serve_until(
         },
         None => None,
     };
-    match start(config, pipeline, spool.clone(), maildrop, shutdown, prebound).await {
+    match start(
+        config,
+        pipeline,
+        spool.clone(),
+        maildrop,
+        shutdown,
+        prebound,
+    )
+    .await
+    {
         Ok(running) => running.await,
         Err(err) => {
             spool.close();

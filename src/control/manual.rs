@@ -56,7 +56,11 @@ pub fn write_command(
     for (shell, sub, file) in [
         (Shell::Bash, "bash-completion/completions", name.clone()),
         (Shell::Zsh, "zsh/vendor-completions", format!("_{name}")),
-        (Shell::Fish, "fish/vendor_completions.d", format!("{name}.fish")),
+        (
+            Shell::Fish,
+            "fish/vendor_completions.d",
+            format!("{name}.fish"),
+        ),
     ] {
         let mut text = Vec::new();
         clap_complete::generate(shell, &mut cmd.clone(), &name, &mut text);
@@ -149,7 +153,9 @@ pub fn config_page(markdown: &str) -> String {
         ".TH MTAD.KDL 5 \"\" \"mtad {}\" \"File Formats\"\n",
         env!("CARGO_PKG_VERSION")
     ));
-    r.raw(".SH NAME\nmtad.kdl \\- the configuration of mtad, the mail relay whose policy is code\n");
+    r.raw(
+        ".SH NAME\nmtad.kdl \\- the configuration of mtad, the mail relay whose policy is code\n",
+    );
     r.raw(".SH SYNOPSIS\n/etc/mtad/mtad.kdl\n");
     let options = Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH;
     let mut in_h1 = false;
@@ -242,13 +248,7 @@ pub fn config_page(markdown: &str) -> String {
                 r.font("\\fR");
             }
             Event::Text(_) if in_h1 => {}
-            Event::Text(text) => {
-                if r.heading {
-                    r.text(&text.replace('"', "'"));
-                } else {
-                    r.text(&text);
-                }
-            }
+            Event::Text(text) => r.text(&text),
             Event::SoftBreak => {
                 if r.row_open {
                     r.text(" ");
@@ -310,6 +310,14 @@ impl Roff {
     /// Text, escaped: a backslash is `\e`, a line may not start a request (`.`, `'`);
     /// in a code block each line is kept as it is.
     fn text(&mut self, text: &str) {
+        // a heading is one quoted argument: a quote inside would end it
+        let unquoted;
+        let text = if self.heading {
+            unquoted = text.replace('"', "'");
+            &unquoted
+        } else {
+            text
+        };
         for (i, line) in text.split('\n').enumerate() {
             if i > 0 {
                 self.out.push('\n');
@@ -342,12 +350,24 @@ impl Roff {
                 _ => "l",
             })
             .collect();
-        // the first row (the head) bold, then every row as the format says
-        self.raw(&format!(
-            "{}\n{}.\n",
-            format.iter().map(|f| format!("{f}b")).collect::<Vec<_>>().join(" "),
-            format.join(" ")
-        ));
+        // the first row (the head) bold, then every row as the format says; the last
+        // column takes the width left (x), so that a wide table wraps its cells
+        let row = |head: bool| {
+            let last = format.len().saturating_sub(1);
+            format
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    format!(
+                        "{f}{}{}",
+                        if head { "b" } else { "" },
+                        if i == last { "x" } else { "" }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        self.raw(&format!("{}\n{}.\n", row(true), row(false)));
     }
 }
 
@@ -361,23 +381,38 @@ mod tests {
             "# Title\n\nIntro with `server { }` and *words*.\n\n## Listeners: `listen`\n\nText.\n\n### Deeper\n\nMore.\n",
         );
         assert!(page.starts_with("'\\\" t\n.TH MTAD.KDL 5"), "{page}");
-        assert!(page.contains(".SH DESCRIPTION\n.PP\nIntro with \\fBserver { }\\fR and \\fIwords\\fR.\n"), "{page}");
-        assert!(page.contains(".SH \"Listeners: listen\"\n.PP\nText.\n"), "{page}");
+        assert!(
+            page.contains(
+                ".SH DESCRIPTION\n.PP\nIntro with \\fBserver { }\\fR and \\fIwords\\fR.\n"
+            ),
+            "{page}"
+        );
+        assert!(
+            page.contains(".SH \"Listeners: listen\"\n.PP\nText.\n"),
+            "{page}"
+        );
         assert!(page.contains(".SS \"Deeper\"\n"), "{page}");
         assert!(!page.contains("Title"), "the H1 is the page's NAME: {page}");
     }
 
     #[test]
     fn lines_never_start_a_request_and_backslashes_are_escaped() {
-        let page = config_page("A line\n.starts with a dot\n'and a quote \\n\n\n```\n.sh -x a\\b\n```\n");
-        assert!(page.contains("\n\\&.starts with a dot\n\\&'and a quote \\en\n"), "{page}");
+        let page =
+            config_page("A line\n.starts with a dot\n'and a quote \\n\n\n```\n.sh -x a\\b\n```\n");
+        assert!(
+            page.contains("\n\\&.starts with a dot\n\\&'and a quote \\en\n"),
+            "{page}"
+        );
         assert!(page.contains(".nf\n\\&.sh \\-x a\\eb\n.fi\n"), "{page}");
     }
 
     #[test]
     fn tables_are_tbl_tables_with_one_row_per_line() {
         let page = config_page("| key | meaning |\n|---|---|\n| `a` | one\n| b | two, `x` |\n");
-        assert!(page.contains(".TS\nallbox tab(\t);\nlb lb\nl l.\n"), "{page}");
+        assert!(
+            page.contains(".TS\nallbox tab(\t);\nlb lbx\nl lx.\n"),
+            "{page}"
+        );
         assert!(page.contains("T{\nkey\nT}\tT{\nmeaning\nT}\n"), "{page}");
         assert!(page.contains("T{\n\\fBa\\fR\nT}\tT{\none\nT}\n"), "{page}");
         assert!(page.contains(".TE\n"), "{page}");
@@ -392,6 +427,9 @@ mod tests {
     #[test]
     fn lists_are_indented_paragraphs() {
         let page = config_page("- one\n- two\n  - nested\n");
-        assert!(page.contains(".IP \\(bu 2\none\n.IP \\(bu 2\ntwo\n.RS 2\n.IP \\(bu 2\nnested\n.RE\n"), "{page}");
+        assert!(
+            page.contains(".IP \\(bu 2\none\n.IP \\(bu 2\ntwo\n.RS 2\n.IP \\(bu 2\nnested\n.RE\n"),
+            "{page}"
+        );
     }
 }

@@ -138,7 +138,13 @@ fn prepare_directories(config: &Config, user: &User) -> Result<(), PrivilegeErro
         && !socket_dir.as_os_str().is_empty()
         && !socket_dir.exists()
     {
-        own_dir("the control socket's directory", socket_dir, user, 0o750, None)?;
+        own_dir(
+            "the control socket's directory",
+            socket_dir,
+            user,
+            0o750,
+            None,
+        )?;
     }
     if let Some(local) = &config.local_submission {
         let group = local

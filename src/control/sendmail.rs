@@ -956,7 +956,11 @@ mod tests {
                 Err(e) => panic!("-{c}{value}: {e}"),
             };
             let documented = cmd.get_arguments().find(|a| a.get_short() == Some(c));
-            assert_eq!(documented.is_some(), known, "-{c}: in sendmail(1) or not, as parsed");
+            assert_eq!(
+                documented.is_some(),
+                known,
+                "-{c}: in sendmail(1) or not, as parsed"
+            );
             if let Some(arg) = documented {
                 assert_eq!(
                     arg.get_action().takes_values(),

@@ -95,7 +95,8 @@ impl Listeners {
     /// until [`commit`](Self::commit); on an error the sockets bound so far close.
     pub fn prepare(&self, wanted: Vec<(Listener, Listen)>) -> Result<Prepared, BindError> {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let mut prebound = std::mem::take(&mut *self.prebound.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut prebound =
+            std::mem::take(&mut *self.prebound.lock().unwrap_or_else(|e| e.into_inner()));
         let mut prepared = Prepared {
             keep: Vec::new(),
             new: Vec::new(),

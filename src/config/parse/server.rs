@@ -144,9 +144,8 @@ impl Parser {
                                 format!("`{name}` is not a user name"),
                                 "invalid user name",
                             )
-                            .help = Some(
-                                "the name of a system account, e.g. user \"mtad\"".to_owned(),
-                            );
+                            .help =
+                                Some("the name of a system account, e.g. user \"mtad\"".to_owned());
                         }
                     }
                 }

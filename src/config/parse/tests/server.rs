@@ -159,5 +159,8 @@ fn user_names_an_account_and_nothing_else() {
         );
     }
     let (_, rendered) = check(&with("\"../etc\""));
-    assert!(rendered.contains("`../etc` is not a user name"), "{rendered}");
+    assert!(
+        rendered.contains("`../etc` is not a user name"),
+        "{rendered}"
+    );
 }
