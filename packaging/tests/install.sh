@@ -18,17 +18,9 @@ bin_dir=$1
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8
 
-fail() { echo "install test: $*" >&2; exit 1; }
-step() { echo "== $*" >&2; }
-# waits up to $2 seconds for the command $1 (a string for bash -c) to succeed
-wait_for() {
-  local i
-  for ((i = 0; i < $2 * 10; i++)); do
-    if bash -c "$1" 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
+what="install test"
+unit_file=/lib/systemd/system/mtad.service
+. "$repo/packaging/tests/lib.sh"
 
 step "build the package"
 deb=$("$repo/packaging/build-deb.sh" --bin-dir "$bin_dir" --fast --out /tmp/deb)
@@ -80,36 +72,20 @@ bash -c '. /usr/share/bash-completion/completions/mtactl && complete -p mtactl' 
 [ -f /lib/systemd/system/mtad.service ] || fail "no unit"
 [ -L /etc/systemd/system/multi-user.target.wants/mtad.service ] || fail "the unit is not enabled"
 
-# the unit's settings, as systemd would read them
-unit() { sed -n "s/^$1=//p" /lib/systemd/system/mtad.service | head -1; }
-[ "$(unit Type)" = notify ] || fail "Type= is not notify"
-[ "$(unit SyslogFacility)" = mail ] || fail "SyslogFacility= is not mail"
-user=$(unit User)
-as_unit=(setpriv "--reuid=$user" "--regid=$(unit Group)" --init-groups
-  --inh-caps=+net_bind_service --ambient-caps=+net_bind_service --)
+[ "$(setting Type)" = notify ] || fail "Type= is not notify"
+unit_credentials
+[ "$(setting SyslogFacility)" = mail ] || fail "SyslogFacility= is not mail"
 
 if systemctl is-system-running >/dev/null 2>&1; then
   fail "systemd runs here; this test starts the unit's command lines itself"
 fi
-step "ExecStartPre: $(unit ExecStartPre)"
-"${as_unit[@]}" $(unit ExecStartPre) || fail "ExecStartPre failed"
+step "ExecStartPre: $(setting ExecStartPre)"
+"${as_unit[@]}" $(setting ExecStartPre) || fail "ExecStartPre failed"
 
-step "ExecStart with NOTIFY_SOCKET: $(unit ExecStart)"
+step "ExecStart with NOTIFY_SOCKET: $(setting ExecStart)"
 notify_log=/run/notify.log
-: >"$notify_log"
-/usr/bin/python3 - /run/notify.sock "$notify_log" <<'PY' &
-import os, socket, sys
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind(sys.argv[1])
-os.chmod(sys.argv[1], 0o666)
-while True:
-    data = s.recv(4096)
-    with open(sys.argv[2], "a") as f:
-        f.write(data.decode().replace("\n", " ").strip() + "\n")
-PY
-notify_pid=$!
-wait_for "[ -S /run/notify.sock ]" 10 || fail "the notify socket is not there"
-NOTIFY_SOCKET=/run/notify.sock "${as_unit[@]}" $(unit ExecStart) 2>/run/mtad.log &
+start_notify_listener
+NOTIFY_SOCKET=/run/notify.sock "${as_unit[@]}" $(setting ExecStart) 2>/run/mtad.log &
 mtad_pid=$!
 wait_for "grep -q '^READY=1' $notify_log" 30 || { cat /run/mtad.log >&2; fail "no READY=1"; }
 grep -q 'STATUS=accepting mail' "$notify_log" || fail "no STATUS= with READY=1"
@@ -131,8 +107,8 @@ grep -q '^From: .*nobody@localhost' /var/spool/mtad/mail/root/new/* || fail "nob
 queue=$(mailq)
 grep -q 'Mail queue is empty' <<<"$queue" || fail "mailq: $queue"
 
-step "ExecReload: $(unit ExecReload)"
-"${as_unit[@]}" $(unit ExecReload) || fail "ExecReload failed"
+step "ExecReload: $(setting ExecReload)"
+"${as_unit[@]}" $(setting ExecReload) || fail "ExecReload failed"
 wait_for "grep -q '^RELOADING=1 MONOTONIC_USEC=[0-9]' $notify_log" 10 || fail "no RELOADING=1 with MONOTONIC_USEC"
 wait_for "[ \$(grep -c '^READY=1' $notify_log) -ge 2 ]" 10 || fail "no READY=1 after the reload"
 

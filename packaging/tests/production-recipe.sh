@@ -14,23 +14,14 @@
 set -euo pipefail
 bin_dir=$1
 repo=$(cd "$(dirname "$0")/../.." && pwd)
-unit_file=$repo/examples/production/mtad.service
 export LC_ALL=C.UTF-8
 
-fail() { echo "production recipe: $*" >&2; exit 1; }
-step() { echo "== $*" >&2; }
-wait_for() {
-  local i
-  for ((i = 0; i < $2 * 10; i++)); do
-    if bash -c "$1" 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
+what="production recipe"
+. "$repo/packaging/tests/lib.sh"
 
 # the recipe: the indented command lines of the unit's first comment block
-mapfile -t recipe < <(sed -n '1,/^# cp -L/{s/^#   \(.*\)$/\1/p}' "$unit_file")
-[ "${#recipe[@]}" -ge 6 ] || fail "no recipe found in $unit_file"
+mapfile -t recipe < <(sed -n '1,/^# cp -L/{s/^#   \(.*\)$/\1/p}' "$repo/examples/production/mtad.service")
+[ "${#recipe[@]}" -ge 6 ] || fail "no recipe found in examples/production/mtad.service"
 cd "$repo"
 enabled=no
 for line in "${recipe[@]}"; do
@@ -44,33 +35,20 @@ for line in "${recipe[@]}"; do
   bash -euo pipefail -c "$line" || fail "the recipe line failed: $line"
 done
 [ $enabled = yes ] || fail "the recipe does not start mtad"
-unit=/etc/systemd/system/mtad.service
-[ -f "$unit" ] || fail "the recipe did not install the unit"
-setting() { sed -n "s/^$1=//p" "$unit" | head -1; }
+unit_file=/etc/systemd/system/mtad.service
+[ -f "$unit_file" ] || fail "the recipe did not install the unit"
 
 step "no key or password is readable by everyone"
 if find /etc/mtad -perm -o=r -type f | grep .; then fail "world-readable files in /etc/mtad"; fi
 
 step "systemctl enable --now mtad, as systemd would run it"
 [ "$(setting Type)" = notify ] || fail "Type= is not notify"
+unit_credentials
 user=$(setting User)
 install -d -o "$user" -g "$(setting Group)" -m "$(setting StateDirectoryMode)" "/var/lib/$(setting StateDirectory)"
 install -d -o "$user" -g "$(setting Group)" -m "$(setting RuntimeDirectoryMode)" "/run/$(setting RuntimeDirectory)"
-as_unit=(setpriv "--reuid=$user" "--regid=$(setting Group)" --init-groups
-  --inh-caps=+net_bind_service --ambient-caps=+net_bind_service --)
 "${as_unit[@]}" $(setting ExecStartPre) || fail "ExecStartPre failed"
-/usr/bin/python3 - /run/notify.sock /run/notify.log <<'PY' &
-import os, socket, sys
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind(sys.argv[1])
-os.chmod(sys.argv[1], 0o666)
-while True:
-    data = s.recv(4096)
-    with open(sys.argv[2], "a") as f:
-        f.write(data.decode().replace("\n", " ").strip() + "\n")
-PY
-notify_pid=$!
-wait_for "[ -S /run/notify.sock ]" 10 || fail "the notify socket is not there"
+start_notify_listener
 NOTIFY_SOCKET=/run/notify.sock MTAD_LOG=info "${as_unit[@]}" $(setting ExecStart) 2>/run/mtad.log &
 mtad_pid=$!
 wait_for "grep -q '^READY=1' /run/notify.log" 30 || { cat /run/mtad.log >&2; fail "no READY=1"; }

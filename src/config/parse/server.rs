@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use kdl::KdlNode;
 
+use super::submission::is_user_name;
 use super::{Parser, filter, is_hostname, resolve};
 use crate::config::Server;
 use crate::config::reply::{MAX_REPLY_TEXT, is_reply_char};
@@ -181,16 +182,4 @@ impl Parser {
             user,
         })
     }
-}
-
-/// A name as `adduser` accepts it for a system account (letters, digits, `_`, `-`,
-/// `.`; not starting with `-`; at most 32 bytes), so that it can only ever name an
-/// account, never an option or a path.
-fn is_user_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 32
-        && !name.starts_with('-')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
