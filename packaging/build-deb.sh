@@ -60,7 +60,7 @@ install -D -m 0644 packaging/mtad.service "$root/lib/systemd/system/mtad.service
 # man pages and completions, from the binaries' own clap definitions and
 # docs/configuration.md (mtad::control::manual)
 "$root/usr/sbin/mtad" --generate-docs "$root/usr/share"
-"$root/usr/bin/mtactl" generate-docs "$root/usr/share"
+"$root/usr/bin/mtactl" --generate-docs "$root/usr/share"
 find "$root/usr/share/man" -type f -exec gzip -9n {} +
 ln -s sendmail.1.gz "$root/usr/share/man/man1/mailq.1.gz"
 ln -s sendmail.1.gz "$root/usr/share/man/man1/newaliases.1.gz"

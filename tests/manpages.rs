@@ -1,4 +1,4 @@
-//! Man pages and shell completions (`mtad --generate-docs`, `mtactl generate-docs`,
+//! Man pages and shell completions (`mtad --generate-docs`, `mtactl --generate-docs`,
 //! as packaging/build-deb.sh makes them): every option `--help` lists is on the page,
 //! every subcommand has its page, mtad.kdl(5) has every section of
 //! docs/configuration.md, and groff renders each page without a warning.
@@ -11,7 +11,7 @@ fn generate() -> (tempfile::TempDir, PathBuf) {
     let share = dir.path().to_path_buf();
     for (bin, args) in [
         (env!("CARGO_BIN_EXE_mtad"), vec!["--generate-docs"]),
-        (env!("CARGO_BIN_EXE_mtactl"), vec!["generate-docs"]),
+        (env!("CARGO_BIN_EXE_mtactl"), vec!["--generate-docs"]),
     ] {
         let out = Command::new(bin).args(args).arg(&share).output().unwrap();
         assert!(

@@ -81,10 +81,6 @@ enum Command {
         #[command(subcommand)]
         command: DkimCommand,
     },
-    /// Write the man pages and shell completions of mtactl and sendmail, and
-    /// mtad.kdl(5), under DIR (the package's /usr/share; see mtad::control::manual).
-    #[command(hide = true)]
-    GenerateDocs { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -287,6 +283,13 @@ fn test_policy(args: TestPolicyArgs) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // packaging: the pages and completions of mtactl and sendmail, and mtad.kdl(5)
+    // (hidden from them, see control::manual)
+    if let Some(dir) = control::manual::requested() {
+        let cmd = <Args as clap::CommandFactory>::command();
+        let commands = vec![("mtactl", cmd), ("sendmail", control::sendmail::command())];
+        return control::manual::generate(&dir, commands, true);
+    }
     let args = Args::parse();
     let code = run(args);
     // what is still buffered goes out now, where a closed pipe is seen (the flush at
@@ -307,16 +310,6 @@ fn run(args: Args) -> ExitCode {
                     ExitCode::from(2)
                 }
             };
-        }
-        Command::GenerateDocs { dir } => {
-            let cmd = <Args as clap::CommandFactory>::command();
-            control::manual::write_command("mtactl", cmd, &dir)
-                .and_then(|_| {
-                    control::manual::write_command("sendmail", control::sendmail::command(), &dir)
-                })
-                .and_then(|_| control::manual::write_config_page(&dir))
-                .map(|_| ())
-                .map_err(|e| control::CommandError::from(format!("mtactl: {e}")))
         }
         Command::Check { config, connect } => control::check(&config, connect),
         Command::Newaliases { config } => {

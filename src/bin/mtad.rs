@@ -12,13 +12,8 @@ use tracing_subscriber::EnvFilter;
 #[command(version, about)]
 struct Args {
     /// The KDL configuration file.
-    #[arg(
-        long,
-        short,
-        value_name = "PATH",
-        required_unless_present = "generate_docs"
-    )]
-    config: Option<PathBuf>,
+    #[arg(long, short, value_name = "PATH")]
+    config: PathBuf,
     /// How the log on stderr is written: `text` (mtad's own, with every field), or
     /// `postfix` (Postfix's mail log lines, `Mmm dd HH:MM:SS host NAME/smtpd[pid]: ...`,
     /// what pflogsumm, logwatch and fail2ban read).
@@ -32,10 +27,6 @@ struct Args {
     /// `server { user }`, or refuses to start when the configuration names none.
     #[arg(long)]
     allow_root: bool,
-    /// Write mtad(8) and mtad's shell completions under DIR and exit (the package's
-    /// /usr/share; see mtad::control::manual).
-    #[arg(long, value_name = "DIR", hide = true, exclusive = true)]
-    generate_docs: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -45,17 +36,12 @@ enum LogFormat {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    if let Some(dir) = &args.generate_docs {
+    // packaging: mtad(8) and the completions (hidden from them, see control::manual)
+    if let Some(dir) = mtad::control::manual::requested() {
         let cmd = <Args as clap::CommandFactory>::command();
-        return match mtad::control::manual::write_command("mtad", cmd, dir) {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("mtad: {err}");
-                ExitCode::FAILURE
-            }
-        };
+        return mtad::control::manual::generate(&dir, vec![("mtad", cmd)], false);
     }
+    let args = Args::parse();
     let filter = || EnvFilter::try_from_env("MTAD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     match args.log_format {
         LogFormat::Text => tracing_subscriber::fmt()
@@ -82,10 +68,7 @@ fn main() -> ExitCode {
                 .init()
         }
     }
-    let Some(path) = &args.config else {
-        return ExitCode::FAILURE; // clap requires it without --generate-docs
-    };
-    let (config, pipeline) = match mtad::control::load_live(path) {
+    let (config, pipeline) = match mtad::control::load_live(&args.config) {
         Ok(built) => built,
         Err(refusal) => {
             eprint!("{}", refusal.render());

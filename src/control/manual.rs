@@ -2,7 +2,8 @@
 //! clap definition (clap_mangen, clap_complete), and `docs/configuration.md` for
 //! mtad.kdl(5) ([`config_page`]). Nothing here is written by hand, so nothing drifts:
 //! the package build asks the binaries for them (`mtad --generate-docs DIR`, `mtactl
-//! generate-docs DIR`, both hidden) and installs what they write:
+//! --generate-docs DIR`: [`requested`], looked for before clap parses the command line,
+//! so that it is in no help text, page or completion) and installs what they write:
 //!
 //! ```text
 //! DIR/man/man8/mtad.8                 DIR/bash-completion/completions/mtad
@@ -30,6 +31,42 @@ pub struct GenerateError {
     pub source: std::io::Error,
 }
 
+/// `PROGRAM --generate-docs DIR`, exactly: the directory to write to.
+pub fn requested() -> Option<PathBuf> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    match args.as_slice() {
+        [flag, dir] if flag == "--generate-docs" => Some(PathBuf::from(dir)),
+        _ => None,
+    }
+}
+
+/// Writes the pages and completions of `commands` (name, definition) under `dir`, and
+/// mtad.kdl(5) when `config_page`; the exit status, with the error on stderr.
+pub fn generate(
+    dir: &Path,
+    commands: Vec<(&str, clap::Command)>,
+    config_page: bool,
+) -> std::process::ExitCode {
+    let written = commands
+        .into_iter()
+        .try_for_each(|(name, cmd)| write_command(name, cmd, dir).map(|_| ()))
+        .and_then(|()| {
+            if config_page {
+                write_config_page(dir).map(|_| ())
+            } else {
+                Ok(())
+            }
+        });
+    match written {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            let program = std::env::args().next().unwrap_or_default();
+            eprintln!("{program}: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// The man section of a command: the daemon is a system administration command (8),
 /// the others are user commands (1), as Postfix's sendmail(1) and postqueue(1).
 fn section(name: &str) -> &'static str {
@@ -40,7 +77,7 @@ fn section(name: &str) -> &'static str {
 /// as git's), and its bash, zsh and fish completions, under `dir` (see the module doc).
 /// `name` is the command's (a binary's clap name is the package's unless it says
 /// otherwise). Returns the files written.
-pub fn write_command(
+fn write_command(
     name: &str,
     cmd: clap::Command,
     dir: &Path,
@@ -123,7 +160,7 @@ fn see_also(page: &str) -> String {
 }
 
 /// mtad.kdl(5), made from `docs/configuration.md`, under `dir`.
-pub fn write_config_page(dir: &Path) -> Result<PathBuf, GenerateError> {
+fn write_config_page(dir: &Path) -> Result<PathBuf, GenerateError> {
     write(
         &dir.join("man/man5/mtad.kdl.5"),
         config_page(CONFIGURATION_MD).as_bytes(),

@@ -55,15 +55,10 @@ pub struct Prebound(Vec<(SocketAddr, TcpListener)>);
 /// Binds every listener of `wanted` now (as root, before the privileges are dropped:
 /// ports below 1024 need it). Call within the runtime.
 pub fn bind_all(wanted: &[Listener]) -> Result<Prebound, BindError> {
-    let mut sockets = Vec::with_capacity(wanted.len());
-    for l in wanted {
-        let socket = bind(l.address).map_err(|source| BindError {
-            name: l.name.clone(),
-            address: l.address,
-            source,
-        })?;
-        sockets.push((l.address, socket));
-    }
+    let sockets = wanted
+        .iter()
+        .map(|l| Ok((l.address, bind_listener(l)?)))
+        .collect::<Result<_, BindError>>()?;
     Ok(Prebound(sockets))
 }
 
@@ -110,11 +105,7 @@ impl Listeners {
                         prepared.new.push((l, listen, socket));
                         continue;
                     }
-                    let socket = bind(l.address).map_err(|source| BindError {
-                        name: l.name.clone(),
-                        address: l.address,
-                        source,
-                    })?;
+                    let socket = bind_listener(&l)?;
                     prepared.new.push((l, listen, socket));
                 }
             }
@@ -213,6 +204,14 @@ pub struct BindError {
     pub name: String,
     pub address: SocketAddr,
     pub source: std::io::Error,
+}
+
+fn bind_listener(l: &Listener) -> Result<TcpListener, BindError> {
+    bind(l.address).map_err(|source| BindError {
+        name: l.name.clone(),
+        address: l.address,
+        source,
+    })
 }
 
 fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
