@@ -74,7 +74,7 @@ const WITH_VALUE: &str = "ABCFLNORVXbefhoprq";
 /// sendmail's options as clap describes them, for sendmail(1) and its completions
 /// ([`super::manual`]); the parser is [`Invocation::parse`] (Postfix's getopt rules,
 /// which clap does not follow), and a test keeps the two in agreement: every option
-/// here is one the parser knows, with a value exactly when [`WITH_VALUE`] says so, and
+/// here is one the parser knows, with a value exactly when `WITH_VALUE` says so, and
 /// every option the parser knows is here.
 pub fn command() -> clap::Command {
     use clap::{Arg, ArgAction};
