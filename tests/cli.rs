@@ -14,11 +14,7 @@ fn mtactl(args: &[&str]) -> std::process::Output {
 #[test]
 fn every_example_config_is_valid() {
     let mut checked = 0;
-    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples")).unwrap() {
-        let config = entry.unwrap().path().join("mtad.kdl");
-        if !config.exists() {
-            continue;
-        }
+    for config in common::example_configs() {
         let out = mtactl(&["check", "--config", config.to_str().unwrap()]);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(

@@ -274,7 +274,101 @@ fn mailq_has_postfix_shape_line_for_line() {
     assert!(ours.contains(&format!("{}!", ids[3])), "{ours}");
     assert_eq!(ours.lines().next().unwrap(), theirs.lines().next().unwrap());
 
+    // `postqueue -j` and `--format postfix-json`: the same objects, read by python3's
+    // json, with the same field names and value types in each queue
+    let ours_json = run(Command::new(env!("CARGO_BIN_EXE_mtactl"))
+        .args(["queue", "list", "--format", "postfix-json", "--config"])
+        .arg(&mtad.config));
+    let theirs_json = run(Command::new("postqueue")
+        .arg("-c")
+        .arg(postfix.etc())
+        .arg("-j"));
+    let (ours_fields, theirs_fields) = (
+        json_fields(&ours_json.stdout),
+        json_fields(&theirs_json.stdout),
+    );
+    assert_eq!(
+        ours_fields,
+        theirs_fields,
+        "\nmtad:\n{}\nPostfix:\n{}",
+        String::from_utf8_lossy(&ours_json.stdout),
+        String::from_utf8_lossy(&theirs_json.stdout)
+    );
+    assert!(ours_fields.contains("deferred"), "{ours_fields}");
+    // the ids as ours are; the null sender as Postfix writes it (MAILER-DAEMON)
+    let ours_text = String::from_utf8_lossy(&ours_json.stdout);
+    assert!(
+        ours_text.contains(&format!("\"queue_id\": \"{}\"", ids[3])),
+        "{ours_text}"
+    );
+    assert!(
+        ours_text.contains("\"sender\": \"MAILER-DAEMON\""),
+        "{ours_text}"
+    );
+    // filtered by state, as Postfix's own queues
+    let held_only = run(Command::new(env!("CARGO_BIN_EXE_mtactl"))
+        .args([
+            "queue",
+            "list",
+            "--format=postfix-json",
+            "--state=hold",
+            "--config",
+        ])
+        .arg(&mtad.config));
+    let held_text = String::from_utf8_lossy(&held_only.stdout);
+    assert_eq!(held_text.lines().count(), 1, "{held_text}");
+    assert!(held_text.contains(&ids[3]), "{held_text}");
+
+    // `qshape QUEUE` and `mtactl queue shape --state QUEUE`: every message is younger
+    // than five minutes in both, so the tables are the same, character for character
+    for queue in ["active", "deferred", "hold"] {
+        let theirs = run(Command::new("qshape")
+            .arg("-c")
+            .arg(postfix.etc())
+            .arg(queue));
+        let ours = run(Command::new(env!("CARGO_BIN_EXE_mtactl"))
+            .args(["queue", "shape", "--state", queue, "--config"])
+            .arg(&mtad.config));
+        assert_eq!(
+            String::from_utf8_lossy(&ours.stdout),
+            String::from_utf8_lossy(&theirs.stdout),
+            "qshape {queue}"
+        );
+    }
+    for (queue, row) in [("deferred", "down.test  3  3"), ("hold", "down.test  1  1")] {
+        let ours = run(Command::new(env!("CARGO_BIN_EXE_mtactl"))
+            .args(["queue", "shape", "--state", queue, "--config"])
+            .arg(&mtad.config));
+        let table = String::from_utf8_lossy(&ours.stdout);
+        assert!(table.contains(row), "{queue}:\n{table}");
+    }
+
     drop(held_connections);
+}
+
+/// Each line of `postqueue -j`-style output as python3's json reads it, reduced to
+/// what monitoring relies on: per line, the queue name, the sender, the fields with the
+/// types of their values, and each recipient's address and fields; sorted (Postfix
+/// lists in hash order).
+fn json_fields(lines: &[u8]) -> String {
+    let out = run_with_input(
+        Command::new("python3").args([
+            "-c",
+            r#"
+import json, sys
+out = []
+for line in sys.stdin:
+    o = json.loads(line)
+    fields = sorted((k, type(v).__name__) for k, v in o.items())
+    rcpts = sorted((r["address"], sorted(r.keys())) for r in o["recipients"])
+    out.append(f"{o['queue_name']} {o['sender']} {fields} {rcpts}")
+print("\n".join(sorted(out)))
+"#,
+        ]),
+        lines,
+    );
+    assert!(out.status.success(), "python3: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]

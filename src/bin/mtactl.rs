@@ -3,7 +3,7 @@
 
 use std::io::Write as _;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -13,10 +13,15 @@ use mtad::control::socket::QueueAction;
 
 #[derive(Parser)]
 #[command(
-    version,
+    name = "mtactl",
+    version = mtad::control::VERSION,
     about = "Operate mtad: check configuration, inspect and manage the queue, ask how it is"
 )]
 struct Args {
+    /// The configuration file. Default: the file $MTAD_CONFIG names, else
+    /// /etc/mtad/mtad.kdl.
+    #[arg(long, short, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,25 +31,39 @@ enum Command {
     /// Validate the configuration: a one-line summary and the policy revision, or every
     /// error with file:line:col.
     Check {
-        #[arg(long, short, value_name = "PATH")]
-        config: PathBuf,
         /// Also ask every SQL database the configuration uses (tables and users
         /// tables) one query each: exit 1 if one does not answer.
         #[arg(long)]
         connect: bool,
     },
+    /// Print the settings (the server, limits, rate-limits, reload and delivery blocks)
+    /// as mtad reads them, like `postconf`: every value, defaults made explicit.
+    Config {
+        /// Settings to print, as BLOCK.KEY (`limits.message-size`): `NAME = VALUE`.
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+        /// The defaults instead of the values in force (`postconf -d`).
+        #[arg(long, short, conflicts_with_all = ["changed", "full"])]
+        defaults: bool,
+        /// Only the settings whose value differs from the default (`postconf -n`).
+        #[arg(long, short = 'n', conflicts_with = "full")]
+        changed: bool,
+        /// With NAMEs: only the values, one a line (`postconf -h`).
+        #[arg(long, short = 'H', requires = "names")]
+        value_only: bool,
+        /// The whole configuration as one KDL file that `mtactl check` accepts: the
+        /// settings explicit, then every other node of the main file as written.
+        #[arg(long, conflicts_with = "names")]
+        full: bool,
+    },
     /// Reload the running mtad's policy: the configuration is checked here first, then
     /// compiled anew by mtad and swapped in. Exit 1 with every error when it is not
     /// valid; the running policy stays.
-    Reload {
-        #[arg(long, short, value_name = "PATH")]
-        config: PathBuf,
-    },
+    Reload,
     /// Ask the running mtad how it is: uptime, policy revision, listeners and their
     /// open sessions, messages in the queue by state (active, deferred, hold).
     Status {
-        #[arg(long, short, value_name = "PATH")]
-        config: PathBuf,
+        /// `json`: the same as one JSON object.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
@@ -52,11 +71,10 @@ enum Command {
     /// (exit 1). For a networks or domains set, prints `yes` when KEY is a member.
     /// Exit 2: the configuration is invalid or TABLE is not defined.
     Lookup {
-        #[arg(long, short, value_name = "PATH")]
-        config: PathBuf,
         /// A table, networks or domains name (`table:NAME`, `networks:NAME`,
         /// `domains:NAME` when kinds share a name).
         table: String,
+        /// What to look up: an address, a domain, an IP address (as `postmap -q`).
         key: String,
     },
     /// Dry-run the policy: one envelope from options, or suites of test files.
@@ -72,10 +90,7 @@ enum Command {
     /// Check every aliases file the configuration names (errors with file:line:col,
     /// exit 78) and make the running mtad reload so the aliases take effect, like
     /// `newaliases`. Silent on success, also when mtad is not running.
-    Newaliases {
-        #[arg(long, short, value_name = "PATH")]
-        config: PathBuf,
-    },
+    Newaliases,
     /// DKIM signing keys.
     Dkim {
         #[command(subcommand)]
@@ -89,10 +104,13 @@ enum DkimCommand {
     /// the TXT record to publish at SELECTOR._domainkey.DOMAIN and the `dkim` line for
     /// the configuration.
     Keygen {
+        /// The signing domain (`d=`).
         #[arg(long)]
         domain: String,
+        /// The selector (`s=`): the key is published at SELECTOR._domainkey.DOMAIN.
         #[arg(long)]
         selector: String,
+        /// The key type.
         #[arg(long, value_enum, default_value_t = DkimAlgorithm::Rsa)]
         algorithm: DkimAlgorithm,
         /// RSA key size.
@@ -114,18 +132,17 @@ enum DkimAlgorithm {
 enum QueueCommand {
     /// List queued messages: id, size, arrival time, sender, recipients (held or not),
     /// then each recipient's state, attempts, next attempt and last reply.
-    /// `--format postfix`: Postfix's `mailq` listing (what our `mailq` prints), with
-    /// postqueue's exit status.
     List {
-        #[arg(long, short, value_name = "PATH")]
-        config: PathBuf,
+        /// `postfix`: Postfix's `mailq` / `postqueue -p` listing, with postqueue's exit
+        /// status; `postfix-json`: one JSON object per message with `postqueue -j`'s
+        /// field names.
         #[arg(long, value_enum, default_value_t = ListFormat::Text)]
         format: ListFormat,
+        #[command(flatten)]
+        states: States,
     },
     /// Show one message: its envelope and recipients' state, then the message as stored.
     Show {
-        #[arg(long, short, value_name = "PATH")]
-        config: PathBuf,
         /// The queue id, as printed by `queue list` and in the 250 reply.
         id: String,
         /// Print only the message, byte for byte.
@@ -135,11 +152,34 @@ enum QueueCommand {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Pending recipients by domain and age, like Postfix's `qshape`: a column of
+    /// totals, then buckets of minutes since arrival (5 10 20 ... 1280 1280+). Counts
+    /// the active queue unless --state says otherwise (`qshape deferred` is
+    /// `--state deferred`).
+    Shape {
+        #[command(flatten)]
+        states: States,
+        /// Count each message's sender domain instead (qshape -s).
+        #[arg(long)]
+        senders: bool,
+        /// The first bucket's width in minutes (qshape -t).
+        #[arg(long, value_name = "MINUTES", default_value_t = 5,
+              value_parser = clap::value_parser!(u64).range(1..=525_600))]
+        bucket_minutes: u64,
+        /// How many age buckets (qshape -b); the last holds everything older.
+        #[arg(long, value_name = "N", default_value_t = 10,
+              value_parser = clap::value_parser!(u64).range(1..=100))]
+        buckets: u64,
+        /// Buckets of equal width instead of doubling ones (qshape -l).
+        #[arg(long)]
+        linear: bool,
+    },
     /// Attempt delivery now, ignoring the retry backoff (held messages are skipped).
     /// No ids: every message.
     Flush(QueueIds),
-    /// Remove messages from the queue, without a bounce. Give the ids, or ALL.
-    Delete(QueueIdsRequired),
+    /// Remove messages from the queue, without a bounce. Give the ids, `-`, ALL, or
+    /// --state.
+    Delete(DeleteIds),
     /// Keep messages in the queue without delivering them. No ids: every message.
     Hold(QueueIds),
     /// Undo hold and attempt delivery now. No ids: every held message.
@@ -148,31 +188,61 @@ enum QueueCommand {
 
 #[derive(clap::Args)]
 struct QueueIds {
-    #[arg(long, short, value_name = "PATH")]
-    config: PathBuf,
-    /// Queue ids (16 hex digits), or ALL.
+    /// Queue ids (16 hex digits), ALL, or `-`: the ids on standard input, one per line
+    /// (as `postsuper -d -`).
     #[arg(value_name = "ID")]
     ids: Vec<String>,
+    #[command(flatten)]
+    states: States,
 }
 
 #[derive(clap::Args)]
-struct QueueIdsRequired {
-    #[arg(long, short, value_name = "PATH")]
-    config: PathBuf,
-    /// Queue ids (16 hex digits), or ALL for every message.
-    #[arg(value_name = "ID", required = true)]
+struct DeleteIds {
+    /// Queue ids (16 hex digits), ALL for every message, or `-`: the ids on standard
+    /// input, one per line (as `postsuper -d -`).
+    #[arg(value_name = "ID", required_unless_present = "states")]
     ids: Vec<String>,
+    #[command(flatten)]
+    states: States,
+}
+
+#[derive(clap::Args)]
+struct States {
+    /// Only messages in this state (repeat for more): active (not tried yet or being
+    /// delivered), deferred (waiting for a retry), hold.
+    #[arg(long = "state", value_name = "STATE", value_enum)]
+    states: Vec<State>,
+}
+
+impl States {
+    fn get(&self) -> Vec<mtad::queue::MessageState> {
+        use mtad::queue::MessageState;
+        self.states
+            .iter()
+            .map(|s| match s {
+                State::Active => MessageState::Active,
+                State::Deferred => MessageState::Deferred,
+                State::Hold => MessageState::Hold,
+            })
+            .collect()
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum State {
+    Active,
+    Deferred,
+    Hold,
 }
 
 #[derive(clap::Args)]
 struct TestPolicyArgs {
-    #[arg(long, short, value_name = "PATH")]
-    config: PathBuf,
     /// Suite files to run instead of a single envelope.
     files: Vec<PathBuf>,
     /// The client's IP address.
     #[arg(long, default_value = "127.0.0.1")]
     client: IpAddr,
+    /// The name the client gives in HELO/EHLO.
     #[arg(long)]
     helo: Option<String>,
     /// The authenticated user, as if the client had used SMTP AUTH.
@@ -204,6 +274,7 @@ struct TestPolicyArgs {
     /// `aaaa`, `mx`, `ptr`, `fail`); every other name is NXDOMAIN.
     #[arg(long, value_name = "FILE")]
     dns: Option<PathBuf>,
+    /// `json`: the verdicts (or the suite's results) as JSON.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
 }
@@ -220,13 +291,15 @@ enum ListFormat {
     Json,
     /// Postfix's `mailq` / `postqueue -p` listing.
     Postfix,
+    /// `postqueue -j`: JSON lines.
+    PostfixJson,
 }
 
-fn test_policy(args: TestPolicyArgs) -> ExitCode {
+fn test_policy(config: &Path, args: TestPolicyArgs) -> ExitCode {
     use mtad::control::test_policy;
     let json = matches!(args.format, Format::Json);
     if !args.files.is_empty() {
-        return ExitCode::from(test_policy::suite(&args.config, &args.files, json));
+        return ExitCode::from(test_policy::suite(config, &args.files, json));
     }
     let local = args.local.map(|user| mtad::policy::LocalDry {
         user,
@@ -279,7 +352,7 @@ fn test_policy(args: TestPolicyArgs) -> ExitCode {
         dns,
         local,
     };
-    ExitCode::from(test_policy::single(&args.config, &envelope, json))
+    ExitCode::from(test_policy::single(config, &envelope, json))
 }
 
 fn main() -> ExitCode {
@@ -299,10 +372,22 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> ExitCode {
+    if let Command::Dkim { command } = args.command {
+        return finish(dkim(command));
+    }
+    let config = match control::config_path::resolve(args.config.as_deref(), "--config PATH") {
+        Ok(path) => path,
+        Err(e) => {
+            complain(&format!("mtactl: {e}"));
+            return ExitCode::from(config_error_status(&args.command));
+        }
+    };
+    let config = config.as_path();
     let result = match args.command {
-        Command::TestPolicy(a) => return test_policy(a),
-        Command::Lookup { config, table, key } => {
-            return match control::lookup(&config, &table, &key) {
+        Command::Dkim { .. } => unreachable!("answered above"),
+        Command::TestPolicy(a) => return test_policy(config, a),
+        Command::Lookup { table, key } => {
+            return match control::lookup(config, &table, &key) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(message) => {
@@ -311,55 +396,118 @@ fn run(args: Args) -> ExitCode {
                 }
             };
         }
-        Command::Check { config, connect } => control::check(&config, connect),
-        Command::Newaliases { config } => {
-            return ExitCode::from(control::newaliases::newaliases(&config));
+        Command::Check { connect } => control::check(config, connect),
+        Command::Newaliases => {
+            return ExitCode::from(control::newaliases::newaliases(config));
         }
-        Command::Reload { config } => control::reload(&config),
-        Command::Status { config, format } => {
-            control::status(&config, matches!(format, Format::Json))
-        }
-        Command::Dkim {
-            command:
-                DkimCommand::Keygen {
-                    domain,
-                    selector,
-                    algorithm,
-                    bits,
-                    out,
-                },
+        Command::Reload => control::reload(config),
+        Command::Config { full: true, .. } => control::show_config::full(config),
+        Command::Config {
+            names,
+            defaults,
+            changed,
+            value_only,
+            ..
         } => {
-            let algorithm = match algorithm {
-                DkimAlgorithm::Rsa => mtad::mailauth::dkim::Algorithm::Rsa,
-                DkimAlgorithm::Ed25519 => mtad::mailauth::dkim::Algorithm::Ed25519,
+            use mtad::config::settings::Which;
+            let which = match (defaults, changed) {
+                (true, _) => Which::Defaults,
+                (_, true) => Which::Changed,
+                _ => Which::Effective,
             };
-            control::dkim::keygen(&domain, &selector, algorithm, bits, &out)
-                .map_err(control::CommandError::from)
+            control::show_config::show(config, which, &names, value_only)
         }
+        Command::Status { format } => control::status(config, matches!(format, Format::Json)),
         Command::Queue { command } => match command {
             QueueCommand::List {
-                config,
-                format: ListFormat::Postfix,
-            } => return ExitCode::from(control::mailq::mailq(&config)),
-            QueueCommand::List { config, format } => {
-                control::queue_list(&config, matches!(format, ListFormat::Json))
+                format: format @ (ListFormat::Postfix | ListFormat::PostfixJson),
+                states,
+            } => {
+                let json = matches!(format, ListFormat::PostfixJson);
+                return ExitCode::from(control::mailq::mailq(config, &states.get(), json));
             }
-            QueueCommand::Show {
-                config,
-                id,
-                raw,
-                format,
-            } => control::queue_show(&config, &id, raw, matches!(format, Format::Json)),
-            QueueCommand::Flush(a) => control::queue_command(&a.config, QueueAction::Flush, &a.ids),
-            QueueCommand::Delete(a) => {
-                control::queue_command(&a.config, QueueAction::Delete, &a.ids)
+            QueueCommand::List { format, states } => {
+                control::queue_list(config, matches!(format, ListFormat::Json), &states.get())
             }
-            QueueCommand::Hold(a) => control::queue_command(&a.config, QueueAction::Hold, &a.ids),
-            QueueCommand::Release(a) => {
-                control::queue_command(&a.config, QueueAction::Release, &a.ids)
+            QueueCommand::Show { id, raw, format } => {
+                control::queue_show(config, &id, raw, matches!(format, Format::Json))
             }
+            QueueCommand::Shape {
+                states,
+                senders,
+                bucket_minutes,
+                buckets,
+                linear,
+            } => {
+                let shape = control::qshape::Shape {
+                    bucket_minutes,
+                    buckets: usize::try_from(buckets).unwrap_or(100),
+                    linear,
+                    senders,
+                };
+                control::queue_shape(config, &shape, &states.get())
+            }
+            QueueCommand::Flush(a) => queue_action(config, QueueAction::Flush, a),
+            QueueCommand::Delete(DeleteIds { ids, states }) => {
+                queue_action(config, QueueAction::Delete, QueueIds { ids, states })
+            }
+            QueueCommand::Hold(a) => queue_action(config, QueueAction::Hold, a),
+            QueueCommand::Release(a) => queue_action(config, QueueAction::Release, a),
         },
     };
+    finish(result)
+}
+
+/// The exit status of `command` when its configuration is not there: what it exits
+/// with for an invalid one.
+fn config_error_status(command: &Command) -> u8 {
+    match command {
+        Command::Lookup { .. } | Command::TestPolicy(_) => 2,
+        Command::Newaliases
+        | Command::Queue {
+            command:
+                QueueCommand::List {
+                    format: ListFormat::Postfix | ListFormat::PostfixJson,
+                    ..
+                },
+        } => mtad::control::sysexits::EX_CONFIG,
+        _ => 1,
+    }
+}
+
+fn queue_action(
+    config: &Path,
+    action: QueueAction,
+    a: QueueIds,
+) -> Result<(), control::CommandError> {
+    let states = a.states.get();
+    control::queue_command_reading(
+        config,
+        action,
+        &a.ids,
+        &states,
+        &mut std::io::stdin().lock(),
+    )
+}
+
+fn dkim(command: DkimCommand) -> Result<(), control::CommandError> {
+    let DkimCommand::Keygen {
+        domain,
+        selector,
+        algorithm,
+        bits,
+        out,
+    } = command;
+    let algorithm = match algorithm {
+        DkimAlgorithm::Rsa => mtad::mailauth::dkim::Algorithm::Rsa,
+        DkimAlgorithm::Ed25519 => mtad::mailauth::dkim::Algorithm::Ed25519,
+    };
+    control::dkim::keygen(&domain, &selector, algorithm, bits, &out)
+        .map_err(control::CommandError::from)
+}
+
+/// Exit 0, or 1 with the error on stderr.
+fn finish(result: Result<(), control::CommandError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

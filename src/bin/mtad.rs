@@ -1,4 +1,4 @@
-//! `mtad --config PATH`: the mail relay daemon, in the foreground, logging to stderr.
+//! `mtad [--config PATH]`: the mail relay daemon, in the foreground, logging to stderr.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -9,11 +9,12 @@ use tracing_subscriber::EnvFilter;
 
 /// A mail relay whose policy is code.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = "mtad", version = mtad::control::VERSION, about)]
 struct Args {
-    /// The KDL configuration file.
+    /// The KDL configuration file. Default: the file $MTAD_CONFIG names, else
+    /// /etc/mtad/mtad.kdl.
     #[arg(long, short, value_name = "PATH")]
-    config: PathBuf,
+    config: Option<PathBuf>,
     /// How the log on stderr is written: `text` (mtad's own, with every field), or
     /// `postfix` (Postfix's mail log lines, `Mmm dd HH:MM:SS host NAME/smtpd[pid]: ...`,
     /// what pflogsumm, logwatch and fail2ban read).
@@ -68,7 +69,14 @@ fn main() -> ExitCode {
                 .init()
         }
     }
-    let (config, pipeline) = match mtad::control::load_live(&args.config) {
+    let path = match mtad::control::config_path::resolve(args.config.as_deref(), "--config PATH") {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("mtad: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (config, pipeline) = match mtad::control::load_live(&path) {
         Ok(built) => built,
         Err(refusal) => {
             eprint!("{}", refusal.render());

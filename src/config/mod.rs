@@ -33,6 +33,7 @@ mod parse;
 mod reply;
 mod revision;
 pub mod route;
+pub mod settings;
 mod stage;
 mod units;
 
@@ -202,6 +203,25 @@ pub struct Server {
     /// whoever started it, and refuses root unless `mtad --allow-root` says so
     /// (`control::privileges`).
     pub user: Option<String>,
+}
+
+impl Server {
+    /// A `server` block that writes only the required `hostname` and `spool`: every
+    /// other setting at its default (those that depend on them follow them).
+    pub fn new(hostname: String, spool: PathBuf) -> Server {
+        Server {
+            origin: hostname.to_ascii_lowercase(),
+            hostname,
+            control_socket: spool.join("control.sock"),
+            spool,
+            banner: "ESMTP".to_owned(),
+            shutdown_timeout: Duration::from_secs(30),
+            content_filter: None,
+            tls: None,
+            metrics: None,
+            user: None,
+        }
+    }
 }
 
 impl Listener {
@@ -456,6 +476,16 @@ pub struct Limits {
     /// How long a TLS handshake (after STARTTLS, or at the start of an implicit-TLS
     /// session) may take (`tls-handshake-timeout`, default 30s).
     pub tls_handshake_timeout: Duration,
+}
+
+impl Limits {
+    /// `data-memory` when not written: 256M, or room for four messages of the largest
+    /// size, whichever is larger.
+    pub fn default_data_memory(message_size: usize) -> usize {
+        Limits::default()
+            .data_memory
+            .max(message_size.saturating_mul(4))
+    }
 }
 
 impl Default for Limits {

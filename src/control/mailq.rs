@@ -35,6 +35,9 @@ use super::sysexits::{EX_CONFIG, EX_OK, EX_UNAVAILABLE};
 use crate::config::{Config, render};
 use crate::queue::{self, MessageState, QueuedMessage};
 
+/// How the null sender is shown (Postfix's `empty_address_recipient`), in the listing
+/// and in the JSON lines alike.
+const NULL_SENDER: &str = "MAILER-DAEMON";
 /// The id column: 16 hex digits and the status character (Postfix's long-id layout).
 const ID_WIDTH: usize = 17;
 /// Postfix's `L_HEADINGS`, in its `L_STRING_FORMAT` (`%-17s %8s %-19s %s`).
@@ -42,23 +45,46 @@ const HEADING: &str = "----Queue ID----- --Size-- ---Arrival Time---- --Sender/R
 /// The closing parenthesis of a reason line ends in column 78 (76 + the parentheses).
 const REASON_WIDTH: usize = 76;
 
-/// The marker after the queue id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mark {
+/// The Postfix queue an entry is listed as in: it decides the marker after the queue id
+/// and `postqueue -j`'s `queue_name`. In the order showq lists the queues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Queue {
+    /// Submitted with `sendmail`, not picked up yet (`maildrop`, no marker).
+    Maildrop,
     /// `*`: in Postfix's active queue (here: not tried yet, or being delivered now).
     Active,
+    /// No marker: deferred, waiting for its retry.
+    Deferred,
     /// `!`: on hold.
-    Held,
-    /// Nothing: deferred, waiting for its retry (or, from the maildrop, not picked up yet).
-    None,
+    Hold,
 }
 
-impl Mark {
+impl Queue {
     fn suffix(self) -> &'static str {
         match self {
-            Mark::Active => "*",
-            Mark::Held => "!",
-            Mark::None => "",
+            Queue::Active => "*",
+            Queue::Hold => "!",
+            Queue::Maildrop | Queue::Deferred => "",
+        }
+    }
+
+    /// The queue's name, as `postqueue -j` writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Queue::Maildrop => "maildrop",
+            Queue::Active => "active",
+            Queue::Deferred => "deferred",
+            Queue::Hold => "hold",
+        }
+    }
+}
+
+impl From<MessageState> for Queue {
+    fn from(state: MessageState) -> Queue {
+        match state {
+            MessageState::Active => Queue::Active,
+            MessageState::Deferred => Queue::Deferred,
+            MessageState::Hold => Queue::Hold,
         }
     }
 }
@@ -75,7 +101,7 @@ pub struct Pending {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     pub id: String,
-    pub mark: Mark,
+    pub queue: Queue,
     /// Bytes, as stored.
     pub size: u64,
     /// Unix seconds.
@@ -89,14 +115,9 @@ pub struct Entry {
 /// The spool's messages as `mailq` entries, in Postfix's order of queues (active, then
 /// deferred, then held; by arrival within each).
 pub fn from_spool(messages: &[QueuedMessage]) -> Vec<Entry> {
-    let mut entries: Vec<(usize, Entry)> = messages
+    let mut entries: Vec<Entry> = messages
         .iter()
         .map(|m| {
-            let (order, mark) = match m.state() {
-                MessageState::Active => (0, Mark::Active),
-                MessageState::Deferred => (1, Mark::None),
-                MessageState::Hold => (2, Mark::Held),
-            };
             let pending = m
                 .envelope
                 .recipients
@@ -111,20 +132,19 @@ pub fn from_spool(messages: &[QueuedMessage]) -> Vec<Entry> {
                 })
                 .partition(|p| !p.reason.is_empty());
             recipients.extend(without);
-            let entry = Entry {
+            Entry {
                 id: m.id.to_string(),
-                mark,
+                queue: m.state().into(),
                 size: m.size,
                 arrival: i64::try_from(m.arrival_ms / 1000).unwrap_or(i64::MAX),
                 sender: m.envelope.sender.clone(),
                 recipients,
-            };
-            (order, entry)
+            }
         })
         .collect();
     // stable: the spool lists by id, that is by arrival
-    entries.sort_by_key(|(order, _)| *order);
-    entries.into_iter().map(|(_, e)| e).collect()
+    entries.sort_by_key(|e| e.queue);
+    entries
 }
 
 /// Writes the listing in Postfix's format (see the module docs), times in local time.
@@ -147,14 +167,14 @@ where
         }
         total = total.saturating_add(e.size);
         let sender = if e.sender.is_empty() {
-            "MAILER-DAEMON"
+            NULL_SENDER
         } else {
             &e.sender
         };
         writeln!(
             out,
             "{:<ID_WIDTH$} {:>8} {:.19} {}",
-            format!("{}{}", e.id, e.mark.suffix()),
+            format!("{}{}", e.id, e.queue.suffix()),
             e.size,
             asctime(e.arrival, tz),
             printable(sender)
@@ -188,6 +208,48 @@ where
         entries.len(),
         if entries.len() == 1 { "" } else { "s" }
     )
+}
+
+/// Writes one JSON object per line, as `postqueue -j` does, with its field names
+/// (so monitoring written for Postfix reads ours): `queue_name`, `queue_id`,
+/// `arrival_time` (unix seconds), `message_size`, `forced_expire` (always `false`:
+/// mtad has no `postsuper -e`), `sender` (`MAILER-DAEMON` for the null sender, as
+/// Postfix writes it), `recipients`
+/// (`address`, and `delay_reason` only when there is one). Spacing as Postfix's.
+pub fn render_json_lines(entries: &[Entry], out: &mut impl Write) -> io::Result<()> {
+    let quote = |s: &str| serde_json::Value::from(s).to_string();
+    for e in entries {
+        let recipients: Vec<String> = e
+            .recipients
+            .iter()
+            .map(|r| {
+                if r.reason.is_empty() {
+                    format!("{{\"address\": {}}}", quote(&r.address))
+                } else {
+                    format!(
+                        "{{\"address\": {}, \"delay_reason\": {}}}",
+                        quote(&r.address),
+                        quote(&r.reason)
+                    )
+                }
+            })
+            .collect();
+        writeln!(
+            out,
+            "{{\"queue_name\": {}, \"queue_id\": {}, \"arrival_time\": {}, \"message_size\": {}, \"forced_expire\": false, \"sender\": {}, \"recipients\": [{}]}}",
+            quote(e.queue.name()),
+            quote(&e.id),
+            e.arrival,
+            e.size,
+            quote(if e.sender.is_empty() {
+                NULL_SENDER
+            } else {
+                &e.sender
+            }),
+            recipients.join(", ")
+        )?;
+    }
+    Ok(())
 }
 
 /// `asctime(localtime(t))` without its newline: `Sat Dec  5 04:46:25 2026`.
@@ -249,17 +311,26 @@ pub fn entries(config: &Config) -> Result<Vec<Entry>, MailqError> {
     Ok(from_spool(&messages))
 }
 
-/// `mailq`: loads the configuration at `config_path`, prints the listing on standard
-/// output, and returns the exit status (sysexits.h); an error goes to standard error.
-pub fn mailq(config_path: &Path) -> u8 {
+/// `mailq`: loads the configuration at `config_path`, prints the listing of the
+/// messages in `states` (every one when empty) on standard output, as `postqueue -p`,
+/// or with `json` as `postqueue -j`, and returns the exit status (sysexits.h); an error
+/// goes to standard error.
+pub fn mailq(config_path: &Path, states: &[MessageState], json: bool) -> u8 {
     let listed = Config::load(config_path)
         .map_err(|errors| MailqError::Config(render(&errors)))
         .and_then(|config| entries(&config));
     match listed {
-        Ok(entries) => {
+        Ok(mut entries) => {
+            entries
+                .retain(|e| states.is_empty() || states.iter().any(|s| Queue::from(*s) == e.queue));
             let mut out = super::output::stdout();
             // the writer ends the process itself on a closed pipe or a full disk
-            let _ = render_listing(&entries, &mut out).and_then(|()| out.flush());
+            let _ = if json {
+                render_json_lines(&entries, &mut out)
+            } else {
+                render_listing(&entries, &mut out)
+            }
+            .and_then(|()| out.flush());
             EX_OK
         }
         Err(e) => {
@@ -276,10 +347,10 @@ mod tests {
     use super::*;
     use crate::queue::{BodyLocation, Envelope, QueueId, RcptState, RcptStatus};
 
-    fn entry(id: &str, mark: Mark, size: u64, sender: &str, rcpts: &[(&str, &str)]) -> Entry {
+    fn entry(id: &str, queue: Queue, size: u64, sender: &str, rcpts: &[(&str, &str)]) -> Entry {
         Entry {
             id: id.to_owned(),
-            mark,
+            queue,
             size,
             arrival: 1_764_909_985, // Fri Dec  5 04:46:25 2025 UTC
             sender: sender.to_owned(),
@@ -309,14 +380,14 @@ mod tests {
         let text = listing(&[
             entry(
                 "0069326D71000001",
-                Mark::Active,
+                Queue::Active,
                 1234,
                 "alice@example.com",
                 &[("bob@example.net", "")],
             ),
             entry(
                 "0069326D71000002",
-                Mark::None,
+                Queue::Deferred,
                 2048,
                 "",
                 &[
@@ -327,7 +398,7 @@ mod tests {
             ),
             entry(
                 "0069326D71000003",
-                Mark::Held,
+                Queue::Hold,
                 10,
                 "x\r\ny@example.com",
                 &[("f@example.net", "")],
@@ -370,7 +441,7 @@ mod tests {
         let long = "x".repeat(100);
         let text = listing(&[entry(
             "0069326D71000001",
-            Mark::None,
+            Queue::Deferred,
             1023,
             "a@b",
             &[("c@d", &long)],
@@ -426,7 +497,7 @@ mod tests {
             message(4, false, vec![("new@x", status(RcptState::Queued, 0, ""))]),
         ];
         let entries = from_spool(&messages);
-        type Summary<'a> = (String, Mark, Vec<(&'a str, &'a str)>);
+        type Summary<'a> = (String, Queue, Vec<(&'a str, &'a str)>);
         let summary: Vec<Summary> = entries
             .iter()
             .map(|e| {
@@ -435,7 +506,7 @@ mod tests {
                     .iter()
                     .map(|p| (p.address.as_str(), p.reason.as_str()))
                     .collect();
-                (e.id.clone(), e.mark, r)
+                (e.id.clone(), e.queue, r)
             })
             .collect();
         assert_eq!(
@@ -443,18 +514,18 @@ mod tests {
             vec![
                 (
                     QueueId(3).to_string(),
-                    Mark::Active,
+                    Queue::Active,
                     vec![("now@x", "451 try later")]
                 ),
-                (QueueId(4).to_string(), Mark::Active, vec![("new@x", "")]),
+                (QueueId(4).to_string(), Queue::Active, vec![("new@x", "")]),
                 (
                     QueueId(2).to_string(),
-                    Mark::None,
+                    Queue::Deferred,
                     vec![("later@x", "451 try later"), ("fresh@x", "")]
                 ),
                 (
                     QueueId(1).to_string(),
-                    Mark::Held,
+                    Queue::Hold,
                     vec![("held@x", "451 try later")]
                 ),
             ]

@@ -33,6 +33,7 @@ macro_rules! err {
     }};
 }
 
+pub mod config_path;
 pub mod daemon;
 pub mod dkim;
 pub mod mailq;
@@ -42,14 +43,16 @@ pub mod notify;
 pub mod output;
 pub mod pickup;
 pub mod privileges;
+pub mod qshape;
 pub mod reload;
 pub mod sendmail;
+pub mod show_config;
 pub mod socket;
 pub mod status;
 pub mod sysexits;
 pub mod test_policy;
 
-use std::io::Write;
+use std::io::{BufRead, Read as _, Write};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -59,8 +62,18 @@ use tracing::error;
 
 use crate::config::{Config, ConfigErrors, render};
 use crate::policy::Pipeline;
-use crate::queue::{self, QueueId, QueuedMessage, RcptState, RcptStatus};
+use crate::queue::{self, MessageState, QueueId, QueuedMessage, RcptState, RcptStatus};
 use socket::{QueueAction, Request};
+
+/// What `--version` prints after the program's name: the package version and the
+/// commit the binary was built from (`build.rs`: `-dirty` when the tree had changes,
+/// `unknown` outside a git checkout unless `MTAD_COMMIT` was set).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MTAD_COMMIT"),
+    ")"
+);
 
 /// Why a configuration cannot go live (at start or by a reload).
 #[derive(Debug)]
@@ -290,13 +303,38 @@ fn load(path: &Path) -> Result<Config, String> {
     Config::load(path).map_err(|errors| render(&errors))
 }
 
+/// `mtactl queue shape`: [`qshape::Shape::render`]'s table of the messages in `states`
+/// (qshape's default, the active queue, when empty), by recipient or sender domain and
+/// age now.
+pub fn queue_shape(
+    path: &Path,
+    shape: &qshape::Shape,
+    states: &[MessageState],
+) -> Result<(), CommandError> {
+    let config = load(path)?;
+    let states = if states.is_empty() {
+        &[MessageState::Active][..]
+    } else {
+        states
+    };
+    let entries = mailq::entries(&config)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|e| states.iter().any(|s| mailq::Queue::from(*s) == e.queue))
+        .collect::<Vec<_>>();
+    let now = Utc::now().timestamp();
+    out!("{}", shape.render(&entries, now));
+    Ok(())
+}
+
 /// `mtactl queue list`: one line per message (id, size, arrival, sender -> recipients,
 /// `(held)`), then one indented line per recipient with its state, and its last reply
 /// in parentheses. `json`: the [`QueuedMessage`]s as a JSON array (fields in
 /// `docs/operations.md`).
-pub fn queue_list(path: &Path, json: bool) -> Result<(), CommandError> {
+pub fn queue_list(path: &Path, json: bool, states: &[MessageState]) -> Result<(), CommandError> {
     let config = load(path)?;
-    let messages = queue::scan(&config.server.spool).map_err(|e| format!("mtactl: {e}"))?;
+    let mut messages = queue::scan(&config.server.spool).map_err(|e| format!("mtactl: {e}"))?;
+    messages.retain(|m| states.is_empty() || states.contains(&m.state()));
     let mut out = output::stdout();
     if json {
         let text = serde_json::to_string_pretty(&messages).map_err(|e| e.to_string())?;
@@ -422,15 +460,19 @@ pub fn queue_show(path: &Path, id: &str, raw: bool, json: bool) -> Result<(), Co
     Ok(())
 }
 
-/// `mtactl queue flush|delete|hold|release [IDS...|ALL]`: asks the running daemon over
-/// its control socket, prints `ID: removed` (etc.) per message and a count, and fails
-/// (exit 1) if an id was not queued, a flushed id is on hold, or the daemon is not
-/// running. No ids, or `ALL`, means every message; `delete` needs one or the other
-/// spelled out (`ALL`), like `postsuper -d ALL`.
+/// `mtactl queue flush|delete|hold|release [IDS...|ALL] [--state STATE]`: asks the
+/// running daemon over its control socket, prints `ID: removed` (etc.) per message and
+/// a count, and fails (exit 1) if an id was not queued, a flushed id is on hold, or the
+/// daemon is not running. No ids, or `ALL`, means every message; `delete` needs one or
+/// the other spelled out (`ALL`), like `postsuper -d ALL`. `states` (not empty) keeps
+/// only the messages in those states, as `postsuper -d ALL deferred` does: they are
+/// read from the spool here and sent as ids, so a message that changes state meanwhile
+/// is acted on as it was seen. Many ids go in several requests.
 pub fn queue_command(
     path: &Path,
     action: QueueAction,
     args: &[String],
+    states: &[MessageState],
 ) -> Result<(), CommandError> {
     let name = action.name();
     let all = args.iter().any(|a| a == "ALL");
@@ -439,35 +481,65 @@ pub fn queue_command(
             "mtactl queue {name}: ALL cannot be combined with queue ids"
         )));
     }
-    let ids = if all {
+    let mut ids = if all {
         Vec::new()
     } else {
         args.iter()
             .map(|a| a.parse::<QueueId>().map_err(|e| format!("mtactl: {e}")))
             .collect::<Result<Vec<_>, _>>()?
     };
-    if action == QueueAction::Delete && !all && ids.is_empty() {
+    if action == QueueAction::Delete && !all && ids.is_empty() && states.is_empty() {
         return Err(
             "mtactl queue delete: give the queue ids to delete, or ALL to delete every message"
                 .to_owned()
                 .into(),
         );
     }
-    let explicit = !ids.is_empty();
     let config = load(path)?;
-    let request = Request {
-        queue: action,
-        ids,
-        all,
+    let (all, explicit) = if states.is_empty() {
+        (all, !ids.is_empty())
+    } else {
+        let messages = queue::scan(&config.server.spool).map_err(|e| format!("mtactl: {e}"))?;
+        let named: std::collections::HashSet<QueueId> = ids.iter().copied().collect();
+        let chosen: Vec<QueueId> = selected(&messages, states)
+            .map(|m| m.id)
+            .filter(|id| named.is_empty() || named.contains(id))
+            .collect();
+        ids = chosen;
+        if ids.is_empty() {
+            outln!("{}: 0 messages", action_words(action).1);
+            return Ok(());
+        }
+        (false, false)
     };
-    let response = socket::request(&config.server.control_socket, &request)
-        .map_err(|e| format!("mtactl: {e}"))?;
-    let (verb, summary) = match action {
-        QueueAction::Flush => ("delivery requested", "Flushed"),
-        QueueAction::Delete => ("removed", "Deleted"),
-        QueueAction::Hold => ("placed on hold", "Placed on hold"),
-        QueueAction::Release => ("released from hold", "Released from hold"),
+    let mut response = socket::Response::default();
+    let requests: Vec<Request> = if all || ids.is_empty() {
+        vec![Request {
+            queue: action,
+            ids: Vec::new(),
+            all,
+        }]
+    } else {
+        ids.chunks(IDS_PER_REQUEST)
+            .map(|chunk| Request {
+                queue: action,
+                ids: chunk.to_vec(),
+                all: false,
+            })
+            .collect()
     };
+    for request in &requests {
+        let part = socket::request(&config.server.control_socket, request)
+            .map_err(|e| format!("mtactl: {e}"))?;
+        response.done.extend(part.done);
+        response.missing.extend(part.missing);
+        response.held.extend(part.held);
+        if part.error.is_some() {
+            response.error = part.error;
+            break;
+        }
+    }
+    let (verb, summary) = action_words(action);
     let mut out = output::stdout();
     for id in &response.done {
         let _ = writeln!(out, "{id}: {verb}");
@@ -499,6 +571,99 @@ pub fn queue_command(
     } else {
         Err(CommandError(problems))
     }
+}
+
+/// Queue ids per control-socket request: about 400 KB of JSON, well under
+/// [`socket::MAX_REQUEST_LINE`].
+const IDS_PER_REQUEST: usize = 20_000;
+
+/// What a queue action's lines say: per message, and in the count.
+fn action_words(action: QueueAction) -> (&'static str, &'static str) {
+    match action {
+        QueueAction::Flush => ("delivery requested", "Flushed"),
+        QueueAction::Delete => ("removed", "Deleted"),
+        QueueAction::Hold => ("placed on hold", "Placed on hold"),
+        QueueAction::Release => ("released from hold", "Released from hold"),
+    }
+}
+
+/// The messages in one of `states`; every message when `states` is empty.
+pub fn selected<'m>(
+    messages: &'m [QueuedMessage],
+    states: &'m [MessageState],
+) -> impl Iterator<Item = &'m QueuedMessage> {
+    messages
+        .iter()
+        .filter(move |m| states.is_empty() || states.contains(&m.state()))
+}
+
+/// The most queue ids `-` reads from standard input (80 MB of ids).
+pub const MAX_STDIN_IDS: usize = 10_000_000;
+/// The longest line `-` reads: an id with blanks around it, or a mailq line.
+const MAX_ID_LINE: usize = 1024;
+
+/// [`queue_command`] for `mtactl`, whose arguments may include `-`: the ids read from
+/// `input` (standard input). When `-` brings no ids, nothing is done (no ids would
+/// otherwise mean every message).
+pub fn queue_command_reading(
+    path: &Path,
+    action: QueueAction,
+    args: &[String],
+    states: &[MessageState],
+    input: &mut dyn BufRead,
+) -> Result<(), CommandError> {
+    let ids = ids_from_stdin(args, input)?;
+    if ids.is_empty() && args.iter().any(|a| a == "-") {
+        outln!("{}: 0 messages", action_words(action).1);
+        return Ok(());
+    }
+    queue_command(path, action, &ids, states)
+}
+
+/// A queue command's arguments with `-` replaced by the ids read from `input`, one per
+/// line (blank lines skipped, blanks around an id ignored), as `postsuper -d -` reads
+/// them: `mtactl queue list --format postfix-json | jq -r ... | mtactl queue delete -`.
+fn ids_from_stdin(args: &[String], input: &mut dyn BufRead) -> Result<Vec<String>, CommandError> {
+    if args.iter().filter(|a| *a == "-").count() > 1 {
+        return Err(CommandError(
+            "mtactl: `-` (ids on standard input) may be given once".into(),
+        ));
+    }
+    let mut out = Vec::new();
+    for a in args {
+        if a != "-" {
+            out.push(a.clone());
+            continue;
+        }
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = (&mut *input)
+                .take(MAX_ID_LINE as u64 + 1)
+                .read_until(b'\n', &mut line)
+                .map_err(|e| format!("mtactl: cannot read queue ids from standard input: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            if line.len() > MAX_ID_LINE {
+                return Err(CommandError(format!(
+                    "mtactl: a line of standard input is longer than {MAX_ID_LINE} bytes: not a queue id"
+                )));
+            }
+            let text = String::from_utf8_lossy(&line);
+            let id = text.trim();
+            if id.is_empty() {
+                continue;
+            }
+            if out.len() >= MAX_STDIN_IDS {
+                return Err(CommandError(format!(
+                    "mtactl: more than {MAX_STDIN_IDS} queue ids on standard input"
+                )));
+            }
+            out.push(id.to_owned());
+        }
+    }
+    Ok(out)
 }
 
 /// Prints what Postfix would have warned about while reading the tables (duplicate

@@ -14,9 +14,6 @@ use crate::policy::local::{
 };
 use crate::queue::maildrop::{self, Dropped, MaildropError};
 
-/// The configuration read when `-C` does not name another.
-pub const DEFAULT_CONFIG: &str = "/etc/mtad/mtad.kdl";
-
 /// sysexits.h, as sendmail(8) exits.
 pub use super::sysexits as exit;
 use super::sysexits::*;
@@ -42,7 +39,8 @@ pub enum Mode {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invocation {
     pub mode: Mode,
-    pub config: PathBuf,
+    /// `-C`; `None`: [`super::config_path::resolve`] chooses.
+    pub config: Option<PathBuf>,
     /// `-f`/`-r`.
     pub sender: Option<String>,
     /// `-F`.
@@ -141,7 +139,7 @@ impl Invocation {
                 "newaliases" => Mode::Aliases,
                 _ => Mode::Deliver,
             },
-            config: PathBuf::from(DEFAULT_CONFIG),
+            config: None,
             sender: None,
             full_name: None,
             recipients: Vec::new(),
@@ -239,7 +237,7 @@ impl Invocation {
                     self.mode = Mode::Flush;
                 }
             }
-            'C' => self.config = PathBuf::from(v),
+            'C' => self.config = Some(PathBuf::from(v)),
             'f' | 'r' => self.sender = Some(v.trim().to_owned()),
             'F' => self.full_name = Some(v.to_owned()),
             't' => self.extract = true,
@@ -413,13 +411,20 @@ pub fn run(inv: &Invocation, input: &mut dyn Read, out: &mut dyn Write, err: &mu
     for w in &inv.warnings {
         let _ = writeln!(err, "sendmail: warning: {w}");
     }
-    let settings = match Settings::load(&inv.config) {
+    let config = match super::config_path::resolve(inv.config.as_deref(), "-C PATH") {
+        Ok(path) => path,
+        Err(e) => {
+            let _ = writeln!(err, "sendmail: {e}");
+            return EX_CONFIG;
+        }
+    };
+    let settings = match Settings::load(&config) {
         Ok(s) => s,
         Err(e) => {
             let _ = writeln!(
                 err,
                 "sendmail: cannot read the configuration {}: {e}",
-                inv.config.display()
+                config.display()
             );
             return EX_CONFIG;
         }
@@ -427,9 +432,9 @@ pub fn run(inv: &Invocation, input: &mut dyn Read, out: &mut dyn Write, err: &mu
     match inv.mode {
         Mode::Deliver => deliver(inv, &settings, input, err),
         Mode::Verify => verify(inv, &settings, out, err),
-        Mode::Flush => flush(inv, err),
+        Mode::Flush => flush(&config, err),
         Mode::List => list(&settings, out, err),
-        Mode::Aliases => aliases(inv, err),
+        Mode::Aliases => aliases(&config, err),
         Mode::Smtp => smtp(&settings, &mut std::io::BufReader::new(input), out, err),
     }
 }
@@ -840,11 +845,12 @@ fn verify(inv: &Invocation, settings: &Settings, out: &mut dyn Write, err: &mut 
 }
 
 /// `-q`: every queued message attempted now, through the running mtad.
-fn flush(inv: &Invocation, err: &mut dyn Write) -> u8 {
+fn flush(config: &Path, err: &mut dyn Write) -> u8 {
     match super::queue_command(
-        &inv.config,
+        config,
         crate::control::socket::QueueAction::Flush,
         &["ALL".to_owned()],
+        &[],
     ) {
         Ok(()) => EX_OK,
         Err(e) => {
@@ -879,7 +885,7 @@ fn list(settings: &Settings, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
 
 /// The maildrop's complete files as `mailq` entries, oldest first.
 fn maildrop_entries(config: &Config) -> Vec<super::mailq::Entry> {
-    use super::mailq::{Entry, Mark, Pending};
+    use super::mailq::{Entry, Pending, Queue};
     let Some(ls) = &config.local_submission else {
         return Vec::new();
     };
@@ -896,7 +902,7 @@ fn maildrop_entries(config: &Config) -> Vec<super::mailq::Entry> {
             let d = sub.dropped;
             Some(Entry {
                 id,
-                mark: Mark::None,
+                queue: Queue::Maildrop,
                 size: d.message.len() as u64,
                 arrival: sub.mtime,
                 sender: d
@@ -918,9 +924,9 @@ fn maildrop_entries(config: &Config) -> Vec<super::mailq::Entry> {
 
 /// `-bi` / `newaliases`: [`super::newaliases::check_and_reload`], silent on success as
 /// Postfix's is.
-fn aliases(inv: &Invocation, err: &mut dyn Write) -> u8 {
+fn aliases(config: &Path, err: &mut dyn Write) -> u8 {
     let warn = |w: &str| eprintln!("newaliases: warning: {w}");
-    match super::newaliases::check_and_reload(&inv.config, warn) {
+    match super::newaliases::check_and_reload(config, warn) {
         Ok(_) => EX_OK,
         Err(e) => {
             let _ = writeln!(err, "{e}");
@@ -1036,7 +1042,7 @@ mod tests {
                 "a",
             ],
         );
-        assert_eq!(i.config, PathBuf::from("/tmp/x.kdl"));
+        assert_eq!(i.config, Some(PathBuf::from("/tmp/x.kdl")));
         assert!(i.extract && i.ignore_dots && i.verbose);
         assert_eq!(i.notify.as_deref(), Some("never"));
         assert_eq!(i.envid.as_deref(), Some("env"));

@@ -60,6 +60,31 @@ stage "rcpt" {
 /// A port free on 127.0.0.1 now, and never handed out before in this test process
 /// (the kernel may give the same ephemeral port to two `bind(0)` in a row, and two
 /// listeners of one configuration on the same port would not start).
+/// Runs `cmd` with `input` on its standard input; its output.
+pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The configuration of every example (`examples/*/mtad.kdl`).
+pub fn example_configs() -> Vec<PathBuf> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let mut configs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path().join("mtad.kdl"))
+        .filter(|config| config.exists())
+        .collect();
+    configs.sort();
+    configs
+}
+
 /// Copies the directory `from` to `to`, recursively (an example, before a test edits it).
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

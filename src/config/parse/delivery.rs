@@ -35,7 +35,7 @@ use crate::config::route::{TlsPolicy, parse_fallbacks};
 use crate::config::{Delivery, LocalRecipients, Origin};
 use crate::lookup::{Table, parse_map};
 
-const DELIVERY_KEYS: &[&str] = &[
+pub(crate) const DELIVERY_KEYS: &[&str] = &[
     "backoff-min",
     "backoff-max",
     "lifetime",

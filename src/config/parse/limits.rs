@@ -4,7 +4,7 @@ use kdl::KdlNode;
 
 use super::Parser;
 use crate::config::Limits;
-const LIMIT_KEYS: &[&str] = &[
+pub(crate) const LIMIT_KEYS: &[&str] = &[
     "message-size",
     "recipients",
     "line-length",
@@ -131,11 +131,7 @@ impl Parser {
                 );
             }
             Some((n, _)) => limits.data_memory = n,
-            None => {
-                limits.data_memory = limits
-                    .data_memory
-                    .max(limits.message_size.saturating_mul(4))
-            }
+            None => limits.data_memory = Limits::default_data_memory(limits.message_size),
         }
         limits
     }

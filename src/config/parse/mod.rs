@@ -528,3 +528,16 @@ fn resolve(config_path: &Path, value: &str) -> PathBuf {
         None => value.to_path_buf(),
     }
 }
+
+/// The keys of each settings block, as the readers accept them (for
+/// [`crate::config::settings`], whose table must name each one: tested there).
+#[cfg(test)]
+pub(crate) fn setting_keys() -> [(&'static str, &'static [&'static str]); 5] {
+    [
+        ("server", server::SERVER_KEYS),
+        ("limits", limits::LIMIT_KEYS),
+        ("rate-limits", rate::KEYS),
+        ("reload", reload::KEYS),
+        ("delivery", delivery::DELIVERY_KEYS),
+    ]
+}

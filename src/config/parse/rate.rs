@@ -21,7 +21,7 @@ use kdl::KdlNode;
 use super::{Parser, Sets, suggest};
 use crate::config::RateLimits;
 
-const KEYS: &[&str] = &[
+pub(crate) const KEYS: &[&str] = &[
     "connections",
     "messages",
     "recipients",

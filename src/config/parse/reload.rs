@@ -15,7 +15,7 @@ use kdl::KdlNode;
 use super::Parser;
 use crate::config::{ReloadSettings, WATCH_INTERVAL};
 
-const KEYS: &[&str] = &["watch", "require-tests"];
+pub(crate) const KEYS: &[&str] = &["watch", "require-tests"];
 const USAGE: &str = "reload { watch #true; require-tests \"tests/relay.kdl\" }";
 
 impl Parser {

@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use kdl::KdlNode;
 
@@ -10,7 +9,7 @@ use super::submission::is_user_name;
 use super::{Parser, filter, is_hostname, resolve};
 use crate::config::Server;
 use crate::config::reply::{MAX_REPLY_TEXT, is_reply_char};
-const SERVER_KEYS: &[&str] = &[
+pub(crate) const SERVER_KEYS: &[&str] = &[
     "hostname",
     "spool",
     "banner",
@@ -169,17 +168,17 @@ impl Parser {
         let tls = self.cert_key(tls_certificate, tls_key, ("tls-certificate", "tls-key"));
         let hostname: String = hostname?;
         let spool: PathBuf = spool?;
+        let defaults = Server::new(hostname, spool);
         Some(Server {
-            origin: origin.unwrap_or_else(|| hostname.to_ascii_lowercase()),
-            hostname,
-            control_socket: control_socket.unwrap_or_else(|| spool.join("control.sock")),
-            spool,
-            banner: banner.unwrap_or_else(|| "ESMTP".to_owned()),
-            shutdown_timeout: shutdown_timeout.unwrap_or(Duration::from_secs(30)),
+            origin: origin.unwrap_or(defaults.origin.clone()),
+            control_socket: control_socket.unwrap_or(defaults.control_socket.clone()),
+            banner: banner.unwrap_or(defaults.banner.clone()),
+            shutdown_timeout: shutdown_timeout.unwrap_or(defaults.shutdown_timeout),
             content_filter,
             tls,
             metrics,
             user,
+            ..defaults
         })
     }
 }
