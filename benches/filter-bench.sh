@@ -75,7 +75,7 @@ stage "route" {
     relay "smtp:[127.0.0.1]:$SINK" tls="none"
 }
 KDL
-MTAD_LOG=warn "$here/target/release/mtad" --config "$WORK/mtad/mtad.kdl" >"$WORK/mtad.log" 2>&1 &
+MTAD_LOG=warn "$here/target/release/mtad" --allow-root --config "$WORK/mtad/mtad.kdl" >"$WORK/mtad.log" 2>&1 &
 wait_port $MX
 filter $REINJECT
 measure mtad+filter $MX; with=$RESULT

@@ -84,7 +84,7 @@ def start(mtad, dir):
         f.write(DATA)
     log = open(os.path.join(dir, "mtad.log"), "w")
     env = dict(os.environ, MTAD_LOG="warn,mtad=warn")
-    proc = subprocess.Popen([mtad, "--config", os.path.join(dir, "mtad.kdl")],
+    proc = subprocess.Popen([mtad, "--allow-root", "--config", os.path.join(dir, "mtad.kdl")],
                             stderr=log, stdout=subprocess.DEVNULL, env=env)
     deadline = time.time() + 30
     while time.time() < deadline:

@@ -42,4 +42,4 @@ delivery {
 $dkim
 KDL
 export MTAD_LOG=${MTAD_LOG:-warn}
-exec "$here/target/release/mtad" --config "$BENCH_DIR/mtad.kdl"
+exec "$here/target/release/mtad" --allow-root --config "$BENCH_DIR/mtad.kdl"

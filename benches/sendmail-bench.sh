@@ -110,7 +110,7 @@ delivery {
 }
 EOF
   rm -rf "$WORK/mtad/spool" "$WORK/mtad/maildrop"
-  MTAD_LOG=${MTAD_LOG:-warn} "$MTAD" --config "$WORK/mtad/mtad.kdl" >>"$WORK/mtad.log" 2>&1 & MTAD_PID=$!
+  MTAD_LOG=${MTAD_LOG:-warn} "$MTAD" --allow-root --config "$WORK/mtad/mtad.kdl" >>"$WORK/mtad.log" 2>&1 & MTAD_PID=$!
   wait_port "$MTAD_PORT" || { echo "mtad did not start; see $WORK/mtad.log" >&2; exit 1; }
 }
 

@@ -77,7 +77,7 @@ delivery {
     queue-only #true
 }
 KDL
-  MTAD_LOG=warn "$here/target/release/mtad" --config "$dir/mtad.kdl" 2>"$dir/log" &
+  MTAD_LOG=warn "$here/target/release/mtad" --allow-root --config "$dir/mtad.kdl" 2>"$dir/log" &
   local pid=$!
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.05; done
   local start end

@@ -156,6 +156,7 @@ delivery {{
     );
     std::fs::write(dir.join("mtad.kdl"), config).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_mtad"))
+        .arg("--allow-root")
         .arg("--config")
         .arg(dir.join("mtad.kdl"))
         .env("MTAD_LOG", "warn")

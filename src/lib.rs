@@ -22,7 +22,9 @@
 //!   streams; headers, edits and MIME.
 //! - [`metrics`]: what the daemon counts, and the Prometheus endpoint.
 //! - [`control`]: the operator side and the composition root: the daemon's wiring
-//!   ([`control::daemon`]), reload, the control socket, `mtactl`.
+//!   ([`control::daemon`]), who it runs as ([`control::privileges`]), systemd's
+//!   readiness protocol ([`control::notify`]), reload, the control socket, `mtactl`,
+//!   the man pages and completions ([`control::manual`]).
 //! - [`logsafe`]: escaping for logged values that come from clients and scripts.
 //! - [`maillog`]: the mail log in Postfix's line grammar (what pflogsumm, logwatch and
 //!   fail2ban read); [`control::log`] writes it to stderr, syslog or the journal.

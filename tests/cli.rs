@@ -107,6 +107,7 @@ fn mtad_fails_clearly_when_the_port_is_taken() {
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_mtad"))
+        .arg("--allow-root")
         .arg("--config")
         .arg(&path)
         .output()

@@ -54,6 +54,8 @@ impl Daemon {
         let child = Command::new(env!("CARGO_BIN_EXE_mtad"))
             .arg("--config")
             .arg(dir.path().join("mtad.kdl"))
+            // tests run as root
+            .arg("--allow-root")
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

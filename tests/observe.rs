@@ -365,6 +365,7 @@ fn a_metrics_address_in_use_stops_the_start() {
         );
     std::fs::write(&config, text).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_mtad"))
+        .arg("--allow-root")
         .arg("--config")
         .arg(&config)
         .output()

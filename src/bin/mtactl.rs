@@ -356,6 +356,13 @@ fn test_policy(config: &Path, args: TestPolicyArgs) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // packaging: the pages and completions of mtactl and sendmail, and mtad.kdl(5)
+    // (hidden from them, see control::manual)
+    if let Some(dir) = control::manual::requested() {
+        let cmd = <Args as clap::CommandFactory>::command();
+        let commands = vec![("mtactl", cmd), ("sendmail", control::sendmail::command())];
+        return control::manual::generate(&dir, commands, true);
+    }
     let args = Args::parse();
     let code = run(args);
     // what is still buffered goes out now, where a closed pipe is seen (the flush at

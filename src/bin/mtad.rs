@@ -31,9 +31,18 @@ struct Args {
     /// `mtad` unless set.
     #[arg(long, value_name = "NAME", value_parser = log::parse_syslog_name)]
     syslog_name: Option<String>,
+    /// Run as root. Without it mtad started as root binds its ports and becomes
+    /// `server { user }`, or refuses to start when the configuration names none.
+    #[arg(long)]
+    allow_root: bool,
 }
 
 fn main() -> ExitCode {
+    // packaging: mtad(8) and the completions (hidden from them, see control::manual)
+    if let Some(dir) = mtad::control::manual::requested() {
+        let cmd = <Args as clap::CommandFactory>::command();
+        return mtad::control::manual::generate(&dir, vec![("mtad", cmd)], false);
+    }
     let args = Args::parse();
     let overrides = log::Overrides {
         output: args.log_output,
@@ -72,7 +81,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(mtad::control::daemon::serve(config, pipeline)) {
+    match runtime.block_on(mtad::control::daemon::serve(
+        config,
+        pipeline,
+        args.allow_root,
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(%err, "mtad cannot run");

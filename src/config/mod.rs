@@ -198,6 +198,13 @@ pub struct Server {
     /// `tls-certificate` and `tls-key`: the server's certificate for every listener
     /// that names none of its own. With one, STARTTLS is offered by default.
     pub tls: Option<CertKey>,
+    /// `user "mtad"`: the account mtad runs as. Started as root, mtad binds its
+    /// listeners, then takes this user's uid, gid and groups for good before it opens
+    /// the spool (which that user must own). Started as this user (systemd's `User=`),
+    /// nothing changes; as anyone else, mtad refuses to start. `None`: mtad runs as
+    /// whoever started it, and refuses root unless `mtad --allow-root` says so
+    /// (`control::privileges`).
+    pub user: Option<String>,
 }
 
 impl Server {
@@ -214,6 +221,7 @@ impl Server {
             content_filter: None,
             tls: None,
             metrics: None,
+            user: None,
         }
     }
 }

@@ -160,6 +160,7 @@ pub const SETTINGS: &[Setting] = &[
     s("server", "tls-certificate", |c| opt(c.server.tls.as_ref(), |t| path(&t.certificate))),
     s("server", "tls-key", |c| opt(c.server.tls.as_ref(), |t| path(&t.key))),
     s("server", "metrics", |c| opt(c.server.metrics, |a| Value::Text(a.to_string()))),
+    s("server", "user", |c| opt(c.server.user.as_deref(), text)),
     s("limits", "message-size", |c| int(c.limits.message_size)),
     s("limits", "recipients", |c| int(c.limits.recipients)),
     s("limits", "line-length", |c| int(c.limits.line_length)),

@@ -12,6 +12,8 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use super::notify;
+use super::privileges::{self, PrivilegeError};
 use super::reload::Reloader;
 use super::socket::ControlSocket;
 use super::status::{ListenerSource, ListenerStatus, Observer};
@@ -22,11 +24,13 @@ use crate::delivery::tls::TlsClient;
 use crate::net::dns::Resolver;
 use crate::policy::Pipeline;
 use crate::queue::{Spool, SpoolError};
-use crate::smtp::server::{BindError, Listeners};
+use crate::smtp::server::{BindError, Listeners, Prebound};
 use crate::smtp::{Core, Listen};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    #[error(transparent)]
+    Privileges(#[from] PrivilegeError),
     #[error(transparent)]
     Bind(#[from] BindError),
     #[error("cannot open the spool: {0}")]
@@ -50,25 +54,36 @@ pub enum ServeError {
 }
 
 /// Runs until SIGTERM or SIGINT, then shuts down gracefully. `pipeline` is the
-/// policy compiled from `config` ([`Pipeline::build`]).
-pub async fn serve(config: Config, pipeline: impl Into<Arc<Pipeline>>) -> Result<(), ServeError> {
+/// policy compiled from `config` ([`Pipeline::build`]). First settles who runs it
+/// ([`privileges::enter`]: root binds the ports and becomes `server { user }`; root
+/// without it is refused unless `allow_root`). systemd hears `READY=1` once mail is
+/// accepted and `STOPPING=1` at the signal ([`notify`]).
+pub async fn serve(
+    config: Config,
+    pipeline: impl Into<Arc<Pipeline>>,
+    allow_root: bool,
+) -> Result<(), ServeError> {
+    raise_open_files_limit();
+    let entered = privileges::enter(&config, allow_root)?;
     let (stop, stopped) = watch::channel(false);
     let signals = tokio::spawn(async move {
         wait_for_signal().await;
+        notify::stopping();
         let _ = stop.send(true);
     });
-    let result = serve_until(config, pipeline, stopped).await;
+    let result = serve_until(config, pipeline, stopped, entered.prebound).await;
     signals.abort();
     result
 }
 
-/// Runs until `shutdown` turns true (the signal handler in [`serve`], or a test).
+/// Runs until `shutdown` turns true (the signal handler in [`serve`], or a test);
+/// `prebound` holds listeners bound before privileges were dropped.
 pub async fn serve_until(
     config: Config,
     pipeline: impl Into<Arc<Pipeline>>,
     shutdown: watch::Receiver<bool>,
+    prebound: Option<Prebound>,
 ) -> Result<(), ServeError> {
-    raise_open_files_limit();
     let spool_dir = config.server.spool.clone();
     let (spool, recovery) = tokio::task::spawn_blocking(move || Spool::open(&spool_dir))
         .await
@@ -95,7 +110,16 @@ pub async fn serve_until(
         },
         None => None,
     };
-    match start(config, pipeline, spool.clone(), maildrop, shutdown).await {
+    match start(
+        config,
+        pipeline,
+        spool.clone(),
+        maildrop,
+        shutdown,
+        prebound,
+    )
+    .await
+    {
         Ok(running) => running.await,
         Err(err) => {
             spool.close();
@@ -117,6 +141,7 @@ async fn start(
     spool: Spool,
     maildrop: Option<crate::queue::maildrop::Maildrop>,
     shutdown: watch::Receiver<bool>,
+    prebound: Option<Prebound>,
 ) -> Result<impl Future<Output = ()>, ServeError> {
     let listens = Listen::all(&config).map_err(ServeError::Tls)?;
     let outbound = Arc::new(ArcSwap::from_pointee(outbound(&config)?));
@@ -157,6 +182,9 @@ async fn start(
     });
     let core = Arc::new(core);
     let listeners = Arc::new(Listeners::new(core.clone(), shutdown.clone(), grace));
+    if let Some(prebound) = prebound {
+        listeners.adopt(prebound);
+    }
     let bound = listeners.prepare(listens)?;
     let observer = Arc::new(Observer::new(
         core.policy.clone(),
@@ -179,7 +207,9 @@ async fn start(
     let scheduler = tokio::spawn(scheduler.run(shutdown.clone(), grace));
     let pickup = pickup.map(|p| tokio::spawn(p.run(shutdown.clone())));
     listeners.commit(bound);
-    info!(hostname = %config.server.hostname, revision = %core.policy.load().revision(), "mtad started");
+    let revision = core.policy.load().revision().to_string();
+    info!(hostname = %config.server.hostname, %revision, "mtad started");
+    notify::ready(&format!("accepting mail; policy revision {revision}"));
     Ok(async move {
         listeners.wait().await;
         if let Some(pickup) = pickup {

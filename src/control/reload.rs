@@ -119,6 +119,16 @@ impl Reloader {
     pub fn reload(&self) -> ReloadOutcome {
         let _one = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let started = std::time::Instant::now();
+        super::notify::reloading();
+        let outcome = self.reload_now(started);
+        super::notify::ready(&format!(
+            "accepting mail; policy revision {}",
+            self.core.policy.load().revision()
+        ));
+        outcome
+    }
+
+    fn reload_now(&self, started: std::time::Instant) -> ReloadOutcome {
         match self.prepare() {
             Ok(next) => {
                 let needs_restart = self.fixed.changed(&Fixed::of(&next.config));

@@ -69,6 +69,66 @@ pub struct UsageError(String);
 /// Options that take a value (`-fVALUE` or `-f VALUE`), as Postfix's getopt string.
 const WITH_VALUE: &str = "ABCFLNORVXbefhoprq";
 
+/// sendmail's options as clap describes them, for sendmail(1) and its completions
+/// ([`super::manual`]); the parser is [`Invocation::parse`] (Postfix's getopt rules,
+/// which clap does not follow), and a test keeps the two in agreement: every option
+/// here is one the parser knows, with a value exactly when `WITH_VALUE` says so, and
+/// every option the parser knows is here.
+pub fn command() -> clap::Command {
+    use clap::{Arg, ArgAction};
+    let flag = |c: char, help: &'static str| {
+        Arg::new(c.to_string())
+            .short(c)
+            .action(ArgAction::SetTrue)
+            .help(help)
+    };
+    let value = |c: char, name: &'static str, help: &'static str| {
+        Arg::new(c.to_string())
+            .short(c)
+            .value_name(name)
+            .action(ArgAction::Append)
+            .help(help)
+    };
+    let ignored = "Accepted and ignored, as Postfix does.";
+    clap::Command::new("sendmail")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Hand a message to mtad, with Postfix's sendmail options (also mailq, newaliases)")
+        .long_about(
+            "Reads a message on standard input and drops it in mtad's maildrop \
+             (local-submission { maildrop }), on stable storage before it exits 0, \
+             whether mtad runs or not; mtad picks it up and runs it through its policy \
+             on the listener \"sendmail\". Installed setgid to the maildrop's group. \
+             Called as mailq it lists the queue (-bp), as newaliases it checks the \
+             aliases and makes mtad reload (-bi). Exit codes are sysexits.h's. \
+             See /usr/share/doc/mtad/local-submission.md.",
+        )
+        .disable_help_flag(true)
+        .disable_version_flag(true)
+        .arg(value('b', "MODE", "Mode: m (read a message and submit it, the default), p (mailq: list the queue), i (newaliases), v (say where each recipient would go, send nothing), s (SMTP on standard input and output). d (daemon) is refused: start mtad"))
+        .arg(flag('t', "Recipients from the To:, Cc: and Bcc: headers too; Bcc: is removed"))
+        .arg(flag('i', "A line with a lone dot does not end the message"))
+        .arg(value('f', "ADDR", "The envelope sender ('' or '<>': the null sender)"))
+        .arg(value('r', "ADDR", "The envelope sender, as -f"))
+        .arg(value('F', "NAME", "The full name for an added From: header"))
+        .arg(value('B', "TYPE", "The body type: 8BITMIME or 7BIT"))
+        .arg(value('N', "NOTIFY", "DSN notify: kept with the message"))
+        .arg(value('V', "ENVID", "DSN envelope id: kept with the message"))
+        .arg(value('R', "RET", "DSN return: accepted and ignored"))
+        .arg(value('o', "OPTION", "-oi is -i; every other -o option (-oem, -odi, ...) is accepted and ignored"))
+        .arg(flag('I', "newaliases, as -bi"))
+        .arg(value('q', "INTERVAL", "Attempt every queued message now (through the running mtad)"))
+        .arg(flag('v', "Say where the message was dropped"))
+        .arg(value('C', "FILE", "Another configuration than /etc/mtad/mtad.kdl"))
+        .args(['A', 'L', 'O', 'X', 'e', 'h', 'p'].map(|c| value(c, "VALUE", ignored)))
+        .args(['G', 'U', 'c', 'm', 'n', 'x'].map(|c| flag(c, ignored)))
+        .arg(
+            Arg::new("recipients")
+                .value_name("RECIPIENT")
+                .num_args(0..)
+                .help("Recipients; \"a, b\" in one argument is two"),
+        )
+}
+
 impl Invocation {
     /// Parses `args` (without argv[0]); `name` is argv[0]'s file name, which picks
     /// the mode for `mailq` and `newaliases`.
@@ -882,6 +942,39 @@ mod tests {
     fn parse(name: &str, args: &[&str]) -> Invocation {
         let args: Vec<OsString> = args.iter().map(OsString::from).collect();
         Invocation::parse(name, &args).unwrap()
+    }
+
+    /// sendmail(1) is made from [`command`]; the parser is hand-written: they agree.
+    #[test]
+    fn the_documented_options_are_the_parsed_ones() {
+        let cmd = command();
+        for c in ('a'..='z').chain('A'..='Z') {
+            let takes_value = WITH_VALUE.contains(c);
+            let value = match c {
+                'b' => "m",
+                'B' => "7BIT",
+                _ if takes_value => "x",
+                _ => "",
+            };
+            let args = [OsString::from(format!("-{c}{value}"))];
+            let known = match Invocation::parse("sendmail", &args) {
+                Ok(i) => !i.warnings.iter().any(|w| w.contains("unknown")),
+                Err(e) => panic!("-{c}{value}: {e}"),
+            };
+            let documented = cmd.get_arguments().find(|a| a.get_short() == Some(c));
+            assert_eq!(
+                documented.is_some(),
+                known,
+                "-{c}: in sendmail(1) or not, as parsed"
+            );
+            if let Some(arg) = documented {
+                assert_eq!(
+                    arg.get_action().takes_values(),
+                    takes_value,
+                    "-{c}: a value in sendmail(1) exactly when the parser takes one"
+                );
+            }
+        }
     }
 
     #[test]

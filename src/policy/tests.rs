@@ -191,6 +191,7 @@ fn a_dangling_reference_fails_closed() {
             content_filter: None,
             tls: None,
             metrics: None,
+            user: None,
         },
         sources: Default::default(),
         listeners: vec![],

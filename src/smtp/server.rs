@@ -34,6 +34,8 @@ pub struct Listeners {
     open: Mutex<Vec<Open>>,
     /// Every accept loop, also those a reload closed that still have sessions.
     loops: Mutex<JoinSet<()>>,
+    /// Sockets bound before privileges were dropped, until `prepare` takes them.
+    prebound: Mutex<Vec<(SocketAddr, TcpListener)>>,
 }
 
 /// An open listening socket.
@@ -43,6 +45,21 @@ struct Open {
     /// What its next connections run with; a reload puts in a new one.
     listen: Arc<ArcSwap<Listen>>,
     close: watch::Sender<bool>,
+}
+
+/// Listening sockets bound before the daemon gave up root ([`bind_all`]), each with the
+/// address it was configured with; [`Listeners::prepare`] takes them instead of binding
+/// anew.
+pub struct Prebound(Vec<(SocketAddr, TcpListener)>);
+
+/// Binds every listener of `wanted` now (as root, before the privileges are dropped:
+/// ports below 1024 need it). Call within the runtime.
+pub fn bind_all(wanted: &[Listener]) -> Result<Prebound, BindError> {
+    let sockets = wanted
+        .iter()
+        .map(|l| Ok((l.address, bind_listener(l)?)))
+        .collect::<Result<_, BindError>>()?;
+    Ok(Prebound(sockets))
 }
 
 /// What [`Listeners::prepare`] made ready: sockets bound, nothing changed yet.
@@ -59,13 +76,22 @@ impl Listeners {
             grace,
             open: Mutex::new(Vec::new()),
             loops: Mutex::new(JoinSet::new()),
+            prebound: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Sockets bound earlier ([`bind_all`]): the next [`prepare`](Self::prepare) uses
+    /// them for their addresses. Those still unused after it are closed.
+    pub fn adopt(&self, prebound: Prebound) {
+        *self.prebound.lock().unwrap_or_else(|e| e.into_inner()) = prebound.0;
     }
 
     /// Binds the listeners of `wanted` whose address is not open yet. Nothing changes
     /// until [`commit`](Self::commit); on an error the sockets bound so far close.
     pub fn prepare(&self, wanted: Vec<(Listener, Listen)>) -> Result<Prepared, BindError> {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut prebound =
+            std::mem::take(&mut *self.prebound.lock().unwrap_or_else(|e| e.into_inner()));
         let mut prepared = Prepared {
             keep: Vec::new(),
             new: Vec::new(),
@@ -74,11 +100,12 @@ impl Listeners {
             match open.iter().position(|o| o.config.address == l.address) {
                 Some(i) => prepared.keep.push((i, l, listen)),
                 None => {
-                    let socket = bind(l.address).map_err(|source| BindError {
-                        name: l.name.clone(),
-                        address: l.address,
-                        source,
-                    })?;
+                    if let Some(i) = prebound.iter().position(|(a, _)| *a == l.address) {
+                        let (_, socket) = prebound.swap_remove(i);
+                        prepared.new.push((l, listen, socket));
+                        continue;
+                    }
+                    let socket = bind_listener(&l)?;
                     prepared.new.push((l, listen, socket));
                 }
             }
@@ -177,6 +204,14 @@ pub struct BindError {
     pub name: String,
     pub address: SocketAddr,
     pub source: std::io::Error,
+}
+
+fn bind_listener(l: &Listener) -> Result<TcpListener, BindError> {
+    bind(l.address).map_err(|source| BindError {
+        name: l.name.clone(),
+        address: l.address,
+        source,
+    })
 }
 
 fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {

@@ -91,7 +91,9 @@ pub fn copy_dir(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
+        // a link to a directory is copied as the directory (cp -rL), as
+        // examples/production/policies
+        if entry.path().is_dir() {
             copy_dir(&entry.path(), &target);
         } else {
             std::fs::copy(entry.path(), target).unwrap();
@@ -186,7 +188,9 @@ impl Mtad {
             .append(true)
             .open(self.log_path())
             .unwrap();
+        // the tests run as root here and in CI; mtad refuses root unless told
         let child = Command::new(env!("CARGO_BIN_EXE_mtad"))
+            .arg("--allow-root")
             .arg("--config")
             .arg(&self.config)
             .args(&self.args)

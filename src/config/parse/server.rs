@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use kdl::KdlNode;
 
+use super::submission::is_user_name;
 use super::{Parser, filter, is_hostname, resolve};
 use crate::config::Server;
 use crate::config::reply::{MAX_REPLY_TEXT, is_reply_char};
@@ -19,6 +20,7 @@ pub(crate) const SERVER_KEYS: &[&str] = &[
     "tls-certificate",
     "tls-key",
     "metrics",
+    "user",
 ];
 
 impl Parser {
@@ -40,6 +42,7 @@ impl Parser {
         let mut tls_certificate = None;
         let mut tls_key = None;
         let mut metrics = None;
+        let mut user = None;
         for &child in &children {
             let key = child.name().value();
             let Some(value) = self.setting(child, &format!("{key} \"...\"")) else {
@@ -131,6 +134,21 @@ impl Parser {
                         }
                     }
                 }
+                "user" => {
+                    if let Some(name) = self.string(value, "user") {
+                        if is_user_name(name) {
+                            user = Some(name.to_owned());
+                        } else {
+                            self.error(
+                                value.span(),
+                                format!("`{name}` is not a user name"),
+                                "invalid user name",
+                            )
+                            .help =
+                                Some("the name of a system account, e.g. user \"mtad\"".to_owned());
+                        }
+                    }
+                }
                 _ => unreachable!("checked against SERVER_KEYS"),
             }
         }
@@ -159,6 +177,7 @@ impl Parser {
             content_filter,
             tls,
             metrics,
+            user,
             ..defaults
         })
     }

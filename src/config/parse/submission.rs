@@ -97,8 +97,9 @@ impl Parser {
     }
 }
 
-/// A POSIX-ish login or group name: letters, digits, `.`, `_`, `-` (not first), up to 32.
-fn is_user_name(name: &str) -> bool {
+/// A POSIX-ish login or group name: letters, digits, `.`, `_`, `-` (not first), up to 32
+/// (never an option or a path). Also `server { user }`'s.
+pub(super) fn is_user_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 32
         && !name.starts_with('-')

@@ -84,6 +84,7 @@ fn example_parses_to_expected_values() {
             content_filter: None,
             tls: None,
             metrics: None,
+            user: None,
         }
     );
     assert_eq!(

@@ -138,3 +138,29 @@ fn control_socket_defaults_to_the_spool_and_resolves_like_it() {
     let (_, rendered) = check(&with("42"));
     assert!(rendered.contains("control-socket"), "{rendered}");
 }
+
+#[test]
+fn user_names_an_account_and_nothing_else() {
+    let config = Config::parse("/etc/mtad/mtad.kdl", PRELUDE).unwrap();
+    assert_eq!(config.server.user, None);
+    let with = |value: &str| {
+        PRELUDE.replace(
+            "    spool \"spool\"\n",
+            &format!("    spool \"spool\"\n    user {value}\n"),
+        )
+    };
+    let config = Config::parse("/etc/mtad/mtad.kdl", &with("\"mtad\"")).unwrap();
+    assert_eq!(config.server.user.as_deref(), Some("mtad"));
+    for bad in ["\"\"", "\"-r\"", "\"../etc\"", "\"a b\"", "7"] {
+        let (_, rendered) = check(&with(bad));
+        assert!(
+            rendered.contains("not a user name") || rendered.contains("user"),
+            "{bad}: {rendered}"
+        );
+    }
+    let (_, rendered) = check(&with("\"../etc\""));
+    assert!(
+        rendered.contains("`../etc` is not a user name"),
+        "{rendered}"
+    );
+}
