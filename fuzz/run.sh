@@ -207,9 +207,9 @@ fuzz_hours_one() {
   done
   rm -rf "$out/tmp"
   local crashes hangs corpus
-  crashes="$(find "$out/default/crashes" -name 'id*' 2>/dev/null | wc -l)"
-  hangs="$(find "$out/default/hangs" -name 'id*' 2>/dev/null | wc -l)"
-  corpus="$(find "$out/default/queue" -maxdepth 1 -name 'id*' 2>/dev/null | wc -l)"
+  crashes="$( (find "$out/default/crashes" -name 'id*' 2>/dev/null || true) | wc -l)"
+  hangs="$( (find "$out/default/hangs" -name 'id*' 2>/dev/null || true) | wc -l)"
+  corpus="$( (find "$out/default/queue" -maxdepth 1 -name 'id*' 2>/dev/null || true) | wc -l)"
   printf '%-8s %8ss CPU %12s execs %6s paths %4s crashes %4s hangs\n' \
     "$target" "$spent" "$execs" "$corpus" "$crashes" "$hangs"
   keep_findings "$target" "$out" "$crashes" "$hangs"
@@ -223,7 +223,7 @@ save_progress() {
   for t in "${TARGETS[@]}"; do
     out="$here/long/$t"
     [ -f "$out/cpu_seconds" ] || continue
-    n="$(find "$out/default/crashes" "$out/default/hangs" -name 'id*' 2>/dev/null | wc -l)"
+    n="$( (find "$out/default/crashes" "$out/default/hangs" -name 'id*' 2>/dev/null || true) | wc -l)"
     [ "$n" = 0 ] || die "$t has $n finding(s) in long/$t: look at them before saving"
     mkdir -p "$here/progress"
     echo "$(cat "$out/cpu_seconds") $(cat "$out/execs" 2>/dev/null || echo 0)" >"$here/progress/$t.tmp"
