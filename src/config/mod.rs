@@ -33,6 +33,7 @@ mod parse;
 mod reply;
 mod revision;
 pub mod route;
+pub mod services;
 pub mod settings;
 mod stage;
 mod units;
@@ -98,6 +99,11 @@ pub struct Config {
     pub credentials: BTreeMap<String, Arc<crate::lookup::Table>>,
     /// `content-filter NAME "TRANSPORT"`: after-queue content filters by name.
     pub content_filters: BTreeMap<String, ContentFilter>,
+    /// `policy-service NAME address=...`: policy servers rules ask
+    /// (`check-policy-service NAME`), by name.
+    pub policy_services: BTreeMap<String, services::PolicyService>,
+    /// `dnsbl NAME "zone=filter*weight"...`: DNS block/allowlists, by name.
+    pub dnsbls: BTreeMap<String, services::Dnsbl>,
     /// `users NAME file=...` or `users NAME sql=... query=...`: what SMTP AUTH
     /// verifies credentials against, by name. A file is read and checked with the
     /// configuration; a database is only connected to on first use.
@@ -806,6 +812,12 @@ pub enum RuleAction {
     /// Data stage: `filter "NAME"` — the message goes through this content filter
     /// (instead of the listener's or the server's); decides nothing, the next rule runs.
     Filter(String),
+    /// `check-policy-service "NAME"`: ask this policy server (Postfix's
+    /// `check_policy_service`) and apply its answer as an access(5) action.
+    PolicyService(String),
+    /// `reject-dnsbl "NAME"`: refuse when this DNS list's score reaches its threshold
+    /// (Postfix's `reject_rbl_client`), with the listing's TXT in the reply.
+    RejectDnsbl(String),
 }
 
 /// Where a hook's code is; compiled by [`crate::policy`].
@@ -870,6 +882,8 @@ pub enum Condition {
     /// `dmarc-policy="reject"`: the DMARC policy that applies to the message is one of
     /// these.
     DmarcPolicy(Vec<crate::mailauth::DmarcPolicy>),
+    /// `dnsbl="NAME"`: this DNS list's score reaches its threshold.
+    Dnsbl(String),
 }
 
 /// Which check an [`Condition::Auth`] reads.
@@ -940,6 +954,7 @@ impl Condition {
             Condition::HeaderMatches(_) => "header-matches",
             Condition::Auth(check, _) => check.name(),
             Condition::DmarcPolicy(_) => "dmarc-policy",
+            Condition::Dnsbl(_) => "dnsbl",
         }
     }
 
@@ -968,6 +983,9 @@ impl Condition {
                 matches!(stage, Mail | Rcpt | Data)
             }
             Condition::Auth(..) | Condition::DmarcPolicy(_) => stage == Data,
+            // the client is known everywhere; a list of sender domains or HELO names
+            // is refused by the parser where they are not known yet
+            Condition::Dnsbl(_) => stage != Route,
         }
     }
 }

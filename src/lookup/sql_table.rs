@@ -199,8 +199,10 @@ impl Drop for WaitLimit {
 }
 
 /// Runs `fut` on the SQL runtime and waits for it, at most `limit` (and not past
-/// this thread's [`WaitLimit`]).
-fn block_on<T: Send + 'static>(
+/// this thread's [`WaitLimit`]). Policy services and DNS lists wait the same way
+/// (their connections and the resolver's live on this runtime, which never ends).
+/// `None`: no answer in time (the future goes on and its answer is dropped).
+pub fn block_on<T: Send + 'static>(
     fut: impl Future<Output = T> + Send + 'static,
     limit: Duration,
 ) -> Option<T> {

@@ -258,6 +258,103 @@ impl Resolver {
     }
 }
 
+/// The record types policy may ask for (DNS lists, hooks' `dns_*` functions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Query {
+    A,
+    Aaaa,
+    Txt,
+    Ptr,
+}
+
+/// Longest text kept of one answer (a TXT record's strings joined, a name): answers
+/// are untrusted input, and end up in replies and logs.
+pub const MAX_ANSWER_TEXT: usize = 512;
+/// Most records kept of one answer.
+pub const MAX_ANSWERS: usize = 32;
+
+impl Resolver {
+    /// The records of `kind` at `name`, as text (addresses, a TXT record's strings
+    /// joined, names without the trailing dot), at most [`MAX_ANSWERS`] of them, each
+    /// cut to [`MAX_ANSWER_TEXT`] bytes of printable ASCII. No such name and no such
+    /// record are both an empty answer; a timeout, SERVFAIL or REFUSED is
+    /// [`DnsError::Temporary`]. Answers come from, and go to, the resolver's cache.
+    pub async fn records(&self, name: &str, kind: Query) -> Result<Vec<String>, DnsError> {
+        let domain = normalize(name);
+        let Some(fq) = fqdn(&domain) else {
+            return Ok(Vec::new());
+        };
+        let rtype = match kind {
+            Query::A => RecordType::A,
+            Query::Aaaa => RecordType::AAAA,
+            Query::Txt => RecordType::TXT,
+            Query::Ptr => RecordType::PTR,
+        };
+        let lookup = self.inner.lookup(fq, rtype);
+        let answer = match tokio::time::timeout(self.timeouts.overall(), lookup).await {
+            Err(_) => {
+                return Err(DnsError::Temporary {
+                    domain,
+                    message: "timed out".into(),
+                });
+            }
+            Ok(Err(e)) => {
+                return match classify(&e) {
+                    Failure::NoSuchDomain | Failure::NoData => Ok(Vec::new()),
+                    Failure::Temporary => Err(DnsError::Temporary {
+                        domain,
+                        message: e.to_string(),
+                    }),
+                };
+            }
+            Ok(Ok(lookup)) => lookup,
+        };
+        let printable = |bytes: &[u8]| -> String {
+            bytes
+                .iter()
+                .take(MAX_ANSWER_TEXT)
+                .map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '?' })
+                .collect()
+        };
+        Ok(answer
+            .answers()
+            .iter()
+            .filter_map(|record| match (&record.data, kind) {
+                (RData::A(a), Query::A) => Some(a.0.to_string()),
+                (RData::AAAA(a), Query::Aaaa) => Some(a.0.to_string()),
+                (RData::TXT(txt), Query::Txt) => {
+                    let joined: Vec<u8> = txt.txt_data.iter().flat_map(|s| s.iter().copied()).take(MAX_ANSWER_TEXT).collect();
+                    Some(printable(&joined))
+                }
+                (RData::PTR(ptr), Query::Ptr) => {
+                    Some(printable(normalize(&ptr.0.to_ascii()).as_bytes()))
+                }
+                _ => None,
+            })
+            .take(MAX_ANSWERS)
+            .collect())
+    }
+}
+
+/// The name a DNS list is asked at for `ip` in `zone`: the address's octets (IPv4)
+/// or nibbles (IPv6) reversed, then the zone (`2.0.0.127.zone`).
+pub fn reversed(ip: IpAddr, zone: &str) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            format!("{d}.{c}.{b}.{a}.{zone}")
+        }
+        IpAddr::V6(v6) => {
+            let mut out = String::with_capacity(64 + zone.len() + 1);
+            for byte in v6.octets().iter().rev() {
+                out.push_str(&format!("{:x}.{:x}.", byte & 0xf, byte >> 4));
+            }
+            out.push_str(zone);
+            out
+        }
+    }
+}
+
 /// Lowercase, without a trailing dot.
 fn normalize(name: &str) -> String {
     name.trim().trim_end_matches('.').to_ascii_lowercase()
@@ -484,6 +581,18 @@ mod tests {
         };
         assert!(!temp.is_permanent());
         assert_eq!(temp.enhanced_code()[0], 4);
+    }
+
+    #[test]
+    fn reversed_names() {
+        assert_eq!(
+            reversed("192.0.2.10".parse().unwrap(), "bl.test"),
+            "10.2.0.192.bl.test"
+        );
+        assert_eq!(
+            reversed("2001:db8::1".parse().unwrap(), "bl.test"),
+            "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.bl.test"
+        );
     }
 
     #[test]

@@ -29,6 +29,7 @@ mod outcome;
 mod panics;
 mod rate;
 pub mod script;
+pub mod services;
 mod signing;
 pub mod trace;
 
@@ -120,6 +121,10 @@ pub struct Decision {
     /// What the stage made besides its verdict: only the data and route stages make
     /// anything.
     pub output: Output,
+    /// Header lines policy services asked to add (`PREPEND`) at mail or rcpt: the
+    /// session puts them above its Received: header, as Postfix does. (At data they
+    /// are header changes of [`DataOutput`]; at connect and helo they are ignored.)
+    pub prepend: Vec<String>,
 }
 
 /// What a stage makes besides its verdict.
@@ -165,6 +170,7 @@ impl Decision {
             warned: Vec::new(),
             error: None,
             output: Output::None,
+            prepend: Vec::new(),
         }
     }
 
@@ -201,6 +207,44 @@ impl Decision {
         Decision {
             rule,
             ..Decision::built_in(Verdict::Defer(reply))
+        }
+    }
+}
+
+/// What policy services asked for that waits for the stage's final verdict
+/// (Postfix's `defer_if_permit` and `defer_if_reject` flags, and PREPEND headers).
+#[derive(Default)]
+struct Pending {
+    defer_if_permit: Option<(Reply, Origin)>,
+    defer_if_reject: Option<(Reply, Origin)>,
+    prepend: Vec<String>,
+}
+
+impl Pending {
+    /// The verdict once the flags are applied: an accepting verdict becomes the
+    /// DEFER_IF_PERMIT deferral, a 5xx refusal the DEFER_IF_REJECT one; and the rule
+    /// that made it so.
+    fn settle(&self, verdict: Verdict, rule: Origin) -> (Verdict, Origin) {
+        match self.apply(verdict) {
+            (v, Some(origin)) => (v, origin),
+            (v, None) => (v, rule),
+        }
+    }
+
+    /// [`Pending::settle`] for a stage's default verdict (no rule decided).
+    fn settle_default(&self, verdict: Verdict) -> (Verdict, Option<Origin>) {
+        self.apply(verdict)
+    }
+
+    fn apply(&self, verdict: Verdict) -> (Verdict, Option<Origin>) {
+        match (&verdict, &self.defer_if_permit, &self.defer_if_reject) {
+            (Verdict::Accept | Verdict::Hold | Verdict::Discard, Some((reply, origin)), _) => {
+                (Verdict::Defer(reply.clone()), Some(origin.clone()))
+            }
+            (Verdict::Reject(r), _, Some((reply, origin))) if r.code >= 500 => {
+                (Verdict::Defer(reply.clone()), Some(origin.clone()))
+            }
+            _ => (verdict, None),
         }
     }
 }
@@ -276,6 +320,13 @@ pub struct Context<'a> {
     /// What the `authentication` checks found so far (SPF from mail on, the rest at
     /// data); `None`: nothing was checked (every result reads `skipped`).
     pub auth: Option<&'a AuthResults>,
+    /// The transaction's identifier, the same from MAIL to the end of DATA (the
+    /// `instance` a policy server sees, which greylisting and quota servers key on).
+    pub instance: Option<&'a str>,
+    /// `ESMTP` or `SMTP`, as the client greeted (`protocol_name` for policy servers).
+    pub protocol: Option<&'a str>,
+    /// The SASL mechanism the client authenticated with (`PLAIN`, `LOGIN`).
+    pub sasl_method: Option<&'a str>,
 }
 
 impl<'a> Context<'a> {
@@ -297,6 +348,9 @@ impl<'a> Context<'a> {
             body: None,
             rates: None,
             auth: None,
+            instance: None,
+            protocol: None,
+            sasl_method: None,
         }
     }
 }
@@ -339,6 +393,8 @@ pub struct Pipeline {
     hop_count: usize,
     /// `local-submission`: who may submit through `sendmail`, which senders.
     local_submission: Option<Arc<crate::config::LocalSubmission>>,
+    /// Policy servers and DNS lists rules and hooks ask.
+    services: Arc<services::Services>,
 }
 
 /// Where a recipient of the `local` transport must be found ([`crate::config::LocalRecipients`]).
@@ -414,6 +470,7 @@ impl Default for Pipeline {
             own_addresses: Arc::new([]),
             local_recipients: None,
             hop_count: crate::config::Limits::default().hop_count,
+            services: Arc::default(),
         }
     }
 }
@@ -443,6 +500,8 @@ impl std::fmt::Debug for Rule {
             Action::TransportTable(_) => "transport-table".to_owned(),
             Action::Checks(c) => c.content.rule_name().to_owned(),
             Action::Filter(name) => format!("filter {name}"),
+            Action::PolicyService(name) => format!("check-policy-service {name}"),
+            Action::RejectDnsbl(name) => format!("reject-dnsbl {name}"),
         };
         write!(f, "{} {action}", self.origin)
     }
@@ -460,6 +519,10 @@ enum Action {
     Checks(crate::config::checks::ChecksConfig),
     /// Data stage: the message goes through this content filter; the next rule runs.
     Filter(String),
+    /// Ask this policy service and apply its answer.
+    PolicyService(String),
+    /// Refuse when this DNS list lists the client (or sender domain, or HELO name).
+    RejectDnsbl(String),
 }
 
 /// The policy's sets and tables, for `mta::listed` and `mta::lookup` in hooks.
@@ -516,13 +579,15 @@ enum Check {
     HeaderMatches(Regex),
     Auth(AuthCheck, Vec<AuthResult>),
     DmarcPolicy(Vec<crate::mailauth::DmarcPolicy>),
+    /// The DNS list of this name lists the client (asked when the rule is reached).
+    Dnsbl(String),
 }
 
 impl Check {
     /// Whether the condition holds. A value the stage does not have never matches
     /// (and so a negated condition on it does). An error when a table it needs (a
     /// database) cannot answer.
-    fn holds(&self, ctx: &Context<'_>) -> Result<bool, LookupError> {
+    fn holds(&self, ctx: &Context<'_>, services: &services::Services) -> Result<bool, LookupError> {
         Ok(match self {
             Check::Client(set) => set.contains(ctx.client_ip),
             Check::Listener(name) => ctx.listener == name,
@@ -555,6 +620,10 @@ impl Check {
             Check::DmarcPolicy(policies) => {
                 policies.contains(&ctx.auth.map(|a| a.dmarc_policy).unwrap_or_default())
             }
+            Check::Dnsbl(name) => match services.dnsbl(name, ctx) {
+                Ok(score) => score.is_some_and(|s| s.listed),
+                Err(e) => return Err(LookupError(e.to_string())),
+            },
         })
     }
 }
@@ -834,6 +903,11 @@ impl Pipeline {
                 .collect::<Arc<[LocalSource]>>()
         });
         Pipeline {
+            services: Arc::new(services::Services::new(
+                &config.policy_services,
+                &config.dnsbls,
+                config.delivery.dns_server,
+            )),
             local_submission: config.local_submission.clone().map(Arc::new),
             own_addresses: own_addresses(config).into(),
             hop_count: config.limits.hop_count,
@@ -963,6 +1037,7 @@ impl Pipeline {
         let mut checks = checks::CheckState::default();
         let mut filter = None;
         let mut error: Option<String> = None;
+        let mut pending = Pending::default();
         let rules = &self.stages[stage.index()];
         // Postfix's defaults: mime_header_checks and nested_header_checks are
         // header_checks unless the stage has rules of their own
@@ -980,7 +1055,7 @@ impl Pipeline {
             at_rule.set(Some(index));
             let mut matched = true;
             for t in &rule.conditions {
-                match t.check.holds(ctx) {
+                match t.check.holds(ctx, &self.services) {
                     Ok(holds) if holds != t.negate => {}
                     Ok(_) => {
                         matched = false;
@@ -1015,6 +1090,67 @@ impl Pipeline {
                         None => continue,
                     }
                 }
+                Action::PolicyService(name) => {
+                    let answer = self.services.ask_policy(name, stage, ctx);
+                    if let Some(e) = &answer.error {
+                        error!(%stage, rule = %rule.origin, service = %esc(name), action = %esc(&answer.action), error = %esc(e), "policy service: its answer was not used as is");
+                    } else {
+                        debug!(%stage, rule = %rule.origin, service = %esc(name), action = %esc(&answer.action), "policy service answered");
+                    }
+                    match answer.effect {
+                        services::Effect::Decide(v) => {
+                            if !matches!(v, Verdict::Accept | Verdict::Discard) {
+                                error = answer.error;
+                            }
+                            v
+                        }
+                        _ if rule.warn => {
+                            warn!(%stage, rule = %rule.origin, action = %esc(&answer.action), "warn-mode rule matched; not enforced");
+                            continue;
+                        }
+                        services::Effect::Next => continue,
+                        services::Effect::DeferIfPermit(reply) => {
+                            pending.defer_if_permit.get_or_insert((reply, rule.origin.clone()));
+                            continue;
+                        }
+                        services::Effect::DeferIfReject(reply) => {
+                            pending.defer_if_reject.get_or_insert((reply, rule.origin.clone()));
+                            continue;
+                        }
+                        services::Effect::Prepend(header) => {
+                            match stage {
+                                Stage::Data => match header.split_once(':') {
+                                    Some((name, value)) => header_changes.push(HeaderChange::Add {
+                                        name: name.to_owned(),
+                                        value: value.trim_start().to_owned(),
+                                    }),
+                                    None => {}
+                                },
+                                _ => pending.prepend.push(header),
+                            }
+                            continue;
+                        }
+                        services::Effect::Hold => {
+                            checks.hold.get_or_insert(rule.origin.clone());
+                            continue;
+                        }
+                    }
+                }
+                Action::RejectDnsbl(name) => match self.services.dnsbl(name, ctx) {
+                    Ok(Some(score)) if score.listed => {
+                        Verdict::Reject(self.services.dnsbl_reply(name, &score))
+                    }
+                    Ok(_) => continue,
+                    Err(e) => {
+                        error!(%stage, rule = %rule.origin, error = %esc(&e), "DNS list cannot answer; deferring");
+                        error = Some(e.to_string());
+                        Verdict::Defer(Reply::new(
+                            451,
+                            [4, 7, 1],
+                            "Service unavailable; DNS list lookup failed, try again later",
+                        ))
+                    }
+                },
                 Action::Filter(name) => {
                     if rule.warn {
                         warn!(%stage, rule = %rule.origin, filter = %esc(name), "warn-mode rule matched; the filter is not applied");
@@ -1125,11 +1261,13 @@ impl Pipeline {
                 (Verdict::Accept, Some(entry)) => (Verdict::Hold, entry),
                 (verdict, _) => (verdict, decided_by),
             };
+            let (verdict, decided_by) = pending.settle(verdict, decided_by);
             return Decision {
                 verdict,
                 rule: Some(decided_by),
                 warned,
                 error,
+                prepend: pending.prepend,
                 output: output(
                     stage,
                     header_changes,
@@ -1141,11 +1279,13 @@ impl Pipeline {
             };
         }
         if let Some(entry) = checks.hold.take() {
+            let (verdict, entry) = pending.settle(Verdict::Hold, entry);
             return Decision {
-                verdict: Verdict::Hold,
+                verdict,
                 rule: Some(entry),
                 warned,
                 error,
+                prepend: pending.prepend,
                 output: output(
                     stage,
                     header_changes,
@@ -1175,11 +1315,16 @@ impl Pipeline {
             },
             _ => Verdict::Accept,
         };
+        let (verdict, rule) = match pending.settle_default(verdict) {
+            (verdict, Some(origin)) => (verdict, Some(origin)),
+            (verdict, None) => (verdict, None),
+        };
         Decision {
             verdict,
-            rule: None,
+            rule,
             warned,
             error,
+            prepend: pending.prepend,
             output: output(
                 stage,
                 header_changes,
@@ -1671,6 +1816,8 @@ fn compile_rule(
         }
         (RuleAction::Checks(cfg), None) => Action::Checks(cfg.clone()),
         (RuleAction::Filter(name), None) => Action::Filter(name.clone()),
+        (RuleAction::PolicyService(name), None) => Action::PolicyService(name.clone()),
+        (RuleAction::RejectDnsbl(name), None) => Action::RejectDnsbl(name.clone()),
         (RuleAction::TransportTable(name), None) => match tables.get(name) {
             Some(table) => Action::TransportTable(table.clone()),
             None => Action::Verdict(Verdict::Defer(HookError::tempfail_reply())),
@@ -1707,6 +1854,7 @@ fn compile_rule(
             Condition::HeaderMatches(p) => Some(Check::HeaderMatches(p.0.clone())),
             Condition::Auth(c, results) => Some(Check::Auth(*c, results.clone())),
             Condition::DmarcPolicy(p) => Some(Check::DmarcPolicy(p.clone())),
+            Condition::Dnsbl(name) => Some(Check::Dnsbl(name.clone())),
         };
         match check {
             Some(check) => conditions.push(Test {

@@ -149,6 +149,7 @@ impl Session {
             AuthOutcome::Ok(name) => {
                 info!(user = %reply::sanitize(&name, 255), mechanism, "authenticated");
                 self.auth_user = Some(name);
+                self.sasl_method = Some(mechanism);
                 self.commands.succeeded("auth");
                 self.push_ok(reply::AUTH_OK)
             }

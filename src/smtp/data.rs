@@ -136,6 +136,12 @@ impl Session {
                 rcpt: (self.tx.recipients.len() == 1).then(|| self.tx.recipients[0].as_str()),
             }),
         };
+        // PREPEND headers of policy services go above our Received:, as Postfix puts them
+        for line in &self.tx.prepend {
+            record
+                .body_mut()
+                .extend_from_slice(crate::policy::services::header_line(line).as_bytes());
+        }
         record.body_mut().extend_from_slice(received.as_bytes());
         let limits = &self.listen.settings.limits;
         // the envelope (up to `recipients` addresses) is in the buffer too

@@ -17,6 +17,7 @@ impl Session {
             Stage::Helo,
             &Context {
                 helo: Some(&host),
+                protocol: Some(if esmtp { "ESMTP" } else { "SMTP" }),
                 ..self.policy_context()
             },
         );

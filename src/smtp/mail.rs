@@ -49,6 +49,7 @@ impl Session {
         debug!(from = %esc(&sender), size = from.size, "mail");
         // A transaction runs with the policy in force when it starts, to its end.
         self.policy = self.core.policy.load_full();
+        self.tx.instance = crate::policy::services::new_instance();
         let declared = (from.size > 0).then_some(from.size as u64);
         let auth = self.check_spf(&sender).await;
         if let Some(a) = &auth {

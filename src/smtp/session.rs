@@ -82,6 +82,12 @@ pub(super) struct Transaction {
     pub disposition: Disposition,
     /// The `authentication` checks of this transaction, from MAIL on.
     pub auth: Option<TxAuth>,
+    /// The transaction's `instance` (Postfix's form: pid, time, sequence in hex), made
+    /// at MAIL: what policy servers see the whole transaction through.
+    pub instance: String,
+    /// Header lines policy services asked to add (`PREPEND`) at mail and rcpt, put
+    /// above our Received: header.
+    pub prepend: Vec<String>,
 }
 
 impl Transaction {
@@ -254,6 +260,8 @@ pub struct Session {
     pub(super) commands: crate::maillog::Commands,
     /// The address of the MAIL or RCPT being decided, for the log line of a refusal.
     pub(super) address_in_hand: Option<String>,
+    /// The SASL mechanism of a successful AUTH (`sasl_method` for policy servers).
+    pub(super) sasl_method: Option<&'static str>,
 }
 
 impl Session {
@@ -289,6 +297,7 @@ impl Session {
             normalize_lf,
             commands: Default::default(),
             address_in_hand: None,
+            sasl_method: None,
         }
     }
 
@@ -798,6 +807,12 @@ impl Session {
             size: self.tx.declared_size,
             rates: Some(&self.core.rate),
             auth: self.tx.auth.as_ref().map(|a| &a.spf.results),
+            instance: Some(&self.tx.instance).filter(|i| !i.is_empty()).map(String::as_str),
+            protocol: self
+                .helo
+                .is_some()
+                .then_some(if self.esmtp { "ESMTP" } else { "SMTP" }),
+            sasl_method: self.sasl_method,
             ..Context::new(self.peer.ip(), &self.listen.name)
         }
     }
@@ -817,6 +832,9 @@ impl Session {
             stage,
             decision: Box::new(decision.clone()),
         });
+        if !refused && matches!(stage, Stage::Mail | Stage::Rcpt) {
+            self.tx.prepend.extend(decision.prepend.iter().cloned());
+        }
         let refusal = match decision.verdict {
             Verdict::Accept | Verdict::Next => None,
             Verdict::Reject(r) | Verdict::Defer(r) => Some(r),

@@ -31,6 +31,7 @@ pub(super) const CONDITIONS: &[&str] = &[
     "dmarc-policy",
     "arc",
     "iprev",
+    "dnsbl",
 ];
 /// Every condition with `not-` in front.
 pub(super) const NEGATED_CONDITIONS: &[&str] = &[
@@ -57,6 +58,7 @@ pub(super) const NEGATED_CONDITIONS: &[&str] = &[
     "not-dmarc-policy",
     "not-arc",
     "not-iprev",
+    "not-dnsbl",
 ];
 
 pub(super) fn availability_help(test: &Condition) -> String {
@@ -141,6 +143,14 @@ impl Parser {
                     _ => Condition::HeaderMatches(pattern),
                 })
             }
+            "dnsbl" => self
+                .service_ref(
+                    entry,
+                    &sets.dnsbls,
+                    "dnsbl",
+                    "\"zone.example=127.0.0.[2..11]\"",
+                )
+                .map(Condition::Dnsbl),
             "client" => self
                 .client_condition(value, entry, sets)
                 .map(Condition::Client),

@@ -65,6 +65,8 @@ const TOP_LEVEL: &[&str] = &[
     "dkim-internal",
     "authentication",
     "local-submission",
+    "policy-service",
+    "dnsbl",
 ];
 
 /// Reads `text` (named `name` for display; `path` locates relative paths), and every
@@ -167,6 +169,7 @@ mod rate;
 mod reload;
 mod report;
 mod server;
+mod services;
 mod sets;
 mod stages;
 mod submission;
@@ -188,6 +191,10 @@ struct Sets {
     filters: filter::Filters,
     /// `users` nodes.
     users: users::UsersTables,
+    /// `policy-service` nodes.
+    policy_services: services::PolicyServices,
+    /// `dnsbl` nodes.
+    dnsbls: services::Dnsbls,
 }
 
 impl Parser {
@@ -234,7 +241,8 @@ impl Parser {
             self.cur = file.clone();
             let here = self.origin(node.name().span().offset());
             match node.name().value() {
-                "networks" | "domains" | "table" | "credentials" | "content-filter" | "users" => {} // read by `sets`
+                "networks" | "domains" | "table" | "credentials" | "content-filter" | "users"
+                | "policy-service" | "dnsbl" => {} // read by `sets`
                 "delivery" => {
                     if let Some((_, first)) = &delivery {
                         let first = first.clone();
@@ -470,6 +478,16 @@ impl Parser {
                 .collect(),
             content_filters: sets
                 .filters
+                .into_iter()
+                .filter_map(|(k, (v, _))| Some((k, v?)))
+                .collect(),
+            policy_services: sets
+                .policy_services
+                .into_iter()
+                .filter_map(|(k, (v, _))| Some((k, v?)))
+                .collect(),
+            dnsbls: sets
+                .dnsbls
                 .into_iter()
                 .filter_map(|(k, (v, _))| Some((k, v?)))
                 .collect(),

@@ -28,6 +28,14 @@ impl Parser {
                 self.content_filter(node, &mut sets.filters);
                 continue;
             }
+            if kind == "policy-service" {
+                self.policy_service(node, &mut sets.policy_services);
+                continue;
+            }
+            if kind == "dnsbl" {
+                self.dnsbl(node, &mut sets.dnsbls);
+                continue;
+            }
             if kind == "users" {
                 self.users(node, &mut sets.users);
                 continue;

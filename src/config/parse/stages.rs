@@ -24,6 +24,8 @@ const RULES: &[&str] = &[
     "nested-header-checks",
     "body-checks",
     "filter",
+    "check-policy-service",
+    "reject-dnsbl",
 ];
 /// The verbs of the route stage (which decides transports, not replies).
 const ROUTE_RULES: &[&str] = &["transport", "transport-table", "relay", "hook"];
@@ -227,6 +229,32 @@ impl Parser {
                 args.and_then(|args| self.filter_ref(args[0], &sets.filters, "filter name"))
                     .map(RuleAction::Filter)
             }
+            "check-policy-service" => {
+                let args = self.args(node, 1, Some(1), "check-policy-service \"NAME\" [conditions]");
+                args.and_then(|args| {
+                    self.service_ref(
+                        args[0],
+                        &sets.policy_services,
+                        "policy-service",
+                        "address=\"inet:127.0.0.1:10023\"",
+                    )
+                })
+                .map(RuleAction::PolicyService)
+            }
+            "reject-dnsbl" => {
+                let args = self.args(node, 1, Some(1), "reject-dnsbl \"NAME\" [conditions]");
+                args.and_then(|args| {
+                    let name = self.service_ref(
+                        args[0],
+                        &sets.dnsbls,
+                        "dnsbl",
+                        "\"zone.example=127.0.0.[2..11]\"",
+                    )?;
+                    let dnsbl = sets.dnsbls.get(&name).and_then(|(d, _)| d.as_ref());
+                    self.dnsbl_key_at(args[0], dnsbl, stage).then_some(name)
+                })
+                .map(RuleAction::RejectDnsbl)
+            }
             "hook" => self
                 .args(
                     node,
@@ -347,6 +375,15 @@ impl Parser {
                         None => (false, key),
                     };
                     match self.condition(name, entry, sets) {
+                        Some(crate::config::Condition::Dnsbl(d))
+                            if !self.dnsbl_key_at(
+                                entry,
+                                sets.dnsbls.get(&d).and_then(|(d, _)| d.as_ref()),
+                                stage,
+                            ) =>
+                        {
+                            ok = false;
+                        }
                         Some(test) if !test.available_at(stage) => {
                             self.error(
                                 entry.span(),
