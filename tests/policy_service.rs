@@ -1,0 +1,599 @@
+//! Policy delegation (`check-policy-service`, Postfix's SMTPD_POLICY_README) and DNS
+//! lists (`reject-dnsbl`, `dnsbl=`) against the real programs on loopback: postgrey,
+//! postfix-policyd-spf-python and dnsmasq from Debian, a recording policy server
+//! (tests/peers/policy_recorder.py), a server that is down and one that hangs. A
+//! missing program fails the test (./run-tests installs them).
+
+#[allow(dead_code)]
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::peers::{Dnsmasq, dnsmasq_binary};
+use common::{Mtad, free_port, require_tool};
+
+const HEAD: &str = r#"
+server {
+    hostname "mx.test.local"
+    spool "{spool}"
+}
+listen "mx" address="127.0.0.1:{port}"
+domains "local" "test.local"
+"#;
+
+/// A child process killed (by its PID) and reaped on drop.
+struct Peer {
+    child: Child,
+    what: &'static str,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Peer {
+    fn alive(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("{} exited: {status}", self.what);
+        }
+    }
+}
+
+/// tests/peers/policy_recorder.py answering `actions` in turn; its requests in `log`.
+struct Recorder {
+    _peer: Peer,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Recorder {
+    fn start(actions: &[&str]) -> Recorder {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("requests.jsonl");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/policy_recorder.py");
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .arg(&log)
+            .args(actions)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("ready ")
+            .unwrap_or_else(|| panic!("recorder did not start: {line:?}"))
+            .parse()
+            .unwrap();
+        Recorder {
+            _peer: Peer {
+                child,
+                what: "policy recorder",
+            },
+            port,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn requests(&self) -> Vec<serde_json::Map<String, serde_json::Value>> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+fn attr<'a>(r: &'a serde_json::Map<String, serde_json::Value>, name: &str) -> &'a str {
+    r.get(name)
+        .and_then(|v| v.as_str())
+        .unwrap_or_else(|| panic!("no {name} in {r:?}"))
+}
+
+fn uid_of(user: &str) -> u32 {
+    let out = Command::new("id").args(["-u", user]).output().unwrap();
+    assert!(out.status.success(), "no user {user}: install postgrey");
+    String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
+}
+
+/// postgrey on 127.0.0.1:port with `--delay=1` and a fresh database.
+fn postgrey(port: u16, dbdir: &Path) -> Peer {
+    let binary = require_tool("postgrey");
+    let uid = uid_of("postgrey");
+    std::os::unix::fs::chown(dbdir, Some(uid), Some(uid)).unwrap();
+    let mut child = Command::new(binary)
+        .arg(format!("--inet=127.0.0.1:{port}"))
+        .arg("--delay=1")
+        .arg(format!("--dbdir={}", dbdir.display()))
+        .args(["--user=postgrey", "--group=postgrey"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("postgrey");
+    common::peers::wait_listening(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        &mut child,
+        "postgrey",
+    );
+    Peer {
+        child,
+        what: "postgrey",
+    }
+}
+
+fn session(mtad: &Mtad, from: &str) -> common::Client {
+    let mut c = mtad.connect();
+    c.expect("220 ");
+    c.cmd("EHLO client.test", "250");
+    c.cmd(&format!("MAIL FROM:<{from}>"), "250 ");
+    c
+}
+
+#[test]
+fn postgrey_defers_the_first_attempt_and_accepts_the_retry() {
+    let db = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut grey = postgrey(port, db.path());
+    let mtad = Mtad::start(&format!(
+        r#"{HEAD}
+policy-service "postgrey" address="inet:127.0.0.1:{port}" timeout="10s"
+stage "rcpt" {{
+    check-policy-service "postgrey"
+    accept rcpt-domain="local"
+}}
+"#
+    ));
+    let mut c = session(&mtad, "alice@sender.test");
+    let first = c.cmd("RCPT TO:<user@test.local>", "450 ");
+    assert_eq!(
+        first.trim_end(),
+        "450 4.2.0 <user@test.local>: Recipient address rejected: Greylisted, see http://postgrey.schweikert.ch/help/test.local.html"
+    );
+    c.cmd("QUIT", "221");
+    // postgrey's delay has a resolution of a second
+    std::thread::sleep(Duration::from_millis(2200));
+    grey.alive();
+    let mut c = session(&mtad, "alice@sender.test");
+    c.cmd("RCPT TO:<user@test.local>", "250 ");
+    c.cmd("DATA", "354");
+    c.send("Subject: grey\r\n\r\nhello\r\n.\r\n");
+    c.expect("250 2.0.0 Ok: queued as ");
+    let queued = mtad.queued();
+    assert_eq!(queued.len(), 1);
+    let body = String::from_utf8_lossy(&queued[0].1).to_string();
+    // PREPEND: above our Received:, as Postfix puts it
+    assert!(
+        body.starts_with("X-Greylist: delayed "),
+        "no X-Greylist on top: {body}"
+    );
+    assert!(body.contains("by postgrey-"), "{body}");
+    let received = body.find("\r\nReceived: ").expect("Received");
+    assert!(body.find("X-Greylist").unwrap() < received);
+    // a later message of the same triplet: DUNNO, nothing added
+    let mut c = session(&mtad, "alice@sender.test");
+    c.cmd("RCPT TO:<user@test.local>", "250 ");
+    c.cmd("DATA", "354");
+    c.send("Subject: again\r\n\r\nhello\r\n.\r\n");
+    c.expect("250 2.0.0 Ok: queued as ");
+    // a new recipient is a new triplet: greylisted on the kept connection
+    let mut c = session(&mtad, "alice@sender.test");
+    c.cmd("RCPT TO:<other@test.local>", "450 4.2.0 <other@test.local>");
+    grey.alive();
+}
+
+#[test]
+fn requests_carry_postfix_attributes_and_one_instance_per_message() {
+    let rec = Recorder::start(&["DUNNO"]);
+    let mtad = Mtad::start(&format!(
+        r#"{HEAD}
+policy-service "rec" address="inet:127.0.0.1:{}"
+stage "mail" {{
+    check-policy-service "rec"
+}}
+stage "rcpt" {{
+    check-policy-service "rec"
+    accept rcpt-domain="local"
+}}
+stage "data" {{
+    check-policy-service "rec"
+}}
+"#,
+        rec.port
+    ));
+    let mut c = mtad.connect();
+    c.expect("220 ");
+    c.cmd("EHLO client.test", "250");
+    c.send_message(
+        "alice@sender.test",
+        &["a@test.local", "b@test.local"],
+        "Subject: x\r\n\r\nbody\r\n",
+    );
+    c.send_message("alice@sender.test", &["a@test.local"], "Subject: y\r\n\r\nbody\r\n");
+    let requests = rec.requests();
+    let states: Vec<&str> = requests.iter().map(|r| attr(r, "protocol_state")).collect();
+    assert_eq!(
+        states,
+        ["MAIL", "RCPT", "RCPT", "END-OF-MESSAGE", "MAIL", "RCPT", "END-OF-MESSAGE"]
+    );
+    let first = &requests[1];
+    assert_eq!(attr(first, "request"), "smtpd_access_policy");
+    assert_eq!(attr(first, "protocol_name"), "ESMTP");
+    assert_eq!(attr(first, "client_address"), "127.0.0.1");
+    assert_eq!(attr(first, "helo_name"), "client.test");
+    assert_eq!(attr(first, "sender"), "alice@sender.test");
+    assert_eq!(attr(first, "recipient"), "a@test.local");
+    assert_eq!(attr(first, "recipient_count"), "0");
+    assert_eq!(attr(&requests[3], "recipient_count"), "2");
+    // one instance for the whole of a message, another for the next
+    let instances: Vec<&str> = requests.iter().map(|r| attr(r, "instance")).collect();
+    assert!(!instances[0].is_empty());
+    assert!(instances[..4].iter().all(|i| *i == instances[0]), "{instances:?}");
+    assert!(instances[4..].iter().all(|i| *i == instances[4]), "{instances:?}");
+    assert_ne!(instances[0], instances[4]);
+    // the connection is kept and reused
+    let conns: Vec<i64> = requests.iter().map(|r| r["_conn"].as_i64().unwrap()).collect();
+    assert!(conns.iter().all(|c| *c == 1), "{conns:?}");
+}
+
+#[test]
+fn actions_apply_with_access_semantics() {
+    // REJECT text, OK (decides before the reject rule), DEFER_IF_PERMIT then accepted
+    // → deferred, DEFER_IF_REJECT then relay denied → deferred, HOLD, an unknown
+    // action → 451 4.3.5
+    let rec = Recorder::start(&[
+        "REJECT 5.7.0 go away",
+        "OK",
+        "DEFER_IF_PERMIT try later",
+        "DEFER_IF_REJECT not sure",
+        "HOLD",
+        "REDIRECT x@y.test",
+        "DUNNO",
+    ]);
+    let mtad = Mtad::start(&format!(
+        r#"{HEAD}
+policy-service "rec" address="inet:127.0.0.1:{}"
+stage "rcpt" {{
+    check-policy-service "rec"
+    accept rcpt-domain="local"
+}}
+"#,
+        rec.port
+    ));
+    let mut c = session(&mtad, "a@sender.test");
+    let r = c.cmd("RCPT TO:<u@test.local>", "554 ");
+    assert_eq!(
+        r.trim_end(),
+        "554 5.7.0 <u@test.local>: Recipient address rejected: go away"
+    );
+    c.cmd("RCPT TO:<u@elsewhere.test>", "250 ");
+    let r = c.cmd("RCPT TO:<u@test.local>", "450 ");
+    assert_eq!(
+        r.trim_end(),
+        "450 4.7.1 <u@test.local>: Recipient address rejected: try later"
+    );
+    let r = c.cmd("RCPT TO:<u@elsewhere.test>", "450 ");
+    assert_eq!(
+        r.trim_end(),
+        "450 4.7.1 <u@elsewhere.test>: Recipient address rejected: not sure"
+    );
+    c.cmd("RCPT TO:<held@test.local>", "250 ");
+    c.cmd("RCPT TO:<v@test.local>", "451 4.3.5 Server configuration error");
+    c.cmd("DATA", "354");
+    c.send("Subject: x\r\n\r\nbody\r\n.\r\n");
+    c.expect("250 2.0.0 Ok: queued as ");
+    let queued = mtad.queued();
+    assert_eq!(queued.len(), 1);
+    assert!(queued[0].0.envelope.held, "HOLD did not hold");
+    let log = mtad.log();
+    assert!(log.contains("unsupported policy action"), "{log}");
+}
+
+#[test]
+fn a_server_that_is_down_gets_the_default_action() {
+    let port = free_port(); // nothing listens there
+    let mtad = Mtad::start(&format!(
+        r#"{HEAD}
+policy-service "down" address="inet:127.0.0.1:{port}"
+policy-service "lenient" address="inet:127.0.0.1:{port}" default-action="DUNNO"
+stage "rcpt" {{
+    check-policy-service "down" rcpt="u@test.local"
+    check-policy-service "lenient"
+    accept rcpt-domain="local"
+}}
+"#
+    ));
+    let mut c = session(&mtad, "a@sender.test");
+    let r = c.cmd("RCPT TO:<u@test.local>", "451 ");
+    assert_eq!(
+        r.trim_end(),
+        "451 4.3.5 <u@test.local>: Recipient address rejected: Server configuration problem"
+    );
+    c.cmd("RCPT TO:<v@test.local>", "250 ");
+    let log = mtad.log();
+    assert!(log.contains("cannot connect to inet:127.0.0.1"), "{log}");
+}
+
+#[test]
+fn a_server_that_hangs_meets_the_deadline() {
+    // accepts and never answers
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let mtad = Mtad::start(&format!(
+        r#"{HEAD}
+policy-service "slow" address="inet:127.0.0.1:{port}" timeout="1s"
+stage "rcpt" {{
+    check-policy-service "slow"
+    accept rcpt-domain="local"
+}}
+"#
+    ));
+    let mut c = session(&mtad, "a@sender.test");
+    let started = Instant::now();
+    c.cmd(
+        "RCPT TO:<u@test.local>",
+        "451 4.3.5 <u@test.local>: Recipient address rejected: Server configuration problem",
+    );
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    // the session goes on
+    c.cmd("NOOP", "250");
+    drop(silent);
+}
+
+#[test]
+fn oversized_and_malformed_replies_fail_closed() {
+    // answers a line of 10 000 bytes: too long, tried again, then the default action
+    let rec = Recorder::start(&[&"x".repeat(10_000), "close", "OK"]);
+    let mtad = Mtad::start(&format!(
+        r#"{HEAD}
+policy-service "bad" address="inet:127.0.0.1:{}" try-limit=2
+stage "rcpt" {{
+    check-policy-service "bad"
+    accept rcpt-domain="local"
+}}
+"#,
+        rec.port
+    ));
+    let mut c = session(&mtad, "a@sender.test");
+    c.cmd("RCPT TO:<u@test.local>", "451 4.3.5 <u@test.local>");
+    // the next one: the third answer, on a fresh connection
+    c.cmd("RCPT TO:<elsewhere@other.test>", "250 ");
+}
+
+// ---- postfix-policyd-spf-python ------------------------------------------------
+
+/// A dnsmasq on 127.0.53.x:53 (the address a resolv.conf can name) with `records`.
+fn dnsmasq_on_53(records: &[String]) -> (Peer, String) {
+    let binary = dnsmasq_binary();
+    for last in 2..250u8 {
+        let ip = format!("127.0.53.{last}");
+        if UdpSocket::bind((ip.as_str(), 53)).is_err() {
+            continue;
+        }
+        let mut child = Command::new(&binary)
+            .args([
+                "--no-daemon",
+                "--no-resolv",
+                "--no-hosts",
+                "--keep-in-foreground",
+                "--bind-interfaces",
+                "--pid-file",
+                "--local=/test/",
+                "--port=53",
+            ])
+            .arg(format!("--listen-address={ip}"))
+            .args(records)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr: std::net::SocketAddr = format!("{ip}:53").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if std::net::TcpStream::connect(addr).is_ok() {
+                return (
+                    Peer {
+                        child,
+                        what: "dnsmasq",
+                    },
+                    ip,
+                );
+            }
+            assert!(Instant::now() < deadline, "dnsmasq did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    panic!("no 127.0.53.x address free for dnsmasq on port 53");
+}
+
+#[test]
+fn policyd_spf_rejects_a_fail_and_prepends_a_pass() {
+    require_tool("unshare");
+    require_tool("socat");
+    let spf = Path::new("/usr/bin/policyd-spf");
+    assert!(
+        spf.is_file(),
+        "policyd-spf is missing: apt-get install postfix-policyd-spf-python"
+    );
+    let (_dns, ns) = dnsmasq_on_53(&[
+        "--txt-record=good.test,v=spf1 ip4:127.0.0.0/8 -all".into(),
+        "--txt-record=bad.test,v=spf1 ip4:198.51.100.0/24 -all".into(),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(&resolv, format!("nameserver {ns}\n")).unwrap();
+    let conf = dir.path().join("policyd-spf.conf");
+    std::fs::write(
+        &conf,
+        "debugLevel = 1\nTestOnly = 1\nHELO_reject = Fail\nMail_From_reject = Fail\n\
+         PermError_reject = False\nTempError_Defer = False\nskip_addresses = ::1\nLookup_Time = 5\n",
+    )
+    .unwrap();
+    let port = free_port();
+    // policyd-spf reads /etc/resolv.conf: it runs in a mount namespace of its own
+    // where that file names the test's dnsmasq; socat runs one per connection, as
+    // Postfix's spawn(8) does
+    let script = format!(
+        "mount --bind {} /etc/resolv.conf && exec socat TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork EXEC:'/usr/bin/policyd-spf {}'",
+        resolv.display(),
+        conf.display()
+    );
+    let mut child = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    common::peers::wait_listening(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        &mut child,
+        "socat/policyd-spf",
+    );
+    let _spf = Peer {
+        child,
+        what: "socat/policyd-spf",
+    };
+    let mtad = Mtad::start(&format!(
+        r#"{HEAD}
+policy-service "spf" address="inet:127.0.0.1:{port}" timeout="20s"
+stage "rcpt" {{
+    check-policy-service "spf"
+    accept rcpt-domain="local"
+}}
+"#
+    ));
+    let mut c = session(&mtad, "alice@bad.test");
+    let r = c.cmd("RCPT TO:<user@test.local>", "550 ");
+    assert!(
+        r.starts_with(
+            "550 5.7.23 <user@test.local>: Recipient address rejected: Message rejected due to: SPF fail - not authorized."
+        ),
+        "{r}"
+    );
+    c.cmd("QUIT", "221");
+    let mut c = session(&mtad, "alice@good.test");
+    c.cmd("RCPT TO:<user@test.local>", "250 ");
+    c.cmd("DATA", "354");
+    c.send("Subject: spf\r\n\r\nhello\r\n.\r\n");
+    c.expect("250 2.0.0 Ok: queued as ");
+    let queued = mtad.queued();
+    let body = String::from_utf8_lossy(&queued[0].1).to_string();
+    assert!(
+        body.starts_with("Received-SPF: Pass (mailfrom) identity=mailfrom; client-ip=127.0.0.1;"),
+        "{body}"
+    );
+}
+
+// ---- DNS lists with dnsmasq ----------------------------------------------------
+
+#[test]
+fn dnsbl_refuses_a_listed_client_with_the_txt_and_passes_an_allowlisted_one() {
+    // 127.0.0.2 is listed; 127.0.0.3 is listed and allowlisted; 127.0.0.4 is listed
+    // with a code outside the filter; 127.0.0.1 is not listed
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dns = Dnsmasq::start(&[
+        "--host-record=2.0.0.127.bl.test,127.0.0.2",
+        "--txt-record=2.0.0.127.bl.test,Listed in the test list: see http://bl.test/127.0.0.2",
+        "--host-record=3.0.0.127.bl.test,127.0.0.2",
+        "--host-record=3.0.0.127.allow.test,127.0.10.1",
+        "--host-record=4.0.0.127.bl.test,127.0.0.99",
+        &format!("--server=/slow.test/127.0.0.1#{}", silent.local_addr().unwrap().port()),
+        "--host-record=spam.example.rhs.test,127.0.0.2",
+    ]);
+    let mtad = Mtad::start(&format!(
+        r#"{HEAD}
+delivery {{
+    queue-only #true
+    dns-server "{}"
+}}
+dnsbl "rbl" "bl.test=127.0.0.[2..11]*3" "allow.test*-2" threshold=3 timeout="3s"
+dnsbl "slow" "slow.test" timeout="1s"
+dnsbl "rhs" "rhs.test" lookup="sender-domain"
+stage "connect" {{
+    reject-dnsbl "rbl"
+}}
+stage "mail" {{
+    reject-dnsbl "rhs"
+}}
+stage "rcpt" {{
+    reject-dnsbl "slow" rcpt="slow@test.local"
+    accept rcpt-domain="local"
+}}
+"#,
+        dns.addr
+    ));
+    let mut listed = common::Client::connect_from("127.0.0.2", mtad.port);
+    let r = listed.reply();
+    assert_eq!(
+        r.trim_end(),
+        "554 5.7.1 Service unavailable; Client host [127.0.0.2] blocked using bl.test; Listed in the test list: see http://bl.test/127.0.0.2"
+    );
+    listed.expect_closed();
+    let mut allowed = common::Client::connect_from("127.0.0.3", mtad.port);
+    allowed.expect("220 ");
+    let mut other_code = common::Client::connect_from("127.0.0.4", mtad.port);
+    other_code.expect("220 ");
+    let mut c = mtad.connect();
+    c.expect("220 ");
+    c.cmd("EHLO client.test", "250");
+    // RHSBL of the sender's domain
+    c.cmd(
+        "MAIL FROM:<a@spam.example>",
+        "554 5.7.1 Service unavailable; Sender address [spam.example] blocked using rhs.test",
+    );
+    c.cmd("MAIL FROM:<a@clean.example>", "250 ");
+    c.cmd("RCPT TO:<u@test.local>", "250 ");
+    // a zone that does not answer: a temporary failure, neither a pass nor a 5xx
+    c.cmd("RCPT TO:<slow@test.local>", "451 4.7.1 ");
+    let log = mtad.log();
+    assert!(log.contains("DNS list cannot answer"), "{log}");
+}
+
+#[test]
+fn dnsbl_condition_and_warn_mode() {
+    let dns = Dnsmasq::start(&["--host-record=2.0.0.127.bl.test,127.0.0.2"]);
+    let mtad = Mtad::start(&format!(
+        r#"{HEAD}
+delivery {{
+    queue-only #true
+    dns-server "{}"
+}}
+dnsbl "rbl" "bl.test"
+stage "rcpt" {{
+    defer 450 "4.7.1" "listed: come back later" dnsbl="rbl"
+    accept rcpt-domain="local"
+}}
+"#,
+        dns.addr
+    ));
+    let mut listed = common::Client::connect_from("127.0.0.2", mtad.port);
+    listed.expect("220 ");
+    listed.cmd("EHLO client.test", "250");
+    listed.cmd("MAIL FROM:<a@b.test>", "250");
+    listed.cmd("RCPT TO:<u@test.local>", "450 4.7.1 listed: come back later");
+    let mut c = mtad.connect();
+    c.expect("220 ");
+    c.cmd("EHLO client.test", "250");
+    c.cmd("MAIL FROM:<a@b.test>", "250");
+    c.cmd("RCPT TO:<u@test.local>", "250 ");
+}
