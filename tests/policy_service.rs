@@ -597,3 +597,71 @@ stage "rcpt" {{
     c.cmd("MAIL FROM:<a@b.test>", "250");
     c.cmd("RCPT TO:<u@test.local>", "250 ");
 }
+
+#[test]
+fn hooks_make_bounded_dns_lookups_and_read_dnsbl_scores() {
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dns = Dnsmasq::start(&[
+        "--host-record=2.0.0.127.bl.test,127.0.0.2",
+        "--host-record=host.test,192.0.2.7",
+        "--txt-record=info.test,hello from DNS",
+        "--ptr-record=7.2.0.192.in-addr.arpa,client.test",
+        &format!("--server=/slow.test/127.0.0.1#{}", silent.local_addr().unwrap().port()),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let hook = dir.path().join("dns.rhai");
+    std::fs::write(
+        &hook,
+        r#"
+import "mta" as mta;
+fn rcpt(ctx) {
+    let score = ctx.dnsbl_score("rbl");
+    if score >= 3 { return reject(554, "5.7.1", `score ${score}`); }
+    if ctx.rcpt.local == "dns" {
+        let txt = mta::dns_txt("info.test");
+        let a = mta::dns_a("host.test");
+        let none = mta::dns_a("nosuch.test");
+        let ptr = mta::dns_ptr(a[0]);
+        return reject(550, "5.7.1", `score=${score} txt=${txt[0]} a=${a[0]} none=${none.len()} ptr=${ptr[0]}`);
+    }
+    if ctx.rcpt.local == "slow" {
+        let a = mta::dns_a("x.slow.test");
+    }
+    next()
+}
+"#,
+    )
+    .unwrap();
+    let mtad = Mtad::start(&format!(
+        r#"{HEAD}
+delivery {{
+    queue-only #true
+    dns-server "{}"
+}}
+dnsbl "rbl" "bl.test=127.0.0.2*3" "allow.test*-1"
+stage "rcpt" {{
+    hook "{}"
+    accept rcpt-domain="local"
+}}
+"#,
+        dns.addr,
+        hook.display()
+    ));
+    let mut listed = common::Client::connect_from("127.0.0.2", mtad.port);
+    listed.expect("220 ");
+    listed.cmd("EHLO client.test", "250");
+    listed.cmd("MAIL FROM:<a@b.test>", "250");
+    listed.cmd("RCPT TO:<u@test.local>", "554 5.7.1 score 3");
+    let mut c = session(&mtad, "a@b.test");
+    c.cmd(
+        "RCPT TO:<dns@test.local>",
+        "550 5.7.1 score=0 txt=hello from DNS a=192.0.2.7 none=0 ptr=client.test",
+    );
+    c.cmd("RCPT TO:<u@test.local>", "250 ");
+    // a lookup that gets no answer fails the hook: 451, never a pass
+    let started = Instant::now();
+    c.cmd("RCPT TO:<slow@test.local>", "451 ");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let log = mtad.log();
+    assert!(log.contains("temporary DNS failure"), "{log}");
+}

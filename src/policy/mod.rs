@@ -530,6 +530,7 @@ struct PolicyLookups {
     networks: BTreeMap<String, Arc<NetworkSet>>,
     domains: BTreeMap<String, Arc<DomainSet>>,
     tables: BTreeMap<String, Arc<crate::lookup::Table>>,
+    services: Arc<services::Services>,
 }
 
 impl Lookups for PolicyLookups {
@@ -549,6 +550,33 @@ impl Lookups for PolicyLookups {
         self.tables
             .get(name)
             .map(|t| t.lookup(key).map(|v| v.map(|v| v.into_owned())))
+    }
+
+    fn dns(
+        &self,
+        name: &str,
+        kind: crate::net::dns::Query,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<String>, String> {
+        self.services.lookup(name, kind, timeout)
+    }
+
+    fn dnsbl_score(
+        &self,
+        list: &str,
+        client: IpAddr,
+        helo: Option<&str>,
+        sender: Option<&str>,
+    ) -> Option<Result<i64, String>> {
+        if !self.services.has_dnsbl(list) {
+            return None;
+        }
+        Some(
+            self.services
+                .dnsbl_for(list, client, helo, sender)
+                .map(|s| s.map_or(0, |s| s.score))
+                .map_err(|e| e.to_string()),
+        )
     }
 }
 
@@ -902,12 +930,13 @@ impl Pipeline {
                 })
                 .collect::<Arc<[LocalSource]>>()
         });
+        let services = Arc::new(services::Services::new(
+            &config.policy_services,
+            &config.dnsbls,
+            config.delivery.dns_server,
+        ));
         Pipeline {
-            services: Arc::new(services::Services::new(
-                &config.policy_services,
-                &config.dnsbls,
-                config.delivery.dns_server,
-            )),
+            services: services.clone(),
             local_submission: config.local_submission.clone().map(Arc::new),
             own_addresses: own_addresses(config).into(),
             hop_count: config.limits.hop_count,
@@ -940,6 +969,7 @@ impl Pipeline {
                 networks,
                 domains,
                 tables: config.tables.clone(),
+                services,
             }),
         }
     }

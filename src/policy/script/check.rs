@@ -22,7 +22,11 @@ use super::context::{Field, FieldSet, METHODS};
 use crate::policy::Stage;
 
 /// The functions of `mta` (the Rhai half and the native half).
-const MTA_FUNCTIONS: [&str; 6] = [
+const MTA_FUNCTIONS: [&str; 10] = [
+    "dns_a",
+    "dns_aaaa",
+    "dns_txt",
+    "dns_ptr",
     "parse_address",
     "domain_of",
     "local_of",

@@ -49,6 +49,8 @@ pub(crate) enum Field {
     MailAuth,
     /// `ctx.local_user`, `ctx.uid`: who submitted a message through `sendmail`.
     Submitter,
+    /// `ctx.dnsbl_score(list)`: the client, HELO name and sender a DNS list asks about.
+    Dnsbl,
 }
 
 use Stage::{Data, Helo, Mail, Rcpt, Route};
@@ -104,7 +106,9 @@ impl Field {
             Field::Recipients => &[Rcpt, Data],
             Field::Size | Field::Headers | Field::Body | Field::Parts | Field::MailAuth => &[Data],
             Field::Spf => &[Mail, Rcpt, Data],
-            Field::Rates | Field::Submitter => &[Stage::Connect, Helo, Mail, Rcpt, Data],
+            Field::Rates | Field::Submitter | Field::Dnsbl => {
+                &[Stage::Connect, Helo, Mail, Rcpt, Data]
+            }
         }
     }
 
@@ -129,13 +133,18 @@ impl Method {
     pub(crate) fn stages(&self) -> &'static [Stage] {
         match self.reads {
             Some(Field::Rates) => Field::Rates.stages(),
+            Some(Field::Dnsbl) => Field::Dnsbl.stages(),
             _ => &[Data],
         }
     }
 }
 
 /// Every method a script can call on `ctx`.
-pub(crate) const METHODS: [Method; 9] = [
+pub(crate) const METHODS: [Method; 10] = [
+    Method {
+        name: "dnsbl_score",
+        reads: Some(Field::Dnsbl),
+    },
     Method {
         name: "rate",
         reads: Some(Field::Rates),
@@ -325,6 +334,8 @@ pub(crate) struct CtxData {
     rates: [i64; 5],
     /// The `authentication` results (every one `skipped` when nothing was checked).
     auth_results: crate::mailauth::AuthResults,
+    /// What `ctx.dnsbl_score` asks about: the client, the HELO name, the sender.
+    dnsbl_key: Option<(std::net::IpAddr, Option<String>, Option<String>)>,
 }
 
 /// `ctx`, as Rhai sees it (type name `Context`).
@@ -442,6 +453,13 @@ impl Ctx {
             } else {
                 Default::default()
             },
+            dnsbl_key: want(Field::Dnsbl).then(|| {
+                (
+                    input.client_ip,
+                    input.helo.map(str::to_owned),
+                    input.sender.map(str::to_owned),
+                )
+            }),
         }))
     }
 
@@ -783,6 +801,36 @@ pub(crate) fn register(engine: &mut rhai::Engine) {
                 ))),
             }
         })
+        .register_fn(
+            "dnsbl_score",
+            |nc: rhai::NativeCallContext, c: &mut Ctx, list: &str| -> Res<i64> {
+                c.need(Field::Dnsbl, "dnsbl_score()")?;
+                let Some((ip, helo, sender)) = c.0.dnsbl_key.clone() else {
+                    return Ok(0);
+                };
+                // a list's own timeout, within the hook's network budget
+                super::engine::with_network(&nc, super::engine::NETWORK_BUDGET, |l, _| {
+                    match l.dnsbl_score(list, ip, helo.as_deref(), sender.as_deref()) {
+                        Some(Ok(score)) => Ok(score),
+                        Some(Err(e)) => Err(super::engine::error(
+                            &nc,
+                            format!(
+                                "ctx.dnsbl_score({:?}): {}",
+                                crate::config::sanitize_text(list, 80),
+                                crate::config::sanitize_text(&e, 200)
+                            ),
+                        )),
+                        None => Err(super::engine::error(
+                            &nc,
+                            format!(
+                                "ctx.dnsbl_score: no dnsbl named {:?}",
+                                crate::config::sanitize_text(list, 80)
+                            ),
+                        )),
+                    }
+                })
+            },
+        )
         .register_fn("parts", |c: &mut Ctx| -> Res<Array> {
             c.need_data("parts")?;
             Ok(c.0.parts.clone())

@@ -17,9 +17,12 @@ use std::time::Instant;
 use rhai::module_resolvers::StaticModuleResolver;
 use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, Module, NativeCallContext, Scope};
 
+use rhai::Array;
+
 use super::context::{self, Address};
 use super::{Lookups, ScriptLimits, verdict};
 use crate::config::sanitize_text;
+use crate::net::dns::{Query, reversed};
 
 /// The Rhai half of the `mta` module, compiled into the binary.
 pub(crate) const STDLIB_MTA: &str = include_str!("../../../stdlib/mta.rhai");
@@ -40,22 +43,70 @@ const CLOCK_EVERY: u64 = 256;
 thread_local! {
     /// When the hook call running on this thread must stop.
     static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// Until when the hook call running on this thread may wait for the network (DNS
+    /// lookups, DNS lists): [`NETWORK_BUDGET`] from its start.
+    static NETWORK_UNTIL: Cell<Option<Instant>> = const { Cell::new(None) };
 }
+
+/// How long one hook call may wait for DNS in all (its lookups and DNS lists). Time
+/// spent waiting is not counted against the wall time, which bounds computing.
+pub const NETWORK_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long one DNS lookup of a hook may wait (within [`NETWORK_BUDGET`]).
+pub const DNS_LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Sets this thread's deadline for the length of a call, restoring the previous one
 /// (normally none) when dropped, also on unwinding.
-pub(crate) struct DeadlineGuard(Option<Instant>);
+pub(crate) struct DeadlineGuard(Option<Instant>, Option<Instant>);
 
 impl DeadlineGuard {
     pub(crate) fn set(deadline: Instant) -> Self {
-        DeadlineGuard(DEADLINE.replace(Some(deadline)))
+        let network = NETWORK_UNTIL.replace(Some(Instant::now() + NETWORK_BUDGET));
+        DeadlineGuard(DEADLINE.replace(Some(deadline)), network)
     }
 }
 
 impl Drop for DeadlineGuard {
     fn drop(&mut self) {
         DEADLINE.set(self.0);
+        NETWORK_UNTIL.set(self.1);
     }
+}
+
+/// Runs a native function that waits for the network (`f` gets how long it may
+/// wait: `timeout`, or less when the call's [`NETWORK_BUDGET`] is nearly used up).
+/// The wait moves the call's wall-time deadline on by as long as it took, so that
+/// waiting for DNS does not eat the time a hook has to compute; it is bounded by
+/// the budget instead.
+pub(crate) fn with_network<T>(
+    nc: &NativeCallContext,
+    timeout: std::time::Duration,
+    f: impl FnOnce(&dyn Lookups, std::time::Duration) -> Res<T>,
+) -> Res<T> {
+    check_time()?;
+    let state = nc
+        .tag()
+        .and_then(|tag| tag.read_lock::<CallState>())
+        .ok_or_else(|| error(nc, "DNS is not available here".to_owned()))?;
+    let started = Instant::now();
+    let left = NETWORK_UNTIL
+        .get()
+        .map_or(timeout, |u| u.saturating_duration_since(started))
+        .min(timeout);
+    if left.is_zero() {
+        return Err(error(
+            nc,
+            format!("the hook has waited for DNS {NETWORK_BUDGET:?} already: no more lookups"),
+        ));
+    }
+    let result = {
+        let _limit = crate::lookup::sql_table::WaitLimit::set(started + left);
+        f(&*state.lookups, left)
+    };
+    if let Some(d) = DEADLINE.get() {
+        DEADLINE.set(Some(d + started.elapsed()));
+    }
+    check_time()?;
+    result
 }
 
 fn past_deadline() -> bool {
@@ -92,7 +143,7 @@ type Res<T> = Result<T, Box<EvalAltResult>>;
 
 /// An error from a native function, at the call (Rhai leaves calls through a
 /// namespace without a position).
-fn error(nc: &NativeCallContext, message: String) -> Box<EvalAltResult> {
+pub(crate) fn error(nc: &NativeCallContext, message: String) -> Box<EvalAltResult> {
     Box::new(EvalAltResult::ErrorRuntime(
         message.into(),
         nc.call_position(),
@@ -163,6 +214,51 @@ fn native_module() -> Module {
             })
         },
     );
+    for (name, kind) in [
+        ("dns_a", Query::A),
+        ("dns_aaaa", Query::Aaaa),
+        ("dns_txt", Query::Txt),
+        ("dns_ptr", Query::Ptr),
+    ] {
+        m.set_native_fn(name, move |nc: NativeCallContext, target: &str| -> Res<Array> {
+            let query = if kind == Query::Ptr {
+                match target.trim().parse::<std::net::IpAddr>() {
+                    Ok(std::net::IpAddr::V4(ip)) => reversed(ip.into(), "in-addr.arpa"),
+                    Ok(std::net::IpAddr::V6(ip)) => reversed(ip.into(), "ip6.arpa"),
+                    Err(_) => {
+                        return Err(error(
+                            &nc,
+                            format!(
+                                "mta::dns_ptr: {:?} is not an IP address",
+                                sanitize_text(target, 80)
+                            ),
+                        ));
+                    }
+                }
+            } else {
+                target.to_owned()
+            };
+            with_network(&nc, DNS_LOOKUP_TIMEOUT, |l, wait| {
+                l.dns(&query, kind, wait)
+                    .map(|records| {
+                        records
+                            .into_iter()
+                            .map(|r| Dynamic::from(ImmutableString::from(r)))
+                            .collect()
+                    })
+                    .map_err(|e| {
+                        error(
+                            &nc,
+                            format!(
+                                "mta::{name}({:?}): temporary DNS failure: {}",
+                                sanitize_text(target, 80),
+                                sanitize_text(&e, 200)
+                            ),
+                        )
+                    })
+            })
+        });
+    }
     m
 }
 

@@ -100,6 +100,30 @@ pub trait Lookups: Send + Sync {
     /// script error); inner `None`: no such key (the script sees `""`); `Err`: the
     /// table cannot answer now (a script error).
     fn table(&self, name: &str, key: &str) -> Option<Result<Option<String>, LookupError>>;
+    /// The records of `kind` at `name` (`mta::dns_a` ...), waiting at most `timeout`:
+    /// empty when there are none; `Err` when DNS cannot say (a script error: the hook
+    /// fails closed, 451).
+    fn dns(
+        &self,
+        name: &str,
+        kind: crate::net::dns::Query,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<String>, String> {
+        let _ = (name, kind, timeout);
+        Err("DNS lookups are not available here".to_owned())
+    }
+    /// The score of the client (or HELO name, or sender domain) in the `dnsbl` list
+    /// `list` (`ctx.dnsbl_score`): `None`: no such list; `Err`: the list cannot say.
+    fn dnsbl_score(
+        &self,
+        list: &str,
+        client: std::net::IpAddr,
+        helo: Option<&str>,
+        sender: Option<&str>,
+    ) -> Option<Result<i64, String>> {
+        let _ = (list, client, helo, sender);
+        None
+    }
 }
 
 /// No sets or tables at all: every name is unknown.

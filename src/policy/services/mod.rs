@@ -162,6 +162,22 @@ impl Services {
     /// sender...). A list that cannot say is an error, which rules turn into a
     /// deferral.
     pub fn dnsbl(&self, name: &str, ctx: &Context<'_>) -> Result<Option<Score>, DnsblError> {
+        self.dnsbl_for(name, ctx.client_ip, ctx.helo, ctx.sender)
+    }
+
+    /// Whether a `dnsbl` of this name exists.
+    pub fn has_dnsbl(&self, name: &str) -> bool {
+        self.dnsbls.contains_key(name)
+    }
+
+    /// [`Services::dnsbl`] for this client, HELO name and sender.
+    pub fn dnsbl_for(
+        &self,
+        name: &str,
+        client: std::net::IpAddr,
+        helo: Option<&str>,
+        sender: Option<&str>,
+    ) -> Result<Option<Score>, DnsblError> {
         let unknown = |why: String| DnsblError {
             list: name.to_owned(),
             zones: why,
@@ -171,7 +187,7 @@ impl Services {
         let Some(list) = self.dnsbls.get(name).cloned() else {
             return Err(unknown("the list is not defined".into()));
         };
-        let Some(key) = dnsbl::key_of(&list, ctx.client_ip, ctx.helo, ctx.sender) else {
+        let Some(key) = dnsbl::key_of(&list, client, helo, sender) else {
             return Ok(None);
         };
         let resolver = resolver(self.dns_server).map_err(|e| unknown(e.to_string()))?;
