@@ -579,6 +579,9 @@ delivery {{
     dns-server "{}"
 }}
 dnsbl "rbl" "bl.test"
+stage "mail" {{
+    reject-dnsbl "rbl" mode="warn"
+}}
 stage "rcpt" {{
     defer 450 "4.7.1" "listed: come back later" dnsbl="rbl"
     accept rcpt-domain="local"
@@ -591,6 +594,8 @@ stage "rcpt" {{
     listed.cmd("EHLO client.test", "250");
     listed.cmd("MAIL FROM:<a@b.test>", "250");
     listed.cmd("RCPT TO:<u@test.local>", "450 4.7.1 listed: come back later");
+    // the warn-mode rule only logged what it would have done
+    mtad.wait_log("warn-mode rule matched", 1, Duration::from_secs(5));
     let mut c = mtad.connect();
     c.expect("220 ");
     c.cmd("EHLO client.test", "250");
@@ -664,4 +669,63 @@ stage "rcpt" {{
     assert!(started.elapsed() < Duration::from_secs(10));
     let log = mtad.log();
     assert!(log.contains("temporary DNS failure"), "{log}");
+}
+
+/// `mtactl test-policy` decides with the same function: DNS lists answer from the
+/// `--dns` records (never the network), and policy services are not asked (no
+/// decision), so the dry run is the same everywhere.
+#[test]
+fn the_dry_run_answers_dns_lists_from_its_records_and_asks_no_policy_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mtad.kdl");
+    let closed = free_port();
+    std::fs::write(
+        &config,
+        format!(
+            r#"server {{
+    hostname "mx.test.local"
+    spool "{}"
+}}
+listen "mx" address="127.0.0.1:2525"
+domains "local" "test.local"
+policy-service "grey" address="inet:127.0.0.1:{closed}"
+dnsbl "rbl" "bl.test=127.0.0.[2..11]"
+stage "rcpt" {{
+    reject-dnsbl "rbl"
+    check-policy-service "grey"
+    accept rcpt-domain="local"
+}}
+"#,
+            dir.path().join("spool").display()
+        ),
+    )
+    .unwrap();
+    let dns = dir.path().join("dns.kdl");
+    std::fs::write(
+        &dns,
+        "a \"2.0.0.127.bl.test\" \"127.0.0.2\"\ntxt \"2.0.0.127.bl.test\" \"listed for testing\"\n",
+    )
+    .unwrap();
+    let run = |client: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mtactl"))
+            .args(["test-policy", "--config"])
+            .arg(&config)
+            .args(["--client", client, "--from", "a@b.test", "--rcpt", "u@test.local", "--dns"])
+            .arg(&dns)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    let (code, report) = run("127.0.0.2");
+    assert_eq!(code, Some(1), "{report}");
+    assert!(
+        report.contains(
+            "554 5.7.1 Service unavailable; Client host [127.0.0.2] blocked using bl.test; listed for testing"
+        ),
+        "{report}"
+    );
+    let (code, report) = run("127.0.0.3");
+    assert_eq!(code, Some(0), "{report}");
+    assert!(report.contains("rcpt <u@test.local>"), "{report}");
+    assert!(report.contains("mtad.kdl:12:5"), "the accept rule decided: {report}");
 }

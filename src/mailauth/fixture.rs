@@ -93,6 +93,27 @@ impl DnsFixture {
         self
     }
 
+    /// What a query for `kind` at `name` gets from these answers (DNS lists and
+    /// hooks' lookups in a dry run): the records as text, empty when none are given,
+    /// `Err` for a [`DnsFixture::fail`]ed name.
+    pub fn records(&self, name: &str, kind: crate::net::dns::Query) -> Result<Vec<String>, ()> {
+        use crate::net::dns::Query;
+        let key = fqdn(&name.to_ascii_lowercase());
+        if self.fail.contains(&key) {
+            return Err(());
+        }
+        Ok(match kind {
+            Query::A => self.a.get(&key).map_or(Vec::new(), |v| v.iter().map(|a| a.to_string()).collect()),
+            Query::Aaaa => self.aaaa.get(&key).map_or(Vec::new(), |v| v.iter().map(|a| a.to_string()).collect()),
+            Query::Txt => self.txt.get(&key).cloned().unwrap_or_default(),
+            Query::Ptr => {
+                let ip = ptr_address(key.trim_end_matches('.'));
+                ip.and_then(|ip| self.ptr.get(&ip))
+                    .map_or(Vec::new(), |v| v.iter().map(|n| n.trim_end_matches('.').to_owned()).collect())
+            }
+        })
+    }
+
     /// The closed cache holding these answers.
     pub(super) fn cache(&self) -> DnsCache {
         let failing_ptr: HashSet<IpAddr> = self
@@ -153,6 +174,31 @@ impl DnsFixture {
         }
         cache
     }
+}
+
+/// The address an `in-addr.arpa` / `ip6.arpa` name stands for.
+fn ptr_address(name: &str) -> Option<IpAddr> {
+    if let Some(rest) = name.strip_suffix(".in-addr.arpa") {
+        let mut octets: Vec<u8> = rest.split('.').map(|o| o.parse().ok()).collect::<Option<_>>()?;
+        if octets.len() != 4 {
+            return None;
+        }
+        octets.reverse();
+        return Some(IpAddr::from([octets[0], octets[1], octets[2], octets[3]]));
+    }
+    let rest = name.strip_suffix(".ip6.arpa")?;
+    let nibbles: Vec<u8> = rest
+        .split('.')
+        .map(|n| u8::from_str_radix(n, 16).ok().filter(|v| *v < 16 && n.len() == 1))
+        .collect::<Option<_>>()?;
+    if nibbles.len() != 32 {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    for (i, pair) in nibbles.rchunks(2).enumerate() {
+        bytes[i] = (pair[1] << 4) | pair[0];
+    }
+    Some(IpAddr::from(bytes))
 }
 
 fn set<T>(items: Vec<T>) -> RecordSet<T> {

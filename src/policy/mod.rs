@@ -327,6 +327,10 @@ pub struct Context<'a> {
     pub protocol: Option<&'a str>,
     /// The SASL mechanism the client authenticated with (`PLAIN`, `LOGIN`).
     pub sasl_method: Option<&'a str>,
+    /// A session run in memory (a dry run, a suite): the DNS answers it is given.
+    /// DNS lists and hooks' lookups then answer from them, and policy services are
+    /// not asked (see [`services`]): nothing reaches the network.
+    pub dns_fixture: Option<&'a crate::mailauth::DnsFixture>,
 }
 
 impl<'a> Context<'a> {
@@ -351,6 +355,7 @@ impl<'a> Context<'a> {
             instance: None,
             protocol: None,
             sasl_method: None,
+            dns_fixture: None,
         }
     }
 }
@@ -997,6 +1002,9 @@ impl Pipeline {
     /// (`mtactl test-policy`, `reload { require-tests }`), which are not traffic.
     /// The panic guard is here, so that dry runs have it too.
     pub(crate) fn judge(&self, stage: Stage, ctx: &Context<'_>) -> Decision {
+        let _offline = ctx
+            .dns_fixture
+            .map(|f| services::Offline::set(Some(f)));
         let at_rule = std::cell::Cell::new(None);
         panics::catch(|| self.evaluate_unguarded(stage, ctx, &at_rule)).unwrap_or_else(|panic| {
             let rule = at_rule

@@ -813,6 +813,7 @@ impl Session {
                 .is_some()
                 .then_some(if self.esmtp { "ESMTP" } else { "SMTP" }),
             sasl_method: self.sasl_method,
+            dns_fixture: self.core.dns_fixture.as_ref(),
             ..Context::new(self.peer.ip(), &self.listen.name)
         }
     }

@@ -121,18 +121,7 @@ pub async fn check(dnsbl: &Dnsbl, resolver: &Resolver, key: &Key) -> Result<Scor
         }
     }
     tasks.abort_all();
-    let outcome = score(dnsbl, &answers);
-    let (score, listed, top) = match outcome {
-        Ok(s) => s,
-        Err((known, unknown)) => {
-            return Err(DnsblError {
-                list: dnsbl.name.clone(),
-                zones: unknown.join(", "),
-                score: known,
-                threshold: dnsbl.threshold,
-            });
-        }
-    };
+    let (score, listed, top) = outcome(dnsbl, &answers)?;
     let top = match top {
         Some(zone) => {
             let name = key.name_in(&zone);
@@ -154,6 +143,47 @@ pub async fn check(dnsbl: &Dnsbl, resolver: &Resolver, key: &Key) -> Result<Scor
         listed,
         top: if listed { top } else { None },
         key: key.display(),
+    })
+}
+
+/// [`check`] with the answers of `answer` (a dry run's DNS fixture) instead of DNS.
+pub fn check_with(
+    dnsbl: &Dnsbl,
+    key: &Key,
+    answer: impl Fn(&str, Query) -> Result<Vec<String>, ()>,
+) -> Result<Score, DnsblError> {
+    let answers: Answers = dnsbl
+        .sites
+        .iter()
+        .map(|s| {
+            let got = answer(&key.name_in(&s.zone), Query::A)
+                .map(|a| a.iter().filter_map(|s| s.parse().ok()).collect());
+            (s.zone.clone(), got)
+        })
+        .collect();
+    let (score, listed, top) = outcome(dnsbl, &answers)?;
+    let top = top.filter(|_| listed).map(|zone| {
+        let txt = answer(&key.name_in(&zone), Query::Txt)
+            .ok()
+            .and_then(|t| t.into_iter().next())
+            .unwrap_or_default();
+        (zone, txt)
+    });
+    Ok(Score {
+        score,
+        listed,
+        top,
+        key: key.display(),
+    })
+}
+
+/// [`score`], its unknown outcome as the error.
+fn outcome(dnsbl: &Dnsbl, answers: &Answers) -> Result<(i64, bool, Option<String>), DnsblError> {
+    score(dnsbl, answers).map_err(|(known, unknown)| DnsblError {
+        list: dnsbl.name.clone(),
+        zones: unknown.join(", "),
+        score: known,
+        threshold: dnsbl.threshold,
     })
 }
 

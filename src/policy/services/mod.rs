@@ -31,6 +31,38 @@ pub use dnsbl::{DnsblError, Score};
 
 use super::Context;
 
+thread_local! {
+    /// The DNS answers of the session run in memory (a dry run, a suite) whose stage
+    /// is being evaluated on this thread: DNS lists and hooks' lookups answer from it,
+    /// and policy services are not asked, so a dry run never reaches the network.
+    static FIXTURE: std::cell::RefCell<Option<crate::mailauth::DnsFixture>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Puts `fixture` in force on this thread for as long as it lives (see `FIXTURE`).
+pub(crate) struct Offline(Option<crate::mailauth::DnsFixture>);
+
+impl Offline {
+    pub(crate) fn set(fixture: Option<&crate::mailauth::DnsFixture>) -> Offline {
+        Offline(FIXTURE.with(|f| f.replace(fixture.cloned())))
+    }
+}
+
+impl Drop for Offline {
+    fn drop(&mut self) {
+        FIXTURE.with(|f| *f.borrow_mut() = self.0.take());
+    }
+}
+
+fn offline() -> bool {
+    FIXTURE.with(|f| f.borrow().is_some())
+}
+
+/// `answer` run on the fixture in force, if one is.
+fn from_fixture<T>(answer: impl FnOnce(&crate::mailauth::DnsFixture) -> T) -> Option<T> {
+    FIXTURE.with(|f| f.borrow().as_ref().map(answer))
+}
+
 /// The services of one compiled policy.
 #[derive(Debug, Default)]
 pub struct Services {
@@ -127,6 +159,14 @@ impl Services {
                 error: Some(format!("no policy service named {name:?}")),
             };
         };
+        if offline() {
+            // a dry run never reaches the network: the service is not asked
+            return PolicyAnswer {
+                effect: Effect::Next,
+                action: "DUNNO (dry run: not asked)".into(),
+                error: None,
+            };
+        }
         let request = protocol::encode(&attributes(stage, ctx, &client.settings.context));
         let limit = client.settings.timeout + Duration::from_secs(1);
         let asked = {
@@ -190,6 +230,11 @@ impl Services {
         let Some(key) = dnsbl::key_of(&list, client, helo, sender) else {
             return Ok(None);
         };
+        if let Some(scored) =
+            from_fixture(|f| dnsbl::check_with(&list, &key, |name, kind| f.records(name, kind)))
+        {
+            return scored.map(Some);
+        }
         let resolver = resolver(self.dns_server).map_err(|e| unknown(e.to_string()))?;
         let limit = list.timeout + Duration::from_secs(2);
         let answer = {
@@ -212,6 +257,9 @@ impl Services {
         kind: Query,
         timeout: Duration,
     ) -> Result<Vec<String>, String> {
+        if let Some(answer) = from_fixture(|f| f.records(name, kind)) {
+            return answer.map_err(|()| format!("{name}: temporary DNS failure (fixture)"));
+        }
         let resolver = resolver(self.dns_server).map_err(|e| e.to_string())?;
         let name = name.to_owned();
         let asked = block_on(
