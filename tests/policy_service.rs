@@ -729,3 +729,90 @@ stage "rcpt" {{
     assert!(report.contains("rcpt <u@test.local>"), "{report}");
     assert!(report.contains("mtad.kdl:12:5"), "the accept rule decided: {report}");
 }
+
+/// docs/configuration.md's `policy-service` and `dnsbl` examples are valid
+/// configurations (`mtactl check`).
+#[test]
+fn the_documented_examples_check() {
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .unwrap();
+    for heading in ["## `policy-service NAME", "## `dnsbl NAME"] {
+        let from = docs.find(heading).unwrap_or_else(|| panic!("{heading}"));
+        let start = from + docs[from..].find("```kdl\n").unwrap() + "```kdl\n".len();
+        let snippet = &docs[start..start + docs[start..].find("```").unwrap()];
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("mtad.kdl");
+        std::fs::write(
+            &config,
+            format!(
+                "server {{\n    hostname \"mx.example.test\"\n    spool \"spool\"\n}}\n\
+                 listen \"mx\" address=\"127.0.0.1:2525\"\nnetworks \"trusted\" \"127.0.0.0/8\"\n\
+                 domains \"local\" \"example.test\"\n{snippet}"
+            ),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_mtactl"))
+            .args(["check", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{heading}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Configuration errors point at the place, with a hint.
+#[test]
+fn configuration_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mtad.kdl");
+    std::fs::write(
+        &config,
+        r#"server {
+    hostname "mx.example.test"
+    spool "spool"
+}
+listen "mx" address="127.0.0.1:2525"
+policy-service "grey" address="inet:127.0.0.1"
+dnsbl "rbl" "zen.test=127.0.0.[2..300]" "ok.test*x"
+dnsbl "rhs" "rhs.test" lookup="sender-domain"
+stage "connect" {
+    reject-dnsbl "rhs"
+}
+stage "rcpt" {
+    check-policy-service "gray"
+    reject 550 "5.7.1" "listed" dnsbl="nosuch"
+}
+"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mtactl"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "mtad.kdl:6:23",
+        "expected inet:host:port",
+        "mtad.kdl:7:13",
+        "`300` is not a number from 0 to 255",
+        "the weight `x` is not an integer",
+        "mtad.kdl:10:18",
+        "looks up the sender-domain, which the connect stage does not know",
+        "mtad.kdl:13:26",
+        "no policy-service named `gray`",
+        "did you mean `grey`?",
+        "no dnsbl named `nosuch`",
+    ] {
+        assert!(err.contains(expected), "{expected:?} not in\n{err}");
+    }
+}
