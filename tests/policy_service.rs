@@ -239,11 +239,13 @@ stage "data" {{
     assert_eq!(attr(first, "recipient_count"), "0");
     assert_eq!(attr(&requests[3], "recipient_count"), "2");
     // one instance for the whole of a message, another for the next
+    // none at MAIL (as Postfix); one for the rest of a message, another for the next
     let instances: Vec<&str> = requests.iter().map(|r| attr(r, "instance")).collect();
-    assert!(!instances[0].is_empty());
-    assert!(instances[..4].iter().all(|i| *i == instances[0]), "{instances:?}");
-    assert!(instances[4..].iter().all(|i| *i == instances[4]), "{instances:?}");
-    assert_ne!(instances[0], instances[4]);
+    assert_eq!((instances[0], instances[4]), ("", ""));
+    assert!(!instances[1].is_empty());
+    assert!(instances[1..4].iter().all(|i| *i == instances[1]), "{instances:?}");
+    assert!(instances[5..].iter().all(|i| *i == instances[5]), "{instances:?}");
+    assert_ne!(instances[1], instances[5]);
     // the connection is kept and reused
     let conns: Vec<i64> = requests.iter().map(|r| r["_conn"].as_i64().unwrap()).collect();
     assert!(conns.iter().all(|c| *c == 1), "{conns:?}");
@@ -814,5 +816,107 @@ stage "rcpt" {
         "no dnsbl named `nosuch`",
     ] {
         assert!(err.contains(expected), "{expected:?} not in\n{err}");
+    }
+}
+
+/// The same client conversation through a throw-away Postfix (`check_policy_service`
+/// in its sender, recipient and end-of-data restrictions) and through mtad, each to a
+/// recording policy server: mtad sends the attributes Postfix sends, with the same
+/// values, but for those it documents as different (client names, queue id, server
+/// address, versions) and those that cannot be equal (ports, instances, sizes with
+/// each server's own Received:).
+#[test]
+fn the_attributes_are_the_ones_postfix_sends() {
+    let converse = |port: u16| {
+        let mut c = common::Client::connect(port);
+        c.expect("220 ");
+        c.cmd("EHLO client.test", "250");
+        c.send_message(
+            "alice@sender.test",
+            &["a@test.local", "b@test.local"],
+            "Subject: compare\r\n\r\nhello\r\n",
+        );
+        c.cmd("QUIT", "221");
+    };
+    let pf_rec = Recorder::start(&["DUNNO"]);
+    let policy = format!("check_policy_service inet:127.0.0.1:{}", pf_rec.port);
+    let _postfix = common::peers::Postfix::start(
+        &format!(
+            "mydestination =\nalias_maps =\nalias_database =\nrelay_domains = test.local\n\
+             mynetworks = 127.0.0.0/8\nsmtpd_delay_reject = no\n\
+             smtpd_sender_restrictions = {policy}\n\
+             smtpd_recipient_restrictions = {policy}, permit_mynetworks, reject_unauth_destination\n\
+             smtpd_end_of_data_restrictions = {policy}\n\
+             default_transport = error:test\n"
+        ),
+        true,
+    );
+    converse(_postfix.port);
+    let mtad_rec = Recorder::start(&["DUNNO"]);
+    let mtad = Mtad::start(&format!(
+        r#"{HEAD}
+policy-service "rec" address="inet:127.0.0.1:{}"
+stage "mail" {{
+    check-policy-service "rec"
+}}
+stage "rcpt" {{
+    check-policy-service "rec"
+    accept rcpt-domain="local"
+}}
+stage "data" {{
+    check-policy-service "rec"
+}}
+"#,
+        mtad_rec.port
+    ));
+    converse(mtad.port);
+    let theirs = pf_rec.requests();
+    let ours = mtad_rec.requests();
+    let states = |r: &[serde_json::Map<String, serde_json::Value>]| -> Vec<String> {
+        r.iter().map(|r| attr(r, "protocol_state").to_owned()).collect()
+    };
+    assert_eq!(states(&ours), states(&theirs), "the same questions");
+    // not sent by mtad (documented)
+    let absent = ["server_address", "server_port", "compatibility_level", "mail_version"];
+    // sent with other values (documented or necessarily different)
+    let differ = [
+        "client_name",
+        "reverse_client_name",
+        "client_port",
+        "queue_id",
+        "instance",
+        "size",
+        "_conn",
+    ];
+    for (p, m) in theirs.iter().zip(&ours) {
+        let p_names: Vec<&String> = p.keys().filter(|k| !absent.contains(&k.as_str())).collect();
+        let m_names: Vec<&String> = m.keys().collect();
+        assert_eq!(
+            m_names.iter().collect::<std::collections::BTreeSet<_>>(),
+            p_names.iter().collect::<std::collections::BTreeSet<_>>(),
+            "attribute names at {}",
+            attr(p, "protocol_state")
+        );
+        for name in p_names {
+            if differ.contains(&name.as_str()) {
+                continue;
+            }
+            assert_eq!(
+                m.get(name),
+                p.get(name),
+                "{name} at {}: Postfix {:?}, mtad {:?}",
+                attr(p, "protocol_state"),
+                p.get(name),
+                m.get(name)
+            );
+        }
+    }
+    // the properties behind the differing values: no instance at MAIL, then one for
+    // the whole message
+    for r in [&theirs, &ours] {
+        assert_eq!(attr(&r[0], "instance"), "", "{r:?}");
+        let first = attr(&r[1], "instance");
+        assert!(!first.is_empty());
+        assert!(r[1..].iter().all(|x| attr(x, "instance") == first), "{r:?}");
     }
 }

@@ -320,8 +320,9 @@ pub struct Context<'a> {
     /// What the `authentication` checks found so far (SPF from mail on, the rest at
     /// data); `None`: nothing was checked (every result reads `skipped`).
     pub auth: Option<&'a AuthResults>,
-    /// The transaction's identifier, the same from MAIL to the end of DATA (the
-    /// `instance` a policy server sees, which greylisting and quota servers key on).
+    /// The transaction's identifier, the same from the first RCPT to the end of DATA
+    /// (the `instance` a policy server sees, which quota servers key on; none at MAIL,
+    /// as in Postfix).
     pub instance: Option<&'a str>,
     /// `ESMTP` or `SMTP`, as the client greeted (`protocol_name` for policy servers).
     pub protocol: Option<&'a str>,

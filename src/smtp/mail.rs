@@ -49,7 +49,6 @@ impl Session {
         debug!(from = %esc(&sender), size = from.size, "mail");
         // A transaction runs with the policy in force when it starts, to its end.
         self.policy = self.core.policy.load_full();
-        self.tx.instance = crate::policy::services::new_instance();
         let declared = (from.size > 0).then_some(from.size as u64);
         let auth = self.check_spf(&sender).await;
         if let Some(a) = &auth {
@@ -71,6 +70,8 @@ impl Session {
         let refused = matches!(decision.verdict, Verdict::Reject(_) | Verdict::Defer(_));
         let flow = self.apply(Stage::Mail, decision, reply::MAIL_OK);
         if !refused {
+            // as Postfix: the transaction's instance exists once MAIL is accepted
+            self.tx.instance = crate::policy::services::new_instance();
             self.tx.sender = Some(sender);
             self.tx.declared_size = declared;
             self.tx.body_8bit = from.flags & MAIL_BODY_8BITMIME != 0;

@@ -83,7 +83,8 @@ pub(super) struct Transaction {
     /// The `authentication` checks of this transaction, from MAIL on.
     pub auth: Option<TxAuth>,
     /// The transaction's `instance` (Postfix's form: pid, time, sequence in hex), made
-    /// at MAIL: what policy servers see the whole transaction through.
+    /// when MAIL is accepted (so, as in Postfix, the mail stage sees none): what policy
+    /// servers see the transaction through, from RCPT to the end of the message.
     pub instance: String,
     /// Header lines policy services asked to add (`PREPEND`) at mail and rcpt, put
     /// above our Received: header.
