@@ -106,7 +106,11 @@ fn attr<'a>(r: &'a serde_json::Map<String, serde_json::Value>, name: &str) -> &'
 fn uid_of(user: &str) -> u32 {
     let out = Command::new("id").args(["-u", user]).output().unwrap();
     assert!(out.status.success(), "no user {user}: install postgrey");
-    String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// postgrey on 127.0.0.1:port with `--delay=1` and a fresh database.
@@ -222,12 +226,24 @@ stage "data" {{
         &["a@test.local", "b@test.local"],
         "Subject: x\r\n\r\nbody\r\n",
     );
-    c.send_message("alice@sender.test", &["a@test.local"], "Subject: y\r\n\r\nbody\r\n");
+    c.send_message(
+        "alice@sender.test",
+        &["a@test.local"],
+        "Subject: y\r\n\r\nbody\r\n",
+    );
     let requests = rec.requests();
     let states: Vec<&str> = requests.iter().map(|r| attr(r, "protocol_state")).collect();
     assert_eq!(
         states,
-        ["MAIL", "RCPT", "RCPT", "END-OF-MESSAGE", "MAIL", "RCPT", "END-OF-MESSAGE"]
+        [
+            "MAIL",
+            "RCPT",
+            "RCPT",
+            "END-OF-MESSAGE",
+            "MAIL",
+            "RCPT",
+            "END-OF-MESSAGE"
+        ]
     );
     let first = &requests[1];
     assert_eq!(attr(first, "request"), "smtpd_access_policy");
@@ -243,11 +259,20 @@ stage "data" {{
     let instances: Vec<&str> = requests.iter().map(|r| attr(r, "instance")).collect();
     assert_eq!((instances[0], instances[4]), ("", ""));
     assert!(!instances[1].is_empty());
-    assert!(instances[1..4].iter().all(|i| *i == instances[1]), "{instances:?}");
-    assert!(instances[5..].iter().all(|i| *i == instances[5]), "{instances:?}");
+    assert!(
+        instances[1..4].iter().all(|i| *i == instances[1]),
+        "{instances:?}"
+    );
+    assert!(
+        instances[5..].iter().all(|i| *i == instances[5]),
+        "{instances:?}"
+    );
     assert_ne!(instances[1], instances[5]);
     // the connection is kept and reused
-    let conns: Vec<i64> = requests.iter().map(|r| r["_conn"].as_i64().unwrap()).collect();
+    let conns: Vec<i64> = requests
+        .iter()
+        .map(|r| r["_conn"].as_i64().unwrap())
+        .collect();
     assert!(conns.iter().all(|c| *c == 1), "{conns:?}");
 }
 
@@ -293,7 +318,10 @@ stage "rcpt" {{
         "450 4.7.1 <u@elsewhere.test>: Recipient address rejected: not sure"
     );
     c.cmd("RCPT TO:<held@test.local>", "250 ");
-    c.cmd("RCPT TO:<v@test.local>", "451 4.3.5 Server configuration error");
+    c.cmd(
+        "RCPT TO:<v@test.local>",
+        "451 4.3.5 Server configuration error",
+    );
     c.cmd("DATA", "354");
     c.send("Subject: x\r\n\r\nbody\r\n.\r\n");
     c.expect("250 2.0.0 Ok: queued as ");
@@ -519,7 +547,10 @@ fn dnsbl_refuses_a_listed_client_with_the_txt_and_passes_an_allowlisted_one() {
         "--host-record=3.0.0.127.bl.test,127.0.0.2",
         "--host-record=3.0.0.127.allow.test,127.0.10.1",
         "--host-record=4.0.0.127.bl.test,127.0.0.99",
-        &format!("--server=/slow.test/127.0.0.1#{}", silent.local_addr().unwrap().port()),
+        &format!(
+            "--server=/slow.test/127.0.0.1#{}",
+            silent.local_addr().unwrap().port()
+        ),
         "--host-record=spam.example.rhs.test,127.0.0.2",
     ]);
     let mtad = Mtad::start(&format!(
@@ -595,7 +626,10 @@ stage "rcpt" {{
     listed.expect("220 ");
     listed.cmd("EHLO client.test", "250");
     listed.cmd("MAIL FROM:<a@b.test>", "250");
-    listed.cmd("RCPT TO:<u@test.local>", "450 4.7.1 listed: come back later");
+    listed.cmd(
+        "RCPT TO:<u@test.local>",
+        "450 4.7.1 listed: come back later",
+    );
     // the warn-mode rule only logged what it would have done
     mtad.wait_log("warn-mode rule matched", 1, Duration::from_secs(5));
     let mut c = mtad.connect();
@@ -613,7 +647,10 @@ fn hooks_make_bounded_dns_lookups_and_read_dnsbl_scores() {
         "--host-record=host.test,192.0.2.7",
         "--txt-record=info.test,hello from DNS",
         "--ptr-record=7.2.0.192.in-addr.arpa,client.test",
-        &format!("--server=/slow.test/127.0.0.1#{}", silent.local_addr().unwrap().port()),
+        &format!(
+            "--server=/slow.test/127.0.0.1#{}",
+            silent.local_addr().unwrap().port()
+        ),
     ]);
     let dir = tempfile::tempdir().unwrap();
     let hook = dir.path().join("dns.rhai");
@@ -712,11 +749,22 @@ stage "rcpt" {{
         let out = Command::new(env!("CARGO_BIN_EXE_mtactl"))
             .args(["test-policy", "--config"])
             .arg(&config)
-            .args(["--client", client, "--from", "a@b.test", "--rcpt", "u@test.local", "--dns"])
+            .args([
+                "--client",
+                client,
+                "--from",
+                "a@b.test",
+                "--rcpt",
+                "u@test.local",
+                "--dns",
+            ])
             .arg(&dns)
             .output()
             .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
     };
     let (code, report) = run("127.0.0.2");
     assert_eq!(code, Some(1), "{report}");
@@ -729,7 +777,10 @@ stage "rcpt" {{
     let (code, report) = run("127.0.0.3");
     assert_eq!(code, Some(0), "{report}");
     assert!(report.contains("rcpt <u@test.local>"), "{report}");
-    assert!(report.contains("mtad.kdl:12:5"), "the accept rule decided: {report}");
+    assert!(
+        report.contains("mtad.kdl:12:5"),
+        "the accept rule decided: {report}"
+    );
 }
 
 /// docs/configuration.md's `policy-service` and `dnsbl` examples are valid
@@ -873,11 +924,18 @@ stage "data" {{
     let theirs = pf_rec.requests();
     let ours = mtad_rec.requests();
     let states = |r: &[serde_json::Map<String, serde_json::Value>]| -> Vec<String> {
-        r.iter().map(|r| attr(r, "protocol_state").to_owned()).collect()
+        r.iter()
+            .map(|r| attr(r, "protocol_state").to_owned())
+            .collect()
     };
     assert_eq!(states(&ours), states(&theirs), "the same questions");
     // not sent by mtad (documented)
-    let absent = ["server_address", "server_port", "compatibility_level", "mail_version"];
+    let absent = [
+        "server_address",
+        "server_port",
+        "compatibility_level",
+        "mail_version",
+    ];
     // sent with other values (documented or necessarily different)
     let differ = [
         "client_name",

@@ -188,9 +188,7 @@ impl AddressFilter {
         let mut rest = text;
         for (i, slot) in octets.iter_mut().enumerate() {
             let (part, after) = if let Some(inner) = rest.strip_prefix('[') {
-                let end = inner
-                    .find(']')
-                    .ok_or_else(|| bad("a `[` is not closed"))?;
+                let end = inner.find(']').ok_or_else(|| bad("a `[` is not closed"))?;
                 (&inner[..end], &inner[end + 1..])
             } else {
                 let end = rest.find('.').unwrap_or(rest.len());
@@ -447,7 +445,10 @@ mod tests {
         assert!(!f.matches(Ipv4Addr::new(127, 0, 1, 2)));
 
         let s = DnsblSite::parse("List.DNSWL.org.*-2").unwrap();
-        assert_eq!((s.zone.as_str(), s.weight, s.filter), ("list.dnswl.org", -2, None));
+        assert_eq!(
+            (s.zone.as_str(), s.weight, s.filter),
+            ("list.dnswl.org", -2, None)
+        );
 
         let s = DnsblSite::parse("bl.example=127.0.[0..255].[1;3;5..7]").unwrap();
         assert_eq!(s.weight, 1);
@@ -459,7 +460,10 @@ mod tests {
             assert!(!f.matches(Ipv4Addr::new(127, 0, 200, no)), "{no}");
         }
         assert_eq!(f.to_string(), "127.0.[0..255].[1;3;5..7]");
-        let exact = DnsblSite::parse("b.example=127.0.0.2").unwrap().filter.unwrap();
+        let exact = DnsblSite::parse("b.example=127.0.0.2")
+            .unwrap()
+            .filter
+            .unwrap();
         assert!(exact.matches(Ipv4Addr::new(127, 0, 0, 2)));
         assert!(!exact.matches(Ipv4Addr::new(127, 0, 0, 3)));
     }
@@ -546,7 +550,10 @@ mod tests {
             Access::Prepend("Received-SPF: Pass".into())
         );
         assert_eq!(Access::parse("HOLD"), Access::Hold(String::new()));
-        assert_eq!(Access::parse("DISCARD spam"), Access::Discard("spam".into()));
+        assert_eq!(
+            Access::parse("DISCARD spam"),
+            Access::Discard("spam".into())
+        );
         for bad in [
             "",
             "FILTER smtp:[127.0.0.1]:10025",
@@ -590,7 +597,14 @@ mod tests {
             Endpoint::parse("unix:/run/p.sock").unwrap(),
             Endpoint::Unix("/run/p.sock".into())
         );
-        for bad in ["inet:host", "inet::25", "inet:h:0", "inet:h:x", "unix:", "[::1:9"] {
+        for bad in [
+            "inet:host",
+            "inet::25",
+            "inet:h:0",
+            "inet:h:x",
+            "unix:",
+            "[::1:9",
+        ] {
             assert!(Endpoint::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -103,13 +103,22 @@ impl DnsFixture {
             return Err(());
         }
         Ok(match kind {
-            Query::A => self.a.get(&key).map_or(Vec::new(), |v| v.iter().map(|a| a.to_string()).collect()),
-            Query::Aaaa => self.aaaa.get(&key).map_or(Vec::new(), |v| v.iter().map(|a| a.to_string()).collect()),
+            Query::A => self
+                .a
+                .get(&key)
+                .map_or(Vec::new(), |v| v.iter().map(|a| a.to_string()).collect()),
+            Query::Aaaa => self
+                .aaaa
+                .get(&key)
+                .map_or(Vec::new(), |v| v.iter().map(|a| a.to_string()).collect()),
             Query::Txt => self.txt.get(&key).cloned().unwrap_or_default(),
             Query::Ptr => {
                 let ip = ptr_address(key.trim_end_matches('.'));
-                ip.and_then(|ip| self.ptr.get(&ip))
-                    .map_or(Vec::new(), |v| v.iter().map(|n| n.trim_end_matches('.').to_owned()).collect())
+                ip.and_then(|ip| self.ptr.get(&ip)).map_or(Vec::new(), |v| {
+                    v.iter()
+                        .map(|n| n.trim_end_matches('.').to_owned())
+                        .collect()
+                })
             }
         })
     }
@@ -179,7 +188,10 @@ impl DnsFixture {
 /// The address an `in-addr.arpa` / `ip6.arpa` name stands for.
 fn ptr_address(name: &str) -> Option<IpAddr> {
     if let Some(rest) = name.strip_suffix(".in-addr.arpa") {
-        let mut octets: Vec<u8> = rest.split('.').map(|o| o.parse().ok()).collect::<Option<_>>()?;
+        let mut octets: Vec<u8> = rest
+            .split('.')
+            .map(|o| o.parse().ok())
+            .collect::<Option<_>>()?;
         if octets.len() != 4 {
             return None;
         }
@@ -189,7 +201,11 @@ fn ptr_address(name: &str) -> Option<IpAddr> {
     let rest = name.strip_suffix(".ip6.arpa")?;
     let nibbles: Vec<u8> = rest
         .split('.')
-        .map(|n| u8::from_str_radix(n, 16).ok().filter(|v| *v < 16 && n.len() == 1))
+        .map(|n| {
+            u8::from_str_radix(n, 16)
+                .ok()
+                .filter(|v| *v < 16 && n.len() == 1)
+        })
         .collect::<Option<_>>()?;
     if nibbles.len() != 32 {
         return None;

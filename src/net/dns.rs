@@ -313,7 +313,13 @@ impl Resolver {
             bytes
                 .iter()
                 .take(MAX_ANSWER_TEXT)
-                .map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '?' })
+                .map(|&b| {
+                    if (0x20..0x7f).contains(&b) {
+                        b as char
+                    } else {
+                        '?'
+                    }
+                })
                 .collect()
         };
         Ok(answer
@@ -323,7 +329,12 @@ impl Resolver {
                 (RData::A(a), Query::A) => Some(a.0.to_string()),
                 (RData::AAAA(a), Query::Aaaa) => Some(a.0.to_string()),
                 (RData::TXT(txt), Query::Txt) => {
-                    let joined: Vec<u8> = txt.txt_data.iter().flat_map(|s| s.iter().copied()).take(MAX_ANSWER_TEXT).collect();
+                    let joined: Vec<u8> = txt
+                        .txt_data
+                        .iter()
+                        .flat_map(|s| s.iter().copied())
+                        .take(MAX_ANSWER_TEXT)
+                        .collect();
                     Some(printable(&joined))
                 }
                 (RData::PTR(ptr), Query::Ptr) => {

@@ -1003,9 +1003,7 @@ impl Pipeline {
     /// (`mtactl test-policy`, `reload { require-tests }`), which are not traffic.
     /// The panic guard is here, so that dry runs have it too.
     pub(crate) fn judge(&self, stage: Stage, ctx: &Context<'_>) -> Decision {
-        let _offline = ctx
-            .dns_fixture
-            .map(|f| services::Offline::set(Some(f)));
+        let _offline = ctx.dns_fixture.map(|f| services::Offline::set(Some(f)));
         let at_rule = std::cell::Cell::new(None);
         panics::catch(|| self.evaluate_unguarded(stage, ctx, &at_rule)).unwrap_or_else(|panic| {
             let rule = at_rule
@@ -1149,11 +1147,15 @@ impl Pipeline {
                         }
                         services::Effect::Next => continue,
                         services::Effect::DeferIfPermit(reply) => {
-                            pending.defer_if_permit.get_or_insert((reply, rule.origin.clone()));
+                            pending
+                                .defer_if_permit
+                                .get_or_insert((reply, rule.origin.clone()));
                             continue;
                         }
                         services::Effect::DeferIfReject(reply) => {
-                            pending.defer_if_reject.get_or_insert((reply, rule.origin.clone()));
+                            pending
+                                .defer_if_reject
+                                .get_or_insert((reply, rule.origin.clone()));
                             continue;
                         }
                         services::Effect::Prepend(header) => {

@@ -808,7 +808,9 @@ impl Session {
             size: self.tx.declared_size,
             rates: Some(&self.core.rate),
             auth: self.tx.auth.as_ref().map(|a| &a.spf.results),
-            instance: Some(&self.tx.instance).filter(|i| !i.is_empty()).map(String::as_str),
+            instance: Some(&self.tx.instance)
+                .filter(|i| !i.is_empty())
+                .map(String::as_str),
             protocol: self
                 .helo
                 .is_some()

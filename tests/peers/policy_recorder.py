@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A policy server (Postfix's SMTPD_POLICY_README protocol) that records every request.
 
-Usage: policy_recorder.py LOG ACTION...
+Usage: policy_recorder.py LOG ACTION...   (LOG "-": record nothing, for benchmarks)
 
 Listens on 127.0.0.1, an ephemeral port, prints "ready PORT" once listening, then
 serves any number of connections, each with any number of requests. Every request is
@@ -44,8 +44,9 @@ def talk(conn, number):
             with lock:
                 n = counter["requests"]
                 counter["requests"] += 1
-                with open(log_path, "a") as log:
-                    log.write(json.dumps(record) + "\n")
+                if log_path != "-":
+                    with open(log_path, "a") as log:
+                        log.write(json.dumps(record) + "\n")
             action = actions[min(n, len(actions) - 1)]
             if action == "hang":
                 threading.Event().wait()

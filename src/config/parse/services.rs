@@ -19,8 +19,7 @@ pub(super) type PolicyServices = BTreeMap<String, (Option<PolicyService>, Origin
 pub(super) type Dnsbls = BTreeMap<String, (Option<Dnsbl>, Origin)>;
 
 const POLICY_USAGE: &str = "policy-service NAME address=\"inet:127.0.0.1:10023\" [timeout=\"100s\"] [max-idle=\"300s\"] [max-ttl=\"1000s\"] [try-limit=2] [default-action=\"451 4.3.5 Server configuration problem\"] [context=\"text\"]";
-const DNSBL_USAGE: &str =
-    "dnsbl NAME \"zone[=127.0.0.[2..11]][*weight]\"... [threshold=1] [timeout=\"10s\"] [lookup=\"client\"]";
+const DNSBL_USAGE: &str = "dnsbl NAME \"zone[=127.0.0.[2..11]][*weight]\"... [threshold=1] [timeout=\"10s\"] [lookup=\"client\"]";
 
 impl Parser {
     /// Reads one `policy-service` node into `all`.
@@ -56,17 +55,19 @@ impl Parser {
             context: String::new(),
         };
         for (key, entry) in props {
-            let mut set_duration = |p: &mut Parser, slot: &mut std::time::Duration| {
-                match p.duration(entry, &format!("`{key}`")) {
-                    Some(d) => *slot = d,
-                    None => ok = false,
-                }
+            let mut set_duration = |p: &mut Parser, slot: &mut std::time::Duration| match p
+                .duration(entry, &format!("`{key}`"))
+            {
+                Some(d) => *slot = d,
+                None => ok = false,
             };
             match key {
-                "address" => match self.route_value(entry, "policy service address", Endpoint::parse) {
-                    Some(e) => endpoint = Some(e),
-                    None => ok = false,
-                },
+                "address" => {
+                    match self.route_value(entry, "policy service address", Endpoint::parse) {
+                        Some(e) => endpoint = Some(e),
+                        None => ok = false,
+                    }
+                }
                 "timeout" => set_duration(self, &mut service.timeout),
                 "max-idle" => set_duration(self, &mut service.max_idle),
                 "max-ttl" => set_duration(self, &mut service.max_ttl),
@@ -76,7 +77,8 @@ impl Parser {
                 },
                 "default-action" | "context" => match self.string(entry, &format!("`{key}`")) {
                     Some(text)
-                        if text.len() <= 400 && text.chars().all(|c| c == ' ' || c.is_ascii_graphic()) =>
+                        if text.len() <= 400
+                            && text.chars().all(|c| c == ' ' || c.is_ascii_graphic()) =>
                     {
                         if key == "context" {
                             service.context = text.to_owned();
@@ -153,7 +155,10 @@ impl Parser {
                     Some(d) => dnsbl.timeout = d,
                     None => ok = false,
                 },
-                "lookup" => match self.string(entry, "`lookup`").map(|s| (s, DnsblKey::parse(s))) {
+                "lookup" => match self
+                    .string(entry, "`lookup`")
+                    .map(|s| (s, DnsblKey::parse(s)))
+                {
                     Some((_, Some(k))) => dnsbl.key = k,
                     Some((other, None)) => {
                         self.error(

@@ -230,7 +230,12 @@ impl Parser {
                     .map(RuleAction::Filter)
             }
             "check-policy-service" => {
-                let args = self.args(node, 1, Some(1), "check-policy-service \"NAME\" [conditions]");
+                let args = self.args(
+                    node,
+                    1,
+                    Some(1),
+                    "check-policy-service \"NAME\" [conditions]",
+                );
                 args.and_then(|args| {
                     self.service_ref(
                         args[0],

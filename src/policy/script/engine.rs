@@ -220,44 +220,47 @@ fn native_module() -> Module {
         ("dns_txt", Query::Txt),
         ("dns_ptr", Query::Ptr),
     ] {
-        m.set_native_fn(name, move |nc: NativeCallContext, target: &str| -> Res<Array> {
-            let query = if kind == Query::Ptr {
-                match target.trim().parse::<std::net::IpAddr>() {
-                    Ok(std::net::IpAddr::V4(ip)) => reversed(ip.into(), "in-addr.arpa"),
-                    Ok(std::net::IpAddr::V6(ip)) => reversed(ip.into(), "ip6.arpa"),
-                    Err(_) => {
-                        return Err(error(
-                            &nc,
-                            format!(
-                                "mta::dns_ptr: {:?} is not an IP address",
-                                sanitize_text(target, 80)
-                            ),
-                        ));
+        m.set_native_fn(
+            name,
+            move |nc: NativeCallContext, target: &str| -> Res<Array> {
+                let query = if kind == Query::Ptr {
+                    match target.trim().parse::<std::net::IpAddr>() {
+                        Ok(std::net::IpAddr::V4(ip)) => reversed(ip.into(), "in-addr.arpa"),
+                        Ok(std::net::IpAddr::V6(ip)) => reversed(ip.into(), "ip6.arpa"),
+                        Err(_) => {
+                            return Err(error(
+                                &nc,
+                                format!(
+                                    "mta::dns_ptr: {:?} is not an IP address",
+                                    sanitize_text(target, 80)
+                                ),
+                            ));
+                        }
                     }
-                }
-            } else {
-                target.to_owned()
-            };
-            with_network(&nc, DNS_LOOKUP_TIMEOUT, |l, wait| {
-                l.dns(&query, kind, wait)
-                    .map(|records| {
-                        records
-                            .into_iter()
-                            .map(|r| Dynamic::from(ImmutableString::from(r)))
-                            .collect()
-                    })
-                    .map_err(|e| {
-                        error(
-                            &nc,
-                            format!(
-                                "mta::{name}({:?}): temporary DNS failure: {}",
-                                sanitize_text(target, 80),
-                                sanitize_text(&e, 200)
-                            ),
-                        )
-                    })
-            })
-        });
+                } else {
+                    target.to_owned()
+                };
+                with_network(&nc, DNS_LOOKUP_TIMEOUT, |l, wait| {
+                    l.dns(&query, kind, wait)
+                        .map(|records| {
+                            records
+                                .into_iter()
+                                .map(|r| Dynamic::from(ImmutableString::from(r)))
+                                .collect()
+                        })
+                        .map_err(|e| {
+                            error(
+                                &nc,
+                                format!(
+                                    "mta::{name}({:?}): temporary DNS failure: {}",
+                                    sanitize_text(target, 80),
+                                    sanitize_text(&e, 200)
+                                ),
+                            )
+                        })
+                })
+            },
+        );
     }
     m
 }

@@ -89,7 +89,8 @@ fn domain_key(name: &str) -> Option<Key> {
         && name.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         });
     ok.then_some(Key::Domain(name))
 }
@@ -264,7 +265,14 @@ mod tests {
 
     #[test]
     fn weights_add_up_and_filters_count() {
-        let l = list(&["bl.test=127.0.0.[2..11]*3", "bl.test=127.0.0.3", "allow.test*-2"], 3);
+        let l = list(
+            &[
+                "bl.test=127.0.0.[2..11]*3",
+                "bl.test=127.0.0.3",
+                "allow.test*-2",
+            ],
+            3,
+        );
         let a = answers(&[("bl.test", Some(&["127.0.0.2"])), ("allow.test", Some(&[]))]);
         assert_eq!(score(&l, &a), Ok((3, true, Some("bl.test".into()))));
         let a = answers(&[("bl.test", Some(&["127.0.0.3"])), ("allow.test", Some(&[]))]);
@@ -276,7 +284,10 @@ mod tests {
         ]);
         assert_eq!(score(&l, &a), Ok((1, false, Some("bl.test".into()))));
         // an answer outside the filter is not a listing
-        let a = answers(&[("bl.test", Some(&["127.0.0.12"])), ("allow.test", Some(&[]))]);
+        let a = answers(&[
+            ("bl.test", Some(&["127.0.0.12"])),
+            ("allow.test", Some(&[])),
+        ]);
         assert_eq!(score(&l, &a), Ok((0, false, None)));
     }
 
@@ -305,7 +316,11 @@ mod tests {
         ]);
         assert_eq!(score(&l, &a), Ok((0, false, None)));
         // the silent zone alone could list: unknown
-        let a = answers(&[("bl.test", None), ("slow.test", Some(&[])), ("allow.test", Some(&[]))]);
+        let a = answers(&[
+            ("bl.test", None),
+            ("slow.test", Some(&[])),
+            ("allow.test", Some(&[])),
+        ]);
         assert!(score(&l, &a).is_err());
     }
 

@@ -178,10 +178,7 @@ impl Services {
             Some(Err(e)) => (client.settings.default_action.clone(), Some(e.to_string())),
             None => (
                 client.settings.default_action.clone(),
-                Some(format!(
-                    "{}: no answer in time",
-                    client.settings.endpoint
-                )),
+                Some(format!("{}: no answer in time", client.settings.endpoint)),
             ),
         };
         let (effect, unsupported) = effect_of(&action, stage, ctx);
@@ -293,7 +290,10 @@ impl Services {
         };
         let (zone, txt) = score.top.clone().unwrap_or_default();
         let text = if txt.is_empty() {
-            format!("Service unavailable; {what} [{}] blocked using {zone}", score.key)
+            format!(
+                "Service unavailable; {what} [{}] blocked using {zone}",
+                score.key
+            )
         } else {
             format!(
                 "Service unavailable; {what} [{}] blocked using {zone}; {txt}",
@@ -463,8 +463,14 @@ fn attributes(stage: Stage, ctx: &Context<'_>, context: &str) -> Vec<(&'static s
         ("ccert_issuer", String::new()),
         ("ccert_fingerprint", String::new()),
         ("ccert_pubkey_fingerprint", String::new()),
-        ("encryption_protocol", tls.map_or(String::new(), |t| t.protocol.clone())),
-        ("encryption_cipher", tls.map_or(String::new(), |t| t.cipher.clone())),
+        (
+            "encryption_protocol",
+            tls.map_or(String::new(), |t| t.protocol.clone()),
+        ),
+        (
+            "encryption_cipher",
+            tls.map_or(String::new(), |t| t.cipher.clone()),
+        ),
         ("encryption_keysize", keysize.to_string()),
         ("policy_context", context.into()),
     ]

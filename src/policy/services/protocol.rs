@@ -132,10 +132,7 @@ mod tests {
             parse_reply(b"=x\n\n"),
             Err(ReplyError::Malformed(_))
         ));
-        assert_eq!(
-            parse_reply(b"action=\xff\n\n"),
-            Err(ReplyError::NotUtf8)
-        );
+        assert_eq!(parse_reply(b"action=\xff\n\n"), Err(ReplyError::NotUtf8));
         let endless = vec![b'a'; MAX_REPLY];
         assert_eq!(parse_reply(&endless), Err(ReplyError::TooLong));
         let mut lines = b"x=y\n".repeat(MAX_REPLY / 4);

@@ -58,7 +58,10 @@ fn refusals_carry_postfix_prefix_per_stage() {
 fn other_actions() {
     let ctx = rcpt_ctx();
     let e = |a: &str, s: Stage| effect_of(a, s, &ctx);
-    assert_eq!(e("OK", Stage::Rcpt), (Effect::Decide(Verdict::Accept), None));
+    assert_eq!(
+        e("OK", Stage::Rcpt),
+        (Effect::Decide(Verdict::Accept), None)
+    );
     assert_eq!(e("dunno", Stage::Rcpt), (Effect::Next, None));
     assert_eq!(e("INFO hello", Stage::Rcpt), (Effect::Next, None));
     assert_eq!(e("HOLD", Stage::Rcpt), (Effect::Hold, None));
