@@ -4,9 +4,8 @@
 #
 #   packaging/in-overlay.sh packaging/tests/install.sh BIN_DIR
 #
-# builds the package from BIN_DIR's binaries, purges whatever provides
-# mail-transport-agent (Postfix: only in the overlay), installs the package with
-# dpkg -i, checks what it installed, starts mtad as its systemd unit says (systemd is
+# builds the package from BIN_DIR's binaries, installs it with apt (which removes
+# the MTA it replaces: Postfix, only in the overlay), checks what it installed, starts mtad as its systemd unit says (systemd is
 # not PID 1 here: the unit's own command lines, as its User= with its capability, its
 # stderr a stream to a systemd-journald started here, with JOURNAL_STREAM, and
 # NOTIFY_SOCKET on a datagram socket this script reads: READY=1, RELOADING=1 and
@@ -14,7 +13,8 @@
 # `journalctl -p warning -t mtad/smtpd` finds a warning, info lines are at info),
 # sends mail with swaks and with bsd-mailx's `mail` through the installed
 # /usr/sbin/sendmail, checks that mtad started as root becomes mtad, and purges the
-# package: nothing of it is left, the user and groups are gone.
+# package: nothing of it is left, the user and groups are gone. Then dpkg -i on a
+# host without an MTA, and a second purge.
 set -euo pipefail
 bin_dir=$1
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -28,16 +28,14 @@ step "build the package"
 deb=$("$repo/packaging/build-deb.sh" --bin-dir "$bin_dir" --fast --out /tmp/deb)
 [ -f "$deb" ] || fail "no package built"
 
-step "make room: purge what provides mail-transport-agent (in this overlay only)"
+step "apt install: mtad replaces the MTA there is (Postfix; in this overlay only)"
 mtas=$(dpkg-query -W -f '${db:Status-Abbrev} ${Package} ${Provides}\n' | awk '$1 == "ii" && /mail-transport-agent/ {print $2}')
-for p in $mtas; do
-  dpkg --purge --force-depends "$p" >/dev/null
-done
-[ ! -e /usr/sbin/sendmail ] || fail "/usr/sbin/sendmail is still there after purging $mtas"
-
-step "dpkg -i"
-dpkg -i "$deb"
+apt-get install -y -q "$deb" >/tmp/apt.out 2>&1 || { cat /tmp/apt.out >&2; fail "apt-get install failed"; }
 [ "$(dpkg-query -W -f '${db:Status-Abbrev}' mtad)" = "ii " ] || fail "mtad is not installed"
+for p in $mtas; do
+  [ "$(dpkg-query -W -f '${db:Status-Abbrev}' "$p")" != "ii " ] || fail "$p is still installed beside mtad"
+done
+[ "$(dpkg -S /usr/sbin/sendmail)" = "mtad: /usr/sbin/sendmail" ] || fail "/usr/sbin/sendmail is not mtad's"
 dpkg -L mtad >/tmp/files
 
 step "what it installed"
@@ -169,4 +167,11 @@ while read -r f; do
   [ ! -e "$f" ] && [ ! -L "$f" ] || fail "$f is left"
 done </tmp/files
 [ ! -e /etc/systemd/system/multi-user.target.wants/mtad.service ] || fail "the unit is still enabled"
+
+step "dpkg -i on a host without an MTA, and purged again"
+dpkg -i "$deb" >/dev/null
+[ "$(dpkg-query -W -f '${db:Status-Abbrev}' mtad)" = "ii " ] || fail "mtad is not installed by dpkg -i"
+/usr/bin/mtactl check --config /etc/mtad/mtad.kdl >/dev/null || fail "the installed configuration does not check"
+dpkg --purge --force-depends mtad >/dev/null
+[ ! -e /etc/mtad ] && ! getent passwd mtad >/dev/null || fail "the second purge left /etc/mtad or the user"
 step "ok"
