@@ -21,9 +21,7 @@ fn main() {
             // index does (`git add`, or any `git status` refreshing it, would rebuild
             // mtad every time)
             let head = git(&["symbolic-ref", "-q", "HEAD"]);
-            let watched = ["HEAD", "packed-refs"]
-                .into_iter()
-                .chain(head.as_deref());
+            let watched = ["HEAD", "packed-refs"].into_iter().chain(head.as_deref());
             for name in watched {
                 // --git-path: right in a worktree too, where refs live in the common dir
                 if let Some(path) = git(&["rev-parse", "--git-path", name])
@@ -38,7 +36,13 @@ fn main() {
             }
             // --no-optional-locks: without writing the index (its refresh would be
             // a change to watch)
-            let status = ["--no-optional-locks", "status", "--porcelain", "--untracked-files=no", "--"];
+            let status = [
+                "--no-optional-locks",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+            ];
             let dirty = git(&[&status[..], &sources[..]].concat()).is_some_and(|s| !s.is_empty());
             if dirty { format!("{hash}-dirty") } else { hash }
         }

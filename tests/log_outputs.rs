@@ -472,13 +472,12 @@ fn a_service_whose_stderr_is_the_journal_logs_with_priorities_by_default() {
     // as systemd starts the packaged unit: stderr is a journal stream, and
     // JOURNAL_STREAM says so
     let (stderr, id) = journal_stream(&journald, "mtad-unit");
-    let mut mtad = Daemon::start_with(
-        tempfile::tempdir().unwrap(),
-        &block,
-        &[],
-        stderr,
-        &[("JOURNAL_STREAM", &id)],
-    );
+    // mtad whose stderr is `stderr`, under the JOURNAL_STREAM of the first
+    let start = |stderr| {
+        let env = [("JOURNAL_STREAM", id.as_str())];
+        Daemon::start_with(tempfile::tempdir().unwrap(), &block, &[], stderr, &env)
+    };
+    let mut mtad = start(stderr);
     journald.wait(&["-t", "mtad/master"], "mtad started");
     mtad.traffic();
     let warnings = journald.wait(
@@ -501,13 +500,7 @@ fn a_service_whose_stderr_is_the_journal_logs_with_priorities_by_default() {
     // stream): stderr it is, in the journal as one identifier at info, which is what
     // `-p warning` could not find before `auto`
     let (stderr, _) = journal_stream(&journald, "mtad-redirected");
-    let mut mtad = Daemon::start_with(
-        tempfile::tempdir().unwrap(),
-        &block,
-        &[],
-        stderr,
-        &[("JOURNAL_STREAM", &id)],
-    );
+    let mut mtad = start(stderr);
     journald.wait(&["-t", "mtad-redirected"], "mtad started");
     mtad.traffic();
     let lines = journald.wait(&["-t", "mtad-redirected"], "authentication failed");
