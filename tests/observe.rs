@@ -381,8 +381,6 @@ fn a_metrics_address_in_use_stops_the_start() {
 #[test]
 fn deliveries_are_counted_by_status_and_transport() {
     let sink = common::peers::Sink::start(&[]);
-    // a next hop whose certificate our roots do not know: `tls="verify"` fails
-    let untrusted = common::peers::Pki::new().aio(&[]);
     let metrics_port = free_port();
     let config = r#"
 server {
