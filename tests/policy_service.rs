@@ -4,7 +4,6 @@
 //! (tests/peers/policy_recorder.py), a server that is down and one that hangs. A
 //! missing program fails the test (./run-tests installs them).
 
-#[allow(dead_code)]
 mod common;
 
 use std::io::{BufRead, BufReader};

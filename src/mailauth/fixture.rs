@@ -96,11 +96,15 @@ impl DnsFixture {
     /// What a query for `kind` at `name` gets from these answers (DNS lists and
     /// hooks' lookups in a dry run): the records as text, empty when none are given,
     /// `Err` for a [`DnsFixture::fail`]ed name.
-    pub fn records(&self, name: &str, kind: crate::net::dns::Query) -> Result<Vec<String>, ()> {
+    pub fn records(
+        &self,
+        name: &str,
+        kind: crate::net::dns::Query,
+    ) -> Result<Vec<String>, FixtureFailure> {
         use crate::net::dns::Query;
         let key = fqdn(&name.to_ascii_lowercase());
         if self.fail.contains(&key) {
-            return Err(());
+            return Err(FixtureFailure(name.to_owned()));
         }
         Ok(match kind {
             Query::A => self
@@ -184,6 +188,11 @@ impl DnsFixture {
         cache
     }
 }
+
+/// A name the fixture makes fail ([`DnsFixture::fail`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}: temporary DNS failure (fixture)")]
+pub struct FixtureFailure(pub String);
 
 /// The address an `in-addr.arpa` / `ip6.arpa` name stands for.
 fn ptr_address(name: &str) -> Option<IpAddr> {

@@ -231,7 +231,7 @@ mod engine;
 mod fixture;
 pub use cache::DnsCache;
 pub use engine::{Checker, SpfState, Verified};
-pub use fixture::DnsFixture;
+pub use fixture::{DnsFixture, FixtureFailure};
 
 #[cfg(test)]
 mod tests;

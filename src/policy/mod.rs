@@ -1160,13 +1160,14 @@ impl Pipeline {
                         }
                         services::Effect::Prepend(header) => {
                             match stage {
-                                Stage::Data => match header.split_once(':') {
-                                    Some((name, value)) => header_changes.push(HeaderChange::Add {
-                                        name: name.to_owned(),
-                                        value: value.trim_start().to_owned(),
-                                    }),
-                                    None => {}
-                                },
+                                Stage::Data => {
+                                    if let Some((name, value)) = header.split_once(':') {
+                                        header_changes.push(HeaderChange::Add {
+                                            name: name.to_owned(),
+                                            value: value.trim_start().to_owned(),
+                                        });
+                                    }
+                                }
                                 _ => pending.prepend.push(header),
                             }
                             continue;

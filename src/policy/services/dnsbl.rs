@@ -41,7 +41,11 @@ pub struct DnsblError {
 }
 
 /// What a zone answered for one key: its A records, or nothing in time.
-type Answers = BTreeMap<String, Result<Vec<Ipv4Addr>, ()>>;
+type Answers = BTreeMap<String, Option<Vec<Ipv4Addr>>>;
+/// A score: `(score, listed, zone of the top listing)`.
+type Scored = (i64, bool, Option<String>);
+/// No score: `(the score known, the zones that did not answer)`.
+type Unknown = (i64, Vec<String>);
 
 /// The name asked in each zone for this key, or `None` when there is nothing to ask
 /// (no sender domain for the null sender, an IPv6 client of a list that only knows
@@ -116,8 +120,8 @@ pub async fn check(dnsbl: &Dnsbl, resolver: &Resolver, key: &Key) -> Result<Scor
     while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, tasks.join_next()).await {
         if let Ok((zone, answer)) = joined {
             let answer = answer
-                .map(|a| a.iter().filter_map(|s| s.parse().ok()).collect())
-                .map_err(|_| ());
+                .ok()
+                .map(|a| a.iter().filter_map(|s| s.parse().ok()).collect());
             answers.insert(zone, answer);
         }
     }
@@ -148,16 +152,17 @@ pub async fn check(dnsbl: &Dnsbl, resolver: &Resolver, key: &Key) -> Result<Scor
 }
 
 /// [`check`] with the answers of `answer` (a dry run's DNS fixture) instead of DNS.
-pub fn check_with(
+pub fn check_with<E>(
     dnsbl: &Dnsbl,
     key: &Key,
-    answer: impl Fn(&str, Query) -> Result<Vec<String>, ()>,
+    answer: impl Fn(&str, Query) -> Result<Vec<String>, E>,
 ) -> Result<Score, DnsblError> {
     let answers: Answers = dnsbl
         .sites
         .iter()
         .map(|s| {
             let got = answer(&key.name_in(&s.zone), Query::A)
+                .ok()
                 .map(|a| a.iter().filter_map(|s| s.parse().ok()).collect());
             (s.zone.clone(), got)
         })
@@ -179,7 +184,7 @@ pub fn check_with(
 }
 
 /// [`score`], its unknown outcome as the error.
-fn outcome(dnsbl: &Dnsbl, answers: &Answers) -> Result<(i64, bool, Option<String>), DnsblError> {
+fn outcome(dnsbl: &Dnsbl, answers: &Answers) -> Result<Scored, DnsblError> {
     score(dnsbl, answers).map_err(|(known, unknown)| DnsblError {
         list: dnsbl.name.clone(),
         zones: unknown.join(", "),
@@ -194,16 +199,13 @@ fn remaining(deadline: tokio::time::Instant) -> Duration {
 
 /// The score from the zones' answers: `(score, listed, zone of the top listing)`, or
 /// when zones are missing and could change the outcome, `(known score, the zones)`.
-fn score(
-    dnsbl: &Dnsbl,
-    answers: &Answers,
-) -> Result<(i64, bool, Option<String>), (i64, Vec<String>)> {
+fn score(dnsbl: &Dnsbl, answers: &Answers) -> Result<Scored, Unknown> {
     let (mut known, mut low, mut high) = (0i64, 0i64, 0i64);
     let mut unknown = Vec::new();
     let mut top: Option<(i64, &str)> = None;
     for site in &dnsbl.sites {
         match answers.get(&site.zone) {
-            Some(Ok(addrs)) => {
+            Some(Some(addrs)) => {
                 let hit = addrs
                     .iter()
                     .any(|a| site.filter.as_ref().is_none_or(|f| f.matches(*a)));
@@ -256,8 +258,7 @@ mod tests {
             .map(|(z, a)| {
                 (
                     z.to_string(),
-                    a.map(|a| a.iter().map(|s| s.parse().unwrap()).collect())
-                        .ok_or(()),
+                    a.map(|a| a.iter().map(|s| s.parse().unwrap()).collect()),
                 )
             })
             .collect()

@@ -255,7 +255,7 @@ impl Services {
         timeout: Duration,
     ) -> Result<Vec<String>, String> {
         if let Some(answer) = from_fixture(|f| f.records(name, kind)) {
-            return answer.map_err(|()| format!("{name}: temporary DNS failure (fixture)"));
+            return answer.map_err(|e| e.to_string());
         }
         let resolver = resolver(self.dns_server).map_err(|e| e.to_string())?;
         let name = name.to_owned();
