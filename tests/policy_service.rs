@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::peers::{Dnsmasq, dnsmasq_binary};
+use common::peers::Dnsmasq;
 use common::{Mtad, free_port, require_tool};
 
 const HEAD: &str = r#"
@@ -138,12 +138,61 @@ fn postgrey(port: u16, dbdir: &Path) -> Peer {
     }
 }
 
+/// mtad asking the policy service defined by `props` (`address=...`) at each rcpt,
+/// then accepting the local domain.
+fn asking_at_rcpt(props: &str) -> Mtad {
+    Mtad::start(&format!(
+        r#"{HEAD}
+policy-service "p" {props}
+stage "rcpt" {{
+    check-policy-service "p"
+    accept rcpt-domain="local"
+}}
+"#
+    ))
+}
+
+/// mtad asking the policy server on `port` at mail, at each rcpt and at data.
+fn asking_at_mail_rcpt_and_data(port: u16) -> Mtad {
+    Mtad::start(&format!(
+        r#"{HEAD}
+policy-service "rec" address="inet:127.0.0.1:{port}"
+stage "mail" {{
+    check-policy-service "rec"
+}}
+stage "rcpt" {{
+    check-policy-service "rec"
+    accept rcpt-domain="local"
+}}
+stage "data" {{
+    check-policy-service "rec"
+}}
+"#
+    ))
+}
+
 fn session(mtad: &Mtad, from: &str) -> common::Client {
-    let mut c = mtad.connect();
+    session_from("127.0.0.1", mtad, from)
+}
+
+/// A client at `source` (127.0.0.x) that said EHLO and MAIL FROM:<`from`>.
+fn session_from(source: &str, mtad: &Mtad, from: &str) -> common::Client {
+    let mut c = common::Client::connect_from(source, mtad.port);
     c.expect("220 ");
     c.cmd("EHLO client.test", "250");
     c.cmd(&format!("MAIL FROM:<{from}>"), "250 ");
     c
+}
+
+/// A zone dnsmasq forwards to a socket that never answers (kept open while the
+/// socket lives): `--server=/slow.test/...`.
+fn silent_zone() -> (UdpSocket, String) {
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let arg = format!(
+        "--server=/slow.test/127.0.0.1#{}",
+        silent.local_addr().unwrap().port()
+    );
+    (silent, arg)
 }
 
 #[test]
@@ -151,15 +200,7 @@ fn postgrey_defers_the_first_attempt_and_accepts_the_retry() {
     let db = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut grey = postgrey(port, db.path());
-    let mtad = Mtad::start(&format!(
-        r#"{HEAD}
-policy-service "postgrey" address="inet:127.0.0.1:{port}" timeout="10s"
-stage "rcpt" {{
-    check-policy-service "postgrey"
-    accept rcpt-domain="local"
-}}
-"#
-    ));
+    let mtad = asking_at_rcpt(&format!(r#"address="inet:127.0.0.1:{port}" timeout="10s""#));
     let mut c = session(&mtad, "alice@sender.test");
     let first = c.cmd("RCPT TO:<user@test.local>", "450 ");
     assert_eq!(
@@ -201,22 +242,7 @@ stage "rcpt" {{
 #[test]
 fn requests_carry_postfix_attributes_and_one_instance_per_message() {
     let rec = Recorder::start(&["DUNNO"]);
-    let mtad = Mtad::start(&format!(
-        r#"{HEAD}
-policy-service "rec" address="inet:127.0.0.1:{}"
-stage "mail" {{
-    check-policy-service "rec"
-}}
-stage "rcpt" {{
-    check-policy-service "rec"
-    accept rcpt-domain="local"
-}}
-stage "data" {{
-    check-policy-service "rec"
-}}
-"#,
-        rec.port
-    ));
+    let mtad = asking_at_mail_rcpt_and_data(rec.port);
     let mut c = mtad.connect();
     c.expect("220 ");
     c.cmd("EHLO client.test", "250");
@@ -289,16 +315,7 @@ fn actions_apply_with_access_semantics() {
         "REDIRECT x@y.test",
         "DUNNO",
     ]);
-    let mtad = Mtad::start(&format!(
-        r#"{HEAD}
-policy-service "rec" address="inet:127.0.0.1:{}"
-stage "rcpt" {{
-    check-policy-service "rec"
-    accept rcpt-domain="local"
-}}
-"#,
-        rec.port
-    ));
+    let mtad = asking_at_rcpt(&format!(r#"address="inet:127.0.0.1:{}""#, rec.port));
     let mut c = session(&mtad, "a@sender.test");
     let r = c.cmd("RCPT TO:<u@test.local>", "554 ");
     assert_eq!(
@@ -361,15 +378,7 @@ fn a_server_that_hangs_meets_the_deadline() {
     // accepts and never answers
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
-    let mtad = Mtad::start(&format!(
-        r#"{HEAD}
-policy-service "slow" address="inet:127.0.0.1:{port}" timeout="1s"
-stage "rcpt" {{
-    check-policy-service "slow"
-    accept rcpt-domain="local"
-}}
-"#
-    ));
+    let mtad = asking_at_rcpt(&format!(r#"address="inet:127.0.0.1:{port}" timeout="1s""#));
     let mut c = session(&mtad, "a@sender.test");
     let started = Instant::now();
     c.cmd(
@@ -388,14 +397,8 @@ stage "rcpt" {{
 fn oversized_and_malformed_replies_fail_closed() {
     // answers a line of 10 000 bytes: too long, tried again, then the default action
     let rec = Recorder::start(&[&"x".repeat(10_000), "close", "OK"]);
-    let mtad = Mtad::start(&format!(
-        r#"{HEAD}
-policy-service "bad" address="inet:127.0.0.1:{}" try-limit=2
-stage "rcpt" {{
-    check-policy-service "bad"
-    accept rcpt-domain="local"
-}}
-"#,
+    let mtad = asking_at_rcpt(&format!(
+        r#"address="inet:127.0.0.1:{}" try-limit=2"#,
         rec.port
     ));
     let mut c = session(&mtad, "a@sender.test");
@@ -407,48 +410,11 @@ stage "rcpt" {{
 // ---- postfix-policyd-spf-python ------------------------------------------------
 
 /// A dnsmasq on 127.0.53.x:53 (the address a resolv.conf can name) with `records`.
-fn dnsmasq_on_53(records: &[String]) -> (Peer, String) {
-    let binary = dnsmasq_binary();
+fn dnsmasq_on_53(records: &[&str]) -> (Dnsmasq, String) {
     for last in 2..250u8 {
         let ip = format!("127.0.53.{last}");
-        if UdpSocket::bind((ip.as_str(), 53)).is_err() {
-            continue;
-        }
-        let mut child = Command::new(&binary)
-            .args([
-                "--no-daemon",
-                "--no-resolv",
-                "--no-hosts",
-                "--keep-in-foreground",
-                "--bind-interfaces",
-                "--pid-file",
-                "--local=/test/",
-                "--port=53",
-            ])
-            .arg(format!("--listen-address={ip}"))
-            .args(records)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let addr: std::net::SocketAddr = format!("{ip}:53").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            if std::net::TcpStream::connect(addr).is_ok() {
-                return (
-                    Peer {
-                        child,
-                        what: "dnsmasq",
-                    },
-                    ip,
-                );
-            }
-            assert!(Instant::now() < deadline, "dnsmasq did not start");
-            std::thread::sleep(Duration::from_millis(20));
+        if UdpSocket::bind((ip.as_str(), 53)).is_ok() {
+            return (Dnsmasq::start_on(&ip, 53, records), ip);
         }
     }
     panic!("no 127.0.53.x address free for dnsmasq on port 53");
@@ -464,8 +430,8 @@ fn policyd_spf_rejects_a_fail_and_prepends_a_pass() {
         "policyd-spf is missing: apt-get install postfix-policyd-spf-python"
     );
     let (_dns, ns) = dnsmasq_on_53(&[
-        "--txt-record=good.test,v=spf1 ip4:127.0.0.0/8 -all".into(),
-        "--txt-record=bad.test,v=spf1 ip4:198.51.100.0/24 -all".into(),
+        "--txt-record=good.test,v=spf1 ip4:127.0.0.0/8 -all",
+        "--txt-record=bad.test,v=spf1 ip4:198.51.100.0/24 -all",
     ]);
     let dir = tempfile::tempdir().unwrap();
     let resolv = dir.path().join("resolv.conf");
@@ -502,15 +468,7 @@ fn policyd_spf_rejects_a_fail_and_prepends_a_pass() {
         child,
         what: "socat/policyd-spf",
     };
-    let mtad = Mtad::start(&format!(
-        r#"{HEAD}
-policy-service "spf" address="inet:127.0.0.1:{port}" timeout="20s"
-stage "rcpt" {{
-    check-policy-service "spf"
-    accept rcpt-domain="local"
-}}
-"#
-    ));
+    let mtad = asking_at_rcpt(&format!(r#"address="inet:127.0.0.1:{port}" timeout="20s""#));
     let mut c = session(&mtad, "alice@bad.test");
     let r = c.cmd("RCPT TO:<user@test.local>", "550 ");
     assert!(
@@ -539,17 +497,14 @@ stage "rcpt" {{
 fn dnsbl_refuses_a_listed_client_with_the_txt_and_passes_an_allowlisted_one() {
     // 127.0.0.2 is listed; 127.0.0.3 is listed and allowlisted; 127.0.0.4 is listed
     // with a code outside the filter; 127.0.0.1 is not listed
-    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (_silent, slow) = silent_zone();
     let dns = Dnsmasq::start(&[
         "--host-record=2.0.0.127.bl.test,127.0.0.2",
         "--txt-record=2.0.0.127.bl.test,Listed in the test list: see http://bl.test/127.0.0.2",
         "--host-record=3.0.0.127.bl.test,127.0.0.2",
         "--host-record=3.0.0.127.allow.test,127.0.10.1",
         "--host-record=4.0.0.127.bl.test,127.0.0.99",
-        &format!(
-            "--server=/slow.test/127.0.0.1#{}",
-            silent.local_addr().unwrap().port()
-        ),
+        &slow,
         "--host-record=spam.example.rhs.test,127.0.0.2",
     ]);
     let mtad = Mtad::start(&format!(
@@ -621,10 +576,7 @@ stage "rcpt" {{
 "#,
         dns.addr
     ));
-    let mut listed = common::Client::connect_from("127.0.0.2", mtad.port);
-    listed.expect("220 ");
-    listed.cmd("EHLO client.test", "250");
-    listed.cmd("MAIL FROM:<a@b.test>", "250");
+    let mut listed = session_from("127.0.0.2", &mtad, "a@b.test");
     listed.cmd(
         "RCPT TO:<u@test.local>",
         "450 4.7.1 listed: come back later",
@@ -640,16 +592,13 @@ stage "rcpt" {{
 
 #[test]
 fn hooks_make_bounded_dns_lookups_and_read_dnsbl_scores() {
-    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (_silent, slow) = silent_zone();
     let dns = Dnsmasq::start(&[
         "--host-record=2.0.0.127.bl.test,127.0.0.2",
         "--host-record=host.test,192.0.2.7",
         "--txt-record=info.test,hello from DNS",
         "--ptr-record=7.2.0.192.in-addr.arpa,client.test",
-        &format!(
-            "--server=/slow.test/127.0.0.1#{}",
-            silent.local_addr().unwrap().port()
-        ),
+        &slow,
     ]);
     let dir = tempfile::tempdir().unwrap();
     let hook = dir.path().join("dns.rhai");
@@ -690,10 +639,7 @@ stage "rcpt" {{
         dns.addr,
         hook.display()
     ));
-    let mut listed = common::Client::connect_from("127.0.0.2", mtad.port);
-    listed.expect("220 ");
-    listed.cmd("EHLO client.test", "250");
-    listed.cmd("MAIL FROM:<a@b.test>", "250");
+    let mut listed = session_from("127.0.0.2", &mtad, "a@b.test");
     listed.cmd("RCPT TO:<u@test.local>", "554 5.7.1 score 3");
     let mut c = session(&mtad, "a@b.test");
     c.cmd(
@@ -903,22 +849,7 @@ fn the_attributes_are_the_ones_postfix_sends() {
     );
     converse(_postfix.port);
     let mtad_rec = Recorder::start(&["DUNNO"]);
-    let mtad = Mtad::start(&format!(
-        r#"{HEAD}
-policy-service "rec" address="inet:127.0.0.1:{}"
-stage "mail" {{
-    check-policy-service "rec"
-}}
-stage "rcpt" {{
-    check-policy-service "rec"
-    accept rcpt-domain="local"
-}}
-stage "data" {{
-    check-policy-service "rec"
-}}
-"#,
-        mtad_rec.port
-    ));
+    let mtad = asking_at_mail_rcpt_and_data(mtad_rec.port);
     converse(mtad.port);
     let theirs = pf_rec.requests();
     let ours = mtad_rec.requests();

@@ -490,70 +490,44 @@ mod tests {
 
     #[test]
     fn access_actions_as_postfix_reads_them() {
-        assert_eq!(Access::parse("dunno"), Access::Dunno);
-        assert_eq!(Access::parse("OK"), Access::Ok);
-        assert_eq!(Access::parse("1234567"), Access::Ok);
-        assert_eq!(
-            Access::parse("REJECT"),
-            Access::Refuse {
-                code: 554,
-                dsn: [5, 7, 1],
-                text: "Access denied".into()
-            }
-        );
-        assert_eq!(
-            Access::parse("reject 5.7.0 go away"),
-            Access::Refuse {
-                code: 554,
-                dsn: [5, 7, 0],
-                text: "go away".into()
-            }
-        );
-        assert_eq!(
-            Access::parse("DEFER later"),
-            Access::Refuse {
-                code: 450,
-                dsn: [4, 7, 1],
-                text: "later".into()
-            }
-        );
-        assert_eq!(
-            Access::parse("550 5.7.23 Message rejected due to: SPF fail"),
-            Access::Refuse {
-                code: 550,
-                dsn: [5, 7, 23],
-                text: "Message rejected due to: SPF fail".into()
-            }
-        );
-        // the class follows the code
-        assert_eq!(
-            Access::parse("451 5.7.1 x"),
-            Access::Refuse {
-                code: 451,
-                dsn: [4, 7, 1],
-                text: "x".into()
-            }
-        );
-        assert_eq!(
-            Access::parse("DEFER_IF_PERMIT Greylisted, see http://x/"),
-            Access::DeferIfPermit {
-                dsn: [4, 7, 1],
-                text: "Greylisted, see http://x/".into()
-            }
-        );
-        assert_eq!(
-            Access::parse("PREPEND X-Greylist: delayed 2 seconds"),
-            Access::Prepend("X-Greylist: delayed 2 seconds".into())
-        );
-        assert_eq!(
-            Access::parse("prepend Received-SPF: Pass"),
-            Access::Prepend("Received-SPF: Pass".into())
-        );
-        assert_eq!(Access::parse("HOLD"), Access::Hold(String::new()));
-        assert_eq!(
-            Access::parse("DISCARD spam"),
-            Access::Discard("spam".into())
-        );
+        let refuse = |code, dsn, text: &str| Access::Refuse {
+            code,
+            dsn,
+            text: text.into(),
+        };
+        for (action, read) in [
+            ("dunno", Access::Dunno),
+            ("OK", Access::Ok),
+            ("1234567", Access::Ok),
+            ("REJECT", refuse(554, [5, 7, 1], "Access denied")),
+            ("reject 5.7.0 go away", refuse(554, [5, 7, 0], "go away")),
+            ("DEFER later", refuse(450, [4, 7, 1], "later")),
+            (
+                "550 5.7.23 Message rejected due to: SPF fail",
+                refuse(550, [5, 7, 23], "Message rejected due to: SPF fail"),
+            ),
+            // the class follows the code
+            ("451 5.7.1 x", refuse(451, [4, 7, 1], "x")),
+            (
+                "DEFER_IF_PERMIT Greylisted, see http://x/",
+                Access::DeferIfPermit {
+                    dsn: [4, 7, 1],
+                    text: "Greylisted, see http://x/".into(),
+                },
+            ),
+            (
+                "PREPEND X-Greylist: delayed 2 seconds",
+                Access::Prepend("X-Greylist: delayed 2 seconds".into()),
+            ),
+            (
+                "prepend Received-SPF: Pass",
+                Access::Prepend("Received-SPF: Pass".into()),
+            ),
+            ("HOLD", Access::Hold(String::new())),
+            ("DISCARD spam", Access::Discard("spam".into())),
+        ] {
+            assert_eq!(Access::parse(action), read, "{action:?}");
+        }
         for bad in [
             "",
             "FILTER smtp:[127.0.0.1]:10025",

@@ -248,8 +248,13 @@ impl Dnsmasq {
     /// [`Dnsmasq::ptr`], [`Dnsmasq::refused`]); every name under `.test` is answered
     /// by it (unknown ones NXDOMAIN).
     pub fn start(records: &[&str]) -> Dnsmasq {
+        Self::start_on("127.0.0.1", free_udp_tcp_port(), records)
+    }
+
+    /// [`Dnsmasq::start`] on `ip`:`port` (a loopback address, where port 53 is free
+    /// for a resolv.conf to name it).
+    pub fn start_on(ip: &str, port: u16, records: &[&str]) -> Dnsmasq {
         let binary = dnsmasq_binary();
-        let port = free_udp_tcp_port();
         let child = Command::new(&binary)
             .args([
                 "--no-daemon",
@@ -257,10 +262,10 @@ impl Dnsmasq {
                 "--no-hosts",
                 "--keep-in-foreground",
                 "--bind-interfaces",
-                "--listen-address=127.0.0.1",
                 "--pid-file",
                 "--local=/test/",
             ])
+            .arg(format!("--listen-address={ip}"))
             .arg(format!("--port={port}"))
             .args(records)
             .stdin(Stdio::null())
@@ -270,7 +275,7 @@ impl Dnsmasq {
             .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
         let mut server = Dnsmasq {
             child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr: SocketAddr::new(ip.parse().expect("an IP address"), port),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
