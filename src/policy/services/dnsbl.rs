@@ -57,7 +57,8 @@ pub fn key_of(
     sender: Option<&str>,
 ) -> Option<Key> {
     match dnsbl.key {
-        DnsblKey::Client => Some(Key::Ip(client)),
+        // an IPv4 client on an IPv6 socket (::ffff:192.0.2.1) is asked as IPv4
+        DnsblKey::Client => Some(Key::Ip(client.to_canonical())),
         DnsblKey::Helo => domain_key(helo?),
         DnsblKey::SenderDomain => domain_key(sender?.rsplit_once('@')?.1),
     }
@@ -342,5 +343,7 @@ mod tests {
         );
         l.key = DnsblKey::Client;
         assert_eq!(key_of(&l, ip, None, None), Some(Key::Ip(ip)));
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(key_of(&l, mapped, None, None), Some(Key::Ip(ip)));
     }
 }
