@@ -908,3 +908,18 @@ fn the_attributes_are_the_ones_postfix_sends() {
         assert!(r[1..].iter().all(|x| attr(x, "instance") == first), "{r:?}");
     }
 }
+
+/// A `HOLD` or `PREPEND` decides nothing: with no rule accepting, a foreign recipient
+/// is still refused (never an open relay by way of a policy answer).
+#[test]
+fn hold_and_prepend_never_accept_on_their_own() {
+    let rec = Recorder::start(&["HOLD", "PREPEND X-A: b", "DUNNO"]);
+    let mtad = asking_at_rcpt(&format!(r#"address="inet:127.0.0.1:{}""#, rec.port));
+    let mut c = session(&mtad, "a@sender.test");
+    for _ in 0..3 {
+        c.cmd(
+            "RCPT TO:<u@elsewhere.test>",
+            "554 5.7.1 <u@elsewhere.test>: Relay access denied",
+        );
+    }
+}

@@ -217,6 +217,9 @@ impl Decision {
 struct Pending {
     defer_if_permit: Option<(Reply, Origin)>,
     defer_if_reject: Option<(Reply, Origin)>,
+    /// A `HOLD`: an accepting verdict becomes a hold (a refusal stays one: a hold is
+    /// never an accept where the stage would refuse, as relay-denied at rcpt).
+    hold: Option<Origin>,
     prepend: Vec<String>,
 }
 
@@ -244,6 +247,7 @@ impl Pending {
             (Verdict::Reject(r), _, Some((reply, origin))) if r.code >= 500 => {
                 (Verdict::Defer(reply.clone()), Some(origin.clone()))
             }
+            (Verdict::Accept, _, _) if self.hold.is_some() => (Verdict::Hold, self.hold.clone()),
             _ => (verdict, None),
         }
     }
@@ -1173,7 +1177,7 @@ impl Pipeline {
                             continue;
                         }
                         services::Effect::Hold => {
-                            checks.hold.get_or_insert(rule.origin.clone());
+                            pending.hold.get_or_insert(rule.origin.clone());
                             continue;
                         }
                     }
