@@ -23,8 +23,8 @@ pub const MAX_PROGRESS: u32 = 10;
 /// At most this many changes to one message (headers, recipients...).
 pub const MAX_CHANGES: usize = 10_000;
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
 
 /// Why a filter could not be used: the session then applies its [`super::FailureAction`].
 #[derive(Debug, thiserror::Error)]

@@ -56,6 +56,7 @@ const TOP_LEVEL: &[&str] = &[
     "delivery",
     "credentials",
     "content-filter",
+    "milter",
     "rate-limits",
     "users",
     "reload",
@@ -167,6 +168,7 @@ mod rate;
 mod reload;
 mod report;
 mod server;
+mod milter;
 mod sets;
 mod stages;
 mod submission;
@@ -186,6 +188,8 @@ struct Sets {
     credentials: delivery::Credentials,
     /// `content-filter` nodes.
     filters: filter::Filters,
+    /// `milter` nodes.
+    milters: milter::Milters,
     /// `users` nodes.
     users: users::UsersTables,
 }
@@ -234,7 +238,7 @@ impl Parser {
             self.cur = file.clone();
             let here = self.origin(node.name().span().offset());
             match node.name().value() {
-                "networks" | "domains" | "table" | "credentials" | "content-filter" | "users" => {} // read by `sets`
+                "networks" | "domains" | "table" | "credentials" | "content-filter" | "users" | "milter" => {} // read by `sets`
                 "delivery" => {
                     if let Some((_, first)) = &delivery {
                         let first = first.clone();
@@ -470,6 +474,11 @@ impl Parser {
                 .collect(),
             content_filters: sets
                 .filters
+                .into_iter()
+                .filter_map(|(k, (v, _))| Some((k, v?)))
+                .collect(),
+            milters: sets
+                .milters
                 .into_iter()
                 .filter_map(|(k, (v, _))| Some((k, v?)))
                 .collect(),
