@@ -156,7 +156,11 @@ stage "data" {{
     assert!(signature.contains("d=example.test"), "{signature}");
     assert!(signature.contains("s=sel"), "{signature}");
     // our Received: header stays the first, above the milter's
-    assert!(signed.starts_with(b"Received: from client.test"), "{}", String::from_utf8_lossy(&signed));
+    assert!(
+        signed.starts_with(b"Received: from client.test"),
+        "{}",
+        String::from_utf8_lossy(&signed)
+    );
     let log = mtad.wait_log("milter=opendkim", 1, Duration::from_secs(5));
     assert!(log.contains("changes=1"), "{log}");
 
@@ -171,7 +175,11 @@ stage "data" {{
         .find(|(m, _)| m.id.to_string() == id)
         .expect("queued");
     let results = header(&verified, "Authentication-Results").unwrap_or_default();
-    assert!(results.contains("mx.test") && results.contains("dkim=pass"), "{}", String::from_utf8_lossy(&verified));
+    assert!(
+        results.contains("mx.test") && results.contains("dkim=pass"),
+        "{}",
+        String::from_utf8_lossy(&verified)
+    );
     assert!(!m.envelope.held, "a passing message is not held");
 
     // tampered: dkim=fail, which the data stage's rule sees and holds
@@ -185,7 +193,174 @@ stage "data" {{
         .find(|(m, _)| m.id.to_string() == id)
         .expect("queued");
     let results = header(&failed, "Authentication-Results").unwrap_or_default();
-    assert!(results.contains("dkim=fail"), "{}", String::from_utf8_lossy(&failed));
+    assert!(
+        results.contains("dkim=fail"),
+        "{}",
+        String::from_utf8_lossy(&failed)
+    );
     assert!(m.envelope.held, "the rule saw the milter's header: held");
 }
 
+/// rspamd 3.4 (peers.md §1) with its proxy worker in milter mode on 127.0.0.1:`port`,
+/// the stock rules, no Redis, DNS to a dead port (fails fast), and the headers on
+/// for loopback clients too (`skip_local = false`).
+fn rspamd(dir: &Path, port: u16) -> Daemon {
+    use std::os::unix::fs::PermissionsExt;
+    let run = dir.join("run");
+    let local = dir.join("local/local.d");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::create_dir_all(&local).unwrap();
+    // rspamd drops to _rspamd, which must reach its files
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let chown = Command::new("chown")
+        .args(["-R", "_rspamd:_rspamd"])
+        .arg(&run)
+        .status()
+        .unwrap();
+    assert!(chown.success(), "chown _rspamd");
+    let dead_dns = free_port();
+    std::fs::write(
+        dir.join("rspamd.conf"),
+        format!(
+            r#".include "$CONFDIR/common.conf"
+options {{
+    pidfile = "$RUNDIR/rspamd.pid";
+    .include "$CONFDIR/options.inc"
+    .include(try=true; priority=1,duplicate=merge) "$LOCAL_CONFDIR/local.d/options.inc"
+}}
+logging {{ type = "file"; filename = "$LOGDIR/rspamd.log"; level = "info"; }}
+worker "rspamd_proxy" {{
+    bind_socket = "127.0.0.1:{port}";
+    milter = yes;
+    timeout = 120s;
+    upstream "local" {{ default = yes; self_scan = yes; }}
+    count = 1;
+    spam_header = "X-Spam";
+}}
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        local.join("options.inc"),
+        format!("dns {{ nameserver = [\"127.0.0.1:{dead_dns}\"]; timeout = 0.2s; retransmits = 1; }}\nlocal_addrs = [];\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        local.join("milter_headers.conf"),
+        "skip_local = false;\nskip_authenticated = false;\n\
+         use = [\"x-rspamd-server\", \"x-rspamd-queue-id\", \"x-spam-status\"];\n",
+    )
+    .unwrap();
+    std::fs::write(local.join("fuzzy_check.conf"), "enabled = false;\n").unwrap();
+    let mut child = Command::new(require_tool("rspamd"))
+        .args(["-f", "-u", "_rspamd", "-g", "_rspamd", "-c"])
+        .arg(dir.join("rspamd.conf"))
+        .arg(format!(
+            "--var=LOCAL_CONFDIR={}",
+            dir.join("local").display()
+        ))
+        .arg(format!("--var=DBDIR={}", run.display()))
+        .arg(format!("--var=RUNDIR={}", run.display()))
+        .arg(format!("--var=LOGDIR={}", run.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start rspamd");
+    // the first start compiles the hyperscan databases: seconds on 2 cores
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(run.join("rspamd.log")).unwrap_or_default();
+            panic!("rspamd exited before listening: {status}\n{log}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rspamd never listened on {port}:\n{}",
+            std::fs::read_to_string(run.join("rspamd.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Daemon { child }
+}
+
+/// SpamAssassin's test pattern: rspamd rejects it.
+const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
+
+#[test]
+fn rspamd_refuses_gtube_marks_and_passes_clean_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _rspamd = rspamd(dir.path(), port);
+    let mtad = Mtad::start(&format!(
+        r#"
+server {{
+    hostname "mx.test"
+    spool "{{spool}}"
+}}
+milter "rspamd" "inet:127.0.0.1:{port}" content-timeout="60s"
+listen "mx" address="127.0.0.1:{{port}}" milters="rspamd"
+stage "rcpt" {{
+    accept
+}}
+stage "data" {{
+    // rspamd's header, added at the end of the message, is seen by the rules
+    hold sender="watched@example.test" header-matches="^X-Rspamd-Queue-Id: "
+    accept
+}}
+"#
+    ));
+    // GTUBE: refused with rspamd's own reply, nothing queued
+    let mut c = mtad.session();
+    c.cmd("EHLO client.test", "250");
+    c.cmd("MAIL FROM:<alice@example.test>", "250 ");
+    c.cmd("RCPT TO:<bob@mx.test>", "250 ");
+    c.cmd("DATA", "354 ");
+    c.send(message("alice@example.test", "gtube", GTUBE));
+    c.send(".\r\n");
+    let reply = c.expect("5");
+    assert!(reply.starts_with("554 5.7.1 Gtube pattern"), "{reply}");
+    assert!(mtad.queued().is_empty());
+    let log = mtad.wait_log("milter-reject: END-OF-MESSAGE", 1, Duration::from_secs(5));
+    assert!(log.contains("Gtube pattern"), "{log}");
+    // the session goes on: a clean message passes, marked
+    let id = c.send_message(
+        "alice@example.test",
+        &["bob@mx.test"],
+        &message(
+            "alice@example.test",
+            "clean",
+            "Hello Bob, see you tomorrow at the meeting.",
+        ),
+    );
+    let (m, body) = queued_with_subject(&mtad, "clean");
+    assert_eq!(m.id.to_string(), id);
+    let status = header(&body, "X-Spam-Status")
+        .unwrap_or_else(|| panic!("no X-Spam-Status:\n{}", String::from_utf8_lossy(&body)));
+    assert!(status.starts_with("No"), "{status}");
+    // the queue id rspamd was told (macro `i`) is ours
+    assert_eq!(
+        header(&body, "X-Rspamd-Queue-Id").as_deref(),
+        Some(id.as_str())
+    );
+    assert!(!m.envelope.held);
+    // the same, from the watched sender: the data stage's rule saw rspamd's header
+    let mut c = mtad.session();
+    c.cmd("EHLO client.test", "250");
+    let id = c.send_message(
+        "watched@example.test",
+        &["bob@mx.test"],
+        &message(
+            "watched@example.test",
+            "watched",
+            "Hello Bob, see you tomorrow at the meeting.",
+        ),
+    );
+    let (m, _) = queued_with_subject(&mtad, "watched");
+    assert_eq!(m.id.to_string(), id);
+    assert!(
+        m.envelope.held,
+        "held by the rule that saw X-Rspamd-Queue-Id"
+    );
+}

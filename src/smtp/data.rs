@@ -9,8 +9,8 @@ use tracing::{error, info, warn};
 
 use super::dot::{DotReceiver, has_bare_eol};
 use super::inflight::TextScan;
-use super::reply;
 use super::milter::MessageOutcome;
+use super::reply;
 use super::session::{Disposition, Flow, INITIAL_DATA_MEMORY, Session, State};
 use crate::mailauth::Peer;
 use crate::maillog::{Addr, Agent, Client};

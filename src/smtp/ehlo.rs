@@ -29,9 +29,7 @@ impl Session {
         // the stage's rules first, then the milters
         if !refused
             && self.milters_apply()
-            && let Some(r) = self
-                .milter_event(super::milter::Event::Helo(&host))
-                .await
+            && let Some(r) = self.milter_event(super::milter::Event::Helo(&host)).await
         {
             return self.milter_refused(if esmtp { "EHLO" } else { "HELO" }, r, None);
         }

@@ -87,9 +87,7 @@ impl Session {
             }
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             self.tx.sender = Some(sender.clone());
-            let refusal = self
-                .milter_event(super::milter::Event::Mail(&args))
-                .await;
+            let refusal = self.milter_event(super::milter::Event::Mail(&args)).await;
             self.tx.sender = None;
             if let Some(r) = refusal {
                 self.tx.disposition = Default::default();

@@ -210,7 +210,12 @@ impl Session {
     /// A milter failed: logged, its connection dropped, its action recorded. The reply
     /// it makes now, if any: `shutdown` at once; `tempfail`/`reject` at a
     /// transaction's commands (MAIL, RCPT, the end of the message).
-    fn milter_failed(&mut self, i: usize, err: &MilterError, transactional: bool) -> Option<Refusal> {
+    fn milter_failed(
+        &mut self,
+        i: usize,
+        err: &MilterError,
+        transactional: bool,
+    ) -> Option<Refusal> {
         let slot = &mut self.milters[i];
         let action = slot.spec.on_failure;
         warn!(milter = %slot.spec.name, address = %slot.spec.address, error = %err, on_failure = action.name(), "milter failed");
@@ -226,8 +231,16 @@ impl Session {
         let name = slot.spec.name.clone();
         let hostname = self.listen.settings.hostname.clone();
         match failure_reply(action, &hostname) {
-            Some((reply, true)) => Some(Refusal { reply, close: true, milter: name }),
-            Some((reply, false)) if transactional => Some(Refusal { reply, close: false, milter: name }),
+            Some((reply, true)) => Some(Refusal {
+                reply,
+                close: true,
+                milter: name,
+            }),
+            Some((reply, false)) if transactional => Some(Refusal {
+                reply,
+                close: false,
+                milter: name,
+            }),
             _ => None,
         }
     }
@@ -237,18 +250,35 @@ impl Session {
     pub(super) async fn milter_event(&mut self, event: Event<'_>) -> Option<Refusal> {
         let hostname = self.listen.settings.hostname.clone();
         let rcpt = match &event {
-            Event::Rcpt { args, rejected } => args.first().map(|a| (a.trim_start_matches('<').trim_end_matches('>').to_owned(), rejected.map(str::to_owned))),
+            Event::Rcpt { args, rejected } => args.first().map(|a| {
+                (
+                    a.trim_start_matches('<').trim_end_matches('>').to_owned(),
+                    rejected.map(str::to_owned),
+                )
+            }),
             _ => None,
         };
         let values = self.macro_values(rcpt.as_ref().map(|(a, r)| (a.as_str(), r.as_deref())));
-        let rejected_rcpt = matches!(event, Event::Rcpt { rejected: Some(_), .. });
+        let rejected_rcpt = matches!(
+            event,
+            Event::Rcpt {
+                rejected: Some(_),
+                ..
+            }
+        );
         for i in 0..self.milters.len() {
             match self.milters[i].state {
-                SlotState::Done | SlotState::MessageDone | SlotState::Failed(FailureAction::Accept) => continue,
+                SlotState::Done
+                | SlotState::MessageDone
+                | SlotState::Failed(FailureAction::Accept) => continue,
                 SlotState::Failed(action) => {
                     if event.transactional() && !rejected_rcpt {
                         if let Some((reply, close)) = failure_reply(action, &hostname) {
-                            return Some(Refusal { reply, close, milter: self.milters[i].spec.name.clone() });
+                            return Some(Refusal {
+                                reply,
+                                close,
+                                milter: self.milters[i].spec.name.clone(),
+                            });
                         }
                     }
                     continue;
@@ -273,7 +303,9 @@ impl Session {
                 }
             }
             let slot = &mut self.milters[i];
-            let Some(conn) = slot.conn.as_mut() else { continue };
+            let Some(conn) = slot.conn.as_mut() else {
+                continue;
+            };
             let result = match &event {
                 Event::Connect => {
                     let (name, addr) = match self.submitter {
@@ -294,18 +326,24 @@ impl Session {
                         }
                     }
                     let slot = &mut self.milters[i];
-                    let Some(conn) = slot.conn.as_mut() else { continue };
+                    let Some(conn) = slot.conn.as_mut() else {
+                        continue;
+                    };
                     slot.in_transaction = true;
                     conn.mail(args, &values).await
                 }
-                Event::Rcpt { args, rejected } => conn.rcpt(args, &values, rejected.is_some()).await,
+                Event::Rcpt { args, rejected } => {
+                    conn.rcpt(args, &values, rejected.is_some()).await
+                }
             };
             let verdict = match result {
                 Ok(v) => v,
-                Err(err) => match self.milter_failed(i, &err, event.transactional() && !rejected_rcpt) {
-                    Some(r) => return Some(r),
-                    None => continue,
-                },
+                Err(err) => {
+                    match self.milter_failed(i, &err, event.transactional() && !rejected_rcpt) {
+                        Some(r) => return Some(r),
+                        None => continue,
+                    }
+                }
             };
             let name = self.milters[i].spec.name.clone();
             match verdict {
@@ -331,7 +369,11 @@ impl Session {
                 v => {
                     let connect = matches!(event, Event::Connect);
                     if let Some((reply, close)) = verdict_reply(&v, &hostname, connect) {
-                        return Some(Refusal { reply, close, milter: name });
+                        return Some(Refusal {
+                            reply,
+                            close,
+                            milter: name,
+                        });
                     }
                 }
             }
@@ -341,7 +383,12 @@ impl Session {
 
     /// Answers with a milter's refusal at `event` and logs Postfix's `milter-reject`
     /// line. `true`: the session ends.
-    pub(super) fn milter_refused(&mut self, event: &str, refusal: Refusal, address: Option<&str>) -> super::session::Flow {
+    pub(super) fn milter_refused(
+        &mut self,
+        event: &str,
+        refusal: Refusal,
+        address: Option<&str>,
+    ) -> super::session::Flow {
         use super::session::Flow;
         let stage = match event {
             "MAIL" => crate::policy::Stage::Mail,
@@ -379,11 +426,20 @@ impl Session {
     /// The end of the message: every milter still in the transaction gets it (each
     /// sees the changes of those before it); their changes are made, their verdicts
     /// applied (discard and quarantine through the transaction's disposition).
-    pub(super) async fn milter_message(&mut self, message: &[u8], trace_len: usize) -> MessageOutcome {
+    pub(super) async fn milter_message(
+        &mut self,
+        message: &[u8],
+        trace_len: usize,
+    ) -> MessageOutcome {
         let hostname = self.listen.settings.hostname.clone();
         let values = self.macro_values(None);
         let max_body = self.listen.settings.limits.message_size;
-        let mut draft = Draft::new(message, trace_len, self.tx.sender.clone().unwrap_or_default(), self.tx.recipients.clone());
+        let mut draft = Draft::new(
+            message,
+            trace_len,
+            self.tx.sender.clone().unwrap_or_default(),
+            self.tx.recipients.clone(),
+        );
         let queue_id = self.next_id.map(|i| i.to_string()).unwrap_or_default();
         for i in 0..self.milters.len() {
             let slot = &mut self.milters[i];
@@ -396,13 +452,19 @@ impl Session {
                 }
                 SlotState::Failed(action) => {
                     if let Some((reply, close)) = failure_reply(action, &hostname) {
-                        return MessageOutcome::Refused(Refusal { reply, close, milter: slot.spec.name.clone() });
+                        return MessageOutcome::Refused(Refusal {
+                            reply,
+                            close,
+                            milter: slot.spec.name.clone(),
+                        });
                     }
                     continue;
                 }
                 SlotState::Active => {}
             }
-            let Some(conn) = slot.conn.as_mut() else { continue };
+            let Some(conn) = slot.conn.as_mut() else {
+                continue;
+            };
             if !was_in {
                 continue;
             }
@@ -467,7 +529,11 @@ impl Session {
                             reply.trim_end().replace("\r\n", " "),
                             self.envelope_summary(crate::policy::Stage::Data, None)
                         );
-                        return MessageOutcome::Refused(Refusal { reply, close, milter: name });
+                        return MessageOutcome::Refused(Refusal {
+                            reply,
+                            close,
+                            milter: name,
+                        });
                     }
                 }
             }
@@ -516,7 +582,10 @@ struct Draft {
 
 fn strip_brackets(s: &str) -> String {
     let s = s.trim();
-    s.strip_prefix('<').and_then(|s| s.strip_suffix('>')).unwrap_or(s).to_owned()
+    s.strip_prefix('<')
+        .and_then(|s| s.strip_suffix('>'))
+        .unwrap_or(s)
+        .to_owned()
 }
 
 /// Line ends as CRLF: a bare LF or CR from a milter becomes CRLF, so nothing it
@@ -569,7 +638,10 @@ impl Draft {
     }
 
     fn visible_headers(&self) -> Vec<(String, String)> {
-        self.fields.iter().map(|f| (f.name.clone(), f.value.clone())).collect()
+        self.fields
+            .iter()
+            .map(|f| (f.name.clone(), f.value.clone()))
+            .collect()
     }
 
     fn body(&self) -> Vec<u8> {
@@ -580,7 +652,11 @@ impl Draft {
         // without HDR_LEADSPC the milter gives the value without the space after the
         // colon, and Postfix writes one
         let value = if lead { value } else { format!(" {value}") };
-        Field { name, value, raw: None }
+        Field {
+            name,
+            value,
+            raw: None,
+        }
     }
 
     /// Makes one change, with Postfix's semantics: header indexes count the headers
@@ -621,7 +697,12 @@ impl Draft {
             Reply::ChangeFrom { sender, .. } => self.sender = strip_brackets(&sender),
             Reply::AddRcpt { rcpt, .. } => {
                 let rcpt = strip_brackets(&rcpt);
-                if !rcpt.is_empty() && !self.recipients.iter().any(|r| r.eq_ignore_ascii_case(&rcpt)) {
+                if !rcpt.is_empty()
+                    && !self
+                        .recipients
+                        .iter()
+                        .any(|r| r.eq_ignore_ascii_case(&rcpt))
+                {
                     self.recipients.push(rcpt);
                 }
             }

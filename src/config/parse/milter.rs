@@ -33,7 +33,12 @@ impl Parser {
         let args = self.args(node, 2, Some(2), USAGE);
         let props = self.props(
             node,
-            &["on-failure", "connect-timeout", "command-timeout", "content-timeout"],
+            &[
+                "on-failure",
+                "connect-timeout",
+                "command-timeout",
+                "content-timeout",
+            ],
         );
         let Some(args) = args else { return };
         let name = self.name(args[0], "milter name");
@@ -118,8 +123,12 @@ impl Parser {
             return false;
         };
         let Some(stage) = MacroStage::ALL.iter().find(|s| s.name() == stage) else {
-            self.error(args[0].span(), format!("no macro stage `{stage}`"), "unknown stage")
-                .help = Some(
+            self.error(
+                args[0].span(),
+                format!("no macro stage `{stage}`"),
+                "unknown stage",
+            )
+            .help = Some(
                 suggest(stage, MacroStage::ALL.iter().map(|s| s.name()))
                     .unwrap_or_else(|| MACROS_USAGE.to_owned()),
             );
@@ -128,10 +137,15 @@ impl Parser {
         let mut names = Vec::new();
         for m in list.split([' ', ',']).filter(|m| !m.is_empty()) {
             if !KNOWN_MACROS.contains(&m) {
-                self.error(args[1].span(), format!("mtad has no macro `{m}`"), "unknown macro")
-                    .help = Some(suggest(m, KNOWN_MACROS.iter().copied()).unwrap_or_else(|| {
-                    format!("the macros: {}", KNOWN_MACROS.join(" "))
-                }));
+                self.error(
+                    args[1].span(),
+                    format!("mtad has no macro `{m}`"),
+                    "unknown macro",
+                )
+                .help = Some(
+                    suggest(m, KNOWN_MACROS.iter().copied())
+                        .unwrap_or_else(|| format!("the macros: {}", KNOWN_MACROS.join(" "))),
+                );
                 return false;
             }
             names.push(m.to_owned());
@@ -157,12 +171,20 @@ impl Parser {
                 let help = suggest(name, milters.keys().map(String::as_str)).unwrap_or_else(|| {
                     format!("define it: milter \"{name}\" \"inet:127.0.0.1:11332\"")
                 });
-                self.error(entry.span(), format!("no milter named `{name}`"), "undefined")
-                    .help = Some(help);
+                self.error(
+                    entry.span(),
+                    format!("no milter named `{name}`"),
+                    "undefined",
+                )
+                .help = Some(help);
                 continue;
             }
             if out.iter().any(|n| n == name) {
-                self.error(entry.span(), format!("milter `{name}` named twice"), "duplicate");
+                self.error(
+                    entry.span(),
+                    format!("milter `{name}` named twice"),
+                    "duplicate",
+                );
                 continue;
             }
             out.push(name.to_owned());

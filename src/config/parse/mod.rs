@@ -163,12 +163,12 @@ mod include;
 mod limits;
 mod listen;
 mod log;
+mod milter;
 mod node;
 mod rate;
 mod reload;
 mod report;
 mod server;
-mod milter;
 mod sets;
 mod stages;
 mod submission;
@@ -238,7 +238,8 @@ impl Parser {
             self.cur = file.clone();
             let here = self.origin(node.name().span().offset());
             match node.name().value() {
-                "networks" | "domains" | "table" | "credentials" | "content-filter" | "users" | "milter" => {} // read by `sets`
+                "networks" | "domains" | "table" | "credentials" | "content-filter" | "users"
+                | "milter" => {} // read by `sets`
                 "delivery" => {
                     if let Some((_, first)) = &delivery {
                         let first = first.clone();
