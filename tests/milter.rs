@@ -292,7 +292,7 @@ const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EM
 fn rspamd_refuses_gtube_marks_and_passes_clean_mail() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let _rspamd = rspamd(dir.path(), port);
+    let mut filter = rspamd(dir.path(), port);
     let mtad = Mtad::start(&format!(
         r#"
 server {{
@@ -363,4 +363,160 @@ stage "data" {{
         m.envelope.held,
         "held by the rule that saw X-Rspamd-Queue-Id"
     );
+}
+
+/// Clients send messages on 4 connections at once while `stop` stops the filter: every
+/// message acknowledged (250) is in the queue, and once the filter is gone every
+/// client hears `expect` (the configured failure action), never a 250.
+fn stop_mid_load(mtad: &Mtad, stop: impl FnOnce(), expect: &str) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let done = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let after = Arc::new(Mutex::new(Vec::<Result<(), String>>::new()));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let port = mtad.port;
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let (done, stopped, acked, after, sent) = (
+                done.clone(),
+                stopped.clone(),
+                acked.clone(),
+                after.clone(),
+                sent.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !done.load(Ordering::SeqCst) {
+                    let subject = format!("load {w}-{n}");
+                    n += 1;
+                    let was_stopped = stopped.load(Ordering::SeqCst);
+                    let result = try_message(port, "bob@mx.test", &subject);
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    if result.is_ok() {
+                        acked.lock().unwrap().push(subject);
+                    }
+                    if was_stopped {
+                        after.lock().unwrap().push(result);
+                    }
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < 8 {
+        assert!(Instant::now() < deadline, "no load got through: {}", mtad.log());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop();
+    stopped.store(true, Ordering::SeqCst);
+    while after.lock().unwrap().len() < 12 {
+        assert!(Instant::now() < deadline, "no answers after the stop");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    done.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.join().unwrap();
+    }
+    // nothing acknowledged is lost
+    let queued: Vec<String> = mtad
+        .queued()
+        .iter()
+        .filter_map(|(_, body)| header(body, "Subject"))
+        .collect();
+    for subject in acked.lock().unwrap().iter() {
+        assert!(queued.contains(subject), "`{subject}` was acknowledged but is not queued");
+    }
+    // the filter is gone: the failure action, every time
+    for result in after.lock().unwrap().iter() {
+        match result {
+            Ok(()) => panic!("a message passed a stopped filter (expected {expect})"),
+            Err(line) => assert!(line.starts_with(expect), "{line} (expected {expect})"),
+        }
+    }
+}
+
+#[test]
+fn a_stopped_milter_tempfails_by_default_and_loses_nothing() {
+    let keys = tempfile::tempdir().unwrap();
+    let (key, text) = opendkim_genkey(keys.path(), "example.test", "sel");
+    let dns = Dnsmasq::start(&[&Dnsmasq::txt("sel._domainkey.example.test", &text)]);
+    let port = free_port();
+    let mut filter = opendkim(keys.path(), port, &key, dns.addr);
+    let mtad = Mtad::start(&format!(
+        r#"
+server {{
+    hostname "mx.test"
+    spool "{{spool}}"
+}}
+milter "opendkim" "inet:127.0.0.1:{port}" connect-timeout="2s"
+listen "mx" address="127.0.0.1:{{port}}" milters="opendkim"
+stage "rcpt" {{
+    accept
+}}
+"#
+    ));
+    stop_mid_load(&mtad, || filter.stop(), "451 4.7.1");
+    let log = mtad.log();
+    assert!(log.contains("milter failed"), "{log}");
+    // back: mail passes again
+    let _filter = opendkim(keys.path(), port, &key, dns.addr);
+    try_message(mtad.port, "bob@mx.test", "after the restart").expect("accepted again");
+}
+
+#[test]
+fn failure_actions_of_a_stopped_milter() {
+    let keys = tempfile::tempdir().unwrap();
+    let (key, text) = opendkim_genkey(keys.path(), "example.test", "sel");
+    let dns = Dnsmasq::start(&[&Dnsmasq::txt("sel._domainkey.example.test", &text)]);
+    let port = free_port();
+    let mut filter = opendkim(keys.path(), port, &key, dns.addr);
+    let (accept, reject, shutdown) = (free_port(), free_port(), free_port());
+    let mtad = Mtad::start(&format!(
+        r#"
+server {{
+    hostname "mx.test"
+    spool "{{spool}}"
+}}
+milter "tempfail" "inet:127.0.0.1:{port}"
+milter "accept" "inet:127.0.0.1:{port}" on-failure="accept"
+milter "reject" "inet:127.0.0.1:{port}" on-failure="reject"
+milter "shutdown" "inet:127.0.0.1:{port}" on-failure="shutdown"
+listen "mx" address="127.0.0.1:{{port}}" milters="tempfail"
+listen "accept" address="127.0.0.1:{accept}" milters="accept"
+listen "reject" address="127.0.0.1:{reject}" milters="reject"
+listen "shutdown" address="127.0.0.1:{shutdown}" milters="shutdown"
+stage "rcpt" {{
+    accept
+}}
+"#
+    ));
+    // sessions that start while the filter runs, and lose it before their message
+    let mut sessions: Vec<Client> = [mtad.port, accept, reject, shutdown]
+        .iter()
+        .map(|p| {
+            let mut c = Client::connect(*p);
+            c.expect("220 ");
+            c.cmd("EHLO client.test", "250");
+            c
+        })
+        .collect();
+    filter.stop();
+    let expect = ["451 4.7.1", "250 ", "550 5.7.1", "421 4.7.0"];
+    for (c, want) in sessions.iter_mut().zip(expect) {
+        let reply = c.cmd("MAIL FROM:<alice@example.test>", "");
+        assert!(reply.starts_with(want), "{reply} (expected {want})");
+    }
+    // and sessions that start without it
+    for (p, want) in [mtad.port, accept, reject].iter().zip(expect) {
+        let r = try_message(*p, "bob@mx.test", "no filter");
+        match want {
+            "250 " => r.expect("on-failure=accept lets it through"),
+            _ => assert!(r.unwrap_err().starts_with(want)),
+        }
+    }
+    let mut c = Client::connect(shutdown);
+    let reply = c.expect("421");
+    assert!(reply.starts_with("421 4.7.0"), "{reply}");
 }
