@@ -21,9 +21,32 @@ struct Daemon {
 }
 
 impl Daemon {
+    /// SIGTERM (rspamd's main process then stops its workers), SIGKILL after 10 s.
     fn stop(&mut self) {
-        let _ = self.child.kill();
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.wait();
+    }
+}
+
+/// Waits until nothing listens on 127.0.0.1:`port` any more (a filter's workers gone).
+fn wait_closed(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(Instant::now() < deadline, "port {port} still open");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -363,6 +386,15 @@ stage "data" {{
         m.envelope.held,
         "held by the rule that saw X-Rspamd-Queue-Id"
     );
+    // rspamd stopped in the middle of a load: 451, and nothing acknowledged lost
+    stop_mid_load(
+        &mtad,
+        || {
+            filter.stop();
+            wait_closed(port);
+        },
+        "451 4.7.1",
+    );
 }
 
 /// Clients send messages on 4 connections at once while `stop` stops the filter: every
@@ -406,7 +438,11 @@ fn stop_mid_load(mtad: &Mtad, stop: impl FnOnce(), expect: &str) {
         .collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     while acked.lock().unwrap().len() < 8 {
-        assert!(Instant::now() < deadline, "no load got through: {}", mtad.log());
+        assert!(
+            Instant::now() < deadline,
+            "no load got through: {}",
+            mtad.log()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     stop();
@@ -426,7 +462,10 @@ fn stop_mid_load(mtad: &Mtad, stop: impl FnOnce(), expect: &str) {
         .filter_map(|(_, body)| header(body, "Subject"))
         .collect();
     for subject in acked.lock().unwrap().iter() {
-        assert!(queued.contains(subject), "`{subject}` was acknowledged but is not queued");
+        assert!(
+            queued.contains(subject),
+            "`{subject}` was acknowledged but is not queued"
+        );
     }
     // the filter is gone: the failure action, every time
     for result in after.lock().unwrap().iter() {
