@@ -61,6 +61,11 @@ impl Drop for Daemon {
 /// against our `{daemon_name}` macro), verifies everything else with keys from
 /// `dns`, and says so in an Authentication-Results header (authserv-id `mx.test`).
 fn opendkim(dir: &Path, port: u16, key: &Path, dns: SocketAddr) -> Daemon {
+    opendkim_signing_for(dir, port, key, dns, "signer")
+}
+
+/// [`opendkim`], signing the mail of the listener named `mta`.
+fn opendkim_signing_for(dir: &Path, port: u16, key: &Path, dns: SocketAddr, mta: &str) -> Daemon {
     let unbound = dir.join("unbound.conf");
     std::fs::write(
         &unbound,
@@ -77,7 +82,7 @@ fn opendkim(dir: &Path, port: u16, key: &Path, dns: SocketAddr) -> Daemon {
         &conf,
         format!(
             "Syslog no\nRequireSafeKeys false\nMode sv\nDomain example.test\nSelector sel\n\
-             KeyFile {}\nSocket inet:{port}@127.0.0.1\nMTA signer\nInternalHosts 192.0.2.99\n\
+             KeyFile {}\nSocket inet:{port}@127.0.0.1\nMTA {mta}\nInternalHosts 192.0.2.99\n\
              AuthservID mx.test\nAlwaysAddARHeader yes\nDNSTimeout 5\nResolverConfiguration {}\n\
              Canonicalization relaxed/relaxed\nUserID root\n",
             key.display(),
@@ -558,4 +563,129 @@ stage "rcpt" {{
     let mut c = Client::connect(shutdown);
     let reply = c.expect("421");
     assert!(reply.starts_with("421 4.7.0"), "{reply}");
+}
+
+#[test]
+fn local_submission_goes_through_its_milters() {
+    let keys = tempfile::tempdir().unwrap();
+    let (key, text) = opendkim_genkey(keys.path(), "example.test", "sel");
+    let dns = Dnsmasq::start(&[&Dnsmasq::txt("sel._domainkey.example.test", &text)]);
+    let port = free_port();
+    // the local submission's listener is named `sendmail` ({daemon_name})
+    let _opendkim = opendkim_signing_for(keys.path(), port, &key, dns.addr, "sendmail");
+    let mtad = Mtad::start(&format!(
+        r#"
+server {{
+    hostname "mx.test"
+    spool "{{spool}}"
+}}
+milter "opendkim" "inet:127.0.0.1:{port}"
+listen "mx" address="127.0.0.1:{{port}}"
+local-submission {{
+    maildrop "{{dir}}/maildrop"
+    milters "opendkim"
+}}
+stage "rcpt" {{
+    accept
+}}
+"#
+    ));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sendmail"))
+        .arg("-C")
+        .arg(&mtad.config)
+        .args(["-f", "alice@example.test", "bob@mx.test"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(message("alice@example.test", "local", "From a program.").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        if let Some((_, body)) = mtad
+            .queued()
+            .into_iter()
+            .find(|(_, b)| header(b, "Subject").as_deref() == Some("local"))
+        {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "not picked up:\n{}", mtad.log());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let signature = header(&body, "DKIM-Signature")
+        .unwrap_or_else(|| panic!("not signed:\n{}", String::from_utf8_lossy(&body)));
+    assert!(signature.contains("d=example.test"), "{signature}");
+}
+
+#[test]
+fn test_policy_records_what_the_milters_would_get() {
+    // nothing listens there: contacting it would fail the transaction (tempfail)
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mtad.kdl");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+server {{
+    hostname "mx.test"
+    spool "spool"
+}}
+milter "rspamd" "inet:127.0.0.1:{port}" {{
+    macros "mail" "i {{mail_addr}} {{auth_authen}}"
+}}
+listen "mx" address="127.0.0.1:2525" milters="rspamd"
+stage "rcpt" {{
+    accept
+}}
+"#
+        ),
+    )
+    .unwrap();
+    let message = dir.path().join("m.eml");
+    std::fs::write(&message, "Subject: hi\r\n\r\nbody\r\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mtactl"))
+        .args(["test-policy", "--config"])
+        .arg(&config)
+        .args([
+            "--client",
+            "192.0.2.7",
+            "--helo",
+            "c.test",
+            "--auth",
+            "alice",
+        ])
+        .args(["--from", "a@b.test", "--rcpt", "x@mx.test", "--message"])
+        .arg(&message)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "milter (not contacted): rspamd: CONNECT [192.0.2.7]; macros j=mx.test {daemon_name}=mx",
+        "milter (not contacted): rspamd: HELO c.test",
+        "rspamd: MAIL <a@b.test> SIZE=",
+        "{mail_addr}=a@b.test {auth_authen}=alice",
+        "milter (not contacted): rspamd: RCPT <x@mx.test>; macros i=",
+        "milter (not contacted): rspamd: END-OF-MESSAGE (1 headers, a 6-byte body); macros i=",
+        "outcome: queued",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
 }

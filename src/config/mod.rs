@@ -390,6 +390,9 @@ pub struct LocalSubmission {
     /// addresses; separated by spaces or commas). `None`: any sender (Postfix's
     /// default, `static:*`).
     pub sender_logins: Option<Arc<Table>>,
+    /// `milters "NAME ..."`: the milters local submissions go through, in order
+    /// (Postfix's `non_smtpd_milters`).
+    pub milters: Vec<String>,
 }
 
 /// The `reload` block.

@@ -252,7 +252,10 @@ impl Session {
         };
         // the milters, before the data stage's rules: these see what the milters changed
         let (headers, body_start, size) = if self.milters_apply() {
-            match self.milter_message(record.body(), self.tx.trace_len).await {
+            match self
+                .milter_message(id, record.body(), self.tx.trace_len)
+                .await
+            {
                 MessageOutcome::Unchanged => (headers, body_start, size),
                 MessageOutcome::Refused(r) => {
                     self.reset_transaction();

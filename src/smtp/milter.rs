@@ -23,7 +23,7 @@ use crate::maillog::{Agent, Client};
 use crate::message::parse_headers;
 use crate::milter::client::{MacroValues, Message};
 use crate::milter::codec::Reply;
-use crate::milter::{Connection, FailureAction, Milter, MilterError, Verdict};
+use crate::milter::{Connection, FailureAction, MacroStage, Milter, MilterError, Verdict};
 
 /// Postfix's replies for a milter's reject and tempfail, and for a failed milter.
 const REJECT: &str = "550 5.7.1 Command rejected\r\n";
@@ -38,6 +38,9 @@ pub(super) struct Slot {
     /// A transaction was started with the milter (MAIL sent) and not finished: an
     /// ABORT is due before the next one.
     in_transaction: bool,
+    /// A session in memory (`mtactl test-policy`): nothing is sent, what would be is
+    /// recorded ([`super::Tapped::Milter`]).
+    record: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,7 +106,8 @@ pub(super) enum MessageOutcome {
     Refused(Refusal),
 }
 
-pub(super) fn slots(milters: &[Arc<Milter>]) -> Vec<Slot> {
+/// The session's milters; `record`: a session in memory, which only records.
+pub(super) fn slots(milters: &[Arc<Milter>], record: bool) -> Vec<Slot> {
     milters
         .iter()
         .map(|spec| Slot {
@@ -111,8 +115,34 @@ pub(super) fn slots(milters: &[Arc<Milter>]) -> Vec<Slot> {
             conn: None,
             state: SlotState::Active,
             in_transaction: false,
+            record,
         })
         .collect()
+}
+
+/// What would be sent: `NAME: EVENT ARGS; macros NAME=VALUE ...` (the configured
+/// macro lists: a milter's own, negotiated, are unknown without contacting it).
+fn recorded(
+    spec: &Milter,
+    event: &str,
+    args: &str,
+    stage: MacroStage,
+    values: &MacroValues,
+) -> String {
+    let macros: Vec<String> = spec.macros[stage.index()]
+        .iter()
+        .filter_map(|m| values.get(m.as_str()).map(|v| format!("{m}={v}")))
+        .collect();
+    let mut line = format!("{}: {event}", spec.name);
+    if !args.is_empty() {
+        line.push(' ');
+        line.push_str(args);
+    }
+    if !macros.is_empty() {
+        line.push_str("; macros ");
+        line.push_str(&macros.join(" "));
+    }
+    crate::logsafe::esc(&line).to_string()
 }
 
 /// The reply for a milter's verdict; `None` for the verdicts that let the command
@@ -285,6 +315,20 @@ impl Session {
                 }
                 SlotState::Active => {}
             }
+            if self.milters[i].record {
+                let (args, stage) = match &event {
+                    Event::Connect => (format!("[{}]", self.peer.ip()), MacroStage::Connect),
+                    Event::Helo(name) => (name.to_string(), MacroStage::Helo),
+                    Event::Mail(args) => (args.join(" "), MacroStage::Mail),
+                    Event::Rcpt {
+                        rejected: Some(_), ..
+                    } => continue,
+                    Event::Rcpt { args, .. } => (args.join(" "), MacroStage::Rcpt),
+                };
+                let line = recorded(&self.milters[i].spec, event.name(), &args, stage, &values);
+                self.core.tap(|| super::Tapped::Milter(line));
+                continue;
+            }
             if self.milters[i].conn.is_none() {
                 if !matches!(event, Event::Connect) {
                     // its connection was lost (a new one would miss the session's start)
@@ -428,11 +472,13 @@ impl Session {
     /// applied (discard and quarantine through the transaction's disposition).
     pub(super) async fn milter_message(
         &mut self,
+        id: crate::queue::QueueId,
         message: &[u8],
         trace_len: usize,
     ) -> MessageOutcome {
         let hostname = self.listen.settings.hostname.clone();
-        let values = self.macro_values(None);
+        let mut values = self.macro_values(None);
+        values.insert("i", id.to_string());
         let max_body = self.listen.settings.limits.message_size;
         let mut draft = Draft::new(
             message,
@@ -440,7 +486,7 @@ impl Session {
             self.tx.sender.clone().unwrap_or_default(),
             self.tx.recipients.clone(),
         );
-        let queue_id = self.next_id.map(|i| i.to_string()).unwrap_or_default();
+        let queue_id = id.to_string();
         for i in 0..self.milters.len() {
             let slot = &mut self.milters[i];
             let was_in = std::mem::replace(&mut slot.in_transaction, false);
@@ -461,6 +507,18 @@ impl Session {
                     continue;
                 }
                 SlotState::Active => {}
+            }
+            if slot.record {
+                let (headers, body) = (draft.fields.len(), draft.body.len());
+                let line = recorded(
+                    &slot.spec,
+                    "END-OF-MESSAGE",
+                    &format!("({headers} headers, a {body}-byte body)"),
+                    MacroStage::EndOfMessage,
+                    &values,
+                );
+                self.core.tap(|| super::Tapped::Milter(line));
+                continue;
             }
             let Some(conn) = slot.conn.as_mut() else {
                 continue;

@@ -105,6 +105,9 @@ pub enum Tapped {
         name: String,
         by: Option<crate::policy::Origin>,
     },
+    /// What would be sent to a milter (a session in memory never contacts one): the
+    /// milter, the event and its arguments, the macros with their values.
+    Milter(String),
 }
 
 impl Core {

@@ -275,7 +275,8 @@ impl Session {
         let milters = if skipped {
             Vec::new()
         } else {
-            super::milter::slots(&listen.milters)
+            // a session in memory (a dry run) records what it would send, never sends
+            super::milter::slots(&listen.milters, core.tap.is_some())
         };
         let lines =
             LineReader::new(listen.settings.limits.line_length).normalize_bare_lf(normalize_lf);

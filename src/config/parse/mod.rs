@@ -357,7 +357,10 @@ impl Parser {
                         );
                         continue;
                     }
-                    local_submission = Some((self.local_submission(node, &sets.tables), here));
+                    local_submission = Some((
+                        self.local_submission(node, &sets.tables, &sets.milters),
+                        here,
+                    ));
                 }
                 _ => {
                     self.check_annotations(node);
