@@ -689,3 +689,35 @@ stage "rcpt" {{
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
 }
+
+/// The configuration snippets of docs/milters.md and docs/configuration.md's milter
+/// section are valid.
+#[test]
+fn documented_configuration_parses() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for doc in ["docs/milters.md", "docs/configuration.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap();
+        for block in text
+            .split("```kdl\n")
+            .skip(1)
+            .map(|b| b.split("```").next().unwrap())
+            .filter(|b| b.contains("milter \""))
+        {
+            let mut config =
+                "server {\n    hostname \"h.example.test\"\n    spool \"/tmp/x\"\n}\n".to_owned();
+            config.push_str(block);
+            if !block.contains("listen \"") {
+                config.push_str("listen \"mx\" address=\"127.0.0.1:2525\"\n");
+            }
+            if block.contains("milter-skip-clients") && !block.contains("networks") {
+                config.push_str("networks \"trusted\" \"10.0.0.0/8\"\n");
+            }
+            if let Err(e) = mtad::config::Config::parse("mtad.kdl", &config) {
+                panic!("{doc}:\n{block}\n{}", mtad::config::render(&e));
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "{checked} snippets");
+}
