@@ -302,14 +302,15 @@ impl Session {
                 | SlotState::MessageDone
                 | SlotState::Failed(FailureAction::Accept) => continue,
                 SlotState::Failed(action) => {
-                    if event.transactional() && !rejected_rcpt {
-                        if let Some((reply, close)) = failure_reply(action, &hostname) {
-                            return Some(Refusal {
-                                reply,
-                                close,
-                                milter: self.milters[i].spec.name.clone(),
-                            });
-                        }
+                    if event.transactional()
+                        && !rejected_rcpt
+                        && let Some((reply, close)) = failure_reply(action, &hostname)
+                    {
+                        return Some(Refusal {
+                            reply,
+                            close,
+                            milter: self.milters[i].spec.name.clone(),
+                        });
                     }
                     continue;
                 }
