@@ -391,6 +391,25 @@ stage "data" {{
         m.envelope.held,
         "held by the rule that saw X-Rspamd-Queue-Id"
     );
+    // a forged X-Spam-Status: rspamd deletes it (a header change) and adds its own
+    let mut c = mtad.session();
+    c.cmd("EHLO client.test", "250");
+    let forged = message(
+        "alice@example.test",
+        "forged",
+        "Hello Bob, see you tomorrow.",
+    )
+    .replacen(
+        "Subject:",
+        "X-Spam-Status: Yes, score=99 (forged)\r\nSubject:",
+        1,
+    );
+    c.send_message("alice@example.test", &["bob@mx.test"], &forged);
+    let (_, body) = queued_with_subject(&mtad, "forged");
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(text.matches("X-Spam-Status:").count(), 1, "{text}");
+    assert!(!text.contains("forged)"), "{text}");
+
     // rspamd stopped in the middle of a load: 451, and nothing acknowledged lost
     stop_mid_load(
         &mtad,
