@@ -17,11 +17,11 @@ fn main() {
     println!("cargo:rerun-if-env-changed=MTAD_COMMIT");
     let commit = match git(&["rev-parse", "--short=12", "HEAD"]) {
         Some(hash) if !hash.is_empty() => {
-            // rebuild the stamp when HEAD moves, the index changes, or a source does
+            // rebuild the stamp when HEAD moves or a source changes; not when the
+            // index does (`git add`, or any `git status` refreshing it, would rebuild
+            // mtad every time)
             let head = git(&["symbolic-ref", "-q", "HEAD"]);
-            let watched = ["HEAD", "index", "packed-refs"]
-                .into_iter()
-                .chain(head.as_deref());
+            let watched = ["HEAD", "packed-refs"].into_iter().chain(head.as_deref());
             for name in watched {
                 // --git-path: right in a worktree too, where refs live in the common dir
                 if let Some(path) = git(&["rev-parse", "--git-path", name])
@@ -30,11 +30,20 @@ fn main() {
                     println!("cargo:rerun-if-changed={path}");
                 }
             }
-            for tracked in ["src", "Cargo.toml", "Cargo.lock", "build.rs"] {
+            let sources = ["src", "Cargo.toml", "Cargo.lock", "build.rs"];
+            for tracked in sources {
                 println!("cargo:rerun-if-changed={tracked}");
             }
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|s| !s.is_empty());
+            // --no-optional-locks: without writing the index (its refresh would be
+            // a change to watch)
+            let status = [
+                "--no-optional-locks",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+            ];
+            let dirty = git(&[&status[..], &sources[..]].concat()).is_some_and(|s| !s.is_empty());
             if dirty { format!("{hash}-dirty") } else { hash }
         }
         _ => std::env::var("MTAD_COMMIT")

@@ -41,6 +41,8 @@ mount -t overlay overlay -o "lowerdir=/,upperdir=$tmp/upper,workdir=$tmp/work" "
 r=$tmp/root
 mount -t proc proc "$r/proc"
 mount --rbind /dev "$r/dev"
+# systemd-journald needs /sys/fs/cgroup (the install test starts one)
+mount --rbind /sys "$r/sys"
 mount -t tmpfs -o mode=1777 tmpfs "$r/tmp"
 mount -t tmpfs -o mode=0755 tmpfs "$r/run"
 # the repository (and the build it holds), read-only, wherever it lives

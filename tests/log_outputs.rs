@@ -43,6 +43,18 @@ impl Daemon {
     }
 
     fn start_in(dir: tempfile::TempDir, log_block: &str, args: &[&str]) -> Daemon {
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        Daemon::start_with(dir, log_block, args, stderr.into(), &[])
+    }
+
+    /// mtad with this stderr and these variables in its environment.
+    fn start_with(
+        dir: tempfile::TempDir,
+        log_block: &str,
+        args: &[&str],
+        stderr: Stdio,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         std::fs::write(dir.path().join("users"), "alice:{PLAIN}secret\n").unwrap();
         let port = free_port();
         let config = format!("{CONFIG}{log_block}\n")
@@ -50,8 +62,8 @@ impl Daemon {
             .replace("{spool}", dir.path().join("spool").to_str().unwrap())
             .replace("{dir}", dir.path().to_str().unwrap());
         std::fs::write(dir.path().join("mtad.kdl"), config).unwrap();
-        let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_mtad"))
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(dir.path().join("mtad.kdl"))
             // tests run as root
@@ -429,6 +441,74 @@ fn the_journal_has_postfix_identifiers_and_priorities() {
         mtad.stop();
         assert_eq!(mtad.stderr(), "", "{output}");
     }
+}
+
+/// A stream to journald's stdout socket, as systemd connects a service's stderr
+/// (`StandardError=journal`): the header names the identifier and the default
+/// priority (info); `<N>` prefixes would be read. Its `DEVICE:INODE` is what systemd
+/// puts in `JOURNAL_STREAM`.
+fn journal_stream(journald: &Journald, identifier: &str) -> (Stdio, String) {
+    use std::io::Write as _;
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(journald.run.join("systemd/journal/stdout"))
+            .unwrap();
+    stream
+        .write_all(format!("{identifier}\n\n6\n1\n0\n0\n0\n").as_bytes())
+        .unwrap();
+    let stat = nix::sys::stat::fstat(&stream).unwrap();
+    let id = format!("{}:{}", stat.st_dev, stat.st_ino);
+    (std::os::fd::OwnedFd::from(stream).into(), id)
+}
+
+#[test]
+fn a_service_whose_stderr_is_the_journal_logs_with_priorities_by_default() {
+    let run = tempfile::tempdir().unwrap();
+    let journald = Journald::start(run.path());
+    // no `output`: `auto`, the default
+    let block = format!(
+        "log {{\n    journal-socket \"{}\"\n}}",
+        journald.socket().display()
+    );
+    // as systemd starts the packaged unit: stderr is a journal stream, and
+    // JOURNAL_STREAM says so
+    let (stderr, id) = journal_stream(&journald, "mtad-unit");
+    // mtad whose stderr is `stderr`, under the JOURNAL_STREAM of the first
+    let start = |stderr| {
+        let env = [("JOURNAL_STREAM", id.as_str())];
+        Daemon::start_with(tempfile::tempdir().unwrap(), &block, &[], stderr, &env)
+    };
+    let mut mtad = start(stderr);
+    journald.wait(&["-t", "mtad/master"], "mtad started");
+    mtad.traffic();
+    let warnings = journald.wait(
+        &["-p", "warning", "-t", "mtad/smtpd"],
+        "authentication failed",
+    );
+    assert!(
+        warnings.iter().all(|e| field(e, "PRIORITY") <= "4"),
+        "{warnings:#?}"
+    );
+    journald.wait(&["-t", "mtad/smtpd"], "client=unknown[127.0.0.1]");
+    mtad.stop();
+    // nothing came through the stream
+    assert_eq!(
+        journald.entries(&["-t", "mtad-unit"]),
+        Vec::<serde_json::Value>::new()
+    );
+
+    // stderr redirected elsewhere by the service (JOURNAL_STREAM names another
+    // stream): stderr it is, in the journal as one identifier at info, which is what
+    // `-p warning` could not find before `auto`
+    let (stderr, _) = journal_stream(&journald, "mtad-redirected");
+    let mut mtad = start(stderr);
+    journald.wait(&["-t", "mtad-redirected"], "mtad started");
+    mtad.traffic();
+    let lines = journald.wait(&["-t", "mtad-redirected"], "authentication failed");
+    assert!(
+        lines.iter().all(|e| field(e, "PRIORITY") == "6"),
+        "{lines:#?}"
+    );
+    mtad.stop();
 }
 
 #[test]

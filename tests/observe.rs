@@ -609,6 +609,8 @@ case "spam is refused" {
 #[test]
 fn queue_age_bytes_deferrals_and_failures_are_counted() {
     let sink = common::peers::Sink::start(&[]);
+    // a next hop whose certificate our roots do not know: `tls="verify"` fails
+    let untrusted = common::peers::Pki::new().aio(&[]);
     let metrics_port = free_port();
     let config = r#"
 server {
@@ -627,6 +629,7 @@ stage "rcpt" {
 stage "route" {
     transport "sink.test" "smtp:[127.0.0.1]:{sink}"
     transport "later.test" "smtp:[127.0.0.1]:9"
+    transport "verify.test" "smtp:[127.0.0.1]:{untrusted}" tls="verify"
 }
 delivery {
     backoff-min "1h"
@@ -634,7 +637,8 @@ delivery {
 }
 "#
     .replace("{metrics}", &metrics_port.to_string())
-    .replace("{sink}", &sink.port().to_string());
+    .replace("{sink}", &sink.port().to_string())
+    .replace("{untrusted}", &untrusted.addr.port().to_string());
     let t = common::tls_client::start_with_pki(
         &config,
         &[("users", "alice:{PLAIN}secret\n")],
@@ -644,7 +648,12 @@ delivery {
     let mtad = t.mtad;
     let m = scrape(metrics_port);
     assert_eq!(sample(&m, "mtad_queue_oldest_message_age_seconds"), 0.0);
-    for to in ["one@sink.test", "x@later.test", "y@Later.Test"] {
+    for to in [
+        "one@sink.test",
+        "x@later.test",
+        "y@Later.Test",
+        "z@verify.test",
+    ] {
         let out = swaks(
             mtad.port,
             &["--from", "a@src.test", "--to", to, "--body", "bytes\n"],
@@ -664,16 +673,16 @@ delivery {
     // mtad answers with a TLS alert, then closes
     let mut rest = Vec::new();
     let _ = c.into_stream().read_to_end(&mut rest);
-    let log = mtad.wait_log("status=deferred", 2, Duration::from_secs(20));
+    let log = mtad.wait_log("status=deferred", 3, Duration::from_secs(20));
     mtad.wait_log("status=sent", 1, Duration::from_secs(20));
     mtad.wait_log("TLS handshake failed", 1, Duration::from_secs(5));
     let sizes: Vec<u64> = log
         .lines()
         .filter_map(|l| l.split_once(", size=")?.1.split(',').next()?.parse().ok())
         .collect();
-    assert_eq!(sizes.len(), 3, "{log}");
+    assert_eq!(sizes.len(), 4, "{log}");
     let first = sizes[0];
-    // two still queued; the older of them arrived at least a second ago by now
+    // three still queued; the older of them arrived at least a second ago by now
     std::thread::sleep(Duration::from_millis(1100));
     let m = scrape(metrics_port);
     assert!(
@@ -693,6 +702,10 @@ delivery {
         sample(&m, "mtad_deferrals_total{domain=\"later.test\"}"),
         2.0
     );
+    assert_eq!(
+        sample(&m, "mtad_deferrals_total{domain=\"verify.test\"}"),
+        1.0
+    );
     assert_eq!(sample(&m, "mtad_auth_failures_total{listener=\"mx\"}"), 1.0);
     assert_eq!(
         sample(
@@ -701,4 +714,14 @@ delivery {
         ),
         1.0
     );
+    // the next hop's certificate did not verify: a failed handshake, nothing sent
+    assert_eq!(
+        sample(
+            &m,
+            "mtad_tls_handshake_failures_total{direction=\"outbound\"}"
+        ),
+        1.0
+    );
+    assert!(log.contains("the TLS handshake failed"), "{log}");
+    assert_eq!(untrusted.file_count(), 0);
 }

@@ -4,15 +4,17 @@
 #
 #   packaging/in-overlay.sh packaging/tests/install.sh BIN_DIR
 #
-# builds the package from BIN_DIR's binaries, purges whatever provides
-# mail-transport-agent (Postfix: only in the overlay), installs the package with
-# dpkg -i, checks what it installed, starts mtad as its systemd unit says (systemd is
-# not PID 1 here: the unit's own command lines, as its User= with its capability, with
+# builds the package from BIN_DIR's binaries, installs it with apt (which removes
+# the MTA it replaces: Postfix, only in the overlay), checks what it installed, starts mtad as its systemd unit says (systemd is
+# not PID 1 here: the unit's own command lines, as its User= with its capability, its
+# stderr a stream to a systemd-journald started here, with JOURNAL_STREAM, and
 # NOTIFY_SOCKET on a datagram socket this script reads: READY=1, RELOADING=1 and
-# MONOTONIC_USEC then READY=1 on `systemctl reload`'s command, STOPPING=1 on SIGTERM),
+# MONOTONIC_USEC then READY=1 on `systemctl reload`'s command, STOPPING=1 on SIGTERM;
+# `journalctl -p warning -t mtad/smtpd` finds a warning, info lines are at info),
 # sends mail with swaks and with bsd-mailx's `mail` through the installed
 # /usr/sbin/sendmail, checks that mtad started as root becomes mtad, and purges the
-# package: nothing of it is left, the user and groups are gone.
+# package: nothing of it is left, the user and groups are gone. Then dpkg -i on a
+# host without an MTA, and a second purge.
 set -euo pipefail
 bin_dir=$1
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -26,16 +28,14 @@ step "build the package"
 deb=$("$repo/packaging/build-deb.sh" --bin-dir "$bin_dir" --fast --out /tmp/deb)
 [ -f "$deb" ] || fail "no package built"
 
-step "make room: purge what provides mail-transport-agent (in this overlay only)"
+step "apt install: mtad replaces the MTA there is (Postfix; in this overlay only)"
 mtas=$(dpkg-query -W -f '${db:Status-Abbrev} ${Package} ${Provides}\n' | awk '$1 == "ii" && /mail-transport-agent/ {print $2}')
-for p in $mtas; do
-  dpkg --purge --force-depends "$p" >/dev/null
-done
-[ ! -e /usr/sbin/sendmail ] || fail "/usr/sbin/sendmail is still there after purging $mtas"
-
-step "dpkg -i"
-dpkg -i "$deb"
+apt-get install -y -q "$deb" >/tmp/apt.out 2>&1 || { cat /tmp/apt.out >&2; fail "apt-get install failed"; }
 [ "$(dpkg-query -W -f '${db:Status-Abbrev}' mtad)" = "ii " ] || fail "mtad is not installed"
+for p in $mtas; do
+  [ "$(dpkg-query -W -f '${db:Status-Abbrev}' "$p")" != "ii " ] || fail "$p is still installed beside mtad"
+done
+[ "$(dpkg -S /usr/sbin/sendmail)" = "mtad: /usr/sbin/sendmail" ] || fail "/usr/sbin/sendmail is not mtad's"
 dpkg -L mtad >/tmp/files
 
 step "what it installed"
@@ -82,14 +82,36 @@ fi
 step "ExecStartPre: $(setting ExecStartPre)"
 "${as_unit[@]}" $(setting ExecStartPre) || fail "ExecStartPre failed"
 
-step "ExecStart with NOTIFY_SOCKET: $(setting ExecStart)"
+step "ExecStart with NOTIFY_SOCKET, stderr to the journal: $(setting ExecStart)"
+start_journald
+journal_credentials
 notify_log=/run/notify.log
 start_notify_listener
-NOTIFY_SOCKET=/run/notify.sock "${as_unit[@]}" $(setting ExecStart) 2>/run/mtad.log &
+NOTIFY_SOCKET=/run/notify.sock "${as_service[@]}" "${as_unit[@]}" $(setting ExecStart) &
 mtad_pid=$!
-wait_for "grep -q '^READY=1' $notify_log" 30 || { cat /run/mtad.log >&2; fail "no READY=1"; }
+wait_for "grep -q '^READY=1' $notify_log" 30 || { journal >&2; fail "no READY=1"; }
 grep -q 'STATUS=accepting mail' "$notify_log" || fail "no STATUS= with READY=1"
 [ "$(ps -o user= -p $mtad_pid)" = mtad ] || fail "mtad does not run as mtad"
+
+step "the journal: priorities, Postfix's identifiers, the mail facility"
+# a warning: an HTTP request on the SMTP port
+exec 3<>/dev/tcp/127.0.0.1/25
+printf 'GET / HTTP/1.0\r\n\r\n' >&3
+cat <&3 >/dev/null || true
+exec 3<&-
+wait_for "journalctl -p warning -t mtad/smtpd | grep -q 'HTTP request on the SMTP port'" 10 \
+  || { journal >&2; fail "journalctl -p warning -t mtad/smtpd does not find the warning"; }
+journal -t mtad/smtpd >/tmp/smtpd.journal
+grep -q '^4 2 mtad/smtpd warning: HTTP request on the SMTP port' /tmp/smtpd.journal \
+  || { cat /tmp/smtpd.journal >&2; fail "the warning is not at priority 4, facility mail"; }
+grep -q '^6 2 mtad/smtpd connect from localhost\[127.0.0.1\]' /tmp/smtpd.journal \
+  || grep -q '^6 2 mtad/smtpd connect from unknown\[127.0.0.1\]' /tmp/smtpd.journal \
+  || { cat /tmp/smtpd.journal >&2; fail "no connect line at priority 6, facility mail"; }
+if journal -p warning | grep -q 'connect from'; then
+  journal -p warning >&2; fail "info lines at warning or above"
+fi
+# nothing went through the stream: every line is the daemon's own
+if journal -t mtad | grep -q .; then journal -t mtad >&2; fail "lines came through stderr"; fi
 
 step "mail with swaks and with mail(1)"
 swaks --server 127.0.0.1 --port 25 --from someone@localhost --to root@localhost \
@@ -99,7 +121,7 @@ echo "from root's mail" | mail -s "by mail as root" root || fail "mail (as root)
 echo "from nobody's mail" | setpriv --reuid=nobody --regid=nogroup --clear-groups mail -s "by mail as nobody" root \
   || fail "mail (as nobody) failed"
 wait_for "[ \$(ls /var/spool/mtad/mail/root/new | wc -l) -ge 3 ]" 30 \
-  || { cat /run/mtad.log >&2; ls -R /var/spool/mtad >&2; fail "the three messages did not arrive in root's Maildir"; }
+  || { journal >&2; ls -R /var/spool/mtad >&2; fail "the three messages did not arrive in root's Maildir"; }
 for subject in "by swaks" "by mail as root" "by mail as nobody"; do
   grep -lq "^Subject: $subject" /var/spool/mtad/mail/root/new/* || fail "no message \"$subject\""
 done
@@ -117,6 +139,8 @@ kill -TERM $mtad_pid
 wait $mtad_pid || fail "mtad exited with $? on SIGTERM"
 grep -q '^STOPPING=1' "$notify_log" || fail "no STOPPING=1"
 kill $notify_pid
+journalctl --no-pager -t mtad/master | grep -q 'stopped\|stopping' || { journal >&2; fail "no stop in the journal"; }
+kill $journald_pid
 cat "$notify_log" >&2
 
 step "started as root (no systemd): binds port 25, then becomes mtad"
@@ -143,4 +167,11 @@ while read -r f; do
   [ ! -e "$f" ] && [ ! -L "$f" ] || fail "$f is left"
 done </tmp/files
 [ ! -e /etc/systemd/system/multi-user.target.wants/mtad.service ] || fail "the unit is still enabled"
+
+step "dpkg -i on a host without an MTA, and purged again"
+dpkg -i "$deb" >/dev/null
+[ "$(dpkg-query -W -f '${db:Status-Abbrev}' mtad)" = "ii " ] || fail "mtad is not installed by dpkg -i"
+/usr/bin/mtactl check --config /etc/mtad/mtad.kdl >/dev/null || fail "the installed configuration does not check"
+dpkg --purge --force-depends mtad >/dev/null
+[ ! -e /etc/mtad ] && ! getent passwd mtad >/dev/null || fail "the second purge left /etc/mtad or the user"
 step "ok"

@@ -42,3 +42,35 @@ PY
   notify_pid=$!
   wait_for "[ -S /run/notify.sock ]" 10 || fail "the notify socket is not there"
 }
+
+# systemd-journald on this root's /run (systemd is not running here), so that a
+# service's stderr can go to the journal as under systemd; sets journald_pid
+start_journald() {
+  local j
+  for j in /lib/systemd/systemd-journald /usr/lib/systemd/systemd-journald; do
+    [ -x "$j" ] && break
+  done
+  [ -x "$j" ] || fail "systemd-journald is not installed (apt-get install systemd)"
+  "$j" >/dev/null 2>&1 &
+  journald_pid=$!
+  wait_for "[ -S /run/systemd/journal/stdout ] && [ -S /run/systemd/journal/socket ]" 10 \
+    || fail "systemd-journald did not start"
+}
+
+# the array as_service: what systemd does for StandardOutput/StandardError=journal
+# (the default) and SyslogIdentifier=, as a command prefix ("${as_service[@]}" CMD):
+# stdout and stderr a stream to journald, JOURNAL_STREAM its DEVICE:INODE
+journal_credentials() {
+  as_service=(systemd-cat -t "$(setting SyslogIdentifier)" bash -c
+    'JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) exec "$@"' journal-stream)
+}
+
+# the journal's entries for journalctl ARGS, as "PRIORITY FACILITY IDENTIFIER MESSAGE"
+journal() {
+  journalctl --no-pager -o json "$@" | python3 -c '
+import json, sys
+for line in sys.stdin:
+    e = json.loads(line)
+    print(e.get("PRIORITY"), e.get("SYSLOG_FACILITY"), e.get("SYSLOG_IDENTIFIER"), e.get("MESSAGE"))
+'
+}

@@ -16,7 +16,8 @@ struct Args {
     /// /etc/mtad/mtad.kdl.
     #[arg(long, short, value_name = "PATH")]
     config: Option<PathBuf>,
-    /// Where the log goes: `stderr`, `syslog` (`/dev/log`, facility `mail`), or
+    /// Where the log goes: `auto` (the default: the journal when systemd connected
+    /// stderr to it, else stderr), `stderr`, `syslog` (`/dev/log`, facility `mail`), or
     /// `journal` (systemd-journald's native protocol). Wins over `log { output }`.
     #[arg(long, value_name = "OUTPUT", value_parser = log::parse_output)]
     log_output: Option<LogOutput>,

@@ -433,7 +433,7 @@ pub struct LogSettings {
 impl Default for LogSettings {
     fn default() -> Self {
         LogSettings {
-            output: LogOutput::Stderr,
+            output: LogOutput::Auto,
             format: LogFormat::Text,
             syslog_name: "mtad".to_owned(),
             facility: Facility::MAIL,
@@ -461,6 +461,9 @@ pub enum LogOutput {
     Syslog,
     /// systemd-journald's native protocol, a datagram of fields per event.
     Journal,
+    /// The default: the journal when stderr is connected to it (a systemd service:
+    /// `$JOURNAL_STREAM` names stderr) and no `format` was asked for, else stderr.
+    Auto,
 }
 
 /// How stderr lines are written (`log { format }`, `mtad --log-format`).
@@ -475,19 +478,25 @@ pub enum LogFormat {
 }
 
 impl LogOutput {
-    pub const WORDS: &[&str] = &["stderr", "syslog", "journal"];
+    pub const WORDS: &[&str] = &["stderr", "syslog", "journal", "auto"];
 
     pub fn from_word(word: &str) -> Option<LogOutput> {
         match word {
             "stderr" => Some(LogOutput::Stderr),
             "syslog" => Some(LogOutput::Syslog),
             "journal" => Some(LogOutput::Journal),
+            "auto" => Some(LogOutput::Auto),
             _ => None,
         }
     }
 
     pub fn as_str(self) -> &'static str {
         Self::WORDS[self as usize]
+    }
+
+    /// Whether `format` applies: stderr's, chosen or possibly chosen by `auto`.
+    pub fn may_be_stderr(self) -> bool {
+        matches!(self, LogOutput::Stderr | LogOutput::Auto)
     }
 }
 

@@ -9,8 +9,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::{
-    Config, Delivery, Limits, LocalRecipients, LogOutput, LogSettings, RateLimits, ReloadSettings,
-    Server,
+    Config, Delivery, Limits, LocalRecipients, LogSettings, RateLimits, ReloadSettings, Server,
 };
 
 /// A setting's value, as it is written.
@@ -188,7 +187,7 @@ pub const SETTINGS: &[Setting] = &[
     s("reload", "require-tests", |c| list(c.reload.require_tests.iter().map(|p| p.display()))),
     s("log", "output", |c| text(c.log.output.as_str())),
     // stderr's format only: with another output, `format` is an error
-    s("log", "format", |c| if c.log.output == LogOutput::Stderr { text(c.log.format.as_str()) } else { Value::Off }),
+    s("log", "format", |c| if c.log.output.may_be_stderr() { text(c.log.format.as_str()) } else { Value::Off }),
     s("log", "syslog-name", |c| text(&c.log.syslog_name)),
     s("log", "syslog-facility", |c| text(c.log.facility.name())),
     s("log", "syslog-socket", |c| path(&c.log.syslog_socket)),

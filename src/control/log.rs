@@ -115,6 +115,10 @@ impl Overrides {
                 out.output = LogOutput::Stderr;
                 out.format = format;
             }
+            (Some(LogOutput::Auto), Some(format)) => {
+                out.output = LogOutput::Auto;
+                out.format = format;
+            }
             (Some(output), Some(_)) => return Err(LogError::FormatWithOutput(output.as_str())),
             (Some(output), None) => out.output = output,
             (None, None) => {}
@@ -156,12 +160,49 @@ where
 
 /// Sends the process's log where `settings` say, from now on.
 pub fn init(settings: &LogSettings) -> Result<(), LogError> {
+    let settings = &resolved(settings, stderr_is_journal());
     let subscriber = tracing_subscriber::registry().with(filter());
     let done = match (settings.output, settings.format) {
         (LogOutput::Stderr, LogFormat::Text) => subscriber.with(text_layer()).try_init(),
         _ => subscriber.with(Output::open(settings)?).try_init(),
     };
     done.map_err(|_| LogError::AlreadySet)
+}
+
+/// `settings` with `output "auto"` made stderr or the journal: the journal when
+/// stderr is connected to it (`journal`) and the format is the default `text`, so a
+/// systemd service logs with priorities (`journalctl -p warning`) and Postfix's
+/// program names without being told; a `format` asked for means stderr lines in it.
+pub fn resolved(settings: &LogSettings, journal: bool) -> LogSettings {
+    let mut out = settings.clone();
+    if out.output == LogOutput::Auto {
+        out.output = if journal && out.format == LogFormat::Text {
+            LogOutput::Journal
+        } else {
+            LogOutput::Stderr
+        };
+    }
+    out
+}
+
+/// Whether stderr is a stream to the journal: systemd sets `JOURNAL_STREAM` to its
+/// `DEVICE:INODE` (systemd.exec(5)); a stderr redirected elsewhere by the service
+/// has another.
+pub fn stderr_is_journal() -> bool {
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(stat) = nix::sys::stat::fstat(std::io::stderr()) else {
+        return false;
+    };
+    names_stream(&stream.to_string_lossy(), stat.st_dev, stat.st_ino)
+}
+
+/// Whether `JOURNAL_STREAM`'s `DEVICE:INODE` (both decimal) is `dev`:`ino`.
+fn names_stream(stream: &str, dev: u64, ino: u64) -> bool {
+    stream
+        .split_once(':')
+        .is_some_and(|(d, i)| d.parse() == Ok(dev) && i.parse() == Ok(ino))
 }
 
 /// The syslog severity of an event at `level` (RFC 5424's numbers, as journald's
@@ -246,10 +287,11 @@ impl Output {
         Output::base(settings, Sink::Stderr(settings.format))
     }
 
-    /// The output `settings` name; its socket must be there.
+    /// The output `settings` name; its socket must be there. `auto` is stderr here:
+    /// [`init`] decides it first ([`resolved`]).
     pub fn open(settings: &LogSettings) -> Result<Output, LogError> {
         let sink = match settings.output {
-            LogOutput::Stderr => Sink::Stderr(settings.format),
+            LogOutput::Stderr | LogOutput::Auto => Sink::Stderr(settings.format),
             LogOutput::Syslog => Sink::Syslog(Datagrams::open("syslog", &settings.syslog_socket)?),
             LogOutput::Journal => {
                 Sink::Journal(Datagrams::open("the journal", &settings.journal_socket)?)

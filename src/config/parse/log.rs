@@ -3,7 +3,7 @@
 //!
 //! ```kdl
 //! log {
-//!     output "syslog"              // "stderr" (default), "syslog", "journal"
+//!     output "syslog"              // "auto" (default), "stderr", "syslog", "journal"
 //!     format "postfix"             // stderr only: "text" (default), "postfix", "json"
 //!     syslog-name "mtad"           // NAME in NAME/smtpd[pid] (Postfix's syslog_name)
 //!     syslog-facility "mail"       // Postfix's syslog_facility
@@ -99,7 +99,7 @@ impl Parser {
             }
         }
         if let Some(at) = format_at
-            && settings.output != LogOutput::Stderr
+            && !settings.output.may_be_stderr()
         {
             self.error(
                 at,

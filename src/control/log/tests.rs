@@ -161,7 +161,7 @@ fn the_command_line_wins() {
     );
     assert_eq!(
         parse_output("sylog").unwrap_err().to_string(),
-        "`sylog` is not one of: stderr, syslog, journal"
+        "`sylog` is not one of: stderr, syslog, journal, auto"
     );
     assert!(parse_syslog_name("mtad smtpd").is_err());
     assert_eq!(
@@ -182,4 +182,51 @@ fn a_missing_socket_is_refused_at_start() {
         err.starts_with("cannot log to syslog at /nonexistent/log: "),
         "{err}"
     );
+}
+
+#[test]
+fn auto_is_the_journal_only_where_stderr_is_the_journal_and_no_format_was_asked() {
+    let auto = LogSettings::default();
+    assert_eq!(auto.output, LogOutput::Auto);
+    assert_eq!(resolved(&auto, true).output, LogOutput::Journal);
+    assert_eq!(resolved(&auto, false).output, LogOutput::Stderr);
+    // a format asked for is stderr's, under systemd too
+    let json = LogSettings {
+        format: LogFormat::Json,
+        ..LogSettings::default()
+    };
+    assert_eq!(
+        (resolved(&json, true).output, resolved(&json, true).format),
+        (LogOutput::Stderr, LogFormat::Json)
+    );
+    // an output chosen is kept
+    for output in [LogOutput::Stderr, LogOutput::Syslog, LogOutput::Journal] {
+        let chosen = LogSettings {
+            output,
+            ..LogSettings::default()
+        };
+        assert_eq!(resolved(&chosen, true).output, output);
+        assert_eq!(resolved(&chosen, false).output, output);
+    }
+    // --log-output auto --log-format postfix: stderr in Postfix's lines
+    let both = Overrides {
+        output: Some(LogOutput::Auto),
+        format: Some(LogFormat::Postfix),
+        ..Overrides::default()
+    };
+    let l = resolved(&both.apply(&LogSettings::default()).unwrap(), true);
+    assert_eq!(
+        (l.output, l.format),
+        (LogOutput::Stderr, LogFormat::Postfix)
+    );
+}
+
+#[test]
+fn journal_stream_names_a_device_and_an_inode() {
+    assert!(names_stream("8:123456", 8, 123456));
+    assert!(!names_stream("8:123456", 8, 123457));
+    assert!(!names_stream("9:123456", 8, 123456));
+    for bad in ["", "8", "8:", ":1", "8:1:2", "x:y", "-8:1", "8 :1"] {
+        assert!(!names_stream(bad, 8, 1), "{bad}");
+    }
 }

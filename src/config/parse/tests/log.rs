@@ -24,7 +24,7 @@ fn log_settings_and_their_defaults() {
             default.syslog_socket.to_str(),
         ),
         (
-            LogOutput::Stderr,
+            LogOutput::Auto,
             LogFormat::Text,
             "mtad",
             "mail",
