@@ -740,3 +740,197 @@ fn documented_configuration_parses() {
     }
     assert!(checked >= 3, "{checked} snippets");
 }
+
+/// A scripted milter (not a real filter: for the answers no filter above gives on
+/// demand): negotiates every action, answers `continue` to every event, except
+/// `RCPT TO:<tempfail@...>` (tempfail) and `<full@...>` (its own 452), and at the end
+/// of the message what the Subject asks for.
+fn scripted_milter() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    fn packet(code: u8, data: &[u8]) -> Vec<u8> {
+        let mut out = ((data.len() + 1) as u32).to_be_bytes().to_vec();
+        out.push(code);
+        out.extend_from_slice(data);
+        out
+    }
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { return };
+            std::thread::spawn(move || {
+                let mut subject = String::new();
+                loop {
+                    let mut len = [0u8; 4];
+                    if s.read_exact(&mut len).is_err() {
+                        return;
+                    }
+                    let mut data = vec![0u8; u32::from_be_bytes(len) as usize];
+                    if s.read_exact(&mut data).is_err() {
+                        return;
+                    }
+                    let (code, data) = (data[0], &data[1..]);
+                    let text = String::from_utf8_lossy(data).into_owned();
+                    let answer: Vec<u8> = match code {
+                        b'O' => {
+                            let mut n = 6u32.to_be_bytes().to_vec();
+                            n.extend_from_slice(&0x1FFu32.to_be_bytes());
+                            n.extend_from_slice(&0u32.to_be_bytes());
+                            packet(b'O', &n)
+                        }
+                        b'D' | b'A' => continue,
+                        b'Q' => return,
+                        b'R' if text.starts_with("<tempfail@") => packet(b't', b""),
+                        b'R' if text.starts_with("<full@") => {
+                            packet(b'y', b"452 4.2.2 Mailbox full\0")
+                        }
+                        b'L' => {
+                            let mut parts = text.split('\0');
+                            if parts.next() == Some("Subject") {
+                                subject = parts.next().unwrap_or("").trim().to_owned();
+                            }
+                            packet(b'c', b"")
+                        }
+                        b'E' => match subject.as_str() {
+                            "discard" => packet(b'd', b""),
+                            "quarantine" => {
+                                [packet(b'q', b"too fishy\0"), packet(b'c', b"")].concat()
+                            }
+                            "envelope" => [
+                                packet(b'e', b"<new@example.test>\0"),
+                                packet(b'+', b"<added@mx.test>\0"),
+                                packet(b'-', b"<bob@mx.test>\0"),
+                                packet(b'c', b""),
+                            ]
+                            .concat(),
+                            "body" => {
+                                [packet(b'b', b"replaced\r\nbody\r\n"), packet(b'a', b"")].concat()
+                            }
+                            "headers" => {
+                                let mut ins = 0u32.to_be_bytes().to_vec();
+                                ins.extend_from_slice(b"X-First\0top\0");
+                                let mut chg = 1u32.to_be_bytes().to_vec();
+                                chg.extend_from_slice(b"Subject\0changed\0");
+                                let mut del = 1u32.to_be_bytes().to_vec();
+                                del.extend_from_slice(b"X-Drop\0\0");
+                                [
+                                    packet(b'i', &ins),
+                                    packet(b'm', &chg),
+                                    packet(b'm', &del),
+                                    packet(b'h', b"X-Last\0folded\n\tline\0"),
+                                    packet(b'a', b""),
+                                ]
+                                .concat()
+                            }
+                            "injection" => {
+                                [packet(b'h', b"X-Bad\0a\r\nBcc: x@y\0"), packet(b'a', b"")]
+                                    .concat()
+                            }
+                            "shutdown" => packet(b'4', b""),
+                            _ => packet(b'a', b""),
+                        },
+                        _ => packet(b'c', b""),
+                    };
+                    if s.write_all(&answer).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_scripted_milter_s_answers_and_changes() {
+    let port = scripted_milter();
+    let mtad = Mtad::start(&format!(
+        r#"
+server {{
+    hostname "mx.test"
+    spool "{{spool}}"
+}}
+milter "scripted" "inet:127.0.0.1:{port}"
+listen "mx" address="127.0.0.1:{{port}}" milters="scripted"
+stage "rcpt" {{
+    accept
+}}
+"#
+    ));
+    let mut c = mtad.session();
+    c.cmd("EHLO client.test", "250");
+    // at RCPT: tempfail, and its own reply
+    c.cmd("MAIL FROM:<alice@example.test>", "250 ");
+    c.cmd(
+        "RCPT TO:<tempfail@mx.test>",
+        "451 4.7.1 Service unavailable",
+    );
+    c.cmd("RCPT TO:<full@mx.test>", "452 4.2.2 Mailbox full");
+    c.cmd("RSET", "250");
+    let send = |c: &mut Client, subject: &str, extra: &str| {
+        c.cmd("MAIL FROM:<alice@example.test>", "250 ");
+        c.cmd("RCPT TO:<bob@mx.test>", "250 ");
+        c.cmd("DATA", "354 ");
+        c.send(format!(
+            "{extra}Subject: {subject}\r\nX-Drop: me\r\n\r\noriginal\r\n.\r\n"
+        ));
+        c.reply()
+    };
+    assert!(send(&mut c, "discard", "").starts_with("250 "));
+    assert!(send(&mut c, "quarantine", "").starts_with("250 "));
+    assert!(send(&mut c, "envelope", "").starts_with("250 "));
+    assert!(send(&mut c, "body", "").starts_with("250 "));
+    assert!(send(&mut c, "headers", "From: a@example.test\r\n").starts_with("250 "));
+    // a header that would inject another: a protocol error, the failure action
+    let reply = send(&mut c, "injection", "");
+    assert!(reply.starts_with("451 4.7.1"), "{reply}");
+    let queued = mtad.queued();
+    let find = |s: &str| {
+        queued
+            .iter()
+            .find(|(_, b)| header(b, "Subject").as_deref() == Some(s))
+            .unwrap_or_else(|| panic!("`{s}` not queued"))
+    };
+    assert!(
+        !queued
+            .iter()
+            .any(|(_, b)| header(b, "Subject").as_deref() == Some("discard")),
+        "discarded"
+    );
+    assert!(find("quarantine").0.envelope.held, "quarantine: held");
+    let (m, _) = find("envelope");
+    assert_eq!(m.envelope.sender, "new@example.test");
+    assert_eq!(m.envelope.recipients, ["added@mx.test"]);
+    let (_, body) = find("body");
+    assert!(
+        body.ends_with(b"\r\n\r\nreplaced\r\nbody\r\n"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let (_, body) = find("changed");
+    let text = String::from_utf8_lossy(&body);
+    // our Received: first, the inserted header right below it, the rest in order
+    let names: Vec<&str> = text
+        .split("\r\n\r\n")
+        .next()
+        .unwrap()
+        .split("\r\n")
+        .filter(|l| !l.starts_with([' ', '\t']))
+        .map(|l| l.split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["Received", "X-First", "From", "Subject", "X-Last"],
+        "{text}"
+    );
+    assert!(text.contains("X-Last: folded\r\n\tline\r\n"), "{text}");
+    assert!(!text.contains("Bcc"), "{text}");
+    // the failed milter's action stands for the rest of that session
+    c.cmd("MAIL FROM:<alice@example.test>", "451 4.7.1");
+    // shutdown: 421, the session ends
+    let mut c = mtad.session();
+    c.cmd("EHLO client.test", "250");
+    let reply = send(&mut c, "shutdown", "");
+    assert!(reply.starts_with("421 4.7.0"), "{reply}");
+    c.expect_closed();
+}
