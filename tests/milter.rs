@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::peers::{Dnsmasq, opendkim_genkey, wait_listening};
+use common::peers::{Dnsmasq, opendkim_genkey, unbound_conf, wait_listening};
 use common::*;
 
 /// A daemon started by a test, killed (by its PID) on drop.
@@ -66,17 +66,7 @@ fn opendkim(dir: &Path, port: u16, key: &Path, dns: SocketAddr) -> Daemon {
 
 /// [`opendkim`], signing the mail of the listener named `mta`.
 fn opendkim_signing_for(dir: &Path, port: u16, key: &Path, dns: SocketAddr, mta: &str) -> Daemon {
-    let unbound = dir.join("unbound.conf");
-    std::fs::write(
-        &unbound,
-        format!(
-            "server:\n    do-not-query-localhost: no\n    local-zone: \"test.\" nodefault\n\
-             forward-zone:\n    name: \".\"\n    forward-addr: {}@{}\n",
-            dns.ip(),
-            dns.port()
-        ),
-    )
-    .unwrap();
+    let unbound = unbound_conf(dir, dns);
     let conf = dir.join("opendkim.conf");
     std::fs::write(
         &conf,
@@ -137,6 +127,26 @@ fn header(message: &[u8], name: &str) -> Option<String> {
         .map(|l| l[name.len() + 1..].trim().to_owned())
 }
 
+/// `data` from `from` to bob@mx.test in a new session on `mtad`'s listener: the
+/// message as queued.
+fn send_queued(mtad: &Mtad, from: &str, data: &str) -> (mtad::queue::QueuedMessage, Vec<u8>) {
+    let mut c = mtad.session();
+    c.cmd("EHLO client.test", "250");
+    let id = c.send_message(from, &["bob@mx.test"], data);
+    mtad.queued()
+        .into_iter()
+        .find(|(m, _)| m.id.to_string() == id)
+        .expect("queued")
+}
+
+/// The configuration every test here starts from: the server `mx.test`, every
+/// recipient accepted, and `rest` (milters, listeners, rules).
+fn config_with(rest: &str) -> String {
+    format!(
+        "server {{\n    hostname \"mx.test\"\n    spool \"{{spool}}\"\n}}\nstage \"rcpt\" {{\n    accept\n}}\n{rest}"
+    )
+}
+
 /// The queued message whose Subject is `subject`.
 fn queued_with_subject(mtad: &Mtad, subject: &str) -> (mtad::queue::QueuedMessage, Vec<u8>) {
     mtad.queued()
@@ -153,25 +163,18 @@ fn opendkim_signs_on_one_listener_and_verifies_on_another() {
     let port = free_port();
     let _opendkim = opendkim(keys.path(), port, &key, dns.addr);
     let signer_port = free_port();
-    let mtad = Mtad::start(&format!(
+    let mtad = Mtad::start(&config_with(&format!(
         r#"
-server {{
-    hostname "mx.test"
-    spool "{{spool}}"
-}}
 milter "opendkim" "inet:127.0.0.1:{port}"
 listen "signer" address="127.0.0.1:{signer_port}" milters="opendkim"
 listen "mx" address="127.0.0.1:{{port}}" milters="opendkim"
-stage "rcpt" {{
-    accept
-}}
 stage "data" {{
     // OpenDKIM's verdict, as the milter added it, decides here
     hold header-matches="^Authentication-Results: mx.test;.*dkim=fail"
     accept
 }}
 "#
-    ));
+    )));
     // signed on the `signer` listener: OpenDKIM's DKIM-Signature is in the queued message
     let original = message("alice@example.test", "signed", "A signed message.");
     let mut c = Client::connect(signer_port);
@@ -194,14 +197,7 @@ stage "data" {{
 
     // the signed message again, on `mx`: verified, dkim=pass, delivered normally
     let with_dkim = String::from_utf8_lossy(without_received(&signed)).into_owned();
-    let mut c = mtad.session();
-    c.cmd("EHLO client.test", "250");
-    let id = c.send_message("alice@example.test", &["bob@mx.test"], &with_dkim);
-    let (m, verified) = mtad
-        .queued()
-        .into_iter()
-        .find(|(m, _)| m.id.to_string() == id)
-        .expect("queued");
+    let (m, verified) = send_queued(&mtad, "alice@example.test", &with_dkim);
     let results = header(&verified, "Authentication-Results").unwrap_or_default();
     assert!(
         results.contains("mx.test") && results.contains("dkim=pass"),
@@ -212,14 +208,7 @@ stage "data" {{
 
     // tampered: dkim=fail, which the data stage's rule sees and holds
     let tampered = with_dkim.replace("A signed message.", "A tampered message.");
-    let mut c = mtad.session();
-    c.cmd("EHLO client.test", "250");
-    let id = c.send_message("alice@example.test", &["bob@mx.test"], &tampered);
-    let (m, failed) = mtad
-        .queued()
-        .into_iter()
-        .find(|(m, _)| m.id.to_string() == id)
-        .expect("queued");
+    let (m, failed) = send_queued(&mtad, "alice@example.test", &tampered);
     let results = header(&failed, "Authentication-Results").unwrap_or_default();
     assert!(
         results.contains("dkim=fail"),
@@ -321,24 +310,17 @@ fn rspamd_refuses_gtube_marks_and_passes_clean_mail() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut filter = rspamd(dir.path(), port);
-    let mtad = Mtad::start(&format!(
+    let mtad = Mtad::start(&config_with(&format!(
         r#"
-server {{
-    hostname "mx.test"
-    spool "{{spool}}"
-}}
 milter "rspamd" "inet:127.0.0.1:{port}" content-timeout="60s"
 listen "mx" address="127.0.0.1:{{port}}" milters="rspamd"
-stage "rcpt" {{
-    accept
-}}
 stage "data" {{
     // rspamd's header, added at the end of the message, is seen by the rules
     hold sender="watched@example.test" header-matches="^X-Rspamd-Queue-Id: "
     accept
 }}
 "#
-    ));
+    )));
     // GTUBE: refused with rspamd's own reply, nothing queued
     let mut c = mtad.session();
     c.cmd("EHLO client.test", "250");
@@ -507,19 +489,12 @@ fn a_stopped_milter_tempfails_by_default_and_loses_nothing() {
     let dns = Dnsmasq::start(&[&Dnsmasq::txt("sel._domainkey.example.test", &text)]);
     let port = free_port();
     let mut filter = opendkim(keys.path(), port, &key, dns.addr);
-    let mtad = Mtad::start(&format!(
+    let mtad = Mtad::start(&config_with(&format!(
         r#"
-server {{
-    hostname "mx.test"
-    spool "{{spool}}"
-}}
 milter "opendkim" "inet:127.0.0.1:{port}" connect-timeout="2s"
 listen "mx" address="127.0.0.1:{{port}}" milters="opendkim"
-stage "rcpt" {{
-    accept
-}}
 "#
-    ));
+    )));
     stop_mid_load(&mtad, || filter.stop(), "451 4.7.1");
     let log = mtad.log();
     assert!(log.contains("milter failed"), "{log}");
@@ -536,12 +511,8 @@ fn failure_actions_of_a_stopped_milter() {
     let port = free_port();
     let mut filter = opendkim(keys.path(), port, &key, dns.addr);
     let (accept, reject, shutdown) = (free_port(), free_port(), free_port());
-    let mtad = Mtad::start(&format!(
+    let mtad = Mtad::start(&config_with(&format!(
         r#"
-server {{
-    hostname "mx.test"
-    spool "{{spool}}"
-}}
 milter "tempfail" "inet:127.0.0.1:{port}"
 milter "accept" "inet:127.0.0.1:{port}" on-failure="accept"
 milter "reject" "inet:127.0.0.1:{port}" on-failure="reject"
@@ -550,11 +521,8 @@ listen "mx" address="127.0.0.1:{{port}}" milters="tempfail"
 listen "accept" address="127.0.0.1:{accept}" milters="accept"
 listen "reject" address="127.0.0.1:{reject}" milters="reject"
 listen "shutdown" address="127.0.0.1:{shutdown}" milters="shutdown"
-stage "rcpt" {{
-    accept
-}}
 "#
-    ));
+    )));
     // sessions that start while the filter runs, and lose it before their message
     let mut sessions: Vec<Client> = [mtad.port, accept, reject, shutdown]
         .iter()
@@ -592,23 +560,16 @@ fn local_submission_goes_through_its_milters() {
     let port = free_port();
     // the local submission's listener is named `sendmail` ({daemon_name})
     let _opendkim = opendkim_signing_for(keys.path(), port, &key, dns.addr, "sendmail");
-    let mtad = Mtad::start(&format!(
+    let mtad = Mtad::start(&config_with(&format!(
         r#"
-server {{
-    hostname "mx.test"
-    spool "{{spool}}"
-}}
 milter "opendkim" "inet:127.0.0.1:{port}"
 listen "mx" address="127.0.0.1:{{port}}"
 local-submission {{
     maildrop "{{dir}}/maildrop"
     milters "opendkim"
 }}
-stage "rcpt" {{
-    accept
-}}
 "#
-    ));
+    )));
     let mut child = Command::new(env!("CARGO_BIN_EXE_sendmail"))
         .arg("-C")
         .arg(&mtad.config)
@@ -729,6 +690,9 @@ fn documented_configuration_parses() {
             if !block.contains("listen \"") {
                 config.push_str("listen \"mx\" address=\"127.0.0.1:2525\"\n");
             }
+            if block.contains("\"login-senders\"") {
+                config.push_str("table \"login-senders\" {\n    \"root\" \"*\"\n}\n");
+            }
             if block.contains("milter-skip-clients") && !block.contains("networks") {
                 config.push_str("networks \"trusted\" \"10.0.0.0/8\"\n");
             }
@@ -844,19 +808,12 @@ fn scripted_milter() -> u16 {
 #[test]
 fn a_scripted_milter_s_answers_and_changes() {
     let port = scripted_milter();
-    let mtad = Mtad::start(&format!(
+    let mtad = Mtad::start(&config_with(&format!(
         r#"
-server {{
-    hostname "mx.test"
-    spool "{{spool}}"
-}}
 milter "scripted" "inet:127.0.0.1:{port}"
 listen "mx" address="127.0.0.1:{{port}}" milters="scripted"
-stage "rcpt" {{
-    accept
-}}
 "#
-    ));
+    )));
     let mut c = mtad.session();
     c.cmd("EHLO client.test", "250");
     // at RCPT: tempfail, and its own reply
