@@ -862,10 +862,10 @@ listen "mx" address="127.0.0.1:{{port}}" milters="scripted"
     assert!(
         body.ends_with(b"\r\n\r\nreplaced\r\nbody\r\n"),
         "{}",
-        String::from_utf8_lossy(&body)
+        String::from_utf8_lossy(body)
     );
     let (_, body) = find("changed");
-    let text = String::from_utf8_lossy(&body);
+    let text = String::from_utf8_lossy(body);
     // our Received: first, the inserted header right below it, the rest in order
     let names: Vec<&str> = text
         .split("\r\n\r\n")
