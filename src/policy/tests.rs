@@ -210,6 +210,7 @@ fn a_dangling_reference_fails_closed() {
         content_filters: BTreeMap::new(),
         policy_services: BTreeMap::new(),
         dnsbls: BTreeMap::new(),
+        milters: BTreeMap::new(),
         users: BTreeMap::new(),
         dkim: Vec::new(),
         dkim_internal: None,

@@ -56,6 +56,7 @@ const TOP_LEVEL: &[&str] = &[
     "delivery",
     "credentials",
     "content-filter",
+    "milter",
     "rate-limits",
     "users",
     "reload",
@@ -164,6 +165,7 @@ mod include;
 mod limits;
 mod listen;
 mod log;
+mod milter;
 mod node;
 mod rate;
 mod reload;
@@ -189,6 +191,8 @@ struct Sets {
     credentials: delivery::Credentials,
     /// `content-filter` nodes.
     filters: filter::Filters,
+    /// `milter` nodes.
+    milters: milter::Milters,
     /// `users` nodes.
     users: users::UsersTables,
     /// `policy-service` nodes.
@@ -242,7 +246,7 @@ impl Parser {
             let here = self.origin(node.name().span().offset());
             match node.name().value() {
                 "networks" | "domains" | "table" | "credentials" | "content-filter" | "users"
-                | "policy-service" | "dnsbl" => {} // read by `sets`
+                | "policy-service" | "dnsbl" | "milter" => {} // read by `sets`
                 "delivery" => {
                     if let Some((_, first)) = &delivery {
                         let first = first.clone();
@@ -360,7 +364,10 @@ impl Parser {
                         );
                         continue;
                     }
-                    local_submission = Some((self.local_submission(node, &sets.tables), here));
+                    local_submission = Some((
+                        self.local_submission(node, &sets.tables, &sets.milters),
+                        here,
+                    ));
                 }
                 _ => {
                     self.check_annotations(node);
@@ -488,6 +495,11 @@ impl Parser {
                 .collect(),
             dnsbls: sets
                 .dnsbls
+                .into_iter()
+                .filter_map(|(k, (v, _))| Some((k, v?)))
+                .collect(),
+            milters: sets
+                .milters
                 .into_iter()
                 .filter_map(|(k, (v, _))| Some((k, v?)))
                 .collect(),

@@ -36,6 +36,10 @@ impl Parser {
                 self.dnsbl(node, &mut sets.dnsbls);
                 continue;
             }
+            if kind == "milter" {
+                self.milter(node, &mut sets.milters);
+                continue;
+            }
             if kind == "users" {
                 self.users(node, &mut sets.users);
                 continue;
