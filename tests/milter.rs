@@ -1,7 +1,8 @@
 //! Milters end to end against the real filters, started on loopback by each test:
 //! OpenDKIM (signing for a listener named in its `MTA` list, verifying elsewhere),
 //! rspamd 3.4's proxy worker in milter mode (GTUBE refused, headers added that the
-//! data stage's rules see, a clean message passing), and what clients see when a
+//! data stage's rules see, a clean message passing), clamav-milter with clamd and a
+//! local signature (reject, quarantine, blackhole, its own tempfail), and what clients see when a
 //! filter is stopped in the middle of a load (nothing acknowledged is lost; the
 //! configured `on-failure` action is the answer).
 
@@ -890,4 +891,181 @@ listen "mx" address="127.0.0.1:{{port}}" milters="scripted"
     let reply = send(&mut c, "shutdown", "");
     assert!(reply.starts_with("421 4.7.0"), "{reply}");
     c.expect_closed();
+}
+
+/// What clamd finds in the tests below: a custom body signature (`.ndb`), no download.
+const MALWARE: &str = "MTAD-TEST-MALWARE-MARKER-51c9";
+
+/// clamd with a signature database of one custom `.ndb` signature for [`MALWARE`]
+/// (peers.md §2), on 127.0.0.1:`port`.
+fn clamd(dir: &Path, port: u16) -> Daemon {
+    let db = dir.join("db");
+    std::fs::create_dir_all(&db).unwrap();
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    let hex: String = MALWARE.bytes().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(
+        db.join("local.ndb"),
+        format!("Mtad.Test.Marker-NDB:0:*:{hex}\n"),
+    )
+    .unwrap();
+    let conf = dir.join("clamd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "DatabaseDirectory {}\nTCPSocket {port}\nTCPAddr 127.0.0.1\nForeground yes\n\
+             TemporaryDirectory {}\nSelfCheck 0\nScanMail yes\n",
+            db.display(),
+            dir.join("tmp").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(require_tool("clamd"))
+        .arg(format!("--config-file={}", conf.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start clamd");
+    wait_listening(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        &mut child,
+        "clamd",
+    );
+    Daemon { child }
+}
+
+/// clamav-milter on 127.0.0.1:`port` asking clamd on `clamd_port`, doing `on_infected`
+/// (`Reject`, `Quarantine`, `Blackhole`) with what it finds, deferring when clamd
+/// fails, and marking every message it scans (`X-Virus-Status`).
+fn clamav_milter(dir: &Path, port: u16, clamd_port: u16, on_infected: &str) -> Daemon {
+    let conf = dir.join(format!("clamav-milter-{on_infected}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "MilterSocket inet:{port}@127.0.0.1\nClamdSocket tcp:127.0.0.1:{clamd_port}\n\
+             Foreground yes\nOnInfected {on_infected}\nOnClean Accept\nOnFail Defer\n\
+             AddHeader Replace\nRejectMsg \"Virus found: %v\"\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(require_tool("clamav-milter"))
+        .arg(format!("--config-file={}", conf.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start clamav-milter");
+    wait_listening(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        &mut child,
+        "clamav-milter",
+    );
+    Daemon { child }
+}
+
+/// clamav-milter's answers, each from the real filter: reject (with its reply),
+/// quarantine (held in our queue), blackhole (a discard: 250, nothing queued), a
+/// header change on clean mail, and a tempfail of its own when clamd is gone.
+#[test]
+fn clamav_milter_rejects_quarantines_and_discards_as_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let clamd_port = free_port();
+    let mut clamd = clamd(dir.path(), clamd_port);
+    let mut listeners = String::new();
+    let mut milters = Vec::new();
+    let mut ports = Vec::new();
+    for action in ["Reject", "Quarantine", "Blackhole"] {
+        let (milter_port, listen_port) = (free_port(), free_port());
+        milters.push(clamav_milter(dir.path(), milter_port, clamd_port, action));
+        ports.push(listen_port);
+        listeners += &format!(
+            "milter \"clam-{action}\" \"inet:127.0.0.1:{milter_port}\"\n\
+             listen \"{action}\" address=\"127.0.0.1:{listen_port}\" milters=\"clam-{action}\"\n"
+        );
+    }
+    let mtad = Mtad::start(&config_with(&format!(
+        "listen \"mx\" address=\"127.0.0.1:{{port}}\"\n{listeners}"
+    )));
+    let infected = |subject: &str| {
+        message(
+            "alice@example.test",
+            subject,
+            &format!("Here it is: {MALWARE}"),
+        )
+    };
+    let session = |port: u16| {
+        let mut c = Client::connect(port);
+        c.expect("220 ");
+        c.cmd("EHLO client.test", "250");
+        c.cmd("MAIL FROM:<alice@example.test>", "250 ");
+        c.cmd("RCPT TO:<bob@mx.test>", "250 ");
+        c.cmd("DATA", "354 ");
+        c
+    };
+
+    // Reject: clamav-milter's own reply, nothing queued
+    let mut c = session(ports[0]);
+    c.send(infected("rejected"));
+    c.send(".\r\n");
+    let reply = c.expect("5");
+    assert!(
+        reply.starts_with("550 5.7.1 Virus found: Mtad.Test.Marker-NDB"),
+        "{reply}"
+    );
+    mtad.wait_log("milter-reject: END-OF-MESSAGE", 1, Duration::from_secs(5));
+    // clean mail on the same listener passes, marked by the milter
+    let id = c.send_message(
+        "alice@example.test",
+        &["bob@mx.test"],
+        &message("alice@example.test", "clean", "Nothing to see."),
+    );
+    let (m, body) = queued_with_subject(&mtad, "clean");
+    assert_eq!(m.id.to_string(), id);
+    assert_eq!(header(&body, "X-Virus-Status").as_deref(), Some("Clean"));
+    assert!(!m.envelope.held);
+
+    // Quarantine: accepted, and on hold in our queue
+    let mut c = session(ports[1]);
+    c.send(infected("quarantined"));
+    c.send(".\r\n");
+    c.expect("250 ");
+    let (m, body) = queued_with_subject(&mtad, "quarantined");
+    assert!(m.envelope.held, "quarantine is a hold");
+    assert!(
+        header(&body, "X-Virus-Status")
+            .unwrap_or_default()
+            .starts_with("Infected"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    mtad.wait_log("milter-hold: END-OF-MESSAGE", 1, Duration::from_secs(5));
+
+    // Blackhole: the client hears 250, the message is discarded
+    let queued_before = mtad.queued().len();
+    let mut c = session(ports[2]);
+    c.send(infected("blackholed"));
+    c.send(".\r\n");
+    c.expect("250 ");
+    mtad.wait_log("milter-discard: END-OF-MESSAGE", 1, Duration::from_secs(5));
+    assert_eq!(
+        mtad.queued().len(),
+        queued_before,
+        "a discarded message was queued"
+    );
+
+    // clamd gone: clamav-milter answers tempfail itself (OnFail Defer), a 4xx
+    clamd.stop();
+    wait_closed(clamd_port);
+    let mut c = session(ports[0]);
+    c.send(infected("deferred"));
+    c.send(".\r\n");
+    let reply = c.expect("4");
+    assert!(reply.starts_with("451 4.7.1"), "{reply}");
+    assert!(
+        !mtad
+            .queued()
+            .iter()
+            .any(|(_, b)| header(b, "Subject").as_deref() == Some("deferred"))
+    );
+    drop(milters);
 }
