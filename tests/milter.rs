@@ -2,7 +2,8 @@
 //! OpenDKIM (signing for a listener named in its `MTA` list, verifying elsewhere),
 //! rspamd 3.4's proxy worker in milter mode (GTUBE refused, headers added that the
 //! data stage's rules see, a clean message passing), clamav-milter with clamd and a
-//! local signature (reject, quarantine, blackhole, its own tempfail), and what clients see when a
+//! local signature (reject, quarantine, blackhole, its own tempfail), spamass-milter with
+//! spamd (reject, mark, redirect to a bucket), and what clients see when a
 //! filter is stopped in the middle of a load (nothing acknowledged is lost; the
 //! configured `on-failure` action is the answer).
 
@@ -1068,4 +1069,132 @@ fn clamav_milter_rejects_quarantines_and_discards_as_configured() {
             .any(|(_, b)| header(b, "Subject").as_deref() == Some("deferred"))
     );
     drop(milters);
+}
+
+/// spamd (the shipped rules, no network tests) on 127.0.0.1:`port`, its helper home in
+/// `dir` (owned by debian-spamd, as spamd wants it).
+fn spamd(dir: &Path, port: u16) -> Daemon {
+    use std::os::unix::fs::PermissionsExt;
+    let home = dir.join("spamd-home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let user = Command::new("id")
+        .args(["-u", "debian-spamd"])
+        .output()
+        .expect("id");
+    let uid: u32 = String::from_utf8_lossy(&user.stdout)
+        .trim()
+        .parse()
+        .expect("no debian-spamd user (apt-get install spamd)");
+    std::os::unix::fs::chown(&home, Some(uid), None).unwrap();
+    let mut child = Command::new(require_tool("spamd"))
+        .arg(format!("--listen=127.0.0.1:{port}"))
+        .args([
+            "--allowed-ips=127.0.0.1",
+            "--username=debian-spamd",
+            "--groupname=debian-spamd",
+            "--local",
+            "--nouser-config",
+            "--max-children=1",
+            "--min-children=1",
+        ])
+        .arg(format!("--helper-home-dir={}", home.display()))
+        .arg(format!("--syslog={}", dir.join("spamd.log").display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start spamd");
+    wait_listening(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        &mut child,
+        "spamd",
+    );
+    Daemon { child }
+}
+
+/// spamass-milter on 127.0.0.1:`port` asking spamd on `spamd_port`, with `args`
+/// (`-r 15`: reject at a score of 15; `-b ADDR`: spam goes to ADDR instead).
+fn spamass_milter(port: u16, spamd_port: u16, args: &[&str]) -> Daemon {
+    let mut child = Command::new(require_tool("spamass-milter"))
+        .arg("-p")
+        .arg(format!("inet:{port}@127.0.0.1"))
+        .args(args)
+        .args(["--", "-d", "127.0.0.1", "-p", &spamd_port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start spamass-milter");
+    wait_listening(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        &mut child,
+        "spamass-milter",
+    );
+    Daemon { child }
+}
+
+/// spamass-milter with spamd: GTUBE refused with its reply (`-r`), clean mail marked
+/// (a header added), and spam redirected (`-b`): the filter deletes the recipient and
+/// adds its bucket, which is whom the queued message is for.
+#[test]
+fn spamass_milter_rejects_marks_and_redirects_spam() {
+    let dir = tempfile::tempdir().unwrap();
+    let spamd_port = free_port();
+    let _spamd = spamd(dir.path(), spamd_port);
+    let (reject_port, redirect_port) = (free_port(), free_port());
+    let _reject = spamass_milter(reject_port, spamd_port, &["-r", "15"]);
+    let _redirect = spamass_milter(redirect_port, spamd_port, &["-b", "spam@bucket.test"]);
+    let redirect_listener = free_port();
+    let mtad = Mtad::start(&config_with(&format!(
+        r#"
+milter "sa-reject" "inet:127.0.0.1:{reject_port}" content-timeout="60s"
+milter "sa-redirect" "inet:127.0.0.1:{redirect_port}" content-timeout="60s"
+listen "mx" address="127.0.0.1:{{port}}" milters="sa-reject"
+listen "redirect" address="127.0.0.1:{redirect_listener}" milters="sa-redirect"
+"#
+    )));
+    let gtube = |subject: &str| message("alice@example.test", subject, GTUBE);
+
+    // -r 15: GTUBE (score 1000) refused with spamass-milter's reply
+    let mut c = mtad.session();
+    c.cmd("EHLO client.test", "250");
+    c.cmd("MAIL FROM:<alice@example.test>", "250 ");
+    c.cmd("RCPT TO:<bob@mx.test>", "250 ");
+    c.cmd("DATA", "354 ");
+    c.send(gtube("gtube"));
+    c.send(".\r\n");
+    let reply = c.expect("5");
+    assert!(
+        reply.starts_with("550 5.7.1 Blocked by SpamAssassin"),
+        "{reply}"
+    );
+    // clean mail passes, with SpamAssassin's header
+    c.send_message(
+        "alice@example.test",
+        &["bob@mx.test"],
+        &message("alice@example.test", "clean", "Lunch at noon?"),
+    );
+    let (_, body) = queued_with_subject(&mtad, "clean");
+    let status = header(&body, "X-Spam-Status")
+        .unwrap_or_else(|| panic!("no X-Spam-Status:\n{}", String::from_utf8_lossy(&body)));
+    assert!(status.starts_with("No, score="), "{status}");
+
+    // -b: the spam is accepted, for the bucket instead of bob
+    let mut c = Client::connect(redirect_listener);
+    c.expect("220 ");
+    c.cmd("EHLO client.test", "250");
+    c.send_message("alice@example.test", &["bob@mx.test"], &gtube("redirected"));
+    let (m, body) = queued_with_subject(&mtad, "redirected");
+    assert_eq!(
+        m.envelope.recipients,
+        ["spam@bucket.test"],
+        "{}",
+        mtad.log()
+    );
+    assert!(
+        header(&body, "X-Spam-Flag").is_some_and(|f| f.eq_ignore_ascii_case("YES")),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
 }
