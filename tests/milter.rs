@@ -3,7 +3,8 @@
 //! rspamd 3.4's proxy worker in milter mode (GTUBE refused, headers added that the
 //! data stage's rules see, a clean message passing), clamav-milter with clamd and a
 //! local signature (reject, quarantine, blackhole, its own tempfail), spamass-milter with
-//! spamd (reject, mark, redirect to a bucket), and what clients see when a
+//! spamd (reject, mark, redirect to a bucket), OpenDMARC (pass, and a refused failure),
+//! and what clients see when a
 //! filter is stopped in the middle of a load (nothing acknowledged is lost; the
 //! configured `on-failure` action is the answer).
 
@@ -1196,5 +1197,97 @@ listen "redirect" address="127.0.0.1:{redirect_listener}" milters="sa-redirect"
         header(&body, "X-Spam-Flag").is_some_and(|f| f.eq_ignore_ascii_case("YES")),
         "{}",
         String::from_utf8_lossy(&body)
+    );
+}
+
+/// OpenDMARC (peers.md §4) refusing failures (`RejectFailures`), its SPF checked by
+/// itself, its DNS a dnsmasq named by the /etc/resolv.conf of its own mount namespace.
+/// Mail from good.test with good.test's envelope passes, marked `dmarc=pass`; mail
+/// whose From: is bad.test (p=reject) but whose envelope is another domain (SPF passes
+/// unaligned, no DKIM) gets OpenDMARC's refusal.
+#[test]
+fn opendmarc_passes_aligned_mail_and_refuses_a_failure() {
+    require_tool("unshare");
+    let opendmarc = require_tool("opendmarc");
+    let (_dns, ns) = common::peers::dnsmasq_on_53(&[
+        "--txt-record=good.test,v=spf1 ip4:127.0.0.0/8 -all",
+        "--txt-record=other.test,v=spf1 ip4:127.0.0.0/8 -all",
+        "--txt-record=_dmarc.good.test,v=DMARC1; p=reject",
+        "--txt-record=_dmarc.bad.test,v=DMARC1; p=reject",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(&resolv, format!("nameserver {ns}\n")).unwrap();
+    let ignore = dir.path().join("ignore.hosts");
+    // OpenDMARC ignores loopback clients by default; here nothing but this is ignored
+    std::fs::write(&ignore, "192.0.2.254\n").unwrap();
+    let port = free_port();
+    let conf = dir.path().join("opendmarc.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "Socket inet:{port}@127.0.0.1\nAuthservID mx.test\nBackground false\n\
+             IgnoreHosts {}\nSPFSelfValidate true\nRejectFailures true\nSyslog false\n",
+            ignore.display()
+        ),
+    )
+    .unwrap();
+    let script = format!(
+        "mount --bind {} /etc/resolv.conf && exec {} -f -c {}",
+        resolv.display(),
+        opendmarc.display(),
+        conf.display()
+    );
+    let mut child = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start opendmarc");
+    wait_listening(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        &mut child,
+        "opendmarc",
+    );
+    let _opendmarc = Daemon { child };
+    let mtad = Mtad::start(&config_with(&format!(
+        r#"
+milter "opendmarc" "inet:127.0.0.1:{port}"
+listen "mx" address="127.0.0.1:{{port}}" milters="opendmarc"
+"#
+    )));
+    // aligned: dmarc=pass in OpenDMARC's Authentication-Results
+    let mut c = mtad.session();
+    c.cmd("EHLO client.good.test", "250");
+    c.send_message(
+        "alice@good.test",
+        &["bob@mx.test"],
+        &message("alice@good.test", "aligned", "Hello."),
+    );
+    let (_, body) = queued_with_subject(&mtad, "aligned");
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains("Authentication-Results: mx.test; dmarc=pass"),
+        "{text}"
+    );
+    // From: bad.test, envelope other.test: a DMARC failure, refused by OpenDMARC
+    let mut c = mtad.session();
+    c.cmd("EHLO client.other.test", "250");
+    c.cmd("MAIL FROM:<x@other.test>", "250 ");
+    c.cmd("RCPT TO:<bob@mx.test>", "250 ");
+    c.cmd("DATA", "354 ");
+    c.send(message("alice@bad.test", "unaligned", "Hello."));
+    c.send(".\r\n");
+    let reply = c.expect("5");
+    assert!(
+        reply.starts_with("550 5.7.1 rejected by DMARC policy for bad.test"),
+        "{reply}"
+    );
+    assert!(
+        !mtad
+            .queued()
+            .iter()
+            .any(|(_, b)| header(b, "Subject").as_deref() == Some("unaligned"))
     );
 }

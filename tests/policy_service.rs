@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::peers::Dnsmasq;
+use common::peers::{Dnsmasq, dnsmasq_on_53};
 use common::{Mtad, free_port, require_tool};
 
 const HEAD: &str = r#"
@@ -408,17 +408,6 @@ fn oversized_and_malformed_replies_fail_closed() {
 }
 
 // ---- postfix-policyd-spf-python ------------------------------------------------
-
-/// A dnsmasq on 127.0.53.x:53 (the address a resolv.conf can name) with `records`.
-fn dnsmasq_on_53(records: &[&str]) -> (Dnsmasq, String) {
-    for last in 2..250u8 {
-        let ip = format!("127.0.53.{last}");
-        if UdpSocket::bind((ip.as_str(), 53)).is_ok() {
-            return (Dnsmasq::start_on(&ip, 53, records), ip);
-        }
-    }
-    panic!("no 127.0.53.x address free for dnsmasq on port 53");
-}
 
 #[test]
 fn policyd_spf_rejects_a_fail_and_prepends_a_pass() {

@@ -295,6 +295,19 @@ impl Dnsmasq {
     }
 }
 
+/// A dnsmasq on 127.0.53.x:53 (the address a resolv.conf can name) with `records`,
+/// and that address: for peers that read /etc/resolv.conf (run them in a mount
+/// namespace where it names this one).
+pub fn dnsmasq_on_53(records: &[&str]) -> (Dnsmasq, String) {
+    for last in 2..250u8 {
+        let ip = format!("127.0.53.{last}");
+        if UdpSocket::bind((ip.as_str(), 53)).is_ok() {
+            return (Dnsmasq::start_on(&ip, 53, records), ip);
+        }
+    }
+    panic!("no 127.0.53.x address free for dnsmasq on port 53");
+}
+
 /// tests/peers/aiosmtpd_peer.py on Debian's python3 with python3-aiosmtpd.
 pub struct Aio {
     child: Child,
