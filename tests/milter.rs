@@ -1144,7 +1144,7 @@ fn spamass_milter_rejects_marks_and_redirects_spam() {
     let spamd_port = free_port();
     let _spamd = spamd(dir.path(), spamd_port);
     let (reject_port, redirect_port) = (free_port(), free_port());
-    let _reject = spamass_milter(reject_port, spamd_port, &["-r", "15"]);
+    let mut reject = spamass_milter(reject_port, spamd_port, &["-r", "15"]);
     let _redirect = spamass_milter(redirect_port, spamd_port, &["-b", "spam@bucket.test"]);
     let redirect_listener = free_port();
     let mtad = Mtad::start(&config_with(&format!(
@@ -1198,6 +1198,15 @@ listen "redirect" address="127.0.0.1:{redirect_listener}" milters="sa-redirect"
         "{}",
         String::from_utf8_lossy(&body)
     );
+    // spamass-milter stopped in the middle of a load: 451, nothing acknowledged lost
+    stop_mid_load(
+        &mtad,
+        || {
+            reject.stop();
+            wait_closed(reject_port);
+        },
+        "451 4.7.1",
+    );
 }
 
 /// OpenDMARC (peers.md §4) refusing failures (`RejectFailures`), its SPF checked by
@@ -1250,7 +1259,7 @@ fn opendmarc_passes_aligned_mail_and_refuses_a_failure() {
         &mut child,
         "opendmarc",
     );
-    let _opendmarc = Daemon { child };
+    let mut filter = Daemon { child };
     let mtad = Mtad::start(&config_with(&format!(
         r#"
 milter "opendmarc" "inet:127.0.0.1:{port}"
@@ -1289,5 +1298,14 @@ listen "mx" address="127.0.0.1:{{port}}" milters="opendmarc"
             .queued()
             .iter()
             .any(|(_, b)| header(b, "Subject").as_deref() == Some("unaligned"))
+    );
+    // OpenDMARC stopped in the middle of a load: 451, nothing acknowledged lost
+    stop_mid_load(
+        &mtad,
+        || {
+            filter.stop();
+            wait_closed(port);
+        },
+        "451 4.7.1",
     );
 }
