@@ -34,6 +34,7 @@ mod reply;
 mod revision;
 pub mod route;
 pub mod settings;
+pub mod tls_policy;
 mod stage;
 mod units;
 
@@ -700,6 +701,9 @@ pub struct Delivery {
     pub tls: route::TlsPolicy,
     /// Extra trust anchors (PEM) besides the system's, for `tls="verify"`.
     pub tls_ca_file: Option<PathBuf>,
+    /// Per-destination TLS levels (`tls-policy-map "FILE"`, Postfix's
+    /// `smtp_tls_policy_maps`), read when the configuration is: its path and entries.
+    pub tls_policy_map: Option<(PathBuf, std::sync::Arc<tls_policy::TlsPolicyMap>)>,
     /// Send AUTH credentials over unencrypted connections (`auth-plaintext`, default
     /// #false: Postfix's `noplaintext`).
     pub auth_plaintext: bool,
@@ -751,6 +755,7 @@ impl Delivery {
             fallback: Vec::new(),
             tls: route::TlsPolicy::default(),
             tls_ca_file: None,
+            tls_policy_map: None,
             auth_plaintext: false,
             dns_server: None,
             smtp_port: 25,

@@ -12,6 +12,7 @@
 //! - [`dsn`]: bounces and delay warnings (RFC 3464); [`maildir`]: the `local` transport.
 
 pub mod body;
+pub mod dane;
 pub mod client;
 pub mod delays;
 pub mod dsn;
@@ -20,6 +21,7 @@ pub mod maildir;
 pub mod reply;
 pub mod scheduler;
 pub mod tls;
+pub mod tls_policy;
 
 #[cfg(test)]
 mod tests;

@@ -8,3 +8,4 @@
 pub mod dns;
 pub mod stream;
 pub mod tls;
+pub mod dnssec;

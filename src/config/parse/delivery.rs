@@ -13,6 +13,7 @@
 //!     fallback-relay "smtp:[backup.example.test]:587"   // smtp_fallback_relay
 //!     tls "opportunistic"          // none | opportunistic | required | verify
 //!     tls-ca-file "ca.pem"
+//!     tls-policy-map "tls_policy"  // smtp_tls_policy_maps: domain level [match=...]
 //!     auth-plaintext #false
 //!     queue-only #false            // deliver only on `mtactl queue flush`
 //!     dns-server "127.0.0.1:53"
@@ -46,6 +47,7 @@ pub(crate) const DELIVERY_KEYS: &[&str] = &[
     "fallback-relay",
     "tls",
     "tls-ca-file",
+    "tls-policy-map",
     "auth-plaintext",
     "queue-only",
     "dns-server",
@@ -90,6 +92,10 @@ impl Parser {
                         d.fallback.append(&mut chain);
                     }
                 }
+                continue;
+            }
+            if key == "tls-policy-map" {
+                d.tls_policy_map = self.tls_policy_map(child);
                 continue;
             }
             if key == "local-recipients" {
@@ -252,6 +258,24 @@ impl Parser {
             }
         }
         Some(out)
+    }
+
+    /// `tls-policy-map "FILE"`: Postfix's smtp_tls_policy_maps, every value checked
+    /// (errors point into the file).
+    fn tls_policy_map(
+        &mut self,
+        child: &KdlNode,
+    ) -> Option<(std::path::PathBuf, Arc<crate::config::tls_policy::TlsPolicyMap>)> {
+        let v = self.setting(child, "tls-policy-map \"FILE\"")?;
+        let p = self.string(v, "tls-policy-map")?.to_owned();
+        let map = self.data_file(
+            "TLS policy table",
+            &p,
+            v,
+            crate::config::tls_policy::TlsPolicyMap::parse,
+            "`tls-policy-map` ",
+        )?;
+        Some((resolve(&self.cur.path, &p), Arc::new(map)))
     }
 
     /// `credentials NAME file="path"`: a Postfix sasl_passwd file.
