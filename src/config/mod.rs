@@ -34,8 +34,8 @@ mod reply;
 mod revision;
 pub mod route;
 pub mod settings;
-pub mod tls_policy;
 mod stage;
+pub mod tls_policy;
 mod units;
 
 use std::collections::BTreeMap;
@@ -704,6 +704,9 @@ pub struct Delivery {
     /// Per-destination TLS levels (`tls-policy-map "FILE"`, Postfix's
     /// `smtp_tls_policy_maps`), read when the configuration is: its path and entries.
     pub tls_policy_map: Option<(PathBuf, std::sync::Arc<tls_policy::TlsPolicyMap>)>,
+    /// DNSSEC trust anchors for DANE (`dnssec-trust-anchors "FILE"`, DNSKEY records);
+    /// `None`: the root zone's.
+    pub dnssec_trust_anchors: Option<PathBuf>,
     /// Send AUTH credentials over unencrypted connections (`auth-plaintext`, default
     /// #false: Postfix's `noplaintext`).
     pub auth_plaintext: bool,
@@ -756,6 +759,7 @@ impl Delivery {
             tls: route::TlsPolicy::default(),
             tls_ca_file: None,
             tls_policy_map: None,
+            dnssec_trust_anchors: None,
             auth_plaintext: false,
             dns_server: None,
             smtp_port: 25,

@@ -122,7 +122,10 @@ impl TlsRule {
                 "match" => {
                     if !matches!(
                         level,
-                        TlsPolicy::Verify | TlsPolicy::Secure | TlsPolicy::Dane | TlsPolicy::DaneOnly
+                        TlsPolicy::Verify
+                            | TlsPolicy::Secure
+                            | TlsPolicy::Dane
+                            | TlsPolicy::DaneOnly
                     ) {
                         return Err(InvalidTlsRule(format!(
                             "match= has no effect with `{level}`: only verify, secure, dane and \
@@ -274,9 +277,7 @@ fn line_error(text: &str, line: u32, message: String) -> TableError {
         .take(line.saturating_sub(1) as usize)
         .map(str::len)
         .sum();
-    let end = text[start..]
-        .find('\n')
-        .map_or(text.len(), |n| start + n);
+    let end = text[start..].find('\n').map_or(text.len(), |n| start + n);
     TableError {
         line,
         column: 1,
@@ -362,16 +363,25 @@ mod tests {
             ("may", "opportunistic"),
             ("encrypt", "required"),
             ("Verify", "verify"),
-            ("secure match=nexthop:dot-nexthop", "secure match=nexthop:dot-nexthop"),
+            (
+                "secure match=nexthop:dot-nexthop",
+                "secure match=nexthop:dot-nexthop",
+            ),
             ("dane-only", "dane-only"),
-            ("verify match=.Example.COM:mx.example.com", "verify match=.example.com:mx.example.com"),
+            (
+                "verify match=.Example.COM:mx.example.com",
+                "verify match=.example.com:mx.example.com",
+            ),
         ] {
             assert_eq!(TlsRule::parse(text).unwrap().to_string(), shown, "{text}");
         }
         for (text, says) in [
             ("", "no TLS level"),
             ("fingerprint", "unknown TLS policy `fingerprint`"),
-            ("may match=hostname", "match= has no effect with `opportunistic`"),
+            (
+                "may match=hostname",
+                "match= has no effect with `opportunistic`",
+            ),
             ("secure match=", "is not hostname, nexthop"),
             ("secure match=a..b", "is not hostname, nexthop"),
             ("secure ciphers=high", "`ciphers=` is not supported"),
@@ -413,11 +423,17 @@ mod tests {
         };
         assert_eq!(
             level(None, &mx("example.com")),
-            (TlsPolicy::Secure, "tls-policy-map example.com (line 2)".into())
+            (
+                TlsPolicy::Secure,
+                "tls-policy-map example.com (line 2)".into()
+            )
         );
         assert_eq!(
             level(None, &mx("a.b.example.com")),
-            (TlsPolicy::Dane, "tls-policy-map .example.com (line 3)".into())
+            (
+                TlsPolicy::Dane,
+                "tls-policy-map .example.com (line 3)".into()
+            )
         );
         assert_eq!(
             level(None, &mx("example.org")),
@@ -444,7 +460,11 @@ mod tests {
             .unwrap_err();
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].line, 2);
-        assert!(errs[0].message.starts_with("`b.test`: unknown TLS policy `tight`"));
+        assert!(
+            errs[0]
+                .message
+                .starts_with("`b.test`: unknown TLS policy `tight`")
+        );
         assert_eq!(errs[0].byte_span, 11..23);
     }
 }

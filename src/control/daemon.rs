@@ -245,6 +245,19 @@ pub(crate) fn outbound(config: &Config) -> Result<Outbound, ServeError> {
             None
         }
     };
+    // DNSSEC for DANE (a route hook may ask for `dane` at any time; building the
+    // resolver sends nothing).
+    let dnssec = match crate::net::dnssec::Dnssec::new(
+        config.delivery.dns_server,
+        config.delivery.dnssec_trust_anchors.as_deref(),
+        std::time::Duration::from_secs(5),
+    ) {
+        Ok(d) => Some(d),
+        Err(err) => {
+            error!(%err, "DNSSEC is unavailable: `dane` destinations get opportunistic TLS, `dane-only` ones are deferred");
+            None
+        }
+    };
     Ok(Outbound::new(
         resolver,
         config.delivery.clone(),
@@ -252,6 +265,7 @@ pub(crate) fn outbound(config: &Config) -> Result<Outbound, ServeError> {
         tls,
         config.credentials.clone(),
     )
+    .with_dnssec(dnssec)
     .with_listeners(config.listeners.iter().map(|l| l.address)))
 }
 

@@ -120,12 +120,10 @@ impl ServerCertVerifier for DaneVerifier {
             let roots = RootCertStore {
                 roots: vec![anchor.to_owned()],
             };
-            let inner = WebPkiServerVerifier::builder_with_provider(
-                Arc::new(roots),
-                self.provider.clone(),
-            )
-            .build()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
+            let inner =
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                    .build()
+                    .map_err(|e| rustls::Error::General(e.to_string()))?;
             let check = NamesVerifier::new(inner, self.names.clone());
             match check.verify_server_cert(
                 end_entity,
@@ -232,6 +230,9 @@ mod tests {
             wrong.data[0] ^= 1;
             assert!(!matches(&wrong, &der), "{wrong}");
         }
-        assert!(!matches(&tlsa(3, 1, 1, sha2::Sha256::digest(&full).to_vec()), &der));
+        assert!(!matches(
+            &tlsa(3, 1, 1, sha2::Sha256::digest(&full).to_vec()),
+            &der
+        ));
     }
 }

@@ -259,7 +259,11 @@ impl Outbound {
     /// The TLS policy of `transport` (one destination of a route with `options`): the
     /// configured level ([`crate::config::tls_policy::choose`]) and what DNSSEC says of
     /// its MX records. Delivery and `mtactl tls-probe` both start here.
-    pub async fn destination_tls(&self, transport: &Transport, options: &RouteOptions) -> Destination {
+    pub async fn destination_tls(
+        &self,
+        transport: &Transport,
+        options: &RouteOptions,
+    ) -> Destination {
         let chosen = crate::config::tls_policy::choose(
             options.tls,
             self.settings.tls_policy_map.as_ref().map(|(_, m)| &**m),
@@ -267,6 +271,65 @@ impl Outbound {
             transport,
         );
         Destination::new(chosen, transport, self.dnssec.as_ref()).await
+    }
+
+    /// `mtactl tls-probe`: the TLS policy each host of `transport` gets, decided as
+    /// delivery decides it; with `connect`, also EHLO and STARTTLS under that policy
+    /// (no MAIL, no AUTH), and how it went. One line per host.
+    pub async fn probe_tls(
+        &self,
+        transport: &Transport,
+        options: &RouteOptions,
+        connect: bool,
+    ) -> Result<Vec<String>, DnsError> {
+        let destination = self.destination_tls(transport, options).await;
+        let mut lines = Vec::new();
+        for (hop, _) in self.ranked_hops(transport).await? {
+            let port = match hop.target {
+                Target::Inet(a) => a.port(),
+                Target::Unix(_) => 0,
+            };
+            let policy = destination
+                .host(&hop.name, port, self.dnssec.as_ref())
+                .await;
+            let mut line = format!("{hop} tls {} policy {policy}", policy.mode);
+            if !policy.names.is_empty() {
+                let names: Vec<String> = policy.names.iter().map(ToString::to_string).collect();
+                line.push_str(&format!(" names {}", names.join(",")));
+            }
+            if let Some(r) = &policy.refusal {
+                line.push_str(&format!(" => deferred: {r}"));
+            } else if connect {
+                let check = match (&self.tls, policy.mode) {
+                    (Some(c), m) if m != TlsMode::None => policy.check(c).ok().flatten(),
+                    _ => None,
+                };
+                let mut config = self.client_config(&hop, policy.mode, None);
+                config.tls_check = check;
+                let result = match &hop.target {
+                    Target::Inet(addr) => SmtpConnection::connect(*addr, &config).await,
+                    Target::Unix(path) => SmtpConnection::connect_unix(path, &config).await,
+                };
+                let said = match result {
+                    Ok(mut conn) => {
+                        let r = match conn.ehlo().await {
+                            Ok(_) => Ok(conn.tls_description()),
+                            Err(e) => Err(e),
+                        };
+                        tokio::spawn(conn.quit());
+                        match r {
+                            Ok(Some(tls)) => format!("ok: {tls}"),
+                            Ok(None) => "ok: plaintext".to_owned(),
+                            Err(e) => format!("failed: {e}"),
+                        }
+                    }
+                    Err(e) => format!("failed: {e}"),
+                };
+                line.push_str(&format!(" => {said}"));
+            }
+            lines.push(line);
+        }
+        Ok(lines)
     }
 
     /// The addresses this server listens on (a wildcard address stands for every
@@ -705,7 +768,11 @@ impl Outbound {
         };
         metrics.tls_policy(
             policy.chosen.rule.level.as_str(),
-            if conn.is_encrypted() { "satisfied" } else { "plaintext" },
+            if conn.is_encrypted() {
+                "satisfied"
+            } else {
+                "plaintext"
+            },
         );
         tracing::info!(
             relay = %hop,

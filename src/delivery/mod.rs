@@ -12,8 +12,8 @@
 //! - [`dsn`]: bounces and delay warnings (RFC 3464); [`maildir`]: the `local` transport.
 
 pub mod body;
-pub mod dane;
 pub mod client;
+pub mod dane;
 pub mod delays;
 pub mod dsn;
 pub mod hops;

@@ -102,7 +102,8 @@ impl TlsClient {
 
         let count = roots.len();
         let roots = Arc::new(roots);
-        let config_error = |e: &dyn fmt::Display| TlsClientError(format!("TLS client configuration: {e}"));
+        let config_error =
+            |e: &dyn fmt::Display| TlsClientError(format!("TLS client configuration: {e}"));
         let webpki = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
             .build()
             .map_err(|e| config_error(&e))?;
@@ -224,10 +225,13 @@ impl ServerCertVerifier for NamesVerifier {
             let Ok(name) = ServerName::try_from(candidate) else {
                 continue;
             };
-            match self
-                .inner
-                .verify_server_cert(end_entity, intermediates, &name, ocsp_response, now)
-            {
+            match self.inner.verify_server_cert(
+                end_entity,
+                intermediates,
+                &name,
+                ocsp_response,
+                now,
+            ) {
                 Ok(v) => return Ok(v),
                 Err(rustls::Error::InvalidCertificate(
                     rustls::CertificateError::NotValidForName

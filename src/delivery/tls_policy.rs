@@ -74,11 +74,8 @@ impl HostPolicy {
         tls: &TlsClient,
     ) -> Result<Option<Arc<rustls::ClientConfig>>, rustls::Error> {
         if let DaneState::Usable(records) = &self.dane {
-            let verifier = DaneVerifier::new(
-                records.clone(),
-                self.names.clone(),
-                tls.provider().clone(),
-            );
+            let verifier =
+                DaneVerifier::new(records.clone(), self.names.clone(), tls.provider().clone());
             return Ok(Some(Arc::new(tls.with_verifier(Arc::new(verifier))?)));
         }
         if self.mode == TlsMode::Verify && !self.names.is_empty() {
@@ -137,7 +134,11 @@ impl Destination {
             (true, Transport::Smtp(NextHop::Mx { .. }), None) => Ok(false),
             (true, _, _) => Ok(true),
         };
-        Destination { chosen, nexthop, mx }
+        Destination {
+            chosen,
+            nexthop,
+            mx,
+        }
     }
 
     /// The policy of a connection to `host` on `port`: for a DANE level, from its

@@ -217,7 +217,9 @@ pub fn check_anchors(text: &str) -> Result<TrustAnchors, String> {
         .lines()
         .filter(|l| {
             let l = l.trim_start();
-            !l.starts_with(';') && l.split_ascii_whitespace().any(|w| w.eq_ignore_ascii_case("DNSKEY"))
+            !l.starts_with(';')
+                && l.split_ascii_whitespace()
+                    .any(|w| w.eq_ignore_ascii_case("DNSKEY"))
         })
         .count();
     if keys == 0 {
@@ -230,7 +232,10 @@ pub fn check_anchors(text: &str) -> Result<TrustAnchors, String> {
 fn negative<T>(name: &str, kind: RecordType, e: &NetError) -> Validated<Vec<T>> {
     let text = e.to_string();
     if let NetError::Dns(hickory_resolver::net::DnsError::NoRecordsFound(no)) = e
-        && matches!(no.response_code, ResponseCode::NoError | ResponseCode::NXDomain)
+        && matches!(
+            no.response_code,
+            ResponseCode::NoError | ResponseCode::NXDomain
+        )
     {
         let proof = no
             .authorities
@@ -258,7 +263,12 @@ mod tests {
     fn trust_anchors_need_a_dnskey_record_with_ttl_and_class() {
         let key = "dane.test. 3600 IN DNSKEY 257 3 13 jabec2+x78WJBBHGwkAt0xSexPKNMWYuYRFFY2HDCt5pRvFsemJjOgxWszYGFZrD0eurnN15CM8PFNG58YHohw==\n";
         assert!(check_anchors(key).is_ok());
-        assert!(check_anchors("; nothing\n").err().unwrap().contains("no DNSKEY record"));
+        assert!(
+            check_anchors("; nothing\n")
+                .err()
+                .unwrap()
+                .contains("no DNSKEY record")
+        );
         assert!(check_anchors("dane.test. DNSKEY 257 3 13 AAAA\n").is_err());
     }
 

@@ -6,6 +6,6 @@
 //! A leaf: it knows no other module of mtad.
 
 pub mod dns;
+pub mod dnssec;
 pub mod stream;
 pub mod tls;
-pub mod dnssec;

@@ -14,6 +14,7 @@
 //!     tls "opportunistic"          // none | opportunistic | required | verify
 //!     tls-ca-file "ca.pem"
 //!     tls-policy-map "tls_policy"  // smtp_tls_policy_maps: domain level [match=...]
+//!     dnssec-trust-anchors "anchors" // DNSKEY records for DANE (default: the root's)
 //!     auth-plaintext #false
 //!     queue-only #false            // deliver only on `mtactl queue flush`
 //!     dns-server "127.0.0.1:53"
@@ -48,6 +49,7 @@ pub(crate) const DELIVERY_KEYS: &[&str] = &[
     "tls",
     "tls-ca-file",
     "tls-policy-map",
+    "dnssec-trust-anchors",
     "auth-plaintext",
     "queue-only",
     "dns-server",
@@ -90,6 +92,35 @@ impl Parser {
                     if let Some(mut chain) = self.route_value(a, "fallback relay", parse_fallbacks)
                     {
                         d.fallback.append(&mut chain);
+                    }
+                }
+                continue;
+            }
+            if key == "dnssec-trust-anchors" {
+                if let Some(v) = self.setting(child, "dnssec-trust-anchors \"FILE\"")
+                    && let Some(p) = self.string(v, key).map(str::to_owned)
+                {
+                    let checked = self.data_file(
+                        "DNSSEC trust anchor file",
+                        &p,
+                        v,
+                        |text| {
+                            crate::net::dnssec::check_anchors(text)
+                                .map(|_| ())
+                                .map_err(|m| {
+                                    vec![crate::lookup::TableError {
+                                        line: 1,
+                                        column: 1,
+                                        byte_span: 0..text.find('\n').unwrap_or(text.len()),
+                                        message: m,
+                                        help: None,
+                                    }]
+                                })
+                        },
+                        "`dnssec-trust-anchors` ",
+                    );
+                    if checked.is_some() {
+                        d.dnssec_trust_anchors = Some(resolve(&self.cur.path, &p));
                     }
                 }
                 continue;
@@ -265,7 +296,10 @@ impl Parser {
     fn tls_policy_map(
         &mut self,
         child: &KdlNode,
-    ) -> Option<(std::path::PathBuf, Arc<crate::config::tls_policy::TlsPolicyMap>)> {
+    ) -> Option<(
+        std::path::PathBuf,
+        Arc<crate::config::tls_policy::TlsPolicyMap>,
+    )> {
         let v = self.setting(child, "tls-policy-map \"FILE\"")?;
         let p = self.string(v, "tls-policy-map")?.to_owned();
         let map = self.data_file(
