@@ -578,7 +578,10 @@ impl<S: SmtpStream> SmtpConnection<S> {
             }
             Ok(Err(e)) => {
                 crate::metrics::get().tls_failed(false);
-                Err(fail(format!("the TLS handshake failed: {e}")))
+                Err(fail(format!(
+                    "the TLS handshake failed: {}",
+                    handshake_failure(&e)
+                )))
             }
             Ok(Ok(())) => {
                 // RFC 3207: forget everything learnt before TLS.
@@ -1296,4 +1299,16 @@ mod tests {
         assert!(matches!(r, Err(DeliveryError::Auth { .. })));
         assert_eq!(seen.len(), 1, "sent more than EHLO: {seen:?}");
     }
+}
+
+/// A failed handshake as the log says it: our own certificate checks' errors (a DANE
+/// mismatch, names a certificate lacks) by their sentence, the rest as rustls says them.
+fn handshake_failure(e: &std::io::Error) -> String {
+    if let Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o))) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        return o.to_string();
+    }
+    e.to_string()
 }

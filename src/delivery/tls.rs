@@ -242,10 +242,11 @@ impl ServerCertVerifier for NamesVerifier {
         }
         let _ = name_error;
         let wanted: Vec<String> = self.names.iter().map(ToString::to_string).collect();
-        Err(rustls::Error::General(format!(
-            "certificate not valid for any of: {}",
-            wanted.join(", ")
-        )))
+        Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::Other(rustls::OtherError(Arc::new(NameMismatch(
+                wanted.join(", "),
+            )))),
+        ))
     }
 
     fn verify_tls12_signature(
@@ -270,6 +271,11 @@ impl ServerCertVerifier for NamesVerifier {
         self.inner.supported_verify_schemes()
     }
 }
+
+/// A trusted certificate that carries none of the names the policy accepts.
+#[derive(Debug, thiserror::Error)]
+#[error("certificate not valid for any of: {0}")]
+pub struct NameMismatch(String);
 
 /// The client's TLS cannot be set up: the CA file (named) cannot be read or holds no
 /// certificate, or rustls refuses the configuration.
