@@ -151,3 +151,107 @@ async fn a_certificate_our_roots_do_not_know_gets_nothing_under_verify() {
     let (env, _) = aio.messages(1).remove(0);
     assert!(env.starts_with("TLS yes\nAUTH user\n"), "{env}");
 }
+
+/// `mtactl test-policy` shows each SMTP route's configured TLS level and where it came
+/// from; `mtactl tls-probe [host]:port --connect` decides as delivery does and says
+/// how STARTTLS went under that policy.
+#[test]
+fn test_policy_and_tls_probe_show_the_policy_delivery_uses() {
+    let pki = Pki::new();
+    let aio = pki.aio(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = aio.addr.port();
+    std::fs::write(
+        dir.path().join("tls_policy"),
+        format!(
+            "example.test secure\n[127.0.0.1]:{port} secure match=relay.test\n[localhost]:{port} secure match=other.test\n"
+        ),
+    )
+    .unwrap();
+    std::fs::copy(pki.ca(), dir.path().join("ca.pem")).unwrap();
+    let config = dir.path().join("mtad.kdl");
+    std::fs::write(
+        &config,
+        format!(
+            r#"server {{
+    hostname "mx.src.test"
+    spool "{spool}"
+}}
+listen "mx" address="127.0.0.1:0"
+domains "relayed" "relayed.test"
+delivery {{
+    tls-policy-map "tls_policy"
+    tls-ca-file "ca.pem"
+    dns-server "127.0.0.1:9"
+}}
+stage "rcpt" {{
+    accept
+}}
+stage "route" {{
+    relay "smtp:[relay.test]:587" rcpt-domain="relayed" tls="required"
+}}
+"#,
+            spool = dir.path().join("spool").display()
+        ),
+    )
+    .unwrap();
+    let mtactl = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mtactl"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let (code, report) = mtactl(&[
+        "test-policy",
+        "--from",
+        "a@src.test",
+        "--rcpt",
+        "b@example.test",
+        "--rcpt",
+        "c@relayed.test",
+        "--rcpt",
+        "d@elsewhere.test",
+    ]);
+    assert_eq!(code, Some(0), "{report}");
+    for line in [
+        "tls      secure from tls-policy-map example.test (line 1)",
+        "tls      required from route tls=",
+        "tls      opportunistic from delivery tls",
+    ] {
+        assert!(report.contains(line), "{line:?} in {report}");
+    }
+
+    let ok = format!("[127.0.0.1]:{port}");
+    let (code, probe) = mtactl(&["tls-probe", &ok, "--connect"]);
+    assert_eq!(code, Some(0), "{probe}");
+    assert!(
+        probe.contains(&format!("destination smtp:[127.0.0.1]:{port}: secure match=relay.test from tls-policy-map [127.0.0.1]:{port} (line 2)")),
+        "{probe}"
+    );
+    assert!(
+        probe.contains("tls verify policy secure from tls-policy-map")
+            && probe.contains("names relay.test => ok: TLSv1_3"),
+        "{probe}"
+    );
+    let bad = format!("[localhost]:{port}");
+    let (_, probe) = mtactl(&["tls-probe", &bad, "--connect"]);
+    assert!(
+        probe.contains("=> failed: TLS failure: the TLS handshake failed: certificate not valid for any of: other.test"),
+        "{probe}"
+    );
+    // a route's level, as --tls gives it, wins over the table
+    let (_, probe) = mtactl(&["tls-probe", &bad, "--tls", "encrypt", "--connect"]);
+    assert!(
+        probe.contains("tls required policy required from route tls= => ok: TLSv1_3"),
+        "{probe}"
+    );
+    assert_eq!(aio.file_count(), 0, "a probe sent a message");
+}
