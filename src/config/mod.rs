@@ -707,6 +707,11 @@ pub struct Delivery {
     /// DNSSEC trust anchors for DANE (`dnssec-trust-anchors "FILE"`, DNSKEY records);
     /// `None`: the root zone's.
     pub dnssec_trust_anchors: Option<PathBuf>,
+    /// Honour recipient domains' MTA-STS policies (`mta-sts`, default #false).
+    pub mta_sts: bool,
+    /// The HTTPS port of `mta-sts.DOMAIN` (`mta-sts-port`, default 443; tests set
+    /// another).
+    pub mta_sts_port: u16,
     /// Send AUTH credentials over unencrypted connections (`auth-plaintext`, default
     /// #false: Postfix's `noplaintext`).
     pub auth_plaintext: bool,
@@ -760,6 +765,8 @@ impl Delivery {
             tls_ca_file: None,
             tls_policy_map: None,
             dnssec_trust_anchors: None,
+            mta_sts: false,
+            mta_sts_port: 443,
             auth_plaintext: false,
             dns_server: None,
             smtp_port: 25,

@@ -202,6 +202,8 @@ pub const SETTINGS: &[Setting] = &[
     s("delivery", "fallback-relay", |c| list(c.delivery.fallback.iter())),
     s("delivery", "tls", |c| text(c.delivery.tls.as_str())),
     s("delivery", "tls-ca-file", |c| opt(c.delivery.tls_ca_file.as_deref(), path)),
+    s("delivery", "mta-sts", |c| Value::Bool(c.delivery.mta_sts)),
+    s("delivery", "mta-sts-port", |c| int(c.delivery.mta_sts_port)),
     s("delivery", "dnssec-trust-anchors", |c| opt(c.delivery.dnssec_trust_anchors.as_deref(), path)),
     s("delivery", "tls-policy-map", |c| opt(c.delivery.tls_policy_map.as_ref(), |(p, _)| path(p))),
     s("delivery", "auth-plaintext", |c| Value::Bool(c.delivery.auth_plaintext)),

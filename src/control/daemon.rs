@@ -258,6 +258,21 @@ pub(crate) fn outbound(config: &Config) -> Result<Outbound, ServeError> {
             None
         }
     };
+    // MTA-STS: policies cached under the spool, fetched with the verifying TLS
+    // configuration (system roots and tls-ca-file)
+    let mta_sts = match (&tls, config.delivery.mta_sts) {
+        (Some(t), true) => t
+            .config_for(crate::delivery::TlsMode::Verify)
+            .map(|verifying| {
+                Arc::new(crate::delivery::mta_sts::MtaSts::new(
+                    config.server.spool.join("mta-sts"),
+                    resolver.clone(),
+                    verifying,
+                    config.delivery.mta_sts_port,
+                ))
+            }),
+        _ => None,
+    };
     Ok(Outbound::new(
         resolver,
         config.delivery.clone(),
@@ -266,6 +281,7 @@ pub(crate) fn outbound(config: &Config) -> Result<Outbound, ServeError> {
         config.credentials.clone(),
     )
     .with_dnssec(dnssec)
+    .with_mta_sts(mta_sts)
     .with_listeners(config.listeners.iter().map(|l| l.address)))
 }
 

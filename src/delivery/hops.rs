@@ -213,6 +213,8 @@ pub struct Outbound {
     /// DNSSEC-validated lookups for DANE; `None`: none (nothing is DNSSEC-secure, so
     /// `dane` is `opportunistic` and `dane-only` defers).
     dnssec: Option<Dnssec>,
+    /// MTA-STS policies (`delivery { mta-sts #true }`); `None`: not used.
+    mta_sts: Option<Arc<super::mta_sts::MtaSts>>,
     credentials: std::collections::BTreeMap<String, Arc<Table>>,
     idle: Mutex<HashMap<PoolKey, Vec<Pooled>>>,
     per_host: Mutex<HashMap<Target, Arc<Semaphore>>>,
@@ -238,6 +240,7 @@ impl Outbound {
             helo_name,
             tls,
             dnssec: None,
+            mta_sts: None,
             credentials,
             idle: Mutex::new(HashMap::new()),
             per_host: Mutex::new(HashMap::new()),
@@ -249,6 +252,12 @@ impl Outbound {
     /// Validate DNS for DANE with `dnssec`.
     pub fn with_dnssec(mut self, dnssec: Option<Dnssec>) -> Outbound {
         self.dnssec = dnssec;
+        self
+    }
+
+    /// Honour recipient domains' MTA-STS policies with `mta_sts`.
+    pub fn with_mta_sts(mut self, mta_sts: Option<Arc<super::mta_sts::MtaSts>>) -> Outbound {
+        self.mta_sts = mta_sts;
         self
     }
 
@@ -270,7 +279,13 @@ impl Outbound {
             self.settings.tls,
             transport,
         );
-        Destination::new(chosen, transport, self.dnssec.as_ref()).await
+        Destination::new(
+            chosen,
+            transport,
+            self.dnssec.as_ref(),
+            self.mta_sts.as_deref(),
+        )
+        .await
     }
 
     /// `mtactl tls-probe`: the TLS policy each host of `transport` gets, decided as

@@ -18,6 +18,7 @@ pub mod delays;
 pub mod dsn;
 pub mod hops;
 pub mod maildir;
+pub mod mta_sts;
 pub mod reply;
 pub mod scheduler;
 pub mod tls;

@@ -17,6 +17,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::dane::{DaneVerifier, usable};
+use super::mta_sts::{Cached, MtaSts};
 use super::tls::{TlsClient, TlsMode};
 use crate::config::route::{NextHop, TlsPolicy, Transport};
 use crate::config::tls_policy::{CertName, ChosenRule};
@@ -46,6 +47,8 @@ pub struct HostPolicy {
     /// For `verify`/`secure`: the names a trusted certificate may carry.
     pub names: Vec<CertName>,
     pub dane: DaneState,
+    /// The destination's MTA-STS policy, when it has one: its mode and id.
+    pub mta_sts: Option<(crate::net::mta_sts::Mode, String)>,
     /// Set when nothing may be sent to the host (a `dane-only` destination without
     /// DANE, bogus DNSSEC, a failed lookup): the reason, for the defer.
     pub refusal: Option<String>,
@@ -64,7 +67,11 @@ impl HostPolicy {
             (DaneState::Insecure(why), mode) => format!(" ({why}: {mode})"),
             (DaneState::NotUsed, _) => String::new(),
         };
-        format!("{level}{detail} from {}", self.chosen.source)
+        let sts = match &self.mta_sts {
+            Some((mode, id)) => format!(", mta-sts {} (id {id})", mode.as_str()),
+            None => String::new(),
+        };
+        format!("{level}{detail} from {}{sts}", self.chosen.source)
     }
 
     /// The certificate check of a connection under this policy (`None`: the TLS
@@ -109,6 +116,9 @@ pub struct Destination {
     /// `Ok(true)`: validated MX (or not an MX next hop); `Ok(false)`: unsigned;
     /// `Err`: bogus or failed, the reason.
     mx: Result<bool, String>,
+    /// The recipient domain's MTA-STS policy (MX next hops at `opportunistic`,
+    /// `required` or `dane`: the levels it can raise).
+    sts: Option<Cached>,
 }
 
 impl Destination {
@@ -119,7 +129,16 @@ impl Destination {
         chosen: ChosenRule,
         transport: &Transport,
         dnssec: Option<&Dnssec>,
+        mta_sts: Option<&MtaSts>,
     ) -> Destination {
+        let sts = match (transport, mta_sts, chosen.rule.level) {
+            (
+                Transport::Smtp(NextHop::Mx { domain, .. }),
+                Some(m),
+                TlsPolicy::Opportunistic | TlsPolicy::Required | TlsPolicy::Dane,
+            ) => m.policy(domain).await,
+            _ => None,
+        };
         let nexthop = nexthop_name(transport).unwrap_or_default().to_owned();
         let mx = match (chosen.rule.level.uses_dane(), transport, dnssec) {
             (false, _, _) => Ok(true),
@@ -138,6 +157,7 @@ impl Destination {
             chosen,
             nexthop,
             mx,
+            sts,
         }
     }
 
@@ -151,6 +171,7 @@ impl Destination {
             mode: TlsMode::Opportunistic,
             names: Vec::new(),
             dane: DaneState::NotUsed,
+            mta_sts: None,
             refusal: None,
         };
         match level {
@@ -212,6 +233,25 @@ impl Destination {
                             policy.dane = DaneState::Usable(Arc::new(good));
                         }
                     }
+                }
+            }
+        }
+        // MTA-STS (RFC 8461 §4, §5): DANE wins where both apply (§2)
+        if let Some(sts) = &self.sts
+            && !matches!(policy.dane, DaneState::Usable(_))
+            && policy.refusal.is_none()
+        {
+            use crate::net::mta_sts::Mode;
+            policy.mta_sts = Some((sts.policy.mode, sts.id.clone()));
+            if sts.policy.mode == Mode::Enforce {
+                if sts.policy.allows(host) {
+                    policy.mode = TlsMode::Verify;
+                    policy.names = vec![CertName::Exact(
+                        host.trim_end_matches('.').to_ascii_lowercase(),
+                    )];
+                } else {
+                    policy.refusal =
+                        Some(format!("mta-sts: mx {host} not in policy (id {})", sts.id));
                 }
             }
         }

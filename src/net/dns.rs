@@ -258,6 +258,45 @@ impl Resolver {
     }
 }
 
+impl Resolver {
+    /// The TXT records at `name`, each one's strings joined (for MTA-STS's `_mta-sts`
+    /// record); an empty list when there are none. At most 16 records of 4 KiB are kept.
+    pub async fn txt(&self, name: &str) -> Result<Vec<String>, DnsError> {
+        let name_n = normalize(name);
+        let fq = fqdn(&name_n).ok_or_else(|| DnsError::NoSuchDomain {
+            domain: name_n.clone(),
+        })?;
+        let lookup = self.inner.lookup(fq, RecordType::TXT);
+        match tokio::time::timeout(self.timeouts.overall(), lookup).await {
+            Err(_) => Err(DnsError::Temporary {
+                domain: name_n,
+                message: "timed out".into(),
+            }),
+            Ok(Err(e)) => match classify(&e) {
+                Failure::NoSuchDomain | Failure::NoData => Ok(Vec::new()),
+                Failure::Temporary => Err(DnsError::Temporary {
+                    domain: name_n,
+                    message: e.to_string(),
+                }),
+            },
+            Ok(Ok(answer)) => Ok(answer
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::TXT(t) => {
+                        let joined: Vec<u8> =
+                            t.txt_data.iter().flat_map(|s| s.iter().copied()).collect();
+                        (joined.len() <= 4096)
+                            .then(|| String::from_utf8_lossy(&joined).into_owned())
+                    }
+                    _ => None,
+                })
+                .take(16)
+                .collect()),
+        }
+    }
+}
+
 /// Lowercase, without a trailing dot.
 fn normalize(name: &str) -> String {
     name.trim().trim_end_matches('.').to_ascii_lowercase()

@@ -7,5 +7,6 @@
 
 pub mod dns;
 pub mod dnssec;
+pub mod mta_sts;
 pub mod stream;
 pub mod tls;

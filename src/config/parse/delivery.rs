@@ -15,6 +15,8 @@
 //!     tls-ca-file "ca.pem"
 //!     tls-policy-map "tls_policy"  // smtp_tls_policy_maps: domain level [match=...]
 //!     dnssec-trust-anchors "anchors" // DNSKEY records for DANE (default: the root's)
+//!     mta-sts #true                // honour MTA-STS policies (RFC 8461)
+//!     mta-sts-port 443
 //!     auth-plaintext #false
 //!     queue-only #false            // deliver only on `mtactl queue flush`
 //!     dns-server "127.0.0.1:53"
@@ -50,6 +52,8 @@ pub(crate) const DELIVERY_KEYS: &[&str] = &[
     "tls-ca-file",
     "tls-policy-map",
     "dnssec-trust-anchors",
+    "mta-sts",
+    "mta-sts-port",
     "auth-plaintext",
     "queue-only",
     "dns-server",
@@ -159,6 +163,11 @@ impl Parser {
                         d.connections = count(n);
                     }
                 }
+                "mta-sts-port" => {
+                    if let Some(n) = self.integer(v, key, 1, 65535) {
+                        d.mta_sts_port = u16::try_from(n).unwrap_or(443);
+                    }
+                }
                 "smtp-port" => {
                     if let Some(n) = self.integer(v, key, 1, 65535) {
                         d.smtp_port = u16::try_from(n).unwrap_or(25);
@@ -174,8 +183,9 @@ impl Parser {
                         d.tls = t;
                     }
                 }
-                "auth-plaintext" | "queue-only" => match v.value().as_bool() {
+                "auth-plaintext" | "queue-only" | "mta-sts" => match v.value().as_bool() {
                     Some(b) if key == "queue-only" => d.queue_only = b,
+                    Some(b) if key == "mta-sts" => d.mta_sts = b,
                     Some(b) => d.auth_plaintext = b,
                     None => {
                         self.error(
