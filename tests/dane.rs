@@ -132,7 +132,7 @@ impl Knot {
 
     fn dig(&self, name: &str, kind: &str) -> String {
         let out = Command::new(tool("kdig"))
-            .args([&format!("@127.0.0.1"), "-p", &self.port.to_string()])
+            .args(["@127.0.0.1", "-p", &self.port.to_string()])
             .args([name, kind, "+short", "+timeout=1", "+retry=0"])
             .output()
             .expect("kdig");

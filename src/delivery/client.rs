@@ -1116,6 +1116,18 @@ fn xtext(value: &str, max: usize) -> String {
     out
 }
 
+/// A failed handshake as the log says it: our own certificate checks' errors (a DANE
+/// mismatch, names a certificate lacks) by their sentence, the rest as rustls says them.
+fn handshake_failure(e: &std::io::Error) -> String {
+    if let Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o))) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        return o.to_string();
+    }
+    e.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     //! Transcripts of STARTTLS and AUTH over an in-memory stream, for what real peers
@@ -1299,16 +1311,4 @@ mod tests {
         assert!(matches!(r, Err(DeliveryError::Auth { .. })));
         assert_eq!(seen.len(), 1, "sent more than EHLO: {seen:?}");
     }
-}
-
-/// A failed handshake as the log says it: our own certificate checks' errors (a DANE
-/// mismatch, names a certificate lacks) by their sentence, the rest as rustls says them.
-fn handshake_failure(e: &std::io::Error) -> String {
-    if let Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o))) = e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
-        return o.to_string();
-    }
-    e.to_string()
 }

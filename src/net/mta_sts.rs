@@ -87,11 +87,10 @@ impl Policy {
             };
             let v = v.trim();
             match k.trim() {
-                "version" => {
-                    if version.replace(v).is_some() {
-                        return Err(bad("version given twice".into()));
-                    }
+                "version" if version.replace(v).is_some() => {
+                    return Err(bad("version given twice".into()));
                 }
+                "version" => {}
                 "mode" => {
                     let m = match v {
                         "enforce" => Mode::Enforce,
