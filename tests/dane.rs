@@ -15,55 +15,14 @@ use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::peers::{Aio, free_udp_tcp_port};
+use common::peers::{Pki, free_udp_tcp_port};
 use mtad::config::Delivery;
-use mtad::config::route::{RouteOptions, TlsPolicy, Transport};
+use mtad::config::route::{RouteOptions, TlsPolicy};
+use mtad::delivery::TlsClient;
 use mtad::delivery::hops::{Outbound, Outcome};
-use mtad::delivery::{Envelope, TlsClient};
 use mtad::net::dns::Resolver;
 use mtad::net::dnssec::Dnssec;
 use sha2::Digest;
-
-const MESSAGE: &[u8] = b"From: a@example.test\r\nSubject: dane\r\n\r\nhello\r\n";
-
-/// A CA and a leaf for `*.dane.test` and `*.plain.test` it signed: the leaf's chain
-/// (leaf, CA) and key as PEM files, and the DER of the leaf's SPKI and of the CA.
-struct Certs {
-    dir: tempfile::TempDir,
-    leaf_spki: Vec<u8>,
-    ca_der: Vec<u8>,
-}
-
-fn certs() -> Certs {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
-        KeyUsagePurpose, PublicKeyData,
-    };
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "dane test CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let params =
-        CertificateParams::new(vec!["*.dane.test".to_string(), "*.plain.test".to_string()])
-            .unwrap();
-    let cert = params.signed_by(&key, &ca).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("cert.pem"),
-        format!("{}{}", cert.pem(), ca.pem()),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
-    Certs {
-        leaf_spki: key.subject_public_key_info(),
-        ca_der: ca.der().to_vec(),
-        dir,
-    }
-}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02X}")).collect()
@@ -198,7 +157,7 @@ struct Zones {
     anchors: PathBuf,
 }
 
-fn zones(port: u16, certs: &Certs) -> Zones {
+fn zones(port: u16, certs: &Pki) -> Zones {
     let dir = tempfile::tempdir().unwrap();
     let good_dir = dir.path().join("good");
     std::fs::create_dir_all(good_dir.join("zones")).unwrap();
@@ -301,31 +260,23 @@ fn outbound(dns: SocketAddr, anchors: &Path, port: u16) -> Outbound {
 }
 
 async fn send(out: &Outbound, domain: &str, level: TlsPolicy) -> Outcome {
-    let transport = Transport::parse(&format!("smtp:{domain}")).unwrap();
     let options = RouteOptions {
         tls: Some(level),
         ..RouteOptions::default()
     };
-    let to = vec![format!("rcpt@{domain}")];
-    let env = Envelope {
-        sender: "a@example.test",
-        recipients: &to,
-        body_8bit: false,
-        smtputf8: false,
-        size: MESSAGE.len(),
-        xforward: &[],
-    };
-    out.send(&transport, &options, &env, MESSAGE)
-        .await
-        .remove(0)
+    common::outbound::send(
+        out,
+        &format!("smtp:{domain}"),
+        &options,
+        &format!("rcpt@{domain}"),
+    )
+    .await
 }
 
 #[tokio::test]
 async fn dane_over_a_signed_zone_served_by_knot() {
-    let certs = certs();
-    let cert = certs.dir.path().join("cert.pem");
-    let key = certs.dir.path().join("key.pem");
-    let aio = Aio::start(&["--tls", cert.to_str().unwrap(), key.to_str().unwrap()]);
+    let certs = Pki::for_names(&["*.dane.test", "*.plain.test"]);
+    let aio = certs.aio(&[]);
     let port = aio.addr.port();
     let z = zones(port, &certs);
     let out = outbound(z.good.addr(), &z.anchors, port);

@@ -15,42 +15,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::peers::{Aio, Dnsmasq};
+use common::peers::{Dnsmasq, Pki};
 use mtad::config::Delivery;
-use mtad::config::route::{RouteOptions, Transport};
+use mtad::config::route::RouteOptions;
 use mtad::delivery::hops::{Outbound, Outcome};
 use mtad::delivery::mta_sts::MtaSts;
-use mtad::delivery::{Envelope, TlsClient, TlsMode};
+use mtad::delivery::{TlsClient, TlsMode};
 use mtad::net::dns::Resolver;
-
-const MESSAGE: &[u8] = b"From: a@example.test\r\nSubject: mta-sts\r\n\r\nhello\r\n";
-
-/// A CA (`ca.pem`) and a chain for mta-sts.sts.test and the MX hosts (`cert.pem`,
-/// `key.pem`) in `dir`.
-fn certs(dir: &Path) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
-        KeyUsagePurpose,
-    };
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "mta-sts test CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec![
-        "mta-sts.sts.test".to_string(),
-        "mx.sts.test".to_string(),
-    ])
-    .unwrap()
-    .signed_by(&key, &ca)
-    .unwrap();
-    std::fs::write(dir.join("cert.pem"), format!("{}{}", cert.pem(), ca.pem())).unwrap();
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-}
 
 struct Https {
     child: Child,
@@ -134,35 +105,23 @@ fn outbound(dns: &Dnsmasq, ca: &Path, cache: &Path, https: u16, smtp: u16) -> Ou
 }
 
 async fn send(out: &Outbound) -> Outcome {
-    let transport = Transport::parse("smtp:sts.test").unwrap();
-    let to = vec!["rcpt@sts.test".to_string()];
-    let env = Envelope {
-        sender: "a@example.test",
-        recipients: &to,
-        body_8bit: false,
-        smtputf8: false,
-        size: MESSAGE.len(),
-        xforward: &[],
-    };
-    out.send(&transport, &RouteOptions::default(), &env, MESSAGE)
-        .await
-        .remove(0)
+    common::outbound::send(
+        out,
+        "smtp:sts.test",
+        &RouteOptions::default(),
+        "rcpt@sts.test",
+    )
+    .await
 }
 
 #[tokio::test]
 async fn mta_sts_policies_are_fetched_cached_and_enforced() {
     let dir = tempfile::tempdir().unwrap();
-    let (certs_dir, root, cache) = (
-        dir.path().join("certs"),
-        dir.path().join("www"),
-        dir.path().join("spool/mta-sts"),
-    );
-    std::fs::create_dir_all(&certs_dir).unwrap();
-    certs(&certs_dir);
-    let ca = certs_dir.join("ca.pem");
-    let cert = certs_dir.join("cert.pem");
-    let key = certs_dir.join("key.pem");
-    let aio = Aio::start(&["--tls", cert.to_str().unwrap(), key.to_str().unwrap()]);
+    let (root, cache) = (dir.path().join("www"), dir.path().join("spool/mta-sts"));
+    let pki = Pki::for_names(&["mta-sts.sts.test", "mx.sts.test"]);
+    let certs_dir = pki.dir.path().to_owned();
+    let ca = pki.ca();
+    let aio = pki.aio(&[]);
     let smtp = aio.addr.port();
     let https = Https::start(&root, &certs_dir, false);
 

@@ -12,13 +12,11 @@ use std::time::Duration;
 
 use common::peers::{Aio, Pki};
 use mtad::config::Delivery;
-use mtad::config::route::{RouteOptions, Transport};
+use mtad::config::route::RouteOptions;
 use mtad::config::tls_policy::TlsPolicyMap;
+use mtad::delivery::TlsClient;
 use mtad::delivery::hops::{Outbound, Outcome};
-use mtad::delivery::{Envelope, TlsClient};
 use mtad::net::dns::Resolver;
-
-const MESSAGE: &[u8] = b"From: a@example.test\r\nSubject: tls policy\r\n\r\nhello\r\n";
 
 /// An outbound with `map` as its tls-policy-map, trusting `ca` (or only the system's
 /// roots), with the credentials `user:secret` for every next hop of aiosmtpd `aio`.
@@ -42,23 +40,12 @@ fn outbound(map: &str, ca: Option<&std::path::Path>, aio: &Aio) -> Outbound {
 }
 
 async fn send(out: &Outbound, aio: &Aio) -> Outcome {
-    let transport = Transport::parse(&format!("smtp:[127.0.0.1]:{}", aio.addr.port())).unwrap();
     let options = RouteOptions {
         auth: Some("upstream".into()),
         ..RouteOptions::default()
     };
-    let to = vec!["rcpt@example.test".to_string()];
-    let env = Envelope {
-        sender: "a@example.test",
-        recipients: &to,
-        body_8bit: false,
-        smtputf8: false,
-        size: MESSAGE.len(),
-        xforward: &[],
-    };
-    out.send(&transport, &options, &env, MESSAGE)
-        .await
-        .remove(0)
+    let transport = format!("smtp:[127.0.0.1]:{}", aio.addr.port());
+    common::outbound::send(out, &transport, &options, "rcpt@example.test").await
 }
 
 #[tokio::test]

@@ -321,11 +321,7 @@ impl Outbound {
                 };
                 let mut config = self.client_config(&hop, policy.mode, None);
                 config.tls_check = check;
-                let result = match &hop.target {
-                    Target::Inet(addr) => SmtpConnection::connect(*addr, &config).await,
-                    Target::Unix(path) => SmtpConnection::connect_unix(path, &config).await,
-                };
-                let said = match result {
+                let said = match self::connect(&hop, &config).await {
                     Ok(mut conn) => {
                         let r = match conn.ehlo().await {
                             Ok(_) => Ok(conn.tls_description()),
@@ -810,10 +806,7 @@ impl Outbound {
         envelope: &Envelope<'_>,
         message: &[u8],
     ) -> Result<(Vec<RcptOutcome>, SmtpConnection), DeliveryError> {
-        let mut conn = match &hop.target {
-            Target::Inet(addr) => SmtpConnection::connect(*addr, config).await?,
-            Target::Unix(path) => SmtpConnection::connect_unix(path, config).await?,
-        };
+        let mut conn = connect(hop, config).await?;
         let result = async {
             conn.ehlo().await?;
             conn.send_transaction(envelope, message).await
@@ -939,6 +932,14 @@ impl Outbound {
         for (conn, _) in all {
             conn.quit().await;
         }
+    }
+}
+
+/// A new connection to `hop` (its greeting read).
+async fn connect(hop: &Hop, config: &ClientConfig) -> Result<SmtpConnection, DeliveryError> {
+    match &hop.target {
+        Target::Inet(addr) => SmtpConnection::connect(*addr, config).await,
+        Target::Unix(path) => SmtpConnection::connect_unix(path, config).await,
     }
 }
 
