@@ -288,6 +288,18 @@ impl Outbound {
         .await
     }
 
+    /// The TLS policy of a connection to `hop` of `destination` (its port names its
+    /// TLSA records).
+    async fn host_policy(&self, destination: &Destination, hop: &Hop) -> HostPolicy {
+        let port = match hop.target {
+            Target::Inet(a) => a.port(),
+            Target::Unix(_) => 0,
+        };
+        destination
+            .host(&hop.name, port, self.dnssec.as_ref())
+            .await
+    }
+
     /// `mtactl tls-probe`: the TLS policy each host of `transport` gets, decided as
     /// delivery decides it; with `connect`, also EHLO and STARTTLS under that policy
     /// (no MAIL, no AUTH), and how it went. One line per host.
@@ -300,13 +312,7 @@ impl Outbound {
         let destination = self.destination_tls(transport, options).await;
         let mut lines = Vec::new();
         for (hop, _) in self.ranked_hops(transport).await? {
-            let port = match hop.target {
-                Target::Inet(a) => a.port(),
-                Target::Unix(_) => 0,
-            };
-            let policy = destination
-                .host(&hop.name, port, self.dnssec.as_ref())
-                .await;
+            let policy = self.host_policy(&destination, &hop).await;
             let mut line = format!("{hop} tls {} policy {policy}", policy.mode);
             if !policy.names.is_empty() {
                 let names: Vec<String> = policy.names.iter().map(ToString::to_string).collect();
@@ -705,13 +711,7 @@ impl Outbound {
         message: &[u8],
         loop_detect: bool,
     ) -> Result<Vec<RcptOutcome>, DeliveryError> {
-        let port = match hop.target {
-            Target::Inet(a) => a.port(),
-            Target::Unix(_) => 0,
-        };
-        let policy = destination
-            .host(&hop.name, port, self.dnssec.as_ref())
-            .await;
+        let policy = self.host_policy(destination, hop).await;
         let with_policy = |e: DeliveryError| with_policy(e, &policy);
         let metrics = crate::metrics::get();
         if let Some(refusal) = &policy.refusal {

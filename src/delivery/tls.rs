@@ -220,7 +220,6 @@ impl ServerCertVerifier for NamesVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let mut name_error = None;
         for candidate in self.candidates(end_entity) {
             let Ok(name) = ServerName::try_from(candidate) else {
                 continue;
@@ -233,14 +232,14 @@ impl ServerCertVerifier for NamesVerifier {
                 now,
             ) {
                 Ok(v) => return Ok(v),
+                // another candidate may fit
                 Err(rustls::Error::InvalidCertificate(
                     rustls::CertificateError::NotValidForName
                     | rustls::CertificateError::NotValidForNameContext { .. },
-                )) => name_error = Some(()),
+                )) => {}
                 Err(e) => return Err(e),
             }
         }
-        let _ = name_error;
         let wanted: Vec<String> = self.names.iter().map(ToString::to_string).collect();
         Err(rustls::Error::InvalidCertificate(
             rustls::CertificateError::Other(rustls::OtherError(Arc::new(NameMismatch(
