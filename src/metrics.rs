@@ -488,6 +488,25 @@ mod tests {
     }
 
     #[test]
+    fn outbound_tls_is_counted_by_policy_and_result() {
+        let m = Metrics::new();
+        m.tls_policy("dane", "satisfied");
+        m.tls_policy("dane", "satisfied");
+        m.tls_policy("dane-only", "refused");
+        let text = m.encode();
+        assert!(
+            text.contains(r#"mtad_outbound_tls_policy_total{policy="dane",result="satisfied"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"mtad_outbound_tls_policy_total{policy="dane-only",result="refused"} 1"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn counts_what_it_is_told() {
         let m = Metrics::new();
         let a = m.session("mx");
