@@ -18,6 +18,8 @@
 //!   tables (Dovecot passwd-files or SQL) that credentials are verified against.
 //! - [`mailauth`]: every mail-auth call: SPF, DKIM, DMARC, ARC and iprev checks of
 //!   incoming mail, DKIM signing and ARC sealing of outgoing mail.
+//! - [`milter`]: the milter client (Sendmail's filter protocol, version 6): the wire
+//!   format and one connection to one filter; the SMTP session drives it.
 //! - [`net`] and [`message`]: leaves that others share: the resolver, TLS material and
 //!   streams; headers, edits and MIME.
 //! - [`metrics`]: what the daemon counts, and the Prometheus endpoint.
@@ -40,6 +42,7 @@
 //! | --- | --- |
 //! | `logsafe`, `message`, `net`, `position` | nothing |
 //! | `maillog` | logsafe |
+//! | `milter` | logsafe |
 //! | `lookup` | logsafe, message, net, position |
 //! | `queue` | logsafe, message |
 //! | `auth` | logsafe, lookup |
@@ -65,6 +68,7 @@ pub mod mailauth;
 pub mod maillog;
 pub mod message;
 pub mod metrics;
+pub mod milter;
 pub mod net;
 pub mod policy;
 pub mod position;

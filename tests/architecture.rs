@@ -18,6 +18,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("net", &[]),
     ("position", &[]),
     ("maillog", &["logsafe"]),
+    ("milter", &["logsafe"]),
     ("lookup", &["logsafe", "message", "net", "position"]),
     ("queue", &["logsafe", "message"]),
     ("auth", &["logsafe", "lookup"]),
@@ -25,7 +26,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "config",
         &[
-            "logsafe", "lookup", "auth", "mailauth", "message", "net", "position",
+            "logsafe", "lookup", "auth", "mailauth", "message", "net", "position", "milter",
         ],
     ),
     ("metrics", &["logsafe", "config", "mailauth"]),
@@ -33,28 +34,28 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "policy",
         &[
             "logsafe", "lookup", "auth", "mailauth", "message", "net", "position", "config",
-            "metrics", "maillog",
+            "metrics", "maillog", "milter",
         ],
     ),
     (
         "smtp",
         &[
             "logsafe", "lookup", "auth", "mailauth", "message", "net", "position", "config",
-            "metrics", "policy", "queue", "maillog",
+            "metrics", "policy", "queue", "maillog", "milter",
         ],
     ),
     (
         "delivery",
         &[
             "logsafe", "lookup", "auth", "mailauth", "message", "net", "position", "config",
-            "metrics", "policy", "queue", "maillog",
+            "metrics", "policy", "queue", "maillog", "milter",
         ],
     ),
     (
         "control",
         &[
             "logsafe", "lookup", "auth", "mailauth", "message", "net", "position", "config",
-            "metrics", "policy", "queue", "smtp", "delivery", "maillog",
+            "metrics", "policy", "queue", "smtp", "delivery", "maillog", "milter",
         ],
     ),
 ];

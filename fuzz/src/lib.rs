@@ -9,6 +9,7 @@ pub mod checks;
 pub mod config;
 pub mod hook;
 pub mod message;
+pub mod milter;
 pub mod proxy;
 pub mod smtp;
 pub mod suite;

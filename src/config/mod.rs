@@ -99,6 +99,8 @@ pub struct Config {
     pub credentials: BTreeMap<String, Arc<crate::lookup::Table>>,
     /// `content-filter NAME "TRANSPORT"`: after-queue content filters by name.
     pub content_filters: BTreeMap<String, ContentFilter>,
+    /// `milter NAME "inet:host:port"`: milters by name (see [`crate::milter`]).
+    pub milters: BTreeMap<String, Arc<crate::milter::Milter>>,
     /// `users NAME file=...` or `users NAME sql=... query=...`: what SMTP AUTH
     /// verifies credentials against, by name. A file is read and checked with the
     /// configuration; a database is only connected to on first use.
@@ -243,6 +245,8 @@ impl Listener {
             users: None,
             auth_plaintext: false,
             bare_newline: BareNewline::Reject,
+            milters: Vec::new(),
+            milter_skip: None,
         }
     }
 }
@@ -329,6 +333,12 @@ pub struct Listener {
     /// `bare-newline="reject|normalize"` and `bare-newline-clients="NETWORKS"`: what a
     /// line ending in LF alone gets from this listener.
     pub bare_newline: BareNewline,
+    /// `milters="NAME ..."`: the milters this listener's sessions talk to, in order
+    /// (Postfix's `smtpd_milters`).
+    pub milters: Vec<String>,
+    /// `milter-skip-clients="NETWORKS"`: clients whose sessions no milter sees
+    /// (Postfix's `smtpd_milter_maps` with `DISABLE`).
+    pub milter_skip: Option<String>,
 }
 
 /// What a listener does with a command or message line that ends in LF alone (and
@@ -381,6 +391,9 @@ pub struct LocalSubmission {
     /// addresses; separated by spaces or commas). `None`: any sender (Postfix's
     /// default, `static:*`).
     pub sender_logins: Option<Arc<Table>>,
+    /// `milters "NAME ..."`: the milters local submissions go through, in order
+    /// (Postfix's `non_smtpd_milters`).
+    pub milters: Vec<String>,
 }
 
 /// The `reload` block.

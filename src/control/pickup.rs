@@ -113,7 +113,7 @@ impl Pickup {
         let settings = Arc::new(Settings::new(config));
         Pickup {
             maildrop,
-            listen: Arc::new(crate::smtp::local::listen(settings)),
+            listen: Arc::new(crate::smtp::local::listen(settings, config)),
             core: Arc::new(core),
             ready,
             notify,

@@ -340,6 +340,7 @@ impl Settings {
                     group: None,
                     authorized_users: l.authorized_users.clone(),
                     sender_logins: None,
+                    milters: Vec::new(),
                 };
                 may_submit(Some(&settings), who, sender)
             }

@@ -199,6 +199,9 @@ pub fn render_report(report: &DryRunReport) -> String {
     for stage in &report.not_reached {
         let _ = writeln!(out, "{stage:<32} -        not reached");
     }
+    for line in &report.milters {
+        let _ = writeln!(out, "milter (not contacted): {line}");
+    }
     if !report.headers.is_empty() {
         let _ = writeln!(out, "headers as queued:");
         for h in &report.headers {

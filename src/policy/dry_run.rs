@@ -133,6 +133,10 @@ pub struct DryRunReport {
     /// `iprev` from data.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<std::collections::BTreeMap<&'static str, String>>,
+    /// What would be sent to the listener's milters, event by event (`NAME: EVENT
+    /// ARGS; macros NAME=VALUE ...`): a dry run never contacts a milter.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub milters: Vec<String>,
     /// Every rule that decided something in this run (for suite coverage).
     #[serde(skip)]
     pub fired: Vec<String>,
@@ -150,6 +154,7 @@ impl DryRunReport {
             dkim: Vec::new(),
             dkim_origin: None,
             dkim_unsigned: Vec::new(),
+            milters: Vec::new(),
             cleanup: Vec::new(),
             headers: Vec::new(),
             auth: None,

@@ -208,6 +208,7 @@ fn a_dangling_reference_fails_closed() {
         delivery: crate::config::Delivery::defaults_for(std::path::Path::new("spool")),
         credentials: BTreeMap::new(),
         content_filters: BTreeMap::new(),
+        milters: BTreeMap::new(),
         users: BTreeMap::new(),
         dkim: Vec::new(),
         dkim_internal: None,

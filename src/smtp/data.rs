@@ -9,6 +9,7 @@ use tracing::{error, info, warn};
 
 use super::dot::{DotReceiver, has_bare_eol};
 use super::inflight::TextScan;
+use super::milter::MessageOutcome;
 use super::reply;
 use super::session::{Disposition, Flow, INITIAL_DATA_MEMORY, Session, State};
 use crate::mailauth::Peer;
@@ -137,6 +138,7 @@ impl Session {
             }),
         };
         record.body_mut().extend_from_slice(received.as_bytes());
+        self.tx.trace_len = received.len();
         let limits = &self.listen.settings.limits;
         // the envelope (up to `recipients` addresses) is in the buffer too
         let buf = record.body_mut();
@@ -247,6 +249,51 @@ impl Session {
                 Some(v)
             }
             None => None,
+        };
+        // the milters, before the data stage's rules: these see what the milters changed
+        let (headers, body_start, size) = if self.milters_apply() {
+            match self
+                .milter_message(id, record.body(), self.tx.trace_len)
+                .await
+            {
+                MessageOutcome::Unchanged => (headers, body_start, size),
+                MessageOutcome::Refused(r) => {
+                    self.reset_transaction();
+                    if r.close {
+                        self.push(&r.reply);
+                        return Flow::Close;
+                    }
+                    return self.fail(&r.reply);
+                }
+                MessageOutcome::Changed {
+                    message,
+                    sender,
+                    recipients,
+                } => {
+                    record.truncate_body();
+                    record.body_mut().extend_from_slice(&message);
+                    if recipients.is_empty() {
+                        // as Postfix's cleanup: a message without recipients goes nowhere
+                        info!(queue_id = %id, "milters deleted every recipient: discarded");
+                        self.tx.disposition = Disposition::Discard;
+                    }
+                    let envelope = Envelope {
+                        sender: sender.clone(),
+                        recipients: recipients.clone(),
+                        ..record.envelope().clone()
+                    };
+                    record = record.with_envelope(&envelope);
+                    self.tx.sender = Some(sender);
+                    if !recipients.is_empty() {
+                        self.tx.recipients = recipients;
+                    }
+                    let size = record.body_len();
+                    let (headers, body_start) = parse_headers(record.body());
+                    (headers, body_start, size)
+                }
+            }
+        } else {
+            (headers, body_start, size)
         };
         let context = Context {
             size: Some(size as u64),

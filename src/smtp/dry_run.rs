@@ -382,6 +382,7 @@ impl Heard<'_> {
                 Tapped::Auth { results, data } => self.report.set_auth(&results, data),
                 // reported with the filter, once the message is queued
                 Tapped::Filter { by, .. } => self.filter_by = by,
+                Tapped::Milter(line) => self.report.milters.push(line),
                 Tapped::Decision { .. } => {}
             }
         }

@@ -9,7 +9,7 @@ use crate::policy::{Context, Stage, Verdict};
 impl Session {
     /// Records the client's name and starts afresh (RFC 5321 §4.1.4: EHLO resets the
     /// transaction like RSET).
-    pub(super) fn handle_ehlo(&mut self, host: &str, esmtp: bool) -> Flow {
+    pub(super) async fn handle_ehlo(&mut self, host: &str, esmtp: bool) -> Flow {
         let host = reply::sanitize(host, 255);
         debug!(helo = %host, esmtp, "helo");
         self.reset_transaction();
@@ -26,6 +26,13 @@ impl Session {
             format!("250 {}\r\n", self.listen.settings.hostname)
         };
         let refused = matches!(decision.verdict, Verdict::Reject(_) | Verdict::Defer(_));
+        // the stage's rules first, then the milters
+        if !refused
+            && self.milters_apply()
+            && let Some(r) = self.milter_event(super::milter::Event::Helo(&host)).await
+        {
+            return self.milter_refused(if esmtp { "EHLO" } else { "HELO" }, r, None);
+        }
         let flow = self.apply(Stage::Helo, decision, &ok);
         if !refused {
             // a refused HELO leaves the client without a name: it must try again

@@ -52,21 +52,30 @@ pub struct Injected {
     pub failed: Option<String>,
 }
 
-/// The built-in listener's settings: no TLS, no AUTH.
-pub fn listen(settings: Arc<Settings>) -> Listen {
+/// The built-in listener's settings: no TLS, no AUTH; the milters of
+/// `local-submission { milters }`.
+pub fn listen(settings: Arc<Settings>, config: &crate::config::Config) -> Listen {
     let listener = Listener::plain(
         LISTENER,
         SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
     );
     // the pickup sends CRLF only (cleanup made it so)
-    Listen::new(
+    let mut listen = Listen::new(
         settings,
         &listener,
         None,
         None,
         None,
         super::NormalizeLf::Nobody,
-    )
+    );
+    if let Some(local) = &config.local_submission {
+        listen.milters = local
+            .milters
+            .iter()
+            .filter_map(|m| config.milters.get(m).cloned())
+            .collect();
+    }
+    listen
 }
 
 /// Runs one local submission through a session on [`LISTENER`].

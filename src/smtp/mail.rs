@@ -68,6 +68,33 @@ impl Session {
             },
         );
         let refused = matches!(decision.verdict, Verdict::Reject(_) | Verdict::Defer(_));
+        // the stage's rules first, then the milters
+        if !refused && self.milters_apply() {
+            self.milters_new_transaction();
+            if self.next_id.is_none() {
+                // the queue id is known from MAIL on, as Postfix's (macro `i`)
+                self.next_id = Some(self.core.spool.new_id());
+            }
+            let mut args = vec![format!("<{sender}>")];
+            if from.size > 0 {
+                args.push(format!("SIZE={}", from.size));
+            }
+            if from.flags & MAIL_BODY_8BITMIME != 0 {
+                args.push("BODY=8BITMIME".to_owned());
+            }
+            if smtputf8 {
+                args.push("SMTPUTF8".to_owned());
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            self.tx.sender = Some(sender.clone());
+            let refusal = self.milter_event(super::milter::Event::Mail(&args)).await;
+            self.tx.sender = None;
+            if let Some(r) = refusal {
+                self.tx.disposition = Default::default();
+                self.address_in_hand = None;
+                return self.milter_refused("MAIL", r, Some(&sender));
+            }
+        }
         let flow = self.apply(Stage::Mail, decision, reply::MAIL_OK);
         if !refused {
             self.tx.sender = Some(sender);

@@ -25,6 +25,7 @@ mod ehlo;
 pub mod inflight;
 pub mod local;
 mod mail;
+mod milter;
 pub mod rate;
 mod rcpt;
 mod session;
@@ -104,6 +105,9 @@ pub enum Tapped {
         name: String,
         by: Option<crate::policy::Origin>,
     },
+    /// What would be sent to a milter (a session in memory never contacts one): the
+    /// milter, the event and its arguments, the macros with their values.
+    Milter(String),
 }
 
 impl Core {
@@ -218,6 +222,13 @@ pub struct Listen {
     pub proxies: Option<Arc<NetworkSet>>,
     /// Whose bare LFs are read as CRLF (`bare-newline="normalize"`).
     pub normalize_lf: NormalizeLf,
+    /// Where the listener listens (`None`: the local submission), for the milters'
+    /// `{daemon_addr}`.
+    pub address: Option<std::net::SocketAddr>,
+    /// `milters=`: the milters of its sessions, in order.
+    pub milters: Vec<Arc<crate::milter::Milter>>,
+    /// `milter-skip-clients=`: clients whose sessions no milter sees.
+    pub milter_skip: Option<Arc<NetworkSet>>,
     /// The EHLO reply before TLS (with STARTTLS when offered) and after it.
     ehlo_plain: String,
     ehlo_tls: String,
@@ -266,6 +277,9 @@ impl Listen {
             users,
             proxies,
             normalize_lf,
+            address: None,
+            milters: Vec::new(),
+            milter_skip: None,
             ehlo_plain,
             ehlo_tls,
         }
@@ -296,7 +310,7 @@ impl Listen {
                         })
                     }
                 };
-                let listen = Listen::new(
+                let mut listen = Listen::new(
                     settings.clone(),
                     l,
                     acceptors.get(&l.name).cloned(),
@@ -304,6 +318,17 @@ impl Listen {
                     proxies,
                     normalize_lf,
                 );
+                listen.address = Some(l.address);
+                listen.milters = l
+                    .milters
+                    .iter()
+                    .filter_map(|m| config.milters.get(m).cloned())
+                    .collect();
+                listen.milter_skip = l
+                    .milter_skip
+                    .as_ref()
+                    .and_then(|set| config.networks.get(set))
+                    .map(|set| Arc::new(set.clone()));
                 (l.clone(), listen)
             })
             .collect())

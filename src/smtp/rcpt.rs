@@ -21,7 +21,7 @@ use crate::policy::{Context, Stage, Verdict};
 const PLACEHOLDER: &[u8] = b"<placeholder@placeholder.invalid>";
 
 impl Session {
-    pub(super) fn handle_rcpt(&mut self, _to: RcptTo<Cow<'_, str>>, line: &[u8]) -> Flow {
+    pub(super) async fn handle_rcpt(&mut self, _to: RcptTo<Cow<'_, str>>, line: &[u8]) -> Flow {
         if self.tx.sender.is_none() {
             return self.fail(reply::NEED_MAIL);
         }
@@ -72,6 +72,32 @@ impl Session {
             },
         );
         let accepted = !matches!(decision.verdict, Verdict::Reject(_) | Verdict::Defer(_));
+        if self.milters_apply() {
+            // the stage's rules first, then the milters; a recipient the rules refused
+            // goes only to milters that asked for those
+            let mut args = vec![format!("<{}>", rcpt.address)];
+            if let Some((_, end)) = path(line) {
+                let params = String::from_utf8_lossy(&line[end..]);
+                args.extend(params.split_ascii_whitespace().map(str::to_owned));
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let refused_with = match &decision.verdict {
+                Verdict::Reject(r) | Verdict::Defer(r) => {
+                    Some(reply::line(r.code, r.enhanced, &r.text))
+                }
+                _ => None,
+            };
+            let refusal = self
+                .milter_event(super::milter::Event::Rcpt {
+                    args: &args,
+                    rejected: refused_with.as_deref(),
+                })
+                .await;
+            if accepted && let Some(r) = refusal {
+                self.address_in_hand = None;
+                return self.milter_refused("RCPT", r, Some(&rcpt.address));
+            }
+        }
         if accepted {
             let rule = decision
                 .rule

@@ -74,6 +74,9 @@ pub(super) struct Transaction {
     pub text: Option<TextScan>,
     /// BDAT was used; DATA is then out of sequence.
     pub bdat: bool,
+    /// The length of our Received: header at the top of the record (hidden from
+    /// milters).
+    pub trace_len: usize,
     /// When DATA/BDAT started, for the data deadline.
     pub data_started: Option<Instant>,
     /// The SIZE= the client declared at MAIL, for `size-over` at the mail stage.
@@ -254,6 +257,9 @@ pub struct Session {
     pub(super) commands: crate::maillog::Commands,
     /// The address of the MAIL or RCPT being decided, for the log line of a refusal.
     pub(super) address_in_hand: Option<String>,
+    /// The milters this session talks to (none for a client in the listener's
+    /// `milter-skip-clients`).
+    pub(super) milters: Vec<super::milter::Slot>,
 }
 
 impl Session {
@@ -262,6 +268,16 @@ impl Session {
     pub fn new(io: impl ServerIo, core: Arc<Core>, peer: SocketAddr, listen: Arc<Listen>) -> Self {
         let policy = core.policy.load_full();
         let normalize_lf = listen.normalize_lf.applies_to(peer.ip());
+        let skipped = listen
+            .milter_skip
+            .as_ref()
+            .is_some_and(|set| set.contains(super::server::canonical_ip(peer.ip())));
+        let milters = if skipped {
+            Vec::new()
+        } else {
+            // a session in memory (a dry run) records what it would send, never sends
+            super::milter::slots(&listen.milters, core.tap.is_some())
+        };
         let lines =
             LineReader::new(listen.settings.limits.line_length).normalize_bare_lf(normalize_lf);
         Self {
@@ -289,6 +305,7 @@ impl Session {
             normalize_lf,
             commands: Default::default(),
             address_in_hand: None,
+            milters,
         }
     }
 
@@ -310,7 +327,18 @@ impl Session {
         }
         let decision = self.policy.evaluate(Stage::Connect, &self.policy_context());
         let greeting = self.listen.settings.greeting.clone();
-        if self.apply(Stage::Connect, decision, &greeting) == Flow::Close {
+        // the stage's rules first, then the milters (as Postfix's smtpd)
+        let refused = matches!(decision.verdict, Verdict::Reject(_) | Verdict::Defer(_));
+        let milter = match !refused && self.milters_apply() {
+            true => self.milter_event(super::milter::Event::Connect).await,
+            false => None,
+        };
+        let flow = match milter {
+            Some(r) => self.milter_refused("CONNECT", r, None),
+            None => self.apply(Stage::Connect, decision, &greeting),
+        };
+        if flow == Flow::Close {
+            self.milters_quit().await;
             let mut buf = [0u8; 1024];
             self.linger(&mut buf).await;
             if smtpd_lines {
@@ -390,6 +418,7 @@ impl Session {
         if let Some(record) = self.tx.record.take() {
             debug!(queue_id = %record.id(), "message abandoned before its end");
         }
+        self.milters_quit().await;
         if linger {
             self.linger(&mut buf).await;
         }
@@ -704,10 +733,10 @@ impl Session {
         let name = command_name(&request);
         let before = self.out.len();
         let flow = match request {
-            Request::Ehlo { host } => self.handle_ehlo(&host, true),
-            Request::Helo { host } => self.handle_ehlo(&host, false),
+            Request::Ehlo { host } => self.handle_ehlo(&host, true).await,
+            Request::Helo { host } => self.handle_ehlo(&host, false).await,
             Request::Mail { from } => self.handle_mail(from).await,
-            Request::Rcpt { to } => self.handle_rcpt(to, line),
+            Request::Rcpt { to } => self.handle_rcpt(to, line).await,
             Request::Data => self.handle_data(),
             Request::Bdat {
                 chunk_size,

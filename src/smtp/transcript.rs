@@ -615,7 +615,9 @@ pub(super) struct Started {
 /// daemon starts one for a connection (with a server state of its own).
 pub(super) fn start(memory: Memory<'_>) -> Result<Started, MemoryError> {
     let listen = match &memory.local {
-        Some(_) => super::local::listen(Arc::new(super::Settings::new(memory.config))),
+        Some(_) => {
+            super::local::listen(Arc::new(super::Settings::new(memory.config)), memory.config)
+        }
         None => Listen::all(memory.config)
             .map_err(|e| MemoryError::Listeners(e.to_string()))?
             .into_iter()

@@ -1053,13 +1053,10 @@ pub fn opendkim_sign(message: &[u8], domain: &str, selector: &str, key: &Path) -
     signed
 }
 
-/// Every DKIM signature of `message` verified by opendkim, the keys looked up at the
-/// nameserver `dns` (a [`Dnsmasq`]): `Ok` with opendkim's Authentication-Results
-/// when there is one signature at least and every one passed, `Err` with that and
-/// its log otherwise.
-pub fn opendkim_verify(message: &[u8], dns: SocketAddr) -> Result<String, String> {
-    let peer = Opendkim::new();
-    let unbound = peer.dir.path().join("unbound.conf");
+/// An unbound configuration in `dir` for OpenDKIM's `ResolverConfiguration`: every
+/// query forwarded to `dns` (a [`Dnsmasq`]), `.test` included. Returns its path.
+pub fn unbound_conf(dir: &Path, dns: SocketAddr) -> PathBuf {
+    let unbound = dir.join("unbound.conf");
     std::fs::write(
         &unbound,
         format!(
@@ -1070,6 +1067,16 @@ pub fn opendkim_verify(message: &[u8], dns: SocketAddr) -> Result<String, String
         ),
     )
     .unwrap();
+    unbound
+}
+
+/// Every DKIM signature of `message` verified by opendkim, the keys looked up at the
+/// nameserver `dns` (a [`Dnsmasq`]): `Ok` with opendkim's Authentication-Results
+/// when there is one signature at least and every one passed, `Err` with that and
+/// its log otherwise.
+pub fn opendkim_verify(message: &[u8], dns: SocketAddr) -> Result<String, String> {
+    let peer = Opendkim::new();
+    let unbound = unbound_conf(peer.dir.path(), dns);
     let conf = format!(
         "Mode v\nAuthservID opendkim.test\nAlwaysAddARHeader yes\nDNSTimeout 5\n\
          ResolverConfiguration {}\n",

@@ -30,7 +30,7 @@ impl Parser {
         sets: &Sets,
     ) -> Option<(Listener, ListenTls)> {
         let filters = &sets.filters;
-        const USAGE: &str = "listen NAME address=\"IP:PORT\" [starttls=\"offered|required|off\"] [implicit-tls=#true] [auth=\"offered|required\"] [content-filter=\"NAME\"] [filtered=#true] [bare-newline=\"reject|normalize\"] [bare-newline-clients=\"NETWORKS\"]";
+        const USAGE: &str = "listen NAME address=\"IP:PORT\" [milters=\"NAME ...\"] [milter-skip-clients=\"NETWORKS\"] [starttls=\"offered|required|off\"] [implicit-tls=#true] [auth=\"offered|required\"] [content-filter=\"NAME\"] [filtered=#true] [bare-newline=\"reject|normalize\"] [bare-newline-clients=\"NETWORKS\"]";
         self.check_annotations(node);
         self.no_children(node);
         let props = self.props(
@@ -50,6 +50,8 @@ impl Parser {
                 "auth-plaintext",
                 "bare-newline",
                 "bare-newline-clients",
+                "milters",
+                "milter-skip-clients",
             ],
         );
         let mut tls = ListenTls {
@@ -72,6 +74,8 @@ impl Parser {
         let mut proxies: Option<(String, &KdlEntry)> = None;
         let mut normalize: Option<&KdlEntry> = None;
         let mut bare_clients: Option<(String, &KdlEntry)> = None;
+        let mut milters = Vec::new();
+        let mut milter_skip: Option<(String, &KdlEntry)> = None;
         for (key, entry) in &props {
             match *key {
                 "content-filter" => {
@@ -176,6 +180,12 @@ impl Parser {
                         );
                     }
                 },
+                "milters" => milters = self.milter_refs(entry, &sets.milters, "milters"),
+                "milter-skip-clients" => {
+                    if let Some(name) = self.network_set_ref(entry, "milter-skip-clients", sets) {
+                        milter_skip = Some((name, *entry));
+                    }
+                }
                 "bare-newline-clients" => {
                     if let Some(name) = self.network_set_ref(entry, "bare-newline-clients", sets) {
                         bare_clients = Some((name, *entry));
@@ -192,6 +202,15 @@ impl Parser {
                 entry.span(),
                 "a `filtered` listener takes mail back from a filter: it cannot send it to one",
                 "filter on a filtered listener",
+            );
+        }
+        if milters.is_empty()
+            && let Some((_, entry)) = &milter_skip
+        {
+            self.error(
+                entry.span(),
+                "milter-skip-clients= without milters=",
+                "no milters to skip",
             );
         }
         let bare_newline = match (normalize, bare_clients) {
@@ -304,6 +323,8 @@ impl Parser {
             users,
             auth_plaintext,
             bare_newline,
+            milters,
+            milter_skip: milter_skip.map(|(name, _)| name),
         };
         Some((listener, tls))
     }

@@ -28,6 +28,10 @@ impl Parser {
                 self.content_filter(node, &mut sets.filters);
                 continue;
             }
+            if kind == "milter" {
+                self.milter(node, &mut sets.milters);
+                continue;
+            }
             if kind == "users" {
                 self.users(node, &mut sets.users);
                 continue;

@@ -7,16 +7,24 @@
 //!     group "mtad-drop"                     // the group `sendmail` is setgid to
 //!     authorized-users "root" "www-data"    // Postfix's authorized_submit_users (default: everyone)
 //!     sender-logins "login-senders"         // Postfix's local_login_sender_maps (default: any sender)
+//!     milters "opendkim"                    // Postfix's non_smtpd_milters (default: none)
 //! }
 //! ```
 
 use kdl::KdlNode;
 
 use super::Parser;
+use super::milter::Milters;
 use super::tables::Tables;
 use crate::config::LocalSubmission;
 
-const KEYS: &[&str] = &["maildrop", "group", "authorized-users", "sender-logins"];
+const KEYS: &[&str] = &[
+    "maildrop",
+    "group",
+    "authorized-users",
+    "sender-logins",
+    "milters",
+];
 const USAGE: &str =
     "local-submission { maildrop \"/var/spool/mtad/maildrop\"; group \"mtad-drop\" }";
 
@@ -25,12 +33,14 @@ impl Parser {
         &mut self,
         node: &KdlNode,
         tables: &Tables,
+        milters: &Milters,
     ) -> Option<LocalSubmission> {
         let children = self.settings_block(node, "local-submission", KEYS, USAGE)?;
         let mut maildrop = None;
         let mut group = None;
         let mut authorized_users = None;
         let mut sender_logins = None;
+        let mut milter_names = Vec::new();
         for child in children {
             match child.name().value() {
                 "maildrop" => {
@@ -72,6 +82,11 @@ impl Parser {
                     }
                     authorized_users = Some(users);
                 }
+                "milters" => {
+                    if let Some(entry) = self.setting(child, "milters \"NAME ...\"") {
+                        milter_names = self.milter_refs(entry, milters, "milters");
+                    }
+                }
                 _ => {
                     if let Some(entry) = self.setting(child, "sender-logins \"TABLE\"") {
                         sender_logins = self.table_ref(entry, tables).flatten();
@@ -93,6 +108,7 @@ impl Parser {
             group,
             authorized_users,
             sender_logins,
+            milters: milter_names,
         })
     }
 }

@@ -63,6 +63,7 @@ mod filter;
 mod include;
 mod listen;
 mod log;
+mod milter;
 mod rate;
 mod server;
 mod stages;

@@ -1,0 +1,893 @@
+//! Milters end to end against the real filters, started on loopback by each test:
+//! OpenDKIM (signing for a listener named in its `MTA` list, verifying elsewhere),
+//! rspamd 3.4's proxy worker in milter mode (GTUBE refused, headers added that the
+//! data stage's rules see, a clean message passing), and what clients see when a
+//! filter is stopped in the middle of a load (nothing acknowledged is lost; the
+//! configured `on-failure` action is the answer).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::peers::{Dnsmasq, opendkim_genkey, unbound_conf, wait_listening};
+use common::*;
+
+/// A daemon started by a test, killed (by its PID) on drop.
+struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    /// SIGTERM (rspamd's main process then stops its workers), SIGKILL after 10 s.
+    fn stop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until nothing listens on 127.0.0.1:`port` any more (a filter's workers gone).
+fn wait_closed(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(Instant::now() < deadline, "port {port} still open");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// OpenDKIM as a milter on 127.0.0.1:`port`: signs `example.test` mail (selector
+/// `sel`) that comes through a listener named `signer` (its `MTA` list, matched
+/// against our `{daemon_name}` macro), verifies everything else with keys from
+/// `dns`, and says so in an Authentication-Results header (authserv-id `mx.test`).
+fn opendkim(dir: &Path, port: u16, key: &Path, dns: SocketAddr) -> Daemon {
+    opendkim_signing_for(dir, port, key, dns, "signer")
+}
+
+/// [`opendkim`], signing the mail of the listener named `mta`.
+fn opendkim_signing_for(dir: &Path, port: u16, key: &Path, dns: SocketAddr, mta: &str) -> Daemon {
+    let unbound = unbound_conf(dir, dns);
+    let conf = dir.join("opendkim.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "Syslog no\nRequireSafeKeys false\nMode sv\nDomain example.test\nSelector sel\n\
+             KeyFile {}\nSocket inet:{port}@127.0.0.1\nMTA {mta}\nInternalHosts 192.0.2.99\n\
+             AuthservID mx.test\nAlwaysAddARHeader yes\nDNSTimeout 5\nResolverConfiguration {}\n\
+             Canonicalization relaxed/relaxed\nUserID root\n",
+            key.display(),
+            unbound.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(require_tool("opendkim"))
+        .arg("-f")
+        .arg("-x")
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start opendkim");
+    wait_listening(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        &mut child,
+        "opendkim",
+    );
+    Daemon { child }
+}
+
+/// A fresh message from `from`, with a current Date (rspamd scores old ones).
+fn message(from: &str, subject: &str, body: &str) -> String {
+    let date = Command::new("date")
+        .arg("-R")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!(
+        "From: Alice <{from}>\r\nTo: bob@mx.test\r\nSubject: {subject}\r\nDate: {date}\r\n\
+         Message-ID: <{}.{}@example.test>\r\n\r\n{body}\r\n",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    )
+}
+
+/// The header `name` of `message` (unfolded), if there is one.
+fn header(message: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(message);
+    let head = text.split("\r\n\r\n").next().unwrap_or("");
+    let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ");
+    unfolded
+        .lines()
+        .find(|l| {
+            l.len() > name.len()
+                && l[..name.len()].eq_ignore_ascii_case(name)
+                && l.as_bytes()[name.len()] == b':'
+        })
+        .map(|l| l[name.len() + 1..].trim().to_owned())
+}
+
+/// `data` from `from` to bob@mx.test in a new session on `mtad`'s listener: the
+/// message as queued.
+fn send_queued(mtad: &Mtad, from: &str, data: &str) -> (mtad::queue::QueuedMessage, Vec<u8>) {
+    let mut c = mtad.session();
+    c.cmd("EHLO client.test", "250");
+    let id = c.send_message(from, &["bob@mx.test"], data);
+    mtad.queued()
+        .into_iter()
+        .find(|(m, _)| m.id.to_string() == id)
+        .expect("queued")
+}
+
+/// The configuration every test here starts from: the server `mx.test`, every
+/// recipient accepted, and `rest` (milters, listeners, rules).
+fn config_with(rest: &str) -> String {
+    format!(
+        "server {{\n    hostname \"mx.test\"\n    spool \"{{spool}}\"\n}}\nstage \"rcpt\" {{\n    accept\n}}\n{rest}"
+    )
+}
+
+/// The queued message whose Subject is `subject`.
+fn queued_with_subject(mtad: &Mtad, subject: &str) -> (mtad::queue::QueuedMessage, Vec<u8>) {
+    mtad.queued()
+        .into_iter()
+        .find(|(_, body)| header(body, "Subject").as_deref() == Some(subject))
+        .unwrap_or_else(|| panic!("no queued message `{subject}`; log:\n{}", mtad.log()))
+}
+
+#[test]
+fn opendkim_signs_on_one_listener_and_verifies_on_another() {
+    let keys = tempfile::tempdir().unwrap();
+    let (key, text) = opendkim_genkey(keys.path(), "example.test", "sel");
+    let dns = Dnsmasq::start(&[&Dnsmasq::txt("sel._domainkey.example.test", &text)]);
+    let port = free_port();
+    let _opendkim = opendkim(keys.path(), port, &key, dns.addr);
+    let signer_port = free_port();
+    let mtad = Mtad::start(&config_with(&format!(
+        r#"
+milter "opendkim" "inet:127.0.0.1:{port}"
+listen "signer" address="127.0.0.1:{signer_port}" milters="opendkim"
+listen "mx" address="127.0.0.1:{{port}}" milters="opendkim"
+stage "data" {{
+    // OpenDKIM's verdict, as the milter added it, decides here
+    hold header-matches="^Authentication-Results: mx.test;.*dkim=fail"
+    accept
+}}
+"#
+    )));
+    // signed on the `signer` listener: OpenDKIM's DKIM-Signature is in the queued message
+    let original = message("alice@example.test", "signed", "A signed message.");
+    let mut c = Client::connect(signer_port);
+    c.expect("220 ");
+    c.cmd("EHLO client.test", "250");
+    c.send_message("alice@example.test", &["bob@mx.test"], &original);
+    let (_, signed) = queued_with_subject(&mtad, "signed");
+    let signature = header(&signed, "DKIM-Signature")
+        .unwrap_or_else(|| panic!("not signed:\n{}", String::from_utf8_lossy(&signed)));
+    assert!(signature.contains("d=example.test"), "{signature}");
+    assert!(signature.contains("s=sel"), "{signature}");
+    // our Received: header stays the first, above the milter's
+    assert!(
+        signed.starts_with(b"Received: from client.test"),
+        "{}",
+        String::from_utf8_lossy(&signed)
+    );
+    let log = mtad.wait_log("milter=opendkim", 1, Duration::from_secs(5));
+    assert!(log.contains("changes=1"), "{log}");
+
+    // the signed message again, on `mx`: verified, dkim=pass, delivered normally
+    let with_dkim = String::from_utf8_lossy(without_received(&signed)).into_owned();
+    let (m, verified) = send_queued(&mtad, "alice@example.test", &with_dkim);
+    let results = header(&verified, "Authentication-Results").unwrap_or_default();
+    assert!(
+        results.contains("mx.test") && results.contains("dkim=pass"),
+        "{}",
+        String::from_utf8_lossy(&verified)
+    );
+    assert!(!m.envelope.held, "a passing message is not held");
+
+    // tampered: dkim=fail, which the data stage's rule sees and holds
+    let tampered = with_dkim.replace("A signed message.", "A tampered message.");
+    let (m, failed) = send_queued(&mtad, "alice@example.test", &tampered);
+    let results = header(&failed, "Authentication-Results").unwrap_or_default();
+    assert!(
+        results.contains("dkim=fail"),
+        "{}",
+        String::from_utf8_lossy(&failed)
+    );
+    assert!(m.envelope.held, "the rule saw the milter's header: held");
+}
+
+/// rspamd 3.4 (peers.md §1) with its proxy worker in milter mode on 127.0.0.1:`port`,
+/// the stock rules, no Redis, DNS to a dead port (fails fast), and the headers on
+/// for loopback clients too (`skip_local = false`).
+fn rspamd(dir: &Path, port: u16) -> Daemon {
+    use std::os::unix::fs::PermissionsExt;
+    let run = dir.join("run");
+    let local = dir.join("local/local.d");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::create_dir_all(&local).unwrap();
+    // rspamd drops to _rspamd, which must reach its files
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let chown = Command::new("chown")
+        .args(["-R", "_rspamd:_rspamd"])
+        .arg(&run)
+        .status()
+        .unwrap();
+    assert!(chown.success(), "chown _rspamd");
+    let dead_dns = free_port();
+    std::fs::write(
+        dir.join("rspamd.conf"),
+        format!(
+            r#".include "$CONFDIR/common.conf"
+options {{
+    pidfile = "$RUNDIR/rspamd.pid";
+    .include "$CONFDIR/options.inc"
+    .include(try=true; priority=1,duplicate=merge) "$LOCAL_CONFDIR/local.d/options.inc"
+}}
+logging {{ type = "file"; filename = "$LOGDIR/rspamd.log"; level = "info"; }}
+worker "rspamd_proxy" {{
+    bind_socket = "127.0.0.1:{port}";
+    milter = yes;
+    timeout = 120s;
+    upstream "local" {{ default = yes; self_scan = yes; }}
+    count = 1;
+    spam_header = "X-Spam";
+}}
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        local.join("options.inc"),
+        format!("dns {{ nameserver = [\"127.0.0.1:{dead_dns}\"]; timeout = 0.2s; retransmits = 1; }}\nlocal_addrs = [];\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        local.join("milter_headers.conf"),
+        "skip_local = false;\nskip_authenticated = false;\n\
+         use = [\"x-rspamd-server\", \"x-rspamd-queue-id\", \"x-spam-status\"];\n",
+    )
+    .unwrap();
+    std::fs::write(local.join("fuzzy_check.conf"), "enabled = false;\n").unwrap();
+    let mut child = Command::new(require_tool("rspamd"))
+        .args(["-f", "-u", "_rspamd", "-g", "_rspamd", "-c"])
+        .arg(dir.join("rspamd.conf"))
+        .arg(format!(
+            "--var=LOCAL_CONFDIR={}",
+            dir.join("local").display()
+        ))
+        .arg(format!("--var=DBDIR={}", run.display()))
+        .arg(format!("--var=RUNDIR={}", run.display()))
+        .arg(format!("--var=LOGDIR={}", run.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start rspamd");
+    // the first start compiles the hyperscan databases: seconds on 2 cores
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(run.join("rspamd.log")).unwrap_or_default();
+            panic!("rspamd exited before listening: {status}\n{log}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rspamd never listened on {port}:\n{}",
+            std::fs::read_to_string(run.join("rspamd.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Daemon { child }
+}
+
+/// SpamAssassin's test pattern: rspamd rejects it.
+const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
+
+#[test]
+fn rspamd_refuses_gtube_marks_and_passes_clean_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut filter = rspamd(dir.path(), port);
+    let mtad = Mtad::start(&config_with(&format!(
+        r#"
+milter "rspamd" "inet:127.0.0.1:{port}" content-timeout="60s"
+listen "mx" address="127.0.0.1:{{port}}" milters="rspamd"
+stage "data" {{
+    // rspamd's header, added at the end of the message, is seen by the rules
+    hold sender="watched@example.test" header-matches="^X-Rspamd-Queue-Id: "
+    accept
+}}
+"#
+    )));
+    // GTUBE: refused with rspamd's own reply, nothing queued
+    let mut c = mtad.session();
+    c.cmd("EHLO client.test", "250");
+    c.cmd("MAIL FROM:<alice@example.test>", "250 ");
+    c.cmd("RCPT TO:<bob@mx.test>", "250 ");
+    c.cmd("DATA", "354 ");
+    c.send(message("alice@example.test", "gtube", GTUBE));
+    c.send(".\r\n");
+    let reply = c.expect("5");
+    assert!(reply.starts_with("554 5.7.1 Gtube pattern"), "{reply}");
+    assert!(mtad.queued().is_empty());
+    let log = mtad.wait_log("milter-reject: END-OF-MESSAGE", 1, Duration::from_secs(5));
+    assert!(log.contains("Gtube pattern"), "{log}");
+    // the session goes on: a clean message passes, marked
+    let id = c.send_message(
+        "alice@example.test",
+        &["bob@mx.test"],
+        &message(
+            "alice@example.test",
+            "clean",
+            "Hello Bob, see you tomorrow at the meeting.",
+        ),
+    );
+    let (m, body) = queued_with_subject(&mtad, "clean");
+    assert_eq!(m.id.to_string(), id);
+    let status = header(&body, "X-Spam-Status")
+        .unwrap_or_else(|| panic!("no X-Spam-Status:\n{}", String::from_utf8_lossy(&body)));
+    assert!(status.starts_with("No"), "{status}");
+    // the queue id rspamd was told (macro `i`) is ours
+    assert_eq!(
+        header(&body, "X-Rspamd-Queue-Id").as_deref(),
+        Some(id.as_str())
+    );
+    assert!(!m.envelope.held);
+    // the same, from the watched sender: the data stage's rule saw rspamd's header
+    let mut c = mtad.session();
+    c.cmd("EHLO client.test", "250");
+    let id = c.send_message(
+        "watched@example.test",
+        &["bob@mx.test"],
+        &message(
+            "watched@example.test",
+            "watched",
+            "Hello Bob, see you tomorrow at the meeting.",
+        ),
+    );
+    let (m, _) = queued_with_subject(&mtad, "watched");
+    assert_eq!(m.id.to_string(), id);
+    assert!(
+        m.envelope.held,
+        "held by the rule that saw X-Rspamd-Queue-Id"
+    );
+    // a forged X-Spam-Status: rspamd deletes it (a header change) and adds its own
+    let mut c = mtad.session();
+    c.cmd("EHLO client.test", "250");
+    let forged = message(
+        "alice@example.test",
+        "forged",
+        "Hello Bob, see you tomorrow.",
+    )
+    .replacen(
+        "Subject:",
+        "X-Spam-Status: Yes, score=99 (forged)\r\nSubject:",
+        1,
+    );
+    c.send_message("alice@example.test", &["bob@mx.test"], &forged);
+    let (_, body) = queued_with_subject(&mtad, "forged");
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(text.matches("X-Spam-Status:").count(), 1, "{text}");
+    assert!(!text.contains("forged)"), "{text}");
+
+    // rspamd stopped in the middle of a load: 451, and nothing acknowledged lost
+    stop_mid_load(
+        &mtad,
+        || {
+            filter.stop();
+            wait_closed(port);
+        },
+        "451 4.7.1",
+    );
+}
+
+/// Clients send messages on 4 connections at once while `stop` stops the filter: every
+/// message acknowledged (250) is in the queue, and once the filter is gone every
+/// client hears `expect` (the configured failure action), never a 250.
+fn stop_mid_load(mtad: &Mtad, stop: impl FnOnce(), expect: &str) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let done = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let after = Arc::new(Mutex::new(Vec::<Result<(), String>>::new()));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let port = mtad.port;
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let (done, stopped, acked, after, sent) = (
+                done.clone(),
+                stopped.clone(),
+                acked.clone(),
+                after.clone(),
+                sent.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !done.load(Ordering::SeqCst) {
+                    let subject = format!("load {w}-{n}");
+                    n += 1;
+                    let was_stopped = stopped.load(Ordering::SeqCst);
+                    let result = try_message(port, "bob@mx.test", &subject);
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    if result.is_ok() {
+                        acked.lock().unwrap().push(subject);
+                    }
+                    if was_stopped {
+                        after.lock().unwrap().push(result);
+                    }
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < 8 {
+        assert!(
+            Instant::now() < deadline,
+            "no load got through: {}",
+            mtad.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop();
+    stopped.store(true, Ordering::SeqCst);
+    while after.lock().unwrap().len() < 12 {
+        assert!(Instant::now() < deadline, "no answers after the stop");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    done.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.join().unwrap();
+    }
+    // nothing acknowledged is lost
+    let queued: Vec<String> = mtad
+        .queued()
+        .iter()
+        .filter_map(|(_, body)| header(body, "Subject"))
+        .collect();
+    for subject in acked.lock().unwrap().iter() {
+        assert!(
+            queued.contains(subject),
+            "`{subject}` was acknowledged but is not queued"
+        );
+    }
+    // the filter is gone: the failure action, every time
+    for result in after.lock().unwrap().iter() {
+        match result {
+            Ok(()) => panic!("a message passed a stopped filter (expected {expect})"),
+            Err(line) => assert!(line.starts_with(expect), "{line} (expected {expect})"),
+        }
+    }
+}
+
+#[test]
+fn a_stopped_milter_tempfails_by_default_and_loses_nothing() {
+    let keys = tempfile::tempdir().unwrap();
+    let (key, text) = opendkim_genkey(keys.path(), "example.test", "sel");
+    let dns = Dnsmasq::start(&[&Dnsmasq::txt("sel._domainkey.example.test", &text)]);
+    let port = free_port();
+    let mut filter = opendkim(keys.path(), port, &key, dns.addr);
+    let mtad = Mtad::start(&config_with(&format!(
+        r#"
+milter "opendkim" "inet:127.0.0.1:{port}" connect-timeout="2s"
+listen "mx" address="127.0.0.1:{{port}}" milters="opendkim"
+"#
+    )));
+    stop_mid_load(&mtad, || filter.stop(), "451 4.7.1");
+    let log = mtad.log();
+    assert!(log.contains("milter failed"), "{log}");
+    // back: mail passes again
+    let _filter = opendkim(keys.path(), port, &key, dns.addr);
+    try_message(mtad.port, "bob@mx.test", "after the restart").expect("accepted again");
+}
+
+#[test]
+fn failure_actions_of_a_stopped_milter() {
+    let keys = tempfile::tempdir().unwrap();
+    let (key, text) = opendkim_genkey(keys.path(), "example.test", "sel");
+    let dns = Dnsmasq::start(&[&Dnsmasq::txt("sel._domainkey.example.test", &text)]);
+    let port = free_port();
+    let mut filter = opendkim(keys.path(), port, &key, dns.addr);
+    let (accept, reject, shutdown) = (free_port(), free_port(), free_port());
+    let mtad = Mtad::start(&config_with(&format!(
+        r#"
+milter "tempfail" "inet:127.0.0.1:{port}"
+milter "accept" "inet:127.0.0.1:{port}" on-failure="accept"
+milter "reject" "inet:127.0.0.1:{port}" on-failure="reject"
+milter "shutdown" "inet:127.0.0.1:{port}" on-failure="shutdown"
+listen "mx" address="127.0.0.1:{{port}}" milters="tempfail"
+listen "accept" address="127.0.0.1:{accept}" milters="accept"
+listen "reject" address="127.0.0.1:{reject}" milters="reject"
+listen "shutdown" address="127.0.0.1:{shutdown}" milters="shutdown"
+"#
+    )));
+    // sessions that start while the filter runs, and lose it before their message
+    let mut sessions: Vec<Client> = [mtad.port, accept, reject, shutdown]
+        .iter()
+        .map(|p| {
+            let mut c = Client::connect(*p);
+            c.expect("220 ");
+            c.cmd("EHLO client.test", "250");
+            c
+        })
+        .collect();
+    filter.stop();
+    let expect = ["451 4.7.1", "250 ", "550 5.7.1", "421 4.7.0"];
+    for (c, want) in sessions.iter_mut().zip(expect) {
+        let reply = c.cmd("MAIL FROM:<alice@example.test>", "");
+        assert!(reply.starts_with(want), "{reply} (expected {want})");
+    }
+    // and sessions that start without it
+    for (p, want) in [mtad.port, accept, reject].iter().zip(expect) {
+        let r = try_message(*p, "bob@mx.test", "no filter");
+        match want {
+            "250 " => r.expect("on-failure=accept lets it through"),
+            _ => assert!(r.unwrap_err().starts_with(want)),
+        }
+    }
+    let mut c = Client::connect(shutdown);
+    let reply = c.expect("421");
+    assert!(reply.starts_with("421 4.7.0"), "{reply}");
+}
+
+#[test]
+fn local_submission_goes_through_its_milters() {
+    let keys = tempfile::tempdir().unwrap();
+    let (key, text) = opendkim_genkey(keys.path(), "example.test", "sel");
+    let dns = Dnsmasq::start(&[&Dnsmasq::txt("sel._domainkey.example.test", &text)]);
+    let port = free_port();
+    // the local submission's listener is named `sendmail` ({daemon_name})
+    let _opendkim = opendkim_signing_for(keys.path(), port, &key, dns.addr, "sendmail");
+    let mtad = Mtad::start(&config_with(&format!(
+        r#"
+milter "opendkim" "inet:127.0.0.1:{port}"
+listen "mx" address="127.0.0.1:{{port}}"
+local-submission {{
+    maildrop "{{dir}}/maildrop"
+    milters "opendkim"
+}}
+"#
+    )));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sendmail"))
+        .arg("-C")
+        .arg(&mtad.config)
+        .args(["-f", "alice@example.test", "bob@mx.test"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(message("alice@example.test", "local", "From a program.").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        if let Some((_, body)) = mtad
+            .queued()
+            .into_iter()
+            .find(|(_, b)| header(b, "Subject").as_deref() == Some("local"))
+        {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "not picked up:\n{}", mtad.log());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let signature = header(&body, "DKIM-Signature")
+        .unwrap_or_else(|| panic!("not signed:\n{}", String::from_utf8_lossy(&body)));
+    assert!(signature.contains("d=example.test"), "{signature}");
+}
+
+#[test]
+fn test_policy_records_what_the_milters_would_get() {
+    // nothing listens there: contacting it would fail the transaction (tempfail)
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mtad.kdl");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+server {{
+    hostname "mx.test"
+    spool "spool"
+}}
+milter "rspamd" "inet:127.0.0.1:{port}" {{
+    macros "mail" "i {{mail_addr}} {{auth_authen}}"
+}}
+listen "mx" address="127.0.0.1:2525" milters="rspamd"
+stage "rcpt" {{
+    accept
+}}
+"#
+        ),
+    )
+    .unwrap();
+    let message = dir.path().join("m.eml");
+    std::fs::write(&message, "Subject: hi\r\n\r\nbody\r\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mtactl"))
+        .args(["test-policy", "--config"])
+        .arg(&config)
+        .args([
+            "--client",
+            "192.0.2.7",
+            "--helo",
+            "c.test",
+            "--auth",
+            "alice",
+        ])
+        .args(["--from", "a@b.test", "--rcpt", "x@mx.test", "--message"])
+        .arg(&message)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "milter (not contacted): rspamd: CONNECT [192.0.2.7]; macros j=mx.test {daemon_name}=mx",
+        "milter (not contacted): rspamd: HELO c.test",
+        "rspamd: MAIL <a@b.test> SIZE=",
+        "{mail_addr}=a@b.test {auth_authen}=alice",
+        "milter (not contacted): rspamd: RCPT <x@mx.test>; macros i=",
+        "milter (not contacted): rspamd: END-OF-MESSAGE (1 headers, a 6-byte body); macros i=",
+        "outcome: queued",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+}
+
+/// The configuration snippets of docs/milters.md and docs/configuration.md's milter
+/// section are valid.
+#[test]
+fn documented_configuration_parses() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for doc in ["docs/milters.md", "docs/configuration.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap();
+        for block in text
+            .split("```kdl\n")
+            .skip(1)
+            .map(|b| b.split("```").next().unwrap())
+            .filter(|b| b.contains("milter \""))
+        {
+            let mut config =
+                "server {\n    hostname \"h.example.test\"\n    spool \"/tmp/x\"\n}\n".to_owned();
+            config.push_str(block);
+            if !block.contains("listen \"") {
+                config.push_str("listen \"mx\" address=\"127.0.0.1:2525\"\n");
+            }
+            if block.contains("\"login-senders\"") {
+                config.push_str("table \"login-senders\" {\n    \"root\" \"*\"\n}\n");
+            }
+            if block.contains("milter-skip-clients") && !block.contains("networks") {
+                config.push_str("networks \"trusted\" \"10.0.0.0/8\"\n");
+            }
+            if let Err(e) = mtad::config::Config::parse("mtad.kdl", &config) {
+                panic!("{doc}:\n{block}\n{}", mtad::config::render(&e));
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "{checked} snippets");
+}
+
+/// A scripted milter (not a real filter: for the answers no filter above gives on
+/// demand): negotiates every action, answers `continue` to every event, except
+/// `RCPT TO:<tempfail@...>` (tempfail) and `<full@...>` (its own 452), and at the end
+/// of the message what the Subject asks for.
+fn scripted_milter() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    fn packet(code: u8, data: &[u8]) -> Vec<u8> {
+        let mut out = ((data.len() + 1) as u32).to_be_bytes().to_vec();
+        out.push(code);
+        out.extend_from_slice(data);
+        out
+    }
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { return };
+            std::thread::spawn(move || {
+                let mut subject = String::new();
+                loop {
+                    let mut len = [0u8; 4];
+                    if s.read_exact(&mut len).is_err() {
+                        return;
+                    }
+                    let mut data = vec![0u8; u32::from_be_bytes(len) as usize];
+                    if s.read_exact(&mut data).is_err() {
+                        return;
+                    }
+                    let (code, data) = (data[0], &data[1..]);
+                    let text = String::from_utf8_lossy(data).into_owned();
+                    let answer: Vec<u8> = match code {
+                        b'O' => {
+                            let mut n = 6u32.to_be_bytes().to_vec();
+                            n.extend_from_slice(&0x1FFu32.to_be_bytes());
+                            n.extend_from_slice(&0u32.to_be_bytes());
+                            packet(b'O', &n)
+                        }
+                        b'D' | b'A' => continue,
+                        b'Q' => return,
+                        b'R' if text.starts_with("<tempfail@") => packet(b't', b""),
+                        b'R' if text.starts_with("<full@") => {
+                            packet(b'y', b"452 4.2.2 Mailbox full\0")
+                        }
+                        b'L' => {
+                            let mut parts = text.split('\0');
+                            if parts.next() == Some("Subject") {
+                                subject = parts.next().unwrap_or("").trim().to_owned();
+                            }
+                            packet(b'c', b"")
+                        }
+                        b'E' => match subject.as_str() {
+                            "discard" => packet(b'd', b""),
+                            "quarantine" => {
+                                [packet(b'q', b"too fishy\0"), packet(b'c', b"")].concat()
+                            }
+                            "envelope" => [
+                                packet(b'e', b"<new@example.test>\0"),
+                                packet(b'+', b"<added@mx.test>\0"),
+                                packet(b'-', b"<bob@mx.test>\0"),
+                                packet(b'c', b""),
+                            ]
+                            .concat(),
+                            "body" => {
+                                [packet(b'b', b"replaced\r\nbody\r\n"), packet(b'a', b"")].concat()
+                            }
+                            "headers" => {
+                                let mut ins = 0u32.to_be_bytes().to_vec();
+                                ins.extend_from_slice(b"X-First\0top\0");
+                                let mut chg = 1u32.to_be_bytes().to_vec();
+                                chg.extend_from_slice(b"Subject\0changed\0");
+                                let mut del = 1u32.to_be_bytes().to_vec();
+                                del.extend_from_slice(b"X-Drop\0\0");
+                                [
+                                    packet(b'i', &ins),
+                                    packet(b'm', &chg),
+                                    packet(b'm', &del),
+                                    packet(b'h', b"X-Last\0folded\n\tline\0"),
+                                    packet(b'a', b""),
+                                ]
+                                .concat()
+                            }
+                            "injection" => {
+                                [packet(b'h', b"X-Bad\0a\r\nBcc: x@y\0"), packet(b'a', b"")]
+                                    .concat()
+                            }
+                            "shutdown" => packet(b'4', b""),
+                            _ => packet(b'a', b""),
+                        },
+                        _ => packet(b'c', b""),
+                    };
+                    if s.write_all(&answer).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_scripted_milter_s_answers_and_changes() {
+    let port = scripted_milter();
+    let mtad = Mtad::start(&config_with(&format!(
+        r#"
+milter "scripted" "inet:127.0.0.1:{port}"
+listen "mx" address="127.0.0.1:{{port}}" milters="scripted"
+"#
+    )));
+    let mut c = mtad.session();
+    c.cmd("EHLO client.test", "250");
+    // at RCPT: tempfail, and its own reply
+    c.cmd("MAIL FROM:<alice@example.test>", "250 ");
+    c.cmd(
+        "RCPT TO:<tempfail@mx.test>",
+        "451 4.7.1 Service unavailable",
+    );
+    c.cmd("RCPT TO:<full@mx.test>", "452 4.2.2 Mailbox full");
+    c.cmd("RSET", "250");
+    let send = |c: &mut Client, subject: &str, extra: &str| {
+        c.cmd("MAIL FROM:<alice@example.test>", "250 ");
+        c.cmd("RCPT TO:<bob@mx.test>", "250 ");
+        c.cmd("DATA", "354 ");
+        c.send(format!(
+            "{extra}Subject: {subject}\r\nX-Drop: me\r\n\r\noriginal\r\n.\r\n"
+        ));
+        c.reply()
+    };
+    assert!(send(&mut c, "discard", "").starts_with("250 "));
+    assert!(send(&mut c, "quarantine", "").starts_with("250 "));
+    assert!(send(&mut c, "envelope", "").starts_with("250 "));
+    assert!(send(&mut c, "body", "").starts_with("250 "));
+    assert!(send(&mut c, "headers", "From: a@example.test\r\n").starts_with("250 "));
+    // a header that would inject another: a protocol error, the failure action
+    let reply = send(&mut c, "injection", "");
+    assert!(reply.starts_with("451 4.7.1"), "{reply}");
+    let queued = mtad.queued();
+    let find = |s: &str| {
+        queued
+            .iter()
+            .find(|(_, b)| header(b, "Subject").as_deref() == Some(s))
+            .unwrap_or_else(|| panic!("`{s}` not queued"))
+    };
+    assert!(
+        !queued
+            .iter()
+            .any(|(_, b)| header(b, "Subject").as_deref() == Some("discard")),
+        "discarded"
+    );
+    assert!(find("quarantine").0.envelope.held, "quarantine: held");
+    let (m, _) = find("envelope");
+    assert_eq!(m.envelope.sender, "new@example.test");
+    assert_eq!(m.envelope.recipients, ["added@mx.test"]);
+    let (_, body) = find("body");
+    assert!(
+        body.ends_with(b"\r\n\r\nreplaced\r\nbody\r\n"),
+        "{}",
+        String::from_utf8_lossy(body)
+    );
+    let (_, body) = find("changed");
+    let text = String::from_utf8_lossy(body);
+    // our Received: first, the inserted header right below it, the rest in order
+    let names: Vec<&str> = text
+        .split("\r\n\r\n")
+        .next()
+        .unwrap()
+        .split("\r\n")
+        .filter(|l| !l.starts_with([' ', '\t']))
+        .map(|l| l.split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["Received", "X-First", "From", "Subject", "X-Last"],
+        "{text}"
+    );
+    assert!(text.contains("X-Last: folded\r\n\tline\r\n"), "{text}");
+    assert!(!text.contains("Bcc"), "{text}");
+    // the failed milter's action stands for the rest of that session
+    c.cmd("MAIL FROM:<alice@example.test>", "451 4.7.1");
+    // shutdown: 421, the session ends
+    let mut c = mtad.session();
+    c.cmd("EHLO client.test", "250");
+    let reply = send(&mut c, "shutdown", "");
+    assert!(reply.starts_with("421 4.7.0"), "{reply}");
+    c.expect_closed();
+}
