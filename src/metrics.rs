@@ -83,6 +83,12 @@ struct TransportLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TlsPolicyLabel {
+    policy: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DirectionLabel {
     direction: &'static str,
 }
@@ -113,6 +119,7 @@ pub struct Metrics {
     received_bytes: Family<ListenerLabel, Counter>,
     delivered_bytes: Family<TransportLabel, Counter>,
     tls_failures: Family<DirectionLabel, Counter>,
+    tls_policy: Family<TlsPolicyLabel, Counter>,
     auth_failures: Family<ListenerLabel, Counter>,
 }
 
@@ -169,6 +176,7 @@ impl Metrics {
             received_bytes: Family::default(),
             delivered_bytes: Family::default(),
             tls_failures: Family::default(),
+            tls_policy: Family::default(),
             auth_failures: Family::default(),
         };
         let r = &mut m.registry;
@@ -251,6 +259,11 @@ impl Metrics {
             "tls_handshake_failures",
             "TLS handshakes that failed, by direction (inbound: a client of ours, outbound: a next hop)",
             m.tls_failures.clone(),
+        );
+        r.register(
+            "outbound_tls_policy",
+            "Outbound connections by TLS policy level (none, opportunistic, required, verify, secure, dane, dane-only) and result (satisfied, plaintext: opportunistic without STARTTLS, failed, refused: deferred before connecting)",
+            m.tls_policy.clone(),
         );
         r.register(
             "auth_failures",
@@ -377,6 +390,13 @@ impl Metrics {
             .inc();
     }
 
+    /// An outbound connection under TLS policy `policy` ended as `result`.
+    pub fn tls_policy(&self, policy: &'static str, result: &'static str) {
+        self.tls_policy
+            .get_or_create(&TlsPolicyLabel { policy, result })
+            .inc();
+    }
+
     /// An AUTH attempt on `listener` failed.
     pub fn auth_failed(&self, listener: &str) {
         self.auth_failures
@@ -465,6 +485,25 @@ mod tests {
         text.lines()
             .find(|l| l.starts_with(prefix))
             .unwrap_or_else(|| panic!("no line starting with {prefix} in\n{text}"))
+    }
+
+    #[test]
+    fn outbound_tls_is_counted_by_policy_and_result() {
+        let m = Metrics::new();
+        m.tls_policy("dane", "satisfied");
+        m.tls_policy("dane", "satisfied");
+        m.tls_policy("dane-only", "refused");
+        let text = m.encode();
+        assert!(
+            text.contains(r#"mtad_outbound_tls_policy_total{policy="dane",result="satisfied"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"mtad_outbound_tls_policy_total{policy="dane-only",result="refused"} 1"#
+            ),
+            "{text}"
+        );
     }
 
     #[test]

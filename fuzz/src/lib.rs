@@ -15,6 +15,7 @@ pub mod proxy;
 pub mod smtp;
 pub mod suite;
 pub mod table;
+pub mod tls_policy;
 
 use std::path::{Path, PathBuf};
 

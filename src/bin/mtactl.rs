@@ -91,6 +91,21 @@ enum Command {
     /// exit 78) and make the running mtad reload so the aliases take effect, like
     /// `newaliases`. Silent on success, also when mtad is not running.
     Newaliases,
+    /// The outbound TLS policy a destination gets, from live DNS: its configured level
+    /// (route, tls-policy-map, delivery tls) and, for each MX host, what DNSSEC and DANE
+    /// make of it (the decision delivery makes). Exit 1 when DNS fails.
+    TlsProbe {
+        /// A recipient domain (MX delivery) or `[host]:port`.
+        destination: String,
+        /// As a route's `tls=` would set it (none, opportunistic, required, verify,
+        /// secure, dane, dane-only).
+        #[arg(long, value_name = "LEVEL")]
+        tls: Option<String>,
+        /// Also connect to each host: EHLO and STARTTLS under the policy (no MAIL, no
+        /// AUTH), and say how the certificate check went.
+        #[arg(long)]
+        connect: bool,
+    },
     /// DKIM signing keys.
     Dkim {
         #[command(subcommand)]
@@ -397,6 +412,11 @@ fn run(args: Args) -> ExitCode {
             };
         }
         Command::Check { connect } => control::check(config, connect),
+        Command::TlsProbe {
+            destination,
+            tls,
+            connect,
+        } => control::tls_probe::tls_probe(config, &destination, tls.as_deref(), connect),
         Command::Newaliases => {
             return ExitCode::from(control::newaliases::newaliases(config));
         }

@@ -36,6 +36,7 @@ pub mod route;
 pub mod services;
 pub mod settings;
 mod stage;
+pub mod tls_policy;
 mod units;
 
 use std::collections::BTreeMap;
@@ -719,6 +720,17 @@ pub struct Delivery {
     pub tls: route::TlsPolicy,
     /// Extra trust anchors (PEM) besides the system's, for `tls="verify"`.
     pub tls_ca_file: Option<PathBuf>,
+    /// Per-destination TLS levels (`tls-policy-map "FILE"`, Postfix's
+    /// `smtp_tls_policy_maps`), read when the configuration is: its path and entries.
+    pub tls_policy_map: Option<(PathBuf, std::sync::Arc<tls_policy::TlsPolicyMap>)>,
+    /// DNSSEC trust anchors for DANE (`dnssec-trust-anchors "FILE"`, DNSKEY records);
+    /// `None`: the root zone's.
+    pub dnssec_trust_anchors: Option<PathBuf>,
+    /// Honour recipient domains' MTA-STS policies (`mta-sts`, default #false).
+    pub mta_sts: bool,
+    /// The HTTPS port of `mta-sts.DOMAIN` (`mta-sts-port`, default 443; tests set
+    /// another).
+    pub mta_sts_port: u16,
     /// Send AUTH credentials over unencrypted connections (`auth-plaintext`, default
     /// #false: Postfix's `noplaintext`).
     pub auth_plaintext: bool,
@@ -770,6 +782,10 @@ impl Delivery {
             fallback: Vec::new(),
             tls: route::TlsPolicy::default(),
             tls_ca_file: None,
+            tls_policy_map: None,
+            dnssec_trust_anchors: None,
+            mta_sts: false,
+            mta_sts_port: 443,
             auth_plaintext: false,
             dns_server: None,
             smtp_port: 25,

@@ -303,9 +303,13 @@ impl fmt::Display for Transport {
     }
 }
 
-/// How a route uses TLS, in Postfix's terms (`smtp_tls_security_level`).
+/// How a route uses TLS: Postfix's `smtp_tls_security_level`, under our names where we
+/// had them (`opportunistic` = `may`, `required` = `encrypt`) and Postfix's otherwise.
+/// What a level means for one destination (which names a certificate must carry, what
+/// DANE found) is decided in one place, [`crate::config::tls_policy`] and
+/// `delivery::tls_policy` (docs/outbound-tls.md).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum TlsPolicy {
     /// Never STARTTLS (`none`).
     None,
@@ -314,30 +318,52 @@ pub enum TlsPolicy {
     Opportunistic,
     /// STARTTLS must succeed, certificate not checked (`encrypt`).
     Required,
-    /// STARTTLS must succeed and the certificate must be valid for the next hop's name
-    /// (`secure`).
+    /// STARTTLS must succeed and the certificate must be valid (a trusted CA) for the
+    /// MX host's name, as DNS gave it (`verify`; Postfix's `match=hostname`).
     Verify,
+    /// As `verify`, but the certificate must name the next-hop domain or one of its
+    /// subdomains, which an attacker on DNS cannot change (`secure`; Postfix's
+    /// `match=nexthop:dot-nexthop`).
+    Secure,
+    /// DANE (RFC 7672) where the MX host's TLSA records are DNSSEC-validated; plain
+    /// `opportunistic` where DNSSEC says the records are not signed (`dane`).
+    Dane,
+    /// DANE or nothing: a destination without usable, validated TLSA records is
+    /// deferred (`dane-only`).
+    DaneOnly,
 }
 
 impl TlsPolicy {
-    pub const NAMES: &'static str = "none, opportunistic, required, verify";
+    pub const NAMES: &'static str =
+        "none, opportunistic (may), required (encrypt), verify, secure, dane, dane-only";
 
-    /// Our names, and Postfix's (`may`, `encrypt`, `secure`).
+    /// Our names, and Postfix's (`may`, `encrypt`).
     pub fn parse(value: &str) -> Result<TlsPolicy, UnknownTlsPolicy> {
         match value.to_ascii_lowercase().as_str() {
             "none" => Ok(TlsPolicy::None),
             "opportunistic" | "may" => Ok(TlsPolicy::Opportunistic),
             "required" | "encrypt" => Ok(TlsPolicy::Required),
-            "verify" | "secure" => Ok(TlsPolicy::Verify),
+            "verify" => Ok(TlsPolicy::Verify),
+            "secure" => Ok(TlsPolicy::Secure),
+            "dane" => Ok(TlsPolicy::Dane),
+            "dane-only" => Ok(TlsPolicy::DaneOnly),
             _ => Err(UnknownTlsPolicy {
                 value: value.to_owned(),
             }),
         }
     }
 
-    /// TLS must be in place before anything but EHLO is sent.
+    /// TLS must be in place before anything but EHLO is sent, whatever DNS says.
     pub fn is_mandatory(self) -> bool {
-        matches!(self, TlsPolicy::Required | TlsPolicy::Verify)
+        matches!(
+            self,
+            TlsPolicy::Required | TlsPolicy::Verify | TlsPolicy::Secure | TlsPolicy::DaneOnly
+        )
+    }
+
+    /// DANE's TLSA records are looked up (DNSSEC-validated) for this level.
+    pub fn uses_dane(self) -> bool {
+        matches!(self, TlsPolicy::Dane | TlsPolicy::DaneOnly)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -346,6 +372,9 @@ impl TlsPolicy {
             TlsPolicy::Opportunistic => "opportunistic",
             TlsPolicy::Required => "required",
             TlsPolicy::Verify => "verify",
+            TlsPolicy::Secure => "secure",
+            TlsPolicy::Dane => "dane",
+            TlsPolicy::DaneOnly => "dane-only",
         }
     }
 }
@@ -668,7 +697,7 @@ mod tests {
         );
         assert_eq!(
             text(&TlsPolicy::parse("tight").unwrap_err()),
-            "unknown TLS policy `tight` (none, opportunistic, required, verify)"
+            "unknown TLS policy `tight` (none, opportunistic (may), required (encrypt), verify, secure, dane, dane-only)"
         );
         assert_eq!(
             text(&DkimSign::parse("x").unwrap_err()),

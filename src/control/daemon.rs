@@ -245,6 +245,34 @@ pub(crate) fn outbound(config: &Config) -> Result<Outbound, ServeError> {
             None
         }
     };
+    // DNSSEC for DANE (a route hook may ask for `dane` at any time; building the
+    // resolver sends nothing).
+    let dnssec = match crate::net::dnssec::Dnssec::new(
+        config.delivery.dns_server,
+        config.delivery.dnssec_trust_anchors.as_deref(),
+        std::time::Duration::from_secs(5),
+    ) {
+        Ok(d) => Some(d),
+        Err(err) => {
+            error!(%err, "DNSSEC is unavailable: `dane` destinations get opportunistic TLS, `dane-only` ones are deferred");
+            None
+        }
+    };
+    // MTA-STS: policies cached under the spool, fetched with the verifying TLS
+    // configuration (system roots and tls-ca-file)
+    let mta_sts = match (&tls, config.delivery.mta_sts) {
+        (Some(t), true) => t
+            .config_for(crate::delivery::TlsMode::Verify)
+            .map(|verifying| {
+                Arc::new(crate::delivery::mta_sts::MtaSts::new(
+                    config.server.spool.join("mta-sts"),
+                    resolver.clone(),
+                    verifying,
+                    config.delivery.mta_sts_port,
+                ))
+            }),
+        _ => None,
+    };
     Ok(Outbound::new(
         resolver,
         config.delivery.clone(),
@@ -252,6 +280,8 @@ pub(crate) fn outbound(config: &Config) -> Result<Outbound, ServeError> {
         tls,
         config.credentials.clone(),
     )
+    .with_dnssec(dnssec)
+    .with_mta_sts(mta_sts)
     .with_listeners(config.listeners.iter().map(|l| l.address)))
 }
 

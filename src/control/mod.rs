@@ -52,6 +52,7 @@ pub mod socket;
 pub mod status;
 pub mod sysexits;
 pub mod test_policy;
+pub mod tls_probe;
 
 use std::io::{BufRead, Read as _, Write};
 use std::path::Path;

@@ -179,6 +179,9 @@ pub fn render_report(report: &DryRunReport) -> String {
         if let Some(options) = &s.route_options {
             let _ = writeln!(out, "{:<32} {:<8} {options}", "", "options");
         }
+        if let Some(tls) = &s.tls_policy {
+            let _ = writeln!(out, "{:<32} {:<8} {tls}", "", "tls");
+        }
         for check in &s.checks {
             let _ = writeln!(out, "{:<32} {:<8} {check}", "", "check");
         }

@@ -43,6 +43,11 @@ pub struct ClientConfig {
     /// [`TlsMode::Verify`], which fails without it. With the other modes and no name, no
     /// SNI is sent.
     pub tls_name: Option<String>,
+    /// The certificate check of this connection when it is not `tls_client`'s own for
+    /// `tls` (names from `match=`, DANE's TLSA records): built by
+    /// `delivery::tls_policy` for one destination. With it, [`TlsMode::Verify`] needs
+    /// no `tls_name` (the check carries its names; the name is still sent as SNI).
+    pub tls_check: Option<Arc<rustls::ClientConfig>>,
     /// Authenticate (RFC 4954) before MAIL when the server offers AUTH.
     pub auth: Option<Credentials>,
     /// Allow sending `auth` over a connection that is not encrypted (off: the delivery
@@ -67,6 +72,7 @@ impl ClientConfig {
             tls: TlsMode::None,
             tls_client: None,
             tls_name: None,
+            tls_check: None,
             auth: None,
             auth_plaintext: false,
             loop_detect: false,
@@ -493,12 +499,12 @@ impl<S: SmtpStream> SmtpConnection<S> {
             message,
             plaintext_retry: mode == TlsMode::Opportunistic,
         };
-        let Some(tls) = self
-            .config
-            .tls_client
-            .as_ref()
-            .and_then(|c| c.config_for(mode))
-        else {
+        let Some(tls) = self.config.tls_check.clone().or_else(|| {
+            self.config
+                .tls_client
+                .as_ref()
+                .and_then(|c| c.config_for(mode))
+        }) else {
             return Err(fail(format!(
                 "TLS mode {mode} but no TLS client is configured (ClientConfig::tls_client)"
             )));
@@ -509,7 +515,7 @@ impl<S: SmtpStream> SmtpConnection<S> {
                 ServerName::try_from(n.to_string())
                     .map_err(|_| fail(format!("{n:?} is not a valid TLS server name")))?
             }
-            None if mode == TlsMode::Verify => {
+            None if mode == TlsMode::Verify && self.config.tls_check.is_none() => {
                 return Err(fail(
                     "TLS mode verify needs the server's host name to check the certificate \
                      against, and none is set (tls_name)"
@@ -572,7 +578,10 @@ impl<S: SmtpStream> SmtpConnection<S> {
             }
             Ok(Err(e)) => {
                 crate::metrics::get().tls_failed(false);
-                Err(fail(format!("the TLS handshake failed: {e}")))
+                Err(fail(format!(
+                    "the TLS handshake failed: {}",
+                    handshake_failure(&e)
+                )))
             }
             Ok(Ok(())) => {
                 // RFC 3207: forget everything learnt before TLS.
@@ -597,7 +606,9 @@ impl<S: SmtpStream> SmtpConnection<S> {
             debug!(remote = %self.remote, "AUTH not offered, going on without.");
             return Ok(());
         }
-        if !self.is_encrypted() && !self.config.auth_plaintext {
+        // A connection whose TLS policy was not met never gets here (the policy's
+        // failure ends it first); this guards the credentials all the same.
+        if !self.is_encrypted() && (self.config.tls.is_mandatory() || !self.config.auth_plaintext) {
             return Err(fail(
                 "refusing to send credentials over an unencrypted connection (use \
                  tls=\"required\")"
@@ -1103,6 +1114,18 @@ fn xtext(value: &str, max: usize) -> String {
         }
     }
     out
+}
+
+/// A failed handshake as the log says it: our own certificate checks' errors (a DANE
+/// mismatch, names a certificate lacks) by their sentence, the rest as rustls says them.
+fn handshake_failure(e: &std::io::Error) -> String {
+    if let Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o))) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        return o.to_string();
+    }
+    e.to_string()
 }
 
 #[cfg(test)]

@@ -18,10 +18,12 @@ use super::client::{
 };
 use super::reply::Reply;
 use super::tls::{TlsClient, TlsMode};
+use super::tls_policy::{Destination, HostPolicy};
 use crate::config::Delivery;
 use crate::config::route::{LmtpTarget, NextHop, RouteOptions, Transport, credential_keys};
 use crate::lookup::Table;
 use crate::net::dns::{DnsError, Resolver};
+use crate::net::dnssec::Dnssec;
 
 /// How long an idle connection is kept for the next message to the same host
 /// (Postfix's `smtp_connection_cache_time_limit`).
@@ -195,6 +197,9 @@ type Pooled = (SmtpConnection, Instant);
 struct PoolKey {
     hop: Hop,
     tls: TlsMode,
+    /// The policy's label and certificate names: a connection verified for one set of
+    /// names or TLSA records is not reused for another.
+    policy: String,
     auth: Option<String>,
 }
 
@@ -205,6 +210,11 @@ pub struct Outbound {
     settings: Delivery,
     helo_name: String,
     tls: Option<Arc<TlsClient>>,
+    /// DNSSEC-validated lookups for DANE; `None`: none (nothing is DNSSEC-secure, so
+    /// `dane` is `opportunistic` and `dane-only` defers).
+    dnssec: Option<Dnssec>,
+    /// MTA-STS policies (`delivery { mta-sts #true }`); `None`: not used.
+    mta_sts: Option<Arc<super::mta_sts::MtaSts>>,
     credentials: std::collections::BTreeMap<String, Arc<Table>>,
     idle: Mutex<HashMap<PoolKey, Vec<Pooled>>>,
     per_host: Mutex<HashMap<Target, Arc<Semaphore>>>,
@@ -229,12 +239,114 @@ impl Outbound {
             settings,
             helo_name,
             tls,
+            dnssec: None,
+            mta_sts: None,
             credentials,
             idle: Mutex::new(HashMap::new()),
             per_host: Mutex::new(HashMap::new()),
             total,
             own: Vec::new(),
         }
+    }
+
+    /// Validate DNS for DANE with `dnssec`.
+    pub fn with_dnssec(mut self, dnssec: Option<Dnssec>) -> Outbound {
+        self.dnssec = dnssec;
+        self
+    }
+
+    /// Honour recipient domains' MTA-STS policies with `mta_sts`.
+    pub fn with_mta_sts(mut self, mta_sts: Option<Arc<super::mta_sts::MtaSts>>) -> Outbound {
+        self.mta_sts = mta_sts;
+        self
+    }
+
+    pub fn dnssec(&self) -> Option<&Dnssec> {
+        self.dnssec.as_ref()
+    }
+
+    /// The TLS policy of `transport` (one destination of a route with `options`): the
+    /// configured level ([`crate::config::tls_policy::choose`]) and what DNSSEC says of
+    /// its MX records. Delivery and `mtactl tls-probe` both start here.
+    pub async fn destination_tls(
+        &self,
+        transport: &Transport,
+        options: &RouteOptions,
+    ) -> Destination {
+        let chosen = crate::config::tls_policy::choose(
+            options.tls,
+            self.settings.tls_policy_map.as_ref().map(|(_, m)| &**m),
+            self.settings.tls,
+            transport,
+        );
+        Destination::new(
+            chosen,
+            transport,
+            self.dnssec.as_ref(),
+            self.mta_sts.as_deref(),
+        )
+        .await
+    }
+
+    /// The TLS policy of a connection to `hop` of `destination` (its port names its
+    /// TLSA records).
+    async fn host_policy(&self, destination: &Destination, hop: &Hop) -> HostPolicy {
+        let port = match hop.target {
+            Target::Inet(a) => a.port(),
+            Target::Unix(_) => 0,
+        };
+        destination
+            .host(&hop.name, port, self.dnssec.as_ref())
+            .await
+    }
+
+    /// `mtactl tls-probe`: the TLS policy each host of `transport` gets, decided as
+    /// delivery decides it; with `connect`, also EHLO and STARTTLS under that policy
+    /// (no MAIL, no AUTH), and how it went. One line per host.
+    pub async fn probe_tls(
+        &self,
+        transport: &Transport,
+        options: &RouteOptions,
+        connect: bool,
+    ) -> Result<Vec<String>, DnsError> {
+        let destination = self.destination_tls(transport, options).await;
+        let mut lines = Vec::new();
+        for (hop, _) in self.ranked_hops(transport).await? {
+            let policy = self.host_policy(&destination, &hop).await;
+            let mut line = format!("{hop} tls {} policy {policy}", policy.mode);
+            if !policy.names.is_empty() {
+                let names: Vec<String> = policy.names.iter().map(ToString::to_string).collect();
+                line.push_str(&format!(" names {}", names.join(",")));
+            }
+            if let Some(r) = &policy.refusal {
+                line.push_str(&format!(" => deferred: {r}"));
+            } else if connect {
+                let check = match (&self.tls, policy.mode) {
+                    (Some(c), m) if m != TlsMode::None => policy.check(c).ok().flatten(),
+                    _ => None,
+                };
+                let mut config = self.client_config(&hop, policy.mode, None);
+                config.tls_check = check;
+                let said = match self::connect(&hop, &config).await {
+                    Ok(mut conn) => {
+                        let r = match conn.ehlo().await {
+                            Ok(_) => Ok(conn.tls_description()),
+                            Err(e) => Err(e),
+                        };
+                        tokio::spawn(conn.quit());
+                        match r {
+                            Ok(Some(tls)) => format!("ok: {tls}"),
+                            Ok(None) => "ok: plaintext".to_owned(),
+                            Err(e) => format!("failed: {e}"),
+                        }
+                    }
+                    Err(e) => format!("failed: {e}"),
+                };
+                line.push_str(&format!(" => {said}"));
+            }
+            lines.push(line);
+        }
+        Ok(lines)
     }
 
     /// The addresses this server listens on (a wildcard address stands for every
@@ -458,6 +570,7 @@ impl Outbound {
                     continue;
                 }
             };
+            let destination = self.destination_tls(t, options).await;
             // The hosts before the first that is ourselves (Postfix truncates an MX
             // list there: only more preferred hosts may take the mail). None: a loop.
             let best = hops.first().map_or(0, |(_, p)| *p);
@@ -513,7 +626,7 @@ impl Outbound {
                 };
                 let relay = hop.to_string();
                 let result = self
-                    .transaction(&hop, t, options, &sub, message, loop_detect)
+                    .transaction(&hop, t, &destination, options, &sub, message, loop_detect)
                     .await;
                 match result {
                     Ok(per) => {
@@ -587,22 +700,44 @@ impl Outbound {
 
     /// One transaction with one host, on an idle connection when there is one. An
     /// opportunistic STARTTLS that fails is retried once in plaintext, as Postfix does.
+    #[allow(clippy::too_many_arguments)]
     async fn transaction(
         &self,
         hop: &Hop,
         transport: &Transport,
+        destination: &Destination,
         options: &RouteOptions,
         envelope: &Envelope<'_>,
         message: &[u8],
         loop_detect: bool,
     ) -> Result<Vec<RcptOutcome>, DeliveryError> {
-        let tls = options.tls.unwrap_or(self.settings.tls);
+        let policy = self.host_policy(destination, hop).await;
+        let with_policy = |e: DeliveryError| with_policy(e, &policy);
+        let metrics = crate::metrics::get();
+        if let Some(refusal) = &policy.refusal {
+            metrics.tls_policy(policy.chosen.rule.level.as_str(), "refused");
+            return Err(with_policy(DeliveryError::Tls {
+                message: refusal.clone(),
+                plaintext_retry: false,
+            }));
+        }
+        let tls = policy.mode;
+        let check = match (&self.tls, tls) {
+            (_, TlsMode::None) | (None, _) => None,
+            (Some(client), _) => policy.check(client).map_err(|e| {
+                with_policy(DeliveryError::Tls {
+                    message: format!("TLS client configuration: {e}"),
+                    plaintext_retry: false,
+                })
+            })?,
+        };
         let auth = self
             .credentials_for(transport, options)
             .map_err(|e| DeliveryError::Lookup(e.to_string()))?;
         let key = PoolKey {
             hop: hop.clone(),
             tls,
+            policy: format!("{} {:?}", policy.label(), policy.names),
             auth: auth.as_ref().map(|c| c.user.clone()),
         };
         let _slot = self.slot(&hop.target).await;
@@ -620,6 +755,7 @@ impl Outbound {
             }
         }
         let mut config = self.client_config(hop, tls, auth);
+        config.tls_check = check;
         // Postfix's SMTP_MISC_FLAG_LOOP_DETECT: SMTP to port 25 only.
         config.loop_detect =
             loop_detect && !hop.lmtp && matches!(hop.target, Target::Inet(a) if a.port() == 25);
@@ -632,7 +768,29 @@ impl Outbound {
             }
             other => other,
         };
-        let (per, conn) = result?;
+        let (per, conn) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                if e.is_tls_failure() {
+                    metrics.tls_policy(policy.chosen.rule.level.as_str(), "failed");
+                }
+                return Err(with_policy(e));
+            }
+        };
+        metrics.tls_policy(
+            policy.chosen.rule.level.as_str(),
+            if conn.is_encrypted() {
+                "satisfied"
+            } else {
+                "plaintext"
+            },
+        );
+        tracing::info!(
+            relay = %hop,
+            tls_policy = %policy,
+            tls = conn.tls_description().as_deref().unwrap_or("none"),
+            "TLS policy satisfied."
+        );
         if config.tls == tls {
             self.put_idle(&key, conn);
         } else {
@@ -648,10 +806,7 @@ impl Outbound {
         envelope: &Envelope<'_>,
         message: &[u8],
     ) -> Result<(Vec<RcptOutcome>, SmtpConnection), DeliveryError> {
-        let mut conn = match &hop.target {
-            Target::Inet(addr) => SmtpConnection::connect(*addr, config).await?,
-            Target::Unix(path) => SmtpConnection::connect_unix(path, config).await?,
-        };
+        let mut conn = connect(hop, config).await?;
         let result = async {
             conn.ehlo().await?;
             conn.send_transaction(envelope, message).await
@@ -777,6 +932,29 @@ impl Outbound {
         for (conn, _) in all {
             conn.quit().await;
         }
+    }
+}
+
+/// A new connection to `hop` (its greeting read).
+async fn connect(hop: &Hop, config: &ClientConfig) -> Result<SmtpConnection, DeliveryError> {
+    match &hop.target {
+        Target::Inet(addr) => SmtpConnection::connect(*addr, config).await,
+        Target::Unix(path) => SmtpConnection::connect_unix(path, config).await,
+    }
+}
+
+/// A TLS failure's text with the policy that required it (`... (TLS policy dane (1
+/// TLSA record(s)) from delivery tls)`), for the log line and the DSN.
+fn with_policy(e: DeliveryError, policy: &HostPolicy) -> DeliveryError {
+    match e {
+        DeliveryError::Tls {
+            message,
+            plaintext_retry,
+        } => DeliveryError::Tls {
+            message: format!("{message} (TLS policy {policy})"),
+            plaintext_retry,
+        },
+        other => other,
     }
 }
 

@@ -13,13 +13,16 @@
 
 pub mod body;
 pub mod client;
+pub mod dane;
 pub mod delays;
 pub mod dsn;
 pub mod hops;
 pub mod maildir;
+pub mod mta_sts;
 pub mod reply;
 pub mod scheduler;
 pub mod tls;
+pub mod tls_policy;
 
 #[cfg(test)]
 mod tests;

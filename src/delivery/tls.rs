@@ -1,18 +1,60 @@
 //! Client TLS (STARTTLS with rustls) and the TLS policy of a route.
 //!
-//! [`TlsMode`] is what a route asks for (Postfix's `smtp_tls_security_level`: `none`,
-//! `may`, `encrypt`, `secure`); [`TlsClient`] holds the two rustls configurations the
+//! [`TlsMode`] is what one connection requires (the destination's TLS policy decides
+//! it: `delivery::tls_policy`); [`TlsClient`] holds the two rustls configurations the
 //! client needs, built once and shared by every connection. Only the ring crypto
 //! provider is used, passed explicitly: nothing depends on a process-wide default.
 
+use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
 use rustls::RootCertStore;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tracing::{debug, warn};
 
-/// Whether and how a delivery uses STARTTLS: the route's TLS policy.
-pub use crate::config::route::TlsPolicy as TlsMode;
+use crate::config::tls_policy::CertName;
+
+/// What one connection requires of TLS; `delivery::tls_policy` derives it from the
+/// destination's level (a `dane` level becomes `Verify` with TLSA records, or
+/// `Opportunistic` where DNSSEC says there are none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum TlsMode {
+    /// Never STARTTLS.
+    None,
+    /// STARTTLS when offered, any certificate; plaintext when not (Postfix's `may`).
+    #[default]
+    Opportunistic,
+    /// STARTTLS must succeed, any certificate (`encrypt`).
+    Required,
+    /// STARTTLS must succeed and the certificate pass the check the connection carries:
+    /// a trusted chain for its names, or DANE's TLSA records.
+    Verify,
+}
+
+impl TlsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::None => "none",
+            TlsMode::Opportunistic => "opportunistic",
+            TlsMode::Required => "required",
+            TlsMode::Verify => "verify",
+        }
+    }
+
+    /// TLS must be in place before MAIL, and before AUTH.
+    pub fn is_mandatory(self) -> bool {
+        matches!(self, TlsMode::Required | TlsMode::Verify)
+    }
+}
+
+impl fmt::Display for TlsMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The rustls client configurations, built once (loading the system's roots is slow)
 /// and shared by every connection through an `Arc`.
@@ -23,6 +65,10 @@ pub struct TlsClient {
     /// Accepts any certificate but still checks the handshake's signatures: for
     /// `opportunistic` and `required`.
     unverified: Arc<rustls::ClientConfig>,
+    /// The chain checker behind `verifying`, for connections whose certificate may
+    /// carry any of several names ([`TlsClient::config_for_names`]).
+    webpki: Arc<WebPkiServerVerifier>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
     /// How many trust anchors `verifying` has, for logs and tests.
     roots: usize,
 }
@@ -55,21 +101,30 @@ impl TlsClient {
         }
 
         let count = roots.len();
+        let roots = Arc::new(roots);
+        let config_error =
+            |e: &dyn fmt::Display| TlsClientError(format!("TLS client configuration: {e}"));
+        let webpki = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(|e| config_error(&e))?;
         let verifying = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| TlsClientError(format!("TLS client configuration: {e}")))?
+            .map_err(|e| config_error(&e))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let unverified = crate::net::tls::unverified_client_config(provider)
-            .map_err(|e| TlsClientError(format!("TLS client configuration: {e}")))?;
+        let unverified = crate::net::tls::unverified_client_config(provider.clone())
+            .map_err(|e| config_error(&e))?;
         Ok(TlsClient {
             verifying: Arc::new(verifying),
             unverified: Arc::new(unverified),
+            webpki,
+            provider,
             roots: count,
         })
     }
 
-    /// The configuration for `mode`: `None` for [`TlsMode::None`].
+    /// The configuration for `mode`: `None` for [`TlsMode::None`]. `Verify` checks the
+    /// chain and the name the connection is made with (its SNI).
     pub fn config_for(&self, mode: TlsMode) -> Option<Arc<rustls::ClientConfig>> {
         match mode {
             TlsMode::None => None,
@@ -78,11 +133,148 @@ impl TlsClient {
         }
     }
 
+    /// A configuration that accepts a trusted chain whose certificate carries one of
+    /// `names` (Postfix's `match=`; `.domain` for any name under it), whatever name the
+    /// connection sends as SNI.
+    pub fn config_for_names(
+        &self,
+        names: &[CertName],
+    ) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+        let verifier = NamesVerifier::new(self.webpki.clone(), names.to_vec());
+        Ok(Arc::new(self.with_verifier(Arc::new(verifier))?))
+    }
+
+    /// A client configuration with this certificate check (and our provider).
+    pub(crate) fn with_verifier(
+        &self,
+        verifier: Arc<dyn ServerCertVerifier>,
+    ) -> Result<rustls::ClientConfig, rustls::Error> {
+        Ok(
+            rustls::ClientConfig::builder_with_provider(self.provider.clone())
+                .with_safe_default_protocol_versions()?
+                .dangerous()
+                .with_custom_certificate_verifier(verifier)
+                .with_no_client_auth(),
+        )
+    }
+
+    pub(crate) fn provider(&self) -> &Arc<rustls::crypto::CryptoProvider> {
+        &self.provider
+    }
+
     /// How many trust anchors verification uses (system roots plus the CA file).
     pub fn root_count(&self) -> usize {
         self.roots
     }
 }
+
+/// A trusted chain for any of several names: each exact name is checked with webpki's
+/// own name matching; a `.domain` is tried with each DNS name of the certificate that
+/// lies under it (a wildcard `*.domain` counts).
+#[derive(Debug)]
+pub(super) struct NamesVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    names: Vec<CertName>,
+}
+
+impl NamesVerifier {
+    pub(super) fn new(inner: Arc<WebPkiServerVerifier>, names: Vec<CertName>) -> NamesVerifier {
+        NamesVerifier { inner, names }
+    }
+
+    /// The names to check the chain against, from the certificate's own for `.domain`.
+    fn candidates(&self, end_entity: &CertificateDer<'_>) -> Vec<String> {
+        let presented: Vec<String> = webpki::EndEntityCert::try_from(end_entity)
+            .map(|c| c.valid_dns_names().map(str::to_ascii_lowercase).collect())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for n in &self.names {
+            match n {
+                CertName::Exact(name) => out.push(name.clone()),
+                CertName::Under(domain) => {
+                    let suffix = format!(".{domain}");
+                    for p in &presented {
+                        let p = p.trim_end_matches('.');
+                        if let Some(base) = p.strip_prefix("*.") {
+                            // a wildcard for the domain itself or one under it
+                            if base == domain || base.ends_with(&suffix) {
+                                out.push(format!("wildcard.{base}"));
+                            }
+                        } else if p.ends_with(&suffix) {
+                            out.push(p.to_owned());
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl ServerCertVerifier for NamesVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        for candidate in self.candidates(end_entity) {
+            let Ok(name) = ServerName::try_from(candidate) else {
+                continue;
+            };
+            match self.inner.verify_server_cert(
+                end_entity,
+                intermediates,
+                &name,
+                ocsp_response,
+                now,
+            ) {
+                Ok(v) => return Ok(v),
+                // another candidate may fit
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::NotValidForName
+                    | rustls::CertificateError::NotValidForNameContext { .. },
+                )) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let wanted: Vec<String> = self.names.iter().map(ToString::to_string).collect();
+        Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::Other(rustls::OtherError(Arc::new(NameMismatch(
+                wanted.join(", "),
+            )))),
+        ))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// A trusted certificate that carries none of the names the policy accepts.
+#[derive(Debug, thiserror::Error)]
+#[error("certificate not valid for any of: {0}")]
+pub struct NameMismatch(String);
 
 /// The client's TLS cannot be set up: the CA file (named) cannot be read or holds no
 /// certificate, or rustls refuses the configuration.
@@ -93,27 +285,6 @@ pub struct TlsClientError(String);
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn modes_parse_with_postfix_aliases_and_display_canonically() {
-        for (s, mode) in [
-            ("none", TlsMode::None),
-            ("may", TlsMode::Opportunistic),
-            ("Opportunistic", TlsMode::Opportunistic),
-            ("encrypt", TlsMode::Required),
-            ("required", TlsMode::Required),
-            ("secure", TlsMode::Verify),
-            ("VERIFY", TlsMode::Verify),
-        ] {
-            assert_eq!(s.parse::<TlsMode>(), Ok(mode), "{s}");
-        }
-        assert_eq!(TlsMode::Opportunistic.to_string(), "opportunistic");
-        let err = "dane".parse::<TlsMode>().unwrap_err().to_string();
-        assert!(
-            err.contains("`dane`") && err.contains("opportunistic"),
-            "{err}"
-        );
-    }
 
     #[test]
     fn a_bad_ca_file_is_an_error_naming_it() {

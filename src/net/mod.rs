@@ -1,10 +1,12 @@
 //! The network pieces that the session, delivery, mail authentication and the
 //! configuration checks share: the DNS resolver ([`dns`]), TLS material and what a
-//! session records of its handshake ([`tls`]), and the byte streams SMTP runs over
-//! ([`stream`]).
+//! session records of its handshake ([`tls`]), the byte streams SMTP runs over
+//! ([`stream`]), and DNSSEC-validated lookups for DANE ([`dnssec`]).
 //!
 //! A leaf: it knows no other module of mtad.
 
 pub mod dns;
+pub mod dnssec;
+pub mod mta_sts;
 pub mod stream;
 pub mod tls;

@@ -88,6 +88,11 @@ pub struct StageResult {
     /// At route: the recipient as accepted, when alias expansion changed it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alias_of: Option<String>,
+    /// At route, for SMTP: the configured TLS level of the destination and where it
+    /// came from ([`crate::config::tls_policy::choose`]); what DNSSEC adds is
+    /// `mtactl tls-probe`'s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_policy: Option<String>,
 }
 
 /// The whole run.
@@ -319,6 +324,7 @@ impl StageResult {
                 .filter(|r| !r.options.is_empty())
                 .map(|r| r.options.to_string()),
             alias_of: None,
+            tls_policy: None,
         }
     }
 }
@@ -359,6 +365,7 @@ impl Pipeline {
                     report.push(result, None);
                 }
                 super::RoutedOutcome::Route(route, mut d) => {
+                    let mut tls_policy = None;
                     match route {
                         super::Route::To {
                             transport, options, ..
@@ -369,6 +376,15 @@ impl Pipeline {
                                 })
                             {
                                 signed_by.push(options.clone());
+                            }
+                            if matches!(transport, crate::config::route::Transport::Smtp(_)) {
+                                let c = crate::config::tls_policy::choose(
+                                    options.tls,
+                                    self.tls_policy.1.as_deref(),
+                                    self.tls_policy.0,
+                                    &transport,
+                                );
+                                tls_policy = Some(format!("{} from {}", c.rule, c.source));
                             }
                             d.output = super::Output::Route(super::RouteOutput {
                                 transport: Some(transport.to_string()),
@@ -394,6 +410,7 @@ impl Pipeline {
                     let mut result =
                         StageResult::of(Stage::Route, Some(&rcpt), Some(&d), reply.as_deref());
                     result.alias_of = alias_of;
+                    result.tls_policy = tls_policy;
                     report.push(result, Some(&d));
                 }
             }

@@ -399,6 +399,12 @@ pub struct Pipeline {
     own_addresses: Arc<[IpAddr]>,
     /// `delivery { local-recipients }`, resolved; `None`: every name exists.
     local_recipients: Option<Arc<[LocalSource]>>,
+    /// `delivery { tls }` and `delivery { tls-policy-map }`: the dry run shows the TLS
+    /// level each SMTP route gets.
+    tls_policy: (
+        crate::config::route::TlsPolicy,
+        Option<Arc<crate::config::tls_policy::TlsPolicyMap>>,
+    ),
     /// `limits { hop-count }`: the most Received: headers a message may have.
     hop_count: usize,
     /// `local-submission`: who may submit through `sendmail`, which senders.
@@ -479,6 +485,7 @@ impl Default for Pipeline {
             seals: false,
             own_addresses: Arc::new([]),
             local_recipients: None,
+            tls_policy: Default::default(),
             hop_count: crate::config::Limits::default().hop_count,
             services: Arc::default(),
         }
@@ -951,6 +958,14 @@ impl Pipeline {
             own_addresses: own_addresses(config).into(),
             hop_count: config.limits.hop_count,
             local_recipients,
+            tls_policy: (
+                config.delivery.tls,
+                config
+                    .delivery
+                    .tls_policy_map
+                    .as_ref()
+                    .map(|(_, m)| m.clone()),
+            ),
             stages,
             host,
             rewriter,

@@ -19,6 +19,7 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod outbound;
 pub mod peers;
 pub mod tls_client;
 

@@ -415,18 +415,27 @@ impl Drop for Aio {
     }
 }
 
-/// A CA and a certificate it signed for `localhost`, `relay.test` and 127.0.0.1, as PEM
-/// files: `cert.pem` (the chain), `key.pem`, `ca.pem`.
+/// A CA and a certificate it signed for `localhost`, `relay.test` and 127.0.0.1 (or the
+/// names given to [`Pki::for_names`]), as PEM files: `cert.pem` (the chain), `key.pem`,
+/// `ca.pem`; and, for DANE's TLSA records, the DER of the leaf's SubjectPublicKeyInfo
+/// and of the CA's certificate.
 pub struct Pki {
     pub dir: tempfile::TempDir,
+    pub leaf_spki: Vec<u8>,
+    pub ca_der: Vec<u8>,
 }
 
 #[allow(clippy::new_without_default)]
 impl Pki {
     pub fn new() -> Pki {
+        Pki::for_names(&["localhost", "relay.test", "127.0.0.1"])
+    }
+
+    /// The leaf for these names (DNS names, wildcards, IP addresses).
+    pub fn for_names(names: &[&str]) -> Pki {
         use rcgen::{
             BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
-            IsCa, KeyPair, KeyUsagePurpose,
+            IsCa, KeyPair, KeyUsagePurpose, PublicKeyData,
         };
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -437,15 +446,13 @@ impl Pki {
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
 
         let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec![
-            "localhost".to_string(),
-            "relay.test".to_string(),
-            "127.0.0.1".to_string(),
-        ])
-        .unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "relay.test");
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.get(1).or(names.first()).copied().unwrap_or("test"),
+        );
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let cert = params.signed_by(&key, &ca).unwrap();
 
@@ -457,7 +464,11 @@ impl Pki {
         .unwrap();
         std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
         std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
-        Pki { dir }
+        Pki {
+            dir,
+            leaf_spki: key.subject_public_key_info(),
+            ca_der: ca.der().to_vec(),
+        }
     }
 
     pub fn path(&self, name: &str) -> String {

@@ -13,6 +13,10 @@
 //!     fallback-relay "smtp:[backup.example.test]:587"   // smtp_fallback_relay
 //!     tls "opportunistic"          // none | opportunistic | required | verify
 //!     tls-ca-file "ca.pem"
+//!     tls-policy-map "tls_policy"  // smtp_tls_policy_maps: domain level [match=...]
+//!     dnssec-trust-anchors "anchors" // DNSKEY records for DANE (default: the root's)
+//!     mta-sts #true                // honour MTA-STS policies (RFC 8461)
+//!     mta-sts-port 443
 //!     auth-plaintext #false
 //!     queue-only #false            // deliver only on `mtactl queue flush`
 //!     dns-server "127.0.0.1:53"
@@ -46,6 +50,10 @@ pub(crate) const DELIVERY_KEYS: &[&str] = &[
     "fallback-relay",
     "tls",
     "tls-ca-file",
+    "tls-policy-map",
+    "dnssec-trust-anchors",
+    "mta-sts",
+    "mta-sts-port",
     "auth-plaintext",
     "queue-only",
     "dns-server",
@@ -92,6 +100,39 @@ impl Parser {
                 }
                 continue;
             }
+            if key == "dnssec-trust-anchors" {
+                if let Some(v) = self.setting(child, "dnssec-trust-anchors \"FILE\"")
+                    && let Some(p) = self.string(v, key).map(str::to_owned)
+                {
+                    let checked = self.data_file(
+                        "DNSSEC trust anchor file",
+                        &p,
+                        v,
+                        |text| {
+                            crate::net::dnssec::check_anchors(text)
+                                .map(|_| ())
+                                .map_err(|m| {
+                                    vec![crate::lookup::TableError {
+                                        line: 1,
+                                        column: 1,
+                                        byte_span: 0..text.find('\n').unwrap_or(text.len()),
+                                        message: m,
+                                        help: None,
+                                    }]
+                                })
+                        },
+                        "`dnssec-trust-anchors` ",
+                    );
+                    if checked.is_some() {
+                        d.dnssec_trust_anchors = Some(resolve(&self.cur.path, &p));
+                    }
+                }
+                continue;
+            }
+            if key == "tls-policy-map" {
+                d.tls_policy_map = self.tls_policy_map(child);
+                continue;
+            }
             if key == "local-recipients" {
                 d.local_recipients = self.local_recipients(child, tables);
                 continue;
@@ -122,6 +163,11 @@ impl Parser {
                         d.connections = count(n);
                     }
                 }
+                "mta-sts-port" => {
+                    if let Some(n) = self.integer(v, key, 1, 65535) {
+                        d.mta_sts_port = u16::try_from(n).unwrap_or(443);
+                    }
+                }
                 "smtp-port" => {
                     if let Some(n) = self.integer(v, key, 1, 65535) {
                         d.smtp_port = u16::try_from(n).unwrap_or(25);
@@ -137,8 +183,9 @@ impl Parser {
                         d.tls = t;
                     }
                 }
-                "auth-plaintext" | "queue-only" => match v.value().as_bool() {
+                "auth-plaintext" | "queue-only" | "mta-sts" => match v.value().as_bool() {
                     Some(b) if key == "queue-only" => d.queue_only = b,
+                    Some(b) if key == "mta-sts" => d.mta_sts = b,
                     Some(b) => d.auth_plaintext = b,
                     None => {
                         self.error(
@@ -252,6 +299,27 @@ impl Parser {
             }
         }
         Some(out)
+    }
+
+    /// `tls-policy-map "FILE"`: Postfix's smtp_tls_policy_maps, every value checked
+    /// (errors point into the file).
+    fn tls_policy_map(
+        &mut self,
+        child: &KdlNode,
+    ) -> Option<(
+        std::path::PathBuf,
+        Arc<crate::config::tls_policy::TlsPolicyMap>,
+    )> {
+        let v = self.setting(child, "tls-policy-map \"FILE\"")?;
+        let p = self.string(v, "tls-policy-map")?.to_owned();
+        let map = self.data_file(
+            "TLS policy table",
+            &p,
+            v,
+            crate::config::tls_policy::TlsPolicyMap::parse,
+            "`tls-policy-map` ",
+        )?;
+        Some((resolve(&self.cur.path, &p), Arc::new(map)))
     }
 
     /// `credentials NAME file="path"`: a Postfix sasl_passwd file.
