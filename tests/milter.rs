@@ -24,6 +24,19 @@ struct Daemon {
 }
 
 impl Daemon {
+    /// `command` started with no stdin/stdout/stderr, once it listens on
+    /// 127.0.0.1:`port`.
+    fn spawn(mut command: Command, port: u16, what: &str) -> Daemon {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {what}: {e}"));
+        wait_listening(SocketAddr::from(([127, 0, 0, 1], port)), &mut child, what);
+        Daemon { child }
+    }
+
     /// SIGTERM (rspamd's main process then stops its workers), SIGKILL after 10 s.
     fn stop(&mut self) {
         if self.child.try_wait().ok().flatten().is_some() {
@@ -83,21 +96,9 @@ fn opendkim_signing_for(dir: &Path, port: u16, key: &Path, dns: SocketAddr, mta:
         ),
     )
     .unwrap();
-    let mut child = Command::new(require_tool("opendkim"))
-        .arg("-f")
-        .arg("-x")
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start opendkim");
-    wait_listening(
-        SocketAddr::from(([127, 0, 0, 1], port)),
-        &mut child,
-        "opendkim",
-    );
-    Daemon { child }
+    let mut command = Command::new(require_tool("opendkim"));
+    command.arg("-f").arg("-x").arg(&conf);
+    Daemon::spawn(command, port, "opendkim")
 }
 
 /// A fresh message from `from`, with a current Date (rspamd scores old ones).
@@ -921,19 +922,9 @@ fn clamd(dir: &Path, port: u16) -> Daemon {
         ),
     )
     .unwrap();
-    let mut child = Command::new(require_tool("clamd"))
-        .arg(format!("--config-file={}", conf.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start clamd");
-    wait_listening(
-        SocketAddr::from(([127, 0, 0, 1], port)),
-        &mut child,
-        "clamd",
-    );
-    Daemon { child }
+    let mut command = Command::new(require_tool("clamd"));
+    command.arg(format!("--config-file={}", conf.display()));
+    Daemon::spawn(command, port, "clamd")
 }
 
 /// clamav-milter on 127.0.0.1:`port` asking clamd on `clamd_port`, doing `on_infected`
@@ -950,19 +941,9 @@ fn clamav_milter(dir: &Path, port: u16, clamd_port: u16, on_infected: &str) -> D
         ),
     )
     .unwrap();
-    let mut child = Command::new(require_tool("clamav-milter"))
-        .arg(format!("--config-file={}", conf.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start clamav-milter");
-    wait_listening(
-        SocketAddr::from(([127, 0, 0, 1], port)),
-        &mut child,
-        "clamav-milter",
-    );
-    Daemon { child }
+    let mut command = Command::new(require_tool("clamav-milter"));
+    command.arg(format!("--config-file={}", conf.display()));
+    Daemon::spawn(command, port, "clamav-milter")
 }
 
 /// clamav-milter's answers, each from the real filter: reject (with its reply),
@@ -1088,7 +1069,8 @@ fn spamd(dir: &Path, port: u16) -> Daemon {
         .parse()
         .expect("no debian-spamd user (apt-get install spamd)");
     std::os::unix::fs::chown(&home, Some(uid), None).unwrap();
-    let mut child = Command::new(require_tool("spamd"))
+    let mut command = Command::new(require_tool("spamd"));
+    command
         .arg(format!("--listen=127.0.0.1:{port}"))
         .args([
             "--allowed-ips=127.0.0.1",
@@ -1100,39 +1082,20 @@ fn spamd(dir: &Path, port: u16) -> Daemon {
             "--min-children=1",
         ])
         .arg(format!("--helper-home-dir={}", home.display()))
-        .arg(format!("--syslog={}", dir.join("spamd.log").display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start spamd");
-    wait_listening(
-        SocketAddr::from(([127, 0, 0, 1], port)),
-        &mut child,
-        "spamd",
-    );
-    Daemon { child }
+        .arg(format!("--syslog={}", dir.join("spamd.log").display()));
+    Daemon::spawn(command, port, "spamd")
 }
 
 /// spamass-milter on 127.0.0.1:`port` asking spamd on `spamd_port`, with `args`
 /// (`-r 15`: reject at a score of 15; `-b ADDR`: spam goes to ADDR instead).
 fn spamass_milter(port: u16, spamd_port: u16, args: &[&str]) -> Daemon {
-    let mut child = Command::new(require_tool("spamass-milter"))
+    let mut command = Command::new(require_tool("spamass-milter"));
+    command
         .arg("-p")
         .arg(format!("inet:{port}@127.0.0.1"))
         .args(args)
-        .args(["--", "-d", "127.0.0.1", "-p", &spamd_port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start spamass-milter");
-    wait_listening(
-        SocketAddr::from(([127, 0, 0, 1], port)),
-        &mut child,
-        "spamass-milter",
-    );
-    Daemon { child }
+        .args(["--", "-d", "127.0.0.1", "-p", &spamd_port.to_string()]);
+    Daemon::spawn(command, port, "spamass-milter")
 }
 
 /// spamass-milter with spamd: GTUBE refused with its reply (`-r`), clean mail marked
@@ -1247,19 +1210,9 @@ fn opendmarc_passes_aligned_mail_and_refuses_a_failure() {
         opendmarc.display(),
         conf.display()
     );
-    let mut child = Command::new("unshare")
-        .args(["-m", "sh", "-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start opendmarc");
-    wait_listening(
-        SocketAddr::from(([127, 0, 0, 1], port)),
-        &mut child,
-        "opendmarc",
-    );
-    let mut filter = Daemon { child };
+    let mut command = Command::new("unshare");
+    command.args(["-m", "sh", "-c", &script]);
+    let mut filter = Daemon::spawn(command, port, "opendmarc");
     let mtad = Mtad::start(&config_with(&format!(
         r#"
 milter "opendmarc" "inet:127.0.0.1:{port}"
