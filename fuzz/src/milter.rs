@@ -27,8 +27,13 @@ fn check(reply: &Reply) {
     match reply {
         Reply::ReplyCode(text) => {
             assert!(text.starts_with('4') || text.starts_with('5'), "{text:?}");
-            for line in text.split("\r\n") {
+            // one SMTP reply: every line `CODE-`, the last `CODE `, one code throughout
+            let lines: Vec<&str> = text.split("\r\n").collect();
+            for (i, line) in lines.iter().enumerate() {
                 assert!(!line.contains(['\r', '\n']), "{text:?}");
+                assert_eq!(line.get(..3), text.get(..3), "{text:?}");
+                let mark = if i + 1 < lines.len() { b'-' } else { b' ' };
+                assert_eq!(line.as_bytes().get(3), Some(&mark), "{text:?}");
             }
         }
         Reply::AddHeader { name, value }

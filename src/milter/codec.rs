@@ -414,7 +414,10 @@ fn header_value(code: u8, s: String) -> Result<String, ProtocolError> {
 
 /// A `SMFIR_REPLYCODE` text: one or more lines `CODE[-| ]TEXT`, every line with the
 /// same 4xx or 5xx code (as libmilter's `smfi_setmlreply` builds them); printable
-/// ASCII only.
+/// ASCII only. What is returned is rebuilt from the lines, so that it is one well-formed
+/// SMTP reply whatever the filter sent: empty lines dropped, every line but the last
+/// marked `CODE-`, the last `CODE ` (a filter's `554-a\r\n554-b` would otherwise leave
+/// the client waiting for a last line, and a leading `\r\n` would send it an empty one).
 fn reply_code(code: u8, s: String) -> Result<String, ProtocolError> {
     let lines: Vec<&str> = s.split("\r\n").filter(|l| !l.is_empty()).collect();
     let first = lines.first().ok_or(malformed(code, "empty reply"))?;
@@ -430,7 +433,16 @@ fn reply_code(code: u8, s: String) -> Result<String, ProtocolError> {
             return Err(ProtocolError::BadReplyCode);
         }
     }
-    Ok(s)
+    let mut out = String::with_capacity(s.len() + 2 * lines.len());
+    for (i, l) in lines.iter().enumerate() {
+        if i > 0 {
+            out.push_str("\r\n");
+        }
+        out.push_str(basic);
+        out.push(if i + 1 < lines.len() { '-' } else { ' ' });
+        out.push_str(l.get(4..).unwrap_or(""));
+    }
+    Ok(out)
 }
 
 /// Reads one reply packet's command byte and data.
@@ -656,6 +668,20 @@ mod tests {
         assert_eq!(
             parse_reply(b'y', b"554 a\nb\0"),
             Err(ProtocolError::BadReplyCode)
+        );
+        // found by the fuzzer: what reaches the client is one well-formed reply, never an
+        // empty line first nor a last line marked as continued
+        assert_eq!(
+            parse_reply(b'y', b"\r\n554 5.7.1 a\r\n\r\n\0"),
+            Ok(Reply::ReplyCode("554 5.7.1 a".into()))
+        );
+        assert_eq!(
+            parse_reply(b'y', b"451-a\r\n451-b\0"),
+            Ok(Reply::ReplyCode("451-a\r\n451 b".into()))
+        );
+        assert_eq!(
+            parse_reply(b'y', b"550 a\r\n550\r\n550 c\0"),
+            Ok(Reply::ReplyCode("550-a\r\n550-\r\n550 c".into()))
         );
         // header injection
         assert!(parse_reply(b'h', b"X-A\0a\r\nBcc: x\0").is_err());
