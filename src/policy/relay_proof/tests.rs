@@ -197,3 +197,4 @@ fn authentication_results_are_the_attackers_to_choose() {
     assert_eq!(f.assuming, vec!["spf=pass".to_owned()], "{f}");
     assert!(f.envelope.sender.ends_with("example.test"), "{f}");
 }
+
