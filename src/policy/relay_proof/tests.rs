@@ -198,3 +198,15 @@ fn authentication_results_are_the_attackers_to_choose() {
     assert!(f.envelope.sender.ends_with("example.test"), "{f}");
 }
 
+#[test]
+fn a_policy_beyond_the_bounds_is_said_to_be_unproved_not_closed() {
+    // 20 independent patterns on the sender: 2^20 combinations
+    let rules: String = (0..20)
+        .map(|i| format!("reject 554 \"5.7.1\" \"no\" sender-matches=\"x{i}y\"\n"))
+        .collect::<String>()
+        + "accept rcpt-domain=\"relay\"\n";
+    let a = analyse(SETS, &rules);
+    assert!(!a.proved_closed());
+    assert!(a.refuses().is_none());
+    assert!(!a.incomplete.is_empty(), "{a:?}");
+}
