@@ -36,13 +36,24 @@ impl Session {
         if !self.enough_space() {
             return self.fail(reply::INSUFFICIENT_STORAGE);
         }
-        if !self
+        let wants = [super::shared::Want::Take(crate::policy::RateKind::Messages)];
+        match self
             .core
-            .rate
-            .allow(crate::policy::RateKind::Messages, self.peer.ip())
+            .limit(self.peer.ip(), &wants, &mut self.seen)
+            .await
         {
-            warn!(limit = "messages", "rate limit: MAIL refused");
-            return self.fail(reply::TOO_MANY_MESSAGES);
+            super::shared::Limited::Allowed => {}
+            super::shared::Limited::Refused => {
+                warn!(limit = "messages", "rate limit: MAIL refused");
+                return self.fail(reply::TOO_MANY_MESSAGES);
+            }
+            super::shared::Limited::Unavailable => {
+                warn!(
+                    limit = "messages",
+                    "cluster: Redis unavailable, fallback tempfail: MAIL refused"
+                );
+                return self.fail(reply::LIMITS_UNAVAILABLE);
+            }
         }
         // one canonical form, as recipients have (the dry run reads it the same way)
         let sender = crate::policy::address::canonical_or_same(&from.address);

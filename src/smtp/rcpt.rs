@@ -55,13 +55,26 @@ impl Session {
         if !written.is_ascii() && !self.tx.smtputf8 {
             return self.fail(reply::NEED_SMTPUTF8);
         }
-        if !self
+        let wants = [super::shared::Want::Take(
+            crate::policy::RateKind::Recipients,
+        )];
+        match self
             .core
-            .rate
-            .allow(crate::policy::RateKind::Recipients, self.peer.ip())
+            .limit(self.peer.ip(), &wants, &mut self.seen)
+            .await
         {
-            tracing::warn!(limit = "recipients", "rate limit: RCPT refused");
-            return self.fail(reply::TOO_MANY_RCPTS_RATE);
+            super::shared::Limited::Allowed => {}
+            super::shared::Limited::Refused => {
+                tracing::warn!(limit = "recipients", "rate limit: RCPT refused");
+                return self.fail(reply::TOO_MANY_RCPTS_RATE);
+            }
+            super::shared::Limited::Unavailable => {
+                tracing::warn!(
+                    limit = "recipients",
+                    "cluster: Redis unavailable, fallback tempfail: RCPT refused"
+                );
+                return self.fail(reply::LIMITS_UNAVAILABLE);
+            }
         }
         self.address_in_hand = Some(rcpt.address.clone());
         let decision = self.policy.evaluate(
