@@ -196,19 +196,15 @@ impl Cluster {
                 };
             }
         }
-        let raw: Vec<i64> = match self.query(feature, &evalsha).await {
-            Err(Unavailable::Redis(e))
-                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-            {
-                self.query(feature, &args).await?
-            }
-            other => other?,
+        let raw: Result<Vec<i64>, _> = match self.query_unrecorded(&evalsha).await {
+            Err(Unavailable::Redis(e)) if no_script(&e) => self.query_unrecorded(&args).await,
+            other => other,
         };
-        let answer = parse(&raw, ops.len());
-        if answer.is_none() {
-            self.failed(feature, &Unavailable::Answer("the limits script's answer"));
-        }
-        answer.ok_or(Unavailable::Answer("the limits script's answer"))
+        let answer = raw.and_then(|raw| {
+            parse(&raw, ops.len()).ok_or(Unavailable::Answer("the limits script's answer"))
+        });
+        self.record(feature, answer.as_ref().map(|_| ()));
+        answer
     }
 
     /// Gives a lease back (the connection closed).
@@ -260,6 +256,10 @@ impl Cluster {
             }
         }
     }
+}
+
+fn no_script(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
 }
 
 fn parse(raw: &[i64], ops: usize) -> Option<Answer> {

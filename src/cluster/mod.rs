@@ -125,18 +125,32 @@ impl Cluster {
         feature: Feature,
         cmd: &(impl Query + ?Sized),
     ) -> Result<T, Unavailable> {
+        let outcome = self.query_unrecorded(cmd).await;
+        self.record(feature, outcome.as_ref().map(|_| ()));
+        outcome
+    }
+
+    /// [`Cluster::query`] without recording the outcome (the caller records it once
+    /// it knows: a `NOSCRIPT` answered to `EVALSHA` is no failure).
+    pub(crate) async fn query_unrecorded<T: redis::FromRedisValue>(
+        &self,
+        cmd: &(impl Query + ?Sized),
+    ) -> Result<T, Unavailable> {
         let mut conn = self.conn.clone();
-        let outcome = match tokio::time::timeout(self.settings.timeout, cmd.run(&mut conn)).await {
+        match tokio::time::timeout(self.settings.timeout, cmd.run(&mut conn)).await {
             Ok(Ok(value)) => redis::from_redis_value(value)
                 .map_err(|e| Unavailable::Redis(redis::RedisError::from(e))),
             Ok(Err(e)) => Err(Unavailable::Redis(e)),
             Err(_) => Err(Unavailable::Timeout(self.settings.timeout)),
-        };
-        match &outcome {
-            Ok(_) => self.answered(),
+        }
+    }
+
+    /// Counts and logs a call's outcome.
+    pub(crate) fn record(&self, feature: Feature, outcome: Result<(), &Unavailable>) {
+        match outcome {
+            Ok(()) => self.answered(),
             Err(e) => self.failed(feature, e),
         }
-        outcome
     }
 
     /// A call failed: counted; logged only when Redis was up until now.

@@ -1,0 +1,398 @@
+//! `cluster { redis ... }` against a real redis-server on loopback and several mtad
+//! nodes, each with its own spool and port: rate limits and connection leases hold
+//! across the nodes; Redis killed or stopped mid-load → the fallback, no 5xx, no
+//! acknowledged message lost, one log line per outage and one per recovery.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A redis-server of our own (Debian's `redis-server`), no persistence.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let mut redis = Redis {
+            child: None,
+            port: free_port(),
+            dir,
+        };
+        redis.restart();
+        redis
+    }
+
+    /// (Again) on the same port.
+    fn restart(&mut self) {
+        assert!(self.child.is_none());
+        let bin = require_tool("redis-server");
+        let child = Command::new(bin)
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.dir.path().join("redis.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start redis-server (apt-get install redis-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.cli(&["PING"]).as_deref() != Ok("+PONG") {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// One command in RESP, its first reply line.
+    fn cli(&self, args: &[&str]) -> Result<String, String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        Ok(text.lines().next().unwrap_or("").to_owned())
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn node(redis: &Redis, name: &str, extra: &str) -> Mtad {
+    Mtad::start(&format!(
+        r#"
+server {{
+    hostname "{name}.example.test"
+    spool "{{spool}}"
+}}
+listen "mx" address="127.0.0.1:{{port}}"
+networks "trusted" "127.0.0.0/8"
+stage "rcpt" {{
+    accept client="trusted"
+}}
+cluster {{
+    redis "{url}"
+    node "{name}"
+    timeout "200ms"
+    lease "3s"
+}}
+{extra}
+"#,
+        url = redis.url()
+    ))
+}
+
+/// swaks from `source` to `port`: its whole transcript.
+fn swaks_from(source: &str, port: u16) -> String {
+    let out = swaks(
+        port,
+        &[
+            "--local-interface",
+            source,
+            "--from",
+            "a@src.test",
+            "--to",
+            "b@dst.test",
+        ],
+    );
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn a_message_rate_holds_in_total_across_the_nodes() {
+    let redis = Redis::start();
+    let limits = "rate-limits {\n    messages 3 per=\"1m\"\n}\n";
+    let a = node(&redis, "a", limits);
+    let b = node(&redis, "b", limits);
+    for port in [a.port, b.port, a.port] {
+        let t = swaks_from("127.0.0.2", port);
+        assert!(t.contains("<-  250 2.0.0 Ok: queued as"), "{t}");
+    }
+    // the fourth, on either node, is refused as a node alone refuses it
+    for port in [b.port, a.port] {
+        let t = swaks_from("127.0.0.2", port);
+        assert!(
+            t.contains("<** 450 4.7.1 Error: too many messages from your address; try again later"),
+            "{t}"
+        );
+    }
+    // another client has its own count, on any node
+    let t = swaks_from("127.0.0.3", b.port);
+    assert!(t.contains("<-  250 2.0.0 Ok: queued as"), "{t}");
+    assert_eq!(a.queued().len() + b.queued().len(), 4);
+    // hooks' ctx.rate and the key in Redis agree with what was counted
+    let key = redis
+        .cli(&["EXISTS", "mtad:rate:messages:127.0.0.2"])
+        .unwrap();
+    assert_eq!(key, ":1");
+}
+
+#[test]
+fn connections_per_client_are_leased_across_the_nodes() {
+    let redis = Redis::start();
+    let limits = "limits {\n    connections-per-ip 2\n}\n";
+    let a = node(&redis, "a", limits);
+    let mut b = node(&redis, "b", limits);
+    let mut on_a = Client::connect_from("127.0.0.4", a.port);
+    on_a.expect("220 ");
+    let mut on_b = Client::connect_from("127.0.0.4", b.port);
+    on_b.expect("220 ");
+    // two held, one on each node: a third is refused on either
+    for port in [a.port, b.port] {
+        let mut c = Client::connect_from("127.0.0.4", port);
+        c.expect("421 4.7.0 ");
+        c.expect_closed();
+    }
+    let mut other = Client::connect_from("127.0.0.5", a.port);
+    other.expect("220 ");
+    // held past their first life (lease "3s"): renewed by the nodes that hold them
+    std::thread::sleep(Duration::from_millis(4500));
+    let mut c = Client::connect_from("127.0.0.4", b.port);
+    c.expect("421 4.7.0 ");
+    on_a.cmd("NOOP", "250");
+    // a closed session gives its lease back
+    on_b.cmd("QUIT", "221");
+    drop(on_b);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut again = loop {
+        let mut c = Client::connect_from("127.0.0.4", a.port);
+        if c.reply().starts_with("220 ") {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "the lease was never given back");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    again.cmd("EHLO client.test", "250");
+    // a node that dies holding a lease: it expires (lease "3s"), the client gets in
+    drop(again);
+    let mut on_b = Client::connect_from("127.0.0.6", b.port);
+    on_b.expect("220 ");
+    let mut on_b2 = Client::connect_from("127.0.0.6", b.port);
+    on_b2.expect("220 ");
+    b.kill9();
+    drop((on_b, on_b2));
+    let mut refused = Client::connect_from("127.0.0.6", a.port);
+    refused.expect("421 4.7.0 ");
+    let died = Instant::now();
+    let mut c = loop {
+        let mut c = Client::connect_from("127.0.0.6", a.port);
+        if c.reply().starts_with("220 ") {
+            break c;
+        }
+        assert!(
+            died.elapsed() < Duration::from_secs(10),
+            "a dead node's leases never expired"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        died.elapsed() >= Duration::from_secs(1),
+        "admitted before the dead node's leases expired"
+    );
+    c.cmd("QUIT", "221");
+}
+
+/// One message to `port` from 127.0.0.1; `Ok` once acknowledged; a 5xx is a failure of
+/// the test, whatever else goes wrong.
+fn message(port: u16, n: usize) -> Result<(), String> {
+    let r = try_message(port, &format!("r{n}@dst.test"), &format!("m{n}"));
+    if let Err(e) = &r {
+        assert!(!e.starts_with('5'), "a 5xx during the outage: {e}");
+    }
+    r
+}
+
+fn metrics(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn redis_killed_or_stopped_mid_load_falls_back_and_recovers() {
+    let mut redis = Redis::start();
+    let mport = free_port();
+    let extra = "rate-limits {
+    messages 10000 per=\"1m\"
+    recipients 10000 per=\"1m\"
+}
+";
+    let a = node(&redis, "a", extra);
+    let text = std::fs::read_to_string(&a.config).unwrap().replace(
+        "    hostname \"a.example.test\"",
+        &format!("    hostname \"a.example.test\"\n    metrics \"127.0.0.1:{mport}\""),
+    );
+    std::fs::write(&a.config, text).unwrap();
+    let mut a = a;
+    a.stop();
+    a.restart();
+    let b = node(&redis, "b", extra);
+    let mut acknowledged = 0;
+    let mut n = 0;
+    let mut send = |count: usize, acknowledged: &mut usize| {
+        for _ in 0..count {
+            n += 1;
+            let port = if n % 2 == 0 { a.port } else { b.port };
+            if message(port, n).is_ok() {
+                *acknowledged += 1;
+            }
+        }
+    };
+    send(10, &mut acknowledged);
+    assert_eq!(acknowledged, 10);
+    assert!(metrics(mport).contains("mtad_cluster_redis_up 1"));
+    // killed: refused connections; the process's counters take over
+    redis.kill();
+    send(20, &mut acknowledged);
+    // stopped: no answer at all; each call times out (200ms) and falls back
+    redis.restart();
+    send(4, &mut acknowledged);
+    nix_signal(redis.pid(), "STOP");
+    send(10, &mut acknowledged);
+    nix_signal(redis.pid(), "CONT");
+    send(10, &mut acknowledged);
+    assert_eq!(acknowledged, 54, "fallback \"local\" accepts all the while");
+    let queued = a.queued().len() + b.queued().len();
+    assert_eq!(queued, acknowledged, "every acknowledged message is queued");
+    for node in [&a, &b] {
+        let log = node.wait_log("cluster: Redis answers again", 2, Duration::from_secs(10));
+        assert_eq!(
+            log.matches("cluster: Redis unavailable").count(),
+            2,
+            "once per outage (killed, stopped):\n{log}"
+        );
+    }
+    let m = metrics(mport);
+    assert!(m.contains("mtad_cluster_redis_up 1"), "{m}");
+    let errors: u64 = m
+        .lines()
+        .filter(|l| l.starts_with("mtad_cluster_redis_errors_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(errors >= 10, "errors counted: {m}");
+    // shared again: the count is in Redis
+    let key = redis
+        .cli(&["EXISTS", "mtad:rate:messages:127.0.0.1"])
+        .unwrap();
+    assert_eq!(key, ":1");
+}
+
+#[test]
+fn fallback_tempfail_refuses_for_now_never_5xx() {
+    let mut redis = Redis::start();
+    let a = node(&redis, "a", "rate-limits {\n    messages 5 per=\"1m\"\n}\n");
+    let text = std::fs::read_to_string(&a.config).unwrap().replace(
+        "    lease \"3s\"",
+        "    lease \"3s\"\n    fallback \"tempfail\"",
+    );
+    std::fs::write(&a.config, text).unwrap();
+    let mut a = a;
+    a.stop();
+    a.restart();
+    let mut c = a.connect();
+    c.expect("220 ");
+    c.cmd("EHLO client.test", "250");
+    redis.kill();
+    c.cmd(
+        "MAIL FROM:<a@src.test>",
+        "451 4.3.0 Error: temporary failure of the shared limits; try again later",
+    );
+    let mut refused = a.connect();
+    refused.expect("421 4.3.0 a.example.test Error: temporary failure of the shared limits");
+    redis.restart();
+    c.cmd("MAIL FROM:<a@src.test>", "250");
+    a.wait_log("cluster: Redis answers again", 1, Duration::from_secs(5));
+}
+
+/// `mtactl config` shows the block without the password; `mtactl check --connect`
+/// asks Redis.
+#[test]
+fn mtactl_shows_and_checks_the_cluster() {
+    let redis = Redis::start();
+    let a = node(&redis, "a", "");
+    let out = a.mtactl(&["check", "--connect"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("cluster: node a, Redis {}", redis.url())),
+        "{text}"
+    );
+    assert!(text.contains("cluster: Redis redis://127.0.0.1:"), "{text}");
+    let secret = std::fs::read_to_string(&a.config)
+        .unwrap()
+        .replace("redis://127.0.0.1", "redis://:hunter2@127.0.0.1");
+    std::fs::write(&a.config, secret).unwrap();
+    let out = a.mtactl(&["config", "-n"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("cluster {\n    redis \"redis://:***@127.0.0.1:"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+    // a bad URL is a configuration error with its place
+    let bad = std::fs::read_to_string(&a.config)
+        .unwrap()
+        .replace("redis://:hunter2@127.0.0.1", "http://127.0.0.1");
+    std::fs::write(&a.config, bad).unwrap();
+    let out = a.mtactl(&["check"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(text.contains("invalid Redis URL"), "{text}");
+    assert!(text.contains("mtad.kdl:"), "{text}");
+}
+
+fn nix_signal(pid: i32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
