@@ -95,13 +95,22 @@ impl Drop for Redis {
 }
 
 fn node(redis: &Redis, name: &str, extra: &str) -> Mtad {
+    node_on(
+        redis,
+        name,
+        "listen \"mx\" address=\"127.0.0.1:{port}\"",
+        extra,
+    )
+}
+
+fn node_on(redis: &Redis, name: &str, listen: &str, extra: &str) -> Mtad {
     Mtad::start(&format!(
         r#"
 server {{
     hostname "{name}.example.test"
     spool "{{spool}}"
 }}
-listen "mx" address="127.0.0.1:{{port}}"
+{listen}
 networks "trusted" "127.0.0.0/8"
 stage "rcpt" {{
     accept client="trusted"
@@ -395,4 +404,179 @@ fn nix_signal(pid: i32, name: &str) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// The `cluster` snippets of docs/cluster.md and docs/configuration.md are valid, and
+/// say what the parser builds.
+#[test]
+fn documented_configuration_parses() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for doc in ["docs/cluster.md", "docs/configuration.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap();
+        for block in text
+            .split("```kdl\n")
+            .skip(1)
+            .map(|b| b.split("```").next().unwrap())
+            .filter(|b| b.starts_with("cluster {"))
+        {
+            let config = format!(
+                "server {{\n    hostname \"h.example.test\"\n    spool \"/tmp/x\"\n}}\nlisten \"mx\" address=\"127.0.0.1:2525\"\n{block}"
+            );
+            let parsed = mtad::config::Config::parse("mtad.kdl", &config)
+                .unwrap_or_else(|e| panic!("{doc}:\n{block}\n{}", mtad::config::render(&e)));
+            let cluster = parsed.cluster.expect("a cluster");
+            assert!(block.contains(&format!("redis \"{}\"", cluster.redis)));
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 2, "{checked} snippets");
+}
+
+/// What the parser refuses in the block, each with its place.
+#[test]
+fn configuration_errors_point_at_the_place() {
+    let base = "server {\n    hostname \"h.example.test\"\n    spool \"/tmp/x\"\n}\nlisten \"mx\" address=\"127.0.0.1:2525\"\n";
+    for (block, want) in [
+        ("cluster {\n    node \"a\"\n}\n", "mtad.kdl:6:1"),
+        ("cluster {\n    redis \"http://x\"\n}\n", "mtad.kdl:7:11"),
+        (
+            "cluster {\n    redis \"redis://x\"\n    timeout \"1ms\"\n}\n",
+            "mtad.kdl:8:13",
+        ),
+        (
+            "cluster {\n    redis \"redis://x\"\n    fallback \"open\"\n}\n",
+            "mtad.kdl:8:14",
+        ),
+        (
+            "cluster {\n    redis \"redis://x\"\n    node \"a b\"\n}\n",
+            "mtad.kdl:8:10",
+        ),
+        (
+            "cluster {\n    redis \"redis://x\"\n    lease \"1s\"\n}\n",
+            "mtad.kdl:8:11",
+        ),
+        (
+            "cluster {\n    redis \"redis://x\"\n    nodes \"a\"\n}\n",
+            "mtad.kdl:8:5",
+        ),
+        (
+            "cluster {\n    redis \"redis://x\"\n}\ncluster {\n    redis \"redis://y\"\n}\n",
+            "mtad.kdl:9:1",
+        ),
+    ] {
+        let err = mtad::config::Config::parse("mtad.kdl", &format!("{base}{block}"))
+            .err()
+            .unwrap_or_else(|| panic!("accepted:\n{block}"));
+        let text = mtad::config::render(&err);
+        assert!(text.contains(want), "{block}\n{text}");
+    }
+    let ok = mtad::config::Config::parse(
+        "mtad.kdl",
+        &format!("{base}cluster {{\n    redis \"rediss://u:p@redis.example.test:6380/2\"\n}}\n"),
+    )
+    .unwrap();
+    let c = ok.cluster.unwrap();
+    assert_eq!(c.node, "h.example.test", "the default node is the hostname");
+    assert_eq!(c.timeout, Duration::from_millis(250));
+    assert_eq!(c.redis_shown(), "rediss://u:***@redis.example.test:6380/2");
+}
+
+/// HAProxy in TCP mode, round robin over the nodes, PROXY protocol v2.
+struct Haproxy {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Haproxy {
+    fn start(backends: &[u16]) -> Haproxy {
+        let bin = require_tool("haproxy");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let cfg = dir.path().join("haproxy.cfg");
+        let mut text = format!(
+            "global\n    maxconn 100\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\nlisten smtp\n    bind 127.0.0.1:{port}\n    balance roundrobin\n"
+        );
+        for (i, backend) in backends.iter().enumerate() {
+            text.push_str(&format!(
+                "    server node{i} 127.0.0.1:{backend} send-proxy-v2\n"
+            ));
+        }
+        std::fs::write(&cfg, text).unwrap();
+        let mut child = Command::new(bin)
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting haproxy");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("haproxy exited: {status}");
+            }
+            assert!(Instant::now() < deadline, "haproxy never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Haproxy {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Behind a real HAProxy (send-proxy-v2, round robin): the nodes limit the real
+/// client, in total, whichever node HAProxy picks; HAProxy's own address is no client.
+#[test]
+fn behind_haproxy_the_limit_is_the_real_clients_across_the_nodes() {
+    let redis = Redis::start();
+    let listen = "listen \"lb\" address=\"127.0.0.1:{port}\" proxy-protocol=#true proxies=\"lb\"\nnetworks \"lb\" \"127.0.0.1/32\"";
+    let limits = "rate-limits {\n    messages 3 per=\"1m\"\n}\n";
+    let nodes = [
+        node_on(&redis, "a", listen, limits),
+        node_on(&redis, "b", listen, limits),
+        node_on(&redis, "c", listen, limits),
+    ];
+    let lb = Haproxy::start(&nodes.iter().map(|n| n.port).collect::<Vec<_>>());
+    for _ in 0..3 {
+        let t = swaks_from("127.0.0.7", lb.port);
+        assert!(t.contains("<-  250 2.0.0 Ok: queued as"), "{t}");
+    }
+    for _ in 0..3 {
+        let t = swaks_from("127.0.0.7", lb.port);
+        assert!(
+            t.contains("<** 450 4.7.1 Error: too many messages from your address"),
+            "{t}"
+        );
+    }
+    // another client behind the same balancer has its own count
+    let t = swaks_from("127.0.0.8", lb.port);
+    assert!(t.contains("<-  250 2.0.0 Ok: queued as"), "{t}");
+    let queued: Vec<_> = nodes.iter().map(|n| n.queued()).collect();
+    assert_eq!(
+        queued.iter().filter(|q| !q.is_empty()).count(),
+        3,
+        "round robin: every node took one"
+    );
+    for (m, _) in queued.iter().flatten() {
+        let ip = m.envelope.client_ip.unwrap().to_string();
+        assert!(ip == "127.0.0.7" || ip == "127.0.0.8", "{ip}");
+    }
+    assert_eq!(
+        redis
+            .cli(&["EXISTS", "mtad:rate:messages:127.0.0.1"])
+            .unwrap(),
+        ":0",
+        "the balancer is never counted"
+    );
 }
