@@ -8,6 +8,8 @@
 #   policy: rate-limits { connections, messages, recipients } high enough never to refuse
 #
 #   benches/cluster-bench.sh [MSGS] [SESSIONS] [RUNS]    (defaults 2000, 10, 3; 4 KB)
+#   REUSE=1 benches/cluster-bench.sh ...   every session sends its messages over one
+#                                          connection (smtp-source -d)
 #
 # Build first: cargo build --release. Needs redis-server and redis-cli, smtp-source and
 # smtp-sink (postfix). Prints msg/s per run and mode, the medians, their ratio, and the
@@ -15,6 +17,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 N=${1:-2000} S=${2:-10} RUNS=${3:-3} L=4096
+REUSE_FLAG=''
+[ "${REUSE:-0}" = 1 ] && REUSE_FLAG=-d
 WORK=$(mktemp -d /var/tmp/mtad-cluster-bench.XXXXXX)
 chmod 755 "$WORK"   # smtp-sink writes as the postfix user
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
@@ -70,7 +74,7 @@ measure() {
   MTAD_LOG=warn "$here/target/release/mtad" --allow-root --config "$WORK/mtad/mtad.kdl" 2>"$WORK/mtad.log" & local mtad=$!
   wait_port $SINK; wait_port $MX
   t0=$(now)
-  smtp-source -4 -N -s "$S" -m "$N" -l "$L" -f bench@src.test -t rcpt@dst.test -S bench 127.0.0.1:$MX >/dev/null 2>&1 \
+  smtp-source -4 -N $REUSE_FLAG -s "$S" -m "$N" -l "$L" -f bench@src.test -t rcpt@dst.test -S bench 127.0.0.1:$MX >/dev/null 2>&1 \
     || echo "smtp-source reported errors ($1)" >&2
   local waited=0
   while [ "$(ls "$dir" | wc -l)" -lt "$N" ]; do
@@ -101,7 +105,7 @@ for run in $(seq "$RUNS"); do
 done
 l=$(median <"$WORK/local"); r=$(median <"$WORK/redis")
 echo "median: local $l msg/s, redis $r msg/s, redis/local $(echo "$r / $l" | bc -l | xargs printf '%.3f')"
-echo "Redis commands per message (last redis run, $N messages, one per connection):"
+echo "Redis commands per message (last redis run, $N messages, $([ -n "$REUSE_FLAG" ] && echo "$S connections" || echo "one per connection")):"
 echo "  (round trips: EVALSHA, EVAL, ZREM and SCRIPT, sent by mtad; the rest run inside the script)"
 join -a 2 -e 0 -o 2.1,1.2,2.2 <(sort "$WORK/last-before") <(sort "$WORK/after") |
   awk -v n="$N" '$1 != "info" && $1 != "config" {

@@ -17,15 +17,22 @@ struct Redis {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// `requirepass`, if any.
+    password: Option<String>,
 }
 
 impl Redis {
     fn start() -> Redis {
+        Self::start_with(None)
+    }
+
+    fn start_with(password: Option<&str>) -> Redis {
         let dir = tempfile::tempdir().unwrap();
         let mut redis = Redis {
             child: None,
             port: free_port(),
             dir,
+            password: password.map(str::to_owned),
         };
         redis.restart();
         redis
@@ -42,6 +49,11 @@ impl Redis {
             .arg(self.dir.path())
             .arg("--logfile")
             .arg(self.dir.path().join("redis.log"))
+            .args(
+                self.password
+                    .iter()
+                    .flat_map(|p| ["--requirepass".to_owned(), p.clone()]),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
@@ -58,7 +70,10 @@ impl Redis {
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}/0", self.port),
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+        }
     }
 
     fn pid(&self) -> i32 {
@@ -76,15 +91,30 @@ impl Redis {
     fn cli(&self, args: &[&str]) -> Result<String, String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        let mut req = String::new();
+        let mut command = |args: &[&str]| {
+            req.push_str(&format!("*{}\r\n", args.len()));
+            for a in args {
+                req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+            }
+        };
+        if let Some(p) = &self.password {
+            command(&["AUTH", p]);
         }
+        command(args);
         s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+        let mut text = String::new();
+        let lines = if self.password.is_some() { 2 } else { 1 };
         let mut buf = [0u8; 4096];
-        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        Ok(text.lines().next().unwrap_or("").to_owned())
+        while text.lines().count() < lines {
+            let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err(format!("closed after {text:?}"));
+            }
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        // after AUTH's own +OK, the command's reply
+        Ok(text.lines().nth(lines - 1).unwrap_or("").to_owned())
     }
 }
 
@@ -579,4 +609,34 @@ fn behind_haproxy_the_limit_is_the_real_clients_across_the_nodes() {
         ":0",
         "the balancer is never counted"
     );
+}
+
+/// A Redis that requires a password: given in the URL, the limits are shared; a wrong
+/// one is an outage like any other (the fallback, and `check --connect` says so).
+#[test]
+fn a_password_in_the_url() {
+    let redis = Redis::start_with(Some("s3cret-pw"));
+    let limits = "rate-limits {\n    messages 1 per=\"1m\"\n}\n";
+    let a = node(&redis, "a", limits);
+    let t = swaks_from("127.0.0.9", a.port);
+    assert!(t.contains("<-  250 2.0.0 Ok: queued as"), "{t}");
+    assert_eq!(
+        redis
+            .cli(&["EXISTS", "mtad:rate:messages:127.0.0.9"])
+            .unwrap(),
+        ":1"
+    );
+    assert!(
+        !a.log().contains("s3cret-pw"),
+        "the password is never logged"
+    );
+    let wrong = std::fs::read_to_string(&a.config)
+        .unwrap()
+        .replace("s3cret-pw", "wrong-pw");
+    std::fs::write(&a.config, wrong).unwrap();
+    let out = a.mtactl(&["check", "--connect"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("cluster: Redis: "), "{text}");
+    assert!(!text.contains("wrong-pw"), "{text}");
 }

@@ -180,13 +180,24 @@ impl Cluster {
         self.up.load(Ordering::Acquire)
     }
 
-    /// One `PING`, for `mtactl check --connect`.
-    pub async fn ping(&self) -> Result<(), Unavailable> {
-        let pong: String = self.query(Feature::RateLimits, &redis::cmd("PING")).await?;
-        if pong == "PONG" {
-            Ok(())
-        } else {
-            Err(Unavailable::Answer("PING answered other than PONG"))
+    /// One connection of its own and a `PING`, for `mtactl check --connect`: the
+    /// server's own reason when it refuses (a wrong password), not a timeout.
+    pub async fn probe(settings: &Settings) -> Result<(), Unavailable> {
+        let client = redis::Client::open(settings.redis.as_str())?;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(settings.timeout))
+            .set_response_timeout(Some(settings.timeout));
+        let ping = async {
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        };
+        match tokio::time::timeout(settings.timeout * 2, ping).await {
+            Ok(Ok(pong)) if pong == "PONG" => Ok(()),
+            Ok(Ok(_)) => Err(Unavailable::Answer("PING answered other than PONG")),
+            Ok(Err(e)) => Err(Unavailable::Redis(e)),
+            Err(_) => Err(Unavailable::Timeout(settings.timeout * 2)),
         }
     }
 }

@@ -217,10 +217,9 @@ fn check_databases(config: &Config) -> Result<(), String> {
     }
     if let Some(settings) = &config.cluster {
         let started = std::time::Instant::now();
-        let r = runtime.block_on(async {
-            let cluster = crate::cluster::Cluster::new(settings).map_err(|e| e.to_string())?;
-            cluster.ping().await.map_err(|e| e.to_string())
-        });
+        let r = runtime
+            .block_on(crate::cluster::Cluster::probe(settings))
+            .map_err(|e| e.to_string());
         report(
             "cluster".to_owned(),
             &format!("Redis {}", settings.redis_shown()),
