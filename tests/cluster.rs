@@ -76,8 +76,8 @@ impl Redis {
         }
     }
 
-    fn pid(&self) -> i32 {
-        self.child.as_ref().expect("running").id() as i32
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     fn kill(&mut self) {
@@ -125,20 +125,36 @@ impl Drop for Redis {
 }
 
 fn node(redis: &Redis, name: &str, extra: &str) -> Mtad {
-    node_on(
-        redis,
-        name,
-        "listen \"mx\" address=\"127.0.0.1:{port}\"",
-        extra,
-    )
+    Node::default().start(redis, name, extra)
 }
 
-fn node_on(redis: &Redis, name: &str, listen: &str, extra: &str) -> Mtad {
-    Mtad::start(&format!(
-        r#"
+/// What a node's configuration has besides the common part.
+struct Node<'a> {
+    listen: &'a str,
+    /// More lines in `server { }`.
+    server: &'a str,
+    /// More lines in `cluster { }`.
+    cluster: &'a str,
+}
+
+impl Default for Node<'_> {
+    fn default() -> Self {
+        Node {
+            listen: "listen \"mx\" address=\"127.0.0.1:{port}\"",
+            server: "",
+            cluster: "",
+        }
+    }
+}
+
+impl Node<'_> {
+    fn start(&self, redis: &Redis, name: &str, extra: &str) -> Mtad {
+        Mtad::start(&format!(
+            r#"
 server {{
     hostname "{name}.example.test"
     spool "{{spool}}"
+{server}
 }}
 {listen}
 networks "trusted" "127.0.0.0/8"
@@ -150,11 +166,16 @@ cluster {{
     node "{name}"
     timeout "200ms"
     lease "3s"
+{cluster}
 }}
 {extra}
 "#,
-        url = redis.url()
-    ))
+            url = redis.url(),
+            listen = self.listen,
+            server = self.server,
+            cluster = self.cluster,
+        ))
+    }
 }
 
 /// swaks from `source` to `port`: its whole transcript.
@@ -299,15 +320,12 @@ fn redis_killed_or_stopped_mid_load_falls_back_and_recovers() {
     recipients 10000 per=\"1m\"
 }
 ";
-    let a = node(&redis, "a", extra);
-    let text = std::fs::read_to_string(&a.config).unwrap().replace(
-        "    hostname \"a.example.test\"",
-        &format!("    hostname \"a.example.test\"\n    metrics \"127.0.0.1:{mport}\""),
-    );
-    std::fs::write(&a.config, text).unwrap();
-    let mut a = a;
-    a.stop();
-    a.restart();
+    let metrics_at = format!("    metrics \"127.0.0.1:{mport}\"");
+    let a = Node {
+        server: &metrics_at,
+        ..Node::default()
+    }
+    .start(&redis, "a", extra);
     let b = node(&redis, "b", extra);
     let mut acknowledged = 0;
     let mut n = 0;
@@ -329,9 +347,9 @@ fn redis_killed_or_stopped_mid_load_falls_back_and_recovers() {
     // stopped: no answer at all; each call times out (200ms) and falls back
     redis.restart();
     send(4, &mut acknowledged);
-    nix_signal(redis.pid(), "STOP");
+    signal(redis.pid(), "STOP");
     send(10, &mut acknowledged);
-    nix_signal(redis.pid(), "CONT");
+    signal(redis.pid(), "CONT");
     send(10, &mut acknowledged);
     assert_eq!(acknowledged, 54, "fallback \"local\" accepts all the while");
     let queued = a.queued().len() + b.queued().len();
@@ -362,15 +380,11 @@ fn redis_killed_or_stopped_mid_load_falls_back_and_recovers() {
 #[test]
 fn fallback_tempfail_refuses_for_now_never_5xx() {
     let mut redis = Redis::start();
-    let a = node(&redis, "a", "rate-limits {\n    messages 5 per=\"1m\"\n}\n");
-    let text = std::fs::read_to_string(&a.config).unwrap().replace(
-        "    lease \"3s\"",
-        "    lease \"3s\"\n    fallback \"tempfail\"",
-    );
-    std::fs::write(&a.config, text).unwrap();
-    let mut a = a;
-    a.stop();
-    a.restart();
+    let a = Node {
+        cluster: "    fallback \"tempfail\"",
+        ..Node::default()
+    }
+    .start(&redis, "a", "rate-limits {\n    messages 5 per=\"1m\"\n}\n");
     let mut c = a.connect();
     c.expect("220 ");
     c.cmd("EHLO client.test", "250");
@@ -425,15 +439,6 @@ fn mtactl_shows_and_checks_the_cluster() {
     assert!(!out.status.success());
     assert!(text.contains("invalid Redis URL"), "{text}");
     assert!(text.contains("mtad.kdl:"), "{text}");
-}
-
-fn nix_signal(pid: i32, name: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 /// The `cluster` snippets of docs/cluster.md and docs/configuration.md are valid, and
@@ -512,59 +517,6 @@ fn configuration_errors_point_at_the_place() {
     assert_eq!(c.redis_shown(), "rediss://u:***@redis.example.test:6380/2");
 }
 
-/// HAProxy in TCP mode, round robin over the nodes, PROXY protocol v2.
-struct Haproxy {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Haproxy {
-    fn start(backends: &[u16]) -> Haproxy {
-        let bin = require_tool("haproxy");
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let cfg = dir.path().join("haproxy.cfg");
-        let mut text = format!(
-            "global\n    maxconn 100\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\nlisten smtp\n    bind 127.0.0.1:{port}\n    balance roundrobin\n"
-        );
-        for (i, backend) in backends.iter().enumerate() {
-            text.push_str(&format!(
-                "    server node{i} 127.0.0.1:{backend} send-proxy-v2\n"
-            ));
-        }
-        std::fs::write(&cfg, text).unwrap();
-        let mut child = Command::new(bin)
-            .arg("-db")
-            .arg("-f")
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting haproxy");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("haproxy exited: {status}");
-            }
-            assert!(Instant::now() < deadline, "haproxy never listened");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Haproxy {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Behind a real HAProxy (send-proxy-v2, round robin): the nodes limit the real
 /// client, in total, whichever node HAProxy picks; HAProxy's own address is no client.
 #[test]
@@ -572,12 +524,13 @@ fn behind_haproxy_the_limit_is_the_real_clients_across_the_nodes() {
     let redis = Redis::start();
     let listen = "listen \"lb\" address=\"127.0.0.1:{port}\" proxy-protocol=#true proxies=\"lb\"\nnetworks \"lb\" \"127.0.0.1/32\"";
     let limits = "rate-limits {\n    messages 3 per=\"1m\"\n}\n";
-    let nodes = [
-        node_on(&redis, "a", listen, limits),
-        node_on(&redis, "b", listen, limits),
-        node_on(&redis, "c", listen, limits),
-    ];
-    let lb = Haproxy::start(&nodes.iter().map(|n| n.port).collect::<Vec<_>>());
+    let behind = Node {
+        listen,
+        ..Node::default()
+    };
+    let nodes = ["a", "b", "c"].map(|name| behind.start(&redis, name, limits));
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let lb = common::peers::Haproxy::start(&ports, "send-proxy-v2");
     for _ in 0..3 {
         let t = swaks_from("127.0.0.7", lb.port);
         assert!(t.contains("<-  250 2.0.0 Ok: queued as"), "{t}");

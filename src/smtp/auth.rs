@@ -56,19 +56,10 @@ impl Session {
         }
         let ip = self.peer.ip();
         let wants = [Want::Check(Kind::AuthFailures), Want::Take(Kind::Auth)];
-        match self.core.limit(ip, &wants, &mut self.seen).await {
-            Limited::Allowed => {}
-            Limited::Refused => {
-                warn!(limit = "auth", "rate limit: AUTH refused");
-                return self.fail(reply::TOO_MANY_AUTH);
-            }
-            Limited::Unavailable => {
-                warn!(
-                    limit = "auth",
-                    "cluster: Redis unavailable, fallback tempfail: AUTH refused"
-                );
-                return self.fail(reply::AUTH_LIMITS_UNAVAILABLE);
-            }
+        let limited = self.core.limit(ip, &wants, &mut self.seen).await;
+        let replies = (reply::TOO_MANY_AUTH, reply::AUTH_LIMITS_UNAVAILABLE);
+        if let Some(flow) = self.refuse_limited(limited, "AUTH", "auth", replies) {
+            return flow;
         }
         match mechanism {
             smtp_proto::AUTH_PLAIN if initial.is_empty() => {
@@ -153,25 +144,19 @@ impl Session {
         let Some(users) = self.listen.users.clone() else {
             return self.fail(reply::NO_AUTH);
         };
-        match self
+        let ip = self.peer.ip();
+        let limited = self
             .core
-            .limit(self.peer.ip(), &[Want::CheckUser(&user)], &mut self.seen)
-            .await
+            .limit(ip, &[Want::CheckUser(&user)], &mut self.seen)
+            .await;
+        if limited == Limited::Refused {
+            self.auth_failed(mechanism, Some(&user), "too many failures for this user")
+                .await;
+        }
+        let replies = (reply::TOO_MANY_AUTH_USER, reply::AUTH_LIMITS_UNAVAILABLE);
+        if let Some(flow) = self.refuse_limited(limited, "AUTH", "auth-failures-per-user", replies)
         {
-            Limited::Allowed => {}
-            Limited::Refused => {
-                warn!(user = %reply::sanitize(&user, 255), limit = "auth-failures-per-user", "rate limit: AUTH refused");
-                self.auth_failed(mechanism, Some(&user), "too many failures for this user")
-                    .await;
-                return self.fail(reply::TOO_MANY_AUTH_USER);
-            }
-            Limited::Unavailable => {
-                warn!(
-                    limit = "auth-failures-per-user",
-                    "cluster: Redis unavailable, fallback tempfail: AUTH refused"
-                );
-                return self.fail(reply::AUTH_LIMITS_UNAVAILABLE);
-            }
+            return flow;
         }
         match users.verify(&user, password.as_bytes()).await {
             AuthOutcome::Ok(name) => {

@@ -37,23 +37,13 @@ impl Session {
             return self.fail(reply::INSUFFICIENT_STORAGE);
         }
         let wants = [super::shared::Want::Take(crate::policy::RateKind::Messages)];
-        match self
+        let limited = self
             .core
             .limit(self.peer.ip(), &wants, &mut self.seen)
-            .await
-        {
-            super::shared::Limited::Allowed => {}
-            super::shared::Limited::Refused => {
-                warn!(limit = "messages", "rate limit: MAIL refused");
-                return self.fail(reply::TOO_MANY_MESSAGES);
-            }
-            super::shared::Limited::Unavailable => {
-                warn!(
-                    limit = "messages",
-                    "cluster: Redis unavailable, fallback tempfail: MAIL refused"
-                );
-                return self.fail(reply::LIMITS_UNAVAILABLE);
-            }
+            .await;
+        let replies = (reply::TOO_MANY_MESSAGES, reply::LIMITS_UNAVAILABLE);
+        if let Some(flow) = self.refuse_limited(limited, "MAIL", "messages", replies) {
+            return flow;
         }
         // one canonical form, as recipients have (the dry run reads it the same way)
         let sender = crate::policy::address::canonical_or_same(&from.address);

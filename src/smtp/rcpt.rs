@@ -58,23 +58,13 @@ impl Session {
         let wants = [super::shared::Want::Take(
             crate::policy::RateKind::Recipients,
         )];
-        match self
+        let limited = self
             .core
             .limit(self.peer.ip(), &wants, &mut self.seen)
-            .await
-        {
-            super::shared::Limited::Allowed => {}
-            super::shared::Limited::Refused => {
-                tracing::warn!(limit = "recipients", "rate limit: RCPT refused");
-                return self.fail(reply::TOO_MANY_RCPTS_RATE);
-            }
-            super::shared::Limited::Unavailable => {
-                tracing::warn!(
-                    limit = "recipients",
-                    "cluster: Redis unavailable, fallback tempfail: RCPT refused"
-                );
-                return self.fail(reply::LIMITS_UNAVAILABLE);
-            }
+            .await;
+        let replies = (reply::TOO_MANY_RCPTS_RATE, reply::LIMITS_UNAVAILABLE);
+        if let Some(flow) = self.refuse_limited(limited, "RCPT", "recipients", replies) {
+            return flow;
         }
         self.address_in_hand = Some(rcpt.address.clone());
         let decision = self.policy.evaluate(

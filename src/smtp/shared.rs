@@ -9,6 +9,7 @@ use std::sync::Arc;
 use sha2::Digest;
 
 use super::Core;
+use super::session::{Flow, Session};
 use crate::cluster::limits::Op;
 use crate::cluster::{Cluster, Fallback, Feature};
 use crate::policy::{RateKind as Kind, RateView};
@@ -286,4 +287,32 @@ pub(crate) enum Refusal {
     PerClient,
     /// Redis does not answer and `fallback "tempfail"`.
     Unavailable,
+}
+
+impl Session {
+    /// The limits' answer to the command `verb` as its reply: `None` when allowed,
+    /// else the refusal sent (`over` over the limit, `unavailable` while Redis does not
+    /// answer and the fallback is tempfail), logged with the `limit`.
+    pub(super) fn refuse_limited(
+        &mut self,
+        limited: Limited,
+        verb: &str,
+        limit: &'static str,
+        (over, unavailable): (&str, &str),
+    ) -> Option<Flow> {
+        match limited {
+            Limited::Allowed => None,
+            Limited::Refused => {
+                tracing::warn!(limit, "rate limit: {verb} refused");
+                Some(self.fail(over))
+            }
+            Limited::Unavailable => {
+                tracing::warn!(
+                    limit,
+                    "cluster: Redis unavailable, fallback tempfail: {verb} refused"
+                );
+                Some(self.fail(unavailable))
+            }
+        }
+    }
 }

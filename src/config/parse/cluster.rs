@@ -127,29 +127,15 @@ impl Parser {
                     }
                 }
                 "timeout" => {
-                    if let Some(d) = self.duration(entry, "timeout") {
-                        if d < Duration::from_millis(10) || d > Duration::from_secs(10) {
-                            self.error(
-                                entry.span(),
-                                "the Redis timeout must be between 10ms and 10s",
-                                "out of range",
-                            );
-                        } else {
-                            cluster.timeout = d;
-                        }
+                    let range = (Duration::from_millis(10), Duration::from_secs(10));
+                    if let Some(d) = self.duration_within(entry, "the Redis timeout", range) {
+                        cluster.timeout = d;
                     }
                 }
                 _ => {
-                    if let Some(d) = self.duration(entry, "lease") {
-                        if d < Duration::from_secs(3) || d > Duration::from_secs(3600) {
-                            self.error(
-                                entry.span(),
-                                "a lease must be between 3s and 1h",
-                                "out of range",
-                            );
-                        } else {
-                            cluster.lease = d;
-                        }
+                    let range = (Duration::from_secs(3), Duration::from_secs(3600));
+                    if let Some(d) = self.duration_within(entry, "a lease", range) {
+                        cluster.lease = d;
                     }
                 }
             }
@@ -162,5 +148,28 @@ impl Parser {
             return None;
         }
         Some(cluster)
+    }
+
+    /// A duration in `min..=max`, written as humantime writes them in the error.
+    fn duration_within(
+        &mut self,
+        entry: &kdl::KdlEntry,
+        what: &str,
+        (min, max): (Duration, Duration),
+    ) -> Option<Duration> {
+        let d = self.duration(entry, what)?;
+        if (min..=max).contains(&d) {
+            return Some(d);
+        }
+        self.error(
+            entry.span(),
+            format!(
+                "{what} must be between {} and {}",
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ),
+            "out of range",
+        );
+        None
     }
 }
