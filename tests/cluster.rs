@@ -593,3 +593,41 @@ fn a_password_in_the_url() {
     assert!(text.contains("cluster: Redis: "), "{text}");
     assert!(!text.contains("wrong-pw"), "{text}");
 }
+
+/// Hooks' `ctx.rate(kind)` reads the count across the nodes (what Redis answered to
+/// the command), not the node's own.
+#[test]
+fn hooks_read_the_shared_counts() {
+    let redis = Redis::start();
+    let hooks = tempfile::tempdir().unwrap();
+    let hook = hooks.path().join("mail.rhai");
+    std::fs::write(
+        &hook,
+        r#"fn mail(ctx) {
+            let n = ctx.rate("messages");
+            if ctx.rate("connections") != -1 { throw "no connection limit here"; }
+            if n > 2 { return defer(450, "4.7.1", "hook: message " + n + " this hour, slow down"); }
+            next()
+        }"#,
+    )
+    .unwrap();
+    let extra = format!(
+        "stage \"mail\" {{\n    hook \"{}\"\n}}\nrate-limits {{\n    messages 100 per=\"1h\"\n}}\n",
+        hook.display()
+    );
+    let a = node(&redis, "a", &extra);
+    let b = node(&redis, "b", &extra);
+    for port in [a.port, b.port] {
+        let mut c = Client::connect_from("127.0.0.10", port);
+        c.expect("220 ");
+        c.cmd("EHLO client.test", "250");
+        c.cmd("MAIL FROM:<a@src.test>", "250");
+    }
+    let mut c = Client::connect_from("127.0.0.10", a.port);
+    c.expect("220 ");
+    c.cmd("EHLO client.test", "250");
+    c.cmd(
+        "MAIL FROM:<a@src.test>",
+        "450 4.7.1 hook: message 3 this hour, slow down",
+    );
+}
