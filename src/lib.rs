@@ -23,6 +23,8 @@
 //! - [`net`] and [`message`]: leaves that others share: the resolver, TLS material and
 //!   streams; headers, edits and MIME.
 //! - [`metrics`]: what the daemon counts, and the Prometheus endpoint.
+//! - [`cluster`]: the state several nodes share through Redis (rate limits across the
+//!   nodes, connection leases), and what a node does while Redis does not answer.
 //! - [`control`]: the operator side and the composition root: the daemon's wiring
 //!   ([`control::daemon`]), who it runs as ([`control::privileges`]), systemd's
 //!   readiness protocol ([`control::notify`]), reload, the control socket, `mtactl`,
@@ -49,6 +51,7 @@
 //! | `mailauth` | logsafe, lookup, message, net |
 //! | `config` | the above but queue |
 //! | `metrics` | logsafe, config, mailauth |
+//! | `cluster` | logsafe, config, metrics |
 //! | `policy` | the above but queue, and maillog |
 //! | `smtp`, `delivery` | the above, queue and maillog; never each other, nor control |
 //! | `control` | everything |
@@ -59,6 +62,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod delivery;

@@ -89,6 +89,11 @@ struct TlsPolicyLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FeatureLabel {
+    feature: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DirectionLabel {
     direction: &'static str,
 }
@@ -121,6 +126,8 @@ pub struct Metrics {
     tls_failures: Family<DirectionLabel, Counter>,
     tls_policy: Family<TlsPolicyLabel, Counter>,
     auth_failures: Family<ListenerLabel, Counter>,
+    cluster_errors: Family<FeatureLabel, Counter>,
+    cluster_up: Gauge,
 }
 
 /// The process's metrics; on a thread that [`detach_thread`] detached, a scratch set
@@ -178,6 +185,8 @@ impl Metrics {
             tls_failures: Family::default(),
             tls_policy: Family::default(),
             auth_failures: Family::default(),
+            cluster_errors: Family::default(),
+            cluster_up: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -270,7 +279,29 @@ impl Metrics {
             "SMTP AUTH attempts that failed (wrong credentials), per listener",
             m.auth_failures.clone(),
         );
+        r.register(
+            "cluster_redis_errors",
+            "Calls to the cluster's Redis that failed or timed out, by feature (rate-limits, leases); each one fell back",
+            m.cluster_errors.clone(),
+        );
+        r.register(
+            "cluster_redis_up",
+            "1 when the cluster's last call to Redis succeeded, 0 when it failed or no cluster is configured",
+            m.cluster_up.clone(),
+        );
         m
+    }
+
+    /// A call to the cluster's Redis for `feature` failed (see [`crate::cluster`]).
+    pub fn cluster_redis_error(&self, feature: &'static str) {
+        self.cluster_errors
+            .get_or_create(&FeatureLabel { feature })
+            .inc();
+    }
+
+    /// Whether the cluster's Redis answers.
+    pub fn cluster_up(&self, up: bool) {
+        self.cluster_up.set(i64::from(up));
     }
 
     /// A session started on `listener`; it counts as open until the guard drops.

@@ -30,32 +30,33 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("metrics", &["logsafe", "config", "mailauth"]),
+    ("cluster", &["logsafe", "config", "metrics"]),
     (
         "policy",
         &[
             "logsafe", "lookup", "auth", "mailauth", "message", "net", "position", "config",
-            "metrics", "maillog", "milter",
+            "metrics", "maillog", "milter", "cluster",
         ],
     ),
     (
         "smtp",
         &[
             "logsafe", "lookup", "auth", "mailauth", "message", "net", "position", "config",
-            "metrics", "policy", "queue", "maillog", "milter",
+            "metrics", "policy", "queue", "maillog", "milter", "cluster",
         ],
     ),
     (
         "delivery",
         &[
             "logsafe", "lookup", "auth", "mailauth", "message", "net", "position", "config",
-            "metrics", "policy", "queue", "maillog", "milter",
+            "metrics", "policy", "queue", "maillog", "milter", "cluster",
         ],
     ),
     (
         "control",
         &[
             "logsafe", "lookup", "auth", "mailauth", "message", "net", "position", "config",
-            "metrics", "policy", "queue", "smtp", "delivery", "maillog", "milter",
+            "metrics", "policy", "queue", "smtp", "delivery", "maillog", "milter", "cluster",
         ],
     ),
 ];

@@ -7,8 +7,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -127,62 +126,11 @@ fn no_header_a_bad_header_or_a_stranger_gets_nothing() {
     assert!(mtad.queued().is_empty());
 }
 
-/// HAProxy in TCP mode in front of mtad.
-struct Haproxy {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Haproxy {
-    fn start(backend: u16, send_proxy: &str) -> Haproxy {
-        let bin = require_tool("haproxy");
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let cfg = dir.path().join("haproxy.cfg");
-        std::fs::write(
-            &cfg,
-            format!(
-                "global\n    maxconn 100\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\nlisten smtp\n    bind 127.0.0.1:{port}\n    server mtad 127.0.0.1:{backend} {send_proxy}\n"
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new(bin)
-            .arg("-db")
-            .arg("-f")
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting haproxy");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("haproxy exited: {status}");
-            }
-            assert!(Instant::now() < deadline, "haproxy never listened");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Haproxy {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn behind_a_real_haproxy_with_v1_and_v2() {
     let mtad = Mtad::start(CONFIG);
     for send_proxy in ["send-proxy", "send-proxy-v2"] {
-        let lb = Haproxy::start(mtad.port, send_proxy);
+        let lb = common::peers::Haproxy::start(&[mtad.port], send_proxy);
         // swaks from 127.0.0.5: inside "trusted" but not the proxy
         let ok = swaks(
             lb.port,

@@ -28,6 +28,7 @@
 //! by policy) so that the dependency stays one-way, config ← policy.
 
 pub mod checks;
+pub mod cluster;
 mod error;
 mod parse;
 mod reply;
@@ -124,6 +125,9 @@ pub struct Config {
     /// The `local-submission` block: programs on this host submit mail through the
     /// `sendmail` command into its maildrop. `None`: local submission is off.
     pub local_submission: Option<LocalSubmission>,
+    /// The `cluster` block: the Redis server this node shares its rate limits and
+    /// connection leases through. `None`: everything stays in this process.
+    pub cluster: Option<cluster::Cluster>,
     /// Every file read to build this configuration, with the digest of its bytes: the
     /// policy's revision is computed from these and the hooks ([`Sources`]).
     pub sources: Sources,

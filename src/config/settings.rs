@@ -101,14 +101,21 @@ impl Setting {
 }
 
 /// The settings blocks, in the order they are written.
-pub const BLOCKS: [&str; 6] = [
+pub const BLOCKS: [&str; 7] = [
     "server",
     "limits",
     "rate-limits",
     "reload",
     "log",
     "delivery",
+    "cluster",
 ];
+
+/// A `cluster` setting: off, every one of them, without a `cluster` block (the block
+/// is then left out: a node alone).
+fn cluster(c: &Config, f: impl FnOnce(&super::cluster::Cluster) -> Value) -> Value {
+    c.cluster.as_ref().map_or(Value::Off, f)
+}
 
 fn text(s: &str) -> Value {
     Value::Text(s.to_owned())
@@ -215,6 +222,13 @@ pub const SETTINGS: &[Setting] = &[
     s("delivery", "connect-timeout", |c| Value::Duration(c.delivery.connect_timeout)),
     s("delivery", "command-timeout", |c| Value::Duration(c.delivery.command_timeout)),
     s("delivery", "data-timeout", |c| Value::Duration(c.delivery.data_timeout)),
+    // the password is never shown
+    s("cluster", "redis", |c| cluster(c, |k| Value::Text(k.redis_shown()))),
+    s("cluster", "node", |c| cluster(c, |k| text(&k.node))),
+    s("cluster", "timeout", |c| cluster(c, |k| Value::Duration(k.timeout))),
+    s("cluster", "key-prefix", |c| cluster(c, |k| text(&k.key_prefix))),
+    s("cluster", "fallback", |c| cluster(c, |k| text(k.fallback.as_str()))),
+    s("cluster", "lease", |c| cluster(c, |k| Value::Duration(k.lease))),
 ];
 
 /// The setting named `block.key`.
@@ -235,13 +249,23 @@ pub fn defaults(config: &Config) -> Config {
         reload: ReloadSettings::default(),
         log: LogSettings::default(),
         delivery: Delivery::defaults_for(&config.server.spool),
+        // the block's presence and its Redis are the configuration's: no default
+        cluster: config.cluster.as_ref().map(|c| super::cluster::Cluster {
+            redis: c.redis.clone(),
+            node: config.server.hostname.clone(),
+            timeout: super::cluster::Cluster::DEFAULT_TIMEOUT,
+            key_prefix: super::cluster::Cluster::DEFAULT_PREFIX.to_owned(),
+            fallback: super::cluster::Fallback::Local,
+            lease: super::cluster::Cluster::DEFAULT_LEASE,
+        }),
         ..config.clone()
     }
 }
 
 /// Whether a setting is required: it has no default.
 fn required(s: &Setting) -> bool {
-    s.block == "server" && matches!(s.key, "hostname" | "spool")
+    (s.block == "server" && matches!(s.key, "hostname" | "spool"))
+        || (s.block == "cluster" && s.key == "redis")
 }
 
 /// A setting's value in `config`, or its default (`Required` for those without one).
@@ -297,7 +321,10 @@ pub fn render(config: &Config, which: Which) -> String {
                 }
             }
         }
-        if !lines.is_empty() {
+        let optional_and_absent = block == "cluster" && config.cluster.is_none();
+        if optional_and_absent && which != Which::Changed {
+            let _ = writeln!(out, "// {block}: off (no `{block}` block)");
+        } else if !lines.is_empty() && !optional_and_absent {
             let _ = writeln!(out, "{block} {{\n{lines}}}");
         }
     }

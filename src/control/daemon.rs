@@ -46,6 +46,8 @@ pub enum ServeError {
     },
     #[error("local-submission: {0}")]
     Maildrop(#[from] crate::queue::maildrop::MaildropError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("cannot serve metrics on {address}: {source}")]
     Metrics {
         address: std::net::SocketAddr,
@@ -180,6 +182,16 @@ async fn start(
         let handle = handle.clone();
         super::pickup::Pickup::new(&config, &core, m, Box::new(move |id| handle.queued(id)))
     });
+    if let Some(settings) = &config.cluster {
+        let cluster = Arc::new(crate::cluster::Cluster::new(settings)?);
+        info!(redis = %settings.redis_shown(), node = %settings.node, "cluster: limits shared through Redis");
+        tokio::spawn({
+            let cluster = cluster.clone();
+            let shutdown = shutdown.clone();
+            async move { cluster.renew_leases(shutdown).await }
+        });
+        core.cluster = Some(cluster);
+    }
     let core = Arc::new(core);
     let listeners = Arc::new(Listeners::new(core.clone(), shutdown.clone(), grace));
     if let Some(prebound) = prebound {

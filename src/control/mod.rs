@@ -209,6 +209,15 @@ pub fn check(path: &Path, connect: bool, strict: bool) -> Result<(), CommandErro
     }
     outln!("{}", summary(&config));
     outln!("revision: {}", pipeline.revision());
+    if let Some(c) = &config.cluster {
+        outln!(
+            "cluster: node {}, Redis {} (timeout {}, fallback {})",
+            c.node,
+            c.redis_shown(),
+            humantime::format_duration(c.timeout),
+            c.fallback.as_str()
+        );
+    }
     if connect {
         check_databases(&config)?;
     }
@@ -264,6 +273,18 @@ fn check_databases(config: &Config) -> Result<(), String> {
                 .map_err(|e| e.to_string());
             report(format!("users `{name}`"), source.display(), started, r);
         }
+    }
+    if let Some(settings) = &config.cluster {
+        let started = std::time::Instant::now();
+        let r = runtime
+            .block_on(crate::cluster::Cluster::probe(settings))
+            .map_err(|e| e.to_string());
+        report(
+            "cluster".to_owned(),
+            &format!("Redis {}", settings.redis_shown()),
+            started,
+            r,
+        );
     }
     if failed.is_empty() {
         Ok(())

@@ -47,6 +47,7 @@ struct Fixed {
     control_socket: PathBuf,
     shutdown_timeout: std::time::Duration,
     log: crate::config::LogSettings,
+    cluster: Option<crate::config::cluster::Cluster>,
 }
 
 impl Fixed {
@@ -56,6 +57,7 @@ impl Fixed {
             control_socket: config.server.control_socket.clone(),
             shutdown_timeout: config.server.shutdown_timeout,
             log: config.log.clone(),
+            cluster: config.cluster.clone(),
         }
     }
 
@@ -72,6 +74,9 @@ impl Fixed {
         }
         if self.log != other.log {
             out.push("log");
+        }
+        if self.cluster != other.cluster {
+            out.push("cluster");
         }
         out
     }

@@ -216,6 +216,7 @@ fn a_dangling_reference_fails_closed() {
         dkim_internal: None,
         authentication: None,
         local_submission: None,
+        cluster: None,
         stages: {
             let mut stages: [Vec<crate::config::RuleConfig>; Stage::COUNT] = Default::default();
             stages[Stage::Rcpt.index()] = vec![crate::config::RuleConfig {

@@ -11,6 +11,7 @@ use tracing::{info, warn};
 
 use super::reply;
 use super::session::{Flow, Session};
+use super::shared::{Limited, Want};
 use crate::auth::AuthOutcome;
 use crate::auth::sasl::{self, Password, SaslError};
 use crate::config::AuthMode;
@@ -54,10 +55,11 @@ impl Session {
             return self.fail(reply::TRANSACTION_IN_PROGRESS);
         }
         let ip = self.peer.ip();
-        if self.core.rate.exhausted(Kind::AuthFailures, ip) || !self.core.rate.allow(Kind::Auth, ip)
-        {
-            warn!(limit = "auth", "rate limit: AUTH refused");
-            return self.fail(reply::TOO_MANY_AUTH);
+        let wants = [Want::Check(Kind::AuthFailures), Want::Take(Kind::Auth)];
+        let limited = self.core.limit(ip, &wants, &mut self.seen).await;
+        let replies = (reply::TOO_MANY_AUTH, reply::AUTH_LIMITS_UNAVAILABLE);
+        if let Some(flow) = self.refuse_limited(limited, "AUTH", "auth", replies) {
+            return flow;
         }
         match mechanism {
             smtp_proto::AUTH_PLAIN if initial.is_empty() => {
@@ -97,9 +99,9 @@ impl Session {
 
     /// An AUTH command or exchange line longer than the line limit: the exchange is
     /// over, and it counts as a failed attempt.
-    pub(super) fn sasl_line_too_long(&mut self) -> Flow {
+    pub(super) async fn sasl_line_too_long(&mut self) -> Flow {
         let mechanism = self.sasl.take().map_or("", |step| step.mechanism());
-        self.auth_failed(mechanism, None, "line too long");
+        self.auth_failed(mechanism, None, "line too long").await;
         self.fail(reply::AUTH_LINE_TOO_LONG)
     }
 
@@ -125,25 +127,36 @@ impl Session {
         let (user, password) = match response {
             Ok(r) => r,
             Err(SaslError::Cancelled) => {
-                self.auth_failed(mechanism, None, "cancelled by the client");
+                self.auth_failed(mechanism, None, "cancelled by the client")
+                    .await;
                 return self.fail(reply::AUTH_CANCELLED);
             }
             Err(SaslError::AuthzidMismatch) => {
-                self.auth_failed(mechanism, None, "authorization identity differs");
+                self.auth_failed(mechanism, None, "authorization identity differs")
+                    .await;
                 return self.fail(reply::AUTH_FAILED);
             }
             Err(e @ SaslError::Malformed(_)) => {
-                self.auth_failed(mechanism, None, &e.to_string());
+                self.auth_failed(mechanism, None, &e.to_string()).await;
                 return self.fail(reply::AUTH_UNDECODABLE);
             }
         };
         let Some(users) = self.listen.users.clone() else {
             return self.fail(reply::NO_AUTH);
         };
-        if self.core.rate.user_exhausted(&user) {
-            warn!(user = %reply::sanitize(&user, 255), limit = "auth-failures-per-user", "rate limit: AUTH refused");
-            self.auth_failed(mechanism, Some(&user), "too many failures for this user");
-            return self.fail(reply::TOO_MANY_AUTH_USER);
+        let ip = self.peer.ip();
+        let limited = self
+            .core
+            .limit(ip, &[Want::CheckUser(&user)], &mut self.seen)
+            .await;
+        if limited == Limited::Refused {
+            self.auth_failed(mechanism, Some(&user), "too many failures for this user")
+                .await;
+        }
+        let replies = (reply::TOO_MANY_AUTH_USER, reply::AUTH_LIMITS_UNAVAILABLE);
+        if let Some(flow) = self.refuse_limited(limited, "AUTH", "auth-failures-per-user", replies)
+        {
+            return flow;
         }
         match users.verify(&user, password.as_bytes()).await {
             AuthOutcome::Ok(name) => {
@@ -154,7 +167,8 @@ impl Session {
                 self.push_ok(reply::AUTH_OK)
             }
             AuthOutcome::Failed => {
-                self.auth_failed(mechanism, Some(&user), "wrong password or unknown user");
+                self.auth_failed(mechanism, Some(&user), "wrong password or unknown user")
+                    .await;
                 self.fail(reply::AUTH_FAILED)
             }
             AuthOutcome::Unavailable(why) => {
@@ -165,7 +179,7 @@ impl Session {
     }
 
     /// Logs a failed attempt (never the password) and counts it against the client.
-    fn auth_failed(&mut self, mechanism: &str, user: Option<&str>, why: &str) {
+    async fn auth_failed(&mut self, mechanism: &str, user: Option<&str>, why: &str) {
         let user = user.map(|u| reply::sanitize(u, 255));
         // Postfix's line (fail2ban's `postfix[mode=auth]` reads it), our extras after
         crate::mail!(
@@ -179,9 +193,16 @@ impl Session {
             mechanism.to_ascii_uppercase()
         );
         crate::metrics::get().auth_failed(&self.listen.name);
-        let _ = self.core.rate.allow(Kind::AuthFailures, self.peer.ip());
-        if let Some(user) = user {
-            self.core.rate.user_failed(&user);
+        let mut wants = vec![Want::Take(Kind::AuthFailures)];
+        if let Some(user) = &user {
+            wants.push(Want::TakeUser(user));
+        }
+        // both counted: a client at its limit is not refused here, it failed already
+        for want in wants {
+            let _ = self
+                .core
+                .limit(self.peer.ip(), &[want], &mut self.seen)
+                .await;
         }
     }
 }

@@ -36,13 +36,14 @@ impl Session {
         if !self.enough_space() {
             return self.fail(reply::INSUFFICIENT_STORAGE);
         }
-        if !self
+        let wants = [super::shared::Want::Take(crate::policy::RateKind::Messages)];
+        let limited = self
             .core
-            .rate
-            .allow(crate::policy::RateKind::Messages, self.peer.ip())
-        {
-            warn!(limit = "messages", "rate limit: MAIL refused");
-            return self.fail(reply::TOO_MANY_MESSAGES);
+            .limit(self.peer.ip(), &wants, &mut self.seen)
+            .await;
+        let replies = (reply::TOO_MANY_MESSAGES, reply::LIMITS_UNAVAILABLE);
+        if let Some(flow) = self.refuse_limited(limited, "MAIL", "messages", replies) {
+            return flow;
         }
         // one canonical form, as recipients have (the dry run reads it the same way)
         let sender = crate::policy::address::canonical_or_same(&from.address);

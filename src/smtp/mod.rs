@@ -29,6 +29,7 @@ mod milter;
 pub mod rate;
 mod rcpt;
 mod session;
+mod shared;
 mod simple;
 pub mod tls;
 mod transaction;
@@ -64,6 +65,9 @@ pub struct Core {
     pub filter_loops: Arc<FilterLoops>,
     /// `rate-limits`: connections, messages and recipients per client address.
     pub rate: rate::RateLimiter,
+    /// `cluster`: where the limits are counted across the nodes (the process's
+    /// counters in `rate` are then the fallback).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// `limits { data-memory }`: message data being received, in all sessions.
     pub data_memory: Arc<inflight::DataMemory>,
     /// Becomes `true` when the server stops: idle sessions say 421 and close, sessions
@@ -163,6 +167,7 @@ impl Core {
             connections: Arc::new(Connections::default()),
             filter_loops: Arc::new(FilterLoops::default()),
             rate: rate::RateLimiter::new(config),
+            cluster: None,
             data_memory: Arc::default(),
             shutdown,
         }

@@ -1,6 +1,7 @@
 //! Per-client rate limits (`rate-limits`): fixed windows per client address, in memory.
-//! The counters are a map bounded by [`MAX_CLIENTS`]; a store shared by several nodes
-//! (Redis) would implement the same [`RateLimiter::allow`].
+//! The counters are a map bounded by [`MAX_CLIENTS`]. With a `cluster` block the limits
+//! are counted in Redis instead (`super::shared`), and these counters are the fallback
+//! while Redis does not answer.
 //!
 //! A client is its IPv4 address, or its IPv6 address cut to `ipv6-prefix` bits (a /64
 //! by default: one customer's network, which hands its hosts any address inside it).
@@ -193,8 +194,19 @@ impl RateLimiter {
         self.rules.store(Arc::new(Rules::of(config)));
     }
 
-    fn rule(&self, kind: Kind) -> Option<(u32, Duration)> {
+    /// The limit of `kind`, when one is set.
+    pub fn rule(&self, kind: Kind) -> Option<(u32, Duration)> {
         self.rules.load().limits[kind as usize]
+    }
+
+    /// `auth-failures-per-user`, when set.
+    pub fn per_user(&self) -> Option<(u32, Duration)> {
+        self.rules.load().per_user
+    }
+
+    /// Whether `ip` is in an `exempt` set.
+    pub fn exempts(&self, ip: IpAddr) -> bool {
+        self.rules.load().exempts(ip)
     }
 
     /// Counts one `kind` event for `ip`; `false` when it is over the limit (then it is
@@ -244,7 +256,7 @@ impl RateLimiter {
 }
 
 /// User names are counted as AUTH looks them up: ASCII-lowercased.
-fn user_key(user: &str) -> Box<str> {
+pub(crate) fn user_key(user: &str) -> Box<str> {
     user.to_ascii_lowercase().into_boxed_str()
 }
 

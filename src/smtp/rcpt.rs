@@ -55,13 +55,16 @@ impl Session {
         if !written.is_ascii() && !self.tx.smtputf8 {
             return self.fail(reply::NEED_SMTPUTF8);
         }
-        if !self
+        let wants = [super::shared::Want::Take(
+            crate::policy::RateKind::Recipients,
+        )];
+        let limited = self
             .core
-            .rate
-            .allow(crate::policy::RateKind::Recipients, self.peer.ip())
-        {
-            tracing::warn!(limit = "recipients", "rate limit: RCPT refused");
-            return self.fail(reply::TOO_MANY_RCPTS_RATE);
+            .limit(self.peer.ip(), &wants, &mut self.seen)
+            .await;
+        let replies = (reply::TOO_MANY_RCPTS_RATE, reply::LIMITS_UNAVAILABLE);
+        if let Some(flow) = self.refuse_limited(limited, "RCPT", "recipients", replies) {
+            return flow;
         }
         self.address_in_hand = Some(rcpt.address.clone());
         let decision = self.policy.evaluate(

@@ -88,6 +88,12 @@ pub fn closing(hostname: &str, enhanced: [u8; 3], text: &str) -> String {
 pub const TIMEOUT: [u8; 3] = [4, 4, 2];
 pub const TOO_MANY_ERRORS: [u8; 3] = [4, 7, 0];
 pub const SHUTTING_DOWN: [u8; 3] = [4, 3, 2];
+/// The cluster's Redis does not answer and the limits' fallback is `tempfail`.
+pub const SYSTEM_TEMPORARY: [u8; 3] = [4, 3, 0];
+pub const LIMITS_UNAVAILABLE: &str =
+    "451 4.3.0 Error: temporary failure of the shared limits; try again later\r\n";
+pub const AUTH_LIMITS_UNAVAILABLE: &str =
+    "454 4.3.0 Error: temporary failure of the shared limits; try again later\r\n";
 
 /// Every reply text from elsewhere goes through this one function: printable ASCII
 /// only, cut to a length.

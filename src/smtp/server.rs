@@ -17,6 +17,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::conn::LimitHit;
 use super::session::{Session, next_session_id};
+use super::shared::Refusal;
 use super::{Core, Listen, proxy, reply};
 use crate::config::Listener;
 use crate::lookup::NetworkSet;
@@ -335,40 +336,57 @@ fn admit(
     let id = next_session_id();
     let span =
         info_span!("session", id = %format_args!("{id:x}"), client = %peer, listener = %name);
-    let refusal = if core.rate.allow(crate::policy::RateKind::Connections, ip) {
-        // `connections-per-ip` counts clients as the rate limits do (an IPv6 /64)
-        match core
-            .connections
-            .try_acquire(core.rate.key(ip), &listen.settings.limits)
-        {
-            Ok(guard) => {
-                let session = Session::new(stream, core.clone(), peer, listen.clone());
-                sessions.spawn(
-                    async move {
-                        let _slot = guard;
-                        session.run().await;
-                    }
-                    .instrument(span),
-                );
-                return;
-            }
-            Err(LimitHit::Total) => ("Error: too many connections", "connections in total"),
-            Err(LimitHit::PerClient) => (
-                "Error: too many connections from your address",
-                "connections per client",
-            ),
-        }
-    } else {
-        (
-            "Error: too many connections from your address; try again later",
-            "rate limit: connections per window",
-        )
+    // `connections-per-ip` counts clients as the rate limits do (an IPv6 /64)
+    let slot = match core
+        .connections
+        .try_acquire(core.rate.key(ip), &listen.settings.limits)
+    {
+        Ok(guard) => Ok(guard),
+        Err(LimitHit::Total) => Err(("Error: too many connections", "connections in total")),
+        Err(LimitHit::PerClient) => Err((
+            "Error: too many connections from your address",
+            "connections per client",
+        )),
     };
-    // refused: say why, close
-    let (text, limit) = refusal;
-    let reply = reply::closing(&listen.settings.hostname, reply::TOO_MANY_ERRORS, text);
+    let (core, listen) = (core.clone(), listen.clone());
     sessions.spawn(
         async move {
+            let refusal = match slot {
+                Err(refusal) => refusal,
+                Ok(guard) => {
+                    let mut seen = super::shared::Seen::default();
+                    let per_client = listen.settings.limits.connections_per_ip;
+                    match core.admit(ip, per_client, id, &mut seen).await {
+                        Ok(lease) => {
+                            let mut session = Session::new(stream, core.clone(), peer, listen);
+                            session.seen = seen;
+                            let _slot = (guard, lease);
+                            session.run().await;
+                            return;
+                        }
+                        Err(Refusal::Rate) => (
+                            "Error: too many connections from your address; try again later",
+                            "rate limit: connections per window",
+                        ),
+                        Err(Refusal::PerClient) => (
+                            "Error: too many connections from your address",
+                            "connections per client, across the cluster",
+                        ),
+                        Err(Refusal::Unavailable) => (
+                            "Error: temporary failure of the shared limits; try again later",
+                            "cluster: Redis unavailable, fallback tempfail",
+                        ),
+                    }
+                }
+            };
+            // refused: say why, close
+            let (text, limit) = refusal;
+            let enhanced = if limit.starts_with("cluster:") {
+                reply::SYSTEM_TEMPORARY
+            } else {
+                reply::TOO_MANY_ERRORS
+            };
+            let reply = reply::closing(&listen.settings.hostname, enhanced, text);
             warn!(limit, "connection refused");
             let mut stream = stream;
             let write = async {

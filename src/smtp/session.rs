@@ -264,6 +264,9 @@ pub struct Session {
     pub(super) commands: crate::maillog::Commands,
     /// The address of the MAIL or RCPT being decided, for the log line of a refusal.
     pub(super) address_in_hand: Option<String>,
+    /// What the cluster's Redis last said of this client's counts (hooks'
+    /// `ctx.rate(kind)`); empty without a cluster.
+    pub(super) seen: super::shared::Seen,
     /// The SASL mechanism of a successful AUTH (`sasl_method` for policy servers).
     pub(super) sasl_method: Option<&'static str>,
     /// The milters this session talks to (none for a client in the listener's
@@ -314,6 +317,7 @@ impl Session {
             normalize_lf,
             commands: Default::default(),
             address_in_hand: None,
+            seen: Default::default(),
             sasl_method: None,
             milters,
         }
@@ -569,7 +573,7 @@ impl Session {
                         LineEvent::TooLong
                             if self.sasl.is_some() || self.lines.long_line_starts(b"AUTH ") =>
                         {
-                            self.sasl_line_too_long()
+                            self.sasl_line_too_long().await
                         }
                         LineEvent::TooLong => self.fail(reply::LINE_TOO_LONG),
                         LineEvent::BareEol => self.fail(reply::BARE_EOL_COMMAND),
@@ -835,7 +839,11 @@ impl Session {
             sender: self.tx.sender.as_deref(),
             recipients: &self.tx.recipients,
             size: self.tx.declared_size,
-            rates: Some(&self.core.rate),
+            rates: Some(if self.core.cluster.is_some() {
+                &self.seen
+            } else {
+                &self.core.rate
+            }),
             auth: self.tx.auth.as_ref().map(|a| &a.spf.results),
             instance: Some(&self.tx.instance)
                 .filter(|i| !i.is_empty())

@@ -1284,3 +1284,57 @@ impl Drop for Postfix {
             .output();
     }
 }
+
+/// HAProxy in TCP mode in front of mtad: round robin over `backends`, each `server` line
+/// with `send_proxy` (`send-proxy`, `send-proxy-v2`).
+pub struct Haproxy {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Haproxy {
+    pub fn start(backends: &[u16], send_proxy: &str) -> Haproxy {
+        let bin = require_tool("haproxy");
+        let dir = tempfile::tempdir().unwrap();
+        let port = super::free_port();
+        let cfg = dir.path().join("haproxy.cfg");
+        let mut text = format!(
+            "global\n    maxconn 100\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\nlisten smtp\n    bind 127.0.0.1:{port}\n    balance roundrobin\n"
+        );
+        for (i, backend) in backends.iter().enumerate() {
+            text.push_str(&format!(
+                "    server mtad{i} 127.0.0.1:{backend} {send_proxy}\n"
+            ));
+        }
+        std::fs::write(&cfg, text).unwrap();
+        let mut child = Command::new(bin)
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting haproxy");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("haproxy exited: {status}");
+            }
+            assert!(Instant::now() < deadline, "haproxy never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Haproxy {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

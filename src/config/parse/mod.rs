@@ -68,6 +68,7 @@ const TOP_LEVEL: &[&str] = &[
     "local-submission",
     "policy-service",
     "dnsbl",
+    "cluster",
 ];
 
 /// Reads `text` (named `name` for display; `path` locates relative paths), and every
@@ -157,6 +158,7 @@ struct Parser {
 /// A listener's TLS properties as written, settled by `Parser::settle_tls` once the
 mod authentication;
 mod checks;
+mod cluster;
 mod conditions;
 mod delivery;
 mod dkim;
@@ -226,6 +228,7 @@ impl Parser {
         let mut server_at: Option<Origin> = None;
         let mut limits: Option<(Limits, Origin)> = None;
         let mut rate_limits: Option<(crate::config::RateLimits, Origin)> = None;
+        let mut cluster: Option<(Option<crate::config::cluster::Cluster>, Origin)> = None;
         let mut reload: Option<(crate::config::ReloadSettings, Origin)> = None;
         let mut log: Option<(crate::config::LogSettings, Origin)> = None;
         let mut virtual_mailboxes: Option<crate::config::VirtualMailboxes> = None;
@@ -310,6 +313,14 @@ impl Parser {
                     }
                     let r = self.rate_limits(node, &sets);
                     rate_limits = Some((r, here));
+                }
+                "cluster" => {
+                    if let Some((_, first)) = &cluster {
+                        let first = first.clone();
+                        self.duplicate(node.name().span(), "`cluster` block".into(), &first);
+                        continue;
+                    }
+                    cluster = Some((self.cluster(node), here));
                 }
                 "virtual-mailboxes" => {
                     if let Some(first) = &virtual_mailboxes {
@@ -444,6 +455,12 @@ impl Parser {
             self.settle_tls(l, how, server.as_ref(), &sets.users);
         }
         let server = server?;
+        let cluster = cluster.and_then(|(c, _)| c).map(|mut c| {
+            if c.node.is_empty() {
+                c.node.clone_from(&server.hostname);
+            }
+            c
+        });
         let defaults = Delivery::defaults_for(&server.spool);
         let delivery = match delivery {
             // `local-base` not written: the default is next to the spool
@@ -512,6 +529,7 @@ impl Parser {
             dkim_internal,
             authentication,
             local_submission: local_submission.and_then(|(l, _)| l),
+            cluster,
             sources: std::mem::take(&mut self.sources),
         })
     }
@@ -576,7 +594,7 @@ fn resolve(config_path: &Path, value: &str) -> PathBuf {
 /// The keys of each settings block, as the readers accept them (for
 /// [`crate::config::settings`], whose table must name each one: tested there).
 #[cfg(test)]
-pub(crate) fn setting_keys() -> [(&'static str, &'static [&'static str]); 6] {
+pub(crate) fn setting_keys() -> [(&'static str, &'static [&'static str]); 7] {
     [
         ("server", server::SERVER_KEYS),
         ("limits", limits::LIMIT_KEYS),
@@ -584,5 +602,6 @@ pub(crate) fn setting_keys() -> [(&'static str, &'static [&'static str]); 6] {
         ("reload", reload::KEYS),
         ("log", log::KEYS),
         ("delivery", delivery::DELIVERY_KEYS),
+        ("cluster", cluster::KEYS),
     ]
 }

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Relay throughput with the rate limits shared through Redis (`cluster`) against the
+# same policy with the limits in the process, alternating in the same run (issue 23's
+# benchmark), and the Redis round trips each message costs (INFO commandstats before
+# and after).
+#
+#   smtp-source (one message per connection) -> mtad -> smtp-sink
+#   policy: rate-limits { connections, messages, recipients } high enough never to refuse
+#
+#   benches/cluster-bench.sh [MSGS] [SESSIONS] [RUNS]    (defaults 2000, 10, 3; 4 KB)
+#   REUSE=1 benches/cluster-bench.sh ...   every session sends its messages over one
+#                                          connection (smtp-source -d)
+#
+# Build first: cargo build --release. Needs redis-server and redis-cli, smtp-source and
+# smtp-sink (postfix). Prints msg/s per run and mode, the medians, their ratio, and the
+# Redis commands per message by command.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+N=${1:-2000} S=${2:-10} RUNS=${3:-3} L=4096
+REUSE_FLAG=''
+[ "${REUSE:-0}" = 1 ] && REUSE_FLAG=-d
+WORK=$(mktemp -d /var/tmp/mtad-cluster-bench.XXXXXX)
+chmod 755 "$WORK"   # smtp-sink writes as the postfix user
+trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'exit 130' INT TERM
+MX=13537 SINK=13636 REDIS=13638
+now() { local u r; read -r u r </proc/uptime; echo "$u"; }
+wait_port() { for _ in $(seq 100); do ss -ltn "sport = :$1" | grep -q LISTEN && return 0; sleep 0.1; done; echo "nothing on port $1" >&2; return 1; }
+
+redis-server --bind 127.0.0.1 --port $REDIS --save "" --appendonly no --daemonize no \
+  --dir "$WORK" --logfile "$WORK/redis.log" &
+REDIS_PID=$!
+wait_port $REDIS
+
+# $1: local | redis
+config() {
+  local cluster=''
+  [ "$1" = redis ] && cluster="cluster {
+    redis \"redis://127.0.0.1:$REDIS/0\"
+    node \"bench\"
+}"
+  rm -rf "$WORK/mtad"; mkdir -p "$WORK/mtad"
+  cat >"$WORK/mtad/mtad.kdl" <<KDL
+server {
+    hostname "relay.bench.test"
+    spool "$WORK/mtad/spool"
+}
+listen "bench" address="127.0.0.1:$MX"
+limits {
+    connections-per-ip 1000
+}
+rate-limits {
+    connections 1000000 per="1h"
+    messages 1000000 per="1h"
+    recipients 1000000 per="1h"
+}
+networks "loopback" "127.0.0.0/8"
+stage "rcpt" {
+    accept client="loopback"
+}
+stage "route" {
+    relay "smtp:[127.0.0.1]:$SINK" tls="none"
+}
+$cluster
+KDL
+}
+
+# one run of mode $1, into $RESULT (msg/s until the sink has every message)
+measure() {
+  config "$1"
+  local dir=$WORK/sink-$1 t0 t1
+  rm -rf "$dir"; mkdir -p "$dir"; chmod 777 "$dir"
+  smtp-sink -u postfix -d "$dir/%M." 127.0.0.1:$SINK 1024 >/dev/null 2>&1 & local sink=$!
+  MTAD_LOG=warn "$here/target/release/mtad" --allow-root --config "$WORK/mtad/mtad.kdl" 2>"$WORK/mtad.log" & local mtad=$!
+  wait_port $SINK; wait_port $MX
+  t0=$(now)
+  smtp-source -4 -N $REUSE_FLAG -s "$S" -m "$N" -l "$L" -f bench@src.test -t rcpt@dst.test -S bench 127.0.0.1:$MX >/dev/null 2>&1 \
+    || echo "smtp-source reported errors ($1)" >&2
+  local waited=0
+  while [ "$(ls "$dir" | wc -l)" -lt "$N" ]; do
+    sleep 0.05; waited=$((waited + 1))
+    [ $waited -lt 12000 ] || { echo "$1: the sink got $(ls "$dir" | wc -l) of $N" >&2; break; }
+  done
+  t1=$(now)
+  kill $mtad $sink; wait $mtad $sink 2>/dev/null || true
+  RESULT=$(echo "$N / ($t1 - $t0)" | bc -l | xargs printf '%.0f')
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+stats() { redis-cli -p $REDIS INFO commandstats | tr -d '\r' | grep '^cmdstat_' ; }
+calls() { # commandstats lines -> "cmd calls" per line
+  sed -E 's/^cmdstat_([^:]+):calls=([0-9]+).*/\1 \2/'
+}
+
+: >"$WORK/local"; : >"$WORK/redis"
+redis-cli -p $REDIS CONFIG RESETSTAT >/dev/null
+for run in $(seq "$RUNS"); do
+  for mode in local redis; do
+    if [ "$mode" = redis ]; then stats | calls >"$WORK/before"; fi
+    measure $mode
+    if [ "$mode" = redis ]; then stats | calls >"$WORK/after"; cp "$WORK/before" "$WORK/last-before"; fi
+    echo "run $run $mode: $RESULT msg/s"
+    echo "$RESULT" >>"$WORK/$mode"
+  done
+done
+l=$(median <"$WORK/local"); r=$(median <"$WORK/redis")
+echo "median: local $l msg/s, redis $r msg/s, redis/local $(echo "$r / $l" | bc -l | xargs printf '%.3f')"
+echo "Redis commands per message (last redis run, $N messages, $([ -n "$REUSE_FLAG" ] && echo "$S connections" || echo "one per connection")):"
+echo "  (round trips: EVALSHA, EVAL, ZREM and SCRIPT, sent by mtad; the rest run inside the script)"
+join -a 2 -e 0 -o 2.1,1.2,2.2 <(sort "$WORK/last-before") <(sort "$WORK/after") |
+  awk -v n="$N" '$1 != "info" && $1 != "config" {
+      d = $3 - $2; printf "  %-18s %8d  %.2f/msg\n", $1, d, d / n
+      if ($1 ~ /^(evalsha|eval|zrem|script)$/) rt += d
+    }
+    END { printf "  %-18s %8d  %.2f/msg\n", "round trips", rt, rt / n }'

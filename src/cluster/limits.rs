@@ -1,0 +1,326 @@
+//! Rate limits and connection leases computed in Redis, atomically, by one Lua script
+//! ([`SCRIPT`]): every limit one SMTP command needs goes in one call, so a command
+//! costs at most one round trip (`EVALSHA`; `EVAL` once when the server has not seen
+//! the script yet).
+//!
+//! Rates are GCRA (the generic cell rate algorithm): `N per P` keeps one number per
+//! client and kind, the theoretical arrival time (TAT), in microseconds of the Redis
+//! server's clock (one clock for every node). Each event moves it `P/N` later; an event
+//! is refused when `N` are outstanding, i.e. when it would move the TAT more than `P`
+//! past now. A client may use its `N` at once, then gets one more every `P/N`; the key
+//! expires when its TAT has passed. What a client has used is `ceil((TAT - now) / (P/N))`,
+//! what hooks read as `ctx.rate(kind)`.
+//!
+//! Leases are a sorted set per client: one member per connection (`node:session`), its
+//! score the time it expires. A connection is admitted when fewer than the limit are
+//! live; a node renews the leases it holds every third of their life, and removes each
+//! when its connection closes. A node that dies stops renewing: its leases expire.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::{Cluster, Feature, Unavailable};
+
+/// The script: `KEYS[i]` with `ARGV[4i-3..4i]` = op, limit, a, member for each op `i`:
+///
+/// - `take LIMIT INTERVAL_US`: count one event unless `LIMIT` are outstanding;
+/// - `check LIMIT INTERVAL_US`: refuse when `LIMIT` are outstanding, count nothing;
+/// - `view LIMIT INTERVAL_US`: only what is outstanding;
+/// - `lease LIMIT TTL_MS MEMBER`: hold a slot unless `LIMIT` live ones are held;
+/// - `renew - TTL_MS MEMBER`: extend a slot still held (one given back stays so).
+///
+/// Ops run in order; after a refusal the rest are skipped (neither counted nor held).
+/// Answers `{admitted (1 or 0), used_1, used_2, ...}`, `-1` for a skipped op.
+pub const SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local out = {1}
+for i, key in ipairs(KEYS) do
+  local op = ARGV[4 * i - 3]
+  local limit = tonumber(ARGV[4 * i - 2])
+  local a = tonumber(ARGV[4 * i - 1])
+  if out[1] == 0 then
+    out[i + 1] = -1
+  elseif op == 'renew' then
+    if redis.call('ZSCORE', key, ARGV[4 * i]) then
+      redis.call('ZADD', key, 'XX', math.floor(now / 1000) + a, ARGV[4 * i])
+      redis.call('PEXPIRE', key, a)
+    end
+    out[i + 1] = 0
+  elseif op == 'lease' then
+    local now_ms = math.floor(now / 1000)
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now_ms)
+    local held = redis.call('ZCARD', key)
+    if redis.call('ZSCORE', key, ARGV[4 * i]) then
+      held = held - 1
+    end
+    if held >= limit then
+      out[1] = 0
+      out[i + 1] = held
+    else
+      redis.call('ZADD', key, now_ms + a, ARGV[4 * i])
+      redis.call('PEXPIRE', key, a)
+      out[i + 1] = held + 1
+    end
+  else
+    local tat = tonumber(redis.call('GET', key) or '0') or 0
+    if tat < now then tat = now end
+    local used = math.ceil((tat - now) / a)
+    if op == 'take' then
+      if used >= limit then
+        out[1] = 0
+      else
+        tat = tat + a
+        used = used + 1
+        redis.call('SET', key, string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000))
+      end
+    elseif op == 'check' and used >= limit then
+      out[1] = 0
+    end
+    out[i + 1] = used
+  end
+end
+return out
+"#;
+
+/// The SHA-1 Redis knows [`SCRIPT`] by (`EVALSHA`).
+fn sha() -> &'static str {
+    static SHA: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| redis::Script::new(SCRIPT).get_hash().to_owned());
+    &SHA
+}
+
+/// What one op asks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Count one event unless `limit` are outstanding in `per`.
+    Take {
+        key: String,
+        limit: u32,
+        per: Duration,
+    },
+    /// Refuse when `limit` are outstanding; count nothing.
+    Check {
+        key: String,
+        limit: u32,
+        per: Duration,
+    },
+    /// Only read what is outstanding.
+    View {
+        key: String,
+        limit: u32,
+        per: Duration,
+    },
+    /// Hold one of `limit` slots under `key` as `member`, for `ttl` unless renewed.
+    Lease {
+        key: String,
+        limit: u32,
+        ttl: Duration,
+        member: String,
+    },
+}
+
+impl Op {
+    fn key(&self) -> &str {
+        match self {
+            Op::Take { key, .. }
+            | Op::Check { key, .. }
+            | Op::View { key, .. }
+            | Op::Lease { key, .. } => key,
+        }
+    }
+}
+
+/// GCRA's emission interval: `per / limit`, in whole microseconds, at least one.
+fn interval_us(limit: u32, per: Duration) -> u64 {
+    let per = u64::try_from(per.as_micros()).unwrap_or(u64::MAX);
+    (per / u64::from(limit.max(1))).max(1)
+}
+
+/// The script's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// Every op passed (takes counted, leases held).
+    pub admitted: bool,
+    /// What each op found in use after it ran (`None`: skipped after a refusal).
+    pub used: Vec<Option<u32>>,
+}
+
+/// Most ops in one call (a command needs at most a handful).
+pub const MAX_OPS: usize = 16;
+
+impl Cluster {
+    /// Runs `ops` in one call (`EVALSHA`, or `EVAL` when Redis answers `NOSCRIPT`).
+    pub async fn limits(&self, feature: Feature, ops: &[Op]) -> Result<Answer, Unavailable> {
+        if ops.is_empty() {
+            return Ok(Answer {
+                admitted: true,
+                used: Vec::new(),
+            });
+        }
+        let ops = &ops[..ops.len().min(MAX_OPS)];
+        let mut evalsha = redis::cmd("EVALSHA");
+        evalsha.arg(sha());
+        let mut args = redis::cmd("EVAL");
+        args.arg(SCRIPT);
+        for cmd in [&mut evalsha, &mut args] {
+            cmd.arg(ops.len());
+            for op in ops {
+                cmd.arg(op.key());
+            }
+            for op in ops {
+                match op {
+                    Op::Take { limit, per, .. } => cmd
+                        .arg("take")
+                        .arg(*limit)
+                        .arg(interval_us(*limit, *per))
+                        .arg(""),
+                    Op::Check { limit, per, .. } => cmd
+                        .arg("check")
+                        .arg(*limit)
+                        .arg(interval_us(*limit, *per))
+                        .arg(""),
+                    Op::View { limit, per, .. } => cmd
+                        .arg("view")
+                        .arg(*limit)
+                        .arg(interval_us(*limit, *per))
+                        .arg(""),
+                    Op::Lease {
+                        limit, ttl, member, ..
+                    } => cmd
+                        .arg("lease")
+                        .arg(*limit)
+                        .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+                        .arg(member.as_str()),
+                };
+            }
+        }
+        let raw: Result<Vec<i64>, _> = match self.query_unrecorded(&evalsha).await {
+            Err(Unavailable::Redis(e)) if no_script(&e) => self.query_unrecorded(&args).await,
+            other => other,
+        };
+        let answer = raw.and_then(|raw| {
+            parse(&raw, ops.len()).ok_or(Unavailable::Answer("the limits script's answer"))
+        });
+        self.record(feature, answer.as_ref().map(|_| ()));
+        answer
+    }
+
+    /// Gives a lease back (the connection closed).
+    pub async fn release(&self, key: &str, member: &str) {
+        self.leases.forget(key, member);
+        let mut cmd = redis::cmd("ZREM");
+        cmd.arg(key).arg(member);
+        let _: Result<i64, _> = self.query(Feature::Leases, &cmd).await;
+    }
+
+    /// Renews every lease this node holds, in one pipeline, every third of their life,
+    /// until `shutdown`. Run by the daemon.
+    pub async fn renew_leases(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let lease = self.settings.lease;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(lease / 3) => {}
+            }
+            let held = self.leases.held();
+            if held.is_empty() {
+                continue;
+            }
+            let mut pipe = redis::pipe();
+            let ttl = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+            for (key, member) in &held {
+                // the score is the expiry in ms of the server's clock, computed by
+                // the script as when the lease was taken
+                pipe.cmd("EVALSHA")
+                    .arg(sha())
+                    .arg(1)
+                    .arg(key)
+                    .arg("renew")
+                    .arg(0)
+                    .arg(ttl)
+                    .arg(member)
+                    .ignore();
+            }
+            if let Err(Unavailable::Redis(e)) = self.query::<()>(Feature::Leases, &pipe).await
+                && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+            {
+                // the server lost its scripts (a restart): load it again for the next round
+                let _: Result<String, _> = self
+                    .query(
+                        Feature::Leases,
+                        redis::cmd("SCRIPT").arg("LOAD").arg(SCRIPT),
+                    )
+                    .await;
+            }
+        }
+    }
+}
+
+fn no_script(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+}
+
+fn parse(raw: &[i64], ops: usize) -> Option<Answer> {
+    let (&admitted, used) = raw.split_first()?;
+    if used.len() != ops || !matches!(admitted, 0 | 1) {
+        return None;
+    }
+    Some(Answer {
+        admitted: admitted == 1,
+        used: used.iter().map(|&n| u32::try_from(n).ok()).collect(),
+    })
+}
+
+/// The leases this node holds now: (key, member).
+#[derive(Default)]
+pub struct Leases(Mutex<HashSet<(String, String)>>);
+
+impl Leases {
+    pub fn hold(&self, key: &str, member: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((key.to_owned(), member.to_owned()));
+    }
+
+    fn forget(&self, key: &str, member: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(key.to_owned(), member.to_owned()));
+    }
+
+    fn held(&self) -> Vec<(String, String)> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_and_answers() {
+        assert_eq!(interval_us(3, Duration::from_secs(60)), 20_000_000);
+        assert_eq!(interval_us(0, Duration::from_secs(1)), 1_000_000);
+        assert_eq!(interval_us(u32::MAX, Duration::from_secs(1)), 1);
+        assert_eq!(
+            parse(&[1, 2, -1], 2),
+            Some(Answer {
+                admitted: true,
+                used: vec![Some(2), None]
+            })
+        );
+        assert_eq!(parse(&[0, 5], 1).map(|a| a.admitted), Some(false));
+        assert_eq!(parse(&[1, 2], 2), None, "one answer per op");
+        assert_eq!(parse(&[7, 2], 1), None);
+        assert_eq!(parse(&[], 0), None);
+    }
+}

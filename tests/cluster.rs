@@ -1,0 +1,633 @@
+//! `cluster { redis ... }` against a real redis-server on loopback and several mtad
+//! nodes, each with its own spool and port: rate limits and connection leases hold
+//! across the nodes; Redis killed or stopped mid-load → the fallback, no 5xx, no
+//! acknowledged message lost, one log line per outage and one per recovery.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A redis-server of our own (Debian's `redis-server`), no persistence.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    /// `requirepass`, if any.
+    password: Option<String>,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        Self::start_with(None)
+    }
+
+    fn start_with(password: Option<&str>) -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let mut redis = Redis {
+            child: None,
+            port: free_port(),
+            dir,
+            password: password.map(str::to_owned),
+        };
+        redis.restart();
+        redis
+    }
+
+    /// (Again) on the same port.
+    fn restart(&mut self) {
+        assert!(self.child.is_none());
+        let bin = require_tool("redis-server");
+        let child = Command::new(bin)
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.dir.path().join("redis.log"))
+            .args(
+                self.password
+                    .iter()
+                    .flat_map(|p| ["--requirepass".to_owned(), p.clone()]),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start redis-server (apt-get install redis-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.cli(&["PING"]).as_deref() != Ok("+PONG") {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self) -> String {
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}/0", self.port),
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// One command in RESP, its first reply line.
+    fn cli(&self, args: &[&str]) -> Result<String, String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut req = String::new();
+        let mut command = |args: &[&str]| {
+            req.push_str(&format!("*{}\r\n", args.len()));
+            for a in args {
+                req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+            }
+        };
+        if let Some(p) = &self.password {
+            command(&["AUTH", p]);
+        }
+        command(args);
+        s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+        let mut text = String::new();
+        let lines = if self.password.is_some() { 2 } else { 1 };
+        let mut buf = [0u8; 4096];
+        while text.lines().count() < lines {
+            let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err(format!("closed after {text:?}"));
+            }
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        // after AUTH's own +OK, the command's reply
+        Ok(text.lines().nth(lines - 1).unwrap_or("").to_owned())
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn node(redis: &Redis, name: &str, extra: &str) -> Mtad {
+    Node::default().start(redis, name, extra)
+}
+
+/// What a node's configuration has besides the common part.
+struct Node<'a> {
+    listen: &'a str,
+    /// More lines in `server { }`.
+    server: &'a str,
+    /// More lines in `cluster { }`.
+    cluster: &'a str,
+}
+
+impl Default for Node<'_> {
+    fn default() -> Self {
+        Node {
+            listen: "listen \"mx\" address=\"127.0.0.1:{port}\"",
+            server: "",
+            cluster: "",
+        }
+    }
+}
+
+impl Node<'_> {
+    fn start(&self, redis: &Redis, name: &str, extra: &str) -> Mtad {
+        Mtad::start(&format!(
+            r#"
+server {{
+    hostname "{name}.example.test"
+    spool "{{spool}}"
+{server}
+}}
+{listen}
+networks "trusted" "127.0.0.0/8"
+stage "rcpt" {{
+    accept client="trusted"
+}}
+cluster {{
+    redis "{url}"
+    node "{name}"
+    timeout "200ms"
+    lease "3s"
+{cluster}
+}}
+{extra}
+"#,
+            url = redis.url(),
+            listen = self.listen,
+            server = self.server,
+            cluster = self.cluster,
+        ))
+    }
+}
+
+/// swaks from `source` to `port`: its whole transcript.
+fn swaks_from(source: &str, port: u16) -> String {
+    let out = swaks(
+        port,
+        &[
+            "--local-interface",
+            source,
+            "--from",
+            "a@src.test",
+            "--to",
+            "b@dst.test",
+        ],
+    );
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn a_message_rate_holds_in_total_across_the_nodes() {
+    let redis = Redis::start();
+    let limits = "rate-limits {\n    messages 3 per=\"1m\"\n}\n";
+    let a = node(&redis, "a", limits);
+    let b = node(&redis, "b", limits);
+    for port in [a.port, b.port, a.port] {
+        let t = swaks_from("127.0.0.2", port);
+        assert!(t.contains("<-  250 2.0.0 Ok: queued as"), "{t}");
+    }
+    // the fourth, on either node, is refused as a node alone refuses it
+    for port in [b.port, a.port] {
+        let t = swaks_from("127.0.0.2", port);
+        assert!(
+            t.contains("<** 450 4.7.1 Error: too many messages from your address; try again later"),
+            "{t}"
+        );
+    }
+    // another client has its own count, on any node
+    let t = swaks_from("127.0.0.3", b.port);
+    assert!(t.contains("<-  250 2.0.0 Ok: queued as"), "{t}");
+    assert_eq!(a.queued().len() + b.queued().len(), 4);
+    // hooks' ctx.rate and the key in Redis agree with what was counted
+    let key = redis
+        .cli(&["EXISTS", "mtad:rate:messages:127.0.0.2"])
+        .unwrap();
+    assert_eq!(key, ":1");
+}
+
+#[test]
+fn connections_per_client_are_leased_across_the_nodes() {
+    let redis = Redis::start();
+    let limits = "limits {\n    connections-per-ip 2\n}\n";
+    let a = node(&redis, "a", limits);
+    let mut b = node(&redis, "b", limits);
+    let mut on_a = Client::connect_from("127.0.0.4", a.port);
+    on_a.expect("220 ");
+    let mut on_b = Client::connect_from("127.0.0.4", b.port);
+    on_b.expect("220 ");
+    // two held, one on each node: a third is refused on either
+    for port in [a.port, b.port] {
+        let mut c = Client::connect_from("127.0.0.4", port);
+        c.expect("421 4.7.0 ");
+        c.expect_closed();
+    }
+    let mut other = Client::connect_from("127.0.0.5", a.port);
+    other.expect("220 ");
+    // held past their first life (lease "3s"): renewed by the nodes that hold them
+    std::thread::sleep(Duration::from_millis(4500));
+    let mut c = Client::connect_from("127.0.0.4", b.port);
+    c.expect("421 4.7.0 ");
+    on_a.cmd("NOOP", "250");
+    // a closed session gives its lease back
+    on_b.cmd("QUIT", "221");
+    drop(on_b);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut again = loop {
+        let mut c = Client::connect_from("127.0.0.4", a.port);
+        if c.reply().starts_with("220 ") {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "the lease was never given back");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    again.cmd("EHLO client.test", "250");
+    // a node that dies holding a lease: it expires (lease "3s"), the client gets in
+    drop(again);
+    let mut on_b = Client::connect_from("127.0.0.6", b.port);
+    on_b.expect("220 ");
+    let mut on_b2 = Client::connect_from("127.0.0.6", b.port);
+    on_b2.expect("220 ");
+    b.kill9();
+    drop((on_b, on_b2));
+    let mut refused = Client::connect_from("127.0.0.6", a.port);
+    refused.expect("421 4.7.0 ");
+    let died = Instant::now();
+    let mut c = loop {
+        let mut c = Client::connect_from("127.0.0.6", a.port);
+        if c.reply().starts_with("220 ") {
+            break c;
+        }
+        assert!(
+            died.elapsed() < Duration::from_secs(10),
+            "a dead node's leases never expired"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        died.elapsed() >= Duration::from_secs(1),
+        "admitted before the dead node's leases expired"
+    );
+    c.cmd("QUIT", "221");
+}
+
+/// One message to `port` from 127.0.0.1; `Ok` once acknowledged; a 5xx is a failure of
+/// the test, whatever else goes wrong.
+fn message(port: u16, n: usize) -> Result<(), String> {
+    let r = try_message(port, &format!("r{n}@dst.test"), &format!("m{n}"));
+    if let Err(e) = &r {
+        assert!(!e.starts_with('5'), "a 5xx during the outage: {e}");
+    }
+    r
+}
+
+fn metrics(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn redis_killed_or_stopped_mid_load_falls_back_and_recovers() {
+    let mut redis = Redis::start();
+    let mport = free_port();
+    let extra = "rate-limits {
+    messages 10000 per=\"1m\"
+    recipients 10000 per=\"1m\"
+}
+";
+    let metrics_at = format!("    metrics \"127.0.0.1:{mport}\"");
+    let a = Node {
+        server: &metrics_at,
+        ..Node::default()
+    }
+    .start(&redis, "a", extra);
+    let b = node(&redis, "b", extra);
+    let mut acknowledged = 0;
+    let mut n = 0;
+    let mut send = |count: usize, acknowledged: &mut usize| {
+        for _ in 0..count {
+            n += 1;
+            let port = if n % 2 == 0 { a.port } else { b.port };
+            if message(port, n).is_ok() {
+                *acknowledged += 1;
+            }
+        }
+    };
+    send(10, &mut acknowledged);
+    assert_eq!(acknowledged, 10);
+    assert!(metrics(mport).contains("mtad_cluster_redis_up 1"));
+    // killed: refused connections; the process's counters take over
+    redis.kill();
+    send(20, &mut acknowledged);
+    // stopped: no answer at all; each call times out (200ms) and falls back
+    redis.restart();
+    send(4, &mut acknowledged);
+    signal(redis.pid(), "STOP");
+    send(10, &mut acknowledged);
+    signal(redis.pid(), "CONT");
+    send(10, &mut acknowledged);
+    assert_eq!(acknowledged, 54, "fallback \"local\" accepts all the while");
+    let queued = a.queued().len() + b.queued().len();
+    assert_eq!(queued, acknowledged, "every acknowledged message is queued");
+    for node in [&a, &b] {
+        let log = node.wait_log("cluster: Redis answers again", 2, Duration::from_secs(10));
+        assert_eq!(
+            log.matches("cluster: Redis unavailable").count(),
+            2,
+            "once per outage (killed, stopped):\n{log}"
+        );
+    }
+    let m = metrics(mport);
+    assert!(m.contains("mtad_cluster_redis_up 1"), "{m}");
+    let errors: u64 = m
+        .lines()
+        .filter(|l| l.starts_with("mtad_cluster_redis_errors_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(errors >= 10, "errors counted: {m}");
+    // shared again: the count is in Redis
+    let key = redis
+        .cli(&["EXISTS", "mtad:rate:messages:127.0.0.1"])
+        .unwrap();
+    assert_eq!(key, ":1");
+}
+
+#[test]
+fn fallback_tempfail_refuses_for_now_never_5xx() {
+    let mut redis = Redis::start();
+    let a = Node {
+        cluster: "    fallback \"tempfail\"",
+        ..Node::default()
+    }
+    .start(&redis, "a", "rate-limits {\n    messages 5 per=\"1m\"\n}\n");
+    let mut c = a.connect();
+    c.expect("220 ");
+    c.cmd("EHLO client.test", "250");
+    redis.kill();
+    c.cmd(
+        "MAIL FROM:<a@src.test>",
+        "451 4.3.0 Error: temporary failure of the shared limits; try again later",
+    );
+    let mut refused = a.connect();
+    refused.expect("421 4.3.0 a.example.test Error: temporary failure of the shared limits");
+    redis.restart();
+    c.cmd("MAIL FROM:<a@src.test>", "250");
+    a.wait_log("cluster: Redis answers again", 1, Duration::from_secs(5));
+}
+
+/// `mtactl config` shows the block without the password; `mtactl check --connect`
+/// asks Redis.
+#[test]
+fn mtactl_shows_and_checks_the_cluster() {
+    let redis = Redis::start();
+    let a = node(&redis, "a", "");
+    let out = a.mtactl(&["check", "--connect"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("cluster: node a, Redis {}", redis.url())),
+        "{text}"
+    );
+    assert!(text.contains("cluster: Redis redis://127.0.0.1:"), "{text}");
+    let secret = std::fs::read_to_string(&a.config)
+        .unwrap()
+        .replace("redis://127.0.0.1", "redis://:hunter2@127.0.0.1");
+    std::fs::write(&a.config, secret).unwrap();
+    let out = a.mtactl(&["config", "-n"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("cluster {\n    redis \"redis://:***@127.0.0.1:"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+    // a bad URL is a configuration error with its place
+    let bad = std::fs::read_to_string(&a.config)
+        .unwrap()
+        .replace("redis://:hunter2@127.0.0.1", "http://127.0.0.1");
+    std::fs::write(&a.config, bad).unwrap();
+    let out = a.mtactl(&["check"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(text.contains("invalid Redis URL"), "{text}");
+    assert!(text.contains("mtad.kdl:"), "{text}");
+}
+
+/// The `cluster` snippets of docs/cluster.md and docs/configuration.md are valid, and
+/// say what the parser builds.
+#[test]
+fn documented_configuration_parses() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for doc in ["docs/cluster.md", "docs/configuration.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap();
+        for block in text
+            .split("```kdl\n")
+            .skip(1)
+            .map(|b| b.split("```").next().unwrap())
+            .filter(|b| b.starts_with("cluster {"))
+        {
+            let config = format!(
+                "server {{\n    hostname \"h.example.test\"\n    spool \"/tmp/x\"\n}}\nlisten \"mx\" address=\"127.0.0.1:2525\"\n{block}"
+            );
+            let parsed = mtad::config::Config::parse("mtad.kdl", &config)
+                .unwrap_or_else(|e| panic!("{doc}:\n{block}\n{}", mtad::config::render(&e)));
+            let cluster = parsed.cluster.expect("a cluster");
+            assert!(block.contains(&format!("redis \"{}\"", cluster.redis)));
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 2, "{checked} snippets");
+}
+
+/// What the parser refuses in the block, each with its place.
+#[test]
+fn configuration_errors_point_at_the_place() {
+    let base = "server {\n    hostname \"h.example.test\"\n    spool \"/tmp/x\"\n}\nlisten \"mx\" address=\"127.0.0.1:2525\"\n";
+    for (block, want) in [
+        ("cluster {\n    node \"a\"\n}\n", "mtad.kdl:6:1"),
+        ("cluster {\n    redis \"http://x\"\n}\n", "mtad.kdl:7:11"),
+        (
+            "cluster {\n    redis \"redis://x\"\n    timeout \"1ms\"\n}\n",
+            "mtad.kdl:8:13",
+        ),
+        (
+            "cluster {\n    redis \"redis://x\"\n    fallback \"open\"\n}\n",
+            "mtad.kdl:8:14",
+        ),
+        (
+            "cluster {\n    redis \"redis://x\"\n    node \"a b\"\n}\n",
+            "mtad.kdl:8:10",
+        ),
+        (
+            "cluster {\n    redis \"redis://x\"\n    lease \"1s\"\n}\n",
+            "mtad.kdl:8:11",
+        ),
+        (
+            "cluster {\n    redis \"redis://x\"\n    nodes \"a\"\n}\n",
+            "mtad.kdl:8:5",
+        ),
+        (
+            "cluster {\n    redis \"redis://x\"\n}\ncluster {\n    redis \"redis://y\"\n}\n",
+            "mtad.kdl:9:1",
+        ),
+    ] {
+        let err = mtad::config::Config::parse("mtad.kdl", &format!("{base}{block}"))
+            .err()
+            .unwrap_or_else(|| panic!("accepted:\n{block}"));
+        let text = mtad::config::render(&err);
+        assert!(text.contains(want), "{block}\n{text}");
+    }
+    let ok = mtad::config::Config::parse(
+        "mtad.kdl",
+        &format!("{base}cluster {{\n    redis \"rediss://u:p@redis.example.test:6380/2\"\n}}\n"),
+    )
+    .unwrap();
+    let c = ok.cluster.unwrap();
+    assert_eq!(c.node, "h.example.test", "the default node is the hostname");
+    assert_eq!(c.timeout, Duration::from_millis(250));
+    assert_eq!(c.redis_shown(), "rediss://u:***@redis.example.test:6380/2");
+}
+
+/// Behind a real HAProxy (send-proxy-v2, round robin): the nodes limit the real
+/// client, in total, whichever node HAProxy picks; HAProxy's own address is no client.
+#[test]
+fn behind_haproxy_the_limit_is_the_real_clients_across_the_nodes() {
+    let redis = Redis::start();
+    let listen = "listen \"lb\" address=\"127.0.0.1:{port}\" proxy-protocol=#true proxies=\"lb\"\nnetworks \"lb\" \"127.0.0.1/32\"";
+    let limits = "rate-limits {\n    messages 3 per=\"1m\"\n}\n";
+    let behind = Node {
+        listen,
+        ..Node::default()
+    };
+    let nodes = ["a", "b", "c"].map(|name| behind.start(&redis, name, limits));
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let lb = common::peers::Haproxy::start(&ports, "send-proxy-v2");
+    for _ in 0..3 {
+        let t = swaks_from("127.0.0.7", lb.port);
+        assert!(t.contains("<-  250 2.0.0 Ok: queued as"), "{t}");
+    }
+    for _ in 0..3 {
+        let t = swaks_from("127.0.0.7", lb.port);
+        assert!(
+            t.contains("<** 450 4.7.1 Error: too many messages from your address"),
+            "{t}"
+        );
+    }
+    // another client behind the same balancer has its own count
+    let t = swaks_from("127.0.0.8", lb.port);
+    assert!(t.contains("<-  250 2.0.0 Ok: queued as"), "{t}");
+    let queued: Vec<_> = nodes.iter().map(|n| n.queued()).collect();
+    assert_eq!(
+        queued.iter().filter(|q| !q.is_empty()).count(),
+        3,
+        "round robin: every node took one"
+    );
+    for (m, _) in queued.iter().flatten() {
+        let ip = m.envelope.client_ip.unwrap().to_string();
+        assert!(ip == "127.0.0.7" || ip == "127.0.0.8", "{ip}");
+    }
+    assert_eq!(
+        redis
+            .cli(&["EXISTS", "mtad:rate:messages:127.0.0.1"])
+            .unwrap(),
+        ":0",
+        "the balancer is never counted"
+    );
+}
+
+/// A Redis that requires a password: given in the URL, the limits are shared; a wrong
+/// one is an outage like any other (the fallback, and `check --connect` says so).
+#[test]
+fn a_password_in_the_url() {
+    let redis = Redis::start_with(Some("s3cret-pw"));
+    let limits = "rate-limits {\n    messages 1 per=\"1m\"\n}\n";
+    let a = node(&redis, "a", limits);
+    let t = swaks_from("127.0.0.9", a.port);
+    assert!(t.contains("<-  250 2.0.0 Ok: queued as"), "{t}");
+    assert_eq!(
+        redis
+            .cli(&["EXISTS", "mtad:rate:messages:127.0.0.9"])
+            .unwrap(),
+        ":1"
+    );
+    assert!(
+        !a.log().contains("s3cret-pw"),
+        "the password is never logged"
+    );
+    let wrong = std::fs::read_to_string(&a.config)
+        .unwrap()
+        .replace("s3cret-pw", "wrong-pw");
+    std::fs::write(&a.config, wrong).unwrap();
+    let out = a.mtactl(&["check", "--connect"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("cluster: Redis: "), "{text}");
+    assert!(!text.contains("wrong-pw"), "{text}");
+}
+
+/// Hooks' `ctx.rate(kind)` reads the count across the nodes (what Redis answered to
+/// the command), not the node's own.
+#[test]
+fn hooks_read_the_shared_counts() {
+    let redis = Redis::start();
+    let hooks = tempfile::tempdir().unwrap();
+    let hook = hooks.path().join("mail.rhai");
+    std::fs::write(
+        &hook,
+        r#"fn mail(ctx) {
+            let n = ctx.rate("messages");
+            if ctx.rate("connections") != -1 { throw "no connection limit here"; }
+            if n > 2 { return defer(450, "4.7.1", "hook: message " + n + " this hour, slow down"); }
+            next()
+        }"#,
+    )
+    .unwrap();
+    let extra = format!(
+        "stage \"mail\" {{\n    hook \"{}\"\n}}\nrate-limits {{\n    messages 100 per=\"1h\"\n}}\n",
+        hook.display()
+    );
+    let a = node(&redis, "a", &extra);
+    let b = node(&redis, "b", &extra);
+    for port in [a.port, b.port] {
+        let mut c = Client::connect_from("127.0.0.10", port);
+        c.expect("220 ");
+        c.cmd("EHLO client.test", "250");
+        c.cmd("MAIL FROM:<a@src.test>", "250");
+    }
+    let mut c = Client::connect_from("127.0.0.10", a.port);
+    c.expect("220 ");
+    c.cmd("EHLO client.test", "250");
+    c.cmd(
+        "MAIL FROM:<a@src.test>",
+        "450 4.7.1 hook: message 3 this hour, slow down",
+    );
+}
