@@ -226,6 +226,14 @@ stage "data" {{
 /// the stock rules, no Redis, DNS to a dead port (fails fast), and the headers on
 /// for loopback clients too (`skip_local = false`).
 fn rspamd(dir: &Path, port: u16) -> Daemon {
+    rspamd_workers(dir, port, None)
+}
+
+/// [`rspamd`], and its normal worker (the HTTP protocol, `/checkv2`) on
+/// 127.0.0.1:`http` if given. Two test rules make its actions deterministic (its
+/// scores vary from run to run): a Subject containing `please mark` gets `add
+/// header`, `please defer` gets `soft reject` (with a message).
+fn rspamd_workers(dir: &Path, port: u16, http: Option<u16>) -> Daemon {
     use std::os::unix::fs::PermissionsExt;
     let run = dir.join("run");
     let local = dir.join("local/local.d");
@@ -258,8 +266,46 @@ worker "rspamd_proxy" {{
     count = 1;
     spam_header = "X-Spam";
 }}
-"#
+{normal}"#,
+            normal = match http {
+                Some(http) => format!(
+                    "worker \"normal\" {{\n    bind_socket = \"127.0.0.1:{http}\";\n    .include \"$CONFDIR/worker-normal.inc\"\n    count = 1;\n}}\n"
+                ),
+                None => String::new(),
+            }
         ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("local/rspamd.local.lua"),
+        r#"
+local function subject_has(task, what)
+  local s = task:get_header('Subject')
+  return s ~= nil and s:find(what, 1, true) ~= nil
+end
+rspamd_config.MTAD_TEST_MARK = {
+  callback = function(task)
+    if subject_has(task, 'please mark') then
+      task:set_pre_result('add header', 'marked by the test rule')
+      return true
+    end
+    return false
+  end,
+  score = 0.0,
+  priority = 10,
+}
+rspamd_config.MTAD_TEST_DEFER = {
+  callback = function(task)
+    if subject_has(task, 'please defer') then
+      task:set_pre_result('soft reject', 'Deferred by the test rule')
+      return true
+    end
+    return false
+  end,
+  score = 0.0,
+  priority = 10,
+}
+"#,
     )
     .unwrap();
     std::fs::write(
@@ -291,7 +337,8 @@ worker "rspamd_proxy" {{
         .expect("start rspamd");
     // the first start compiles the hyperscan databases: seconds on 2 cores
     let deadline = Instant::now() + Duration::from_secs(90);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    let listening = |p: u16| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok();
+    while !listening(port) || http.is_some_and(|h| !listening(h)) {
         if let Some(status) = child.try_wait().unwrap() {
             let log = std::fs::read_to_string(run.join("rspamd.log")).unwrap_or_default();
             panic!("rspamd exited before listening: {status}\n{log}");
@@ -405,6 +452,124 @@ stage "data" {{
         },
         "451 4.7.1",
     );
+}
+
+/// The same rspamd through its milter and through its HTTP protocol (`rspamd "NAME"
+/// "http://..."`), the same messages: GTUBE refused with rspamd's reply, a message
+/// rspamd marks (`add header` → `X-Spam: Yes`), one it defers (`soft reject` → 451),
+/// a clean one passing with rspamd's headers and our score header, which a data-stage
+/// rule sees; a forged score header from the client removed. Then rspamd's HTTP worker
+/// stopped in the middle of a load: every acknowledged message is queued, every later
+/// one gets the failure action.
+#[test]
+fn rspamd_over_http_answers_as_its_milter_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, http, milter_port) = (free_port(), free_port(), free_port());
+    let mut filter = rspamd_workers(dir.path(), port, Some(http));
+    let mtad = Mtad::start(&config_with(&format!(
+        r#"
+milter "rspamd-milter" "inet:127.0.0.1:{port}" content-timeout="60s"
+rspamd "rspamd-http" "http://127.0.0.1:{http}" content-timeout="60s"
+listen "mx" address="127.0.0.1:{{port}}" milters="rspamd-http"
+listen "mx-milter" address="127.0.0.1:{milter_port}" milters="rspamd-milter"
+stage "data" {{
+    // rspamd's verdict, added at the end of the message, is seen by the rules
+    hold sender="watched@example.test" header-matches="^X-Rspamd-Score: -?[0-9]+[.][0-9]+ / 15[.]00, action=no action$"
+    accept
+}}
+"#
+    )));
+    for (via, port) in [("http", mtad.port), ("milter", milter_port)] {
+        let http = via == "http";
+        let mut c = Client::connect(port);
+        c.expect("220");
+        c.cmd("EHLO client.test", "250");
+        // GTUBE: refused with rspamd's own reply, nothing queued
+        c.cmd("MAIL FROM:<alice@example.test>", "250 ");
+        c.cmd("RCPT TO:<bob@mx.test>", "250 ");
+        c.cmd("DATA", "354 ");
+        c.send(message("alice@example.test", &format!("gtube {via}"), GTUBE));
+        c.send(".\r\n");
+        let reply = c.expect("5");
+        assert!(reply.starts_with("554 5.7.1 Gtube pattern"), "{via}: {reply}");
+        // soft reject: 451 with rspamd's message (the proxy's as well)
+        c.cmd("MAIL FROM:<alice@example.test>", "250 ");
+        c.cmd("RCPT TO:<bob@mx.test>", "250 ");
+        c.cmd("DATA", "354 ");
+        c.send(message(
+            "alice@example.test",
+            &format!("please defer {via}"),
+            "Hello Bob.",
+        ));
+        c.send(".\r\n");
+        let reply = c.expect("4");
+        assert!(
+            reply.starts_with("451 4.7.1 Deferred by the test rule"),
+            "{via}: {reply}"
+        );
+        // add header: marked X-Spam: Yes, queued
+        c.send_message(
+            "alice@example.test",
+            &["bob@mx.test"],
+            &message(
+                "alice@example.test",
+                &format!("please mark {via}"),
+                "Hello Bob.",
+            ),
+        );
+        let (_, body) = queued_with_subject(&mtad, &format!("please mark {via}"));
+        assert_eq!(header(&body, "X-Spam").as_deref(), Some("Yes"), "{via}");
+        // clean (over HTTP with a forged score header): rspamd's headers, and ours
+        // replacing the forged one
+        let mut clean = message(
+            "watched@example.test",
+            &format!("clean {via}"),
+            "Hello Bob, see you tomorrow at the meeting.",
+        );
+        if http {
+            clean = clean.replacen(
+                "Subject:",
+                "X-Rspamd-Score: -50.00 / 15.00, action=no action\r\nSubject:",
+                1,
+            );
+        }
+        let id = c.send_message("watched@example.test", &["bob@mx.test"], &clean);
+        let (m, body) = queued_with_subject(&mtad, &format!("clean {via}"));
+        assert_eq!(m.id.to_string(), id);
+        let text = String::from_utf8_lossy(&body);
+        let status = header(&body, "X-Spam-Status").unwrap_or_else(|| panic!("{via}: {text}"));
+        assert!(status.starts_with("No"), "{via}: {status}");
+        assert_eq!(
+            header(&body, "X-Rspamd-Queue-Id").as_deref(),
+            Some(id.as_str()),
+            "{via}"
+        );
+        if http {
+            assert!(!text.contains("-50.00"), "the forged score stayed: {text}");
+            assert_eq!(text.matches("X-Rspamd-Score:").count(), 1, "{text}");
+            assert!(m.envelope.held, "the data stage's rule saw the score: held");
+        } else {
+            // the milter gives no score header: the rule did not match
+            assert!(!m.envelope.held);
+        }
+    }
+    let log = mtad.log();
+    assert!(
+        log.contains("milter-reject: END-OF-MESSAGE") && log.contains("Gtube pattern"),
+        "{log}"
+    );
+    assert!(log.contains("action=\"add header\""), "{log}");
+
+    // rspamd stopped in the middle of a load: 451, and nothing acknowledged lost
+    stop_mid_load(
+        &mtad,
+        || {
+            filter.stop();
+            wait_closed(http);
+        },
+        "451 4.7.1",
+    );
+    assert!(mtad.log().contains("milter failed milter=rspamd-http"));
 }
 
 /// Clients send messages on 4 connections at once while `stop` stops the filter: every
@@ -615,8 +780,8 @@ local-submission {{
 
 #[test]
 fn test_policy_records_what_the_milters_would_get() {
-    // nothing listens there: contacting it would fail the transaction (tempfail)
-    let port = free_port();
+    // nothing listens there: contacting either would fail the transaction (tempfail)
+    let (port, http) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("mtad.kdl");
     std::fs::write(
@@ -630,7 +795,8 @@ server {{
 milter "rspamd" "inet:127.0.0.1:{port}" {{
     macros "mail" "i {{mail_addr}} {{auth_authen}}"
 }}
-listen "mx" address="127.0.0.1:2525" milters="rspamd"
+rspamd "rspamd-http" "http://127.0.0.1:{http}"
+listen "mx" address="127.0.0.1:2525" milters="rspamd rspamd-http"
 stage "rcpt" {{
     accept
 }}
@@ -668,10 +834,14 @@ stage "rcpt" {{
         "{mail_addr}=a@b.test {auth_authen}=alice",
         "milter (not contacted): rspamd: RCPT <x@mx.test>; macros i=",
         "milter (not contacted): rspamd: END-OF-MESSAGE (1 headers, a 6-byte body); macros i=",
+        // rspamd over HTTP: only the message, with the request it would make
+        &format!("milter (not contacted): rspamd-http: POST http://127.0.0.1:{http}/checkv2 (Queue-Id: "),
+        "IP: 192.0.2.7, Helo: c.test, Hostname: unknown, User: alice, From: <a@b.test>, Rcpt: <x@mx.test>, MTA-Name: mx.test, MTA-Tag: mx; a 21-byte message)",
         "outcome: queued",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
+    assert!(!text.contains("rspamd-http: CONNECT"), "{text}");
 }
 
 /// The configuration snippets of docs/milters.md and docs/configuration.md's milter
