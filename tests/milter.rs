@@ -488,10 +488,17 @@ stage "data" {{
         c.cmd("MAIL FROM:<alice@example.test>", "250 ");
         c.cmd("RCPT TO:<bob@mx.test>", "250 ");
         c.cmd("DATA", "354 ");
-        c.send(message("alice@example.test", &format!("gtube {via}"), GTUBE));
+        c.send(message(
+            "alice@example.test",
+            &format!("gtube {via}"),
+            GTUBE,
+        ));
         c.send(".\r\n");
         let reply = c.expect("5");
-        assert!(reply.starts_with("554 5.7.1 Gtube pattern"), "{via}: {reply}");
+        assert!(
+            reply.starts_with("554 5.7.1 Gtube pattern"),
+            "{via}: {reply}"
+        );
         // soft reject: 451 with rspamd's message (the proxy's as well)
         c.cmd("MAIL FROM:<alice@example.test>", "250 ");
         c.cmd("RCPT TO:<bob@mx.test>", "250 ");
@@ -835,7 +842,9 @@ stage "rcpt" {{
         "milter (not contacted): rspamd: RCPT <x@mx.test>; macros i=",
         "milter (not contacted): rspamd: END-OF-MESSAGE (1 headers, a 6-byte body); macros i=",
         // rspamd over HTTP: only the message, with the request it would make
-        &format!("milter (not contacted): rspamd-http: POST http://127.0.0.1:{http}/checkv2 (Queue-Id: "),
+        &format!(
+            "milter (not contacted): rspamd-http: POST http://127.0.0.1:{http}/checkv2 (Queue-Id: "
+        ),
         "IP: 192.0.2.7, Helo: c.test, Hostname: unknown, User: alice, From: <a@b.test>, Rcpt: <x@mx.test>, MTA-Name: mx.test, MTA-Tag: mx; a 21-byte message)",
         "outcome: queued",
     ] {
@@ -845,7 +854,7 @@ stage "rcpt" {{
 }
 
 /// The configuration snippets of docs/milters.md and docs/configuration.md's milter
-/// section are valid.
+/// and rspamd sections are valid.
 #[test]
 fn documented_configuration_parses() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -856,7 +865,7 @@ fn documented_configuration_parses() {
             .split("```kdl\n")
             .skip(1)
             .map(|b| b.split("```").next().unwrap())
-            .filter(|b| b.contains("milter \""))
+            .filter(|b| b.contains("milter \"") || b.contains("rspamd \""))
         {
             let mut config =
                 "server {\n    hostname \"h.example.test\"\n    spool \"/tmp/x\"\n}\n".to_owned();

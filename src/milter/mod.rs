@@ -117,10 +117,16 @@ pub const KNOWN_MACROS: &[&str] = &[
 /// Where a filter listens: Postfix's `inet:host:port` or `unix:/path`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Address {
-    Inet { host: String, port: u16 },
+    Inet {
+        host: String,
+        port: u16,
+    },
     Unix(PathBuf),
     /// rspamd's HTTP worker (`http://host:port`; see [`rspamd::parse_url`]).
-    Http { host: String, port: u16 },
+    Http {
+        host: String,
+        port: u16,
+    },
 }
 
 /// A filter address that is neither `inet:host:port` nor `unix:/path`.

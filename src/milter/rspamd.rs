@@ -89,7 +89,10 @@ pub fn parse_url(s: &str) -> Result<(Address, String), super::InvalidAddress> {
     } else {
         path
     };
-    if path.bytes().any(|b| !b.is_ascii_graphic() || b == b'?' || b == b'#') {
+    if path
+        .bytes()
+        .any(|b| !b.is_ascii_graphic() || b == b'?' || b == b'#')
+    {
         return Err(bad("not a path"));
     }
     Ok((
@@ -313,8 +316,8 @@ pub fn parse_reply(
         return Err(ReplyError::TooLong(settings.max_reply));
     }
     let wire: Wire = serde_json::from_slice(body).map_err(|e| ReplyError::Json(e.to_string()))?;
-    let action =
-        Action::parse(&wire.action).ok_or_else(|| ReplyError::UnknownAction(reply_text(&wire.action)))?;
+    let action = Action::parse(&wire.action)
+        .ok_or_else(|| ReplyError::UnknownAction(reply_text(&wire.action)))?;
     if !wire.score.is_finite() || !wire.required_score.is_finite() {
         return Err(ReplyError::Score);
     }
@@ -387,7 +390,11 @@ pub fn parse_reply(
             }
         }
     }
-    for sig in wire.dkim_signature.map(OneOrMany::into_vec).unwrap_or_default() {
+    for sig in wire
+        .dkim_signature
+        .map(OneOrMany::into_vec)
+        .unwrap_or_default()
+    {
         let value = header_value(b'h', sig).map_err(bad)?;
         push(
             &mut changes,
@@ -522,7 +529,9 @@ pub async fn check(
         for (k, v) in request.headers() {
             builder = builder.header(k, v);
         }
-        let req = builder.body(Full::new(Bytes::from(message))).map_err(http)?;
+        let req = builder
+            .body(Full::new(Bytes::from(message)))
+            .map_err(http)?;
         let response = sender.send_request(req).await.map_err(http)?;
         let status = response.status();
         if status != hyper::StatusCode::OK {
@@ -626,7 +635,9 @@ mod tests {
     fn actions() {
         let v = |a: &str| {
             parse(
-                &format!(r#"{{"score":1,"required_score":15,"action":"{a}","subject":"[SPAM] hi"}}"#),
+                &format!(
+                    r#"{{"score":1,"required_score":15,"action":"{a}","subject":"[SPAM] hi"}}"#
+                ),
                 &[],
             )
             .unwrap()
@@ -709,7 +720,15 @@ mod tests {
             name: name.into(),
             value: String::new(),
         };
-        assert_eq!(&o.changes[..4], &[ch(2, "X-Other"), ch(2, "X-Spam"), ch(1, "X-Spam"), ch(2, "X-Third")]);
+        assert_eq!(
+            &o.changes[..4],
+            &[
+                ch(2, "X-Other"),
+                ch(2, "X-Spam"),
+                ch(1, "X-Spam"),
+                ch(2, "X-Third")
+            ]
+        );
         assert!(o.changes.contains(&Reply::InsertHeader {
             index: 0,
             name: "X-Spamd-Result".into(),

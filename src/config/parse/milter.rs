@@ -159,7 +159,11 @@ impl Parser {
                     if key == "score-header" && h.is_empty() {
                         settings.score_header = None;
                     } else if !valid || h.is_empty() {
-                        self.error(entry.span(), format!("`{h}` is not a header name"), "not a header name");
+                        self.error(
+                            entry.span(),
+                            format!("`{h}` is not a header name"),
+                            "not a header name",
+                        );
                         ok = false;
                     } else if key == "spam-header" {
                         settings.spam_header = h.to_owned();
