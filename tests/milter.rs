@@ -472,6 +472,10 @@ milter "rspamd-milter" "inet:127.0.0.1:{port}" content-timeout="60s"
 rspamd "rspamd-http" "http://127.0.0.1:{http}" content-timeout="60s"
 listen "mx" address="127.0.0.1:{{port}}" milters="rspamd-http"
 listen "mx-milter" address="127.0.0.1:{milter_port}" milters="rspamd-milter"
+local-submission {{
+    maildrop "{{dir}}/maildrop"
+    milters "rspamd-http"
+}}
 stage "data" {{
     // rspamd's verdict, added at the end of the message, is seen by the rules
     hold sender="watched@example.test" header-matches="^X-Rspamd-Score: -?[0-9]+[.][0-9]+ / 15[.]00, action=no action$"
@@ -560,6 +564,11 @@ stage "data" {{
             assert!(!m.envelope.held);
         }
     }
+    // the local submission: the same path
+    let body = submit_locally(&mtad, "please mark local");
+    assert_eq!(header(&body, "X-Spam").as_deref(), Some("Yes"));
+    let score = header(&body, "X-Rspamd-Score").unwrap_or_default();
+    assert!(score.ends_with("action=add header"), "{score}");
     let log = mtad.log();
     assert!(
         log.contains("milter-reject: END-OF-MESSAGE") && log.contains("Gtube pattern"),
@@ -728,6 +737,45 @@ listen "shutdown" address="127.0.0.1:{shutdown}" milters="shutdown"
     assert!(reply.starts_with("421 4.7.0"), "{reply}");
 }
 
+/// A message with Subject `subject` given to mtad's `sendmail` (local submission):
+/// the message as queued once the pickup took it.
+fn submit_locally(mtad: &Mtad, subject: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sendmail"))
+        .arg("-C")
+        .arg(&mtad.config)
+        .args(["-f", "alice@example.test", "bob@mx.test"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(message("alice@example.test", subject, "From a program.").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some((_, body)) = mtad
+            .queued()
+            .into_iter()
+            .find(|(_, b)| header(b, "Subject").as_deref() == Some(subject))
+        {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "not picked up:\n{}", mtad.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn local_submission_goes_through_its_milters() {
     let keys = tempfile::tempdir().unwrap();
@@ -746,40 +794,7 @@ local-submission {{
 }}
 "#
     )));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sendmail"))
-        .arg("-C")
-        .arg(&mtad.config)
-        .args(["-f", "alice@example.test", "bob@mx.test"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(message("alice@example.test", "local", "From a program.").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let body = loop {
-        if let Some((_, body)) = mtad
-            .queued()
-            .into_iter()
-            .find(|(_, b)| header(b, "Subject").as_deref() == Some("local"))
-        {
-            break body;
-        }
-        assert!(Instant::now() < deadline, "not picked up:\n{}", mtad.log());
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let body = submit_locally(&mtad, "local");
     let signature = header(&body, "DKIM-Signature")
         .unwrap_or_else(|| panic!("not signed:\n{}", String::from_utf8_lossy(&body)));
     assert!(signature.contains("d=example.test"), "{signature}");
