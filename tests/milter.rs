@@ -2,7 +2,8 @@
 //! OpenDKIM (signing for a listener named in its `MTA` list, verifying elsewhere),
 //! rspamd 3.4's proxy worker in milter mode (GTUBE refused, headers added that the
 //! data stage's rules see, a clean message passing), clamav-milter with clamd and a
-//! local signature (reject, quarantine, blackhole, its own tempfail), spamass-milter with
+//! local signature (reject, quarantine, blackhole, its own tempfail), rspamd over its HTTP
+//! protocol answering as its milter does, spamass-milter with
 //! spamd (reject, mark, redirect to a bucket), OpenDMARC (pass, and a refused failure),
 //! and what clients see when a
 //! filter is stopped in the middle of a load (nothing acknowledged is lost; the
@@ -1245,6 +1246,36 @@ fn clamav_milter_rejects_quarantines_and_discards_as_configured() {
             .any(|(_, b)| header(b, "Subject").as_deref() == Some("deferred"))
     );
     drop(milters);
+}
+
+/// clamav-milter stopped in the middle of a load, configured `on-failure="reject"` (a
+/// virus filter whose absence means mail must not be taken): every acknowledged
+/// message is queued, and once it is gone every client hears `550 5.7.1`.
+#[test]
+fn clamav_milter_stopped_mid_load_rejects_as_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clamd_port, milter_port) = (free_port(), free_port());
+    let _clamd = clamd(dir.path(), clamd_port);
+    let mut milter = clamav_milter(dir.path(), milter_port, clamd_port, "Reject");
+    let mtad = Mtad::start(&config_with(&format!(
+        r#"
+milter "clamav" "inet:127.0.0.1:{milter_port}" on-failure="reject" connect-timeout="2s"
+listen "mx" address="127.0.0.1:{{port}}" milters="clamav"
+"#
+    )));
+    stop_mid_load(
+        &mtad,
+        || {
+            milter.stop();
+            wait_closed(milter_port);
+        },
+        "550 5.7.1",
+    );
+    let log = mtad.log();
+    assert!(
+        log.contains("milter failed milter=clamav") && log.contains("on_failure=\"reject\""),
+        "{log}"
+    );
 }
 
 /// spamd (the shipped rules, no network tests) on 127.0.0.1:`port`, its helper home in
