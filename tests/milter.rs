@@ -1254,15 +1254,21 @@ fn clamav_milter_rejects_quarantines_and_discards_as_configured() {
 #[test]
 fn clamav_milter_stopped_mid_load_rejects_as_configured() {
     let dir = tempfile::tempdir().unwrap();
-    let (clamd_port, milter_port) = (free_port(), free_port());
+    let (clamd_port, milter_port, metrics) = (free_port(), free_port(), free_port());
     let _clamd = clamd(dir.path(), clamd_port);
     let mut milter = clamav_milter(dir.path(), milter_port, clamd_port, "Reject");
-    let mtad = Mtad::start(&config_with(&format!(
-        r#"
+    let mtad = Mtad::start(
+        &config_with(&format!(
+            r#"
 milter "clamav" "inet:127.0.0.1:{milter_port}" on-failure="reject" connect-timeout="2s"
 listen "mx" address="127.0.0.1:{{port}}" milters="clamav"
 "#
-    )));
+        ))
+        .replace(
+            "    spool \"{spool}\"\n",
+            &format!("    spool \"{{spool}}\"\n    metrics \"127.0.0.1:{metrics}\"\n"),
+        ),
+    );
     stop_mid_load(
         &mtad,
         || {
@@ -1276,6 +1282,12 @@ listen "mx" address="127.0.0.1:{{port}}" milters="clamav"
         log.contains("milter failed milter=clamav") && log.contains("on_failure=\"reject\""),
         "{log}"
     );
+    // each failure counted: at least the 12 sessions answered after the stop
+    let failures = sample(
+        &scrape(metrics),
+        r#"mtad_milter_failures_total{milter="clamav"}"#,
+    );
+    assert!(failures >= 12.0, "{failures}");
 }
 
 /// spamd (the shipped rules, no network tests) on 127.0.0.1:`port`, its helper home in

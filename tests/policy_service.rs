@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::peers::{Dnsmasq, dnsmasq_on_53};
-use common::{Mtad, free_port, require_tool};
+use common::{Mtad, free_port, require_tool, sample, scrape};
 
 const HEAD: &str = r#"
 server {
@@ -23,6 +23,14 @@ server {
 listen "mx" address="127.0.0.1:{port}"
 domains "local" "test.local"
 "#;
+
+/// [`HEAD`] with the metrics endpoint on 127.0.0.1:`port`.
+fn head_with_metrics(port: u16) -> String {
+    HEAD.replace(
+        "    spool \"{spool}\"\n",
+        &format!("    spool \"{{spool}}\"\n    metrics \"127.0.0.1:{port}\"\n"),
+    )
+}
 
 /// A child process killed (by its PID) and reaped on drop.
 struct Peer {
@@ -351,8 +359,9 @@ fn actions_apply_with_access_semantics() {
 #[test]
 fn a_server_that_is_down_gets_the_default_action() {
     let port = free_port(); // nothing listens there
+    let metrics = free_port();
     let mtad = Mtad::start(&format!(
-        r#"{HEAD}
+        r#"{}
 policy-service "down" address="inet:127.0.0.1:{port}"
 policy-service "lenient" address="inet:127.0.0.1:{port}" default-action="DUNNO"
 stage "rcpt" {{
@@ -360,7 +369,8 @@ stage "rcpt" {{
     check-policy-service "lenient"
     accept rcpt-domain="local"
 }}
-"#
+"#,
+        head_with_metrics(metrics)
     ));
     let mut c = session(&mtad, "a@sender.test");
     let r = c.cmd("RCPT TO:<u@test.local>", "451 ");
@@ -371,6 +381,23 @@ stage "rcpt" {{
     c.cmd("RCPT TO:<v@test.local>", "250 ");
     let log = mtad.log();
     assert!(log.contains("cannot connect to inet:127.0.0.1"), "{log}");
+    // counted, per service: the first RCPT asked "down" (its default decided), the
+    // second "lenient"
+    let m = scrape(metrics);
+    assert_eq!(
+        sample(
+            &m,
+            r#"mtad_policy_service_total{service="down",result="error"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"mtad_policy_service_total{service="lenient",result="error"}"#
+        ),
+        1.0
+    );
 }
 
 #[test]
@@ -378,7 +405,17 @@ fn a_server_that_hangs_meets_the_deadline() {
     // accepts and never answers
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
-    let mtad = asking_at_rcpt(&format!(r#"address="inet:127.0.0.1:{port}" timeout="1s""#));
+    let metrics = free_port();
+    let mtad = Mtad::start(&format!(
+        r#"{}
+policy-service "p" address="inet:127.0.0.1:{port}" timeout="1s"
+stage "rcpt" {{
+    check-policy-service "p"
+    accept rcpt-domain="local"
+}}
+"#,
+        head_with_metrics(metrics)
+    ));
     let mut c = session(&mtad, "a@sender.test");
     let started = Instant::now();
     c.cmd(
@@ -391,6 +428,14 @@ fn a_server_that_hangs_meets_the_deadline() {
     // the session goes on
     c.cmd("NOOP", "250");
     drop(silent);
+    let m = scrape(metrics);
+    assert_eq!(
+        sample(
+            &m,
+            r#"mtad_policy_service_total{service="p",result="timeout"}"#
+        ),
+        1.0
+    );
 }
 
 #[test]
@@ -496,8 +541,9 @@ fn dnsbl_refuses_a_listed_client_with_the_txt_and_passes_an_allowlisted_one() {
         &slow,
         "--host-record=spam.example.rhs.test,127.0.0.2",
     ]);
+    let metrics = free_port();
     let mtad = Mtad::start(&format!(
-        r#"{HEAD}
+        r#"{}
 delivery {{
     queue-only #true
     dns-server "{}"
@@ -516,6 +562,7 @@ stage "rcpt" {{
     accept rcpt-domain="local"
 }}
 "#,
+        head_with_metrics(metrics),
         dns.addr
     ));
     let mut listed = common::Client::connect_from("127.0.0.2", mtad.port);
@@ -543,6 +590,21 @@ stage "rcpt" {{
     c.cmd("RCPT TO:<slow@test.local>", "451 4.7.1 ");
     let log = mtad.log();
     assert!(log.contains("DNS list cannot answer"), "{log}");
+    // every zone asked is counted: rbl asks bl.test and allow.test for each of the
+    // four clients (127.0.0.2 and .3 and .4 are listed in bl.test, .3 in allow.test);
+    // rhs asks rhs.test twice; the silent zone times out
+    let m = scrape(metrics);
+    let count = |list: &str, result: &str| {
+        sample(
+            &m,
+            &format!(r#"mtad_dnsbl_queries_total{{list="{list}",result="{result}"}}"#),
+        )
+    };
+    assert_eq!(count("rbl", "listed"), 4.0);
+    assert_eq!(count("rbl", "not_listed"), 4.0);
+    assert_eq!(count("rhs", "listed"), 1.0);
+    assert_eq!(count("rhs", "not_listed"), 1.0);
+    assert_eq!(count("slow", "timeout"), 1.0);
 }
 
 #[test]

@@ -258,6 +258,7 @@ impl Session {
         let slot = &mut self.milters[i];
         let action = slot.spec.on_failure;
         warn!(milter = %slot.spec.name, address = %slot.spec.address, error = %err, on_failure = action.name(), "milter failed");
+        crate::metrics::get().milter_failed(&slot.spec.name);
         crate::mail!(
             Agent::Smtpd,
             WARN,

@@ -173,6 +173,12 @@ impl Services {
             let client = client.clone();
             block_on(async move { client.ask(&request).await }, limit)
         };
+        let result = match &asked {
+            Some(Ok(_)) => "answered",
+            Some(Err(client::ServiceError::Timeout { .. })) | None => "timeout",
+            Some(Err(_)) => "error",
+        };
+        crate::metrics::get().policy_service(name, result);
         let (action, error) = match asked {
             Some(Ok(action)) => (action, None),
             Some(Err(e)) => (client.settings.default_action.clone(), Some(e.to_string())),
@@ -243,7 +249,10 @@ impl Services {
         };
         match answer {
             Some(a) => a.map(Some),
-            None => Err(unknown(format!("no answer within {:?}", list.timeout))),
+            None => {
+                crate::metrics::get().dnsbl_query(name, "timeout");
+                Err(unknown(format!("no answer within {:?}", list.timeout)))
+            }
         }
     }
 
