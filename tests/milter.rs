@@ -909,9 +909,19 @@ fn documented_configuration_parses() {
 /// `RCPT TO:<tempfail@...>` (tempfail) and `<full@...>` (its own 452), and at the end
 /// of the message what the Subject asks for.
 fn scripted_milter() -> u16 {
+    scripted_milter_recording().0
+}
+
+/// Macros a milter was sent: `(command, name, value)`, in order.
+type Recorded = std::sync::Arc<std::sync::Mutex<Vec<(char, String, String)>>>;
+
+/// [`scripted_milter`], and the macros it was sent.
+fn scripted_milter_recording() -> (u16, Recorded) {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let recorded = Recorded::default();
+    let record = recorded.clone();
     fn packet(code: u8, data: &[u8]) -> Vec<u8> {
         let mut out = ((data.len() + 1) as u32).to_be_bytes().to_vec();
         out.push(code);
@@ -921,6 +931,7 @@ fn scripted_milter() -> u16 {
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut s) = conn else { return };
+            let record = record.clone();
             std::thread::spawn(move || {
                 let mut subject = String::new();
                 loop {
@@ -941,7 +952,21 @@ fn scripted_milter() -> u16 {
                             n.extend_from_slice(&0u32.to_be_bytes());
                             packet(b'O', &n)
                         }
-                        b'D' | b'A' => continue,
+                        b'D' => {
+                            let mut parts = data[1..].split(|&b| b == 0);
+                            while let (Some(name), Some(value)) = (parts.next(), parts.next()) {
+                                if name.is_empty() {
+                                    break;
+                                }
+                                record.lock().unwrap().push((
+                                    data[0] as char,
+                                    String::from_utf8_lossy(name).into_owned(),
+                                    String::from_utf8_lossy(value).into_owned(),
+                                ));
+                            }
+                            continue;
+                        }
+                        b'A' => continue,
                         b'Q' => return,
                         b'R' if text.starts_with("<tempfail@") => packet(b't', b""),
                         b'R' if text.starts_with("<full@") => {
@@ -1001,7 +1026,90 @@ fn scripted_milter() -> u16 {
             });
         }
     });
-    port
+    (port, recorded)
+}
+
+/// The macros Postfix gives that need the session's AUTH and the route stage:
+/// `{auth_type}` (the SASL mechanism), `{auth_author}` (MAIL FROM's `AUTH=`, xtext
+/// decoded, from an authenticated client only), `{mail_mailer}`/`{mail_host}` and
+/// `{rcpt_mailer}`/`{rcpt_host}` (the transport and next hop the route stage gives
+/// the address), sent by the real session to a milter that records them.
+#[test]
+fn auth_and_route_macros_have_their_values() {
+    let (port, recorded) = scripted_milter_recording();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("users.passwd"), "alice:{PLAIN}secret-pw\n").unwrap();
+    let spool = dir.path().join("spool");
+    let mtad = Mtad::start_in(
+        dir,
+        spool,
+        &config_with(&format!(
+            r#"
+milter "scripted" "inet:127.0.0.1:{port}"
+users "u" file="{{dir}}/users.passwd"
+listen "mx" address="127.0.0.1:{{port}}" milters="scripted" auth="offered" auth-plaintext=#true users="u"
+stage "route" {{
+    transport "mx.test" "lmtp:[127.0.0.1]:24"
+}}
+"#
+        )),
+    );
+    let macros = |cmd: char| -> Vec<(String, String)> {
+        recorded
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(c, _, _)| *c == cmd)
+            .map(|(_, n, v)| (n.clone(), v.clone()))
+            .collect()
+    };
+    let has = |cmd: char, name: &str, value: &str| {
+        let got = macros(cmd);
+        assert!(
+            got.iter().any(|(n, v)| n == name && v == value),
+            "no {name}={value} at {cmd}: {got:?}"
+        );
+    };
+    // without AUTH: none of the AUTH macros, but the route's
+    let mut c = mtad.session();
+    c.cmd("EHLO client.test", "250");
+    c.cmd("MAIL FROM:<alice@example.test> AUTH=<>", "250 ");
+    c.cmd("RCPT TO:<bob@mx.test>", "250 ");
+    has('M', "{mail_mailer}", "smtp");
+    has('M', "{mail_host}", "example.test");
+    has('R', "{rcpt_mailer}", "lmtp");
+    has('R', "{rcpt_host}", "[127.0.0.1]:24");
+    assert!(
+        !macros('M').iter().any(|(n, _)| n.starts_with("{auth_")),
+        "{:?}",
+        macros('M')
+    );
+    c.cmd("QUIT", "221");
+    recorded.lock().unwrap().clear();
+    // with AUTH
+    let mut c = mtad.session();
+    c.cmd("EHLO client.test", "250");
+    c.cmd(
+        &format!("AUTH PLAIN {}", base64_plain("alice", "secret-pw")),
+        "235 ",
+    );
+    c.cmd(
+        "MAIL FROM:<alice@example.test> AUTH=alice+2Bx@example.test",
+        "250 ",
+    );
+    c.cmd("RCPT TO:<carol@elsewhere.test>", "250 ");
+    has('M', "{auth_type}", "PLAIN");
+    has('M', "{auth_authen}", "alice");
+    has('M', "{auth_author}", "alice+x@example.test");
+    // no route rule for elsewhere.test: the default route, its MX
+    has('R', "{rcpt_mailer}", "smtp");
+    has('R', "{rcpt_host}", "elsewhere.test");
+}
+
+/// `\0user\0password`, base64: SASL PLAIN's initial response.
+fn base64_plain(user: &str, password: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"))
 }
 
 #[test]

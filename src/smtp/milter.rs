@@ -216,6 +216,12 @@ impl Session {
         if let Some(user) = &self.auth_user {
             v.insert("{auth_authen}", user.clone());
         }
+        if let Some(method) = self.sasl_method {
+            v.insert("{auth_type}", method.to_owned());
+        }
+        if let Some(author) = &self.tx.auth_author {
+            v.insert("{auth_author}", author.clone());
+        }
         if let Some(tls) = &self.tls {
             v.insert("{tls_version}", tls.protocol.clone());
             v.insert("{cipher}", tls.cipher.clone());
@@ -235,10 +241,40 @@ impl Session {
                 }
                 None => {
                     v.insert("{rcpt_addr}", addr.to_owned());
+                    let (mailer, host) = self.resolved(addr);
+                    v.insert("{rcpt_mailer}", mailer);
+                    v.insert("{rcpt_host}", host);
                 }
             }
         }
         v
+    }
+
+    /// `{mail_mailer}`/`{rcpt_mailer}` and `{mail_host}`/`{rcpt_host}` for `address`:
+    /// the transport kind and next hop the route stage gives it now (Postfix resolves
+    /// the address the same way, through its transport maps): `smtp` and
+    /// `[10.0.0.5]:25` or the domain (MX), `lmtp` and its target, `local` and
+    /// `virtual` with our hostname, `error` with the status of a refusal.
+    fn resolved(&self, address: &str) -> (String, String) {
+        let route = self.policy.route(&crate::policy::Context {
+            rcpt: Some(address),
+            ..self.policy_context()
+        });
+        match route {
+            crate::policy::Route::To { transport, .. } => {
+                let kind = transport.kind();
+                let shown = transport.to_string();
+                let host = match shown.split_once(':') {
+                    Some((_, hop)) if !matches!(kind, "virtual") => hop.to_owned(),
+                    _ => self.listen.settings.hostname.clone(),
+                };
+                (kind.to_owned(), host)
+            }
+            crate::policy::Route::Refused { reply, .. } => {
+                let [a, b, c] = reply.enhanced;
+                ("error".to_owned(), format!("{a}.{b}.{c}"))
+            }
+        }
     }
 
     /// Whether this session's client talks to milters at all.
@@ -298,7 +334,14 @@ impl Session {
             }),
             _ => None,
         };
-        let values = self.macro_values(rcpt.as_ref().map(|(a, r)| (a.as_str(), r.as_deref())));
+        let mut values = self.macro_values(rcpt.as_ref().map(|(a, r)| (a.as_str(), r.as_deref())));
+        if let Event::Mail(_) = event
+            && let Some(sender) = self.tx.sender.clone().filter(|s| !s.is_empty())
+        {
+            let (mailer, host) = self.resolved(&sender);
+            values.insert("{mail_mailer}", mailer);
+            values.insert("{mail_host}", host);
+        }
         let rejected_rcpt = matches!(
             event,
             Event::Rcpt {
