@@ -779,6 +779,114 @@ stage "rcpt" {{
     );
 }
 
+/// A suite says what a policy service answers (`policy-service "NAME" "ACTION"`, in
+/// a case or for the whole file): the answer is applied as a live one (greylisting's
+/// DEFER_IF_PERMIT, a PREPEND, a reject), and the service is still not contacted.
+#[test]
+fn a_suite_gives_a_policy_services_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mtad.kdl");
+    // a recorder that answers OK to anything: a case that reached it would pass
+    let rec = Recorder::start(&["OK"]);
+    std::fs::write(
+        &config,
+        format!(
+            r#"server {{
+    hostname "mx.test.local"
+    spool "{}"
+}}
+listen "mx" address="127.0.0.1:2525"
+domains "local" "test.local"
+policy-service "grey" address="inet:127.0.0.1:{}"
+stage "rcpt" {{
+    check-policy-service "grey"
+    accept rcpt-domain="local"
+}}
+"#,
+            dir.path().join("spool").display(),
+            rec.port
+        ),
+    )
+    .unwrap();
+    let suite = dir.path().join("grey.kdl");
+    std::fs::write(
+        &suite,
+        r#"policy-service "grey" "DUNNO"
+case "greylisted" {
+    client "192.0.2.1"
+    from "a@example.org"
+    rcpt "u@test.local"
+    policy-service "grey" "DEFER_IF_PERMIT Greylisted, see http://grey.test/"
+    expect "rcpt" "defer" reply="450 4.7.1"
+}
+case "a refusal" {
+    client "192.0.2.1"
+    from "a@example.org"
+    rcpt "u@test.local"
+    policy-service "grey" "550 5.7.23 SPF fail"
+    expect "rcpt" "reject" reply="550 5.7.23"
+}
+case "the file's answer" {
+    client "192.0.2.1"
+    from "a@example.org"
+    rcpt "u@test.local"
+    expect "rcpt" "accept"
+    outcome "queued"
+}
+"#,
+    )
+    .unwrap();
+    let run = |suite: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mtactl"))
+            .args(["test-policy", "--config"])
+            .arg(&config)
+            .arg(suite)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (code, report) = run(&suite);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(rec.requests().is_empty(), "the service was contacted");
+    // a wrong expectation fails: the answer really decided
+    let wrong = dir.path().join("wrong.kdl");
+    std::fs::write(
+        &wrong,
+        r#"case "greylisted, expected to pass" {
+    client "192.0.2.1"
+    from "a@example.org"
+    rcpt "u@test.local"
+    policy-service "grey" "DEFER_IF_PERMIT Greylisted"
+    expect "rcpt" "accept"
+}
+"#,
+    )
+    .unwrap();
+    let (code, report) = run(&wrong);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(report.contains("Greylisted"), "{report}");
+    // a fixture without its answer: an error at its place
+    let broken = dir.path().join("broken.kdl");
+    std::fs::write(
+        &broken,
+        "case \"broken\" {\n    client \"192.0.2.1\"\n    rcpt \"u@test.local\"\n    policy-service \"grey\"\n}\n",
+    )
+    .unwrap();
+    let (code, report) = run(&broken);
+    assert_ne!(code, Some(0), "{report}");
+    assert!(
+        report.contains("broken.kdl:4:5: expected policy-service \"NAME\" \"ACTION\""),
+        "{report}"
+    );
+}
+
 /// docs/configuration.md's `policy-service` and `dnsbl` examples are valid
 /// configurations (`mtactl check`).
 #[test]
