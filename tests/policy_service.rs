@@ -796,10 +796,10 @@ fn a_suite_gives_a_policy_services_answer() {
     spool "{}"
 }}
 listen "mx" address="127.0.0.1:2525"
-domains "local" "test.local"
-policy-service "grey" address="inet:127.0.0.1:{}"
+domains "local" "test.local" "example.test"
+policy-service "postgrey" address="inet:127.0.0.1:{}"
 stage "rcpt" {{
-    check-policy-service "grey"
+    check-policy-service "postgrey"
     accept rcpt-domain="local"
 }}
 "#,
@@ -811,19 +811,19 @@ stage "rcpt" {{
     let suite = dir.path().join("grey.kdl");
     std::fs::write(
         &suite,
-        r#"policy-service "grey" "DUNNO"
+        r#"policy-service "postgrey" "DUNNO"
 case "greylisted" {
     client "192.0.2.1"
     from "a@example.org"
     rcpt "u@test.local"
-    policy-service "grey" "DEFER_IF_PERMIT Greylisted, see http://grey.test/"
+    policy-service "postgrey" "DEFER_IF_PERMIT Greylisted, see http://grey.test/"
     expect "rcpt" "defer" reply="450 4.7.1"
 }
 case "a refusal" {
     client "192.0.2.1"
     from "a@example.org"
     rcpt "u@test.local"
-    policy-service "grey" "550 5.7.23 SPF fail"
+    policy-service "postgrey" "550 5.7.23 SPF fail"
     expect "rcpt" "reject" reply="550 5.7.23"
 }
 case "the file's answer" {
@@ -854,6 +854,17 @@ case "the file's answer" {
     };
     let (code, report) = run(&suite);
     assert_eq!(code, Some(0), "{report}");
+    // docs/test-policy.md's case passes too
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/test-policy.md"))
+        .unwrap();
+    let at = docs
+        .find("case \"postgrey defers a first attempt\"")
+        .unwrap();
+    let documented = dir.path().join("documented.kdl");
+    std::fs::write(&documented, &docs[at..at + docs[at..].find("```").unwrap()]).unwrap();
+    let (code, report) = run(&documented);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(report.contains("1 passed, 0 failed"), "{report}");
     assert!(rec.requests().is_empty(), "the service was contacted");
     // a wrong expectation fails: the answer really decided
     let wrong = dir.path().join("wrong.kdl");
@@ -863,7 +874,7 @@ case "the file's answer" {
     client "192.0.2.1"
     from "a@example.org"
     rcpt "u@test.local"
-    policy-service "grey" "DEFER_IF_PERMIT Greylisted"
+    policy-service "postgrey" "DEFER_IF_PERMIT Greylisted"
     expect "rcpt" "accept"
 }
 "#,
