@@ -280,32 +280,23 @@ worker "rspamd_proxy" {{
     std::fs::write(
         dir.join("local/rspamd.local.lua"),
         r#"
-local function subject_has(task, what)
-  local s = task:get_header('Subject')
-  return s ~= nil and s:find(what, 1, true) ~= nil
+-- a Subject containing `what` gets `action` with `message`, whatever the score
+local function rule(name, what, action, message)
+  rspamd_config[name] = {
+    callback = function(task)
+      local s = task:get_header('Subject')
+      if s ~= nil and s:find(what, 1, true) ~= nil then
+        task:set_pre_result(action, message)
+        return true
+      end
+      return false
+    end,
+    score = 0.0,
+    priority = 10,
+  }
 end
-rspamd_config.MTAD_TEST_MARK = {
-  callback = function(task)
-    if subject_has(task, 'please mark') then
-      task:set_pre_result('add header', 'marked by the test rule')
-      return true
-    end
-    return false
-  end,
-  score = 0.0,
-  priority = 10,
-}
-rspamd_config.MTAD_TEST_DEFER = {
-  callback = function(task)
-    if subject_has(task, 'please defer') then
-      task:set_pre_result('soft reject', 'Deferred by the test rule')
-      return true
-    end
-    return false
-  end,
-  score = 0.0,
-  priority = 10,
-}
+rule('MTAD_TEST_MARK', 'please mark', 'add header', 'marked by the test rule')
+rule('MTAD_TEST_DEFER', 'please defer', 'soft reject', 'Deferred by the test rule')
 "#,
     )
     .unwrap();

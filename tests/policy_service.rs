@@ -712,29 +712,20 @@ stage "rcpt" {{
 #[test]
 fn the_dry_run_answers_dns_lists_from_its_records_and_asks_no_policy_service() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("mtad.kdl");
     let closed = free_port();
-    std::fs::write(
-        &config,
-        format!(
-            r#"server {{
-    hostname "mx.test.local"
-    spool "{}"
-}}
-listen "mx" address="127.0.0.1:2525"
-domains "local" "test.local"
-policy-service "grey" address="inet:127.0.0.1:{closed}"
+    let config = dry_run_config(
+        dir.path(),
+        &format!(
+            r#"policy-service "grey" address="inet:127.0.0.1:{closed}"
 dnsbl "rbl" "bl.test=127.0.0.[2..11]"
 stage "rcpt" {{
     reject-dnsbl "rbl"
     check-policy-service "grey"
     accept rcpt-domain="local"
 }}
-"#,
-            dir.path().join("spool").display()
+"#
         ),
-    )
-    .unwrap();
+    );
     let dns = dir.path().join("dns.kdl");
     std::fs::write(
         &dns,
@@ -779,35 +770,44 @@ stage "rcpt" {{
     );
 }
 
+/// `DIR/mtad.kdl` for dry runs: the server, a listener, the domain `test.local` as
+/// `local`, then `rest`.
+fn dry_run_config(dir: &Path, rest: &str) -> PathBuf {
+    let config = dir.join("mtad.kdl");
+    std::fs::write(
+        &config,
+        format!(
+            "server {{\n    hostname \"mx.test.local\"\n    spool \"{}\"\n}}\n\
+             listen \"mx\" address=\"127.0.0.1:2525\"\ndomains \"local\" \"test.local\"\n{rest}",
+            dir.join("spool").display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
 /// A suite says what a policy service answers (`policy-service "NAME" "ACTION"`, in
 /// a case or for the whole file): the answer is applied as a live one (greylisting's
 /// DEFER_IF_PERMIT, a PREPEND, a reject), and the service is still not contacted.
 #[test]
 fn a_suite_gives_a_policy_services_answer() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("mtad.kdl");
     // a recorder that answers OK to anything: a case that reached it would pass
     let rec = Recorder::start(&["OK"]);
-    std::fs::write(
-        &config,
-        format!(
-            r#"server {{
-    hostname "mx.test.local"
-    spool "{}"
-}}
-listen "mx" address="127.0.0.1:2525"
-domains "local" "test.local" "example.test"
+    let config = dry_run_config(
+        dir.path(),
+        &format!(
+            r#"domains "docs" "example.test"
 policy-service "postgrey" address="inet:127.0.0.1:{}"
 stage "rcpt" {{
     check-policy-service "postgrey"
     accept rcpt-domain="local"
+    accept rcpt-domain="docs"
 }}
 "#,
-            dir.path().join("spool").display(),
             rec.port
         ),
-    )
-    .unwrap();
+    );
     let suite = dir.path().join("grey.kdl");
     std::fs::write(
         &suite,

@@ -304,6 +304,16 @@ fn reply_text(s: &str) -> String {
     t.trim().to_owned()
 }
 
+/// The change that deletes the `index`-th header `name` (a milter's change to an
+/// empty value).
+fn deletion(name: &str, index: u32) -> Reply {
+    Reply::ChangeHeader {
+        index,
+        name: name.to_owned(),
+        value: String::new(),
+    }
+}
+
 /// Reads a `/checkv2` reply body and makes it a milter's answer. `headers`: the
 /// message's headers as rspamd saw them (for `remove_headers`' indexes and the score
 /// header's old copies).
@@ -355,14 +365,7 @@ pub fn parse_reply(
             };
             for index in indexes {
                 let index = u32::try_from(index).map_err(|_| ReplyError::TooManyChanges)?;
-                push(
-                    &mut changes,
-                    Reply::ChangeHeader {
-                        index,
-                        name: name.clone(),
-                        value: String::new(),
-                    },
-                )?;
+                push(&mut changes, deletion(&name, index))?;
             }
         }
     }
@@ -407,14 +410,7 @@ pub fn parse_reply(
     }
     if let Some(name) = &settings.score_header {
         for index in (1..=count(name) as u32).rev() {
-            push(
-                &mut changes,
-                Reply::ChangeHeader {
-                    index,
-                    name: name.clone(),
-                    value: String::new(),
-                },
-            )?;
+            push(&mut changes, deletion(name, index))?;
         }
         push(
             &mut changes,
