@@ -144,6 +144,17 @@ fn send_queued(mtad: &Mtad, from: &str, data: &str) -> (mtad::queue::QueuedMessa
         .expect("queued")
 }
 
+/// Sends `data` from alice@example.test to bob@mx.test on `c` (after EHLO) and
+/// returns the reply to its end, which must start with `class` (a refusal: `4`, `5`).
+fn refused_message(c: &mut Client, data: &str, class: &str) -> String {
+    c.cmd("MAIL FROM:<alice@example.test>", "250 ");
+    c.cmd("RCPT TO:<bob@mx.test>", "250 ");
+    c.cmd("DATA", "354 ");
+    c.send(data);
+    c.send(".\r\n");
+    c.expect(class)
+}
+
 /// The configuration every test here starts from: the server `mx.test`, every
 /// recipient accepted, and `rest` (milters, listeners, rules).
 fn config_with(rest: &str) -> String {
@@ -367,12 +378,7 @@ stage "data" {{
     // GTUBE: refused with rspamd's own reply, nothing queued
     let mut c = mtad.session();
     c.cmd("EHLO client.test", "250");
-    c.cmd("MAIL FROM:<alice@example.test>", "250 ");
-    c.cmd("RCPT TO:<bob@mx.test>", "250 ");
-    c.cmd("DATA", "354 ");
-    c.send(message("alice@example.test", "gtube", GTUBE));
-    c.send(".\r\n");
-    let reply = c.expect("5");
+    let reply = refused_message(&mut c, &message("alice@example.test", "gtube", GTUBE), "5");
     assert!(reply.starts_with("554 5.7.1 Gtube pattern"), "{reply}");
     assert!(mtad.queued().is_empty());
     let log = mtad.wait_log("milter-reject: END-OF-MESSAGE", 1, Duration::from_secs(5));
@@ -481,31 +487,19 @@ stage "data" {{
         c.expect("220");
         c.cmd("EHLO client.test", "250");
         // GTUBE: refused with rspamd's own reply, nothing queued
-        c.cmd("MAIL FROM:<alice@example.test>", "250 ");
-        c.cmd("RCPT TO:<bob@mx.test>", "250 ");
-        c.cmd("DATA", "354 ");
-        c.send(message(
-            "alice@example.test",
-            &format!("gtube {via}"),
-            GTUBE,
-        ));
-        c.send(".\r\n");
-        let reply = c.expect("5");
+        let gtube = message("alice@example.test", &format!("gtube {via}"), GTUBE);
+        let reply = refused_message(&mut c, &gtube, "5");
         assert!(
             reply.starts_with("554 5.7.1 Gtube pattern"),
             "{via}: {reply}"
         );
         // soft reject: 451 with rspamd's message (the proxy's as well)
-        c.cmd("MAIL FROM:<alice@example.test>", "250 ");
-        c.cmd("RCPT TO:<bob@mx.test>", "250 ");
-        c.cmd("DATA", "354 ");
-        c.send(message(
+        let defer = message(
             "alice@example.test",
             &format!("please defer {via}"),
             "Hello Bob.",
-        ));
-        c.send(".\r\n");
-        let reply = c.expect("4");
+        );
+        let reply = refused_message(&mut c, &defer, "4");
         assert!(
             reply.starts_with("451 4.7.1 Deferred by the test rule"),
             "{via}: {reply}"
@@ -1459,12 +1453,7 @@ listen "redirect" address="127.0.0.1:{redirect_listener}" milters="sa-redirect"
     // -r 15: GTUBE (score 1000) refused with spamass-milter's reply
     let mut c = mtad.session();
     c.cmd("EHLO client.test", "250");
-    c.cmd("MAIL FROM:<alice@example.test>", "250 ");
-    c.cmd("RCPT TO:<bob@mx.test>", "250 ");
-    c.cmd("DATA", "354 ");
-    c.send(gtube("gtube"));
-    c.send(".\r\n");
-    let reply = c.expect("5");
+    let reply = refused_message(&mut c, &gtube("gtube"), "5");
     assert!(
         reply.starts_with("550 5.7.1 Blocked by SpamAssassin"),
         "{reply}"

@@ -32,6 +32,14 @@ fn head_with_metrics(port: u16) -> String {
     )
 }
 
+/// `mtad_policy_service_total{service, result}` from the metrics endpoint on `port`.
+fn asked(port: u16, service: &str, result: &str) -> f64 {
+    sample(
+        &scrape(port),
+        &format!(r#"mtad_policy_service_total{{service="{service}",result="{result}"}}"#),
+    )
+}
+
 /// A child process killed (by its PID) and reaped on drop.
 struct Peer {
     child: Child,
@@ -383,21 +391,8 @@ stage "rcpt" {{
     assert!(log.contains("cannot connect to inet:127.0.0.1"), "{log}");
     // counted, per service: the first RCPT asked "down" (its default decided), the
     // second "lenient"
-    let m = scrape(metrics);
-    assert_eq!(
-        sample(
-            &m,
-            r#"mtad_policy_service_total{service="down",result="error"}"#
-        ),
-        1.0
-    );
-    assert_eq!(
-        sample(
-            &m,
-            r#"mtad_policy_service_total{service="lenient",result="error"}"#
-        ),
-        1.0
-    );
+    assert_eq!(asked(metrics, "down", "error"), 1.0);
+    assert_eq!(asked(metrics, "lenient", "error"), 1.0);
 }
 
 #[test]
@@ -428,14 +423,7 @@ stage "rcpt" {{
     // the session goes on
     c.cmd("NOOP", "250");
     drop(silent);
-    let m = scrape(metrics);
-    assert_eq!(
-        sample(
-            &m,
-            r#"mtad_policy_service_total{service="p",result="timeout"}"#
-        ),
-        1.0
-    );
+    assert_eq!(asked(metrics, "p", "timeout"), 1.0);
 }
 
 #[test]
