@@ -764,6 +764,22 @@ mod tests {
         assert_eq!(parse(&long, &[]), Err(ReplyError::TooLong(1 << 20)));
     }
 
+    /// The fuzz target's seeds are replies rspamd gives, each read without error.
+    #[test]
+    fn the_fuzz_seeds_parse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/rspamd_reply");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let body = std::fs::read(&path).unwrap();
+            let headers = [("X-Spam".to_owned(), "Yes".to_owned())];
+            parse_reply(&body, &Settings::default(), &headers)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+        assert!(n >= 8, "{n} seeds");
+    }
+
     #[test]
     fn reply_texts_are_made_safe() {
         let o = parse(
