@@ -159,7 +159,7 @@ fn refused_message(c: &mut Client, data: &str, class: &str) -> String {
 /// recipient accepted, and `rest` (milters, listeners, rules).
 fn config_with(rest: &str) -> String {
     format!(
-        "server {{\n    hostname \"mx.test\"\n    spool \"{{spool}}\"\n}}\nstage \"rcpt\" {{\n    accept\n}}\n{rest}"
+        "server {{\n    hostname \"mx.test\"\n    spool \"{{spool}}\"\n}}\nstage \"rcpt\" {{\n    accept open-relay=\"intended\"\n}}\n{rest}"
     )
 }
 
@@ -806,7 +806,7 @@ milter "rspamd" "inet:127.0.0.1:{port}" {{
 rspamd "rspamd-http" "http://127.0.0.1:{http}"
 listen "mx" address="127.0.0.1:2525" milters="rspamd rspamd-http"
 stage "rcpt" {{
-    accept
+    accept open-relay="intended"
 }}
 "#
         ),
