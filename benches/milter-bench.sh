@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Relay throughput through a milter (rspamd 3.4's proxy worker, self-scanning), mtad
-# against Postfix, in the same run with the same rspamd (issue 21's benchmark):
+# against Postfix, in the same run with the same rspamd (issue 21's benchmark), and
+# mtad asking the same rspamd over its HTTP protocol instead (its normal worker):
 #
 #   postfix          : smtp-source -> Postfix -> smtp-sink
 #   postfix+rspamd   : smtp-source -> Postfix (smtpd_milters = rspamd) -> smtp-sink
 #   mtad             : smtp-source -> mtad -> smtp-sink
-#   mtad+rspamd      : smtp-source -> mtad (milters="rspamd") -> smtp-sink
+#   mtad+rspamd      : smtp-source -> mtad (milters="rspamd", the milter) -> smtp-sink
+#   mtad+rspamd-http : smtp-source -> mtad (rspamd "..." "http://...": /checkv2) -> smtp-sink
+#
+# rspamd runs two proxy workers and two normal workers, so each path has the same
+# number of scanning processes.
 #
 # Two loads: 1 session (the added latency per message: 1/rate with the milter minus
 # 1/rate without) and S sessions (throughput).
@@ -31,7 +36,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-MTAD=13537 MTAD_M=13538 PFP=13539 SINK=13636 RSPAMD=13640
+MTAD=13537 MTAD_M=13538 MTAD_H=13541 PFP=13539 SINK=13636 RSPAMD=13640 RSPAMD_HTTP=13641
 now() { local u r; read -r u r </proc/uptime; echo "$u"; }
 wait_port() { for _ in $(seq 600); do ss -ltn "sport = :$1" | grep -q LISTEN && return 0; sleep 0.1; done; echo "nothing on port $1" >&2; return 1; }
 
@@ -54,7 +59,7 @@ measure() {
   RESULT=$(echo "$3 / ($t1 - $t0)" | bc -l | xargs printf '%.1f')
 }
 
-# rspamd: peers.md §1, the milter only, DNS to a dead port
+# rspamd: peers.md §1, the milter and the HTTP worker, DNS to a dead port
 R=$WORK/rspamd; mkdir -p "$R/run" "$R/local/local.d"; chown -R _rspamd:_rspamd "$R/run"
 cat >"$R/rspamd.conf" <<EOF
 .include "\$CONFDIR/common.conf"
@@ -71,6 +76,11 @@ worker "rspamd_proxy" {
     upstream "local" { default = yes; self_scan = yes; }
     count = 2;
 }
+worker "normal" {
+    bind_socket = "127.0.0.1:$RSPAMD_HTTP";
+    .include "\$CONFDIR/worker-normal.inc"
+    count = 2;
+}
 EOF
 echo 'dns { nameserver = ["127.0.0.1:9"]; timeout = 0.2s; retransmits = 1; }
 local_addrs = [];' >"$R/local/local.d/options.inc"
@@ -80,6 +90,7 @@ rspamd -f -u _rspamd -g _rspamd -c "$R/rspamd.conf" --var=LOCAL_CONFDIR="$R/loca
   --var=DBDIR="$R/run" --var=RUNDIR="$R/run" --var=LOGDIR="$R/run" >/dev/null 2>&1 &
 RSPAMD_PID=$!
 wait_port $RSPAMD
+wait_port $RSPAMD_HTTP
 
 # Postfix: the same instance as ../shared/bench/compare-postfix.sh, with or without the milter
 pf_start() { # $1: smtpd_milters value
@@ -138,7 +149,7 @@ EOF
   wait_port $PFP
 }
 
-# mtad: one daemon, a listener with the milter and one without
+# mtad: one daemon, a listener without rspamd, one with its milter, one with its HTTP
 mkdir -p "$WORK/mtad"
 cat >"$WORK/mtad/mtad.kdl" <<KDL
 server {
@@ -146,8 +157,10 @@ server {
     spool "$WORK/mtad/spool"
 }
 milter "rspamd" "inet:127.0.0.1:$RSPAMD"
+rspamd "rspamd-http" "http://127.0.0.1:$RSPAMD_HTTP"
 listen "plain" address="127.0.0.1:$MTAD"
 listen "milter" address="127.0.0.1:$MTAD_M" milters="rspamd"
+listen "http" address="127.0.0.1:$MTAD_H" milters="rspamd-http"
 limits {
     connections-per-ip 1000
 }
@@ -164,6 +177,7 @@ wait_port $MTAD_M
 
 # warm rspamd up (its first scans compile regexps)
 measure warmup $MTAD_M 50 2 >/dev/null
+measure warmup $MTAD_H 50 2 >/dev/null
 
 declare -A rate
 for load in "1 $N1" "$S $N"; do
@@ -174,16 +188,18 @@ for load in "1 $N1" "$S $N"; do
   measure postfix+rspamd $PFP "$n" "$s"; rate[postfix+rspamd-$s]=$RESULT
   measure mtad $MTAD "$n" "$s"; rate[mtad-$s]=$RESULT
   measure mtad+rspamd $MTAD_M "$n" "$s"; rate[mtad+rspamd-$s]=$RESULT
+  measure mtad+rspamd-http $MTAD_H "$n" "$s"; rate[mtad+rspamd-http-$s]=$RESULT
 done
 postfix -c "$PF/etc" stop >/dev/null 2>&1 || true
 grep -i "milter failed\|error" "$WORK/mtad.log" | head -3 >&2 || true
 
 for s in 1 "$S"; do
   printf '%-16s %8s  (%s session(s))\n' system msg/s "$s"
-  for sys in postfix postfix+rspamd mtad mtad+rspamd; do
+  for sys in postfix postfix+rspamd mtad mtad+rspamd mtad+rspamd-http; do
     printf '%-16s %8s\n' "$sys" "${rate[$sys-$s]}"
   done
 done
 added() { echo "1000 / $2 - 1000 / $1" | bc -l | xargs printf '%.2f'; }
-echo "added latency per message, 1 session (ms): postfix $(added "${rate[postfix-1]}" "${rate[postfix+rspamd-1]}"), mtad $(added "${rate[mtad-1]}" "${rate[mtad+rspamd-1]}")"
+echo "added latency per message, 1 session (ms): postfix $(added "${rate[postfix-1]}" "${rate[postfix+rspamd-1]}"), mtad $(added "${rate[mtad-1]}" "${rate[mtad+rspamd-1]}"), mtad over HTTP $(added "${rate[mtad-1]}" "${rate[mtad+rspamd-http-1]}")"
 echo "throughput with the milter, $S sessions: mtad/postfix = $(echo "${rate[mtad+rspamd-$S]} / ${rate[postfix+rspamd-$S]}" | bc -l | xargs printf '%.2f')"
+echo "rspamd over HTTP against its milter, mtad: 1 session $(echo "${rate[mtad+rspamd-http-1]} / ${rate[mtad+rspamd-1]}" | bc -l | xargs printf '%.2f'), $S sessions $(echo "${rate[mtad+rspamd-http-$S]} / ${rate[mtad+rspamd-$S]}" | bc -l | xargs printf '%.2f')"

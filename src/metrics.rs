@@ -12,7 +12,8 @@
 //! Labels never carry addresses or other client input: `listener` is a configured
 //! name, `stage` one of the stages, `rule` the file:line:col of a configured rule (or
 //! `default`), `transport` a transport kind, `status`, `state` and `direction` fixed
-//! words. The one exception, `domain` of `mtad_deferrals_total`, is bounded: the first
+//! words; `service`, `list` and `milter` (policy services, DNS lists, filters) configured
+//! names. The one exception, `domain` of `mtad_deferrals_total`, is bounded: the first
 //! [`MAX_DEFERRAL_DOMAINS`] recipient domains deferred get a label of their own (a
 //! domain name's characters only), every later one counts as `other`.
 
@@ -98,6 +99,23 @@ struct DirectionLabel {
     direction: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    service: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DnsblLabels {
+    list: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MilterLabel {
+    milter: String,
+}
+
 /// How many recipient domains `mtad_deferrals_total` names; the rest are `other`.
 pub const MAX_DEFERRAL_DOMAINS: usize = 50;
 
@@ -128,6 +146,9 @@ pub struct Metrics {
     auth_failures: Family<ListenerLabel, Counter>,
     cluster_errors: Family<FeatureLabel, Counter>,
     cluster_up: Gauge,
+    policy_services: Family<ServiceLabels, Counter>,
+    dnsbl_queries: Family<DnsblLabels, Counter>,
+    milter_failures: Family<MilterLabel, Counter>,
 }
 
 /// The process's metrics; on a thread that [`detach_thread`] detached, a scratch set
@@ -187,6 +208,9 @@ impl Metrics {
             auth_failures: Family::default(),
             cluster_errors: Family::default(),
             cluster_up: Gauge::default(),
+            policy_services: Family::default(),
+            dnsbl_queries: Family::default(),
+            milter_failures: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -289,6 +313,21 @@ impl Metrics {
             "1 when the cluster's last call to Redis succeeded, 0 when it failed or no cluster is configured",
             m.cluster_up.clone(),
         );
+        r.register(
+            "policy_service",
+            "Requests to policy services (check-policy-service), per service and result (answered; timeout, error: the service's default-action applied)",
+            m.policy_services.clone(),
+        );
+        r.register(
+            "dnsbl_queries",
+            "DNS list queries, one per zone asked, per list and result (listed: an A record, not_listed, timeout: no answer within the list's timeout, error: the resolver failed)",
+            m.dnsbl_queries.clone(),
+        );
+        r.register(
+            "milter_failures",
+            "Filters (milters, rspamd over HTTP) that could not be used (refused connection, timeout, broken protocol or reply), per filter; its on-failure action applied",
+            m.milter_failures.clone(),
+        );
         m
     }
 
@@ -302,6 +341,36 @@ impl Metrics {
     /// Whether the cluster's Redis answers.
     pub fn cluster_up(&self, up: bool) {
         self.cluster_up.set(i64::from(up));
+    }
+
+    /// A policy service was asked: `result` is `answered`, `timeout` or `error`.
+    pub fn policy_service(&self, service: &str, result: &'static str) {
+        self.policy_services
+            .get_or_create(&ServiceLabels {
+                service: service.to_owned(),
+                result,
+            })
+            .inc();
+    }
+
+    /// A DNS list's zone was asked: `result` is `listed`, `not_listed`, `timeout` or
+    /// `error`.
+    pub fn dnsbl_query(&self, list: &str, result: &'static str) {
+        self.dnsbl_queries
+            .get_or_create(&DnsblLabels {
+                list: list.to_owned(),
+                result,
+            })
+            .inc();
+    }
+
+    /// The filter `milter` failed.
+    pub fn milter_failed(&self, milter: &str) {
+        self.milter_failures
+            .get_or_create(&MilterLabel {
+                milter: milter.to_owned(),
+            })
+            .inc();
     }
 
     /// A session started on `listener`; it counts as open until the guard drops.

@@ -2,7 +2,8 @@
 //! OpenDKIM (signing for a listener named in its `MTA` list, verifying elsewhere),
 //! rspamd 3.4's proxy worker in milter mode (GTUBE refused, headers added that the
 //! data stage's rules see, a clean message passing), clamav-milter with clamd and a
-//! local signature (reject, quarantine, blackhole, its own tempfail), spamass-milter with
+//! local signature (reject, quarantine, blackhole, its own tempfail), rspamd over its HTTP
+//! protocol answering as its milter does, spamass-milter with
 //! spamd (reject, mark, redirect to a bucket), OpenDMARC (pass, and a refused failure),
 //! and what clients see when a
 //! filter is stopped in the middle of a load (nothing acknowledged is lost; the
@@ -143,6 +144,17 @@ fn send_queued(mtad: &Mtad, from: &str, data: &str) -> (mtad::queue::QueuedMessa
         .expect("queued")
 }
 
+/// Sends `data` from alice@example.test to bob@mx.test on `c` (after EHLO) and
+/// returns the reply to its end, which must start with `class` (a refusal: `4`, `5`).
+fn refused_message(c: &mut Client, data: &str, class: &str) -> String {
+    c.cmd("MAIL FROM:<alice@example.test>", "250 ");
+    c.cmd("RCPT TO:<bob@mx.test>", "250 ");
+    c.cmd("DATA", "354 ");
+    c.send(data);
+    c.send(".\r\n");
+    c.expect(class)
+}
+
 /// The configuration every test here starts from: the server `mx.test`, every
 /// recipient accepted, and `rest` (milters, listeners, rules).
 fn config_with(rest: &str) -> String {
@@ -226,6 +238,14 @@ stage "data" {{
 /// the stock rules, no Redis, DNS to a dead port (fails fast), and the headers on
 /// for loopback clients too (`skip_local = false`).
 fn rspamd(dir: &Path, port: u16) -> Daemon {
+    rspamd_workers(dir, port, None)
+}
+
+/// [`rspamd`], and its normal worker (the HTTP protocol, `/checkv2`) on
+/// 127.0.0.1:`http` if given. Two test rules make its actions deterministic (its
+/// scores vary from run to run): a Subject containing `please mark` gets `add
+/// header`, `please defer` gets `soft reject` (with a message).
+fn rspamd_workers(dir: &Path, port: u16, http: Option<u16>) -> Daemon {
     use std::os::unix::fs::PermissionsExt;
     let run = dir.join("run");
     let local = dir.join("local/local.d");
@@ -258,8 +278,37 @@ worker "rspamd_proxy" {{
     count = 1;
     spam_header = "X-Spam";
 }}
-"#
+{normal}"#,
+            normal = match http {
+                Some(http) => format!(
+                    "worker \"normal\" {{\n    bind_socket = \"127.0.0.1:{http}\";\n    .include \"$CONFDIR/worker-normal.inc\"\n    count = 1;\n}}\n"
+                ),
+                None => String::new(),
+            }
         ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("local/rspamd.local.lua"),
+        r#"
+-- a Subject containing `what` gets `action` with `message`, whatever the score
+local function rule(name, what, action, message)
+  rspamd_config[name] = {
+    callback = function(task)
+      local s = task:get_header('Subject')
+      if s ~= nil and s:find(what, 1, true) ~= nil then
+        task:set_pre_result(action, message)
+        return true
+      end
+      return false
+    end,
+    score = 0.0,
+    priority = 10,
+  }
+end
+rule('MTAD_TEST_MARK', 'please mark', 'add header', 'marked by the test rule')
+rule('MTAD_TEST_DEFER', 'please defer', 'soft reject', 'Deferred by the test rule')
+"#,
     )
     .unwrap();
     std::fs::write(
@@ -291,7 +340,8 @@ worker "rspamd_proxy" {{
         .expect("start rspamd");
     // the first start compiles the hyperscan databases: seconds on 2 cores
     let deadline = Instant::now() + Duration::from_secs(90);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    let listening = |p: u16| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok();
+    while !listening(port) || http.is_some_and(|h| !listening(h)) {
         if let Some(status) = child.try_wait().unwrap() {
             let log = std::fs::read_to_string(run.join("rspamd.log")).unwrap_or_default();
             panic!("rspamd exited before listening: {status}\n{log}");
@@ -328,12 +378,7 @@ stage "data" {{
     // GTUBE: refused with rspamd's own reply, nothing queued
     let mut c = mtad.session();
     c.cmd("EHLO client.test", "250");
-    c.cmd("MAIL FROM:<alice@example.test>", "250 ");
-    c.cmd("RCPT TO:<bob@mx.test>", "250 ");
-    c.cmd("DATA", "354 ");
-    c.send(message("alice@example.test", "gtube", GTUBE));
-    c.send(".\r\n");
-    let reply = c.expect("5");
+    let reply = refused_message(&mut c, &message("alice@example.test", "gtube", GTUBE), "5");
     assert!(reply.starts_with("554 5.7.1 Gtube pattern"), "{reply}");
     assert!(mtad.queued().is_empty());
     let log = mtad.wait_log("milter-reject: END-OF-MESSAGE", 1, Duration::from_secs(5));
@@ -405,6 +450,128 @@ stage "data" {{
         },
         "451 4.7.1",
     );
+}
+
+/// The same rspamd through its milter and through its HTTP protocol (`rspamd "NAME"
+/// "http://..."`), the same messages: GTUBE refused with rspamd's reply, a message
+/// rspamd marks (`add header` → `X-Spam: Yes`), one it defers (`soft reject` → 451),
+/// a clean one passing with rspamd's headers and our score header, which a data-stage
+/// rule sees; a forged score header from the client removed. Then rspamd's HTTP worker
+/// stopped in the middle of a load: every acknowledged message is queued, every later
+/// one gets the failure action.
+#[test]
+fn rspamd_over_http_answers_as_its_milter_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, http, milter_port) = (free_port(), free_port(), free_port());
+    let mut filter = rspamd_workers(dir.path(), port, Some(http));
+    let mtad = Mtad::start(&config_with(&format!(
+        r#"
+milter "rspamd-milter" "inet:127.0.0.1:{port}" content-timeout="60s"
+rspamd "rspamd-http" "http://127.0.0.1:{http}" content-timeout="60s"
+listen "mx" address="127.0.0.1:{{port}}" milters="rspamd-http"
+listen "mx-milter" address="127.0.0.1:{milter_port}" milters="rspamd-milter"
+local-submission {{
+    maildrop "{{dir}}/maildrop"
+    milters "rspamd-http"
+}}
+stage "data" {{
+    // rspamd's verdict, added at the end of the message, is seen by the rules
+    hold sender="watched@example.test" header-matches="^X-Rspamd-Score: -?[0-9]+[.][0-9]+ / 15[.]00, action=no action$"
+    accept
+}}
+"#
+    )));
+    for (via, port) in [("http", mtad.port), ("milter", milter_port)] {
+        let http = via == "http";
+        let mut c = Client::connect(port);
+        c.expect("220");
+        c.cmd("EHLO client.test", "250");
+        // GTUBE: refused with rspamd's own reply, nothing queued
+        let gtube = message("alice@example.test", &format!("gtube {via}"), GTUBE);
+        let reply = refused_message(&mut c, &gtube, "5");
+        assert!(
+            reply.starts_with("554 5.7.1 Gtube pattern"),
+            "{via}: {reply}"
+        );
+        // soft reject: 451 with rspamd's message (the proxy's as well)
+        let defer = message(
+            "alice@example.test",
+            &format!("please defer {via}"),
+            "Hello Bob.",
+        );
+        let reply = refused_message(&mut c, &defer, "4");
+        assert!(
+            reply.starts_with("451 4.7.1 Deferred by the test rule"),
+            "{via}: {reply}"
+        );
+        // add header: marked X-Spam: Yes, queued
+        c.send_message(
+            "alice@example.test",
+            &["bob@mx.test"],
+            &message(
+                "alice@example.test",
+                &format!("please mark {via}"),
+                "Hello Bob.",
+            ),
+        );
+        let (_, body) = queued_with_subject(&mtad, &format!("please mark {via}"));
+        assert_eq!(header(&body, "X-Spam").as_deref(), Some("Yes"), "{via}");
+        // clean (over HTTP with a forged score header): rspamd's headers, and ours
+        // replacing the forged one
+        let mut clean = message(
+            "watched@example.test",
+            &format!("clean {via}"),
+            "Hello Bob, see you tomorrow at the meeting.",
+        );
+        if http {
+            clean = clean.replacen(
+                "Subject:",
+                "X-Rspamd-Score: -50.00 / 15.00, action=no action\r\nSubject:",
+                1,
+            );
+        }
+        let id = c.send_message("watched@example.test", &["bob@mx.test"], &clean);
+        let (m, body) = queued_with_subject(&mtad, &format!("clean {via}"));
+        assert_eq!(m.id.to_string(), id);
+        let text = String::from_utf8_lossy(&body);
+        let status = header(&body, "X-Spam-Status").unwrap_or_else(|| panic!("{via}: {text}"));
+        assert!(status.starts_with("No"), "{via}: {status}");
+        assert_eq!(
+            header(&body, "X-Rspamd-Queue-Id").as_deref(),
+            Some(id.as_str()),
+            "{via}"
+        );
+        if http {
+            assert!(!text.contains("-50.00"), "the forged score stayed: {text}");
+            assert_eq!(text.matches("X-Rspamd-Score:").count(), 1, "{text}");
+            assert!(m.envelope.held, "the data stage's rule saw the score: held");
+        } else {
+            // the milter gives no score header: the rule did not match
+            assert!(!m.envelope.held);
+        }
+    }
+    // the local submission: the same path
+    let body = submit_locally(&mtad, "please mark local");
+    assert_eq!(header(&body, "X-Spam").as_deref(), Some("Yes"));
+    let score = header(&body, "X-Rspamd-Score").unwrap_or_default();
+    assert!(score.ends_with("action=add header"), "{score}");
+    let log = mtad.log();
+    assert!(
+        log.contains("milter-reject: END-OF-MESSAGE") && log.contains("Gtube pattern"),
+        "{log}"
+    );
+    assert!(log.contains("action=\"add header\""), "{log}");
+
+    // rspamd stopped in the middle of a load: 451, and nothing acknowledged lost
+    stop_mid_load(
+        &mtad,
+        || {
+            filter.stop();
+            wait_closed(http);
+        },
+        "451 4.7.1",
+    );
+    assert!(mtad.log().contains("milter failed milter=rspamd-http"));
 }
 
 /// Clients send messages on 4 connections at once while `stop` stops the filter: every
@@ -556,6 +723,45 @@ listen "shutdown" address="127.0.0.1:{shutdown}" milters="shutdown"
     assert!(reply.starts_with("421 4.7.0"), "{reply}");
 }
 
+/// A message with Subject `subject` given to mtad's `sendmail` (local submission):
+/// the message as queued once the pickup took it.
+fn submit_locally(mtad: &Mtad, subject: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sendmail"))
+        .arg("-C")
+        .arg(&mtad.config)
+        .args(["-f", "alice@example.test", "bob@mx.test"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(message("alice@example.test", subject, "From a program.").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some((_, body)) = mtad
+            .queued()
+            .into_iter()
+            .find(|(_, b)| header(b, "Subject").as_deref() == Some(subject))
+        {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "not picked up:\n{}", mtad.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn local_submission_goes_through_its_milters() {
     let keys = tempfile::tempdir().unwrap();
@@ -574,40 +780,7 @@ local-submission {{
 }}
 "#
     )));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sendmail"))
-        .arg("-C")
-        .arg(&mtad.config)
-        .args(["-f", "alice@example.test", "bob@mx.test"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(message("alice@example.test", "local", "From a program.").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let body = loop {
-        if let Some((_, body)) = mtad
-            .queued()
-            .into_iter()
-            .find(|(_, b)| header(b, "Subject").as_deref() == Some("local"))
-        {
-            break body;
-        }
-        assert!(Instant::now() < deadline, "not picked up:\n{}", mtad.log());
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let body = submit_locally(&mtad, "local");
     let signature = header(&body, "DKIM-Signature")
         .unwrap_or_else(|| panic!("not signed:\n{}", String::from_utf8_lossy(&body)));
     assert!(signature.contains("d=example.test"), "{signature}");
@@ -615,8 +788,8 @@ local-submission {{
 
 #[test]
 fn test_policy_records_what_the_milters_would_get() {
-    // nothing listens there: contacting it would fail the transaction (tempfail)
-    let port = free_port();
+    // nothing listens there: contacting either would fail the transaction (tempfail)
+    let (port, http) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("mtad.kdl");
     std::fs::write(
@@ -630,7 +803,8 @@ server {{
 milter "rspamd" "inet:127.0.0.1:{port}" {{
     macros "mail" "i {{mail_addr}} {{auth_authen}}"
 }}
-listen "mx" address="127.0.0.1:2525" milters="rspamd"
+rspamd "rspamd-http" "http://127.0.0.1:{http}"
+listen "mx" address="127.0.0.1:2525" milters="rspamd rspamd-http"
 stage "rcpt" {{
     accept open-relay="intended"
 }}
@@ -668,14 +842,20 @@ stage "rcpt" {{
         "{mail_addr}=a@b.test {auth_authen}=alice",
         "milter (not contacted): rspamd: RCPT <x@mx.test>; macros i=",
         "milter (not contacted): rspamd: END-OF-MESSAGE (1 headers, a 6-byte body); macros i=",
+        // rspamd over HTTP: only the message, with the request it would make
+        &format!(
+            "milter (not contacted): rspamd-http: POST http://127.0.0.1:{http}/checkv2 (Queue-Id: "
+        ),
+        "IP: 192.0.2.7, Helo: c.test, Hostname: unknown, User: alice, From: <a@b.test>, Rcpt: <x@mx.test>, MTA-Name: mx.test, MTA-Tag: mx; a 21-byte message)",
         "outcome: queued",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
+    assert!(!text.contains("rspamd-http: CONNECT"), "{text}");
 }
 
 /// The configuration snippets of docs/milters.md and docs/configuration.md's milter
-/// section are valid.
+/// and rspamd sections are valid.
 #[test]
 fn documented_configuration_parses() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -686,7 +866,7 @@ fn documented_configuration_parses() {
             .split("```kdl\n")
             .skip(1)
             .map(|b| b.split("```").next().unwrap())
-            .filter(|b| b.contains("milter \""))
+            .filter(|b| b.contains("milter \"") || b.contains("rspamd \""))
         {
             let mut config =
                 "server {\n    hostname \"h.example.test\"\n    spool \"/tmp/x\"\n}\n".to_owned();
@@ -714,9 +894,19 @@ fn documented_configuration_parses() {
 /// `RCPT TO:<tempfail@...>` (tempfail) and `<full@...>` (its own 452), and at the end
 /// of the message what the Subject asks for.
 fn scripted_milter() -> u16 {
+    scripted_milter_recording().0
+}
+
+/// Macros a milter was sent: `(command, name, value)`, in order.
+type Recorded = std::sync::Arc<std::sync::Mutex<Vec<(char, String, String)>>>;
+
+/// [`scripted_milter`], and the macros it was sent.
+fn scripted_milter_recording() -> (u16, Recorded) {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let recorded = Recorded::default();
+    let record = recorded.clone();
     fn packet(code: u8, data: &[u8]) -> Vec<u8> {
         let mut out = ((data.len() + 1) as u32).to_be_bytes().to_vec();
         out.push(code);
@@ -726,6 +916,7 @@ fn scripted_milter() -> u16 {
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut s) = conn else { return };
+            let record = record.clone();
             std::thread::spawn(move || {
                 let mut subject = String::new();
                 loop {
@@ -746,7 +937,21 @@ fn scripted_milter() -> u16 {
                             n.extend_from_slice(&0u32.to_be_bytes());
                             packet(b'O', &n)
                         }
-                        b'D' | b'A' => continue,
+                        b'D' => {
+                            let mut parts = data[1..].split(|&b| b == 0);
+                            while let (Some(name), Some(value)) = (parts.next(), parts.next()) {
+                                if name.is_empty() {
+                                    break;
+                                }
+                                record.lock().unwrap().push((
+                                    data[0] as char,
+                                    String::from_utf8_lossy(name).into_owned(),
+                                    String::from_utf8_lossy(value).into_owned(),
+                                ));
+                            }
+                            continue;
+                        }
+                        b'A' => continue,
                         b'Q' => return,
                         b'R' if text.starts_with("<tempfail@") => packet(b't', b""),
                         b'R' if text.starts_with("<full@") => {
@@ -806,7 +1011,90 @@ fn scripted_milter() -> u16 {
             });
         }
     });
-    port
+    (port, recorded)
+}
+
+/// The macros Postfix gives that need the session's AUTH and the route stage:
+/// `{auth_type}` (the SASL mechanism), `{auth_author}` (MAIL FROM's `AUTH=`, xtext
+/// decoded, from an authenticated client only), `{mail_mailer}`/`{mail_host}` and
+/// `{rcpt_mailer}`/`{rcpt_host}` (the transport and next hop the route stage gives
+/// the address), sent by the real session to a milter that records them.
+#[test]
+fn auth_and_route_macros_have_their_values() {
+    let (port, recorded) = scripted_milter_recording();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("users.passwd"), "alice:{PLAIN}secret-pw\n").unwrap();
+    let spool = dir.path().join("spool");
+    let mtad = Mtad::start_in(
+        dir,
+        spool,
+        &config_with(&format!(
+            r#"
+milter "scripted" "inet:127.0.0.1:{port}"
+users "u" file="{{dir}}/users.passwd"
+listen "mx" address="127.0.0.1:{{port}}" milters="scripted" auth="offered" auth-plaintext=#true users="u"
+stage "route" {{
+    transport "mx.test" "lmtp:[127.0.0.1]:24"
+}}
+"#
+        )),
+    );
+    let macros = |cmd: char| -> Vec<(String, String)> {
+        recorded
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(c, _, _)| *c == cmd)
+            .map(|(_, n, v)| (n.clone(), v.clone()))
+            .collect()
+    };
+    let has = |cmd: char, name: &str, value: &str| {
+        let got = macros(cmd);
+        assert!(
+            got.iter().any(|(n, v)| n == name && v == value),
+            "no {name}={value} at {cmd}: {got:?}"
+        );
+    };
+    // without AUTH: none of the AUTH macros, but the route's
+    let mut c = mtad.session();
+    c.cmd("EHLO client.test", "250");
+    c.cmd("MAIL FROM:<alice@example.test> AUTH=<>", "250 ");
+    c.cmd("RCPT TO:<bob@mx.test>", "250 ");
+    has('M', "{mail_mailer}", "smtp");
+    has('M', "{mail_host}", "example.test");
+    has('R', "{rcpt_mailer}", "lmtp");
+    has('R', "{rcpt_host}", "[127.0.0.1]:24");
+    assert!(
+        !macros('M').iter().any(|(n, _)| n.starts_with("{auth_")),
+        "{:?}",
+        macros('M')
+    );
+    c.cmd("QUIT", "221");
+    recorded.lock().unwrap().clear();
+    // with AUTH
+    let mut c = mtad.session();
+    c.cmd("EHLO client.test", "250");
+    c.cmd(
+        &format!("AUTH PLAIN {}", base64_plain("alice", "secret-pw")),
+        "235 ",
+    );
+    c.cmd(
+        "MAIL FROM:<alice@example.test> AUTH=alice+2Bx@example.test",
+        "250 ",
+    );
+    c.cmd("RCPT TO:<carol@elsewhere.test>", "250 ");
+    has('M', "{auth_type}", "PLAIN");
+    has('M', "{auth_authen}", "alice");
+    has('M', "{auth_author}", "alice+x@example.test");
+    // no route rule for elsewhere.test: the default route, its MX
+    has('R', "{rcpt_mailer}", "smtp");
+    has('R', "{rcpt_host}", "elsewhere.test");
+}
+
+/// `\0user\0password`, base64: SASL PLAIN's initial response.
+fn base64_plain(user: &str, password: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"))
 }
 
 #[test]
@@ -1053,6 +1341,48 @@ fn clamav_milter_rejects_quarantines_and_discards_as_configured() {
     drop(milters);
 }
 
+/// clamav-milter stopped in the middle of a load, configured `on-failure="reject"` (a
+/// virus filter whose absence means mail must not be taken): every acknowledged
+/// message is queued, and once it is gone every client hears `550 5.7.1`.
+#[test]
+fn clamav_milter_stopped_mid_load_rejects_as_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clamd_port, milter_port, metrics) = (free_port(), free_port(), free_port());
+    let _clamd = clamd(dir.path(), clamd_port);
+    let mut milter = clamav_milter(dir.path(), milter_port, clamd_port, "Reject");
+    let mtad = Mtad::start(
+        &config_with(&format!(
+            r#"
+milter "clamav" "inet:127.0.0.1:{milter_port}" on-failure="reject" connect-timeout="2s"
+listen "mx" address="127.0.0.1:{{port}}" milters="clamav"
+"#
+        ))
+        .replace(
+            "    spool \"{spool}\"\n",
+            &format!("    spool \"{{spool}}\"\n    metrics \"127.0.0.1:{metrics}\"\n"),
+        ),
+    );
+    stop_mid_load(
+        &mtad,
+        || {
+            milter.stop();
+            wait_closed(milter_port);
+        },
+        "550 5.7.1",
+    );
+    let log = mtad.log();
+    assert!(
+        log.contains("milter failed milter=clamav") && log.contains("on_failure=\"reject\""),
+        "{log}"
+    );
+    // each failure counted: at least the 12 sessions answered after the stop
+    let failures = sample(
+        &scrape(metrics),
+        r#"mtad_milter_failures_total{milter="clamav"}"#,
+    );
+    assert!(failures >= 12.0, "{failures}");
+}
+
 /// spamd (the shipped rules, no network tests) on 127.0.0.1:`port`, its helper home in
 /// `dir` (owned by debian-spamd, as spamd wants it).
 fn spamd(dir: &Path, port: u16) -> Daemon {
@@ -1123,12 +1453,7 @@ listen "redirect" address="127.0.0.1:{redirect_listener}" milters="sa-redirect"
     // -r 15: GTUBE (score 1000) refused with spamass-milter's reply
     let mut c = mtad.session();
     c.cmd("EHLO client.test", "250");
-    c.cmd("MAIL FROM:<alice@example.test>", "250 ");
-    c.cmd("RCPT TO:<bob@mx.test>", "250 ");
-    c.cmd("DATA", "354 ");
-    c.send(gtube("gtube"));
-    c.send(".\r\n");
-    let reply = c.expect("5");
+    let reply = refused_message(&mut c, &gtube("gtube"), "5");
     assert!(
         reply.starts_with("550 5.7.1 Blocked by SpamAssassin"),
         "{reply}"

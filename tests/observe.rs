@@ -68,33 +68,6 @@ fn status_json(mtad: &Mtad) -> serde_json::Value {
     serde_json::from_str(&text(&mtad.mtactl(&["status", "--format", "json"]))).unwrap()
 }
 
-/// GET /metrics with curl: the body, after checking the status and content type.
-fn scrape(port: u16) -> String {
-    let out = Command::new(require_tool("curl"))
-        .args(["--silent", "--show-error", "--include", "--max-time", "10"])
-        .arg(format!("http://127.0.0.1:{port}/metrics"))
-        .output()
-        .unwrap();
-    let response = text(&out);
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
-    assert!(
-        head.contains("Content-Type: application/openmetrics-text; version=1.0.0"),
-        "{head}"
-    );
-    body.to_owned()
-}
-
-/// The value of the sample `name{labels}` (the whole text before the value).
-fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no sample {series} in\n{metrics}"))
-        .parse()
-        .unwrap()
-}
-
 /// Sends raw bytes to the metrics port and returns the status line of the answer.
 fn raw_http(port: u16, request: &[u8]) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();

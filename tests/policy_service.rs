@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::peers::{Dnsmasq, dnsmasq_on_53};
-use common::{Mtad, free_port, require_tool};
+use common::{Mtad, free_port, require_tool, sample, scrape};
 
 const HEAD: &str = r#"
 server {
@@ -23,6 +23,22 @@ server {
 listen "mx" address="127.0.0.1:{port}"
 domains "local" "test.local"
 "#;
+
+/// [`HEAD`] with the metrics endpoint on 127.0.0.1:`port`.
+fn head_with_metrics(port: u16) -> String {
+    HEAD.replace(
+        "    spool \"{spool}\"\n",
+        &format!("    spool \"{{spool}}\"\n    metrics \"127.0.0.1:{port}\"\n"),
+    )
+}
+
+/// `mtad_policy_service_total{service, result}` from the metrics endpoint on `port`.
+fn asked(port: u16, service: &str, result: &str) -> f64 {
+    sample(
+        &scrape(port),
+        &format!(r#"mtad_policy_service_total{{service="{service}",result="{result}"}}"#),
+    )
+}
 
 /// A child process killed (by its PID) and reaped on drop.
 struct Peer {
@@ -351,8 +367,9 @@ fn actions_apply_with_access_semantics() {
 #[test]
 fn a_server_that_is_down_gets_the_default_action() {
     let port = free_port(); // nothing listens there
+    let metrics = free_port();
     let mtad = Mtad::start(&format!(
-        r#"{HEAD}
+        r#"{}
 policy-service "down" address="inet:127.0.0.1:{port}"
 policy-service "lenient" address="inet:127.0.0.1:{port}" default-action="DUNNO"
 stage "rcpt" {{
@@ -360,7 +377,8 @@ stage "rcpt" {{
     check-policy-service "lenient"
     accept rcpt-domain="local"
 }}
-"#
+"#,
+        head_with_metrics(metrics)
     ));
     let mut c = session(&mtad, "a@sender.test");
     let r = c.cmd("RCPT TO:<u@test.local>", "451 ");
@@ -371,6 +389,10 @@ stage "rcpt" {{
     c.cmd("RCPT TO:<v@test.local>", "250 ");
     let log = mtad.log();
     assert!(log.contains("cannot connect to inet:127.0.0.1"), "{log}");
+    // counted, per service: the first RCPT asked "down" (its default decided), the
+    // second "lenient"
+    assert_eq!(asked(metrics, "down", "error"), 1.0);
+    assert_eq!(asked(metrics, "lenient", "error"), 1.0);
 }
 
 #[test]
@@ -378,7 +400,17 @@ fn a_server_that_hangs_meets_the_deadline() {
     // accepts and never answers
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
-    let mtad = asking_at_rcpt(&format!(r#"address="inet:127.0.0.1:{port}" timeout="1s""#));
+    let metrics = free_port();
+    let mtad = Mtad::start(&format!(
+        r#"{}
+policy-service "p" address="inet:127.0.0.1:{port}" timeout="1s"
+stage "rcpt" {{
+    check-policy-service "p"
+    accept rcpt-domain="local"
+}}
+"#,
+        head_with_metrics(metrics)
+    ));
     let mut c = session(&mtad, "a@sender.test");
     let started = Instant::now();
     c.cmd(
@@ -391,6 +423,7 @@ fn a_server_that_hangs_meets_the_deadline() {
     // the session goes on
     c.cmd("NOOP", "250");
     drop(silent);
+    assert_eq!(asked(metrics, "p", "timeout"), 1.0);
 }
 
 #[test]
@@ -496,8 +529,9 @@ fn dnsbl_refuses_a_listed_client_with_the_txt_and_passes_an_allowlisted_one() {
         &slow,
         "--host-record=spam.example.rhs.test,127.0.0.2",
     ]);
+    let metrics = free_port();
     let mtad = Mtad::start(&format!(
-        r#"{HEAD}
+        r#"{}
 delivery {{
     queue-only #true
     dns-server "{}"
@@ -516,6 +550,7 @@ stage "rcpt" {{
     accept rcpt-domain="local"
 }}
 "#,
+        head_with_metrics(metrics),
         dns.addr
     ));
     let mut listed = common::Client::connect_from("127.0.0.2", mtad.port);
@@ -543,6 +578,21 @@ stage "rcpt" {{
     c.cmd("RCPT TO:<slow@test.local>", "451 4.7.1 ");
     let log = mtad.log();
     assert!(log.contains("DNS list cannot answer"), "{log}");
+    // every zone asked is counted: rbl asks bl.test and allow.test for each of the
+    // four clients (127.0.0.2 and .3 and .4 are listed in bl.test, .3 in allow.test);
+    // rhs asks rhs.test twice; the silent zone times out
+    let m = scrape(metrics);
+    let count = |list: &str, result: &str| {
+        sample(
+            &m,
+            &format!(r#"mtad_dnsbl_queries_total{{list="{list}",result="{result}"}}"#),
+        )
+    };
+    assert_eq!(count("rbl", "listed"), 4.0);
+    assert_eq!(count("rbl", "not_listed"), 4.0);
+    assert_eq!(count("rhs", "listed"), 1.0);
+    assert_eq!(count("rhs", "not_listed"), 1.0);
+    assert_eq!(count("slow", "timeout"), 1.0);
 }
 
 #[test]
@@ -650,29 +700,20 @@ stage "rcpt" {{
 #[test]
 fn the_dry_run_answers_dns_lists_from_its_records_and_asks_no_policy_service() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("mtad.kdl");
     let closed = free_port();
-    std::fs::write(
-        &config,
-        format!(
-            r#"server {{
-    hostname "mx.test.local"
-    spool "{}"
-}}
-listen "mx" address="127.0.0.1:2525"
-domains "local" "test.local"
-policy-service "grey" address="inet:127.0.0.1:{closed}"
+    let config = dry_run_config(
+        dir.path(),
+        &format!(
+            r#"policy-service "grey" address="inet:127.0.0.1:{closed}"
 dnsbl "rbl" "bl.test=127.0.0.[2..11]"
 stage "rcpt" {{
     reject-dnsbl "rbl"
     check-policy-service "grey"
     accept rcpt-domain="local"
 }}
-"#,
-            dir.path().join("spool").display()
+"#
         ),
-    )
-    .unwrap();
+    );
     let dns = dir.path().join("dns.kdl");
     std::fs::write(
         &dns,
@@ -714,6 +755,134 @@ stage "rcpt" {{
     assert!(
         report.contains("mtad.kdl:12:5"),
         "the accept rule decided: {report}"
+    );
+}
+
+/// `DIR/mtad.kdl` for dry runs: the server, a listener, the domain `test.local` as
+/// `local`, then `rest`.
+fn dry_run_config(dir: &Path, rest: &str) -> PathBuf {
+    let config = dir.join("mtad.kdl");
+    std::fs::write(
+        &config,
+        format!(
+            "server {{\n    hostname \"mx.test.local\"\n    spool \"{}\"\n}}\n\
+             listen \"mx\" address=\"127.0.0.1:2525\"\ndomains \"local\" \"test.local\"\n{rest}",
+            dir.join("spool").display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// A suite says what a policy service answers (`policy-service "NAME" "ACTION"`, in
+/// a case or for the whole file): the answer is applied as a live one (greylisting's
+/// DEFER_IF_PERMIT, a PREPEND, a reject), and the service is still not contacted.
+#[test]
+fn a_suite_gives_a_policy_services_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    // a recorder that answers OK to anything: a case that reached it would pass
+    let rec = Recorder::start(&["OK"]);
+    let config = dry_run_config(
+        dir.path(),
+        &format!(
+            r#"domains "docs" "example.test"
+policy-service "postgrey" address="inet:127.0.0.1:{}"
+stage "rcpt" {{
+    check-policy-service "postgrey"
+    accept rcpt-domain="local"
+    accept rcpt-domain="docs"
+}}
+"#,
+            rec.port
+        ),
+    );
+    let suite = dir.path().join("grey.kdl");
+    std::fs::write(
+        &suite,
+        r#"policy-service "postgrey" "DUNNO"
+case "greylisted" {
+    client "192.0.2.1"
+    from "a@example.org"
+    rcpt "u@test.local"
+    policy-service "postgrey" "DEFER_IF_PERMIT Greylisted, see http://grey.test/"
+    expect "rcpt" "defer" reply="450 4.7.1"
+}
+case "a refusal" {
+    client "192.0.2.1"
+    from "a@example.org"
+    rcpt "u@test.local"
+    policy-service "postgrey" "550 5.7.23 SPF fail"
+    expect "rcpt" "reject" reply="550 5.7.23"
+}
+case "the file's answer" {
+    client "192.0.2.1"
+    from "a@example.org"
+    rcpt "u@test.local"
+    expect "rcpt" "accept"
+    outcome "queued"
+}
+"#,
+    )
+    .unwrap();
+    let run = |suite: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mtactl"))
+            .args(["test-policy", "--config"])
+            .arg(&config)
+            .arg(suite)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (code, report) = run(&suite);
+    assert_eq!(code, Some(0), "{report}");
+    // docs/test-policy.md's case passes too
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/test-policy.md"))
+        .unwrap();
+    let at = docs
+        .find("case \"postgrey defers a first attempt\"")
+        .unwrap();
+    let documented = dir.path().join("documented.kdl");
+    std::fs::write(&documented, &docs[at..at + docs[at..].find("```").unwrap()]).unwrap();
+    let (code, report) = run(&documented);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(report.contains("1 passed, 0 failed"), "{report}");
+    assert!(rec.requests().is_empty(), "the service was contacted");
+    // a wrong expectation fails: the answer really decided
+    let wrong = dir.path().join("wrong.kdl");
+    std::fs::write(
+        &wrong,
+        r#"case "greylisted, expected to pass" {
+    client "192.0.2.1"
+    from "a@example.org"
+    rcpt "u@test.local"
+    policy-service "postgrey" "DEFER_IF_PERMIT Greylisted"
+    expect "rcpt" "accept"
+}
+"#,
+    )
+    .unwrap();
+    let (code, report) = run(&wrong);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(report.contains("Greylisted"), "{report}");
+    // a fixture without its answer: an error at its place
+    let broken = dir.path().join("broken.kdl");
+    std::fs::write(
+        &broken,
+        "case \"broken\" {\n    client \"192.0.2.1\"\n    rcpt \"u@test.local\"\n    policy-service \"grey\"\n}\n",
+    )
+    .unwrap();
+    let (code, report) = run(&broken);
+    assert_ne!(code, Some(0), "{report}");
+    assert!(
+        report.contains("broken.kdl:4:5: expected policy-service \"NAME\" \"ACTION\""),
+        "{report}"
     );
 }
 

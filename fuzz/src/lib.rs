@@ -12,6 +12,7 @@ pub mod message;
 pub mod milter;
 pub mod policy_reply;
 pub mod proxy;
+pub mod rspamd_reply;
 pub mod smtp;
 pub mod suite;
 pub mod table;

@@ -38,22 +38,28 @@ fn check(reply: &Reply) {
         }
         Reply::AddHeader { name, value }
         | Reply::InsertHeader { name, value, .. }
-        | Reply::ChangeHeader { name, value, .. } => {
-            assert!(!name.is_empty() && !name.contains([':', ' ', '\r', '\n']), "{name:?}");
-            // a line break only as a fold: followed by a space or a tab
-            let bytes = value.as_bytes();
-            for (i, &b) in bytes.iter().enumerate() {
-                if b == b'\n' {
-                    assert!(matches!(bytes.get(i + 1), Some(b' ' | b'\t')), "{value:?}");
-                }
-                if b == b'\r' {
-                    assert_eq!(bytes.get(i + 1), Some(&b'\n'), "{value:?}");
-                }
-            }
-        }
+        | Reply::ChangeHeader { name, value, .. } => check_header(name, value),
         Reply::AddRcpt { rcpt: a, .. } | Reply::DelRcpt(a) | Reply::ChangeFrom { sender: a, .. } => {
             assert!(!a.contains(['\r', '\n', '\0']), "{a:?}");
         }
         _ => {}
+    }
+}
+
+/// A header a filter writes: a name without a colon, space or line break; a value
+/// whose only line breaks are folds (followed by a space or a tab).
+pub fn check_header(name: &str, value: &str) {
+    assert!(
+        !name.is_empty() && !name.contains([':', ' ', '\r', '\n']),
+        "{name:?}"
+    );
+    let bytes = value.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'\n' {
+            assert!(matches!(bytes.get(i + 1), Some(b' ' | b'\t')), "{value:?}");
+        }
+        if b == b'\r' {
+            assert_eq!(bytes.get(i + 1), Some(&b'\n'), "{value:?}");
+        }
     }
 }

@@ -695,22 +695,26 @@ fn load_cases(path: &Path) -> Result<Vec<Case>, Vec<String>> {
     let mut cases = Vec::new();
     // `dns { ... }` outside the cases: the answers of every case of the file
     let mut dns = DnsFixture::default();
-    for node in doc.nodes().iter().filter(|n| n.name().value() == "dns") {
-        read_dns(
-            node.children().map(KdlDocument::nodes).unwrap_or_default(),
-            &mut dns,
-            &at,
-            &mut errors,
-        );
+    for node in doc.nodes() {
+        match node.name().value() {
+            "dns" => read_dns(
+                node.children().map(KdlDocument::nodes).unwrap_or_default(),
+                &mut dns,
+                &at,
+                &mut errors,
+            ),
+            "policy-service" => read_policy_answer(node, &mut dns, &at, &mut errors),
+            _ => {}
+        }
     }
     for node in doc.nodes() {
         let here = at(node.name().span().offset());
         match node.name().value() {
             "case" => {}
-            "dns" => continue,
+            "dns" | "policy-service" => continue,
             other => {
                 errors.push(format!(
-                    "{here}: unknown node `{other}` (a suite holds `case` nodes, and `dns`)"
+                    "{here}: unknown node `{other}` (a suite holds `case` nodes, `dns` and `policy-service`)"
                 ));
                 continue;
             }
@@ -895,6 +899,9 @@ fn read_case(
                 at,
                 &mut errors,
             ),
+            "policy-service" => {
+                read_policy_answer(child, &mut case.envelope.dns, at, &mut errors)
+            }
             "authentication" => {
                 for e in child.entries() {
                     let (Some(key), Some(value)) = (e.name(), e.value().as_string()) else {
@@ -1023,6 +1030,31 @@ pub fn read_dns(
                 "{where_}: `{kind}`: expected one of: txt \"NAME\" \"TEXT\"; a|aaaa \"NAME\" \"IP\"; mx \"NAME\" PREFERENCE \"HOST\"; ptr \"IP\" \"NAME\"; fail \"NAME\""
             ));
         }
+    }
+}
+
+/// `policy-service "NAME" "ACTION"`: what that policy service answers in the case (or
+/// in every case of the file), an access(5) action as a server would send it after
+/// `action=`; a service without one is not asked (`DUNNO`).
+fn read_policy_answer(
+    node: &KdlNode,
+    dns: &mut DnsFixture,
+    at: &dyn Fn(usize) -> String,
+    errors: &mut Vec<String>,
+) {
+    let args: Vec<Option<&str>> = node
+        .entries()
+        .iter()
+        .map(|e| e.name().is_none().then(|| e.value().as_string()).flatten())
+        .collect();
+    match args.as_slice() {
+        [Some(name), Some(action)] if !action.trim().is_empty() => {
+            dns.policy_answer(name, action.trim());
+        }
+        _ => errors.push(format!(
+            "{}: expected policy-service \"NAME\" \"ACTION\" (what that service answers: \"DUNNO\", \"DEFER_IF_PERMIT Greylisted\", \"550 5.7.1 No\"...)",
+            at(node.name().span().offset())
+        )),
     }
 }
 

@@ -42,6 +42,10 @@ pub struct DnsFixture {
     mx: BTreeMap<Box<str>, Vec<(u16, Box<str>)>>,
     ptr: BTreeMap<IpAddr, Vec<Box<str>>>,
     fail: HashSet<Box<str>>,
+    /// Not DNS, but the other answer a dry run is given from outside: what a policy
+    /// service (by its configured name) answers (`policy-service "NAME" "ACTION"` in a
+    /// suite). Carried here so that it reaches every stage the way the DNS answers do.
+    policy: BTreeMap<String, String>,
 }
 
 fn fqdn(name: &str) -> Box<str> {
@@ -91,6 +95,18 @@ impl DnsFixture {
     pub fn fail(&mut self, name: &str) -> &mut Self {
         self.fail.insert(fqdn(name));
         self
+    }
+
+    /// What the policy service `service` answers in this dry run (an access(5)
+    /// action: `DUNNO`, `DEFER_IF_PERMIT Greylisted`, `550 5.7.1 No`...).
+    pub fn policy_answer(&mut self, service: &str, action: &str) -> &mut Self {
+        self.policy.insert(service.to_owned(), action.to_owned());
+        self
+    }
+
+    /// The answer given for `service`, if any.
+    pub fn policy_answer_of(&self, service: &str) -> Option<&str> {
+        self.policy.get(service).map(String::as_str)
     }
 
     /// What a query for `kind` at `name` gets from these answers (DNS lists and

@@ -39,6 +39,8 @@ pub enum MilterError {
     Protocol(#[from] ProtocolError),
     #[error("protocol error: {0}")]
     Unexpected(String),
+    #[error("rspamd: {0}")]
+    Rspamd(#[from] super::rspamd::ReplyError),
 }
 
 /// What a filter decided about an event (or the whole message).
@@ -116,6 +118,11 @@ impl Connection {
                 .map_err(MilterError::Connect)?;
                 let _ = s.set_nodelay(true);
                 Box::new(s)
+            }
+            Address::Http { .. } => {
+                return Err(MilterError::Unexpected(
+                    "rspamd over HTTP has no milter connection".into(),
+                ));
             }
             Address::Unix(path) => Box::new(
                 timeout_at(deadline, tokio::net::UnixStream::connect(path))

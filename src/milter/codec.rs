@@ -374,7 +374,7 @@ fn u32_at(data: &[u8], at: usize) -> Option<u32> {
 }
 
 /// A header name a filter may write: printable ASCII but the colon, not empty.
-fn header_name(code: u8, name: String) -> Result<String, ProtocolError> {
+pub(super) fn header_name(code: u8, name: String) -> Result<String, ProtocolError> {
     if name.is_empty()
         || name.len() > 255
         || !name
@@ -396,7 +396,7 @@ fn address(code: u8, s: String) -> Result<String, ProtocolError> {
 
 /// A header value: no CR or LF but as a fold (a line break followed by white space;
 /// the filter writes it `\n` or `\r\n`), no other control but tab.
-fn header_value(code: u8, s: String) -> Result<String, ProtocolError> {
+pub(super) fn header_value(code: u8, s: String) -> Result<String, ProtocolError> {
     let bytes = s.as_bytes();
     for (i, &b) in bytes.iter().enumerate() {
         match b {

@@ -8,6 +8,8 @@
 //!   negotiation, the events of each stage with their macros, the message, and what
 //!   the filter answered. Timeouts bound every wait; any error is a [`MilterError`],
 //!   and what a session does then is the filter's [`FailureAction`].
+//! - [`rspamd`]: rspamd's own HTTP protocol (`/checkv2`), one request per message,
+//!   its JSON reply made a milter's answer, so the session applies both alike.
 //!
 //! What the session does with the answers (when each event is sent, how a verdict
 //! becomes a reply, how the changes are made to the message) is in
@@ -15,6 +17,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod rspamd;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -41,6 +44,9 @@ pub struct Milter {
     /// The macros sent at each stage, by [`MacroStage`] (Postfix's `milter_*_macros`);
     /// a filter may ask for others when it negotiates (`SETSYMLIST`).
     pub macros: [Vec<String>; 7],
+    /// `Some`: not a milter but rspamd over its HTTP protocol (`rspamd "NAME"
+    /// "http://..."`), asked once per message, at its end (see [`rspamd`]).
+    pub rspamd: Option<rspamd::Settings>,
 }
 
 impl Milter {
@@ -55,6 +61,7 @@ impl Milter {
             content_timeout: Duration::from_secs(300),
             on_failure: FailureAction::Tempfail,
             macros: default_macros(),
+            rspamd: None,
         }
     }
 }
@@ -110,8 +117,16 @@ pub const KNOWN_MACROS: &[&str] = &[
 /// Where a filter listens: Postfix's `inet:host:port` or `unix:/path`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Address {
-    Inet { host: String, port: u16 },
+    Inet {
+        host: String,
+        port: u16,
+    },
     Unix(PathBuf),
+    /// rspamd's HTTP worker (`http://host:port`; see [`rspamd::parse_url`]).
+    Http {
+        host: String,
+        port: u16,
+    },
 }
 
 /// A filter address that is neither `inet:host:port` nor `unix:/path`.
@@ -161,6 +176,10 @@ impl fmt::Display for Address {
             Address::Inet { host, port } if host.contains(':') => write!(f, "inet:[{host}]:{port}"),
             Address::Inet { host, port } => write!(f, "inet:{host}:{port}"),
             Address::Unix(p) => write!(f, "unix:{}", p.display()),
+            Address::Http { host, port } if host.contains(':') => {
+                write!(f, "http://[{host}]:{port}")
+            }
+            Address::Http { host, port } => write!(f, "http://{host}:{port}"),
         }
     }
 }

@@ -88,6 +88,7 @@ impl Session {
             }
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             self.tx.sender = Some(sender.clone());
+            self.tx.auth_author = self.auth_author(from.auth.as_deref());
             let refusal = self.milter_event(super::milter::Event::Mail(&args)).await;
             self.tx.sender = None;
             if let Some(r) = refusal {
@@ -105,10 +106,24 @@ impl Session {
             self.tx.body_8bit = from.flags & MAIL_BODY_8BITMIME != 0;
             self.tx.smtputf8 = smtputf8;
             self.tx.auth = auth;
+            self.tx.auth_author = self.auth_author(from.auth.as_deref());
         } else {
             self.tx.disposition = Default::default();
         }
         flow
+    }
+
+    /// MAIL FROM's `AUTH=` parameter as Postfix keeps it (`sasl_sender`, the milters'
+    /// `{auth_author}`): only from a client that authenticated, not `<>`, printable
+    /// and at most 512 bytes, else none (smtp-proto has decoded its xtext).
+    fn auth_author(&self, param: Option<&str>) -> Option<String> {
+        self.auth_user.as_ref()?;
+        let author = param?;
+        let ok = author != "<>"
+            && !author.is_empty()
+            && author.len() <= 512
+            && author.bytes().all(|b| (0x21..=0x7e).contains(&b));
+        ok.then(|| author.to_owned())
     }
 
     /// SPF for this transaction, when the `authentication` checks apply to this

@@ -23,7 +23,7 @@ use crate::maillog::{Agent, Client};
 use crate::message::parse_headers;
 use crate::milter::client::{MacroValues, Message};
 use crate::milter::codec::Reply;
-use crate::milter::{Connection, FailureAction, MacroStage, Milter, MilterError, Verdict};
+use crate::milter::{Connection, FailureAction, MacroStage, Milter, MilterError, Verdict, rspamd};
 
 /// Postfix's replies for a milter's reject and tempfail, and for a failed milter.
 const REJECT: &str = "550 5.7.1 Command rejected\r\n";
@@ -103,6 +103,15 @@ pub(super) enum MessageOutcome {
         sender: String,
         recipients: Vec<String>,
     },
+    Refused(Refusal),
+}
+
+/// What the rest of the message's filters do after one answered.
+enum Answered {
+    /// The next filter gets the message.
+    Next,
+    /// No other filter gets it (discarded).
+    Stop,
     Refused(Refusal),
 }
 
@@ -207,6 +216,12 @@ impl Session {
         if let Some(user) = &self.auth_user {
             v.insert("{auth_authen}", user.clone());
         }
+        if let Some(method) = self.sasl_method {
+            v.insert("{auth_type}", method.to_owned());
+        }
+        if let Some(author) = &self.tx.auth_author {
+            v.insert("{auth_author}", author.clone());
+        }
         if let Some(tls) = &self.tls {
             v.insert("{tls_version}", tls.protocol.clone());
             v.insert("{cipher}", tls.cipher.clone());
@@ -226,10 +241,40 @@ impl Session {
                 }
                 None => {
                     v.insert("{rcpt_addr}", addr.to_owned());
+                    let (mailer, host) = self.resolved(addr);
+                    v.insert("{rcpt_mailer}", mailer);
+                    v.insert("{rcpt_host}", host);
                 }
             }
         }
         v
+    }
+
+    /// `{mail_mailer}`/`{rcpt_mailer}` and `{mail_host}`/`{rcpt_host}` for `address`:
+    /// the transport kind and next hop the route stage gives it now (Postfix resolves
+    /// the address the same way, through its transport maps): `smtp` and
+    /// `[10.0.0.5]:25` or the domain (MX), `lmtp` and its target, `local` and
+    /// `virtual` with our hostname, `error` with the status of a refusal.
+    fn resolved(&self, address: &str) -> (String, String) {
+        let route = self.policy.route(&crate::policy::Context {
+            rcpt: Some(address),
+            ..self.policy_context()
+        });
+        match route {
+            crate::policy::Route::To { transport, .. } => {
+                let kind = transport.kind();
+                let shown = transport.to_string();
+                let host = match shown.split_once(':') {
+                    Some((_, hop)) if !matches!(kind, "virtual") => hop.to_owned(),
+                    _ => self.listen.settings.hostname.clone(),
+                };
+                (kind.to_owned(), host)
+            }
+            crate::policy::Route::Refused { reply, .. } => {
+                let [a, b, c] = reply.enhanced;
+                ("error".to_owned(), format!("{a}.{b}.{c}"))
+            }
+        }
     }
 
     /// Whether this session's client talks to milters at all.
@@ -249,6 +294,7 @@ impl Session {
         let slot = &mut self.milters[i];
         let action = slot.spec.on_failure;
         warn!(milter = %slot.spec.name, address = %slot.spec.address, error = %err, on_failure = action.name(), "milter failed");
+        crate::metrics::get().milter_failed(&slot.spec.name);
         crate::mail!(
             Agent::Smtpd,
             WARN,
@@ -288,7 +334,14 @@ impl Session {
             }),
             _ => None,
         };
-        let values = self.macro_values(rcpt.as_ref().map(|(a, r)| (a.as_str(), r.as_deref())));
+        let mut values = self.macro_values(rcpt.as_ref().map(|(a, r)| (a.as_str(), r.as_deref())));
+        if let Event::Mail(_) = event
+            && let Some(sender) = self.tx.sender.clone().filter(|s| !s.is_empty())
+        {
+            let (mailer, host) = self.resolved(&sender);
+            values.insert("{mail_mailer}", mailer);
+            values.insert("{mail_host}", host);
+        }
         let rejected_rcpt = matches!(
             event,
             Event::Rcpt {
@@ -297,6 +350,10 @@ impl Session {
             }
         );
         for i in 0..self.milters.len() {
+            if self.milters[i].spec.rspamd.is_some() {
+                // rspamd over HTTP is asked once, about the whole message
+                continue;
+            }
             match self.milters[i].state {
                 SlotState::Done
                 | SlotState::MessageDone
@@ -509,6 +566,65 @@ impl Session {
                 }
                 SlotState::Active => {}
             }
+            if let Some(settings) = slot.spec.rspamd.clone() {
+                let spec = slot.spec.clone();
+                let record = slot.record;
+                let headers = draft.visible_headers();
+                let text = draft.render_visible();
+                let hostname_macro = values.get("{client_name}").cloned();
+                let request = rspamd::Request {
+                    queue_id: &queue_id,
+                    ip: self.submitter.is_none().then(|| self.peer.ip()),
+                    helo: self.helo.as_deref(),
+                    hostname: hostname_macro.as_deref(),
+                    user: self.auth_user.as_deref(),
+                    from: &draft.sender,
+                    rcpts: &draft.recipients,
+                    mta_name: &hostname,
+                    mta_tag: &self.listen.name,
+                    tls_version: self.tls.as_ref().map(|t| t.protocol.as_str()),
+                    tls_cipher: self.tls.as_ref().map(|t| t.cipher.as_str()),
+                };
+                if record {
+                    let fields: Vec<String> = request
+                        .headers()
+                        .into_iter()
+                        .map(|(k, v)| format!("{k}: {v}"))
+                        .collect();
+                    let line = esc(&format!(
+                        "{}: POST {}{} ({}; a {}-byte message)",
+                        spec.name,
+                        spec.address,
+                        settings.path,
+                        fields.join(", "),
+                        text.len()
+                    ))
+                    .to_string();
+                    self.core.tap(|| super::Tapped::Milter(line));
+                    continue;
+                }
+                let outcome = rspamd::check(&spec, &settings, &request, &headers, text).await;
+                let (verdict, changes) = match outcome {
+                    Ok(o) => {
+                        info!(queue_id = %queue_id, milter = %spec.name, action = o.action.name(), score = o.score, required = o.required, "rspamd");
+                        (o.verdict, o.changes)
+                    }
+                    Err(err) => {
+                        let refusal = self.milter_failed(i, &err, true);
+                        // each message is a request of its own: the next one tries again
+                        self.milters[i].state = SlotState::Active;
+                        match refusal {
+                            Some(r) => return MessageOutcome::Refused(r),
+                            None => continue,
+                        }
+                    }
+                };
+                match self.milter_answered(i, &queue_id, verdict, changes, false, &mut draft) {
+                    Answered::Next => continue,
+                    Answered::Stop => break,
+                    Answered::Refused(r) => return MessageOutcome::Refused(r),
+                }
+            }
             if slot.record {
                 let (headers, body) = (draft.fields.len(), draft.body.len());
                 let line = recorded(
@@ -536,7 +652,6 @@ impl Session {
                 max_body,
             };
             let result = conn.message(&msg, &values).await;
-            let name = slot.spec.name.clone();
             let (verdict, changes) = match result {
                 Ok(r) => r,
                 Err(err) => match self.milter_failed(i, &err, true) {
@@ -544,57 +659,10 @@ impl Session {
                     None => continue,
                 },
             };
-            let n = changes.len();
-            let mut quarantine = None;
-            for change in changes {
-                if let Reply::Quarantine(reason) = &change {
-                    quarantine = Some(reason.clone());
-                }
-                draft.apply(change, lead);
-            }
-            info!(queue_id = %queue_id, milter = %name, verdict = verdict.name(), changes = n, "milter");
-            if let Some(reason) = quarantine {
-                self.tx.disposition = self.tx.disposition.max(Disposition::Hold);
-                crate::mail!(
-                    Agent::Cleanup,
-                    INFO,
-                    "{queue_id}: milter-hold: END-OF-MESSAGE from {}: {}; {}",
-                    Client(self.peer.ip()),
-                    esc(&reason),
-                    self.envelope_summary(crate::policy::Stage::Data, None)
-                );
-            }
-            match verdict {
-                Verdict::Continue | Verdict::Accept => {}
-                Verdict::Discard => {
-                    self.tx.disposition = Disposition::Discard;
-                    crate::mail!(
-                        Agent::Cleanup,
-                        INFO,
-                        "{queue_id}: milter-discard: END-OF-MESSAGE from {}: milter triggers DISCARD action; {}",
-                        Client(self.peer.ip()),
-                        self.envelope_summary(crate::policy::Stage::Data, None)
-                    );
-                    break;
-                }
-                v => {
-                    if let Some((reply, close)) = verdict_reply(&v, &hostname, false) {
-                        crate::mail!(
-                            Agent::Cleanup,
-                            INFO,
-                            milter = %name,
-                            "{queue_id}: milter-reject: END-OF-MESSAGE from {}: {}; {}",
-                            Client(self.peer.ip()),
-                            reply.trim_end().replace("\r\n", " "),
-                            self.envelope_summary(crate::policy::Stage::Data, None)
-                        );
-                        return MessageOutcome::Refused(Refusal {
-                            reply,
-                            close,
-                            milter: name,
-                        });
-                    }
-                }
+            match self.milter_answered(i, &queue_id, verdict, changes, lead, &mut draft) {
+                Answered::Next => {}
+                Answered::Stop => break,
+                Answered::Refused(r) => return MessageOutcome::Refused(r),
             }
         }
         if !draft.changed {
@@ -604,6 +672,76 @@ impl Session {
             message: draft.render(),
             sender: draft.sender,
             recipients: draft.recipients,
+        }
+    }
+
+    /// One filter's answer to the message, a milter's or rspamd's over HTTP alike:
+    /// its changes made to the draft (header values written with a leading space
+    /// unless `lead`), quarantine as a hold, discard, and a refusal with Postfix's
+    /// log line.
+    fn milter_answered(
+        &mut self,
+        i: usize,
+        queue_id: &str,
+        verdict: Verdict,
+        changes: Vec<Reply>,
+        lead: bool,
+        draft: &mut Draft,
+    ) -> Answered {
+        let hostname = self.listen.settings.hostname.clone();
+        let name = self.milters[i].spec.name.clone();
+        let n = changes.len();
+        let mut quarantine = None;
+        for change in changes {
+            if let Reply::Quarantine(reason) = &change {
+                quarantine = Some(reason.clone());
+            }
+            draft.apply(change, lead);
+        }
+        info!(queue_id = %queue_id, milter = %name, verdict = verdict.name(), changes = n, "milter");
+        if let Some(reason) = quarantine {
+            self.tx.disposition = self.tx.disposition.max(Disposition::Hold);
+            crate::mail!(
+                Agent::Cleanup,
+                INFO,
+                "{queue_id}: milter-hold: END-OF-MESSAGE from {}: {}; {}",
+                Client(self.peer.ip()),
+                esc(&reason),
+                self.envelope_summary(crate::policy::Stage::Data, None)
+            );
+        }
+        match verdict {
+            Verdict::Continue | Verdict::Accept => Answered::Next,
+            Verdict::Discard => {
+                self.tx.disposition = Disposition::Discard;
+                crate::mail!(
+                    Agent::Cleanup,
+                    INFO,
+                    "{queue_id}: milter-discard: END-OF-MESSAGE from {}: milter triggers DISCARD action; {}",
+                    Client(self.peer.ip()),
+                    self.envelope_summary(crate::policy::Stage::Data, None)
+                );
+                Answered::Stop
+            }
+            v => match verdict_reply(&v, &hostname, false) {
+                Some((reply, close)) => {
+                    crate::mail!(
+                        Agent::Cleanup,
+                        INFO,
+                        milter = %name,
+                        "{queue_id}: milter-reject: END-OF-MESSAGE from {}: {}; {}",
+                        Client(self.peer.ip()),
+                        reply.trim_end().replace("\r\n", " "),
+                        self.envelope_summary(crate::policy::Stage::Data, None)
+                    );
+                    Answered::Refused(Refusal {
+                        reply,
+                        close,
+                        milter: name,
+                    })
+                }
+                None => Answered::Next,
+            },
         }
     }
 
@@ -777,6 +915,18 @@ impl Draft {
     fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.trace.len() + self.body.len() + 4096);
         out.extend_from_slice(&self.trace);
+        self.render_into(&mut out);
+        out
+    }
+
+    /// The message as the filters see it (without our Received:).
+    fn render_visible(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.body.len() + 4096);
+        self.render_into(&mut out);
+        out
+    }
+
+    fn render_into(&self, out: &mut Vec<u8>) {
         for f in &self.fields {
             match &f.raw {
                 Some(raw) => out.extend_from_slice(raw),
@@ -790,6 +940,5 @@ impl Draft {
         }
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&crlf(&self.body));
-        out
     }
 }

@@ -92,6 +92,9 @@ pub(super) struct Transaction {
     /// Header lines policy services asked to add (`PREPEND`) at mail and rcpt, put
     /// above our Received: header.
     pub prepend: Vec<String>,
+    /// MAIL FROM's `AUTH=` from an authenticated client (not `<>`):
+    /// the milters' `{auth_author}`, as Postfix's `sasl_sender`.
+    pub auth_author: Option<String>,
 }
 
 impl Transaction {

@@ -721,3 +721,35 @@ pub fn sendmail_wrapper(dir: &Path, config: &Path) -> PathBuf {
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     path
 }
+
+/// GET /metrics with curl: the body, after checking the status and content type.
+pub fn scrape(port: u16) -> String {
+    let out = Command::new(require_tool("curl"))
+        .args(["--silent", "--show-error", "--include", "--max-time", "10"])
+        .arg(format!("http://127.0.0.1:{port}/metrics"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let response = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(
+        head.contains("Content-Type: application/openmetrics-text; version=1.0.0"),
+        "{head}"
+    );
+    body.to_owned()
+}
+
+/// The value of the sample `name{labels}` (the whole text before the value).
+pub fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {series} in\n{metrics}"))
+        .parse()
+        .unwrap()
+}

@@ -50,34 +50,7 @@ impl Parser {
         let mut spec = Milter::new(name.unwrap_or_default(), Address::Unix("/".into()));
         let mut ok = true;
         for (key, entry) in props {
-            match key {
-                "on-failure" => match self.string(entry, "on-failure") {
-                    Some(s) => match FailureAction::parse(s) {
-                        Some(a) => spec.on_failure = a,
-                        None => {
-                            ok = false;
-                            self.error(
-                                entry.span(),
-                                format!("on-failure is tempfail, accept, reject or shutdown, not `{s}`"),
-                                "invalid value",
-                            )
-                            .help = Some(
-                                "tempfail: 451 for the transaction (the default); accept: go on without this milter; reject: 550; shutdown: 421 and the session ends".to_owned(),
-                            );
-                        }
-                    },
-                    None => ok = false,
-                },
-                "connect-timeout" | "command-timeout" | "content-timeout" => {
-                    match self.duration(entry, key) {
-                        Some(d) if key == "connect-timeout" => spec.connect_timeout = d,
-                        Some(d) if key == "command-timeout" => spec.command_timeout = d,
-                        Some(d) => spec.content_timeout = d,
-                        None => ok = false,
-                    }
-                }
-                _ => {}
-            }
+            ok &= self.filter_property(key, entry, &mut spec);
         }
         if let Some(children) = node.children() {
             for child in children.nodes() {
@@ -103,6 +76,115 @@ impl Parser {
             return;
         }
         spec.address = address;
+        all.insert(name.to_owned(), (ok.then(|| Arc::new(spec)), here));
+    }
+
+    /// A property milters and rspamd filters share (`on-failure`, the timeouts);
+    /// `false`: reported.
+    fn filter_property(&mut self, key: &str, entry: &KdlEntry, spec: &mut Milter) -> bool {
+        match key {
+            "on-failure" => match self.string(entry, "on-failure") {
+                Some(s) => match FailureAction::parse(s) {
+                    Some(a) => spec.on_failure = a,
+                    None => {
+                        self.error(
+                            entry.span(),
+                            format!("on-failure is tempfail, accept, reject or shutdown, not `{s}`"),
+                            "invalid value",
+                        )
+                        .help = Some(
+                            "tempfail: 451 for the transaction (the default); accept: go on without this milter; reject: 550; shutdown: 421 and the session ends".to_owned(),
+                        );
+                        return false;
+                    }
+                },
+                None => return false,
+            },
+            "connect-timeout" | "command-timeout" | "content-timeout" => {
+                match self.duration(entry, key) {
+                    Some(d) if key == "connect-timeout" => spec.connect_timeout = d,
+                    Some(d) if key == "command-timeout" => spec.command_timeout = d,
+                    Some(d) => spec.content_timeout = d,
+                    None => return false,
+                }
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// Reads one `rspamd` node (rspamd's HTTP protocol, see [`crate::milter::rspamd`])
+    /// into `all`: a filter like a milter, in the same namespace, used by the same
+    /// `milters=` lists.
+    pub(super) fn rspamd(&mut self, node: &KdlNode, all: &mut Milters) {
+        const RSPAMD_USAGE: &str = "rspamd NAME \"http://host:port\" [on-failure=\"tempfail|accept|reject|shutdown\"] [connect-timeout=\"30s\"] [content-timeout=\"300s\"] [max-reply-size=\"1M\"] [spam-header=\"X-Spam\"] [score-header=\"X-Rspamd-Score\"]";
+        self.check_annotations(node);
+        let here = self.origin(node.name().span().offset());
+        let args = self.args(node, 2, Some(2), RSPAMD_USAGE);
+        let props = self.props(
+            node,
+            &[
+                "on-failure",
+                "connect-timeout",
+                "content-timeout",
+                "max-reply-size",
+                "spam-header",
+                "score-header",
+            ],
+        );
+        self.no_children(node);
+        let Some(args) = args else { return };
+        let name = self.name(args[0], "filter name");
+        let url = self.string(args[1], "rspamd URL").and_then(|a| {
+            crate::milter::rspamd::parse_url(a)
+                .map_err(|e| self.error(args[1].span(), e.to_string(), "not an rspamd URL"))
+                .ok()
+        });
+        let mut spec = Milter::new(name.unwrap_or_default(), Address::Unix("/".into()));
+        let mut settings = crate::milter::rspamd::Settings::default();
+        let mut ok = true;
+        for (key, entry) in props {
+            match key {
+                "max-reply-size" => match self.size(entry, key, 1024, 64 << 20) {
+                    Some(n) => settings.max_reply = n as usize,
+                    None => ok = false,
+                },
+                "spam-header" | "score-header" => {
+                    let Some(h) = self.string(entry, key) else {
+                        ok = false;
+                        continue;
+                    };
+                    let valid = h.len() <= 255
+                        && h.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b':');
+                    if key == "score-header" && h.is_empty() {
+                        settings.score_header = None;
+                    } else if !valid || h.is_empty() {
+                        self.error(
+                            entry.span(),
+                            format!("`{h}` is not a header name"),
+                            "not a header name",
+                        );
+                        ok = false;
+                    } else if key == "spam-header" {
+                        settings.spam_header = h.to_owned();
+                    } else {
+                        settings.score_header = Some(h.to_owned());
+                    }
+                }
+                _ => ok &= self.filter_property(key, entry, &mut spec),
+            }
+        }
+        let (Some(name), Some((address, path))) = (name, url) else {
+            return;
+        };
+        if let Some((_, first)) = all.get(name) {
+            let first = first.clone();
+            self.duplicate(args[0].span(), format!("filter `{name}`"), &first);
+            return;
+        }
+        settings.path = path;
+        spec.address = address;
+        spec.rspamd = Some(settings);
         all.insert(name.to_owned(), (ok.then(|| Arc::new(spec)), here));
     }
 

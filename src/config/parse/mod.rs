@@ -57,6 +57,7 @@ const TOP_LEVEL: &[&str] = &[
     "credentials",
     "content-filter",
     "milter",
+    "rspamd",
     "rate-limits",
     "users",
     "reload",
@@ -249,7 +250,7 @@ impl Parser {
             let here = self.origin(node.name().span().offset());
             match node.name().value() {
                 "networks" | "domains" | "table" | "credentials" | "content-filter" | "users"
-                | "policy-service" | "dnsbl" | "milter" => {} // read by `sets`
+                | "policy-service" | "dnsbl" | "milter" | "rspamd" => {} // read by `sets`
                 "delivery" => {
                     if let Some((_, first)) = &delivery {
                         let first = first.clone();

@@ -40,6 +40,10 @@ impl Parser {
                 self.milter(node, &mut sets.milters);
                 continue;
             }
+            if kind == "rspamd" {
+                self.rspamd(node, &mut sets.milters);
+                continue;
+            }
             if kind == "users" {
                 self.users(node, &mut sets.users);
                 continue;

@@ -118,8 +118,23 @@ pub async fn check(dnsbl: &Dnsbl, resolver: &Resolver, key: &Key) -> Result<Scor
     }
     let mut answers = Answers::new();
     let deadline = tokio::time::Instant::now() + dnsbl.timeout;
+    let metrics = crate::metrics::get();
     while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, tasks.join_next()).await {
         if let Ok((zone, answer)) = joined {
+            metrics.dnsbl_query(
+                &dnsbl.name,
+                match &answer {
+                    Ok(a) if a.is_empty() => "not_listed",
+                    Ok(_) => "listed",
+                    // the resolver's own deadline, or its upstream's
+                    Err(crate::net::dns::DnsError::Temporary { message, .. })
+                        if message.contains("timed out") =>
+                    {
+                        "timeout"
+                    }
+                    Err(_) => "error",
+                },
+            );
             let answer = answer
                 .ok()
                 .map(|a| a.iter().filter_map(|s| s.parse().ok()).collect());
@@ -127,6 +142,10 @@ pub async fn check(dnsbl: &Dnsbl, resolver: &Resolver, key: &Key) -> Result<Scor
         }
     }
     tasks.abort_all();
+    // the zones that did not answer in time
+    for _ in answers.len()..zones.len() {
+        metrics.dnsbl_query(&dnsbl.name, "timeout");
+    }
     let (score, listed, top) = outcome(dnsbl, &answers)?;
     let top = match top {
         Some(zone) => {

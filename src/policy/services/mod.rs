@@ -160,11 +160,22 @@ impl Services {
             };
         };
         if offline() {
-            // a dry run never reaches the network: the service is not asked
-            return PolicyAnswer {
-                effect: Effect::Next,
-                action: "DUNNO (dry run: not asked)".into(),
-                error: None,
+            // a dry run never reaches the network: the service is not asked; a suite
+            // may say what it answers
+            return match from_fixture(|f| f.policy_answer_of(name).map(str::to_owned)).flatten() {
+                Some(action) => {
+                    let (effect, error) = effect_of(&action, stage, ctx);
+                    PolicyAnswer {
+                        effect,
+                        action,
+                        error,
+                    }
+                }
+                None => PolicyAnswer {
+                    effect: Effect::Next,
+                    action: "DUNNO (dry run: not asked)".into(),
+                    error: None,
+                },
             };
         }
         let request = protocol::encode(&attributes(stage, ctx, &client.settings.context));
@@ -173,6 +184,12 @@ impl Services {
             let client = client.clone();
             block_on(async move { client.ask(&request).await }, limit)
         };
+        let result = match &asked {
+            Some(Ok(_)) => "answered",
+            Some(Err(client::ServiceError::Timeout { .. })) | None => "timeout",
+            Some(Err(_)) => "error",
+        };
+        crate::metrics::get().policy_service(name, result);
         let (action, error) = match asked {
             Some(Ok(action)) => (action, None),
             Some(Err(e)) => (client.settings.default_action.clone(), Some(e.to_string())),
@@ -243,7 +260,10 @@ impl Services {
         };
         match answer {
             Some(a) => a.map(Some),
-            None => Err(unknown(format!("no answer within {:?}", list.timeout))),
+            None => {
+                crate::metrics::get().dnsbl_query(name, "timeout");
+                Err(unknown(format!("no answer within {:?}", list.timeout)))
+            }
         }
     }
 

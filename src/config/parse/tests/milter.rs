@@ -67,3 +67,63 @@ fn milters_and_their_references() {
     // every error points into the file
     assert!(rendered.contains("mtad.kdl:"), "{rendered}");
 }
+
+#[test]
+fn rspamd_filters_share_the_milters_namespace_and_lists() {
+    let config = parse(
+        "server {\n    hostname \"mx.example.test\"\n    spool \"spool\"\n}\n\
+         listen \"mx\" address=\"127.0.0.1:2525\" milters=\"opendkim rspamd\"\n\
+         rspamd \"rspamd\" \"http://127.0.0.1:11333\" on-failure=\"reject\" content-timeout=\"60s\" max-reply-size=\"64K\" spam-header=\"X-Spam-Flag\" score-header=\"\"\n\
+         rspamd \"remote\" \"http://[::1]:8080/checkv2\"\n\
+         milter \"opendkim\" \"unix:/run/opendkim/opendkim.sock\"\n\
+         local-submission {\n    maildrop \"maildrop\"\n    milters \"rspamd\"\n}\n",
+    );
+    assert_eq!(config.listeners[0].milters, ["opendkim", "rspamd"]);
+    let rspamd = &config.milters["rspamd"];
+    assert_eq!(
+        rspamd.address,
+        Address::Http {
+            host: "127.0.0.1".into(),
+            port: 11333
+        }
+    );
+    assert_eq!(rspamd.on_failure, FailureAction::Reject);
+    assert_eq!(rspamd.content_timeout, Duration::from_secs(60));
+    let settings = rspamd.rspamd.as_ref().expect("an rspamd filter");
+    assert_eq!(settings.path, "/checkv2");
+    assert_eq!(settings.max_reply, 64 << 10);
+    assert_eq!(settings.spam_header, "X-Spam-Flag");
+    assert_eq!(settings.score_header, None);
+    let remote = config.milters["remote"].rspamd.as_ref().unwrap();
+    assert_eq!(remote.score_header.as_deref(), Some("X-Rspamd-Score"));
+    assert_eq!(
+        config.milters["remote"].address.to_string(),
+        "http://[::1]:8080"
+    );
+    assert!(config.milters["opendkim"].rspamd.is_none());
+
+    let (errors, rendered) = check(&format!(
+        "{PRELUDE}milter \"rspamd\" \"inet:127.0.0.1:11332\"\n\
+         rspamd \"rspamd\" \"http://127.0.0.1:11333\"\n\
+         rspamd \"a\" \"inet:127.0.0.1:11333\" command-timeout=\"1s\"\n\
+         rspamd \"b\" \"http://h:1\" spam-header=\"Bad: name\" max-reply-size=\"1\" {{\n    macros \"mail\" \"i\"\n}}\n"
+    ));
+    let messages: Vec<&str> = errors.errors.iter().map(|e| e.message.as_str()).collect();
+    for want in [
+        "`inet:127.0.0.1:11333`: rspamd's worker is at an http:// URL (http://127.0.0.1:11333)",
+        "`Bad: name` is not a header name",
+    ] {
+        assert!(messages.contains(&want), "missing {want:?} in:\n{rendered}");
+    }
+    // a duplicate name across both kinds, an unknown property, a child block, a tiny
+    // reply limit
+    for want in [
+        "filter `rspamd`",
+        "command-timeout",
+        "macros",
+        "max-reply-size",
+    ] {
+        assert!(rendered.contains(want), "missing {want:?} in:\n{rendered}");
+    }
+    assert!(rendered.contains("mtad.kdl:"), "{rendered}");
+}
