@@ -192,6 +192,15 @@ fn enhanced_of(reply: &Reply, class: u8) -> [u8; 3] {
 
 type Pooled = (SmtpConnection, Instant);
 
+/// What a delivery carries: mail, mail to a content filter (no loop detection), or a
+/// TLS report (sent despite TLS failures, not itself reported on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Mail,
+    Filter,
+    TlsReport,
+}
+
 /// Connections are reused only for the same host with the same TLS policy and account.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct PoolKey {
@@ -215,6 +224,9 @@ pub struct Outbound {
     dnssec: Option<Dnssec>,
     /// MTA-STS policies (`delivery { mta-sts #true }`); `None`: not used.
     mta_sts: Option<Arc<super::mta_sts::MtaSts>>,
+    /// Where TLS policy outcomes are counted for TLS reports (`delivery { tls-rpt
+    /// #true }`); `None`: not counted.
+    tls_rpt: Option<Arc<super::tls_rpt::store::Store>>,
     credentials: std::collections::BTreeMap<String, Arc<Table>>,
     idle: Mutex<HashMap<PoolKey, Vec<Pooled>>>,
     per_host: Mutex<HashMap<Target, Arc<Semaphore>>>,
@@ -241,6 +253,7 @@ impl Outbound {
             tls,
             dnssec: None,
             mta_sts: None,
+            tls_rpt: None,
             credentials,
             idle: Mutex::new(HashMap::new()),
             per_host: Mutex::new(HashMap::new()),
@@ -259,6 +272,17 @@ impl Outbound {
     pub fn with_mta_sts(mut self, mta_sts: Option<Arc<super::mta_sts::MtaSts>>) -> Outbound {
         self.mta_sts = mta_sts;
         self
+    }
+
+    /// Count TLS policy outcomes in `store` for TLS reports.
+    pub fn with_tls_rpt(mut self, store: Option<Arc<super::tls_rpt::store::Store>>) -> Outbound {
+        self.tls_rpt = store;
+        self
+    }
+
+    /// Where TLS policy outcomes are counted, when TLS reporting is on.
+    pub fn tls_rpt(&self) -> Option<&Arc<super::tls_rpt::store::Store>> {
+        self.tls_rpt.as_ref()
     }
 
     pub fn dnssec(&self) -> Option<&Dnssec> {
@@ -481,7 +505,21 @@ impl Outbound {
         envelope: &Envelope<'_>,
         message: &[u8],
     ) -> Vec<Outcome> {
-        self.deliver(transport, options, envelope, message, true)
+        self.deliver(transport, options, envelope, message, Kind::Mail)
+            .await
+    }
+
+    /// [`Outbound::send`] for a TLS report (RFC 8460 §5.3): sent despite any TLS
+    /// failure (at most opportunistic TLS, nothing checked) and not itself counted for
+    /// TLS reports.
+    pub async fn send_tls_report(
+        &self,
+        transport: &Transport,
+        options: &RouteOptions,
+        envelope: &Envelope<'_>,
+        message: &[u8],
+    ) -> Vec<Outcome> {
+        self.deliver(transport, options, envelope, message, Kind::TlsReport)
             .await
     }
 
@@ -498,7 +536,7 @@ impl Outbound {
             &RouteOptions::default(),
             envelope,
             message,
-            false,
+            Kind::Filter,
         )
         .await
     }
@@ -509,8 +547,9 @@ impl Outbound {
         options: &RouteOptions,
         envelope: &Envelope<'_>,
         message: &[u8],
-        loop_detect: bool,
+        kind: Kind,
     ) -> Vec<Outcome> {
+        let loop_detect = kind != Kind::Filter;
         let n = envelope.recipients.len();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
         let mut last: Vec<Option<Outcome>> = vec![None; n];
@@ -626,7 +665,7 @@ impl Outbound {
                 };
                 let relay = hop.to_string();
                 let result = self
-                    .transaction(&hop, t, &destination, options, &sub, message, loop_detect)
+                    .transaction(&hop, t, &destination, options, &sub, message, kind)
                     .await;
                 match result {
                     Ok(per) => {
@@ -709,15 +748,33 @@ impl Outbound {
         options: &RouteOptions,
         envelope: &Envelope<'_>,
         message: &[u8],
-        loop_detect: bool,
+        kind: Kind,
     ) -> Result<Vec<RcptOutcome>, DeliveryError> {
-        let policy = self.host_policy(destination, hop).await;
+        let loop_detect = kind != Kind::Filter;
+        let mut policy = self.host_policy(destination, hop).await;
+        if kind == Kind::TlsReport {
+            // RFC 8460 §5.3: reports go out despite TLS failures
+            policy.refusal = None;
+            policy.dane = super::tls_policy::DaneState::NotUsed;
+            policy.names.clear();
+            if policy.mode != TlsMode::None {
+                policy.mode = TlsMode::Opportunistic;
+            }
+        }
+        let report = |failure: Option<(super::tls_rpt::ResultType, &str)>| {
+            if kind == Kind::TlsReport {
+                return;
+            }
+            self.report_tls(destination, &policy, hop, failure);
+        };
         let with_policy = |e: DeliveryError| with_policy(e, &policy);
         let metrics = crate::metrics::get();
         if let Some(refusal) = &policy.refusal {
             metrics.tls_policy(policy.chosen.rule.level.as_str(), "refused");
+            report(Some((policy.refusal_result, refusal)));
             return Err(with_policy(DeliveryError::Tls {
                 message: refusal.clone(),
+                result: policy.refusal_result,
                 plaintext_retry: false,
             }));
         }
@@ -727,6 +784,7 @@ impl Outbound {
             (Some(client), _) => policy.check(client).map_err(|e| {
                 with_policy(DeliveryError::Tls {
                     message: format!("TLS client configuration: {e}"),
+                    result: super::tls_rpt::ResultType::ValidationFailure,
                     plaintext_retry: false,
                 })
             })?,
@@ -760,6 +818,15 @@ impl Outbound {
         config.loop_detect =
             loop_detect && !hop.lmtp && matches!(hop.target, Target::Inet(a) if a.port() == 25);
         let result = self.fresh(hop, &config, envelope, message).await;
+        // a TLS failure is reported once, even when the mail then goes in plaintext
+        let mut reported = false;
+        if let Err(DeliveryError::Tls {
+            result: r, message, ..
+        }) = &result
+        {
+            report(Some((*r, message)));
+            reported = true;
+        }
         let result = match result {
             Err(e) if e.allows_plaintext_retry() => {
                 debug!(relay = %hop, error = %e, "STARTTLS failed; trying once in plaintext");
@@ -777,6 +844,16 @@ impl Outbound {
                 return Err(with_policy(e));
             }
         };
+        if !reported && tls != TlsMode::None {
+            if conn.is_encrypted() {
+                report(None);
+            } else {
+                report(Some((
+                    super::tls_rpt::ResultType::StarttlsNotSupported,
+                    "STARTTLS not offered",
+                )));
+            }
+        }
         metrics.tls_policy(
             policy.chosen.rule.level.as_str(),
             if conn.is_encrypted() {
@@ -797,6 +874,39 @@ impl Outbound {
             tokio::spawn(conn.quit());
         }
         Ok(per)
+    }
+
+    /// Counts, for TLS reports, what became of `policy` on a new connection to `hop`
+    /// (`failure`: its result type and text; `None`: satisfied). MX next hops only: a
+    /// policy domain is a recipient domain.
+    fn report_tls(
+        &self,
+        destination: &Destination,
+        policy: &HostPolicy,
+        hop: &Hop,
+        failure: Option<(super::tls_rpt::ResultType, &str)>,
+    ) {
+        use super::tls_rpt::{Event, Failure};
+        let (Some(store), Some(domain)) = (&self.tls_rpt, destination.policy_domain()) else {
+            return;
+        };
+        let event = match failure {
+            None => Event::success(domain, policy.report.clone()),
+            Some((result, text)) => {
+                let ip = match hop.target {
+                    Target::Inet(a) => Some(a.ip()),
+                    Target::Unix(_) => None,
+                };
+                let failure = Failure {
+                    result,
+                    sending_ip: ip.and_then(super::tls_rpt::source_address),
+                    mx: hop.name.trim_end_matches('.').to_ascii_lowercase(),
+                    receiving_ip: ip,
+                };
+                Event::failure(domain, policy.report.clone(), failure, text)
+            }
+        };
+        store.record(event);
     }
 
     async fn fresh(
@@ -949,9 +1059,11 @@ fn with_policy(e: DeliveryError, policy: &HostPolicy) -> DeliveryError {
     match e {
         DeliveryError::Tls {
             message,
+            result,
             plaintext_retry,
         } => DeliveryError::Tls {
             message: format!("{message} (TLS policy {policy})"),
+            result,
             plaintext_retry,
         },
         other => other,

@@ -821,7 +821,12 @@ async fn send_route(
                 xforward,
             };
             // a content filter (the only sender with XFORWARD) is no mail loop
-            if xforward.is_empty() {
+            if env.listener == super::tls_rpt::report::LISTENER && xforward.is_empty() {
+                shared
+                    .outbound()
+                    .send_tls_report(transport, options, &envelope, body)
+                    .await
+            } else if xforward.is_empty() {
                 shared
                     .outbound()
                     .send(transport, options, &envelope, body)

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use super::dane::{DaneVerifier, usable};
 use super::mta_sts::{Cached, MtaSts};
 use super::tls::{TlsClient, TlsMode};
+use super::tls_rpt::{PolicyType, ReportPolicy, ResultType};
 use crate::config::route::{NextHop, TlsPolicy, Transport};
 use crate::config::tls_policy::{CertName, ChosenRule};
 use crate::net::dnssec::{Dnssec, Tlsa, Validated};
@@ -52,6 +53,10 @@ pub struct HostPolicy {
     /// Set when nothing may be sent to the host (a `dane-only` destination without
     /// DANE, bogus DNSSEC, a failed lookup): the reason, for the defer.
     pub refusal: Option<String>,
+    /// The refusal's kind, as TLS reports name it.
+    pub refusal_result: ResultType,
+    /// The policy as TLS reports (RFC 8460) name it.
+    pub report: ReportPolicy,
 }
 
 impl HostPolicy {
@@ -119,6 +124,8 @@ pub struct Destination {
     /// The recipient domain's MTA-STS policy (MX next hops at `opportunistic`,
     /// `required` or `dane`: the levels it can raise).
     sts: Option<Cached>,
+    /// The recipient domain of an MX next hop: the policy domain TLS reports name.
+    policy_domain: Option<String>,
 }
 
 impl Destination {
@@ -153,12 +160,24 @@ impl Destination {
             (true, Transport::Smtp(NextHop::Mx { .. }), None) => Ok(false),
             (true, _, _) => Ok(true),
         };
+        let policy_domain = match transport {
+            Transport::Smtp(NextHop::Mx { domain, .. }) => {
+                Some(domain.trim_end_matches('.').to_ascii_lowercase())
+            }
+            _ => None,
+        };
         Destination {
             chosen,
             nexthop,
             mx,
             sts,
+            policy_domain,
         }
+    }
+
+    /// The recipient domain of an MX next hop (TLS reports are about those only).
+    pub fn policy_domain(&self) -> Option<&str> {
+        self.policy_domain.as_deref()
     }
 
     /// The policy of a connection to `host` on `port`: for a DANE level, from its
@@ -173,6 +192,8 @@ impl Destination {
             dane: DaneState::NotUsed,
             mta_sts: None,
             refusal: None,
+            refusal_result: ResultType::ValidationFailure,
+            report: ReportPolicy::none(),
         };
         match level {
             TlsPolicy::None => policy.mode = TlsMode::None,
@@ -195,11 +216,15 @@ impl Destination {
                     if only {
                         p.mode = TlsMode::Required;
                         p.refusal = Some(format!("dane-only: {why}"));
+                        p.refusal_result = ResultType::DaneRequired;
+                        p.report.kind = PolicyType::Tlsa;
                     }
                 };
                 match tlsa {
                     Validated::Bogus(e) | Validated::Failed(e) => {
                         policy.mode = TlsMode::Required;
+                        policy.refusal_result = ResultType::DnssecInvalid;
+                        policy.report.kind = PolicyType::Tlsa;
                         policy.refusal = Some(if e.starts_with("dane") {
                             e
                         } else {
@@ -218,10 +243,16 @@ impl Destination {
                     }
                     Validated::Secure(records) => {
                         let all = records.len();
+                        policy.report = ReportPolicy {
+                            kind: PolicyType::Tlsa,
+                            strings: records.iter().take(16).map(ToString::to_string).collect(),
+                            mx_host: vec![host.trim_end_matches('.').to_ascii_lowercase()],
+                        };
                         let good: Vec<Tlsa> = records.into_iter().filter(usable).collect();
                         policy.mode = TlsMode::Required;
                         if good.is_empty() {
                             policy.dane = DaneState::Unusable(all);
+                            policy.refusal_result = ResultType::TlsaInvalid;
                             if only {
                                 policy.refusal = Some(format!(
                                     "dane-only: none of the {all} TLSA records of {host} is usable"
@@ -243,6 +274,9 @@ impl Destination {
         {
             use crate::net::mta_sts::Mode;
             policy.mta_sts = Some((sts.policy.mode, sts.id.clone()));
+            if sts.policy.mode != Mode::None {
+                policy.report = sts_report(&sts.policy);
+            }
             if sts.policy.mode == Mode::Enforce {
                 if sts.policy.allows(host) {
                     policy.mode = TlsMode::Verify;
@@ -252,9 +286,22 @@ impl Destination {
                 } else {
                     policy.refusal =
                         Some(format!("mta-sts: mx {host} not in policy (id {})", sts.id));
+                    policy.refusal_result = ResultType::ValidationFailure;
                 }
             }
         }
         policy
+    }
+}
+
+/// An MTA-STS policy as TLS reports name it: its lines, and its `mx` patterns.
+fn sts_report(p: &crate::net::mta_sts::Policy) -> ReportPolicy {
+    let mut strings = vec!["version: STSv1".to_owned(), format!("mode: {}", p.mode.as_str())];
+    strings.extend(p.mx.iter().take(32).map(|m| format!("mx: {m}")));
+    strings.push(format!("max_age: {}", p.max_age));
+    ReportPolicy {
+        kind: PolicyType::Sts,
+        strings,
+        mx_host: p.mx.iter().take(32).cloned().collect(),
     }
 }
