@@ -296,7 +296,10 @@ impl Destination {
 
 /// An MTA-STS policy as TLS reports name it: its lines, and its `mx` patterns.
 fn sts_report(p: &crate::net::mta_sts::Policy) -> ReportPolicy {
-    let mut strings = vec!["version: STSv1".to_owned(), format!("mode: {}", p.mode.as_str())];
+    let mut strings = vec![
+        "version: STSv1".to_owned(),
+        format!("mode: {}", p.mode.as_str()),
+    ];
     strings.extend(p.mx.iter().take(32).map(|m| format!("mx: {m}")));
     strings.push(format!("max_age: {}", p.max_age));
     ReportPolicy {

@@ -9,6 +9,6 @@
 pub mod dns;
 pub mod dnssec;
 pub mod mta_sts;
-pub mod tls_rpt;
 pub mod stream;
 pub mod tls;
+pub mod tls_rpt;

@@ -79,7 +79,10 @@ pub fn parse_record(record: &str) -> Result<Vec<Rua>, TlsRptRecordError> {
             continue;
         }
         let name_ok = name.len() <= 32
-            && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric())
             && name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
@@ -106,10 +109,9 @@ fn parse_rua(value: &str) -> Result<Vec<Rua>, TlsRptRecordError> {
         // RFC 3986 characters only (no space, no control, nothing beyond ASCII; '!'
         // and ';' must be percent-encoded in a rua)
         let valid = !uri.is_empty()
-            && uri.bytes().all(|b| {
-                b.is_ascii_alphanumeric()
-                    || b"-._~:/?#[]@$&'()*+=%".contains(&b)
-            });
+            && uri
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~:/?#[]@$&'()*+=%".contains(&b));
         if !valid {
             return Err(bad(format!("{uri:?} is not a URI")));
         }
@@ -256,7 +258,10 @@ mod tests {
         ] {
             assert!(parse_record(r).is_err(), "{r:?} accepted");
         }
-        let long = format!("v=TLSRPTv1;rua=mailto:a@b.test;x={}", "a".repeat(MAX_RECORD));
+        let long = format!(
+            "v=TLSRPTv1;rua=mailto:a@b.test;x={}",
+            "a".repeat(MAX_RECORD)
+        );
         assert!(parse_record(&long).is_err());
     }
 

@@ -273,7 +273,11 @@ impl Parser {
             "tls-rpt" => match v.value().as_bool() {
                 Some(b) => d.tls_rpt = b,
                 None => {
-                    self.error(v.span(), "`tls-rpt` must be #true or #false", "not a boolean");
+                    self.error(
+                        v.span(),
+                        "`tls-rpt` must be #true or #false",
+                        "not a boolean",
+                    );
                 }
             },
             "tls-rpt-interval" => {
@@ -301,15 +305,25 @@ impl Parser {
                 };
                 let is_address = text.rsplit_once('@').is_some_and(|(l, dom)| {
                     !l.is_empty() && !dom.is_empty() && !dom.starts_with('.')
-                }) && text.bytes().all(|b| b.is_ascii_graphic() && !b"<>,;\"\\".contains(&b));
+                }) && text
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"<>,;\"\\".contains(&b));
                 let printable = !text.is_empty() && !text.chars().any(char::is_control);
                 match key {
                     "tls-rpt-from" if !is_address => {
-                        self.error(v.span(), format!("`{text}` is not an address (user@domain)"), "not an address");
+                        self.error(
+                            v.span(),
+                            format!("`{text}` is not an address (user@domain)"),
+                            "not an address",
+                        );
                     }
                     "tls-rpt-from" => d.tls_rpt_from = Some(text),
                     _ if !printable => {
-                        self.error(v.span(), format!("`{key}` must be a non-empty line of text"), "empty or control characters");
+                        self.error(
+                            v.span(),
+                            format!("`{key}` must be a non-empty line of text"),
+                            "empty or control characters",
+                        );
                     }
                     "tls-rpt-organization" => d.tls_rpt_organization = Some(text),
                     _ => d.tls_rpt_contact = Some(text),

@@ -77,9 +77,8 @@ impl ResultType {
                 C::Other(o) if o.0.is::<super::dane::TlsaMismatch>() => ResultType::TlsaInvalid,
                 _ => ResultType::CertificateNotTrusted,
             },
-            rustls::Error::NoCertificatesPresented | rustls::Error::InvalidCertRevocationList(_) => {
-                ResultType::CertificateNotTrusted
-            }
+            rustls::Error::NoCertificatesPresented
+            | rustls::Error::InvalidCertRevocationList(_) => ResultType::CertificateNotTrusted,
             _ => ResultType::ValidationFailure,
         }
     }

@@ -95,7 +95,10 @@ pub struct FailureDetail {
     pub failed_session_count: u64,
     /// Our text of the failure (the RFC's "TLS-related error code or error message";
     /// `additional-information` is for a URI, which we have none of).
-    #[serde(rename = "failure-reason-code", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "failure-reason-code",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub failure_reason_code: Option<String>,
 }
 
@@ -233,8 +236,14 @@ pub fn message(
         )
         .message_id(id.as_str())
         .header("TLS-Report-Domain", HeaderType::Raw(Raw::new(domain)))
-        .header("TLS-Report-Submitter", HeaderType::Raw(Raw::new(submitter.as_str())))
-        .header("Auto-Submitted", HeaderType::Raw(Raw::new("auto-generated")))
+        .header(
+            "TLS-Report-Submitter",
+            HeaderType::Raw(Raw::new(submitter.as_str())),
+        )
+        .header(
+            "Auto-Submitted",
+            HeaderType::Raw(Raw::new("auto-generated")),
+        )
         .body(MimePart::new(
             ContentType::new("multipart/report").attribute("report-type", "tlsrpt"),
             BodyPart::Multipart(vec![
@@ -377,14 +386,7 @@ impl Reporter {
                 }
             }
             if !mailto.is_empty() {
-                let body = message(
-                    &report,
-                    domain,
-                    closed.start,
-                    closed.end,
-                    sender,
-                    &mailto,
-                )?;
+                let body = message(&report, domain, closed.start, closed.end, sender, &mailto)?;
                 let id = self.enqueue(sender, &mailto, body).await?;
                 info!(%domain, queue_id = %id, to = %mailto.join(","), report_id = %report.report_id, "TLS-RPT report queued");
                 summary
@@ -407,10 +409,7 @@ impl Reporter {
     ) -> Result<Vec<Rua>, crate::net::dns::DnsError> {
         let records = out
             .resolver()
-            .records(
-                &format!("_smtp._tls.{domain}"),
-                crate::net::dns::Query::Txt,
-            )
+            .records(&format!("_smtp._tls.{domain}"), crate::net::dns::Query::Txt)
             .await?;
         // §3: records that do not start with v=TLSRPTv1 are discarded; not exactly
         // one left: no TLSRPT
@@ -518,9 +517,15 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("TLS-Report-Domain: a.test\r\n"), "{text}");
-        assert!(text.contains("TLS-Report-Submitter: sender.test\r\n"), "{text}");
+        assert!(
+            text.contains("TLS-Report-Submitter: sender.test\r\n"),
+            "{text}"
+        );
         assert!(text.contains("report-type=\"tlsrpt\""), "{text}");
         assert!(text.contains("application/tlsrpt+gzip"), "{text}");
-        assert!(text.contains("sender.test!a.test!0!86400.json.gz"), "{text}");
+        assert!(
+            text.contains("sender.test!a.test!0!86400.json.gz"),
+            "{text}"
+        );
     }
 }

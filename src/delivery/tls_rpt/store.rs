@@ -187,7 +187,9 @@ fn read_rows(path: &Path, mut each: impl FnMut(Row)) -> io::Result<()> {
         }
         match serde_json::from_slice::<Row>(&line) {
             Ok(row) => each(row),
-            Err(e) => warn!(path = %path.display(), error = %e, "TLS-RPT journal: a line that does not parse, skipped"),
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "TLS-RPT journal: a line that does not parse, skipped")
+            }
         }
     }
 }
@@ -222,7 +224,9 @@ fn load(dir: &Path, limits: Limits) -> io::Result<(Aggregate, u64)> {
                     apply(&mut agg, row, limits);
                 }
             }
-            Err(e) => warn!(path = %snap.display(), error = %e, "TLS-RPT snapshot does not parse; its counts are lost"),
+            Err(e) => {
+                warn!(path = %snap.display(), error = %e, "TLS-RPT snapshot does not parse; its counts are lost")
+            }
         },
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
@@ -568,7 +572,8 @@ mod tests {
             serde_json::from_slice(&fs::read(dir.path().join("current/snapshot.json")).unwrap())
                 .unwrap();
         fs::write(
-            dir.path().join(format!("current/journal.{}", snap.generation)),
+            dir.path()
+                .join(format!("current/journal.{}", snap.generation)),
             b"{\"d\":\"a.test\",\"p\":{\"t\":\"sts\"}}\n",
         )
         .unwrap();
