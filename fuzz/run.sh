@@ -34,7 +34,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
 
-TARGETS=(smtp proxy message table checks config suite hook milter policy_reply tls_policy)
+TARGETS=(smtp proxy message table checks config suite hook milter policy_reply tls_policy tls_rpt)
 # FUZZ_TARGETS="smtp proxy" restricts `all`, `ci` and `seeds` to those targets
 if [ -n "${FUZZ_TARGETS:-}" ]; then
   read -r -a TARGETS <<<"$FUZZ_TARGETS"
