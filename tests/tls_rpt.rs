@@ -100,6 +100,12 @@ fn tls_policy_failures_are_reported_as_rfc_8460_mail() {
         "v=TLSRPTv1;rua=mailto:tlsrpt@rua.test",
     );
     let sts = Dnsmasq::txt("_mta-sts.sts.test", "v=STSv1; id=one;");
+    // bad.test publishes a policy whose HTTPS server has no certificate for it
+    let bad = Dnsmasq::txt("_mta-sts.bad.test", "v=STSv1; id=one;");
+    let rua_bad = Dnsmasq::txt(
+        "_smtp._tls.bad.test",
+        "v=TLSRPTv1;rua=mailto:tlsrpt@rua.test",
+    );
     let dns = Dnsmasq::start(&[
         "--host-record=mta-sts.sts.test,127.0.0.1",
         "--host-record=mx.sts.test,127.0.0.1",
@@ -107,6 +113,10 @@ fn tls_policy_failures_are_reported_as_rfc_8460_mail() {
         "--mx-host=sts.test,mx.sts.test,10",
         "--mx-host=ok.test,mx.sts.test,10",
         "--mx-host=rua.test,mx.rua.test,10",
+        "--host-record=mta-sts.bad.test,127.0.0.1",
+        "--mx-host=bad.test,mx.sts.test,10",
+        &bad,
+        &rua_bad,
         &sts,
         &rua,
         &rua_ok,
@@ -145,10 +155,20 @@ delivery {{
     let data = "From: <a@client.test>\r\nSubject: hello\r\n\r\nhello\r\n";
     c.send_message("a@client.test", &["rcpt@sts.test"], data);
     c.send_message("a@client.test", &["rcpt@ok.test"], data);
+    c.send_message("a@client.test", &["rcpt@bad.test"], data);
     c.cmd("QUIT", "221");
-    // ok.test delivered over TLS, sts.test deferred by its policy
-    let got = aio.messages(1);
-    assert!(got[0].0.contains("RCPT <rcpt@ok.test>"), "{}", got[0].0);
+    // ok.test and bad.test (without a policy) delivered over TLS, sts.test deferred
+    // by its policy
+    let got = aio.messages(2);
+    let rcpts: Vec<&str> = got.iter().map(|(e, _)| e.as_str()).collect();
+    assert!(
+        rcpts.iter().any(|e| e.contains("RCPT <rcpt@ok.test>")),
+        "{rcpts:?}"
+    );
+    assert!(
+        rcpts.iter().any(|e| e.contains("RCPT <rcpt@bad.test>")),
+        "{rcpts:?}"
+    );
     mtad.wait_log(
         "mta-sts: mx mx.sts.test not in policy (id one)",
         1,
@@ -165,13 +185,14 @@ delivery {{
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(said.contains("ok.test: queued "), "{said}");
-    assert!(said.contains("sts.test: queued "), "{said}");
+    assert!(said.contains("\nsts.test: queued "), "{said}");
+    assert!(said.contains("bad.test: queued "), "{said}");
     assert!(said.contains("to tlsrpt@rua.test"), "{said}");
 
-    // two reports, delivered by our own queue to the rua's MX
-    let got = aio.messages(3);
+    // three reports, delivered by our own queue to the rua's MX
+    let got = aio.messages(5);
     let mut reports = std::collections::BTreeMap::new();
-    for (env, raw) in &got[1..] {
+    for (env, raw) in &got[2..] {
         assert!(
             env.contains("MAIL <tlsrpt-noreply@sender.test>"),
             "the report's envelope sender: {env}"
@@ -225,6 +246,13 @@ delivery {{
     assert_eq!(ok["policy"]["policy-type"], "no-policy-found");
     assert_eq!(ok["summary"]["total-successful-session-count"], 1, "{ok}");
     assert_eq!(ok["summary"]["total-failure-session-count"], 0, "{ok}");
+    let bad = &reports["bad.test"]["policies"][0];
+    assert_eq!(bad["policy"]["policy-type"], "sts", "{bad}");
+    assert_eq!(bad["summary"]["total-failure-session-count"], 1, "{bad}");
+    assert_eq!(
+        bad["failure-details"][0]["result-type"], "sts-webpki-invalid",
+        "{bad}"
+    );
 
     // the reports' own deliveries were not counted: the next period has nothing
     // (rua.test would show as "no TLSRPT record")
@@ -233,7 +261,7 @@ delivery {{
     assert!(out.status.success());
     assert!(said.trim().is_empty(), "{said}");
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(aio.file_count(), 6, "no more reports");
+    assert_eq!(aio.file_count(), 10, "no more reports");
     mtad.stop();
 }
 

@@ -820,6 +820,10 @@ impl Outbound {
         let result = self.fresh(hop, &config, envelope, message).await;
         // a TLS failure is reported once, even when the mail then goes in plaintext
         let mut reported = false;
+        if let Some((r, text)) = &policy.report_failure {
+            report(Some((*r, text)));
+            reported = true;
+        }
         if let Err(DeliveryError::Tls {
             result: r, message, ..
         }) = &result

@@ -57,6 +57,9 @@ pub struct HostPolicy {
     pub refusal_result: ResultType,
     /// The policy as TLS reports (RFC 8460) name it.
     pub report: ReportPolicy,
+    /// A failure to report for any connection under this policy though it does not stop
+    /// it (the MTA-STS policy that could not be fetched): its kind and text.
+    pub report_failure: Option<(ResultType, String)>,
 }
 
 impl HostPolicy {
@@ -124,6 +127,9 @@ pub struct Destination {
     /// The recipient domain's MTA-STS policy (MX next hops at `opportunistic`,
     /// `required` or `dane`: the levels it can raise).
     sts: Option<Cached>,
+    /// Why the recipient domain's published MTA-STS policy could not be had (none
+    /// being in force), for TLS reports.
+    sts_failure: Option<(ResultType, String)>,
     /// The recipient domain of an MX next hop: the policy domain TLS reports name.
     policy_domain: Option<String>,
 }
@@ -143,9 +149,10 @@ impl Destination {
                 Transport::Smtp(NextHop::Mx { domain, .. }),
                 Some(m),
                 TlsPolicy::Opportunistic | TlsPolicy::Required | TlsPolicy::Dane,
-            ) => m.policy(domain).await,
-            _ => None,
+            ) => m.lookup(domain).await,
+            _ => (None, None),
         };
+        let (sts, sts_failure) = sts;
         let nexthop = nexthop_name(transport).unwrap_or_default().to_owned();
         let mx = match (chosen.rule.level.uses_dane(), transport, dnssec) {
             (false, _, _) => Ok(true),
@@ -171,6 +178,7 @@ impl Destination {
             nexthop,
             mx,
             sts,
+            sts_failure,
             policy_domain,
         }
     }
@@ -194,6 +202,7 @@ impl Destination {
             refusal: None,
             refusal_result: ResultType::ValidationFailure,
             report: ReportPolicy::none(),
+            report_failure: None,
         };
         match level {
             TlsPolicy::None => policy.mode = TlsMode::None,
@@ -266,6 +275,16 @@ impl Destination {
                     }
                 }
             }
+        }
+        if let Some(failure) = &self.sts_failure
+            && !matches!(policy.dane, DaneState::Usable(_))
+            && policy.refusal.is_none()
+        {
+            policy.report = ReportPolicy {
+                kind: PolicyType::Sts,
+                ..ReportPolicy::none()
+            };
+            policy.report_failure = Some(failure.clone());
         }
         // MTA-STS (RFC 8461 §4, §5): DANE wins where both apply (§2)
         if let Some(sts) = &self.sts
