@@ -20,6 +20,9 @@ use mtad::config::Delivery;
 use mtad::config::route::{RouteOptions, TlsPolicy};
 use mtad::delivery::TlsClient;
 use mtad::delivery::hops::{Outbound, Outcome};
+use mtad::delivery::tls_rpt::PolicyType;
+use mtad::delivery::tls_rpt::report::{Sender, build};
+use mtad::delivery::tls_rpt::store::{Limits, Store};
 use mtad::net::dns::Resolver;
 use mtad::net::dnssec::Dnssec;
 use sha2::Digest;
@@ -366,4 +369,76 @@ async fn dane_over_a_signed_zone_served_by_knot() {
     );
     let files = aio.messages(delivered);
     assert!(files.iter().all(|(env, _)| env.starts_with("TLS yes\n")));
+
+    // TLS reports: each outcome counted with its RFC 8460 result type, under the
+    // tlsa policy (its records), and the report validates
+    let rpt = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        domains: 100,
+        details: 100,
+    };
+    let store = Arc::new(Store::open(rpt.path(), limits).unwrap());
+    let out = outbound(z.good.addr(), &z.anchors, port).with_tls_rpt(Some(store.clone()));
+    let bad = outbound(z.tampered.addr(), &z.anchors, port).with_tls_rpt(Some(store.clone()));
+    send(&out, "ee.dane.test", TlsPolicy::Dane).await;
+    send(&out, "wrong.dane.test", TlsPolicy::Dane).await;
+    send(&out, "unusable.dane.test", TlsPolicy::DaneOnly).await;
+    send(&out, "notlsa.dane.test", TlsPolicy::DaneOnly).await;
+    send(&bad, "ee.dane.test", TlsPolicy::Dane).await;
+    let counts = store.snapshot();
+    let result = |domain: &str| -> Vec<(PolicyType, u64, u64, Vec<&'static str>)> {
+        counts[domain]
+            .iter()
+            .map(|(p, c)| {
+                (
+                    p.kind,
+                    c.success,
+                    c.failure,
+                    c.details.keys().map(|f| f.result.as_str()).collect(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        result("ee.dane.test"),
+        vec![
+            (PolicyType::Tlsa, 0, 1, vec!["dnssec-invalid"]),
+            (PolicyType::Tlsa, 1, 0, vec![]),
+        ]
+    );
+    assert_eq!(
+        result("wrong.dane.test"),
+        vec![(PolicyType::Tlsa, 0, 1, vec!["tlsa-invalid"])]
+    );
+    assert_eq!(
+        result("unusable.dane.test"),
+        vec![(PolicyType::Tlsa, 0, 1, vec!["tlsa-invalid"])]
+    );
+    assert_eq!(
+        result("notlsa.dane.test"),
+        vec![(PolicyType::Tlsa, 0, 1, vec!["dane-required"])]
+    );
+    let wrong = counts["wrong.dane.test"].keys().next().unwrap();
+    assert_eq!(
+        wrong.strings,
+        vec![format!(
+            "3 1 1 {}",
+            hex(&sha2::Sha256::digest(b"not the key"))
+        )],
+        "the policy-string is the TLSA records"
+    );
+    assert_eq!(wrong.mx_host, vec!["mx-wrong.dane.test"]);
+    let sender = Sender {
+        from: "tlsrpt@client.example.test".into(),
+        organization: "test".into(),
+        contact: "postmaster@client.example.test".into(),
+        submitter: "client.example.test".into(),
+    };
+    for (domain, policies) in &counts {
+        let report = build(domain, policies, 0, 86_400, &sender);
+        let json = serde_json::to_vec(&report).unwrap();
+        common::validate_tlsrpt(&json).unwrap_or_else(|e| {
+            panic!("{e}\n{}", String::from_utf8_lossy(&json));
+        });
+    }
 }

@@ -792,10 +792,16 @@ impl Outbound {
         let auth = self
             .credentials_for(transport, options)
             .map_err(|e| DeliveryError::Lookup(e.to_string()))?;
+        // with TLS reports on, a connection serves one policy domain: its sessions are
+        // counted for that domain (a reused connection is not counted again)
+        let domain = match (&self.tls_rpt, kind) {
+            (Some(_), Kind::Mail) => destination.policy_domain().unwrap_or_default(),
+            _ => "",
+        };
         let key = PoolKey {
             hop: hop.clone(),
             tls,
-            policy: format!("{} {:?}", policy.label(), policy.names),
+            policy: format!("{} {:?} {domain}", policy.label(), policy.names),
             auth: auth.as_ref().map(|c| c.user.clone()),
         };
         let _slot = self.slot(&hop.target).await;
