@@ -260,3 +260,63 @@ fn the_schema_refuses_reports_the_rfc_does_not_allow() {
         );
     }
 }
+
+/// The `delivery` snippets that set TLS reporting (docs/outbound-tls.md,
+/// docs/configuration.md) are valid and say what they mean; a bad value is an error
+/// with its place.
+#[test]
+fn documented_tls_rpt_configuration_parses() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let head = "server {\n    hostname \"h.example.test\"\n    spool \"/tmp/x\"\n}\nlisten \"mx\" address=\"127.0.0.1:2525\"\n";
+    let mut checked = 0;
+    for doc in ["docs/outbound-tls.md", "docs/configuration.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap();
+        for block in text
+            .split("```kdl\n")
+            .skip(1)
+            .map(|b| b.split("```").next().unwrap())
+            .filter(|b| b.contains("tls-rpt"))
+        {
+            // configuration.md's block names files that are not here: its tls-rpt lines
+            let block = if block.contains("tls-ca-file") {
+                let lines: Vec<&str> = block.lines().filter(|l| l.contains("tls-rpt")).collect();
+                format!("delivery {{\n{}\n}}\n", lines.join("\n"))
+            } else {
+                block.to_owned()
+            };
+            let config = format!("{head}{block}");
+            let config = mtad::config::Config::parse("mtad.kdl", &config)
+                .unwrap_or_else(|e| panic!("{doc}:\n{block}\n{}", mtad::config::render(&e)));
+            let d = &config.delivery;
+            assert_eq!(d.tls_rpt_interval, Duration::from_secs(86_400));
+            assert!(
+                d.tls_rpt_from
+                    .as_deref()
+                    .unwrap()
+                    .starts_with("tlsrpt-noreply@")
+            );
+            assert_eq!(d.tls_rpt_organization.as_deref(), Some("Example Ltd"));
+            assert_eq!(
+                (d.tls_rpt_max_domains, d.tls_rpt_max_failures),
+                (10_000, 100)
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 2);
+    for (bad, says) in [
+        ("tls-rpt \"yes\"", "must be #true or #false"),
+        ("tls-rpt-from \"nobody\"", "is not an address"),
+        ("tls-rpt-interval \"10s\"", "1m or more"),
+        ("tls-rpt-max-domains 0", "tls-rpt-max-domains"),
+        ("tls-rpt-contact \"\"", "non-empty"),
+    ] {
+        let config = format!("{head}delivery {{\n    {bad}\n}}\n");
+        let e = mtad::config::Config::parse("mtad.kdl", &config).unwrap_err();
+        let text = mtad::config::render(&e);
+        assert!(
+            text.contains(says) && text.contains("mtad.kdl:7:"),
+            "{bad}: {text}"
+        );
+    }
+}
