@@ -1,6 +1,7 @@
 //! DANE (RFC 7672) end to end on loopback: a DNSSEC-signed `test.` zone served by knot
 //! (signed by knot itself) with a secure delegation to `dane.test` (signed, TLSA
-//! records) and an insecure one to `plain.test` (unsigned); a second knotd serving a
+//! records; an MX host whose address is a CNAME into plain.test) and an insecure one to
+//! `plain.test` (unsigned); a second knotd serving a
 //! copy whose signatures were tampered with; aiosmtpd offering STARTTLS with a
 //! certificate from a CA made here. mtad validates from the `test.` zone's keys.
 //!
@@ -190,6 +191,11 @@ fn zones(port: u16, certs: &Pki) -> Zones {
             dane.push_str(&format!("_{port}._tcp.mx-{name} TLSA {tlsa}\n"));
         }
     }
+    // an MX host in the signed zone whose addresses come from the unsigned one (a CNAME
+    // into plain.test), with a (wrong) TLSA record that is itself secure
+    dane.push_str(&format!(
+        "cname MX 10 mx-cname\nmx-cname CNAME mx.plain.test.\n_{port}._tcp.mx-cname TLSA 3 1 1 {wrong}\n"
+    ));
     std::fs::write(good_dir.join("zones/dane.test.zone"), dane).unwrap();
     let plain = format!(
         "$ORIGIN plain.test.\n$TTL 300\n{soa}ns1 A 127.0.0.1\n@ MX 10 mx\nmx A 127.0.0.1\n_{port}._tcp.mx TLSA 3 1 1 {wrong}\n"
@@ -346,6 +352,21 @@ async fn dane_over_a_signed_zone_served_by_knot() {
     assert!(
         o.detail()
             .contains("dane-only: MX records not DNSSEC-signed"),
+        "{}",
+        o.detail()
+    );
+
+    // RFC 7672 §2.2.2: the MX host's addresses are insecure (a CNAME into the unsigned
+    // zone), so its TLSA records are not looked up, secure as they are: not DANE
+    expect_sent(
+        &send(&out, "cname.dane.test", TlsPolicy::Dane).await,
+        "addresses insecure",
+    );
+    let o = send(&out, "cname.dane.test", TlsPolicy::DaneOnly).await;
+    assert_eq!(o.status(), "deferred", "{o:?}");
+    assert!(
+        o.detail()
+            .contains("dane-only: address records of mx-cname.dane.test not DNSSEC-signed"),
         "{}",
         o.detail()
     );

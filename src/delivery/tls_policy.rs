@@ -214,11 +214,26 @@ impl Destination {
             }
             TlsPolicy::Dane | TlsPolicy::DaneOnly => {
                 let only = level == TlsPolicy::DaneOnly;
+                // RFC 7672 §2.2.2: TLSA records only for a host whose addresses are
+                // secure
+                let mut addresses_insecure = false;
                 let tlsa = match (&self.mx, dnssec) {
                     (Err(e), _) => Validated::Bogus(e.clone()),
                     (Ok(false), _) => Validated::Insecure(Vec::new()),
                     (Ok(true), None) => Validated::Insecure(Vec::new()),
-                    (Ok(true), Some(d)) => d.tlsa(host, port).await,
+                    (Ok(true), Some(d)) => match d.addresses(host).await {
+                        Validated::Secure(_) => d.tlsa(host, port).await,
+                        Validated::Insecure(_) => {
+                            addresses_insecure = true;
+                            Validated::Insecure(Vec::new())
+                        }
+                        Validated::Bogus(e) => {
+                            Validated::Bogus(format!("dane: address records are bogus: {e}"))
+                        }
+                        Validated::Failed(e) => {
+                            Validated::Failed(format!("dane: address lookup failed: {e}"))
+                        }
+                    },
                 };
                 let insecure = |why: String, p: &mut HostPolicy| {
                     p.dane = DaneState::Insecure(why.clone());
@@ -243,6 +258,10 @@ impl Destination {
                     Validated::Insecure(_) if self.mx == Ok(false) => {
                         insecure("MX records not DNSSEC-signed".into(), &mut policy)
                     }
+                    Validated::Insecure(_) if addresses_insecure => insecure(
+                        format!("address records of {host} not DNSSEC-signed"),
+                        &mut policy,
+                    ),
                     Validated::Insecure(_) => insecure(
                         format!("TLSA records of {host} not DNSSEC-signed"),
                         &mut policy,
