@@ -299,7 +299,19 @@ async fn dane_over_a_signed_zone_served_by_knot() {
     // delivered, with a CA no root store knows
     for domain in ["ee.dane.test", "ee512.dane.test", "ta.dane.test"] {
         for level in [TlsPolicy::Dane, TlsPolicy::DaneOnly] {
-            expect_sent(&send(&out, domain, level).await, domain);
+            let o = send(&out, domain, level).await;
+            expect_sent(&o, domain);
+            // the log line's tls=
+            assert!(
+                matches!(
+                    o,
+                    Outcome::Sent {
+                        tls: Some("dane"),
+                        ..
+                    }
+                ),
+                "{o:?}"
+            );
         }
     }
     // TLSA records that are all unusable (PKIX-EE): TLS required, not authenticated;
@@ -347,7 +359,18 @@ async fn dane_over_a_signed_zone_served_by_knot() {
     );
     // an unsigned zone (an insecure delegation): not DANE, whatever its TLSA records
     // say (this one's is wrong): opportunistic TLS; dane-only defers
-    expect_sent(&send(&out, "plain.test", TlsPolicy::Dane).await, "plain");
+    let o = send(&out, "plain.test", TlsPolicy::Dane).await;
+    expect_sent(&o, "plain");
+    assert!(
+        matches!(
+            o,
+            Outcome::Sent {
+                tls: Some("opportunistic"),
+                ..
+            }
+        ),
+        "{o:?}"
+    );
     let o = send(&out, "plain.test", TlsPolicy::DaneOnly).await;
     assert!(
         o.detail()

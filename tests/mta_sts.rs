@@ -90,6 +90,16 @@ async fn mta_sts_policies_are_fetched_cached_and_enforced() {
     let o = send(&outbound(&d, &ca, &cache, https.port, smtp)).await;
     assert_eq!(o.status(), "sent", "{o:?}");
     assert!(
+        matches!(
+            o,
+            Outcome::Sent {
+                tls: Some("mta-sts"),
+                ..
+            }
+        ),
+        "{o:?}"
+    );
+    assert!(
         cache.join("sts.test.json").exists(),
         "no policy cached on disk"
     );
@@ -125,6 +135,16 @@ async fn mta_sts_policies_are_fetched_cached_and_enforced() {
     let d = dns("three");
     let o = send(&outbound(&d, &ca, &cache, https.port, smtp)).await;
     assert_eq!(o.status(), "sent", "{o:?}");
+    assert!(
+        matches!(
+            o,
+            Outcome::Sent {
+                tls: Some("mta-sts-testing"),
+                ..
+            }
+        ),
+        "{o:?}"
+    );
     drop(https);
 
     // a redirect is not followed: the fetch fails, the cached (testing) policy stays

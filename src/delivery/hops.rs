@@ -61,7 +61,13 @@ impl fmt::Display for Hop {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The next hop took it (or it was discarded / written to a Maildir).
-    Sent { relay: String, reply: String },
+    Sent {
+        relay: String,
+        reply: String,
+        /// The TLS policy the connection met (SMTP and LMTP): `dane`, `mta-sts`,
+        /// `verify`, ..., `none` for plaintext ([`HostPolicy::applied`]).
+        tls: Option<&'static str>,
+    },
     /// Try again later.
     Deferred {
         relay: String,
@@ -126,12 +132,13 @@ impl Outcome {
         }
     }
 
-    fn from_reply(relay: &str, outcome: &RcptOutcome) -> Outcome {
+    fn from_reply(relay: &str, outcome: &RcptOutcome, tls: &'static str) -> Outcome {
         let reply = outcome.reply();
         match outcome {
             RcptOutcome::Delivered(_) => Outcome::Sent {
                 relay: relay.to_owned(),
                 reply: reply.to_string(),
+                tls: Some(tls),
             },
             RcptOutcome::TempFail(_) => {
                 Outcome::deferred(relay, enhanced_of(reply, 4), reply.to_string())
@@ -668,9 +675,9 @@ impl Outbound {
                     .transaction(&hop, t, &destination, options, &sub, message, kind)
                     .await;
                 match result {
-                    Ok(per) => {
+                    Ok((per, tls)) => {
                         for (&i, r) in pending.iter().zip(per.iter()) {
-                            let o = Outcome::from_reply(&relay, r);
+                            let o = Outcome::from_reply(&relay, r, tls);
                             if o.is_final() {
                                 outcomes[i] = Some(o);
                             } else {
@@ -749,7 +756,7 @@ impl Outbound {
         envelope: &Envelope<'_>,
         message: &[u8],
         kind: Kind,
-    ) -> Result<Vec<RcptOutcome>, DeliveryError> {
+    ) -> Result<(Vec<RcptOutcome>, &'static str), DeliveryError> {
         let loop_detect = kind != Kind::Filter;
         let mut policy = self.host_policy(destination, hop).await;
         if kind == Kind::TlsReport {
@@ -808,8 +815,9 @@ impl Outbound {
         if let Some(mut conn) = self.take_idle(&key) {
             match conn.send_transaction(envelope, message).await {
                 Ok(per) => {
+                    let applied = policy.applied(conn.is_encrypted());
                     self.put_idle(&key, conn);
-                    return Ok(per);
+                    return Ok((per, applied));
                 }
                 // The server may have closed the idle connection: try a fresh one.
                 Err(DeliveryError::Io { .. } | DeliveryError::Protocol(_)) => {
@@ -878,12 +886,13 @@ impl Outbound {
             tls = conn.tls_description().as_deref().unwrap_or("none"),
             "TLS policy satisfied."
         );
+        let applied = policy.applied(conn.is_encrypted());
         if config.tls == tls {
             self.put_idle(&key, conn);
         } else {
             tokio::spawn(conn.quit());
         }
-        Ok(per)
+        Ok((per, applied))
     }
 
     /// Counts, for TLS reports, what became of `policy` on a new connection to `hop`

@@ -82,6 +82,32 @@ impl HostPolicy {
         format!("{level}{detail} from {}{sts}", self.chosen.source)
     }
 
+    /// The policy a connection met, as the delivery log line's `tls=` says it: `dane`
+    /// (usable TLSA records), `mta-sts` (an enforced policy), `mta-sts-testing`, else the
+    /// level (`secure`, `verify`, `required`, `opportunistic`; a DANE level without
+    /// usable TLSA records as the TLS it required); `none` over plaintext.
+    pub fn applied(&self, encrypted: bool) -> &'static str {
+        use crate::net::mta_sts::Mode;
+        if !encrypted {
+            return "none";
+        }
+        if matches!(self.dane, DaneState::Usable(_)) {
+            return "dane";
+        }
+        match &self.mta_sts {
+            Some((Mode::Enforce, _)) => return "mta-sts",
+            Some((Mode::Testing, _)) => return "mta-sts-testing",
+            _ => {}
+        }
+        match self.chosen.rule.level {
+            TlsPolicy::Dane | TlsPolicy::DaneOnly => match self.mode {
+                TlsMode::Opportunistic => "opportunistic",
+                _ => "required",
+            },
+            level => level.as_str(),
+        }
+    }
+
     /// The certificate check of a connection under this policy (`None`: the TLS
     /// client's own for [`HostPolicy::mode`]).
     pub fn check(
