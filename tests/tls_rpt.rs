@@ -81,6 +81,7 @@ fn tls_policy_failures_are_reported_as_rfc_8460_mail() {
         "--mx-host=sts.test,mx.sts.test,10",
         "--mx-host=ok.test,mx.sts.test,10",
         "--mx-host=rua.test,mx.rua.test,10",
+        "--mx-host=client.test,mx.rua.test,10",
         "--host-record=mta-sts.bad.test,127.0.0.1",
         "--mx-host=bad.test,mx.sts.test,10",
         &bad,
@@ -106,6 +107,7 @@ delivery {{
     mta-sts-port {https}
     backoff-min "1h"
     backoff-max "2h"
+    delay-warning "1s"
     tls-rpt #true
     tls-rpt-from "tlsrpt-noreply@sender.test"
     tls-rpt-organization "Sender Test Ltd"
@@ -237,6 +239,20 @@ delivery {{
     assert!(said.trim().is_empty(), "{said}");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(aio.file_count(), 10, "no more reports");
+
+    // the deferred message tried again: its sender's delay notice names the reason
+    let out = mtad.mtactl(&["queue", "flush"]);
+    assert!(out.status.success(), "{out:?}");
+    let got = aio.messages(6);
+    let (env, notice) = &got[5];
+    assert!(env.contains("RCPT <a@client.test>"), "{env}");
+    let notice = String::from_utf8_lossy(notice).replace("\r\n ", " ");
+    assert!(
+        notice.contains(
+            "Diagnostic-Code: smtp; TLS failure: mta-sts: mx mx.sts.test not in policy (id one)"
+        ),
+        "{notice}"
+    );
     mtad.stop();
 }
 
