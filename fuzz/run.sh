@@ -32,6 +32,7 @@
 # FUZZ_TIMEOUT (ms per input, afl's -t; default per target below).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+caller="$PWD"
 cd "$here"
 
 TARGETS=(smtp proxy message table checks config suite hook milter policy_reply tls_policy tls_rpt)
@@ -280,6 +281,8 @@ repro() {
   shift
   is_target "$target" || die "no target \`$target\`"
   for f in "$@"; do
+    # a relative FILE names a path from where the script was called, not from fuzz/
+    case "$f" in /*) ;; *) f="$caller/$f" ;; esac
     rc=0
     timeout 60 "$(bin_of "$target")" <"$f" >/dev/null || rc=$?
     case $rc in
