@@ -124,6 +124,8 @@ enum TlsReportCommand {
     /// per domain says what became of its report); with --now, the open period is
     /// closed first, whatever its age.
     Send {
+        /// Close the open reporting period first, whatever its age (its reports go
+        /// out now).
         #[arg(long)]
         now: bool,
     },

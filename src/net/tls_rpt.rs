@@ -171,16 +171,7 @@ fn https(rest: &str) -> Option<()> {
 }
 
 fn is_domain(d: &str) -> bool {
-    let d = d.strip_suffix('.').unwrap_or(d);
-    !d.is_empty()
-        && d.len() <= 253
-        && d.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
+    super::dns::is_hostname(d.strip_suffix('.').unwrap_or(d))
 }
 
 fn percent_decode(s: &str) -> Option<String> {

@@ -432,22 +432,15 @@ impl Reporter {
         to: &[String],
         body: Vec<u8>,
     ) -> std::io::Result<crate::queue::QueueId> {
+        // ours (`external` false): signed as our own mail (RFC 8460 §5.3 asks for a
+        // DKIM signature)
         let envelope = Envelope {
             sender: sender.from.clone(),
             recipients: to.to_vec(),
             listener: LISTENER.into(),
             helo: self.hostname.clone(),
-            client_ip: None,
-            auth_user: None,
-            body_8bit: false,
-            smtputf8: false,
-            held: false,
-            expanded: false,
-            filter: None,
-            tls: None,
-            revision: None,
-            // ours: signed as our own mail (RFC 8460 §5.3 asks for a DKIM signature)
             external: false,
+            ..Envelope::default()
         };
         let id = self.spool.new_id();
         let mut record = MessageRecord::new(id, now_secs().saturating_mul(1000), &envelope);
