@@ -22,7 +22,7 @@ networks "everyone" "0.0.0.0/0"
 listen "mx" address="127.0.0.1:{port}"
 listen "apps" address="127.0.0.1:{apps}" bare-newline="normalize" bare-newline-clients="apps"
 stage "rcpt" {
-    accept client="everyone"
+    accept client="everyone" open-relay="intended"
 }
 "#;
 

@@ -147,7 +147,7 @@ fn send_queued(mtad: &Mtad, from: &str, data: &str) -> (mtad::queue::QueuedMessa
 /// recipient accepted, and `rest` (milters, listeners, rules).
 fn config_with(rest: &str) -> String {
     format!(
-        "server {{\n    hostname \"mx.test\"\n    spool \"{{spool}}\"\n}}\nstage \"rcpt\" {{\n    accept\n}}\n{rest}"
+        "server {{\n    hostname \"mx.test\"\n    spool \"{{spool}}\"\n}}\nstage \"rcpt\" {{\n    accept open-relay=\"intended\"\n}}\n{rest}"
     )
 }
 
@@ -632,7 +632,7 @@ milter "rspamd" "inet:127.0.0.1:{port}" {{
 }}
 listen "mx" address="127.0.0.1:2525" milters="rspamd"
 stage "rcpt" {{
-    accept
+    accept open-relay="intended"
 }}
 "#
         ),

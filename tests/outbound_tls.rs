@@ -172,7 +172,7 @@ delivery {{
     dns-server "127.0.0.1:9"
 }}
 stage "rcpt" {{
-    accept
+    accept open-relay="intended"
 }}
 stage "route" {{
     relay "smtp:[relay.test]:587" rcpt-domain="relayed" tls="required"

@@ -29,7 +29,7 @@ stage "rcpt" {
     discard rcpt="blackhole@example.test"
     accept rcpt-domain="relay"
     reject 554 "5.7.1" "would refuse" rcpt="warned@foreign.test" mode="warn"
-    accept rcpt="warned@foreign.test"
+    accept rcpt="warned@foreign.test" open-relay="intended"
     reject 550 "5.7.1" "Not from there" not-client="127.0.0.0/8"
 }
 stage "data" {

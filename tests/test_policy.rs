@@ -293,7 +293,7 @@ fn content_checks_are_shown_with_their_table_line() {
     let config = dir.path().join("mtad.kdl");
     std::fs::write(
         &config,
-        "server {\n    hostname \"mx.example.test\"\n    spool \"spool\"\n}\nlisten \"mx\" address=\"127.0.0.1:2525\"\nstage \"rcpt\" {\n    accept\n}\nstage \"data\" {\n    header-checks file=\"header_checks\"\n    body-checks {\n        \"/^forbidden/\" \"REJECT 5.7.0 not here\"\n    }\n}\n",
+        "server {\n    hostname \"mx.example.test\"\n    spool \"spool\"\n}\nlisten \"mx\" address=\"127.0.0.1:2525\"\nstage \"rcpt\" {\n    accept open-relay=\"intended\"\n}\nstage \"data\" {\n    header-checks file=\"header_checks\"\n    body-checks {\n        \"/^forbidden/\" \"REJECT 5.7.0 not here\"\n    }\n}\n",
     )
     .unwrap();
     let msg = dir.path().join("m.eml");
@@ -434,7 +434,7 @@ fn mime_matches_name_their_class_and_part() {
     let config = dir.path().join("mtad.kdl");
     std::fs::write(
         &config,
-        "server {\n    hostname \"mx.example.test\"\n    spool \"spool\"\n}\nlisten \"mx\" address=\"127.0.0.1:2525\"\nstage \"rcpt\" {\n    accept\n}\nstage \"data\" {\n    header-checks {\n        \"/^Content-Type: multipart/\" \"INFO multipart\"\n        \"/^Content-Disposition:.*filename=.*\\\\.exe/\" \"WARN program\"\n    }\n    body-checks {\n        \"/^cheap watches$/\" \"REJECT 5.7.1 spam\"\n    }\n}\n",
+        "server {\n    hostname \"mx.example.test\"\n    spool \"spool\"\n}\nlisten \"mx\" address=\"127.0.0.1:2525\"\nstage \"rcpt\" {\n    accept open-relay=\"intended\"\n}\nstage \"data\" {\n    header-checks {\n        \"/^Content-Type: multipart/\" \"INFO multipart\"\n        \"/^Content-Disposition:.*filename=.*\\\\.exe/\" \"WARN program\"\n    }\n    body-checks {\n        \"/^cheap watches$/\" \"REJECT 5.7.1 spam\"\n    }\n}\n",
     )
     .unwrap();
     let msg = dir.path().join("m.eml");
@@ -496,7 +496,7 @@ fn a_hook_choosing_an_undefined_filter_fails_closed() {
     let (_dir, config) = with_hook(
         "f.rhai",
         "fn data(ctx) {\n    ctx.content_filter(\"nope\");\n    next()\n}\n",
-        "stage \"rcpt\" {\n    accept\n}\nstage \"data\" {\n    hook \"f.rhai\"\n}\n",
+        "stage \"rcpt\" {\n    accept open-relay=\"intended\"\n}\nstage \"data\" {\n    hook \"f.rhai\"\n}\n",
     );
     let out = mtactl(&[
         "test-policy",

@@ -29,7 +29,7 @@ limits {
 }
 domains "relay" "example.test"
 stage "rcpt" {
-    accept tls=#true
+    accept tls=#true open-relay="intended"
     accept rcpt-domain="relay"
     reject 554 "5.7.1" "Relay access denied"
 }

@@ -35,6 +35,11 @@ enum Command {
         /// tables) one query each: exit 1 if one does not answer.
         #[arg(long)]
         connect: bool,
+        /// Warnings are errors: exit 1 if there is any (a table line Postfix would
+        /// warn about, a hook that may relay, trust given to a network wider than a
+        /// /8, an analysis that could not be completed). For CI.
+        #[arg(long)]
+        strict: bool,
     },
     /// Print the settings (the server, limits, rate-limits, reload and delivery blocks)
     /// as mtad reads them, like `postconf`: every value, defaults made explicit.
@@ -429,7 +434,7 @@ fn run(args: Args) -> ExitCode {
                 }
             };
         }
-        Command::Check { connect } => control::check(config, connect),
+        Command::Check { connect, strict } => control::check(config, connect, strict),
         Command::TlsProbe {
             destination,
             tls,

@@ -253,6 +253,7 @@ impl Listener {
             bare_newline: BareNewline::Reject,
             milters: Vec::new(),
             milter_skip: None,
+            open_relay: false,
         }
     }
 }
@@ -345,6 +346,11 @@ pub struct Listener {
     /// `milter-skip-clients="NETWORKS"`: clients whose sessions no milter sees
     /// (Postfix's `smtpd_milter_maps` with `DISABLE`).
     pub milter_skip: Option<String>,
+    /// `open-relay="intended"`: clients of this listener may relay without being
+    /// trusted or authenticated, and the operator says so (a listener only an
+    /// internal network reaches); the open-relay analysis reports it instead of
+    /// refusing the configuration.
+    pub open_relay: bool,
 }
 
 /// What a listener does with a command or message line that ends in LF alone (and
@@ -834,6 +840,11 @@ pub struct RuleConfig {
     /// `mode="warn"`: the rule is evaluated and what it would have done is logged, but
     /// it decides nothing (the next rule runs).
     pub warn: bool,
+    /// `open-relay="intended"` (rcpt stage): this rule may accept recipients in
+    /// domains that are not ours for clients that are neither trusted nor
+    /// authenticated, and the operator says so; the open-relay analysis reports it
+    /// instead of refusing the configuration.
+    pub open_relay: bool,
     /// Where the rule is written, reported with every decision it makes.
     pub origin: Origin,
     /// Route stage: `auth=`, `tls=`, `fallback=`, `dkim=` on `transport`, `transport-table`,
@@ -978,6 +989,21 @@ impl AuthCheck {
             AuthCheck::Dmarc => "dmarc",
             AuthCheck::Arc => "arc",
             AuthCheck::Iprev => "iprev",
+        }
+    }
+
+    /// This check's result in `results`, to change it.
+    pub fn of_mut(
+        self,
+        results: &mut crate::mailauth::AuthResults,
+    ) -> &mut crate::mailauth::AuthResult {
+        match self {
+            AuthCheck::Spf => &mut results.spf,
+            AuthCheck::SpfHelo => &mut results.spf_helo,
+            AuthCheck::Dkim => &mut results.dkim,
+            AuthCheck::Dmarc => &mut results.dmarc,
+            AuthCheck::Arc => &mut results.arc,
+            AuthCheck::Iprev => &mut results.iprev,
         }
     }
 

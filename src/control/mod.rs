@@ -142,6 +142,9 @@ impl From<String> for CommandError {
 /// check`/`reload` do before a policy may go live.
 pub fn load_live(path: &Path) -> Result<(Config, Arc<Pipeline>), Refusal> {
     let (config, pipeline) = Pipeline::load(path).map_err(Refusal::Config)?;
+    for warning in relay_check(&config, &pipeline)? {
+        tracing::warn!(warning = %warning, "policy analysis");
+    }
     let pipeline = Arc::new(pipeline);
     let cases = test_policy::required(&config, &pipeline).map_err(Refusal::Other)?;
     if cases > 0 {
@@ -150,15 +153,71 @@ pub fn load_live(path: &Path) -> Result<(Config, Arc<Pipeline>), Refusal> {
     Ok((config, pipeline))
 }
 
+/// The open-relay analysis ([`Pipeline::relay_analysis`]) of a policy about to go
+/// live: `Err` with the counterexample when an untrusted, unauthenticated client can
+/// relay and no `open-relay="intended"` says that is meant; else what to warn about
+/// (a hook or policy service that may accept, trust given to a network wider than a
+/// /8, an intended relay, a search that could not be completed).
+pub fn relay_check(config: &Config, pipeline: &Pipeline) -> Result<Vec<String>, Refusal> {
+    let relay = pipeline.relay_analysis(config);
+    if let Some(f) = relay.refuses() {
+        let details: String = f
+            .to_string()
+            .lines()
+            .skip(1)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        return Err(Refusal::Other(vec![format!(
+            "{}: this policy is an open relay: `{}` accepts {}\n{details}  \
+             a client that is neither trusted nor authenticated gets a recipient in a domain \
+             that is not ours accepted: refuse it with a rule before this one or, if it is \
+             meant, write open-relay=\"intended\" on the rule or on its listener \
+             (docs/policy-analysis.md)",
+            f.rule, f.action, f.envelope,
+        )]));
+    }
+    let mut warnings = Vec::new();
+    for w in &relay.wide_trust {
+        warnings.push(format!(
+            "{}: {} is trusted: wider than a /8 (IPv6: /16), that is much of the Internet",
+            w.rule, w.network
+        ));
+    }
+    for f in &relay.findings {
+        let what = if f.intended {
+            "relays, as open-relay=\"intended\" says, for"
+        } else {
+            "may relay (its code decides; pin what it does with a suite case) for"
+        };
+        warnings.push(format!("{}: `{}` {what} {}", f.rule, f.action, f.envelope));
+    }
+    for why in &relay.incomplete {
+        warnings.push(format!("the open-relay analysis is incomplete: {why}"));
+    }
+    Ok(warnings)
+}
+
 /// `mtactl check`: exit 0 with a one-line summary, or every error rendered.
 /// The second line is the policy's revision (what `mtactl status` reports once it runs).
-pub fn check(path: &Path, connect: bool) -> Result<(), CommandError> {
+pub fn check(path: &Path, connect: bool, strict: bool) -> Result<(), CommandError> {
     let (config, pipeline) = load_live(path).map_err(|refusal| refusal.render())?;
-    print_table_warnings(&config);
+    let mut warnings = table_warnings(&config);
+    // `load_live` refused a proven open relay; what is left are warnings
+    warnings.extend(relay_check(&config, &pipeline).unwrap_or_default());
+    for w in &warnings {
+        errln!("mtactl: warning: {w}");
+    }
     outln!("{}", summary(&config));
     outln!("revision: {}", pipeline.revision());
     if connect {
         check_databases(&config)?;
+    }
+    if strict && !warnings.is_empty() {
+        return Err(format!(
+            "mtactl: {} warning(s), and --strict makes them errors",
+            warnings.len()
+        )
+        .into());
     }
     Ok(())
 }

@@ -164,6 +164,23 @@ impl DomainSet {
     pub fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.parents.is_empty() && self.table.is_none()
     }
+
+    /// The names that match exactly (lowercased), the parents whose proper subdomains
+    /// match, and the table whose keys are more names: what the static analysis of a
+    /// policy reads ([`crate::policy::Pipeline::relay_analysis`]).
+    pub fn parts(
+        &self,
+    ) -> (
+        impl Iterator<Item = &str>,
+        impl Iterator<Item = &str>,
+        Option<&Table>,
+    ) {
+        (
+            self.exact.iter().map(String::as_str),
+            self.parents.iter().map(String::as_str),
+            self.table.as_deref(),
+        )
+    }
 }
 
 /// Like [`normalize`], borrowing when nothing needs lowercasing.

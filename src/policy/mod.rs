@@ -28,6 +28,7 @@ pub mod local;
 mod outcome;
 mod panics;
 mod rate;
+mod relay_proof;
 pub mod script;
 pub mod services;
 mod signing;
@@ -70,6 +71,7 @@ pub use checks::{CheckMatch, ContentChecks};
 pub use dry_run::{DryEnvelope, DryRunReport, LocalDry, StageResult};
 pub use outcome::{Acceptance, RouteInput, Routed, RoutedOutcome};
 pub use rate::{RateKind, RateView};
+pub use relay_proof::{Envelope, RelayAnalysis, RelayFinding, WideTrust};
 pub use signing::{DkimPlan, MailOrigin};
 
 /// Longest address echoed back in a reply.
@@ -504,6 +506,8 @@ struct Rule {
     action: Action,
     conditions: Box<[Test]>,
     warn: bool,
+    /// `open-relay="intended"` ([`crate::config::RuleConfig::open_relay`]).
+    open_relay: bool,
     origin: Origin,
     route: route::RouteOptions,
 }
@@ -629,6 +633,31 @@ enum Check {
 }
 
 impl Check {
+    /// The condition's name, as rules write it (without `not-`).
+    fn name(&self) -> &'static str {
+        match self {
+            Check::Client(_) => "client",
+            Check::Listener(_) => "listener",
+            Check::Helo(_) => "helo",
+            Check::HeloMatches(_) => "helo-matches",
+            Check::Tls(_) => "tls",
+            Check::Authenticated(_) => "authenticated",
+            Check::AuthUser(_) => "auth-user",
+            Check::Sender(_) => "sender",
+            Check::SenderDomain(_) => "sender-domain",
+            Check::SenderMatches(_) => "sender-matches",
+            Check::SenderLogin(_) => "sender-login",
+            Check::Rcpt(_) => "rcpt",
+            Check::RcptDomain(_) => "rcpt-domain",
+            Check::RcptMatches(_) => "rcpt-matches",
+            Check::SizeOver(_) => "size-over",
+            Check::HeaderMatches(_) => "header-matches",
+            Check::Auth(check, _) => check.name(),
+            Check::DmarcPolicy(_) => "dmarc-policy",
+            Check::Dnsbl(_) => "dnsbl",
+        }
+    }
+
     /// Whether the condition holds. A value the stage does not have never matches
     /// (and so a negated condition on it does). An error when a table it needs (a
     /// database) cannot answer.
@@ -1932,6 +1961,7 @@ fn compile_rule(
                     ))),
                     conditions: Box::new([]),
                     warn: false,
+                    open_relay: false,
                     origin: rule.origin.clone(),
                     route: Default::default(),
                 };
@@ -1942,6 +1972,7 @@ fn compile_rule(
         action,
         conditions: conditions.into_boxed_slice(),
         warn: rule.warn,
+        open_relay: rule.open_relay,
         origin: rule.origin.clone(),
         route: rule.route.clone(),
     }

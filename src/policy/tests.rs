@@ -225,6 +225,7 @@ fn a_dangling_reference_fails_closed() {
                     test: crate::config::Condition::RcptDomain("missing".into()),
                 }],
                 warn: false,
+                open_relay: false,
                 origin: at(1, 1).unwrap(),
                 route: Default::default(),
             }];

@@ -484,6 +484,17 @@ impl Client {
         }
     }
 
+    /// Reads one reply, waiting up to `wait` for it (for a reply that takes long in a
+    /// debug build on a loaded machine); then the usual 20 s again.
+    pub fn reply_within(&mut self, wait: Duration) -> String {
+        self.stream.set_read_timeout(Some(wait)).unwrap();
+        let reply = self.reply();
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        reply
+    }
+
     /// Asserts nothing more arrives within `wait`.
     pub fn expect_silence(&mut self, wait: Duration) {
         self.stream.set_read_timeout(Some(wait)).unwrap();

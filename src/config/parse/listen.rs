@@ -30,7 +30,7 @@ impl Parser {
         sets: &Sets,
     ) -> Option<(Listener, ListenTls)> {
         let filters = &sets.filters;
-        const USAGE: &str = "listen NAME address=\"IP:PORT\" [milters=\"NAME ...\"] [milter-skip-clients=\"NETWORKS\"] [starttls=\"offered|required|off\"] [implicit-tls=#true] [auth=\"offered|required\"] [content-filter=\"NAME\"] [filtered=#true] [bare-newline=\"reject|normalize\"] [bare-newline-clients=\"NETWORKS\"]";
+        const USAGE: &str = "listen NAME address=\"IP:PORT\" [milters=\"NAME ...\"] [milter-skip-clients=\"NETWORKS\"] [starttls=\"offered|required|off\"] [implicit-tls=#true] [auth=\"offered|required\"] [content-filter=\"NAME\"] [filtered=#true] [bare-newline=\"reject|normalize\"] [bare-newline-clients=\"NETWORKS\"] [open-relay=\"intended\"]";
         self.check_annotations(node);
         self.no_children(node);
         let props = self.props(
@@ -52,6 +52,7 @@ impl Parser {
                 "bare-newline-clients",
                 "milters",
                 "milter-skip-clients",
+                "open-relay",
             ],
         );
         let mut tls = ListenTls {
@@ -76,6 +77,7 @@ impl Parser {
         let mut bare_clients: Option<(String, &KdlEntry)> = None;
         let mut milters = Vec::new();
         let mut milter_skip: Option<(String, &KdlEntry)> = None;
+        let mut open_relay = false;
         for (key, entry) in &props {
             match *key {
                 "content-filter" => {
@@ -181,6 +183,7 @@ impl Parser {
                     }
                 },
                 "milters" => milters = self.milter_refs(entry, &sets.milters, "milters"),
+                "open-relay" => open_relay = self.open_relay(entry).unwrap_or(false),
                 "milter-skip-clients" => {
                     if let Some(name) = self.network_set_ref(entry, "milter-skip-clients", sets) {
                         milter_skip = Some((name, *entry));
@@ -325,6 +328,7 @@ impl Parser {
             bare_newline,
             milters,
             milter_skip: milter_skip.map(|(name, _)| name),
+            open_relay,
         };
         Some((listener, tls))
     }

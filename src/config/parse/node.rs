@@ -204,6 +204,27 @@ impl Parser {
         }
     }
 
+    /// `open-relay="intended"` on a rcpt rule or a listener: the one spelling that
+    /// reads as meant (a boolean would be too easy to set by accident).
+    pub(super) fn open_relay(&mut self, entry: &KdlEntry) -> Option<bool> {
+        match self.string(entry, "`open-relay`")? {
+            "intended" => Some(true),
+            other => {
+                self.error(
+                    entry.span(),
+                    format!("`open-relay` is \"intended\" or absent, not `{other}`"),
+                    "unknown value",
+                )
+                .help = Some(
+                    "write open-relay=\"intended\" only where clients that are neither \
+                     trusted nor authenticated may relay on purpose"
+                        .to_owned(),
+                );
+                None
+            }
+        }
+    }
+
     /// An integer in `min..=max`.
     pub(super) fn integer(
         &mut self,

@@ -285,6 +285,9 @@ impl Parser {
         let mut allowed: Vec<&str> = CONDITIONS.to_vec();
         allowed.extend(NEGATED_CONDITIONS.iter());
         allowed.push("mode");
+        if stage == Stage::Rcpt {
+            allowed.push("open-relay");
+        }
         if verb == "hook" {
             allowed.push("function");
         }
@@ -296,6 +299,7 @@ impl Parser {
         }
         let mut route_options = route::RouteOptions::default();
         let mut warn = false;
+        let mut open_relay = false;
         let mut function = None;
         let mut conditions = Vec::new();
         let mut ok = true;
@@ -315,6 +319,10 @@ impl Parser {
                         );
                         ok = false;
                     }
+                    None => ok = false,
+                },
+                "open-relay" => match self.open_relay(entry) {
+                    Some(yes) => open_relay = yes,
                     None => ok = false,
                 },
                 "function" => function = self.string(entry, "`function`").map(str::to_owned),
@@ -412,6 +420,7 @@ impl Parser {
             action,
             conditions,
             warn,
+            open_relay,
             origin,
             route: route_options,
         })
