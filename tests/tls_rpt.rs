@@ -97,7 +97,7 @@ fn tls_policy_failures_are_reported_as_rfc_8460_mail() {
 }}
 listen "in" address="127.0.0.1:{{port}}"
 stage "rcpt" {{
-    accept
+    accept client="127.0.0.0/8"
 }}
 delivery {{
     dns-server "{dns}"
@@ -240,19 +240,6 @@ delivery {{
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(aio.file_count(), 10, "no more reports");
 
-    // the deferred message tried again: its sender's delay notice names the reason
-    let out = mtad.mtactl(&["queue", "flush"]);
-    assert!(out.status.success(), "{out:?}");
-    let got = aio.messages(6);
-    let (env, notice) = &got[5];
-    assert!(env.contains("RCPT <a@client.test>"), "{env}");
-    let notice = String::from_utf8_lossy(notice).replace("\r\n ", " ");
-    assert!(
-        notice.contains(
-            "Diagnostic-Code: smtp; TLS failure: mta-sts: mx mx.sts.test not in policy (id one)"
-        ),
-        "{notice}"
-    );
     mtad.stop();
 }
 
