@@ -1,6 +1,7 @@
 //! DANE (RFC 7672) end to end on loopback: a DNSSEC-signed `test.` zone served by knot
 //! (signed by knot itself) with a secure delegation to `dane.test` (signed, TLSA
-//! records) and an insecure one to `plain.test` (unsigned); a second knotd serving a
+//! records; an MX host whose address is a CNAME into plain.test) and an insecure one to
+//! `plain.test` (unsigned); a second knotd serving a
 //! copy whose signatures were tampered with; aiosmtpd offering STARTTLS with a
 //! certificate from a CA made here. mtad validates from the `test.` zone's keys.
 //!
@@ -20,6 +21,9 @@ use mtad::config::Delivery;
 use mtad::config::route::{RouteOptions, TlsPolicy};
 use mtad::delivery::TlsClient;
 use mtad::delivery::hops::{Outbound, Outcome};
+use mtad::delivery::tls_rpt::PolicyType;
+use mtad::delivery::tls_rpt::report::{Sender, build};
+use mtad::delivery::tls_rpt::store::{Limits, Store};
 use mtad::net::dns::Resolver;
 use mtad::net::dnssec::Dnssec;
 use sha2::Digest;
@@ -187,6 +191,11 @@ fn zones(port: u16, certs: &Pki) -> Zones {
             dane.push_str(&format!("_{port}._tcp.mx-{name} TLSA {tlsa}\n"));
         }
     }
+    // an MX host in the signed zone whose addresses come from the unsigned one (a CNAME
+    // into plain.test), with a (wrong) TLSA record that is itself secure
+    dane.push_str(&format!(
+        "cname MX 10 mx-cname\nmx-cname CNAME mx.plain.test.\n_{port}._tcp.mx-cname TLSA 3 1 1 {wrong}\n"
+    ));
     std::fs::write(good_dir.join("zones/dane.test.zone"), dane).unwrap();
     let plain = format!(
         "$ORIGIN plain.test.\n$TTL 300\n{soa}ns1 A 127.0.0.1\n@ MX 10 mx\nmx A 127.0.0.1\n_{port}._tcp.mx TLSA 3 1 1 {wrong}\n"
@@ -290,7 +299,19 @@ async fn dane_over_a_signed_zone_served_by_knot() {
     // delivered, with a CA no root store knows
     for domain in ["ee.dane.test", "ee512.dane.test", "ta.dane.test"] {
         for level in [TlsPolicy::Dane, TlsPolicy::DaneOnly] {
-            expect_sent(&send(&out, domain, level).await, domain);
+            let o = send(&out, domain, level).await;
+            expect_sent(&o, domain);
+            // the log line's tls=
+            assert!(
+                matches!(
+                    o,
+                    Outcome::Sent {
+                        tls: Some("dane"),
+                        ..
+                    }
+                ),
+                "{o:?}"
+            );
         }
     }
     // TLSA records that are all unusable (PKIX-EE): TLS required, not authenticated;
@@ -338,11 +359,37 @@ async fn dane_over_a_signed_zone_served_by_knot() {
     );
     // an unsigned zone (an insecure delegation): not DANE, whatever its TLSA records
     // say (this one's is wrong): opportunistic TLS; dane-only defers
-    expect_sent(&send(&out, "plain.test", TlsPolicy::Dane).await, "plain");
+    let o = send(&out, "plain.test", TlsPolicy::Dane).await;
+    expect_sent(&o, "plain");
+    assert!(
+        matches!(
+            o,
+            Outcome::Sent {
+                tls: Some("opportunistic"),
+                ..
+            }
+        ),
+        "{o:?}"
+    );
     let o = send(&out, "plain.test", TlsPolicy::DaneOnly).await;
     assert!(
         o.detail()
             .contains("dane-only: MX records not DNSSEC-signed"),
+        "{}",
+        o.detail()
+    );
+
+    // RFC 7672 §2.2.2: the MX host's addresses are insecure (a CNAME into the unsigned
+    // zone), so its TLSA records are not looked up, secure as they are: not DANE
+    expect_sent(
+        &send(&out, "cname.dane.test", TlsPolicy::Dane).await,
+        "addresses insecure",
+    );
+    let o = send(&out, "cname.dane.test", TlsPolicy::DaneOnly).await;
+    assert_eq!(o.status(), "deferred", "{o:?}");
+    assert!(
+        o.detail()
+            .contains("dane-only: address records of mx-cname.dane.test not DNSSEC-signed"),
         "{}",
         o.detail()
     );
@@ -366,4 +413,76 @@ async fn dane_over_a_signed_zone_served_by_knot() {
     );
     let files = aio.messages(delivered);
     assert!(files.iter().all(|(env, _)| env.starts_with("TLS yes\n")));
+
+    // TLS reports: each outcome counted with its RFC 8460 result type, under the
+    // tlsa policy (its records), and the report validates
+    let rpt = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        domains: 100,
+        details: 100,
+    };
+    let store = Arc::new(Store::open(rpt.path(), limits).unwrap());
+    let out = outbound(z.good.addr(), &z.anchors, port).with_tls_rpt(Some(store.clone()));
+    let bad = outbound(z.tampered.addr(), &z.anchors, port).with_tls_rpt(Some(store.clone()));
+    send(&out, "ee.dane.test", TlsPolicy::Dane).await;
+    send(&out, "wrong.dane.test", TlsPolicy::Dane).await;
+    send(&out, "unusable.dane.test", TlsPolicy::DaneOnly).await;
+    send(&out, "notlsa.dane.test", TlsPolicy::DaneOnly).await;
+    send(&bad, "ee.dane.test", TlsPolicy::Dane).await;
+    let counts = store.snapshot();
+    let result = |domain: &str| -> Vec<(PolicyType, u64, u64, Vec<&'static str>)> {
+        counts[domain]
+            .iter()
+            .map(|(p, c)| {
+                (
+                    p.kind,
+                    c.success,
+                    c.failure,
+                    c.details.keys().map(|f| f.result.as_str()).collect(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        result("ee.dane.test"),
+        vec![
+            (PolicyType::Tlsa, 0, 1, vec!["dnssec-invalid"]),
+            (PolicyType::Tlsa, 1, 0, vec![]),
+        ]
+    );
+    assert_eq!(
+        result("wrong.dane.test"),
+        vec![(PolicyType::Tlsa, 0, 1, vec!["tlsa-invalid"])]
+    );
+    assert_eq!(
+        result("unusable.dane.test"),
+        vec![(PolicyType::Tlsa, 0, 1, vec!["tlsa-invalid"])]
+    );
+    assert_eq!(
+        result("notlsa.dane.test"),
+        vec![(PolicyType::Tlsa, 0, 1, vec!["dane-required"])]
+    );
+    let wrong = counts["wrong.dane.test"].keys().next().unwrap();
+    assert_eq!(
+        wrong.strings,
+        vec![format!(
+            "3 1 1 {}",
+            hex(&sha2::Sha256::digest(b"not the key"))
+        )],
+        "the policy-string is the TLSA records"
+    );
+    assert_eq!(wrong.mx_host, vec!["mx-wrong.dane.test"]);
+    let sender = Sender {
+        from: "tlsrpt@client.example.test".into(),
+        organization: "test".into(),
+        contact: "postmaster@client.example.test".into(),
+        submitter: "client.example.test".into(),
+    };
+    for (domain, policies) in &counts {
+        let report = build(domain, policies, 0, 86_400, &sender);
+        let json = serde_json::to_vec(&report).unwrap();
+        common::validate_tlsrpt(&json).unwrap_or_else(|e| {
+            panic!("{e}\n{}", String::from_utf8_lossy(&json));
+        });
+    }
 }

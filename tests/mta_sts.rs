@@ -9,58 +9,17 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::peers::{Dnsmasq, Pki};
+use common::peers::{Dnsmasq, Https, Pki};
 use mtad::config::Delivery;
 use mtad::config::route::RouteOptions;
 use mtad::delivery::hops::{Outbound, Outcome};
 use mtad::delivery::mta_sts::MtaSts;
 use mtad::delivery::{TlsClient, TlsMode};
 use mtad::net::dns::Resolver;
-
-struct Https {
-    child: Child,
-    port: u16,
-}
-
-impl Https {
-    fn start(root: &Path, certs: &Path, redirect: bool) -> Https {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/https_peer.py");
-        let mut cmd = Command::new("/usr/bin/python3");
-        cmd.arg(script)
-            .arg(root)
-            .arg(certs.join("cert.pem"))
-            .arg(certs.join("key.pem"));
-        if redirect {
-            cmd.arg("--redirect");
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 (apt-get install python3)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .strip_prefix("ready ")
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("the HTTPS peer did not start: {line:?}"));
-        Https { child, port }
-    }
-}
-
-impl Drop for Https {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn dns(id: &str) -> Dnsmasq {
     let txt = Dnsmasq::txt("_mta-sts.sts.test", &format!("v=STSv1; id={id};"));
@@ -131,6 +90,16 @@ async fn mta_sts_policies_are_fetched_cached_and_enforced() {
     let o = send(&outbound(&d, &ca, &cache, https.port, smtp)).await;
     assert_eq!(o.status(), "sent", "{o:?}");
     assert!(
+        matches!(
+            o,
+            Outcome::Sent {
+                tls: Some("mta-sts"),
+                ..
+            }
+        ),
+        "{o:?}"
+    );
+    assert!(
         cache.join("sts.test.json").exists(),
         "no policy cached on disk"
     );
@@ -166,6 +135,16 @@ async fn mta_sts_policies_are_fetched_cached_and_enforced() {
     let d = dns("three");
     let o = send(&outbound(&d, &ca, &cache, https.port, smtp)).await;
     assert_eq!(o.status(), "sent", "{o:?}");
+    assert!(
+        matches!(
+            o,
+            Outcome::Sent {
+                tls: Some("mta-sts-testing"),
+                ..
+            }
+        ),
+        "{o:?}"
+    );
     drop(https);
 
     // a redirect is not followed: the fetch fails, the cached (testing) policy stays

@@ -17,6 +17,7 @@ pub mod smtp;
 pub mod suite;
 pub mod table;
 pub mod tls_policy;
+pub mod tls_rpt;
 
 use std::path::{Path, PathBuf};
 

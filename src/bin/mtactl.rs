@@ -111,10 +111,28 @@ enum Command {
         #[arg(long)]
         connect: bool,
     },
+    /// TLS reports (RFC 8460; `delivery { tls-rpt #true }`).
+    TlsReport {
+        #[command(subcommand)]
+        command: TlsReportCommand,
+    },
     /// DKIM signing keys.
     Dkim {
         #[command(subcommand)]
         command: DkimCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TlsReportCommand {
+    /// Ask the running mtad to queue the reports of the periods that are over (one line
+    /// per domain says what became of its report); with --now, the open period is
+    /// closed first, whatever its age.
+    Send {
+        /// Close the open reporting period first, whatever its age (its reports go
+        /// out now).
+        #[arg(long)]
+        now: bool,
     },
 }
 
@@ -443,6 +461,9 @@ fn run(args: Args) -> ExitCode {
             control::show_config::show(config, which, &names, value_only)
         }
         Command::Status { format } => control::status(config, matches!(format, Format::Json)),
+        Command::TlsReport {
+            command: TlsReportCommand::Send { now },
+        } => control::tls_report_send(config, now),
         Command::Queue { command } => match command {
             QueueCommand::List {
                 format: format @ (ListFormat::Postfix | ListFormat::PostfixJson),

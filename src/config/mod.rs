@@ -741,6 +741,23 @@ pub struct Delivery {
     /// The HTTPS port of `mta-sts.DOMAIN` (`mta-sts-port`, default 443; tests set
     /// another).
     pub mta_sts_port: u16,
+    /// Record the outcome of each TLS policy per recipient domain and send RFC 8460
+    /// reports to the domains that ask for them (`tls-rpt`, default #false;
+    /// docs/outbound-tls.md).
+    pub tls_rpt: bool,
+    /// The reports' From and envelope sender (`tls-rpt-from`, default
+    /// `postmaster@HOSTNAME`); its domain is the report's submitter.
+    pub tls_rpt_from: Option<String>,
+    /// The report's `organization-name` (`tls-rpt-organization`, default the hostname).
+    pub tls_rpt_organization: Option<String>,
+    /// The report's `contact-info` (`tls-rpt-contact`, default `tls-rpt-from`).
+    pub tls_rpt_contact: Option<String>,
+    /// How long a reporting period lasts (`tls-rpt-interval`, default 24h).
+    pub tls_rpt_interval: Duration,
+    /// Policy domains counted per period (`tls-rpt-max-domains`, default 10000).
+    pub tls_rpt_max_domains: usize,
+    /// `failure-details` rows per policy and period (`tls-rpt-max-failures`, default 100).
+    pub tls_rpt_max_failures: usize,
     /// Send AUTH credentials over unencrypted connections (`auth-plaintext`, default
     /// #false: Postfix's `noplaintext`).
     pub auth_plaintext: bool,
@@ -796,6 +813,13 @@ impl Delivery {
             dnssec_trust_anchors: None,
             mta_sts: false,
             mta_sts_port: 443,
+            tls_rpt: false,
+            tls_rpt_from: None,
+            tls_rpt_organization: None,
+            tls_rpt_contact: None,
+            tls_rpt_interval: Duration::from_secs(86_400),
+            tls_rpt_max_domains: 10_000,
+            tls_rpt_max_failures: 100,
             auth_plaintext: false,
             dns_server: None,
             smtp_port: 25,

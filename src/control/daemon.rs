@@ -204,6 +204,13 @@ async fn start(
         listeners.clone(),
     ));
     let metrics = metrics.map(|m| tokio::spawn(m.serve(observer.metrics_fn(), shutdown.clone())));
+    let reporter = Arc::new(crate::delivery::tls_rpt::report::Reporter::new(
+        spool.clone(),
+        handle.clone(),
+        outbound.clone(),
+        config.server.hostname.clone(),
+    ));
+    let reports = tokio::spawn(reporter.clone().run(shutdown.clone()));
     let reloader = Arc::new(Reloader::new(
         &config,
         core.clone(),
@@ -212,7 +219,8 @@ async fn start(
     ));
     let control = control
         .with_reload(reloader.clone().answer())
-        .with_status(observer.status_fn());
+        .with_status(observer.status_fn())
+        .with_tls_report(reporter);
     let control = tokio::spawn(control.serve(spool, Arc::new(handle), shutdown.clone()));
     let watcher = tokio::spawn(reloader.clone().watch_files(shutdown.clone()));
     let reloads = tokio::spawn(reload_on_sighup(reloader, shutdown.clone()));
@@ -229,6 +237,7 @@ async fn start(
         }
         reloads.abort();
         watcher.abort();
+        reports.abort();
         if let Some(metrics) = metrics {
             let _ = metrics.await;
         }
@@ -285,6 +294,24 @@ pub(crate) fn outbound(config: &Config) -> Result<Outbound, ServeError> {
             }),
         _ => None,
     };
+    // TLS reports: one store under the spool, shared by the configurations a reload
+    // swaps in
+    let tls_rpt = if config.delivery.tls_rpt {
+        let limits = crate::delivery::tls_rpt::store::Limits {
+            domains: config.delivery.tls_rpt_max_domains,
+            details: config.delivery.tls_rpt_max_failures,
+        };
+        let dir = config.server.spool.join("tls-rpt");
+        match crate::delivery::tls_rpt::store::Store::shared(&dir, limits) {
+            Ok(s) => Some(s),
+            Err(err) => {
+                error!(%err, dir = %dir.display(), "TLS reporting is unavailable: its store cannot be opened");
+                None
+            }
+        }
+    } else {
+        None
+    };
     Ok(Outbound::new(
         resolver,
         config.delivery.clone(),
@@ -294,6 +321,7 @@ pub(crate) fn outbound(config: &Config) -> Result<Outbound, ServeError> {
     )
     .with_dnssec(dnssec)
     .with_mta_sts(mta_sts)
+    .with_tls_rpt(tls_rpt)
     .with_listeners(config.listeners.iter().map(|l| l.address)))
 }
 

@@ -314,6 +314,25 @@ pub fn status(path: &Path, json: bool) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// `mtactl tls-report send [--now]`: asks the daemon to queue the TLS reports of the
+/// periods that are over (with `now`, the open one closed first); prints a line per
+/// domain.
+pub fn tls_report_send(path: &Path, now: bool) -> Result<(), CommandError> {
+    let config = load(path)?;
+    let answer = socket::tls_report_send(&config.server.control_socket, now)
+        .map_err(|e| format!("mtactl: {e}"))?;
+    if !answer.ok {
+        return Err(CommandError(format!(
+            "mtactl tls-report send: mtad: {}",
+            answer.error
+        )));
+    }
+    for line in &answer.lines {
+        outln!("{line}");
+    }
+    Ok(())
+}
+
 /// `mtactl reload`: checks the configuration here first (a broken one is reported and
 /// never sent), then asks the daemon to reload and reports what it says.
 pub fn reload(path: &Path) -> Result<(), CommandError> {

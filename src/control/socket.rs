@@ -29,6 +29,11 @@
 //! `mtactl status` sends `{"status":true}` and gets a [`Status`] (see
 //! [`super::status`]).
 //!
+//! `mtactl tls-report send [--now]` sends `{"tls_report":"send"}` (`"now":true`: the
+//! open TLS reporting period is closed first): the reports of every closed period are
+//! queued; the answer is a
+//! [`TlsReportResponse`] (`{"ok":true,"lines":["example.com: queued ID to ADDR"]}`).
+//!
 //! The daemon side is [`ControlSocket`] (bind, then serve); the scheduler is reached
 //! through [`DeliveryControl`], the reloader through [`ControlSocket::with_reload`], the
 //! status through [`ControlSocket::with_status`]. The client side is [`request`],
@@ -220,6 +225,43 @@ pub type ReloadFn = Arc<dyn Fn() -> ReloadResponse + Send + Sync>;
 /// What answers a status request (quick: run on the runtime).
 pub type StatusFn = Arc<dyn Fn() -> Status + Send + Sync>;
 
+/// `{"tls_report":"send"}`: close the TLS reporting period now and queue the reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsReportRequest {
+    pub tls_report: TlsReportAction,
+    /// Close the open period first, whatever its age.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub now: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsReportAction {
+    Send,
+}
+
+/// The answer to a [`TlsReportRequest`]: what became of each domain's report.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsReportResponse {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    #[serde(default)]
+    pub lines: Vec<String>,
+}
+
+/// Asks the daemon at `path` to send its TLS reports (`now`: the open period's too).
+pub fn tls_report_send(path: &Path, now: bool) -> Result<TlsReportResponse, RequestError> {
+    exchange(
+        path,
+        &TlsReportRequest {
+            tls_report: TlsReportAction::Send,
+            now,
+        },
+    )
+}
+
 /// Why [`request`] got no response.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
@@ -312,6 +354,7 @@ pub struct ControlSocket {
     file: (u64, u64),
     reload: Option<ReloadFn>,
     status: Option<StatusFn>,
+    tls_report: Option<Arc<crate::delivery::tls_rpt::report::Reporter>>,
 }
 
 fn bind_error(path: &Path, kind: io::ErrorKind, what: impl std::fmt::Display) -> io::Error {
@@ -377,6 +420,7 @@ impl ControlSocket {
             file: (meta.dev(), meta.ino()),
             reload: None,
             status: None,
+            tls_report: None,
         })
     }
 
@@ -395,6 +439,15 @@ impl ControlSocket {
     /// not available here).
     pub fn with_status(mut self, status: StatusFn) -> Self {
         self.status = Some(status);
+        self
+    }
+
+    /// Answers `{"tls_report":"send"}` with `reporter`.
+    pub fn with_tls_report(
+        mut self,
+        reporter: Arc<crate::delivery::tls_rpt::report::Reporter>,
+    ) -> Self {
+        self.tls_report = Some(reporter);
         self
     }
 
@@ -420,6 +473,7 @@ impl ControlSocket {
                                 Arc::clone(&delivery),
                                 self.reload.clone(),
                                 self.status.clone(),
+                                self.tls_report.clone(),
                                 shutdown.clone(),
                             ));
                         }
@@ -439,6 +493,7 @@ impl ControlSocket {
             file,
             reload: _,
             status: _,
+            tls_report: _,
         } = self;
         drop(listener);
         match std::fs::symlink_metadata(&path) {
@@ -504,6 +559,7 @@ async fn connection(
     delivery: Arc<dyn DeliveryControl>,
     reload: Option<ReloadFn>,
     status: Option<StatusFn>,
+    tls_report: Option<Arc<crate::delivery::tls_rpt::report::Reporter>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (read, mut write) = stream.into_split();
@@ -544,6 +600,27 @@ async fn connection(
                     None => ReloadResponse {
                         errors: "this daemon cannot reload".to_owned(),
                         ..ReloadResponse::default()
+                    },
+                };
+                (answer_line(&answer), false)
+            }
+            Ok(Line::Complete) if serde_json::from_slice::<TlsReportRequest>(&line).is_ok() => {
+                let now = serde_json::from_slice::<TlsReportRequest>(&line).is_ok_and(|r| r.now);
+                let answer = match &tls_report {
+                    Some(r) => match r.send(now).await {
+                        Ok(summary) => TlsReportResponse {
+                            ok: true,
+                            lines: summary.lines,
+                            ..TlsReportResponse::default()
+                        },
+                        Err(e) => TlsReportResponse {
+                            error: format!("TLS reports not sent: {e}"),
+                            ..TlsReportResponse::default()
+                        },
+                    },
+                    None => TlsReportResponse {
+                        error: "this daemon sends no TLS reports".to_owned(),
+                        ..TlsReportResponse::default()
                     },
                 };
                 (answer_line(&answer), false)

@@ -197,6 +197,8 @@ pub enum DeliveryError {
     #[error("TLS failure: {message}")]
     Tls {
         message: String,
+        /// What kind of failure it was, as TLS reports (RFC 8460) name them.
+        result: super::tls_rpt::ResultType,
         /// The mode was [`TlsMode::Opportunistic`]: the same host may be tried once
         /// more with [`TlsMode::None`], as Postfix does.
         plaintext_retry: bool,
@@ -495,10 +497,12 @@ impl<S: SmtpStream> SmtpConnection<S> {
         if mode == TlsMode::None || self.stream.get_ref().is_encrypted() {
             return Ok(None);
         }
-        let fail = |message: String| DeliveryError::Tls {
+        let tls_fail = |result, message: String| DeliveryError::Tls {
             message,
+            result,
             plaintext_retry: mode == TlsMode::Opportunistic,
         };
+        let fail = |message| tls_fail(super::tls_rpt::ResultType::ValidationFailure, message);
         let Some(tls) = self.config.tls_check.clone().or_else(|| {
             self.config
                 .tls_client
@@ -533,9 +537,10 @@ impl<S: SmtpStream> SmtpConnection<S> {
                 debug!(remote = %self.remote, "STARTTLS not offered, going on in plaintext.");
                 return Ok(None);
             }
-            return Err(fail(format!(
-                "TLS is required (tls mode {mode}) but the server does not offer STARTTLS"
-            )));
+            return Err(tls_fail(
+                super::tls_rpt::ResultType::StarttlsNotSupported,
+                format!("TLS is required (tls mode {mode}) but the server does not offer STARTTLS"),
+            ));
         }
         Ok(Some((tls, name)))
     }
@@ -547,8 +552,10 @@ impl<S: SmtpStream> SmtpConnection<S> {
         name: ServerName<'static>,
     ) -> Result<(), DeliveryError> {
         let plaintext_retry = self.config.tls == TlsMode::Opportunistic;
-        let fail = |message: String| DeliveryError::Tls {
+        use super::tls_rpt::ResultType;
+        let fail = |result: ResultType, message: String| DeliveryError::Tls {
             message,
+            result,
             plaintext_retry,
         };
         let injected = || {
@@ -563,7 +570,10 @@ impl<S: SmtpStream> SmtpConnection<S> {
         }
         let reply = self.command("STARTTLS", b"STARTTLS\r\n").await?.to_reply();
         if reply.code != 220 {
-            return Err(fail(format!("the server refused STARTTLS: {reply}")));
+            return Err(fail(
+                ResultType::StarttlsNotSupported,
+                format!("the server refused STARTTLS: {reply}"),
+            ));
         }
         // Anything already read after the 220 was sent in plaintext before the
         // handshake and must not be taken as coming over TLS (CVE-2011-0411).
@@ -574,14 +584,21 @@ impl<S: SmtpStream> SmtpConnection<S> {
         match tokio::time::timeout(self.config.command_timeout, handshake).await {
             Err(_) => {
                 crate::metrics::get().tls_failed(false);
-                Err(fail("the TLS handshake timed out".into()))
+                Err(fail(
+                    ResultType::ValidationFailure,
+                    "the TLS handshake timed out".into(),
+                ))
             }
             Ok(Err(e)) => {
                 crate::metrics::get().tls_failed(false);
-                Err(fail(format!(
-                    "the TLS handshake failed: {}",
-                    handshake_failure(&e)
-                )))
+                let result = e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                    .map_or(ResultType::ValidationFailure, ResultType::of_handshake);
+                Err(fail(
+                    result,
+                    format!("the TLS handshake failed: {}", handshake_failure(&e)),
+                ))
             }
             Ok(Ok(())) => {
                 // RFC 3207: forget everything learnt before TLS.

@@ -61,7 +61,13 @@ impl fmt::Display for Hop {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The next hop took it (or it was discarded / written to a Maildir).
-    Sent { relay: String, reply: String },
+    Sent {
+        relay: String,
+        reply: String,
+        /// The TLS policy the connection met (SMTP and LMTP): `dane`, `mta-sts`,
+        /// `verify`, ..., `none` for plaintext ([`HostPolicy::applied`]).
+        tls: Option<&'static str>,
+    },
     /// Try again later.
     Deferred {
         relay: String,
@@ -126,12 +132,13 @@ impl Outcome {
         }
     }
 
-    fn from_reply(relay: &str, outcome: &RcptOutcome) -> Outcome {
+    fn from_reply(relay: &str, outcome: &RcptOutcome, tls: &'static str) -> Outcome {
         let reply = outcome.reply();
         match outcome {
             RcptOutcome::Delivered(_) => Outcome::Sent {
                 relay: relay.to_owned(),
                 reply: reply.to_string(),
+                tls: Some(tls),
             },
             RcptOutcome::TempFail(_) => {
                 Outcome::deferred(relay, enhanced_of(reply, 4), reply.to_string())
@@ -192,6 +199,15 @@ fn enhanced_of(reply: &Reply, class: u8) -> [u8; 3] {
 
 type Pooled = (SmtpConnection, Instant);
 
+/// What a delivery carries: mail, mail to a content filter (no loop detection), or a
+/// TLS report (sent despite TLS failures, not itself reported on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Mail,
+    Filter,
+    TlsReport,
+}
+
 /// Connections are reused only for the same host with the same TLS policy and account.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct PoolKey {
@@ -215,6 +231,9 @@ pub struct Outbound {
     dnssec: Option<Dnssec>,
     /// MTA-STS policies (`delivery { mta-sts #true }`); `None`: not used.
     mta_sts: Option<Arc<super::mta_sts::MtaSts>>,
+    /// Where TLS policy outcomes are counted for TLS reports (`delivery { tls-rpt
+    /// #true }`); `None`: not counted.
+    tls_rpt: Option<Arc<super::tls_rpt::store::Store>>,
     credentials: std::collections::BTreeMap<String, Arc<Table>>,
     idle: Mutex<HashMap<PoolKey, Vec<Pooled>>>,
     per_host: Mutex<HashMap<Target, Arc<Semaphore>>>,
@@ -241,6 +260,7 @@ impl Outbound {
             tls,
             dnssec: None,
             mta_sts: None,
+            tls_rpt: None,
             credentials,
             idle: Mutex::new(HashMap::new()),
             per_host: Mutex::new(HashMap::new()),
@@ -259,6 +279,17 @@ impl Outbound {
     pub fn with_mta_sts(mut self, mta_sts: Option<Arc<super::mta_sts::MtaSts>>) -> Outbound {
         self.mta_sts = mta_sts;
         self
+    }
+
+    /// Count TLS policy outcomes in `store` for TLS reports.
+    pub fn with_tls_rpt(mut self, store: Option<Arc<super::tls_rpt::store::Store>>) -> Outbound {
+        self.tls_rpt = store;
+        self
+    }
+
+    /// Where TLS policy outcomes are counted, when TLS reporting is on.
+    pub fn tls_rpt(&self) -> Option<&Arc<super::tls_rpt::store::Store>> {
+        self.tls_rpt.as_ref()
     }
 
     pub fn dnssec(&self) -> Option<&Dnssec> {
@@ -481,7 +512,21 @@ impl Outbound {
         envelope: &Envelope<'_>,
         message: &[u8],
     ) -> Vec<Outcome> {
-        self.deliver(transport, options, envelope, message, true)
+        self.deliver(transport, options, envelope, message, Kind::Mail)
+            .await
+    }
+
+    /// [`Outbound::send`] for a TLS report (RFC 8460 §5.3): sent despite any TLS
+    /// failure (at most opportunistic TLS, nothing checked) and not itself counted for
+    /// TLS reports.
+    pub async fn send_tls_report(
+        &self,
+        transport: &Transport,
+        options: &RouteOptions,
+        envelope: &Envelope<'_>,
+        message: &[u8],
+    ) -> Vec<Outcome> {
+        self.deliver(transport, options, envelope, message, Kind::TlsReport)
             .await
     }
 
@@ -498,7 +543,7 @@ impl Outbound {
             &RouteOptions::default(),
             envelope,
             message,
-            false,
+            Kind::Filter,
         )
         .await
     }
@@ -509,8 +554,9 @@ impl Outbound {
         options: &RouteOptions,
         envelope: &Envelope<'_>,
         message: &[u8],
-        loop_detect: bool,
+        kind: Kind,
     ) -> Vec<Outcome> {
+        let loop_detect = kind != Kind::Filter;
         let n = envelope.recipients.len();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
         let mut last: Vec<Option<Outcome>> = vec![None; n];
@@ -626,12 +672,12 @@ impl Outbound {
                 };
                 let relay = hop.to_string();
                 let result = self
-                    .transaction(&hop, t, &destination, options, &sub, message, loop_detect)
+                    .transaction(&hop, t, &destination, options, &sub, message, kind)
                     .await;
                 match result {
-                    Ok(per) => {
+                    Ok((per, tls)) => {
                         for (&i, r) in pending.iter().zip(per.iter()) {
-                            let o = Outcome::from_reply(&relay, r);
+                            let o = Outcome::from_reply(&relay, r, tls);
                             if o.is_final() {
                                 outcomes[i] = Some(o);
                             } else {
@@ -709,15 +755,33 @@ impl Outbound {
         options: &RouteOptions,
         envelope: &Envelope<'_>,
         message: &[u8],
-        loop_detect: bool,
-    ) -> Result<Vec<RcptOutcome>, DeliveryError> {
-        let policy = self.host_policy(destination, hop).await;
+        kind: Kind,
+    ) -> Result<(Vec<RcptOutcome>, &'static str), DeliveryError> {
+        let loop_detect = kind != Kind::Filter;
+        let mut policy = self.host_policy(destination, hop).await;
+        if kind == Kind::TlsReport {
+            // RFC 8460 §5.3: reports go out despite TLS failures
+            policy.refusal = None;
+            policy.dane = super::tls_policy::DaneState::NotUsed;
+            policy.names.clear();
+            if policy.mode != TlsMode::None {
+                policy.mode = TlsMode::Opportunistic;
+            }
+        }
+        let report = |failure: Option<(super::tls_rpt::ResultType, &str)>| {
+            if kind == Kind::TlsReport {
+                return;
+            }
+            self.report_tls(destination, &policy, hop, failure);
+        };
         let with_policy = |e: DeliveryError| with_policy(e, &policy);
         let metrics = crate::metrics::get();
         if let Some(refusal) = &policy.refusal {
             metrics.tls_policy(policy.chosen.rule.level.as_str(), "refused");
+            report(Some((policy.refusal_result, refusal)));
             return Err(with_policy(DeliveryError::Tls {
                 message: refusal.clone(),
+                result: policy.refusal_result,
                 plaintext_retry: false,
             }));
         }
@@ -727,6 +791,7 @@ impl Outbound {
             (Some(client), _) => policy.check(client).map_err(|e| {
                 with_policy(DeliveryError::Tls {
                     message: format!("TLS client configuration: {e}"),
+                    result: super::tls_rpt::ResultType::ValidationFailure,
                     plaintext_retry: false,
                 })
             })?,
@@ -734,18 +799,25 @@ impl Outbound {
         let auth = self
             .credentials_for(transport, options)
             .map_err(|e| DeliveryError::Lookup(e.to_string()))?;
+        // with TLS reports on, a connection serves one policy domain: its sessions are
+        // counted for that domain (a reused connection is not counted again)
+        let domain = match (&self.tls_rpt, kind) {
+            (Some(_), Kind::Mail) => destination.policy_domain().unwrap_or_default(),
+            _ => "",
+        };
         let key = PoolKey {
             hop: hop.clone(),
             tls,
-            policy: format!("{} {:?}", policy.label(), policy.names),
+            policy: format!("{} {:?} {domain}", policy.label(), policy.names),
             auth: auth.as_ref().map(|c| c.user.clone()),
         };
         let _slot = self.slot(&hop.target).await;
         if let Some(mut conn) = self.take_idle(&key) {
             match conn.send_transaction(envelope, message).await {
                 Ok(per) => {
+                    let applied = policy.applied(conn.is_encrypted());
                     self.put_idle(&key, conn);
-                    return Ok(per);
+                    return Ok((per, applied));
                 }
                 // The server may have closed the idle connection: try a fresh one.
                 Err(DeliveryError::Io { .. } | DeliveryError::Protocol(_)) => {
@@ -760,6 +832,19 @@ impl Outbound {
         config.loop_detect =
             loop_detect && !hop.lmtp && matches!(hop.target, Target::Inet(a) if a.port() == 25);
         let result = self.fresh(hop, &config, envelope, message).await;
+        // a TLS failure is reported once, even when the mail then goes in plaintext
+        let mut reported = false;
+        if let Some((r, text)) = &policy.report_failure {
+            report(Some((*r, text)));
+            reported = true;
+        }
+        if let Err(DeliveryError::Tls {
+            result: r, message, ..
+        }) = &result
+        {
+            report(Some((*r, message)));
+            reported = true;
+        }
         let result = match result {
             Err(e) if e.allows_plaintext_retry() => {
                 debug!(relay = %hop, error = %e, "STARTTLS failed; trying once in plaintext");
@@ -777,6 +862,16 @@ impl Outbound {
                 return Err(with_policy(e));
             }
         };
+        if !reported && tls != TlsMode::None {
+            if conn.is_encrypted() {
+                report(None);
+            } else {
+                report(Some((
+                    super::tls_rpt::ResultType::StarttlsNotSupported,
+                    "STARTTLS not offered",
+                )));
+            }
+        }
         metrics.tls_policy(
             policy.chosen.rule.level.as_str(),
             if conn.is_encrypted() {
@@ -791,12 +886,46 @@ impl Outbound {
             tls = conn.tls_description().as_deref().unwrap_or("none"),
             "TLS policy satisfied."
         );
+        let applied = policy.applied(conn.is_encrypted());
         if config.tls == tls {
             self.put_idle(&key, conn);
         } else {
             tokio::spawn(conn.quit());
         }
-        Ok(per)
+        Ok((per, applied))
+    }
+
+    /// Counts, for TLS reports, what became of `policy` on a new connection to `hop`
+    /// (`failure`: its result type and text; `None`: satisfied). MX next hops only: a
+    /// policy domain is a recipient domain.
+    fn report_tls(
+        &self,
+        destination: &Destination,
+        policy: &HostPolicy,
+        hop: &Hop,
+        failure: Option<(super::tls_rpt::ResultType, &str)>,
+    ) {
+        use super::tls_rpt::{Event, Failure};
+        let (Some(store), Some(domain)) = (&self.tls_rpt, destination.policy_domain()) else {
+            return;
+        };
+        let event = match failure {
+            None => Event::success(domain, policy.report.clone()),
+            Some((result, text)) => {
+                let ip = match hop.target {
+                    Target::Inet(a) => Some(a.ip()),
+                    Target::Unix(_) => None,
+                };
+                let failure = Failure {
+                    result,
+                    sending_ip: ip.and_then(super::tls_rpt::source_address),
+                    mx: hop.name.trim_end_matches('.').to_ascii_lowercase(),
+                    receiving_ip: ip,
+                };
+                Event::failure(domain, policy.report.clone(), failure, text)
+            }
+        };
+        store.record(event);
     }
 
     async fn fresh(
@@ -949,9 +1078,11 @@ fn with_policy(e: DeliveryError, policy: &HostPolicy) -> DeliveryError {
     match e {
         DeliveryError::Tls {
             message,
+            result,
             plaintext_retry,
         } => DeliveryError::Tls {
             message: format!("{message} (TLS policy {policy})"),
+            result,
             plaintext_retry,
         },
         other => other,

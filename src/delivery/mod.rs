@@ -10,6 +10,8 @@
 //! - [`hops`]: from a route to hosts: the fallback chain, connection reuse, concurrency.
 //! - [`scheduler`]: the queue manager: attempts, retries, bounces, the delivery log.
 //! - [`dsn`]: bounces and delay warnings (RFC 3464); [`maildir`]: the `local` transport.
+//! - [`tls_policy`], [`dane`], [`mta_sts`]: the TLS policy of each connection;
+//!   [`tls_rpt`]: what became of it, reported to the domains that ask (RFC 8460).
 
 pub mod body;
 pub mod client;
@@ -23,6 +25,7 @@ pub mod reply;
 pub mod scheduler;
 pub mod tls;
 pub mod tls_policy;
+pub mod tls_rpt;
 
 #[cfg(test)]
 mod tests;

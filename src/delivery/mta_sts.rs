@@ -11,8 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, warn};
 
+use super::tls_rpt::ResultType;
 use crate::net::dns::Resolver;
-use crate::net::mta_sts::{Policy, fetch, parse_txt};
+use crate::net::mta_sts::{MtaStsError, Policy, fetch, parse_txt};
 
 /// A policy as cached: its id and when it stops being valid (Unix seconds).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -114,6 +115,13 @@ impl MtaSts {
 
     /// The policy in force for `domain`, if any (RFC 8461 §5.1).
     pub async fn policy(&self, domain: &str) -> Option<Cached> {
+        self.lookup(domain).await.0
+    }
+
+    /// [`MtaSts::policy`], and why a published policy could not be fetched when none is
+    /// in force (for TLS reports: `sts-policy-fetch-error`, `sts-policy-invalid`,
+    /// `sts-webpki-invalid`).
+    pub async fn lookup(&self, domain: &str) -> (Option<Cached>, Option<(ResultType, String)>) {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         let cached = self.cached(&domain);
         let id = match self
@@ -144,25 +152,23 @@ impl MtaSts {
             }
         };
         let Some(id) = id else {
-            return cached;
+            return (cached, None);
         };
         if let Some(c) = &cached
             && c.id == id
         {
-            return cached;
+            return (cached, None);
         }
         let host = format!("mta-sts.{domain}");
         let fetched = match self.resolver.addresses(&host).await {
             Ok(ips) => match ips.first() {
                 Some(ip) => {
                     let addr = std::net::SocketAddr::new(*ip, self.port);
-                    fetch(&domain, addr, self.tls.clone(), self.timeout)
-                        .await
-                        .map_err(|e| e.to_string())
+                    fetch(&domain, addr, self.tls.clone(), self.timeout).await
                 }
-                None => Err(format!("{host}: no address")),
+                None => Err(MtaStsError::Fetch(format!("{host}: no address"))),
             },
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(MtaStsError::Fetch(e.to_string())),
         };
         match fetched {
             Ok(policy) => {
@@ -172,11 +178,19 @@ impl MtaSts {
                     policy,
                 };
                 self.store(&domain, &c);
-                Some(c)
+                (Some(c), None)
             }
             Err(e) => {
                 warn!(%domain, error = %e, "MTA-STS policy fetch failed; using the cached policy if any");
-                cached
+                let result = match e {
+                    MtaStsError::Policy(_) => ResultType::StsPolicyInvalid,
+                    MtaStsError::Webpki(_) => ResultType::StsWebpkiInvalid,
+                    MtaStsError::Record(_) | MtaStsError::Fetch(_) => {
+                        ResultType::StsPolicyFetchError
+                    }
+                };
+                let failure = cached.is_none().then(|| (result, e.to_string()));
+                (cached, failure)
             }
         }
     }

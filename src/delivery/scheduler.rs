@@ -447,6 +447,7 @@ async fn route_and_send(
                         relay: "none".into(),
                         reply: "duplicate of another recipient of this message, delivered once"
                             .into(),
+                        tls: None,
                     }),
                     transport: "none",
                     timing: None,
@@ -781,6 +782,7 @@ async fn send_route(
                 .map(|_| Outcome::Sent {
                     relay: "none".into(),
                     reply: reply.clone(),
+                    tls: None,
                 })
                 .collect()
         }
@@ -821,7 +823,12 @@ async fn send_route(
                 xforward,
             };
             // a content filter (the only sender with XFORWARD) is no mail loop
-            if xforward.is_empty() {
+            if env.listener == super::tls_rpt::report::LISTENER && xforward.is_empty() {
+                shared
+                    .outbound()
+                    .send_tls_report(transport, options, &envelope, body)
+                    .await
+            } else if xforward.is_empty() {
                 shared
                     .outbound()
                     .send(transport, options, &envelope, body)
@@ -861,6 +868,7 @@ async fn maildir_delivery(
         Ok(Ok(path)) => Outcome::Sent {
             relay: relay.into(),
             reply: format!("delivered to maildir {}", path.display()),
+            tls: None,
         },
         Ok(Err(e)) if e.is_permanent() => Outcome::bounced(relay, e.enhanced_code(), e.to_string()),
         Ok(Err(e)) => Outcome::deferred(relay, e.enhanced_code(), e.to_string()),
@@ -1086,8 +1094,14 @@ fn log_outcome(
         format!(", orig_to=<{}>", crate::policy::echo(orig))
     };
     let [a, b, c] = outcome.dsn();
+    // the TLS policy that applied, after the reply (where pflogsumm's pattern, which
+    // ends in `status=(\S+)(.*)`, takes it as part of the text)
+    let tls = match outcome {
+        Outcome::Sent { tls: Some(t), .. } => format!(" tls={t}"),
+        _ => String::new(),
+    };
     let line = format!(
-        "{id}: to=<{}>{orig_to}, relay={}, delay={}, delays={delays}, dsn={a}.{b}.{c}, status={status} ({})",
+        "{id}: to=<{}>{orig_to}, relay={}, delay={}, delays={delays}, dsn={a}.{b}.{c}, status={status} ({}){tls}",
         crate::policy::echo(rcpt),
         outcome.relay(),
         delays::Seconds(delay),

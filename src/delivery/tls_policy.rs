@@ -19,6 +19,7 @@ use std::sync::Arc;
 use super::dane::{DaneVerifier, usable};
 use super::mta_sts::{Cached, MtaSts};
 use super::tls::{TlsClient, TlsMode};
+use super::tls_rpt::{PolicyType, ReportPolicy, ResultType};
 use crate::config::route::{NextHop, TlsPolicy, Transport};
 use crate::config::tls_policy::{CertName, ChosenRule};
 use crate::net::dnssec::{Dnssec, Tlsa, Validated};
@@ -52,6 +53,13 @@ pub struct HostPolicy {
     /// Set when nothing may be sent to the host (a `dane-only` destination without
     /// DANE, bogus DNSSEC, a failed lookup): the reason, for the defer.
     pub refusal: Option<String>,
+    /// The refusal's kind, as TLS reports name it.
+    pub refusal_result: ResultType,
+    /// The policy as TLS reports (RFC 8460) name it.
+    pub report: ReportPolicy,
+    /// A failure to report for any connection under this policy though it does not stop
+    /// it (the MTA-STS policy that could not be fetched): its kind and text.
+    pub report_failure: Option<(ResultType, String)>,
 }
 
 impl HostPolicy {
@@ -72,6 +80,32 @@ impl HostPolicy {
             None => String::new(),
         };
         format!("{level}{detail} from {}{sts}", self.chosen.source)
+    }
+
+    /// The policy a connection met, as the delivery log line's `tls=` says it: `dane`
+    /// (usable TLSA records), `mta-sts` (an enforced policy), `mta-sts-testing`, else the
+    /// level (`secure`, `verify`, `required`, `opportunistic`; a DANE level without
+    /// usable TLSA records as the TLS it required); `none` over plaintext.
+    pub fn applied(&self, encrypted: bool) -> &'static str {
+        use crate::net::mta_sts::Mode;
+        if !encrypted {
+            return "none";
+        }
+        if matches!(self.dane, DaneState::Usable(_)) {
+            return "dane";
+        }
+        match &self.mta_sts {
+            Some((Mode::Enforce, _)) => return "mta-sts",
+            Some((Mode::Testing, _)) => return "mta-sts-testing",
+            _ => {}
+        }
+        match self.chosen.rule.level {
+            TlsPolicy::Dane | TlsPolicy::DaneOnly => match self.mode {
+                TlsMode::Opportunistic => "opportunistic",
+                _ => "required",
+            },
+            level => level.as_str(),
+        }
     }
 
     /// The certificate check of a connection under this policy (`None`: the TLS
@@ -119,6 +153,11 @@ pub struct Destination {
     /// The recipient domain's MTA-STS policy (MX next hops at `opportunistic`,
     /// `required` or `dane`: the levels it can raise).
     sts: Option<Cached>,
+    /// Why the recipient domain's published MTA-STS policy could not be had (none
+    /// being in force), for TLS reports.
+    sts_failure: Option<(ResultType, String)>,
+    /// The recipient domain of an MX next hop: the policy domain TLS reports name.
+    policy_domain: Option<String>,
 }
 
 impl Destination {
@@ -136,9 +175,10 @@ impl Destination {
                 Transport::Smtp(NextHop::Mx { domain, .. }),
                 Some(m),
                 TlsPolicy::Opportunistic | TlsPolicy::Required | TlsPolicy::Dane,
-            ) => m.policy(domain).await,
-            _ => None,
+            ) => m.lookup(domain).await,
+            _ => (None, None),
         };
+        let (sts, sts_failure) = sts;
         let nexthop = nexthop_name(transport).unwrap_or_default().to_owned();
         let mx = match (chosen.rule.level.uses_dane(), transport, dnssec) {
             (false, _, _) => Ok(true),
@@ -153,12 +193,25 @@ impl Destination {
             (true, Transport::Smtp(NextHop::Mx { .. }), None) => Ok(false),
             (true, _, _) => Ok(true),
         };
+        let policy_domain = match transport {
+            Transport::Smtp(NextHop::Mx { domain, .. }) => {
+                Some(domain.trim_end_matches('.').to_ascii_lowercase())
+            }
+            _ => None,
+        };
         Destination {
             chosen,
             nexthop,
             mx,
             sts,
+            sts_failure,
+            policy_domain,
         }
+    }
+
+    /// The recipient domain of an MX next hop (TLS reports are about those only).
+    pub fn policy_domain(&self) -> Option<&str> {
+        self.policy_domain.as_deref()
     }
 
     /// The policy of a connection to `host` on `port`: for a DANE level, from its
@@ -173,6 +226,9 @@ impl Destination {
             dane: DaneState::NotUsed,
             mta_sts: None,
             refusal: None,
+            refusal_result: ResultType::ValidationFailure,
+            report: ReportPolicy::none(),
+            report_failure: None,
         };
         match level {
             TlsPolicy::None => policy.mode = TlsMode::None,
@@ -184,22 +240,41 @@ impl Destination {
             }
             TlsPolicy::Dane | TlsPolicy::DaneOnly => {
                 let only = level == TlsPolicy::DaneOnly;
+                // RFC 7672 §2.2.2: TLSA records only for a host whose addresses are
+                // secure
+                let mut addresses_insecure = false;
                 let tlsa = match (&self.mx, dnssec) {
                     (Err(e), _) => Validated::Bogus(e.clone()),
                     (Ok(false), _) => Validated::Insecure(Vec::new()),
                     (Ok(true), None) => Validated::Insecure(Vec::new()),
-                    (Ok(true), Some(d)) => d.tlsa(host, port).await,
+                    (Ok(true), Some(d)) => match d.addresses(host).await {
+                        Validated::Secure(_) => d.tlsa(host, port).await,
+                        Validated::Insecure(_) => {
+                            addresses_insecure = true;
+                            Validated::Insecure(Vec::new())
+                        }
+                        Validated::Bogus(e) => {
+                            Validated::Bogus(format!("dane: address records are bogus: {e}"))
+                        }
+                        Validated::Failed(e) => {
+                            Validated::Failed(format!("dane: address lookup failed: {e}"))
+                        }
+                    },
                 };
                 let insecure = |why: String, p: &mut HostPolicy| {
                     p.dane = DaneState::Insecure(why.clone());
                     if only {
                         p.mode = TlsMode::Required;
                         p.refusal = Some(format!("dane-only: {why}"));
+                        p.refusal_result = ResultType::DaneRequired;
+                        p.report.kind = PolicyType::Tlsa;
                     }
                 };
                 match tlsa {
                     Validated::Bogus(e) | Validated::Failed(e) => {
                         policy.mode = TlsMode::Required;
+                        policy.refusal_result = ResultType::DnssecInvalid;
+                        policy.report.kind = PolicyType::Tlsa;
                         policy.refusal = Some(if e.starts_with("dane") {
                             e
                         } else {
@@ -209,6 +284,10 @@ impl Destination {
                     Validated::Insecure(_) if self.mx == Ok(false) => {
                         insecure("MX records not DNSSEC-signed".into(), &mut policy)
                     }
+                    Validated::Insecure(_) if addresses_insecure => insecure(
+                        format!("address records of {host} not DNSSEC-signed"),
+                        &mut policy,
+                    ),
                     Validated::Insecure(_) => insecure(
                         format!("TLSA records of {host} not DNSSEC-signed"),
                         &mut policy,
@@ -218,10 +297,16 @@ impl Destination {
                     }
                     Validated::Secure(records) => {
                         let all = records.len();
+                        policy.report = ReportPolicy {
+                            kind: PolicyType::Tlsa,
+                            strings: records.iter().take(16).map(ToString::to_string).collect(),
+                            mx_host: vec![host.trim_end_matches('.').to_ascii_lowercase()],
+                        };
                         let good: Vec<Tlsa> = records.into_iter().filter(usable).collect();
                         policy.mode = TlsMode::Required;
                         if good.is_empty() {
                             policy.dane = DaneState::Unusable(all);
+                            policy.refusal_result = ResultType::TlsaInvalid;
                             if only {
                                 policy.refusal = Some(format!(
                                     "dane-only: none of the {all} TLSA records of {host} is usable"
@@ -236,6 +321,16 @@ impl Destination {
                 }
             }
         }
+        if let Some(failure) = &self.sts_failure
+            && !matches!(policy.dane, DaneState::Usable(_))
+            && policy.refusal.is_none()
+        {
+            policy.report = ReportPolicy {
+                kind: PolicyType::Sts,
+                ..ReportPolicy::none()
+            };
+            policy.report_failure = Some(failure.clone());
+        }
         // MTA-STS (RFC 8461 §4, §5): DANE wins where both apply (§2)
         if let Some(sts) = &self.sts
             && !matches!(policy.dane, DaneState::Usable(_))
@@ -243,6 +338,9 @@ impl Destination {
         {
             use crate::net::mta_sts::Mode;
             policy.mta_sts = Some((sts.policy.mode, sts.id.clone()));
+            if sts.policy.mode != Mode::None {
+                policy.report = sts_report(&sts.policy);
+            }
             if sts.policy.mode == Mode::Enforce {
                 if sts.policy.allows(host) {
                     policy.mode = TlsMode::Verify;
@@ -252,9 +350,25 @@ impl Destination {
                 } else {
                     policy.refusal =
                         Some(format!("mta-sts: mx {host} not in policy (id {})", sts.id));
+                    policy.refusal_result = ResultType::ValidationFailure;
                 }
             }
         }
         policy
+    }
+}
+
+/// An MTA-STS policy as TLS reports name it: its lines, and its `mx` patterns.
+fn sts_report(p: &crate::net::mta_sts::Policy) -> ReportPolicy {
+    let mut strings = vec![
+        "version: STSv1".to_owned(),
+        format!("mode: {}", p.mode.as_str()),
+    ];
+    strings.extend(p.mx.iter().take(32).map(|m| format!("mx: {m}")));
+    strings.push(format!("max_age: {}", p.max_age));
+    ReportPolicy {
+        kind: PolicyType::Sts,
+        strings,
+        mx_host: p.mx.iter().take(32).cloned().collect(),
     }
 }

@@ -490,6 +490,22 @@ impl Default for Shuffler {
     }
 }
 
+/// A DNS name: dot-separated labels of 1..=63 letters, digits and hyphens, not
+/// starting or ending with a hyphen, 253 bytes at most (no trailing dot).
+pub fn is_hostname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -153,6 +153,29 @@ impl Dnssec {
         .await
     }
 
+    /// The addresses of `host`, validated: its A records, or its AAAA records when it
+    /// has no A record (a CNAME on the way counts: an alias into an unsigned zone is
+    /// insecure). RFC 7672 §2.2.2: the TLSA records of an MX host whose addresses are
+    /// insecure are not looked up.
+    pub async fn addresses(&self, host: &str) -> Validated<Vec<std::net::IpAddr>> {
+        let v4 = self
+            .query(host, RecordType::A, |data| match data {
+                RData::A(a) => Some(std::net::IpAddr::V4(a.0)),
+                _ => None,
+            })
+            .await;
+        match v4 {
+            Validated::Secure(v) if v.is_empty() => {
+                self.query(host, RecordType::AAAA, |data| match data {
+                    RData::AAAA(a) => Some(std::net::IpAddr::V6(a.0)),
+                    _ => None,
+                })
+                .await
+            }
+            other => other,
+        }
+    }
+
     /// The TLSA records of `_port._tcp.host`, validated.
     pub async fn tlsa(&self, host: &str, port: u16) -> Validated<Vec<Tlsa>> {
         let name = format!("_{port}._tcp.{}", host.trim_end_matches('.'));

@@ -166,6 +166,9 @@ pub enum MtaStsError {
     Policy(String),
     #[error("mta-sts: policy fetch failed: {0}")]
     Fetch(String),
+    /// The HTTPS server's certificate did not verify for `mta-sts.DOMAIN`.
+    #[error("mta-sts: policy fetch failed: {0}")]
+    Webpki(String),
 }
 
 /// GET `https://mta-sts.DOMAIN[:port]/.well-known/mta-sts.txt` with `tls` (which must
@@ -188,7 +191,24 @@ pub async fn fetch(
         let stream = tokio_rustls::TlsConnector::from(tls)
             .connect(name, tcp)
             .await
-            .map_err(|e| fail(format!("TLS: {e}")))?;
+            .map_err(|e| {
+                let text = format!("{host}: TLS: {e}");
+                let certificate = e
+                    .get_ref()
+                    .and_then(|i| i.downcast_ref::<rustls::Error>())
+                    .is_some_and(|r| {
+                        matches!(
+                            r,
+                            rustls::Error::InvalidCertificate(_)
+                                | rustls::Error::NoCertificatesPresented
+                        )
+                    });
+                if certificate {
+                    MtaStsError::Webpki(text)
+                } else {
+                    MtaStsError::Fetch(text)
+                }
+            })?;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
                 .await

@@ -753,3 +753,34 @@ pub fn sample(metrics: &str, series: &str) -> f64 {
         .parse()
         .unwrap()
 }
+
+/// Validates `json` against RFC 8460's schema (tests/data/tlsrpt-schema.json) with
+/// Debian's python3-jsonschema: Ok, or the
+/// validator's complaint.
+pub fn validate_tlsrpt(json: &[u8]) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    std::fs::write(&report, json).unwrap();
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tlsrpt-schema.json");
+    let script = "import json, sys, jsonschema\n\
+        schema = json.load(open(sys.argv[1]))\n\
+        jsonschema.Draft7Validator.check_schema(schema)\n\
+        jsonschema.validate(json.load(open(sys.argv[2])), schema,\n    \
+        format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)\n";
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .arg(&schema)
+        .arg(&report)
+        .output()
+        .expect("/usr/bin/python3");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("No module named 'jsonschema'"),
+        "python3-jsonschema is not installed (apt-get install python3-jsonschema, or ./run-tests)"
+    );
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(err.into_owned())
+    }
+}

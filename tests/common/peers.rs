@@ -1338,3 +1338,45 @@ impl Drop for Haproxy {
         let _ = self.child.wait();
     }
 }
+
+/// tests/peers/https_peer.py: python3's http.server over TLS serving a directory (the
+/// MTA-STS policy under `.well-known/`), with `--redirect` answering every GET with a
+/// redirect instead.
+pub struct Https {
+    child: Child,
+    pub port: u16,
+}
+
+impl Https {
+    pub fn start(root: &Path, certs: &Path, redirect: bool) -> Https {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/https_peer.py");
+        let mut cmd = Command::new("/usr/bin/python3");
+        cmd.arg(script)
+            .arg(root)
+            .arg(certs.join("cert.pem"))
+            .arg(certs.join("key.pem"));
+        if redirect {
+            cmd.arg("--redirect");
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 (apt-get install python3)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .strip_prefix("ready ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("the HTTPS peer did not start: {line:?}"));
+        Https { child, port }
+    }
+}
+
+impl Drop for Https {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

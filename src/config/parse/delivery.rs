@@ -17,6 +17,10 @@
 //!     dnssec-trust-anchors "anchors" // DNSKEY records for DANE (default: the root's)
 //!     mta-sts #true                // honour MTA-STS policies (RFC 8461)
 //!     mta-sts-port 443
+//!     tls-rpt #true                // TLS reports (RFC 8460) to the domains that ask
+//!     tls-rpt-from "tlsrpt@example.com"   // From and envelope sender (default postmaster@HOSTNAME)
+//!     tls-rpt-organization "Example Ltd"; tls-rpt-contact "postmaster@example.com"
+//!     tls-rpt-interval "24h"; tls-rpt-max-domains 10000; tls-rpt-max-failures 100
 //!     auth-plaintext #false
 //!     queue-only #false            // deliver only on `mtactl queue flush`
 //!     dns-server "127.0.0.1:53"
@@ -54,6 +58,13 @@ pub(crate) const DELIVERY_KEYS: &[&str] = &[
     "dnssec-trust-anchors",
     "mta-sts",
     "mta-sts-port",
+    "tls-rpt",
+    "tls-rpt-from",
+    "tls-rpt-organization",
+    "tls-rpt-contact",
+    "tls-rpt-interval",
+    "tls-rpt-max-domains",
+    "tls-rpt-max-failures",
     "auth-plaintext",
     "queue-only",
     "dns-server",
@@ -131,6 +142,10 @@ impl Parser {
             }
             if key == "tls-policy-map" {
                 d.tls_policy_map = self.tls_policy_map(child);
+                continue;
+            }
+            if key.starts_with("tls-rpt") {
+                self.tls_rpt_setting(child, key, &mut d);
                 continue;
             }
             if key == "local-recipients" {
@@ -247,6 +262,74 @@ impl Parser {
             );
         }
         d
+    }
+
+    /// One of the `tls-rpt*` settings.
+    fn tls_rpt_setting(&mut self, child: &KdlNode, key: &str, d: &mut Delivery) {
+        let Some(v) = self.setting(child, &format!("{key} VALUE")) else {
+            return;
+        };
+        match key {
+            "tls-rpt" => match v.value().as_bool() {
+                Some(b) => d.tls_rpt = b,
+                None => {
+                    self.error(
+                        v.span(),
+                        "`tls-rpt` must be #true or #false",
+                        "not a boolean",
+                    );
+                }
+            },
+            "tls-rpt-interval" => {
+                if let Some(t) = self.duration(v, key) {
+                    if t < std::time::Duration::from_secs(60) {
+                        self.error(v.span(), "tls-rpt-interval must be 1m or more", "too short");
+                    } else {
+                        d.tls_rpt_interval = t;
+                    }
+                }
+            }
+            "tls-rpt-max-domains" => {
+                if let Some(n) = self.integer(v, key, 1, 10_000_000) {
+                    d.tls_rpt_max_domains = usize::try_from(n).unwrap_or(usize::MAX);
+                }
+            }
+            "tls-rpt-max-failures" => {
+                if let Some(n) = self.integer(v, key, 0, 100_000) {
+                    d.tls_rpt_max_failures = usize::try_from(n).unwrap_or(usize::MAX);
+                }
+            }
+            _ => {
+                let Some(text) = self.string(v, key).map(str::to_owned) else {
+                    return;
+                };
+                let is_address = text.rsplit_once('@').is_some_and(|(l, dom)| {
+                    !l.is_empty() && !dom.is_empty() && !dom.starts_with('.')
+                }) && text
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"<>,;\"\\".contains(&b));
+                let printable = !text.is_empty() && !text.chars().any(char::is_control);
+                match key {
+                    "tls-rpt-from" if !is_address => {
+                        self.error(
+                            v.span(),
+                            format!("`{text}` is not an address (user@domain)"),
+                            "not an address",
+                        );
+                    }
+                    "tls-rpt-from" => d.tls_rpt_from = Some(text),
+                    _ if !printable => {
+                        self.error(
+                            v.span(),
+                            format!("`{key}` must be a non-empty line of text"),
+                            "empty or control characters",
+                        );
+                    }
+                    "tls-rpt-organization" => d.tls_rpt_organization = Some(text),
+                    _ => d.tls_rpt_contact = Some(text),
+                }
+            }
+        }
     }
 
     /// `local-recipients "passwd" "aliases" "TABLE"...` or `local-recipients "any"`.

@@ -564,20 +564,9 @@ fn kind(value: &KdlValue) -> &'static str {
     }
 }
 
-/// A DNS name: dot-separated labels of 1..=63 letters, digits and hyphens, not
-/// starting or ending with a hyphen, 253 bytes at most.
+/// A DNS name ([`crate::net::dns::is_hostname`]).
 fn is_hostname(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
+    crate::net::dns::is_hostname(name)
 }
 
 /// `value` as a path, relative ones taken from the directory of `config_path`.
