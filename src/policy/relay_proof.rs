@@ -148,8 +148,6 @@ impl std::fmt::Display for RelayFinding {
 /// A condition the attacker's choice of strings decides, per input.
 struct StringInput {
     preds: Vec<Pred>,
-    /// (rule index, condition index) → predicate index.
-    at: Vec<((usize, usize), usize)>,
     /// The witnesses, one per satisfiable combination.
     witnesses: Vec<String>,
 }
@@ -646,25 +644,19 @@ fn string_input(
 ) -> Result<StringInput, Incomplete> {
     let mut input = StringInput {
         preds: Vec::new(),
-        at: Vec::new(),
         witnesses: Vec::new(),
     };
-    for (i, rule) in rules.iter().enumerate() {
-        for (j, t) in rule.conditions.iter().enumerate() {
-            if let Some(p) = pred(&t.check) {
-                input.at.push(((i, j), input.preds.len()));
-                input.preds.push(p?);
-            }
+    for t in rules.iter().flat_map(|r| r.conditions.iter()) {
+        if let Some(p) = pred(&t.check) {
+            input.preds.push(p?);
         }
     }
-    let required: Vec<(Pred, bool)> = required
-        .iter()
-        .map(|(p, want)| (p.clone(), *want))
-        .collect();
-    let mut atoms = strings::atoms(&input.preds, &required)?;
+    let mut atoms = strings::atoms(&input.preds, required)?;
     // an example that reads as one stands for its combination
-    let (preds, fixed): (Vec<Pred>, Vec<bool>) = required.iter().cloned().unzip();
-    if strings::values(&preds, readable) == fixed {
+    if required
+        .iter()
+        .all(|(p, want)| strings::values(std::slice::from_ref(p), readable) == [*want])
+    {
         let key = strings::values(&input.preds, readable);
         if let Some(w) = atoms.get_mut(&key) {
             *w = readable.to_owned();

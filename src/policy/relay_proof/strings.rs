@@ -49,7 +49,6 @@ impl std::fmt::Display for Incomplete {
 }
 
 /// One string condition, as a searching DFA.
-#[derive(Clone)]
 pub struct Pred {
     dfa: dense::DFA<Vec<u32>>,
     start: StateID,
