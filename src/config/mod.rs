@@ -29,6 +29,7 @@
 
 pub mod checks;
 pub mod cluster;
+pub mod decision_log;
 mod error;
 mod parse;
 mod reply;
@@ -76,6 +77,9 @@ pub struct Config {
     pub reload: ReloadSettings,
     /// The `log` block: where the log goes and how it is written (read at start only).
     pub log: LogSettings,
+    /// The `decision-log` block: where every policy decision is written (read at
+    /// start only).
+    pub decision_log: decision_log::DecisionLog,
     /// `networks` sets by name.
     pub networks: BTreeMap<String, NetworkSet>,
     /// `domains` sets by name.

@@ -101,12 +101,13 @@ impl Setting {
 }
 
 /// The settings blocks, in the order they are written.
-pub const BLOCKS: [&str; 7] = [
+pub const BLOCKS: [&str; 8] = [
     "server",
     "limits",
     "rate-limits",
     "reload",
     "log",
+    "decision-log",
     "delivery",
     "cluster",
 ];
@@ -199,6 +200,11 @@ pub const SETTINGS: &[Setting] = &[
     s("log", "syslog-facility", |c| text(c.log.facility.name())),
     s("log", "syslog-socket", |c| path(&c.log.syslog_socket)),
     s("log", "journal-socket", |c| path(&c.log.journal_socket)),
+    s("decision-log", "output", |c| text(c.decision_log.output.as_str())),
+    s("decision-log", "path", |c| path(&c.decision_log.path)),
+    s("decision-log", "max-size", |c| int(c.decision_log.max_size)),
+    s("decision-log", "keep", |c| int(c.decision_log.keep)),
+    s("decision-log", "body", |c| int(c.decision_log.body)),
     s("delivery", "backoff-min", |c| Value::Duration(c.delivery.backoff_min)),
     s("delivery", "backoff-max", |c| Value::Duration(c.delivery.backoff_max)),
     s("delivery", "lifetime", |c| Value::Duration(c.delivery.lifetime)),
@@ -255,6 +261,7 @@ pub fn defaults(config: &Config) -> Config {
         rate_limits: RateLimits::default(),
         reload: ReloadSettings::default(),
         log: LogSettings::default(),
+        decision_log: super::decision_log::DecisionLog::defaults_for(&config.server.spool),
         delivery: Delivery::defaults_for(&config.server.spool),
         // the block's presence and its Redis are the configuration's: no default
         cluster: config.cluster.as_ref().map(|c| super::cluster::Cluster {

@@ -153,6 +153,13 @@ async fn start(
     if let Err(err) = std::fs::create_dir_all(&config.delivery.local_base) {
         warn!(path = %config.delivery.local_base.display(), %err, "cannot create the Maildir base of the local transport; local deliveries will be deferred");
     }
+    // every decision of a session or a local submission, from the first on
+    match crate::policy::decision_log::install(&config.decision_log) {
+        Ok(()) => {}
+        Err(err) => {
+            warn!(%err, "cannot open the decision log; decisions are not written")
+        }
+    }
     let (scheduler, handle) = Scheduler::new(
         spool.clone(),
         core.policy.clone(),

@@ -19,6 +19,7 @@
 pub mod sql;
 pub mod sql_table;
 mod table;
+pub mod tape;
 
 mod alias;
 pub use alias::{parse_aliases, split_addresses};

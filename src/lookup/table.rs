@@ -104,6 +104,9 @@ pub struct ResultLine {
 pub struct Table {
     inner: Inner,
     warnings: Vec<TableError>,
+    /// The name the configuration gives the table (SQL tables: what the decision log
+    /// records their answers under); empty when unnamed.
+    name: String,
 }
 
 enum Inner {
@@ -138,7 +141,19 @@ impl Table {
         Table {
             inner: Inner::Sql(table),
             warnings: Vec::new(),
+            name: String::new(),
         }
+    }
+
+    /// The table with its name in the configuration.
+    pub fn named(mut self, name: &str) -> Table {
+        self.name = name.to_owned();
+        self
+    }
+
+    /// The table's name in the configuration (empty when unnamed).
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The database behind an SQL table.
@@ -159,7 +174,9 @@ impl Table {
     ///   callers treat it as a temporary failure, never as "no such key".
     pub fn lookup(&self, key: &str) -> Result<Option<Cow<'_, str>>, LookupError> {
         match &self.inner {
-            Inner::Sql(t) => Ok(t.lookup(key)?.map(Cow::Owned)),
+            // an answer from outside the policy: through the decision's tape
+            Inner::Sql(t) => Ok(super::tape::table(&self.name, key, || t.lookup(key))?
+                .map(Cow::Owned)),
             _ => Ok(self.lookup_with_line(key).map(|(value, _)| value)),
         }
     }
@@ -408,6 +425,7 @@ pub fn parse_map(text: &str) -> Result<Table, Vec<TableError>> {
     errors.finish(Table {
         inner: Inner::Map(map),
         warnings,
+        name: String::new(),
     })
 }
 
@@ -422,6 +440,7 @@ pub fn inline_map(entries: Vec<(String, String)>) -> Table {
     Table {
         inner: Inner::Map(map),
         warnings: Vec::new(),
+        name: String::new(),
     }
 }
 
@@ -874,6 +893,7 @@ pub fn parse_regexp(text: &str) -> Result<Table, Vec<TableError>> {
             results,
         }),
         warnings: Vec::new(),
+        name: String::new(),
     })
 }
 
@@ -1120,6 +1140,7 @@ pub fn parse_cidr(text: &str) -> Result<Table, Vec<TableError>> {
             rules: results.len(),
         }),
         warnings: Vec::new(),
+        name: String::new(),
     })
 }
 

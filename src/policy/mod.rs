@@ -23,6 +23,7 @@
 pub mod address;
 pub mod alias;
 mod checks;
+pub mod decision_log;
 mod dry_run;
 pub mod local;
 mod outcome;
@@ -338,6 +339,10 @@ pub struct Context<'a> {
     /// DNS lists and hooks' lookups then answer from them, and policy services are
     /// not asked (see [`services`]): nothing reaches the network.
     pub dns_fixture: Option<&'a crate::mailauth::DnsFixture>,
+    /// The session this decision is made in (its log id), for the decision log.
+    pub session: Option<u64>,
+    /// The message's queue id, once it has one (the data stage), for the decision log.
+    pub queue_id: Option<&'a str>,
 }
 
 impl<'a> Context<'a> {
@@ -363,6 +368,8 @@ impl<'a> Context<'a> {
             protocol: None,
             sasl_method: None,
             dns_fixture: None,
+            session: None,
+            queue_id: None,
         }
     }
 }
@@ -1040,11 +1047,39 @@ impl Pipeline {
     /// answers `451 4.3.0` for this transaction (a deferral at the route stage),
     /// logged with the rule that was running and the panic's place; the thread
     /// (a tokio worker and its other sessions, the dry run) goes on.
+    ///
+    /// With the decision log on ([`decision_log`]), every answer from outside the
+    /// decision gets is recorded where it is asked (the tape: SQL tables, DNS, policy
+    /// services, rate counters) and the decision written with them.
     pub fn evaluate(&self, stage: Stage, ctx: &Context<'_>) -> Decision {
         let started = std::time::Instant::now();
-        let decision = self.judge(stage, ctx);
+        if !decision_log::wanted(ctx) {
+            let decision = self.judge(stage, ctx);
+            crate::metrics::get().evaluated(stage, started.elapsed());
+            return decision;
+        }
+        let on_tape = crate::lookup::tape::record();
+        let rates = ctx.rates.map(decision_log::TapedRates);
+        let taped = Context {
+            rates: rates.as_ref().map(|r| r as &dyn RateView),
+            ..*ctx
+        };
+        let decision = self.judge(stage, &taped);
+        let (recorded, _) = on_tape.finish();
         crate::metrics::get().evaluated(stage, started.elapsed());
+        decision_log::write(self, stage, ctx, &decision, recorded);
         decision
+    }
+
+    /// Whether the rules of `stage` may read the message body (content checks, which
+    /// read MIME parts' headers too, and hooks that call `ctx.body()` or `ctx.parts()`):
+    /// a replay without the body cannot decide for them.
+    pub fn reads_body(&self, stage: Stage) -> bool {
+        self.stages[stage.index()].iter().any(|r| match &r.action {
+            Action::Checks(_) => true,
+            Action::Hook(h) => h.reads_body(),
+            _ => false,
+        })
     }
 
     /// [`Pipeline::evaluate`] without counting in the metrics: for dry runs

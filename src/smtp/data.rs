@@ -301,11 +301,13 @@ impl Session {
         } else {
             (headers, body_start, size)
         };
+        let queue_id = id.to_string();
         let context = Context {
             size: Some(size as u64),
             headers: &headers,
             body: Some(record.body()),
             auth: verified.as_ref().map(|v| &v.results),
+            queue_id: Some(&queue_id),
             ..self.policy_context()
         };
         let decision = self.policy.evaluate(Stage::Data, &context);

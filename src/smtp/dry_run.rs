@@ -78,6 +78,7 @@ pub fn offline<T: Send>(work: impl FnOnce(&Offline) -> T + Send) -> Result<T, Dr
             let _quiet =
                 tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
             crate::metrics::detach_thread();
+            crate::policy::decision_log::detach_thread();
             let dir = tempfile::Builder::new()
                 .prefix("mtad-dry-run-")
                 .tempdir()

@@ -360,6 +360,7 @@ fn admit(
                         Ok(lease) => {
                             let mut session = Session::new(stream, core.clone(), peer, listen);
                             session.seen = seen;
+                            session.id = id;
                             let _slot = (guard, lease);
                             session.run().await;
                             return;

@@ -275,6 +275,8 @@ pub struct Session {
     /// The milters this session talks to (none for a client in the listener's
     /// `milter-skip-clients`).
     pub(super) milters: Vec<super::milter::Slot>,
+    /// The session's log id (`session{id=...}`), which its decisions are logged with.
+    pub(super) id: u64,
 }
 
 impl Session {
@@ -323,6 +325,7 @@ impl Session {
             seen: Default::default(),
             sasl_method: None,
             milters,
+            id: next_session_id(),
         }
     }
 
@@ -857,6 +860,7 @@ impl Session {
                 .then_some(if self.esmtp { "ESMTP" } else { "SMTP" }),
             sasl_method: self.sasl_method,
             dns_fixture: self.core.dns_fixture.as_ref(),
+            session: Some(self.id),
             ..Context::new(self.peer.ip(), &self.listen.name)
         }
     }

@@ -62,6 +62,7 @@ const TOP_LEVEL: &[&str] = &[
     "users",
     "reload",
     "log",
+    "decision-log",
     "virtual-mailboxes",
     "dkim",
     "dkim-internal",
@@ -161,6 +162,7 @@ mod authentication;
 mod checks;
 mod cluster;
 mod conditions;
+mod decision_log;
 mod delivery;
 mod dkim;
 mod filter;
@@ -232,6 +234,7 @@ impl Parser {
         let mut cluster: Option<(Option<crate::config::cluster::Cluster>, Origin)> = None;
         let mut reload: Option<(crate::config::ReloadSettings, Origin)> = None;
         let mut log: Option<(crate::config::LogSettings, Origin)> = None;
+        let mut decision_log: Option<(&kdl::KdlNode, Origin)> = None;
         let mut virtual_mailboxes: Option<crate::config::VirtualMailboxes> = None;
         let mut listeners: Vec<(Listener, Origin)> = Vec::new();
         let mut listen_tls: Vec<ListenTls> = Vec::new();
@@ -339,6 +342,14 @@ impl Parser {
                     }
                     let l = self.log_settings(node);
                     log = Some((l, here));
+                }
+                "decision-log" => {
+                    if let Some((_, first)) = &decision_log {
+                        let first = first.clone();
+                        self.duplicate(node.name().span(), "`decision-log` block".into(), &first);
+                        continue;
+                    }
+                    decision_log = Some((node, here));
                 }
                 "reload" => {
                     if let Some((_, first)) = &reload {
@@ -462,6 +473,11 @@ impl Parser {
             }
             c
         });
+        // read once the spool (its default place) is known
+        let decision_log = match decision_log {
+            Some((node, _)) => self.decision_log(node, &server.spool),
+            None => crate::config::decision_log::DecisionLog::defaults_for(&server.spool),
+        };
         let defaults = Delivery::defaults_for(&server.spool);
         let delivery = match delivery {
             // `local-base` not written: the default is next to the spool
@@ -480,6 +496,7 @@ impl Parser {
             rate_limits: rate_limits.map(|r| r.0).unwrap_or_default(),
             reload: reload.map(|r| r.0).unwrap_or_default(),
             log: log.map(|l| l.0).unwrap_or_default(),
+            decision_log,
             virtual_mailboxes,
             networks: sets
                 .networks
@@ -584,13 +601,14 @@ fn resolve(config_path: &Path, value: &str) -> PathBuf {
 /// The keys of each settings block, as the readers accept them (for
 /// [`crate::config::settings`], whose table must name each one: tested there).
 #[cfg(test)]
-pub(crate) fn setting_keys() -> [(&'static str, &'static [&'static str]); 7] {
+pub(crate) fn setting_keys() -> [(&'static str, &'static [&'static str]); 8] {
     [
         ("server", server::SERVER_KEYS),
         ("limits", limits::LIMIT_KEYS),
         ("rate-limits", rate::KEYS),
         ("reload", reload::KEYS),
         ("log", log::KEYS),
+        ("decision-log", decision_log::KEYS),
         ("delivery", delivery::DELIVERY_KEYS),
         ("cluster", cluster::KEYS),
     ]

@@ -69,6 +69,7 @@ impl Parser {
                     self.duplicate(span, format!("table `{name}`"), &first);
                     return;
                 }
+                let table = table.named(name);
                 tables.insert(name.to_owned(), (Some(Arc::new(table)), here));
             } else if let Some(name) = name {
                 tables.entry(name.to_owned()).or_insert((None, here));

@@ -468,6 +468,12 @@ impl Hook {
         self.inner.stage
     }
 
+    /// Whether the hook reads the message body (`ctx.body()`, `ctx.parts()`).
+    pub fn reads_body(&self) -> bool {
+        self.inner.uses.contains(context::Field::Body)
+            || self.inner.uses.contains(context::Field::Parts)
+    }
+
     /// Runs the hook. `host` must be the one that compiled it; `lookups` are the
     /// policy's sets and tables. Any failure is an `Err`: answer
     /// [`HookError::tempfail_reply`].

@@ -100,8 +100,27 @@ fn domain_key(name: &str) -> Option<Key> {
     ok.then_some(Key::Domain(name))
 }
 
-/// Asks every zone of `dnsbl` about `key` in parallel, within its timeout, and scores.
-pub async fn check(dnsbl: &Dnsbl, resolver: &Resolver, key: &Key) -> Result<Score, DnsblError> {
+/// One DNS answer a check got: the name, the query, the records or why none.
+pub type Asked = (String, Query, Result<Vec<String>, String>);
+
+/// Asks every zone of `dnsbl` about `key` in parallel, within its timeout, and scores;
+/// with every answer that came (for the decision log: a replay scores them again).
+pub async fn check(
+    dnsbl: &Dnsbl,
+    resolver: &Resolver,
+    key: &Key,
+) -> (Result<Score, DnsblError>, Vec<Asked>) {
+    let mut asked = Vec::new();
+    let scored = check_asked(dnsbl, resolver, key, &mut asked).await;
+    (scored, asked)
+}
+
+async fn check_asked(
+    dnsbl: &Dnsbl,
+    resolver: &Resolver,
+    key: &Key,
+    asked: &mut Vec<Asked>,
+) -> Result<Score, DnsblError> {
     let zones: Vec<&str> = {
         let mut z: Vec<&str> = dnsbl.sites.iter().map(|s| s.zone.as_str()).collect();
         z.sort_unstable();
@@ -113,14 +132,19 @@ pub async fn check(dnsbl: &Dnsbl, resolver: &Resolver, key: &Key) -> Result<Scor
         let (resolver, name, zone) = (resolver.clone(), key.name_in(zone), zone.to_string());
         tasks.spawn(async move {
             let answer = resolver.records(&name, Query::A).await;
-            (zone, answer)
+            (zone, name, answer)
         });
     }
     let mut answers = Answers::new();
     let deadline = tokio::time::Instant::now() + dnsbl.timeout;
     let metrics = crate::metrics::get();
     while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, tasks.join_next()).await {
-        if let Ok((zone, answer)) = joined {
+        if let Ok((zone, name, answer)) = joined {
+            asked.push((
+                name,
+                Query::A,
+                answer.clone().map_err(|e| e.to_string()),
+            ));
             metrics.dnsbl_query(
                 &dnsbl.name,
                 match &answer {
@@ -155,6 +179,15 @@ pub async fn check(dnsbl: &Dnsbl, resolver: &Resolver, key: &Key) -> Result<Scor
                 resolver.records(&name, Query::Txt),
             )
             .await;
+            asked.push((
+                name,
+                Query::Txt,
+                match &txt {
+                    Ok(Ok(t)) => Ok(t.clone()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("timed out".to_owned()),
+                },
+            ));
             let txt = match txt {
                 Ok(Ok(t)) => t.into_iter().next().unwrap_or_default(),
                 _ => String::new(),

@@ -159,6 +159,22 @@ impl Services {
                 error: Some(format!("no policy service named {name:?}")),
             };
         };
+        if let Some(replayed) = crate::lookup::tape::replayed_policy(name) {
+            // a replay: what the service answered then (unknown: the tape has none,
+            // and the rule fails closed as for a server that does not answer)
+            let (action, error) = replayed.unwrap_or_else(|| {
+                (
+                    client.settings.default_action.clone(),
+                    Some("no recorded answer (replay)".to_owned()),
+                )
+            });
+            let (effect, unsupported) = effect_of(&action, stage, ctx);
+            return PolicyAnswer {
+                effect,
+                action,
+                error: error.or(unsupported),
+            };
+        }
         if offline() {
             // a dry run never reaches the network: the service is not asked; a suite
             // may say what it answers
@@ -198,6 +214,7 @@ impl Services {
                 Some(format!("{}: no answer in time", client.settings.endpoint)),
             ),
         };
+        crate::lookup::tape::record_policy(name, &action, error.as_deref());
         let (effect, unsupported) = effect_of(&action, stage, ctx);
         let error = match (error, unsupported) {
             (Some(e), _) => Some(e),
@@ -249,6 +266,15 @@ impl Services {
         {
             return scored.map(Some);
         }
+        if crate::lookup::tape::replaying() {
+            // a replay: the answers recorded with the decision, scored by this policy
+            return dnsbl::check_with(&list, &key, |name, kind| {
+                crate::lookup::tape::dns(name, query_name(kind), || {
+                    Err("not recorded".to_owned())
+                })
+            })
+            .map(Some);
+        }
         let resolver = resolver(self.dns_server).map_err(|e| unknown(e.to_string()))?;
         let limit = list.timeout + Duration::from_secs(2);
         let answer = {
@@ -259,7 +285,12 @@ impl Services {
             )
         };
         match answer {
-            Some(a) => a.map(Some),
+            Some((scored, asked)) => {
+                for (name, kind, answer) in &asked {
+                    crate::lookup::tape::record_dns(name, query_name(*kind), answer);
+                }
+                scored.map(Some)
+            }
             None => {
                 crate::metrics::get().dnsbl_query(name, "timeout");
                 Err(unknown(format!("no answer within {:?}", list.timeout)))
@@ -277,6 +308,17 @@ impl Services {
         if let Some(answer) = from_fixture(|f| f.records(name, kind)) {
             return answer.map_err(|e| e.to_string());
         }
+        crate::lookup::tape::dns(name, query_name(kind), || {
+            self.lookup_live(name, kind, timeout)
+        })
+    }
+
+    fn lookup_live(
+        &self,
+        name: &str,
+        kind: Query,
+        timeout: Duration,
+    ) -> Result<Vec<String>, String> {
         let resolver = resolver(self.dns_server).map_err(|e| e.to_string())?;
         let name = name.to_owned();
         let asked = block_on(
@@ -321,6 +363,16 @@ impl Services {
             )
         };
         Reply::new(554, [5, 7, 1], &text)
+    }
+}
+
+/// A DNS query's name as the decision log writes it.
+pub fn query_name(kind: Query) -> &'static str {
+    match kind {
+        Query::A => "a",
+        Query::Aaaa => "aaaa",
+        Query::Txt => "txt",
+        Query::Ptr => "ptr",
     }
 }
 
