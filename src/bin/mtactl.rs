@@ -86,6 +86,14 @@ enum Command {
     /// Exit 0: all accepted / all cases passed; 1: something refused / a case failed;
     /// 2: the configuration or a test file is invalid.
     TestPolicy(TestPolicyArgs),
+    /// Evaluate the decisions of a decision log again with the policy of --config, the
+    /// answers they got from outside (SQL, DNS, DNS lists, policy services, rate
+    /// counters) given back from the log: prints what changes, grouped by (old rule ->
+    /// new rule, old verdict -> new verdict), with examples. Exit 0: nothing changed
+    /// beyond --allow; 1: something did, a decision is unknown (the log lacks an answer
+    /// the new policy needs), or the policy is an open relay; 2: the configuration or a
+    /// log cannot be read.
+    Replay(ReplayArgs),
     /// Inspect the queue (list, show: read the spool directly, safe while mtad runs) and
     /// act on it (flush, delete, hold, release: through the running mtad's control socket).
     Queue {
@@ -317,6 +325,30 @@ struct TestPolicyArgs {
     format: Format,
 }
 
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// Decision log files (`decisions.jsonl`, and rotated ones: `decisions.jsonl.1`...).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Only decisions made at or after this time (RFC 3339, or `-2h`: that long ago).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only decisions made before this time (RFC 3339, or `-30m`).
+    #[arg(long)]
+    until: Option<String>,
+    /// The result as JSON.
+    #[arg(long)]
+    json: bool,
+    /// A change that does not fail the replay: `OLD->NEW` verdicts (`*`: any), with
+    /// `@RULE` (a part of the rule's file:line) to limit it; `unknown`; `open-relay`.
+    /// Repeat for more.
+    #[arg(long, value_name = "CHANGE")]
+    allow: Vec<String>,
+    /// Also write the selected decisions as `mtactl test-policy` suite cases to FILE.
+    #[arg(long, value_name = "FILE")]
+    emit_cases: Option<PathBuf>,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Text,
@@ -331,6 +363,33 @@ enum ListFormat {
     Postfix,
     /// `postqueue -j`: JSON lines.
     PostfixJson,
+}
+
+fn replay(config: &Path, args: ReplayArgs) -> ExitCode {
+    use mtad::control::replay;
+    let when = |flag: &str, text: &Option<String>| match text {
+        None => Ok(None),
+        Some(t) => replay::parse_time(t, chrono::Utc::now())
+            .map(Some)
+            .map_err(|e| format!("mtactl replay: {flag} {t:?}: {e}")),
+    };
+    let (since, until) = match (when("--since", &args.since), when("--until", &args.until)) {
+        (Ok(s), Ok(u)) => (s, u),
+        (Err(e), _) | (_, Err(e)) => {
+            complain(&e);
+            return ExitCode::from(2);
+        }
+    };
+    let options = replay::Options {
+        config: config.to_path_buf(),
+        files: args.files,
+        since,
+        until,
+        json: args.json,
+        allow: args.allow,
+        emit_cases: args.emit_cases,
+    };
+    ExitCode::from(replay::replay(&options))
 }
 
 fn test_policy(config: &Path, args: TestPolicyArgs) -> ExitCode {
@@ -424,6 +483,7 @@ fn run(args: Args) -> ExitCode {
     let result = match args.command {
         Command::Dkim { .. } => unreachable!("answered above"),
         Command::TestPolicy(a) => return test_policy(config, a),
+        Command::Replay(a) => return replay(config, a),
         Command::Lookup { table, key } => {
             return match control::lookup(config, &table, &key) {
                 Ok(true) => ExitCode::SUCCESS,
@@ -508,7 +568,7 @@ fn run(args: Args) -> ExitCode {
 /// with for an invalid one.
 fn config_error_status(command: &Command) -> u8 {
     match command {
-        Command::Lookup { .. } | Command::TestPolicy(_) => 2,
+        Command::Lookup { .. } | Command::TestPolicy(_) | Command::Replay(_) => 2,
         Command::Newaliases
         | Command::Queue {
             command:

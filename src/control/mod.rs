@@ -46,6 +46,7 @@ pub mod pickup;
 pub mod privileges;
 pub mod qshape;
 pub mod reload;
+pub mod replay;
 pub mod sendmail;
 pub mod show_config;
 pub mod socket;

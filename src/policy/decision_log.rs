@@ -565,6 +565,144 @@ impl Record {
     }
 }
 
+impl Record {
+    /// The decision as a `mtactl test-policy` suite case that expects what was
+    /// decided: the envelope, the message as recorded, the DNS answers and policy
+    /// services' actions as the case's fixtures. Answers a suite has no fixture for
+    /// (SQL tables, rate counters) and the mail-auth results are listed in comments:
+    /// the dry run asks those itself. `None` for a stage a session does not run.
+    pub fn suite_case(&self) -> Option<String> {
+        use std::fmt::Write as _;
+        let stage = self.stage()?;
+        if stage == Stage::Route {
+            return None;
+        }
+        let q = |s: &str| format!("{s:?}");
+        let mut c = String::new();
+        let what = self
+            .rcpt
+            .as_ref()
+            .map_or_else(String::new, |r| format!(" <{r}>"));
+        let session = self
+            .session
+            .as_ref()
+            .map_or_else(String::new, |s| format!(" session {s}"));
+        let _ = writeln!(
+            c,
+            "case {} {{",
+            q(&format!("{}{session} {}{what}", self.time, self.stage))
+        );
+        let mut line = |text: String| {
+            c.push_str("    ");
+            c.push_str(&text);
+            c.push('\n');
+        };
+        match &self.local {
+            Some((uid, login)) => line(format!(
+                "local {}",
+                q(&login.clone().unwrap_or_else(|| format!("uid:{uid}")))
+            )),
+            None => {
+                line(format!("client {}", q(&self.client)));
+                if !self.listener.is_empty() {
+                    line(format!("listener {}", q(&self.listener)));
+                }
+                if let Some(h) = &self.helo {
+                    line(format!("helo {}", q(h)));
+                }
+                if self.tls.is_some() {
+                    line("tls #true".to_owned());
+                }
+                if let Some(u) = &self.auth_user {
+                    line(format!("auth {}", q(u)));
+                }
+            }
+        }
+        line(format!("from {}", q(self.sender.as_deref().unwrap_or(""))));
+        let rcpts: Vec<&str> = match (&self.rcpt, stage) {
+            (Some(r), _) => vec![r.as_str()],
+            (None, Stage::Data) => self.recipients.iter().map(String::as_str).collect(),
+            // a stage before RCPT: a recipient every policy takes (RFC 5321 §4.5.1)
+            (None, _) => vec!["postmaster"],
+        };
+        for r in rcpts {
+            line(format!("rcpt {}", q(r)));
+        }
+        if stage == Stage::Data {
+            let (message, _) = self.message();
+            line(format!("message {}", q(&String::from_utf8_lossy(&message))));
+        }
+        let mut dns = Vec::new();
+        for a in &self.answers {
+            match a {
+                Answer::Dns {
+                    name,
+                    error: Some(_),
+                    ..
+                } => dns.push(format!("fail {}", q(name))),
+                Answer::Dns {
+                    name,
+                    query,
+                    records,
+                    error: None,
+                } => {
+                    for r in records {
+                        match query.as_str() {
+                            "a" | "aaaa" | "txt" => dns.push(format!("{query} {} {}", q(name), q(r))),
+                            _ => line(format!("// dns {query} {name}: {r} (no fixture)")),
+                        }
+                    }
+                }
+                Answer::Policy { service, action, .. } => {
+                    line(format!("policy-service {} {}", q(service), q(action)));
+                }
+                Answer::Table {
+                    table, key, value, error,
+                } => line(format!(
+                    "// table {table} {key:?} answered {} (asked live by the dry run)",
+                    match (value, error) {
+                        (_, Some(e)) => format!("an error: {e}"),
+                        (Some(v), None) => format!("{v:?}"),
+                        (None, None) => "nothing".to_owned(),
+                    }
+                )),
+                Answer::Rate { rate, count } => line(format!(
+                    "// rate {rate} was {} (not a fixture)",
+                    count.map_or_else(|| "unlimited".to_owned(), |n| n.to_string())
+                )),
+            }
+        }
+        if !dns.is_empty() {
+            line("dns {".to_owned());
+            for d in dns {
+                line(format!("    {d}"));
+            }
+            line("}".to_owned());
+        }
+        if let Some(m) = &self.mailauth {
+            let shown: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            line(format!("// mail-auth results then: {}", shown.join(" ")));
+        }
+        let mut expect = format!("expect {} {}", q(&self.stage), q(&self.verdict));
+        if let Some(r) = &self.rcpt {
+            let _ = write!(expect, " rcpt={}", q(r));
+        }
+        if let Some(reply) = &self.reply {
+            // the code and enhanced status: the text may echo what varies
+            let prefix: String = reply.split(' ').take(2).collect::<Vec<_>>().join(" ");
+            let _ = write!(expect, " reply={}", q(&prefix));
+        }
+        let _ = write!(
+            expect,
+            " rule={}",
+            q(self.rule.as_deref().unwrap_or("default"))
+        );
+        line(expect);
+        c.push_str("}\n");
+        Some(c)
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
     let mut s = String::with_capacity(bytes.len() * 2);

@@ -1,0 +1,520 @@
+//! `mtactl replay`: what a new policy would have decided of the decisions in a
+//! decision log ([`crate::policy::decision_log`]).
+//!
+//! Every record is evaluated again with the new policy, its answers from outside (SQL
+//! tables, DNS, DNS lists, policy services, rate counters) given back from the record
+//! ([`Record::replay`]): nothing is asked of the network, so the result is the same on
+//! every run. A decision is *changed* when its verdict or its reply is not the same;
+//! changes are grouped by (old rule → new rule, old verdict → new verdict) with
+//! example envelopes. A decision whose new evaluation needs an answer the record does
+//! not hold is *unknown* (never guessed). A new policy that is an open relay
+//! ([`super::relay_check`]) is flagged whatever the log holds.
+//!
+//! Exit status: 0 nothing changed (or only what `--allow` lists), 1 something else
+//! changed, was unknown, or the policy is an open relay, 2 the configuration or a log
+//! file cannot be read.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, Read as _};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::config::render;
+use crate::policy::decision_log::{Record, verdict_of};
+use crate::policy::Pipeline;
+
+/// The longest line read from a log (a record is far smaller; what is longer is not
+/// one, and is counted as malformed without being held in memory).
+pub const MAX_LINE: usize = 4 * 1024 * 1024;
+/// Example envelopes kept per group.
+pub const EXAMPLES: usize = 3;
+
+/// What to replay, and against what.
+#[derive(Debug, Default)]
+pub struct Options {
+    pub config: PathBuf,
+    pub files: Vec<PathBuf>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub json: bool,
+    /// Changes that do not fail the replay (see [`Allow`]).
+    pub allow: Vec<String>,
+    /// Write the selected decisions as suite cases to this file.
+    pub emit_cases: Option<PathBuf>,
+}
+
+/// An `--allow` pattern: `OLD->NEW` verdicts (`*` for any), optionally `@RULE` (a
+/// part of the new rule's, or the old rule's, `file:line:col`); `unknown` allows
+/// unknown decisions; `open-relay` an open-relay finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Allow {
+    Change {
+        from: String,
+        to: String,
+        rule: Option<String>,
+    },
+    Unknown,
+    OpenRelay,
+}
+
+impl Allow {
+    pub fn parse(text: &str) -> Result<Allow, String> {
+        match text.trim() {
+            "unknown" => return Ok(Allow::Unknown),
+            "open-relay" => return Ok(Allow::OpenRelay),
+            _ => {}
+        }
+        let (change, rule) = match text.split_once('@') {
+            Some((c, r)) => (c, Some(r.trim().to_owned())),
+            None => (text, None),
+        };
+        let (from, to) = change
+            .split_once("->")
+            .ok_or_else(|| format!("--allow {text:?}: write OLD->NEW[@RULE], `unknown` or `open-relay`"))?;
+        let word = |w: &str| -> Result<String, String> {
+            let w = w.trim();
+            if matches!(w, "*" | "accept" | "reject" | "defer" | "discard" | "hold") {
+                Ok(w.to_owned())
+            } else {
+                Err(format!(
+                    "--allow {text:?}: {w:?} is not a verdict (accept, reject, defer, discard, hold, *)"
+                ))
+            }
+        };
+        Ok(Allow::Change {
+            from: word(from)?,
+            to: word(to)?,
+            rule,
+        })
+    }
+
+    fn covers(&self, g: &GroupKey) -> bool {
+        match self {
+            Allow::Change { from, to, rule } => {
+                (from == "*" || *from == g.old_verdict)
+                    && (to == "*" || *to == g.new_verdict)
+                    && rule
+                        .as_ref()
+                        .is_none_or(|r| g.new_rule.contains(r.as_str()) || g.old_rule.contains(r.as_str()))
+            }
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+struct GroupKey {
+    stage: String,
+    old_rule: String,
+    new_rule: String,
+    old_verdict: String,
+    new_verdict: String,
+}
+
+/// One decision shown as an example.
+#[derive(Debug, Clone, Serialize)]
+pub struct Example {
+    pub time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    pub envelope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_reply: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_reply: Option<String>,
+    /// For an unknown decision: the answers the record does not hold.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+}
+
+/// The decisions of one (old rule → new rule, old verdict → new verdict).
+#[derive(Debug, Clone, Serialize)]
+pub struct Group {
+    pub stage: String,
+    pub old_rule: String,
+    pub new_rule: String,
+    pub old_verdict: String,
+    pub new_verdict: String,
+    pub count: u64,
+    pub allowed: bool,
+    pub examples: Vec<Example>,
+}
+
+/// What a replay found.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// The new policy's revision.
+    pub revision: String,
+    /// The revisions the log's decisions were made with.
+    pub logged_revisions: Vec<String>,
+    pub replayed: u64,
+    pub unchanged: u64,
+    pub changed: u64,
+    pub unknown: u64,
+    /// Lines that are not records (bad JSON, too long) and records that cannot be
+    /// replayed (an unknown stage, a bad client address).
+    pub malformed: u64,
+    /// Records the daemon could not write (its `{"dropped":N}` lines).
+    pub dropped: u64,
+    /// Records outside `--since`/`--until`.
+    pub skipped: u64,
+    pub groups: Vec<Group>,
+    /// Unknown decisions, by stage and old rule.
+    pub unknowns: Vec<Group>,
+    /// Why the new policy is an open relay, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_relay: Option<String>,
+    /// Whether what was found fails the replay (exit 1).
+    pub fails: bool,
+}
+
+fn envelope(r: &Record) -> String {
+    let mut e = format!("client {}", r.client);
+    if r.listener.is_empty() {
+        e.push_str(" (no listener)");
+    } else {
+        e.push_str(&format!(" on {}", r.listener));
+    }
+    if let Some(h) = &r.helo {
+        e.push_str(&format!(", HELO {h}"));
+    }
+    if r.tls.is_some() {
+        e.push_str(", TLS");
+    }
+    if let Some(u) = &r.auth_user {
+        e.push_str(&format!(", AUTH {u}"));
+    }
+    if let Some((uid, login)) = &r.local {
+        e.push_str(&format!(", local {}", login.clone().unwrap_or_else(|| format!("uid:{uid}"))));
+    }
+    if let Some(s) = &r.sender {
+        e.push_str(&format!(", MAIL FROM:<{s}>"));
+    }
+    if let Some(rcpt) = &r.rcpt {
+        e.push_str(&format!(" RCPT TO:<{rcpt}>"));
+    } else if !r.recipients.is_empty() {
+        e.push_str(&format!(" RCPT TO:<{}>", r.recipients.join(">,<")));
+    }
+    if let Some(q) = &r.queue_id {
+        e.push_str(&format!(" (queue id {q})"));
+    }
+    crate::logsafe::esc(&e).to_string()
+}
+
+/// Reads the records of `files` in order, calling `each` on every record (and counting
+/// what is not one in `report`).
+fn read_records(
+    files: &[PathBuf],
+    report: &mut Report,
+    mut each: impl FnMut(Record, &mut Report),
+) -> Result<(), String> {
+    for path in files {
+        let file = std::fs::File::open(path)
+            .map_err(|e| format!("mtactl replay: {}: {e}", path.display()))?;
+        let mut reader = std::io::BufReader::with_capacity(256 * 1024, file);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = (&mut reader)
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut line)
+                .map_err(|e| format!("mtactl replay: {}: {e}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            if line.len() > MAX_LINE && !line.ends_with(b"\n") {
+                // too long: skip to its end without holding it
+                report.malformed += 1;
+                let mut sink = Vec::new();
+                loop {
+                    sink.clear();
+                    let m = (&mut reader)
+                        .take(MAX_LINE as u64)
+                        .read_until(b'\n', &mut sink)
+                        .map_err(|e| format!("mtactl replay: {}: {e}", path.display()))?;
+                    if m == 0 || sink.ends_with(b"\n") {
+                        break;
+                    }
+                }
+                continue;
+            }
+            let text = line.trim_ascii();
+            if text.is_empty() {
+                continue;
+            }
+            match serde_json::from_slice::<Record>(text) {
+                Ok(record) => each(record, report),
+                Err(_) => match serde_json::from_slice::<crate::policy::decision_log::Dropped>(text) {
+                    Ok(d) => report.dropped = report.dropped.saturating_add(d.dropped),
+                    Err(_) => report.malformed += 1,
+                },
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A time for `--since`/`--until`: RFC 3339 (`2026-12-05T10:00:00Z`), or a duration
+/// before `now` (`-2h`, `-30m`, `-1d`).
+pub fn parse_time(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    if let Some(ago) = text.strip_prefix('-') {
+        let d = humantime::parse_duration(ago).map_err(|e| e.to_string())?;
+        let d = chrono::Duration::from_std(d).map_err(|e| e.to_string())?;
+        return now
+            .checked_sub_signed(d)
+            .ok_or_else(|| "too long ago".to_owned());
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{e} (write RFC 3339, such as 2026-12-05T10:00:00Z, or -2h)"))
+}
+
+fn in_window(r: &Record, o: &Options) -> Option<bool> {
+    if o.since.is_none() && o.until.is_none() {
+        return Some(true);
+    }
+    let at = DateTime::parse_from_rfc3339(&r.time).ok()?.with_timezone(&Utc);
+    Some(o.since.is_none_or(|s| at >= s) && o.until.is_none_or(|u| at < u))
+}
+
+fn push_example(examples: &mut Vec<Example>, make: impl FnOnce() -> Example) {
+    if examples.len() < EXAMPLES {
+        examples.push(make());
+    }
+}
+
+/// Replays the records of `o.files` against `pipeline` (compiled from `o.config`),
+/// allowing `allow`.
+pub fn run(pipeline: &Pipeline, o: &Options, allow: &[Allow]) -> Result<Report, String> {
+    let mut report = Report {
+        revision: pipeline.revision().to_owned(),
+        ..Report::default()
+    };
+    let mut groups: BTreeMap<GroupKey, Group> = BTreeMap::new();
+    let mut unknowns: BTreeMap<GroupKey, Group> = BTreeMap::new();
+    read_records(&o.files, &mut report, |record, report| {
+        match in_window(&record, o) {
+            Some(true) => {}
+            Some(false) => {
+                report.skipped += 1;
+                return;
+            }
+            None => {
+                report.malformed += 1;
+                return;
+            }
+        }
+        let Some((decision, missing)) = record.replay(pipeline) else {
+            report.malformed += 1;
+            return;
+        };
+        report.replayed += 1;
+        if !report.logged_revisions.contains(&record.revision) {
+            report.logged_revisions.push(record.revision.clone());
+        }
+        let (verdict, reply) = verdict_of(&decision);
+        let new_rule = decision
+            .rule
+            .as_ref()
+            .map_or_else(|| "default".to_owned(), ToString::to_string);
+        let key = GroupKey {
+            stage: record.stage.clone(),
+            old_rule: record.rule.clone().unwrap_or_else(|| "default".to_owned()),
+            new_rule,
+            old_verdict: record.verdict.clone(),
+            new_verdict: verdict.to_owned(),
+        };
+        let (target, counter) = if !missing.is_empty() {
+            (&mut unknowns, &mut report.unknown)
+        } else if record.verdict == verdict && record.reply == reply {
+            report.unchanged += 1;
+            return;
+        } else {
+            (&mut groups, &mut report.changed)
+        };
+        *counter += 1;
+        let group = target.entry(key.clone()).or_insert_with(|| Group {
+            stage: key.stage.clone(),
+            old_rule: key.old_rule.clone(),
+            new_rule: key.new_rule.clone(),
+            old_verdict: key.old_verdict.clone(),
+            new_verdict: key.new_verdict.clone(),
+            count: 0,
+            allowed: false,
+            examples: Vec::new(),
+        });
+        group.count += 1;
+        push_example(&mut group.examples, || Example {
+            time: record.time.clone(),
+            session: record.session.clone(),
+            envelope: envelope(&record),
+            old_reply: record.reply.clone(),
+            new_reply: reply,
+            missing,
+        });
+    })?;
+    let unknown_allowed = allow.contains(&Allow::Unknown);
+    report.groups = groups
+        .into_iter()
+        .map(|(k, mut g)| {
+            g.allowed = allow.iter().any(|a| a.covers(&k));
+            g
+        })
+        .collect();
+    report.unknowns = unknowns
+        .into_values()
+        .map(|mut g| {
+            g.allowed = unknown_allowed;
+            g
+        })
+        .collect();
+    report.fails = report.groups.iter().any(|g| !g.allowed)
+        || (report.unknown > 0 && !unknown_allowed);
+    Ok(report)
+}
+
+/// `mtactl replay`: the exit status (see the module's documentation).
+pub fn replay(o: &Options) -> u8 {
+    let allow: Vec<Allow> = match o.allow.iter().map(|a| Allow::parse(a)).collect() {
+        Ok(a) => a,
+        Err(e) => {
+            errln!("mtactl replay: {e}");
+            return 2;
+        }
+    };
+    let (config, pipeline) = match Pipeline::load(&o.config) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            err!("{}", render(&errors));
+            return 2;
+        }
+    };
+    let open_relay = match super::relay_check(&config, &pipeline) {
+        Ok(_) => None,
+        Err(refusal) => Some(refusal.render().trim_end().to_owned()),
+    };
+    let mut report = match run(&pipeline, o, &allow) {
+        Ok(r) => r,
+        Err(e) => {
+            errln!("{e}");
+            return 2;
+        }
+    };
+    if open_relay.is_some() && !allow.contains(&Allow::OpenRelay) {
+        report.fails = true;
+    }
+    report.open_relay = open_relay;
+    if let Some(path) = &o.emit_cases {
+        match emit_cases(o, path) {
+            Ok(n) => errln!("mtactl replay: {n} case(s) written to {}", path.display()),
+            Err(e) => {
+                errln!("{e}");
+                return 2;
+            }
+        }
+    }
+    if o.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => outln!("{text}"),
+            Err(e) => {
+                errln!("mtactl replay: {e}");
+                return 2;
+            }
+        }
+    } else {
+        print_text(&report, &o.config);
+    }
+    u8::from(report.fails)
+}
+
+fn print_text(r: &Report, config: &Path) {
+    outln!(
+        "replayed {} decision(s) of revision(s) {} against {} (revision {})",
+        r.replayed,
+        if r.logged_revisions.is_empty() {
+            "-".to_owned()
+        } else {
+            r.logged_revisions.join(", ")
+        },
+        config.display(),
+        r.revision
+    );
+    outln!(
+        "unchanged {}, changed {}, unknown {}",
+        r.unchanged,
+        r.changed,
+        r.unknown
+    );
+    if r.skipped > 0 {
+        outln!("outside --since/--until: {}", r.skipped);
+    }
+    if r.dropped > 0 {
+        outln!("not in the log (the daemon dropped them): {}", r.dropped);
+    }
+    if r.malformed > 0 {
+        outln!("lines that are not decisions: {}", r.malformed);
+    }
+    if let Some(why) = &r.open_relay {
+        outln!("OPEN RELAY: the new policy is an open relay:");
+        for l in why.lines() {
+            outln!("  {l}");
+        }
+    }
+    for (title, groups) in [("changed", &r.groups), ("unknown", &r.unknowns)] {
+        if groups.is_empty() {
+            continue;
+        }
+        outln!("{title}:");
+        for g in groups {
+            let allowed = if g.allowed { "  (allowed)" } else { "" };
+            outln!(
+                "  {:>6}  {:<7} {} -> {}  {} -> {}{allowed}",
+                g.count,
+                g.stage,
+                g.old_rule,
+                g.new_rule,
+                g.old_verdict,
+                g.new_verdict
+            );
+            for e in &g.examples {
+                outln!("          {} {}", e.time, e.envelope);
+                if e.old_reply != e.new_reply {
+                    outln!(
+                        "            was {}, now {}",
+                        e.old_reply.as_deref().unwrap_or("(no refusal)"),
+                        e.new_reply.as_deref().unwrap_or("(no refusal)")
+                    );
+                }
+                for m in &e.missing {
+                    outln!("            not recorded: {m}");
+                }
+            }
+        }
+    }
+}
+
+/// `--emit-cases FILE`: the selected decisions as suite cases (see
+/// [`crate::policy::decision_log::Record::suite_case`]): written as they were decided,
+/// so that `mtactl test-policy` holds the policy to them.
+fn emit_cases(o: &Options, path: &Path) -> Result<usize, String> {
+    let mut text = String::from(
+        "// suite cases from a decision log (mtactl replay --emit-cases): each pins the\n\
+         // decision as it was made; the answers from outside are the case's fixtures\n",
+    );
+    let mut n = 0usize;
+    let mut scratch = Report::default();
+    read_records(&o.files, &mut scratch, |record, _| {
+        if in_window(&record, o) != Some(true) {
+            return;
+        }
+        if let Some(case) = record.suite_case() {
+            n += 1;
+            text.push('\n');
+            text.push_str(&case);
+        }
+    })?;
+    std::fs::write(path, text).map_err(|e| format!("mtactl replay: {}: {e}", path.display()))?;
+    Ok(n)
+}
