@@ -692,11 +692,11 @@ impl Record {
             let prefix: String = reply.split(' ').take(2).collect::<Vec<_>>().join(" ");
             let _ = write!(expect, " reply={}", q(&prefix));
         }
-        let _ = write!(
-            expect,
-            " rule={}",
-            q(self.rule.as_deref().unwrap_or("default"))
-        );
+        // the rule's file by its name (`rule=` is a part of the place): the case
+        // holds wherever the configuration is
+        let rule = self.rule.as_deref().unwrap_or("default");
+        let rule = rule.rsplit('/').next().unwrap_or(rule);
+        let _ = write!(expect, " rule={}", q(rule));
         line(expect);
         c.push_str("}\n");
         Some(c)

@@ -1,0 +1,364 @@
+//! The decision log and `mtactl replay`, end to end: a day of scripted traffic (swaks
+//! from several client addresses) through a live mtad whose policy asks a DNS list
+//! (dnsmasq) and an SQL table (sqlite3), then the log replayed against the same
+//! policy, a policy with one rule changed, a policy that opens the relay and one that
+//! needs answers the log does not hold; and the log turned into suite cases that
+//! `mtactl test-policy` runs.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::peers::Dnsmasq;
+use common::{Mtad, require_tool};
+use serde_json::Value;
+
+/// The policy; `{rcpt_rules}` is the rcpt stage's body.
+fn config(dir: &Path, dns: &str, rcpt_rules: &str) -> String {
+    format!(
+        r#"server {{
+    hostname "mx.test"
+    spool "{{spool}}"
+}}
+listen "mx" address="127.0.0.1:{{port}}"
+delivery {{
+    queue-only #true
+    dns-server "{dns}"
+}}
+reload {{
+    require-tests "suite.kdl"
+}}
+decision-log {{
+    path "{dir}/log/decisions.jsonl"
+}}
+domains "local" "test.local"
+table "relay_db" sql="sqlite:relay.db" query="SELECT v FROM relay WHERE k = $1"
+domains "relayed" table="relay_db"
+dnsbl "rbl" "bl.test"
+stage "connect" {{
+    reject-dnsbl "rbl"
+}}
+stage "rcpt" {{
+{rcpt_rules}
+}}
+"#,
+        dir = dir.display()
+    )
+}
+
+const RULES: &str = r#"    reject 550 "5.7.1" "Blocked" rcpt="blocked@test.local"
+    accept rcpt-domain="local"
+    accept rcpt-domain="relayed""#;
+
+/// A suite the daemon runs inside itself at start (`require-tests`): a dry run, which
+/// must not be in the decision log.
+const SUITE: &str = r#"case "a dry run inside the daemon" {
+    client "192.0.2.77"
+    from "dry@run.test"
+    rcpt "user@test.local"
+    expect "rcpt" "accept"
+}
+"#;
+
+fn mtactl() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mtactl"))
+}
+
+fn replay(config: &Path, log: &Path, extra: &[&str]) -> (i32, Value, String) {
+    let out = Command::new(mtactl())
+        .arg("--config")
+        .arg(config)
+        .arg("replay")
+        .arg("--json")
+        .args(extra)
+        .arg(log)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (
+        out.status.code().unwrap_or(-1),
+        report,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn records(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// One message by swaks from `client` (a 127.0.0.x address): the exit status.
+fn send(port: u16, client: &str, from: &str, to: &str) -> i32 {
+    let swaks = require_tool("swaks");
+    let out = Command::new(swaks)
+        .args(["--server", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--local-interface", client, "--helo", "client.test"])
+        .args(["--from", from, "--to", to, "--header", "Subject: replay test"])
+        .args(["--body", "hello", "--timeout", "10"])
+        .output()
+        .unwrap();
+    out.status.code().unwrap_or(-1)
+}
+
+/// The line of `needle` in `file`, 1-based.
+fn line_of(file: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .position(|l| l.contains(needle))
+        .unwrap()
+        + 1
+}
+
+#[test]
+fn a_day_of_traffic_replays_exactly() {
+    let sqlite = require_tool("sqlite3");
+    let dns = Dnsmasq::start(&["--host-record=2.0.0.127.bl.test,127.0.0.2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("relay.db");
+    let made = Command::new(&sqlite)
+        .arg(&db)
+        .arg("CREATE TABLE relay (k TEXT PRIMARY KEY, v TEXT); INSERT INTO relay VALUES ('partner.test', 'OK');")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::write(dir.path().join("suite.kdl"), SUITE).unwrap();
+    let dns_addr = dns.addr.to_string();
+    let text = config(dir.path(), &dns_addr, RULES);
+    let spool = dir.path().join("spool");
+    let mtad = Mtad::start_in(dir, spool, &text);
+    let dir = mtad.dir.path();
+    let log = dir.join("log/decisions.jsonl");
+
+    // the day: (client, sender, recipient, accepted?)
+    let traffic = [
+        ("127.0.0.1", "a@src.test", "user@test.local", true),
+        ("127.0.0.3", "b@src.test", "blocked@test.local", false),
+        ("127.0.0.4", "c@src.test", "x@partner.test", true),
+        ("127.0.0.5", "d@src.test", "x@elsewhere.test", false),
+        ("127.0.0.2", "e@src.test", "user@test.local", false),
+        ("127.0.0.6", "f@src.test", "other@test.local", true),
+        ("127.0.0.3", "g@src.test", "blocked@test.local", false),
+        ("127.0.0.7", "h@src.test", "y@partner.test", true),
+    ];
+    for (client, from, to, accepted) in traffic {
+        let status = send(mtad.port, client, from, to);
+        assert_eq!(status == 0, accepted, "{client} {from} -> {to}: swaks {status}");
+    }
+    // the writer flushes each batch at once; wait for the last one
+    let want_rcpt = traffic.iter().filter(|t| t.0 != "127.0.0.2").count();
+    let mut all = Vec::new();
+    for _ in 0..100 {
+        all = records(&log);
+        if all.iter().filter(|r| r["stage"] == "rcpt").count() >= want_rcpt {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let rcpt: Vec<&Value> = all.iter().filter(|r| r["stage"] == "rcpt").collect();
+    assert_eq!(rcpt.len(), want_rcpt, "{all:#?}");
+    // every connect asked the DNS list, and the record has the answer
+    let connects: Vec<&Value> = all.iter().filter(|r| r["stage"] == "connect").collect();
+    assert_eq!(connects.len(), traffic.len());
+    let listed = connects
+        .iter()
+        .find(|r| r["client"] == "127.0.0.2")
+        .unwrap();
+    assert_eq!(listed["verdict"], "reject");
+    assert!(
+        listed["answers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "dns" && a["name"] == "2.0.0.127.bl.test" && a["records"][0] == "127.0.0.2"),
+        "{listed}"
+    );
+    // the SQL table's answer is on the record of the relayed domain
+    let partner = rcpt.iter().find(|r| r["rcpt"] == "x@partner.test").unwrap();
+    assert_eq!(partner["verdict"], "accept");
+    assert!(
+        partner["answers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "table" && a["table"] == "relay_db" && a["key"] == "partner.test" && a["value"] == "OK"),
+        "{partner}"
+    );
+    // the data stage has the header block and a digest, not the body
+    let data = all.iter().find(|r| r["stage"] == "data").unwrap();
+    assert!(data["headers"].as_str().unwrap().contains("Subject: replay test"));
+    assert!(data["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(data.get("body").is_none());
+    assert!(data["queue_id"].is_string() && data["session"].is_string());
+    // the rules' places and the policy's revision
+    let blocked = rcpt.iter().find(|r| r["rcpt"] == "blocked@test.local").unwrap();
+    let rule_line = line_of(&mtad.config, "rcpt=\"blocked@test.local\"");
+    assert!(
+        blocked["rule"].as_str().unwrap().ends_with(&format!("mtad.kdl:{rule_line}:5")),
+        "{blocked}"
+    );
+    assert!(blocked["reply"].as_str().unwrap().starts_with('5'), "{blocked}");
+    let revision = mtad.mtactl(&["check"]);
+    let revision = String::from_utf8_lossy(&revision.stdout).into_owned();
+    assert!(revision.contains(blocked["revision"].as_str().unwrap()), "{revision}");
+    // the suite the daemon ran at start is not traffic
+    assert!(!all.iter().any(|r| r["client"] == "192.0.2.77"), "{all:#?}");
+
+    // 1. the same policy: nothing changes
+    let (code, same, err) = replay(&mtad.config, &log, &[]);
+    assert_eq!(code, 0, "{same:#}\n{err}");
+    assert_eq!(same["replayed"].as_u64(), Some(all.len() as u64));
+    assert_eq!(same["unchanged"], same["replayed"]);
+    assert_eq!(same["changed"], 0);
+    assert_eq!(same["unknown"], 0);
+
+    // 2. one rule changed: exactly the two decisions for blocked@ change, and the
+    // diff names the old rule and the new one with their places
+    // (in a directory of its own, under the same name, with the same table and suite)
+    std::fs::create_dir(dir.join("changed")).unwrap();
+    for f in ["relay.db", "suite.kdl"] {
+        std::fs::copy(dir.join(f), dir.join("changed").join(f)).unwrap();
+    }
+    let changed = dir.join("changed/mtad.kdl");
+    let changed_text = config(
+        dir,
+        &dns_addr,
+        &RULES.replace("blocked@test.local", "other@test.local"),
+    )
+    .replace("{port}", &mtad.port.to_string())
+    .replace("{spool}", mtad.spool.to_str().unwrap());
+    std::fs::write(&changed, &changed_text).unwrap();
+    let (code, diff, err) = replay(&changed, &log, &[]);
+    assert_eq!(code, 1, "{diff:#}\n{err}");
+    let groups = diff["groups"].as_array().unwrap();
+    // blocked@ twice: refused, now accepted by the `local` rule; other@ once:
+    // accepted, now refused by the changed rule
+    assert_eq!(diff["changed"], 3, "{diff:#}");
+    let local_line = line_of(&changed, "accept rcpt-domain=\"local\"");
+    let changed_line = line_of(&changed, "rcpt=\"other@test.local\"");
+    let g = groups
+        .iter()
+        .find(|g| g["old_verdict"] == "reject")
+        .unwrap();
+    assert_eq!(g["count"], 2);
+    assert_eq!(g["new_verdict"], "accept");
+    assert!(g["old_rule"].as_str().unwrap().ends_with(&format!("mtad.kdl:{rule_line}:5")), "{g}");
+    assert!(g["new_rule"].as_str().unwrap().ends_with(&format!("changed/mtad.kdl:{local_line}:5")), "{g}");
+    assert!(g["examples"][0]["envelope"].as_str().unwrap().contains("RCPT TO:<blocked@test.local>"));
+    let g = groups.iter().find(|g| g["old_verdict"] == "accept").unwrap();
+    assert_eq!(g["count"], 1);
+    assert!(g["new_rule"].as_str().unwrap().ends_with(&format!("changed/mtad.kdl:{changed_line}:5")), "{g}");
+    // and the text report says the same
+    let text = Command::new(mtactl())
+        .arg("--config")
+        .arg(&changed)
+        .arg("replay")
+        .arg(&log)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        shown.contains(&format!("mtad.kdl:{rule_line}:5 -> ")) && shown.contains("reject -> accept"),
+        "{shown}"
+    );
+    // allowing exactly those changes passes
+    let (code, _, err) = replay(
+        &changed,
+        &log,
+        &["--allow", "reject->accept@mtad.kdl", "--allow", "accept->reject"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, _) = replay(&changed, &log, &["--allow", "reject->accept"]);
+    assert_eq!(code, 1);
+
+    // 3. a policy that opens the relay: flagged, and the foreign recipient's refusal
+    // is now an acceptance
+    let open = dir.join("open.kdl");
+    std::fs::write(
+        &open,
+        changed_text.replace("reject 550 \"5.7.1\" \"Blocked\" rcpt=\"other@test.local\"", "accept"),
+    )
+    .unwrap();
+    let (code, opened, err) = replay(&open, &log, &["--allow", "*->*"]);
+    assert_eq!(code, 1, "{opened:#}\n{err}");
+    assert!(opened["open_relay"].as_str().unwrap().contains("open relay"), "{opened:#}");
+    assert!(
+        opened["groups"].as_array().unwrap().iter().any(|g| g["old_verdict"] == "reject"
+            && g["new_verdict"] == "accept"
+            && g["examples"].as_array().unwrap().iter().any(|e| e["envelope"].as_str().unwrap().contains("x@elsewhere.test"))),
+        "{opened:#}"
+    );
+
+    // 4. a policy that needs an answer the log does not hold: unknown, not a guess
+    let asks = dir.join("asks.kdl");
+    std::fs::write(
+        &asks,
+        mtad_text(&mtad, &config(dir, &dns_addr, &format!("    reject-dnsbl \"rbl\"\n{RULES}"))),
+    )
+    .unwrap();
+    let (code, unknown, err) = replay(&asks, &log, &[]);
+    assert_eq!(code, 1, "{unknown:#}\n{err}");
+    assert_eq!(unknown["unknown"].as_u64(), Some(want_rcpt as u64), "{unknown:#}");
+    assert_eq!(unknown["changed"], 0);
+    let missing = &unknown["unknowns"][0]["examples"][0]["missing"][0];
+    assert!(missing.as_str().unwrap().starts_with("dns a "), "{missing}");
+    let (code, _, _) = replay(&asks, &log, &["--allow", "unknown"]);
+    assert_eq!(code, 0);
+
+    // --since/--until select by time
+    let (_, none, _) = replay(&mtad.config, &log, &["--until", "2000-01-01T00:00:00Z"]);
+    assert_eq!(none["replayed"], 0);
+    assert_eq!(none["skipped"].as_u64(), Some(all.len() as u64));
+
+    // 5. the log as suite cases, which the policy passes
+    let cases = dir.join("cases.kdl");
+    let out = Command::new(mtactl())
+        .arg("--config")
+        .arg(&mtad.config)
+        .args(["replay", "--emit-cases"])
+        .arg(&cases)
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let suite = std::fs::read_to_string(&cases).unwrap();
+    assert!(suite.contains("a \"2.0.0.127.bl.test\" \"127.0.0.2\""), "{suite}");
+    let run = Command::new(mtactl())
+        .arg("--config")
+        .arg(&mtad.config)
+        .arg("test-policy")
+        .arg(&cases)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(0), "{shown}\n{suite}");
+    assert!(shown.contains(&format!("{} passed, 0 failed", all.len())), "{shown}");
+    // and the changed policy fails the cases of the changed decisions
+    let run = Command::new(mtactl())
+        .arg("--config")
+        .arg(&changed)
+        .arg("test-policy")
+        .arg(&cases)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(1), "{shown}");
+    // blocked@ twice and other@ at rcpt, and other@'s data stage, now not reached
+    assert!(shown.contains(&format!("{} passed, 4 failed", all.len() - 4)), "{shown}");
+}
+
+/// `text` with the placeholders a running `mtad` filled in.
+fn mtad_text(mtad: &Mtad, text: &str) -> String {
+    text.replace("{port}", &mtad.port.to_string())
+        .replace("{spool}", mtad.spool.to_str().unwrap())
+}
