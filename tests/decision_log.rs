@@ -357,6 +357,64 @@ fn a_day_of_traffic_replays_exactly() {
     assert!(shown.contains(&format!("{} passed, 4 failed", all.len() - 4)), "{shown}");
 }
 
+#[test]
+fn a_reload_is_gated_on_the_replay_of_the_last_hours() {
+    let dns = Dnsmasq::start(&["--host-record=2.0.0.127.bl.test,127.0.0.2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let made = Command::new(require_tool("sqlite3"))
+        .arg(dir.path().join("relay.db"))
+        .arg("CREATE TABLE relay (k TEXT PRIMARY KEY, v TEXT);")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::write(dir.path().join("suite.kdl"), SUITE).unwrap();
+    let dns_addr = dns.addr.to_string();
+    let gated = |text: String| {
+        text.replace(
+            "require-tests \"suite.kdl\"",
+            "require-tests \"suite.kdl\"\n    replay since=\"1h\"",
+        )
+    };
+    let text = gated(config(dir.path(), &dns_addr, RULES));
+    let spool = dir.path().join("spool");
+    let mtad = Mtad::start_in(dir, spool, &text);
+    let dir = mtad.dir.path().to_path_buf();
+    let log = dir.join("log/decisions.jsonl");
+    assert_ne!(send(mtad.port, "127.0.0.3", "b@src.test", "blocked@test.local"), 0);
+    assert_eq!(send(mtad.port, "127.0.0.1", "a@src.test", "user@test.local"), 0);
+    for _ in 0..100 {
+        if records(&log).iter().any(|r| r["stage"] == "data") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // the rule changed: the reload is refused, naming the change
+    let changed = mtad_text(
+        &mtad,
+        &gated(config(&dir, &dns_addr, &RULES.replace("blocked@test.local", "other@test.local"))),
+    );
+    std::fs::write(&mtad.config, &changed).unwrap();
+    let out = mtad.mtactl(&["reload"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("reload replay: 1 rcpt decision(s) of the last 1h would change") && err.contains("reject -> accept"),
+        "{err}"
+    );
+    // allowed: it goes live
+    std::fs::write(
+        &mtad.config,
+        changed.replace("replay since=\"1h\"", "replay since=\"1h\" allow=\"reject->accept\""),
+    )
+    .unwrap();
+    let out = mtad.mtactl(&["reload"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // a replay is not traffic: no decision was written by the reloads' replays and
+    // suites
+    let after = records(&log);
+    assert_eq!(after.iter().filter(|r| r["stage"] == "rcpt").count(), 2, "{after:#?}");
+}
+
 /// `text` with the placeholders a running `mtad` filled in.
 fn mtad_text(mtad: &Mtad, text: &str) -> String {
     text.replace("{port}", &mtad.port.to_string())

@@ -67,3 +67,75 @@ impl DecisionLog {
         }
     }
 }
+
+/// What `mtactl replay --allow` and `reload { replay allow= }` let change: `OLD->NEW`
+/// verdicts (`*`: any), optionally `@RULE` (a part of the old or new rule's
+/// `file:line:col`); `unknown`; `open-relay`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplayAllow {
+    Change {
+        from: String,
+        to: String,
+        rule: Option<String>,
+    },
+    Unknown,
+    OpenRelay,
+}
+
+impl ReplayAllow {
+    pub fn parse(text: &str) -> Result<ReplayAllow, String> {
+        match text.trim() {
+            "unknown" => return Ok(ReplayAllow::Unknown),
+            "open-relay" => return Ok(ReplayAllow::OpenRelay),
+            _ => {}
+        }
+        let (change, rule) = match text.split_once('@') {
+            Some((c, r)) => (c, Some(r.trim().to_owned())),
+            None => (text, None),
+        };
+        let (from, to) = change.split_once("->").ok_or_else(|| {
+            format!("{text:?}: write OLD->NEW[@RULE], `unknown` or `open-relay`")
+        })?;
+        let word = |w: &str| -> Result<String, String> {
+            let w = w.trim();
+            if matches!(w, "*" | "accept" | "reject" | "defer" | "discard" | "hold") {
+                Ok(w.to_owned())
+            } else {
+                Err(format!(
+                    "{text:?}: {w:?} is not a verdict (accept, reject, defer, discard, hold, *)"
+                ))
+            }
+        };
+        Ok(ReplayAllow::Change {
+            from: word(from)?,
+            to: word(to)?,
+            rule,
+        })
+    }
+
+    /// Whether it lets a decision change from `old` to `new` (verdicts), decided by
+    /// the rules `old_rule` then `new_rule`.
+    pub fn covers(&self, old: &str, new: &str, old_rule: &str, new_rule: &str) -> bool {
+        match self {
+            ReplayAllow::Change { from, to, rule } => {
+                (from == "*" || from == old)
+                    && (to == "*" || to == new)
+                    && rule
+                        .as_ref()
+                        .is_none_or(|r| new_rule.contains(r.as_str()) || old_rule.contains(r.as_str()))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `reload { replay ... }`: a policy goes live only when the decisions of the last
+/// `since` replay against it with no change beyond `allow`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplayGate {
+    /// The decision logs; empty: the `decision-log` file and its rotated ones.
+    pub files: Vec<PathBuf>,
+    /// How far back.
+    pub since: std::time::Duration,
+    pub allow: Vec<ReplayAllow>,
+}

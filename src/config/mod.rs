@@ -425,6 +425,8 @@ pub struct ReloadSettings {
     /// `require-tests`: test-policy suites every case of which must pass before a
     /// policy goes live (at start and at every reload).
     pub require_tests: Vec<PathBuf>,
+    /// `replay`: the decisions of the last hours must not change beyond what it allows.
+    pub replay: Option<decision_log::ReplayGate>,
 }
 
 /// The `log` block: where mtad's log goes (stderr, syslog, the systemd journal) and

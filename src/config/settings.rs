@@ -193,6 +193,7 @@ pub const SETTINGS: &[Setting] = &[
     s("rate-limits", "exempt", |c| Value::List(c.rate_limits.exempt.clone())),
     s("reload", "watch", |c| c.reload.watch.map_or(Value::Bool(false), Value::Duration)),
     s("reload", "require-tests", |c| list(c.reload.require_tests.iter().map(|p| p.display()))),
+    s("reload", "replay", |c| opt(c.reload.replay.as_ref(), |r| list(r.files.iter().map(|p| p.display())))),
     s("log", "output", |c| text(c.log.output.as_str())),
     // stderr's format only: with another output, `format` is an error
     s("log", "format", |c| if c.log.output.may_be_stderr() { text(c.log.format.as_str()) } else { Value::Off }),

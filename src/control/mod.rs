@@ -151,6 +151,10 @@ pub fn load_live(path: &Path) -> Result<(Config, Arc<Pipeline>), Refusal> {
     if cases > 0 {
         tracing::info!(cases, "the required test suites pass");
     }
+    if config.reload.replay.is_some() {
+        let replayed = replay::gate(&config, &pipeline).map_err(Refusal::Other)?;
+        tracing::info!(replayed, "the logged decisions replay without a change");
+    }
     Ok((config, pipeline))
 }
 

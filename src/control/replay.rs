@@ -45,64 +45,7 @@ pub struct Options {
     pub emit_cases: Option<PathBuf>,
 }
 
-/// An `--allow` pattern: `OLD->NEW` verdicts (`*` for any), optionally `@RULE` (a
-/// part of the new rule's, or the old rule's, `file:line:col`); `unknown` allows
-/// unknown decisions; `open-relay` an open-relay finding.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Allow {
-    Change {
-        from: String,
-        to: String,
-        rule: Option<String>,
-    },
-    Unknown,
-    OpenRelay,
-}
-
-impl Allow {
-    pub fn parse(text: &str) -> Result<Allow, String> {
-        match text.trim() {
-            "unknown" => return Ok(Allow::Unknown),
-            "open-relay" => return Ok(Allow::OpenRelay),
-            _ => {}
-        }
-        let (change, rule) = match text.split_once('@') {
-            Some((c, r)) => (c, Some(r.trim().to_owned())),
-            None => (text, None),
-        };
-        let (from, to) = change
-            .split_once("->")
-            .ok_or_else(|| format!("--allow {text:?}: write OLD->NEW[@RULE], `unknown` or `open-relay`"))?;
-        let word = |w: &str| -> Result<String, String> {
-            let w = w.trim();
-            if matches!(w, "*" | "accept" | "reject" | "defer" | "discard" | "hold") {
-                Ok(w.to_owned())
-            } else {
-                Err(format!(
-                    "--allow {text:?}: {w:?} is not a verdict (accept, reject, defer, discard, hold, *)"
-                ))
-            }
-        };
-        Ok(Allow::Change {
-            from: word(from)?,
-            to: word(to)?,
-            rule,
-        })
-    }
-
-    fn covers(&self, g: &GroupKey) -> bool {
-        match self {
-            Allow::Change { from, to, rule } => {
-                (from == "*" || *from == g.old_verdict)
-                    && (to == "*" || *to == g.new_verdict)
-                    && rule
-                        .as_ref()
-                        .is_none_or(|r| g.new_rule.contains(r.as_str()) || g.old_rule.contains(r.as_str()))
-            }
-            _ => false,
-        }
-    }
-}
+pub use crate::config::decision_log::ReplayAllow as Allow;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 struct GroupKey {
@@ -359,7 +302,9 @@ pub fn run(pipeline: &Pipeline, o: &Options, allow: &[Allow]) -> Result<Report, 
     report.groups = groups
         .into_iter()
         .map(|(k, mut g)| {
-            g.allowed = allow.iter().any(|a| a.covers(&k));
+            g.allowed = allow
+                .iter()
+                .any(|a| a.covers(&k.old_verdict, &k.new_verdict, &k.old_rule, &k.new_rule));
             g
         })
         .collect();
@@ -380,7 +325,7 @@ pub fn replay(o: &Options) -> u8 {
     let allow: Vec<Allow> = match o.allow.iter().map(|a| Allow::parse(a)).collect() {
         Ok(a) => a,
         Err(e) => {
-            errln!("mtactl replay: {e}");
+            errln!("mtactl replay: --allow {e}");
             return 2;
         }
     };
@@ -517,4 +462,84 @@ fn emit_cases(o: &Options, path: &Path) -> Result<usize, String> {
     })?;
     std::fs::write(path, text).map_err(|e| format!("mtactl replay: {}: {e}", path.display()))?;
     Ok(n)
+}
+
+/// `reload { replay }`: the decisions of the last `since` in the logs (the
+/// `decision-log` file and its rotated ones unless named) replayed against
+/// `pipeline`; `Err` with what changed beyond `allow`, for the reload's refusal. Runs
+/// on a thread of its own whose log and metrics are not the process's (a replay is not
+/// traffic; the rules' error lines for unknown answers would read as real ones).
+pub fn gate(config: &crate::config::Config, pipeline: &Pipeline) -> Result<u64, Vec<String>> {
+    let Some(g) = &config.reload.replay else {
+        return Ok(0);
+    };
+    let files: Vec<PathBuf> = if g.files.is_empty() {
+        let base = &config.decision_log.path;
+        let mut files: Vec<PathBuf> = (1..=config.decision_log.keep)
+            .rev()
+            .map(|n| {
+                let mut p = base.clone().into_os_string();
+                p.push(format!(".{n}"));
+                PathBuf::from(p)
+            })
+            .collect();
+        files.push(base.clone());
+        files
+    } else {
+        g.files.clone()
+    };
+    let files: Vec<PathBuf> = files.into_iter().filter(|f| f.exists()).collect();
+    let since = chrono::Duration::from_std(g.since)
+        .ok()
+        .and_then(|d| Utc::now().checked_sub_signed(d));
+    let o = Options {
+        files,
+        since,
+        ..Options::default()
+    };
+    let report = std::thread::scope(|s| {
+        s.spawn(|| {
+            let _quiet =
+                tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
+            crate::metrics::detach_thread();
+            crate::policy::decision_log::detach_thread();
+            run(pipeline, &o, &g.allow)
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the replay panicked".to_owned()))
+    })
+    .map_err(|e| vec![format!("reload replay: {e}")])?;
+    if !report.fails {
+        return Ok(report.replayed);
+    }
+    let mut why = Vec::new();
+    for grp in report.groups.iter().filter(|g| !g.allowed) {
+        let example = grp
+            .examples
+            .first()
+            .map_or_else(String::new, |e| format!(", such as {} at {}", e.envelope, e.time));
+        why.push(format!(
+            "reload replay: {} {} decision(s) of the last {} would change: {} -> {}, {} -> {}{example}",
+            grp.count,
+            grp.stage,
+            humantime::format_duration(g.since),
+            grp.old_rule,
+            grp.new_rule,
+            grp.old_verdict,
+            grp.new_verdict
+        ));
+    }
+    for grp in report.unknowns.iter().filter(|g| !g.allowed) {
+        let missing = grp
+            .examples
+            .first()
+            .and_then(|e| e.missing.first())
+            .cloned()
+            .unwrap_or_default();
+        why.push(format!(
+            "reload replay: {} {} decision(s) cannot be replayed: the log lacks {missing} (allow=\"unknown\" to go on)",
+            grp.count, grp.stage
+        ));
+    }
+    Err(why)
 }

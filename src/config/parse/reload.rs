@@ -5,6 +5,7 @@
 //! reload {
 //!     watch #true                        // reload when a file it was built from changes
 //!     require-tests "tests/relay.kdl"    // test-policy suites a policy must pass to go live
+//!     replay since="24h" allow="reject->accept@mtad.kdl:31"   // the decision log's last day
 //! }
 //! ```
 
@@ -15,7 +16,7 @@ use kdl::KdlNode;
 use super::Parser;
 use crate::config::{ReloadSettings, WATCH_INTERVAL};
 
-pub(crate) const KEYS: &[&str] = &["watch", "require-tests"];
+pub(crate) const KEYS: &[&str] = &["watch", "require-tests", "replay"];
 const USAGE: &str = "reload { watch #true; require-tests \"tests/relay.kdl\" }";
 
 impl Parser {
@@ -27,6 +28,10 @@ impl Parser {
         for child in children {
             self.check_annotations(child);
             self.no_children(child);
+            if child.name().value() == "replay" {
+                settings.replay = self.replay_gate(child);
+                continue;
+            }
             self.props(child, &[]);
             match child.name().value() {
                 "watch" => {
@@ -74,5 +79,44 @@ impl Parser {
             }
         }
         settings
+    }
+
+    /// `replay ["LOG"...] [since="24h"] [allow="CHANGE CHANGE..."]`.
+    fn replay_gate(&mut self, node: &KdlNode) -> Option<crate::config::decision_log::ReplayGate> {
+        let props = self.props(node, &["since", "allow"]);
+        let mut gate = crate::config::decision_log::ReplayGate {
+            files: Vec::new(),
+            since: Duration::from_secs(24 * 3600),
+            allow: Vec::new(),
+        };
+        for entry in node.entries().iter().filter(|e| e.name().is_none()) {
+            if let Some((path, _)) = self.path(entry, "decision log") {
+                gate.files.push(path);
+            }
+        }
+        for (key, entry) in props {
+            if key == "since" {
+                if let Some(d) = self.duration(entry, "replay since") {
+                    gate.since = d;
+                }
+                continue;
+            }
+            let Some(text) = self.string(entry, "replay allow") else {
+                continue;
+            };
+            for word in text.split_ascii_whitespace() {
+                match crate::config::decision_log::ReplayAllow::parse(word) {
+                    Ok(a) => gate.allow.push(a),
+                    Err(e) => {
+                        self.error(entry.span(), format!("replay allow={e}"), "not a change")
+                            .help = Some(
+                            "changes as mtactl replay --allow takes them, separated by spaces: allow=\"reject->accept@mtad.kdl:31 unknown\""
+                                .to_owned(),
+                        );
+                    }
+                }
+            }
+        }
+        Some(gate)
     }
 }
