@@ -198,6 +198,9 @@ fn a_dangling_reference_fails_closed() {
         limits: Default::default(),
         rate_limits: Default::default(),
         reload: Default::default(),
+        decision_log: crate::config::decision_log::DecisionLog::defaults_for(&PathBuf::from(
+            "spool",
+        )),
         log: Default::default(),
         virtual_mailboxes: None,
         networks: BTreeMap::new(),
