@@ -71,6 +71,11 @@ impl Sources {
         }
     }
 
+    /// Where the file recorded as `name` is.
+    pub fn path_of(&self, name: &str) -> PathBuf {
+        self.base.join(name)
+    }
+
     /// The names recorded, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.files.keys().map(String::as_str)

@@ -209,6 +209,7 @@ pub fn check(path: &Path, connect: bool, strict: bool) -> Result<(), CommandErro
     let mut warnings = table_warnings(&config);
     // `load_live` refused a proven open relay; what is left are warnings
     warnings.extend(relay_check(&config, &pipeline).unwrap_or_default());
+    warnings.extend(pipeline.lints(&config).iter().map(ToString::to_string));
     for w in &warnings {
         errln!("mtactl: warning: {w}");
     }

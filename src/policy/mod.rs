@@ -25,6 +25,7 @@ pub mod alias;
 mod checks;
 pub mod decision_log;
 mod dry_run;
+pub mod lint;
 pub mod local;
 mod outcome;
 mod panics;
@@ -1069,6 +1070,20 @@ impl Pipeline {
         crate::metrics::get().evaluated(stage, started.elapsed());
         decision_log::write(self, stage, ctx, &decision, recorded);
         decision
+    }
+
+    /// The static warnings of this policy ([`lint`]), compiled from `config`: the
+    /// files it was built from are read again for the names they use.
+    pub fn lints(&self, config: &Config) -> Vec<lint::Lint> {
+        let texts: Vec<(String, String)> = self
+            .sources
+            .names()
+            .filter_map(|name| {
+                let text = std::fs::read(self.sources.path_of(name)).ok()?;
+                Some((name.to_owned(), String::from_utf8_lossy(&text).into_owned()))
+            })
+            .collect();
+        lint::lints(config, &texts)
     }
 
     /// Whether the rules of `stage` may read the message body (content checks, which
