@@ -7,6 +7,8 @@
 #   ../shared/bench/compare-postfix.sh --mode accept -- benches/mtad-bench.sh accept
 #   ../shared/bench/compare-postfix.sh --mode relay -- benches/mtad-bench.sh dkim
 #     (relay, every message DKIM-signed with a fresh RSA-2048 key for src.test)
+#   ../shared/bench/compare-postfix.sh --mode relay -- benches/mtad-bench.sh nolog
+#     (relay with the decision log off: compare with the default, where it is on)
 #
 # Build first: cargo build --release.
 set -euo pipefail
@@ -20,6 +22,8 @@ if [ "${1:-relay}" = dkim ]; then
   "$here/target/release/mtactl" dkim keygen --domain src.test --selector bench --out "$BENCH_DIR" >/dev/null
   dkim="dkim \"src.test\" selector=\"bench\" key=\"$BENCH_DIR/src.test.bench.key\""
 fi
+decisions=''
+[ "${1:-relay}" = nolog ] && decisions='decision-log { output "off"; }'
 cat >"$BENCH_DIR/mtad.kdl" <<KDL
 server {
     hostname "relay.bench.test"
@@ -40,6 +44,7 @@ delivery {
     queue-only $queue_only
 }
 $dkim
+$decisions
 KDL
 export MTAD_LOG=${MTAD_LOG:-warn}
 exec "$here/target/release/mtad" --allow-root --config "$BENCH_DIR/mtad.kdl"

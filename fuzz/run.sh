@@ -35,7 +35,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 caller="$PWD"
 cd "$here"
 
-TARGETS=(smtp proxy message table checks config suite hook milter policy_reply tls_policy rspamd_reply tls_rpt)
+TARGETS=(smtp proxy message table checks config suite hook milter policy_reply tls_policy rspamd_reply tls_rpt decision_record)
 # FUZZ_TARGETS="smtp proxy" restricts `all`, `ci` and `seeds` to those targets
 if [ -n "${FUZZ_TARGETS:-}" ]; then
   read -r -a TARGETS <<<"$FUZZ_TARGETS"

@@ -281,6 +281,20 @@ fn a_day_of_traffic_replays_exactly() {
     let (code, _, _) = replay(&changed, &log, &["--allow", "reject->accept"]);
     assert_eq!(code, 1);
 
+    // 2b. only the reply's text changed: a change too, named by the same rule
+    std::fs::write(&changed, changed_text.replace("\"Blocked\" rcpt=\"other@test.local\"", "\"Blocked\" rcpt=\"other@test.local\"").replace(
+        "reject 550 \"5.7.1\" \"Blocked\" rcpt=\"other@test.local\"",
+        "reject 550 \"5.7.1\" \"Blocked here\" rcpt=\"blocked@test.local\"",
+    ))
+    .unwrap();
+    let (code, reworded, err) = replay(&changed, &log, &[]);
+    assert_eq!(code, 1, "{reworded:#}\n{err}");
+    assert_eq!(reworded["changed"], 2, "{reworded:#}");
+    let g = &reworded["groups"][0];
+    assert_eq!((g["old_verdict"].as_str(), g["new_verdict"].as_str()), (Some("reject"), Some("reject")));
+    assert_eq!(g["examples"][0]["new_reply"], "550 5.7.1 Blocked here", "{g}");
+    std::fs::write(&changed, &changed_text).unwrap();
+
     // 3. a policy that opens the relay: flagged, and the foreign recipient's refusal
     // is now an acceptance
     let open = dir.join("open.kdl");

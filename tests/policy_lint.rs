@@ -85,6 +85,19 @@ fn every_rule_after_an_unconditional_one_is_shadowed() {
 }
 
 #[test]
+fn rules_that_do_not_decide_shadow_nothing() {
+    // a warn-mode rule, a filter and header checks go on to the next rule
+    let rest = r#"stage "mail" {
+    reject 550 "5.7.1" "Would refuse" mode="warn"
+    reject 550 "5.7.1" "No" sender="a@b.test"
+}
+"#;
+    let (code, err) = check(rest, false);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("can never"), "{err}");
+}
+
+#[test]
 fn contradictory_conditions_are_named() {
     let rest = r#"stage "mail" {
     reject 550 "5.7.1" "No" tls=#true not-tls=#true

@@ -7,6 +7,7 @@
 
 pub mod checks;
 pub mod config;
+pub mod decision_record;
 pub mod hook;
 pub mod message;
 pub mod milter;

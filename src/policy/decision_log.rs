@@ -577,7 +577,7 @@ impl Record {
         if stage == Stage::Route {
             return None;
         }
-        let q = |s: &str| format!("{s:?}");
+        let q = |s: &str| kdl_string(s);
         let mut c = String::new();
         let what = self
             .rcpt
@@ -701,6 +701,31 @@ impl Record {
         c.push_str("}\n");
         Some(c)
     }
+}
+
+/// `text` as a quoted KDL (v2) string: `"` and `\` escaped, line ends and other
+/// control characters, and the code points KDL does not allow written, as escapes.
+fn kdl_string(text: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control()
+                || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2028}' | '\u{2029}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}') =>
+            {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -667,3 +667,27 @@ fn forged_authentication_results_are_one_decision_for_all_mail() {
     let without = Pipeline::compile(&Config::parse("mtad.kdl", PRELUDE).unwrap());
     assert!(without.forged_auth_results("mx", &headers).is_empty());
 }
+
+#[test]
+fn a_suite_case_from_a_record_is_kdl_whatever_the_record_holds() {
+    let record = super::decision_log::Record {
+        time: "t".into(),
+        stage: "rcpt".into(),
+        client: "192.0.2.1".into(),
+        listener: "mx".into(),
+        helo: Some("a\"b\\c\u{0}\u{85}\u{2028}\u{202e}\u{feff}\nd".into()),
+        sender: Some(String::new()),
+        rcpt: Some("x@y.test".into()),
+        verdict: "reject".into(),
+        reply: Some("550 5.7.1 No".into()),
+        ..Default::default()
+    };
+    let case = record.suite_case().unwrap();
+    let doc: kdl::KdlDocument = case.parse().unwrap_or_else(|e| panic!("{e:?}\n{case}"));
+    let helo = doc.nodes()[0]
+        .children()
+        .and_then(|c| c.get("helo"))
+        .and_then(|n| n.entries()[0].value().as_string())
+        .map(str::to_owned);
+    assert_eq!(helo.as_deref(), record.helo.as_deref(), "{case}");
+}
