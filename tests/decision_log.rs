@@ -76,12 +76,8 @@ fn replay(config: &Path, log: &Path, extra: &[&str]) -> (i32, Value, String) {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
     (
         out.status.code().unwrap_or(-1),
         report,
@@ -103,7 +99,14 @@ fn send(port: u16, client: &str, from: &str, to: &str) -> i32 {
     let out = Command::new(swaks)
         .args(["--server", "127.0.0.1", "--port", &port.to_string()])
         .args(["--local-interface", client, "--helo", "client.test"])
-        .args(["--from", from, "--to", to, "--header", "Subject: replay test"])
+        .args([
+            "--from",
+            from,
+            "--to",
+            to,
+            "--header",
+            "Subject: replay test",
+        ])
         .args(["--body", "hello", "--timeout", "10"])
         .output()
         .unwrap();
@@ -153,7 +156,11 @@ fn a_day_of_traffic_replays_exactly() {
     ];
     for (client, from, to, accepted) in traffic {
         let status = send(mtad.port, client, from, to);
-        assert_eq!(status == 0, accepted, "{client} {from} -> {to}: swaks {status}");
+        assert_eq!(
+            status == 0,
+            accepted,
+            "{client} {from} -> {to}: swaks {status}"
+        );
     }
     // the writer flushes each batch at once; wait for the last one
     let want_rcpt = traffic.iter().filter(|t| t.0 != "127.0.0.2").count();
@@ -180,7 +187,9 @@ fn a_day_of_traffic_replays_exactly() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|a| a["kind"] == "dns" && a["name"] == "2.0.0.127.bl.test" && a["records"][0] == "127.0.0.2"),
+            .any(|a| a["kind"] == "dns"
+                && a["name"] == "2.0.0.127.bl.test"
+                && a["records"][0] == "127.0.0.2"),
         "{listed}"
     );
     // the SQL table's answer is on the record of the relayed domain
@@ -191,26 +200,46 @@ fn a_day_of_traffic_replays_exactly() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|a| a["kind"] == "table" && a["table"] == "relay_db" && a["key"] == "partner.test" && a["value"] == "OK"),
+            .any(|a| a["kind"] == "table"
+                && a["table"] == "relay_db"
+                && a["key"] == "partner.test"
+                && a["value"] == "OK"),
         "{partner}"
     );
     // the data stage has the header block and a digest, not the body
     let data = all.iter().find(|r| r["stage"] == "data").unwrap();
-    assert!(data["headers"].as_str().unwrap().contains("Subject: replay test"));
+    assert!(
+        data["headers"]
+            .as_str()
+            .unwrap()
+            .contains("Subject: replay test")
+    );
     assert!(data["digest"].as_str().unwrap().starts_with("sha256:"));
     assert!(data.get("body").is_none());
     assert!(data["queue_id"].is_string() && data["session"].is_string());
     // the rules' places and the policy's revision
-    let blocked = rcpt.iter().find(|r| r["rcpt"] == "blocked@test.local").unwrap();
+    let blocked = rcpt
+        .iter()
+        .find(|r| r["rcpt"] == "blocked@test.local")
+        .unwrap();
     let rule_line = line_of(&mtad.config, "rcpt=\"blocked@test.local\"");
     assert!(
-        blocked["rule"].as_str().unwrap().ends_with(&format!("mtad.kdl:{rule_line}:5")),
+        blocked["rule"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("mtad.kdl:{rule_line}:5")),
         "{blocked}"
     );
-    assert!(blocked["reply"].as_str().unwrap().starts_with('5'), "{blocked}");
+    assert!(
+        blocked["reply"].as_str().unwrap().starts_with('5'),
+        "{blocked}"
+    );
     let revision = mtad.mtactl(&["check"]);
     let revision = String::from_utf8_lossy(&revision.stdout).into_owned();
-    assert!(revision.contains(blocked["revision"].as_str().unwrap()), "{revision}");
+    assert!(
+        revision.contains(blocked["revision"].as_str().unwrap()),
+        "{revision}"
+    );
     // the suite the daemon ran at start is not traffic
     assert!(!all.iter().any(|r| r["client"] == "192.0.2.77"), "{all:#?}");
 
@@ -252,12 +281,38 @@ fn a_day_of_traffic_replays_exactly() {
         .unwrap();
     assert_eq!(g["count"], 2);
     assert_eq!(g["new_verdict"], "accept");
-    assert!(g["old_rule"].as_str().unwrap().ends_with(&format!("mtad.kdl:{rule_line}:5")), "{g}");
-    assert!(g["new_rule"].as_str().unwrap().ends_with(&format!("changed/mtad.kdl:{local_line}:5")), "{g}");
-    assert!(g["examples"][0]["envelope"].as_str().unwrap().contains("RCPT TO:<blocked@test.local>"));
-    let g = groups.iter().find(|g| g["old_verdict"] == "accept").unwrap();
+    assert!(
+        g["old_rule"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("mtad.kdl:{rule_line}:5")),
+        "{g}"
+    );
+    assert!(
+        g["new_rule"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("changed/mtad.kdl:{local_line}:5")),
+        "{g}"
+    );
+    assert!(
+        g["examples"][0]["envelope"]
+            .as_str()
+            .unwrap()
+            .contains("RCPT TO:<blocked@test.local>")
+    );
+    let g = groups
+        .iter()
+        .find(|g| g["old_verdict"] == "accept")
+        .unwrap();
     assert_eq!(g["count"], 1);
-    assert!(g["new_rule"].as_str().unwrap().ends_with(&format!("changed/mtad.kdl:{changed_line}:5")), "{g}");
+    assert!(
+        g["new_rule"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("changed/mtad.kdl:{changed_line}:5")),
+        "{g}"
+    );
     // and the text report says the same
     let text = Command::new(mtactl())
         .arg("--config")
@@ -268,31 +323,46 @@ fn a_day_of_traffic_replays_exactly() {
         .unwrap();
     let shown = String::from_utf8_lossy(&text.stdout);
     assert!(
-        shown.contains(&format!("mtad.kdl:{rule_line}:5 -> ")) && shown.contains("reject -> accept"),
+        shown.contains(&format!("mtad.kdl:{rule_line}:5 -> "))
+            && shown.contains("reject -> accept"),
         "{shown}"
     );
     // allowing exactly those changes passes
     let (code, _, err) = replay(
         &changed,
         &log,
-        &["--allow", "reject->accept@mtad.kdl", "--allow", "accept->reject"],
+        &[
+            "--allow",
+            "reject->accept@mtad.kdl",
+            "--allow",
+            "accept->reject",
+        ],
     );
     assert_eq!(code, 0, "{err}");
     let (code, _, _) = replay(&changed, &log, &["--allow", "reject->accept"]);
     assert_eq!(code, 1);
 
     // 2b. only the reply's text changed: a change too, named by the same rule
-    std::fs::write(&changed, changed_text.replace("\"Blocked\" rcpt=\"other@test.local\"", "\"Blocked\" rcpt=\"other@test.local\"").replace(
-        "reject 550 \"5.7.1\" \"Blocked\" rcpt=\"other@test.local\"",
-        "reject 550 \"5.7.1\" \"Blocked here\" rcpt=\"blocked@test.local\"",
-    ))
+    std::fs::write(
+        &changed,
+        changed_text.replace(
+            "reject 550 \"5.7.1\" \"Blocked\" rcpt=\"other@test.local\"",
+            "reject 550 \"5.7.1\" \"Blocked here\" rcpt=\"blocked@test.local\"",
+        ),
+    )
     .unwrap();
     let (code, reworded, err) = replay(&changed, &log, &[]);
     assert_eq!(code, 1, "{reworded:#}\n{err}");
     assert_eq!(reworded["changed"], 2, "{reworded:#}");
     let g = &reworded["groups"][0];
-    assert_eq!((g["old_verdict"].as_str(), g["new_verdict"].as_str()), (Some("reject"), Some("reject")));
-    assert_eq!(g["examples"][0]["new_reply"], "550 5.7.1 Blocked here", "{g}");
+    assert_eq!(
+        (g["old_verdict"].as_str(), g["new_verdict"].as_str()),
+        (Some("reject"), Some("reject"))
+    );
+    assert_eq!(
+        g["examples"][0]["new_reply"], "550 5.7.1 Blocked here",
+        "{g}"
+    );
     std::fs::write(&changed, &changed_text).unwrap();
 
     // 3. a policy that opens the relay: flagged, and the foreign recipient's refusal
@@ -300,16 +370,33 @@ fn a_day_of_traffic_replays_exactly() {
     let open = dir.join("open.kdl");
     std::fs::write(
         &open,
-        changed_text.replace("reject 550 \"5.7.1\" \"Blocked\" rcpt=\"other@test.local\"", "accept"),
+        changed_text.replace(
+            "reject 550 \"5.7.1\" \"Blocked\" rcpt=\"other@test.local\"",
+            "accept",
+        ),
     )
     .unwrap();
     let (code, opened, err) = replay(&open, &log, &["--allow", "*->*"]);
     assert_eq!(code, 1, "{opened:#}\n{err}");
-    assert!(opened["open_relay"].as_str().unwrap().contains("open relay"), "{opened:#}");
     assert!(
-        opened["groups"].as_array().unwrap().iter().any(|g| g["old_verdict"] == "reject"
-            && g["new_verdict"] == "accept"
-            && g["examples"].as_array().unwrap().iter().any(|e| e["envelope"].as_str().unwrap().contains("x@elsewhere.test"))),
+        opened["open_relay"]
+            .as_str()
+            .unwrap()
+            .contains("open relay"),
+        "{opened:#}"
+    );
+    assert!(
+        opened["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["old_verdict"] == "reject"
+                && g["new_verdict"] == "accept"
+                && g["examples"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["envelope"].as_str().unwrap().contains("x@elsewhere.test"))),
         "{opened:#}"
     );
 
@@ -317,12 +404,23 @@ fn a_day_of_traffic_replays_exactly() {
     let asks = dir.join("asks.kdl");
     std::fs::write(
         &asks,
-        mtad_text(&mtad, &config(dir, &dns_addr, &format!("    reject-dnsbl \"rbl\"\n{RULES}"))),
+        mtad_text(
+            &mtad,
+            &config(
+                dir,
+                &dns_addr,
+                &format!("    reject-dnsbl \"rbl\"\n{RULES}"),
+            ),
+        ),
     )
     .unwrap();
     let (code, unknown, err) = replay(&asks, &log, &[]);
     assert_eq!(code, 1, "{unknown:#}\n{err}");
-    assert_eq!(unknown["unknown"].as_u64(), Some(want_rcpt as u64), "{unknown:#}");
+    assert_eq!(
+        unknown["unknown"].as_u64(),
+        Some(want_rcpt as u64),
+        "{unknown:#}"
+    );
     assert_eq!(unknown["changed"], 0);
     let missing = &unknown["unknowns"][0]["examples"][0]["missing"][0];
     assert!(missing.as_str().unwrap().starts_with("dns a "), "{missing}");
@@ -344,9 +442,17 @@ fn a_day_of_traffic_replays_exactly() {
         .arg(&log)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let suite = std::fs::read_to_string(&cases).unwrap();
-    assert!(suite.contains("a \"2.0.0.127.bl.test\" \"127.0.0.2\""), "{suite}");
+    assert!(
+        suite.contains("a \"2.0.0.127.bl.test\" \"127.0.0.2\""),
+        "{suite}"
+    );
     let run = Command::new(mtactl())
         .arg("--config")
         .arg(&mtad.config)
@@ -356,7 +462,10 @@ fn a_day_of_traffic_replays_exactly() {
         .unwrap();
     let shown = String::from_utf8_lossy(&run.stdout);
     assert_eq!(run.status.code(), Some(0), "{shown}\n{suite}");
-    assert!(shown.contains(&format!("{} passed, 0 failed", all.len())), "{shown}");
+    assert!(
+        shown.contains(&format!("{} passed, 0 failed", all.len())),
+        "{shown}"
+    );
     // and the changed policy fails the cases of the changed decisions
     let run = Command::new(mtactl())
         .arg("--config")
@@ -368,7 +477,10 @@ fn a_day_of_traffic_replays_exactly() {
     let shown = String::from_utf8_lossy(&run.stdout);
     assert_eq!(run.status.code(), Some(1), "{shown}");
     // blocked@ twice and other@ at rcpt, and other@'s data stage, now not reached
-    assert!(shown.contains(&format!("{} passed, 4 failed", all.len() - 4)), "{shown}");
+    assert!(
+        shown.contains(&format!("{} passed, 4 failed", all.len() - 4)),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -394,8 +506,14 @@ fn a_reload_is_gated_on_the_replay_of_the_last_hours() {
     let mtad = Mtad::start_in(dir, spool, &text);
     let dir = mtad.dir.path().to_path_buf();
     let log = dir.join("log/decisions.jsonl");
-    assert_ne!(send(mtad.port, "127.0.0.3", "b@src.test", "blocked@test.local"), 0);
-    assert_eq!(send(mtad.port, "127.0.0.1", "a@src.test", "user@test.local"), 0);
+    assert_ne!(
+        send(mtad.port, "127.0.0.3", "b@src.test", "blocked@test.local"),
+        0
+    );
+    assert_eq!(
+        send(mtad.port, "127.0.0.1", "a@src.test", "user@test.local"),
+        0
+    );
     for _ in 0..100 {
         if records(&log).iter().any(|r| r["stage"] == "data") {
             break;
@@ -405,28 +523,45 @@ fn a_reload_is_gated_on_the_replay_of_the_last_hours() {
     // the rule changed: the reload is refused, naming the change
     let changed = mtad_text(
         &mtad,
-        &gated(config(&dir, &dns_addr, &RULES.replace("blocked@test.local", "other@test.local"))),
+        &gated(config(
+            &dir,
+            &dns_addr,
+            &RULES.replace("blocked@test.local", "other@test.local"),
+        )),
     );
     std::fs::write(&mtad.config, &changed).unwrap();
     let out = mtad.mtactl(&["reload"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("reload replay: 1 rcpt decision(s) of the last 1h would change") && err.contains("reject -> accept"),
+        err.contains("reload replay: 1 rcpt decision(s) of the last 1h would change")
+            && err.contains("reject -> accept"),
         "{err}"
     );
     // allowed: it goes live
     std::fs::write(
         &mtad.config,
-        changed.replace("replay since=\"1h\"", "replay since=\"1h\" allow=\"reject->accept\""),
+        changed.replace(
+            "replay since=\"1h\"",
+            "replay since=\"1h\" allow=\"reject->accept\"",
+        ),
     )
     .unwrap();
     let out = mtad.mtactl(&["reload"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // a replay is not traffic: no decision was written by the reloads' replays and
     // suites
     let after = records(&log);
-    assert_eq!(after.iter().filter(|r| r["stage"] == "rcpt").count(), 2, "{after:#?}");
+    assert_eq!(
+        after.iter().filter(|r| r["stage"] == "rcpt").count(),
+        2,
+        "{after:#?}"
+    );
 }
 
 /// `text` with the placeholders a running `mtad` filled in.

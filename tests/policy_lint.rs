@@ -81,7 +81,10 @@ fn every_rule_after_an_unconditional_one_is_shadowed() {
 "#;
     let (_, err) = check(rest, false);
     let at = line(rest, "helo=\"localhost\"");
-    assert!(err.contains(&format!("mtad.kdl:{at}:5: this rule can never decide")), "{err}");
+    assert!(
+        err.contains(&format!("mtad.kdl:{at}:5: this rule can never decide")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -115,7 +118,10 @@ fn contradictory_conditions_are_named() {
     );
     // listener="mx" not-listener="submission" can hold: no warning for it
     let second = line(rest, "not-authenticated");
-    assert!(err.contains(&format!("mtad.kdl:{second}:5: this rule can never match")), "{err}");
+    assert!(
+        err.contains(&format!("mtad.kdl:{second}:5: this rule can never match")),
+        "{err}"
+    );
     assert_eq!(err.matches("can never match").count(), 2, "{err}");
 }
 
@@ -135,10 +141,16 @@ stage "rcpt" {
 "#;
     let (code, err) = check(rest, false);
     assert_eq!(code, 0, "{err}");
-    for (kind, name) in [("networks", "office"), ("domains", "partners"), ("table", "unused_map")] {
+    for (kind, name) in [
+        ("networks", "office"),
+        ("domains", "partners"),
+        ("table", "unused_map"),
+    ] {
         let at = line(rest, &format!("{kind} \"{name}\""));
         assert!(
-            err.contains(&format!("mtad.kdl:{at}:1: {kind} \"{name}\" is defined but never used")),
+            err.contains(&format!(
+                "mtad.kdl:{at}:1: {kind} \"{name}\" is defined but never used"
+            )),
             "{kind} {name}: {err}"
         );
     }

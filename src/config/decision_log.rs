@@ -93,9 +93,9 @@ impl ReplayAllow {
             Some((c, r)) => (c, Some(r.trim().to_owned())),
             None => (text, None),
         };
-        let (from, to) = change.split_once("->").ok_or_else(|| {
-            format!("{text:?}: write OLD->NEW[@RULE], `unknown` or `open-relay`")
-        })?;
+        let (from, to) = change
+            .split_once("->")
+            .ok_or_else(|| format!("{text:?}: write OLD->NEW[@RULE], `unknown` or `open-relay`"))?;
         let word = |w: &str| -> Result<String, String> {
             let w = w.trim();
             if matches!(w, "*" | "accept" | "reject" | "defer" | "discard" | "hold") {
@@ -120,9 +120,9 @@ impl ReplayAllow {
             ReplayAllow::Change { from, to, rule } => {
                 (from == "*" || from == old)
                     && (to == "*" || to == new)
-                    && rule
-                        .as_ref()
-                        .is_none_or(|r| new_rule.contains(r.as_str()) || old_rule.contains(r.as_str()))
+                    && rule.as_ref().is_none_or(|r| {
+                        new_rule.contains(r.as_str()) || old_rule.contains(r.as_str())
+                    })
             }
             _ => false,
         }

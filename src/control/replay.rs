@@ -22,8 +22,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::render;
-use crate::policy::decision_log::{Record, verdict_of};
 use crate::policy::Pipeline;
+use crate::policy::decision_log::{Record, verdict_of};
 
 /// The longest line read from a log (a record is far smaller; what is longer is not
 /// one, and is counted as malformed without being held in memory).
@@ -130,7 +130,10 @@ fn envelope(r: &Record) -> String {
         e.push_str(&format!(", AUTH {u}"));
     }
     if let Some((uid, login)) = &r.local {
-        e.push_str(&format!(", local {}", login.clone().unwrap_or_else(|| format!("uid:{uid}"))));
+        e.push_str(&format!(
+            ", local {}",
+            login.clone().unwrap_or_else(|| format!("uid:{uid}"))
+        ));
     }
     if let Some(s) = &r.sender {
         e.push_str(&format!(", MAIL FROM:<{s}>"));
@@ -189,10 +192,12 @@ fn read_records(
             }
             match serde_json::from_slice::<Record>(text) {
                 Ok(record) => each(record, report),
-                Err(_) => match serde_json::from_slice::<crate::policy::decision_log::Dropped>(text) {
-                    Ok(d) => report.dropped = report.dropped.saturating_add(d.dropped),
-                    Err(_) => report.malformed += 1,
-                },
+                Err(_) => {
+                    match serde_json::from_slice::<crate::policy::decision_log::Dropped>(text) {
+                        Ok(d) => report.dropped = report.dropped.saturating_add(d.dropped),
+                        Err(_) => report.malformed += 1,
+                    }
+                }
             }
         }
     }
@@ -218,7 +223,9 @@ fn in_window(r: &Record, o: &Options) -> Option<bool> {
     if o.since.is_none() && o.until.is_none() {
         return Some(true);
     }
-    let at = DateTime::parse_from_rfc3339(&r.time).ok()?.with_timezone(&Utc);
+    let at = DateTime::parse_from_rfc3339(&r.time)
+        .ok()?
+        .with_timezone(&Utc);
     Some(o.since.is_none_or(|s| at >= s) && o.until.is_none_or(|u| at < u))
 }
 
@@ -315,8 +322,8 @@ pub fn run(pipeline: &Pipeline, o: &Options, allow: &[Allow]) -> Result<Report, 
             g
         })
         .collect();
-    report.fails = report.groups.iter().any(|g| !g.allowed)
-        || (report.unknown > 0 && !unknown_allowed);
+    report.fails =
+        report.groups.iter().any(|g| !g.allowed) || (report.unknown > 0 && !unknown_allowed);
     Ok(report)
 }
 
@@ -514,10 +521,9 @@ pub fn gate(config: &crate::config::Config, pipeline: &Pipeline) -> Result<u64, 
     }
     let mut why = Vec::new();
     for grp in report.groups.iter().filter(|g| !g.allowed) {
-        let example = grp
-            .examples
-            .first()
-            .map_or_else(String::new, |e| format!(", such as {} at {}", e.envelope, e.time));
+        let example = grp.examples.first().map_or_else(String::new, |e| {
+            format!(", such as {} at {}", e.envelope, e.time)
+        });
         why.push(format!(
             "reload replay: {} {} decision(s) of the last {} would change: {} -> {}, {} -> {}{example}",
             grp.count,

@@ -175,8 +175,9 @@ impl Table {
     pub fn lookup(&self, key: &str) -> Result<Option<Cow<'_, str>>, LookupError> {
         match &self.inner {
             // an answer from outside the policy: through the decision's tape
-            Inner::Sql(t) => Ok(super::tape::table(&self.name, key, || t.lookup(key))?
-                .map(Cow::Owned)),
+            Inner::Sql(t) => {
+                Ok(super::tape::table(&self.name, key, || t.lookup(key))?.map(Cow::Owned))
+            }
             _ => Ok(self.lookup_with_line(key).map(|(value, _)| value)),
         }
     }

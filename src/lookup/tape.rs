@@ -64,8 +64,14 @@ pub enum Answer {
 }
 
 enum Mode {
-    Record { answers: Vec<Answer>, cut: bool },
-    Replay { answers: Vec<Answer>, unknown: Vec<String> },
+    Record {
+        answers: Vec<Answer>,
+        cut: bool,
+    },
+    Replay {
+        answers: Vec<Answer>,
+        unknown: Vec<String>,
+    },
 }
 
 thread_local! {
@@ -135,7 +141,10 @@ impl Drop for Tape {
 
 /// What the tape says of a question: `Some` while replaying (the recorded answer, or
 /// `None` inside when it has none, noted as unknown), `None` otherwise.
-fn replayed<T>(what: impl FnOnce() -> String, find: impl Fn(&Answer) -> Option<T>) -> Option<Option<T>> {
+fn replayed<T>(
+    what: impl FnOnce() -> String,
+    find: impl Fn(&Answer) -> Option<T>,
+) -> Option<Option<T>> {
     TAPE.with(|t| match &mut *t.borrow_mut() {
         Some(Mode::Replay { answers, unknown }) => {
             let found = answers.iter().find_map(&find);

@@ -175,8 +175,8 @@ pub fn install(settings: &DecisionLog) -> Result<(), DecisionLogError> {
                 path: settings.path.clone(),
                 source,
             };
-            let mut writer = FileWriter::open(&settings.path, settings.max_size, settings.keep)
-                .map_err(err)?;
+            let mut writer =
+                FileWriter::open(&settings.path, settings.max_size, settings.keep).map_err(err)?;
             let (tx, rx) = std::sync::mpsc::sync_channel::<String>(QUEUE);
             let dropped = std::sync::Arc::new(AtomicU64::new(0));
             let counter = dropped.clone();
@@ -222,7 +222,9 @@ pub(super) fn write(
         return;
     };
     match &sink.to {
-        Output::Log => tracing::info!(target: "mtad::decision", decision = %line, "policy decision"),
+        Output::Log => {
+            tracing::info!(target: "mtad::decision", decision = %line, "policy decision")
+        }
         Output::File(tx) => match tx.try_send(line) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
@@ -517,11 +519,14 @@ impl Record {
             protocol: protocol.clone(),
             cipher: cipher.clone(),
         });
-        let submitter = self.local.as_ref().map(|(uid, login)| super::local::Submitter {
-            uid: *uid,
-            login: login.clone(),
-            gecos: None,
-        });
+        let submitter = self
+            .local
+            .as_ref()
+            .map(|(uid, login)| super::local::Submitter {
+                uid: *uid,
+                login: login.clone(),
+                gecos: None,
+            });
         let auth = self.mailauth.as_ref().map(auth_of);
         let (message, whole) = self.message();
         let headers = match stage {
@@ -648,16 +653,23 @@ impl Record {
                 } => {
                     for r in records {
                         match query.as_str() {
-                            "a" | "aaaa" | "txt" => dns.push(format!("{query} {} {}", q(name), q(r))),
+                            "a" | "aaaa" | "txt" => {
+                                dns.push(format!("{query} {} {}", q(name), q(r)))
+                            }
                             _ => line(format!("// dns {query} {name}: {r} (no fixture)")),
                         }
                     }
                 }
-                Answer::Policy { service, action, .. } => {
+                Answer::Policy {
+                    service, action, ..
+                } => {
                     line(format!("policy-service {} {}", q(service), q(action)));
                 }
                 Answer::Table {
-                    table, key, value, error,
+                    table,
+                    key,
+                    value,
+                    error,
                 } => line(format!(
                     "// table {table} {key:?} answered {} (asked live by the dry run)",
                     match (value, error) {

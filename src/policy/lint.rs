@@ -119,13 +119,15 @@ fn never_fire(config: &Config, out: &mut Vec<Lint>) {
 
 /// Whether `rule` restricts who gets it: trusted networks, authenticated clients.
 fn restricts_client(rule: &RuleConfig) -> bool {
-    rule.conditions.iter().any(|c| match (&c.test, c.negate) {
-        (Condition::Client(_), false)
-        | (Condition::Authenticated(true), false)
-        | (Condition::Authenticated(false), true)
-        | (Condition::AuthUser(_), false)
-        | (Condition::SenderLogin(_), false) => true,
-        _ => false,
+    rule.conditions.iter().any(|c| {
+        matches!(
+            (&c.test, c.negate),
+            (Condition::Client(_), false)
+                | (Condition::Authenticated(true), false)
+                | (Condition::Authenticated(false), true)
+                | (Condition::AuthUser(_), false)
+                | (Condition::SenderLogin(_), false)
+        )
     })
 }
 
@@ -147,9 +149,10 @@ fn domainless_accepts(config: &Config, out: &mut Vec<Lint>) {
     // a listener where every client has logged in (`auth="required"`)
     let logged_in = |rule: &RuleConfig| {
         rule.conditions.iter().any(|c| match (&c.test, c.negate) {
-            (Condition::Listener(name), false) => config.listeners.iter().any(|l| {
-                &l.name == name && matches!(l.auth, crate::config::AuthMode::Required)
-            }),
+            (Condition::Listener(name), false) => config
+                .listeners
+                .iter()
+                .any(|l| &l.name == name && matches!(l.auth, crate::config::AuthMode::Required)),
             _ => false,
         })
     };

@@ -140,11 +140,7 @@ async fn check_asked(
     let metrics = crate::metrics::get();
     while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, tasks.join_next()).await {
         if let Ok((zone, name, answer)) = joined {
-            asked.push((
-                name,
-                Query::A,
-                answer.clone().map_err(|e| e.to_string()),
-            ));
+            asked.push((name, Query::A, answer.clone().map_err(|e| e.to_string())));
             metrics.dnsbl_query(
                 &dnsbl.name,
                 match &answer {

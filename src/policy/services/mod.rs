@@ -269,9 +269,7 @@ impl Services {
         if crate::lookup::tape::replaying() {
             // a replay: the answers recorded with the decision, scored by this policy
             return dnsbl::check_with(&list, &key, |name, kind| {
-                crate::lookup::tape::dns(name, query_name(kind), || {
-                    Err("not recorded".to_owned())
-                })
+                crate::lookup::tape::dns(name, query_name(kind), || Err("not recorded".to_owned()))
             })
             .map(Some);
         }
