@@ -134,7 +134,7 @@ fn a_closed_stdout_pipe_ends_every_subcommand_quietly() {
             "server {{\n    hostname \"mx.example.test\"\n    spool \"{}\"\n}}\n\
              listen \"mx\" address=\"127.0.0.1:2525\"\n\
              table \"t\" {{\n    \"key\" \"value\"\n}}\n\
-             stage \"rcpt\" {{\n    accept client=\"127.0.0.0/8\"\n}}\n",
+             stage \"rcpt\" {{\n    reject 550 \"5.7.1\" \"No\" sender-login=\"t\"\n    accept client=\"127.0.0.0/8\"\n}}\n",
             dir.path().join("spool").display()
         ),
     )

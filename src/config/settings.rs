@@ -65,8 +65,10 @@ impl Value {
     }
 }
 
-/// `s` as a quoted KDL v2 string (always quoted, where KDL would allow a bare word).
-fn quote(s: &str) -> String {
+/// `s` as a quoted KDL v2 string (always quoted, where KDL would allow a bare word):
+/// `"` and `\` escaped, and line ends, control characters and the code points KDL
+/// does not allow written (bidirectional controls, line separators, BOM) as escapes.
+pub fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
@@ -76,7 +78,9 @@ fn quote(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control() => {
+            c if c.is_control()
+                || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2028}' | '\u{2029}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}') =>
+            {
                 let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
             }
             c => out.push(c),

@@ -208,7 +208,7 @@ fn is_utf8(charset: &str) -> bool {
 }
 
 /// `text` cut at most `max` bytes, at a character boundary.
-fn cut(text: &str, max: usize) -> &str {
+pub fn cut(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }

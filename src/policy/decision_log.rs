@@ -395,18 +395,6 @@ fn auth_of(m: &BTreeMap<String, String>) -> AuthResults {
     r
 }
 
-/// `text` cut to at most `max` bytes, on a character boundary.
-fn cut(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
 /// The verdict and reply of a decision, as records write them.
 pub fn verdict_of(d: &Decision) -> (&'static str, Option<String>) {
     let reply = match &d.verdict {
@@ -470,7 +458,7 @@ impl Record {
             let end = ctx.headers.iter().next_back().map_or(0, |h| h.raw().end);
             let block = message.get(..end).unwrap_or_default();
             let text = String::from_utf8_lossy(block);
-            r.headers = Some(cut(&text, MAX_HEADER_BLOCK).to_owned());
+            r.headers = Some(crate::message::mime::cut(&text, MAX_HEADER_BLOCK).to_owned());
             r.digest = Some(format!("sha256:{}", hex(&sha2::Sha256::digest(message))));
             if body > 0 {
                 let rest = super::body_of(message, ctx.headers);
@@ -582,7 +570,7 @@ impl Record {
         if stage == Stage::Route {
             return None;
         }
-        let q = |s: &str| kdl_string(s);
+        let q = crate::config::settings::quote;
         let mut c = String::new();
         let what = self
             .rcpt
@@ -713,31 +701,6 @@ impl Record {
         c.push_str("}\n");
         Some(c)
     }
-}
-
-/// `text` as a quoted KDL (v2) string: `"` and `\` escaped, line ends and other
-/// control characters, and the code points KDL does not allow written, as escapes.
-fn kdl_string(text: &str) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control()
-                || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2028}' | '\u{2029}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}') =>
-            {
-                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 fn hex(bytes: &[u8]) -> String {
