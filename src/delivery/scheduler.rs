@@ -337,7 +337,9 @@ async fn attempt(shared: &Arc<Shared>, id: QueueId, force: bool) -> Option<u64> 
             }
         };
     }
-    let body = {
+    let body = if let Some(body) = spool.fresh_body(id) {
+        body
+    } else {
         let spool = spool.clone();
         match tokio::task::spawn_blocking(move || spool.read_body(id)).await {
             Ok(Ok(body)) => Arc::<[u8]>::from(body),
