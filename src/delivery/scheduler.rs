@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -77,8 +77,6 @@ struct Shared {
     outbound: Arc<ArcSwap<Outbound>>,
     hostname: String,
     handle: SchedulerHandle,
-    /// Messages a delay warning went out for (in memory: a restart may send another).
-    warned: Mutex<HashSet<QueueId>>,
     /// Messages inside a content filter, to notice one coming back.
     filter_loops: Arc<FilterLoops>,
 }
@@ -117,7 +115,6 @@ impl Scheduler {
             outbound,
             hostname,
             handle: handle.clone(),
-            warned: Mutex::new(HashSet::new()),
             filter_loops,
         });
         (Scheduler { shared, events: rx }, handle.clone())
@@ -1009,11 +1006,6 @@ async fn finish(
     let all_final = statuses.iter().all(|s| !s.pending());
     if all_final {
         remove(&shared.spool, msg.id).await;
-        shared
-            .warned
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&msg.id);
         return None;
     }
     for &i in due {
@@ -1199,7 +1191,10 @@ async fn bounce(
 }
 
 /// Once a message has waited `delay-warning`, tells its sender (never the null sender)
-/// that it is still being retried.
+/// that it is still being retried: at the first attempt after that moment, and never
+/// again. `msg` is the message as it was before this attempt, so its recipients' times
+/// say when it was last attempted; the spool keeps them, so a restart does not warn a
+/// second time (Postfix records the warning in the queue file).
 async fn delay_warning(
     shared: &Arc<Shared>,
     msg: &QueuedMessage,
@@ -1212,17 +1207,9 @@ async fn delay_warning(
     let Some(after) = settings.delay_warning else {
         return;
     };
-    if msg.envelope.sender.is_empty()
-        || now.saturating_sub(msg.arrival_ms) < after.as_millis() as u64
-    {
-        return;
-    }
-    if !shared
-        .warned
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(msg.id)
-    {
+    let due_at = msg.arrival_ms.saturating_add(after.as_millis() as u64);
+    let last_attempt = msg.rcpt_status.iter().map(|s| s.at_ms).max();
+    if msg.envelope.sender.is_empty() || now < due_at || last_attempt.is_some_and(|t| t >= due_at) {
         return;
     }
     let until = msg.arrival_ms + settings.lifetime.as_millis() as u64;
