@@ -168,14 +168,19 @@ impl Facts {
             if let Some(v) = self.evaluate(&env) {
                 case(&mut s, "an authenticated client outside mynetworks sends to a foreign domain", listener, &ip.to_string(), Some("user"), foreign, &v, &[]);
             }
+            let postmaster_aliased = self.aliases.iter().any(|(n, _)| n.eq_ignore_ascii_case("postmaster"));
             for d in self.local.iter().take(8) {
                 let env = Env { client: ip, authenticated: false, rcpt_domain: d };
                 if let Some(v) = self.evaluate(&env) {
-                    let route = if v == Verdict::Accept { vec![(format!("postmaster@{d}"), "local".to_owned())] } else { vec![] };
+                    let route = match self.route_of(d, true) {
+                        Some(r) if v == Verdict::Accept && !postmaster_aliased => vec![(format!("postmaster@{d}"), r)],
+                        _ => vec![],
+                    };
                     case(&mut s, &format!("mydestination {d}: postmaster is accepted from outside"), listener, &ip.to_string(), None, &format!("postmaster@{d}"), &v, &route);
                 }
             }
-            for d in self.relay.iter().take(8) {
+            // a relay domain that is also local needs a user that exists: not pinned
+            for d in self.relay.iter().filter(|d| !self.local.contains(d)).take(8) {
                 let env = Env { client: ip, authenticated: false, rcpt_domain: d };
                 if let Some(v) = self.evaluate(&env) {
                     case(&mut s, &format!("relay_domains {d}: accepted from outside"), listener, &ip.to_string(), None, &format!("user@{d}"), &v, &[]);
@@ -188,12 +193,8 @@ impl Facts {
                 if key.starts_with('.') || key.contains('@') || key == "*" {
                     continue;
                 }
-                let expected = match value.split_once(':') {
-                    Some(("", hop)) => format!("smtp:{hop}"),
-                    Some(("smtp" | "lmtp", _)) => value.clone(),
-                    None if value == "local" => "local".to_owned(),
-                    _ => continue,
-                };
+                let _ = value;
+                let Some(expected) = self.route_of(key, self.local.contains(key)) else { continue };
                 if expected == "local" {
                     continue; // local users are looked up in passwd: not pinned here
                 }
@@ -212,7 +213,7 @@ impl Facts {
                     if self.local.contains(&tdomain) || name.contains(['"', ' ']) {
                         continue;
                     }
-                    let Some(route) = self.route_of(&tdomain) else { continue };
+                    let Some(route) = self.route_of(&tdomain, false) else { continue };
                     let env = Env { client: ip, authenticated: false, rcpt_domain: domain };
                     if self.evaluate(&env) != Some(Verdict::Accept) {
                         continue;
@@ -225,20 +226,34 @@ impl Facts {
         s
     }
 
-    /// Where mail for `domain` goes when only domain-wide routes apply; `None` when a
-    /// transport entry could catch it in a way not modelled here.
-    fn route_of(&self, domain: &str) -> Option<String> {
-        for (key, value) in &self.transports {
-            if key == domain {
-                return match value.split_once(':') {
-                    Some(("", hop)) => Some(format!("smtp:{hop}")),
-                    Some(("smtp" | "lmtp", _)) => Some(value.clone()),
-                    _ => None,
-                };
+    /// Where mail for `anyone@domain` goes, as Postfix routes it: transport_maps
+    /// first (the domain, then each parent as `.parent`, then `*`), else the local
+    /// transport for a local domain, else the relayhost or the domain's MX. `None` when
+    /// an entry could catch it in a way not modelled here (per-address entries).
+    fn route_of(&self, domain: &str, local: bool) -> Option<String> {
+        if self.transports.iter().any(|(k, _)| k.contains('@')) {
+            return None;
+        }
+        let mut keys = vec![domain.to_owned()];
+        let mut rest = domain;
+        while let Some((_, parent)) = rest.split_once('.') {
+            keys.push(format!(".{parent}"));
+            rest = parent;
+        }
+        keys.push("*".to_owned());
+        for key in keys {
+            if let Some((_, value)) = self.transports.iter().find(|(k, _)| *k == key) {
+                match value.split_once(':') {
+                    Some(("", "")) => break, // no change: the address class decides
+                    Some(("", hop)) => return Some(format!("smtp:{hop}")),
+                    Some(("smtp" | "lmtp", _)) => return Some(value.clone()),
+                    None if value == "local" => return Some("local".to_owned()),
+                    _ => return None,
+                }
             }
-            if key == "*" || key.contains('@') || key.starts_with('.') && domain.ends_with(key.as_str()) {
-                return None;
-            }
+        }
+        if local {
+            return Some("local".to_owned());
         }
         if self.has_virtual {
             return None;

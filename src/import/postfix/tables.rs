@@ -128,7 +128,7 @@ pub struct SqlTable {
 /// `query` with `%s`, or the old `table`/`select_field`/`where_field`) as an mtad SQL
 /// table. Only what means the same is taken: `%s` (quoted or not) is the key; any
 /// other `%` expansion, `result_format`, `domain` and remote hosts are refused.
-pub fn sql_table(kind: &str, text: &str) -> Result<SqlTable, String> {
+pub fn sql_table(kind: &str, text: &str, src: &Source) -> Result<SqlTable, String> {
     let mut fields = std::collections::BTreeMap::new();
     for (_, line) in logical_lines(text) {
         let Some((k, v)) = line.split_once('=') else {
@@ -208,7 +208,13 @@ pub fn sql_table(kind: &str, text: &str) -> Result<SqlTable, String> {
             let path = fields
                 .get("dbpath")
                 .ok_or_else(|| "no `dbpath`".to_owned())?;
-            format!("sqlite:{path}")
+            // the database file, found like any other file of the directory
+            let found = src
+                .locate(path)
+                .and_then(|p| std::fs::canonicalize(p).ok())
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| path.clone());
+            format!("sqlite:{found}")
         }
         _ => {
             let host = fields

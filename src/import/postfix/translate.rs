@@ -217,7 +217,7 @@ impl Translator {
             }
             TableRef::Sql { kind, cf } => {
                 let (_, text) = self.src.read(&cf)?;
-                let t = sql_table(&kind, &text).map_err(|e| format!("{cf}: {e}"))?;
+                let t = sql_table(&kind, &text, &self.src).map_err(|e| format!("{cf}: {e}"))?;
                 format!(
                     "table {} sql={} \\\n    query={}",
                     q(&name),
