@@ -1287,6 +1287,38 @@ impl Translator {
                 self.note("smtp_tls_CAfile", Status::Unsupported, "", format!("{f} is not there"));
             }
         }
+        if self.params.is_set("local_recipient_maps") {
+            let maps = self.list("local_recipient_maps")?;
+            let aliases = self.list("alias_maps")?;
+            let mut sources: Vec<String> = Vec::new();
+            let mut ok = true;
+            for m in &maps {
+                let m = m.strip_prefix("proxy:").unwrap_or(m);
+                if m == "unix:passwd.byname" {
+                    sources.push("passwd".into());
+                } else if aliases.iter().any(|a| a.strip_prefix("proxy:").unwrap_or(a) == m) {
+                    if !sources.iter().any(|s| s == "aliases") {
+                        sources.push("aliases".into());
+                    }
+                } else {
+                    let wanted = table_name_for(m, "local_recipient_maps");
+                    match self.table(m, &wanted) {
+                        Ok(name) => sources.push(name),
+                        Err(why) => {
+                            ok = false;
+                            self.note("local_recipient_maps", Status::Unsupported, "", format!("{why}: its users are unknown here (refused at RCPT: narrower)"));
+                        }
+                    }
+                }
+            }
+            if maps.is_empty() {
+                sources.push("any".into());
+            }
+            let _ = writeln!(d, "    local-recipients {}   // local_recipient_maps", sources.iter().map(|s| q(s)).collect::<Vec<_>>().join(" "));
+            if ok {
+                self.note("local_recipient_maps", Status::Translated, "delivery { local-recipients }", "");
+            }
+        }
         if self.params.is_set("virtual_mailbox_base") && self.facts.has_virtual {
             let _ = writeln!(d, "    local-base {}   // virtual_mailbox_base", q(&self.get("virtual_mailbox_base")?));
             self.claim("virtual_mailbox_base");
@@ -1416,6 +1448,20 @@ impl Translator {
         }
         if !self.params.flag("smtpd_delay_reject")? {
             self.note("smtpd_delay_reject", Status::Approximated, "", "`no`: client, HELO and sender restrictions are still decided at RCPT (the same verdicts, one command later)");
+        }
+        // Postfix refuses to start unless the lists can refuse relaying
+        for l in listeners {
+            let mut tokens = Vec::new();
+            for name in ["smtpd_relay_restrictions", "smtpd_recipient_restrictions"] {
+                tokens.extend(l.params.list(name)?);
+            }
+            let working = ["reject_unauth_destination", "defer_unauth_destination", "reject", "defer", "defer_if_permit", "check_relay_domains"];
+            if !tokens.iter().any(|t| working.contains(&t.as_str())) {
+                return Err(ImportError::Invalid(format!(
+                    "listener {} (master.cf:{}): in parameter smtpd_relay_restrictions or smtpd_recipient_restrictions, specify at least one working instance of: reject_unauth_destination, defer_unauth_destination, reject, defer, defer_if_permit or check_relay_domains (Postfix refuses to start with this configuration too)",
+                    l.name, l.line
+                )));
+            }
         }
         // group listeners by what their rules depend on
         let mut groups: Vec<(Key, Vec<&Smtpd>)> = Vec::new();
@@ -1979,6 +2025,16 @@ impl Translator {
             let (key, value) = logical.split_once(char::is_whitespace).ok_or_else(|| format!("{path}:{line}: a key without a value"))?;
             let value = value.trim();
             let (transport, nexthop) = value.split_once(':').unwrap_or((value, ""));
+            if transport.is_empty() && nexthop.is_empty() {
+                // "no change": the address class decides, which is what the rules after
+                // the table do when it has no entry; only safe where no less specific
+                // entry would then answer instead
+                if key == "*" {
+                    self.note("transport_maps", Status::Translated, "", format!("{path}:{line}: `* :` (no change) left out: the rules after the table decide, as in Postfix"));
+                    continue;
+                }
+                return Err(format!("{path}:{line}: `{key} :` (no change) has no mtad equivalent"));
+            }
             let rewritten = match transport {
                 "" | "smtp" | "relay" | "lmtp" => value.to_owned(),
                 "local" => "local".to_owned(),
