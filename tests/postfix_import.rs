@@ -1,0 +1,419 @@
+//! `mtactl import postfix`: the seeds' Postfix configurations and Debian's default
+//! main.cf import into configurations that pass `mtactl check` (the open-relay proof
+//! included) and their generated suites, behave like the hand-written examples on
+//! the examples' suites, and answer SMTP probes as a real Postfix run on the same
+//! configuration does.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::peers::Postfix;
+use common::{require_tool, Mtad};
+
+fn mtactl(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mtactl"))
+        .args(args)
+        .output()
+        .expect("run mtactl")
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/postfix-import").join(name)
+}
+
+/// Imports `dir` into a new directory; asserts the import (which checks) succeeded.
+fn import(dir: &Path) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let spool = tmp.path().join("spool");
+    let o = mtactl(&[
+        "import",
+        "postfix",
+        dir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--spool",
+        spool.to_str().unwrap(),
+        "--hostname",
+        "host.example",
+    ]);
+    assert!(o.status.success(), "import of {}:\n{}", dir.display(), text(&o));
+    (tmp, out)
+}
+
+const FIXTURES: &[&str] = &[
+    "debian",
+    "000-subdomain-server",
+    "001-mail-hub",
+    "002-virtual-hosting",
+    "003-upstream-relay",
+    "004-null-client",
+];
+
+#[test]
+fn fixtures_import_and_pass_check_and_their_own_suites() {
+    for name in FIXTURES {
+        let (_tmp, out) = import(&fixture(name));
+        let config = out.join("mtad.kdl");
+        let check = mtactl(&["check", "--config", config.to_str().unwrap()]);
+        assert!(check.status.success(), "{name}: {}", text(&check));
+        let suite = out.join("tests/imported.kdl");
+        let run = mtactl(&[
+            "test-policy",
+            "--config",
+            config.to_str().unwrap(),
+            suite.to_str().unwrap(),
+        ]);
+        let shown = text(&run);
+        assert!(run.status.success(), "{name}: {shown}");
+        let passed: usize = shown
+            .lines()
+            .find_map(|l| l.strip_suffix(" passed, 0 failed").or_else(|| l.strip_suffix(" passed")))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        assert!(passed >= 3, "{name}: too few generated cases:\n{shown}");
+        // the report exists in both forms, and names every main.cf parameter
+        let report = std::fs::read_to_string(out.join("import-report.txt")).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("import-report.json")).unwrap())
+                .unwrap();
+        let main = std::fs::read_to_string(fixture(name).join("main.cf")).unwrap();
+        for line in main.lines() {
+            let Some((param, _)) = line.split_once('=') else { continue };
+            let param = param.trim();
+            if param.starts_with('#') || param.is_empty() {
+                continue;
+            }
+            assert!(report.contains(param), "{name}: {param} is not in the report:\n{report}");
+            assert!(
+                json["entries"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["parameter"] == param),
+                "{name}: {param} not in the JSON report"
+            );
+        }
+    }
+}
+
+/// Each seed's import, run on the hand-written example's own suite, gives the same
+/// verdicts and reply codes. Known differences, each with its reason:
+const EXAMPLE_DIFFERENCES: &[(&str, &str)] = &[
+    (
+        "nobody but this host may use the re-injection port",
+        "the example refuses other clients at connect on the re-injection port; the seed's master.cf says `-o smtpd_recipient_restrictions=permit_mynetworks,reject` with its mynetworks (192.168.0.0/24 too), which Postfix, and so the import, applies at RCPT",
+    ),
+];
+
+#[test]
+fn seeds_behave_like_the_hand_written_examples() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (seed, example) in [
+        ("000-subdomain-server", "subdomain-server"),
+        ("001-mail-hub", "mail-hub"),
+        ("002-virtual-hosting", "virtual-hosting"),
+        ("003-upstream-relay", "upstream-relay"),
+        ("004-null-client", "null-client"),
+    ] {
+        let (tmp, out) = import(&fixture(seed));
+        let suites = tmp.path().join("example-suites");
+        std::fs::create_dir(&suites).unwrap();
+        let mut files = Vec::new();
+        let mut cases = 0;
+        for entry in std::fs::read_dir(root.join("examples").join(example).join("tests")).unwrap() {
+            let path = entry.unwrap().path();
+            let original = std::fs::read_to_string(&path).unwrap();
+            // behaviour, not where a rule is: the rule= of the example's files go; the
+            // reply's code and enhanced code stay (mtad rules do not prefix `<rcpt>: `
+            // to their text as Postfix's built-in relay refusal does); the example's
+            // re-injection listener has the seed's service name
+            let reply = regex::Regex::new(r#"reply="(\d{3} \d\.\d+\.\d+)[^"]*""#).unwrap();
+            let rule = regex::Regex::new(r#" rule="[^"]*""#).unwrap();
+            let mut adapted = rule.replace_all(&original, "").into_owned();
+            adapted = reply.replace_all(&adapted, r#"reply="$1""#).into_owned();
+            adapted = adapted.replace("listener \"reinject\"", "listener \"localhost:10025\"");
+            // the known differences are taken out of the run, by their title
+            for (title, _why) in EXAMPLE_DIFFERENCES {
+                adapted = adapted.replace(&format!("case \"{title}\""), &format!("case \"{title}\" skipped=#true"));
+            }
+            let adapted = drop_skipped(&adapted);
+            cases += adapted.matches("\ncase ").count() + usize::from(adapted.starts_with("case "));
+            let file = suites.join(path.file_name().unwrap());
+            std::fs::write(&file, adapted).unwrap();
+            files.push(file);
+        }
+        let config = out.join("mtad.kdl");
+        let mut args = vec!["test-policy", "--config", config.to_str().unwrap()];
+        args.extend(files.iter().map(|f| f.to_str().unwrap()));
+        let run = mtactl(&args);
+        assert!(run.status.success(), "{seed} on examples/{example}'s suite:\n{}", text(&run));
+        assert!(cases >= 5, "{seed}: {cases} cases");
+    }
+}
+
+/// A suite's text without the cases marked `skipped=#true` (whole `case { }` blocks).
+fn drop_skipped(suite: &str) -> String {
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in suite.lines() {
+        if line.starts_with("case ") && line.contains("skipped=#true") {
+            skipping = true;
+            continue;
+        }
+        if skipping {
+            if line.starts_with('}') {
+                skipping = false;
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn an_output_directory_that_is_not_empty_is_refused_without_force() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), "mine").unwrap();
+    let dir = fixture("001-mail-hub");
+    let args = |force: bool| {
+        let mut a = vec![
+            "import".to_owned(),
+            "postfix".into(),
+            dir.display().to_string(),
+            "--out".into(),
+            out.display().to_string(),
+            "--spool".into(),
+            tmp.path().join("spool").display().to_string(),
+        ];
+        if force {
+            a.push("--force".into());
+        }
+        a
+    };
+    let refused = Command::new(env!("CARGO_BIN_EXE_mtactl"))
+        .args(args(false))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(text(&refused).contains("is not empty: give --force"), "{}", text(&refused));
+    assert!(!out.join("mtad.kdl").exists(), "nothing written");
+    let forced = Command::new(env!("CARGO_BIN_EXE_mtactl"))
+        .args(args(true))
+        .output()
+        .unwrap();
+    assert!(forced.status.success(), "{}", text(&forced));
+    assert_eq!(std::fs::read_to_string(out.join("keep.txt")).unwrap(), "mine");
+    // nothing but the configuration, its suite, its report and the tables
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    // main.cf does not set alias_maps: Postfix's default, hash:/etc/aliases, is read
+    // from this host when it has one (as on the Postfix host itself)
+    names.retain(|n| n != "aliases");
+    assert_eq!(
+        names,
+        ["import-report.json", "import-report.txt", "keep.txt", "mtad.kdl", "tests", "transport"]
+    );
+    // and the Postfix side is untouched: the fixture directory has no new file
+    let mut fixture_names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    fixture_names.sort();
+    assert_eq!(fixture_names, ["main.cf", "master.cf", "transport"]);
+}
+
+#[test]
+fn an_unsupported_restriction_refuses_where_it_stood_and_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("postfix");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("main.cf"),
+        "myhostname = mx.example.test\nmynetworks = 127.0.0.1/32\n\
+         smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination,\n    reject_unknown_sender_domain, reject_frobnicated_client\n\
+         compatibility_level = 3.6\n",
+    )
+    .unwrap();
+    std::fs::copy(fixture("debian").join("master.cf"), dir.join("master.cf")).unwrap();
+    let (_t, out) = import(&dir);
+    let config = std::fs::read_to_string(out.join("mtad.kdl")).unwrap();
+    assert!(
+        config.contains("defer 450 \"4.7.1\" \"Service unavailable: reject_unknown_sender_domain is not translated\""),
+        "{config}"
+    );
+    assert!(config.contains("reject_frobnicated_client is not translated"), "{config}");
+    let report = std::fs::read_to_string(out.join("import-report.txt")).unwrap();
+    assert!(report.contains("2 unsupported") || report.contains("unsupported:"), "{report}");
+    // a client from outside sending to us is deferred there, never accepted unchecked
+    let o = mtactl(&[
+        "test-policy",
+        "--config",
+        out.join("mtad.kdl").to_str().unwrap(),
+        "--client",
+        "203.0.113.9",
+        "--from",
+        "a@elsewhere.example",
+        "--rcpt",
+        "postmaster@mx.example.test",
+    ]);
+    assert!(text(&o).contains("defer"), "{}", text(&o));
+}
+
+#[test]
+fn lists_that_cannot_refuse_relaying_are_refused_as_postfix_refuses_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("postfix");
+    std::fs::create_dir(&dir).unwrap();
+    // compatibility_level 0: no default relay restrictions, and none written
+    std::fs::write(dir.join("main.cf"), "myhostname = mx.example.test\n").unwrap();
+    std::fs::copy(fixture("debian").join("master.cf"), dir.join("master.cf")).unwrap();
+    let out = tmp.path().join("out");
+    let o = mtactl(&[
+        "import",
+        "postfix",
+        dir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("specify at least one working instance of"), "{}", text(&o));
+    assert!(!out.exists(), "nothing written");
+}
+
+// ---- the same configuration in a real Postfix and in mtad -------------------------
+
+/// The Postfix configuration both servers run (with the settings every throw-away
+/// Postfix has: its directories, 127.0.0.1, IPv4, compatibility_level 3.6).
+const DIFF_MAIN_CF: &str = "myhostname = mx.example.test
+mydomain = example.test
+mydestination = $myhostname, localhost
+relay_domains = relay.example
+mynetworks = 127.0.0.1/32
+alias_maps = texthash:{etc}/aliases
+alias_database =
+transport_maps = texthash:{etc}/transport
+header_checks = regexp:{etc}/header_checks
+smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
+smtpd_recipient_restrictions = check_sender_access texthash:{etc}/sender_access
+relayhost = [127.0.0.1]:1
+defer_transports = smtp relay
+smtpd_peername_lookup = no
+smtpd_tls_security_level = none";
+
+/// One probe: (client address, sender, recipient, header or none, what it is).
+const PROBES: &[(&str, &str, &str, Option<&str>, &str)] = &[
+    ("127.0.0.1", "a@elsewhere.example", "friend@foreign.example", None, "a trusted client relays"),
+    ("127.0.0.2", "a@elsewhere.example", "friend@foreign.example", None, "an untrusted client may not relay"),
+    ("127.0.0.2", "a@elsewhere.example", "postmaster@mx.example.test", None, "a local recipient from outside"),
+    ("127.0.0.2", "a@elsewhere.example", "root@mx.example.test", None, "an alias from outside"),
+    ("127.0.0.2", "a@elsewhere.example", "nosuchuser@mx.example.test", None, "an unknown local user"),
+    ("127.0.0.2", "a@elsewhere.example", "user@relay.example", None, "a relay domain from outside"),
+    ("127.0.0.2", "a@elsewhere.example", "user@sub.relay.example", None, "a relay domain's subdomain"),
+    ("127.0.0.2", "a@elsewhere.example", "user@gone.relay.example", None, "a transport error: entry"),
+    ("127.0.0.2", "a@elsewhere.example", "user%foreign.example@relay.example", None, "the percent hack"),
+    ("127.0.0.2", "a@elsewhere.example", "foreign.example!user@relay.example", None, "a bang path"),
+    ("127.0.0.2", "a@elsewhere.example", "\"user@foreign.example\"@relay.example", None, "a quoted @"),
+    ("127.0.0.2", "a@elsewhere.example", "user@[192.0.2.1]", None, "an address literal"),
+    ("127.0.0.2", "a@elsewhere.example", "user@", None, "no domain"),
+    ("127.0.0.2", "spammer@bad.example", "user@relay.example", None, "a sender the access table refuses"),
+    ("127.0.0.2", "ok@good.bad.example", "user@relay.example", None, "a subdomain of the refused sender domain"),
+    ("127.0.0.1", "spammer@bad.example", "friend@foreign.example", None, "a trusted client's refused sender: a permit ends only its own list"),
+    ("127.0.0.1", "a@elsewhere.example", "friend@foreign.example", Some("X-Spam-Flag: YES"), "a header check refuses"),
+    ("127.0.0.1", "a@elsewhere.example", "friend@foreign.example", Some("X-Spam-Flag: NO"), "a header check lets it pass"),
+];
+
+/// Probes whose reply classes differ on purpose, with the reason.
+const KNOWN_DIFFERENCES: &[(&str, &str)] = &[];
+
+/// The class (first digit) of the reply to the last command swaks sent: RCPT, or the
+/// end of DATA when a header is given.
+fn reply_class(port: u16, probe: &(&str, &str, &str, Option<&str>, &str)) -> String {
+    let (client, from, to, header, _) = probe;
+    let mut cmd = Command::new("swaks");
+    cmd.args(["--server", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--local-interface", client, "--helo", "client.example"])
+        .args(["--from", from, "--to", to]);
+    match header {
+        Some(h) => cmd.args(["--header", h, "--body", "probe"]),
+        None => cmd.args(["--quit-after", "RCPT"]),
+    };
+    let out = cmd.output().expect("swaks");
+    let transcript = String::from_utf8_lossy(&out.stdout).into_owned();
+    // the last server reply before QUIT
+    let replies: Vec<&str> = transcript
+        .lines()
+        .filter(|l| l.starts_with("<-") || l.starts_with("<**"))
+        .map(|l| l.trim_start_matches(['<', '-', '*', ' ']))
+        .collect();
+    let quit = transcript.lines().position(|l| l.contains("-> QUIT"));
+    let wanted = match quit {
+        Some(_) => replies.iter().rev().nth(1).copied(),
+        None => replies.last().copied(),
+    };
+    let line = wanted.unwrap_or("");
+    assert!(!line.is_empty(), "no reply in:\n{transcript}");
+    format!("{} ({line})", &line[..1])
+}
+
+#[test]
+fn imported_configuration_answers_as_postfix_does() {
+    require_tool("swaks");
+    let postfix = Postfix::start(&DIFF_MAIN_CF.replace("{etc}", "ETC_PLACEHOLDER"), true);
+    let etc = postfix.etc();
+    // the tables, and main.cf with their real directory
+    let main = std::fs::read_to_string(etc.join("main.cf")).unwrap();
+    std::fs::write(etc.join("main.cf"), main.replace("ETC_PLACEHOLDER", etc.to_str().unwrap())).unwrap();
+    std::fs::write(etc.join("aliases"), "root: admin@foreign.example\npostmaster: root\n").unwrap();
+    std::fs::write(
+        etc.join("transport"),
+        "relay.example :[127.0.0.1]:1\ngone.relay.example error:5.1.1 this domain is gone\n",
+    )
+    .unwrap();
+    std::fs::write(etc.join("header_checks"), "/^X-Spam-Flag: YES/ REJECT spam\n").unwrap();
+    std::fs::write(etc.join("sender_access"), "bad.example REJECT go away\n").unwrap();
+    let reload = Command::new("postfix").arg("-c").arg(&etc).arg("reload").output().unwrap();
+    assert!(reload.status.success(), "postfix reload: {}", text(&reload));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let theirs: Vec<String> = PROBES.iter().map(|p| reply_class(postfix.port, p)).collect();
+
+    // the same directory, imported
+    let (tmp, out) = import(&etc);
+    let config = out.join("mtad.kdl");
+    let port = common::free_port();
+    let kdl = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("address=\"127.0.0.1:{}\"", postfix.port),
+        &format!("address=\"127.0.0.1:{port}\""),
+    );
+    assert!(kdl.contains(&format!("127.0.0.1:{port}")), "{kdl}");
+    std::fs::write(&config, kdl).unwrap();
+    let spool = tmp.path().join("spool");
+    let mtad = Mtad::start_file(tmp, config, spool, port);
+    let ours: Vec<String> = PROBES.iter().map(|p| reply_class(mtad.port, p)).collect();
+    let mut wrong = Vec::new();
+    for ((probe, t), o) in PROBES.iter().zip(&theirs).zip(&ours) {
+        eprintln!("{:<45} Postfix {t:<60} mtad {o}", probe.4);
+        let known = KNOWN_DIFFERENCES.iter().any(|(what, _)| *what == probe.4);
+        if t[..1] != o[..1] && !known {
+            wrong.push(format!("{}: Postfix {t}, mtad {o}", probe.4));
+        }
+    }
+    assert!(wrong.is_empty(), "different reply classes:\n{}", wrong.join("\n"));
+}
