@@ -78,6 +78,26 @@ fn lines<T: std::fmt::Display>(v: &[T]) -> String {
         .join("\n")
 }
 
+/// The fuzz target `postfix_conf`: `data` read as a main.cf (every parameter's value
+/// expanded) and as a master.cf. Never panics, whatever the bytes.
+pub fn fuzz_conf(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(cf) = maincf::MainCf::parse(text) {
+        let params = maincf::Params::new(&cf, "host.example");
+        for name in &cf.order {
+            let _ = params.get(name);
+            let _ = params.list(name);
+        }
+    }
+    if let Ok(services) = mastercf::parse(text) {
+        for s in services {
+            let _ = mastercf::port(&s.name);
+        }
+    }
+}
+
 /// Reads the Postfix configuration in `dir` and translates it.
 pub fn import(dir: &Path, options: &Options) -> Result<Imported, ImportError> {
     let mut t = translate::Translator::new(dir, options)?;

@@ -195,13 +195,13 @@ pub fn sql_table(kind: &str, text: &str, src: &Source) -> Result<SqlTable, Strin
         }
     }
     q.push_str(rest);
+    if keys == 0 {
+        return Err("the query does not use the key (%s)".into());
+    }
     if keys != 1 && kind == "mysql" {
         return Err(format!(
             "the query uses %s {keys} times: MySQL tables in mtad take the key once"
         ));
-    }
-    if keys == 0 {
-        return Err("the query does not use the key (%s)".into());
     }
     let url = match kind {
         "sqlite" => {
