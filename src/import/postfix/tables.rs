@@ -110,7 +110,19 @@ impl Source {
                 MAX_TABLE >> 20
             ));
         }
-        let bytes = std::fs::read(&found).map_err(|e| format!("{}: {e}", found.display()))?;
+        // bounded even when the size said is not the size read (/proc, a growing file)
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(
+                std::fs::File::open(&found).map_err(|e| format!("{}: {e}", found.display()))?,
+                MAX_TABLE + 1,
+            ),
+            &mut bytes,
+        )
+        .map_err(|e| format!("{}: {e}", found.display()))?;
+        if bytes.len() as u64 > MAX_TABLE {
+            return Err(format!("{}: larger than {} MiB", found.display(), MAX_TABLE >> 20));
+        }
         let text = String::from_utf8(bytes)
             .map_err(|_| format!("{}: not UTF-8 text", found.display()))?;
         Ok((found, text))

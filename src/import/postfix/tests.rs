@@ -264,6 +264,19 @@ fn hostile_files_never_panic() {
             }
         }
         super::fuzz_conf(text.as_bytes());
+        // and the whole import of it, as main.cf and as master.cf, every 10th time
+        if seed % 10 == 0 {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("main.cf"), &text).unwrap();
+            std::fs::write(dir.path().join("master.cf"), &text).unwrap();
+            let options = super::Options {
+                hostname: Some("host.example".into()),
+                spool: "spool".into(),
+            };
+            if let Ok(imported) = super::import(dir.path(), &options) {
+                assert!(imported.config.contains("listen "));
+            }
+        }
     }
 }
 
