@@ -417,3 +417,30 @@ fn imported_configuration_answers_as_postfix_does() {
     }
     assert!(wrong.is_empty(), "different reply classes:\n{}", wrong.join("\n"));
 }
+
+/// docs/migrating-from-postfix.md shows seed 000's import and its report as the
+/// command writes them.
+#[test]
+fn the_documented_import_is_what_the_command_writes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/migrating-from-postfix.md")).unwrap();
+    let block = |fence: &str| -> String {
+        let start = doc.find(fence).unwrap_or_else(|| panic!("{fence} in the page")) + fence.len();
+        let end = doc[start..].find("```").unwrap() + start;
+        doc[start..end].to_owned()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_mtactl"))
+        .current_dir(root)
+        .args(["import", "postfix", "tests/data/postfix-import/000-subdomain-server", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(block("```kdl\n"), std::fs::read_to_string(out.join("mtad.kdl")).unwrap());
+    assert_eq!(
+        block("```text\n").trim_end(),
+        std::fs::read_to_string(out.join("import-report.txt")).unwrap().trim_end()
+    );
+}

@@ -75,6 +75,9 @@ impl TableRef {
 pub struct Source {
     pub dir: PathBuf,
     pub config_directory: String,
+    /// Files read from this host because the directory had none of that name
+    /// (`/etc/aliases`, which is not under `/etc/postfix`): the report names them.
+    pub from_host: std::cell::RefCell<Vec<String>>,
 }
 
 impl Source {
@@ -102,6 +105,9 @@ impl Source {
         let found = self
             .locate(path)
             .ok_or_else(|| format!("{path}: not found (looked in {} too)", self.dir.display()))?;
+        if !found.starts_with(&self.dir) {
+            self.from_host.borrow_mut().push(found.display().to_string());
+        }
         let meta = std::fs::metadata(&found).map_err(|e| format!("{}: {e}", found.display()))?;
         if meta.len() > MAX_TABLE {
             return Err(format!(

@@ -213,6 +213,7 @@ fn sql_cf_files_become_sql_tables() {
     let src = Source {
         dir: std::env::temp_dir(),
         config_directory: "/etc/postfix".into(),
+        from_host: Default::default(),
     };
     // seed 002's file, as written
     let t = sql_table(

@@ -106,6 +106,7 @@ impl Translator {
             src: Source {
                 dir: dir.to_path_buf(),
                 config_directory,
+                from_host: Default::default(),
             },
             report,
             files: BTreeMap::new(),
@@ -293,6 +294,16 @@ impl Translator {
                 Status::Unsupported,
                 "defer 450 4.7.1 where it stood",
                 p.message,
+            );
+        }
+        let from_host: Vec<String> = self.src.from_host.borrow().clone();
+        for path in from_host {
+            self.report.add(
+                "file",
+                path.clone(),
+                Status::Approximated,
+                "",
+                format!("{} has no file of this name: {path} was read from this host (import on the Postfix host, or copy it into the directory)", self.src.dir.display()),
             );
         }
         let suite = self.facts.suite();
@@ -2063,7 +2074,7 @@ impl Translator {
             }
             match mapping::find(&name) {
                 Some(_) => self.claim(&name),
-                None if !self.params.has_default(&name) || self.classes.contains(&name) => self.note(&name, Status::Ignored, "", "not a Postfix parameter: only used where `$name` names it"),
+                None if !self.params.has_default(&name) || self.classes.contains(&name) => self.note(&name, Status::Ignored, "", "not a Postfix parameter (a typo, or a name for `$name` to expand): Postfix does nothing with it either"),
                 None => self.note(&name, Status::Unsupported, "", "not translated: the importer has no mtad equivalent for it; check that leaving it out is acceptable"),
             }
         }
