@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::peers::Postfix;
-use common::{require_tool, Mtad};
+use common::{Mtad, require_tool};
 
 fn mtactl(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_mtactl"))
@@ -28,7 +28,9 @@ fn text(out: &std::process::Output) -> String {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/postfix-import").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/postfix-import")
+        .join(name)
 }
 
 /// Imports `dir` into a new directory; asserts the import (which checks) succeeded.
@@ -47,7 +49,12 @@ fn import(dir: &Path) -> (tempfile::TempDir, PathBuf) {
         "--hostname",
         "host.example",
     ]);
-    assert!(o.status.success(), "import of {}:\n{}", dir.display(), text(&o));
+    assert!(
+        o.status.success(),
+        "import of {}:\n{}",
+        dir.display(),
+        text(&o)
+    );
     (tmp, out)
 }
 
@@ -78,7 +85,10 @@ fn fixtures_import_and_pass_check_and_their_own_suites() {
         assert!(run.status.success(), "{name}: {shown}");
         let passed: usize = shown
             .lines()
-            .find_map(|l| l.strip_suffix(" passed, 0 failed").or_else(|| l.strip_suffix(" passed")))
+            .find_map(|l| {
+                l.strip_suffix(" passed, 0 failed")
+                    .or_else(|| l.strip_suffix(" passed"))
+            })
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or(0);
         assert!(passed >= 3, "{name}: too few generated cases:\n{shown}");
@@ -89,12 +99,17 @@ fn fixtures_import_and_pass_check_and_their_own_suites() {
                 .unwrap();
         let main = std::fs::read_to_string(fixture(name).join("main.cf")).unwrap();
         for line in main.lines() {
-            let Some((param, _)) = line.split_once('=') else { continue };
+            let Some((param, _)) = line.split_once('=') else {
+                continue;
+            };
             let param = param.trim();
             if param.starts_with('#') || param.is_empty() {
                 continue;
             }
-            assert!(report.contains(param), "{name}: {param} is not in the report:\n{report}");
+            assert!(
+                report.contains(param),
+                "{name}: {param} is not in the report:\n{report}"
+            );
             assert!(
                 json["entries"]
                     .as_array()
@@ -109,16 +124,16 @@ fn fixtures_import_and_pass_check_and_their_own_suites() {
 
 /// Each seed's import, run on the hand-written example's own suite, gives the same
 /// verdicts and reply codes. Known differences, each with its reason:
-const EXAMPLE_DIFFERENCES: &[(&str, &str)] = &[
-    (
-        "nobody but this host may use the re-injection port",
-        "the example refuses other clients at connect on the re-injection port; the seed's master.cf says `-o smtpd_recipient_restrictions=permit_mynetworks,reject` with its mynetworks (192.168.0.0/24 too), which Postfix, and so the import, applies at RCPT",
-    ),
-];
+const EXAMPLE_DIFFERENCES: &[(&str, &str)] = &[(
+    "nobody but this host may use the re-injection port",
+    "the example refuses other clients at connect on the re-injection port; the seed's master.cf says `-o smtpd_recipient_restrictions=permit_mynetworks,reject` with its mynetworks (192.168.0.0/24 too), which Postfix, and so the import, applies at RCPT",
+)];
 
 #[test]
 fn seeds_behave_like_the_hand_written_examples() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let reply = regex::Regex::new(r#"reply="(\d{3} \d\.\d+\.\d+)[^"]*""#).unwrap();
+    let rule = regex::Regex::new(r#" rule="[^"]*""#).unwrap();
     for (seed, example) in [
         ("000-subdomain-server", "subdomain-server"),
         ("001-mail-hub", "mail-hub"),
@@ -138,14 +153,15 @@ fn seeds_behave_like_the_hand_written_examples() {
             // reply's code and enhanced code stay (mtad rules do not prefix `<rcpt>: `
             // to their text as Postfix's built-in relay refusal does); the example's
             // re-injection listener has the seed's service name
-            let reply = regex::Regex::new(r#"reply="(\d{3} \d\.\d+\.\d+)[^"]*""#).unwrap();
-            let rule = regex::Regex::new(r#" rule="[^"]*""#).unwrap();
             let mut adapted = rule.replace_all(&original, "").into_owned();
             adapted = reply.replace_all(&adapted, r#"reply="$1""#).into_owned();
             adapted = adapted.replace("listener \"reinject\"", "listener \"localhost:10025\"");
             // the known differences are taken out of the run, by their title
             for (title, _why) in EXAMPLE_DIFFERENCES {
-                adapted = adapted.replace(&format!("case \"{title}\""), &format!("case \"{title}\" skipped=#true"));
+                adapted = adapted.replace(
+                    &format!("case \"{title}\""),
+                    &format!("case \"{title}\" skipped=#true"),
+                );
             }
             let adapted = drop_skipped(&adapted);
             cases += adapted.matches("\ncase ").count() + usize::from(adapted.starts_with("case "));
@@ -157,7 +173,11 @@ fn seeds_behave_like_the_hand_written_examples() {
         let mut args = vec!["test-policy", "--config", config.to_str().unwrap()];
         args.extend(files.iter().map(|f| f.to_str().unwrap()));
         let run = mtactl(&args);
-        assert!(run.status.success(), "{seed} on examples/{example}'s suite:\n{}", text(&run));
+        assert!(
+            run.status.success(),
+            "{seed} on examples/{example}'s suite:\n{}",
+            text(&run)
+        );
         assert!(cases >= 5, "{seed}: {cases} cases");
     }
 }
@@ -210,14 +230,21 @@ fn an_output_directory_that_is_not_empty_is_refused_without_force() {
         .output()
         .unwrap();
     assert!(!refused.status.success());
-    assert!(text(&refused).contains("is not empty: give --force"), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("is not empty: give --force"),
+        "{}",
+        text(&refused)
+    );
     assert!(!out.join("mtad.kdl").exists(), "nothing written");
     let forced = Command::new(env!("CARGO_BIN_EXE_mtactl"))
         .args(args(true))
         .output()
         .unwrap();
     assert!(forced.status.success(), "{}", text(&forced));
-    assert_eq!(std::fs::read_to_string(out.join("keep.txt")).unwrap(), "mine");
+    assert_eq!(
+        std::fs::read_to_string(out.join("keep.txt")).unwrap(),
+        "mine"
+    );
     // nothing but the configuration, its suite, its report and the tables
     let mut names: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
@@ -229,7 +256,14 @@ fn an_output_directory_that_is_not_empty_is_refused_without_force() {
     names.retain(|n| n != "aliases");
     assert_eq!(
         names,
-        ["import-report.json", "import-report.txt", "keep.txt", "mtad.kdl", "tests", "transport"]
+        [
+            "import-report.json",
+            "import-report.txt",
+            "keep.txt",
+            "mtad.kdl",
+            "tests",
+            "transport"
+        ]
     );
     // and the Postfix side is untouched: the fixture directory has no new file
     let mut fixture_names: Vec<String> = std::fs::read_dir(&dir)
@@ -259,9 +293,15 @@ fn an_unsupported_restriction_refuses_where_it_stood_and_is_reported() {
         config.contains("defer 450 \"4.7.1\" \"Service unavailable: reject_unknown_sender_domain is not translated\""),
         "{config}"
     );
-    assert!(config.contains("reject_frobnicated_client is not translated"), "{config}");
+    assert!(
+        config.contains("reject_frobnicated_client is not translated"),
+        "{config}"
+    );
     let report = std::fs::read_to_string(out.join("import-report.txt")).unwrap();
-    assert!(report.contains("2 unsupported") || report.contains("unsupported:"), "{report}");
+    assert!(
+        report.contains("2 unsupported") || report.contains("unsupported:"),
+        "{report}"
+    );
     // a client from outside sending to us is deferred there, never accepted unchecked
     let o = mtactl(&[
         "test-policy",
@@ -294,7 +334,11 @@ fn lists_that_cannot_refuse_relaying_are_refused_as_postfix_refuses_them() {
         out.to_str().unwrap(),
     ]);
     assert!(!o.status.success());
-    assert!(text(&o).contains("specify at least one working instance of"), "{}", text(&o));
+    assert!(
+        text(&o).contains("specify at least one working instance of"),
+        "{}",
+        text(&o)
+    );
     assert!(!out.exists(), "nothing written");
 }
 
@@ -305,39 +349,236 @@ fn lists_that_cannot_refuse_relaying_are_refused_as_postfix_refuses_them() {
 const DIFF_MAIN_CF: &str = "myhostname = mx.example.test
 mydomain = example.test
 mydestination = $myhostname, localhost
-relay_domains = relay.example
+relay_domains = relay.example, strict.example
 mynetworks = 127.0.0.1/32
 alias_maps = texthash:{etc}/aliases
 alias_database =
 transport_maps = texthash:{etc}/transport
 header_checks = regexp:{etc}/header_checks
+smtpd_restriction_classes = strict
+strict = check_sender_access texthash:{etc}/strict_senders
+smtpd_client_restrictions = check_client_access cidr:{etc}/client_access.cidr,
+    warn_if_reject reject_non_fqdn_helo_hostname
+smtpd_helo_restrictions = check_helo_access texthash:{etc}/helo_access
 smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
-smtpd_recipient_restrictions = check_sender_access texthash:{etc}/sender_access
+smtpd_recipient_restrictions = check_sender_access texthash:{etc}/sender_access,
+    check_recipient_access texthash:{etc}/recipient_access
 relayhost = [127.0.0.1]:1
 defer_transports = smtp relay
 smtpd_peername_lookup = no
 smtpd_tls_security_level = none";
 
-/// One probe: (client address, sender, recipient, header or none, what it is).
-const PROBES: &[(&str, &str, &str, Option<&str>, &str)] = &[
-    ("127.0.0.1", "a@elsewhere.example", "friend@foreign.example", None, "a trusted client relays"),
-    ("127.0.0.2", "a@elsewhere.example", "friend@foreign.example", None, "an untrusted client may not relay"),
-    ("127.0.0.2", "a@elsewhere.example", "postmaster@mx.example.test", None, "a local recipient from outside"),
-    ("127.0.0.2", "a@elsewhere.example", "root@mx.example.test", None, "an alias from outside"),
-    ("127.0.0.2", "a@elsewhere.example", "nosuchuser@mx.example.test", None, "an unknown local user"),
-    ("127.0.0.2", "a@elsewhere.example", "user@relay.example", None, "a relay domain from outside"),
-    ("127.0.0.2", "a@elsewhere.example", "user@sub.relay.example", None, "a relay domain's subdomain"),
-    ("127.0.0.2", "a@elsewhere.example", "user@gone.relay.example", None, "a transport error: entry"),
-    ("127.0.0.2", "a@elsewhere.example", "user%foreign.example@relay.example", None, "the percent hack"),
-    ("127.0.0.2", "a@elsewhere.example", "foreign.example!user@relay.example", None, "a bang path"),
-    ("127.0.0.2", "a@elsewhere.example", "\"user@foreign.example\"@relay.example", None, "a quoted @"),
-    ("127.0.0.2", "a@elsewhere.example", "user@[192.0.2.1]", None, "an address literal"),
-    ("127.0.0.2", "a@elsewhere.example", "user@", None, "no domain"),
-    ("127.0.0.2", "spammer@bad.example", "user@relay.example", None, "a sender the access table refuses"),
-    ("127.0.0.2", "ok@good.bad.example", "user@relay.example", None, "a subdomain of the refused sender domain"),
-    ("127.0.0.1", "spammer@bad.example", "friend@foreign.example", None, "a trusted client's refused sender: a permit ends only its own list"),
-    ("127.0.0.1", "a@elsewhere.example", "friend@foreign.example", Some("X-Spam-Flag: YES"), "a header check refuses"),
-    ("127.0.0.1", "a@elsewhere.example", "friend@foreign.example", Some("X-Spam-Flag: NO"), "a header check lets it pass"),
+/// The tables it names: (file, text).
+const DIFF_TABLES: &[(&str, &str)] = &[
+    ("aliases", "root: admin@foreign.example\npostmaster: root\n"),
+    (
+        "transport",
+        "relay.example :[127.0.0.1]:1\ngone.relay.example error:5.1.1 this domain is gone\n",
+    ),
+    ("header_checks", "/^X-Spam-Flag: YES/ REJECT spam\n"),
+    ("sender_access", "bad.example REJECT go away\n"),
+    (
+        "client_access.cidr",
+        "127.0.0.3/32 REJECT blocked client\n127.0.0.4/32 OK\n",
+    ),
+    ("helo_access", "bad.helo.example REJECT no such name\n"),
+    ("recipient_access", "strict.example strict\n"),
+    (
+        "strict_senders",
+        "blocked@x.example REJECT not to strict.example\n",
+    ),
+];
+
+/// One probe: what a client sends, and what it is about.
+struct Probe {
+    client: &'static str,
+    helo: &'static str,
+    from: &'static str,
+    to: &'static str,
+    header: Option<&'static str>,
+    what: &'static str,
+}
+
+const fn p(
+    client: &'static str,
+    from: &'static str,
+    to: &'static str,
+    what: &'static str,
+) -> Probe {
+    Probe {
+        client,
+        helo: "client.example",
+        from,
+        to,
+        header: None,
+        what,
+    }
+}
+
+const PROBES: &[Probe] = &[
+    p(
+        "127.0.0.1",
+        "a@elsewhere.example",
+        "friend@foreign.example",
+        "a trusted client relays",
+    ),
+    p(
+        "127.0.0.2",
+        "a@elsewhere.example",
+        "friend@foreign.example",
+        "an untrusted client may not relay",
+    ),
+    p(
+        "127.0.0.2",
+        "a@elsewhere.example",
+        "postmaster@mx.example.test",
+        "a local recipient from outside",
+    ),
+    p(
+        "127.0.0.2",
+        "a@elsewhere.example",
+        "root@mx.example.test",
+        "an alias from outside",
+    ),
+    p(
+        "127.0.0.2",
+        "a@elsewhere.example",
+        "nosuchuser@mx.example.test",
+        "an unknown local user",
+    ),
+    p(
+        "127.0.0.2",
+        "a@elsewhere.example",
+        "user@relay.example",
+        "a relay domain from outside",
+    ),
+    p(
+        "127.0.0.2",
+        "a@elsewhere.example",
+        "user@sub.relay.example",
+        "a relay domain's subdomain",
+    ),
+    p(
+        "127.0.0.2",
+        "a@elsewhere.example",
+        "user@gone.relay.example",
+        "a transport error: entry",
+    ),
+    p(
+        "127.0.0.2",
+        "a@elsewhere.example",
+        "user%foreign.example@relay.example",
+        "the percent hack",
+    ),
+    p(
+        "127.0.0.2",
+        "a@elsewhere.example",
+        "foreign.example!user@relay.example",
+        "a bang path",
+    ),
+    p(
+        "127.0.0.2",
+        "a@elsewhere.example",
+        "\"user@foreign.example\"@relay.example",
+        "a quoted @",
+    ),
+    p(
+        "127.0.0.2",
+        "a@elsewhere.example",
+        "user@[192.0.2.1]",
+        "an address literal",
+    ),
+    p("127.0.0.2", "a@elsewhere.example", "user@", "no domain"),
+    p(
+        "127.0.0.2",
+        "spammer@bad.example",
+        "user@relay.example",
+        "a sender the access table refuses",
+    ),
+    p(
+        "127.0.0.2",
+        "ok@good.bad.example",
+        "user@relay.example",
+        "a subdomain of the refused sender domain",
+    ),
+    p(
+        "127.0.0.1",
+        "spammer@bad.example",
+        "friend@foreign.example",
+        "a trusted client's refused sender: a permit ends only its own list",
+    ),
+    p(
+        "127.0.0.3",
+        "a@elsewhere.example",
+        "user@relay.example",
+        "a client the cidr table refuses",
+    ),
+    p(
+        "127.0.0.4",
+        "a@elsewhere.example",
+        "friend@foreign.example",
+        "a client the cidr table permits still may not relay",
+    ),
+    p(
+        "127.0.0.4",
+        "a@elsewhere.example",
+        "user@relay.example",
+        "a client the cidr table permits, to a relay domain",
+    ),
+    Probe {
+        helo: "bad.helo.example",
+        ..p(
+            "127.0.0.2",
+            "a@elsewhere.example",
+            "user@relay.example",
+            "a HELO name the access table refuses",
+        )
+    },
+    Probe {
+        helo: "nodots",
+        ..p(
+            "127.0.0.2",
+            "a@elsewhere.example",
+            "user@relay.example",
+            "warn_if_reject: a HELO without a dot only warns",
+        )
+    },
+    p(
+        "127.0.0.2",
+        "blocked@x.example",
+        "user@strict.example",
+        "a restriction class from the recipient table refuses",
+    ),
+    p(
+        "127.0.0.2",
+        "blocked@x.example",
+        "user@relay.example",
+        "the class applies to its own domain only",
+    ),
+    p(
+        "127.0.0.2",
+        "fine@x.example",
+        "user@strict.example",
+        "the class lets other senders through",
+    ),
+    Probe {
+        header: Some("X-Spam-Flag: YES"),
+        ..p(
+            "127.0.0.1",
+            "a@elsewhere.example",
+            "friend@foreign.example",
+            "a header check refuses",
+        )
+    },
+    Probe {
+        header: Some("X-Spam-Flag: NO"),
+        ..p(
+            "127.0.0.1",
+            "a@elsewhere.example",
+            "friend@foreign.example",
+            "a header check lets it pass",
+        )
+    },
 ];
 
 /// Probes whose reply classes differ on purpose, with the reason.
@@ -345,13 +586,12 @@ const KNOWN_DIFFERENCES: &[(&str, &str)] = &[];
 
 /// The class (first digit) of the reply to the last command swaks sent: RCPT, or the
 /// end of DATA when a header is given.
-fn reply_class(port: u16, probe: &(&str, &str, &str, Option<&str>, &str)) -> String {
-    let (client, from, to, header, _) = probe;
+fn reply_class(port: u16, probe: &Probe) -> String {
     let mut cmd = Command::new("swaks");
     cmd.args(["--server", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--local-interface", client, "--helo", "client.example"])
-        .args(["--from", from, "--to", to]);
-    match header {
+        .args(["--local-interface", probe.client, "--helo", probe.helo])
+        .args(["--from", probe.from, "--to", probe.to]);
+    match probe.header {
         Some(h) => cmd.args(["--header", h, "--body", "probe"]),
         None => cmd.args(["--quit-after", "RCPT"]),
     };
@@ -380,19 +620,26 @@ fn imported_configuration_answers_as_postfix_does() {
     let etc = postfix.etc();
     // the tables, and main.cf with their real directory
     let main = std::fs::read_to_string(etc.join("main.cf")).unwrap();
-    std::fs::write(etc.join("main.cf"), main.replace("ETC_PLACEHOLDER", etc.to_str().unwrap())).unwrap();
-    std::fs::write(etc.join("aliases"), "root: admin@foreign.example\npostmaster: root\n").unwrap();
     std::fs::write(
-        etc.join("transport"),
-        "relay.example :[127.0.0.1]:1\ngone.relay.example error:5.1.1 this domain is gone\n",
+        etc.join("main.cf"),
+        main.replace("ETC_PLACEHOLDER", etc.to_str().unwrap()),
     )
     .unwrap();
-    std::fs::write(etc.join("header_checks"), "/^X-Spam-Flag: YES/ REJECT spam\n").unwrap();
-    std::fs::write(etc.join("sender_access"), "bad.example REJECT go away\n").unwrap();
-    let reload = Command::new("postfix").arg("-c").arg(&etc).arg("reload").output().unwrap();
+    for (name, body) in DIFF_TABLES {
+        std::fs::write(etc.join(name), body).unwrap();
+    }
+    let reload = Command::new("postfix")
+        .arg("-c")
+        .arg(&etc)
+        .arg("reload")
+        .output()
+        .unwrap();
     assert!(reload.status.success(), "postfix reload: {}", text(&reload));
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    let theirs: Vec<String> = PROBES.iter().map(|p| reply_class(postfix.port, p)).collect();
+    let theirs: Vec<String> = PROBES
+        .iter()
+        .map(|p| reply_class(postfix.port, p))
+        .collect();
 
     // the same directory, imported
     let (tmp, out) = import(&etc);
@@ -409,13 +656,19 @@ fn imported_configuration_answers_as_postfix_does() {
     let ours: Vec<String> = PROBES.iter().map(|p| reply_class(mtad.port, p)).collect();
     let mut wrong = Vec::new();
     for ((probe, t), o) in PROBES.iter().zip(&theirs).zip(&ours) {
-        eprintln!("{:<45} Postfix {t:<60} mtad {o}", probe.4);
-        let known = KNOWN_DIFFERENCES.iter().any(|(what, _)| *what == probe.4);
+        eprintln!("{:<45} Postfix {t:<60} mtad {o}", probe.what);
+        let known = KNOWN_DIFFERENCES
+            .iter()
+            .any(|(what, _)| *what == probe.what);
         if t[..1] != o[..1] && !known {
-            wrong.push(format!("{}: Postfix {t}, mtad {o}", probe.4));
+            wrong.push(format!("{}: Postfix {t}, mtad {o}", probe.what));
         }
     }
-    assert!(wrong.is_empty(), "different reply classes:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "different reply classes:\n{}",
+        wrong.join("\n")
+    );
 }
 
 /// docs/migrating-from-postfix.md shows seed 000's import and its report as the
@@ -425,7 +678,10 @@ fn the_documented_import_is_what_the_command_writes() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let doc = std::fs::read_to_string(root.join("docs/migrating-from-postfix.md")).unwrap();
     let block = |fence: &str| -> String {
-        let start = doc.find(fence).unwrap_or_else(|| panic!("{fence} in the page")) + fence.len();
+        let start = doc
+            .find(fence)
+            .unwrap_or_else(|| panic!("{fence} in the page"))
+            + fence.len();
         let end = doc[start..].find("```").unwrap() + start;
         doc[start..end].to_owned()
     };
@@ -433,14 +689,24 @@ fn the_documented_import_is_what_the_command_writes() {
     let out = tmp.path().join("out");
     let o = Command::new(env!("CARGO_BIN_EXE_mtactl"))
         .current_dir(root)
-        .args(["import", "postfix", "tests/data/postfix-import/000-subdomain-server", "--out"])
+        .args([
+            "import",
+            "postfix",
+            "tests/data/postfix-import/000-subdomain-server",
+            "--out",
+        ])
         .arg(&out)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(block("```kdl\n"), std::fs::read_to_string(out.join("mtad.kdl")).unwrap());
+    assert_eq!(
+        block("```kdl\n"),
+        std::fs::read_to_string(out.join("mtad.kdl")).unwrap()
+    );
     assert_eq!(
         block("```text\n").trim_end(),
-        std::fs::read_to_string(out.join("import-report.txt")).unwrap().trim_end()
+        std::fs::read_to_string(out.join("import-report.txt"))
+            .unwrap()
+            .trim_end()
     );
 }

@@ -66,7 +66,11 @@ pub fn access_action(
             text: format!(
                 "{}: {}",
                 subject.reply_prefix(),
-                if rest.is_empty() { "Access denied" } else { rest }
+                if rest.is_empty() {
+                    "Access denied"
+                } else {
+                    rest
+                }
             ),
         }),
         "DEFER" => rule(Action::Defer {
@@ -75,11 +79,17 @@ pub fn access_action(
             text: format!(
                 "{}: {}",
                 subject.reply_prefix(),
-                if rest.is_empty() { "Access denied" } else { rest }
+                if rest.is_empty() {
+                    "Access denied"
+                } else {
+                    rest
+                }
             ),
         }),
         w if w.len() == 3 && (w.starts_with('4') || w.starts_with('5')) => {
-            let code: u16 = w.parse().map_err(|_| format!("`{result}` is not a reply"))?;
+            let code: u16 = w
+                .parse()
+                .map_err(|_| format!("`{result}` is not a reply"))?;
             let class = if w.starts_with('4') { "4" } else { "5" };
             let enh = match enhanced {
                 Some(e) if e.starts_with(class) => e.to_owned(),
@@ -107,7 +117,11 @@ pub fn access_action(
         "DUNNO" => None,
         "DISCARD" => rule(Action::Discard),
         "HOLD" => rule(Action::Hold),
-        _ => return Err(format!("the access result `{result}` has no mtad equivalent")),
+        _ => {
+            return Err(format!(
+                "the access result `{result}` has no mtad equivalent"
+            ));
+        }
     })
 }
 
@@ -147,7 +161,11 @@ pub fn regex_escape(s: &str) -> String {
 /// (1, longer names first), `user@` (3); for clients an address or a network given
 /// by its leading octets; for HELO names the name and its parents.
 /// `Err` for a key mtad cannot test (a client host name).
-pub fn map_key(key: &str, subject: Subject, subdomains: bool) -> Result<(u32, usize, Cond), String> {
+pub fn map_key(
+    key: &str,
+    subject: Subject,
+    subdomains: bool,
+) -> Result<(u32, usize, Cond), String> {
     let key = key.trim();
     match subject {
         Subject::Client => {
@@ -178,7 +196,11 @@ pub fn map_key(key: &str, subject: Subject, subdomains: bool) -> Result<(u32, us
         Subject::Helo => {
             let name = key.trim_start_matches('.');
             let re = if subdomains || key.starts_with('.') {
-                let any = if key.starts_with('.') { "(.+\\.)" } else { "(.+\\.)?" };
+                let any = if key.starts_with('.') {
+                    "(.+\\.)"
+                } else {
+                    "(.+\\.)?"
+                };
                 format!("^{any}{}$", regex_escape(name))
             } else {
                 format!("^{}$", regex_escape(name))
@@ -194,11 +216,7 @@ pub fn map_key(key: &str, subject: Subject, subdomains: bool) -> Result<(u32, us
                 return Ok((0, 0, Cond::s(exact, "")));
             }
             if let Some(user) = key.strip_suffix('@') {
-                return Ok((
-                    3,
-                    0,
-                    Cond::s(matches, format!("^{}@", regex_escape(user))),
-                ));
+                return Ok((3, 0, Cond::s(matches, format!("^{}@", regex_escape(user)))));
             }
             if key.contains('@') {
                 return Ok((0, 0, Cond::s(exact, key.to_ascii_lowercase())));

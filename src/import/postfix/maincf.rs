@@ -472,10 +472,12 @@ pub fn split_list(value: &str) -> Vec<String> {
     }
     items
         .into_iter()
-        .map(|i| match i.strip_prefix('{').and_then(|i| i.strip_suffix('}')) {
-            Some(inner) => inner.trim().to_owned(),
-            None => i,
-        })
+        .map(
+            |i| match i.strip_prefix('{').and_then(|i| i.strip_suffix('}')) {
+                Some(inner) => inner.trim().to_owned(),
+                None => i,
+            },
+        )
         .filter(|i| !i.is_empty())
         .collect()
 }

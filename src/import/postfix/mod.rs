@@ -65,7 +65,9 @@ pub enum ImportError {
     Expand(#[from] maincf::ExpandError),
     #[error("{0}")]
     Invalid(String),
-    #[error("{0} is not empty: give --force to write into it anyway (files of the same name are replaced)")]
+    #[error(
+        "{0} is not empty: give --force to write into it anyway (files of the same name are replaced)"
+    )]
     NotEmpty(String),
     #[error("{path}: cannot write: {error}")]
     Write { path: String, error: String },

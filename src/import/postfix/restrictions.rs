@@ -15,14 +15,22 @@
 //! rule where it stood, marked in the output and the report: never a rule dropped, so
 //! the result is never more permissive than Postfix.
 
-use super::kdl::{q, Cond};
+use super::kdl::{Cond, q};
 
 /// What a rule does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     Accept,
-    Reject { code: u16, enhanced: String, text: String },
-    Defer { code: u16, enhanced: String, text: String },
+    Reject {
+        code: u16,
+        enhanced: String,
+        text: String,
+    },
+    Defer {
+        code: u16,
+        enhanced: String,
+        text: String,
+    },
     Discard,
     Hold,
     CheckPolicyService(String),
@@ -187,7 +195,9 @@ pub fn join(
                                 rules.push(Rule::new(
                                     Action::Unsupported(format!("{parameter} ({comment})")),
                                     with(extra, &guards),
-                                    format!("{parameter}: {comment} (NOT TRANSLATED: see the report)"),
+                                    format!(
+                                        "{parameter}: {comment} (NOT TRANSLATED: see the report)"
+                                    ),
                                 ));
                                 continue 'lists;
                             }
@@ -221,7 +231,10 @@ pub fn join(
                         rules.push(Rule::new(
                             Action::Unsupported(format!("{parameter} ({})", rule.comment)),
                             with(extra, &guards),
-                            format!("{parameter}: {} (NOT TRANSLATED: see the report)", rule.comment),
+                            format!(
+                                "{parameter}: {} (NOT TRANSLATED: see the report)",
+                                rule.comment
+                            ),
                         ));
                         continue;
                     }
@@ -244,7 +257,10 @@ pub fn join(
                         rules.push(Rule::new(
                             Action::Unsupported(format!("{parameter} ({})", rule.comment)),
                             with(extra, &guards),
-                            format!("{parameter}: {} (NOT TRANSLATED: see the report)", rule.comment),
+                            format!(
+                                "{parameter}: {} (NOT TRANSLATED: see the report)",
+                                rule.comment
+                            ),
                         ));
                         continue;
                     }

@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use super::kdl::{q, Cond, CondValue};
+use super::kdl::{Cond, CondValue, q};
 use super::restrictions::{Action, Item, List, Rule};
 
 /// A listener of the imported configuration.
@@ -75,9 +75,11 @@ impl Facts {
         if self.destinations_table {
             return None;
         }
-        Some(self.destinations.iter().any(|d| {
-            d == domain || d.starts_with('.') && domain.ends_with(d.as_str())
-        }))
+        Some(
+            self.destinations
+                .iter()
+                .any(|d| d == domain || d.starts_with('.') && domain.ends_with(d.as_str())),
+        )
     }
 
     /// A condition's truth for `env`, `None` when it depends on more than it knows.
@@ -89,7 +91,9 @@ impl Facts {
                 Err(_) => s.parse::<IpAddr>().ok()? == env.client,
             },
             ("authenticated", CondValue::Bool(b)) => env.authenticated == *b,
-            ("rcpt-domain", CondValue::Str(s)) if s == "destinations" => self.ours(env.rcpt_domain)?,
+            ("rcpt-domain", CondValue::Str(s)) if s == "destinations" => {
+                self.ours(env.rcpt_domain)?
+            }
             _ => return None,
         };
         Some(v != c.negated)
@@ -154,36 +158,111 @@ impl Facts {
         for net in self.mynetworks.iter().take(8) {
             let Some(ip) = host_in(net) else { continue };
             trusted_host.get_or_insert(ip);
-            let env = Env { client: ip, authenticated: false, rcpt_domain: "elsewhere.example" };
+            let env = Env {
+                client: ip,
+                authenticated: false,
+                rcpt_domain: "elsewhere.example",
+            };
             if let Some(v) = self.evaluate(&env) {
-                case(&mut s, &format!("mynetworks {net}: a client in it sends to a foreign domain"), listener, &ip.to_string(), None, foreign, &v, &[]);
+                case(
+                    &mut s,
+                    &format!("mynetworks {net}: a client in it sends to a foreign domain"),
+                    listener,
+                    &ip.to_string(),
+                    None,
+                    foreign,
+                    &v,
+                    &[],
+                );
             }
         }
         if let Some(ip) = outsider {
-            let env = Env { client: ip, authenticated: false, rcpt_domain: "elsewhere.example" };
+            let env = Env {
+                client: ip,
+                authenticated: false,
+                rcpt_domain: "elsewhere.example",
+            };
             if let Some(v) = self.evaluate(&env) {
-                case(&mut s, "a client outside mynetworks sends to a foreign domain", listener, &ip.to_string(), None, foreign, &v, &[]);
+                case(
+                    &mut s,
+                    "a client outside mynetworks sends to a foreign domain",
+                    listener,
+                    &ip.to_string(),
+                    None,
+                    foreign,
+                    &v,
+                    &[],
+                );
             }
-            let env = Env { client: ip, authenticated: true, rcpt_domain: "elsewhere.example" };
+            let env = Env {
+                client: ip,
+                authenticated: true,
+                rcpt_domain: "elsewhere.example",
+            };
             if let Some(v) = self.evaluate(&env) {
-                case(&mut s, "an authenticated client outside mynetworks sends to a foreign domain", listener, &ip.to_string(), Some("user"), foreign, &v, &[]);
+                case(
+                    &mut s,
+                    "an authenticated client outside mynetworks sends to a foreign domain",
+                    listener,
+                    &ip.to_string(),
+                    Some("user"),
+                    foreign,
+                    &v,
+                    &[],
+                );
             }
-            let postmaster_aliased = self.aliases.iter().any(|(n, _)| n.eq_ignore_ascii_case("postmaster"));
+            let postmaster_aliased = self
+                .aliases
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("postmaster"));
             for d in self.local.iter().take(8) {
-                let env = Env { client: ip, authenticated: false, rcpt_domain: d };
+                let env = Env {
+                    client: ip,
+                    authenticated: false,
+                    rcpt_domain: d,
+                };
                 if let Some(v) = self.evaluate(&env) {
                     let route = match self.route_of(d, true) {
-                        Some(r) if v == Verdict::Accept && !postmaster_aliased => vec![(format!("postmaster@{d}"), r)],
+                        Some(r) if v == Verdict::Accept && !postmaster_aliased => {
+                            vec![(format!("postmaster@{d}"), r)]
+                        }
                         _ => vec![],
                     };
-                    case(&mut s, &format!("mydestination {d}: postmaster is accepted from outside"), listener, &ip.to_string(), None, &format!("postmaster@{d}"), &v, &route);
+                    case(
+                        &mut s,
+                        &format!("mydestination {d}: postmaster is accepted from outside"),
+                        listener,
+                        &ip.to_string(),
+                        None,
+                        &format!("postmaster@{d}"),
+                        &v,
+                        &route,
+                    );
                 }
             }
             // a relay domain that is also local needs a user that exists: not pinned
-            for d in self.relay.iter().filter(|d| !self.local.contains(d)).take(8) {
-                let env = Env { client: ip, authenticated: false, rcpt_domain: d };
+            for d in self
+                .relay
+                .iter()
+                .filter(|d| !self.local.contains(d))
+                .take(8)
+            {
+                let env = Env {
+                    client: ip,
+                    authenticated: false,
+                    rcpt_domain: d,
+                };
                 if let Some(v) = self.evaluate(&env) {
-                    case(&mut s, &format!("relay_domains {d}: accepted from outside"), listener, &ip.to_string(), None, &format!("user@{d}"), &v, &[]);
+                    case(
+                        &mut s,
+                        &format!("relay_domains {d}: accepted from outside"),
+                        listener,
+                        &ip.to_string(),
+                        None,
+                        &format!("user@{d}"),
+                        &v,
+                        &[],
+                    );
                 }
             }
         }
@@ -194,32 +273,69 @@ impl Facts {
                     continue;
                 }
                 let _ = value;
-                let Some(expected) = self.route_of(key, self.local.contains(key)) else { continue };
+                let Some(expected) = self.route_of(key, self.local.contains(key)) else {
+                    continue;
+                };
                 if expected == "local" {
                     continue; // local users are looked up in passwd: not pinned here
                 }
-                let env = Env { client: ip, authenticated: false, rcpt_domain: key };
+                let env = Env {
+                    client: ip,
+                    authenticated: false,
+                    rcpt_domain: key,
+                };
                 if self.evaluate(&env) != Some(Verdict::Accept) {
                     continue;
                 }
                 let rcpt = format!("user@{key}");
-                case(&mut s, &format!("transport_maps: {key} goes to {value}"), listener, &ip.to_string(), None, &rcpt, &Verdict::Accept, &[(rcpt.clone(), expected)]);
+                case(
+                    &mut s,
+                    &format!("transport_maps: {key} goes to {value}"),
+                    listener,
+                    &ip.to_string(),
+                    None,
+                    &rcpt,
+                    &Verdict::Accept,
+                    &[(rcpt.clone(), expected)],
+                );
             }
             // aliases of the local domains
-            if let Some(domain) = self.local.iter().find(|d| **d == self.hostname).or(self.local.first()) {
+            if let Some(domain) = self
+                .local
+                .iter()
+                .find(|d| **d == self.hostname)
+                .or(self.local.first())
+            {
                 for (name, target) in self.aliases.iter().take(12) {
-                    let Some((_, tdomain)) = target.rsplit_once('@') else { continue };
+                    let Some((_, tdomain)) = target.rsplit_once('@') else {
+                        continue;
+                    };
                     let tdomain = tdomain.to_ascii_lowercase();
                     if self.local.contains(&tdomain) || name.contains(['"', ' ']) {
                         continue;
                     }
-                    let Some(route) = self.route_of(&tdomain, false) else { continue };
-                    let env = Env { client: ip, authenticated: false, rcpt_domain: domain };
+                    let Some(route) = self.route_of(&tdomain, false) else {
+                        continue;
+                    };
+                    let env = Env {
+                        client: ip,
+                        authenticated: false,
+                        rcpt_domain: domain,
+                    };
                     if self.evaluate(&env) != Some(Verdict::Accept) {
                         continue;
                     }
                     let rcpt = format!("{name}@{domain}");
-                    case(&mut s, &format!("alias_maps: {name} expands to {target}"), listener, &ip.to_string(), None, &rcpt, &Verdict::Accept, &[(target.to_ascii_lowercase(), route)]);
+                    case(
+                        &mut s,
+                        &format!("alias_maps: {name} expands to {target}"),
+                        listener,
+                        &ip.to_string(),
+                        None,
+                        &rcpt,
+                        &Verdict::Accept,
+                        &[(target.to_ascii_lowercase(), route)],
+                    );
                 }
             }
         }
@@ -320,7 +436,12 @@ fn case(
     };
     match code {
         Some(c) => {
-            let _ = writeln!(s, "    expect \"rcpt\" {} reply={}", q(word), q(&c.to_string()));
+            let _ = writeln!(
+                s,
+                "    expect \"rcpt\" {} reply={}",
+                q(word),
+                q(&c.to_string())
+            );
         }
         None => {
             let _ = writeln!(s, "    expect \"rcpt\" {}", q(word));

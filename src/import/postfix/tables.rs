@@ -21,7 +21,10 @@ pub enum TableRef {
     /// `static:value`.
     Static(String),
     /// mysql:, pgsql:, sqlite: with their `.cf` file.
-    Sql { kind: String, cf: String },
+    Sql {
+        kind: String,
+        cf: String,
+    },
     /// Anything else (ldap:, nis:, unix:, tcp:, socketmap:, ...).
     Other(String),
 }
@@ -106,7 +109,9 @@ impl Source {
             .locate(path)
             .ok_or_else(|| format!("{path}: not found (looked in {} too)", self.dir.display()))?;
         if !found.starts_with(&self.dir) {
-            self.from_host.borrow_mut().push(found.display().to_string());
+            self.from_host
+                .borrow_mut()
+                .push(found.display().to_string());
         }
         let meta = std::fs::metadata(&found).map_err(|e| format!("{}: {e}", found.display()))?;
         if meta.len() > MAX_TABLE {
@@ -127,10 +132,14 @@ impl Source {
         )
         .map_err(|e| format!("{}: {e}", found.display()))?;
         if bytes.len() as u64 > MAX_TABLE {
-            return Err(format!("{}: larger than {} MiB", found.display(), MAX_TABLE >> 20));
+            return Err(format!(
+                "{}: larger than {} MiB",
+                found.display(),
+                MAX_TABLE >> 20
+            ));
         }
-        let text = String::from_utf8(bytes)
-            .map_err(|_| format!("{}: not UTF-8 text", found.display()))?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", found.display()))?;
         Ok((found, text))
     }
 }
@@ -155,10 +164,10 @@ pub fn sql_table(kind: &str, text: &str, src: &Source) -> Result<SqlTable, Strin
         fields.insert(k.trim().to_owned(), v.trim().to_owned());
     }
     for unsupported in ["result_format", "domain", "expansion_limit"] {
-        if let Some(v) = fields.get(unsupported) {
-            if !(unsupported == "result_format" && v == "%s") {
-                return Err(format!("`{unsupported} = {v}` has no mtad equivalent"));
-            }
+        if let Some(v) = fields.get(unsupported)
+            && !(unsupported == "result_format" && v == "%s")
+        {
+            return Err(format!("`{unsupported} = {v}` has no mtad equivalent"));
         }
     }
     let query = match fields.get("query") {
@@ -208,7 +217,7 @@ pub fn sql_table(kind: &str, text: &str, src: &Source) -> Result<SqlTable, Strin
                 return Err(format!(
                     "`%{}` in the query: only %s (the whole key) has an mtad equivalent",
                     other.map(|b| *b as char).unwrap_or(' ')
-                ))
+                ));
             }
         }
     }
@@ -252,7 +261,9 @@ pub fn sql_table(kind: &str, text: &str, src: &Source) -> Result<SqlTable, Strin
                 (false, false) => format!("{}:{}@", percent(&user), percent(&password)),
             };
             let (host, query) = match host.strip_prefix("unix:") {
-                Some(socket) if kind == "mysql" => ("localhost".to_owned(), format!("?socket={socket}")),
+                Some(socket) if kind == "mysql" => {
+                    ("localhost".to_owned(), format!("?socket={socket}"))
+                }
                 Some(socket) => {
                     let dir = Path::new(socket)
                         .parent()

@@ -2,10 +2,10 @@
 //! `.cf` files, and the documentation's parameter table.
 
 use super::kdl::Cond;
-use super::maincf::{split_list, MainCf, Params};
+use super::maincf::{MainCf, Params, split_list};
 use super::mastercf;
-use super::restrictions::{join, Action, Item, List, Rule};
-use super::tables::{sql_table, Source};
+use super::restrictions::{Action, Item, List, Rule, join};
+use super::tables::{Source, sql_table};
 
 fn params(text: &str) -> Params {
     Params::new(&MainCf::parse(text).expect("main.cf"), "host.example.test")
@@ -17,11 +17,15 @@ fn main_cf_lines_continuations_comments_and_repeats() {
         "# comment\nmydestination = a.example,\n    b.example\n# in between\n  c.example\n\nmyhostname=x\nmyhostname = y\n",
     )
     .unwrap();
-    assert_eq!(cf.settings["mydestination"].value, "a.example, b.example c.example");
+    assert_eq!(
+        cf.settings["mydestination"].value,
+        "a.example, b.example c.example"
+    );
     assert_eq!(cf.settings["mydestination"].line, 2);
     assert_eq!(cf.settings["myhostname"].value, "y", "the last one wins");
     assert_eq!(cf.repeated, [("myhostname".to_owned(), 8)]);
-    let errors = MainCf::parse("good = 1\nthis line has no equals sign\n= empty name\n").unwrap_err();
+    let errors =
+        MainCf::parse("good = 1\nthis line has no equals sign\n= empty name\n").unwrap_err();
     assert_eq!(errors.len(), 2);
     assert_eq!(errors[0].line, 2);
 }
@@ -51,7 +55,11 @@ fn expansion_as_postfix_does_it() {
 #[test]
 fn defaults_follow_the_compatibility_level() {
     let old = params("mydestination = a.example\n");
-    assert_eq!(old.get("relay_domains").unwrap(), "a.example", "level 0: $mydestination");
+    assert_eq!(
+        old.get("relay_domains").unwrap(),
+        "a.example",
+        "level 0: $mydestination"
+    );
     assert_eq!(old.get("smtpd_relay_restrictions").unwrap(), "");
     assert_eq!(old.get("mynetworks_style").unwrap(), "subnet");
     let new = params("compatibility_level = 3.6\nmydestination = a.example\n");
@@ -61,9 +69,17 @@ fn defaults_follow_the_compatibility_level() {
         "permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination"
     );
     assert_eq!(new.get("mynetworks_style").unwrap(), "host");
-    assert_eq!(new.get("smtpd_relay_before_recipient_restrictions").unwrap(), "yes");
+    assert_eq!(
+        new.get("smtpd_relay_before_recipient_restrictions")
+            .unwrap(),
+        "yes"
+    );
     let two = params("compatibility_level = 2\n");
-    assert_eq!(two.get("smtpd_relay_before_recipient_restrictions").unwrap(), "no");
+    assert_eq!(
+        two.get("smtpd_relay_before_recipient_restrictions")
+            .unwrap(),
+        "no"
+    );
     assert_eq!(two.get("append_dot_mydomain").unwrap(), "no");
     // levels compare as numbers part by part: 3.10 is after 3.6
     assert_eq!(
@@ -90,7 +106,9 @@ fn expansion_loops_and_garbage_are_errors_not_panics() {
 #[test]
 fn lists_split_at_commas_and_spaces_keeping_braces() {
     assert_eq!(
-        split_list("permit_mynetworks,reject_unauth_destination  check_policy_service { inet:127.0.0.1:10023, timeout=10s }"),
+        split_list(
+            "permit_mynetworks,reject_unauth_destination  check_policy_service { inet:127.0.0.1:10023, timeout=10s }"
+        ),
         [
             "permit_mynetworks",
             "reject_unauth_destination",
@@ -162,7 +180,10 @@ fn a_permit_in_an_earlier_list_guards_the_rest_of_that_list_only() {
         },
         List {
             parameter: "smtpd_recipient_restrictions".into(),
-            items: vec![reject(vec![Cond::s("sender", "bad@x.example")]), permit(Cond::b("authenticated", true))],
+            items: vec![
+                reject(vec![Cond::s("sender", "bad@x.example")]),
+                permit(Cond::b("authenticated", true)),
+            ],
         },
     ];
     let mut problems = Vec::new();
@@ -196,16 +217,25 @@ fn what_cannot_be_joined_defers_where_it_stood() {
         },
         List {
             parameter: "smtpd_relay_restrictions".into(),
-            items: vec![reject(vec![Cond::s("rcpt-domain", "destinations").negate()])],
+            items: vec![reject(vec![
+                Cond::s("rcpt-domain", "destinations").negate(),
+            ])],
         },
     ];
     let mut problems = Vec::new();
     let rules = join(&lists, &[], true, &mut problems);
     assert_eq!(problems.len(), 1);
-    assert!(matches!(rules[0].action, Action::Unsupported(_)), "{rules:?}");
+    assert!(
+        matches!(rules[0].action, Action::Unsupported(_)),
+        "{rules:?}"
+    );
     assert_eq!(rules[0].conds, [Cond::s("client", "a").negate()]);
     // and nothing of that list after it is dropped silently: the defer comes first
-    assert!(rules.iter().all(|r| r.action != Action::Accept || r.conds.is_empty()));
+    assert!(
+        rules
+            .iter()
+            .all(|r| r.action != Action::Accept || r.conds.is_empty())
+    );
 }
 
 #[test]
@@ -222,8 +252,14 @@ fn sql_cf_files_become_sql_tables() {
         &src,
     )
     .unwrap();
-    assert_eq!(t.url, "mysql://postfix-mysql-user:postfix-mysql-pass@localhost/postfix-user-db");
-    assert_eq!(t.query, "SELECT domain FROM domain WHERE domain = ? and backupmx = '0' and active = '1'");
+    assert_eq!(
+        t.url,
+        "mysql://postfix-mysql-user:postfix-mysql-pass@localhost/postfix-user-db"
+    );
+    assert_eq!(
+        t.query,
+        "SELECT domain FROM domain WHERE domain = ? and backupmx = '0' and active = '1'"
+    );
     let t = sql_table(
         "pgsql",
         "hosts = unix:/run/postgresql/.s.PGSQL.5432\nuser = pf\ndbname = mail\nquery = SELECT goto FROM alias WHERE address='%s' OR address='%s'\n",
@@ -231,13 +267,31 @@ fn sql_cf_files_become_sql_tables() {
     )
     .unwrap();
     assert_eq!(t.url, "postgres://pf@localhost/mail?host=/run/postgresql");
-    assert_eq!(t.query, "SELECT goto FROM alias WHERE address=$1 OR address=$1");
+    assert_eq!(
+        t.query,
+        "SELECT goto FROM alias WHERE address=$1 OR address=$1"
+    );
     for (cf, why) in [
-        ("hosts = db.example\ndbname = x\nquery = SELECT a FROM b WHERE c='%s'\n", "only talks to databases on this host"),
-        ("dbname = x\nquery = SELECT a FROM b WHERE c='%u'\n", "only %s"),
-        ("dbname = x\nquery = SELECT a FROM b\n", "does not use the key"),
-        ("dbname = x\nquery = SELECT a FROM b WHERE c='%s'\nresult_format = %d@x\n", "result_format"),
-        ("dbname = x\nquery = SELECT a FROM b WHERE c='%s' OR d='%s'\n", "once"),
+        (
+            "hosts = db.example\ndbname = x\nquery = SELECT a FROM b WHERE c='%s'\n",
+            "only talks to databases on this host",
+        ),
+        (
+            "dbname = x\nquery = SELECT a FROM b WHERE c='%u'\n",
+            "only %s",
+        ),
+        (
+            "dbname = x\nquery = SELECT a FROM b\n",
+            "does not use the key",
+        ),
+        (
+            "dbname = x\nquery = SELECT a FROM b WHERE c='%s'\nresult_format = %d@x\n",
+            "result_format",
+        ),
+        (
+            "dbname = x\nquery = SELECT a FROM b WHERE c='%s' OR d='%s'\n",
+            "once",
+        ),
     ] {
         let e = sql_table("mysql", cf, &src).unwrap_err();
         assert!(e.contains(why), "{cf}: {e}");
@@ -248,9 +302,36 @@ fn sql_cf_files_become_sql_tables() {
 #[test]
 fn hostile_files_never_panic() {
     let pieces = [
-        "", "=", "$", "${", "$(", "}", ")", "{", "${a?{", "${{", "${{a}<level{b}?{c}:{d}}", "\u{0}",
-        "é", "\t", "\n", " ", "-o", "#", "a=$a", "b=${b:$b}", "inet", "smtpd", "unix", ",", ":",
-        "${x?{y}:{z}}", "$$", "-o{", "{ a = b }", "0.0.0.0:25",
+        "",
+        "=",
+        "$",
+        "${",
+        "$(",
+        "}",
+        ")",
+        "{",
+        "${a?{",
+        "${{",
+        "${{a}<level{b}?{c}:{d}}",
+        "\u{0}",
+        "é",
+        "\t",
+        "\n",
+        " ",
+        "-o",
+        "#",
+        "a=$a",
+        "b=${b:$b}",
+        "inet",
+        "smtpd",
+        "unix",
+        ",",
+        ":",
+        "${x?{y}:{z}}",
+        "$$",
+        "-o{",
+        "{ a = b }",
+        "0.0.0.0:25",
     ];
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     for _ in 0..3000 {
@@ -260,13 +341,13 @@ fn hostile_files_never_panic() {
             seed ^= seed >> 7;
             seed ^= seed << 17;
             text.push_str(pieces[(seed % pieces.len() as u64) as usize]);
-            if seed % 5 == 0 {
+            if seed.is_multiple_of(5) {
                 text.push('\n');
             }
         }
         super::fuzz_conf(text.as_bytes());
         // and the whole import of it, as main.cf and as master.cf, every 10th time
-        if seed % 10 == 0 {
+        if seed.is_multiple_of(10) {
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(dir.path().join("main.cf"), &text).unwrap();
             std::fs::write(dir.path().join("master.cf"), &text).unwrap();
@@ -283,7 +364,8 @@ fn hostile_files_never_panic() {
 
 #[test]
 fn the_documentation_table_is_the_mapping() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/migrating-from-postfix.md");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/migrating-from-postfix.md");
     let doc = std::fs::read_to_string(&path).unwrap();
     let (start, end) = ("<!-- mapping: begin -->\n", "<!-- mapping: end -->");
     let (before, rest) = doc.split_once(start).expect("the begin marker");

@@ -4,15 +4,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::access::{access_action, map_key, Subject};
-use super::kdl::{q, Cond};
-use super::maincf::{split_list, MainCf, Params};
+use super::access::{Subject, access_action, map_key};
+use super::kdl::{Cond, q};
+use super::maincf::{MainCf, Params, split_list};
 use super::mapping;
 use super::mastercf::{self, Service};
 use super::report::{Report, Status};
-use super::restrictions::{join, Action, Item, JoinProblem, List, Rule};
+use super::restrictions::{Action, Item, JoinProblem, List, Rule, join};
 use super::suite::{Facts, Listener};
-use super::tables::{sql_table, Source, TableRef};
+use super::tables::{Source, TableRef, sql_table};
 use super::{ImportError, Imported, Options};
 
 /// Restriction classes may name classes: this deep at most.
@@ -163,13 +163,20 @@ impl Translator {
             .unwrap_or_else(|| "table".into());
         let base: String = base
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
-        let base = if base.is_empty() || base.starts_with('.') || base == "mtad.kdl" || base == "tests" {
-            format!("table{base}")
-        } else {
-            base
-        };
+        let base =
+            if base.is_empty() || base.starts_with('.') || base == "mtad.kdl" || base == "tests" {
+                format!("table{base}")
+            } else {
+                base
+            };
         let mut name = base.clone();
         let mut n = 2;
         while self.files.contains_key(&name) {
@@ -203,8 +210,7 @@ impl Translator {
             }
             TableRef::Regexp(path) => {
                 let (_, text) = self.src.read(&path)?;
-                crate::lookup::parse_regexp(&text)
-                    .map_err(|e| table_errors(&path, &e))?;
+                crate::lookup::parse_regexp(&text).map_err(|e| table_errors(&path, &e))?;
                 let file = self.add_file(&path, text);
                 format!("table {} type=\"regexp\" file={}", q(&name), q(&file))
             }
@@ -226,13 +232,19 @@ impl Translator {
                     q(&t.query)
                 )
             }
-            TableRef::Static(_) => return Err(format!("`{spec}`: a static table is not a table mtad reads")),
+            TableRef::Static(_) => {
+                return Err(format!(
+                    "`{spec}`: a static table is not a table mtad reads"
+                ));
+            }
             TableRef::Other(_) => {
-                return Err(format!("`{spec}`: mtad does not read this kind of table"))
+                return Err(format!("`{spec}`: mtad does not read this kind of table"));
             }
         };
-        self.tables
-            .insert(spec.to_owned(), (name.clone(), format!("// {spec}\n{node}")));
+        self.tables.insert(
+            spec.to_owned(),
+            (name.clone(), format!("// {spec}\n{node}")),
+        );
         Ok(name)
     }
 
@@ -334,7 +346,11 @@ fn unique<'a>(name: &str, taken: impl Iterator<Item = &'a str> + Clone) -> Strin
 }
 
 fn table_errors(path: &str, errors: &[crate::lookup::TableError]) -> String {
-    let shown: Vec<String> = errors.iter().take(3).map(|e| format!("{path}:{e}")).collect();
+    let shown: Vec<String> = errors
+        .iter()
+        .take(3)
+        .map(|e| format!("{path}:{e}"))
+        .collect();
     shown.join("; ")
 }
 
@@ -486,13 +502,21 @@ impl Translator {
                 self.report.add(
                     format!("master.cf:{}", s.line),
                     format!("{} -o {k}={v}", s.name),
-                    if mapping::find(k).is_some() || k.starts_with("smtpd_") && k.ends_with("_restrictions") || k == "mynetworks" || k == "content_filter" {
+                    if mapping::find(k).is_some()
+                        || k.starts_with("smtpd_") && k.ends_with("_restrictions")
+                        || k == "mynetworks"
+                        || k == "content_filter"
+                    {
                         Status::Translated
                     } else {
                         Status::Unsupported
                     },
                     format!("listen {}", q(&s.name)),
-                    if mapping::find(k).is_some() || k.ends_with("_restrictions") || k == "mynetworks" || k == "content_filter" {
+                    if mapping::find(k).is_some()
+                        || k.ends_with("_restrictions")
+                        || k == "mynetworks"
+                        || k == "content_filter"
+                    {
                         String::new()
                     } else {
                         format!("`{k}` on a listener is not translated")
@@ -516,11 +540,25 @@ impl Translator {
             match self.src.read(&origin) {
                 Ok((_, text)) => {
                     let first = text.lines().next().unwrap_or("").trim().to_owned();
-                    self.note("myorigin", Status::Translated, "server { origin }", format!("the first line of {origin}, as Debian's Postfix reads it"));
-                    origin = if first.is_empty() { hostname.clone() } else { first };
+                    self.note(
+                        "myorigin",
+                        Status::Translated,
+                        "server { origin }",
+                        format!("the first line of {origin}, as Debian's Postfix reads it"),
+                    );
+                    origin = if first.is_empty() {
+                        hostname.clone()
+                    } else {
+                        first
+                    };
                 }
                 Err(e) => {
-                    self.note("myorigin", Status::Approximated, "server { origin }", format!("{e}: the hostname is the origin"));
+                    self.note(
+                        "myorigin",
+                        Status::Approximated,
+                        "server { origin }",
+                        format!("{e}: the hostname is the origin"),
+                    );
                     origin = hostname.clone();
                 }
             }
@@ -539,7 +577,8 @@ impl Translator {
         let banner = self.get("smtpd_banner")?;
         if let Some(rest) = banner.strip_prefix(&hostname) {
             let rest = rest.trim();
-            if self.cf.settings.contains_key("smtpd_banner") && !rest.is_empty() && rest != "ESMTP" {
+            if self.cf.settings.contains_key("smtpd_banner") && !rest.is_empty() && rest != "ESMTP"
+            {
                 let _ = writeln!(s, "    banner {:<32} // smtpd_banner", q(rest));
             }
             self.claim("smtpd_banner");
@@ -565,7 +604,11 @@ impl Translator {
         }
         // the certificate every listener shares
         if let Some((cert, key)) = self.certificate(&self.params.clone())? {
-            let _ = writeln!(s, "    tls-certificate {}   // smtpd_tls_cert_file", q(&cert));
+            let _ = writeln!(
+                s,
+                "    tls-certificate {}   // smtpd_tls_cert_file",
+                q(&cert)
+            );
             let _ = writeln!(s, "    tls-key {}   // smtpd_tls_key_file", q(&key));
             self.claim("smtpd_tls_cert_file");
             self.claim("smtpd_tls_key_file");
@@ -596,16 +639,14 @@ impl Translator {
                 "smtpd_tls_cert_file",
                 Status::Unsupported,
                 "",
-                format!("{cert} or {key} is not there: no TLS (a listener that requires it is left out)"),
+                format!(
+                    "{cert} or {key} is not there: no TLS (a listener that requires it is left out)"
+                ),
             );
             return Ok(None);
         };
-        let abs = |p: std::path::PathBuf| {
-            std::fs::canonicalize(&p)
-                .unwrap_or(p)
-                .display()
-                .to_string()
-        };
+        let abs =
+            |p: std::path::PathBuf| std::fs::canonicalize(&p).unwrap_or(p).display().to_string();
         Ok(Some((abs(c), abs(k))))
     }
 
@@ -615,7 +656,11 @@ impl Translator {
             .split_once(':')
             .ok_or_else(|| format!("`{spec}` is not transport:nexthop"))?;
         let kind = self.transport_kind(transport)?;
-        let name = if transport.is_empty() { "filter" } else { transport };
+        let name = if transport.is_empty() {
+            "filter"
+        } else {
+            transport
+        };
         let node = format!(
             "content-filter {} {}   // content_filter = {spec}",
             q(name),
@@ -666,7 +711,11 @@ impl Translator {
                 level
             };
             let wrapper = p.flag("smtpd_tls_wrappermode").unwrap_or(false);
-            let own_cert = l.overrides.iter().any(|(k, _)| k.starts_with("smtpd_tls_cert") || k.starts_with("smtpd_tls_key") || k == "smtpd_tls_chain_files");
+            let own_cert = l.overrides.iter().any(|(k, _)| {
+                k.starts_with("smtpd_tls_cert")
+                    || k.starts_with("smtpd_tls_key")
+                    || k == "smtpd_tls_chain_files"
+            });
             let cert = self.certificate(p).ok().flatten();
             let has_cert = cert.is_some();
             if (wrapper || level == "encrypt") && !has_cert {
@@ -679,10 +728,8 @@ impl Translator {
                 );
                 continue;
             }
-            if own_cert {
-                if let Some((c, k)) = &cert {
-                    let _ = write!(props, " certificate={} key={}", q(c), q(k));
-                }
+            if own_cert && let Some((c, k)) = &cert {
+                let _ = write!(props, " certificate={} key={}", q(c), q(k));
             }
             if wrapper {
                 props.push_str(" implicit-tls=#true");
@@ -702,9 +749,18 @@ impl Translator {
                 props.push_str(" filtered=#true");
                 notes.push("-o content_filter=".into());
             } else if filter != main_filter {
-                if let Ok(name) = self.content_filter(&filter) {
-                    let _ = write!(props, " content-filter={}", q(&name));
-                    notes.push("-o content_filter".into());
+                match self.content_filter(&filter) {
+                    Ok(name) => {
+                        let _ = write!(props, " content-filter={}", q(&name));
+                        notes.push("-o content_filter".into());
+                    }
+                    Err(why) => self.report.add(
+                        format!("master.cf:{}", l.line),
+                        format!("{} -o content_filter={filter}", l.service),
+                        Status::Unsupported,
+                        "",
+                        format!("{why}: this listener's mail is not filtered"),
+                    ),
                 }
             }
             let milters = p.list("smtpd_milters").unwrap_or_default();
@@ -772,7 +828,11 @@ impl Translator {
         let base = Path::new(address.rsplit(':').next().unwrap_or("milter"))
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
-            .filter(|s| s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') && !s.chars().all(|c| c.is_ascii_digit()))
+            .filter(|s| {
+                s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                    && !s.chars().all(|c| c.is_ascii_digit())
+            })
             .unwrap_or_else(|| format!("milter-{}", address.rsplit(':').next().unwrap_or("0")));
         let key = format!("milter {address}");
         if let Some(existing) = self.milters.get(&key) {
@@ -823,7 +883,10 @@ impl Translator {
         let _ = writeln!(
             s,
             "\n// mynetworks: clients that may relay (permit_mynetworks)\nnetworks \"mynetworks\"{}",
-            entries.iter().map(|e| format!(" {}", q(e))).collect::<String>()
+            entries
+                .iter()
+                .map(|e| format!(" {}", q(e)))
+                .collect::<String>()
         );
         // mydestination
         let mut local = Vec::new();
@@ -842,8 +905,14 @@ impl Translator {
         let _ = writeln!(
             s,
             "// mydestination: delivered on this host (aliases apply to them)\ndomains \"local\"{}{}",
-            local.iter().map(|e| format!(" {}", q(e))).collect::<String>(),
-            local_table.as_ref().map(|t| format!(" table={}", q(t))).unwrap_or_default()
+            local
+                .iter()
+                .map(|e| format!(" {}", q(e)))
+                .collect::<String>(),
+            local_table
+                .as_ref()
+                .map(|t| format!(" table={}", q(t)))
+                .unwrap_or_default()
         );
         // relay_domains
         let subdomains = self
@@ -875,17 +944,34 @@ impl Translator {
                 "relay_domains",
                 Status::Translated,
                 "domains \"relay\"",
-                format!("not set: at compatibility_level {} its default is $mydestination", self.report.compatibility_level),
+                format!(
+                    "not set: at compatibility_level {} its default is $mydestination",
+                    self.report.compatibility_level
+                ),
             );
         }
         let relay_table = self.domain_table("relay_domains", &relay_tables);
-        self.facts.relay = relay.iter().filter(|d| !d.starts_with('.')).cloned().collect();
+        self.facts.relay = relay
+            .iter()
+            .filter(|d| !d.starts_with('.'))
+            .cloned()
+            .collect();
         let _ = writeln!(
             s,
             "// relay_domains: accepted from anyone and sent on{}\ndomains \"relay\"{}{}",
-            if subdomains { " (parent_domain_matches_subdomains: with their subdomains)" } else { "" },
-            relay.iter().map(|e| format!(" {}", q(e))).collect::<String>(),
-            relay_table.as_ref().map(|t| format!(" table={}", q(t))).unwrap_or_default()
+            if subdomains {
+                " (parent_domain_matches_subdomains: with their subdomains)"
+            } else {
+                ""
+            },
+            relay
+                .iter()
+                .map(|e| format!(" {}", q(e)))
+                .collect::<String>(),
+            relay_table
+                .as_ref()
+                .map(|t| format!(" table={}", q(t)))
+                .unwrap_or_default()
         );
         // virtual domains
         let mut virtual_entries = Vec::new();
@@ -904,8 +990,14 @@ impl Translator {
             let _ = writeln!(
                 s,
                 "// virtual_mailbox_domains: mailboxes hosted here\ndomains \"virtual\"{}{}",
-                virtual_entries.iter().map(|e| format!(" {}", q(e))).collect::<String>(),
-                virtual_table.as_ref().map(|t| format!(" table={}", q(t))).unwrap_or_default()
+                virtual_entries
+                    .iter()
+                    .map(|e| format!(" {}", q(e)))
+                    .collect::<String>(),
+                virtual_table
+                    .as_ref()
+                    .map(|t| format!(" table={}", q(t)))
+                    .unwrap_or_default()
             );
         }
         let mut alias_entries = Vec::new();
@@ -955,8 +1047,14 @@ impl Translator {
         let _ = writeln!(
             s,
             "// mydestination + relay_domains + virtual domains: what reject_unauth_destination lets through\ndomains \"destinations\"{}{}",
-            destinations.iter().map(|e| format!(" {}", q(e))).collect::<String>(),
-            table.as_ref().map(|t| format!(" table={}", q(t))).unwrap_or_default()
+            destinations
+                .iter()
+                .map(|e| format!(" {}", q(e)))
+                .collect::<String>(),
+            table
+                .as_ref()
+                .map(|t| format!(" table={}", q(t)))
+                .unwrap_or_default()
         );
         self.facts.has_virtual = has_virtual;
         self.out.push_str(&s);
@@ -964,10 +1062,21 @@ impl Translator {
     }
 
     /// A `networks` set's entries from Postfix's mynetworks syntax.
-    fn networks_entries(&mut self, parameter: &str, nets: &[String]) -> Result<Vec<String>, ImportError> {
+    fn networks_entries(
+        &mut self,
+        parameter: &str,
+        nets: &[String],
+    ) -> Result<Vec<String>, ImportError> {
         let mut entries = Vec::new();
         for n in nets {
-            if n.contains(':') && !n.starts_with('[') && n.split(':').next().is_some_and(|t| t.chars().all(|c| c.is_ascii_lowercase())) && n.parse::<ipnet::IpNet>().is_err() && n.parse::<std::net::IpAddr>().is_err() {
+            if n.contains(':')
+                && !n.starts_with('[')
+                && n.split(':')
+                    .next()
+                    .is_some_and(|t| t.chars().all(|c| c.is_ascii_lowercase()))
+                && n.parse::<ipnet::IpNet>().is_err()
+                && n.parse::<std::net::IpAddr>().is_err()
+            {
                 // a table (cidr:/path, hash:/path)
                 match TableRef::parse(n) {
                     TableRef::Cidr(path) => match self.src.read(&path) {
@@ -1023,7 +1132,12 @@ impl Translator {
             let wanted = table_name_for(spec, parameter);
             match self.table(spec, &wanted) {
                 Ok(name) => chosen = Some(name),
-                Err(why) => self.note(parameter, Status::Unsupported, "", format!("{why}: its domains are not ours here (narrower)")),
+                Err(why) => self.note(
+                    parameter,
+                    Status::Unsupported,
+                    "",
+                    format!("{why}: its domains are not ours here (narrower)"),
+                ),
             }
         }
         chosen
@@ -1035,7 +1149,12 @@ fn table_name_for(spec: &str, parameter: &str) -> String {
     TableRef::parse(spec)
         .path()
         .and_then(|p| Path::new(p).file_stem())
-        .map(|s| s.to_string_lossy().replace(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'), "_"))
+        .map(|s| {
+            s.to_string_lossy().replace(
+                |c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+                "_",
+            )
+        })
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| parameter.to_owned())
 }
@@ -1066,28 +1185,54 @@ impl Translator {
                         done = true;
                         self.claim("alias_maps");
                     }
-                    Err(e) => self.note("alias_maps", Status::Unsupported, "", format!("{e}: no aliases (their recipients are refused unless they are users)")),
+                    Err(e) => self.note(
+                        "alias_maps",
+                        Status::Unsupported,
+                        "",
+                        format!(
+                            "{e}: no aliases (their recipients are refused unless they are users)"
+                        ),
+                    ),
                 },
                 TableRef::Other(o) if o.starts_with("nis:") => {
                     if self.cf.settings.contains_key("alias_maps") {
-                        self.note("alias_maps", Status::Ignored, "", format!("`{o}`: NIS is not read"));
+                        self.note(
+                            "alias_maps",
+                            Status::Ignored,
+                            "",
+                            format!("`{o}`: NIS is not read"),
+                        );
                     }
                 }
-                _ => self.note("alias_maps", Status::Unsupported, "", format!("`{spec}`: only one aliases file is read")),
+                _ => self.note(
+                    "alias_maps",
+                    Status::Unsupported,
+                    "",
+                    format!("`{spec}`: only one aliases file is read"),
+                ),
             }
         }
         self.claim("alias_database");
         let maps = self.list("virtual_alias_maps")?;
         for (i, spec) in maps.iter().enumerate() {
             if i > 0 {
-                self.note("virtual_alias_maps", Status::Unsupported, "", format!("`{spec}`: only the first virtual alias table is read"));
+                self.note(
+                    "virtual_alias_maps",
+                    Status::Unsupported,
+                    "",
+                    format!("`{spec}`: only the first virtual alias table is read"),
+                );
                 continue;
             }
             match TableRef::parse(spec) {
                 TableRef::Map(path) => match self.src.read(&path) {
                     Ok((_, text)) => {
                         let name = self.add_file(&path, text);
-                        let _ = writeln!(s, "virtual file={}   // virtual_alias_maps = {spec}", q(&name));
+                        let _ = writeln!(
+                            s,
+                            "virtual file={}   // virtual_alias_maps = {spec}",
+                            q(&name)
+                        );
                         self.claim("virtual_alias_maps");
                     }
                     Err(e) => self.note("virtual_alias_maps", Status::Unsupported, "", e),
@@ -1096,7 +1241,8 @@ impl Translator {
                     let wanted = table_name_for(spec, "virtual_alias_maps");
                     match self.table(spec, &wanted) {
                         Ok(name) => {
-                            let _ = writeln!(s, "virtual table={}   // virtual_alias_maps", q(&name));
+                            let _ =
+                                writeln!(s, "virtual table={}   // virtual_alias_maps", q(&name));
                             self.claim("virtual_alias_maps");
                         }
                         Err(e) => self.note("virtual_alias_maps", Status::Unsupported, "", e),
@@ -1114,7 +1260,9 @@ impl Translator {
                         let t = match transport.split_once(':') {
                             Some(("lmtp", rest)) => {
                                 let rest = match rest.strip_prefix("unix:") {
-                                    Some(p) if !p.starts_with('/') => format!("unix:{}/{p}", self.get("queue_directory")?),
+                                    Some(p) if !p.starts_with('/') => {
+                                        format!("unix:{}/{p}", self.get("queue_directory")?)
+                                    }
                                     _ => rest.to_owned(),
                                 };
                                 Some(format!("lmtp:{rest}"))
@@ -1129,12 +1277,23 @@ impl Translator {
                             s,
                             "virtual-mailboxes domains=\"virtual\" table={}{}   // virtual_mailbox_maps{}",
                             q(&name),
-                            t.as_ref().map(|t| format!(" transport={}", q(t))).unwrap_or_default(),
-                            if t.is_some() { ", virtual_transport" } else { "" }
+                            t.as_ref()
+                                .map(|t| format!(" transport={}", q(t)))
+                                .unwrap_or_default(),
+                            if t.is_some() {
+                                ", virtual_transport"
+                            } else {
+                                ""
+                            }
                         );
                         self.claim("virtual_mailbox_maps");
                     }
-                    Err(e) => self.note("virtual_mailbox_maps", Status::Unsupported, "", format!("{e}: every address in the virtual domains is refused (narrower)")),
+                    Err(e) => self.note(
+                        "virtual_mailbox_maps",
+                        Status::Unsupported,
+                        "",
+                        format!("{e}: every address in the virtual domains is refused (narrower)"),
+                    ),
                 }
             }
         }
@@ -1144,11 +1303,19 @@ impl Translator {
 
     fn limits(&mut self) -> Result<(), ImportError> {
         let mut limits = String::new();
-        let size: u64 = self.get("message_size_limit")?.parse().unwrap_or(10_240_000);
+        let size: u64 = self
+            .get("message_size_limit")?
+            .parse()
+            .unwrap_or(10_240_000);
         if size > 0 {
             let _ = writeln!(limits, "    message-size {size}   // message_size_limit");
         } else {
-            self.note("message_size_limit", Status::Approximated, "limits { message-size }", "0 (no limit) has no mtad equivalent: mtad's default, 10M, applies");
+            self.note(
+                "message_size_limit",
+                Status::Approximated,
+                "limits { message-size }",
+                "0 (no limit) has no mtad equivalent: mtad's default, 10M, applies",
+            );
         }
         self.claim("message_size_limit");
         let numbers: &[(&str, &str)] = &[
@@ -1166,18 +1333,31 @@ impl Translator {
                         let _ = writeln!(limits, "    {k} {n}   // {p}");
                         self.claim(p);
                     }
-                    _ => self.note(p, Status::Approximated, "", format!("`{v}`: mtad's default applies")),
+                    _ => self.note(
+                        p,
+                        Status::Approximated,
+                        "",
+                        format!("`{v}`: mtad's default applies"),
+                    ),
                 }
             }
         }
         if self.params.is_set("header_size_limit") {
             let v = self.get("header_size_limit")?;
-            let _ = writeln!(limits, "    header-size {}   // header_size_limit", v.parse::<u64>().unwrap_or(102_400).max(1024));
+            let _ = writeln!(
+                limits,
+                "    header-size {}   // header_size_limit",
+                v.parse::<u64>().unwrap_or(102_400).max(1024)
+            );
             self.claim("header_size_limit");
         }
         if self.params.is_set("smtpd_timeout") {
             let v = self.get("smtpd_timeout")?;
-            let _ = writeln!(limits, "    idle-timeout {}   // smtpd_timeout", q(&duration(&v)));
+            let _ = writeln!(
+                limits,
+                "    idle-timeout {}   // smtpd_timeout",
+                q(&duration(&v))
+            );
             self.claim("smtpd_timeout");
         }
         let mut s = format!("\nlimits {{\n{limits}}}\n");
@@ -1200,18 +1380,29 @@ impl Translator {
             self.claim("anvil_rate_time_unit");
             let exceptions = self.list("smtpd_client_event_limit_exceptions")?;
             let mynetworks = self.list("mynetworks").unwrap_or_default();
-            let exempt = if exceptions == mynetworks || !self.params.is_set("smtpd_client_event_limit_exceptions") && !self.params.is_set("smtpd_client_connection_limit_exceptions") {
-                "mynetworks".to_owned()
-            } else {
-                let entries = self.networks_entries("smtpd_client_event_limit_exceptions", &exceptions)?;
-                self.networks.push(format!(
+            let exempt =
+                if exceptions == mynetworks
+                    || !self.params.is_set("smtpd_client_event_limit_exceptions")
+                        && !self
+                            .params
+                            .is_set("smtpd_client_connection_limit_exceptions")
+                {
+                    "mynetworks".to_owned()
+                } else {
+                    let entries =
+                        self.networks_entries("smtpd_client_event_limit_exceptions", &exceptions)?;
+                    self.networks.push(format!(
                     "networks \"rate-limit-exceptions\"{}   // smtpd_client_event_limit_exceptions",
                     entries.iter().map(|e| format!(" {}", q(e))).collect::<String>()
                 ));
-                self.claim("smtpd_client_event_limit_exceptions");
-                "rate-limit-exceptions".to_owned()
-            };
-            let _ = writeln!(rates, "    exempt {}   // smtpd_client_event_limit_exceptions", q(&exempt));
+                    self.claim("smtpd_client_event_limit_exceptions");
+                    "rate-limit-exceptions".to_owned()
+                };
+            let _ = writeln!(
+                rates,
+                "    exempt {}   // smtpd_client_event_limit_exceptions",
+                q(&exempt)
+            );
             let _ = write!(s, "\nrate-limits {{\n{rates}}}\n");
         }
         // delivery
@@ -1225,7 +1416,12 @@ impl Translator {
         ] {
             if self.params.is_set(p) {
                 let v = self.get(p)?;
-                if v.trim_start_matches('0').is_empty() || v.starts_with('0') && v.trim_start_matches('0').chars().all(|c| c.is_ascii_alphabetic()) {
+                if v.trim_start_matches('0').is_empty()
+                    || v.starts_with('0')
+                        && v.trim_start_matches('0')
+                            .chars()
+                            .all(|c| c.is_ascii_alphabetic())
+                {
                     continue; // 0: off, mtad's default
                 }
                 let _ = writeln!(d, "    {k} {}   // {p}", q(&duration_days(&v, p)));
@@ -1237,19 +1433,23 @@ impl Translator {
             ("smtp_destination_concurrency_limit", "concurrency"),
             ("default_destination_recipient_limit", "recipients"),
         ] {
-            if self.params.is_set(p) {
-                if let Ok(n) = self.get(p)?.parse::<u64>() {
-                    if n > 0 && !d.contains(&format!("    {k} ")) {
-                        let _ = writeln!(d, "    {k} {n}   // {p}");
-                    }
-                    self.claim(p);
+            if self.params.is_set(p)
+                && let Ok(n) = self.get(p)?.parse::<u64>()
+            {
+                if n > 0 && !d.contains(&format!("    {k} ")) {
+                    let _ = writeln!(d, "    {k} {n}   // {p}");
                 }
+                self.claim(p);
             }
         }
         let fallback = self.list("smtp_fallback_relay")?;
         if !fallback.is_empty() {
             let relays: Vec<String> = fallback.iter().map(|f| nexthop_transport(f)).collect();
-            let _ = writeln!(d, "    fallback-relay {}   // smtp_fallback_relay", relays.iter().map(|r| q(r)).collect::<Vec<_>>().join(" "));
+            let _ = writeln!(
+                d,
+                "    fallback-relay {}   // smtp_fallback_relay",
+                relays.iter().map(|r| q(r)).collect::<Vec<_>>().join(" ")
+            );
             self.claim("smtp_fallback_relay");
             self.claim("fallback_relay");
         }
@@ -1265,7 +1465,10 @@ impl Translator {
         } else {
             level
         };
-        if self.params.is_set("smtp_tls_security_level") || self.params.is_set("smtp_use_tls") || self.params.is_set("smtp_enforce_tls") {
+        if self.params.is_set("smtp_tls_security_level")
+            || self.params.is_set("smtp_use_tls")
+            || self.params.is_set("smtp_enforce_tls")
+        {
             let mapped = match level.as_str() {
                 "" | "none" => Some("none"),
                 "may" => Some("opportunistic"),
@@ -1283,19 +1486,36 @@ impl Translator {
                     self.claim("smtp_use_tls");
                     self.claim("smtp_enforce_tls");
                 }
-                None => self.note("smtp_tls_security_level", Status::Unsupported, "delivery { tls \"required\" }", format!("`{level}` has no mtad equivalent: TLS is required instead")),
+                None => self.note(
+                    "smtp_tls_security_level",
+                    Status::Unsupported,
+                    "delivery { tls \"required\" }",
+                    format!("`{level}` has no mtad equivalent: TLS is required instead"),
+                ),
             }
             if mapped.is_none() {
-                let _ = writeln!(d, "    tls \"required\"   // smtp_tls_security_level = {level} (not offered: see the report)");
+                let _ = writeln!(
+                    d,
+                    "    tls \"required\"   // smtp_tls_security_level = {level} (not offered: see the report)"
+                );
             }
         }
         if self.params.is_set("smtp_tls_CAfile") {
             let f = self.get("smtp_tls_CAfile")?;
             if let Some(found) = self.src.locate(&f) {
-                let _ = writeln!(d, "    tls-ca-file {}   // smtp_tls_CAfile", q(&found.display().to_string()));
+                let _ = writeln!(
+                    d,
+                    "    tls-ca-file {}   // smtp_tls_CAfile",
+                    q(&found.display().to_string())
+                );
                 self.claim("smtp_tls_CAfile");
             } else {
-                self.note("smtp_tls_CAfile", Status::Unsupported, "", format!("{f} is not there"));
+                self.note(
+                    "smtp_tls_CAfile",
+                    Status::Unsupported,
+                    "",
+                    format!("{f} is not there"),
+                );
             }
         }
         if self.params.is_set("local_recipient_maps") {
@@ -1307,7 +1527,10 @@ impl Translator {
                 let m = m.strip_prefix("proxy:").unwrap_or(m);
                 if m == "unix:passwd.byname" {
                     sources.push("passwd".into());
-                } else if aliases.iter().any(|a| a.strip_prefix("proxy:").unwrap_or(a) == m) {
+                } else if aliases
+                    .iter()
+                    .any(|a| a.strip_prefix("proxy:").unwrap_or(a) == m)
+                {
                     if !sources.iter().any(|s| s == "aliases") {
                         sources.push("aliases".into());
                     }
@@ -1317,7 +1540,14 @@ impl Translator {
                         Ok(name) => sources.push(name),
                         Err(why) => {
                             ok = false;
-                            self.note("local_recipient_maps", Status::Unsupported, "", format!("{why}: its users are unknown here (refused at RCPT: narrower)"));
+                            self.note(
+                                "local_recipient_maps",
+                                Status::Unsupported,
+                                "",
+                                format!(
+                                    "{why}: its users are unknown here (refused at RCPT: narrower)"
+                                ),
+                            );
                         }
                     }
                 }
@@ -1325,13 +1555,26 @@ impl Translator {
             if maps.is_empty() {
                 sources.push("any".into());
             }
-            let _ = writeln!(d, "    local-recipients {}   // local_recipient_maps", sources.iter().map(|s| q(s)).collect::<Vec<_>>().join(" "));
+            let _ = writeln!(
+                d,
+                "    local-recipients {}   // local_recipient_maps",
+                sources.iter().map(|s| q(s)).collect::<Vec<_>>().join(" ")
+            );
             if ok {
-                self.note("local_recipient_maps", Status::Translated, "delivery { local-recipients }", "");
+                self.note(
+                    "local_recipient_maps",
+                    Status::Translated,
+                    "delivery { local-recipients }",
+                    "",
+                );
             }
         }
         if self.params.is_set("virtual_mailbox_base") && self.facts.has_virtual {
-            let _ = writeln!(d, "    local-base {}   // virtual_mailbox_base", q(&self.get("virtual_mailbox_base")?));
+            let _ = writeln!(
+                d,
+                "    local-base {}   // virtual_mailbox_base",
+                q(&self.get("virtual_mailbox_base")?)
+            );
             self.claim("virtual_mailbox_base");
         }
         if !d.is_empty() {
@@ -1370,7 +1613,10 @@ fn duration_days(v: &str, parameter: &str) -> String {
 /// A relayhost-style next hop (`[host]:port`, `host`) as an mtad transport.
 pub(super) fn nexthop_transport(nexthop: &str) -> String {
     let n = nexthop.trim();
-    let n = n.strip_prefix("smtp:").or_else(|| n.strip_prefix("relay:")).unwrap_or(n);
+    let n = n
+        .strip_prefix("smtp:")
+        .or_else(|| n.strip_prefix("relay:"))
+        .unwrap_or(n);
     let n = n.strip_prefix("inet:").unwrap_or(n);
     format!("smtp:{n}")
 }
@@ -1394,7 +1640,12 @@ fn clean_aliases(text: &str) -> (String, Vec<String>, Vec<(String, String)>) {
             if t.is_empty() {
                 continue;
             }
-            if t.starts_with('|') || t.starts_with('/') || t.starts_with(":include:") || t.starts_with("\"|") || t.starts_with("\"/") {
+            if t.starts_with('|')
+                || t.starts_with('/')
+                || t.starts_with(":include:")
+                || t.starts_with("\"|")
+                || t.starts_with("\"/")
+            {
                 dropped.push(format!("{name}: {t}"));
             } else {
                 good.push(t.to_owned());
@@ -1431,7 +1682,9 @@ fn takes_argument(name: &str) -> bool {
 
 /// The lists evaluated at RCPT, in Postfix's order.
 fn rcpt_lists(p: &Params) -> Vec<&'static str> {
-    let relay_first = p.flag("smtpd_relay_before_recipient_restrictions").unwrap_or(true);
+    let relay_first = p
+        .flag("smtpd_relay_before_recipient_restrictions")
+        .unwrap_or(true);
     let mut v = vec![
         "smtpd_client_restrictions",
         "smtpd_helo_restrictions",
@@ -1454,7 +1707,17 @@ struct Key {
 
 impl Translator {
     fn rcpt_stage(&mut self, listeners: &[Smtpd]) -> Result<(), ImportError> {
-        for p in ["smtpd_client_restrictions", "smtpd_helo_restrictions", "smtpd_sender_restrictions", "smtpd_relay_restrictions", "smtpd_recipient_restrictions", "smtpd_restriction_classes", "smtpd_relay_before_recipient_restrictions", "smtpd_delay_reject", "parent_domain_matches_subdomains"] {
+        for p in [
+            "smtpd_client_restrictions",
+            "smtpd_helo_restrictions",
+            "smtpd_sender_restrictions",
+            "smtpd_relay_restrictions",
+            "smtpd_recipient_restrictions",
+            "smtpd_restriction_classes",
+            "smtpd_relay_before_recipient_restrictions",
+            "smtpd_delay_reject",
+            "parent_domain_matches_subdomains",
+        ] {
             self.claim(p);
         }
         if !self.params.flag("smtpd_delay_reject")? {
@@ -1466,7 +1729,14 @@ impl Translator {
             for name in ["smtpd_relay_restrictions", "smtpd_recipient_restrictions"] {
                 tokens.extend(l.params.list(name)?);
             }
-            let working = ["reject_unauth_destination", "defer_unauth_destination", "reject", "defer", "defer_if_permit", "check_relay_domains"];
+            let working = [
+                "reject_unauth_destination",
+                "defer_unauth_destination",
+                "reject",
+                "defer",
+                "defer_if_permit",
+                "check_relay_domains",
+            ];
             if !tokens.iter().any(|t| working.contains(&t.as_str())) {
                 return Err(ImportError::Invalid(format!(
                     "listener {} (master.cf:{}): in parameter smtpd_relay_restrictions or smtpd_recipient_restrictions, specify at least one working instance of: reject_unauth_destination, defer_unauth_destination, reject, defer, defer_if_permit or check_relay_domains (Postfix refuses to start with this configuration too)",
@@ -1492,7 +1762,9 @@ impl Translator {
         }
         // the group of the first listener (the MX, usually) goes last, unconditioned
         let main = groups.remove(0);
-        let mut s = String::from("\n// Postfix's restriction lists, evaluated at RCPT (smtpd_delay_reject = yes) in\n// Postfix's order; in an mtad stage the first rule that decides wins.\nstage \"rcpt\" {\n");
+        let mut s = String::from(
+            "\n// Postfix's restriction lists, evaluated at RCPT (smtpd_delay_reject = yes) in\n// Postfix's order; in an mtad stage the first rule that decides wins.\nstage \"rcpt\" {\n",
+        );
         let main_mynetworks = self.params.list("mynetworks").unwrap_or_default();
         for (key, members) in &groups {
             for l in members {
@@ -1502,7 +1774,10 @@ impl Translator {
                     self.networks.push(format!(
                         "networks {}{}   // master.cf:{} {} -o mynetworks",
                         q(&name),
-                        entries.iter().map(|e| format!(" {}", q(e))).collect::<String>(),
+                        entries
+                            .iter()
+                            .map(|e| format!(" {}", q(e)))
+                            .collect::<String>(),
                         l.line,
                         l.service
                     ));
@@ -1510,9 +1785,18 @@ impl Translator {
                 } else {
                     "mynetworks".to_owned()
                 };
-                let _ = writeln!(s, "    // listener {} (master.cf:{} {} with its -o overrides)", q(&l.name), l.line, l.service);
-                let (_, rules) = self.listener_rules(&l.params, &set, &[Cond::s("listener", l.name.clone())])?;
-                self.facts.listener_rules.push((l.name.clone(), rules.clone()));
+                let _ = writeln!(
+                    s,
+                    "    // listener {} (master.cf:{} {} with its -o overrides)",
+                    q(&l.name),
+                    l.line,
+                    l.service
+                );
+                let (_, rules) =
+                    self.listener_rules(&l.params, &set, &[Cond::s("listener", l.name.clone())])?;
+                self.facts
+                    .listener_rules
+                    .push((l.name.clone(), rules.clone()));
                 write_rules(&mut s, &rules, "    ");
             }
         }
@@ -1531,7 +1815,12 @@ impl Translator {
         Ok(())
     }
 
-    fn listener_rules(&mut self, p: &Params, mynetworks: &str, extra: &[Cond]) -> Result<(Vec<List>, Vec<Rule>), ImportError> {
+    fn listener_rules(
+        &mut self,
+        p: &Params,
+        mynetworks: &str,
+        extra: &[Cond],
+    ) -> Result<(Vec<List>, Vec<Rule>), ImportError> {
         let mut lists = Vec::new();
         for name in rcpt_lists(p) {
             let tokens = p.list(name)?;
@@ -1550,7 +1839,14 @@ impl Translator {
     }
 
     /// One restriction list's elements as items.
-    fn items(&mut self, tokens: &[String], parameter: &str, mynetworks: &str, p: &Params, depth: usize) -> Vec<Item> {
+    fn items(
+        &mut self,
+        tokens: &[String],
+        parameter: &str,
+        mynetworks: &str,
+        p: &Params,
+        depth: usize,
+    ) -> Vec<Item> {
         let mut items = Vec::new();
         let mut i = 0;
         let mut warn = false;
@@ -1560,7 +1856,9 @@ impl Translator {
             // `{ name args }` groups (check_policy_service { inet:..., timeout=10s })
             let parts = split_list(&token);
             let (name, mut arg) = match parts.as_slice() {
-                [n, rest @ ..] if parts.len() > 1 && token.contains(',') || token.contains(' ') => (n.clone(), Some(rest.join(","))),
+                [n, rest @ ..] if parts.len() > 1 && token.contains(',') || token.contains(' ') => {
+                    (n.clone(), Some(rest.join(",")))
+                }
                 _ => (token.clone(), None),
             };
             let name_lc = name.to_ascii_lowercase();
@@ -1572,7 +1870,8 @@ impl Translator {
                 warn = true;
                 continue;
             }
-            let mut item = self.restriction(&name_lc, arg.as_deref(), parameter, mynetworks, p, depth);
+            let mut item =
+                self.restriction(&name_lc, arg.as_deref(), parameter, mynetworks, p, depth);
             if warn {
                 mark_warn(&mut item);
                 warn = false;
@@ -1583,20 +1882,42 @@ impl Translator {
     }
 
     fn unsupported(&mut self, parameter: &str, what: &str, why: &str) -> Vec<Item> {
-        self.note(parameter, Status::Unsupported, "defer 450 4.7.1 where it stood", format!("`{what}`: {why}"));
+        self.note(
+            parameter,
+            Status::Unsupported,
+            "defer 450 4.7.1 where it stood",
+            format!("`{what}`: {why}"),
+        );
         vec![Item::Decide {
-            rule: Rule::new(Action::Unsupported(what.to_owned()), vec![], format!("{what} (NOT TRANSLATED: see the report)")),
+            rule: Rule::new(
+                Action::Unsupported(what.to_owned()),
+                vec![],
+                format!("{what} (NOT TRANSLATED: see the report)"),
+            ),
             may_permit: false,
         }]
     }
 
     fn approximated(&mut self, parameter: &str, what: &str, why: &str) -> Vec<Item> {
-        self.note(parameter, Status::Approximated, "", format!("`{what}`: {why}"));
+        self.note(
+            parameter,
+            Status::Approximated,
+            "",
+            format!("`{what}`: {why}"),
+        );
         Vec::new()
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn restriction(&mut self, name: &str, arg: Option<&str>, parameter: &str, mynetworks: &str, p: &Params, depth: usize) -> Vec<Item> {
+    fn restriction(
+        &mut self,
+        name: &str,
+        arg: Option<&str>,
+        parameter: &str,
+        mynetworks: &str,
+        p: &Params,
+        depth: usize,
+    ) -> Vec<Item> {
         let comment = match arg {
             Some(a) => format!("{name} {a}"),
             None => name.to_owned(),
@@ -1607,9 +1928,21 @@ impl Translator {
                 may_permit: false,
             }]
         };
-        let relay_code: u16 = p.get("relay_domains_reject_code").ok().and_then(|c| c.parse().ok()).unwrap_or(554);
-        let non_fqdn: u16 = p.get("non_fqdn_reject_code").ok().and_then(|c| c.parse().ok()).unwrap_or(504);
-        let invalid_hostname: u16 = p.get("invalid_hostname_reject_code").ok().and_then(|c| c.parse().ok()).unwrap_or(501);
+        let relay_code: u16 = p
+            .get("relay_domains_reject_code")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(554);
+        let non_fqdn: u16 = p
+            .get("non_fqdn_reject_code")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(504);
+        let invalid_hostname: u16 = p
+            .get("invalid_hostname_reject_code")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(501);
         let reject = |code: u16, text: &str| Action::Reject {
             code,
             enhanced: if code >= 500 { "5.7.1" } else { "4.7.1" }.to_owned(),
@@ -1774,8 +2107,20 @@ impl Translator {
     }
 
     /// An access(5) table's entries, as items in Postfix's lookup order.
-    fn access_items(&mut self, spec: &str, subject: Subject, parameter: &str, mynetworks: &str, p: &Params, depth: usize) -> Result<Vec<Item>, String> {
-        let subdomains = p.list("parent_domain_matches_subdomains").unwrap_or_default().iter().any(|x| x == "smtpd_access_maps");
+    fn access_items(
+        &mut self,
+        spec: &str,
+        subject: Subject,
+        parameter: &str,
+        mynetworks: &str,
+        p: &Params,
+        depth: usize,
+    ) -> Result<Vec<Item>, String> {
+        let subdomains = p
+            .list("parent_domain_matches_subdomains")
+            .unwrap_or_default()
+            .iter()
+            .any(|x| x == "smtpd_access_maps");
         let mut keyed: Vec<(u32, usize, String, Cond, String)> = Vec::new();
         match TableRef::parse(spec) {
             TableRef::Map(path) => {
@@ -1796,9 +2141,13 @@ impl Translator {
                 let (_, text) = self.src.read(&path)?;
                 crate::lookup::parse_cidr(&text).map_err(|e| table_errors(&path, &e))?;
                 for (n, (_, line)) in super::maincf::logical_lines(&text).into_iter().enumerate() {
-                    let (key, value) = line.split_once(char::is_whitespace).ok_or("a cidr line without a result")?;
+                    let (key, value) = line
+                        .split_once(char::is_whitespace)
+                        .ok_or("a cidr line without a result")?;
                     if key == "if" || key == "endif" {
-                        return Err(format!("{path}: if/endif blocks are not written out as rules"));
+                        return Err(format!(
+                            "{path}: if/endif blocks are not written out as rules"
+                        ));
                     }
                     let (neg, net) = match key.strip_prefix('!') {
                         Some(n) => (true, n),
@@ -1815,12 +2164,20 @@ impl Translator {
             TableRef::Static(v) => {
                 keyed.push((0, 0, "static".into(), Cond::s("", ""), v));
             }
-            other => return Err(format!("{other:?}: only hash/texthash-style, inline, static and (for clients) cidr access tables are written out as rules")),
+            other => {
+                return Err(format!(
+                    "{other:?}: only hash/texthash-style, inline, static and (for clients) cidr access tables are written out as rules"
+                ));
+            }
         }
         keyed.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
         let mut items = Vec::new();
         for (_, _, key, cond, value) in keyed {
-            let conds = if cond.key.is_empty() { vec![] } else { vec![cond] };
+            let conds = if cond.key.is_empty() {
+                vec![]
+            } else {
+                vec![cond]
+            };
             let comment = format!("{spec}: {key} {value}");
             match access_action(&value, conds.clone(), subject, &comment) {
                 Ok(Some(item)) => items.push(item),
@@ -1828,7 +2185,13 @@ impl Translator {
                 Err(why) => {
                     // a restriction class or restriction names as the result
                     let tokens = split_list(&value);
-                    let known = tokens.first().is_some_and(|t| self.classes.contains(t) || t.starts_with("permit") || t.starts_with("reject") || t.starts_with("check_") || t.starts_with("defer"));
+                    let known = tokens.first().is_some_and(|t| {
+                        self.classes.contains(t)
+                            || t.starts_with("permit")
+                            || t.starts_with("reject")
+                            || t.starts_with("check_")
+                            || t.starts_with("defer")
+                    });
                     if !known || depth >= MAX_CLASS_DEPTH {
                         return Err(format!("{key}: {why}"));
                     }
@@ -1850,7 +2213,10 @@ fn add_conds(items: Vec<Item>, conds: &[Cond]) -> Vec<Item> {
                 conds: conds.iter().cloned().chain(c).collect(),
                 comment,
             },
-            Item::Decide { mut rule, may_permit } => {
+            Item::Decide {
+                mut rule,
+                may_permit,
+            } => {
                 rule.conds = conds.iter().cloned().chain(rule.conds).collect();
                 Item::Decide { rule, may_permit }
             }
@@ -1893,43 +2259,95 @@ impl Translator {
         ] {
             let specs = self.list(param)?;
             // the defaults $header_checks: mtad's header-checks cover those classes itself
-            if matches!(param, "mime_header_checks" | "nested_header_checks") && !self.params.is_set(param) {
+            if matches!(param, "mime_header_checks" | "nested_header_checks")
+                && !self.params.is_set(param)
+            {
                 continue;
             }
-            if matches!(param, "mime_header_checks" | "nested_header_checks") && specs == self.list("header_checks")? {
+            if matches!(param, "mime_header_checks" | "nested_header_checks")
+                && specs == self.list("header_checks")?
+            {
                 self.claim(param);
                 continue;
             }
             for spec in specs {
                 match TableRef::parse(&spec) {
-                    TableRef::Regexp(path) => match self.src.read(&path) {
-                        Ok((_, text)) => match crate::lookup::parse_regexp(&text) {
-                            Ok(_) => {
-                                let name = self.add_file(&path, text);
-                                let size = if param == "body_checks" && self.params.is_set("body_checks_size_limit") {
-                                    self.claim("body_checks_size_limit");
-                                    format!(" size-limit={}", self.get("body_checks_size_limit")?)
-                                } else {
-                                    String::new()
-                                };
-                                let _ = writeln!(rules, "    {rule} file={}{size}   // {param} = {spec}", q(&name));
-                                self.claim(param);
-                                self.facts.header_checks.push((param.to_owned(), self.files[&name].clone()));
+                    TableRef::Regexp(path) => {
+                        match self.src.read(&path) {
+                            Ok((_, text)) => {
+                                match crate::lookup::parse_regexp(&text) {
+                                    Ok(_) => {
+                                        let name = self.add_file(&path, text);
+                                        let size = if param == "body_checks"
+                                            && self.params.is_set("body_checks_size_limit")
+                                        {
+                                            self.claim("body_checks_size_limit");
+                                            format!(
+                                                " size-limit={}",
+                                                self.get("body_checks_size_limit")?
+                                            )
+                                        } else {
+                                            String::new()
+                                        };
+                                        let _ = writeln!(
+                                            rules,
+                                            "    {rule} file={}{size}   // {param} = {spec}",
+                                            q(&name)
+                                        );
+                                        self.claim(param);
+                                        self.facts
+                                            .header_checks
+                                            .push((param.to_owned(), self.files[&name].clone()));
+                                    }
+                                    Err(e) => {
+                                        let why = table_errors(&path, &e);
+                                        self.note(param, Status::Unsupported, "defer 450 4.7.1 for every message", format!("{why}: the table does not read as mtad's regexp table"));
+                                        let _ = writeln!(
+                                            rules,
+                                            "    // {param} = {spec} (NOT TRANSLATED: see the report)\n    {}",
+                                            Rule::new(
+                                                Action::Unsupported(format!("{param} {spec}")),
+                                                vec![],
+                                                ""
+                                            )
+                                            .render()
+                                        );
+                                    }
+                                }
                             }
                             Err(e) => {
-                                let why = table_errors(&path, &e);
-                                self.note(param, Status::Unsupported, "defer 450 4.7.1 for every message", format!("{why}: the table does not read as mtad's regexp table"));
-                                let _ = writeln!(rules, "    // {param} = {spec} (NOT TRANSLATED: see the report)\n    {}", Rule::new(Action::Unsupported(format!("{param} {spec}")), vec![], "").render());
+                                self.note(
+                                    param,
+                                    Status::Unsupported,
+                                    "defer 450 4.7.1 for every message",
+                                    e,
+                                );
+                                let _ = writeln!(
+                                    rules,
+                                    "    // {param} = {spec} (NOT TRANSLATED: see the report)\n    {}",
+                                    Rule::new(
+                                        Action::Unsupported(format!("{param} {spec}")),
+                                        vec![],
+                                        ""
+                                    )
+                                    .render()
+                                );
                             }
-                        },
-                        Err(e) => {
-                            self.note(param, Status::Unsupported, "defer 450 4.7.1 for every message", e);
-                            let _ = writeln!(rules, "    // {param} = {spec} (NOT TRANSLATED: see the report)\n    {}", Rule::new(Action::Unsupported(format!("{param} {spec}")), vec![], "").render());
                         }
-                    },
+                    }
                     _ => {
-                        self.note(param, Status::Unsupported, "defer 450 4.7.1 for every message", format!("`{spec}`: content checks are regexp or pcre tables"));
-                        let _ = writeln!(rules, "    // {param} = {spec} (NOT TRANSLATED: see the report)\n    {}", Rule::new(Action::Unsupported(format!("{param} {spec}")), vec![], "").render());
+                        self.note(
+                            param,
+                            Status::Unsupported,
+                            "defer 450 4.7.1 for every message",
+                            format!("`{spec}`: content checks are regexp or pcre tables"),
+                        );
+                        let _ = writeln!(
+                            rules,
+                            "    // {param} = {spec} (NOT TRANSLATED: see the report)\n    {}",
+                            Rule::new(Action::Unsupported(format!("{param} {spec}")), vec![], "")
+                                .render()
+                        );
                     }
                 }
             }
@@ -1940,7 +2358,10 @@ impl Translator {
             let tokens = self.list(name)?;
             self.claim(name);
             let items = self.items(&tokens, name, "mynetworks", &self.params.clone(), 0);
-            lists.push(List { parameter: name.to_owned(), items });
+            lists.push(List {
+                parameter: name.to_owned(),
+                items,
+            });
         }
         let mut problems = Vec::new();
         let data_rules = join(&lists, &[], false, &mut problems);
@@ -1967,22 +2388,40 @@ impl Translator {
                 Some(TableRef::Map(path)) => match self.src.read(&path) {
                     Ok((_, text)) => {
                         let name = self.add_file(&path, text);
-                        let _ = writeln!(self.out, "\n// smtp_sasl_password_maps: next hop, user:password\ncredentials \"relay\" file={}", q(&name));
+                        let _ = writeln!(
+                            self.out,
+                            "\n// smtp_sasl_password_maps: next hop, user:password\ncredentials \"relay\" file={}",
+                            q(&name)
+                        );
                         auth = " auth=\"relay\"".to_owned();
                         self.claim("smtp_sasl_auth_enable");
                         self.claim("smtp_sasl_password_maps");
                         self.claim("smtp_sasl_security_options");
                     }
-                    Err(e) => self.note("smtp_sasl_password_maps", Status::Unsupported, "", format!("{e}: mail is sent without credentials")),
+                    Err(e) => self.note(
+                        "smtp_sasl_password_maps",
+                        Status::Unsupported,
+                        "",
+                        format!("{e}: mail is sent without credentials"),
+                    ),
                 },
-                _ => self.note("smtp_sasl_password_maps", Status::Unsupported, "", "only a sasl_passwd file is read: mail is sent without credentials"),
+                _ => self.note(
+                    "smtp_sasl_password_maps",
+                    Status::Unsupported,
+                    "",
+                    "only a sasl_passwd file is read: mail is sent without credentials",
+                ),
             }
         }
         // transport_maps
         for spec in self.list("transport_maps")? {
             match self.transport_table(&spec) {
                 Ok(name) => {
-                    let _ = writeln!(rules, "    transport-table {}{auth}   // transport_maps = {spec}", q(&name));
+                    let _ = writeln!(
+                        rules,
+                        "    transport-table {}{auth}   // transport_maps = {spec}",
+                        q(&name)
+                    );
                     self.claim("transport_maps");
                 }
                 Err(why) => {
@@ -1993,30 +2432,53 @@ impl Translator {
         // local domains
         let local = self.facts.local.clone();
         for d in &local {
-            let _ = writeln!(rules, "    transport {} \"local\"   // mydestination (local_transport)", q(d));
+            let _ = writeln!(
+                rules,
+                "    transport {} \"local\"   // mydestination (local_transport)",
+                q(d)
+            );
         }
         self.claim("local_transport");
         // relayhost
         let relayhost = self.get("relayhost")?;
         if relayhost.is_empty() {
             if self.cf.settings.contains_key("relayhost") {
-                self.note("relayhost", Status::Ignored, "", "empty: mail goes to each domain's MX hosts, mtad's default");
+                self.note(
+                    "relayhost",
+                    Status::Ignored,
+                    "",
+                    "empty: mail goes to each domain's MX hosts, mtad's default",
+                );
             }
         } else {
             let first = split_list(&relayhost);
-            let t = first.iter().map(|h| nexthop_transport(h)).collect::<Vec<_>>();
+            let t = first
+                .iter()
+                .map(|h| nexthop_transport(h))
+                .collect::<Vec<_>>();
             let t = if t.len() > 1 {
                 format!("smtp:{}", first.join(", "))
             } else {
                 t[0].clone()
             };
-            let unless = if self.facts.has_virtual { " not-rcpt-domain=\"virtual\"" } else { "" };
-            let _ = writeln!(rules, "    relay {}{auth}{unless}   // relayhost = {relayhost}", q(&t));
+            let unless = if self.facts.has_virtual {
+                " not-rcpt-domain=\"virtual\""
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                rules,
+                "    relay {}{auth}{unless}   // relayhost = {relayhost}",
+                q(&t)
+            );
             self.facts.relayhost = Some(t);
             self.claim("relayhost");
         }
         if !rules.is_empty() {
-            let _ = write!(self.out, "\n// Postfix's order: transport_maps, then the local domains, then the relayhost;\n// anything else goes to its domain's MX hosts.\nstage \"route\" {{\n{rules}}}\n");
+            let _ = write!(
+                self.out,
+                "\n// Postfix's order: transport_maps, then the local domains, then the relayhost;\n// anything else goes to its domain's MX hosts.\nstage \"route\" {{\n{rules}}}\n"
+            );
         }
         Ok(())
     }
@@ -2031,9 +2493,13 @@ impl Translator {
             }
         };
         let (_, text) = self.src.read(&path)?;
-        let mut out = format!("# transport(5), from Postfix's {spec}; transports named after master.cf services\n# are written as what they run (smtp, lmtp)\n");
+        let mut out = format!(
+            "# transport(5), from Postfix's {spec}; transports named after master.cf services\n# are written as what they run (smtp, lmtp)\n"
+        );
         for (line, logical) in super::maincf::logical_lines(&text) {
-            let (key, value) = logical.split_once(char::is_whitespace).ok_or_else(|| format!("{path}:{line}: a key without a value"))?;
+            let (key, value) = logical
+                .split_once(char::is_whitespace)
+                .ok_or_else(|| format!("{path}:{line}: a key without a value"))?;
             let value = value.trim();
             let (transport, nexthop) = value.split_once(':').unwrap_or((value, ""));
             if transport.is_empty() && nexthop.is_empty() {
@@ -2044,7 +2510,9 @@ impl Translator {
                     self.note("transport_maps", Status::Translated, "", format!("{path}:{line}: `* :` (no change) left out: the rules after the table decide, as in Postfix"));
                     continue;
                 }
-                return Err(format!("{path}:{line}: `{key} :` (no change) has no mtad equivalent"));
+                return Err(format!(
+                    "{path}:{line}: `{key} :` (no change) has no mtad equivalent"
+                ));
             }
             let rewritten = match transport {
                 "" | "smtp" | "relay" | "lmtp" => value.to_owned(),
@@ -2055,19 +2523,32 @@ impl Translator {
                     Err(why) => return Err(format!("{path}:{line}: {why}")),
                 },
             };
-            self.facts.transports.push((key.to_owned(), rewritten.clone()));
+            self.facts
+                .transports
+                .push((key.to_owned(), rewritten.clone()));
             let _ = writeln!(out, "{key}\t{rewritten}");
         }
         crate::lookup::parse_map(&out).map_err(|e| table_errors(&path, &e))?;
         let file = self.add_file(&path, out);
         let name = unique("transport", self.tables.values().map(|(n, _)| n.as_str()));
-        self.tables.insert(spec.to_owned(), (name.clone(), format!("// {spec}\ntable {} file={}", q(&name), q(&file))));
+        self.tables.insert(
+            spec.to_owned(),
+            (
+                name.clone(),
+                format!("// {spec}\ntable {} file={}", q(&name), q(&file)),
+            ),
+        );
         Ok(name)
     }
 
     /// Every main.cf parameter not reported yet: from the mapping, or unsupported.
     fn leftovers(&mut self) {
-        let reported: BTreeSet<String> = self.report.entries.iter().map(|e| e.parameter.clone()).collect();
+        let reported: BTreeSet<String> = self
+            .report
+            .entries
+            .iter()
+            .map(|e| e.parameter.clone())
+            .collect();
         for name in self.cf.order.clone() {
             if reported.contains(&name) {
                 continue;
