@@ -710,3 +710,127 @@ fn the_documented_import_is_what_the_command_writes() {
             .trim_end()
     );
 }
+
+/// Policy services, DNS lists, milters, limits, rate limits, a submission listener with
+/// its own restrictions and relayhost credentials: each written as the documentation
+/// says, and the dry run decides with them.
+#[test]
+fn a_busy_main_cf_translates_every_part() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("postfix");
+    std::fs::create_dir(&dir).unwrap();
+    let debian = fixture("debian");
+    for f in ["ssl-cert-snakeoil.pem", "ssl-cert-snakeoil.key"] {
+        std::fs::copy(debian.join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.join("main.cf"),
+        "compatibility_level = 3.6
+myhostname = mx.example.test
+mydestination = $myhostname, localhost
+mynetworks = 127.0.0.0/8, [::1]/128
+smtpd_tls_cert_file = /etc/ssl/certs/ssl-cert-snakeoil.pem
+smtpd_tls_key_file = /etc/ssl/private/ssl-cert-snakeoil.key
+smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination,
+    reject_rbl_client zen.example=127.0.0.[2..11], check_policy_service inet:127.0.0.1:10023
+smtpd_policy_service_timeout = 20s
+smtpd_milters = inet:localhost:8891, { unix:/run/spamass/spamass.sock, default_action=accept }
+milter_default_action = tempfail
+message_size_limit = 52428800
+smtpd_recipient_limit = 200
+smtpd_client_connection_rate_limit = 30
+smtpd_client_message_rate_limit = 100
+relayhost = [smarthost.example]:587
+smtp_sasl_auth_enable = yes
+smtp_sasl_password_maps = hash:/etc/postfix/sasl_passwd
+smtp_tls_security_level = encrypt
+maximal_queue_lifetime = 3d
+",
+    )
+    .unwrap();
+    std::fs::write(dir.join("sasl_passwd"), "[smarthost.example]:587 user:secret\n").unwrap();
+    std::fs::write(
+        dir.join("master.cf"),
+        "smtp inet n - y - - smtpd
+submission inet n - y - - smtpd
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_client_restrictions=permit_sasl_authenticated,reject
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+  -o smtpd_recipient_restrictions=
+",
+    )
+    .unwrap();
+    let (_t, out) = import(&dir);
+    let config = std::fs::read_to_string(out.join("mtad.kdl")).unwrap();
+    for wanted in [
+        "listen \"submission\" address=\"0.0.0.0:587\" starttls=\"required\"",
+        "milters=\"milter-8891 spamass\"",
+        "milter \"milter-8891\" \"inet:127.0.0.1:8891\" on-failure=\"tempfail\"",
+        "milter \"spamass\" \"unix:/run/spamass/spamass.sock\" on-failure=\"accept\"",
+        "dnsbl \"zen.example\" \"zen.example=127.0.0.[2..11]\"",
+        "reject-dnsbl \"zen.example\"",
+        "policy-service \"policy-10023\" address=\"inet:127.0.0.1:10023\" timeout=\"20s\"",
+        "check-policy-service \"policy-10023\"",
+        "message-size 52428800",
+        "recipients 200",
+        "connections 30 per=\"60s\"",
+        "messages 100 per=\"60s\"",
+        "exempt \"mynetworks\"",
+        "credentials \"relay\" file=\"sasl_passwd\"",
+        "relay \"smtp:[smarthost.example]:587\" auth=\"relay\"",
+        "tls \"required\"",
+        "lifetime \"3d\"",
+        // the submission listener's lists (without the main recipient restrictions,
+        // whose reject_unauth_destination would refuse its users' relaying in Postfix
+        // and here alike): a client that did not log in is refused
+        "reject 554 \"5.7.1\" \"Access denied\" listener=\"submission\" authenticated=#false",
+    ] {
+        assert!(config.contains(wanted), "{wanted} not in:\n{config}");
+    }
+    // the dry run: a listed client is refused, a policy service's REJECT too
+    let suite = tmp.path().join("more.kdl");
+    std::fs::write(
+        &suite,
+        "case \"listed\" {
+    client \"192.0.2.10\"
+    from \"a@elsewhere.example\"
+    rcpt \"postmaster@mx.example.test\"
+    dns { a \"10.2.0.192.zen.example\" \"127.0.0.2\"; }
+    expect \"rcpt\" \"reject\" reply=\"554 5.7.1\"
+}
+case \"the policy service refuses\" {
+    client \"192.0.2.11\"
+    from \"a@elsewhere.example\"
+    rcpt \"postmaster@mx.example.test\"
+    policy-service \"policy-10023\" \"REJECT greylisted forever\"
+    expect \"rcpt\" \"reject\"
+}
+case \"submission without login\" {
+    listener \"submission\"
+    tls #true
+    client \"192.0.2.12\"
+    from \"a@elsewhere.example\"
+    rcpt \"friend@elsewhere.example\"
+    expect \"rcpt\" \"reject\" reply=\"554\"
+}
+case \"submission with login relays\" {
+    listener \"submission\"
+    tls #true
+    auth \"alice\"
+    client \"192.0.2.12\"
+    from \"alice@mx.example.test\"
+    rcpt \"friend@elsewhere.example\"
+    expect \"rcpt\" \"accept\"
+    route \"friend@elsewhere.example\" \"smtp:[smarthost.example]:587\"
+}
+",
+    )
+    .unwrap();
+    let run = mtactl(&[
+        "test-policy",
+        "--config",
+        out.join("mtad.kdl").to_str().unwrap(),
+        suite.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", text(&run));
+}
