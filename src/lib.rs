@@ -56,7 +56,7 @@
 //! | `cluster` | logsafe, config, metrics |
 //! | `policy` | the above but queue, and maillog |
 //! | `smtp`, `delivery` | the above, queue and maillog; never each other, nor control |
-//! | `import` | logsafe, lookup, message, net, position |
+//! | `import` | logsafe, lookup, message, net, position, config |
 //! | `control` | everything |
 //!
 //! So config ← policy ← smtp/delivery ← control; queue, lookup, net, message and position know

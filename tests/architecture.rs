@@ -54,7 +54,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "import",
-        &["logsafe", "lookup", "message", "net", "position"],
+        &["logsafe", "lookup", "message", "net", "position", "config"],
     ),
     (
         "control",

@@ -58,6 +58,21 @@ fn import(dir: &Path) -> (tempfile::TempDir, PathBuf) {
     (tmp, out)
 }
 
+/// A Postfix directory of its own: `main_cf`, and `master_cf` or Debian's master.cf.
+fn postfix_dir(main_cf: &str, master_cf: Option<&str>) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("postfix");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("main.cf"), main_cf).unwrap();
+    match master_cf {
+        Some(text) => std::fs::write(dir.join("master.cf"), text).unwrap(),
+        None => {
+            std::fs::copy(fixture("debian").join("master.cf"), dir.join("master.cf")).unwrap();
+        }
+    }
+    (tmp, dir)
+}
+
 const FIXTURES: &[&str] = &[
     "debian",
     "000-subdomain-server",
@@ -276,17 +291,12 @@ fn an_output_directory_that_is_not_empty_is_refused_without_force() {
 
 #[test]
 fn an_unsupported_restriction_refuses_where_it_stood_and_is_reported() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("postfix");
-    std::fs::create_dir(&dir).unwrap();
-    std::fs::write(
-        dir.join("main.cf"),
+    let (_tmp, dir) = postfix_dir(
         "myhostname = mx.example.test\nmynetworks = 127.0.0.1/32\n\
          smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination,\n    reject_unknown_sender_domain, reject_frobnicated_client\n\
          compatibility_level = 3.6\n",
-    )
-    .unwrap();
-    std::fs::copy(fixture("debian").join("master.cf"), dir.join("master.cf")).unwrap();
+        None,
+    );
     let (_t, out) = import(&dir);
     let config = std::fs::read_to_string(out.join("mtad.kdl")).unwrap();
     assert!(
@@ -319,12 +329,8 @@ fn an_unsupported_restriction_refuses_where_it_stood_and_is_reported() {
 
 #[test]
 fn lists_that_cannot_refuse_relaying_are_refused_as_postfix_refuses_them() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("postfix");
-    std::fs::create_dir(&dir).unwrap();
     // compatibility_level 0: no default relay restrictions, and none written
-    std::fs::write(dir.join("main.cf"), "myhostname = mx.example.test\n").unwrap();
-    std::fs::copy(fixture("debian").join("master.cf"), dir.join("master.cf")).unwrap();
+    let (tmp, dir) = postfix_dir("myhostname = mx.example.test\n", None);
     let out = tmp.path().join("out");
     let o = mtactl(&[
         "import",
@@ -748,7 +754,11 @@ maximal_queue_lifetime = 3d
 ",
     )
     .unwrap();
-    std::fs::write(dir.join("sasl_passwd"), "[smarthost.example]:587 user:secret\n").unwrap();
+    std::fs::write(
+        dir.join("sasl_passwd"),
+        "[smarthost.example]:587 user:secret\n",
+    )
+    .unwrap();
     std::fs::write(
         dir.join("master.cf"),
         "smtp inet n - y - - smtpd

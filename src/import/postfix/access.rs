@@ -38,16 +38,42 @@ pub fn access_action(
         None => (result, ""),
     };
     let upper = word.to_ascii_uppercase();
-    let reply_text = |default: &str| {
-        let t = if text.is_empty() { default } else { text };
-        format!("{}: {t}", subject.reply_prefix())
-    };
     let (enhanced, rest) = split_enhanced(text);
     let rule = |action| {
         Some(Item::Decide {
             rule: Rule::new(action, conds.clone(), comment),
             may_permit: false,
         })
+    };
+    // REJECT, DEFER, 4NN and 5NN: the enhanced code given when its class fits
+    let refusal = |code: u16| {
+        let class = if code < 500 { "4" } else { "5" };
+        let enhanced = match enhanced {
+            Some(e) if e.starts_with(class) => e.to_owned(),
+            _ => format!("{class}.7.1"),
+        };
+        let text = format!(
+            "{}: {}",
+            subject.reply_prefix(),
+            if rest.is_empty() {
+                "Access denied"
+            } else {
+                rest
+            }
+        );
+        if class == "4" {
+            rule(Action::Defer {
+                code,
+                enhanced,
+                text,
+            })
+        } else {
+            rule(Action::Reject {
+                code,
+                enhanced,
+                text,
+            })
+        }
     };
     Ok(match upper.as_str() {
         "OK" | "RELAY" | "PERMIT" => Some(Item::Permit {
@@ -60,60 +86,12 @@ pub fn access_action(
                 comment: comment.to_owned(),
             })
         }
-        "REJECT" => rule(Action::Reject {
-            code: 554,
-            enhanced: enhanced.unwrap_or("5.7.1").to_owned(),
-            text: format!(
-                "{}: {}",
-                subject.reply_prefix(),
-                if rest.is_empty() {
-                    "Access denied"
-                } else {
-                    rest
-                }
-            ),
-        }),
-        "DEFER" => rule(Action::Defer {
-            code: 450,
-            enhanced: enhanced.unwrap_or("4.7.1").to_owned(),
-            text: format!(
-                "{}: {}",
-                subject.reply_prefix(),
-                if rest.is_empty() {
-                    "Access denied"
-                } else {
-                    rest
-                }
-            ),
-        }),
-        w if w.len() == 3 && (w.starts_with('4') || w.starts_with('5')) => {
-            let code: u16 = w
-                .parse()
-                .map_err(|_| format!("`{result}` is not a reply"))?;
-            let class = if w.starts_with('4') { "4" } else { "5" };
-            let enh = match enhanced {
-                Some(e) if e.starts_with(class) => e.to_owned(),
-                _ => format!("{class}.7.1"),
-            };
-            let t = if rest.is_empty() {
-                reply_text("Access denied")
-            } else {
-                format!("{}: {rest}", subject.reply_prefix())
-            };
-            if class == "4" {
-                rule(Action::Defer {
-                    code,
-                    enhanced: enh,
-                    text: t,
-                })
-            } else {
-                rule(Action::Reject {
-                    code,
-                    enhanced: enh,
-                    text: t,
-                })
-            }
-        }
+        "REJECT" => refusal(554),
+        "DEFER" => refusal(450),
+        w if w.len() == 3 && (w.starts_with('4') || w.starts_with('5')) => refusal(
+            w.parse()
+                .map_err(|_| format!("`{result}` is not a reply"))?,
+        ),
         "DUNNO" => None,
         "DISCARD" => rule(Action::Discard),
         "HOLD" => rule(Action::Hold),

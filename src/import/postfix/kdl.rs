@@ -1,23 +1,8 @@
 //! Writing KDL: quoted strings and rules with their conditions.
 
-/// `s` as a KDL string literal (`"..."`, with `\`, `"` and control characters escaped).
-pub fn q(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+/// `s` as a KDL string literal (`"..."`, with `\`, `"` and control characters escaped),
+/// as `mtactl config` writes values.
+pub use crate::config::settings::quote as q;
 
 /// A rule condition: `client="mynetworks"`, `authenticated=#true`, `not-rcpt-domain="x"`.
 #[derive(Clone, Debug, PartialEq, Eq)]

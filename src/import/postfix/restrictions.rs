@@ -185,57 +185,49 @@ pub fn join(
                         [c] => {
                             let guard = c.negate();
                             if guards.iter().any(|g| g.property() == guard.property()) {
-                                problems.push(JoinProblem {
-                                    parameter: parameter.to_owned(),
-                                    message: format!(
+                                refuse(
+                                    &mut rules,
+                                    problems,
+                                    parameter,
+                                    &comment,
+                                    with(extra, &guards),
+                                    format!(
                                         "`{comment}` permits on the same property as an earlier permit of this list ({}), and a later list still runs: not expressible as mtad conditions",
                                         guard.key
                                     ),
-                                });
-                                rules.push(Rule::new(
-                                    Action::Unsupported(format!("{parameter} ({comment})")),
-                                    with(extra, &guards),
-                                    format!(
-                                        "{parameter}: {comment} (NOT TRANSLATED: see the report)"
-                                    ),
-                                ));
+                                );
                                 continue 'lists;
                             }
                             guards.push(guard);
                         }
                         _ => {
-                            problems.push(JoinProblem {
-                                parameter: parameter.to_owned(),
-                                message: format!(
+                            refuse(
+                                &mut rules,
+                                problems,
+                                parameter,
+                                &comment,
+                                with(extra, &guards),
+                                format!(
                                     "`{comment}` permits on several conditions at once, and a later list still runs: not expressible as mtad conditions"
                                 ),
-                            });
-                            rules.push(Rule::new(
-                                Action::Unsupported(format!("{parameter} ({comment})")),
-                                with(extra, &guards),
-                                format!("{parameter}: {comment} (NOT TRANSLATED: see the report)"),
-                            ));
+                            );
                             continue 'lists;
                         }
                     }
                 }
                 Item::Decide { rule, may_permit } => {
                     if may_permit && !last {
-                        problems.push(JoinProblem {
-                            parameter: parameter.to_owned(),
-                            message: format!(
+                        refuse(
+                            &mut rules,
+                            problems,
+                            parameter,
+                            &rule.comment,
+                            with(extra, &guards),
+                            format!(
                                 "`{}` may answer OK, which in Postfix ends only this list; in mtad it would accept outright, skipping the lists after it",
                                 rule.comment
                             ),
-                        });
-                        rules.push(Rule::new(
-                            Action::Unsupported(format!("{parameter} ({})", rule.comment)),
-                            with(extra, &guards),
-                            format!(
-                                "{parameter}: {} (NOT TRANSLATED: see the report)",
-                                rule.comment
-                            ),
-                        ));
+                        );
                         continue;
                     }
                     let mut conds = with(extra, &guards);
@@ -247,21 +239,17 @@ pub fn join(
                         conds.push(c.clone());
                     }
                     if let Some(p) = clash {
-                        problems.push(JoinProblem {
-                            parameter: parameter.to_owned(),
-                            message: format!(
+                        refuse(
+                            &mut rules,
+                            problems,
+                            parameter,
+                            &rule.comment,
+                            with(extra, &guards),
+                            format!(
                                 "`{}` needs `{p}` while an earlier permit of the list already guards it",
                                 rule.comment
                             ),
-                        });
-                        rules.push(Rule::new(
-                            Action::Unsupported(format!("{parameter} ({})", rule.comment)),
-                            with(extra, &guards),
-                            format!(
-                                "{parameter}: {} (NOT TRANSLATED: see the report)",
-                                rule.comment
-                            ),
-                        ));
+                        );
                         continue;
                     }
                     rules.push(Rule {
@@ -282,6 +270,27 @@ pub fn join(
         ));
     }
     rules
+}
+
+/// Where a restriction cannot be joined: a problem for the report, and a refusal
+/// (`defer`) in its place under the conditions that reach it.
+fn refuse(
+    rules: &mut Vec<Rule>,
+    problems: &mut Vec<JoinProblem>,
+    parameter: &str,
+    what: &str,
+    conds: Vec<Cond>,
+    message: String,
+) {
+    problems.push(JoinProblem {
+        parameter: parameter.to_owned(),
+        message,
+    });
+    rules.push(Rule::new(
+        Action::Unsupported(format!("{parameter} ({what})")),
+        conds,
+        format!("{parameter}: {what} (NOT TRANSLATED: see the report)"),
+    ));
 }
 
 fn with(extra: &[Cond], guards: &[Cond]) -> Vec<Cond> {

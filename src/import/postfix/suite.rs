@@ -147,98 +147,39 @@ impl Facts {
              // Postfix answers, computed from its restriction lists, routes and aliases.\n\
              // Policy services are taken to answer DUNNO and DNS lists to list nobody.\n",
         );
-        let listener = &self.main_listener;
         let outsider: Option<IpAddr> = ["203.0.113.7", "198.51.100.7", "192.0.2.7", "100.64.0.7"]
             .iter()
             .filter_map(|a| a.parse().ok())
             .find(|a| !self.trusted(*a));
         let foreign = "friend@elsewhere.example";
+        let none = |_: &Verdict| Vec::new();
         let mut trusted_host = None;
         // each trusted network relays (or what Postfix does for it)
         for net in self.mynetworks.iter().take(8) {
             let Some(ip) = host_in(net) else { continue };
             trusted_host.get_or_insert(ip);
-            let env = Env {
-                client: ip,
-                authenticated: false,
-                rcpt_domain: "elsewhere.example",
-            };
-            if let Some(v) = self.evaluate(&env) {
-                case(
-                    &mut s,
-                    &format!("mynetworks {net}: a client in it sends to a foreign domain"),
-                    listener,
-                    &ip.to_string(),
-                    None,
-                    foreign,
-                    &v,
-                    &[],
-                );
-            }
+            let title = format!("mynetworks {net}: a client in it sends to a foreign domain");
+            self.verdict_case(&mut s, &title, ip, None, foreign, none);
         }
         if let Some(ip) = outsider {
-            let env = Env {
-                client: ip,
-                authenticated: false,
-                rcpt_domain: "elsewhere.example",
-            };
-            if let Some(v) = self.evaluate(&env) {
-                case(
-                    &mut s,
-                    "a client outside mynetworks sends to a foreign domain",
-                    listener,
-                    &ip.to_string(),
-                    None,
-                    foreign,
-                    &v,
-                    &[],
-                );
-            }
-            let env = Env {
-                client: ip,
-                authenticated: true,
-                rcpt_domain: "elsewhere.example",
-            };
-            if let Some(v) = self.evaluate(&env) {
-                case(
-                    &mut s,
-                    "an authenticated client outside mynetworks sends to a foreign domain",
-                    listener,
-                    &ip.to_string(),
-                    Some("user"),
-                    foreign,
-                    &v,
-                    &[],
-                );
-            }
+            let title = "a client outside mynetworks sends to a foreign domain";
+            self.verdict_case(&mut s, title, ip, None, foreign, none);
+            let title = "an authenticated client outside mynetworks sends to a foreign domain";
+            self.verdict_case(&mut s, title, ip, Some("user"), foreign, none);
             let postmaster_aliased = self
                 .aliases
                 .iter()
                 .any(|(n, _)| n.eq_ignore_ascii_case("postmaster"));
             for d in self.local.iter().take(8) {
-                let env = Env {
-                    client: ip,
-                    authenticated: false,
-                    rcpt_domain: d,
+                let rcpt = format!("postmaster@{d}");
+                let routes = |v: &Verdict| match self.route_of(d, true) {
+                    Some(r) if *v == Verdict::Accept && !postmaster_aliased => {
+                        vec![(rcpt.clone(), r)]
+                    }
+                    _ => vec![],
                 };
-                if let Some(v) = self.evaluate(&env) {
-                    let route = match self.route_of(d, true) {
-                        Some(r) if v == Verdict::Accept && !postmaster_aliased => {
-                            vec![(format!("postmaster@{d}"), r)]
-                        }
-                        _ => vec![],
-                    };
-                    case(
-                        &mut s,
-                        &format!("mydestination {d}: postmaster is accepted from outside"),
-                        listener,
-                        &ip.to_string(),
-                        None,
-                        &format!("postmaster@{d}"),
-                        &v,
-                        &route,
-                    );
-                }
+                let title = format!("mydestination {d}: postmaster is accepted from outside");
+                self.verdict_case(&mut s, &title, ip, None, &rcpt, routes);
             }
             // a relay domain that is also local needs a user that exists: not pinned
             for d in self
@@ -247,23 +188,8 @@ impl Facts {
                 .filter(|d| !self.local.contains(d))
                 .take(8)
             {
-                let env = Env {
-                    client: ip,
-                    authenticated: false,
-                    rcpt_domain: d,
-                };
-                if let Some(v) = self.evaluate(&env) {
-                    case(
-                        &mut s,
-                        &format!("relay_domains {d}: accepted from outside"),
-                        listener,
-                        &ip.to_string(),
-                        None,
-                        &format!("user@{d}"),
-                        &v,
-                        &[],
-                    );
-                }
+                let title = format!("relay_domains {d}: accepted from outside");
+                self.verdict_case(&mut s, &title, ip, None, &format!("user@{d}"), none);
             }
         }
         // routes
@@ -272,31 +198,19 @@ impl Facts {
                 if key.starts_with('.') || key.contains('@') || key == "*" {
                     continue;
                 }
-                let _ = value;
                 let Some(expected) = self.route_of(key, self.local.contains(key)) else {
                     continue;
                 };
                 if expected == "local" {
                     continue; // local users are looked up in passwd: not pinned here
                 }
-                let env = Env {
-                    client: ip,
-                    authenticated: false,
-                    rcpt_domain: key,
-                };
-                if self.evaluate(&env) != Some(Verdict::Accept) {
-                    continue;
-                }
                 let rcpt = format!("user@{key}");
-                case(
+                self.routed_case(
                     &mut s,
                     &format!("transport_maps: {key} goes to {value}"),
-                    listener,
-                    &ip.to_string(),
-                    None,
+                    ip,
                     &rcpt,
-                    &Verdict::Accept,
-                    &[(rcpt.clone(), expected)],
+                    (rcpt.clone(), expected),
                 );
             }
             // aliases of the local domains
@@ -317,29 +231,71 @@ impl Facts {
                     let Some(route) = self.route_of(&tdomain, false) else {
                         continue;
                     };
-                    let env = Env {
-                        client: ip,
-                        authenticated: false,
-                        rcpt_domain: domain,
-                    };
-                    if self.evaluate(&env) != Some(Verdict::Accept) {
-                        continue;
-                    }
                     let rcpt = format!("{name}@{domain}");
-                    case(
+                    self.routed_case(
                         &mut s,
                         &format!("alias_maps: {name} expands to {target}"),
-                        listener,
-                        &ip.to_string(),
-                        None,
+                        ip,
                         &rcpt,
-                        &Verdict::Accept,
-                        &[(target.to_ascii_lowercase(), route)],
+                        (target.to_ascii_lowercase(), route),
                     );
                 }
             }
         }
         s
+    }
+
+    /// A case: `rcpt` from `ip` (logged in with `auth`) gets what Postfix answers; none
+    /// when that is not known here.
+    fn verdict_case(
+        &self,
+        s: &mut String,
+        title: &str,
+        ip: IpAddr,
+        auth: Option<&str>,
+        rcpt: &str,
+        routes: impl Fn(&Verdict) -> Vec<(String, String)>,
+    ) {
+        let domain = rcpt.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+        let env = Env {
+            client: ip,
+            authenticated: auth.is_some(),
+            rcpt_domain: domain,
+        };
+        if let Some(v) = self.evaluate(&env) {
+            let routes = routes(&v);
+            case(
+                s,
+                title,
+                &self.main_listener,
+                &ip.to_string(),
+                auth,
+                rcpt,
+                &v,
+                &routes,
+            );
+        }
+    }
+
+    /// A case: `rcpt` from the trusted client `ip`, routed as `route` says; none when
+    /// Postfix would not accept it.
+    fn routed_case(
+        &self,
+        s: &mut String,
+        title: &str,
+        ip: IpAddr,
+        rcpt: &str,
+        route: (String, String),
+    ) {
+        let domain = rcpt.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+        let env = Env {
+            client: ip,
+            authenticated: false,
+            rcpt_domain: domain,
+        };
+        if self.evaluate(&env) == Some(Verdict::Accept) {
+            self.verdict_case(s, title, ip, None, rcpt, |_| vec![route.clone()]);
+        }
     }
 
     /// Where mail for `anyone@domain` goes, as Postfix routes it: transport_maps

@@ -328,6 +328,40 @@ impl Translator {
     }
 }
 
+/// A list of domains and tables (`hash:/path`, `/path`) as the domains, lowercased
+/// without a trailing dot, and the tables.
+fn domains_and_tables(list: Vec<String>) -> (Vec<String>, Vec<String>) {
+    let (tables, names): (Vec<String>, Vec<String>) = list
+        .into_iter()
+        .partition(|d| d.contains(':') || d.starts_with('/'));
+    let names = names
+        .into_iter()
+        .map(|d| d.to_ascii_lowercase().trim_end_matches('.').to_owned())
+        .collect();
+    (names, tables)
+}
+
+/// A `networks` or `domains` node with the comment above it: `KIND "NAME" "ENTRY"...
+/// [table="TABLE"]`.
+fn set_node(
+    comment: &str,
+    kind: &str,
+    name: &str,
+    entries: &[String],
+    table: Option<&str>,
+) -> String {
+    let mut line = format!("// {comment}\n{kind} {}", q(name));
+    for e in entries {
+        line.push(' ');
+        line.push_str(&q(e));
+    }
+    if let Some(t) = table {
+        let _ = write!(line, " table={}", q(t));
+    }
+    line.push('\n');
+    line
+}
+
 /// `v` without repeated entries, in the order first seen.
 fn dedup(v: &mut Vec<String>) {
     let mut seen = BTreeSet::new();
@@ -880,60 +914,39 @@ impl Translator {
         };
         let entries = self.networks_entries("mynetworks", &nets)?;
         self.facts.mynetworks = entries.clone();
-        let _ = writeln!(
-            s,
-            "\n// mynetworks: clients that may relay (permit_mynetworks)\nnetworks \"mynetworks\"{}",
-            entries
-                .iter()
-                .map(|e| format!(" {}", q(e)))
-                .collect::<String>()
-        );
+        s.push('\n');
+        s.push_str(&set_node(
+            "mynetworks: clients that may relay (permit_mynetworks)",
+            "networks",
+            "mynetworks",
+            &entries,
+            None,
+        ));
         // mydestination
-        let mut local = Vec::new();
-        let mut local_tables = Vec::new();
-        for d in self.list("mydestination")? {
-            if d.contains(':') || d.starts_with('/') {
-                local_tables.push(d);
-            } else {
-                local.push(d.to_ascii_lowercase().trim_end_matches('.').to_owned());
-            }
-        }
+        let (mut local, local_tables) = domains_and_tables(self.list("mydestination")?);
         dedup(&mut local);
         self.claim("mydestination");
         let local_table = self.domain_table("mydestination", &local_tables);
         self.facts.local = local.clone();
-        let _ = writeln!(
-            s,
-            "// mydestination: delivered on this host (aliases apply to them)\ndomains \"local\"{}{}",
-            local
-                .iter()
-                .map(|e| format!(" {}", q(e)))
-                .collect::<String>(),
-            local_table
-                .as_ref()
-                .map(|t| format!(" table={}", q(t)))
-                .unwrap_or_default()
-        );
+        s.push_str(&set_node(
+            "mydestination: delivered on this host (aliases apply to them)",
+            "domains",
+            "local",
+            &local,
+            local_table.as_deref(),
+        ));
         // relay_domains
         let subdomains = self
             .list("parent_domain_matches_subdomains")?
             .iter()
             .any(|p| p == "relay_domains");
+        let (relay_names, relay_tables) = domains_and_tables(self.list("relay_domains")?);
         let mut relay = Vec::new();
-        let mut relay_tables = Vec::new();
-        for d in self.list("relay_domains")? {
-            if d.contains(':') || d.starts_with('/') {
-                relay_tables.push(d);
-                continue;
-            }
-            let d = d.to_ascii_lowercase().trim_end_matches('.').to_owned();
-            if let Some(sub) = d.strip_prefix('.') {
-                relay.push(format!(".{sub}"));
-            } else {
-                relay.push(d.clone());
-                if subdomains {
-                    relay.push(format!(".{d}"));
-                }
+        for d in relay_names {
+            let with_subdomains = subdomains && !d.starts_with('.');
+            relay.push(d.clone());
+            if with_subdomains {
+                relay.push(format!(".{d}"));
             }
         }
         dedup(&mut relay);
@@ -956,65 +969,42 @@ impl Translator {
             .filter(|d| !d.starts_with('.'))
             .cloned()
             .collect();
-        let _ = writeln!(
-            s,
-            "// relay_domains: accepted from anyone and sent on{}\ndomains \"relay\"{}{}",
-            if subdomains {
-                " (parent_domain_matches_subdomains: with their subdomains)"
-            } else {
-                ""
-            },
-            relay
-                .iter()
-                .map(|e| format!(" {}", q(e)))
-                .collect::<String>(),
-            relay_table
-                .as_ref()
-                .map(|t| format!(" table={}", q(t)))
-                .unwrap_or_default()
-        );
+        s.push_str(&set_node(
+            &format!(
+                "relay_domains: accepted from anyone and sent on{}",
+                if subdomains {
+                    " (parent_domain_matches_subdomains: with their subdomains)"
+                } else {
+                    ""
+                }
+            ),
+            "domains",
+            "relay",
+            &relay,
+            relay_table.as_deref(),
+        ));
         // virtual domains
-        let mut virtual_entries = Vec::new();
-        let mut virtual_tables = Vec::new();
-        for d in self.list("virtual_mailbox_domains")? {
-            if d.contains(':') || d.starts_with('/') {
-                virtual_tables.push(d);
-            } else {
-                virtual_entries.push(d.to_ascii_lowercase());
-            }
-        }
+        let (virtual_entries, virtual_tables) =
+            domains_and_tables(self.list("virtual_mailbox_domains")?);
         let virtual_table = self.domain_table("virtual_mailbox_domains", &virtual_tables);
         let has_virtual = !virtual_entries.is_empty() || virtual_table.is_some();
         if has_virtual {
             self.claim("virtual_mailbox_domains");
-            let _ = writeln!(
-                s,
-                "// virtual_mailbox_domains: mailboxes hosted here\ndomains \"virtual\"{}{}",
-                virtual_entries
-                    .iter()
-                    .map(|e| format!(" {}", q(e)))
-                    .collect::<String>(),
-                virtual_table
-                    .as_ref()
-                    .map(|t| format!(" table={}", q(t)))
-                    .unwrap_or_default()
-            );
+            s.push_str(&set_node(
+                "virtual_mailbox_domains: mailboxes hosted here",
+                "domains",
+                "virtual",
+                &virtual_entries,
+                virtual_table.as_deref(),
+            ));
         }
-        let mut alias_entries = Vec::new();
-        let mut alias_tables = Vec::new();
-        if self.params.is_set("virtual_alias_domains") {
-            for d in self.list("virtual_alias_domains")? {
-                if d.contains(':') || d.starts_with('/') {
-                    alias_tables.push(d);
-                } else {
-                    alias_entries.push(d.to_ascii_lowercase());
-                }
-            }
+        let (alias_entries, alias_tables) = if self.params.is_set("virtual_alias_domains") {
             self.claim("virtual_alias_domains");
+            domains_and_tables(self.list("virtual_alias_domains")?)
         } else {
             // the default, $virtual_alias_maps: a domain is one when it is a key there
-            alias_tables = self.list("virtual_alias_maps")?;
-        }
+            (Vec::new(), self.list("virtual_alias_maps")?)
+        };
         let alias_table = self.domain_table("virtual_alias_domains", &alias_tables);
         // what reject_unauth_destination lets through
         let mut destinations: Vec<String> = local
@@ -1044,18 +1034,7 @@ impl Translator {
         }
         self.facts.destinations = destinations.clone();
         self.facts.destinations_table = table.is_some();
-        let _ = writeln!(
-            s,
-            "// mydestination + relay_domains + virtual domains: what reject_unauth_destination lets through\ndomains \"destinations\"{}{}",
-            destinations
-                .iter()
-                .map(|e| format!(" {}", q(e)))
-                .collect::<String>(),
-            table
-                .as_ref()
-                .map(|t| format!(" table={}", q(t)))
-                .unwrap_or_default()
-        );
+        s.push_str(&set_node("mydestination + relay_domains + virtual domains: what reject_unauth_destination lets through", "domains", "destinations", &destinations, table.as_deref()));
         self.facts.has_virtual = has_virtual;
         self.out.push_str(&s);
         Ok(())
@@ -2271,82 +2250,24 @@ impl Translator {
                 continue;
             }
             for spec in specs {
-                match TableRef::parse(&spec) {
-                    TableRef::Regexp(path) => {
-                        match self.src.read(&path) {
-                            Ok((_, text)) => {
-                                match crate::lookup::parse_regexp(&text) {
-                                    Ok(_) => {
-                                        let name = self.add_file(&path, text);
-                                        let size = if param == "body_checks"
-                                            && self.params.is_set("body_checks_size_limit")
-                                        {
-                                            self.claim("body_checks_size_limit");
-                                            format!(
-                                                " size-limit={}",
-                                                self.get("body_checks_size_limit")?
-                                            )
-                                        } else {
-                                            String::new()
-                                        };
-                                        let _ = writeln!(
-                                            rules,
-                                            "    {rule} file={}{size}   // {param} = {spec}",
-                                            q(&name)
-                                        );
-                                        self.claim(param);
-                                        self.facts
-                                            .header_checks
-                                            .push((param.to_owned(), self.files[&name].clone()));
-                                    }
-                                    Err(e) => {
-                                        let why = table_errors(&path, &e);
-                                        self.note(param, Status::Unsupported, "defer 450 4.7.1 for every message", format!("{why}: the table does not read as mtad's regexp table"));
-                                        let _ = writeln!(
-                                            rules,
-                                            "    // {param} = {spec} (NOT TRANSLATED: see the report)\n    {}",
-                                            Rule::new(
-                                                Action::Unsupported(format!("{param} {spec}")),
-                                                vec![],
-                                                ""
-                                            )
-                                            .render()
-                                        );
-                                    }
-                                }
-                            }
-                            Err(e) => {
-                                self.note(
-                                    param,
-                                    Status::Unsupported,
-                                    "defer 450 4.7.1 for every message",
-                                    e,
-                                );
-                                let _ = writeln!(
-                                    rules,
-                                    "    // {param} = {spec} (NOT TRANSLATED: see the report)\n    {}",
-                                    Rule::new(
-                                        Action::Unsupported(format!("{param} {spec}")),
-                                        vec![],
-                                        ""
-                                    )
-                                    .render()
-                                );
-                            }
-                        }
+                match self.content_check(param, rule, &spec) {
+                    Ok(line) => {
+                        rules.push_str(&line);
+                        self.claim(param);
                     }
-                    _ => {
+                    Err(why) => {
                         self.note(
                             param,
                             Status::Unsupported,
                             "defer 450 4.7.1 for every message",
-                            format!("`{spec}`: content checks are regexp or pcre tables"),
+                            why,
                         );
+                        let refusal =
+                            Rule::new(Action::Unsupported(format!("{param} {spec}")), vec![], "");
                         let _ = writeln!(
                             rules,
                             "    // {param} = {spec} (NOT TRANSLATED: see the report)\n    {}",
-                            Rule::new(Action::Unsupported(format!("{param} {spec}")), vec![], "")
-                                .render()
+                            refusal.render()
                         );
                     }
                 }
@@ -2376,6 +2297,39 @@ impl Translator {
             let _ = write!(self.out, "\nstage \"data\" {{\n{rules}}}\n");
         }
         Ok(())
+    }
+
+    /// One content-check table as a data-stage rule line; `Err` with why it is not one.
+    fn content_check(&mut self, param: &str, rule: &str, spec: &str) -> Result<String, String> {
+        let TableRef::Regexp(path) = TableRef::parse(spec) else {
+            return Err(format!(
+                "`{spec}`: content checks are regexp or pcre tables"
+            ));
+        };
+        let (_, text) = self.src.read(&path)?;
+        crate::lookup::parse_regexp(&text).map_err(|e| {
+            format!(
+                "{}: the table does not read as mtad's regexp table",
+                table_errors(&path, &e)
+            )
+        })?;
+        self.facts
+            .header_checks
+            .push((param.to_owned(), text.clone()));
+        let name = self.add_file(&path, text);
+        let size = if param == "body_checks" && self.params.is_set("body_checks_size_limit") {
+            self.claim("body_checks_size_limit");
+            let limit = self
+                .get("body_checks_size_limit")
+                .map_err(|e| e.to_string())?;
+            format!(" size-limit={limit}")
+        } else {
+            String::new()
+        };
+        Ok(format!(
+            "    {rule} file={}{size}   // {param} = {spec}\n",
+            q(&name)
+        ))
     }
 
     fn route_stage(&mut self) -> Result<(), ImportError> {
