@@ -5,9 +5,10 @@
 //! client needs, built once and shared by every connection. Only the ring crypto
 //! provider is used, passed explicitly: nothing depends on a process-wide default.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
@@ -16,6 +17,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tracing::{debug, warn};
 
 use crate::config::tls_policy::CertName;
+use crate::net::dnssec::Tlsa;
 
 /// What one connection requires of TLS; `delivery::tls_policy` derives it from the
 /// destination's level (a `dane` level becomes `Verify` with TLSA records, or
@@ -71,7 +73,26 @@ pub struct TlsClient {
     provider: Arc<rustls::crypto::CryptoProvider>,
     /// How many trust anchors `verifying` has, for logs and tests.
     roots: usize,
+    /// The configurations made for one check ([`Check`]), kept so that connections
+    /// under the same check share one: built once, and their TLS sessions resumed. A
+    /// session is resumed only under the check it was verified with (rustls does not
+    /// verify a resumed session's certificate again), so new TLSA records or names
+    /// make a new configuration and a full handshake.
+    checked: Arc<Mutex<HashMap<Check, Arc<rustls::ClientConfig>>>>,
 }
+
+/// A certificate check one configuration is made for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Check {
+    /// DANE: these usable TLSA records (DANE-TA also checks the names).
+    Dane(Arc<Vec<Tlsa>>, Vec<CertName>),
+    /// A trusted chain for one of these names.
+    Names(Vec<CertName>),
+}
+
+/// Most configurations [`TlsClient::checked`] keeps (one per destination host with
+/// DANE or names to match, usually); past it they are all dropped and made again.
+const MAX_CHECKED: usize = 4096;
 
 impl TlsClient {
     /// Builds both configurations: the verifying one trusts the system's roots
@@ -120,6 +141,7 @@ impl TlsClient {
             webpki,
             provider,
             roots: count,
+            checked: Arc::default(),
         })
     }
 
@@ -140,8 +162,28 @@ impl TlsClient {
         &self,
         names: &[CertName],
     ) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-        let verifier = NamesVerifier::new(self.webpki.clone(), names.to_vec());
-        Ok(Arc::new(self.with_verifier(Arc::new(verifier))?))
+        self.checked(Check::Names(names.to_vec()), || {
+            Arc::new(NamesVerifier::new(self.webpki.clone(), names.to_vec()))
+        })
+    }
+
+    /// The configuration for `check`, with the verifier `make` gives: the one made for
+    /// the same check earlier, or a new one (kept).
+    pub(crate) fn checked(
+        &self,
+        check: Check,
+        make: impl FnOnce() -> Arc<dyn ServerCertVerifier>,
+    ) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+        let mut kept = self.checked.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(config) = kept.get(&check) {
+            return Ok(config.clone());
+        }
+        let config = Arc::new(self.with_verifier(make())?);
+        if kept.len() >= MAX_CHECKED {
+            kept.clear();
+        }
+        kept.insert(check, config.clone());
+        Ok(config)
     }
 
     /// A client configuration with this certificate check (and our provider).
@@ -285,6 +327,54 @@ pub struct TlsClientError(String);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_under_one_check_share_a_configuration_and_its_sessions() {
+        let tls = TlsClient::new(None).unwrap();
+        let tlsa = |byte: u8| {
+            Arc::new(vec![Tlsa {
+                usage: 3,
+                selector: 1,
+                matching: 1,
+                data: vec![byte; 32],
+            }])
+        };
+        let names = vec![CertName::Exact("mx.example.test".into())];
+        let dane = |records: Arc<Vec<Tlsa>>| {
+            let made = std::cell::Cell::new(false);
+            let config = tls
+                .checked(Check::Dane(records, names.clone()), || {
+                    made.set(true);
+                    Arc::new(NamesVerifier::new(tls.webpki.clone(), names.clone()))
+                })
+                .unwrap();
+            (config, made.get())
+        };
+        let (first, made) = dane(tlsa(1));
+        assert!(made);
+        // the same records: the same configuration (so its resumable sessions), no new
+        // verifier
+        let (again, made) = dane(tlsa(1));
+        assert!(!made);
+        assert!(Arc::ptr_eq(&first, &again));
+        // other records: another configuration, whose sessions were never verified
+        // under the first check
+        let (other, made) = dane(tlsa(2));
+        assert!(made);
+        assert!(!Arc::ptr_eq(&first, &other));
+        let a = tls.config_for_names(&names).unwrap();
+        assert!(Arc::ptr_eq(&a, &tls.config_for_names(&names).unwrap()));
+        assert!(!Arc::ptr_eq(&a, &first));
+        let elsewhere = [CertName::Under("example.test".into())];
+        assert!(!Arc::ptr_eq(&a, &tls.config_for_names(&elsewhere).unwrap()));
+        // bounded: past MAX_CHECKED they are made again
+        for i in 0..MAX_CHECKED {
+            tls.config_for_names(&[CertName::Exact(format!("mx{i}.example.test"))])
+                .unwrap();
+        }
+        assert!(tls.checked.lock().unwrap().len() <= MAX_CHECKED);
+        assert!(!Arc::ptr_eq(&a, &tls.config_for_names(&names).unwrap()));
+    }
 
     #[test]
     fn a_bad_ca_file_is_an_error_naming_it() {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use super::dane::{DaneVerifier, usable};
 use super::mta_sts::{Cached, MtaSts};
-use super::tls::{TlsClient, TlsMode};
+use super::tls::{Check, TlsClient, TlsMode};
 use super::tls_rpt::{PolicyType, ReportPolicy, ResultType};
 use crate::config::route::{NextHop, TlsPolicy, Transport};
 use crate::config::tls_policy::{CertName, ChosenRule};
@@ -115,9 +115,15 @@ impl HostPolicy {
         tls: &TlsClient,
     ) -> Result<Option<Arc<rustls::ClientConfig>>, rustls::Error> {
         if let DaneState::Usable(records) = &self.dane {
-            let verifier =
-                DaneVerifier::new(records.clone(), self.names.clone(), tls.provider().clone());
-            return Ok(Some(Arc::new(tls.with_verifier(Arc::new(verifier))?)));
+            let check = Check::Dane(records.clone(), self.names.clone());
+            let config = tls.checked(check, || {
+                Arc::new(DaneVerifier::new(
+                    records.clone(),
+                    self.names.clone(),
+                    tls.provider().clone(),
+                ))
+            })?;
+            return Ok(Some(config));
         }
         if self.mode == TlsMode::Verify && !self.names.is_empty() {
             return Ok(Some(tls.config_for_names(&self.names)?));
