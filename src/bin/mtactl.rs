@@ -121,6 +121,41 @@ enum Command {
         #[command(subcommand)]
         command: DkimCommand,
     },
+    /// Translate another mail server's configuration into an mtad configuration.
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// Read a Postfix configuration directory (main.cf, master.cf and the tables they
+    /// name; nothing of Postfix's is changed) and write into OUT: mtad.kdl, the tables
+    /// it names, tests/imported.kdl (cases that pin what Postfix does) and
+    /// import-report.txt/.json (every parameter approximated, ignored or not
+    /// translated, and why). The result is checked as `mtactl check` does, its suite
+    /// included. Exit 0: written and checked; 1: an error (nothing usable).
+    Postfix {
+        /// The Postfix configuration directory, e.g. /etc/postfix.
+        dir: PathBuf,
+        /// Where to write (made if missing; refused if not empty, unless --force).
+        #[arg(long, value_name = "OUT")]
+        out: PathBuf,
+        /// Write into a directory that is not empty (files of the same names are replaced).
+        #[arg(long)]
+        force: bool,
+        /// Postfix's default myhostname (the host's name), when main.cf does not set it.
+        /// Default: this host's name.
+        #[arg(long, value_name = "NAME")]
+        hostname: Option<String>,
+        /// The spool directory the configuration names.
+        #[arg(long, value_name = "DIR", default_value = "/var/spool/mtad")]
+        spool: String,
+        /// The report on stdout: `json` for the same as one JSON object.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
 }
 
 #[derive(Subcommand)]
@@ -413,6 +448,22 @@ fn run(args: Args) -> ExitCode {
     if let Command::Dkim { command } = args.command {
         return finish(dkim(command));
     }
+    if let Command::Import {
+        command:
+            ImportCommand::Postfix {
+                dir,
+                out,
+                force,
+                hostname,
+                spool,
+                format,
+            },
+    } = args.command
+    {
+        let options = mtad::import::postfix::Options { hostname, spool };
+        let json = matches!(format, Format::Json);
+        return finish(control::import_postfix(&dir, &out, &options, force, json));
+    }
     let config = match control::config_path::resolve(args.config.as_deref(), "--config PATH") {
         Ok(path) => path,
         Err(e) => {
@@ -422,7 +473,7 @@ fn run(args: Args) -> ExitCode {
     };
     let config = config.as_path();
     let result = match args.command {
-        Command::Dkim { .. } => unreachable!("answered above"),
+        Command::Dkim { .. } | Command::Import { .. } => unreachable!("answered above"),
         Command::TestPolicy(a) => return test_policy(config, a),
         Command::Lookup { table, key } => {
             return match control::lookup(config, &table, &key) {

@@ -66,7 +66,7 @@ impl Value {
 }
 
 /// `s` as a quoted KDL v2 string (always quoted, where KDL would allow a bare word).
-fn quote(s: &str) -> String {
+pub fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

@@ -197,6 +197,49 @@ pub fn relay_check(config: &Config, pipeline: &Pipeline) -> Result<Vec<String>, 
     Ok(warnings)
 }
 
+/// `mtactl import postfix DIR --out OUT`: translates, writes, prints the report (text
+/// or JSON) and checks the result as `mtactl check` does (its generated suite is a
+/// `reload { require-tests }` of the configuration, so it runs too).
+pub fn import_postfix(
+    dir: &Path,
+    out: &Path,
+    options: &crate::import::postfix::Options,
+    force: bool,
+    json: bool,
+) -> Result<(), CommandError> {
+    use crate::import::postfix::{self, Status};
+    let imported = postfix::import(dir, options).map_err(|e| format!("mtactl: {e}"))?;
+    imported
+        .write(out, force)
+        .map_err(|e| format!("mtactl: {e}"))?;
+    if json {
+        outln!("{}", imported.report.json());
+    } else {
+        out_text(&imported.report.text());
+    }
+    let unsupported = imported.report.count(Status::Unsupported);
+    if unsupported > 0 {
+        errln!(
+            "mtactl: warning: {unsupported} parameter(s) or restriction(s) not translated: where a restriction stood, the configuration defers (450 4.7.1); read {}",
+            out.join("import-report.txt").display()
+        );
+    }
+    let config = out.join("mtad.kdl");
+    check(&config, false, false).map_err(|e| {
+        CommandError::from(format!(
+            "{e}
+mtactl: the imported configuration {} does not pass `mtactl check`; it was written for you to look at",
+            config.display()
+        ))
+    })
+}
+
+fn out_text(text: &str) {
+    for line in text.lines() {
+        outln!("{line}");
+    }
+}
+
 /// `mtactl check`: exit 0 with a one-line summary, or every error rendered.
 /// The second line is the policy's revision (what `mtactl status` reports once it runs).
 pub fn check(path: &Path, connect: bool, strict: bool) -> Result<(), CommandError> {
