@@ -9,6 +9,7 @@
 //! `mtad_cluster_redis_errors_total{feature}`, in the `mtad_cluster_redis_up` gauge,
 //! and in the log once when Redis stops answering and once when it answers again.
 
+pub mod greylist;
 pub mod limits;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +27,8 @@ pub enum Feature {
     RateLimits,
     /// `limits { connections-per-ip }` across the nodes (leases).
     Leases,
+    /// The state of `greylist` rules.
+    Greylisting,
 }
 
 impl Feature {
@@ -33,6 +36,7 @@ impl Feature {
         match self {
             Feature::RateLimits => "rate-limits",
             Feature::Leases => "leases",
+            Feature::Greylisting => "greylisting",
         }
     }
 }

@@ -857,6 +857,7 @@ impl Session {
                 .then_some(if self.esmtp { "ESMTP" } else { "SMTP" }),
             sasl_method: self.sasl_method,
             dns_fixture: self.core.dns_fixture.as_ref(),
+            greylist: Some(&*self.core.greylist),
             ..Context::new(self.peer.ip(), &self.listen.name)
         }
     }

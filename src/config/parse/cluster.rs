@@ -151,7 +151,7 @@ impl Parser {
     }
 
     /// A duration in `min..=max`, written as humantime writes them in the error.
-    fn duration_within(
+    pub(super) fn duration_within(
         &mut self,
         entry: &kdl::KdlEntry,
         what: &str,
