@@ -135,6 +135,8 @@ struct Node<'a> {
     server: &'a str,
     /// More lines in `cluster { }`.
     cluster: &'a str,
+    /// The rules of `stage "rcpt"`.
+    rcpt: &'a str,
 }
 
 impl Default for Node<'_> {
@@ -143,6 +145,7 @@ impl Default for Node<'_> {
             listen: "listen \"mx\" address=\"127.0.0.1:{port}\"",
             server: "",
             cluster: "",
+            rcpt: "accept client=\"trusted\"",
         }
     }
 }
@@ -159,7 +162,7 @@ server {{
 {listen}
 networks "trusted" "127.0.0.0/8"
 stage "rcpt" {{
-    accept client="trusted"
+    {rcpt}
 }}
 cluster {{
     redis "{url}"
@@ -174,6 +177,7 @@ cluster {{
             listen = self.listen,
             server = self.server,
             cluster = self.cluster,
+            rcpt = self.rcpt,
         ))
     }
 }
@@ -630,4 +634,63 @@ fn hooks_read_the_shared_counts() {
         "MAIL FROM:<a@src.test>",
         "450 4.7.1 hook: message 3 this hour, slow down",
     );
+}
+
+/// A node greylisting with `fallback` ("local" or "tempfail") and a delay of 2 seconds.
+fn greylisting_node(redis: &Redis, name: &str, fallback: &str) -> Mtad {
+    let cluster = format!("    fallback \"{fallback}\"");
+    Node {
+        rcpt: "greylist\n    accept client=\"trusted\"",
+        cluster: &cluster,
+        ..Node::default()
+    }
+    .start(redis, name, "greylisting {\n    delay \"2s\"\n}\n")
+}
+
+/// Greylisting's state is in Redis: a triplet first seen via node A is accepted on its
+/// retry via node B (a node alone would see it for the first time and greylist it);
+/// while Redis is down, `fallback "local"` greylists with the node's own state and
+/// `fallback "tempfail"` answers 451 4.3.0: never a 5xx, never an accept by default.
+#[test]
+fn a_triplet_greylisted_via_one_node_passes_on_retry_via_another() {
+    let mut redis = Redis::start();
+    let a = greylisting_node(&redis, "a", "local");
+    let b = greylisting_node(&redis, "b", "tempfail");
+    let t = swaks_from("127.0.0.2", a.port);
+    assert!(
+        t.contains("<** 450 4.7.1 <b@dst.test>: Recipient address rejected: Greylisted, try again in 2 seconds"),
+        "{t}"
+    );
+    // at once via B: known, still waiting
+    let t = swaks_from("127.0.0.2", b.port);
+    assert!(t.contains("<** 450 4.7.1 "), "{t}");
+    std::thread::sleep(Duration::from_millis(2500));
+    let t = swaks_from("127.0.0.2", b.port);
+    assert!(t.contains("<-  250 2.0.0 Ok: queued as"), "{t}");
+    assert_eq!(b.queued().len(), 1);
+    // the triplet's record is in Redis, under a digest, expiring by itself
+    let keys = redis.cli(&["KEYS", "mtad:grey:t:*"]).unwrap();
+    assert_eq!(keys, "*1", "one triplet: {keys}");
+    // Redis down: A greylists with its own state; B tempfails, from the connection on
+    // (its lease cannot be had either: the fallback is the node's, for every feature)
+    redis.kill();
+    let t = swaks_from("127.0.0.7", a.port);
+    assert!(t.contains("<** 450 4.7.1 "), "{t}");
+    let t = swaks_from("127.0.0.7", b.port);
+    assert!(t.contains("<** 421 4.3.0 "), "{t}");
+    // Redis back (empty): shared again
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = swaks_from("127.0.0.8", b.port);
+        if t.contains("<** 450 4.7.1 ") {
+            break;
+        }
+        assert!(t.contains("<** 421 4.3.0 "), "{t}");
+        assert!(Instant::now() < deadline, "never recovered: {t}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    let t = swaks_from("127.0.0.8", a.port);
+    assert!(t.contains("<-  250 2.0.0 Ok: queued as"), "{t}");
 }

@@ -199,3 +199,42 @@ fn the_reply_text_says_what_postgrey_says() {
         "Greylisted, see http://postgrey.schweikert.ch/help/example.test.html (42 s)"
     );
 }
+
+/// Redis that does not answer: `fallback "local"` greylists with the node's own
+/// state, `fallback "tempfail"` says the state is unavailable (a 451), never a pass.
+#[test]
+fn without_redis_the_fallback_applies() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _in = rt.enter();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let s = settings();
+    let k = keys("192.0.2.7".parse().unwrap(), "a@src.test", "u@x.test", &s);
+    for (fallback, local) in [
+        (crate::cluster::Fallback::Local, true),
+        (crate::cluster::Fallback::Tempfail, false),
+    ] {
+        let cluster = crate::cluster::Cluster::new(&crate::cluster::Settings {
+            redis: format!("redis://127.0.0.1:{port}/0"),
+            node: "n".into(),
+            timeout: Duration::from_millis(100),
+            key_prefix: "mtad:".into(),
+            fallback,
+            lease: Duration::from_secs(60),
+        })
+        .unwrap();
+        let shared = Shared {
+            cluster: Arc::new(cluster),
+            local: Arc::new(Local::in_memory()),
+        };
+        let got = std::thread::scope(|t| t.spawn(|| shared.check(&k, &s)).join().unwrap());
+        if local {
+            assert!(matches!(got, Ok(Outcome::Greylisted { left: 300 })), "{got:?}");
+            assert_eq!(shared.local.len(), 1);
+        } else {
+            assert!(got.is_err(), "{got:?}");
+            assert!(shared.local.is_empty());
+        }
+    }
+}
