@@ -1223,3 +1223,116 @@ fn postgrey_with_delay(port: u16, dbdir: &Path, delay: u32) -> Peer {
         what: "postgrey",
     }
 }
+
+/// docs/greylisting.md: its configuration checks, its suite passes on it (the state of
+/// each case given as a fixture), a wrong expectation fails, and a hook's `greylist()`
+/// greylists as the rule does.
+#[test]
+fn the_documented_greylisting_suite_passes_and_hooks_greylist() {
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/greylisting.md"
+    ))
+    .unwrap();
+    let block = |after: &str, lang: &str| {
+        let from = docs.find(after).unwrap_or_else(|| panic!("{after}"));
+        let fence = format!("```{lang}\n");
+        let start = from + docs[from..].find(&fence).unwrap() + fence.len();
+        docs[start..start + docs[start..].find("```").unwrap()].to_owned()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mtad.kdl");
+    let head = format!(
+        "server {{\n    hostname \"mx.example.test\"\n    spool \"{}\"\n}}\n\
+         listen \"mx\" address=\"127.0.0.1:2525\"\ndomains \"local\" \"example.test\"\n",
+        dir.path().join("spool").display()
+    );
+    std::fs::write(
+        &config,
+        format!("{head}{}", block("<!-- tests/policy_service.rs checks", "kdl")),
+    )
+    .unwrap();
+    let run = |config: &Path, suite: &str| {
+        let path = dir.path().join("suite.kdl");
+        std::fs::write(&path, suite).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_mtactl"))
+            .args(["test-policy", "--config"])
+            .arg(config)
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let suite = block("<!-- tests/policy_service.rs runs this suite", "kdl");
+    let (code, report) = run(&config, &suite);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(report.contains("6 passed, 0 failed"), "{report}");
+    // the state decides: a triplet seen 6 minutes ago expected to be greylisted fails
+    let wrong = suite.replace(
+        "greylist seen=\"6m\"\n    expect \"rcpt\" \"accept\"",
+        "greylist seen=\"6m\"\n    expect \"rcpt\" \"defer\"",
+    );
+    assert_ne!(wrong, suite);
+    let (code, report) = run(&config, &wrong);
+    assert_eq!(code, Some(1), "{report}");
+    // a fixture that says nothing sensible is an error at its place
+    let (code, report) = run(
+        &config,
+        "case \"x\" {\n    client \"192.0.2.1\"\n    from \"a@b.test\"\n    rcpt \"u@example.test\"\n    greylist passed=#true\n}\n",
+    );
+    assert_eq!(code, Some(2), "{report}");
+    assert!(report.contains("suite.kdl:5:5: greylist passed=#true needs seen="), "{report}");
+    // the hook of the page
+    std::fs::write(dir.path().join("rcpt.rhai"), block("A hook may greylist", "rhai")).unwrap();
+    let hooked = dir.path().join("hooked.kdl");
+    std::fs::write(
+        &hooked,
+        format!(
+            "{head}stage \"rcpt\" {{\n    reject 554 \"5.7.1\" \"Relay access denied\" not-rcpt-domain=\"local\"\n    hook \"rcpt.rhai\"\n    accept\n}}\n"
+        ),
+    )
+    .unwrap();
+    let (code, report) = run(
+        &hooked,
+        r#"case "greylisted by the hook" {
+    client "198.51.100.7"
+    from "a@b.test"
+    rcpt "u@example.test"
+    expect "rcpt" "defer" reply="450 4.7.1 <u@example.test>: Recipient address rejected: Greylisted" rule="hooked.kdl:9"
+}
+case "passed" {
+    client "198.51.100.7"
+    from "a@b.test"
+    rcpt "u@example.test"
+    greylist seen="1h"
+    expect "rcpt" "accept" rule="hooked.kdl:10"
+}
+case "not greylisted by the hook" {
+    client "203.0.113.1"
+    from "a@b.test"
+    rcpt "u@example.test"
+    expect "rcpt" "accept"
+}
+"#,
+    );
+    assert_eq!(code, Some(0), "{report}");
+    // greylist() anywhere but rcpt is a hook error: 451, never an accept
+    std::fs::write(dir.path().join("mail.rhai"), "fn mail(ctx) { greylist() }\n").unwrap();
+    std::fs::write(
+        &hooked,
+        format!("{head}stage \"mail\" {{\n    hook \"mail.rhai\"\n}}\nstage \"rcpt\" {{\n    accept\n}}\n"),
+    )
+    .unwrap();
+    let (code, report) = run(
+        &hooked,
+        "case \"x\" {\n    client \"192.0.2.1\"\n    from \"a@b.test\"\n    rcpt \"u@example.test\"\n    expect \"mail\" \"defer\" reply=\"451 4.3.0\"\n}\n",
+    );
+    assert_eq!(code, Some(0), "{report}");
+}
