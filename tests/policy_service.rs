@@ -1101,7 +1101,12 @@ fn swaks_as(port: u16, source: &str, from: &str, to: &str) -> String {
 fn swaks_is_greylisted_then_accepted_after_the_delay_even_across_a_restart() {
     let mport = free_port();
     let mut mtad = greylisting("3s", mport);
-    let first = swaks_as(mtad.port, "127.0.0.2", "alice@sender.test", "user@test.local");
+    let first = swaks_as(
+        mtad.port,
+        "127.0.0.2",
+        "alice@sender.test",
+        "user@test.local",
+    );
     assert!(
         first.contains(
             "<** 450 4.7.1 <user@test.local>: Recipient address rejected: Greylisted, try again in 3 seconds"
@@ -1110,13 +1115,26 @@ fn swaks_is_greylisted_then_accepted_after_the_delay_even_across_a_restart() {
     );
     // another address of the same /24, the same sender with a +extension: the same
     // triplet, still waiting
-    let again = swaks_as(mtad.port, "127.0.0.3", "alice+x@sender.test", "user@test.local");
+    let again = swaks_as(
+        mtad.port,
+        "127.0.0.3",
+        "alice+x@sender.test",
+        "user@test.local",
+    );
     assert!(again.contains("<** 450 4.7.1 "), "{again}");
     // an allowlisted client is not greylisted
-    let exempt = swaks_as(mtad.port, "127.0.0.200", "bob@sender.test", "user@test.local");
+    let exempt = swaks_as(
+        mtad.port,
+        "127.0.0.200",
+        "bob@sender.test",
+        "user@test.local",
+    );
     assert!(exempt.contains("<-  250 2.0.0 Ok: queued as"), "{exempt}");
     assert_eq!(
-        sample(&scrape(mport), r#"mtad_greylist_total{result="greylisted"}"#),
+        sample(
+            &scrape(mport),
+            r#"mtad_greylist_total{result="greylisted"}"#
+        ),
         2.0
     );
     // the state is saved under the spool every few seconds and at shutdown
@@ -1124,14 +1142,27 @@ fn swaks_is_greylisted_then_accepted_after_the_delay_even_across_a_restart() {
     assert!(mtad.spool.join("greylist").exists());
     std::thread::sleep(Duration::from_millis(3200));
     mtad.restart();
-    let retry = swaks_as(mtad.port, "127.0.0.2", "alice@sender.test", "user@test.local");
+    let retry = swaks_as(
+        mtad.port,
+        "127.0.0.2",
+        "alice@sender.test",
+        "user@test.local",
+    );
     assert!(retry.contains("<-  250 2.0.0 Ok: queued as"), "{retry}");
     // a new triplet (another recipient) is greylisted afresh
-    let other = swaks_as(mtad.port, "127.0.0.2", "alice@sender.test", "other@test.local");
+    let other = swaks_as(
+        mtad.port,
+        "127.0.0.2",
+        "alice@sender.test",
+        "other@test.local",
+    );
     assert!(other.contains("<** 450 4.7.1 "), "{other}");
     let m = scrape(mport);
     assert_eq!(sample(&m, r#"mtad_greylist_total{result="passed"}"#), 1.0);
-    assert_eq!(sample(&m, r#"mtad_greylist_total{result="greylisted"}"#), 1.0);
+    assert_eq!(
+        sample(&m, r#"mtad_greylist_total{result="greylisted"}"#),
+        1.0
+    );
     assert_eq!(mtad.queued().len(), 2);
 }
 
@@ -1229,11 +1260,8 @@ fn postgrey_with_delay(port: u16, dbdir: &Path, delay: u32) -> Peer {
 /// greylists as the rule does.
 #[test]
 fn the_documented_greylisting_suite_passes_and_hooks_greylist() {
-    let docs = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/docs/greylisting.md"
-    ))
-    .unwrap();
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/greylisting.md"))
+        .unwrap();
     let block = |after: &str, lang: &str| {
         let from = docs.find(after).unwrap_or_else(|| panic!("{after}"));
         let fence = format!("```{lang}\n");
@@ -1249,7 +1277,10 @@ fn the_documented_greylisting_suite_passes_and_hooks_greylist() {
     );
     std::fs::write(
         &config,
-        format!("{head}{}", block("<!-- tests/policy_service.rs checks", "kdl")),
+        format!(
+            "{head}{}",
+            block("<!-- tests/policy_service.rs checks", "kdl")
+        ),
     )
     .unwrap();
     let run = |config: &Path, suite: &str| {
@@ -1288,9 +1319,16 @@ fn the_documented_greylisting_suite_passes_and_hooks_greylist() {
         "case \"x\" {\n    client \"192.0.2.1\"\n    from \"a@b.test\"\n    rcpt \"u@example.test\"\n    greylist passed=#true\n}\n",
     );
     assert_eq!(code, Some(2), "{report}");
-    assert!(report.contains("suite.kdl:5:5: greylist passed=#true needs seen="), "{report}");
+    assert!(
+        report.contains("suite.kdl:5:5: greylist passed=#true needs seen="),
+        "{report}"
+    );
     // the hook of the page
-    std::fs::write(dir.path().join("rcpt.rhai"), block("A hook may greylist", "rhai")).unwrap();
+    std::fs::write(
+        dir.path().join("rcpt.rhai"),
+        block("A hook may greylist", "rhai"),
+    )
+    .unwrap();
     let hooked = dir.path().join("hooked.kdl");
     std::fs::write(
         &hooked,
@@ -1324,7 +1362,11 @@ case "not greylisted by the hook" {
     );
     assert_eq!(code, Some(0), "{report}");
     // greylist() anywhere but rcpt is a hook error: 451, never an accept
-    std::fs::write(dir.path().join("mail.rhai"), "fn mail(ctx) { greylist() }\n").unwrap();
+    std::fs::write(
+        dir.path().join("mail.rhai"),
+        "fn mail(ctx) { greylist() }\n",
+    )
+    .unwrap();
     std::fs::write(
         &hooked,
         format!("{head}stage \"mail\" {{\n    hook \"mail.rhai\"\n}}\nstage \"rcpt\" {{\n    accept\n}}\n"),

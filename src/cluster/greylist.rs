@@ -12,6 +12,12 @@ pub type Record = (u64, u64);
 /// What was read: the server's clock (seconds), the triplet's and the client's records.
 pub type Read = (u64, Option<Record>, Option<Record>);
 
+/// The records to write, each with its life in seconds: the triplet's, the client's.
+pub type Write = (Option<(Record, u64)>, Option<(Record, u64)>);
+
+/// What the pipeline answers: `TIME`, then the two values.
+type Raw = ((u64, u64), Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// Longest record value read back (two numbers and a comma).
 const MAX_VALUE: usize = 48;
 
@@ -39,8 +45,7 @@ impl Cluster {
             .arg(self.greylist_key("t", triplet))
             .cmd("GET")
             .arg(self.greylist_key("c", client));
-        let (time, t, c): ((u64, u64), Option<Vec<u8>>, Option<Vec<u8>>) =
-            self.query(Feature::Greylisting, &pipe).await?;
+        let (time, t, c): Raw = self.query(Feature::Greylisting, &pipe).await?;
         Ok((time.0, record(t.as_deref()), record(c.as_deref())))
     }
 
@@ -49,7 +54,7 @@ impl Cluster {
         &self,
         triplet: &str,
         client: &str,
-        (t, c): (Option<(Record, u64)>, Option<(Record, u64)>),
+        (t, c): Write,
     ) -> Result<(), Unavailable> {
         if t.is_none() && c.is_none() {
             return Ok(());
@@ -74,7 +79,10 @@ mod tests {
     #[test]
     fn records_read_back_or_are_ignored() {
         use super::record;
-        assert_eq!(record(Some(b"1700000000,1700000300")), Some((1700000000, 1700000300)));
+        assert_eq!(
+            record(Some(b"1700000000,1700000300")),
+            Some((1700000000, 1700000300))
+        );
         assert_eq!(record(Some(b"5,")), None);
         assert_eq!(record(Some(b"-1,2")), None);
         assert_eq!(record(Some(b"\xff,1")), None);

@@ -29,8 +29,8 @@
 
 pub mod checks;
 pub mod cluster;
-pub mod greylisting;
 mod error;
+pub mod greylisting;
 mod parse;
 mod reply;
 mod revision;

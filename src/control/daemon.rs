@@ -186,12 +186,11 @@ async fn start(
     // and in the cluster's Redis when there is one (the local state is its fallback)
     let greylist_local = {
         let path = config.server.spool.join("greylist");
-        let local = tokio::task::spawn_blocking(move || {
-            crate::policy::greylist::Local::open(&path)
-        })
-        .await
-        .map(Arc::new)
-        .unwrap_or_default();
+        let local =
+            tokio::task::spawn_blocking(move || crate::policy::greylist::Local::open(&path))
+                .await
+                .map(Arc::new)
+                .unwrap_or_default();
         tokio::spawn(
             local
                 .clone()

@@ -1076,19 +1076,15 @@ fn read_greylist(
     for e in node.entries() {
         let key = e.name().map(|n| n.value());
         match (key, e.value()) {
-            (Some("seen"), kdl::KdlValue::String(ago)) => {
-                match humantime::parse_duration(ago) {
-                    Ok(d) => state.seen = Some(d),
-                    Err(err) => errors.push(format!("{here}: seen={ago:?}: {err}")),
-                }
-            }
+            (Some("seen"), kdl::KdlValue::String(ago)) => match humantime::parse_duration(ago) {
+                Ok(d) => state.seen = Some(d),
+                Err(err) => errors.push(format!("{here}: seen={ago:?}: {err}")),
+            },
             (Some("passed"), kdl::KdlValue::Bool(b)) => state.passed = *b,
-            (Some("client-passes"), kdl::KdlValue::Integer(n)) => {
-                match u32::try_from(*n) {
-                    Ok(n) => state.client_passes = n,
-                    Err(_) => errors.push(format!("{here}: client-passes={n}: out of range")),
-                }
-            }
+            (Some("client-passes"), kdl::KdlValue::Integer(n)) => match u32::try_from(*n) {
+                Ok(n) => state.client_passes = n,
+                Err(_) => errors.push(format!("{here}: client-passes={n}: out of range")),
+            },
             _ => errors.push(format!("{here}: {usage}")),
         }
     }

@@ -505,7 +505,10 @@ fn evict<T>(map: &mut HashMap<String, Kept<T>>, bound: usize, now: u64, last: fn
         return;
     }
     let excess = map.len() - bound + bound / 10;
-    let mut ages: Vec<(u64, String)> = map.iter().map(|(k, v)| (last(&v.value), k.clone())).collect();
+    let mut ages: Vec<(u64, String)> = map
+        .iter()
+        .map(|(k, v)| (last(&v.value), k.clone()))
+        .collect();
     ages.sort_unstable();
     for (_, k) in ages.into_iter().take(excess) {
         map.remove(&k);
@@ -545,7 +548,9 @@ impl Store for Shared {
                 let (outcome, update) = decide(&s, now, triplet, client);
                 let write = (
                     update.triplet.map(|(t, ttl)| ((t.first, t.last), ttl)),
-                    update.client.map(|(c, ttl)| ((u64::from(c.count), c.last), ttl)),
+                    update
+                        .client
+                        .map(|(c, ttl)| ((u64::from(c.count), c.last), ttl)),
                 );
                 cluster.greylist_write(&k.triplet, &k.client, write).await?;
                 Ok::<_, crate::cluster::Unavailable>(outcome)
@@ -674,25 +679,22 @@ impl super::Pipeline {
         match outcome {
             Ok(Outcome::Greylisted { left }) => {
                 crate::metrics::get().greylist("greylisted");
-                let action = format!(
-                    "DEFER_IF_PERMIT {}",
-                    reply_text(&g.settings, left, rcpt)
-                );
-                let (effect, error) =
-                    super::services::effect_of(&action, super::Stage::Rcpt, ctx);
+                let action = format!("DEFER_IF_PERMIT {}", reply_text(&g.settings, left, rcpt));
+                let (effect, error) = super::services::effect_of(&action, super::Stage::Rcpt, ctx);
                 PolicyAnswer {
                     effect,
                     action,
                     error,
                 }
             }
-            Ok(Outcome::Passed { first_pass: true }) => {
-                pass("passed", "DUNNO (greylisting passed: retried after the delay)")
+            Ok(Outcome::Passed { first_pass: true }) => pass(
+                "passed",
+                "DUNNO (greylisting passed: retried after the delay)",
+            ),
+            Ok(Outcome::Passed { first_pass: false }) => pass("passed", "DUNNO (triplet known)"),
+            Ok(Outcome::AutoAllowlisted) => {
+                pass("auto-allowlisted", "DUNNO (client auto-allowlisted)")
             }
-            Ok(Outcome::Passed { first_pass: false }) => {
-                pass("passed", "DUNNO (triplet known)")
-            }
-            Ok(Outcome::AutoAllowlisted) => pass("auto-allowlisted", "DUNNO (client auto-allowlisted)"),
             Err(e) => unavailable(e.to_string()),
         }
     }

@@ -115,8 +115,7 @@ impl Parser {
                     g.text = text.to_owned();
                 }
                 _ => {
-                    if let Some(n) = self.integer(entry, "a number of triplets", 100, 100_000_000)
-                    {
+                    if let Some(n) = self.integer(entry, "a number of triplets", 100, 100_000_000) {
                         g.max_entries = n as usize;
                     }
                 }

@@ -161,11 +161,11 @@ struct Parser {
 mod authentication;
 mod checks;
 mod cluster;
-mod greylisting;
 mod conditions;
 mod delivery;
 mod dkim;
 mod filter;
+mod greylisting;
 mod include;
 mod limits;
 mod listen;

@@ -9,7 +9,11 @@ fn senders_are_normalised_as_postgrey_does() {
     // postgrey 1.37's do_sender_substitutions
     assert_eq!(sender_key("list+bounces-42@lists.test"), "list@lists.test");
     assert_eq!(sender_key("bounce-123-456@x.test"), "bounce-#-#@x.test");
-    assert_eq!(sender_key("user42@x.test"), "user42@x.test", "not a word of its own");
+    assert_eq!(
+        sender_key("user42@x.test"),
+        "user42@x.test",
+        "not a word of its own"
+    );
     assert_eq!(sender_key("12.34@x.test"), "#.#@x.test");
     assert_eq!(
         sender_key("prvs=1234567890=alice@x.test"),
@@ -45,9 +49,18 @@ fn triplets_are_keyed_by_network_sender_and_recipient() {
         k("192.0.2.1", "u@x.test").triplet,
         k("192.0.2.200", "u@x.test").triplet
     );
-    assert_ne!(k("192.0.2.1", "u@x.test").triplet, k("192.0.3.1", "u@x.test").triplet);
-    assert_ne!(k("192.0.2.1", "u@x.test").triplet, k("192.0.2.1", "v@x.test").triplet);
-    assert_ne!(k("192.0.2.1", "u@x.test").client, k("192.0.2.2", "u@x.test").client);
+    assert_ne!(
+        k("192.0.2.1", "u@x.test").triplet,
+        k("192.0.3.1", "u@x.test").triplet
+    );
+    assert_ne!(
+        k("192.0.2.1", "u@x.test").triplet,
+        k("192.0.2.1", "v@x.test").triplet
+    );
+    assert_ne!(
+        k("192.0.2.1", "u@x.test").client,
+        k("192.0.2.2", "u@x.test").client
+    );
 }
 
 /// The sequence postgrey answers (peers.md §5): new → greylisted; again at once →
@@ -58,8 +71,14 @@ fn a_triplet_passes_after_the_delay_and_within_the_window() {
     let local = Local::in_memory();
     let k = keys("192.0.2.7".parse().unwrap(), "a@src.test", "u@x.test", &s);
     let t0 = 1_800_000_000;
-    assert_eq!(local.check_at(&k, &s, t0), Outcome::Greylisted { left: 300 });
-    assert_eq!(local.check_at(&k, &s, t0 + 100), Outcome::Greylisted { left: 200 });
+    assert_eq!(
+        local.check_at(&k, &s, t0),
+        Outcome::Greylisted { left: 300 }
+    );
+    assert_eq!(
+        local.check_at(&k, &s, t0 + 100),
+        Outcome::Greylisted { left: 200 }
+    );
     assert_eq!(
         local.check_at(&k, &s, t0 + 300),
         Outcome::Passed { first_pass: true }
@@ -75,7 +94,10 @@ fn a_triplet_passes_after_the_delay_and_within_the_window() {
     );
     // and forgotten after 35 days unseen
     let later = t0 + 400 + 30 * 86400 + 36 * 86400;
-    assert_eq!(local.check_at(&k, &s, later), Outcome::Greylisted { left: 300 });
+    assert_eq!(
+        local.check_at(&k, &s, later),
+        Outcome::Greylisted { left: 300 }
+    );
 }
 
 #[test]
@@ -105,7 +127,10 @@ fn clients_that_pass_five_times_are_auto_allowlisted() {
     let mut t = 1_800_000_000;
     for n in 0..5 {
         let k = keys(ip, "a@src.test", &format!("u{n}@x.test"), &s);
-        assert!(matches!(local.check_at(&k, &s, t), Outcome::Greylisted { .. }));
+        assert!(matches!(
+            local.check_at(&k, &s, t),
+            Outcome::Greylisted { .. }
+        ));
         assert_eq!(
             local.check_at(&k, &s, t + 300),
             Outcome::Passed { first_pass: true }
@@ -116,8 +141,16 @@ fn clients_that_pass_five_times_are_auto_allowlisted() {
     let k = keys(ip, "b@other.test", "new@x.test", &s);
     assert_eq!(local.check_at(&k, &s, t), Outcome::AutoAllowlisted);
     // another address of the same /24 is not allowlisted
-    let other = keys("192.0.2.8".parse().unwrap(), "b@other.test", "new@x.test", &s);
-    assert!(matches!(local.check_at(&other, &s, t), Outcome::Greylisted { .. }));
+    let other = keys(
+        "192.0.2.8".parse().unwrap(),
+        "b@other.test",
+        "new@x.test",
+        &s,
+    );
+    assert!(matches!(
+        local.check_at(&other, &s, t),
+        Outcome::Greylisted { .. }
+    ));
     // passes within one hour count once
     let local = Local::in_memory();
     for n in 0..6 {
@@ -126,7 +159,10 @@ fn clients_that_pass_five_times_are_auto_allowlisted() {
         local.check_at(&k, &s, t + 300);
     }
     let k = keys(ip, "b@other.test", "new@x.test", &s);
-    assert!(matches!(local.check_at(&k, &s, t + 400), Outcome::Greylisted { .. }));
+    assert!(matches!(
+        local.check_at(&k, &s, t + 400),
+        Outcome::Greylisted { .. }
+    ));
     // auto-allowlist 0: never
     let off = Settings {
         auto_allowlist: 0,
@@ -157,7 +193,10 @@ fn the_state_survives_a_restart_and_stays_bounded() {
     let now = super::now();
     {
         let local = Local::open(&path);
-        assert!(matches!(local.check_at(&k, &s, now - 400), Outcome::Greylisted { .. }));
+        assert!(matches!(
+            local.check_at(&k, &s, now - 400),
+            Outcome::Greylisted { .. }
+        ));
         local.save().unwrap();
     }
     let local = Local::open(&path);
@@ -169,7 +208,12 @@ fn the_state_survives_a_restart_and_stays_bounded() {
     // a damaged file: its bad lines are skipped
     std::fs::write(
         &path,
-        format!("{MAGIC}\nt short 1 2 3\nx {} 1 2 {}\nt {} 1 2\n", "a".repeat(32), now + 99, "b".repeat(32)),
+        format!(
+            "{MAGIC}\nt short 1 2 3\nx {} 1 2 {}\nt {} 1 2\n",
+            "a".repeat(32),
+            now + 99,
+            "b".repeat(32)
+        ),
     )
     .unwrap();
     assert!(Local::open(&path).is_empty());
@@ -230,7 +274,10 @@ fn without_redis_the_fallback_applies() {
         };
         let got = std::thread::scope(|t| t.spawn(|| shared.check(&k, &s)).join().unwrap());
         if local {
-            assert!(matches!(got, Ok(Outcome::Greylisted { left: 300 })), "{got:?}");
+            assert!(
+                matches!(got, Ok(Outcome::Greylisted { left: 300 })),
+                "{got:?}"
+            );
             assert_eq!(shared.local.len(), 1);
         } else {
             assert!(got.is_err(), "{got:?}");
