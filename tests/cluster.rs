@@ -692,3 +692,92 @@ fn a_triplet_greylisted_via_one_node_passes_on_retry_via_another() {
     let t = swaks_from("127.0.0.8", a.port);
     assert!(t.contains("<-  250 2.0.0 Ok: queued as"), "{t}");
 }
+
+/// The script calls Redis has run so far (EVALSHA and EVAL: one round trip each).
+fn script_calls(redis: &Redis) -> u64 {
+    let mut s = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"*2\r\n$4\r\nINFO\r\n$12\r\ncommandstats\r\n")
+        .unwrap();
+    let mut text = String::new();
+    let mut buf = [0u8; 8192];
+    while !text.contains("\r\n\r\n") && !text.ends_with("\r\n") || text.len() < 16 {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if text.lines().count() > 2 && text.ends_with("\r\n") {
+            break;
+        }
+    }
+    text.lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// MAIL counts the message and the first recipient in one call: the first RCPT asks
+/// Redis nothing, the next ones do; a recipient counted for a transaction that did
+/// not use it (RSET, a refused MAIL) is given back; the recipient limit still holds
+/// in total across the nodes, with its reply; a closed session's lease rides along
+/// with the next call instead of costing a round trip of its own.
+#[test]
+fn the_first_recipient_is_counted_with_the_message_and_the_limit_holds() {
+    let redis = Redis::start();
+    let limits = "rate-limits {\n    recipients 3 per=\"1m\"\n    messages 100 per=\"1m\"\n}\n";
+    let a = node(&redis, "a", limits);
+    let b = node(&redis, "b", limits);
+    let mut c = Client::connect_from("127.0.0.2", a.port);
+    c.expect("220 ");
+    c.cmd("EHLO client.test", "250");
+    // reservations never used are given back: three of them would use the limit up
+    for _ in 0..3 {
+        c.cmd("MAIL FROM:<a@src.test>", "250 ");
+        c.cmd("RSET", "250 ");
+    }
+    let before = script_calls(&redis);
+    c.cmd("MAIL FROM:<a@src.test>", "250 ");
+    let mail = script_calls(&redis);
+    c.cmd("RCPT TO:<r1@dst.test>", "250 ");
+    assert_eq!(script_calls(&redis), mail, "the first RCPT asked Redis");
+    assert!(mail > before, "MAIL asked Redis nothing");
+    c.cmd("RCPT TO:<r2@dst.test>", "250 ");
+    assert!(script_calls(&redis) > mail, "the second RCPT is counted on its own");
+    c.cmd("DATA", "354 ");
+    c.send("Subject: x\r\n\r\nhi\r\n.\r\n");
+    c.expect("250 2.0.0 Ok: queued as ");
+    // one left, via the other node; then the limit's own reply, on either
+    let mut d = Client::connect_from("127.0.0.2", b.port);
+    d.expect("220 ");
+    d.cmd("EHLO client.test", "250");
+    d.send_message("a@src.test", &["r3@dst.test"], "Subject: y\r\n\r\nhi\r\n");
+    d.cmd("MAIL FROM:<a@src.test>", "250 ");
+    d.cmd(
+        "RCPT TO:<r4@dst.test>",
+        "450 4.7.1 Error: too many recipients from your address; try again later",
+    );
+    c.cmd("MAIL FROM:<a@src.test>", "250 ");
+    c.cmd("RCPT TO:<r5@dst.test>", "450 4.7.1 Error: too many recipients");
+    c.cmd("QUIT", "221");
+    d.cmd("QUIT", "221");
+    drop((c, d));
+    // one message per connection: connect and MAIL, the release rides along (or is
+    // sent alone after 100 ms when no call comes); it was 4 calls a message
+    let loose = "rate-limits {\n    recipients 1000 per=\"1m\"\n    messages 1000 per=\"1m\"\n}\n";
+    let e = node(&redis, "e", loose);
+    let n = 20;
+    let start = script_calls(&redis);
+    for i in 0..n {
+        let r = try_message(e.port, &format!("m{i}@dst.test"), "load");
+        assert!(r.is_ok(), "{r:?}");
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    let calls = script_calls(&redis) - start;
+    assert!(calls >= 2 * n, "{calls} calls for {n} messages");
+    assert!(calls < 3 * n, "{calls} calls for {n} messages");
+    // every lease was given back
+    for ip in ["127.0.0.1", "127.0.0.2"] {
+        let key = format!("mtad:conn:{ip}");
+        let held = redis.cli(&["ZCARD", &key]).unwrap();
+        assert_eq!(held, ":0", "{key}");
+    }
+}

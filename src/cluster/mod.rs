@@ -70,6 +70,8 @@ pub struct Cluster {
     up: AtomicBool,
     /// The connection leases this node holds, renewed while held.
     pub leases: limits::Leases,
+    /// What this node gives back, riding along with its next call.
+    pub pending: limits::Pending,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -104,6 +106,7 @@ impl Cluster {
             conn,
             up: AtomicBool::new(true),
             leases: limits::Leases::default(),
+            pending: limits::Pending::default(),
         })
     }
 

@@ -207,6 +207,11 @@ async fn start(
             let shutdown = shutdown.clone();
             async move { cluster.renew_leases(shutdown).await }
         });
+        tokio::spawn({
+            let cluster = cluster.clone();
+            let shutdown = shutdown.clone();
+            async move { cluster.flush_pending(shutdown).await }
+        });
         core.greylist = Arc::new(crate::policy::greylist::Shared {
             cluster: cluster.clone(),
             local: greylist_local,
