@@ -711,7 +711,14 @@ fn script_calls(redis: &Redis) -> u64 {
     }
     text.lines()
         .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-        .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
         .sum()
 }
 
@@ -741,7 +748,10 @@ fn the_first_recipient_is_counted_with_the_message_and_the_limit_holds() {
     assert_eq!(script_calls(&redis), mail, "the first RCPT asked Redis");
     assert!(mail > before, "MAIL asked Redis nothing");
     c.cmd("RCPT TO:<r2@dst.test>", "250 ");
-    assert!(script_calls(&redis) > mail, "the second RCPT is counted on its own");
+    assert!(
+        script_calls(&redis) > mail,
+        "the second RCPT is counted on its own"
+    );
     c.cmd("DATA", "354 ");
     c.send("Subject: x\r\n\r\nhi\r\n.\r\n");
     c.expect("250 2.0.0 Ok: queued as ");
@@ -756,7 +766,10 @@ fn the_first_recipient_is_counted_with_the_message_and_the_limit_holds() {
         "450 4.7.1 Error: too many recipients from your address; try again later",
     );
     c.cmd("MAIL FROM:<a@src.test>", "250 ");
-    c.cmd("RCPT TO:<r5@dst.test>", "450 4.7.1 Error: too many recipients");
+    c.cmd(
+        "RCPT TO:<r5@dst.test>",
+        "450 4.7.1 Error: too many recipients",
+    );
     c.cmd("QUIT", "221");
     d.cmd("QUIT", "221");
     drop((c, d));
@@ -780,4 +793,107 @@ fn the_first_recipient_is_counted_with_the_message_and_the_limit_holds() {
         let held = redis.cli(&["ZCARD", &key]).unwrap();
         assert_eq!(held, ":0", "{key}");
     }
+}
+
+/// `mtactl cluster status [--format json]` on node `m`: exit code and output.
+fn cluster_status(m: &Mtad, json: bool) -> (Option<i32>, String) {
+    let args: &[&str] = if json {
+        &["cluster", "status", "--format", "json"]
+    } else {
+        &["cluster", "status"]
+    };
+    let out = m.mtactl(args);
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Three nodes write heartbeats; each node's own file includes the shared policy, and
+/// one of them another: `mtactl cluster status` lists the three, flags the odd one
+/// (exit 1), and a node killed with -9 is flagged once its heartbeat stops.
+#[test]
+fn cluster_status_flags_a_node_with_another_policy_or_no_heartbeat() {
+    let redis = Redis::start();
+    let shared = tempfile::tempdir().unwrap();
+    let policy = shared.path().join("policy.kdl");
+    std::fs::write(&policy, "domains \"ours\" \"example.test\"\n").unwrap();
+    let other = shared.path().join("other.kdl");
+    std::fs::write(&other, "domains \"ours\" \"example.test\" \"new.test\"\n").unwrap();
+    let include = |p: &std::path::Path| format!("include \"{}\"\n", p.display());
+    let beat = "    heartbeat \"1s\"";
+    let start = |name: &str, file: &std::path::Path| {
+        Node {
+            cluster: beat,
+            ..Node::default()
+        }
+        .start(&redis, name, &include(file))
+    };
+    let a = start("a", &policy);
+    let mut b = start("b", &policy);
+    let wait_for = |want: usize| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (code, text) = cluster_status(&a, true);
+            let report: serde_json::Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{e}: {text}"));
+            let up = report["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|n| n["state"] == "up")
+                .count();
+            if up == want {
+                return (code, report);
+            }
+            assert!(Instant::now() < deadline, "{want} nodes never up: {text}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let (code, report) = wait_for(2);
+    assert_eq!(code, Some(0), "{report}");
+    let c = start("c", &other);
+    let (code, report) = wait_for(3);
+    assert_eq!(code, Some(1), "{report}");
+    let flagged: Vec<&str> = report["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| !n["flags"].as_array().unwrap().is_empty())
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(flagged, ["c"], "{report}");
+    let node_a = &report["nodes"][0]["heartbeat"];
+    assert_eq!(node_a["node"], "a");
+    assert_eq!(node_a["addresses"][0], format!("127.0.0.1:{}", a.port));
+    assert_ne!(node_a["revision"], report["nodes"][1]["heartbeat"]["revision"], "each node's own file differs");
+    assert_eq!(
+        report["majority_policy_revision"],
+        report["nodes"][1]["heartbeat"]["policy_revision"]
+    );
+    let (code, text) = cluster_status(&c, false);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("differs from the majority's"), "{text}");
+    // b dies: its heartbeat stops, and it is flagged within three heartbeats
+    b.kill9();
+    let (code, report) = wait_for(2);
+    assert_eq!(code, Some(1));
+    let b_state = report["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "b")
+        .unwrap();
+    assert_eq!(b_state["state"], "stopped", "{report}");
+    assert_eq!(b_state["flags"][0], "heartbeat stopped");
+    let (_, text) = cluster_status(&a, false);
+    assert!(text.contains("b                stopped"), "{text}");
+    // no Redis: exit 2
+    drop(redis);
+    let (code, text) = cluster_status(&a, false);
+    assert_eq!(code, Some(2), "{text}");
 }

@@ -121,6 +121,24 @@ enum Command {
         #[command(subcommand)]
         command: DkimCommand,
     },
+    /// The nodes of a cluster (`cluster { redis ... }`), from their heartbeats in Redis.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// List the nodes (name, state, shared policy revision, revision, queue, version,
+    /// addresses) and flag a node whose heartbeat stopped or whose policy revision
+    /// differs from the majority's. Exit 0: none flagged; 1: a node is flagged; 2: no
+    /// cluster configured, or Redis does not answer.
+    Status {
+        /// `json`: the same as one JSON object.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
 }
 
 #[derive(Subcommand)]
@@ -424,6 +442,14 @@ fn run(args: Args) -> ExitCode {
     let result = match args.command {
         Command::Dkim { .. } => unreachable!("answered above"),
         Command::TestPolicy(a) => return test_policy(config, a),
+        Command::Cluster {
+            command: ClusterCommand::Status { format },
+        } => {
+            return control::cluster_status::cluster_status(
+                config,
+                matches!(format, Format::Json),
+            );
+        }
         Command::Lookup { table, key } => {
             return match control::lookup(config, &table, &key) {
                 Ok(true) => ExitCode::SUCCESS,

@@ -11,6 +11,7 @@
 
 pub mod greylist;
 pub mod limits;
+pub mod nodes;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -29,6 +30,8 @@ pub enum Feature {
     Leases,
     /// The state of `greylist` rules.
     Greylisting,
+    /// The node's heartbeat (`mtactl cluster status`).
+    Heartbeats,
 }
 
 impl Feature {
@@ -37,6 +40,7 @@ impl Feature {
             Feature::RateLimits => "rate-limits",
             Feature::Leases => "leases",
             Feature::Greylisting => "greylisting",
+            Feature::Heartbeats => "heartbeats",
         }
     }
 }

@@ -230,6 +230,14 @@ async fn start(
         listeners.clone(),
     ));
     let metrics = metrics.map(|m| tokio::spawn(m.serve(observer.metrics_fn(), shutdown.clone())));
+    if let Some(cluster) = core.cluster.clone() {
+        tokio::spawn(super::cluster_status::heartbeats(
+            cluster,
+            observer.clone(),
+            config.server.hostname.clone(),
+            shutdown.clone(),
+        ));
+    }
     let reporter = Arc::new(crate::delivery::tls_rpt::report::Reporter::new(
         spool.clone(),
         handle.clone(),

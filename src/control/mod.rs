@@ -33,6 +33,7 @@ macro_rules! err {
     }};
 }
 
+pub mod cluster_status;
 pub mod config_path;
 pub mod daemon;
 pub mod dkim;

@@ -266,6 +266,7 @@ fn without_redis_the_fallback_applies() {
             key_prefix: "mtad:".into(),
             fallback,
             lease: Duration::from_secs(60),
+            heartbeat: Duration::from_secs(5),
         })
         .unwrap();
         let shared = Shared {
