@@ -470,6 +470,25 @@ fn documented_configuration_parses() {
         }
     }
     assert_eq!(checked, 2, "{checked} snippets");
+    // a node's own file, including the shared policy (docs/cluster.md)
+    let text = std::fs::read_to_string(root.join("docs/cluster.md")).unwrap();
+    let block = text
+        .split("```kdl\n")
+        .map(|b| b.split("```").next().unwrap())
+        .find(|b| b.starts_with("// /etc/mtad/mtad.kdl on mx1"))
+        .expect("the node's file");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policy")).unwrap();
+    std::fs::write(
+        dir.path().join("policy/mtad.kdl"),
+        "domains \"ours\" \"example.net\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("mtad.kdl"), block).unwrap();
+    let config = mtad::config::Config::load(&dir.path().join("mtad.kdl"))
+        .unwrap_or_else(|e| panic!("{block}\n{}", mtad::config::render(&e)));
+    assert_eq!(config.cluster.expect("a cluster").node, "mx1");
+    assert!(config.domains.contains_key("ours"));
 }
 
 /// What the parser refuses in the block, each with its place.
@@ -839,8 +858,8 @@ fn cluster_status_flags_a_node_with_another_policy_or_no_heartbeat() {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let (code, text) = cluster_status(&a, true);
-            let report: serde_json::Value = serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("{e}: {text}"));
+            let report: serde_json::Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
             let up = report["nodes"]
                 .as_array()
                 .unwrap()
@@ -870,7 +889,10 @@ fn cluster_status_flags_a_node_with_another_policy_or_no_heartbeat() {
     let node_a = &report["nodes"][0]["heartbeat"];
     assert_eq!(node_a["node"], "a");
     assert_eq!(node_a["addresses"][0], format!("127.0.0.1:{}", a.port));
-    assert_ne!(node_a["revision"], report["nodes"][1]["heartbeat"]["revision"], "each node's own file differs");
+    assert_ne!(
+        node_a["revision"], report["nodes"][1]["heartbeat"]["revision"],
+        "each node's own file differs"
+    );
     assert_eq!(
         report["majority_policy_revision"],
         report["nodes"][1]["heartbeat"]["policy_revision"]

@@ -445,10 +445,7 @@ fn run(args: Args) -> ExitCode {
         Command::Cluster {
             command: ClusterCommand::Status { format },
         } => {
-            return control::cluster_status::cluster_status(
-                config,
-                matches!(format, Format::Json),
-            );
+            return control::cluster_status::cluster_status(config, matches!(format, Format::Json));
         }
         Command::Lookup { table, key } => {
             return match control::lookup(config, &table, &key) {

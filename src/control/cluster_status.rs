@@ -101,7 +101,11 @@ pub fn judge(nodes: Vec<NodeState>, now: u64) -> Report {
         }
         out.push(NodeReport {
             node: n.node,
-            state: if n.heartbeat.is_some() { "up" } else { "stopped" },
+            state: if n.heartbeat.is_some() {
+                "up"
+            } else {
+                "stopped"
+            },
             last_seen_seconds_ago: now.saturating_sub(n.last_seen),
             heartbeat: n.heartbeat,
             flags,
@@ -219,7 +223,11 @@ mod tests {
     #[test]
     fn the_odd_one_and_the_stopped_one_are_flagged() {
         let r = judge(
-            vec![node("a", Some("r1")), node("b", Some("r1")), node("c", Some("r2"))],
+            vec![
+                node("a", Some("r1")),
+                node("b", Some("r1")),
+                node("c", Some("r2")),
+            ],
             100,
         );
         assert!(r.flagged);
