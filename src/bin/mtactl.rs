@@ -240,6 +240,20 @@ enum QueueCommand {
     Hold(QueueIds),
     /// Undo hold and attempt delivery now. No ids: every held message.
     Release(QueueIds),
+    /// Hand this node's queue over to another node before maintenance: from now until
+    /// mtad stops, every message is sent, as queued, to TRANSPORT instead of its route,
+    /// and removed here only once the peer answered 250 for each of its recipients (a
+    /// refusal there keeps it here). Waits until the queue is empty or --wait has
+    /// passed: exit 0 when nothing is left (held messages stay and are listed), 1
+    /// otherwise.
+    Evacuate {
+        /// The other node: `smtp:[HOST]:PORT`.
+        #[arg(long, value_name = "TRANSPORT")]
+        to: String,
+        /// How long to wait for the queue to empty (`0s`: do not wait).
+        #[arg(long, value_name = "DURATION", default_value = "10m")]
+        wait: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -522,6 +536,15 @@ fn run(args: Args) -> ExitCode {
             }
             QueueCommand::Hold(a) => queue_action(config, QueueAction::Hold, a),
             QueueCommand::Release(a) => queue_action(config, QueueAction::Release, a),
+            QueueCommand::Evacuate { to, wait } => {
+                return match humantime::parse_duration(&wait) {
+                    Ok(wait) => ExitCode::from(control::queue_evacuate(config, &to, wait)),
+                    Err(e) => {
+                        complain(&format!("mtactl queue evacuate: --wait {wait:?}: {e}"));
+                        ExitCode::from(2)
+                    }
+                };
+            }
         },
     };
     finish(result)
