@@ -127,6 +127,7 @@ delivery {{
     c.send_message("a@client.test", &["rcpt@ok.test"], data);
     c.send_message("a@client.test", &["rcpt@bad.test"], data);
     c.cmd("QUIT", "221");
+    let received = std::time::Instant::now();
     // ok.test and bad.test (without a policy) delivered over TLS, sts.test deferred
     // by its policy
     let got = aio.messages(2);
@@ -240,6 +241,21 @@ delivery {{
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(aio.file_count(), 10, "no more reports");
 
+    // the deferred message tried again once it has waited `delay-warning` (on a fast
+    // machine all of the above takes less): its sender's delay notice names the reason
+    std::thread::sleep(Duration::from_millis(1100).saturating_sub(received.elapsed()));
+    let out = mtad.mtactl(&["queue", "flush"]);
+    assert!(out.status.success(), "{out:?}");
+    let got = aio.messages(6);
+    let (env, notice) = &got[5];
+    assert!(env.contains("RCPT <a@client.test>"), "{env}");
+    let notice = String::from_utf8_lossy(notice).replace("\r\n ", " ");
+    assert!(
+        notice.contains(
+            "Diagnostic-Code: smtp; TLS failure: mta-sts: mx mx.sts.test not in policy (id one)"
+        ),
+        "{notice}"
+    );
     mtad.stop();
 }
 
