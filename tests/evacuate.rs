@@ -75,7 +75,12 @@ fn fill(a: &Mtad, n: usize) {
 /// `mtactl queue evacuate` on `a`, in the background.
 fn evacuate(a: &Mtad, to: u16, wait: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_mtactl"))
-        .args(["queue", "evacuate", "--to", &format!("smtp:[127.0.0.1]:{to}")])
+        .args([
+            "queue",
+            "evacuate",
+            "--to",
+            &format!("smtp:[127.0.0.1]:{to}"),
+        ])
         .args(["--wait", wait, "--config"])
         .arg(&a.config)
         .stdout(Stdio::piped())
@@ -114,7 +119,12 @@ fn the_queue_moves_intact_to_the_other_node() {
     fill(&a, n);
     let out = evacuate(&a, b.port, "60s").wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("the queue is empty"), "{text}");
     assert!(a.queued().is_empty());
     let moved = b.queued();
@@ -159,7 +169,10 @@ listen "mx" address="127.0.0.1:{port}"
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("3 message(s) left"), "{text}");
-    assert!(text.contains("evacuation: the peer refused it, kept here"), "{text}");
+    assert!(
+        text.contains("evacuation: the peer refused it, kept here"),
+        "{text}"
+    );
     assert_eq!(a.queued().len(), 3);
     assert!(b.queued().is_empty());
 }

@@ -480,11 +480,14 @@ pub fn queue_evacuate(path: &Path, to: &str, wait: std::time::Duration) -> u8 {
         let held = all.iter().filter(|m| m.envelope.held).count();
         let left: Vec<_> = all.into_iter().filter(|m| !m.envelope.held).collect();
         if left.is_empty() {
-            outln!("evacuated to {to}: the queue is empty{}", if held > 0 {
-                format!(" but for {held} held message(s), which stay")
-            } else {
-                String::new()
-            });
+            outln!(
+                "evacuated to {to}: the queue is empty{}",
+                if held > 0 {
+                    format!(" but for {held} held message(s), which stay")
+                } else {
+                    String::new()
+                }
+            );
             return 0;
         }
         if started.elapsed() >= wait {

@@ -412,9 +412,7 @@ async fn attempt(shared: &Arc<Shared>, id: QueueId, force: bool) -> Option<u64> 
             .clone();
         match (evacuation, msg.envelope.filter.as_deref()) {
             (Some(to), _) => evacuate_and_send(shared, &msg, &due, &body, &mut legs, &to).await,
-            (None, Some(name)) => {
-                filter_and_send(shared, &msg, &due, &body, &mut legs, name).await
-            }
+            (None, Some(name)) => filter_and_send(shared, &msg, &due, &body, &mut legs, name).await,
             (None, None) => route_and_send(shared, &msg, &due, &body, &mut legs).await,
         }
     }
