@@ -1101,12 +1101,8 @@ fn swaks_as(port: u16, source: &str, from: &str, to: &str) -> String {
 fn swaks_is_greylisted_then_accepted_after_the_delay_even_across_a_restart() {
     let mport = free_port();
     let mut mtad = greylisting("3s", mport);
-    let first = swaks_as(
-        mtad.port,
-        "127.0.0.2",
-        "alice@sender.test",
-        "user@test.local",
-    );
+    let send = |m: &Mtad, client: &str, from: &str, to: &str| swaks_as(m.port, client, from, to);
+    let first = send(&mtad, "127.0.0.2", "alice@sender.test", "user@test.local");
     assert!(
         first.contains(
             "<** 450 4.7.1 <user@test.local>: Recipient address rejected: Greylisted, try again in 3 seconds"
@@ -1115,20 +1111,10 @@ fn swaks_is_greylisted_then_accepted_after_the_delay_even_across_a_restart() {
     );
     // another address of the same /24, the same sender with a +extension: the same
     // triplet, still waiting
-    let again = swaks_as(
-        mtad.port,
-        "127.0.0.3",
-        "alice+x@sender.test",
-        "user@test.local",
-    );
+    let again = send(&mtad, "127.0.0.3", "alice+x@sender.test", "user@test.local");
     assert!(again.contains("<** 450 4.7.1 "), "{again}");
     // an allowlisted client is not greylisted
-    let exempt = swaks_as(
-        mtad.port,
-        "127.0.0.200",
-        "bob@sender.test",
-        "user@test.local",
-    );
+    let exempt = send(&mtad, "127.0.0.200", "bob@sender.test", "user@test.local");
     assert!(exempt.contains("<-  250 2.0.0 Ok: queued as"), "{exempt}");
     assert_eq!(
         sample(
@@ -1142,20 +1128,10 @@ fn swaks_is_greylisted_then_accepted_after_the_delay_even_across_a_restart() {
     assert!(mtad.spool.join("greylist").exists());
     std::thread::sleep(Duration::from_millis(3200));
     mtad.restart();
-    let retry = swaks_as(
-        mtad.port,
-        "127.0.0.2",
-        "alice@sender.test",
-        "user@test.local",
-    );
+    let retry = send(&mtad, "127.0.0.2", "alice@sender.test", "user@test.local");
     assert!(retry.contains("<-  250 2.0.0 Ok: queued as"), "{retry}");
     // a new triplet (another recipient) is greylisted afresh
-    let other = swaks_as(
-        mtad.port,
-        "127.0.0.2",
-        "alice@sender.test",
-        "other@test.local",
-    );
+    let other = send(&mtad, "127.0.0.2", "alice@sender.test", "other@test.local");
     assert!(other.contains("<** 450 4.7.1 "), "{other}");
     let m = scrape(mport);
     assert_eq!(sample(&m, r#"mtad_greylist_total{result="passed"}"#), 1.0);
