@@ -230,14 +230,6 @@ async fn start(
         listeners.clone(),
     ));
     let metrics = metrics.map(|m| tokio::spawn(m.serve(observer.metrics_fn(), shutdown.clone())));
-    if let Some(cluster) = core.cluster.clone() {
-        tokio::spawn(super::cluster_status::heartbeats(
-            cluster,
-            observer.clone(),
-            config.server.hostname.clone(),
-            shutdown.clone(),
-        ));
-    }
     let reporter = Arc::new(crate::delivery::tls_rpt::report::Reporter::new(
         spool.clone(),
         handle.clone(),
@@ -261,6 +253,15 @@ async fn start(
     let scheduler = tokio::spawn(scheduler.run(shutdown.clone(), grace));
     let pickup = pickup.map(|p| tokio::spawn(p.run(shutdown.clone())));
     listeners.commit(bound);
+    // heartbeats once the listeners are bound (their addresses are in it)
+    if let Some(cluster) = core.cluster.clone() {
+        tokio::spawn(super::cluster_status::heartbeats(
+            cluster,
+            observer.clone(),
+            config.server.hostname.clone(),
+            shutdown.clone(),
+        ));
+    }
     let revision = core.policy.load().revision().to_string();
     info!(hostname = %config.server.hostname, %revision, "mtad started");
     notify::ready(&format!("accepting mail; policy revision {revision}"));
