@@ -208,13 +208,20 @@ fn killing_either_node_mid_way_loses_nothing() {
     let _ = running.wait();
     all_accounted_for(&a2, &c, n);
     assert!(!a2.queued().is_empty(), "a died too late to test anything");
+    // what may arrive twice: the messages whose attempt was under way when a died
+    // (recorded before it started), none other
+    let in_flight = a2
+        .queued()
+        .iter()
+        .filter(|(m, _)| m.rcpt_status.iter().any(|s| s.in_flight()))
+        .count();
     // restarted, it does not evacuate by itself (queue-only here): asked again, it does
     a2.restart();
     let out = evacuate(&a2, c.port, "60s").wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(a2.queued().is_empty());
     let twice = all_accounted_for(&a2, &c, n);
-    assert!(twice <= 20, "{twice} in both");
+    assert!(twice <= in_flight, "{twice} twice, {in_flight} were in flight");
     assert_eq!(c.queued().len(), n + twice);
     let _ = a.stop();
 }
