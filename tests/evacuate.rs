@@ -221,7 +221,10 @@ fn killing_either_node_mid_way_loses_nothing() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(a2.queued().is_empty());
     let twice = all_accounted_for(&a2, &c, n);
-    assert!(twice <= in_flight, "{twice} twice, {in_flight} were in flight");
+    assert!(
+        twice <= in_flight,
+        "{twice} twice, {in_flight} were in flight"
+    );
     assert_eq!(c.queued().len(), n + twice);
     let _ = a.stop();
 }
