@@ -24,7 +24,8 @@
 //!   streams; headers, edits and MIME.
 //! - [`metrics`]: what the daemon counts, and the Prometheus endpoint.
 //! - [`cluster`]: the state several nodes share through Redis (rate limits across the
-//!   nodes, connection leases), and what a node does while Redis does not answer.
+//!   nodes, connection leases, greylisting's records), and what a node does while Redis
+//!   does not answer.
 //! - [`import`]: `mtactl import postfix`: a Postfix configuration directory read and
 //!   translated into an mtad configuration, its test suite and a report.
 //! - [`control`]: the operator side and the composition root: the daemon's wiring

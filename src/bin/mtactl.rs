@@ -126,6 +126,11 @@ enum Command {
         #[command(subcommand)]
         command: ImportCommand,
     },
+    /// The nodes of a cluster (`cluster { redis ... }`), from their heartbeats in Redis.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -153,6 +158,19 @@ enum ImportCommand {
         #[arg(long, value_name = "DIR", default_value = "/var/spool/mtad")]
         spool: String,
         /// The report on stdout: `json` for the same as one JSON object.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// List the nodes (name, state, shared policy revision, revision, queue, version,
+    /// addresses) and flag a node whose heartbeat stopped or whose policy revision
+    /// differs from the majority's. Exit 0: none flagged; 1: a node is flagged; 2: no
+    /// cluster configured, or Redis does not answer.
+    Status {
+        /// `json`: the same as one JSON object.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
@@ -257,6 +275,20 @@ enum QueueCommand {
     Hold(QueueIds),
     /// Undo hold and attempt delivery now. No ids: every held message.
     Release(QueueIds),
+    /// Hand this node's queue over to another node before maintenance: from now until
+    /// mtad stops, every message is sent, as queued, to TRANSPORT instead of its route,
+    /// and removed here only once the peer answered 250 for each of its recipients (a
+    /// refusal there keeps it here). Waits until the queue is empty or --wait has
+    /// passed: exit 0 when nothing is left (held messages stay and are listed), 1
+    /// otherwise.
+    Evacuate {
+        /// The other node: `smtp:[HOST]:PORT`.
+        #[arg(long, value_name = "TRANSPORT")]
+        to: String,
+        /// How long to wait for the queue to empty (`0s`: do not wait).
+        #[arg(long, value_name = "DURATION", default_value = "10m")]
+        wait: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -475,6 +507,11 @@ fn run(args: Args) -> ExitCode {
     let result = match args.command {
         Command::Dkim { .. } | Command::Import { .. } => unreachable!("answered above"),
         Command::TestPolicy(a) => return test_policy(config, a),
+        Command::Cluster {
+            command: ClusterCommand::Status { format },
+        } => {
+            return control::cluster_status::cluster_status(config, matches!(format, Format::Json));
+        }
         Command::Lookup { table, key } => {
             return match control::lookup(config, &table, &key) {
                 Ok(true) => ExitCode::SUCCESS,
@@ -550,6 +587,15 @@ fn run(args: Args) -> ExitCode {
             }
             QueueCommand::Hold(a) => queue_action(config, QueueAction::Hold, a),
             QueueCommand::Release(a) => queue_action(config, QueueAction::Release, a),
+            QueueCommand::Evacuate { to, wait } => {
+                return match humantime::parse_duration(&wait) {
+                    Ok(wait) => ExitCode::from(control::queue_evacuate(config, &to, wait)),
+                    Err(e) => {
+                        complain(&format!("mtactl queue evacuate: --wait {wait:?}: {e}"));
+                        ExitCode::from(2)
+                    }
+                };
+            }
         },
     };
     finish(result)

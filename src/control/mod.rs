@@ -33,6 +33,7 @@ macro_rules! err {
     }};
 }
 
+pub mod cluster_status;
 pub mod config_path;
 pub mod daemon;
 pub mod dkim;
@@ -483,6 +484,72 @@ pub fn queue_shape(
 /// `(held)`), then one indented line per recipient with its state, and its last reply
 /// in parentheses. `json`: the [`QueuedMessage`]s as a JSON array (fields in
 /// `docs/operations.md`).
+/// `mtactl queue evacuate --to TRANSPORT`: asks the running mtad to hand its queue
+/// over, then watches the spool until no message but held ones is left or `wait` has
+/// passed. Exit status: 0 nothing left to evacuate, 1 messages left (listed with
+/// their last error), 2 the request was refused (mtad not running, a bad transport).
+pub fn queue_evacuate(path: &Path, to: &str, wait: std::time::Duration) -> u8 {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            errln!("{e}");
+            return 2;
+        }
+    };
+    match socket::evacuate(&config.server.control_socket, to) {
+        Ok(r) if r.is_ok() => {}
+        Ok(r) => {
+            errln!(
+                "mtactl queue evacuate: mtad: {}",
+                r.error.unwrap_or_default()
+            );
+            return 2;
+        }
+        Err(e) => {
+            errln!("mtactl queue evacuate: {e}");
+            return 2;
+        }
+    }
+    let started = std::time::Instant::now();
+    let spool = &config.server.spool;
+    loop {
+        let all = match crate::queue::scan(spool) {
+            Ok(all) => all,
+            Err(e) => {
+                errln!("mtactl queue evacuate: the spool: {e}");
+                return 2;
+            }
+        };
+        let held = all.iter().filter(|m| m.envelope.held).count();
+        let left: Vec<_> = all.into_iter().filter(|m| !m.envelope.held).collect();
+        if left.is_empty() {
+            outln!(
+                "evacuated to {to}: the queue is empty{}",
+                if held > 0 {
+                    format!(" but for {held} held message(s), which stay")
+                } else {
+                    String::new()
+                }
+            );
+            return 0;
+        }
+        if started.elapsed() >= wait {
+            outln!("evacuating to {to}: {} message(s) left", left.len());
+            for m in &left {
+                let last = m
+                    .rcpt_status
+                    .iter()
+                    .map(|s| s.detail.as_str())
+                    .find(|d| !d.is_empty())
+                    .unwrap_or("not attempted yet");
+                outln!("  {} {}", m.id, crate::logsafe::esc(last));
+            }
+            return 1;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 pub fn queue_list(path: &Path, json: bool, states: &[MessageState]) -> Result<(), CommandError> {
     let config = load(path)?;
     let mut messages = queue::scan(&config.server.spool).map_err(|e| format!("mtactl: {e}"))?;
