@@ -128,8 +128,16 @@ fn a_4xx_is_retried_until_the_next_hop_takes_it() {
     );
     send(&mtad, "alice@src.test", "bob@dst.test", "retry");
     wait_log(&mtad, "status=deferred", 1, Duration::from_secs(5));
-    let queued = mtad.queued();
-    assert_eq!(queued.len(), 1);
+    // the status is recorded just after the log line is written
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let queued = loop {
+        let queued = mtad.queued();
+        assert_eq!(queued.len(), 1);
+        if queued[0].0.rcpt_status[0].attempts == 1 || std::time::Instant::now() > deadline {
+            break queued;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let status = &queued[0].0.rcpt_status[0];
     assert_eq!(status.attempts, 1, "{status:?}");
     assert!(
