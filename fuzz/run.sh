@@ -35,7 +35,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 caller="$PWD"
 cd "$here"
 
-TARGETS=(smtp proxy message table checks config suite hook milter policy_reply tls_policy rspamd_reply tls_rpt decision_record)
+TARGETS=(smtp proxy message table checks config suite hook milter policy_reply tls_policy rspamd_reply tls_rpt postfix_conf decision_record)
 # FUZZ_TARGETS="smtp proxy" restricts `all`, `ci` and `seeds` to those targets
 if [ -n "${FUZZ_TARGETS:-}" ]; then
   read -r -a TARGETS <<<"$FUZZ_TARGETS"
@@ -45,7 +45,7 @@ fi
 # (config, checks) or run a suite's dry runs get more than the parsers
 timeout_of() {
   case "$1" in
-    config | checks | suite) echo 2000 ;;
+    config | checks | suite | postfix_conf) echo 2000 ;;
     hook) echo 1000 ;;
     *) echo 500 ;;
   esac

@@ -24,7 +24,10 @@
 //!   streams; headers, edits and MIME.
 //! - [`metrics`]: what the daemon counts, and the Prometheus endpoint.
 //! - [`cluster`]: the state several nodes share through Redis (rate limits across the
-//!   nodes, connection leases), and what a node does while Redis does not answer.
+//!   nodes, connection leases, greylisting's records), and what a node does while Redis
+//!   does not answer.
+//! - [`import`]: `mtactl import postfix`: a Postfix configuration directory read and
+//!   translated into an mtad configuration, its test suite and a report.
 //! - [`control`]: the operator side and the composition root: the daemon's wiring
 //!   ([`control::daemon`]), who it runs as ([`control::privileges`]), systemd's
 //!   readiness protocol ([`control::notify`]), reload, the control socket, `mtactl`,
@@ -54,6 +57,7 @@
 //! | `cluster` | logsafe, config, metrics |
 //! | `policy` | the above but queue, and maillog |
 //! | `smtp`, `delivery` | the above, queue and maillog; never each other, nor control |
+//! | `import` | logsafe, lookup, message, net, position, config |
 //! | `control` | everything |
 //!
 //! So config ← policy ← smtp/delivery ← control; queue, lookup, net, message and position know
@@ -66,6 +70,7 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod delivery;
+pub mod import;
 pub mod logsafe;
 pub mod lookup;
 pub mod mailauth;

@@ -95,6 +95,11 @@ struct FeatureLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DirectionLabel {
     direction: &'static str,
 }
@@ -145,6 +150,7 @@ pub struct Metrics {
     tls_policy: Family<TlsPolicyLabel, Counter>,
     auth_failures: Family<ListenerLabel, Counter>,
     cluster_errors: Family<FeatureLabel, Counter>,
+    greylist: Family<ResultLabel, Counter>,
     cluster_up: Gauge,
     policy_services: Family<ServiceLabels, Counter>,
     dnsbl_queries: Family<DnsblLabels, Counter>,
@@ -207,6 +213,7 @@ impl Metrics {
             tls_policy: Family::default(),
             auth_failures: Family::default(),
             cluster_errors: Family::default(),
+            greylist: Family::default(),
             cluster_up: Gauge::default(),
             policy_services: Family::default(),
             dnsbl_queries: Family::default(),
@@ -305,8 +312,13 @@ impl Metrics {
         );
         r.register(
             "cluster_redis_errors",
-            "Calls to the cluster's Redis that failed or timed out, by feature (rate-limits, leases); each one fell back",
+            "Calls to the cluster's Redis that failed or timed out, by feature (rate-limits, leases, greylisting, heartbeats); each one fell back",
             m.cluster_errors.clone(),
+        );
+        r.register(
+            "greylist",
+            "Recipients a greylist rule or hook looked at, by result (greylisted; passed: retried after the delay or known; auto-allowlisted; allowlisted: allow-clients, allow-recipients; unavailable: no state, 451)",
+            m.greylist.clone(),
         );
         r.register(
             "cluster_redis_up",
@@ -336,6 +348,12 @@ impl Metrics {
         self.cluster_errors
             .get_or_create(&FeatureLabel { feature })
             .inc();
+    }
+
+    /// A `greylist` rule or hook looked at a recipient: `result` is `greylisted`,
+    /// `passed`, `auto-allowlisted`, `allowlisted` or `unavailable`.
+    pub fn greylist(&self, result: &'static str) {
+        self.greylist.get_or_create(&ResultLabel { result }).inc();
     }
 
     /// Whether the cluster's Redis answers.

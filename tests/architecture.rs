@@ -53,10 +53,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "import",
+        &["logsafe", "lookup", "message", "net", "position", "config"],
+    ),
+    (
         "control",
         &[
             "logsafe", "lookup", "auth", "mailauth", "message", "net", "position", "config",
             "metrics", "policy", "queue", "smtp", "delivery", "maillog", "milter", "cluster",
+            "import",
         ],
     ),
 ];

@@ -135,6 +135,8 @@ struct Node<'a> {
     server: &'a str,
     /// More lines in `cluster { }`.
     cluster: &'a str,
+    /// The rules of `stage "rcpt"`.
+    rcpt: &'a str,
 }
 
 impl Default for Node<'_> {
@@ -143,6 +145,7 @@ impl Default for Node<'_> {
             listen: "listen \"mx\" address=\"127.0.0.1:{port}\"",
             server: "",
             cluster: "",
+            rcpt: "accept client=\"trusted\"",
         }
     }
 }
@@ -159,7 +162,7 @@ server {{
 {listen}
 networks "trusted" "127.0.0.0/8"
 stage "rcpt" {{
-    accept client="trusted"
+    {rcpt}
 }}
 cluster {{
     redis "{url}"
@@ -174,6 +177,7 @@ cluster {{
             listen = self.listen,
             server = self.server,
             cluster = self.cluster,
+            rcpt = self.rcpt,
         ))
     }
 }
@@ -466,6 +470,25 @@ fn documented_configuration_parses() {
         }
     }
     assert_eq!(checked, 2, "{checked} snippets");
+    // a node's own file, including the shared policy (docs/cluster.md)
+    let text = std::fs::read_to_string(root.join("docs/cluster.md")).unwrap();
+    let block = text
+        .split("```kdl\n")
+        .map(|b| b.split("```").next().unwrap())
+        .find(|b| b.starts_with("// /etc/mtad/mtad.kdl on mx1"))
+        .expect("the node's file");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policy")).unwrap();
+    std::fs::write(
+        dir.path().join("policy/mtad.kdl"),
+        "domains \"ours\" \"example.net\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("mtad.kdl"), block).unwrap();
+    let config = mtad::config::Config::load(&dir.path().join("mtad.kdl"))
+        .unwrap_or_else(|e| panic!("{block}\n{}", mtad::config::render(&e)));
+    assert_eq!(config.cluster.expect("a cluster").node, "mx1");
+    assert!(config.domains.contains_key("ours"));
 }
 
 /// What the parser refuses in the block, each with its place.
@@ -630,4 +653,269 @@ fn hooks_read_the_shared_counts() {
         "MAIL FROM:<a@src.test>",
         "450 4.7.1 hook: message 3 this hour, slow down",
     );
+}
+
+/// A node greylisting with `fallback` ("local" or "tempfail") and a delay of 2 seconds.
+fn greylisting_node(redis: &Redis, name: &str, fallback: &str) -> Mtad {
+    let cluster = format!("    fallback \"{fallback}\"");
+    Node {
+        rcpt: "greylist\n    accept client=\"trusted\"",
+        cluster: &cluster,
+        ..Node::default()
+    }
+    .start(redis, name, "greylisting {\n    delay \"2s\"\n}\n")
+}
+
+/// Greylisting's state is in Redis: a triplet first seen via node A is accepted on its
+/// retry via node B (a node alone would see it for the first time and greylist it);
+/// while Redis is down, `fallback "local"` greylists with the node's own state and
+/// `fallback "tempfail"` answers 451 4.3.0: never a 5xx, never an accept by default.
+#[test]
+fn a_triplet_greylisted_via_one_node_passes_on_retry_via_another() {
+    let mut redis = Redis::start();
+    let a = greylisting_node(&redis, "a", "local");
+    let b = greylisting_node(&redis, "b", "tempfail");
+    let t = swaks_from("127.0.0.2", a.port);
+    assert!(
+        t.contains("<** 450 4.7.1 <b@dst.test>: Recipient address rejected: Greylisted, try again in 2 seconds"),
+        "{t}"
+    );
+    // B has never seen the client: its retry via B passes only through Redis
+    std::thread::sleep(Duration::from_millis(2500));
+    let t = swaks_from("127.0.0.2", b.port);
+    assert!(t.contains("<-  250 2.0.0 Ok: queued as"), "{t}");
+    assert_eq!(b.queued().len(), 1);
+    // the triplet's record is in Redis, under a digest, expiring by itself
+    let keys = redis.cli(&["KEYS", "mtad:grey:t:*"]).unwrap();
+    assert_eq!(keys, "*1", "one triplet: {keys}");
+    // Redis down: A greylists with its own state; B tempfails, from the connection on
+    // (its lease cannot be had either: the fallback is the node's, for every feature)
+    redis.kill();
+    let t = swaks_from("127.0.0.7", a.port);
+    assert!(t.contains("<** 450 4.7.1 "), "{t}");
+    let t = swaks_from("127.0.0.7", b.port);
+    assert!(t.contains("<** 421 4.3.0 "), "{t}");
+    // Redis back (empty): shared again
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = swaks_from("127.0.0.8", b.port);
+        if t.contains("<** 450 4.7.1 ") {
+            break;
+        }
+        assert!(t.contains("<** 421 4.3.0 "), "{t}");
+        assert!(Instant::now() < deadline, "never recovered: {t}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    let t = swaks_from("127.0.0.8", a.port);
+    assert!(t.contains("<-  250 2.0.0 Ok: queued as"), "{t}");
+}
+
+/// The script calls Redis has run so far (EVALSHA and EVAL: one round trip each).
+fn script_calls(redis: &Redis) -> u64 {
+    let mut s = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"*2\r\n$4\r\nINFO\r\n$12\r\ncommandstats\r\n")
+        .unwrap();
+    let mut text = String::new();
+    let mut buf = [0u8; 8192];
+    while !text.contains("\r\n\r\n") && !text.ends_with("\r\n") || text.len() < 16 {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if text.lines().count() > 2 && text.ends_with("\r\n") {
+            break;
+        }
+    }
+    text.lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// MAIL counts the message and the first recipient in one call: the first RCPT asks
+/// Redis nothing, the next ones do; a recipient counted for a transaction that did
+/// not use it (RSET, a refused MAIL) is given back; the recipient limit still holds
+/// in total across the nodes, with its reply; a closed session's lease rides along
+/// with the next call instead of costing a round trip of its own.
+#[test]
+fn the_first_recipient_is_counted_with_the_message_and_the_limit_holds() {
+    let redis = Redis::start();
+    let limits = "rate-limits {\n    recipients 3 per=\"1m\"\n    messages 100 per=\"1m\"\n}\n";
+    let a = node(&redis, "a", limits);
+    let b = node(&redis, "b", limits);
+    let mut c = Client::connect_from("127.0.0.2", a.port);
+    c.expect("220 ");
+    c.cmd("EHLO client.test", "250");
+    // reservations never used are given back: three of them would use the limit up
+    for _ in 0..3 {
+        c.cmd("MAIL FROM:<a@src.test>", "250 ");
+        c.cmd("RSET", "250 ");
+    }
+    let before = script_calls(&redis);
+    c.cmd("MAIL FROM:<a@src.test>", "250 ");
+    let mail = script_calls(&redis);
+    c.cmd("RCPT TO:<r1@dst.test>", "250 ");
+    assert_eq!(script_calls(&redis), mail, "the first RCPT asked Redis");
+    assert!(mail > before, "MAIL asked Redis nothing");
+    c.cmd("RCPT TO:<r2@dst.test>", "250 ");
+    assert!(
+        script_calls(&redis) > mail,
+        "the second RCPT is counted on its own"
+    );
+    c.cmd("DATA", "354 ");
+    c.send("Subject: x\r\n\r\nhi\r\n.\r\n");
+    c.expect("250 2.0.0 Ok: queued as ");
+    // one left, via the other node; then the limit's own reply, on either
+    let mut d = Client::connect_from("127.0.0.2", b.port);
+    d.expect("220 ");
+    d.cmd("EHLO client.test", "250");
+    d.send_message("a@src.test", &["r3@dst.test"], "Subject: y\r\n\r\nhi\r\n");
+    d.cmd("MAIL FROM:<a@src.test>", "250 ");
+    d.cmd(
+        "RCPT TO:<r4@dst.test>",
+        "450 4.7.1 Error: too many recipients from your address; try again later",
+    );
+    c.cmd("MAIL FROM:<a@src.test>", "250 ");
+    c.cmd(
+        "RCPT TO:<r5@dst.test>",
+        "450 4.7.1 Error: too many recipients",
+    );
+    c.cmd("QUIT", "221");
+    d.cmd("QUIT", "221");
+    drop((c, d));
+    // one message per connection: connect and MAIL, the release rides along (or is
+    // sent alone after 100 ms when no call comes); it was 4 calls a message
+    let loose = "rate-limits {\n    recipients 1000 per=\"1m\"\n    messages 1000 per=\"1m\"\n}\n";
+    let e = node(&redis, "e", loose);
+    let n = 20;
+    let start = script_calls(&redis);
+    for i in 0..n {
+        let r = try_message(e.port, &format!("m{i}@dst.test"), "load");
+        assert!(r.is_ok(), "{r:?}");
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    let calls = script_calls(&redis) - start;
+    assert!(calls >= 2 * n, "{calls} calls for {n} messages");
+    assert!(calls < 3 * n, "{calls} calls for {n} messages");
+    // every lease was given back
+    for ip in ["127.0.0.1", "127.0.0.2"] {
+        let key = format!("mtad:conn:{ip}");
+        let held = redis.cli(&["ZCARD", &key]).unwrap();
+        assert_eq!(held, ":0", "{key}");
+    }
+}
+
+/// `mtactl cluster status [--format json]` on node `m`: exit code and output.
+fn cluster_status(m: &Mtad, json: bool) -> (Option<i32>, String) {
+    let args: &[&str] = if json {
+        &["cluster", "status", "--format", "json"]
+    } else {
+        &["cluster", "status"]
+    };
+    let out = m.mtactl(args);
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Three nodes write heartbeats; each node's own file includes the shared policy, and
+/// one of them another: `mtactl cluster status` lists the three, flags the odd one
+/// (exit 1), and a node killed with -9 is flagged once its heartbeat stops.
+#[test]
+fn cluster_status_flags_a_node_with_another_policy_or_no_heartbeat() {
+    let redis = Redis::start();
+    let shared = tempfile::tempdir().unwrap();
+    let policy = shared.path().join("policy.kdl");
+    std::fs::write(&policy, "domains \"ours\" \"example.test\"\n").unwrap();
+    let other = shared.path().join("other.kdl");
+    std::fs::write(&other, "domains \"ours\" \"example.test\" \"new.test\"\n").unwrap();
+    let include = |p: &std::path::Path| format!("include \"{}\"\n", p.display());
+    let beat = "    heartbeat \"1s\"";
+    let start = |name: &str, file: &std::path::Path| {
+        Node {
+            cluster: beat,
+            ..Node::default()
+        }
+        .start(&redis, name, &include(file))
+    };
+    let a = start("a", &policy);
+    let mut b = start("b", &policy);
+    let wait_for = |want: usize| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (code, text) = cluster_status(&a, true);
+            let report: serde_json::Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+            let up = report["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|n| n["state"] == "up")
+                .count();
+            if up == want {
+                return (code, report);
+            }
+            assert!(Instant::now() < deadline, "{want} nodes never up: {text}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let (code, report) = wait_for(2);
+    assert_eq!(code, Some(0), "{report}");
+    let c = start("c", &other);
+    let (code, report) = wait_for(3);
+    assert_eq!(code, Some(1), "{report}");
+    let flagged: Vec<&str> = report["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| !n["flags"].as_array().unwrap().is_empty())
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(flagged, ["c"], "{report}");
+    let node_a = &report["nodes"][0]["heartbeat"];
+    assert_eq!(node_a["node"], "a");
+    assert_eq!(node_a["addresses"][0], format!("127.0.0.1:{}", a.port));
+    assert_ne!(
+        node_a["revision"], report["nodes"][1]["heartbeat"]["revision"],
+        "each node's own file differs"
+    );
+    assert_eq!(
+        report["majority_policy_revision"],
+        report["nodes"][1]["heartbeat"]["policy_revision"]
+    );
+    let (code, text) = cluster_status(&c, false);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("differs from the majority's"), "{text}");
+    // b dies: its heartbeat stops, and it is flagged within three heartbeats
+    b.kill9();
+    let (code, report) = wait_for(2);
+    assert_eq!(code, Some(1));
+    let b_state = report["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "b")
+        .unwrap();
+    assert_eq!(b_state["state"], "stopped", "{report}");
+    assert_eq!(b_state["flags"][0], "heartbeat stopped");
+    let (_, text) = cluster_status(&a, false);
+    assert!(text.contains("b                stopped"), "{text}");
+    // no Redis: exit 2
+    drop(redis);
+    let (code, text) = cluster_status(&a, false);
+    assert_eq!(code, Some(2), "{text}");
 }

@@ -130,28 +130,7 @@ fn uid_of(user: &str) -> u32 {
 
 /// postgrey on 127.0.0.1:port with `--delay=1` and a fresh database.
 fn postgrey(port: u16, dbdir: &Path) -> Peer {
-    let binary = require_tool("postgrey");
-    let uid = uid_of("postgrey");
-    std::os::unix::fs::chown(dbdir, Some(uid), Some(uid)).unwrap();
-    let mut child = Command::new(binary)
-        .arg(format!("--inet=127.0.0.1:{port}"))
-        .arg("--delay=1")
-        .arg(format!("--dbdir={}", dbdir.display()))
-        .args(["--user=postgrey", "--group=postgrey"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("postgrey");
-    common::peers::wait_listening(
-        format!("127.0.0.1:{port}").parse().unwrap(),
-        &mut child,
-        "postgrey",
-    );
-    Peer {
-        child,
-        what: "postgrey",
-    }
+    postgrey_with_delay(port, dbdir, 1)
 }
 
 /// mtad asking the policy service defined by `props` (`address=...`) at each rcpt,
@@ -1080,4 +1059,298 @@ fn hold_and_prepend_never_accept_on_their_own() {
             "554 5.7.1 <u@elsewhere.test>: Relay access denied",
         );
     }
+}
+
+/// mtad with the built-in greylisting (`delay`), metrics on `metrics`, its rcpt stage
+/// `greylist` then accepting the local domain.
+fn greylisting(delay: &str, metrics: u16) -> Mtad {
+    Mtad::start(&format!(
+        r#"{head}
+networks "exempt" "127.0.0.200/32"
+greylisting {{
+    delay "{delay}"
+    allow-clients "exempt"
+}}
+stage "rcpt" {{
+    greylist
+    accept rcpt-domain="local"
+}}
+"#,
+        head = head_with_metrics(metrics)
+    ))
+}
+
+/// swaks from `source` with `from` and `to` to `port`: its transcript.
+fn swaks_as(port: u16, source: &str, from: &str, to: &str) -> String {
+    let out = common::swaks(
+        port,
+        &["--local-interface", source, "--from", from, "--to", to],
+    );
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// swaks against the built-in greylisting: the first attempt of a triplet gets
+/// postgrey's 450 4.7.1 (at RCPT, with the seconds left), a retry before the delay
+/// too, the retry after it is queued; the state survives a restart (it is saved
+/// under the spool); allowlisted clients are never greylisted; counted in metrics.
+#[test]
+fn swaks_is_greylisted_then_accepted_after_the_delay_even_across_a_restart() {
+    let mport = free_port();
+    let mut mtad = greylisting("3s", mport);
+    let send = |m: &Mtad, client: &str, from: &str, to: &str| swaks_as(m.port, client, from, to);
+    let first = send(&mtad, "127.0.0.2", "alice@sender.test", "user@test.local");
+    assert!(
+        first.contains(
+            "<** 450 4.7.1 <user@test.local>: Recipient address rejected: Greylisted, try again in 3 seconds"
+        ),
+        "{first}"
+    );
+    // another address of the same /24, the same sender with a +extension: the same
+    // triplet, still waiting
+    let again = send(&mtad, "127.0.0.3", "alice+x@sender.test", "user@test.local");
+    assert!(again.contains("<** 450 4.7.1 "), "{again}");
+    // an allowlisted client is not greylisted
+    let exempt = send(&mtad, "127.0.0.200", "bob@sender.test", "user@test.local");
+    assert!(exempt.contains("<-  250 2.0.0 Ok: queued as"), "{exempt}");
+    assert_eq!(
+        sample(
+            &scrape(mport),
+            r#"mtad_greylist_total{result="greylisted"}"#
+        ),
+        2.0
+    );
+    // the state is saved under the spool every few seconds and at shutdown
+    mtad.stop();
+    assert!(mtad.spool.join("greylist").exists());
+    std::thread::sleep(Duration::from_millis(3200));
+    mtad.restart();
+    let retry = send(&mtad, "127.0.0.2", "alice@sender.test", "user@test.local");
+    assert!(retry.contains("<-  250 2.0.0 Ok: queued as"), "{retry}");
+    // a new triplet (another recipient) is greylisted afresh
+    let other = send(&mtad, "127.0.0.2", "alice@sender.test", "other@test.local");
+    assert!(other.contains("<** 450 4.7.1 "), "{other}");
+    let m = scrape(mport);
+    assert_eq!(sample(&m, r#"mtad_greylist_total{result="passed"}"#), 1.0);
+    assert_eq!(
+        sample(&m, r#"mtad_greylist_total{result="greylisted"}"#),
+        1.0
+    );
+    assert_eq!(mtad.queued().len(), 2);
+}
+
+/// The same sequence of triplets through real postgrey (`check-policy-service`) and
+/// through the built-in greylisting, each with a delay of 2 seconds: the same verdict
+/// at every step (postgrey's /24 networks, its `+extension` and VERP number
+/// substitutions, new recipients, retries before and after the delay).
+#[test]
+fn the_built_in_greylisting_answers_as_postgrey_does() {
+    let db = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut grey = postgrey_with_delay(port, db.path(), 2);
+    let theirs = asking_at_rcpt(&format!(r#"address="inet:127.0.0.1:{port}" timeout="10s""#));
+    let ours = greylisting("2s", free_port());
+    // (client, sender, recipient), then whether postgrey lets it through
+    let steps: [&[(&str, &str, &str)]; 3] = [
+        &[
+            ("127.0.0.2", "alice@sender.test", "user@test.local"),
+            ("127.0.0.3", "alice+news@sender.test", "user@test.local"),
+            ("127.0.0.2", "list-1234@lists.test", "user@test.local"),
+            ("127.0.1.2", "carol@sender.test", "user@test.local"),
+        ],
+        // after the delay: the same triplets, written otherwise
+        &[
+            ("127.0.0.9", "Alice@sender.test", "User@test.local"),
+            ("127.0.0.2", "list-5678@lists.test", "user@test.local"),
+            ("127.0.0.2", "alice@sender.test", "new@test.local"),
+            ("127.0.1.5", "carol+tag@sender.test", "user@test.local"),
+            ("127.0.1.2", "carol@sender.test", "user@test.local"),
+            ("127.0.2.2", "carol@sender.test", "user@test.local"),
+        ],
+        &[
+            ("127.0.0.2", "alice@sender.test", "user@test.local"),
+            ("127.0.2.2", "carol@sender.test", "user@test.local"),
+        ],
+    ];
+    let mut verdicts = Vec::new();
+    for (n, step) in steps.iter().enumerate() {
+        if n > 0 {
+            // postgrey's delay has a resolution of a second
+            std::thread::sleep(Duration::from_millis(3200));
+        }
+        for (client, from, to) in step.iter() {
+            grey.alive();
+            let verdict = |mtad: &Mtad| {
+                let mut c = session_from(client, mtad, from);
+                let reply = c.cmd(&format!("RCPT TO:<{to}>"), "");
+                c.cmd("QUIT", "221");
+                reply[..3].to_owned()
+            };
+            let (p, m) = (verdict(&theirs), verdict(&ours));
+            assert_eq!(p, m, "{client} {from} {to}: postgrey {p}, mtad {m}");
+            verdicts.push(p);
+        }
+    }
+    // the sequence is not trivial: both kinds of verdict occurred
+    assert_eq!(
+        verdicts,
+        [
+            "450", "450", "450", "450", // first sight
+            "250", "250", "450", "250", "250", "450", // after the delay
+            "250", "250"
+        ]
+    );
+}
+
+/// postgrey on 127.0.0.1:`port` with `--delay=DELAY` and a fresh database.
+fn postgrey_with_delay(port: u16, dbdir: &Path, delay: u32) -> Peer {
+    let binary = require_tool("postgrey");
+    let uid = uid_of("postgrey");
+    std::os::unix::fs::chown(dbdir, Some(uid), Some(uid)).unwrap();
+    let mut child = Command::new(binary)
+        .arg(format!("--inet=127.0.0.1:{port}"))
+        .arg(format!("--delay={delay}"))
+        .arg(format!("--dbdir={}", dbdir.display()))
+        .args(["--user=postgrey", "--group=postgrey"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("postgrey");
+    common::peers::wait_listening(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        &mut child,
+        "postgrey",
+    );
+    Peer {
+        child,
+        what: "postgrey",
+    }
+}
+
+/// docs/greylisting.md: its configuration checks, its suite passes on it (the state of
+/// each case given as a fixture), a wrong expectation fails, and a hook's `greylist()`
+/// greylists as the rule does.
+#[test]
+fn the_documented_greylisting_suite_passes_and_hooks_greylist() {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/greylisting.md"))
+        .unwrap();
+    let block = |after: &str, lang: &str| {
+        let from = docs.find(after).unwrap_or_else(|| panic!("{after}"));
+        let fence = format!("```{lang}\n");
+        let start = from + docs[from..].find(&fence).unwrap() + fence.len();
+        docs[start..start + docs[start..].find("```").unwrap()].to_owned()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mtad.kdl");
+    let head = format!(
+        "server {{\n    hostname \"mx.example.test\"\n    spool \"{}\"\n}}\n\
+         listen \"mx\" address=\"127.0.0.1:2525\"\ndomains \"local\" \"example.test\"\n",
+        dir.path().join("spool").display()
+    );
+    std::fs::write(
+        &config,
+        format!(
+            "{head}{}",
+            block("<!-- tests/policy_service.rs checks", "kdl")
+        ),
+    )
+    .unwrap();
+    let run = |config: &Path, suite: &str| {
+        let path = dir.path().join("suite.kdl");
+        std::fs::write(&path, suite).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_mtactl"))
+            .args(["test-policy", "--config"])
+            .arg(config)
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let suite = block("<!-- tests/policy_service.rs runs this suite", "kdl");
+    let (code, report) = run(&config, &suite);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(report.contains("6 passed, 0 failed"), "{report}");
+    // the state decides: a triplet seen 6 minutes ago expected to be greylisted fails
+    let wrong = suite.replace(
+        "greylist seen=\"6m\"\n    expect \"rcpt\" \"accept\"",
+        "greylist seen=\"6m\"\n    expect \"rcpt\" \"defer\"",
+    );
+    assert_ne!(wrong, suite);
+    let (code, report) = run(&config, &wrong);
+    assert_eq!(code, Some(1), "{report}");
+    // a fixture that says nothing sensible is an error at its place
+    let (code, report) = run(
+        &config,
+        "case \"x\" {\n    client \"192.0.2.1\"\n    from \"a@b.test\"\n    rcpt \"u@example.test\"\n    greylist passed=#true\n}\n",
+    );
+    assert_eq!(code, Some(2), "{report}");
+    assert!(
+        report.contains("suite.kdl:5:5: greylist passed=#true needs seen="),
+        "{report}"
+    );
+    // the hook of the page
+    std::fs::write(
+        dir.path().join("rcpt.rhai"),
+        block("A hook may greylist", "rhai"),
+    )
+    .unwrap();
+    let hooked = dir.path().join("hooked.kdl");
+    std::fs::write(
+        &hooked,
+        format!(
+            "{head}stage \"rcpt\" {{\n    reject 554 \"5.7.1\" \"Relay access denied\" not-rcpt-domain=\"local\"\n    hook \"rcpt.rhai\"\n    accept\n}}\n"
+        ),
+    )
+    .unwrap();
+    let (code, report) = run(
+        &hooked,
+        r#"case "greylisted by the hook" {
+    client "198.51.100.7"
+    from "a@b.test"
+    rcpt "u@example.test"
+    expect "rcpt" "defer" reply="450 4.7.1 <u@example.test>: Recipient address rejected: Greylisted" rule="hooked.kdl:9"
+}
+case "passed" {
+    client "198.51.100.7"
+    from "a@b.test"
+    rcpt "u@example.test"
+    greylist seen="1h"
+    expect "rcpt" "accept" rule="hooked.kdl:10"
+}
+case "not greylisted by the hook" {
+    client "203.0.113.1"
+    from "a@b.test"
+    rcpt "u@example.test"
+    expect "rcpt" "accept"
+}
+"#,
+    );
+    assert_eq!(code, Some(0), "{report}");
+    // greylist() anywhere but rcpt is a hook error: 451, never an accept
+    std::fs::write(
+        dir.path().join("mail.rhai"),
+        "fn mail(ctx) { greylist() }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &hooked,
+        format!("{head}stage \"mail\" {{\n    hook \"mail.rhai\"\n}}\nstage \"rcpt\" {{\n    accept\n}}\n"),
+    )
+    .unwrap();
+    let (code, report) = run(
+        &hooked,
+        "case \"x\" {\n    client \"192.0.2.1\"\n    from \"a@b.test\"\n    rcpt \"u@example.test\"\n    expect \"mail\" \"defer\" reply=\"451 4.3.0\"\n}\n",
+    );
+    assert_eq!(code, Some(0), "{report}");
 }

@@ -128,8 +128,16 @@ fn a_4xx_is_retried_until_the_next_hop_takes_it() {
     );
     send(&mtad, "alice@src.test", "bob@dst.test", "retry");
     wait_log(&mtad, "status=deferred", 1, Duration::from_secs(5));
-    let queued = mtad.queued();
-    assert_eq!(queued.len(), 1);
+    // the status is recorded just after the log line is written
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let queued = loop {
+        let queued = mtad.queued();
+        assert_eq!(queued.len(), 1);
+        if queued[0].0.rcpt_status[0].attempts == 1 || std::time::Instant::now() > deadline {
+            break queued;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let status = &queued[0].0.rcpt_status[0];
     assert_eq!(status.attempts, 1, "{status:?}");
     assert!(
@@ -482,8 +490,16 @@ fn hold_release_flush_and_delete_steer_the_scheduler() {
     let flushed = queued_as(&send(&mtad, "alice@src.test", "b@dst.test", "flushed"));
     let deleted = queued_as(&send(&mtad, "alice@src.test", "c@dst.test", "deleted"));
     wait_log(&mtad, "status=deferred", 3, Duration::from_secs(5));
-    let list = mtactl_ok(&mtad, &["queue", "list"]);
-    assert_eq!(list.matches("450").count(), 3, "{list}");
+    // the statuses are recorded just after the log lines are written
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let list = mtactl_ok(&mtad, &["queue", "list"]);
+        if list.matches("450").count() == 3 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{list}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     mtactl_ok(&mtad, &["queue", "hold", &held]);
     mtactl_ok(&mtad, &["queue", "delete", &deleted]);
@@ -556,6 +572,19 @@ fn a_delay_warning_goes_to_the_sender_once() {
     let n = mtad.log().matches("to=<bob@dst.test>").count();
     wait_log(&mtad, "to=<bob@dst.test>", n + 2, Duration::from_secs(10));
     assert_eq!(senders.dump_count(), 1);
+    assert_eq!(mtad.queued().len(), 1);
+    // nor after a restart: what was warned is known from the spool, not from memory
+    let mut mtad = mtad;
+    mtad.kill9();
+    mtad.restart();
+    mtad.mtactl(&["queue", "flush"]);
+    let n = mtad.log().matches("to=<bob@dst.test>").count();
+    wait_log(&mtad, "to=<bob@dst.test>", n + 2, Duration::from_secs(10));
+    assert_eq!(
+        senders.dump_count(),
+        1,
+        "a second delay notice after a restart"
+    );
     assert_eq!(mtad.queued().len(), 1);
 }
 

@@ -12,6 +12,7 @@ pub mod hook;
 pub mod message;
 pub mod milter;
 pub mod policy_reply;
+pub mod postfix_conf;
 pub mod proxy;
 pub mod rspamd_reply;
 pub mod smtp;

@@ -129,6 +129,59 @@ enum Command {
         #[command(subcommand)]
         command: DkimCommand,
     },
+    /// Translate another mail server's configuration into an mtad configuration.
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
+    /// The nodes of a cluster (`cluster { redis ... }`), from their heartbeats in Redis.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// Read a Postfix configuration directory (main.cf, master.cf and the tables they
+    /// name; nothing of Postfix's is changed) and write into OUT: mtad.kdl, the tables
+    /// it names, tests/imported.kdl (cases that pin what Postfix does) and
+    /// import-report.txt/.json (every parameter approximated, ignored or not
+    /// translated, and why). The result is checked as `mtactl check` does, its suite
+    /// included. Exit 0: written and checked; 1: an error (nothing usable).
+    Postfix {
+        /// The Postfix configuration directory, e.g. /etc/postfix.
+        dir: PathBuf,
+        /// Where to write (made if missing; refused if not empty, unless --force).
+        #[arg(long, value_name = "OUT")]
+        out: PathBuf,
+        /// Write into a directory that is not empty (files of the same names are replaced).
+        #[arg(long)]
+        force: bool,
+        /// Postfix's default myhostname (the host's name), when main.cf does not set it.
+        /// Default: this host's name.
+        #[arg(long, value_name = "NAME")]
+        hostname: Option<String>,
+        /// The spool directory the configuration names.
+        #[arg(long, value_name = "DIR", default_value = "/var/spool/mtad")]
+        spool: String,
+        /// The report on stdout: `json` for the same as one JSON object.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// List the nodes (name, state, shared policy revision, revision, queue, version,
+    /// addresses) and flag a node whose heartbeat stopped or whose policy revision
+    /// differs from the majority's. Exit 0: none flagged; 1: a node is flagged; 2: no
+    /// cluster configured, or Redis does not answer.
+    Status {
+        /// `json`: the same as one JSON object.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
 }
 
 #[derive(Subcommand)]
@@ -230,6 +283,20 @@ enum QueueCommand {
     Hold(QueueIds),
     /// Undo hold and attempt delivery now. No ids: every held message.
     Release(QueueIds),
+    /// Hand this node's queue over to another node before maintenance: from now until
+    /// mtad stops, every message is sent, as queued, to TRANSPORT instead of its route,
+    /// and removed here only once the peer answered 250 for each of its recipients (a
+    /// refusal there keeps it here). Waits until the queue is empty or --wait has
+    /// passed: exit 0 when nothing is left (held messages stay and are listed), 1
+    /// otherwise.
+    Evacuate {
+        /// The other node: `smtp:[HOST]:PORT`.
+        #[arg(long, value_name = "TRANSPORT")]
+        to: String,
+        /// How long to wait for the queue to empty (`0s`: do not wait).
+        #[arg(long, value_name = "DURATION", default_value = "10m")]
+        wait: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -472,6 +539,22 @@ fn run(args: Args) -> ExitCode {
     if let Command::Dkim { command } = args.command {
         return finish(dkim(command));
     }
+    if let Command::Import {
+        command:
+            ImportCommand::Postfix {
+                dir,
+                out,
+                force,
+                hostname,
+                spool,
+                format,
+            },
+    } = args.command
+    {
+        let options = mtad::import::postfix::Options { hostname, spool };
+        let json = matches!(format, Format::Json);
+        return finish(control::import_postfix(&dir, &out, &options, force, json));
+    }
     let config = match control::config_path::resolve(args.config.as_deref(), "--config PATH") {
         Ok(path) => path,
         Err(e) => {
@@ -481,9 +564,14 @@ fn run(args: Args) -> ExitCode {
     };
     let config = config.as_path();
     let result = match args.command {
-        Command::Dkim { .. } => unreachable!("answered above"),
+        Command::Dkim { .. } | Command::Import { .. } => unreachable!("answered above"),
         Command::TestPolicy(a) => return test_policy(config, a),
         Command::Replay(a) => return replay(config, a),
+        Command::Cluster {
+            command: ClusterCommand::Status { format },
+        } => {
+            return control::cluster_status::cluster_status(config, matches!(format, Format::Json));
+        }
         Command::Lookup { table, key } => {
             return match control::lookup(config, &table, &key) {
                 Ok(true) => ExitCode::SUCCESS,
@@ -559,6 +647,15 @@ fn run(args: Args) -> ExitCode {
             }
             QueueCommand::Hold(a) => queue_action(config, QueueAction::Hold, a),
             QueueCommand::Release(a) => queue_action(config, QueueAction::Release, a),
+            QueueCommand::Evacuate { to, wait } => {
+                return match humantime::parse_duration(&wait) {
+                    Ok(wait) => ExitCode::from(control::queue_evacuate(config, &to, wait)),
+                    Err(e) => {
+                        complain(&format!("mtactl queue evacuate: --wait {wait:?}: {e}"));
+                        ExitCode::from(2)
+                    }
+                };
+            }
         },
     };
     finish(result)

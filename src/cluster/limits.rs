@@ -28,7 +28,12 @@ use super::{Cluster, Feature, Unavailable};
 /// - `check LIMIT INTERVAL_US`: refuse when `LIMIT` are outstanding, count nothing;
 /// - `view LIMIT INTERVAL_US`: only what is outstanding;
 /// - `lease LIMIT TTL_MS MEMBER`: hold a slot unless `LIMIT` live ones are held;
-/// - `renew - TTL_MS MEMBER`: extend a slot still held (one given back stays so).
+/// - `renew - TTL_MS MEMBER`: extend a slot still held (one given back stays so);
+/// - `try LIMIT INTERVAL_US`: count one event if fewer than `LIMIT` are outstanding,
+///   refuse nothing: answers what is used after it, or `-2 - used` when it did not
+///   count (a recipient reserved at MAIL, [`Op::Try`]);
+/// - `untake - INTERVAL_US`: give one counted event back (a reservation not used);
+/// - `release - - MEMBER`: give a slot back (a connection closed).
 ///
 /// Ops run in order; after a refusal the rest are skipped (neither counted nor held).
 /// Answers `{admitted (1 or 0), used_1, used_2, ...}`, `-1` for a skipped op.
@@ -42,6 +47,20 @@ for i, key in ipairs(KEYS) do
   local a = tonumber(ARGV[4 * i - 1])
   if out[1] == 0 then
     out[i + 1] = -1
+  elseif op == 'release' then
+    redis.call('ZREM', key, ARGV[4 * i])
+    out[i + 1] = 0
+  elseif op == 'untake' then
+    local tat = tonumber(redis.call('GET', key) or '0') or 0
+    if tat > now then
+      tat = tat - a
+      if tat > now then
+        redis.call('SET', key, string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000))
+      else
+        redis.call('DEL', key)
+      end
+    end
+    out[i + 1] = 0
   elseif op == 'renew' then
     if redis.call('ZSCORE', key, ARGV[4 * i]) then
       redis.call('ZADD', key, 'XX', math.floor(now / 1000) + a, ARGV[4 * i])
@@ -67,7 +86,15 @@ for i, key in ipairs(KEYS) do
     local tat = tonumber(redis.call('GET', key) or '0') or 0
     if tat < now then tat = now end
     local used = math.ceil((tat - now) / a)
-    if op == 'take' then
+    if op == 'try' then
+      if used >= limit then
+        used = -2 - used
+      else
+        tat = tat + a
+        used = used + 1
+        redis.call('SET', key, string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000))
+      end
+    elseif op == 'take' then
       if used >= limit then
         out[1] = 0
       else
@@ -119,6 +146,21 @@ pub enum Op {
         ttl: Duration,
         member: String,
     },
+    /// Count one event if fewer than `limit` are outstanding; refuse nothing (a
+    /// reservation: the answer says whether it counted).
+    Try {
+        key: String,
+        limit: u32,
+        per: Duration,
+    },
+    /// Give back one event counted by a `Try` that was not used.
+    Untake {
+        key: String,
+        limit: u32,
+        per: Duration,
+    },
+    /// Give the slot `member` back.
+    Release { key: String, member: String },
 }
 
 impl Op {
@@ -127,7 +169,10 @@ impl Op {
             Op::Take { key, .. }
             | Op::Check { key, .. }
             | Op::View { key, .. }
-            | Op::Lease { key, .. } => key,
+            | Op::Lease { key, .. }
+            | Op::Try { key, .. }
+            | Op::Untake { key, .. }
+            | Op::Release { key, .. } => key,
         }
     }
 }
@@ -145,21 +190,90 @@ pub struct Answer {
     pub admitted: bool,
     /// What each op found in use after it ran (`None`: skipped after a refusal).
     pub used: Vec<Option<u32>>,
+    /// For each `Try`, whether it counted (`false` for the other ops).
+    pub counted: Vec<bool>,
 }
 
 /// Most ops in one call (a command needs at most a handful).
 pub const MAX_OPS: usize = 16;
 
+/// Most ops waiting for a call to ride along ([`Pending`]); past it the oldest are
+/// dropped (a lease then expires by itself within `lease`, a reservation when its
+/// rate's period has passed).
+const MAX_PENDING: usize = 10_000;
+
+/// How long an op given back waits for a call to ride along before it is sent alone.
+pub const FLUSH_AFTER: Duration = Duration::from_millis(100);
+
+/// What a node gives back (leases of closed sessions, reservations not used): sent
+/// with the next call this node makes, so that it costs no round trip of its own
+/// under load, or alone after [`FLUSH_AFTER`] when no call comes.
+#[derive(Default)]
+pub struct Pending(Mutex<std::collections::VecDeque<Op>>);
+
+impl Pending {
+    pub fn push(&self, op: Op) {
+        let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() >= MAX_PENDING {
+            q.pop_front();
+        }
+        q.push_back(op);
+    }
+
+    /// Up to `n` of them, oldest first.
+    fn take(&self, n: usize) -> Vec<Op> {
+        let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = n.min(q.len());
+        q.drain(..n).collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+}
+
 impl Cluster {
-    /// Runs `ops` in one call (`EVALSHA`, or `EVAL` when Redis answers `NOSCRIPT`).
+    /// Runs `ops` in one call (`EVALSHA`, or `EVAL` when Redis answers `NOSCRIPT`),
+    /// with what this node gives back riding in front of them ([`Pending`]).
     pub async fn limits(&self, feature: Feature, ops: &[Op]) -> Result<Answer, Unavailable> {
-        if ops.is_empty() {
+        let ops = &ops[..ops.len().min(MAX_OPS)];
+        let riding = self.pending.take(MAX_OPS - ops.len());
+        if ops.is_empty() && riding.is_empty() {
             return Ok(Answer {
                 admitted: true,
                 used: Vec::new(),
+                counted: Vec::new(),
             });
         }
-        let ops = &ops[..ops.len().min(MAX_OPS)];
+        let skip = riding.len();
+        let all: Vec<Op> = riding.into_iter().chain(ops.iter().cloned()).collect();
+        let mut answer = self.call(feature, &all).await?;
+        answer.used.drain(..skip);
+        answer.counted.drain(..skip);
+        Ok(answer)
+    }
+
+    /// Sends what waits in [`Pending`] when no call took it along within
+    /// [`FLUSH_AFTER`], until `shutdown` (and once more then). Run by the daemon.
+    pub async fn flush_pending(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let stop = tokio::select! {
+                _ = shutdown.changed() => true,
+                _ = tokio::time::sleep(FLUSH_AFTER) => false,
+            };
+            while !self.pending.is_empty() {
+                if self.limits(Feature::Leases, &[]).await.is_err() {
+                    break;
+                }
+            }
+            if stop {
+                return;
+            }
+        }
+    }
+
+    /// One call of the script with `ops`.
+    async fn call(&self, feature: Feature, ops: &[Op]) -> Result<Answer, Unavailable> {
         let mut evalsha = redis::cmd("EVALSHA");
         evalsha.arg(sha());
         let mut args = redis::cmd("EVAL");
@@ -193,6 +307,19 @@ impl Cluster {
                         .arg(*limit)
                         .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
                         .arg(member.as_str()),
+                    Op::Try { limit, per, .. } => cmd
+                        .arg("try")
+                        .arg(*limit)
+                        .arg(interval_us(*limit, *per))
+                        .arg(""),
+                    Op::Untake { limit, per, .. } => cmd
+                        .arg("untake")
+                        .arg(0)
+                        .arg(interval_us(*limit, *per))
+                        .arg(""),
+                    Op::Release { member, .. } => {
+                        cmd.arg("release").arg(0).arg(0).arg(member.as_str())
+                    }
                 };
             }
         }
@@ -201,18 +328,21 @@ impl Cluster {
             other => other,
         };
         let answer = raw.and_then(|raw| {
-            parse(&raw, ops.len()).ok_or(Unavailable::Answer("the limits script's answer"))
+            let tries: Vec<bool> = ops.iter().map(|o| matches!(o, Op::Try { .. })).collect();
+            parse(&raw, &tries).ok_or(Unavailable::Answer("the limits script's answer"))
         });
         self.record(feature, answer.as_ref().map(|_| ()));
         answer
     }
 
-    /// Gives a lease back (the connection closed).
-    pub async fn release(&self, key: &str, member: &str) {
+    /// Gives a lease back (the connection closed): no longer renewed here, and removed
+    /// from Redis with the next call this node makes ([`Pending`]).
+    pub fn release(&self, key: &str, member: &str) {
         self.leases.forget(key, member);
-        let mut cmd = redis::cmd("ZREM");
-        cmd.arg(key).arg(member);
-        let _: Result<i64, _> = self.query(Feature::Leases, &cmd).await;
+        self.pending.push(Op::Release {
+            key: key.to_owned(),
+            member: member.to_owned(),
+        });
     }
 
     /// Renews every lease this node holds, in one pipeline, every third of their life,
@@ -262,15 +392,26 @@ fn no_script(e: &redis::RedisError) -> bool {
     e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
 }
 
-fn parse(raw: &[i64], ops: usize) -> Option<Answer> {
+/// The script's answer to ops of which those marked in `tries` are `try`.
+fn parse(raw: &[i64], tries: &[bool]) -> Option<Answer> {
     let (&admitted, used) = raw.split_first()?;
-    if used.len() != ops || !matches!(admitted, 0 | 1) {
+    if used.len() != tries.len() || !matches!(admitted, 0 | 1) {
         return None;
     }
-    Some(Answer {
+    let mut answer = Answer {
         admitted: admitted == 1,
-        used: used.iter().map(|&n| u32::try_from(n).ok()).collect(),
-    })
+        used: Vec::with_capacity(used.len()),
+        counted: Vec::with_capacity(used.len()),
+    };
+    for (&n, &is_try) in used.iter().zip(tries) {
+        let (n, counted) = match n {
+            n if is_try && n <= -2 => (n.checked_neg()?.checked_sub(2)?, false),
+            n => (n, is_try && n >= 1),
+        };
+        answer.used.push(u32::try_from(n).ok());
+        answer.counted.push(counted);
+    }
+    Some(answer)
 }
 
 /// The leases this node holds now: (key, member).
@@ -312,15 +453,26 @@ mod tests {
         assert_eq!(interval_us(0, Duration::from_secs(1)), 1_000_000);
         assert_eq!(interval_us(u32::MAX, Duration::from_secs(1)), 1);
         assert_eq!(
-            parse(&[1, 2, -1], 2),
+            parse(&[1, 2, -1], &[false, false]),
             Some(Answer {
                 admitted: true,
-                used: vec![Some(2), None]
+                used: vec![Some(2), None],
+                counted: vec![false, false],
             })
         );
-        assert_eq!(parse(&[0, 5], 1).map(|a| a.admitted), Some(false));
-        assert_eq!(parse(&[1, 2], 2), None, "one answer per op");
-        assert_eq!(parse(&[7, 2], 1), None);
-        assert_eq!(parse(&[], 0), None);
+        assert_eq!(parse(&[0, 5], &[false]).map(|a| a.admitted), Some(false));
+        assert_eq!(parse(&[1, 2], &[false, false]), None, "one answer per op");
+        assert_eq!(parse(&[7, 2], &[false]), None);
+        assert_eq!(parse(&[], &[]), None);
+        // a try that counted (used 3 after it), one that did not (5 in use)
+        assert_eq!(
+            parse(&[1, 3, -7, -1], &[true, true, true]),
+            Some(Answer {
+                admitted: true,
+                used: vec![Some(3), Some(5), None],
+                counted: vec![true, false, false],
+            })
+        );
+        assert_eq!(parse(&[1, i64::MIN], &[true]), None);
     }
 }

@@ -9,7 +9,9 @@
 //! `mtad_cluster_redis_errors_total{feature}`, in the `mtad_cluster_redis_up` gauge,
 //! and in the log once when Redis stops answering and once when it answers again.
 
+pub mod greylist;
 pub mod limits;
+pub mod nodes;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -26,6 +28,10 @@ pub enum Feature {
     RateLimits,
     /// `limits { connections-per-ip }` across the nodes (leases).
     Leases,
+    /// The state of `greylist` rules.
+    Greylisting,
+    /// The node's heartbeat (`mtactl cluster status`).
+    Heartbeats,
 }
 
 impl Feature {
@@ -33,6 +39,8 @@ impl Feature {
         match self {
             Feature::RateLimits => "rate-limits",
             Feature::Leases => "leases",
+            Feature::Greylisting => "greylisting",
+            Feature::Heartbeats => "heartbeats",
         }
     }
 }
@@ -66,6 +74,8 @@ pub struct Cluster {
     up: AtomicBool,
     /// The connection leases this node holds, renewed while held.
     pub leases: limits::Leases,
+    /// What this node gives back, riding along with its next call.
+    pub pending: limits::Pending,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -100,6 +110,7 @@ impl Cluster {
             conn,
             up: AtomicBool::new(true),
             leases: limits::Leases::default(),
+            pending: limits::Pending::default(),
         })
     }
 

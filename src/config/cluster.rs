@@ -54,11 +54,16 @@ pub struct Cluster {
     /// `lease "1m"`: how long a node's connection lease lives unless renewed (a node
     /// renews its leases every third of it); a node that dies holds them no longer.
     pub lease: Duration,
+    /// `heartbeat "5s"`: how often the node writes its state to Redis (name, address,
+    /// policy revision, queue, version, start); it lives three heartbeats, so a node
+    /// whose heartbeat stopped is seen within three (`mtactl cluster status`).
+    pub heartbeat: Duration,
 }
 
 impl Cluster {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
     pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+    pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
     pub const DEFAULT_PREFIX: &'static str = "mtad:";
 
     /// The Redis URL with its password replaced by `***`, for logs and `mtactl config`.

@@ -31,6 +31,7 @@ pub mod checks;
 pub mod cluster;
 pub mod decision_log;
 mod error;
+pub mod greylisting;
 mod parse;
 mod reply;
 mod revision;
@@ -132,6 +133,9 @@ pub struct Config {
     /// The `cluster` block: the Redis server this node shares its rate limits and
     /// connection leases through. `None`: everything stays in this process.
     pub cluster: Option<cluster::Cluster>,
+    /// The `greylisting` block: postgrey's options for `greylist` rules. `None`: its
+    /// defaults (postgrey's).
+    pub greylisting: Option<greylisting::Greylisting>,
     /// Every file read to build this configuration, with the digest of its bytes: the
     /// policy's revision is computed from these and the hooks ([`Sources`]).
     pub sources: Sources,
@@ -901,6 +905,9 @@ pub enum RuleAction {
     /// `reject-dnsbl "NAME"`: refuse when this DNS list's score reaches its threshold
     /// (Postfix's `reject_rbl_client`), with the listing's TXT in the reply.
     RejectDnsbl(String),
+    /// Rcpt stage: `greylist` — postgrey's greylisting of the (client network,
+    /// sender, recipient) triplet, built in (`greylisting` block).
+    Greylist,
 }
 
 /// Where a hook's code is; compiled by [`crate::policy`].

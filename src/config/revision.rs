@@ -24,6 +24,8 @@ use sha2::{Digest, Sha256};
 pub struct Sources {
     /// The main file's directory: names are relative to it.
     base: PathBuf,
+    /// The main file's name (as recorded), left out of [`Sources::shared_revision`].
+    main: String,
     files: BTreeMap<String, [u8; 32]>,
     /// Each file's modification time and length just after it was read, for
     /// `reload { watch }` to notice a change without reading every file.
@@ -44,8 +46,14 @@ impl Sources {
 
     /// Sources of a configuration whose main file is `main` (not recorded yet).
     pub fn new(main: &Path) -> Sources {
+        let base = main.parent().map(Path::to_path_buf).unwrap_or_default();
+        let name = match main.strip_prefix(&base) {
+            Ok(relative) if !base.as_os_str().is_empty() => relative,
+            _ => main,
+        };
         Sources {
-            base: main.parent().map(Path::to_path_buf).unwrap_or_default(),
+            main: name.to_string_lossy().into_owned(),
+            base,
             files: BTreeMap::new(),
             stamps: BTreeMap::new(),
         }
@@ -109,8 +117,23 @@ impl Sources {
 
     /// The revision: 12 lowercase hex digits.
     pub fn revision(&self) -> String {
+        self.revision_of(|_| true)
+    }
+
+    /// The revision of every file but the main one (the included policy, tables,
+    /// hooks...): what the nodes of a cluster share when each node's own main file
+    /// holds what is its own (`server`, `listen`, `cluster { node }`) and includes the
+    /// rest. With nothing included, the revision of the main file alone.
+    pub fn shared_revision(&self) -> String {
+        if self.files.keys().all(|n| *n == self.main) {
+            return self.revision();
+        }
+        self.revision_of(|name| name != self.main)
+    }
+
+    fn revision_of(&self, keep: impl Fn(&str) -> bool) -> String {
         let mut listing = String::new();
-        for (name, digest) in &self.files {
+        for (name, digest) in self.files.iter().filter(|(n, _)| keep(n)) {
             listing.push_str(name);
             listing.push(' ');
             listing.push_str(&hex(digest));

@@ -247,6 +247,7 @@ pub const SETTINGS: &[Setting] = &[
     s("cluster", "key-prefix", |c| cluster(c, |k| text(&k.key_prefix))),
     s("cluster", "fallback", |c| cluster(c, |k| text(k.fallback.as_str()))),
     s("cluster", "lease", |c| cluster(c, |k| Value::Duration(k.lease))),
+    s("cluster", "heartbeat", |c| cluster(c, |k| Value::Duration(k.heartbeat))),
 ];
 
 /// The setting named `block.key`.
@@ -276,6 +277,7 @@ pub fn defaults(config: &Config) -> Config {
             key_prefix: super::cluster::Cluster::DEFAULT_PREFIX.to_owned(),
             fallback: super::cluster::Fallback::Local,
             lease: super::cluster::Cluster::DEFAULT_LEASE,
+            heartbeat: super::cluster::Cluster::DEFAULT_HEARTBEAT,
         }),
         ..config.clone()
     }

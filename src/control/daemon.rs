@@ -189,13 +189,39 @@ async fn start(
         let handle = handle.clone();
         super::pickup::Pickup::new(&config, &core, m, Box::new(move |id| handle.queued(id)))
     });
+    // greylisting's state: under the spool (saved every few seconds and at shutdown),
+    // and in the cluster's Redis when there is one (the local state is its fallback)
+    let greylist_local = {
+        let path = config.server.spool.join("greylist");
+        let local =
+            tokio::task::spawn_blocking(move || crate::policy::greylist::Local::open(&path))
+                .await
+                .map(Arc::new)
+                .unwrap_or_default();
+        tokio::spawn(
+            local
+                .clone()
+                .keep_saved(GREYLIST_SAVE_INTERVAL, shutdown.clone()),
+        );
+        local
+    };
+    core.greylist = greylist_local.clone();
     if let Some(settings) = &config.cluster {
         let cluster = Arc::new(crate::cluster::Cluster::new(settings)?);
-        info!(redis = %settings.redis_shown(), node = %settings.node, "cluster: limits shared through Redis");
+        info!(redis = %settings.redis_shown(), node = %settings.node, "cluster: limits and greylisting shared through Redis");
         tokio::spawn({
             let cluster = cluster.clone();
             let shutdown = shutdown.clone();
             async move { cluster.renew_leases(shutdown).await }
+        });
+        tokio::spawn({
+            let cluster = cluster.clone();
+            let shutdown = shutdown.clone();
+            async move { cluster.flush_pending(shutdown).await }
+        });
+        core.greylist = Arc::new(crate::policy::greylist::Shared {
+            cluster: cluster.clone(),
+            local: greylist_local,
         });
         core.cluster = Some(cluster);
     }
@@ -234,6 +260,15 @@ async fn start(
     let scheduler = tokio::spawn(scheduler.run(shutdown.clone(), grace));
     let pickup = pickup.map(|p| tokio::spawn(p.run(shutdown.clone())));
     listeners.commit(bound);
+    // heartbeats once the listeners are bound (their addresses are in it)
+    if let Some(cluster) = core.cluster.clone() {
+        tokio::spawn(super::cluster_status::heartbeats(
+            cluster,
+            observer.clone(),
+            config.server.hostname.clone(),
+            shutdown.clone(),
+        ));
+    }
     let revision = core.policy.load().revision().to_string();
     info!(hostname = %config.server.hostname, %revision, "mtad started");
     notify::ready(&format!("accepting mail; policy revision {revision}"));
@@ -258,6 +293,10 @@ async fn start(
         }
     })
 }
+
+/// How often the greylisting state in this process is saved under the spool (a crash
+/// forgets at most this much: those triplets are greylisted once more).
+const GREYLIST_SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The delivery side as `config` describes it (at start, and anew at each reload: the
 /// system's trust anchors and the CA file are read again).

@@ -33,6 +33,7 @@ macro_rules! err {
     }};
 }
 
+pub mod cluster_status;
 pub mod config_path;
 pub mod daemon;
 pub mod dkim;
@@ -200,6 +201,49 @@ pub fn relay_check(config: &Config, pipeline: &Pipeline) -> Result<Vec<String>, 
         warnings.push(format!("the open-relay analysis is incomplete: {why}"));
     }
     Ok(warnings)
+}
+
+/// `mtactl import postfix DIR --out OUT`: translates, writes, prints the report (text
+/// or JSON) and checks the result as `mtactl check` does (its generated suite is a
+/// `reload { require-tests }` of the configuration, so it runs too).
+pub fn import_postfix(
+    dir: &Path,
+    out: &Path,
+    options: &crate::import::postfix::Options,
+    force: bool,
+    json: bool,
+) -> Result<(), CommandError> {
+    use crate::import::postfix::{self, Status};
+    let imported = postfix::import(dir, options).map_err(|e| format!("mtactl: {e}"))?;
+    imported
+        .write(out, force)
+        .map_err(|e| format!("mtactl: {e}"))?;
+    if json {
+        outln!("{}", imported.report.json());
+    } else {
+        out_text(&imported.report.text());
+    }
+    let unsupported = imported.report.count(Status::Unsupported);
+    if unsupported > 0 {
+        errln!(
+            "mtactl: warning: {unsupported} parameter(s) or restriction(s) not translated: where a restriction stood, the configuration defers (450 4.7.1); read {}",
+            out.join("import-report.txt").display()
+        );
+    }
+    let config = out.join("mtad.kdl");
+    check(&config, false, false).map_err(|e| {
+        CommandError::from(format!(
+            "{e}
+mtactl: the imported configuration {} does not pass `mtactl check`; it was written for you to look at",
+            config.display()
+        ))
+    })
+}
+
+fn out_text(text: &str) {
+    for line in text.lines() {
+        outln!("{line}");
+    }
 }
 
 /// `mtactl check`: exit 0 with a one-line summary, or every error rendered.
@@ -446,6 +490,72 @@ pub fn queue_shape(
 /// `(held)`), then one indented line per recipient with its state, and its last reply
 /// in parentheses. `json`: the [`QueuedMessage`]s as a JSON array (fields in
 /// `docs/operations.md`).
+/// `mtactl queue evacuate --to TRANSPORT`: asks the running mtad to hand its queue
+/// over, then watches the spool until no message but held ones is left or `wait` has
+/// passed. Exit status: 0 nothing left to evacuate, 1 messages left (listed with
+/// their last error), 2 the request was refused (mtad not running, a bad transport).
+pub fn queue_evacuate(path: &Path, to: &str, wait: std::time::Duration) -> u8 {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            errln!("{e}");
+            return 2;
+        }
+    };
+    match socket::evacuate(&config.server.control_socket, to) {
+        Ok(r) if r.is_ok() => {}
+        Ok(r) => {
+            errln!(
+                "mtactl queue evacuate: mtad: {}",
+                r.error.unwrap_or_default()
+            );
+            return 2;
+        }
+        Err(e) => {
+            errln!("mtactl queue evacuate: {e}");
+            return 2;
+        }
+    }
+    let started = std::time::Instant::now();
+    let spool = &config.server.spool;
+    loop {
+        let all = match crate::queue::scan(spool) {
+            Ok(all) => all,
+            Err(e) => {
+                errln!("mtactl queue evacuate: the spool: {e}");
+                return 2;
+            }
+        };
+        let held = all.iter().filter(|m| m.envelope.held).count();
+        let left: Vec<_> = all.into_iter().filter(|m| !m.envelope.held).collect();
+        if left.is_empty() {
+            outln!(
+                "evacuated to {to}: the queue is empty{}",
+                if held > 0 {
+                    format!(" but for {held} held message(s), which stay")
+                } else {
+                    String::new()
+                }
+            );
+            return 0;
+        }
+        if started.elapsed() >= wait {
+            outln!("evacuating to {to}: {} message(s) left", left.len());
+            for m in &left {
+                let last = m
+                    .rcpt_status
+                    .iter()
+                    .map(|s| s.detail.as_str())
+                    .find(|d| !d.is_empty())
+                    .unwrap_or("not attempted yet");
+                outln!("  {} {}", m.id, crate::logsafe::esc(last));
+            }
+            return 1;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 pub fn queue_list(path: &Path, json: bool, states: &[MessageState]) -> Result<(), CommandError> {
     let config = load(path)?;
     let mut messages = queue::scan(&config.server.spool).map_err(|e| format!("mtactl: {e}"))?;

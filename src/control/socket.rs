@@ -70,6 +70,12 @@ pub trait DeliveryControl: Send + Sync + 'static {
     /// Stop tracking this message (deleted, or put on hold); an attempt already running
     /// may finish (its status update for a deleted message then fails with NotFound).
     fn forget(&self, id: QueueId);
+    /// `mtactl queue evacuate`: hand every message over to `to` (another node). A
+    /// delivery side that cannot refuses (the default).
+    fn evacuate(&self, to: crate::config::route::Transport) -> Result<(), String> {
+        let _ = to;
+        Err("this daemon cannot evacuate its queue".to_owned())
+    }
 }
 
 /// The scheduler is what the socket flushes and forgets through.
@@ -80,6 +86,44 @@ impl DeliveryControl for crate::delivery::scheduler::SchedulerHandle {
 
     fn forget(&self, id: QueueId) {
         crate::delivery::scheduler::SchedulerHandle::forget(self, id);
+    }
+
+    fn evacuate(&self, to: crate::config::route::Transport) -> Result<(), String> {
+        crate::delivery::scheduler::SchedulerHandle::evacuate(self, to);
+        Ok(())
+    }
+}
+
+/// `{"evacuate":"smtp:[10.0.0.12]:25"}`: `mtactl queue evacuate --to`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvacuateRequest {
+    pub evacuate: String,
+}
+
+/// Asks the daemon at `path` to hand its queue over to `to` (an `smtp:` transport).
+pub fn evacuate(path: &Path, to: &str) -> Result<Response, RequestError> {
+    exchange(
+        path,
+        &EvacuateRequest {
+            evacuate: to.to_owned(),
+        },
+    )
+}
+
+/// What the daemon does with an [`EvacuateRequest`]: an SMTP next hop, or a refusal.
+fn evacuate_to(req: &EvacuateRequest, delivery: &dyn DeliveryControl) -> Response {
+    use crate::config::route::Transport;
+    match Transport::parse(&req.evacuate) {
+        Ok(to @ Transport::Smtp(_)) => match delivery.evacuate(to) {
+            Ok(()) => Response::default(),
+            Err(e) => Response::error(e),
+        },
+        Ok(_) => Response::error(format!(
+            "evacuate to an SMTP next hop (smtp:[host]:port), not {:?}",
+            req.evacuate
+        )),
+        Err(e) => Response::error(format!("evacuate: {e}")),
     }
 }
 
@@ -634,6 +678,13 @@ async fn connection(
                     ..ReloadResponse::default()
                 };
                 (answer_line(&ok), false)
+            }
+            Ok(Line::Complete) if serde_json::from_slice::<EvacuateRequest>(&line).is_ok() => {
+                let answer = match serde_json::from_slice::<EvacuateRequest>(&line) {
+                    Ok(req) => evacuate_to(&req, delivery.as_ref()),
+                    Err(e) => Response::error(e.to_string()),
+                };
+                (answer_line(&answer), false)
             }
             Ok(Line::Complete) if serde_json::from_slice::<StatusRequest>(&line).is_ok() => {
                 let answer = match &status {

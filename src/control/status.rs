@@ -132,6 +132,12 @@ impl Observer {
         }
     }
 
+    /// The running policy's shared revision (every file but the main one: what the
+    /// nodes of a cluster compare, see [`crate::config::Sources::shared_revision`]).
+    pub fn policy_revision(&self) -> String {
+        self.policy.load().sources().shared_revision()
+    }
+
     /// The Prometheus exposition, with the queue and the revision measured now.
     pub fn metrics(&self) -> String {
         let metrics = crate::metrics::get();

@@ -704,6 +704,7 @@ fn load_cases(path: &Path) -> Result<Vec<Case>, Vec<String>> {
                 &mut errors,
             ),
             "policy-service" => read_policy_answer(node, &mut dns, &at, &mut errors),
+            "greylist" => read_greylist(node, &mut dns, &at, &mut errors),
             _ => {}
         }
     }
@@ -711,10 +712,10 @@ fn load_cases(path: &Path) -> Result<Vec<Case>, Vec<String>> {
         let here = at(node.name().span().offset());
         match node.name().value() {
             "case" => {}
-            "dns" | "policy-service" => continue,
+            "dns" | "policy-service" | "greylist" => continue,
             other => {
                 errors.push(format!(
-                    "{here}: unknown node `{other}` (a suite holds `case` nodes, `dns` and `policy-service`)"
+                    "{here}: unknown node `{other}` (a suite holds `case` nodes, `dns`, `policy-service` and `greylist`)"
                 ));
                 continue;
             }
@@ -799,7 +800,7 @@ fn read_case(
             }
         };
         let name = child.name().value();
-        if !["client", "listener", "dns", "session"].contains(&name) {
+        if !["client", "listener", "dns", "greylist", "session"].contains(&name) {
             envelope_nodes.push(where_.clone());
         }
         if ["client", "listener", "helo", "auth", "tls", "dns"].contains(&name) {
@@ -902,6 +903,7 @@ fn read_case(
             "policy-service" => {
                 read_policy_answer(child, &mut case.envelope.dns, at, &mut errors)
             }
+            "greylist" => read_greylist(child, &mut case.envelope.dns, at, &mut errors),
             "authentication" => {
                 for e in child.entries() {
                     let (Some(key), Some(value)) = (e.name(), e.value().as_string()) else {
@@ -1056,6 +1058,42 @@ fn read_policy_answer(
             at(node.name().span().offset())
         )),
     }
+}
+
+/// `greylist [seen="6m"] [passed=#true] [client-passes=N]`: the greylisting state of
+/// the case's triplets (or of every case of the file): first seen that long ago (not
+/// written: never), passed already or not, and how many passes its client address
+/// has (the auto-allowlist's count).
+fn read_greylist(
+    node: &KdlNode,
+    dns: &mut DnsFixture,
+    at: &dyn Fn(usize) -> String,
+    errors: &mut Vec<String>,
+) {
+    let usage = "expected greylist [seen=\"6m\"] [passed=#true] [client-passes=5] (the state of the case's triplets)";
+    let here = at(node.name().span().offset());
+    let mut state = crate::mailauth::GreylistFixture::default();
+    for e in node.entries() {
+        let key = e.name().map(|n| n.value());
+        match (key, e.value()) {
+            (Some("seen"), kdl::KdlValue::String(ago)) => match humantime::parse_duration(ago) {
+                Ok(d) => state.seen = Some(d),
+                Err(err) => errors.push(format!("{here}: seen={ago:?}: {err}")),
+            },
+            (Some("passed"), kdl::KdlValue::Bool(b)) => state.passed = *b,
+            (Some("client-passes"), kdl::KdlValue::Integer(n)) => match u32::try_from(*n) {
+                Ok(n) => state.client_passes = n,
+                Err(_) => errors.push(format!("{here}: client-passes={n}: out of range")),
+            },
+            _ => errors.push(format!("{here}: {usage}")),
+        }
+    }
+    if state.passed && state.seen.is_none() {
+        errors.push(format!(
+            "{here}: greylist passed=#true needs seen=\"...\" (when it was first seen)"
+        ));
+    }
+    dns.greylist(state);
 }
 
 /// `mtactl test-policy --dns FILE`: a KDL file of [`read_dns`] records.

@@ -44,6 +44,9 @@ enum Event {
     Flush(Vec<QueueId>),
     /// Stop scheduling this message (deleted or held).
     Forget(QueueId),
+    /// `mtactl queue evacuate`: from now on every attempt goes to this transport
+    /// (another node), and every message is attempted now.
+    Evacuate(Transport),
 }
 
 /// The way to reach the scheduler. Cheap to clone.
@@ -67,6 +70,13 @@ impl SchedulerHandle {
     pub fn forget(&self, id: QueueId) {
         let _ = self.events.send(Event::Forget(id));
     }
+
+    /// Hand every message over to `to` (another node), until the daemon stops: each
+    /// attempt sends the queued envelope there instead of routing it, and every
+    /// message not on hold is attempted now ([`evacuate_and_send`]).
+    pub fn evacuate(&self, to: Transport) {
+        let _ = self.events.send(Event::Evacuate(to));
+    }
 }
 
 /// What every attempt needs.
@@ -77,10 +87,10 @@ struct Shared {
     outbound: Arc<ArcSwap<Outbound>>,
     hostname: String,
     handle: SchedulerHandle,
-    /// Messages a delay warning went out for (in memory: a restart may send another).
-    warned: Mutex<HashSet<QueueId>>,
     /// Messages inside a content filter, to notice one coming back.
     filter_loops: Arc<FilterLoops>,
+    /// `mtactl queue evacuate`: where every attempt goes instead of its route.
+    evacuation: Mutex<Option<Transport>>,
 }
 
 pub struct Scheduler {
@@ -117,8 +127,8 @@ impl Scheduler {
             outbound,
             hostname,
             handle: handle.clone(),
-            warned: Mutex::new(HashSet::new()),
             filter_loops,
+            evacuation: Mutex::new(None),
         });
         (Scheduler { shared, events: rx }, handle.clone())
     }
@@ -177,6 +187,13 @@ impl Scheduler {
                         }
                     }
                     Some(Event::Forget(id)) => plan.forget(id),
+                    Some(Event::Evacuate(to)) => {
+                        info!(to = %to, "evacuating the queue");
+                        *self.shared.evacuation.lock().unwrap_or_else(|e| e.into_inner()) = Some(to);
+                        for m in self.shared.spool.list().into_iter().filter(|m| !m.envelope.held) {
+                            plan.schedule(m.id, now, true);
+                        }
+                    }
                     None => break,
                 },
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => match done {
@@ -337,7 +354,9 @@ async fn attempt(shared: &Arc<Shared>, id: QueueId, force: bool) -> Option<u64> 
             }
         };
     }
-    let body = {
+    let body = if let Some(body) = spool.fresh_body(id) {
+        body
+    } else {
         let spool = spool.clone();
         match tokio::task::spawn_blocking(move || spool.read_body(id)).await {
             Ok(Ok(body)) => Arc::<[u8]>::from(body),
@@ -385,9 +404,15 @@ async fn attempt(shared: &Arc<Shared>, id: QueueId, force: bool) -> Option<u64> 
             error!(queue_id = %id, error = %e, "cannot record the attempt; retrying later");
             return Some(now + settings.backoff_min.as_millis() as u64);
         }
-        match msg.envelope.filter.as_deref() {
-            Some(name) => filter_and_send(shared, &msg, &due, &body, &mut legs, name).await,
-            None => route_and_send(shared, &msg, &due, &body, &mut legs).await,
+        let evacuation = shared
+            .evacuation
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match (evacuation, msg.envelope.filter.as_deref()) {
+            (Some(to), _) => evacuate_and_send(shared, &msg, &due, &body, &mut legs, &to).await,
+            (None, Some(name)) => filter_and_send(shared, &msg, &due, &body, &mut legs, name).await,
+            (None, None) => route_and_send(shared, &msg, &due, &body, &mut legs).await,
         }
     }
 
@@ -579,6 +604,61 @@ async fn route_and_send(
                 }
             }
             Err(e) => error!(queue_id = %msg.id, error = %e, "delivery task failed"),
+        }
+    }
+}
+
+/// `mtactl queue evacuate`: the due recipients go to `to` (another node) as queued,
+/// unrouted and unexpanded (the peer routes them), the message as stored (the peer
+/// signs and filters as it would any message it receives). A recipient is done here
+/// only once the peer answered 250 for it (then [`finish`] records it, and removes the
+/// message when every recipient is); a refusal there, even a 5xx, is a deferral: the
+/// message stays, and is tried again with the backoff.
+async fn evacuate_and_send(
+    shared: &Arc<Shared>,
+    msg: &QueuedMessage,
+    due: &[usize],
+    body: &Arc<[u8]>,
+    legs: &mut Vec<Leg>,
+    to: &Transport,
+) {
+    let env = &msg.envelope;
+    let per_transaction = shared.outbound().settings().recipients.max(1);
+    for chunk in due.chunks(per_transaction) {
+        let rcpts: Vec<String> = chunk
+            .iter()
+            .filter_map(|&i| env.recipients.get(i).cloned())
+            .collect();
+        let (outcomes, timing) = delays::timed(send_route(
+            shared,
+            to,
+            &RouteOptions::default(),
+            env,
+            &rcpts,
+            body,
+            &[],
+        ))
+        .await;
+        for ((&i, rcpt), outcome) in chunk.iter().zip(rcpts).zip(outcomes) {
+            let outcome = match outcome {
+                Outcome::Bounced {
+                    relay,
+                    enhanced,
+                    detail,
+                } => Outcome::deferred(
+                    &relay,
+                    [4, enhanced[1], enhanced[2]],
+                    format!("evacuation: the peer refused it, kept here: {detail}"),
+                ),
+                other => other,
+            };
+            legs.push(Leg {
+                orig: i,
+                rcpt,
+                outcome: Some(outcome),
+                transport: to.kind(),
+                timing: Some(timing),
+            });
         }
     }
 }
@@ -1007,11 +1087,6 @@ async fn finish(
     let all_final = statuses.iter().all(|s| !s.pending());
     if all_final {
         remove(&shared.spool, msg.id).await;
-        shared
-            .warned
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&msg.id);
         return None;
     }
     for &i in due {
@@ -1197,7 +1272,10 @@ async fn bounce(
 }
 
 /// Once a message has waited `delay-warning`, tells its sender (never the null sender)
-/// that it is still being retried.
+/// that it is still being retried: at the first attempt after that moment, and never
+/// again. `msg` is the message as it was before this attempt, so its recipients' times
+/// say when it was last attempted; the spool keeps them, so a restart does not warn a
+/// second time (Postfix records the warning in the queue file).
 async fn delay_warning(
     shared: &Arc<Shared>,
     msg: &QueuedMessage,
@@ -1210,17 +1288,9 @@ async fn delay_warning(
     let Some(after) = settings.delay_warning else {
         return;
     };
-    if msg.envelope.sender.is_empty()
-        || now.saturating_sub(msg.arrival_ms) < after.as_millis() as u64
-    {
-        return;
-    }
-    if !shared
-        .warned
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(msg.id)
-    {
+    let due_at = msg.arrival_ms.saturating_add(after.as_millis() as u64);
+    let last_attempt = msg.rcpt_status.iter().map(|s| s.at_ms).max();
+    if msg.envelope.sender.is_empty() || now < due_at || last_attempt.is_some_and(|t| t >= due_at) {
         return;
     }
     let until = msg.arrival_ms + settings.lifetime.as_millis() as u64;

@@ -46,6 +46,20 @@ pub struct DnsFixture {
     /// service (by its configured name) answers (`policy-service "NAME" "ACTION"` in a
     /// suite). Carried here so that it reaches every stage the way the DNS answers do.
     policy: BTreeMap<String, String>,
+    /// Not DNS either: the greylisting state of the case's triplets (`greylist
+    /// seen="6m"` in a suite); `None`: never seen.
+    greylist: Option<GreylistFixture>,
+}
+
+/// A dry run's greylisting state, for every triplet of the case (`greylist` in a suite).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GreylistFixture {
+    /// The triplet was first seen this long ago (`None`: never).
+    pub seen: Option<std::time::Duration>,
+    /// It has passed greylisting already (a retry came after the delay).
+    pub passed: bool,
+    /// How many times the client address passed (the auto-allowlist's count).
+    pub client_passes: u32,
 }
 
 fn fqdn(name: &str) -> Box<str> {
@@ -102,6 +116,17 @@ impl DnsFixture {
     pub fn policy_answer(&mut self, service: &str, action: &str) -> &mut Self {
         self.policy.insert(service.to_owned(), action.to_owned());
         self
+    }
+
+    /// The greylisting state of this dry run's triplets.
+    pub fn greylist(&mut self, state: GreylistFixture) -> &mut Self {
+        self.greylist = Some(state);
+        self
+    }
+
+    /// The greylisting state given, if any.
+    pub fn greylist_state(&self) -> Option<GreylistFixture> {
+        self.greylist
     }
 
     /// The answer given for `service`, if any.

@@ -231,7 +231,7 @@ mod engine;
 mod fixture;
 pub use cache::DnsCache;
 pub use engine::{Checker, SpfState, Verified};
-pub use fixture::{DnsFixture, FixtureFailure};
+pub use fixture::{DnsFixture, FixtureFailure, GreylistFixture};
 
 #[cfg(test)]
 mod tests;

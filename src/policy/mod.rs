@@ -25,6 +25,7 @@ pub mod alias;
 mod checks;
 pub mod decision_log;
 mod dry_run;
+pub mod greylist;
 pub mod lint;
 pub mod local;
 mod outcome;
@@ -344,6 +345,10 @@ pub struct Context<'a> {
     pub session: Option<u64>,
     /// The message's queue id, once it has one (the data stage), for the decision log.
     pub queue_id: Option<&'a str>,
+    /// Where `greylist` rules keep the state of triplets (the process's store, or the
+    /// cluster's); `None` outside a session: such a rule then defers (451). A dry run
+    /// reads its fixture instead.
+    pub greylist: Option<&'a dyn greylist::Store>,
 }
 
 impl<'a> Context<'a> {
@@ -371,6 +376,7 @@ impl<'a> Context<'a> {
             dns_fixture: None,
             session: None,
             queue_id: None,
+            greylist: None,
         }
     }
 }
@@ -421,6 +427,16 @@ pub struct Pipeline {
     local_submission: Option<Arc<crate::config::LocalSubmission>>,
     /// Policy servers and DNS lists rules and hooks ask.
     services: Arc<services::Services>,
+    /// The `greylisting` block, its sets resolved: what `greylist` rules apply.
+    greylisting: Arc<Greylisting>,
+}
+
+/// The `greylisting` block with its allowlists resolved.
+#[derive(Debug, Default)]
+struct Greylisting {
+    settings: greylist::Settings,
+    allow_clients: Vec<Arc<NetworkSet>>,
+    allow_recipients: Vec<Arc<DomainSet>>,
 }
 
 /// Where a recipient of the `local` transport must be found ([`crate::config::LocalRecipients`]).
@@ -498,6 +514,7 @@ impl Default for Pipeline {
             tls_policy: Default::default(),
             hop_count: crate::config::Limits::default().hop_count,
             services: Arc::default(),
+            greylisting: Arc::default(),
         }
     }
 }
@@ -531,6 +548,7 @@ impl std::fmt::Debug for Rule {
             Action::Filter(name) => format!("filter {name}"),
             Action::PolicyService(name) => format!("check-policy-service {name}"),
             Action::RejectDnsbl(name) => format!("reject-dnsbl {name}"),
+            Action::Greylist => "greylist".to_owned(),
         };
         write!(f, "{} {action}", self.origin)
     }
@@ -552,6 +570,8 @@ enum Action {
     PolicyService(String),
     /// Refuse when this DNS list lists the client (or sender domain, or HELO name).
     RejectDnsbl(String),
+    /// Greylist the triplet ([`greylist`]); defers only what the stage would accept.
+    Greylist,
 }
 
 /// The policy's sets and tables, for `mta::listed` and `mta::lookup` in hooks.
@@ -989,7 +1009,24 @@ impl Pipeline {
             &config.dnsbls,
             config.delivery.dns_server,
         ));
+        let greylisting = {
+            let settings = config.greylisting.clone().unwrap_or_default();
+            Arc::new(Greylisting {
+                allow_clients: settings
+                    .allow_clients
+                    .iter()
+                    .filter_map(|n| networks.get(n).cloned())
+                    .collect(),
+                allow_recipients: settings
+                    .allow_recipients
+                    .iter()
+                    .filter_map(|n| domains.get(n).cloned())
+                    .collect(),
+                settings,
+            })
+        };
         Pipeline {
+            greylisting,
             services: services.clone(),
             local_submission: config.local_submission.clone().map(Arc::new),
             own_addresses: own_addresses(config).into(),
@@ -1225,13 +1262,19 @@ impl Pipeline {
                         None => continue,
                     }
                 }
-                Action::PolicyService(name) => {
-                    let answer = self.services.ask_policy(name, stage, ctx);
-                    if let Some(e) = &answer.error {
-                        error!(%stage, rule = %rule.origin, service = %esc(name), action = %esc(&answer.action), error = %esc(e), "policy service: its answer was not used as is");
-                    } else {
-                        debug!(%stage, rule = %rule.origin, service = %esc(name), action = %esc(&answer.action), "policy service answered");
-                    }
+                Action::PolicyService(_) | Action::Greylist => {
+                    let answer = match &rule.action {
+                        Action::PolicyService(name) => {
+                            let answer = self.services.ask_policy(name, stage, ctx);
+                            if let Some(e) = &answer.error {
+                                error!(%stage, rule = %rule.origin, service = %esc(name), action = %esc(&answer.action), error = %esc(e), "policy service: its answer was not used as is");
+                            } else {
+                                debug!(%stage, rule = %rule.origin, service = %esc(name), action = %esc(&answer.action), "policy service answered");
+                            }
+                            answer
+                        }
+                        _ => self.greylist(ctx, &rule.origin),
+                    };
                     match answer.effect {
                         services::Effect::Decide(v) => {
                             if !matches!(v, Verdict::Accept | Verdict::Discard) {
@@ -1372,6 +1415,21 @@ impl Pipeline {
                                     }
                                 },
                                 HookDecision::Verdict(v) => v,
+                                HookDecision::Greylist => {
+                                    match self.greylist(ctx, &rule.origin).effect {
+                                        services::Effect::DeferIfPermit(reply) if !rule.warn => {
+                                            pending
+                                                .defer_if_permit
+                                                .get_or_insert((reply, rule.origin.clone()));
+                                            Verdict::Next
+                                        }
+                                        services::Effect::DeferIfPermit(reply) => {
+                                            Verdict::Defer(reply)
+                                        }
+                                        services::Effect::Decide(v) => v,
+                                        _ => Verdict::Next,
+                                    }
+                                }
                             }
                         }
                     }
@@ -1958,6 +2016,7 @@ fn compile_rule(
         (RuleAction::Filter(name), None) => Action::Filter(name.clone()),
         (RuleAction::PolicyService(name), None) => Action::PolicyService(name.clone()),
         (RuleAction::RejectDnsbl(name), None) => Action::RejectDnsbl(name.clone()),
+        (RuleAction::Greylist, None) => Action::Greylist,
         (RuleAction::TransportTable(name), None) => match tables.get(name) {
             Some(table) => Action::TransportTable(table.clone()),
             None => Action::Verdict(Verdict::Defer(HookError::tempfail_reply())),

@@ -220,6 +220,7 @@ fn a_dangling_reference_fails_closed() {
         authentication: None,
         local_submission: None,
         cluster: None,
+        greylisting: None,
         stages: {
             let mut stages: [Vec<crate::config::RuleConfig>; Stage::COUNT] = Default::default();
             stages[Stage::Rcpt.index()] = vec![crate::config::RuleConfig {

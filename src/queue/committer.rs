@@ -153,7 +153,7 @@ impl Committer {
     }
 
     fn process(&mut self, batch: Vec<Request>) {
-        let batch = self.validate(batch);
+        let mut batch = self.validate(batch);
         if batch.is_empty() {
             return;
         }
@@ -221,19 +221,19 @@ impl Committer {
         let mut collect = false;
         {
             let mut index = lock_index(&self.index);
-            for (req, &offset) in batch.iter().zip(&offsets) {
-                match &req.op {
+            for (req, &offset) in batch.iter_mut().zip(&offsets) {
+                match &mut req.op {
                     Op::Message(m) => {
                         let len = m.bytes.len() as u64;
+                        let rcpt_status =
+                            vec![initial_status(m.arrival_ms); m.envelope.recipients.len()];
                         index.put_message(QueuedMessage {
                             id: m.id,
                             arrival_ms: m.arrival_ms,
                             size: m.body_len,
-                            envelope: m.envelope.clone(),
-                            rcpt_status: vec![
-                                initial_status(m.arrival_ms);
-                                m.envelope.recipients.len()
-                            ],
+                            // the request is answered with `()`: nothing reads it again
+                            envelope: std::mem::take(&mut m.envelope),
+                            rcpt_status,
                             location: BodyLocation {
                                 segment: active.seq,
                                 record_offset: offset,
@@ -242,6 +242,10 @@ impl Committer {
                                 body_len: m.body_len,
                             },
                         });
+                        // the bytes just made durable, for the first delivery attempt
+                        let start = m.body_start as usize;
+                        let body = start..start.saturating_add(m.body_len as usize);
+                        index.fresh.put(m.id, std::mem::take(&mut m.bytes), body);
                     }
                     Op::Status {
                         id, rcpt, status, ..

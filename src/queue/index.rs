@@ -1,7 +1,8 @@
 //! The in-memory index: queued messages (envelope, statuses, body location; no body) and,
 //! per segment, how many live messages it holds (for garbage collection).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Range;
 
 use super::record::{Decoded, HEADER_LEN, MessageMeta};
 use super::{BodyLocation, QueueId, QueuedMessage, RcptState, RcptStatus};
@@ -11,6 +12,60 @@ pub(crate) struct Index {
     pub messages: BTreeMap<QueueId, QueuedMessage>,
     /// Every segment file that exists, with its count of live messages.
     pub live: BTreeMap<u64, usize>,
+    /// The bodies of messages just made durable, kept for their first delivery attempt.
+    pub fresh: Fresh,
+}
+
+/// Most bytes [`Fresh`] keeps; past it the oldest go (their attempts read the spool).
+pub(crate) const FRESH_MAX_BYTES: usize = 32 << 20;
+
+/// The records of messages the committer has just written and fsynced, so that their
+/// first delivery attempt takes the body from memory instead of reading it back from
+/// the spool on a blocking thread. The bytes are the ones written (nothing read back, no
+/// CRC to check). Bounded by [`FRESH_MAX_BYTES`]: the oldest go first; a message's entry
+/// goes when it is taken or the message is removed.
+#[derive(Debug, Default)]
+pub(crate) struct Fresh {
+    pub(super) records: HashMap<QueueId, (Vec<u8>, Range<usize>)>,
+    order: VecDeque<QueueId>,
+    bytes: usize,
+}
+
+impl Fresh {
+    /// Keeps `record`, whose body is `body`.
+    pub fn put(&mut self, id: QueueId, record: Vec<u8>, body: Range<usize>) {
+        if record.len() > FRESH_MAX_BYTES || record.get(body.clone()).is_none() {
+            return;
+        }
+        self.forget(id);
+        self.bytes += record.len();
+        self.records.insert(id, (record, body));
+        self.order.push_back(id);
+        while self.bytes > FRESH_MAX_BYTES {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            self.forget(old);
+        }
+        // ids taken or removed stay in `order` until they reach its front
+        if self.order.len() > 2 * self.records.len() + 64 {
+            let records = &self.records;
+            self.order.retain(|id| records.contains_key(id));
+        }
+    }
+
+    /// The body of `id`, once.
+    pub fn take(&mut self, id: QueueId) -> Option<std::sync::Arc<[u8]>> {
+        let (record, body) = self.records.remove(&id)?;
+        self.bytes -= record.len();
+        record.get(body).map(std::sync::Arc::from)
+    }
+
+    pub fn forget(&mut self, id: QueueId) {
+        if let Some((record, _)) = self.records.remove(&id) {
+            self.bytes -= record.len();
+        }
+    }
 }
 
 /// The status of a recipient nobody has tried yet: due at arrival.
@@ -75,6 +130,7 @@ impl Index {
     }
 
     pub fn remove(&mut self, id: QueueId) -> bool {
+        self.fresh.forget(id);
         match self.messages.remove(&id) {
             Some(old) => {
                 self.release(old.location.segment);

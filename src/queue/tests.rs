@@ -1117,3 +1117,42 @@ async fn a_torn_write_is_not_kept_aside() {
     assert_eq!((rec.messages, rec.discarded_tails), (1, 1));
     assert!(!dir.join("corrupt").exists());
 }
+
+#[tokio::test]
+async fn a_fresh_body_is_the_committed_one_once_and_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(tmp.path()).unwrap();
+    let (a, body_a) = commit_one(&spool, &envelope(1), 5000).await;
+    let (b, _) = commit_one(&spool, &envelope(1), 300).await;
+    // what was written, from memory, once; then the spool's copy
+    assert_eq!(&spool.fresh_body(a).unwrap()[..], &body_a[..]);
+    assert!(spool.fresh_body(a).is_none());
+    assert_eq!(spool.read_body(a).unwrap(), body_a);
+    // a removed message's body goes with it
+    spool.remove(b).await.unwrap();
+    assert!(spool.fresh_body(b).is_none());
+
+    // the oldest go once the bytes kept pass the bound; the newest stays
+    let big = index::FRESH_MAX_BYTES / 4;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(commit_one(&spool, &envelope(1), big).await);
+    }
+    let kept = ids
+        .iter()
+        .filter(|(id, _)| {
+            lock_index(&spool.inner.index)
+                .fresh
+                .records
+                .contains_key(id)
+        })
+        .count();
+    assert!((1..=3).contains(&kept), "{kept} kept");
+    let (last, body) = ids.last().unwrap();
+    assert_eq!(&spool.fresh_body(*last).unwrap()[..], &body[..]);
+    assert!(spool.fresh_body(ids[0].0).is_none());
+    // every one of them still reads from the spool
+    for (id, body) in &ids {
+        assert_eq!(&spool.read_body(*id).unwrap(), body);
+    }
+}

@@ -37,9 +37,15 @@ impl Session {
             return self.fail(reply::INSUFFICIENT_STORAGE);
         }
         let wants = [super::shared::Want::Take(crate::policy::RateKind::Messages)];
-        let limited = self
+        // the first recipient is counted in the same call (a cluster's round trip)
+        let (limited, slot) = self
             .core
-            .limit(self.peer.ip(), &wants, &mut self.seen)
+            .limit_reserving(
+                self.peer.ip(),
+                &wants,
+                Some(crate::policy::RateKind::Recipients),
+                &mut self.seen,
+            )
             .await;
         let replies = (reply::TOO_MANY_MESSAGES, reply::LIMITS_UNAVAILABLE);
         if let Some(flow) = self.refuse_limited(limited, "MAIL", "messages", replies) {
@@ -107,7 +113,9 @@ impl Session {
             self.tx.smtputf8 = smtputf8;
             self.tx.auth = auth;
             self.tx.auth_author = self.auth_author(from.auth.as_deref());
+            self.tx.rcpt_slot = slot;
         } else {
+            // a reserved recipient goes back with this node's next call
             self.tx.disposition = Default::default();
         }
         flow

@@ -68,6 +68,9 @@ pub struct Core {
     /// `cluster`: where the limits are counted across the nodes (the process's
     /// counters in `rate` are then the fallback).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Where `greylist` rules keep the state of triplets: the process's (in memory,
+    /// saved under the spool by the daemon) or the cluster's Redis.
+    pub greylist: Arc<dyn crate::policy::greylist::Store>,
     /// `limits { data-memory }`: message data being received, in all sessions.
     pub data_memory: Arc<inflight::DataMemory>,
     /// Becomes `true` when the server stops: idle sessions say 421 and close, sessions
@@ -168,6 +171,7 @@ impl Core {
             filter_loops: Arc::new(FilterLoops::default()),
             rate: rate::RateLimiter::new(config),
             cluster: None,
+            greylist: Arc::new(crate::policy::greylist::Local::in_memory()),
             data_memory: Arc::default(),
             shutdown,
         }

@@ -58,10 +58,18 @@ impl Session {
         let wants = [super::shared::Want::Take(
             crate::policy::RateKind::Recipients,
         )];
-        let limited = self
-            .core
-            .limit(self.peer.ip(), &wants, &mut self.seen)
-            .await;
+        let limited = match self.tx.rcpt_slot.take() {
+            // counted at MAIL, with the message
+            Some(slot) => {
+                slot.use_it();
+                super::shared::Limited::Allowed
+            }
+            None => {
+                self.core
+                    .limit(self.peer.ip(), &wants, &mut self.seen)
+                    .await
+            }
+        };
         let replies = (reply::TOO_MANY_RCPTS_RATE, reply::LIMITS_UNAVAILABLE);
         if let Some(flow) = self.refuse_limited(limited, "RCPT", "recipients", replies) {
             return flow;

@@ -95,6 +95,9 @@ pub(super) struct Transaction {
     /// MAIL FROM's `AUTH=` from an authenticated client (not `<>`):
     /// the milters' `{auth_author}`, as Postfix's `sasl_sender`.
     pub auth_author: Option<String>,
+    /// In a cluster, the recipient counted at MAIL for the first RCPT (given back
+    /// if the transaction ends without using it).
+    pub rcpt_slot: Option<super::shared::Slot>,
 }
 
 impl Transaction {
@@ -861,6 +864,7 @@ impl Session {
             sasl_method: self.sasl_method,
             dns_fixture: self.core.dns_fixture.as_ref(),
             session: Some(self.id),
+            greylist: Some(&*self.core.greylist),
             ..Context::new(self.peer.ip(), &self.listen.name)
         }
     }

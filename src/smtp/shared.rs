@@ -73,13 +73,30 @@ pub struct Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let (cluster, key, member) = (
-            self.cluster.clone(),
-            std::mem::take(&mut self.key),
-            std::mem::take(&mut self.member),
-        );
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move { cluster.release(&key, &member).await });
+        self.cluster.release(&self.key, &self.member);
+    }
+}
+
+/// One recipient counted at MAIL, in the same call as the message, for the
+/// transaction's first RCPT to use without a call of its own; given back (with this
+/// node's next call) if no RCPT used it.
+pub struct Slot {
+    cluster: Arc<Cluster>,
+    /// The `Try` that counted it; `None` once used.
+    op: Option<Op>,
+}
+
+impl Slot {
+    /// The RCPT that uses it: counted already.
+    pub(crate) fn use_it(mut self) {
+        self.op = None;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(Op::Try { key, limit, per }) = self.op.take() {
+            self.cluster.pending.push(Op::Untake { key, limit, per });
         }
     }
 }
@@ -135,12 +152,35 @@ impl Core {
     /// Decides `wants` for a client at `ip`: in Redis (one call) with a cluster, in
     /// this process otherwise or while Redis does not answer (`fallback "local"`).
     pub(crate) async fn limit(&self, ip: IpAddr, wants: &[Want<'_>], seen: &mut Seen) -> Limited {
+        self.limit_reserving(ip, wants, None, seen).await.0
+    }
+
+    /// [`Core::limit`], and in a cluster, when `wants` are allowed, one `reserve`
+    /// event counted in the same call if the client has one left (a [`Slot`]: MAIL
+    /// counts the first recipient with the message, so that its RCPT needs no call).
+    pub(crate) async fn limit_reserving(
+        &self,
+        ip: IpAddr,
+        wants: &[Want<'_>],
+        reserve: Option<Kind>,
+        seen: &mut Seen,
+    ) -> (Limited, Option<Slot>) {
         let Some(cluster) = &self.cluster else {
-            return self.limit_here(ip, wants);
+            return (self.limit_here(ip, wants), None);
         };
-        let ops = self.ops(cluster, ip, wants);
+        let mut ops = self.ops(cluster, ip, wants);
+        if let Some(kind) = reserve {
+            ops.extend(
+                self.ops(cluster, ip, &[Want::Take(kind)])
+                    .into_iter()
+                    .map(|(op, kind)| match op {
+                        Op::Take { key, limit, per } => (Op::Try { key, limit, per }, kind),
+                        other => (other, kind),
+                    }),
+            );
+        }
         if ops.is_empty() {
-            return Limited::Allowed;
+            return (Limited::Allowed, None);
         }
         let (ops, kinds): (Vec<Op>, Vec<Option<Kind>>) = ops.into_iter().unzip();
         match cluster.limits(Feature::RateLimits, &ops).await {
@@ -150,19 +190,26 @@ impl Core {
                         seen.set(*kind, *used);
                     }
                 }
-                if answer.admitted {
-                    Limited::Allowed
-                } else {
-                    Limited::Refused
+                if !answer.admitted {
+                    return (Limited::Refused, None);
                 }
+                let slot = ops
+                    .iter()
+                    .zip(&answer.counted)
+                    .find(|(op, counted)| matches!(op, Op::Try { .. }) && **counted)
+                    .map(|(op, _)| Slot {
+                        cluster: cluster.clone(),
+                        op: Some(op.clone()),
+                    });
+                (Limited::Allowed, slot)
             }
             Err(_) => match cluster.settings().fallback {
                 Fallback::Local => {
                     let limited = self.limit_here(ip, wants);
                     seen.local(&self.rate, ip);
-                    limited
+                    (limited, None)
                 }
-                Fallback::Tempfail => Limited::Unavailable,
+                Fallback::Tempfail => (Limited::Unavailable, None),
             },
         }
     }

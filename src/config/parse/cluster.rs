@@ -9,6 +9,7 @@
 //!     key-prefix "mtad:"                 // the default
 //!     fallback "local"                   // or "tempfail", while Redis does not answer
 //!     lease "1m"                         // connection leases live this long unless renewed
+//!     heartbeat "5s"                     // the node's state written to Redis this often
 //! }
 //! ```
 
@@ -26,6 +27,7 @@ pub(crate) const KEYS: &[&str] = &[
     "key-prefix",
     "fallback",
     "lease",
+    "heartbeat",
 ];
 const USAGE: &str = "cluster { redis \"redis://127.0.0.1:6379/0\"; node \"mx1\" }";
 
@@ -41,6 +43,7 @@ impl Parser {
             key_prefix: Cluster::DEFAULT_PREFIX.to_owned(),
             fallback: Fallback::Local,
             lease: Cluster::DEFAULT_LEASE,
+            heartbeat: Cluster::DEFAULT_HEARTBEAT,
         };
         let mut ok = true;
         for child in children {
@@ -51,6 +54,7 @@ impl Parser {
                 "timeout" => "timeout \"250ms\"",
                 "key-prefix" => "key-prefix \"mtad:\"",
                 "fallback" => "fallback \"local\"",
+                "heartbeat" => "heartbeat \"5s\"",
                 _ => "lease \"1m\"",
             };
             let Some(entry) = self.setting(child, usage) else {
@@ -132,6 +136,12 @@ impl Parser {
                         cluster.timeout = d;
                     }
                 }
+                "heartbeat" => {
+                    let range = (Duration::from_secs(1), Duration::from_secs(300));
+                    if let Some(d) = self.duration_within(entry, "the heartbeat", range) {
+                        cluster.heartbeat = d;
+                    }
+                }
                 _ => {
                     let range = (Duration::from_secs(3), Duration::from_secs(3600));
                     if let Some(d) = self.duration_within(entry, "a lease", range) {
@@ -151,7 +161,7 @@ impl Parser {
     }
 
     /// A duration in `min..=max`, written as humantime writes them in the error.
-    fn duration_within(
+    pub(super) fn duration_within(
         &mut self,
         entry: &kdl::KdlEntry,
         what: &str,

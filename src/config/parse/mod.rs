@@ -71,6 +71,7 @@ const TOP_LEVEL: &[&str] = &[
     "policy-service",
     "dnsbl",
     "cluster",
+    "greylisting",
 ];
 
 /// Reads `text` (named `name` for display; `path` locates relative paths), and every
@@ -166,6 +167,7 @@ mod decision_log;
 mod delivery;
 mod dkim;
 mod filter;
+mod greylisting;
 mod include;
 mod limits;
 mod listen;
@@ -232,6 +234,7 @@ impl Parser {
         let mut limits: Option<(Limits, Origin)> = None;
         let mut rate_limits: Option<(crate::config::RateLimits, Origin)> = None;
         let mut cluster: Option<(Option<crate::config::cluster::Cluster>, Origin)> = None;
+        let mut greylisting: Option<(crate::config::greylisting::Greylisting, Origin)> = None;
         let mut reload: Option<(crate::config::ReloadSettings, Origin)> = None;
         let mut log: Option<(crate::config::LogSettings, Origin)> = None;
         let mut decision_log: Option<(&kdl::KdlNode, Origin)> = None;
@@ -325,6 +328,14 @@ impl Parser {
                         continue;
                     }
                     cluster = Some((self.cluster(node), here));
+                }
+                "greylisting" => {
+                    if let Some((_, first)) = &greylisting {
+                        let first = first.clone();
+                        self.duplicate(node.name().span(), "`greylisting` block".into(), &first);
+                        continue;
+                    }
+                    greylisting = Some((self.greylisting(node, &sets), here));
                 }
                 "virtual-mailboxes" => {
                     if let Some(first) = &virtual_mailboxes {
@@ -548,6 +559,7 @@ impl Parser {
             authentication,
             local_submission: local_submission.and_then(|(l, _)| l),
             cluster,
+            greylisting: greylisting.map(|(g, _)| g),
             sources: std::mem::take(&mut self.sources),
         })
     }

@@ -26,6 +26,7 @@ const RULES: &[&str] = &[
     "filter",
     "check-policy-service",
     "reject-dnsbl",
+    "greylist",
 ];
 /// The verbs of the route stage (which decides transports, not replies).
 const ROUTE_RULES: &[&str] = &["transport", "transport-table", "relay", "hook"];
@@ -259,6 +260,22 @@ impl Parser {
                     self.dnsbl_key_at(args[0], dnsbl, stage).then_some(name)
                 })
                 .map(RuleAction::RejectDnsbl)
+            }
+            "greylist" => {
+                let args = self.args(node, 0, Some(0), "greylist [conditions]");
+                if stage != Stage::Rcpt {
+                    self.error(
+                        node.name().span(),
+                        format!("`greylist` has no meaning in the {stage} stage"),
+                        "not here",
+                    )
+                    .help = Some(
+                        "greylisting needs the sender and the recipient: put it in `stage \"rcpt\"`"
+                            .to_owned(),
+                    );
+                    return None;
+                }
+                args.map(|_| RuleAction::Greylist)
             }
             "hook" => self
                 .args(

@@ -416,6 +416,9 @@ impl<'a> HookInput<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HookDecision {
     Verdict(Verdict),
+    /// `greylist()` at rcpt: the pipeline greylists the triplet, as a `greylist` rule
+    /// does (no decision when it passes).
+    Greylist,
     /// A route hook's transport, `method:nexthop` (`smtp:[10.0.0.5]:2525`).
     Transport(String),
 }
@@ -425,7 +428,7 @@ impl HookDecision {
     pub fn verdict(&self) -> Option<Verdict> {
         match self {
             HookDecision::Verdict(v) => Some(v.clone()),
-            HookDecision::Transport(_) => None,
+            HookDecision::Transport(_) | HookDecision::Greylist => None,
         }
     }
 }

@@ -52,9 +52,15 @@ fn reply(
     Ok(Reply::new(code, parsed, text))
 }
 
+/// What `greylist()` returns: greylist this recipient's triplet (rcpt only).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Greylist;
+
 /// Registers the verdict type and its constructors as global functions.
 pub(crate) fn register(engine: &mut rhai::Engine) {
     engine
+        .register_type_with_name::<Greylist>("Greylist")
+        .register_fn("greylist", || Greylist)
         .register_type_with_name::<Verdict>("Verdict")
         .register_fn("accept", || Verdict::Accept)
         .register_fn(
@@ -95,6 +101,15 @@ pub(crate) fn decide(
             (_, verdict) => Ok(HookDecision::Verdict(verdict)),
         };
     }
+    if value.is::<Greylist>() {
+        return if stage == Stage::Rcpt {
+            Ok(HookDecision::Greylist)
+        } else {
+            Err(format!(
+                "greylist() decides about a recipient: return it from a rcpt hook, not at {stage}"
+            ))
+        };
+    }
     if stage == Stage::Route && value.is_string() {
         let text = value.into_immutable_string().unwrap_or_default();
         return check_transport(&text).map(|()| HookDecision::Transport(text.to_string()));
@@ -102,7 +117,7 @@ pub(crate) fn decide(
     let expected = if stage == Stage::Route {
         "a transport string such as \"smtp:[10.0.0.5]:2525\" or next()"
     } else {
-        "a verdict: accept(), reject(...), defer(...), discard(), hold() or next()"
+        "a verdict: accept(), reject(...), defer(...), discard(), hold(), greylist() (rcpt) or next()"
     };
     Err(format!(
         "the hook returned {}, expected {expected}",

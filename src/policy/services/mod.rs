@@ -58,6 +58,12 @@ fn offline() -> bool {
     FIXTURE.with(|f| f.borrow().is_some())
 }
 
+/// In a dry run (a fixture in force), the greylisting state it gives (`Some(None)`:
+/// none, every triplet is new); `None` outside a dry run.
+pub(crate) fn greylist_fixture() -> Option<Option<crate::mailauth::GreylistFixture>> {
+    from_fixture(|f| f.greylist_state())
+}
+
 /// `answer` run on the fixture in force, if one is.
 fn from_fixture<T>(answer: impl FnOnce(&crate::mailauth::DnsFixture) -> T) -> Option<T> {
     FIXTURE.with(|f| f.borrow().as_ref().map(answer))

@@ -60,6 +60,7 @@ fn cond(test: Condition) -> ConditionConfig {
 mod delivery;
 mod dkim;
 mod filter;
+mod greylisting;
 mod include;
 mod listen;
 mod log;
