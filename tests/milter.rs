@@ -22,20 +22,34 @@ use common::*;
 /// A daemon started by a test, killed (by its PID) on drop.
 struct Daemon {
     child: Child,
+    /// Where its stdout and stderr go, for [`Daemon::describe`].
+    output: tempfile::NamedTempFile,
 }
 
 impl Daemon {
-    /// `command` started with no stdin/stdout/stderr, once it listens on
-    /// 127.0.0.1:`port`.
+    /// `command` started with no stdin, its output kept in a file, once it listens
+    /// on 127.0.0.1:`port`.
     fn spawn(mut command: Command, port: u16, what: &str) -> Daemon {
+        let output = tempfile::NamedTempFile::new().unwrap();
         let mut child = command
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(output.reopen().unwrap())
+            .stderr(output.reopen().unwrap())
             .spawn()
             .unwrap_or_else(|e| panic!("start {what}: {e}"));
         wait_listening(SocketAddr::from(([127, 0, 0, 1], port)), &mut child, what);
-        Daemon { child }
+        Daemon { child, output }
+    }
+
+    /// Whether it still runs, and what it printed: for a failing test's message.
+    fn describe(&mut self) -> String {
+        let state = match self.child.try_wait() {
+            Ok(None) => "running".to_owned(),
+            Ok(Some(status)) => format!("exited ({status})"),
+            Err(e) => format!("unknown ({e})"),
+        };
+        let printed = std::fs::read_to_string(self.output.path()).unwrap_or_default();
+        format!("pid {} {state}; its output:\n{printed}", self.child.id())
     }
 
     /// SIGTERM (rspamd's main process then stops its workers), SIGKILL after 10 s.
@@ -323,6 +337,7 @@ rule('MTAD_TEST_DEFER', 'please defer', 'soft reject', 'Deferred by the test rul
     )
     .unwrap();
     std::fs::write(local.join("fuzzy_check.conf"), "enabled = false;\n").unwrap();
+    let output = tempfile::NamedTempFile::new().unwrap();
     let mut child = Command::new(require_tool("rspamd"))
         .args(["-f", "-u", "_rspamd", "-g", "_rspamd", "-c"])
         .arg(dir.join("rspamd.conf"))
@@ -334,13 +349,16 @@ rule('MTAD_TEST_DEFER', 'please defer', 'soft reject', 'Deferred by the test rul
         .arg(format!("--var=RUNDIR={}", run.display()))
         .arg(format!("--var=LOGDIR={}", run.display()))
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(output.reopen().unwrap())
+        .stderr(output.reopen().unwrap())
         .spawn()
         .expect("start rspamd");
     // the first start compiles the hyperscan databases: seconds on 2 cores
     let deadline = Instant::now() + Duration::from_secs(90);
-    let listening = |p: u16| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok();
+    let listening = |p: u16| {
+        std::net::TcpStream::connect(("127.0.0.1", p))
+            .is_ok_and(|s| s.local_addr().is_ok_and(|a| a.port() != p))
+    };
     while !listening(port) || http.is_some_and(|h| !listening(h)) {
         if let Some(status) = child.try_wait().unwrap() {
             let log = std::fs::read_to_string(run.join("rspamd.log")).unwrap_or_default();
@@ -353,7 +371,7 @@ rule('MTAD_TEST_DEFER', 'please defer', 'soft reject', 'Deferred by the test rul
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Daemon { child }
+    Daemon { child, output }
 }
 
 /// SpamAssassin's test pattern: rspamd rejects it.
@@ -442,14 +460,7 @@ stage "data" {{
     assert!(!text.contains("forged)"), "{text}");
 
     // rspamd stopped in the middle of a load: 451, and nothing acknowledged lost
-    stop_mid_load(
-        &mtad,
-        || {
-            filter.stop();
-            wait_closed(port);
-        },
-        "451 4.7.1",
-    );
+    stop_mid_load(&mtad, &mut filter, port, "451 4.7.1");
 }
 
 /// The same rspamd through its milter and through its HTTP protocol (`rspamd "NAME"
@@ -563,21 +574,15 @@ stage "data" {{
     assert!(log.contains("action=\"add header\""), "{log}");
 
     // rspamd stopped in the middle of a load: 451, and nothing acknowledged lost
-    stop_mid_load(
-        &mtad,
-        || {
-            filter.stop();
-            wait_closed(http);
-        },
-        "451 4.7.1",
-    );
+    stop_mid_load(&mtad, &mut filter, http, "451 4.7.1");
     assert!(mtad.log().contains("milter failed milter=rspamd-http"));
 }
 
-/// Clients send messages on 4 connections at once while `stop` stops the filter: every
-/// message acknowledged (250) is in the queue, and once the filter is gone every
-/// client hears `expect` (the configured failure action), never a 250.
-fn stop_mid_load(mtad: &Mtad, stop: impl FnOnce(), expect: &str) {
+/// Clients send messages on 4 connections at once while `filter` (listening on
+/// `filter_port`) is stopped: every message acknowledged (250) is in the queue, and once the
+/// filter is gone every client hears `expect` (the configured failure action), never
+/// a 250.
+fn stop_mid_load(mtad: &Mtad, filter: &mut Daemon, filter_port: u16, expect: &str) {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
     let done = Arc::new(AtomicBool::new(false));
@@ -617,12 +622,14 @@ fn stop_mid_load(mtad: &Mtad, stop: impl FnOnce(), expect: &str) {
     while acked.lock().unwrap().len() < 8 {
         assert!(
             Instant::now() < deadline,
-            "no load got through: {}",
+            "no load got through; the filter: {}\nmtad: {}",
+            filter.describe(),
             mtad.log()
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    stop();
+    filter.stop();
+    wait_closed(filter_port);
     stopped.store(true, Ordering::SeqCst);
     while after.lock().unwrap().len() < 12 {
         assert!(Instant::now() < deadline, "no answers after the stop");
@@ -666,7 +673,7 @@ milter "opendkim" "inet:127.0.0.1:{port}" connect-timeout="2s"
 listen "mx" address="127.0.0.1:{{port}}" milters="opendkim"
 "#
     )));
-    stop_mid_load(&mtad, || filter.stop(), "451 4.7.1");
+    stop_mid_load(&mtad, &mut filter, port, "451 4.7.1");
     let log = mtad.log();
     assert!(log.contains("milter failed"), "{log}");
     // back: mail passes again
@@ -1362,14 +1369,7 @@ listen "mx" address="127.0.0.1:{{port}}" milters="clamav"
             &format!("    spool \"{{spool}}\"\n    metrics \"127.0.0.1:{metrics}\"\n"),
         ),
     );
-    stop_mid_load(
-        &mtad,
-        || {
-            milter.stop();
-            wait_closed(milter_port);
-        },
-        "550 5.7.1",
-    );
+    stop_mid_load(&mtad, &mut milter, milter_port, "550 5.7.1");
     let log = mtad.log();
     assert!(
         log.contains("milter failed milter=clamav") && log.contains("on_failure=\"reject\""),
@@ -1487,14 +1487,7 @@ listen "redirect" address="127.0.0.1:{redirect_listener}" milters="sa-redirect"
         String::from_utf8_lossy(&body)
     );
     // spamass-milter stopped in the middle of a load: 451, nothing acknowledged lost
-    stop_mid_load(
-        &mtad,
-        || {
-            reject.stop();
-            wait_closed(reject_port);
-        },
-        "451 4.7.1",
-    );
+    stop_mid_load(&mtad, &mut reject, reject_port, "451 4.7.1");
 }
 
 /// OpenDMARC (peers.md §4) refusing failures (`RejectFailures`), its SPF checked by
@@ -1578,12 +1571,5 @@ listen "mx" address="127.0.0.1:{{port}}" milters="opendmarc"
             .any(|(_, b)| header(b, "Subject").as_deref() == Some("unaligned"))
     );
     // OpenDMARC stopped in the middle of a load: 451, nothing acknowledged lost
-    stop_mid_load(
-        &mtad,
-        || {
-            filter.stop();
-            wait_closed(port);
-        },
-        "451 4.7.1",
-    );
+    stop_mid_load(&mtad, &mut filter, port, "451 4.7.1");
 }

@@ -54,7 +54,10 @@ pub fn wait_files(dir: &Path, n: usize, done: impl Fn(&[u8]) -> bool) -> Vec<(Pa
 
 pub fn wait_listening(addr: SocketAddr, child: &mut Child, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(addr).is_err() {
+    // A connection to a port nobody listens on can be given that very port as its
+    // own and "succeed" (a TCP self-connect): that is not the daemon.
+    let listening = || TcpStream::connect(addr).is_ok_and(|s| s.local_addr().ok() != Some(addr));
+    while !listening() {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("{what} exited before listening: {status}");
         }
