@@ -1144,7 +1144,7 @@ async fn split_off(
 }
 
 async fn remove(spool: &Spool, id: QueueId) {
-    match spool.remove(id).await {
+    match spool.remove_delivered(id).await {
         Ok(()) => crate::mail!(crate::maillog::Agent::Qmgr, INFO, "{id}: removed"),
         Err(e) => error!(queue_id = %id, error = %e, "cannot remove a delivered message"),
     }
