@@ -1081,7 +1081,8 @@ fn a_node_killed_with_9_under_load_loses_no_acknowledged_message_while_the_other
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     let redis = Redis::start();
-    let sink_addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let sink_port = free_port();
+    let sink_addr: std::net::SocketAddr = format!("127.0.0.1:{sink_port}").parse().unwrap();
     let extra = format!(
         r#"
 rate-limits {{
@@ -1089,7 +1090,7 @@ rate-limits {{
     recipients 100000 per="1m"
 }}
 stage "route" {{
-    transport "*" "smtp:[{sink_addr}]"
+    transport "*" "smtp:[127.0.0.1]:{sink_port}"
 }}
 delivery {{
     backoff-min "1s"
