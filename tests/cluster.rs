@@ -1161,7 +1161,7 @@ delivery {{
     };
     let on_b = spooled(&nodes[1]);
     assert!(!on_b.is_empty(), "b died holding acknowledged mail");
-    let mut everywhere: Vec<String> = nodes.iter().flat_map(|n| spooled(n)).collect();
+    let mut everywhere: Vec<String> = nodes.iter().flat_map(spooled).collect();
     everywhere.sort();
     for rcpt in &acknowledged {
         assert!(
