@@ -1,7 +1,13 @@
 //! `cluster { redis ... }` against a real redis-server on loopback and several mtad
-//! nodes, each with its own spool and port: rate limits and connection leases hold
-//! across the nodes; Redis killed or stopped mid-load → the fallback, no 5xx, no
-//! acknowledged message lost, one log line per outage and one per recovery.
+//! nodes, each with its own spool and port (issue 23's tests): rate limits and
+//! connection leases hold across the nodes, behind a real HAProxy too (send-proxy-v2);
+//! a greylisted triplet first seen via one node passes on retry via another; a content
+//! filter (aiosmtpd) injecting into another node than the sender does not filter twice;
+//! a node killed with -9 under load loses no acknowledged message while the others
+//! accept; a row added to a PostgreSQL table the nodes share is seen by all; Redis
+//! killed or stopped mid-load → the fallback, no 5xx, no acknowledged message lost, one
+//! log line per outage and one per recovery; `mtactl cluster status` flags a node with
+//! another policy revision. (`mtactl queue evacuate`: tests/evacuate.rs.)
 
 mod common;
 
