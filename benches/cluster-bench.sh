@@ -16,8 +16,10 @@
 #
 # Build first: cargo build --release (MTAD=path/to/mtad runs another build: the round
 # trips per message do not depend on it, the throughput does). Needs redis-server and redis-cli, smtp-source and
-# smtp-sink (postfix). Prints msg/s per run and mode, the medians, their ratio, and the
-# Redis commands per message by command.
+# smtp-sink (postfix). Prints the load average before and after, msg/s per run and
+# mode, the medians, their ratio, the Redis commands per message by command, and the
+# CPU time the Redis server spent per message (INFO cpu, user + system, over every
+# redis run: what one Redis core's capacity in messages per second follows from).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 N=${1:-2000} S=${2:-10} RUNS=${3:-3} L=4096
@@ -105,17 +107,24 @@ measure() {
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 stats() { redis-cli -p $REDIS INFO commandstats | tr -d '\r' | grep '^cmdstat_' ; }
+# the Redis server's CPU seconds so far (user + system)
+redis_cpu() { redis-cli -p $REDIS INFO cpu | tr -d '\r' | awk -F: '$1 == "used_cpu_user" || $1 == "used_cpu_sys" { s += $2 } END { printf "%.6f\n", s }'; }
 calls() { # commandstats lines -> "cmd calls" per line
   sed -E 's/^cmdstat_([^:]+):calls=([0-9]+).*/\1 \2/'
 }
 
+echo "load before: $(uptime)"
 : >"$WORK/local"; : >"$WORK/redis"
 redis-cli -p $REDIS CONFIG RESETSTAT >/dev/null
+REDIS_CPU=0
 for run in $(seq "$RUNS"); do
   for mode in local redis; do
-    if [ "$mode" = redis ]; then stats | calls >"$WORK/before"; fi
+    if [ "$mode" = redis ]; then stats | calls >"$WORK/before"; cpu0=$(redis_cpu); fi
     measure $mode
-    if [ "$mode" = redis ]; then stats | calls >"$WORK/after"; cp "$WORK/before" "$WORK/last-before"; fi
+    if [ "$mode" = redis ]; then
+      stats | calls >"$WORK/after"; cp "$WORK/before" "$WORK/last-before"
+      REDIS_CPU=$(echo "$REDIS_CPU + $(redis_cpu) - $cpu0" | bc -l)
+    fi
     echo "run $run $mode: $RESULT msg/s"
     echo "$RESULT" >>"$WORK/$mode"
   done
@@ -138,3 +147,5 @@ join -a 2 -e 0 -o 2.1,1.2,2.2 <(sort "$WORK/last-before") <(sort "$WORK/after") 
       rt = scripts + c["script"] + 2 * grey
       printf "  %-18s %8d  %.2f/msg\n", "round trips", rt, rt / n
     }'
+echo "Redis CPU per message: $(echo "$REDIS_CPU * 1000000 / ($N * $RUNS)" | bc -l | xargs printf '%.1f') µs (user + system, $RUNS redis runs of $N)"
+echo "load after: $(uptime)"

@@ -11,7 +11,7 @@
 //!   `Arc` and consulted by each SMTP stage; every decision is a function there.
 //! - [`smtp`]: listeners and sessions; each command calls the matching stage.
 //! - [`queue`]: the spool; nothing is acknowledged before it is on stable storage. It
-//!   is where inbound and outbound meet (also the content-filter loop record).
+//!   is where inbound and outbound meet.
 //! - [`delivery`]: the scheduler and the outbound SMTP/LMTP/Maildir transports, with
 //!   outcomes per recipient.
 //! - [`auth`]: SMTP AUTH's server side: SASL PLAIN/LOGIN decoding and the `users`
@@ -24,8 +24,9 @@
 //!   streams; headers, edits and MIME.
 //! - [`metrics`]: what the daemon counts, and the Prometheus endpoint.
 //! - [`cluster`]: the state several nodes share through Redis (rate limits across the
-//!   nodes, connection leases, greylisting's records), and what a node does while Redis
-//!   does not answer.
+//!   nodes, connection leases, greylisting's records, the content-filter loop record,
+//!   which is in the process's memory without a cluster), and what a node does while
+//!   Redis does not answer.
 //! - [`import`]: `mtactl import postfix`: a Postfix configuration directory read and
 //!   translated into an mtad configuration, its test suite and a report.
 //! - [`control`]: the operator side and the composition root: the daemon's wiring

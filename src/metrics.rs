@@ -320,7 +320,7 @@ impl Metrics {
         );
         r.register(
             "cluster_redis_errors",
-            "Calls to the cluster's Redis that failed or timed out, by feature (rate-limits, leases, greylisting, heartbeats); each one fell back",
+            "Calls to the cluster's Redis that failed or timed out, by feature (rate-limits, leases, greylisting, heartbeats, content-filter); each one fell back",
             m.cluster_errors.clone(),
         );
         r.register(

@@ -1,7 +1,13 @@
 //! `cluster { redis ... }` against a real redis-server on loopback and several mtad
-//! nodes, each with its own spool and port: rate limits and connection leases hold
-//! across the nodes; Redis killed or stopped mid-load → the fallback, no 5xx, no
-//! acknowledged message lost, one log line per outage and one per recovery.
+//! nodes, each with its own spool and port (issue 23's tests): rate limits and
+//! connection leases hold across the nodes, behind a real HAProxy too (send-proxy-v2);
+//! a greylisted triplet first seen via one node passes on retry via another; a content
+//! filter (aiosmtpd) injecting into another node than the sender does not filter twice;
+//! a node killed with -9 under load loses no acknowledged message while the others
+//! accept; a row added to a PostgreSQL table the nodes share is seen by all; Redis
+//! killed or stopped mid-load → the fallback, no 5xx, no acknowledged message lost, one
+//! log line per outage and one per recovery; `mtactl cluster status` flags a node with
+//! another policy revision. (`mtactl queue evacuate`: tests/evacuate.rs.)
 
 mod common;
 
@@ -477,18 +483,48 @@ fn documented_configuration_parses() {
         .map(|b| b.split("```").next().unwrap())
         .find(|b| b.starts_with("// /etc/mtad/mtad.kdl on mx1"))
         .expect("the node's file");
+    // the shared policy it includes, with its PostgreSQL table (the reference deployment)
+    let policy = text
+        .split("```kdl\n")
+        .map(|b| b.split("```").next().unwrap())
+        .find(|b| b.starts_with("// policy/mtad.kdl"))
+        .expect("the shared policy");
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("policy")).unwrap();
-    std::fs::write(
-        dir.path().join("policy/mtad.kdl"),
-        "domains \"ours\" \"example.net\"\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("policy/mtad.kdl"), policy).unwrap();
     std::fs::write(dir.path().join("mtad.kdl"), block).unwrap();
     let config = mtad::config::Config::load(&dir.path().join("mtad.kdl"))
-        .unwrap_or_else(|e| panic!("{block}\n{}", mtad::config::render(&e)));
+        .unwrap_or_else(|e| panic!("{block}\n{policy}\n{}", mtad::config::render(&e)));
     assert_eq!(config.cluster.expect("a cluster").node, "mx1");
-    assert!(config.domains.contains_key("ours"));
+    assert!(config.domains.contains_key("relay"));
+}
+
+/// The HAProxy configuration of docs/cluster.md's reference deployment is one HAProxy
+/// accepts (`haproxy -c`).
+#[test]
+fn the_documented_haproxy_configuration_is_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("docs/cluster.md")).unwrap();
+    let block = text
+        .split("```haproxy\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("an haproxy block");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("haproxy.cfg");
+    std::fs::write(&cfg, block).unwrap();
+    let out = Command::new(require_tool("haproxy"))
+        .arg("-c")
+        .arg("-f")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{block}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// What the parser refuses in the block, each with its place.
@@ -918,4 +954,337 @@ fn cluster_status_flags_a_node_with_another_policy_or_no_heartbeat() {
     drop(redis);
     let (code, text) = cluster_status(&a, false);
     assert_eq!(code, Some(2), "{text}");
+}
+
+/// The content-filter loop record in Redis. Three nodes whose main listener filters
+/// everything, and no `filtered` listener anywhere: the record is all that stops a
+/// second pass. A real filter (tests/peers/filter_peer.py on aiosmtpd) injects every
+/// message it takes into node b, whichever node sent it (a or c): b recognises it and
+/// delivers it, filtered once. With Redis down, the safe failure: the message is
+/// filtered a second time (b does not know it), never delivered unfiltered, and
+/// delivered once; the failed calls are counted. Redis back: once again.
+#[test]
+fn a_content_filter_reinjecting_into_another_node_filters_once() {
+    let mut redis = Redis::start();
+    let sink = common::peers::Sink::start(&[]);
+    let filter_port = free_port();
+    let mport = free_port();
+    let extra = format!(
+        r#"
+content-filter "scan" "smtp:[127.0.0.1]:{filter_port}"
+stage "route" {{
+    transport "*" "smtp:[127.0.0.1]:{sink}"
+}}
+delivery {{
+    backoff-min "1s"
+    backoff-max "1s"
+    connect-timeout "2s"
+}}
+"#,
+        sink = sink.port()
+    );
+    let filtering = Node {
+        listen: "listen \"mx\" address=\"127.0.0.1:{port}\" content-filter=\"scan\"",
+        cluster: "    heartbeat \"1s\"",
+        ..Node::default()
+    };
+    let metrics_at = format!("    metrics \"127.0.0.1:{mport}\"");
+    let a = Node {
+        server: &metrics_at,
+        ..filtering
+    }
+    .start(&redis, "a", &extra);
+    let b = filtering.start(&redis, "b", &extra);
+    let c = filtering.start(&redis, "c", &extra);
+    let filter = common::peers::FilterPeer::start(filter_port, b.port, &[]);
+    let send = |port: u16, n: usize| {
+        try_message(port, &format!("r{n}@dst.test"), &format!("m{n}"))
+            .unwrap_or_else(|e| panic!("message {n} refused: {e}"));
+    };
+    // what the sink got for message n, once it got it
+    let delivered = |n: usize| -> String {
+        let dumps = sink.dumps_within(n, Duration::from_secs(20));
+        let rcpt = format!("r{n}@dst.test");
+        let mine: Vec<&String> = dumps
+            .iter()
+            .filter(|d| common::peers::dump_recipients(d) == [rcpt.as_str()])
+            .collect();
+        assert_eq!(mine.len(), 1, "message {n} delivered once: {dumps:?}");
+        mine[0].clone()
+    };
+    send(a.port, 1);
+    let dump = delivered(1);
+    assert_eq!(
+        dump.matches("X-Filtered-By: test-filter").count(),
+        1,
+        "{dump}"
+    );
+    assert!(dump.contains("Subject: [filtered] m1\n"), "{dump}");
+    assert_eq!(filter.count(), 1, "filtered once, though it came back to b");
+    send(c.port, 2);
+    delivered(2);
+    assert_eq!(filter.count(), 2);
+    // Redis down: a records in its own memory, b does not know the message and
+    // filters it again (b's own record then recognises it): filtered twice, delivered
+    // once, never unfiltered
+    redis.kill();
+    send(a.port, 3);
+    let dump = delivered(3);
+    assert_eq!(
+        dump.matches("X-Filtered-By: test-filter").count(),
+        2,
+        "{dump}"
+    );
+    assert!(
+        dump.contains("Subject: [filtered] [filtered] m3\n"),
+        "{dump}"
+    );
+    assert_eq!(filter.count(), 4);
+    let m = metrics(mport);
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("mtad_cluster_redis_errors_total{feature=\"content-filter\"}")),
+        "{m}"
+    );
+    for node in [&a, &b] {
+        let log = node.log();
+        assert_eq!(
+            log.matches("cluster: Redis unavailable").count(),
+            1,
+            "logged once:\n{log}"
+        );
+    }
+    // back: shared again once a and b have seen it answer (their heartbeats)
+    redis.restart();
+    for node in [&a, &b] {
+        node.wait_log("cluster: Redis answers again", 1, Duration::from_secs(10));
+    }
+    send(a.port, 4);
+    let dump = delivered(4);
+    assert_eq!(
+        dump.matches("X-Filtered-By: test-filter").count(),
+        1,
+        "{dump}"
+    );
+    assert_eq!(filter.count(), 5);
+    for node in [&a, &b, &c] {
+        assert!(node.queued().is_empty(), "{}", node.log());
+    }
+}
+
+/// A listener behind the balancer: the PROXY protocol from HAProxy (on 127.0.0.1) only.
+const BEHIND_HAPROXY: &str = "listen \"lb\" address=\"127.0.0.1:{port}\" proxy-protocol=#true proxies=\"lb\"\nnetworks \"lb\" \"127.0.0.1/32\"";
+
+/// Three nodes behind a real HAProxy (send-proxy-v2, round robin, `option redispatch`:
+/// a connection the dead node refuses goes to another one), with shared limits in a
+/// real Redis, under a load of four clients. Node b is killed with -9 in the middle:
+/// the other two keep accepting through HAProxy, and every message any node
+/// acknowledged is on a node's disk; nothing is delivered until the receiver starts
+/// (so b dies holding mail), then b is started again and every acknowledged message
+/// is delivered.
+#[test]
+fn a_node_killed_with_9_under_load_loses_no_acknowledged_message_while_the_others_accept() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let redis = Redis::start();
+    let sink_port = free_port();
+    let sink_addr: std::net::SocketAddr = format!("127.0.0.1:{sink_port}").parse().unwrap();
+    let extra = format!(
+        r#"
+rate-limits {{
+    messages 100000 per="1m"
+    recipients 100000 per="1m"
+}}
+stage "route" {{
+    transport "*" "smtp:[127.0.0.1]:{sink_port}"
+}}
+delivery {{
+    backoff-min "1s"
+    backoff-max "1s"
+    connect-timeout "2s"
+}}
+"#
+    );
+    let behind = Node {
+        listen: BEHIND_HAPROXY,
+        ..Node::default()
+    };
+    let mut nodes = ["a", "b", "c"].map(|name| behind.start(&redis, name, &extra));
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let lb = common::peers::Haproxy::start_with(
+        &ports,
+        "send-proxy-v2",
+        "    retries 3\n    option redispatch 1\n    timeout connect 1s\n",
+    );
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|t| {
+            let acknowledged = acknowledged.clone();
+            let stop = stop.clone();
+            let port = lb.port;
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let rcpt = format!("r{t}-{n}@dst.test");
+                    match try_message(port, &rcpt, &format!("load {t} {n}")) {
+                        Ok(()) => acknowledged.lock().unwrap().push(rcpt),
+                        // a session cut by the kill, or refused by the dead node
+                        Err(e) => assert!(!e.starts_with('5'), "a 5xx under load: {e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let count = || acknowledged.lock().unwrap().len();
+    let wait_for = |n: usize, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while count() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: only {} acknowledged",
+                count()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait_for(60, "before the kill");
+    nodes[1].kill9();
+    let at_kill = count();
+    wait_for(at_kill + 60, "the other nodes after the kill");
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    // every acknowledged message is in a spool (b's read while b is dead)
+    let spooled = |m: &Mtad| -> Vec<String> {
+        m.queued()
+            .into_iter()
+            .flat_map(|(q, _)| q.envelope.recipients)
+            .collect()
+    };
+    let on_b = spooled(&nodes[1]);
+    assert!(!on_b.is_empty(), "b died holding acknowledged mail");
+    let mut everywhere: Vec<String> = nodes.iter().flat_map(spooled).collect();
+    everywhere.sort();
+    for rcpt in &acknowledged {
+        assert!(
+            everywhere.binary_search(rcpt).is_ok(),
+            "{rcpt} acknowledged, in no spool"
+        );
+    }
+    // the others kept accepting: what was acknowledged after the kill (but the four
+    // that may have had b's 250 in hand then) is on a and c
+    let mut on_others: Vec<String> = [&nodes[0], &nodes[2]]
+        .iter()
+        .flat_map(|n| spooled(n))
+        .collect();
+    on_others.sort();
+    for rcpt in &acknowledged[at_kill + 4..] {
+        assert!(
+            on_others.binary_search(rcpt).is_ok() && !on_b.contains(rcpt),
+            "{rcpt}, acknowledged after the kill, is not on a or c"
+        );
+    }
+    // the receiver comes, b comes back: everything acknowledged is delivered
+    let sink = common::peers::Sink::start_at(sink_addr, &[]);
+    nodes[1].restart();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut missing: Vec<String>;
+    loop {
+        // the complete dumps so far
+        let mut delivered: Vec<String> = std::fs::read_dir(sink.dir.path())
+            .unwrap()
+            .filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+            .filter(|b| b.ends_with(b"\n\n"))
+            .flat_map(|b| common::peers::dump_recipients(&String::from_utf8_lossy(&b)))
+            .collect();
+        delivered.sort();
+        missing = acknowledged
+            .iter()
+            .filter(|r| delivered.binary_search(r).is_err())
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} acknowledged messages never delivered: {:?}\nb's log:\n{}",
+            missing.len(),
+            acknowledged.len(),
+            &missing[..missing.len().min(10)],
+            nodes[1].log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The nodes read one PostgreSQL table (the relay domains, `domains table=` over an
+/// SQL `table`, uncached): a row added is seen by every node at once. Through a real
+/// HAProxy (send-proxy-v2, round robin), so that three messages reach three nodes.
+#[test]
+fn a_row_added_to_a_shared_postgresql_table_is_seen_by_every_node() {
+    let test = "a_row_added_to_a_shared_postgresql_table_is_seen_by_every_node";
+    let Some(pg) = common::peers::Postgres::start(test) else {
+        return;
+    };
+    pg.sql("CREATE TABLE relay_domains (domain text PRIMARY KEY)");
+    pg.sql("INSERT INTO relay_domains VALUES ('old.test')");
+    let redis = Redis::start();
+    let extra = format!(
+        r#"
+table "relay_domains" sql="postgres://postgres@127.0.0.1:{}/postgres" timeout="2s" cache-ttl="0s" negative-ttl="0s" \
+    query="SELECT domain FROM relay_domains WHERE domain = $1"
+domains "relay" table="relay_domains"
+"#,
+        pg.port
+    );
+    let behind = Node {
+        listen: BEHIND_HAPROXY,
+        rcpt: "accept rcpt-domain=\"relay\"\n    reject 554 \"5.7.1\" \"Relay access denied\"",
+        ..Node::default()
+    };
+    let nodes = ["a", "b", "c"].map(|name| behind.start(&redis, name, &extra));
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let lb = common::peers::Haproxy::start(&ports, "send-proxy-v2");
+    let rcpt_on_each = |rcpt: &str, want: &str| {
+        for _ in &nodes {
+            let mut c = Client::connect(lb.port);
+            c.expect("220 ");
+            c.cmd("EHLO client.test", "250");
+            c.cmd("MAIL FROM:<a@src.test>", "250");
+            c.cmd(&format!("RCPT TO:<{rcpt}>"), want);
+            c.cmd("QUIT", "221");
+        }
+    };
+    rcpt_on_each("x@old.test", "250");
+    rcpt_on_each("x@new.test", "554 5.7.1");
+    for n in &nodes {
+        assert!(
+            n.log().contains("Relay access denied"),
+            "every node refused: {}",
+            n.log()
+        );
+    }
+    pg.sql("INSERT INTO relay_domains VALUES ('new.test')");
+    for i in 0..nodes.len() {
+        let t = swaks(
+            lb.port,
+            &["--from", "a@src.test", "--to", &format!("y{i}@new.test")],
+        );
+        let text = String::from_utf8_lossy(&t.stdout);
+        assert!(text.contains("<-  250 2.0.0 Ok: queued as"), "{text}");
+    }
+    for n in &nodes {
+        let queued = n.queued();
+        assert_eq!(queued.len(), 1, "round robin: one each\n{}", n.log());
+        assert!(
+            queued[0].0.envelope.recipients[0].ends_with("@new.test"),
+            "{:?}",
+            queued[0].0.envelope
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! A cluster of mtad nodes sharing policy state through Redis (or Valkey): the client
 //! every node keeps ([`Cluster`]), and what it computes there ([`limits`]: rate limits
-//! and connection leases). See `docs/cluster.md`.
+//! and connection leases; [`greylist`]'s records; [`filter_loops`]: the content-filter
+//! loop record, which lives here with or without a cluster). See `docs/cluster.md`.
 //!
 //! One multiplexed connection per node, shared by every session and reconnected by the
 //! `redis` crate's connection manager when it breaks. Every call is bounded by
@@ -9,6 +10,7 @@
 //! `mtad_cluster_redis_errors_total{feature}`, in the `mtad_cluster_redis_up` gauge,
 //! and in the log once when Redis stops answering and once when it answers again.
 
+pub mod filter_loops;
 pub mod greylist;
 pub mod limits;
 pub mod nodes;
@@ -32,6 +34,8 @@ pub enum Feature {
     Greylisting,
     /// The node's heartbeat (`mtactl cluster status`).
     Heartbeats,
+    /// The content-filter loop record ([`filter_loops`]).
+    ContentFilter,
 }
 
 impl Feature {
@@ -41,6 +45,7 @@ impl Feature {
             Feature::Leases => "leases",
             Feature::Greylisting => "greylisting",
             Feature::Heartbeats => "heartbeats",
+            Feature::ContentFilter => "content-filter",
         }
     }
 }

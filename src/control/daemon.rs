@@ -160,6 +160,17 @@ async fn start(
             warn!(%err, "cannot open the decision log; decisions are not written")
         }
     }
+    // the cluster's client, before the scheduler: the content-filter loop record it
+    // writes is in Redis then
+    let cluster = match &config.cluster {
+        Some(settings) => Some(Arc::new(crate::cluster::Cluster::new(settings)?)),
+        None => None,
+    };
+    if let Some(cluster) = &cluster {
+        core.filter_loops = Arc::new(crate::cluster::filter_loops::FilterLoops::shared(
+            cluster.clone(),
+        ));
+    }
     let (scheduler, handle) = Scheduler::new(
         spool.clone(),
         core.policy.clone(),
@@ -206,9 +217,9 @@ async fn start(
         local
     };
     core.greylist = greylist_local.clone();
-    if let Some(settings) = &config.cluster {
-        let cluster = Arc::new(crate::cluster::Cluster::new(settings)?);
-        info!(redis = %settings.redis_shown(), node = %settings.node, "cluster: limits and greylisting shared through Redis");
+    if let Some(cluster) = cluster {
+        let settings = cluster.settings();
+        info!(redis = %settings.redis_shown(), node = %settings.node, "cluster: limits, greylisting and the content-filter loop record shared through Redis");
         tokio::spawn({
             let cluster = cluster.clone();
             let shutdown = shutdown.clone();

@@ -531,7 +531,7 @@ impl Outbound {
     }
 
     /// [`Outbound::send`] to a content filter: no loop detection (a filter is another
-    /// service on this host by design; its loops are [`crate::queue::FilterLoops`]').
+    /// service on this host by design; its loops are [`crate::cluster::filter_loops::FilterLoops`]').
     pub async fn send_to_filter(
         &self,
         transport: &Transport,

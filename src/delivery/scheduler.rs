@@ -30,9 +30,9 @@ use super::delays::{self, Delays, Timing};
 use super::dsn;
 use super::hops::{Outbound, Outcome};
 use super::maildir;
+use crate::cluster::filter_loops::FilterLoops;
 use crate::config::route::{DkimSign, RouteOptions, Transport};
 use crate::policy::{Pipeline, Route, RouteInput, RoutedOutcome, TlsInfo};
-use crate::queue::FilterLoops;
 use crate::queue::{Envelope, MessageRecord, QueueId, QueuedMessage, RcptState, RcptStatus, Spool};
 
 /// What the rest of the daemon tells the scheduler.
@@ -744,12 +744,15 @@ async fn filter_and_send(
     let xforward = xforward_attributes(msg, body);
     // Recorded before sending: a filter injects the message again before it answers.
     let (_, body_start) = crate::policy::parse_headers(body);
-    let digest = shared.filter_loops.digest(
+    let digest = FilterLoops::digest(
         &env.sender,
         &rcpts,
         body.get(body_start..).unwrap_or_default(),
     );
-    shared.filter_loops.entered(name, digest, env.external);
+    shared
+        .filter_loops
+        .entered(name, digest, env.external)
+        .await;
     let (outcomes, timing) = delays::timed(send_route(
         shared,
         &filter.transport,
@@ -762,7 +765,7 @@ async fn filter_and_send(
     .await;
     if !outcomes.iter().all(|o| matches!(o, Outcome::Sent { .. })) {
         // not (wholly) taken: nothing of it comes back as this digest
-        shared.filter_loops.came_back(digest);
+        shared.filter_loops.not_taken(digest).await;
     }
     let mut bypass = Vec::new();
     for ((&i, rcpt), outcome) in due.iter().zip(rcpts).zip(outcomes) {

@@ -71,7 +71,7 @@ impl Pipeline {
     /// receipt): authenticated clients, local injection and `dkim-internal` clients
     /// are ours. On a `filtered` listener the origin is the one the message had when
     /// it went into the filter; the caller knows it when the message is recognised
-    /// ([`crate::queue::FilterLoops`]), else it is [`MailOrigin::Filtered`].
+    /// ([`crate::cluster::filter_loops::FilterLoops`]), else it is [`MailOrigin::Filtered`].
     pub fn mail_origin(
         &self,
         client: Option<IpAddr>,

@@ -106,7 +106,6 @@
 //! vanish while the Message record it refers to is still on disk.
 
 mod committer;
-mod filter_loops;
 mod id;
 mod index;
 pub mod maildrop;
@@ -128,7 +127,6 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::oneshot;
 
 use committer::{Committer, Op, Request, collect_segments};
-pub use filter_loops::FilterLoops;
 use id::IdGenerator;
 pub use id::{ParseQueueIdError, QueueId};
 use index::Index;

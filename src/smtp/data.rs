@@ -12,6 +12,7 @@ use super::inflight::TextScan;
 use super::milter::MessageOutcome;
 use super::reply;
 use super::session::{Disposition, Flow, INITIAL_DATA_MEMORY, Session, State};
+use crate::cluster::filter_loops::FilterLoops;
 use crate::mailauth::Peer;
 use crate::maillog::{Addr, Agent, Client};
 use crate::net::tls::TlsInfo;
@@ -323,12 +324,12 @@ impl Session {
         };
         // A message from a filter's host may be one coming back from that filter.
         let came_back = if self.policy.may_be_a_filter(self.peer.ip()) {
-            let digest = self.core.filter_loops.digest(
+            let digest = FilterLoops::digest(
                 self.tx.sender.as_deref().unwrap_or_default(),
                 &self.tx.recipients,
                 record.body().get(body_start..).unwrap_or_default(),
             );
-            self.core.filter_loops.came_back(digest)
+            self.core.filter_loops.came_back(digest).await
         } else {
             None
         };

@@ -40,11 +40,11 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
+use crate::cluster::filter_loops::FilterLoops;
 use crate::config::{AuthMode, BareNewline, Config, Limits, Listener, ListenerTls};
 use crate::lookup::NetworkSet;
 use crate::net::dns::Resolver;
 use crate::policy::Pipeline;
-use crate::queue::FilterLoops;
 use crate::queue::{QueueId, Spool};
 
 pub use conn::Connections;
@@ -61,7 +61,8 @@ pub struct Core {
     pub on_queued: Box<dyn Fn(QueueId) + Send + Sync>,
     pub connections: Arc<Connections>,
     /// Messages inside a content filter right now, to notice one coming back to a
-    /// listener that would filter it again (shared with the scheduler).
+    /// listener that would filter it again (shared with the scheduler; in the cluster's
+    /// Redis when there is one).
     pub filter_loops: Arc<FilterLoops>,
     /// `rate-limits`: connections, messages and recipients per client address.
     pub rate: rate::RateLimiter,

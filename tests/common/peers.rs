@@ -1298,12 +1298,18 @@ pub struct Haproxy {
 
 impl Haproxy {
     pub fn start(backends: &[u16], send_proxy: &str) -> Haproxy {
+        Self::start_with(backends, send_proxy, "")
+    }
+
+    /// [`Haproxy::start`] with more lines for the `listen` section (`    option
+    /// redispatch`: a connection a dead backend refuses goes to another one).
+    pub fn start_with(backends: &[u16], send_proxy: &str, listen: &str) -> Haproxy {
         let bin = require_tool("haproxy");
         let dir = tempfile::tempdir().unwrap();
         let port = super::free_port();
         let cfg = dir.path().join("haproxy.cfg");
         let mut text = format!(
-            "global\n    maxconn 100\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\nlisten smtp\n    bind 127.0.0.1:{port}\n    balance roundrobin\n"
+            "global\n    maxconn 100\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\nlisten smtp\n    bind 127.0.0.1:{port}\n    balance roundrobin\n{listen}"
         );
         for (i, backend) in backends.iter().enumerate() {
             text.push_str(&format!(
