@@ -483,13 +483,34 @@ fn emit_cases(o: &Options, path: &Path) -> Result<usize, String> {
         "// suite cases from a decision log (mtactl replay --emit-cases): each pins the\n\
          // decision as it was made; the answers from outside are the case's fixtures\n",
     );
-    let mut n = 0usize;
+    // what each session's decisions got (a case runs the whole session): the answers
+    // of its other decisions are the case's fixtures too
+    let mut sessions: BTreeMap<String, Vec<crate::lookup::tape::Answer>> = BTreeMap::new();
     let mut scratch = Report::default();
+    read_records(&o.files, &mut scratch, |record, _| {
+        if in_window(&record, o) != Some(true) || record.stage == "route" {
+            return;
+        }
+        if let Some(s) = record.session.clone() {
+            let answers = sessions.entry(s).or_default();
+            for a in record.answers {
+                if answers.len() < crate::lookup::tape::MAX_ANSWERS && !answers.contains(&a) {
+                    answers.push(a);
+                }
+            }
+        }
+    })?;
+    let mut n = 0usize;
     read_records(&o.files, &mut scratch, |record, _| {
         if in_window(&record, o) != Some(true) {
             return;
         }
-        if let Some(case) = record.suite_case() {
+        let session = record
+            .session
+            .as_ref()
+            .and_then(|s| sessions.get(s))
+            .map_or(&[][..], Vec::as_slice);
+        if let Some(case) = record.suite_case_with(session) {
             n += 1;
             text.push('\n');
             text.push_str(&case);

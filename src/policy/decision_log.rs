@@ -994,6 +994,14 @@ impl Record {
     /// session does not run (route), and for a decision a milter made
     /// ([`Record::milter_decided`]).
     pub fn suite_case(&self) -> Option<String> {
+        self.suite_case_with(&[])
+    }
+
+    /// [`Record::suite_case`], with the answers the session's other decisions got
+    /// (`siblings`: their SQL tables' answers, rate counters and DNS answers) as fixtures
+    /// too: a case runs the whole session, and the stages before the recorded one ask
+    /// what they asked then (the rcpt stage's table, for a case of the data stage).
+    pub fn suite_case_with(&self, siblings: &[Answer]) -> Option<String> {
         use std::fmt::Write as _;
         let stage = self.stage()?;
         if stage == Stage::Route || self.milter_decided().is_some() {
@@ -1067,7 +1075,11 @@ impl Record {
             line(format!("message {}", q(&String::from_utf8_lossy(&message))));
         }
         let mut dns = Vec::new();
-        for a in &self.answers {
+        let others = siblings.iter().filter(|a| {
+            matches!(a, Answer::Table { .. } | Answer::Rate { .. } | Answer::Dns { .. })
+                && !self.answers.contains(*a)
+        });
+        for a in self.answers.iter().chain(others) {
             match a {
                 Answer::Dns {
                     name,
