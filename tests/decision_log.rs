@@ -798,7 +798,10 @@ stage "rcpt" {
     assert_eq!(code, Some(1), "{report}");
     // (the busy client is deferred by the hook before the table is read)
     assert!(report.contains("1 passed, 1 failed"), "{report}");
-    assert!(report.contains("FAIL a partner the database lists"), "{report}");
+    assert!(
+        report.contains("FAIL a partner the database lists"),
+        "{report}"
+    );
     // without the counter's fixture the busy client is not slowed down
     let (code, report) = run(&documented.replace("    rate \"messages\" 120\n", ""));
     assert_eq!(code, Some(1), "{report}");

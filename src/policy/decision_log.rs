@@ -1076,8 +1076,10 @@ impl Record {
         }
         let mut dns = Vec::new();
         let others = siblings.iter().filter(|a| {
-            matches!(a, Answer::Table { .. } | Answer::Rate { .. } | Answer::Dns { .. })
-                && !self.answers.contains(*a)
+            matches!(
+                a,
+                Answer::Table { .. } | Answer::Rate { .. } | Answer::Dns { .. }
+            ) && !self.answers.contains(*a)
         });
         for a in self.answers.iter().chain(others) {
             match a {
