@@ -133,11 +133,12 @@ fn compile(c: &mut Criterion) {
 
 /// What the decision log adds to a decision: the record made from the context and the
 /// decision, and its JSON line (the writer thread's I/O is not the session's) — for a
-/// rcpt decision with an SQL answer, and a data decision with a 4 KiB message (its
-/// header block copied, its SHA-256 computed).
+/// rcpt decision with an SQL answer (and with two milters' answers), a data decision
+/// with a 4 KiB message (its header block copied, its SHA-256 computed), and a route
+/// decision with its route.
 fn decision_record(c: &mut Criterion) {
     use mtad::lookup::tape::{Answer, Recorded};
-    use mtad::policy::decision_log::Record;
+    use mtad::policy::decision_log::{MilterAnswer, Record};
     let pipeline = Pipeline::build(&example("mail-hub")).unwrap();
     let client: IpAddr = "203.0.113.5".parse().unwrap();
     let recipients = vec!["user@example.local".to_owned()];
@@ -197,6 +198,48 @@ fn decision_record(c: &mut Criterion) {
                 Recorded::default(),
                 0,
             );
+            black_box(serde_json::to_string(&r).unwrap())
+        })
+    });
+    // a rcpt decision with the answers of the session's two milters
+    let decision = pipeline.evaluate(Stage::Rcpt, &rcpt);
+    c.bench_function("decision record: rcpt, 2 milters", |b| {
+        b.iter(|| {
+            let mut r = Record::of(
+                &pipeline,
+                Stage::Rcpt,
+                black_box(&rcpt),
+                &decision,
+                answers(),
+                0,
+            );
+            r.milters = vec![
+                MilterAnswer::new("opendkim", "RCPT", "skipped"),
+                MilterAnswer::new("spam", "RCPT", "continue"),
+            ];
+            black_box(serde_json::to_string(&r).unwrap())
+        })
+    });
+    // a route decision (delivery's, one per recipient and attempt) with its route
+    let route = Context {
+        helo: Some("client.src.test"),
+        sender: Some("a@src.test"),
+        rcpt: Some("user@example.local"),
+        queue_id: Some("4F2A1B3C"),
+        ..Context::new(client, "mx")
+    };
+    let decision = pipeline.evaluate(Stage::Route, &route);
+    c.bench_function("decision record: route", |b| {
+        b.iter(|| {
+            let mut r = Record::of(
+                &pipeline,
+                Stage::Route,
+                black_box(&route),
+                &decision,
+                Recorded::default(),
+                0,
+            );
+            r.route = Some("smtp:[192.168.1.100]".to_owned());
             black_box(serde_json::to_string(&r).unwrap())
         })
     });

@@ -466,6 +466,27 @@ fn a_day_of_traffic_replays_exactly() {
         shown.contains(&format!("{} passed, 0 failed", all.len())),
         "{shown}"
     );
+    // the SQL table's answer is the case's fixture: the cases hold when the database
+    // no longer lists the partner (they ask it nothing)
+    assert!(
+        suite.contains("table \"relay_db\" \"partner.test\" \"OK\""),
+        "{suite}"
+    );
+    let emptied = Command::new(&sqlite)
+        .arg(dir.join("relay.db"))
+        .arg("DELETE FROM relay;")
+        .status()
+        .unwrap();
+    assert!(emptied.success());
+    let run = Command::new(mtactl())
+        .arg("--config")
+        .arg(&mtad.config)
+        .arg("test-policy")
+        .arg(&cases)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(0), "{shown}");
     // and the changed policy fails the cases of the changed decisions
     let run = Command::new(mtactl())
         .arg("--config")
@@ -568,4 +589,253 @@ fn a_reload_is_gated_on_the_replay_of_the_last_hours() {
 fn mtad_text(mtad: &Mtad, text: &str) -> String {
     text.replace("{port}", &mtad.port.to_string())
         .replace("{spool}", mtad.spool.to_str().unwrap())
+}
+
+/// Route decisions: where delivery sends each recipient is recorded (the transport
+/// and next hop, the deciding rule with its place, the queue id), and a replay
+/// against a policy whose route rule changed shows the transport change
+/// (`old route -> new route`) for exactly the recipients it moves.
+#[test]
+fn route_decisions_are_logged_and_a_transport_change_replays() {
+    use common::peers::Sink;
+    let (a, b) = (Sink::start(&[]), Sink::start(&[]));
+    let dir = tempfile::tempdir().unwrap();
+    let routes = |partner: u16| {
+        format!(
+            "    transport \"partner.test\" \"smtp:[127.0.0.1]:{partner}\"\n    transport \"other.test\" \"smtp:[127.0.0.1]:{}\"",
+            b.addr.port()
+        )
+    };
+    let text = |dir: &Path, partner: u16| {
+        format!(
+            r#"server {{
+    hostname "mx.test"
+    spool "{{spool}}"
+}}
+listen "mx" address="127.0.0.1:{{port}}"
+networks "trusted" "127.0.0.0/8"
+decision-log {{
+    path "{dir}/log/decisions.jsonl"
+}}
+stage "rcpt" {{
+    accept client="trusted"
+}}
+stage "route" {{
+{routes}
+}}
+delivery {{
+    backoff-min "1s"
+    connect-timeout "2s"
+}}
+"#,
+            dir = dir.display(),
+            routes = routes(partner)
+        )
+    };
+    let spool = dir.path().join("spool");
+    let first = text(dir.path(), a.addr.port());
+    let mtad = Mtad::start_in(dir, spool, &first);
+    let log = mtad.dir.path().join("log/decisions.jsonl");
+    assert_eq!(
+        send(mtad.port, "127.0.0.1", "a@src.test", "x@partner.test"),
+        0
+    );
+    assert_eq!(
+        send(mtad.port, "127.0.0.1", "b@src.test", "y@other.test"),
+        0
+    );
+    a.dumps(1);
+    b.dumps(1);
+    let mut all = Vec::new();
+    for _ in 0..100 {
+        all = records(&log);
+        if all.iter().filter(|r| r["stage"] == "route").count() >= 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let route = |rcpt: &str| {
+        all.iter()
+            .find(|r| r["stage"] == "route" && r["rcpt"] == rcpt)
+            .unwrap_or_else(|| panic!("no route record for {rcpt}: {all:#?}"))
+            .clone()
+    };
+    let partner = route("x@partner.test");
+    assert_eq!(partner["verdict"], "accept", "{partner:#}");
+    assert_eq!(
+        partner["route"],
+        format!("smtp:[127.0.0.1]:{}", a.addr.port()),
+        "{partner:#}"
+    );
+    let rule_line = line_of(&mtad.config, "transport \"partner.test\"");
+    assert!(
+        partner["rule"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("mtad.kdl:{rule_line}:5")),
+        "{partner:#}"
+    );
+    assert!(partner["queue_id"].is_string(), "{partner:#}");
+    assert_eq!(
+        route("y@other.test")["route"],
+        format!("smtp:[127.0.0.1]:{}", b.addr.port())
+    );
+
+    // the same policy: nothing changes
+    let (code, same, err) = replay(&mtad.config, &log, &[]);
+    assert_eq!(code, 0, "{same:#}\n{err}");
+    assert_eq!(same["changed"], 0, "{same:#}");
+
+    // partner.test now goes to b: its route decision changes, other.test's does not
+    let moved = mtad.dir.path().join("moved.kdl");
+    std::fs::write(
+        &moved,
+        mtad_text(&mtad, &text(mtad.dir.path(), b.addr.port())),
+    )
+    .unwrap();
+    let (code, diff, err) = replay(&moved, &log, &[]);
+    assert_eq!(code, 1, "{diff:#}\n{err}");
+    assert_eq!(diff["changed"], 1, "{diff:#}");
+    let g = &diff["groups"][0];
+    assert_eq!(g["stage"], "route");
+    assert_eq!(
+        (&g["old_verdict"], &g["new_verdict"]),
+        (&"accept".into(), &"accept".into())
+    );
+    assert_eq!(
+        g["old_route"],
+        format!("smtp:[127.0.0.1]:{}", a.addr.port()),
+        "{g:#}"
+    );
+    assert_eq!(
+        g["new_route"],
+        format!("smtp:[127.0.0.1]:{}", b.addr.port()),
+        "{g:#}"
+    );
+    let shown = Command::new(mtactl())
+        .arg("--config")
+        .arg(&moved)
+        .arg("replay")
+        .arg(&log)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains(&format!(
+            "route smtp:[127.0.0.1]:{} -> smtp:[127.0.0.1]:{}",
+            a.addr.port(),
+            b.addr.port()
+        )),
+        "{shown}"
+    );
+}
+
+/// docs/test-policy.md's cases with `table` and `rate` fixtures: an SQL table's answer
+/// and a rate counter given by the suite decide (the database, which lists nothing,
+/// is not asked for that key), a failing answer defers as a database that fails does,
+/// and a malformed fixture is an error at its file:line:col.
+#[test]
+fn suite_fixtures_answer_for_sql_tables_and_rate_counters() {
+    let sqlite = require_tool("sqlite3");
+    let dir = tempfile::tempdir().unwrap();
+    let made = Command::new(&sqlite)
+        .arg(dir.path().join("relay.db"))
+        .arg("CREATE TABLE relay (k TEXT PRIMARY KEY, v TEXT);")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::write(
+        dir.path().join("slow.rhai"),
+        "fn rcpt(ctx) {\n    if ctx.rate(\"messages\") > 100 { return defer(450, \"4.7.1\", \"slow down\"); }\n    next()\n}\n",
+    )
+    .unwrap();
+    let config = dir.path().join("mtad.kdl");
+    std::fs::write(
+        &config,
+        r#"server {
+    hostname "mx.test"
+    spool "/nonexistent/spool"
+}
+listen "mx" address="127.0.0.1:2525"
+table "relay_db" sql="sqlite:relay.db" query="SELECT v FROM relay WHERE k = $1"
+domains "relayed" table="relay_db"
+stage "rcpt" {
+    hook "slow.rhai"
+    accept rcpt-domain="relayed"
+}
+"#,
+    )
+    .unwrap();
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/test-policy.md"))
+        .unwrap();
+    let at = docs.find("case \"a partner the database lists\"").unwrap();
+    let documented = &docs[at..at + docs[at..].find("```").unwrap()];
+    let run = |suite: &str| {
+        let path = dir.path().join("suite.kdl");
+        std::fs::write(&path, suite).unwrap();
+        let out = Command::new(mtactl())
+            .arg("--config")
+            .arg(&config)
+            .arg("test-policy")
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (code, report) = run(documented);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(report.contains("2 passed, 0 failed"), "{report}");
+    // without the table's fixture the database answers (it lists nothing): refused
+    let (code, report) =
+        run(&documented.replace("    table \"relay_db\" \"partner.test\" \"OK\"\n", ""));
+    assert_eq!(code, Some(1), "{report}");
+    // (the busy client is deferred by the hook before the table is read)
+    assert!(report.contains("1 passed, 1 failed"), "{report}");
+    assert!(
+        report.contains("FAIL a partner the database lists"),
+        "{report}"
+    );
+    // without the counter's fixture the busy client is not slowed down
+    let (code, report) = run(&documented.replace("    rate \"messages\" 120\n", ""));
+    assert_eq!(code, Some(1), "{report}");
+    assert!(report.contains("1 passed, 1 failed"), "{report}");
+    // a database that fails: the rule defers, as live
+    let (code, report) = run(
+        r#"table "relay_db" "partner.test" error="connection refused"
+case "the database is down" {
+    client "192.0.2.1"
+    from "a@example.org"
+    rcpt "u@partner.test"
+    expect "rcpt" "defer" reply="451 4.3.0"
+}
+case "nothing listed" {
+    client "192.0.2.1"
+    from "a@example.org"
+    rcpt "u@partner.test"
+    table "relay_db" "partner.test" #null
+    expect "rcpt" "reject" reply="554 5.7.1"
+}
+"#,
+    );
+    assert_eq!(code, Some(0), "{report}");
+    // malformed fixtures: errors at their places
+    let (code, report) = run(
+        "case \"bad\" {\n    client \"192.0.2.1\"\n    from \"a@example.org\"\n    rcpt \"u@partner.test\"\n    table \"relay_db\" \"partner.test\"\n    rate \"no-such\" 3\n}\n",
+    );
+    assert_ne!(code, Some(0), "{report}");
+    assert!(
+        report.contains("suite.kdl:5:5: expected table \"NAME\" \"KEY\" \"VALUE\""),
+        "{report}"
+    );
+    assert!(
+        report.contains("suite.kdl:6:5: expected rate \"KIND\" N"),
+        "{report}"
+    );
 }

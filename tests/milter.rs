@@ -1573,3 +1573,181 @@ listen "mx" address="127.0.0.1:{{port}}" milters="opendmarc"
     // OpenDMARC stopped in the middle of a load: 451, nothing acknowledged lost
     stop_mid_load(&mtad, &mut filter, port, "451 4.7.1");
 }
+
+/// The decision log's records of a session through `mtad`, once the record of the
+/// message whose Subject is `subject` (its data stage) is written.
+fn decisions_until(mtad: &Mtad, subject: &str) -> Vec<serde_json::Value> {
+    let log = mtad.spool.join("decisions/decisions.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let all: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if all.iter().any(|r| {
+            r["stage"] == "data"
+                && r["headers"]
+                    .as_str()
+                    .is_some_and(|h| h.contains(&format!("Subject: {subject}")))
+        }) {
+            return all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no data record for `{subject}`: {all:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `mtactl replay --json` of mtad's decision log against `config`: the exit status
+/// and the report.
+fn replay_against(mtad: &Mtad, config: &Path) -> (i32, serde_json::Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mtactl"))
+        .arg("--config")
+        .arg(config)
+        .args(["replay", "--json"])
+        .arg(mtad.spool.join("decisions/decisions.jsonl"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap_or(-1), report)
+}
+
+/// The decision log holds what spamass-milter (with spamd) answered at each command
+/// — its refusal of GTUBE with its own reply, the headers it added to clean mail —
+/// and a replay gives those answers back instead of asking it: against the same
+/// policy nothing changes (the refusal stays one), without the milter exactly the
+/// refused message's decision changes (reject -> accept, the milter named), and with
+/// a milter the log has no answer of, the decisions that would ask it are unknown.
+#[test]
+fn milter_answers_are_logged_and_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let spamd_port = free_port();
+    let _spamd = spamd(dir.path(), spamd_port);
+    let reject_port = free_port();
+    let _reject = spamass_milter(reject_port, spamd_port, &["-r", "15"]);
+    let milter =
+        format!("milter \"sa-reject\" \"inet:127.0.0.1:{reject_port}\" content-timeout=\"60s\"\n");
+    let mtad = Mtad::start(&config_with(&format!(
+        "{milter}listen \"mx\" address=\"127.0.0.1:{{port}}\" milters=\"sa-reject\"\n"
+    )));
+    let mut c = mtad.session();
+    c.cmd("EHLO client.test", "250");
+    let reply = refused_message(&mut c, &message("alice@example.test", "gtube", GTUBE), "5");
+    assert!(
+        reply.starts_with("550 5.7.1 Blocked by SpamAssassin"),
+        "{reply}"
+    );
+    c.send_message(
+        "alice@example.test",
+        &["bob@mx.test"],
+        &message("alice@example.test", "clean", "Lunch at noon?"),
+    );
+    let all = decisions_until(&mtad, "clean");
+    let data = |subject: &str| {
+        all.iter()
+            .find(|r| {
+                r["stage"] == "data"
+                    && r["headers"]
+                        .as_str()
+                        .is_some_and(|h| h.contains(&format!("Subject: {subject}")))
+            })
+            .unwrap_or_else(|| panic!("no data record for {subject}: {all:#?}"))
+    };
+    // GTUBE: refused by the milter before the rules ran, its reply recorded
+    let gtube = data("gtube");
+    assert_eq!(gtube["verdict"], "reject", "{gtube:#}");
+    assert_eq!(gtube["rule"], "milter:sa-reject", "{gtube:#}");
+    assert!(
+        gtube["reply"]
+            .as_str()
+            .unwrap()
+            .starts_with("550 5.7.1 Blocked by SpamAssassin"),
+        "{gtube:#}"
+    );
+    let answer = &gtube["milters"][0];
+    assert_eq!(answer["milter"], "sa-reject");
+    assert_eq!(answer["event"], "end-of-message");
+    assert_eq!(answer["action"], "reply", "{answer:#}");
+    // clean: accepted by the rules, the milter's headers in the summary of its changes
+    let clean = data("clean");
+    assert_eq!(clean["verdict"], "accept", "{clean:#}");
+    let answer = &clean["milters"][0];
+    assert!(
+        answer["action"] == "continue" || answer["action"] == "accept",
+        "{clean:#}"
+    );
+    assert!(
+        answer["changes"].as_array().unwrap().iter().any(|c| {
+            let c = c.as_str().unwrap();
+            c.contains("X-Spam-Status:") && c.contains("score=")
+        }),
+        "{clean:#}"
+    );
+    // and the commands before: each record has the milter's answer
+    for stage in ["connect", "helo", "mail", "rcpt"] {
+        let r = all.iter().find(|r| r["stage"] == stage).unwrap();
+        assert_eq!(r["milters"][0]["milter"], "sa-reject", "{r:#}");
+        assert_eq!(r["milters"][0]["event"], stage, "{r:#}");
+    }
+
+    // the same policy (the milter not running: its answers come from the log)
+    let (code, same) = replay_against(&mtad, &mtad.config);
+    assert_eq!(code, 0, "{same:#}");
+    assert_eq!(same["changed"], 0, "{same:#}");
+    assert_eq!(same["unknown"], 0, "{same:#}");
+    assert_eq!(same["unchanged"], same["replayed"], "{same:#}");
+    // (route decisions of the delivery may come on top: they ask no milter)
+    let sessions = all.iter().filter(|r| r["stage"] != "route").count() as u64;
+
+    // without the milter: exactly GTUBE's data decision changes, naming the milter
+    let text = std::fs::read_to_string(&mtad.config).unwrap();
+    let without = mtad.dir.path().join("without.kdl");
+    std::fs::write(&without, text.replace(" milters=\"sa-reject\"", "")).unwrap();
+    let (code, diff) = replay_against(&mtad, &without);
+    assert_eq!(code, 1, "{diff:#}");
+    assert_eq!(diff["changed"], 1, "{diff:#}");
+    let g = &diff["groups"][0];
+    assert_eq!(
+        (
+            &g["stage"],
+            &g["old_rule"],
+            &g["old_verdict"],
+            &g["new_verdict"]
+        ),
+        (
+            &"data".into(),
+            &"milter:sa-reject".into(),
+            &"reject".into(),
+            &"accept".into()
+        ),
+        "{diff:#}"
+    );
+
+    // another milter the log has no answer of: every decision it would be asked
+    // about is unknown, never guessed
+    let more = mtad.dir.path().join("more.kdl");
+    std::fs::write(
+        &more,
+        text.replace("milters=\"sa-reject\"", "milters=\"sa-reject other\"")
+            + "milter \"other\" \"inet:127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    let (code, unknown) = replay_against(&mtad, &more);
+    assert_eq!(code, 1, "{unknown:#}");
+    assert_eq!(unknown["changed"], 0, "{unknown:#}");
+    // every decision but GTUBE's data stage, which sa-reject refused first
+    assert_eq!(
+        unknown["unknown"].as_u64(),
+        Some(sessions - 1),
+        "{unknown:#}"
+    );
+    assert_eq!(
+        unknown["unknowns"][0]["examples"][0]["missing"][0], "milter other's answer",
+        "{unknown:#}"
+    );
+}

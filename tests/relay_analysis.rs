@@ -257,3 +257,77 @@ fn strict_makes_warnings_errors() {
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("--strict makes them errors"), "{stderr}");
 }
+
+/// A hook that may relay is a warning naming it with an envelope (docs/policy-analysis.md);
+/// a required suite case that sends that envelope and expects the hook to refuse it
+/// pins it: `mtactl check --strict` passes then, and a case about another recipient,
+/// or a case the hook does not pass, does not pin it.
+#[test]
+fn a_required_case_pins_a_hook_that_may_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gate.rhai"),
+        "fn rcpt(ctx) {\n    if ctx.rcpt.domain == \"example.test\" { return accept(); }\n    reject(554, \"5.7.1\", \"not here\")\n}\n",
+    )
+    .unwrap();
+    let text = config(
+        "",
+        "hook \"gate.rhai\"\n    accept rcpt-domain=\"relay\"",
+        false,
+    );
+    let strict = |text: &str| {
+        let path = dir.path().join("mtad.kdl");
+        std::fs::write(
+            &path,
+            text.replace("{port}", "2525")
+                .replace("{spool}", dir.path().join("spool").to_str().unwrap()),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_mtactl"))
+            .arg("--config")
+            .arg(&path)
+            .args(["check", "--strict"])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stderr) = strict(&text);
+    assert!(!ok, "{stderr}");
+    let warning = stderr
+        .lines()
+        .find(|l| l.contains("`hook gate.rhai:rcpt` may relay"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let e = envelope(warning);
+    let gated = format!("{text}reload {{\n    require-tests \"suite.kdl\"\n}}\n");
+    let suite = |rcpt: &str, verdict: &str| {
+        std::fs::write(
+            dir.path().join("suite.kdl"),
+            format!(
+                "case \"the reported envelope is refused\" {{\n    client \"{}\"\n    helo \"{}\"\n    from \"{}\"\n    rcpt \"{rcpt}\"\n    expect \"rcpt\" \"{verdict}\"\n}}\n",
+                e.client, e.helo, e.sender
+            ),
+        )
+        .unwrap();
+    };
+    // pinned: no warning, --strict passes
+    suite(&e.rcpt, "reject");
+    let (ok, stderr) = strict(&gated);
+    assert!(ok, "{stderr}");
+    assert!(!stderr.contains("may relay"), "{stderr}");
+    // a case about another recipient pins nothing
+    suite("someone@other-domain.example", "reject");
+    let (ok, stderr) = strict(&gated);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("`hook gate.rhai:rcpt` may relay"),
+        "{stderr}"
+    );
+    // a case that expects the hook to accept that envelope pins nothing either (and
+    // fails: the hook refuses it)
+    suite(&e.rcpt, "accept");
+    let (ok, stderr) = strict(&gated);
+    assert!(!ok, "{stderr}");
+}

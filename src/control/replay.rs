@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::config::render;
 use crate::policy::Pipeline;
-use crate::policy::decision_log::{Record, verdict_of};
+use crate::policy::decision_log::{Record, verdict_reply};
 
 /// The longest line read from a log (a record is far smaller; what is longer is not
 /// one, and is counted as malformed without being held in memory).
@@ -54,6 +54,8 @@ struct GroupKey {
     new_rule: String,
     old_verdict: String,
     new_verdict: String,
+    old_route: Option<String>,
+    new_route: Option<String>,
 }
 
 /// One decision shown as an example.
@@ -80,6 +82,12 @@ pub struct Group {
     pub new_rule: String,
     pub old_verdict: String,
     pub new_verdict: String,
+    /// At the route stage: where the recipients went, and would go now (the
+    /// transport and next hop; none: refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_route: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_route: Option<String>,
     pub count: u64,
     pub allowed: bool,
     pub examples: Vec<Example>,
@@ -147,6 +155,12 @@ fn envelope(r: &Record) -> String {
         e.push_str(&format!(" (queue id {q})"));
     }
     crate::logsafe::esc(&e).to_string()
+}
+
+/// A route decision logged before routes were (an accept without its route): its
+/// route is not compared.
+fn legacy_route(r: &Record) -> bool {
+    r.stage == "route" && r.route.is_none() && r.verdict != "reject" && r.verdict != "defer"
 }
 
 /// Reads the records of `files` in order, calling `each` on every record (and counting
@@ -256,7 +270,7 @@ pub fn run(pipeline: &Pipeline, o: &Options, allow: &[Allow]) -> Result<Report, 
                 return;
             }
         }
-        let Some((decision, missing)) = record.replay(pipeline) else {
+        let Some(replayed) = record.replay(pipeline) else {
             report.malformed += 1;
             return;
         };
@@ -264,21 +278,24 @@ pub fn run(pipeline: &Pipeline, o: &Options, allow: &[Allow]) -> Result<Report, 
         if !report.logged_revisions.contains(&record.revision) {
             report.logged_revisions.push(record.revision.clone());
         }
-        let (verdict, reply) = verdict_of(&decision);
-        let new_rule = decision
-            .rule
-            .as_ref()
-            .map_or_else(|| "default".to_owned(), ToString::to_string);
+        let (verdict, reply) = verdict_reply(&replayed.verdict);
+        let new_rule = replayed.rule.unwrap_or_else(|| "default".to_owned());
+        let missing = replayed.unknown;
         let key = GroupKey {
             stage: record.stage.clone(),
             old_rule: record.rule.clone().unwrap_or_else(|| "default".to_owned()),
             new_rule,
             old_verdict: record.verdict.clone(),
             new_verdict: verdict.to_owned(),
+            old_route: record.route.clone(),
+            new_route: replayed.route,
         };
         let (target, counter) = if !missing.is_empty() {
             (&mut unknowns, &mut report.unknown)
-        } else if record.verdict == verdict && record.reply == reply {
+        } else if record.verdict == verdict
+            && record.reply == reply
+            && (record.route == key.new_route || legacy_route(&record))
+        {
             report.unchanged += 1;
             return;
         } else {
@@ -291,6 +308,8 @@ pub fn run(pipeline: &Pipeline, o: &Options, allow: &[Allow]) -> Result<Report, 
             new_rule: key.new_rule.clone(),
             old_verdict: key.old_verdict.clone(),
             new_verdict: key.new_verdict.clone(),
+            old_route: key.old_route.clone(),
+            new_route: key.new_route.clone(),
             count: 0,
             allowed: false,
             examples: Vec::new(),
@@ -337,7 +356,7 @@ pub fn replay(o: &Options) -> u8 {
         }
     };
     let (config, pipeline) = match Pipeline::load(&o.config) {
-        Ok(loaded) => loaded,
+        Ok((config, pipeline)) => (config, std::sync::Arc::new(pipeline)),
         Err(errors) => {
             err!("{}", render(&errors));
             return 2;
@@ -430,6 +449,15 @@ fn print_text(r: &Report, config: &Path) {
                 g.old_verdict,
                 g.new_verdict
             );
+            if g.old_route.is_some() || g.new_route.is_some() {
+                let shown =
+                    |r: &Option<String>| r.clone().unwrap_or_else(|| "(refused)".to_owned());
+                outln!(
+                    "          route {} -> {}",
+                    crate::logsafe::esc(&shown(&g.old_route)),
+                    crate::logsafe::esc(&shown(&g.new_route))
+                );
+            }
             for e in &g.examples {
                 outln!("          {} {}", e.time, e.envelope);
                 if e.old_reply != e.new_reply {
@@ -455,16 +483,56 @@ fn emit_cases(o: &Options, path: &Path) -> Result<usize, String> {
         "// suite cases from a decision log (mtactl replay --emit-cases): each pins the\n\
          // decision as it was made; the answers from outside are the case's fixtures\n",
     );
-    let mut n = 0usize;
+    // what each session's decisions got (a case runs the whole session): the answers
+    // of its other decisions are the case's fixtures too
+    let mut sessions: BTreeMap<String, Vec<crate::lookup::tape::Answer>> = BTreeMap::new();
     let mut scratch = Report::default();
+    read_records(&o.files, &mut scratch, |record, _| {
+        if in_window(&record, o) != Some(true) || record.stage == "route" {
+            return;
+        }
+        if let Some(s) = record.session.clone() {
+            let answers = sessions.entry(s).or_default();
+            for a in record.answers {
+                if answers.len() < crate::lookup::tape::MAX_ANSWERS && !answers.contains(&a) {
+                    answers.push(a);
+                }
+            }
+        }
+    })?;
+    let mut n = 0usize;
     read_records(&o.files, &mut scratch, |record, _| {
         if in_window(&record, o) != Some(true) {
             return;
         }
-        if let Some(case) = record.suite_case() {
+        let session = record
+            .session
+            .as_ref()
+            .and_then(|s| sessions.get(s))
+            .map_or(&[][..], Vec::as_slice);
+        if let Some(case) = record.suite_case_with(session) {
             n += 1;
             text.push('\n');
             text.push_str(&case);
+        } else if let Some(milter) = record.milter_decided() {
+            // a dry run does not ask milters: what one decided is not a case
+            let line = format!(
+                "{} {} {}: {} by the milter {milter}{}, not a case (a dry run does not ask milters)",
+                record.time,
+                record.stage,
+                record
+                    .rcpt
+                    .as_deref()
+                    .map_or_else(String::new, |r| format!("<{r}>")),
+                record.verdict,
+                record
+                    .reply
+                    .as_deref()
+                    .map_or_else(String::new, |r| format!(" ({r})")),
+            );
+            text.push_str("\n// ");
+            text.extend(line.chars().map(|c| if c.is_control() { '?' } else { c }));
+            text.push('\n');
         }
     })?;
     std::fs::write(path, text).map_err(|e| format!("mtactl replay: {}: {e}", path.display()))?;
@@ -524,8 +592,16 @@ pub fn gate(config: &crate::config::Config, pipeline: &Pipeline) -> Result<u64, 
         let example = grp.examples.first().map_or_else(String::new, |e| {
             format!(", such as {} at {}", e.envelope, e.time)
         });
+        let route = match (&grp.old_route, &grp.new_route) {
+            (None, None) => String::new(),
+            (old, new) => format!(
+                ", route {} -> {}",
+                old.as_deref().unwrap_or("(refused)"),
+                new.as_deref().unwrap_or("(refused)")
+            ),
+        };
         why.push(format!(
-            "reload replay: {} {} decision(s) of the last {} would change: {} -> {}, {} -> {}{example}",
+            "reload replay: {} {} decision(s) of the last {} would change: {} -> {}, {} -> {}{route}{example}",
             grp.count,
             grp.stage,
             humantime::format_duration(g.since),

@@ -474,6 +474,73 @@ pub fn required(config: &Config, pipeline: &Arc<Pipeline>) -> Result<usize, Vec<
     }
 }
 
+/// The required suite case that pins what a hook or policy service does for the
+/// envelope the open-relay analysis reports (`finding`, docs/policy-analysis.md): a
+/// case of a `reload { require-tests }` suite that sends that envelope — the same
+/// client address, sender and recipient, on that listener (named, or the first one) —
+/// expects the rcpt stage to refuse that recipient, and whose dry run against
+/// `pipeline` passes with the recipient refused by that very rule. `Some` with the
+/// case's name and place. The case pins one envelope: it is the hook's code that
+/// decides for the others.
+pub fn pin(
+    config: &Config,
+    pipeline: &Arc<Pipeline>,
+    finding: &crate::policy::RelayFinding,
+) -> Option<String> {
+    let env = &finding.envelope;
+    let rule = finding.rule.to_string();
+    let first = config.listeners.first().map(|l| l.name.as_str());
+    let candidates: Vec<Case> = config
+        .reload
+        .require_tests
+        .iter()
+        .filter_map(|f| load_cases(f).ok())
+        .flatten()
+        .filter(|c| {
+            let e = &c.envelope;
+            let listener = if e.listener.is_empty() {
+                first
+            } else {
+                Some(e.listener.as_str())
+            };
+            c.session.is_none()
+                && e.local.is_none()
+                && e.auth_user.is_none()
+                && e.client_ip == Some(env.client)
+                && listener == Some(env.listener.as_str())
+                && e.sender.eq_ignore_ascii_case(&env.sender)
+                && e.recipients.iter().any(|r| same_recipient(r, &env.rcpt))
+                && c.expects.iter().any(|x| {
+                    x.stage == "rcpt"
+                        && matches!(x.verdict.as_str(), "reject" | "defer")
+                        && x.rcpt
+                            .as_deref()
+                            .is_none_or(|r| same_recipient(r, &env.rcpt))
+                })
+        })
+        .collect();
+    if candidates.is_empty() {
+        return None;
+    }
+    offline(|o| {
+        candidates.iter().find_map(|case| {
+            let report = dry_run(o, config, pipeline, &case.envelope).ok()?;
+            let refused = report.stages.iter().any(|s| {
+                s.stage == "rcpt"
+                    && s.rcpt
+                        .as_deref()
+                        .is_some_and(|r| same_recipient(&env.rcpt, r))
+                    && matches!(s.verdict, "reject" | "defer")
+                    && s.rule.as_deref() == Some(rule.as_str())
+            });
+            (refused && check(case, &report).is_empty())
+                .then(|| format!("case \"{}\" ({})", case.name, case.at))
+        })
+    })
+    .ok()
+    .flatten()
+}
+
 /// A session case's failures (its mismatch) and its exchanges, as `> sent` / `< reply`.
 fn check_session(played: Result<Played, String>) -> (Vec<String>, Vec<String>) {
     let played = match played {
@@ -705,6 +772,8 @@ fn load_cases(path: &Path) -> Result<Vec<Case>, Vec<String>> {
             ),
             "policy-service" => read_policy_answer(node, &mut dns, &at, &mut errors),
             "greylist" => read_greylist(node, &mut dns, &at, &mut errors),
+            "table" => read_table_answer(node, &mut dns, &at, &mut errors),
+            "rate" => read_rate(node, &mut dns, &at, &mut errors),
             _ => {}
         }
     }
@@ -712,10 +781,10 @@ fn load_cases(path: &Path) -> Result<Vec<Case>, Vec<String>> {
         let here = at(node.name().span().offset());
         match node.name().value() {
             "case" => {}
-            "dns" | "policy-service" | "greylist" => continue,
+            "dns" | "policy-service" | "greylist" | "table" | "rate" => continue,
             other => {
                 errors.push(format!(
-                    "{here}: unknown node `{other}` (a suite holds `case` nodes, `dns`, `policy-service` and `greylist`)"
+                    "{here}: unknown node `{other}` (a suite holds `case` nodes, `dns`, `policy-service`, `greylist`, `table` and `rate`)"
                 ));
                 continue;
             }
@@ -800,7 +869,11 @@ fn read_case(
             }
         };
         let name = child.name().value();
-        if !["client", "listener", "dns", "greylist", "session"].contains(&name) {
+        if ![
+            "client", "listener", "dns", "greylist", "table", "rate", "session",
+        ]
+        .contains(&name)
+        {
             envelope_nodes.push(where_.clone());
         }
         if ["client", "listener", "helo", "auth", "tls", "dns"].contains(&name) {
@@ -904,6 +977,8 @@ fn read_case(
                 read_policy_answer(child, &mut case.envelope.dns, at, &mut errors)
             }
             "greylist" => read_greylist(child, &mut case.envelope.dns, at, &mut errors),
+            "table" => read_table_answer(child, &mut case.envelope.dns, at, &mut errors),
+            "rate" => read_rate(child, &mut case.envelope.dns, at, &mut errors),
             "authentication" => {
                 for e in child.entries() {
                     let (Some(key), Some(value)) = (e.name(), e.value().as_string()) else {
@@ -1056,6 +1131,96 @@ fn read_policy_answer(
         _ => errors.push(format!(
             "{}: expected policy-service \"NAME\" \"ACTION\" (what that service answers: \"DUNNO\", \"DEFER_IF_PERMIT Greylisted\", \"550 5.7.1 No\"...)",
             at(node.name().span().offset())
+        )),
+    }
+}
+
+/// `table "NAME" "KEY" "VALUE"`: what the SQL table `NAME` answers for `KEY` in the
+/// case (or in every case of the file) instead of asking the database; `#null`:
+/// nothing found; `error="WHY"` instead of the value: the database fails (the rule
+/// defers). Keys not given are asked as usual.
+fn read_table_answer(
+    node: &KdlNode,
+    dns: &mut DnsFixture,
+    at: &dyn Fn(usize) -> String,
+    errors: &mut Vec<String>,
+) {
+    let mut args = Vec::new();
+    let mut error = None;
+    let mut bad = false;
+    for e in node.entries() {
+        match (e.name().map(|n| n.value()), e.value()) {
+            (None, value) => args.push(value),
+            (Some("error"), kdl::KdlValue::String(why)) if !why.trim().is_empty() => {
+                error = Some(why.trim().to_owned())
+            }
+            _ => bad = true,
+        }
+    }
+    let answer = match (args.as_slice(), error) {
+        (
+            [
+                kdl::KdlValue::String(t),
+                kdl::KdlValue::String(k),
+                kdl::KdlValue::String(v),
+            ],
+            None,
+        ) => Some((t, k, Ok(Some(v.clone())))),
+        (
+            [
+                kdl::KdlValue::String(t),
+                kdl::KdlValue::String(k),
+                kdl::KdlValue::Null,
+            ],
+            None,
+        ) => Some((t, k, Ok(None))),
+        ([kdl::KdlValue::String(t), kdl::KdlValue::String(k)], Some(why)) => Some((t, k, Err(why))),
+        _ => None,
+    };
+    match answer {
+        Some((table, key, answer)) if !bad && !table.is_empty() => {
+            dns.table_answer(table, key, answer);
+        }
+        _ => errors.push(format!(
+            "{}: expected table \"NAME\" \"KEY\" \"VALUE\" (what that SQL table answers for KEY; #null: nothing; or error=\"WHY\" instead of the value)",
+            at(node.name().span().offset())
+        )),
+    }
+}
+
+/// `rate "KIND" N`: what the client's rate counter of `KIND` (`messages`,
+/// `recipients`...) reads in the case (or in every case of the file); `#null`: no
+/// limit of that kind.
+fn read_rate(
+    node: &KdlNode,
+    dns: &mut DnsFixture,
+    at: &dyn Fn(usize) -> String,
+    errors: &mut Vec<String>,
+) {
+    let kinds = crate::policy::RateKind::ALL.map(crate::policy::RateKind::as_str);
+    let values: Vec<&kdl::KdlValue> = node
+        .entries()
+        .iter()
+        .filter(|e| e.name().is_none())
+        .map(|e| e.value())
+        .collect();
+    let named = node.entries().iter().any(|e| e.name().is_some());
+    let count = match values.as_slice() {
+        [kdl::KdlValue::String(kind), n] if !named && kinds.contains(&kind.as_str()) => match n {
+            kdl::KdlValue::Null => Some((kind, None)),
+            kdl::KdlValue::Integer(n) => u32::try_from(*n).ok().map(|n| (kind, Some(n))),
+            _ => None,
+        },
+        _ => None,
+    };
+    match count {
+        Some((kind, count)) => {
+            dns.rate(kind, count);
+        }
+        None => errors.push(format!(
+            "{}: expected rate \"KIND\" N (what the client's counter reads; KIND one of {}; #null: no limit)",
+            at(node.name().span().offset()),
+            kinds.join(", ")
         )),
     }
 }

@@ -436,6 +436,7 @@ pub fn route_input<'a>(env: &'a Envelope, tls: Option<&'a TlsInfo>) -> RouteInpu
         sender: &env.sender,
         recipients: &env.recipients,
         expanded: env.expanded,
+        queue_id: None,
     }
 }
 
@@ -452,7 +453,11 @@ async fn route_and_send(
     // (transport, options) -> legs
     let mut routes: Vec<(Transport, RouteOptions, Vec<usize>)> = Vec::new();
     let tls = env.tls.as_deref().and_then(TlsInfo::from_record);
-    let input = route_input(env, tls.as_ref());
+    let queue_id = msg.id.to_string();
+    let input = RouteInput {
+        queue_id: Some(&queue_id),
+        ..route_input(env, tls.as_ref())
+    };
     for routed in policy.route_all(&input, due, true) {
         let (i, f) = (routed.index, routed.rcpt);
         match routed.outcome {

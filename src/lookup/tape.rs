@@ -72,6 +72,11 @@ enum Mode {
         answers: Vec<Answer>,
         unknown: Vec<String>,
     },
+    /// A dry run's fixtures (a suite's `table` and `rate`): a question they answer is
+    /// answered from them, any other is asked.
+    Fixture {
+        answers: Vec<Answer>,
+    },
 }
 
 thread_local! {
@@ -109,6 +114,12 @@ pub fn replay(answers: Vec<Answer>) -> Tape {
     })
 }
 
+/// Starts answering from a dry run's fixtures on this thread: SQL tables' answers and
+/// rate counters given in a suite; what they do not give is asked as usual.
+pub fn fixture(answers: Vec<Answer>) -> Tape {
+    install(Mode::Fixture { answers })
+}
+
 fn install(mode: Mode) -> Tape {
     Tape {
         before: TAPE.with(|t| t.replace(Some(mode))),
@@ -125,7 +136,7 @@ impl Tape {
         match mode {
             Some(Mode::Record { answers, cut }) => (Recorded { answers, cut }, Vec::new()),
             Some(Mode::Replay { unknown, .. }) => (Recorded::default(), unknown),
-            None => (Recorded::default(), Vec::new()),
+            Some(Mode::Fixture { .. }) | None => (Recorded::default(), Vec::new()),
         }
     }
 }
@@ -156,6 +167,8 @@ fn replayed<T>(
             }
             Some(found)
         }
+        // a fixture answers what it gives; the rest is asked
+        Some(Mode::Fixture { answers }) => answers.iter().find_map(&find).map(Some),
         _ => None,
     })
 }

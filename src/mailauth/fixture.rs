@@ -49,6 +49,10 @@ pub struct DnsFixture {
     /// Not DNS either: the greylisting state of the case's triplets (`greylist
     /// seen="6m"` in a suite); `None`: never seen.
     greylist: Option<GreylistFixture>,
+    /// Nor these: what SQL tables answer (`table "NAME" "KEY" "VALUE"` in a suite) and
+    /// rate counters read (`rate "KIND" N`), as the decision log's answers, given to
+    /// the evaluation through the tape ([`crate::lookup::tape::fixture`]).
+    answers: Vec<crate::lookup::tape::Answer>,
 }
 
 /// A dry run's greylisting state, for every triplet of the case (`greylist` in a suite).
@@ -122,6 +126,49 @@ impl DnsFixture {
     pub fn greylist(&mut self, state: GreylistFixture) -> &mut Self {
         self.greylist = Some(state);
         self
+    }
+
+    /// What the SQL table `table` answers for `key` in this dry run: `Ok(None)`
+    /// nothing, `Err` a failure (the decision defers). A key given again replaces it.
+    pub fn table_answer(
+        &mut self,
+        table: &str,
+        key: &str,
+        answer: Result<Option<String>, String>,
+    ) -> &mut Self {
+        use crate::lookup::tape::Answer;
+        self.answers.retain(|a| {
+            !matches!(a, Answer::Table { table: t, key: k, .. } if t == table && k.eq_ignore_ascii_case(key))
+        });
+        let (value, error) = match answer {
+            Ok(v) => (v, None),
+            Err(e) => (None, Some(e)),
+        };
+        self.answers.push(Answer::Table {
+            table: table.to_owned(),
+            key: key.to_owned(),
+            value,
+            error,
+        });
+        self
+    }
+
+    /// What the rate counter `rate` (`messages`, `recipients`...) reads in this dry
+    /// run (`None`: no limit of that kind).
+    pub fn rate(&mut self, rate: &str, count: Option<u32>) -> &mut Self {
+        use crate::lookup::tape::Answer;
+        self.answers
+            .retain(|a| !matches!(a, Answer::Rate { rate: r, .. } if r == rate));
+        self.answers.push(Answer::Rate {
+            rate: rate.to_owned(),
+            count,
+        });
+        self
+    }
+
+    /// The SQL tables' answers and rate counters given (the tape's fixtures).
+    pub fn answers(&self) -> &[crate::lookup::tape::Answer] {
+        &self.answers
     }
 
     /// The greylisting state given, if any.

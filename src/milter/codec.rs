@@ -281,6 +281,30 @@ pub enum Reply {
 }
 
 impl Reply {
+    /// A modification summed up for the decision log (`add-header NAME: VALUE`,
+    /// `delete-header NAME`, `replace-body N bytes`, `add-rcpt <a@b>`...); `None` for
+    /// replies that are not modifications.
+    pub fn summary(&self) -> Option<String> {
+        Some(match self {
+            Reply::AddHeader { name, value } => format!("add-header {name}:{value}"),
+            Reply::InsertHeader { index, name, value } => {
+                format!("insert-header {index} {name}:{value}")
+            }
+            Reply::ChangeHeader { index, name, value } if value.is_empty() => {
+                format!("delete-header {index} {name}")
+            }
+            Reply::ChangeHeader { index, name, value } => {
+                format!("change-header {index} {name}:{value}")
+            }
+            Reply::ReplaceBody(chunk) => format!("replace-body {} bytes", chunk.len()),
+            Reply::AddRcpt { rcpt, .. } => format!("add-rcpt {rcpt}"),
+            Reply::DelRcpt(rcpt) => format!("delete-rcpt {rcpt}"),
+            Reply::ChangeFrom { sender, .. } => format!("change-from {sender}"),
+            Reply::Quarantine(reason) => format!("quarantine {reason}"),
+            _ => return None,
+        })
+    }
+
     /// The action a modification needs to have been negotiated; `None` for replies
     /// that are not modifications.
     pub fn needs_action(&self) -> Option<u32> {

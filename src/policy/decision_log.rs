@@ -123,6 +123,128 @@ pub struct Record {
     /// `mode="warn"` rules that matched: `RULE would VERDICT`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warned: Vec<String>,
+    /// What the session's milters answered to this command (after the rules at
+    /// connect, helo, mail and rcpt; before them at data), every milter of the
+    /// session in order, as far as they were asked ([`MilterAnswer`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub milters: Vec<MilterAnswer>,
+    /// At the route stage: where the recipient goes (the transport and next hop, as
+    /// `smtp:[10.0.0.5]:25`, `smtp:example.com` for its MX hosts, `lmtp:...`,
+    /// `local`); none when it is refused (`verdict`, `reply`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+}
+
+/// Most changes of one milter answer written (a milter rewriting every header).
+pub const MAX_MILTER_CHANGES: usize = 32;
+/// Most bytes of a milter's reply, or of a header value in a change, written.
+pub const MAX_MILTER_TEXT: usize = 512;
+
+/// What one milter answered to one command (a packet: `connect`, `helo`, `mail`,
+/// `rcpt`, `end-of-message`), or why it was not asked.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MilterAnswer {
+    /// The milter's name (`milter "NAME"` or `rspamd "NAME"`).
+    pub milter: String,
+    pub event: String,
+    /// `continue`, `accept`, `reject`, `tempfail`, `discard`, `quarantine`, `reply`
+    /// (its own reply), `shutdown`; `failed` (it could not be used: its `on-failure`
+    /// action stands); `skipped` (not asked: it accepted the session or the message
+    /// before, failed open, or is rspamd, which is asked about the message only).
+    pub action: String,
+    /// The reply the session answered with because of it (a refusal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<String>,
+    /// Its changes to the message, summed up (`add-header X-Spam: yes`,
+    /// `delete-header Subject`, `replace-body 2048 bytes`, `add-rcpt <a@b>`...), at
+    /// most [`MAX_MILTER_CHANGES`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<String>,
+    /// How many changes were left out of `changes`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub changes_cut: u32,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// `text` with line breaks as spaces and at most [`MAX_MILTER_TEXT`] bytes.
+fn bounded(text: &str) -> String {
+    let one_line = text
+        .trim_end()
+        .replace("\r\n", " ")
+        .replace(['\r', '\n'], " ");
+    crate::message::mime::cut(&one_line, MAX_MILTER_TEXT).to_owned()
+}
+
+impl MilterAnswer {
+    /// `milter`'s answer `action` at `event`.
+    pub fn new(milter: &str, event: &str, action: &str) -> MilterAnswer {
+        MilterAnswer {
+            milter: milter.to_owned(),
+            event: event.to_ascii_lowercase(),
+            action: action.to_owned(),
+            ..MilterAnswer::default()
+        }
+    }
+
+    /// With the reply the session answered because of it.
+    pub fn with_reply(mut self, reply: &str) -> MilterAnswer {
+        self.reply = Some(bounded(reply));
+        self
+    }
+
+    /// With why it failed.
+    pub fn with_error(mut self, error: &str) -> MilterAnswer {
+        self.error = Some(bounded(error));
+        self
+    }
+
+    /// With its changes, summed up (at most [`MAX_MILTER_CHANGES`] kept).
+    pub fn with_changes(mut self, changes: impl IntoIterator<Item = String>) -> MilterAnswer {
+        for c in changes {
+            if self.changes.len() < MAX_MILTER_CHANGES {
+                self.changes.push(bounded(&c));
+            } else {
+                self.changes_cut = self.changes_cut.saturating_add(1);
+            }
+        }
+        self
+    }
+
+    /// The refusal it made: a 5xx is a reject, a 4xx a deferral. The reply as the
+    /// milter or the session wrote it (`550 5.7.1 Command rejected`, a milter's own
+    /// `554 Go away`, a multi-line one): its first code, its enhanced code (or one
+    /// of the code's class), its texts.
+    fn refusal(&self) -> Option<Verdict> {
+        let text = self.reply.as_deref()?.trim();
+        let code: u16 = text
+            .get(..3)?
+            .parse()
+            .ok()
+            .filter(|c| (400..600).contains(c))?;
+        let rest = text.get(3..).unwrap_or_default();
+        let rest = rest.strip_prefix(['-', ' ']).unwrap_or(rest);
+        let class = (code / 100) as u8;
+        let (enhanced, words) = match rest.split_once(' ') {
+            Some((first, words)) => (crate::config::Reply::parse_enhanced(first), words),
+            None => (crate::config::Reply::parse_enhanced(rest), ""),
+        };
+        let (enhanced, words) = match enhanced.filter(|e| e[0] == class) {
+            Some(e) => (e, words),
+            None => ([class, 7, 1], rest),
+        };
+        let reply = crate::config::Reply::new(code, enhanced, words.trim());
+        Some(if code >= 500 {
+            Verdict::Reject(reply)
+        } else {
+            Verdict::Defer(reply)
+        })
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -209,19 +331,34 @@ pub(super) fn wanted(ctx: &Context<'_>) -> bool {
     ctx.dns_fixture.is_none() && !DETACHED.get() && SINK.get().is_some()
 }
 
-/// Writes the record of a decision (see [`wanted`]).
-pub(super) fn write(
+/// The record of a decision, written when the [`Logged`] is finished or dropped.
+pub(super) fn logged(
     pipeline: &Pipeline,
     stage: Stage,
     ctx: &Context<'_>,
     decision: &Decision,
     recorded: tape::Recorded,
-) {
+) -> Logged {
+    let Some(sink) = SINK.get() else {
+        return Logged::default();
+    };
+    Logged(Some(Box::new(Record::of(
+        pipeline, stage, ctx, decision, recorded, sink.body,
+    ))))
+}
+
+/// Whether decisions are written at all (a log is installed): the session collects
+/// its milters' answers only then.
+pub fn enabled() -> bool {
+    SINK.get().is_some() && !DETACHED.get()
+}
+
+/// Sends a record to the writer (or the log stream).
+fn send(record: &Record) {
     let Some(sink) = SINK.get() else {
         return;
     };
-    let record = Record::of(pipeline, stage, ctx, decision, recorded, sink.body);
-    let Ok(line) = serde_json::to_string(&record) else {
+    let Ok(line) = serde_json::to_string(record) else {
         return;
     };
     match &sink.to {
@@ -234,6 +371,178 @@ pub(super) fn write(
                 sink.dropped.fetch_add(1, Ordering::Relaxed);
             }
         },
+    }
+}
+
+/// A decision's record not written yet: what comes after the rules and belongs to
+/// the decision is added first — the milters' answers to the command
+/// ([`Logged::finish`]), where the route stage sends the recipient. Written when
+/// finished, or as it is when dropped (a session that ends meanwhile). Empty when the
+/// decision is not logged.
+#[derive(Debug, Default)]
+#[must_use = "a decision's record is written when it is finished or dropped"]
+pub struct Logged(Option<Box<Record>>);
+
+impl Logged {
+    /// Adds what the session's milters answered to the command, the outcome being what
+    /// the client got ([`milters_effect`]), and writes the record.
+    pub fn finish(mut self, answers: Vec<MilterAnswer>) {
+        if let Some(r) = &mut self.0
+            && !answers.is_empty()
+        {
+            r.add_milters(answers);
+        }
+    }
+
+    /// Adds where the route stage sends the recipient: the route as delivery takes it,
+    /// after the built-in checks (a `local` recipient that does not exist is refused).
+    pub(super) fn route(mut self, route: &super::Route) {
+        if let Some(r) = &mut self.0 {
+            match route {
+                super::Route::To { transport, .. } => r.route = Some(transport.to_string()),
+                super::Route::Refused { reply, rule } => {
+                    let verdict = if reply.code >= 500 {
+                        Verdict::Reject(reply.clone())
+                    } else {
+                        Verdict::Defer(reply.clone())
+                    };
+                    r.verdict = verdict.name().to_owned();
+                    r.reply = Some(reply.to_string());
+                    r.rule = rule.as_ref().map(ToString::to_string);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        if let Some(r) = self.0.take() {
+            send(&r);
+        }
+    }
+}
+
+/// The record of a command the milters refused before the rules ran (the end of the
+/// message: milters run first there), written at once.
+pub fn milters_refused(
+    pipeline: &Pipeline,
+    stage: Stage,
+    ctx: &Context<'_>,
+    answers: Vec<MilterAnswer>,
+) {
+    if !wanted(ctx) {
+        return;
+    }
+    logged(
+        pipeline,
+        stage,
+        ctx,
+        &Decision::built_in(Verdict::Accept),
+        tape::Recorded::default(),
+    )
+    .finish(answers);
+}
+
+/// What the milters' answers make of a command, in the session's order: each milter
+/// it runs (`running`, in order) gets what the rules let through; the first refusal
+/// is the reply; a discard or a quarantine (a hold) is the message's fate, and a
+/// discard at the end of the message stops the rest. The effect (`None`: none) with
+/// the milter that made it, and the milters that would be asked whose answer
+/// `answers` does not hold (then the effect is unknown from there on).
+pub fn milters_effect(
+    answers: &[MilterAnswer],
+    running: &[String],
+) -> (Option<(Verdict, String)>, Vec<String>) {
+    let mut effect: Option<(Verdict, String)> = None;
+    for name in running {
+        let Some(a) = answers.iter().find(|a| &a.milter == name) else {
+            return (effect, vec![format!("milter {name}'s answer")]);
+        };
+        if let Some(refusal) = a.refusal() {
+            return (Some((refusal, name.clone())), Vec::new());
+        }
+        let fate = match a.action.as_str() {
+            "discard" => Verdict::Discard,
+            "quarantine" => Verdict::Hold,
+            _ => continue,
+        };
+        if effect
+            .as_ref()
+            .is_none_or(|(v, _)| weight(&fate) > weight(v))
+        {
+            effect = Some((fate.clone(), name.clone()));
+        }
+        if fate == Verdict::Discard && a.event == "end-of-message" {
+            break;
+        }
+    }
+    (effect, Vec::new())
+}
+
+/// How much a verdict weighs against another: a message's fate (deliver, hold,
+/// discard), a refusal above all.
+fn weight(v: &Verdict) -> u8 {
+    match v {
+        Verdict::Accept | Verdict::Next => 0,
+        Verdict::Hold => 1,
+        Verdict::Discard => 2,
+        Verdict::Reject(_) | Verdict::Defer(_) => 3,
+    }
+}
+
+/// The verdict the client got, and the rule that made it: the rules' (`rules`), unless
+/// they let the command through and a milter refused it, or a milter's discard or
+/// quarantine weighs more than the rules' accept or hold (the rule is then
+/// `milter:NAME`).
+fn combine(
+    rules: (Verdict, Option<String>),
+    effect: Option<(Verdict, String)>,
+) -> (Verdict, Option<String>) {
+    match effect {
+        Some((v, milter)) if weight(&v) > weight(&rules.0) => (v, Some(format!("milter:{milter}"))),
+        _ => rules,
+    }
+}
+
+/// The milters of each listener's sessions (and of local submissions), as the
+/// configuration names them: what a replay gives the recorded answers of.
+#[derive(Debug, Default)]
+pub struct Milters {
+    by_listener: BTreeMap<String, (Vec<String>, Option<crate::lookup::NetworkSet>)>,
+}
+
+impl Milters {
+    pub fn of(config: &crate::config::Config) -> Milters {
+        let mut by_listener: BTreeMap<String, (Vec<String>, Option<crate::lookup::NetworkSet>)> =
+            config
+                .listeners
+                .iter()
+                .map(|l| {
+                    let skip = l
+                        .milter_skip
+                        .as_ref()
+                        .and_then(|set| config.networks.get(set))
+                        .cloned();
+                    (l.name.clone(), (l.milters.clone(), skip))
+                })
+                .collect();
+        if let Some(local) = &config.local_submission {
+            by_listener.insert(
+                super::local::LISTENER.to_owned(),
+                (local.milters.clone(), None),
+            );
+        }
+        Milters { by_listener }
+    }
+
+    /// The milters a session of `client` on `listener` talks to, in order.
+    pub fn running(&self, listener: &str, client: IpAddr) -> &[String] {
+        match self.by_listener.get(listener) {
+            Some((_, Some(skip))) if skip.contains(client.to_canonical()) => &[],
+            Some((names, _)) => names,
+            None => &[],
+        }
     }
 }
 
@@ -360,7 +669,7 @@ impl RateView for TapedRates<'_> {
 
 /// No counters (a replay reads them from the tape).
 #[derive(Debug)]
-struct NoRates;
+pub(super) struct NoRates;
 
 impl RateView for NoRates {
     fn count(&self, _: RateKind, _: IpAddr) -> Option<u32> {
@@ -405,11 +714,16 @@ fn auth_of(m: &BTreeMap<String, String>) -> AuthResults {
 
 /// The verdict and reply of a decision, as records write them.
 pub fn verdict_of(d: &Decision) -> (&'static str, Option<String>) {
-    let reply = match &d.verdict {
+    verdict_reply(&d.verdict)
+}
+
+/// A verdict's name and the reply of a refusal, as records write them.
+pub fn verdict_reply(v: &Verdict) -> (&'static str, Option<String>) {
+    let reply = match v {
         Verdict::Reject(r) | Verdict::Defer(r) => Some(r.to_string()),
         _ => None,
     };
-    (d.verdict.name(), reply)
+    (v.name(), reply)
 }
 
 impl Record {
@@ -503,12 +817,45 @@ impl Record {
         (m, whole)
     }
 
+    /// Adds the milters' answers to the command, the record's verdict becoming what
+    /// the client got ([`milters_effect`] of every milter answered, in order).
+    fn add_milters(&mut self, answers: Vec<MilterAnswer>) {
+        let mut running: Vec<String> = Vec::new();
+        for a in &answers {
+            if !running.contains(&a.milter) {
+                running.push(a.milter.clone());
+            }
+        }
+        let (effect, _) = milters_effect(&answers, &running);
+        self.milters = answers;
+        let rules = match (self.verdict.as_str(), &self.reply) {
+            ("reject" | "defer", _) => return,
+            ("hold", _) => Verdict::Hold,
+            ("discard", _) => Verdict::Discard,
+            _ => Verdict::Accept,
+        };
+        let (verdict, rule) = combine((rules, self.rule.clone()), effect);
+        let (name, reply) = verdict_reply(&verdict);
+        if name != self.verdict || rule != self.rule {
+            self.verdict = name.to_owned();
+            self.reply = reply;
+            self.rule = rule;
+        }
+    }
+
     /// Evaluates this decision again with `pipeline`: the context rebuilt from the
     /// record, every answer from outside given back from it (nothing is asked: no
-    /// DNS, no database, no policy server). The new decision, and the questions the
-    /// record has no answer for (the decision then is unknown, not a guess). `None`:
-    /// the record is not one of a decision (an unknown stage or client).
-    pub fn replay(&self, pipeline: &Pipeline) -> Option<(Decision, Vec<String>)> {
+    /// DNS, no database, no policy server, no milter). What the client would get,
+    /// with the questions the record has no answer for (the decision then is unknown,
+    /// not a guess). `None`: the record is not one of a decision (an unknown stage or
+    /// client).
+    ///
+    /// The milters the new policy runs for the session get the command as the session
+    /// gives it to them (after the rules; at data, before them), each answering as
+    /// recorded: a milter the new policy no longer runs changes nothing, one the record
+    /// has no answer of makes the decision unknown. At the route stage, the route is
+    /// the one delivery would take ([`Pipeline::checked_route`]).
+    pub fn replay(&self, pipeline: &Pipeline) -> Option<Replayed> {
         let stage = self.stage()?;
         let client: IpAddr = self.client.parse().ok()?;
         let tls = self.tls.as_ref().map(|(protocol, cipher)| super::TlsInfo {
@@ -556,26 +903,108 @@ impl Record {
             sasl_method: sasl,
             ..Context::new(client, &self.listener)
         };
+        let running: &[String] = match stage {
+            Stage::Route => &[],
+            _ => pipeline.milters.running(&self.listener, client),
+        };
+        let (effect, milters_unknown) = milters_effect(&self.milters, running);
+        if stage == Stage::Data
+            && let Some((refusal @ (Verdict::Reject(_) | Verdict::Defer(_)), milter)) = &effect
+        {
+            // the milters refuse the message before the rules see it
+            return Some(Replayed {
+                verdict: refusal.clone(),
+                rule: Some(format!("milter:{milter}")),
+                error: None,
+                route: None,
+                unknown: milters_unknown,
+            });
+        }
         let on_tape = tape::replay(self.answers.clone());
         let decision = pipeline.judge(stage, &ctx);
+        let route = (stage == Stage::Route)
+            .then(|| pipeline.checked_route(decision.clone(), self.rcpt.as_deref().unwrap_or("")));
         let (_, mut unknown) = on_tape.finish();
         if stage == Stage::Data && !whole && pipeline.reads_body(stage) {
             unknown.push("the message body (not in the log: decision-log { body })".to_owned());
         }
-        Some((decision, unknown))
+        let rules = (
+            decision.verdict.clone(),
+            decision.rule.as_ref().map(ToString::to_string),
+        );
+        let refused = matches!(rules.0, Verdict::Reject(_) | Verdict::Defer(_));
+        if !refused || stage == Stage::Data {
+            // the milters were asked (at data, before the rules)
+            unknown.extend(milters_unknown);
+        }
+        let (mut verdict, mut rule) = combine(rules, effect);
+        let mut shown_route = None;
+        match route {
+            Some(super::Route::To { transport, .. }) => shown_route = Some(transport.to_string()),
+            Some(super::Route::Refused { reply, rule: by }) => {
+                verdict = if reply.code >= 500 {
+                    Verdict::Reject(reply)
+                } else {
+                    Verdict::Defer(reply)
+                };
+                rule = by.as_ref().map(ToString::to_string);
+            }
+            None => {}
+        }
+        Some(Replayed {
+            verdict,
+            rule,
+            error: decision.error,
+            route: shown_route,
+            unknown,
+        })
     }
 }
 
+/// A decision made again from its record ([`Record::replay`]).
+#[derive(Debug)]
+pub struct Replayed {
+    /// What the client would get (with the reply of a refusal).
+    pub verdict: Verdict,
+    /// The deciding rule or hook (`file:line:col`), or `milter:NAME`; none: the
+    /// stage's default.
+    pub rule: Option<String>,
+    /// Why the deciding rule failed closed.
+    pub error: Option<String>,
+    /// At the route stage: where the recipient would go (none: refused).
+    pub route: Option<String>,
+    /// The questions the record has no answer for (the decision is unknown).
+    pub unknown: Vec<String>,
+}
+
 impl Record {
+    /// The milter that made the decision (refused the command, discarded or
+    /// quarantined the message), if one did: a suite case cannot pin that (a dry run
+    /// does not ask milters).
+    pub fn milter_decided(&self) -> Option<&str> {
+        self.rule.as_deref()?.strip_prefix("milter:")
+    }
+
     /// The decision as a `mtactl test-policy` suite case that expects what was
-    /// decided: the envelope, the message as recorded, the DNS answers and policy
-    /// services' actions as the case's fixtures. Answers a suite has no fixture for
-    /// (SQL tables, rate counters) and the mail-auth results are listed in comments:
-    /// the dry run asks those itself. `None` for a stage a session does not run.
+    /// decided: the envelope, the message as recorded, the DNS answers, policy
+    /// services' actions, SQL tables' answers and rate counters as the case's
+    /// fixtures, so that the case asks nothing outside. The mail-auth results are
+    /// listed in a comment (the dry run computes them from the DNS fixture), and so
+    /// are the milters' answers. `None` for a stage a
+    /// session does not run (route), and for a decision a milter made
+    /// ([`Record::milter_decided`]).
     pub fn suite_case(&self) -> Option<String> {
+        self.suite_case_with(&[])
+    }
+
+    /// [`Record::suite_case`], with the answers the session's other decisions got
+    /// (`siblings`: their SQL tables' answers, rate counters and DNS answers) as fixtures
+    /// too: a case runs the whole session, and the stages before the recorded one ask
+    /// what they asked then (the rcpt stage's table, for a case of the data stage).
+    pub fn suite_case_with(&self, siblings: &[Answer]) -> Option<String> {
         use std::fmt::Write as _;
         let stage = self.stage()?;
-        if stage == Stage::Route {
+        if stage == Stage::Route || self.milter_decided().is_some() {
             return None;
         }
         let q = crate::config::settings::quote;
@@ -646,7 +1075,13 @@ impl Record {
             line(format!("message {}", q(&String::from_utf8_lossy(&message))));
         }
         let mut dns = Vec::new();
-        for a in &self.answers {
+        let others = siblings.iter().filter(|a| {
+            matches!(
+                a,
+                Answer::Table { .. } | Answer::Rate { .. } | Answer::Dns { .. }
+            ) && !self.answers.contains(*a)
+        });
+        for a in self.answers.iter().chain(others) {
             match a {
                 Answer::Dns {
                     name,
@@ -679,17 +1114,28 @@ impl Record {
                     value,
                     error,
                 } => line(format!(
-                    "// table {table} {key:?} answered {} (asked live by the dry run)",
+                    "table {} {} {}",
+                    q(table),
+                    q(key),
                     match (value, error) {
-                        (_, Some(e)) => format!("an error: {e}"),
-                        (Some(v), None) => format!("{v:?}"),
-                        (None, None) => "nothing".to_owned(),
+                        (_, Some(e)) => format!(
+                            "error={}",
+                            q(if e.trim().is_empty() { "failed" } else { e })
+                        ),
+                        (Some(v), None) => q(v),
+                        (None, None) => "#null".to_owned(),
                     }
                 )),
-                Answer::Rate { rate, count } => line(format!(
-                    "// rate {rate} was {} (not a fixture)",
-                    count.map_or_else(|| "unlimited".to_owned(), |n| n.to_string())
-                )),
+                Answer::Rate { rate, count }
+                    if RateKind::ALL.iter().any(|k| k.as_str() == rate) =>
+                {
+                    line(format!(
+                        "rate {} {}",
+                        q(rate),
+                        count.map_or_else(|| "#null".to_owned(), |n| n.to_string())
+                    ))
+                }
+                Answer::Rate { rate, .. } => line(format!("// rate {rate}: no such counter")),
             }
         }
         if !dns.is_empty() {
@@ -698,6 +1144,12 @@ impl Record {
                 line(format!("    {d}"));
             }
             line("}".to_owned());
+        }
+        for m in &self.milters {
+            line(format!(
+                "// milter {} answered {} at {} (a dry run does not ask milters)",
+                m.milter, m.action, m.event
+            ));
         }
         if let Some(m) = &self.mailauth {
             let shown: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();

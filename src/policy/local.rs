@@ -14,6 +14,10 @@ use crate::lookup::LookupError;
 
 use super::address;
 
+/// The name of the built-in listener local submissions arrive on (what rules' and
+/// the decision log's `listener` is for them).
+pub const LISTENER: &str = "sendmail";
+
 /// Who submitted a message: the owner of its drop file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Submitter {

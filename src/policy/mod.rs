@@ -429,6 +429,9 @@ pub struct Pipeline {
     services: Arc<services::Services>,
     /// The `greylisting` block, its sets resolved: what `greylist` rules apply.
     greylisting: Arc<Greylisting>,
+    /// The milters of each listener's sessions: what a replay gives the recorded
+    /// milters' answers of ([`decision_log::Milters`]).
+    milters: Arc<decision_log::Milters>,
 }
 
 /// The `greylisting` block with its allowlists resolved.
@@ -515,6 +518,7 @@ impl Default for Pipeline {
             hop_count: crate::config::Limits::default().hop_count,
             services: Arc::default(),
             greylisting: Arc::default(),
+            milters: Arc::default(),
         }
     }
 }
@@ -1027,6 +1031,7 @@ impl Pipeline {
         };
         Pipeline {
             greylisting,
+            milters: Arc::new(decision_log::Milters::of(config)),
             services: services.clone(),
             local_submission: config.local_submission.clone().map(Arc::new),
             own_addresses: own_addresses(config).into(),
@@ -1090,11 +1095,37 @@ impl Pipeline {
     /// decision gets is recorded where it is asked (the tape: SQL tables, DNS, policy
     /// services, rate counters) and the decision written with them.
     pub fn evaluate(&self, stage: Stage, ctx: &Context<'_>) -> Decision {
+        let (decision, (), logged) = self.evaluate_then(stage, ctx, |_| ());
+        drop(logged);
+        decision
+    }
+
+    /// [`Pipeline::evaluate`], the decision's record kept back for what follows the
+    /// rules and belongs to the decision: the milters' answers to the command (the
+    /// session adds them, [`decision_log::Logged::finish`]).
+    pub fn evaluate_logged(
+        &self,
+        stage: Stage,
+        ctx: &Context<'_>,
+    ) -> (Decision, decision_log::Logged) {
+        let (decision, (), logged) = self.evaluate_then(stage, ctx, |_| ());
+        (decision, logged)
+    }
+
+    /// [`Pipeline::evaluate`], then `then` on the decision with the answers it asks
+    /// recorded with the decision's (the route stage's built-in checks).
+    fn evaluate_then<T>(
+        &self,
+        stage: Stage,
+        ctx: &Context<'_>,
+        then: impl FnOnce(&Decision) -> T,
+    ) -> (Decision, T, decision_log::Logged) {
         let started = std::time::Instant::now();
         if !decision_log::wanted(ctx) {
             let decision = self.judge(stage, ctx);
             crate::metrics::get().evaluated(stage, started.elapsed());
-            return decision;
+            let after = then(&decision);
+            return (decision, after, decision_log::Logged::default());
         }
         let on_tape = crate::lookup::tape::record();
         let rates = ctx.rates.map(decision_log::TapedRates);
@@ -1103,10 +1134,11 @@ impl Pipeline {
             ..*ctx
         };
         let decision = self.judge(stage, &taped);
-        let (recorded, _) = on_tape.finish();
         crate::metrics::get().evaluated(stage, started.elapsed());
-        decision_log::write(self, stage, ctx, &decision, recorded);
-        decision
+        let after = then(&decision);
+        let (recorded, _) = on_tape.finish();
+        let logged = decision_log::logged(self, stage, ctx, &decision, recorded);
+        (decision, after, logged)
     }
 
     /// The static warnings of this policy ([`lint`]), compiled from `config`: the
@@ -1138,7 +1170,23 @@ impl Pipeline {
     /// (`mtactl test-policy`, `reload { require-tests }`), which are not traffic.
     /// The panic guard is here, so that dry runs have it too.
     pub(crate) fn judge(&self, stage: Stage, ctx: &Context<'_>) -> Decision {
+        // a dry run's SQL answers and rate counters (a suite's `table`, `rate`)
+        if let Some(f) = ctx.dns_fixture.filter(|f| !f.answers().is_empty()) {
+            let _fixed = crate::lookup::tape::fixture(f.answers().to_vec());
+            let rates = decision_log::TapedRates(ctx.rates.unwrap_or(&decision_log::NoRates));
+            let fixed = Context {
+                rates: Some(&rates),
+                ..*ctx
+            };
+            let _offline = services::Offline::set(Some(f));
+            return self.judge_guarded(stage, &fixed);
+        }
         let _offline = ctx.dns_fixture.map(|f| services::Offline::set(Some(f)));
+        self.judge_guarded(stage, ctx)
+    }
+
+    /// [`Pipeline::judge`] once its fixtures are in place: the panic guard.
+    fn judge_guarded(&self, stage: Stage, ctx: &Context<'_>) -> Decision {
         let at_rule = std::cell::Cell::new(None);
         panics::catch(|| self.evaluate_unguarded(stage, ctx, &at_rule)).unwrap_or_else(|panic| {
             let rule = at_rule
@@ -1605,7 +1653,24 @@ impl Pipeline {
     /// deciding rule's transport and options, or the default route — the MX hosts of
     /// the recipient's domain — when no rule decides.
     pub fn route(&self, ctx: &Context<'_>) -> Route {
-        self.checked_route(self.evaluate(Stage::Route, ctx), ctx.rcpt.unwrap_or(""))
+        self.routed(ctx, true).1
+    }
+
+    /// The one route function: the route stage's decision for `ctx.rcpt` and the route
+    /// it makes ([`Pipeline::checked_route`]). `observed`: traffic, counted and
+    /// written to the decision log with the route and every answer it asked (the
+    /// built-in checks' too); else a dry run's ([`Pipeline::judge`]).
+    pub(crate) fn routed(&self, ctx: &Context<'_>, observed: bool) -> (Decision, Route) {
+        let rcpt = ctx.rcpt.unwrap_or("");
+        if !observed {
+            let d = self.judge(Stage::Route, ctx);
+            let route = self.checked_route(d.clone(), rcpt);
+            return (d, route);
+        }
+        let (d, route, logged) =
+            self.evaluate_then(Stage::Route, ctx, |d| self.checked_route(d.clone(), rcpt));
+        logged.route(&route);
+        (d, route)
     }
 
     /// What a route-stage decision for `rcpt` means ([`Pipeline::route_of`]), with the

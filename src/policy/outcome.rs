@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use super::{Context, DataOutput, Decision, Headers, Origin, Pipeline, Route, Stage, TlsInfo};
+use super::{Context, DataOutput, Decision, Headers, Origin, Pipeline, Route, TlsInfo};
 use crate::message::{HeaderChange, RawEdit, apply_header_edits, apply_raw_edits};
 
 /// What becomes of a message the data stage did not refuse.
@@ -110,6 +110,8 @@ pub struct RouteInput<'a> {
     /// message back from its content filter whose aliases were expanded): no alias
     /// expansion again.
     pub expanded: bool,
+    /// The message's queue id (the scheduler's), for the decision log.
+    pub queue_id: Option<&'a str>,
 }
 
 /// One final recipient of a message at one attempt.
@@ -179,6 +181,7 @@ impl Pipeline {
                     sender: Some(input.sender),
                     rcpt: Some(&f),
                     recipients: input.recipients,
+                    queue_id: input.queue_id,
                     ..Context::new(
                         input
                             .client_ip
@@ -186,12 +189,7 @@ impl Pipeline {
                         input.listener,
                     )
                 };
-                let d = if observed {
-                    self.evaluate(Stage::Route, &ctx)
-                } else {
-                    self.judge(Stage::Route, &ctx)
-                };
-                let route = self.checked_route(d.clone(), &f);
+                let (d, route) = self.routed(&ctx, observed);
                 out.push(Routed {
                     index,
                     rcpt: f,

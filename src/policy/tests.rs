@@ -692,3 +692,100 @@ fn a_suite_case_from_a_record_is_kdl_whatever_the_record_holds() {
         .map(str::to_owned);
     assert_eq!(helo.as_deref(), record.helo.as_deref(), "{case}");
 }
+
+/// The milters' answers in a record are given back by a replay in the session's order:
+/// the first refusal of a milter the policy runs is the outcome (with its reply as the
+/// session gave it), a milter the policy no longer runs changes nothing, one the record
+/// has no answer of makes the decision unknown; at data, a milter's refusal comes
+/// before the rules.
+#[test]
+fn milter_answers_replay_in_the_session_s_order() {
+    use super::decision_log::{MilterAnswer, Record, milters_effect};
+    let answers = vec![
+        MilterAnswer::new("dkim", "RCPT", "skipped"),
+        MilterAnswer::new("spam", "RCPT", "reply")
+            .with_reply("554-5.7.1 Go away\r\n554 5.7.1 now\r\n"),
+    ];
+    let names = |n: &[&str]| n.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let (effect, unknown) = milters_effect(&answers, &names(&["dkim", "spam"]));
+    assert!(unknown.is_empty());
+    let (verdict, milter) = effect.unwrap();
+    assert_eq!(milter, "spam");
+    assert_eq!(
+        verdict,
+        Verdict::Reject(Reply::new(554, [5, 7, 1], "Go away 554 5.7.1 now"))
+    );
+    // without spam: no effect; with a milter the record did not ask: unknown
+    assert_eq!(
+        milters_effect(&answers, &names(&["dkim"])),
+        (None, Vec::new())
+    );
+    assert_eq!(
+        milters_effect(&answers, &names(&["dkim", "clamav", "spam"])).1,
+        vec!["milter clamav's answer".to_owned()]
+    );
+    // a milter's own reply without an enhanced code; a 4xx is a deferral
+    let own = [MilterAnswer::new("x", "mail", "reply").with_reply("451 busy")];
+    assert_eq!(
+        milters_effect(&own, &names(&["x"])).0.unwrap().0,
+        Verdict::Defer(Reply::new(451, [4, 7, 1], "busy"))
+    );
+    // quarantine and discard: the message's fate, discard weighing more
+    let fate = [
+        MilterAnswer::new("a", "end-of-message", "quarantine"),
+        MilterAnswer::new("b", "end-of-message", "discard"),
+    ];
+    assert_eq!(
+        milters_effect(&fate, &names(&["a", "b"])).0,
+        Some((Verdict::Discard, "b".to_owned()))
+    );
+    assert_eq!(
+        milters_effect(&fate, &names(&["a"])).0,
+        Some((Verdict::Hold, "a".to_owned()))
+    );
+
+    // replayed against policies with and without the milter
+    let config = |milters: &str| {
+        let text = format!(
+            "server {{\n    hostname \"mx.example.test\"\n    spool \"spool\"\n}}\nlisten \"mx\" address=\"127.0.0.1:2525\"{milters}\nmilter \"spam\" \"inet:127.0.0.1:9\"\nmilter \"dkim\" \"inet:127.0.0.1:9\"\nmilter \"clamav\" \"inet:127.0.0.1:9\"\ndomains \"relay\" \"example.test\"\nstage \"rcpt\" {{\n    accept rcpt-domain=\"relay\"\n}}\n"
+        );
+        Pipeline::compile(&Config::parse("mtad.kdl", &text).unwrap())
+    };
+    let record = Record {
+        time: "t".into(),
+        stage: "rcpt".into(),
+        client: "192.0.2.1".into(),
+        listener: "mx".into(),
+        sender: Some("a@src.test".into()),
+        rcpt: Some("u@example.test".into()),
+        verdict: "reject".into(),
+        rule: Some("milter:spam".into()),
+        reply: Some("554 5.7.1 Go away 554 5.7.1 now".into()),
+        milters: answers.clone(),
+        ..Default::default()
+    };
+    let same = record.replay(&config(" milters=\"dkim spam\"")).unwrap();
+    assert_eq!(same.rule.as_deref(), Some("milter:spam"));
+    assert_eq!(
+        super::decision_log::verdict_reply(&same.verdict),
+        ("reject", record.reply.clone())
+    );
+    assert!(same.unknown.is_empty());
+    let without = record.replay(&config(" milters=\"dkim\"")).unwrap();
+    assert_eq!(without.verdict, Verdict::Accept);
+    assert_eq!(without.rule.as_deref(), Some("mtad.kdl:11:5"));
+    let more = record
+        .replay(&config(" milters=\"dkim clamav spam\""))
+        .unwrap();
+    assert_eq!(more.unknown, vec!["milter clamav's answer".to_owned()]);
+    // a recipient the rules refuse never reaches the milters: nothing unknown
+    let foreign = Record {
+        rcpt: Some("u@elsewhere.test".into()),
+        ..record.clone()
+    };
+    let refused = foreign
+        .replay(&config(" milters=\"dkim clamav spam\""))
+        .unwrap();
+    assert!(refused.unknown.is_empty(), "{:?}", refused.unknown);
+    assert_eq!(refused.rule, None);
+}

@@ -265,6 +265,25 @@ impl Session {
             {
                 MessageOutcome::Unchanged => (headers, body_start, size),
                 MessageOutcome::Refused(r) => {
+                    // the rules do not run: the record is the milters'
+                    let answers = self.take_milter_answers();
+                    if !answers.is_empty() {
+                        let queue_id = id.to_string();
+                        let context = Context {
+                            size: Some(size as u64),
+                            headers: &headers,
+                            body: Some(record.body()),
+                            auth: verified.as_ref().map(|v| &v.results),
+                            queue_id: Some(&queue_id),
+                            ..self.policy_context()
+                        };
+                        crate::policy::decision_log::milters_refused(
+                            &self.policy,
+                            Stage::Data,
+                            &context,
+                            answers,
+                        );
+                    }
                     self.reset_transaction();
                     if r.close {
                         self.push(&r.reply);
@@ -303,6 +322,7 @@ impl Session {
             (headers, body_start, size)
         };
         let queue_id = id.to_string();
+        let milter_answers = self.take_milter_answers();
         let context = Context {
             size: Some(size as u64),
             headers: &headers,
@@ -311,7 +331,8 @@ impl Session {
             queue_id: Some(&queue_id),
             ..self.policy_context()
         };
-        let decision = self.policy.evaluate(Stage::Data, &context);
+        let (decision, logged) = self.policy.evaluate_logged(Stage::Data, &context);
+        logged.finish(milter_answers);
         // ARC: sealed at arrival when a recipient's route asks for it, over the message
         // as it is queued; the chain is validated on the message as received
         let sealer = match &verified {

@@ -13,7 +13,7 @@ impl Session {
         let host = reply::sanitize(host, 255);
         debug!(helo = %host, esmtp, "helo");
         self.reset_transaction();
-        let decision = self.policy.evaluate(
+        let (decision, logged) = self.policy.evaluate_logged(
             Stage::Helo,
             &Context {
                 helo: Some(&host),
@@ -28,10 +28,12 @@ impl Session {
         };
         let refused = matches!(decision.verdict, Verdict::Reject(_) | Verdict::Defer(_));
         // the stage's rules first, then the milters
-        if !refused
-            && self.milters_apply()
-            && let Some(r) = self.milter_event(super::milter::Event::Helo(&host)).await
-        {
+        let milter = match !refused && self.milters_apply() {
+            true => self.milter_event(super::milter::Event::Helo(&host)).await,
+            false => None,
+        };
+        logged.finish(self.take_milter_answers());
+        if let Some(r) = milter {
             return self.milter_refused(if esmtp { "EHLO" } else { "HELO" }, r, None);
         }
         let flow = self.apply(Stage::Helo, decision, &ok);

@@ -19,7 +19,7 @@ use crate::queue::QueueId;
 
 /// The name of the built-in listener local submissions arrive on (Postfix's pickup
 /// service): `listener="sendmail"` in a rule, `ctx.listener` in a hook.
-pub const LISTENER: &str = "sendmail";
+pub const LISTENER: &str = crate::policy::local::LISTENER;
 
 /// How long one local submission may wait for each reply of the session.
 const TIMEOUT: Duration = Duration::from_secs(300);

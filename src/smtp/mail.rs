@@ -65,7 +65,7 @@ impl Session {
             });
         }
         self.address_in_hand = Some(sender.clone());
-        let decision = self.policy.evaluate(
+        let (decision, logged) = self.policy.evaluate_logged(
             Stage::Mail,
             &Context {
                 sender: Some(&sender),
@@ -97,6 +97,7 @@ impl Session {
             self.tx.auth_author = self.auth_author(from.auth.as_deref());
             let refusal = self.milter_event(super::milter::Event::Mail(&args)).await;
             self.tx.sender = None;
+            logged.finish(self.take_milter_answers());
             if let Some(r) = refusal {
                 self.tx.disposition = Default::default();
                 self.address_in_hand = None;

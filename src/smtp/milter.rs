@@ -24,6 +24,7 @@ use crate::message::parse_headers;
 use crate::milter::client::{MacroValues, Message};
 use crate::milter::codec::Reply;
 use crate::milter::{Connection, FailureAction, MacroStage, Milter, MilterError, Verdict, rspamd};
+use crate::policy::decision_log::MilterAnswer;
 
 /// Postfix's replies for a milter's reject and tempfail, and for a failed milter.
 const REJECT: &str = "550 5.7.1 Command rejected\r\n";
@@ -288,6 +289,7 @@ impl Session {
     fn milter_failed(
         &mut self,
         i: usize,
+        event: &str,
         err: &MilterError,
         transactional: bool,
     ) -> Option<Refusal> {
@@ -306,7 +308,7 @@ impl Session {
         slot.state = SlotState::Failed(action);
         let name = slot.spec.name.clone();
         let hostname = self.listen.settings.hostname.clone();
-        match failure_reply(action, &hostname) {
+        let refusal = match failure_reply(action, &hostname) {
             Some((reply, true)) => Some(Refusal {
                 reply,
                 close: true,
@@ -318,7 +320,41 @@ impl Session {
                 milter: name,
             }),
             _ => None,
+        };
+        self.note(i, event, "failed", |a| {
+            let a = a.with_error(&err.to_string());
+            match &refusal {
+                Some(r) => a.with_reply(&r.reply),
+                None => a,
+            }
+        });
+        refusal
+    }
+
+    /// Notes milter `i`'s answer `action` at `event` (with what `with` adds) for the
+    /// decision's record, when the log is on.
+    fn note(
+        &mut self,
+        i: usize,
+        event: &str,
+        action: &str,
+        with: impl FnOnce(MilterAnswer) -> MilterAnswer,
+    ) {
+        if crate::policy::decision_log::enabled() {
+            let a = with(MilterAnswer::new(&self.milters[i].spec.name, event, action));
+            self.milter_answers.push(a);
         }
+    }
+
+    /// Notes that milter `i` was not asked at `event` (it accepted the session or
+    /// the message, failed open, or is rspamd before the message).
+    fn note_skipped(&mut self, i: usize, event: &str) {
+        self.note(i, event, "skipped", |a| a);
+    }
+
+    /// What the milters answered to the command at hand, for its decision's record.
+    pub(super) fn take_milter_answers(&mut self) -> Vec<MilterAnswer> {
+        std::mem::take(&mut self.milter_answers)
     }
 
     /// Sends `event` to each milter in order; the first refusal is returned (the
@@ -349,26 +385,33 @@ impl Session {
                 ..
             }
         );
+        let event_name = event.name();
         for i in 0..self.milters.len() {
             if self.milters[i].spec.rspamd.is_some() {
                 // rspamd over HTTP is asked once, about the whole message
+                self.note_skipped(i, event_name);
                 continue;
             }
             match self.milters[i].state {
                 SlotState::Done
                 | SlotState::MessageDone
-                | SlotState::Failed(FailureAction::Accept) => continue,
+                | SlotState::Failed(FailureAction::Accept) => {
+                    self.note_skipped(i, event_name);
+                    continue;
+                }
                 SlotState::Failed(action) => {
                     if event.transactional()
                         && !rejected_rcpt
                         && let Some((reply, close)) = failure_reply(action, &hostname)
                     {
+                        self.note(i, event_name, "failed", |a| a.with_reply(&reply));
                         return Some(Refusal {
                             reply,
                             close,
                             milter: self.milters[i].spec.name.clone(),
                         });
                     }
+                    self.note_skipped(i, event_name);
                     continue;
                 }
                 SlotState::Active => {}
@@ -391,14 +434,14 @@ impl Session {
                 if !matches!(event, Event::Connect) {
                     // its connection was lost (a new one would miss the session's start)
                     let err = MilterError::Unexpected("no connection".into());
-                    match self.milter_failed(i, &err, event.transactional()) {
+                    match self.milter_failed(i, event_name, &err, event.transactional()) {
                         Some(r) => return Some(r),
                         None => continue,
                     }
                 }
                 match Connection::open(self.milters[i].spec.clone()).await {
                     Ok(c) => self.milters[i].conn = Some(c),
-                    Err(err) => match self.milter_failed(i, &err, false) {
+                    Err(err) => match self.milter_failed(i, event_name, &err, false) {
                         Some(r) => return Some(r),
                         None => continue,
                     },
@@ -421,7 +464,7 @@ impl Session {
                     if slot.in_transaction {
                         // the last transaction ended without its message (RSET, refusal)
                         if let Err(err) = conn.abort().await {
-                            match self.milter_failed(i, &err, true) {
+                            match self.milter_failed(i, event_name, &err, true) {
                                 Some(r) => return Some(r),
                                 None => continue,
                             }
@@ -441,13 +484,24 @@ impl Session {
             let verdict = match result {
                 Ok(v) => v,
                 Err(err) => {
-                    match self.milter_failed(i, &err, event.transactional() && !rejected_rcpt) {
+                    match self.milter_failed(
+                        i,
+                        event_name,
+                        &err,
+                        event.transactional() && !rejected_rcpt,
+                    ) {
                         Some(r) => return Some(r),
                         None => continue,
                     }
                 }
             };
             let name = self.milters[i].spec.name.clone();
+            let connect = matches!(event, Event::Connect);
+            let refusal = verdict_reply(&verdict, &hostname, connect);
+            self.note(i, event_name, verdict.name(), |a| match &refusal {
+                Some((reply, _)) => a.with_reply(reply),
+                None => a,
+            });
             match verdict {
                 Verdict::Continue => continue,
                 Verdict::Accept => {
@@ -468,9 +522,8 @@ impl Session {
                     }
                     continue;
                 }
-                v => {
-                    let connect = matches!(event, Event::Connect);
-                    if let Some((reply, close)) = verdict_reply(&v, &hostname, connect) {
+                _ => {
+                    if let Some((reply, close)) = refusal {
                         return Some(Refusal {
                             reply,
                             close,
@@ -545,23 +598,31 @@ impl Session {
             self.tx.recipients.clone(),
         );
         let queue_id = id.to_string();
+        const EOM: &str = "END-OF-MESSAGE";
         for i in 0..self.milters.len() {
             let slot = &mut self.milters[i];
             let was_in = std::mem::replace(&mut slot.in_transaction, false);
             match slot.state {
-                SlotState::Done | SlotState::Failed(FailureAction::Accept) => continue,
+                SlotState::Done | SlotState::Failed(FailureAction::Accept) => {
+                    self.note_skipped(i, EOM);
+                    continue;
+                }
                 SlotState::MessageDone => {
                     slot.state = SlotState::Active;
+                    self.note_skipped(i, EOM);
                     continue;
                 }
                 SlotState::Failed(action) => {
                     if let Some((reply, close)) = failure_reply(action, &hostname) {
+                        let milter = slot.spec.name.clone();
+                        self.note(i, EOM, "failed", |a| a.with_reply(&reply));
                         return MessageOutcome::Refused(Refusal {
                             reply,
                             close,
-                            milter: slot.spec.name.clone(),
+                            milter,
                         });
                     }
+                    self.note_skipped(i, EOM);
                     continue;
                 }
                 SlotState::Active => {}
@@ -610,7 +671,7 @@ impl Session {
                         (o.verdict, o.changes)
                     }
                     Err(err) => {
-                        let refusal = self.milter_failed(i, &err, true);
+                        let refusal = self.milter_failed(i, EOM, &err, true);
                         // each message is a request of its own: the next one tries again
                         self.milters[i].state = SlotState::Active;
                         match refusal {
@@ -637,12 +698,14 @@ impl Session {
                 self.core.tap(|| super::Tapped::Milter(line));
                 continue;
             }
+            if !was_in || slot.conn.is_none() {
+                self.note_skipped(i, EOM);
+                continue;
+            }
+            let slot = &mut self.milters[i];
             let Some(conn) = slot.conn.as_mut() else {
                 continue;
             };
-            if !was_in {
-                continue;
-            }
             let lead = conn.negotiated().steps & crate::milter::codec::step::HDR_LEADSPC != 0;
             let headers = draft.visible_headers();
             let body = draft.body();
@@ -654,7 +717,7 @@ impl Session {
             let result = conn.message(&msg, &values).await;
             let (verdict, changes) = match result {
                 Ok(r) => r,
-                Err(err) => match self.milter_failed(i, &err, true) {
+                Err(err) => match self.milter_failed(i, EOM, &err, true) {
                     Some(r) => return MessageOutcome::Refused(r),
                     None => continue,
                 },
@@ -692,12 +755,29 @@ impl Session {
         let name = self.milters[i].spec.name.clone();
         let n = changes.len();
         let mut quarantine = None;
+        let logging = crate::policy::decision_log::enabled();
+        let mut summary = Vec::new();
         for change in changes {
             if let Reply::Quarantine(reason) = &change {
                 quarantine = Some(reason.clone());
             }
+            if logging && let Some(s) = change.summary() {
+                summary.push(s);
+            }
             draft.apply(change, lead);
         }
+        let refusal = verdict_reply(&verdict, &hostname, false);
+        let action = match (&verdict, &quarantine) {
+            (Verdict::Continue | Verdict::Accept, Some(_)) => "quarantine",
+            (v, _) => v.name(),
+        };
+        self.note(i, "END-OF-MESSAGE", action, |a| {
+            let a = a.with_changes(summary);
+            match &refusal {
+                Some((reply, _)) => a.with_reply(reply),
+                None => a,
+            }
+        });
         info!(queue_id = %queue_id, milter = %name, verdict = verdict.name(), changes = n, "milter");
         if let Some(reason) = quarantine {
             self.tx.disposition = self.tx.disposition.max(Disposition::Hold);
@@ -723,7 +803,7 @@ impl Session {
                 );
                 Answered::Stop
             }
-            v => match verdict_reply(&v, &hostname, false) {
+            _ => match refusal {
                 Some((reply, close)) => {
                     crate::mail!(
                         Agent::Cleanup,

@@ -75,7 +75,7 @@ impl Session {
             return flow;
         }
         self.address_in_hand = Some(rcpt.address.clone());
-        let decision = self.policy.evaluate(
+        let (decision, logged) = self.policy.evaluate_logged(
             Stage::Rcpt,
             &Context {
                 rcpt: Some(&rcpt.address),
@@ -104,6 +104,9 @@ impl Session {
                     rejected: refused_with.as_deref(),
                 })
                 .await;
+            // (the answers about a recipient the rules refused are ignored)
+            let answers = self.take_milter_answers();
+            logged.finish(if accepted { answers } else { Vec::new() });
             if accepted && let Some(r) = refusal {
                 self.address_in_hand = None;
                 return self.milter_refused("RCPT", r, Some(&rcpt.address));

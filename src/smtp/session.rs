@@ -280,6 +280,9 @@ pub struct Session {
     pub(super) milters: Vec<super::milter::Slot>,
     /// The session's log id (`session{id=...}`), which its decisions are logged with.
     pub(super) id: u64,
+    /// What the milters answered to the command at hand, for its decision's record
+    /// (collected only while the decision log is on).
+    pub(super) milter_answers: Vec<crate::policy::decision_log::MilterAnswer>,
 }
 
 impl Session {
@@ -329,6 +332,7 @@ impl Session {
             sasl_method: None,
             milters,
             id: next_session_id(),
+            milter_answers: Vec::new(),
         }
     }
 
@@ -348,7 +352,9 @@ impl Session {
         if self.listen.tls == ListenerTls::Implicit && !self.handshake().await {
             return;
         }
-        let decision = self.policy.evaluate(Stage::Connect, &self.policy_context());
+        let (decision, logged) = self
+            .policy
+            .evaluate_logged(Stage::Connect, &self.policy_context());
         let greeting = self.listen.settings.greeting.clone();
         // the stage's rules first, then the milters (as Postfix's smtpd)
         let refused = matches!(decision.verdict, Verdict::Reject(_) | Verdict::Defer(_));
@@ -356,6 +362,7 @@ impl Session {
             true => self.milter_event(super::milter::Event::Connect).await,
             false => None,
         };
+        logged.finish(self.take_milter_answers());
         let flow = match milter {
             Some(r) => self.milter_refused("CONNECT", r, None),
             None => self.apply(Stage::Connect, decision, &greeting),
