@@ -141,6 +141,7 @@ pub struct Metrics {
     reload_failures: Counter,
     authentication: Family<AuthLabels, Counter>,
     oldest: Gauge,
+    spool_fsyncs: Counter,
     deferrals: Family<DomainLabel, Counter>,
     /// The domains with a label of their own in `deferrals`.
     deferral_domains: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -205,6 +206,7 @@ impl Metrics {
             reload_failures: Counter::default(),
             authentication: Family::default(),
             oldest: Gauge::default(),
+            spool_fsyncs: Counter::default(),
             deferrals: Family::default(),
             deferral_domains: std::sync::Mutex::default(),
             received_bytes: Family::default(),
@@ -279,6 +281,12 @@ impl Metrics {
             "queue_oldest_message_age_seconds",
             "How long the oldest message in the queue has been there (0 when it is empty)",
             m.oldest.clone(),
+        );
+        r.register(
+            "spool_fsyncs",
+            "fdatasync calls on the spool's segments (one per group commit of messages, \
+             plus the delayed ones of delivery records)",
+            m.spool_fsyncs.clone(),
         );
         r.register(
             "deferrals",
@@ -533,12 +541,20 @@ impl Metrics {
         }
     }
 
-    /// Sets what is measured at scrape time: messages per queue state, the age of
-    /// the oldest, and the running policy's revision.
-    pub fn scraped(&self, queue: &[(&'static str, usize)], oldest: Duration, revision: &str) {
+    /// Sets what is measured at scrape time: the spool's facts and the running
+    /// policy's revision.
+    pub fn scraped(&self, spool: &SpoolFacts, revision: &str) {
+        let SpoolFacts {
+            queue,
+            oldest,
+            fsyncs,
+        } = spool;
         self.oldest
             .set(i64::try_from(oldest.as_secs()).unwrap_or(i64::MAX));
-        for &(state, n) in queue {
+        // a counter kept by the spool: add what it counted since the last scrape
+        self.spool_fsyncs
+            .inc_by(fsyncs.saturating_sub(self.spool_fsyncs.get()));
+        for &(state, n) in queue.iter() {
             self.queue
                 .get_or_create(&StateLabel { state })
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
@@ -559,6 +575,17 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// What the metrics read from the spool at scrape time.
+#[derive(Debug, Default)]
+pub struct SpoolFacts {
+    /// Messages per queue state.
+    pub queue: Vec<(&'static str, usize)>,
+    /// The age of the oldest message (zero when the queue is empty).
+    pub oldest: Duration,
+    /// fdatasync calls on the spool since it was opened.
+    pub fsyncs: u64,
 }
 
 /// Holds a session open in `mtad_sessions_open`.
@@ -639,8 +666,11 @@ mod tests {
         m.reloaded(false);
         m.reloaded(false);
         m.scraped(
-            &[("active", 3), ("hold", 0)],
-            Duration::from_secs(90),
+            &SpoolFacts {
+                queue: vec![("active", 3), ("hold", 0)],
+                oldest: Duration::from_secs(90),
+                fsyncs: 7,
+            },
             "0123456789ab",
         );
         m.received("mx", 1000);
@@ -704,6 +734,7 @@ mod tests {
         assert!(text.contains("mtad_policy_revision_info{revision=\"0123456789ab\"} 1\n"));
         for sample in [
             "mtad_queue_oldest_message_age_seconds 90\n",
+            "mtad_spool_fsyncs_total 7\n",
             "mtad_received_bytes_total{listener=\"mx\"} 1024\n",
             "mtad_delivered_bytes_total{transport=\"smtp\"} 1024\n",
             "mtad_tls_handshake_failures_total{direction=\"inbound\"} 1\n",
@@ -715,7 +746,14 @@ mod tests {
         drop(b);
         assert_eq!(m.open_sessions("mx"), 0);
         // a new revision replaces the old one
-        m.scraped(&[], Duration::ZERO, "ba9876543210");
+        m.scraped(
+            &SpoolFacts {
+                fsyncs: 9,
+                ..SpoolFacts::default()
+            },
+            "ba9876543210",
+        );
+        assert!(m.encode().contains("mtad_spool_fsyncs_total 9\n"));
         let text = m.encode();
         assert!(!text.contains("0123456789ab"));
         assert!(text.contains("revision=\"ba9876543210\""));

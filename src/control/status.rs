@@ -147,11 +147,12 @@ impl Observer {
         let oldest = self.spool.oldest_arrival_ms().map_or(Duration::ZERO, |at| {
             now.saturating_sub(Duration::from_millis(at))
         });
-        metrics.scraped(
-            &self.spool.counts().by_state(),
+        let spool = crate::metrics::SpoolFacts {
+            queue: self.spool.counts().by_state().to_vec(),
             oldest,
-            self.policy.load().revision(),
-        );
+            fsyncs: self.spool.fsyncs(),
+        };
+        metrics.scraped(&spool, self.policy.load().revision());
         metrics.encode()
     }
 

@@ -6,7 +6,8 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
@@ -21,6 +22,10 @@ use super::{BodyLocation, QueueId, QueuedMessage, RcptStatus, SpoolError, lock_i
 const MAX_BATCH_BYTES: usize = 8 << 20;
 const MAX_BATCH_REQUESTS: usize = 2048;
 
+/// How long records that need no fsync of their own ([`Op::durable`] false) may wait
+/// for one when no other batch brings it.
+const LAZY_SYNC: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub(crate) enum Op {
     Message(SealedMessage),
     Status {
@@ -32,6 +37,8 @@ pub(crate) enum Op {
     Remove {
         id: QueueId,
         bytes: Vec<u8>,
+        /// False for a message whose delivery is over (see [`Op::durable`]).
+        durable: bool,
     },
     Hold {
         id: QueueId,
@@ -49,6 +56,22 @@ pub(crate) enum Op {
 }
 
 impl Op {
+    /// Whether the request is answered only after an fsync. Delivery statuses and the
+    /// removal of a delivered message are not: they are written (a kill -9 cannot lose
+    /// them: they are in the page cache) and become durable with the next batch's fsync,
+    /// or [`LAZY_SYNC`] later. What a power loss can undo is one more delivery attempt of
+    /// a message already delivered, never a message: Postfix marks recipients done and
+    /// deletes queue files without an fsync either.
+    fn durable(&self) -> bool {
+        match self {
+            Op::Status { .. } => false,
+            Op::Remove { durable, .. } => *durable,
+            Op::Message(_) | Op::Hold { .. } => true,
+            #[cfg(test)]
+            Op::BreakActiveSegment | Op::Barrier => true,
+        }
+    }
+
     fn bytes(&self) -> &[u8] {
         match self {
             Op::Message(m) => &m.bytes,
@@ -70,6 +93,8 @@ struct Active {
     file: File,
     /// Where the next record goes: the end of the last acknowledged batch.
     len: u64,
+    /// Records were written since the last fsync (only ones that need none).
+    unsynced: bool,
 }
 
 pub(crate) struct Committer {
@@ -79,6 +104,8 @@ pub(crate) struct Committer {
     active: Option<Active>,
     next_seq: u64,
     rotate_bytes: u64,
+    /// fdatasync calls on segments, for [`super::Spool::fsyncs`].
+    fsyncs: Arc<AtomicU64>,
 }
 
 /// A copy of an I/O error for each request of a failed batch (io::Error is not Clone).
@@ -103,6 +130,7 @@ impl Committer {
         first_seq: u64,
         first_file: File,
         rotate_bytes: u64,
+        fsyncs: Arc<AtomicU64>,
     ) -> Self {
         let path = segment_path(&dir, first_seq);
         Committer {
@@ -113,15 +141,33 @@ impl Committer {
                 path,
                 file: first_file,
                 len: super::record::MAGIC.len() as u64,
+                unsynced: false,
             }),
             next_seq: first_seq + 1,
             rotate_bytes,
+            fsyncs,
         }
     }
 
     /// Runs until every sender is dropped and the channel is drained.
     pub(crate) fn run(mut self, rx: Receiver<Request>) {
-        while let Ok(first) = rx.recv() {
+        loop {
+            let unsynced = self.active.as_ref().is_some_and(|a| a.unsynced);
+            let first = if unsynced {
+                match rx.recv_timeout(LAZY_SYNC) {
+                    Ok(req) => req,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.sync_lazy();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(req) => req,
+                    Err(_) => break,
+                }
+            };
             let mut bytes = first.op.bytes().len();
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH_REQUESTS && bytes < MAX_BATCH_BYTES {
@@ -135,7 +181,26 @@ impl Committer {
             }
             self.process(batch);
         }
+        self.sync_lazy();
         tracing::debug!("spool committer stopped");
+    }
+
+    /// Makes the records that were only written durable. A failure abandons the segment,
+    /// as a failed fsync of a batch does (nothing acknowledged as durable is in doubt).
+    fn sync_lazy(&mut self) {
+        let Some(active) = self.active.as_mut().filter(|a| a.unsynced) else {
+            return;
+        };
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        match active.file.sync_data() {
+            Ok(()) => active.unsynced = false,
+            Err(e) => {
+                tracing::error!(segment = %active.path.display(), error = %e,
+                    "spool: fsync of delivery records failed; a new segment will be used \
+                     (a delivery may be repeated after a crash)");
+                self.active = None;
+            }
+        }
     }
 
     fn new_segment(&mut self) -> Result<Active, SpoolError> {
@@ -149,6 +214,7 @@ impl Committer {
             path: segment_path(&self.dir, seq),
             file,
             len: super::record::MAGIC.len() as u64,
+            unsynced: false,
         })
     }
 
@@ -206,7 +272,13 @@ impl Committer {
             return;
         }
 
-        if let Err(e) = active.file.sync_data() {
+        let durable = batch.iter().any(|r| r.op.durable());
+        if !durable {
+            active.unsynced = true;
+        } else if let Err(e) = {
+            self.fsyncs.fetch_add(1, Ordering::Relaxed);
+            active.file.sync_data()
+        } {
             // After a failed fsync the kernel may have dropped the dirty pages: nothing in
             // this segment past the last good fsync can be trusted, so never append to it.
             tracing::error!(segment = %active.path.display(), error = %e,
@@ -214,6 +286,8 @@ impl Committer {
             let _ = active.file.set_len(start);
             fail_all(batch, "fsync segment", &active.path, &e);
             return;
+        } else {
+            active.unsynced = false;
         }
         active.len = pos;
 
@@ -269,6 +343,15 @@ impl Committer {
         }
 
         if active.len >= self.rotate_bytes {
+            if active.unsynced {
+                // the old segment is never synced again by a batch
+                self.active = Some(active);
+                self.sync_lazy();
+                let Some(synced) = self.active.take() else {
+                    return;
+                };
+                active = synced;
+            }
             match self.new_segment() {
                 Ok(next) => {
                     active = next;

@@ -88,6 +88,11 @@
 //! One thread (the committer) owns the newest segment. Callers send it requests over a
 //! channel; it takes the first, drains whatever else is already waiting (up to 8 MiB or 2048
 //! requests), appends them all, calls `fdatasync` once and only then answers every request.
+//! A batch of only delivery statuses and removals of delivered messages is answered
+//! without an fsync: those records are made durable by the next batch's fsync, or a second
+//! later, or before the segment is rotated or the committer stops. A power loss in that
+//! second can bring a delivered message back for one more attempt (a duplicate, as with
+//! Postfix, which marks recipients done without an fsync), never lose one.
 //! A failed write truncates the segment back to the start of the batch (or abandons the
 //! segment if that fails); a failed fsync abandons the segment (page state is unknown after
 //! one). Either way the whole batch gets an error (the session answers 451). Past 64 MiB the
@@ -114,6 +119,7 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, mpsc};
 use std::thread::JoinHandle;
 
@@ -442,6 +448,8 @@ struct Inner {
     ids: IdGenerator,
     sender: RwLock<Option<mpsc::Sender<Request>>>,
     committer: Mutex<Option<JoinHandle<()>>>,
+    /// fdatasync calls of the committer on segments.
+    fsyncs: Arc<AtomicU64>,
     /// Held for the life of the handle; released after the committer has stopped.
     _lock: Flock<File>,
 }
@@ -747,12 +755,14 @@ impl Spool {
 
         let highest = recovered.max_id.max(lock_index(&index).highest_id());
         let (tx, rx) = mpsc::channel();
+        let fsyncs = Arc::new(AtomicU64::new(0));
         let committer = Committer::new(
             dir.to_path_buf(),
             Arc::clone(&index),
             first_seq,
             first_file,
             options.rotate_bytes,
+            Arc::clone(&fsyncs),
         );
         let handle = std::thread::Builder::new()
             .name("mtad-spool".into())
@@ -775,6 +785,7 @@ impl Spool {
                 ids: IdGenerator::new(highest),
                 sender: RwLock::new(Some(tx)),
                 committer: Mutex::new(Some(handle)),
+                fsyncs,
                 _lock: lock,
             }),
         };
@@ -789,6 +800,12 @@ impl Spool {
     /// every id found in the spool.
     pub fn new_id(&self) -> QueueId {
         self.inner.ids.next()
+    }
+
+    /// How many times the committer has called fdatasync on a segment since the spool
+    /// was opened (`mtad_spool_fsyncs_total`).
+    pub fn fsyncs(&self) -> u64 {
+        self.inner.fsyncs.load(Ordering::Relaxed)
     }
 
     /// Bytes available to unprivileged users on the spool's filesystem.
@@ -825,7 +842,8 @@ impl Spool {
     }
 
     /// Records the outcome of a delivery attempt for recipient `rcpt` (index into
-    /// `envelope.recipients`), durably.
+    /// `envelope.recipients`). Written when this returns, durable with the next fsync (at
+    /// most a second later; see [`Spool::remove_delivered`]).
     pub async fn set_status(
         &self,
         id: QueueId,
@@ -842,8 +860,8 @@ impl Spool {
         .await
     }
 
-    /// Several statuses of one message at once: sent together so they share one
-    /// fsync. Stops at the first error.
+    /// Several statuses of one message at once, written together (as
+    /// [`Spool::set_status`]). Stops at the first error.
     pub async fn set_statuses(
         &self,
         id: QueueId,
@@ -865,11 +883,30 @@ impl Spool {
         Ok(())
     }
 
-    /// Removes a message from the queue, durably; segments left without live messages are
-    /// then deleted (oldest first).
+    /// Removes a message from the queue, durably (an operator's delete); segments left
+    /// without live messages are then deleted (oldest first).
     pub async fn remove(&self, id: QueueId) -> Result<(), SpoolError> {
         let bytes = record::encode_remove(id);
-        self.submit(Op::Remove { id, bytes }).await
+        self.submit(Op::Remove {
+            id,
+            bytes,
+            durable: true,
+        })
+        .await
+    }
+
+    /// Removes a message whose delivery is over (every recipient delivered, bounced or
+    /// expired), like [`Spool::remove`] but without an fsync of its own: the record is
+    /// written at once and made durable by the next fsync, at most a second later. A power
+    /// loss in between can only bring the message back for one more delivery attempt.
+    pub async fn remove_delivered(&self, id: QueueId) -> Result<(), SpoolError> {
+        let bytes = record::encode_remove(id);
+        self.submit(Op::Remove {
+            id,
+            bytes,
+            durable: false,
+        })
+        .await
     }
 
     /// Puts a message on hold (`held = true`: kept, not delivered) or releases it, durably.

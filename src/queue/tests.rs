@@ -1156,3 +1156,76 @@ async fn a_fresh_body_is_the_committed_one_once_and_bounded() {
         assert_eq!(&spool.read_body(*id).unwrap(), body);
     }
 }
+
+#[tokio::test]
+async fn delivery_records_wait_for_the_next_fsync_and_the_rest_do_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (spool, _) = Spool::open(dir).unwrap();
+    let before = spool.fsyncs();
+    let (a, _) = commit_one(&spool, &envelope(2), 100).await;
+    assert_eq!(
+        spool.fsyncs(),
+        before + 1,
+        "a message is fsync'd before it is answered"
+    );
+    let synced = spool.fsyncs();
+
+    // delivery statuses and the removal of a delivered message: written, not fsync'd
+    let sent = RcptStatus {
+        state: RcptState::Delivered,
+        at_ms: 1_700_000_100_000,
+        attempts: 1,
+        next_attempt_ms: 0,
+        detail: "250 2.0.0 Ok".into(),
+    };
+    spool.set_status(a, 0, sent.clone()).await.unwrap();
+    spool
+        .set_statuses(a, vec![(1, sent.clone())])
+        .await
+        .unwrap();
+    let (b, _) = commit_one(&spool, &envelope(1), 100).await;
+    assert_eq!(
+        spool.fsyncs(),
+        synced + 1,
+        "the statuses rode on the next message's fsync"
+    );
+    spool.remove_delivered(a).await.unwrap();
+    assert_eq!(spool.fsyncs(), synced + 1);
+    // ... and made durable a second later by the committer itself
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while spool.fsyncs() == synced + 1 {
+        assert!(std::time::Instant::now() < deadline, "never synced");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(spool.fsyncs(), synced + 2);
+
+    // an operator's hold and delete are fsync'd before they are answered
+    spool.set_held(b, true).await.unwrap();
+    assert_eq!(spool.fsyncs(), synced + 3);
+    spool.remove(b).await.unwrap();
+    assert_eq!(spool.fsyncs(), synced + 4);
+    drop(spool);
+
+    // what was written is what a restart reads
+    let (spool, rec) = Spool::open(dir).unwrap();
+    assert_eq!(rec.messages, 0);
+    assert!(spool.get(a).is_none() && spool.get(b).is_none());
+}
+
+#[tokio::test]
+async fn delivery_records_are_synced_when_the_spool_closes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (spool, _) = Spool::open(dir).unwrap();
+    let (a, _) = commit_one(&spool, &envelope(1), 100).await;
+    let synced = spool.fsyncs();
+    spool.remove_delivered(a).await.unwrap();
+    assert_eq!(spool.fsyncs(), synced);
+    spool.close();
+    assert_eq!(
+        spool.fsyncs(),
+        synced + 1,
+        "the committer synced before it stopped"
+    );
+}
