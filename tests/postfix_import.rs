@@ -73,6 +73,22 @@ fn postfix_dir(main_cf: &str, master_cf: Option<&str>) -> (tempfile::TempDir, Pa
     (tmp, dir)
 }
 
+/// A Postfix directory of its own with `tables` beside main.cf, imported: both
+/// directories (to keep while the files are used), the output and its mtad.kdl.
+fn import_with(
+    main_cf: &str,
+    master_cf: Option<&str>,
+    tables: &[(&str, &str)],
+) -> (tempfile::TempDir, tempfile::TempDir, PathBuf, String) {
+    let (tmp, dir) = postfix_dir(main_cf, master_cf);
+    for (name, text) in tables {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let (t, out) = import(&dir);
+    let config = std::fs::read_to_string(out.join("mtad.kdl")).unwrap();
+    (tmp, t, out, config)
+}
+
 const FIXTURES: &[&str] = &[
     "debian",
     "000-subdomain-server",
@@ -332,31 +348,28 @@ fn an_unsupported_restriction_refuses_where_it_stood_and_is_reported() {
 /// kind after them is reported, not silently dropped.
 #[test]
 fn several_virtual_alias_maps_are_asked_in_order() {
-    let (_tmp, dir) = postfix_dir(
+    let (_tmp, _t, out, config) = import_with(
         "myhostname = mx.example.test\nmynetworks = 127.0.0.1/32\ncompatibility_level = 3.6\n\
          virtual_alias_domains = virt.example\n\
          virtual_alias_maps = hash:/etc/postfix/v1, texthash:/etc/postfix/v2,\n    \
          btree:/etc/postfix/v3, regexp:/etc/postfix/v4\n",
         None,
+        &[
+            (
+                "v1",
+                "# first\nboth@virt.example first@elsewhere.example\nonly1@virt.example\n  one@elsewhere.example\n",
+            ),
+            (
+                "v2",
+                "BOTH@virt.example second@elsewhere.example\nonly2@virt.example two@elsewhere.example\n",
+            ),
+            (
+                "v3",
+                "both@virt.example third@elsewhere.example\nonly3@virt.example three@elsewhere.example\n",
+            ),
+            ("v4", "/^x@/ four@elsewhere.example\n"),
+        ],
     );
-    std::fs::write(
-        dir.join("v1"),
-        "# first\nboth@virt.example first@elsewhere.example\nonly1@virt.example\n  one@elsewhere.example\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("v2"),
-        "BOTH@virt.example second@elsewhere.example\nonly2@virt.example two@elsewhere.example\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("v3"),
-        "both@virt.example third@elsewhere.example\nonly3@virt.example three@elsewhere.example\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("v4"), "/^x@/ four@elsewhere.example\n").unwrap();
-    let (_t, out) = import(&dir);
-    let config = std::fs::read_to_string(out.join("mtad.kdl")).unwrap();
     assert!(
         config.contains("virtual file=\"virtual_alias_maps\""),
         "{config}"
@@ -400,26 +413,21 @@ fn several_virtual_alias_maps_are_asked_in_order() {
 /// where it stood.
 #[test]
 fn pattern_access_tables_keep_their_first_match_order() {
-    let (_tmp, dir) = postfix_dir(
+    let (_tmp, _t, out, config) = import_with(
         "myhostname = mx.example.test\nmynetworks = 127.0.0.1/32\ncompatibility_level = 3.6\n\
          relay_domains = relay.example\n\
          smtpd_sender_restrictions = check_sender_access regexp:/etc/postfix/s1,\n    \
          warn_if_reject check_sender_access pcre:/etc/postfix/s2\n\
          smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination\n",
         None,
+        &[
+            ("s1", "/^a@/ OK\n/^b@/ OK\n/@spam\\.example$/ REJECT spam\n"),
+            (
+                "s2",
+                "/^w@/ REJECT only a warning\n/^w/ REJECT also only a warning\n",
+            ),
+        ],
     );
-    std::fs::write(
-        dir.join("s1"),
-        "/^a@/ OK\n/^b@/ OK\n/@spam\\.example$/ REJECT spam\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("s2"),
-        "/^w@/ REJECT only a warning\n/^w/ REJECT also only a warning\n",
-    )
-    .unwrap();
-    let (_t, out) = import(&dir);
-    let config = std::fs::read_to_string(out.join("mtad.kdl")).unwrap();
     // the two OK lines of an earlier list guard the rest of it together
     assert!(
         config.contains("not-sender-matches=\"(?:(?si)^a@)|(?:(?si)^b@)\""),
@@ -454,28 +462,23 @@ fn pattern_access_tables_keep_their_first_match_order() {
     ]);
     assert!(run.status.success(), "{}", text(&run));
 
-    let (_tmp, dir) = postfix_dir(
+    // a client pattern table cannot be tested without the client's name; Postfix looks
+    // addresses up in lower case, so a case-sensitive pattern with capitals cannot be
+    // written as a rule: each refuses where it stood
+    let (_tmp, _t, _out, config) = import_with(
         "myhostname = mx.example.test\nmynetworks = 127.0.0.1/32\ncompatibility_level = 3.6\n\
-         smtpd_client_restrictions = check_client_access pcre:/etc/postfix/c1\n",
+         smtpd_client_restrictions = check_client_access pcre:/etc/postfix/c1\n\
+         smtpd_sender_restrictions = check_sender_access regexp:/etc/postfix/s3\n",
         None,
+        &[
+            ("c1", "/^192\\.0\\.2\\./ REJECT\n"),
+            ("s3", "/^Upper@/i REJECT\n"),
+        ],
     );
-    std::fs::write(dir.join("c1"), "/^192\\.0\\.2\\./ REJECT\n").unwrap();
-    let (_t, out) = import(&dir);
-    let config = std::fs::read_to_string(out.join("mtad.kdl")).unwrap();
     assert!(
         config.contains("check_client_access pcre:/etc/postfix/c1 is not translated"),
         "{config}"
     );
-    // Postfix looks addresses up in lower case: a case-sensitive pattern with capitals
-    // cannot be written as a rule, and refuses where it stood
-    let (_tmp, dir) = postfix_dir(
-        "myhostname = mx.example.test\nmynetworks = 127.0.0.1/32\ncompatibility_level = 3.6\n\
-         smtpd_sender_restrictions = check_sender_access regexp:/etc/postfix/s3\n",
-        None,
-    );
-    std::fs::write(dir.join("s3"), "/^Upper@/i REJECT\n").unwrap();
-    let (_t, out) = import(&dir);
-    let config = std::fs::read_to_string(out.join("mtad.kdl")).unwrap();
     assert!(
         config.contains("check_sender_access regexp:/etc/postfix/s3 is not translated"),
         "{config}"
@@ -626,7 +629,7 @@ fn server_sasl_offers_auth_that_refuses_everyone_until_filled_in() {
 /// first at RCPT on its listener (not for mynetworks); the dry run decides with them.
 #[test]
 fn postscreen_dns_lists_refuse_first_on_their_listener() {
-    let (_tmp, dir) = postfix_dir(
+    let (_tmp, _t, out, config) = import_with(
         "myhostname = mx.example.test\nmynetworks = 127.0.0.0/8\ncompatibility_level = 3.6\n\
          inet_protocols = ipv4\nrelay_domains = relay.example\n\
          postscreen_dnsbl_sites = zen.example=127.0.0.[2..11]*2 b.example\n\
@@ -636,9 +639,8 @@ fn postscreen_dns_lists_refuse_first_on_their_listener() {
             "smtp inet n - y - 1 postscreen\nsmtpd pass - - y - - smtpd\n\
              submission inet n - y - - smtpd\n",
         ),
+        &[],
     );
-    let (_t, out) = import(&dir);
-    let config = std::fs::read_to_string(out.join("mtad.kdl")).unwrap();
     for wanted in [
         "dnsbl \"postscreen\" \"zen.example=127.0.0.[2..11]*2\" \"b.example\" threshold=2",
         "reject 550 \"5.7.1\" \"Service unavailable; client blocked using postscreen's DNS lists\" dnsbl=\"postscreen\" listener=\"smtp\" not-client=\"mynetworks\"",
