@@ -625,6 +625,30 @@ fn server_sasl_offers_auth_that_refuses_everyone_until_filled_in() {
     );
 }
 
+/// A hostile pattern table (thousands of DUNNO lines, each of which every later line
+/// would have to exclude) is not written out as rules: the output stays small and the
+/// table refuses where it stood.
+#[test]
+fn a_pattern_table_too_large_to_write_out_refuses_where_it_stood() {
+    let mut table: String = (0..3000)
+        .map(|n| format!("/^u{n}@x\\.example$/ DUNNO\n"))
+        .collect();
+    table.push_str("/@x\\.example$/ REJECT\n");
+    let (_tmp, _t, out, config) = import_with(
+        "myhostname = mx.example.test\nmynetworks = 127.0.0.1/32\ncompatibility_level = 3.6\n\
+         smtpd_sender_restrictions = check_sender_access regexp:/etc/postfix/big\n",
+        None,
+        &[("big", &table)],
+    );
+    assert!(
+        config.contains("check_sender_access regexp:/etc/postfix/big is not translated"),
+        "{config}"
+    );
+    assert!(config.len() < 64 << 10, "{} bytes", config.len());
+    let report = std::fs::read_to_string(out.join("import-report.txt")).unwrap();
+    assert!(report.contains("KiB of patterns"), "{report}");
+}
+
 /// postscreen with `postscreen_dnsbl_action = enforce`: its DNS lists, weighted, refuse
 /// first at RCPT on its listener (not for mynetworks); the dry run decides with them.
 #[test]

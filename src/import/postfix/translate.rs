@@ -2500,7 +2500,26 @@ impl Translator {
         let mut items = Vec::new();
         // the conditions of earlier entries that matched without deciding
         let mut undecided: Vec<Cond> = Vec::new();
+        // each entry repeats the patterns of those before it: bounded, whatever the table
+        let mut budget = EXCLUSION_BUDGET;
         for (own, value, comment) in entries {
+            let size: usize = undecided
+                .iter()
+                .map(|c| match &c.value {
+                    super::kdl::CondValue::Str(v) => v.len() + 8,
+                    super::kdl::CondValue::Bool(_) => 1,
+                })
+                .sum();
+            budget = budget
+                .checked_sub(size)
+                .filter(|_| size <= EXCLUSION_RULE_LIMIT)
+                .ok_or_else(|| {
+                format!(
+                    "`{comment}`: the entries that decide nothing before the others would be repeated on each of them beyond {} KiB of patterns ({} KiB on one rule): not written out as rules",
+                    EXCLUSION_BUDGET >> 10,
+                    EXCLUSION_RULE_LIMIT >> 10
+                )
+            })?;
             let mut conds = match exclusions(&undecided) {
                 Some(c) => c,
                 None => {
@@ -2564,6 +2583,13 @@ impl Translator {
         Ok(items)
     }
 }
+
+/// How many bytes of earlier entries' patterns one access table's rules may repeat in
+/// all (each entry excludes the entries before it that decide nothing).
+const EXCLUSION_BUDGET: usize = 256 << 10;
+/// ... and one rule at most (its pattern, compiled, stays well within the 1 MiB a
+/// condition's regular expression may take).
+const EXCLUSION_RULE_LIMIT: usize = 16 << 10;
 
 /// The conditions that say none of `undecided` matched: `not-X-matches` with the
 /// patterns of one property joined (an exact address as its pattern), `not-client`
