@@ -73,6 +73,22 @@ fn postfix_dir(main_cf: &str, master_cf: Option<&str>) -> (tempfile::TempDir, Pa
     (tmp, dir)
 }
 
+/// A Postfix directory of its own with `tables` beside main.cf, imported: both
+/// directories (to keep while the files are used), the output and its mtad.kdl.
+fn import_with(
+    main_cf: &str,
+    master_cf: Option<&str>,
+    tables: &[(&str, &str)],
+) -> (tempfile::TempDir, tempfile::TempDir, PathBuf, String) {
+    let (tmp, dir) = postfix_dir(main_cf, master_cf);
+    for (name, text) in tables {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let (t, out) = import(&dir);
+    let config = std::fs::read_to_string(out.join("mtad.kdl")).unwrap();
+    (tmp, t, out, config)
+}
+
 const FIXTURES: &[&str] = &[
     "debian",
     "000-subdomain-server",
@@ -327,6 +343,378 @@ fn an_unsupported_restriction_refuses_where_it_stood_and_is_reported() {
     assert!(text(&o).contains("defer"), "{}", text(&o));
 }
 
+/// Several virtual_alias_maps: one virtual(5) file in Postfix's order (the first table
+/// with an address answers for it), pinned by the generated suite; a table of another
+/// kind after them is reported, not silently dropped.
+#[test]
+fn several_virtual_alias_maps_are_asked_in_order() {
+    let (_tmp, _t, out, config) = import_with(
+        "myhostname = mx.example.test\nmynetworks = 127.0.0.1/32\ncompatibility_level = 3.6\n\
+         virtual_alias_domains = virt.example\n\
+         virtual_alias_maps = hash:/etc/postfix/v1, texthash:/etc/postfix/v2,\n    \
+         btree:/etc/postfix/v3, regexp:/etc/postfix/v4\n",
+        None,
+        &[
+            (
+                "v1",
+                "# first\nboth@virt.example first@elsewhere.example\nonly1@virt.example\n  one@elsewhere.example\n",
+            ),
+            (
+                "v2",
+                "BOTH@virt.example second@elsewhere.example\nonly2@virt.example two@elsewhere.example\n",
+            ),
+            (
+                "v3",
+                "both@virt.example third@elsewhere.example\nonly3@virt.example three@elsewhere.example\n",
+            ),
+            ("v4", "/^x@/ four@elsewhere.example\n"),
+        ],
+    );
+    assert!(
+        config.contains("virtual file=\"virtual_alias_maps\""),
+        "{config}"
+    );
+    let merged = std::fs::read_to_string(out.join("virtual_alias_maps")).unwrap();
+    for (present, line) in [
+        (true, "both@virt.example first@elsewhere.example"),
+        (true, "only1@virt.example one@elsewhere.example"),
+        (false, "BOTH@virt.example second@elsewhere.example"),
+        (true, "only2@virt.example two@elsewhere.example"),
+        (false, "both@virt.example third@elsewhere.example"),
+        (true, "only3@virt.example three@elsewhere.example"),
+    ] {
+        assert_eq!(merged.contains(line), present, "{line}:\n{merged}");
+    }
+    let suite = std::fs::read_to_string(out.join("tests/imported.kdl")).unwrap();
+    for case in [
+        "virtual_alias_maps: both@virt.example expands to first@elsewhere.example",
+        "virtual_alias_maps: only2@virt.example expands to two@elsewhere.example",
+        "virtual_alias_maps: only3@virt.example expands to three@elsewhere.example",
+    ] {
+        assert!(suite.contains(case), "{case}:\n{suite}");
+    }
+    let run = mtactl(&[
+        "test-policy",
+        "--config",
+        out.join("mtad.kdl").to_str().unwrap(),
+        out.join("tests/imported.kdl").to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", text(&run));
+    let report = std::fs::read_to_string(out.join("import-report.txt")).unwrap();
+    assert!(
+        report.contains("3 tables merged") && report.contains("`regexp:/etc/postfix/v4`: not read"),
+        "{report}"
+    );
+}
+
+/// A pattern access table in an earlier list (two OK lines, then warn_if_reject
+/// before a second table): each line applies only where no earlier line matched; a
+/// client pattern table, which Postfix tests against the client's name first, refuses
+/// where it stood.
+#[test]
+fn pattern_access_tables_keep_their_first_match_order() {
+    let (_tmp, _t, out, config) = import_with(
+        "myhostname = mx.example.test\nmynetworks = 127.0.0.1/32\ncompatibility_level = 3.6\n\
+         relay_domains = relay.example\n\
+         smtpd_sender_restrictions = check_sender_access regexp:/etc/postfix/s1,\n    \
+         warn_if_reject check_sender_access pcre:/etc/postfix/s2\n\
+         smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination\n",
+        None,
+        &[
+            ("s1", "/^a@/ OK\n/^b@/ OK\n/@spam\\.example$/ REJECT spam\n"),
+            (
+                "s2",
+                "/^w@/ REJECT only a warning\n/^w/ REJECT also only a warning\n",
+            ),
+        ],
+    );
+    // the two OK lines of an earlier list guard the rest of it together
+    assert!(
+        config.contains("not-sender-matches=\"(?:(?si)^a@)|(?:(?si)^b@)\""),
+        "{config}"
+    );
+    // under warn_if_reject a refusing line decides nothing: the next line excludes it
+    assert!(
+        config.lines().any(|l| l.contains("mode=\"warn\"")
+            && l.contains(" sender-matches=\"(?si)^w\"")
+            && l.contains("|(?:(?si)^w@)\"")),
+        "{config}"
+    );
+    let mut suite = String::new();
+    for (from, verdict) in [
+        ("a@spam.example", "accept"),
+        ("b@spam.example", "accept"),
+        ("c@spam.example", "reject"),
+        ("w@x.example", "accept"),
+    ] {
+        suite.push_str(&format!(
+            "case \"{from}\" {{\n    client \"198.51.100.9\"\n    from \"{from}\"\n    \
+             rcpt \"user@relay.example\"\n    expect \"rcpt\" \"{verdict}\"\n}}\n"
+        ));
+    }
+    let path = out.join("tests/more.kdl");
+    std::fs::write(&path, suite).unwrap();
+    let run = mtactl(&[
+        "test-policy",
+        "--config",
+        out.join("mtad.kdl").to_str().unwrap(),
+        path.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", text(&run));
+
+    // a client pattern table cannot be tested without the client's name; Postfix looks
+    // addresses up in lower case, so a case-sensitive pattern with capitals cannot be
+    // written as a rule: each refuses where it stood
+    let (_tmp, _t, _out, config) = import_with(
+        "myhostname = mx.example.test\nmynetworks = 127.0.0.1/32\ncompatibility_level = 3.6\n\
+         smtpd_client_restrictions = check_client_access pcre:/etc/postfix/c1\n\
+         smtpd_sender_restrictions = check_sender_access regexp:/etc/postfix/s3\n",
+        None,
+        &[
+            ("c1", "/^192\\.0\\.2\\./ REJECT\n"),
+            ("s3", "/^Upper@/i REJECT\n"),
+        ],
+    );
+    assert!(
+        config.contains("check_client_access pcre:/etc/postfix/c1 is not translated"),
+        "{config}"
+    );
+    assert!(
+        config.contains("check_sender_access regexp:/etc/postfix/s3 is not translated"),
+        "{config}"
+    );
+}
+
+/// inet_protocols: with IPv6, `all` interfaces are one dual-stack listener that takes
+/// IPv4 and IPv6 clients (as Postfix's two wildcard sockets do), `loopback-only` is
+/// 127.0.0.1 and [::1]; IPv4 alone stays 0.0.0.0.
+#[test]
+fn ipv6_listeners_as_postfix_binds_them() {
+    require_tool("swaks");
+    let port = common::free_port();
+    let master = format!("{port} inet n - y - - smtpd\n");
+    let listens = |main: &str| {
+        let (tmp, dir) = postfix_dir(
+            &format!(
+                "myhostname = mx.example.test\nmynetworks = 127.0.0.1/32\ncompatibility_level = 3.6\n{main}"
+            ),
+            Some(&master),
+        );
+        let (t, out) = import(&dir);
+        let config = std::fs::read_to_string(out.join("mtad.kdl")).unwrap();
+        let lines: Vec<String> = config
+            .lines()
+            .filter(|l| l.starts_with("listen "))
+            .map(|l| l.split("   //").next().unwrap_or(l).to_owned())
+            .collect();
+        (lines, tmp, t, out)
+    };
+    let (v4, ..) = listens("inet_interfaces = all\ninet_protocols = ipv4\n");
+    assert_eq!(
+        v4,
+        [format!("listen \"{port}\" address=\"0.0.0.0:{port}\"")]
+    );
+    let (lo, ..) = listens("inet_interfaces = loopback-only\ninet_protocols = all\n");
+    assert_eq!(
+        lo,
+        [
+            format!("listen \"{port}\" address=\"127.0.0.1:{port}\""),
+            format!("listen \"{port}-2\" address=\"[::1]:{port}\""),
+        ]
+    );
+    let (all, _tmp, t, out) = listens("inet_interfaces = all\ninet_protocols = ipv4, ipv6\n");
+    assert_eq!(all, [format!("listen \"{port}\" address=\"[::]:{port}\"")]);
+    // and that one listener answers on both protocols
+    let spool = t.path().join("spool");
+    let _mtad = Mtad::start_file(t, out.join("mtad.kdl"), spool, port);
+    for server in ["127.0.0.1", "::1"] {
+        let o = Command::new("swaks")
+            .args(["--server", server, "--port", &port.to_string()])
+            .args([
+                "--from",
+                "a@elsewhere.example",
+                "--to",
+                "postmaster@mx.example.test",
+            ])
+            .args(["--quit-after", "RCPT"])
+            .output()
+            .unwrap();
+        let shown = text(&o);
+        assert!(
+            o.status.success() && shown.contains("<-  250"),
+            "{server}: {shown}"
+        );
+    }
+}
+
+/// smtpd_sasl_auth_enable: the listener offers AUTH where Postfix does (after STARTTLS
+/// with smtpd_tls_auth_only = yes), against an empty users table marked FILL IN: a
+/// real client's AUTH is refused, never let in, until the operator lists the users.
+#[test]
+fn server_sasl_offers_auth_that_refuses_everyone_until_filled_in() {
+    require_tool("swaks");
+    let port = common::free_port();
+    // (the certificate stays where main.cf names it: this directory lives to the end)
+    let (_tmp, dir) = postfix_dir(
+        "myhostname = mx.example.test\nmynetworks = 127.0.0.1/32\ncompatibility_level = 3.6\n\
+         inet_interfaces = 127.0.0.1\n\
+         smtpd_tls_cert_file = /etc/ssl/certs/ssl-cert-snakeoil.pem\n\
+         smtpd_tls_key_file = /etc/ssl/private/ssl-cert-snakeoil.key\n\
+         smtpd_tls_security_level = may\nsmtpd_sasl_auth_enable = yes\n\
+         smtpd_sasl_type = dovecot\nsmtpd_sasl_path = private/auth\nsmtpd_tls_auth_only = yes\n",
+        Some(&format!("{port} inet n - y - - smtpd\n")),
+    );
+    for f in ["ssl-cert-snakeoil.pem", "ssl-cert-snakeoil.key"] {
+        std::fs::copy(fixture("debian").join(f), dir.join(f)).unwrap();
+    }
+    let (t, out) = import(&dir);
+    let config = std::fs::read_to_string(out.join("mtad.kdl")).unwrap();
+    assert!(
+        config.contains(&format!(
+            "listen \"{port}\" address=\"127.0.0.1:{port}\" auth=\"offered\" users=\"sasl\"   //"
+        )),
+        "{config}"
+    );
+    assert!(
+        config.contains("users \"sasl\" file=\"users.passwd\""),
+        "{config}"
+    );
+    let users = std::fs::read_to_string(out.join("users.passwd")).unwrap();
+    assert!(
+        users.contains("FILL IN") && users.contains("dovecot"),
+        "{users}"
+    );
+    let report = std::fs::read_to_string(out.join("import-report.txt")).unwrap();
+    assert!(report.contains("every AUTH fails (535)"), "{report}");
+    let spool = t.path().join("spool");
+    let _mtad = Mtad::start_file(t, out.join("mtad.kdl"), spool, port);
+    let auth = |tls: bool| {
+        let mut cmd = Command::new("swaks");
+        cmd.args(["--server", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--from",
+                "a@mx.example.test",
+                "--to",
+                "friend@elsewhere.example",
+            ])
+            .args([
+                "--auth",
+                "PLAIN",
+                "--auth-user",
+                "alice",
+                "--auth-password",
+                "secret",
+            ])
+            .args(["--quit-after", "AUTH"]);
+        if tls {
+            cmd.arg("--tls");
+        }
+        text(&cmd.output().unwrap())
+    };
+    // AUTH after STARTTLS: offered, and refused
+    let shown = auth(true);
+    assert!(
+        shown.contains("<~* 535 5.7.8") && !shown.contains(" 235 "),
+        "{shown}"
+    );
+    // before STARTTLS: not offered (smtpd_tls_auth_only = yes)
+    let shown = auth(false);
+    assert!(
+        !shown.contains(" 235 ") && !shown.contains("AUTH PLAIN LOGIN"),
+        "{shown}"
+    );
+}
+
+/// A hostile pattern table (thousands of DUNNO lines, each of which every later line
+/// would have to exclude) is not written out as rules: the output stays small and the
+/// table refuses where it stood.
+#[test]
+fn a_pattern_table_too_large_to_write_out_refuses_where_it_stood() {
+    let mut table: String = (0..3000)
+        .map(|n| format!("/^u{n}@x\\.example$/ DUNNO\n"))
+        .collect();
+    table.push_str("/@x\\.example$/ REJECT\n");
+    let (_tmp, _t, out, config) = import_with(
+        "myhostname = mx.example.test\nmynetworks = 127.0.0.1/32\ncompatibility_level = 3.6\n\
+         smtpd_sender_restrictions = check_sender_access regexp:/etc/postfix/big\n",
+        None,
+        &[("big", &table)],
+    );
+    assert!(
+        config.contains("check_sender_access regexp:/etc/postfix/big is not translated"),
+        "{config}"
+    );
+    assert!(config.len() < 64 << 10, "{} bytes", config.len());
+    let report = std::fs::read_to_string(out.join("import-report.txt")).unwrap();
+    assert!(report.contains("KiB of patterns"), "{report}");
+}
+
+/// postscreen with `postscreen_dnsbl_action = enforce`: its DNS lists, weighted, refuse
+/// first at RCPT on its listener (not for mynetworks); the dry run decides with them.
+#[test]
+fn postscreen_dns_lists_refuse_first_on_their_listener() {
+    let (_tmp, _t, out, config) = import_with(
+        "myhostname = mx.example.test\nmynetworks = 127.0.0.0/8\ncompatibility_level = 3.6\n\
+         inet_protocols = ipv4\nrelay_domains = relay.example\n\
+         postscreen_dnsbl_sites = zen.example=127.0.0.[2..11]*2 b.example\n\
+         postscreen_dnsbl_threshold = 2\npostscreen_dnsbl_action = enforce\n\
+         postscreen_greet_action = enforce\n",
+        Some(
+            "smtp inet n - y - 1 postscreen\nsmtpd pass - - y - - smtpd\n\
+             submission inet n - y - - smtpd\n",
+        ),
+        &[],
+    );
+    for wanted in [
+        "dnsbl \"postscreen\" \"zen.example=127.0.0.[2..11]*2\" \"b.example\" threshold=2",
+        "reject 550 \"5.7.1\" \"Service unavailable; client blocked using postscreen's DNS lists\" dnsbl=\"postscreen\" listener=\"smtp\" not-client=\"mynetworks\"",
+    ] {
+        assert!(config.contains(wanted), "{wanted} not in:\n{config}");
+    }
+    let report = std::fs::read_to_string(out.join("import-report.txt")).unwrap();
+    assert!(
+        report.contains("postscreen_greet_action") && report.contains("no pregreet test"),
+        "{report}"
+    );
+    let suite = out.join("tests/postscreen.kdl");
+    std::fs::write(
+        &suite,
+        "case \"listed twice over\" {
+    listener \"smtp\"
+    client \"192.0.2.10\"
+    from \"a@elsewhere.example\"
+    rcpt \"user@relay.example\"
+    dns { a \"10.2.0.192.zen.example\" \"127.0.0.2\"; }
+    expect \"rcpt\" \"reject\" reply=\"550 5.7.1\"
+}
+case \"under the threshold\" {
+    listener \"smtp\"
+    client \"192.0.2.11\"
+    from \"a@elsewhere.example\"
+    rcpt \"user@relay.example\"
+    dns { a \"11.2.0.192.b.example\" \"127.0.0.2\"; }
+    expect \"rcpt\" \"accept\"
+}
+case \"not on the submission port\" {
+    listener \"submission\"
+    client \"192.0.2.10\"
+    from \"a@elsewhere.example\"
+    rcpt \"user@relay.example\"
+    dns { a \"10.2.0.192.zen.example\" \"127.0.0.2\"; }
+    expect \"rcpt\" \"accept\"
+}
+",
+    )
+    .unwrap();
+    let run = mtactl(&[
+        "test-policy",
+        "--config",
+        out.join("mtad.kdl").to_str().unwrap(),
+        suite.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", text(&run));
+}
+
 #[test]
 fn lists_that_cannot_refuse_relaying_are_refused_as_postfix_refuses_them() {
     // compatibility_level 0: no default relay restrictions, and none written
@@ -365,10 +753,15 @@ smtpd_restriction_classes = strict
 strict = check_sender_access texthash:{etc}/strict_senders
 smtpd_client_restrictions = check_client_access cidr:{etc}/client_access.cidr,
     warn_if_reject reject_non_fqdn_helo_hostname
-smtpd_helo_restrictions = check_helo_access texthash:{etc}/helo_access
+smtpd_helo_restrictions = check_helo_access texthash:{etc}/helo_access,
+    check_helo_access regexp:{etc}/helo_regexp
 smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
 smtpd_recipient_restrictions = check_sender_access texthash:{etc}/sender_access,
+    check_sender_access regexp:{etc}/sender_regexp,
+    check_recipient_access pcre:{etc}/recipient_pcre,
     check_recipient_access texthash:{etc}/recipient_access
+virtual_alias_domains = virt.example
+virtual_alias_maps = texthash:{etc}/virtual_first, texthash:{etc}/virtual_second
 relayhost = [127.0.0.1]:1
 defer_transports = smtp relay
 smtpd_peername_lookup = no
@@ -382,7 +775,10 @@ const DIFF_TABLES: &[(&str, &str)] = &[
         "relay.example :[127.0.0.1]:1\ngone.relay.example error:5.1.1 this domain is gone\n",
     ),
     ("header_checks", "/^X-Spam-Flag: YES/ REJECT spam\n"),
-    ("sender_access", "bad.example REJECT go away\n"),
+    (
+        "sender_access",
+        "vip@bad.example DUNNO\nbad.example REJECT go away\n",
+    ),
     (
         "client_access.cidr",
         "127.0.0.3/32 REJECT blocked client\n127.0.0.4/32 OK\n",
@@ -392,6 +788,35 @@ const DIFF_TABLES: &[(&str, &str)] = &[
     (
         "strict_senders",
         "blocked@x.example REJECT not to strict.example\n",
+    ),
+    // a pattern table: the first line that matches answers, whatever it says
+    (
+        "sender_regexp",
+        "/^<>$/ 550 5.7.1 no bounces here
+/^vip@spam\\.example$/ DUNNO
+/@spam\\.example$/ REJECT spam domain
+/^friend@trusted\\.example$/ OK
+/@trusted\\.example$/ REJECT untrusted
+/@y\\.example$/ strict
+/^(nasty|other)@/ REJECT blocked local part
+/^lower@/i REJECT case folded
+",
+    ),
+    (
+        "recipient_pcre",
+        "/^nobody@relay\\.example$/ DUNNO
+/^(no|x)[a-z]*@relay\\.example$/ REJECT no such person
+/^[0-9]+@relay\\.example$/ 450 4.2.0 numbers later
+",
+    ),
+    ("helo_regexp", "/\\.invalid$/ REJECT invalid HELO\n"),
+    (
+        "virtual_first",
+        "both@virt.example first@foreign.example\nonly1@virt.example one@foreign.example\n",
+    ),
+    (
+        "virtual_second",
+        "both@virt.example second@foreign.example\nonly2@virt.example two@foreign.example\n",
     ),
 ];
 
@@ -503,6 +928,12 @@ const PROBES: &[Probe] = &[
     ),
     p(
         "127.0.0.2",
+        "vip@bad.example",
+        "user@relay.example",
+        "an access table's DUNNO for an address ends the lookup before its domain's REJECT",
+    ),
+    p(
+        "127.0.0.2",
         "ok@good.bad.example",
         "user@relay.example",
         "a subdomain of the refused sender domain",
@@ -567,6 +998,87 @@ const PROBES: &[Probe] = &[
         "user@strict.example",
         "the class lets other senders through",
     ),
+    p(
+        "127.0.0.2",
+        "<>",
+        "user@relay.example",
+        "the null sender, refused by a pattern for <>",
+    ),
+    p(
+        "127.0.0.2",
+        "vip@spam.example",
+        "user@relay.example",
+        "a pattern's DUNNO ends the table before a refusing line",
+    ),
+    p(
+        "127.0.0.2",
+        "bulk@spam.example",
+        "user@relay.example",
+        "a pattern refuses a sender",
+    ),
+    p(
+        "127.0.0.2",
+        "friend@trusted.example",
+        "user@relay.example",
+        "a pattern's OK comes before a later refusing line",
+    ),
+    p(
+        "127.0.0.2",
+        "someone@trusted.example",
+        "user@relay.example",
+        "the later refusing line",
+    ),
+    p(
+        "127.0.0.2",
+        "other@y.example",
+        "user@relay.example",
+        "a pattern's restriction class that does not decide ends the table",
+    ),
+    p(
+        "127.0.0.2",
+        "other@z.example",
+        "user@relay.example",
+        "the line after the class refuses others",
+    ),
+    p(
+        "127.0.0.2",
+        "LoWeR@a.example",
+        "user@relay.example",
+        "a case-sensitive pattern (flag i) sees the address in lower case",
+    ),
+    p(
+        "127.0.0.2",
+        "lowest@a.example",
+        "user@relay.example",
+        "a case-sensitive pattern that does not match",
+    ),
+    p(
+        "127.0.0.2",
+        "a@elsewhere.example",
+        "nobody@relay.example",
+        "a recipient pcre DUNNO",
+    ),
+    p(
+        "127.0.0.2",
+        "a@elsewhere.example",
+        "nothing@relay.example",
+        "a recipient pcre refuses",
+    ),
+    p(
+        "127.0.0.2",
+        "a@elsewhere.example",
+        "123@relay.example",
+        "a recipient pcre defers with its own code",
+    ),
+    Probe {
+        helo: "host.invalid",
+        ..p(
+            "127.0.0.2",
+            "a@elsewhere.example",
+            "user@relay.example",
+            "a HELO pattern refuses",
+        )
+    },
     Probe {
         header: Some("X-Spam-Flag: YES"),
         ..p(
@@ -658,7 +1170,7 @@ fn imported_configuration_answers_as_postfix_does() {
     assert!(kdl.contains(&format!("127.0.0.1:{port}")), "{kdl}");
     std::fs::write(&config, kdl).unwrap();
     let spool = tmp.path().join("spool");
-    let mtad = Mtad::start_file(tmp, config, spool, port);
+    let mtad = Mtad::start_file(tmp, config.clone(), spool, port);
     let ours: Vec<String> = PROBES.iter().map(|p| reply_class(mtad.port, p)).collect();
     let mut wrong = Vec::new();
     for ((probe, t), o) in PROBES.iter().zip(&theirs).zip(&ours) {
@@ -675,6 +1187,68 @@ fn imported_configuration_answers_as_postfix_does() {
         "different reply classes:\n{}",
         wrong.join("\n")
     );
+
+    // virtual_alias_maps with two tables: the first table that has an address answers
+    // (Postfix's queue after cleanup's rewriting; mtad's route for the same address)
+    let wanted = [
+        (
+            "both@virt.example",
+            "first@foreign.example",
+            "second@foreign.example",
+        ),
+        (
+            "only2@virt.example",
+            "two@foreign.example",
+            "one@foreign.example",
+        ),
+    ];
+    for (rcpt, _, _) in wanted {
+        let sent = Command::new("swaks")
+            .args(["--server", "127.0.0.1", "--port", &postfix.port.to_string()])
+            .args(["--from", "a@elsewhere.example", "--to", rcpt, "--body", "v"])
+            .output()
+            .unwrap();
+        assert!(sent.status.success(), "swaks to {rcpt}: {}", text(&sent));
+    }
+    let mut queue = String::new();
+    for _ in 0..100 {
+        let q = Command::new("postqueue")
+            .arg("-c")
+            .arg(&etc)
+            .arg("-j")
+            .output()
+            .unwrap();
+        queue = String::from_utf8_lossy(&q.stdout).into_owned();
+        if wanted
+            .iter()
+            .all(|(_, to, _)| queue.contains(&format!("\"{to}\"")))
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    for (rcpt, to, not) in wanted {
+        assert!(
+            queue.contains(&format!("\"{to}\"")) && !queue.contains(&format!("\"{not}\"")),
+            "Postfix: {rcpt} -> {to}:\n{queue}"
+        );
+        let route = mtactl(&[
+            "test-policy",
+            "--config",
+            config.to_str().unwrap(),
+            "--client",
+            "127.0.0.2",
+            "--from",
+            "a@elsewhere.example",
+            "--rcpt",
+            rcpt,
+        ]);
+        let shown = text(&route);
+        assert!(
+            shown.contains(&format!("-> <{to}>")) && !shown.contains(&format!("<{not}>")),
+            "mtad: {rcpt} -> {to}:\n{shown}"
+        );
+    }
 }
 
 /// docs/migrating-from-postfix.md shows seed 000's import and its report as the
@@ -742,6 +1316,7 @@ smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination,
 smtpd_policy_service_timeout = 20s
 smtpd_milters = inet:localhost:8891, { unix:/run/spamass/spamass.sock, default_action=accept }
 milter_default_action = tempfail
+non_smtpd_milters = $smtpd_milters
 message_size_limit = 52428800
 smtpd_recipient_limit = 200
 smtpd_client_connection_rate_limit = 30
@@ -773,10 +1348,13 @@ submission inet n - y - - smtpd
     let (_t, out) = import(&dir);
     let config = std::fs::read_to_string(out.join("mtad.kdl")).unwrap();
     for wanted in [
-        "listen \"submission\" address=\"0.0.0.0:587\" starttls=\"required\"",
+        "listen \"submission\" address=\"[::]:587\" starttls=\"required\"",
         "milters=\"milter-8891 spamass\"",
         "milter \"milter-8891\" \"inet:127.0.0.1:8891\" on-failure=\"tempfail\"",
         "milter \"spamass\" \"unix:/run/spamass/spamass.sock\" on-failure=\"accept\"",
+        // non_smtpd_milters: mail from sendmail goes through the same milters
+        "local-submission {",
+        "    milters \"milter-8891 spamass\"   // non_smtpd_milters",
         "dnsbl \"zen.example\" \"zen.example=127.0.0.[2..11]\"",
         "reject-dnsbl \"zen.example\"",
         "policy-service \"policy-10023\" address=\"inet:127.0.0.1:10023\" timeout=\"20s\"",

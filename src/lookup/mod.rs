@@ -25,7 +25,8 @@ mod alias;
 pub use alias::{parse_aliases, split_addresses};
 pub use sql_table::{LookupError, SqlTable};
 pub use table::{
-    ResultLine, Table, TableError, TableKind, inline_map, parse_cidr, parse_map, parse_regexp,
+    PatternLine, ResultLine, Table, TableError, TableKind, inline_map, parse_cidr, parse_map,
+    parse_regexp,
 };
 
 use std::borrow::Cow;

@@ -100,6 +100,26 @@ pub struct ResultLine {
     pub byte_span: Range<usize>,
 }
 
+/// One line of a regexp table, as [`Table::pattern_lines`] gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PatternLine {
+    /// `[!]/pattern/flags result`.
+    Rule {
+        pattern: String,
+        negate: bool,
+        result: String,
+        /// The result refers to the pattern's captures (`$1`).
+        substitutes: bool,
+        line: u32,
+    },
+    /// `if [!]/pattern/flags`.
+    If {
+        pattern: String,
+        negate: bool,
+    },
+    Endif,
+}
+
 /// A lookup table: immutable once built, `Send + Sync`.
 pub struct Table {
     inner: Inner,
@@ -240,6 +260,41 @@ impl Table {
             Inner::Regexp(t) => &t.results,
             _ => &[],
         }
+    }
+
+    /// A regexp table's lines in order (`None` for other kinds): each pattern as a
+    /// self-contained `regex` source (its flags spelt out), whether it is negated,
+    /// and the result as written. For callers that write the table out as rules
+    /// (`mtactl import postfix`), which keep its first-match order themselves.
+    pub fn pattern_lines(&self) -> Option<Vec<PatternLine>> {
+        let Inner::Regexp(t) = &self.inner else {
+            return None;
+        };
+        let source = |i: usize| t.patterns.get(i).map_or("", |r| r.as_str()).to_owned();
+        let mut results = t.results.iter();
+        let mut out = Vec::new();
+        for op in &t.ops {
+            out.push(match op {
+                Op::Rule {
+                    cond,
+                    negate,
+                    result,
+                    line,
+                } => PatternLine::Rule {
+                    pattern: source(*cond),
+                    negate: *negate,
+                    result: results.next().map_or_else(String::new, |r| r.text.clone()),
+                    substitutes: result.has_groups(),
+                    line: *line,
+                },
+                Op::If { cond, negate, .. } => PatternLine::If {
+                    pattern: source(*cond),
+                    negate: *negate,
+                },
+                Op::Endif => PatternLine::Endif,
+            });
+        }
+        Some(out)
     }
 
     /// What Postfix would have warned about while reading the table (duplicate keys
@@ -990,10 +1045,12 @@ fn regexp_pattern(
         Cow::Owned(basic_to_extended(body))
     };
     let translated = non_ascii_as_bytes(&translated);
+    // the flags are all spelt out (`-i` too), so the source means the same wherever
+    // it is compiled (see `Table::pattern_lines`)
     let source = format!(
         "(?{}{}){}",
-        if icase { "i" } else { "" },
         if multiline { "m" } else { "s" },
+        if icase { "i" } else { "-i" },
         translated
     );
     match RegexBuilder::new(&source).unicode(false).build() {

@@ -50,6 +50,20 @@ impl Cond {
         }
     }
 
+    /// `not-X-matches=A` and `not-X-matches=B` as one condition,
+    /// `not-X-matches="(?:A)|(?:B)"` (neither matches): a rule has one value per
+    /// property. `None` for any other pair.
+    pub fn merge_negated(&self, other: &Cond) -> Option<Cond> {
+        let (CondValue::Str(a), CondValue::Str(b)) = (&self.value, &other.value) else {
+            return None;
+        };
+        (self.negated && other.negated && self.key == other.key && self.key.ends_with("-matches"))
+            .then(|| Cond {
+                value: CondValue::Str(format!("(?:{a})|(?:{b})")),
+                ..self.clone()
+            })
+    }
+
     /// The property as written.
     pub fn property(&self) -> String {
         if self.negated {

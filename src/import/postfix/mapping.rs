@@ -81,7 +81,7 @@ pub const MAPPING: &[Mapping] = &[
         "inet_protocols",
         "listen address=",
         Approximated,
-        "listeners are written for IPv4 addresses; add [::]:PORT listeners for IPv6",
+        "with IPv6, `inet_interfaces = all` is one dual-stack listener on [::]:PORT (IPv4 clients arrive on it too, unless the host sets net.ipv6.bindv6only = 1; with `ipv6` alone it takes IPv4 clients as well), `loopback-only` 127.0.0.1 and [::1]",
     ),
     m(
         "proxy_interfaces",
@@ -349,9 +349,9 @@ pub const MAPPING: &[Mapping] = &[
     m("smtpd_milters", "milter + listen milters=", Translated, ""),
     m(
         "non_smtpd_milters",
-        "local-submission { milters }",
-        Unsupported,
-        "the importer writes no local-submission block: add one (docs/local-submission.md)",
+        "local-submission { milters } (with its maildrop under the spool)",
+        Translated,
+        "",
     ),
     m(
         "milter_default_action",
@@ -375,7 +375,7 @@ pub const MAPPING: &[Mapping] = &[
     ),
     m(
         "virtual_alias_maps",
-        "virtual file= / table=",
+        "virtual file= / table= (several map files merged in Postfix's order)",
         Translated,
         "",
     ),
@@ -496,9 +496,9 @@ pub const MAPPING: &[Mapping] = &[
     ),
     m(
         "smtpd_sasl_auth_enable",
-        "listen auth= + users",
-        Unsupported,
-        "mtad checks passwords itself against a users table (Dovecot passwd-file or SQL); the importer cannot know Postfix's SASL backend, so no listener offers AUTH until you add one (narrower)",
+        "listen auth=\"offered\" users=\"sasl\" + users \"sasl\" file=\"users.passwd\"",
+        Approximated,
+        "mtad checks passwords itself against a users table (Dovecot passwd-file or SQL); Postfix's SASL server (Dovecot, Cyrus) keeps them, so users.passwd is written empty: every AUTH fails (535) until you fill it in",
     ),
     m(
         "smtpd_sasl_type",
@@ -932,6 +932,54 @@ pub const MAPPING: &[Mapping] = &[
         "(nothing)",
         Ignored,
         "mtad does not take XCLIENT: use the PROXY protocol",
+    ),
+    m(
+        "postscreen_dnsbl_sites",
+        "dnsbl \"postscreen\" (the same sites and weights)",
+        Translated,
+        "",
+    ),
+    m(
+        "postscreen_dnsbl_threshold",
+        "dnsbl \"postscreen\" threshold=",
+        Translated,
+        "",
+    ),
+    m(
+        "postscreen_dnsbl_action",
+        "stage \"rcpt\" { reject dnsbl=\"postscreen\" listener= }",
+        Approximated,
+        "`enforce` refuses every RCPT with 550, as postscreen does; `drop` (a 521 and hang-up after the greeting) is a 521 at RCPT; `ignore` writes nothing",
+    ),
+    m(
+        "postscreen_access_list",
+        "(not-client=\"mynetworks\" on the postscreen rule)",
+        Approximated,
+        "only `permit_mynetworks` is carried over; other entries are not (narrower)",
+    ),
+    m(
+        "postscreen_greet_action",
+        "(nothing)",
+        Unsupported,
+        "mtad has no pregreet test: clients that talk before the greeting are answered in order",
+    ),
+    m(
+        "postscreen_pipelining_enable",
+        "(nothing)",
+        Unsupported,
+        "mtad has none of postscreen's after-greeting protocol tests",
+    ),
+    m(
+        "postscreen_non_smtp_command_enable",
+        "(nothing)",
+        Unsupported,
+        "mtad has none of postscreen's after-greeting protocol tests",
+    ),
+    m(
+        "postscreen_bare_newline_enable",
+        "(nothing)",
+        Unsupported,
+        "mtad has none of postscreen's after-greeting protocol tests",
     ),
 ];
 

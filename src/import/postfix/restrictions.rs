@@ -184,7 +184,15 @@ pub fn join(
                         [] => continue 'lists, // the rest of this list never runs
                         [c] => {
                             let guard = c.negate();
-                            if guards.iter().any(|g| g.property() == guard.property()) {
+                            let same = guards.iter().position(|g| g.property() == guard.property());
+                            let merged =
+                                same.and_then(|i| Some((i, guards[i].merge_negated(&guard)?)));
+                            if let Some((i, merged)) = merged {
+                                // two pattern permits: neither pattern may match
+                                guards[i] = merged;
+                                continue;
+                            }
+                            if same.is_some() {
                                 refuse(
                                     &mut rules,
                                     problems,
@@ -233,10 +241,13 @@ pub fn join(
                     let mut conds = with(extra, &guards);
                     let mut clash = None;
                     for c in &rule.conds {
-                        if conds.iter().any(|g| g.property() == c.property()) {
-                            clash = Some(c.property());
+                        match conds.iter().position(|g| g.property() == c.property()) {
+                            Some(i) => match conds[i].merge_negated(c) {
+                                Some(merged) => conds[i] = merged,
+                                None => clash = Some(c.property()),
+                            },
+                            None => conds.push(c.clone()),
                         }
-                        conds.push(c.clone());
                     }
                     if let Some(p) = clash {
                         refuse(

@@ -37,6 +37,9 @@ pub struct Facts {
     pub destinations_table: bool,
     pub has_virtual: bool,
     pub aliases: Vec<(String, String)>,
+    /// `virtual_alias_maps` entries (key, value), the first table's where several
+    /// have a key: Postfix's order.
+    pub virtual_aliases: Vec<(String, String)>,
     pub transports: Vec<(String, String)>,
     pub relayhost: Option<String>,
     pub content_filter: Option<String>,
@@ -240,6 +243,37 @@ impl Facts {
                         (target.to_ascii_lowercase(), route),
                     );
                 }
+            }
+            // virtual aliases of whole addresses to one address elsewhere (not itself
+            // a virtual key, so the expansion stops there)
+            for (key, target) in self.virtual_aliases.iter().take(12) {
+                let target = target.to_ascii_lowercase();
+                let (Some((klocal, _)), Some((_, tdomain))) =
+                    (key.rsplit_once('@'), target.rsplit_once('@'))
+                else {
+                    continue;
+                };
+                if klocal.is_empty()
+                    || klocal.contains(['"', '+'])
+                    || target.contains([',', ' ', '"'])
+                    || self.local.iter().any(|d| d == tdomain)
+                    || self
+                        .virtual_aliases
+                        .iter()
+                        .any(|(k, _)| *k == target || k.strip_prefix('@') == Some(tdomain))
+                {
+                    continue;
+                }
+                let Some(route) = self.route_of(tdomain, false) else {
+                    continue;
+                };
+                self.routed_case(
+                    &mut s,
+                    &format!("virtual_alias_maps: {key} expands to {target}"),
+                    ip,
+                    key,
+                    (target.clone(), route),
+                );
             }
         }
         s

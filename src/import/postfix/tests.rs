@@ -204,6 +204,52 @@ fn a_permit_in_an_earlier_list_guards_the_rest_of_that_list_only() {
 }
 
 #[test]
+fn pattern_permits_and_exclusions_merge_into_one_condition() {
+    // two pattern permits in an earlier list guard the rest of it together, and a
+    // rule's own exclusion joins them: neither pattern may match
+    let lists = [
+        List {
+            parameter: "smtpd_sender_restrictions".into(),
+            items: vec![
+                permit(Cond::s("sender-matches", "^a@")),
+                permit(Cond::s("sender-matches", "^b@")),
+                reject(vec![
+                    Cond::s("sender-matches", "@x$"),
+                    Cond::s("sender-matches", "^c@").negate(),
+                ]),
+            ],
+        },
+        List {
+            parameter: "smtpd_relay_restrictions".into(),
+            items: vec![reject(vec![
+                Cond::s("rcpt-domain", "destinations").negate(),
+            ])],
+        },
+    ];
+    let mut problems = Vec::new();
+    let rules: Vec<String> = join(&lists, &[], true, &mut problems)
+        .iter()
+        .map(Rule::render)
+        .collect();
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(
+        rules[0],
+        "reject 554 \"5.7.1\" \"no\" not-sender-matches=\"(?:(?:^a@)|(?:^b@))|(?:^c@)\" sender-matches=\"@x$\""
+    );
+    // a positive pattern is never merged: that would need both to match
+    assert_eq!(
+        Cond::s("sender-matches", "a").merge_negated(&Cond::s("sender-matches", "b")),
+        None
+    );
+    assert_eq!(
+        Cond::s("client", "a")
+            .negate()
+            .merge_negated(&Cond::s("client", "b").negate()),
+        None
+    );
+}
+
+#[test]
 fn what_cannot_be_joined_defers_where_it_stood() {
     // two permits on the client in an earlier list: not expressible with one property
     let lists = [

@@ -33,6 +33,8 @@ pub(super) struct Translator {
     dnsbls: BTreeMap<String, String>,
     policies: BTreeMap<String, String>,
     milters: BTreeMap<String, String>,
+    /// The `users` node for smtpd_sasl_auth_enable, once a listener offers AUTH.
+    users: Option<String>,
     /// Extra `networks` sets (per-listener mynetworks, rate-limit exceptions).
     networks: Vec<String>,
     /// Restriction classes (main.cf smtpd_restriction_classes).
@@ -115,6 +117,7 @@ impl Translator {
             dnsbls: BTreeMap::new(),
             policies: BTreeMap::new(),
             milters: BTreeMap::new(),
+            users: None,
             networks: Vec::new(),
             classes,
             join_problems: Vec::new(),
@@ -263,6 +266,7 @@ impl Translator {
         let listeners = self.listeners()?;
         self.server(&listeners)?;
         self.listen_nodes(&listeners);
+        self.local_submission();
         self.sets()?;
         self.aliases()?;
         self.limits()?;
@@ -283,6 +287,11 @@ impl Translator {
             }
         }
         for (_, node) in self.tables.values() {
+            defs.push('\n');
+            defs.push_str(node);
+            defs.push('\n');
+        }
+        if let Some(node) = &self.users {
             defs.push('\n');
             defs.push_str(node);
             defs.push('\n');
@@ -426,6 +435,8 @@ pub(super) struct Smtpd {
     pub line: usize,
     pub params: Params,
     pub overrides: Vec<(String, String)>,
+    /// The service runs postscreen in front of its smtpd.
+    pub postscreen: bool,
 }
 
 impl Translator {
@@ -433,11 +444,25 @@ impl Translator {
         let interfaces = self.list("inet_interfaces")?;
         self.claim("inet_interfaces");
         self.claim("inet_protocols");
+        // Postfix binds each interface for each protocol inet_protocols names
+        let protocols = self.list("inet_protocols")?;
+        let has = |p: &str| protocols.iter().any(|x| x == "all" || x == p);
+        let (v4, v6) = (has("ipv4") || !has("ipv6"), has("ipv6"));
         let mut addresses = Vec::new();
         for i in &interfaces {
             match i.as_str() {
+                // one dual-stack socket: IPv4 clients arrive on it too (as Postfix's two
+                // wildcard sockets take them), which mtad sees as IPv4 addresses
+                "all" if v6 => addresses.push("[::]".to_owned()),
                 "all" => addresses.push("0.0.0.0".to_owned()),
-                "loopback-only" | "localhost" => addresses.push("127.0.0.1".to_owned()),
+                "loopback-only" | "localhost" => {
+                    if v4 {
+                        addresses.push("127.0.0.1".to_owned());
+                    }
+                    if v6 {
+                        addresses.push("[::1]".to_owned());
+                    }
+                }
                 other => {
                     let bare = other.trim_start_matches('[').trim_end_matches(']');
                     match bare.parse::<std::net::IpAddr>() {
@@ -473,7 +498,7 @@ impl Translator {
                         format!("{} inet postscreen", s.name),
                         Status::Approximated,
                         format!("listen {}", q(&s.name)),
-                        "postscreen's tests (pregreet, DNS lists, ...) are not translated: its smtpd's restrictions run on this listener",
+                        "postscreen's protocol tests (pregreet, pipelining, bare newline, non-SMTP commands) are not translated: mtad has none of them; its smtpd's restrictions run on this listener, and postscreen's DNS lists, when their action is not `ignore`, refuse first at RCPT (a `dnsbl` weighted as postscreen weighs them)",
                     );
                     let mut o = s.overrides.clone();
                     if let Some(p) = &pass_smtpd {
@@ -530,6 +555,7 @@ impl Translator {
                     line: s.line,
                     params: params.clone(),
                     overrides: overrides.clone(),
+                    postscreen: s.command == "postscreen",
                 });
             }
             for (k, v) in &overrides {
@@ -806,8 +832,8 @@ impl Translator {
                 }
             }
             if p.flag("smtpd_sasl_auth_enable").unwrap_or(false) {
-                notes.push("no AUTH: see the report (smtpd_sasl_auth_enable)".into());
-                self.claim("smtpd_sasl_auth_enable");
+                let tls = wrapper || (has_cert && level != "none");
+                notes.push(self.sasl(&mut props, p, tls, wrapper));
             }
             let _ = writeln!(s, "{props}   // {}", notes.join(", "));
             self.facts.listeners.push(Listener {
@@ -822,6 +848,7 @@ impl Translator {
             "smtpd_enforce_tls",
             "smtpd_tls_wrappermode",
             "smtpd_tls_auth_only",
+            "smtpd_sasl_auth_enable",
             "smtpd_milters",
             "milter_default_action",
             "smtpd_sasl_type",
@@ -833,6 +860,102 @@ impl Translator {
         }
         s.push_str("\n// @@DEFINITIONS@@\n");
         self.out.push_str(&s);
+    }
+
+    /// `non_smtpd_milters`: the milters of mail submitted on this host, which in mtad
+    /// come in through `local-submission` (its `sendmail`): a block with its maildrop
+    /// under the spool and those milters. Without them no block is written (local
+    /// submission stays off, as the report's header says).
+    fn local_submission(&mut self) {
+        let params = self.params.clone();
+        let milters = params.list("non_smtpd_milters").unwrap_or_default();
+        if milters.is_empty() {
+            return;
+        }
+        let names: Vec<String> = milters
+            .iter()
+            .filter_map(|m| self.milter(m, &params))
+            .collect();
+        if names.is_empty() {
+            return;
+        }
+        let maildrop = format!("{}/maildrop", self.facts.spool.trim_end_matches('/'));
+        let _ = write!(
+            self.out,
+            "\n// mail submitted on this host (sendmail), as Postfix's pickup takes it\n\
+             local-submission {{\n    maildrop {}\n    group \"mtad-drop\"   // sendmail is setgid to it (Postfix's setgid_group)\n    \
+             milters {}   // non_smtpd_milters\n}}\n",
+            q(&maildrop),
+            q(&names.join(" "))
+        );
+        self.claim("non_smtpd_milters");
+    }
+
+    /// Server-side SASL on a listener (`smtpd_sasl_auth_enable`): AUTH offered where
+    /// Postfix offers a plaintext mechanism (PLAIN, LOGIN: what mtad has) — after TLS,
+    /// and before it too with `smtpd_tls_auth_only = no` — checked against the `users`
+    /// table "sasl". Postfix's password source (Dovecot's passdb, Cyrus saslauthd)
+    /// cannot be imported: that table is written empty, so every AUTH fails (535)
+    /// until the operator fills it in; never an AUTH that lets anyone in. What is
+    /// appended to `props`; the note for the listener's comment.
+    fn sasl(&mut self, props: &mut String, p: &Params, tls: bool, wrapper: bool) -> String {
+        let tls_only = p.flag("smtpd_tls_auth_only").unwrap_or(false);
+        let plaintext_allowed = |name: &str| {
+            !p.list(name)
+                .unwrap_or_default()
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case("noplaintext"))
+        };
+        // where Postfix would list PLAIN or LOGIN
+        let after_tls = tls && plaintext_allowed("smtpd_sasl_tls_security_options");
+        let before_tls = !wrapper && !tls_only && plaintext_allowed("smtpd_sasl_security_options");
+        // mtad's auth-plaintext offers AUTH before TLS and after it alike
+        if !(after_tls || before_tls && !tls) {
+            self.note(
+                "smtpd_sasl_auth_enable",
+                Status::Approximated,
+                "",
+                "a listener offers no AUTH: Postfix offers no plaintext mechanism (PLAIN, LOGIN), the only ones mtad has, after TLS there (narrower)",
+            );
+            return "no AUTH: see the report (smtpd_sasl_auth_enable)".into();
+        }
+        props.push_str(" auth=\"offered\" users=\"sasl\"");
+        if before_tls {
+            props.push_str(" auth-plaintext=#true");
+        }
+        if self.users.is_none() {
+            let kind = p.get("smtpd_sasl_type").unwrap_or_default();
+            let path = p.get("smtpd_sasl_path").unwrap_or_default();
+            let file = self.add_file(
+                "smtpd_sasl/users.passwd",
+                format!(
+                    "# FILL IN: the users that may log in (AUTH), in Dovecot's passwd-file form:\n\
+                     #   user@example.test:{{ARGON2ID}}$argon2id$...   (doveadm pw -s ARGON2ID)\n\
+                     # Postfix asked its SASL server (smtpd_sasl_type = {kind}, smtpd_sasl_path = {path})\n\
+                     # for passwords, which cannot be imported. Empty, every AUTH fails (535):\n\
+                     # nobody logs in until this file (or users \"sasl\" sql=...) lists them.\n"
+                ),
+            );
+            self.users = Some(format!(
+                "// FILL IN: smtpd_sasl_type = {kind}, smtpd_sasl_path = {path}: the passwords stay\n\
+                 // with that SASL server; list the users in users.passwd (Dovecot's passwd-file\n\
+                 // form), or point this at their SQL table. Until then every AUTH fails (535).\n\
+                 users \"sasl\" file={}",
+                q(&file)
+            ));
+            self.note(
+                "smtpd_sasl_auth_enable",
+                Status::Approximated,
+                "listen auth=\"offered\" users=\"sasl\"",
+                format!(
+                    "Postfix's SASL server ({kind}, {path}) keeps the passwords, which cannot be imported: users \"sasl\" is written with an empty users.passwd, so every AUTH fails (535) until you fill it in (docs/configuration.md#users-name-)"
+                ),
+            );
+        }
+        for name in ["smtpd_sasl_type", "smtpd_sasl_path", "smtpd_tls_auth_only"] {
+            self.claim(name);
+        }
+        "smtpd_sasl_auth_enable: FILL IN users \"sasl\"".into()
     }
 
     /// A `milter` node for one smtpd_milters entry; its name.
@@ -1193,19 +1316,31 @@ impl Translator {
         }
         self.claim("alias_database");
         let maps = self.list("virtual_alias_maps")?;
-        for (i, spec) in maps.iter().enumerate() {
-            if i > 0 {
-                self.note(
-                    "virtual_alias_maps",
-                    Status::Unsupported,
-                    "",
-                    format!("`{spec}`: only the first virtual alias table is read"),
-                );
-                continue;
-            }
+        // Postfix asks the tables in their order, first match wins: the leading run
+        // of map files and inline tables is merged into one virtual(5) file
+        let mergeable = maps
+            .iter()
+            .take_while(|m| matches!(TableRef::parse(m), TableRef::Map(_) | TableRef::Inline(_)))
+            .count();
+        let first = if mergeable >= 2 {
+            self.virtual_alias_chain(&maps[..mergeable], &mut s);
+            mergeable
+        } else {
+            1
+        };
+        for spec in maps.iter().skip(first) {
+            self.note(
+                "virtual_alias_maps",
+                Status::Unsupported,
+                "",
+                format!("`{spec}`: not read (mtad reads one virtual table, into which only map files and inline tables before any other kind are merged): its addresses are not rewritten"),
+            );
+        }
+        for spec in maps.iter().take(usize::from(first == 1)) {
             match TableRef::parse(spec) {
                 TableRef::Map(path) => match self.src.read(&path) {
                     Ok((_, text)) => {
+                        self.facts.virtual_aliases = virtual_entries(&text);
                         let name = self.add_file(&path, text);
                         let _ = writeln!(
                             s,
@@ -1278,6 +1413,79 @@ impl Translator {
         }
         self.out.push_str(&s);
         Ok(())
+    }
+
+    /// Several `virtual_alias_maps` tables as one virtual(5) file. Postfix asks
+    /// every table for one key before it tries the next key (`user@domain` in all
+    /// of them, then `@domain`: `maps_find`), so the first table that has a key
+    /// answers for it: the merged file is each table's lines in order, without the
+    /// keys an earlier table has (a key repeated within one table stays, where the
+    /// first one wins as in Postfix).
+    fn virtual_alias_chain(&mut self, maps: &[String], s: &mut String) {
+        let mut merged = String::from(
+            "# virtual_alias_maps: several tables merged in Postfix's order; the first\n\
+             # table that has a key answers for it (`mtactl import postfix`)\n",
+        );
+        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut entries = Vec::new();
+        let mut read = Vec::new();
+        for spec in maps {
+            let text = match TableRef::parse(spec) {
+                TableRef::Map(path) => match self.src.read(&path) {
+                    Ok((_, text)) => text,
+                    Err(e) => {
+                        self.note("virtual_alias_maps", Status::Unsupported, "", e);
+                        continue;
+                    }
+                },
+                TableRef::Inline(pairs) => {
+                    pairs.iter().map(|(k, v)| format!("{k} {v}\n")).collect()
+                }
+                _ => continue, // the caller passes map files and inline tables only
+            };
+            let _ = writeln!(merged, "\n# {spec}");
+            let mut own = std::collections::HashSet::new();
+            for (_, line) in super::maincf::logical_lines(&text) {
+                let key = line
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                if seen.contains(&key) {
+                    continue; // an earlier table answers for it
+                }
+                own.insert(key);
+                merged.push_str(&line);
+                merged.push('\n');
+            }
+            entries.extend(
+                virtual_entries(&text)
+                    .into_iter()
+                    .filter(|(k, _)| !seen.contains(k)),
+            );
+            seen.extend(own);
+            read.push(spec.as_str());
+        }
+        if read.is_empty() {
+            return;
+        }
+        self.facts.virtual_aliases = entries;
+        let name = self.add_file("virtual_alias_maps", merged);
+        let _ = writeln!(
+            s,
+            "virtual file={}   // virtual_alias_maps = {} (merged: the first table with a key answers)",
+            q(&name),
+            read.join(", ")
+        );
+        self.note(
+            "virtual_alias_maps",
+            Status::Translated,
+            "virtual file=",
+            format!(
+                "{} tables merged into `{name}` in Postfix's order (the first table that has a key answers for it)",
+                read.len()
+            ),
+        );
     }
 
     fn limits(&mut self) -> Result<(), ImportError> {
@@ -1600,6 +1808,22 @@ pub(super) fn nexthop_transport(nexthop: &str) -> String {
     format!("smtp:{n}")
 }
 
+/// A virtual(5) table's entries (key lowercased, value as written), first one of a
+/// repeated key only: what the generated suite expects of them.
+fn virtual_entries(text: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (_, line) in super::maincf::logical_lines(text) {
+        let Some((key, value)) = line.split_once(char::is_whitespace) else {
+            continue;
+        };
+        let key = key.to_ascii_lowercase();
+        if !out.iter().any(|(k, _)| *k == key) {
+            out.push((key, value.trim().to_owned()));
+        }
+    }
+    out
+}
+
 /// aliases(5) text without the targets mtad refuses (commands, files, includes): the
 /// text, what was left out, and the aliases kept (name, first target).
 fn clean_aliases(text: &str) -> (String, Vec<String>, Vec<(String, String)>) {
@@ -1745,6 +1969,7 @@ impl Translator {
             "\n// Postfix's restriction lists, evaluated at RCPT (smtpd_delay_reject = yes) in\n// Postfix's order; in an mtad stage the first rule that decides wins.\nstage \"rcpt\" {\n",
         );
         let main_mynetworks = self.params.list("mynetworks").unwrap_or_default();
+        self.postscreen_dnsbl(listeners, &mut s);
         for (key, members) in &groups {
             for l in members {
                 let set = if key.mynetworks != main_mynetworks {
@@ -1792,6 +2017,87 @@ impl Translator {
         s.push_str("}\n");
         self.out.push_str(&s);
         Ok(())
+    }
+
+    /// postscreen's DNS lists (`postscreen_dnsbl_sites`, `_threshold`) on the listeners
+    /// that run it, when `postscreen_dnsbl_action` is `enforce` (550 to every RCPT) or
+    /// `drop` (521): a `dnsbl` with the same sites and weights, and a refusal first in
+    /// the rcpt stage for those listeners, except for clients of `mynetworks`
+    /// (postscreen_access_list's default `permit_mynetworks`). With `ignore`, its
+    /// default, postscreen's lists decide nothing, and nothing is written.
+    fn postscreen_dnsbl(&mut self, listeners: &[Smtpd], s: &mut String) {
+        for name in [
+            "postscreen_dnsbl_sites",
+            "postscreen_dnsbl_threshold",
+            "postscreen_dnsbl_action",
+            "postscreen_access_list",
+        ] {
+            self.claim(name);
+        }
+        for l in listeners.iter().filter(|l| l.postscreen) {
+            let p = &l.params;
+            let code = match p
+                .get("postscreen_dnsbl_action")
+                .unwrap_or_default()
+                .as_str()
+            {
+                "enforce" => 550,
+                "drop" => 521,
+                _ => continue,
+            };
+            let sites = p.list("postscreen_dnsbl_sites").unwrap_or_default();
+            if sites.is_empty() {
+                continue;
+            }
+            let threshold = p.get("postscreen_dnsbl_threshold").unwrap_or_default();
+            let threshold = threshold.trim().parse::<i64>().unwrap_or(1);
+            let access = p.list("postscreen_access_list").unwrap_or_default();
+            let exempt = access.iter().any(|a| a == "permit_mynetworks");
+            if access.iter().any(|a| a != "permit_mynetworks") {
+                self.note(
+                    "postscreen_access_list",
+                    Status::Approximated,
+                    "",
+                    "only `permit_mynetworks` is carried over: postscreen's DNS lists are asked for every other client (narrower)",
+                );
+            }
+            let node = format!(
+                "dnsbl \"postscreen\"{} threshold={threshold}   // postscreen_dnsbl_sites, postscreen_dnsbl_threshold",
+                sites
+                    .iter()
+                    .map(|x| format!(" {}", q(x)))
+                    .collect::<String>()
+            );
+            self.dnsbls.insert("postscreen".into(), node);
+            let mut conds = vec![
+                Cond::s("dnsbl", "postscreen"),
+                Cond::s("listener", l.name.clone()),
+            ];
+            if exempt {
+                conds.push(Cond::s("client", "mynetworks").negate());
+            }
+            let rule = Rule::new(
+                Action::Reject {
+                    code,
+                    enhanced: "5.7.1".into(),
+                    text: "Service unavailable; client blocked using postscreen's DNS lists".into(),
+                },
+                conds,
+                format!(
+                    "listener {} (master.cf:{} postscreen): postscreen_dnsbl_action = {}",
+                    q(&l.name),
+                    l.line,
+                    if code == 550 { "enforce" } else { "drop" }
+                ),
+            );
+            write_rules(s, &[rule], "    ");
+            self.note(
+                "postscreen_dnsbl_action",
+                Status::Approximated,
+                "dnsbl \"postscreen\" + reject dnsbl=\"postscreen\"",
+                "refused at RCPT before the restriction lists (postscreen refuses every RCPT with `enforce`; with `drop` it hangs up after the greeting: mtad refuses with 521 at RCPT instead); postscreen's cache of results is not kept",
+            );
+        }
     }
 
     fn listener_rules(
@@ -1849,8 +2155,15 @@ impl Translator {
                 warn = true;
                 continue;
             }
-            let mut item =
-                self.restriction(&name_lc, arg.as_deref(), parameter, mynetworks, p, depth);
+            let mut item = self.restriction(
+                &name_lc,
+                arg.as_deref(),
+                parameter,
+                mynetworks,
+                p,
+                depth,
+                warn,
+            );
             if warn {
                 mark_warn(&mut item);
                 warn = false;
@@ -1896,6 +2209,7 @@ impl Translator {
         mynetworks: &str,
         p: &Params,
         depth: usize,
+        warn: bool,
     ) -> Vec<Item> {
         let comment = match arg {
             Some(a) => format!("{name} {a}"),
@@ -2038,7 +2352,7 @@ impl Translator {
                     "check_sender_access" => Subject::Sender,
                     _ => Subject::Recipient,
                 };
-                match self.access_items(spec, subject, parameter, mynetworks, p, depth) {
+                match self.access_items(spec, subject, parameter, mynetworks, p, depth, warn) {
                     Ok(items) => {
                         self.note(parameter, Status::Translated, "rules, one per table entry", format!("`{name} {spec}`: the table's entries are written out as rules; edit them there (the table is no longer read)"));
                         vec![Item::Many(items)]
@@ -2075,17 +2389,34 @@ impl Translator {
                 vec![Item::Many(self.items(&tokens, parameter, mynetworks, p, depth + 1))]
             }
             other => {
-                let why = if other.starts_with("reject_unknown_") || other.starts_with("reject_unverified_") || other.ends_with("_a_access") || other.ends_with("_mx_access") || other.ends_with("_ns_access") {
-                    "needs DNS or address verification at RCPT, which mtad's rules do not do; replace it with a hook or take it out knowingly"
-                } else {
-                    "mtad has no equivalent the importer knows"
+                let why = match other {
+                    "reject_unknown_client_hostname" | "reject_unknown_client" | "reject_unknown_reverse_client_hostname" => {
+                        "mtad checks the client's reverse DNS only as mail authentication (`iprev=`, at the data stage), not at RCPT where Postfix refuses (450, or unknown_client_reject_code); replace it with a data rule on iprev, a hook, or take it out knowingly"
+                    }
+                    "reject_unknown_sender_domain" | "reject_unknown_recipient_domain" | "reject_unknown_helo_hostname" | "reject_unknown_hostname" => {
+                        "mtad's rules have no check that a domain or HELO name has DNS records (A, AAAA or MX; Postfix: 450 on a temporary DNS error, else unknown_address_reject_code or unknown_hostname_reject_code); replace it with a hook or take it out knowingly"
+                    }
+                    _ if other.starts_with("reject_unverified_") => {
+                        "mtad does not verify addresses by probing the next hop (Postfix's verify service)"
+                    }
+                    _ if other.ends_with("_a_access") || other.ends_with("_mx_access") || other.ends_with("_ns_access") => {
+                        "needs the DNS records of a name as table keys at RCPT, which mtad's rules do not look up; replace it with a hook or take it out knowingly"
+                    }
+                    _ => "mtad has no equivalent the importer knows",
                 };
                 self.unsupported(parameter, &comment, why)
             }
         }
     }
 
-    /// An access(5) table's entries, as items in Postfix's lookup order.
+    /// An access(5) table's entries, as items in Postfix's lookup order (pattern
+    /// tables: their lines in order). Postfix stops at the first entry that matches,
+    /// whatever it says, so an entry applies only where no earlier entry matched that
+    /// does not decide by itself in mtad (`DUNNO`, a restriction class, a refusal
+    /// under `warn_if_reject`): those entries' conditions are negated on the later
+    /// ones. An OK or a refusal needs no such guard: its own rule decides first (or,
+    /// as a permit in an earlier list, guards the rest of the list).
+    #[allow(clippy::too_many_arguments)]
     fn access_items(
         &mut self,
         spec: &str,
@@ -2094,12 +2425,15 @@ impl Translator {
         mynetworks: &str,
         p: &Params,
         depth: usize,
+        warn: bool,
     ) -> Result<Vec<Item>, String> {
         let subdomains = p
             .list("parent_domain_matches_subdomains")
             .unwrap_or_default()
             .iter()
             .any(|x| x == "smtpd_access_maps");
+        // (the entry's own condition, if any; its result; the comment above its rules)
+        let mut entries: Vec<(Option<Cond>, String, String)> = Vec::new();
         let mut keyed: Vec<(u32, usize, String, Cond, String)> = Vec::new();
         match TableRef::parse(spec) {
             TableRef::Map(path) => {
@@ -2110,8 +2444,8 @@ impl Translator {
                     keyed.push((rank, len, key.to_owned(), cond, value.to_owned()));
                 }
             }
-            TableRef::Inline(entries) => {
-                for (key, value) in entries {
+            TableRef::Inline(pairs) => {
+                for (key, value) in pairs {
                     let (rank, len, cond) = map_key(&key, subject, subdomains)?;
                     keyed.push((rank, len, key, cond, value));
                 }
@@ -2141,26 +2475,86 @@ impl Translator {
                 }
             }
             TableRef::Static(v) => {
-                keyed.push((0, 0, "static".into(), Cond::s("", ""), v));
+                entries.push((None, v.clone(), format!("{spec}: {v}")));
+            }
+            TableRef::Regexp(path) => {
+                let (_, text) = self.src.read(&path)?;
+                let table =
+                    crate::lookup::parse_regexp(&text).map_err(|e| table_errors(&path, &e))?;
+                for line in table.pattern_lines().unwrap_or_default() {
+                    let (cond, result, comment) =
+                        pattern_entry(&line, subject).map_err(|why| format!("{path}: {why}"))?;
+                    entries.push((Some(cond), result, format!("{spec} line {comment}")));
+                }
             }
             other => {
                 return Err(format!(
-                    "{other:?}: only hash/texthash-style, inline, static and (for clients) cidr access tables are written out as rules"
+                    "{other:?}: only hash/texthash-style, inline, static, regexp, pcre and (for clients) cidr access tables are written out as rules"
                 ));
             }
         }
         keyed.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
+        entries.extend(keyed.into_iter().map(|(_, _, key, cond, value)| {
+            (Some(cond), value.clone(), format!("{spec}: {key} {value}"))
+        }));
         let mut items = Vec::new();
-        for (_, _, key, cond, value) in keyed {
-            let conds = if cond.key.is_empty() {
-                vec![]
-            } else {
-                vec![cond]
+        // the conditions of earlier entries that matched without deciding
+        let mut undecided: Vec<Cond> = Vec::new();
+        // each entry repeats the patterns of those before it: bounded, whatever the table
+        let mut budget = EXCLUSION_BUDGET;
+        for (own, value, comment) in entries {
+            let size: usize = undecided
+                .iter()
+                .map(|c| match &c.value {
+                    super::kdl::CondValue::Str(v) => v.len() + 8,
+                    super::kdl::CondValue::Bool(_) => 1,
+                })
+                .sum();
+            budget = budget
+                .checked_sub(size)
+                .filter(|_| size <= EXCLUSION_RULE_LIMIT)
+                .ok_or_else(|| {
+                format!(
+                    "`{comment}`: the entries that decide nothing before the others would be repeated on each of them beyond {} KiB of patterns ({} KiB on one rule): not written out as rules",
+                    EXCLUSION_BUDGET >> 10,
+                    EXCLUSION_RULE_LIMIT >> 10
+                )
+            })?;
+            let mut conds = match exclusions(&undecided) {
+                Some(c) => c,
+                None => {
+                    return Err(format!(
+                        "`{comment}`: the entries before it that do not decide cannot all be excluded from it with mtad conditions"
+                    ));
+                }
             };
-            let comment = format!("{spec}: {key} {value}");
-            match access_action(&value, conds.clone(), subject, &comment) {
-                Ok(Some(item)) => items.push(item),
-                Ok(None) => {}
+            if let Some(c) = &own {
+                match conds.iter().position(|x| x.property() == c.property()) {
+                    Some(i) => {
+                        conds[i] = conds[i].merge_negated(c).ok_or_else(|| {
+                            format!("`{comment}`: cannot be excluded from the entries before it")
+                        })?;
+                    }
+                    None => conds.insert(0, c.clone()),
+                }
+            }
+            let decides = match access_action(&value, conds.clone(), subject, &comment) {
+                Ok(Some(item)) => {
+                    let decides = match &item {
+                        Item::Permit { .. } => true,
+                        Item::Decide { rule, .. } => {
+                            !warn
+                                && matches!(
+                                    rule.action,
+                                    Action::Reject { .. } | Action::Defer { .. }
+                                )
+                        }
+                        Item::Many(_) => false,
+                    };
+                    items.push(item);
+                    decides
+                }
+                Ok(None) => false,
                 Err(why) => {
                     // a restriction class or restriction names as the result
                     let tokens = split_list(&value);
@@ -2172,15 +2566,143 @@ impl Translator {
                             || t.starts_with("defer")
                     });
                     if !known || depth >= MAX_CLASS_DEPTH {
-                        return Err(format!("{key}: {why}"));
+                        return Err(format!("{comment}: {why}"));
                     }
                     let inner = self.items(&tokens, parameter, mynetworks, p, depth + 1);
                     items.push(Item::Many(add_conds(inner, &conds)));
+                    false
+                }
+            };
+            if !decides {
+                match own {
+                    Some(c) => undecided.push(c),
+                    None => break, // it matches everything: nothing after it is reached
                 }
             }
         }
         Ok(items)
     }
+}
+
+/// How many bytes of earlier entries' patterns one access table's rules may repeat in
+/// all (each entry excludes the entries before it that decide nothing).
+const EXCLUSION_BUDGET: usize = 256 << 10;
+/// ... and one rule at most (its pattern, compiled, stays well within the 1 MiB a
+/// condition's regular expression may take).
+const EXCLUSION_RULE_LIMIT: usize = 16 << 10;
+
+/// The conditions that say none of `undecided` matched: `not-X-matches` with the
+/// patterns of one property joined (an exact address as its pattern), `not-client`
+/// for one network. `None` when that cannot be written (two networks, a negated
+/// pattern that would have to match).
+fn exclusions(undecided: &[Cond]) -> Option<Vec<Cond>> {
+    let mut out: Vec<Cond> = Vec::new();
+    for c in undecided {
+        let negated = match (&c.value, c.key.as_str()) {
+            (_, _) if c.negated => return None,
+            (super::kdl::CondValue::Str(addr), "sender" | "rcpt" | "helo") => Cond::s(
+                &format!("{}-matches", c.key),
+                format!("^{}$", super::access::regex_escape(addr)),
+            )
+            .negate(),
+            _ => c.negate(),
+        };
+        match out.iter().position(|x| x.property() == negated.property()) {
+            Some(i) => out[i] = out[i].merge_negated(&negated)?,
+            None => out.push(negated),
+        }
+    }
+    Some(out)
+}
+
+/// One line of a regexp or pcre access table as (condition, result, where): the
+/// pattern tested against what Postfix looks up in a pattern table for `subject` —
+/// the HELO name as given, the sender address (`<>` for the null sender), the
+/// recipient address. `Err` for what rules cannot say exactly.
+fn pattern_entry(
+    line: &crate::lookup::PatternLine,
+    subject: Subject,
+) -> Result<(Cond, String, String), String> {
+    let crate::lookup::PatternLine::Rule {
+        pattern,
+        negate,
+        result,
+        substitutes,
+        line,
+    } = line
+    else {
+        return Err("if/endif blocks are not written out as rules".into());
+    };
+    if *substitutes {
+        return Err(format!(
+            "line {line}: the result `{result}` uses the pattern's captures ($1), which a rule's fixed text cannot"
+        ));
+    }
+    if pattern.contains("\\x") {
+        // a byte escape, or a non-ASCII character made one: Postfix matches bytes,
+        // mtad's conditions characters
+        return Err(format!(
+            "line {line}: a pattern with bytes escaped (or non-ASCII characters) is not written out as a rule"
+        ));
+    }
+    let key = match subject {
+        Subject::Client => {
+            return Err("a pattern table on clients is tested against the client's host name first, then its address; mtad rules test clients by network only (use a cidr table)".into());
+        }
+        Subject::Helo => "helo-matches",
+        Subject::Sender => "sender-matches",
+        Subject::Recipient => "rcpt-matches",
+    };
+    let mut pattern = pattern.clone();
+    if subject != Subject::Helo {
+        // Postfix looks addresses up in lower case (smtpd_resolve_addr folds them): a
+        // case-sensitive pattern (flag i) without capitals matches them as a
+        // case-insensitive one matches the address as given; one with capitals
+        // would match only some of what it says, which a rule cannot say
+        for (sensitive, insensitive) in [("(?s-i)", "(?si)"), ("(?m-i)", "(?mi)")] {
+            if let Some(body) = pattern.strip_prefix(sensitive) {
+                let mut chars = body.chars();
+                let mut capitals = false;
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        c if c.is_ascii_uppercase() => capitals = true,
+                        _ => {}
+                    }
+                }
+                if capitals {
+                    return Err(format!(
+                        "line {line}: a case-sensitive pattern (flag i) with capital letters: Postfix looks addresses up in lower case"
+                    ));
+                }
+                pattern = format!("{insensitive}{body}");
+                break;
+            }
+        }
+    }
+    if subject == Subject::Sender {
+        // Postfix looks the null sender up as `<>`, mtad's condition sees ""
+        let re = regex::RegexBuilder::new(&pattern)
+            .case_insensitive(true)
+            .build()
+            .map_err(|e| format!("line {line}: {e}"))?;
+        match (re.is_match("<>"), re.is_match("")) {
+            (true, false) => pattern = format!("^$|(?:{pattern})"),
+            (false, true) => {
+                return Err(format!(
+                    "line {line}: the pattern matches an empty address but not the null sender's `<>`"
+                ));
+            }
+            _ => {}
+        }
+    }
+    let mut cond = Cond::s(key, pattern);
+    if *negate {
+        cond = cond.negate();
+    }
+    Ok((cond, result.clone(), format!("{line}: {result}")))
 }
 
 /// Every rule and permit of `items` also under `conds`.
