@@ -6,6 +6,8 @@
 #
 #   MTAD_BIN=/path/to/mtad MTACTL_BIN=/path/to/mtactl   use these binaries instead of
 #                                   building target/release/ (cargo build --release -q)
+#   PERF_DATA=/path/perf.data       record mtad with perf (perf record -g) during the first
+#                                   run's mtad load
 #   KEEP_WORK=1                     keep the work directory (configurations, logs,
 #                                   Postfix's maillog) for a look afterwards
 #
@@ -460,7 +462,11 @@ printf '%-6s %-8s %8s %8s %10s %10s\n' run system accept e2e cpu-µs milters-µs
 for r in $(seq "$RUNS"); do
   line=$(measure ceiling "$SINK" "" ""); echo "$r      $line" | tee -a "$results"
   line=$(measure postfix "$PFP" "$PF_MASTER" "$ODKIM_PID $ODMARC_PID"); echo "$r      $line" | tee -a "$results"
+  if [ -n "${PERF_DATA:-}" ] && [ "$r" = 1 ]; then
+    perf record -q -F 499 -g -p "$MTAD_PID" -o "$PERF_DATA" >"$W/perf.log" 2>&1 & perf_pid=$!
+  fi
   line=$(measure mtad "$MX" "$MTAD_PID" "$ODKIM_PID"); echo "$r      $line" | tee -a "$results"
+  if [ -n "${perf_pid:-}" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; perf_pid=; fi
   # the sink exits on the last message before answering it (-M): the relays defer it.
   # Deleted, as compare-postfix.sh does, so that no retry lands in a later run's sink.
   sleep 1
