@@ -5,6 +5,7 @@ connection also says EHLO and STARTTLS and completes the handshake before it idl
 the memory of an idle TLS session.
 
     cargo build --release && python3 benches/idle_rss.py [N] [--tls]     (default 5000)
+    (MTAD_BIN=PATH measures another build)
 
 Connections come from 127.0.0.1..127.0.0.20 so per-client limits are not what is measured.
 """
@@ -14,7 +15,7 @@ args = [a for a in sys.argv[1:] if not a.startswith("--")]
 N = int(args[0]) if args else 5000
 TLS = "--tls" in sys.argv
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-binary = os.path.join(root, "target", "release", "mtad")
+binary = os.environ.get("MTAD_BIN") or os.path.join(root, "target", "release", "mtad")
 
 def rss_kib(pid, field="VmRSS:"):
     with open(f"/proc/{pid}/status") as f:
@@ -52,7 +53,8 @@ stage "rcpt" {{
     accept client="loopback"
 }}
 ''')
-        proc = subprocess.Popen([binary, "--config", cfg], stderr=subprocess.DEVNULL,
+        as_root = ["--allow-root"] if os.geteuid() == 0 else []
+        proc = subprocess.Popen([binary, *as_root, "--config", cfg], stderr=subprocess.DEVNULL,
                                 env=dict(os.environ, MTAD_LOG="warn"))
         try:
             for _ in range(200):

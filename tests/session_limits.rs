@@ -252,15 +252,17 @@ fn header_section_over_the_limit_is_refused() {
     s.cmd("RCPT TO:<b@example.test>", "250");
     s.cmd("DATA", "354");
     let lines = "a:\r\n".repeat(64 * 1024);
-    // 36 × 256 KiB: 9 MiB of empty header fields
-    for _ in 0..36 {
+    // 72 × 256 KiB: 18 MiB of empty header fields
+    for _ in 0..72 {
         s.send(&lines);
     }
     s.send("\r\nbody\r\n.\r\n");
     s.expect("552 5.3.4 Error: message header size exceeds limit");
     let rss_after = rss_kib(mtad.pid(), "VmRSS:");
+    // Buffered, 18 MiB would show; the allocator's own pages (mimalloc commits a few
+    // MiB for a thread's heap at once) must not
     assert!(
-        rss_after < rss_before + 4 * 1024,
+        rss_after < rss_before + 6 * 1024,
         "RSS grew from {rss_before} KiB to {rss_after} KiB"
     );
     // within the limit it goes through to the data stage (which refuses here)

@@ -167,7 +167,11 @@ impl Scheduler {
                     break;
                 };
                 let shared = self.shared.clone();
-                tasks.spawn(async move { (id, attempt(&shared, id, force).await) });
+                // boxed: the attempt's future is about 16 KB, which tokio would
+                // otherwise copy on every move of the task (spawn, completion)
+                tasks.spawn(Box::pin(
+                    async move { (id, attempt(&shared, id, force).await) },
+                ));
             }
             let wait = plan
                 .next_time()
@@ -547,7 +551,8 @@ async fn route_and_send(
             let rcpts: Vec<String> = members.iter().map(|&l| legs[l].rcpt.clone()).collect();
             let (shared, body, env) = (shared.clone(), body.clone(), env.clone());
             let (transport, options) = (transport.clone(), options.clone());
-            sends.spawn(async move {
+            // boxed, as the attempts are (about 15 KB)
+            sends.spawn(Box::pin(async move {
                 let (outcomes, timing) = delays::timed(send_route(
                     &shared,
                     &transport,
@@ -559,7 +564,7 @@ async fn route_and_send(
                 ))
                 .await;
                 (members, outcomes, timing)
-            });
+            }));
         }
     }
     while let Some(done) = sends.join_next().await {

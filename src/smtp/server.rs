@@ -349,7 +349,9 @@ fn admit(
         )),
     };
     let (core, listen) = (core.clone(), listen.clone());
-    sessions.spawn(
+    // boxed: a session's future is about 12 KB, which tokio would otherwise copy on
+    // every move of the task (spawn, completion)
+    sessions.spawn(Box::pin(
         async move {
             let refusal = match slot {
                 Err(refusal) => refusal,
@@ -397,7 +399,7 @@ fn admit(
             let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
         }
         .instrument(span),
-    );
+    ));
 }
 
 /// IPv4 clients on a dual-stack socket arrive as `::ffff:a.b.c.d`; rules and limits see
