@@ -17,7 +17,8 @@
 # Build first: cargo build --release (MTAD=path/to/mtad runs another build: the round
 # trips per message do not depend on it, the throughput does). Needs redis-server and redis-cli, smtp-source and
 # smtp-sink (postfix). Prints the load average before and after, msg/s per run and
-# mode, the medians, their ratio, the Redis commands per message by command, and the
+# mode with mtad's own CPU per message (user + system, start-up included), the medians,
+# their ratio, the Redis commands per message by command, and the
 # CPU time the Redis server spent per message (INFO cpu, user + system, over every
 # redis run: what one Redis core's capacity in messages per second follows from).
 set -euo pipefail
@@ -101,6 +102,10 @@ measure() {
     [ $waited -lt 12000 ] || { echo "$1: the sink got $(ls "$dir" | wc -l) of $N" >&2; break; }
   done
   t1=$(now)
+  # mtad's own CPU (user + system, start-up included) per message, in µs
+  local ticks
+  ticks=$(awk '{print $14 + $15}' /proc/$mtad/stat)
+  CPU=$(echo "$ticks * 1000000 / $(getconf CLK_TCK) / $N" | bc -l | xargs printf '%.0f')
   kill $mtad $sink; wait $mtad $sink 2>/dev/null || true
   RESULT=$(echo "$N / ($t1 - $t0)" | bc -l | xargs printf '%.0f')
 }
@@ -114,7 +119,7 @@ calls() { # commandstats lines -> "cmd calls" per line
 }
 
 echo "load before: $(uptime)"
-: >"$WORK/local"; : >"$WORK/redis"
+: >"$WORK/local"; : >"$WORK/redis"; : >"$WORK/local.cpu"; : >"$WORK/redis.cpu"
 redis-cli -p $REDIS CONFIG RESETSTAT >/dev/null
 REDIS_CPU=0
 for run in $(seq "$RUNS"); do
@@ -125,12 +130,15 @@ for run in $(seq "$RUNS"); do
       stats | calls >"$WORK/after"; cp "$WORK/before" "$WORK/last-before"
       REDIS_CPU=$(echo "$REDIS_CPU + $(redis_cpu) - $cpu0" | bc -l)
     fi
-    echo "run $run $mode: $RESULT msg/s"
+    echo "run $run $mode: $RESULT msg/s, mtad CPU $CPU µs/msg"
     echo "$RESULT" >>"$WORK/$mode"
+    echo "$CPU" >>"$WORK/$mode.cpu"
   done
 done
 l=$(median <"$WORK/local"); r=$(median <"$WORK/redis")
 echo "median: local $l msg/s, redis $r msg/s, redis/local $(echo "$r / $l" | bc -l | xargs printf '%.3f')"
+lc=$(median <"$WORK/local.cpu"); rc=$(median <"$WORK/redis.cpu")
+echo "median mtad CPU per message: local $lc µs, redis $rc µs, redis/local $(echo "$rc / $lc" | bc -l | xargs printf '%.3f')"
 echo "Redis commands per message (last redis run, $N messages, $([ -n "$REUSE_FLAG" ] && echo "$S connections" || echo "one per connection")):"
 echo "  (round trips: EVALSHA, EVAL and SCRIPT, sent by mtad, and greylisting's two pipelines, the TIMEs not in a script; the rest run inside them)"
 join -a 2 -e 0 -o 2.1,1.2,2.2 <(sort "$WORK/last-before") <(sort "$WORK/after") |
