@@ -8,6 +8,9 @@
 #                                   building target/release/ (cargo build --release -q)
 #   PERF_DATA=/path/perf.data       record mtad with perf (perf record -g) during the first
 #                                   run's mtad load
+#   PERF_CALLGRAPH="--call-graph dwarf,16384"   perf's call-graph option instead of -g
+#                                   (the release build has no frame pointers: dwarf
+#                                   gives whole stacks, at a larger perf.data)
 #   KEEP_WORK=1                     keep the work directory (configurations, logs,
 #                                   Postfix's maillog) for a look afterwards
 #
@@ -445,7 +448,7 @@ for r in $(seq "$RUNS"); do
   line=$(measure ceiling "$SINK" "" ""); echo "$r      $line" | tee -a "$results"
   line=$(measure postfix "$PFP" "$PF_MASTER" "$ODKIM_PID $ODMARC_PID"); echo "$r      $line" | tee -a "$results"
   if [ -n "${PERF_DATA:-}" ] && [ "$r" = 1 ]; then
-    perf record -q -F 499 -g -p "$MTAD_PID" -o "$PERF_DATA" >"$W/perf.log" 2>&1 & perf_pid=$!
+    perf record -q -F 499 ${PERF_CALLGRAPH:--g} -p "$MTAD_PID" -o "$PERF_DATA" >"$W/perf.log" 2>&1 & perf_pid=$!
   fi
   line=$(measure mtad "$MX" "$MTAD_PID" "$ODKIM_PID"); echo "$r      $line" | tee -a "$results"
   if [ -n "${perf_pid:-}" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; perf_pid=; fi
