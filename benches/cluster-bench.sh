@@ -13,12 +13,16 @@
 #   GREYLIST=1 benches/cluster-bench.sh ... a `greylist` rule too (delay 1s; one
 #                                          message greylisted and retried before the
 #                                          timed part, so the triplet is known)
+#   PIPELINE=1 benches/cluster-bench.sh ... the client pipelines MAIL, RCPT and DATA as
+#                                          MTAs do (benches/pipelined-source.py in
+#                                          place of smtp-source, which cannot)
 #
 # Build first: cargo build --release (MTAD=path/to/mtad runs another build: the round
 # trips per message do not depend on it, the throughput does). Needs redis-server and redis-cli, smtp-source and
 # smtp-sink (postfix). Prints the load average before and after, msg/s per run and
 # mode with mtad's own CPU per message (user + system, start-up included), the medians,
-# their ratio, the Redis commands per message by command, and the
+# their ratio, the Redis commands per message by command, the round trips per message
+# (mtad's own count, mtad_cluster_redis_round_trips_total, background calls included), and the
 # CPU time the Redis server spent per message (INFO cpu, user + system, over every
 # redis run: what one Redis core's capacity in messages per second follows from).
 set -euo pipefail
@@ -30,7 +34,9 @@ WORK=$(mktemp -d /var/tmp/mtad-cluster-bench.XXXXXX)
 chmod 755 "$WORK"   # smtp-sink writes as the postfix user
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
 trap 'exit 130' INT TERM
-MX=13537 SINK=13636 REDIS=13638
+MX=13537 SINK=13636 REDIS=13638 METRICS=13639
+SOURCE=(smtp-source -4)
+[ "${PIPELINE:-0}" = 1 ] && SOURCE=(python3 "$here/benches/pipelined-source.py")
 now() { local u r; read -r u r </proc/uptime; echo "$u"; }
 wait_port() { for _ in $(seq 100); do ss -ltn "sport = :$1" | grep -q LISTEN && return 0; sleep 0.1; done; echo "nothing on port $1" >&2; return 1; }
 
@@ -52,6 +58,7 @@ config() {
 server {
     hostname "relay.bench.test"
     spool "$WORK/mtad/spool"
+    metrics "127.0.0.1:$METRICS"
 }
 listen "bench" address="127.0.0.1:$MX"
 limits {
@@ -84,7 +91,7 @@ measure() {
   rm -rf "$dir"; mkdir -p "$dir"; chmod 777 "$dir"
   smtp-sink -u postfix -d "$dir/%M." 127.0.0.1:$SINK 1024 >/dev/null 2>&1 & local sink=$!
   MTAD_LOG=warn "${MTAD:-$here/target/release/mtad}" --allow-root --config "$WORK/mtad/mtad.kdl" 2>"$WORK/mtad.log" & local mtad=$!
-  wait_port $SINK; wait_port $MX
+  wait_port $SINK; wait_port $MX; wait_port $METRICS
   if [ "${GREYLIST:-0}" = 1 ]; then
     # the triplet's first attempt is greylisted; after the delay it is known
     smtp-source -4 -m 1 -f bench@src.test -t rcpt@dst.test 127.0.0.1:$MX >/dev/null 2>&1 || true
@@ -94,20 +101,36 @@ measure() {
   # -N numbers the recipients (a triplet each, with greylisting: not then)
   local number=-N
   [ "${GREYLIST:-0}" = 1 ] && number=''
-  smtp-source -4 $number $REUSE_FLAG -s "$S" -m "$N" -l "$L" -f bench@src.test -t rcpt@dst.test -S bench 127.0.0.1:$MX >/dev/null 2>&1 \
-    || echo "smtp-source reported errors ($1)" >&2
+  local before
+  before=$(round_trips)
+  if [ "${PIPELINE:-0}" = 1 ]; then
+    # (a triplet per message is not what greylisting is measured with: one recipient)
+    "${SOURCE[@]}" $REUSE_FLAG -s "$S" -m "$N" -l "$L" -f bench@src.test -t rcpt@dst.test 127.0.0.1:$MX \
+      || echo "pipelined-source reported errors ($1)" >&2
+  else
+    "${SOURCE[@]}" $number $REUSE_FLAG -s "$S" -m "$N" -l "$L" -f bench@src.test -t rcpt@dst.test -S bench 127.0.0.1:$MX >/dev/null 2>&1 \
+      || echo "smtp-source reported errors ($1)" >&2
+  fi
   local waited=0
   while [ "$(ls "$dir" | wc -l)" -lt "$N" ]; do
     sleep 0.05; waited=$((waited + 1))
     [ $waited -lt 12000 ] || { echo "$1: the sink got $(ls "$dir" | wc -l) of $N" >&2; break; }
   done
   t1=$(now)
+  TRIPS=$(( $(round_trips) - before ))
   # mtad's own CPU (user + system, start-up included) per message, in µs
   local ticks
   ticks=$(awk '{print $14 + $15}' /proc/$mtad/stat)
   CPU=$(echo "$ticks * 1000000 / $(getconf CLK_TCK) / $N" | bc -l | xargs printf '%.0f')
   kill $mtad $sink; wait $mtad $sink 2>/dev/null || true
   RESULT=$(echo "$N / ($t1 - $t0)" | bc -l | xargs printf '%.0f')
+}
+
+# mtad's count of its requests to Redis so far
+round_trips() {
+  exec 3<>"/dev/tcp/127.0.0.1/$METRICS"
+  printf 'GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n' >&3
+  tr -d '\r' <&3 | awk '$1 == "mtad_cluster_redis_round_trips_total" { print $2; f = 1 } END { if (!f) print 0 }'
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -130,7 +153,7 @@ for run in $(seq "$RUNS"); do
       stats | calls >"$WORK/after"; cp "$WORK/before" "$WORK/last-before"
       REDIS_CPU=$(echo "$REDIS_CPU + $(redis_cpu) - $cpu0" | bc -l)
     fi
-    echo "run $run $mode: $RESULT msg/s, mtad CPU $CPU µs/msg"
+    echo "run $run $mode: $RESULT msg/s, mtad CPU $CPU µs/msg$([ "$mode" = redis ] && echo ", $(echo "$TRIPS / $N" | bc -l | xargs printf '%.2f') Redis round trips/msg (mtad's count)")"
     echo "$RESULT" >>"$WORK/$mode"
     echo "$CPU" >>"$WORK/$mode.cpu"
   done
@@ -140,20 +163,11 @@ echo "median: local $l msg/s, redis $r msg/s, redis/local $(echo "$r / $l" | bc 
 lc=$(median <"$WORK/local.cpu"); rc=$(median <"$WORK/redis.cpu")
 echo "median mtad CPU per message: local $lc µs, redis $rc µs, redis/local $(echo "$rc / $lc" | bc -l | xargs printf '%.3f')"
 echo "Redis commands per message (last redis run, $N messages, $([ -n "$REUSE_FLAG" ] && echo "$S connections" || echo "one per connection")):"
-echo "  (round trips: EVALSHA, EVAL and SCRIPT, sent by mtad, and greylisting's two pipelines, the TIMEs not in a script; the rest run inside them)"
+echo "  (EVALSHA and EVAL: the script's calls; TIME and GET: greylisting's reads, alone or in a pipeline with a call)"
 join -a 2 -e 0 -o 2.1,1.2,2.2 <(sort "$WORK/last-before") <(sort "$WORK/after") |
   awk -v n="$N" '$1 != "info" && $1 != "config" {
-      d = $3 - $2; c[$1] = d; printf "  %-18s %8d  %.2f/msg\n", $1, d, d / n
-    }
-    END {
-      # every script call reads TIME inside the script; greylisting reads it in its
-      # own pipeline (TIME, GET, GET), then writes in a second one
-      # (a lease given back is a ZREM inside the script since it rides along with
-      # the next call: not a round trip of its own)
-      scripts = c["evalsha"] + c["eval"]; grey = c["time"] - scripts
-      if (grey < 0) grey = 0
-      rt = scripts + c["script"] + 2 * grey
-      printf "  %-18s %8d  %.2f/msg\n", "round trips", rt, rt / n
+      d = $3 - $2; printf "  %-18s %8d  %.2f/msg\n", $1, d, d / n
     }'
+echo "  round trips (mtad's count)  $(echo "$TRIPS / $N" | bc -l | xargs printf '%.2f')/msg"
 echo "Redis CPU per message: $(echo "$REDIS_CPU * 1000000 / ($N * $RUNS)" | bc -l | xargs printf '%.1f') µs (user + system, $RUNS redis runs of $N)"
 echo "load after: $(uptime)"

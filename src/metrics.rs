@@ -151,6 +151,7 @@ pub struct Metrics {
     tls_policy: Family<TlsPolicyLabel, Counter>,
     auth_failures: Family<ListenerLabel, Counter>,
     cluster_errors: Family<FeatureLabel, Counter>,
+    cluster_round_trips: Counter,
     greylist: Family<ResultLabel, Counter>,
     cluster_up: Gauge,
     policy_services: Family<ServiceLabels, Counter>,
@@ -215,6 +216,7 @@ impl Metrics {
             tls_policy: Family::default(),
             auth_failures: Family::default(),
             cluster_errors: Family::default(),
+            cluster_round_trips: Counter::default(),
             greylist: Family::default(),
             cluster_up: Gauge::default(),
             policy_services: Family::default(),
@@ -324,6 +326,11 @@ impl Metrics {
             m.cluster_errors.clone(),
         );
         r.register(
+            "cluster_redis_round_trips",
+            "Requests sent to the cluster's Redis (a command, a script call or a pipeline: one network round trip each), answered or not",
+            m.cluster_round_trips.clone(),
+        );
+        r.register(
             "greylist",
             "Recipients a greylist rule or hook looked at, by result (greylisted; passed: retried after the delay or known; auto-allowlisted; allowlisted: allow-clients, allow-recipients; unavailable: no state, 451)",
             m.greylist.clone(),
@@ -349,6 +356,11 @@ impl Metrics {
             m.milter_failures.clone(),
         );
         m
+    }
+
+    /// One request sent to the cluster's Redis (see [`crate::cluster`]).
+    pub fn cluster_round_trip(&self) {
+        self.cluster_round_trips.inc();
     }
 
     /// A call to the cluster's Redis for `feature` failed (see [`crate::cluster`]).

@@ -850,6 +850,101 @@ fn the_first_recipient_is_counted_with_the_message_and_the_limit_holds() {
     }
 }
 
+/// `mtad_cluster_redis_round_trips_total` of the node whose metrics are at `port`.
+fn round_trips(port: u16) -> u64 {
+    let m = metrics(port);
+    m.lines()
+        .find_map(|l| l.strip_prefix("mtad_cluster_redis_round_trips_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no round-trip counter in\n{m}"))
+}
+
+/// One message from 127.0.0.2 by swaks, pipelining (`--pipeline`) or waiting for each
+/// reply: its whole transcript.
+fn swaks_grey(port: u16, pipelining: bool) -> String {
+    let mut args = vec![
+        "--local-interface",
+        "127.0.0.2",
+        "--from",
+        "a@src.test",
+        "--to",
+        "b@dst.test",
+    ];
+    if pipelining {
+        args.push("--pipeline");
+    }
+    let out = swaks(port, &args);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// With shared limits and greylisting in Redis, a one-recipient message on its own
+/// connection costs two round trips when the client pipelines, as MTAs do: the
+/// connection's (its lease and rate) and MAIL's, which also reads the greylisting
+/// records of the RCPT behind it; what greylisting decides to store rides on the
+/// node's next call (or goes alone after 100 ms). A client that waits for each reply
+/// costs one more, the records' read at RCPT. The decisions are the same either way:
+/// greylisted first, passed after the delay, the record in Redis.
+#[test]
+fn greylisting_reads_with_mails_call_when_the_rcpt_is_pipelined() {
+    let redis = Redis::start();
+    let mport = free_port();
+    let metrics_at = format!("    metrics \"127.0.0.1:{mport}\"");
+    let extra = "rate-limits {\n    messages 1000 per=\"1m\"\n    recipients 1000 per=\"1m\"\n}\n\
+                 greylisting {\n    delay \"1s\"\n}\n";
+    let a = Node {
+        server: &metrics_at,
+        rcpt: "greylist\n    accept client=\"trusted\"",
+        ..Node::default()
+    }
+    .start(&redis, "a", extra);
+    let t = swaks_grey(a.port, true);
+    assert!(
+        t.contains("<** 450 4.7.1 <b@dst.test>: Recipient address rejected: Greylisted"),
+        "{t}"
+    );
+    // the triplet's record was written with no call of its own to ride on
+    std::thread::sleep(Duration::from_millis(300));
+    let keys = redis.cli(&["KEYS", "mtad:grey:t:*"]).unwrap();
+    assert_eq!(keys, "*1", "one triplet: {keys}");
+    std::thread::sleep(Duration::from_millis(1200));
+    let t = swaks_grey(a.port, true);
+    assert!(t.contains("<-  250 2.0.0 Ok: queued as"), "{t}");
+    let n: u64 = 20;
+    let mut per_message = Vec::new();
+    for pipelining in [true, false] {
+        std::thread::sleep(Duration::from_millis(300));
+        let before = round_trips(mport);
+        for _ in 0..n {
+            let t = swaks_grey(a.port, pipelining);
+            assert!(t.contains("<-  250 2.0.0 Ok: queued as"), "{t}");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        // (a heartbeat or a lease renewal may fall in the window: a few more)
+        per_message.push((round_trips(mport) - before, pipelining));
+    }
+    // what a session gives back (its lease, greylisting's records) rides on the next
+    // call, or goes alone after 100 ms: here one message at a time, often alone
+    let (piped, waited) = (per_message[0].0, per_message[1].0);
+    eprintln!("round trips for {n} messages: pipelined {piped}, waiting {waited}");
+    assert!(
+        (2 * n..=3 * n + 6).contains(&piped),
+        "{piped} round trips for {n} pipelined messages (4 a message before)"
+    );
+    assert!(
+        (3 * n..=4 * n + 6).contains(&waited),
+        "{waited} round trips for {n} messages whose client waits for each reply"
+    );
+    assert!(
+        waited >= piped + n / 2,
+        "reading ahead saves a round trip a message: {piped} against {waited}"
+    );
+    assert_eq!(a.queued().len() as u64, 2 * n + 1);
+}
+
 /// `mtactl cluster status [--format json]` on node `m`: exit code and output.
 fn cluster_status(m: &Mtad, json: bool) -> (Option<i32>, String) {
     let args: &[&str] = if json {

@@ -2,7 +2,10 @@
 //! client's auto-allowlist record (passes, last counted), each a string `A,B` (as
 //! postgrey stores them) under a key of its own that expires by itself. The decision
 //! is the policy's (`crate::policy::greylist::decide`); here are only the reads and
-//! writes: one round trip to read both records and the server's clock, one to write.
+//! writes: one round trip reads both records and the server's clock (or none of its
+//! own: read with MAIL's limits when the RCPT is pipelined behind it,
+//! [`Cluster::greylist_keys`]); the writes ride on the node's next call
+//! ([`super::limits::Pending`]), so that they cost no round trip of their own.
 
 use super::{Cluster, Feature, Unavailable};
 
@@ -14,9 +17,6 @@ pub type Read = (u64, Option<Record>, Option<Record>);
 
 /// The records to write, each with its life in seconds: the triplet's, the client's.
 pub type Write = (Option<(Record, u64)>, Option<(Record, u64)>);
-
-/// What the pipeline answers: `TIME`, then the two values.
-type Raw = ((u64, u64), Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// Longest record value read back (two numbers and a comma).
 const MAX_VALUE: usize = 48;
@@ -36,41 +36,46 @@ impl Cluster {
         self.key(&["grey", kind, digest])
     }
 
+    /// The keys of `triplet`'s and `client`'s records, to read with another call
+    /// ([`Cluster::limits_reading`]); [`read_of`] makes a [`Read`] of what it read.
+    pub fn greylist_keys(&self, triplet: &str, client: &str) -> Vec<String> {
+        vec![
+            self.greylist_key("t", triplet),
+            self.greylist_key("c", client),
+        ]
+    }
+
     /// The server's clock and the records of `triplet` and `client` (their digests),
     /// in one round trip.
     pub async fn greylist_read(&self, triplet: &str, client: &str) -> Result<Read, Unavailable> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("TIME")
-            .cmd("GET")
-            .arg(self.greylist_key("t", triplet))
-            .cmd("GET")
-            .arg(self.greylist_key("c", client));
-        let (time, t, c): Raw = self.query(Feature::Greylisting, &pipe).await?;
-        Ok((time.0, record(t.as_deref()), record(c.as_deref())))
+        let reads = self
+            .read(Feature::Greylisting, &self.greylist_keys(triplet, client))
+            .await?;
+        read_of(&reads).ok_or(Unavailable::Answer("greylisting's records"))
     }
 
-    /// Stores the records given (each with its life in seconds), in one round trip.
-    pub async fn greylist_write(
-        &self,
-        triplet: &str,
-        client: &str,
-        (t, c): Write,
-    ) -> Result<(), Unavailable> {
-        if t.is_none() && c.is_none() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
+    /// Stores the records given (each with its life in seconds) with this node's next
+    /// call: nobody waits for them (a triplet's retry comes minutes later), and a write
+    /// lost with a node that dies first only greylists that triplet once more.
+    pub fn greylist_write(&self, triplet: &str, client: &str, (t, c): Write) {
         for (kind, digest, rec) in [("t", triplet, t), ("c", client, c)] {
             if let Some(((a, b), ttl)) = rec {
-                pipe.cmd("SET")
-                    .arg(self.greylist_key(kind, digest))
-                    .arg(format!("{a},{b}"))
-                    .arg("EX")
-                    .arg(ttl.max(1))
-                    .ignore();
+                self.set_later(
+                    self.greylist_key(kind, digest),
+                    format!("{a},{b}"),
+                    std::time::Duration::from_secs(ttl),
+                );
             }
         }
-        self.query::<()>(Feature::Greylisting, &pipe).await
+    }
+}
+
+/// The [`Read`] of what a call read at [`Cluster::greylist_keys`]; `None` when it read
+/// something else.
+pub fn read_of(reads: &super::limits::Reads) -> Option<Read> {
+    match reads.values.as_slice() {
+        [t, c] => Some((reads.time, record(t.as_deref()), record(c.as_deref()))),
+        _ => None,
     }
 }
 

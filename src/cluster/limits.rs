@@ -33,7 +33,9 @@ use super::{Cluster, Feature, Unavailable};
 ///   refuse nothing: answers what is used after it, or `-2 - used` when it did not
 ///   count (a recipient reserved at MAIL, [`Op::Try`]);
 /// - `untake - INTERVAL_US`: give one counted event back (a reservation not used);
-/// - `release - - MEMBER`: give a slot back (a connection closed).
+/// - `release - - MEMBER`: give a slot back (a connection closed);
+/// - `set - TTL_S VALUE`: store `VALUE` for `TTL_S` seconds (a greylisting record,
+///   written after its decision, [`Op::Set`]).
 ///
 /// Ops run in order; after a refusal the rest are skipped (neither counted nor held).
 /// Answers `{admitted (1 or 0), used_1, used_2, ...}`, `-1` for a skipped op.
@@ -49,6 +51,9 @@ for i, key in ipairs(KEYS) do
     out[i + 1] = -1
   elseif op == 'release' then
     redis.call('ZREM', key, ARGV[4 * i])
+    out[i + 1] = 0
+  elseif op == 'set' then
+    redis.call('SET', key, ARGV[4 * i], 'EX', a)
     out[i + 1] = 0
   elseif op == 'untake' then
     local tat = tonumber(redis.call('GET', key) or '0') or 0
@@ -161,6 +166,12 @@ pub enum Op {
     },
     /// Give the slot `member` back.
     Release { key: String, member: String },
+    /// Store `value` under `key` for `ttl` (whole seconds, at least one).
+    Set {
+        key: String,
+        value: String,
+        ttl: Duration,
+    },
 }
 
 impl Op {
@@ -172,7 +183,8 @@ impl Op {
             | Op::Lease { key, .. }
             | Op::Try { key, .. }
             | Op::Untake { key, .. }
-            | Op::Release { key, .. } => key,
+            | Op::Release { key, .. }
+            | Op::Set { key, .. } => key,
         }
     }
 }
@@ -205,9 +217,10 @@ const MAX_PENDING: usize = 10_000;
 /// How long an op given back waits for a call to ride along before it is sent alone.
 pub const FLUSH_AFTER: Duration = Duration::from_millis(100);
 
-/// What a node gives back (leases of closed sessions, reservations not used): sent
-/// with the next call this node makes, so that it costs no round trip of its own
-/// under load, or alone after [`FLUSH_AFTER`] when no call comes.
+/// What a node gives back (leases of closed sessions, reservations not used) or has
+/// decided to store (greylisting's records): sent with the next call this node makes,
+/// so that it costs no round trip of its own under load, or alone after
+/// [`FLUSH_AFTER`] when no call comes.
 #[derive(Default)]
 pub struct Pending(Mutex<std::collections::VecDeque<Op>>);
 
@@ -232,25 +245,75 @@ impl Pending {
     }
 }
 
+/// Values read in the same round trip as a call's ops ([`Cluster::limits_reading`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reads {
+    /// The server's clock, in seconds.
+    pub time: u64,
+    /// Each key's value, in the order asked (`None`: no such key).
+    pub values: Vec<Option<Vec<u8>>>,
+}
+
+/// Most keys read along with a call.
+pub const MAX_READS: usize = 8;
+
 impl Cluster {
     /// Runs `ops` in one call (`EVALSHA`, or `EVAL` when Redis answers `NOSCRIPT`),
     /// with what this node gives back riding in front of them ([`Pending`]).
     pub async fn limits(&self, feature: Feature, ops: &[Op]) -> Result<Answer, Unavailable> {
+        Ok(self.limits_reading(feature, ops, &[]).await?.0)
+    }
+
+    /// [`Cluster::limits`], and in the same round trip (one pipeline) the server's
+    /// clock and the values of `reads` (at most [`MAX_READS`]), when there are any:
+    /// what a later command will need, read with a call made anyway (greylisting's
+    /// records, read with MAIL's limits when the RCPT is pipelined behind it).
+    pub async fn limits_reading(
+        &self,
+        feature: Feature,
+        ops: &[Op],
+        reads: &[String],
+    ) -> Result<(Answer, Option<Reads>), Unavailable> {
         let ops = &ops[..ops.len().min(MAX_OPS)];
+        let reads = &reads[..reads.len().min(MAX_READS)];
         let riding = self.pending.take(MAX_OPS - ops.len());
+        let answer = Answer {
+            admitted: true,
+            used: Vec::new(),
+            counted: Vec::new(),
+        };
         if ops.is_empty() && riding.is_empty() {
-            return Ok(Answer {
-                admitted: true,
-                used: Vec::new(),
-                counted: Vec::new(),
-            });
+            if reads.is_empty() {
+                return Ok((answer, None));
+            }
+            // only reads: no script to run
+            let read = self.read(feature, reads).await?;
+            return Ok((answer, Some(read)));
         }
         let skip = riding.len();
         let all: Vec<Op> = riding.into_iter().chain(ops.iter().cloned()).collect();
-        let mut answer = self.call(feature, &all).await?;
+        let (mut answer, read) = self.call(feature, &all, reads).await?;
         answer.used.drain(..skip);
         answer.counted.drain(..skip);
-        Ok(answer)
+        Ok((answer, read))
+    }
+
+    /// The server's clock and the values of `reads`, in one round trip.
+    pub async fn read(&self, feature: Feature, reads: &[String]) -> Result<Reads, Unavailable> {
+        let mut pipe = redis::pipe();
+        reading(&mut pipe, reads);
+        let values: Vec<redis::Value> = self.query(feature, &pipe).await?;
+        let mut all = vec![redis::Value::Array(Vec::new())];
+        all.extend(values);
+        split_reads(all, reads.len())
+            .map(|(_, read)| read)
+            .ok_or(Unavailable::Answer("the values read"))
+    }
+
+    /// Stores `value` under `key` for `ttl` with the next call this node makes
+    /// ([`Pending`]): a write nobody waits for costs no round trip of its own.
+    pub fn set_later(&self, key: String, value: String, ttl: Duration) {
+        self.pending.push(Op::Set { key, value, ttl });
     }
 
     /// Sends what waits in [`Pending`] when no call took it along within
@@ -272,8 +335,14 @@ impl Cluster {
         }
     }
 
-    /// One call of the script with `ops`.
-    async fn call(&self, feature: Feature, ops: &[Op]) -> Result<Answer, Unavailable> {
+    /// One call of the script with `ops`, and the reads of `reads` in the same
+    /// pipeline when there are any.
+    async fn call(
+        &self,
+        feature: Feature,
+        ops: &[Op],
+        reads: &[String],
+    ) -> Result<(Answer, Option<Reads>), Unavailable> {
         let mut evalsha = redis::cmd("EVALSHA");
         evalsha.arg(sha());
         let mut args = redis::cmd("EVAL");
@@ -320,16 +389,46 @@ impl Cluster {
                     Op::Release { member, .. } => {
                         cmd.arg("release").arg(0).arg(0).arg(member.as_str())
                     }
+                    Op::Set { value, ttl, .. } => cmd
+                        .arg("set")
+                        .arg(0)
+                        .arg(ttl.as_secs().max(1))
+                        .arg(value.as_str()),
                 };
             }
         }
-        let raw: Result<Vec<i64>, _> = match self.query_unrecorded(&evalsha).await {
-            Err(Unavailable::Redis(e)) if no_script(&e) => self.query_unrecorded(&args).await,
-            other => other,
+        let answer = if reads.is_empty() {
+            let raw: Result<Vec<i64>, _> = match self.query_unrecorded(&evalsha).await {
+                Err(Unavailable::Redis(e)) if no_script(&e) => self.query_unrecorded(&args).await,
+                other => other,
+            };
+            raw.map(|raw| (raw, None))
+        } else {
+            let piped = |script: redis::Cmd| {
+                let mut pipe = redis::pipe();
+                pipe.add_command(script);
+                reading(&mut pipe, reads);
+                pipe
+            };
+            let raw: Result<Vec<redis::Value>, _> =
+                match self.query_unrecorded(&piped(evalsha)).await {
+                    Err(Unavailable::Redis(e)) if no_script(&e) => {
+                        self.query_unrecorded(&piped(args)).await
+                    }
+                    other => other,
+                };
+            raw.and_then(|values| {
+                split_reads(values, reads.len()).ok_or(Unavailable::Answer(
+                    "the values read with the limits script",
+                ))
+            })
+            .map(|(raw, read)| (raw, Some(read)))
         };
-        let answer = raw.and_then(|raw| {
+        let answer = answer.and_then(|(raw, read)| {
             let tries: Vec<bool> = ops.iter().map(|o| matches!(o, Op::Try { .. })).collect();
-            parse(&raw, &tries).ok_or(Unavailable::Answer("the limits script's answer"))
+            let answer =
+                parse(&raw, &tries).ok_or(Unavailable::Answer("the limits script's answer"))?;
+            Ok((answer, read))
         });
         self.record(feature, answer.as_ref().map(|_| ()));
         answer
@@ -390,6 +489,29 @@ impl Cluster {
 
 fn no_script(e: &redis::RedisError) -> bool {
     e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+}
+
+/// `TIME`, then a `GET` of each of `reads`, added to `pipe`.
+fn reading(pipe: &mut redis::Pipeline, reads: &[String]) {
+    pipe.cmd("TIME");
+    for key in reads {
+        pipe.cmd("GET").arg(key);
+    }
+}
+
+/// A pipeline's answers (the script's, `TIME`'s, then one value per key read): the
+/// script's numbers and what was read. `None` for anything else.
+fn split_reads(values: Vec<redis::Value>, keys: usize) -> Option<(Vec<i64>, Reads)> {
+    if values.len() != keys + 2 {
+        return None;
+    }
+    let mut values = values.into_iter();
+    let raw: Vec<i64> = redis::from_redis_value(values.next()?).ok()?;
+    let (time, _): (u64, u64) = redis::from_redis_value(values.next()?).ok()?;
+    let values = values
+        .map(|v| redis::from_redis_value::<Option<Vec<u8>>>(v).ok())
+        .collect::<Option<Vec<_>>>()?;
+    Some((raw, Reads { time, values }))
 }
 
 /// The script's answer to ops of which those marked in `tries` are `try`.
@@ -474,5 +596,35 @@ mod tests {
             })
         );
         assert_eq!(parse(&[1, i64::MIN], &[true]), None);
+    }
+
+    #[test]
+    fn reads_come_after_the_scripts_answer_and_the_clock() {
+        use redis::Value::{Array, BulkString, Int, Nil};
+        let answer = |values: Vec<redis::Value>| split_reads(values, 2);
+        let clock = || {
+            Array(vec![
+                BulkString(b"1700000000".to_vec()),
+                BulkString(b"5".to_vec()),
+            ])
+        };
+        assert_eq!(
+            answer(vec![
+                Array(vec![Int(1), Int(2)]),
+                clock(),
+                BulkString(b"1,2".to_vec()),
+                Nil
+            ]),
+            Some((
+                vec![1, 2],
+                Reads {
+                    time: 1_700_000_000,
+                    values: vec![Some(b"1,2".to_vec()), None],
+                }
+            ))
+        );
+        // one value missing, or no clock: nothing is taken from it
+        assert_eq!(answer(vec![Array(vec![Int(1)]), clock(), Nil]), None);
+        assert_eq!(answer(vec![Array(vec![Int(1)]), Int(7), Nil, Nil]), None);
     }
 }

@@ -153,6 +153,7 @@ impl Cluster {
         cmd: &(impl Query + ?Sized),
     ) -> Result<T, Unavailable> {
         let mut conn = self.conn.clone();
+        crate::metrics::get().cluster_round_trip();
         match tokio::time::timeout(self.settings.timeout, cmd.run(&mut conn)).await {
             Ok(Ok(value)) => redis::from_redis_value(value)
                 .map_err(|e| Unavailable::Redis(redis::RedisError::from(e))),

@@ -233,6 +233,7 @@ async fn start(
         core.greylist = Arc::new(crate::policy::greylist::Shared {
             cluster: cluster.clone(),
             local: greylist_local,
+            ahead: Default::default(),
         });
         core.cluster = Some(cluster);
     }

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::Digest;
 
@@ -254,6 +254,18 @@ pub struct Unavailable(pub String);
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Reads the state of `keys`, decides ([`decide`]) and stores the new state.
     fn check(&self, keys: &Keys, settings: &Settings) -> Result<Outcome, Unavailable>;
+
+    /// The Redis keys [`Store::check`] of `keys` will read, for a caller that can read
+    /// them ahead with a call it makes anyway (MAIL's limits, when the RCPT is
+    /// pipelined behind it; RCPT's), in its own task rather than waiting for them in
+    /// the policy's evaluation; `None` (the default): nothing to read ahead, or they
+    /// were read already.
+    fn read_ahead(&self, _keys: &Keys) -> Option<Vec<String>> {
+        None
+    }
+
+    /// What was read at [`Store::read_ahead`]'s keys, for the next `check` of `keys`.
+    fn read_ahead_done(&self, _keys: Keys, _reads: &crate::cluster::limits::Reads) {}
 }
 
 /// Seconds since the epoch, by this machine's clock.
@@ -522,41 +534,110 @@ impl Store for Local {
 }
 
 /// The state in the cluster's Redis: one round trip reads the triplet, its client and
-/// the server's clock (one clock for every node), a second writes what [`decide`]
-/// made. While Redis does not answer, `cluster { fallback }`: the node's own
-/// [`Local`] state, or [`Unavailable`] (a 451, never a 5xx).
+/// the server's clock (one clock for every node), unless MAIL's call read them ahead;
+/// what [`decide`] made is written with the node's next call. While Redis does not
+/// answer, `cluster { fallback }`: the node's own [`Local`] state, or [`Unavailable`]
+/// (a 451, never a 5xx).
 #[derive(Debug)]
 pub struct Shared {
     pub cluster: Arc<crate::cluster::Cluster>,
     pub local: Arc<Local>,
+    /// Records read ahead, waiting for their RCPT ([`Store::read_ahead`]).
+    pub ahead: Ahead,
+}
+
+/// Records read ahead: (keys, what was read, when), newest last.
+#[derive(Debug, Default)]
+pub struct Ahead(
+    Mutex<std::collections::VecDeque<(Keys, crate::cluster::greylist::Read, Instant)>>,
+);
+
+/// How long records read ahead may be used: a pipelined RCPT follows its MAIL within
+/// milliseconds (MAIL's SPF check can take a few seconds); older ones are read again.
+const AHEAD_FRESH: Duration = Duration::from_secs(5);
+
+/// Most records read ahead kept (one per session waiting for its RCPT).
+const AHEAD_MAX: usize = 4096;
+
+impl Ahead {
+    fn put(&self, keys: Keys, read: crate::cluster::greylist::Read) {
+        let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        while q.len() >= AHEAD_MAX
+            || q.front()
+                .is_some_and(|(_, _, at)| at.elapsed() > AHEAD_FRESH)
+        {
+            q.pop_front();
+        }
+        q.push_back((keys, read, Instant::now()));
+    }
+
+    /// Whether records of `keys` read ahead wait, fresh.
+    fn holds(&self, keys: &Keys) -> bool {
+        let q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        q.iter()
+            .any(|(k, _, at)| k == keys && at.elapsed() <= AHEAD_FRESH)
+    }
+
+    /// The records read ahead for `keys`, the server's clock moved on by the time
+    /// since; taken (they serve one check).
+    fn take(&self, keys: &Keys) -> Option<crate::cluster::greylist::Read> {
+        let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let i = q.iter().rposition(|(k, _, _)| k == keys)?;
+        let ((time, t, c), at) = q.remove(i).map(|(_, read, at)| (read, at))?;
+        let age = at.elapsed();
+        (age <= AHEAD_FRESH).then(|| (time + age.as_secs(), t, c))
+    }
+}
+
+impl Shared {
+    /// [`decide`] on what was read; the new records go with the node's next call.
+    fn settle(
+        cluster: &crate::cluster::Cluster,
+        keys: &Keys,
+        settings: &Settings,
+        (now, t, c): crate::cluster::greylist::Read,
+    ) -> Outcome {
+        let triplet = t.map(|(first, last)| Triplet { first, last });
+        let client = c.map(|(n, last)| Client {
+            count: u32::try_from(n).unwrap_or(u32::MAX),
+            last,
+        });
+        let (outcome, update) = decide(settings, now, triplet, client);
+        let write = (
+            update.triplet.map(|(t, ttl)| ((t.first, t.last), ttl)),
+            update
+                .client
+                .map(|(c, ttl)| ((u64::from(c.count), c.last), ttl)),
+        );
+        cluster.greylist_write(&keys.triplet, &keys.client, write);
+        outcome
+    }
 }
 
 impl Store for Shared {
+    fn read_ahead(&self, keys: &Keys) -> Option<Vec<String>> {
+        (!self.ahead.holds(keys)).then(|| self.cluster.greylist_keys(&keys.triplet, &keys.client))
+    }
+
+    fn read_ahead_done(&self, keys: Keys, reads: &crate::cluster::limits::Reads) {
+        if let Some(read) = crate::cluster::greylist::read_of(reads) {
+            self.ahead.put(keys, read);
+        }
+    }
+
     fn check(&self, keys: &Keys, settings: &Settings) -> Result<Outcome, Unavailable> {
+        if let Some(read) = self.ahead.take(keys) {
+            return Ok(Self::settle(&self.cluster, keys, settings, read));
+        }
         let limit = self.cluster.settings().timeout * 2 + Duration::from_millis(100);
         let cluster = self.cluster.clone();
         let k = keys.clone();
-        let s = settings.clone();
         let asked = crate::lookup::sql_table::block_on(
-            async move {
-                let (now, t, c) = cluster.greylist_read(&k.triplet, &k.client).await?;
-                let triplet = t.map(|(first, last)| Triplet { first, last });
-                let client = c.map(|(n, last)| Client {
-                    count: u32::try_from(n).unwrap_or(u32::MAX),
-                    last,
-                });
-                let (outcome, update) = decide(&s, now, triplet, client);
-                let write = (
-                    update.triplet.map(|(t, ttl)| ((t.first, t.last), ttl)),
-                    update
-                        .client
-                        .map(|(c, ttl)| ((u64::from(c.count), c.last), ttl)),
-                );
-                cluster.greylist_write(&k.triplet, &k.client, write).await?;
-                Ok::<_, crate::cluster::Unavailable>(outcome)
-            },
+            async move { cluster.greylist_read(&k.triplet, &k.client).await },
             limit,
         );
+        let asked =
+            asked.map(|read| read.map(|read| Self::settle(&self.cluster, keys, settings, read)));
         match asked {
             Some(Ok(outcome)) => Ok(outcome),
             failed => {
@@ -613,6 +694,21 @@ fn from_fixture(
 }
 
 impl super::Pipeline {
+    /// The keys a `greylist` rule (or a rcpt hook's `greylist()`) would check for
+    /// recipient `rcpt` (canonical), so that its records can be read with a call the
+    /// session makes anyway ([`Store::read_ahead`]); `None` when no rule or hook at rcpt
+    /// can greylist, or the client is allowlisted.
+    pub fn greylist_ahead(&self, client: IpAddr, sender: &str, rcpt: &str) -> Option<Keys> {
+        let may_greylist = self.stages[super::Stage::Rcpt.index()]
+            .iter()
+            .any(|r| matches!(r.action, super::Action::Greylist | super::Action::Hook(_)));
+        let g = &self.greylisting;
+        if !may_greylist || g.allow_clients.iter().any(|s| s.contains(client)) {
+            return None;
+        }
+        Some(keys(client, sender, rcpt, &g.settings))
+    }
+
     /// A `greylist` rule (or a hook's `greylist()`) for this recipient: no decision
     /// when the triplet passes (or is allowlisted), postgrey's `DEFER_IF_PERMIT` with
     /// the `text` while it is greylisted, `451 4.3.0` when its state cannot be had.

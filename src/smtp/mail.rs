@@ -9,6 +9,7 @@ use super::reply;
 use super::session::{Flow, Session, TxAuth};
 use crate::logsafe::esc;
 use crate::mailauth::Peer;
+use crate::policy::greylist::Keys;
 use crate::policy::{Context, Stage, Verdict};
 
 impl Session {
@@ -36,26 +37,35 @@ impl Session {
         if !self.enough_space() {
             return self.fail(reply::INSUFFICIENT_STORAGE);
         }
+        // one canonical form, as recipients have (the dry run reads it the same way)
+        let sender = crate::policy::address::canonical_or_same(&from.address);
+        // A transaction runs with the policy in force when it starts, to its end.
+        self.policy = self.core.policy.load_full();
+        // a RCPT pipelined behind: its greylisting records are read in this call
+        let ahead = self.greylist_behind(&sender);
+        let reads = ahead
+            .as_ref()
+            .map_or(&[][..], |(_, reads)| reads.as_slice());
         let wants = [super::shared::Want::Take(crate::policy::RateKind::Messages)];
         // the first recipient is counted in the same call (a cluster's round trip)
-        let (limited, slot) = self
+        let (limited, slot, read) = self
             .core
             .limit_reserving(
                 self.peer.ip(),
                 &wants,
                 Some(crate::policy::RateKind::Recipients),
+                reads,
                 &mut self.seen,
             )
             .await;
+        if let (Some((keys, _)), Some(read)) = (ahead, read) {
+            self.core.greylist.read_ahead_done(keys, &read);
+        }
         let replies = (reply::TOO_MANY_MESSAGES, reply::LIMITS_UNAVAILABLE);
         if let Some(flow) = self.refuse_limited(limited, "MAIL", "messages", replies) {
             return flow;
         }
-        // one canonical form, as recipients have (the dry run reads it the same way)
-        let sender = crate::policy::address::canonical_or_same(&from.address);
         debug!(from = %esc(&sender), size = from.size, "mail");
-        // A transaction runs with the policy in force when it starts, to its end.
-        self.policy = self.core.policy.load_full();
         let declared = (from.size > 0).then_some(from.size as u64);
         let auth = self.check_spf(&sender).await;
         if let Some(a) = &auth {
@@ -120,6 +130,28 @@ impl Session {
             self.tx.disposition = Default::default();
         }
         flow
+    }
+
+    /// The greylisting keys of the RCPT pipelined behind this MAIL, and the Redis keys
+    /// of their records, when the store reads ahead ([`crate::policy::greylist::Store::read_ahead`]).
+    fn greylist_behind(&mut self, sender: &str) -> Option<(Keys, Vec<String>)> {
+        let line = self.rcpt_behind.take()?;
+        let (start, end) = super::rcpt::path(&line)?;
+        let written = std::str::from_utf8(&line[start..end]).ok()?;
+        let rcpt = self.policy.recipient(written).ok()?;
+        if rcpt.bare_postmaster {
+            return None;
+        }
+        self.greylist_reads(sender, &rcpt.address)
+    }
+
+    /// The greylisting keys of recipient `rcpt` (canonical) from `sender` (the rcpt
+    /// stage's `greylist`), and the Redis keys of their records when the store reads
+    /// ahead.
+    pub(super) fn greylist_reads(&self, sender: &str, rcpt: &str) -> Option<(Keys, Vec<String>)> {
+        let keys = self.policy.greylist_ahead(self.peer.ip(), sender, rcpt)?;
+        let reads = self.core.greylist.read_ahead(&keys)?;
+        Some((keys, reads))
     }
 
     /// MAIL FROM's `AUTH=` parameter as Postfix keeps it (`sasl_sender`, the milters'

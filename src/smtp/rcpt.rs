@@ -58,18 +58,37 @@ impl Session {
         let wants = [super::shared::Want::Take(
             crate::policy::RateKind::Recipients,
         )];
-        let limited = match self.tx.rcpt_slot.take() {
+        // the greylisting records the rcpt stage may need, unless MAIL read them: read
+        // with this RCPT's limits call (alone without one), in this session's task
+        let ahead = match (self.core.cluster.is_some(), self.tx.sender.as_deref()) {
+            (true, Some(sender)) => self.greylist_reads(sender, &rcpt.address),
+            _ => None,
+        };
+        let reads = ahead
+            .as_ref()
+            .map_or(&[][..], |(_, reads)| reads.as_slice());
+        let (limited, read) = match self.tx.rcpt_slot.take() {
             // counted at MAIL, with the message
             Some(slot) => {
                 slot.use_it();
-                super::shared::Limited::Allowed
+                let read = self
+                    .core
+                    .limit_reserving(self.peer.ip(), &[], None, reads, &mut self.seen)
+                    .await
+                    .2;
+                (super::shared::Limited::Allowed, read)
             }
             None => {
-                self.core
-                    .limit(self.peer.ip(), &wants, &mut self.seen)
-                    .await
+                let (limited, _, read) = self
+                    .core
+                    .limit_reserving(self.peer.ip(), &wants, None, reads, &mut self.seen)
+                    .await;
+                (limited, read)
             }
         };
+        if let (Some((keys, _)), Some(read)) = (ahead, read) {
+            self.core.greylist.read_ahead_done(keys, &read);
+        }
         let replies = (reply::TOO_MANY_RCPTS_RATE, reply::LIMITS_UNAVAILABLE);
         if let Some(flow) = self.refuse_limited(limited, "RCPT", "recipients", replies) {
             return flow;

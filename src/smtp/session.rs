@@ -283,6 +283,9 @@ pub struct Session {
     /// What the milters answered to the command at hand, for its decision's record
     /// (collected only while the decision log is on).
     pub(super) milter_answers: Vec<crate::policy::decision_log::MilterAnswer>,
+    /// In a cluster, the RCPT line a client pipelined right behind its MAIL: MAIL's
+    /// call to Redis reads the greylisting records that RCPT will need.
+    pub(super) rcpt_behind: Option<Vec<u8>>,
 }
 
 impl Session {
@@ -333,6 +336,7 @@ impl Session {
             milters,
             id: next_session_id(),
             milter_answers: Vec::new(),
+            rcpt_behind: None,
         }
     }
 
@@ -582,6 +586,9 @@ impl Session {
                         }
                         LineEvent::Line => {
                             let line = self.lines.take();
+                            if self.core.cluster.is_some() {
+                                self.rcpt_behind = rcpt_behind_mail(&line, input);
+                            }
                             let flow = self.command(&line).await;
                             self.lines.restore(line);
                             flow
@@ -1099,4 +1106,43 @@ pub(super) fn qualify_bare_local_part(line: &[u8], origin: &str) -> Option<Vec<u
     out.extend_from_slice(origin.as_bytes());
     out.extend_from_slice(&line[close..]);
     Some(out)
+}
+
+/// The RCPT line `input` starts with, when `line` is a MAIL command (a client that
+/// pipelines: RFC 2920).
+fn rcpt_behind_mail(line: &[u8], input: &[u8]) -> Option<Vec<u8>> {
+    const MAX: usize = 1024;
+    if !line.get(..5)?.eq_ignore_ascii_case(b"MAIL ")
+        || !input.get(..5)?.eq_ignore_ascii_case(b"RCPT ")
+    {
+        return None;
+    }
+    let end = input.iter().take(MAX).position(|&b| b == b'\n')?;
+    Some(input[..=end].to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_rcpt_pipelined_behind_mail_is_seen() {
+        use super::rcpt_behind_mail as behind;
+        let rcpt = b"RCPT TO:<b@dst.test>\r\nDATA\r\n";
+        assert_eq!(
+            behind(b"MAIL FROM:<a@src.test>\r\n", rcpt).as_deref(),
+            Some(&b"RCPT TO:<b@dst.test>\r\n"[..])
+        );
+        assert_eq!(
+            behind(b"mail from:<a@src.test>\r\n", b"rcpt to:<b@x>\n").as_deref(),
+            Some(&b"rcpt to:<b@x>\n"[..])
+        );
+        // not behind a MAIL, not a RCPT, not a whole line, or too long to be one
+        assert_eq!(behind(b"RSET\r\n", rcpt), None);
+        assert_eq!(behind(b"MAIL FROM:<a@src.test>\r\n", b"DATA\r\n"), None);
+        assert_eq!(behind(b"MAIL FROM:<a@src.test>\r\n", b"RCPT TO:<b@d"), None);
+        assert_eq!(behind(b"MAIL FROM:<>\r\n", b""), None);
+        let mut long = b"RCPT TO:<".to_vec();
+        long.extend(std::iter::repeat_n(b'x', 2000));
+        long.extend_from_slice(b">\r\n");
+        assert_eq!(behind(b"MAIL FROM:<>\r\n", &long), None);
+    }
 }

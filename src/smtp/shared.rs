@@ -10,7 +10,7 @@ use sha2::Digest;
 
 use super::Core;
 use super::session::{Flow, Session};
-use crate::cluster::limits::Op;
+use crate::cluster::limits::{Op, Reads};
 use crate::cluster::{Cluster, Fallback, Feature};
 use crate::policy::{RateKind as Kind, RateView};
 
@@ -152,21 +152,24 @@ impl Core {
     /// Decides `wants` for a client at `ip`: in Redis (one call) with a cluster, in
     /// this process otherwise or while Redis does not answer (`fallback "local"`).
     pub(crate) async fn limit(&self, ip: IpAddr, wants: &[Want<'_>], seen: &mut Seen) -> Limited {
-        self.limit_reserving(ip, wants, None, seen).await.0
+        self.limit_reserving(ip, wants, None, &[], seen).await.0
     }
 
     /// [`Core::limit`], and in a cluster, when `wants` are allowed, one `reserve`
     /// event counted in the same call if the client has one left (a [`Slot`]: MAIL
-    /// counts the first recipient with the message, so that its RCPT needs no call).
+    /// counts the first recipient with the message, so that its RCPT needs no call),
+    /// and the values of `reads` read in the same round trip when a call is made
+    /// ([`crate::cluster::Cluster::limits_reading`]).
     pub(crate) async fn limit_reserving(
         &self,
         ip: IpAddr,
         wants: &[Want<'_>],
         reserve: Option<Kind>,
+        reads: &[String],
         seen: &mut Seen,
-    ) -> (Limited, Option<Slot>) {
+    ) -> (Limited, Option<Slot>, Option<Reads>) {
         let Some(cluster) = &self.cluster else {
-            return (self.limit_here(ip, wants), None);
+            return (self.limit_here(ip, wants), None, None);
         };
         let mut ops = self.ops(cluster, ip, wants);
         if let Some(kind) = reserve {
@@ -179,19 +182,24 @@ impl Core {
                     }),
             );
         }
-        if ops.is_empty() {
-            return (Limited::Allowed, None);
+        if ops.is_empty() && reads.is_empty() {
+            return (Limited::Allowed, None, None);
         }
         let (ops, kinds): (Vec<Op>, Vec<Option<Kind>>) = ops.into_iter().unzip();
-        match cluster.limits(Feature::RateLimits, &ops).await {
-            Ok(answer) => {
+        let feature = if ops.is_empty() {
+            Feature::Greylisting
+        } else {
+            Feature::RateLimits
+        };
+        match cluster.limits_reading(feature, &ops, reads).await {
+            Ok((answer, read)) => {
                 for (kind, used) in kinds.iter().zip(&answer.used) {
                     if let Some(kind) = kind {
                         seen.set(*kind, *used);
                     }
                 }
                 if !answer.admitted {
-                    return (Limited::Refused, None);
+                    return (Limited::Refused, None, None);
                 }
                 let slot = ops
                     .iter()
@@ -201,15 +209,15 @@ impl Core {
                         cluster: cluster.clone(),
                         op: Some(op.clone()),
                     });
-                (Limited::Allowed, slot)
+                (Limited::Allowed, slot, read)
             }
             Err(_) => match cluster.settings().fallback {
                 Fallback::Local => {
                     let limited = self.limit_here(ip, wants);
                     seen.local(&self.rate, ip);
-                    (limited, None)
+                    (limited, None, None)
                 }
-                Fallback::Tempfail => (Limited::Unavailable, None),
+                Fallback::Tempfail => (Limited::Unavailable, None, None),
             },
         }
     }

@@ -272,6 +272,7 @@ fn without_redis_the_fallback_applies() {
         let shared = Shared {
             cluster: Arc::new(cluster),
             local: Arc::new(Local::in_memory()),
+            ahead: Default::default(),
         };
         let got = std::thread::scope(|t| t.spawn(|| shared.check(&k, &s)).join().unwrap());
         if local {
@@ -285,4 +286,36 @@ fn without_redis_the_fallback_applies() {
             assert!(shared.local.is_empty());
         }
     }
+}
+
+#[test]
+fn records_read_ahead_serve_one_check_of_their_keys() {
+    let s = settings();
+    let k = keys("192.0.2.7".parse().unwrap(), "a@src.test", "u@x.test", &s);
+    let other = keys("192.0.2.7".parse().unwrap(), "a@src.test", "v@x.test", &s);
+    let ahead = Ahead::default();
+    ahead.put(k.clone(), (1_700_000_000, Some((1, 2)), None));
+    assert_eq!(ahead.take(&other), None, "another triplet's");
+    assert_eq!(ahead.take(&k), Some((1_700_000_000, Some((1, 2)), None)));
+    assert_eq!(ahead.take(&k), None, "used once");
+    // bounded: the oldest go first
+    for i in 0..AHEAD_MAX + 10 {
+        let k = keys(
+            "192.0.2.7".parse().unwrap(),
+            "a@src.test",
+            &format!("{i}@x.test"),
+            &s,
+        );
+        ahead.put(k, (u64::try_from(i).unwrap(), None, None));
+    }
+    let first = keys("192.0.2.7".parse().unwrap(), "a@src.test", "0@x.test", &s);
+    let last = keys(
+        "192.0.2.7".parse().unwrap(),
+        "a@src.test",
+        &format!("{}@x.test", AHEAD_MAX + 9),
+        &s,
+    );
+    assert_eq!(ahead.take(&first), None);
+    assert!(ahead.take(&last).is_some());
+    assert!(ahead.0.lock().unwrap().len() <= AHEAD_MAX);
 }
