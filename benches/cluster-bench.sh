@@ -87,9 +87,10 @@ KDL
 # one run of mode $1, into $RESULT (msg/s until the sink has every message)
 measure() {
   config "$1"
-  local dir=$WORK/sink-$1 t0 t1
-  rm -rf "$dir"; mkdir -p "$dir"; chmod 777 "$dir"
-  smtp-sink -u postfix -d "$dir/%M." 127.0.0.1:$SINK 1024 >/dev/null 2>&1 & local sink=$!
+  local t0 t1
+  # the sink counts and exits at the N-th message (no files: creating a file a message
+  # made ext4's inode allocation the bottleneck of the whole machine, run after run)
+  smtp-sink -u postfix -M "$N" 127.0.0.1:$SINK 1024 >/dev/null 2>&1 & local sink=$!
   MTAD_LOG=warn "${MTAD:-$here/target/release/mtad}" --allow-root --config "$WORK/mtad/mtad.kdl" 2>"$WORK/mtad.log" & local mtad=$!
   wait_port $SINK; wait_port $MX; wait_port $METRICS
   if [ "${GREYLIST:-0}" = 1 ]; then
@@ -111,34 +112,40 @@ measure() {
     "${SOURCE[@]}" $number $REUSE_FLAG -s "$S" -m "$N" -l "$L" -f bench@src.test -t rcpt@dst.test -S bench 127.0.0.1:$MX >/dev/null 2>&1 \
       || echo "smtp-source reported errors ($1)" >&2
   fi
+  # until the sink has exited (a zombie until waited for), at most 600 s
   local waited=0
-  while [ "$(ls "$dir" | wc -l)" -lt "$N" ]; do
-    sleep 0.05; waited=$((waited + 1))
-    [ $waited -lt 12000 ] || { echo "$1: the sink got $(ls "$dir" | wc -l) of $N" >&2; break; }
+  while [ "$(awk '{print $3}' /proc/$sink/stat 2>/dev/null || echo Z)" != Z ]; do
+    sleep 0.02; waited=$((waited + 1))
+    [ $waited -lt 30000 ] || { echo "$1: the sink did not get all $N messages" >&2; kill $sink; break; }
   done
+  wait $sink 2>/dev/null || true
   t1=$(now)
   TRIPS=$(( $(round_trips) - before ))
   # mtad's own CPU (user + system, start-up included) per message, in µs
   local ticks
   ticks=$(awk '{print $14 + $15}' /proc/$mtad/stat)
   CPU=$(echo "$ticks * 1000000 / $(getconf CLK_TCK) / $N" | bc -l | xargs printf '%.0f')
-  kill $mtad $sink; wait $mtad $sink 2>/dev/null || true
+  kill $mtad; wait $mtad 2>/dev/null || true
   RESULT=$(echo "$N / ($t1 - $t0)" | bc -l | xargs printf '%.0f')
 }
 
-# mtad's count of its requests to Redis so far
+# mtad's count of its requests to Redis so far (0 without a cluster: no such line)
 round_trips() {
-  exec 3<>"/dev/tcp/127.0.0.1/$METRICS"
-  printf 'GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n' >&3
-  tr -d '\r' <&3 | awk '$1 == "mtad_cluster_redis_round_trips_total" { print $2; f = 1 } END { if (!f) print 0 }'
+  local n
+  n=$( {
+    exec 3<>"/dev/tcp/127.0.0.1/$METRICS" &&
+      printf 'GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n' >&3 &&
+      tr -d '\r' <&3
+  } 2>/dev/null | awk '$1 == "mtad_cluster_redis_round_trips_total" { print $2 }')
+  echo "${n:-0}"
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 stats() { redis-cli -p $REDIS INFO commandstats | tr -d '\r' | grep '^cmdstat_' ; }
 # the Redis server's CPU seconds so far (user + system)
 redis_cpu() { redis-cli -p $REDIS INFO cpu | tr -d '\r' | awk -F: '$1 == "used_cpu_user" || $1 == "used_cpu_sys" { s += $2 } END { printf "%.6f\n", s }'; }
-calls() { # commandstats lines -> "cmd calls" per line
-  sed -E 's/^cmdstat_([^:]+):calls=([0-9]+).*/\1 \2/'
+calls() { # commandstats lines -> "cmd calls usec" per line
+  sed -E 's/^cmdstat_([^:]+):calls=([0-9]+),usec=([0-9]+).*/\1 \2 \3/'
 }
 
 echo "load before: $(uptime)"
@@ -164,9 +171,10 @@ lc=$(median <"$WORK/local.cpu"); rc=$(median <"$WORK/redis.cpu")
 echo "median mtad CPU per message: local $lc µs, redis $rc µs, redis/local $(echo "$rc / $lc" | bc -l | xargs printf '%.3f')"
 echo "Redis commands per message (last redis run, $N messages, $([ -n "$REUSE_FLAG" ] && echo "$S connections" || echo "one per connection")):"
 echo "  (EVALSHA and EVAL: the script's calls; TIME and GET: greylisting's reads, alone or in a pipeline with a call)"
-join -a 2 -e 0 -o 2.1,1.2,2.2 <(sort "$WORK/last-before") <(sort "$WORK/after") |
+echo "  (command, calls, calls per message, µs Redis spent in it per message: a script's µs include the commands it ran)"
+join -a 2 -e 0 -o 2.1,1.2,2.2,1.3,2.3 <(sort "$WORK/last-before") <(sort "$WORK/after") |
   awk -v n="$N" '$1 != "info" && $1 != "config" {
-      d = $3 - $2; printf "  %-18s %8d  %.2f/msg\n", $1, d, d / n
+      d = $3 - $2; u = $5 - $4; printf "  %-18s %8d  %.2f/msg  %6.1f µs/msg\n", $1, d, d / n, u / n
     }'
 echo "  round trips (mtad's count)  $(echo "$TRIPS / $N" | bc -l | xargs printf '%.2f')/msg"
 echo "Redis CPU per message: $(echo "$REDIS_CPU * 1000000 / ($N * $RUNS)" | bc -l | xargs printf '%.1f') µs (user + system, $RUNS redis runs of $N)"
