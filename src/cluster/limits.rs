@@ -75,17 +75,18 @@ for i, key in ipairs(KEYS) do
   elseif op == 'lease' then
     local now_ms = math.floor(now / 1000)
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now_ms)
+    local added = redis.call('ZADD', key, now_ms + a, ARGV[4 * i])
     local held = redis.call('ZCARD', key)
-    if redis.call('ZSCORE', key, ARGV[4 * i]) then
-      held = held - 1
-    end
-    if held >= limit then
+    if held > limit then
+      -- over the limit with this one: it goes again (a member that was there stays)
+      if added == 1 then
+        redis.call('ZREM', key, ARGV[4 * i])
+      end
       out[1] = 0
-      out[i + 1] = held
+      out[i + 1] = held - 1
     else
-      redis.call('ZADD', key, now_ms + a, ARGV[4 * i])
       redis.call('PEXPIRE', key, a)
-      out[i + 1] = held + 1
+      out[i + 1] = held
     end
   else
     local tat = tonumber(redis.call('GET', key) or '0') or 0
@@ -291,8 +292,7 @@ impl Cluster {
             return Ok((answer, Some(read)));
         }
         let skip = riding.len();
-        let all: Vec<Op> = riding.into_iter().chain(ops.iter().cloned()).collect();
-        let (mut answer, read) = self.call(feature, &all, reads).await?;
+        let (mut answer, read) = self.call(feature, &riding, ops, reads).await?;
         answer.used.drain(..skip);
         answer.counted.drain(..skip);
         Ok((answer, read))
@@ -335,24 +335,24 @@ impl Cluster {
         }
     }
 
-    /// One call of the script with `ops`, and the reads of `reads` in the same
-    /// pipeline when there are any.
+    /// One call of the script with `riding` then `ops`, and the reads of `reads` in
+    /// the same pipeline when there are any.
     async fn call(
         &self,
         feature: Feature,
+        riding: &[Op],
         ops: &[Op],
         reads: &[String],
     ) -> Result<(Answer, Option<Reads>), Unavailable> {
-        let mut evalsha = redis::cmd("EVALSHA");
-        evalsha.arg(sha());
-        let mut args = redis::cmd("EVAL");
-        args.arg(SCRIPT);
-        for cmd in [&mut evalsha, &mut args] {
-            cmd.arg(ops.len());
-            for op in ops {
+        let all = || riding.iter().chain(ops);
+        // EVALSHA, or EVAL with the script's text (built only when Redis asks for it)
+        let script = |verb: &str, text: &str| {
+            let mut cmd = redis::cmd(verb);
+            cmd.arg(text).arg(riding.len() + ops.len());
+            for op in all() {
                 cmd.arg(op.key());
             }
-            for op in ops {
+            for op in all() {
                 match op {
                     Op::Take { limit, per, .. } => cmd
                         .arg("take")
@@ -396,12 +396,16 @@ impl Cluster {
                         .arg(value.as_str()),
                 };
             }
-        }
+            cmd
+        };
         let answer = if reads.is_empty() {
-            let raw: Result<Vec<i64>, _> = match self.query_unrecorded(&evalsha).await {
-                Err(Unavailable::Redis(e)) if no_script(&e) => self.query_unrecorded(&args).await,
-                other => other,
-            };
+            let raw: Result<Vec<i64>, _> =
+                match self.query_unrecorded(&script("EVALSHA", sha())).await {
+                    Err(Unavailable::Redis(e)) if no_script(&e) => {
+                        self.query_unrecorded(&script("EVAL", SCRIPT)).await
+                    }
+                    other => other,
+                };
             raw.map(|raw| (raw, None))
         } else {
             let piped = |script: redis::Cmd| {
@@ -410,13 +414,15 @@ impl Cluster {
                 reading(&mut pipe, reads);
                 pipe
             };
-            let raw: Result<Vec<redis::Value>, _> =
-                match self.query_unrecorded(&piped(evalsha)).await {
-                    Err(Unavailable::Redis(e)) if no_script(&e) => {
-                        self.query_unrecorded(&piped(args)).await
-                    }
-                    other => other,
-                };
+            let raw: Result<Vec<redis::Value>, _> = match self
+                .query_unrecorded(&piped(script("EVALSHA", sha())))
+                .await
+            {
+                Err(Unavailable::Redis(e)) if no_script(&e) => {
+                    self.query_unrecorded(&piped(script("EVAL", SCRIPT))).await
+                }
+                other => other,
+            };
             raw.and_then(|values| {
                 split_reads(values, reads.len()).ok_or(Unavailable::Answer(
                     "the values read with the limits script",
@@ -425,7 +431,7 @@ impl Cluster {
             .map(|(raw, read)| (raw, Some(read)))
         };
         let answer = answer.and_then(|(raw, read)| {
-            let tries: Vec<bool> = ops.iter().map(|o| matches!(o, Op::Try { .. })).collect();
+            let tries: Vec<bool> = all().map(|o| matches!(o, Op::Try { .. })).collect();
             let answer =
                 parse(&raw, &tries).ok_or(Unavailable::Answer("the limits script's answer"))?;
             Ok((answer, read))

@@ -1166,6 +1166,14 @@ impl Pipeline {
         })
     }
 
+    /// Whether any stage has a hook (the only readers of `ctx.rate(kind)`).
+    pub fn has_hooks(&self) -> bool {
+        self.stages
+            .iter()
+            .flatten()
+            .any(|r| matches!(r.action, Action::Hook(_)))
+    }
+
     /// [`Pipeline::evaluate`] without counting in the metrics: for dry runs
     /// (`mtactl test-policy`, `reload { require-tests }`), which are not traffic.
     /// The panic guard is here, so that dry runs have it too.

@@ -243,7 +243,7 @@ impl Core {
 
     /// A new connection from `ip`: its `connections` rate and, in a cluster, a lease
     /// among at most `per_client` across the nodes (`connections-per-ip`), with a view
-    /// of every other limited kind, all in one call. `Ok(None)`: admitted, no lease
+    /// of every other limited kind when the policy has hooks, all in one call. `Ok(None)`: admitted, no lease
     /// (no cluster, or Redis did not answer and the fallback is local).
     pub(crate) async fn admit(
         &self,
@@ -256,12 +256,16 @@ impl Core {
             return self.admit_here(ip);
         };
         let mut wants = vec![Want::Take(Kind::Connections)];
-        wants.extend(
-            Kind::ALL
-                .iter()
-                .filter(|k| **k != Kind::Connections)
-                .map(|k| Want::Check(*k)),
-        );
+        // what hooks read as `ctx.rate(kind)` before the command that counts it: no
+        // reads when the policy has no hook
+        if self.policy.load().has_hooks() {
+            wants.extend(
+                Kind::ALL
+                    .iter()
+                    .filter(|k| **k != Kind::Connections)
+                    .map(|k| Want::Check(*k)),
+            );
+        }
         let (mut ops, mut kinds): (Vec<Op>, Vec<Option<Kind>>) =
             self.ops(cluster, ip, &wants).into_iter().unzip();
         // the other kinds are only read: they refuse nothing here
