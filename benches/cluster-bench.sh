@@ -13,6 +13,11 @@
 #   GREYLIST=1 benches/cluster-bench.sh ... a `greylist` rule too (delay 1s; one
 #                                          message greylisted and retried before the
 #                                          timed part, so the triplet is known)
+#   PIN=1 benches/cluster-bench.sh ...      Redis alone on CPU 1, everything else (mtad,
+#                                          the client, the sink) on CPU 0, in both modes:
+#                                          the node's cost of the cluster when Redis has
+#                                          a host of its own, as deployed (its CPU and the
+#                                          loopback round trips between the cores stay)
 #   PIPELINE=1 benches/cluster-bench.sh ... the client pipelines MAIL, RCPT and DATA as
 #                                          MTAs do (benches/pipelined-source.py in
 #                                          place of smtp-source, which cannot)
@@ -35,12 +40,14 @@ chmod 755 "$WORK"   # smtp-sink writes as the postfix user
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
 trap 'exit 130' INT TERM
 MX=13537 SINK=13636 REDIS=13638 METRICS=13639
+NODE=() ON_ITS_OWN=()
+if [ "${PIN:-0}" = 1 ]; then NODE=(taskset -c 0) ON_ITS_OWN=(taskset -c 1); fi
 SOURCE=(smtp-source -4)
 [ "${PIPELINE:-0}" = 1 ] && SOURCE=(python3 "$here/benches/pipelined-source.py")
 now() { local u r; read -r u r </proc/uptime; echo "$u"; }
 wait_port() { for _ in $(seq 100); do ss -ltn "sport = :$1" | grep -q LISTEN && return 0; sleep 0.1; done; echo "nothing on port $1" >&2; return 1; }
 
-redis-server --bind 127.0.0.1 --port $REDIS --save "" --appendonly no --daemonize no \
+"${ON_ITS_OWN[@]}" redis-server --bind 127.0.0.1 --port $REDIS --save "" --appendonly no --daemonize no \
   --dir "$WORK" --logfile "$WORK/redis.log" &
 REDIS_PID=$!
 wait_port $REDIS
@@ -90,8 +97,8 @@ measure() {
   local t0 t1
   # the sink counts and exits at the N-th message (no files: creating a file a message
   # made ext4's inode allocation the bottleneck of the whole machine, run after run)
-  smtp-sink -u postfix -M "$N" 127.0.0.1:$SINK 1024 >/dev/null 2>&1 & local sink=$!
-  MTAD_LOG=warn "${MTAD:-$here/target/release/mtad}" --allow-root --config "$WORK/mtad/mtad.kdl" 2>"$WORK/mtad.log" & local mtad=$!
+  "${NODE[@]}" smtp-sink -u postfix -M "$N" 127.0.0.1:$SINK 1024 >/dev/null 2>&1 & local sink=$!
+  MTAD_LOG=warn "${NODE[@]}" "${MTAD:-$here/target/release/mtad}" --allow-root --config "$WORK/mtad/mtad.kdl" 2>"$WORK/mtad.log" & local mtad=$!
   wait_port $SINK; wait_port $MX; wait_port $METRICS
   if [ "${GREYLIST:-0}" = 1 ]; then
     # the triplet's first attempt is greylisted; after the delay it is known
@@ -106,10 +113,10 @@ measure() {
   before=$(round_trips)
   if [ "${PIPELINE:-0}" = 1 ]; then
     # (a triplet per message is not what greylisting is measured with: one recipient)
-    "${SOURCE[@]}" $REUSE_FLAG -s "$S" -m "$N" -l "$L" -f bench@src.test -t rcpt@dst.test 127.0.0.1:$MX \
+    "${NODE[@]}" "${SOURCE[@]}" $REUSE_FLAG -s "$S" -m "$N" -l "$L" -f bench@src.test -t rcpt@dst.test 127.0.0.1:$MX \
       || echo "pipelined-source reported errors ($1)" >&2
   else
-    "${SOURCE[@]}" $number $REUSE_FLAG -s "$S" -m "$N" -l "$L" -f bench@src.test -t rcpt@dst.test -S bench 127.0.0.1:$MX >/dev/null 2>&1 \
+    "${NODE[@]}" "${SOURCE[@]}" $number $REUSE_FLAG -s "$S" -m "$N" -l "$L" -f bench@src.test -t rcpt@dst.test -S bench 127.0.0.1:$MX >/dev/null 2>&1 \
       || echo "smtp-source reported errors ($1)" >&2
   fi
   # until the sink has exited (a zombie until waited for), at most 600 s
