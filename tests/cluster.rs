@@ -945,6 +945,26 @@ fn greylisting_reads_with_mails_call_when_the_rcpt_is_pipelined() {
     assert_eq!(a.queued().len() as u64, 2 * n + 1);
 }
 
+/// A RCPT whose greylisting records cannot be read (Redis lost after the connection
+/// was admitted, no rate limits set, so nothing else asked Redis): greylisting's own
+/// fallback answers (`tempfail`: 451 4.3.0 Greylisting unavailable), not the shared
+/// limits' reply, since no limit was asked; and never a 5xx or an accept.
+#[test]
+fn greylistings_own_fallback_answers_when_its_read_fails() {
+    let mut redis = Redis::start();
+    let b = greylisting_node(&redis, "b", "tempfail");
+    let mut c = Client::connect_from("127.0.0.3", b.port);
+    c.expect("220 ");
+    c.cmd("EHLO client.test", "250");
+    c.cmd("MAIL FROM:<a@src.test>", "250 ");
+    redis.kill();
+    c.cmd(
+        "RCPT TO:<b@dst.test>",
+        "451 4.3.0 Greylisting unavailable, try again later",
+    );
+    c.cmd("QUIT", "221");
+}
+
 /// `mtactl cluster status [--format json]` on node `m`: exit code and output.
 fn cluster_status(m: &Mtad, json: bool) -> (Option<i32>, String) {
     let args: &[&str] = if json {

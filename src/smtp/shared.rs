@@ -211,6 +211,8 @@ impl Core {
                     });
                 (Limited::Allowed, slot, read)
             }
+            // only reads (no limit asked): what needed them has its own fallback
+            Err(_) if ops.is_empty() => (Limited::Allowed, None, None),
             Err(_) => match cluster.settings().fallback {
                 Fallback::Local => {
                     let limited = self.limit_here(ip, wants);
