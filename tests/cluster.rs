@@ -190,17 +190,21 @@ cluster {{
 
 /// swaks from `source` to `port`: its whole transcript.
 fn swaks_from(source: &str, port: u16) -> String {
-    let out = swaks(
-        port,
-        &[
-            "--local-interface",
-            source,
-            "--from",
-            "a@src.test",
-            "--to",
-            "b@dst.test",
-        ],
-    );
+    swaks_with(source, port, &[])
+}
+
+/// swaks from `source` to `port` with `more` options: its whole transcript.
+fn swaks_with(source: &str, port: u16, more: &[&str]) -> String {
+    let mut args = vec![
+        "--local-interface",
+        source,
+        "--from",
+        "a@src.test",
+        "--to",
+        "b@dst.test",
+    ];
+    args.extend_from_slice(more);
+    let out = swaks(port, &args);
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -862,23 +866,8 @@ fn round_trips(port: u16) -> u64 {
 /// One message from 127.0.0.2 by swaks, pipelining (`--pipeline`) or waiting for each
 /// reply: its whole transcript.
 fn swaks_grey(port: u16, pipelining: bool) -> String {
-    let mut args = vec![
-        "--local-interface",
-        "127.0.0.2",
-        "--from",
-        "a@src.test",
-        "--to",
-        "b@dst.test",
-    ];
-    if pipelining {
-        args.push("--pipeline");
-    }
-    let out = swaks(port, &args);
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    let more: &[&str] = if pipelining { &["--pipeline"] } else { &[] };
+    swaks_with("127.0.0.2", port, more)
 }
 
 /// With shared limits and greylisting in Redis, a one-recipient message on its own

@@ -303,11 +303,7 @@ impl Cluster {
         let mut pipe = redis::pipe();
         reading(&mut pipe, reads);
         let values: Vec<redis::Value> = self.query(feature, &pipe).await?;
-        let mut all = vec![redis::Value::Array(Vec::new())];
-        all.extend(values);
-        split_reads(all, reads.len())
-            .map(|(_, read)| read)
-            .ok_or(Unavailable::Answer("the values read"))
+        reads_of(values, reads.len()).ok_or(Unavailable::Answer("the values read"))
     }
 
     /// Stores `value` under `key` for `ttl` with the next call this node makes
@@ -508,16 +504,19 @@ fn reading(pipe: &mut redis::Pipeline, reads: &[String]) {
 /// A pipeline's answers (the script's, `TIME`'s, then one value per key read): the
 /// script's numbers and what was read. `None` for anything else.
 fn split_reads(values: Vec<redis::Value>, keys: usize) -> Option<(Vec<i64>, Reads)> {
-    if values.len() != keys + 2 {
-        return None;
-    }
     let mut values = values.into_iter();
     let raw: Vec<i64> = redis::from_redis_value(values.next()?).ok()?;
+    Some((raw, reads_of(values, keys)?))
+}
+
+/// `TIME`'s answer, then one value per key read (`keys` of them): what was read.
+fn reads_of(values: impl IntoIterator<Item = redis::Value>, keys: usize) -> Option<Reads> {
+    let mut values = values.into_iter();
     let (time, _): (u64, u64) = redis::from_redis_value(values.next()?).ok()?;
     let values = values
         .map(|v| redis::from_redis_value::<Option<Vec<u8>>>(v).ok())
         .collect::<Option<Vec<_>>>()?;
-    Some((raw, Reads { time, values }))
+    (values.len() == keys).then_some(Reads { time, values })
 }
 
 /// The script's answer to ops of which those marked in `tries` are `try`.
