@@ -22,6 +22,15 @@ use super::{BodyLocation, QueueId, QueuedMessage, RcptStatus, SpoolError, lock_i
 const MAX_BATCH_BYTES: usize = 8 << 20;
 const MAX_BATCH_REQUESTS: usize = 2048;
 
+/// The segment is zero-filled ahead of its records by this much at a time (never past
+/// the rotation size unless a batch itself goes past it), so that most batches write
+/// into blocks the file already has: their `fdatasync` then writes data only, where an
+/// append also has to write the inode (the new size) and the new blocks' metadata.
+/// Measured (`benches/relay-ab.sh`, 20 sessions): the mean fdatasync 1.5 ms → 0.6 ms,
+/// its p90 3.4 ms → 0.6 ms. Readers take a tail of zeros for the segment's end
+/// ([`super::segment::read_segment`]).
+pub(crate) const ZERO_AHEAD: u64 = 1 << 20;
+
 /// How long records that need no fsync of their own ([`Op::durable`] false) may wait
 /// for one when no other batch brings it.
 const LAZY_SYNC: std::time::Duration = std::time::Duration::from_secs(1);
@@ -93,6 +102,8 @@ struct Active {
     file: File,
     /// Where the next record goes: the end of the last acknowledged batch.
     len: u64,
+    /// The file's length: zeros from `len` to here ([`ZERO_AHEAD`]).
+    filled: u64,
     /// Records were written since the last fsync (only ones that need none).
     unsynced: bool,
 }
@@ -122,6 +133,47 @@ fn fail_all(batch: Vec<Request>, op: &'static str, path: &Path, e: &io::Error) {
     }
 }
 
+/// Grows the segment with zeros, when a batch ending at `end` goes past them: to the
+/// next multiple of [`ZERO_AHEAD`], at most to `rotate` (or to `end`, past it). Made
+/// durable by the batch's own fsync.
+fn zero_fill(active: &mut Active, end: u64, rotate: u64) -> io::Result<()> {
+    if end <= active.filled {
+        return Ok(());
+    }
+    let target = end
+        .div_ceil(ZERO_AHEAD)
+        .saturating_mul(ZERO_AHEAD)
+        .min(rotate)
+        .max(end);
+    let zeros = vec![0u8; (target - active.filled) as usize];
+    active.file.write_all_at(&zeros, active.filled)?;
+    active.filled = target;
+    Ok(())
+}
+
+/// `pwritev` of every slice at `offset`, again after a short write.
+fn write_all_vectored_at(
+    file: &File,
+    mut slices: &mut [io::IoSlice<'_>],
+    mut offset: u64,
+) -> io::Result<()> {
+    use std::os::fd::AsFd;
+    while !slices.is_empty() {
+        // IOV_MAX is 1024 on Linux; a batch has at most MAX_BATCH_REQUESTS records
+        let n = slices.len().min(1024);
+        let offset_t = i64::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let wrote = match nix::sys::uio::pwritev(file.as_fd(), &slices[..n], offset_t) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(w) => w,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        offset += wrote as u64;
+        io::IoSlice::advance_slices(&mut slices, wrote);
+    }
+    Ok(())
+}
+
 impl Committer {
     /// `first_seq` must already exist (created, magic written, file and directory fsync'd).
     pub(crate) fn new(
@@ -141,6 +193,7 @@ impl Committer {
                 path,
                 file: first_file,
                 len: super::record::MAGIC.len() as u64,
+                filled: super::record::MAGIC.len() as u64,
                 unsynced: false,
             }),
             next_seq: first_seq + 1,
@@ -214,6 +267,7 @@ impl Committer {
             path: segment_path(&self.dir, seq),
             file,
             len: super::record::MAGIC.len() as u64,
+            filled: super::record::MAGIC.len() as u64,
             unsynced: false,
         })
     }
@@ -239,26 +293,29 @@ impl Committer {
             },
         };
 
-        // Write every record, one after the other, from the end of the last good batch.
+        // Every record, one after the other, from the end of the last good batch, in one
+        // write (after zeros ahead of them, when the file has to grow).
         let start = active.len;
         let mut offsets = Vec::with_capacity(batch.len());
         let mut pos = start;
-        let mut write_error = None;
         for req in &batch {
-            let bytes = req.op.bytes();
-            if let Err(e) = active.file.write_all_at(bytes, pos) {
-                write_error = Some(e);
-                break;
-            }
             offsets.push(pos);
-            pos += bytes.len() as u64;
+            pos += req.op.bytes().len() as u64;
         }
-        if let Some(e) = write_error {
+        let written = zero_fill(&mut active, pos, self.rotate_bytes).and_then(|()| {
+            let mut slices: Vec<io::IoSlice<'_>> = batch
+                .iter()
+                .map(|r| io::IoSlice::new(r.op.bytes()))
+                .collect();
+            write_all_vectored_at(&active.file, &mut slices, start)
+        });
+        if let Err(e) = written {
             tracing::error!(segment = %active.path.display(), error = %e,
                 "spool: write failed; the batch is refused");
             // Cut the partial batch off so the segment ends with acknowledged records.
             match active.file.set_len(start) {
                 Ok(()) => {
+                    active.filled = start;
                     fail_all(batch, "write segment", &active.path, &e);
                     self.active = Some(active);
                 }

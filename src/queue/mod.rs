@@ -20,6 +20,14 @@
 //! [u32 LE payload_len][u32 LE crc32(kind byte ++ payload)][u8 kind][payload_len bytes]
 //! ```
 //!
+//! then zeros to the end of the file: the committer grows a segment by writing zeros
+//! ahead of its records (1 MiB at a time, [`committer::ZERO_AHEAD`]), so that most fsyncs
+//! write data only. A reader takes a record header of zeros followed by nothing but zeros
+//! for the segment's end (kind 0 is no record); zeros with anything after them are
+//! damage. (Spools written before the zeros read the same; an mtad older than them reads
+//! a segment of this one as having a damaged tail, keeps it aside and cuts it: nothing
+//! queued is lost.)
+//!
 //! CRC-32 is the IEEE polynomial (crc32fast). Integers are little-endian; a "string" is
 //! `u32 LE length` + UTF-8 bytes. Every payload starts with a version byte (currently 1)
 //! so a kind can grow; a reader refuses versions and kinds it does not know rather than
@@ -71,8 +79,9 @@
 //! (fsync'd, renamed into place, directory fsync'd; an existing copy is kept), then
 //! overwritten in place by one Skip record (zeros first, the header last, fsync'd), and
 //! reading goes on: later records are never lost to damage before them. If none is
-//! found, the damage is the segment's tail: its bytes are kept in `corrupt/`, then it is
-//! cut. A region too short for a Skip record (under 10 bytes) is left and skipped again
+//! found, the damage is the segment's tail: its bytes are kept in `corrupt/` (up to its
+//! last byte that is not zero: the zeros after it are the committer's), then it is
+//! cut. A record written into the zeros and torn by a crash looks like this too. A region too short for a Skip record (under 10 bytes) is left and skipped again
 //! at every start. A record with a good CRC that cannot be decoded is reported as
 //! corruption and stops the daemon from starting: dropping it could lose mail.
 //!
@@ -87,7 +96,9 @@
 //!
 //! One thread (the committer) owns the newest segment. Callers send it requests over a
 //! channel; it takes the first, drains whatever else is already waiting (up to 8 MiB or 2048
-//! requests), appends them all, calls `fdatasync` once and only then answers every request.
+//! requests), writes them all (one `pwritev`, over the zeros ahead, after another MiB of
+//! zeros when the batch would go past them), calls `fdatasync` once and only then answers
+//! every request.
 //! A batch of only delivery statuses and removals of delivered messages is answered
 //! without an fsync: those records are made durable by the next batch's fsync, or a second
 //! later, or before the segment is rotated or the committer stops. A power loss in that
@@ -639,7 +650,12 @@ fn recover(dir: &Path, mode: Mode) -> Result<Recovered, SpoolError> {
                     if end.keep_tail {
                         // an interrupted write, or an acknowledged record damaged on
                         // disk: they look alike, so the bytes are kept
-                        let kept = segment::keep_aside(dir, seq, end.good_len, discarded_bytes)?;
+                        let kept = segment::keep_aside(
+                            dir,
+                            seq,
+                            end.good_len,
+                            end.kept_end - end.good_len,
+                        )?;
                         tracing::warn!(
                             segment = %path.display(),
                             offset = end.good_len,

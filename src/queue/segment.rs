@@ -144,6 +144,10 @@ pub(crate) struct SegmentEnd {
     /// record whose length runs past the end of the file followed by bytes that look
     /// like intact records (a damaged length rather than a torn write).
     pub keep_tail: bool,
+    /// With `keep_tail`: the end of the tail's last byte that is not zero (the zeros
+    /// after it are the committer's, written ahead of its records): what is kept ends
+    /// there.
+    pub kept_end: u64,
     /// Damaged regions skipped in the middle of the segment, in file order.
     pub damaged: Vec<Damaged>,
     /// The file is too short to hold its magic (created, then a crash before the magic
@@ -270,6 +274,29 @@ fn resync(
     Ok(None)
 }
 
+/// Whether the bytes from `from` to `file_len` are all zero.
+fn zeros_to_end(file: &File, from: u64, file_len: u64) -> io::Result<bool> {
+    Ok(nonzero_end(file, from, file_len)? == from)
+}
+
+/// The end of the last byte that is not zero between `from` and `file_len` (`from` if
+/// there is none): where a segment's tail stops holding anything but the committer's
+/// zeros ([`super::committer::ZERO_AHEAD`]). Reads backwards in windows.
+fn nonzero_end(file: &File, from: u64, file_len: u64) -> io::Result<u64> {
+    let mut window = vec![0u8; RESYNC_WINDOW];
+    let mut end = file_len;
+    while end > from {
+        let n = (RESYNC_WINDOW as u64).min(end - from) as usize;
+        let at = end - n as u64;
+        file.read_exact_at(&mut window[..n], at)?;
+        if let Some(last) = window[..n].iter().rposition(|&b| b != 0) {
+            return Ok(at + last as u64 + 1);
+        }
+        end = at;
+    }
+    Ok(from)
+}
+
 /// Reads every intact record of a segment in order and calls `visit` for each.
 ///
 /// A record whose CRC does not match, or whose header cannot be one, is damage: if an
@@ -305,6 +332,7 @@ pub(crate) fn read_segment(
                 file_len,
                 torn: Some("segment header cut short"),
                 keep_tail: false,
+                kept_end: file_len,
                 damaged: Vec::new(),
                 no_magic: true,
             });
@@ -341,6 +369,13 @@ pub(crate) fn read_segment(
                 break Some("record header cut short");
             }
             Err(e) => return Err(read_err(e)),
+        }
+        // the zeros the committer writes ahead of its records (no record's header is
+        // zeros: kind 0 is none)
+        if header == [0; HEADER_LEN]
+            && zeros_to_end(reader.get_ref(), offset, file_len).map_err(read_err)?
+        {
+            break None;
         }
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
@@ -398,11 +433,17 @@ pub(crate) fn read_segment(
         })?;
         offset += rec_len;
     };
+    let kept_end = if keep_tail {
+        nonzero_end(reader.get_ref(), offset, file_len).map_err(read_err)?
+    } else {
+        file_len
+    };
     Ok(SegmentEnd {
         good_len: offset,
         file_len,
         torn,
         keep_tail,
+        kept_end,
         damaged,
         no_magic: false,
     })

@@ -1,6 +1,5 @@
 use std::collections::HashSet;
 use std::fs::OpenOptions;
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -166,6 +165,7 @@ async fn many_concurrent_commits_survive_reopen() {
 #[derive(Clone, Copy, Debug)]
 enum Damage {
     AppendGarbage,
+    ZeroSecondHalfOfLastRecord,
     TruncateLastRecord,
     FlipCrcOfLastRecord,
 }
@@ -187,13 +187,24 @@ async fn torn_tail(damage: Damage) {
     let last = locs[2];
     let path = segment_path(dir, last.segment);
     let full_len = last.record_offset + last.record_len;
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), full_len);
+    // zeros follow the records, up to the file's end
+    let file_len = std::fs::metadata(&path).unwrap().len();
+    assert!(file_len > full_len);
+    assert_eq!(records_end(&path), full_len);
     let (survivors, good_len) = match damage {
         Damage::AppendGarbage => {
-            let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-            f.write_all(b"\x07\x00garbage that is not a record")
+            let f = OpenOptions::new().write(true).open(&path).unwrap();
+            f.write_all_at(b"\x07\x00garbage that is not a record", full_len)
                 .unwrap();
             (3, full_len)
+        }
+        Damage::ZeroSecondHalfOfLastRecord => {
+            // a write torn in the zeros ahead: the record's end never reached the disk
+            let f = OpenOptions::new().write(true).open(&path).unwrap();
+            let half = last.record_len / 2;
+            f.write_all_at(&vec![0; half as usize], last.record_offset + half)
+                .unwrap();
+            (2, last.record_offset)
         }
         Damage::TruncateLastRecord => {
             let f = OpenOptions::new().write(true).open(&path).unwrap();
@@ -240,6 +251,11 @@ async fn torn_tail(damage: Damage) {
 #[tokio::test]
 async fn torn_tail_garbage_appended() {
     torn_tail(Damage::AppendGarbage).await;
+}
+
+#[tokio::test]
+async fn torn_tail_in_the_zeros_ahead() {
+    torn_tail(Damage::ZeroSecondHalfOfLastRecord).await;
 }
 
 #[tokio::test]
@@ -410,15 +426,24 @@ async fn hold_of_an_unknown_id_is_not_found() {
 }
 
 /// Appends already sealed records to the newest segment, as a daemon would have.
+/// Writes `records` after the last record of the newest segment (over the zeros the
+/// committer writes ahead of its records, as it would).
 fn append_records(dir: &Path, records: &[Vec<u8>]) {
     let newest = *segments(dir).last().unwrap();
-    let mut f = OpenOptions::new()
-        .append(true)
-        .open(segment_path(dir, newest))
-        .unwrap();
+    let path = segment_path(dir, newest);
+    let mut at = records_end(&path);
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
     for r in records {
-        f.write_all(r).unwrap();
+        f.write_all_at(r, at).unwrap();
+        at += r.len() as u64;
     }
+}
+
+/// Where a segment's records end: the zeros after them are the committer's.
+fn records_end(path: &Path) -> u64 {
+    let end = segment::read_segment(path, |_| Ok(())).unwrap();
+    assert_eq!(end.torn, None);
+    end.good_len
 }
 
 #[tokio::test]
@@ -1090,9 +1115,12 @@ async fn a_length_past_the_end_followed_by_records_is_cut_but_kept() {
         segment::segment_name(victim.segment),
         victim.record_offset
     ));
+    // the zeros ahead of the records are not kept
+    let data_end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    assert!(data_end < bytes.len());
     assert_eq!(
         std::fs::read(kept).unwrap(),
-        bytes[victim.record_offset as usize..]
+        bytes[victim.record_offset as usize..data_end]
     );
     assert_eq!(
         std::fs::metadata(&path).unwrap().len(),
@@ -1228,4 +1256,30 @@ async fn delivery_records_are_synced_when_the_spool_closes() {
         synced + 1,
         "the committer synced before it stopped"
     );
+}
+
+/// Zeros in the middle of a segment (a record wiped on disk) are damage, not its end:
+/// only zeros that run to the end of the file are the committer's zeros ahead.
+#[tokio::test]
+async fn zeros_before_a_record_are_damage_not_the_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (spool, _) = Spool::open(dir).unwrap();
+    let mut msgs = Vec::new();
+    for _ in 0..3 {
+        msgs.push(commit_one(&spool, &envelope(1), 1500).await);
+    }
+    let wiped = spool.get(msgs[1].0).unwrap().location;
+    drop(spool);
+    let path = segment_path(dir, wiped.segment);
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&vec![0; wiped.record_len as usize], wiped.record_offset)
+        .unwrap();
+    drop(f);
+    let (spool, rec) = Spool::open(dir).unwrap();
+    assert_eq!((rec.messages, rec.discarded_tails, rec.damaged), (2, 0, 1));
+    for i in [0, 2] {
+        assert_eq!(spool.read_body(msgs[i].0).unwrap(), msgs[i].1);
+    }
+    assert!(spool.get(msgs[1].0).is_none());
 }
