@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
@@ -363,7 +364,7 @@ async fn attempt(shared: &Arc<Shared>, id: QueueId, force: bool) -> Option<u64> 
     } else {
         let spool = spool.clone();
         match tokio::task::spawn_blocking(move || spool.read_body(id)).await {
-            Ok(Ok(body)) => Arc::<[u8]>::from(body),
+            Ok(Ok(body)) => Bytes::from(body),
             Ok(Err(e)) => {
                 error!(queue_id = %id, error = %e, "cannot read the message from the spool; retrying later");
                 return Some(now + settings.backoff_min.as_millis() as u64);
@@ -445,7 +446,7 @@ async fn route_and_send(
     shared: &Arc<Shared>,
     msg: &QueuedMessage,
     due: &[usize],
-    body: &Arc<[u8]>,
+    body: &Bytes,
     legs: &mut Vec<Leg>,
 ) {
     let env = &msg.envelope;
@@ -628,7 +629,7 @@ async fn evacuate_and_send(
     shared: &Arc<Shared>,
     msg: &QueuedMessage,
     due: &[usize],
-    body: &Arc<[u8]>,
+    body: &Bytes,
     legs: &mut Vec<Leg>,
     to: &Transport,
 ) {
@@ -674,7 +675,7 @@ async fn evacuate_and_send(
 }
 
 /// A message's bytes, shared by the transactions that send it.
-type Body = Arc<[u8]>;
+type Body = Bytes;
 
 /// The message with its DKIM signatures in front ([`crate::mailauth::dkim::sign`]), or None
 /// when it is not signed on a route with these options ([`Pipeline::dkim_plan`]: mail
@@ -684,9 +685,9 @@ async fn dkim_signed(
     policy: &Arc<Pipeline>,
     id: QueueId,
     env: &Envelope,
-    body: &Arc<[u8]>,
+    body: &Bytes,
     options: &RouteOptions,
-) -> Option<Arc<[u8]>> {
+) -> Option<Bytes> {
     if policy.dkim_signers().is_empty() {
         return None;
     }
@@ -702,7 +703,7 @@ async fn dkim_signed(
         for s in by {
             info!(queue_id = %id, d = %s.domain, s = %s.selector, a = %s.key.algorithm(), "DKIM-Signature added");
         }
-        Some(Arc::<[u8]>::from(signed))
+        Some(Bytes::from(signed))
     });
     match task.await {
         Ok(signed) => signed,
@@ -722,7 +723,7 @@ async fn filter_and_send(
     shared: &Arc<Shared>,
     msg: &QueuedMessage,
     due: &[usize],
-    body: &Arc<[u8]>,
+    body: &Bytes,
     legs: &mut Vec<Leg>,
     name: &str,
 ) {
@@ -860,7 +861,7 @@ async fn send_route(
     options: &RouteOptions,
     env: &Envelope,
     rcpts: &[String],
-    body: &Arc<[u8]>,
+    body: &Bytes,
     xforward: &[(&'static str, String)],
 ) -> Vec<Outcome> {
     match transport {
@@ -943,7 +944,7 @@ async fn maildir_delivery(
     env: &Envelope,
     rcpt: &str,
     mailbox: Result<PathBuf, maildir::MaildirError>,
-    body: &Arc<[u8]>,
+    body: &Bytes,
     relay: &'static str,
 ) -> Outcome {
     let mailbox = match mailbox {

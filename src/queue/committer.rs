@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
@@ -145,8 +144,16 @@ fn zero_fill(active: &mut Active, end: u64, rotate: u64) -> io::Result<()> {
         .saturating_mul(ZERO_AHEAD)
         .min(rotate)
         .max(end);
-    let zeros = vec![0u8; (target - active.filled) as usize];
-    active.file.write_all_at(&zeros, active.filled)?;
+    // slices of one static block of zeros: nothing to allocate (and fault in) each time
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    let mut left = target - active.filled;
+    let mut slices = Vec::with_capacity(left.div_ceil(ZEROS.len() as u64) as usize);
+    while left > 0 {
+        let n = left.min(ZEROS.len() as u64) as usize;
+        slices.push(io::IoSlice::new(&ZEROS[..n]));
+        left -= n as u64;
+    }
+    write_all_vectored_at(&active.file, &mut slices, active.filled)?;
     active.filled = target;
     Ok(())
 }

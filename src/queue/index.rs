@@ -54,11 +54,13 @@ impl Fresh {
         }
     }
 
-    /// The body of `id`, once.
-    pub fn take(&mut self, id: QueueId) -> Option<std::sync::Arc<[u8]>> {
+    /// The body of `id`, once (the record's buffer itself: not copied).
+    pub fn take(&mut self, id: QueueId) -> Option<bytes::Bytes> {
         let (record, body) = self.records.remove(&id)?;
         self.bytes -= record.len();
-        record.get(body).map(std::sync::Arc::from)
+        // `put` checked that the range is in the record
+        record.get(body.clone())?;
+        Some(bytes::Bytes::from(record).slice(body))
     }
 
     pub fn forget(&mut self, id: QueueId) {

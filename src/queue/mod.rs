@@ -978,7 +978,7 @@ impl Spool {
     /// Reads the body back from its segment, checking the record's CRC.
     /// The body of a message the committer wrote moments ago, if it is still in memory
     /// (once: a second call, or a later attempt, reads the spool). Never blocks on I/O.
-    pub fn fresh_body(&self, id: QueueId) -> Option<std::sync::Arc<[u8]>> {
+    pub fn fresh_body(&self, id: QueueId) -> Option<bytes::Bytes> {
         lock_index(&self.inner.index).fresh.take(id)
     }
 
