@@ -974,16 +974,23 @@ impl<S: SmtpStream> SmtpConnection<S> {
             step: "end of data",
             source,
         };
-        for chunk in message.chunks(CHUNK) {
+        let mut chunks = message.chunks(CHUNK).peekable();
+        loop {
             out.clear();
-            encoder.encode(chunk, &mut out);
+            if let Some(chunk) = chunks.next() {
+                encoder.encode(chunk, &mut out);
+            }
+            // the end of data goes with the last chunk: one write for a small message
+            let last = chunks.peek().is_none();
+            if last {
+                encoder.finish(&mut out);
+            }
             self.stream.get_mut().write_all(&out).await.map_err(io)?;
+            if last {
+                break;
+            }
         }
-        out.clear();
-        encoder.finish(&mut out);
-        let w = self.stream.get_mut();
-        w.write_all(&out).await.map_err(io)?;
-        w.flush().await.map_err(io)
+        self.stream.get_mut().flush().await.map_err(io)
     }
 
     /// Writes a command and reads its reply, both within the command timeout.
