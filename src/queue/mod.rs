@@ -460,7 +460,7 @@ struct Inner {
     /// fdatasync calls of the committer on segments.
     fsyncs: Arc<AtomicU64>,
     /// Held for the life of the handle; released after the committer has stopped.
-    _lock: Flock<File>,
+    lock: Flock<File>,
 }
 
 impl Inner {
@@ -800,7 +800,7 @@ impl Spool {
                 sender: RwLock::new(Some(tx)),
                 committer: Mutex::new(Some(handle)),
                 fsyncs,
-                _lock: lock,
+                lock,
             }),
         };
         Ok((spool, stats))
@@ -824,7 +824,8 @@ impl Spool {
 
     /// Bytes available to unprivileged users on the spool's filesystem.
     pub fn free_space(&self) -> io::Result<u64> {
-        let st = nix::sys::statvfs::statvfs(self.inner.dir.as_path()).map_err(io::Error::from)?;
+        // of the lock file, which is in the spool: no path to look up
+        let st = nix::sys::statvfs::fstatvfs(&*self.inner.lock).map_err(io::Error::from)?;
         #[allow(clippy::unnecessary_cast)] // the widths differ between platforms
         Ok((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
     }

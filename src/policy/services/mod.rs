@@ -385,12 +385,13 @@ pub fn query_name(kind: Query) -> &'static str {
 pub fn new_instance() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     format!(
         "{:x}.{:x}.{:x}.{:x}",
-        std::process::id(),
+        PID.get_or_init(std::process::id),
         now.as_secs(),
         now.subsec_micros(),
         SEQUENCE.fetch_add(1, Ordering::Relaxed)
