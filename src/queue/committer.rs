@@ -134,11 +134,20 @@ fn fail_all(batch: Vec<Request>, op: &'static str, path: &Path, e: &io::Error) {
 
 /// Grows the segment with zeros, when a batch ending at `end` goes past them: to the
 /// next multiple of [`ZERO_AHEAD`], at most to `rotate` (or to `end`, past it). Made
-/// durable by the batch's own fsync.
-fn zero_fill(active: &mut Active, end: u64, rotate: u64) -> io::Result<()> {
+/// durable by the batch's own fsync. Zeros that do not fit (a disk nearly full) are cut
+/// off again, and the batch is appended as it is: the zeros never cost a message.
+fn zero_ahead(active: &mut Active, end: u64, rotate: u64) {
     if end <= active.filled {
-        return Ok(());
+        return;
     }
+    if let Err(e) = zero_fill(active, end, rotate) {
+        tracing::debug!(segment = %active.path.display(), error = %e,
+            "spool: no zeros written ahead; appending");
+        let _ = active.file.set_len(active.filled);
+    }
+}
+
+fn zero_fill(active: &mut Active, end: u64, rotate: u64) -> io::Result<()> {
     let target = end
         .div_ceil(ZERO_AHEAD)
         .saturating_mul(ZERO_AHEAD)
@@ -309,13 +318,13 @@ impl Committer {
             offsets.push(pos);
             pos += req.op.bytes().len() as u64;
         }
-        let written = zero_fill(&mut active, pos, self.rotate_bytes).and_then(|()| {
-            let mut slices: Vec<io::IoSlice<'_>> = batch
-                .iter()
-                .map(|r| io::IoSlice::new(r.op.bytes()))
-                .collect();
-            write_all_vectored_at(&active.file, &mut slices, start)
-        });
+        zero_ahead(&mut active, pos, self.rotate_bytes);
+        let mut slices: Vec<io::IoSlice<'_>> = batch
+            .iter()
+            .map(|r| io::IoSlice::new(r.op.bytes()))
+            .collect();
+        let written = write_all_vectored_at(&active.file, &mut slices, start);
+        active.filled = active.filled.max(pos);
         if let Err(e) = written {
             tracing::error!(segment = %active.path.display(), error = %e,
                 "spool: write failed; the batch is refused");
