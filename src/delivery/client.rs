@@ -974,23 +974,16 @@ impl<S: SmtpStream> SmtpConnection<S> {
             step: "end of data",
             source,
         };
-        let mut chunks = message.chunks(CHUNK).peekable();
-        loop {
+        for chunk in message.chunks(CHUNK) {
             out.clear();
-            if let Some(chunk) = chunks.next() {
-                encoder.encode(chunk, &mut out);
-            }
-            // the end of data goes with the last chunk: one write for a small message
-            let last = chunks.peek().is_none();
-            if last {
-                encoder.finish(&mut out);
-            }
+            encoder.encode(chunk, &mut out);
             self.stream.get_mut().write_all(&out).await.map_err(io)?;
-            if last {
-                break;
-            }
         }
-        self.stream.get_mut().flush().await.map_err(io)
+        out.clear();
+        encoder.finish(&mut out);
+        let w = self.stream.get_mut();
+        w.write_all(&out).await.map_err(io)?;
+        w.flush().await.map_err(io)
     }
 
     /// Writes a command and reads its reply, both within the command timeout.
