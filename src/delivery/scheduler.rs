@@ -159,6 +159,8 @@ impl Scheduler {
         }
         info!(messages = plan.len(), "scheduler started");
         let mut tasks: JoinSet<(QueueId, Option<u64>)> = JoinSet::new();
+        // which message each attempt is, for one whose task fails (a panic)
+        let mut attempts: HashMap<tokio::task::Id, QueueId> = HashMap::new();
         loop {
             let now = now_ms();
             // messages attempted at once
@@ -170,9 +172,10 @@ impl Scheduler {
                 let shared = self.shared.clone();
                 // boxed: the attempt's future is about 16 KB, which tokio would
                 // otherwise copy on every move of the task (spawn, completion)
-                tasks.spawn(Box::pin(
+                let task = tasks.spawn(Box::pin(
                     async move { (id, attempt(&shared, id, force).await) },
                 ));
+                attempts.insert(task.id(), id);
             }
             let wait = plan
                 .next_time()
@@ -201,9 +204,22 @@ impl Scheduler {
                     }
                     None => break,
                 },
-                Some(done) = tasks.join_next(), if !tasks.is_empty() => match done {
-                    Ok((id, next)) => plan.finished(id, next.filter(|_| !queue_only())),
-                    Err(e) => error!(error = %e, "delivery attempt task failed"),
+                Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => match done {
+                    Ok((task, (id, next))) => {
+                        attempts.remove(&task);
+                        plan.finished(id, next.filter(|_| !queue_only()));
+                    }
+                    // the message is not left "running" for good: it is tried again
+                    // after the shortest backoff
+                    Err(e) => match attempts.remove(&e.id()) {
+                        Some(id) => {
+                            error!(queue_id = %id, error = %e, "delivery attempt task failed; retrying later");
+                            let backoff = self.shared.outbound().settings().backoff_min;
+                            let next = now + backoff.as_millis() as u64;
+                            plan.finished(id, Some(next).filter(|_| !queue_only()));
+                        }
+                        None => error!(error = %e, "delivery attempt task failed"),
+                    },
                 },
                 _ = tokio::time::sleep(Duration::from_millis(wait)) => {
                     self.shared.outbound().close_idle();
