@@ -381,6 +381,19 @@ impl SmtpConnection<ClientStream> {
             Ok(Err(source)) => return Err(DeliveryError::Connect { remote, source }),
             Ok(Ok(tcp)) => tcp,
         };
+        // A connection to a port of this host where nothing listens can meet itself:
+        // when the kernel picks that same port as the source, TCP's simultaneous open
+        // connects the socket to itself, and the greeting would be waited for until the
+        // timeout. Go's dialer checks for this too. Nothing listens there: refused.
+        if tcp.local_addr().ok() == Some(addr) {
+            return Err(DeliveryError::Connect {
+                remote,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    "connected to itself (nothing listens on that port)",
+                ),
+            });
+        }
         // Commands are small and pipelined in one write: do not wait for ACKs.
         let _ = tcp.set_nodelay(true);
         Self::greet(ClientStream::tcp(tcp), remote, config).await
