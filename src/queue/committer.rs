@@ -25,8 +25,8 @@ const MAX_BATCH_REQUESTS: usize = 2048;
 /// the rotation size unless a batch itself goes past it), so that most batches write
 /// into blocks the file already has: their `fdatasync` then writes data only, where an
 /// append also has to write the inode (the new size) and the new blocks' metadata.
-/// Measured (`benches/relay-ab.sh`, 20 sessions): the mean fdatasync 1.5 ms → 0.6 ms,
-/// its p90 3.4 ms → 0.6 ms. Readers take a tail of zeros for the segment's end
+/// Measured (`strace -T` of this thread, 5,000 relayed messages over 20 sessions): the
+/// mean fdatasync 1.44 ms → 0.54 ms, its p90 3.9 ms → 0.44 ms. Readers take a tail of zeros for the segment's end
 /// ([`super::segment::read_segment`]).
 pub(crate) const ZERO_AHEAD: u64 = 1 << 20;
 

@@ -1085,6 +1085,22 @@ async fn a_symlink_at_the_lock_path_is_refused_and_its_target_untouched() {
     assert!(!dangling.exists());
 }
 
+/// A spool in `dir` holding `n` one-recipient messages of 1,500 bytes, closed again:
+/// the messages and where message `at` is.
+async fn closed_spool_of(
+    dir: &Path,
+    n: usize,
+    at: usize,
+) -> (Vec<(QueueId, Vec<u8>)>, BodyLocation) {
+    let (spool, _) = Spool::open(dir).unwrap();
+    let mut msgs = Vec::new();
+    for _ in 0..n {
+        msgs.push(commit_one(&spool, &envelope(1), 1500).await);
+    }
+    let location = spool.get(msgs[at].0).unwrap().location;
+    (msgs, location)
+}
+
 /// A length damaged so that the record seems to run past the end of the segment looks
 /// like a torn write: the tail is cut, as after a crash (reading on there could take
 /// record-shaped bytes of a message for records). But intact-looking records follow,
@@ -1093,13 +1109,7 @@ async fn a_symlink_at_the_lock_path_is_refused_and_its_target_untouched() {
 async fn a_length_past_the_end_followed_by_records_is_cut_but_kept() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (spool, _) = Spool::open(dir).unwrap();
-    let mut msgs = Vec::new();
-    for _ in 0..6 {
-        msgs.push(commit_one(&spool, &envelope(1), 1500).await);
-    }
-    let victim = spool.get(msgs[3].0).unwrap().location;
-    drop(spool);
+    let (msgs, victim) = closed_spool_of(dir, 6, 3).await;
     let path = segment_path(dir, victim.segment);
     let original = std::fs::read(&path).unwrap();
     let mut bytes = original.clone();
@@ -1264,13 +1274,7 @@ async fn delivery_records_are_synced_when_the_spool_closes() {
 async fn zeros_before_a_record_are_damage_not_the_end() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (spool, _) = Spool::open(dir).unwrap();
-    let mut msgs = Vec::new();
-    for _ in 0..3 {
-        msgs.push(commit_one(&spool, &envelope(1), 1500).await);
-    }
-    let wiped = spool.get(msgs[1].0).unwrap().location;
-    drop(spool);
+    let (msgs, wiped) = closed_spool_of(dir, 3, 1).await;
     let path = segment_path(dir, wiped.segment);
     let f = OpenOptions::new().write(true).open(&path).unwrap();
     f.write_all_at(&vec![0; wiped.record_len as usize], wiped.record_offset)
