@@ -463,3 +463,59 @@ fn the_reader_sees_what_it_should() {
         ]
     );
 }
+
+/// The `[[package]]` entry of `name` in a Cargo.lock: its lines, as written.
+fn lock_entry(lock: &str, name: &str) -> Vec<String> {
+    lock.split("[[package]]")
+        .find(|entry| {
+            entry
+                .lines()
+                .any(|l| l.trim() == format!("name = \"{name}\""))
+        })
+        .map(|entry| {
+            entry
+                .lines()
+                .map(|l| l.trim().to_owned())
+                .filter(|l| !l.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `fuzz/` is its own workspace with its own Cargo.lock (CI builds it `--locked`): a
+/// dependency added to mtad must be added there too (`cargo metadata --offline` in
+/// `fuzz/` does it), or CI's fuzz build fails after the whole test suite has passed.
+/// fuzz/ builds mtad as a library, so its lock has mtad's dependencies without the
+/// dev-dependencies.
+#[test]
+fn the_fuzz_lock_file_has_mtads_dependencies() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    let manifest = read("Cargo.toml");
+    let dev = manifest
+        .split("[dev-dependencies]")
+        .nth(1)
+        .expect("Cargo.toml has [dev-dependencies]");
+    let dev: Vec<String> = dev
+        .lines()
+        .take_while(|l| !l.starts_with('['))
+        .filter_map(|l| {
+            l.split_once('=')
+                .map(|(name, _)| format!("\"{}\",", name.trim()))
+        })
+        .collect();
+    assert!(!dev.is_empty());
+    let entry: Vec<String> = lock_entry(&read("Cargo.lock"), "mtad")
+        .into_iter()
+        .filter(|l| !dev.contains(l))
+        .collect();
+    assert!(
+        entry.iter().any(|l| l.starts_with("dependencies")),
+        "{entry:?}"
+    );
+    assert_eq!(
+        lock_entry(&read("fuzz/Cargo.lock"), "mtad"),
+        entry,
+        "fuzz/Cargo.lock's mtad is not Cargo.lock's: run `cargo metadata --offline --format-version 1 >/dev/null` in fuzz/"
+    );
+}
