@@ -31,7 +31,8 @@ use super::{Cluster, Feature, Unavailable};
 /// - `renew - TTL_MS MEMBER`: extend a slot still held (one given back stays so);
 /// - `try LIMIT INTERVAL_US`: count one event if fewer than `LIMIT` are outstanding,
 ///   refuse nothing: answers what is used after it, or `-2 - used` when it did not
-///   count (a recipient reserved at MAIL, [`Op::Try`]);
+///   count (an event counted ahead, [`Op::Try`]; its `LIMIT` may be under the
+///   limit's own, `INTERVAL_US` is the limit's);
 /// - `untake - INTERVAL_US`: give one counted event back (a reservation not used);
 /// - `release - - MEMBER`: give a slot back (a connection closed);
 /// - `set - TTL_S VALUE`: store `VALUE` for `TTL_S` seconds (a greylisting record,
@@ -152,12 +153,13 @@ pub enum Op {
         ttl: Duration,
         member: String,
     },
-    /// Count one event if fewer than `limit` are outstanding; refuse nothing (a
-    /// reservation: the answer says whether it counted).
+    /// Count one event if fewer than `upto` (at most `limit`) are outstanding; refuse
+    /// nothing (a reservation: the answer says whether it counted).
     Try {
         key: String,
         limit: u32,
         per: Duration,
+        upto: u32,
     },
     /// Give back one event counted by a `Try` that was not used.
     Untake {
@@ -372,9 +374,11 @@ impl Cluster {
                         .arg(*limit)
                         .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
                         .arg(member.as_str()),
-                    Op::Try { limit, per, .. } => cmd
+                    Op::Try {
+                        limit, per, upto, ..
+                    } => cmd
                         .arg("try")
-                        .arg(*limit)
+                        .arg(*upto.min(limit))
                         .arg(interval_us(*limit, *per))
                         .arg(""),
                     Op::Untake { limit, per, .. } => cmd

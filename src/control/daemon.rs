@@ -234,6 +234,7 @@ async fn start(
             cluster: cluster.clone(),
             local: greylist_local,
             ahead: Default::default(),
+            passed: Default::default(),
         });
         core.cluster = Some(cluster);
     }

@@ -544,6 +544,64 @@ pub struct Shared {
     pub local: Arc<Local>,
     /// Records read ahead, waiting for their RCPT ([`Store::read_ahead`]).
     pub ahead: Ahead,
+    /// Triplets and clients this node saw pass lately ([`Passed`]).
+    pub passed: Passed,
+}
+
+/// Triplets this node saw pass, and clients it saw auto-allowlisted, in the last
+/// [`PASSED_FRESH`], with the records as written then: their next RCPTs decide on
+/// these, with no read. A triplet that passed stays passed until `max-age` after it
+/// was last seen, an allowlisted client stays so as long, and no command deletes a
+/// record: what is remembered decides as a read would (at most the last-seen time
+/// written lags by [`PASSED_FRESH`], and a client counted to the allowlist by another
+/// node meanwhile is reported as `passed` rather than `auto-allowlisted`). A triplet
+/// still greylisted is never remembered: its retry reads its record.
+#[derive(Debug, Default)]
+pub struct Passed(Mutex<PassedMaps>);
+
+#[derive(Debug, Default)]
+struct PassedMaps {
+    /// By triplet digest: the records after the pass, and when.
+    triplets: HashMap<String, (crate::cluster::greylist::Read, Instant)>,
+    /// By client digest: the client's record after it passed as allowlisted, and when.
+    clients: HashMap<String, (crate::cluster::greylist::Read, Instant)>,
+}
+
+/// How long a pass is remembered ([`Passed`]).
+const PASSED_FRESH: Duration = Duration::from_secs(60);
+
+/// Most passes remembered, of each kind; past it, the stale go, then all of them.
+const PASSED_MAX: usize = 16_384;
+
+impl Passed {
+    /// Remembers the pass of `keys` decided on `read` at the server's clock `now`.
+    fn put(&self, keys: &Keys, read: crate::cluster::greylist::Read, allowlisted: bool) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (map, key) = if allowlisted {
+            (&mut m.clients, &keys.client)
+        } else {
+            (&mut m.triplets, &keys.triplet)
+        };
+        if map.len() >= PASSED_MAX && !map.contains_key(key) {
+            map.retain(|_, (_, at)| at.elapsed() <= PASSED_FRESH);
+            if map.len() >= PASSED_MAX {
+                map.clear();
+            }
+        }
+        map.insert(key.clone(), (read, Instant::now()));
+    }
+
+    /// What was remembered of `keys` (its client's allowlisting first), the server's
+    /// clock moved on by the time since.
+    fn get(&self, keys: &Keys) -> Option<crate::cluster::greylist::Read> {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let ((time, t, c), at) = m
+            .clients
+            .get(&keys.client)
+            .or_else(|| m.triplets.get(&keys.triplet))
+            .filter(|(_, at)| at.elapsed() <= PASSED_FRESH)?;
+        Some((time + at.elapsed().as_secs(), *t, *c))
+    }
 }
 
 /// Records read ahead: (keys, what was read, when), newest last.
@@ -590,33 +648,52 @@ impl Ahead {
 }
 
 impl Shared {
-    /// [`decide`] on what was read; the new records go with the node's next call.
+    /// [`decide`] on what was read; the new records go with the node's next call, and
+    /// a pass is remembered ([`Passed`]).
     fn settle(
-        cluster: &crate::cluster::Cluster,
+        &self,
         keys: &Keys,
         settings: &Settings,
-        (now, t, c): crate::cluster::greylist::Read,
+        read: crate::cluster::greylist::Read,
     ) -> Outcome {
-        let triplet = t.map(|(first, last)| Triplet { first, last });
-        let client = c.map(|(n, last)| Client {
-            count: u32::try_from(n).unwrap_or(u32::MAX),
-            last,
-        });
-        let (outcome, update) = decide(settings, now, triplet, client);
-        let write = (
-            update.triplet.map(|(t, ttl)| ((t.first, t.last), ttl)),
-            update
-                .client
-                .map(|(c, ttl)| ((u64::from(c.count), c.last), ttl)),
-        );
-        cluster.greylist_write(&keys.triplet, &keys.client, write);
+        let (outcome, (t, c)) = settled(settings, read);
+        self.cluster
+            .greylist_write(&keys.triplet, &keys.client, (t, c));
+        if !matches!(outcome, Outcome::Greylisted { .. }) {
+            let record = |r: Option<((u64, u64), u64)>| r.map(|(r, _)| r);
+            // the records as they are now (those not written, as they were read)
+            let now = (read.0, record(t).or(read.1), record(c).or(read.2));
+            self.passed
+                .put(keys, now, outcome == Outcome::AutoAllowlisted);
+        }
         outcome
     }
 }
 
+/// [`decide`] on records read: the outcome, and the records to write.
+fn settled(
+    settings: &Settings,
+    (now, t, c): crate::cluster::greylist::Read,
+) -> (Outcome, crate::cluster::greylist::Write) {
+    let triplet = t.map(|(first, last)| Triplet { first, last });
+    let client = c.map(|(n, last)| Client {
+        count: u32::try_from(n).unwrap_or(u32::MAX),
+        last,
+    });
+    let (outcome, update) = decide(settings, now, triplet, client);
+    let write = (
+        update.triplet.map(|(t, ttl)| ((t.first, t.last), ttl)),
+        update
+            .client
+            .map(|(c, ttl)| ((u64::from(c.count), c.last), ttl)),
+    );
+    (outcome, write)
+}
+
 impl Store for Shared {
     fn read_ahead(&self, keys: &Keys) -> Option<Vec<String>> {
-        (!self.ahead.holds(keys)).then(|| self.cluster.greylist_keys(&keys.triplet, &keys.client))
+        (!self.ahead.holds(keys) && self.passed.get(keys).is_none())
+            .then(|| self.cluster.greylist_keys(&keys.triplet, &keys.client))
     }
 
     fn read_ahead_done(&self, keys: Keys, reads: &crate::cluster::limits::Reads) {
@@ -627,7 +704,15 @@ impl Store for Shared {
 
     fn check(&self, keys: &Keys, settings: &Settings) -> Result<Outcome, Unavailable> {
         if let Some(read) = self.ahead.take(keys) {
-            return Ok(Self::settle(&self.cluster, keys, settings, read));
+            return Ok(self.settle(keys, settings, read));
+        }
+        if let Some(read) = self.passed.get(keys) {
+            // decided as a read would; the last-seen time is written again when the
+            // pass is no longer remembered and the records are read
+            let (outcome, _) = settled(settings, read);
+            if !matches!(outcome, Outcome::Greylisted { .. }) {
+                return Ok(outcome);
+            }
         }
         let limit = self.cluster.settings().timeout * 2 + Duration::from_millis(100);
         let cluster = self.cluster.clone();
@@ -636,8 +721,7 @@ impl Store for Shared {
             async move { cluster.greylist_read(&k.triplet, &k.client).await },
             limit,
         );
-        let asked =
-            asked.map(|read| read.map(|read| Self::settle(&self.cluster, keys, settings, read)));
+        let asked = asked.map(|read| read.map(|read| self.settle(keys, settings, read)));
         match asked {
             Some(Ok(outcome)) => Ok(outcome),
             failed => {

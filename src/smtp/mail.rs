@@ -41,26 +41,7 @@ impl Session {
         let sender = crate::policy::address::canonical_or_same(&from.address);
         // A transaction runs with the policy in force when it starts, to its end.
         self.policy = self.core.policy.load_full();
-        // a RCPT pipelined behind: its greylisting records are read in this call
-        let ahead = self.greylist_behind(&sender);
-        let reads = ahead
-            .as_ref()
-            .map_or(&[][..], |(_, reads)| reads.as_slice());
-        let wants = [super::shared::Want::Take(crate::policy::RateKind::Messages)];
-        // the first recipient is counted in the same call (a cluster's round trip)
-        let (limited, slot, read) = self
-            .core
-            .limit_reserving(
-                self.peer.ip(),
-                &wants,
-                Some(crate::policy::RateKind::Recipients),
-                reads,
-                &mut self.seen,
-            )
-            .await;
-        if let (Some((keys, _)), Some(read)) = (ahead, read) {
-            self.core.greylist.read_ahead_done(keys, &read);
-        }
+        let (limited, slot) = self.count_message(&sender).await;
         let replies = (reply::TOO_MANY_MESSAGES, reply::LIMITS_UNAVAILABLE);
         if let Some(flow) = self.refuse_limited(limited, "MAIL", "messages", replies) {
             return flow;
@@ -130,6 +111,55 @@ impl Session {
             self.tx.disposition = Default::default();
         }
         flow
+    }
+
+    /// Counts this MAIL's message and reserves its first recipient. In a cluster, a
+    /// message counted ahead (at connect, or by the last MAIL) is used without a call;
+    /// else the call also counts the next message and its recipient ahead
+    /// ([`super::shared::Ahead`]), and reads the greylisting records of a RCPT
+    /// pipelined behind this MAIL (a round trip made anyway: when MAIL makes none, the
+    /// RCPT reads them itself).
+    async fn count_message(
+        &mut self,
+        sender: &str,
+    ) -> (super::shared::Limited, Option<super::shared::Slot>) {
+        use super::shared::{Limited, Reserve, Want};
+        use crate::policy::RateKind::{Messages, Recipients};
+        if let Some(message) = self.ahead.message.take() {
+            self.seen.set(Messages, message.use_it());
+            let slot = self.ahead.recipient.take();
+            self.seen
+                .set(Recipients, slot.as_ref().and_then(|r| r.used()));
+            return (Limited::Allowed, slot);
+        }
+        let ahead = self.greylist_behind(sender);
+        let reads = ahead
+            .as_ref()
+            .map_or(&[][..], |(_, reads)| reads.as_slice());
+        let reserve = [
+            Reserve::Now(Recipients),
+            Reserve::Later(Messages),
+            Reserve::Later(Recipients),
+        ];
+        let (limited, slots, read) = self
+            .core
+            .limit_reserving(
+                self.peer.ip(),
+                &[Want::Take(Messages)],
+                &reserve,
+                reads,
+                &mut self.seen,
+            )
+            .await;
+        if let (Some((keys, _)), Some(read)) = (ahead, read) {
+            self.core.greylist.read_ahead_done(keys, &read);
+        }
+        let mut slots = slots.into_iter();
+        let slot = slots.next().flatten();
+        // (a recipient still ahead is given back: a session holds one at most)
+        self.ahead.message = slots.next().flatten();
+        self.ahead.recipient = slots.next().flatten();
+        (limited, slot)
     }
 
     /// The greylisting keys of the RCPT pipelined behind this MAIL, and the Redis keys

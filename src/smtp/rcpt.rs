@@ -73,7 +73,7 @@ impl Session {
                 slot.use_it();
                 let read = self
                     .core
-                    .limit_reserving(self.peer.ip(), &[], None, reads, &mut self.seen)
+                    .limit_reserving(self.peer.ip(), &[], &[], reads, &mut self.seen)
                     .await
                     .2;
                 (super::shared::Limited::Allowed, read)
@@ -81,7 +81,7 @@ impl Session {
             None => {
                 let (limited, _, read) = self
                     .core
-                    .limit_reserving(self.peer.ip(), &wants, None, reads, &mut self.seen)
+                    .limit_reserving(self.peer.ip(), &wants, &[], reads, &mut self.seen)
                     .await;
                 (limited, read)
             }

@@ -359,11 +359,12 @@ fn admit(
                     let mut seen = super::shared::Seen::default();
                     let per_client = listen.settings.limits.connections_per_ip;
                     match core.admit(ip, per_client, id, &mut seen).await {
-                        Ok(lease) => {
+                        Ok(admitted) => {
                             let mut session = Session::new(stream, core.clone(), peer, listen);
                             session.seen = seen;
+                            session.ahead = admitted.ahead;
                             session.id = id;
-                            let _slot = (guard, lease);
+                            let _slot = (guard, admitted.lease);
                             session.run().await;
                             return;
                         }

@@ -95,8 +95,8 @@ pub(super) struct Transaction {
     /// MAIL FROM's `AUTH=` from an authenticated client (not `<>`):
     /// the milters' `{auth_author}`, as Postfix's `sasl_sender`.
     pub auth_author: Option<String>,
-    /// In a cluster, the recipient counted at MAIL for the first RCPT (given back
-    /// if the transaction ends without using it).
+    /// In a cluster, the recipient counted ahead for the first RCPT (given back if
+    /// the transaction ends without using it).
     pub rcpt_slot: Option<super::shared::Slot>,
 }
 
@@ -273,6 +273,8 @@ pub struct Session {
     /// What the cluster's Redis last said of this client's counts (hooks'
     /// `ctx.rate(kind)`); empty without a cluster.
     pub(super) seen: super::shared::Seen,
+    /// In a cluster, the message and recipient counted ahead for the next MAIL.
+    pub(super) ahead: super::shared::Ahead,
     /// The SASL mechanism of a successful AUTH (`sasl_method` for policy servers).
     pub(super) sasl_method: Option<&'static str>,
     /// The milters this session talks to (none for a client in the listener's
@@ -332,6 +334,7 @@ impl Session {
             commands: Default::default(),
             address_in_hand: None,
             seen: Default::default(),
+            ahead: Default::default(),
             sasl_method: None,
             milters,
             id: next_session_id(),

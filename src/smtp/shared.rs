@@ -37,6 +37,34 @@ pub(crate) enum Limited {
     Unavailable,
 }
 
+/// An event to count ahead ([`Core::limit_reserving`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Reserve {
+    /// For this command's transaction: what it finds in use is what hooks see now.
+    Now(Kind),
+    /// For a later command ([`Ahead`]): hooks see its count when it is used.
+    Later(Kind),
+}
+
+/// The slots of the `Try`s at `at` in `ops` that counted.
+fn slots(
+    cluster: &Arc<Cluster>,
+    ops: &[Op],
+    answer: &crate::cluster::limits::Answer,
+    at: &[Option<usize>],
+) -> Vec<Option<Slot>> {
+    at.iter()
+        .map(|i| {
+            let i = (*i)?;
+            answer.counted.get(i).copied()?.then(|| Slot {
+                cluster: cluster.clone(),
+                op: Some(ops[i].clone()),
+                used: answer.used.get(i).copied().flatten(),
+            })
+        })
+        .collect()
+}
+
 /// What the session last learnt from Redis of its client's counts, for hooks'
 /// `ctx.rate(kind)` (the policy cannot wait for Redis): every limited kind at connect,
 /// each again with the command that counts it.
@@ -44,7 +72,7 @@ pub(crate) enum Limited {
 pub struct Seen([Option<u32>; 5]);
 
 impl Seen {
-    fn set(&mut self, kind: Kind, used: Option<u32>) {
+    pub(crate) fn set(&mut self, kind: Kind, used: Option<u32>) {
         if let Some(n) = used {
             self.0[kind as usize] = Some(n);
         }
@@ -77,28 +105,51 @@ impl Drop for Lease {
     }
 }
 
-/// One recipient counted at MAIL, in the same call as the message, for the
-/// transaction's first RCPT to use without a call of its own; given back (with this
-/// node's next call) if no RCPT used it.
+/// One event counted ahead (a `Try`), for a later command to use without a call of its
+/// own: a recipient counted at MAIL for the transaction's first RCPT, or a message and
+/// a recipient counted for the session's next MAIL ([`Ahead`]). Given back (with this
+/// node's next call) if nothing used it.
 pub struct Slot {
     cluster: Arc<Cluster>,
     /// The `Try` that counted it; `None` once used.
     op: Option<Op>,
+    /// What its kind had in use once it was counted (hooks' `ctx.rate`).
+    used: Option<u32>,
 }
 
 impl Slot {
-    /// The RCPT that uses it: counted already.
-    pub(crate) fn use_it(mut self) {
+    /// The command that uses it: counted already. What was in use then.
+    pub(crate) fn use_it(mut self) -> Option<u32> {
         self.op = None;
+        self.used
+    }
+
+    /// What its kind had in use once it was counted.
+    pub(crate) fn used(&self) -> Option<u32> {
+        self.used
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some(Op::Try { key, limit, per }) = self.op.take() {
+        if let Some(Op::Try {
+            key, limit, per, ..
+        }) = self.op.take()
+        {
             self.cluster.pending.push(Op::Untake { key, limit, per });
         }
     }
+}
+
+/// What a session in a cluster holds counted ahead for its next MAIL: a message and
+/// its first recipient, counted with the call made at connect and again with each MAIL
+/// that makes a call, so that a connection with one message costs one round trip and
+/// one with many half a round trip a message. At most one of each per session; what
+/// the session ends without using is given back.
+#[derive(Default)]
+pub struct Ahead {
+    pub(crate) message: Option<Slot>,
+    pub(crate) recipient: Option<Slot>,
 }
 
 /// The Redis key of a user name's failures: a digest, so that any name makes a short
@@ -152,38 +203,30 @@ impl Core {
     /// Decides `wants` for a client at `ip`: in Redis (one call) with a cluster, in
     /// this process otherwise or while Redis does not answer (`fallback "local"`).
     pub(crate) async fn limit(&self, ip: IpAddr, wants: &[Want<'_>], seen: &mut Seen) -> Limited {
-        self.limit_reserving(ip, wants, None, &[], seen).await.0
+        self.limit_reserving(ip, wants, &[], &[], seen).await.0
     }
 
-    /// [`Core::limit`], and in a cluster, when `wants` are allowed, one `reserve`
-    /// event counted in the same call if the client has one left (a [`Slot`]: MAIL
-    /// counts the first recipient with the message, so that its RCPT needs no call),
-    /// and the values of `reads` read in the same round trip when a call is made
+    /// [`Core::limit`], and in a cluster, when `wants` are allowed, one event of each
+    /// of `reserve` counted in the same call if the client has one left (a [`Slot`]
+    /// each, in order: MAIL counts the first recipient with the message, so that its
+    /// RCPT needs no call, and the next message and its recipient, [`Ahead`]), and the
+    /// values of `reads` read in the same round trip when a call is made
     /// ([`crate::cluster::Cluster::limits_reading`]).
     pub(crate) async fn limit_reserving(
         &self,
         ip: IpAddr,
         wants: &[Want<'_>],
-        reserve: Option<Kind>,
+        reserve: &[Reserve],
         reads: &[String],
         seen: &mut Seen,
-    ) -> (Limited, Option<Slot>, Option<Reads>) {
+    ) -> (Limited, Vec<Option<Slot>>, Option<Reads>) {
         let Some(cluster) = &self.cluster else {
-            return (self.limit_here(ip, wants), None, None);
+            return (self.limit_here(ip, wants), Vec::new(), None);
         };
         let mut ops = self.ops(cluster, ip, wants);
-        if let Some(kind) = reserve {
-            ops.extend(
-                self.ops(cluster, ip, &[Want::Take(kind)])
-                    .into_iter()
-                    .map(|(op, kind)| match op {
-                        Op::Take { key, limit, per } => (Op::Try { key, limit, per }, kind),
-                        other => (other, kind),
-                    }),
-            );
-        }
+        let at = self.reserve(cluster, ip, reserve, &mut ops);
         if ops.is_empty() && reads.is_empty() {
-            return (Limited::Allowed, None, None);
+            return (Limited::Allowed, Vec::new(), None);
         }
         let (ops, kinds): (Vec<Op>, Vec<Option<Kind>>) = ops.into_iter().unzip();
         let feature = if ops.is_empty() {
@@ -199,29 +242,63 @@ impl Core {
                     }
                 }
                 if !answer.admitted {
-                    return (Limited::Refused, None, None);
+                    return (Limited::Refused, Vec::new(), None);
                 }
-                let slot = ops
-                    .iter()
-                    .zip(&answer.counted)
-                    .find(|(op, counted)| matches!(op, Op::Try { .. }) && **counted)
-                    .map(|(op, _)| Slot {
-                        cluster: cluster.clone(),
-                        op: Some(op.clone()),
-                    });
-                (Limited::Allowed, slot, read)
+                (Limited::Allowed, slots(cluster, &ops, &answer, &at), read)
             }
             // only reads (no limit asked): what needed them has its own fallback
-            Err(_) if ops.is_empty() => (Limited::Allowed, None, None),
+            Err(_) if ops.is_empty() => (Limited::Allowed, Vec::new(), None),
             Err(_) => match cluster.settings().fallback {
                 Fallback::Local => {
                     let limited = self.limit_here(ip, wants);
                     seen.local(&self.rate, ip);
-                    (limited, None, None)
+                    (limited, Vec::new(), None)
                 }
-                Fallback::Tempfail => (Limited::Unavailable, None, None),
+                Fallback::Tempfail => (Limited::Unavailable, Vec::new(), None),
             },
         }
+    }
+
+    /// Adds a `Try` to `ops` for each of `reserve` that has a limit for `ip`; where
+    /// each went (an index into `ops`), in order.
+    fn reserve(
+        &self,
+        cluster: &Cluster,
+        ip: IpAddr,
+        reserve: &[Reserve],
+        ops: &mut Vec<(Op, Option<Kind>)>,
+    ) -> Vec<Option<usize>> {
+        reserve
+            .iter()
+            .map(|r| {
+                let (kind, shown) = match *r {
+                    Reserve::Now(kind) => (kind, Some(kind)),
+                    Reserve::Later(kind) => (kind, None),
+                };
+                let (Op::Take { key, limit, per }, _) =
+                    self.ops(cluster, ip, &[Want::Take(kind)]).pop()?
+                else {
+                    return None;
+                };
+                // ahead of a command that may never come: only while the client has
+                // used less than half its limit, so that near it every event is
+                // counted by its own command, as on a node alone
+                let upto = match r {
+                    Reserve::Now(_) => limit,
+                    Reserve::Later(_) => limit / 2,
+                };
+                ops.push((
+                    Op::Try {
+                        key,
+                        limit,
+                        per,
+                        upto,
+                    },
+                    shown,
+                ));
+                Some(ops.len() - 1)
+            })
+            .collect()
     }
 
     /// [`Core::limit`] with the process's counters.
@@ -245,15 +322,17 @@ impl Core {
 
     /// A new connection from `ip`: its `connections` rate and, in a cluster, a lease
     /// among at most `per_client` across the nodes (`connections-per-ip`), with a view
-    /// of every other limited kind when the policy has hooks, all in one call. `Ok(None)`: admitted, no lease
-    /// (no cluster, or Redis did not answer and the fallback is local).
+    /// of every other limited kind when the policy has hooks, and a message and its
+    /// first recipient counted ahead for the first MAIL ([`Ahead`]), all in one call.
+    /// Admitted with no lease and nothing ahead without a cluster, or while Redis does
+    /// not answer and the fallback is local.
     pub(crate) async fn admit(
         &self,
         ip: IpAddr,
         per_client: usize,
         session: u64,
         seen: &mut Seen,
-    ) -> Result<Option<Lease>, Refusal> {
+    ) -> Result<Admitted, Refusal> {
         let Some(cluster) = &self.cluster else {
             return self.admit_here(ip);
         };
@@ -268,10 +347,9 @@ impl Core {
                     .map(|k| Want::Check(*k)),
             );
         }
-        let (mut ops, mut kinds): (Vec<Op>, Vec<Option<Kind>>) =
-            self.ops(cluster, ip, &wants).into_iter().unzip();
+        let mut ops = self.ops(cluster, ip, &wants);
         // the other kinds are only read: they refuse nothing here
-        for op in &mut ops {
+        for (op, _) in &mut ops {
             if let Op::Check { key, limit, per } = op {
                 *op = Op::View {
                     key: std::mem::take(key),
@@ -288,17 +366,21 @@ impl Core {
             cluster.settings().node,
             std::process::id()
         );
-        let at = usize::from(matches!(kinds.first(), Some(Some(Kind::Connections))));
-        ops.insert(
-            at,
-            Op::Lease {
-                key: lease_key.clone(),
-                limit: u32::try_from(per_client).unwrap_or(u32::MAX),
-                ttl: cluster.settings().lease,
-                member: member.clone(),
-            },
-        );
-        kinds.insert(at, None);
+        let at = usize::from(matches!(ops.first(), Some((_, Some(Kind::Connections)))));
+        let lease = Op::Lease {
+            key: lease_key.clone(),
+            limit: u32::try_from(per_client).unwrap_or(u32::MAX),
+            ttl: cluster.settings().lease,
+            member: member.clone(),
+        };
+        ops.insert(at, (lease, None));
+        // after the lease: skipped (nothing counted) when the connection is refused
+        let ahead = [
+            Reserve::Later(Kind::Messages),
+            Reserve::Later(Kind::Recipients),
+        ];
+        let reserved = self.reserve(cluster, ip, &ahead, &mut ops);
+        let (ops, kinds): (Vec<Op>, Vec<Option<Kind>>) = ops.into_iter().unzip();
         match cluster.limits(Feature::Leases, &ops).await {
             Ok(answer) => {
                 for (kind, used) in kinds.iter().zip(&answer.used) {
@@ -314,11 +396,18 @@ impl Core {
                     });
                 }
                 cluster.leases.hold(&lease_key, &member);
-                Ok(Some(Lease {
-                    cluster: cluster.clone(),
-                    key: lease_key,
-                    member,
-                }))
+                let mut slots = slots(cluster, &ops, &answer, &reserved).into_iter();
+                Ok(Admitted {
+                    lease: Some(Lease {
+                        cluster: cluster.clone(),
+                        key: lease_key,
+                        member,
+                    }),
+                    ahead: Ahead {
+                        message: slots.next().flatten(),
+                        recipient: slots.next().flatten(),
+                    },
+                })
             }
             Err(_) => match cluster.settings().fallback {
                 Fallback::Local => {
@@ -331,12 +420,19 @@ impl Core {
         }
     }
 
-    fn admit_here(&self, ip: IpAddr) -> Result<Option<Lease>, Refusal> {
+    fn admit_here(&self, ip: IpAddr) -> Result<Admitted, Refusal> {
         match self.limit_here(ip, &[Want::Take(Kind::Connections)]) {
-            Limited::Allowed => Ok(None),
+            Limited::Allowed => Ok(Admitted::default()),
             _ => Err(Refusal::Rate),
         }
     }
+}
+
+/// An admitted connection's lease in the cluster, and what it holds counted ahead.
+#[derive(Default)]
+pub(crate) struct Admitted {
+    pub(crate) lease: Option<Lease>,
+    pub(crate) ahead: Ahead,
 }
 
 /// Why a connection was not admitted.

@@ -273,6 +273,7 @@ fn without_redis_the_fallback_applies() {
             cluster: Arc::new(cluster),
             local: Arc::new(Local::in_memory()),
             ahead: Default::default(),
+            passed: Default::default(),
         };
         let got = std::thread::scope(|t| t.spawn(|| shared.check(&k, &s)).join().unwrap());
         if local {
@@ -318,4 +319,67 @@ fn records_read_ahead_serve_one_check_of_their_keys() {
     assert_eq!(ahead.take(&first), None);
     assert!(ahead.take(&last).is_some());
     assert!(ahead.0.lock().unwrap().len() <= AHEAD_MAX);
+}
+
+/// A pass is remembered for its triplet (an auto-allowlisting for its client): the
+/// next check decides on it with no read (Redis here does not answer, and the
+/// fallback is `tempfail`: a read would fail). A triplet greylisted is not
+/// remembered, nor is another triplet of a client that only passed one.
+#[test]
+fn passes_are_remembered_and_decide_without_a_read() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _in = rt.enter();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let cluster = crate::cluster::Cluster::new(&crate::cluster::Settings {
+        redis: format!("redis://127.0.0.1:{port}/0"),
+        node: "n".into(),
+        timeout: Duration::from_millis(100),
+        key_prefix: "mtad:".into(),
+        fallback: crate::cluster::Fallback::Tempfail,
+        lease: Duration::from_secs(60),
+        heartbeat: Duration::from_secs(5),
+    })
+    .unwrap();
+    let shared = Shared {
+        cluster: Arc::new(cluster),
+        local: Arc::new(Local::in_memory()),
+        ahead: Default::default(),
+        passed: Default::default(),
+    };
+    let s = settings();
+    let ip = "192.0.2.7".parse().unwrap();
+    let k = keys(ip, "a@src.test", "u@x.test", &s);
+    let other = keys(ip, "a@src.test", "v@x.test", &s);
+    let check = |k: &Keys| std::thread::scope(|t| t.spawn(|| shared.check(k, &s)).join().unwrap());
+    let now = 1_700_000_000;
+    // first seen: greylisted, not remembered
+    assert!(matches!(
+        shared.settle(&k, &s, (now, None, None)),
+        Outcome::Greylisted { .. }
+    ));
+    assert_eq!(shared.passed.get(&k), None);
+    assert!(shared.read_ahead(&k).is_some());
+    assert!(check(&k).is_err(), "read, and Redis does not answer");
+    // its retry passes: remembered, with the record as written
+    let first = now - 400;
+    assert_eq!(
+        shared.settle(&k, &s, (now, Some((first, first)), None)),
+        Outcome::Passed { first_pass: true }
+    );
+    let (_, t, c) = shared.passed.get(&k).unwrap();
+    assert_eq!(t, Some((first, now)));
+    assert_eq!(c, Some((1, now)), "its client counted once");
+    assert_eq!(shared.read_ahead(&k), None, "nothing to read ahead");
+    assert_eq!(check(&k).unwrap(), Outcome::Passed { first_pass: false });
+    assert!(check(&other).is_err(), "another triplet is read");
+    // a client on the auto-allowlist: every triplet of it passes unread
+    let listed = (u64::from(s.auto_allowlist), now - 60);
+    assert_eq!(
+        shared.settle(&other, &s, (now, None, Some(listed))),
+        Outcome::AutoAllowlisted
+    );
+    let third = keys(ip, "b@src.test", "w@x.test", &s);
+    assert_eq!(check(&third).unwrap(), Outcome::AutoAllowlisted);
 }
