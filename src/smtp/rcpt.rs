@@ -68,7 +68,7 @@ impl Session {
             .as_ref()
             .map_or(&[][..], |(_, reads)| reads.as_slice());
         let (limited, read) = match self.tx.rcpt_slot.take() {
-            // counted at MAIL, with the message
+            // counted ahead (at connect, or with a MAIL that made a call)
             Some(slot) => {
                 slot.use_it();
                 let read = self
