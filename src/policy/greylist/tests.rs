@@ -244,37 +244,43 @@ fn the_reply_text_says_what_postgrey_says() {
     );
 }
 
+/// A [`Shared`] store whose Redis does not answer (nothing listens on its port), with
+/// `fallback`. Call inside a Tokio runtime.
+fn shared_without_redis(fallback: crate::cluster::Fallback) -> Shared {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let cluster = crate::cluster::Cluster::new(&crate::cluster::Settings {
+        redis: format!("redis://127.0.0.1:{port}/0"),
+        node: "n".into(),
+        timeout: Duration::from_millis(100),
+        key_prefix: "mtad:".into(),
+        fallback,
+        lease: Duration::from_secs(60),
+        heartbeat: Duration::from_secs(5),
+    })
+    .unwrap();
+    Shared {
+        cluster: Arc::new(cluster),
+        local: Arc::new(Local::in_memory()),
+        ahead: Default::default(),
+        passed: Default::default(),
+    }
+}
+
 /// Redis that does not answer: `fallback "local"` greylists with the node's own
 /// state, `fallback "tempfail"` says the state is unavailable (a 451), never a pass.
 #[test]
 fn without_redis_the_fallback_applies() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let _in = rt.enter();
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = dead.local_addr().unwrap().port();
-    drop(dead);
     let s = settings();
     let k = keys("192.0.2.7".parse().unwrap(), "a@src.test", "u@x.test", &s);
     for (fallback, local) in [
         (crate::cluster::Fallback::Local, true),
         (crate::cluster::Fallback::Tempfail, false),
     ] {
-        let cluster = crate::cluster::Cluster::new(&crate::cluster::Settings {
-            redis: format!("redis://127.0.0.1:{port}/0"),
-            node: "n".into(),
-            timeout: Duration::from_millis(100),
-            key_prefix: "mtad:".into(),
-            fallback,
-            lease: Duration::from_secs(60),
-            heartbeat: Duration::from_secs(5),
-        })
-        .unwrap();
-        let shared = Shared {
-            cluster: Arc::new(cluster),
-            local: Arc::new(Local::in_memory()),
-            ahead: Default::default(),
-            passed: Default::default(),
-        };
+        let shared = shared_without_redis(fallback);
         let got = std::thread::scope(|t| t.spawn(|| shared.check(&k, &s)).join().unwrap());
         if local {
             assert!(
@@ -329,25 +335,7 @@ fn records_read_ahead_serve_one_check_of_their_keys() {
 fn passes_are_remembered_and_decide_without_a_read() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let _in = rt.enter();
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = dead.local_addr().unwrap().port();
-    drop(dead);
-    let cluster = crate::cluster::Cluster::new(&crate::cluster::Settings {
-        redis: format!("redis://127.0.0.1:{port}/0"),
-        node: "n".into(),
-        timeout: Duration::from_millis(100),
-        key_prefix: "mtad:".into(),
-        fallback: crate::cluster::Fallback::Tempfail,
-        lease: Duration::from_secs(60),
-        heartbeat: Duration::from_secs(5),
-    })
-    .unwrap();
-    let shared = Shared {
-        cluster: Arc::new(cluster),
-        local: Arc::new(Local::in_memory()),
-        ahead: Default::default(),
-        passed: Default::default(),
-    };
+    let shared = shared_without_redis(crate::cluster::Fallback::Tempfail);
     let s = settings();
     let ip = "192.0.2.7".parse().unwrap();
     let k = keys(ip, "a@src.test", "u@x.test", &s);
