@@ -21,6 +21,11 @@
 #   PIPELINE=1 benches/cluster-bench.sh ... the client pipelines MAIL, RCPT and DATA as
 #                                          MTAs do (benches/pipelined-source.py in
 #                                          place of smtp-source, which cannot)
+#   CLIENTS=N benches/cluster-bench.sh ...  connections come from N client addresses in
+#                                          turn (127.1.0.1 and up; pipelined-source.py,
+#                                          so PIPELINE=1 too): N = MSGS is an MX's
+#                                          load, every client seen once, where a node
+#                                          has nothing counted ahead for it
 #
 # Build first: cargo build --release (MTAD=path/to/mtad runs another build: the round
 # trips per message do not depend on it, the throughput does). Needs redis-server and redis-cli, smtp-source and
@@ -43,7 +48,8 @@ MX=13537 SINK=13636 REDIS=13638 METRICS=13639
 NODE=() ON_ITS_OWN=()
 if [ "${PIN:-0}" = 1 ]; then NODE=(taskset -c 0) ON_ITS_OWN=(taskset -c 1); fi
 SOURCE=(smtp-source -4)
-[ "${PIPELINE:-0}" = 1 ] && SOURCE=(python3 "$here/benches/pipelined-source.py")
+[ -n "${CLIENTS:-}" ] && PIPELINE=1
+[ "${PIPELINE:-0}" = 1 ] && SOURCE=(python3 "$here/benches/pipelined-source.py" ${CLIENTS:+-c "$CLIENTS"})
 now() { local u r; read -r u r </proc/uptime; echo "$u"; }
 wait_port() { for _ in $(seq 100); do ss -ltn "sport = :$1" | grep -q LISTEN && return 0; sleep 0.1; done; echo "nothing on port $1" >&2; return 1; }
 

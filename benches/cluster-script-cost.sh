@@ -31,7 +31,7 @@ cost() {
   [[ $sha =~ ^[0-9a-f]{40}$ ]] || { echo "$2: not loaded: $sha" >&2; exit 1; }
   c0=$(cpu)
   redis-benchmark -p $PORT -c 1 -P "${PIPE:-1}" -n "$N" -q EVALSHA "$sha" 5 k:conn:rel k:rate:conn k:conn k:rate:msg k:rate:rcpt \
-    release 0 0 n:1:1 take 1000000 3600 "" lease 1000 60000 n:1:2 try 500000 3600 "" try 500000 3600 "" >/dev/null
+    release 0 0 n:1:1 1 take 1000000 3600 "" 1 lease 1000 60000 n:1:2 1 try 500000 3600 "" 1 try 500000 3600 "" 1 >/dev/null
   c1=$(cpu)
   printf '%-40s %6.1f µs of Redis CPU a call\n' "$2" "$(echo "($c1 - $c0) * 1000000 / $N" | bc -l)"
 }

@@ -4,14 +4,16 @@ after EHLO, MAIL, RCPT and DATA go in one write, then the message once the three
 replies are in. smtp-source itself waits for each reply ("no SMTP command pipelining
 support"), which costs a server that reads ahead what a pipelined command needs.
 
-    python3 benches/pipelined-source.py [-d] -s SESSIONS -m MESSAGES -l SIZE \\
-        -f SENDER -t RECIPIENT HOST:PORT
+    python3 benches/pipelined-source.py [-d] [-c CLIENTS] -s SESSIONS -m MESSAGES \\
+        -l SIZE -f SENDER -t RECIPIENT HOST:PORT
 
 -d sends each session's messages over one connection (smtp-source's -d); without
-it, every message has a connection of its own. Exits 1 when any message was not
+it, every message has a connection of its own. -c connects from CLIENTS addresses
+in turn, 127.1.0.1 and up (a server's many clients, each seen once when CLIENTS is
+the number of connections); without it, from the address the system picks. Exits 1 when any message was not
 accepted (the first reply that was not, on stderr). Only loopback addresses are used.
 """
-import argparse, asyncio, sys
+import argparse, asyncio, itertools, sys
 
 
 async def reply(reader):
@@ -35,7 +37,12 @@ async def session(args, messages, body):
     try:
         for i in range(messages):
             if reader is None:
-                reader, writer = await asyncio.open_connection(args.host, args.port)
+                local = None
+                if args.c:
+                    n = next(args.sources) % args.c + 1
+                    local = (f"127.1.{n >> 8}.{n & 255}", 0)
+                reader, writer = await asyncio.open_connection(
+                    args.host, args.port, local_addr=local)
                 await expect(reader, "220")
                 writer.write(b"EHLO source.bench.test\r\n")
                 await expect(reader, "250")
@@ -59,6 +66,7 @@ async def session(args, messages, body):
 async def main():
     p = argparse.ArgumentParser()
     p.add_argument("-d", action="store_true")
+    p.add_argument("-c", type=int, default=0)
     p.add_argument("-s", type=int, default=1)
     p.add_argument("-m", type=int, default=1)
     p.add_argument("-l", type=int, default=4096)
@@ -70,6 +78,9 @@ async def main():
     if not host.startswith("127.") and host != "::1":
         sys.exit("loopback addresses only")
     args.host, args.port = host, int(port)
+    if not 0 <= args.c < 65535:
+        sys.exit("-c: 0 to 65534 addresses")
+    args.sources = itertools.count()
     line = b"x" * 78 + b"\r\n"
     body = (f"From: <{args.f}>\r\nTo: <{args.t}>\r\nSubject: pipelined\r\n\r\n".encode()
             + line * max(1, args.l // len(line)) + b".\r\n")

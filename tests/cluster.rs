@@ -316,6 +316,20 @@ fn message(port: u16, n: usize) -> Result<(), String> {
     r
 }
 
+/// Whether `done` came true within `limit` (asked every 50 ms).
+fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        if done() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn metrics(port: u16) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
@@ -357,11 +371,16 @@ fn redis_killed_or_stopped_mid_load_falls_back_and_recovers() {
     assert!(metrics(mport).contains("mtad_cluster_redis_up 1"));
     // killed: refused connections; the process's counters take over
     redis.kill();
+    std::thread::sleep(Duration::from_millis(1500));
     send(20, &mut acknowledged);
     // stopped: no answer at all; each call times out (200ms) and falls back
+    // (what the nodes hold counted ahead admits a few messages with no call, for a
+    // second: past it, they call Redis, and find it answers or not)
     redis.restart();
+    std::thread::sleep(Duration::from_millis(1500));
     send(4, &mut acknowledged);
     signal(redis.pid(), "STOP");
+    std::thread::sleep(Duration::from_millis(1500));
     send(10, &mut acknowledged);
     signal(redis.pid(), "CONT");
     send(10, &mut acknowledged);
@@ -621,11 +640,13 @@ fn behind_haproxy_the_limit_is_the_real_clients_across_the_nodes() {
         let ip = m.envelope.client_ip.unwrap().to_string();
         assert!(ip == "127.0.0.7" || ip == "127.0.0.8", "{ip}");
     }
-    assert_eq!(
-        redis
+    // (what a connection counts ahead and leaves unused waits in its node's stash
+    // for a second, then is given back)
+    assert!(
+        eventually(Duration::from_secs(3), || redis
             .cli(&["EXISTS", "mtad:rate:messages:127.0.0.1"])
-            .unwrap(),
-        ":0",
+            .unwrap()
+            == ":0"),
         "the balancer is never counted"
     );
 }
@@ -790,8 +811,9 @@ fn script_calls(redis: &Redis) -> u64 {
 /// that makes a call counts its first recipient and the next message ahead; what a
 /// session counted ahead and did not use is given back (RSET, QUIT). Near a limit
 /// (half of it used) nothing is counted ahead for later, and the limit holds in total
-/// across the nodes with its reply. A message per connection costs one call; a
-/// closed session's lease rides along with the next call.
+/// across the nodes with its reply. A busy client's message per connection costs a
+/// fraction of a call; a closed session's lease serves its next connection, or is
+/// given back after a second.
 #[test]
 fn counts_ahead_save_calls_and_the_limit_holds() {
     let redis = Redis::start();
@@ -844,9 +866,10 @@ fn counts_ahead_save_calls_and_the_limit_holds() {
     c.cmd("QUIT", "221");
     d.cmd("QUIT", "221");
     drop((c, d));
-    // one message per connection: one call (the connection's), the release rides along
-    // (or is sent alone after 100 ms when no call comes); it was 4 calls a message,
-    // then 2
+    // one message per connection from a busy client: what a call counts ahead for
+    // the node (a sixteenth of a limit, 8 at most) and the leases closed sessions
+    // leave serve the next connections with no call (it was 4 calls a message, then
+    // 2, then 1)
     let loose = "rate-limits {\n    recipients 1000 per=\"1m\"\n    messages 1000 per=\"1m\"\n}\n";
     let e = node(&redis, "e", loose);
     let n = 20;
@@ -855,10 +878,11 @@ fn counts_ahead_save_calls_and_the_limit_holds() {
         let r = try_message(e.port, &format!("m{i}@dst.test"), "load");
         assert!(r.is_ok(), "{r:?}");
     }
-    std::thread::sleep(Duration::from_millis(400));
     let calls = script_calls(&redis) - start;
-    assert!(calls >= n, "{calls} calls for {n} messages");
-    assert!(calls < 2 * n, "{calls} calls for {n} messages");
+    assert!(
+        (1..=n / 4).contains(&calls),
+        "{calls} calls for {n} messages"
+    );
     // a connection that sends nothing gives its message back when it closes (a
     // limit whose count lives for minutes, so that only giving it back removes it)
     let f = node(
@@ -874,12 +898,63 @@ fn counts_ahead_save_calls_and_the_limit_holds() {
     drop(idle);
     std::thread::sleep(Duration::from_millis(400));
     assert_eq!(redis.cli(&["EXISTS", key]).unwrap(), ":0", "given back");
-    // every lease was given back
+    // every lease was given back (those a node kept for the client's next
+    // connection after a second)
     for ip in ["127.0.0.1", "127.0.0.2"] {
         let key = format!("mtad:conn:{ip}");
-        let held = redis.cli(&["ZCARD", &key]).unwrap();
-        assert_eq!(held, ":0", "{key}");
+        let given_back = || redis.cli(&["ZCARD", &key]).unwrap() == ":0";
+        assert!(eventually(Duration::from_secs(3), given_back), "{key}");
     }
+}
+
+/// A busy client (its connections one after the other on a node) costs a call every
+/// few messages: each call counts events ahead for the node and holds spare leases,
+/// and a closed session's lease and unused counts wait a second for the client's next
+/// connection. The limit still holds in total across the nodes: what a node holds is
+/// counted, so the client gets in at most `messages 64`, and exactly that many once
+/// what the nodes held unused has been given back.
+#[test]
+fn a_busy_client_is_counted_ahead_for_the_node_and_the_limit_holds_exactly() {
+    let redis = Redis::start();
+    let limits = "limits {\n    connections-per-ip 64\n}\n\
+                  rate-limits {\n    connections 1000 per=\"1h\"\n    messages 64 per=\"1h\"\n    recipients 1000 per=\"1h\"\n}\n";
+    let a = node(&redis, "a", limits);
+    let b = node(&redis, "b", limits);
+    let start = script_calls(&redis);
+    let mut accepted = 0;
+    for i in 0..24 {
+        let r = try_message(a.port, &format!("m{i}@dst.test"), "busy");
+        assert!(r.is_ok(), "{r:?}");
+        accepted += 1;
+    }
+    let calls = script_calls(&redis) - start;
+    assert!((1..=12).contains(&calls), "{calls} calls for 24 messages");
+    let held = redis.cli(&["ZCARD", "mtad:conn:127.0.0.1"]).unwrap();
+    assert_ne!(held, ":0", "spare leases are held for the node");
+    // via both nodes until the limit refuses: never past it, a little before it at
+    // most (what the other node holds counted ahead, for up to a second)
+    let until_refused = |accepted: &mut usize| loop {
+        let port = if accepted.is_multiple_of(2) { a.port } else { b.port };
+        match try_message(port, &format!("m{accepted}@dst.test"), "busy") {
+            Ok(()) => *accepted += 1,
+            Err(e) => {
+                assert!(e.starts_with("450 4.7.1 Error: too many messages"), "{e}");
+                return;
+            }
+        }
+        assert!(*accepted <= 64, "past the limit");
+    };
+    until_refused(&mut accepted);
+    assert!(accepted >= 48, "refused at {accepted} of 64");
+    // what the nodes held unused is given back: the rest get in, not one more
+    std::thread::sleep(Duration::from_millis(1500));
+    until_refused(&mut accepted);
+    assert_eq!(accepted, 64);
+    let queued = a.queued().len() + b.queued().len();
+    assert_eq!(queued, 64);
+    // and the spare leases are given back too
+    let given_back = || redis.cli(&["ZCARD", "mtad:conn:127.0.0.1"]).unwrap() == ":0";
+    assert!(eventually(Duration::from_secs(3), given_back));
 }
 
 /// `mtad_cluster_redis_round_trips_total` of the node whose metrics are at `port`.
@@ -899,12 +974,13 @@ fn swaks_grey(port: u16, pipelining: bool) -> String {
 }
 
 /// With shared limits and greylisting in Redis, a one-recipient message on its own
-/// connection costs two round trips: the connection's (its lease and rate, and the
-/// message and its recipient counted ahead) and the greylisting records' read, made
-/// by MAIL when it makes a call anyway and the RCPT is pipelined behind it, else by
-/// the RCPT; what greylisting decides to store rides on the node's next call (or
-/// goes alone after 100 ms). A node remembers the triplets it saw pass for a minute:
-/// their next messages read nothing. The decisions are the same either way:
+/// connection costs two round trips at most: the connection's (its lease and rate,
+/// and the message and its recipient counted ahead; for a busy client, a call every
+/// few connections) and the greylisting records' read, made by MAIL when it makes a
+/// call anyway and the RCPT is pipelined behind it, else by the RCPT; what
+/// greylisting decides to store rides on the node's next call (or goes alone after
+/// 100 ms). A node remembers the triplets it saw pass for a minute: their next
+/// messages read nothing. The decisions are the same either way:
 /// greylisted first, passed after the delay (via another node too), the record in
 /// Redis.
 #[test]
@@ -948,7 +1024,7 @@ fn greylisting_reads_once_a_message_at_most_and_rides_on_calls_made_anyway() {
     std::thread::sleep(Duration::from_millis(300));
     let remembered = round_trips(mport) - before;
     assert!(
-        (n..=2 * n + 6).contains(&remembered),
+        (1..=n / 2).contains(&remembered),
         "{remembered} round trips for {n} messages of a triplet that passed"
     );
     // triplets that passed via node b, new to node a: a reads their records
@@ -1004,30 +1080,26 @@ fn greylisting_reads_once_a_message_at_most_and_rides_on_calls_made_anyway() {
         std::thread::sleep(Duration::from_millis(300));
         round_trips(mport) - before
     };
-    // one message a connection: its call, and the read (MAIL used the message counted
-    // ahead and made no call for the read to ride on)
+    // one message a connection: the read (MAIL used a message counted ahead and made
+    // no call for the read to ride on), and a call every few connections
     let (piped, waited) = (measure(1, n / 2, true), measure(1, n / 2, false));
     eprintln!(
         "round trips for {} messages, a connection each: pipelined {piped}, waiting {waited}; {remembered} for {n} remembered",
         n / 2
     );
     for trips in [piped, waited] {
-        assert!((n..=3 * n / 2 + 6).contains(&trips), "{trips}");
+        assert!((n / 2..=n).contains(&trips), "{trips}");
     }
-    // two messages a connection: the second MAIL makes a call, which reads the
-    // records of the RCPT pipelined behind it: three round trips a connection, four
-    // when the client waits
+    // two messages a connection: a read each (by MAIL when the RCPT is pipelined
+    // behind it, else by the RCPT: the same round trip), and a call every few
     let m = 10;
     let (piped, waited) = (measure(2, m, true), measure(2, m, false));
     eprintln!(
         "round trips for {m} connections of two messages: pipelined {piped}, waiting {waited}"
     );
-    assert!((3 * m..=4 * m + 6).contains(&piped), "{piped}");
-    assert!((4 * m..=5 * m + 6).contains(&waited), "{waited}");
-    assert!(
-        waited >= piped + m / 2,
-        "reading ahead saves a round trip: {piped} against {waited}"
-    );
+    for trips in [piped, waited] {
+        assert!((2 * m..=3 * m).contains(&trips), "{trips}");
+    }
     assert_eq!(a.queued().len() as u64, n + 1 + n + 4 * m);
 }
 

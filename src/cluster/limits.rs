@@ -16,50 +16,58 @@
 //! live; a node renews the leases it holds every third of their life, and removes each
 //! when its connection closes. A node that dies stops renewing: its leases expire.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::{Cluster, Feature, Unavailable};
 
-/// The script: `KEYS[i]` with `ARGV[4i-3..4i]` = op, limit, a, member for each op `i`:
+/// The script: `KEYS[i]` with `ARGV[5i-4..5i]` = op, limit, a, member, n for each op `i`:
 ///
 /// - `take LIMIT INTERVAL_US`: count one event unless `LIMIT` are outstanding;
 /// - `check LIMIT INTERVAL_US`: refuse when `LIMIT` are outstanding, count nothing;
 /// - `view LIMIT INTERVAL_US`: only what is outstanding;
 /// - `lease LIMIT TTL_MS MEMBER`: hold a slot unless `LIMIT` live ones are held;
+/// - `spares UPTO TTL_MS PREFIX N`: hold up to `N` more slots while fewer than `UPTO`
+///   are held, `PREFIX:1` to `PREFIX:N`, refusing nothing (slots held ahead,
+///   [`Op::Spares`]);
 /// - `renew - TTL_MS MEMBER`: extend a slot still held (one given back stays so);
-/// - `try LIMIT INTERVAL_US`: count one event if fewer than `LIMIT` are outstanding,
-///   refuse nothing: answers what is used after it, or `-2 - used` when it did not
-///   count (an event counted ahead, [`Op::Try`]; its `LIMIT` may be under the
-///   limit's own, `INTERVAL_US` is the limit's);
-/// - `untake - INTERVAL_US`: give one counted event back (a reservation not used);
+/// - `try UPTO INTERVAL_US - N`: count up to `N` events while fewer than `UPTO` are
+///   outstanding, refuse nothing (events counted ahead, [`Op::Try`]; `UPTO` may be
+///   under the limit's own, `INTERVAL_US` is the limit's);
+/// - `untake - INTERVAL_US - N`: give `N` counted events back (counted ahead, unused);
 /// - `release - - MEMBER`: give a slot back (a connection closed);
 /// - `set - TTL_S VALUE`: store `VALUE` for `TTL_S` seconds (a greylisting record,
 ///   written after its decision, [`Op::Set`]).
 ///
 /// Ops run in order; after a refusal the rest are skipped (neither counted nor held).
-/// Answers `{admitted (1 or 0), used_1, used_2, ...}`, `-1` for a skipped op.
+/// Answers `{admitted (1 or 0), used_1, used_2, ..., counted_1, counted_2, ...}`:
+/// what each op found in use after it ran (`-1`: skipped), then how many events or
+/// slots each counted or held.
 pub const SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local out = {1}
+local counted = {}
 for i, key in ipairs(KEYS) do
-  local op = ARGV[4 * i - 3]
-  local limit = tonumber(ARGV[4 * i - 2])
-  local a = tonumber(ARGV[4 * i - 1])
+  local op = ARGV[5 * i - 4]
+  local limit = tonumber(ARGV[5 * i - 3])
+  local a = tonumber(ARGV[5 * i - 2])
+  local member = ARGV[5 * i - 1]
+  local n = tonumber(ARGV[5 * i]) or 1
+  counted[i] = 0
   if out[1] == 0 then
     out[i + 1] = -1
   elseif op == 'release' then
-    redis.call('ZREM', key, ARGV[4 * i])
+    redis.call('ZREM', key, member)
     out[i + 1] = 0
   elseif op == 'set' then
-    redis.call('SET', key, ARGV[4 * i], 'EX', a)
+    redis.call('SET', key, member, 'EX', a)
     out[i + 1] = 0
   elseif op == 'untake' then
     local tat = tonumber(redis.call('GET', key) or '0') or 0
     if tat > now then
-      tat = tat - a
+      tat = tat - a * n
       if tat > now then
         redis.call('SET', key, string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000))
       else
@@ -68,37 +76,55 @@ for i, key in ipairs(KEYS) do
     end
     out[i + 1] = 0
   elseif op == 'renew' then
-    if redis.call('ZSCORE', key, ARGV[4 * i]) then
-      redis.call('ZADD', key, 'XX', math.floor(now / 1000) + a, ARGV[4 * i])
+    if redis.call('ZSCORE', key, member) then
+      redis.call('ZADD', key, 'XX', math.floor(now / 1000) + a, member)
       redis.call('PEXPIRE', key, a)
     end
     out[i + 1] = 0
   elseif op == 'lease' then
     local now_ms = math.floor(now / 1000)
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now_ms)
-    local added = redis.call('ZADD', key, now_ms + a, ARGV[4 * i])
+    local added = redis.call('ZADD', key, now_ms + a, member)
     local held = redis.call('ZCARD', key)
     if held > limit then
       -- over the limit with this one: it goes again (a member that was there stays)
       if added == 1 then
-        redis.call('ZREM', key, ARGV[4 * i])
+        redis.call('ZREM', key, member)
       end
       out[1] = 0
       out[i + 1] = held - 1
     else
       redis.call('PEXPIRE', key, a)
+      counted[i] = 1
       out[i + 1] = held
     end
+  elseif op == 'spares' then
+    local now_ms = math.floor(now / 1000)
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now_ms)
+    local held = redis.call('ZCARD', key)
+    local m = math.min(n, limit - held)
+    if m > 0 then
+      local args = {}
+      for j = 1, m do
+        args[2 * j - 1] = now_ms + a
+        args[2 * j] = member .. ':' .. j
+      end
+      redis.call('ZADD', key, unpack(args))
+      redis.call('PEXPIRE', key, a)
+      held = held + m
+      counted[i] = m
+    end
+    out[i + 1] = held
   else
     local tat = tonumber(redis.call('GET', key) or '0') or 0
     if tat < now then tat = now end
     local used = math.ceil((tat - now) / a)
     if op == 'try' then
-      if used >= limit then
-        used = -2 - used
-      else
-        tat = tat + a
-        used = used + 1
+      local m = math.min(n, limit - used)
+      if m > 0 then
+        tat = tat + a * m
+        used = used + m
+        counted[i] = m
         redis.call('SET', key, string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000))
       end
     elseif op == 'take' then
@@ -107,6 +133,7 @@ for i, key in ipairs(KEYS) do
       else
         tat = tat + a
         used = used + 1
+        counted[i] = 1
         redis.call('SET', key, string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000))
       end
     elseif op == 'check' and used >= limit then
@@ -114,6 +141,9 @@ for i, key in ipairs(KEYS) do
     end
     out[i + 1] = used
   end
+end
+for i = 1, #KEYS do
+  out[#KEYS + 1 + i] = counted[i]
 end
 return out
 "#;
@@ -153,19 +183,31 @@ pub enum Op {
         ttl: Duration,
         member: String,
     },
-    /// Count one event if fewer than `upto` (at most `limit`) are outstanding; refuse
-    /// nothing (a reservation: the answer says whether it counted).
+    /// Count up to `count` events while fewer than `upto` (at most `limit`) are
+    /// outstanding; refuse nothing (counted ahead: the answer says how many counted).
     Try {
         key: String,
         limit: u32,
         per: Duration,
         upto: u32,
+        count: u32,
     },
-    /// Give back one event counted by a `Try` that was not used.
+    /// Give back `count` events counted ahead and not used.
     Untake {
         key: String,
         limit: u32,
         per: Duration,
+        count: u32,
+    },
+    /// Hold up to `count` more slots under `key` while fewer than `upto` are held,
+    /// as `prefix:1` to `prefix:count`, for `ttl` unless renewed; refuse nothing
+    /// (slots held ahead: the answer says how many).
+    Spares {
+        key: String,
+        upto: u32,
+        ttl: Duration,
+        prefix: String,
+        count: u32,
     },
     /// Give the slot `member` back.
     Release { key: String, member: String },
@@ -186,6 +228,7 @@ impl Op {
             | Op::Lease { key, .. }
             | Op::Try { key, .. }
             | Op::Untake { key, .. }
+            | Op::Spares { key, .. }
             | Op::Release { key, .. }
             | Op::Set { key, .. } => key,
         }
@@ -205,8 +248,9 @@ pub struct Answer {
     pub admitted: bool,
     /// What each op found in use after it ran (`None`: skipped after a refusal).
     pub used: Vec<Option<u32>>,
-    /// For each `Try`, whether it counted (`false` for the other ops).
-    pub counted: Vec<bool>,
+    /// How many events or slots each op counted or held (`take` and `lease`: 1 when
+    /// they did; `try` and `spares`: up to their `count`; the other ops: 0).
+    pub counted: Vec<u32>,
 }
 
 /// Most ops in one call (a command needs at most a handful).
@@ -322,6 +366,7 @@ impl Cluster {
                 _ = shutdown.changed() => true,
                 _ = tokio::time::sleep(FLUSH_AFTER) => false,
             };
+            self.give_back_expired(stop);
             while !self.pending.is_empty() {
                 if self.limits(Feature::Leases, &[]).await.is_err() {
                     break;
@@ -351,50 +396,47 @@ impl Cluster {
                 cmd.arg(op.key());
             }
             for op in all() {
-                match op {
-                    Op::Take { limit, per, .. } => cmd
-                        .arg("take")
-                        .arg(*limit)
-                        .arg(interval_us(*limit, *per))
-                        .arg(""),
-                    Op::Check { limit, per, .. } => cmd
-                        .arg("check")
-                        .arg(*limit)
-                        .arg(interval_us(*limit, *per))
-                        .arg(""),
-                    Op::View { limit, per, .. } => cmd
-                        .arg("view")
-                        .arg(*limit)
-                        .arg(interval_us(*limit, *per))
-                        .arg(""),
+                let ms = |d: &Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+                let (verb, limit, a, member, n): (&str, u32, u64, &str, u32) = match op {
+                    Op::Take { limit, per, .. } => {
+                        ("take", *limit, interval_us(*limit, *per), "", 1)
+                    }
+                    Op::Check { limit, per, .. } => {
+                        ("check", *limit, interval_us(*limit, *per), "", 1)
+                    }
+                    Op::View { limit, per, .. } => {
+                        ("view", *limit, interval_us(*limit, *per), "", 1)
+                    }
                     Op::Lease {
                         limit, ttl, member, ..
-                    } => cmd
-                        .arg("lease")
-                        .arg(*limit)
-                        .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
-                        .arg(member.as_str()),
+                    } => ("lease", *limit, ms(ttl), member, 1),
+                    Op::Spares {
+                        upto,
+                        ttl,
+                        prefix,
+                        count,
+                        ..
+                    } => ("spares", *upto, ms(ttl), prefix, *count),
                     Op::Try {
-                        limit, per, upto, ..
-                    } => cmd
-                        .arg("try")
-                        .arg(*upto.min(limit))
-                        .arg(interval_us(*limit, *per))
-                        .arg(""),
-                    Op::Untake { limit, per, .. } => cmd
-                        .arg("untake")
-                        .arg(0)
-                        .arg(interval_us(*limit, *per))
-                        .arg(""),
-                    Op::Release { member, .. } => {
-                        cmd.arg("release").arg(0).arg(0).arg(member.as_str())
-                    }
-                    Op::Set { value, ttl, .. } => cmd
-                        .arg("set")
-                        .arg(0)
-                        .arg(ttl.as_secs().max(1))
-                        .arg(value.as_str()),
+                        limit,
+                        per,
+                        upto,
+                        count,
+                        ..
+                    } => (
+                        "try",
+                        *upto.min(limit),
+                        interval_us(*limit, *per),
+                        "",
+                        *count,
+                    ),
+                    Op::Untake {
+                        limit, per, count, ..
+                    } => ("untake", 0, interval_us(*limit, *per), "", *count),
+                    Op::Release { member, .. } => ("release", 0, 0, member, 1),
+                    Op::Set { value, ttl, .. } => ("set", 0, ttl.as_secs().max(1), value, 1),
                 };
+                cmd.arg(verb).arg(limit).arg(a).arg(member).arg(n);
             }
             cmd
         };
@@ -431,9 +473,8 @@ impl Cluster {
             .map(|(raw, read)| (raw, Some(read)))
         };
         let answer = answer.and_then(|(raw, read)| {
-            let tries: Vec<bool> = all().map(|o| matches!(o, Op::Try { .. })).collect();
-            let answer =
-                parse(&raw, &tries).ok_or(Unavailable::Answer("the limits script's answer"))?;
+            let answer = parse(&raw, riding.len() + ops.len())
+                .ok_or(Unavailable::Answer("the limits script's answer"))?;
             Ok((answer, read))
         });
         self.record(feature, answer.as_ref().map(|_| ()));
@@ -447,6 +488,79 @@ impl Cluster {
         self.pending.push(Op::Release {
             key: key.to_owned(),
             member: member.to_owned(),
+        });
+    }
+
+    /// A spare of `key` from the [`Stash`], if one was kept less than [`HOLD`] ago
+    /// (what expired meanwhile is given back).
+    pub fn spare(&self, key: &str) -> Option<Spare> {
+        let (spare, expired) = self.stash.take(key, Instant::now());
+        self.give_back(key, expired);
+        spare
+    }
+
+    /// Keeps `spare` of `key` in the [`Stash`] for the client's next session, or gives
+    /// it back when the stash holds enough of it, or when its limit is too small to
+    /// hold any for the node ([`spares`]: given back at once, as a node alone would).
+    pub fn keep(&self, key: &str, spare: Spare) {
+        if spares(spare.limit()) == 0 {
+            self.give_back(key, vec![spare]);
+        } else if let Some(spare) = self.stash.keep(key, spare, Instant::now()) {
+            self.give_back(key, vec![spare]);
+        }
+    }
+
+    /// How many events or slots of `key` (a limit of `limit`) to count ahead for the
+    /// node with a call made now: what its stash misses of [`spares`] and no call
+    /// asks for already, when the client is busy here, else none; records this ask.
+    /// Until the [`Asked`] returned is dropped (the call answered or failed), they
+    /// count as coming.
+    pub fn wanted(self: &Arc<Self>, key: &str, limit: u32) -> (u32, Asked) {
+        let count = self.stash.wanted(key, limit, Instant::now());
+        let asked = Asked {
+            cluster: self.clone(),
+            key: key.to_owned(),
+            count,
+        };
+        (count, asked)
+    }
+
+    /// Gives back what the [`Stash`] kept [`HOLD`] or more ago (everything with
+    /// `all`: the node stops).
+    fn give_back_expired(&self, all: bool) {
+        for (key, spares) in self.stash.expired(Instant::now(), all) {
+            self.give_back(&key, spares);
+        }
+    }
+
+    /// Events given back in one `untake` per rate, slots one by one.
+    fn give_back(&self, key: &str, spares: Vec<Spare>) {
+        let mut events: Option<(u32, Duration, u32)> = None;
+        for spare in spares {
+            match spare {
+                Spare::Event { limit, per, .. } => match &mut events {
+                    Some((l, p, n)) if *l == limit && *p == per => *n += 1,
+                    _ => {
+                        if let Some((limit, per, count)) = events.take() {
+                            self.untake(key, limit, per, count);
+                        }
+                        events = Some((limit, per, 1));
+                    }
+                },
+                Spare::Lease { member, .. } => self.release(key, &member),
+            }
+        }
+        if let Some((limit, per, count)) = events {
+            self.untake(key, limit, per, count);
+        }
+    }
+
+    fn untake(&self, key: &str, limit: u32, per: Duration, count: u32) {
+        self.pending.push(Op::Untake {
+            key: key.to_owned(),
+            limit,
+            per,
+            count,
         });
     }
 
@@ -476,6 +590,7 @@ impl Cluster {
                     .arg(0)
                     .arg(ttl)
                     .arg(member)
+                    .arg(1)
                     .ignore();
             }
             if let Err(Unavailable::Redis(e)) = self.query::<()>(Feature::Leases, &pipe).await
@@ -523,26 +638,201 @@ fn reads_of(values: impl IntoIterator<Item = redis::Value>, keys: usize) -> Opti
     (values.len() == keys).then_some(Reads { time, values })
 }
 
-/// The script's answer to ops of which those marked in `tries` are `try`.
-fn parse(raw: &[i64], tries: &[bool]) -> Option<Answer> {
-    let (&admitted, used) = raw.split_first()?;
-    if used.len() != tries.len() || !matches!(admitted, 0 | 1) {
+/// The script's answer to `ops` ops.
+fn parse(raw: &[i64], ops: usize) -> Option<Answer> {
+    let (&admitted, rest) = raw.split_first()?;
+    if rest.len() != 2 * ops || !matches!(admitted, 0 | 1) {
         return None;
     }
-    let mut answer = Answer {
+    let (used, counted) = rest.split_at(ops);
+    Some(Answer {
         admitted: admitted == 1,
-        used: Vec::with_capacity(used.len()),
-        counted: Vec::with_capacity(used.len()),
-    };
-    for (&n, &is_try) in used.iter().zip(tries) {
-        let (n, counted) = match n {
-            n if is_try && n <= -2 => (n.checked_neg()?.checked_sub(2)?, false),
-            n => (n, is_try && n >= 1),
-        };
-        answer.used.push(u32::try_from(n).ok());
-        answer.counted.push(counted);
+        used: used.iter().map(|&n| u32::try_from(n).ok()).collect(),
+        counted: counted
+            .iter()
+            .map(|&n| u32::try_from(n).ok())
+            .collect::<Option<_>>()?,
+    })
+}
+
+/// How long an event counted ahead or a slot held ahead waits in the [`Stash`] for a
+/// session of its client: given back when none used it by then. A busy client's
+/// events are counted this much early at most (GCRA sees them then).
+pub const HOLD: Duration = Duration::from_secs(1);
+
+/// A node's share of a limit to count ahead, per client and kind, at most: and never
+/// more than a sixteenth of the limit, so that a limit under 16 is never counted ahead
+/// for the node ([`spares`]). The node's stash holds up to twice its share.
+pub const SPARES: u32 = 32;
+
+/// Most keys the [`Stash`] follows (clients × kinds); past it, a new key gets nothing
+/// counted ahead.
+const MAX_STASHED: usize = 16_384;
+
+/// A node's share of a limit of `limit` to count ahead: it keeps up to twice that.
+pub fn spares(limit: u32) -> u32 {
+    SPARES.min(limit / 16)
+}
+
+/// Something counted or held in Redis for a session that has not come yet.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Spare {
+    /// One event counted under a rate of `limit` per `per`, with what was in use then.
+    Event {
+        limit: u32,
+        per: Duration,
+        used: Option<u32>,
+    },
+    /// A connection slot held as `member` (renewed with the node's leases), among
+    /// at most `limit`.
+    Lease { member: String, limit: u32 },
+}
+
+impl Spare {
+    fn limit(&self) -> u32 {
+        match self {
+            Spare::Event { limit, .. } | Spare::Lease { limit, .. } => *limit,
+        }
     }
-    Some(answer)
+}
+
+#[derive(Default)]
+struct Kept {
+    /// Oldest first, each with when it was kept.
+    spares: std::collections::VecDeque<(Instant, Spare)>,
+    /// When a session last asked for this key (a call, or a spare taken).
+    asked: Option<Instant>,
+    /// Asked for by calls not answered yet: not asked again meanwhile (the node's
+    /// concurrent sessions would each ask for the same).
+    coming: u32,
+}
+
+/// What a node holds counted ahead for its busy clients, by Redis key: events counted
+/// and connection slots held by one call for the sessions that follow within
+/// [`HOLD`], and what a session ended without using. A client whose sessions come
+/// one after the other then costs a call every few connections, not one each; a
+/// client seen once costs what it did (nothing is counted ahead for it). The limits
+/// hold in total, since what is stashed is counted; what differs is at a limit's
+/// edge, where another node's client may be refused for up to [`HOLD`] because of
+/// what this node holds: at most twice the key's [`spares`] (an eighth of the limit,
+/// 16 at most), counted ahead only while the client has used less than half of it.
+#[derive(Default)]
+pub struct Stash(Mutex<HashMap<String, Kept>>);
+
+impl Stash {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Kept>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The oldest spare of `key` kept less than [`HOLD`] ago, and the expired ones to
+    /// give back.
+    fn take(&self, key: &str, now: Instant) -> (Option<Spare>, Vec<Spare>) {
+        let mut map = self.lock();
+        let Some(kept) = map.get_mut(key) else {
+            return (None, Vec::new());
+        };
+        kept.asked = Some(now);
+        let mut expired = Vec::new();
+        while let Some((at, spare)) = kept.spares.pop_front() {
+            if now.duration_since(at) < HOLD {
+                return (Some(spare), expired);
+            }
+            expired.push(spare);
+        }
+        (None, expired)
+    }
+
+    /// Keeps `spare` for `key`: given back (returned) when the key holds twice its
+    /// [`spares`] already, or when [`MAX_STASHED`] keys are followed.
+    fn keep(&self, key: &str, spare: Spare, now: Instant) -> Option<Spare> {
+        let mut map = self.lock();
+        if !map.contains_key(key) && map.len() >= MAX_STASHED {
+            return Some(spare);
+        }
+        let kept = map.entry(key.to_owned()).or_default();
+        if kept.spares.len() >= 2 * spares(spare.limit()) as usize {
+            return Some(spare);
+        }
+        kept.spares.push_back((now, spare));
+        None
+    }
+
+    /// How many of `key` to count ahead for a limit of `limit`: what is missing to
+    /// twice its [`spares`] (what the stash keeps at most) and no call asks for
+    /// already, when a session asked for `key` within [`HOLD`] (the client is busy on
+    /// this node), else none; records this ask.
+    fn wanted(&self, key: &str, limit: u32, now: Instant) -> u32 {
+        let mut map = self.lock();
+        if let Some(kept) = map.get_mut(key) {
+            let busy = kept.asked.is_some_and(|at| now.duration_since(at) < HOLD);
+            kept.asked = Some(now);
+            if !busy {
+                return 0;
+            }
+            let held = u32::try_from(kept.spares.len()).unwrap_or(u32::MAX);
+            let wanted = (2 * spares(limit)).saturating_sub(held.saturating_add(kept.coming));
+            kept.coming += wanted;
+            return wanted;
+        }
+        if map.len() < MAX_STASHED {
+            map.insert(
+                key.to_owned(),
+                Kept {
+                    asked: Some(now),
+                    ..Kept::default()
+                },
+            );
+        }
+        0
+    }
+
+    /// The call that asked for `count` of `key` ([`Stash::wanted`]) has answered, or
+    /// failed.
+    fn answered(&self, key: &str, count: u32) {
+        if let Some(kept) = self.lock().get_mut(key) {
+            kept.coming = kept.coming.saturating_sub(count);
+        }
+    }
+
+    /// Takes out what was kept [`HOLD`] or more ago (everything with `all`), and
+    /// forgets keys with nothing kept that no session asked for within it.
+    fn expired(&self, now: Instant, all: bool) -> Vec<(String, Vec<Spare>)> {
+        let mut out = Vec::new();
+        self.lock().retain(|key, kept| {
+            let mut gone = Vec::new();
+            while let Some((at, _)) = kept.spares.front() {
+                if !all && now.duration_since(*at) < HOLD {
+                    break;
+                }
+                if let Some((_, spare)) = kept.spares.pop_front() {
+                    gone.push(spare);
+                }
+            }
+            if !gone.is_empty() {
+                out.push((key.clone(), gone));
+            }
+            !all && (!kept.spares.is_empty()
+                || kept.coming > 0
+                || kept.asked.is_some_and(|at| now.duration_since(at) < HOLD))
+        });
+        out
+    }
+}
+
+/// Events or slots a call asks to count ahead ([`Cluster::wanted`]): no longer
+/// coming once dropped.
+pub struct Asked {
+    cluster: Arc<Cluster>,
+    key: String,
+    count: u32,
+}
+
+impl Drop for Asked {
+    fn drop(&mut self) {
+        if self.count > 0 {
+            self.cluster.stash.answered(&self.key, self.count);
+        }
+    }
 }
 
 /// The leases this node holds now: (key, member).
@@ -584,27 +874,94 @@ mod tests {
         assert_eq!(interval_us(0, Duration::from_secs(1)), 1_000_000);
         assert_eq!(interval_us(u32::MAX, Duration::from_secs(1)), 1);
         assert_eq!(
-            parse(&[1, 2, -1], &[false, false]),
+            parse(&[1, 2, -1, 1, 0], 2),
             Some(Answer {
                 admitted: true,
                 used: vec![Some(2), None],
-                counted: vec![false, false],
+                counted: vec![1, 0],
             })
         );
-        assert_eq!(parse(&[0, 5], &[false]).map(|a| a.admitted), Some(false));
-        assert_eq!(parse(&[1, 2], &[false, false]), None, "one answer per op");
-        assert_eq!(parse(&[7, 2], &[false]), None);
-        assert_eq!(parse(&[], &[]), None);
-        // a try that counted (used 3 after it), one that did not (5 in use)
+        assert_eq!(parse(&[0, 5, 0], 1).map(|a| a.admitted), Some(false));
+        assert_eq!(parse(&[1, 2, 0], 2), None, "two answers per op");
+        assert_eq!(parse(&[7, 2, 0], 1), None);
+        assert_eq!(parse(&[], 0), None);
+        assert_eq!(parse(&[1], 0).map(|a| a.used.len()), Some(0));
+        // tries that counted 3 (9 in use after them) and none (5 in use)
         assert_eq!(
-            parse(&[1, 3, -7, -1], &[true, true, true]),
+            parse(&[1, 9, 5, -1, 3, 0, 0], 3),
             Some(Answer {
                 admitted: true,
-                used: vec![Some(3), Some(5), None],
-                counted: vec![true, false, false],
+                used: vec![Some(9), Some(5), None],
+                counted: vec![3, 0, 0],
             })
         );
-        assert_eq!(parse(&[1, i64::MIN], &[true]), None);
+        assert_eq!(parse(&[1, 3, -4], 1), None, "a count is never negative");
+    }
+
+    #[test]
+    fn the_stash_keeps_for_busy_clients_and_gives_back_what_waits_too_long() {
+        let stash = Stash::default();
+        let t0 = Instant::now();
+        let event = |used| Spare::Event {
+            limit: 100,
+            per: Duration::from_secs(60),
+            used: Some(used),
+        };
+        // a key first asked for is not busy; asked again within HOLD it is: what its
+        // stash misses is wanted
+        assert_eq!(stash.wanted("k", 100, t0), 0);
+        assert_eq!(stash.wanted("k", 100, t0 + HOLD / 2), 12);
+        stash.answered("k", 12);
+        assert_eq!(
+            stash.wanted("k", 100, t0 + HOLD / 2 + HOLD),
+            0,
+            "not asked for a HOLD"
+        );
+        // oldest first
+        assert_eq!(stash.keep("k", event(1), t0), None);
+        assert_eq!(stash.keep("k", event(2), t0 + HOLD / 2), None);
+        assert_eq!(stash.take("k", t0 + HOLD / 2), (Some(event(1)), vec![]));
+        assert_eq!(stash.keep("k", event(3), t0 + HOLD / 2), None);
+        assert_eq!(
+            stash.wanted("k", 100, t0 + HOLD / 2),
+            10,
+            "12 less the 2 kept"
+        );
+        assert_eq!(stash.wanted("k", 100, t0 + HOLD / 2), 0, "10 are coming");
+        stash.answered("k", 10);
+        assert_eq!(stash.wanted("k", 100, t0 + HOLD / 2), 10, "none came");
+        stash.answered("k", 10);
+        // what waited a HOLD is given back, not taken
+        let later = t0 + HOLD / 2 + HOLD;
+        assert_eq!(stash.take("k", later), (None, vec![event(2), event(3)]));
+        assert_eq!(stash.take("other", later), (None, vec![]));
+        // at most twice its spares a key (a limit of 100: 2 × 6): the rest is given
+        // back at once
+        for i in 0..12 {
+            assert_eq!(stash.keep("k", event(i), later), None);
+        }
+        assert_eq!(stash.keep("k", event(99), later), Some(event(99)));
+        // expired: what waited a HOLD, per key; keys idle and empty are forgotten
+        let lease = Spare::Lease {
+            member: "n:1:a".into(),
+            limit: 50,
+        };
+        assert_eq!(stash.keep("conn", lease.clone(), later + HOLD / 2), None);
+        let gone = stash.expired(later + HOLD, false);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].0, "k");
+        assert_eq!(gone[0].1.len(), 12);
+        assert_eq!(stash.lock().len(), 1, "k forgotten, conn kept");
+        // all of it when the node stops
+        assert_eq!(
+            stash.expired(later + HOLD, true),
+            vec![("conn".to_owned(), vec![lease])]
+        );
+        assert!(stash.lock().is_empty());
+        // counted ahead for the node: a sixteenth of the limit, at most SPARES
+        assert_eq!(spares(15), 0);
+        assert_eq!(spares(64), 4);
+        assert_eq!(spares(1_000_000), SPARES);
     }
 
     #[test]

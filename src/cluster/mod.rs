@@ -81,6 +81,8 @@ pub struct Cluster {
     pub leases: limits::Leases,
     /// What this node gives back, riding along with its next call.
     pub pending: limits::Pending,
+    /// What this node holds counted ahead for its busy clients' next sessions.
+    pub stash: limits::Stash,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -116,6 +118,7 @@ impl Cluster {
             up: AtomicBool::new(true),
             leases: limits::Leases::default(),
             pending: limits::Pending::default(),
+            stash: limits::Stash::default(),
         })
     }
 

@@ -10,7 +10,7 @@ use sha2::Digest;
 
 use super::Core;
 use super::session::{Flow, Session};
-use crate::cluster::limits::{Op, Reads};
+use crate::cluster::limits::{self, Op, Reads, Spare};
 use crate::cluster::{Cluster, Fallback, Feature};
 use crate::policy::{RateKind as Kind, RateView};
 
@@ -46,23 +46,130 @@ pub(crate) enum Reserve {
     Later(Kind),
 }
 
-/// The slots of the `Try`s at `at` in `ops` that counted.
+/// Where an event counted ahead for a session comes from.
+enum Got {
+    /// The `Try` at this index of the call's ops.
+    At(usize),
+    /// The node's [`crate::cluster::limits::Stash`].
+    Stashed(Slot),
+    /// Nowhere: the client has no limit of its kind.
+    Nothing,
+}
+
+/// The slots of `got`: those stashed, and those of the `Try`s in `ops` that counted
+/// (`answer`: none without a call).
 fn slots(
     cluster: &Arc<Cluster>,
     ops: &[Op],
-    answer: &crate::cluster::limits::Answer,
-    at: &[Option<usize>],
+    answer: Option<&crate::cluster::limits::Answer>,
+    got: Vec<Got>,
 ) -> Vec<Option<Slot>> {
-    at.iter()
-        .map(|i| {
-            let i = (*i)?;
-            answer.counted.get(i).copied()?.then(|| Slot {
-                cluster: cluster.clone(),
-                op: Some(ops[i].clone()),
-                used: answer.used.get(i).copied().flatten(),
-            })
+    got.into_iter()
+        .map(|g| match g {
+            Got::Stashed(slot) => Some(slot),
+            Got::Nothing => None,
+            Got::At(i) => {
+                let answer = answer?;
+                let Op::Try {
+                    key, limit, per, ..
+                } = &ops[i]
+                else {
+                    return None;
+                };
+                (answer.counted.get(i).copied()? > 0).then(|| Slot {
+                    cluster: cluster.clone(),
+                    key: key.clone(),
+                    limit: *limit,
+                    per: *per,
+                    used: answer.used.get(i).copied().flatten(),
+                    live: true,
+                })
+            }
         })
         .collect()
+}
+
+/// Ops counting ahead for the node ([`crate::cluster::limits::Stash`]), added to a
+/// call's `ops`: for each rate of `rates` (key, limit, period) whose client is busy
+/// here, what its stash misses of [`limits::spares`], counted while the client has
+/// used less than half its limit. Where each went.
+fn refill(
+    cluster: &Arc<Cluster>,
+    ops: &mut Vec<(Op, Option<Kind>)>,
+    rates: Vec<(String, u32, std::time::Duration)>,
+) -> (Vec<usize>, Vec<limits::Asked>) {
+    let mut keys: Vec<(String, u32, std::time::Duration)> = Vec::new();
+    for rate in rates {
+        if !keys.iter().any(|(k, ..)| *k == rate.0) {
+            keys.push(rate);
+        }
+    }
+    let mut at = Vec::new();
+    let mut asked = Vec::new();
+    for (key, limit, per) in keys {
+        let (count, ask) = cluster.wanted(&key, limit);
+        asked.push(ask);
+        if count > 0 {
+            ops.push((
+                Op::Try {
+                    key,
+                    limit,
+                    per,
+                    upto: limit / 2,
+                    count,
+                },
+                None,
+            ));
+            at.push(ops.len() - 1);
+        }
+    }
+    (at, asked)
+}
+
+/// An event counted ahead under `key` in the node's stash.
+fn stashed(cluster: &Arc<Cluster>, key: String) -> Option<Slot> {
+    match cluster.spare(&key)? {
+        Spare::Event { limit, per, used } => Some(Slot {
+            cluster: cluster.clone(),
+            key,
+            limit,
+            per,
+            used,
+            live: true,
+        }),
+        lease => {
+            cluster.keep(&key, lease);
+            None
+        }
+    }
+}
+
+/// Keeps what the refills at `at` counted in the stash, each event with what was in
+/// use once it was counted.
+fn stash_refills(cluster: &Cluster, ops: &[Op], answer: &limits::Answer, at: &[usize]) {
+    for &i in at {
+        let (
+            Some(Op::Try {
+                key, limit, per, ..
+            }),
+            Some(&n),
+        ) = (ops.get(i), answer.counted.get(i))
+        else {
+            continue;
+        };
+        let after = answer.used.get(i).copied().flatten();
+        for j in 0..n {
+            let used = after.map(|u| u.saturating_sub(n - 1 - j));
+            cluster.keep(
+                key,
+                Spare::Event {
+                    limit: *limit,
+                    per: *per,
+                    used,
+                },
+            );
+        }
+    }
 }
 
 /// What the session last learnt from Redis of its client's counts, for hooks'
@@ -97,30 +204,40 @@ pub struct Lease {
     cluster: Arc<Cluster>,
     key: String,
     member: String,
+    /// `connections-per-ip`.
+    limit: u32,
 }
 
 impl Drop for Lease {
+    /// Kept in the node's stash for the client's next connection (renewed meanwhile),
+    /// or given back.
     fn drop(&mut self) {
-        self.cluster.release(&self.key, &self.member);
+        let member = std::mem::take(&mut self.member);
+        let limit = self.limit;
+        self.cluster.keep(&self.key, Spare::Lease { member, limit });
     }
 }
 
 /// One event counted ahead (a `Try`), for a later command to use without a call of its
 /// own: a recipient counted at MAIL for the transaction's first RCPT, or a message and
-/// a recipient counted for the session's next MAIL ([`Ahead`]). Given back (with this
-/// node's next call) if nothing used it.
+/// a recipient counted for the session's next MAIL ([`Ahead`]). Kept in the node's
+/// stash for another session of the client if nothing used it (given back from there
+/// when none does).
 pub struct Slot {
     cluster: Arc<Cluster>,
-    /// The `Try` that counted it; `None` once used.
-    op: Option<Op>,
+    key: String,
+    limit: u32,
+    per: std::time::Duration,
     /// What its kind had in use once it was counted (hooks' `ctx.rate`).
     used: Option<u32>,
+    /// Not used yet.
+    live: bool,
 }
 
 impl Slot {
     /// The command that uses it: counted already. What was in use then.
     pub(crate) fn use_it(mut self) -> Option<u32> {
-        self.op = None;
+        self.live = false;
         self.used
     }
 
@@ -132,11 +249,13 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some(Op::Try {
-            key, limit, per, ..
-        }) = self.op.take()
-        {
-            self.cluster.pending.push(Op::Untake { key, limit, per });
+        if self.live {
+            let spare = Spare::Event {
+                limit: self.limit,
+                per: self.per,
+                used: self.used,
+            };
+            self.cluster.keep(&self.key, spare);
         }
     }
 }
@@ -161,21 +280,31 @@ fn user_key(cluster: &Cluster, user: &str) -> String {
 }
 
 impl Core {
+    /// The Redis key of `kind`'s rate for `ip`, with its limit and period: `None` when
+    /// the kind has no limit or the client is exempt.
+    fn rate_of(
+        &self,
+        cluster: &Cluster,
+        ip: IpAddr,
+        kind: Kind,
+    ) -> Option<(String, u32, std::time::Duration)> {
+        let (limit, per) = self.rate.rule(kind)?;
+        if self.rate.exempts(ip) {
+            return None;
+        }
+        let client = self.rate.key(ip).to_string();
+        Some((cluster.key(&["rate", kind.as_str(), &client]), limit, per))
+    }
+
     /// The ops of `wants` for `ip`, paired with the kind each reports (for [`Seen`]).
     fn ops(&self, cluster: &Cluster, ip: IpAddr, wants: &[Want<'_>]) -> Vec<(Op, Option<Kind>)> {
-        let client = self.rate.key(ip).to_string();
-        let exempt = self.rate.exempts(ip);
         let mut ops = Vec::new();
         for want in wants {
             match *want {
                 Want::Take(kind) | Want::Check(kind) => {
-                    let Some((limit, per)) = self.rate.rule(kind) else {
+                    let Some((key, limit, per)) = self.rate_of(cluster, ip, kind) else {
                         continue;
                     };
-                    if exempt {
-                        continue;
-                    }
-                    let key = cluster.key(&["rate", kind.as_str(), &client]);
                     let op = if matches!(want, Want::Take(_)) {
                         Op::Take { key, limit, per }
                     } else {
@@ -223,11 +352,39 @@ impl Core {
         let Some(cluster) = &self.cluster else {
             return (self.limit_here(ip, wants), Vec::new(), None);
         };
-        let mut ops = self.ops(cluster, ip, wants);
-        let at = self.reserve(cluster, ip, reserve, &mut ops);
-        if ops.is_empty() && reads.is_empty() {
-            return (Limited::Allowed, Vec::new(), None);
+        // an event counted ahead in the node's stash decides a `Take` with no call
+        let mut ops = Vec::new();
+        for want in wants {
+            if let Want::Take(kind) = *want
+                && let Some((key, ..)) = self.rate_of(cluster, ip, kind)
+                && let Some(slot) = stashed(cluster, key)
+            {
+                seen.set(kind, slot.use_it());
+                continue;
+            }
+            ops.extend(self.ops(cluster, ip, std::slice::from_ref(want)));
         }
+        let got = self.reserve(cluster, ip, reserve, &mut ops, seen);
+        if ops.is_empty() && reads.is_empty() {
+            return (Limited::Allowed, slots(cluster, &[], None, got), None);
+        }
+        // the rates this command counts, whether a call or the stash counted them
+        let rates = wants
+            .iter()
+            .filter_map(|w| match w {
+                Want::Take(kind) => Some(*kind),
+                _ => None,
+            })
+            .chain(reserve.iter().map(|r| match r {
+                Reserve::Now(kind) | Reserve::Later(kind) => *kind,
+            }))
+            .filter_map(|kind| self.rate_of(cluster, ip, kind))
+            .collect();
+        let (refills, _asked) = if ops.is_empty() {
+            Default::default()
+        } else {
+            refill(cluster, &mut ops, rates)
+        };
         let (ops, kinds): (Vec<Op>, Vec<Option<Kind>>) = ops.into_iter().unzip();
         let feature = if ops.is_empty() {
             Feature::Greylisting
@@ -244,10 +401,15 @@ impl Core {
                 if !answer.admitted {
                     return (Limited::Refused, Vec::new(), None);
                 }
-                (Limited::Allowed, slots(cluster, &ops, &answer, &at), read)
+                stash_refills(cluster, &ops, &answer, &refills);
+                (
+                    Limited::Allowed,
+                    slots(cluster, &ops, Some(&answer), got),
+                    read,
+                )
             }
             // only reads (no limit asked): what needed them has its own fallback
-            Err(_) if ops.is_empty() => (Limited::Allowed, Vec::new(), None),
+            Err(_) if ops.is_empty() => (Limited::Allowed, slots(cluster, &[], None, got), None),
             Err(_) => match cluster.settings().fallback {
                 Fallback::Local => {
                     let limited = self.limit_here(ip, wants);
@@ -259,15 +421,16 @@ impl Core {
         }
     }
 
-    /// Adds a `Try` to `ops` for each of `reserve` that has a limit for `ip`; where
-    /// each went (an index into `ops`), in order.
+    /// For each of `reserve` that has a limit for `ip`: an event of the node's stash,
+    /// or else a `Try` added to `ops`.
     fn reserve(
         &self,
-        cluster: &Cluster,
+        cluster: &Arc<Cluster>,
         ip: IpAddr,
         reserve: &[Reserve],
         ops: &mut Vec<(Op, Option<Kind>)>,
-    ) -> Vec<Option<usize>> {
+        seen: &mut Seen,
+    ) -> Vec<Got> {
         reserve
             .iter()
             .map(|r| {
@@ -275,11 +438,15 @@ impl Core {
                     Reserve::Now(kind) => (kind, Some(kind)),
                     Reserve::Later(kind) => (kind, None),
                 };
-                let (Op::Take { key, limit, per }, _) =
-                    self.ops(cluster, ip, &[Want::Take(kind)]).pop()?
-                else {
-                    return None;
+                let Some((key, limit, per)) = self.rate_of(cluster, ip, kind) else {
+                    return Got::Nothing;
                 };
+                if let Some(slot) = stashed(cluster, key.clone()) {
+                    if shown.is_some() {
+                        seen.set(kind, slot.used());
+                    }
+                    return Got::Stashed(slot);
+                }
                 // ahead of a command that may never come: only while the client has
                 // used less than half its limit, so that near it every event is
                 // counted by its own command, as on a node alone
@@ -293,10 +460,11 @@ impl Core {
                         limit,
                         per,
                         upto,
+                        count: 1,
                     },
                     shown,
                 ));
-                Some(ops.len() - 1)
+                Got::At(ops.len() - 1)
             })
             .collect()
     }
@@ -323,9 +491,11 @@ impl Core {
     /// A new connection from `ip`: its `connections` rate and, in a cluster, a lease
     /// among at most `per_client` across the nodes (`connections-per-ip`), with a view
     /// of every other limited kind when the policy has hooks, and a message and its
-    /// first recipient counted ahead for the first MAIL ([`Ahead`]), all in one call.
-    /// Admitted with no lease and nothing ahead without a cluster, or while Redis does
-    /// not answer and the fallback is local.
+    /// first recipient counted ahead for the first MAIL ([`Ahead`]), all in one call;
+    /// none when the node's stash holds the connection's event and a lease for the
+    /// client (a busy client: a call every few connections). Admitted with no lease
+    /// and nothing ahead without a cluster, or while Redis does not answer and the
+    /// fallback is local.
     pub(crate) async fn admit(
         &self,
         ip: IpAddr,
@@ -336,88 +506,159 @@ impl Core {
         let Some(cluster) = &self.cluster else {
             return self.admit_here(ip);
         };
-        let mut wants = vec![Want::Take(Kind::Connections)];
-        // what hooks read as `ctx.rate(kind)` before the command that counts it: no
-        // reads when the policy has no hook
-        if self.policy.load().has_hooks() {
-            wants.extend(
-                Kind::ALL
-                    .iter()
-                    .filter(|k| **k != Kind::Connections)
-                    .map(|k| Want::Check(*k)),
-            );
-        }
-        let mut ops = self.ops(cluster, ip, &wants);
-        // the other kinds are only read: they refuse nothing here
-        for (op, _) in &mut ops {
-            if let Op::Check { key, limit, per } = op {
-                *op = Op::View {
-                    key: std::mem::take(key),
-                    limit: *limit,
-                    per: *per,
-                };
+        let mut ops = Vec::new();
+        if let Some((key, limit, per)) = self.rate_of(cluster, ip, Kind::Connections) {
+            match stashed(cluster, key.clone()) {
+                Some(slot) => seen.set(Kind::Connections, slot.use_it()),
+                None => ops.push((Op::Take { key, limit, per }, Some(Kind::Connections))),
             }
         }
         let lease_key = cluster.key(&["conn", &self.rate.key(ip).to_string()]);
         // the process id too: a node restarted while its old leases live numbers its
         // sessions from the start again
-        let member = format!(
+        let own = format!(
             "{}:{}:{session:x}",
             cluster.settings().node,
             std::process::id()
         );
-        let at = usize::from(matches!(ops.first(), Some((_, Some(Kind::Connections)))));
-        let lease = Op::Lease {
-            key: lease_key.clone(),
-            limit: u32::try_from(per_client).unwrap_or(u32::MAX),
-            ttl: cluster.settings().lease,
-            member: member.clone(),
+        let limit = u32::try_from(per_client).unwrap_or(u32::MAX);
+        let at = ops.len();
+        let mut member = match cluster.spare(&lease_key) {
+            Some(Spare::Lease { member, .. }) => Some(member),
+            Some(event) => {
+                cluster.keep(&lease_key, event);
+                None
+            }
+            None => None,
         };
-        ops.insert(at, (lease, None));
-        // after the lease: skipped (nothing counted) when the connection is refused
+        if member.is_none() {
+            ops.push((
+                Op::Lease {
+                    key: lease_key.clone(),
+                    limit,
+                    ttl: cluster.settings().lease,
+                    member: own.clone(),
+                },
+                None,
+            ));
+        }
+        // what hooks read as `ctx.rate(kind)` before the command that counts it: no
+        // reads when the policy has no hook
+        if self.policy.load().has_hooks() {
+            for kind in Kind::ALL.iter().filter(|k| **k != Kind::Connections) {
+                if let Some((key, limit, per)) = self.rate_of(cluster, ip, *kind) {
+                    ops.push((Op::View { key, limit, per }, Some(*kind)));
+                }
+            }
+        }
         let ahead = [
             Reserve::Later(Kind::Messages),
             Reserve::Later(Kind::Recipients),
         ];
-        let reserved = self.reserve(cluster, ip, &ahead, &mut ops);
+        if ops.is_empty() {
+            // no call: what the stash holds for the first MAIL, nothing counted for it
+            let mut ahead = [Kind::Messages, Kind::Recipients].into_iter().map(|kind| {
+                self.rate_of(cluster, ip, kind)
+                    .and_then(|(key, ..)| stashed(cluster, key))
+            });
+            return Ok(Admitted {
+                lease: member.map(|member| Lease {
+                    cluster: cluster.clone(),
+                    key: lease_key,
+                    member,
+                    limit,
+                }),
+                ahead: Ahead {
+                    message: ahead.next().flatten(),
+                    recipient: ahead.next().flatten(),
+                },
+            });
+        }
+        // after the lease: skipped (nothing counted) when the connection is refused
+        let reserved = self.reserve(cluster, ip, &ahead, &mut ops, seen);
+        let rates = [Kind::Connections, Kind::Messages, Kind::Recipients]
+            .into_iter()
+            .filter_map(|kind| self.rate_of(cluster, ip, kind))
+            .collect();
+        let (refills, _asked) = refill(cluster, &mut ops, rates);
+        let (spares, _asked_lease) = cluster.wanted(&lease_key, limit);
+        let spares_at = (spares > 0).then(|| {
+            ops.push((
+                Op::Spares {
+                    key: lease_key.clone(),
+                    upto: limit / 2,
+                    ttl: cluster.settings().lease,
+                    prefix: own.clone(),
+                    count: spares,
+                },
+                None,
+            ));
+            ops.len() - 1
+        });
         let (ops, kinds): (Vec<Op>, Vec<Option<Kind>>) = ops.into_iter().unzip();
-        match cluster.limits(Feature::Leases, &ops).await {
+        let outcome = cluster.limits(Feature::Leases, &ops).await;
+        let refused = match outcome {
             Ok(answer) => {
                 for (kind, used) in kinds.iter().zip(&answer.used) {
                     if let Some(kind) = kind {
                         seen.set(*kind, *used);
                     }
                 }
-                if !answer.admitted {
-                    // the lease was skipped when the rate refused first
-                    return Err(match answer.used.get(at) {
-                        Some(Some(_)) => Refusal::PerClient,
-                        _ => Refusal::Rate,
+                if answer.admitted {
+                    if member.is_none() {
+                        cluster.leases.hold(&lease_key, &own);
+                        member = Some(own.clone());
+                    }
+                    stash_refills(cluster, &ops, &answer, &refills);
+                    let held = spares_at.and_then(|i| answer.counted.get(i).copied());
+                    for j in 1..=held.unwrap_or(0) {
+                        let spare = format!("{own}:{j}");
+                        cluster.leases.hold(&lease_key, &spare);
+                        cluster.keep(
+                            &lease_key,
+                            Spare::Lease {
+                                member: spare,
+                                limit,
+                            },
+                        );
+                    }
+                    let mut slots = slots(cluster, &ops, Some(&answer), reserved).into_iter();
+                    return Ok(Admitted {
+                        lease: member.map(|member| Lease {
+                            cluster: cluster.clone(),
+                            key: lease_key,
+                            member,
+                            limit,
+                        }),
+                        ahead: Ahead {
+                            message: slots.next().flatten(),
+                            recipient: slots.next().flatten(),
+                        },
                     });
                 }
-                cluster.leases.hold(&lease_key, &member);
-                let mut slots = slots(cluster, &ops, &answer, &reserved).into_iter();
-                Ok(Admitted {
-                    lease: Some(Lease {
-                        cluster: cluster.clone(),
-                        key: lease_key,
-                        member,
-                    }),
-                    ahead: Ahead {
-                        message: slots.next().flatten(),
-                        recipient: slots.next().flatten(),
-                    },
-                })
+                // the lease was skipped when the rate refused first
+                match member.is_none().then(|| answer.used.get(at)).flatten() {
+                    Some(Some(_)) => Refusal::PerClient,
+                    _ => Refusal::Rate,
+                }
             }
             Err(_) => match cluster.settings().fallback {
                 Fallback::Local => {
                     let admitted = self.admit_here(ip);
                     seen.local(&self.rate, ip);
-                    admitted
+                    if let Some(member) = member {
+                        cluster.keep(&lease_key, Spare::Lease { member, limit });
+                    }
+                    return admitted;
                 }
-                Fallback::Tempfail => Err(Refusal::Unavailable),
+                Fallback::Tempfail => Refusal::Unavailable,
             },
+        };
+        // a lease from the stash goes back there
+        if let Some(member) = member {
+            cluster.keep(&lease_key, Spare::Lease { member, limit });
         }
+        Err(refused)
     }
 
     fn admit_here(&self, ip: IpAddr) -> Result<Admitted, Refusal> {
