@@ -934,7 +934,11 @@ fn a_busy_client_is_counted_ahead_for_the_node_and_the_limit_holds_exactly() {
     // via both nodes until the limit refuses: never past it, a little before it at
     // most (what the other node holds counted ahead, for up to a second)
     let until_refused = |accepted: &mut usize| loop {
-        let port = if accepted.is_multiple_of(2) { a.port } else { b.port };
+        let port = if accepted.is_multiple_of(2) {
+            a.port
+        } else {
+            b.port
+        };
         match try_message(port, &format!("m{accepted}@dst.test"), "busy") {
             Ok(()) => *accepted += 1,
             Err(e) => {

@@ -114,8 +114,8 @@ impl Session {
     }
 
     /// Counts this MAIL's message and reserves its first recipient. In a cluster, a
-    /// message counted ahead (at connect, or by the last MAIL) is used without a call;
-    /// else the call also counts the next message and its recipient ahead
+    /// message counted ahead (at connect, or by the last MAIL, or for the node: its
+    /// stash) is used without a call; else the call also counts the next message and its recipient ahead
     /// ([`super::shared::Ahead`]), and reads the greylisting records of a RCPT
     /// pipelined behind this MAIL (a round trip made anyway: when MAIL makes none, the
     /// RCPT reads them itself).

@@ -263,8 +263,9 @@ impl Drop for Slot {
 /// What a session in a cluster holds counted ahead for its next MAIL: a message and
 /// its first recipient, counted with the call made at connect and again with each MAIL
 /// that makes a call, so that a connection with one message costs one round trip and
-/// one with many half a round trip a message. At most one of each per session; what
-/// the session ends without using is given back.
+/// one with many half a round trip a message (or taken from the node's stash, with no
+/// call). At most one of each per session; what the session ends without using goes
+/// to the node's stash, or back.
 #[derive(Default)]
 pub struct Ahead {
     pub(crate) message: Option<Slot>,
