@@ -705,6 +705,10 @@ struct Kept {
     /// Asked for by calls not answered yet: not asked again meanwhile (the node's
     /// concurrent sessions would each ask for the same).
     coming: u32,
+    /// Its client was busy here at the last call that asked for it: what its
+    /// sessions leave is kept for the next ones (else given back at once, as for a
+    /// client seen once).
+    busy: bool,
 }
 
 /// What a node holds counted ahead for its busy clients, by Redis key: events counted
@@ -742,14 +746,14 @@ impl Stash {
         (None, expired)
     }
 
-    /// Keeps `spare` for `key`: given back (returned) when the key holds twice its
-    /// [`spares`] already, or when [`MAX_STASHED`] keys are followed.
+    /// Keeps `spare` for `key`: given back (returned) unless the key's client was
+    /// busy here at its last call ([`Stash::wanted`]), or when the key holds twice
+    /// its [`spares`] already.
     fn keep(&self, key: &str, spare: Spare, now: Instant) -> Option<Spare> {
         let mut map = self.lock();
-        if !map.contains_key(key) && map.len() >= MAX_STASHED {
+        let Some(kept) = map.get_mut(key).filter(|k| k.busy) else {
             return Some(spare);
-        }
-        let kept = map.entry(key.to_owned()).or_default();
+        };
         if kept.spares.len() >= 2 * spares(spare.limit()) as usize {
             return Some(spare);
         }
@@ -766,6 +770,7 @@ impl Stash {
         if let Some(kept) = map.get_mut(key) {
             let busy = kept.asked.is_some_and(|at| now.duration_since(at) < HOLD);
             kept.asked = Some(now);
+            kept.busy = busy;
             if !busy {
                 return 0;
             }
@@ -902,59 +907,61 @@ mod tests {
     fn the_stash_keeps_for_busy_clients_and_gives_back_what_waits_too_long() {
         let stash = Stash::default();
         let t0 = Instant::now();
+        // (HOLD is a second)
+        let t = |ms| t0 + Duration::from_millis(ms);
         let event = |used| Spare::Event {
             limit: 100,
             per: Duration::from_secs(60),
             used: Some(used),
         };
-        // a key first asked for is not busy; asked again within HOLD it is: what its
-        // stash misses is wanted
-        assert_eq!(stash.wanted("k", 100, t0), 0);
-        assert_eq!(stash.wanted("k", 100, t0 + HOLD / 2), 12);
+        // a key first asked for: its client is not busy, what its session leaves is
+        // given back at once (a client seen once costs what it did)
+        assert_eq!(stash.wanted("k", 100, t(0)), 0);
+        assert_eq!(stash.keep("k", event(0), t(0)), Some(event(0)));
+        assert_eq!(stash.keep("new", event(0), t(0)), Some(event(0)));
+        // asked again within HOLD: busy, twice its share wanted (100 / 16 = 6)
+        assert_eq!(stash.wanted("k", 100, t(500)), 12);
         stash.answered("k", 12);
-        assert_eq!(
-            stash.wanted("k", 100, t0 + HOLD / 2 + HOLD),
-            0,
-            "not asked for a HOLD"
-        );
-        // oldest first
-        assert_eq!(stash.keep("k", event(1), t0), None);
-        assert_eq!(stash.keep("k", event(2), t0 + HOLD / 2), None);
-        assert_eq!(stash.take("k", t0 + HOLD / 2), (Some(event(1)), vec![]));
-        assert_eq!(stash.keep("k", event(3), t0 + HOLD / 2), None);
-        assert_eq!(
-            stash.wanted("k", 100, t0 + HOLD / 2),
-            10,
-            "12 less the 2 kept"
-        );
-        assert_eq!(stash.wanted("k", 100, t0 + HOLD / 2), 0, "10 are coming");
+        // kept, and taken oldest first
+        assert_eq!(stash.keep("k", event(1), t(500)), None);
+        assert_eq!(stash.keep("k", event(2), t(700)), None);
+        assert_eq!(stash.take("k", t(700)), (Some(event(1)), vec![]));
+        assert_eq!(stash.keep("k", event(3), t(700)), None);
+        assert_eq!(stash.wanted("k", 100, t(700)), 10, "12 less the 2 kept");
+        assert_eq!(stash.wanted("k", 100, t(700)), 0, "10 are coming");
         stash.answered("k", 10);
-        assert_eq!(stash.wanted("k", 100, t0 + HOLD / 2), 10, "none came");
+        assert_eq!(stash.wanted("k", 100, t(700)), 10, "none came");
         stash.answered("k", 10);
         // what waited a HOLD is given back, not taken
-        let later = t0 + HOLD / 2 + HOLD;
-        assert_eq!(stash.take("k", later), (None, vec![event(2), event(3)]));
-        assert_eq!(stash.take("other", later), (None, vec![]));
-        // at most twice its spares a key (a limit of 100: 2 × 6): the rest is given
-        // back at once
+        assert_eq!(stash.take("k", t(1750)), (None, vec![event(2), event(3)]));
+        assert_eq!(stash.take("other", t(1750)), (None, vec![]));
+        // at most twice its share: the rest is given back at once
+        assert_eq!(stash.wanted("k", 100, t(1800)), 12);
+        stash.answered("k", 12);
         for i in 0..12 {
-            assert_eq!(stash.keep("k", event(i), later), None);
+            assert_eq!(stash.keep("k", event(i), t(1800)), None);
         }
-        assert_eq!(stash.keep("k", event(99), later), Some(event(99)));
-        // expired: what waited a HOLD, per key; keys idle and empty are forgotten
+        assert_eq!(stash.keep("k", event(99), t(1800)), Some(event(99)));
+        // not asked for a HOLD: no longer busy
+        assert_eq!(stash.wanted("k", 100, t(3000)), 0);
+        assert_eq!(stash.keep("k", event(7), t(3000)), Some(event(7)));
         let lease = Spare::Lease {
             member: "n:1:a".into(),
             limit: 50,
         };
-        assert_eq!(stash.keep("conn", lease.clone(), later + HOLD / 2), None);
-        let gone = stash.expired(later + HOLD, false);
+        assert_eq!(stash.wanted("conn", 50, t(3000)), 0);
+        assert_eq!(stash.wanted("conn", 50, t(3100)), 6);
+        stash.answered("conn", 6);
+        assert_eq!(stash.keep("conn", lease.clone(), t(3100)), None);
+        // expired: what waited a HOLD, per key; keys idle and empty are forgotten
+        let gone = stash.expired(t(4050), false);
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].0, "k");
         assert_eq!(gone[0].1.len(), 12);
         assert_eq!(stash.lock().len(), 1, "k forgotten, conn kept");
         // all of it when the node stops
         assert_eq!(
-            stash.expired(later + HOLD, true),
+            stash.expired(t(4050), true),
             vec![("conn".to_owned(), vec![lease])]
         );
         assert!(stash.lock().is_empty());
