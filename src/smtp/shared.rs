@@ -91,8 +91,9 @@ fn slots(
 
 /// Ops counting ahead for the node ([`crate::cluster::limits::Stash`]), added to a
 /// call's `ops`: for each rate of `rates` (key, limit, period) whose client is busy
-/// here, what its stash misses of [`limits::spares`], counted while the client has
-/// used less than half its limit. Where each went.
+/// here, what its stash misses of twice its [`limits::spares`] and no call in flight
+/// asks for, counted while the client has used less than half its limit. Where each
+/// went, and the asks (what they ask for is coming until they are dropped).
 fn refill(
     cluster: &Arc<Cluster>,
     ops: &mut Vec<(Op, Option<Kind>)>,
