@@ -222,6 +222,27 @@ impl Cluster {
     }
 }
 
+#[cfg(test)]
+impl Cluster {
+    /// A client of a Redis that does not answer (a port nothing listens on), with
+    /// `fallback`: for unit tests that must not reach Redis. Inside a Tokio runtime.
+    pub(crate) fn without_redis(fallback: Fallback) -> Self {
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = dead.local_addr().unwrap().port();
+        drop(dead);
+        Cluster::new(&Settings {
+            redis: format!("redis://127.0.0.1:{port}/0"),
+            node: "n".into(),
+            timeout: Duration::from_millis(100),
+            key_prefix: "mtad:".into(),
+            fallback,
+            lease: Duration::from_secs(60),
+            heartbeat: Duration::from_secs(5),
+        })
+        .unwrap()
+    }
+}
+
 /// A command or a pipeline, sent over the shared connection.
 pub trait Query: Sync {
     fn run<'a>(&'a self, conn: &'a mut ConnectionManager) -> redis::RedisFuture<'a, redis::Value>;

@@ -151,13 +151,19 @@ fn stash_refills(cluster: &Cluster, ops: &[Op], answer: &limits::Answer, at: &[u
     for &i in at {
         let (
             Some(Op::Try {
-                key, limit, per, ..
+                key,
+                limit,
+                per,
+                count,
+                ..
             }),
             Some(&n),
         ) = (ops.get(i), answer.counted.get(i))
         else {
             continue;
         };
+        // never more than asked for, whatever the answer says
+        let n = n.min(*count);
         let after = answer.used.get(i).copied().flatten();
         for j in 0..n {
             let used = after.map(|u| u.saturating_sub(n - 1 - j));
@@ -612,8 +618,9 @@ impl Core {
                         member = Some(own.clone());
                     }
                     stash_refills(cluster, &ops, &answer, &refills);
+                    // never more than asked for, whatever the answer says
                     let held = spares_at.and_then(|i| answer.counted.get(i).copied());
-                    for j in 1..=held.unwrap_or(0) {
+                    for j in 1..=held.unwrap_or(0).min(spares) {
                         let spare = format!("{own}:{j}");
                         cluster.leases.hold(&lease_key, &spare);
                         cluster.keep(
@@ -714,5 +721,53 @@ impl Session {
                 Some(self.fail(unavailable))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A hostile or broken Redis that answers it counted more than was asked for
+    /// stashes no more than was asked for (and spends no time on the rest).
+    #[tokio::test]
+    async fn a_refill_keeps_no_more_than_it_asked_for() {
+        // (nothing here calls Redis)
+        let cluster = Arc::new(Cluster::without_redis(Fallback::Local));
+        let key = "mtad:rate:messages:192.0.2.1";
+        let (limit, per) = (1_000, Duration::from_secs(60));
+        let mut ops = Vec::new();
+        // the client is busy here once asked for twice within a second
+        let rates = || vec![(key.to_owned(), limit, per)];
+        assert_eq!(refill(&cluster, &mut ops, rates()).0, Vec::<usize>::new());
+        let (at, asked) = refill(&cluster, &mut ops, rates());
+        assert_eq!(at, vec![0]);
+        let Op::Try { count, .. } = ops[0].0 else {
+            panic!("{:?}", ops[0].0)
+        };
+        assert_eq!(count, 2 * limits::spares(limit));
+        let (ops, _): (Vec<Op>, Vec<Option<Kind>>) = ops.into_iter().unzip();
+        // a few more than asked for: none of them kept, none given back
+        let answer = |counted| limits::Answer {
+            admitted: true,
+            used: vec![Some(u32::MAX)],
+            counted: vec![counted],
+        };
+        stash_refills(&cluster, &ops, &answer(count + 5), &at);
+        assert!(
+            cluster.pending.is_empty(),
+            "gave back what it never asked for"
+        );
+        // many more: as many (those past what the stash keeps given back at once)
+        stash_refills(&cluster, &ops, &answer(u32::MAX), &at);
+        drop(asked);
+        let mut taken = 0;
+        while let Some(slot) = stashed(&cluster, key.to_owned()) {
+            slot.use_it();
+            taken += 1;
+            assert!(taken <= count, "more stashed than asked for");
+        }
+        assert_eq!(taken, count);
     }
 }

@@ -247,19 +247,7 @@ fn the_reply_text_says_what_postgrey_says() {
 /// A [`Shared`] store whose Redis does not answer (nothing listens on its port), with
 /// `fallback`. Call inside a Tokio runtime.
 fn shared_without_redis(fallback: crate::cluster::Fallback) -> Shared {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = dead.local_addr().unwrap().port();
-    drop(dead);
-    let cluster = crate::cluster::Cluster::new(&crate::cluster::Settings {
-        redis: format!("redis://127.0.0.1:{port}/0"),
-        node: "n".into(),
-        timeout: Duration::from_millis(100),
-        key_prefix: "mtad:".into(),
-        fallback,
-        lease: Duration::from_secs(60),
-        heartbeat: Duration::from_secs(5),
-    })
-    .unwrap();
+    let cluster = crate::cluster::Cluster::without_redis(fallback);
     Shared {
         cluster: Arc::new(cluster),
         local: Arc::new(Local::in_memory()),
