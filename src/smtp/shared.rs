@@ -565,22 +565,11 @@ impl Core {
         ];
         if ops.is_empty() {
             // no call: what the stash holds for the first MAIL, nothing counted for it
-            let mut ahead = [Kind::Messages, Kind::Recipients].into_iter().map(|kind| {
+            let ahead = [Kind::Messages, Kind::Recipients].into_iter().map(|kind| {
                 self.rate_of(cluster, ip, kind)
                     .and_then(|(key, ..)| stashed(cluster, key))
             });
-            return Ok(Admitted {
-                lease: member.map(|member| Lease {
-                    cluster: cluster.clone(),
-                    key: lease_key,
-                    member,
-                    limit,
-                }),
-                ahead: Ahead {
-                    message: ahead.next().flatten(),
-                    recipient: ahead.next().flatten(),
-                },
-            });
+            return Ok(Admitted::new(cluster, lease_key, member, limit, ahead));
         }
         // after the lease: skipped (nothing counted) when the connection is refused
         let reserved = self.reserve(cluster, ip, &ahead, &mut ops, seen);
@@ -631,19 +620,8 @@ impl Core {
                             },
                         );
                     }
-                    let mut slots = slots(cluster, &ops, Some(&answer), reserved).into_iter();
-                    return Ok(Admitted {
-                        lease: member.map(|member| Lease {
-                            cluster: cluster.clone(),
-                            key: lease_key,
-                            member,
-                            limit,
-                        }),
-                        ahead: Ahead {
-                            message: slots.next().flatten(),
-                            recipient: slots.next().flatten(),
-                        },
-                    });
+                    let slots = slots(cluster, &ops, Some(&answer), reserved).into_iter();
+                    return Ok(Admitted::new(cluster, lease_key, member, limit, slots));
                 }
                 // the lease was skipped when the rate refused first
                 match member.is_none().then(|| answer.used.get(at)).flatten() {
@@ -683,6 +661,31 @@ impl Core {
 pub(crate) struct Admitted {
     pub(crate) lease: Option<Lease>,
     pub(crate) ahead: Ahead,
+}
+
+impl Admitted {
+    /// Holding `member` under `key` (if any), among at most `limit`, and the first two
+    /// of `ahead`: the first MAIL's message and its recipient.
+    fn new(
+        cluster: &Arc<Cluster>,
+        key: String,
+        member: Option<String>,
+        limit: u32,
+        mut ahead: impl Iterator<Item = Option<Slot>>,
+    ) -> Self {
+        Admitted {
+            lease: member.map(|member| Lease {
+                cluster: cluster.clone(),
+                key,
+                member,
+                limit,
+            }),
+            ahead: Ahead {
+                message: ahead.next().flatten(),
+                recipient: ahead.next().flatten(),
+            },
+        }
+    }
 }
 
 /// Why a connection was not admitted.
